@@ -1,0 +1,448 @@
+//! The chatos dialect (seeds 004 and 002): one codec for both directions.
+//! Owns the byte layout and the per-field limits; it never does I/O and
+//! never decides policy (who may send what is the server's business).
+//!
+//! Layout: 1-byte opcode, INT = i32 big-endian, LONG = i64 big-endian
+//! (see shared/seeds/NOTES.md: the texts say 4 bytes, every real peer uses 8),
+//! STRING = INT byte length + UTF-8 bytes.
+
+use crate::DecodeError;
+
+/// Opcodes, one list for the dialect (seed 004 §1-4, seed 002 adds 11 and 12).
+pub mod op {
+    pub const LOGIN: u8 = 0;
+    pub const LOGIN_ACCEPTED: u8 = 1;
+    pub const LOGIN_REFUSED: u8 = 2;
+    pub const MESSAGE: u8 = 3;
+    pub const MESSAGE_PRIVATE: u8 = 4;
+    pub const REQUEST_PRIVATE: u8 = 5;
+    pub const OK_PRIVATE: u8 = 6;
+    pub const KO_PRIVATE: u8 = 7;
+    pub const ID_PRIVATE: u8 = 8;
+    pub const LOGIN_PRIVATE: u8 = 9;
+    pub const ESTABLISHED: u8 = 10;
+    pub const CLOSE_CONNECTION: u8 = 11;
+    pub const ACCEPT_CLOSE_CONNECTION: u8 = 12;
+}
+
+/// A login "ne peut pas occuper plus de 30 octets" (seed 004 §1).
+pub const MAX_LOGIN: usize = 30;
+/// A message "ne peut pas occuper plus de 1024 octets" (seed 004 §2).
+pub const MAX_TEXT: usize = 1024;
+/// The largest frame the dialect allows: MESSAGE_PRIVATE with every field full.
+pub const MAX_FRAME: usize = 1 + 3 * 4 + 2 * MAX_LOGIN + MAX_TEXT;
+
+/// One chatos command. The same type serves both directions, because the
+/// seed gives client and server frames one shared layout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Login { login: String },
+    LoginAccepted,
+    LoginRefused,
+    Message { from: String, text: String },
+    MessagePrivate { from: String, to: String, text: String },
+    RequestPrivate { requester: String, target: String },
+    OkPrivate { requester: String, target: String },
+    KoPrivate { requester: String, target: String },
+    IdPrivate { requester: String, target: String, connect_id: i64 },
+    LoginPrivate { connect_id: i64 },
+    Established,
+    CloseConnection { connect_id: i64, requester: String, target: String },
+    AcceptCloseConnection { login: String },
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    // Callers keep strings within the field limits, so the length fits an INT.
+    out.extend_from_slice(&(s.len() as i32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// MESSAGE(3) straight into `out`: the server's broadcast path uses this so a
+/// delivery costs one append and no intermediate allocation.
+pub fn encode_message(out: &mut Vec<u8>, from: &str, text: &str) {
+    out.push(op::MESSAGE);
+    put_str(out, from);
+    put_str(out, text);
+}
+
+/// MESSAGE_PRIVATE(4) straight into `out`.
+pub fn encode_message_private(out: &mut Vec<u8>, from: &str, to: &str, text: &str) {
+    out.push(op::MESSAGE_PRIVATE);
+    put_str(out, from);
+    put_str(out, to);
+    put_str(out, text);
+}
+
+fn encode_pair(out: &mut Vec<u8>, opcode: u8, a: &str, b: &str) {
+    out.push(opcode);
+    put_str(out, a);
+    put_str(out, b);
+}
+
+impl Command {
+    /// Append this command's bytes to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Command::Login { login } => {
+                out.push(op::LOGIN);
+                put_str(out, login);
+            }
+            Command::LoginAccepted => out.push(op::LOGIN_ACCEPTED),
+            Command::LoginRefused => out.push(op::LOGIN_REFUSED),
+            Command::Message { from, text } => encode_message(out, from, text),
+            Command::MessagePrivate { from, to, text } => {
+                encode_message_private(out, from, to, text)
+            }
+            Command::RequestPrivate { requester, target } => {
+                encode_pair(out, op::REQUEST_PRIVATE, requester, target)
+            }
+            Command::OkPrivate { requester, target } => {
+                encode_pair(out, op::OK_PRIVATE, requester, target)
+            }
+            Command::KoPrivate { requester, target } => {
+                encode_pair(out, op::KO_PRIVATE, requester, target)
+            }
+            Command::IdPrivate { requester, target, connect_id } => {
+                encode_pair(out, op::ID_PRIVATE, requester, target);
+                out.extend_from_slice(&connect_id.to_be_bytes());
+            }
+            Command::LoginPrivate { connect_id } => {
+                out.push(op::LOGIN_PRIVATE);
+                out.extend_from_slice(&connect_id.to_be_bytes());
+            }
+            Command::Established => out.push(op::ESTABLISHED),
+            Command::CloseConnection { connect_id, requester, target } => {
+                out.push(op::CLOSE_CONNECTION);
+                out.extend_from_slice(&connect_id.to_be_bytes());
+                put_str(out, requester);
+                put_str(out, target);
+            }
+            Command::AcceptCloseConnection { login } => {
+                out.push(op::ACCEPT_CLOSE_CONNECTION);
+                put_str(out, login);
+            }
+        }
+    }
+
+    /// Convenience: the bytes of this command in a fresh vector.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32);
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decode one command from the front of `buf`.
+    ///
+    /// Returns the command and how many bytes it used. `Err(Incomplete)` means
+    /// more bytes are needed; every other error is final for the stream. A
+    /// length prefix is checked against its field's limit before the bytes
+    /// behind it are awaited, so a lying length never makes a reader buffer.
+    pub fn decode(buf: &[u8]) -> Result<(Command, usize), DecodeError> {
+        let mut r = Reader { buf, pos: 0 };
+        let opcode = r.u8()?;
+        let cmd = match opcode {
+            op::LOGIN => Command::Login { login: r.string("login", MAX_LOGIN)? },
+            op::LOGIN_ACCEPTED => Command::LoginAccepted,
+            op::LOGIN_REFUSED => Command::LoginRefused,
+            op::MESSAGE => Command::Message {
+                from: r.string("login", MAX_LOGIN)?,
+                text: r.string("msg", MAX_TEXT)?,
+            },
+            op::MESSAGE_PRIVATE => Command::MessagePrivate {
+                from: r.string("login_sender", MAX_LOGIN)?,
+                to: r.string("login_target", MAX_LOGIN)?,
+                text: r.string("msg", MAX_TEXT)?,
+            },
+            op::REQUEST_PRIVATE | op::OK_PRIVATE | op::KO_PRIVATE | op::ID_PRIVATE => {
+                let requester = r.string("login_requester", MAX_LOGIN)?;
+                let target = r.string("login_target", MAX_LOGIN)?;
+                match opcode {
+                    op::REQUEST_PRIVATE => Command::RequestPrivate { requester, target },
+                    op::OK_PRIVATE => Command::OkPrivate { requester, target },
+                    op::KO_PRIVATE => Command::KoPrivate { requester, target },
+                    _ => Command::IdPrivate { requester, target, connect_id: r.long()? },
+                }
+            }
+            op::LOGIN_PRIVATE => Command::LoginPrivate { connect_id: r.long()? },
+            op::ESTABLISHED => Command::Established,
+            op::CLOSE_CONNECTION => Command::CloseConnection {
+                connect_id: r.long()?,
+                requester: r.string("login_requester", MAX_LOGIN)?,
+                target: r.string("login_target", MAX_LOGIN)?,
+            },
+            op::ACCEPT_CLOSE_CONNECTION => {
+                Command::AcceptCloseConnection { login: r.string("login_target", MAX_LOGIN)? }
+            }
+            other => return Err(DecodeError::UnknownOpcode(other as u16)),
+        };
+        Ok((cmd, r.pos))
+    }
+
+    /// Decode a buffer that must hold exactly one command: trailing bytes are
+    /// an error, and so is a truncated command.
+    pub fn decode_exact(frame: &[u8]) -> Result<Command, DecodeError> {
+        match Command::decode(frame) {
+            Ok((cmd, used)) if used == frame.len() => Ok(cmd),
+            Ok((_, used)) => Err(DecodeError::TrailingBytes(frame.len() - used)),
+            Err(DecodeError::Incomplete) => Err(DecodeError::Truncated),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Incomplete)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Incomplete)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn long(&mut self) -> Result<i64, DecodeError> {
+        let b = self.take(8)?;
+        Ok(i64::from_be_bytes(b.try_into().expect("8 bytes")))
+    }
+    fn string(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        let b = self.take(4)?;
+        let len = i32::from_be_bytes(b.try_into().expect("4 bytes"));
+        if len < 0 {
+            return Err(DecodeError::NegativeLength(len as i64));
+        }
+        let len = len as usize;
+        if len > max {
+            return Err(DecodeError::TooLong { field, len: len as u64, max: max as u64 });
+        }
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8(field))
+    }
+}
+
+/// Incremental decoder for a chatos byte stream: push what the socket gave,
+/// pull whole commands. Chatos frames carry no outer length, so the decoder
+/// parses from the front; its buffer never holds more than one partial
+/// command plus the last chunk pushed.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append bytes received from the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 4096 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole command, `Ok(None)` if more bytes are needed, or the
+    /// error that makes the stream unusable.
+    pub fn next_command(&mut self) -> Result<Option<Command>, DecodeError> {
+        match Command::decode(&self.buf[self.start..]) {
+            Ok((cmd, used)) => {
+                self.start += used;
+                Ok(Some(cmd))
+            }
+            Err(DecodeError::Incomplete) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes received but not yet decoded. After LOGIN_PRIVATE or
+    /// ESTABLISHED the stream turns into raw relayed bytes, and whatever
+    /// arrived behind that command belongs to the relay.
+    pub fn take_remaining(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
+
+    /// How many undecoded bytes are buffered.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    fn samples() -> Vec<Command> {
+        let s = |x: &str| x.to_string();
+        vec![
+            Command::Login { login: s("alice") },
+            Command::LoginAccepted,
+            Command::LoginRefused,
+            Command::Message { from: s("alice"), text: s("hi all") },
+            Command::MessagePrivate { from: s("alice"), to: s("bob"), text: s("psst é") },
+            Command::RequestPrivate { requester: s("alice"), target: s("bob") },
+            Command::OkPrivate { requester: s("alice"), target: s("bob") },
+            Command::KoPrivate { requester: s("alice"), target: s("bob") },
+            Command::IdPrivate { requester: s("alice"), target: s("bob"), connect_id: -42 },
+            Command::LoginPrivate { connect_id: i64::MAX },
+            Command::Established,
+            Command::CloseConnection { connect_id: 7, requester: s("a"), target: s("b") },
+            Command::AcceptCloseConnection { login: s("bob") },
+            Command::Message { from: s(""), text: "x".repeat(MAX_TEXT) },
+            Command::Login { login: "y".repeat(MAX_LOGIN) },
+        ]
+    }
+
+    #[test]
+    fn golden_bytes_from_notes() {
+        assert_eq!(Command::LoginAccepted.to_bytes(), hex("01"));
+        assert_eq!(Command::LoginRefused.to_bytes(), hex("02"));
+        assert_eq!(Command::Established.to_bytes(), hex("0a"));
+        let msg = hex("03 00000005 616c696365 00000006 686920616c6c");
+        let cmd = Command::Message { from: "alice".into(), text: "hi all".into() };
+        assert_eq!(cmd.to_bytes(), msg);
+        assert_eq!(Command::decode_exact(&msg).unwrap(), cmd);
+
+        let id = Command::IdPrivate {
+            requester: "alice".into(),
+            target: "bob".into(),
+            connect_id: 0x0102030405060708,
+        };
+        let bytes = id.to_bytes();
+        assert_eq!(bytes.len(), 25, "ID_PRIVATE alice/bob is 25 bytes with an 8-byte LONG");
+        assert_eq!(bytes, hex("08 00000005 616c696365 00000003 626f62 0102030405060708"));
+        assert_eq!(
+            Command::LoginPrivate { connect_id: 1 }.to_bytes(),
+            hex("09 0000000000000001")
+        );
+        assert_eq!(
+            Command::CloseConnection { connect_id: 2, requester: "a".into(), target: "b".into() }
+                .to_bytes(),
+            hex("0b 0000000000000002 00000001 61 00000001 62")
+        );
+        assert_eq!(
+            Command::AcceptCloseConnection { login: "bob".into() }.to_bytes(),
+            hex("0c 00000003 626f62")
+        );
+    }
+
+    #[test]
+    fn round_trips() {
+        for cmd in samples() {
+            let bytes = cmd.to_bytes();
+            assert_eq!(Command::decode_exact(&bytes).unwrap(), cmd, "{cmd:?}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for cmd in samples() {
+            let bytes = cmd.to_bytes();
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    Command::decode(&bytes[..cut]).unwrap_err(),
+                    DecodeError::Incomplete,
+                    "{cmd:?} cut at {cut}"
+                );
+                assert_eq!(Command::decode_exact(&bytes[..cut]), Err(DecodeError::Truncated));
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        for cmd in samples() {
+            let mut bytes = cmd.to_bytes();
+            bytes.push(0);
+            assert_eq!(Command::decode_exact(&bytes), Err(DecodeError::TrailingBytes(1)));
+        }
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        assert_eq!(Command::decode(&[0x7f]), Err(DecodeError::UnknownOpcode(0x7f)));
+        assert_eq!(Command::decode(&[13]), Err(DecodeError::UnknownOpcode(13)));
+        assert_eq!(
+            Command::decode(&hex("00 ffffffff")),
+            Err(DecodeError::NegativeLength(-1))
+        );
+        // An oversize length fails at once, before its bytes arrive.
+        assert!(matches!(
+            Command::decode(&hex("00 0000001f")),
+            Err(DecodeError::TooLong { len: 31, max: 30, .. })
+        ));
+        assert!(matches!(
+            Command::decode(&hex("03 00000001 61 7fffffff")),
+            Err(DecodeError::TooLong { .. })
+        ));
+        assert_eq!(
+            Command::decode(&hex("00 00000002 c328")),
+            Err(DecodeError::InvalidUtf8("login"))
+        );
+    }
+
+    #[test]
+    fn decoder_splits_and_joins() {
+        let all: Vec<u8> = samples().iter().flat_map(|c| c.to_bytes()).collect();
+        for chunk in [1, 2, 3, 7, 64, all.len()] {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for piece in all.chunks(chunk) {
+                d.push(piece);
+                while let Some(c) = d.next_command().unwrap() {
+                    got.push(c);
+                }
+            }
+            assert_eq!(got, samples(), "chunk {chunk}");
+            assert_eq!(d.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn decoder_hands_over_relay_bytes() {
+        let mut d = Decoder::new();
+        let mut bytes = Command::LoginPrivate { connect_id: 5 }.to_bytes();
+        bytes.extend_from_slice(b"raw");
+        d.push(&bytes);
+        assert_eq!(d.next_command().unwrap(), Some(Command::LoginPrivate { connect_id: 5 }));
+        assert_eq!(d.take_remaining(), b"raw");
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xC4A7);
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..64);
+            let mut buf: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+            if !buf.is_empty() {
+                buf[0] %= 14; // mostly valid opcodes, so the field parsers run
+            }
+            let _ = Command::decode(&buf);
+            let _ = Command::decode_exact(&buf);
+            let mut d = Decoder::new();
+            d.push(&buf);
+            while let Ok(Some(_)) = d.next_command() {}
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Start-up settings: defaults, an optional TOML file, and command-line flags
+//! on top. Owns no runtime state; everything here is read once at start.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything an operator can set. Durations are whole milliseconds in the
+/// file and on the command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every listener binds to.
+    pub bind: IpAddr,
+    /// TCP port of the chatos dialect (0 picks a free port).
+    pub chatos_port: u16,
+    /// SQLite database file (":memory:" keeps nothing).
+    pub db_path: PathBuf,
+    /// Connections open at once, all dialects together; more are closed at accept.
+    pub max_connections: usize,
+    /// A connection that has not identified by then is closed.
+    pub login_timeout_ms: u64,
+    /// Bytes queued towards one peer before it is dropped as a slow reader.
+    pub outbound_limit: usize,
+    /// A write to a peer that makes no progress for this long drops the peer.
+    pub write_timeout_ms: u64,
+    /// Lifetime of an unused private-connection id.
+    pub connect_id_ttl_ms: u64,
+    /// Private relays established at once.
+    pub max_relays: usize,
+    /// Private-connection requests pending per user.
+    pub max_pending_requests: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            chatos_port: 7001,
+            db_path: PathBuf::from("chinwag.db"),
+            max_connections: 20_000,
+            login_timeout_ms: 10_000,
+            outbound_limit: 1 << 20,
+            write_timeout_ms: 10_000,
+            connect_id_ttl_ms: 60_000,
+            max_relays: 1_000,
+            max_pending_requests: 16,
+        }
+    }
+}
+
+impl Config {
+    /// A configuration for tests: every port 0 (the OS picks), in-memory store.
+    pub fn ephemeral() -> Self {
+        Config { chatos_port: 0, db_path: PathBuf::from(":memory:"), ..Config::default() }
+    }
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_millis(self.login_timeout_ms)
+    }
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.write_timeout_ms)
+    }
+    pub fn connect_id_ttl(&self) -> Duration {
+        Duration::from_millis(self.connect_id_ttl_ms)
+    }
+    /// Parse a TOML configuration file's text.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}

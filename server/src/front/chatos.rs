@@ -1,0 +1,328 @@
+//! The chatos front-end: turns chatos frames into hub calls and hub events
+//! into chatos frames, on one thread per connection. It decides nothing the
+//! hub decides (names, routing, ids); it owns only the dialect's rules of
+//! order (LOGIN first, once) and the rule that bad bytes close the connection.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::chatos::{self, Command, Decoder};
+
+use crate::front::relay;
+use crate::hub::{Dialect, Event, Peer, RelayJoin, Session};
+use crate::net::Outbound;
+use crate::Shared;
+
+/// Bytes read from the socket per call.
+const READ_CHUNK: usize = 4096;
+/// Extra time the first end of a relay waits for the second end's hand-over
+/// after the ticket's deadline, covering a join that raced the deadline.
+const HANDOVER_GRACE: Duration = Duration::from_secs(1);
+
+/// A chatos session's outlet: encodes hub events into its outbound queue.
+struct ChatosPeer {
+    out: Arc<Outbound>,
+}
+
+impl Peer for ChatosPeer {
+    fn deliver(&self, event: &Event<'_>) {
+        self.out.enqueue(|buf| match *event {
+            Event::Message { from, text } => chatos::encode_message(buf, from, text),
+            Event::PrivateMessage { from, to, text } => {
+                chatos::encode_message_private(buf, from, to, text)
+            }
+            Event::PrivateRequest { requester, target } => Command::RequestPrivate {
+                requester: requester.into(),
+                target: target.into(),
+            }
+            .encode(buf),
+            Event::PrivateRefused { requester, target } => Command::KoPrivate {
+                requester: requester.into(),
+                target: target.into(),
+            }
+            .encode(buf),
+            Event::PrivateId { requester, target, connect_id } => Command::IdPrivate {
+                requester: requester.into(),
+                target: target.into(),
+                connect_id,
+            }
+            .encode(buf),
+            Event::PrivateClosed { peer, .. } => {
+                Command::AcceptCloseConnection { login: peer.into() }.encode(buf)
+            }
+            // Chatos has no presence frames.
+            Event::Presence { .. } => {}
+        });
+    }
+}
+
+enum State {
+    Anonymous { deadline: Instant },
+    Identified(Arc<Session>),
+}
+
+/// Why a connection ends, for the log line.
+enum End {
+    Eof,
+    Io(io::Error),
+    Protocol(String),
+    LoginTimeout,
+    /// The socket became one end of a private relay and was served to the end.
+    Relayed,
+}
+
+/// Serve one accepted chatos connection until it ends.
+pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
+    let peer_addr = match stream.peer_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let label = format!("chatos {peer_addr}");
+    let _ = stream.set_nodelay(true);
+    let out =
+        Outbound::new(stream.clone(), shared.cfg.outbound_limit, shared.cfg.write_timeout(), label.clone());
+    log::info!("{label}: connected");
+    let mut state = State::Anonymous { deadline: Instant::now() + shared.cfg.login_timeout() };
+    let end = run(&stream, &shared, &out, &mut state, peer_addr.ip(), &label);
+    if let State::Identified(session) = &state {
+        shared.hub.logout(session);
+    }
+    out.close();
+    if !matches!(end, End::Relayed) {
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    let who = match &state {
+        State::Identified(s) => s.name.as_str(),
+        State::Anonymous { .. } => "-",
+    };
+    match end {
+        End::Eof => log::info!("{label} ({who}): disconnected"),
+        End::Io(e) => log::info!("{label} ({who}): connection error: {e}"),
+        End::Protocol(why) => log::warn!("{label} ({who}): closed: {why}"),
+        End::LoginTimeout => log::info!("{label}: closed: no LOGIN within the deadline"),
+        End::Relayed => log::info!("{label}: private connection ended"),
+    }
+}
+
+fn run(
+    stream: &Arc<TcpStream>,
+    shared: &Arc<Shared>,
+    out: &Arc<Outbound>,
+    state: &mut State,
+    ip: IpAddr,
+    label: &str,
+) -> End {
+    let mut decoder = Decoder::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        if let State::Anonymous { deadline } = state {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return End::LoginTimeout;
+            }
+            let _ = stream.set_read_timeout(Some(left));
+        }
+        let n = match (&**stream).read(&mut chunk) {
+            Ok(0) => return End::Eof,
+            Ok(n) => n,
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                continue; // the deadline check above decides
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return End::Io(e),
+        };
+        decoder.push(&chunk[..n]);
+        loop {
+            let cmd = match decoder.next_command() {
+                Ok(Some(cmd)) => cmd,
+                Ok(None) => break,
+                Err(e) => return End::Protocol(format!("framing error: {e}")),
+            };
+            log::trace!("{label}: {cmd:?}");
+            match handle(cmd, stream, shared, out, state, ip, label, &mut decoder) {
+                Ok(()) => {}
+                Err(end) => return end,
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn handle(
+    cmd: Command,
+    stream: &Arc<TcpStream>,
+    shared: &Arc<Shared>,
+    out: &Arc<Outbound>,
+    state: &mut State,
+    ip: IpAddr,
+    label: &str,
+    decoder: &mut Decoder,
+) -> Result<(), End> {
+    let hub = &shared.hub;
+    let session = match state {
+        State::Anonymous { .. } => match cmd {
+            Command::Login { login } => {
+                let peer = Arc::new(ChatosPeer { out: out.clone() });
+                match hub.login(&login, Dialect::Chatos, ip, peer, true, false) {
+                    Ok(session) => {
+                        let _ = stream.set_read_timeout(None);
+                        log::info!("{label}: logged in as {login}");
+                        *state = State::Identified(session);
+                        out.reply(&[chatos::op::LOGIN_ACCEPTED]);
+                    }
+                    Err(why) => {
+                        log::info!("{label}: login {login:?} refused: {why:?}");
+                        out.reply(&[chatos::op::LOGIN_REFUSED]);
+                    }
+                }
+                return Ok(());
+            }
+            Command::LoginPrivate { connect_id } => {
+                let pending = decoder.take_remaining();
+                private_end(stream, shared, connect_id, ip, label, &pending)?;
+                return Err(End::Relayed);
+            }
+            other => {
+                return Err(End::Protocol(format!(
+                    "{} before LOGIN",
+                    opcode_name(&other)
+                )))
+            }
+        },
+        State::Identified(s) => s.clone(),
+    };
+    let now = Instant::now();
+    let result = match cmd {
+        Command::Login { .. } => {
+            // Identification happens once; a second LOGIN is answered, not obeyed.
+            out.reply(&[chatos::op::LOGIN_REFUSED]);
+            Ok(())
+        }
+        Command::Message { from, text } => hub.broadcast(&session, &from, &text).map(|_| ()),
+        Command::MessagePrivate { from, to, text } => {
+            hub.private_message(&session, &from, &to, &text)
+        }
+        Command::RequestPrivate { requester, target } => {
+            hub.request_private(now, &session, &requester, &target)
+        }
+        Command::OkPrivate { requester, target } => {
+            hub.answer_private(now, &session, &requester, &target, true).map(|_| ())
+        }
+        Command::KoPrivate { requester, target } => {
+            hub.answer_private(now, &session, &requester, &target, false).map(|_| ())
+        }
+        Command::CloseConnection { connect_id, requester, target } => {
+            hub.close_private(&session, connect_id, &requester, &target).map(|outcome| {
+                for s in outcome.sockets {
+                    let _ = s.shutdown(Shutdown::Both);
+                }
+            })
+        }
+        Command::LoginPrivate { .. } => {
+            return Err(End::Protocol("LOGIN_PRIVATE on an identified connection".into()))
+        }
+        other @ (Command::LoginAccepted
+        | Command::LoginRefused
+        | Command::IdPrivate { .. }
+        | Command::Established
+        | Command::AcceptCloseConnection { .. }) => {
+            return Err(End::Protocol(format!("server-only {} from a client", opcode_name(&other))))
+        }
+    };
+    if let Err(why) = result {
+        // The seed answers none of these; forged fields are worth a warning.
+        match why {
+            crate::hub::Refusal::Forged => {
+                log::warn!("{label} ({}): forged sender field, dropped", session.name)
+            }
+            other => log::debug!("{label} ({}): ignored: {other:?}", session.name),
+        }
+    }
+    Ok(())
+}
+
+fn opcode_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Login { .. } => "LOGIN",
+        Command::LoginAccepted => "LOGIN_ACCEPTED",
+        Command::LoginRefused => "LOGIN_REFUSED",
+        Command::Message { .. } => "MESSAGE",
+        Command::MessagePrivate { .. } => "MESSAGE_PRIVATE",
+        Command::RequestPrivate { .. } => "REQUEST_PRIVATE",
+        Command::OkPrivate { .. } => "OK_PRIVATE",
+        Command::KoPrivate { .. } => "KO_PRIVATE",
+        Command::IdPrivate { .. } => "ID_PRIVATE",
+        Command::LoginPrivate { .. } => "LOGIN_PRIVATE",
+        Command::Established => "ESTABLISHED",
+        Command::CloseConnection { .. } => "CLOSE_CONNECTION",
+        Command::AcceptCloseConnection { .. } => "ACCEPT_CLOSE_CONNECTION",
+    }
+}
+
+/// This connection opened with LOGIN_PRIVATE: pair it with the other end and
+/// relay until both directions are done.
+fn private_end(
+    stream: &Arc<TcpStream>,
+    shared: &Arc<Shared>,
+    id: i64,
+    ip: IpAddr,
+    label: &str,
+    pending: &[u8],
+) -> Result<(), End> {
+    let hub = &shared.hub;
+    let _ = stream.set_read_timeout(None);
+    let other = match hub.relay_join(Instant::now(), id, ip, stream.clone()) {
+        RelayJoin::First { rx, deadline } => {
+            log::info!("{label}: first end of private connection {id:#x}, waiting");
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(other) => other,
+                Err(_) => {
+                    if hub.relay_abandon(id) {
+                        return Err(End::Protocol(format!("connect id {id:#x} expired unused")));
+                    }
+                    // The second end took the ticket just now; its socket is on the way.
+                    rx.recv_timeout(HANDOVER_GRACE)
+                        .map_err(|_| End::Protocol("relay hand-over lost".into()))?
+                }
+            }
+        }
+        RelayJoin::Second { other, notify } => {
+            let established = [chatos::op::ESTABLISHED];
+            // Both ESTABLISHED bytes go out before either side pumps, so
+            // neither client sees relayed bytes ahead of its ESTABLISHED.
+            let ok = io::Write::write_all(&mut &*other, &established).is_ok()
+                && io::Write::write_all(&mut &**stream, &established).is_ok();
+            let _ = notify.send(stream.clone());
+            if !ok {
+                let _ = other.shutdown(Shutdown::Both);
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            log::info!("{label}: private connection {id:#x} established");
+            other
+        }
+        RelayJoin::Unknown => return Err(End::Protocol(format!("unknown or used connect id {id:#x}"))),
+        RelayJoin::Expired => return Err(End::Protocol(format!("expired connect id {id:#x}"))),
+        RelayJoin::WrongAddress => {
+            return Err(End::Protocol(format!(
+                "connect id {id:#x} presented from {ip}, which neither user is connected from"
+            )))
+        }
+        RelayJoin::Full => return Err(End::Protocol("relay limit reached".into())),
+    };
+    let result = relay::pump(stream, &other, pending);
+    hub.relay_half_done(id);
+    match result {
+        Ok(n) => log::debug!("{label}: relay {id:#x} direction done, {n} bytes"),
+        Err(e) => {
+            log::info!("{label}: relay {id:#x} broken: {e}");
+            let _ = other.shutdown(Shutdown::Both);
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! The hub: who is online, who hears global chat, pending private-connection
+//! requests, issued connect ids and live relays. It is protocol-agnostic and
+//! does no I/O: front-ends call it with decoded commands and it hands events
+//! to each session's `Peer`, which turns them into that dialect's bytes.
+//!
+//! Lock order (never take an earlier lock while holding a later one):
+//!   1. `users`  2. `global`  3. `private`
+//! No lock is held while a `Peer` is called: recipients are collected under
+//! the lock and served after it is released.
+
+pub mod private;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+pub use private::{CloseOutcome, RelayJoin};
+use private::Private;
+
+pub type SessionId = u64;
+
+/// Longest name the hub accepts from any dialect; each dialect may be stricter.
+pub const MAX_NAME: usize = 64;
+
+/// The wire dialect a session speaks; the hub uses it only for logs and
+/// for deciding which sessions hear which kinds of events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    Chatos,
+    Babel,
+    Accounts,
+    Rooms,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Chatos => "chatos",
+            Dialect::Babel => "babel",
+            Dialect::Accounts => "accounts",
+            Dialect::Rooms => "rooms",
+        }
+    }
+}
+
+/// Something the hub tells a session. Borrowed, so a broadcast to many peers
+/// allocates nothing: each peer encodes straight into its own queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event<'a> {
+    Message { from: &'a str, text: &'a str },
+    PrivateMessage { from: &'a str, to: &'a str, text: &'a str },
+    PrivateRequest { requester: &'a str, target: &'a str },
+    PrivateRefused { requester: &'a str, target: &'a str },
+    PrivateId { requester: &'a str, target: &'a str, connect_id: i64 },
+    /// The private connection with `peer` was closed by request.
+    PrivateClosed { connect_id: i64, peer: &'a str },
+    Presence { name: &'a str, online: bool },
+}
+
+/// A session's outlet. `deliver` must not block: it queues bytes and, when
+/// the queue is over its bound, drops the peer rather than wait.
+pub trait Peer: Send + Sync {
+    fn deliver(&self, event: &Event<'_>);
+}
+
+/// One identified user on one connection.
+pub struct Session {
+    pub id: SessionId,
+    pub name: String,
+    pub dialect: Dialect,
+    pub ip: IpAddr,
+    pub peer: Arc<dyn Peer>,
+    /// Hears MESSAGE broadcasts (chatos).
+    pub global_chat: bool,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}({})", self.name, self.id, self.dialect.name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginError {
+    /// Someone online, in any dialect, already has the name.
+    Taken,
+    /// Empty, too long, or containing control characters.
+    Invalid,
+    /// The name belongs to a registered account and this login has no password.
+    Reserved,
+}
+
+/// Why a command was not carried out. The front-end logs it; the peer gets
+/// whatever its dialect says for the case (often nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A sender or requester field that is not the session's own name.
+    Forged,
+    /// The target is not online.
+    Offline,
+    /// No such pending request or connection between those users.
+    NotPending,
+    /// Asking oneself.
+    SelfTarget,
+    /// A per-user or global bound was reached.
+    Limit,
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub connect_id_ttl: Duration,
+    pub max_relays: usize,
+    pub max_pending_requests: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            connect_id_ttl: Duration::from_secs(60),
+            max_relays: 1_000,
+            max_pending_requests: 16,
+        }
+    }
+}
+
+/// Names that password-less logins may not take (registered accounts).
+pub type ReservedNames = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+pub struct Hub {
+    users: RwLock<HashMap<String, Arc<Session>>>,
+    /// Copy-on-write list of global-chat listeners, so a broadcast holds no
+    /// lock while it delivers.
+    global: RwLock<Arc<Vec<Arc<Session>>>>,
+    private: Mutex<Private>,
+    next_session: AtomicU64,
+    reserved: RwLock<Option<ReservedNames>>,
+    cfg: HubConfig,
+}
+
+/// Whether a name is acceptable to the hub at all.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+impl Hub {
+    pub fn new(cfg: HubConfig) -> Self {
+        Hub {
+            users: RwLock::new(HashMap::new()),
+            global: RwLock::new(Arc::new(Vec::new())),
+            private: Mutex::new(Private::default()),
+            next_session: AtomicU64::new(1),
+            reserved: RwLock::new(None),
+            cfg,
+        }
+    }
+
+    /// Install the check for names owned by registered accounts.
+    pub fn set_reserved_names(&self, check: ReservedNames) {
+        *self.reserved.write() = Some(check);
+    }
+
+    /// Identify a connection under `name`. The name space is shared by every
+    /// dialect, so the check and the insert happen under one write lock:
+    /// two racing logins for one name cannot both win.
+    pub fn login(
+        &self,
+        name: &str,
+        dialect: Dialect,
+        ip: IpAddr,
+        peer: Arc<dyn Peer>,
+        global_chat: bool,
+        has_password: bool,
+    ) -> Result<Arc<Session>, LoginError> {
+        if !valid_name(name) {
+            return Err(LoginError::Invalid);
+        }
+        if !has_password {
+            let reserved = self.reserved.read().clone();
+            if reserved.is_some_and(|check| check(name)) {
+                return Err(LoginError::Reserved);
+            }
+        }
+        let session = Arc::new(Session {
+            id: self.next_session.fetch_add(1, Ordering::Relaxed),
+            name: name.to_owned(),
+            dialect,
+            ip,
+            peer,
+            global_chat,
+        });
+        {
+            let mut users = self.users.write();
+            if users.contains_key(name) {
+                return Err(LoginError::Taken);
+            }
+            users.insert(name.to_owned(), session.clone());
+            if global_chat {
+                let mut global = self.global.write();
+                let mut list = Vec::with_capacity(global.len() + 1);
+                list.extend(global.iter().cloned());
+                list.push(session.clone());
+                *global = Arc::new(list);
+            }
+        }
+        Ok(session)
+    }
+
+    /// Forget a session. Safe to call more than once.
+    pub fn logout(&self, session: &Session) {
+        {
+            let mut users = self.users.write();
+            match users.get(&session.name) {
+                Some(s) if s.id == session.id => {
+                    users.remove(&session.name);
+                }
+                _ => return,
+            }
+            if session.global_chat {
+                let mut global = self.global.write();
+                let list: Vec<_> = global.iter().filter(|s| s.id != session.id).cloned().collect();
+                *global = Arc::new(list);
+            }
+        }
+        self.private.lock().forget_user(&session.name);
+    }
+
+    pub fn online(&self, name: &str) -> Option<Arc<Session>> {
+        self.users.read().get(name).cloned()
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.users.read().len()
+    }
+
+    /// MESSAGE to every global-chat listener, the sender included.
+    pub fn broadcast(&self, from: &Session, claimed: &str, text: &str) -> Result<usize, Refusal> {
+        if claimed != from.name {
+            return Err(Refusal::Forged);
+        }
+        let list = self.global.read().clone();
+        let ev = Event::Message { from: &from.name, text };
+        for s in list.iter() {
+            s.peer.deliver(&ev);
+        }
+        Ok(list.len())
+    }
+
+    /// A private message to one online user.
+    pub fn private_message(
+        &self,
+        from: &Session,
+        claimed: &str,
+        to: &str,
+        text: &str,
+    ) -> Result<(), Refusal> {
+        if claimed != from.name {
+            return Err(Refusal::Forged);
+        }
+        let target = self.online(to).ok_or(Refusal::Offline)?;
+        target.peer.deliver(&Event::PrivateMessage { from: &from.name, to, text });
+        Ok(())
+    }
+
+    /// REQUEST_PRIVATE: remember it and pass it to the target only.
+    pub fn request_private(
+        &self,
+        now: Instant,
+        from: &Session,
+        claimed: &str,
+        target: &str,
+    ) -> Result<(), Refusal> {
+        if claimed != from.name {
+            return Err(Refusal::Forged);
+        }
+        if target == from.name {
+            return Err(Refusal::SelfTarget);
+        }
+        let t = self.online(target).ok_or(Refusal::Offline)?;
+        self.private.lock().add_request(
+            now,
+            &from.name,
+            target,
+            now + self.cfg.connect_id_ttl,
+            self.cfg.max_pending_requests,
+        )?;
+        t.peer.deliver(&Event::PrivateRequest { requester: &from.name, target });
+        Ok(())
+    }
+
+    /// OK_PRIVATE or KO_PRIVATE from the target of a pending request. On OK
+    /// both users get a fresh single-use connect id; on KO the requester is told.
+    pub fn answer_private(
+        &self,
+        now: Instant,
+        from: &Session,
+        requester: &str,
+        claimed_target: &str,
+        accept: bool,
+    ) -> Result<Option<i64>, Refusal> {
+        if claimed_target != from.name {
+            return Err(Refusal::Forged);
+        }
+        let req = self.online(requester);
+        let mut private = self.private.lock();
+        if !private.take_request(now, requester, &from.name) {
+            return Err(Refusal::NotPending);
+        }
+        let Some(req) = req else {
+            return Err(Refusal::Offline);
+        };
+        if !accept {
+            drop(private);
+            req.peer.deliver(&Event::PrivateRefused { requester, target: &from.name });
+            return Ok(None);
+        }
+        let id = private.issue_id(
+            requester,
+            &from.name,
+            [req.ip, from.ip],
+            now + self.cfg.connect_id_ttl,
+        );
+        drop(private);
+        let ev = Event::PrivateId { requester, target: &from.name, connect_id: id };
+        req.peer.deliver(&ev);
+        from.peer.deliver(&ev);
+        Ok(Some(id))
+    }
+
+    /// A connection presents connect id `id` from `ip`. See [`RelayJoin`].
+    /// `stream` is this end's socket; the hub only keeps it for hand-over and
+    /// never reads or writes it.
+    pub fn relay_join(&self, now: Instant, id: i64, ip: IpAddr, stream: Arc<TcpStream>) -> RelayJoin {
+        self.private.lock().join(now, id, ip, stream, self.cfg.max_relays)
+    }
+
+    /// The first end of a relay gave up waiting for the second.
+    /// Returns false if the second end arrived in the meantime.
+    pub fn relay_abandon(&self, id: i64) -> bool {
+        self.private.lock().abandon(id)
+    }
+
+    /// One direction of relay `id` has finished pumping.
+    pub fn relay_half_done(&self, id: i64) {
+        self.private.lock().half_done(id);
+    }
+
+    pub fn relay_count(&self) -> usize {
+        self.private.lock().relay_count()
+    }
+
+    /// CLOSE_CONNECTION: tear relay `id` down if it really joins these two
+    /// users, and tell both with `PrivateClosed`. The caller shuts down the
+    /// returned sockets.
+    pub fn close_private(
+        &self,
+        from: &Session,
+        id: i64,
+        claimed: &str,
+        target: &str,
+    ) -> Result<CloseOutcome, Refusal> {
+        if claimed != from.name {
+            return Err(Refusal::Forged);
+        }
+        let outcome = self.private.lock().close(id, &from.name, target)?;
+        from.peer.deliver(&Event::PrivateClosed { connect_id: id, peer: target });
+        if let Some(t) = self.online(target) {
+            t.peer.deliver(&Event::PrivateClosed { connect_id: id, peer: &from.name });
+        }
+        Ok(outcome)
+    }
+
+    /// Drop expired requests and ids. Called by a housekeeping thread.
+    pub fn sweep(&self, now: Instant) {
+        self.private.lock().sweep(now);
+    }
+}
+
+#[cfg(test)]
+mod tests;

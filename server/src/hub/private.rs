@@ -1,0 +1,206 @@
+//! Private connections: pending requests, issued connect ids and live relays.
+//! Owns the single-use, expiring, address-bound rules for connect ids. It
+//! holds relay sockets only to hand them between the two ends and to let
+//! CLOSE_CONNECTION shut them; it never reads or writes them.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use super::Refusal;
+
+/// What a LOGIN_PRIVATE gets from the hub.
+pub enum RelayJoin {
+    /// First end: wait on `rx` for the second end's socket until `deadline`,
+    /// and by then the second end has already written ESTABLISHED on both.
+    First { rx: Receiver<Arc<TcpStream>>, deadline: Instant },
+    /// Second end: write ESTABLISHED to `other` and to yourself, then send
+    /// your own socket through `notify` and start pumping.
+    Second { other: Arc<TcpStream>, notify: Sender<Arc<TcpStream>> },
+    /// The id was never issued, or was already used.
+    Unknown,
+    Expired,
+    /// The connection comes from an address neither user is connected from.
+    WrongAddress,
+    /// Too many relays at once.
+    Full,
+}
+
+struct Waiting {
+    stream: Arc<TcpStream>,
+    notify: Sender<Arc<TcpStream>>,
+}
+
+struct Ticket {
+    users: [String; 2],
+    ips: [IpAddr; 2],
+    expires: Instant,
+    waiting: Option<Waiting>,
+}
+
+struct Relay {
+    users: [String; 2],
+    ends: Vec<Arc<TcpStream>>,
+    halves_done: u8,
+}
+
+/// Sockets of a relay torn down by CLOSE_CONNECTION, for the caller to shut.
+pub struct CloseOutcome {
+    pub sockets: Vec<Arc<TcpStream>>,
+}
+
+#[derive(Default)]
+pub(super) struct Private {
+    /// (requester, target) -> expiry.
+    requests: HashMap<(String, String), Instant>,
+    tickets: HashMap<i64, Ticket>,
+    relays: HashMap<i64, Relay>,
+}
+
+fn pair_matches(users: &[String; 2], a: &str, b: &str) -> bool {
+    (users[0] == a && users[1] == b) || (users[0] == b && users[1] == a)
+}
+
+impl Private {
+    pub(super) fn add_request(
+        &mut self,
+        now: Instant,
+        requester: &str,
+        target: &str,
+        expires: Instant,
+        max_per_user: usize,
+    ) -> Result<(), Refusal> {
+        let key = (requester.to_owned(), target.to_owned());
+        if !self.requests.contains_key(&key) {
+            let mine = self
+                .requests
+                .iter()
+                .filter(|((r, _), exp)| r == requester && **exp > now)
+                .count();
+            if mine >= max_per_user {
+                return Err(Refusal::Limit);
+            }
+        }
+        self.requests.insert(key, expires);
+        Ok(())
+    }
+
+    /// Remove a live pending request; false if there is none.
+    pub(super) fn take_request(&mut self, now: Instant, requester: &str, target: &str) -> bool {
+        match self.requests.remove(&(requester.to_owned(), target.to_owned())) {
+            Some(exp) => exp > now,
+            None => false,
+        }
+    }
+
+    pub(super) fn issue_id(
+        &mut self,
+        requester: &str,
+        target: &str,
+        ips: [IpAddr; 2],
+        expires: Instant,
+    ) -> i64 {
+        let id = loop {
+            // 64 random bits: ids cannot be guessed, and never repeat a live one.
+            let id: i64 = rand::random();
+            if !self.tickets.contains_key(&id) && !self.relays.contains_key(&id) {
+                break id;
+            }
+        };
+        self.tickets.insert(
+            id,
+            Ticket {
+                users: [requester.to_owned(), target.to_owned()],
+                ips,
+                expires,
+                waiting: None,
+            },
+        );
+        id
+    }
+
+    pub(super) fn join(
+        &mut self,
+        now: Instant,
+        id: i64,
+        ip: IpAddr,
+        stream: Arc<TcpStream>,
+        max_relays: usize,
+    ) -> RelayJoin {
+        let Some(ticket) = self.tickets.get_mut(&id) else {
+            return RelayJoin::Unknown;
+        };
+        if ticket.expires <= now {
+            self.tickets.remove(&id);
+            return RelayJoin::Expired;
+        }
+        if !ticket.ips.contains(&ip) {
+            return RelayJoin::WrongAddress;
+        }
+        if ticket.waiting.is_none() {
+            let waiting = self.tickets.values().filter(|t| t.waiting.is_some()).count();
+            if self.relays.len() + waiting >= max_relays {
+                return RelayJoin::Full;
+            }
+            let ticket = self.tickets.get_mut(&id).expect("checked above");
+            let (tx, rx) = bounded(1);
+            ticket.waiting = Some(Waiting { stream, notify: tx });
+            return RelayJoin::First { rx, deadline: ticket.expires };
+        }
+        let ticket = self.tickets.remove(&id).expect("checked above");
+        let waiting = ticket.waiting.expect("checked above");
+        // Keep handles to both ends so CLOSE_CONNECTION can shut them.
+        let ends = vec![waiting.stream.clone(), stream];
+        self.relays.insert(id, Relay { users: ticket.users, ends, halves_done: 0 });
+        RelayJoin::Second { other: waiting.stream, notify: waiting.notify }
+    }
+
+    pub(super) fn abandon(&mut self, id: i64) -> bool {
+        match self.tickets.get(&id) {
+            Some(t) if t.waiting.is_some() => {
+                self.tickets.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn half_done(&mut self, id: i64) {
+        if let Some(r) = self.relays.get_mut(&id) {
+            r.halves_done += 1;
+            if r.halves_done >= 2 {
+                self.relays.remove(&id);
+            }
+        }
+    }
+
+    pub(super) fn relay_count(&self) -> usize {
+        self.relays.len()
+    }
+
+    pub(super) fn close(&mut self, id: i64, requester: &str, target: &str) -> Result<CloseOutcome, Refusal> {
+        if self.relays.get(&id).is_some_and(|r| pair_matches(&r.users, requester, target)) {
+            let relay = self.relays.remove(&id).expect("checked above");
+            return Ok(CloseOutcome { sockets: relay.ends });
+        }
+        if self.tickets.get(&id).is_some_and(|t| pair_matches(&t.users, requester, target)) {
+            let ticket = self.tickets.remove(&id).expect("checked above");
+            let sockets = ticket.waiting.map(|w| vec![w.stream]).unwrap_or_default();
+            return Ok(CloseOutcome { sockets });
+        }
+        Err(Refusal::NotPending)
+    }
+
+    pub(super) fn forget_user(&mut self, name: &str) {
+        self.requests.retain(|(r, t), _| r != name && t != name);
+    }
+
+    pub(super) fn sweep(&mut self, now: Instant) {
+        self.requests.retain(|_, exp| *exp > now);
+        // A waiting first end watches its own deadline; only idle tickets go here.
+        self.tickets.retain(|_, t| t.expires > now || t.waiting.is_some());
+    }
+}

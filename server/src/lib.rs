@@ -1,0 +1,152 @@
+//! chinwagd as a library: start the listeners over one shared hub, and stop
+//! them cleanly. `main.rs` only parses flags and calls [`Server::start`];
+//! tests and benchmarks start servers in-process the same way.
+
+pub mod config;
+pub mod front;
+pub mod hub;
+pub mod net;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub use config::Config;
+use hub::{Hub, HubConfig};
+use net::Registry;
+
+/// How often expired requests and connect ids are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How long shutdown waits for connection threads to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// State every connection thread can reach.
+pub struct Shared {
+    pub hub: Arc<Hub>,
+    pub cfg: Config,
+    pub registry: Arc<Registry>,
+}
+
+/// A running server. Dropping it shuts it down.
+pub struct Server {
+    shared: Arc<Shared>,
+    chatos_addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+type ServeFn = fn(Arc<TcpStream>, Arc<Shared>);
+
+impl Server {
+    /// Bind every listener and start serving. Returns once the sockets are bound.
+    pub fn start(cfg: Config) -> io::Result<Server> {
+        let hub = Arc::new(Hub::new(HubConfig {
+            connect_id_ttl: cfg.connect_id_ttl(),
+            max_relays: cfg.max_relays,
+            max_pending_requests: cfg.max_pending_requests,
+        }));
+        let registry = Registry::new(cfg.max_connections);
+        let chatos = TcpListener::bind((cfg.bind, cfg.chatos_port))?;
+        let chatos_addr = chatos.local_addr()?;
+        let shared = Arc::new(Shared { hub, cfg, registry });
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        threads.push(spawn_acceptor("chatos", chatos, shared.clone(), front::chatos::serve)?);
+        {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            threads.push(thread::Builder::new().name("cw-sweep".into()).spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    thread::park_timeout(SWEEP_EVERY);
+                    shared.hub.sweep(Instant::now());
+                }
+            })?);
+        }
+        log::info!("chatos listening on {chatos_addr}");
+        Ok(Server { shared, chatos_addr, stop, threads })
+    }
+
+    pub fn chatos_addr(&self) -> SocketAddr {
+        self.chatos_addr
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.shared.hub
+    }
+
+    /// Connections currently open, all dialects together.
+    pub fn connections(&self) -> usize {
+        self.shared.registry.len()
+    }
+
+    /// Stop accepting, close every connection, join the threads.
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        log::info!("shutting down");
+        self.shared.registry.stop_all();
+        // Wake each acceptor out of accept() with a connection of our own.
+        let _ = TcpStream::connect_timeout(&self.chatos_addr, Duration::from_secs(1));
+        for t in self.threads.drain(..) {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+        if !self.shared.registry.wait_idle(SHUTDOWN_GRACE) {
+            log::warn!("{} connections still open after shutdown grace", self.shared.registry.len());
+        }
+        log::info!("stopped");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+fn spawn_acceptor(
+    dialect: &'static str,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    serve: ServeFn,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(format!("cw-accept-{dialect}")).spawn(move || {
+        for conn in listener.incoming() {
+            if shared.registry.stopping() {
+                break;
+            }
+            let stream = match conn {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    log::warn!("{dialect}: accept failed: {e}");
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let Some(admission) = shared.registry.admit(&stream) else {
+                log::warn!("{dialect}: connection limit reached, closing new connection");
+                continue;
+            };
+            let shared2 = shared.clone();
+            let spawned = thread::Builder::new()
+                .name(format!("cw-{dialect}"))
+                .stack_size(net::CONN_STACK)
+                .spawn(move || {
+                    let _admission = admission;
+                    serve(stream, shared2);
+                });
+            if let Err(e) = spawned {
+                log::warn!("{dialect}: cannot start a connection thread: {e}");
+            }
+        }
+    })
+}

@@ -1,0 +1,113 @@
+//! chinwagd: parse flags, start the server, wait for SIGINT or SIGTERM.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chinwagd::{Config, Server};
+use clap::Parser;
+
+/// The chinwag server. Flags override the config file, which overrides defaults.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file with any of the settings below (snake_case keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to bind every listener to.
+    #[arg(long)]
+    bind: Option<IpAddr>,
+    /// chatos TCP port.
+    #[arg(long)]
+    chatos_port: Option<u16>,
+    /// SQLite database file.
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Maximum open connections, all dialects together.
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Milliseconds a new connection has to identify.
+    #[arg(long)]
+    login_timeout_ms: Option<u64>,
+    /// Bytes queued for one slow reader before it is dropped.
+    #[arg(long)]
+    outbound_limit: Option<usize>,
+    /// Milliseconds a stalled write may last before the peer is dropped.
+    #[arg(long)]
+    write_timeout_ms: Option<u64>,
+    /// Milliseconds an unused private-connection id stays valid.
+    #[arg(long)]
+    connect_id_ttl_ms: Option<u64>,
+    /// Maximum private relays at once.
+    #[arg(long)]
+    max_relays: Option<usize>,
+}
+
+fn load(args: &Args) -> Result<Config, String> {
+    let mut cfg = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => Config::default(),
+    };
+    macro_rules! set {
+        ($($flag:ident => $field:ident),*) => {$(
+            if let Some(v) = args.$flag.clone() { cfg.$field = v; }
+        )*};
+    }
+    set!(bind => bind, chatos_port => chatos_port, db => db_path,
+         max_connections => max_connections, login_timeout_ms => login_timeout_ms,
+         outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
+         connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays);
+    Ok(cfg)
+}
+
+/// Let the process use as many descriptors as its hard limit allows: every
+/// connection is one descriptor, and the soft default is often 1024.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    raise_fd_limit();
+    let args = Args::parse();
+    let cfg = match load(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut signals = match signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(sig) = signals.forever().next() {
+        log::info!("signal {sig} received");
+    }
+    server.shutdown();
+    ExitCode::SUCCESS
+}
