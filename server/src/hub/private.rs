@@ -48,6 +48,7 @@ struct Relay {
 }
 
 /// Sockets of a relay torn down by CLOSE_CONNECTION, for the caller to shut.
+#[derive(Debug)]
 pub struct CloseOutcome {
     pub sockets: Vec<Arc<TcpStream>>,
 }
