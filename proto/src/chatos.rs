@@ -36,19 +36,49 @@ pub const MAX_FRAME: usize = 1 + 3 * 4 + 2 * MAX_LOGIN + MAX_TEXT;
 /// seed gives client and server frames one shared layout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Login { login: String },
+    Login {
+        login: String,
+    },
     LoginAccepted,
     LoginRefused,
-    Message { from: String, text: String },
-    MessagePrivate { from: String, to: String, text: String },
-    RequestPrivate { requester: String, target: String },
-    OkPrivate { requester: String, target: String },
-    KoPrivate { requester: String, target: String },
-    IdPrivate { requester: String, target: String, connect_id: i64 },
-    LoginPrivate { connect_id: i64 },
+    Message {
+        from: String,
+        text: String,
+    },
+    MessagePrivate {
+        from: String,
+        to: String,
+        text: String,
+    },
+    RequestPrivate {
+        requester: String,
+        target: String,
+    },
+    OkPrivate {
+        requester: String,
+        target: String,
+    },
+    KoPrivate {
+        requester: String,
+        target: String,
+    },
+    IdPrivate {
+        requester: String,
+        target: String,
+        connect_id: i64,
+    },
+    LoginPrivate {
+        connect_id: i64,
+    },
     Established,
-    CloseConnection { connect_id: i64, requester: String, target: String },
-    AcceptCloseConnection { login: String },
+    CloseConnection {
+        connect_id: i64,
+        requester: String,
+        target: String,
+    },
+    AcceptCloseConnection {
+        login: String,
+    },
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -102,7 +132,11 @@ impl Command {
             Command::KoPrivate { requester, target } => {
                 encode_pair(out, op::KO_PRIVATE, requester, target)
             }
-            Command::IdPrivate { requester, target, connect_id } => {
+            Command::IdPrivate {
+                requester,
+                target,
+                connect_id,
+            } => {
                 encode_pair(out, op::ID_PRIVATE, requester, target);
                 out.extend_from_slice(&connect_id.to_be_bytes());
             }
@@ -111,7 +145,11 @@ impl Command {
                 out.extend_from_slice(&connect_id.to_be_bytes());
             }
             Command::Established => out.push(op::ESTABLISHED),
-            Command::CloseConnection { connect_id, requester, target } => {
+            Command::CloseConnection {
+                connect_id,
+                requester,
+                target,
+            } => {
                 out.push(op::CLOSE_CONNECTION);
                 out.extend_from_slice(&connect_id.to_be_bytes());
                 put_str(out, requester);
@@ -141,7 +179,9 @@ impl Command {
         let mut r = Reader { buf, pos: 0 };
         let opcode = r.u8()?;
         let cmd = match opcode {
-            op::LOGIN => Command::Login { login: r.string("login", MAX_LOGIN)? },
+            op::LOGIN => Command::Login {
+                login: r.string("login", MAX_LOGIN)?,
+            },
             op::LOGIN_ACCEPTED => Command::LoginAccepted,
             op::LOGIN_REFUSED => Command::LoginRefused,
             op::MESSAGE => Command::Message {
@@ -160,19 +200,25 @@ impl Command {
                     op::REQUEST_PRIVATE => Command::RequestPrivate { requester, target },
                     op::OK_PRIVATE => Command::OkPrivate { requester, target },
                     op::KO_PRIVATE => Command::KoPrivate { requester, target },
-                    _ => Command::IdPrivate { requester, target, connect_id: r.long()? },
+                    _ => Command::IdPrivate {
+                        requester,
+                        target,
+                        connect_id: r.long()?,
+                    },
                 }
             }
-            op::LOGIN_PRIVATE => Command::LoginPrivate { connect_id: r.long()? },
+            op::LOGIN_PRIVATE => Command::LoginPrivate {
+                connect_id: r.long()?,
+            },
             op::ESTABLISHED => Command::Established,
             op::CLOSE_CONNECTION => Command::CloseConnection {
                 connect_id: r.long()?,
                 requester: r.string("login_requester", MAX_LOGIN)?,
                 target: r.string("login_target", MAX_LOGIN)?,
             },
-            op::ACCEPT_CLOSE_CONNECTION => {
-                Command::AcceptCloseConnection { login: r.string("login_target", MAX_LOGIN)? }
-            }
+            op::ACCEPT_CLOSE_CONNECTION => Command::AcceptCloseConnection {
+                login: r.string("login_target", MAX_LOGIN)?,
+            },
             other => return Err(DecodeError::UnknownOpcode(other as u16)),
         };
         Ok((cmd, r.pos))
@@ -217,7 +263,11 @@ impl Reader<'_> {
         }
         let len = len as usize;
         if len > max {
-            return Err(DecodeError::TooLong { field, len: len as u64, max: max as u64 });
+            return Err(DecodeError::TooLong {
+                field,
+                len: len as u64,
+                max: max as u64,
+            });
         }
         let bytes = self.take(len)?;
         std::str::from_utf8(bytes)
@@ -289,7 +339,10 @@ mod tests {
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     fn samples() -> Vec<Command> {
@@ -298,18 +351,49 @@ mod tests {
             Command::Login { login: s("alice") },
             Command::LoginAccepted,
             Command::LoginRefused,
-            Command::Message { from: s("alice"), text: s("hi all") },
-            Command::MessagePrivate { from: s("alice"), to: s("bob"), text: s("psst é") },
-            Command::RequestPrivate { requester: s("alice"), target: s("bob") },
-            Command::OkPrivate { requester: s("alice"), target: s("bob") },
-            Command::KoPrivate { requester: s("alice"), target: s("bob") },
-            Command::IdPrivate { requester: s("alice"), target: s("bob"), connect_id: -42 },
-            Command::LoginPrivate { connect_id: i64::MAX },
+            Command::Message {
+                from: s("alice"),
+                text: s("hi all"),
+            },
+            Command::MessagePrivate {
+                from: s("alice"),
+                to: s("bob"),
+                text: s("psst é"),
+            },
+            Command::RequestPrivate {
+                requester: s("alice"),
+                target: s("bob"),
+            },
+            Command::OkPrivate {
+                requester: s("alice"),
+                target: s("bob"),
+            },
+            Command::KoPrivate {
+                requester: s("alice"),
+                target: s("bob"),
+            },
+            Command::IdPrivate {
+                requester: s("alice"),
+                target: s("bob"),
+                connect_id: -42,
+            },
+            Command::LoginPrivate {
+                connect_id: i64::MAX,
+            },
             Command::Established,
-            Command::CloseConnection { connect_id: 7, requester: s("a"), target: s("b") },
+            Command::CloseConnection {
+                connect_id: 7,
+                requester: s("a"),
+                target: s("b"),
+            },
             Command::AcceptCloseConnection { login: s("bob") },
-            Command::Message { from: s(""), text: "x".repeat(MAX_TEXT) },
-            Command::Login { login: "y".repeat(MAX_LOGIN) },
+            Command::Message {
+                from: s(""),
+                text: "x".repeat(MAX_TEXT),
+            },
+            Command::Login {
+                login: "y".repeat(MAX_LOGIN),
+            },
         ]
     }
 
@@ -319,7 +403,10 @@ mod tests {
         assert_eq!(Command::LoginRefused.to_bytes(), hex("02"));
         assert_eq!(Command::Established.to_bytes(), hex("0a"));
         let msg = hex("03 00000005 616c696365 00000006 686920616c6c");
-        let cmd = Command::Message { from: "alice".into(), text: "hi all".into() };
+        let cmd = Command::Message {
+            from: "alice".into(),
+            text: "hi all".into(),
+        };
         assert_eq!(cmd.to_bytes(), msg);
         assert_eq!(Command::decode_exact(&msg).unwrap(), cmd);
 
@@ -329,19 +416,33 @@ mod tests {
             connect_id: 0x0102030405060708,
         };
         let bytes = id.to_bytes();
-        assert_eq!(bytes.len(), 25, "ID_PRIVATE alice/bob is 25 bytes with an 8-byte LONG");
-        assert_eq!(bytes, hex("08 00000005 616c696365 00000003 626f62 0102030405060708"));
+        assert_eq!(
+            bytes.len(),
+            25,
+            "ID_PRIVATE alice/bob is 25 bytes with an 8-byte LONG"
+        );
+        assert_eq!(
+            bytes,
+            hex("08 00000005 616c696365 00000003 626f62 0102030405060708")
+        );
         assert_eq!(
             Command::LoginPrivate { connect_id: 1 }.to_bytes(),
             hex("09 0000000000000001")
         );
         assert_eq!(
-            Command::CloseConnection { connect_id: 2, requester: "a".into(), target: "b".into() }
-                .to_bytes(),
+            Command::CloseConnection {
+                connect_id: 2,
+                requester: "a".into(),
+                target: "b".into()
+            }
+            .to_bytes(),
             hex("0b 0000000000000002 00000001 61 00000001 62")
         );
         assert_eq!(
-            Command::AcceptCloseConnection { login: "bob".into() }.to_bytes(),
+            Command::AcceptCloseConnection {
+                login: "bob".into()
+            }
+            .to_bytes(),
             hex("0c 00000003 626f62")
         );
     }
@@ -364,7 +465,10 @@ mod tests {
                     DecodeError::Incomplete,
                     "{cmd:?} cut at {cut}"
                 );
-                assert_eq!(Command::decode_exact(&bytes[..cut]), Err(DecodeError::Truncated));
+                assert_eq!(
+                    Command::decode_exact(&bytes[..cut]),
+                    Err(DecodeError::Truncated)
+                );
             }
         }
     }
@@ -374,13 +478,19 @@ mod tests {
         for cmd in samples() {
             let mut bytes = cmd.to_bytes();
             bytes.push(0);
-            assert_eq!(Command::decode_exact(&bytes), Err(DecodeError::TrailingBytes(1)));
+            assert_eq!(
+                Command::decode_exact(&bytes),
+                Err(DecodeError::TrailingBytes(1))
+            );
         }
     }
 
     #[test]
     fn bad_input_is_named() {
-        assert_eq!(Command::decode(&[0x7f]), Err(DecodeError::UnknownOpcode(0x7f)));
+        assert_eq!(
+            Command::decode(&[0x7f]),
+            Err(DecodeError::UnknownOpcode(0x7f))
+        );
         assert_eq!(Command::decode(&[13]), Err(DecodeError::UnknownOpcode(13)));
         assert_eq!(
             Command::decode(&hex("00 ffffffff")),
@@ -389,7 +499,11 @@ mod tests {
         // An oversize length fails at once, before its bytes arrive.
         assert!(matches!(
             Command::decode(&hex("00 0000001f")),
-            Err(DecodeError::TooLong { len: 31, max: 30, .. })
+            Err(DecodeError::TooLong {
+                len: 31,
+                max: 30,
+                ..
+            })
         ));
         assert!(matches!(
             Command::decode(&hex("03 00000001 61 7fffffff")),
@@ -424,7 +538,10 @@ mod tests {
         let mut bytes = Command::LoginPrivate { connect_id: 5 }.to_bytes();
         bytes.extend_from_slice(b"raw");
         d.push(&bytes);
-        assert_eq!(d.next_command().unwrap(), Some(Command::LoginPrivate { connect_id: 5 }));
+        assert_eq!(
+            d.next_command().unwrap(),
+            Some(Command::LoginPrivate { connect_id: 5 })
+        );
         assert_eq!(d.take_remaining(), b"raw");
         assert_eq!(d.buffered(), 0);
     }

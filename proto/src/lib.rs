@@ -19,7 +19,11 @@ pub enum DecodeError {
     UnknownOpcode(u16),
     NegativeLength(i64),
     /// A length prefix above the field's limit; refused before allocating.
-    TooLong { field: &'static str, len: u64, max: u64 },
+    TooLong {
+        field: &'static str,
+        len: u64,
+        max: u64,
+    },
     InvalidUtf8(&'static str),
 }
 

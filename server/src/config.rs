@@ -54,7 +54,11 @@ impl Default for Config {
 impl Config {
     /// A configuration for tests: every port 0 (the OS picks), in-memory store.
     pub fn ephemeral() -> Self {
-        Config { chatos_port: 0, db_path: PathBuf::from(":memory:"), ..Config::default() }
+        Config {
+            chatos_port: 0,
+            db_path: PathBuf::from(":memory:"),
+            ..Config::default()
+        }
     }
     pub fn login_timeout(&self) -> Duration {
         Duration::from_millis(self.login_timeout_ms)

@@ -54,19 +54,33 @@ impl Server {
         let shared = Arc::new(Shared { hub, cfg, registry });
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        threads.push(spawn_acceptor("chatos", chatos, shared.clone(), front::chatos::serve)?);
+        threads.push(spawn_acceptor(
+            "chatos",
+            chatos,
+            shared.clone(),
+            front::chatos::serve,
+        )?);
         {
             let shared = shared.clone();
             let stop = stop.clone();
-            threads.push(thread::Builder::new().name("cw-sweep".into()).spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    thread::park_timeout(SWEEP_EVERY);
-                    shared.hub.sweep(Instant::now());
-                }
-            })?);
+            threads.push(
+                thread::Builder::new()
+                    .name("cw-sweep".into())
+                    .spawn(move || {
+                        while !stop.load(Ordering::Acquire) {
+                            thread::park_timeout(SWEEP_EVERY);
+                            shared.hub.sweep(Instant::now());
+                        }
+                    })?,
+            );
         }
         log::info!("chatos listening on {chatos_addr}");
-        Ok(Server { shared, chatos_addr, stop, threads })
+        Ok(Server {
+            shared,
+            chatos_addr,
+            stop,
+            threads,
+        })
     }
 
     pub fn chatos_addr(&self) -> SocketAddr {
@@ -100,7 +114,10 @@ impl Server {
             let _ = t.join();
         }
         if !self.shared.registry.wait_idle(SHUTDOWN_GRACE) {
-            log::warn!("{} connections still open after shutdown grace", self.shared.registry.len());
+            log::warn!(
+                "{} connections still open after shutdown grace",
+                self.shared.registry.len()
+            );
         }
         log::info!("stopped");
     }
@@ -118,35 +135,37 @@ fn spawn_acceptor(
     shared: Arc<Shared>,
     serve: ServeFn,
 ) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new().name(format!("cw-accept-{dialect}")).spawn(move || {
-        for conn in listener.incoming() {
-            if shared.registry.stopping() {
-                break;
-            }
-            let stream = match conn {
-                Ok(s) => Arc::new(s),
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    log::warn!("{dialect}: accept failed: {e}");
-                    thread::sleep(Duration::from_millis(10));
-                    continue;
+    thread::Builder::new()
+        .name(format!("cw-accept-{dialect}"))
+        .spawn(move || {
+            for conn in listener.incoming() {
+                if shared.registry.stopping() {
+                    break;
                 }
-            };
-            let Some(admission) = shared.registry.admit(&stream) else {
-                log::warn!("{dialect}: connection limit reached, closing new connection");
-                continue;
-            };
-            let shared2 = shared.clone();
-            let spawned = thread::Builder::new()
-                .name(format!("cw-{dialect}"))
-                .stack_size(net::CONN_STACK)
-                .spawn(move || {
-                    let _admission = admission;
-                    serve(stream, shared2);
-                });
-            if let Err(e) = spawned {
-                log::warn!("{dialect}: cannot start a connection thread: {e}");
+                let stream = match conn {
+                    Ok(s) => Arc::new(s),
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        log::warn!("{dialect}: accept failed: {e}");
+                        thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                let Some(admission) = shared.registry.admit(&stream) else {
+                    log::warn!("{dialect}: connection limit reached, closing new connection");
+                    continue;
+                };
+                let shared2 = shared.clone();
+                let spawned = thread::Builder::new()
+                    .name(format!("cw-{dialect}"))
+                    .stack_size(net::CONN_STACK)
+                    .spawn(move || {
+                        let _admission = admission;
+                        serve(stream, shared2);
+                    });
+                if let Err(e) = spawned {
+                    log::warn!("{dialect}: cannot start a connection thread: {e}");
+                }
             }
-        }
-    })
+        })
 }

@@ -67,7 +67,10 @@ fn load(args: &Args) -> Result<Config, String> {
 /// Let the process use as many descriptors as its hard limit allows: every
 /// connection is one descriptor, and the soft default is often 1024.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {

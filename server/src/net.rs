@@ -38,16 +38,29 @@ struct OutState {
 pub struct Outbound {
     stream: Arc<TcpStream>,
     state: Mutex<OutState>,
+    /// Signalled by the writer each time it hands a batch to the kernel.
+    drained: Condvar,
     limit: usize,
     label: String,
 }
 
 impl Outbound {
-    pub fn new(stream: Arc<TcpStream>, limit: usize, write_timeout: Duration, label: String) -> Arc<Self> {
+    pub fn new(
+        stream: Arc<TcpStream>,
+        limit: usize,
+        write_timeout: Duration,
+        label: String,
+    ) -> Arc<Self> {
         let _ = stream.set_write_timeout(Some(write_timeout));
         Arc::new(Outbound {
             stream,
-            state: Mutex::new(OutState { buf: Vec::new(), flushing: false, closed: false, bell: None }),
+            state: Mutex::new(OutState {
+                buf: Vec::new(),
+                flushing: false,
+                closed: false,
+                bell: None,
+            }),
+            drained: Condvar::new(),
             limit,
             label,
         })
@@ -66,7 +79,12 @@ impl Outbound {
             st.buf = Vec::new();
             st.bell = None;
             drop(st);
-            log::warn!("{}: dropped, {} bytes queued for a reader that does not read", self.label, self.limit);
+            self.drained.notify_all();
+            log::warn!(
+                "{}: dropped, {} bytes queued for a reader that does not read",
+                self.label,
+                self.limit
+            );
             let _ = self.stream.shutdown(Shutdown::Both);
             return false;
         }
@@ -142,6 +160,7 @@ impl Outbound {
                     }
                     std::mem::swap(&mut st.buf, &mut spare);
                 }
+                self.drained.notify_all();
                 if let Err(e) = (&*self.stream).write_all(&spare) {
                     self.fail(&e);
                     return;
@@ -164,6 +183,7 @@ impl Outbound {
             st.buf = Vec::new();
             st.bell = None;
             drop(st);
+            self.drained.notify_all();
             log::info!("{}: write failed ({e}); closing", self.label);
             let _ = self.stream.shutdown(Shutdown::Both);
         }
@@ -176,6 +196,24 @@ impl Outbound {
         st.closed = true;
         st.buf = Vec::new();
         st.bell = None; // dropping the sender ends the writer's wait
+        drop(st);
+        self.drained.notify_all();
+    }
+
+    /// Block the connection's own reader while its queue is over half full,
+    /// so a client that sends faster than it reads its own echoes is slowed
+    /// down by TCP instead of being dropped. Gives up after `limit`.
+    pub fn throttle(&self, limit: Duration) {
+        let mut st = self.state.lock();
+        if st.buf.len() <= self.limit / 2 {
+            return;
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while !st.closed && st.buf.len() > self.limit / 4 {
+            if self.drained.wait_until(&mut st, deadline).timed_out() {
+                return;
+            }
+        }
     }
 
     /// Bytes queued and not yet handed to the kernel.
@@ -233,7 +271,10 @@ impl Registry {
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         inner.insert(id, clone);
-        Some(Admission { registry: self.clone(), id })
+        Some(Admission {
+            registry: self.clone(),
+            id,
+        })
     }
 
     pub fn len(&self) -> usize {

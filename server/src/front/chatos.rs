@@ -43,7 +43,11 @@ impl Peer for ChatosPeer {
                 target: target.into(),
             }
             .encode(buf),
-            Event::PrivateId { requester, target, connect_id } => Command::IdPrivate {
+            Event::PrivateId {
+                requester,
+                target,
+                connect_id,
+            } => Command::IdPrivate {
                 requester: requester.into(),
                 target: target.into(),
                 connect_id,
@@ -81,10 +85,16 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
     };
     let label = format!("chatos {peer_addr}");
     let _ = stream.set_nodelay(true);
-    let out =
-        Outbound::new(stream.clone(), shared.cfg.outbound_limit, shared.cfg.write_timeout(), label.clone());
+    let out = Outbound::new(
+        stream.clone(),
+        shared.cfg.outbound_limit,
+        shared.cfg.write_timeout(),
+        label.clone(),
+    );
     log::info!("{label}: connected");
-    let mut state = State::Anonymous { deadline: Instant::now() + shared.cfg.login_timeout() };
+    let mut state = State::Anonymous {
+        deadline: Instant::now() + shared.cfg.login_timeout(),
+    };
     let end = run(&stream, &shared, &out, &mut state, peer_addr.ip(), &label);
     if let State::Identified(session) = &state {
         shared.hub.logout(session);
@@ -123,12 +133,17 @@ fn run(
                 return End::LoginTimeout;
             }
             let _ = stream.set_read_timeout(Some(left));
+        } else {
+            out.throttle(shared.cfg.write_timeout());
         }
         let n = match (&**stream).read(&mut chunk) {
             Ok(0) => return End::Eof,
             Ok(n) => n,
             Err(e)
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
             {
                 continue; // the deadline check above decides
             }
@@ -209,28 +224,37 @@ fn handle(
         Command::RequestPrivate { requester, target } => {
             hub.request_private(now, &session, &requester, &target)
         }
-        Command::OkPrivate { requester, target } => {
-            hub.answer_private(now, &session, &requester, &target, true).map(|_| ())
-        }
-        Command::KoPrivate { requester, target } => {
-            hub.answer_private(now, &session, &requester, &target, false).map(|_| ())
-        }
-        Command::CloseConnection { connect_id, requester, target } => {
-            hub.close_private(&session, connect_id, &requester, &target).map(|outcome| {
+        Command::OkPrivate { requester, target } => hub
+            .answer_private(now, &session, &requester, &target, true)
+            .map(|_| ()),
+        Command::KoPrivate { requester, target } => hub
+            .answer_private(now, &session, &requester, &target, false)
+            .map(|_| ()),
+        Command::CloseConnection {
+            connect_id,
+            requester,
+            target,
+        } => hub
+            .close_private(&session, connect_id, &requester, &target)
+            .map(|outcome| {
                 for s in outcome.sockets {
                     let _ = s.shutdown(Shutdown::Both);
                 }
-            })
-        }
+            }),
         Command::LoginPrivate { .. } => {
-            return Err(End::Protocol("LOGIN_PRIVATE on an identified connection".into()))
+            return Err(End::Protocol(
+                "LOGIN_PRIVATE on an identified connection".into(),
+            ))
         }
         other @ (Command::LoginAccepted
         | Command::LoginRefused
         | Command::IdPrivate { .. }
         | Command::Established
         | Command::AcceptCloseConnection { .. }) => {
-            return Err(End::Protocol(format!("server-only {} from a client", opcode_name(&other))))
+            return Err(End::Protocol(format!(
+                "server-only {} from a client",
+                opcode_name(&other)
+            )))
         }
     };
     if let Err(why) = result {
@@ -305,7 +329,9 @@ fn private_end(
             log::info!("{label}: private connection {id:#x} established");
             other
         }
-        RelayJoin::Unknown => return Err(End::Protocol(format!("unknown or used connect id {id:#x}"))),
+        RelayJoin::Unknown => {
+            return Err(End::Protocol(format!("unknown or used connect id {id:#x}")))
+        }
         RelayJoin::Expired => return Err(End::Protocol(format!("expired connect id {id:#x}"))),
         RelayJoin::WrongAddress => {
             return Err(End::Protocol(format!(

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
-pub use private::{CloseOutcome, RelayJoin};
 use private::Private;
+pub use private::{CloseOutcome, RelayJoin};
 
 pub type SessionId = u64;
 
@@ -51,14 +51,37 @@ impl Dialect {
 /// allocates nothing: each peer encodes straight into its own queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event<'a> {
-    Message { from: &'a str, text: &'a str },
-    PrivateMessage { from: &'a str, to: &'a str, text: &'a str },
-    PrivateRequest { requester: &'a str, target: &'a str },
-    PrivateRefused { requester: &'a str, target: &'a str },
-    PrivateId { requester: &'a str, target: &'a str, connect_id: i64 },
+    Message {
+        from: &'a str,
+        text: &'a str,
+    },
+    PrivateMessage {
+        from: &'a str,
+        to: &'a str,
+        text: &'a str,
+    },
+    PrivateRequest {
+        requester: &'a str,
+        target: &'a str,
+    },
+    PrivateRefused {
+        requester: &'a str,
+        target: &'a str,
+    },
+    PrivateId {
+        requester: &'a str,
+        target: &'a str,
+        connect_id: i64,
+    },
     /// The private connection with `peer` was closed by request.
-    PrivateClosed { connect_id: i64, peer: &'a str },
-    Presence { name: &'a str, online: bool },
+    PrivateClosed {
+        connect_id: i64,
+        peer: &'a str,
+    },
+    Presence {
+        name: &'a str,
+        online: bool,
+    },
 }
 
 /// A session's outlet. `deliver` must not block: it queues bytes and, when
@@ -223,7 +246,11 @@ impl Hub {
             }
             if session.global_chat {
                 let mut global = self.global.write();
-                let list: Vec<_> = global.iter().filter(|s| s.id != session.id).cloned().collect();
+                let list: Vec<_> = global
+                    .iter()
+                    .filter(|s| s.id != session.id)
+                    .cloned()
+                    .collect();
                 *global = Arc::new(list);
             }
         }
@@ -244,7 +271,10 @@ impl Hub {
             return Err(Refusal::Forged);
         }
         let list = self.global.read().clone();
-        let ev = Event::Message { from: &from.name, text };
+        let ev = Event::Message {
+            from: &from.name,
+            text,
+        };
         for s in list.iter() {
             s.peer.deliver(&ev);
         }
@@ -263,7 +293,11 @@ impl Hub {
             return Err(Refusal::Forged);
         }
         let target = self.online(to).ok_or(Refusal::Offline)?;
-        target.peer.deliver(&Event::PrivateMessage { from: &from.name, to, text });
+        target.peer.deliver(&Event::PrivateMessage {
+            from: &from.name,
+            to,
+            text,
+        });
         Ok(())
     }
 
@@ -289,7 +323,10 @@ impl Hub {
             now + self.cfg.connect_id_ttl,
             self.cfg.max_pending_requests,
         )?;
-        t.peer.deliver(&Event::PrivateRequest { requester: &from.name, target });
+        t.peer.deliver(&Event::PrivateRequest {
+            requester: &from.name,
+            target,
+        });
         Ok(())
     }
 
@@ -316,7 +353,10 @@ impl Hub {
         };
         if !accept {
             drop(private);
-            req.peer.deliver(&Event::PrivateRefused { requester, target: &from.name });
+            req.peer.deliver(&Event::PrivateRefused {
+                requester,
+                target: &from.name,
+            });
             return Ok(None);
         }
         let id = private.issue_id(
@@ -326,7 +366,11 @@ impl Hub {
             now + self.cfg.connect_id_ttl,
         );
         drop(private);
-        let ev = Event::PrivateId { requester, target: &from.name, connect_id: id };
+        let ev = Event::PrivateId {
+            requester,
+            target: &from.name,
+            connect_id: id,
+        };
         req.peer.deliver(&ev);
         from.peer.deliver(&ev);
         Ok(Some(id))
@@ -335,8 +379,16 @@ impl Hub {
     /// A connection presents connect id `id` from `ip`. See [`RelayJoin`].
     /// `stream` is this end's socket; the hub only keeps it for hand-over and
     /// never reads or writes it.
-    pub fn relay_join(&self, now: Instant, id: i64, ip: IpAddr, stream: Arc<TcpStream>) -> RelayJoin {
-        self.private.lock().join(now, id, ip, stream, self.cfg.max_relays)
+    pub fn relay_join(
+        &self,
+        now: Instant,
+        id: i64,
+        ip: IpAddr,
+        stream: Arc<TcpStream>,
+    ) -> RelayJoin {
+        self.private
+            .lock()
+            .join(now, id, ip, stream, self.cfg.max_relays)
     }
 
     /// The first end of a relay gave up waiting for the second.
@@ -368,9 +420,15 @@ impl Hub {
             return Err(Refusal::Forged);
         }
         let outcome = self.private.lock().close(id, &from.name, target)?;
-        from.peer.deliver(&Event::PrivateClosed { connect_id: id, peer: target });
+        from.peer.deliver(&Event::PrivateClosed {
+            connect_id: id,
+            peer: target,
+        });
         if let Some(t) = self.online(target) {
-            t.peer.deliver(&Event::PrivateClosed { connect_id: id, peer: &from.name });
+            t.peer.deliver(&Event::PrivateClosed {
+                connect_id: id,
+                peer: &from.name,
+            });
         }
         Ok(outcome)
     }

@@ -16,10 +16,16 @@ use super::Refusal;
 pub enum RelayJoin {
     /// First end: wait on `rx` for the second end's socket until `deadline`,
     /// and by then the second end has already written ESTABLISHED on both.
-    First { rx: Receiver<Arc<TcpStream>>, deadline: Instant },
+    First {
+        rx: Receiver<Arc<TcpStream>>,
+        deadline: Instant,
+    },
     /// Second end: write ESTABLISHED to `other` and to yourself, then send
     /// your own socket through `notify` and start pumping.
-    Second { other: Arc<TcpStream>, notify: Sender<Arc<TcpStream>> },
+    Second {
+        other: Arc<TcpStream>,
+        notify: Sender<Arc<TcpStream>>,
+    },
     /// The id was never issued, or was already used.
     Unknown,
     Expired,
@@ -91,7 +97,10 @@ impl Private {
 
     /// Remove a live pending request; false if there is none.
     pub(super) fn take_request(&mut self, now: Instant, requester: &str, target: &str) -> bool {
-        match self.requests.remove(&(requester.to_owned(), target.to_owned())) {
+        match self
+            .requests
+            .remove(&(requester.to_owned(), target.to_owned()))
+        {
             Some(exp) => exp > now,
             None => false,
         }
@@ -142,21 +151,38 @@ impl Private {
             return RelayJoin::WrongAddress;
         }
         if ticket.waiting.is_none() {
-            let waiting = self.tickets.values().filter(|t| t.waiting.is_some()).count();
+            let waiting = self
+                .tickets
+                .values()
+                .filter(|t| t.waiting.is_some())
+                .count();
             if self.relays.len() + waiting >= max_relays {
                 return RelayJoin::Full;
             }
             let ticket = self.tickets.get_mut(&id).expect("checked above");
             let (tx, rx) = bounded(1);
             ticket.waiting = Some(Waiting { stream, notify: tx });
-            return RelayJoin::First { rx, deadline: ticket.expires };
+            return RelayJoin::First {
+                rx,
+                deadline: ticket.expires,
+            };
         }
         let ticket = self.tickets.remove(&id).expect("checked above");
         let waiting = ticket.waiting.expect("checked above");
         // Keep handles to both ends so CLOSE_CONNECTION can shut them.
         let ends = vec![waiting.stream.clone(), stream];
-        self.relays.insert(id, Relay { users: ticket.users, ends, halves_done: 0 });
-        RelayJoin::Second { other: waiting.stream, notify: waiting.notify }
+        self.relays.insert(
+            id,
+            Relay {
+                users: ticket.users,
+                ends,
+                halves_done: 0,
+            },
+        );
+        RelayJoin::Second {
+            other: waiting.stream,
+            notify: waiting.notify,
+        }
     }
 
     pub(super) fn abandon(&mut self, id: i64) -> bool {
@@ -182,12 +208,27 @@ impl Private {
         self.relays.len()
     }
 
-    pub(super) fn close(&mut self, id: i64, requester: &str, target: &str) -> Result<CloseOutcome, Refusal> {
-        if self.relays.get(&id).is_some_and(|r| pair_matches(&r.users, requester, target)) {
+    pub(super) fn close(
+        &mut self,
+        id: i64,
+        requester: &str,
+        target: &str,
+    ) -> Result<CloseOutcome, Refusal> {
+        if self
+            .relays
+            .get(&id)
+            .is_some_and(|r| pair_matches(&r.users, requester, target))
+        {
             let relay = self.relays.remove(&id).expect("checked above");
-            return Ok(CloseOutcome { sockets: relay.ends });
+            return Ok(CloseOutcome {
+                sockets: relay.ends,
+            });
         }
-        if self.tickets.get(&id).is_some_and(|t| pair_matches(&t.users, requester, target)) {
+        if self
+            .tickets
+            .get(&id)
+            .is_some_and(|t| pair_matches(&t.users, requester, target))
+        {
             let ticket = self.tickets.remove(&id).expect("checked above");
             let sockets = ticket.waiting.map(|w| vec![w.stream]).unwrap_or_default();
             return Ok(CloseOutcome { sockets });
@@ -202,6 +243,7 @@ impl Private {
     pub(super) fn sweep(&mut self, now: Instant) {
         self.requests.retain(|_, exp| *exp > now);
         // A waiting first end watches its own deadline; only idle tickets go here.
-        self.tickets.retain(|_, t| t.expires > now || t.waiting.is_some());
+        self.tickets
+            .retain(|_, t| t.expires > now || t.waiting.is_some());
     }
 }

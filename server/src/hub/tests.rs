@@ -29,7 +29,9 @@ fn hub() -> Hub {
 
 fn join(hub: &Hub, name: &str) -> (Arc<Session>, Arc<Recorder>) {
     let r = Arc::new(Recorder::default());
-    let s = hub.login(name, Dialect::Chatos, IP, r.clone(), true, false).unwrap();
+    let s = hub
+        .login(name, Dialect::Chatos, IP, r.clone(), true, false)
+        .unwrap();
     (s, r)
 }
 
@@ -39,14 +41,29 @@ fn names_are_unique_across_dialects() {
     let (a, _) = join(&h, "alice");
     let r = Arc::new(Recorder::default());
     assert_eq!(
-        h.login("alice", Dialect::Babel, IP, r.clone(), false, false).unwrap_err(),
+        h.login("alice", Dialect::Babel, IP, r.clone(), false, false)
+            .unwrap_err(),
         LoginError::Taken
     );
-    assert_eq!(h.login("", Dialect::Chatos, IP, r.clone(), true, false).unwrap_err(), LoginError::Invalid);
-    assert_eq!(h.login("a b", Dialect::Chatos, IP, r.clone(), true, false).unwrap_err(), LoginError::Invalid);
-    assert_eq!(h.login("x\u{7}", Dialect::Chatos, IP, r.clone(), true, false).unwrap_err(), LoginError::Invalid);
+    assert_eq!(
+        h.login("", Dialect::Chatos, IP, r.clone(), true, false)
+            .unwrap_err(),
+        LoginError::Invalid
+    );
+    assert_eq!(
+        h.login("a b", Dialect::Chatos, IP, r.clone(), true, false)
+            .unwrap_err(),
+        LoginError::Invalid
+    );
+    assert_eq!(
+        h.login("x\u{7}", Dialect::Chatos, IP, r.clone(), true, false)
+            .unwrap_err(),
+        LoginError::Invalid
+    );
     h.logout(&a);
-    assert!(h.login("alice", Dialect::Babel, IP, r, false, false).is_ok());
+    assert!(h
+        .login("alice", Dialect::Babel, IP, r, false, false)
+        .is_ok());
 }
 
 #[test]
@@ -55,10 +72,13 @@ fn reserved_names_need_a_password() {
     h.set_reserved_names(Arc::new(|n: &str| n == "owner"));
     let r = Arc::new(Recorder::default());
     assert_eq!(
-        h.login("owner", Dialect::Chatos, IP, r.clone(), true, false).unwrap_err(),
+        h.login("owner", Dialect::Chatos, IP, r.clone(), true, false)
+            .unwrap_err(),
         LoginError::Reserved
     );
-    assert!(h.login("owner", Dialect::Accounts, IP, r, false, true).is_ok());
+    assert!(h
+        .login("owner", Dialect::Accounts, IP, r, false, true)
+        .is_ok());
 }
 
 #[test]
@@ -88,7 +108,9 @@ fn broadcast_reaches_everyone_and_forgeries_nobody() {
     let (_b, rb) = join(&h, "bob");
     let rc = Arc::new(Recorder::default());
     // A session that does not take global chat hears nothing.
-    let _c = h.login("carol", Dialect::Babel, IP, rc.clone(), false, false).unwrap();
+    let _c = h
+        .login("carol", Dialect::Babel, IP, rc.clone(), false, false)
+        .unwrap();
     assert_eq!(h.broadcast(&a, "alice", "hi").unwrap(), 2);
     let want = vec![r#"Message { from: "alice", text: "hi" }"#.to_string()];
     assert_eq!(ra.take(), want);
@@ -116,10 +138,19 @@ fn private_messages_go_to_the_target_only() {
     let (a, ra) = join(&h, "alice");
     let (_b, rb) = join(&h, "bob");
     h.private_message(&a, "alice", "bob", "psst").unwrap();
-    assert_eq!(rb.take(), vec![r#"PrivateMessage { from: "alice", to: "bob", text: "psst" }"#]);
+    assert_eq!(
+        rb.take(),
+        vec![r#"PrivateMessage { from: "alice", to: "bob", text: "psst" }"#]
+    );
     assert!(ra.take().is_empty());
-    assert_eq!(h.private_message(&a, "alice", "nobody", "x").unwrap_err(), Refusal::Offline);
-    assert_eq!(h.private_message(&a, "bob", "bob", "x").unwrap_err(), Refusal::Forged);
+    assert_eq!(
+        h.private_message(&a, "alice", "nobody", "x").unwrap_err(),
+        Refusal::Offline
+    );
+    assert_eq!(
+        h.private_message(&a, "bob", "bob", "x").unwrap_err(),
+        Refusal::Forged
+    );
 }
 
 #[test]
@@ -129,18 +160,33 @@ fn private_request_ok_issues_one_id_to_both() {
     let (a, ra) = join(&h, "alice");
     let (b, rb) = join(&h, "bob");
     // Answering a request that was never made does nothing.
-    assert_eq!(h.answer_private(now, &b, "alice", "bob", true).unwrap_err(), Refusal::NotPending);
+    assert_eq!(
+        h.answer_private(now, &b, "alice", "bob", true).unwrap_err(),
+        Refusal::NotPending
+    );
     h.request_private(now, &a, "alice", "bob").unwrap();
-    assert_eq!(rb.take(), vec![r#"PrivateRequest { requester: "alice", target: "bob" }"#]);
+    assert_eq!(
+        rb.take(),
+        vec![r#"PrivateRequest { requester: "alice", target: "bob" }"#]
+    );
     assert!(ra.take().is_empty());
     // Only the target may answer, under its own name.
-    assert_eq!(h.answer_private(now, &a, "alice", "bob", true).unwrap_err(), Refusal::Forged);
-    let id = h.answer_private(now, &b, "alice", "bob", true).unwrap().unwrap();
+    assert_eq!(
+        h.answer_private(now, &a, "alice", "bob", true).unwrap_err(),
+        Refusal::Forged
+    );
+    let id = h
+        .answer_private(now, &b, "alice", "bob", true)
+        .unwrap()
+        .unwrap();
     let want = format!(r#"PrivateId {{ requester: "alice", target: "bob", connect_id: {id} }}"#);
     assert_eq!(ra.take(), vec![want.clone()]);
     assert_eq!(rb.take(), vec![want]);
     // The request is consumed.
-    assert_eq!(h.answer_private(now, &b, "alice", "bob", true).unwrap_err(), Refusal::NotPending);
+    assert_eq!(
+        h.answer_private(now, &b, "alice", "bob", true).unwrap_err(),
+        Refusal::NotPending
+    );
 }
 
 #[test]
@@ -149,11 +195,23 @@ fn private_request_ko_tells_the_requester() {
     let now = Instant::now();
     let (a, ra) = join(&h, "alice");
     let (b, _rb) = join(&h, "bob");
-    assert_eq!(h.request_private(now, &a, "alice", "alice").unwrap_err(), Refusal::SelfTarget);
-    assert_eq!(h.request_private(now, &a, "alice", "zed").unwrap_err(), Refusal::Offline);
+    assert_eq!(
+        h.request_private(now, &a, "alice", "alice").unwrap_err(),
+        Refusal::SelfTarget
+    );
+    assert_eq!(
+        h.request_private(now, &a, "alice", "zed").unwrap_err(),
+        Refusal::Offline
+    );
     h.request_private(now, &a, "alice", "bob").unwrap();
-    assert_eq!(h.answer_private(now, &b, "alice", "bob", false).unwrap(), None);
-    assert_eq!(ra.take(), vec![r#"PrivateRefused { requester: "alice", target: "bob" }"#]);
+    assert_eq!(
+        h.answer_private(now, &b, "alice", "bob", false).unwrap(),
+        None
+    );
+    assert_eq!(
+        ra.take(),
+        vec![r#"PrivateRefused { requester: "alice", target: "bob" }"#]
+    );
 }
 
 #[test]
@@ -170,11 +228,18 @@ fn requests_expire_and_are_bounded() {
     let (_d, _) = join(&h, "dave");
     h.request_private(now, &a, "alice", "bob").unwrap();
     h.request_private(now, &a, "alice", "carol").unwrap();
-    assert_eq!(h.request_private(now, &a, "alice", "dave").unwrap_err(), Refusal::Limit);
+    assert_eq!(
+        h.request_private(now, &a, "alice", "dave").unwrap_err(),
+        Refusal::Limit
+    );
     // Repeating a live request is not a new one.
     h.request_private(now, &a, "alice", "bob").unwrap();
     let later = now + Duration::from_secs(6);
-    assert_eq!(h.answer_private(later, &b, "alice", "bob", true).unwrap_err(), Refusal::NotPending);
+    assert_eq!(
+        h.answer_private(later, &b, "alice", "bob", true)
+            .unwrap_err(),
+        Refusal::NotPending
+    );
     h.sweep(later);
     h.request_private(later, &a, "alice", "dave").unwrap();
 }
@@ -189,7 +254,9 @@ fn socket_pair() -> (Arc<TcpStream>, Arc<TcpStream>) {
 fn issued(h: &Hub, a: &Session, b: &Session) -> i64 {
     let now = Instant::now();
     h.request_private(now, a, &a.name, &b.name).unwrap();
-    h.answer_private(now, b, &a.name, &b.name, true).unwrap().unwrap()
+    h.answer_private(now, b, &a.name, &b.name, true)
+        .unwrap()
+        .unwrap()
 }
 
 #[test]
@@ -201,9 +268,17 @@ fn connect_ids_are_single_use_and_address_bound() {
     let now = Instant::now();
     let (s1, s2) = socket_pair();
     let elsewhere: IpAddr = "10.9.9.9".parse().unwrap();
-    assert!(matches!(h.relay_join(now, id, elsewhere, s1.clone()), RelayJoin::WrongAddress));
-    assert!(matches!(h.relay_join(now, id ^ 1, IP, s1.clone()), RelayJoin::Unknown));
-    let RelayJoin::First { rx, .. } = h.relay_join(now, id, IP, s1.clone()) else { panic!("first") };
+    assert!(matches!(
+        h.relay_join(now, id, elsewhere, s1.clone()),
+        RelayJoin::WrongAddress
+    ));
+    assert!(matches!(
+        h.relay_join(now, id ^ 1, IP, s1.clone()),
+        RelayJoin::Unknown
+    ));
+    let RelayJoin::First { rx, .. } = h.relay_join(now, id, IP, s1.clone()) else {
+        panic!("first")
+    };
     let RelayJoin::Second { notify, .. } = h.relay_join(now, id, IP, s2.clone()) else {
         panic!("second")
     };
@@ -211,7 +286,10 @@ fn connect_ids_are_single_use_and_address_bound() {
     assert!(rx.recv().is_ok());
     assert_eq!(h.relay_count(), 1);
     // Used up: a third connection with the same id is refused.
-    assert!(matches!(h.relay_join(now, id, IP, s1.clone()), RelayJoin::Unknown));
+    assert!(matches!(
+        h.relay_join(now, id, IP, s1.clone()),
+        RelayJoin::Unknown
+    ));
     h.relay_half_done(id);
     h.relay_half_done(id);
     assert_eq!(h.relay_count(), 0);
@@ -219,13 +297,19 @@ fn connect_ids_are_single_use_and_address_bound() {
 
 #[test]
 fn connect_ids_expire() {
-    let h = Hub::new(HubConfig { connect_id_ttl: Duration::from_secs(2), ..HubConfig::default() });
+    let h = Hub::new(HubConfig {
+        connect_id_ttl: Duration::from_secs(2),
+        ..HubConfig::default()
+    });
     let (a, _) = join(&h, "alice");
     let (b, _) = join(&h, "bob");
     let id = issued(&h, &a, &b);
     let (s1, _s2) = socket_pair();
     let later = Instant::now() + Duration::from_secs(3);
-    assert!(matches!(h.relay_join(later, id, IP, s1), RelayJoin::Expired));
+    assert!(matches!(
+        h.relay_join(later, id, IP, s1),
+        RelayJoin::Expired
+    ));
 }
 
 #[test]
@@ -237,26 +321,54 @@ fn close_private_checks_the_pair_and_tells_both() {
     let id = issued(&h, &a, &b);
     ra.take();
     rb.take();
-    assert_eq!(h.close_private(&c, id, "carol", "bob").unwrap_err(), Refusal::NotPending);
-    assert_eq!(h.close_private(&a, id, "bob", "alice").unwrap_err(), Refusal::Forged);
+    assert_eq!(
+        h.close_private(&c, id, "carol", "bob").unwrap_err(),
+        Refusal::NotPending
+    );
+    assert_eq!(
+        h.close_private(&a, id, "bob", "alice").unwrap_err(),
+        Refusal::Forged
+    );
     let out = h.close_private(&b, id, "bob", "alice").unwrap();
     assert!(out.sockets.is_empty());
-    assert_eq!(rb.take(), vec![format!(r#"PrivateClosed {{ connect_id: {id}, peer: "alice" }}"#)]);
-    assert_eq!(ra.take(), vec![format!(r#"PrivateClosed {{ connect_id: {id}, peer: "bob" }}"#)]);
-    assert_eq!(h.close_private(&b, id, "bob", "alice").unwrap_err(), Refusal::NotPending);
+    assert_eq!(
+        rb.take(),
+        vec![format!(
+            r#"PrivateClosed {{ connect_id: {id}, peer: "alice" }}"#
+        )]
+    );
+    assert_eq!(
+        ra.take(),
+        vec![format!(
+            r#"PrivateClosed {{ connect_id: {id}, peer: "bob" }}"#
+        )]
+    );
+    assert_eq!(
+        h.close_private(&b, id, "bob", "alice").unwrap_err(),
+        Refusal::NotPending
+    );
 }
 
 #[test]
 fn relay_limit_is_enforced() {
-    let h = Hub::new(HubConfig { max_relays: 1, ..HubConfig::default() });
+    let h = Hub::new(HubConfig {
+        max_relays: 1,
+        ..HubConfig::default()
+    });
     let (a, _) = join(&h, "alice");
     let (b, _) = join(&h, "bob");
     let id1 = issued(&h, &a, &b);
     let id2 = issued(&h, &a, &b);
     let (s1, _s2) = socket_pair();
     let now = Instant::now();
-    assert!(matches!(h.relay_join(now, id1, IP, s1.clone()), RelayJoin::First { .. }));
-    assert!(matches!(h.relay_join(now, id2, IP, s1.clone()), RelayJoin::Full));
+    assert!(matches!(
+        h.relay_join(now, id1, IP, s1.clone()),
+        RelayJoin::First { .. }
+    ));
+    assert!(matches!(
+        h.relay_join(now, id2, IP, s1.clone()),
+        RelayJoin::Full
+    ));
     assert!(h.relay_abandon(id1));
     assert!(!h.relay_abandon(id1));
 }

@@ -1,0 +1,768 @@
+//! End-to-end tests of the chatos dialect against an in-process chinwagd on
+//! 127.0.0.1, with a raw-socket client that checks bytes, not a library.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::chatos::{Command, Decoder};
+use chinwagd::{Config, Server};
+use rand::{Rng, RngCore, SeedableRng};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn server() -> Server {
+    server_with(|_| {})
+}
+
+fn server_with(f: impl FnOnce(&mut Config)) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    f(&mut cfg);
+    Server::start(cfg).expect("server starts")
+}
+
+struct Raw {
+    s: TcpStream,
+    dec: Decoder,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> Raw {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        Raw {
+            s,
+            dec: Decoder::new(),
+        }
+    }
+
+    fn login(addr: SocketAddr, name: &str) -> Raw {
+        let mut c = Raw::connect(addr);
+        c.send(&Command::Login { login: name.into() });
+        assert_eq!(c.recv(), Command::LoginAccepted, "login {name}");
+        c
+    }
+
+    fn send(&mut self, cmd: &Command) {
+        self.s.write_all(&cmd.to_bytes()).unwrap();
+    }
+
+    fn send_bytes(&mut self, b: &[u8]) {
+        self.s.write_all(b).unwrap();
+    }
+
+    /// Next command, or None if nothing arrives within `wait` or the
+    /// connection ends.
+    fn try_recv(&mut self, wait: Duration) -> Option<Command> {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(c) = self.dec.next_command().expect("server sent valid chatos") {
+                return Some(c);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.s.set_read_timeout(Some(left)).unwrap();
+            match self.s.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.dec.push(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Command {
+        self.try_recv(WAIT).expect("a command within the wait")
+    }
+
+    fn expect_silence(&mut self) {
+        if let Some(c) = self.try_recv(Duration::from_millis(200)) {
+            panic!("expected nothing, got {c:?}");
+        }
+    }
+
+    /// The server closes the connection: EOF (or reset) within the wait,
+    /// with no command before it.
+    fn expect_closed(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 256];
+        loop {
+            assert!(self.dec.next_command().map(|c| c.is_none()).unwrap_or(true));
+            assert!(
+                Instant::now() < deadline,
+                "server did not close the connection"
+            );
+            self.s
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            match self.s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => self.dec.push(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn msg(from: &str, text: &str) -> Command {
+    Command::Message {
+        from: from.into(),
+        text: text.into(),
+    }
+}
+
+/// Two logged-in users can still talk: the server carries on.
+fn assert_still_serving(addr: SocketAddr) {
+    let n: u32 = rand::random();
+    let a_name = format!("check{n}");
+    let mut a = Raw::login(addr, &a_name);
+    a.send(&msg(&a_name, "still here"));
+    assert_eq!(a.recv(), msg(&a_name, "still here"));
+}
+
+#[test]
+fn login_rules() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    // Exact bytes: LOGIN_ACCEPTED is the single byte 01.
+    let mut raw = TcpStream::connect(addr).unwrap();
+    raw.write_all(&[0, 0, 0, 0, 3, b'b', b'o', b'b']).unwrap();
+    let mut one = [0u8; 1];
+    raw.read_exact(&mut one).unwrap();
+    assert_eq!(one, [1]);
+    // Taken name, even by another case of the same login, is refused with 02.
+    let mut c = Raw::connect(addr);
+    c.send(&Command::Login {
+        login: "alice".into(),
+    });
+    assert_eq!(c.recv(), Command::LoginRefused);
+    // Empty and whitespace names are refused; the client may try again.
+    c.send(&Command::Login { login: "".into() });
+    assert_eq!(c.recv(), Command::LoginRefused);
+    c.send(&Command::Login {
+        login: "a b".into(),
+    });
+    assert_eq!(c.recv(), Command::LoginRefused);
+    c.send(&Command::Login {
+        login: "carol".into(),
+    });
+    assert_eq!(c.recv(), Command::LoginAccepted);
+    // Identification happens once.
+    a.send(&Command::Login {
+        login: "alice2".into(),
+    });
+    assert_eq!(a.recv(), Command::LoginRefused);
+    a.send(&msg("alice", "same name"));
+    assert_eq!(a.recv(), msg("alice", "same name"));
+    // A name is free again once its user leaves.
+    drop(a);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut again = Raw::connect(addr);
+        again.send(&Command::Login {
+            login: "alice".into(),
+        });
+        if again.recv() == Command::LoginAccepted {
+            break;
+        }
+        assert!(Instant::now() < deadline, "name never freed");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn global_message_reaches_everyone_including_sender() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    let mut c = Raw::login(addr, "carol");
+    a.send(&msg("alice", "hi all"));
+    for x in [&mut a, &mut b, &mut c] {
+        assert_eq!(x.recv(), msg("alice", "hi all"));
+    }
+    // The longest legal text passes.
+    let long = "é".repeat(512);
+    b.send(&msg("bob", &long));
+    for x in [&mut a, &mut b, &mut c] {
+        assert_eq!(x.recv(), msg("bob", &long));
+    }
+}
+
+#[test]
+fn forged_sender_is_dropped_not_delivered() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    a.send(&msg("bob", "I am bob"));
+    a.send(&Command::MessagePrivate {
+        from: "bob".into(),
+        to: "bob".into(),
+        text: "x".into(),
+    });
+    a.send(&Command::RequestPrivate {
+        requester: "bob".into(),
+        target: "bob".into(),
+    });
+    // Then a genuine one: it must be the first thing anyone sees.
+    a.send(&msg("alice", "real"));
+    assert_eq!(b.recv(), msg("alice", "real"));
+    assert_eq!(a.recv(), msg("alice", "real"));
+    b.expect_silence();
+}
+
+#[test]
+fn private_message_goes_to_target_only() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    let mut c = Raw::login(addr, "carol");
+    let pm = Command::MessagePrivate {
+        from: "alice".into(),
+        to: "bob".into(),
+        text: "psst".into(),
+    };
+    a.send(&pm);
+    assert_eq!(b.recv(), pm);
+    // To someone offline: ignored, and the connection carries on.
+    a.send(&Command::MessagePrivate {
+        from: "alice".into(),
+        to: "zed".into(),
+        text: "?".into(),
+    });
+    a.send(&msg("alice", "after"));
+    assert_eq!(a.recv(), msg("alice", "after"));
+    assert_eq!(b.recv(), msg("alice", "after"));
+    assert_eq!(c.recv(), msg("alice", "after"));
+    c.expect_silence();
+}
+
+/// alice asks bob; bob says OK; both get the same ID_PRIVATE.
+fn negotiate(a: &mut Raw, b: &mut Raw) -> i64 {
+    a.send(&Command::RequestPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    });
+    assert_eq!(
+        b.recv(),
+        Command::RequestPrivate {
+            requester: "alice".into(),
+            target: "bob".into()
+        }
+    );
+    b.send(&Command::OkPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    });
+    let Command::IdPrivate {
+        requester,
+        target,
+        connect_id,
+    } = a.recv()
+    else {
+        panic!("ID_PRIVATE")
+    };
+    assert_eq!((requester.as_str(), target.as_str()), ("alice", "bob"));
+    assert_eq!(
+        b.recv(),
+        Command::IdPrivate {
+            requester: "alice".into(),
+            target: "bob".into(),
+            connect_id
+        }
+    );
+    connect_id
+}
+
+fn open_private(addr: SocketAddr, id: i64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&Command::LoginPrivate { connect_id: id }.to_bytes())
+        .unwrap();
+    s
+}
+
+fn expect_established(s: &mut TcpStream) {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).unwrap();
+    assert_eq!(one, [0x0a], "ESTABLISHED");
+}
+
+#[test]
+fn private_connection_relays_a_mebibyte_each_way_with_half_closes() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    let id = negotiate(&mut a, &mut b);
+    let mut pa = open_private(addr, id);
+    let mut pb = open_private(addr, id);
+    expect_established(&mut pa);
+    expect_established(&mut pb);
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut data_a = vec![0u8; 1 << 20];
+    let mut data_b = vec![0u8; 1 << 20];
+    rng.fill_bytes(&mut data_a);
+    rng.fill_bytes(&mut data_b);
+
+    let run = |mut mine: TcpStream, out: Vec<u8>| {
+        thread::spawn(move || {
+            mine.set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            let reader = mine.try_clone().unwrap();
+            let writer = thread::spawn(move || {
+                // Odd-sized writes so frames never line up with anything.
+                for chunk in out.chunks(7919) {
+                    mine.write_all(chunk).unwrap();
+                }
+                mine.shutdown(Shutdown::Write).unwrap();
+            });
+            let mut got = Vec::new();
+            (&reader).read_to_end(&mut got).unwrap();
+            writer.join().unwrap();
+            got
+        })
+    };
+    let ta = run(pa.try_clone().unwrap(), data_a.clone());
+    let tb = run(pb.try_clone().unwrap(), data_b.clone());
+    let got_a = ta.join().unwrap();
+    let got_b = tb.join().unwrap();
+    assert!(got_a == data_b, "alice received bob's bytes exactly");
+    assert!(got_b == data_a, "bob received alice's bytes exactly");
+    drop((pa, pb));
+
+    // The id was single use.
+    let mut again = open_private(addr, id);
+    again.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 8];
+    assert!(
+        matches!(again.read(&mut buf), Ok(0) | Err(_)),
+        "used id must close"
+    );
+    // The relay is forgotten once both directions end.
+    let deadline = Instant::now() + WAIT;
+    while srv.hub().relay_count() != 0 {
+        assert!(Instant::now() < deadline, "relay not released");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn half_close_keeps_the_other_direction_open() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    let id = negotiate(&mut a, &mut b);
+    let mut pa = open_private(addr, id);
+    let mut pb = open_private(addr, id);
+    expect_established(&mut pa);
+    expect_established(&mut pb);
+    pa.write_all(b"question").unwrap();
+    pa.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    pb.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"question");
+    // bob can still answer after alice stopped writing.
+    pb.write_all(b"answer").unwrap();
+    pb.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    pa.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"answer");
+}
+
+#[test]
+fn ko_private_reaches_requester_and_unsolicited_answers_do_nothing() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    // bob answers a request nobody made: nothing happens.
+    b.send(&Command::OkPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    });
+    a.expect_silence();
+    b.expect_silence();
+    a.send(&Command::RequestPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    });
+    assert!(matches!(b.recv(), Command::RequestPrivate { .. }));
+    b.send(&Command::KoPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    });
+    assert_eq!(
+        a.recv(),
+        Command::KoPrivate {
+            requester: "alice".into(),
+            target: "bob".into()
+        }
+    );
+    // The refused request is gone: a late OK issues nothing.
+    b.send(&Command::OkPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    });
+    a.expect_silence();
+    // A request to someone offline is ignored.
+    a.send(&Command::RequestPrivate {
+        requester: "alice".into(),
+        target: "zed".into(),
+    });
+    a.expect_silence();
+}
+
+#[test]
+fn bad_connect_ids_close_the_connection() {
+    let srv = server_with(|c| c.connect_id_ttl_ms = 300);
+    let addr = srv.chatos_addr();
+    // Never issued.
+    let mut s = Raw {
+        s: open_private(addr, 12345),
+        dec: Decoder::new(),
+    };
+    s.expect_closed();
+    // Issued but expired.
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    let id = negotiate(&mut a, &mut b);
+    thread::sleep(Duration::from_millis(400));
+    let mut s = Raw {
+        s: open_private(addr, id),
+        dec: Decoder::new(),
+    };
+    s.expect_closed();
+    // First end waits, the second never comes: closed when the id expires.
+    let id = negotiate(&mut a, &mut b);
+    let mut s = Raw {
+        s: open_private(addr, id),
+        dec: Decoder::new(),
+    };
+    s.expect_closed();
+    assert_still_serving(addr);
+}
+
+#[test]
+fn close_connection_tears_down_the_relay_and_tells_both() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    let mut c = Raw::login(addr, "carol");
+    let id = negotiate(&mut a, &mut b);
+    let mut pa = open_private(addr, id);
+    let mut pb = open_private(addr, id);
+    expect_established(&mut pa);
+    expect_established(&mut pb);
+    // A stranger cannot close it.
+    c.send(&Command::CloseConnection {
+        connect_id: id,
+        requester: "carol".into(),
+        target: "bob".into(),
+    });
+    b.expect_silence();
+    pa.write_all(b"ping").unwrap();
+    let mut four = [0u8; 4];
+    pb.read_exact(&mut four).unwrap();
+    assert_eq!(&four, b"ping");
+    b.send(&Command::CloseConnection {
+        connect_id: id,
+        requester: "bob".into(),
+        target: "alice".into(),
+    });
+    assert_eq!(
+        b.recv(),
+        Command::AcceptCloseConnection {
+            login: "alice".into()
+        }
+    );
+    assert_eq!(
+        a.recv(),
+        Command::AcceptCloseConnection {
+            login: "bob".into()
+        }
+    );
+    for p in [&mut pa, &mut pb] {
+        p.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 16];
+        assert!(
+            matches!(p.read(&mut buf), Ok(0) | Err(_)),
+            "relay socket closed"
+        );
+    }
+}
+
+/// Each of these byte strings must close only its own connection.
+#[test]
+fn framing_errors_close_only_the_offender() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    let mut cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("negative length", vec![3, 0xff, 0xff, 0xff, 0xfe], true),
+        (
+            "oversize message",
+            [vec![3, 0, 0, 0, 5], b"mallo".to_vec(), vec![0, 0, 4, 1]].concat(),
+            true,
+        ),
+        (
+            "huge length",
+            [
+                vec![3, 0, 0, 0, 5],
+                b"mallo".to_vec(),
+                vec![0x7f, 0xff, 0xff, 0xff],
+            ]
+            .concat(),
+            true,
+        ),
+        (
+            "invalid utf-8",
+            [
+                vec![3, 0, 0, 0, 5],
+                b"mallo".to_vec(),
+                vec![0, 0, 0, 2, 0xc3, 0x28],
+            ]
+            .concat(),
+            true,
+        ),
+        ("unknown opcode", vec![99], true),
+        ("negative opcode", vec![0xff], true),
+        ("server-only opcode", vec![1], true),
+        (
+            "oversize login",
+            [vec![0, 0, 0, 0, 31], vec![b'x'; 31]].concat(),
+            false,
+        ),
+        (
+            "message before login",
+            msg("mallory", "hi").to_bytes(),
+            false,
+        ),
+    ];
+    for (what, bytes, log_in_first) in cases.drain(..) {
+        let mut m = if log_in_first {
+            Raw::login(addr, "mallo")
+        } else {
+            Raw::connect(addr)
+        };
+        m.send_bytes(&bytes);
+        m.expect_closed();
+        // Everyone else carries on, and nobody saw anything.
+        a.send(&msg("alice", what));
+        assert_eq!(b.recv(), msg("alice", what), "{what}");
+        assert_eq!(a.recv(), msg("alice", what), "{what}");
+    }
+    // A connection cut mid-frame frees its name and harms nobody.
+    let mut m = Raw::login(addr, "mallo");
+    m.send_bytes(&[3, 0, 0, 0, 5, b'm']);
+    drop(m);
+    assert_still_serving(addr);
+}
+
+#[test]
+fn silent_connections_are_closed_after_the_login_deadline() {
+    let srv = server_with(|c| c.login_timeout_ms = 300);
+    let addr = srv.chatos_addr();
+    let start = Instant::now();
+    let mut idle = Raw::connect(addr);
+    // A partial LOGIN does not buy time.
+    idle.send_bytes(&[0, 0, 0]);
+    idle.expect_closed();
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    // A connection that logged in in time stays.
+    let mut a = Raw::login(addr, "alice");
+    thread::sleep(Duration::from_millis(500));
+    a.send(&msg("alice", "awake"));
+    assert_eq!(a.recv(), msg("alice", "awake"));
+}
+
+#[test]
+fn racing_logins_for_the_same_name() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    const N: usize = 16;
+    let barrier = Arc::new(Barrier::new(N));
+    let results: Vec<(Command, Raw)> = (0..N)
+        .map(|_| {
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let mut c = Raw::connect(addr);
+                barrier.wait();
+                c.send(&Command::Login {
+                    login: "racer".into(),
+                });
+                (c.recv(), c)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let winners = results
+        .iter()
+        .filter(|(r, _)| *r == Command::LoginAccepted)
+        .count();
+    assert_eq!(winners, 1);
+    assert_eq!(
+        results
+            .iter()
+            .filter(|(r, _)| *r == Command::LoginRefused)
+            .count(),
+        N - 1
+    );
+}
+
+#[test]
+fn a_reader_that_stops_reading_is_dropped_and_delays_nobody() {
+    let srv = server_with(|c| c.outbound_limit = 64 * 1024);
+    let addr = srv.chatos_addr();
+    // The slow client shrinks its receive buffer so the server's queue fills.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut slow = Raw {
+        s: sock.into(),
+        dec: Decoder::new(),
+    };
+    slow.send(&Command::Login {
+        login: "slow".into(),
+    });
+    assert_eq!(slow.recv(), Command::LoginAccepted);
+    let mut fast = Raw::login(addr, "fast");
+    let text = "z".repeat(1000);
+    const N: usize = 8000; // ~8 MB: far past every buffer on the way
+    let mut sender = fast.s.try_clone().unwrap();
+    let frame = msg("fast", &text).to_bytes();
+    let writer = thread::spawn(move || {
+        for _ in 0..N {
+            sender.write_all(&frame).unwrap();
+        }
+    });
+    let start = Instant::now();
+    for i in 0..N {
+        assert_eq!(
+            fast.try_recv(Duration::from_secs(10)),
+            Some(msg("fast", &text)),
+            "echo {i}"
+        );
+    }
+    writer.join().unwrap();
+    let took = start.elapsed();
+    assert!(
+        took < Duration::from_secs(30),
+        "the fast client was held up: {took:?}"
+    );
+    // The slow one was cut off: it reads what was in flight, then EOF.
+    let mut seen = 0;
+    while slow.try_recv(Duration::from_secs(5)).is_some() {
+        seen += 1;
+    }
+    assert!(
+        seen < N,
+        "slow reader got everything ({seen}); it was never dropped"
+    );
+    assert!(srv.hub().online("slow").is_none());
+}
+
+#[test]
+fn connection_limit_closes_extra_connections() {
+    let srv = server_with(|c| c.max_connections = 3);
+    let addr = srv.chatos_addr();
+    let _a = Raw::login(addr, "a");
+    let _b = Raw::login(addr, "b");
+    let _c = Raw::login(addr, "c");
+    let mut d = Raw::connect(addr);
+    d.s.write_all(&Command::Login { login: "d".into() }.to_bytes())
+        .ok();
+    d.expect_closed();
+    drop(_a);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut e = Raw::connect(addr);
+        e.s.write_all(&Command::Login { login: "e".into() }.to_bytes())
+            .ok();
+        if e.try_recv(Duration::from_secs(1)) == Some(Command::LoginAccepted) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+    }
+}
+
+#[test]
+fn shutdown_closes_everyone_promptly() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut clients: Vec<Raw> = (0..20)
+        .map(|i| Raw::login(addr, &format!("u{i}")))
+        .collect();
+    let mut half = Raw::connect(addr); // never logs in
+    let start = Instant::now();
+    srv.shutdown();
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "shutdown took {:?}",
+        start.elapsed()
+    );
+    for c in clients.iter_mut() {
+        c.expect_closed();
+    }
+    half.expect_closed();
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+            .map(|mut s| {
+                let mut b = [0u8; 1];
+                s.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                matches!(s.read(&mut b), Ok(0) | Err(_))
+            })
+            .unwrap_or(true)
+    );
+}
+
+#[test]
+fn random_garbage_never_hurts_the_server() {
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(99);
+    for round in 0..200 {
+        let mut m = Raw::connect(addr);
+        if round % 2 == 0 {
+            m.send(&Command::Login {
+                login: format!("g{round}"),
+            });
+            assert_eq!(m.recv(), Command::LoginAccepted);
+        }
+        let len = rng.gen_range(1..200);
+        let junk: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+        let _ = m.s.write_all(&junk);
+        let _ = m.s.shutdown(Shutdown::Write);
+    }
+    a.send(&msg("alice", "alive"));
+    loop {
+        // Garbage that happened to be a valid MESSAGE from a g* user may come first.
+        match a.recv() {
+            Command::Message { from, text } if from == "alice" => {
+                assert_eq!(text, "alive");
+                break;
+            }
+            _ => {}
+        }
+    }
+}
