@@ -2,6 +2,7 @@
 //! client library so that each byte layout lives in exactly one place.
 //! Nothing here touches a socket or reads the clock.
 
+pub mod accounts;
 pub mod chatos;
 
 use std::fmt;
@@ -25,6 +26,8 @@ pub enum DecodeError {
         max: u64,
     },
     InvalidUtf8(&'static str),
+    /// A frame that does not start with its dialect's magic code.
+    BadMagic(u32),
 }
 
 impl fmt::Display for DecodeError {
@@ -39,6 +42,7 @@ impl fmt::Display for DecodeError {
                 write!(f, "{field} length {len} exceeds limit {max}")
             }
             DecodeError::InvalidUtf8(field) => write!(f, "{field} is not valid UTF-8"),
+            DecodeError::BadMagic(m) => write!(f, "bad magic code {m:#010x}"),
         }
     }
 }

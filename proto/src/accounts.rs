@@ -1,0 +1,917 @@
+//! The accounts dialect (seed 000). The seed fixes instruction codes and field
+//! order only; chinwag fixes the bytes (docs/protocols/accounts.md):
+//!
+//! frame  = magic:u32 code:u16 length:u32 payload[length]   (big-endian)
+//! string = u16 byte length + UTF-8;  list = u16 count + items
+//!
+//! The length lets a reader bound and skip a frame before parsing it. Like
+//! every codec here this owns bytes only: no I/O, no policy, no clock.
+
+use crate::DecodeError;
+
+/// "CWAC": first four bytes of every accounts frame.
+pub const MAGIC: u32 = 0x4357_4143;
+/// "CWVC": first four bytes of every UDP voice packet.
+pub const VOICE_MAGIC: u32 = 0x4357_5643;
+/// magic + code + length.
+pub const HEADER_LEN: usize = 10;
+/// Largest payload either side sends (a full history page fits).
+pub const MAX_PAYLOAD: usize = 128 * 1024;
+/// RFC 5321's limit for a whole address.
+pub const MAX_EMAIL: usize = 254;
+/// Pseudos share the online name space with chatos, whose logins stop at 30.
+pub const MAX_PSEUDO: usize = 30;
+/// Passwords are hashed, never stored; this bounds hashing work.
+pub const MAX_PASSWORD: usize = 128;
+pub const MAX_MESSAGE: usize = 2048;
+/// Address text of a call end point (an IPv6 literal fits).
+pub const MAX_ADDR: usize = 64;
+/// Free text of a refusal reason.
+pub const MAX_REASON: usize = 200;
+/// Messages in one history reply (161); see the paging rule in the docs.
+pub const HISTORY_PAGE: usize = 50;
+/// Names in one list reply (171, 181).
+pub const MAX_LIST: usize = 1000;
+/// Largest voice payload accepted in one UDP packet.
+pub const MAX_VOICE: usize = 1275; // Opus's largest single frame
+
+/// Instruction codes, exactly as seed 000 numbers them (104 is chinwag's).
+pub mod code {
+    pub const REGISTER: u16 = 100;
+    pub const REGISTERED: u16 = 101;
+    pub const EMAIL_TAKEN: u16 = 102;
+    pub const PSEUDO_TAKEN: u16 = 103;
+    pub const REGISTER_REFUSED: u16 = 104;
+    pub const LOGIN: u16 = 110;
+    pub const LOGIN_OK: u16 = 111;
+    pub const LOGIN_FAILED: u16 = 112;
+    pub const FRIEND_REQUEST: u16 = 120;
+    pub const FRIEND_REQUEST_SENT: u16 = 121;
+    pub const NO_SUCH_USER: u16 = 122;
+    pub const ALREADY_FRIENDS: u16 = 123;
+    pub const FRIEND_ACCEPTED: u16 = 124;
+    pub const FRIEND_REFUSED: u16 = 125;
+    pub const FRIEND_REQUESTED: u16 = 130;
+    pub const ACCEPT_FRIEND: u16 = 131;
+    pub const REFUSE_FRIEND: u16 = 132;
+    pub const CALL: u16 = 140;
+    pub const CALL_ACCEPTED: u16 = 141;
+    pub const CALL_FAILED: u16 = 142;
+    pub const INCOMING_CALL: u16 = 143;
+    pub const ANSWER_CALL: u16 = 144;
+    pub const DECLINE_CALL: u16 = 145;
+    pub const HANGUP: u16 = 146;
+    pub const HUNG_UP: u16 = 147;
+    pub const SEND_MESSAGE: u16 = 150;
+    pub const MESSAGE: u16 = 151;
+    pub const MESSAGE_STORED: u16 = 152;
+    pub const MESSAGE_FAILED: u16 = 153;
+    pub const HISTORY: u16 = 160;
+    pub const HISTORY_PAGE: u16 = 161;
+    pub const LIST_FRIENDS: u16 = 170;
+    pub const FRIENDS: u16 = 171;
+    pub const LIST_REQUESTS: u16 = 180;
+    pub const REQUESTS: u16 = 181;
+    pub const HELLO: u16 = 200;
+    pub const HELLO_ACK: u16 = 201;
+}
+
+/// One message of a conversation, as history carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Store-wide message id, increasing with time; the paging cursor.
+    pub id: u64,
+    /// Account id of the sender (as given by 111).
+    pub sender_id: u64,
+    pub text: String,
+}
+
+/// Every accounts frame, both directions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello,
+    HelloAck,
+    Register {
+        email: String,
+        pseudo: String,
+        password: String,
+    },
+    Registered,
+    EmailTaken,
+    PseudoTaken,
+    /// chinwag extension: the password (or another field) is unacceptable.
+    RegisterRefused {
+        reason: String,
+    },
+    Login {
+        email: String,
+        password: String,
+    },
+    LoginOk {
+        pseudo: String,
+        id: u64,
+    },
+    LoginFailed,
+    FriendRequest {
+        pseudo: String,
+    },
+    FriendRequestSent {
+        pseudo: String,
+    },
+    NoSuchUser {
+        pseudo: String,
+    },
+    AlreadyFriends {
+        pseudo: String,
+    },
+    FriendAccepted {
+        pseudo: String,
+    },
+    FriendRefused {
+        pseudo: String,
+    },
+    FriendRequested {
+        pseudo: String,
+    },
+    AcceptFriend {
+        pseudo: String,
+    },
+    RefuseFriend {
+        pseudo: String,
+    },
+    /// `addr` empty means "the address the server sees me at".
+    Call {
+        pseudo: String,
+        addr: String,
+        port: u16,
+    },
+    CallAccepted {
+        pseudo: String,
+        addr: String,
+        port: u16,
+    },
+    CallFailed {
+        pseudo: String,
+    },
+    IncomingCall {
+        pseudo: String,
+        addr: String,
+        port: u16,
+    },
+    AnswerCall {
+        pseudo: String,
+        addr: String,
+        port: u16,
+    },
+    DeclineCall {
+        pseudo: String,
+    },
+    Hangup {
+        pseudo: String,
+    },
+    HungUp {
+        pseudo: String,
+    },
+    SendMessage {
+        pseudo: String,
+        text: String,
+    },
+    Message {
+        pseudo: String,
+        text: String,
+    },
+    MessageStored,
+    MessageFailed,
+    /// `before` = 0 asks for the newest page; otherwise messages with id < before.
+    History {
+        pseudo: String,
+        before: u64,
+    },
+    HistoryPage {
+        pseudo: String,
+        entries: Vec<HistoryEntry>,
+    },
+    ListFriends,
+    Friends {
+        pseudos: Vec<String>,
+    },
+    ListRequests,
+    Requests {
+        pseudos: Vec<String>,
+    },
+}
+
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl Writer<'_> {
+    fn u16(&mut self, v: u16) {
+        self.out.extend_from_slice(&v.to_be_bytes());
+    }
+    fn u64(&mut self, v: u64) {
+        self.out.extend_from_slice(&v.to_be_bytes());
+    }
+    /// Strings longer than u16::MAX cannot be framed; callers validate
+    /// lengths against the field limits first, so truncation never happens.
+    fn str(&mut self, s: &str) {
+        let n = s.len().min(u16::MAX as usize);
+        self.u16(n as u16);
+        self.out.extend_from_slice(&s.as_bytes()[..n]);
+    }
+    fn names(&mut self, names: &[String]) {
+        self.u16(names.len().min(u16::MAX as usize) as u16);
+        for n in names.iter().take(u16::MAX as usize) {
+            self.str(n);
+        }
+    }
+}
+
+impl Frame {
+    pub fn code(&self) -> u16 {
+        use code::*;
+        match self {
+            Frame::Hello => HELLO,
+            Frame::HelloAck => HELLO_ACK,
+            Frame::Register { .. } => REGISTER,
+            Frame::Registered => REGISTERED,
+            Frame::EmailTaken => EMAIL_TAKEN,
+            Frame::PseudoTaken => PSEUDO_TAKEN,
+            Frame::RegisterRefused { .. } => REGISTER_REFUSED,
+            Frame::Login { .. } => LOGIN,
+            Frame::LoginOk { .. } => LOGIN_OK,
+            Frame::LoginFailed => LOGIN_FAILED,
+            Frame::FriendRequest { .. } => FRIEND_REQUEST,
+            Frame::FriendRequestSent { .. } => FRIEND_REQUEST_SENT,
+            Frame::NoSuchUser { .. } => NO_SUCH_USER,
+            Frame::AlreadyFriends { .. } => ALREADY_FRIENDS,
+            Frame::FriendAccepted { .. } => FRIEND_ACCEPTED,
+            Frame::FriendRefused { .. } => FRIEND_REFUSED,
+            Frame::FriendRequested { .. } => FRIEND_REQUESTED,
+            Frame::AcceptFriend { .. } => ACCEPT_FRIEND,
+            Frame::RefuseFriend { .. } => REFUSE_FRIEND,
+            Frame::Call { .. } => CALL,
+            Frame::CallAccepted { .. } => CALL_ACCEPTED,
+            Frame::CallFailed { .. } => CALL_FAILED,
+            Frame::IncomingCall { .. } => INCOMING_CALL,
+            Frame::AnswerCall { .. } => ANSWER_CALL,
+            Frame::DeclineCall { .. } => DECLINE_CALL,
+            Frame::Hangup { .. } => HANGUP,
+            Frame::HungUp { .. } => HUNG_UP,
+            Frame::SendMessage { .. } => SEND_MESSAGE,
+            Frame::Message { .. } => MESSAGE,
+            Frame::MessageStored => MESSAGE_STORED,
+            Frame::MessageFailed => MESSAGE_FAILED,
+            Frame::History { .. } => HISTORY,
+            Frame::HistoryPage { .. } => HISTORY_PAGE,
+            Frame::ListFriends => LIST_FRIENDS,
+            Frame::Friends { .. } => FRIENDS,
+            Frame::ListRequests => LIST_REQUESTS,
+            Frame::Requests { .. } => REQUESTS,
+        }
+    }
+
+    /// Append the whole frame, header included, to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(&MAGIC.to_be_bytes());
+        out.extend_from_slice(&self.code().to_be_bytes());
+        out.extend_from_slice(&[0; 4]); // length, patched below
+        let mut w = Writer { out };
+        match self {
+            Frame::Hello
+            | Frame::HelloAck
+            | Frame::Registered
+            | Frame::EmailTaken
+            | Frame::PseudoTaken
+            | Frame::LoginFailed
+            | Frame::MessageStored
+            | Frame::MessageFailed
+            | Frame::ListFriends
+            | Frame::ListRequests => {}
+            Frame::Register {
+                email,
+                pseudo,
+                password,
+            } => {
+                w.str(email);
+                w.str(pseudo);
+                w.str(password);
+            }
+            Frame::RegisterRefused { reason } => w.str(reason),
+            Frame::Login { email, password } => {
+                w.str(email);
+                w.str(password);
+            }
+            Frame::LoginOk { pseudo, id } => {
+                w.str(pseudo);
+                w.u64(*id);
+            }
+            Frame::FriendRequest { pseudo }
+            | Frame::FriendRequestSent { pseudo }
+            | Frame::NoSuchUser { pseudo }
+            | Frame::AlreadyFriends { pseudo }
+            | Frame::FriendAccepted { pseudo }
+            | Frame::FriendRefused { pseudo }
+            | Frame::FriendRequested { pseudo }
+            | Frame::AcceptFriend { pseudo }
+            | Frame::RefuseFriend { pseudo }
+            | Frame::CallFailed { pseudo }
+            | Frame::DeclineCall { pseudo }
+            | Frame::Hangup { pseudo }
+            | Frame::HungUp { pseudo } => w.str(pseudo),
+            Frame::Call { pseudo, addr, port }
+            | Frame::CallAccepted { pseudo, addr, port }
+            | Frame::IncomingCall { pseudo, addr, port }
+            | Frame::AnswerCall { pseudo, addr, port } => {
+                w.str(pseudo);
+                w.str(addr);
+                w.u16(*port);
+            }
+            Frame::SendMessage { pseudo, text } | Frame::Message { pseudo, text } => {
+                w.str(pseudo);
+                w.str(text);
+            }
+            Frame::History { pseudo, before } => {
+                w.str(pseudo);
+                w.u64(*before);
+            }
+            Frame::HistoryPage { pseudo, entries } => {
+                w.str(pseudo);
+                w.u16(entries.len().min(u16::MAX as usize) as u16);
+                for e in entries.iter().take(u16::MAX as usize) {
+                    w.u64(e.id);
+                    w.u64(e.sender_id);
+                    w.str(&e.text);
+                }
+            }
+            Frame::Friends { pseudos } | Frame::Requests { pseudos } => w.names(pseudos),
+        }
+        let len = (out.len() - start - HEADER_LEN) as u32;
+        out[start + 6..start + 10].copy_from_slice(&len.to_be_bytes());
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(32);
+        self.encode(&mut v);
+        v
+    }
+
+    /// Read a header: (code, payload length). Fails on a bad magic or a length
+    /// above [`MAX_PAYLOAD`] before any payload is read.
+    pub fn decode_header(buf: &[u8]) -> Result<(u16, usize), DecodeError> {
+        if buf.len() < HEADER_LEN {
+            return Err(DecodeError::Incomplete);
+        }
+        let magic = u32::from_be_bytes(buf[0..4].try_into().expect("4 bytes"));
+        if magic != MAGIC {
+            return Err(DecodeError::BadMagic(magic));
+        }
+        let code = u16::from_be_bytes(buf[4..6].try_into().expect("2 bytes"));
+        let len = u32::from_be_bytes(buf[6..10].try_into().expect("4 bytes")) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(DecodeError::TooLong {
+                field: "payload",
+                len: len as u64,
+                max: MAX_PAYLOAD as u64,
+            });
+        }
+        Ok((code, len))
+    }
+
+    /// Decode one frame from the front of `buf`: the frame and the bytes used,
+    /// or `Incomplete`. The payload must be used exactly.
+    pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
+        let (code, len) = Frame::decode_header(buf)?;
+        let total = HEADER_LEN + len;
+        if buf.len() < total {
+            return Err(DecodeError::Incomplete);
+        }
+        let frame = Frame::decode_payload(code, &buf[HEADER_LEN..total])?;
+        Ok((frame, total))
+    }
+
+    /// Decode a buffer holding exactly one frame.
+    pub fn decode_exact(buf: &[u8]) -> Result<Frame, DecodeError> {
+        match Frame::decode(buf) {
+            Ok((f, used)) if used == buf.len() => Ok(f),
+            Ok((_, used)) => Err(DecodeError::TrailingBytes(buf.len() - used)),
+            Err(DecodeError::Incomplete) => Err(DecodeError::Truncated),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Decode a payload whose header said `code`.
+    pub fn decode_payload(op: u16, payload: &[u8]) -> Result<Frame, DecodeError> {
+        use crate::accounts::code as c;
+        let mut r = Reader {
+            buf: payload,
+            pos: 0,
+        };
+        let pseudo = |r: &mut Reader| r.str("pseudo", MAX_PSEUDO);
+        let f = match op {
+            c::HELLO => Frame::Hello,
+            c::HELLO_ACK => Frame::HelloAck,
+            c::REGISTER => Frame::Register {
+                email: r.str("email", MAX_EMAIL)?,
+                pseudo: pseudo(&mut r)?,
+                password: r.str("password", MAX_PASSWORD)?,
+            },
+            c::REGISTERED => Frame::Registered,
+            c::EMAIL_TAKEN => Frame::EmailTaken,
+            c::PSEUDO_TAKEN => Frame::PseudoTaken,
+            c::REGISTER_REFUSED => Frame::RegisterRefused {
+                reason: r.str("reason", MAX_REASON)?,
+            },
+            c::LOGIN => Frame::Login {
+                email: r.str("email", MAX_EMAIL)?,
+                password: r.str("password", MAX_PASSWORD)?,
+            },
+            c::LOGIN_OK => Frame::LoginOk {
+                pseudo: pseudo(&mut r)?,
+                id: r.u64()?,
+            },
+            c::LOGIN_FAILED => Frame::LoginFailed,
+            c::FRIEND_REQUEST => Frame::FriendRequest {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::FRIEND_REQUEST_SENT => Frame::FriendRequestSent {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::NO_SUCH_USER => Frame::NoSuchUser {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::ALREADY_FRIENDS => Frame::AlreadyFriends {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::FRIEND_ACCEPTED => Frame::FriendAccepted {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::FRIEND_REFUSED => Frame::FriendRefused {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::FRIEND_REQUESTED => Frame::FriendRequested {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::ACCEPT_FRIEND => Frame::AcceptFriend {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::REFUSE_FRIEND => Frame::RefuseFriend {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::CALL | c::CALL_ACCEPTED | c::INCOMING_CALL | c::ANSWER_CALL => {
+                let pseudo = pseudo(&mut r)?;
+                let addr = r.str("addr", MAX_ADDR)?;
+                let port = r.u16()?;
+                match op {
+                    c::CALL => Frame::Call { pseudo, addr, port },
+                    c::CALL_ACCEPTED => Frame::CallAccepted { pseudo, addr, port },
+                    c::INCOMING_CALL => Frame::IncomingCall { pseudo, addr, port },
+                    _ => Frame::AnswerCall { pseudo, addr, port },
+                }
+            }
+            c::CALL_FAILED => Frame::CallFailed {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::DECLINE_CALL => Frame::DeclineCall {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::HANGUP => Frame::Hangup {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::HUNG_UP => Frame::HungUp {
+                pseudo: pseudo(&mut r)?,
+            },
+            c::SEND_MESSAGE => Frame::SendMessage {
+                pseudo: pseudo(&mut r)?,
+                text: r.str("message", MAX_MESSAGE)?,
+            },
+            c::MESSAGE => Frame::Message {
+                pseudo: pseudo(&mut r)?,
+                text: r.str("message", MAX_MESSAGE)?,
+            },
+            c::MESSAGE_STORED => Frame::MessageStored,
+            c::MESSAGE_FAILED => Frame::MessageFailed,
+            c::HISTORY => Frame::History {
+                pseudo: pseudo(&mut r)?,
+                before: r.u64()?,
+            },
+            c::HISTORY_PAGE => {
+                let pseudo = pseudo(&mut r)?;
+                let n = r.count(HISTORY_PAGE)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(HistoryEntry {
+                        id: r.u64()?,
+                        sender_id: r.u64()?,
+                        text: r.str("message", MAX_MESSAGE)?,
+                    });
+                }
+                Frame::HistoryPage { pseudo, entries }
+            }
+            c::LIST_FRIENDS => Frame::ListFriends,
+            c::FRIENDS => Frame::Friends {
+                pseudos: r.names()?,
+            },
+            c::LIST_REQUESTS => Frame::ListRequests,
+            c::REQUESTS => Frame::Requests {
+                pseudos: r.names()?,
+            },
+            other => return Err(DecodeError::UnknownOpcode(other)),
+        };
+        if r.pos != payload.len() {
+            return Err(DecodeError::TrailingBytes(payload.len() - r.pos));
+        }
+        Ok(f)
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    /// Inside a payload whose length is known, running out is truncation.
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn count(&mut self, max: usize) -> Result<usize, DecodeError> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(DecodeError::TooLong {
+                field: "list",
+                len: n as u64,
+                max: max as u64,
+            });
+        }
+        Ok(n)
+    }
+    fn str(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        let n = self.u16()? as usize;
+        if n > max {
+            return Err(DecodeError::TooLong {
+                field,
+                len: n as u64,
+                max: max as u64,
+            });
+        }
+        let b = self.take(n)?;
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::InvalidUtf8(field))
+    }
+    fn names(&mut self) -> Result<Vec<String>, DecodeError> {
+        let n = self.count(MAX_LIST)?;
+        (0..n).map(|_| self.str("pseudo", MAX_PSEUDO)).collect()
+    }
+}
+
+/// Incremental reader for an accounts TCP stream.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 4096 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+    /// The next whole frame, `Ok(None)` for "need more", or a final error.
+    /// A bad header fails as soon as its 10 bytes are in.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
+        match Frame::decode(&self.buf[self.start..]) {
+            Ok((f, used)) => {
+                self.start += used;
+                Ok(Some(f))
+            }
+            Err(DecodeError::Incomplete) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
+/// A UDP voice packet: magic, then one compressed audio frame.
+pub fn encode_voice(out: &mut Vec<u8>, frame: &[u8]) {
+    out.extend_from_slice(&VOICE_MAGIC.to_be_bytes());
+    out.extend_from_slice(frame);
+}
+
+/// The compressed frame inside a voice packet.
+pub fn decode_voice(packet: &[u8]) -> Result<&[u8], DecodeError> {
+    if packet.len() < 4 {
+        return Err(DecodeError::Truncated);
+    }
+    let magic = u32::from_be_bytes(packet[..4].try_into().expect("4 bytes"));
+    if magic != VOICE_MAGIC {
+        return Err(DecodeError::BadMagic(magic));
+    }
+    let body = &packet[4..];
+    if body.len() > MAX_VOICE {
+        return Err(DecodeError::TooLong {
+            field: "voice",
+            len: body.len() as u64,
+            max: MAX_VOICE as u64,
+        });
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn s(x: &str) -> String {
+        x.to_string()
+    }
+
+    fn samples() -> Vec<Frame> {
+        vec![
+            Frame::Hello,
+            Frame::HelloAck,
+            Frame::Register {
+                email: s("a@b.c"),
+                pseudo: s("alice"),
+                password: s("hunter22"),
+            },
+            Frame::Registered,
+            Frame::EmailTaken,
+            Frame::PseudoTaken,
+            Frame::RegisterRefused {
+                reason: s("password too short"),
+            },
+            Frame::Login {
+                email: s("a@b.c"),
+                password: s("pw"),
+            },
+            Frame::LoginOk {
+                pseudo: s("alice"),
+                id: 7,
+            },
+            Frame::LoginFailed,
+            Frame::FriendRequest { pseudo: s("bob") },
+            Frame::FriendRequestSent { pseudo: s("bob") },
+            Frame::NoSuchUser { pseudo: s("zed") },
+            Frame::AlreadyFriends { pseudo: s("bob") },
+            Frame::FriendAccepted { pseudo: s("bob") },
+            Frame::FriendRefused { pseudo: s("bob") },
+            Frame::FriendRequested { pseudo: s("alice") },
+            Frame::AcceptFriend { pseudo: s("alice") },
+            Frame::RefuseFriend { pseudo: s("alice") },
+            Frame::Call {
+                pseudo: s("bob"),
+                addr: s(""),
+                port: 5000,
+            },
+            Frame::CallAccepted {
+                pseudo: s("bob"),
+                addr: s("127.0.0.1"),
+                port: 5001,
+            },
+            Frame::CallFailed { pseudo: s("bob") },
+            Frame::IncomingCall {
+                pseudo: s("alice"),
+                addr: s("::1"),
+                port: 1,
+            },
+            Frame::AnswerCall {
+                pseudo: s("alice"),
+                addr: s(""),
+                port: 65535,
+            },
+            Frame::DeclineCall { pseudo: s("alice") },
+            Frame::Hangup { pseudo: s("bob") },
+            Frame::HungUp { pseudo: s("alice") },
+            Frame::SendMessage {
+                pseudo: s("bob"),
+                text: s("salut é"),
+            },
+            Frame::Message {
+                pseudo: s("alice"),
+                text: "x".repeat(MAX_MESSAGE),
+            },
+            Frame::MessageStored,
+            Frame::MessageFailed,
+            Frame::History {
+                pseudo: s("bob"),
+                before: 0,
+            },
+            Frame::HistoryPage {
+                pseudo: s("bob"),
+                entries: vec![
+                    HistoryEntry {
+                        id: 1,
+                        sender_id: 7,
+                        text: s("hi"),
+                    },
+                    HistoryEntry {
+                        id: 2,
+                        sender_id: 8,
+                        text: s(""),
+                    },
+                ],
+            },
+            Frame::ListFriends,
+            Frame::Friends {
+                pseudos: vec![s("bob"), s("carol")],
+            },
+            Frame::ListRequests,
+            Frame::Requests { pseudos: vec![] },
+        ]
+    }
+
+    #[test]
+    fn golden_bytes() {
+        assert_eq!(Frame::Hello.to_bytes(), hex("43574143 00c8 00000000"));
+        assert_eq!(Frame::HelloAck.to_bytes(), hex("43574143 00c9 00000000"));
+        assert_eq!(
+            Frame::FriendRequest { pseudo: s("bob") }.to_bytes(),
+            hex("43574143 0078 00000005 0003 626f62")
+        );
+        assert_eq!(
+            Frame::LoginOk {
+                pseudo: s("al"),
+                id: 258
+            }
+            .to_bytes(),
+            hex("43574143 006f 0000000c 0002 616c 0000000000000102")
+        );
+        assert_eq!(
+            Frame::Call {
+                pseudo: s("bob"),
+                addr: s(""),
+                port: 0x1388
+            }
+            .to_bytes(),
+            hex("43574143 008c 00000009 0003 626f62 0000 1388")
+        );
+        assert_eq!(
+            Frame::SendMessage {
+                pseudo: s("bob"),
+                text: s("hi")
+            }
+            .to_bytes(),
+            hex("43574143 0096 00000009 0003 626f62 0002 6869")
+        );
+        assert_eq!(
+            Frame::Friends {
+                pseudos: vec![s("a"), s("bc")]
+            }
+            .to_bytes(),
+            hex("43574143 00ab 00000009 0002 0001 61 0002 6263")
+        );
+        let mut v = Vec::new();
+        encode_voice(&mut v, &[1, 2, 3]);
+        assert_eq!(v, hex("43575643 010203"));
+        assert_eq!(decode_voice(&v).unwrap(), &[1, 2, 3]);
+    }
+
+    #[test]
+    fn round_trips() {
+        for f in samples() {
+            assert_eq!(Frame::decode_exact(&f.to_bytes()).unwrap(), f, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for f in samples() {
+            let b = f.to_bytes();
+            for cut in 0..b.len() {
+                assert_eq!(
+                    Frame::decode(&b[..cut]).unwrap_err(),
+                    DecodeError::Incomplete
+                );
+                assert_eq!(Frame::decode_exact(&b[..cut]), Err(DecodeError::Truncated));
+            }
+            // A header that claims less payload than the fields need.
+            if b.len() > HEADER_LEN {
+                let mut short = b[..b.len() - 1].to_vec();
+                let len = (short.len() - HEADER_LEN) as u32;
+                short[6..10].copy_from_slice(&len.to_be_bytes());
+                assert!(Frame::decode_exact(&short).is_err(), "{f:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        for f in samples() {
+            let mut b = f.to_bytes();
+            b.push(0);
+            assert_eq!(Frame::decode_exact(&b), Err(DecodeError::TrailingBytes(1)));
+            // Inside the payload too: the header covers the extra byte.
+            let len = (b.len() - HEADER_LEN) as u32;
+            b[6..10].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(
+                Frame::decode_exact(&b),
+                Err(DecodeError::TrailingBytes(1)),
+                "{f:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_headers_fail_before_the_payload() {
+        assert_eq!(
+            Frame::decode(&hex("deadbeef 00c8 00000000")),
+            Err(DecodeError::BadMagic(0xdeadbeef))
+        );
+        assert!(matches!(
+            Frame::decode(&hex("43574143 0096 7fffffff")),
+            Err(DecodeError::TooLong {
+                field: "payload",
+                ..
+            })
+        ));
+        assert_eq!(
+            Frame::decode(&hex("43574143 0001 00000000")),
+            Err(DecodeError::UnknownOpcode(1))
+        );
+        assert!(matches!(
+            Frame::decode(&hex("43574143 0078 00000005 0004 626f62")),
+            Err(DecodeError::Truncated)
+        ));
+        assert!(matches!(
+            Frame::decode(&hex("43574143 0078 00000021 001f 00000000000000000000000000000000000000000000000000000000000000")),
+            Err(DecodeError::TooLong { field: "pseudo", .. })
+        ));
+        assert_eq!(
+            Frame::decode(&hex("43574143 0078 00000004 0002 c328")),
+            Err(DecodeError::InvalidUtf8("pseudo"))
+        );
+        assert_eq!(decode_voice(&[0x43, 0x57]), Err(DecodeError::Truncated));
+        assert!(decode_voice(&hex("43574143 00")).is_err());
+    }
+
+    #[test]
+    fn decoder_splits_and_joins() {
+        let all: Vec<u8> = samples().iter().flat_map(|f| f.to_bytes()).collect();
+        for chunk in [1, 3, 10, 97, all.len()] {
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for piece in all.chunks(chunk) {
+                d.push(piece);
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, samples());
+            assert_eq!(d.buffered(), 0);
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xACC0);
+        let codes: Vec<u16> = samples().iter().map(Frame::code).collect();
+        for _ in 0..20_000 {
+            let n = rng.gen_range(0..80);
+            let payload: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            let code = codes[rng.gen_range(0..codes.len())];
+            let _ = Frame::decode_payload(code, &payload);
+            let mut framed = MAGIC.to_be_bytes().to_vec();
+            framed.extend_from_slice(&code.to_be_bytes());
+            framed.extend_from_slice(&(n as u32).to_be_bytes());
+            framed.extend_from_slice(&payload);
+            let _ = Frame::decode(&framed);
+            let _ = decode_voice(&payload);
+        }
+    }
+}
