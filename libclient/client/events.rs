@@ -1,0 +1,299 @@
+//! The bounded event queue between the library's threads (producers) and
+//! the application (consumer). It never runs user code and never blocks a
+//! producer: when full it drops the oldest droppable event and counts it.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::Stream;
+use crate::ffi::codes::{cw_event_type, cw_result};
+
+/// Events queued per client before the oldest are dropped. Large enough for
+/// a burst of a busy room, small enough that a stalled application costs at
+/// most about a megabyte of text.
+pub const DEFAULT_CAPACITY: usize = 1024;
+
+/// One thing that happened on a client.
+#[derive(Debug)]
+pub enum Event {
+    /// `dropped` events were lost because the queue was full.
+    Overflow {
+        dropped: u64,
+    },
+    /// The server broke the protocol; the client is closed (terminal).
+    Error {
+        code: cw_result,
+        text: String,
+    },
+    /// The connection ended; the client is closed (terminal).
+    Disconnected {
+        code: cw_result,
+        text: String,
+    },
+    Message {
+        from: String,
+        text: String,
+    },
+    PrivateMessage {
+        from: String,
+        to: String,
+        text: String,
+    },
+    PrivateRequest {
+        from: String,
+    },
+    PrivateRefused {
+        peer: String,
+    },
+    /// The stream is `None` once the application has taken it.
+    PrivateEstablished {
+        peer: String,
+        connect_id: i64,
+        stream: Option<Stream>,
+    },
+    PrivateClosed {
+        peer: String,
+    },
+    PrivateFailed {
+        peer: String,
+        connect_id: i64,
+        code: cw_result,
+        text: String,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> cw_event_type {
+        use cw_event_type::*;
+        match self {
+            Event::Overflow { .. } => CW_EVENT_OVERFLOW,
+            Event::Error { .. } => CW_EVENT_ERROR,
+            Event::Disconnected { .. } => CW_EVENT_DISCONNECTED,
+            Event::Message { .. } => CW_EVENT_MESSAGE,
+            Event::PrivateMessage { .. } => CW_EVENT_PRIVATE_MESSAGE,
+            Event::PrivateRequest { .. } => CW_EVENT_PRIVATE_REQUEST,
+            Event::PrivateRefused { .. } => CW_EVENT_PRIVATE_REFUSED,
+            Event::PrivateEstablished { .. } => CW_EVENT_PRIVATE_ESTABLISHED,
+            Event::PrivateClosed { .. } => CW_EVENT_PRIVATE_CLOSED,
+            Event::PrivateFailed { .. } => CW_EVENT_PRIVATE_FAILED,
+        }
+    }
+
+    /// The other user the event is about.
+    pub fn peer(&self) -> Option<&str> {
+        match self {
+            Event::Message { from, .. }
+            | Event::PrivateMessage { from, .. }
+            | Event::PrivateRequest { from } => Some(from),
+            Event::PrivateRefused { peer }
+            | Event::PrivateEstablished { peer, .. }
+            | Event::PrivateClosed { peer }
+            | Event::PrivateFailed { peer, .. } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// The message body, or the explanation of an error.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Event::Message { text, .. }
+            | Event::PrivateMessage { text, .. }
+            | Event::Error { text, .. }
+            | Event::Disconnected { text, .. }
+            | Event::PrivateFailed { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// A stream would be closed by dropping, and a terminal event is the
+    /// last word on a client: neither may be dropped on overflow.
+    fn droppable(&self) -> bool {
+        !matches!(
+            self,
+            Event::PrivateEstablished { .. } | Event::Error { .. } | Event::Disconnected { .. }
+        )
+    }
+}
+
+struct State {
+    events: VecDeque<Event>,
+    /// Dropped since the last overflow event was handed out.
+    dropped: u64,
+    /// A terminal event was queued: nothing follows it.
+    ended: bool,
+    /// The application closed the client: nothing more is handed out.
+    closed: bool,
+}
+
+pub(crate) struct EventQueue {
+    state: Mutex<State>,
+    ready: Condvar,
+    capacity: usize,
+}
+
+/// Why `pop` returned no event.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Empty {
+    Timeout,
+    Closed,
+}
+
+impl EventQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        EventQueue {
+            state: Mutex::new(State {
+                events: VecDeque::new(),
+                dropped: 0,
+                ended: false,
+                closed: false,
+            }),
+            ready: Condvar::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Queue an event. Returns it back when the queue takes no more events,
+    /// so that the caller drops it (and any stream in it) outside the lock.
+    pub(crate) fn push(&self, ev: Event) -> Option<Event> {
+        let mut st = self.state.lock();
+        if st.closed || st.ended {
+            return Some(ev);
+        }
+        let mut evicted = None;
+        if st.events.len() >= self.capacity {
+            if let Some(i) = st.events.iter().position(Event::droppable) {
+                evicted = st.events.remove(i);
+                st.dropped += 1;
+            }
+        }
+        if matches!(ev, Event::Error { .. } | Event::Disconnected { .. }) {
+            st.ended = true;
+        }
+        st.events.push_back(ev);
+        drop(st);
+        self.ready.notify_one();
+        evicted
+    }
+
+    /// The next event, waiting at most `timeout` (`None`: without limit).
+    pub(crate) fn pop(&self, timeout: Option<Duration>) -> Result<Event, Empty> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.state.lock();
+        loop {
+            if st.closed {
+                return Err(Empty::Closed);
+            }
+            if st.dropped > 0 {
+                let dropped = std::mem::take(&mut st.dropped);
+                return Ok(Event::Overflow { dropped });
+            }
+            if let Some(ev) = st.events.pop_front() {
+                if st.ended && st.events.is_empty() {
+                    // Wake other waiters so they see the end too.
+                    self.ready.notify_all();
+                }
+                return Ok(ev);
+            }
+            if st.ended {
+                return Err(Empty::Closed);
+            }
+            match deadline {
+                None => self.ready.wait(&mut st),
+                Some(d) => {
+                    if Instant::now() >= d || self.ready.wait_until(&mut st, d).timed_out() {
+                        if st.closed {
+                            return Err(Empty::Closed);
+                        }
+                        if st.dropped == 0 && st.events.is_empty() {
+                            return Err(if st.ended {
+                                Empty::Closed
+                            } else {
+                                Empty::Timeout
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stop handing out events and wake every waiter. Queued events are
+    /// returned so the caller drops them outside the lock.
+    pub(crate) fn close(&self) -> VecDeque<Event> {
+        let mut st = self.state.lock();
+        st.closed = true;
+        let left = std::mem::take(&mut st.events);
+        drop(st);
+        self.ready.notify_all();
+        left
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(i: usize) -> Event {
+        Event::Message {
+            from: "a".into(),
+            text: i.to_string(),
+        }
+    }
+
+    #[test]
+    fn overflow_drops_oldest_and_counts() {
+        let q = EventQueue::new(3);
+        for i in 0..5 {
+            q.push(msg(i));
+        }
+        let first = q.pop(Some(Duration::ZERO)).unwrap();
+        assert!(matches!(first, Event::Overflow { dropped: 2 }), "{first:?}");
+        for i in 2..5 {
+            match q.pop(Some(Duration::ZERO)).unwrap() {
+                Event::Message { text, .. } => assert_eq!(text, i.to_string()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(q.pop(Some(Duration::ZERO)).unwrap_err(), Empty::Timeout);
+    }
+
+    #[test]
+    fn terminal_event_is_kept_and_ends_the_queue() {
+        let q = EventQueue::new(1);
+        q.push(msg(0));
+        q.push(Event::Disconnected {
+            code: cw_result::CW_CLOSED,
+            text: "bye".into(),
+        });
+        assert!(q.push(msg(1)).is_some(), "nothing is queued after the end");
+        assert!(matches!(
+            q.pop(None).unwrap(),
+            Event::Overflow { dropped: 1 }
+        ));
+        assert!(matches!(q.pop(None).unwrap(), Event::Disconnected { .. }));
+        assert_eq!(q.pop(None).unwrap_err(), Empty::Closed);
+    }
+
+    #[test]
+    fn close_wakes_a_waiter() {
+        let q = std::sync::Arc::new(EventQueue::new(4));
+        let q2 = q.clone();
+        let t = std::thread::spawn(move || q2.pop(None));
+        std::thread::sleep(Duration::from_millis(50));
+        q.close();
+        assert_eq!(t.join().unwrap().unwrap_err(), Empty::Closed);
+    }
+
+    #[test]
+    fn timeout_is_honoured() {
+        let q = EventQueue::new(4);
+        let t0 = Instant::now();
+        assert_eq!(
+            q.pop(Some(Duration::from_millis(50))).unwrap_err(),
+            Empty::Timeout
+        );
+        assert!(t0.elapsed() >= Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,241 @@
+//! C functions on `cw_client`: connect, login, send, private-connection
+//! negotiation, events, close and free.
+
+use std::ffi::c_char;
+
+use super::codes::{cw_dialect, cw_result};
+use super::event::cw_event;
+use super::{arg_ref, arg_str, check_out, run, timeout};
+use crate::client::{Client, Error};
+
+/// A connection to a chinwag server (opaque).
+pub struct cw_client {
+    pub(crate) inner: Client,
+}
+
+/// Connect to a chinwag server.
+///
+/// `host` is a name or address, `port` a TCP port, `dialect` one of
+/// cw_dialect (passed as an int so that an out-of-range value is an error,
+/// not undefined behaviour). Only CW_DIALECT_CHATOS is implemented.
+/// Returns: CW_OK and `*out` set; CW_UNSUPPORTED for a dialect not
+/// implemented yet; CW_INVALID_ARGUMENT for an unknown dialect;
+/// CW_CONNECT_FAILED; CW_NULL_ARGUMENT; CW_INVALID_UTF8.
+/// Ownership: `*out` is owned by the caller; release it with cw_client_free.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_connect(
+    host: *const c_char,
+    port: u16,
+    dialect: i32,
+    out: *mut *mut cw_client,
+) -> cw_result {
+    run(|| {
+        check_out(out, "out")?;
+        let host = arg_str(host, "host")?;
+        let dialect = cw_dialect::from_i32(dialect).ok_or_else(|| {
+            Error::new(
+                cw_result::CW_INVALID_ARGUMENT,
+                format!("unknown dialect {dialect}"),
+            )
+        })?;
+        let client = Client::connect(host, port, dialect)?;
+        *out = Box::into_raw(Box::new(cw_client { inner: client }));
+        Ok(())
+    })
+}
+
+/// Log in as `login` and wait for the server's answer.
+///
+/// Waits at most `timeout_ms` milliseconds (negative: without limit).
+/// Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
+/// name); CW_TOO_LONG (chatos: more than 30 bytes); CW_ALREADY_LOGGED_IN;
+/// CW_BUSY while another login waits; CW_TIMEOUT (a late answer still
+/// counts); CW_CLOSED.
+/// Ownership: `login` is borrowed for the call.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_login(
+    client: *const cw_client,
+    login: *const c_char,
+    timeout_ms: i32,
+) -> cw_result {
+    run(|| {
+        let c = arg_ref(client, "client")?;
+        let login = arg_str(login, "login")?;
+        c.inner.login(login, timeout(timeout_ms))
+    })
+}
+
+/// The name this client is logged in as.
+///
+/// Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN.
+/// Ownership: `*out` is owned by the caller; release it with cw_string_free.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_login_name(
+    client: *const cw_client,
+    out: *mut *mut c_char,
+) -> cw_result {
+    run(|| {
+        check_out(out, "out")?;
+        let c = arg_ref(client, "client")?;
+        let name = c
+            .inner
+            .login_name()
+            .ok_or_else(|| Error::new(cw_result::CW_NOT_LOGGED_IN, "not logged in"))?;
+        *out = super::c_string(&name).into_raw();
+        Ok(())
+    })
+}
+
+/// Send `text` to every connected user; the sender receives it as well.
+///
+/// Returns: CW_OK once written to the server; CW_NOT_LOGGED_IN;
+/// CW_TOO_LONG (chatos: more than 1024 bytes); CW_CLOSED; CW_IO.
+/// Ownership: `text` is borrowed for the call.
+/// Threads: any thread; concurrent sends are written whole, one after another.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_send_message(
+    client: *const cw_client,
+    text: *const c_char,
+) -> cw_result {
+    run(|| {
+        let c = arg_ref(client, "client")?;
+        c.inner.send_message(arg_str(text, "text")?)
+    })
+}
+
+/// Send `text` to the user `to` only. The server drops it silently when
+/// nobody has that name.
+///
+/// Returns: CW_OK once written to the server; CW_NOT_LOGGED_IN;
+/// CW_TOO_LONG; CW_CLOSED; CW_IO.
+/// Ownership: `to` and `text` are borrowed for the call.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_send_private(
+    client: *const cw_client,
+    to: *const c_char,
+    text: *const c_char,
+) -> cw_result {
+    run(|| {
+        let c = arg_ref(client, "client")?;
+        c.inner
+            .send_private(arg_str(to, "to")?, arg_str(text, "text")?)
+    })
+}
+
+/// Ask `target` for a private connection.
+///
+/// The outcome arrives as an event: CW_EVENT_PRIVATE_ESTABLISHED (take the
+/// stream), CW_EVENT_PRIVATE_REFUSED, or CW_EVENT_PRIVATE_FAILED. The server
+/// ignores requests to users who are not connected, so no event may come.
+/// Returns: CW_OK once sent; CW_INVALID_ARGUMENT for yourself;
+/// CW_NOT_LOGGED_IN; CW_CLOSED.
+/// Ownership: `target` is borrowed for the call.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_request_private(
+    client: *const cw_client,
+    target: *const c_char,
+) -> cw_result {
+    run(|| {
+        let c = arg_ref(client, "client")?;
+        c.inner.request_private(arg_str(target, "target")?)
+    })
+}
+
+/// Accept the pending private-connection request of `requester` (from a
+/// CW_EVENT_PRIVATE_REQUEST). The library opens the connection itself; the
+/// stream arrives as CW_EVENT_PRIVATE_ESTABLISHED.
+///
+/// Returns: CW_OK once sent; CW_NO_SUCH_REQUEST when `requester` has no
+/// unanswered request; CW_NOT_LOGGED_IN; CW_CLOSED.
+/// Ownership: `requester` is borrowed for the call.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_accept_private(
+    client: *const cw_client,
+    requester: *const c_char,
+) -> cw_result {
+    run(|| {
+        let c = arg_ref(client, "client")?;
+        c.inner.accept_private(arg_str(requester, "requester")?)
+    })
+}
+
+/// Refuse the pending private-connection request of `requester`.
+///
+/// Returns: CW_OK once sent; CW_NO_SUCH_REQUEST; CW_NOT_LOGGED_IN; CW_CLOSED.
+/// Ownership: `requester` is borrowed for the call.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_refuse_private(
+    client: *const cw_client,
+    requester: *const c_char,
+) -> cw_result {
+    run(|| {
+        let c = arg_ref(client, "client")?;
+        c.inner.refuse_private(arg_str(requester, "requester")?)
+    })
+}
+
+/// Take the next event, waiting at most `timeout_ms` milliseconds
+/// (0: poll; negative: without limit).
+///
+/// When the queue overflowed, the next event is CW_EVENT_OVERFLOW with the
+/// number of events dropped. The last event of a connection the server
+/// ended is CW_EVENT_ERROR or CW_EVENT_DISCONNECTED.
+/// Returns: CW_OK and `*out` set; CW_TIMEOUT; CW_CLOSED once the client is
+/// closed (by cw_client_close, which also wakes waiting threads, or after
+/// the last event of an ended connection).
+/// Ownership: `*out` is owned by the caller; release it with cw_event_free.
+/// Threads: any thread; several threads may wait at once, and each event
+/// goes to exactly one of them.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_next_event(
+    client: *const cw_client,
+    timeout_ms: i32,
+    out: *mut *mut cw_event,
+) -> cw_result {
+    run(|| {
+        check_out(out, "out")?;
+        let c = arg_ref(client, "client")?;
+        let ev = c.inner.next_event(timeout(timeout_ms))?;
+        *out = Box::into_raw(Box::new(cw_event::new(ev)));
+        Ok(())
+    })
+}
+
+/// Close the connection: every later call on the client returns
+/// CW_CLOSED, and threads blocked in cw_client_next_event or
+/// cw_client_login wake with CW_CLOSED. Queued events are discarded.
+/// Streams already taken stay open until closed themselves.
+///
+/// Returns: CW_OK (also when already closed); CW_NULL_ARGUMENT.
+/// Ownership: the handle stays valid; release it with cw_client_free.
+/// Threads: any thread; the way to stop threads that use the client.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_close(client: *const cw_client) -> cw_result {
+    run(|| {
+        arg_ref(client, "client")?.inner.close();
+        Ok(())
+    })
+}
+
+/// Close (if needed) and release a client, joining the library's threads.
+///
+/// Returns: nothing. NULL is accepted and does nothing.
+/// Ownership: takes `client`; it must not be used afterwards, and freeing
+/// it twice is undefined behaviour.
+/// Threads: must not race any other call on the same client: call
+/// cw_client_close, join your threads, then cw_client_free.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_free(client: *mut cw_client) {
+    super::guard((), || {
+        if !client.is_null() {
+            drop(Box::from_raw(client));
+        }
+    })
+}

@@ -1,0 +1,186 @@
+//! The numbers the C API and the Rust API share: result codes, event kinds
+//! and dialects. Numbers are part of the ABI: they never change, and a
+//! retired number stays reserved.
+
+/// Outcome of every fallible function. 0 is success; every other area of
+/// the library owns one block of 100.
+///
+/// - 0..99: general outcomes
+/// - 100..199: bad arguments and calls the dialect cannot do
+/// - 200..299: the connection to the server
+/// - 300..399: the session (login)
+/// - 400..499: private connections
+/// - 500..599: reserved for calls and audio (babel, accounts)
+/// - 600..699: reserved for accounts (registration, friends, history)
+/// - 700..799: reserved for rooms
+/// - 900..999: faults inside the library
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum cw_result {
+    /// Success.
+    CW_OK = 0,
+    /// Nothing happened before the time limit.
+    CW_TIMEOUT = 1,
+    /// The client or stream is closed, by the application or by the peer.
+    CW_CLOSED = 2,
+    /// A required pointer argument was NULL.
+    CW_NULL_ARGUMENT = 100,
+    /// A string argument was not valid UTF-8.
+    CW_INVALID_UTF8 = 101,
+    /// An argument was out of range or did not fit the call.
+    CW_INVALID_ARGUMENT = 102,
+    /// A string argument was longer than the dialect allows.
+    CW_TOO_LONG = 103,
+    /// The dialect cannot do this (or is not implemented yet).
+    CW_UNSUPPORTED = 104,
+    /// The server could not be resolved or reached.
+    CW_CONNECT_FAILED = 200,
+    /// A socket operation failed.
+    CW_IO = 201,
+    /// The server sent bytes that break the protocol.
+    CW_PROTOCOL = 202,
+    /// The server refused the login (for chatos: the name is taken).
+    CW_LOGIN_REFUSED = 300,
+    /// The call needs a successful login first.
+    CW_NOT_LOGGED_IN = 301,
+    /// This client has already logged in.
+    CW_ALREADY_LOGGED_IN = 302,
+    /// Another login on this client is still waiting for its answer.
+    CW_BUSY = 303,
+    /// No pending private-connection request from that user.
+    CW_NO_SUCH_REQUEST = 400,
+    /// A panic was caught at the C boundary; the handle may be unusable.
+    CW_PANIC = 900,
+    /// An internal error (a thread could not be started, for example).
+    CW_INTERNAL = 901,
+}
+
+impl cw_result {
+    /// Every defined code, for `cw_result_str` and the tests.
+    pub const ALL: [cw_result; 18] = [
+        cw_result::CW_OK,
+        cw_result::CW_TIMEOUT,
+        cw_result::CW_CLOSED,
+        cw_result::CW_NULL_ARGUMENT,
+        cw_result::CW_INVALID_UTF8,
+        cw_result::CW_INVALID_ARGUMENT,
+        cw_result::CW_TOO_LONG,
+        cw_result::CW_UNSUPPORTED,
+        cw_result::CW_CONNECT_FAILED,
+        cw_result::CW_IO,
+        cw_result::CW_PROTOCOL,
+        cw_result::CW_LOGIN_REFUSED,
+        cw_result::CW_NOT_LOGGED_IN,
+        cw_result::CW_ALREADY_LOGGED_IN,
+        cw_result::CW_BUSY,
+        cw_result::CW_NO_SUCH_REQUEST,
+        cw_result::CW_PANIC,
+        cw_result::CW_INTERNAL,
+    ];
+
+    /// Static, NUL-terminated description of the code.
+    pub fn describe(self) -> &'static str {
+        use cw_result::*;
+        match self {
+            CW_OK => "ok\0",
+            CW_TIMEOUT => "timed out\0",
+            CW_CLOSED => "closed\0",
+            CW_NULL_ARGUMENT => "a required argument is NULL\0",
+            CW_INVALID_UTF8 => "a string argument is not valid UTF-8\0",
+            CW_INVALID_ARGUMENT => "invalid argument\0",
+            CW_TOO_LONG => "a string argument is too long for the dialect\0",
+            CW_UNSUPPORTED => "not supported by this dialect\0",
+            CW_CONNECT_FAILED => "cannot connect to the server\0",
+            CW_IO => "socket error\0",
+            CW_PROTOCOL => "the server broke the protocol\0",
+            CW_LOGIN_REFUSED => "login refused\0",
+            CW_NOT_LOGGED_IN => "not logged in\0",
+            CW_ALREADY_LOGGED_IN => "already logged in\0",
+            CW_BUSY => "another login is in progress\0",
+            CW_NO_SUCH_REQUEST => "no pending private-connection request from that user\0",
+            CW_PANIC => "internal panic caught at the C boundary\0",
+            CW_INTERNAL => "internal error\0",
+        }
+    }
+
+    pub fn from_i32(code: i32) -> Option<cw_result> {
+        cw_result::ALL.iter().copied().find(|c| *c as i32 == code)
+    }
+}
+
+/// What an event is about. Blocks of 100 per area, like `cw_result`.
+///
+/// - 0..99: the event queue and the connection itself
+/// - 100..199: chat messages
+/// - 200..299: private connections
+/// - 300..399: reserved for contacts and presence (babel)
+/// - 400..499: reserved for calls (babel, accounts)
+/// - 500..599: reserved for friends, acknowledgements, history (accounts)
+/// - 600..699: reserved for rooms
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum cw_event_type {
+    /// Not an event: what `cw_event_kind(NULL)` returns.
+    CW_EVENT_NONE = 0,
+    /// The queue was full and dropped its oldest events; `cw_event_count` says how many.
+    CW_EVENT_OVERFLOW = 1,
+    /// The server broke the protocol; the client is closed. `cw_event_text` says how.
+    CW_EVENT_ERROR = 2,
+    /// The server closed the connection, or it failed; the client is closed.
+    CW_EVENT_DISCONNECTED = 3,
+    /// A global message: `cw_event_peer` sent `cw_event_text` to everyone.
+    CW_EVENT_MESSAGE = 100,
+    /// A private message: `cw_event_peer` sent `cw_event_text` to this user.
+    CW_EVENT_PRIVATE_MESSAGE = 101,
+    /// `cw_event_peer` asks for a private connection: accept or refuse it.
+    CW_EVENT_PRIVATE_REQUEST = 200,
+    /// `cw_event_peer` refused this user's private-connection request.
+    CW_EVENT_PRIVATE_REFUSED = 201,
+    /// A private connection with `cw_event_peer` is open: take its stream.
+    CW_EVENT_PRIVATE_ESTABLISHED = 202,
+    /// The private connection with `cw_event_peer` was closed (by either side).
+    CW_EVENT_PRIVATE_CLOSED = 203,
+    /// A negotiated private connection with `cw_event_peer` could not be opened.
+    CW_EVENT_PRIVATE_FAILED = 204,
+}
+
+/// The wire dialect a client speaks. Numbered from 1 so that a zeroed
+/// variable is never a valid dialect.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum cw_dialect {
+    /// Anonymous chat with relayed private TCP connections (implemented).
+    CW_DIALECT_CHATOS = 1,
+    /// Contacts and peer-to-peer voice (not implemented yet).
+    CW_DIALECT_BABEL = 2,
+    /// Accounts, friends and UDP voice (not implemented yet).
+    CW_DIALECT_ACCOUNTS = 3,
+    /// Rooms over reliable UDP (not implemented yet).
+    CW_DIALECT_ROOMS = 4,
+}
+
+impl cw_dialect {
+    pub fn from_i32(v: i32) -> Option<cw_dialect> {
+        use cw_dialect::*;
+        [
+            CW_DIALECT_CHATOS,
+            CW_DIALECT_BABEL,
+            CW_DIALECT_ACCOUNTS,
+            CW_DIALECT_ROOMS,
+        ]
+        .into_iter()
+        .find(|d| *d as i32 == v)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            cw_dialect::CW_DIALECT_CHATOS => "chatos",
+            cw_dialect::CW_DIALECT_BABEL => "babel",
+            cw_dialect::CW_DIALECT_ACCOUNTS => "accounts",
+            cw_dialect::CW_DIALECT_ROOMS => "rooms",
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! C functions on `cw_event`: kind, getters, taking a stream, free. The
+//! strings an event hands out are made once, when the event is wrapped, so
+//! every getter is a borrow.
+
+use std::ffi::{c_char, CString};
+use std::ptr;
+
+use super::codes::{cw_event_type, cw_result};
+use super::stream::cw_stream;
+use super::{arg_ref, c_string, check_out, guard, run};
+use crate::client::{Error, Event};
+
+/// One event taken from a client (opaque).
+pub struct cw_event {
+    inner: Event,
+    peer: Option<CString>,
+    text: Option<CString>,
+}
+
+impl cw_event {
+    pub(crate) fn new(inner: Event) -> Self {
+        let peer = inner.peer().map(c_string);
+        let text = inner.text().map(c_string);
+        cw_event { inner, peer, text }
+    }
+}
+
+/// What the event is about.
+///
+/// Returns: its kind; CW_EVENT_NONE for NULL.
+/// Ownership: `ev` is borrowed.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_kind(ev: *const cw_event) -> cw_event_type {
+    guard(cw_event_type::CW_EVENT_NONE, || match ev.as_ref() {
+        Some(e) => e.inner.kind(),
+        None => cw_event_type::CW_EVENT_NONE,
+    })
+}
+
+/// The other user the event is about: the sender of a message, the user
+/// asking for a private connection, the peer of a private connection.
+///
+/// Returns: a NUL-terminated UTF-8 login; NULL for NULL or for kinds without
+/// a peer (OVERFLOW, ERROR, DISCONNECTED).
+/// Ownership: borrowed; valid until cw_event_free(ev).
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_peer(ev: *const cw_event) -> *const c_char {
+    guard(ptr::null(), || {
+        match ev.as_ref().and_then(|e| e.peer.as_ref()) {
+            Some(s) => s.as_ptr(),
+            None => ptr::null(),
+        }
+    })
+}
+
+/// The message of a MESSAGE or PRIVATE_MESSAGE event, or the explanation of
+/// an ERROR, DISCONNECTED or PRIVATE_FAILED event. A NUL byte inside a
+/// message (legal on the wire) is shown as U+FFFD.
+///
+/// Returns: NUL-terminated UTF-8; NULL for NULL or for other kinds.
+/// Ownership: borrowed; valid until cw_event_free(ev).
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_text(ev: *const cw_event) -> *const c_char {
+    guard(ptr::null(), || {
+        match ev.as_ref().and_then(|e| e.text.as_ref()) {
+            Some(s) => s.as_ptr(),
+            None => ptr::null(),
+        }
+    })
+}
+
+/// How many events an OVERFLOW event stands for.
+///
+/// Returns: the number of events dropped; 0 for NULL or other kinds.
+/// Ownership: `ev` is borrowed.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_count(ev: *const cw_event) -> u64 {
+    guard(0, || match ev.as_ref().map(|e| &e.inner) {
+        Some(Event::Overflow { dropped }) => *dropped,
+        _ => 0,
+    })
+}
+
+/// Why an ERROR, DISCONNECTED or PRIVATE_FAILED event happened.
+///
+/// Returns: the cause (for example CW_PROTOCOL for malformed bytes from the
+/// server); CW_OK for other kinds; CW_NULL_ARGUMENT for NULL.
+/// Ownership: `ev` is borrowed.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_result(ev: *const cw_event) -> cw_result {
+    guard(cw_result::CW_PANIC, || {
+        match ev.as_ref().map(|e| &e.inner) {
+            None => cw_result::CW_NULL_ARGUMENT,
+            Some(Event::Error { code, .. })
+            | Some(Event::Disconnected { code, .. })
+            | Some(Event::PrivateFailed { code, .. }) => *code,
+            Some(_) => cw_result::CW_OK,
+        }
+    })
+}
+
+/// The server's connect id of a PRIVATE_ESTABLISHED or PRIVATE_FAILED
+/// event. Applications rarely need it; the library presents it itself.
+///
+/// Returns: CW_OK and `*out` set; CW_INVALID_ARGUMENT for other kinds.
+/// Ownership: `ev` is borrowed.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_connect_id(ev: *const cw_event, out: *mut i64) -> cw_result {
+    run(|| {
+        check_out(out, "out")?;
+        match &arg_ref(ev, "ev")?.inner {
+            Event::PrivateEstablished { connect_id, .. }
+            | Event::PrivateFailed { connect_id, .. } => {
+                *out = *connect_id;
+                Ok(())
+            }
+            _ => Err(Error::new(
+                cw_result::CW_INVALID_ARGUMENT,
+                "this event has no connect id",
+            )),
+        }
+    })
+}
+
+/// Take the stream of a PRIVATE_ESTABLISHED event. Until it is taken, the
+/// stream belongs to the event, and cw_event_free closes it.
+///
+/// Returns: CW_OK and `*out` set; CW_INVALID_ARGUMENT for other kinds or
+/// when the stream was already taken.
+/// Ownership: `*out` is owned by the caller; release it with cw_stream_free.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_take_stream(
+    ev: *mut cw_event,
+    out: *mut *mut cw_stream,
+) -> cw_result {
+    run(|| {
+        check_out(out, "out")?;
+        let e = ev.as_mut().ok_or_else(|| super::null("ev"))?;
+        match &mut e.inner {
+            Event::PrivateEstablished { stream, .. } => {
+                let s = stream.take().ok_or_else(|| {
+                    Error::new(
+                        cw_result::CW_INVALID_ARGUMENT,
+                        "the stream was already taken",
+                    )
+                })?;
+                *out = Box::into_raw(Box::new(cw_stream::new(s)));
+                Ok(())
+            }
+            _ => Err(Error::new(
+                cw_result::CW_INVALID_ARGUMENT,
+                "this event carries no stream",
+            )),
+        }
+    })
+}
+
+/// Release an event, and the stream in it if it was not taken.
+///
+/// Returns: nothing. NULL is accepted and does nothing.
+/// Ownership: takes `ev`; freeing it twice is undefined behaviour.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_free(ev: *mut cw_event) {
+    guard((), || {
+        if !ev.is_null() {
+            drop(Box::from_raw(ev));
+        }
+    })
+}
