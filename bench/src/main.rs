@@ -1,1 +1,501 @@
-fn main() {}
+//! chinwag-bench: drives a running chinwagd over the chatos dialect and
+//! prints a table plus one JSON line per workload. See `--help`.
+
+mod conn;
+mod engine;
+mod hist;
+mod relay;
+mod report;
+mod server;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use engine::{Kind, Mode, Plan};
+use report::{Goal, Report, Unit};
+use server::{ProcStats, Spec, Target};
+
+const HELP: &str = "\
+chinwag-bench: load generator and benchmark for chinwagd (chatos dialect)
+
+USAGE: chinwag-bench [WORKLOAD] [OPTIONS]
+
+WORKLOAD (default: all)
+  all       every workload below with its defaults (the issue's targets)
+  fanout    C clients log in; S of them send MESSAGE; every client counts deliveries
+  p2p       C clients in pairs exchange MESSAGE_PRIVATE at saturation
+  relay     MB/s and ping-pong RTT through a private connection vs direct loopback TCP
+  idle      C logged-in idle connections: login time, server RSS and threads
+
+SERVER (default: start target-dir/release/chinwagd on a free port per workload)
+  --server PATH        chinwagd binary to start
+  --addr HOST:PORT     use a running server instead (loopback only)
+  --pid PID            its pid, for RSS / threads / CPU readings
+
+COMMON
+  --quick              small smoke run (~3 s); exit status says whether it works
+  --threads N          load-generator worker threads (default 1)
+  --login-window N     logins in flight at once (default 128, the server's backlog)
+  --clients C          clients (fanout 1000, p2p 1000, idle 10000)
+  --seconds T          send phase length (default 5; relay: bulk time cap, 5)
+  --drain T            seconds allowed after sending for the last deliveries (default 5)
+  --messages M         stop each sender after M messages (default: time-bounded)
+  --json               print only the JSON lines
+
+FANOUT / P2P
+  --senders S          fanout senders (default 10)
+  --mode sat|paced     fanout mode (default sat; `all` runs both)
+  --rate X             paced: total messages per second in (default 50)
+  --window K           saturation: messages a sender may have undelivered (default 8)
+
+RELAY
+  --bytes N            bulk bytes one way (default 4294967296; the run also stops at --seconds)
+  --write-size N       bulk write size (default 65536)
+  --pings N            ping-pong round trips (default 5000)
+
+Targets are printed beside the figures of the runs they were set for.";
+
+struct Args {
+    workload: String,
+    opts: HashMap<String, String>,
+    flags: Vec<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1).peekable();
+    let mut workload = None;
+    let mut opts = HashMap::new();
+    let mut flags = Vec::new();
+    const FLAGS: [&str; 3] = ["--quick", "--json", "--help"];
+    while let Some(a) = it.next() {
+        if a == "-h" || a == "--help" {
+            flags.push("--help".into());
+        } else if let Some(key) = a.strip_prefix("--") {
+            if FLAGS.contains(&a.as_str()) {
+                flags.push(a.clone());
+            } else if let Some((k, v)) = key.split_once('=') {
+                opts.insert(k.to_string(), v.to_string());
+            } else {
+                let v = it.next().ok_or_else(|| format!("{a} needs a value"))?;
+                opts.insert(key.to_string(), v);
+            }
+        } else if workload.is_none() {
+            workload = Some(a);
+        } else {
+            return Err(format!("unexpected argument {a:?}"));
+        }
+    }
+    Ok(Args { workload: workload.unwrap_or_else(|| "all".into()), opts, flags })
+}
+
+impl Args {
+    fn flag(&self, f: &str) -> bool {
+        self.flags.iter().any(|x| x == f)
+    }
+    fn get<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, String> {
+        match self.opts.get(k) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| format!("--{k}: cannot parse {v:?}")),
+        }
+    }
+    fn or<T: std::str::FromStr>(&self, k: &str, d: T) -> Result<T, String> {
+        Ok(self.get(k)?.unwrap_or(d))
+    }
+}
+
+/// Everything a workload needs besides its own parameters.
+struct Ctx {
+    spec: Spec,
+    quick: bool,
+    threads: usize,
+    login_window: usize,
+    run_id: String,
+    fd_limit: u64,
+    drain: Duration,
+}
+
+impl Ctx {
+    fn names(&self, prefix: &str, n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{}-{i}", self.run_id)).collect()
+    }
+    fn check_fds(&self, conns: usize) -> Result<(), String> {
+        // The bench needs one descriptor per connection (and a spawned server as many).
+        let need = conns as u64 + 64;
+        if self.fd_limit < need {
+            return Err(format!("{conns} connections need {need} descriptors, the limit is {}", self.fd_limit));
+        }
+        Ok(())
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("chinwag-bench: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.flag("--help") {
+        println!("{HELP}");
+        return ExitCode::SUCCESS;
+    }
+    match run(&args) {
+        Ok(reports) => {
+            let broken = reports.iter().any(|r| !r.problems.is_empty());
+            if broken {
+                eprintln!("chinwag-bench: some workloads did not run correctly (see PROBLEM lines)");
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("chinwag-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<Vec<Report>, String> {
+    let addr: Option<SocketAddr> = args.get("addr")?;
+    let spec = Spec::from_args(addr, args.get("pid")?, args.get::<PathBuf>("server")?)?;
+    let quick = args.flag("--quick");
+    let json_only = args.flag("--json");
+    let fd_limit = server::raise_fd_limit();
+    let ctx = Ctx {
+        spec,
+        quick,
+        threads: args.or("threads", 1)?,
+        login_window: args.or("login-window", 128)?,
+        run_id: format!("{:04x}", rand::random::<u16>()),
+        fd_limit,
+        drain: Duration::from_secs_f64(args.or("drain", if quick { 2.0 } else { 5.0 })?),
+    };
+    let w = args.workload.as_str();
+    let mut todo: Vec<Box<dyn Fn(&Ctx) -> Result<Report, String>>> = Vec::new();
+    match w {
+        "all" => {
+            let (c1, c5, ci) = if quick { (50, 100, 200) } else { (1000, 5000, 10_000) };
+            let secs = if quick { 0.4 } else { 5.0 };
+            let rate = if quick { 200.0 } else { 50.0 };
+            let s = if quick { 5 } else { 10 };
+            todo.push(Box::new(move |c| fanout(c, FanoutParams { clients: c1, senders: s, mode: Mode::Saturation { window: 8 }, seconds: secs, messages: None })));
+            todo.push(Box::new(move |c| fanout(c, FanoutParams { clients: c1, senders: s, mode: Mode::Paced { rate }, seconds: secs, messages: None })));
+            todo.push(Box::new(move |c| fanout(c, FanoutParams { clients: c5, senders: s, mode: Mode::Paced { rate }, seconds: secs, messages: None })));
+            todo.push(Box::new(move |c| p2p(c, P2pParams { clients: c1, window: 8, seconds: secs, messages: None })));
+            let ro = relay_opts(args, quick)?;
+            todo.push(Box::new(move |c| relay_wl(c, &ro)));
+            todo.push(Box::new(move |c| idle(c, ci)));
+        }
+        "fanout" => {
+            let mode = match (args.opts.get("mode").map(String::as_str), args.get::<f64>("rate")?) {
+                (Some("paced"), r) | (None, r @ Some(_)) => Mode::Paced { rate: r.unwrap_or(if quick { 200.0 } else { 50.0 }) },
+                (Some("sat") | Some("saturation") | None, None) => Mode::Saturation { window: args.or("window", 8)? },
+                (Some(m), _) => return Err(format!("--mode {m}: expected sat or paced")),
+            };
+            let p = FanoutParams {
+                clients: args.or("clients", if quick { 50 } else { 1000 })?,
+                senders: args.or("senders", if quick { 5 } else { 10 })?,
+                mode,
+                seconds: args.or("seconds", if quick { 0.4 } else { 5.0 })?,
+                messages: args.get("messages")?,
+            };
+            todo.push(Box::new(move |c| fanout(c, FanoutParams { ..p })));
+        }
+        "p2p" => {
+            let p = P2pParams {
+                clients: args.or("clients", if quick { 50 } else { 1000 })?,
+                window: args.or("window", 8)?,
+                seconds: args.or("seconds", if quick { 0.4 } else { 5.0 })?,
+                messages: args.get("messages")?,
+            };
+            todo.push(Box::new(move |c| p2p(c, P2pParams { ..p })));
+        }
+        "relay" => {
+            let ro = relay_opts(args, quick)?;
+            todo.push(Box::new(move |c| relay_wl(c, &ro)));
+        }
+        "idle" => {
+            let n = args.or("clients", if quick { 200 } else { 10_000 })?;
+            todo.push(Box::new(move |c| idle(c, n)));
+        }
+        other => return Err(format!("unknown workload {other:?} (all, fanout, p2p, relay, idle)")),
+    }
+
+    if !json_only {
+        let how = match &ctx.spec {
+            Spec::Spawn { binary, .. } => format!("starting {} per workload", binary.display()),
+            Spec::External { addr, pid } => format!("server at {addr} (pid {})", pid.map_or("unknown".into(), |p| p.to_string())),
+        };
+        println!("chinwag-bench: {how}; {} worker thread(s); {} cores{}", ctx.threads, cores(), if quick { "; QUICK smoke run, no targets" } else { "" });
+    }
+    let mut reports = Vec::new();
+    for job in todo {
+        let r = match job(&ctx) {
+            Ok(r) => r,
+            Err(e) => Report::failed(w, e),
+        };
+        if json_only {
+            println!("{}", r.json());
+        } else {
+            print!("{}", r.table());
+        }
+        reports.push(r);
+    }
+    if !json_only {
+        println!();
+        for r in &reports {
+            println!("{}", r.json());
+        }
+    }
+    Ok(reports)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn relay_opts(args: &Args, quick: bool) -> Result<relay::RelayOpts, String> {
+    Ok(relay::RelayOpts {
+        bytes: args.or("bytes", if quick { 64 << 20 } else { 4u64 << 30 })?,
+        seconds: args.or("seconds", if quick { 0.3 } else { 5.0 })?,
+        write_size: args.or("write-size", 64 * 1024)?,
+        pings: args.or("pings", if quick { 200 } else { 5000 })?,
+        ping_size: 64,
+    })
+}
+
+/// Server resource readings over an interval.
+struct Meter {
+    t0: Instant,
+    server0: Option<ProcStats>,
+    self0: Duration,
+}
+
+impl Meter {
+    fn start(t: &Target) -> Meter {
+        Meter { t0: Instant::now(), server0: t.stats(), self0: server::self_cpu() }
+    }
+    /// Adds server and bench CPU (in % of one core) and the server's RSS/threads.
+    fn finish(&self, t: &Target, r: &mut Report) {
+        let wall = self.t0.elapsed().as_secs_f64().max(1e-9);
+        let now = t.stats();
+        if let (Some(a), Some(b)) = (self.server0, now) {
+            r.fig("server_cpu_pct", "server CPU (% of one core)", (b.cpu.saturating_sub(a.cpu)).as_secs_f64() / wall * 100.0, Unit::Pct, None);
+        }
+        r.fig("bench_cpu_pct", "bench CPU (% of one core)", (server::self_cpu() - self.self0).as_secs_f64() / wall * 100.0, Unit::Pct, None);
+        if let Some(b) = now {
+            r.fig("server_rss_mib", "server RSS after", b.rss_kib as f64 / 1024.0, Unit::MiB, None);
+            r.fig("server_threads", "server threads after", b.threads as f64, Unit::Count, None);
+        }
+    }
+}
+
+struct FanoutParams {
+    clients: usize,
+    senders: usize,
+    mode: Mode,
+    seconds: f64,
+    messages: Option<u64>,
+}
+
+fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
+    let paced = matches!(p.mode, Mode::Paced { .. });
+    let mut r = Report::new(if paced { "fanout-paced" } else { "fanout-saturation" });
+    if p.clients == 0 || p.senders == 0 || p.senders > p.clients {
+        return Err("fanout needs 1 <= senders <= clients".into());
+    }
+    ctx.check_fds(p.clients)?;
+    r.param("clients", p.clients);
+    r.param("senders", p.senders);
+    match p.mode {
+        Mode::Saturation { window } => r.param("window", window),
+        Mode::Paced { rate } => r.param("rate", rate),
+    }
+    r.param("seconds", p.seconds);
+    r.param("threads", ctx.threads);
+    let mut target = ctx.spec.start()?;
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    let login = conn::login_all(target.addr, ctx.names("f", p.clients), ctx.login_window, deadline)?;
+    let senders: Vec<usize> = (0..p.senders).map(|k| k * p.clients / p.senders).collect();
+    let plan = Plan {
+        kind: Kind::Fanout,
+        mode: p.mode,
+        senders,
+        send_for: Duration::from_secs_f64(p.seconds),
+        cap: p.messages,
+        drain: ctx.drain,
+        threads: ctx.threads,
+    };
+    let meter = Meter::start(&target);
+    let out = engine::run(&plan, login.conns);
+    let default_targets = !ctx.quick && p.senders == 10;
+    let (rate_goal, p99_goal, pct_goal) = match (p.mode, p.clients) {
+        (Mode::Saturation { .. }, 1000) if default_targets => (Some(Goal::AtLeast(2.0e6)), None, None),
+        (Mode::Paced { rate }, 1000) if default_targets && rate == 50.0 => (None, Some(Goal::AtMost(5.0)), None),
+        (Mode::Paced { rate }, 5000) if default_targets && rate == 50.0 => {
+            (None, Some(Goal::AtMost(50.0)), Some(Goal::AtLeast(100.0)))
+        }
+        _ => (None, None, None),
+    };
+    r.fig("login_s", "time to log all clients in", login.elapsed.as_secs_f64(), Unit::Secs, None);
+    engine_figures(&mut r, &out, rate_goal, p99_goal, pct_goal);
+    meter.finish(&target, &mut r);
+    target.stop();
+    check_engine(ctx, &mut r, &out);
+    Ok(r)
+}
+
+struct P2pParams {
+    clients: usize,
+    window: u32,
+    seconds: f64,
+    messages: Option<u64>,
+}
+
+fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
+    let mut r = Report::new("p2p-saturation");
+    if p.clients < 2 || p.clients % 2 != 0 {
+        return Err("p2p needs an even number of clients, at least 2".into());
+    }
+    ctx.check_fds(p.clients)?;
+    r.param("clients", p.clients);
+    r.param("window", p.window);
+    r.param("seconds", p.seconds);
+    r.param("threads", ctx.threads);
+    let mut target = ctx.spec.start()?;
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    let login = conn::login_all(target.addr, ctx.names("p", p.clients), ctx.login_window, deadline)?;
+    let plan = Plan {
+        kind: Kind::P2p,
+        mode: Mode::Saturation { window: p.window },
+        senders: (0..p.clients).collect(),
+        send_for: Duration::from_secs_f64(p.seconds),
+        cap: p.messages,
+        drain: ctx.drain,
+        threads: ctx.threads,
+    };
+    let meter = Meter::start(&target);
+    let out = engine::run(&plan, login.conns);
+    let goal = (!ctx.quick && p.clients == 1000).then_some(Goal::AtLeast(7.0e5));
+    r.fig("login_s", "time to log all clients in", login.elapsed.as_secs_f64(), Unit::Secs, None);
+    engine_figures(&mut r, &out, goal, None, None);
+    meter.finish(&target, &mut r);
+    target.stop();
+    check_engine(ctx, &mut r, &out);
+    Ok(r)
+}
+
+fn engine_figures(r: &mut Report, out: &engine::Outcome, rate: Option<Goal>, p99: Option<Goal>, pct_goal: Option<Goal>) {
+    let secs = out.active.as_secs_f64().max(1e-9);
+    let ms = |ns: u64| ns as f64 / 1e6;
+    r.fig("deliveries_per_s", "deliveries per second", out.delivered as f64 / secs, Unit::PerSec, rate);
+    r.fig("p50_ms", "latency p50", ms(out.hist.quantile(0.50)), Unit::Ms, None);
+    r.fig("p99_ms", "latency p99", ms(out.hist.quantile(0.99)), Unit::Ms, p99);
+    r.fig("max_ms", "latency max", ms(out.hist.max()), Unit::Ms, None);
+    r.fig("sent", "messages sent", out.sent as f64, Unit::Count, None);
+    r.fig("delivered", "deliveries", out.delivered as f64, Unit::Count, None);
+    let pct = if out.expected == 0 { 0.0 } else { out.delivered as f64 * 100.0 / out.expected as f64 };
+    r.fig("delivered_pct", "delivered (% of owed)", pct, Unit::Pct, pct_goal);
+    r.fig("active_s", "first send to last delivery", secs, Unit::Secs, None);
+    if out.dead_conns > 0 {
+        r.fig("dropped_conns", "connections lost", out.dead_conns as f64, Unit::Count, None);
+    }
+}
+
+/// Broken runs (exit non-zero): nothing delivered, connections lost, errors;
+/// in a quick run also any delivery missing.
+fn check_engine(ctx: &Ctx, r: &mut Report, out: &engine::Outcome) {
+    if out.delivered == 0 {
+        r.problems.push("no deliveries at all".into());
+    }
+    if out.dead_conns > 0 {
+        r.problems.push(format!("{} connections closed by the server during the run", out.dead_conns));
+    }
+    if out.unexpected > 0 {
+        r.notes.push(format!("{} unexpected frames received", out.unexpected));
+    }
+    for e in out.errors.iter().take(5) {
+        r.notes.push(e.clone());
+    }
+    if out.delivered < out.expected {
+        let msg = format!("{} of {} deliveries missing after the drain time", out.expected - out.delivered, out.expected);
+        if ctx.quick {
+            r.problems.push(msg);
+        } else {
+            r.notes.push(msg);
+        }
+    }
+}
+
+fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
+    let mut r = Report::new("relay");
+    r.param("write_size", o.write_size);
+    r.param("bytes_cap", o.bytes);
+    r.param("seconds_cap", o.seconds);
+    r.param("ping_size", o.ping_size);
+    let mut target = ctx.spec.start()?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let [pa, pb, _ca, _cb] =
+        relay::establish(target.addr, &format!("ra{}", ctx.run_id), &format!("rb{}", ctx.run_id), deadline)?;
+    let meter = Meter::start(&target);
+    let via = relay::measure(pa, pb, o).map_err(|e| format!("relay: {e}"))?;
+    meter.finish(&target, &mut r);
+    let (da, db) = relay::direct().map_err(|e| format!("direct loopback: {e}"))?;
+    let direct = relay::measure(da, db, o).map_err(|e| format!("direct: {e}"))?;
+    target.stop();
+    let full = !ctx.quick && o.write_size == 65536;
+    let us = |ns: u64| ns as f64 / 1e3;
+    r.fig("relay_gbps", "relay throughput", via.gbps(), Unit::GBps, full.then_some(Goal::AtLeast(3.7)));
+    r.fig("direct_gbps", "direct loopback throughput", direct.gbps(), Unit::GBps, None);
+    r.fig("relay_vs_direct_pct", "relay / direct", via.gbps() / direct.gbps().max(1e-12) * 100.0, Unit::Pct, None);
+    r.fig("relay_rtt_p50_us", "relay RTT p50", us(via.rtt.quantile(0.5)), Unit::Us, full.then_some(Goal::AtMost(30.0)));
+    r.fig("relay_rtt_p99_us", "relay RTT p99", us(via.rtt.quantile(0.99)), Unit::Us, None);
+    r.fig("direct_rtt_p50_us", "direct RTT p50", us(direct.rtt.quantile(0.5)), Unit::Us, None);
+    r.fig("direct_rtt_p99_us", "direct RTT p99", us(direct.rtt.quantile(0.99)), Unit::Us, None);
+    r.fig("relay_bytes", "relay bytes moved", via.bytes as f64, Unit::Count, None);
+    r.fig("relay_s", "relay bulk time", via.elapsed.as_secs_f64(), Unit::Secs, None);
+    r.notes.push("server CPU covers the relay half only; RTT is a 64-byte ping-pong, one thread playing both ends".into());
+    if via.bytes == 0 {
+        r.problems.push("nothing went through the relay".into());
+    }
+    Ok(r)
+}
+
+fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
+    let mut r = Report::new("idle");
+    ctx.check_fds(n)?;
+    r.param("clients", n);
+    r.param("login_window", ctx.login_window);
+    let mut target = ctx.spec.start()?;
+    let before = target.stats();
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    let login = conn::login_all(target.addr, ctx.names("i", n), ctx.login_window, deadline)?;
+    // Let the server settle (threads parked, allocator quiet) before reading.
+    std::thread::sleep(Duration::from_millis(if ctx.quick { 200 } else { 1000 }));
+    let after = target.stats();
+    let full = !ctx.quick && n == 10_000;
+    r.fig("login_s", "time to log all clients in", login.elapsed.as_secs_f64(), Unit::Secs, full.then_some(Goal::AtMost(0.5)));
+    r.fig("logins_per_s", "logins per second", n as f64 / login.elapsed.as_secs_f64().max(1e-9), Unit::PerSec, None);
+    if let Some(a) = after {
+        r.fig("server_rss_mib", "server RSS with all logged in", a.rss_kib as f64 / 1024.0, Unit::MiB, full.then_some(Goal::AtMost(80.0)));
+        r.fig("server_threads", "server threads", a.threads as f64, Unit::Count, None);
+        if let Some(b) = before {
+            let per = (a.rss_kib.saturating_sub(b.rss_kib)) as f64 / n.max(1) as f64;
+            r.fig("rss_per_conn_kib", "RSS per connection (KiB)", per, Unit::Count, None);
+            r.fig("server_rss_start_mib", "server RSS before logins", b.rss_kib as f64 / 1024.0, Unit::MiB, None);
+        }
+    } else {
+        r.notes.push("no server pid: RSS and threads unknown (pass --pid)".into());
+    }
+    let conns = login.conns;
+    let t = Instant::now();
+    drop(conns);
+    r.notes.push(format!("closing {n} connections took {:.3} s on the bench side", t.elapsed().as_secs_f64()));
+    target.stop();
+    Ok(r)
+}

@@ -1,0 +1,210 @@
+//! Non-blocking chatos client connections driven by mio (epoll), and the
+//! pipelined login that opens many of them at once.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::chatos::{Command, Decoder};
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// Bytes read per read(2): large, so a busy socket drains in few calls.
+pub const READ_BUF: usize = 256 * 1024;
+
+pub struct Conn {
+    pub sock: TcpStream,
+    pub dec: Decoder,
+    pub out: Vec<u8>,
+    pub out_pos: usize,
+    pub name: String,
+    /// Saw end of stream or an error; no longer polled.
+    pub dead: bool,
+}
+
+impl Conn {
+    pub fn connect(addr: SocketAddr, name: String) -> io::Result<Conn> {
+        let sock = TcpStream::connect(addr)?;
+        let _ = sock.set_nodelay(true);
+        Ok(Conn { sock, dec: Decoder::new(), out: Vec::with_capacity(256), out_pos: 0, name, dead: false })
+    }
+
+    /// Write queued bytes until done or the socket is full. A socket still
+    /// connecting counts as full: its writable event will come.
+    pub fn flush(&mut self) -> io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.sock.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(())
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Read until the socket is drained, handing every decoded command to
+    /// `f` with the time its bytes were read. Returns Ok(false) at end of
+    /// stream. A framing error is returned as InvalidData.
+    pub fn pump(&mut self, buf: &mut [u8], mut f: impl FnMut(Command, Instant)) -> io::Result<bool> {
+        loop {
+            match self.sock.read(buf) {
+                Ok(0) => return Ok(false),
+                Ok(n) => {
+                    let now = Instant::now();
+                    self.dec.push(&buf[..n]);
+                    loop {
+                        match self.dec.next_command() {
+                            Ok(Some(cmd)) => f(cmd, now),
+                            Ok(None) => break,
+                            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+pub struct LoginResult {
+    pub conns: Vec<Conn>,
+    pub elapsed: Duration,
+}
+
+/// Log `names` in over fresh connections, pipelined: up to `window`
+/// connections are between connect and their LOGIN answer at any time (the
+/// server's accept backlog is small, so an unbounded burst of SYNs would be
+/// dropped and retried a second later). Fails on any refusal, error or the
+/// deadline; the error says how far it got.
+pub fn login_all(addr: SocketAddr, names: Vec<String>, window: usize, deadline: Instant) -> Result<LoginResult, String> {
+    let n = names.len();
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut conns: Vec<Conn> = Vec::with_capacity(n);
+    let mut accepted = vec![false; n];
+    let mut names = names.into_iter();
+    let (mut in_flight, mut done) = (0usize, 0usize);
+    let window = window.max(1);
+    let t0 = Instant::now();
+    while done < n {
+        while in_flight < window && conns.len() < n {
+            let i = conns.len();
+            let name = names.next().expect("one name per connection");
+            let mut c = Conn::connect(addr, name).map_err(|e| format!("connect #{i}: {e} ({done} logged in)"))?;
+            poll.registry()
+                .register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+                .map_err(|e| format!("register: {e}"))?;
+            Command::Login { login: c.name.clone() }.encode(&mut c.out);
+            c.flush().map_err(|e| format!("login #{i}: {e}"))?;
+            conns.push(c);
+            in_flight += 1;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("login deadline passed: {done} of {n} logged in"));
+        }
+        poll.poll(&mut events, Some(left.min(Duration::from_millis(100)))).map_err(|e| format!("poll: {e}"))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let c = &mut conns[i];
+            if ev.is_writable() && c.pending() > 0 {
+                c.flush().map_err(|e| format!("login #{i}: {e}"))?;
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                let mut verdict = None;
+                let open = c
+                    .pump(&mut buf, |cmd, _| match cmd {
+                        Command::LoginAccepted if verdict.is_none() => verdict = Some(true),
+                        Command::LoginRefused if verdict.is_none() => verdict = Some(false),
+                        _ => {} // broadcasts from clients already in: ignore
+                    })
+                    .map_err(|e| format!("login #{i} ({}): {e}", c.name))?;
+                match verdict {
+                    Some(true) if !accepted[i] => {
+                        accepted[i] = true;
+                        in_flight -= 1;
+                        done += 1;
+                    }
+                    Some(false) => return Err(format!("login {:?} refused ({done} logged in)", c.name)),
+                    _ => {}
+                }
+                if !open && !accepted[i] {
+                    return Err(format!("server closed connection #{i} before answering LOGIN ({done} logged in)"));
+                }
+            }
+        }
+    }
+    let elapsed = t0.elapsed();
+    for c in conns.iter_mut() {
+        let _ = poll.registry().deregister(&mut c.sock);
+    }
+    Ok(LoginResult { conns, elapsed })
+}
+
+/// The 64-byte message text: 20 digits of nanoseconds since the run's base
+/// instant (the send time), then a tag, then padding.
+pub fn make_text(out: &mut [u8; 64], nanos: u64, tag: u32) {
+    let mut v = nanos;
+    for i in (0..20).rev() {
+        out[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out[20] = b'|';
+    let mut t = tag;
+    for i in (21..31).rev() {
+        out[i] = b'0' + (t % 10) as u8;
+        t /= 10;
+    }
+    out[31] = b'|';
+    for b in out[32..].iter_mut() {
+        *b = b'.';
+    }
+}
+
+pub fn text_str(t: &[u8; 64]) -> &str {
+    std::str::from_utf8(t).expect("ASCII")
+}
+
+/// The send time carried by a text made by [`make_text`], if it is one.
+#[inline]
+pub fn parse_ts(text: &str) -> Option<u64> {
+    let b = text.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let mut v = 0u64;
+    for &d in &b[..20] {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + (d - b'0') as u64;
+    }
+    Some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_round_trip() {
+        let mut t = [0u8; 64];
+        make_text(&mut t, 123_456_789_012, 42);
+        assert_eq!(text_str(&t).len(), 64);
+        assert_eq!(parse_ts(text_str(&t)), Some(123_456_789_012));
+    }
+}

@@ -1,0 +1,186 @@
+//! Private-connection relay throughput and round-trip time, beside a direct
+//! loopback TCP connection measured in the same run.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use chinwag_proto::chatos::{Command, Decoder};
+
+use crate::hist::Hist;
+
+pub struct RelayOpts {
+    /// Bulk bytes to move one way (the run also stops at `seconds`).
+    pub bytes: u64,
+    pub seconds: f64,
+    pub write_size: usize,
+    pub pings: usize,
+    pub ping_size: usize,
+}
+
+pub struct PathFigures {
+    pub bytes: u64,
+    pub elapsed: Duration,
+    pub rtt: Hist,
+}
+
+impl PathFigures {
+    pub fn gbps(&self) -> f64 {
+        self.bytes as f64 / self.elapsed.as_secs_f64().max(1e-9) / 1e9
+    }
+}
+
+/// Read commands from a blocking control connection until `want` accepts one.
+fn expect<T>(s: &mut TcpStream, dec: &mut Decoder, deadline: Instant, mut want: impl FnMut(&Command) -> Option<T>) -> Result<T, String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        while let Some(cmd) = dec.next_command().map_err(|e| format!("decode: {e}"))? {
+            if let Some(t) = want(&cmd) {
+                return Ok(t);
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("timed out waiting for the server".into());
+        }
+        s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
+        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("server closed the control connection".into());
+        }
+        dec.push(&buf[..n]);
+    }
+}
+
+fn login(addr: SocketAddr, name: &str, deadline: Instant) -> Result<(TcpStream, Decoder), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_nodelay(true).ok();
+    s.write_all(&Command::Login { login: name.into() }.to_bytes()).map_err(|e| e.to_string())?;
+    let mut dec = Decoder::new();
+    let ok = expect(&mut s, &mut dec, deadline, |c| match c {
+        Command::LoginAccepted => Some(true),
+        Command::LoginRefused => Some(false),
+        _ => None,
+    })?;
+    if !ok {
+        return Err(format!("login {name:?} refused"));
+    }
+    Ok((s, dec))
+}
+
+/// Set up a private connection between two fresh users; returns the two
+/// relayed sockets (requester's end, target's end) and the control sockets.
+pub fn establish(addr: SocketAddr, a: &str, b: &str, deadline: Instant) -> Result<[TcpStream; 4], String> {
+    let (mut ca, mut da) = login(addr, a, deadline)?;
+    let (mut cb, mut db) = login(addr, b, deadline)?;
+    let req = Command::RequestPrivate { requester: a.into(), target: b.into() };
+    ca.write_all(&req.to_bytes()).map_err(|e| e.to_string())?;
+    expect(&mut cb, &mut db, deadline, |c| matches!(c, Command::RequestPrivate { .. }).then_some(()))?;
+    let ok = Command::OkPrivate { requester: a.into(), target: b.into() };
+    cb.write_all(&ok.to_bytes()).map_err(|e| e.to_string())?;
+    let id_of = |c: &Command| match c {
+        Command::IdPrivate { connect_id, .. } => Some(*connect_id),
+        _ => None,
+    };
+    let ida = expect(&mut ca, &mut da, deadline, id_of)?;
+    let idb = expect(&mut cb, &mut db, deadline, id_of)?;
+    if ida != idb {
+        return Err(format!("ID_PRIVATE differs: {ida:#x} vs {idb:#x}"));
+    }
+    let open = || -> Result<TcpStream, String> {
+        let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+        s.set_nodelay(true).ok();
+        s.write_all(&Command::LoginPrivate { connect_id: ida }.to_bytes()).map_err(|e| e.to_string())?;
+        Ok(s)
+    };
+    let mut pa = open()?;
+    let mut pb = open()?;
+    for s in [&mut pa, &mut pb] {
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(left)).ok();
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).map_err(|e| format!("waiting for ESTABLISHED: {e}"))?;
+        if b[0] != chinwag_proto::chatos::op::ESTABLISHED {
+            return Err(format!("expected ESTABLISHED (0x0a), got {:#04x}", b[0]));
+        }
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    }
+    Ok([pa, pb, ca, cb])
+}
+
+/// A direct loopback connection pair for comparison.
+pub fn direct() -> io::Result<(TcpStream, TcpStream)> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    let a = TcpStream::connect(l.local_addr()?)?;
+    let (b, _) = l.accept()?;
+    a.set_nodelay(true)?;
+    b.set_nodelay(true)?;
+    b.set_read_timeout(Some(Duration::from_secs(10)))?;
+    a.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok((a, b))
+}
+
+/// Ping-pong `n` messages of `size` bytes: a writes, b echoes, a reads.
+pub fn rtt(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -> io::Result<Hist> {
+    let ping = vec![0x5au8; size];
+    let mut got = vec![0u8; size];
+    let mut h = Hist::default();
+    for i in 0..n + n / 10 {
+        let t = Instant::now();
+        a.write_all(&ping)?;
+        b.read_exact(&mut got)?;
+        b.write_all(&got)?;
+        a.read_exact(&mut got)?;
+        if i >= n / 10 {
+            h.record(t.elapsed().as_nanos() as u64); // the first tenth is warm-up
+        }
+    }
+    Ok(h)
+}
+
+/// Bulk transfer from `a` to `b` with `write_size` writes; returns bytes
+/// read and the time from the first write to the last byte read. `a` is
+/// half-closed at the end, and `b` must see that end of stream.
+pub fn bulk(a: TcpStream, b: &mut TcpStream, opts: &RelayOpts) -> io::Result<(u64, Duration)> {
+    let limit = opts.bytes;
+    let until = Duration::from_secs_f64(opts.seconds);
+    let size = opts.write_size;
+    let t0 = Instant::now();
+    let writer = std::thread::spawn(move || -> io::Result<u64> {
+        let data: Vec<u8> = (0..size).map(|i| (i * 131 + 7) as u8).collect();
+        let mut a = a;
+        let mut sent = 0u64;
+        while sent < limit && t0.elapsed() < until {
+            let n = (limit - sent).min(size as u64) as usize;
+            a.write_all(&data[..n])?;
+            sent += n as u64;
+        }
+        a.shutdown(Shutdown::Write)?;
+        Ok(sent)
+    });
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    let mut last = t0;
+    loop {
+        match b.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n as u64;
+                last = Instant::now();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let sent = writer.join().map_err(|_| io::Error::other("writer panicked"))??;
+    if sent != got {
+        return Err(io::Error::other(format!("sent {sent} bytes, received {got}")));
+    }
+    Ok((got, last.duration_since(t0)))
+}
+
+pub fn measure(mut a: TcpStream, mut b: TcpStream, opts: &RelayOpts) -> Result<PathFigures, String> {
+    let rtt = rtt(&mut a, &mut b, opts.pings, opts.ping_size).map_err(|e| format!("ping-pong: {e}"))?;
+    let (bytes, elapsed) = bulk(a, &mut b, opts).map_err(|e| format!("bulk: {e}"))?;
+    Ok(PathFigures { bytes, elapsed, rtt })
+}
