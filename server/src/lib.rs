@@ -6,6 +6,7 @@ pub mod config;
 pub mod front;
 pub mod hub;
 pub mod net;
+pub mod store;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};

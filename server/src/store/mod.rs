@@ -1,0 +1,583 @@
+//! The store: one thread owns the SQLite connection; everyone else sends it
+//! jobs through a bounded channel, so a slow disk delays only the users
+//! waiting on it, never message routing. Jobs are committed in groups: the
+//! thread runs every queued job's database part in one transaction, commits,
+//! and only then runs their `after` parts (acknowledgements), so nothing is
+//! acknowledged before its row is durable.
+
+mod schema;
+
+use std::path::Path;
+use std::thread::{self, JoinHandle};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Jobs waiting for the store thread; senders beyond this get `Busy`.
+const QUEUE: usize = 16_384;
+/// Jobs committed together at most.
+const GROUP: usize = 512;
+
+/// What runs after the group's commit: told whether it committed.
+pub type After = Box<dyn FnOnce(bool) + Send>;
+type Job = Box<dyn FnOnce(&Db) -> Option<After> + Send>;
+
+enum Msg {
+    Job(Job),
+    Stop,
+}
+
+/// Handle to the store thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: Sender<Msg>,
+}
+
+/// The store thread's join handle; dropping it does not stop the thread,
+/// `Store::stop` followed by `join` does.
+pub struct StoreThread(Option<JoinHandle<()>>);
+
+impl StoreThread {
+    pub fn join(mut self) {
+        if let Some(t) = self.0.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    /// The queue is full or the store has stopped.
+    Busy,
+}
+
+/// Typed queries over the open transaction; only the store thread has one.
+pub struct Db<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+/// An account as login needs it.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: u64,
+    pub pseudo: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateError {
+    EmailTaken,
+    PseudoTaken,
+}
+
+/// A message waiting for its recipient's next login.
+#[derive(Debug, Clone)]
+pub struct Undelivered {
+    pub id: u64,
+    pub from: String,
+    pub text: String,
+}
+
+/// A notice for an offline user (friend answers): instruction code + pseudo.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub code: u16,
+    pub pseudo: String,
+}
+
+impl Store {
+    /// Open (creating and migrating as needed) and start the store thread.
+    pub fn open(path: &Path) -> rusqlite::Result<(Store, StoreThread)> {
+        let mut conn = Connection::open(path)?;
+        schema::prepare(&mut conn)?;
+        let (tx, rx) = bounded(QUEUE);
+        let t = thread::Builder::new()
+            .name("cw-store".into())
+            .spawn(move || run(conn, rx))
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok((Store { tx }, StoreThread(Some(t))))
+    }
+
+    /// Queue a job. Its database part runs inside the next group
+    /// transaction; the returned `After` runs once that group has committed
+    /// (with `true`) or failed (with `false`).
+    pub fn submit(
+        &self,
+        job: impl FnOnce(&Db) -> Option<After> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        match self.tx.try_send(Msg::Job(Box::new(job))) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                Err(StoreError::Busy)
+            }
+        }
+    }
+
+    /// Run a read on the store thread and wait for its answer.
+    pub fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = bounded(1);
+        self.submit(move |db| {
+            let _ = tx.send(f(db));
+            None
+        })?;
+        rx.recv().map_err(|_| StoreError::Busy)
+    }
+
+    /// Ask the thread to finish queued jobs, commit and close the database.
+    pub fn stop(&self) {
+        let _ = self.tx.send(Msg::Stop);
+    }
+}
+
+fn run(mut conn: Connection, rx: Receiver<Msg>) {
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = rx.recv() else { break };
+        let mut jobs = Vec::new();
+        match first {
+            Msg::Job(j) => jobs.push(j),
+            Msg::Stop => break,
+        }
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(Msg::Job(j)) => jobs.push(j),
+                Ok(Msg::Stop) => {
+                    stop = true;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let mut afters = Vec::with_capacity(jobs.len());
+        let committed = match conn.transaction() {
+            Ok(tx) => {
+                {
+                    let db = Db { tx: &tx };
+                    for job in jobs {
+                        if let Some(a) = job(&db) {
+                            afters.push(a);
+                        }
+                    }
+                }
+                match tx.commit() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log::error!("store: commit failed: {e}");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                log::error!("store: cannot begin a transaction: {e}");
+                false
+            }
+        };
+        for a in afters {
+            a(committed);
+        }
+    }
+    // Checkpoint the WAL so the database file alone is complete.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        log::warn!("store: final checkpoint failed: {e}");
+    }
+    log::info!("store closed");
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// Errors inside a job are logged and reported as "nothing"; the group's
+/// other jobs still commit.
+fn logged<T>(what: &str, r: rusqlite::Result<T>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(e) => {
+            log::error!("store: {what}: {e}");
+            None
+        }
+    }
+}
+
+impl Db<'_> {
+    pub fn create_account(
+        &self,
+        email: &str,
+        pseudo: &str,
+        hash: &str,
+    ) -> Result<u64, CreateError> {
+        // Check first so the answer names the right field; UNIQUE still guards races.
+        if self.account_by_email(email).is_some() {
+            return Err(CreateError::EmailTaken);
+        }
+        if self.account_id(pseudo).is_some() {
+            return Err(CreateError::PseudoTaken);
+        }
+        match self.tx.execute(
+            "INSERT INTO accounts(email, pseudo, hash, created) VALUES (?1, ?2, ?3, ?4)",
+            params![email, pseudo, hash, now_secs()],
+        ) {
+            Ok(_) => Ok(self.tx.last_insert_rowid() as u64),
+            Err(e) => {
+                log::error!("store: create account: {e}");
+                Err(CreateError::EmailTaken)
+            }
+        }
+    }
+
+    pub fn account_by_email(&self, email: &str) -> Option<Account> {
+        logged(
+            "account by email",
+            self.tx
+                .query_row(
+                    "SELECT id, pseudo, hash FROM accounts WHERE email = ?1",
+                    [email],
+                    |r| {
+                        Ok(Account {
+                            id: r.get::<_, i64>(0)? as u64,
+                            pseudo: r.get(1)?,
+                            hash: r.get(2)?,
+                        })
+                    },
+                )
+                .optional(),
+        )
+        .flatten()
+    }
+
+    pub fn account_id(&self, pseudo: &str) -> Option<u64> {
+        logged(
+            "account id",
+            self.tx
+                .query_row("SELECT id FROM accounts WHERE pseudo = ?1", [pseudo], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .optional(),
+        )
+        .flatten()
+        .map(|v| v as u64)
+    }
+
+    pub fn all_pseudos(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(mut st) = logged("pseudos", self.tx.prepare("SELECT pseudo FROM accounts")) {
+            if let Some(rows) = logged("pseudos", st.query_map([], |r| r.get::<_, String>(0))) {
+                out.extend(rows.filter_map(Result::ok));
+            }
+        }
+        out
+    }
+
+    pub fn are_friends(&self, a: u64, b: u64) -> bool {
+        logged(
+            "are friends",
+            self.tx
+                .query_row(
+                    "SELECT 1 FROM friendships WHERE a = ?1 AND b = ?2",
+                    params![a as i64, b as i64],
+                    |_| Ok(()),
+                )
+                .optional(),
+        )
+        .flatten()
+        .is_some()
+    }
+
+    pub fn has_request(&self, from: u64, to: u64) -> bool {
+        logged(
+            "has request",
+            self.tx
+                .query_row(
+                    "SELECT 1 FROM friend_requests WHERE requester = ?1 AND target = ?2",
+                    params![from as i64, to as i64],
+                    |_| Ok(()),
+                )
+                .optional(),
+        )
+        .flatten()
+        .is_some()
+    }
+
+    /// Record a request; `notified` says whether the target already heard (online).
+    pub fn add_request(&self, from: u64, to: u64, notified: bool) -> bool {
+        logged(
+            "add request",
+            self.tx.execute(
+                "INSERT INTO friend_requests(requester, target, created, notified) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(requester, target) DO UPDATE SET notified = MAX(notified, excluded.notified)",
+                params![from as i64, to as i64, now_secs(), notified as i64],
+            ),
+        )
+        .is_some()
+    }
+
+    /// Remove a pending request; false if there was none.
+    pub fn take_request(&self, from: u64, to: u64) -> bool {
+        logged(
+            "take request",
+            self.tx.execute(
+                "DELETE FROM friend_requests WHERE requester = ?1 AND target = ?2",
+                params![from as i64, to as i64],
+            ),
+        )
+        .is_some_and(|n| n > 0)
+    }
+
+    pub fn befriend(&self, a: u64, b: u64) -> bool {
+        let t = now_secs();
+        let ok = logged(
+            "befriend",
+            self.tx.execute(
+                "INSERT OR IGNORE INTO friendships(a, b, since) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
+                params![a as i64, b as i64, t],
+            ),
+        )
+        .is_some();
+        // A request the other way is answered by the friendship too.
+        let _ = self.take_request(b, a);
+        ok
+    }
+
+    fn names(&self, sql: &str, id: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(mut st) = logged("list", self.tx.prepare_cached(sql)) {
+            if let Some(rows) = logged("list", st.query_map([id as i64], |r| r.get::<_, String>(0)))
+            {
+                out.extend(rows.filter_map(Result::ok));
+            }
+        }
+        out
+    }
+
+    pub fn friends(&self, id: u64, max: usize) -> Vec<String> {
+        let mut v = self.names(
+            "SELECT p.pseudo FROM friendships f JOIN accounts p ON p.id = f.b WHERE f.a = ?1 ORDER BY p.pseudo",
+            id,
+        );
+        v.truncate(max);
+        v
+    }
+
+    /// Pseudos of users whose friend request to `id` is pending.
+    pub fn requests_to(&self, id: u64, max: usize) -> Vec<String> {
+        let mut v = self.names(
+            "SELECT p.pseudo FROM friend_requests r JOIN accounts p ON p.id = r.requester
+             WHERE r.target = ?1 ORDER BY r.created, p.pseudo",
+            id,
+        );
+        v.truncate(max);
+        v
+    }
+
+    /// Pending requests to `id` it has not been told about yet; marks them told.
+    pub fn take_unnotified_requests(&self, id: u64) -> Vec<String> {
+        let v = self.names(
+            "SELECT p.pseudo FROM friend_requests r JOIN accounts p ON p.id = r.requester
+             WHERE r.target = ?1 AND r.notified = 0 ORDER BY r.created, p.pseudo",
+            id,
+        );
+        let _ = logged(
+            "mark requests told",
+            self.tx.execute(
+                "UPDATE friend_requests SET notified = 1 WHERE target = ?1",
+                [id as i64],
+            ),
+        );
+        v
+    }
+
+    pub fn add_notice(&self, user: u64, code: u16, pseudo: &str) {
+        let _ = logged(
+            "add notice",
+            self.tx.execute(
+                "INSERT INTO notices(user_id, code, pseudo) VALUES (?1, ?2, ?3)",
+                params![user as i64, code as i64, pseudo],
+            ),
+        );
+    }
+
+    pub fn take_notices(&self, user: u64) -> Vec<Notice> {
+        let mut out = Vec::new();
+        if let Some(mut st) = logged(
+            "notices",
+            self.tx
+                .prepare("SELECT code, pseudo FROM notices WHERE user_id = ?1 ORDER BY id"),
+        ) {
+            if let Some(rows) = logged(
+                "notices",
+                st.query_map([user as i64], |r| {
+                    Ok(Notice {
+                        code: r.get::<_, i64>(0)? as u16,
+                        pseudo: r.get(1)?,
+                    })
+                }),
+            ) {
+                out.extend(rows.filter_map(Result::ok));
+            }
+        }
+        let _ = logged(
+            "clear notices",
+            self.tx
+                .execute("DELETE FROM notices WHERE user_id = ?1", [user as i64]),
+        );
+        out
+    }
+
+    pub fn insert_message(&self, from: u64, to: u64, text: &str, delivered: bool) -> Option<u64> {
+        logged(
+            "insert message",
+            self.tx
+                .prepare_cached(
+                    "INSERT INTO messages(sender, recipient, body, sent, delivered) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .and_then(|mut st| st.execute(params![from as i64, to as i64, text, now_secs(), delivered as i64])),
+        )?;
+        Some(self.tx.last_insert_rowid() as u64)
+    }
+
+    /// Messages to `to` not yet delivered, oldest first, marked delivered.
+    pub fn take_undelivered(&self, to: u64) -> Vec<Undelivered> {
+        let mut out = Vec::new();
+        if let Some(mut st) = logged(
+            "undelivered",
+            self.tx.prepare(
+                "SELECT m.id, a.pseudo, m.body FROM messages m JOIN accounts a ON a.id = m.sender
+                 WHERE m.recipient = ?1 AND m.delivered = 0 ORDER BY m.id",
+            ),
+        ) {
+            if let Some(rows) = logged(
+                "undelivered",
+                st.query_map([to as i64], |r| {
+                    Ok(Undelivered {
+                        id: r.get::<_, i64>(0)? as u64,
+                        from: r.get(1)?,
+                        text: r.get(2)?,
+                    })
+                }),
+            ) {
+                out.extend(rows.filter_map(Result::ok));
+            }
+        }
+        let _ = logged(
+            "mark delivered",
+            self.tx.execute(
+                "UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0",
+                [to as i64],
+            ),
+        );
+        out
+    }
+
+    /// Up to `limit` messages between `a` and `b` with id < `before`
+    /// (0 = no bound), oldest first: (id, sender id, text).
+    pub fn history(&self, a: u64, b: u64, before: u64, limit: usize) -> Vec<(u64, u64, String)> {
+        let before = if before == 0 {
+            i64::MAX
+        } else {
+            before.min(i64::MAX as u64) as i64
+        };
+        let mut out = Vec::new();
+        if let Some(mut st) = logged(
+            "history",
+            self.tx.prepare_cached(
+                "SELECT id, sender, body FROM messages
+                 WHERE ((sender = ?1 AND recipient = ?2) OR (sender = ?2 AND recipient = ?1)) AND id < ?3
+                 ORDER BY id DESC LIMIT ?4",
+            ),
+        ) {
+            if let Some(rows) = logged(
+                "history",
+                st.query_map(params![a as i64, b as i64, before, limit as i64], |r| {
+                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))
+                }),
+            ) {
+                out.extend(rows.filter_map(Result::ok));
+            }
+        }
+        out.reverse();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> (Store, StoreThread) {
+        Store::open(Path::new(":memory:")).unwrap()
+    }
+
+    #[test]
+    fn accounts_friends_messages() {
+        let (s, t) = mem();
+        let (a, b) = s
+            .call(|db| {
+                let a = db.create_account("a@x.org", "alice", "h").unwrap();
+                let b = db.create_account("b@x.org", "bob", "h").unwrap();
+                assert_eq!(
+                    db.create_account("A@X.org", "other", "h"),
+                    Err(CreateError::EmailTaken)
+                );
+                assert_eq!(
+                    db.create_account("c@x.org", "bob", "h"),
+                    Err(CreateError::PseudoTaken)
+                );
+                (a, b)
+            })
+            .unwrap();
+        s.call(move |db| {
+            assert!(db.add_request(a, b, false));
+            assert_eq!(db.requests_to(b, 10), vec!["alice"]);
+            assert_eq!(db.take_unnotified_requests(b), vec!["alice"]);
+            assert!(db.take_unnotified_requests(b).is_empty());
+            assert!(db.take_request(a, b));
+            assert!(!db.take_request(a, b));
+            assert!(db.befriend(a, b));
+            assert!(db.are_friends(b, a));
+            assert_eq!(db.friends(a, 10), vec!["bob"]);
+            for i in 0..5 {
+                db.insert_message(a, b, &format!("m{i}"), i < 2).unwrap();
+            }
+            let und: Vec<String> = db.take_undelivered(b).into_iter().map(|u| u.text).collect();
+            assert_eq!(und, vec!["m2", "m3", "m4"]);
+            assert!(db.take_undelivered(b).is_empty());
+            let h = db.history(b, a, 0, 3);
+            assert_eq!(
+                h.iter().map(|x| x.2.as_str()).collect::<Vec<_>>(),
+                vec!["m2", "m3", "m4"]
+            );
+            let older = db.history(a, b, h[0].0, 10);
+            assert_eq!(
+                older.iter().map(|x| x.2.as_str()).collect::<Vec<_>>(),
+                vec!["m0", "m1"]
+            );
+        })
+        .unwrap();
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn afters_run_after_commit() {
+        let (s, t) = mem();
+        let (tx, rx) = bounded(1);
+        s.submit(move |db| {
+            let id = db.create_account("z@x.org", "zed", "h").ok();
+            Some(Box::new(move |ok| {
+                let _ = tx.send((id.is_some(), ok));
+            }) as After)
+        })
+        .unwrap();
+        assert_eq!(rx.recv().unwrap(), (true, true));
+        s.stop();
+        t.join();
+    }
+}
