@@ -40,6 +40,29 @@
 #define CW_VERSION_STRING "0.1.0"
 
 /**
+ * The wire dialect a client speaks. Numbered from 1 so that a zeroed
+ * variable is never a valid dialect.
+ */
+typedef enum cw_dialect {
+  /**
+   * Anonymous chat with relayed private TCP connections (implemented).
+   */
+  CW_DIALECT_CHATOS = 1,
+  /**
+   * Contacts and peer-to-peer voice (not implemented yet).
+   */
+  CW_DIALECT_BABEL = 2,
+  /**
+   * Accounts, friends and UDP voice (not implemented yet).
+   */
+  CW_DIALECT_ACCOUNTS = 3,
+  /**
+   * Rooms over reliable UDP (not implemented yet).
+   */
+  CW_DIALECT_ROOMS = 4,
+} cw_dialect;
+
+/**
  * What an event is about. Blocks of 100 per area, like `cw_result`.
  *
  * - 0..99: the event queue and the connection itself
