@@ -47,6 +47,9 @@ pub struct Plan {
 
 pub struct Outcome {
     pub hist: Hist,
+    /// Paced: how late each message left against its schedule (the
+    /// latency above is measured from the actual send time).
+    pub lag: Hist,
     pub sent: u64,
     pub delivered: u64,
     pub expected: u64,
@@ -84,13 +87,15 @@ struct SenderState {
 
 struct WorkerOut {
     hist: Hist,
+    lag: Hist,
     last: Option<Instant>,
     dead: u64,
     unexpected: u64,
     errors: Vec<String>,
 }
 
-pub fn run(plan: &Plan, conns: Vec<Conn>) -> Outcome {
+/// `sample` is called every 100 ms while the load runs (server readings).
+pub fn run(plan: &Plan, conns: Vec<Conn>, mut sample: impl FnMut()) -> Outcome {
     let n = conns.len();
     let threads = plan.threads.clamp(1, n.max(1));
     let fan = match plan.kind {
@@ -103,10 +108,15 @@ pub fn run(plan: &Plan, conns: Vec<Conn>) -> Outcome {
     };
     let now = Instant::now();
     let start = now + Duration::from_millis(50);
+    // Paced senders stop by count (rate x time); the time bound is a backstop.
+    let send_for = match plan.mode {
+        Mode::Saturation { .. } => plan.send_for,
+        Mode::Paced { .. } => plan.send_for + plan.drain,
+    };
     let shared = Arc::new(Shared {
         base: now,
         start,
-        send_until: start + plan.send_for,
+        send_until: start + send_for,
         sent: AtomicU64::new(0),
         delivered: AtomicU64::new(0),
         guard: (4 * window * plan.senders.len() as u64 * fan).max(1024),
@@ -150,10 +160,15 @@ pub fn run(plan: &Plan, conns: Vec<Conn>) -> Outcome {
     // Watch: stop once sending is over and every delivery arrived, or the
     // drain time ran out.
     let mut over_at: Option<Instant> = None;
+    let mut next_sample = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(2));
         let now = Instant::now();
-        let all_capped = plan.cap.is_some() && shared.senders_done.load(Ordering::Acquire) as usize == n_senders;
+        if now >= next_sample {
+            sample();
+            next_sample = now + Duration::from_millis(100);
+        }
+        let all_capped = (plan.cap.is_some() || matches!(plan.mode, Mode::Paced { .. })) && shared.senders_done.load(Ordering::Acquire) as usize == n_senders;
         if over_at.is_none() && (now >= shared.send_until || all_capped) {
             over_at = Some(now);
         }
@@ -171,12 +186,14 @@ pub fn run(plan: &Plan, conns: Vec<Conn>) -> Outcome {
     shared.stop.store(true, Ordering::Release);
 
     let mut hist = Hist::default();
+    let mut lag = Hist::default();
     let mut last: Option<Instant> = None;
     let (mut dead, mut unexpected, mut errors) = (0, 0, Vec::new());
     for h in handles {
         match h.join() {
             Ok(w) => {
                 hist.merge(&w.hist);
+                lag.merge(&w.lag);
                 last = last.max(w.last);
                 dead += w.dead;
                 unexpected += w.unexpected;
@@ -189,6 +206,7 @@ pub fn run(plan: &Plan, conns: Vec<Conn>) -> Outcome {
     let delivered = shared.delivered.load(Ordering::Acquire);
     Outcome {
         hist,
+        lag,
         sent,
         delivered,
         expected: sent * fan,
@@ -210,7 +228,7 @@ fn worker(
     is_sender: &[Option<usize>],
     sh: &Shared,
 ) -> WorkerOut {
-    let mut out = WorkerOut { hist: Hist::default(), last: None, dead: 0, unexpected: 0, errors: Vec::new() };
+    let mut out = WorkerOut { hist: Hist::default(), lag: Hist::default(), last: None, dead: 0, unexpected: 0, errors: Vec::new() };
     let mut poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -288,6 +306,7 @@ fn worker(
                         next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
                         break;
                     }
+                    out.lag.record(now.saturating_duration_since(due).as_nanos() as u64);
                 } else {
                     let owed = (sh.sent.load(Ordering::Relaxed) + local_sent) * sh.fan;
                     if owed.saturating_sub(sh.delivered.load(Ordering::Relaxed) + local_delivered) > sh.guard {

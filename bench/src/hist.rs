@@ -57,6 +57,10 @@ impl Hist {
         self.max = self.max.max(other.max);
     }
 
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
     pub fn max(&self) -> u64 {
         self.max
     }

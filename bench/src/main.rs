@@ -274,11 +274,21 @@ struct Meter {
     t0: Instant,
     server0: Option<ProcStats>,
     self0: Duration,
+    pid: Option<u32>,
+    peak: Option<ProcStats>,
 }
 
 impl Meter {
     fn start(t: &Target) -> Meter {
-        Meter { t0: Instant::now(), server0: t.stats(), self0: server::self_cpu() }
+        Meter { t0: Instant::now(), server0: t.stats(), self0: server::self_cpu(), pid: t.pid, peak: None }
+    }
+    /// Track the server's peak RSS and thread count while the load runs.
+    fn sample(&mut self) {
+        if let Some(s) = self.pid.and_then(server::proc_stats) {
+            let p = self.peak.get_or_insert(s);
+            p.rss_kib = p.rss_kib.max(s.rss_kib);
+            p.threads = p.threads.max(s.threads);
+        }
     }
     /// Adds server and bench CPU (in % of one core) and the server's RSS/threads.
     fn finish(&self, t: &Target, r: &mut Report) {
@@ -288,9 +298,9 @@ impl Meter {
             r.fig("server_cpu_pct", "server CPU (% of one core)", (b.cpu.saturating_sub(a.cpu)).as_secs_f64() / wall * 100.0, Unit::Pct, None);
         }
         r.fig("bench_cpu_pct", "bench CPU (% of one core)", (server::self_cpu() - self.self0).as_secs_f64() / wall * 100.0, Unit::Pct, None);
-        if let Some(b) = now {
-            r.fig("server_rss_mib", "server RSS after", b.rss_kib as f64 / 1024.0, Unit::MiB, None);
-            r.fig("server_threads", "server threads after", b.threads as f64, Unit::Count, None);
+        if let Some(p) = self.peak {
+            r.fig("server_peak_rss_mib", "server peak RSS during load", p.rss_kib as f64 / 1024.0, Unit::MiB, None);
+            r.fig("server_peak_threads", "server peak threads during load", p.threads as f64, Unit::Count, None);
         }
     }
 }
@@ -331,8 +341,8 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
         drain: ctx.drain,
         threads: ctx.threads,
     };
-    let meter = Meter::start(&target);
-    let out = engine::run(&plan, login.conns);
+    let mut meter = Meter::start(&target);
+    let out = engine::run(&plan, login.conns, || meter.sample());
     let default_targets = !ctx.quick && p.senders == 10;
     let (rate_goal, p99_goal, pct_goal) = match (p.mode, p.clients) {
         (Mode::Saturation { .. }, 1000) if default_targets => (Some(Goal::AtLeast(2.0e6)), None, None),
@@ -379,8 +389,8 @@ fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
         drain: ctx.drain,
         threads: ctx.threads,
     };
-    let meter = Meter::start(&target);
-    let out = engine::run(&plan, login.conns);
+    let mut meter = Meter::start(&target);
+    let out = engine::run(&plan, login.conns, || meter.sample());
     let goal = (!ctx.quick && p.clients == 1000).then_some(Goal::AtLeast(7.0e5));
     r.fig("login_s", "time to log all clients in", login.elapsed.as_secs_f64(), Unit::Secs, None);
     engine_figures(&mut r, &out, goal, None, None);
@@ -402,6 +412,10 @@ fn engine_figures(r: &mut Report, out: &engine::Outcome, rate: Option<Goal>, p99
     let pct = if out.expected == 0 { 0.0 } else { out.delivered as f64 * 100.0 / out.expected as f64 };
     r.fig("delivered_pct", "delivered (% of owed)", pct, Unit::Pct, pct_goal);
     r.fig("active_s", "first send to last delivery", secs, Unit::Secs, None);
+    if out.lag.count() > 0 {
+        r.fig("send_lag_p99_ms", "sender lag behind schedule p99", ms(out.lag.quantile(0.99)), Unit::Ms, None);
+        r.fig("send_lag_max_ms", "sender lag behind schedule max", ms(out.lag.max()), Unit::Ms, None);
+    }
     if out.dead_conns > 0 {
         r.fig("dropped_conns", "connections lost", out.dead_conns as f64, Unit::Count, None);
     }
@@ -442,7 +456,8 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     let [pa, pb, _ca, _cb] =
         relay::establish(target.addr, &format!("ra{}", ctx.run_id), &format!("rb{}", ctx.run_id), deadline)?;
-    let meter = Meter::start(&target);
+    let mut meter = Meter::start(&target);
+    meter.sample();
     let via = relay::measure(pa, pb, o).map_err(|e| format!("relay: {e}"))?;
     meter.finish(&target, &mut r);
     let (da, db) = relay::direct().map_err(|e| format!("direct loopback: {e}"))?;
