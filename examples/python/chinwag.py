@@ -1,0 +1,355 @@
+"""chinwag.py - Python bindings for libchinwag over ctypes.
+
+The low layer declares argtypes and restype for every C function (the
+default int return type would truncate pointers). The high layer on top
+gives a Client class, events as an iterator, Stream objects, context
+managers that close and free, and exceptions that carry the result code
+and the library's last-error text.
+
+The library is found through $CHINWAG_LIB (a path to libchinwag.so), then
+the target/ directories of this checkout, then the system search path.
+"""
+
+import ctypes
+import ctypes.util
+import enum
+import os
+import sys
+
+__all__ = [
+    "Result", "EventKind", "Dialect", "ChinwagError", "Timeout", "Closed",
+    "Client", "Event", "Stream", "version", "lib",
+]
+
+
+class Result(enum.IntEnum):
+    OK = 0
+    TIMEOUT = 1
+    CLOSED = 2
+    NULL_ARGUMENT = 100
+    INVALID_UTF8 = 101
+    INVALID_ARGUMENT = 102
+    TOO_LONG = 103
+    UNSUPPORTED = 104
+    CONNECT_FAILED = 200
+    IO = 201
+    PROTOCOL = 202
+    LOGIN_REFUSED = 300
+    NOT_LOGGED_IN = 301
+    ALREADY_LOGGED_IN = 302
+    BUSY = 303
+    NO_SUCH_REQUEST = 400
+    PANIC = 900
+    INTERNAL = 901
+
+
+class EventKind(enum.IntEnum):
+    NONE = 0
+    OVERFLOW = 1
+    ERROR = 2
+    DISCONNECTED = 3
+    MESSAGE = 100
+    PRIVATE_MESSAGE = 101
+    PRIVATE_REQUEST = 200
+    PRIVATE_REFUSED = 201
+    PRIVATE_ESTABLISHED = 202
+    PRIVATE_CLOSED = 203
+    PRIVATE_FAILED = 204
+
+
+class Dialect(enum.IntEnum):
+    CHATOS = 1
+    BABEL = 2
+    ACCOUNTS = 3
+    ROOMS = 4
+
+
+def _candidates():
+    env = os.environ.get("CHINWAG_LIB")
+    if env:
+        yield env
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(os.path.dirname(here))
+    names = {"darwin": "libchinwag.dylib", "win32": "chinwag.dll"}
+    name = names.get(sys.platform, "libchinwag.so")
+    for target in ("target", "target-lib"):
+        for profile in ("debug", "release"):
+            yield os.path.join(root, target, profile, name)
+    found = ctypes.util.find_library("chinwag")
+    if found:
+        yield found
+
+
+def _load():
+    tried = []
+    for path in _candidates():
+        if os.path.sep in path and not os.path.exists(path):
+            tried.append(path)
+            continue
+        return ctypes.CDLL(path)
+    raise OSError("libchinwag not found; set CHINWAG_LIB (tried: %s)" % ", ".join(tried))
+
+
+lib = _load()
+
+_c_client_p = ctypes.c_void_p
+_c_event_p = ctypes.c_void_p
+_c_stream_p = ctypes.c_void_p
+_res = ctypes.c_int
+_str = ctypes.c_char_p
+
+# (name, restype, argtypes) for every exported function.
+_SIGNATURES = [
+    ("cw_version", ctypes.c_char_p, []),
+    ("cw_result_str", ctypes.c_char_p, [ctypes.c_int]),
+    ("cw_last_error", ctypes.c_char_p, []),
+    ("cw_string_free", None, [ctypes.c_void_p]),
+    ("cw_client_connect", _res, [_str, ctypes.c_uint16, ctypes.c_int32, ctypes.POINTER(_c_client_p)]),
+    ("cw_client_login", _res, [_c_client_p, _str, ctypes.c_int32]),
+    ("cw_client_login_name", _res, [_c_client_p, ctypes.POINTER(ctypes.c_void_p)]),
+    ("cw_client_send_message", _res, [_c_client_p, _str]),
+    ("cw_client_send_private", _res, [_c_client_p, _str, _str]),
+    ("cw_client_request_private", _res, [_c_client_p, _str]),
+    ("cw_client_accept_private", _res, [_c_client_p, _str]),
+    ("cw_client_refuse_private", _res, [_c_client_p, _str]),
+    ("cw_client_next_event", _res, [_c_client_p, ctypes.c_int32, ctypes.POINTER(_c_event_p)]),
+    ("cw_client_close", _res, [_c_client_p]),
+    ("cw_client_free", None, [_c_client_p]),
+    ("cw_event_kind", ctypes.c_int, [_c_event_p]),
+    ("cw_event_peer", ctypes.c_char_p, [_c_event_p]),
+    ("cw_event_text", ctypes.c_char_p, [_c_event_p]),
+    ("cw_event_count", ctypes.c_uint64, [_c_event_p]),
+    ("cw_event_result", _res, [_c_event_p]),
+    ("cw_event_connect_id", _res, [_c_event_p, ctypes.POINTER(ctypes.c_int64)]),
+    ("cw_event_take_stream", _res, [_c_event_p, ctypes.POINTER(_c_stream_p)]),
+    ("cw_event_free", None, [_c_event_p]),
+    ("cw_stream_read", _res, [_c_stream_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32,
+                              ctypes.POINTER(ctypes.c_size_t)]),
+    ("cw_stream_write", _res, [_c_stream_p, ctypes.c_void_p, ctypes.c_size_t]),
+    ("cw_stream_shutdown_write", _res, [_c_stream_p]),
+    ("cw_stream_close", _res, [_c_stream_p]),
+    ("cw_stream_peer", ctypes.c_char_p, [_c_stream_p]),
+    ("cw_stream_connect_id", _res, [_c_stream_p, ctypes.POINTER(ctypes.c_int64)]),
+    ("cw_stream_free", None, [_c_stream_p]),
+]
+
+for _name, _restype, _argtypes in _SIGNATURES:
+    _fn = getattr(lib, _name)
+    _fn.restype = _restype
+    _fn.argtypes = _argtypes
+
+
+class ChinwagError(Exception):
+    """A libchinwag call failed: `code` is a Result, `message` the last error."""
+
+    def __init__(self, code, message):
+        try:
+            code = Result(code)
+        except ValueError:
+            pass
+        self.code = code
+        self.message = message
+        super().__init__("%s: %s" % (getattr(code, "name", code), message))
+
+
+class Timeout(ChinwagError):
+    """Nothing happened before the time limit (CW_TIMEOUT)."""
+
+
+class Closed(ChinwagError):
+    """The client or stream is closed (CW_CLOSED)."""
+
+
+def _check(code):
+    if code == Result.OK:
+        return
+    message = (lib.cw_last_error() or b"").decode("utf-8", "replace")
+    cls = {Result.TIMEOUT: Timeout, Result.CLOSED: Closed}.get(code, ChinwagError)
+    raise cls(code, message)
+
+
+def _enc(s):
+    return s.encode("utf-8") if isinstance(s, str) else s
+
+
+def _dec(b):
+    return None if b is None else b.decode("utf-8", "replace")
+
+
+def _ms(timeout):
+    """Seconds (None: without limit) to the C API's milliseconds."""
+    if timeout is None:
+        return -1
+    return max(0, min(int(timeout * 1000), 2**31 - 1))
+
+
+def version():
+    return lib.cw_version().decode()
+
+
+class Stream:
+    """The byte stream of an established private connection."""
+
+    def __init__(self, handle):
+        self._h = handle
+        self.peer = _dec(lib.cw_stream_peer(handle))
+
+    def _handle(self):
+        if not self._h:
+            raise Closed(Result.CLOSED, "stream freed")
+        return self._h
+
+    def read(self, size=65536, timeout=None):
+        """Up to `size` bytes; b"" once the peer finished sending. Raises Timeout."""
+        buf = ctypes.create_string_buffer(size)
+        got = ctypes.c_size_t(0)
+        code = lib.cw_stream_read(self._handle(), buf, size, _ms(timeout), ctypes.byref(got))
+        if code == Result.CLOSED:
+            return b""
+        _check(code)
+        return buf.raw[: got.value]
+
+    def write(self, data):
+        data = bytes(data)
+        _check(lib.cw_stream_write(self._handle(), data, len(data)))
+
+    def shutdown_write(self):
+        _check(lib.cw_stream_shutdown_write(self._handle()))
+
+    @property
+    def connect_id(self):
+        out = ctypes.c_int64()
+        _check(lib.cw_stream_connect_id(self._handle(), ctypes.byref(out)))
+        return out.value
+
+    def close(self):
+        """Close and free; idempotent."""
+        if self._h:
+            h, self._h = self._h, None
+            lib.cw_stream_close(h)
+            lib.cw_stream_free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
+class Event:
+    """One event, copied out of the library (the C event is freed at once).
+
+    kind: EventKind; peer, text: str or None; count: events lost (OVERFLOW);
+    result: the cause of ERROR/DISCONNECTED/PRIVATE_FAILED; stream: the
+    Stream of PRIVATE_ESTABLISHED (yours to close).
+    """
+
+    def __init__(self, handle):
+        try:
+            self.kind = EventKind(lib.cw_event_kind(handle))
+            self.peer = _dec(lib.cw_event_peer(handle))
+            self.text = _dec(lib.cw_event_text(handle))
+            self.count = lib.cw_event_count(handle)
+            self.result = Result(lib.cw_event_result(handle))
+            self.stream = None
+            if self.kind == EventKind.PRIVATE_ESTABLISHED:
+                out = _c_stream_p()
+                _check(lib.cw_event_take_stream(handle, ctypes.byref(out)))
+                self.stream = Stream(out.value)
+        finally:
+            lib.cw_event_free(handle)
+
+    def __repr__(self):
+        return "Event(%s, peer=%r, text=%r)" % (self.kind.name, self.peer, self.text)
+
+
+class Client:
+    """A connection to a chinwag server; use it as a context manager."""
+
+    def __init__(self, host, port, dialect=Dialect.CHATOS):
+        out = _c_client_p()
+        _check(lib.cw_client_connect(_enc(host), int(port), int(dialect), ctypes.byref(out)))
+        self._h = out.value
+
+    def _handle(self):
+        if not self._h:
+            raise Closed(Result.CLOSED, "client freed")
+        return self._h
+
+    def login(self, name, timeout=10.0):
+        """Log in; raises ChinwagError with code LOGIN_REFUSED when refused."""
+        _check(lib.cw_client_login(self._handle(), _enc(name), _ms(timeout)))
+
+    @property
+    def login_name(self):
+        out = ctypes.c_void_p()
+        code = lib.cw_client_login_name(self._handle(), ctypes.byref(out))
+        if code == Result.NOT_LOGGED_IN:
+            return None
+        _check(code)
+        try:
+            return ctypes.string_at(out.value).decode("utf-8")
+        finally:
+            lib.cw_string_free(out)
+
+    def send_message(self, text):
+        _check(lib.cw_client_send_message(self._handle(), _enc(text)))
+
+    def send_private(self, to, text):
+        _check(lib.cw_client_send_private(self._handle(), _enc(to), _enc(text)))
+
+    def request_private(self, target):
+        _check(lib.cw_client_request_private(self._handle(), _enc(target)))
+
+    def accept_private(self, requester):
+        _check(lib.cw_client_accept_private(self._handle(), _enc(requester)))
+
+    def refuse_private(self, requester):
+        _check(lib.cw_client_refuse_private(self._handle(), _enc(requester)))
+
+    def next_event(self, timeout=None):
+        """The next Event; None on timeout; raises Closed when the client is closed."""
+        out = _c_event_p()
+        code = lib.cw_client_next_event(self._handle(), _ms(timeout), ctypes.byref(out))
+        if code == Result.TIMEOUT:
+            return None
+        _check(code)
+        return Event(out.value)
+
+    def events(self, timeout=None):
+        """Iterate over events until the client is closed (or, with a
+        timeout, until no event came in time)."""
+        while True:
+            try:
+                ev = self.next_event(timeout)
+            except Closed:
+                return
+            if ev is None:
+                return
+            yield ev
+
+    __iter__ = events
+
+    def close(self):
+        """Close the connection; waiting threads wake. The handle stays valid."""
+        if self._h:
+            _check(lib.cw_client_close(self._h))
+
+    def free(self):
+        """Close and release the client; idempotent."""
+        if self._h:
+            h, self._h = self._h, None
+            lib.cw_client_close(h)
+            lib.cw_client_free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.free()
+
+    def __del__(self):
+        self.free()

@@ -1,0 +1,149 @@
+//! Shared by the integration tests: where the built library is, tools that
+//! may be missing (a failure under CI=true, a skip otherwise), processes
+//! with time limits, and the digest the examples use.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The profile directory holding libchinwag.so: the test executable lives
+/// in <target>/<profile>/deps, whatever the target directory is.
+pub fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    assert!(
+        dir.join(shared_lib_name()).exists(),
+        "{} not found in {}",
+        shared_lib_name(),
+        dir.display()
+    );
+    dir
+}
+
+pub fn shared_lib_name() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "libchinwag.dylib"
+    } else {
+        "libchinwag.so"
+    }
+}
+
+/// Whether `tool` runs. Missing under CI=true is a failure, not a skip.
+pub fn require(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required under CI=true but does not run");
+        }
+        eprintln!("SKIPPED: {tool} not available");
+    }
+    ok
+}
+
+/// Run to completion within `limit`, or kill it and fail.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    wait_within(child, limit)
+}
+
+pub fn wait_within(mut child: Child, limit: Duration) -> Output {
+    let deadline = Instant::now() + limit;
+    let mut out_pipe = child.stdout.take();
+    let mut err_pipe = child.stderr.take();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(p) = out_pipe.as_mut() {
+            let _ = p.read_to_end(&mut v);
+        }
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        if let Some(p) = err_pipe.as_mut() {
+            let _ = p.read_to_end(&mut v);
+        }
+        v
+    });
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = err_t.join().unwrap_or_default();
+            panic!("process exceeded {limit:?}; stderr:\n{}", String::from_utf8_lossy(&err));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+}
+
+/// Lines of a child's stdout, delivered through a channel.
+pub fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Wait for a line containing `needle`; fail after `limit`.
+pub fn expect_line(rx: &mpsc::Receiver<String>, needle: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no line containing {needle:?} within {limit:?}; saw {seen:?}"),
+        }
+    }
+}
+
+/// Compile `examples/c/<name>.c` against include/ and the built library.
+pub fn build_c_example(name: &str) -> PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("example-{name}"));
+    let lib = lib_dir();
+    let o = output_within(
+        Command::new("cc")
+            .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+            .arg("-I")
+            .arg(Path::new(ROOT).join("include"))
+            .arg(Path::new(ROOT).join(format!("examples/c/{name}.c")))
+            .arg("-L")
+            .arg(&lib)
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .args(["-lchinwag", "-lpthread", "-o"])
+            .arg(&out),
+        Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "cc {name}.c failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+pub const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+pub const FNV_PRIME: u64 = 0x100000001b3;
+
+/// 64-bit FNV-1a, the digest the examples exchange.
+pub fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(FNV_OFFSET, |h, b| (h ^ *b as u64).wrapping_mul(FNV_PRIME))
+}
