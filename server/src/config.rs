@@ -16,6 +16,8 @@ pub struct Config {
     pub bind: IpAddr,
     /// TCP port of the chatos dialect (0 picks a free port).
     pub chatos_port: u16,
+    /// TCP port of the accounts dialect (0 picks a free port).
+    pub accounts_port: u16,
     /// SQLite database file (":memory:" keeps nothing).
     pub db_path: PathBuf,
     /// Connections open at once, all dialects together; more are closed at accept.
@@ -39,6 +41,7 @@ impl Default for Config {
         Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             chatos_port: 7001,
+            accounts_port: 7003,
             db_path: PathBuf::from("chinwag.db"),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
@@ -56,6 +59,7 @@ impl Config {
     pub fn ephemeral() -> Self {
         Config {
             chatos_port: 0,
+            accounts_port: 0,
             db_path: PathBuf::from(":memory:"),
             ..Config::default()
         }

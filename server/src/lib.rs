@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub use config::Config;
 use hub::{Hub, HubConfig};
 use net::Registry;
+use store::{Store, StoreThread};
 
 /// How often expired requests and connect ids are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -27,6 +28,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// State every connection thread can reach.
 pub struct Shared {
     pub hub: Arc<Hub>,
+    /// The accounts service (store-backed); None only in hub-less unit tests.
+    pub accounts: Option<Arc<front::accounts::service::Accounts>>,
     pub cfg: Config,
     pub registry: Arc<Registry>,
 }
@@ -35,6 +38,9 @@ pub struct Shared {
 pub struct Server {
     shared: Arc<Shared>,
     chatos_addr: SocketAddr,
+    accounts_addr: SocketAddr,
+    store: Store,
+    store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -50,9 +56,19 @@ impl Server {
             max_pending_requests: cfg.max_pending_requests,
         }));
         let registry = Registry::new(cfg.max_connections);
+        let (store, store_thread) = Store::open(&cfg.db_path)
+            .map_err(|e| io::Error::other(format!("cannot open {}: {e}", cfg.db_path.display())))?;
+        let accounts = front::accounts::service::Accounts::new(hub.clone(), store.clone());
         let chatos = TcpListener::bind((cfg.bind, cfg.chatos_port))?;
         let chatos_addr = chatos.local_addr()?;
-        let shared = Arc::new(Shared { hub, cfg, registry });
+        let accounts_l = TcpListener::bind((cfg.bind, cfg.accounts_port))?;
+        let accounts_addr = accounts_l.local_addr()?;
+        let shared = Arc::new(Shared {
+            hub,
+            accounts: Some(accounts),
+            cfg,
+            registry,
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         threads.push(spawn_acceptor(
@@ -60,6 +76,12 @@ impl Server {
             chatos,
             shared.clone(),
             front::chatos::serve,
+        )?);
+        threads.push(spawn_acceptor(
+            "accounts",
+            accounts_l,
+            shared.clone(),
+            front::accounts::serve,
         )?);
         {
             let shared = shared.clone();
@@ -75,10 +97,13 @@ impl Server {
                     })?,
             );
         }
-        log::info!("chatos listening on {chatos_addr}");
+        log::info!("chatos listening on {chatos_addr}, accounts on {accounts_addr}");
         Ok(Server {
             shared,
             chatos_addr,
+            accounts_addr,
+            store,
+            store_thread: Some(store_thread),
             stop,
             threads,
         })
@@ -86,6 +111,10 @@ impl Server {
 
     pub fn chatos_addr(&self) -> SocketAddr {
         self.chatos_addr
+    }
+
+    pub fn accounts_addr(&self) -> SocketAddr {
+        self.accounts_addr
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -109,7 +138,9 @@ impl Server {
         log::info!("shutting down");
         self.shared.registry.stop_all();
         // Wake each acceptor out of accept() with a connection of our own.
-        let _ = TcpStream::connect_timeout(&self.chatos_addr, Duration::from_secs(1));
+        for addr in [self.chatos_addr, self.accounts_addr] {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        }
         for t in self.threads.drain(..) {
             t.thread().unpark();
             let _ = t.join();
@@ -119,6 +150,11 @@ impl Server {
                 "{} connections still open after shutdown grace",
                 self.shared.registry.len()
             );
+        }
+        // Last: every acknowledged row is already committed; this checkpoints and closes.
+        self.store.stop();
+        if let Some(t) = self.store_thread.take() {
+            t.join();
         }
         log::info!("stopped");
     }

@@ -3,7 +3,7 @@
 //! for the connection limit and for shutdown. Knows nothing of dialects.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -311,5 +311,44 @@ impl Registry {
             }
         }
         true
+    }
+}
+
+/// Why a connection's read side ended.
+pub enum ReadEnd {
+    Eof,
+    Io(io::Error),
+    /// The deadline passed with nothing (or not enough) read.
+    Deadline,
+}
+
+/// Read the next chunk from a connection, at most until `deadline` when one
+/// is given. Interrupted reads are retried; a read timeout only returns
+/// `Deadline` once the deadline has really passed.
+pub fn read_chunk(
+    stream: &TcpStream,
+    buf: &mut [u8],
+    deadline: Option<std::time::Instant>,
+) -> Result<usize, ReadEnd> {
+    loop {
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(ReadEnd::Deadline);
+            }
+            let _ = stream.set_read_timeout(Some(left));
+        }
+        match (&*stream).read(buf) {
+            Ok(0) => return Err(ReadEnd::Eof),
+            Ok(n) => return Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(e) => return Err(ReadEnd::Io(e)),
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! hub decides (names, routing, ids); it owns only the dialect's rules of
 //! order (LOGIN first, once) and the rule that bad bytes close the connection.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ use chinwag_proto::chatos::{self, Command, Decoder};
 
 use crate::front::relay;
 use crate::hub::{Dialect, Event, Peer, RelayJoin, Session};
-use crate::net::Outbound;
+use crate::net::{self, Outbound, ReadEnd};
 use crate::Shared;
 
 /// Bytes read from the socket per call.
@@ -127,28 +127,18 @@ fn run(
     let mut decoder = Decoder::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     loop {
-        if let State::Anonymous { deadline } = state {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return End::LoginTimeout;
+        let deadline = match state {
+            State::Anonymous { deadline } => Some(*deadline),
+            State::Identified(_) => {
+                out.throttle(shared.cfg.write_timeout());
+                None
             }
-            let _ = stream.set_read_timeout(Some(left));
-        } else {
-            out.throttle(shared.cfg.write_timeout());
-        }
-        let n = match (&**stream).read(&mut chunk) {
-            Ok(0) => return End::Eof,
+        };
+        let n = match net::read_chunk(stream, &mut chunk, deadline) {
             Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue; // the deadline check above decides
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return End::Io(e),
+            Err(ReadEnd::Eof) => return End::Eof,
+            Err(ReadEnd::Io(e)) => return End::Io(e),
+            Err(ReadEnd::Deadline) => return End::LoginTimeout,
         };
         decoder.push(&chunk[..n]);
         loop {

@@ -1,0 +1,688 @@
+//! Accounts policy: registration, password login, friends, stored messages,
+//! history and call signalling. Online names come from the shared hub; rows
+//! live in the store. Replies that depend on a row are sent from the store
+//! thread after the row's commit, in the order the requests arrived.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::{Algorithm, Argon2, Params, Version};
+use chinwag_proto::accounts::{self as wire, code, Frame, HistoryEntry};
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
+use crate::net::Outbound;
+use crate::store::{After, CreateError, Store};
+
+/// OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane.
+const ARGON_MEMORY_KIB: u32 = 19 * 1024;
+const ARGON_PASSES: u32 = 2;
+/// Password hashes computed at once; the rest queue, so a burst of logins
+/// uses at most this much memory and CPU.
+pub const HASHES_AT_ONCE: usize = 2;
+/// Logins waiting for a hashing slot; beyond this they fail at once.
+const HASH_QUEUE: usize = 256;
+/// Failed logins allowed per address and per email in one window.
+const FAILURES_ALLOWED: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Failure counters kept at most (oldest windows are dropped first).
+const MAX_TRACKED: usize = 100_000;
+pub const MIN_PASSWORD: usize = 8;
+
+fn argon() -> Argon2<'static> {
+    let params = Params::new(ARGON_MEMORY_KIB, ARGON_PASSES, 1, None).expect("valid argon2 params");
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+}
+
+/// Counting semaphore for password hashing.
+struct Gate {
+    state: Mutex<(usize, usize)>, // (running, waiting)
+    cv: Condvar,
+}
+
+impl Gate {
+    fn run<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        {
+            let mut st = self.state.lock();
+            if st.1 >= HASH_QUEUE {
+                return None;
+            }
+            st.1 += 1;
+            while st.0 >= HASHES_AT_ONCE {
+                self.cv.wait(&mut st);
+            }
+            st.1 -= 1;
+            st.0 += 1;
+        }
+        let out = f();
+        self.state.lock().0 -= 1;
+        self.cv.notify_one();
+        Some(out)
+    }
+}
+
+/// One logged-in account.
+pub struct Member {
+    pub id: u64,
+    pub pseudo: String,
+    pub ip: IpAddr,
+    pub out: Arc<Outbound>,
+    pub session: Arc<Session>,
+    /// Set by the store thread once offline items were flushed to it; until
+    /// then new items are stored as undelivered and the flush carries them.
+    flushed: AtomicBool,
+}
+
+impl Member {
+    pub fn send(&self, f: &Frame) {
+        self.out.enqueue(|b| f.encode(b));
+    }
+}
+
+/// What the hub can tell an accounts session. Accounts users take no part in
+/// chatos chat, so there is nothing to translate yet.
+struct AccountsPeer;
+
+impl Peer for AccountsPeer {
+    fn deliver(&self, _event: &Event<'_>) {}
+}
+
+#[derive(Default)]
+struct Calls {
+    /// (caller, callee) while ringing.
+    ringing: HashSet<(u64, u64)>,
+    /// Pairs in a call, stored with the smaller id first.
+    active: HashSet<(u64, u64)>,
+}
+
+fn pair(a: u64, b: u64) -> (u64, u64) {
+    (a.min(b), a.max(b))
+}
+
+#[derive(Default)]
+struct Members {
+    by_id: HashMap<u64, Arc<Member>>,
+    by_name: HashMap<String, Arc<Member>>,
+}
+
+pub struct Accounts {
+    hub: Arc<Hub>,
+    store: Store,
+    registered: Arc<RwLock<HashSet<String>>>,
+    members: RwLock<Members>,
+    calls: Mutex<Calls>,
+    gate: Gate,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    /// Verified against when the email is unknown, so both failures cost the same.
+    dummy_hash: String,
+}
+
+/// Loose but useful email check: one '@', something on each side, a dot in
+/// the domain, no spaces or control characters.
+pub fn valid_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && e.len() <= wire::MAX_EMAIL
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+pub fn valid_pseudo(p: &str) -> bool {
+    hub::valid_name(p) && p.len() <= wire::MAX_PSEUDO
+}
+
+impl Accounts {
+    pub fn new(hub: Arc<Hub>, store: Store) -> Arc<Self> {
+        let pseudos = store.call(|db| db.all_pseudos()).unwrap_or_default();
+        let registered = Arc::new(RwLock::new(pseudos.into_iter().collect::<HashSet<_>>()));
+        let check = registered.clone();
+        hub.set_reserved_names(Arc::new(move |name: &str| check.read().contains(name)));
+        let salt = SaltString::generate(&mut OsRng);
+        let dummy_hash = argon()
+            .hash_password(b"not a real password", &salt)
+            .expect("hashing a constant")
+            .to_string();
+        Arc::new(Accounts {
+            hub,
+            store,
+            registered,
+            members: RwLock::new(Members::default()),
+            calls: Mutex::new(Calls::default()),
+            gate: Gate {
+                state: Mutex::new((0, 0)),
+                cv: Condvar::new(),
+            },
+            failures: Mutex::new(HashMap::new()),
+            dummy_hash,
+        })
+    }
+
+    fn member(&self, id: u64) -> Option<Arc<Member>> {
+        self.members.read().by_id.get(&id).cloned()
+    }
+
+    /// Queue a store job whose `after` replies on `out`; a full store queue
+    /// is answered with `busy` at once.
+    fn job(
+        &self,
+        out: &Arc<Outbound>,
+        busy: Frame,
+        job: impl FnOnce(&crate::store::Db) -> Option<After> + Send + 'static,
+    ) {
+        if self.store.submit(job).is_err() {
+            log::warn!("store queue full; answering {busy:?}");
+            out.enqueue(|b| busy.encode(b));
+        }
+    }
+
+    /// 100: validate, hash, insert; 101/102/103/104 after commit.
+    pub fn register(
+        self: &Arc<Self>,
+        email: String,
+        pseudo: String,
+        password: String,
+        out: &Arc<Outbound>,
+    ) {
+        let reply = |f: Frame| out.enqueue(|b| f.encode(b));
+        if !valid_email(&email) {
+            reply(Frame::EmailTaken);
+            return;
+        }
+        if !valid_pseudo(&pseudo) || self.hub.online(&pseudo).is_some() {
+            reply(Frame::PseudoTaken);
+            return;
+        }
+        if password.len() < MIN_PASSWORD {
+            reply(Frame::RegisterRefused {
+                reason: format!("password must be at least {MIN_PASSWORD} bytes"),
+            });
+            return;
+        }
+        let salt = SaltString::generate(&mut OsRng);
+        let hashed = self.gate.run(|| {
+            argon()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+        });
+        let hash = match hashed {
+            Some(Ok(h)) => h,
+            _ => {
+                reply(Frame::RegisterRefused {
+                    reason: "server busy, try again".into(),
+                });
+                return;
+            }
+        };
+        let out2 = out.clone();
+        let registered = self.registered.clone();
+        self.job(
+            out,
+            Frame::RegisterRefused {
+                reason: "server busy, try again".into(),
+            },
+            move |db| {
+                let res = db.create_account(&email, &pseudo, &hash);
+                Some(Box::new(move |committed| {
+                    let f = match (res, committed) {
+                        (Ok(_), true) => {
+                            registered.write().insert(pseudo.clone());
+                            log::info!("accounts: registered {pseudo}");
+                            Frame::Registered
+                        }
+                        (Ok(_), false) => Frame::RegisterRefused {
+                            reason: "storage failure".into(),
+                        },
+                        (Err(CreateError::EmailTaken), _) => Frame::EmailTaken,
+                        (Err(CreateError::PseudoTaken), _) => Frame::PseudoTaken,
+                    };
+                    out2.enqueue(|b| f.encode(b));
+                }))
+            },
+        );
+    }
+
+    fn limited(&self, keys: &[String]) -> bool {
+        let now = Instant::now();
+        let f = self.failures.lock();
+        keys.iter().any(|k| {
+            f.get(k).is_some_and(|(n, since)| {
+                *n >= FAILURES_ALLOWED && now.duration_since(*since) < FAILURE_WINDOW
+            })
+        })
+    }
+
+    fn record_failure(&self, keys: &[String]) {
+        let now = Instant::now();
+        let mut f = self.failures.lock();
+        if f.len() >= MAX_TRACKED {
+            f.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
+        }
+        for k in keys {
+            let e = f.entry(k.clone()).or_insert((0, now));
+            if now.duration_since(e.1) >= FAILURE_WINDOW {
+                *e = (0, now);
+            }
+            e.0 += 1;
+        }
+    }
+
+    /// 110: check the password (unknown emails cost the same), join the hub
+    /// under the account's pseudo, then flush what waited while offline.
+    pub fn login(
+        self: &Arc<Self>,
+        email: &str,
+        password: &str,
+        ip: IpAddr,
+        out: &Arc<Outbound>,
+    ) -> Option<Arc<Member>> {
+        let keys = [
+            format!("ip:{ip}"),
+            format!("email:{}", email.to_lowercase()),
+        ];
+        let fail = |why: &str| {
+            log::info!("accounts {ip}: login failed ({why})");
+            out.reply(&Frame::LoginFailed.to_bytes());
+            None
+        };
+        if self.limited(&keys) {
+            return fail("rate limited");
+        }
+        let email2 = email.to_owned();
+        let account = match self.store.call(move |db| db.account_by_email(&email2)) {
+            Ok(a) => a,
+            Err(_) => return fail("store busy"),
+        };
+        let hash = account
+            .as_ref()
+            .map(|a| a.hash.as_str())
+            .unwrap_or(&self.dummy_hash);
+        let ok = self
+            .gate
+            .run(|| {
+                PasswordHash::new(hash)
+                    .is_ok_and(|h| argon().verify_password(password.as_bytes(), &h).is_ok())
+            })
+            .unwrap_or(false);
+        let account = match account {
+            Some(a) if ok => a,
+            _ => {
+                self.record_failure(&keys);
+                return fail("bad credentials");
+            }
+        };
+        let session = match self.hub.login(
+            &account.pseudo,
+            Dialect::Accounts,
+            ip,
+            Arc::new(AccountsPeer),
+            false,
+            true,
+        ) {
+            Ok(s) => s,
+            Err(LoginError::Taken) => return fail("already online"),
+            Err(e) => return fail(&format!("{e:?}")),
+        };
+        let member = Arc::new(Member {
+            id: account.id,
+            pseudo: account.pseudo.clone(),
+            ip,
+            out: out.clone(),
+            session,
+            flushed: AtomicBool::new(false),
+        });
+        {
+            let mut ms = self.members.write();
+            ms.by_id.insert(member.id, member.clone());
+            ms.by_name.insert(member.pseudo.clone(), member.clone());
+        }
+        out.reply(
+            &Frame::LoginOk {
+                pseudo: account.pseudo.clone(),
+                id: account.id,
+            }
+            .to_bytes(),
+        );
+        log::info!("accounts {ip}: logged in as {}", account.pseudo);
+        let m = member.clone();
+        let queued = self.store.submit(move |db| {
+            let requests = db.take_unnotified_requests(m.id);
+            let notices = db.take_notices(m.id);
+            let messages = db.take_undelivered(m.id);
+            // From here on, new items for this member are delivered live.
+            m.flushed.store(true, Ordering::Release);
+            Some(Box::new(move |committed| {
+                if !committed {
+                    return;
+                }
+                for p in requests {
+                    m.send(&Frame::FriendRequested { pseudo: p });
+                }
+                for n in notices {
+                    let f = if n.code == code::FRIEND_ACCEPTED {
+                        Frame::FriendAccepted { pseudo: n.pseudo }
+                    } else {
+                        Frame::FriendRefused { pseudo: n.pseudo }
+                    };
+                    m.send(&f);
+                }
+                for u in messages {
+                    m.send(&Frame::Message {
+                        pseudo: u.from,
+                        text: u.text,
+                    });
+                }
+            }))
+        });
+        if queued.is_err() {
+            log::warn!(
+                "store queue full; offline items for {} wait for the next login",
+                member.pseudo
+            );
+        }
+        Some(member)
+    }
+
+    /// The member's connection ended.
+    pub fn logout(&self, m: &Member) {
+        {
+            let mut ms = self.members.write();
+            ms.by_id.remove(&m.id);
+            ms.by_name.remove(&m.pseudo);
+        }
+        self.hub.logout(&m.session);
+        let ended: Vec<u64> = {
+            let mut calls = self.calls.lock();
+            calls.ringing.retain(|(a, b)| *a != m.id && *b != m.id);
+            let ended: Vec<u64> = calls
+                .active
+                .iter()
+                .filter(|(a, b)| *a == m.id || *b == m.id)
+                .map(|(a, b)| if *a == m.id { *b } else { *a })
+                .collect();
+            calls.active.retain(|(a, b)| *a != m.id && *b != m.id);
+            ended
+        };
+        for other in ended {
+            if let Some(o) = self.member(other) {
+                o.send(&Frame::HungUp {
+                    pseudo: m.pseudo.clone(),
+                });
+            }
+        }
+    }
+
+    /// Deliver now if `id` is online and flushed; else false. Store thread only.
+    fn live(&self, id: u64) -> Option<Arc<Member>> {
+        self.member(id)
+            .filter(|m| m.flushed.load(Ordering::Acquire))
+    }
+
+    /// 120.
+    pub fn friend_request(self: &Arc<Self>, me: &Arc<Member>, pseudo: String) {
+        let me = me.clone();
+        let this = self.clone();
+        self.job(
+            &me.out.clone(),
+            Frame::NoSuchUser {
+                pseudo: pseudo.clone(),
+            },
+            move |db| {
+                let reply = |f: Frame| -> Option<After> {
+                    let me = me.clone();
+                    Some(Box::new(move |_| me.send(&f)))
+                };
+                let Some(target) = db.account_id(&pseudo).filter(|t| *t != me.id) else {
+                    return reply(Frame::NoSuchUser { pseudo });
+                };
+                if db.are_friends(me.id, target) {
+                    return reply(Frame::AlreadyFriends { pseudo });
+                }
+                let live = this.live(target);
+                if db.has_request(target, me.id) {
+                    // They already asked us: asking back is accepting.
+                    db.take_request(target, me.id);
+                    db.befriend(me.id, target);
+                    if live.is_none() {
+                        db.add_notice(target, code::FRIEND_ACCEPTED, &me.pseudo);
+                    }
+                    return Some(Box::new(move |ok| {
+                        if !ok {
+                            return me.send(&Frame::NoSuchUser { pseudo });
+                        }
+                        me.send(&Frame::FriendRequestSent {
+                            pseudo: pseudo.clone(),
+                        });
+                        me.send(&Frame::FriendAccepted { pseudo });
+                        if let Some(t) = live {
+                            t.send(&Frame::FriendAccepted {
+                                pseudo: me.pseudo.clone(),
+                            });
+                        }
+                    }));
+                }
+                db.add_request(me.id, target, live.is_some());
+                Some(Box::new(move |ok| {
+                    if !ok {
+                        return me.send(&Frame::NoSuchUser { pseudo });
+                    }
+                    me.send(&Frame::FriendRequestSent { pseudo });
+                    if let Some(t) = live {
+                        t.send(&Frame::FriendRequested {
+                            pseudo: me.pseudo.clone(),
+                        });
+                    }
+                }))
+            },
+        );
+    }
+
+    /// 131 / 132: only a request that is really pending counts.
+    pub fn answer_friend(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, accept: bool) {
+        let me = me.clone();
+        let this = self.clone();
+        let _ = self.store.submit(move |db| {
+            let requester = db.account_id(&pseudo)?;
+            if !db.take_request(requester, me.id) {
+                return None;
+            }
+            if accept {
+                db.befriend(me.id, requester);
+            }
+            let answer = if accept {
+                code::FRIEND_ACCEPTED
+            } else {
+                code::FRIEND_REFUSED
+            };
+            let live = this.live(requester);
+            if live.is_none() {
+                db.add_notice(requester, answer, &me.pseudo);
+            }
+            Some(Box::new(move |ok| {
+                if let (true, Some(r)) = (ok, live) {
+                    let p = me.pseudo.clone();
+                    r.send(&if accept {
+                        Frame::FriendAccepted { pseudo: p }
+                    } else {
+                        Frame::FriendRefused { pseudo: p }
+                    });
+                }
+            }))
+        });
+    }
+
+    /// 150: 152 once stored, 153 when the recipient is unknown or not a friend.
+    pub fn send_message(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, text: String) {
+        let me = me.clone();
+        let this = self.clone();
+        self.job(&me.out.clone(), Frame::MessageFailed, move |db| {
+            let target = db.account_id(&pseudo).filter(|t| db.are_friends(me.id, *t));
+            let Some(target) = target else {
+                return Some(Box::new(move |_| me.send(&Frame::MessageFailed)));
+            };
+            let live = this.live(target);
+            let stored = db.insert_message(me.id, target, &text, live.is_some());
+            Some(Box::new(move |ok| {
+                if !(ok && stored.is_some()) {
+                    return me.send(&Frame::MessageFailed);
+                }
+                me.send(&Frame::MessageStored);
+                if let Some(t) = live {
+                    t.send(&Frame::Message {
+                        pseudo: me.pseudo.clone(),
+                        text,
+                    });
+                }
+            }))
+        });
+    }
+
+    /// 160: one page, oldest first, at most HISTORY_PAGE messages.
+    pub fn history(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, before: u64) {
+        let me = me.clone();
+        self.job(
+            &me.out.clone(),
+            Frame::HistoryPage {
+                pseudo: pseudo.clone(),
+                entries: vec![],
+            },
+            move |db| {
+                let entries = db
+                    .account_id(&pseudo)
+                    .map(|other| db.history(me.id, other, before, wire::HISTORY_PAGE))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(id, sender_id, text)| HistoryEntry {
+                        id,
+                        sender_id,
+                        text,
+                    })
+                    .collect();
+                Some(Box::new(move |_| {
+                    me.send(&Frame::HistoryPage { pseudo, entries })
+                }))
+            },
+        );
+    }
+
+    /// 170 / 180.
+    pub fn list(self: &Arc<Self>, me: &Arc<Member>, friends: bool) {
+        let me = me.clone();
+        let empty = if friends {
+            Frame::Friends { pseudos: vec![] }
+        } else {
+            Frame::Requests { pseudos: vec![] }
+        };
+        self.job(&me.out.clone(), empty, move |db| {
+            let f = if friends {
+                Frame::Friends {
+                    pseudos: db.friends(me.id, wire::MAX_LIST),
+                }
+            } else {
+                Frame::Requests {
+                    pseudos: db.requests_to(me.id, wire::MAX_LIST),
+                }
+            };
+            Some(Box::new(move |_| me.send(&f)))
+        });
+    }
+
+    fn fill(addr: String, ip: IpAddr) -> String {
+        if addr.is_empty() {
+            ip.to_string()
+        } else {
+            addr
+        }
+    }
+
+    /// 140: ring a friend who is online; 142 otherwise.
+    pub fn call(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, addr: String, port: u16) {
+        let me = me.clone();
+        let this = self.clone();
+        let addr = Self::fill(addr, me.ip);
+        self.job(
+            &me.out.clone(),
+            Frame::CallFailed {
+                pseudo: pseudo.clone(),
+            },
+            move |db| {
+                let callee = db
+                    .account_id(&pseudo)
+                    .filter(|t| *t != me.id && db.are_friends(me.id, *t));
+                Some(Box::new(move |_| {
+                    let Some(callee) = callee.and_then(|c| this.member(c)) else {
+                        return me.send(&Frame::CallFailed { pseudo });
+                    };
+                    {
+                        let mut calls = this.calls.lock();
+                        if calls.active.contains(&pair(me.id, callee.id)) {
+                            drop(calls);
+                            return me.send(&Frame::CallFailed { pseudo });
+                        }
+                        calls.ringing.insert((me.id, callee.id));
+                    }
+                    callee.send(&Frame::IncomingCall {
+                        pseudo: me.pseudo.clone(),
+                        addr,
+                        port,
+                    });
+                }))
+            },
+        );
+    }
+
+    /// 144 / 145: answer a call that is really ringing.
+    pub fn answer_call(&self, me: &Arc<Member>, pseudo: &str, accept: Option<(String, u16)>) {
+        let Some(caller) = self.members.read().by_name.get(pseudo).cloned() else {
+            return;
+        };
+        {
+            let mut calls = self.calls.lock();
+            if !calls.ringing.remove(&(caller.id, me.id)) {
+                return;
+            }
+            if accept.is_some() {
+                calls.active.insert(pair(caller.id, me.id));
+            }
+        }
+        match accept {
+            Some((addr, port)) => caller.send(&Frame::CallAccepted {
+                pseudo: me.pseudo.clone(),
+                addr: Self::fill(addr, me.ip),
+                port,
+            }),
+            None => caller.send(&Frame::CallFailed {
+                pseudo: me.pseudo.clone(),
+            }),
+        }
+    }
+
+    /// 146: end a call (or cancel a ringing one); the other side gets 147.
+    pub fn hangup(&self, me: &Arc<Member>, pseudo: &str) {
+        let Some(other) = self.members.read().by_name.get(pseudo).cloned() else {
+            return;
+        };
+        let existed = {
+            let mut calls = self.calls.lock();
+            let a = calls.active.remove(&pair(me.id, other.id));
+            let b = calls.ringing.remove(&(me.id, other.id));
+            let c = calls.ringing.remove(&(other.id, me.id));
+            a || b || c
+        };
+        if existed {
+            other.send(&Frame::HungUp {
+                pseudo: me.pseudo.clone(),
+            });
+        }
+    }
+}
