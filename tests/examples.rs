@@ -1,0 +1,229 @@
+//! The examples are tests: each C example is compiled against include/ and
+//! the built library and run against an in-process chinwagd on 127.0.0.1,
+//! and so is the Python example through examples/python/chinwag.py. Every
+//! process runs under a time limit.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chinwag::{Client, Dialect, Event};
+use common::{
+    build_c_example, expect_line, fnv1a, lines_of, output_within, require, wait_within, ROOT,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const STEP: Duration = Duration::from_secs(10);
+
+fn server() -> (chinwagd::Server, u16) {
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.chatos_addr().port();
+    (srv, port)
+}
+
+fn rust_client(port: u16, name: &str) -> Client {
+    let c = Client::connect("127.0.0.1", port, Dialect::CW_DIALECT_CHATOS).unwrap();
+    c.login(name, Some(STEP)).unwrap();
+    c
+}
+
+/// The next event matching `pick`, skipping others.
+fn wait_event<T>(c: &Client, mut pick: impl FnMut(Event) -> Option<T>) -> T {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = c
+            .next_event(Some(left))
+            .expect("event before the time limit");
+        if let Some(v) = pick(ev) {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn c_chat_example() {
+    if !require("cc") {
+        return;
+    }
+    let exe = build_c_example("chat");
+    let (_srv, port) = server();
+    let mut child = Command::new(&exe)
+        .args(["127.0.0.1", &port.to_string(), "carol"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    let mut stdin = child.stdin.take().unwrap();
+    expect_line(&lines, "logged in as carol", STEP);
+
+    let dave = rust_client(port, "dave");
+    dave.send_message("hello carol").unwrap();
+    expect_line(&lines, "<dave> hello carol", STEP);
+    dave.send_private("carol", "just you").unwrap();
+    expect_line(&lines, "*dave* just you", STEP);
+
+    writeln!(stdin, "/msg dave hi dave").unwrap();
+    let got = wait_event(&dave, |ev| match ev {
+        Event::PrivateMessage { from, text, .. } => Some((from, text)),
+        _ => None,
+    });
+    assert_eq!(got, ("carol".to_string(), "hi dave".to_string()));
+
+    writeln!(stdin, "hello everyone").unwrap();
+    let got = wait_event(&dave, |ev| match ev {
+        Event::Message { from, text } if from == "carol" => Some(text),
+        _ => None,
+    });
+    assert_eq!(got, "hello everyone");
+
+    // chat.c refuses private connections.
+    dave.request_private("carol").unwrap();
+    let refused = wait_event(&dave, |ev| match ev {
+        Event::PrivateRefused { peer } => Some(peer),
+        _ => None,
+    });
+    assert_eq!(refused, "carol");
+
+    writeln!(stdin, "/quit").unwrap();
+    drop(stdin);
+    expect_line(&lines, "-- bye", STEP);
+    let out = wait_within(child, STEP);
+    assert!(
+        out.status.success(),
+        "chat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn c_sendfile_example_moves_one_mebibyte() {
+    if !require("cc") {
+        return;
+    }
+    let exe = build_c_example("sendfile");
+    let (_srv, port) = server();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let input = dir.join("sendfile-in.bin");
+    let output = dir.join("sendfile-out.bin");
+    let _ = std::fs::remove_file(&output);
+    let data: Vec<u8> = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        (0..1 << 20).map(|_| rng.gen()).collect()
+    };
+    std::fs::write(&input, &data).unwrap();
+    let digest = format!("{:016x}", fnv1a(&data));
+
+    let port_s = port.to_string();
+    let mut recv = Command::new(&exe)
+        .args(["recv", "127.0.0.1", &port_s, "rita", "sam"])
+        .arg(&output)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let recv_lines = lines_of(&mut recv);
+    expect_line(&recv_lines, "ready", STEP);
+    let send = output_within(
+        Command::new(&exe)
+            .args(["send", "127.0.0.1", &port_s, "sam", "rita"])
+            .arg(&input),
+        LIMIT,
+    );
+    assert!(
+        send.status.success(),
+        "sender: {}",
+        String::from_utf8_lossy(&send.stderr)
+    );
+    let said = String::from_utf8_lossy(&send.stdout);
+    assert!(
+        said.contains(&format!(
+            "sent 1048576 bytes fnv1a64 {digest}, receiver agrees"
+        )),
+        "{said}"
+    );
+    let line = expect_line(&recv_lines, "received", STEP);
+    assert_eq!(line, format!("received 1048576 bytes fnv1a64 {digest} OK"));
+    let r = wait_within(recv, STEP);
+    assert!(
+        r.status.success(),
+        "receiver: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(
+        std::fs::read(&output).unwrap() == data,
+        "the saved file differs"
+    );
+}
+
+#[test]
+fn python_echo_bot_example() {
+    if !require("python3") {
+        return;
+    }
+    let (_srv, port) = server();
+    let lib = common::lib_dir().join(common::shared_lib_name());
+    let mut bot = Command::new("python3")
+        .arg(Path::new(ROOT).join("examples/python/echo_bot.py"))
+        .args(["127.0.0.1", &port.to_string(), "pybot"])
+        .env("CHINWAG_LIB", &lib)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut bot);
+    let ready = expect_line(&lines, "ready as pybot", STEP);
+    assert!(ready.contains(env!("CARGO_PKG_VERSION")), "{ready}");
+
+    let me = rust_client(port, "tester");
+    me.send_private("pybot", "ping").unwrap();
+    let echo = wait_event(&me, |ev| match ev {
+        Event::PrivateMessage { from, text, .. } if from == "pybot" => Some(text),
+        _ => None,
+    });
+    assert_eq!(echo, "echo: ping");
+
+    // A private connection: the bot digests what it receives.
+    me.request_private("pybot").unwrap();
+    let stream = wait_event(&me, |ev| match ev {
+        Event::PrivateEstablished { stream, .. } => stream,
+        _ => None,
+    });
+    let data: Vec<u8> = (0..256 * 1024u32)
+        .map(|i| (i * 7 + i / 251) as u8)
+        .collect();
+    stream.write(&data).unwrap();
+    stream.shutdown_write().unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 64];
+    loop {
+        match stream.read(&mut buf, Some(STEP)) {
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.code == chinwag::Code::CW_CLOSED => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(answer, fnv1a(&data).to_be_bytes());
+    stream.close();
+    expect_line(
+        &lines,
+        &format!("262144 bytes fnv1a64 {:016x}", fnv1a(&data)),
+        STEP,
+    );
+
+    me.send_private("pybot", "quit").unwrap();
+    expect_line(&lines, "bye", STEP);
+    let out = wait_within(bot, STEP);
+    assert!(
+        out.status.success(),
+        "bot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
