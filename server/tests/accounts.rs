@@ -1,0 +1,831 @@
+//! End-to-end tests of the accounts dialect (seed 000) against chinwagd on
+//! 127.0.0.1: in-process servers, restarts on one database file, and a real
+//! chinwagd process killed with SIGKILL mid-traffic.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Proc, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::accounts::{Decoder, Frame, HISTORY_PAGE};
+use chinwag_proto::chatos;
+use chinwagd::{Config, Server};
+use rand::{Rng, SeedableRng};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn server_on(db: &Path) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    cfg.db_path = db.to_path_buf();
+    Server::start(cfg).expect("server starts")
+}
+
+fn mem_server() -> Server {
+    server_on(Path::new(":memory:"))
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "cw-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+struct Acc {
+    s: TcpStream,
+    dec: Decoder,
+}
+
+impl Acc {
+    fn connect(addr: SocketAddr) -> Acc {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut a = Acc {
+            s,
+            dec: Decoder::new(),
+        };
+        a.send(&Frame::Hello);
+        assert_eq!(a.recv(), Frame::HelloAck);
+        a
+    }
+
+    fn send(&mut self, f: &Frame) {
+        self.s.write_all(&f.to_bytes()).unwrap();
+    }
+
+    fn try_recv(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = Instant::now() + wait;
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(f) = self.dec.next_frame().expect("valid frames from the server") {
+                return Some(f);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.s.set_read_timeout(Some(left)).unwrap();
+            match self.s.read(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => self.dec.push(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn recv(&mut self) -> Frame {
+        self.try_recv(WAIT).expect("a frame within the wait")
+    }
+
+    fn expect_silence(&mut self) {
+        if let Some(f) = self.try_recv(Duration::from_millis(300)) {
+            panic!("expected nothing, got {f:?}");
+        }
+    }
+
+    fn expect_closed(&mut self) {
+        self.s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0u8; 64];
+        loop {
+            match self.s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    fn register(addr: SocketAddr, email: &str, pseudo: &str, pw: &str) -> Frame {
+        let mut a = Acc::connect(addr);
+        a.send(&Frame::Register {
+            email: email.into(),
+            pseudo: pseudo.into(),
+            password: pw.into(),
+        });
+        a.recv()
+    }
+
+    fn login(addr: SocketAddr, email: &str, pw: &str) -> (Acc, Frame) {
+        let mut a = Acc::connect(addr);
+        a.send(&Frame::Login {
+            email: email.into(),
+            password: pw.into(),
+        });
+        let r = a.recv();
+        (a, r)
+    }
+
+    fn logged_in(addr: SocketAddr, email: &str, pw: &str) -> Acc {
+        let (a, r) = Acc::login(addr, email, pw);
+        assert!(matches!(r, Frame::LoginOk { .. }), "login {email}: {r:?}");
+        a
+    }
+}
+
+fn p(s: &str) -> String {
+    s.to_string()
+}
+
+/// Register alice and bob and make them friends; both logged in.
+fn friends(addr: SocketAddr) -> (Acc, Acc) {
+    assert_eq!(
+        Acc::register(addr, "alice@example.org", "alice", "correct horse"),
+        Frame::Registered
+    );
+    assert_eq!(
+        Acc::register(addr, "bob@example.org", "bob", "battery staple"),
+        Frame::Registered
+    );
+    let mut a = Acc::logged_in(addr, "alice@example.org", "correct horse");
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    a.send(&Frame::FriendRequest { pseudo: p("bob") });
+    assert_eq!(a.recv(), Frame::FriendRequestSent { pseudo: p("bob") });
+    assert_eq!(b.recv(), Frame::FriendRequested { pseudo: p("alice") });
+    b.send(&Frame::AcceptFriend { pseudo: p("alice") });
+    assert_eq!(a.recv(), Frame::FriendAccepted { pseudo: p("bob") });
+    (a, b)
+}
+
+#[test]
+fn registration_and_login_answers() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    assert_eq!(
+        Acc::register(addr, "alice@example.org", "alice", "correct horse"),
+        Frame::Registered
+    );
+    assert_eq!(
+        Acc::register(addr, "ALICE@example.org", "alice2", "correct horse"),
+        Frame::EmailTaken
+    );
+    assert_eq!(
+        Acc::register(addr, "other@example.org", "alice", "correct horse"),
+        Frame::PseudoTaken
+    );
+    assert_eq!(
+        Acc::register(addr, "not-an-email", "carol", "correct horse"),
+        Frame::EmailTaken
+    );
+    assert_eq!(
+        Acc::register(addr, "c@example.org", "has space", "correct horse"),
+        Frame::PseudoTaken
+    );
+    assert!(matches!(
+        Acc::register(addr, "c@example.org", "carol", "short"),
+        Frame::RegisterRefused { .. }
+    ));
+    // A name held by a chatos guest right now cannot be registered.
+    let mut guest = TcpStream::connect(srv.chatos_addr()).unwrap();
+    guest
+        .write_all(&chatos::Command::Login { login: p("guest") }.to_bytes())
+        .unwrap();
+    let mut one = [0u8; 1];
+    guest.read_exact(&mut one).unwrap();
+    assert_eq!(one, [1]);
+    assert_eq!(
+        Acc::register(addr, "g@example.org", "guest", "correct horse"),
+        Frame::PseudoTaken
+    );
+
+    let (_a, r) = Acc::login(addr, "alice@example.org", "correct horse");
+    let Frame::LoginOk { pseudo, id } = r else {
+        panic!("{r:?}")
+    };
+    assert_eq!(pseudo, "alice");
+    assert!(id > 0);
+    // One session per account.
+    assert_eq!(
+        Acc::login(addr, "alice@example.org", "correct horse").1,
+        Frame::LoginFailed
+    );
+    assert_eq!(
+        Acc::login(addr, "alice@example.org", "wrong").1,
+        Frame::LoginFailed
+    );
+    assert_eq!(
+        Acc::login(addr, "nobody@example.org", "whatever").1,
+        Frame::LoginFailed
+    );
+}
+
+#[test]
+fn unknown_email_and_wrong_password_cost_the_same() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    assert_eq!(
+        Acc::register(addr, "t@example.org", "timer", "correct horse"),
+        Frame::Registered
+    );
+    let time = |email: &str| {
+        let start = Instant::now();
+        assert_eq!(
+            Acc::login(addr, email, "wrong password").1,
+            Frame::LoginFailed
+        );
+        start.elapsed()
+    };
+    // Warm up with a success (it does not count against the rate limit).
+    drop(Acc::logged_in(addr, "t@example.org", "correct horse"));
+    // Alternate, so drift in machine load hits both alike; take the fastest of
+    // each, the figure least disturbed by other tests; stay under the rate limit.
+    let (mut known, mut unknown) = (Duration::MAX, Duration::MAX);
+    for i in 0..2 {
+        known = known.min(time("t@example.org"));
+        unknown = unknown.min(time(&format!("u{i}@example.org")));
+    }
+    let (k, u) = (known.as_secs_f64(), unknown.as_secs_f64());
+    // Both paths run one Argon2id verification; skipping it would be ~100x faster.
+    assert!(
+        u > k / 3.0 && k > u / 3.0,
+        "known {k:.3}s vs unknown {u:.3}s"
+    );
+}
+
+#[test]
+fn repeated_failures_are_rate_limited() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    assert_eq!(
+        Acc::register(addr, "r@example.org", "rated", "correct horse"),
+        Frame::Registered
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            Acc::login(addr, "r@example.org", "bad guess").1,
+            Frame::LoginFailed
+        );
+    }
+    // Now even the right password is refused for this address and email.
+    assert_eq!(
+        Acc::login(addr, "r@example.org", "correct horse").1,
+        Frame::LoginFailed
+    );
+}
+
+#[test]
+fn registered_pseudos_are_closed_to_passwordless_logins() {
+    let srv = mem_server();
+    assert_eq!(
+        Acc::register(
+            srv.accounts_addr(),
+            "o@example.org",
+            "owner",
+            "correct horse"
+        ),
+        Frame::Registered
+    );
+    let mut c = TcpStream::connect(srv.chatos_addr()).unwrap();
+    c.write_all(&chatos::Command::Login { login: p("owner") }.to_bytes())
+        .unwrap();
+    let mut one = [0u8; 1];
+    c.read_exact(&mut one).unwrap();
+    assert_eq!(one, [2], "chatos LOGIN as a registered pseudo is refused");
+}
+
+#[test]
+fn friends_flow() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    a.send(&Frame::FriendRequest { pseudo: p("bob") });
+    assert_eq!(a.recv(), Frame::AlreadyFriends { pseudo: p("bob") });
+    a.send(&Frame::FriendRequest { pseudo: p("alice") });
+    assert_eq!(a.recv(), Frame::NoSuchUser { pseudo: p("alice") });
+    a.send(&Frame::FriendRequest { pseudo: p("zed") });
+    assert_eq!(a.recv(), Frame::NoSuchUser { pseudo: p("zed") });
+    a.send(&Frame::ListFriends);
+    assert_eq!(
+        a.recv(),
+        Frame::Friends {
+            pseudos: vec![p("bob")]
+        }
+    );
+    b.send(&Frame::ListFriends);
+    assert_eq!(
+        b.recv(),
+        Frame::Friends {
+            pseudos: vec![p("alice")]
+        }
+    );
+
+    // carol asks alice while alice is online; alice refuses.
+    assert_eq!(
+        Acc::register(addr, "carol@example.org", "carol", "correct horse"),
+        Frame::Registered
+    );
+    let mut c = Acc::logged_in(addr, "carol@example.org", "correct horse");
+    c.send(&Frame::FriendRequest { pseudo: p("alice") });
+    assert_eq!(c.recv(), Frame::FriendRequestSent { pseudo: p("alice") });
+    assert_eq!(a.recv(), Frame::FriendRequested { pseudo: p("carol") });
+    a.send(&Frame::ListRequests);
+    assert_eq!(
+        a.recv(),
+        Frame::Requests {
+            pseudos: vec![p("carol")]
+        }
+    );
+    a.send(&Frame::RefuseFriend { pseudo: p("carol") });
+    assert_eq!(c.recv(), Frame::FriendRefused { pseudo: p("alice") });
+    a.send(&Frame::ListRequests);
+    assert_eq!(a.recv(), Frame::Requests { pseudos: vec![] });
+    // Answering a request that does not exist does nothing.
+    a.send(&Frame::AcceptFriend { pseudo: p("carol") });
+    c.expect_silence();
+}
+
+#[test]
+fn offline_friend_requests_and_answers_wait_for_login() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    assert_eq!(
+        Acc::register(addr, "a@example.org", "ann", "correct horse"),
+        Frame::Registered
+    );
+    assert_eq!(
+        Acc::register(addr, "d@example.org", "dan", "correct horse"),
+        Frame::Registered
+    );
+    let mut a = Acc::logged_in(addr, "a@example.org", "correct horse");
+    a.send(&Frame::FriendRequest { pseudo: p("dan") });
+    assert_eq!(a.recv(), Frame::FriendRequestSent { pseudo: p("dan") });
+    drop(a);
+    thread::sleep(Duration::from_millis(100));
+    let mut d = Acc::logged_in(addr, "d@example.org", "correct horse");
+    assert_eq!(d.recv(), Frame::FriendRequested { pseudo: p("ann") });
+    d.send(&Frame::AcceptFriend { pseudo: p("ann") });
+    d.send(&Frame::ListFriends);
+    assert_eq!(
+        d.recv(),
+        Frame::Friends {
+            pseudos: vec![p("ann")]
+        }
+    );
+    let mut a = Acc::logged_in(addr, "a@example.org", "correct horse");
+    assert_eq!(a.recv(), Frame::FriendAccepted { pseudo: p("dan") });
+}
+
+#[test]
+fn messages_online_offline_and_to_strangers() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("hello bob"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("hello bob")
+        }
+    );
+    // To a stranger, to nobody, to oneself: 153.
+    assert_eq!(
+        Acc::register(addr, "s@example.org", "stranger", "correct horse"),
+        Frame::Registered
+    );
+    for to in ["stranger", "nobody", "alice"] {
+        a.send(&Frame::SendMessage {
+            pseudo: p(to),
+            text: p("hi"),
+        });
+        assert_eq!(a.recv(), Frame::MessageFailed, "to {to}");
+    }
+    // bob goes offline; alice's messages wait, in order, each once.
+    drop(b);
+    thread::sleep(Duration::from_millis(100));
+    for i in 0..5 {
+        a.send(&Frame::SendMessage {
+            pseudo: p("bob"),
+            text: format!("offline {i}"),
+        });
+    }
+    for _ in 0..5 {
+        assert_eq!(a.recv(), Frame::MessageStored);
+    }
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    for i in 0..5 {
+        assert_eq!(
+            b.recv(),
+            Frame::Message {
+                pseudo: p("alice"),
+                text: format!("offline {i}")
+            }
+        );
+    }
+    b.expect_silence();
+    drop(b);
+    thread::sleep(Duration::from_millis(100));
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    b.expect_silence();
+    // History: oldest first, both directions.
+    b.send(&Frame::SendMessage {
+        pseudo: p("alice"),
+        text: p("back"),
+    });
+    assert_eq!(b.recv(), Frame::MessageStored);
+    b.send(&Frame::History {
+        pseudo: p("alice"),
+        before: 0,
+    });
+    let Frame::HistoryPage { pseudo, entries } = b.recv() else {
+        panic!("161")
+    };
+    assert_eq!(pseudo, "alice");
+    let texts: Vec<&str> = entries.iter().map(|e| e.text.as_str()).collect();
+    assert_eq!(
+        texts,
+        vec![
+            "hello bob",
+            "offline 0",
+            "offline 1",
+            "offline 2",
+            "offline 3",
+            "offline 4",
+            "back"
+        ]
+    );
+}
+
+#[test]
+fn history_pages_are_capped_and_chain() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, _b) = friends(addr);
+    let total = HISTORY_PAGE + 20;
+    for i in 0..total {
+        a.send(&Frame::SendMessage {
+            pseudo: p("bob"),
+            text: format!("m{i}"),
+        });
+    }
+    for _ in 0..total {
+        assert_eq!(a.recv(), Frame::MessageStored);
+    }
+    let all = fetch_history(&mut a, "bob");
+    assert_eq!(all, (0..total).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+/// Every message with `pseudo`, following the paging rule to the start.
+fn fetch_history(a: &mut Acc, pseudo: &str) -> Vec<String> {
+    let mut before = 0;
+    let mut pages: Vec<Vec<String>> = Vec::new();
+    loop {
+        a.send(&Frame::History {
+            pseudo: p(pseudo),
+            before,
+        });
+        let Frame::HistoryPage { entries, .. } = a.recv() else {
+            panic!("161")
+        };
+        assert!(entries.len() <= HISTORY_PAGE);
+        if entries.is_empty() {
+            break;
+        }
+        before = entries[0].id;
+        assert!(
+            entries.windows(2).all(|w| w[0].id < w[1].id),
+            "oldest first"
+        );
+        let short = entries.len() < HISTORY_PAGE;
+        pages.push(entries.into_iter().map(|e| e.text).collect());
+        if short {
+            break;
+        }
+    }
+    pages.into_iter().rev().flatten().collect()
+}
+
+#[test]
+fn calls_ring_answer_refuse_and_hang_up() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    // Empty address: the server fills in what it sees (127.0.0.1 here).
+    a.send(&Frame::Call {
+        pseudo: p("bob"),
+        addr: p(""),
+        port: 40000,
+    });
+    assert_eq!(
+        b.recv(),
+        Frame::IncomingCall {
+            pseudo: p("alice"),
+            addr: p("127.0.0.1"),
+            port: 40000
+        }
+    );
+    b.send(&Frame::AnswerCall {
+        pseudo: p("alice"),
+        addr: p(""),
+        port: 40001,
+    });
+    assert_eq!(
+        a.recv(),
+        Frame::CallAccepted {
+            pseudo: p("bob"),
+            addr: p("127.0.0.1"),
+            port: 40001
+        }
+    );
+    a.send(&Frame::Hangup { pseudo: p("bob") });
+    assert_eq!(b.recv(), Frame::HungUp { pseudo: p("alice") });
+    // Refused.
+    a.send(&Frame::Call {
+        pseudo: p("bob"),
+        addr: p("10.1.2.3"),
+        port: 5,
+    });
+    assert_eq!(
+        b.recv(),
+        Frame::IncomingCall {
+            pseudo: p("alice"),
+            addr: p("10.1.2.3"),
+            port: 5
+        }
+    );
+    b.send(&Frame::DeclineCall { pseudo: p("alice") });
+    assert_eq!(a.recv(), Frame::CallFailed { pseudo: p("bob") });
+    // An answer to a call that is not ringing does nothing.
+    b.send(&Frame::AnswerCall {
+        pseudo: p("alice"),
+        addr: p(""),
+        port: 1,
+    });
+    a.expect_silence();
+    // Not a friend, and offline: 142.
+    assert_eq!(
+        Acc::register(addr, "s@example.org", "stranger", "correct horse"),
+        Frame::Registered
+    );
+    a.send(&Frame::Call {
+        pseudo: p("stranger"),
+        addr: p(""),
+        port: 1,
+    });
+    assert_eq!(
+        a.recv(),
+        Frame::CallFailed {
+            pseudo: p("stranger")
+        }
+    );
+    // A call in progress ends with 147 when one side disconnects.
+    a.send(&Frame::Call {
+        pseudo: p("bob"),
+        addr: p(""),
+        port: 2,
+    });
+    assert!(matches!(b.recv(), Frame::IncomingCall { .. }));
+    b.send(&Frame::AnswerCall {
+        pseudo: p("alice"),
+        addr: p(""),
+        port: 3,
+    });
+    assert!(matches!(a.recv(), Frame::CallAccepted { .. }));
+    drop(b);
+    assert_eq!(a.recv(), Frame::HungUp { pseudo: p("bob") });
+    a.send(&Frame::Call {
+        pseudo: p("bob"),
+        addr: p(""),
+        port: 1,
+    });
+    assert_eq!(a.recv(), Frame::CallFailed { pseudo: p("bob") });
+}
+
+#[test]
+fn bad_frames_close_only_the_offender() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        (
+            "bad magic",
+            vec![0xde, 0xad, 0xbe, 0xef, 0, 200, 0, 0, 0, 0],
+            false,
+        ),
+        (
+            "oversize length",
+            vec![0x43, 0x57, 0x41, 0x43, 0, 150, 0x7f, 0xff, 0xff, 0xff],
+            true,
+        ),
+        (
+            "unknown instruction",
+            vec![0x43, 0x57, 0x41, 0x43, 0, 99, 0, 0, 0, 0],
+            true,
+        ),
+        (
+            "server-only instruction",
+            Frame::MessageStored.to_bytes(),
+            true,
+        ),
+        (
+            "login before hello",
+            Frame::Login {
+                email: p("a@b.c"),
+                password: p("x"),
+            }
+            .to_bytes(),
+            false,
+        ),
+        (
+            "trailing payload",
+            vec![0x43, 0x57, 0x41, 0x43, 0, 170, 0, 0, 0, 1, 0],
+            true,
+        ),
+    ];
+    for (what, bytes, hello_first) in cases {
+        let mut m = if hello_first {
+            Acc::connect(addr)
+        } else {
+            Acc {
+                s: TcpStream::connect(addr).unwrap(),
+                dec: Decoder::new(),
+            }
+        };
+        m.s.write_all(&bytes).unwrap();
+        m.expect_closed();
+        a.send(&Frame::SendMessage {
+            pseudo: p("bob"),
+            text: p(what),
+        });
+        assert_eq!(a.recv(), Frame::MessageStored, "{what}");
+        assert_eq!(
+            b.recv(),
+            Frame::Message {
+                pseudo: p("alice"),
+                text: p(what)
+            },
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn everything_survives_a_restart() {
+    let dir = temp_dir("restart");
+    let db = dir.join("chinwag.db");
+    {
+        let srv = server_on(&db);
+        let addr = srv.accounts_addr();
+        let (mut a, b) = friends(addr);
+        a.send(&Frame::SendMessage {
+            pseudo: p("bob"),
+            text: p("while online"),
+        });
+        assert_eq!(a.recv(), Frame::MessageStored);
+        drop(b);
+        thread::sleep(Duration::from_millis(100));
+        a.send(&Frame::SendMessage {
+            pseudo: p("bob"),
+            text: p("while offline"),
+        });
+        assert_eq!(a.recv(), Frame::MessageStored);
+        srv.shutdown();
+    }
+    let srv = server_on(&db);
+    let addr = srv.accounts_addr();
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("while offline")
+        }
+    );
+    b.send(&Frame::ListFriends);
+    assert_eq!(
+        b.recv(),
+        Frame::Friends {
+            pseudos: vec![p("alice")]
+        }
+    );
+    assert_eq!(
+        fetch_history(&mut b, "alice"),
+        vec!["while online", "while offline"]
+    );
+    assert_eq!(
+        Acc::register(addr, "alice@example.org", "alice9", "correct horse"),
+        Frame::EmailTaken
+    );
+    drop(srv);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn_chinwagd(db: &Path, port: u16) -> Child {
+    let child = Proc::new(env!("CARGO_BIN_EXE_chinwagd"))
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--chatos-port",
+            "0",
+            "--accounts-port",
+            &port.to_string(),
+            "--db",
+        ])
+        .arg(db)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chinwagd starts");
+    let deadline = Instant::now() + WAIT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chinwagd did not listen");
+        thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9() {
+    let dir = temp_dir("kill9");
+    let db = dir.join("chinwag.db");
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let mut child = spawn_chinwagd(&db, port);
+    drop(friends(addr));
+    let mut acked: Vec<String> = Vec::new();
+    let mut sent = 0usize;
+    const ROUNDS: usize = 6;
+    for round in 0..ROUNDS {
+        let mut a = Acc::logged_in(addr, "alice@example.org", "correct horse");
+        let kill_after = Duration::from_millis(rng.gen_range(50..400));
+        let start = Instant::now();
+        // Keep a few messages in flight so the kill lands between send and ack.
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut killed = false;
+        loop {
+            if !killed && start.elapsed() >= kill_after {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                killed = true;
+            }
+            if !killed && in_flight.len() < 8 {
+                let text = format!("r{round} m{sent}");
+                sent += 1;
+                if a.s
+                    .write_all(
+                        &Frame::SendMessage {
+                            pseudo: p("bob"),
+                            text: text.clone(),
+                        }
+                        .to_bytes(),
+                    )
+                    .is_err()
+                {
+                    break;
+                }
+                in_flight.push_back(text);
+                continue;
+            }
+            match a.try_recv(Duration::from_millis(if killed { 500 } else { 50 })) {
+                Some(Frame::MessageStored) => {
+                    acked.push(in_flight.pop_front().expect("ack for a sent message"))
+                }
+                Some(other) => panic!("unexpected {other:?}"),
+                None if killed => break,
+                None => {}
+            }
+        }
+        child = spawn_chinwagd(&db, port);
+    }
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    // Drain live deliveries (offline messages) so history replies are next.
+    while b.try_recv(Duration::from_millis(300)).is_some() {}
+    let history = fetch_history(&mut b, "alice");
+    for m in &acked {
+        assert!(history.contains(m), "acknowledged {m:?} lost after kill -9");
+    }
+    assert!(
+        acked.len() > ROUNDS,
+        "too few acknowledgements ({}) to mean anything",
+        acked.len()
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    std::fs::remove_dir_all(&dir).ok();
+}
