@@ -276,11 +276,12 @@ struct Meter {
     self0: Duration,
     pid: Option<u32>,
     peak: Option<ProcStats>,
+    machine0: Option<Duration>,
 }
 
 impl Meter {
     fn start(t: &Target) -> Meter {
-        Meter { t0: Instant::now(), server0: t.stats(), self0: server::self_cpu(), pid: t.pid, peak: None }
+        Meter { t0: Instant::now(), server0: t.stats(), self0: server::self_cpu(), pid: t.pid, peak: None, machine0: server::machine_busy() }
     }
     /// Track the server's peak RSS and thread count while the load runs.
     fn sample(&mut self) {
@@ -297,7 +298,15 @@ impl Meter {
         if let (Some(a), Some(b)) = (self.server0, now) {
             r.fig("server_cpu_pct", "server CPU (% of one core)", (b.cpu.saturating_sub(a.cpu)).as_secs_f64() / wall * 100.0, Unit::Pct, None);
         }
-        r.fig("bench_cpu_pct", "bench CPU (% of one core)", (server::self_cpu() - self.self0).as_secs_f64() / wall * 100.0, Unit::Pct, None);
+        let bench = server::self_cpu() - self.self0;
+        r.fig("bench_cpu_pct", "bench CPU (% of one core)", bench.as_secs_f64() / wall * 100.0, Unit::Pct, None);
+        // Everything else the machine did meanwhile (other builds, other tests):
+        // a noisy neighbour shows up here and explains a weak run.
+        if let (Some(m0), Some(m1), Some(a), Some(b)) = (self.machine0, server::machine_busy(), self.server0, now) {
+            let server = b.cpu.saturating_sub(a.cpu);
+            let other = m1.saturating_sub(m0).saturating_sub(server).saturating_sub(bench);
+            r.fig("other_cpu_pct", "other processes CPU (% of one core)", other.as_secs_f64() / wall * 100.0, Unit::Pct, None);
+        }
         if let Some(p) = self.peak {
             r.fig("server_peak_rss_mib", "server peak RSS during load", p.rss_kib as f64 / 1024.0, Unit::MiB, None);
             r.fig("server_peak_threads", "server peak threads during load", p.threads as f64, Unit::Count, None);
