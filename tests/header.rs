@@ -39,7 +39,10 @@ fn header_opens_with_threads_and_carries_version() {
         ("MINOR", env!("CARGO_PKG_VERSION_MINOR")),
         ("PATCH", env!("CARGO_PKG_VERSION_PATCH")),
     ] {
-        assert!(GENERATED.contains(&format!("#define CW_VERSION_{name} {value}\n")), "{name}");
+        assert!(
+            GENERATED.contains(&format!("#define CW_VERSION_{name} {value}\n")),
+            "{name}"
+        );
     }
     let v = unsafe { std::ffi::CStr::from_ptr(chinwag::ffi::cw_version()) };
     assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
@@ -78,7 +81,16 @@ fn header_compiles_as_c11_and_cxx() {
     for (compiler, std, lang) in [("cc", "-std=c11", "c"), ("c++", "-std=c++17", "c++")] {
         let o = output_within(
             Command::new(compiler)
-                .args(["-x", lang, std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-c"])
+                .args([
+                    "-x",
+                    lang,
+                    std,
+                    "-Wall",
+                    "-Wextra",
+                    "-Werror",
+                    "-pedantic",
+                    "-c",
+                ])
                 .arg("-I")
                 .arg(&include)
                 .arg(&src)
@@ -86,7 +98,11 @@ fn header_compiles_as_c11_and_cxx() {
                 .arg(dir.join(format!("header_check_{lang}.o"))),
             Duration::from_secs(60),
         );
-        assert!(o.status.success(), "{compiler}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{compiler}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 
@@ -102,7 +118,11 @@ fn pkg_config_file_builds_and_runs_a_program() {
             .env("PKG_CONFIG_PATH", &lib),
         Duration::from_secs(20),
     );
-    assert!(o.status.success(), "pkg-config: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "pkg-config: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let flags = String::from_utf8(o.stdout).unwrap();
     assert!(flags.contains("-lchinwag"), "{flags}");
     assert!(flags.contains(&format!("-I{ROOT}/include")), "{flags}");
@@ -120,11 +140,22 @@ fn pkg_config_file_builds_and_runs_a_program() {
     .unwrap();
     let exe = dir.join("pkg_check");
     let o = output_within(
-        Command::new("cc").arg(&src).arg("-o").arg(&exe).args(flags.split_whitespace()),
+        Command::new("cc")
+            .arg(&src)
+            .arg("-o")
+            .arg(&exe)
+            .args(flags.split_whitespace()),
         Duration::from_secs(60),
     );
-    assert!(o.status.success(), "cc: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let o = output_within(&mut Command::new(&exe), Duration::from_secs(10));
     assert!(o.status.success());
-    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
 }

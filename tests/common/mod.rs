@@ -15,7 +15,11 @@ pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// in <target>/<profile>/deps, whatever the target directory is.
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
     assert!(
         dir.join(shared_lib_name()).exists(),
         "{} not found in {}",
@@ -53,7 +57,11 @@ pub fn require(tool: &str) -> bool {
 
 /// Run to completion within `limit`, or kill it and fail.
 pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     wait_within(child, limit)
 }
 
@@ -83,11 +91,18 @@ pub fn wait_within(mut child: Child, limit: Duration) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             let err = err_t.join().unwrap_or_default();
-            panic!("process exceeded {limit:?}; stderr:\n{}", String::from_utf8_lossy(&err));
+            panic!(
+                "process exceeded {limit:?}; stderr:\n{}",
+                String::from_utf8_lossy(&err)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Output { status, stdout: out_t.join().unwrap(), stderr: err_t.join().unwrap() }
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
 }
 
 /// Lines of a child's stdout, delivered through a channel.
@@ -136,7 +151,11 @@ pub fn build_c_example(name: &str) -> PathBuf {
             .arg(&out),
         Duration::from_secs(60),
     );
-    assert!(o.status.success(), "cc {name}.c failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "cc {name}.c failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
@@ -145,5 +164,6 @@ pub const FNV_PRIME: u64 = 0x100000001b3;
 
 /// 64-bit FNV-1a, the digest the examples exchange.
 pub fn fnv1a(data: &[u8]) -> u64 {
-    data.iter().fold(FNV_OFFSET, |h, b| (h ^ *b as u64).wrapping_mul(FNV_PRIME))
+    data.iter()
+        .fold(FNV_OFFSET, |h, b| (h ^ *b as u64).wrapping_mul(FNV_PRIME))
 }
