@@ -286,14 +286,13 @@ impl Client {
             match deadline {
                 None => self.shared.answered.wait(&mut s),
                 Some(d) => {
-                    if Instant::now() >= d || self.shared.answered.wait_until(&mut s, d).timed_out()
-                    {
-                        if s.answer.is_none() && !s.dead {
-                            return Err(Error::new(
-                                cw_result::CW_TIMEOUT,
-                                "no answer to LOGIN before the time limit",
-                            ));
-                        }
+                    let expired = Instant::now() >= d
+                        || self.shared.answered.wait_until(&mut s, d).timed_out();
+                    if expired && s.answer.is_none() && !s.dead {
+                        return Err(Error::new(
+                            cw_result::CW_TIMEOUT,
+                            "no answer to LOGIN before the time limit",
+                        ));
                     }
                 }
             }
