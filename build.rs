@@ -85,9 +85,11 @@ fn write_header(root: &Path, out: &Path) {
 }
 
 /// `chinwag.pc` for building against this checkout without installing:
-/// it sits in the profile directory (target/debug or target/release),
-/// beside libchinwag.so, so `PKG_CONFIG_PATH=target/debug pkg-config ...`
-/// works. The rpath lets programs run without LD_LIBRARY_PATH.
+/// it sits in the profile directory (target/debug or target/release), so
+/// `PKG_CONFIG_PATH=target/debug pkg-config ...` works. Its libdir is the
+/// profile's deps/ directory, where both `cargo build` and `cargo test`
+/// leave libchinwag.so (only `cargo build` copies it up a level). The rpath
+/// lets programs run without LD_LIBRARY_PATH.
 fn write_pkg_config(root: &Path, out: &Path) {
     // OUT_DIR is <target>/<profile>/build/<pkg>-<hash>/out.
     let Some(profile_dir) = out.ancestors().nth(3) else {
@@ -106,7 +108,7 @@ fn write_pkg_config(root: &Path, out: &Path) {
          Libs: -L${{libdir}} -Wl,-rpath,${{libdir}} -lchinwag\n\
          Libs.private: -lpthread -ldl -lm\n",
         root = root.display(),
-        lib = profile_dir.display(),
+        lib = profile_dir.join("deps").display(),
     );
     let path = profile_dir.join("chinwag.pc");
     if fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {

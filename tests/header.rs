@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{lib_dir, output_within, require, ROOT};
+use common::{output_within, require, ROOT};
 
 const GENERATED: &str = include_str!(concat!(env!("OUT_DIR"), "/chinwag.h"));
 
@@ -111,7 +111,8 @@ fn pkg_config_file_builds_and_runs_a_program() {
     if !require("pkg-config") || !require("cc") {
         return;
     }
-    let lib = lib_dir();
+    // chinwag.pc sits in the profile directory, above deps/.
+    let lib = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
     let o = output_within(
         Command::new("pkg-config")
             .args(["--cflags", "--libs", "chinwag"])

@@ -11,22 +11,27 @@ use std::time::{Duration, Instant};
 
 pub const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// The profile directory holding libchinwag.so: the test executable lives
-/// in <target>/<profile>/deps, whatever the target directory is.
+/// The directory holding libchinwag.so. The test executable lives in
+/// <target>/<profile>/deps, whatever the target directory is: `cargo test`
+/// leaves the cdylib beside it in deps/, and `cargo build` also copies it up
+/// to <profile>/. Prefer deps/, which this very test run just built.
 pub fn lib_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
-    assert!(
-        dir.join(shared_lib_name()).exists(),
-        "{} not found in {}",
+    let deps = exe.parent().expect("target/<profile>/deps").to_path_buf();
+    let candidates = [
+        deps.clone(),
+        deps.parent().expect("target/<profile>").to_path_buf(),
+    ];
+    for dir in &candidates {
+        if dir.join(shared_lib_name()).exists() {
+            return dir.clone();
+        }
+    }
+    panic!(
+        "{} not found in {} or its parent",
         shared_lib_name(),
-        dir.display()
+        deps.display()
     );
-    dir
 }
 
 pub fn shared_lib_name() -> &'static str {
