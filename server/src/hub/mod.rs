@@ -5,8 +5,11 @@
 //!
 //! Lock order (never take an earlier lock while holding a later one):
 //!   1. `users`  2. `global`  3. `private`
-//! No lock is held while a `Peer` is called: recipients are collected under
-//! the lock and served after it is released.
+//! No lock is held while a `Peer` is called, with one exception: a broadcast
+//! delivers under the read side of `global`. `Peer::deliver` never blocks
+//! (it appends to a bounded queue and at most rings a doorbell with
+//! `try_send`), and copying 10,000 listeners per login or per broadcast to
+//! avoid that read lock would cost far more than it saves.
 
 pub mod private;
 
@@ -150,14 +153,37 @@ impl Default for HubConfig {
     }
 }
 
+/// A set of sessions with O(1) insert and remove, iterated as a slice.
+#[derive(Default)]
+struct Listeners {
+    sessions: Vec<Arc<Session>>,
+    index: HashMap<SessionId, usize>,
+}
+
+impl Listeners {
+    fn insert(&mut self, s: Arc<Session>) {
+        self.index.insert(s.id, self.sessions.len());
+        self.sessions.push(s);
+    }
+
+    fn remove(&mut self, id: SessionId) {
+        let Some(i) = self.index.remove(&id) else {
+            return;
+        };
+        self.sessions.swap_remove(i);
+        if let Some(moved) = self.sessions.get(i) {
+            self.index.insert(moved.id, i);
+        }
+    }
+}
+
 /// Names that password-less logins may not take (registered accounts).
 pub type ReservedNames = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub struct Hub {
     users: RwLock<HashMap<String, Arc<Session>>>,
-    /// Copy-on-write list of global-chat listeners, so a broadcast holds no
-    /// lock while it delivers.
-    global: RwLock<Arc<Vec<Arc<Session>>>>,
+    /// Global-chat listeners, in no particular order.
+    global: RwLock<Listeners>,
     private: Mutex<Private>,
     next_session: AtomicU64,
     reserved: RwLock<Option<ReservedNames>>,
@@ -175,7 +201,7 @@ impl Hub {
     pub fn new(cfg: HubConfig) -> Self {
         Hub {
             users: RwLock::new(HashMap::new()),
-            global: RwLock::new(Arc::new(Vec::new())),
+            global: RwLock::new(Listeners::default()),
             private: Mutex::new(Private::default()),
             next_session: AtomicU64::new(1),
             reserved: RwLock::new(None),
@@ -224,11 +250,7 @@ impl Hub {
             }
             users.insert(name.to_owned(), session.clone());
             if global_chat {
-                let mut global = self.global.write();
-                let mut list = Vec::with_capacity(global.len() + 1);
-                list.extend(global.iter().cloned());
-                list.push(session.clone());
-                *global = Arc::new(list);
+                self.global.write().insert(session.clone());
             }
         }
         Ok(session)
@@ -245,13 +267,7 @@ impl Hub {
                 _ => return,
             }
             if session.global_chat {
-                let mut global = self.global.write();
-                let list: Vec<_> = global
-                    .iter()
-                    .filter(|s| s.id != session.id)
-                    .cloned()
-                    .collect();
-                *global = Arc::new(list);
+                self.global.write().remove(session.id);
             }
         }
         self.private.lock().forget_user(&session.name);
@@ -270,15 +286,15 @@ impl Hub {
         if claimed != from.name {
             return Err(Refusal::Forged);
         }
-        let list = self.global.read().clone();
         let ev = Event::Message {
             from: &from.name,
             text,
         };
-        for s in list.iter() {
+        let list = self.global.read();
+        for s in &list.sessions {
             s.peer.deliver(&ev);
         }
-        Ok(list.len())
+        Ok(list.sessions.len())
     }
 
     /// A private message to one online user.

@@ -372,3 +372,23 @@ fn relay_limit_is_enforced() {
     assert!(h.relay_abandon(id1));
     assert!(!h.relay_abandon(id1));
 }
+
+#[test]
+fn listeners_stay_consistent_through_logins_and_logouts() {
+    let h = hub();
+    let mut sessions: Vec<_> = (0..6).map(|i| join(&h, &format!("u{i}"))).collect();
+    // Remove from the front, the middle and the back, as swap_remove reorders.
+    for idx in [0, 2, 3] {
+        let (s, _) = sessions.remove(idx);
+        h.logout(&s);
+    }
+    sessions.push(join(&h, "late"));
+    let (first, _) = &sessions[0];
+    assert_eq!(
+        h.broadcast(first, &first.name, "x").unwrap(),
+        sessions.len()
+    );
+    for (s, r) in &sessions {
+        assert_eq!(r.take().len(), 1, "{} heard the broadcast once", s.name);
+    }
+}
