@@ -40,6 +40,21 @@
 #define CW_VERSION_STRING "0.1.0"
 
 /**
+ * Bytes before the audio in a voice packet (the "CWVC" magic).
+ */
+#define CW_VOICE_HEADER 4
+
+/**
+ * The largest compressed frame a voice packet carries (Opus's largest).
+ */
+#define CW_VOICE_MAX_FRAME 1275
+
+/**
+ * The largest voice packet: header plus the largest frame.
+ */
+#define CW_VOICE_MAX_PACKET (CW_VOICE_HEADER + CW_VOICE_MAX_FRAME)
+
+/**
  * The wire dialect a client speaks. Numbered from 1 so that a zeroed
  * variable is never a valid dialect.
  */
@@ -53,7 +68,7 @@ typedef enum cw_dialect {
    */
   CW_DIALECT_BABEL = 2,
   /**
-   * Accounts, friends and UDP voice (not implemented yet).
+   * Accounts with passwords, friends, stored messages and call signalling (implemented).
    */
   CW_DIALECT_ACCOUNTS = 3,
   /**
@@ -69,8 +84,8 @@ typedef enum cw_dialect {
  * - 100..199: chat messages
  * - 200..299: private connections
  * - 300..399: reserved for contacts and presence (babel)
- * - 400..499: reserved for calls (babel, accounts)
- * - 500..599: reserved for friends, acknowledgements, history (accounts)
+ * - 400..499: calls (accounts; the rest reserved for babel)
+ * - 500..599: friends (accounts)
  * - 600..699: reserved for rooms
  */
 typedef enum cw_event_type {
@@ -118,6 +133,38 @@ typedef enum cw_event_type {
    * A negotiated private connection with `cw_event_peer` could not be opened.
    */
   CW_EVENT_PRIVATE_FAILED = 204,
+  /**
+   * `cw_event_peer` is calling; its voice end point is `cw_event_address`
+   * and `cw_event_port` (UDP). Answer or refuse the call (accounts 143).
+   */
+  CW_EVENT_CALL_INCOMING = 400,
+  /**
+   * `cw_event_peer` answered your call; send voice to `cw_event_address`
+   * and `cw_event_port` (UDP) (accounts 141).
+   */
+  CW_EVENT_CALL_ACCEPTED = 401,
+  /**
+   * The call to `cw_event_peer` cannot happen: offline, not a friend,
+   * already in a call with you, or declined (accounts 142).
+   */
+  CW_EVENT_CALL_FAILED = 402,
+  /**
+   * `cw_event_peer` hung up, cancelled its ringing call, or dropped its
+   * connection mid-call (accounts 147).
+   */
+  CW_EVENT_CALL_ENDED = 403,
+  /**
+   * `cw_event_peer` asks to be your friend: accept or refuse (accounts 130).
+   */
+  CW_EVENT_FRIEND_REQUEST = 500,
+  /**
+   * `cw_event_peer` accepted your friend request (accounts 124).
+   */
+  CW_EVENT_FRIEND_ACCEPTED = 501,
+  /**
+   * `cw_event_peer` refused your friend request (accounts 125).
+   */
+  CW_EVENT_FRIEND_REFUSED = 502,
 } cw_event_type;
 
 /**
@@ -129,8 +176,8 @@ typedef enum cw_event_type {
  * - 200..299: the connection to the server
  * - 300..399: the session (login)
  * - 400..499: private connections
- * - 500..599: reserved for calls and audio (babel, accounts)
- * - 600..699: reserved for accounts (registration, friends, history)
+ * - 500..599: calls and audio (accounts; the rest reserved for babel)
+ * - 600..699: accounts (registration, friends, stored messages, history)
  * - 700..799: reserved for rooms
  * - 900..999: faults inside the library
  */
@@ -196,9 +243,42 @@ typedef enum cw_result {
    */
   CW_BUSY = 303,
   /**
-   * No pending private-connection request from that user.
+   * No pending request from that user (private connection, or friendship).
    */
   CW_NO_SUCH_REQUEST = 400,
+  /**
+   * No call with that user is ringing or going on (accounts).
+   */
+  CW_NO_SUCH_CALL = 500,
+  /**
+   * A call with that user is already ringing or going on (accounts).
+   */
+  CW_CALL_IN_PROGRESS = 501,
+  /**
+   * Registration: the email is taken, or is not an email address (accounts 102).
+   */
+  CW_EMAIL_TAKEN = 600,
+  /**
+   * Registration: the pseudo is taken, online now, or invalid (accounts 103).
+   */
+  CW_PSEUDO_TAKEN = 601,
+  /**
+   * Registration refused for another reason; cw_last_error has the server's reason (accounts 104).
+   */
+  CW_REGISTER_REFUSED = 602,
+  /**
+   * Friend request: no account has that pseudo, or it is yours (accounts 122).
+   */
+  CW_NO_SUCH_USER = 603,
+  /**
+   * Friend request: you are already friends (accounts 123).
+   */
+  CW_ALREADY_FRIENDS = 604,
+  /**
+   * The server did not store the message: not a friend, no such user,
+   * yourself, or a storage failure (accounts 153).
+   */
+  CW_MESSAGE_FAILED = 605,
   /**
    * A panic was caught at the C boundary; the handle may be unusable.
    */
@@ -220,9 +300,20 @@ typedef struct cw_client cw_client;
 typedef struct cw_event cw_event;
 
 /**
+ * One page of a conversation's history (opaque), oldest first.
+ */
+typedef struct cw_history cw_history;
+
+/**
  * The byte stream of an established private connection (opaque).
  */
 typedef struct cw_stream cw_stream;
+
+/**
+ * A list of strings returned by the library (opaque), for example the
+ * friends of an account.
+ */
+typedef struct cw_strings cw_strings;
 
 #ifdef __cplusplus
 extern "C" {
@@ -270,14 +361,350 @@ const char *cw_last_error(void);
 void cw_string_free(char *s);
 
 /**
+ * Accounts: create an account and wait for the server's verdict.
+ *
+ * Works before or after logging in. Waits at most `timeout_ms`
+ * milliseconds (negative: without limit); Argon2id hashing makes this
+ * take tens of milliseconds. Note that the server closes a connection
+ * that has not logged in within 10 s.
+ * Returns: CW_OK once the account is stored; CW_EMAIL_TAKEN (taken, or
+ * not an email address); CW_PSEUDO_TAKEN (taken by an account, online
+ * now, or invalid); CW_REGISTER_REFUSED with the server's reason in
+ * cw_last_error (for example a password shorter than 8 bytes);
+ * CW_INVALID_ARGUMENT for an empty field; CW_TOO_LONG (email 254, pseudo
+ * 30, password 128 bytes); CW_BUSY while another registration on this
+ * client waits; CW_UNSUPPORTED on a client of another dialect; CW_TIMEOUT;
+ * CW_CLOSED.
+ * Ownership: the strings are borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_register(const struct cw_client *client,
+                                  const char *email,
+                                  const char *pseudo,
+                                  const char *password,
+                                  int32_t timeout_ms);
+
+/**
+ * Accounts: log in with an email and a password, and wait for the answer.
+ *
+ * On success the account's pseudo is cw_client_login_name and its id
+ * cw_client_account_id. What waited while the account was offline
+ * (friend requests, answers to requests, messages) arrives as events
+ * right after. Waits at most `timeout_ms` milliseconds (negative: without
+ * limit).
+ * Returns: CW_OK; CW_LOGIN_REFUSED for every failure (wrong password,
+ * unknown email, account already online, too many failures: the server
+ * does not tell them apart); CW_ALREADY_LOGGED_IN; CW_BUSY while another
+ * login on this client waits; CW_TOO_LONG; CW_INVALID_ARGUMENT;
+ * CW_UNSUPPORTED on a client of another dialect; CW_TIMEOUT (a late
+ * acceptance still logs the client in); CW_CLOSED.
+ * Ownership: the strings are borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_login_password(const struct cw_client *client,
+                                        const char *email,
+                                        const char *password,
+                                        int32_t timeout_ms);
+
+/**
+ * Accounts: the id of the logged-in account (the sender ids of history
+ * entries are account ids).
+ *
+ * Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN; CW_UNSUPPORTED on a
+ * client of another dialect; CW_CLOSED.
+ * Ownership: `client` is borrowed.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_account_id(const struct cw_client *client, uint64_t *out);
+
+/**
+ * Accounts: ask `pseudo` to be a friend, and wait until the server has
+ * recorded the request. The target gets CW_EVENT_FRIEND_REQUEST (now, or
+ * at its next login); its answer comes back as CW_EVENT_FRIEND_ACCEPTED or
+ * CW_EVENT_FRIEND_REFUSED. If `pseudo` had already asked you, you become
+ * friends at once and CW_EVENT_FRIEND_ACCEPTED follows.
+ *
+ * Returns: CW_OK once recorded; CW_NO_SUCH_USER (also for yourself);
+ * CW_ALREADY_FRIENDS; CW_NOT_LOGGED_IN; CW_TOO_LONG; CW_UNSUPPORTED;
+ * CW_TIMEOUT; CW_CLOSED.
+ * Ownership: `pseudo` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_request_friend(const struct cw_client *client,
+                                        const char *pseudo,
+                                        int32_t timeout_ms);
+
+/**
+ * Accounts: accept `pseudo`'s pending friend request. The requester gets
+ * CW_EVENT_FRIEND_ACCEPTED (now, or at its next login).
+ *
+ * The server does not answer this, so the library checks that the
+ * request is pending: against the requests it has seen, and otherwise by
+ * asking the server for the list (waiting at most `timeout_ms`).
+ * Returns: CW_OK once sent; CW_NO_SUCH_REQUEST; CW_NOT_LOGGED_IN;
+ * CW_UNSUPPORTED; CW_TIMEOUT; CW_CLOSED.
+ * Ownership: `pseudo` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_accept_friend(const struct cw_client *client,
+                                       const char *pseudo,
+                                       int32_t timeout_ms);
+
+/**
+ * Accounts: refuse `pseudo`'s pending friend request. The requester gets
+ * CW_EVENT_FRIEND_REFUSED (now, or at its next login). Checked like
+ * cw_client_accept_friend.
+ *
+ * Returns: CW_OK once sent; CW_NO_SUCH_REQUEST; CW_NOT_LOGGED_IN;
+ * CW_UNSUPPORTED; CW_TIMEOUT; CW_CLOSED.
+ * Ownership: `pseudo` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_refuse_friend(const struct cw_client *client,
+                                       const char *pseudo,
+                                       int32_t timeout_ms);
+
+/**
+ * Accounts: the friends of the logged-in account, sorted by pseudo.
+ *
+ * Waits at most `timeout_ms` milliseconds (negative: without limit).
+ * Returns: CW_OK and `*out` set (possibly an empty list);
+ * CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_TIMEOUT; CW_CLOSED.
+ * Ownership: `*out` is owned by the caller; release it with cw_strings_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_list_friends(const struct cw_client *client,
+                                      int32_t timeout_ms,
+                                      struct cw_strings **out);
+
+/**
+ * Accounts: the pseudos whose friend request to this account waits for
+ * an answer, oldest first.
+ *
+ * Waits at most `timeout_ms` milliseconds (negative: without limit).
+ * Returns: CW_OK and `*out` set (possibly an empty list);
+ * CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_TIMEOUT; CW_CLOSED.
+ * Ownership: `*out` is owned by the caller; release it with cw_strings_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_list_friend_requests(const struct cw_client *client,
+                                              int32_t timeout_ms,
+                                              struct cw_strings **out);
+
+/**
+ * The number of strings in a list.
+ *
+ * Returns: the count; 0 for NULL.
+ * Ownership: `list` is borrowed.
+ * Threads: any thread; a list is read-only.
+ */
+size_t cw_strings_count(const struct cw_strings *list);
+
+/**
+ * The string at `index` (0-based) of a list.
+ *
+ * Returns: NUL-terminated UTF-8; NULL for NULL or an index out of range.
+ * Ownership: borrowed; valid until cw_strings_free(list).
+ * Threads: any thread; a list is read-only.
+ */
+const char *cw_strings_get(const struct cw_strings *list, size_t index);
+
+/**
+ * Release a list and its strings.
+ *
+ * Returns: nothing. NULL is accepted and does nothing.
+ * Ownership: takes `list`; freeing it twice is undefined behaviour.
+ * Threads: must not race other calls on the same list.
+ */
+void cw_strings_free(struct cw_strings *list);
+
+/**
+ * Accounts: send `text` to the friend `pseudo` and wait for the server's
+ * verdict. The friend gets CW_EVENT_PRIVATE_MESSAGE now, or at its next
+ * login; the message is kept in the history either way.
+ *
+ * Waits at most `timeout_ms` milliseconds (negative: without limit).
+ * Returns: CW_OK once the server stored the message (152);
+ * CW_MESSAGE_FAILED when it did not (153: not a friend, no such user,
+ * yourself, storage failure); CW_TOO_LONG (more than 2048 bytes);
+ * CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_TIMEOUT (the message may still be
+ * stored); CW_CLOSED.
+ * Ownership: `pseudo` and `text` are borrowed for the call.
+ * Threads: any thread; each waiting call gets its own message's verdict.
+ */
+enum cw_result cw_client_send_to_friend(const struct cw_client *client,
+                                        const char *pseudo,
+                                        const char *text,
+                                        int32_t timeout_ms);
+
+/**
+ * Accounts: one page (at most 50 messages) of the conversation with
+ * `pseudo`, oldest first. `before` 0 gives the newest page; to go further
+ * back, pass the id of the first entry of the page you have. A page with
+ * fewer than 50 entries is the start of the conversation.
+ *
+ * Waits at most `timeout_ms` milliseconds (negative: without limit).
+ * Returns: CW_OK and `*out` set (empty for a stranger or no messages);
+ * CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_TIMEOUT; CW_CLOSED.
+ * Ownership: `*out` is owned by the caller; release it with cw_history_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_history(const struct cw_client *client,
+                                 const char *pseudo,
+                                 uint64_t before,
+                                 int32_t timeout_ms,
+                                 struct cw_history **out);
+
+/**
+ * The number of entries in a history page.
+ *
+ * Returns: the count; 0 for NULL.
+ * Ownership: `page` is borrowed.
+ * Threads: any thread; a page is read-only.
+ */
+size_t cw_history_count(const struct cw_history *page);
+
+/**
+ * The message id of entry `index`: increasing with time, and the
+ * `before` cursor for the previous page.
+ *
+ * Returns: the id; 0 for NULL or an index out of range.
+ * Ownership: `page` is borrowed.
+ * Threads: any thread; a page is read-only.
+ */
+uint64_t cw_history_id(const struct cw_history *page, size_t index);
+
+/**
+ * The account id of the sender of entry `index` (compare it with
+ * cw_client_account_id).
+ *
+ * Returns: the id; 0 for NULL or an index out of range.
+ * Ownership: `page` is borrowed.
+ * Threads: any thread; a page is read-only.
+ */
+uint64_t cw_history_sender_id(const struct cw_history *page, size_t index);
+
+/**
+ * The text of entry `index`. A NUL byte inside it is shown as U+FFFD.
+ *
+ * Returns: NUL-terminated UTF-8; NULL for NULL or an index out of range.
+ * Ownership: borrowed; valid until cw_history_free(page).
+ * Threads: any thread; a page is read-only.
+ */
+const char *cw_history_text(const struct cw_history *page, size_t index);
+
+/**
+ * Release a history page.
+ *
+ * Returns: nothing. NULL is accepted and does nothing.
+ * Ownership: takes `page`; freeing it twice is undefined behaviour.
+ * Threads: must not race other calls on the same page.
+ */
+void cw_history_free(struct cw_history *page);
+
+/**
+ * Accounts: ring the friend `pseudo`. Its library gets
+ * CW_EVENT_CALL_INCOMING with this client's voice end point `addr`:`port`
+ * (UDP; `addr` NULL or "" means the address the server sees this client
+ * at). The outcome arrives as CW_EVENT_CALL_ACCEPTED (with the peer's end
+ * point) or CW_EVENT_CALL_FAILED (offline, not a friend, declined).
+ * Signalling only: the application owns the UDP socket.
+ *
+ * Returns: CW_OK once sent; CW_CALL_IN_PROGRESS when a call with `pseudo`
+ * is already ringing or going on; CW_INVALID_ARGUMENT for yourself or
+ * port 0; CW_TOO_LONG (addr over 64 bytes); CW_NOT_LOGGED_IN;
+ * CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: the strings are borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_place_call(const struct cw_client *client,
+                                    const char *pseudo,
+                                    const char *addr,
+                                    uint16_t port);
+
+/**
+ * Accounts: answer `pseudo`'s ringing call (from CW_EVENT_CALL_INCOMING).
+ * The caller gets CW_EVENT_CALL_ACCEPTED with this client's voice end
+ * point `addr`:`port` (`addr` NULL or "": the address the server sees).
+ *
+ * Returns: CW_OK once sent; CW_NO_SUCH_CALL when no call from `pseudo`
+ * rings; CW_INVALID_ARGUMENT for port 0; CW_TOO_LONG; CW_NOT_LOGGED_IN;
+ * CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: the strings are borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_answer_call(const struct cw_client *client,
+                                     const char *pseudo,
+                                     const char *addr,
+                                     uint16_t port);
+
+/**
+ * Accounts: decline `pseudo`'s ringing call; the caller gets
+ * CW_EVENT_CALL_FAILED.
+ *
+ * Returns: CW_OK once sent; CW_NO_SUCH_CALL when no call from `pseudo`
+ * rings; CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `pseudo` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_refuse_call(const struct cw_client *client, const char *pseudo);
+
+/**
+ * Accounts: hang up the call with `pseudo`, or cancel one that is still
+ * ringing (either way); the peer gets CW_EVENT_CALL_ENDED.
+ *
+ * Returns: CW_OK once sent; CW_NO_SUCH_CALL when no call with `pseudo` is
+ * ringing or going on; CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `pseudo` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_hangup_call(const struct cw_client *client, const char *pseudo);
+
+/**
+ * Build a voice packet (accounts, UDP, client to client): the "CWVC"
+ * magic, then one compressed audio frame of `len` bytes.
+ *
+ * Returns: CW_OK and `*written` = CW_VOICE_HEADER + `len`;
+ * CW_TOO_LONG when `len` exceeds CW_VOICE_MAX_FRAME;
+ * CW_INVALID_ARGUMENT when `cap` is too small; CW_NULL_ARGUMENT.
+ * Ownership: `frame` and `out` are borrowed for the call (`frame` may be
+ * NULL when `len` is 0).
+ * Threads: any thread.
+ */
+enum cw_result cw_voice_packet_encode(const uint8_t *frame,
+                                      size_t len,
+                                      uint8_t *out,
+                                      size_t cap,
+                                      size_t *written);
+
+/**
+ * Check a received voice packet and find its compressed frame: the
+ * frame is the `*frame_len` bytes at `packet + *frame_offset`.
+ *
+ * Returns: CW_OK and both outputs set; CW_PROTOCOL for a packet to drop
+ * (shorter than 4 bytes, another magic, or a frame over
+ * CW_VOICE_MAX_FRAME); CW_NULL_ARGUMENT.
+ * Ownership: `packet` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_voice_packet_decode(const uint8_t *packet,
+                                      size_t len,
+                                      size_t *frame_offset,
+                                      size_t *frame_len);
+
+/**
  * Connect to a chinwag server.
  *
  * `host` is a name or address, `port` a TCP port, `dialect` one of
  * cw_dialect (passed as an int so that an out-of-range value is an error,
- * not undefined behaviour). Only CW_DIALECT_CHATOS is implemented.
+ * not undefined behaviour). CW_DIALECT_CHATOS and CW_DIALECT_ACCOUNTS are
+ * implemented; for accounts this also sends HELLO and waits (up to 5 s)
+ * for the server's answer. Functions of one dialect called on a client of
+ * another return CW_UNSUPPORTED.
  * Returns: CW_OK and `*out` set; CW_UNSUPPORTED for a dialect not
  * implemented yet; CW_INVALID_ARGUMENT for an unknown dialect;
- * CW_CONNECT_FAILED; CW_NULL_ARGUMENT; CW_INVALID_UTF8.
+ * CW_CONNECT_FAILED (also: no answer to HELLO); CW_PROTOCOL (a wrong
+ * answer to HELLO); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
  * Ownership: `*out` is owned by the caller; release it with cw_client_free.
  * Threads: any thread.
  */
@@ -287,13 +714,14 @@ enum cw_result cw_client_connect(const char *host,
                                  struct cw_client **out);
 
 /**
- * Log in as `login` and wait for the server's answer.
+ * Chatos: log in as `login` and wait for the server's answer (accounts
+ * clients use cw_client_login_password).
  *
  * Waits at most `timeout_ms` milliseconds (negative: without limit).
  * Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
  * name); CW_TOO_LONG (chatos: more than 30 bytes); CW_ALREADY_LOGGED_IN;
  * CW_BUSY while another login waits; CW_TIMEOUT (a late answer still
- * counts); CW_CLOSED.
+ * counts); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
  * Ownership: `login` is borrowed for the call.
  * Threads: any thread.
  */
@@ -302,7 +730,7 @@ enum cw_result cw_client_login(const struct cw_client *client,
                                int32_t timeout_ms);
 
 /**
- * The name this client is logged in as.
+ * The name this client is logged in as (accounts: the account's pseudo).
  *
  * Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN.
  * Ownership: `*out` is owned by the caller; release it with cw_string_free.
@@ -311,9 +739,10 @@ enum cw_result cw_client_login(const struct cw_client *client,
 enum cw_result cw_client_login_name(const struct cw_client *client, char **out);
 
 /**
- * Send `text` to every connected user; the sender receives it as well.
+ * Chatos: send `text` to every connected user; the sender receives it as well.
  *
- * Returns: CW_OK once written to the server; CW_NOT_LOGGED_IN;
+ * Returns: CW_OK once written to the server; CW_UNSUPPORTED on an
+ * accounts client; CW_NOT_LOGGED_IN;
  * CW_TOO_LONG (chatos: more than 1024 bytes); CW_CLOSED; CW_IO.
  * Ownership: `text` is borrowed for the call.
  * Threads: any thread; concurrent sends are written whole, one after another.
@@ -321,10 +750,12 @@ enum cw_result cw_client_login_name(const struct cw_client *client, char **out);
 enum cw_result cw_client_send_message(const struct cw_client *client, const char *text);
 
 /**
- * Send `text` to the user `to` only. The server drops it silently when
- * nobody has that name.
+ * Chatos: send `text` to the user `to` only. The server drops it silently
+ * when nobody has that name (accounts clients use cw_client_send_to_friend,
+ * which waits for the server's verdict).
  *
- * Returns: CW_OK once written to the server; CW_NOT_LOGGED_IN;
+ * Returns: CW_OK once written to the server; CW_UNSUPPORTED on an
+ * accounts client; CW_NOT_LOGGED_IN;
  * CW_TOO_LONG; CW_CLOSED; CW_IO.
  * Ownership: `to` and `text` are borrowed for the call.
  * Threads: any thread.
@@ -334,34 +765,36 @@ enum cw_result cw_client_send_private(const struct cw_client *client,
                                       const char *text);
 
 /**
- * Ask `target` for a private connection.
+ * Chatos: ask `target` for a private connection.
  *
  * The outcome arrives as an event: CW_EVENT_PRIVATE_ESTABLISHED (take the
  * stream), CW_EVENT_PRIVATE_REFUSED, or CW_EVENT_PRIVATE_FAILED. The server
  * ignores requests to users who are not connected, so no event may come.
  * Returns: CW_OK once sent; CW_INVALID_ARGUMENT for yourself;
- * CW_NOT_LOGGED_IN; CW_CLOSED.
+ * CW_UNSUPPORTED on an accounts client; CW_NOT_LOGGED_IN; CW_CLOSED.
  * Ownership: `target` is borrowed for the call.
  * Threads: any thread.
  */
 enum cw_result cw_client_request_private(const struct cw_client *client, const char *target);
 
 /**
- * Accept the pending private-connection request of `requester` (from a
+ * Chatos: accept the pending private-connection request of `requester` (from a
  * CW_EVENT_PRIVATE_REQUEST). The library opens the connection itself; the
  * stream arrives as CW_EVENT_PRIVATE_ESTABLISHED.
  *
  * Returns: CW_OK once sent; CW_NO_SUCH_REQUEST when `requester` has no
- * unanswered request; CW_NOT_LOGGED_IN; CW_CLOSED.
+ * unanswered request; CW_UNSUPPORTED on an accounts client;
+ * CW_NOT_LOGGED_IN; CW_CLOSED.
  * Ownership: `requester` is borrowed for the call.
  * Threads: any thread.
  */
 enum cw_result cw_client_accept_private(const struct cw_client *client, const char *requester);
 
 /**
- * Refuse the pending private-connection request of `requester`.
+ * Chatos: refuse the pending private-connection request of `requester`.
  *
- * Returns: CW_OK once sent; CW_NO_SUCH_REQUEST; CW_NOT_LOGGED_IN; CW_CLOSED.
+ * Returns: CW_OK once sent; CW_NO_SUCH_REQUEST; CW_UNSUPPORTED on an
+ * accounts client; CW_NOT_LOGGED_IN; CW_CLOSED.
  * Ownership: `requester` is borrowed for the call.
  * Threads: any thread.
  */
@@ -387,8 +820,9 @@ enum cw_result cw_client_next_event(const struct cw_client *client,
 
 /**
  * Close the connection: every later call on the client returns
- * CW_CLOSED, and threads blocked in cw_client_next_event or
- * cw_client_login wake with CW_CLOSED. Queued events are discarded.
+ * CW_CLOSED, and threads blocked in cw_client_next_event, cw_client_login
+ * or any other call waiting for the server wake with CW_CLOSED. Queued
+ * events are discarded.
  * Streams already taken stay open until closed themselves.
  *
  * Returns: CW_OK (also when already closed); CW_NULL_ARGUMENT.
@@ -419,7 +853,8 @@ enum cw_event_type cw_event_kind(const struct cw_event *ev);
 
 /**
  * The other user the event is about: the sender of a message, the user
- * asking for a private connection, the peer of a private connection.
+ * asking for a private connection, the peer of a private connection, of a
+ * call or of a friend request.
  *
  * Returns: a NUL-terminated UTF-8 login; NULL for NULL or for kinds without
  * a peer (OVERFLOW, ERROR, DISCONNECTED).
@@ -438,6 +873,27 @@ const char *cw_event_peer(const struct cw_event *ev);
  * Threads: the thread that owns the event.
  */
 const char *cw_event_text(const struct cw_event *ev);
+
+/**
+ * The peer's voice address of a CALL_INCOMING or CALL_ACCEPTED event:
+ * where to send UDP voice packets, with cw_event_port. The server fills
+ * it in when the peer left it empty.
+ *
+ * Returns: a NUL-terminated address (an IP literal, or what the peer
+ * gave); NULL for NULL or for other kinds.
+ * Ownership: borrowed; valid until cw_event_free(ev).
+ * Threads: the thread that owns the event.
+ */
+const char *cw_event_address(const struct cw_event *ev);
+
+/**
+ * The peer's UDP voice port of a CALL_INCOMING or CALL_ACCEPTED event.
+ *
+ * Returns: the port; 0 for NULL or for other kinds.
+ * Ownership: `ev` is borrowed.
+ * Threads: the thread that owns the event.
+ */
+uint16_t cw_event_port(const struct cw_event *ev);
 
 /**
  * How many events an OVERFLOW event stands for.

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chinwag_proto::chatos::{op, Command, Decoder};
 
-use super::{Error, Event, Result, Shared, Stream, CONNECT_TIMEOUT};
+use super::{reader_finished, End, Error, Event, Result, Shared, Stream, CONNECT_TIMEOUT};
 use crate::ffi::codes::cw_result;
 
 /// Bytes read from the server per call.
@@ -20,12 +20,6 @@ const READ_CHUNK: usize = 4096;
 /// The peer's library dials as soon as it gets the same ID_PRIVATE, so this
 /// only runs out when the peer is gone; the server keeps ids for 60 s.
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
-
-enum End {
-    Eof,
-    Io(io::Error),
-    Protocol(String),
-}
 
 pub(super) fn read_loop(shared: Arc<Shared>, mut sock: TcpStream) {
     let mut decoder = Decoder::new();
@@ -51,28 +45,7 @@ pub(super) fn read_loop(shared: Arc<Shared>, mut sock: TcpStream) {
             }
         }
     };
-    let local = shared.closed.load(Ordering::Acquire);
-    let terminal = match end {
-        End::Eof => Event::Disconnected {
-            code: cw_result::CW_CLOSED,
-            text: "the server closed the connection".into(),
-        },
-        End::Io(e) => Event::Disconnected {
-            code: cw_result::CW_IO,
-            text: format!("connection to the server failed: {e}"),
-        },
-        End::Protocol(why) => {
-            log::warn!("closing: {why}");
-            Event::Error {
-                code: cw_result::CW_PROTOCOL,
-                text: why,
-            }
-        }
-    };
-    if !local {
-        log::info!("connection ended: {:?}", terminal.text());
-    }
-    shared.connection_ended(Some(terminal));
+    reader_finished(&shared, end);
 }
 
 fn handle(shared: &Arc<Shared>, cmd: Command) -> std::result::Result<(), String> {

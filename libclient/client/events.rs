@@ -62,6 +62,38 @@ pub enum Event {
         code: cw_result,
         text: String,
     },
+    /// Accounts: `peer` is calling from the UDP end point `addr`:`port`.
+    CallIncoming {
+        peer: String,
+        addr: String,
+        port: u16,
+    },
+    /// Accounts: `peer` answered; its UDP end point is `addr`:`port`.
+    CallAccepted {
+        peer: String,
+        addr: String,
+        port: u16,
+    },
+    /// Accounts: the call to `peer` cannot happen or was declined.
+    CallFailed {
+        peer: String,
+    },
+    /// Accounts: `peer` hung up or cancelled its ringing call.
+    CallEnded {
+        peer: String,
+    },
+    /// Accounts: `from` asks to be a friend.
+    FriendRequest {
+        from: String,
+    },
+    /// Accounts: `peer` accepted this user's friend request.
+    FriendAccepted {
+        peer: String,
+    },
+    /// Accounts: `peer` refused this user's friend request.
+    FriendRefused {
+        peer: String,
+    },
 }
 
 impl Event {
@@ -78,6 +110,13 @@ impl Event {
             Event::PrivateEstablished { .. } => CW_EVENT_PRIVATE_ESTABLISHED,
             Event::PrivateClosed { .. } => CW_EVENT_PRIVATE_CLOSED,
             Event::PrivateFailed { .. } => CW_EVENT_PRIVATE_FAILED,
+            Event::CallIncoming { .. } => CW_EVENT_CALL_INCOMING,
+            Event::CallAccepted { .. } => CW_EVENT_CALL_ACCEPTED,
+            Event::CallFailed { .. } => CW_EVENT_CALL_FAILED,
+            Event::CallEnded { .. } => CW_EVENT_CALL_ENDED,
+            Event::FriendRequest { .. } => CW_EVENT_FRIEND_REQUEST,
+            Event::FriendAccepted { .. } => CW_EVENT_FRIEND_ACCEPTED,
+            Event::FriendRefused { .. } => CW_EVENT_FRIEND_REFUSED,
         }
     }
 
@@ -86,11 +125,28 @@ impl Event {
         match self {
             Event::Message { from, .. }
             | Event::PrivateMessage { from, .. }
-            | Event::PrivateRequest { from } => Some(from),
+            | Event::PrivateRequest { from }
+            | Event::FriendRequest { from } => Some(from),
             Event::PrivateRefused { peer }
             | Event::PrivateEstablished { peer, .. }
             | Event::PrivateClosed { peer }
-            | Event::PrivateFailed { peer, .. } => Some(peer),
+            | Event::PrivateFailed { peer, .. }
+            | Event::CallIncoming { peer, .. }
+            | Event::CallAccepted { peer, .. }
+            | Event::CallFailed { peer }
+            | Event::CallEnded { peer }
+            | Event::FriendAccepted { peer }
+            | Event::FriendRefused { peer } => Some(peer),
+            _ => None,
+        }
+    }
+
+    /// The peer's voice end point (UDP) of a call event: address and port.
+    pub fn voice_endpoint(&self) -> Option<(&str, u16)> {
+        match self {
+            Event::CallIncoming { addr, port, .. } | Event::CallAccepted { addr, port, .. } => {
+                Some((addr, *port))
+            }
             _ => None,
         }
     }

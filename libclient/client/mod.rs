@@ -1,8 +1,9 @@
 //! The client: one connection to a server, the library threads that read
 //! it, and the API the C layer wraps. Dialect-specific reading lives in one
-//! file per dialect (`chatos.rs`); this file owns the shared state and must
-//! never encode or decode bytes itself.
+//! file per dialect (`chatos.rs`, `accounts.rs`); this file owns the shared
+//! state and must never encode or decode bytes itself.
 
+mod accounts;
 mod chatos;
 mod events;
 mod stream;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 use chinwag_proto::chatos::{Command, MAX_LOGIN, MAX_TEXT};
 use parking_lot::{Condvar, Mutex};
 
+pub use chinwag_proto::accounts::HistoryEntry;
 pub use events::{Event, DEFAULT_CAPACITY};
 pub use stream::Stream;
 
@@ -60,8 +62,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Login state, guarded by one lock and watched by `Shared::answered`.
 #[derive(Default)]
 struct Session {
-    /// The accepted login.
+    /// The accepted login (for accounts: the account's pseudo).
     login: Option<String>,
+    /// Accounts: the account id the server gave with the login.
+    account_id: Option<u64>,
     /// A LOGIN sent and not yet answered.
     pending: Option<String>,
     /// The last answer, for the waiting `login` call.
@@ -92,6 +96,8 @@ pub(crate) struct Shared {
     events: EventQueue,
     closed: AtomicBool,
     openers: Mutex<Openers>,
+    /// Replies awaited and local call/friend state; unused by chatos.
+    accounts: accounts::State,
 }
 
 /// A connection to a chinwag server. Every method takes `&self`: any thread
@@ -137,9 +143,50 @@ fn closed_error() -> Error {
     Error::new(cw_result::CW_CLOSED, "the client is closed")
 }
 
+/// Why a reader thread stopped.
+enum End {
+    Eof,
+    Io(io::Error),
+    Protocol(String),
+}
+
+/// The reader's last act: queue the terminal event and mark the client dead.
+fn reader_finished(shared: &Shared, end: End) {
+    let local = shared.closed.load(Ordering::Acquire);
+    let terminal = match end {
+        End::Eof => Event::Disconnected {
+            code: cw_result::CW_CLOSED,
+            text: "the server closed the connection".into(),
+        },
+        End::Io(e) => Event::Disconnected {
+            code: cw_result::CW_IO,
+            text: format!("connection to the server failed: {e}"),
+        },
+        End::Protocol(why) => {
+            log::warn!("closing: {why}");
+            Event::Error {
+                code: cw_result::CW_PROTOCOL,
+                text: why,
+            }
+        }
+    };
+    if !local {
+        log::info!("connection ended: {:?}", terminal.text());
+    }
+    shared.connection_ended(Some(terminal));
+}
+
+fn unsupported(dialect: cw_dialect, what: &str) -> Error {
+    Error::new(
+        cw_result::CW_UNSUPPORTED,
+        format!("{what} is not part of the {} dialect", dialect.name()),
+    )
+}
+
 impl Client {
-    /// Connect to `host:port` speaking `dialect`. Only chatos exists so far;
-    /// the others fail with `CW_UNSUPPORTED`.
+    /// Connect to `host:port` speaking `dialect`. Chatos and accounts exist
+    /// so far (accounts: HELLO is sent and its answer awaited here); the
+    /// others fail with `CW_UNSUPPORTED`.
     pub fn connect(host: &str, port: u16, dialect: cw_dialect) -> Result<Client> {
         Self::connect_with_capacity(host, port, dialect, DEFAULT_CAPACITY)
     }
@@ -151,7 +198,10 @@ impl Client {
         dialect: cw_dialect,
         capacity: usize,
     ) -> Result<Client> {
-        if dialect != cw_dialect::CW_DIALECT_CHATOS {
+        if !matches!(
+            dialect,
+            cw_dialect::CW_DIALECT_CHATOS | cw_dialect::CW_DIALECT_ACCOUNTS
+        ) {
             return Err(Error::new(
                 cw_result::CW_UNSUPPORTED,
                 format!("the {} dialect is not implemented yet", dialect.name()),
@@ -198,6 +248,11 @@ impl Client {
         sock.set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(io_err)?;
         let reader_sock = sock.try_clone().map_err(io_err)?;
+        let greeted = if dialect == cw_dialect::CW_DIALECT_ACCOUNTS {
+            Some(accounts::handshake(&sock)?)
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             dialect,
             server,
@@ -208,11 +263,15 @@ impl Client {
             events: EventQueue::new(capacity),
             closed: AtomicBool::new(false),
             openers: Mutex::new(Openers::default()),
+            accounts: accounts::State::default(),
         });
         let s2 = shared.clone();
         let reader = std::thread::Builder::new()
             .name("chinwag-reader".into())
-            .spawn(move || chatos::read_loop(s2, reader_sock))
+            .spawn(move || match greeted {
+                Some(decoder) => accounts::read_loop(s2, reader_sock, decoder),
+                None => chatos::read_loop(s2, reader_sock),
+            })
             .map_err(|e| {
                 Error::new(
                     cw_result::CW_INTERNAL,
@@ -239,6 +298,7 @@ impl Client {
     /// refusal is `CW_LOGIN_REFUSED`, after which another name may be tried.
     /// On `CW_TIMEOUT` the answer may still arrive and count.
     pub fn login(&self, login: &str, timeout: Option<Duration>) -> Result<()> {
+        self.chatos_only("a password-less login (use login_password)")?;
         check_name("login", login)?;
         {
             let mut s = self.shared.session.lock();
@@ -299,6 +359,22 @@ impl Client {
         }
     }
 
+    /// Fails with `CW_UNSUPPORTED` unless this is a chatos client.
+    fn chatos_only(&self, what: &str) -> Result<()> {
+        match self.shared.dialect {
+            cw_dialect::CW_DIALECT_CHATOS => Ok(()),
+            d => Err(unsupported(d, what)),
+        }
+    }
+
+    /// Fails with `CW_UNSUPPORTED` unless this is an accounts client.
+    fn accounts_only(&self, what: &str) -> Result<()> {
+        match self.shared.dialect {
+            cw_dialect::CW_DIALECT_ACCOUNTS => Ok(()),
+            d => Err(unsupported(d, what)),
+        }
+    }
+
     fn me(&self) -> Result<String> {
         let s = self.shared.session.lock();
         if s.dead {
@@ -311,6 +387,7 @@ impl Client {
 
     /// Send `text` to every connected user (the sender receives it too).
     pub fn send_message(&self, text: &str) -> Result<()> {
+        self.chatos_only("a message to everyone")?;
         check_text(text)?;
         let from = self.me()?;
         self.shared.send(&Command::Message {
@@ -321,6 +398,7 @@ impl Client {
 
     /// Send `text` to the user `to` only. Unknown users are ignored by the server.
     pub fn send_private(&self, to: &str, text: &str) -> Result<()> {
+        self.chatos_only("an unacknowledged private message (use send_to_friend)")?;
         check_name("recipient", to)?;
         check_text(text)?;
         let from = self.me()?;
@@ -334,6 +412,7 @@ impl Client {
     /// Ask `target` for a private connection. The answer arrives as a
     /// PRIVATE_ESTABLISHED, PRIVATE_REFUSED or PRIVATE_FAILED event.
     pub fn request_private(&self, target: &str) -> Result<()> {
+        self.chatos_only("a private connection")?;
         check_name("target", target)?;
         let me = self.me()?;
         if me == target {
@@ -360,6 +439,7 @@ impl Client {
     }
 
     fn answer_private(&self, requester: &str, accept: bool) -> Result<()> {
+        self.chatos_only("a private connection")?;
         check_name("requester", requester)?;
         let me = self.me()?;
         if !self.shared.session.lock().incoming.remove(requester) {
@@ -413,13 +493,18 @@ impl Drop for Client {
 impl Shared {
     /// Write one command on the main connection.
     fn send(&self, cmd: &Command) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(closed_error());
-        }
         let mut buf = Vec::with_capacity(64);
         cmd.encode(&mut buf);
         let _g = self.write_lock.lock();
-        (&self.sock).write_all(&buf).map_err(|e| {
+        self.write_locked(&buf)
+    }
+
+    /// Write bytes whole; the caller holds `write_lock`.
+    fn write_locked(&self, buf: &[u8]) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(closed_error());
+        }
+        (&self.sock).write_all(buf).map_err(|e| {
             if self.closed.load(Ordering::Acquire) || self.session.lock().dead {
                 closed_error()
             } else {
@@ -451,6 +536,7 @@ impl Shared {
             s.pending = None;
         }
         self.answered.notify_all();
+        self.accounts.connection_ended();
         let _ = self.sock.shutdown(Shutdown::Both);
         if !self.closed.load(Ordering::Acquire) {
             if let Some(ev) = terminal {
@@ -469,6 +555,7 @@ impl Shared {
             s.pending = None;
         }
         self.answered.notify_all();
+        self.accounts.connection_ended();
         let _ = self.sock.shutdown(Shutdown::Both);
         for (_, s) in self.openers.lock().sockets.drain(..) {
             let _ = s.shutdown(Shutdown::Both);

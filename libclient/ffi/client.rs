@@ -17,10 +17,14 @@ pub struct cw_client {
 ///
 /// `host` is a name or address, `port` a TCP port, `dialect` one of
 /// cw_dialect (passed as an int so that an out-of-range value is an error,
-/// not undefined behaviour). Only CW_DIALECT_CHATOS is implemented.
+/// not undefined behaviour). CW_DIALECT_CHATOS and CW_DIALECT_ACCOUNTS are
+/// implemented; for accounts this also sends HELLO and waits (up to 5 s)
+/// for the server's answer. Functions of one dialect called on a client of
+/// another return CW_UNSUPPORTED.
 /// Returns: CW_OK and `*out` set; CW_UNSUPPORTED for a dialect not
 /// implemented yet; CW_INVALID_ARGUMENT for an unknown dialect;
-/// CW_CONNECT_FAILED; CW_NULL_ARGUMENT; CW_INVALID_UTF8.
+/// CW_CONNECT_FAILED (also: no answer to HELLO); CW_PROTOCOL (a wrong
+/// answer to HELLO); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
 /// Ownership: `*out` is owned by the caller; release it with cw_client_free.
 /// Threads: any thread.
 #[no_mangle]
@@ -45,13 +49,14 @@ pub unsafe extern "C" fn cw_client_connect(
     })
 }
 
-/// Log in as `login` and wait for the server's answer.
+/// Chatos: log in as `login` and wait for the server's answer (accounts
+/// clients use cw_client_login_password).
 ///
 /// Waits at most `timeout_ms` milliseconds (negative: without limit).
 /// Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
 /// name); CW_TOO_LONG (chatos: more than 30 bytes); CW_ALREADY_LOGGED_IN;
 /// CW_BUSY while another login waits; CW_TIMEOUT (a late answer still
-/// counts); CW_CLOSED.
+/// counts); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
 /// Ownership: `login` is borrowed for the call.
 /// Threads: any thread.
 #[no_mangle]
@@ -67,7 +72,7 @@ pub unsafe extern "C" fn cw_client_login(
     })
 }
 
-/// The name this client is logged in as.
+/// The name this client is logged in as (accounts: the account's pseudo).
 ///
 /// Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN.
 /// Ownership: `*out` is owned by the caller; release it with cw_string_free.
@@ -89,9 +94,10 @@ pub unsafe extern "C" fn cw_client_login_name(
     })
 }
 
-/// Send `text` to every connected user; the sender receives it as well.
+/// Chatos: send `text` to every connected user; the sender receives it as well.
 ///
-/// Returns: CW_OK once written to the server; CW_NOT_LOGGED_IN;
+/// Returns: CW_OK once written to the server; CW_UNSUPPORTED on an
+/// accounts client; CW_NOT_LOGGED_IN;
 /// CW_TOO_LONG (chatos: more than 1024 bytes); CW_CLOSED; CW_IO.
 /// Ownership: `text` is borrowed for the call.
 /// Threads: any thread; concurrent sends are written whole, one after another.
@@ -106,10 +112,12 @@ pub unsafe extern "C" fn cw_client_send_message(
     })
 }
 
-/// Send `text` to the user `to` only. The server drops it silently when
-/// nobody has that name.
+/// Chatos: send `text` to the user `to` only. The server drops it silently
+/// when nobody has that name (accounts clients use cw_client_send_to_friend,
+/// which waits for the server's verdict).
 ///
-/// Returns: CW_OK once written to the server; CW_NOT_LOGGED_IN;
+/// Returns: CW_OK once written to the server; CW_UNSUPPORTED on an
+/// accounts client; CW_NOT_LOGGED_IN;
 /// CW_TOO_LONG; CW_CLOSED; CW_IO.
 /// Ownership: `to` and `text` are borrowed for the call.
 /// Threads: any thread.
@@ -126,13 +134,13 @@ pub unsafe extern "C" fn cw_client_send_private(
     })
 }
 
-/// Ask `target` for a private connection.
+/// Chatos: ask `target` for a private connection.
 ///
 /// The outcome arrives as an event: CW_EVENT_PRIVATE_ESTABLISHED (take the
 /// stream), CW_EVENT_PRIVATE_REFUSED, or CW_EVENT_PRIVATE_FAILED. The server
 /// ignores requests to users who are not connected, so no event may come.
 /// Returns: CW_OK once sent; CW_INVALID_ARGUMENT for yourself;
-/// CW_NOT_LOGGED_IN; CW_CLOSED.
+/// CW_UNSUPPORTED on an accounts client; CW_NOT_LOGGED_IN; CW_CLOSED.
 /// Ownership: `target` is borrowed for the call.
 /// Threads: any thread.
 #[no_mangle]
@@ -146,12 +154,13 @@ pub unsafe extern "C" fn cw_client_request_private(
     })
 }
 
-/// Accept the pending private-connection request of `requester` (from a
+/// Chatos: accept the pending private-connection request of `requester` (from a
 /// CW_EVENT_PRIVATE_REQUEST). The library opens the connection itself; the
 /// stream arrives as CW_EVENT_PRIVATE_ESTABLISHED.
 ///
 /// Returns: CW_OK once sent; CW_NO_SUCH_REQUEST when `requester` has no
-/// unanswered request; CW_NOT_LOGGED_IN; CW_CLOSED.
+/// unanswered request; CW_UNSUPPORTED on an accounts client;
+/// CW_NOT_LOGGED_IN; CW_CLOSED.
 /// Ownership: `requester` is borrowed for the call.
 /// Threads: any thread.
 #[no_mangle]
@@ -165,9 +174,10 @@ pub unsafe extern "C" fn cw_client_accept_private(
     })
 }
 
-/// Refuse the pending private-connection request of `requester`.
+/// Chatos: refuse the pending private-connection request of `requester`.
 ///
-/// Returns: CW_OK once sent; CW_NO_SUCH_REQUEST; CW_NOT_LOGGED_IN; CW_CLOSED.
+/// Returns: CW_OK once sent; CW_NO_SUCH_REQUEST; CW_UNSUPPORTED on an
+/// accounts client; CW_NOT_LOGGED_IN; CW_CLOSED.
 /// Ownership: `requester` is borrowed for the call.
 /// Threads: any thread.
 #[no_mangle]
@@ -209,8 +219,9 @@ pub unsafe extern "C" fn cw_client_next_event(
 }
 
 /// Close the connection: every later call on the client returns
-/// CW_CLOSED, and threads blocked in cw_client_next_event or
-/// cw_client_login wake with CW_CLOSED. Queued events are discarded.
+/// CW_CLOSED, and threads blocked in cw_client_next_event, cw_client_login
+/// or any other call waiting for the server wake with CW_CLOSED. Queued
+/// events are discarded.
 /// Streams already taken stay open until closed themselves.
 ///
 /// Returns: CW_OK (also when already closed); CW_NULL_ARGUMENT.

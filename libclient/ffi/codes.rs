@@ -10,8 +10,8 @@
 /// - 200..299: the connection to the server
 /// - 300..399: the session (login)
 /// - 400..499: private connections
-/// - 500..599: reserved for calls and audio (babel, accounts)
-/// - 600..699: reserved for accounts (registration, friends, history)
+/// - 500..599: calls and audio (accounts; the rest reserved for babel)
+/// - 600..699: accounts (registration, friends, stored messages, history)
 /// - 700..799: reserved for rooms
 /// - 900..999: faults inside the library
 #[allow(non_camel_case_types)]
@@ -48,8 +48,25 @@ pub enum cw_result {
     CW_ALREADY_LOGGED_IN = 302,
     /// Another login on this client is still waiting for its answer.
     CW_BUSY = 303,
-    /// No pending private-connection request from that user.
+    /// No pending request from that user (private connection, or friendship).
     CW_NO_SUCH_REQUEST = 400,
+    /// No call with that user is ringing or going on (accounts).
+    CW_NO_SUCH_CALL = 500,
+    /// A call with that user is already ringing or going on (accounts).
+    CW_CALL_IN_PROGRESS = 501,
+    /// Registration: the email is taken, or is not an email address (accounts 102).
+    CW_EMAIL_TAKEN = 600,
+    /// Registration: the pseudo is taken, online now, or invalid (accounts 103).
+    CW_PSEUDO_TAKEN = 601,
+    /// Registration refused for another reason; cw_last_error has the server's reason (accounts 104).
+    CW_REGISTER_REFUSED = 602,
+    /// Friend request: no account has that pseudo, or it is yours (accounts 122).
+    CW_NO_SUCH_USER = 603,
+    /// Friend request: you are already friends (accounts 123).
+    CW_ALREADY_FRIENDS = 604,
+    /// The server did not store the message: not a friend, no such user,
+    /// yourself, or a storage failure (accounts 153).
+    CW_MESSAGE_FAILED = 605,
     /// A panic was caught at the C boundary; the handle may be unusable.
     CW_PANIC = 900,
     /// An internal error (a thread could not be started, for example).
@@ -58,7 +75,7 @@ pub enum cw_result {
 
 impl cw_result {
     /// Every defined code, for `cw_result_str` and the tests.
-    pub const ALL: [cw_result; 18] = [
+    pub const ALL: [cw_result; 26] = [
         cw_result::CW_OK,
         cw_result::CW_TIMEOUT,
         cw_result::CW_CLOSED,
@@ -75,6 +92,14 @@ impl cw_result {
         cw_result::CW_ALREADY_LOGGED_IN,
         cw_result::CW_BUSY,
         cw_result::CW_NO_SUCH_REQUEST,
+        cw_result::CW_NO_SUCH_CALL,
+        cw_result::CW_CALL_IN_PROGRESS,
+        cw_result::CW_EMAIL_TAKEN,
+        cw_result::CW_PSEUDO_TAKEN,
+        cw_result::CW_REGISTER_REFUSED,
+        cw_result::CW_NO_SUCH_USER,
+        cw_result::CW_ALREADY_FRIENDS,
+        cw_result::CW_MESSAGE_FAILED,
         cw_result::CW_PANIC,
         cw_result::CW_INTERNAL,
     ];
@@ -98,7 +123,15 @@ impl cw_result {
             CW_NOT_LOGGED_IN => "not logged in\0",
             CW_ALREADY_LOGGED_IN => "already logged in\0",
             CW_BUSY => "another login is in progress\0",
-            CW_NO_SUCH_REQUEST => "no pending private-connection request from that user\0",
+            CW_NO_SUCH_REQUEST => "no pending request from that user\0",
+            CW_NO_SUCH_CALL => "no call with that user\0",
+            CW_CALL_IN_PROGRESS => "a call with that user is already ringing or going on\0",
+            CW_EMAIL_TAKEN => "email taken or invalid\0",
+            CW_PSEUDO_TAKEN => "pseudo taken or invalid\0",
+            CW_REGISTER_REFUSED => "registration refused\0",
+            CW_NO_SUCH_USER => "no such user\0",
+            CW_ALREADY_FRIENDS => "already friends\0",
+            CW_MESSAGE_FAILED => "the server did not store the message\0",
             CW_PANIC => "internal panic caught at the C boundary\0",
             CW_INTERNAL => "internal error\0",
         }
@@ -115,8 +148,8 @@ impl cw_result {
 /// - 100..199: chat messages
 /// - 200..299: private connections
 /// - 300..399: reserved for contacts and presence (babel)
-/// - 400..499: reserved for calls (babel, accounts)
-/// - 500..599: reserved for friends, acknowledgements, history (accounts)
+/// - 400..499: calls (accounts; the rest reserved for babel)
+/// - 500..599: friends (accounts)
 /// - 600..699: reserved for rooms
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -144,6 +177,24 @@ pub enum cw_event_type {
     CW_EVENT_PRIVATE_CLOSED = 203,
     /// A negotiated private connection with `cw_event_peer` could not be opened.
     CW_EVENT_PRIVATE_FAILED = 204,
+    /// `cw_event_peer` is calling; its voice end point is `cw_event_address`
+    /// and `cw_event_port` (UDP). Answer or refuse the call (accounts 143).
+    CW_EVENT_CALL_INCOMING = 400,
+    /// `cw_event_peer` answered your call; send voice to `cw_event_address`
+    /// and `cw_event_port` (UDP) (accounts 141).
+    CW_EVENT_CALL_ACCEPTED = 401,
+    /// The call to `cw_event_peer` cannot happen: offline, not a friend,
+    /// already in a call with you, or declined (accounts 142).
+    CW_EVENT_CALL_FAILED = 402,
+    /// `cw_event_peer` hung up, cancelled its ringing call, or dropped its
+    /// connection mid-call (accounts 147).
+    CW_EVENT_CALL_ENDED = 403,
+    /// `cw_event_peer` asks to be your friend: accept or refuse (accounts 130).
+    CW_EVENT_FRIEND_REQUEST = 500,
+    /// `cw_event_peer` accepted your friend request (accounts 124).
+    CW_EVENT_FRIEND_ACCEPTED = 501,
+    /// `cw_event_peer` refused your friend request (accounts 125).
+    CW_EVENT_FRIEND_REFUSED = 502,
 }
 
 /// The wire dialect a client speaks. Numbered from 1 so that a zeroed
@@ -156,7 +207,7 @@ pub enum cw_dialect {
     CW_DIALECT_CHATOS = 1,
     /// Contacts and peer-to-peer voice (not implemented yet).
     CW_DIALECT_BABEL = 2,
-    /// Accounts, friends and UDP voice (not implemented yet).
+    /// Accounts with passwords, friends, stored messages and call signalling (implemented).
     CW_DIALECT_ACCOUNTS = 3,
     /// Rooms over reliable UDP (not implemented yet).
     CW_DIALECT_ROOMS = 4,

@@ -15,13 +15,20 @@ pub struct cw_event {
     inner: Event,
     peer: Option<CString>,
     text: Option<CString>,
+    address: Option<CString>,
 }
 
 impl cw_event {
     pub(crate) fn new(inner: Event) -> Self {
         let peer = inner.peer().map(c_string);
         let text = inner.text().map(c_string);
-        cw_event { inner, peer, text }
+        let address = inner.voice_endpoint().map(|(a, _)| c_string(a));
+        cw_event {
+            inner,
+            peer,
+            text,
+            address,
+        }
     }
 }
 
@@ -39,7 +46,8 @@ pub unsafe extern "C" fn cw_event_kind(ev: *const cw_event) -> cw_event_type {
 }
 
 /// The other user the event is about: the sender of a message, the user
-/// asking for a private connection, the peer of a private connection.
+/// asking for a private connection, the peer of a private connection, of a
+/// call or of a friend request.
 ///
 /// Returns: a NUL-terminated UTF-8 login; NULL for NULL or for kinds without
 /// a peer (OVERFLOW, ERROR, DISCONNECTED).
@@ -69,6 +77,38 @@ pub unsafe extern "C" fn cw_event_text(ev: *const cw_event) -> *const c_char {
             Some(s) => s.as_ptr(),
             None => ptr::null(),
         }
+    })
+}
+
+/// The peer's voice address of a CALL_INCOMING or CALL_ACCEPTED event:
+/// where to send UDP voice packets, with cw_event_port. The server fills
+/// it in when the peer left it empty.
+///
+/// Returns: a NUL-terminated address (an IP literal, or what the peer
+/// gave); NULL for NULL or for other kinds.
+/// Ownership: borrowed; valid until cw_event_free(ev).
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_address(ev: *const cw_event) -> *const c_char {
+    guard(ptr::null(), || {
+        match ev.as_ref().and_then(|e| e.address.as_ref()) {
+            Some(s) => s.as_ptr(),
+            None => ptr::null(),
+        }
+    })
+}
+
+/// The peer's UDP voice port of a CALL_INCOMING or CALL_ACCEPTED event.
+///
+/// Returns: the port; 0 for NULL or for other kinds.
+/// Ownership: `ev` is borrowed.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_port(ev: *const cw_event) -> u16 {
+    guard(0, || {
+        ev.as_ref()
+            .and_then(|e| e.inner.voice_endpoint())
+            .map_or(0, |(_, port)| port)
     })
 }
 

@@ -9,6 +9,7 @@
 // its safety contract; a separate `# Safety` heading would only repeat them.
 #![allow(clippy::missing_safety_doc)]
 
+mod accounts;
 mod client;
 pub mod codes;
 mod event;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use crate::client::Error;
 use codes::cw_result;
 
+pub use accounts::*;
 pub use client::*;
 pub use event::*;
 pub use stream::*;
