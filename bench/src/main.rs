@@ -160,6 +160,8 @@ fn main() -> ExitCode {
     }
 }
 
+type Job = Box<dyn Fn(&Ctx) -> Result<Report, String>>;
+
 fn run(args: &Args) -> Result<Vec<Report>, String> {
     let addr: Option<SocketAddr> = args.get("addr")?;
     let spec = Spec::from_args(addr, args.get("pid")?, args.get::<PathBuf>("server")?)?;
@@ -176,7 +178,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         drain: Duration::from_secs_f64(args.or("drain", if quick { 2.0 } else { 5.0 })?),
     };
     let w = args.workload.as_str();
-    let mut todo: Vec<Box<dyn Fn(&Ctx) -> Result<Report, String>>> = Vec::new();
+    let mut todo: Vec<Job> = Vec::new();
     match w {
         "all" => {
             let (c1, c5, ci) = if quick { (50, 100, 200) } else { (1000, 5000, 10_000) };
@@ -378,7 +380,7 @@ struct P2pParams {
 
 fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
     let mut r = Report::new("p2p-saturation");
-    if p.clients < 2 || p.clients % 2 != 0 {
+    if p.clients < 2 || p.clients & 1 != 0 {
         return Err("p2p needs an even number of clients, at least 2".into());
     }
     ctx.check_fds(p.clients)?;

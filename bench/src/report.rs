@@ -91,7 +91,7 @@ impl Report {
         let mut s = String::new();
         let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = writeln!(s, "== {}  ({})", self.workload, params.join(" "));
-        let _ = writeln!(s, "   {:<34} {:>14}   {:<14} {}", "figure", "value", "target", "");
+        let _ = writeln!(s, "   {:<34} {:>14}   target", "figure", "value");
         for f in &self.figures {
             let mark = match f.met() {
                 Some(true) => "ok",

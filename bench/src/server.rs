@@ -178,7 +178,7 @@ pub fn raise_fd_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// Busy CPU time of the whole machine so far (all cores, from /proc/stat).
