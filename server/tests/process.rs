@@ -1,0 +1,124 @@
+//! chinwagd as an operator runs it: the real binary, a config file, flags on
+//! top, and a clean exit on SIGTERM and SIGINT.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::chatos;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "chinwagd did not listen on {port}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn login(port: u16, name: &str) -> (TcpStream, u8) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&chatos::Command::Login { login: name.into() }.to_bytes())
+        .unwrap();
+    let mut one = [0u8; 1];
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.read_exact(&mut one).unwrap();
+    (s, one[0])
+}
+
+fn exits_cleanly_on(mut child: Child, signal: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "exit status {status:?} after signal {signal}"
+            );
+            return;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("chinwagd still running 5 s after signal {signal}");
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn config_file_flags_and_signals() {
+    let dir = std::env::temp_dir().join(format!("cw-proc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (chatos_port, accounts_port, flag_port) = (free_port(), free_port(), free_port());
+    let config = dir.join("chinwagd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bind = \"127.0.0.1\"\nchatos_port = {chatos_port}\naccounts_port = {accounts_port}\n\
+             db_path = \"{}\"\nlogin_timeout_ms = 300\n",
+            dir.join("c.db").display()
+        ),
+    )
+    .unwrap();
+    for (signal, flag) in [(libc::SIGTERM, false), (libc::SIGINT, true)] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let port = if flag {
+            // A flag overrides the file.
+            cmd.args(["--chatos-port", &flag_port.to_string()]);
+            flag_port
+        } else {
+            chatos_port
+        };
+        let child = cmd.spawn().unwrap();
+        wait_listening(port);
+        let (_alice, answer) = login(port, "alice");
+        assert_eq!(answer, chatos::op::LOGIN_ACCEPTED);
+        // The file's 300 ms login deadline is in force.
+        let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let start = Instant::now();
+        let mut buf = [0u8; 1];
+        assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)));
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "login deadline from the file not applied"
+        );
+        exits_cleanly_on(child, signal);
+    }
+    assert!(dir.join("c.db").exists(), "db_path from the file was used");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_bad_config_file_is_refused() {
+    let dir = std::env::temp_dir().join(format!("cw-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("bad.toml");
+    std::fs::write(&config, "chatos_prot = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_chinwagd"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chatos_prot"));
+    std::fs::remove_dir_all(&dir).ok();
+}
