@@ -26,7 +26,14 @@ impl Conn {
     pub fn connect(addr: SocketAddr, name: String) -> io::Result<Conn> {
         let sock = TcpStream::connect(addr)?;
         let _ = sock.set_nodelay(true);
-        Ok(Conn { sock, dec: Decoder::new(), out: Vec::with_capacity(256), out_pos: 0, name, dead: false })
+        Ok(Conn {
+            sock,
+            dec: Decoder::new(),
+            out: Vec::with_capacity(256),
+            out_pos: 0,
+            name,
+            dead: false,
+        })
     }
 
     /// Write queued bytes until done or the socket is full. A socket still
@@ -55,7 +62,11 @@ impl Conn {
     /// Read until the socket is drained, handing every decoded command to
     /// `f` with the time its bytes were read. Returns Ok(false) at end of
     /// stream. A framing error is returned as InvalidData.
-    pub fn pump(&mut self, buf: &mut [u8], mut f: impl FnMut(Command, Instant)) -> io::Result<bool> {
+    pub fn pump(
+        &mut self,
+        buf: &mut [u8],
+        mut f: impl FnMut(Command, Instant),
+    ) -> io::Result<bool> {
         loop {
             match self.sock.read(buf) {
                 Ok(0) => return Ok(false),
@@ -66,7 +77,12 @@ impl Conn {
                         match self.dec.next_command() {
                             Ok(Some(cmd)) => f(cmd, now),
                             Ok(None) => break,
-                            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e.to_string())),
+                            Err(e) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    e.to_string(),
+                                ))
+                            }
                         }
                     }
                 }
@@ -89,7 +105,12 @@ pub struct LoginResult {
 /// server's accept backlog is small, so an unbounded burst of SYNs would be
 /// dropped and retried a second later). Fails on any refusal, error or the
 /// deadline; the error says how far it got.
-pub fn login_all(addr: SocketAddr, names: Vec<String>, window: usize, deadline: Instant) -> Result<LoginResult, String> {
+pub fn login_all(
+    addr: SocketAddr,
+    names: Vec<String>,
+    window: usize,
+    deadline: Instant,
+) -> Result<LoginResult, String> {
     let n = names.len();
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut events = Events::with_capacity(1024);
@@ -104,11 +125,19 @@ pub fn login_all(addr: SocketAddr, names: Vec<String>, window: usize, deadline: 
         while in_flight < window && conns.len() < n {
             let i = conns.len();
             let name = names.next().expect("one name per connection");
-            let mut c = Conn::connect(addr, name).map_err(|e| format!("connect #{i}: {e} ({done} logged in)"))?;
+            let mut c = Conn::connect(addr, name)
+                .map_err(|e| format!("connect #{i}: {e} ({done} logged in)"))?;
             poll.registry()
-                .register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+                .register(
+                    &mut c.sock,
+                    Token(i),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
                 .map_err(|e| format!("register: {e}"))?;
-            Command::Login { login: c.name.clone() }.encode(&mut c.out);
+            Command::Login {
+                login: c.name.clone(),
+            }
+            .encode(&mut c.out);
             c.flush().map_err(|e| format!("login #{i}: {e}"))?;
             conns.push(c);
             in_flight += 1;
@@ -117,7 +146,8 @@ pub fn login_all(addr: SocketAddr, names: Vec<String>, window: usize, deadline: 
         if left.is_zero() {
             return Err(format!("login deadline passed: {done} of {n} logged in"));
         }
-        poll.poll(&mut events, Some(left.min(Duration::from_millis(100)))).map_err(|e| format!("poll: {e}"))?;
+        poll.poll(&mut events, Some(left.min(Duration::from_millis(100))))
+            .map_err(|e| format!("poll: {e}"))?;
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut conns[i];
@@ -139,11 +169,15 @@ pub fn login_all(addr: SocketAddr, names: Vec<String>, window: usize, deadline: 
                         in_flight -= 1;
                         done += 1;
                     }
-                    Some(false) => return Err(format!("login {:?} refused ({done} logged in)", c.name)),
+                    Some(false) => {
+                        return Err(format!("login {:?} refused ({done} logged in)", c.name))
+                    }
                     _ => {}
                 }
                 if !open && !accepted[i] {
-                    return Err(format!("server closed connection #{i} before answering LOGIN ({done} logged in)"));
+                    return Err(format!(
+                        "server closed connection #{i} before answering LOGIN ({done} logged in)"
+                    ));
                 }
             }
         }

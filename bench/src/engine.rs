@@ -152,7 +152,11 @@ pub fn run(plan: &Plan, conns: Vec<Conn>, mut sample: impl FnMut()) -> Outcome {
         handles.push(
             std::thread::Builder::new()
                 .name("bench-worker".into())
-                .spawn(move || worker(kind, mode, cap, send_for, n_senders, part, &is_sender, &shared))
+                .spawn(move || {
+                    worker(
+                        kind, mode, cap, send_for, n_senders, part, &is_sender, &shared,
+                    )
+                })
                 .expect("spawn worker"),
         );
     }
@@ -168,14 +172,17 @@ pub fn run(plan: &Plan, conns: Vec<Conn>, mut sample: impl FnMut()) -> Outcome {
             sample();
             next_sample = now + Duration::from_millis(100);
         }
-        let all_capped = (plan.cap.is_some() || matches!(plan.mode, Mode::Paced { .. })) && shared.senders_done.load(Ordering::Acquire) as usize == n_senders;
+        let all_capped = (plan.cap.is_some() || matches!(plan.mode, Mode::Paced { .. }))
+            && shared.senders_done.load(Ordering::Acquire) as usize == n_senders;
         if over_at.is_none() && (now >= shared.send_until || all_capped) {
             over_at = Some(now);
         }
         if let Some(t) = over_at {
             let sent = shared.sent.load(Ordering::Acquire);
             let delivered = shared.delivered.load(Ordering::Acquire);
-            if (now >= t + Duration::from_millis(20) && delivered >= sent * fan) || now >= t + plan.drain {
+            if (now >= t + Duration::from_millis(20) && delivered >= sent * fan)
+                || now >= t + plan.drain
+            {
                 break;
             }
         }
@@ -210,7 +217,9 @@ pub fn run(plan: &Plan, conns: Vec<Conn>, mut sample: impl FnMut()) -> Outcome {
         sent,
         delivered,
         expected: sent * fan,
-        active: last.map(|l| l.saturating_duration_since(start)).unwrap_or_default(),
+        active: last
+            .map(|l| l.saturating_duration_since(start))
+            .unwrap_or_default(),
         dead_conns: dead,
         unexpected,
         errors,
@@ -228,7 +237,14 @@ fn worker(
     is_sender: &[Option<usize>],
     sh: &Shared,
 ) -> WorkerOut {
-    let mut out = WorkerOut { hist: Hist::default(), lag: Hist::default(), last: None, dead: 0, unexpected: 0, errors: Vec::new() };
+    let mut out = WorkerOut {
+        hist: Hist::default(),
+        lag: Hist::default(),
+        last: None,
+        dead: 0,
+        unexpected: 0,
+        errors: Vec::new(),
+    };
     let mut poll = match Poll::new() {
         Ok(p) => p,
         Err(e) => {
@@ -243,7 +259,11 @@ fn worker(
     let mut senders: Vec<Option<SenderState>> = Vec::with_capacity(part.len());
     let mut sender_list: Vec<usize> = Vec::new();
     for (local, (global, mut c)) in part.into_iter().enumerate() {
-        if let Err(e) = poll.registry().register(&mut c.sock, Token(local), Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = poll.registry().register(
+            &mut c.sock,
+            Token(local),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
             out.errors.push(format!("register: {e}"));
             return out;
         }
@@ -259,7 +279,15 @@ fn worker(
                     (n, gap, sh.start + gap.mul_f64(k as f64 / n_senders as f64))
                 }
             };
-            SenderState { sent: 0, inflight: 0, cap: cap_k, first_due, gap, tag: k as u32, done: false }
+            SenderState {
+                sent: 0,
+                inflight: 0,
+                cap: cap_k,
+                first_due,
+                gap,
+                tag: k as u32,
+                done: false,
+            }
         }));
         if is_sender[global].is_some() {
             sender_list.push(local);
@@ -294,7 +322,9 @@ fn worker(
         let mut next_due: Option<Instant> = None;
         for &i in list {
             queued[i] = false;
-            let Some(s) = senders[i].as_mut() else { continue };
+            let Some(s) = senders[i].as_mut() else {
+                continue;
+            };
             if conns[i].dead || s.done {
                 continue;
             }
@@ -306,10 +336,13 @@ fn worker(
                         next_due = Some(next_due.map_or(due, |d: Instant| d.min(due)));
                         break;
                     }
-                    out.lag.record(now.saturating_duration_since(due).as_nanos() as u64);
+                    out.lag
+                        .record(now.saturating_duration_since(due).as_nanos() as u64);
                 } else {
                     let owed = (sh.sent.load(Ordering::Relaxed) + local_sent) * sh.fan;
-                    if owed.saturating_sub(sh.delivered.load(Ordering::Relaxed) + local_delivered) > sh.guard {
+                    if owed.saturating_sub(sh.delivered.load(Ordering::Relaxed) + local_delivered)
+                        > sh.guard
+                    {
                         retry.push(i);
                         break;
                     }
@@ -319,7 +352,12 @@ fn worker(
                 let c = &mut conns[i];
                 match kind {
                     Kind::Fanout => encode_message(&mut c.out, &names[i], text_str(&text)),
-                    Kind::P2p => encode_message_private(&mut c.out, &names[i], &names[partner(i)], text_str(&text)),
+                    Kind::P2p => encode_message_private(
+                        &mut c.out,
+                        &names[i],
+                        &names[partner(i)],
+                        text_str(&text),
+                    ),
                 }
                 s.sent += 1;
                 s.inflight += 1;
@@ -351,7 +389,10 @@ fn worker(
         }
 
         let timeout = if paced {
-            next_due.map_or(Duration::from_millis(5), |d| d.saturating_duration_since(Instant::now()).min(Duration::from_millis(5)))
+            next_due.map_or(Duration::from_millis(5), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(5))
+            })
         } else if wake.is_empty() {
             Duration::from_millis(5)
         } else {
@@ -437,7 +478,8 @@ fn worker(
             match res {
                 Ok(true) => {}
                 Ok(false) => {
-                    out.errors.push(format!("{}: server closed the connection", names[i]));
+                    out.errors
+                        .push(format!("{}: server closed the connection", names[i]));
                     kill(&mut poll, &mut conns[i], &mut out.dead);
                 }
                 Err(e) => {

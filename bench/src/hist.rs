@@ -15,7 +15,11 @@ pub struct Hist {
 
 impl Default for Hist {
     fn default() -> Self {
-        Hist { counts: vec![0; BUCKETS], total: 0, max: 0 }
+        Hist {
+            counts: vec![0; BUCKETS],
+            total: 0,
+            max: 0,
+        }
     }
 }
 

@@ -88,7 +88,11 @@ fn parse_args() -> Result<Args, String> {
             return Err(format!("unexpected argument {a:?}"));
         }
     }
-    Ok(Args { workload: workload.unwrap_or_else(|| "all".into()), opts, flags })
+    Ok(Args {
+        workload: workload.unwrap_or_else(|| "all".into()),
+        opts,
+        flags,
+    })
 }
 
 impl Args {
@@ -98,7 +102,10 @@ impl Args {
     fn get<T: std::str::FromStr>(&self, k: &str) -> Result<Option<T>, String> {
         match self.opts.get(k) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| format!("--{k}: cannot parse {v:?}")),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| format!("--{k}: cannot parse {v:?}")),
         }
     }
     fn or<T: std::str::FromStr>(&self, k: &str, d: T) -> Result<T, String> {
@@ -119,13 +126,18 @@ struct Ctx {
 
 impl Ctx {
     fn names(&self, prefix: &str, n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("{prefix}{}-{i}", self.run_id)).collect()
+        (0..n)
+            .map(|i| format!("{prefix}{}-{i}", self.run_id))
+            .collect()
     }
     fn check_fds(&self, conns: usize) -> Result<(), String> {
         // The bench needs one descriptor per connection (and a spawned server as many).
         let need = conns as u64 + 64;
         if self.fd_limit < need {
-            return Err(format!("{conns} connections need {need} descriptors, the limit is {}", self.fd_limit));
+            return Err(format!(
+                "{conns} connections need {need} descriptors, the limit is {}",
+                self.fd_limit
+            ));
         }
         Ok(())
     }
@@ -147,7 +159,9 @@ fn main() -> ExitCode {
         Ok(reports) => {
             let broken = reports.iter().any(|r| !r.problems.is_empty());
             if broken {
-                eprintln!("chinwag-bench: some workloads did not run correctly (see PROBLEM lines)");
+                eprintln!(
+                    "chinwag-bench: some workloads did not run correctly (see PROBLEM lines)"
+                );
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -160,7 +174,7 @@ fn main() -> ExitCode {
     }
 }
 
-type Job = Box<dyn Fn(&Ctx) -> Result<Report, String>>;
+type Job = (&'static str, Box<dyn Fn(&Ctx) -> Result<Report, String>>);
 
 fn run(args: &Args) -> Result<Vec<Report>, String> {
     let addr: Option<SocketAddr> = args.get("addr")?;
@@ -181,22 +195,88 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
     let mut todo: Vec<Job> = Vec::new();
     match w {
         "all" => {
-            let (c1, c5, ci) = if quick { (50, 100, 200) } else { (1000, 5000, 10_000) };
+            let (c1, c5, ci) = if quick {
+                (50, 100, 200)
+            } else {
+                (1000, 5000, 10_000)
+            };
             let secs = if quick { 0.4 } else { 5.0 };
             let rate = if quick { 200.0 } else { 50.0 };
             let s = if quick { 5 } else { 10 };
-            todo.push(Box::new(move |c| fanout(c, FanoutParams { clients: c1, senders: s, mode: Mode::Saturation { window: 8 }, seconds: secs, messages: None })));
-            todo.push(Box::new(move |c| fanout(c, FanoutParams { clients: c1, senders: s, mode: Mode::Paced { rate }, seconds: secs, messages: None })));
-            todo.push(Box::new(move |c| fanout(c, FanoutParams { clients: c5, senders: s, mode: Mode::Paced { rate }, seconds: secs, messages: None })));
-            todo.push(Box::new(move |c| p2p(c, P2pParams { clients: c1, window: 8, seconds: secs, messages: None })));
+            todo.push((
+                "fanout-saturation",
+                Box::new(move |c| {
+                    fanout(
+                        c,
+                        FanoutParams {
+                            clients: c1,
+                            senders: s,
+                            mode: Mode::Saturation { window: 8 },
+                            seconds: secs,
+                            messages: None,
+                        },
+                    )
+                }),
+            ));
+            todo.push((
+                "fanout-paced",
+                Box::new(move |c| {
+                    fanout(
+                        c,
+                        FanoutParams {
+                            clients: c1,
+                            senders: s,
+                            mode: Mode::Paced { rate },
+                            seconds: secs,
+                            messages: None,
+                        },
+                    )
+                }),
+            ));
+            todo.push((
+                "fanout-paced",
+                Box::new(move |c| {
+                    fanout(
+                        c,
+                        FanoutParams {
+                            clients: c5,
+                            senders: s,
+                            mode: Mode::Paced { rate },
+                            seconds: secs,
+                            messages: None,
+                        },
+                    )
+                }),
+            ));
+            todo.push((
+                "p2p-saturation",
+                Box::new(move |c| {
+                    p2p(
+                        c,
+                        P2pParams {
+                            clients: c1,
+                            window: 8,
+                            seconds: secs,
+                            messages: None,
+                        },
+                    )
+                }),
+            ));
             let ro = relay_opts(args, quick)?;
-            todo.push(Box::new(move |c| relay_wl(c, &ro)));
-            todo.push(Box::new(move |c| idle(c, ci)));
+            todo.push(("relay", Box::new(move |c| relay_wl(c, &ro))));
+            todo.push(("idle", Box::new(move |c| idle(c, ci))));
         }
         "fanout" => {
-            let mode = match (args.opts.get("mode").map(String::as_str), args.get::<f64>("rate")?) {
-                (Some("paced"), r) | (None, r @ Some(_)) => Mode::Paced { rate: r.unwrap_or(if quick { 200.0 } else { 50.0 }) },
-                (Some("sat") | Some("saturation") | None, None) => Mode::Saturation { window: args.or("window", 8)? },
+            let mode = match (
+                args.opts.get("mode").map(String::as_str),
+                args.get::<f64>("rate")?,
+            ) {
+                (Some("paced"), r) | (None, r @ Some(_)) => Mode::Paced {
+                    rate: r.unwrap_or(if quick { 200.0 } else { 50.0 }),
+                },
+                (Some("sat") | Some("saturation") | None, None) => Mode::Saturation {
+                    window: args.or("window", 8)?,
+                },
                 (Some(m), _) => return Err(format!("--mode {m}: expected sat or paced")),
             };
             let p = FanoutParams {
@@ -206,7 +286,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
                 seconds: args.or("seconds", if quick { 0.4 } else { 5.0 })?,
                 messages: args.get("messages")?,
             };
-            todo.push(Box::new(move |c| fanout(c, FanoutParams { ..p })));
+            todo.push(("fanout", Box::new(move |c| fanout(c, FanoutParams { ..p }))));
         }
         "p2p" => {
             let p = P2pParams {
@@ -215,31 +295,50 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
                 seconds: args.or("seconds", if quick { 0.4 } else { 5.0 })?,
                 messages: args.get("messages")?,
             };
-            todo.push(Box::new(move |c| p2p(c, P2pParams { ..p })));
+            todo.push((
+                "p2p-saturation",
+                Box::new(move |c| p2p(c, P2pParams { ..p })),
+            ));
         }
         "relay" => {
             let ro = relay_opts(args, quick)?;
-            todo.push(Box::new(move |c| relay_wl(c, &ro)));
+            todo.push(("relay", Box::new(move |c| relay_wl(c, &ro))));
         }
         "idle" => {
             let n = args.or("clients", if quick { 200 } else { 10_000 })?;
-            todo.push(Box::new(move |c| idle(c, n)));
+            todo.push(("idle", Box::new(move |c| idle(c, n))));
         }
-        other => return Err(format!("unknown workload {other:?} (all, fanout, p2p, relay, idle)")),
+        other => {
+            return Err(format!(
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle)"
+            ))
+        }
     }
 
     if !json_only {
         let how = match &ctx.spec {
             Spec::Spawn { binary, .. } => format!("starting {} per workload", binary.display()),
-            Spec::External { addr, pid } => format!("server at {addr} (pid {})", pid.map_or("unknown".into(), |p| p.to_string())),
+            Spec::External { addr, pid } => format!(
+                "server at {addr} (pid {})",
+                pid.map_or("unknown".into(), |p| p.to_string())
+            ),
         };
-        println!("chinwag-bench: {how}; {} worker thread(s); {} cores{}", ctx.threads, cores(), if quick { "; QUICK smoke run, no targets" } else { "" });
+        println!(
+            "chinwag-bench: {how}; {} worker thread(s); {} cores{}",
+            ctx.threads,
+            cores(),
+            if quick {
+                "; QUICK smoke run, no targets"
+            } else {
+                ""
+            }
+        );
     }
     let mut reports = Vec::new();
-    for job in todo {
+    for (name, job) in todo {
         let r = match job(&ctx) {
             Ok(r) => r,
-            Err(e) => Report::failed(w, e),
+            Err(e) => Report::failed(name, e),
         };
         if json_only {
             println!("{}", r.json());
@@ -283,7 +382,14 @@ struct Meter {
 
 impl Meter {
     fn start(t: &Target) -> Meter {
-        Meter { t0: Instant::now(), server0: t.stats(), self0: server::self_cpu(), pid: t.pid, peak: None, machine0: server::machine_busy() }
+        Meter {
+            t0: Instant::now(),
+            server0: t.stats(),
+            self0: server::self_cpu(),
+            pid: t.pid,
+            peak: None,
+            machine0: server::machine_busy(),
+        }
     }
     /// Track the server's peak RSS and thread count while the load runs.
     fn sample(&mut self) {
@@ -298,20 +404,55 @@ impl Meter {
         let wall = self.t0.elapsed().as_secs_f64().max(1e-9);
         let now = t.stats();
         if let (Some(a), Some(b)) = (self.server0, now) {
-            r.fig("server_cpu_pct", "server CPU (% of one core)", (b.cpu.saturating_sub(a.cpu)).as_secs_f64() / wall * 100.0, Unit::Pct, None);
+            r.fig(
+                "server_cpu_pct",
+                "server CPU (% of one core)",
+                (b.cpu.saturating_sub(a.cpu)).as_secs_f64() / wall * 100.0,
+                Unit::Pct,
+                None,
+            );
         }
         let bench = server::self_cpu() - self.self0;
-        r.fig("bench_cpu_pct", "bench CPU (% of one core)", bench.as_secs_f64() / wall * 100.0, Unit::Pct, None);
+        r.fig(
+            "bench_cpu_pct",
+            "bench CPU (% of one core)",
+            bench.as_secs_f64() / wall * 100.0,
+            Unit::Pct,
+            None,
+        );
         // Everything else the machine did meanwhile (other builds, other tests):
         // a noisy neighbour shows up here and explains a weak run.
-        if let (Some(m0), Some(m1), Some(a), Some(b)) = (self.machine0, server::machine_busy(), self.server0, now) {
+        if let (Some(m0), Some(m1), Some(a), Some(b)) =
+            (self.machine0, server::machine_busy(), self.server0, now)
+        {
             let server = b.cpu.saturating_sub(a.cpu);
-            let other = m1.saturating_sub(m0).saturating_sub(server).saturating_sub(bench);
-            r.fig("other_cpu_pct", "other processes CPU (% of one core)", other.as_secs_f64() / wall * 100.0, Unit::Pct, None);
+            let other = m1
+                .saturating_sub(m0)
+                .saturating_sub(server)
+                .saturating_sub(bench);
+            r.fig(
+                "other_cpu_pct",
+                "other processes CPU (% of one core)",
+                other.as_secs_f64() / wall * 100.0,
+                Unit::Pct,
+                None,
+            );
         }
         if let Some(p) = self.peak {
-            r.fig("server_peak_rss_mib", "server peak RSS during load", p.rss_kib as f64 / 1024.0, Unit::MiB, None);
-            r.fig("server_peak_threads", "server peak threads during load", p.threads as f64, Unit::Count, None);
+            r.fig(
+                "server_peak_rss_mib",
+                "server peak RSS during load",
+                p.rss_kib as f64 / 1024.0,
+                Unit::MiB,
+                None,
+            );
+            r.fig(
+                "server_peak_threads",
+                "server peak threads during load",
+                p.threads as f64,
+                Unit::Count,
+                None,
+            );
         }
     }
 }
@@ -326,7 +467,11 @@ struct FanoutParams {
 
 fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     let paced = matches!(p.mode, Mode::Paced { .. });
-    let mut r = Report::new(if paced { "fanout-paced" } else { "fanout-saturation" });
+    let mut r = Report::new(if paced {
+        "fanout-paced"
+    } else {
+        "fanout-saturation"
+    });
     if p.clients == 0 || p.senders == 0 || p.senders > p.clients {
         return Err("fanout needs 1 <= senders <= clients".into());
     }
@@ -341,7 +486,12 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     r.param("threads", ctx.threads);
     let mut target = ctx.spec.start()?;
     let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
-    let login = conn::login_all(target.addr, ctx.names("f", p.clients), ctx.login_window, deadline)?;
+    let login = conn::login_all(
+        target.addr,
+        ctx.names("f", p.clients),
+        ctx.login_window,
+        deadline,
+    )?;
     let senders: Vec<usize> = (0..p.senders).map(|k| k * p.clients / p.senders).collect();
     let plan = Plan {
         kind: Kind::Fanout,
@@ -356,14 +506,24 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     let out = engine::run(&plan, login.conns, || meter.sample());
     let default_targets = !ctx.quick && p.senders == 10;
     let (rate_goal, p99_goal, pct_goal) = match (p.mode, p.clients) {
-        (Mode::Saturation { .. }, 1000) if default_targets => (Some(Goal::AtLeast(2.0e6)), None, None),
-        (Mode::Paced { rate }, 1000) if default_targets && rate == 50.0 => (None, Some(Goal::AtMost(5.0)), None),
+        (Mode::Saturation { .. }, 1000) if default_targets => {
+            (Some(Goal::AtLeast(2.0e6)), None, None)
+        }
+        (Mode::Paced { rate }, 1000) if default_targets && rate == 50.0 => {
+            (None, Some(Goal::AtMost(5.0)), None)
+        }
         (Mode::Paced { rate }, 5000) if default_targets && rate == 50.0 => {
             (None, Some(Goal::AtMost(50.0)), Some(Goal::AtLeast(100.0)))
         }
         _ => (None, None, None),
     };
-    r.fig("login_s", "time to log all clients in", login.elapsed.as_secs_f64(), Unit::Secs, None);
+    r.fig(
+        "login_s",
+        "time to log all clients in",
+        login.elapsed.as_secs_f64(),
+        Unit::Secs,
+        None,
+    );
     engine_figures(&mut r, &out, rate_goal, p99_goal, pct_goal);
     meter.finish(&target, &mut r);
     target.stop();
@@ -390,7 +550,12 @@ fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
     r.param("threads", ctx.threads);
     let mut target = ctx.spec.start()?;
     let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
-    let login = conn::login_all(target.addr, ctx.names("p", p.clients), ctx.login_window, deadline)?;
+    let login = conn::login_all(
+        target.addr,
+        ctx.names("p", p.clients),
+        ctx.login_window,
+        deadline,
+    )?;
     let plan = Plan {
         kind: Kind::P2p,
         mode: Mode::Saturation { window: p.window },
@@ -403,7 +568,13 @@ fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
     let mut meter = Meter::start(&target);
     let out = engine::run(&plan, login.conns, || meter.sample());
     let goal = (!ctx.quick && p.clients == 1000).then_some(Goal::AtLeast(7.0e5));
-    r.fig("login_s", "time to log all clients in", login.elapsed.as_secs_f64(), Unit::Secs, None);
+    r.fig(
+        "login_s",
+        "time to log all clients in",
+        login.elapsed.as_secs_f64(),
+        Unit::Secs,
+        None,
+    );
     engine_figures(&mut r, &out, goal, None, None);
     meter.finish(&target, &mut r);
     target.stop();
@@ -411,24 +582,88 @@ fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
     Ok(r)
 }
 
-fn engine_figures(r: &mut Report, out: &engine::Outcome, rate: Option<Goal>, p99: Option<Goal>, pct_goal: Option<Goal>) {
+fn engine_figures(
+    r: &mut Report,
+    out: &engine::Outcome,
+    rate: Option<Goal>,
+    p99: Option<Goal>,
+    pct_goal: Option<Goal>,
+) {
     let secs = out.active.as_secs_f64().max(1e-9);
     let ms = |ns: u64| ns as f64 / 1e6;
-    r.fig("deliveries_per_s", "deliveries per second", out.delivered as f64 / secs, Unit::PerSec, rate);
-    r.fig("p50_ms", "latency p50", ms(out.hist.quantile(0.50)), Unit::Ms, None);
-    r.fig("p99_ms", "latency p99", ms(out.hist.quantile(0.99)), Unit::Ms, p99);
+    r.fig(
+        "deliveries_per_s",
+        "deliveries per second",
+        out.delivered as f64 / secs,
+        Unit::PerSec,
+        rate,
+    );
+    r.fig(
+        "p50_ms",
+        "latency p50",
+        ms(out.hist.quantile(0.50)),
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "p99_ms",
+        "latency p99",
+        ms(out.hist.quantile(0.99)),
+        Unit::Ms,
+        p99,
+    );
     r.fig("max_ms", "latency max", ms(out.hist.max()), Unit::Ms, None);
     r.fig("sent", "messages sent", out.sent as f64, Unit::Count, None);
-    r.fig("delivered", "deliveries", out.delivered as f64, Unit::Count, None);
-    let pct = if out.expected == 0 { 0.0 } else { out.delivered as f64 * 100.0 / out.expected as f64 };
-    r.fig("delivered_pct", "delivered (% of owed)", pct, Unit::Pct, pct_goal);
-    r.fig("active_s", "first send to last delivery", secs, Unit::Secs, None);
+    r.fig(
+        "delivered",
+        "deliveries",
+        out.delivered as f64,
+        Unit::Count,
+        None,
+    );
+    let pct = if out.expected == 0 {
+        0.0
+    } else {
+        out.delivered as f64 * 100.0 / out.expected as f64
+    };
+    r.fig(
+        "delivered_pct",
+        "delivered (% of owed)",
+        pct,
+        Unit::Pct,
+        pct_goal,
+    );
+    r.fig(
+        "active_s",
+        "first send to last delivery",
+        secs,
+        Unit::Secs,
+        None,
+    );
     if out.lag.count() > 0 {
-        r.fig("send_lag_p99_ms", "sender lag behind schedule p99", ms(out.lag.quantile(0.99)), Unit::Ms, None);
-        r.fig("send_lag_max_ms", "sender lag behind schedule max", ms(out.lag.max()), Unit::Ms, None);
+        r.fig(
+            "send_lag_p99_ms",
+            "sender lag behind schedule p99",
+            ms(out.lag.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "send_lag_max_ms",
+            "sender lag behind schedule max",
+            ms(out.lag.max()),
+            Unit::Ms,
+            None,
+        );
     }
     if out.dead_conns > 0 {
-        r.fig("dropped_conns", "connections lost", out.dead_conns as f64, Unit::Count, None);
+        r.fig(
+            "dropped_conns",
+            "connections lost",
+            out.dead_conns as f64,
+            Unit::Count,
+            None,
+        );
     }
 }
 
@@ -439,16 +674,24 @@ fn check_engine(ctx: &Ctx, r: &mut Report, out: &engine::Outcome) {
         r.problems.push("no deliveries at all".into());
     }
     if out.dead_conns > 0 {
-        r.problems.push(format!("{} connections closed by the server during the run", out.dead_conns));
+        r.problems.push(format!(
+            "{} connections closed by the server during the run",
+            out.dead_conns
+        ));
     }
     if out.unexpected > 0 {
-        r.notes.push(format!("{} unexpected frames received", out.unexpected));
+        r.notes
+            .push(format!("{} unexpected frames received", out.unexpected));
     }
     for e in out.errors.iter().take(5) {
         r.notes.push(e.clone());
     }
     if out.delivered < out.expected {
-        let msg = format!("{} of {} deliveries missing after the drain time", out.expected - out.delivered, out.expected);
+        let msg = format!(
+            "{} of {} deliveries missing after the drain time",
+            out.expected - out.delivered,
+            out.expected
+        );
         if ctx.quick {
             r.problems.push(msg);
         } else {
@@ -465,8 +708,12 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
     r.param("ping_size", o.ping_size);
     let mut target = ctx.spec.start()?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let [pa, pb, _ca, _cb] =
-        relay::establish(target.addr, &format!("ra{}", ctx.run_id), &format!("rb{}", ctx.run_id), deadline)?;
+    let [pa, pb, _ca, _cb] = relay::establish(
+        target.addr,
+        &format!("ra{}", ctx.run_id),
+        &format!("rb{}", ctx.run_id),
+        deadline,
+    )?;
     let mut meter = Meter::start(&target);
     meter.sample();
     let via = relay::measure(pa, pb, o).map_err(|e| format!("relay: {e}"))?;
@@ -476,15 +723,69 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
     target.stop();
     let full = !ctx.quick && o.write_size == 65536;
     let us = |ns: u64| ns as f64 / 1e3;
-    r.fig("relay_gbps", "relay throughput", via.gbps(), Unit::GBps, full.then_some(Goal::AtLeast(3.7)));
-    r.fig("direct_gbps", "direct loopback throughput", direct.gbps(), Unit::GBps, None);
-    r.fig("relay_vs_direct_pct", "relay / direct", via.gbps() / direct.gbps().max(1e-12) * 100.0, Unit::Pct, None);
-    r.fig("relay_rtt_p50_us", "relay RTT p50", us(via.rtt.quantile(0.5)), Unit::Us, full.then_some(Goal::AtMost(30.0)));
-    r.fig("relay_rtt_p99_us", "relay RTT p99", us(via.rtt.quantile(0.99)), Unit::Us, None);
-    r.fig("direct_rtt_p50_us", "direct RTT p50", us(direct.rtt.quantile(0.5)), Unit::Us, None);
-    r.fig("direct_rtt_p99_us", "direct RTT p99", us(direct.rtt.quantile(0.99)), Unit::Us, None);
-    r.fig("relay_bytes", "relay bytes moved", via.bytes as f64, Unit::Count, None);
-    r.fig("relay_s", "relay bulk time", via.elapsed.as_secs_f64(), Unit::Secs, None);
+    r.fig(
+        "relay_gbps",
+        "relay throughput",
+        via.gbps(),
+        Unit::GBps,
+        full.then_some(Goal::AtLeast(3.7)),
+    );
+    r.fig(
+        "direct_gbps",
+        "direct loopback throughput",
+        direct.gbps(),
+        Unit::GBps,
+        None,
+    );
+    r.fig(
+        "relay_vs_direct_pct",
+        "relay / direct",
+        via.gbps() / direct.gbps().max(1e-12) * 100.0,
+        Unit::Pct,
+        None,
+    );
+    r.fig(
+        "relay_rtt_p50_us",
+        "relay RTT p50",
+        us(via.rtt.quantile(0.5)),
+        Unit::Us,
+        full.then_some(Goal::AtMost(30.0)),
+    );
+    r.fig(
+        "relay_rtt_p99_us",
+        "relay RTT p99",
+        us(via.rtt.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "direct_rtt_p50_us",
+        "direct RTT p50",
+        us(direct.rtt.quantile(0.5)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "direct_rtt_p99_us",
+        "direct RTT p99",
+        us(direct.rtt.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "relay_bytes",
+        "relay bytes moved",
+        via.bytes as f64,
+        Unit::Count,
+        None,
+    );
+    r.fig(
+        "relay_s",
+        "relay bulk time",
+        via.elapsed.as_secs_f64(),
+        Unit::Secs,
+        None,
+    );
     r.notes.push("server CPU covers the relay half only; RTT is a 64-byte ping-pong, one thread playing both ends".into());
     if via.bytes == 0 {
         r.problems.push("nothing went through the relay".into());
@@ -505,23 +806,63 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
     std::thread::sleep(Duration::from_millis(if ctx.quick { 200 } else { 1000 }));
     let after = target.stats();
     let full = !ctx.quick && n == 10_000;
-    r.fig("login_s", "time to log all clients in", login.elapsed.as_secs_f64(), Unit::Secs, full.then_some(Goal::AtMost(0.5)));
-    r.fig("logins_per_s", "logins per second", n as f64 / login.elapsed.as_secs_f64().max(1e-9), Unit::PerSec, None);
+    r.fig(
+        "login_s",
+        "time to log all clients in",
+        login.elapsed.as_secs_f64(),
+        Unit::Secs,
+        full.then_some(Goal::AtMost(0.5)),
+    );
+    r.fig(
+        "logins_per_s",
+        "logins per second",
+        n as f64 / login.elapsed.as_secs_f64().max(1e-9),
+        Unit::PerSec,
+        None,
+    );
     if let Some(a) = after {
-        r.fig("server_rss_mib", "server RSS with all logged in", a.rss_kib as f64 / 1024.0, Unit::MiB, full.then_some(Goal::AtMost(80.0)));
-        r.fig("server_threads", "server threads", a.threads as f64, Unit::Count, None);
+        r.fig(
+            "server_rss_mib",
+            "server RSS with all logged in",
+            a.rss_kib as f64 / 1024.0,
+            Unit::MiB,
+            full.then_some(Goal::AtMost(80.0)),
+        );
+        r.fig(
+            "server_threads",
+            "server threads",
+            a.threads as f64,
+            Unit::Count,
+            None,
+        );
         if let Some(b) = before {
             let per = (a.rss_kib.saturating_sub(b.rss_kib)) as f64 / n.max(1) as f64;
-            r.fig("rss_per_conn_kib", "RSS per connection (KiB)", per, Unit::Count, None);
-            r.fig("server_rss_start_mib", "server RSS before logins", b.rss_kib as f64 / 1024.0, Unit::MiB, None);
+            r.fig(
+                "rss_per_conn_kib",
+                "RSS per connection (KiB)",
+                per,
+                Unit::Count,
+                None,
+            );
+            r.fig(
+                "server_rss_start_mib",
+                "server RSS before logins",
+                b.rss_kib as f64 / 1024.0,
+                Unit::MiB,
+                None,
+            );
         }
     } else {
-        r.notes.push("no server pid: RSS and threads unknown (pass --pid)".into());
+        r.notes
+            .push("no server pid: RSS and threads unknown (pass --pid)".into());
     }
     let conns = login.conns;
     let t = Instant::now();
     drop(conns);
-    r.notes.push(format!("closing {n} connections took {:.3} s on the bench side", t.elapsed().as_secs_f64()));
+    r.notes.push(format!(
+        "closing {n} connections took {:.3} s on the bench side",
+        t.elapsed().as_secs_f64()
+    ));
     target.stop();
     Ok(r)
 }

@@ -31,7 +31,12 @@ impl PathFigures {
 }
 
 /// Read commands from a blocking control connection until `want` accepts one.
-fn expect<T>(s: &mut TcpStream, dec: &mut Decoder, deadline: Instant, mut want: impl FnMut(&Command) -> Option<T>) -> Result<T, String> {
+fn expect<T>(
+    s: &mut TcpStream,
+    dec: &mut Decoder,
+    deadline: Instant,
+    mut want: impl FnMut(&Command) -> Option<T>,
+) -> Result<T, String> {
     let mut buf = [0u8; 4096];
     loop {
         while let Some(cmd) = dec.next_command().map_err(|e| format!("decode: {e}"))? {
@@ -55,7 +60,8 @@ fn expect<T>(s: &mut TcpStream, dec: &mut Decoder, deadline: Instant, mut want: 
 fn login(addr: SocketAddr, name: &str, deadline: Instant) -> Result<(TcpStream, Decoder), String> {
     let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
     s.set_nodelay(true).ok();
-    s.write_all(&Command::Login { login: name.into() }.to_bytes()).map_err(|e| e.to_string())?;
+    s.write_all(&Command::Login { login: name.into() }.to_bytes())
+        .map_err(|e| e.to_string())?;
     let mut dec = Decoder::new();
     let ok = expect(&mut s, &mut dec, deadline, |c| match c {
         Command::LoginAccepted => Some(true),
@@ -70,13 +76,26 @@ fn login(addr: SocketAddr, name: &str, deadline: Instant) -> Result<(TcpStream, 
 
 /// Set up a private connection between two fresh users; returns the two
 /// relayed sockets (requester's end, target's end) and the control sockets.
-pub fn establish(addr: SocketAddr, a: &str, b: &str, deadline: Instant) -> Result<[TcpStream; 4], String> {
+pub fn establish(
+    addr: SocketAddr,
+    a: &str,
+    b: &str,
+    deadline: Instant,
+) -> Result<[TcpStream; 4], String> {
     let (mut ca, mut da) = login(addr, a, deadline)?;
     let (mut cb, mut db) = login(addr, b, deadline)?;
-    let req = Command::RequestPrivate { requester: a.into(), target: b.into() };
+    let req = Command::RequestPrivate {
+        requester: a.into(),
+        target: b.into(),
+    };
     ca.write_all(&req.to_bytes()).map_err(|e| e.to_string())?;
-    expect(&mut cb, &mut db, deadline, |c| matches!(c, Command::RequestPrivate { .. }).then_some(()))?;
-    let ok = Command::OkPrivate { requester: a.into(), target: b.into() };
+    expect(&mut cb, &mut db, deadline, |c| {
+        matches!(c, Command::RequestPrivate { .. }).then_some(())
+    })?;
+    let ok = Command::OkPrivate {
+        requester: a.into(),
+        target: b.into(),
+    };
     cb.write_all(&ok.to_bytes()).map_err(|e| e.to_string())?;
     let id_of = |c: &Command| match c {
         Command::IdPrivate { connect_id, .. } => Some(*connect_id),
@@ -90,16 +109,20 @@ pub fn establish(addr: SocketAddr, a: &str, b: &str, deadline: Instant) -> Resul
     let open = || -> Result<TcpStream, String> {
         let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
         s.set_nodelay(true).ok();
-        s.write_all(&Command::LoginPrivate { connect_id: ida }.to_bytes()).map_err(|e| e.to_string())?;
+        s.write_all(&Command::LoginPrivate { connect_id: ida }.to_bytes())
+            .map_err(|e| e.to_string())?;
         Ok(s)
     };
     let mut pa = open()?;
     let mut pb = open()?;
     for s in [&mut pa, &mut pb] {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).ok();
         let mut b = [0u8; 1];
-        s.read_exact(&mut b).map_err(|e| format!("waiting for ESTABLISHED: {e}"))?;
+        s.read_exact(&mut b)
+            .map_err(|e| format!("waiting for ESTABLISHED: {e}"))?;
         if b[0] != chinwag_proto::chatos::op::ESTABLISHED {
             return Err(format!("expected ESTABLISHED (0x0a), got {:#04x}", b[0]));
         }
@@ -172,15 +195,28 @@ pub fn bulk(a: TcpStream, b: &mut TcpStream, opts: &RelayOpts) -> io::Result<(u6
             Err(e) => return Err(e),
         }
     }
-    let sent = writer.join().map_err(|_| io::Error::other("writer panicked"))??;
+    let sent = writer
+        .join()
+        .map_err(|_| io::Error::other("writer panicked"))??;
     if sent != got {
-        return Err(io::Error::other(format!("sent {sent} bytes, received {got}")));
+        return Err(io::Error::other(format!(
+            "sent {sent} bytes, received {got}"
+        )));
     }
     Ok((got, last.duration_since(t0)))
 }
 
-pub fn measure(mut a: TcpStream, mut b: TcpStream, opts: &RelayOpts) -> Result<PathFigures, String> {
-    let rtt = rtt(&mut a, &mut b, opts.pings, opts.ping_size).map_err(|e| format!("ping-pong: {e}"))?;
+pub fn measure(
+    mut a: TcpStream,
+    mut b: TcpStream,
+    opts: &RelayOpts,
+) -> Result<PathFigures, String> {
+    let rtt =
+        rtt(&mut a, &mut b, opts.pings, opts.ping_size).map_err(|e| format!("ping-pong: {e}"))?;
     let (bytes, elapsed) = bulk(a, &mut b, opts).map_err(|e| format!("bulk: {e}"))?;
-    Ok(PathFigures { bytes, elapsed, rtt })
+    Ok(PathFigures {
+        bytes,
+        elapsed,
+        rtt,
+    })
 }

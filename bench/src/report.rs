@@ -73,13 +73,29 @@ pub struct Report {
 
 impl Report {
     pub fn new(workload: &str) -> Self {
-        Report { workload: workload.into(), ..Default::default() }
+        Report {
+            workload: workload.into(),
+            ..Default::default()
+        }
     }
     pub fn param(&mut self, k: &'static str, v: impl ToString) {
         self.params.push((k, v.to_string()));
     }
-    pub fn fig(&mut self, key: &'static str, label: &'static str, value: f64, unit: Unit, goal: Option<Goal>) {
-        self.figures.push(Figure { key, label, value, unit, goal });
+    pub fn fig(
+        &mut self,
+        key: &'static str,
+        label: &'static str,
+        value: f64,
+        unit: Unit,
+        goal: Option<Goal>,
+    ) {
+        self.figures.push(Figure {
+            key,
+            label,
+            value,
+            unit,
+            goal,
+        });
     }
     pub fn failed(workload: &str, why: String) -> Self {
         let mut r = Report::new(workload);
@@ -89,7 +105,11 @@ impl Report {
 
     pub fn table(&self) -> String {
         let mut s = String::new();
-        let params: Vec<String> = self.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params: Vec<String> = self
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         let _ = writeln!(s, "== {}  ({})", self.workload, params.join(" "));
         let _ = writeln!(s, "   {:<34} {:>14}   target", "figure", "value");
         for f in &self.figures {
@@ -98,7 +118,14 @@ impl Report {
                 Some(false) => "MISSED",
                 None => "",
             };
-            let _ = writeln!(s, "   {:<34} {:>14}   {:<14} {}", f.label, f.unit.fmt(f.value), f.goal_text(), mark);
+            let _ = writeln!(
+                s,
+                "   {:<34} {:>14}   {:<14} {}",
+                f.label,
+                f.unit.fmt(f.value),
+                f.goal_text(),
+                mark
+            );
         }
         for n in &self.notes {
             let _ = writeln!(s, "   note: {n}");
@@ -115,7 +142,11 @@ impl Report {
         s.push_str(",\"params\":{");
         for (i, (k, v)) in self.params.iter().enumerate() {
             let sep = if i > 0 { "," } else { "" };
-            let val = if v.parse::<f64>().is_ok() { v.clone() } else { jstr(v) };
+            let val = if v.parse::<f64>().is_ok() {
+                v.clone()
+            } else {
+                jstr(v)
+            };
             let _ = write!(s, "{sep}{}:{val}", jstr(k));
         }
         s.push_str("},\"figures\":{");
@@ -133,10 +164,20 @@ impl Report {
             };
             let sep = if first { "" } else { "," };
             first = false;
-            let _ = write!(s, "{sep}{}:{{\"op\":\"{op}\",\"value\":{},\"met\":{}}}", jstr(f.key), jnum(t), f.met() == Some(true));
+            let _ = write!(
+                s,
+                "{sep}{}:{{\"op\":\"{op}\",\"value\":{},\"met\":{}}}",
+                jstr(f.key),
+                jnum(t),
+                f.met() == Some(true)
+            );
         }
         let all_met = self.figures.iter().all(|f| f.met() != Some(false));
-        let _ = write!(s, "}},\"targets_met\":{all_met},\"ok\":{}", self.problems.is_empty());
+        let _ = write!(
+            s,
+            "}},\"targets_met\":{all_met},\"ok\":{}",
+            self.problems.is_empty()
+        );
         if !self.problems.is_empty() {
             let list: Vec<String> = self.problems.iter().map(|p| jstr(p)).collect();
             let _ = write!(s, ",\"problems\":[{}]", list.join(","));

@@ -17,15 +17,27 @@ pub struct Target {
 #[derive(Clone, Debug)]
 pub enum Spec {
     /// Start our own chinwagd for each workload.
-    Spawn { binary: PathBuf, max_connections: usize },
-    External { addr: SocketAddr, pid: Option<u32> },
+    Spawn {
+        binary: PathBuf,
+        max_connections: usize,
+    },
+    External {
+        addr: SocketAddr,
+        pid: Option<u32>,
+    },
 }
 
 impl Spec {
-    pub fn from_args(addr: Option<SocketAddr>, pid: Option<u32>, server: Option<PathBuf>) -> Result<Spec, String> {
+    pub fn from_args(
+        addr: Option<SocketAddr>,
+        pid: Option<u32>,
+        server: Option<PathBuf>,
+    ) -> Result<Spec, String> {
         if let Some(addr) = addr {
             if !addr.ip().is_loopback() {
-                return Err(format!("{addr}: the benchmark only talks to loopback addresses"));
+                return Err(format!(
+                    "{addr}: the benchmark only talks to loopback addresses"
+                ));
             }
             return Ok(Spec::External { addr, pid });
         }
@@ -43,27 +55,50 @@ impl Spec {
                 binary.display()
             ));
         }
-        Ok(Spec::Spawn { binary, max_connections: 19_000 })
+        Ok(Spec::Spawn {
+            binary,
+            max_connections: 19_000,
+        })
     }
 
     pub fn start(&self) -> Result<Target, String> {
         match self {
-            Spec::External { addr, pid } => Ok(Target { addr: *addr, pid: *pid, child: None }),
-            Spec::Spawn { binary, max_connections } => {
+            Spec::External { addr, pid } => Ok(Target {
+                addr: *addr,
+                pid: *pid,
+                child: None,
+            }),
+            Spec::Spawn {
+                binary,
+                max_connections,
+            } => {
                 let port = free_port()?;
                 let mut cmd = Command::new(binary);
-                cmd.args(["--bind", "127.0.0.1", "--chatos-port", &port.to_string(), "--db", ":memory:"])
-                    .args(["--max-connections", &max_connections.to_string()])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit());
+                cmd.args([
+                    "--bind",
+                    "127.0.0.1",
+                    "--chatos-port",
+                    &port.to_string(),
+                    "--db",
+                    ":memory:",
+                ])
+                .args(["--max-connections", &max_connections.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit());
                 if std::env::var_os("RUST_LOG").is_none() {
                     cmd.env("RUST_LOG", "warn");
                 }
-                let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+                let child = cmd
+                    .spawn()
+                    .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
                 let pid = child.id();
                 let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-                let mut t = Target { addr, pid: Some(pid), child: Some(child) };
+                let mut t = Target {
+                    addr,
+                    pid: Some(pid),
+                    child: Some(child),
+                };
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
                     if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -93,14 +128,18 @@ impl Target {
 
     /// Stop a server we started: SIGTERM, then SIGKILL if it lingers.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
         // SAFETY: kill(2) on the pid of a child we own and have not reaped.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(8);
         loop {
             match child.try_wait() {
                 Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
                 _ => {
                     eprintln!("chinwag-bench: chinwagd did not stop on SIGTERM, killing it");
                     let _ = child.kill();
@@ -165,7 +204,10 @@ pub fn self_cpu() -> Duration {
 
 /// Raise the soft descriptor limit to the hard one; returns the new soft limit.
 pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
@@ -185,7 +227,10 @@ pub fn raise_fd_limit() -> u64 {
 pub fn machine_busy() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let f: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
     // user nice system idle iowait irq softirq steal
     let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7).unwrap_or(&0);
     // SAFETY: sysconf has no preconditions.
