@@ -227,3 +227,52 @@ fn python_echo_bot_example() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn python_friends_example() {
+    if !require("python3") {
+        return;
+    }
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.accounts_addr().port();
+    let lib = common::lib_dir().join(common::shared_lib_name());
+    let out = output_within(
+        Command::new("python3")
+            .arg(Path::new(ROOT).join("examples/python/friends.py"))
+            .args(["127.0.0.1", &port.to_string(), "pyalice", "pybob"])
+            .env("CHINWAG_LIB", &lib)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        LIMIT,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "friends.py: {said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "registered pyalice",
+        "pyalice and pybob are friends",
+        "pybob got 'hello from python' from pyalice",
+        "call: pyalice rings from 127.0.0.1:",
+        "voice packet delivered, call ended",
+    ] {
+        assert!(said.contains(line), "missing {line:?} in:\n{said}");
+    }
+    assert_eq!(said.lines().last(), Some("ok"), "{said}");
+
+    // The server kept what the script did: check from a Rust client.
+    let c = Client::connect("127.0.0.1", port, Dialect::CW_DIALECT_ACCOUNTS).unwrap();
+    let (pseudo, _) = c
+        .login_password("pybob@example.org", "pybob example password", Some(STEP))
+        .unwrap();
+    assert_eq!(pseudo, "pybob");
+    assert_eq!(c.list_friends(Some(STEP)).unwrap(), vec!["pyalice"]);
+    let texts: Vec<String> = c
+        .history("pyalice", 0, Some(STEP))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    assert_eq!(texts, vec!["hello from python", "hello back"]);
+}

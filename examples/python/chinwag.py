@@ -18,7 +18,8 @@ import sys
 
 __all__ = [
     "Result", "EventKind", "Dialect", "ChinwagError", "Timeout", "Closed",
-    "Client", "Event", "Stream", "version", "lib",
+    "Client", "Event", "Stream", "HistoryEntry", "version", "lib",
+    "voice_packet", "voice_frame", "VOICE_MAX_FRAME",
 ]
 
 
@@ -39,6 +40,14 @@ class Result(enum.IntEnum):
     ALREADY_LOGGED_IN = 302
     BUSY = 303
     NO_SUCH_REQUEST = 400
+    NO_SUCH_CALL = 500
+    CALL_IN_PROGRESS = 501
+    EMAIL_TAKEN = 600
+    PSEUDO_TAKEN = 601
+    REGISTER_REFUSED = 602
+    NO_SUCH_USER = 603
+    ALREADY_FRIENDS = 604
+    MESSAGE_FAILED = 605
     PANIC = 900
     INTERNAL = 901
 
@@ -55,6 +64,13 @@ class EventKind(enum.IntEnum):
     PRIVATE_ESTABLISHED = 202
     PRIVATE_CLOSED = 203
     PRIVATE_FAILED = 204
+    CALL_INCOMING = 400
+    CALL_ACCEPTED = 401
+    CALL_FAILED = 402
+    CALL_ENDED = 403
+    FRIEND_REQUEST = 500
+    FRIEND_ACCEPTED = 501
+    FRIEND_REFUSED = 502
 
 
 class Dialect(enum.IntEnum):
@@ -95,6 +111,13 @@ lib = _load()
 _c_client_p = ctypes.c_void_p
 _c_event_p = ctypes.c_void_p
 _c_stream_p = ctypes.c_void_p
+_c_strings_p = ctypes.c_void_p
+_c_history_p = ctypes.c_void_p
+_size_p = ctypes.POINTER(ctypes.c_size_t)
+
+# Voice packets: 4 bytes of magic, then at most this many bytes of audio.
+VOICE_HEADER = 4
+VOICE_MAX_FRAME = 1275
 _res = ctypes.c_int
 _str = ctypes.c_char_p
 
@@ -131,6 +154,36 @@ _SIGNATURES = [
     ("cw_stream_peer", ctypes.c_char_p, [_c_stream_p]),
     ("cw_stream_connect_id", _res, [_c_stream_p, ctypes.POINTER(ctypes.c_int64)]),
     ("cw_stream_free", None, [_c_stream_p]),
+    # accounts
+    ("cw_client_register", _res, [_c_client_p, _str, _str, _str, ctypes.c_int32]),
+    ("cw_client_login_password", _res, [_c_client_p, _str, _str, ctypes.c_int32]),
+    ("cw_client_account_id", _res, [_c_client_p, ctypes.POINTER(ctypes.c_uint64)]),
+    ("cw_client_request_friend", _res, [_c_client_p, _str, ctypes.c_int32]),
+    ("cw_client_accept_friend", _res, [_c_client_p, _str, ctypes.c_int32]),
+    ("cw_client_refuse_friend", _res, [_c_client_p, _str, ctypes.c_int32]),
+    ("cw_client_list_friends", _res, [_c_client_p, ctypes.c_int32, ctypes.POINTER(_c_strings_p)]),
+    ("cw_client_list_friend_requests", _res,
+     [_c_client_p, ctypes.c_int32, ctypes.POINTER(_c_strings_p)]),
+    ("cw_strings_count", ctypes.c_size_t, [_c_strings_p]),
+    ("cw_strings_get", ctypes.c_char_p, [_c_strings_p, ctypes.c_size_t]),
+    ("cw_strings_free", None, [_c_strings_p]),
+    ("cw_client_send_to_friend", _res, [_c_client_p, _str, _str, ctypes.c_int32]),
+    ("cw_client_history", _res, [_c_client_p, _str, ctypes.c_uint64, ctypes.c_int32,
+                                 ctypes.POINTER(_c_history_p)]),
+    ("cw_history_count", ctypes.c_size_t, [_c_history_p]),
+    ("cw_history_id", ctypes.c_uint64, [_c_history_p, ctypes.c_size_t]),
+    ("cw_history_sender_id", ctypes.c_uint64, [_c_history_p, ctypes.c_size_t]),
+    ("cw_history_text", ctypes.c_char_p, [_c_history_p, ctypes.c_size_t]),
+    ("cw_history_free", None, [_c_history_p]),
+    ("cw_client_place_call", _res, [_c_client_p, _str, _str, ctypes.c_uint16]),
+    ("cw_client_answer_call", _res, [_c_client_p, _str, _str, ctypes.c_uint16]),
+    ("cw_client_refuse_call", _res, [_c_client_p, _str]),
+    ("cw_client_hangup_call", _res, [_c_client_p, _str]),
+    ("cw_event_address", ctypes.c_char_p, [_c_event_p]),
+    ("cw_event_port", ctypes.c_uint16, [_c_event_p]),
+    ("cw_voice_packet_encode", _res, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p,
+                                      ctypes.c_size_t, _size_p]),
+    ("cw_voice_packet_decode", _res, [ctypes.c_char_p, ctypes.c_size_t, _size_p, _size_p]),
 ]
 
 for _name, _restype, _argtypes in _SIGNATURES:
@@ -185,6 +238,40 @@ def _ms(timeout):
 
 def version():
     return lib.cw_version().decode()
+
+
+def voice_packet(frame):
+    """A UDP voice packet (accounts) carrying one compressed audio frame."""
+    frame = bytes(frame)
+    out = ctypes.create_string_buffer(VOICE_HEADER + len(frame))
+    n = ctypes.c_size_t(0)
+    _check(lib.cw_voice_packet_encode(frame, len(frame), out, len(out), ctypes.byref(n)))
+    return out.raw[: n.value]
+
+
+def voice_frame(packet):
+    """The compressed frame inside a voice packet; raises ChinwagError
+    (PROTOCOL) for a packet to drop."""
+    packet = bytes(packet)
+    off, n = ctypes.c_size_t(0), ctypes.c_size_t(0)
+    _check(lib.cw_voice_packet_decode(packet, len(packet), ctypes.byref(off), ctypes.byref(n)))
+    return packet[off.value: off.value + n.value]
+
+
+class HistoryEntry(tuple):
+    """One message of a conversation: (id, sender_id, text)."""
+
+    __slots__ = ()
+
+    def __new__(cls, id, sender_id, text):
+        return tuple.__new__(cls, (id, sender_id, text))
+
+    id = property(lambda self: self[0])
+    sender_id = property(lambda self: self[1])
+    text = property(lambda self: self[2])
+
+    def __repr__(self):
+        return "HistoryEntry(id=%d, sender_id=%d, text=%r)" % self
 
 
 class Stream:
@@ -244,7 +331,8 @@ class Event:
 
     kind: EventKind; peer, text: str or None; count: events lost (OVERFLOW);
     result: the cause of ERROR/DISCONNECTED/PRIVATE_FAILED; stream: the
-    Stream of PRIVATE_ESTABLISHED (yours to close).
+    Stream of PRIVATE_ESTABLISHED (yours to close); address, port: the
+    peer's UDP voice end point of CALL_INCOMING/CALL_ACCEPTED (else None, 0).
     """
 
     def __init__(self, handle):
@@ -254,6 +342,8 @@ class Event:
             self.text = _dec(lib.cw_event_text(handle))
             self.count = lib.cw_event_count(handle)
             self.result = Result(lib.cw_event_result(handle))
+            self.address = _dec(lib.cw_event_address(handle))
+            self.port = lib.cw_event_port(handle)
             self.stream = None
             if self.kind == EventKind.PRIVATE_ESTABLISHED:
                 out = _c_stream_p()
@@ -309,6 +399,91 @@ class Client:
 
     def refuse_private(self, requester):
         _check(lib.cw_client_refuse_private(self._handle(), _enc(requester)))
+
+    # -- accounts dialect (Dialect.ACCOUNTS) --
+
+    def register(self, email, pseudo, password, timeout=10.0):
+        """Create an account; raises ChinwagError with code EMAIL_TAKEN,
+        PSEUDO_TAKEN or REGISTER_REFUSED (the reason is in .message)."""
+        _check(lib.cw_client_register(self._handle(), _enc(email), _enc(pseudo),
+                                      _enc(password), _ms(timeout)))
+
+    def login_password(self, email, password, timeout=10.0):
+        """Log in to an account; returns (pseudo, account_id). Raises
+        ChinwagError with code LOGIN_REFUSED for every failure."""
+        _check(lib.cw_client_login_password(self._handle(), _enc(email), _enc(password),
+                                            _ms(timeout)))
+        return self.login_name, self.account_id
+
+    @property
+    def account_id(self):
+        out = ctypes.c_uint64()
+        code = lib.cw_client_account_id(self._handle(), ctypes.byref(out))
+        if code == Result.NOT_LOGGED_IN:
+            return None
+        _check(code)
+        return out.value
+
+    def request_friend(self, pseudo, timeout=10.0):
+        """Raises ChinwagError with code NO_SUCH_USER or ALREADY_FRIENDS."""
+        _check(lib.cw_client_request_friend(self._handle(), _enc(pseudo), _ms(timeout)))
+
+    def accept_friend(self, pseudo, timeout=10.0):
+        """Raises ChinwagError with code NO_SUCH_REQUEST if nothing is pending."""
+        _check(lib.cw_client_accept_friend(self._handle(), _enc(pseudo), _ms(timeout)))
+
+    def refuse_friend(self, pseudo, timeout=10.0):
+        _check(lib.cw_client_refuse_friend(self._handle(), _enc(pseudo), _ms(timeout)))
+
+    def _strings(self, fn, timeout):
+        out = _c_strings_p()
+        _check(fn(self._handle(), _ms(timeout), ctypes.byref(out)))
+        try:
+            return [_dec(lib.cw_strings_get(out, i)) for i in range(lib.cw_strings_count(out))]
+        finally:
+            lib.cw_strings_free(out)
+
+    def friends(self, timeout=10.0):
+        """The account's friends, sorted."""
+        return self._strings(lib.cw_client_list_friends, timeout)
+
+    def friend_requests(self, timeout=10.0):
+        """Pseudos whose friend request waits for an answer, oldest first."""
+        return self._strings(lib.cw_client_list_friend_requests, timeout)
+
+    def send_to_friend(self, pseudo, text, timeout=10.0):
+        """Returns once the server stored the message; raises ChinwagError
+        with code MESSAGE_FAILED when it did not."""
+        _check(lib.cw_client_send_to_friend(self._handle(), _enc(pseudo), _enc(text),
+                                            _ms(timeout)))
+
+    def history(self, pseudo, before=0, timeout=10.0):
+        """One page (at most 50) of HistoryEntry, oldest first; pass the
+        first entry's id as `before` for the page before it."""
+        out = _c_history_p()
+        _check(lib.cw_client_history(self._handle(), _enc(pseudo), int(before), _ms(timeout),
+                                     ctypes.byref(out)))
+        try:
+            return [HistoryEntry(lib.cw_history_id(out, i), lib.cw_history_sender_id(out, i),
+                                 _dec(lib.cw_history_text(out, i)))
+                    for i in range(lib.cw_history_count(out))]
+        finally:
+            lib.cw_history_free(out)
+
+    def place_call(self, pseudo, port, addr=None):
+        """Ring a friend; it reaches this client's voice socket at addr:port
+        (addr None: the address the server sees). The outcome is a
+        CALL_ACCEPTED or CALL_FAILED event."""
+        _check(lib.cw_client_place_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
+
+    def answer_call(self, pseudo, port, addr=None):
+        _check(lib.cw_client_answer_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
+
+    def refuse_call(self, pseudo):
+        _check(lib.cw_client_refuse_call(self._handle(), _enc(pseudo)))
+
+    def hangup_call(self, pseudo):
+        _check(lib.cw_client_hangup_call(self._handle(), _enc(pseudo)))
 
     def next_event(self, timeout=None):
         """The next Event; None on timeout; raises Closed when the client is closed."""
