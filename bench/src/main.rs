@@ -746,29 +746,43 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
     );
     r.fig(
         "relay_rtt_p50_us",
-        "relay RTT p50",
+        "relay RTT p50 (echo thread)",
         us(via.rtt.quantile(0.5)),
         Unit::Us,
         full.then_some(Goal::AtMost(30.0)),
     );
     r.fig(
         "relay_rtt_p99_us",
-        "relay RTT p99",
+        "relay RTT p99 (echo thread)",
         us(via.rtt.quantile(0.99)),
         Unit::Us,
         None,
     );
     r.fig(
         "direct_rtt_p50_us",
-        "direct RTT p50",
+        "direct RTT p50 (echo thread)",
         us(direct.rtt.quantile(0.5)),
         Unit::Us,
         None,
     );
     r.fig(
         "direct_rtt_p99_us",
-        "direct RTT p99",
+        "direct RTT p99 (echo thread)",
         us(direct.rtt.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "relay_rtt_inline_p50_us",
+        "relay RTT p50 (one thread)",
+        us(via.rtt_inline.quantile(0.5)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "direct_rtt_inline_p50_us",
+        "direct RTT p50 (one thread)",
+        us(direct.rtt_inline.quantile(0.5)),
         Unit::Us,
         None,
     );
@@ -786,7 +800,11 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
         Unit::Secs,
         None,
     );
-    r.notes.push("server CPU covers the relay half only; RTT is a 64-byte ping-pong, one thread playing both ends".into());
+    r.notes.push(
+        "RTT: 64-byte ping-pong; 'echo thread': the far end echoes on its own thread (what two programs see); \
+         'one thread': one thread plays both ends, timing only the path in between; server CPU covers the relay half only"
+            .into(),
+    );
     if via.bytes == 0 {
         r.problems.push("nothing went through the relay".into());
     }

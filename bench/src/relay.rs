@@ -21,7 +21,10 @@ pub struct RelayOpts {
 pub struct PathFigures {
     pub bytes: u64,
     pub elapsed: Duration,
+    /// Two threads, echo style.
     pub rtt: Hist,
+    /// One thread playing both ends.
+    pub rtt_inline: Hist,
 }
 
 impl PathFigures {
@@ -143,8 +146,10 @@ pub fn direct() -> io::Result<(TcpStream, TcpStream)> {
     Ok((a, b))
 }
 
-/// Ping-pong `n` messages of `size` bytes: a writes, b echoes, a reads.
-pub fn rtt(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -> io::Result<Hist> {
+/// Ping-pong `n` messages of `size` bytes with one thread playing both
+/// ends: a writes, b reads and writes back, a reads. Only the path between
+/// the sockets (for the relay: the server's two pump wake-ups) is timed.
+pub fn rtt_inline(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -> io::Result<Hist> {
     let ping = vec![0x5au8; size];
     let mut got = vec![0u8; size];
     let mut h = Hist::default();
@@ -158,6 +163,37 @@ pub fn rtt(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -> io::R
             h.record(t.elapsed().as_nanos() as u64); // the first tenth is warm-up
         }
     }
+    Ok(h)
+}
+
+/// Ping-pong `n` messages of `size` bytes between two threads, as two
+/// programs would: b runs an echo loop on its own thread, a times each
+/// round trip. This is what a user of the connection sees.
+pub fn rtt_echo(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -> io::Result<Hist> {
+    let total = n + n / 10;
+    let mut echo = b.try_clone()?;
+    let echoer = std::thread::spawn(move || -> io::Result<()> {
+        let mut buf = vec![0u8; size];
+        for _ in 0..total {
+            echo.read_exact(&mut buf)?;
+            echo.write_all(&buf)?;
+        }
+        Ok(())
+    });
+    let ping = vec![0xa5u8; size];
+    let mut got = vec![0u8; size];
+    let mut h = Hist::default();
+    for i in 0..total {
+        let t = Instant::now();
+        a.write_all(&ping)?;
+        a.read_exact(&mut got)?;
+        if i >= n / 10 {
+            h.record(t.elapsed().as_nanos() as u64);
+        }
+    }
+    echoer
+        .join()
+        .map_err(|_| io::Error::other("echo thread panicked"))??;
     Ok(h)
 }
 
@@ -211,12 +247,14 @@ pub fn measure(
     mut b: TcpStream,
     opts: &RelayOpts,
 ) -> Result<PathFigures, String> {
-    let rtt =
-        rtt(&mut a, &mut b, opts.pings, opts.ping_size).map_err(|e| format!("ping-pong: {e}"))?;
+    let ping = |e: io::Error| format!("ping-pong: {e}");
+    let rtt = rtt_echo(&mut a, &mut b, opts.pings, opts.ping_size).map_err(ping)?;
+    let rtt_inline = rtt_inline(&mut a, &mut b, opts.pings, opts.ping_size).map_err(ping)?;
     let (bytes, elapsed) = bulk(a, &mut b, opts).map_err(|e| format!("bulk: {e}"))?;
     Ok(PathFigures {
         bytes,
         elapsed,
         rtt,
+        rtt_inline,
     })
 }
