@@ -276,3 +276,72 @@ fn python_friends_example() {
         .collect();
     assert_eq!(texts, vec!["hello from python", "hello back"]);
 }
+
+#[test]
+fn c_friend_bot_example() {
+    if !require("cc") {
+        return;
+    }
+    let exe = build_c_example("friend_bot");
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.accounts_addr().port();
+    let me = Client::connect("127.0.0.1", port, Dialect::CW_DIALECT_ACCOUNTS).unwrap();
+    me.register("rusty@example.org", "rusty", "rusty password", Some(STEP))
+        .unwrap();
+    me.login_password("rusty@example.org", "rusty password", Some(STEP))
+        .unwrap();
+
+    let mut child = Command::new(&exe)
+        .args([
+            "127.0.0.1",
+            &port.to_string(),
+            "cbot",
+            "cbot password",
+            "rusty",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut child);
+    expect_line(&lines, "logged in as cbot (account ", STEP);
+    expect_line(&lines, "friend request to rusty: ok", STEP);
+    let from = wait_event(&me, |ev| match ev {
+        Event::FriendRequest { from } => Some(from),
+        _ => None,
+    });
+    assert_eq!(from, "cbot");
+    me.accept_friend("cbot", Some(STEP)).unwrap();
+    expect_line(&lines, "rusty is now a friend", STEP);
+
+    me.send_to_friend("cbot", "hello bot", Some(STEP)).unwrap();
+    expect_line(&lines, "<rusty> hello bot", STEP);
+    let reply = wait_event(&me, |ev| match ev {
+        Event::PrivateMessage { from, text, .. } if from == "cbot" => Some(text),
+        _ => None,
+    });
+    assert_eq!(reply, "got: hello bot");
+
+    // The bot answers calls with its voice end point.
+    me.place_call("cbot", "", 5555).unwrap();
+    expect_line(&lines, "call from rusty at 127.0.0.1:5555", STEP);
+    let (addr, voice_port) = wait_event(&me, |ev| match ev {
+        Event::CallAccepted { addr, port, .. } => Some((addr, port)),
+        _ => None,
+    });
+    assert_eq!((addr.as_str(), voice_port), ("127.0.0.1", 40404));
+    me.hangup_call("cbot").unwrap();
+    expect_line(&lines, "rusty hung up", STEP);
+
+    me.send_to_friend("cbot", "quit", Some(STEP)).unwrap();
+    expect_line(&lines, "history with rusty: 3 messages", STEP);
+    expect_line(&lines, "[rusty] hello bot", STEP);
+    expect_line(&lines, "[me] got: hello bot", STEP);
+    expect_line(&lines, "[rusty] quit", STEP);
+    let out = wait_within(child, STEP);
+    assert!(
+        out.status.success(),
+        "friend_bot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
