@@ -239,7 +239,8 @@ typedef enum cw_result {
    */
   CW_ALREADY_LOGGED_IN = 302,
   /**
-   * Another login on this client is still waiting for its answer.
+   * Another login (or, for accounts, registration) on this client is
+   * still waiting for its answer.
    */
   CW_BUSY = 303,
   /**

@@ -46,7 +46,8 @@ pub enum cw_result {
     CW_NOT_LOGGED_IN = 301,
     /// This client has already logged in.
     CW_ALREADY_LOGGED_IN = 302,
-    /// Another login on this client is still waiting for its answer.
+    /// Another login (or, for accounts, registration) on this client is
+    /// still waiting for its answer.
     CW_BUSY = 303,
     /// No pending request from that user (private connection, or friendship).
     CW_NO_SUCH_REQUEST = 400,
@@ -122,7 +123,7 @@ impl cw_result {
             CW_LOGIN_REFUSED => "login refused\0",
             CW_NOT_LOGGED_IN => "not logged in\0",
             CW_ALREADY_LOGGED_IN => "already logged in\0",
-            CW_BUSY => "another login is in progress\0",
+            CW_BUSY => "another login or registration is in progress\0",
             CW_NO_SUCH_REQUEST => "no pending request from that user\0",
             CW_NO_SUCH_CALL => "no call with that user\0",
             CW_CALL_IN_PROGRESS => "a call with that user is already ringing or going on\0",
