@@ -829,3 +829,29 @@ fn acknowledged_messages_survive_kill_9() {
     assert_eq!(check, "ok");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_ringing_call_ends_when_either_side_disconnects() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    // The caller leaves while it rings: the callee hears 147.
+    a.send(&Frame::Call {
+        pseudo: p("bob"),
+        addr: p(""),
+        port: 7,
+    });
+    assert!(matches!(b.recv(), Frame::IncomingCall { .. }));
+    drop(a);
+    assert_eq!(b.recv(), Frame::HungUp { pseudo: p("alice") });
+    // The callee leaves while it rings: the caller hears 142.
+    let mut a = Acc::logged_in(addr, "alice@example.org", "correct horse");
+    a.send(&Frame::Call {
+        pseudo: p("bob"),
+        addr: p(""),
+        port: 8,
+    });
+    assert!(matches!(b.recv(), Frame::IncomingCall { .. }));
+    drop(b);
+    assert_eq!(a.recv(), Frame::CallFailed { pseudo: p("bob") });
+}

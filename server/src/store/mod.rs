@@ -10,13 +10,15 @@ mod schema;
 use std::path::Path;
 use std::thread::{self, JoinHandle};
 
-use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 pub use schema::SCHEMA_VERSION;
 
-/// Jobs waiting for the store thread; senders beyond this get `Busy`.
+/// Jobs waiting for the store thread. A sender that finds it full waits up to
+/// `QUEUE_WAIT` (back-pressure on that one connection) before giving up.
 const QUEUE: usize = 16_384;
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Jobs committed together at most.
 const GROUP: usize = 512;
 
@@ -107,9 +109,9 @@ impl Store {
         &self,
         job: impl FnOnce(&Db) -> Option<After> + Send + 'static,
     ) -> Result<(), StoreError> {
-        match self.tx.try_send(Msg::Job(Box::new(job))) {
+        match self.tx.send_timeout(Msg::Job(Box::new(job)), QUEUE_WAIT) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+            Err(SendTimeoutError::Timeout(_)) | Err(SendTimeoutError::Disconnected(_)) => {
                 Err(StoreError::Busy)
             }
         }

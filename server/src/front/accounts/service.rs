@@ -401,23 +401,38 @@ impl Accounts {
             ms.by_name.remove(&m.pseudo);
         }
         self.hub.logout(&m.session);
-        let ended: Vec<u64> = {
+        // Everyone in a call with m, or ringing with m, hears that it is over:
+        // 147 for a call in progress or a ringing call m placed, 142 for a
+        // ringing call m was being offered.
+        let mut told: Vec<(u64, Frame)> = Vec::new();
+        {
             let mut calls = self.calls.lock();
+            let hung_up = || Frame::HungUp {
+                pseudo: m.pseudo.clone(),
+            };
+            for &(caller, callee) in calls.ringing.iter() {
+                if caller == m.id {
+                    told.push((callee, hung_up()));
+                } else if callee == m.id {
+                    told.push((
+                        caller,
+                        Frame::CallFailed {
+                            pseudo: m.pseudo.clone(),
+                        },
+                    ));
+                }
+            }
+            for &(a, b) in calls.active.iter() {
+                if a == m.id || b == m.id {
+                    told.push((if a == m.id { b } else { a }, hung_up()));
+                }
+            }
             calls.ringing.retain(|(a, b)| *a != m.id && *b != m.id);
-            let ended: Vec<u64> = calls
-                .active
-                .iter()
-                .filter(|(a, b)| *a == m.id || *b == m.id)
-                .map(|(a, b)| if *a == m.id { *b } else { *a })
-                .collect();
             calls.active.retain(|(a, b)| *a != m.id && *b != m.id);
-            ended
-        };
-        for other in ended {
+        }
+        for (other, frame) in told {
             if let Some(o) = self.member(other) {
-                o.send(&Frame::HungUp {
-                    pseudo: m.pseudo.clone(),
-                });
+                o.send(&frame);
             }
         }
     }
