@@ -49,7 +49,8 @@ FANOUT / P2P
   --senders S          fanout senders (default 10)
   --mode sat|paced     fanout mode (default sat; `all` runs both)
   --rate X             paced: total messages per second in (default 50)
-  --window K           saturation: messages a sender may have undelivered (default 8)
+  --window K           saturation: messages a sender may have undelivered (default 8;
+                       p2p: per direction of a pair). Throughput grows with K: see the report
 
 RELAY
   --bytes N            bulk bytes one way (default 4294967296; the run also stops at --seconds)
@@ -195,6 +196,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
     let mut todo: Vec<Job> = Vec::new();
     match w {
         "all" => {
+            let k: u32 = args.or("window", 8)?;
             let (c1, c5, ci) = if quick {
                 (50, 100, 200)
             } else {
@@ -211,7 +213,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
                         FanoutParams {
                             clients: c1,
                             senders: s,
-                            mode: Mode::Saturation { window: 8 },
+                            mode: Mode::Saturation { window: k },
                             seconds: secs,
                             messages: None,
                         },
@@ -255,7 +257,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
                         c,
                         P2pParams {
                             clients: c1,
-                            window: 8,
+                            window: k,
                             seconds: secs,
                             messages: None,
                         },
