@@ -34,6 +34,8 @@ pub struct Config {
     pub max_relays: usize,
     /// Private-connection requests pending per user.
     pub max_pending_requests: usize,
+    /// Threads sending queued output for all connections (one per core is plenty).
+    pub flush_threads: usize,
 }
 
 impl Default for Config {
@@ -50,6 +52,7 @@ impl Default for Config {
             connect_id_ttl_ms: 60_000,
             max_relays: 1_000,
             max_pending_requests: 16,
+            flush_threads: 2,
         }
     }
 }

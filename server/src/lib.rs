@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use config::Config;
 use hub::{Hub, HubConfig};
-use net::Registry;
+use net::{FlushPool, Registry};
 use store::{Store, StoreThread};
 
 /// How often expired requests and connect ids are swept.
@@ -32,6 +32,8 @@ pub struct Shared {
     pub accounts: Option<Arc<front::accounts::service::Accounts>>,
     pub cfg: Config,
     pub registry: Arc<Registry>,
+    /// The threads that send every connection's queued bytes.
+    pub flush: Arc<FlushPool>,
 }
 
 /// A running server. Dropping it shuts it down.
@@ -63,7 +65,9 @@ impl Server {
         let chatos_addr = chatos.local_addr()?;
         let accounts_l = TcpListener::bind((cfg.bind, cfg.accounts_port))?;
         let accounts_addr = accounts_l.local_addr()?;
+        let flush = FlushPool::new(cfg.flush_threads)?;
         let shared = Arc::new(Shared {
+            flush,
             hub,
             accounts: Some(accounts),
             cfg,
@@ -151,6 +155,7 @@ impl Server {
                 self.shared.registry.len()
             );
         }
+        self.shared.flush.stop();
         // Last: every acknowledged row is already committed; this checkpoints and closes.
         self.store.stop();
         if let Some(t) = self.store_thread.take() {

@@ -44,6 +44,9 @@ struct Args {
     /// Maximum private relays at once.
     #[arg(long)]
     max_relays: Option<usize>,
+    /// Threads that send queued output for all connections.
+    #[arg(long)]
+    flush_threads: Option<usize>,
 }
 
 fn load(args: &Args) -> Result<Config, String> {
@@ -63,7 +66,8 @@ fn load(args: &Args) -> Result<Config, String> {
     set!(bind => bind, chatos_port => chatos_port, accounts_port => accounts_port, db => db_path,
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
-         connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays);
+         connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
+         flush_threads => flush_threads);
     Ok(cfg)
 }
 

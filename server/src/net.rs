@@ -1,30 +1,34 @@
 //! Per-connection plumbing shared by every TCP front-end: the bounded
-//! outbound queue with its writer, and the registry of live connections used
-//! for the connection limit and for shutdown. Knows nothing of dialects.
+//! outbound queue and the threads that drain it, and the registry of live
+//! connections used for the connection limit and for shutdown. Knows nothing
+//! of dialects.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 /// Stack for connection threads: they keep their buffers on the heap, so a
 /// small stack keeps 10,000 idle connections cheap.
 pub const CONN_STACK: usize = 128 * 1024;
-/// A writer's spare buffer is returned to the allocator above this size.
+/// A flusher's spare buffer is returned to the allocator above this size.
 const SPARE_KEEP: usize = 256 * 1024;
 
 struct OutState {
     buf: Vec<u8>,
-    /// Someone (the writer thread, or the reader answering inline) owns the
-    /// socket's write side right now; others only append.
+    /// Someone owns the socket's write side right now (a pool flusher, the
+    /// connection's own backlog writer, or its reader answering inline);
+    /// everyone else only appends. This one flag keeps the bytes in order.
     flushing: bool,
     closed: bool,
+    /// Doorbell of the connection's backlog writer, once it exists.
     bell: Option<Sender<()>>,
 }
 
@@ -32,14 +36,18 @@ struct OutState {
 ///
 /// Anyone may append (the hub delivering from another user's thread); the
 /// appender never writes to the socket, so a slow reader delays nobody. A
-/// writer thread, started the first time another thread queues something,
-/// sends the whole queue with one write per wake-up. When the queue would
-/// pass `limit` bytes the peer is dropped instead.
+/// connection with bytes to send is handed once to the shared [`FlushPool`],
+/// whose few threads send each queue with one non-blocking `send`, however
+/// many frames piled up meanwhile. Only a connection whose socket buffer is
+/// full gets a thread of its own (started on first need) that waits for the
+/// reader with blocking writes. When the queue would pass `limit` bytes the
+/// peer is dropped instead.
 pub struct Outbound {
     stream: Arc<TcpStream>,
     state: Mutex<OutState>,
-    /// Signalled by the writer each time it hands a batch to the kernel.
+    /// Signalled each time a batch is handed to the kernel.
     drained: Condvar,
+    pool: Arc<FlushPool>,
     limit: usize,
     label: String,
 }
@@ -47,6 +55,7 @@ pub struct Outbound {
 impl Outbound {
     pub fn new(
         stream: Arc<TcpStream>,
+        pool: &Arc<FlushPool>,
         limit: usize,
         write_timeout: Duration,
         label: String,
@@ -61,6 +70,7 @@ impl Outbound {
                 bell: None,
             }),
             drained: Condvar::new(),
+            pool: pool.clone(),
             limit,
             label,
         })
@@ -75,29 +85,25 @@ impl Outbound {
         }
         encode(&mut st.buf);
         if st.buf.len() > self.limit {
-            st.closed = true;
-            st.buf = Vec::new();
-            st.bell = None;
             drop(st);
-            self.drained.notify_all();
-            log::warn!(
-                "{}: dropped, {} bytes queued for a reader that does not read",
-                self.label,
+            self.drop_peer(&format!(
+                "dropped, {} bytes queued for a reader that does not read",
                 self.limit
-            );
-            let _ = self.stream.shutdown(Shutdown::Both);
+            ));
             return false;
         }
         if st.flushing {
             return true;
         }
         st.flushing = true;
-        self.ring(st)
+        drop(st);
+        self.pool.schedule(self.clone());
+        true
     }
 
     /// Send a reply from the connection's own reader thread. When nothing is
-    /// queued the bytes are written inline, so a connection that only ever
-    /// hears answers to its own requests never needs a writer thread.
+    /// queued the bytes are written inline: the reply is on its way before
+    /// the reader reads again, with no hand-off to another thread.
     pub fn reply(self: &Arc<Self>, bytes: &[u8]) -> bool {
         let mut st = self.state.lock();
         if st.closed {
@@ -114,39 +120,116 @@ impl Outbound {
             return false;
         }
         let mut st = self.state.lock();
-        if st.buf.is_empty() || st.closed {
-            st.flushing = false;
-            return !st.closed;
+        if st.closed {
+            return false;
         }
-        self.ring(st)
+        if st.buf.is_empty() {
+            st.flushing = false;
+            return true;
+        }
+        drop(st);
+        self.pool.schedule(self.clone());
+        true
     }
 
-    /// Wake (or start) the writer; `st.flushing` is already set.
-    fn ring(self: &Arc<Self>, mut st: parking_lot::MutexGuard<'_, OutState>) -> bool {
+    /// One pass by a pool flusher: send what is queued without blocking.
+    /// Returns true if more bytes arrived meanwhile (the caller requeues).
+    fn flush_nonblocking(self: &Arc<Self>, spare: &mut Vec<u8>) -> bool {
+        {
+            let mut st = self.state.lock();
+            if st.closed {
+                return false;
+            }
+            if st.buf.is_empty() {
+                st.flushing = false;
+                return false;
+            }
+            std::mem::swap(&mut st.buf, spare);
+        }
+        let mut sent = 0;
+        while sent < spare.len() {
+            // SAFETY: send(2) on a socket this Outbound keeps open, reading
+            // from a live buffer of the given length.
+            let n = unsafe {
+                libc::send(
+                    self.stream.as_raw_fd(),
+                    spare[sent..].as_ptr().cast(),
+                    spare.len() - sent,
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n >= 0 {
+                sent += n as usize;
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => break,
+                _ => {
+                    spare.clear();
+                    self.fail(&e);
+                    return false;
+                }
+            }
+        }
+        self.drained.notify_all();
+        let mut st = self.state.lock();
+        if st.closed {
+            spare.clear();
+            return false;
+        }
+        if sent < spare.len() {
+            // The peer's socket buffer is full: keep the rest in front of
+            // whatever arrived meanwhile and let the backlog writer wait.
+            let mut rest = spare.split_off(sent);
+            rest.extend_from_slice(&st.buf);
+            st.buf = rest;
+            spare.clear();
+            return self.ring_backlog_writer(st);
+        }
+        spare.clear();
+        if spare.capacity() > SPARE_KEEP {
+            *spare = Vec::new();
+        }
+        if st.buf.is_empty() {
+            st.flushing = false;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Wake (or start) this connection's backlog writer; `flushing` stays set.
+    fn ring_backlog_writer(
+        self: &Arc<Self>,
+        mut st: parking_lot::MutexGuard<'_, OutState>,
+    ) -> bool {
         if let Some(bell) = &st.bell {
             let bell = bell.clone();
             drop(st);
             let _ = bell.try_send(());
-            return true;
+            return false;
         }
         let (tx, rx) = bounded(1);
         st.bell = Some(tx);
         drop(st);
         let me = self.clone();
         let spawned = thread::Builder::new()
-            .name("cw-writer".into())
+            .name("cw-backlog".into())
             .stack_size(CONN_STACK)
-            .spawn(move || me.writer(rx));
+            .spawn(move || me.backlog_writer(rx));
         if let Err(e) = spawned {
             self.fail(&e);
-            return false;
         }
-        true
+        false
     }
 
-    fn writer(&self, bell: Receiver<()>) {
+    /// Blocking writes for a peer that reads slowly; ends when the queue is
+    /// empty again, and sleeps until the next backlog.
+    fn backlog_writer(&self, bell: Receiver<()>) {
         let mut spare = Vec::new();
-        // The first wake-up is implied: we were started because bytes are queued.
+        // The first wake-up is implied: we were started because of a backlog.
         loop {
             loop {
                 {
@@ -160,11 +243,11 @@ impl Outbound {
                     }
                     std::mem::swap(&mut st.buf, &mut spare);
                 }
-                self.drained.notify_all();
                 if let Err(e) = (&*self.stream).write_all(&spare) {
                     self.fail(&e);
                     return;
                 }
+                self.drained.notify_all();
                 spare.clear();
                 if spare.capacity() > SPARE_KEEP {
                     spare = Vec::new();
@@ -176,28 +259,37 @@ impl Outbound {
         }
     }
 
-    fn fail(&self, e: &io::Error) {
+    fn mark_closed(&self) -> bool {
         let mut st = self.state.lock();
-        if !st.closed {
-            st.closed = true;
-            st.buf = Vec::new();
-            st.bell = None;
-            drop(st);
-            self.drained.notify_all();
+        if st.closed {
+            return false;
+        }
+        st.closed = true;
+        st.buf = Vec::new();
+        st.bell = None; // dropping the sender ends the backlog writer's wait
+        drop(st);
+        self.drained.notify_all();
+        true
+    }
+
+    fn drop_peer(&self, why: &str) {
+        if self.mark_closed() {
+            log::warn!("{}: {why}", self.label);
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn fail(&self, e: &io::Error) {
+        if self.mark_closed() {
             log::info!("{}: write failed ({e}); closing", self.label);
             let _ = self.stream.shutdown(Shutdown::Both);
         }
     }
 
-    /// Stop the writer and refuse further bytes. Queued bytes are discarded:
-    /// this is called when the connection is already going away.
+    /// Stop the writers and refuse further bytes. Queued bytes are
+    /// discarded: this is called when the connection is already going away.
     pub fn close(&self) {
-        let mut st = self.state.lock();
-        st.closed = true;
-        st.buf = Vec::new();
-        st.bell = None; // dropping the sender ends the writer's wait
-        drop(st);
-        self.drained.notify_all();
+        self.mark_closed();
     }
 
     /// Block the connection's own reader while its queue is over half full,
@@ -219,6 +311,64 @@ impl Outbound {
     /// Bytes queued and not yet handed to the kernel.
     pub fn queued(&self) -> usize {
         self.state.lock().buf.len()
+    }
+}
+
+/// A few threads that send every connection's queued bytes. A broadcast to
+/// a thousand peers costs a thousand appends and at most one wake-up here,
+/// instead of a thousand threads woken; and a busy pool batches: the longer
+/// a queue waits, the more frames one `send` carries.
+pub struct FlushPool {
+    tx: Mutex<Option<Sender<Arc<Outbound>>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl FlushPool {
+    pub fn new(threads: usize) -> io::Result<Arc<Self>> {
+        let (tx, rx) = unbounded::<Arc<Outbound>>();
+        let pool = Arc::new(FlushPool {
+            tx: Mutex::new(Some(tx.clone())),
+            threads: Mutex::new(Vec::new()),
+        });
+        drop(tx);
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let me = pool.clone();
+            let t = thread::Builder::new()
+                .name(format!("cw-flush-{i}"))
+                .spawn(move || {
+                    let mut spare = Vec::new();
+                    for out in rx.iter() {
+                        // Requeue rather than loop, so one chatty peer
+                        // cannot hold a flusher while others wait.
+                        if out.flush_nonblocking(&mut spare) {
+                            me.schedule(out);
+                        }
+                    }
+                })?;
+            pool.threads.lock().push(t);
+        }
+        Ok(pool)
+    }
+
+    fn schedule(&self, out: Arc<Outbound>) {
+        let sent = match &*self.tx.lock() {
+            Some(tx) => tx.send(out).is_ok(),
+            None => false,
+        };
+        if !sent {
+            log::debug!("flush pool stopped; output discarded");
+        }
+    }
+
+    /// Stop the flushers: the channel disconnects once its last queued
+    /// connection has been served (closed connections are skipped at once).
+    pub fn stop(&self) {
+        self.tx.lock().take();
+        let threads: Vec<_> = self.threads.lock().drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
     }
 }
 

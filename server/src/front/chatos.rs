@@ -87,6 +87,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let out = Outbound::new(
         stream.clone(),
+        &shared.flush,
         shared.cfg.outbound_limit,
         shared.cfg.write_timeout(),
         label.clone(),
