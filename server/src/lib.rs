@@ -61,9 +61,9 @@ impl Server {
         let (store, store_thread) = Store::open(&cfg.db_path)
             .map_err(|e| io::Error::other(format!("cannot open {}: {e}", cfg.db_path.display())))?;
         let accounts = front::accounts::service::Accounts::new(hub.clone(), store.clone());
-        let chatos = TcpListener::bind((cfg.bind, cfg.chatos_port))?;
+        let chatos = listen(cfg.bind, cfg.chatos_port)?;
         let chatos_addr = chatos.local_addr()?;
-        let accounts_l = TcpListener::bind((cfg.bind, cfg.accounts_port))?;
+        let accounts_l = listen(cfg.bind, cfg.accounts_port)?;
         let accounts_addr = accounts_l.local_addr()?;
         let flush = FlushPool::new(cfg.flush_threads)?;
         let shared = Arc::new(Shared {
@@ -169,6 +169,21 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_now();
     }
+}
+
+/// Pending connections the kernel holds per listener: std's default of 128
+/// overflows when thousands of clients connect at once.
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn listen(ip: std::net::IpAddr, port: u16) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let addr = SocketAddr::new(ip, port);
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // Restarting right after a stop must not fail on TIME_WAIT sockets.
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(LISTEN_BACKLOG)?;
+    Ok(sock.into())
 }
 
 fn spawn_acceptor(

@@ -472,33 +472,61 @@ pub enum ReadEnd {
     Deadline,
 }
 
-/// Read the next chunk from a connection, at most until `deadline` when one
-/// is given. Interrupted reads are retried; a read timeout only returns
-/// `Deadline` once the deadline has really passed.
-pub fn read_chunk(
-    stream: &TcpStream,
-    buf: &mut [u8],
-    deadline: Option<std::time::Instant>,
-) -> Result<usize, ReadEnd> {
-    loop {
-        if let Some(d) = deadline {
-            let left = d.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                return Err(ReadEnd::Deadline);
-            }
-            let _ = stream.set_read_timeout(Some(left));
+/// A connection's read buffer. It starts small, since an idle chat
+/// connection reads a login and little else, and grows (to `MAX_READ`) the
+/// first time a read fills it, so busy senders still read in big batches.
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    filled_last: bool,
+}
+
+const FIRST_READ: usize = 512;
+const MAX_READ: usize = 16 * 1024;
+
+impl Default for ReadBuf {
+    fn default() -> Self {
+        ReadBuf {
+            buf: vec![0; FIRST_READ],
+            filled_last: false,
         }
-        match (&*stream).read(buf) {
-            Ok(0) => return Err(ReadEnd::Eof),
-            Ok(n) => return Ok(n),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(ReadEnd::Io(e)),
+    }
+}
+
+impl ReadBuf {
+    /// Read the next chunk from a connection, at most until `deadline` when
+    /// one is given. Interrupted reads are retried; a read timeout only
+    /// returns `Deadline` once the deadline has really passed.
+    pub fn read(
+        &mut self,
+        stream: &TcpStream,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<&[u8], ReadEnd> {
+        if self.buf.len() < MAX_READ && self.filled_last {
+            self.buf.resize((self.buf.len() * 4).min(MAX_READ), 0);
+        }
+        loop {
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(ReadEnd::Deadline);
+                }
+                let _ = stream.set_read_timeout(Some(left));
+            }
+            match (&*stream).read(&mut self.buf) {
+                Ok(0) => return Err(ReadEnd::Eof),
+                Ok(n) => {
+                    self.filled_last = n == self.buf.len();
+                    return Ok(&self.buf[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(ReadEnd::Io(e)),
+            }
         }
     }
 }

@@ -15,8 +15,6 @@ use crate::hub::{Dialect, Event, Peer, RelayJoin, Session};
 use crate::net::{self, Outbound, ReadEnd};
 use crate::Shared;
 
-/// Bytes read from the socket per call.
-const READ_CHUNK: usize = 4096;
 /// Extra time the first end of a relay waits for the second end's hand-over
 /// after the ticket's deadline, covering a join that raced the deadline.
 const HANDOVER_GRACE: Duration = Duration::from_secs(1);
@@ -126,7 +124,7 @@ fn run(
     label: &str,
 ) -> End {
     let mut decoder = Decoder::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut rbuf = net::ReadBuf::default();
     loop {
         let deadline = match state {
             State::Anonymous { deadline } => Some(*deadline),
@@ -135,13 +133,13 @@ fn run(
                 None
             }
         };
-        let n = match net::read_chunk(stream, &mut chunk, deadline) {
-            Ok(n) => n,
+        let bytes = match rbuf.read(stream, deadline) {
+            Ok(bytes) => bytes,
             Err(ReadEnd::Eof) => return End::Eof,
             Err(ReadEnd::Io(e)) => return End::Io(e),
             Err(ReadEnd::Deadline) => return End::LoginTimeout,
         };
-        decoder.push(&chunk[..n]);
+        decoder.push(bytes);
         loop {
             let cmd = match decoder.next_command() {
                 Ok(Some(cmd)) => cmd,

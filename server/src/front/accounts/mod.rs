@@ -15,8 +15,6 @@ use crate::net::{self, Outbound, ReadEnd};
 use crate::Shared;
 use service::{Accounts, Member};
 
-const READ_CHUNK: usize = 4096;
-
 enum State {
     /// Waiting for HELLO (200).
     Greeting,
@@ -45,7 +43,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
     let deadline = Instant::now() + shared.cfg.login_timeout();
     let mut state = State::Greeting;
     let mut decoder = Decoder::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
+    let mut rbuf = net::ReadBuf::default();
     let why: String = loop {
         let limit = match state {
             State::Member(_) => {
@@ -54,13 +52,13 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
             }
             _ => Some(deadline),
         };
-        let n = match net::read_chunk(&stream, &mut chunk, limit) {
-            Ok(n) => n,
+        let bytes = match rbuf.read(&stream, limit) {
+            Ok(bytes) => bytes,
             Err(ReadEnd::Eof) => break "disconnected".into(),
             Err(ReadEnd::Io(e)) => break format!("connection error: {e}"),
             Err(ReadEnd::Deadline) => break "closed: no login within the deadline".into(),
         };
-        decoder.push(&chunk[..n]);
+        decoder.push(bytes);
         let mut end = None;
         loop {
             match decoder.next_frame() {
