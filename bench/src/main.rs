@@ -1,6 +1,7 @@
 //! chinwag-bench: drives a running chinwagd over the chatos dialect and
 //! prints a table plus one JSON line per workload. See `--help`.
 
+mod accounts;
 mod conn;
 mod engine;
 mod hist;
@@ -29,11 +30,14 @@ WORKLOAD (default: all)
   p2p       C clients in pairs exchange MESSAGE_PRIVATE at saturation
   relay     MB/s and ping-pong RTT through a private connection vs direct loopback TCP
   idle      C logged-in idle connections: login time, server RSS and threads
+  accounts  password logins/s (Argon2id) and acknowledged messages/s through the
+            store, against a chinwagd whose database is a real file
 
 SERVER (default: start target-dir/release/chinwagd on a free port per workload)
   --server PATH        chinwagd binary to start
   --addr HOST:PORT     use a running server instead (loopback only)
   --pid PID            its pid, for RSS / threads / CPU readings
+  --accounts-addr H:P  its accounts listener (for the accounts workload)
 
 COMMON
   --quick              small smoke run (~3 s); exit status says whether it works
@@ -179,7 +183,12 @@ type Job = (&'static str, Box<dyn Fn(&Ctx) -> Result<Report, String>>);
 
 fn run(args: &Args) -> Result<Vec<Report>, String> {
     let addr: Option<SocketAddr> = args.get("addr")?;
-    let spec = Spec::from_args(addr, args.get("pid")?, args.get::<PathBuf>("server")?)?;
+    let spec = Spec::from_args(
+        addr,
+        args.get("accounts-addr")?,
+        args.get("pid")?,
+        args.get::<PathBuf>("server")?,
+    )?;
     let quick = args.flag("--quick");
     let json_only = args.flag("--json");
     let fd_limit = server::raise_fd_limit();
@@ -267,6 +276,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let ro = relay_opts(args, quick)?;
             todo.push(("relay", Box::new(move |c| relay_wl(c, &ro))));
             todo.push(("idle", Box::new(move |c| idle(c, ci))));
+            todo.push(("accounts", Box::new(accounts_wl)));
         }
         "fanout" => {
             let mode = match (
@@ -310,9 +320,12 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let n = args.or("clients", if quick { 200 } else { 10_000 })?;
             todo.push(("idle", Box::new(move |c| idle(c, n))));
         }
+        "accounts" => {
+            todo.push(("accounts", Box::new(accounts_wl)));
+        }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, accounts)"
             ))
         }
     }
@@ -320,7 +333,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
     if !json_only {
         let how = match &ctx.spec {
             Spec::Spawn { binary, .. } => format!("starting {} per workload", binary.display()),
-            Spec::External { addr, pid } => format!(
+            Spec::External { addr, pid, .. } => format!(
                 "server at {addr} (pid {})",
                 pid.map_or("unknown".into(), |p| p.to_string())
             ),
@@ -885,4 +898,117 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
     ));
     target.stop();
     Ok(r)
+}
+
+/// Logins per second with real Argon2id, then acknowledged messages per
+/// second through the store, on a database file in the temp directory.
+fn accounts_wl(ctx: &Ctx) -> Result<Report, String> {
+    let mut r = Report::new("accounts");
+    let (login_threads, login_accounts, pairs, window) = (8, 32, 8, 16);
+    let secs = if ctx.quick { 0.5 } else { 5.0 };
+    r.param("login_threads", login_threads);
+    r.param("pairs", pairs);
+    r.param("window", window);
+    r.param("seconds", secs);
+    let db = std::env::temp_dir().join(format!("chinwag-bench-{}.db", ctx.run_id));
+    let mut target = ctx.spec.start_with_db(Some(&db))?;
+    let result = (|| {
+        let addr = target
+            .accounts
+            .ok_or("the accounts listener is unknown: pass --accounts-addr")?;
+        let run = &ctx.run_id;
+        accounts::register_all(addr, run, login_accounts + 2 * pairs)?;
+        let mut meter = Meter::start(&target);
+        let l = accounts::logins(addr, run, login_accounts, login_threads, secs)?;
+        meter.sample();
+        let a = accounts::acked_messages(addr, run, login_accounts, pairs, window, secs)?;
+        meter.sample();
+        meter.finish(&target, &mut r);
+        let ms = |ns: u64| ns as f64 / 1e6;
+        r.fig(
+            "logins_per_s",
+            "password logins per second",
+            l.logins as f64 / l.elapsed.as_secs_f64(),
+            Unit::PerSec,
+            None,
+        );
+        r.fig(
+            "login_p50_ms",
+            "login latency p50",
+            ms(l.latency.quantile(0.5)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "login_p99_ms",
+            "login latency p99",
+            ms(l.latency.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "acked_per_s",
+            "acknowledged messages per second",
+            a.acked as f64 / a.elapsed.as_secs_f64(),
+            Unit::PerSec,
+            None,
+        );
+        r.fig(
+            "ack_p50_ms",
+            "152 latency p50",
+            ms(a.latency.quantile(0.5)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "ack_p99_ms",
+            "152 latency p99",
+            ms(a.latency.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "acked",
+            "messages acknowledged (152)",
+            a.acked as f64,
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "failed",
+            "messages refused (153)",
+            a.failed as f64,
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "delivered",
+            "messages delivered live (151)",
+            a.delivered as f64,
+            Unit::Count,
+            None,
+        );
+        r.notes.push(format!(
+            "{login_threads} threads log in and out over {login_accounts} accounts; \
+             {pairs} friend pairs send 64-byte messages with {window} awaiting 152 each; \
+             WAL + synchronous=FULL on {}",
+            db.display()
+        ));
+        if l.logins == 0 || a.acked == 0 {
+            r.problems
+                .push("no login or no acknowledged message".into());
+        }
+        if a.failed > 0 || a.delivered < a.acked {
+            r.problems.push(format!(
+                "{} refused, {} of {} delivered",
+                a.failed, a.delivered, a.acked
+            ));
+        }
+        Ok::<(), String>(())
+    })();
+    target.stop();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    result.map(|()| r)
 }

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 pub struct Target {
     pub addr: SocketAddr,
+    /// The accounts dialect's listener, when known.
+    pub accounts: Option<SocketAddr>,
     pub pid: Option<u32>,
     child: Option<Child>,
 }
@@ -23,6 +25,7 @@ pub enum Spec {
     },
     External {
         addr: SocketAddr,
+        accounts: Option<SocketAddr>,
         pid: Option<u32>,
     },
 }
@@ -30,16 +33,23 @@ pub enum Spec {
 impl Spec {
     pub fn from_args(
         addr: Option<SocketAddr>,
+        accounts: Option<SocketAddr>,
         pid: Option<u32>,
         server: Option<PathBuf>,
     ) -> Result<Spec, String> {
         if let Some(addr) = addr {
-            if !addr.ip().is_loopback() {
-                return Err(format!(
-                    "{addr}: the benchmark only talks to loopback addresses"
-                ));
+            for a in std::iter::once(addr).chain(accounts) {
+                if !a.ip().is_loopback() {
+                    return Err(format!(
+                        "{a}: the benchmark only talks to loopback addresses"
+                    ));
+                }
             }
-            return Ok(Spec::External { addr, pid });
+            return Ok(Spec::External {
+                addr,
+                accounts,
+                pid,
+            });
         }
         let binary = match server {
             Some(p) => p,
@@ -62,9 +72,20 @@ impl Spec {
     }
 
     pub fn start(&self) -> Result<Target, String> {
+        self.start_with_db(None)
+    }
+
+    /// Start (or attach to) the server; a spawned one keeps its store in
+    /// `db` (a real file, so commits really reach the disk) or in memory.
+    pub fn start_with_db(&self, db: Option<&std::path::Path>) -> Result<Target, String> {
         match self {
-            Spec::External { addr, pid } => Ok(Target {
+            Spec::External {
+                addr,
+                accounts,
+                pid,
+            } => Ok(Target {
                 addr: *addr,
+                accounts: *accounts,
                 pid: *pid,
                 child: None,
             }),
@@ -73,15 +94,18 @@ impl Spec {
                 max_connections,
             } => {
                 let port = free_port()?;
+                let accounts_port = free_port()?;
                 let mut cmd = Command::new(binary);
                 cmd.args([
                     "--bind",
                     "127.0.0.1",
                     "--chatos-port",
                     &port.to_string(),
+                    "--accounts-port",
+                    &accounts_port.to_string(),
                     "--db",
-                    ":memory:",
                 ])
+                .arg(db.map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()))
                 .args(["--max-connections", &max_connections.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -96,6 +120,7 @@ impl Spec {
                 let addr: SocketAddr = ([127, 0, 0, 1], port).into();
                 let mut t = Target {
                     addr,
+                    accounts: Some(([127, 0, 0, 1], accounts_port).into()),
                     pid: Some(pid),
                     child: Some(child),
                 };

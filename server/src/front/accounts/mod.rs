@@ -3,6 +3,7 @@
 //! the dialect (HELLO first, LOGIN before the rest) and closes connections
 //! that send bad bytes; policy lives in `service`.
 
+mod password;
 pub mod service;
 
 use std::net::{IpAddr, Shutdown, TcpStream};

@@ -9,20 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::{Algorithm, Argon2, Params, Version};
 use chinwag_proto::accounts::{self as wire, code, Frame, HistoryEntry};
-use parking_lot::{Condvar, Mutex, RwLock};
+use crossbeam_channel::{bounded, Sender};
+use parking_lot::{Mutex, RwLock};
 
+use super::password;
 use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
 use crate::net::Outbound;
 use crate::store::{After, CreateError, Store};
 
-/// OWASP's minimum for Argon2id: 19 MiB, 2 passes, 1 lane.
-const ARGON_MEMORY_KIB: u32 = 19 * 1024;
-const ARGON_PASSES: u32 = 2;
 /// Password hashes computed at once; the rest queue, so a burst of logins
 /// uses at most this much memory and CPU.
 pub const HASHES_AT_ONCE: usize = 2;
@@ -35,35 +30,45 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 const MAX_TRACKED: usize = 100_000;
 pub const MIN_PASSWORD: usize = 8;
 
-fn argon() -> Argon2<'static> {
-    let params = Params::new(ARGON_MEMORY_KIB, ARGON_PASSES, 1, None).expect("valid argon2 params");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+type HashJob = Box<dyn FnOnce() + Send>;
+
+/// The only threads that run Argon2id. Each keeps one 19 MiB working memory
+/// (see `password`), so hashing costs at most `HASHES_AT_ONCE` × 19 MiB
+/// whatever the load, and a burst queues (bounded) instead of using more
+/// memory or CPU.
+struct Hashers {
+    tx: Sender<HashJob>,
 }
 
-/// Counting semaphore for password hashing.
-struct Gate {
-    state: Mutex<(usize, usize)>, // (running, waiting)
-    cv: Condvar,
-}
-
-impl Gate {
-    fn run<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
-        {
-            let mut st = self.state.lock();
-            if st.1 >= HASH_QUEUE {
-                return None;
+impl Hashers {
+    fn new() -> Hashers {
+        let (tx, rx) = bounded::<HashJob>(HASH_QUEUE);
+        for i in 0..HASHES_AT_ONCE {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("cw-hash-{i}"))
+                .spawn(move || {
+                    for job in rx.iter() {
+                        job();
+                    }
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start a hashing thread: {e}");
             }
-            st.1 += 1;
-            while st.0 >= HASHES_AT_ONCE {
-                self.cv.wait(&mut st);
-            }
-            st.1 -= 1;
-            st.0 += 1;
         }
-        let out = f();
-        self.state.lock().0 -= 1;
-        self.cv.notify_one();
-        Some(out)
+        Hashers { tx }
+    }
+
+    /// Run `f` on a hashing thread and wait for it; None when the queue is
+    /// full (the caller answers "busy") or the hashers are gone.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (tx, rx) = bounded(1);
+        self.tx
+            .try_send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .ok()?;
+        rx.recv().ok()
     }
 }
 
@@ -117,7 +122,7 @@ pub struct Accounts {
     registered: Arc<RwLock<HashSet<String>>>,
     members: RwLock<Members>,
     calls: Mutex<Calls>,
-    gate: Gate,
+    hashers: Hashers,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Verified against when the email is unknown, so both failures cost the same.
     dummy_hash: String,
@@ -148,21 +153,18 @@ impl Accounts {
         let registered = Arc::new(RwLock::new(pseudos.into_iter().collect::<HashSet<_>>()));
         let check = registered.clone();
         hub.set_reserved_names(Arc::new(move |name: &str| check.read().contains(name)));
-        let salt = SaltString::generate(&mut OsRng);
-        let dummy_hash = argon()
-            .hash_password(b"not a real password", &salt)
-            .expect("hashing a constant")
-            .to_string();
+        let hashers = Hashers::new();
+        let dummy_hash = hashers
+            .run(|| password::hash("not a real password"))
+            .and_then(Result::ok)
+            .expect("hashing a constant on a fresh hashing thread");
         Arc::new(Accounts {
             hub,
             store,
             registered,
             members: RwLock::new(Members::default()),
             calls: Mutex::new(Calls::default()),
-            gate: Gate {
-                state: Mutex::new((0, 0)),
-                cv: Condvar::new(),
-            },
+            hashers,
             failures: Mutex::new(HashMap::new()),
             dummy_hash,
         })
@@ -209,12 +211,7 @@ impl Accounts {
             });
             return;
         }
-        let salt = SaltString::generate(&mut OsRng);
-        let hashed = self.gate.run(|| {
-            argon()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|h| h.to_string())
-        });
+        let hashed = self.hashers.run(move || password::hash(&password));
         let hash = match hashed {
             Some(Ok(h)) => h,
             _ => {
@@ -305,14 +302,11 @@ impl Accounts {
         };
         let hash = account
             .as_ref()
-            .map(|a| a.hash.as_str())
-            .unwrap_or(&self.dummy_hash);
+            .map_or_else(|| self.dummy_hash.clone(), |a| a.hash.clone());
+        let password = password.to_owned();
         let ok = self
-            .gate
-            .run(|| {
-                PasswordHash::new(hash)
-                    .is_ok_and(|h| argon().verify_password(password.as_bytes(), &h).is_ok())
-            })
+            .hashers
+            .run(move || password::verify(&hash, &password))
             .unwrap_or(false);
         let account = match account {
             Some(a) if ok => a,

@@ -1,0 +1,298 @@
+//! The accounts workloads: password logins per second (real Argon2id on the
+//! server) and acknowledged messages per second through the store (each 152
+//! means a committed, fsynced row). Blocking sockets on a handful of threads
+//! are enough: the server's hashing and disk set the pace, not the client.
+
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::accounts::{Decoder, Frame};
+
+use crate::hist::Hist;
+
+const IO_WAIT: Duration = Duration::from_secs(30);
+const PASSWORD: &str = "bench password";
+
+struct Conn {
+    s: TcpStream,
+    dec: Decoder,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(addr: SocketAddr) -> Result<Conn, String> {
+        let s = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        s.set_nodelay(true).ok();
+        s.set_read_timeout(Some(IO_WAIT)).ok();
+        let mut c = Conn {
+            s,
+            dec: Decoder::new(),
+            buf: vec![0; 16 * 1024],
+        };
+        c.send(&Frame::Hello)?;
+        match c.recv()? {
+            Frame::HelloAck => Ok(c),
+            other => Err(format!("expected 201, got {other:?}")),
+        }
+    }
+
+    fn send(&mut self, f: &Frame) -> Result<(), String> {
+        self.s
+            .write_all(&f.to_bytes())
+            .map_err(|e| format!("send: {e}"))
+    }
+
+    fn recv(&mut self) -> Result<Frame, String> {
+        loop {
+            if let Some(f) = self
+                .dec
+                .next_frame()
+                .map_err(|e| format!("bad frame: {e}"))?
+            {
+                return Ok(f);
+            }
+            let n = self
+                .s
+                .read(&mut self.buf)
+                .map_err(|e| format!("recv: {e}"))?;
+            if n == 0 {
+                return Err("server closed the connection".into());
+            }
+            self.dec.push(&self.buf[..n]);
+        }
+    }
+
+    fn register(addr: SocketAddr, email: &str, pseudo: &str) -> Result<(), String> {
+        let mut c = Conn::open(addr)?;
+        c.send(&Frame::Register {
+            email: email.into(),
+            pseudo: pseudo.into(),
+            password: PASSWORD.into(),
+        })?;
+        match c.recv()? {
+            Frame::Registered => Ok(()),
+            other => Err(format!("register {pseudo}: {other:?}")),
+        }
+    }
+
+    fn login(addr: SocketAddr, email: &str) -> Result<Conn, String> {
+        let mut c = Conn::open(addr)?;
+        c.send(&Frame::Login {
+            email: email.into(),
+            password: PASSWORD.into(),
+        })?;
+        match c.recv()? {
+            Frame::LoginOk { .. } => Ok(c),
+            other => Err(format!("login {email}: {other:?}")),
+        }
+    }
+}
+
+fn email(run: &str, i: usize) -> String {
+    format!("u{i}.{run}@bench.invalid")
+}
+
+fn pseudo(run: &str, i: usize) -> String {
+    format!("u{i}{run}")
+}
+
+/// Register `n` accounts, a few at a time (registration hashes too).
+pub fn register_all(addr: SocketAddr, run: &str, n: usize) -> Result<(), String> {
+    let run = Arc::new(run.to_string());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let run = run.clone();
+            thread::spawn(move || -> Result<(), String> {
+                for i in (t..n).step_by(4) {
+                    Conn::register(addr, &email(&run, i), &pseudo(&run, i))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join()
+            .map_err(|_| "register thread panicked".to_string())??;
+    }
+    Ok(())
+}
+
+pub struct LoginOutcome {
+    pub logins: u64,
+    pub elapsed: Duration,
+    pub latency: Hist,
+}
+
+/// `threads` clients log in and out as fast as they can for `seconds`,
+/// cycling through `accounts` so no account is reused while still online.
+pub fn logins(
+    addr: SocketAddr,
+    run: &str,
+    accounts: usize,
+    threads: usize,
+    seconds: f64,
+) -> Result<LoginOutcome, String> {
+    let stop_at = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let run = run.to_string();
+            thread::spawn(move || -> Result<(u64, Hist), String> {
+                let mut h = Hist::default();
+                let mut n = 0u64;
+                let mut i = t;
+                while Instant::now() < stop_at {
+                    let t0 = Instant::now();
+                    let c = Conn::login(addr, &email(&run, i % accounts))?;
+                    h.record(t0.elapsed().as_nanos() as u64);
+                    drop(c);
+                    n += 1;
+                    i += threads;
+                }
+                Ok((n, h))
+            })
+        })
+        .collect();
+    let mut out = LoginOutcome {
+        logins: 0,
+        elapsed: Duration::ZERO,
+        latency: Hist::default(),
+    };
+    for w in workers {
+        let (n, h) = w
+            .join()
+            .map_err(|_| "login thread panicked".to_string())??;
+        out.logins += n;
+        out.latency.merge(&h);
+    }
+    out.elapsed = start.elapsed();
+    Ok(out)
+}
+
+pub struct AckOutcome {
+    pub acked: u64,
+    pub failed: u64,
+    pub delivered: u64,
+    pub elapsed: Duration,
+    pub latency: Hist,
+}
+
+/// `pairs` pairs of friends; in each, one side sends with up to `window`
+/// messages awaiting their 152, the other reads its 151s.
+pub fn acked_messages(
+    addr: SocketAddr,
+    run: &str,
+    first: usize,
+    pairs: usize,
+    window: usize,
+    seconds: f64,
+) -> Result<AckOutcome, String> {
+    // Befriend: sender 2k asks, receiver 2k+1 accepts.
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for k in 0..pairs {
+        let (a, b) = (first + 2 * k, first + 2 * k + 1);
+        let mut ca = Conn::login(addr, &email(run, a))?;
+        let mut cb = Conn::login(addr, &email(run, b))?;
+        ca.send(&Frame::FriendRequest {
+            pseudo: pseudo(run, b),
+        })?;
+        match ca.recv()? {
+            Frame::FriendRequestSent { .. } => {}
+            other => return Err(format!("friend request: {other:?}")),
+        }
+        match cb.recv()? {
+            Frame::FriendRequested { .. } => {}
+            other => return Err(format!("friend request arrival: {other:?}")),
+        }
+        cb.send(&Frame::AcceptFriend {
+            pseudo: pseudo(run, a),
+        })?;
+        match ca.recv()? {
+            Frame::FriendAccepted { .. } => {}
+            other => return Err(format!("friend accept: {other:?}")),
+        }
+        senders.push((ca, pseudo(run, b)));
+        receivers.push(cb);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = receivers
+        .into_iter()
+        .map(|mut c| {
+            let stop = stop.clone();
+            c.s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+            thread::spawn(move || {
+                let mut n = 0u64;
+                loop {
+                    match c.recv() {
+                        Ok(Frame::Message { .. }) => n += 1,
+                        Ok(_) => {}
+                        Err(_) if !stop.load(Ordering::Acquire) => {}
+                        Err(_) => return n,
+                    }
+                }
+            })
+        })
+        .collect();
+    let stop_at = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let writers: Vec<_> = senders
+        .into_iter()
+        .map(|(mut c, to)| {
+            thread::spawn(move || -> Result<(u64, u64, Hist), String> {
+                let mut h = Hist::default();
+                let (mut acked, mut failed) = (0u64, 0u64);
+                let mut in_flight = VecDeque::new();
+                let text = "x".repeat(64);
+                loop {
+                    let sending = Instant::now() < stop_at;
+                    if sending && in_flight.len() < window {
+                        c.send(&Frame::SendMessage {
+                            pseudo: to.clone(),
+                            text: text.clone(),
+                        })?;
+                        in_flight.push_back(Instant::now());
+                        continue;
+                    }
+                    if in_flight.is_empty() {
+                        return Ok((acked, failed, h));
+                    }
+                    let f = c.recv()?;
+                    let t0 = in_flight.pop_front().expect("non-empty");
+                    h.record(t0.elapsed().as_nanos() as u64);
+                    match f {
+                        Frame::MessageStored => acked += 1,
+                        Frame::MessageFailed => failed += 1,
+                        other => return Err(format!("expected 152/153, got {other:?}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut out = AckOutcome {
+        acked: 0,
+        failed: 0,
+        delivered: 0,
+        elapsed: Duration::ZERO,
+        latency: Hist::default(),
+    };
+    for w in writers {
+        let (a, f, h) = w.join().map_err(|_| "sender panicked".to_string())??;
+        out.acked += a;
+        out.failed += f;
+        out.latency.merge(&h);
+    }
+    out.elapsed = start.elapsed();
+    // Give the last 151s a moment, then stop the readers.
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        out.delivered += r.join().unwrap_or(0);
+    }
+    Ok(out)
+}
