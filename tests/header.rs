@@ -112,7 +112,13 @@ fn pkg_config_file_builds_and_runs_a_program() {
         return;
     }
     // chinwag.pc sits in the profile directory, above deps/.
-    let lib = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_path_buf();
+    let lib = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let o = output_within(
         Command::new("pkg-config")
             .args(["--cflags", "--libs", "chinwag"])
