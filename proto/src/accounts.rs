@@ -580,41 +580,20 @@ impl Reader<'_> {
     }
 }
 
-/// Incremental reader for an accounts TCP stream.
-#[derive(Debug, Default)]
-pub struct Decoder {
-    buf: Vec<u8>,
-    start: usize,
+impl crate::Decode for Frame {
+    fn decode(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        Frame::decode(buf)
+    }
 }
 
+/// Incremental reader for an accounts TCP stream. A bad header fails as
+/// soon as its 10 bytes are in.
+pub type Decoder = crate::Decoder<Frame>;
+
 impl Decoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-    pub fn push(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 4096 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(data);
-    }
-    /// The next whole frame, `Ok(None)` for "need more", or a final error.
-    /// A bad header fails as soon as its 10 bytes are in.
+    /// The next whole frame; see [`crate::Decoder::next_message`].
     pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
-        match Frame::decode(&self.buf[self.start..]) {
-            Ok((f, used)) => {
-                self.start += used;
-                Ok(Some(f))
-            }
-            Err(DecodeError::Incomplete) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-    pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.next_message()
     }
 }
 

@@ -276,59 +276,21 @@ impl Reader<'_> {
     }
 }
 
-/// Incremental decoder for a chatos byte stream: push what the socket gave,
-/// pull whole commands. Chatos frames carry no outer length, so the decoder
-/// parses from the front; its buffer never holds more than one partial
-/// command plus the last chunk pushed.
-#[derive(Debug, Default)]
-pub struct Decoder {
-    buf: Vec<u8>,
-    start: usize,
+impl crate::Decode for Command {
+    fn decode(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        Command::decode(buf)
+    }
 }
 
+/// Incremental decoder for a chatos byte stream. Chatos frames carry no
+/// outer length, so it parses from the front; after LOGIN_PRIVATE or
+/// ESTABLISHED, `take_remaining` hands what arrived behind it to the relay.
+pub type Decoder = crate::Decoder<Command>;
+
 impl Decoder {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Append bytes received from the stream.
-    pub fn push(&mut self, data: &[u8]) {
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 4096 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        self.buf.extend_from_slice(data);
-    }
-
-    /// The next whole command, `Ok(None)` if more bytes are needed, or the
-    /// error that makes the stream unusable.
+    /// The next whole command; see [`crate::Decoder::next_message`].
     pub fn next_command(&mut self) -> Result<Option<Command>, DecodeError> {
-        match Command::decode(&self.buf[self.start..]) {
-            Ok((cmd, used)) => {
-                self.start += used;
-                Ok(Some(cmd))
-            }
-            Err(DecodeError::Incomplete) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Bytes received but not yet decoded. After LOGIN_PRIVATE or
-    /// ESTABLISHED the stream turns into raw relayed bytes, and whatever
-    /// arrived behind that command belongs to the relay.
-    pub fn take_remaining(&mut self) -> Vec<u8> {
-        let rest = self.buf.split_off(self.start);
-        self.buf.clear();
-        self.start = 0;
-        rest
-    }
-
-    /// How many undecoded bytes are buffered.
-    pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.next_message()
     }
 }
 

@@ -6,6 +6,79 @@ pub mod accounts;
 pub mod chatos;
 
 use std::fmt;
+use std::marker::PhantomData;
+
+/// A message type that can be parsed from the front of a byte buffer.
+pub trait Decode: Sized {
+    /// The message and how many bytes it used, or `Incomplete` for "need
+    /// more bytes", or a final error.
+    fn decode(buf: &[u8]) -> Result<(Self, usize), DecodeError>;
+}
+
+/// Incremental decoder for a byte stream of `T`s: push what the socket gave,
+/// pull whole messages. Its buffer never holds more than one partial message
+/// plus the last chunk pushed.
+#[derive(Debug)]
+pub struct Decoder<T> {
+    buf: Vec<u8>,
+    start: usize,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Default for Decoder<T> {
+    fn default() -> Self {
+        Decoder {
+            buf: Vec::new(),
+            start: 0,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Decode> Decoder<T> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append bytes received from the stream.
+    pub fn push(&mut self, data: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 4096 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next whole message, `Ok(None)` if more bytes are needed, or the
+    /// error that makes the stream unusable.
+    pub fn next_message(&mut self) -> Result<Option<T>, DecodeError> {
+        match T::decode(&self.buf[self.start..]) {
+            Ok((msg, used)) => {
+                self.start += used;
+                Ok(Some(msg))
+            }
+            Err(DecodeError::Incomplete) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Bytes received but not yet decoded (for a stream that stops being
+    /// framed, like a chatos connection after LOGIN_PRIVATE).
+    pub fn take_remaining(&mut self) -> Vec<u8> {
+        let rest = self.buf.split_off(self.start);
+        self.buf.clear();
+        self.start = 0;
+        rest
+    }
+
+    /// How many undecoded bytes are buffered.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
 
 /// Why bytes could not be decoded. `Incomplete` is the only non-final
 /// variant: it asks the caller for more bytes.
