@@ -3,6 +3,7 @@
 //! Nothing here touches a socket or reads the clock.
 
 pub mod accounts;
+pub mod babel;
 pub mod chatos;
 
 use std::fmt;
