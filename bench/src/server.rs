@@ -101,6 +101,8 @@ impl Spec {
                     "127.0.0.1",
                     "--chatos-port",
                     &port.to_string(),
+                    "--babel-port",
+                    "0",
                     "--accounts-port",
                     &accounts_port.to_string(),
                     "--db",

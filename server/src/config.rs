@@ -16,6 +16,8 @@ pub struct Config {
     pub bind: IpAddr,
     /// TCP port of the chatos dialect (0 picks a free port).
     pub chatos_port: u16,
+    /// TCP port of the babel dialect (0 picks a free port).
+    pub babel_port: u16,
     /// TCP port of the accounts dialect (0 picks a free port).
     pub accounts_port: u16,
     /// SQLite database file (":memory:" keeps nothing).
@@ -43,6 +45,7 @@ impl Default for Config {
         Config {
             bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
             chatos_port: 7001,
+            babel_port: 7002,
             accounts_port: 7003,
             db_path: PathBuf::from("chinwag.db"),
             max_connections: 20_000,
@@ -62,6 +65,7 @@ impl Config {
     pub fn ephemeral() -> Self {
         Config {
             chatos_port: 0,
+            babel_port: 0,
             accounts_port: 0,
             db_path: PathBuf::from(":memory:"),
             ..Config::default()

@@ -40,6 +40,7 @@ pub struct Shared {
 pub struct Server {
     shared: Arc<Shared>,
     chatos_addr: SocketAddr,
+    babel_addr: SocketAddr,
     accounts_addr: SocketAddr,
     store: Store,
     store_thread: Option<StoreThread>,
@@ -63,6 +64,8 @@ impl Server {
         let accounts = front::accounts::service::Accounts::new(hub.clone(), store.clone());
         let chatos = listen(cfg.bind, cfg.chatos_port)?;
         let chatos_addr = chatos.local_addr()?;
+        let babel = listen(cfg.bind, cfg.babel_port)?;
+        let babel_addr = babel.local_addr()?;
         let accounts_l = listen(cfg.bind, cfg.accounts_port)?;
         let accounts_addr = accounts_l.local_addr()?;
         let flush = FlushPool::new(cfg.flush_threads)?;
@@ -80,6 +83,12 @@ impl Server {
             chatos,
             shared.clone(),
             front::chatos::serve,
+        )?);
+        threads.push(spawn_acceptor(
+            "babel",
+            babel,
+            shared.clone(),
+            front::babel::serve,
         )?);
         threads.push(spawn_acceptor(
             "accounts",
@@ -101,10 +110,11 @@ impl Server {
                     })?,
             );
         }
-        log::info!("chatos listening on {chatos_addr}, accounts on {accounts_addr}");
+        log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
         Ok(Server {
             shared,
             chatos_addr,
+            babel_addr,
             accounts_addr,
             store,
             store_thread: Some(store_thread),
@@ -115,6 +125,10 @@ impl Server {
 
     pub fn chatos_addr(&self) -> SocketAddr {
         self.chatos_addr
+    }
+
+    pub fn babel_addr(&self) -> SocketAddr {
+        self.babel_addr
     }
 
     pub fn accounts_addr(&self) -> SocketAddr {
@@ -142,7 +156,7 @@ impl Server {
         log::info!("shutting down");
         self.shared.registry.stop_all();
         // Wake each acceptor out of accept() with a connection of our own.
-        for addr in [self.chatos_addr, self.accounts_addr] {
+        for addr in [self.chatos_addr, self.babel_addr, self.accounts_addr] {
             let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
         for t in self.threads.drain(..) {

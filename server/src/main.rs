@@ -20,6 +20,9 @@ struct Args {
     /// chatos TCP port.
     #[arg(long)]
     chatos_port: Option<u16>,
+    /// babel TCP port.
+    #[arg(long)]
+    babel_port: Option<u16>,
     /// accounts TCP port.
     #[arg(long)]
     accounts_port: Option<u16>,
@@ -63,7 +66,7 @@ fn load(args: &Args) -> Result<Config, String> {
             if let Some(v) = args.$flag.clone() { cfg.$field = v; }
         )*};
     }
-    set!(bind => bind, chatos_port => chatos_port, accounts_port => accounts_port, db => db_path,
+    set!(bind => bind, chatos_port => chatos_port, babel_port => babel_port, accounts_port => accounts_port, db => db_path,
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,

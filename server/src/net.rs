@@ -132,6 +132,48 @@ impl Outbound {
         true
     }
 
+    /// Queue `bytes` and take the write side for the calling (reader)
+    /// thread, which must then call [`Outbound::flush_held`]. For answers
+    /// that must precede anything other users may queue: take it while the
+    /// connection is still invisible to them. Returns false if someone
+    /// already owned the write side (the bytes are queued all the same).
+    pub fn hold(&self, bytes: &[u8]) -> bool {
+        let mut st = self.state.lock();
+        if st.closed {
+            return false;
+        }
+        st.buf.extend_from_slice(bytes);
+        if st.flushing {
+            return false;
+        }
+        st.flushing = true;
+        true
+    }
+
+    /// Write everything queued on the calling thread, then give the write
+    /// side back. Only after a successful [`Outbound::hold`].
+    pub fn flush_held(self: &Arc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut st = self.state.lock();
+                if st.closed {
+                    return;
+                }
+                if st.buf.is_empty() {
+                    st.flushing = false;
+                    return;
+                }
+                std::mem::swap(&mut st.buf, &mut batch);
+            }
+            if let Err(e) = (&*self.stream).write_all(&batch) {
+                self.fail(&e);
+                return;
+            }
+            batch.clear();
+        }
+    }
+
     /// One pass by a pool flusher: send what is queued without blocking.
     /// Returns true if more bytes arrived meanwhile (the caller requeues).
     fn flush_nonblocking(self: &Arc<Self>, spare: &mut Vec<u8>) -> bool {

@@ -736,6 +736,8 @@ fn spawn_chinwagd(db: &Path, port: u16) -> Child {
             "127.0.0.1",
             "--chatos-port",
             "0",
+            "--babel-port",
+            "0",
             "--accounts-port",
             &port.to_string(),
             "--db",

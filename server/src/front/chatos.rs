@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chinwag_proto::chatos::{self, Command, Decoder};
 
 use crate::front::relay;
-use crate::hub::{Dialect, Event, Peer, RelayJoin, Session};
+use crate::hub::{Dialect, Entry, Event, Peer, RelayJoin, Session};
 use crate::net::{self, Outbound, ReadEnd};
 use crate::Shared;
 
@@ -54,8 +54,8 @@ impl Peer for ChatosPeer {
             Event::PrivateClosed { peer, .. } => {
                 Command::AcceptCloseConnection { login: peer.into() }.encode(buf)
             }
-            // Chatos has no presence frames.
-            Event::Presence { .. } => {}
+            // Chatos has no presence or peer-to-peer call frames.
+            Event::Presence { .. } | Event::CallOffer { .. } | Event::CallRefused { .. } => {}
         });
     }
 }
@@ -170,13 +170,26 @@ fn handle(
     let session = match state {
         State::Anonymous { .. } => match cmd {
             Command::Login { login } => {
-                let peer = Arc::new(ChatosPeer { out: out.clone() });
-                match hub.login(&login, Dialect::Chatos, ip, peer, true, false) {
+                let entry = Entry {
+                    dialect: Dialect::Chatos,
+                    ip,
+                    peer: Arc::new(ChatosPeer { out: out.clone() }),
+                    global_chat: true,
+                    presence: false,
+                    has_password: false,
+                };
+                // LOGIN_ACCEPTED is queued before the session becomes
+                // visible, so no broadcast can overtake it.
+                let mut held = false;
+                let welcome = |_: &[String]| held = out.hold(&[chatos::op::LOGIN_ACCEPTED]);
+                match hub.login_with(&login, entry, welcome) {
                     Ok(session) => {
+                        if held {
+                            out.flush_held();
+                        }
                         let _ = stream.set_read_timeout(None);
                         log::info!("{label}: logged in as {login}");
                         *state = State::Identified(session);
-                        out.reply(&[chatos::op::LOGIN_ACCEPTED]);
                     }
                     Err(why) => {
                         log::info!("{label}: login {login:?} refused: {why:?}");

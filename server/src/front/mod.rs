@@ -2,5 +2,6 @@
 //! and hub events back to its wire format. Policy lives in the hub.
 
 pub mod accounts;
+pub mod babel;
 pub mod chatos;
 pub mod relay;

@@ -4,7 +4,7 @@
 //! to each session's `Peer`, which turns them into that dialect's bytes.
 //!
 //! Lock order (never take an earlier lock while holding a later one):
-//!   1. `users`  2. `global`  3. `private`
+//!   1. `users`  2. `global`  3. `presence`  4. `private`  5. `calls`
 //! No lock is held while a `Peer` is called, with one exception: a broadcast
 //! delivers under the read side of `global`. `Peer::deliver` never blocks
 //! (it appends to a bounded queue and at most rings a doorbell with
@@ -25,6 +25,9 @@ use private::Private;
 pub use private::{CloseOutcome, RelayJoin};
 
 pub type SessionId = u64;
+
+/// How long a call offer can be refused (and so is remembered).
+pub const CALL_OFFER_TTL: Duration = Duration::from_secs(60);
 
 /// Longest name the hub accepts from any dialect; each dialect may be stricter.
 pub const MAX_NAME: usize = 64;
@@ -85,6 +88,16 @@ pub enum Event<'a> {
         name: &'a str,
         online: bool,
     },
+    /// `from` calls you; reach it at host:port (peer-to-peer calls).
+    CallOffer {
+        from: &'a str,
+        host: &'a str,
+        port: u16,
+    },
+    /// `by` refused your call.
+    CallRefused {
+        by: &'a str,
+    },
 }
 
 /// A session's outlet. `deliver` must not block: it queues bytes and, when
@@ -102,6 +115,19 @@ pub struct Session {
     pub peer: Arc<dyn Peer>,
     /// Hears MESSAGE broadcasts (chatos).
     pub global_chat: bool,
+    /// Hears other presence sessions come and go (babel contact lists).
+    pub presence: bool,
+}
+
+/// How a connection joins the hub.
+pub struct Entry {
+    pub dialect: Dialect,
+    pub ip: IpAddr,
+    pub peer: Arc<dyn Peer>,
+    pub global_chat: bool,
+    pub presence: bool,
+    /// Logged in with a password (may take a registered name).
+    pub has_password: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -184,6 +210,10 @@ pub struct Hub {
     users: RwLock<HashMap<String, Arc<Session>>>,
     /// Global-chat listeners, in no particular order.
     global: RwLock<Listeners>,
+    /// Presence listeners (babel sessions), in no particular order.
+    presence: RwLock<Listeners>,
+    /// Call offers awaiting an answer: (caller, callee) -> expiry.
+    calls: Mutex<HashMap<(String, String), Instant>>,
     private: Mutex<Private>,
     next_session: AtomicU64,
     reserved: RwLock<Option<ReservedNames>>,
@@ -202,6 +232,8 @@ impl Hub {
         Hub {
             users: RwLock::new(HashMap::new()),
             global: RwLock::new(Listeners::default()),
+            presence: RwLock::new(Listeners::default()),
+            calls: Mutex::new(HashMap::new()),
             private: Mutex::new(Private::default()),
             next_session: AtomicU64::new(1),
             reserved: RwLock::new(None),
@@ -214,9 +246,8 @@ impl Hub {
         *self.reserved.write() = Some(check);
     }
 
-    /// Identify a connection under `name`. The name space is shared by every
-    /// dialect, so the check and the insert happen under one write lock:
-    /// two racing logins for one name cannot both win.
+    /// Identify a connection under `name` (see [`Hub::login_with`]) with no
+    /// presence and nothing to send on admission.
     pub fn login(
         &self,
         name: &str,
@@ -226,10 +257,38 @@ impl Hub {
         global_chat: bool,
         has_password: bool,
     ) -> Result<Arc<Session>, LoginError> {
+        let entry = Entry {
+            dialect,
+            ip,
+            peer,
+            global_chat,
+            presence: false,
+            has_password,
+        };
+        self.login_with(name, entry, |_| {})
+    }
+
+    /// Identify a connection under `name`. The name space is shared by every
+    /// dialect, so the check and the insert happen under one write lock:
+    /// two racing logins for one name cannot both win.
+    ///
+    /// `welcome` runs under that lock, before anyone else can see the new
+    /// session, with the names of the presence listeners already online (for
+    /// a presence session; empty otherwise). Whatever it queues on the new
+    /// session's connection therefore goes out before any event another user
+    /// causes. It must only queue bytes, and must not call the hub (its lock
+    /// is held). Then, for a presence session, every
+    /// other presence listener hears `Presence { online: true }`.
+    pub fn login_with(
+        &self,
+        name: &str,
+        entry: Entry,
+        welcome: impl FnOnce(&[String]),
+    ) -> Result<Arc<Session>, LoginError> {
         if !valid_name(name) {
             return Err(LoginError::Invalid);
         }
-        if !has_password {
+        if !entry.has_password {
             let reserved = self.reserved.read().clone();
             if reserved.is_some_and(|check| check(name)) {
                 return Err(LoginError::Reserved);
@@ -238,20 +297,36 @@ impl Hub {
         let session = Arc::new(Session {
             id: self.next_session.fetch_add(1, Ordering::Relaxed),
             name: name.to_owned(),
-            dialect,
-            ip,
-            peer,
-            global_chat,
+            dialect: entry.dialect,
+            ip: entry.ip,
+            peer: entry.peer,
+            global_chat: entry.global_chat,
+            presence: entry.presence,
         });
-        {
+        let others: Vec<Arc<Session>> = {
             let mut users = self.users.write();
             if users.contains_key(name) {
                 return Err(LoginError::Taken);
             }
+            let others = if session.presence {
+                self.presence.read().sessions.clone()
+            } else {
+                Vec::new()
+            };
+            let names: Vec<String> = others.iter().map(|s| s.name.clone()).collect();
+            welcome(&names);
             users.insert(name.to_owned(), session.clone());
-            if global_chat {
+            if session.global_chat {
                 self.global.write().insert(session.clone());
             }
+            if session.presence {
+                self.presence.write().insert(session.clone());
+            }
+            others
+        };
+        let ev = Event::Presence { name, online: true };
+        for s in &others {
+            s.peer.deliver(&ev);
         }
         Ok(session)
     }
@@ -269,8 +344,24 @@ impl Hub {
             if session.global_chat {
                 self.global.write().remove(session.id);
             }
+            if session.presence {
+                self.presence.write().remove(session.id);
+            }
+        }
+        if session.presence {
+            let ev = Event::Presence {
+                name: &session.name,
+                online: false,
+            };
+            let list = self.presence.read();
+            for s in &list.sessions {
+                s.peer.deliver(&ev);
+            }
         }
         self.private.lock().forget_user(&session.name);
+        self.calls
+            .lock()
+            .retain(|(a, b), _| *a != session.name && *b != session.name);
     }
 
     pub fn online(&self, name: &str) -> Option<Arc<Session>> {
@@ -449,9 +540,65 @@ impl Hub {
         Ok(outcome)
     }
 
-    /// Drop expired requests and ids. Called by a housekeeping thread.
+    /// A peer-to-peer call offer to an online user of the caller's own
+    /// dialect (only it can take the call). `host` empty means the address
+    /// the caller is connected from.
+    pub fn offer_call(
+        &self,
+        now: Instant,
+        from: &Session,
+        to: &str,
+        host: &str,
+        port: u16,
+    ) -> Result<(), Refusal> {
+        if to == from.name {
+            return Err(Refusal::SelfTarget);
+        }
+        let callee = self
+            .online(to)
+            .filter(|s| s.dialect == from.dialect)
+            .ok_or(Refusal::Offline)?;
+        {
+            let mut calls = self.calls.lock();
+            calls.retain(|_, exp| *exp > now);
+            if !calls.contains_key(&(from.name.clone(), to.to_owned()))
+                && calls.keys().filter(|(c, _)| *c == from.name).count()
+                    >= self.cfg.max_pending_requests
+            {
+                return Err(Refusal::Limit);
+            }
+            calls.insert((from.name.clone(), to.to_owned()), now + CALL_OFFER_TTL);
+        }
+        let seen = from.ip.to_string();
+        let host = if host.is_empty() { seen.as_str() } else { host };
+        callee.peer.deliver(&Event::CallOffer {
+            from: &from.name,
+            host,
+            port,
+        });
+        Ok(())
+    }
+
+    /// The callee refuses `caller`'s offer; the caller is told. Only a live
+    /// offer counts.
+    pub fn refuse_call(&self, now: Instant, from: &Session, caller: &str) -> Result<(), Refusal> {
+        match self
+            .calls
+            .lock()
+            .remove(&(caller.to_owned(), from.name.clone()))
+        {
+            Some(exp) if exp > now => {}
+            _ => return Err(Refusal::NotPending),
+        }
+        let c = self.online(caller).ok_or(Refusal::Offline)?;
+        c.peer.deliver(&Event::CallRefused { by: &from.name });
+        Ok(())
+    }
+
+    /// Drop expired requests, ids and call offers. Called by a housekeeping thread.
     pub fn sweep(&self, now: Instant) {
         self.private.lock().sweep(now);
+        self.calls.lock().retain(|_, exp| *exp > now);
     }
 }
 

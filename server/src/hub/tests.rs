@@ -392,3 +392,78 @@ fn listeners_stay_consistent_through_logins_and_logouts() {
         assert_eq!(r.take().len(), 1, "{} heard the broadcast once", s.name);
     }
 }
+
+fn join_presence(hub: &Hub, name: &str) -> (Arc<Session>, Arc<Recorder>, Vec<String>) {
+    let r = Arc::new(Recorder::default());
+    let mut seen = Vec::new();
+    let entry = Entry {
+        dialect: Dialect::Babel,
+        ip: IP,
+        peer: r.clone(),
+        global_chat: false,
+        presence: true,
+        has_password: false,
+    };
+    let s = hub
+        .login_with(name, entry, |others| seen = others.to_vec())
+        .unwrap();
+    (s, r, seen)
+}
+
+#[test]
+fn presence_sessions_see_each_other_come_and_go() {
+    let h = hub();
+    let (_chatos, rc) = join(&h, "chatter");
+    let (a, ra, seen_a) = join_presence(&h, "alice");
+    assert!(seen_a.is_empty(), "non-presence users are not listed");
+    let (b, _rb, seen_b) = join_presence(&h, "bob");
+    assert_eq!(seen_b, vec!["alice"]);
+    assert_eq!(ra.take(), vec![r#"Presence { name: "bob", online: true }"#]);
+    h.logout(&b);
+    assert_eq!(
+        ra.take(),
+        vec![r#"Presence { name: "bob", online: false }"#]
+    );
+    h.logout(&a);
+    assert!(rc.take().is_empty(), "chatos sessions hear no presence");
+}
+
+#[test]
+fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
+    let h = hub();
+    let now = Instant::now();
+    let (a, ra, _) = join_presence(&h, "alice");
+    let (b, rb, _) = join_presence(&h, "bob");
+    let (_c, _) = join(&h, "chatter");
+    ra.take();
+    assert_eq!(
+        h.offer_call(now, &a, "chatter", "", 1).unwrap_err(),
+        Refusal::Offline
+    );
+    assert_eq!(
+        h.offer_call(now, &a, "alice", "", 1).unwrap_err(),
+        Refusal::SelfTarget
+    );
+    assert_eq!(
+        h.refuse_call(now, &b, "alice").unwrap_err(),
+        Refusal::NotPending
+    );
+    h.offer_call(now, &a, "bob", "", 9).unwrap();
+    assert_eq!(
+        rb.take(),
+        vec![r#"CallOffer { from: "alice", host: "127.0.0.1", port: 9 }"#]
+    );
+    h.refuse_call(now, &b, "alice").unwrap();
+    assert_eq!(ra.take(), vec![r#"CallRefused { by: "bob" }"#]);
+    assert_eq!(
+        h.refuse_call(now, &b, "alice").unwrap_err(),
+        Refusal::NotPending
+    );
+    // Offers expire.
+    h.offer_call(now, &a, "bob", "h", 9).unwrap();
+    let later = now + CALL_OFFER_TTL + Duration::from_secs(1);
+    assert_eq!(
+        h.refuse_call(later, &b, "alice").unwrap_err(),
+        Refusal::NotPending
+    );
+}
