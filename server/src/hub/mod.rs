@@ -4,12 +4,15 @@
 //! to each session's `Peer`, which turns them into that dialect's bytes.
 //!
 //! Lock order (never take an earlier lock while holding a later one):
-//!   1. `users`  2. `global`  3. `presence`  4. `private`  5. `calls`
-//! No lock is held while a `Peer` is called, with one exception: a broadcast
-//! delivers under the read side of `global`. `Peer::deliver` never blocks
-//! (it appends to a bounded queue and at most rings a doorbell with
-//! `try_send`), and copying 10,000 listeners per login or per broadcast to
-//! avoid that read lock would cost far more than it saves.
+//! `users`, then `global`, then `presence`, then `private`, then `calls`.
+//!
+//! Peers are called with no hub lock held, except in three places: a
+//! broadcast delivers under the read side of `global`, a departure is
+//! announced under the read side of `presence`, and a login's `welcome`
+//! queues its answer under `users`. That is safe because delivering never
+//! blocks (it appends to a bounded queue and at most hands the connection
+//! to the flush pool), and copying 10,000 listeners per login or per
+//! broadcast to avoid those read locks would cost far more than it saves.
 
 pub mod private;
 
