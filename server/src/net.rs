@@ -349,11 +349,6 @@ impl Outbound {
             }
         }
     }
-
-    /// Bytes queued and not yet handed to the kernel.
-    pub fn queued(&self) -> usize {
-        self.state.lock().buf.len()
-    }
 }
 
 /// A few threads that send every connection's queued bytes. A broadcast to
