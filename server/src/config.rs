@@ -36,6 +36,8 @@ pub struct Config {
     pub max_relays: usize,
     /// Private-connection requests pending per user.
     pub max_pending_requests: usize,
+    /// Accounts one IP address may register per minute.
+    pub registrations_per_minute: u32,
     /// Threads sending queued output for all connections (one per core is plenty).
     pub flush_threads: usize,
 }
@@ -56,6 +58,7 @@ impl Default for Config {
             max_relays: 1_000,
             max_pending_requests: 16,
             flush_threads: 2,
+            registrations_per_minute: 20,
         }
     }
 }
@@ -68,6 +71,8 @@ impl Config {
             babel_port: 0,
             accounts_port: 0,
             db_path: PathBuf::from(":memory:"),
+            // Every test client comes from 127.0.0.1.
+            registrations_per_minute: 10_000,
             ..Config::default()
         }
     }

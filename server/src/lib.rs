@@ -61,7 +61,11 @@ impl Server {
         let registry = Registry::new(cfg.max_connections);
         let (store, store_thread) = Store::open(&cfg.db_path)
             .map_err(|e| io::Error::other(format!("cannot open {}: {e}", cfg.db_path.display())))?;
-        let accounts = front::accounts::service::Accounts::new(hub.clone(), store.clone());
+        let accounts = front::accounts::service::Accounts::new(
+            hub.clone(),
+            store.clone(),
+            cfg.registrations_per_minute,
+        );
         let chatos = listen(cfg.bind, cfg.chatos_port)?;
         let chatos_addr = chatos.local_addr()?;
         let babel = listen(cfg.bind, cfg.babel_port)?;

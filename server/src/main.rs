@@ -47,6 +47,9 @@ struct Args {
     /// Maximum private relays at once.
     #[arg(long)]
     max_relays: Option<usize>,
+    /// Accounts one IP address may register per minute.
+    #[arg(long)]
+    registrations_per_minute: Option<u32>,
     /// Threads that send queued output for all connections.
     #[arg(long)]
     flush_threads: Option<usize>,
@@ -70,7 +73,7 @@ fn load(args: &Args) -> Result<Config, String> {
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
-         flush_threads => flush_threads);
+         flush_threads => flush_threads, registrations_per_minute => registrations_per_minute);
     Ok(cfg)
 }
 

@@ -857,3 +857,27 @@ fn a_ringing_call_ends_when_either_side_disconnects() {
     drop(b);
     assert_eq!(a.recv(), Frame::CallFailed { pseudo: p("bob") });
 }
+
+#[test]
+fn registrations_per_address_are_rate_limited() {
+    let mut cfg = Config::ephemeral();
+    cfg.registrations_per_minute = 3;
+    let srv = Server::start(cfg).unwrap();
+    let addr = srv.accounts_addr();
+    for i in 0..3 {
+        assert_eq!(
+            Acc::register(
+                addr,
+                &format!("r{i}@example.org"),
+                &format!("reg{i}"),
+                "correct horse"
+            ),
+            Frame::Registered
+        );
+    }
+    let r = Acc::register(addr, "r9@example.org", "reg9", "correct horse");
+    assert!(
+        matches!(&r, Frame::RegisterRefused { reason } if reason.contains("too many")),
+        "{r:?}"
+    );
+}

@@ -29,6 +29,9 @@ pub use private::{CloseOutcome, RelayJoin};
 
 pub type SessionId = u64;
 
+/// Issued, unused connect ids allowed per allowed relay.
+const TICKETS_PER_RELAY: usize = 4;
+
 /// How long a call offer can be refused (and so is remembered).
 pub const CALL_OFFER_TTL: Duration = Duration::from_secs(60);
 
@@ -468,6 +471,10 @@ impl Hub {
                 target: &from.name,
             });
             return Ok(None);
+        }
+        // Unused ids live until they expire; bound how many can pile up.
+        if private.ticket_count() >= self.cfg.max_relays * TICKETS_PER_RELAY {
+            return Err(Refusal::Limit);
         }
         let id = private.issue_id(
             requester,

@@ -106,6 +106,10 @@ impl Private {
         }
     }
 
+    pub(super) fn ticket_count(&self) -> usize {
+        self.tickets.len()
+    }
+
     pub(super) fn issue_id(
         &mut self,
         requester: &str,

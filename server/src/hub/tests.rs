@@ -467,3 +467,22 @@ fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
         Refusal::NotPending
     );
 }
+
+#[test]
+fn unused_connect_ids_are_bounded() {
+    let h = Hub::new(HubConfig {
+        max_relays: 1,
+        ..HubConfig::default()
+    });
+    let (a, _) = join(&h, "alice");
+    let (b, _) = join(&h, "bob");
+    let now = Instant::now();
+    for _ in 0..4 {
+        issued(&h, &a, &b);
+    }
+    h.request_private(now, &a, "alice", "bob").unwrap();
+    assert_eq!(
+        h.answer_private(now, &b, "alice", "bob", true).unwrap_err(),
+        Refusal::Limit
+    );
+}

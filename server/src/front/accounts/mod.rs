@@ -125,7 +125,7 @@ fn handle(
                     email,
                     pseudo,
                     password,
-                } => accounts.register(email, pseudo, password, out),
+                } => accounts.register(ip, email, pseudo, password, out),
                 Frame::Login { email, password } => {
                     if let Some(m) = accounts.login(&email, &password, ip, out) {
                         let _ = stream.set_read_timeout(None);
@@ -154,7 +154,7 @@ fn handle(
             email,
             pseudo,
             password,
-        } => accounts.register(email, pseudo, password, out),
+        } => accounts.register(ip, email, pseudo, password, out),
         Frame::FriendRequest { pseudo } => accounts.friend_request(&me, pseudo),
         Frame::AcceptFriend { pseudo } => accounts.answer_friend(&me, pseudo, true),
         Frame::RefuseFriend { pseudo } => accounts.answer_friend(&me, pseudo, false),

@@ -126,6 +126,8 @@ pub struct Accounts {
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     /// Verified against when the email is unknown, so both failures cost the same.
     dummy_hash: String,
+    /// Registrations one IP address may make per window.
+    registrations_per_minute: u32,
 }
 
 /// Loose but useful email check: one '@', something on each side, a dot in
@@ -148,7 +150,7 @@ pub fn valid_pseudo(p: &str) -> bool {
 }
 
 impl Accounts {
-    pub fn new(hub: Arc<Hub>, store: Store) -> Arc<Self> {
+    pub fn new(hub: Arc<Hub>, store: Store, registrations_per_minute: u32) -> Arc<Self> {
         let pseudos = store.call(|db| db.all_pseudos()).unwrap_or_default();
         let registered = Arc::new(RwLock::new(pseudos.into_iter().collect::<HashSet<_>>()));
         let check = registered.clone();
@@ -167,6 +169,7 @@ impl Accounts {
             hashers,
             failures: Mutex::new(HashMap::new()),
             dummy_hash,
+            registrations_per_minute,
         })
     }
 
@@ -191,6 +194,7 @@ impl Accounts {
     /// 100: validate, hash, insert; 101/102/103/104 after commit.
     pub fn register(
         self: &Arc<Self>,
+        ip: IpAddr,
         email: String,
         pseudo: String,
         password: String,
@@ -211,6 +215,14 @@ impl Accounts {
             });
             return;
         }
+        let key = [format!("register:{ip}")];
+        if self.limited(&key, self.registrations_per_minute) {
+            reply(Frame::RegisterRefused {
+                reason: "too many registrations from this address; try again later".into(),
+            });
+            return;
+        }
+        self.record(&key);
         let hashed = self.hashers.run(move || password::hash(&password));
         let hash = match hashed {
             Some(Ok(h)) => h,
@@ -249,17 +261,20 @@ impl Accounts {
         );
     }
 
-    fn limited(&self, keys: &[String]) -> bool {
+    /// Whether any of `keys` has been counted `allowed` times in the
+    /// current window.
+    fn limited(&self, keys: &[String], allowed: u32) -> bool {
         let now = Instant::now();
         let f = self.failures.lock();
         keys.iter().any(|k| {
             f.get(k).is_some_and(|(n, since)| {
-                *n >= FAILURES_ALLOWED && now.duration_since(*since) < FAILURE_WINDOW
+                *n >= allowed && now.duration_since(*since) < FAILURE_WINDOW
             })
         })
     }
 
-    fn record_failure(&self, keys: &[String]) {
+    /// Count one event (a failed login, a registration) against `keys`.
+    fn record(&self, keys: &[String]) {
         let now = Instant::now();
         let mut f = self.failures.lock();
         if f.len() >= MAX_TRACKED {
@@ -292,7 +307,7 @@ impl Accounts {
             out.reply(&Frame::LoginFailed.to_bytes());
             None
         };
-        if self.limited(&keys) {
+        if self.limited(&keys, FAILURES_ALLOWED) {
             return fail("rate limited");
         }
         let email2 = email.to_owned();
@@ -311,7 +326,7 @@ impl Accounts {
         let account = match account {
             Some(a) if ok => a,
             _ => {
-                self.record_failure(&keys);
+                self.record(&keys);
                 return fail("bad credentials");
             }
         };
