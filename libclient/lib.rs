@@ -6,7 +6,7 @@
 pub mod client;
 pub mod ffi;
 
-pub use client::{Client, Error, Event, Stream};
+pub use client::{Call, Client, Error, Event, Stream};
 pub use ffi::codes::{cw_dialect as Dialect, cw_event_type as EventKind, cw_result as Code};
 
 /// The crate version, which is also the C header's `CW_VERSION_*`.

@@ -25,7 +25,7 @@ use parking_lot::{Condvar, Mutex};
 use super::{
     closed_error, reader_finished, Client, End, Error, Event, Result, Shared, CONNECT_TIMEOUT,
 };
-use crate::ffi::codes::cw_result;
+use crate::ffi::codes::{cw_dialect, cw_result};
 
 /// Bytes read from the server per call.
 const READ_CHUNK: usize = 8192;
@@ -318,11 +318,19 @@ fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
                 calls.remove(&pseudo);
             }
             drop(calls);
-            shared.emit(Event::CallFailed { peer: pseudo });
+            shared.emit(Event::CallFailed {
+                peer: pseudo,
+                code: cw_result::CW_OK,
+                text: "the call cannot happen: offline, not a friend, or declined".into(),
+            });
         }
         Frame::HungUp { pseudo } => {
             acc.calls.lock().remove(&pseudo);
-            shared.emit(Event::CallEnded { peer: pseudo });
+            shared.emit(Event::CallEnded {
+                peer: pseudo,
+                code: cw_result::CW_CLOSED,
+                text: "the peer hung up".into(),
+            });
         }
         other => {
             return Err(format!(
@@ -660,7 +668,13 @@ impl Client {
     /// Accounts: ring the friend `pseudo`, who can reach this client's
     /// voice socket at `addr`:`port` (`addr` empty: the address the server
     /// sees). The outcome arrives as CALL_ACCEPTED or CALL_FAILED.
+    ///
+    /// Babel: ring `pseudo` peer to peer; the library listens on
+    /// `addr`:`port` (see `babel_place_call`).
     pub fn place_call(&self, pseudo: &str, addr: &str, port: u16) -> Result<()> {
+        if self.dialect() == cw_dialect::CW_DIALECT_BABEL {
+            return self.babel_place_call(pseudo, addr, port).map(drop);
+        }
         let me = self.member("a call")?;
         self.check_pseudo("pseudo", pseudo)?;
         check_len("address", addr, MAX_ADDR)?;
@@ -712,7 +726,11 @@ impl Client {
     }
 
     /// Accounts: decline `pseudo`'s ringing call; the caller gets CALL_FAILED.
+    /// Babel: refuse it (CallRefused).
     pub fn refuse_call(&self, pseudo: &str) -> Result<()> {
+        if self.dialect() == cw_dialect::CW_DIALECT_BABEL {
+            return self.babel_refuse_call(pseudo);
+        }
         self.member("a call")?;
         self.check_pseudo("pseudo", pseudo)?;
         self.ringing_to_us(pseudo, None)?;
@@ -739,7 +757,11 @@ impl Client {
 
     /// Accounts: end the call with `pseudo`, cancel our ringing call to
     /// it, or (like refusing) drop its ringing call; it gets CALL_ENDED.
+    /// Babel: close the call's connection, or stop it ringing or dialing.
     pub fn hangup_call(&self, pseudo: &str) -> Result<()> {
+        if self.dialect() == cw_dialect::CW_DIALECT_BABEL {
+            return self.babel_hangup_call(pseudo);
+        }
         self.member("a call")?;
         self.check_pseudo("pseudo", pseudo)?;
         if self.shared.accounts.calls.lock().remove(pseudo).is_none() {

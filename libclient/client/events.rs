@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::Stream;
+use super::{Call, Stream};
 use crate::ffi::codes::{cw_event_type, cw_result};
 
 /// Events queued per client before the oldest are dropped. Large enough for
@@ -62,7 +62,16 @@ pub enum Event {
         code: cw_result,
         text: String,
     },
-    /// Accounts: `peer` is calling from the UDP end point `addr`:`port`.
+    /// Babel: `name` is online.
+    ContactAdded {
+        name: String,
+    },
+    /// Babel: `name` went offline.
+    ContactRemoved {
+        name: String,
+    },
+    /// `peer` is calling from the end point `addr`:`port` (accounts: its
+    /// UDP voice socket; babel: the TCP port to dial when accepting).
     CallIncoming {
         peer: String,
         addr: String,
@@ -74,13 +83,25 @@ pub enum Event {
         addr: String,
         port: u16,
     },
-    /// Accounts: the call to `peer` cannot happen or was declined.
+    /// The call to or from `peer` cannot happen or was declined; `code`
+    /// is the cause (CW_OK for a plain refusal), `text` explains.
     CallFailed {
         peer: String,
+        code: cw_result,
+        text: String,
     },
-    /// Accounts: `peer` hung up or cancelled its ringing call.
+    /// `peer` hung up, cancelled its ringing call, or the peer-to-peer
+    /// connection failed (`code`: CW_CLOSED, CW_PROTOCOL, CW_IO).
     CallEnded {
         peer: String,
+        code: cw_result,
+        text: String,
+    },
+    /// Babel: the peer-to-peer connection with `peer` is open. The call is
+    /// `None` once the application has taken it.
+    CallEstablished {
+        peer: String,
+        call: Option<Call>,
     },
     /// Accounts: `from` asks to be a friend.
     FriendRequest {
@@ -114,6 +135,9 @@ impl Event {
             Event::CallAccepted { .. } => CW_EVENT_CALL_ACCEPTED,
             Event::CallFailed { .. } => CW_EVENT_CALL_FAILED,
             Event::CallEnded { .. } => CW_EVENT_CALL_ENDED,
+            Event::CallEstablished { .. } => CW_EVENT_CALL_ESTABLISHED,
+            Event::ContactAdded { .. } => CW_EVENT_CONTACT_ADDED,
+            Event::ContactRemoved { .. } => CW_EVENT_CONTACT_REMOVED,
             Event::FriendRequest { .. } => CW_EVENT_FRIEND_REQUEST,
             Event::FriendAccepted { .. } => CW_EVENT_FRIEND_ACCEPTED,
             Event::FriendRefused { .. } => CW_EVENT_FRIEND_REFUSED,
@@ -133,8 +157,11 @@ impl Event {
             | Event::PrivateFailed { peer, .. }
             | Event::CallIncoming { peer, .. }
             | Event::CallAccepted { peer, .. }
-            | Event::CallFailed { peer }
-            | Event::CallEnded { peer }
+            | Event::CallFailed { peer, .. }
+            | Event::CallEnded { peer, .. }
+            | Event::CallEstablished { peer, .. }
+            | Event::ContactAdded { name: peer }
+            | Event::ContactRemoved { name: peer }
             | Event::FriendAccepted { peer }
             | Event::FriendRefused { peer } => Some(peer),
             _ => None,
@@ -158,17 +185,35 @@ impl Event {
             | Event::PrivateMessage { text, .. }
             | Event::Error { text, .. }
             | Event::Disconnected { text, .. }
-            | Event::PrivateFailed { text, .. } => Some(text),
+            | Event::PrivateFailed { text, .. }
+            | Event::CallFailed { text, .. }
+            | Event::CallEnded { text, .. } => Some(text),
             _ => None,
         }
     }
 
-    /// A stream would be closed by dropping, and a terminal event is the
+    /// The cause carried by an ERROR, DISCONNECTED, PRIVATE_FAILED,
+    /// CALL_FAILED or CALL_ENDED event.
+    pub fn code(&self) -> Option<cw_result> {
+        match self {
+            Event::Error { code, .. }
+            | Event::Disconnected { code, .. }
+            | Event::PrivateFailed { code, .. }
+            | Event::CallFailed { code, .. }
+            | Event::CallEnded { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// A stream or call would be closed by dropping, and a terminal event is the
     /// last word on a client: neither may be dropped on overflow.
     fn droppable(&self) -> bool {
         !matches!(
             self,
-            Event::PrivateEstablished { .. } | Event::Error { .. } | Event::Disconnected { .. }
+            Event::PrivateEstablished { .. }
+                | Event::CallEstablished { .. }
+                | Event::Error { .. }
+                | Event::Disconnected { .. }
         )
     }
 }

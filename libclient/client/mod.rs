@@ -1,9 +1,11 @@
 //! The client: one connection to a server, the library threads that read
 //! it, and the API the C layer wraps. Dialect-specific reading lives in one
-//! file per dialect (`chatos.rs`, `accounts.rs`); this file owns the shared
-//! state and must never encode or decode bytes itself.
+//! file per dialect (`chatos.rs`, `accounts.rs`, `babel.rs` with `call.rs`);
+//! this file owns the shared state and must never encode or decode bytes itself.
 
 mod accounts;
+mod babel;
+mod call;
 mod chatos;
 mod events;
 mod stream;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use chinwag_proto::chatos::{Command, MAX_LOGIN, MAX_TEXT};
 use parking_lot::{Condvar, Mutex};
 
+pub use call::Call;
 pub use chinwag_proto::accounts::HistoryEntry;
 pub use events::{Event, DEFAULT_CAPACITY};
 pub use stream::Stream;
@@ -98,6 +101,8 @@ pub(crate) struct Shared {
     openers: Mutex<Openers>,
     /// Replies awaited and local call/friend state; unused by chatos.
     accounts: accounts::State,
+    /// Contacts and call set-up; used by babel only.
+    babel: babel::State,
 }
 
 /// A connection to a chinwag server. Every method takes `&self`: any thread
@@ -184,9 +189,10 @@ fn unsupported(dialect: cw_dialect, what: &str) -> Error {
 }
 
 impl Client {
-    /// Connect to `host:port` speaking `dialect`. Chatos and accounts exist
-    /// so far (accounts: HELLO is sent and its answer awaited here); the
-    /// others fail with `CW_UNSUPPORTED`.
+    /// Connect to `host:port` speaking `dialect`. Chatos, accounts and
+    /// babel exist so far (accounts: HELLO is sent and its answer awaited
+    /// here; babel: HelloConnect is awaited); rooms fails with
+    /// `CW_UNSUPPORTED`.
     pub fn connect(host: &str, port: u16, dialect: cw_dialect) -> Result<Client> {
         Self::connect_with_capacity(host, port, dialect, DEFAULT_CAPACITY)
     }
@@ -200,7 +206,9 @@ impl Client {
     ) -> Result<Client> {
         if !matches!(
             dialect,
-            cw_dialect::CW_DIALECT_CHATOS | cw_dialect::CW_DIALECT_ACCOUNTS
+            cw_dialect::CW_DIALECT_CHATOS
+                | cw_dialect::CW_DIALECT_ACCOUNTS
+                | cw_dialect::CW_DIALECT_BABEL
         ) {
             return Err(Error::new(
                 cw_result::CW_UNSUPPORTED,
@@ -248,10 +256,10 @@ impl Client {
         sock.set_write_timeout(Some(WRITE_TIMEOUT))
             .map_err(io_err)?;
         let reader_sock = sock.try_clone().map_err(io_err)?;
-        let greeted = if dialect == cw_dialect::CW_DIALECT_ACCOUNTS {
-            Some(accounts::handshake(&sock)?)
-        } else {
-            None
+        let greeted = match dialect {
+            cw_dialect::CW_DIALECT_ACCOUNTS => Greeted::Accounts(accounts::handshake(&sock)?),
+            cw_dialect::CW_DIALECT_BABEL => Greeted::Babel(babel::handshake(&sock)?),
+            _ => Greeted::Chatos,
         };
         let shared = Arc::new(Shared {
             dialect,
@@ -264,13 +272,15 @@ impl Client {
             closed: AtomicBool::new(false),
             openers: Mutex::new(Openers::default()),
             accounts: accounts::State::default(),
+            babel: babel::State::default(),
         });
         let s2 = shared.clone();
         let reader = std::thread::Builder::new()
             .name("chinwag-reader".into())
             .spawn(move || match greeted {
-                Some(decoder) => accounts::read_loop(s2, reader_sock, decoder),
-                None => chatos::read_loop(s2, reader_sock),
+                Greeted::Accounts(decoder) => accounts::read_loop(s2, reader_sock, decoder),
+                Greeted::Babel(decoder) => babel::read_loop(s2, reader_sock, decoder),
+                Greeted::Chatos => chatos::read_loop(s2, reader_sock),
             })
             .map_err(|e| {
                 Error::new(
@@ -294,12 +304,19 @@ impl Client {
         self.shared.session.lock().login.clone()
     }
 
-    /// Propose `login` and wait for the answer. `Ok` means accepted; a
-    /// refusal is `CW_LOGIN_REFUSED`, after which another name may be tried.
-    /// On `CW_TIMEOUT` the answer may still arrive and count.
+    /// Propose `login` (chatos, babel) and wait for the answer. `Ok` means
+    /// accepted (babel: and the initial contact list has arrived); a
+    /// refusal is `CW_LOGIN_REFUSED` (babel: with the server's reason),
+    /// after which another name may be tried. On `CW_TIMEOUT` the answer
+    /// may still arrive and count.
     pub fn login(&self, login: &str, timeout: Option<Duration>) -> Result<()> {
-        self.chatos_only("a password-less login (use login_password)")?;
-        check_name("login", login)?;
+        let babel = self.shared.dialect == cw_dialect::CW_DIALECT_BABEL;
+        if babel {
+            Self::babel_check_login(login)?;
+        } else {
+            self.chatos_only("a password-less login (use login_password)")?;
+            check_name("login", login)?;
+        }
         {
             let mut s = self.shared.session.lock();
             if s.dead {
@@ -320,9 +337,16 @@ impl Client {
             s.pending = Some(login.to_owned());
             s.answer = None;
         }
-        if let Err(e) = self.shared.send(&Command::Login {
-            login: login.to_owned(),
-        }) {
+        let sent = if babel {
+            self.shared.send_babel(&chinwag_proto::babel::Frame::Login {
+                name: login.to_owned(),
+            })
+        } else {
+            self.shared.send(&Command::Login {
+                login: login.to_owned(),
+            })
+        };
+        if let Err(e) = sent {
             self.shared.session.lock().pending = None;
             return Err(e);
         }
@@ -333,6 +357,15 @@ impl Client {
                 return if ok {
                     log::info!("logged in as {login}");
                     Ok(())
+                } else if babel {
+                    drop(s);
+                    Err(Error::new(
+                        cw_result::CW_LOGIN_REFUSED,
+                        format!(
+                            "the server refused the login {login:?}: {}",
+                            self.babel_refusal()
+                        ),
+                    ))
                 } else {
                     Err(Error::new(
                         cw_result::CW_LOGIN_REFUSED,
@@ -490,7 +523,38 @@ impl Drop for Client {
     }
 }
 
+/// What the connection step read before the reader thread takes over.
+enum Greeted {
+    Chatos,
+    Accounts(chinwag_proto::accounts::Decoder),
+    Babel(chinwag_proto::babel::Decoder),
+}
+
 impl Shared {
+    /// A number naming one opener socket or one call.
+    fn next_token(&self) -> u64 {
+        let mut o = self.openers.lock();
+        o.next += 1;
+        o.next
+    }
+
+    /// Run `f` on a library thread that `Client`'s drop joins.
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
+        let mut openers = self.openers.lock();
+        openers.threads.retain(|t| !t.is_finished());
+        let t = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| {
+                Error::new(
+                    cw_result::CW_INTERNAL,
+                    format!("cannot start a thread: {e}"),
+                )
+            })?;
+        openers.threads.push(t);
+        Ok(())
+    }
+
     /// Write one command on the main connection.
     fn send(&self, cmd: &Command) -> Result<()> {
         let mut buf = Vec::with_capacity(64);

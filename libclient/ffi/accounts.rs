@@ -256,7 +256,7 @@ pub unsafe extern "C" fn cw_client_list_friend_requests(
     })
 }
 
-fn strings(names: Vec<String>) -> *mut cw_strings {
+pub(super) fn strings(names: Vec<String>) -> *mut cw_strings {
     let items = names.iter().map(|n| c_string(n)).collect();
     Box::into_raw(Box::new(cw_strings { items }))
 }
@@ -434,10 +434,19 @@ pub unsafe extern "C" fn cw_history_free(page: *mut cw_history) {
 /// point) or CW_EVENT_CALL_FAILED (offline, not a friend, declined).
 /// Signalling only: the application owns the UDP socket.
 ///
+/// Babel: ring the contact `pseudo` peer to peer. The library listens on
+/// TCP `addr`:`port` (`addr` NULL or "": the interface that reaches the
+/// server, and the server gives the callee the address it sees; port 0:
+/// a free port) for one connection, at most 60 s, and sends CallRequest.
+/// The outcome arrives as CW_EVENT_CALL_ESTABLISHED (take its cw_call) or
+/// CW_EVENT_CALL_FAILED (refused, not online: the server's text, or nobody
+/// connected in 60 s).
+///
 /// Returns: CW_OK once sent; CW_CALL_IN_PROGRESS when a call with `pseudo`
 /// is already ringing or going on; CW_INVALID_ARGUMENT for yourself or
-/// port 0; CW_TOO_LONG (addr over 64 bytes); CW_NOT_LOGGED_IN;
-/// CW_UNSUPPORTED; CW_CLOSED.
+/// (accounts) port 0, or an address that does not resolve (babel);
+/// CW_TOO_LONG (addr over 64 bytes; babel: host over 255); CW_IO (babel:
+/// cannot listen); CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.
 /// Ownership: the strings are borrowed for the call.
 /// Threads: any thread.
 #[no_mangle]
@@ -455,6 +464,7 @@ pub unsafe extern "C" fn cw_client_place_call(
 }
 
 /// Accounts: answer `pseudo`'s ringing call (from CW_EVENT_CALL_INCOMING).
+/// Babel clients use cw_client_accept_call.
 /// The caller gets CW_EVENT_CALL_ACCEPTED with this client's voice end
 /// point `addr`:`port` (`addr` NULL or "": the address the server sees).
 ///
@@ -477,7 +487,7 @@ pub unsafe extern "C" fn cw_client_answer_call(
     })
 }
 
-/// Accounts: decline `pseudo`'s ringing call; the caller gets
+/// Accounts and babel: decline `pseudo`'s ringing call; the caller gets
 /// CW_EVENT_CALL_FAILED.
 ///
 /// Returns: CW_OK once sent; CW_NO_SUCH_CALL when no call from `pseudo`
@@ -497,6 +507,11 @@ pub unsafe extern "C" fn cw_client_refuse_call(
 
 /// Accounts: hang up the call with `pseudo`, or cancel one that is still
 /// ringing (either way); the peer gets CW_EVENT_CALL_ENDED.
+///
+/// Babel: close the call's peer-to-peer connection (the peer gets
+/// CW_EVENT_CALL_ENDED; same as cw_call_hangup), stop a placed call from
+/// ringing (the protocol cannot tell the callee; its accept then fails),
+/// stop dialing an accepted one, or refuse a ringing one.
 ///
 /// Returns: CW_OK once sent; CW_NO_SUCH_CALL when no call with `pseudo` is
 /// ringing or going on; CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.

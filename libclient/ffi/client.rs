@@ -17,14 +17,15 @@ pub struct cw_client {
 ///
 /// `host` is a name or address, `port` a TCP port, `dialect` one of
 /// cw_dialect (passed as an int so that an out-of-range value is an error,
-/// not undefined behaviour). CW_DIALECT_CHATOS and CW_DIALECT_ACCOUNTS are
-/// implemented; for accounts this also sends HELLO and waits (up to 5 s)
-/// for the server's answer. Functions of one dialect called on a client of
+/// not undefined behaviour). CW_DIALECT_CHATOS, CW_DIALECT_ACCOUNTS and
+/// CW_DIALECT_BABEL are implemented; for accounts this also sends HELLO
+/// and waits (up to 5 s) for the server's answer, and for babel it waits
+/// (up to 5 s) for the server's HelloConnect. Functions of one dialect called on a client of
 /// another return CW_UNSUPPORTED.
 /// Returns: CW_OK and `*out` set; CW_UNSUPPORTED for a dialect not
 /// implemented yet; CW_INVALID_ARGUMENT for an unknown dialect;
 /// CW_CONNECT_FAILED (also: no answer to HELLO); CW_PROTOCOL (a wrong
-/// answer to HELLO); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
+/// answer to HELLO or HelloConnect); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
 /// Ownership: `*out` is owned by the caller; release it with cw_client_free.
 /// Threads: any thread.
 #[no_mangle]
@@ -49,12 +50,15 @@ pub unsafe extern "C" fn cw_client_connect(
     })
 }
 
-/// Chatos: log in as `login` and wait for the server's answer (accounts
-/// clients use cw_client_login_password).
+/// Chatos and babel: log in as `login` and wait for the server's answer
+/// (accounts clients use cw_client_login_password).
 ///
 /// Waits at most `timeout_ms` milliseconds (negative: without limit).
+/// Babel: returns once the server's first contact list has arrived too,
+/// so cw_client_contacts is complete.
 /// Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
-/// name); CW_TOO_LONG (chatos: more than 30 bytes); CW_ALREADY_LOGGED_IN;
+/// name; babel: the server's reason, such as "username already used", is
+/// in cw_last_error); CW_TOO_LONG (more than 30 bytes); CW_ALREADY_LOGGED_IN;
 /// CW_BUSY while another login waits; CW_TIMEOUT (a late answer still
 /// counts); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
 /// Ownership: `login` is borrowed for the call.

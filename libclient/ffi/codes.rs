@@ -10,7 +10,7 @@
 /// - 200..299: the connection to the server
 /// - 300..399: the session (login)
 /// - 400..499: private connections
-/// - 500..599: calls and audio (accounts; the rest reserved for babel)
+/// - 500..599: calls and audio (accounts and babel)
 /// - 600..699: accounts (registration, friends, stored messages, history)
 /// - 700..799: reserved for rooms
 /// - 900..999: faults inside the library
@@ -51,9 +51,9 @@ pub enum cw_result {
     CW_BUSY = 303,
     /// No pending request from that user (private connection, or friendship).
     CW_NO_SUCH_REQUEST = 400,
-    /// No call with that user is ringing or going on (accounts).
+    /// No call with that user is ringing or going on (accounts, babel).
     CW_NO_SUCH_CALL = 500,
-    /// A call with that user is already ringing or going on (accounts).
+    /// A call with that user is already ringing or going on (accounts, babel).
     CW_CALL_IN_PROGRESS = 501,
     /// Registration: the email is taken, or is not an email address (accounts 102).
     CW_EMAIL_TAKEN = 600,
@@ -148,8 +148,8 @@ impl cw_result {
 /// - 0..99: the event queue and the connection itself
 /// - 100..199: chat messages
 /// - 200..299: private connections
-/// - 300..399: reserved for contacts and presence (babel)
-/// - 400..499: calls (accounts; the rest reserved for babel)
+/// - 300..399: contacts and presence (babel)
+/// - 400..499: calls (accounts and babel)
 /// - 500..599: friends (accounts)
 /// - 600..699: reserved for rooms
 #[allow(non_camel_case_types)]
@@ -178,18 +178,32 @@ pub enum cw_event_type {
     CW_EVENT_PRIVATE_CLOSED = 203,
     /// A negotiated private connection with `cw_event_peer` could not be opened.
     CW_EVENT_PRIVATE_FAILED = 204,
-    /// `cw_event_peer` is calling; its voice end point is `cw_event_address`
-    /// and `cw_event_port` (UDP). Answer or refuse the call (accounts 143).
+    /// Babel: `cw_event_peer` is now online (one event per name, also for
+    /// the list the server sends right after login).
+    CW_EVENT_CONTACT_ADDED = 300,
+    /// Babel: `cw_event_peer` went offline.
+    CW_EVENT_CONTACT_REMOVED = 301,
+    /// `cw_event_peer` is calling; its end point is `cw_event_address` and
+    /// `cw_event_port` (accounts 143: its UDP voice socket; babel: the TCP
+    /// port the library dials when you accept). Answer or refuse the call.
     CW_EVENT_CALL_INCOMING = 400,
     /// `cw_event_peer` answered your call; send voice to `cw_event_address`
     /// and `cw_event_port` (UDP) (accounts 141).
     CW_EVENT_CALL_ACCEPTED = 401,
     /// The call to `cw_event_peer` cannot happen: offline, not a friend,
-    /// already in a call with you, or declined (accounts 142).
+    /// already in a call with you, or declined (accounts 142). Babel: the
+    /// callee refused or is not online (the server's ErrorResponse), nobody
+    /// connected within 60 s, or the connection to the caller failed;
+    /// `cw_event_text` says which and `cw_event_result` gives the cause.
     CW_EVENT_CALL_FAILED = 402,
     /// `cw_event_peer` hung up, cancelled its ringing call, or dropped its
-    /// connection mid-call (accounts 147).
+    /// connection mid-call (accounts 147). Babel: the peer-to-peer
+    /// connection ended; `cw_event_result` is CW_CLOSED when the peer hung
+    /// up, CW_PROTOCOL when it sent malformed bytes, CW_IO on a socket error.
     CW_EVENT_CALL_ENDED = 403,
+    /// Babel: the peer-to-peer connection with `cw_event_peer` is open (both
+    /// sides get it): take its cw_call with cw_event_take_call to exchange voice.
+    CW_EVENT_CALL_ESTABLISHED = 404,
     /// `cw_event_peer` asks to be your friend: accept or refuse (accounts 130).
     CW_EVENT_FRIEND_REQUEST = 500,
     /// `cw_event_peer` accepted your friend request (accounts 124).
@@ -206,7 +220,7 @@ pub enum cw_event_type {
 pub enum cw_dialect {
     /// Anonymous chat with relayed private TCP connections (implemented).
     CW_DIALECT_CHATOS = 1,
-    /// Contacts and peer-to-peer voice (not implemented yet).
+    /// Contacts pushed by the server, call set-up, peer-to-peer voice over TCP (implemented).
     CW_DIALECT_BABEL = 2,
     /// Accounts with passwords, friends, stored messages and call signalling (implemented).
     CW_DIALECT_ACCOUNTS = 3,

@@ -19,6 +19,10 @@ pub struct cw_event {
 }
 
 impl cw_event {
+    pub(crate) fn inner_mut(&mut self) -> &mut Event {
+        &mut self.inner
+    }
+
     pub(crate) fn new(inner: Event) -> Self {
         let peer = inner.peer().map(c_string);
         let text = inner.text().map(c_string);
@@ -47,7 +51,9 @@ pub unsafe extern "C" fn cw_event_kind(ev: *const cw_event) -> cw_event_type {
 
 /// The other user the event is about: the sender of a message, the user
 /// asking for a private connection, the peer of a private connection, of a
-/// call or of a friend request.
+/// call or of a friend request, or the contact of a CONTACT_ADDED or
+/// CONTACT_REMOVED event (babel). Empty for a babel CALL_FAILED the server
+/// reported when no call was ringing.
 ///
 /// Returns: a NUL-terminated UTF-8 login; NULL for NULL or for kinds without
 /// a peer (OVERFLOW, ERROR, DISCONNECTED).
@@ -64,7 +70,8 @@ pub unsafe extern "C" fn cw_event_peer(ev: *const cw_event) -> *const c_char {
 }
 
 /// The message of a MESSAGE or PRIVATE_MESSAGE event, or the explanation of
-/// an ERROR, DISCONNECTED or PRIVATE_FAILED event. A NUL byte inside a
+/// an ERROR, DISCONNECTED, PRIVATE_FAILED, CALL_FAILED or CALL_ENDED event
+/// (babel: for example the server's "bob is not connected"). A NUL byte inside a
 /// message (legal on the wire) is shown as U+FFFD.
 ///
 /// Returns: NUL-terminated UTF-8; NULL for NULL or for other kinds.
@@ -80,9 +87,10 @@ pub unsafe extern "C" fn cw_event_text(ev: *const cw_event) -> *const c_char {
     })
 }
 
-/// The peer's voice address of a CALL_INCOMING or CALL_ACCEPTED event:
-/// where to send UDP voice packets, with cw_event_port. The server fills
-/// it in when the peer left it empty.
+/// The peer's address of a CALL_INCOMING or CALL_ACCEPTED event, with
+/// cw_event_port: accounts, where to send UDP voice packets; babel
+/// (CALL_INCOMING), the TCP end point cw_client_accept_call dials. The
+/// server fills it in when the peer left it empty.
 ///
 /// Returns: a NUL-terminated address (an IP literal, or what the peer
 /// gave); NULL for NULL or for other kinds.
@@ -98,7 +106,8 @@ pub unsafe extern "C" fn cw_event_address(ev: *const cw_event) -> *const c_char 
     })
 }
 
-/// The peer's UDP voice port of a CALL_INCOMING or CALL_ACCEPTED event.
+/// The peer's port of a CALL_INCOMING or CALL_ACCEPTED event (accounts:
+/// UDP voice; babel: TCP).
 ///
 /// Returns: the port; 0 for NULL or for other kinds.
 /// Ownership: `ev` is borrowed.
@@ -125,22 +134,20 @@ pub unsafe extern "C" fn cw_event_count(ev: *const cw_event) -> u64 {
     })
 }
 
-/// Why an ERROR, DISCONNECTED or PRIVATE_FAILED event happened.
+/// Why an ERROR, DISCONNECTED, PRIVATE_FAILED, CALL_FAILED or CALL_ENDED
+/// event happened.
 ///
 /// Returns: the cause (for example CW_PROTOCOL for malformed bytes from the
-/// server); CW_OK for other kinds; CW_NULL_ARGUMENT for NULL.
+/// server or a peer; CALL_FAILED: CW_OK when refused or reported by the
+/// server, CW_TIMEOUT, CW_CONNECT_FAILED; CALL_ENDED: CW_CLOSED when the
+/// peer hung up); CW_OK for other kinds; CW_NULL_ARGUMENT for NULL.
 /// Ownership: `ev` is borrowed.
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_result(ev: *const cw_event) -> cw_result {
-    guard(cw_result::CW_PANIC, || {
-        match ev.as_ref().map(|e| &e.inner) {
-            None => cw_result::CW_NULL_ARGUMENT,
-            Some(Event::Error { code, .. })
-            | Some(Event::Disconnected { code, .. })
-            | Some(Event::PrivateFailed { code, .. }) => *code,
-            Some(_) => cw_result::CW_OK,
-        }
+    guard(cw_result::CW_PANIC, || match ev.as_ref() {
+        None => cw_result::CW_NULL_ARGUMENT,
+        Some(e) => e.inner.code().unwrap_or(cw_result::CW_OK),
     })
 }
 

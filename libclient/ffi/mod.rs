@@ -10,6 +10,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod accounts;
+mod babel;
 mod client;
 pub mod codes;
 mod event;
@@ -24,6 +25,7 @@ use crate::client::Error;
 use codes::cw_result;
 
 pub use accounts::*;
+pub use babel::*;
 pub use client::*;
 pub use event::*;
 pub use stream::*;
