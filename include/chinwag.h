@@ -55,6 +55,12 @@
 #define CW_VOICE_MAX_PACKET (CW_VOICE_HEADER + CW_VOICE_MAX_FRAME)
 
 /**
+ * The largest VoiceData payload babel carries (64 KiB); a buffer this
+ * large always holds the next payload of cw_call_recv_voice.
+ */
+#define CW_BABEL_MAX_VOICE 65536
+
+/**
  * The wire dialect a client speaks. Numbered from 1 so that a zeroed
  * variable is never a valid dialect.
  */
@@ -64,7 +70,7 @@ typedef enum cw_dialect {
    */
   CW_DIALECT_CHATOS = 1,
   /**
-   * Contacts and peer-to-peer voice (not implemented yet).
+   * Contacts pushed by the server, call set-up, peer-to-peer voice over TCP (implemented).
    */
   CW_DIALECT_BABEL = 2,
   /**
@@ -83,8 +89,8 @@ typedef enum cw_dialect {
  * - 0..99: the event queue and the connection itself
  * - 100..199: chat messages
  * - 200..299: private connections
- * - 300..399: reserved for contacts and presence (babel)
- * - 400..499: calls (accounts; the rest reserved for babel)
+ * - 300..399: contacts and presence (babel)
+ * - 400..499: calls (accounts and babel)
  * - 500..599: friends (accounts)
  * - 600..699: reserved for rooms
  */
@@ -134,8 +140,18 @@ typedef enum cw_event_type {
    */
   CW_EVENT_PRIVATE_FAILED = 204,
   /**
-   * `cw_event_peer` is calling; its voice end point is `cw_event_address`
-   * and `cw_event_port` (UDP). Answer or refuse the call (accounts 143).
+   * Babel: `cw_event_peer` is now online (one event per name, also for
+   * the list the server sends right after login).
+   */
+  CW_EVENT_CONTACT_ADDED = 300,
+  /**
+   * Babel: `cw_event_peer` went offline.
+   */
+  CW_EVENT_CONTACT_REMOVED = 301,
+  /**
+   * `cw_event_peer` is calling; its end point is `cw_event_address` and
+   * `cw_event_port` (accounts 143: its UDP voice socket; babel: the TCP
+   * port the library dials when you accept). Answer or refuse the call.
    */
   CW_EVENT_CALL_INCOMING = 400,
   /**
@@ -145,14 +161,24 @@ typedef enum cw_event_type {
   CW_EVENT_CALL_ACCEPTED = 401,
   /**
    * The call to `cw_event_peer` cannot happen: offline, not a friend,
-   * already in a call with you, or declined (accounts 142).
+   * already in a call with you, or declined (accounts 142). Babel: the
+   * callee refused or is not online (the server's ErrorResponse), nobody
+   * connected within 60 s, or the connection to the caller failed;
+   * `cw_event_text` says which and `cw_event_result` gives the cause.
    */
   CW_EVENT_CALL_FAILED = 402,
   /**
    * `cw_event_peer` hung up, cancelled its ringing call, or dropped its
-   * connection mid-call (accounts 147).
+   * connection mid-call (accounts 147). Babel: the peer-to-peer
+   * connection ended; `cw_event_result` is CW_CLOSED when the peer hung
+   * up, CW_PROTOCOL when it sent malformed bytes, CW_IO on a socket error.
    */
   CW_EVENT_CALL_ENDED = 403,
+  /**
+   * Babel: the peer-to-peer connection with `cw_event_peer` is open (both
+   * sides get it): take its cw_call with cw_event_take_call to exchange voice.
+   */
+  CW_EVENT_CALL_ESTABLISHED = 404,
   /**
    * `cw_event_peer` asks to be your friend: accept or refuse (accounts 130).
    */
@@ -176,7 +202,7 @@ typedef enum cw_event_type {
  * - 200..299: the connection to the server
  * - 300..399: the session (login)
  * - 400..499: private connections
- * - 500..599: calls and audio (accounts; the rest reserved for babel)
+ * - 500..599: calls and audio (accounts and babel)
  * - 600..699: accounts (registration, friends, stored messages, history)
  * - 700..799: reserved for rooms
  * - 900..999: faults inside the library
@@ -248,11 +274,11 @@ typedef enum cw_result {
    */
   CW_NO_SUCH_REQUEST = 400,
   /**
-   * No call with that user is ringing or going on (accounts).
+   * No call with that user is ringing or going on (accounts, babel).
    */
   CW_NO_SUCH_CALL = 500,
   /**
-   * A call with that user is already ringing or going on (accounts).
+   * A call with that user is already ringing or going on (accounts, babel).
    */
   CW_CALL_IN_PROGRESS = 501,
   /**
@@ -289,6 +315,12 @@ typedef enum cw_result {
    */
   CW_INTERNAL = 901,
 } cw_result;
+
+/**
+ * An open babel call: the peer-to-peer TCP connection of two clients
+ * (opaque).
+ */
+typedef struct cw_call cw_call;
 
 /**
  * A connection to a chinwag server (opaque).
@@ -611,10 +643,19 @@ void cw_history_free(struct cw_history *page);
  * point) or CW_EVENT_CALL_FAILED (offline, not a friend, declined).
  * Signalling only: the application owns the UDP socket.
  *
+ * Babel: ring the contact `pseudo` peer to peer. The library listens on
+ * TCP `addr`:`port` (`addr` NULL or "": the interface that reaches the
+ * server, and the server gives the callee the address it sees; port 0:
+ * a free port) for one connection, at most 60 s, and sends CallRequest.
+ * The outcome arrives as CW_EVENT_CALL_ESTABLISHED (take its cw_call) or
+ * CW_EVENT_CALL_FAILED (refused, not online: the server's text, or nobody
+ * connected in 60 s).
+ *
  * Returns: CW_OK once sent; CW_CALL_IN_PROGRESS when a call with `pseudo`
  * is already ringing or going on; CW_INVALID_ARGUMENT for yourself or
- * port 0; CW_TOO_LONG (addr over 64 bytes); CW_NOT_LOGGED_IN;
- * CW_UNSUPPORTED; CW_CLOSED.
+ * (accounts) port 0, or an address that does not resolve (babel);
+ * CW_TOO_LONG (addr over 64 bytes; babel: host over 255); CW_IO (babel:
+ * cannot listen); CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.
  * Ownership: the strings are borrowed for the call.
  * Threads: any thread.
  */
@@ -625,6 +666,7 @@ enum cw_result cw_client_place_call(const struct cw_client *client,
 
 /**
  * Accounts: answer `pseudo`'s ringing call (from CW_EVENT_CALL_INCOMING).
+ * Babel clients use cw_client_accept_call.
  * The caller gets CW_EVENT_CALL_ACCEPTED with this client's voice end
  * point `addr`:`port` (`addr` NULL or "": the address the server sees).
  *
@@ -640,7 +682,7 @@ enum cw_result cw_client_answer_call(const struct cw_client *client,
                                      uint16_t port);
 
 /**
- * Accounts: decline `pseudo`'s ringing call; the caller gets
+ * Accounts and babel: decline `pseudo`'s ringing call; the caller gets
  * CW_EVENT_CALL_FAILED.
  *
  * Returns: CW_OK once sent; CW_NO_SUCH_CALL when no call from `pseudo`
@@ -653,6 +695,11 @@ enum cw_result cw_client_refuse_call(const struct cw_client *client, const char 
 /**
  * Accounts: hang up the call with `pseudo`, or cancel one that is still
  * ringing (either way); the peer gets CW_EVENT_CALL_ENDED.
+ *
+ * Babel: close the call's peer-to-peer connection (the peer gets
+ * CW_EVENT_CALL_ENDED; same as cw_call_hangup), stop a placed call from
+ * ringing (the protocol cannot tell the callee; its accept then fails),
+ * stop dialing an accepted one, or refuse a ringing one.
  *
  * Returns: CW_OK once sent; CW_NO_SUCH_CALL when no call with `pseudo` is
  * ringing or going on; CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.
@@ -694,18 +741,125 @@ enum cw_result cw_voice_packet_decode(const uint8_t *packet,
                                       size_t *frame_len);
 
 /**
+ * Babel: the babel users online now (this client excluded), sorted. The
+ * list follows CW_EVENT_CONTACT_ADDED and CW_EVENT_CONTACT_REMOVED; it is
+ * complete when cw_client_login returns.
+ *
+ * Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN; CW_UNSUPPORTED on a
+ * client of another dialect; CW_CLOSED.
+ * Ownership: `*out` is owned by the caller; release it with cw_strings_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_contacts(const struct cw_client *client, struct cw_strings **out);
+
+/**
+ * Babel: accept `caller`'s ringing call (from CW_EVENT_CALL_INCOMING).
+ * The library connects by TCP to the end point the event gave (5 s
+ * limit) and waits for the caller's ConnectionEstablished (5 s). The
+ * outcome arrives as CW_EVENT_CALL_ESTABLISHED (take its cw_call) or
+ * CW_EVENT_CALL_FAILED; on failure the caller is sent a refusal so it
+ * stops ringing.
+ *
+ * Returns: CW_OK once the library started connecting; CW_NO_SUCH_CALL
+ * when no call from `caller` rings; CW_NOT_LOGGED_IN; CW_UNSUPPORTED on a
+ * client of another dialect (accounts: cw_client_answer_call);
+ * CW_CLOSED.
+ * Ownership: `caller` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_accept_call(const struct cw_client *client, const char *caller);
+
+/**
+ * Take the call of a CW_EVENT_CALL_ESTABLISHED event. Until it is taken,
+ * the call belongs to the event, and cw_event_free hangs it up.
+ *
+ * Returns: CW_OK and `*out` set; CW_INVALID_ARGUMENT for other kinds or
+ * when the call was already taken.
+ * Ownership: `*out` is owned by the caller; release it with cw_call_free.
+ * Threads: the thread that owns the event.
+ */
+enum cw_result cw_event_take_call(struct cw_event *ev, struct cw_call **out);
+
+/**
+ * The name of the user at the other end of a call.
+ *
+ * Returns: a NUL-terminated UTF-8 name; NULL for NULL.
+ * Ownership: borrowed; valid until cw_call_free(call).
+ * Threads: any thread.
+ */
+const char *cw_call_peer(const struct cw_call *call);
+
+/**
+ * Send one voice payload of `len` bytes to the peer as one VoiceData
+ * frame. A payload is one Opus packet (48 kHz, stereo, 20 ms frames, as
+ * the original babel client); the library does not encode audio yet and
+ * carries the bytes as they are.
+ *
+ * Returns: CW_OK once written; CW_TOO_LONG over CW_BABEL_MAX_VOICE;
+ * CW_CLOSED after a hang-up (either side); CW_IO (also when the peer
+ * takes nothing for 5 s).
+ * Ownership: `data` is borrowed for the call (NULL is allowed when `len` is 0).
+ * Threads: any thread; sends are serialised with each other and may run
+ * alongside a receive.
+ */
+enum cw_result cw_call_send_voice(const struct cw_call *call, const uint8_t *data, size_t len);
+
+/**
+ * Take the next voice payload the peer sent, in order, waiting at most
+ * `timeout_ms` milliseconds (0: poll; negative: without limit). The
+ * library queues up to 256 payloads (about 5 s of voice) and drops the
+ * oldest beyond that.
+ *
+ * Returns: CW_OK and `*got` = the payload's size (0 is a valid, empty
+ * payload); CW_TIMEOUT; CW_TOO_LONG when the next payload is larger than
+ * `cap` (it stays queued: pass CW_BABEL_MAX_VOICE bytes); CW_CLOSED once
+ * the call is over and every payload has been taken (the peer hung up,
+ * broke the protocol, or this side hung up).
+ * Ownership: `buf` is borrowed for the call (NULL is allowed when `cap` is 0).
+ * Threads: any thread; receives are serialised with each other.
+ */
+enum cw_result cw_call_recv_voice(const struct cw_call *call,
+                                  uint8_t *buf,
+                                  size_t cap,
+                                  int32_t timeout_ms,
+                                  size_t *got);
+
+/**
+ * Hang up: close the peer-to-peer connection. The peer gets
+ * CW_EVENT_CALL_ENDED; this side gets no event. Blocked receives wake with
+ * CW_CLOSED. Idempotent. cw_client_hangup_call(client, peer) does the same
+ * by name.
+ *
+ * Returns: CW_OK (also when already over); CW_NULL_ARGUMENT.
+ * Ownership: the handle stays valid; release it with cw_call_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_call_hangup(const struct cw_call *call);
+
+/**
+ * Hang up (if needed) and release a call. A call outlives its client: it
+ * is peer to peer.
+ *
+ * Returns: nothing. NULL is accepted and does nothing.
+ * Ownership: takes `call`; freeing it twice is undefined behaviour.
+ * Threads: must not race other calls on the same call.
+ */
+void cw_call_free(struct cw_call *call);
+
+/**
  * Connect to a chinwag server.
  *
  * `host` is a name or address, `port` a TCP port, `dialect` one of
  * cw_dialect (passed as an int so that an out-of-range value is an error,
- * not undefined behaviour). CW_DIALECT_CHATOS and CW_DIALECT_ACCOUNTS are
- * implemented; for accounts this also sends HELLO and waits (up to 5 s)
- * for the server's answer. Functions of one dialect called on a client of
+ * not undefined behaviour). CW_DIALECT_CHATOS, CW_DIALECT_ACCOUNTS and
+ * CW_DIALECT_BABEL are implemented; for accounts this also sends HELLO
+ * and waits (up to 5 s) for the server's answer, and for babel it waits
+ * (up to 5 s) for the server's HelloConnect. Functions of one dialect called on a client of
  * another return CW_UNSUPPORTED.
  * Returns: CW_OK and `*out` set; CW_UNSUPPORTED for a dialect not
  * implemented yet; CW_INVALID_ARGUMENT for an unknown dialect;
  * CW_CONNECT_FAILED (also: no answer to HELLO); CW_PROTOCOL (a wrong
- * answer to HELLO); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
+ * answer to HELLO or HelloConnect); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
  * Ownership: `*out` is owned by the caller; release it with cw_client_free.
  * Threads: any thread.
  */
@@ -715,12 +869,15 @@ enum cw_result cw_client_connect(const char *host,
                                  struct cw_client **out);
 
 /**
- * Chatos: log in as `login` and wait for the server's answer (accounts
- * clients use cw_client_login_password).
+ * Chatos and babel: log in as `login` and wait for the server's answer
+ * (accounts clients use cw_client_login_password).
  *
  * Waits at most `timeout_ms` milliseconds (negative: without limit).
+ * Babel: returns once the server's first contact list has arrived too,
+ * so cw_client_contacts is complete.
  * Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
- * name); CW_TOO_LONG (chatos: more than 30 bytes); CW_ALREADY_LOGGED_IN;
+ * name; babel: the server's reason, such as "username already used", is
+ * in cw_last_error); CW_TOO_LONG (more than 30 bytes); CW_ALREADY_LOGGED_IN;
  * CW_BUSY while another login waits; CW_TIMEOUT (a late answer still
  * counts); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
  * Ownership: `login` is borrowed for the call.
@@ -855,7 +1012,9 @@ enum cw_event_type cw_event_kind(const struct cw_event *ev);
 /**
  * The other user the event is about: the sender of a message, the user
  * asking for a private connection, the peer of a private connection, of a
- * call or of a friend request.
+ * call or of a friend request, or the contact of a CONTACT_ADDED or
+ * CONTACT_REMOVED event (babel). Empty for a babel CALL_FAILED the server
+ * reported when no call was ringing.
  *
  * Returns: a NUL-terminated UTF-8 login; NULL for NULL or for kinds without
  * a peer (OVERFLOW, ERROR, DISCONNECTED).
@@ -866,7 +1025,8 @@ const char *cw_event_peer(const struct cw_event *ev);
 
 /**
  * The message of a MESSAGE or PRIVATE_MESSAGE event, or the explanation of
- * an ERROR, DISCONNECTED or PRIVATE_FAILED event. A NUL byte inside a
+ * an ERROR, DISCONNECTED, PRIVATE_FAILED, CALL_FAILED or CALL_ENDED event
+ * (babel: for example the server's "bob is not connected"). A NUL byte inside a
  * message (legal on the wire) is shown as U+FFFD.
  *
  * Returns: NUL-terminated UTF-8; NULL for NULL or for other kinds.
@@ -876,9 +1036,10 @@ const char *cw_event_peer(const struct cw_event *ev);
 const char *cw_event_text(const struct cw_event *ev);
 
 /**
- * The peer's voice address of a CALL_INCOMING or CALL_ACCEPTED event:
- * where to send UDP voice packets, with cw_event_port. The server fills
- * it in when the peer left it empty.
+ * The peer's address of a CALL_INCOMING or CALL_ACCEPTED event, with
+ * cw_event_port: accounts, where to send UDP voice packets; babel
+ * (CALL_INCOMING), the TCP end point cw_client_accept_call dials. The
+ * server fills it in when the peer left it empty.
  *
  * Returns: a NUL-terminated address (an IP literal, or what the peer
  * gave); NULL for NULL or for other kinds.
@@ -888,7 +1049,8 @@ const char *cw_event_text(const struct cw_event *ev);
 const char *cw_event_address(const struct cw_event *ev);
 
 /**
- * The peer's UDP voice port of a CALL_INCOMING or CALL_ACCEPTED event.
+ * The peer's port of a CALL_INCOMING or CALL_ACCEPTED event (accounts:
+ * UDP voice; babel: TCP).
  *
  * Returns: the port; 0 for NULL or for other kinds.
  * Ownership: `ev` is borrowed.
@@ -906,10 +1068,13 @@ uint16_t cw_event_port(const struct cw_event *ev);
 uint64_t cw_event_count(const struct cw_event *ev);
 
 /**
- * Why an ERROR, DISCONNECTED or PRIVATE_FAILED event happened.
+ * Why an ERROR, DISCONNECTED, PRIVATE_FAILED, CALL_FAILED or CALL_ENDED
+ * event happened.
  *
  * Returns: the cause (for example CW_PROTOCOL for malformed bytes from the
- * server); CW_OK for other kinds; CW_NULL_ARGUMENT for NULL.
+ * server or a peer; CALL_FAILED: CW_OK when refused or reported by the
+ * server, CW_TIMEOUT, CW_CONNECT_FAILED; CALL_ENDED: CW_CLOSED when the
+ * peer hung up); CW_OK for other kinds; CW_NULL_ARGUMENT for NULL.
  * Ownership: `ev` is borrowed.
  * Threads: the thread that owns the event.
  */
