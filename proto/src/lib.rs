@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod babel;
 pub mod chatos;
+pub mod rooms;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -102,6 +103,9 @@ pub enum DecodeError {
     InvalidUtf8(&'static str),
     /// A frame that does not start with its dialect's magic code.
     BadMagic(u32),
+    /// Bits that must be zero (padding) or a bit field with a value the
+    /// dialect does not define.
+    BadBits(&'static str),
 }
 
 impl fmt::Display for DecodeError {
@@ -117,6 +121,7 @@ impl fmt::Display for DecodeError {
             }
             DecodeError::InvalidUtf8(field) => write!(f, "{field} is not valid UTF-8"),
             DecodeError::BadMagic(m) => write!(f, "bad magic code {m:#010x}"),
+            DecodeError::BadBits(what) => write!(f, "invalid bits in {what}"),
         }
     }
 }

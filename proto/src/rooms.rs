@@ -1,0 +1,979 @@
+//! The rooms dialect (seed 003): one UDP datagram per message.
+//!
+//! header = TYPE_MESSAGE (5 bits) | ID_USER (8 bits) | NUM_SEQ (16 bits)
+//!
+//! chinwag's byte layout (docs/protocols/rooms.md): the 5-bit type sits in
+//! the high bits of byte 0 (low 3 bits zero), then ID_USER, then NUM_SEQ
+//! big-endian: a 4-byte header. Sub-byte fields of a body (modes, statuses,
+//! answers) share one byte, packed from the most significant bit, unused bits
+//! zero. Names end with the '#' delimiter. Sans-IO, like every codec here.
+
+use std::net::Ipv4Addr;
+
+use crate::DecodeError;
+
+pub mod kind {
+    pub const CONNEXION: u8 = 1;
+    pub const REPONSE_CONNEXION: u8 = 2;
+    pub const CREER_MESSAGERIE_PRIVEE: u8 = 3;
+    pub const REPONSE_CREER_MESSAGERIE_PRIVEE: u8 = 4;
+    pub const DEMANDER_LISTE_MESSAGERIE: u8 = 5;
+    pub const REPONSE_DEMANDER_LISTE_MESSAGERIE: u8 = 6;
+    pub const DEMANDE_ACCES_MESSAGERIE_PRIVEE: u8 = 7;
+    pub const REPONSE_ACCES_MESSAGERIE_PRIVEE: u8 = 8;
+    pub const DEMANDER_LISTE_CLIENT: u8 = 9;
+    pub const REPONSE_DEMANDER_LISTE_CLIENT: u8 = 10;
+    pub const INVITER_MESSAGERIE_PRIVEE: u8 = 11;
+    pub const REPONSE_INVITER_MESSAGERIE_PRIVEE: u8 = 12;
+    pub const DEMANDE_MESSAGERIE_PRIVEE: u8 = 13;
+    pub const REPONSE_MESSAGERIE_PRIVEE: u8 = 14;
+    pub const TEXTE: u8 = 15;
+    pub const REPONSE_TEXTE: u8 = 16;
+    pub const CHANGER_MESSAGERIE: u8 = 17;
+    pub const REPONSE_CHANGER_MESSAGERIE: u8 = 18;
+    pub const QUITTER_MESSAGERIE_PRIVEE: u8 = 19;
+    pub const REPONSE_QUITTER_MESSAGERIE_PRIVEE: u8 = 20;
+    pub const DECONNEXION: u8 = 21;
+    pub const REPONSE_DECONNEXION: u8 = 22;
+}
+
+pub const HEADER_LEN: usize = 4;
+/// ID_USER of a client that has no id yet.
+pub const UNREGISTERED: u8 = 0;
+/// ID_USER of the server (0b11111111).
+pub const SERVER: u8 = 255;
+pub const DELIMITER: u8 = b'#';
+/// USER_NAME: at most ten bytes, never '#'.
+pub const MAX_USER_NAME: usize = 10;
+/// NOM_MESSAGERIE: at most fifty bytes.
+pub const MAX_ROOM_NAME: usize = 50;
+/// NUM_MAX bounds (seed 003 §4.3.3).
+pub const MIN_ROOM_SIZE: u8 = 2;
+pub const MAX_ROOM_SIZE: u8 = 254;
+/// Longest CHAT accepted: keeps every datagram under a common 1280-byte MTU.
+pub const MAX_CHAT: usize = 1200;
+/// Largest datagram either side sends (a full REPONSE_ACCES with 254 members).
+pub const MAX_DATAGRAM: usize = HEADER_LEN + 2 + 254 * (6 + MAX_USER_NAME + 1);
+
+/// Centralised rooms carry texts through the server; decentralised ones
+/// peer to peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Centralised,
+    Decentralised,
+}
+
+impl Mode {
+    fn bit(self) -> u8 {
+        match self {
+            Mode::Centralised => 0,
+            Mode::Decentralised => 1,
+        }
+    }
+    fn from_bit(b: u8) -> Mode {
+        if b == 0 {
+            Mode::Centralised
+        } else {
+            Mode::Decentralised
+        }
+    }
+}
+
+/// STATUT_INSCRIPTION (2 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Accepted = 0,
+    InvalidName = 1,
+    NameTaken = 2,
+}
+
+/// STATUT_CREATION (2 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Creation {
+    Created = 0,
+    BadName = 1,
+    NameExists = 2,
+    MaxTooSmall = 3,
+}
+
+/// STATUT_ACCES (2 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Granted = 0,
+    NoSuchRoom = 1,
+    Full = 2,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomInfo {
+    pub mode: Mode,
+    pub name: String,
+    pub clients: u8,
+}
+
+/// A member of a decentralised room: where to send it texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// First connection: the name; keep-alive (ID_USER set): none.
+    Connexion {
+        name: Option<String>,
+    },
+    /// Answer to a first connection: status and the new ID_USER.
+    Registered {
+        status: Registration,
+        user: u8,
+    },
+    /// Answer to a keep-alive CONNEXION: STATUT_CONNEXION, 0 = success.
+    KeptAlive {
+        ok: bool,
+    },
+    CreateRoom {
+        mode: Mode,
+        name: String,
+        max: u8,
+    },
+    CreateAnswer {
+        status: Creation,
+        room: u8,
+    },
+    ListRooms,
+    RoomList {
+        rooms: Vec<RoomInfo>,
+    },
+    AccessRoom {
+        name: String,
+    },
+    /// Answer to DEMANDE_ACCES; `peers` is sent only for a decentralised room.
+    AccessAnswer {
+        mode: Mode,
+        status: Access,
+        peers: Vec<Peer>,
+    },
+    /// Empty name: the public room.
+    ListClients {
+        room: String,
+    },
+    ClientList {
+        names: Vec<String>,
+    },
+    Invite {
+        user: String,
+    },
+    InviteAck,
+    /// Server to invitee.
+    Invitation {
+        from: String,
+        mode: Mode,
+        room: String,
+    },
+    /// Invitee's answer (0 accept, 1 refuse on the wire).
+    InvitationAnswer {
+        accept: bool,
+    },
+    Text {
+        chat: String,
+    },
+    TextAck,
+    ChangeRoom {
+        name: String,
+    },
+    ChangeAnswer {
+        mode: Mode,
+        status: Access,
+        peers: Vec<Peer>,
+    },
+    Leave,
+    LeaveAnswer {
+        ok: bool,
+    },
+    Disconnect,
+    DisconnectAnswer {
+        ok: bool,
+    },
+}
+
+/// One datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Sender's ID_USER (0 before registration, 255 for the server; on a
+    /// TEXTE the server forwards, the original author's id).
+    pub user: u8,
+    pub seq: u16,
+    pub body: Body,
+}
+
+impl Body {
+    pub fn kind(&self) -> u8 {
+        use kind::*;
+        match self {
+            Body::Connexion { .. } => CONNEXION,
+            Body::Registered { .. } | Body::KeptAlive { .. } => REPONSE_CONNEXION,
+            Body::CreateRoom { .. } => CREER_MESSAGERIE_PRIVEE,
+            Body::CreateAnswer { .. } => REPONSE_CREER_MESSAGERIE_PRIVEE,
+            Body::ListRooms => DEMANDER_LISTE_MESSAGERIE,
+            Body::RoomList { .. } => REPONSE_DEMANDER_LISTE_MESSAGERIE,
+            Body::AccessRoom { .. } => DEMANDE_ACCES_MESSAGERIE_PRIVEE,
+            Body::AccessAnswer { .. } => REPONSE_ACCES_MESSAGERIE_PRIVEE,
+            Body::ListClients { .. } => DEMANDER_LISTE_CLIENT,
+            Body::ClientList { .. } => REPONSE_DEMANDER_LISTE_CLIENT,
+            Body::Invite { .. } => INVITER_MESSAGERIE_PRIVEE,
+            Body::InviteAck => REPONSE_INVITER_MESSAGERIE_PRIVEE,
+            Body::Invitation { .. } => DEMANDE_MESSAGERIE_PRIVEE,
+            Body::InvitationAnswer { .. } => REPONSE_MESSAGERIE_PRIVEE,
+            Body::Text { .. } => TEXTE,
+            Body::TextAck => REPONSE_TEXTE,
+            Body::ChangeRoom { .. } => CHANGER_MESSAGERIE,
+            Body::ChangeAnswer { .. } => REPONSE_CHANGER_MESSAGERIE,
+            Body::Leave => QUITTER_MESSAGERIE_PRIVEE,
+            Body::LeaveAnswer { .. } => REPONSE_QUITTER_MESSAGERIE_PRIVEE,
+            Body::Disconnect => DECONNEXION,
+            Body::DisconnectAnswer { .. } => REPONSE_DECONNEXION,
+        }
+    }
+}
+
+fn put_name(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(s.as_bytes());
+    out.push(DELIMITER);
+}
+
+fn put_peers(out: &mut Vec<u8>, peers: &[Peer]) {
+    out.push(peers.len().min(255) as u8);
+    for p in peers.iter().take(255) {
+        out.extend_from_slice(&p.ip.octets());
+        out.extend_from_slice(&p.port.to_be_bytes());
+        put_name(out, &p.name);
+    }
+}
+
+fn flag(b: bool) -> u8 {
+    (b as u8) << 7
+}
+
+impl Message {
+    /// Append the datagram's bytes.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(self.body.kind() << 3);
+        out.push(self.user);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        match &self.body {
+            Body::Connexion { name } => {
+                if let Some(n) = name {
+                    put_name(out, n);
+                }
+            }
+            Body::Registered { status, user } => {
+                out.push((*status as u8) << 6);
+                out.push(*user);
+            }
+            // 0 = success on the wire.
+            Body::KeptAlive { ok } => out.push(flag(!ok)),
+            Body::CreateRoom { mode, name, max } => {
+                out.push(mode.bit() << 7);
+                put_name(out, name);
+                out.push(*max);
+            }
+            Body::CreateAnswer { status, room } => {
+                out.push((*status as u8) << 6);
+                out.push(*room);
+            }
+            Body::ListRooms | Body::InviteAck | Body::TextAck | Body::Leave | Body::Disconnect => {}
+            Body::RoomList { rooms } => {
+                out.push(rooms.len().min(255) as u8);
+                for r in rooms.iter().take(255) {
+                    out.push(r.mode.bit() << 7);
+                    put_name(out, &r.name);
+                    out.push(r.clients);
+                }
+            }
+            Body::AccessRoom { name } | Body::ChangeRoom { name } => put_name(out, name),
+            Body::AccessAnswer {
+                mode,
+                status,
+                peers,
+            }
+            | Body::ChangeAnswer {
+                mode,
+                status,
+                peers,
+            } => {
+                out.push(mode.bit() << 7 | (*status as u8) << 5);
+                if *mode == Mode::Decentralised {
+                    put_peers(out, peers);
+                }
+            }
+            Body::ListClients { room } => put_name(out, room),
+            Body::ClientList { names } => {
+                out.push(names.len().min(255) as u8);
+                for n in names.iter().take(255) {
+                    put_name(out, n);
+                }
+            }
+            Body::Invite { user } => put_name(out, user),
+            Body::Invitation { from, mode, room } => {
+                put_name(out, from);
+                out.push(mode.bit() << 7);
+                put_name(out, room);
+            }
+            Body::InvitationAnswer { accept } => out.push(flag(!accept)),
+            Body::Text { chat } => {
+                out.extend_from_slice(&(chat.len().min(u16::MAX as usize) as u16).to_be_bytes());
+                out.extend_from_slice(chat.as_bytes());
+            }
+            Body::LeaveAnswer { ok } | Body::DisconnectAnswer { ok } => out.push(flag(!ok)),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16);
+        self.encode(&mut v);
+        v
+    }
+
+    /// Decode one whole datagram. Every byte must be used; padding bits
+    /// must be zero.
+    pub fn decode(d: &[u8]) -> Result<Message, DecodeError> {
+        if d.len() < HEADER_LEN {
+            return Err(DecodeError::Truncated);
+        }
+        if d.len() > MAX_DATAGRAM {
+            return Err(DecodeError::TooLong {
+                field: "datagram",
+                len: d.len() as u64,
+                max: MAX_DATAGRAM as u64,
+            });
+        }
+        if d[0] & 0b111 != 0 {
+            return Err(DecodeError::BadBits("header padding"));
+        }
+        let k = d[0] >> 3;
+        let user = d[1];
+        let seq = u16::from_be_bytes([d[2], d[3]]);
+        let mut r = Reader {
+            buf: &d[HEADER_LEN..],
+            pos: 0,
+        };
+        use kind::*;
+        let body = match k {
+            CONNEXION => {
+                if r.at_end() {
+                    Body::Connexion { name: None }
+                } else {
+                    Body::Connexion {
+                        name: Some(r.name("USER_NAME", MAX_USER_NAME)?),
+                    }
+                }
+            }
+            REPONSE_CONNEXION => {
+                let b = r.byte()?;
+                if r.at_end() {
+                    r.zero_below(b, 7)?;
+                    Body::KeptAlive { ok: b >> 7 == 0 }
+                } else {
+                    r.zero_below(b, 6)?;
+                    let status = match b >> 6 {
+                        0 => Registration::Accepted,
+                        1 => Registration::InvalidName,
+                        2 => Registration::NameTaken,
+                        _ => return Err(DecodeError::BadBits("STATUT_INSCRIPTION")),
+                    };
+                    Body::Registered {
+                        status,
+                        user: r.byte()?,
+                    }
+                }
+            }
+            CREER_MESSAGERIE_PRIVEE => {
+                let mode = r.mode()?;
+                let name = r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?;
+                Body::CreateRoom {
+                    mode,
+                    name,
+                    max: r.byte()?,
+                }
+            }
+            REPONSE_CREER_MESSAGERIE_PRIVEE => {
+                let b = r.byte()?;
+                r.zero_below(b, 6)?;
+                let status = match b >> 6 {
+                    0 => Creation::Created,
+                    1 => Creation::BadName,
+                    2 => Creation::NameExists,
+                    _ => Creation::MaxTooSmall,
+                };
+                Body::CreateAnswer {
+                    status,
+                    room: r.byte()?,
+                }
+            }
+            DEMANDER_LISTE_MESSAGERIE => Body::ListRooms,
+            REPONSE_DEMANDER_LISTE_MESSAGERIE => {
+                let n = r.byte()? as usize;
+                let mut rooms = Vec::with_capacity(n.min(r.left()));
+                for _ in 0..n {
+                    let mode = r.mode()?;
+                    let name = r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?;
+                    rooms.push(RoomInfo {
+                        mode,
+                        name,
+                        clients: r.byte()?,
+                    });
+                }
+                Body::RoomList { rooms }
+            }
+            DEMANDE_ACCES_MESSAGERIE_PRIVEE => Body::AccessRoom {
+                name: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+            },
+            CHANGER_MESSAGERIE => Body::ChangeRoom {
+                name: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+            },
+            REPONSE_ACCES_MESSAGERIE_PRIVEE | REPONSE_CHANGER_MESSAGERIE => {
+                let b = r.byte()?;
+                r.zero_below(b, 5)?;
+                let mode = Mode::from_bit(b >> 7);
+                let status = match (b >> 5) & 0b11 {
+                    0 => Access::Granted,
+                    1 => Access::NoSuchRoom,
+                    2 => Access::Full,
+                    _ => return Err(DecodeError::BadBits("STATUT_ACCES")),
+                };
+                let peers = if mode == Mode::Decentralised {
+                    r.peers()?
+                } else {
+                    Vec::new()
+                };
+                if k == REPONSE_ACCES_MESSAGERIE_PRIVEE {
+                    Body::AccessAnswer {
+                        mode,
+                        status,
+                        peers,
+                    }
+                } else {
+                    Body::ChangeAnswer {
+                        mode,
+                        status,
+                        peers,
+                    }
+                }
+            }
+            DEMANDER_LISTE_CLIENT => Body::ListClients {
+                room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+            },
+            REPONSE_DEMANDER_LISTE_CLIENT => {
+                let n = r.byte()? as usize;
+                let mut names = Vec::with_capacity(n.min(r.left()));
+                for _ in 0..n {
+                    names.push(r.name("USER_NAME", MAX_USER_NAME)?);
+                }
+                Body::ClientList { names }
+            }
+            INVITER_MESSAGERIE_PRIVEE => Body::Invite {
+                user: r.name("USER_NAME", MAX_USER_NAME)?,
+            },
+            REPONSE_INVITER_MESSAGERIE_PRIVEE => Body::InviteAck,
+            DEMANDE_MESSAGERIE_PRIVEE => {
+                let from = r.name("USER_NAME", MAX_USER_NAME)?;
+                let mode = r.mode()?;
+                Body::Invitation {
+                    from,
+                    mode,
+                    room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                }
+            }
+            REPONSE_MESSAGERIE_PRIVEE => Body::InvitationAnswer { accept: r.flag()? },
+            TEXTE => {
+                let n = u16::from_be_bytes([r.byte()?, r.byte()?]) as usize;
+                if n > MAX_CHAT {
+                    return Err(DecodeError::TooLong {
+                        field: "CHAT",
+                        len: n as u64,
+                        max: MAX_CHAT as u64,
+                    });
+                }
+                let b = r.take(n)?;
+                Body::Text {
+                    chat: std::str::from_utf8(b)
+                        .map_err(|_| DecodeError::InvalidUtf8("CHAT"))?
+                        .to_owned(),
+                }
+            }
+            REPONSE_TEXTE => Body::TextAck,
+            QUITTER_MESSAGERIE_PRIVEE => Body::Leave,
+            REPONSE_QUITTER_MESSAGERIE_PRIVEE => Body::LeaveAnswer { ok: r.flag()? },
+            DECONNEXION => Body::Disconnect,
+            REPONSE_DECONNEXION => Body::DisconnectAnswer { ok: r.flag()? },
+            other => return Err(DecodeError::UnknownOpcode(other as u16)),
+        };
+        if !r.at_end() {
+            return Err(DecodeError::TrailingBytes(r.left()));
+        }
+        Ok(Message { user, seq, body })
+    }
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+    fn left(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
+        self.pos += 1;
+        Ok(b)
+    }
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        let s = self
+            .buf
+            .get(self.pos..self.pos + n)
+            .ok_or(DecodeError::Truncated)?;
+        self.pos += n;
+        Ok(s)
+    }
+    /// Bits below `keep` (counting from bit 0) must be zero.
+    fn zero_below(&self, b: u8, keep: u32) -> Result<(), DecodeError> {
+        if b & ((1u8 << keep) - 1) != 0 {
+            return Err(DecodeError::BadBits("padding"));
+        }
+        Ok(())
+    }
+    fn mode(&mut self) -> Result<Mode, DecodeError> {
+        let b = self.byte()?;
+        self.zero_below(b, 7)?;
+        Ok(Mode::from_bit(b >> 7))
+    }
+    /// A one-bit field whose 0 means "yes" (success, accept).
+    fn flag(&mut self) -> Result<bool, DecodeError> {
+        let b = self.byte()?;
+        self.zero_below(b, 7)?;
+        Ok(b >> 7 == 0)
+    }
+    /// Bytes up to the '#' delimiter, at most `max` of them.
+    fn name(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        let rest = &self.buf[self.pos..];
+        let Some(end) = rest.iter().take(max + 1).position(|b| *b == DELIMITER) else {
+            return Err(if rest.len() > max {
+                DecodeError::TooLong {
+                    field,
+                    len: rest.len() as u64,
+                    max: max as u64,
+                }
+            } else {
+                DecodeError::Truncated
+            });
+        };
+        let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::InvalidUtf8(field))?;
+        self.pos += end + 1;
+        Ok(s.to_owned())
+    }
+    fn peers(&mut self) -> Result<Vec<Peer>, DecodeError> {
+        let n = self.byte()? as usize;
+        let mut v = Vec::with_capacity(n.min(self.left() / 7));
+        for _ in 0..n {
+            let ip = self.take(4)?;
+            let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
+            let port = u16::from_be_bytes([self.byte()?, self.byte()?]);
+            v.push(Peer {
+                ip,
+                port,
+                name: self.name("USER_NAME", MAX_USER_NAME)?,
+            });
+        }
+        Ok(v)
+    }
+}
+
+/// Whether `name` may be a USER_NAME: 1 to 10 bytes, no '#'.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_USER_NAME && !name.contains('#')
+}
+
+/// Whether `name` may be a NOM_MESSAGERIE: 1 to 50 bytes, no '#'.
+pub fn valid_room_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_ROOM_NAME && !name.contains('#')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: String = s.split_whitespace().collect();
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn m(user: u8, seq: u16, body: Body) -> Message {
+        Message { user, seq, body }
+    }
+
+    fn s(x: &str) -> String {
+        x.to_string()
+    }
+
+    fn samples() -> Vec<Message> {
+        let peer = |n: &str, p| Peer {
+            ip: Ipv4Addr::new(127, 0, 0, 1),
+            port: p,
+            name: s(n),
+        };
+        vec![
+            m(
+                0,
+                1,
+                Body::Connexion {
+                    name: Some(s("alice")),
+                },
+            ),
+            m(7, 2, Body::Connexion { name: None }),
+            m(
+                SERVER,
+                1,
+                Body::Registered {
+                    status: Registration::Accepted,
+                    user: 7,
+                },
+            ),
+            m(
+                SERVER,
+                1,
+                Body::Registered {
+                    status: Registration::NameTaken,
+                    user: 0,
+                },
+            ),
+            m(SERVER, 2, Body::KeptAlive { ok: true }),
+            m(SERVER, 2, Body::KeptAlive { ok: false }),
+            m(
+                7,
+                3,
+                Body::CreateRoom {
+                    mode: Mode::Decentralised,
+                    name: s("salon"),
+                    max: 4,
+                },
+            ),
+            m(
+                SERVER,
+                3,
+                Body::CreateAnswer {
+                    status: Creation::MaxTooSmall,
+                    room: 0,
+                },
+            ),
+            m(7, 4, Body::ListRooms),
+            m(
+                SERVER,
+                4,
+                Body::RoomList {
+                    rooms: vec![
+                        RoomInfo {
+                            mode: Mode::Centralised,
+                            name: s("a"),
+                            clients: 1,
+                        },
+                        RoomInfo {
+                            mode: Mode::Decentralised,
+                            name: s("b"),
+                            clients: 2,
+                        },
+                    ],
+                },
+            ),
+            m(7, 5, Body::AccessRoom { name: s("salon") }),
+            m(
+                SERVER,
+                5,
+                Body::AccessAnswer {
+                    mode: Mode::Centralised,
+                    status: Access::Full,
+                    peers: vec![],
+                },
+            ),
+            m(
+                SERVER,
+                5,
+                Body::AccessAnswer {
+                    mode: Mode::Decentralised,
+                    status: Access::Granted,
+                    peers: vec![peer("bob", 4000), peer("carol", 4001)],
+                },
+            ),
+            m(7, 6, Body::ListClients { room: s("") }),
+            m(
+                SERVER,
+                6,
+                Body::ClientList {
+                    names: vec![s("alice"), s("bob")],
+                },
+            ),
+            m(7, 7, Body::Invite { user: s("bob") }),
+            m(SERVER, 7, Body::InviteAck),
+            m(
+                SERVER,
+                1,
+                Body::Invitation {
+                    from: s("alice"),
+                    mode: Mode::Centralised,
+                    room: s("salon"),
+                },
+            ),
+            m(8, 1, Body::InvitationAnswer { accept: true }),
+            m(8, 1, Body::InvitationAnswer { accept: false }),
+            m(
+                7,
+                8,
+                Body::Text {
+                    chat: s("bonjour à tous"),
+                },
+            ),
+            m(SERVER, 8, Body::TextAck),
+            m(7, 9, Body::ChangeRoom { name: s("b") }),
+            m(
+                SERVER,
+                9,
+                Body::ChangeAnswer {
+                    mode: Mode::Decentralised,
+                    status: Access::NoSuchRoom,
+                    peers: vec![],
+                },
+            ),
+            m(7, 10, Body::Leave),
+            m(SERVER, 10, Body::LeaveAnswer { ok: false }),
+            m(7, 11, Body::Disconnect),
+            m(SERVER, 11, Body::DisconnectAnswer { ok: true }),
+        ]
+    }
+
+    #[test]
+    fn golden_bytes() {
+        // CONNEXION (00001) from an unregistered client, seq 1, "bob#".
+        assert_eq!(
+            m(
+                0,
+                1,
+                Body::Connexion {
+                    name: Some(s("bob"))
+                }
+            )
+            .to_bytes(),
+            hex("08 00 0001 626f62 23")
+        );
+        // REPONSE_CONNEXION (00010): accepted (00), id 5.
+        assert_eq!(
+            m(
+                SERVER,
+                1,
+                Body::Registered {
+                    status: Registration::Accepted,
+                    user: 5
+                }
+            )
+            .to_bytes(),
+            hex("10 ff 0001 00 05")
+        );
+        // ... name taken (10).
+        assert_eq!(
+            m(
+                SERVER,
+                1,
+                Body::Registered {
+                    status: Registration::NameTaken,
+                    user: 0
+                }
+            )
+            .to_bytes(),
+            hex("10 ff 0001 80 00")
+        );
+        // CREER_MESSAGERIE_PRIVEE (00011): decentralised, "ab#", NUM_MAX 3.
+        assert_eq!(
+            m(
+                5,
+                2,
+                Body::CreateRoom {
+                    mode: Mode::Decentralised,
+                    name: s("ab"),
+                    max: 3
+                }
+            )
+            .to_bytes(),
+            hex("18 05 0002 80 6162 23 03")
+        );
+        // REPONSE_ACCES (01000), decentralised, granted, one peer 127.0.0.1:4000 "b#".
+        assert_eq!(
+            m(
+                SERVER,
+                3,
+                Body::AccessAnswer {
+                    mode: Mode::Decentralised,
+                    status: Access::Granted,
+                    peers: vec![Peer {
+                        ip: Ipv4Addr::new(127, 0, 0, 1),
+                        port: 4000,
+                        name: s("b")
+                    }],
+                },
+            )
+            .to_bytes(),
+            hex("40 ff 0003 80 01 7f000001 0fa0 62 23")
+        );
+        // REPONSE_ACCES centralised, full (10): one byte 0b0_10_00000.
+        assert_eq!(
+            m(
+                SERVER,
+                3,
+                Body::AccessAnswer {
+                    mode: Mode::Centralised,
+                    status: Access::Full,
+                    peers: vec![]
+                }
+            )
+            .to_bytes(),
+            hex("40 ff 0003 40")
+        );
+        // TEXTE (01111): length 2, "hi".
+        assert_eq!(
+            m(5, 9, Body::Text { chat: s("hi") }).to_bytes(),
+            hex("78 05 0009 0002 6869")
+        );
+        // REPONSE_DECONNEXION (10110), success (0).
+        assert_eq!(
+            m(SERVER, 4, Body::DisconnectAnswer { ok: true }).to_bytes(),
+            hex("b0 ff 0004 00")
+        );
+    }
+
+    #[test]
+    fn round_trips() {
+        for msg in samples() {
+            assert_eq!(Message::decode(&msg.to_bytes()).unwrap(), msg, "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for msg in samples() {
+            let b = msg.to_bytes();
+            for cut in 0..b.len() {
+                let r = Message::decode(&b[..cut]);
+                // A keep-alive CONNEXION and a name-less answer can be
+                // prefixes of longer forms; everything else must fail.
+                if let Ok(other) = &r {
+                    assert_ne!(*other, msg, "cut at {cut}");
+                    assert!(
+                        matches!(
+                            other.body,
+                            Body::Connexion { name: None } | Body::KeptAlive { .. }
+                        ),
+                        "{msg:?} cut at {cut} decoded as {other:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        for msg in samples() {
+            let mut b = msg.to_bytes();
+            b.push(0);
+            let r = Message::decode(&b);
+            if matches!(msg.body, Body::KeptAlive { .. }) {
+                // The seed tells the two REPONSE_CONNEXION forms apart by
+                // length alone: one more byte is the other form.
+                assert!(
+                    matches!(
+                        r,
+                        Ok(Message {
+                            body: Body::Registered { .. },
+                            ..
+                        })
+                    ),
+                    "{r:?}"
+                );
+            } else {
+                assert!(r.is_err(), "{msg:?} accepted a trailing byte: {r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_is_named() {
+        assert_eq!(
+            Message::decode(&hex("08 00 00")),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            Message::decode(&hex("09 00 0001")),
+            Err(DecodeError::BadBits("header padding"))
+        );
+        assert_eq!(
+            Message::decode(&hex("f8 00 0001")),
+            Err(DecodeError::UnknownOpcode(31))
+        );
+        assert!(matches!(
+            Message::decode(&hex("08 00 0001 6161616161616161616161 23")),
+            Err(DecodeError::TooLong {
+                field: "USER_NAME",
+                ..
+            })
+        ));
+        assert_eq!(
+            Message::decode(&hex("08 00 0001 616161")),
+            Err(DecodeError::Truncated)
+        );
+        assert!(matches!(
+            Message::decode(&hex("78 05 0009 ffff")),
+            Err(DecodeError::TooLong { .. })
+        ));
+        assert_eq!(
+            Message::decode(&hex("78 05 0009 0005 6869")),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            Message::decode(&hex("08 00 0001 c328 23")),
+            Err(DecodeError::InvalidUtf8("USER_NAME"))
+        );
+        assert_eq!(
+            Message::decode(&hex("10 ff 0001 c0 05")),
+            Err(DecodeError::BadBits("STATUT_INSCRIPTION"))
+        );
+        assert!(Message::decode(&vec![0x08; MAX_DATAGRAM + 1]).is_err());
+        assert!(
+            valid_user_name("alice") && !valid_user_name("a#b") && !valid_user_name("elevenchars")
+        );
+        assert!(!valid_room_name("") && valid_room_name("x"));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x0703);
+        for _ in 0..30_000 {
+            let n = rng.gen_range(0..80);
+            let mut d: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            if n > 0 {
+                d[0] = (rng.gen_range(0..24u8)) << 3;
+            }
+            if let Ok(msg) = Message::decode(&d) {
+                // Whatever decodes re-encodes to the same bytes.
+                assert_eq!(msg.to_bytes(), d, "{msg:?}");
+            }
+        }
+    }
+}
