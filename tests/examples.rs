@@ -1,6 +1,6 @@
 //! The examples are tests: each C example is compiled against include/ and
 //! the built library and run against an in-process chinwagd on 127.0.0.1,
-//! and so is the Python example through examples/python/chinwag.py. Every
+//! and so are the Python examples through examples/python/chinwag.py. Every
 //! process runs under a time limit.
 
 mod common;
@@ -226,6 +226,43 @@ fn python_echo_bot_example() {
         "bot: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn python_babel_call_example() {
+    if !require("python3") {
+        return;
+    }
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.babel_addr().port();
+    let lib = common::lib_dir().join(common::shared_lib_name());
+    let out = output_within(
+        Command::new("python3")
+            .arg(Path::new(ROOT).join("examples/python/babel_call.py"))
+            .args(["127.0.0.1", &port.to_string(), "pyann", "pybo"])
+            .env("CHINWAG_LIB", &lib)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        LIMIT,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "babel_call.py: {said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "duplicate refused: ",
+        "username already used",
+        "contacts: pyann sees pybo",
+        "call: pyann rings from 127.0.0.1:",
+        "voice: 10 payloads one way, 1 the other",
+        "hung up: pybo saw the call end",
+        "refused: pybo refused the call",
+        "offline: nobody-here is not connected",
+    ] {
+        assert!(said.contains(line), "missing {line:?} in:\n{said}");
+    }
+    assert_eq!(said.lines().last(), Some("ok"), "{said}");
 }
 
 #[test]

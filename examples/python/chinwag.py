@@ -18,8 +18,8 @@ import sys
 
 __all__ = [
     "Result", "EventKind", "Dialect", "ChinwagError", "Timeout", "Closed",
-    "Client", "Event", "Stream", "HistoryEntry", "version", "lib",
-    "voice_packet", "voice_frame", "VOICE_MAX_FRAME",
+    "Client", "Event", "Stream", "Call", "HistoryEntry", "version", "lib",
+    "voice_packet", "voice_frame", "VOICE_MAX_FRAME", "BABEL_MAX_VOICE",
 ]
 
 
@@ -64,10 +64,13 @@ class EventKind(enum.IntEnum):
     PRIVATE_ESTABLISHED = 202
     PRIVATE_CLOSED = 203
     PRIVATE_FAILED = 204
+    CONTACT_ADDED = 300
+    CONTACT_REMOVED = 301
     CALL_INCOMING = 400
     CALL_ACCEPTED = 401
     CALL_FAILED = 402
     CALL_ENDED = 403
+    CALL_ESTABLISHED = 404
     FRIEND_REQUEST = 500
     FRIEND_ACCEPTED = 501
     FRIEND_REFUSED = 502
@@ -113,11 +116,14 @@ _c_event_p = ctypes.c_void_p
 _c_stream_p = ctypes.c_void_p
 _c_strings_p = ctypes.c_void_p
 _c_history_p = ctypes.c_void_p
+_c_call_p = ctypes.c_void_p
 _size_p = ctypes.POINTER(ctypes.c_size_t)
 
 # Voice packets: 4 bytes of magic, then at most this many bytes of audio.
 VOICE_HEADER = 4
 VOICE_MAX_FRAME = 1275
+# Babel: the largest VoiceData payload (one Opus packet in practice).
+BABEL_MAX_VOICE = 65536
 _res = ctypes.c_int
 _str = ctypes.c_char_p
 
@@ -184,6 +190,16 @@ _SIGNATURES = [
     ("cw_voice_packet_encode", _res, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p,
                                       ctypes.c_size_t, _size_p]),
     ("cw_voice_packet_decode", _res, [ctypes.c_char_p, ctypes.c_size_t, _size_p, _size_p]),
+    # babel
+    ("cw_client_contacts", _res, [_c_client_p, ctypes.POINTER(_c_strings_p)]),
+    ("cw_client_accept_call", _res, [_c_client_p, _str]),
+    ("cw_event_take_call", _res, [_c_event_p, ctypes.POINTER(_c_call_p)]),
+    ("cw_call_peer", ctypes.c_char_p, [_c_call_p]),
+    ("cw_call_send_voice", _res, [_c_call_p, ctypes.c_char_p, ctypes.c_size_t]),
+    ("cw_call_recv_voice", _res, [_c_call_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int32,
+                                  _size_p]),
+    ("cw_call_hangup", _res, [_c_call_p]),
+    ("cw_call_free", None, [_c_call_p]),
 ]
 
 for _name, _restype, _argtypes in _SIGNATURES:
@@ -326,13 +342,63 @@ class Stream:
         self.close()
 
 
+class Call:
+    """An open babel call: VoiceData payloads (one Opus packet each) both
+    ways over the peer-to-peer TCP connection."""
+
+    def __init__(self, handle):
+        self._h = handle
+        self.peer = _dec(lib.cw_call_peer(handle))
+
+    def _handle(self):
+        if not self._h:
+            raise Closed(Result.CLOSED, "call freed")
+        return self._h
+
+    def send(self, payload):
+        """Send one payload (at most BABEL_MAX_VOICE bytes)."""
+        payload = bytes(payload)
+        _check(lib.cw_call_send_voice(self._handle(), payload, len(payload)))
+
+    def recv(self, timeout=None):
+        """The next payload; None on timeout; raises Closed once the call is over."""
+        buf = ctypes.create_string_buffer(BABEL_MAX_VOICE)
+        got = ctypes.c_size_t(0)
+        code = lib.cw_call_recv_voice(self._handle(), buf, BABEL_MAX_VOICE, _ms(timeout),
+                                      ctypes.byref(got))
+        if code == Result.TIMEOUT:
+            return None
+        _check(code)
+        return buf.raw[: got.value]
+
+    def hangup(self):
+        """Close the connection; the peer gets CALL_ENDED. Idempotent."""
+        _check(lib.cw_call_hangup(self._handle()))
+
+    def close(self):
+        """Hang up and free; idempotent."""
+        if self._h:
+            h, self._h = self._h, None
+            lib.cw_call_free(h)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        self.close()
+
+
 class Event:
     """One event, copied out of the library (the C event is freed at once).
 
     kind: EventKind; peer, text: str or None; count: events lost (OVERFLOW);
     result: the cause of ERROR/DISCONNECTED/PRIVATE_FAILED; stream: the
     Stream of PRIVATE_ESTABLISHED (yours to close); address, port: the
-    peer's UDP voice end point of CALL_INCOMING/CALL_ACCEPTED (else None, 0).
+    peer's end point of CALL_INCOMING/CALL_ACCEPTED (else None, 0); call:
+    the Call of CALL_ESTABLISHED (babel; yours to close).
     """
 
     def __init__(self, handle):
@@ -345,10 +411,15 @@ class Event:
             self.address = _dec(lib.cw_event_address(handle))
             self.port = lib.cw_event_port(handle)
             self.stream = None
+            self.call = None
             if self.kind == EventKind.PRIVATE_ESTABLISHED:
                 out = _c_stream_p()
                 _check(lib.cw_event_take_stream(handle, ctypes.byref(out)))
                 self.stream = Stream(out.value)
+            elif self.kind == EventKind.CALL_ESTABLISHED:
+                out = _c_call_p()
+                _check(lib.cw_event_take_call(handle, ctypes.byref(out)))
+                self.call = Call(out.value)
         finally:
             lib.cw_event_free(handle)
 
@@ -471,13 +542,34 @@ class Client:
             lib.cw_history_free(out)
 
     def place_call(self, pseudo, port, addr=None):
-        """Ring a friend; it reaches this client's voice socket at addr:port
-        (addr None: the address the server sees). The outcome is a
-        CALL_ACCEPTED or CALL_FAILED event."""
+        """Accounts: ring a friend; it reaches this client's voice socket at
+        addr:port (addr None: the address the server sees). The outcome is
+        a CALL_ACCEPTED or CALL_FAILED event.
+
+        Babel: ring a contact; the library listens on TCP addr:port (addr
+        None: the interface that reaches the server; port 0: any). The
+        outcome is CALL_ESTABLISHED (ev.call) or CALL_FAILED (ev.text)."""
         _check(lib.cw_client_place_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
 
     def answer_call(self, pseudo, port, addr=None):
         _check(lib.cw_client_answer_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
+
+    # -- babel dialect (Dialect.BABEL): login(name), place_call, refuse_call
+    # and hangup_call above are shared --
+
+    def contacts(self):
+        """The babel users online now, sorted."""
+        out = _c_strings_p()
+        _check(lib.cw_client_contacts(self._handle(), ctypes.byref(out)))
+        try:
+            return [_dec(lib.cw_strings_get(out, i)) for i in range(lib.cw_strings_count(out))]
+        finally:
+            lib.cw_strings_free(out)
+
+    def accept_call(self, caller):
+        """Accept a ringing babel call: the library connects to the caller;
+        the outcome is CALL_ESTABLISHED (ev.call) or CALL_FAILED."""
+        _check(lib.cw_client_accept_call(self._handle(), _enc(caller)))
 
     def refuse_call(self, pseudo):
         _check(lib.cw_client_refuse_call(self._handle(), _enc(pseudo)))
