@@ -195,15 +195,13 @@ impl Call {
             match deadline {
                 None => self.inner.arrived.wait(&mut inbox),
                 Some(d) => {
-                    if Instant::now() >= d
-                        || self.inner.arrived.wait_until(&mut inbox, d).timed_out()
-                    {
-                        if inbox.packets.is_empty() && inbox.ended.is_none() {
-                            return Err(Error::new(
-                                cw_result::CW_TIMEOUT,
-                                "no voice before the time limit",
-                            ));
-                        }
+                    let expired = Instant::now() >= d
+                        || self.inner.arrived.wait_until(&mut inbox, d).timed_out();
+                    if expired && inbox.packets.is_empty() && inbox.ended.is_none() {
+                        return Err(Error::new(
+                            cw_result::CW_TIMEOUT,
+                            "no voice before the time limit",
+                        ));
                     }
                 }
             }
