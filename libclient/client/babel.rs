@@ -574,8 +574,11 @@ impl Shared {
         self.write_locked(&bytes)
     }
 
-    /// Make the call's object and record it as open, unless the call was
-    /// cancelled meanwhile (then the socket is dropped).
+    /// Make the call's object, record it as open and queue
+    /// CALL_ESTABLISHED, unless the call was cancelled meanwhile (then the
+    /// socket is dropped). The event is queued under the calls lock, so the
+    /// call's reader (which takes that lock before reporting the end)
+    /// cannot report its end before it.
     fn establish_call(
         self: &Arc<Self>,
         peer: &str,
@@ -583,26 +586,32 @@ impl Shared {
         cancel: &AtomicBool,
         sock: TcpStream,
         decoder: Decoder,
-    ) -> Result<Option<Call>> {
-        let mut calls = self.babel.calls.lock();
-        let current = calls.get(peer).and_then(CallState::token) == Some(token);
-        if !current || cancel.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire) {
-            let _ = sock.shutdown(Shutdown::Both);
-            return Ok(None);
-        }
-        let (call, link) =
-            Call::start(sock, peer.to_owned(), token, decoder, Arc::downgrade(self))?;
-        calls.insert(peer.to_owned(), CallState::Active { token, link });
-        Ok(Some(call))
-    }
-
-    fn call_established(&self, call: Call) {
-        let peer = call.peer().to_owned();
-        log::info!("call with {peer} established (token {})", call.token());
-        self.emit(Event::CallEstablished {
-            peer,
-            call: Some(call),
-        });
+    ) {
+        let refused = {
+            let mut calls = self.babel.calls.lock();
+            let current = calls.get(peer).and_then(CallState::token) == Some(token);
+            if !current || cancel.load(Ordering::Acquire) || self.closed.load(Ordering::Acquire) {
+                let _ = sock.shutdown(Shutdown::Both);
+                return;
+            }
+            let started = Call::start(sock, peer.to_owned(), token, decoder, Arc::downgrade(self));
+            let (call, link) = match started {
+                Ok(c) => c,
+                Err(e) => {
+                    drop(calls);
+                    return self.call_failed(peer, token, e);
+                }
+            };
+            calls.insert(peer.to_owned(), CallState::Active { token, link });
+            log::info!("call with {peer} established (token {})", call.token());
+            self.events.push(Event::CallEstablished {
+                peer: peer.to_owned(),
+                call: Some(call),
+            })
+        };
+        // A call the closed queue refused hangs up here, outside the lock
+        // its reader needs.
+        drop(refused);
     }
 
     fn call_failed(&self, peer: &str, token: u64, e: Error) {
@@ -658,11 +667,7 @@ fn ring(shared: &Arc<Shared>, peer: &str, token: u64, cancel: &AtomicBool, liste
         );
         return shared.call_failed(peer, token, e);
     }
-    match shared.establish_call(peer, token, cancel, sock, Decoder::new()) {
-        Ok(Some(call)) => shared.call_established(call),
-        Ok(None) => {}
-        Err(e) => shared.call_failed(peer, token, e),
-    }
+    shared.establish_call(peer, token, cancel, sock, Decoder::new());
 }
 
 /// The callee's side: connect to the caller, wait for ConnectionEstablished,
@@ -670,11 +675,7 @@ fn ring(shared: &Arc<Shared>, peer: &str, token: u64, cancel: &AtomicBool, liste
 /// it stops ringing.
 fn dial(shared: &Arc<Shared>, peer: &str, token: u64, cancel: &AtomicBool, host: &str, port: u16) {
     match connect_to_caller(shared, token, host, port) {
-        Ok((sock, decoder)) => match shared.establish_call(peer, token, cancel, sock, decoder) {
-            Ok(Some(call)) => shared.call_established(call),
-            Ok(None) => {}
-            Err(e) => shared.call_failed(peer, token, e),
-        },
+        Ok((sock, decoder)) => shared.establish_call(peer, token, cancel, sock, decoder),
         Err(e) => {
             if cancel.load(Ordering::Acquire) || shared.closed.load(Ordering::Acquire) {
                 return;
