@@ -25,7 +25,7 @@ for ex in chat sendfile; do
         -L"$LIB" -Wl,-rpath,"$(cd "$LIB" && pwd)" -lchinwag -lpthread -o "$WORK/$ex"
 done
 
-"$LIB/chinwagd" --bind 127.0.0.1 --chatos-port "$PORT" --babel-port 0 --accounts-port 0 --db :memory: >"$WORK/server.log" 2>&1 &
+"$LIB/chinwagd" --bind 127.0.0.1 --chatos-port "$PORT" --babel-port 0 --accounts-port 0 --rooms-port 0 --db :memory: >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 sleep 1
 

@@ -103,6 +103,8 @@ impl Spec {
                     &port.to_string(),
                     "--babel-port",
                     "0",
+                    "--rooms-port",
+                    "0",
                     "--registrations-per-minute",
                     "100000",
                     "--accounts-port",

@@ -366,8 +366,11 @@ impl Message {
                 if r.at_end() {
                     Body::Connexion { name: None }
                 } else {
+                    // Read leniently (up to 50 bytes), so a server can answer
+                    // "invalid name" (STATUT_INSCRIPTION 01) instead of
+                    // dropping the datagram.
                     Body::Connexion {
-                        name: Some(r.name("USER_NAME", MAX_USER_NAME)?),
+                        name: Some(r.name("USER_NAME", MAX_ROOM_NAME)?),
                     }
                 }
             }
@@ -927,8 +930,14 @@ mod tests {
             Message::decode(&hex("f8 00 0001")),
             Err(DecodeError::UnknownOpcode(31))
         );
+        // An 11-byte name still decodes, for the server to refuse it...
+        assert!(Message::decode(&hex("08 00 0001 6161616161616161616161 23")).is_ok());
+        // ... but not one past the lenient limit.
+        let mut long = hex("08 00 0001");
+        long.extend(std::iter::repeat(b'a').take(MAX_ROOM_NAME + 1));
+        long.push(b'#');
         assert!(matches!(
-            Message::decode(&hex("08 00 0001 6161616161616161616161 23")),
+            Message::decode(&long),
             Err(DecodeError::TooLong {
                 field: "USER_NAME",
                 ..

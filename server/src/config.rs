@@ -20,6 +20,10 @@ pub struct Config {
     pub babel_port: u16,
     /// TCP port of the accounts dialect (0 picks a free port).
     pub accounts_port: u16,
+    /// UDP port of the rooms dialect (0 picks a free port).
+    pub rooms_port: u16,
+    /// A rooms client silent for this long (no keep-alive) is dropped.
+    pub rooms_idle_timeout_ms: u64,
     /// SQLite database file (":memory:" keeps nothing).
     pub db_path: PathBuf,
     /// Connections open at once, all dialects together; more are closed at accept.
@@ -49,6 +53,8 @@ impl Default for Config {
             chatos_port: 7001,
             babel_port: 7002,
             accounts_port: 7003,
+            rooms_port: 7004,
+            rooms_idle_timeout_ms: 100_000,
             db_path: PathBuf::from("chinwag.db"),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
@@ -70,6 +76,7 @@ impl Config {
             chatos_port: 0,
             babel_port: 0,
             accounts_port: 0,
+            rooms_port: 0,
             db_path: PathBuf::from(":memory:"),
             // Every test client comes from 127.0.0.1.
             registrations_per_minute: 10_000,

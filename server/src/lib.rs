@@ -42,6 +42,7 @@ pub struct Server {
     chatos_addr: SocketAddr,
     babel_addr: SocketAddr,
     accounts_addr: SocketAddr,
+    rooms: front::rooms::RoomsServer,
     store: Store,
     store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
@@ -72,6 +73,11 @@ impl Server {
         let babel_addr = babel.local_addr()?;
         let accounts_l = listen(cfg.bind, cfg.accounts_port)?;
         let accounts_addr = accounts_l.local_addr()?;
+        let rooms = front::rooms::RoomsServer::start(
+            hub.clone(),
+            SocketAddr::new(cfg.bind, cfg.rooms_port),
+            Duration::from_millis(cfg.rooms_idle_timeout_ms),
+        )?;
         let flush = FlushPool::new(cfg.flush_threads)?;
         let shared = Arc::new(Shared {
             flush,
@@ -120,6 +126,7 @@ impl Server {
             chatos_addr,
             babel_addr,
             accounts_addr,
+            rooms,
             store,
             store_thread: Some(store_thread),
             stop,
@@ -137,6 +144,11 @@ impl Server {
 
     pub fn accounts_addr(&self) -> SocketAddr {
         self.accounts_addr
+    }
+
+    /// The rooms dialect's UDP socket.
+    pub fn rooms_addr(&self) -> SocketAddr {
+        self.rooms.addr()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -173,6 +185,7 @@ impl Server {
                 self.shared.registry.len()
             );
         }
+        self.rooms.stop();
         self.shared.flush.stop();
         // Last: every acknowledged row is already committed; this checkpoints and closes.
         self.store.stop();

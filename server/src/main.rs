@@ -26,6 +26,9 @@ struct Args {
     /// accounts TCP port.
     #[arg(long)]
     accounts_port: Option<u16>,
+    /// rooms UDP port.
+    #[arg(long)]
+    rooms_port: Option<u16>,
     /// SQLite database file.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -69,7 +72,8 @@ fn load(args: &Args) -> Result<Config, String> {
             if let Some(v) = args.$flag.clone() { cfg.$field = v; }
         )*};
     }
-    set!(bind => bind, chatos_port => chatos_port, babel_port => babel_port, accounts_port => accounts_port, db => db_path,
+    set!(bind => bind, chatos_port => chatos_port, babel_port => babel_port, accounts_port => accounts_port,
+         rooms_port => rooms_port, db => db_path,
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,

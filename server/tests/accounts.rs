@@ -738,6 +738,8 @@ fn spawn_chinwagd(db: &Path, port: u16) -> Child {
             "0",
             "--babel-port",
             "0",
+            "--rooms-port",
+            "0",
             "--accounts-port",
             &port.to_string(),
             "--db",

@@ -67,7 +67,7 @@ fn config_file_flags_and_signals() {
     std::fs::write(
         &config,
         format!(
-            "bind = \"127.0.0.1\"\nchatos_port = {chatos_port}\nbabel_port = 0\naccounts_port = {accounts_port}\n\
+            "bind = \"127.0.0.1\"\nchatos_port = {chatos_port}\nbabel_port = 0\nrooms_port = 0\naccounts_port = {accounts_port}\n\
              db_path = \"{}\"\nlogin_timeout_ms = 300\n",
             dir.join("c.db").display()
         ),

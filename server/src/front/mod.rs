@@ -5,3 +5,4 @@ pub mod accounts;
 pub mod babel;
 pub mod chatos;
 pub mod relay;
+pub mod rooms;
