@@ -3,14 +3,15 @@
 //! routed through the hub. One thread per connection. Voice itself flows
 //! peer to peer and never touches the server.
 
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chinwag_proto::babel::{Decoder, Frame};
+use chinwag_proto::babel::Frame;
 
+use super::{Conn, End};
 use crate::hub::{Dialect, Entry, Event, LoginError, Peer, Refusal, Session};
-use crate::net::{self, Outbound, ReadEnd};
+use crate::net::Outbound;
 use crate::Shared;
 
 /// A babel session's outlet: presence becomes Add/DelContact, call events
@@ -50,82 +51,34 @@ enum State {
 }
 
 pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
-    let Ok(peer_addr) = stream.peer_addr() else {
+    let Some(conn) = Conn::open(stream, &shared, "babel") else {
         return;
     };
-    let label = format!("babel {peer_addr}");
-    let _ = stream.set_nodelay(true);
-    let out = Outbound::new(
-        stream.clone(),
-        &shared.flush,
-        shared.cfg.outbound_limit,
-        shared.cfg.write_timeout(),
-        label.clone(),
-    );
-    log::info!("{label}: connected");
     // The client must not send anything before this.
-    out.reply(&Frame::HelloConnect.to_bytes());
+    conn.out.reply(&Frame::HelloConnect.to_bytes());
     let mut state = State::Anonymous {
         deadline: Instant::now() + shared.cfg.login_timeout(),
     };
-    let mut decoder = Decoder::new();
-    let mut rbuf = net::ReadBuf::default();
-    let why: String = 'conn: loop {
-        let deadline = match &state {
-            State::Anonymous { deadline } => Some(*deadline),
-            State::Identified(_) => {
-                out.throttle(shared.cfg.write_timeout());
-                None
-            }
-        };
-        let bytes = match rbuf.read(&stream, deadline) {
-            Ok(b) => b,
-            Err(ReadEnd::Eof) => break "disconnected".into(),
-            Err(ReadEnd::Io(e)) => break format!("connection error: {e}"),
-            Err(ReadEnd::Deadline) => break "closed: no login within the deadline".into(),
-        };
-        decoder.push(bytes);
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    log::trace!("{label}: {frame:?}");
-                    if let Err(why) =
-                        handle(frame, &shared, &out, &mut state, peer_addr.ip(), &stream)
-                    {
-                        break 'conn why;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => break 'conn format!("closed: framing error: {e}"),
-            }
-        }
+    let deadline = |st: &State| match st {
+        State::Anonymous { deadline } => Some(*deadline),
+        State::Identified(_) => None,
     };
-    if let State::Identified(s) = &state {
-        // Everyone else hears DelContact.
-        shared.hub.logout(s);
-    }
-    out.close();
-    let _ = stream.shutdown(Shutdown::Both);
+    let end = conn.frames(&shared, &mut state, deadline, |st, frame: Frame, _| {
+        handle(frame, &shared, &conn, st)
+    });
     let who = match &state {
-        State::Identified(s) => s.name.as_str(),
+        State::Identified(s) => {
+            // Everyone else hears DelContact.
+            shared.hub.logout(s);
+            s.name.as_str()
+        }
         State::Anonymous { .. } => "-",
     };
-    if why.starts_with("closed: framing") || why.starts_with("closed: protocol") {
-        log::warn!("{label} ({who}): {why}");
-    } else {
-        log::info!("{label} ({who}): {why}");
-    }
+    conn.finish(end, who);
 }
 
-fn handle(
-    frame: Frame,
-    shared: &Arc<Shared>,
-    out: &Arc<Outbound>,
-    state: &mut State,
-    ip: IpAddr,
-    stream: &TcpStream,
-) -> Result<(), String> {
-    let hub = &shared.hub;
+fn handle(frame: Frame, shared: &Arc<Shared>, conn: &Conn, state: &mut State) -> Result<(), End> {
+    let (hub, out, ip) = (&shared.hub, &conn.out, conn.ip);
     match (frame, &*state) {
         (Frame::Login { name }, State::Anonymous { .. }) => {
             let entry = Entry {
@@ -152,7 +105,7 @@ fn handle(
                     if held {
                         out.flush_held();
                     }
-                    let _ = stream.set_read_timeout(None);
+                    let _ = conn.stream.set_read_timeout(None);
                     log::info!("babel {ip}: logged in as {name}");
                     *state = State::Identified(session);
                 }
@@ -208,14 +161,11 @@ fn handle(
             Ok(())
         }
         (f @ (Frame::CallRequest { .. } | Frame::CallRefused { .. }), State::Anonymous { .. }) => {
-            Err(format!(
-                "closed: protocol: opcode {} before Login",
-                f.opcode()
-            ))
+            Err(End::Protocol(format!("opcode {} before Login", f.opcode())))
         }
-        (other, _) => Err(format!(
-            "closed: protocol: opcode {} is not for the server",
+        (other, _) => Err(End::Protocol(format!(
+            "opcode {} is not for the server",
             other.opcode()
-        )),
+        ))),
     }
 }

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use chinwag_proto::chatos::{self, Command, Decoder};
 
-use crate::front::relay;
+use super::{relay, Conn, End};
 use crate::hub::{Dialect, Entry, Event, Peer, RelayJoin, Session};
-use crate::net::{self, Outbound, ReadEnd};
+use crate::net::Outbound;
 use crate::Shared;
 
 /// Extra time the first end of a relay waits for the second end's hand-over
@@ -65,107 +65,42 @@ enum State {
     Identified(Arc<Session>),
 }
 
-/// Why a connection ends, for the log line.
-enum End {
-    Eof,
-    Io(io::Error),
-    Protocol(String),
-    LoginTimeout,
-    /// The socket became one end of a private relay and was served to the end.
-    Relayed,
-}
-
 /// Serve one accepted chatos connection until it ends.
 pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
-    let peer_addr = match stream.peer_addr() {
-        Ok(a) => a,
-        Err(_) => return,
+    let Some(conn) = Conn::open(stream, &shared, "chatos") else {
+        return;
     };
-    let label = format!("chatos {peer_addr}");
-    let _ = stream.set_nodelay(true);
-    let out = Outbound::new(
-        stream.clone(),
-        &shared.flush,
-        shared.cfg.outbound_limit,
-        shared.cfg.write_timeout(),
-        label.clone(),
-    );
-    log::info!("{label}: connected");
     let mut state = State::Anonymous {
         deadline: Instant::now() + shared.cfg.login_timeout(),
     };
-    let end = run(&stream, &shared, &out, &mut state, peer_addr.ip(), &label);
-    if let State::Identified(session) = &state {
-        shared.hub.logout(session);
-    }
-    out.close();
-    if !matches!(end, End::Relayed) {
-        let _ = stream.shutdown(Shutdown::Both);
-    }
+    let deadline = |st: &State| match st {
+        State::Anonymous { deadline } => Some(*deadline),
+        State::Identified(_) => None,
+    };
+    let end = conn.frames(
+        &shared,
+        &mut state,
+        deadline,
+        |st, cmd: Command, decoder| handle(cmd, &conn, &shared, st, decoder),
+    );
     let who = match &state {
-        State::Identified(s) => s.name.as_str(),
+        State::Identified(session) => {
+            shared.hub.logout(session);
+            session.name.as_str()
+        }
         State::Anonymous { .. } => "-",
     };
-    match end {
-        End::Eof => log::info!("{label} ({who}): disconnected"),
-        End::Io(e) => log::info!("{label} ({who}): connection error: {e}"),
-        End::Protocol(why) => log::warn!("{label} ({who}): closed: {why}"),
-        End::LoginTimeout => log::info!("{label}: closed: no LOGIN within the deadline"),
-        End::Relayed => log::info!("{label}: private connection ended"),
-    }
+    conn.finish(end, who);
 }
 
-fn run(
-    stream: &Arc<TcpStream>,
-    shared: &Arc<Shared>,
-    out: &Arc<Outbound>,
-    state: &mut State,
-    ip: IpAddr,
-    label: &str,
-) -> End {
-    let mut decoder = Decoder::new();
-    let mut rbuf = net::ReadBuf::default();
-    loop {
-        let deadline = match state {
-            State::Anonymous { deadline } => Some(*deadline),
-            State::Identified(_) => {
-                out.throttle(shared.cfg.write_timeout());
-                None
-            }
-        };
-        let bytes = match rbuf.read(stream, deadline) {
-            Ok(bytes) => bytes,
-            Err(ReadEnd::Eof) => return End::Eof,
-            Err(ReadEnd::Io(e)) => return End::Io(e),
-            Err(ReadEnd::Deadline) => return End::LoginTimeout,
-        };
-        decoder.push(bytes);
-        loop {
-            let cmd = match decoder.next_command() {
-                Ok(Some(cmd)) => cmd,
-                Ok(None) => break,
-                Err(e) => return End::Protocol(format!("framing error: {e}")),
-            };
-            log::trace!("{label}: {cmd:?}");
-            match handle(cmd, stream, shared, out, state, ip, label, &mut decoder) {
-                Ok(()) => {}
-                Err(end) => return end,
-            }
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
 fn handle(
     cmd: Command,
-    stream: &Arc<TcpStream>,
+    conn: &Conn,
     shared: &Arc<Shared>,
-    out: &Arc<Outbound>,
     state: &mut State,
-    ip: IpAddr,
-    label: &str,
     decoder: &mut Decoder,
 ) -> Result<(), End> {
+    let (stream, out, ip, label) = (&conn.stream, &conn.out, conn.ip, conn.label.as_str());
     let hub = &shared.hub;
     let session = match state {
         State::Anonymous { .. } => match cmd {

@@ -1,8 +1,119 @@
 //! Front-ends: one per dialect, each translating its wire format to hub calls
-//! and hub events back to its wire format. Policy lives in the hub.
+//! and hub events back to its wire format. Policy lives in the hub (and the
+//! accounts service). This file holds what every TCP front-end shares: the
+//! connection's start, its read-and-decode loop, and its end.
 
 pub mod accounts;
 pub mod babel;
 pub mod chatos;
 pub mod relay;
 pub mod rooms;
+
+use std::fmt::Debug;
+use std::io;
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chinwag_proto::{Decode, Decoder};
+
+use crate::net::{Outbound, ReadBuf, ReadEnd};
+use crate::Shared;
+
+/// Why a connection ends, for its log line.
+pub enum End {
+    Eof,
+    Io(io::Error),
+    /// Bad bytes or a frame out of place: logged at WARN.
+    Protocol(String),
+    LoginTimeout,
+    /// The socket became one end of a chatos private relay and was served
+    /// to the end; it is not shut down again.
+    Relayed,
+}
+
+/// One accepted TCP connection of some dialect.
+pub struct Conn {
+    pub stream: Arc<TcpStream>,
+    pub out: Arc<Outbound>,
+    pub ip: IpAddr,
+    pub label: String,
+}
+
+impl Conn {
+    pub fn open(stream: Arc<TcpStream>, shared: &Shared, dialect: &str) -> Option<Conn> {
+        let peer = stream.peer_addr().ok()?;
+        let label = format!("{dialect} {peer}");
+        let _ = stream.set_nodelay(true);
+        let out = Outbound::new(
+            stream.clone(),
+            &shared.flush,
+            shared.cfg.outbound_limit,
+            shared.cfg.write_timeout(),
+            label.clone(),
+        );
+        log::info!("{label}: connected");
+        Some(Conn {
+            stream,
+            out,
+            ip: peer.ip(),
+            label,
+        })
+    }
+
+    /// Read, decode and hand frames to `on_frame` until the connection
+    /// ends or `on_frame` ends it. While `deadline(state)` gives a time (the
+    /// login deadline) reads stop there; after it, the connection's own
+    /// reading pauses while its outbound queue is over half full.
+    pub fn frames<T: Decode + Debug, S>(
+        &self,
+        shared: &Shared,
+        state: &mut S,
+        deadline: impl Fn(&S) -> Option<Instant>,
+        mut on_frame: impl FnMut(&mut S, T, &mut Decoder<T>) -> Result<(), End>,
+    ) -> End {
+        let mut decoder = Decoder::<T>::new();
+        let mut rbuf = ReadBuf::default();
+        loop {
+            let limit = deadline(state);
+            if limit.is_none() {
+                self.out.throttle(shared.cfg.write_timeout());
+            }
+            let bytes = match rbuf.read(&self.stream, limit) {
+                Ok(bytes) => bytes,
+                Err(ReadEnd::Eof) => return End::Eof,
+                Err(ReadEnd::Io(e)) => return End::Io(e),
+                Err(ReadEnd::Deadline) => return End::LoginTimeout,
+            };
+            decoder.push(bytes);
+            loop {
+                let frame = match decoder.next_message() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => return End::Protocol(format!("framing error: {e}")),
+                };
+                log::trace!("{}: {frame:?}", self.label);
+                if let Err(end) = on_frame(state, frame, &mut decoder) {
+                    return end;
+                }
+            }
+        }
+    }
+
+    /// Close the connection's output and socket, and log why it ended;
+    /// `who` is the user's name once known.
+    pub fn finish(&self, end: End, who: &str) {
+        self.out.close();
+        if !matches!(end, End::Relayed) {
+            let _ = self.stream.shutdown(Shutdown::Both);
+        }
+        let label = &self.label;
+        match end {
+            End::Eof => log::info!("{label} ({who}): disconnected"),
+            End::Io(e) => log::info!("{label} ({who}): connection error: {e}"),
+            End::Protocol(why) => log::warn!("{label} ({who}): closed: {why}"),
+            End::LoginTimeout => log::info!("{label}: closed: no login within the deadline"),
+            End::Relayed => log::info!("{label}: private connection ended"),
+        }
+    }
+}

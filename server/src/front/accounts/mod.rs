@@ -6,13 +6,13 @@
 mod password;
 pub mod service;
 
-use std::net::{IpAddr, Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chinwag_proto::accounts::{Decoder, Frame};
+use chinwag_proto::accounts::Frame;
 
-use crate::net::{self, Outbound, ReadEnd};
+use super::{Conn, End};
 use crate::Shared;
 use service::{Accounts, Member};
 
@@ -25,92 +25,43 @@ enum State {
 }
 
 pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
-    let Ok(peer_addr) = stream.peer_addr() else {
-        return;
-    };
     let Some(accounts) = shared.accounts.clone() else {
         return;
     };
-    let label = format!("accounts {peer_addr}");
-    let _ = stream.set_nodelay(true);
-    let out = Outbound::new(
-        stream.clone(),
-        &shared.flush,
-        shared.cfg.outbound_limit,
-        shared.cfg.write_timeout(),
-        label.clone(),
-    );
-    log::info!("{label}: connected");
-    let deadline = Instant::now() + shared.cfg.login_timeout();
-    let mut state = State::Greeting;
-    let mut decoder = Decoder::new();
-    let mut rbuf = net::ReadBuf::default();
-    let why: String = loop {
-        let limit = match state {
-            State::Member(_) => {
-                out.throttle(shared.cfg.write_timeout());
-                None
-            }
-            _ => Some(deadline),
-        };
-        let bytes = match rbuf.read(&stream, limit) {
-            Ok(bytes) => bytes,
-            Err(ReadEnd::Eof) => break "disconnected".into(),
-            Err(ReadEnd::Io(e)) => break format!("connection error: {e}"),
-            Err(ReadEnd::Deadline) => break "closed: no login within the deadline".into(),
-        };
-        decoder.push(bytes);
-        let mut end = None;
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Err(why) =
-                        handle(frame, &accounts, &out, &mut state, peer_addr.ip(), &stream)
-                    {
-                        end = Some(why);
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    end = Some(format!("closed: framing error: {e}"));
-                    break;
-                }
-            }
-        }
-        if let Some(why) = end {
-            break why;
-        }
+    let Some(conn) = Conn::open(stream, &shared, "accounts") else {
+        return;
     };
-    if let State::Member(m) = &state {
-        accounts.logout(m);
-    }
-    out.close();
-    let _ = stream.shutdown(Shutdown::Both);
+    let login_by = Instant::now() + shared.cfg.login_timeout();
+    let mut state = State::Greeting;
+    let deadline = |st: &State| match st {
+        State::Member(_) => None,
+        _ => Some(login_by),
+    };
+    let end = conn.frames(&shared, &mut state, deadline, |st, frame: Frame, _| {
+        handle(frame, &accounts, &conn, st)
+    });
     let who = match &state {
-        State::Member(m) => m.pseudo.as_str(),
+        State::Member(m) => {
+            accounts.logout(m);
+            m.pseudo.as_str()
+        }
         _ => "-",
     };
-    if why.starts_with("closed: framing") || why.starts_with("closed: protocol") {
-        log::warn!("{label} ({who}): {why}");
-    } else {
-        log::info!("{label} ({who}): {why}");
-    }
+    conn.finish(end, who);
 }
 
 fn handle(
     frame: Frame,
     accounts: &Arc<Accounts>,
-    out: &Arc<Outbound>,
+    conn: &Conn,
     state: &mut State,
-    ip: IpAddr,
-    stream: &TcpStream,
-) -> Result<(), String> {
+) -> Result<(), End> {
+    let (out, ip) = (&conn.out, conn.ip);
     let code = frame.code();
     let me = match state {
         State::Greeting => {
             if frame != Frame::Hello {
-                return Err(format!("closed: protocol: instruction {code} before HELLO"));
+                return Err(End::Protocol(format!("instruction {code} before HELLO")));
             }
             *state = State::Anonymous;
             out.reply(&Frame::HelloAck.to_bytes());
@@ -128,16 +79,16 @@ fn handle(
                 } => accounts.register(ip, email, pseudo, password, out),
                 Frame::Login { email, password } => {
                     if let Some(m) = accounts.login(&email, &password, ip, out) {
-                        let _ = stream.set_read_timeout(None);
+                        let _ = conn.stream.set_read_timeout(None);
                         *state = State::Member(m);
                     }
                 }
                 _ if is_server_only(&frame) => {
-                    return Err(format!(
-                        "closed: protocol: server-only instruction {code} from a client"
-                    ))
+                    return Err(End::Protocol(format!(
+                        "server-only instruction {code} from a client"
+                    )))
                 }
-                _ => return Err(format!("closed: protocol: instruction {code} before LOGIN")),
+                _ => return Err(End::Protocol(format!("instruction {code} before LOGIN"))),
             }
             return Ok(());
         }
@@ -169,10 +120,10 @@ fn handle(
         Frame::DeclineCall { pseudo } => accounts.answer_call(&me, &pseudo, None),
         Frame::Hangup { pseudo } => accounts.hangup(&me, &pseudo),
         other => {
-            return Err(format!(
-                "closed: protocol: server-only instruction {} from a client",
+            return Err(End::Protocol(format!(
+                "server-only instruction {} from a client",
                 other.code()
-            ));
+            )));
         }
     }
     Ok(())
