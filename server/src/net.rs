@@ -153,24 +153,34 @@ impl Outbound {
     /// Write everything queued on the calling thread, then give the write
     /// side back. Only after a successful [`Outbound::hold`].
     pub fn flush_held(self: &Arc<Self>) {
-        let mut batch = Vec::new();
+        self.drain_blocking(&mut Vec::new());
+    }
+
+    /// Blocking writes by the thread that owns the write side, until the
+    /// queue is empty (the write side is then released: true) or the
+    /// connection fails or closes (false).
+    fn drain_blocking(&self, spare: &mut Vec<u8>) -> bool {
         loop {
             {
                 let mut st = self.state.lock();
                 if st.closed {
-                    return;
+                    return false;
                 }
                 if st.buf.is_empty() {
                     st.flushing = false;
-                    return;
+                    return true;
                 }
-                std::mem::swap(&mut st.buf, &mut batch);
+                std::mem::swap(&mut st.buf, spare);
             }
-            if let Err(e) = (&*self.stream).write_all(&batch) {
+            if let Err(e) = (&*self.stream).write_all(spare) {
                 self.fail(&e);
-                return;
+                return false;
             }
-            batch.clear();
+            self.drained.notify_all();
+            spare.clear();
+            if spare.capacity() > SPARE_KEEP {
+                *spare = Vec::new();
+            }
         }
     }
 
@@ -273,27 +283,8 @@ impl Outbound {
         let mut spare = Vec::new();
         // The first wake-up is implied: we were started because of a backlog.
         loop {
-            loop {
-                {
-                    let mut st = self.state.lock();
-                    if st.closed {
-                        return;
-                    }
-                    if st.buf.is_empty() {
-                        st.flushing = false;
-                        break;
-                    }
-                    std::mem::swap(&mut st.buf, &mut spare);
-                }
-                if let Err(e) = (&*self.stream).write_all(&spare) {
-                    self.fail(&e);
-                    return;
-                }
-                self.drained.notify_all();
-                spare.clear();
-                if spare.capacity() > SPARE_KEEP {
-                    spare = Vec::new();
-                }
+            if !self.drain_blocking(&mut spare) {
+                return;
             }
             if bell.recv().is_err() {
                 return;
