@@ -2,7 +2,7 @@
 //! 127.0.0.1: in-process servers, restarts on one database file, and a real
 //! chinwagd process killed with SIGKILL mid-traffic.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Proc, Stdio};
@@ -13,8 +13,6 @@ use chinwag_proto::accounts::{Decoder, Frame, HISTORY_PAGE};
 use chinwag_proto::chatos;
 use chinwagd::{Config, Server};
 use rand::{Rng, SeedableRng};
-
-const WAIT: Duration = Duration::from_secs(10);
 
 fn server_on(db: &Path) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
@@ -37,19 +35,14 @@ fn temp_dir(tag: &str) -> PathBuf {
     d
 }
 
-struct Acc {
-    s: TcpStream,
-    dec: Decoder,
-}
+mod common;
+use common::WAIT;
+
+type Acc = common::Wire<Frame>;
 
 impl Acc {
     fn connect(addr: SocketAddr) -> Acc {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        let mut a = Acc {
-            s,
-            dec: Decoder::new(),
-        };
+        let mut a = Acc::new(TcpStream::connect(addr).unwrap());
         a.send(&Frame::Hello);
         assert_eq!(a.recv(), Frame::HelloAck);
         a
@@ -57,50 +50,6 @@ impl Acc {
 
     fn send(&mut self, f: &Frame) {
         self.s.write_all(&f.to_bytes()).unwrap();
-    }
-
-    fn try_recv(&mut self, wait: Duration) -> Option<Frame> {
-        let deadline = Instant::now() + wait;
-        let mut buf = [0u8; 8192];
-        loop {
-            if let Some(f) = self.dec.next_frame().expect("valid frames from the server") {
-                return Some(f);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.s.set_read_timeout(Some(left)).unwrap();
-            match self.s.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.dec.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return None
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn recv(&mut self) -> Frame {
-        self.try_recv(WAIT).expect("a frame within the wait")
-    }
-
-    fn expect_silence(&mut self) {
-        if let Some(f) = self.try_recv(Duration::from_millis(300)) {
-            panic!("expected nothing, got {f:?}");
-        }
-    }
-
-    fn expect_closed(&mut self) {
-        self.s.set_read_timeout(Some(WAIT)).unwrap();
-        let mut buf = [0u8; 64];
-        loop {
-            match self.s.read(&mut buf) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
     }
 
     fn register(addr: SocketAddr, email: &str, pseudo: &str, pw: &str) -> Frame {

@@ -1,25 +1,23 @@
 //! End-to-end tests of the babel dialect against an in-process chinwagd on
 //! 127.0.0.1, with a raw-socket client checking little-endian bytes.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use chinwag_proto::babel::{Decoder, Frame};
+use chinwag_proto::babel::Frame;
 use chinwag_proto::chatos;
 use chinwagd::{Config, Server};
-
-const WAIT: Duration = Duration::from_secs(5);
 
 fn server() -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     Server::start(Config::ephemeral()).expect("server starts")
 }
 
-struct Bab {
-    s: TcpStream,
-    dec: Decoder,
-}
+mod common;
+use common::WAIT;
+
+type Bab = common::Wire<Frame>;
 
 impl Bab {
     /// Connect and check the HelloConnect bytes the original server sends.
@@ -30,10 +28,7 @@ impl Bab {
         let mut hello = [0u8; 10];
         s.read_exact(&mut hello).unwrap();
         assert_eq!(hello, [2, 0, 0, 0, 0, 0, 0, 0, 1, 0], "HelloConnect");
-        Bab {
-            s,
-            dec: Decoder::new(),
-        }
+        Bab::new(s)
     }
 
     fn login(addr: SocketAddr, name: &str) -> (Bab, Vec<String>) {
@@ -48,59 +43,6 @@ impl Bab {
 
     fn send(&mut self, f: &Frame) {
         self.s.write_all(&f.to_bytes()).unwrap();
-    }
-
-    fn try_recv(&mut self, wait: Duration) -> Option<Frame> {
-        let deadline = Instant::now() + wait;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(f) = self.dec.next_frame().expect("valid babel from the server") {
-                return Some(f);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.s.set_read_timeout(Some(left)).unwrap();
-            match self.s.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.dec.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return None
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn recv(&mut self) -> Frame {
-        self.try_recv(WAIT).expect("a frame within the wait")
-    }
-
-    fn expect_silence(&mut self) {
-        if let Some(f) = self.try_recv(Duration::from_millis(200)) {
-            panic!("expected nothing, got {f:?}");
-        }
-    }
-
-    fn expect_closed(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 256];
-        loop {
-            assert!(
-                Instant::now() < deadline,
-                "server did not close the connection"
-            );
-            self.s
-                .set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            match self.s.read(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return,
-            }
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! End-to-end tests of the chatos dialect against an in-process chinwagd on
 //! 127.0.0.1, with a raw-socket client that checks bytes, not a library.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -10,8 +10,6 @@ use std::time::{Duration, Instant};
 use chinwag_proto::chatos::{Command, Decoder};
 use chinwagd::{Config, Server};
 use rand::{Rng, RngCore, SeedableRng};
-
-const WAIT: Duration = Duration::from_secs(5);
 
 fn server() -> Server {
     server_with(|_| {})
@@ -24,19 +22,14 @@ fn server_with(f: impl FnOnce(&mut Config)) -> Server {
     Server::start(cfg).expect("server starts")
 }
 
-struct Raw {
-    s: TcpStream,
-    dec: Decoder,
-}
+mod common;
+use common::WAIT;
+
+type Raw = common::Wire<Command>;
 
 impl Raw {
     fn connect(addr: SocketAddr) -> Raw {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_nodelay(true).unwrap();
-        Raw {
-            s,
-            dec: Decoder::new(),
-        }
+        Raw::new(TcpStream::connect(addr).unwrap())
     }
 
     fn login(addr: SocketAddr, name: &str) -> Raw {
@@ -48,68 +41,6 @@ impl Raw {
 
     fn send(&mut self, cmd: &Command) {
         self.s.write_all(&cmd.to_bytes()).unwrap();
-    }
-
-    fn send_bytes(&mut self, b: &[u8]) {
-        self.s.write_all(b).unwrap();
-    }
-
-    /// Next command, or None if nothing arrives within `wait` or the
-    /// connection ends.
-    fn try_recv(&mut self, wait: Duration) -> Option<Command> {
-        let deadline = Instant::now() + wait;
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Some(c) = self.dec.next_command().expect("server sent valid chatos") {
-                return Some(c);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.s.set_read_timeout(Some(left)).unwrap();
-            match self.s.read(&mut buf) {
-                Ok(0) => return None,
-                Ok(n) => self.dec.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return None
-                }
-                Err(_) => return None,
-            }
-        }
-    }
-
-    fn recv(&mut self) -> Command {
-        self.try_recv(WAIT).expect("a command within the wait")
-    }
-
-    fn expect_silence(&mut self) {
-        if let Some(c) = self.try_recv(Duration::from_millis(200)) {
-            panic!("expected nothing, got {c:?}");
-        }
-    }
-
-    /// The server closes the connection: EOF (or reset) within the wait,
-    /// with no command before it.
-    fn expect_closed(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 256];
-        loop {
-            assert!(self.dec.next_command().map(|c| c.is_none()).unwrap_or(true));
-            assert!(
-                Instant::now() < deadline,
-                "server did not close the connection"
-            );
-            self.s
-                .set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            match self.s.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => self.dec.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return,
-            }
-        }
     }
 }
 
