@@ -487,3 +487,124 @@ fn silent_clients_are_dropped() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A UDP forwarder between clients and the server that drops a share of the
+/// datagrams in each direction (seeded, so a run is repeatable). Each client
+/// gets its own upstream socket, so the server sees one address per client.
+struct LossyProxy {
+    front: std::sync::Arc<UdpSocket>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl LossyProxy {
+    fn start(server: SocketAddr, loss_pct: u32, seed: u64) -> LossyProxy {
+        use rand::{Rng, SeedableRng};
+        use std::collections::HashMap;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        front
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
+        let drop_it =
+            move |rng: &Mutex<rand::rngs::StdRng>| rng.lock().unwrap().gen_range(0..100) < loss_pct;
+        let (f2, s2, r2) = (front.clone(), stop.clone(), rng.clone());
+        let main = std::thread::spawn(move || {
+            let mut ups: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut backs = Vec::new();
+            let mut buf = [0u8; 8192];
+            while !s2.load(Ordering::Acquire) {
+                let Ok((n, client)) = f2.recv_from(&mut buf) else {
+                    continue;
+                };
+                let up = ups.entry(client).or_insert_with(|| {
+                    let u = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+                    u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    let (u2, f3, s3, r3) = (u.clone(), f2.clone(), s2.clone(), r2.clone());
+                    backs.push(std::thread::spawn(move || {
+                        let mut b = [0u8; 8192];
+                        while !s3.load(Ordering::Acquire) {
+                            let Ok((m, _)) = u2.recv_from(&mut b) else {
+                                continue;
+                            };
+                            if !drop_it(&r3) {
+                                let _ = f3.send_to(&b[..m], client);
+                            }
+                        }
+                    }));
+                    u
+                });
+                if !drop_it(&r2) {
+                    let _ = up.send_to(&buf[..n], server);
+                }
+            }
+            for b in backs {
+                let _ = b.join();
+            }
+        });
+        LossyProxy {
+            front,
+            stop,
+            threads: vec![main],
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.front.local_addr().unwrap()
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn texts_arrive_exactly_once_through_ten_percent_loss() {
+    let srv = server_with(|_| {});
+    let proxy = LossyProxy::start(srv.rooms_addr(), 10, 0x1055);
+    let mut a = Client::register(proxy.addr(), "alice");
+    let b = Client::register(proxy.addr(), "bob");
+    let c = Client::register(proxy.addr(), "carol");
+    const N: usize = 30;
+    // Receivers acknowledge every copy and keep each server NUM_SEQ once.
+    let collect = |x: Client| {
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeMap::new();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while seen.len() < N && Instant::now() < deadline {
+                if let Some(m) = x.recv_until(Instant::now() + Duration::from_millis(200)) {
+                    x.ack(&m);
+                    if let Body::Text { chat } = m.body {
+                        seen.entry(m.seq).or_insert(chat);
+                    }
+                }
+            }
+            seen.into_values().collect::<Vec<_>>()
+        })
+    };
+    let (tb, tc) = (collect(b), collect(c));
+    for i in 0..N {
+        assert_eq!(
+            a.ask(Body::Text {
+                chat: format!("m{i}")
+            }),
+            Body::TextAck
+        );
+    }
+    let want: std::collections::BTreeSet<String> = (0..N).map(|i| format!("m{i}")).collect();
+    for got in [tb.join().unwrap(), tc.join().unwrap()] {
+        assert_eq!(got.len(), N, "each text once: {got:?}");
+        assert_eq!(
+            got.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            want
+        );
+    }
+}
