@@ -832,3 +832,51 @@ fn registrations_per_address_are_rate_limited() {
         "{r:?}"
     );
 }
+
+#[test]
+fn oversize_fields_close_the_connection() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, _b) = friends(addr);
+    // Built by hand: the codec refuses to write fields past their limits.
+    let frame = |code: u16, fields: &[&[u8]]| {
+        let mut payload = Vec::new();
+        for f in fields {
+            payload.extend_from_slice(&(f.len() as u16).to_be_bytes());
+            payload.extend_from_slice(f);
+        }
+        let mut v = chinwag_proto::accounts::MAGIC.to_be_bytes().to_vec();
+        v.extend_from_slice(&code.to_be_bytes());
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(&payload);
+        v
+    };
+    let (long_pseudo, long_text, long_email) = (vec![b'p'; 31], vec![b't'; 2049], vec![b'e'; 255]);
+    // Before login.
+    let mut m = Acc::connect(addr);
+    m.send_bytes(&frame(110, &[&long_email, b"pw"]));
+    m.expect_closed();
+    // Logged in, each case on its own account.
+    let cases: [(&str, Vec<u8>); 2] = [
+        ("d1", frame(120, &[&long_pseudo])),
+        ("d2", frame(150, &[b"bob", &long_text])),
+    ];
+    for (who, bytes) in cases {
+        let email = format!("{who}@example.org");
+        assert_eq!(
+            Acc::register(addr, &email, who, "correct horse"),
+            Frame::Registered
+        );
+        let mut n = Acc::logged_in(addr, &email, "correct horse");
+        n.send_bytes(&bytes);
+        n.expect_closed();
+    }
+    // Everyone else carries on.
+    a.send(&Frame::ListFriends);
+    assert_eq!(
+        a.recv(),
+        Frame::Friends {
+            pseudos: vec![p("bob")]
+        }
+    );
+}
