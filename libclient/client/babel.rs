@@ -352,6 +352,8 @@ fn listen_address(shared: &Shared, host: &str, port: u16) -> Result<(SocketAddr,
         // us at, and the host it fills in for the callee.
         let local = shared
             .sock
+            .as_ref()
+            .ok_or_else(|| Error::new(cw_result::CW_UNSUPPORTED, "no TCP connection"))?
             .local_addr()
             .map_err(|e| Error::new(cw_result::CW_IO, format!("socket: {e}")))?;
         return Ok((SocketAddr::new(local.ip(), port), String::new()));

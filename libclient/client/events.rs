@@ -115,6 +115,12 @@ pub enum Event {
     FriendRefused {
         peer: String,
     },
+    /// Rooms: `from` invites this user into the private room `room`.
+    RoomInvitation {
+        from: String,
+        room: String,
+        mode: chinwag_proto::rooms::Mode,
+    },
 }
 
 impl Event {
@@ -141,6 +147,7 @@ impl Event {
             Event::FriendRequest { .. } => CW_EVENT_FRIEND_REQUEST,
             Event::FriendAccepted { .. } => CW_EVENT_FRIEND_ACCEPTED,
             Event::FriendRefused { .. } => CW_EVENT_FRIEND_REFUSED,
+            Event::RoomInvitation { .. } => CW_EVENT_ROOM_INVITATION,
         }
     }
 
@@ -150,7 +157,8 @@ impl Event {
             Event::Message { from, .. }
             | Event::PrivateMessage { from, .. }
             | Event::PrivateRequest { from }
-            | Event::FriendRequest { from } => Some(from),
+            | Event::FriendRequest { from }
+            | Event::RoomInvitation { from, .. } => Some(from),
             Event::PrivateRefused { peer }
             | Event::PrivateEstablished { peer, .. }
             | Event::PrivateClosed { peer }
@@ -188,6 +196,15 @@ impl Event {
             | Event::PrivateFailed { text, .. }
             | Event::CallFailed { text, .. }
             | Event::CallEnded { text, .. } => Some(text),
+            Event::RoomInvitation { room, .. } => Some(room),
+            _ => None,
+        }
+    }
+
+    /// Rooms: the mode of the room of an invitation.
+    pub fn room_mode(&self) -> Option<chinwag_proto::rooms::Mode> {
+        match self {
+            Event::RoomInvitation { mode, .. } => Some(*mode),
             _ => None,
         }
     }

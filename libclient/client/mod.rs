@@ -8,6 +8,7 @@ mod babel;
 mod call;
 mod chatos;
 mod events;
+mod rooms;
 mod stream;
 
 use std::collections::HashSet;
@@ -25,6 +26,8 @@ use parking_lot::{Condvar, Mutex};
 pub use call::Call;
 pub use chinwag_proto::accounts::HistoryEntry;
 pub use events::{Event, DEFAULT_CAPACITY};
+pub use chinwag_proto::rooms::Mode as RoomMode;
+pub use rooms::{RoomEntry, ROOMS_KEEPALIVE, ROOMS_RETRY_EVERY, ROOMS_TRIES};
 pub use stream::Stream;
 
 use crate::ffi::codes::{cw_dialect, cw_result};
@@ -92,7 +95,9 @@ struct Openers {
 pub(crate) struct Shared {
     dialect: cw_dialect,
     server: SocketAddr,
-    sock: TcpStream,
+    /// The TCP connection of chatos, accounts and babel; `None` for rooms,
+    /// which speaks UDP through `rooms`.
+    sock: Option<TcpStream>,
     write_lock: Mutex<()>,
     session: Mutex<Session>,
     answered: Condvar,
@@ -103,6 +108,8 @@ pub(crate) struct Shared {
     accounts: accounts::State,
     /// Contacts and call set-up; used by babel only.
     babel: babel::State,
+    /// The UDP socket and reliability state; rooms only.
+    rooms: Option<rooms::Link>,
 }
 
 /// A connection to a chinwag server. Every method takes `&self`: any thread
@@ -189,10 +196,9 @@ fn unsupported(dialect: cw_dialect, what: &str) -> Error {
 }
 
 impl Client {
-    /// Connect to `host:port` speaking `dialect`. Chatos, accounts and
-    /// babel exist so far (accounts: HELLO is sent and its answer awaited
-    /// here; babel: HelloConnect is awaited); rooms fails with
-    /// `CW_UNSUPPORTED`.
+    /// Connect to `host:port` speaking `dialect` (accounts: HELLO is sent
+    /// and its answer awaited here; babel: HelloConnect is awaited; rooms:
+    /// a UDP socket is bound, nothing is sent).
     pub fn connect(host: &str, port: u16, dialect: cw_dialect) -> Result<Client> {
         Self::connect_with_capacity(host, port, dialect, DEFAULT_CAPACITY)
     }
@@ -204,22 +210,14 @@ impl Client {
         dialect: cw_dialect,
         capacity: usize,
     ) -> Result<Client> {
-        if !matches!(
-            dialect,
-            cw_dialect::CW_DIALECT_CHATOS
-                | cw_dialect::CW_DIALECT_ACCOUNTS
-                | cw_dialect::CW_DIALECT_BABEL
-        ) {
-            return Err(Error::new(
-                cw_result::CW_UNSUPPORTED,
-                format!("the {} dialect is not implemented yet", dialect.name()),
-            ));
-        }
         if host.is_empty() || port == 0 {
             return Err(Error::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 "empty host or port 0",
             ));
+        }
+        if dialect == cw_dialect::CW_DIALECT_ROOMS {
+            return Self::rooms_connect(host, port, capacity);
         }
         let addrs: Vec<SocketAddr> = (host, port)
             .to_socket_addrs()
@@ -264,7 +262,7 @@ impl Client {
         let shared = Arc::new(Shared {
             dialect,
             server,
-            sock,
+            sock: Some(sock),
             write_lock: Mutex::new(()),
             session: Mutex::new(Session::default()),
             answered: Condvar::new(),
@@ -273,6 +271,7 @@ impl Client {
             openers: Mutex::new(Openers::default()),
             accounts: accounts::State::default(),
             babel: babel::State::default(),
+            rooms: None,
         });
         let s2 = shared.clone();
         let reader = std::thread::Builder::new()
@@ -310,6 +309,9 @@ impl Client {
     /// after which another name may be tried. On `CW_TIMEOUT` the answer
     /// may still arrive and count.
     pub fn login(&self, login: &str, timeout: Option<Duration>) -> Result<()> {
+        if self.shared.dialect == cw_dialect::CW_DIALECT_ROOMS {
+            return self.rooms_login(login, timeout);
+        }
         let babel = self.shared.dialect == cw_dialect::CW_DIALECT_BABEL;
         if babel {
             Self::babel_check_login(login)?;
@@ -419,7 +421,12 @@ impl Client {
     }
 
     /// Send `text` to every connected user (the sender receives it too).
+    /// Rooms: send `text` to everyone in this client's room (the sender
+    /// does not receive it); see `rooms_send_text`.
     pub fn send_message(&self, text: &str) -> Result<()> {
+        if self.shared.dialect == cw_dialect::CW_DIALECT_ROOMS {
+            return self.rooms_send_text(text);
+        }
         self.chatos_only("a message to everyone")?;
         check_text(text)?;
         let from = self.me()?;
@@ -568,7 +575,10 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(closed_error());
         }
-        (&self.sock).write_all(buf).map_err(|e| {
+        let Some(sock) = &self.sock else {
+            return Err(unsupported(self.dialect, "a TCP write"));
+        };
+        (&*sock).write_all(buf).map_err(|e| {
             if self.closed.load(Ordering::Acquire) || self.session.lock().dead {
                 closed_error()
             } else {
@@ -601,7 +611,9 @@ impl Shared {
         }
         self.answered.notify_all();
         self.accounts.connection_ended();
-        let _ = self.sock.shutdown(Shutdown::Both);
+        if let Some(sock) = &self.sock {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
         if !self.closed.load(Ordering::Acquire) {
             if let Some(ev) = terminal {
                 self.emit(ev);
@@ -613,6 +625,9 @@ impl Shared {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        if let Some(link) = &self.rooms {
+            link.say_goodbye();
+        }
         {
             let mut s = self.session.lock();
             s.dead = true;
@@ -620,7 +635,9 @@ impl Shared {
         }
         self.answered.notify_all();
         self.accounts.connection_ended();
-        let _ = self.sock.shutdown(Shutdown::Both);
+        if let Some(sock) = &self.sock {
+            let _ = sock.shutdown(Shutdown::Both);
+        }
         for (_, s) in self.openers.lock().sockets.drain(..) {
             let _ = s.shutdown(Shutdown::Both);
         }

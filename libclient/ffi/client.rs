@@ -15,15 +15,15 @@ pub struct cw_client {
 
 /// Connect to a chinwag server.
 ///
-/// `host` is a name or address, `port` a TCP port, `dialect` one of
-/// cw_dialect (passed as an int so that an out-of-range value is an error,
-/// not undefined behaviour). CW_DIALECT_CHATOS, CW_DIALECT_ACCOUNTS and
-/// CW_DIALECT_BABEL are implemented; for accounts this also sends HELLO
-/// and waits (up to 5 s) for the server's answer, and for babel it waits
-/// (up to 5 s) for the server's HelloConnect. Functions of one dialect called on a client of
-/// another return CW_UNSUPPORTED.
-/// Returns: CW_OK and `*out` set; CW_UNSUPPORTED for a dialect not
-/// implemented yet; CW_INVALID_ARGUMENT for an unknown dialect;
+/// `host` is a name or address, `port` a TCP port (rooms: UDP), `dialect`
+/// one of cw_dialect (passed as an int so that an out-of-range value is an
+/// error, not undefined behaviour). All four dialects are implemented; for
+/// accounts this also sends HELLO and waits (up to 5 s) for the server's
+/// answer, and for babel it waits (up to 5 s) for the server's
+/// HelloConnect. Rooms has no handshake: a UDP socket is bound and nothing
+/// is sent until cw_client_login. Functions of one dialect called on a
+/// client of another return CW_UNSUPPORTED.
+/// Returns: CW_OK and `*out` set; CW_INVALID_ARGUMENT for an unknown dialect;
 /// CW_CONNECT_FAILED (also: no answer to HELLO); CW_PROTOCOL (a wrong
 /// answer to HELLO or HelloConnect); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
 /// Ownership: `*out` is owned by the caller; release it with cw_client_free.
@@ -50,12 +50,17 @@ pub unsafe extern "C" fn cw_client_connect(
     })
 }
 
-/// Chatos and babel: log in as `login` and wait for the server's answer
-/// (accounts clients use cw_client_login_password).
+/// Chatos, babel and rooms: log in as `login` and wait for the server's
+/// answer (accounts clients use cw_client_login_password).
 ///
 /// Waits at most `timeout_ms` milliseconds (negative: without limit).
 /// Babel: returns once the server's first contact list has arrived too,
-/// so cw_client_contacts is complete.
+/// so cw_client_contacts is complete. Rooms: the first CONNEXION, sent
+/// every CW_ROOMS_RETRY_MS at most CW_ROOMS_TRIES times (CW_TIMEOUT
+/// after that even if `timeout_ms` is longer); names are 1 to 10 bytes
+/// without '#' (else CW_INVALID_ARGUMENT or CW_TOO_LONG); a refusal says
+/// "invalid name" or "name taken" in cw_last_error; cw_client_room_user_id
+/// gives the id.
 /// Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
 /// name; babel: the server's reason, such as "username already used", is
 /// in cw_last_error); CW_TOO_LONG (more than 30 bytes); CW_ALREADY_LOGGED_IN;
@@ -98,11 +103,18 @@ pub unsafe extern "C" fn cw_client_login_name(
     })
 }
 
-/// Chatos: send `text` to every connected user; the sender receives it as well.
+/// Chatos: send `text` to every connected user; the sender receives it as
+/// well. Rooms: send `text` to everyone in this client's room (the sender
+/// does not receive it): through the server in the public room and in
+/// centralised rooms, directly to each peer in a decentralised room.
 ///
-/// Returns: CW_OK once written to the server; CW_UNSUPPORTED on an
-/// accounts client; CW_NOT_LOGGED_IN;
-/// CW_TOO_LONG (chatos: more than 1024 bytes); CW_CLOSED; CW_IO.
+/// Returns: CW_OK once written to the server (rooms: once acknowledged by
+/// the server, or by every peer); CW_UNSUPPORTED on an accounts or babel
+/// client; CW_NOT_LOGGED_IN; CW_TOO_LONG (chatos: more than 1024 bytes;
+/// rooms: 1200); CW_TIMEOUT (rooms: no acknowledgement after
+/// CW_ROOMS_TRIES sends; in a decentralised room the peers that did not
+/// acknowledge are named in cw_last_error and dropped from the peer
+/// list); CW_CLOSED; CW_IO.
 /// Ownership: `text` is borrowed for the call.
 /// Threads: any thread; concurrent sends are written whole, one after another.
 #[no_mangle]
@@ -222,7 +234,8 @@ pub unsafe extern "C" fn cw_client_next_event(
     })
 }
 
-/// Close the connection: every later call on the client returns
+/// Close the connection (rooms: send DECONNEXION without waiting, so the
+/// name is free at once): every later call on the client returns
 /// CW_CLOSED, and threads blocked in cw_client_next_event, cw_client_login
 /// or any other call waiting for the server wake with CW_CLOSED. Queued
 /// events are discarded.

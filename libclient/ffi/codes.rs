@@ -12,7 +12,7 @@
 /// - 400..499: private connections
 /// - 500..599: calls and audio (accounts and babel)
 /// - 600..699: accounts (registration, friends, stored messages, history)
-/// - 700..799: reserved for rooms
+/// - 700..799: rooms
 /// - 900..999: faults inside the library
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -68,6 +68,15 @@ pub enum cw_result {
     /// The server did not store the message: not a friend, no such user,
     /// yourself, or a storage failure (accounts 153).
     CW_MESSAGE_FAILED = 605,
+    /// Rooms: a room with that name exists, or the server has no room id left.
+    CW_ROOM_EXISTS = 700,
+    /// Rooms: no private room has that name.
+    CW_NO_SUCH_ROOM = 701,
+    /// Rooms: the room is full (or, accepting an invitation: the server did
+    /// not move this client in: full, gone, or the invitation expired).
+    CW_ROOM_FULL = 702,
+    /// Rooms: the call needs a private room and this client is in the public one.
+    CW_NOT_IN_ROOM = 703,
     /// A panic was caught at the C boundary; the handle may be unusable.
     CW_PANIC = 900,
     /// An internal error (a thread could not be started, for example).
@@ -76,7 +85,7 @@ pub enum cw_result {
 
 impl cw_result {
     /// Every defined code, for `cw_result_str` and the tests.
-    pub const ALL: [cw_result; 26] = [
+    pub const ALL: [cw_result; 30] = [
         cw_result::CW_OK,
         cw_result::CW_TIMEOUT,
         cw_result::CW_CLOSED,
@@ -101,6 +110,10 @@ impl cw_result {
         cw_result::CW_NO_SUCH_USER,
         cw_result::CW_ALREADY_FRIENDS,
         cw_result::CW_MESSAGE_FAILED,
+        cw_result::CW_ROOM_EXISTS,
+        cw_result::CW_NO_SUCH_ROOM,
+        cw_result::CW_ROOM_FULL,
+        cw_result::CW_NOT_IN_ROOM,
         cw_result::CW_PANIC,
         cw_result::CW_INTERNAL,
     ];
@@ -133,6 +146,10 @@ impl cw_result {
             CW_NO_SUCH_USER => "no such user\0",
             CW_ALREADY_FRIENDS => "already friends\0",
             CW_MESSAGE_FAILED => "the server did not store the message\0",
+            CW_ROOM_EXISTS => "a room with that name exists\0",
+            CW_NO_SUCH_ROOM => "no such room\0",
+            CW_ROOM_FULL => "the room is full\0",
+            CW_NOT_IN_ROOM => "not in a private room\0",
             CW_PANIC => "internal panic caught at the C boundary\0",
             CW_INTERNAL => "internal error\0",
         }
@@ -151,7 +168,7 @@ impl cw_result {
 /// - 300..399: contacts and presence (babel)
 /// - 400..499: calls (accounts and babel)
 /// - 500..599: friends (accounts)
-/// - 600..699: reserved for rooms
+/// - 600..699: rooms
 #[allow(non_camel_case_types)]
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -210,6 +227,22 @@ pub enum cw_event_type {
     CW_EVENT_FRIEND_ACCEPTED = 501,
     /// `cw_event_peer` refused your friend request (accounts 125).
     CW_EVENT_FRIEND_REFUSED = 502,
+    /// Rooms: `cw_event_peer` invites this user into the private room
+    /// `cw_event_text`, whose mode is `cw_event_room_mode`. Answer with
+    /// cw_client_room_answer_invitation promptly: the server forgets an
+    /// invitation about 0.5 s after sending it.
+    CW_EVENT_ROOM_INVITATION = 600,
+}
+
+/// Rooms: how a private room carries texts.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum cw_room_mode {
+    /// Texts go through the server, which forwards them (MODE 0).
+    CW_ROOM_CENTRALISED = 0,
+    /// Members send texts to each other directly (MODE 1).
+    CW_ROOM_DECENTRALISED = 1,
 }
 
 /// The wire dialect a client speaks. Numbered from 1 so that a zeroed
@@ -224,7 +257,7 @@ pub enum cw_dialect {
     CW_DIALECT_BABEL = 2,
     /// Accounts with passwords, friends, stored messages and call signalling (implemented).
     CW_DIALECT_ACCOUNTS = 3,
-    /// Rooms over reliable UDP (not implemented yet).
+    /// Public and private rooms over reliable UDP (implemented).
     CW_DIALECT_ROOMS = 4,
 }
 

@@ -19,6 +19,10 @@ pub struct cw_event {
 }
 
 impl cw_event {
+    pub(crate) fn inner(&self) -> &Event {
+        &self.inner
+    }
+
     pub(crate) fn inner_mut(&mut self) -> &mut Event {
         &mut self.inner
     }

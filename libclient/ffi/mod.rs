@@ -14,6 +14,7 @@ mod babel;
 mod client;
 pub mod codes;
 mod event;
+mod rooms;
 mod stream;
 
 use std::cell::RefCell;
@@ -28,6 +29,7 @@ pub use accounts::*;
 pub use babel::*;
 pub use client::*;
 pub use event::*;
+pub use rooms::*;
 pub use stream::*;
 
 thread_local! {
