@@ -25,8 +25,8 @@ use parking_lot::{Condvar, Mutex};
 
 pub use call::Call;
 pub use chinwag_proto::accounts::HistoryEntry;
-pub use events::{Event, DEFAULT_CAPACITY};
 pub use chinwag_proto::rooms::Mode as RoomMode;
+pub use events::{Event, DEFAULT_CAPACITY};
 pub use rooms::{RoomEntry, ROOMS_KEEPALIVE, ROOMS_RETRY_EVERY, ROOMS_TRIES};
 pub use stream::Stream;
 

@@ -417,15 +417,15 @@ impl Link {
                         });
                     }
                 }
-                Body::Invitation { from: inviter, mode, room } if from_server => {
+                Body::Invitation {
+                    from: inviter,
+                    mode,
+                    room,
+                } if from_server => {
                     if !Self::first_time(&mut st, (from, kind::DEMANDE_MESSAGERIE_PRIVEE, seq)) {
                         if let Some(inv) = st.invitations.iter().find(|i| i.seq == seq) {
                             if let Some(accept) = inv.answer {
-                                out.push(encode(
-                                    st.id,
-                                    seq,
-                                    Body::InvitationAnswer { accept },
-                                ));
+                                out.push(encode(st.id, seq, Body::InvitationAnswer { accept }));
                             }
                         }
                     } else {
@@ -523,7 +523,11 @@ pub(super) fn read_loop(shared: Arc<Shared>) {
         match link.sock.recv_from(&mut buf) {
             Ok((n, from)) if n <= MAX_DATAGRAM => link.datagram(&shared, from, &buf[..n]),
             Ok((_, from)) => log::debug!("rooms: oversized datagram from {from} dropped"),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             // ICMP errors surface here on some systems: not fatal for UDP.
             Err(e) => {
                 log::debug!("rooms: receive failed: {e}");
@@ -555,8 +559,8 @@ impl Client {
                 )
             })?;
         let io_err = |e: io::Error| Error::new(cw_result::CW_IO, format!("UDP socket: {e}"));
-        let sock =
-            UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)).map_err(io_err)?;
+        let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
+            .map_err(io_err)?;
         sock.set_read_timeout(Some(TICK)).map_err(io_err)?;
         let link = Link {
             sock,

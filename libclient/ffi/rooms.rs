@@ -20,7 +20,8 @@ pub const CW_ROOMS_RETRY_MS: u32 = 100;
 /// Seed 003's M: a request is sent at most this many times in all; then
 /// the call returns CW_TIMEOUT (about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
 pub const CW_ROOMS_TRIES: u32 = 5;
-const _RETRY: () = assert!(CW_ROOMS_RETRY_MS as u128 == crate::client::ROOMS_RETRY_EVERY.as_millis());
+const _RETRY: () =
+    assert!(CW_ROOMS_RETRY_MS as u128 == crate::client::ROOMS_RETRY_EVERY.as_millis());
 const _TRIES: () = assert!(CW_ROOMS_TRIES == crate::client::ROOMS_TRIES);
 
 /// A list of private rooms (opaque, read-only): name, mode and member count.
@@ -53,7 +54,10 @@ fn mode_arg(mode: i32) -> Result<Mode, Error> {
 /// Ownership: `client` is borrowed.
 /// Threads: any thread.
 #[no_mangle]
-pub unsafe extern "C" fn cw_client_room_user_id(client: *const cw_client, out: *mut u8) -> cw_result {
+pub unsafe extern "C" fn cw_client_room_user_id(
+    client: *const cw_client,
+    out: *mut u8,
+) -> cw_result {
     run(|| {
         check_out(out, "out")?;
         *out = arg_ref(client, "client")?.inner.room_user_id()?;

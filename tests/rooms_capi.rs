@@ -1,0 +1,768 @@
+//! The rooms dialect through the C ABI, called exactly as C would, against
+//! an in-process chinwagd on 127.0.0.1 (UDP) and scripted fake servers:
+//! login (taken, invalid), texts in the public room across three clients,
+//! rooms created, listed, joined, full and left, invitations accepted and
+//! refused, a decentralised room where two library clients talk directly,
+//! duplicate suppression, retries that end in CW_TIMEOUT, garbage
+//! datagrams, the keep-alive, and cross-dialect CW_UNSUPPORTED.
+
+use std::collections::HashSet;
+use std::ffi::{c_char, CStr, CString};
+use std::net::{SocketAddr, UdpSocket};
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R, cw_room_mode};
+use chinwag::ffi::*;
+use chinwag_proto::rooms::{kind, Body, Message, Mode, Registration, SERVER};
+use chinwagd::{Config, Server};
+
+const MS: i32 = 5_000;
+
+fn cs(s: &str) -> CString {
+    CString::new(s).unwrap()
+}
+
+fn text(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        None
+    } else {
+        Some(unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned())
+    }
+}
+
+fn last_error() -> String {
+    text(cw_last_error()).unwrap()
+}
+
+fn server() -> Server {
+    Server::start(Config::ephemeral()).expect("server starts")
+}
+
+/// An owned client handle that frees itself.
+struct C(*mut cw_client);
+unsafe impl Send for C {}
+unsafe impl Sync for C {}
+impl Drop for C {
+    fn drop(&mut self) {
+        unsafe { cw_client_free(self.0) }
+    }
+}
+
+#[derive(Debug)]
+struct Ev {
+    kind: K,
+    peer: Option<String>,
+    text: Option<String>,
+    mode: i32,
+}
+
+impl C {
+    fn connect(addr: SocketAddr, dialect: cw_dialect) -> C {
+        let mut c = ptr::null_mut();
+        let host = cs(&addr.ip().to_string());
+        let r = unsafe { cw_client_connect(host.as_ptr(), addr.port(), dialect as i32, &mut c) };
+        assert_eq!(r, R::CW_OK, "{}", last_error());
+        C(c)
+    }
+
+    fn rooms(addr: SocketAddr) -> C {
+        C::connect(addr, cw_dialect::CW_DIALECT_ROOMS)
+    }
+
+    fn login(&self, name: &str) -> R {
+        let n = cs(name);
+        unsafe { cw_client_login(self.0, n.as_ptr(), MS) }
+    }
+
+    fn named(addr: SocketAddr, name: &str) -> C {
+        let c = C::rooms(addr);
+        assert_eq!(c.login(name), R::CW_OK, "{name}: {}", last_error());
+        c
+    }
+
+    fn id(&self) -> u8 {
+        let mut id = 0;
+        assert_eq!(unsafe { cw_client_room_user_id(self.0, &mut id) }, R::CW_OK);
+        id
+    }
+
+    fn send(&self, t: &str) -> R {
+        let t = cs(t);
+        unsafe { cw_client_send_message(self.0, t.as_ptr()) }
+    }
+
+    fn create(&self, name: &str, mode: cw_room_mode, max: u8) -> Result<u8, R> {
+        let n = cs(name);
+        let mut id = 0;
+        match unsafe { cw_client_room_create(self.0, n.as_ptr(), mode as i32, max, &mut id) } {
+            R::CW_OK => Ok(id),
+            r => Err(r),
+        }
+    }
+
+    fn join(&self, name: &str) -> R {
+        let n = cs(name);
+        unsafe { cw_client_room_join(self.0, n.as_ptr()) }
+    }
+
+    fn change(&self, name: &str) -> R {
+        let n = cs(name);
+        unsafe { cw_client_room_change(self.0, n.as_ptr()) }
+    }
+
+    fn leave(&self) -> R {
+        unsafe { cw_client_room_leave(self.0) }
+    }
+
+    fn strings(l: *mut cw_strings) -> Vec<String> {
+        let n = unsafe { cw_strings_count(l) };
+        let v = (0..n)
+            .map(|i| text(unsafe { cw_strings_get(l, i) }).unwrap())
+            .collect();
+        unsafe { cw_strings_free(l) };
+        v
+    }
+
+    fn members(&self, room: &str) -> HashSet<String> {
+        let n = cs(room);
+        let mut l = ptr::null_mut();
+        let r = unsafe { cw_client_room_members(self.0, n.as_ptr(), &mut l) };
+        assert_eq!(r, R::CW_OK, "{}", last_error());
+        C::strings(l).into_iter().collect()
+    }
+
+    fn peers(&self) -> Vec<String> {
+        let mut l = ptr::null_mut();
+        assert_eq!(unsafe { cw_client_room_peers(self.0, &mut l) }, R::CW_OK);
+        C::strings(l)
+    }
+
+    fn current(&self) -> (String, i32) {
+        let mut n = ptr::null_mut();
+        let mut m = -1;
+        assert_eq!(
+            unsafe { cw_client_room_current(self.0, &mut n, &mut m) },
+            R::CW_OK
+        );
+        let name = text(n).unwrap();
+        unsafe { cw_string_free(n) };
+        (name, m)
+    }
+
+    fn list(&self) -> Vec<(String, i32, u32)> {
+        let mut l = ptr::null_mut();
+        assert_eq!(unsafe { cw_client_room_list(self.0, &mut l) }, R::CW_OK);
+        let n = unsafe { cw_rooms_count(l) };
+        let v = (0..n)
+            .map(|i| unsafe {
+                (
+                    text(cw_rooms_name(l, i)).unwrap(),
+                    cw_rooms_mode(l, i),
+                    cw_rooms_clients(l, i),
+                )
+            })
+            .collect();
+        assert!(unsafe { cw_rooms_name(l, n) }.is_null());
+        assert_eq!(unsafe { cw_rooms_mode(l, n) }, -1);
+        unsafe { cw_rooms_free(l) };
+        v
+    }
+
+    fn invite(&self, user: &str) -> R {
+        let u = cs(user);
+        unsafe { cw_client_room_invite(self.0, u.as_ptr()) }
+    }
+
+    fn answer(&self, room: &str, accept: bool) -> R {
+        let r = cs(room);
+        unsafe { cw_client_room_answer_invitation(self.0, r.as_ptr(), accept as i32) }
+    }
+
+    fn event(&self, ms: i32) -> Result<Ev, R> {
+        let mut ev = ptr::null_mut();
+        let r = unsafe { cw_client_next_event(self.0, ms, &mut ev) };
+        if r != R::CW_OK {
+            return Err(r);
+        }
+        let e = unsafe {
+            Ev {
+                kind: cw_event_kind(ev),
+                peer: text(cw_event_peer(ev)),
+                text: text(cw_event_text(ev)),
+                mode: cw_event_room_mode(ev),
+            }
+        };
+        unsafe { cw_event_free(ev) };
+        Ok(e)
+    }
+
+    fn expect_message(&self) -> (String, String) {
+        let e = self.event(MS).expect("an event");
+        assert_eq!(e.kind, K::CW_EVENT_MESSAGE, "{e:?}");
+        (e.peer.unwrap(), e.text.unwrap())
+    }
+
+    fn expect_quiet(&self, ms: i32) {
+        match self.event(ms) {
+            Err(R::CW_TIMEOUT) => {}
+            other => panic!("expected no event, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn login_taken_invalid_and_freed_on_close() {
+    let srv = server();
+    let addr = srv.rooms_addr();
+    let a = C::named(addr, "al");
+    let id = a.id();
+    assert!((1..=254).contains(&id));
+    let mut n = ptr::null_mut();
+    assert_eq!(unsafe { cw_client_login_name(a.0, &mut n) }, R::CW_OK);
+    assert_eq!(text(n).unwrap(), "al");
+    unsafe { cw_string_free(n) };
+    assert_eq!(a.login("al2"), R::CW_ALREADY_LOGGED_IN);
+
+    let b = C::rooms(addr);
+    assert_eq!(b.login("al"), R::CW_LOGIN_REFUSED);
+    assert!(last_error().contains("taken"), "{}", last_error());
+    assert_eq!(b.login("a b"), R::CW_LOGIN_REFUSED);
+    assert!(last_error().contains("invalid"), "{}", last_error());
+    assert_eq!(b.login("abcdefghijk"), R::CW_TOO_LONG);
+    assert_eq!(b.login("a#b"), R::CW_INVALID_ARGUMENT);
+    assert_eq!(b.login(""), R::CW_INVALID_ARGUMENT);
+    let mut id_out = 0;
+    assert_eq!(
+        unsafe { cw_client_room_user_id(b.0, &mut id_out) },
+        R::CW_NOT_LOGGED_IN
+    );
+    assert_eq!(
+        b.create("x", cw_room_mode::CW_ROOM_CENTRALISED, 2),
+        Err(R::CW_NOT_LOGGED_IN)
+    );
+    assert_eq!(b.send("hi"), R::CW_NOT_LOGGED_IN);
+
+    // The name shared with other dialects: a chatos user holds "cat".
+    let chat = C::connect(srv.chatos_addr(), cw_dialect::CW_DIALECT_CHATOS);
+    assert_eq!(chat.login("cat"), R::CW_OK);
+    assert_eq!(b.login("cat"), R::CW_LOGIN_REFUSED);
+
+    // Closing sends DECONNEXION: the name is free again at once.
+    assert_eq!(unsafe { cw_client_close(a.0) }, R::CW_OK);
+    assert_eq!(a.send("late"), R::CW_CLOSED);
+    let t0 = Instant::now();
+    loop {
+        match b.login("al") {
+            R::CW_OK => break,
+            R::CW_LOGIN_REFUSED if t0.elapsed() < Duration::from_secs(2) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            r => panic!("{r:?}: {}", last_error()),
+        }
+    }
+}
+
+#[test]
+fn public_room_texts_between_three_clients() {
+    let srv = server();
+    let addr = srv.rooms_addr();
+    let a = C::named(addr, "al");
+    let b = C::named(addr, "bo");
+    let c = C::named(addr, "cy");
+    assert_eq!(b.members(""), ["al", "bo", "cy"].map(String::from).into());
+    assert_eq!(a.send("hello all"), R::CW_OK);
+    // The header names the author by id only; these clients never learned
+    // al's name for that id, so the library shows "#<id>".
+    let author = format!("#{}", a.id());
+    assert_eq!(b.expect_message(), (author.clone(), "hello all".into()));
+    assert_eq!(c.expect_message(), (author, "hello all".into()));
+    a.expect_quiet(200); // the sender gets no copy
+    assert_eq!(c.send(""), R::CW_OK);
+    assert_eq!(a.expect_message().1, "");
+    assert_eq!(b.expect_message().1, "");
+    let long = "x".repeat(1201);
+    assert_eq!(a.send(&long), R::CW_TOO_LONG);
+    assert_eq!(a.send(&long[..1200]), R::CW_OK);
+    assert_eq!(b.expect_message().1.len(), 1200);
+    assert_eq!(c.current(), (String::new(), 0));
+}
+
+#[test]
+fn rooms_create_list_join_full_leave() {
+    let srv = server();
+    let addr = srv.rooms_addr();
+    let a = C::named(addr, "al");
+    let b = C::named(addr, "bo");
+    let c = C::named(addr, "cy");
+    use cw_room_mode::*;
+    let r1 = a.create("r1", CW_ROOM_CENTRALISED, 2).unwrap();
+    assert!(r1 >= 1);
+    assert_eq!(a.current(), ("r1".into(), 0));
+    assert_eq!(
+        b.create("r1", CW_ROOM_DECENTRALISED, 5),
+        Err(R::CW_ROOM_EXISTS)
+    );
+    assert_eq!(
+        b.create("", CW_ROOM_CENTRALISED, 5),
+        Err(R::CW_INVALID_ARGUMENT)
+    );
+    assert_eq!(
+        b.create("a#b", CW_ROOM_CENTRALISED, 5),
+        Err(R::CW_INVALID_ARGUMENT)
+    );
+    assert_eq!(
+        b.create(&"n".repeat(51), CW_ROOM_CENTRALISED, 5),
+        Err(R::CW_TOO_LONG)
+    );
+    assert_eq!(
+        b.create("r2", CW_ROOM_CENTRALISED, 1),
+        Err(R::CW_INVALID_ARGUMENT)
+    );
+    let n = cs("bad");
+    let mut id = 0;
+    assert_eq!(
+        unsafe { cw_client_room_create(b.0, n.as_ptr(), 7, 3, &mut id) },
+        R::CW_INVALID_ARGUMENT
+    );
+    assert_eq!(b.list(), vec![("r1".into(), 0, 1)]);
+
+    assert_eq!(b.join("r1"), R::CW_OK);
+    assert_eq!(b.current(), ("r1".into(), 0));
+    assert_eq!(c.join("r1"), R::CW_ROOM_FULL);
+    assert_eq!(c.join("nope"), R::CW_NO_SUCH_ROOM);
+    assert_eq!(c.change("nope"), R::CW_NO_SUCH_ROOM);
+    assert_eq!(c.join(""), R::CW_INVALID_ARGUMENT);
+    assert_eq!(a.members("r1"), ["al", "bo"].map(String::from).into());
+    assert!(a.members("nope").is_empty());
+
+    // A text in r1 reaches b only.
+    assert_eq!(a.send("in r1"), R::CW_OK);
+    assert_eq!(b.expect_message().1, "in r1");
+    c.expect_quiet(200);
+
+    // b changes to a second room, then leaves to the public room.
+    let r2 = c.create("r2", CW_ROOM_CENTRALISED, 3).unwrap();
+    assert_ne!(r1, r2);
+    assert_eq!(b.change("r2"), R::CW_OK);
+    assert_eq!(c.members("r2"), ["bo", "cy"].map(String::from).into());
+    let mut rooms = a.list();
+    rooms.sort();
+    assert_eq!(rooms, vec![("r1".into(), 0, 1), ("r2".into(), 0, 2)]);
+    assert_eq!(b.leave(), R::CW_OK);
+    assert_eq!(b.current(), (String::new(), 0));
+    assert_eq!(b.leave(), R::CW_NOT_IN_ROOM);
+    assert!(b.members("").contains("bo"));
+    assert_eq!(c.invite("al"), R::CW_OK);
+    assert_eq!(b.invite("al"), R::CW_NOT_IN_ROOM);
+}
+
+#[test]
+fn invitation_accepted_and_refused() {
+    let srv = server();
+    let addr = srv.rooms_addr();
+    let a = C::named(addr, "al");
+    let b = C::named(addr, "bo");
+    let c = C::named(addr, "cy");
+    assert_eq!(b.answer("", true), R::CW_NO_SUCH_REQUEST);
+    a.create("club", cw_room_mode::CW_ROOM_CENTRALISED, 5)
+        .unwrap();
+    assert_eq!(a.invite("bo"), R::CW_OK);
+    let e = b.event(MS).unwrap();
+    assert_eq!(e.kind, K::CW_EVENT_ROOM_INVITATION, "{e:?}");
+    assert_eq!(e.peer.as_deref(), Some("al"));
+    assert_eq!(e.text.as_deref(), Some("club"));
+    assert_eq!(e.mode, 0);
+    assert_eq!(b.answer("other", true), R::CW_NO_SUCH_REQUEST);
+    assert_eq!(b.answer("club", true), R::CW_OK, "{}", last_error());
+    assert_eq!(b.current(), ("club".into(), 0));
+    assert_eq!(a.members("club"), ["al", "bo"].map(String::from).into());
+    assert_eq!(
+        b.answer("club", true),
+        R::CW_NO_SUCH_REQUEST,
+        "answered once"
+    );
+    b.expect_quiet(700); // the server's retransmissions gave no second event
+
+    assert_eq!(a.invite("cy"), R::CW_OK);
+    let e = c.event(MS).unwrap();
+    assert_eq!(e.kind, K::CW_EVENT_ROOM_INVITATION);
+    assert_eq!(c.answer("club", false), R::CW_OK);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(a.members("club"), ["al", "bo"].map(String::from).into());
+    c.expect_quiet(700);
+
+    assert_eq!(a.send("welcome"), R::CW_OK);
+    assert_eq!(b.expect_message().1, "welcome");
+    assert_eq!(a.invite("nobody"), R::CW_OK, "acknowledged, not delivered");
+}
+
+#[test]
+fn decentralised_room_texts_go_peer_to_peer() {
+    let srv = server();
+    let addr = srv.rooms_addr();
+    let a = C::named(addr, "al");
+    let b = C::named(addr, "bo");
+    let c = C::named(addr, "cy");
+    a.create("p2p", cw_room_mode::CW_ROOM_DECENTRALISED, 3)
+        .unwrap();
+    assert_eq!(a.current(), ("p2p".into(), 1));
+    assert_eq!(b.list(), vec![("p2p".into(), 1, 1)]);
+    assert!(a.peers().is_empty());
+    assert_eq!(b.join("p2p"), R::CW_OK);
+    assert_eq!(b.current(), ("p2p".into(), 1));
+    assert_eq!(b.peers(), ["al"]);
+
+    // b -> a directly; a did not know b (no announcement in the protocol)
+    // and learns its address from the text, its name not at all.
+    assert_eq!(b.send("hello al"), R::CW_OK, "{}", last_error());
+    let b_tag = format!("#{}", b.id());
+    assert_eq!(a.expect_message(), (b_tag.clone(), "hello al".into()));
+    assert_eq!(a.peers(), [b_tag]);
+    // a -> b: b knows a's address from the access answer, hence its name.
+    assert_eq!(a.send("hi bo"), R::CW_OK, "{}", last_error());
+    assert_eq!(b.expect_message(), ("al".into(), "hi bo".into()));
+    c.expect_quiet(200);
+
+    // A third member via invitation gets the peers list too.
+    assert_eq!(a.invite("cy"), R::CW_OK);
+    let e = c.event(MS).unwrap();
+    assert_eq!((e.kind, e.mode), (K::CW_EVENT_ROOM_INVITATION, 1));
+    assert_eq!(c.answer("p2p", true), R::CW_OK, "{}", last_error());
+    let mut peers = c.peers();
+    peers.sort();
+    assert_eq!(peers, ["al", "bo"]);
+    assert_eq!(c.send("from cy"), R::CW_OK, "{}", last_error());
+    assert_eq!(a.expect_message().1, "from cy");
+    assert_eq!(b.expect_message().1, "from cy");
+
+    // A peer that is gone stops acknowledging: CW_TIMEOUT, dropped from the list.
+    unsafe { cw_client_close(b.0) };
+    let t0 = Instant::now();
+    assert_eq!(c.send("anyone?"), R::CW_TIMEOUT);
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(last_error().contains("bo"), "{}", last_error());
+    assert_eq!(c.peers(), ["al"]);
+    assert_eq!(a.expect_message().1, "anyone?");
+}
+
+/// A scripted server on 127.0.0.1: answers the first CONNEXION with id 7
+/// and returns the client's address.
+struct Fake {
+    s: UdpSocket,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        Fake { s }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.s.local_addr().unwrap()
+    }
+
+    fn recv(&self, within: Duration) -> Option<(Message, SocketAddr)> {
+        let t0 = Instant::now();
+        let mut buf = [0u8; 2048];
+        while t0.elapsed() < within {
+            if let Ok((n, from)) = self.s.recv_from(&mut buf) {
+                return Some((
+                    Message::decode(&buf[..n]).expect("client bytes decode"),
+                    from,
+                ));
+            }
+        }
+        None
+    }
+
+    fn send(&self, to: SocketAddr, user: u8, seq: u16, body: Body) {
+        self.s
+            .send_to(&Message { user, seq, body }.to_bytes(), to)
+            .unwrap();
+    }
+
+    /// Log `c` in through this fake; the client's address.
+    fn login(&self, c: &C) -> SocketAddr {
+        std::thread::scope(|s| {
+            let t = s.spawn(|| {
+                let (m, from) = self.recv(Duration::from_secs(5)).expect("CONNEXION");
+                assert_eq!(m.user, 0);
+                assert!(matches!(m.body, Body::Connexion { name: Some(_) }));
+                self.send(
+                    from,
+                    SERVER,
+                    m.seq,
+                    Body::Registered {
+                        status: Registration::Accepted,
+                        user: 7,
+                    },
+                );
+                from
+            });
+            assert_eq!(c.login("me"), R::CW_OK, "{}", last_error());
+            assert_eq!(c.id(), 7);
+            t.join().unwrap()
+        })
+    }
+}
+
+#[test]
+fn retransmitted_texts_and_invitations_give_one_event_each() {
+    let fake = Fake::new();
+    let c = C::rooms(fake.addr());
+    let to = fake.login(&c);
+    for _ in 0..2 {
+        fake.send(
+            to,
+            3,
+            40,
+            Body::Text {
+                chat: "once".into(),
+            },
+        );
+    }
+    for _ in 0..2 {
+        let (m, _) = fake.recv(Duration::from_secs(2)).expect("an ack per copy");
+        assert_eq!((m.user, m.seq, m.body), (7, 40, Body::TextAck));
+    }
+    assert_eq!(c.expect_message(), ("#3".into(), "once".into()));
+    c.expect_quiet(300);
+
+    let inv = Body::Invitation {
+        from: "zed".into(),
+        mode: Mode::Decentralised,
+        room: "den".into(),
+    };
+    fake.send(to, SERVER, 41, inv.clone());
+    fake.send(to, SERVER, 41, inv.clone());
+    let e = c.event(MS).unwrap();
+    assert_eq!(
+        (e.kind, e.peer.as_deref(), e.text.as_deref(), e.mode),
+        (K::CW_EVENT_ROOM_INVITATION, Some("zed"), Some("den"), 1)
+    );
+    c.expect_quiet(300);
+    assert_eq!(c.answer("den", false), R::CW_OK);
+    let (m, _) = fake.recv(Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        (m.seq, m.body),
+        (41, Body::InvitationAnswer { accept: false })
+    );
+    // The server did not get it and sends the invitation again: the
+    // library replays its answer, with no new event.
+    fake.send(to, SERVER, 41, inv);
+    let (m, _) = fake.recv(Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        (m.seq, m.body),
+        (41, Body::InvitationAnswer { accept: false })
+    );
+    c.expect_quiet(200);
+}
+
+#[test]
+fn a_server_that_never_answers_gives_timeout_after_the_retries() {
+    let fake = Fake::new();
+    let c = C::rooms(fake.addr());
+    let t0 = Instant::now();
+    assert_eq!(c.login("me"), R::CW_TIMEOUT);
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let mut seqs = Vec::new();
+    while let Some((m, _)) = fake.recv(Duration::from_millis(300)) {
+        assert_eq!(m.body.kind(), kind::CONNEXION);
+        seqs.push(m.seq);
+    }
+    assert_eq!(seqs.len() as u32, CW_ROOMS_TRIES, "{seqs:?}");
+    assert!(seqs.iter().all(|s| *s == seqs[0]), "one NUM_SEQ: {seqs:?}");
+
+    // Logged in through a fake that then goes silent: requests time out too.
+    let fake = Fake::new();
+    let c = C::rooms(fake.addr());
+    fake.login(&c);
+    let t0 = Instant::now();
+    assert_eq!(c.send("hello?"), R::CW_TIMEOUT);
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert_eq!(c.leave(), R::CW_TIMEOUT);
+}
+
+#[test]
+fn garbage_datagrams_are_ignored() {
+    let fake = Fake::new();
+    let c = C::rooms(fake.addr());
+    let to = fake.login(&c);
+    let mut rng_state = 0x1234_5678u32;
+    let mut next = || {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 17;
+        rng_state ^= rng_state << 5;
+        rng_state
+    };
+    for i in 0..300 {
+        let len = (next() % 64) as usize;
+        let mut d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 3 == 0 && !d.is_empty() {
+            d[0] = kind::TEXTE << 3; // a plausible type, the rest random
+        }
+        fake.s.send_to(&d, to).unwrap();
+    }
+    fake.s.send_to(&[], to).unwrap();
+    fake.s.send_to(&[0xff; 5000], to).unwrap();
+    // Answers nobody asked for, and a text from a stranger while in the
+    // public room (acknowledged so it stops, but not shown).
+    fake.send(to, SERVER, 999, Body::LeaveAnswer { ok: true });
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    stranger
+        .send_to(
+            &Message {
+                user: 9,
+                seq: 1,
+                body: Body::Text {
+                    chat: "psst".into(),
+                },
+            }
+            .to_bytes(),
+            to,
+        )
+        .unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = stranger.recv_from(&mut buf).expect("acknowledged");
+    assert_eq!(Message::decode(&buf[..n]).unwrap().body, Body::TextAck);
+    // Still alive: a real text is delivered.
+    fake.send(
+        to,
+        3,
+        5,
+        Body::Text {
+            chat: "real".into(),
+        },
+    );
+    assert_eq!(c.expect_message().1, "real");
+    c.expect_quiet(200);
+}
+
+#[test]
+fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
+    let fake = Fake::new();
+    let client = chinwag::Client::connect(
+        &fake.addr().ip().to_string(),
+        fake.addr().port(),
+        cw_dialect::CW_DIALECT_ROOMS,
+    )
+    .unwrap();
+    client.set_rooms_keepalive(Duration::from_millis(100));
+    let login = std::thread::scope(|s| {
+        let t = s.spawn(|| client.login("me", Some(Duration::from_secs(5))));
+        let (m, from) = fake.recv(Duration::from_secs(5)).unwrap();
+        fake.send(
+            from,
+            SERVER,
+            m.seq,
+            Body::Registered {
+                status: Registration::Accepted,
+                user: 7,
+            },
+        );
+        t.join().unwrap()
+    });
+    login.unwrap();
+    let mut keepalives = 0;
+    let t0 = Instant::now();
+    while keepalives < 3 && t0.elapsed() < Duration::from_secs(3) {
+        if let Some((m, from)) = fake.recv(Duration::from_millis(200)) {
+            assert_eq!(
+                (m.user, m.body.clone()),
+                (7, Body::Connexion { name: None })
+            );
+            keepalives += 1;
+            let ok = keepalives < 3;
+            fake.send(from, SERVER, m.seq, Body::KeptAlive { ok });
+        }
+    }
+    assert_eq!(keepalives, 3);
+    let ev = client.next_event(Some(Duration::from_secs(3))).unwrap();
+    assert_eq!(ev.kind(), K::CW_EVENT_DISCONNECTED, "{ev:?}");
+    assert_eq!(client.send_message("x").unwrap_err().code, R::CW_CLOSED);
+}
+
+#[test]
+fn functions_of_other_dialects_are_unsupported() {
+    let srv = server();
+    let r = C::named(srv.rooms_addr(), "ro");
+    let mut l = ptr::null_mut();
+    assert_eq!(
+        unsafe { cw_client_contacts(r.0, &mut l) },
+        R::CW_UNSUPPORTED
+    );
+    let to = cs("x");
+    let t = cs("hi");
+    assert_eq!(
+        unsafe { cw_client_send_private(r.0, to.as_ptr(), t.as_ptr()) },
+        R::CW_UNSUPPORTED
+    );
+    assert_eq!(
+        unsafe { cw_client_request_private(r.0, to.as_ptr()) },
+        R::CW_UNSUPPORTED
+    );
+    assert_eq!(
+        unsafe { cw_client_list_friends(r.0, MS, &mut l) },
+        R::CW_UNSUPPORTED
+    );
+    assert_eq!(
+        unsafe { cw_client_place_call(r.0, to.as_ptr(), ptr::null(), 0) },
+        R::CW_UNSUPPORTED
+    );
+
+    let chat = C::connect(srv.chatos_addr(), cw_dialect::CW_DIALECT_CHATOS);
+    assert_eq!(chat.login("ch"), R::CW_OK);
+    assert_eq!(
+        chat.create("r", cw_room_mode::CW_ROOM_CENTRALISED, 2),
+        Err(R::CW_UNSUPPORTED)
+    );
+    assert!(last_error().contains("chatos"), "{}", last_error());
+    assert_eq!(chat.join("r"), R::CW_UNSUPPORTED);
+    assert_eq!(chat.change("r"), R::CW_UNSUPPORTED);
+    assert_eq!(chat.leave(), R::CW_UNSUPPORTED);
+    assert_eq!(chat.invite("ro"), R::CW_UNSUPPORTED);
+    assert_eq!(chat.answer("", true), R::CW_UNSUPPORTED);
+    let mut rl = ptr::null_mut();
+    assert_eq!(
+        unsafe { cw_client_room_list(chat.0, &mut rl) },
+        R::CW_UNSUPPORTED
+    );
+    let e = cs("");
+    assert_eq!(
+        unsafe { cw_client_room_members(chat.0, e.as_ptr(), &mut l) },
+        R::CW_UNSUPPORTED
+    );
+    assert_eq!(
+        unsafe { cw_client_room_peers(chat.0, &mut l) },
+        R::CW_UNSUPPORTED
+    );
+    let mut id = 0;
+    assert_eq!(
+        unsafe { cw_client_room_user_id(chat.0, &mut id) },
+        R::CW_UNSUPPORTED
+    );
+
+    // NULLs are refused, never dereferenced.
+    unsafe {
+        assert_eq!(cw_client_room_leave(ptr::null()), R::CW_NULL_ARGUMENT);
+        assert_eq!(cw_client_room_join(r.0, ptr::null()), R::CW_NULL_ARGUMENT);
+        assert_eq!(
+            cw_client_room_list(r.0, ptr::null_mut()),
+            R::CW_NULL_ARGUMENT
+        );
+        assert_eq!(cw_rooms_count(ptr::null()), 0);
+        assert!(cw_rooms_name(ptr::null(), 0).is_null());
+        assert_eq!(cw_rooms_clients(ptr::null(), 0), 0);
+        assert_eq!(cw_event_room_mode(ptr::null()), -1);
+        cw_rooms_free(ptr::null_mut());
+    }
+}
