@@ -61,6 +61,18 @@
 #define CW_BABEL_MAX_VOICE 65536
 
 /**
+ * Seed 003's retransmission period T in milliseconds: a request is sent
+ * again this often until answered.
+ */
+#define CW_ROOMS_RETRY_MS 100
+
+/**
+ * Seed 003's M: a request is sent at most this many times in all; then
+ * the call returns CW_TIMEOUT (about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
+ */
+#define CW_ROOMS_TRIES 5
+
+/**
  * The wire dialect a client speaks. Numbered from 1 so that a zeroed
  * variable is never a valid dialect.
  */
@@ -78,7 +90,7 @@ typedef enum cw_dialect {
    */
   CW_DIALECT_ACCOUNTS = 3,
   /**
-   * Rooms over reliable UDP (not implemented yet).
+   * Public and private rooms over reliable UDP (implemented).
    */
   CW_DIALECT_ROOMS = 4,
 } cw_dialect;
@@ -92,7 +104,7 @@ typedef enum cw_dialect {
  * - 300..399: contacts and presence (babel)
  * - 400..499: calls (accounts and babel)
  * - 500..599: friends (accounts)
- * - 600..699: reserved for rooms
+ * - 600..699: rooms
  */
 typedef enum cw_event_type {
   /**
@@ -191,6 +203,13 @@ typedef enum cw_event_type {
    * `cw_event_peer` refused your friend request (accounts 125).
    */
   CW_EVENT_FRIEND_REFUSED = 502,
+  /**
+   * Rooms: `cw_event_peer` invites this user into the private room
+   * `cw_event_text`, whose mode is `cw_event_room_mode`. Answer with
+   * cw_client_room_answer_invitation promptly: the server forgets an
+   * invitation about 0.5 s after sending it.
+   */
+  CW_EVENT_ROOM_INVITATION = 600,
 } cw_event_type;
 
 /**
@@ -204,7 +223,7 @@ typedef enum cw_event_type {
  * - 400..499: private connections
  * - 500..599: calls and audio (accounts and babel)
  * - 600..699: accounts (registration, friends, stored messages, history)
- * - 700..799: reserved for rooms
+ * - 700..799: rooms
  * - 900..999: faults inside the library
  */
 typedef enum cw_result {
@@ -307,6 +326,23 @@ typedef enum cw_result {
    */
   CW_MESSAGE_FAILED = 605,
   /**
+   * Rooms: a room with that name exists, or the server has no room id left.
+   */
+  CW_ROOM_EXISTS = 700,
+  /**
+   * Rooms: no private room has that name.
+   */
+  CW_NO_SUCH_ROOM = 701,
+  /**
+   * Rooms: the room is full (or, accepting an invitation: the server did
+   * not move this client in: full, gone, or the invitation expired).
+   */
+  CW_ROOM_FULL = 702,
+  /**
+   * Rooms: the call needs a private room and this client is in the public one.
+   */
+  CW_NOT_IN_ROOM = 703,
+  /**
    * A panic was caught at the C boundary; the handle may be unusable.
    */
   CW_PANIC = 900,
@@ -336,6 +372,11 @@ typedef struct cw_event cw_event;
  * One page of a conversation's history (opaque), oldest first.
  */
 typedef struct cw_history cw_history;
+
+/**
+ * A list of private rooms (opaque, read-only): name, mode and member count.
+ */
+typedef struct cw_rooms cw_rooms;
 
 /**
  * The byte stream of an established private connection (opaque).
@@ -849,15 +890,15 @@ void cw_call_free(struct cw_call *call);
 /**
  * Connect to a chinwag server.
  *
- * `host` is a name or address, `port` a TCP port, `dialect` one of
- * cw_dialect (passed as an int so that an out-of-range value is an error,
- * not undefined behaviour). CW_DIALECT_CHATOS, CW_DIALECT_ACCOUNTS and
- * CW_DIALECT_BABEL are implemented; for accounts this also sends HELLO
- * and waits (up to 5 s) for the server's answer, and for babel it waits
- * (up to 5 s) for the server's HelloConnect. Functions of one dialect called on a client of
- * another return CW_UNSUPPORTED.
- * Returns: CW_OK and `*out` set; CW_UNSUPPORTED for a dialect not
- * implemented yet; CW_INVALID_ARGUMENT for an unknown dialect;
+ * `host` is a name or address, `port` a TCP port (rooms: UDP), `dialect`
+ * one of cw_dialect (passed as an int so that an out-of-range value is an
+ * error, not undefined behaviour). All four dialects are implemented; for
+ * accounts this also sends HELLO and waits (up to 5 s) for the server's
+ * answer, and for babel it waits (up to 5 s) for the server's
+ * HelloConnect. Rooms has no handshake: a UDP socket is bound and nothing
+ * is sent until cw_client_login. Functions of one dialect called on a
+ * client of another return CW_UNSUPPORTED.
+ * Returns: CW_OK and `*out` set; CW_INVALID_ARGUMENT for an unknown dialect;
  * CW_CONNECT_FAILED (also: no answer to HELLO); CW_PROTOCOL (a wrong
  * answer to HELLO or HelloConnect); CW_NULL_ARGUMENT; CW_INVALID_UTF8.
  * Ownership: `*out` is owned by the caller; release it with cw_client_free.
@@ -869,12 +910,17 @@ enum cw_result cw_client_connect(const char *host,
                                  struct cw_client **out);
 
 /**
- * Chatos and babel: log in as `login` and wait for the server's answer
- * (accounts clients use cw_client_login_password).
+ * Chatos, babel and rooms: log in as `login` and wait for the server's
+ * answer (accounts clients use cw_client_login_password).
  *
  * Waits at most `timeout_ms` milliseconds (negative: without limit).
  * Babel: returns once the server's first contact list has arrived too,
- * so cw_client_contacts is complete.
+ * so cw_client_contacts is complete. Rooms: the first CONNEXION, sent
+ * every CW_ROOMS_RETRY_MS at most CW_ROOMS_TRIES times (CW_TIMEOUT
+ * after that even if `timeout_ms` is longer); names are 1 to 10 bytes
+ * without '#' (else CW_INVALID_ARGUMENT or CW_TOO_LONG); a refusal says
+ * "invalid name" or "name taken" in cw_last_error; cw_client_room_user_id
+ * gives the id.
  * Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
  * name; babel: the server's reason, such as "username already used", is
  * in cw_last_error); CW_TOO_LONG (more than 30 bytes); CW_ALREADY_LOGGED_IN;
@@ -897,11 +943,18 @@ enum cw_result cw_client_login(const struct cw_client *client,
 enum cw_result cw_client_login_name(const struct cw_client *client, char **out);
 
 /**
- * Chatos: send `text` to every connected user; the sender receives it as well.
+ * Chatos: send `text` to every connected user; the sender receives it as
+ * well. Rooms: send `text` to everyone in this client's room (the sender
+ * does not receive it): through the server in the public room and in
+ * centralised rooms, directly to each peer in a decentralised room.
  *
- * Returns: CW_OK once written to the server; CW_UNSUPPORTED on an
- * accounts client; CW_NOT_LOGGED_IN;
- * CW_TOO_LONG (chatos: more than 1024 bytes); CW_CLOSED; CW_IO.
+ * Returns: CW_OK once written to the server (rooms: once acknowledged by
+ * the server, or by every peer); CW_UNSUPPORTED on an accounts or babel
+ * client; CW_NOT_LOGGED_IN; CW_TOO_LONG (chatos: more than 1024 bytes;
+ * rooms: 1200); CW_TIMEOUT (rooms: no acknowledgement after
+ * CW_ROOMS_TRIES sends; in a decentralised room the peers that did not
+ * acknowledge are named in cw_last_error and dropped from the peer
+ * list); CW_CLOSED; CW_IO.
  * Ownership: `text` is borrowed for the call.
  * Threads: any thread; concurrent sends are written whole, one after another.
  */
@@ -977,7 +1030,8 @@ enum cw_result cw_client_next_event(const struct cw_client *client,
                                     struct cw_event **out);
 
 /**
- * Close the connection: every later call on the client returns
+ * Close the connection (rooms: send DECONNEXION without waiting, so the
+ * name is free at once): every later call on the client returns
  * CW_CLOSED, and threads blocked in cw_client_next_event, cw_client_login
  * or any other call waiting for the server wake with CW_CLOSED. Queued
  * events are discarded.
@@ -1109,6 +1163,208 @@ enum cw_result cw_event_take_stream(struct cw_event *ev, struct cw_stream **out)
  * Threads: the thread that owns the event.
  */
 void cw_event_free(struct cw_event *ev);
+
+/**
+ * Rooms: this client's ID_USER (1 to 254), given by the server at login.
+ *
+ * Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN; CW_UNSUPPORTED on a
+ * client of another dialect; CW_CLOSED.
+ * Ownership: `client` is borrowed.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_user_id(const struct cw_client *client, uint8_t *out);
+
+/**
+ * Rooms: create the private room `name` (1 to 50 bytes, no '#') of
+ * `mode` (a cw_room_mode, as an int) for at most `max` members (2 to 254;
+ * 255 counts as 254), and move into it.
+ *
+ * Like every rooms request, it is sent every CW_ROOMS_RETRY_MS until
+ * answered, at most CW_ROOMS_TRIES times.
+ * Returns: CW_OK and `*room_id` set (1 to 255); CW_ROOM_EXISTS;
+ * CW_INVALID_ARGUMENT (bad name, mode or `max`); CW_TOO_LONG;
+ * CW_NOT_LOGGED_IN; CW_TIMEOUT; CW_UNSUPPORTED on a client of another
+ * dialect; CW_CLOSED.
+ * Ownership: `name` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_create(const struct cw_client *client,
+                                     const char *name,
+                                     int32_t mode,
+                                     uint8_t max,
+                                     uint8_t *room_id);
+
+/**
+ * Rooms: the private rooms on the server, sorted by name (the public
+ * room is not listed).
+ *
+ * Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN; CW_TIMEOUT;
+ * CW_UNSUPPORTED on a client of another dialect; CW_CLOSED.
+ * Ownership: `*out` is owned by the caller; release it with cw_rooms_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_list(const struct cw_client *client, struct cw_rooms **out);
+
+/**
+ * The number of rooms in a list.
+ *
+ * Returns: the count; 0 for NULL.
+ * Ownership: `list` is borrowed.
+ * Threads: any thread; a list is read-only.
+ */
+size_t cw_rooms_count(const struct cw_rooms *list);
+
+/**
+ * The name of room `index` (0-based) of a list.
+ *
+ * Returns: NUL-terminated UTF-8; NULL for NULL or an index out of range.
+ * Ownership: borrowed; valid until cw_rooms_free(list).
+ * Threads: any thread; a list is read-only.
+ */
+const char *cw_rooms_name(const struct cw_rooms *list, size_t index);
+
+/**
+ * The mode of room `index` of a list.
+ *
+ * Returns: CW_ROOM_CENTRALISED or CW_ROOM_DECENTRALISED (as an int); -1
+ * for NULL or an index out of range.
+ * Ownership: `list` is borrowed.
+ * Threads: any thread; a list is read-only.
+ */
+int32_t cw_rooms_mode(const struct cw_rooms *list, size_t index);
+
+/**
+ * How many members room `index` of a list had.
+ *
+ * Returns: the count; 0 for NULL or an index out of range.
+ * Ownership: `list` is borrowed.
+ * Threads: any thread; a list is read-only.
+ */
+uint32_t cw_rooms_clients(const struct cw_rooms *list, size_t index);
+
+/**
+ * Release a room list.
+ *
+ * Returns: nothing. NULL is accepted and does nothing.
+ * Ownership: takes `list`; freeing it twice is undefined behaviour.
+ * Threads: must not race other calls on the same list.
+ */
+void cw_rooms_free(struct cw_rooms *list);
+
+/**
+ * Rooms: ask for access to the private room `name` (DEMANDE_ACCES) and
+ * move into it. For a decentralised room the server's answer lists the
+ * other members' addresses; the library keeps them and sends texts there
+ * (cw_client_room_peers names them).
+ *
+ * Returns: CW_OK; CW_NO_SUCH_ROOM; CW_ROOM_FULL; CW_INVALID_ARGUMENT (an
+ * empty name: use cw_client_room_leave for the public room); CW_TOO_LONG;
+ * CW_NOT_LOGGED_IN; CW_TIMEOUT; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `name` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_join(const struct cw_client *client, const char *name);
+
+/**
+ * Rooms: move from the current room to the private room `name`
+ * (CHANGER_MESSAGERIE). chinwagd treats it as cw_client_room_join.
+ *
+ * Returns: as cw_client_room_join.
+ * Ownership: `name` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_change(const struct cw_client *client, const char *name);
+
+/**
+ * Rooms: leave the private room for the public room.
+ *
+ * Returns: CW_OK; CW_NOT_IN_ROOM when already in the public room;
+ * CW_NOT_LOGGED_IN; CW_TIMEOUT; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `client` is borrowed.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_leave(const struct cw_client *client);
+
+/**
+ * Rooms: the room this client is in, as the library last learned it.
+ *
+ * Returns: CW_OK, `*name` set ("" for the public room) and `*mode` set
+ * (a cw_room_mode; centralised for the public room); CW_NOT_LOGGED_IN;
+ * CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `*name` is owned by the caller; release it with cw_string_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_current(const struct cw_client *client, char **name, int32_t *mode);
+
+/**
+ * Rooms: the names of the members of room `name` ("" for the public
+ * room), this client included when it is there.
+ *
+ * Returns: CW_OK and `*out` set (empty for a room that does not exist);
+ * CW_INVALID_ARGUMENT; CW_TOO_LONG; CW_NOT_LOGGED_IN; CW_TIMEOUT;
+ * CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `name` is borrowed; `*out` is owned by the caller, release
+ * it with cw_strings_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_members(const struct cw_client *client,
+                                      const char *name,
+                                      struct cw_strings **out);
+
+/**
+ * Rooms: the other members of the current decentralised room that the
+ * library sends texts to: those the access answer listed, plus members
+ * whose texts arrived since (the protocol announces no newcomers), minus
+ * those that stopped acknowledging.
+ *
+ * Returns: CW_OK and `*out` set (empty outside a decentralised room);
+ * CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `*out` is owned by the caller; release it with cw_strings_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_peers(const struct cw_client *client, struct cw_strings **out);
+
+/**
+ * Rooms: invite `user` into the current private room. The server
+ * acknowledges every invitation and forwards it only if `user` is online
+ * (the invitee gets CW_EVENT_ROOM_INVITATION), so CW_OK does not mean it
+ * was delivered.
+ *
+ * Returns: CW_OK once acknowledged; CW_NOT_IN_ROOM (in the public room);
+ * CW_INVALID_ARGUMENT; CW_TOO_LONG (over 10 bytes); CW_NOT_LOGGED_IN;
+ * CW_TIMEOUT; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `user` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_invite(const struct cw_client *client, const char *user);
+
+/**
+ * Rooms: answer the latest unanswered invitation into `room` (the
+ * cw_event_text of CW_EVENT_ROOM_INVITATION; "" or NULL: the latest of
+ * all). `accept` non-zero accepts: the library then checks with member
+ * lists that the server moved this client in, and for a decentralised
+ * room fetches the peers. Answer within about 0.5 s of the event: the
+ * server forgets an invitation once it stops retransmitting it.
+ *
+ * Returns: CW_OK (accepted: now in the room); CW_NO_SUCH_REQUEST (no such
+ * unanswered invitation); CW_ROOM_FULL (accepted but not moved in: full,
+ * gone or expired); CW_NOT_LOGGED_IN; CW_TIMEOUT; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: `room` is borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_answer_invitation(const struct cw_client *client,
+                                                const char *room,
+                                                int32_t accept);
+
+/**
+ * The room mode of a CW_EVENT_ROOM_INVITATION event.
+ *
+ * Returns: CW_ROOM_CENTRALISED or CW_ROOM_DECENTRALISED (as an int); -1
+ * for NULL or other kinds.
+ * Ownership: `ev` is borrowed.
+ * Threads: the thread that owns the event.
+ */
+int32_t cw_event_room_mode(const struct cw_event *ev);
 
 /**
  * Read at most `cap` bytes into `buf`, waiting at most `timeout_ms`

@@ -1003,11 +1003,11 @@ impl Client {
                 ACCEPT_CHECK_GAP
             });
             members = self.room_members(&inv_room)?;
-            if members.iter().any(|m| *m == me) {
+            if members.contains(&me) {
                 break;
             }
         }
-        if !members.iter().any(|m| *m == me) {
+        if !members.contains(&me) {
             return Err(Error::new(
                 cw_result::CW_ROOM_FULL,
                 format!(
