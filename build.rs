@@ -70,9 +70,10 @@ fn write_header(root: &Path, out: &Path) {
     };
     config.enumeration.prefix_with_name = false;
     config.function.must_use = None;
-    // Functions take the dialect as an int (see cw_client_connect), so
-    // nothing refers to the enum and cbindgen must be told to keep it.
-    config.export.include = vec!["cw_dialect".into()];
+    // Functions take the dialect and the room mode as ints (see
+    // cw_client_connect), so nothing refers to these enums and cbindgen
+    // must be told to keep them.
+    config.export.include = vec!["cw_dialect".into(), "cw_room_mode".into()];
 
     // cbindgen follows the `mod` items from here through the whole folder.
     let builder = cbindgen::Builder::new()

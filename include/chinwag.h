@@ -353,6 +353,20 @@ typedef enum cw_result {
 } cw_result;
 
 /**
+ * Rooms: how a private room carries texts.
+ */
+typedef enum cw_room_mode {
+  /**
+   * Texts go through the server, which forwards them (MODE 0).
+   */
+  CW_ROOM_CENTRALISED = 0,
+  /**
+   * Members send texts to each other directly (MODE 1).
+   */
+  CW_ROOM_DECENTRALISED = 1,
+} cw_room_mode;
+
+/**
  * An open babel call: the peer-to-peer TCP connection of two clients
  * (opaque).
  */

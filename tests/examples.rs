@@ -266,6 +266,41 @@ fn python_babel_call_example() {
 }
 
 #[test]
+fn python_rooms_chat_example() {
+    if !require("python3") {
+        return;
+    }
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.rooms_addr().port();
+    let lib = common::lib_dir().join(common::shared_lib_name());
+    let out = output_within(
+        Command::new("python3")
+            .arg(Path::new(ROOT).join("examples/python/rooms_chat.py"))
+            .args(["127.0.0.1", &port.to_string(), "pyal", "pybo", "pycy"])
+            .env("CHINWAG_LIB", &lib)
+            .env("PYTHONDONTWRITEBYTECODE", "1"),
+        LIMIT,
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rooms_chat.py: {said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "duplicate refused: ",
+        "name taken",
+        "public: pybo got 'hello, public room' from #",
+        "invitations: pybo accepted, pycy refused",
+        "rooms: [Room('club', CENTRALISED, 2)]",
+        "peer to peer: pycy got 'and back' from pyal",
+    ] {
+        assert!(said.contains(line), "missing {line:?} in:\n{said}");
+    }
+    assert_eq!(said.lines().last(), Some("ok"), "{said}");
+}
+
+#[test]
 fn python_friends_example() {
     if !require("python3") {
         return;

@@ -20,6 +20,7 @@ __all__ = [
     "Result", "EventKind", "Dialect", "ChinwagError", "Timeout", "Closed",
     "Client", "Event", "Stream", "Call", "HistoryEntry", "version", "lib",
     "voice_packet", "voice_frame", "VOICE_MAX_FRAME", "BABEL_MAX_VOICE",
+    "RoomMode", "Room", "ROOMS_RETRY_MS", "ROOMS_TRIES",
 ]
 
 
@@ -48,6 +49,10 @@ class Result(enum.IntEnum):
     NO_SUCH_USER = 603
     ALREADY_FRIENDS = 604
     MESSAGE_FAILED = 605
+    ROOM_EXISTS = 700
+    NO_SUCH_ROOM = 701
+    ROOM_FULL = 702
+    NOT_IN_ROOM = 703
     PANIC = 900
     INTERNAL = 901
 
@@ -74,6 +79,27 @@ class EventKind(enum.IntEnum):
     FRIEND_REQUEST = 500
     FRIEND_ACCEPTED = 501
     FRIEND_REFUSED = 502
+    ROOM_INVITATION = 600
+
+
+class RoomMode(enum.IntEnum):
+    CENTRALISED = 0
+    DECENTRALISED = 1
+
+
+class Room(tuple):
+    """One entry of Client.rooms(): (name, mode, clients)."""
+    __slots__ = ()
+
+    def __new__(cls, name, mode, clients):
+        return tuple.__new__(cls, (name, mode, clients))
+
+    name = property(lambda self: self[0])
+    mode = property(lambda self: self[1])
+    clients = property(lambda self: self[2])
+
+    def __repr__(self):
+        return "Room(%r, %s, %d)" % (self.name, self.mode.name, self.clients)
 
 
 class Dialect(enum.IntEnum):
@@ -117,6 +143,7 @@ _c_stream_p = ctypes.c_void_p
 _c_strings_p = ctypes.c_void_p
 _c_history_p = ctypes.c_void_p
 _c_call_p = ctypes.c_void_p
+_c_rooms_p = ctypes.c_void_p
 _size_p = ctypes.POINTER(ctypes.c_size_t)
 
 # Voice packets: 4 bytes of magic, then at most this many bytes of audio.
@@ -124,6 +151,9 @@ VOICE_HEADER = 4
 VOICE_MAX_FRAME = 1275
 # Babel: the largest VoiceData payload (one Opus packet in practice).
 BABEL_MAX_VOICE = 65536
+# Rooms: a request is sent every ROOMS_RETRY_MS, at most ROOMS_TRIES times.
+ROOMS_RETRY_MS = 100
+ROOMS_TRIES = 5
 _res = ctypes.c_int
 _str = ctypes.c_char_p
 
@@ -200,6 +230,26 @@ _SIGNATURES = [
                                   _size_p]),
     ("cw_call_hangup", _res, [_c_call_p]),
     ("cw_call_free", None, [_c_call_p]),
+    # rooms
+    ("cw_client_room_user_id", _res, [_c_client_p, ctypes.POINTER(ctypes.c_uint8)]),
+    ("cw_client_room_create", _res, [_c_client_p, _str, ctypes.c_int32, ctypes.c_uint8,
+                                     ctypes.POINTER(ctypes.c_uint8)]),
+    ("cw_client_room_list", _res, [_c_client_p, ctypes.POINTER(_c_rooms_p)]),
+    ("cw_rooms_count", ctypes.c_size_t, [_c_rooms_p]),
+    ("cw_rooms_name", ctypes.c_char_p, [_c_rooms_p, ctypes.c_size_t]),
+    ("cw_rooms_mode", ctypes.c_int32, [_c_rooms_p, ctypes.c_size_t]),
+    ("cw_rooms_clients", ctypes.c_uint32, [_c_rooms_p, ctypes.c_size_t]),
+    ("cw_rooms_free", None, [_c_rooms_p]),
+    ("cw_client_room_join", _res, [_c_client_p, _str]),
+    ("cw_client_room_change", _res, [_c_client_p, _str]),
+    ("cw_client_room_leave", _res, [_c_client_p]),
+    ("cw_client_room_current", _res, [_c_client_p, ctypes.POINTER(ctypes.c_void_p),
+                                      ctypes.POINTER(ctypes.c_int32)]),
+    ("cw_client_room_members", _res, [_c_client_p, _str, ctypes.POINTER(_c_strings_p)]),
+    ("cw_client_room_peers", _res, [_c_client_p, ctypes.POINTER(_c_strings_p)]),
+    ("cw_client_room_invite", _res, [_c_client_p, _str]),
+    ("cw_client_room_answer_invitation", _res, [_c_client_p, _str, ctypes.c_int32]),
+    ("cw_event_room_mode", ctypes.c_int32, [_c_event_p]),
 ]
 
 for _name, _restype, _argtypes in _SIGNATURES:
@@ -398,7 +448,8 @@ class Event:
     result: the cause of ERROR/DISCONNECTED/PRIVATE_FAILED; stream: the
     Stream of PRIVATE_ESTABLISHED (yours to close); address, port: the
     peer's end point of CALL_INCOMING/CALL_ACCEPTED (else None, 0); call:
-    the Call of CALL_ESTABLISHED (babel; yours to close).
+    the Call of CALL_ESTABLISHED (babel; yours to close); room_mode: the
+    RoomMode of ROOM_INVITATION (rooms: peer invites into the room `text`).
     """
 
     def __init__(self, handle):
@@ -410,6 +461,8 @@ class Event:
             self.result = Result(lib.cw_event_result(handle))
             self.address = _dec(lib.cw_event_address(handle))
             self.port = lib.cw_event_port(handle)
+            mode = lib.cw_event_room_mode(handle)
+            self.room_mode = RoomMode(mode) if mode >= 0 else None
             self.stream = None
             self.call = None
             if self.kind == EventKind.PRIVATE_ESTABLISHED:
@@ -576,6 +629,82 @@ class Client:
 
     def hangup_call(self, pseudo):
         _check(lib.cw_client_hangup_call(self._handle(), _enc(pseudo)))
+
+    # -- rooms dialect (Dialect.ROOMS): login(name), send_message(text) and
+    # the events above are shared. Each request is retried every 100 ms, at
+    # most 5 times, then raises Timeout. --
+
+    def user_id(self):
+        """Rooms: this client's ID_USER (1-254)."""
+        out = ctypes.c_uint8()
+        _check(lib.cw_client_room_user_id(self._handle(), ctypes.byref(out)))
+        return out.value
+
+    def create_room(self, name, mode=RoomMode.CENTRALISED, max_clients=254):
+        """Create a private room and move into it; returns its id. Code
+        ROOM_EXISTS when the name is taken."""
+        out = ctypes.c_uint8()
+        _check(lib.cw_client_room_create(self._handle(), _enc(name), int(mode), int(max_clients),
+                                         ctypes.byref(out)))
+        return out.value
+
+    def rooms(self):
+        """The private rooms, as Room(name, mode, clients), sorted by name."""
+        out = _c_rooms_p()
+        _check(lib.cw_client_room_list(self._handle(), ctypes.byref(out)))
+        try:
+            return [Room(_dec(lib.cw_rooms_name(out, i)), RoomMode(lib.cw_rooms_mode(out, i)),
+                         lib.cw_rooms_clients(out, i))
+                    for i in range(lib.cw_rooms_count(out))]
+        finally:
+            lib.cw_rooms_free(out)
+
+    def join_room(self, name):
+        """Enter a private room (codes NO_SUCH_ROOM, ROOM_FULL)."""
+        _check(lib.cw_client_room_join(self._handle(), _enc(name)))
+
+    def change_room(self, name):
+        _check(lib.cw_client_room_change(self._handle(), _enc(name)))
+
+    def leave_room(self):
+        """Back to the public room (code NOT_IN_ROOM when already there)."""
+        _check(lib.cw_client_room_leave(self._handle()))
+
+    def current_room(self):
+        """(name, RoomMode) of the room this client is in; "" is public."""
+        name = ctypes.c_void_p()
+        mode = ctypes.c_int32()
+        _check(lib.cw_client_room_current(self._handle(), ctypes.byref(name), ctypes.byref(mode)))
+        try:
+            return ctypes.string_at(name.value).decode("utf-8"), RoomMode(mode.value)
+        finally:
+            lib.cw_string_free(name)
+
+    def _room_strings(self, fn, *args):
+        out = _c_strings_p()
+        _check(fn(self._handle(), *args, ctypes.byref(out)))
+        try:
+            return [_dec(lib.cw_strings_get(out, i)) for i in range(lib.cw_strings_count(out))]
+        finally:
+            lib.cw_strings_free(out)
+
+    def members(self, room=""):
+        """The names in a room ("" for the public room)."""
+        return self._room_strings(lib.cw_client_room_members, _enc(room))
+
+    def peers(self):
+        """The peers of the current decentralised room the library sends to."""
+        return self._room_strings(lib.cw_client_room_peers)
+
+    def invite(self, user):
+        """Invite a user into the current private room."""
+        _check(lib.cw_client_room_invite(self._handle(), _enc(user)))
+
+    def answer_invitation(self, room, accept=True):
+        """Answer a ROOM_INVITATION (within about 0.5 s); accepting returns
+        once this client is in the room (code ROOM_FULL if it was not moved)."""
+        _check(lib.cw_client_room_answer_invitation(self._handle(), _enc(room),
+                                                    1 if accept else 0))
 
     def next_event(self, timeout=None):
         """The next Event; None on timeout; raises Closed when the client is closed."""
