@@ -608,3 +608,53 @@ fn texts_arrive_exactly_once_through_ten_percent_loss() {
         );
     }
 }
+
+#[test]
+fn a_late_invitation_answer_still_counts_and_rejoining_keeps_the_room() {
+    let srv = server_with(|_| {});
+    let addr = srv.rooms_addr();
+    let mut a = Client::register(addr, "alice");
+    let mut b = Client::register(addr, "bob");
+    assert!(matches!(
+        a.ask(Body::CreateRoom {
+            mode: Mode::Centralised,
+            name: "solo".into(),
+            max: 3
+        }),
+        Body::CreateAnswer {
+            status: Creation::Created,
+            ..
+        }
+    ));
+    // Asking for the room one is alone in keeps it.
+    assert!(matches!(
+        a.ask(Body::AccessRoom {
+            name: "solo".into()
+        }),
+        Body::AccessAnswer {
+            status: Access::Granted,
+            ..
+        }
+    ));
+    assert!(matches!(a.ask(Body::ListRooms), Body::RoomList { rooms } if rooms.len() == 1));
+    assert_eq!(a.ask(Body::Invite { user: "bob".into() }), Body::InviteAck);
+    let inv = b.incoming();
+    // Let all five retransmissions pass before answering.
+    while b.silence(Duration::from_millis(300)).is_some() {}
+    b.send_raw(&Message {
+        user: b.id,
+        seq: inv.seq,
+        body: Body::InvitationAnswer { accept: true },
+    });
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Body::ClientList { names } = b.ask(Body::ListClients {
+            room: "solo".into(),
+        }) {
+            if names.len() == 2 {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the late answer was ignored");
+    }
+}

@@ -22,6 +22,8 @@ use crate::hub::{Dialect, Entry, Event, Hub, Peer, Session};
 /// Retransmission period and tries for what the server sends first (§3.2).
 const RETRY_EVERY: Duration = Duration::from_millis(100);
 const MAX_TRIES: u32 = 5;
+/// How long an invitation can be accepted, whatever its retransmissions.
+const INVITATION_TTL: Duration = Duration::from_secs(60);
 /// Answers kept per client, replayed when a request is retransmitted.
 const ANSWERS_KEPT: usize = 64;
 /// Answers to first connections kept, by source address and NUM_SEQ.
@@ -53,8 +55,9 @@ struct User {
     /// (NUM_SEQ, answer bytes), oldest first.
     answers: VecDeque<(u16, Vec<u8>)>,
     next_seq: u16,
-    /// Room this user was invited to, and the NUM_SEQ of that invitation.
-    invited: Option<(u8, u16)>,
+    /// Room this user was invited to, the NUM_SEQ of that invitation, and
+    /// until when an answer counts (longer than the retransmissions last).
+    invited: Option<(u8, u16, Instant)>,
 }
 
 struct Room {
@@ -246,7 +249,9 @@ impl State {
     }
 
     fn move_to(&mut self, id: u8, room: u8) {
-        if !self.users.contains_key(&id) || !self.rooms.contains_key(&room) {
+        // Already there (asking again for one's own room) changes nothing:
+        // leaving first would delete a room whose only member is `id`.
+        if self.users.get(&id).is_none_or(|u| u.room == room) || !self.rooms.contains_key(&room) {
             return;
         }
         self.leave_room(id);
@@ -388,15 +393,22 @@ impl Ctx {
             .last_seen = now;
         // Acknowledgements of what the server sent first.
         if matches!(body, Body::TextAck | Body::InvitationAnswer { .. }) {
-            let acked = st.outstanding.remove(&(id, seq)).is_some();
+            st.outstanding.remove(&(id, seq));
             if let Body::InvitationAnswer { accept } = body {
-                let invited = st.users.get_mut(&id).and_then(|u| u.invited.take());
-                if let (true, true, Some((rid, iseq))) = (acked, accept, invited) {
-                    if iseq == seq
-                        && st
-                            .rooms
-                            .get(&rid)
-                            .is_some_and(|r| r.members.len() < r.max as usize)
+                let u = st.users.get_mut(&id).expect("checked above");
+                // Only an answer to the live invitation counts, once.
+                let invited = match u.invited {
+                    Some((rid, iseq, until)) if iseq == seq && until > now => {
+                        u.invited = None;
+                        Some(rid)
+                    }
+                    _ => None,
+                };
+                if let (true, Some(rid)) = (accept, invited) {
+                    if st
+                        .rooms
+                        .get(&rid)
+                        .is_some_and(|r| r.members.len() < r.max as usize)
                     {
                         st.move_to(id, rid);
                     }
@@ -604,7 +616,7 @@ impl Ctx {
                     };
                     if let Some(iseq) = st.send_reliably(t, body, wire::SERVER, now, out) {
                         if let Some(u) = st.users.get_mut(&t) {
-                            u.invited = Some((rid, iseq));
+                            u.invited = Some((rid, iseq, now + INVITATION_TTL));
                         }
                     }
                 }
