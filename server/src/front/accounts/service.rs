@@ -33,15 +33,16 @@ pub const MIN_PASSWORD: usize = 8;
 type HashJob = Box<dyn FnOnce() + Send>;
 
 /// The only threads that run Argon2id. Each keeps one 19 MiB working memory
-/// (see `password`), so hashing costs at most `HASHES_AT_ONCE` × 19 MiB
-/// whatever the load, and a burst queues (bounded) instead of using more
-/// memory or CPU.
+/// (see `password`) while it has work queued, so hashing costs at most
+/// `HASHES_AT_ONCE` × 19 MiB whatever the load and nothing when idle, and a
+/// burst queues (bounded) instead of using more memory or CPU.
 struct Hashers {
     tx: Sender<HashJob>,
 }
 
 impl Hashers {
     fn new() -> Hashers {
+        password::keep_big_blocks_out_of_the_heap();
         let (tx, rx) = bounded::<HashJob>(HASH_QUEUE);
         for i in 0..HASHES_AT_ONCE {
             let rx = rx.clone();
@@ -50,6 +51,9 @@ impl Hashers {
                 .spawn(move || {
                     for job in rx.iter() {
                         job();
+                        if rx.is_empty() {
+                            password::release_memory();
+                        }
                     }
                 });
             if let Err(e) = spawned {
