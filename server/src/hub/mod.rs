@@ -516,7 +516,8 @@ impl Hub {
 
     /// One direction of relay `id` has finished pumping.
     pub fn relay_half_done(&self, id: i64) {
-        self.private.lock().half_done(id);
+        let until = Instant::now() + self.cfg.connect_id_ttl;
+        self.private.lock().half_done(id, until);
     }
 
     pub fn relay_count(&self) -> usize {

@@ -65,7 +65,14 @@ pub(super) struct Private {
     requests: HashMap<(String, String), Instant>,
     tickets: HashMap<i64, Ticket>,
     relays: HashMap<i64, Relay>,
+    /// Relays that ended by themselves (both directions closed), remembered
+    /// until the expiry given: a CLOSE_CONNECTION racing that ending is
+    /// still confirmed to both users.
+    ended: HashMap<i64, ([String; 2], Instant)>,
 }
+
+/// Ended relays remembered at most, whatever their expiry.
+const ENDED_KEPT: usize = 4096;
 
 fn pair_matches(users: &[String; 2], a: &str, b: &str) -> bool {
     (users[0] == a && users[1] == b) || (users[0] == b && users[1] == a)
@@ -199,11 +206,14 @@ impl Private {
         }
     }
 
-    pub(super) fn half_done(&mut self, id: i64) {
+    pub(super) fn half_done(&mut self, id: i64, remember_until: Instant) {
         if let Some(r) = self.relays.get_mut(&id) {
             r.halves_done += 1;
             if r.halves_done >= 2 {
-                self.relays.remove(&id);
+                let relay = self.relays.remove(&id).expect("just seen");
+                if self.ended.len() < ENDED_KEPT {
+                    self.ended.insert(id, (relay.users, remember_until));
+                }
             }
         }
     }
@@ -237,6 +247,16 @@ impl Private {
             let sockets = ticket.waiting.map(|w| vec![w.stream]).unwrap_or_default();
             return Ok(CloseOutcome { sockets });
         }
+        if self
+            .ended
+            .get(&id)
+            .is_some_and(|(users, _)| pair_matches(users, requester, target))
+        {
+            self.ended.remove(&id);
+            return Ok(CloseOutcome {
+                sockets: Vec::new(),
+            });
+        }
         Err(Refusal::NotPending)
     }
 
@@ -246,6 +266,7 @@ impl Private {
 
     pub(super) fn sweep(&mut self, now: Instant) {
         self.requests.retain(|_, exp| *exp > now);
+        self.ended.retain(|_, (_, until)| *until > now);
         // A waiting first end watches its own deadline; only idle tickets go here.
         self.tickets
             .retain(|_, t| t.expires > now || t.waiting.is_some());

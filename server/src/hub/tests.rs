@@ -486,3 +486,37 @@ fn unused_connect_ids_are_bounded() {
         Refusal::Limit
     );
 }
+
+#[test]
+fn close_private_is_confirmed_even_after_the_relay_ended_by_itself() {
+    let h = hub();
+    let (a, ra) = join(&h, "alice");
+    let (b, rb) = join(&h, "bob");
+    let id = issued(&h, &a, &b);
+    let now = Instant::now();
+    let (s1, s2) = socket_pair();
+    let RelayJoin::First { rx, .. } = h.relay_join(now, id, IP, s1) else {
+        panic!("first")
+    };
+    let RelayJoin::Second { notify, .. } = h.relay_join(now, id, IP, s2.clone()) else {
+        panic!("second")
+    };
+    notify.send(s2).unwrap();
+    rx.recv().unwrap();
+    // Both directions end (both users shut their sockets) just before
+    // CLOSE_CONNECTION from one of them is handled.
+    h.relay_half_done(id);
+    h.relay_half_done(id);
+    assert_eq!(h.relay_count(), 0);
+    ra.take();
+    rb.take();
+    let out = h.close_private(&b, id, "bob", "alice").unwrap();
+    assert!(out.sockets.is_empty());
+    assert_eq!(ra.take().len(), 1);
+    assert_eq!(rb.take().len(), 1);
+    // Once.
+    assert_eq!(
+        h.close_private(&b, id, "bob", "alice").unwrap_err(),
+        Refusal::NotPending
+    );
+}
