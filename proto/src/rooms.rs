@@ -934,7 +934,7 @@ mod tests {
         assert!(Message::decode(&hex("08 00 0001 6161616161616161616161 23")).is_ok());
         // ... but not one past the lenient limit.
         let mut long = hex("08 00 0001");
-        long.extend(std::iter::repeat(b'a').take(MAX_ROOM_NAME + 1));
+        long.extend(std::iter::repeat_n(b'a', MAX_ROOM_NAME + 1));
         long.push(b'#');
         assert!(matches!(
             Message::decode(&long),
