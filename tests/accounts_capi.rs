@@ -5,7 +5,8 @@
 //! signalling with voice addresses, cross-dialect CW_UNSUPPORTED, and
 //! several threads sharing one client.
 
-use std::ffi::{c_char, CStr, CString};
+mod ffi_common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::ptr;
@@ -16,42 +17,13 @@ use std::time::{Duration, Instant};
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R};
 use chinwag::ffi::*;
 use chinwag_proto::accounts::{Decoder, Frame};
+use ffi_common::{cs, last_error, text, C};
 
 const MS: i32 = 10_000;
 
-fn cs(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn text(p: *const c_char) -> Option<String> {
-    if p.is_null() {
-        None
-    } else {
-        Some(unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned())
-    }
-}
-
-fn last_error() -> String {
-    text(cw_last_error()).unwrap()
-}
-
-/// An owned client handle that frees itself.
-struct C(*mut cw_client);
-unsafe impl Send for C {}
-unsafe impl Sync for C {}
-impl Drop for C {
-    fn drop(&mut self) {
-        unsafe { cw_client_free(self.0) }
-    }
-}
-
 impl C {
     fn connect(port: u16, dialect: cw_dialect) -> C {
-        let mut c = ptr::null_mut();
-        let host = cs("127.0.0.1");
-        let r = unsafe { cw_client_connect(host.as_ptr(), port, dialect as i32, &mut c) };
-        assert_eq!(r, R::CW_OK, "{}", last_error());
-        C(c)
+        C::connect_to("127.0.0.1", port, dialect)
     }
 
     fn accounts(port: u16) -> C {

@@ -3,7 +3,9 @@
 //! several threads on one client, overflow, private streams, and servers
 //! that send garbage. Every server here listens on 127.0.0.1.
 
-use std::ffi::{c_char, CStr, CString};
+mod ffi_common;
+
+use std::ffi::c_char;
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::ptr;
@@ -13,32 +15,7 @@ use std::time::{Duration, Instant};
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R};
 use chinwag::ffi::*;
 use chinwag_proto::chatos::Command;
-
-fn cs(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn text(p: *const c_char) -> Option<String> {
-    if p.is_null() {
-        None
-    } else {
-        Some(unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned())
-    }
-}
-
-fn last_error() -> String {
-    text(cw_last_error()).unwrap()
-}
-
-/// An owned client handle that frees itself, so a failing test leaks nothing.
-struct C(*mut cw_client);
-unsafe impl Send for C {}
-unsafe impl Sync for C {}
-impl Drop for C {
-    fn drop(&mut self) {
-        unsafe { cw_client_free(self.0) }
-    }
-}
+use ffi_common::{cs, last_error, text, C};
 
 fn connect(port: u16) -> C {
     let mut c = ptr::null_mut();

@@ -6,8 +6,9 @@
 //! duplicate suppression, retries that end in CW_TIMEOUT, garbage
 //! datagrams, the keep-alive, and cross-dialect CW_UNSUPPORTED.
 
+mod ffi_common;
+
 use std::collections::HashSet;
-use std::ffi::{c_char, CStr, CString};
 use std::net::{SocketAddr, UdpSocket};
 use std::ptr;
 use std::time::{Duration, Instant};
@@ -16,37 +17,12 @@ use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R, cw_roo
 use chinwag::ffi::*;
 use chinwag_proto::rooms::{kind, Body, Message, Mode, Registration, SERVER};
 use chinwagd::{Config, Server};
+use ffi_common::{cs, last_error, text, C};
 
 const MS: i32 = 5_000;
 
-fn cs(s: &str) -> CString {
-    CString::new(s).unwrap()
-}
-
-fn text(p: *const c_char) -> Option<String> {
-    if p.is_null() {
-        None
-    } else {
-        Some(unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned())
-    }
-}
-
-fn last_error() -> String {
-    text(cw_last_error()).unwrap()
-}
-
 fn server() -> Server {
     Server::start(Config::ephemeral()).expect("server starts")
-}
-
-/// An owned client handle that frees itself.
-struct C(*mut cw_client);
-unsafe impl Send for C {}
-unsafe impl Sync for C {}
-impl Drop for C {
-    fn drop(&mut self) {
-        unsafe { cw_client_free(self.0) }
-    }
 }
 
 #[derive(Debug)]
@@ -59,11 +35,7 @@ struct Ev {
 
 impl C {
     fn connect(addr: SocketAddr, dialect: cw_dialect) -> C {
-        let mut c = ptr::null_mut();
-        let host = cs(&addr.ip().to_string());
-        let r = unsafe { cw_client_connect(host.as_ptr(), addr.port(), dialect as i32, &mut c) };
-        assert_eq!(r, R::CW_OK, "{}", last_error());
-        C(c)
+        C::connect_to(&addr.ip().to_string(), addr.port(), dialect)
     }
 
     fn rooms(addr: SocketAddr) -> C {
