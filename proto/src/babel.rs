@@ -174,12 +174,7 @@ impl Frame {
 
     /// Decode a buffer holding exactly one frame.
     pub fn decode_exact(buf: &[u8]) -> Result<Frame, DecodeError> {
-        match Frame::decode(buf) {
-            Ok((f, used)) if used == buf.len() => Ok(f),
-            Ok((_, used)) => Err(DecodeError::TrailingBytes(buf.len() - used)),
-            Err(DecodeError::Incomplete) => Err(DecodeError::Truncated),
-            Err(e) => Err(e),
-        }
+        crate::decode_exact(buf)
     }
 
     /// Decode the payload of a frame whose opcode is `opcode`.

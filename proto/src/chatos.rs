@@ -227,12 +227,7 @@ impl Command {
     /// Decode a buffer that must hold exactly one command: trailing bytes are
     /// an error, and so is a truncated command.
     pub fn decode_exact(frame: &[u8]) -> Result<Command, DecodeError> {
-        match Command::decode(frame) {
-            Ok((cmd, used)) if used == frame.len() => Ok(cmd),
-            Ok((_, used)) => Err(DecodeError::TrailingBytes(frame.len() - used)),
-            Err(DecodeError::Incomplete) => Err(DecodeError::Truncated),
-            Err(e) => Err(e),
-        }
+        crate::decode_exact(frame)
     }
 }
 

@@ -17,6 +17,17 @@ pub trait Decode: Sized {
     fn decode(buf: &[u8]) -> Result<(Self, usize), DecodeError>;
 }
 
+/// Decode a buffer that must hold exactly one message: a shorter one is
+/// `Truncated`, a longer one `TrailingBytes`.
+pub fn decode_exact<T: Decode>(buf: &[u8]) -> Result<T, DecodeError> {
+    match T::decode(buf) {
+        Ok((msg, used)) if used == buf.len() => Ok(msg),
+        Ok((_, used)) => Err(DecodeError::TrailingBytes(buf.len() - used)),
+        Err(DecodeError::Incomplete) => Err(DecodeError::Truncated),
+        Err(e) => Err(e),
+    }
+}
+
 /// Incremental decoder for a byte stream of `T`s: push what the socket gave,
 /// pull whole messages. Its buffer never holds more than one partial message
 /// plus the last chunk pushed.
