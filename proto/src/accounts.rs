@@ -357,6 +357,19 @@ impl Frame {
         v
     }
 
+    /// The frame for a log line: like `Debug`, but never the password.
+    pub fn redacted(&self) -> String {
+        match self {
+            Frame::Register { email, pseudo, .. } => {
+                format!("Register {{ email: {email:?}, pseudo: {pseudo:?}, password: <redacted> }}")
+            }
+            Frame::Login { email, .. } => {
+                format!("Login {{ email: {email:?}, password: <redacted> }}")
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
     /// Read a header: (code, payload length). Fails on a bad magic or a length
     /// above [`MAX_PAYLOAD`] before any payload is read.
     pub fn decode_header(buf: &[u8]) -> Result<(u16, usize), DecodeError> {
@@ -728,6 +741,23 @@ mod tests {
             Frame::ListRequests,
             Frame::Requests { pseudos: vec![] },
         ]
+    }
+
+    #[test]
+    fn log_form_hides_passwords() {
+        let r = Frame::Register {
+            email: s("a@b.c"),
+            pseudo: s("al"),
+            password: s("hunter22"),
+        };
+        let l = Frame::Login {
+            email: s("a@b.c"),
+            password: s("hunter22"),
+        };
+        for f in [r, l] {
+            assert!(!f.redacted().contains("hunter22"), "{}", f.redacted());
+            assert!(f.redacted().contains("a@b.c"));
+        }
     }
 
     #[test]

@@ -63,9 +63,13 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         State::Anonymous { deadline } => Some(*deadline),
         State::Identified(_) => None,
     };
-    let end = conn.frames(&shared, &mut state, deadline, |st, frame: Frame, _| {
-        handle(frame, &shared, &conn, st)
-    });
+    let end = conn.frames(
+        &shared,
+        &mut state,
+        deadline,
+        |f: &Frame| format!("{f:?}"),
+        |st, frame: Frame, _| handle(frame, &shared, &conn, st),
+    );
     let who = match &state {
         State::Identified(s) => {
             // Everyone else hears DelContact.

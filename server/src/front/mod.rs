@@ -9,7 +9,6 @@ pub mod chatos;
 pub mod relay;
 pub mod rooms;
 
-use std::fmt::Debug;
 use std::io;
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
@@ -64,12 +63,15 @@ impl Conn {
     /// Read, decode and hand frames to `on_frame` until the connection
     /// ends or `on_frame` ends it. While `deadline(state)` gives a time (the
     /// login deadline) reads stop there; after it, the connection's own
-    /// reading pauses while its outbound queue is over half full.
-    pub fn frames<T: Decode + Debug, S>(
+    /// reading pauses while its outbound queue is over half full. Each frame
+    /// is logged at trace level as `describe` writes it (which must leave
+    /// out passwords).
+    pub fn frames<T: Decode, S>(
         &self,
         shared: &Shared,
         state: &mut S,
         deadline: impl Fn(&S) -> Option<Instant>,
+        describe: impl Fn(&T) -> String,
         mut on_frame: impl FnMut(&mut S, T, &mut Decoder<T>) -> Result<(), End>,
     ) -> End {
         let mut decoder = Decoder::<T>::new();
@@ -92,7 +94,9 @@ impl Conn {
                     Ok(None) => break,
                     Err(e) => return End::Protocol(format!("framing error: {e}")),
                 };
-                log::trace!("{}: {frame:?}", self.label);
+                if log::log_enabled!(log::Level::Trace) {
+                    log::trace!("{}: {}", self.label, describe(&frame));
+                }
                 if let Err(end) = on_frame(state, frame, &mut decoder) {
                     return end;
                 }
