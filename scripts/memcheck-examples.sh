@@ -6,10 +6,14 @@
 #   scripts/memcheck-examples.sh
 #
 # Uses CARGO_TARGET_DIR when set (default: target). Needs cc, valgrind.
+# chinwagd listens on PORT (chatos), BABEL_PORT (PORT+1) and ROOMS_PORT
+# (PORT+2, UDP); each may be set in the environment.
 set -eu
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
 PORT=${PORT:-$((20000 + $$ % 20000))}
+BABEL_PORT=${BABEL_PORT:-$((PORT + 1))}
+ROOMS_PORT=${ROOMS_PORT:-$((PORT + 2))}
 WORK=$(mktemp -d)
 SERVER_PID=
 cleanup() {
@@ -20,12 +24,12 @@ trap cleanup EXIT
 
 cargo build -q -p chinwag -p chinwagd
 LIB="$TARGET/debug"
-for ex in chat sendfile; do
+for ex in chat sendfile babel_call rooms_chat; do
     cc -std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude "examples/c/$ex.c" \
         -L"$LIB" -Wl,-rpath,"$(cd "$LIB" && pwd)" -lchinwag -lpthread -o "$WORK/$ex"
 done
 
-"$LIB/chinwagd" --bind 127.0.0.1 --chatos-port "$PORT" --babel-port 0 --accounts-port 0 --rooms-port 0 --db :memory: >"$WORK/server.log" 2>&1 &
+"$LIB/chinwagd" --bind 127.0.0.1 --chatos-port "$PORT" --babel-port "$BABEL_PORT" --accounts-port 0 --rooms-port "$ROOMS_PORT" --db :memory: >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 sleep 1
 
@@ -48,6 +52,33 @@ timeout 180 $VG "$WORK/sendfile" send 127.0.0.1 "$PORT" vgsend vgrecv "$WORK/in.
 wait "$RECV" || status=1
 cat "$WORK/send.out" "$WORK/recv.out"; cat "$WORK/send.err" "$WORK/recv.err" >&2
 cmp -s "$WORK/in.bin" "$WORK/out.bin" || { echo "file differs" >&2; status=1; }
+
+echo "== babel_call.c (50 payloads of 160 bytes)"
+timeout 120 $VG "$WORK/babel_call" 127.0.0.1 "$BABEL_PORT" vgann answer \
+    >"$WORK/answer.out" 2>"$WORK/answer.err" &
+ANSWER=$!
+sleep 3
+timeout 120 $VG "$WORK/babel_call" 127.0.0.1 "$BABEL_PORT" vgbob call vgann 50 160 \
+    >"$WORK/call.out" 2>"$WORK/call.err" || status=1
+wait "$ANSWER" || status=1
+cat "$WORK/call.out" "$WORK/answer.out"; cat "$WORK/call.err" "$WORK/answer.err" >&2
+sent=$(sed -n 's/^sent \(.*\)$/\1/p' "$WORK/call.out")
+got=$(sed -n 's/^received \(.*\), pattern OK$/\1/p' "$WORK/answer.out")
+[ -n "$sent" ] && [ "$sent" = "$got" ] || { echo "babel payloads differ" >&2; status=1; }
+
+echo "== rooms_chat.c (two clients in one room)"
+( sleep 10; echo "hello from vgcara"; sleep 8; echo "/quit" ) |
+    timeout 120 $VG "$WORK/rooms_chat" 127.0.0.1 "$ROOMS_PORT" vgcara create vgroom \
+    >"$WORK/cara.out" 2>"$WORK/cara.err" &
+CARA=$!
+sleep 3
+( sleep 5; echo "hello from vgdan"; sleep 8 ) |
+    timeout 120 $VG "$WORK/rooms_chat" 127.0.0.1 "$ROOMS_PORT" vgdan join vgroom \
+    >"$WORK/dan.out" 2>"$WORK/dan.err" || status=1
+wait "$CARA" || status=1
+cat "$WORK/cara.out" "$WORK/dan.out"; cat "$WORK/cara.err" "$WORK/dan.err" >&2
+grep -q "> hello from vgcara" "$WORK/dan.out" || { echo "vgdan missed a text" >&2; status=1; }
+grep -q "> hello from vgdan" "$WORK/cara.out" || { echo "vgcara missed a text" >&2; status=1; }
 
 if [ "$status" -eq 0 ]; then
     echo "memcheck: no errors, no definite leaks"

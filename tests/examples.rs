@@ -417,3 +417,203 @@ fn c_friend_bot_example() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The payload pattern of babel_call.c: byte `j` of payload `i`.
+fn babel_pattern(i: u64, j: u64) -> u8 {
+    (i.wrapping_mul(131).wrapping_add(j * 7).wrapping_add(1) & 0xff) as u8
+}
+
+#[test]
+fn c_babel_call_example() {
+    if !require("cc") {
+        return;
+    }
+    let exe = build_c_example("babel_call");
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.babel_addr().port().to_string();
+    let (frames, size) = (50u64, 160u64);
+    let sent: Vec<u8> = (0..frames)
+        .flat_map(|i| (0..size).map(move |j| babel_pattern(i, j)))
+        .collect();
+    let digest = format!("{:016x}", fnv1a(&sent));
+
+    let mut answer = Command::new(&exe)
+        .args(["127.0.0.1", &port, "cann", "answer"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = lines_of(&mut answer);
+    expect_line(&lines, "logged in as cann", STEP);
+    expect_line(&lines, "waiting for a call", STEP);
+
+    let call = output_within(
+        Command::new(&exe).args([
+            "127.0.0.1",
+            &port,
+            "cbob",
+            "call",
+            "cann",
+            &frames.to_string(),
+            &size.to_string(),
+        ]),
+        LIMIT,
+    );
+    let said = String::from_utf8_lossy(&call.stdout);
+    assert!(
+        call.status.success(),
+        "caller: {said}\n{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    for line in [
+        "logged in as cbob",
+        "contact added: cann",
+        "ringing cann",
+        "call established with cann",
+        &format!("sent 50 payloads, 8000 bytes, fnv1a64 {digest}"),
+        "hung up",
+    ] {
+        assert!(said.contains(line), "missing {line:?} in:\n{said}");
+    }
+
+    expect_line(&lines, "contact added: cbob", STEP);
+    expect_line(&lines, "incoming call from cbob at 127.0.0.1:", STEP);
+    expect_line(&lines, "call established with cbob", STEP);
+    let got = expect_line(&lines, "received ", STEP);
+    assert_eq!(
+        got,
+        format!("received 50 payloads, 8000 bytes, fnv1a64 {digest}, pattern OK")
+    );
+    expect_line(&lines, "call ended by cbob: ", STEP);
+    let out = wait_within(answer, STEP);
+    assert!(
+        out.status.success(),
+        "answerer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Nobody called "ghost" is online: the caller gives up after its
+    // bounded wait and says so. (Same test: the tests run in parallel and
+    // build_c_example writes one file per example.)
+    let out = output_within(
+        Command::new(&exe).args(["127.0.0.1", &port, "lonely", "call", "ghost"]),
+        LIMIT,
+    );
+    assert!(!out.status.success(), "the call to nobody succeeded");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("waiting for the peer to be online"), "{err}");
+}
+
+/// The next text of a rooms client, skipping other events.
+fn next_text(c: &Client) -> (String, String) {
+    wait_event(c, |ev| match ev {
+        Event::Message { from, text } => Some((from, text)),
+        _ => None,
+    })
+}
+
+/// The id a rooms_chat.c process printed at login ("-- logged in as NAME (#ID)").
+fn printed_id(line: &str) -> u8 {
+    let start = line.rfind("(#").expect("(#id)") + 2;
+    line[start..line.len() - 1].parse().expect("a user id")
+}
+
+#[test]
+fn c_rooms_chat_example() {
+    if !require("cc") {
+        return;
+    }
+    let exe = build_c_example("rooms_chat");
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.rooms_addr().port().to_string();
+    let rob = Client::connect(
+        "127.0.0.1",
+        srv.rooms_addr().port(),
+        Dialect::CW_DIALECT_ROOMS,
+    )
+    .unwrap();
+    rob.login("rob", Some(STEP)).unwrap();
+    let rob_id = rob.room_user_id().unwrap();
+
+    // cara creates a room, rob joins it, and they exchange texts.
+    let mut cara = Command::new(&exe)
+        .args(["127.0.0.1", &port, "cara", "create", "club"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let cara_lines = lines_of(&mut cara);
+    let mut cara_in = cara.stdin.take().unwrap();
+    let cara_id = printed_id(&expect_line(&cara_lines, "-- logged in as cara (#", STEP));
+    expect_line(&cara_lines, "-- created club (room ", STEP);
+    rob.room_join("club").unwrap();
+    rob.send_message("hello cara").unwrap();
+    expect_line(&cara_lines, &format!("<#{rob_id}> hello cara"), STEP);
+    writeln!(cara_in, "hi rob").unwrap();
+    assert_eq!(
+        next_text(&rob),
+        (format!("#{cara_id}"), "hi rob".to_string())
+    );
+
+    // rob moves to a room of its own and invites cara, who accepts.
+    rob.room_create("den", chinwag::client::RoomMode::Centralised, 8)
+        .unwrap();
+    rob.room_invite("cara").unwrap();
+    expect_line(
+        &cara_lines,
+        "-- rob invites you into den (centralised)",
+        STEP,
+    );
+    expect_line(&cara_lines, "-- accepted: now in den", STEP);
+    rob.send_message("welcome to den").unwrap();
+    expect_line(&cara_lines, &format!("<#{rob_id}> welcome to den"), STEP);
+
+    // dora joins from the command line; texts reach both other members.
+    let mut dora = Command::new(&exe)
+        .args(["127.0.0.1", &port, "dora", "join", "den"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let dora_lines = lines_of(&mut dora);
+    let mut dora_in = dora.stdin.take().unwrap();
+    let dora_id = printed_id(&expect_line(&dora_lines, "-- logged in as dora (#", STEP));
+    expect_line(&dora_lines, "-- joined den", STEP);
+    writeln!(dora_in, "dora here").unwrap();
+    expect_line(&cara_lines, &format!("<#{dora_id}> dora here"), STEP);
+    assert_eq!(
+        next_text(&rob),
+        (format!("#{dora_id}"), "dora here".to_string())
+    );
+    writeln!(cara_in, "thanks").unwrap();
+    expect_line(&dora_lines, &format!("<#{cara_id}> thanks"), STEP);
+    assert_eq!(
+        next_text(&rob),
+        (format!("#{cara_id}"), "thanks".to_string())
+    );
+
+    // "/quit" and end of input both leave, with status 0.
+    writeln!(cara_in, "/quit").unwrap();
+    drop(cara_in);
+    expect_line(&cara_lines, "-- bye", STEP);
+    drop(dora_in);
+    expect_line(&dora_lines, "-- bye", STEP);
+    for (name, child) in [("cara", cara), ("dora", dora)] {
+        let out = wait_within(child, STEP);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Both names are free again: close sent DECONNEXION.
+    let again = Client::connect(
+        "127.0.0.1",
+        srv.rooms_addr().port(),
+        Dialect::CW_DIALECT_ROOMS,
+    )
+    .unwrap();
+    again.login("cara", Some(STEP)).unwrap();
+}
