@@ -8,9 +8,9 @@
  * Each line read from stdin is sent as a text to everyone in the current
  * room; "/quit" (or end of input) leaves. A second thread prints the texts
  * that arrive ("<author> text"; the protocol names most authors by their
- * id only, shown as "#<id>") and the invitations. An invitation must be
- * answered within about half a second, so there is no prompt: this client
- * accepts every invitation and moves into that room.
+ * id only, shown as "#<id>") and the invitations. To keep the example
+ * non-interactive there is no prompt: this client accepts every invitation
+ * (the server would wait 60 s for an answer) and moves into that room.
  *
  * Rooms calls are bounded by the library (CW_ROOMS_TRIES sends, every
  * CW_ROOMS_RETRY_MS). Exit status 0 when every text was acknowledged,
@@ -64,7 +64,7 @@ static void *event_loop(void *arg)
         case CW_EVENT_ROOM_INVITATION:
             printf("-- %s invites you into %s (%s)\n", peer, text,
                    mode_name(cw_event_room_mode(ev)));
-            /* Answer at once: the server forgets an invitation after ~0.5 s. */
+            /* Answer at once (the server accepts an answer for 60 s). */
             r = cw_client_room_answer_invitation(client, text, 1);
             if (r == CW_OK)
                 printf("-- accepted: now in %s\n", text);

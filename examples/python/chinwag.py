@@ -701,7 +701,7 @@ class Client:
         _check(lib.cw_client_room_invite(self._handle(), _enc(user)))
 
     def answer_invitation(self, room, accept=True):
-        """Answer a ROOM_INVITATION (within about 0.5 s); accepting returns
+        """Answer a ROOM_INVITATION (within 60 s); accepting returns
         once this client is in the room (code ROOM_FULL if it was not moved)."""
         _check(lib.cw_client_room_answer_invitation(self._handle(), _enc(room),
                                                     1 if accept else 0))
