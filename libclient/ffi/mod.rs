@@ -176,3 +176,38 @@ pub unsafe extern "C" fn cw_string_free(s: *mut c_char) {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last() -> String {
+        unsafe { CStr::from_ptr(cw_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_cw_panic_and_a_message_never_an_unwind() {
+        let r = run(|| panic!("boom at depth"));
+        assert_eq!(r, cw_result::CW_PANIC);
+        assert!(
+            last().contains("panic inside libchinwag: boom at depth"),
+            "{}",
+            last()
+        );
+        // A formatted panic message too, and a fallback value of another type.
+        let p = guard(std::ptr::null::<c_char>(), || {
+            panic!("{} {}", "formatted", 7)
+        });
+        assert!(p.is_null());
+        assert!(last().contains("formatted 7"), "{}", last());
+        // The boundary stays usable after a panic.
+        assert_eq!(run(|| Ok(())), cw_result::CW_OK);
+        assert_eq!(
+            run(|| Err(Error::new(cw_result::CW_TIMEOUT, "slow"))),
+            cw_result::CW_TIMEOUT
+        );
+        assert_eq!(last(), "slow");
+    }
+}
