@@ -22,13 +22,8 @@ use chinwag_proto::accounts::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use super::{
-    closed_error, reader_finished, Client, End, Error, Event, Result, Shared, CONNECT_TIMEOUT,
-};
+use super::{closed_error, Client, Error, Event, Result, Shared, CONNECT_TIMEOUT};
 use crate::ffi::codes::{cw_dialect, cw_result};
-
-/// Bytes read from the server per call.
-const READ_CHUNK: usize = 8192;
 
 /// What a queued request waits for. Friend and history answers name the
 /// pseudo they are about, so they are matched on it too.
@@ -216,29 +211,8 @@ pub(super) fn handshake(sock: &TcpStream) -> Result<Decoder> {
     result.map(|()| decoder)
 }
 
-pub(super) fn read_loop(shared: Arc<Shared>, mut sock: TcpStream, mut decoder: Decoder) {
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let end = 'read: loop {
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    log::trace!("server: {}", frame.code());
-                    if let Err(why) = handle(&shared, frame) {
-                        break 'read End::Protocol(why);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => break 'read End::Protocol(format!("malformed frame from server: {e}")),
-            }
-        }
-        match sock.read(&mut chunk) {
-            Ok(0) => break End::Eof,
-            Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break End::Io(e),
-        }
-    };
-    reader_finished(&shared, end);
+pub(super) fn read_loop(shared: Arc<Shared>, sock: TcpStream, decoder: Decoder) {
+    super::read_frames(shared, sock, decoder, |s, frame| handle(s, frame));
 }
 
 fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {

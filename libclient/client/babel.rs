@@ -15,13 +15,9 @@ use chinwag_proto::babel::{Decoder, Frame, MAX_HOST, MAX_NAME};
 use parking_lot::Mutex;
 
 use super::call::{Call, CallLink};
-use super::{
-    closed_error, reader_finished, Client, End, Error, Event, Result, Shared, CONNECT_TIMEOUT,
-};
+use super::{closed_error, Client, Error, Event, Result, Shared, CONNECT_TIMEOUT};
 use crate::ffi::codes::{cw_dialect, cw_result};
 
-/// Bytes read from the server per call.
-const READ_CHUNK: usize = 8192;
 /// A placed call's listener waits this long for the callee to connect; the
 /// server relays a refusal only within 60 s of the request, too.
 const RING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -147,29 +143,8 @@ pub(super) fn handshake(sock: &TcpStream) -> Result<Decoder> {
     result.map(|()| decoder)
 }
 
-pub(super) fn read_loop(shared: Arc<Shared>, mut sock: TcpStream, mut decoder: Decoder) {
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let end = 'read: loop {
-        loop {
-            match decoder.next_frame() {
-                Ok(Some(frame)) => {
-                    log::trace!("server: opcode {}", frame.opcode());
-                    if let Err(why) = handle(&shared, frame) {
-                        break 'read End::Protocol(why);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => break 'read End::Protocol(format!("malformed frame from server: {e}")),
-            }
-        }
-        match sock.read(&mut chunk) {
-            Ok(0) => break End::Eof,
-            Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => break End::Io(e),
-        }
-    };
-    reader_finished(&shared, end);
+pub(super) fn read_loop(shared: Arc<Shared>, sock: TcpStream, decoder: Decoder) {
+    super::read_frames(shared, sock, decoder, handle);
 }
 
 fn handle(shared: &Arc<Shared>, frame: Frame) -> std::result::Result<(), String> {

@@ -11,41 +11,16 @@ use std::time::Duration;
 
 use chinwag_proto::chatos::{op, Command, Decoder};
 
-use super::{reader_finished, End, Error, Event, Result, Shared, Stream, CONNECT_TIMEOUT};
+use super::{Error, Event, Result, Shared, Stream, CONNECT_TIMEOUT};
 use crate::ffi::codes::cw_result;
 
-/// Bytes read from the server per call.
-const READ_CHUNK: usize = 4096;
 /// How long the second end of a private connection waits for ESTABLISHED.
 /// The peer's library dials as soon as it gets the same ID_PRIVATE, so this
 /// only runs out when the peer is gone; the server keeps ids for 60 s.
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(super) fn read_loop(shared: Arc<Shared>, mut sock: TcpStream) {
-    let mut decoder = Decoder::new();
-    let mut chunk = vec![0u8; READ_CHUNK];
-    let end = 'read: loop {
-        let n = match sock.read(&mut chunk) {
-            Ok(0) => break End::Eof,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => break End::Io(e),
-        };
-        decoder.push(&chunk[..n]);
-        loop {
-            match decoder.next_command() {
-                Ok(Some(cmd)) => {
-                    log::trace!("server: {cmd:?}");
-                    if let Err(why) = handle(&shared, cmd) {
-                        break 'read End::Protocol(why);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => break 'read End::Protocol(format!("malformed frame from server: {e}")),
-            }
-        }
-    };
-    reader_finished(&shared, end);
+pub(super) fn read_loop(shared: Arc<Shared>, sock: TcpStream) {
+    super::read_frames(shared, sock, Decoder::new(), handle);
 }
 
 fn handle(shared: &Arc<Shared>, cmd: Command) -> std::result::Result<(), String> {

@@ -155,6 +155,41 @@ fn closed_error() -> Error {
     Error::new(cw_result::CW_CLOSED, "the client is closed")
 }
 
+/// Bytes read from the server per call.
+const READ_CHUNK: usize = 8192;
+
+/// A TCP dialect's reader thread: decode what the server sends (starting
+/// with whatever the greeting left in `decoder`) and give each message to
+/// `handle`, until the connection ends or `handle` refuses a message.
+fn read_frames<T: chinwag_proto::Decode>(
+    shared: Arc<Shared>,
+    mut sock: TcpStream,
+    mut decoder: chinwag_proto::Decoder<T>,
+    handle: impl Fn(&Arc<Shared>, T) -> std::result::Result<(), String>,
+) {
+    let mut chunk = vec![0u8; READ_CHUNK];
+    let end = 'read: loop {
+        loop {
+            match decoder.next_message() {
+                Ok(Some(msg)) => {
+                    if let Err(why) = handle(&shared, msg) {
+                        break 'read End::Protocol(why);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => break 'read End::Protocol(format!("malformed frame from server: {e}")),
+            }
+        }
+        match io::Read::read(&mut sock, &mut chunk) {
+            Ok(0) => break End::Eof,
+            Ok(n) => decoder.push(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => break End::Io(e),
+        }
+    };
+    reader_finished(&shared, end);
+}
+
 /// Why a reader thread stopped.
 enum End {
     Eof,
