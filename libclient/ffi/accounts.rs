@@ -10,8 +10,9 @@ use chinwag_proto::accounts::{decode_voice, encode_voice, MAX_VOICE};
 
 use super::client::cw_client;
 use super::codes::cw_result;
+use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, null, run, timeout};
-use crate::client::{Error, HistoryEntry};
+use chinwag_proto::accounts::HistoryEntry;
 
 /// Bytes before the audio in a voice packet (the "CWVC" magic).
 pub const CW_VOICE_HEADER: usize = 4;
@@ -47,7 +48,7 @@ impl cw_history {
 
 /// An optional address argument: NULL and "" both mean "the address the
 /// server sees this client at".
-unsafe fn arg_addr<'a>(p: *const c_char) -> Result<&'a str, Error> {
+unsafe fn arg_addr<'a>(p: *const c_char) -> Result<&'a str, Failure> {
     if p.is_null() {
         Ok("")
     } else {
@@ -549,13 +550,13 @@ pub unsafe extern "C" fn cw_voice_packet_encode(
         check_out(written, "written")?;
         check_out(out, "out")?;
         if len > CW_VOICE_MAX_FRAME {
-            return Err(Error::new(
+            return Err(Failure::new(
                 cw_result::CW_TOO_LONG,
                 format!("a voice frame is at most {CW_VOICE_MAX_FRAME} bytes, not {len}"),
             ));
         }
         if cap < CW_VOICE_HEADER + len {
-            return Err(Error::new(
+            return Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 format!("the packet needs {} bytes", CW_VOICE_HEADER + len),
             ));
@@ -600,8 +601,9 @@ pub unsafe extern "C" fn cw_voice_packet_decode(
         } else {
             std::slice::from_raw_parts(packet, len)
         };
-        let body = decode_voice(bytes)
-            .map_err(|e| Error::new(cw_result::CW_PROTOCOL, format!("not a voice packet: {e}")))?;
+        let body = decode_voice(bytes).map_err(|e| {
+            Failure::new(cw_result::CW_PROTOCOL, format!("not a voice packet: {e}"))
+        })?;
         *frame_offset = len - body.len();
         *frame_len = body.len();
         Ok(())

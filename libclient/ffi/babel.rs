@@ -12,8 +12,10 @@ use super::accounts::{cw_strings, strings};
 use super::client::cw_client;
 use super::codes::cw_result;
 use super::event::cw_event;
+use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, run, timeout};
-use crate::client::{Call, Error, Event};
+use crate::call::Call;
+use crate::core::Event;
 
 /// The largest VoiceData payload babel carries (64 KiB); a buffer this
 /// large always holds the next payload of cw_call_recv_voice.
@@ -91,13 +93,13 @@ pub unsafe extern "C" fn cw_event_take_call(
         match e.inner_mut() {
             Event::CallEstablished { call, .. } => {
                 let call = call.take().ok_or_else(|| {
-                    Error::new(cw_result::CW_INVALID_ARGUMENT, "the call was already taken")
+                    Failure::new(cw_result::CW_INVALID_ARGUMENT, "the call was already taken")
                 })?;
                 let peer = c_string(call.peer());
                 *out = Box::into_raw(Box::new(cw_call { inner: call, peer }));
                 Ok(())
             }
-            _ => Err(Error::new(
+            _ => Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 "this event carries no call",
             )),
@@ -144,7 +146,7 @@ pub unsafe extern "C" fn cw_call_send_voice(
         } else {
             std::slice::from_raw_parts(data, len)
         };
-        c.inner.send(payload)
+        Ok(c.inner.send(payload)?)
     })
 }
 

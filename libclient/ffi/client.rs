@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use super::codes::{cw_dialect, cw_result};
 use super::event::cw_event;
 use super::{arg_ref, arg_str, check_out, run, timeout};
-use crate::client::{Client, Error};
+use super::{Client, Failure};
 
 /// A connection to a chinwag server (opaque).
 pub struct cw_client {
@@ -39,7 +39,7 @@ pub unsafe extern "C" fn cw_client_connect(
         check_out(out, "out")?;
         let host = arg_str(host, "host")?;
         let dialect = cw_dialect::from_i32(dialect).ok_or_else(|| {
-            Error::new(
+            Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 format!("unknown dialect {dialect}"),
             )
@@ -97,7 +97,7 @@ pub unsafe extern "C" fn cw_client_login_name(
         let name = c
             .inner
             .login_name()
-            .ok_or_else(|| Error::new(cw_result::CW_NOT_LOGGED_IN, "not logged in"))?;
+            .ok_or_else(|| Failure::new(cw_result::CW_NOT_LOGGED_IN, "not logged in"))?;
         *out = super::c_string(&name).into_raw();
         Ok(())
     })

@@ -7,8 +7,9 @@ use std::ptr;
 
 use super::codes::{cw_event_type, cw_result};
 use super::stream::cw_stream;
+use super::Failure;
 use super::{arg_ref, c_string, check_out, guard, run};
-use crate::client::{Error, Event};
+use crate::core::Event;
 
 /// One event taken from a client (opaque).
 pub struct cw_event {
@@ -48,7 +49,7 @@ impl cw_event {
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_kind(ev: *const cw_event) -> cw_event_type {
     guard(cw_event_type::CW_EVENT_NONE, || match ev.as_ref() {
-        Some(e) => e.inner.kind(),
+        Some(e) => e.inner.kind().into(),
         None => cw_event_type::CW_EVENT_NONE,
     })
 }
@@ -151,7 +152,7 @@ pub unsafe extern "C" fn cw_event_count(ev: *const cw_event) -> u64 {
 pub unsafe extern "C" fn cw_event_result(ev: *const cw_event) -> cw_result {
     guard(cw_result::CW_PANIC, || match ev.as_ref() {
         None => cw_result::CW_NULL_ARGUMENT,
-        Some(e) => e.inner.code().unwrap_or(cw_result::CW_OK),
+        Some(e) => e.inner.code().map_or(cw_result::CW_OK, cw_result::from),
     })
 }
 
@@ -171,7 +172,7 @@ pub unsafe extern "C" fn cw_event_connect_id(ev: *const cw_event, out: *mut i64)
                 *out = *connect_id;
                 Ok(())
             }
-            _ => Err(Error::new(
+            _ => Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 "this event has no connect id",
             )),
@@ -197,7 +198,7 @@ pub unsafe extern "C" fn cw_event_take_stream(
         match &mut e.inner {
             Event::PrivateEstablished { stream, .. } => {
                 let s = stream.take().ok_or_else(|| {
-                    Error::new(
+                    Failure::new(
                         cw_result::CW_INVALID_ARGUMENT,
                         "the stream was already taken",
                     )
@@ -205,7 +206,7 @@ pub unsafe extern "C" fn cw_event_take_stream(
                 *out = Box::into_raw(Box::new(cw_stream::new(s)));
                 Ok(())
             }
-            _ => Err(Error::new(
+            _ => Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 "this event carries no stream",
             )),

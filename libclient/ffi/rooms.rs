@@ -11,8 +11,8 @@ use super::accounts::{cw_strings, strings};
 use super::client::cw_client;
 use super::codes::{cw_result, cw_room_mode};
 use super::event::cw_event;
+use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, run};
-use crate::client::Error;
 
 /// Seed 003's retransmission period T in milliseconds: a request is sent
 /// again this often until answered.
@@ -21,8 +21,8 @@ pub const CW_ROOMS_RETRY_MS: u32 = 100;
 /// the call returns CW_TIMEOUT (about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
 pub const CW_ROOMS_TRIES: u32 = 5;
 const _RETRY: () =
-    assert!(CW_ROOMS_RETRY_MS as u128 == crate::client::ROOMS_RETRY_EVERY.as_millis());
-const _TRIES: () = assert!(CW_ROOMS_TRIES == crate::client::ROOMS_TRIES);
+    assert!(CW_ROOMS_RETRY_MS as u128 == crate::rooms::ROOMS_RETRY_EVERY.as_millis());
+const _TRIES: () = assert!(CW_ROOMS_TRIES == crate::rooms::ROOMS_TRIES);
 
 /// A list of private rooms (opaque, read-only): name, mode and member count.
 pub struct cw_rooms {
@@ -36,11 +36,11 @@ fn mode_of(m: Mode) -> cw_room_mode {
     }
 }
 
-fn mode_arg(mode: i32) -> Result<Mode, Error> {
+fn mode_arg(mode: i32) -> Result<Mode, Failure> {
     match mode {
         0 => Ok(Mode::Centralised),
         1 => Ok(Mode::Decentralised),
-        m => Err(Error::new(
+        m => Err(Failure::new(
             cw_result::CW_INVALID_ARGUMENT,
             format!("unknown room mode {m}"),
         )),

@@ -5,8 +5,9 @@ use std::ffi::{c_char, CString};
 use std::ptr;
 
 use super::codes::cw_result;
+use super::Failure;
 use super::{arg_ref, c_string, check_out, guard, run, timeout};
-use crate::client::{Error, Stream};
+use crate::chatos::Stream;
 
 /// The byte stream of an established private connection (opaque).
 pub struct cw_stream {
@@ -43,7 +44,7 @@ pub unsafe extern "C" fn cw_stream_read(
         check_out(buf, "buf")?;
         let s = arg_ref(stream, "stream")?;
         if cap == 0 {
-            return Err(Error::new(cw_result::CW_INVALID_ARGUMENT, "cap is 0"));
+            return Err(Failure::new(cw_result::CW_INVALID_ARGUMENT, "cap is 0"));
         }
         let slice = std::slice::from_raw_parts_mut(buf, cap);
         let n = s.inner.read(slice, timeout(timeout_ms))?;
@@ -73,7 +74,7 @@ pub unsafe extern "C" fn cw_stream_write(
         if data.is_null() {
             return Err(super::null("data"));
         }
-        s.inner.write(std::slice::from_raw_parts(data, len))
+        Ok(s.inner.write(std::slice::from_raw_parts(data, len))?)
     })
 }
 
@@ -85,7 +86,7 @@ pub unsafe extern "C" fn cw_stream_write(
 /// Threads: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cw_stream_shutdown_write(stream: *const cw_stream) -> cw_result {
-    run(|| arg_ref(stream, "stream")?.inner.shutdown_write())
+    run(|| Ok(arg_ref(stream, "stream")?.inner.shutdown_write()?))
 }
 
 /// Close both directions; blocked reads and writes wake with CW_CLOSED.
