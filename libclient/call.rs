@@ -272,3 +272,54 @@ fn receive(inner: &Inner, mut input: Box<dyn VoiceIn>, token: u64, owner: Weak<d
         owner.call_ended(&inner.peer, token, &end, local);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Sink;
+    impl VoiceOut for Sink {
+        fn send(&self, _: &[u8]) -> Result<()> {
+            Ok(())
+        }
+        fn shutdown(&self) {}
+    }
+
+    /// One payload, then a bug.
+    struct Faulty(u32);
+    impl VoiceIn for Faulty {
+        fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+            self.0 += 1;
+            if self.0 == 1 {
+                return Ok(Some(vec![7]));
+            }
+            panic!("decoder bug");
+        }
+    }
+
+    #[derive(Default)]
+    struct Owner(Mutex<Vec<(String, u64, ErrorKind, bool)>>);
+    impl CallOwner for Owner {
+        fn call_ended(&self, peer: &str, token: u64, why: &Error, local: bool) {
+            self.0.lock().push((peer.into(), token, why.code, local));
+        }
+    }
+
+    #[test]
+    fn a_panic_in_the_call_thread_ends_the_call_and_tells_the_owner() {
+        let owner = Arc::new(Owner::default());
+        let weak: Weak<dyn CallOwner> = Arc::downgrade(&(owner.clone() as Arc<dyn CallOwner>));
+        let (call, _link) =
+            Call::start("bo".into(), 9, Box::new(Sink), Box::new(Faulty(0)), weak).unwrap();
+        assert_eq!(call.recv(Some(Duration::from_secs(10))).unwrap(), vec![7]);
+        let end = call.recv(Some(Duration::from_secs(10))).unwrap_err();
+        assert_eq!(end.code, ErrorKind::Closed);
+        assert!(end.message.contains("decoder bug"), "{}", end.message);
+        assert_eq!(call.send(b"x").unwrap_err().code, ErrorKind::Closed);
+        drop(call); // joins the thread, which told the owner before ending
+        assert_eq!(
+            *owner.0.lock(),
+            vec![("bo".to_string(), 9, ErrorKind::Panic, false)]
+        );
+    }
+}

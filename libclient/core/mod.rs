@@ -296,3 +296,83 @@ pub(crate) fn check_len_bytes(dialect: &str, what: &str, len: usize, max: usize)
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dialect with nothing of its own, to watch the core alone.
+    struct Bare {
+        core: Core,
+        shut: AtomicBool,
+    }
+
+    impl sealed::Protocol for Bare {
+        fn core(&self) -> &Core {
+            &self.core
+        }
+        fn shut(&self) {
+            self.shut.store(true, Ordering::Release);
+        }
+    }
+
+    fn bare() -> Connection<Bare> {
+        Connection::new(Arc::new(Bare {
+            core: Core::new(8),
+            shut: AtomicBool::new(false),
+        }))
+    }
+
+    #[test]
+    fn a_panic_in_a_library_thread_ends_the_client_with_an_error_event() {
+        let c = bare();
+        spawn(c.proto(), "chinwag-private", |_| panic!("opener bug")).unwrap();
+        match c.next_event(Some(Duration::from_secs(10))).unwrap() {
+            Event::Error { code, text } => {
+                assert_eq!(code, ErrorKind::Panic);
+                assert!(
+                    text.contains("chinwag-private") && text.contains("opener bug"),
+                    "{text}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            c.proto().shut.load(Ordering::Acquire),
+            "the sockets were shut"
+        );
+        assert!(c.is_closed());
+        assert_eq!(c.next_event(None).unwrap_err().code, ErrorKind::Closed);
+        assert_eq!(c.core().login.me().unwrap_err().code, ErrorKind::Closed);
+    }
+
+    #[test]
+    fn a_panic_after_a_local_close_queues_nothing() {
+        let c = bare();
+        c.close();
+        spawn(c.proto(), "chinwag-private", |_| panic!("late bug")).unwrap();
+        drop(c); // joins the thread; nothing may be left to report
+    }
+
+    #[test]
+    fn the_end_is_reported_once() {
+        let c = bare();
+        end(
+            &**c.proto(),
+            Event::Disconnected {
+                code: ErrorKind::Closed,
+                text: "first".into(),
+            },
+        );
+        end(
+            &**c.proto(),
+            Event::Error {
+                code: ErrorKind::Protocol,
+                text: "second".into(),
+            },
+        );
+        let ev = c.next_event(Some(Duration::ZERO)).unwrap();
+        assert_eq!(ev.text(), Some("first"));
+        assert_eq!(c.next_event(None).unwrap_err().code, ErrorKind::Closed);
+    }
+}

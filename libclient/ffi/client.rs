@@ -267,3 +267,114 @@ pub unsafe extern "C" fn cw_client_free(client: *mut cw_client) {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, UdpSocket};
+    use std::ptr;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::ffi::codes::cw_event_type;
+    use crate::ffi::event::{cw_event_free, cw_event_kind, cw_event_result, cw_event_text};
+
+    /// Connect a client of `dialect` to 127.0.0.1:`port` through the C API.
+    fn connect(port: u16, dialect: cw_dialect) -> *mut cw_client {
+        let host = CString::new("127.0.0.1").unwrap();
+        let mut c = ptr::null_mut();
+        let r = unsafe { cw_client_connect(host.as_ptr(), port, dialect as i32, &mut c) };
+        assert_eq!(r, cw_result::CW_OK);
+        c
+    }
+
+    fn inject_panic(c: *mut cw_client) {
+        match unsafe { &(*c).inner } {
+            Client::Chatos(x) => x.inject_panic(),
+            Client::Babel(x) => x.inject_panic(),
+            Client::Accounts(x) => x.inject_panic(),
+            Client::Rooms(x) => x.inject_panic(),
+        }
+    }
+
+    /// The next event must be ERROR with CW_PANIC, and then the client
+    /// says CW_CLOSED to everything.
+    fn expect_panic_then_closed(c: *mut cw_client) {
+        let mut ev = ptr::null_mut();
+        assert_eq!(
+            unsafe { cw_client_next_event(c, 10_000, &mut ev) },
+            cw_result::CW_OK
+        );
+        assert_eq!(unsafe { cw_event_kind(ev) }, cw_event_type::CW_EVENT_ERROR);
+        assert_eq!(unsafe { cw_event_result(ev) }, cw_result::CW_PANIC);
+        let text = unsafe { std::ffi::CStr::from_ptr(cw_event_text(ev)) };
+        let text = text.to_str().unwrap();
+        assert!(
+            text.contains("panicked") && text.contains("injected"),
+            "{text}"
+        );
+        unsafe { cw_event_free(ev) };
+        let mut ev = ptr::null_mut();
+        assert_eq!(
+            unsafe { cw_client_next_event(c, 1000, &mut ev) },
+            cw_result::CW_CLOSED
+        );
+        assert!(ev.is_null());
+        let t = CString::new("after the panic").unwrap();
+        assert_eq!(
+            unsafe { cw_client_send_message(c, t.as_ptr()) },
+            cw_result::CW_CLOSED
+        );
+        unsafe { cw_client_free(c) };
+    }
+
+    #[test]
+    fn a_panic_in_the_tcp_reader_is_an_error_event_then_closed() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (go_tx, go) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            go.recv().unwrap();
+            // LOGIN_ACCEPTED unasked for: harmless, it only wakes the reader.
+            s.write_all(&[1]).unwrap();
+            // Until the client's socket is shut.
+            let _ = s.read(&mut [0u8; 16]);
+        });
+        let c = connect(port, cw_dialect::CW_DIALECT_CHATOS);
+        inject_panic(c);
+        go_tx.send(()).unwrap();
+        expect_panic_then_closed(c);
+        server.join().unwrap();
+
+        // The process lives on, and so does the library: a new client works.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut login = [0u8; 7]; // LOGIN "al": opcode, INT length, 2 bytes
+            s.read_exact(&mut login).unwrap();
+            s.write_all(&[1]).unwrap();
+            let _ = s.read(&mut [0u8; 16]);
+        });
+        let c = connect(port, cw_dialect::CW_DIALECT_CHATOS);
+        let name = CString::new("al").unwrap();
+        assert_eq!(
+            unsafe { cw_client_login(c, name.as_ptr(), 10_000) },
+            cw_result::CW_OK
+        );
+        unsafe { cw_client_free(c) };
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_the_rooms_reader_is_an_error_event_then_closed() {
+        let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = fake.local_addr().unwrap().port();
+        let c = connect(port, cw_dialect::CW_DIALECT_ROOMS);
+        // The rooms reader wakes every tick: the next one panics.
+        inject_panic(c);
+        expect_panic_then_closed(c);
+    }
+}
