@@ -279,7 +279,7 @@ fn private_end(
         RelayJoin::Full => return Err(End::Protocol("relay limit reached".into())),
     };
     let result = relay::pump(stream, &other, pending);
-    hub.relay_half_done(id);
+    hub.relay_half_done(Instant::now(), id);
     match result {
         Ok(n) => log::debug!("{label}: relay {id:#x} direction done, {n} bytes"),
         Err(e) => {

@@ -514,9 +514,11 @@ impl Hub {
         self.private.lock().abandon(id)
     }
 
-    /// One direction of relay `id` has finished pumping.
-    pub fn relay_half_done(&self, id: i64) {
-        let until = Instant::now() + self.cfg.connect_id_ttl;
+    /// One direction of relay `id` has finished pumping at `now`. Once
+    /// both have, the relay's pair is remembered until `now` plus the
+    /// connect-id lifetime, so a late CLOSE_CONNECTION is still confirmed.
+    pub fn relay_half_done(&self, now: Instant, id: i64) {
+        let until = now + self.cfg.connect_id_ttl;
         self.private.lock().half_done(id, until);
     }
 

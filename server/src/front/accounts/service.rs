@@ -13,6 +13,7 @@ use chinwag_proto::accounts::{self as wire, code, Frame, HistoryEntry};
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Mutex, RwLock};
 
+use super::limits::Counters;
 use super::password;
 use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
 use crate::net::Outbound;
@@ -26,7 +27,7 @@ const HASH_QUEUE: usize = 256;
 /// Failed logins allowed per address and per email in one window.
 const FAILURES_ALLOWED: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Failure counters kept at most (oldest windows are dropped first).
+/// Counters kept at most (expired windows are dropped first, then the oldest).
 const MAX_TRACKED: usize = 100_000;
 pub const MIN_PASSWORD: usize = 8;
 
@@ -127,7 +128,7 @@ pub struct Accounts {
     members: RwLock<Members>,
     calls: Mutex<Calls>,
     hashers: Hashers,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<Counters>,
     /// Verified against when the email is unknown, so both failures cost the same.
     dummy_hash: String,
     /// Registrations one IP address may make per window.
@@ -171,7 +172,7 @@ impl Accounts {
             members: RwLock::new(Members::default()),
             calls: Mutex::new(Calls::default()),
             hashers,
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Counters::new(FAILURE_WINDOW, MAX_TRACKED)),
             dummy_hash,
             registrations_per_minute,
         })
@@ -198,6 +199,7 @@ impl Accounts {
     /// 100: validate, hash, insert; 101/102/103/104 after commit.
     pub fn register(
         self: &Arc<Self>,
+        now: Instant,
         ip: IpAddr,
         email: String,
         pseudo: String,
@@ -220,13 +222,20 @@ impl Accounts {
             return;
         }
         let key = [format!("register:{ip}")];
-        if self.limited(&key, self.registrations_per_minute) {
+        let allowed = {
+            let mut counts = self.failures.lock();
+            let ok = !counts.limited(now, &key, self.registrations_per_minute);
+            if ok {
+                counts.record(now, &key);
+            }
+            ok
+        };
+        if !allowed {
             reply(Frame::RegisterRefused {
                 reason: "too many registrations from this address; try again later".into(),
             });
             return;
         }
-        self.record(&key);
         let hashed = self.hashers.run(move || password::hash(&password));
         let hash = match hashed {
             Some(Ok(h)) => h,
@@ -265,38 +274,11 @@ impl Accounts {
         );
     }
 
-    /// Whether any of `keys` has been counted `allowed` times in the
-    /// current window.
-    fn limited(&self, keys: &[String], allowed: u32) -> bool {
-        let now = Instant::now();
-        let f = self.failures.lock();
-        keys.iter().any(|k| {
-            f.get(k).is_some_and(|(n, since)| {
-                *n >= allowed && now.duration_since(*since) < FAILURE_WINDOW
-            })
-        })
-    }
-
-    /// Count one event (a failed login, a registration) against `keys`.
-    fn record(&self, keys: &[String]) {
-        let now = Instant::now();
-        let mut f = self.failures.lock();
-        if f.len() >= MAX_TRACKED {
-            f.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
-        }
-        for k in keys {
-            let e = f.entry(k.clone()).or_insert((0, now));
-            if now.duration_since(e.1) >= FAILURE_WINDOW {
-                *e = (0, now);
-            }
-            e.0 += 1;
-        }
-    }
-
     /// 110: check the password (unknown emails cost the same), join the hub
     /// under the account's pseudo, then flush what waited while offline.
     pub fn login(
         self: &Arc<Self>,
+        now: Instant,
         email: &str,
         password: &str,
         ip: IpAddr,
@@ -311,7 +293,7 @@ impl Accounts {
             out.reply(&Frame::LoginFailed.to_bytes());
             None
         };
-        if self.limited(&keys, FAILURES_ALLOWED) {
+        if self.failures.lock().limited(now, &keys, FAILURES_ALLOWED) {
             return fail("rate limited");
         }
         let email2 = email.to_owned();
@@ -330,7 +312,7 @@ impl Accounts {
         let account = match account {
             Some(a) if ok => a,
             _ => {
-                self.record(&keys);
+                self.failures.lock().record(now, &keys);
                 return fail("bad credentials");
             }
         };
