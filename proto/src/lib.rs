@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod babel;
 pub mod chatos;
+pub mod cursor;
 pub mod rooms;
 
 use std::fmt;
