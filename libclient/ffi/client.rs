@@ -35,7 +35,9 @@ pub unsafe extern "C" fn cw_client_connect(
     dialect: i32,
     out: *mut *mut cw_client,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let host = arg_str(host, "host")?;
         let dialect = cw_dialect::from_i32(dialect).ok_or_else(|| {
@@ -74,7 +76,9 @@ pub unsafe extern "C" fn cw_client_login(
     login: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         let login = arg_str(login, "login")?;
         c.inner.login(login, timeout(timeout_ms))
@@ -91,7 +95,9 @@ pub unsafe extern "C" fn cw_client_login_name(
     client: *const cw_client,
     out: *mut *mut c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let name = c
@@ -122,7 +128,9 @@ pub unsafe extern "C" fn cw_client_send_message(
     client: *const cw_client,
     text: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.send_message(arg_str(text, "text")?)
     })
@@ -143,7 +151,9 @@ pub unsafe extern "C" fn cw_client_send_private(
     to: *const c_char,
     text: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .send_private(arg_str(to, "to")?, arg_str(text, "text")?)
@@ -164,7 +174,9 @@ pub unsafe extern "C" fn cw_client_request_private(
     client: *const cw_client,
     target: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.request_private(arg_str(target, "target")?)
     })
@@ -184,7 +196,9 @@ pub unsafe extern "C" fn cw_client_accept_private(
     client: *const cw_client,
     requester: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.accept_private(arg_str(requester, "requester")?)
     })
@@ -201,7 +215,9 @@ pub unsafe extern "C" fn cw_client_refuse_private(
     client: *const cw_client,
     requester: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.refuse_private(arg_str(requester, "requester")?)
     })
@@ -225,7 +241,9 @@ pub unsafe extern "C" fn cw_client_next_event(
     timeout_ms: i32,
     out: *mut *mut cw_event,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let ev = c.inner.next_event(timeout(timeout_ms))?;
@@ -246,7 +264,9 @@ pub unsafe extern "C" fn cw_client_next_event(
 /// Threads: any thread; the way to stop threads that use the client.
 #[no_mangle]
 pub unsafe extern "C" fn cw_client_close(client: *const cw_client) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         arg_ref(client, "client")?.inner.close();
         Ok(())
     })
@@ -263,7 +283,9 @@ pub unsafe extern "C" fn cw_client_close(client: *const cw_client) -> cw_result 
 pub unsafe extern "C" fn cw_client_free(client: *mut cw_client) {
     super::guard((), || {
         if !client.is_null() {
-            drop(Box::from_raw(client));
+            // SAFETY: `client` came from Box::into_raw in cw_client_connect
+            // and, by the contract above, is freed once and used no more.
+            drop(unsafe { Box::from_raw(client) });
         }
     })
 }

@@ -81,6 +81,8 @@ pub enum cw_result {
     /// Rooms: the call needs a private room and this client is in the public one.
     CW_NOT_IN_ROOM = 703,
     /// A panic was caught at the C boundary; the handle may be unusable.
+    /// As the cw_event_result of a CW_EVENT_ERROR: a library thread
+    /// panicked, and the client is closed.
     CW_PANIC = 900,
     /// An internal error (a thread could not be started, for example).
     CW_INTERNAL = 901,
@@ -181,6 +183,7 @@ pub enum cw_event_type {
     /// The queue was full and dropped its oldest events; `cw_event_count` says how many.
     CW_EVENT_OVERFLOW = 1,
     /// The server broke the protocol; the client is closed. `cw_event_text` says how.
+    /// Also the last event when a library thread panicked (cw_event_result: CW_PANIC).
     CW_EVENT_ERROR = 2,
     /// The server closed the connection, or it failed; the client is closed.
     CW_EVENT_DISCONNECTED = 3,

@@ -10,6 +10,8 @@
 // Each function's Ownership and Threads lines (copied into the header) are
 // its safety contract; a separate `# Safety` heading would only repeat them.
 #![allow(clippy::missing_safety_doc)]
+// Every unsafe operation sits in its own block with the reason it is sound.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod accounts;
 mod babel;
@@ -115,7 +117,7 @@ unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> 
     }
     // SAFETY: `p` is not NULL, and the caller promises a NUL-terminated
     // string that stays valid for the call.
-    CStr::from_ptr(p).to_str().map_err(|_| {
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| {
         Failure::new(
             cw_result::CW_INVALID_UTF8,
             format!("{what} is not valid UTF-8"),
@@ -129,7 +131,7 @@ unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> 
 /// `p` is NULL or a live handle of type `T` from this library.
 unsafe fn arg_ref<'a, T>(p: *const T, what: &str) -> Result<&'a T, Failure> {
     // SAFETY: the caller promises NULL or a live handle of type `T`.
-    p.as_ref().ok_or_else(|| null(what))
+    unsafe { p.as_ref() }.ok_or_else(|| null(what))
 }
 
 /// Write an out-parameter; checked for NULL before any work is done.
@@ -200,7 +202,9 @@ pub extern "C" fn cw_last_error() -> *const c_char {
 /// Threads: any thread, once per string.
 #[no_mangle]
 pub unsafe extern "C" fn cw_string_free(s: *mut c_char) {
-    guard((), || {
+    // SAFETY: the string came from CString::into_raw in this library and, by the contract above,
+    // is released once.
+    guard((), || unsafe {
         if !s.is_null() {
             // SAFETY: `s` came from `CString::into_raw` in this library
             // and is released once, as the contract above requires.
