@@ -20,9 +20,10 @@ use chinwag_proto::accounts::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use crate::core::tcp::{self, Frames, Silence, Tcp};
+use crate::core::tcp::{self, Frames, Tcp};
 use crate::core::{
-    sealed, Connection, Core, Error, ErrorKind, Event, Result, CONNECT_TIMEOUT, DEFAULT_CAPACITY,
+    sealed, wait_until, Connection, Core, Error, ErrorKind, Event, Result, CONNECT_TIMEOUT,
+    DEFAULT_CAPACITY,
 };
 
 const DIALECT: &str = "the accounts dialect";
@@ -169,32 +170,23 @@ impl Accounts {
 /// Send HELLO and wait for its answer on the fresh socket, before the
 /// reader exists. Returns the decoder, holding anything read past 201.
 fn handshake(tcp: &Tcp, core: &Core) -> Result<Decoder> {
-    let fail = |code, what: String| Error::new(code, format!("accounts handshake: {what}"));
     tcp.write(core, &Frame::Hello.to_bytes()).map_err(|e| {
-        fail(
+        Error::new(
             ErrorKind::ConnectFailed,
-            format!("sending HELLO: {}", e.message),
+            format!("accounts handshake: sending HELLO: {}", e.message),
         )
     })?;
     match tcp::first_frame(tcp.socket(), CONNECT_TIMEOUT) {
         Ok((Frame::HelloAck, decoder)) => Ok(decoder),
-        Ok((other, _)) => Err(fail(
+        Ok((other, _)) => Err(Error::new(
             ErrorKind::Protocol,
-            format!("expected 201, the server sent {other:?}"),
+            format!("accounts handshake: expected 201, the server sent {other:?}"),
         )),
-        Err(Silence::Malformed(e)) => Err(fail(
-            ErrorKind::Protocol,
-            format!("malformed frame from server: {e}"),
+        Err(silence) => Err(tcp::greeting_failed(
+            "accounts",
+            "no answer to HELLO",
+            silence,
         )),
-        Err(Silence::TimedOut) => Err(fail(
-            ErrorKind::ConnectFailed,
-            "no answer to HELLO in time".into(),
-        )),
-        Err(Silence::Eof) => Err(fail(
-            ErrorKind::ConnectFailed,
-            "the server closed the connection".into(),
-        )),
-        Err(Silence::Io(e)) => Err(fail(ErrorKind::ConnectFailed, format!("reading: {e}"))),
     }
 }
 
@@ -380,22 +372,17 @@ impl Connection<Accounts> {
                 r.queue.retain(|w| w.ticket != ticket);
                 return Err(Error::closed());
             }
-            match deadline {
-                None => acc.arrived.wait(&mut r),
-                Some(d) => {
-                    if Instant::now() >= d || acc.arrived.wait_until(&mut r, d).timed_out() {
-                        if let Some(f) = r.answers.remove(&ticket) {
-                            return Ok(f);
-                        }
-                        if let Some(w) = r.queue.iter_mut().find(|w| w.ticket == ticket) {
-                            w.abandoned = true;
-                        }
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            "no answer from the server before the time limit",
-                        ));
-                    }
+            if wait_until(&acc.arrived, &mut r, deadline) {
+                if let Some(f) = r.answers.remove(&ticket) {
+                    return Ok(f);
                 }
+                if let Some(w) = r.queue.iter_mut().find(|w| w.ticket == ticket) {
+                    w.abandoned = true;
+                }
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "no answer from the server before the time limit",
+                ));
             }
         }
     }

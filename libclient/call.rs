@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::core::{threads, Error, ErrorKind, Result};
+use crate::core::{threads, wait_until, Error, ErrorKind, Result};
 
 /// Voice payloads received and not yet taken: about 5 s of 20 ms frames.
 /// On overflow the oldest is dropped, because late voice is useless.
@@ -192,18 +192,12 @@ impl Call {
             if let Some(e) = &inbox.ended {
                 return Err(Error::new(ErrorKind::Closed, e.message.clone()));
             }
-            match deadline {
-                None => self.inner.arrived.wait(&mut inbox),
-                Some(d) => {
-                    let expired = Instant::now() >= d
-                        || self.inner.arrived.wait_until(&mut inbox, d).timed_out();
-                    if expired && inbox.packets.is_empty() && inbox.ended.is_none() {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            "no voice before the time limit",
-                        ));
-                    }
-                }
+            let expired = wait_until(&self.inner.arrived, &mut inbox, deadline);
+            if expired && inbox.packets.is_empty() && inbox.ended.is_none() {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "no voice before the time limit",
+                ));
             }
         }
     }

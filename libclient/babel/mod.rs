@@ -15,13 +15,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chinwag_proto::babel::{Frame, MAX_HOST, MAX_NAME};
 use parking_lot::Mutex;
 
 use crate::call::{Call, CallLink, CallOwner};
-use crate::core::tcp::{self, Frames, Silence, Tcp};
+use crate::core::tcp::{self, Frames, Tcp};
 use crate::core::{
     check_field, check_len, end, sealed, spawn, threads, Connection, Core, Error, ErrorKind, Event,
     Result, CONNECT_TIMEOUT, DEFAULT_CAPACITY,
@@ -309,29 +309,16 @@ fn check_contact(what: &str, name: &str) -> Result<()> {
 /// Wait for HelloConnect on the fresh socket, before the reader exists.
 /// Returns the decoder, holding anything read past it.
 fn handshake(tcp: &Tcp) -> Result<chinwag_proto::babel::Decoder> {
-    let fail = |code, what: String| Error::new(code, format!("babel handshake: {what}"));
     match tcp::first_frame(tcp.socket(), CONNECT_TIMEOUT) {
         Ok((Frame::HelloConnect, decoder)) => Ok(decoder),
-        Ok((other, _)) => Err(fail(
+        Ok((other, _)) => Err(Error::new(
             ErrorKind::Protocol,
             format!(
-                "expected HelloConnect, the server sent opcode {}",
+                "babel handshake: expected HelloConnect, the server sent opcode {}",
                 other.opcode()
             ),
         )),
-        Err(Silence::Malformed(e)) => Err(fail(
-            ErrorKind::Protocol,
-            format!("malformed frame from server: {e}"),
-        )),
-        Err(Silence::TimedOut) => Err(fail(
-            ErrorKind::ConnectFailed,
-            "no HelloConnect in time".into(),
-        )),
-        Err(Silence::Eof) => Err(fail(
-            ErrorKind::ConnectFailed,
-            "the server closed the connection".into(),
-        )),
-        Err(Silence::Io(e)) => Err(fail(ErrorKind::ConnectFailed, format!("reading: {e}"))),
+        Err(silence) => Err(tcp::greeting_failed("babel", "no HelloConnect", silence)),
     }
 }
 
@@ -365,14 +352,12 @@ impl Connection<Babel> {
     pub fn login(&self, login: &str, timeout: Option<Duration>) -> Result<()> {
         check_contact("login", login)?;
         let b = self.state();
-        b.core.login.begin(login)?;
-        if let Err(e) = b.send(&Frame::Login {
-            name: login.to_owned(),
-        }) {
-            b.core.login.abort();
-            return Err(e);
-        }
-        if b.core.login.wait(timeout.map(|t| Instant::now() + t))? {
+        let send = || {
+            b.send(&Frame::Login {
+                name: login.to_owned(),
+            })
+        };
+        if b.core.login.request(login, timeout, send)? {
             return Ok(());
         }
         let reason = b

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chinwag_proto::chatos::{op, Command, Decoder, MAX_LOGIN, MAX_TEXT};
 use parking_lot::Mutex;
@@ -239,14 +239,12 @@ impl Connection<Chatos> {
     pub fn login(&self, login: &str, timeout: Option<Duration>) -> Result<()> {
         check_name("login", login)?;
         let c = self.state();
-        c.core.login.begin(login)?;
-        if let Err(e) = c.send(&Command::Login {
-            login: login.to_owned(),
-        }) {
-            c.core.login.abort();
-            return Err(e);
-        }
-        if c.core.login.wait(timeout.map(|t| Instant::now() + t))? {
+        let send = || {
+            c.send(&Command::Login {
+                login: login.to_owned(),
+            })
+        };
+        if c.core.login.request(login, timeout, send)? {
             log::info!("logged in as {login}");
             Ok(())
         } else {

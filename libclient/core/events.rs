@@ -337,21 +337,16 @@ impl EventQueue {
             if st.ended {
                 return Err(Error::closed());
             }
-            match deadline {
-                None => self.ready.wait(&mut st),
-                Some(d) => {
-                    if Instant::now() >= d || self.ready.wait_until(&mut st, d).timed_out() {
-                        if st.closed {
-                            return Err(Error::closed());
-                        }
-                        if st.dropped == 0 && st.events.is_empty() {
-                            return Err(if st.ended {
-                                Error::closed()
-                            } else {
-                                Error::new(ErrorKind::Timeout, "no event before the time limit")
-                            });
-                        }
-                    }
+            if super::wait_until(&self.ready, &mut st, deadline) {
+                if st.closed {
+                    return Err(Error::closed());
+                }
+                if st.dropped == 0 && st.events.is_empty() {
+                    return Err(if st.ended {
+                        Error::closed()
+                    } else {
+                        Error::new(ErrorKind::Timeout, "no event before the time limit")
+                    });
                 }
             }
         }

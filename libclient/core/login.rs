@@ -2,7 +2,7 @@
 //! flight and its answer, and the end of the connection, watched by one
 //! condition variable. Holds no lock across I/O.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -61,8 +61,24 @@ impl Login {
         Ok(())
     }
 
+    /// Log in as `name`: `send` writes the dialect's LOGIN, then wait for
+    /// the answer at most `timeout`. `Ok(false)` is a refusal.
+    pub(crate) fn request(
+        &self,
+        name: &str,
+        timeout: Option<Duration>,
+        send: impl FnOnce() -> Result<()>,
+    ) -> Result<bool> {
+        self.begin(name)?;
+        if let Err(e) = send() {
+            self.abort();
+            return Err(e);
+        }
+        self.wait(timeout.map(|t| Instant::now() + t))
+    }
+
     /// A LOGIN for `name` is about to be sent.
-    pub(crate) fn begin(&self, name: &str) -> Result<()> {
+    fn begin(&self, name: &str) -> Result<()> {
         self.check_free()?;
         let mut s = self.st.lock();
         if s.pending.is_some() {
@@ -77,7 +93,7 @@ impl Login {
     }
 
     /// The LOGIN could not be sent.
-    pub(crate) fn abort(&self) {
+    fn abort(&self) {
         self.st.lock().pending = None;
     }
 
@@ -103,7 +119,7 @@ impl Login {
     }
 
     /// Wait for the answer until `deadline` (`None`: without limit).
-    pub(crate) fn wait(&self, deadline: Option<Instant>) -> Result<bool> {
+    fn wait(&self, deadline: Option<Instant>) -> Result<bool> {
         let mut s = self.st.lock();
         loop {
             if let Some(ok) = s.answer.take() {
@@ -112,18 +128,12 @@ impl Login {
             if s.dead {
                 return Err(Error::closed());
             }
-            match deadline {
-                None => self.answered.wait(&mut s),
-                Some(d) => {
-                    let expired =
-                        Instant::now() >= d || self.answered.wait_until(&mut s, d).timed_out();
-                    if expired && s.answer.is_none() && !s.dead {
-                        return Err(Error::new(
-                            ErrorKind::Timeout,
-                            "no answer to the login before the time limit",
-                        ));
-                    }
-                }
+            let expired = super::wait_until(&self.answered, &mut s, deadline);
+            if expired && s.answer.is_none() && !s.dead {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "no answer to the login before the time limit",
+                ));
             }
         }
     }

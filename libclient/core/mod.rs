@@ -270,6 +270,23 @@ impl<P: Protocol> Drop for Connection<P> {
     }
 }
 
+/// Wait on `cv` until notified or `deadline` (`None`: without limit).
+/// True when the deadline has passed: the caller then looks at its state
+/// once more before giving up.
+pub(crate) fn wait_until<T>(
+    cv: &parking_lot::Condvar,
+    guard: &mut parking_lot::MutexGuard<'_, T>,
+    deadline: Option<std::time::Instant>,
+) -> bool {
+    match deadline {
+        None => {
+            cv.wait(guard);
+            false
+        }
+        Some(d) => std::time::Instant::now() >= d || cv.wait_until(guard, d).timed_out(),
+    }
+}
+
 /// Refuse an empty `value` or one longer than the dialect's `max` bytes.
 pub(crate) fn check_field(dialect: &str, what: &str, value: &str, max: usize) -> Result<()> {
     if value.is_empty() {

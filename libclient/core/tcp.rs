@@ -87,6 +87,24 @@ pub(crate) fn first_frame<T: Decode>(
     result.map(|frame| (frame, decoder))
 }
 
+/// Why a server's greeting (the first frame after connecting) did not
+/// come: `waited` says what was awaited, as in "no HelloConnect".
+pub(crate) fn greeting_failed(dialect: &str, waited: &str, why: Silence) -> Error {
+    let (code, what) = match why {
+        Silence::Malformed(e) => (
+            ErrorKind::Protocol,
+            format!("malformed frame from server: {e}"),
+        ),
+        Silence::TimedOut => (ErrorKind::ConnectFailed, format!("{waited} in time")),
+        Silence::Eof => (
+            ErrorKind::ConnectFailed,
+            "the server closed the connection".into(),
+        ),
+        Silence::Io(e) => (ErrorKind::ConnectFailed, format!("reading: {e}")),
+    };
+    Error::new(code, format!("{dialect} handshake: {what}"))
+}
+
 /// The client's connection to its server.
 pub(crate) struct Tcp {
     sock: TcpStream,
