@@ -1,5 +1,5 @@
-//! The rooms dialect (seed 003) over UDP: `RoomsClient`, one socket, one library thread
-//! that reads it and runs the timers (retransmission, keep-alive), and the
+//! The rooms dialect (seed 003) over UDP: `RoomsClient`, one socket, one
+//! library thread that reads it and runs the timers (retransmission, keep-alive), and the
 //! blocking requests of the API. Every byte goes through
 //! `chinwag_proto::rooms`; this file must never block the reader on the
 //! application, nor trust a datagram's source beyond what it can check.
