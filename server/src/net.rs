@@ -15,6 +15,8 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
+use crate::metrics::{DropReason, Metrics};
+
 /// Stack for connection threads: they keep their buffers on the heap, so a
 /// small stack keeps 10,000 idle connections cheap.
 pub const CONN_STACK: usize = 128 * 1024;
@@ -50,6 +52,8 @@ pub struct Outbound {
     pool: Arc<FlushPool>,
     limit: usize,
     label: String,
+    /// Counts why the server dropped this peer.
+    metrics: Arc<Metrics>,
 }
 
 impl Outbound {
@@ -59,6 +63,7 @@ impl Outbound {
         limit: usize,
         write_timeout: Duration,
         label: String,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let _ = stream.set_write_timeout(Some(write_timeout));
         Arc::new(Outbound {
@@ -73,6 +78,7 @@ impl Outbound {
             pool: pool.clone(),
             limit,
             label,
+            metrics,
         })
     }
 
@@ -307,6 +313,7 @@ impl Outbound {
 
     fn drop_peer(&self, why: &str) {
         if self.mark_closed() {
+            self.metrics.dropped(DropReason::SlowReader);
             log::warn!("{}: {why}", self.label);
             let _ = self.stream.shutdown(Shutdown::Both);
         }
@@ -314,9 +321,20 @@ impl Outbound {
 
     fn fail(&self, e: &io::Error) {
         if self.mark_closed() {
+            self.metrics.dropped(DropReason::WriteFailed);
             log::info!("{}: write failed ({e}); closing", self.label);
             let _ = self.stream.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Close the connection on an operator's request: queued bytes are
+    /// discarded and the socket is shut, which ends its reader (which then
+    /// logs the session out as for any other end).
+    pub fn disconnect(&self) {
+        if self.mark_closed() {
+            log::info!("{}: closed by an operator", self.label);
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 
     /// Stop the writers and refuse further bytes. Queued bytes are
@@ -474,6 +492,21 @@ impl Registry {
         for s in self.inner.lock().values() {
             let _ = s.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Shut every live connection from `ip` (an operator's ban); returns how many.
+    pub fn shutdown_from(&self, ip: std::net::IpAddr) -> usize {
+        let ip = crate::hub::bans::canonical(ip);
+        let mut n = 0;
+        for s in self.inner.lock().values() {
+            if s.peer_addr()
+                .is_ok_and(|a| crate::hub::bans::canonical(a.ip()) == ip)
+            {
+                let _ = s.shutdown(Shutdown::Both);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Wait until every connection thread has let go, at most `limit`.
