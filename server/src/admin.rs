@@ -44,7 +44,9 @@ pub enum Request {
     /// Everyone online, in every dialect.
     Who,
     /// Close `name`'s connection.
-    Kick { name: String },
+    Kick {
+        name: String,
+    },
     /// Ban a name or an address (exactly one), persisted, and close the
     /// matching connections.
     Ban {
@@ -60,11 +62,18 @@ pub enum Request {
     /// Every ban in force.
     Bans,
     /// Delete an accounts-dialect account and everything stored about it.
-    DeleteAccount { name: String },
-    ResetPassword { name: String, password: String },
+    DeleteAccount {
+        name: String,
+    },
+    ResetPassword {
+        name: String,
+        password: String,
+    },
     /// Online copy of the database into a new file (absolute path, on the
     /// server's machine).
-    Backup { path: PathBuf },
+    Backup {
+        path: PathBuf,
+    },
     Health,
 }
 
@@ -182,7 +191,10 @@ impl Admin {
             },
             Request::Backup { path } => match crate::store::backup(&self.db_path, &path) {
                 Ok(bytes) => {
-                    log::info!("admin: backup written to {} ({bytes} bytes)", path.display());
+                    log::info!(
+                        "admin: backup written to {} ({bytes} bytes)",
+                        path.display()
+                    );
                     json!({ "ok": true, "path": path, "bytes": bytes })
                 }
                 Err(e) => fail(e),
@@ -276,12 +288,13 @@ impl AdminSocket {
                         continue;
                     }
                     let (admin, busy2) = (admin.clone(), busy.clone());
-                    let spawned = thread::Builder::new()
-                        .name("cw-admin-conn".into())
-                        .spawn(move || {
-                            serve(stream, &admin);
-                            busy2.fetch_sub(1, Ordering::AcqRel);
-                        });
+                    let spawned =
+                        thread::Builder::new()
+                            .name("cw-admin-conn".into())
+                            .spawn(move || {
+                                serve(stream, &admin);
+                                busy2.fetch_sub(1, Ordering::AcqRel);
+                            });
                     if spawned.is_err() {
                         busy.fetch_sub(1, Ordering::AcqRel);
                     }
@@ -399,12 +412,10 @@ fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
-            Ok(_) => {
-                return Err(io::Error::other(format!(
-                    "admin socket {} is in use by another process (another chinwagd on this database?)",
-                    path.display()
-                )))
-            }
+            Ok(_) => return Err(io::Error::other(format!(
+                "admin socket {} is in use by another process (another chinwagd on this database?)",
+                path.display()
+            ))),
             Err(_) => {
                 log::info!("removing stale admin socket {}", path.display());
                 std::fs::remove_file(path)?;

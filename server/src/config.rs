@@ -147,14 +147,34 @@ impl Config {
         let ranges: [(&str, u64, u64, u64); 10] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
-            ("outbound_limit", self.outbound_limit as u64, MIN_OUTBOUND, 1 << 30),
+            (
+                "outbound_limit",
+                self.outbound_limit as u64,
+                MIN_OUTBOUND,
+                1 << 30,
+            ),
             ("write_timeout_ms", self.write_timeout_ms, 1, DAY_MS),
             ("connect_id_ttl_ms", self.connect_id_ttl_ms, 1, DAY_MS),
             ("max_relays", self.max_relays as u64, 1, 1_000_000),
-            ("max_pending_requests", self.max_pending_requests as u64, 1, 10_000),
-            ("registrations_per_minute", self.registrations_per_minute as u64, 1, 1_000_000),
+            (
+                "max_pending_requests",
+                self.max_pending_requests as u64,
+                1,
+                10_000,
+            ),
+            (
+                "registrations_per_minute",
+                self.registrations_per_minute as u64,
+                1,
+                1_000_000,
+            ),
             ("flush_threads", self.flush_threads as u64, 1, 256),
-            ("rooms_idle_timeout_ms", self.rooms_idle_timeout_ms, 1, DAY_MS),
+            (
+                "rooms_idle_timeout_ms",
+                self.rooms_idle_timeout_ms,
+                1,
+                DAY_MS,
+            ),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {

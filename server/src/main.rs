@@ -96,7 +96,9 @@ fn load(args: &Args) -> Result<Config, String> {
 /// parses and which of its changes are still waiting for that restart.
 fn reread(args: &Args, running: &Config) {
     match load(args) {
-        Err(e) => log::error!("SIGHUP: the configuration would not start: {e}; still running with the old one"),
+        Err(e) => log::error!(
+            "SIGHUP: the configuration would not start: {e}; still running with the old one"
+        ),
         Ok(new) => {
             let changed = running.changed_keys(&new);
             if changed.is_empty() {

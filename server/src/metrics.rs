@@ -81,7 +81,14 @@ const DROP_REASONS: [(DropReason, &str); 10] = [
 ];
 
 /// A login's outcome, as counted.
-const LOGIN_RESULTS: [&str; 6] = ["ok", "taken", "invalid", "reserved", "banned", "bad_password"];
+const LOGIN_RESULTS: [&str; 6] = [
+    "ok",
+    "taken",
+    "invalid",
+    "reserved",
+    "banned",
+    "bad_password",
+];
 
 /// Which `LOGIN_RESULTS` entry an outcome is.
 pub enum LoginOutcome {
@@ -187,9 +194,14 @@ impl Metrics {
             "Connections (rooms: datagrams or clients) dropped by the server, by reason",
             drop_family.clone(),
         );
-        let drops = DROP_REASONS.map(|(_, why)| drop_family.get_or_create_owned(&vec![("reason", why)]));
+        let drops =
+            DROP_REASONS.map(|(_, why)| drop_family.get_or_create_owned(&vec![("reason", why)]));
         let relays = Counter::default();
-        r.register("relays", "Private relays established (chatos)", relays.clone());
+        r.register(
+            "relays",
+            "Private relays established (chatos)",
+            relays.clone(),
+        );
         let calls = per_dialect::<Counter>(
             &mut r,
             "calls",
@@ -197,7 +209,11 @@ impl Metrics {
         );
         let online = per_dialect::<Gauge>(&mut r, "online_users", "Users logged in");
         let relays_active = Gauge::default();
-        r.register("relays_active", "Private relays open now", relays_active.clone());
+        r.register(
+            "relays_active",
+            "Private relays open now",
+            relays_active.clone(),
+        );
         let calls_active = Gauge::default();
         r.register(
             "calls_active",
@@ -289,7 +305,8 @@ impl Metrics {
             self.online[i].set(*n as i64);
         }
         // A rooms "connection" is a registered client.
-        self.connections[dialect_index(Dialect::Rooms)].set(g.online[dialect_index(Dialect::Rooms)] as i64);
+        self.connections[dialect_index(Dialect::Rooms)]
+            .set(g.online[dialect_index(Dialect::Rooms)] as i64);
         self.relays_active.set(g.relays_active as i64);
         self.calls_active.set(g.calls_active as i64);
         self.store_queue.set(g.store_queue as i64);
@@ -342,10 +359,18 @@ pub fn pages(hub: Arc<Hub>, store: Store, accounts: Option<Arc<Accounts>>) -> Pa
             if store.ping(HEALTH_WAIT) {
                 (200, "text/plain; charset=utf-8", "ok\n".into())
             } else {
-                (503, "text/plain; charset=utf-8", "store not responding\n".into())
+                (
+                    503,
+                    "text/plain; charset=utf-8",
+                    "store not responding\n".into(),
+                )
             }
         }
-        _ => (404, "text/plain; charset=utf-8", "not found; try /metrics or /health\n".into()),
+        _ => (
+            404,
+            "text/plain; charset=utf-8",
+            "not found; try /metrics or /health\n".into(),
+        ),
     })
 }
 
@@ -458,7 +483,11 @@ fn serve_http(mut stream: TcpStream, pages: &(dyn Fn(&str) -> Page + Send + Sync
             }
             Ok(httparse::Status::Partial) if head.len() < HTTP_HEAD_MAX => continue,
             _ => {
-                respond(&mut stream, (400, "text/plain", "bad request\n".into()), true);
+                respond(
+                    &mut stream,
+                    (400, "text/plain", "bad request\n".into()),
+                    true,
+                );
                 return;
             }
         }

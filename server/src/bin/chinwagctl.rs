@@ -133,8 +133,7 @@ fn request(cmd: &Cmd) -> Result<Value, String> {
         }
         Cmd::Backup { dest } => {
             // The server resolves nothing relative to our directory.
-            let dest = std::path::absolute(dest)
-                .map_err(|e| format!("{}: {e}", dest.display()))?;
+            let dest = std::path::absolute(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
             json!({ "cmd": "backup", "path": dest })
         }
         Cmd::Health => json!({ "cmd": "health" }),
@@ -191,7 +190,11 @@ fn show(cmd: &Cmd, v: &Value) {
         Cmd::Ban { .. } => {
             let kicked: Vec<String> = v["kicked"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             let state = if v["new"].as_bool() == Some(false) {
                 "already banned"

@@ -59,7 +59,11 @@ impl Peer for RoomsPeer {
         let mut st = ctx.state.lock();
         // The id may have been given to someone else since.
         if st.users.get(&self.id).is_some_and(|u| u.addr == self.addr) {
-            log::info!("rooms {}: client {} closed by an operator", self.addr, self.id);
+            log::info!(
+                "rooms {}: client {} closed by an operator",
+                self.addr,
+                self.id
+            );
             st.remove_user(self.id, &ctx.hub);
         }
     }

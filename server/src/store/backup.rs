@@ -27,10 +27,7 @@ pub fn backup(db: &Path, dest: &Path) -> Result<u64, String> {
         return Err(format!("{} is not an absolute path", dest.display()));
     }
     if dest.exists() {
-        return Err(format!(
-            "{} exists; choose a new file name",
-            dest.display()
-        ));
+        return Err(format!("{} exists; choose a new file name", dest.display()));
     }
     let mut tmp = dest.as_os_str().to_owned();
     tmp.push(format!(".tmp-{}", std::process::id()));
@@ -63,7 +60,8 @@ fn copy_into(db: &Path, tmp: &Path) -> Result<u64, String> {
     )
     .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
     src.busy_timeout(BUSY_WAIT).map_err(|e| e.to_string())?;
-    let mut dst = Connection::open(tmp).map_err(|e| format!("cannot open {}: {e}", tmp.display()))?;
+    let mut dst =
+        Connection::open(tmp).map_err(|e| format!("cannot open {}: {e}", tmp.display()))?;
     {
         let b = Backup::new(&src, &mut dst).map_err(|e| format!("backup: {e}"))?;
         let deadline = Instant::now() + BUSY_WAIT;
@@ -85,6 +83,7 @@ fn copy_into(db: &Path, tmp: &Path) -> Result<u64, String> {
         .map_err(|e| format!("backup: {e}"))?;
     dst.close().map_err(|(_, e)| format!("backup: {e}"))?;
     let f = fs::File::open(tmp).map_err(|e| e.to_string())?;
-    f.sync_all().map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
+    f.sync_all()
+        .map_err(|e| format!("cannot sync {}: {e}", tmp.display()))?;
     Ok(f.metadata().map(|m| m.len()).unwrap_or(0))
 }

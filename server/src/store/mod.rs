@@ -106,7 +106,8 @@ impl Store {
         path: &Path,
         commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
     ) -> rusqlite::Result<(Store, StoreThread)> {
-        files::owner_only(path).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        files::owner_only(path)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn)?;
         files::owner_only_companions(path);

@@ -762,9 +762,7 @@ impl Accounts {
     /// Returns false if there is no such account.
     pub fn reset_password(&self, pseudo: &str, new_password: String) -> Result<bool, String> {
         if new_password.len() < MIN_PASSWORD {
-            return Err(format!(
-                "a password must be at least {MIN_PASSWORD} bytes"
-            ));
+            return Err(format!("a password must be at least {MIN_PASSWORD} bytes"));
         }
         let hash = match self.hashers.run(move || password::hash(&new_password)) {
             Some(Ok(h)) => h,
