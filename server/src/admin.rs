@@ -412,10 +412,12 @@ fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
     }
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
-            Ok(_) => return Err(io::Error::other(format!(
+            Ok(_) => {
+                return Err(io::Error::other(format!(
                 "admin socket {} is in use by another process (another chinwagd on this database?)",
                 path.display()
-            ))),
+            )))
+            }
             Err(_) => {
                 log::info!("removing stale admin socket {}", path.display());
                 std::fs::remove_file(path)?;

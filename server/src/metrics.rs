@@ -134,13 +134,16 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
 }
 
-fn per_dialect<M: Clone + Default + std::fmt::Debug + Send + Sync + 'static>(
-    registry: &mut Registry,
-    name: &str,
-    help: &str,
-) -> [M; 4]
+fn per_dialect<M>(registry: &mut Registry, name: &str, help: &str) -> [M; 4]
 where
-    M: prometheus_client::metrics::TypedMetric + prometheus_client::encoding::EncodeMetric,
+    M: Clone
+        + Default
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+        + prometheus_client::metrics::TypedMetric
+        + prometheus_client::encoding::EncodeMetric,
 {
     let family = Family::<Labels, M>::default();
     registry.register(name, help, family.clone());
