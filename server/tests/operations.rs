@@ -753,8 +753,11 @@ fn metrics_endpoint_counts_traffic_and_answers_health() {
         assert!(body.ends_with("# EOF\n"));
         last = samples(&body);
         let v = |k: &str| last.get(k).copied().unwrap_or(-1.0);
+        // Queue depths are read at scrape time: wait for a quiet moment.
         v(r#"chinwag_drops_total{reason="protocol"}"#) == 1.0
             && v(r#"chinwag_connections{dialect="chatos"}"#) == 3.0
+            && v("chinwag_store_queue_depth") == 0.0
+            && v("chinwag_hash_queue_depth") == 0.0
     });
     let v = |k: &str| *last.get(k).unwrap_or_else(|| panic!("no {k} in {last:?}"));
     assert_eq!(
