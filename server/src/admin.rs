@@ -12,9 +12,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -23,7 +21,7 @@ use serde_json::{json, Value};
 use crate::front::accounts::service::Accounts;
 use crate::hub::bans::{canonical, Ban, MAX_BANS};
 use crate::hub::{valid_name, Hub};
-use crate::net::Registry;
+use crate::net::{Registry, SmallListener};
 use crate::store::Store;
 
 /// Admin connections served at once; more are closed at accept.
@@ -255,8 +253,7 @@ impl Admin {
 /// The listening admin socket and its accept thread.
 pub struct AdminSocket {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    listener: SmallListener,
 }
 
 impl AdminSocket {
@@ -264,47 +261,20 @@ impl AdminSocket {
     /// replaced, a live one is an error) and serve `admin` on it.
     pub fn start(path: &Path, admin: Arc<Admin>) -> io::Result<AdminSocket> {
         let listener = bind_owner_only(path)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let busy = Arc::new(AtomicUsize::new(0));
-        let stop2 = stop.clone();
-        let thread = thread::Builder::new()
-            .name("cw-admin".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(stream) = conn else {
-                        thread::sleep(Duration::from_millis(10));
-                        continue;
-                    };
-                    if !caller_allowed(&stream) {
-                        continue;
-                    }
-                    if busy.fetch_add(1, Ordering::AcqRel) >= AT_ONCE {
-                        busy.fetch_sub(1, Ordering::AcqRel);
-                        let mut s = stream;
-                        let _ = writeln!(s, "{}", fail("too many admin connections"));
-                        continue;
-                    }
-                    let (admin, busy2) = (admin.clone(), busy.clone());
-                    let spawned =
-                        thread::Builder::new()
-                            .name("cw-admin-conn".into())
-                            .spawn(move || {
-                                serve(stream, &admin);
-                                busy2.fetch_sub(1, Ordering::AcqRel);
-                            });
-                    if spawned.is_err() {
-                        busy.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-            })?;
+        let listener = SmallListener::start(
+            "cw-admin",
+            AT_ONCE,
+            move || listener.accept().map(|(s, _)| s),
+            caller_allowed,
+            |mut s: UnixStream| {
+                let _ = writeln!(s, "{}", fail("too many admin connections"));
+            },
+            move |s| serve(s, &admin),
+        )?;
         log::info!("admin socket at {}", path.display());
         Ok(AdminSocket {
             path: path.to_owned(),
-            stop,
-            thread: Some(thread),
+            listener,
         })
     }
 
@@ -313,13 +283,10 @@ impl AdminSocket {
     }
 
     pub fn stop(&mut self) {
-        if self.stop.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _ = UnixStream::connect(&self.path);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let path = self.path.clone();
+        self.listener.stop(|| {
+            let _ = UnixStream::connect(&path);
+        });
         let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -7,9 +7,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -21,6 +19,7 @@ use prometheus_client::registry::Registry;
 
 use crate::front::accounts::service::Accounts;
 use crate::hub::{Dialect, Hub, LoginError};
+use crate::net::SmallListener;
 use crate::store::Store;
 
 /// Every dialect, in the order the per-dialect arrays use.
@@ -395,50 +394,22 @@ type Pages = Arc<dyn Fn(&str) -> Page + Send + Sync>;
 /// the connection.
 pub struct Endpoint {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    listener: SmallListener,
 }
 
 impl Endpoint {
     pub fn start(listener: TcpListener, pages: Pages) -> io::Result<Endpoint> {
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let busy = Arc::new(AtomicUsize::new(0));
-        let stop2 = stop.clone();
-        let thread = thread::Builder::new()
-            .name("cw-metrics".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    if stop2.load(Ordering::Acquire) {
-                        break;
-                    }
-                    let Ok(stream) = conn else {
-                        thread::sleep(Duration::from_millis(10));
-                        continue;
-                    };
-                    if busy.fetch_add(1, Ordering::AcqRel) >= HTTP_AT_ONCE {
-                        busy.fetch_sub(1, Ordering::AcqRel);
-                        continue; // dropped: closes the connection
-                    }
-                    let (busy2, pages) = (busy.clone(), pages.clone());
-                    let spawned = thread::Builder::new()
-                        .name("cw-metrics-req".into())
-                        .stack_size(crate::net::CONN_STACK)
-                        .spawn(move || {
-                            serve_http(stream, &*pages);
-                            busy2.fetch_sub(1, Ordering::AcqRel);
-                        });
-                    if spawned.is_err() {
-                        busy.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-            })?;
+        let listener = SmallListener::start(
+            "cw-metrics",
+            HTTP_AT_ONCE,
+            move || listener.accept().map(|(s, _)| s),
+            |_| true,
+            drop, // closes the connection
+            move |s| serve_http(s, &*pages),
+        )?;
         log::info!("metrics on http://{addr}/metrics");
-        Ok(Endpoint {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(Endpoint { addr, listener })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -446,13 +417,10 @@ impl Endpoint {
     }
 
     pub fn stop(&mut self) {
-        if self.stop.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        let addr = self.addr;
+        self.listener.stop(|| {
+            let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
+        });
     }
 }
 

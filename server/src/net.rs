@@ -591,3 +591,77 @@ impl ReadBuf {
         }
     }
 }
+
+/// The accept loop of a small listener for operators (the admin socket, the
+/// metrics endpoint): at most `at_once` short-lived connection threads;
+/// a connection past that is handed to `full` (to say so) and closed.
+pub struct SmallListener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SmallListener {
+    /// `accept` blocks for the next connection; `admit` may refuse one
+    /// (closed at once); `serve` runs on the connection's own thread.
+    pub fn start<C: Send + 'static>(
+        name: &str,
+        at_once: usize,
+        mut accept: impl FnMut() -> io::Result<C> + Send + 'static,
+        admit: impl Fn(&C) -> bool + Send + 'static,
+        full: impl Fn(C) + Send + 'static,
+        serve: impl Fn(C) + Send + Sync + 'static,
+    ) -> io::Result<SmallListener> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let serve = Arc::new(serve);
+        let conn_name = format!("{name}-conn");
+        let thread = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || loop {
+                let conn = accept();
+                if stop2.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(conn) = conn else {
+                    // EMFILE and friends: back off instead of spinning.
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if !admit(&conn) {
+                    continue;
+                }
+                if busy.fetch_add(1, Ordering::AcqRel) >= at_once {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    full(conn);
+                    continue;
+                }
+                let (busy2, serve) = (busy.clone(), serve.clone());
+                let spawned = thread::Builder::new()
+                    .name(conn_name.clone())
+                    .spawn(move || {
+                        serve(conn);
+                        busy2.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
+            })?;
+        Ok(SmallListener {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop accepting: `wake` must unblock `accept` (a connection of our
+    /// own); connection threads already running finish on their own.
+    pub fn stop(&mut self, wake: impl FnOnce()) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

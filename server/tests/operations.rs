@@ -24,17 +24,7 @@ use chinwag_proto::rooms::{self as wire, Body, Message, Registration};
 use chinwagd::{Config, Server};
 
 mod common;
-use common::{Wire, WAIT};
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "cw-ops-{tag}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use common::{temp_dir, Wire, WAIT};
 
 /// An in-process server whose database and admin socket live in `dir`.
 fn server_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
@@ -825,7 +815,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(args: &[&str]) -> Daemon {
+    fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_chinwagd"))
             .args(args)
             .env("RUST_LOG", "info")
@@ -893,7 +883,7 @@ impl Daemon {
 }
 
 /// Run chinwagd expecting it to refuse to start: (exit code, stderr).
-fn refused_start(args: &[&str]) -> (Option<i32>, String) {
+fn refused_start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_chinwagd"))
         .args(args)
         .stdin(Stdio::null())
@@ -940,7 +930,7 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
     let held = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
     let args = base(&["--babel-port", &port]);
-    let (code, err) = refused_start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = refused_start(&args);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("babel: cannot listen on 127.0.0.1:{port}/tcp"))
@@ -952,7 +942,7 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
     let held_udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let uport = held_udp.local_addr().unwrap().port().to_string();
     let args = base(&["--rooms-port", &uport]);
-    let (code, err) = refused_start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = refused_start(&args);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains(&format!("rooms: cannot listen on 127.0.0.1:{uport}/udp")),
@@ -960,7 +950,7 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
     );
     // The metrics port.
     let args = base(&["--metrics-addr", &format!("127.0.0.1:{port}")]);
-    let (code, err) = refused_start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = refused_start(&args);
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("metrics: cannot listen") && err.contains("metrics_addr"),
@@ -977,7 +967,7 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
         ("--metrics-addr", "localhost", "metrics_addr"),
     ] {
         let args = base(&[flag, value]);
-        let (code, err) = refused_start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let (code, err) = refused_start(&args);
         assert_eq!(code, Some(2), "{flag} {value}: {err}");
         assert!(err.contains(key), "{flag} {value}: {err}");
     }
@@ -988,9 +978,9 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
     assert!(err.contains("max_relays = 0 is out of range"), "{err}");
 
     // A second chinwagd on the same database finds the admin socket in use.
-    let first = Daemon::spawn(&base(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let first = Daemon::spawn(&base(&[]));
     first.wait_log("admin socket at");
-    let (code, err) = refused_start(&base(&[]).iter().map(String::as_str).collect::<Vec<_>>());
+    let (code, err) = refused_start(&base(&[]));
     assert_eq!(code, Some(1), "{err}");
     assert!(
         err.contains("admin socket") && err.contains("in use"),
