@@ -483,7 +483,8 @@ fn who_kick_and_bans_by_name_and_address_in_every_dialect() {
     assert_eq!(users, want);
     let table = ctl_ok(&sock, &["who"]);
     assert!(
-        table.contains("4 online") && table.contains("127.0.0.1"),
+        table.contains("4 online: accounts 1, babel 1, chatos 1, rooms 1")
+            && table.contains("127.0.0.1"),
         "{table}"
     );
 
@@ -629,13 +630,37 @@ fn admin_socket_keeps_other_users_out() {
     assert_eq!(mode(&sock), 0o600);
     let health = ctl_ok(&sock, &["health"]);
     assert!(health.starts_with("store ok"), "{health}");
+    // The wire format by hand: bad requests are answered, the connection
+    // stays usable, and an over-long line is answered and closed.
+    let raw = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    raw.set_read_timeout(Some(WAIT)).unwrap();
+    let mut lines = BufReader::new(raw.try_clone().unwrap()).lines();
+    let mut ask = |line: &str| -> serde_json::Value {
+        (&raw).write_all(line.as_bytes()).unwrap();
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+    };
+    let bad = ask("this is not json\n");
+    assert_eq!(bad["ok"], false);
+    assert!(bad["error"].as_str().unwrap().starts_with("bad request"));
+    assert_eq!(ask("{\"cmd\":\"launch-missiles\"}\n")["ok"], false);
+    assert_eq!(
+        ask("{\"cmd\":\"ban\",\"name\":\"x\",\"ip\":\"1.2.3.4\"}\n")["ok"],
+        false
+    );
+    assert_eq!(ask("{\"cmd\":\"who\"}\n")["ok"], true);
+    let long = format!("{{\"cmd\":\"kick\",\"name\":\"{}\"}}\n", "a".repeat(70_000));
+    assert_eq!(ask(&long)["error"], "request line too long");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("not root: cannot run chinwagctl as another user here");
         return;
     }
+    // A copy every user may execute, whatever the checkout's permissions.
+    let exe = dir.join("chinwagctl");
+    std::fs::copy(env!("CARGO_BIN_EXE_chinwagctl"), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = || {
-        Command::new(env!("CARGO_BIN_EXE_chinwagctl"))
+        Command::new(&exe)
             .arg("--socket")
             .arg(&sock)
             .arg("who")

@@ -171,7 +171,21 @@ fn show(cmd: &Cmd, v: &Value) {
                     u["ip"].as_str().unwrap_or("")
                 );
             }
-            println!("{} online", users.len());
+            let mut per: Vec<(String, usize)> = Vec::new();
+            for u in &users {
+                let d = u["dialect"].as_str().unwrap_or("?").to_owned();
+                match per.iter_mut().find(|(x, _)| *x == d) {
+                    Some((_, n)) => *n += 1,
+                    None => per.push((d, 1)),
+                }
+            }
+            per.sort();
+            let per: Vec<String> = per.iter().map(|(d, n)| format!("{d} {n}")).collect();
+            if per.is_empty() {
+                println!("0 online");
+            } else {
+                println!("{} online: {}", users.len(), per.join(", "));
+            }
         }
         Cmd::Bans => {
             for b in v["bans"].as_array().cloned().unwrap_or_default() {
