@@ -402,7 +402,10 @@ fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
     };
-    let private = parent.join(format!(".chinwagd-admin-{}", std::process::id()));
+    // Unique per process and per bind (tests start several servers at once).
+    static BINDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let private = parent.join(format!(".chinwagd-admin-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&private);
     std::fs::DirBuilder::new().mode(0o700).create(&private)?;
     let tmp = private.join("s");
