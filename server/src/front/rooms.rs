@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crossbeam_channel::{bounded, Receiver};
 use parking_lot::Mutex;
 
 use crate::hub::{Dialect, Entry, Event, Hub, Peer, Session};
+use crate::metrics::DropReason;
 
 /// Retransmission period and tries for what the server sends first (§3.2).
 const RETRY_EVERY: Duration = Duration::from_millis(100);
@@ -40,10 +41,32 @@ const TICK: Duration = Duration::from_millis(20);
 const PUBLIC: u8 = 0;
 
 /// Hub events mean nothing to a rooms client yet; only its name counts.
-struct RoomsPeer;
+/// An operator's kick forgets the client (its next keep-alive is answered
+/// "unknown", as after an idle expiry).
+struct RoomsPeer {
+    ctx: Weak<Ctx>,
+    id: u8,
+    addr: SocketAddr,
+}
 
 impl Peer for RoomsPeer {
     fn deliver(&self, _event: &Event<'_>) {}
+
+    fn disconnect(&self) {
+        let Some(ctx) = self.ctx.upgrade() else {
+            return;
+        };
+        let mut st = ctx.state.lock();
+        // The id may have been given to someone else since.
+        if st.users.get(&self.id).is_some_and(|u| u.addr == self.addr) {
+            log::info!(
+                "rooms {}: client {} closed by an operator",
+                self.addr,
+                self.id
+            );
+            st.remove_user(self.id, &ctx.hub);
+        }
+    }
 }
 
 struct User {
@@ -95,6 +118,8 @@ pub struct RoomsServer {
 }
 
 struct Ctx {
+    /// This context, for the peers it hands the hub.
+    me: Weak<Ctx>,
     hub: Arc<Hub>,
     sock: UdpSocket,
     state: Mutex<State>,
@@ -121,7 +146,8 @@ impl RoomsServer {
                 members: BTreeSet::new(),
             },
         );
-        let ctx = Arc::new(Ctx {
+        let ctx = Arc::new_cyclic(|me| Ctx {
+            me: me.clone(),
             hub,
             sock,
             state: Mutex::new(state),
@@ -141,6 +167,7 @@ impl RoomsServer {
                             match ctx.sock.recv_from(&mut buf) {
                                 Ok((n, from)) => {
                                     if tx.try_send((from, buf[..n].to_vec())).is_err() {
+                                        ctx.hub.metrics().dropped(DropReason::RoomsInboxFull);
                                         log::debug!(
                                             "rooms: inbox full, datagram from {from} dropped"
                                         );
@@ -337,6 +364,11 @@ impl Ctx {
     }
 
     fn datagram(&self, from: SocketAddr, d: &[u8]) {
+        // A banned address gets silence, as a TCP one gets a closed socket.
+        if self.hub.bans().ip_banned(from.ip()) {
+            self.hub.metrics().dropped(DropReason::Banned);
+            return;
+        }
         let msg = match Message::decode(d) {
             Ok(m) => m,
             Err(e) => {
@@ -457,13 +489,18 @@ impl Ctx {
             let entry = Entry {
                 dialect: Dialect::Rooms,
                 ip: from.ip(),
-                peer: Arc::new(RoomsPeer),
+                peer: Arc::new(RoomsPeer {
+                    ctx: self.me.clone(),
+                    id,
+                    addr: from,
+                }),
                 global_chat: false,
                 presence: false,
                 has_password: false,
             };
             match self.hub.login_with(name, entry, |_| {}) {
                 Ok(session) => {
+                    self.hub.metrics().registered(Dialect::Rooms);
                     st.users.insert(
                         id,
                         User {
@@ -623,11 +660,13 @@ impl Ctx {
                 Body::InviteAck
             }
             Body::Text { chat } => {
+                self.hub.metrics().message(Dialect::Rooms);
                 let rid = st.users[&id].room;
                 let room = &st.rooms[&rid];
                 if room.mode == Mode::Centralised {
                     let members: Vec<u8> =
                         room.members.iter().copied().filter(|m| *m != id).collect();
+                    self.hub.metrics().delivered(members.len());
                     for m in members {
                         st.send_reliably(m, Body::Text { chat: chat.clone() }, id, now, out);
                     }
@@ -680,6 +719,7 @@ impl Ctx {
                 .collect();
             for id in silent {
                 log::info!("rooms: client {id} silent too long; dropped");
+                self.hub.metrics().dropped(DropReason::RoomsIdle);
                 st.remove_user(id, &self.hub);
             }
         }

@@ -29,7 +29,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
     let Some(accounts) = shared.accounts.clone() else {
         return;
     };
-    let Some(conn) = Conn::open(stream, &shared, "accounts") else {
+    let Some(conn) = Conn::open(stream, &shared, crate::hub::Dialect::Accounts) else {
         return;
     };
     let login_by = Instant::now() + shared.cfg.login_timeout();

@@ -16,6 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use super::limits::Counters;
 use super::password;
 use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
+use crate::metrics::{DropReason, LoginOutcome};
 use crate::net::Outbound;
 use crate::store::{After, CreateError, Store};
 
@@ -96,11 +97,18 @@ impl Member {
 }
 
 /// What the hub can tell an accounts session. Accounts users take no part in
-/// chatos chat, so there is nothing to translate yet.
-struct AccountsPeer;
+/// chatos chat, so there is nothing to translate yet; an operator can still
+/// close the connection.
+struct AccountsPeer {
+    out: Arc<Outbound>,
+}
 
 impl Peer for AccountsPeer {
     fn deliver(&self, _event: &Event<'_>) {}
+
+    fn disconnect(&self) {
+        self.out.disconnect();
+    }
 }
 
 #[derive(Default)]
@@ -191,6 +199,7 @@ impl Accounts {
         job: impl FnOnce(&crate::store::Db) -> Option<After> + Send + 'static,
     ) {
         if self.store.submit(job).is_err() {
+            self.hub.metrics().dropped(DropReason::StoreBusy);
             log::warn!("store queue full; answering {busy:?}");
             out.enqueue(|b| busy.encode(b));
         }
@@ -212,6 +221,11 @@ impl Accounts {
             return;
         }
         if !valid_pseudo(&pseudo) || self.hub.online(&pseudo).is_some() {
+            reply(Frame::PseudoTaken);
+            return;
+        }
+        // A banned name cannot be registered either (an early, separate gate).
+        if self.hub.bans().name_banned(&pseudo) {
             reply(Frame::PseudoTaken);
             return;
         }
@@ -313,6 +327,9 @@ impl Accounts {
             Some(a) if ok => a,
             _ => {
                 self.failures.lock().record(now, &keys);
+                self.hub
+                    .metrics()
+                    .login(Dialect::Accounts, LoginOutcome::BadPassword);
                 return fail("bad credentials");
             }
         };
@@ -320,7 +337,7 @@ impl Accounts {
             &account.pseudo,
             Dialect::Accounts,
             ip,
-            Arc::new(AccountsPeer),
+            Arc::new(AccountsPeer { out: out.clone() }),
             false,
             true,
         ) {
@@ -547,6 +564,7 @@ impl Accounts {
                     return me.send(&Frame::MessageFailed);
                 }
                 me.send(&Frame::MessageStored);
+                this.hub.metrics().message(Dialect::Accounts);
                 if let Some(t) = live {
                     t.send(&Frame::Message {
                         pseudo: me.pseudo.clone(),
@@ -641,6 +659,7 @@ impl Accounts {
                         }
                         calls.ringing.insert((me.id, callee.id));
                     }
+                    this.hub.metrics().call(Dialect::Accounts);
                     callee.send(&Frame::IncomingCall {
                         pseudo: me.pseudo.clone(),
                         addr,
@@ -694,5 +713,67 @@ impl Accounts {
                 pseudo: me.pseudo.clone(),
             });
         }
+    }
+}
+
+/// What an operator can do to accounts (through the admin socket).
+impl Accounts {
+    /// Delete an account and everything stored about it (friendships,
+    /// requests, notices, messages to and from it), then close its session
+    /// if it is online. Returns false if there was no such account.
+    pub fn delete_account(&self, pseudo: &str) -> Result<bool, String> {
+        let p = pseudo.to_owned();
+        let deleted = self
+            .store
+            .call_committed(move |db| db.delete_account(&p))
+            .map_err(|_| "the store is busy or stopped".to_owned())?;
+        match deleted {
+            (_, false) => Err("the store could not commit the deletion".into()),
+            (false, true) => Ok(false),
+            (true, true) => {
+                // Deleted first, so a kicked user cannot log straight back in.
+                self.registered.write().remove(pseudo);
+                self.hub.kick(pseudo);
+                log::info!("accounts: deleted {pseudo}");
+                Ok(true)
+            }
+        }
+    }
+
+    /// Set a new password for `pseudo`. Its current session stays open.
+    /// Returns false if there is no such account.
+    pub fn reset_password(&self, pseudo: &str, new_password: String) -> Result<bool, String> {
+        if new_password.len() < MIN_PASSWORD {
+            return Err(format!("a password must be at least {MIN_PASSWORD} bytes"));
+        }
+        let hash = match self.hashers.run(move || password::hash(&new_password)) {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => return Err(format!("hashing failed: {e}")),
+            None => return Err("the hashing queue is full; try again".into()),
+        };
+        let p = pseudo.to_owned();
+        match self
+            .store
+            .call_committed(move |db| db.set_password_hash(&p, &hash))
+            .map_err(|_| "the store is busy or stopped".to_owned())?
+        {
+            (_, false) => Err("the store could not commit the new password".into()),
+            (found, true) => {
+                if found {
+                    log::info!("accounts: password of {pseudo} reset by an operator");
+                }
+                Ok(found)
+            }
+        }
+    }
+
+    /// Password hashes waiting for a hashing thread.
+    pub fn hash_queue(&self) -> usize {
+        self.hashers.tx.len()
+    }
+
+    /// Calls answered and not yet hung up.
+    pub fn active_calls(&self) -> usize {
+        self.calls.lock().active.len()
     }
 }
