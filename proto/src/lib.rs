@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod babel;
 pub mod chatos;
 pub mod rooms;
+pub mod voice;
 
 use std::fmt;
 use std::marker::PhantomData;
