@@ -3,6 +3,7 @@
 //! `chinwag_proto` (never its own byte layouts); `ffi` is the C ABI over it
 //! and must never let a panic, a NULL or a bad string through.
 
+pub mod audio;
 pub mod client;
 pub mod ffi;
 
