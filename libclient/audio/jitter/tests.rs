@@ -301,8 +301,10 @@ fn drift(ppm: f64) {
     };
     let first = mean(10_000.0, 70_000.0);
     let last = mean(530_000.0, 590_000.0);
+    // The delay saw-tooths within about one frame as frames are stretched
+    // or dropped; its average must not move further than that.
     assert!(
-        (first - last).abs() < 15.0,
+        (first - last).abs() < 20.0,
         "delay drifted from {first:.1} to {last:.1} ms"
     );
     let max = t
