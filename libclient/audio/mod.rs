@@ -5,6 +5,10 @@
 
 pub mod codec;
 pub mod jitter;
+pub mod pipeline;
+
+pub use codec::{Profile, FRAME_SAMPLES, SAMPLE_RATE};
+pub use pipeline::{CallAudio, CallStats, EncodedFrame};
 
 use std::fmt;
 

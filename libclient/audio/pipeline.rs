@@ -296,7 +296,10 @@ impl CallAudio {
                 self.decode_next(at);
             }
             let n = self.ready.len().min(out.len() - filled);
-            for (o, s) in out[filled..filled + n].iter_mut().zip(self.ready.drain(..n)) {
+            for (o, s) in out[filled..filled + n]
+                .iter_mut()
+                .zip(self.ready.drain(..n))
+            {
                 *o = s;
             }
             filled += n;
