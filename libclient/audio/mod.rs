@@ -4,6 +4,7 @@
 //! moves the packets, this decides what they carry and what is played.
 
 pub mod codec;
+pub mod device;
 pub mod jitter;
 pub mod pipeline;
 
