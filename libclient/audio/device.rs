@@ -30,6 +30,8 @@ pub use imp::{input_devices, output_devices, Microphone, Speaker};
 #[cfg(not(feature = "device"))]
 pub use stub::{input_devices, output_devices, Microphone, Speaker};
 
+// Used by the device build (and its unit test) only.
+#[cfg_attr(not(feature = "device"), allow(dead_code))]
 fn clamp_volume(v: f32) -> f32 {
     if v.is_nan() {
         1.0
@@ -38,6 +40,8 @@ fn clamp_volume(v: f32) -> f32 {
     }
 }
 
+// Used by the device build (and its unit test) only.
+#[cfg_attr(not(feature = "device"), allow(dead_code))]
 /// Mix or spread one device frame to `want` channels.
 fn convert_frame(frame: &[f32], want: usize, out: &mut impl Extend<f32>) {
     match (frame.len(), want) {
@@ -53,6 +57,8 @@ fn convert_frame(frame: &[f32], want: usize, out: &mut impl Extend<f32>) {
     }
 }
 
+// Used by the device build (and its unit test) only.
+#[cfg_attr(not(feature = "device"), allow(dead_code))]
 fn to_i16(s: f32) -> i16 {
     (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
 }
@@ -441,13 +447,7 @@ mod imp {
         /// arrive. `Ok(false)`: not enough yet, nothing taken. An error once
         /// the device has failed (unplugged).
         pub fn read(&self, out: &mut [i16], timeout: Duration) -> Result<bool, AudioError> {
-            if out.len() % self.channels != 0 {
-                return Err(AudioError::Format(format!(
-                    "{} samples is not a whole number of {}-channel sample frames",
-                    out.len(),
-                    self.channels
-                )));
-            }
+            crate::audio::check_whole_frames(out.len(), self.channels)?;
             let deadline = Instant::now() + timeout;
             let mut st = self.captured.samples.lock();
             loop {

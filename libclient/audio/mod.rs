@@ -42,3 +42,13 @@ impl fmt::Display for AudioError {
 }
 
 impl std::error::Error for AudioError {}
+
+/// PCM must be whole sample frames: `len` interleaved samples of `channels`.
+fn check_whole_frames(len: usize, channels: usize) -> Result<(), AudioError> {
+    if !len.is_multiple_of(channels) {
+        return Err(AudioError::Format(format!(
+            "{len} samples is not a whole number of {channels}-channel sample frames"
+        )));
+    }
+    Ok(())
+}

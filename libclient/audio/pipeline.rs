@@ -205,13 +205,7 @@ impl CallAudio {
     }
 
     fn check_shape(&self, len: usize) -> Result<(), AudioError> {
-        if len % self.channels() != 0 {
-            return Err(AudioError::Format(format!(
-                "{len} samples is not a whole number of {}-channel sample frames",
-                self.channels()
-            )));
-        }
-        Ok(())
+        super::check_whole_frames(len, self.channels())
     }
 
     /// Push captured PCM (48 kHz, interleaved, the profile's channels, any
