@@ -186,8 +186,8 @@ fn speaker_child() {
     );
 
     // Muted, the speaker keeps pulling but plays silence.
-    speaker.set_muted(true);
-    assert!(speaker.muted());
+    speaker.level().set_muted(true);
+    assert!(speaker.level().muted());
     // Past what was already queued towards the device (rodio: 50 ms).
     let from = bytes(&played) + (RATE * 4 / 5) as u64;
     wait_for("playback after muting", Duration::from_secs(20), || {
@@ -198,8 +198,8 @@ fn speaker_child() {
         s[(from / 2) as usize..].iter().all(|&x| x == 0),
         "muted yet audible"
     );
-    speaker.set_volume(5.0);
-    assert_eq!(speaker.volume(), chinwag::audio::device::MAX_VOLUME);
+    speaker.level().set_volume(5.0);
+    assert_eq!(speaker.level().volume(), chinwag::audio::device::MAX_VOLUME);
 }
 
 #[test]
@@ -245,7 +245,7 @@ fn microphone_child() {
         power(&frame, 700.0) > 100.0 * power(&frame, 1400.0).max(power(&frame, 350.0)),
         "not the 700 Hz in the file"
     );
-    mic.set_muted(true);
+    mic.level().set_muted(true);
     // What was buffered before muting may still come; then only silence.
     for _ in 0..20 {
         assert!(mic.read(&mut frame, Duration::from_secs(10)).unwrap());

@@ -5,6 +5,7 @@
 //! never touches a call's network side. Without the `device` cargo feature
 //! every function here fails with [`AudioError::DeviceSupportMissing`].
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 #[cfg(not(feature = "device"))]
 use std::time::Duration;
 
@@ -24,6 +25,56 @@ pub struct DeviceInfo {
 pub const CAPTURE_BUFFER_MS: usize = 200;
 /// The largest volume factor (twice as loud as captured or decoded).
 pub const MAX_VOLUME: f32 = 2.0;
+
+/// A device's volume and mute, shared with the device's thread: change them
+/// from any thread while audio flows.
+#[derive(Debug)]
+pub struct Level {
+    volume: AtomicU32,
+    muted: AtomicBool,
+}
+
+impl Default for Level {
+    fn default() -> Self {
+        Level {
+            volume: AtomicU32::new(1.0f32.to_bits()),
+            muted: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Level {
+    /// 1.0 leaves the audio as it is; 0.0 to [`MAX_VOLUME`] (clamped).
+    pub fn set_volume(&self, volume: f32) {
+        self.volume
+            .store(clamp_volume(volume).to_bits(), Ordering::Relaxed);
+    }
+
+    pub fn volume(&self) -> f32 {
+        f32::from_bits(self.volume.load(Ordering::Relaxed))
+    }
+
+    /// Muted, audio keeps flowing (a microphone captures silence, so the
+    /// call keeps its timing; a speaker keeps pulling, so the jitter buffer
+    /// keeps draining) and nothing is heard.
+    pub fn set_muted(&self, muted: bool) {
+        self.muted.store(muted, Ordering::Relaxed);
+    }
+
+    pub fn muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+
+    /// The factor applied to each sample now.
+    #[cfg_attr(not(feature = "device"), allow(dead_code))]
+    fn gain(&self) -> f32 {
+        if self.muted() {
+            0.0
+        } else {
+            self.volume()
+        }
+    }
+}
 
 #[cfg(feature = "device")]
 pub use imp::{input_devices, output_devices, Microphone, Speaker};
@@ -67,7 +118,6 @@ fn to_i16(s: f32) -> i16 {
 mod imp {
     use std::collections::VecDeque;
     use std::num::NonZero;
-    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
@@ -77,7 +127,7 @@ mod imp {
     use rodio::{DeviceSinkBuilder, MixerDeviceSink, Player, Source};
 
     use super::super::codec::{FRAME_SAMPLES, SAMPLE_RATE};
-    use super::{clamp_volume, convert_frame, to_i16, AudioError, DeviceInfo, CAPTURE_BUFFER_MS};
+    use super::{convert_frame, to_i16, AudioError, DeviceInfo, Level, CAPTURE_BUFFER_MS};
 
     fn info(d: &cpal::Device) -> DeviceInfo {
         let id = d.id().map(|i| i.id().to_string()).unwrap_or_default();
@@ -166,28 +216,6 @@ mod imp {
         }
     }
 
-    /// Volume and mute, shared with the device thread.
-    struct Level {
-        volume: AtomicU32,
-        muted: AtomicBool,
-    }
-
-    impl Level {
-        fn new() -> Self {
-            Level {
-                volume: AtomicU32::new(1.0f32.to_bits()),
-                muted: AtomicBool::new(false),
-            }
-        }
-        fn gain(&self) -> f32 {
-            if self.muted.load(Ordering::Relaxed) {
-                0.0
-            } else {
-                f32::from_bits(self.volume.load(Ordering::Relaxed))
-            }
-        }
-    }
-
     /// A rodio source that asks `pull` for one 20 ms frame at a time.
     struct PullSource<F> {
         pull: F,
@@ -258,7 +286,7 @@ mod imp {
                 .and_then(|b| b.open_sink_or_fallback())
                 .map_err(|e| open_error(name, "speaker", &info.id, e))?;
             sink.log_on_drop(false);
-            let level = Arc::new(Level::new());
+            let level = Arc::new(Level::default());
             let player = Player::connect_new(sink.mixer());
             player.append(PullSource {
                 pull,
@@ -281,25 +309,9 @@ mod imp {
             &self.info
         }
 
-        /// 1.0 plays as decoded; 0.0 to [`super::MAX_VOLUME`].
-        pub fn set_volume(&self, volume: f32) {
-            self.level
-                .volume
-                .store(clamp_volume(volume).to_bits(), Ordering::Relaxed);
-        }
-
-        pub fn volume(&self) -> f32 {
-            f32::from_bits(self.level.volume.load(Ordering::Relaxed))
-        }
-
-        /// Muted, the call goes on being played (its jitter buffer keeps
-        /// draining) but nothing is heard.
-        pub fn set_muted(&self, muted: bool) {
-            self.level.muted.store(muted, Ordering::Relaxed);
-        }
-
-        pub fn muted(&self) -> bool {
-            self.level.muted.load(Ordering::Relaxed)
+        /// Volume and mute, adjustable from any thread while it plays.
+        pub fn level(&self) -> &Level {
+            &self.level
         }
     }
 
@@ -372,7 +384,7 @@ mod imp {
                 samples: Mutex::new(CaptureState::default()),
                 arrived: Condvar::new(),
             });
-            let level = Arc::new(Level::new());
+            let level = Arc::new(Level::default());
             let dev_ch = usize::from(config.channels);
             let cap = CAPTURE_BUFFER_MS * SAMPLE_RATE as usize / 1000 * channels;
             let (c2, l2) = (captured.clone(), level.clone());
@@ -480,25 +492,9 @@ mod imp {
             self.captured.samples.lock().dropped
         }
 
-        /// 1.0 captures as the device gives it; 0.0 to [`super::MAX_VOLUME`].
-        pub fn set_volume(&self, volume: f32) {
-            self.level
-                .volume
-                .store(clamp_volume(volume).to_bits(), Ordering::Relaxed);
-        }
-
-        pub fn volume(&self) -> f32 {
-            f32::from_bits(self.level.volume.load(Ordering::Relaxed))
-        }
-
-        /// Muted, the microphone goes on capturing silence, so the call
-        /// keeps its timing and the peer hears nothing.
-        pub fn set_muted(&self, muted: bool) {
-            self.level.muted.store(muted, Ordering::Relaxed);
-        }
-
-        pub fn muted(&self) -> bool {
-            self.level.muted.load(Ordering::Relaxed)
+        /// Volume and mute, adjustable from any thread while it plays.
+        pub fn level(&self) -> &Level {
+            &self.level
         }
     }
 
@@ -511,7 +507,7 @@ mod imp {
 
 #[cfg(not(feature = "device"))]
 mod stub {
-    use super::{AudioError, DeviceInfo, Duration};
+    use super::{AudioError, DeviceInfo, Duration, Level};
 
     pub fn output_devices() -> Result<Vec<DeviceInfo>, AudioError> {
         Err(AudioError::DeviceSupportMissing)
@@ -535,13 +531,8 @@ mod stub {
         pub fn device(&self) -> &DeviceInfo {
             unreachable!("a Speaker cannot be made without the device feature")
         }
-        pub fn set_volume(&self, _volume: f32) {}
-        pub fn volume(&self) -> f32 {
-            0.0
-        }
-        pub fn set_muted(&self, _muted: bool) {}
-        pub fn muted(&self) -> bool {
-            true
+        pub fn level(&self) -> &Level {
+            unreachable!("cannot be made without the device feature")
         }
     }
 
@@ -561,13 +552,8 @@ mod stub {
         pub fn dropped(&self) -> u64 {
             0
         }
-        pub fn set_volume(&self, _volume: f32) {}
-        pub fn volume(&self) -> f32 {
-            0.0
-        }
-        pub fn set_muted(&self, _muted: bool) {}
-        pub fn muted(&self) -> bool {
-            true
+        pub fn level(&self) -> &Level {
+            unreachable!("cannot be made without the device feature")
         }
     }
 }

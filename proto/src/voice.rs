@@ -200,13 +200,7 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    // Golden bytes are written as byte strings: "CWVC" is the magic.
 
     fn report(echo: bool) -> Report {
         Report {
@@ -249,17 +243,17 @@ mod tests {
             timestamp: 960,
             opus: &[0x78, 0xab, 0xcd],
         };
-        let bytes = hex("43575643 01 0102 000003c0 78abcd");
+        let bytes = b"CWVC\x01\x01\x02\x00\x00\x03\xc0\x78\xab\xcd".to_vec();
         assert_eq!(media.to_bytes(), bytes);
         assert_eq!(VoicePacket::decode(&bytes), Ok(media));
 
-        let with_echo = hex("43575643 02 01 0a 00000102 00004e20 01020304 fffefdfc 0000000f");
+        let with_echo = b"CWVC\x02\x01\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\xff\xfe\xfd\xfc\x00\x00\x00\x0f".to_vec();
         assert_eq!(VoicePacket::Report(report(true)).to_bytes(), with_echo);
         assert_eq!(
             VoicePacket::decode(&with_echo),
             Ok(VoicePacket::Report(report(true)))
         );
-        let without = hex("43575643 02 00 0a 00000102 00004e20 01020304 00000000 00000000");
+        let without = b"CWVC\x02\x00\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
         assert_eq!(VoicePacket::Report(report(false)).to_bytes(), without);
         assert_eq!(
             VoicePacket::decode(&without),
@@ -301,31 +295,31 @@ mod tests {
         r.push(0);
         assert_eq!(VoicePacket::decode(&r), Err(DecodeError::TrailingBytes(1)));
 
-        let mut m = hex("43575643 01 0000 00000000");
+        let mut m = b"CWVC\x01\x00\x00\x00\x00\x00\x00".to_vec();
         m.extend_from_slice(&vec![0; MAX_VOICE + 1]);
         assert!(matches!(
             VoicePacket::decode(&m),
             Err(DecodeError::TooLong { .. })
         ));
         assert_eq!(
-            VoicePacket::decode(&hex("43575643 03 00")),
+            VoicePacket::decode(&b"CWVC\x03\x00".to_vec()),
             Err(DecodeError::UnknownOpcode(3))
         );
         assert_eq!(
-            VoicePacket::decode(&hex("43574143 01 0000 00000000 00")),
+            VoicePacket::decode(&b"CWAC\x01\x00\x00\x00\x00\x00\x00\x00".to_vec()),
             Err(DecodeError::BadMagic(0x4357_4143))
         );
-        let bad_flags = hex("43575643 02 02 0a 00000102 00004e20 01020304 00000000 00000000");
+        let bad_flags = b"CWVC\x02\x02\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
         assert!(matches!(
             VoicePacket::decode(&bad_flags),
             Err(DecodeError::BadBits(_))
         ));
-        let bad_loss = hex("43575643 02 00 65 00000102 00004e20 01020304 00000000 00000000");
+        let bad_loss = b"CWVC\x02\x00\x65\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
         assert!(matches!(
             VoicePacket::decode(&bad_loss),
             Err(DecodeError::BadBits(_))
         ));
-        let stray_echo = hex("43575643 02 00 0a 00000102 00004e20 01020304 00000001 00000000");
+        let stray_echo = b"CWVC\x02\x00\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x01\x00\x00\x00\x00".to_vec();
         assert!(matches!(
             VoicePacket::decode(&stray_echo),
             Err(DecodeError::BadBits(_))
