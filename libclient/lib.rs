@@ -10,6 +10,7 @@
 //!   never a panic, a NULL or a bad string through.
 
 pub mod accounts;
+pub mod audio;
 pub mod babel;
 pub mod call;
 pub mod chatos;

@@ -7,6 +7,7 @@ pub mod babel;
 pub mod chatos;
 pub mod cursor;
 pub mod rooms;
+pub mod voice;
 
 use std::fmt;
 use std::marker::PhantomData;
