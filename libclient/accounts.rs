@@ -360,7 +360,10 @@ impl Connection<Accounts> {
         if features & !feature::ALL != 0 {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
-                format!("unknown accounts feature bits {:#x}", features & !feature::ALL),
+                format!(
+                    "unknown accounts feature bits {:#x}",
+                    features & !feature::ALL
+                ),
             ));
         }
         let mut tcp = Tcp::connect(host, port)?;

@@ -132,7 +132,10 @@ pub fn next_line(timeout: Option<Duration>) -> Result<LogLine> {
             return Ok(line);
         }
         if wait_until(&ARRIVED, &mut q, deadline) && q.lines.is_empty() && q.dropped == 0 {
-            return Err(Error::new(ErrorKind::Timeout, "no log line before the time limit"));
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                "no log line before the time limit",
+            ));
         }
     }
 }

@@ -37,7 +37,10 @@ impl Bell {
     pub(crate) fn fd(&mut self, on: bool) -> Result<RawFd> {
         if self.fds.is_none() {
             self.fds = Some(Fds::open().map_err(|e| {
-                Error::new(ErrorKind::Io, format!("cannot make an event descriptor: {e}"))
+                Error::new(
+                    ErrorKind::Io,
+                    format!("cannot make an event descriptor: {e}"),
+                )
             })?);
             self.ringing = false;
         }
@@ -110,8 +113,7 @@ impl Fds {
         let mut buf = [0u8; 64];
         // SAFETY: reads into a live buffer of the given size; the
         // descriptor is non-blocking, so this stops when it is empty.
-        while unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
-        {
+        while unsafe { libc::read(self.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {
         }
     }
 }

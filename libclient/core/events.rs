@@ -477,7 +477,10 @@ mod tests {
             q.push(msg(i));
         }
         assert!(readable(fd));
-        assert!(matches!(q.pop(None).unwrap(), Event::Overflow { dropped: 1 }));
+        assert!(matches!(
+            q.pop(None).unwrap(),
+            Event::Overflow { dropped: 1 }
+        ));
         q.pop(None).unwrap();
         q.pop(None).unwrap();
         assert!(!readable(fd));

@@ -62,9 +62,9 @@ impl Client {
         Ok(match dialect {
             cw_dialect::CW_DIALECT_CHATOS => Client::Chatos(ChatosClient::connect(host, port)?),
             cw_dialect::CW_DIALECT_BABEL => Client::Babel(BabelClient::connect(host, port)?),
-            cw_dialect::CW_DIALECT_ACCOUNTS => Client::Accounts(
-                AccountsClient::connect_with_features(host, port, features)?,
-            ),
+            cw_dialect::CW_DIALECT_ACCOUNTS => {
+                Client::Accounts(AccountsClient::connect_with_features(host, port, features)?)
+            }
             cw_dialect::CW_DIALECT_ROOMS => Client::Rooms(RoomsClient::connect(host, port)?),
         })
     }

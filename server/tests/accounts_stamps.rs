@@ -77,10 +77,20 @@ fn stamps_come_only_to_connections_that_asked() {
     // Unknown bits are not granted; STAMPS is.
     let mut al = login(addr, "al@example.org", Some(feature::STAMPS | 0x8000_0000));
     let mut bo = login(addr, "bo@example.org", None);
-    al.send_bytes(&Frame::FriendRequest { pseudo: "bo".into() }.to_bytes());
+    al.send_bytes(
+        &Frame::FriendRequest {
+            pseudo: "bo".into(),
+        }
+        .to_bytes(),
+    );
     assert!(matches!(al.recv(), Frame::FriendRequestSent { .. }));
     assert!(matches!(bo.recv(), Frame::FriendRequested { .. }));
-    bo.send_bytes(&Frame::AcceptFriend { pseudo: "al".into() }.to_bytes());
+    bo.send_bytes(
+        &Frame::AcceptFriend {
+            pseudo: "al".into(),
+        }
+        .to_bytes(),
+    );
     assert!(matches!(al.recv(), Frame::FriendAccepted { .. }));
 
     // Live: bo (plain) gets the seed's 151, al (stamps) a stamped one.

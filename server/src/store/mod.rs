@@ -589,10 +589,14 @@ mod tests {
                 vec!["m0", "m1"]
             );
             // The stored time comes back with history and offline delivery.
-            db.insert_message_at(a, b, "dated", false, 1_700_000_000).unwrap();
+            db.insert_message_at(a, b, "dated", false, 1_700_000_000)
+                .unwrap();
             assert_eq!(db.history(a, b, 0, 1)[0].3, 1_700_000_000);
             let und = db.take_undelivered(b);
-            assert_eq!((und[0].text.as_str(), und[0].sent), ("dated", 1_700_000_000));
+            assert_eq!(
+                (und[0].text.as_str(), und[0].sent),
+                ("dated", 1_700_000_000)
+            );
         })
         .unwrap();
         s.stop();

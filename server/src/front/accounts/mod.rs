@@ -22,7 +22,9 @@ enum State {
     Greeting,
     /// HELLO done; REGISTER and LOGIN allowed. `features`: the bits
     /// granted to this connection (`feature::*`), fixed at login.
-    Anonymous { features: u32 },
+    Anonymous {
+        features: u32,
+    },
     Member(Arc<Member>),
 }
 
@@ -139,7 +141,12 @@ fn handle(
         }
         // Features are fixed at login; the answer says which are in force.
         Frame::HelloWith { .. } => {
-            out.reply(&Frame::HelloAckWith { features: me.features() }.to_bytes());
+            out.reply(
+                &Frame::HelloAckWith {
+                    features: me.features(),
+                }
+                .to_bytes(),
+            );
         }
         Frame::Login { .. } => {
             out.reply(&Frame::LoginFailed.to_bytes());
