@@ -46,13 +46,32 @@ fn python_package_tests_pass_under_pytest() {
     let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
     let o = output_within(
         Command::new("python3")
-            .args(["-m", "pytest", "-q", "-p", "no:cacheprovider", "python/tests"])
+            .args([
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "python/tests",
+            ])
             .current_dir(ROOT)
             .env("CHINWAG_LIB", lib_dir().join(shared_lib_name()))
-            .env("CHINWAG_TEST_CHATOS_PORT", srv.chatos_addr().port().to_string())
-            .env("CHINWAG_TEST_BABEL_PORT", srv.babel_addr().port().to_string())
-            .env("CHINWAG_TEST_ACCOUNTS_PORT", srv.accounts_addr().port().to_string())
-            .env("CHINWAG_TEST_ROOMS_PORT", srv.rooms_addr().port().to_string())
+            .env(
+                "CHINWAG_TEST_CHATOS_PORT",
+                srv.chatos_addr().port().to_string(),
+            )
+            .env(
+                "CHINWAG_TEST_BABEL_PORT",
+                srv.babel_addr().port().to_string(),
+            )
+            .env(
+                "CHINWAG_TEST_ACCOUNTS_PORT",
+                srv.accounts_addr().port().to_string(),
+            )
+            .env(
+                "CHINWAG_TEST_ROOMS_PORT",
+                srv.rooms_addr().port().to_string(),
+            )
             .env("PYTHONDONTWRITEBYTECODE", "1"),
         Duration::from_secs(600),
     );
@@ -64,5 +83,8 @@ fn python_package_tests_pass_under_pytest() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(out.contains(" passed"), "pytest ran no test:\n{out}");
-    assert!(!out.contains("skipped"), "a Python test was skipped:\n{out}");
+    assert!(
+        !out.contains("skipped"),
+        "a Python test was skipped:\n{out}"
+    );
 }
