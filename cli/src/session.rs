@@ -451,24 +451,11 @@ impl Session {
 
     fn call(&self, name: &str) -> Lines {
         match self.dialect {
-            Dialect::CW_DIALECT_ACCOUNTS => {
-                let sock = match self.voice_socket() {
-                    Ok(s) => s,
-                    Err(e) => return vec![format!("! no voice socket: {e}")],
-                };
-                let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
-                match self.client.place_call(name, "", port) {
-                    Ok(()) => {
-                        let (audio, _) = CallAudio::start(Voice::Accounts {
-                            socket: sock,
-                            peer: None,
-                        });
-                        self.calls.lock().insert(name.to_string(), audio);
-                        vec![format!("ringing {name}...")]
-                    }
-                    Err(e) => fail(e),
-                }
-            }
+            Dialect::CW_DIALECT_ACCOUNTS => self.accounts_call(name, |port| {
+                self.client
+                    .place_call(name, "", port)
+                    .map(|()| format!("ringing {name}..."))
+            }),
             _ => self.done(
                 self.client.place_call(name, "", 0),
                 format!("ringing {name}..."),
@@ -478,28 +465,40 @@ impl Session {
 
     fn answer_call(&self, name: &str) -> Lines {
         match self.dialect {
-            Dialect::CW_DIALECT_ACCOUNTS => {
-                let sock = match self.voice_socket() {
-                    Ok(s) => s,
-                    Err(e) => return vec![format!("! no voice socket: {e}")],
-                };
-                let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
-                match self.client.answer_call(name, "", port) {
-                    Ok(()) => {
-                        let (audio, note) = CallAudio::start(Voice::Accounts {
-                            socket: sock,
-                            peer: None,
-                        });
-                        self.calls.lock().insert(name.to_string(), audio);
-                        vec![format!("in a call with {name} ({note})")]
-                    }
-                    Err(e) => fail(e),
-                }
-            }
+            Dialect::CW_DIALECT_ACCOUNTS => self.accounts_call(name, |port| {
+                self.client
+                    .answer_call(name, "", port)
+                    .map(|()| format!("in a call with {name} ({NO_SOUND})"))
+            }),
             _ => self.done(
                 self.client.accept_call(name),
                 format!("answering {name}..."),
             ),
+        }
+    }
+
+    /// Accounts: bind the call's voice socket, then `signal` its port to
+    /// the server (ring or answer); the call is kept once that succeeded.
+    fn accounts_call(
+        &self,
+        name: &str,
+        signal: impl FnOnce(u16) -> Result<String, chinwag::ffi::Failure>,
+    ) -> Lines {
+        let sock = match self.voice_socket() {
+            Ok(s) => s,
+            Err(e) => return vec![format!("! no voice socket: {e}")],
+        };
+        let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+        match signal(port) {
+            Ok(said) => {
+                let (audio, _) = CallAudio::start(Voice::Accounts {
+                    socket: sock,
+                    peer: None,
+                });
+                self.calls.lock().insert(name.to_string(), audio);
+                vec![said]
+            }
+            Err(e) => fail(e),
         }
     }
 

@@ -118,17 +118,7 @@ fn stamps_come_only_to_connections_that_asked() {
         .to_bytes(),
     );
     assert_eq!(bo.recv(), Frame::MessageStored);
-    match al.recv() {
-        Frame::StampedMessage {
-            pseudo,
-            text,
-            stamp,
-        } => {
-            assert_eq!((pseudo.as_str(), text.as_str()), ("bo", "to al"));
-            assert!(stamp >= before && stamp <= now(), "{stamp}");
-        }
-        other => panic!("{other:?}"),
-    }
+    expect_stamped(&mut al, "bo", "to al", before);
 
     // Offline: al leaves, bo writes, al comes back asking for stamps.
     drop(al);
@@ -142,17 +132,7 @@ fn stamps_come_only_to_connections_that_asked() {
     );
     assert_eq!(bo.recv(), Frame::MessageStored);
     let mut al = login(addr, "al@example.org", Some(feature::STAMPS));
-    match al.recv() {
-        Frame::StampedMessage {
-            pseudo,
-            text,
-            stamp,
-        } => {
-            assert_eq!((pseudo.as_str(), text.as_str()), ("bo", "while away"));
-            assert!(stamp >= before && stamp <= now(), "{stamp}");
-        }
-        other => panic!("{other:?}"),
-    }
+    expect_stamped(&mut al, "bo", "while away", before);
     // History: stamped for al, plain for bo.
     al.send_bytes(
         &Frame::History {
@@ -203,6 +183,22 @@ fn stamps_come_only_to_connections_that_asked() {
             text: "plain".into()
         }
     );
+}
+
+/// The next frame must be a stamped 151 from `from` saying `text`, stored
+/// between `since` and now.
+fn expect_stamped(me: &mut Acc, from: &str, text: &str, since: u64) {
+    match me.recv() {
+        Frame::StampedMessage {
+            pseudo,
+            text: got,
+            stamp,
+        } => {
+            assert_eq!((pseudo.as_str(), got.as_str()), (from, text));
+            assert!(stamp >= since && stamp <= now(), "{stamp}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Wait (bounded) until the server has seen `who` go: a call to a friend
