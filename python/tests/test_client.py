@@ -88,8 +88,11 @@ def test_asyncio_awaits_events_on_the_descriptor(chatos: int) -> None:
 
 
 def test_ctrl_c_interrupts_a_wait_for_events(chatos: int) -> None:
+    # Python leaves SIGINT alone when it starts ignored (as in a background
+    # job); a terminal's Ctrl-C reaches its default handler, so set that.
     script = (
-        "import sys, chinwag\n"
+        "import signal, chinwag\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "c = chinwag.Client('127.0.0.1', %d)\n"
         "c.login(%r)\n"
         "print('waiting', flush=True)\n"
