@@ -1,7 +1,8 @@
 //! The Python package's tests (python/tests, pytest) against an in-process
 //! chinwagd on 127.0.0.1, as part of `cargo test`: the ports go to pytest
 //! in CHINWAG_TEST_<DIALECT>_PORT and the library just built in
-//! CHINWAG_LIB. pytest is installed by scripts/python-deps.sh when missing.
+//! CHINWAG_LIB. pytest and mypy are installed by scripts/python-deps.sh when
+//! missing.
 
 mod common;
 
@@ -15,7 +16,7 @@ use common::{lib_dir, output_within, require, shared_lib_name, ROOT};
 fn pytest_ready() -> bool {
     let runs = || {
         Command::new("python3")
-            .args(["-c", "import pytest"])
+            .args(["-c", "import pytest, mypy"])
             .status()
             .is_ok_and(|s| s.success())
     };

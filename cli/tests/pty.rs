@@ -67,6 +67,8 @@ fn two_chatos_clients_chat_and_a_half_typed_line_survives() {
     bob.exp_string("half a ").unwrap();
     ann.send_line("interrupting").unwrap();
     bob.exp_string("<ann> interrupting").unwrap();
+    // ... and the half-typed line is drawn again under it, intact.
+    bob.exp_string("> half a ").unwrap();
     says(&mut bob, "line", "<bob> half a line");
     ann.exp_string("<bob> half a line").unwrap();
 

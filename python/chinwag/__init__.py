@@ -364,7 +364,7 @@ def _wait_readable(fd: int, timeout: Seconds) -> bool:
 
 def version() -> str:
     """The library's version, for example "0.1.0"."""
-    return lib.cw_version().decode()
+    return str(lib.cw_version().decode())
 
 
 def voice_packet(frame: bytes) -> bytes:
@@ -707,7 +707,7 @@ class Client:
             return None
         _check(code)
         try:
-            return ctypes.string_at(out.value).decode("utf-8")
+            return ctypes.string_at(out.value or 0).decode("utf-8")
         finally:
             lib.cw_string_free(out)
 
@@ -998,7 +998,7 @@ class Client:
         mode = ctypes.c_int32()
         _check(lib.cw_client_room_current(self._handle(), ctypes.byref(name), ctypes.byref(mode)))
         try:
-            return ctypes.string_at(name.value).decode("utf-8"), RoomMode(mode.value)
+            return ctypes.string_at(name.value or 0).decode("utf-8"), RoomMode(mode.value)
         finally:
             lib.cw_string_free(name)
 

@@ -81,3 +81,10 @@ def test_the_examples_shim_loads_this_package() -> None:
     assert r.returncode == 0, r.stderr
     assert os.path.realpath(r.stdout.strip()) == os.path.realpath(
         os.path.join(ROOT, "python", "chinwag", "__init__.py"))
+
+
+def test_the_type_hints_pass_mypy_strict() -> None:
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                        "--cache-dir", os.devnull, os.path.join(ROOT, "python", "chinwag")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
