@@ -55,6 +55,12 @@
 #define CW_VOICE_MAX_PACKET (CW_VOICE_HEADER + CW_VOICE_MAX_FRAME)
 
 /**
+ * cw_client_connect_with: messages and history carry the time the server
+ * stored them (accounts, a chinwag extension).
+ */
+#define CW_ACCOUNTS_STAMPS 1
+
+/**
  * The largest VoiceData payload babel carries (64 KiB); a buffer this
  * large always holds the next payload of cw_call_recv_voice.
  */
@@ -212,6 +218,37 @@ typedef enum cw_event_type {
    */
   CW_EVENT_ROOM_INVITATION = 600,
 } cw_event_type;
+
+/**
+ * How much the library logs (cw_log_set_level). The numbers are the
+ * usual severity order: a level includes every level below it.
+ */
+typedef enum cw_log_level {
+  /**
+   * Nothing is queued (the default).
+   */
+  CW_LOG_OFF = 0,
+  /**
+   * The client cannot go on (a broken protocol, a panic).
+   */
+  CW_LOG_ERROR = 1,
+  /**
+   * Something went wrong and was handled (a keep-alive unanswered).
+   */
+  CW_LOG_WARN = 2,
+  /**
+   * Connections opened and ended, logins.
+   */
+  CW_LOG_INFO = 3,
+  /**
+   * Answers nobody waited for, retries.
+   */
+  CW_LOG_DEBUG = 4,
+  /**
+   * Every frame.
+   */
+  CW_LOG_TRACE = 5,
+} cw_log_level;
 
 /**
  * Outcome of every fallible function. 0 is success; every other area of
@@ -391,6 +428,11 @@ typedef struct cw_event cw_event;
 typedef struct cw_history cw_history;
 
 /**
+ * One log line of the library (opaque).
+ */
+typedef struct cw_log_line cw_log_line;
+
+/**
  * A list of private rooms (opaque, read-only): name, mode and member count.
  */
 typedef struct cw_rooms cw_rooms;
@@ -496,6 +538,17 @@ enum cw_result cw_client_login_password(const struct cw_client *client,
                                         const char *email,
                                         const char *password,
                                         int32_t timeout_ms);
+
+/**
+ * Accounts: the extensions the server granted at connection
+ * (CW_ACCOUNTS_* bits; see cw_client_connect_with).
+ *
+ * Returns: CW_OK and `*out` set (0: none); CW_UNSUPPORTED on a client of
+ * another dialect; CW_NULL_ARGUMENT.
+ * Ownership: `client` is borrowed.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_features(const struct cw_client *client, uint32_t *out);
 
 /**
  * Accounts: the id of the logged-in account (the sender ids of history
@@ -674,6 +727,17 @@ uint64_t cw_history_id(const struct cw_history *page, size_t index);
  * Threads: any thread; a page is read-only.
  */
 uint64_t cw_history_sender_id(const struct cw_history *page, size_t index);
+
+/**
+ * When the server stored entry `index`, for a client connected with
+ * CW_ACCOUNTS_STAMPS granted.
+ *
+ * Returns: seconds since the Unix epoch (UTC); 0 when the server sent no
+ * time, for NULL or an index out of range.
+ * Ownership: `page` is borrowed.
+ * Threads: any thread; a page is read-only.
+ */
+uint64_t cw_history_time(const struct cw_history *page, size_t index);
 
 /**
  * The text of entry `index`. A NUL byte inside it is shown as U+FFFD.
@@ -927,6 +991,42 @@ enum cw_result cw_client_connect(const char *host,
                                  struct cw_client **out);
 
 /**
+ * Connect as cw_client_connect does, asking for chinwag's extensions.
+ *
+ * `features` is a set of CW_ACCOUNTS_* bits, for accounts clients only
+ * (0: exactly cw_client_connect). CW_ACCOUNTS_STAMPS asks that messages
+ * (CW_EVENT_PRIVATE_MESSAGE) and history entries carry the time the
+ * server stored them (cw_event_time, cw_history_time). The server grants
+ * what it has (cw_client_features); a server older than the extension
+ * hangs up on the request, and the library then connects once more
+ * without it.
+ * Returns: as cw_client_connect; CW_INVALID_ARGUMENT for unknown bits
+ * or bits on a client of another dialect.
+ * Ownership: `*out` is owned by the caller; release it with cw_client_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_connect_with(const char *host,
+                                      uint16_t port,
+                                      int32_t dialect,
+                                      uint32_t features,
+                                      struct cw_client **out);
+
+/**
+ * A file descriptor that is readable while an event waits on this client
+ * (and once the client is over, when cw_client_next_event answers
+ * CW_CLOSED at once), for select/poll/epoll loops and GUI toolkits: when
+ * it is readable, call cw_client_next_event with timeout 0. It is made on
+ * the first call (an eventfd on Linux, a pipe elsewhere).
+ *
+ * Returns: CW_OK and `*out` set; CW_IO when no descriptor can be made;
+ * CW_NULL_ARGUMENT.
+ * Ownership: the client owns the descriptor and closes it in
+ * cw_client_free: never read, write or close it yourself.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_event_fd(const struct cw_client *client, int *out);
+
+/**
  * Chatos, babel and rooms: log in as `login` and wait for the server's
  * answer (accounts clients use cw_client_login_password).
  *
@@ -1130,6 +1230,18 @@ const char *cw_event_address(const struct cw_event *ev);
 uint16_t cw_event_port(const struct cw_event *ev);
 
 /**
+ * When the server stored the message of a PRIVATE_MESSAGE event
+ * (accounts, on a client connected with CW_ACCOUNTS_STAMPS granted;
+ * messages that waited while offline carry the time they were sent).
+ *
+ * Returns: seconds since the Unix epoch (UTC); 0 when the event carries
+ * no time, and for NULL or other kinds.
+ * Ownership: `ev` is borrowed.
+ * Threads: the thread that owns the event.
+ */
+uint64_t cw_event_time(const struct cw_event *ev);
+
+/**
  * How many events an OVERFLOW event stands for.
  *
  * Returns: the number of events dropped; 0 for NULL or other kinds.
@@ -1180,6 +1292,90 @@ enum cw_result cw_event_take_stream(struct cw_event *ev, struct cw_stream **out)
  * Threads: the thread that owns the event.
  */
 void cw_event_free(struct cw_event *ev);
+
+/**
+ * Queue the library's log lines at `level` (a cw_log_level, passed as an
+ * int) and above, for cw_log_next; CW_LOG_OFF stops. The queue holds
+ * 1024 lines; beyond that the oldest are dropped, and the next line read
+ * is a CW_LOG_WARN saying how many were lost. Message bodies and
+ * passwords are never logged.
+ *
+ * Returns: CW_OK; CW_INVALID_ARGUMENT for a level outside cw_log_level;
+ * CW_UNSUPPORTED when the process already has another Rust `log` logger
+ * (a Rust host: the lines go to it).
+ * Ownership: nothing is kept.
+ * Threads: any thread; the level is process-wide.
+ */
+enum cw_result cw_log_set_level(int level);
+
+/**
+ * The level set with cw_log_set_level.
+ *
+ * Returns: a cw_log_level; CW_LOG_OFF until a level was set.
+ * Ownership: nothing to release.
+ * Threads: any thread.
+ */
+enum cw_log_level cw_log_get_level(void);
+
+/**
+ * Take the next log line, waiting at most `timeout_ms` (negative: without
+ * limit; 0: poll).
+ *
+ * Returns: CW_OK and `*out` set; CW_TIMEOUT when no line came;
+ * CW_NULL_ARGUMENT.
+ * Ownership: `*out` is owned by the caller; release it with
+ * cw_log_line_free.
+ * Threads: any thread; each line goes to one caller.
+ */
+enum cw_result cw_log_next(int32_t timeout_ms, struct cw_log_line **out);
+
+/**
+ * A file descriptor that is readable while a log line waits, for
+ * select/poll/epoll: when it is readable, call cw_log_next with timeout 0.
+ *
+ * Returns: CW_OK and `*out` set; CW_IO when no descriptor can be made;
+ * CW_NULL_ARGUMENT.
+ * Ownership: the library owns the descriptor, for the life of the
+ * process: never read, write or close it.
+ * Threads: any thread.
+ */
+enum cw_result cw_log_fd(int *out);
+
+/**
+ * The severity of a log line.
+ *
+ * Returns: its cw_log_level; CW_LOG_OFF for NULL.
+ * Ownership: `line` is borrowed.
+ * Threads: the thread that owns the line.
+ */
+enum cw_log_level cw_log_line_level(const struct cw_log_line *line);
+
+/**
+ * Where a log line comes from: a module path such as "chinwag::core".
+ *
+ * Returns: NUL-terminated UTF-8; NULL for NULL.
+ * Ownership: borrowed; valid until cw_log_line_free(line).
+ * Threads: the thread that owns the line.
+ */
+const char *cw_log_line_target(const struct cw_log_line *line);
+
+/**
+ * The text of a log line.
+ *
+ * Returns: NUL-terminated UTF-8; NULL for NULL.
+ * Ownership: borrowed; valid until cw_log_line_free(line).
+ * Threads: the thread that owns the line.
+ */
+const char *cw_log_line_text(const struct cw_log_line *line);
+
+/**
+ * Release a log line.
+ *
+ * Returns: nothing. NULL is accepted and does nothing.
+ * Ownership: takes `line`; freeing it twice is undefined behaviour.
+ * Threads: the thread that owns the line.
+ */
+void cw_log_line_free(struct cw_log_line *line);
 
 /**
  * Rooms: this client's ID_USER (1 to 254), given by the server at login.

@@ -15,6 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use chinwag_proto::accounts::feature;
 use chinwag_proto::accounts::{
     Decoder, Frame, HistoryEntry, MAX_ADDR, MAX_EMAIL, MAX_MESSAGE, MAX_PASSWORD, MAX_PSEUDO,
 };
@@ -123,6 +124,8 @@ pub struct Accounts {
     /// adds, 181 replaces, answering or 124 removes).
     requests: Mutex<HashSet<String>>,
     calls: Mutex<HashMap<String, Stage>>,
+    /// Feature bits the server granted at HELLO (`feature::*`).
+    features: u32,
 }
 
 impl sealed::Protocol for Accounts {
@@ -167,26 +170,42 @@ impl Accounts {
     }
 }
 
-/// Send HELLO and wait for its answer on the fresh socket, before the
-/// reader exists. Returns the decoder, holding anything read past 201.
-fn handshake(tcp: &Tcp, core: &Core) -> Result<Decoder> {
-    tcp.write(core, &Frame::Hello.to_bytes()).map_err(|e| {
-        Error::new(
+/// Send HELLO (asking for `features`, unless 0: then the seed's plain
+/// HELLO) and wait for its answer on the fresh socket, before the reader
+/// exists. Returns the features granted and the decoder, holding anything
+/// read past 201. `Err(None)`: the server hung up on a HELLO that asked
+/// for features (a server older than them), so a plain one may be tried.
+fn handshake(
+    tcp: &Tcp,
+    core: &Core,
+    features: u32,
+) -> std::result::Result<(u32, Decoder), Option<Error>> {
+    let hello = match features {
+        0 => Frame::Hello,
+        features => Frame::HelloWith { features },
+    };
+    tcp.write(core, &hello.to_bytes()).map_err(|e| {
+        Some(Error::new(
             ErrorKind::ConnectFailed,
             format!("accounts handshake: sending HELLO: {}", e.message),
-        )
+        ))
     })?;
     match tcp::first_frame(tcp.socket(), CONNECT_TIMEOUT) {
-        Ok((Frame::HelloAck, decoder)) => Ok(decoder),
-        Ok((other, _)) => Err(Error::new(
+        Ok((Frame::HelloAck, decoder)) => Ok((0, decoder)),
+        // Never more than asked: a server granting others is broken.
+        Ok((Frame::HelloAckWith { features: got }, decoder)) if got & !features == 0 => {
+            Ok((got, decoder))
+        }
+        Err(tcp::Silence::Eof) if features != 0 => Err(None),
+        Ok((other, _)) => Err(Some(Error::new(
             ErrorKind::Protocol,
             format!("accounts handshake: expected 201, the server sent {other:?}"),
-        )),
-        Err(silence) => Err(tcp::greeting_failed(
+        ))),
+        Err(silence) => Err(Some(tcp::greeting_failed(
             "accounts",
             "no answer to HELLO",
             silence,
-        )),
+        ))),
     }
 }
 
@@ -201,7 +220,7 @@ impl Frames for Accounts {
 fn handle(acc: &Accounts, frame: Frame) -> std::result::Result<(), String> {
     let core = &acc.core;
     match frame {
-        Frame::HelloAck => {}
+        Frame::HelloAck | Frame::HelloAckWith { .. } => {}
         Frame::LoginOk { ref pseudo, id } => {
             // Before the waiter wakes, and before the offline items that
             // follow 111, so both see the client logged in.
@@ -237,6 +256,20 @@ fn handle(acc: &Accounts, frame: Frame) -> std::result::Result<(), String> {
                 from: pseudo,
                 to,
                 text,
+                stamp: None,
+            });
+        }
+        Frame::StampedMessage {
+            pseudo,
+            text,
+            stamp,
+        } => {
+            let to = core.login.name().unwrap_or_default();
+            core.emit(Event::PrivateMessage {
+                from: pseudo,
+                to,
+                text,
+                stamp: Some(stamp),
             });
         }
         Frame::FriendRequested { pseudo } => {
@@ -311,11 +344,41 @@ fn check_pseudo(what: &str, pseudo: &str) -> Result<()> {
 
 impl Connection<Accounts> {
     /// Connect to an accounts server: HELLO is sent and its answer awaited
-    /// (at most 5 s) before this returns.
+    /// (at most 5 s) before this returns. The seed's plain HELLO: no
+    /// feature is asked for (see [`Self::connect_with_features`]).
     pub fn connect(host: &str, port: u16) -> Result<Self> {
-        let tcp = Tcp::connect(host, port)?;
+        Self::connect_with_features(host, port, 0)
+    }
+
+    /// Connect, asking the server for chinwag's extensions `features`
+    /// (bits of [`feature`]; [`feature::STAMPS`]: messages and history
+    /// carry the time they were stored). [`Self::features`] says what was
+    /// granted. A server older than the features hangs up on such a HELLO;
+    /// the library then connects once more with a plain one (nothing
+    /// granted).
+    pub fn connect_with_features(host: &str, port: u16, features: u32) -> Result<Self> {
+        if features & !feature::ALL != 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "unknown accounts feature bits {:#x}",
+                    features & !feature::ALL
+                ),
+            ));
+        }
+        let mut tcp = Tcp::connect(host, port)?;
         let core = Core::new(DEFAULT_CAPACITY);
-        let decoder = handshake(&tcp, &core)?;
+        let (features, decoder) = match handshake(&tcp, &core, features) {
+            Ok(done) => done,
+            Err(Some(e)) => return Err(e),
+            Err(None) => {
+                log::info!("the server hung up on HELLO with features; trying a plain one");
+                tcp = Tcp::connect(host, port)?;
+                handshake(&tcp, &core, 0).map_err(|e| {
+                    e.unwrap_or_else(|| Error::new(ErrorKind::ConnectFailed, "hung up"))
+                })?
+            }
+        };
         let acc = Arc::new(Accounts {
             core,
             tcp,
@@ -324,10 +387,16 @@ impl Connection<Accounts> {
             arrived: Condvar::new(),
             requests: Mutex::new(HashSet::new()),
             calls: Mutex::new(HashMap::new()),
+            features,
         });
         tcp::start_reader(&acc, acc.tcp.socket(), decoder)?;
         log::info!("connected to {} (accounts)", acc.tcp.server());
         Ok(Connection::new(acc))
+    }
+
+    /// The feature bits the server granted at HELLO (`feature::*`).
+    pub fn features(&self) -> u32 {
+        self.proto().features
     }
 
     /// Send `frame` and wait for the answer of kind `want`.

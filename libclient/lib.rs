@@ -6,6 +6,8 @@
 //!   (`ChatosClient`, ...), each owning only its own state and speaking its
 //!   dialect through `chinwag_proto` (never its own byte layouts).
 //! - `call`: an open call over a transport its dialect provides.
+//! - `logs`: the library's log lines, queued for hosts without a Rust
+//!   logger (C, Python).
 //! - `ffi`: the C ABI over them: one dispatch enum, one error mapping, and
 //!   never a panic, a NULL or a bad string through.
 
@@ -16,6 +18,7 @@ pub mod call;
 pub mod chatos;
 pub mod core;
 pub mod ffi;
+pub mod logs;
 pub mod rooms;
 
 pub use accounts::AccountsClient;

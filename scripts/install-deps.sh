@@ -5,6 +5,10 @@
 #   pkg-config       finds the two libraries below for the build scripts
 #   libopus-dev      Opus, linked by the `opus` crate (through audiopus_sys)
 #   libasound2-dev   ALSA headers, for cpal/rodio (the `device` feature)
+#   cmake            builds and installs the C library (scripts/install-c.sh)
+#
+# and then, with pip, pytest and mypy for the Python package's tests when
+# python3 cannot import them (scripts/python-deps.sh).
 #
 # Detection asks pkg-config for each library, so a library installed some
 # other way (from source, in a prefix on PKG_CONFIG_PATH) counts as present.
@@ -29,9 +33,16 @@ else
     pkg-config --exists opus || missing+=(libopus-dev)
     pkg-config --exists alsa || missing+=(libasound2-dev)
 fi
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+
+python_deps() {
+    [ $dry_run -eq 1 ] && return 0
+    "$(dirname "$0")/python-deps.sh"
+}
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-deps: nothing to install (pkg-config, opus and alsa found)"
+    echo "install-deps: nothing to install (pkg-config, opus, alsa and cmake found)"
+    python_deps
     exit 0
 fi
 
@@ -55,7 +66,7 @@ fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: no apt-get here; install these (or your system's" \
-        "equivalents: the Opus and ALSA development files, and pkg-config)" \
+        "equivalents: the Opus and ALSA development files, pkg-config, cmake)" \
         "by hand, then run this again: ${missing[*]}" >&2
     exit 1
 fi
@@ -75,3 +86,4 @@ if ! "${install[@]}"; then
     "${install[@]}"
 fi
 echo "install-deps: installed ${missing[*]}"
+python_deps

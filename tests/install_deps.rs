@@ -33,6 +33,9 @@ fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> P
         );
     }
     write("id", format!("#!/bin/sh\necho {uid}\n"));
+    if name != "nocmake" {
+        write("cmake", "#!/bin/sh\nexit 0\n".into());
+    }
     if sudo_ok {
         write("sudo", "#!/bin/sh\nexit 0\n".into());
     }
@@ -103,4 +106,14 @@ fn a_bad_argument_is_refused() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_missing_cmake_is_installed() {
+    let out = dry_run(&fake_path("nocmake", Some(&["opus", "alsa"]), 0, false));
+    assert!(out.contains("missing: cmake\n"), "{out}");
+    assert!(
+        out.contains("would run: apt-get install -y --no-install-recommends cmake\n"),
+        "{out}"
+    );
 }

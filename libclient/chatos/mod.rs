@@ -95,9 +95,12 @@ impl Frames for Chatos {
                 }
             }
             Command::Message { from, text } => core.emit(Event::Message { from, text }),
-            Command::MessagePrivate { from, to, text } => {
-                core.emit(Event::PrivateMessage { from, to, text })
-            }
+            Command::MessagePrivate { from, to, text } => core.emit(Event::PrivateMessage {
+                from,
+                to,
+                text,
+                stamp: None,
+            }),
             Command::RequestPrivate { requester, .. } => {
                 self.incoming.lock().insert(requester.clone());
                 core.emit(Event::PrivateRequest { from: requester });

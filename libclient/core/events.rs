@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use super::bell::Bell;
 use super::{Error, ErrorKind, Result};
 use crate::call::Call;
 use crate::chatos::Stream;
@@ -41,6 +42,9 @@ pub enum Event {
         from: String,
         to: String,
         text: String,
+        /// Accounts with the STAMPS feature: when the server stored the
+        /// message, in seconds since the Unix epoch (UTC).
+        stamp: Option<u64>,
     },
     PrivateRequest {
         from: String,
@@ -228,6 +232,15 @@ impl Event {
         }
     }
 
+    /// When the server stored a message (accounts, STAMPS feature):
+    /// seconds since the Unix epoch (UTC).
+    pub fn stamp(&self) -> Option<u64> {
+        match self {
+            Event::PrivateMessage { stamp, .. } => *stamp,
+            _ => None,
+        }
+    }
+
     /// Rooms: the mode of the room of an invitation.
     pub fn room_mode(&self) -> Option<chinwag_proto::rooms::Mode> {
         match self {
@@ -270,6 +283,15 @@ struct State {
     ended: bool,
     /// The application closed the client: nothing more is handed out.
     closed: bool,
+    /// Readable while `pop` would return at once (an event, or the end).
+    bell: Bell,
+}
+
+impl State {
+    /// Whether `pop` would return without waiting.
+    fn something(&self) -> bool {
+        !self.events.is_empty() || self.dropped > 0 || self.ended || self.closed
+    }
 }
 
 pub(crate) struct EventQueue {
@@ -286,6 +308,7 @@ impl EventQueue {
                 dropped: 0,
                 ended: false,
                 closed: false,
+                bell: Bell::new(),
             }),
             ready: Condvar::new(),
             capacity: capacity.max(1),
@@ -310,9 +333,18 @@ impl EventQueue {
             st.ended = true;
         }
         st.events.push_back(ev);
+        st.bell.set(true);
         drop(st);
         self.ready.notify_one();
         evicted
+    }
+
+    /// A descriptor readable while `pop` would return at once; owned by
+    /// the queue (closed when it is dropped).
+    pub(crate) fn fd(&self) -> Result<std::os::fd::RawFd> {
+        let mut st = self.state.lock();
+        let on = st.something();
+        st.bell.fd(on)
     }
 
     /// The next event, waiting at most `timeout` (`None`: without limit).
@@ -325,6 +357,8 @@ impl EventQueue {
             }
             if st.dropped > 0 {
                 let dropped = std::mem::take(&mut st.dropped);
+                let on = st.something();
+                st.bell.set(on);
                 return Ok(Event::Overflow { dropped });
             }
             if let Some(ev) = st.events.pop_front() {
@@ -332,6 +366,8 @@ impl EventQueue {
                     // Wake other waiters so they see the end too.
                     self.ready.notify_all();
                 }
+                let on = st.something();
+                st.bell.set(on);
                 return Ok(ev);
             }
             if st.ended {
@@ -357,6 +393,7 @@ impl EventQueue {
     pub(crate) fn close(&self) -> VecDeque<Event> {
         let mut st = self.state.lock();
         st.closed = true;
+        st.bell.set(true);
         let left = std::mem::take(&mut st.events);
         drop(st);
         self.ready.notify_all();
@@ -420,6 +457,49 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         q.close();
         assert_eq!(t.join().unwrap().unwrap_err().code, ErrorKind::Closed);
+    }
+
+    #[test]
+    fn the_descriptor_is_readable_while_events_wait_and_at_the_end() {
+        use crate::core::bell::readable;
+        let q = EventQueue::new(2);
+        let fd = q.fd().unwrap();
+        assert!(!readable(fd));
+        q.push(msg(0));
+        assert!(readable(fd));
+        q.push(msg(1));
+        q.pop(Some(Duration::ZERO)).unwrap();
+        assert!(readable(fd), "one still waits");
+        q.pop(Some(Duration::ZERO)).unwrap();
+        assert!(!readable(fd), "drained");
+        // Overflow counts as something to read.
+        for i in 0..3 {
+            q.push(msg(i));
+        }
+        assert!(readable(fd));
+        assert!(matches!(
+            q.pop(None).unwrap(),
+            Event::Overflow { dropped: 1 }
+        ));
+        q.pop(None).unwrap();
+        q.pop(None).unwrap();
+        assert!(!readable(fd));
+        // The end stays readable, so a poll loop learns of it.
+        q.push(Event::Disconnected {
+            code: ErrorKind::Closed,
+            text: "bye".into(),
+        });
+        q.pop(None).unwrap();
+        assert!(readable(fd));
+        assert_eq!(q.pop(None).unwrap_err().code, ErrorKind::Closed);
+        // A descriptor asked for late starts in the right state.
+        let q2 = EventQueue::new(2);
+        q2.push(msg(0));
+        assert!(readable(q2.fd().unwrap()));
+        let q3 = EventQueue::new(2);
+        let fd3 = q3.fd().unwrap();
+        q3.close();
+        assert!(readable(fd3), "closed: next_event answers at once");
     }
 
     #[test]

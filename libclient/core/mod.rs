@@ -8,6 +8,7 @@
 //! application holds a [`Connection`] of it (`ChatosClient` is
 //! `Connection<Chatos>`), whose methods are the dialect's own.
 
+pub(crate) mod bell;
 mod error;
 mod events;
 mod login;
@@ -236,6 +237,14 @@ impl<P: Protocol> Connection<P> {
     /// the terminal event has been handed out.
     pub fn next_event(&self, timeout: Option<Duration>) -> Result<Event> {
         self.core().events.pop(timeout)
+    }
+
+    /// A file descriptor that is readable while an event waits (and once
+    /// the client is over, when `next_event` answers `Closed` at once):
+    /// poll it, then call `next_event` with a zero timeout. Owned by the
+    /// client and closed when it is dropped; never read or write it.
+    pub fn event_fd(&self) -> Result<std::os::fd::RawFd> {
+        self.core().events.fd()
     }
 
     /// Close the connection and wake every thread blocked in this client.

@@ -34,6 +34,7 @@ pub struct cw_history {
     ids: Vec<u64>,
     senders: Vec<u64>,
     texts: Vec<CString>,
+    stamps: Vec<u64>,
 }
 
 impl cw_history {
@@ -42,9 +43,16 @@ impl cw_history {
             ids: entries.iter().map(|e| e.id).collect(),
             senders: entries.iter().map(|e| e.sender_id).collect(),
             texts: entries.iter().map(|e| c_string(&e.text)).collect(),
+            stamps: entries.iter().map(|e| e.stamp.unwrap_or(0)).collect(),
         }
     }
 }
+
+/// cw_client_connect_with: messages and history carry the time the server
+/// stored them (accounts, a chinwag extension).
+pub const CW_ACCOUNTS_STAMPS: u32 = 1;
+// The header needs the literal; the codec owns the bit.
+const _: () = assert!(CW_ACCOUNTS_STAMPS == chinwag_proto::accounts::feature::STAMPS);
 
 /// An optional address argument: NULL and "" both mean "the address the
 /// server sees this client at".
@@ -127,6 +135,24 @@ pub unsafe extern "C" fn cw_client_login_password(
                 timeout(timeout_ms),
             )
             .map(drop)
+    })
+}
+
+/// Accounts: the extensions the server granted at connection
+/// (CW_ACCOUNTS_* bits; see cw_client_connect_with).
+///
+/// Returns: CW_OK and `*out` set (0: none); CW_UNSUPPORTED on a client of
+/// another dialect; CW_NULL_ARGUMENT.
+/// Ownership: `client` is borrowed.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_features(client: *const cw_client, out: *mut u32) -> cw_result {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
+        check_out(out, "out")?;
+        *out = arg_ref(client, "client")?.inner.features()?;
+        Ok(())
     })
 }
 
@@ -428,6 +454,24 @@ pub unsafe extern "C" fn cw_history_sender_id(page: *const cw_history, index: us
     guard(0, || unsafe {
         page.as_ref()
             .and_then(|p| p.senders.get(index).copied())
+            .unwrap_or(0)
+    })
+}
+
+/// When the server stored entry `index`, for a client connected with
+/// CW_ACCOUNTS_STAMPS granted.
+///
+/// Returns: seconds since the Unix epoch (UTC); 0 when the server sent no
+/// time, for NULL or an index out of range.
+/// Ownership: `page` is borrowed.
+/// Threads: any thread; a page is read-only.
+#[no_mangle]
+pub unsafe extern "C" fn cw_history_time(page: *const cw_history, index: usize) -> u64 {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe {
+        page.as_ref()
+            .and_then(|p| p.stamps.get(index).copied())
             .unwrap_or(0)
     })
 }

@@ -37,6 +37,33 @@ pub unsafe extern "C" fn cw_client_connect(
 ) -> cw_result {
     // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
     // line says); NULLs are refused before use.
+    // SAFETY: the same contract as cw_client_connect_with's.
+    unsafe { cw_client_connect_with(host, port, dialect, 0, out) }
+}
+
+/// Connect as cw_client_connect does, asking for chinwag's extensions.
+///
+/// `features` is a set of CW_ACCOUNTS_* bits, for accounts clients only
+/// (0: exactly cw_client_connect). CW_ACCOUNTS_STAMPS asks that messages
+/// (CW_EVENT_PRIVATE_MESSAGE) and history entries carry the time the
+/// server stored them (cw_event_time, cw_history_time). The server grants
+/// what it has (cw_client_features); a server older than the extension
+/// hangs up on the request, and the library then connects once more
+/// without it.
+/// Returns: as cw_client_connect; CW_INVALID_ARGUMENT for unknown bits
+/// or bits on a client of another dialect.
+/// Ownership: `*out` is owned by the caller; release it with cw_client_free.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_connect_with(
+    host: *const c_char,
+    port: u16,
+    dialect: i32,
+    features: u32,
+    out: *mut *mut cw_client,
+) -> cw_result {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
     run(|| unsafe {
         check_out(out, "out")?;
         let host = arg_str(host, "host")?;
@@ -46,8 +73,34 @@ pub unsafe extern "C" fn cw_client_connect(
                 format!("unknown dialect {dialect}"),
             )
         })?;
-        let client = Client::connect(host, port, dialect)?;
+        let client = Client::connect_with(host, port, dialect, features)?;
         *out = Box::into_raw(Box::new(cw_client { inner: client }));
+        Ok(())
+    })
+}
+
+/// A file descriptor that is readable while an event waits on this client
+/// (and once the client is over, when cw_client_next_event answers
+/// CW_CLOSED at once), for select/poll/epoll loops and GUI toolkits: when
+/// it is readable, call cw_client_next_event with timeout 0. It is made on
+/// the first call (an eventfd on Linux, a pipe elsewhere).
+///
+/// Returns: CW_OK and `*out` set; CW_IO when no descriptor can be made;
+/// CW_NULL_ARGUMENT.
+/// Ownership: the client owns the descriptor and closes it in
+/// cw_client_free: never read, write or close it yourself.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_event_fd(
+    client: *const cw_client,
+    out: *mut std::ffi::c_int,
+) -> cw_result {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
+        check_out(out, "out")?;
+        let c = arg_ref(client, "client")?;
+        *out = c.inner.event_fd()?;
         Ok(())
     })
 }

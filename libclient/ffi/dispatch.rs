@@ -41,11 +41,29 @@ macro_rules! each {
 impl Client {
     /// Connect to `host`:`port` speaking `dialect`.
     pub fn connect(host: &str, port: u16, dialect: cw_dialect) -> Result<Client> {
+        Client::connect_with(host, port, dialect, 0)
+    }
+
+    /// Connect asking for extensions: `features` are accounts feature bits
+    /// (`chinwag::accounts::feature`); other dialects have none, so any
+    /// bit for them is `CW_INVALID_ARGUMENT`.
+    pub fn connect_with(
+        host: &str,
+        port: u16,
+        dialect: cw_dialect,
+        features: u32,
+    ) -> Result<Client> {
+        if features != 0 && dialect != cw_dialect::CW_DIALECT_ACCOUNTS {
+            return Err(Failure::new(
+                cw_result::CW_INVALID_ARGUMENT,
+                "feature bits are for accounts clients only",
+            ));
+        }
         Ok(match dialect {
             cw_dialect::CW_DIALECT_CHATOS => Client::Chatos(ChatosClient::connect(host, port)?),
             cw_dialect::CW_DIALECT_BABEL => Client::Babel(BabelClient::connect(host, port)?),
             cw_dialect::CW_DIALECT_ACCOUNTS => {
-                Client::Accounts(AccountsClient::connect(host, port)?)
+                Client::Accounts(AccountsClient::connect_with_features(host, port, features)?)
             }
             cw_dialect::CW_DIALECT_ROOMS => Client::Rooms(RoomsClient::connect(host, port)?),
         })
@@ -116,6 +134,10 @@ impl Client {
 
     pub fn is_closed(&self) -> bool {
         each!(self, c => c.is_closed())
+    }
+
+    pub fn event_fd(&self) -> Result<std::os::fd::RawFd> {
+        Ok(each!(self, c => c.event_fd())?)
     }
 
     // Functions several dialects share.
@@ -276,6 +298,10 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Vec<HistoryEntry>> {
         Ok(self.accounts("history")?.history(pseudo, before, timeout)?)
+    }
+
+    pub fn features(&self) -> Result<u32> {
+        Ok(self.accounts("features")?.features())
     }
 
     pub fn answer_call(&self, pseudo: &str, addr: &str, port: u16) -> Result<()> {

@@ -138,6 +138,23 @@ pub unsafe extern "C" fn cw_event_port(ev: *const cw_event) -> u16 {
     })
 }
 
+/// When the server stored the message of a PRIVATE_MESSAGE event
+/// (accounts, on a client connected with CW_ACCOUNTS_STAMPS granted;
+/// messages that waited while offline carry the time they were sent).
+///
+/// Returns: seconds since the Unix epoch (UTC); 0 when the event carries
+/// no time, and for NULL or other kinds.
+/// Ownership: `ev` is borrowed.
+/// Threads: the thread that owns the event.
+#[no_mangle]
+pub unsafe extern "C" fn cw_event_time(ev: *const cw_event) -> u64 {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe {
+        ev.as_ref().and_then(|e| e.inner.stamp()).unwrap_or(0)
+    })
+}
+
 /// How many events an OVERFLOW event stands for.
 ///
 /// Returns: the number of events dropped; 0 for NULL or other kinds.

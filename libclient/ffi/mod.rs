@@ -19,6 +19,7 @@ mod client;
 pub mod codes;
 mod dispatch;
 mod event;
+mod logs;
 mod rooms;
 mod stream;
 
@@ -36,6 +37,7 @@ pub use accounts::*;
 pub use babel::*;
 pub use client::*;
 pub use event::*;
+pub use logs::*;
 pub use rooms::*;
 pub use stream::*;
 

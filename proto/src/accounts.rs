@@ -33,8 +33,21 @@ pub const MAX_REASON: usize = 200;
 pub const HISTORY_PAGE: usize = 50;
 /// Names in one list reply (171, 181).
 pub const MAX_LIST: usize = 1000;
+/// Feature bits a HELLO may ask for and its 201 grants (chinwag
+/// extension; docs/protocols/accounts.md, "Features").
+pub mod feature {
+    /// 151 and 161 carry the time each message was stored.
+    pub const STAMPS: u32 = 1;
+    /// Every bit this codec knows.
+    pub const ALL: u32 = STAMPS;
+}
 /// Largest voice payload accepted in one UDP packet.
 pub const MAX_VOICE: usize = 1275; // Opus's largest single frame
+
+/// One stored time (feature STAMPS): a u64 of seconds.
+const STAMP_LEN: usize = 8;
+/// The feature bits of an extended HELLO or 201: a u32.
+const FEATURES_LEN: usize = 4;
 
 /// Instruction codes, exactly as seed 000 numbers them (104 is chinwag's).
 pub mod code {
@@ -85,6 +98,9 @@ pub struct HistoryEntry {
     /// Account id of the sender (as given by 111).
     pub sender_id: u64,
     pub text: String,
+    /// When the server stored it: seconds since the Unix epoch (UTC).
+    /// Present only on a connection granted [`feature::STAMPS`].
+    pub stamp: Option<u64>,
 }
 
 /// Every accounts frame, both directions.
@@ -92,6 +108,15 @@ pub struct HistoryEntry {
 pub enum Frame {
     Hello,
     HelloAck,
+    /// chinwag extension: a HELLO (200) asking for feature bits.
+    HelloWith {
+        features: u32,
+    },
+    /// chinwag extension: the answer (201) to `HelloWith`, granting the
+    /// bits the server supports among those asked.
+    HelloAckWith {
+        features: u32,
+    },
     Register {
         email: String,
         pseudo: String,
@@ -181,6 +206,13 @@ pub enum Frame {
         pseudo: String,
         text: String,
     },
+    /// chinwag extension (feature STAMPS): 151 with the time the message
+    /// was stored, seconds since the Unix epoch (UTC), after the text.
+    StampedMessage {
+        pseudo: String,
+        text: String,
+        stamp: u64,
+    },
     MessageStored,
     MessageFailed,
     /// `before` = 0 asks for the newest page; otherwise messages with id < before.
@@ -188,6 +220,8 @@ pub enum Frame {
         pseudo: String,
         before: u64,
     },
+    /// Entries all stamped (feature STAMPS) carry their times in a block
+    /// after the entries; otherwise the page is the seed's layout.
     HistoryPage {
         pseudo: String,
         entries: Vec<HistoryEntry>,
@@ -224,8 +258,8 @@ impl Frame {
     pub fn code(&self) -> u16 {
         use code::*;
         match self {
-            Frame::Hello => HELLO,
-            Frame::HelloAck => HELLO_ACK,
+            Frame::Hello | Frame::HelloWith { .. } => HELLO,
+            Frame::HelloAck | Frame::HelloAckWith { .. } => HELLO_ACK,
             Frame::Register { .. } => REGISTER,
             Frame::Registered => REGISTERED,
             Frame::EmailTaken => EMAIL_TAKEN,
@@ -252,7 +286,7 @@ impl Frame {
             Frame::Hangup { .. } => HANGUP,
             Frame::HungUp { .. } => HUNG_UP,
             Frame::SendMessage { .. } => SEND_MESSAGE,
-            Frame::Message { .. } => MESSAGE,
+            Frame::Message { .. } | Frame::StampedMessage { .. } => MESSAGE,
             Frame::MessageStored => MESSAGE_STORED,
             Frame::MessageFailed => MESSAGE_FAILED,
             Frame::History { .. } => HISTORY,
@@ -295,6 +329,9 @@ impl Frame {
             Frame::Login { email, password } => {
                 w.str(email).str(password);
             }
+            Frame::HelloWith { features } | Frame::HelloAckWith { features } => {
+                w.u32(*features);
+            }
             Frame::LoginOk { pseudo, id } => {
                 w.str(pseudo).u64(*id);
             }
@@ -322,6 +359,13 @@ impl Frame {
             Frame::SendMessage { pseudo, text } | Frame::Message { pseudo, text } => {
                 w.str(pseudo).str(text);
             }
+            Frame::StampedMessage {
+                pseudo,
+                text,
+                stamp,
+            } => {
+                w.str(pseudo).str(text).u64(*stamp);
+            }
             Frame::History { pseudo, before } => {
                 w.str(pseudo).u64(*before);
             }
@@ -329,6 +373,15 @@ impl Frame {
                 w.str(pseudo).list(entries, |w, e| {
                     w.u64(e.id).u64(e.sender_id).str(&e.text);
                 });
+                let stamps: Option<Vec<u64>> = entries.iter().map(|e| e.stamp).collect();
+                match stamps {
+                    Some(stamps) if !stamps.is_empty() => {
+                        for s in stamps {
+                            w.u64(s);
+                        }
+                    }
+                    _ => {}
+                }
             }
             Frame::Friends { pseudos } | Frame::Requests { pseudos } => names(&mut w, pseudos),
         }
@@ -405,6 +458,15 @@ impl Frame {
             })
         };
         let f = match op {
+            // A HELLO or its answer carries feature bits (a u32) or
+            // nothing; whatever follows is left over for `finish`.
+            c::HELLO | c::HELLO_ACK if r.left() >= FEATURES_LEN => {
+                let features = r.u32()?;
+                match op {
+                    c::HELLO => Frame::HelloWith { features },
+                    _ => Frame::HelloAckWith { features },
+                }
+            }
             c::HELLO => Frame::Hello,
             c::HELLO_ACK => Frame::HelloAck,
             c::REGISTER => Frame::Register {
@@ -481,26 +543,44 @@ impl Frame {
                 pseudo: pseudo(&mut r)?,
                 text: r.str("message", MAX_MESSAGE)?,
             },
-            c::MESSAGE => Frame::Message {
-                pseudo: pseudo(&mut r)?,
-                text: r.str("message", MAX_MESSAGE)?,
-            },
+            c::MESSAGE => {
+                let pseudo = pseudo(&mut r)?;
+                let text = r.str("message", MAX_MESSAGE)?;
+                if r.left() >= STAMP_LEN {
+                    Frame::StampedMessage {
+                        pseudo,
+                        text,
+                        stamp: r.u64()?,
+                    }
+                } else {
+                    Frame::Message { pseudo, text }
+                }
+            }
             c::MESSAGE_STORED => Frame::MessageStored,
             c::MESSAGE_FAILED => Frame::MessageFailed,
             c::HISTORY => Frame::History {
                 pseudo: pseudo(&mut r)?,
                 before: r.u64()?,
             },
-            c::HISTORY_PAGE => Frame::HistoryPage {
-                pseudo: pseudo(&mut r)?,
-                entries: r.list("list", HISTORY_PAGE, MIN_ENTRY, |r| {
+            c::HISTORY_PAGE => {
+                let pseudo = pseudo(&mut r)?;
+                let mut entries = r.list("list", HISTORY_PAGE, MIN_ENTRY, |r| {
                     Ok(HistoryEntry {
                         id: r.u64()?,
                         sender_id: r.u64()?,
                         text: r.str("message", MAX_MESSAGE)?,
+                        stamp: None,
                     })
-                })?,
-            },
+                })?;
+                // Stamps, when present, are one u64 per entry, in order;
+                // anything else left over fails in `finish`.
+                if !entries.is_empty() && r.left() >= STAMP_LEN * entries.len() {
+                    for e in &mut entries {
+                        e.stamp = Some(r.u64()?);
+                    }
+                }
+                Frame::HistoryPage { pseudo, entries }
+            }
             c::LIST_FRIENDS => Frame::ListFriends,
             c::FRIENDS => Frame::Friends {
                 pseudos: names(&mut r)?,
@@ -580,6 +660,10 @@ mod tests {
         vec![
             Frame::Hello,
             Frame::HelloAck,
+            Frame::HelloWith {
+                features: feature::STAMPS,
+            },
+            Frame::HelloAckWith { features: 0 },
             Frame::Register {
                 email: s("a@b.c"),
                 pseudo: s("alice"),
@@ -654,13 +738,41 @@ mod tests {
                         id: 1,
                         sender_id: 7,
                         text: s("hi"),
+                        stamp: None,
                     },
                     HistoryEntry {
                         id: 2,
                         sender_id: 8,
                         text: s(""),
+                        stamp: None,
                     },
                 ],
+            },
+            Frame::StampedMessage {
+                pseudo: s("alice"),
+                text: s("at noon"),
+                stamp: 1_700_000_000,
+            },
+            Frame::HistoryPage {
+                pseudo: s("bob"),
+                entries: vec![
+                    HistoryEntry {
+                        id: 3,
+                        sender_id: 7,
+                        text: s("x"),
+                        stamp: Some(1),
+                    },
+                    HistoryEntry {
+                        id: 4,
+                        sender_id: 8,
+                        text: s(""),
+                        stamp: Some(u64::MAX),
+                    },
+                ],
+            },
+            Frame::HistoryPage {
+                pseudo: s("bob"),
+                entries: vec![],
             },
             Frame::ListFriends,
             Frame::Friends {
@@ -728,6 +840,111 @@ mod tests {
             .to_bytes(),
             hex("43574143 00ab 00000009 0002 0001 61 0002 6263")
         );
+        let mut v = Vec::new();
+        encode_voice(&mut v, &[1, 2, 3]);
+        assert_eq!(v, hex("43575643 010203"));
+        assert_eq!(decode_voice(&v).unwrap(), &[1, 2, 3]);
+    }
+
+    /// The STAMPS extension's bytes, as docs/protocols/accounts.md shows them.
+    #[test]
+    fn golden_bytes_of_the_stamps_extension() {
+        let cases = [
+            (
+                Frame::HelloWith {
+                    features: feature::STAMPS,
+                },
+                "43574143 00c8 00000004 00000001",
+            ),
+            (
+                Frame::HelloAckWith {
+                    features: feature::STAMPS,
+                },
+                "43574143 00c9 00000004 00000001",
+            ),
+            (
+                Frame::StampedMessage {
+                    pseudo: s("bob"),
+                    text: s("hi"),
+                    stamp: 0x6553_f100, // 2023-11-14T22:13:20Z
+                },
+                "43574143 0097 00000011 0003 626f62 0002 6869 000000006553f100",
+            ),
+            (
+                Frame::HistoryPage {
+                    pseudo: s("bob"),
+                    entries: vec![
+                        HistoryEntry {
+                            id: 1,
+                            sender_id: 7,
+                            text: s("hi"),
+                            stamp: Some(0x6553_f100),
+                        },
+                        HistoryEntry {
+                            id: 2,
+                            sender_id: 8,
+                            text: s(""),
+                            stamp: Some(0x6553_f13c),
+                        },
+                    ],
+                },
+                "43574143 00a1 0000003d 0003 626f62 0002 \
+                 0000000000000001 0000000000000007 0002 6869 \
+                 0000000000000002 0000000000000008 0000 \
+                 000000006553f100 000000006553f13c",
+            ),
+        ];
+        for (frame, bytes) in cases {
+            let bytes = hex(&bytes.replace('\\', ""));
+            assert_eq!(frame.to_bytes(), bytes, "{frame:?}");
+            assert_eq!(Frame::decode_exact(&bytes).unwrap(), frame);
+        }
+        // The seed's layouts are unchanged: what an old peer sends and
+        // expects still decodes to the plain frames.
+        assert_eq!(
+            Frame::decode_exact(&hex("43574143 0097 00000009 0003 626f62 0002 6869")).unwrap(),
+            Frame::Message {
+                pseudo: s("bob"),
+                text: s("hi")
+            }
+        );
+        // A page where some entries lack a stamp is sent without any.
+        let mixed = Frame::HistoryPage {
+            pseudo: s("b"),
+            entries: vec![
+                HistoryEntry {
+                    id: 1,
+                    sender_id: 2,
+                    text: s("a"),
+                    stamp: Some(5),
+                },
+                HistoryEntry {
+                    id: 2,
+                    sender_id: 2,
+                    text: s("b"),
+                    stamp: None,
+                },
+            ],
+        };
+        let Frame::HistoryPage { entries, .. } = Frame::decode_exact(&mixed.to_bytes()).unwrap()
+        else {
+            panic!()
+        };
+        assert!(entries.iter().all(|e| e.stamp.is_none()));
+        // A stamp block of the wrong size is left over, never misread.
+        let mut b = Frame::StampedMessage {
+            pseudo: s("bob"),
+            text: s("hi"),
+            stamp: 1,
+        }
+        .to_bytes();
+        b.pop();
+        b[9] -= 1;
+        assert_eq!(Frame::decode_exact(&b), Err(DecodeError::TrailingBytes(7)));
+    }
+
+    #[test]
+    fn voice_golden_bytes_again() {
         let mut v = Vec::new();
         encode_voice(&mut v, &[1, 2, 3]);
         assert_eq!(v, hex("43575643 010203"));

@@ -84,6 +84,8 @@ pub struct Undelivered {
     pub id: u64,
     pub from: String,
     pub text: String,
+    /// When it was stored: seconds since the Unix epoch.
+    pub sent: u64,
 }
 
 /// A notice for an offline user (friend answers): instruction code + pseudo.
@@ -215,7 +217,8 @@ fn run(
     log::info!("store closed");
 }
 
-fn now_secs() -> i64 {
+/// Seconds since the Unix epoch: the time stored with a message.
+pub fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -459,13 +462,25 @@ impl Db<'_> {
     }
 
     pub fn insert_message(&self, from: u64, to: u64, text: &str, delivered: bool) -> Option<u64> {
+        self.insert_message_at(from, to, text, delivered, now_secs())
+    }
+
+    /// As `insert_message`, stored at `sent` (seconds since the epoch).
+    pub fn insert_message_at(
+        &self,
+        from: u64,
+        to: u64,
+        text: &str,
+        delivered: bool,
+        sent: i64,
+    ) -> Option<u64> {
         logged(
             "insert message",
             self.tx
                 .prepare_cached(
                     "INSERT INTO messages(sender, recipient, body, sent, delivered) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
-                .and_then(|mut st| st.execute(params![from as i64, to as i64, text, now_secs(), delivered as i64])),
+                .and_then(|mut st| st.execute(params![from as i64, to as i64, text, sent, delivered as i64])),
         )?;
         Some(self.tx.last_insert_rowid() as u64)
     }
@@ -476,7 +491,7 @@ impl Db<'_> {
         if let Some(mut st) = logged(
             "undelivered",
             self.tx.prepare(
-                "SELECT m.id, a.pseudo, m.body FROM messages m JOIN accounts a ON a.id = m.sender
+                "SELECT m.id, a.pseudo, m.body, m.sent FROM messages m JOIN accounts a ON a.id = m.sender
                  WHERE m.recipient = ?1 AND m.delivered = 0 ORDER BY m.id",
             ),
         ) {
@@ -487,6 +502,7 @@ impl Db<'_> {
                         id: r.get::<_, i64>(0)? as u64,
                         from: r.get(1)?,
                         text: r.get(2)?,
+                        sent: r.get::<_, i64>(3)?.max(0) as u64,
                     })
                 }),
             ) {
@@ -504,8 +520,14 @@ impl Db<'_> {
     }
 
     /// Up to `limit` messages between `a` and `b` with id < `before`
-    /// (0 = no bound), oldest first: (id, sender id, text).
-    pub fn history(&self, a: u64, b: u64, before: u64, limit: usize) -> Vec<(u64, u64, String)> {
+    /// (0 = no bound), oldest first: (id, sender id, text, stored at).
+    pub fn history(
+        &self,
+        a: u64,
+        b: u64,
+        before: u64,
+        limit: usize,
+    ) -> Vec<(u64, u64, String, u64)> {
         let before = if before == 0 {
             i64::MAX
         } else {
@@ -515,7 +537,7 @@ impl Db<'_> {
         if let Some(mut st) = logged(
             "history",
             self.tx.prepare_cached(
-                "SELECT id, sender, body FROM messages
+                "SELECT id, sender, body, sent FROM messages
                  WHERE ((sender = ?1 AND recipient = ?2) OR (sender = ?2 AND recipient = ?1)) AND id < ?3
                  ORDER BY id DESC LIMIT ?4",
             ),
@@ -523,7 +545,12 @@ impl Db<'_> {
             if let Some(rows) = logged(
                 "history",
                 st.query_map(params![a as i64, b as i64, before, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?.max(0) as u64,
+                    ))
                 }),
             ) {
                 out.extend(rows.filter_map(Result::ok));
@@ -585,6 +612,15 @@ mod tests {
             assert_eq!(
                 older.iter().map(|x| x.2.as_str()).collect::<Vec<_>>(),
                 vec!["m0", "m1"]
+            );
+            // The stored time comes back with history and offline delivery.
+            db.insert_message_at(a, b, "dated", false, 1_700_000_000)
+                .unwrap();
+            assert_eq!(db.history(a, b, 0, 1)[0].3, 1_700_000_000);
+            let und = db.take_undelivered(b);
+            assert_eq!(
+                (und[0].text.as_str(), und[0].sent),
+                ("dated", 1_700_000_000)
             );
         })
         .unwrap();

@@ -11,7 +11,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use chinwag_proto::accounts::Frame;
+use chinwag_proto::accounts::{feature, Frame};
 
 use super::{Conn, End};
 use crate::Shared;
@@ -20,9 +20,38 @@ use service::{Accounts, Member};
 enum State {
     /// Waiting for HELLO (200).
     Greeting,
-    /// HELLO done; REGISTER and LOGIN allowed.
-    Anonymous,
+    /// HELLO done; REGISTER and LOGIN allowed. `features`: the bits
+    /// granted to this connection (`feature::*`), fixed at login.
+    Anonymous {
+        features: u32,
+    },
     Member(Arc<Member>),
+}
+
+/// Answer a HELLO: a plain one with a plain 201 (the seed's bytes, for
+/// clients that know no features); one asking for features with the
+/// subset this server has. Returns the bits granted.
+fn greet(out: &Arc<crate::net::Outbound>, asked: Option<u32>) -> u32 {
+    match asked {
+        None => {
+            out.reply(&Frame::HelloAck.to_bytes());
+            0
+        }
+        Some(bits) => {
+            let features = bits & feature::ALL;
+            out.reply(&Frame::HelloAckWith { features }.to_bytes());
+            features
+        }
+    }
+}
+
+/// The features a HELLO asks for: None for the seed's plain HELLO.
+fn hello(frame: &Frame) -> Option<Option<u32>> {
+    match frame {
+        Frame::Hello => Some(None),
+        Frame::HelloWith { features } => Some(Some(*features)),
+        _ => None,
+    }
 }
 
 pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
@@ -65,17 +94,22 @@ fn handle(
     let code = frame.code();
     let me = match state {
         State::Greeting => {
-            if frame != Frame::Hello {
+            let Some(asked) = hello(&frame) else {
                 return Err(End::Protocol(format!("instruction {code} before HELLO")));
-            }
-            *state = State::Anonymous;
-            out.reply(&Frame::HelloAck.to_bytes());
+            };
+            *state = State::Anonymous {
+                features: greet(out, asked),
+            };
             return Ok(());
         }
-        State::Anonymous => {
+        State::Anonymous { features } => {
+            let features = *features;
             match frame {
-                Frame::Hello => {
-                    out.reply(&Frame::HelloAck.to_bytes());
+                Frame::Hello | Frame::HelloWith { .. } => {
+                    // A repeated HELLO may change what is asked before login.
+                    *state = State::Anonymous {
+                        features: greet(out, hello(&frame).flatten()),
+                    };
                 }
                 Frame::Register {
                     email,
@@ -83,7 +117,9 @@ fn handle(
                     password,
                 } => accounts.register(Instant::now(), ip, email, pseudo, password, out),
                 Frame::Login { email, password } => {
-                    if let Some(m) = accounts.login(Instant::now(), &email, &password, ip, out) {
+                    if let Some(m) =
+                        accounts.login(Instant::now(), &email, &password, ip, out, features)
+                    {
                         let _ = conn.stream.set_read_timeout(None);
                         *state = State::Member(m);
                     }
@@ -102,6 +138,15 @@ fn handle(
     match frame {
         Frame::Hello => {
             out.reply(&Frame::HelloAck.to_bytes());
+        }
+        // Features are fixed at login; the answer says which are in force.
+        Frame::HelloWith { .. } => {
+            out.reply(
+                &Frame::HelloAckWith {
+                    features: me.features(),
+                }
+                .to_bytes(),
+            );
         }
         Frame::Login { .. } => {
             out.reply(&Frame::LoginFailed.to_bytes());
@@ -138,6 +183,7 @@ fn is_server_only(f: &Frame) -> bool {
     !matches!(
         f,
         Frame::Hello
+            | Frame::HelloWith { .. }
             | Frame::Register { .. }
             | Frame::Login { .. }
             | Frame::FriendRequest { .. }

@@ -88,11 +88,36 @@ pub struct Member {
     /// Set by the store thread once offline items were flushed to it; until
     /// then new items are stored as undelivered and the flush carries them.
     flushed: AtomicBool,
+    /// Feature bits granted at HELLO (`wire::feature`): with STAMPS, 151
+    /// and 161 carry stored times.
+    features: u32,
 }
 
 impl Member {
     pub fn send(&self, f: &Frame) {
         self.out.enqueue(|b| f.encode(b));
+    }
+
+    /// The feature bits granted to this member's connection.
+    pub fn features(&self) -> u32 {
+        self.features
+    }
+
+    fn stamps(&self) -> bool {
+        self.features & wire::feature::STAMPS != 0
+    }
+
+    /// 151 as this connection asked for it: with the stored time or without.
+    fn message(&self, pseudo: String, text: String, stamp: u64) -> Frame {
+        if self.stamps() {
+            Frame::StampedMessage {
+                pseudo,
+                text,
+                stamp,
+            }
+        } else {
+            Frame::Message { pseudo, text }
+        }
     }
 }
 
@@ -297,6 +322,7 @@ impl Accounts {
         password: &str,
         ip: IpAddr,
         out: &Arc<Outbound>,
+        features: u32,
     ) -> Option<Arc<Member>> {
         let keys = [
             format!("ip:{ip}"),
@@ -352,6 +378,7 @@ impl Accounts {
             out: out.clone(),
             session,
             flushed: AtomicBool::new(false),
+            features,
         });
         {
             let mut ms = self.members.write();
@@ -389,10 +416,7 @@ impl Accounts {
                     m.send(&f);
                 }
                 for u in messages {
-                    m.send(&Frame::Message {
-                        pseudo: u.from,
-                        text: u.text,
-                    });
+                    m.send(&m.message(u.from, u.text, u.sent));
                 }
             }))
         });
@@ -558,7 +582,8 @@ impl Accounts {
                 return Some(Box::new(move |_| me.send(&Frame::MessageFailed)));
             };
             let live = this.live(target);
-            let stored = db.insert_message(me.id, target, &text, live.is_some());
+            let sent = crate::store::now_secs();
+            let stored = db.insert_message_at(me.id, target, &text, live.is_some(), sent);
             Some(Box::new(move |ok| {
                 if !(ok && stored.is_some()) {
                     return me.send(&Frame::MessageFailed);
@@ -566,10 +591,7 @@ impl Accounts {
                 me.send(&Frame::MessageStored);
                 this.hub.metrics().message(Dialect::Accounts);
                 if let Some(t) = live {
-                    t.send(&Frame::Message {
-                        pseudo: me.pseudo.clone(),
-                        text,
-                    });
+                    t.send(&t.message(me.pseudo.clone(), text, sent.max(0) as u64));
                 }
             }))
         });
@@ -590,10 +612,11 @@ impl Accounts {
                     .map(|other| db.history(me.id, other, before, wire::HISTORY_PAGE))
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|(id, sender_id, text)| HistoryEntry {
+                    .map(|(id, sender_id, text, sent)| HistoryEntry {
                         id,
                         sender_id,
                         text,
+                        stamp: me.stamps().then_some(sent),
                     })
                     .collect();
                 Some(Box::new(move |_| {

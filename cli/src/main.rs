@@ -1,0 +1,238 @@
+//! chinwag: a terminal chat client for the four chinwag dialects, on the
+//! library's Rust API. The main thread edits lines (rustyline: history,
+//! completion of commands and names); one thread takes the client's events
+//! and prints them above the line being typed, never through it.
+
+mod audio;
+mod clock;
+mod session;
+
+use std::borrow::Cow;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use chinwag::{Client, Dialect};
+use rustyline::completion::{Completer, Pair};
+use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::validate::Validator;
+use rustyline::{Context, Editor, ExternalPrinter, Helper};
+
+use session::Session;
+
+const USAGE: &str = "\
+usage: chinwag [--host HOST] [--port PORT] [--downloads DIR] [--login NAME] DIALECT
+
+DIALECT is chatos (port 7001), babel (7002), accounts (7003) or rooms (7004).
+Type /help once connected; a plain line is a message.";
+
+/// Prints above the line being edited once the editor runs; plain stdout
+/// before that (and when there is no terminal).
+pub struct Printer(Mutex<Option<Box<dyn ExternalPrinter + Send>>>);
+
+pub static PRINTER: Printer = Printer(Mutex::new(None));
+
+impl Printer {
+    pub fn say(&self, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        let text = lines.join("\n");
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let printed = match p.as_mut() {
+            Some(p) => p.print(format!("{text}\n")).is_ok(),
+            None => false,
+        };
+        if !printed {
+            println!("{text}");
+        }
+    }
+}
+
+/// Completion of command words (first word, after '/') and of the names
+/// the session has seen (any other word).
+struct Complete {
+    session: Arc<Session>,
+}
+
+impl Completer for Complete {
+    type Candidate = Pair;
+
+    fn complete(
+        &self,
+        line: &str,
+        pos: usize,
+        _: &Context<'_>,
+    ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let start = line[..pos].rfind(' ').map_or(0, |i| i + 1);
+        let word = &line[start..pos];
+        let pairs = |it: &mut dyn Iterator<Item = String>| -> Vec<Pair> {
+            it.filter(|c| c.starts_with(word))
+                .map(|c| Pair {
+                    display: c.clone(),
+                    replacement: format!("{c} "),
+                })
+                .collect()
+        };
+        let found = if start == 0 && word.starts_with('/') {
+            pairs(&mut session::command_words().into_iter().map(String::from))
+        } else {
+            pairs(&mut self.session.names.lock().clone().into_iter())
+        };
+        Ok((start, found))
+    }
+}
+
+impl Hinter for Complete {
+    type Hint = String;
+}
+impl Highlighter for Complete {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _: bool) -> Cow<'b, str> {
+        Cow::Borrowed(prompt)
+    }
+}
+impl Validator for Complete {}
+impl Helper for Complete {}
+
+struct Args {
+    host: String,
+    port: Option<u16>,
+    dialect: Dialect,
+    downloads: PathBuf,
+    login: Option<String>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = std::env::args().skip(1);
+    let mut host = "127.0.0.1".to_string();
+    let (mut port, mut dialect, mut login) = (None, None, None);
+    let mut downloads = PathBuf::from(".");
+    while let Some(a) = args.next() {
+        let mut value = |what: &str| args.next().ok_or(format!("{what} needs a value"));
+        match a.as_str() {
+            "--host" => host = value("--host")?,
+            "--port" => port = Some(value("--port")?.parse().map_err(|_| "--port is 1-65535")?),
+            "--downloads" => downloads = PathBuf::from(value("--downloads")?),
+            "--login" => login = Some(value("--login")?),
+            "-h" | "--help" => return Err(String::new()),
+            d => {
+                dialect = Some(match d {
+                    "chatos" => Dialect::CW_DIALECT_CHATOS,
+                    "babel" => Dialect::CW_DIALECT_BABEL,
+                    "accounts" => Dialect::CW_DIALECT_ACCOUNTS,
+                    "rooms" => Dialect::CW_DIALECT_ROOMS,
+                    other => return Err(format!("unknown dialect or option {other:?}")),
+                })
+            }
+        }
+    }
+    let dialect = dialect.ok_or("which dialect?")?;
+    Ok(Args {
+        host,
+        port,
+        dialect,
+        downloads,
+        login,
+    })
+}
+
+fn default_port(d: Dialect) -> u16 {
+    match d {
+        Dialect::CW_DIALECT_CHATOS => 7001,
+        Dialect::CW_DIALECT_BABEL => 7002,
+        Dialect::CW_DIALECT_ACCOUNTS => 7003,
+        Dialect::CW_DIALECT_ROOMS => 7004,
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(why) => {
+            if !why.is_empty() {
+                eprintln!("chinwag: {why}");
+            }
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let port = args.port.unwrap_or_else(|| default_port(args.dialect));
+    // Accounts: ask for stored times, so messages and history show when.
+    let features = match args.dialect {
+        Dialect::CW_DIALECT_ACCOUNTS => chinwag::accounts::feature::STAMPS,
+        _ => 0,
+    };
+    let client = match Client::connect_with(&args.host, port, args.dialect, features) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "chinwag: cannot connect to {}:{port}: {}",
+                args.host, e.message
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let session = Session::new(client, args.downloads);
+    println!(
+        "connected to {}:{port} ({}); /help lists the commands",
+        args.host,
+        args.dialect.name()
+    );
+    if let Some(name) = &args.login {
+        if let Some(lines) = session.line(&format!("/login {name}")) {
+            PRINTER.say(lines);
+        }
+    }
+
+    let mut editor: Editor<Complete, rustyline::history::DefaultHistory> = match Editor::new() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("chinwag: no line editor: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    editor.set_helper(Some(Complete {
+        session: session.clone(),
+    }));
+    if let Ok(p) = editor.create_external_printer() {
+        *PRINTER.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(p));
+    }
+
+    let events = {
+        let s = session.clone();
+        thread::Builder::new()
+            .name("chinwag-events".into())
+            .spawn(move || loop {
+                match s.client.next_event(None) {
+                    Ok(ev) => PRINTER.say(s.event(ev)),
+                    Err(e) if e.code == chinwag::Code::CW_CLOSED => break,
+                    Err(_) => break,
+                }
+            })
+            .ok()
+    };
+
+    loop {
+        match editor.readline("> ") {
+            Ok(line) => {
+                let _ = editor.add_history_entry(line.as_str());
+                match session.line(&line) {
+                    Some(out) => PRINTER.say(out),
+                    None => break,
+                }
+            }
+            Err(ReadlineError::Interrupted) => continue,
+            Err(_) => break,
+        }
+    }
+    session.client.close();
+    if let Some(t) = events {
+        let _ = t.join();
+    }
+    *PRINTER.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    println!("bye");
+    ExitCode::SUCCESS
+}

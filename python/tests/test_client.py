@@ -1,0 +1,178 @@
+"""The package against a real chinwagd: errors by class, context managers,
+the event descriptor with select and asyncio, Ctrl-C while waiting, log
+lines, and the stored times of accounts messages."""
+
+import asyncio
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, chinwag, unique
+
+
+def test_every_result_code_maps_to_an_exception_class() -> None:
+    for code in chinwag.Result:
+        if code == chinwag.Result.OK:
+            continue
+        cls = chinwag.error_class(code)
+        assert issubclass(cls, chinwag.ChinwagError)
+        assert cls is not chinwag.ChinwagError, code
+    assert chinwag.error_class(12345) is chinwag.ChinwagError
+    e = chinwag.error_class(chinwag.Result.TOO_LONG)(chinwag.Result.TOO_LONG, "x")
+    assert isinstance(e, chinwag.ArgumentError) and e.code == chinwag.Result.TOO_LONG
+
+
+def test_a_refused_login_raises_login_refused(chatos: int, name: str) -> None:
+    with chinwag.Client("127.0.0.1", chatos) as a, chinwag.Client("127.0.0.1", chatos) as b:
+        a.login(name)
+        with pytest.raises(chinwag.LoginRefused) as info:
+            b.login(name)
+        assert info.value.code == chinwag.Result.LOGIN_REFUSED
+        with pytest.raises(chinwag.Unsupported):
+            a.register("x@example.org", "x", "password1")
+    with pytest.raises(chinwag.Closed):
+        a.send_message("after the block")
+
+
+def test_the_event_descriptor_works_with_select(chatos: int, name: str) -> None:
+    with chinwag.Client("127.0.0.1", chatos) as c:
+        c.login(name)
+        assert select.select([c], [], [], 0)[0] == []
+        c.send_message("echo me")  # chatos echoes global messages to the sender
+        assert select.select([c], [], [], 10)[0] == [c]
+        ev = c.next_event(0)
+        assert ev is not None and ev.kind == chinwag.EventKind.MESSAGE and ev.text == "echo me"
+        assert select.select([c], [], [], 0)[0] == []
+        assert c.next_event(0.05) is None
+
+
+def test_asyncio_awaits_events_on_the_descriptor(chatos: int) -> None:
+    async def main() -> list:
+        loop = asyncio.get_running_loop()
+        a_name, b_name = unique("aa"), unique("ab")
+        async with chinwag.Client("127.0.0.1", chatos) as a, \
+                chinwag.Client("127.0.0.1", chatos) as b:
+            a.login(a_name)
+            b.login(b_name)
+            assert await a.next_event_async(timeout=0.05) is None
+            got = []
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            t = loop.create_task(ticker())
+            waiter = loop.create_task(a.next_event_async(timeout=10))
+            await asyncio.sleep(0.1)  # the loop runs while a waits
+            b.send_private(a_name, "hello async")
+            ev = await waiter
+            t.cancel()
+            got.append((ev.kind, ev.peer, ev.text))
+            assert ticks >= 5, "the event loop was not blocked"
+            a.close()
+            with pytest.raises(chinwag.Closed):
+                await a.next_event_async()
+            return got
+
+    got = asyncio.run(main())
+    assert got[0][0] == chinwag.EventKind.PRIVATE_MESSAGE and got[0][2] == "hello async"
+
+
+def test_ctrl_c_interrupts_a_wait_for_events(chatos: int) -> None:
+    # Python leaves SIGINT alone when it starts ignored (as in a background
+    # job); a terminal's Ctrl-C reaches its default handler, so set that.
+    script = (
+        "import signal, chinwag\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "c = chinwag.Client('127.0.0.1', %d)\n"
+        "c.login(%r)\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    c.next_event()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    c.free()\n"
+    ) % (chatos, unique("int"))
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "waiting"
+        time.sleep(0.2)  # let it enter the wait; the signal is the point
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=10)
+    finally:
+        p.kill()
+    assert out.strip() == "interrupted"
+    assert p.returncode == 0
+
+
+def test_log_lines_reach_the_queue_and_logging(chatos: int, caplog: pytest.LogCaptureFixture) -> None:
+    chinwag.set_log_level(chinwag.LogLevel.INFO)
+    assert chinwag.log_level() == chinwag.LogLevel.INFO
+    while chinwag.next_log_line(0) is not None:
+        pass
+    with chinwag.Client("127.0.0.1", chatos):
+        pass
+    assert select.select([chinwag.log_fileno()], [], [], 10)[0]
+    line = chinwag.next_log_line(5)
+    assert line is not None
+    assert line.level == chinwag.LogLevel.INFO and line.target == "chinwag::chatos"
+    assert line.text.startswith("connected to 127.0.0.1:%d" % chatos)
+    with chinwag.Client("127.0.0.1", chatos):
+        pass
+    with caplog.at_level(logging.INFO):
+        deadline = time.monotonic() + 10
+        while not any("connected to" in r.getMessage() for r in caplog.records):
+            assert time.monotonic() < deadline
+            select.select([chinwag.log_fileno()], [], [], 1)
+            chinwag.forward_logs()
+    rec = [r for r in caplog.records if "connected to" in r.getMessage()][0]
+    assert rec.name == "chinwag.chatos" and rec.levelno == logging.INFO
+    chinwag.set_log_level(chinwag.LogLevel.OFF)
+
+
+def test_accounts_messages_and_history_carry_stored_times(accounts: int) -> None:
+    al, bo = unique("al"), unique("bo")
+    before = int(time.time())
+    with chinwag.Client("127.0.0.1", accounts, chinwag.Dialect.ACCOUNTS) as a, \
+            chinwag.Client("127.0.0.1", accounts, chinwag.Dialect.ACCOUNTS, stamps=False) as b:
+        assert a.features == chinwag.ACCOUNTS_STAMPS and b.features == 0
+        a.register(al + "@example.org", al, "correct horse")
+        b.register(bo + "@example.org", bo, "correct horse")
+        a.login_password(al + "@example.org", "correct horse")
+        b.login_password(bo + "@example.org", "correct horse")
+        a.request_friend(bo)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                b.accept_friend(al)
+                break
+            except chinwag.NoSuchRequest:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                b.send_to_friend(al, "dated")
+                break
+            except chinwag.MessageFailed:  # the friendship is still being stored
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        ev = next(e for e in a.events(timeout=10) if e.kind == chinwag.EventKind.PRIVATE_MESSAGE)
+        assert ev.text == "dated"
+        assert ev.time is not None and before <= ev.time <= time.time()
+        assert ev.when is not None and ev.when.tzinfo is not None
+        (entry,) = a.history(bo)
+        assert entry.text == "dated" and entry.time == ev.time
+        (plain,) = b.history(al)
+        assert plain.time is None and plain.when is None
