@@ -76,8 +76,10 @@ fn pkg(prefix: &Path, args: &[&str]) -> String {
         Command::new("pkg-config")
             .args(args)
             .arg("chinwag")
-            .env_remove("PKG_CONFIG_PATH")
-            .env("PKG_CONFIG_LIBDIR", prefix.join("lib/pkgconfig")),
+            // The prefix, then the system's own .pc files (libchinwag.so
+            // needs libopus and ALSA, which chinwag.pc requires privately).
+            .env_remove("PKG_CONFIG_LIBDIR")
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
         "pkg-config",
     )
     .trim()
