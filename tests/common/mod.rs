@@ -151,7 +151,10 @@ pub fn build_c_example(name: &str) -> PathBuf {
             .arg(Path::new(ROOT).join(format!("examples/c/{name}.c")))
             .arg("-L")
             .arg(&lib)
-            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            // DT_RPATH, not RUNPATH: it outranks the LD_LIBRARY_PATH that
+            // cargo sets for tests, which may list a stale uplifted copy of
+            // the library (target/<profile>/) before this one.
+            .arg(format!("-Wl,--disable-new-dtags,-rpath,{}", lib.display()))
             .args(["-lchinwag", "-lpthread", "-o"])
             .arg(&out),
         Duration::from_secs(60),
