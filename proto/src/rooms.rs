@@ -7,6 +7,12 @@
 //! big-endian: a 4-byte header. Sub-byte fields of a body (modes, statuses,
 //! answers) share one byte, packed from the most significant bit, unused bits
 //! zero. Names end with the '#' delimiter. Sans-IO, like every codec here.
+//!
+//! Types 23-27 are chinwag's, for what the seed asks and names no message
+//! for (a closed room's notice, the list of every user, an error answer);
+//! `reliable` is the seed's §3.2 reliability, one machine for both ends.
+
+pub mod reliable;
 
 use std::net::Ipv4Addr;
 
@@ -35,6 +41,30 @@ pub mod kind {
     pub const REPONSE_QUITTER_MESSAGERIE_PRIVEE: u8 = 20;
     pub const DECONNEXION: u8 = 21;
     pub const REPONSE_DECONNEXION: u8 = 22;
+    /// chinwag: server to the last member of a private room it closed
+    /// (§2.2 asks for the notice and names no message).
+    pub const FERMETURE_MESSAGERIE: u8 = 23;
+    pub const REPONSE_FERMETURE_MESSAGERIE: u8 = 24;
+    /// chinwag: every registered user (§2.2: a client chooses whom to
+    /// invite among the users connected to the server).
+    pub const DEMANDER_LISTE_UTILISATEURS: u8 = 25;
+    pub const REPONSE_DEMANDER_LISTE_UTILISATEURS: u8 = 26;
+    /// chinwag: the answer to a request that is refused, and why (§3.1: an
+    /// unknown type is answered with "a type proper to error messages").
+    pub const ERREUR: u8 = 27;
+}
+
+/// Whether a message of type `k` answers another (and so is never answered
+/// itself): the seed's even types, chinwag's 24 and 26, and ERREUR.
+pub fn is_answer(k: u8) -> bool {
+    (k % 2 == 0 && (2..=kind::REPONSE_DEMANDER_LISTE_UTILISATEURS).contains(&k))
+        || k == kind::ERREUR
+}
+
+/// The type that answers a request of type `k` (besides ERREUR, which may
+/// answer any request): always `k + 1`.
+pub fn answer_kind(k: u8) -> Option<u8> {
+    (k % 2 == 1 && k <= kind::DEMANDER_LISTE_UTILISATEURS).then_some(k + 1)
 }
 
 pub const HEADER_LEN: usize = 4;
@@ -102,6 +132,41 @@ pub enum Access {
     Granted = 0,
     NoSuchRoom = 1,
     Full = 2,
+}
+
+/// RAISON of an ERREUR (chinwag's type 27): why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The type is none the receiver knows.
+    UnknownType = 1,
+    /// The data does not follow the type's layout.
+    Malformed = 2,
+    /// A field is longer than its limit (a CHAT over 1,200 bytes, a name
+    /// over its limit where the type's answer has no code for it).
+    TooLong = 3,
+    /// A type the receiver never accepts from this sender (one only the
+    /// server sends).
+    NotAccepted = 4,
+    /// A text nobody would receive: alone in the room, or a decentralised
+    /// room, whose texts go to the peers rather than the server.
+    NoRecipient = 5,
+    /// A limit was reached (registrations from one address, requests per
+    /// second, a recipient too far behind): try again later.
+    Limit = 6,
+}
+
+impl Reason {
+    fn from_byte(b: u8) -> Option<Reason> {
+        Some(match b {
+            1 => Reason::UnknownType,
+            2 => Reason::Malformed,
+            3 => Reason::TooLong,
+            4 => Reason::NotAccepted,
+            5 => Reason::NoRecipient,
+            6 => Reason::Limit,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +262,24 @@ pub enum Body {
     DisconnectAnswer {
         ok: bool,
     },
+    /// chinwag (23), server to client: the private room `room` closed with
+    /// this client its last member, who is back in the public room.
+    RoomClosed {
+        room: String,
+    },
+    /// chinwag (24): acknowledgement of a RoomClosed.
+    RoomClosedAck,
+    /// chinwag (25): every registered user.
+    ListUsers,
+    /// chinwag (26): the answer to ListUsers.
+    UserList {
+        names: Vec<String>,
+    },
+    /// chinwag (27): the request of type `refused` (same NUM_SEQ) was refused.
+    Error {
+        refused: u8,
+        reason: Reason,
+    },
 }
 
 /// One datagram.
@@ -235,7 +318,40 @@ impl Body {
             Body::LeaveAnswer { .. } => REPONSE_QUITTER_MESSAGERIE_PRIVEE,
             Body::Disconnect => DECONNEXION,
             Body::DisconnectAnswer { .. } => REPONSE_DECONNEXION,
+            Body::RoomClosed { .. } => FERMETURE_MESSAGERIE,
+            Body::RoomClosedAck => REPONSE_FERMETURE_MESSAGERIE,
+            Body::ListUsers => DEMANDER_LISTE_UTILISATEURS,
+            Body::UserList { .. } => REPONSE_DEMANDER_LISTE_UTILISATEURS,
+            Body::Error { .. } => ERREUR,
         }
+    }
+}
+
+/// The 4-byte header alone, readable even when the body is not (so that
+/// a request with a bad body can still be answered, with its NUM_SEQ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// TYPE_MESSAGE, 0-31, defined or not.
+    pub kind: u8,
+    pub user: u8,
+    pub seq: u16,
+}
+
+impl Header {
+    /// The header of a datagram: at least 4 bytes, padding bits zero. The
+    /// datagram's length is not checked here.
+    pub fn peek(d: &[u8]) -> Result<Header, DecodeError> {
+        if d.len() < HEADER_LEN {
+            return Err(DecodeError::Truncated);
+        }
+        if d[0] & 0b111 != 0 {
+            return Err(DecodeError::BadBits("header padding"));
+        }
+        Ok(Header {
+            kind: d[0] >> 3,
+            user: d[1],
+            seq: u16::from_be_bytes([d[2], d[3]]),
+        })
     }
 }
 
@@ -284,7 +400,13 @@ impl Message {
                 out.push((*status as u8) << 6);
                 out.push(*room);
             }
-            Body::ListRooms | Body::InviteAck | Body::TextAck | Body::Leave | Body::Disconnect => {}
+            Body::ListRooms
+            | Body::InviteAck
+            | Body::TextAck
+            | Body::Leave
+            | Body::Disconnect
+            | Body::RoomClosedAck
+            | Body::ListUsers => {}
             Body::RoomList { rooms } => {
                 out.push(rooms.len().min(255) as u8);
                 for r in rooms.iter().take(255) {
@@ -310,11 +432,16 @@ impl Message {
                 }
             }
             Body::ListClients { room } => put_name(out, room),
-            Body::ClientList { names } => {
+            Body::ClientList { names } | Body::UserList { names } => {
                 out.push(names.len().min(255) as u8);
                 for n in names.iter().take(255) {
                     put_name(out, n);
                 }
+            }
+            Body::RoomClosed { room } => put_name(out, room),
+            Body::Error { refused, reason } => {
+                out.push((refused & 0b1_1111) << 3);
+                out.push(*reason as u8);
             }
             Body::Invite { user } => put_name(out, user),
             Body::Invitation { from, mode, room } => {
@@ -340,9 +467,6 @@ impl Message {
     /// Decode one whole datagram. Every byte must be used; padding bits
     /// must be zero.
     pub fn decode(d: &[u8]) -> Result<Message, DecodeError> {
-        if d.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated);
-        }
         if d.len() > MAX_DATAGRAM {
             return Err(DecodeError::TooLong {
                 field: "datagram",
@@ -350,12 +474,7 @@ impl Message {
                 max: MAX_DATAGRAM as u64,
             });
         }
-        if d[0] & 0b111 != 0 {
-            return Err(DecodeError::BadBits("header padding"));
-        }
-        let k = d[0] >> 3;
-        let user = d[1];
-        let seq = u16::from_be_bytes([d[2], d[3]]);
+        let Header { kind: k, user, seq } = Header::peek(d)?;
         let mut r = Reader {
             buf: &d[HEADER_LEN..],
             pos: 0,
@@ -469,14 +588,7 @@ impl Message {
             DEMANDER_LISTE_CLIENT => Body::ListClients {
                 room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
-            REPONSE_DEMANDER_LISTE_CLIENT => {
-                let n = r.byte()? as usize;
-                let mut names = Vec::with_capacity(n.min(r.left()));
-                for _ in 0..n {
-                    names.push(r.name("USER_NAME", MAX_USER_NAME)?);
-                }
-                Body::ClientList { names }
-            }
+            REPONSE_DEMANDER_LISTE_CLIENT => Body::ClientList { names: r.names()? },
             INVITER_MESSAGERIE_PRIVEE => Body::Invite {
                 user: r.name("USER_NAME", MAX_USER_NAME)?,
             },
@@ -512,12 +624,59 @@ impl Message {
             REPONSE_QUITTER_MESSAGERIE_PRIVEE => Body::LeaveAnswer { ok: r.flag()? },
             DECONNEXION => Body::Disconnect,
             REPONSE_DECONNEXION => Body::DisconnectAnswer { ok: r.flag()? },
+            FERMETURE_MESSAGERIE => Body::RoomClosed {
+                room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+            },
+            REPONSE_FERMETURE_MESSAGERIE => Body::RoomClosedAck,
+            DEMANDER_LISTE_UTILISATEURS => Body::ListUsers,
+            REPONSE_DEMANDER_LISTE_UTILISATEURS => Body::UserList { names: r.names()? },
+            ERREUR => {
+                let b = r.byte()?;
+                r.zero_below(b, 3)?;
+                let reason = Reason::from_byte(r.byte()?).ok_or(DecodeError::BadBits("RAISON"))?;
+                Body::Error {
+                    refused: b >> 3,
+                    reason,
+                }
+            }
             other => return Err(DecodeError::UnknownOpcode(other as u16)),
         };
         if !r.at_end() {
             return Err(DecodeError::TrailingBytes(r.left()));
         }
         Ok(Message { user, seq, body })
+    }
+
+    /// [`Message::decode`], also accepting the other forms seed-003 clients
+    /// send for the same message: INVITER_MESSAGERIE_PRIVEE with a bare
+    /// USER_NAME (the seed's diagram draws no '#'), the rest of the
+    /// datagram being the name. Re-encoding gives the canonical form.
+    pub fn decode_lenient(d: &[u8]) -> Result<Message, DecodeError> {
+        let strict = Message::decode(d);
+        match (&strict, Header::peek(d)) {
+            (Err(_), Ok(h)) if h.kind == kind::INVITER_MESSAGERIE_PRIVEE => {
+                let rest = &d[HEADER_LEN..];
+                if rest.is_empty() || rest.contains(&DELIMITER) || d.len() > MAX_DATAGRAM {
+                    return strict;
+                }
+                if rest.len() > MAX_USER_NAME {
+                    return Err(DecodeError::TooLong {
+                        field: "USER_NAME",
+                        len: rest.len() as u64,
+                        max: MAX_USER_NAME as u64,
+                    });
+                }
+                let user = std::str::from_utf8(rest)
+                    .map_err(|_| DecodeError::InvalidUtf8("USER_NAME"))?
+                    .to_owned();
+                Ok(Message {
+                    user: h.user,
+                    seq: h.seq,
+                    body: Body::Invite { user },
+                })
+            }
+            _ => strict,
+        }
     }
 }
 
@@ -581,6 +740,15 @@ impl Reader<'_> {
         let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::InvalidUtf8(field))?;
         self.pos += end + 1;
         Ok(s.to_owned())
+    }
+    /// NUM_CLIENT, then that many `USER_NAME '#'`.
+    fn names(&mut self) -> Result<Vec<String>, DecodeError> {
+        let n = self.byte()? as usize;
+        let mut names = Vec::with_capacity(n.min(self.left()));
+        for _ in 0..n {
+            names.push(self.name("USER_NAME", MAX_USER_NAME)?);
+        }
+        Ok(names)
     }
     fn peers(&mut self) -> Result<Vec<Peer>, DecodeError> {
         let n = self.byte()? as usize;
@@ -968,6 +1136,167 @@ mod tests {
             valid_user_name("alice") && !valid_user_name("a#b") && !valid_user_name("elevenchars")
         );
         assert!(!valid_room_name("") && valid_room_name("x"));
+    }
+
+    /// chinwag's types 23-27 (docs/protocols/rooms.md).
+    fn chinwag_samples() -> Vec<Message> {
+        vec![
+            m(SERVER, 300, Body::RoomClosed { room: s("club") }),
+            m(7, 300, Body::RoomClosedAck),
+            m(7, 12, Body::ListUsers),
+            m(
+                SERVER,
+                12,
+                Body::UserList {
+                    names: vec![s("al"), s("bo")],
+                },
+            ),
+            m(SERVER, 12, Body::UserList { names: vec![] }),
+            m(
+                SERVER,
+                13,
+                Body::Error {
+                    refused: 31,
+                    reason: Reason::UnknownType,
+                },
+            ),
+            m(
+                SERVER,
+                14,
+                Body::Error {
+                    refused: kind::TEXTE,
+                    reason: Reason::TooLong,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn chinwag_types_golden_bytes_and_round_trips() {
+        // FERMETURE_MESSAGERIE (10111), server, seq 300, "club#".
+        assert_eq!(
+            m(SERVER, 300, Body::RoomClosed { room: s("club") }).to_bytes(),
+            hex("b8 ff 012c 636c7562 23")
+        );
+        assert_eq!(m(7, 300, Body::RoomClosedAck).to_bytes(), hex("c0 07 012c"));
+        assert_eq!(m(7, 12, Body::ListUsers).to_bytes(), hex("c8 07 000c"));
+        assert_eq!(
+            m(
+                SERVER,
+                12,
+                Body::UserList {
+                    names: vec![s("al"), s("bo")]
+                }
+            )
+            .to_bytes(),
+            hex("d0 ff 000c 02 616c23 626f23")
+        );
+        // ERREUR (11011): refused type 15 (TEXTE) in the high 5 bits, reason 3.
+        assert_eq!(
+            m(
+                SERVER,
+                14,
+                Body::Error {
+                    refused: kind::TEXTE,
+                    reason: Reason::TooLong
+                }
+            )
+            .to_bytes(),
+            hex("d8 ff 000e 78 03")
+        );
+        for msg in chinwag_samples() {
+            let b = msg.to_bytes();
+            assert_eq!(Message::decode(&b).unwrap(), msg, "{msg:?}");
+            for cut in 0..b.len() {
+                if let Ok(other) = Message::decode(&b[..cut]) {
+                    panic!("{msg:?} cut at {cut} decoded as {other:?}");
+                }
+            }
+            let mut long = b.clone();
+            long.push(0);
+            assert!(Message::decode(&long).is_err(), "{msg:?} + trailing byte");
+        }
+        // Reasons 0 and 7+ are undefined; the refused type's low bits are padding.
+        assert_eq!(
+            Message::decode(&hex("d8 ff 000e 78 07")),
+            Err(DecodeError::BadBits("RAISON"))
+        );
+        assert!(Message::decode(&hex("d8 ff 000e 78 00")).is_err());
+        assert!(Message::decode(&hex("d8 ff 000e 79 01")).is_err());
+        // 28-31 and 0 stay undefined.
+        for k in [0u8, 28, 29, 30, 31] {
+            assert_eq!(
+                Message::decode(&[k << 3, 1, 0, 1]),
+                Err(DecodeError::UnknownOpcode(k as u16))
+            );
+        }
+    }
+
+    #[test]
+    fn requests_and_their_answers() {
+        for k in (1..=25u8).step_by(2) {
+            assert!(!is_answer(k), "{k}");
+            assert_eq!(answer_kind(k), Some(k + 1));
+            assert!(is_answer(k + 1), "{}", k + 1);
+        }
+        assert!(is_answer(kind::ERREUR));
+        for k in [0u8, 28, 29, 30, 31] {
+            assert!(!is_answer(k) && answer_kind(k).is_none(), "{k}");
+        }
+        for msg in samples().into_iter().chain(chinwag_samples()) {
+            let k = msg.body.kind();
+            assert_eq!(is_answer(k), answer_kind(k).is_none(), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn header_reads_without_the_body() {
+        assert_eq!(
+            Header::peek(&hex("78 05 0009 ffff")),
+            Ok(Header {
+                kind: kind::TEXTE,
+                user: 5,
+                seq: 9
+            })
+        );
+        assert_eq!(Header::peek(&hex("78 05 00")), Err(DecodeError::Truncated));
+        assert_eq!(
+            Header::peek(&hex("7c 05 0009")),
+            Err(DecodeError::BadBits("header padding"))
+        );
+        // An oversize datagram still shows its header (to be answered).
+        let mut big = hex("78 05 0009");
+        big.resize(MAX_DATAGRAM + 1, b'x');
+        assert_eq!(Header::peek(&big).unwrap().seq, 9);
+        assert!(Message::decode(&big).is_err());
+    }
+
+    #[test]
+    fn inviter_is_read_with_or_without_its_delimiter() {
+        let with = hex("58 05 0007 626f62 23");
+        let bare = hex("58 05 0007 626f62");
+        let want = m(5, 7, Body::Invite { user: s("bob") });
+        assert_eq!(Message::decode_lenient(&with), Ok(want.clone()));
+        assert_eq!(Message::decode_lenient(&bare), Ok(want.clone()));
+        // The strict decoder keeps one canonical form, which is what we send.
+        assert_eq!(Message::decode(&bare), Err(DecodeError::Truncated));
+        assert_eq!(want.to_bytes(), with);
+        // Bare names follow the same rules.
+        assert!(matches!(
+            Message::decode_lenient(&hex("58 05 0007 6161616161616161616161")),
+            Err(DecodeError::TooLong { .. })
+        ));
+        assert_eq!(
+            Message::decode_lenient(&hex("58 05 0007 ff")),
+            Err(DecodeError::InvalidUtf8("USER_NAME"))
+        );
+        assert!(Message::decode_lenient(&hex("58 05 0007")).is_err());
+        assert!(Message::decode_lenient(&hex("58 05 0007 62 23 62")).is_err());
+        // Other types are as strict as ever.
+        assert_eq!(
+            Message::decode_lenient(&hex("38 05 0007 626f62")),
+            Err(DecodeError::Truncated)
+        );
     }
 
     #[test]
