@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chinwag_proto::rooms::reliable;
 use serde::Deserialize;
 
 /// Everything an operator can set. Durations are whole milliseconds in the
@@ -24,6 +25,17 @@ pub struct Config {
     pub rooms_port: u16,
     /// A rooms client silent for this long (no keep-alive) is dropped.
     pub rooms_idle_timeout_ms: u64,
+    /// Rooms T: milliseconds between two sends of a message the server
+    /// starts (seed 003: 100).
+    pub rooms_retry_ms: u64,
+    /// Rooms M: sends of such a message in all before the server gives up.
+    pub rooms_tries: u32,
+    /// Rooms clients registered at once from one IPv4 address (or IPv6 /64).
+    pub rooms_max_per_ip: usize,
+    /// Rooms registrations one address may attempt per minute.
+    pub rooms_registrations_per_minute: u32,
+    /// Requests one rooms client may make per second (bursts of twice that).
+    pub rooms_requests_per_second: u32,
     /// SQLite database file (":memory:" keeps nothing).
     pub db_path: PathBuf,
     /// Connections open at once, all dialects together; more are closed at accept.
@@ -55,6 +67,11 @@ impl Default for Config {
             accounts_port: 7003,
             rooms_port: 7004,
             rooms_idle_timeout_ms: 100_000,
+            rooms_retry_ms: reliable::RETRY_EVERY.as_millis() as u64,
+            rooms_tries: reliable::TRIES,
+            rooms_max_per_ip: 16,
+            rooms_registrations_per_minute: 20,
+            rooms_requests_per_second: 50,
             db_path: PathBuf::from("chinwag.db"),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
@@ -80,6 +97,8 @@ impl Config {
             db_path: PathBuf::from(":memory:"),
             // Every test client comes from 127.0.0.1.
             registrations_per_minute: 10_000,
+            rooms_max_per_ip: 254,
+            rooms_registrations_per_minute: 10_000,
             ..Config::default()
         }
     }
@@ -91,6 +110,20 @@ impl Config {
     }
     pub fn connect_id_ttl(&self) -> Duration {
         Duration::from_millis(self.connect_id_ttl_ms)
+    }
+    /// The rooms front-end's settings.
+    pub fn rooms(&self) -> crate::front::rooms::Settings {
+        crate::front::rooms::Settings {
+            idle_timeout: Duration::from_millis(self.rooms_idle_timeout_ms),
+            link: reliable::Config {
+                retry_every: Duration::from_millis(self.rooms_retry_ms.max(1)),
+                tries: self.rooms_tries.max(1),
+                ..reliable::Config::default()
+            },
+            max_per_ip: self.rooms_max_per_ip,
+            registrations_per_minute: self.rooms_registrations_per_minute,
+            requests_per_second: self.rooms_requests_per_second,
+        }
     }
     /// Parse a TOML configuration file's text.
     pub fn from_toml(text: &str) -> Result<Config, String> {

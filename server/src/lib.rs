@@ -76,7 +76,7 @@ impl Server {
         let rooms = front::rooms::RoomsServer::start(
             hub.clone(),
             SocketAddr::new(cfg.bind, cfg.rooms_port),
-            Duration::from_millis(cfg.rooms_idle_timeout_ms),
+            cfg.rooms(),
         )?;
         let flush = FlushPool::new(cfg.flush_threads)?;
         let shared = Arc::new(Shared {

@@ -74,6 +74,20 @@ impl Default for Config {
 pub struct Transmit<P> {
     pub to: P,
     pub bytes: Vec<u8>,
+    pub role: Role,
+}
+
+/// Why a datagram is sent (a caller may treat retransmissions apart, for
+/// example to cap what goes to an address not yet known to receive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The first send of a message this end started.
+    First,
+    /// A later send of it, its answer not yet heard.
+    Retry,
+    /// An answer to a request of the peer, or the same answer again for a
+    /// copy of that request.
+    Answer,
 }
 
 /// What became of a message this end sent first.
@@ -123,20 +137,28 @@ struct Sent {
 }
 
 struct Seen {
-    digest: u64,
     serial: u64,
     answer: Option<Vec<u8>>,
 }
+
+/// A request as remembered: its NUM_SEQ and a digest of its bytes. Two
+/// requests with one NUM_SEQ but other bytes are two requests, so that a
+/// forged datagram cannot push a real one out and have its copy executed
+/// again.
+type Key = (u16, u64);
 
 #[derive(Default)]
 struct PeerState {
     /// The last NUM_SEQ this end used towards the peer.
     last_seq: Option<u16>,
     outstanding: HashMap<u16, Sent>,
-    received: HashMap<u16, Seen>,
+    received: HashMap<Key, Seen>,
+    /// The digest of the latest request seen with each NUM_SEQ: the one an
+    /// answer with that NUM_SEQ belongs to.
+    latest: HashMap<u16, u64>,
     /// `received` in arrival order; entries whose serial no longer matches
     /// are stale and skipped.
-    order: VecDeque<(u16, u64)>,
+    order: VecDeque<(Key, u64)>,
 }
 
 impl PeerState {
@@ -145,11 +167,19 @@ impl PeerState {
     }
 }
 
-/// A timer (retransmission) or an age (cached request), in time order.
+/// A retransmission time, in time order.
 struct Due<P> {
     at: Instant,
     peer: P,
     seq: u16,
+    serial: u64,
+}
+
+/// When a request was remembered, in time order.
+struct Age<P> {
+    at: Instant,
+    peer: P,
+    key: Key,
     serial: u64,
 }
 
@@ -163,7 +193,7 @@ pub struct Endpoint<P> {
     /// pushing at the back keeps this sorted.
     retries: VecDeque<Due<P>>,
     /// Requests remembered, oldest first (for ageing and the total caps).
-    ages: VecDeque<Due<P>>,
+    ages: VecDeque<Age<P>>,
     live_outstanding: usize,
     live_answers: usize,
     answer_bytes: usize,
@@ -229,6 +259,7 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
         }
         let now = self.advance(now);
         let cap = self.cfg.outstanding_per_peer;
+        let serial = self.next_serial();
         let peer = self.peers.entry(to).or_default();
         if peer.outstanding.len() >= cap {
             return Err(SendError::Busy);
@@ -240,9 +271,6 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
         }
         peer.last_seq = Some(seq);
         let bytes = Message { user, seq, body }.to_bytes();
-        self.serial += 1;
-        let serial = self.serial;
-        let peer = self.peers.get_mut(&to).expect("just inserted");
         peer.outstanding.insert(
             seq,
             Sent {
@@ -259,7 +287,11 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
             seq,
             serial,
         });
-        self.transmits.push_back(Transmit { to, bytes });
+        self.transmits.push_back(Transmit {
+            to,
+            bytes,
+            role: Role::First,
+        });
         Ok(seq)
     }
 
@@ -292,8 +324,7 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
             && self
                 .peers
                 .get(&from)
-                .and_then(|p| p.received.get(&h.seq))
-                .is_some_and(|s| s.digest == digest(d))
+                .is_some_and(|p| p.received.contains_key(&(h.seq, digest(d))))
     }
 
     /// One datagram from `from`.
@@ -328,55 +359,53 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
             };
         }
         // A request, or a type nobody defined: one execution per copy set.
-        let dg = digest(d);
-        let seq = header.seq;
-        let peer = self.peers.entry(from).or_default();
-        if let Some(seen) = peer.received.get(&seq) {
-            if seen.digest == dg {
-                let replayed = match &seen.answer {
-                    Some(bytes) => {
-                        self.transmits.push_back(Transmit {
-                            to: from,
-                            bytes: bytes.clone(),
-                        });
-                        true
-                    }
-                    None => false,
-                };
-                return Incoming::Duplicate { replayed };
-            }
-            // The same NUM_SEQ with other bytes: a new request (the peer
-            // wrapped around, or started over).
-            self.forget_request(from, seq);
+        let key = (header.seq, digest(d));
+        if let Some(seen) = self.peers.get(&from).and_then(|p| p.received.get(&key)) {
+            let replayed = match &seen.answer {
+                Some(bytes) => {
+                    let bytes = bytes.clone();
+                    self.transmits.push_back(Transmit {
+                        to: from,
+                        bytes,
+                        role: Role::Answer,
+                    });
+                    true
+                }
+                None => false,
+            };
+            return Incoming::Duplicate { replayed };
         }
-        self.remember_request(now, from, seq, dg);
+        self.remember_request(now, from, key);
         match Message::decode_lenient(d) {
             Ok(m) => Incoming::Request(m),
             Err(error) => Incoming::Unreadable { header, error },
         }
     }
 
-    fn remember_request(&mut self, now: Instant, from: P, seq: u16, digest: u64) {
+    fn remember_request(&mut self, now: Instant, from: P, key: Key) {
         let serial = self.next_serial();
         let per_peer = self.cfg.answers_per_peer;
         let peer = self.peers.entry(from).or_default();
         peer.received.insert(
-            seq,
+            key,
             Seen {
-                digest,
                 serial,
                 answer: None,
             },
         );
-        peer.order.push_back((seq, serial));
+        peer.latest.insert(key.0, key.1);
+        peer.order.push_back((key, serial));
         self.live_answers += 1;
         // Per peer: the oldest request goes.
         while peer.received.len() > per_peer {
-            let Some((s, ser)) = peer.order.pop_front() else {
+            let Some((k, ser)) = peer.order.pop_front() else {
                 break;
             };
-            if peer.received.get(&s).is_some_and(|x| x.serial == ser) {
-                let gone = peer.received.remove(&s).expect("checked");
+            if peer.received.get(&k).is_some_and(|x| x.serial == ser) {
+                let gone = peer.received.remove(&k).expect("checked");
+                if peer.latest.get(&k.0) == Some(&k.1) {
+                    peer.latest.remove(&k.0);
+                }
                 self.live_answers -= 1;
                 self.answer_bytes -= gone.answer.map_or(0, |a| a.len());
             }
@@ -384,24 +413,15 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
         if peer.order.len() > 2 * per_peer + 8 {
             let received = &peer.received;
             peer.order
-                .retain(|(s, ser)| received.get(s).is_some_and(|x| x.serial == *ser));
+                .retain(|(k, ser)| received.get(k).is_some_and(|x| x.serial == *ser));
         }
-        self.ages.push_back(Due {
+        self.ages.push_back(Age {
             at: now,
             peer: from,
-            seq,
+            key,
             serial,
         });
         self.enforce_totals();
-    }
-
-    fn forget_request(&mut self, peer: P, seq: u16) {
-        if let Some(p) = self.peers.get_mut(&peer) {
-            if let Some(gone) = p.received.remove(&seq) {
-                self.live_answers -= 1;
-                self.answer_bytes -= gone.answer.map_or(0, |a| a.len());
-            }
-        }
     }
 
     /// Drop the oldest remembered requests while over the total caps, and
@@ -420,20 +440,23 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
             self.ages.retain(|a| {
                 peers
                     .get(&a.peer)
-                    .and_then(|p| p.received.get(&a.seq))
+                    .and_then(|p| p.received.get(&a.key))
                     .is_some_and(|s| s.serial == a.serial)
             });
         }
     }
 
-    fn expire(&mut self, a: Due<P>) {
-        let live = self
-            .peers
-            .get(&a.peer)
-            .and_then(|p| p.received.get(&a.seq))
-            .is_some_and(|s| s.serial == a.serial);
-        if live {
-            self.forget_request(a.peer, a.seq);
+    fn expire(&mut self, a: Age<P>) {
+        let Some(p) = self.peers.get_mut(&a.peer) else {
+            return;
+        };
+        if p.received.get(&a.key).is_some_and(|s| s.serial == a.serial) {
+            let gone = p.received.remove(&a.key).expect("checked");
+            if p.latest.get(&a.key.0) == Some(&a.key.1) {
+                p.latest.remove(&a.key.0);
+            }
+            self.live_answers -= 1;
+            self.answer_bytes -= gone.answer.map_or(0, |x| x.len());
             self.drop_if_idle(a.peer);
         }
     }
@@ -444,21 +467,25 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
         }
     }
 
-    /// Answer the request `msg.seq` from `to` with `msg`: sent now, and
-    /// sent again for each copy of that request that arrives later (until
-    /// the request is forgotten by age, by the caps, or by [`Endpoint::forget`]).
+    /// Answer the request `msg.seq` from `to` (the latest one seen with that
+    /// NUM_SEQ) with `msg`: sent now, and sent again for each copy of that
+    /// request that arrives later (until the request is forgotten by age, by
+    /// the caps, or by [`Endpoint::forget`]).
     pub fn answer(&mut self, now: Instant, to: P, msg: &Message) {
         self.advance(now);
         let bytes = msg.to_bytes();
-        if let Some(seen) = self
-            .peers
-            .get_mut(&to)
-            .and_then(|p| p.received.get_mut(&msg.seq))
-        {
+        if let Some(seen) = self.peers.get_mut(&to).and_then(|p| {
+            let key = (msg.seq, *p.latest.get(&msg.seq)?);
+            p.received.get_mut(&key)
+        }) {
             let old = seen.answer.replace(bytes.clone()).map_or(0, |a| a.len());
             self.answer_bytes = self.answer_bytes - old + bytes.len();
         }
-        self.transmits.push_back(Transmit { to, bytes });
+        self.transmits.push_back(Transmit {
+            to,
+            bytes,
+            role: Role::Answer,
+        });
         self.enforce_totals();
     }
 
@@ -485,6 +512,7 @@ impl<P: Copy + Eq + Hash> Endpoint<P> {
                 self.transmits.push_back(Transmit {
                     to: due.peer,
                     bytes,
+                    role: Role::Retry,
                 });
                 self.retries.push_back(Due {
                     at: now + self.cfg.retry_every,

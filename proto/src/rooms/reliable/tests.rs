@@ -56,7 +56,12 @@ fn retransmits_every_t_then_gives_up_after_m_sends() {
         assert!(e.poll_timeout().unwrap() <= at);
         e.handle_timeout(at);
         let again = drain(&mut e);
-        assert_eq!(again, first, "send {n} is the same datagram");
+        assert_eq!(again.len(), 1);
+        assert_eq!(
+            again[0].bytes, first[0].bytes,
+            "send {n} is the same datagram"
+        );
+        assert_eq!((first[0].role, again[0].role), (Role::First, Role::Retry));
         assert!(events(&mut e).is_empty());
     }
     assert_eq!(e.outstanding(1), 1);
@@ -187,19 +192,39 @@ fn copies_of_a_request_are_executed_once_and_answered_alike() {
             drain(&mut e),
             vec![Transmit {
                 to: 3,
-                bytes: ack.to_bytes()
+                bytes: ack.to_bytes(),
+                role: Role::Answer,
             }]
         );
     }
     // The same NUM_SEQ from another peer is another request.
     assert!(matches!(e.receive(t0, 4, &req), Incoming::Request(_)));
     // The same NUM_SEQ with other bytes: a new request (a peer that
-    // started over), executed.
+    // started over, or a forgery), executed...
     assert!(matches!(
         e.receive(t0, 3, &request(7, 40, text("twice"))),
         Incoming::Request(_)
     ));
-    assert_eq!(e.remembered().0, 2);
+    assert_eq!(e.remembered().0, 3);
+    // ... and answered on its own, while a copy of the first one is still
+    // a copy: a forged datagram cannot have a real one executed again.
+    let other = Message {
+        user: SERVER,
+        seq: 40,
+        body: Body::Error {
+            refused: kind::TEXTE,
+            reason: Reason::Limit,
+        },
+    };
+    e.answer(t0, 3, &other);
+    drain(&mut e);
+    assert_eq!(
+        e.receive(t0, 3, &req),
+        Incoming::Duplicate { replayed: true }
+    );
+    assert_eq!(drain(&mut e)[0].bytes, ack.to_bytes());
+    e.receive(t0, 3, &request(7, 40, text("twice")));
+    assert_eq!(drain(&mut e)[0].bytes, other.to_bytes());
 }
 
 #[test]
