@@ -136,6 +136,12 @@ impl Guard {
         }
     }
 
+    /// Charge `len` bytes against `ip`'s credit, as far as it goes.
+    pub fn charge(&mut self, now: Instant, ip: IpAddr, len: usize) {
+        let e = self.entry(now, ip);
+        e.credit = e.credit.saturating_sub(len as u64);
+    }
+
     /// One registration attempt from `ip`, if its rate allows.
     pub fn may_register(&mut self, now: Instant, ip: IpAddr) -> bool {
         let (rate, burst) = self.rate();
@@ -207,6 +213,11 @@ mod tests {
         assert!(g.spend(t0, a, 6));
         assert!(!g.spend(t0, a, 5));
         assert!(g.spend(t0, a, 4));
+        g.received(t0, a, 10);
+        g.charge(t0, a, 7);
+        assert!(!g.spend(t0, a, 4));
+        g.charge(t0, a, 7);
+        assert!(!g.spend(t0, a, 1), "charged down to zero, not below");
         g.received(t0, a, 1 << 30);
         assert!(g.spend(t0, a, CREDIT_MAX as usize));
         assert!(!g.spend(t0, a, 1));

@@ -272,13 +272,21 @@ impl<S: Clone> Rooms<S> {
     }
 
     /// Everything leaves through here. To an address that has not proved it
-    /// receives: an answer no larger than the datagram it answers; the first
-    /// send of a message to a registered client (few: see `deliver`);
-    /// retransmissions only against its IP's credit (what that IP sent).
+    /// receives: an answer no larger than the datagram it answers, charged
+    /// to its IP's credit (what that IP sent); retransmissions only against
+    /// that credit; and the first send of a message to a registered client
+    /// (few: see `deliver`), so that a seed-003 client that registers and
+    /// then only listens hears the room.
     fn emit(&mut self, now: Instant, to: SocketAddr, bytes: Vec<u8>, role: Role) {
         let ok = self.is_proved(to, now)
             || match (role, self.current) {
-                (Role::Answer, Some((from, carried))) if from == to => bytes.len() <= carried,
+                (Role::Answer, Some((from, carried))) if from == to => {
+                    let fits = bytes.len() <= carried;
+                    if fits {
+                        self.guard.charge(now, to.ip(), bytes.len());
+                    }
+                    fits
+                }
                 (Role::First, _) if self.by_addr.contains_key(&to) => true,
                 _ => self.guard.spend(now, to.ip(), bytes.len()),
             };
