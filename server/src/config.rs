@@ -130,3 +130,41 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_t_and_m_come_from_proto_and_can_be_set() {
+        let d = Config::default().rooms();
+        assert_eq!(d.link.retry_every, reliable::RETRY_EVERY);
+        assert_eq!(d.link.tries, reliable::TRIES);
+        let c = Config::from_toml(
+            "rooms_retry_ms = 250\nrooms_tries = 3\nrooms_max_per_ip = 2\n\
+             rooms_registrations_per_minute = 7\nrooms_requests_per_second = 9\n\
+             rooms_idle_timeout_ms = 5000\n",
+        )
+        .unwrap()
+        .rooms();
+        assert_eq!(c.link.retry_every, Duration::from_millis(250));
+        assert_eq!(c.link.tries, 3);
+        assert_eq!(
+            (
+                c.max_per_ip,
+                c.registrations_per_minute,
+                c.requests_per_second
+            ),
+            (2, 7, 9)
+        );
+        assert_eq!(c.idle_timeout, Duration::from_millis(5000));
+        // Nonsense is made safe rather than refused.
+        let z = Config::from_toml("rooms_retry_ms = 0\nrooms_tries = 0\n")
+            .unwrap()
+            .rooms();
+        assert_eq!(
+            (z.link.retry_every, z.link.tries),
+            (Duration::from_millis(1), 1)
+        );
+    }
+}

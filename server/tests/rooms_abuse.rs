@@ -286,7 +286,10 @@ fn registrations_per_address_are_capped_and_rate_limited() {
         .collect();
     assert_eq!(Client::new(addr).ask(name("u3")), limit);
     Client::on(loopback(2), addr).login("w0"); // another address: not affected
-    assert_eq!(kept[0].ask(Body::Disconnect), Body::DisconnectAnswer { ok: true });
+    assert_eq!(
+        kept[0].ask(Body::Disconnect),
+        Body::DisconnectAnswer { ok: true }
+    );
     kept.remove(0);
     Client::new(addr).login("u4");
     drop(kept);
@@ -381,7 +384,10 @@ fn every_text_arrives_through_twenty_percent_loss_each_way() {
     let up = proxy.counts.up_dropped.load(Ordering::Relaxed);
     let down = proxy.counts.down_dropped.load(Ordering::Relaxed);
     eprintln!("dropped {up} up, {down} down; {again} texts seen again");
-    assert!(up > 10 && down > 10, "the proxy dropped {up} up, {down} down");
+    assert!(
+        up > 10 && down > 10,
+        "the proxy dropped {up} up, {down} down"
+    );
     assert!(again > 0, "no retransmission was ever needed");
 }
 
@@ -443,5 +449,9 @@ fn per_datagram_noise_is_logged_at_debug_only() {
         b.ask(Body::Connexion { name: None }),
         Body::KeptAlive { ok: true }
     );
-    assert_eq!(LOUD.load(Ordering::Relaxed), before, "noise logged above debug");
+    assert_eq!(
+        LOUD.load(Ordering::Relaxed),
+        before,
+        "noise logged above debug"
+    );
 }

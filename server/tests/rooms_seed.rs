@@ -63,7 +63,12 @@ fn a_private_room_down_to_one_member_closes_and_tells_it_reliably() {
     let first = b
         .recv_until(Instant::now() + Duration::from_secs(5))
         .expect("the notice");
-    assert_eq!(first.body, Body::RoomClosed { room: "club".into() });
+    assert_eq!(
+        first.body,
+        Body::RoomClosed {
+            room: "club".into()
+        }
+    );
     assert_eq!((first.user, first.bytes_kind()), (wire::SERVER, 23));
     let again = b
         .recv_until(Instant::now() + Duration::from_secs(5))
@@ -73,7 +78,10 @@ fn a_private_room_down_to_one_member_closes_and_tells_it_reliably() {
     let t0 = Instant::now();
     while let Some(m) = b.silence(Duration::from_millis(300)) {
         assert_eq!(m, first, "only copies of the notice");
-        assert!(t0.elapsed() < Duration::from_secs(2), "not stopped by the ack");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "not stopped by the ack"
+        );
     }
     // bob is in the public room and the room is gone.
     assert_eq!(b.ask(Body::Leave), Body::LeaveAnswer { ok: false });
@@ -116,14 +124,22 @@ fn an_invitation_names_one_room_and_every_one_waits_for_its_answer() {
     };
     answer(stale.seq, true);
     std::thread::sleep(Duration::from_millis(200)); // nothing may happen: give it time to
-    assert_eq!(members(&mut c, "second"), ["carol"], "a stale invitation opened another room");
+    assert_eq!(
+        members(&mut c, "second"),
+        ["carol"],
+        "a stale invitation opened another room"
+    );
 
     // Two invitations at once: both stand; the older one is taken.
     create(&mut a, "third", Mode::Centralised);
     assert_eq!(a.ask(Body::Invite { user: "bob".into() }), Body::InviteAck);
-    let from_a = b.expect("alice's invitation", |m| matches!(m, Body::Invitation { .. }));
+    let from_a = b.expect("alice's invitation", |m| {
+        matches!(m, Body::Invitation { .. })
+    });
     assert_eq!(c.ask(Body::Invite { user: "bob".into() }), Body::InviteAck);
-    let from_c = b.expect("carol's invitation", |m| matches!(m, Body::Invitation { .. }));
+    let from_c = b.expect("carol's invitation", |m| {
+        matches!(m, Body::Invitation { .. })
+    });
     answer(from_a.seq, true);
     let deadline = Instant::now() + Duration::from_secs(5);
     while members(&mut a, "third") != ["alice", "bob"] {
@@ -231,7 +247,10 @@ fn requests_the_server_cannot_read_get_an_answer_that_says_why() {
             room: 0
         }
     );
-    for k in [kind::DEMANDE_ACCES_MESSAGERIE_PRIVEE, kind::CHANGER_MESSAGERIE] {
+    for k in [
+        kind::DEMANDE_ACCES_MESSAGERIE_PRIVEE,
+        kind::CHANGER_MESSAGERIE,
+    ] {
         let seq = a.next_seq();
         let mut d = vec![k << 3, a.id, (seq >> 8) as u8, seq as u8];
         d.extend_from_slice(long.as_bytes());

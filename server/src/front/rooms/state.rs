@@ -47,6 +47,7 @@ const PROVED_KEPT: usize = 4096;
 /// How often idle clients, old invitations and per-address state are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// The rooms settings, from `Config::rooms` (where the defaults are).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// A client silent this long (no keep-alive) is dropped.
@@ -59,18 +60,6 @@ pub struct Settings {
     pub registrations_per_minute: u32,
     /// Requests one client may make per second (bursts of twice that).
     pub requests_per_second: u32,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            idle_timeout: Duration::from_secs(100),
-            link: reliable::Config::default(),
-            max_per_ip: 16,
-            registrations_per_minute: 20,
-            requests_per_second: 50,
-        }
-    }
 }
 
 struct User<S> {

@@ -32,7 +32,7 @@ struct World {
 
 impl World {
     fn new(f: impl FnOnce(&mut Settings)) -> World {
-        let mut set = Settings::default();
+        let mut set = crate::Config::default().rooms();
         f(&mut set);
         World {
             rooms: Rooms::new(set, 7),
