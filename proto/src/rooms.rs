@@ -57,14 +57,14 @@ pub mod kind {
 /// Whether a message of type `k` answers another (and so is never answered
 /// itself): the seed's even types, chinwag's 24 and 26, and ERREUR.
 pub fn is_answer(k: u8) -> bool {
-    (k % 2 == 0 && (2..=kind::REPONSE_DEMANDER_LISTE_UTILISATEURS).contains(&k))
+    (k & 1 == 0 && (2..=kind::REPONSE_DEMANDER_LISTE_UTILISATEURS).contains(&k))
         || k == kind::ERREUR
 }
 
 /// The type that answers a request of type `k` (besides ERREUR, which may
 /// answer any request): always `k + 1`.
 pub fn answer_kind(k: u8) -> Option<u8> {
-    (k % 2 == 1 && k <= kind::DEMANDER_LISTE_UTILISATEURS).then_some(k + 1)
+    (k & 1 == 1 && k <= kind::DEMANDER_LISTE_UTILISATEURS).then_some(k + 1)
 }
 
 pub const HEADER_LEN: usize = 4;
