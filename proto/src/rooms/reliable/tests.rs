@@ -520,6 +520,23 @@ impl Net {
     }
 }
 
+/// The application's side of a text request: counted, acknowledged.
+fn execute_text(e: &mut Endpoint<u8>, now: Instant, m: Message, user: u8) -> String {
+    let Body::Text { chat } = m.body else {
+        panic!("{m:?}")
+    };
+    e.answer(
+        now,
+        0,
+        &Message {
+            user,
+            seq: m.seq,
+            body: Body::TextAck,
+        },
+    );
+    chat
+}
+
 #[test]
 fn requests_and_server_texts_cross_a_lossy_duplicating_reordering_network() {
     let t0 = Instant::now();
@@ -556,19 +573,8 @@ fn requests_and_server_texts_cross_a_lossy_duplicating_reordering_network() {
             if up {
                 match server.receive(now, 0, &bytes) {
                     Incoming::Request(m) => {
-                        let Body::Text { chat } = m.body else {
-                            panic!()
-                        };
+                        let chat = execute_text(&mut server, now, m, SERVER);
                         *executed.entry(chat).or_default() += 1;
-                        server.answer(
-                            now,
-                            0,
-                            &Message {
-                                user: SERVER,
-                                seq: m.seq,
-                                body: Body::TextAck,
-                            },
-                        );
                     }
                     Incoming::Answer { request, .. } => {
                         assert_eq!(request, kind::TEXTE);
@@ -580,19 +586,8 @@ fn requests_and_server_texts_cross_a_lossy_duplicating_reordering_network() {
             } else {
                 match client.receive(now, 0, &bytes) {
                     Incoming::Request(m) => {
-                        let Body::Text { chat } = m.body else {
-                            panic!()
-                        };
+                        let chat = execute_text(&mut client, now, m, 7);
                         *delivered.entry(chat).or_default() += 1;
-                        client.answer(
-                            now,
-                            0,
-                            &Message {
-                                user: 7,
-                                seq: m.seq,
-                                body: Body::TextAck,
-                            },
-                        );
                     }
                     Incoming::Answer { message, .. } => {
                         let chat = sent_seq[&message.seq].clone();
@@ -667,15 +662,7 @@ fn at_one_try_loss_is_reported_not_hidden() {
                 if up {
                     if let Incoming::Request(m) = server.receive(now, 0, &bytes) {
                         executed += 1;
-                        server.answer(
-                            now,
-                            0,
-                            &Message {
-                                user: SERVER,
-                                seq: m.seq,
-                                body: Body::TextAck,
-                            },
-                        );
+                        execute_text(&mut server, now, m, SERVER);
                     }
                 } else if let Incoming::Answer { .. } = client.receive(now, 0, &bytes) {
                     answers += 1;

@@ -144,6 +144,22 @@ impl World {
         id
     }
 
+    /// Create a room; its id.
+    fn create(&mut self, from: SocketAddr, user: u8, seq: u16, name: &str, mode: Mode) -> u8 {
+        let body = Body::CreateRoom {
+            mode,
+            name: name.into(),
+            max: 4,
+        };
+        match self.ask(from, user, seq, body) {
+            Body::CreateAnswer {
+                status: Creation::Created,
+                room,
+            } => room,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn tick(&mut self, by: Duration) -> Vec<(SocketAddr, Message)> {
         self.now += by;
         self.rooms.tick(self.now);
@@ -184,22 +200,7 @@ fn a_private_room_down_to_one_member_closes_and_tells_it_reliably() {
     let (a, b, c) = (addr(A, 1), addr(A, 2), addr(A, 3));
     let (ia, ib, _ic) = (w.join(a, "al"), w.join(b, "bo"), w.join(c, "cy"));
     w.live.remove(&b);
-    let Body::CreateAnswer {
-        status: Creation::Created,
-        room,
-    } = w.ask(
-        a,
-        ia,
-        3,
-        Body::CreateRoom {
-            mode: Mode::Centralised,
-            name: "club".into(),
-            max: 5,
-        },
-    )
-    else {
-        panic!()
-    };
+    let room = w.create(a, ia, 3, "club", Mode::Centralised);
     // A new room alone with its creator stays.
     w.tick(Duration::from_secs(2));
     assert_eq!(w.room_of(ia), room);
@@ -284,23 +285,7 @@ fn invitations_name_the_room_itself_and_all_are_kept() {
     let mut w = World::new(|_| {});
     let (a, b, c) = (addr(A, 1), addr(A, 2), addr(A, 3));
     let (ia, ib, ic) = (w.join(a, "al"), w.join(b, "bo"), w.join(c, "cy"));
-    let create = |w: &mut World, who, id, seq, name: &str| match w.ask(
-        who,
-        id,
-        seq,
-        Body::CreateRoom {
-            mode: Mode::Centralised,
-            name: name.into(),
-            max: 4,
-        },
-    ) {
-        Body::CreateAnswer {
-            status: Creation::Created,
-            room,
-        } => room,
-        other => panic!("{other:?}"),
-    };
-    let first = create(&mut w, a, ia, 3, "first");
+    let first = w.create(a, ia, 3, "first", Mode::Centralised);
     let got = w.send(a, ia, 4, Body::Invite { user: "bo".into() });
     let inv1 = to(&got, b)[0].clone();
     assert_eq!(
@@ -314,7 +299,7 @@ fn invitations_name_the_room_itself_and_all_are_kept() {
     // al leaves "first": it is empty and gone; cy creates "second", which
     // gets the same id.
     w.ask(a, ia, 5, Body::Leave);
-    let second = create(&mut w, c, ic, 3, "second");
+    let second = w.create(c, ic, 3, "second", Mode::Centralised);
     assert_eq!(first, second, "room ids are reused");
     // bo accepts the old invitation: it names a room that is no more.
     w.send(b, ib, inv1.seq, Body::InvitationAnswer { accept: true });
@@ -325,7 +310,7 @@ fn invitations_name_the_room_itself_and_all_are_kept() {
     );
 
     // Two live invitations: both kept, the older one can still be taken.
-    let third = create(&mut w, a, ia, 6, "third");
+    let third = w.create(a, ia, 6, "third", Mode::Centralised);
     let inv_a = to(&w.send(a, ia, 7, Body::Invite { user: "bo".into() }), b)[0].clone();
     let inv_c = to(&w.send(c, ic, 4, Body::Invite { user: "bo".into() }), b)[0].clone();
     assert_ne!(inv_a.seq, inv_c.seq);
@@ -341,7 +326,7 @@ fn invitations_name_the_room_itself_and_all_are_kept() {
     w.send(b, ib, inv.seq, Body::InvitationAnswer { accept: true });
     assert_eq!(w.room_of(ib), second);
     assert_eq!(w.room_of(ia), PUBLIC, "third closed when bo left it");
-    create(&mut w, a, ia, 8, "fourth");
+    w.create(a, ia, 8, "fourth", Mode::Centralised);
     let inv = to(&w.send(a, ia, 9, Body::Invite { user: "bo".into() }), b)[0].clone();
     w.rooms.set.idle_timeout = Duration::from_secs(3600);
     w.tick(Duration::from_secs(61));
@@ -511,16 +496,7 @@ fn inviter_with_a_bare_name_and_the_list_of_every_user() {
     let mut w = World::new(|_| {});
     let (a, b, c) = (addr(A, 1), addr(A, 2), addr(A, 3));
     let (ia, ib, _) = (w.join(a, "al"), w.join(b, "bo"), w.join(c, "cy"));
-    w.ask(
-        a,
-        ia,
-        3,
-        Body::CreateRoom {
-            mode: Mode::Centralised,
-            name: "r".into(),
-            max: 3,
-        },
-    );
+    w.create(a, ia, 3, "r", Mode::Centralised);
     assert_eq!(
         w.ask(b, ib, 3, Body::ListUsers),
         Body::UserList {
@@ -560,16 +536,7 @@ fn a_text_to_nobody_is_not_acknowledged_as_delivered() {
         Body::TextAck
     );
     // In a decentralised room the server is not the way.
-    w.ask(
-        a,
-        ia,
-        5,
-        Body::CreateRoom {
-            mode: Mode::Decentralised,
-            name: "p".into(),
-            max: 3,
-        },
-    );
+    w.create(a, ia, 5, "p", Mode::Decentralised);
     w.ask(b, ib, 5, Body::AccessRoom { name: "p".into() });
     assert_eq!(w.ask(a, ia, 6, Body::Text { chat: "x".into() }), nobody);
 }
@@ -588,16 +555,7 @@ fn v4_mapped_clients_are_listed_in_decentralised_rooms() {
     let ib = w.join(b, "bo");
     // The server's state and answers use the IPv4 address.
     assert!(w.sent.iter().all(|(to, _)| to.is_ipv4()));
-    w.ask(
-        a,
-        ia,
-        3,
-        Body::CreateRoom {
-            mode: Mode::Decentralised,
-            name: "p".into(),
-            max: 3,
-        },
-    );
+    w.create(a, ia, 3, "p", Mode::Decentralised);
     let Body::AccessAnswer { peers, .. } = w.ask(b, ib, 3, Body::AccessRoom { name: "p".into() })
     else {
         panic!()
