@@ -97,6 +97,13 @@ fn write_pkg_config(root: &Path, out: &Path) {
         return;
     };
     let version = env::var("CARGO_PKG_VERSION").expect("version");
+    // Static linking needs what libchinwag links: libopus always, ALSA
+    // with the `device` feature (both found through their own .pc files).
+    let requires = if env::var_os("CARGO_FEATURE_DEVICE").is_some() {
+        "opus alsa"
+    } else {
+        "opus"
+    };
     let text = format!(
         "prefix={root}\n\
          includedir=${{prefix}}/include\n\
@@ -107,7 +114,8 @@ fn write_pkg_config(root: &Path, out: &Path) {
          Version: {version}\n\
          Cflags: -I${{includedir}}\n\
          Libs: -L${{libdir}} -Wl,-rpath,${{libdir}} -lchinwag\n\
-         Libs.private: -lpthread -ldl -lm\n",
+         Libs.private: -lpthread -ldl -lm\n\
+         Requires.private: {requires}\n",
         root = root.display(),
         lib = profile_dir.join("deps").display(),
     );

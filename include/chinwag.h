@@ -117,6 +117,7 @@ typedef enum cw_event_type {
   CW_EVENT_OVERFLOW = 1,
   /**
    * The server broke the protocol; the client is closed. `cw_event_text` says how.
+   * Also the last event when a library thread panicked (cw_event_result: CW_PANIC).
    */
   CW_EVENT_ERROR = 2,
   /**
@@ -344,6 +345,8 @@ typedef enum cw_result {
   CW_NOT_IN_ROOM = 703,
   /**
    * A panic was caught at the C boundary; the handle may be unusable.
+   * As the cw_event_result of a CW_EVENT_ERROR: a library thread
+   * panicked, and the client is closed.
    */
   CW_PANIC = 900,
   /**

@@ -610,7 +610,9 @@ fn a_wrong_greeting_or_a_frame_before_login_is_refused() {
     assert!(last_error().contains("HelloConnect"), "{}", last_error());
     t.join().unwrap();
 
-    // A contact list before any login.
+    // A contact list before any login: real Babel servers send contact
+    // updates to connections that have not logged in yet (issue 7), so it
+    // is ignored, and the client lives on.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let t = thread::spawn(move || {
@@ -624,8 +626,8 @@ fn a_wrong_greeting_or_a_frame_before_login_is_refused() {
         let _ = s.read(&mut [0u8; 16]);
     });
     let a = C::babel(port);
-    let ev = wait_for(&a, K::CW_EVENT_ERROR);
-    assert!(ev.text().unwrap().contains("before the login"));
+    assert_eq!(next(&a, 300).err(), Some(R::CW_TIMEOUT));
+    drop(a);
     t.join().unwrap();
 }
 

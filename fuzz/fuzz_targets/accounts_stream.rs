@@ -2,6 +2,7 @@
 //! is fine, a panic is a bug; an accepted frame re-encodes to its bytes.
 #![no_main]
 use chinwag_proto::accounts::{decode_voice, Decoder, Frame};
+use chinwag_proto::voice::VoicePacket;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +14,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = Frame::decode_payload(code, &data[2..]);
     }
     let _ = decode_voice(data);
+    if let Ok(p) = VoicePacket::decode(data) {
+        assert_eq!(p.to_bytes(), data);
+    }
     let mut d = Decoder::new();
     for chunk in data.chunks(7) {
         d.push(chunk);

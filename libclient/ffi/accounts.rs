@@ -10,8 +10,9 @@ use chinwag_proto::accounts::{decode_voice, encode_voice, MAX_VOICE};
 
 use super::client::cw_client;
 use super::codes::cw_result;
+use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, null, run, timeout};
-use crate::client::{Error, HistoryEntry};
+use chinwag_proto::accounts::HistoryEntry;
 
 /// Bytes before the audio in a voice packet (the "CWVC" magic).
 pub const CW_VOICE_HEADER: usize = 4;
@@ -47,11 +48,12 @@ impl cw_history {
 
 /// An optional address argument: NULL and "" both mean "the address the
 /// server sees this client at".
-unsafe fn arg_addr<'a>(p: *const c_char) -> Result<&'a str, Error> {
+unsafe fn arg_addr<'a>(p: *const c_char) -> Result<&'a str, Failure> {
     if p.is_null() {
         Ok("")
     } else {
-        arg_str(p, "addr")
+        // SAFETY: not NULL; the caller promises a NUL-terminated string.
+        unsafe { arg_str(p, "addr") }
     }
 }
 
@@ -79,7 +81,9 @@ pub unsafe extern "C" fn cw_client_register(
     password: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.register(
             arg_str(email, "email")?,
@@ -112,7 +116,9 @@ pub unsafe extern "C" fn cw_client_login_password(
     password: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .login_password(
@@ -136,7 +142,9 @@ pub unsafe extern "C" fn cw_client_account_id(
     client: *const cw_client,
     out: *mut u64,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         *out = arg_ref(client, "client")?.inner.account_id()?;
         Ok(())
@@ -160,7 +168,9 @@ pub unsafe extern "C" fn cw_client_request_friend(
     pseudo: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .request_friend(arg_str(pseudo, "pseudo")?, timeout(timeout_ms))
@@ -183,7 +193,9 @@ pub unsafe extern "C" fn cw_client_accept_friend(
     pseudo: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .accept_friend(arg_str(pseudo, "pseudo")?, timeout(timeout_ms))
@@ -204,7 +216,9 @@ pub unsafe extern "C" fn cw_client_refuse_friend(
     pseudo: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .refuse_friend(arg_str(pseudo, "pseudo")?, timeout(timeout_ms))
@@ -224,7 +238,9 @@ pub unsafe extern "C" fn cw_client_list_friends(
     timeout_ms: i32,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let names = c.inner.list_friends(timeout(timeout_ms))?;
@@ -247,7 +263,9 @@ pub unsafe extern "C" fn cw_client_list_friend_requests(
     timeout_ms: i32,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let names = c.inner.list_requests(timeout(timeout_ms))?;
@@ -268,7 +286,9 @@ pub(super) fn strings(names: Vec<String>) -> *mut cw_strings {
 /// Threads: any thread; a list is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_strings_count(list: *const cw_strings) -> usize {
-    guard(0, || list.as_ref().map_or(0, |l| l.items.len()))
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe { list.as_ref().map_or(0, |l| l.items.len()) })
 }
 
 /// The string at `index` (0-based) of a list.
@@ -278,7 +298,9 @@ pub unsafe extern "C" fn cw_strings_count(list: *const cw_strings) -> usize {
 /// Threads: any thread; a list is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_strings_get(list: *const cw_strings, index: usize) -> *const c_char {
-    guard(ptr::null(), || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
         match list.as_ref().and_then(|l| l.items.get(index)) {
             Some(s) => s.as_ptr(),
             None => ptr::null(),
@@ -293,7 +315,9 @@ pub unsafe extern "C" fn cw_strings_get(list: *const cw_strings, index: usize) -
 /// Threads: must not race other calls on the same list.
 #[no_mangle]
 pub unsafe extern "C" fn cw_strings_free(list: *mut cw_strings) {
-    guard((), || {
+    // SAFETY: the handle came from Box::into_raw in this library and, by the contract above, is
+    // released once and used no more.
+    guard((), || unsafe {
         if !list.is_null() {
             drop(Box::from_raw(list));
         }
@@ -319,7 +343,9 @@ pub unsafe extern "C" fn cw_client_send_to_friend(
     text: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.send_to_friend(
             arg_str(pseudo, "pseudo")?,
@@ -347,7 +373,9 @@ pub unsafe extern "C" fn cw_client_history(
     timeout_ms: i32,
     out: *mut *mut cw_history,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let entries = c
@@ -365,7 +393,9 @@ pub unsafe extern "C" fn cw_client_history(
 /// Threads: any thread; a page is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_history_count(page: *const cw_history) -> usize {
-    guard(0, || page.as_ref().map_or(0, |p| p.ids.len()))
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe { page.as_ref().map_or(0, |p| p.ids.len()) })
 }
 
 /// The message id of entry `index`: increasing with time, and the
@@ -376,7 +406,9 @@ pub unsafe extern "C" fn cw_history_count(page: *const cw_history) -> usize {
 /// Threads: any thread; a page is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_history_id(page: *const cw_history, index: usize) -> u64 {
-    guard(0, || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe {
         page.as_ref()
             .and_then(|p| p.ids.get(index).copied())
             .unwrap_or(0)
@@ -391,7 +423,9 @@ pub unsafe extern "C" fn cw_history_id(page: *const cw_history, index: usize) ->
 /// Threads: any thread; a page is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_history_sender_id(page: *const cw_history, index: usize) -> u64 {
-    guard(0, || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe {
         page.as_ref()
             .and_then(|p| p.senders.get(index).copied())
             .unwrap_or(0)
@@ -405,7 +439,9 @@ pub unsafe extern "C" fn cw_history_sender_id(page: *const cw_history, index: us
 /// Threads: any thread; a page is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_history_text(page: *const cw_history, index: usize) -> *const c_char {
-    guard(ptr::null(), || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
         match page.as_ref().and_then(|p| p.texts.get(index)) {
             Some(s) => s.as_ptr(),
             None => ptr::null(),
@@ -420,7 +456,9 @@ pub unsafe extern "C" fn cw_history_text(page: *const cw_history, index: usize) 
 /// Threads: must not race other calls on the same page.
 #[no_mangle]
 pub unsafe extern "C" fn cw_history_free(page: *mut cw_history) {
-    guard((), || {
+    // SAFETY: the handle came from Box::into_raw in this library and, by the contract above, is
+    // released once and used no more.
+    guard((), || unsafe {
         if !page.is_null() {
             drop(Box::from_raw(page));
         }
@@ -456,7 +494,9 @@ pub unsafe extern "C" fn cw_client_place_call(
     addr: *const c_char,
     port: u16,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .place_call(arg_str(pseudo, "pseudo")?, arg_addr(addr)?, port)
@@ -480,7 +520,9 @@ pub unsafe extern "C" fn cw_client_answer_call(
     addr: *const c_char,
     port: u16,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .answer_call(arg_str(pseudo, "pseudo")?, arg_addr(addr)?, port)
@@ -499,7 +541,9 @@ pub unsafe extern "C" fn cw_client_refuse_call(
     client: *const cw_client,
     pseudo: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.refuse_call(arg_str(pseudo, "pseudo")?)
     })
@@ -522,7 +566,9 @@ pub unsafe extern "C" fn cw_client_hangup_call(
     client: *const cw_client,
     pseudo: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.hangup_call(arg_str(pseudo, "pseudo")?)
     })
@@ -545,17 +591,20 @@ pub unsafe extern "C" fn cw_voice_packet_encode(
     cap: usize,
     written: *mut usize,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above: handles NULL or live, and each buffer pointer
+    // valid for the length passed with it (NULL is allowed, and refused, only where the length
+    // says so).
+    run(|| unsafe {
         check_out(written, "written")?;
         check_out(out, "out")?;
         if len > CW_VOICE_MAX_FRAME {
-            return Err(Error::new(
+            return Err(Failure::new(
                 cw_result::CW_TOO_LONG,
                 format!("a voice frame is at most {CW_VOICE_MAX_FRAME} bytes, not {len}"),
             ));
         }
         if cap < CW_VOICE_HEADER + len {
-            return Err(Error::new(
+            return Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 format!("the packet needs {} bytes", CW_VOICE_HEADER + len),
             ));
@@ -590,7 +639,10 @@ pub unsafe extern "C" fn cw_voice_packet_decode(
     frame_offset: *mut usize,
     frame_len: *mut usize,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above: handles NULL or live, and each buffer pointer
+    // valid for the length passed with it (NULL is allowed, and refused, only where the length
+    // says so).
+    run(|| unsafe {
         check_out(frame_offset, "frame_offset")?;
         check_out(frame_len, "frame_len")?;
         let bytes: &[u8] = if len == 0 {
@@ -600,8 +652,9 @@ pub unsafe extern "C" fn cw_voice_packet_decode(
         } else {
             std::slice::from_raw_parts(packet, len)
         };
-        let body = decode_voice(bytes)
-            .map_err(|e| Error::new(cw_result::CW_PROTOCOL, format!("not a voice packet: {e}")))?;
+        let body = decode_voice(bytes).map_err(|e| {
+            Failure::new(cw_result::CW_PROTOCOL, format!("not a voice packet: {e}"))
+        })?;
         *frame_offset = len - body.len();
         *frame_len = body.len();
         Ok(())

@@ -12,8 +12,10 @@ use super::accounts::{cw_strings, strings};
 use super::client::cw_client;
 use super::codes::cw_result;
 use super::event::cw_event;
+use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, run, timeout};
-use crate::client::{Call, Error, Event};
+use crate::call::Call;
+use crate::core::Event;
 
 /// The largest VoiceData payload babel carries (64 KiB); a buffer this
 /// large always holds the next payload of cw_call_recv_voice.
@@ -41,7 +43,9 @@ pub unsafe extern "C" fn cw_client_contacts(
     client: *const cw_client,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let names = arg_ref(client, "client")?.inner.contacts()?;
         *out = strings(names);
@@ -67,7 +71,9 @@ pub unsafe extern "C" fn cw_client_accept_call(
     client: *const cw_client,
     caller: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.accept_call(arg_str(caller, "caller")?)
     })
@@ -85,19 +91,21 @@ pub unsafe extern "C" fn cw_event_take_call(
     ev: *mut cw_event,
     out: *mut *mut cw_call,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let e = ev.as_mut().ok_or_else(|| super::null("ev"))?;
         match e.inner_mut() {
             Event::CallEstablished { call, .. } => {
                 let call = call.take().ok_or_else(|| {
-                    Error::new(cw_result::CW_INVALID_ARGUMENT, "the call was already taken")
+                    Failure::new(cw_result::CW_INVALID_ARGUMENT, "the call was already taken")
                 })?;
                 let peer = c_string(call.peer());
                 *out = Box::into_raw(Box::new(cw_call { inner: call, peer }));
                 Ok(())
             }
-            _ => Err(Error::new(
+            _ => Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 "this event carries no call",
             )),
@@ -112,9 +120,13 @@ pub unsafe extern "C" fn cw_event_take_call(
 /// Threads: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cw_call_peer(call: *const cw_call) -> *const c_char {
-    guard(ptr::null(), || match call.as_ref() {
-        Some(c) => c.peer.as_ptr(),
-        None => ptr::null(),
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
+        match call.as_ref() {
+            Some(c) => c.peer.as_ptr(),
+            None => ptr::null(),
+        }
     })
 }
 
@@ -135,7 +147,10 @@ pub unsafe extern "C" fn cw_call_send_voice(
     data: *const u8,
     len: usize,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above: handles NULL or live, and each buffer pointer
+    // valid for the length passed with it (NULL is allowed, and refused, only where the length
+    // says so).
+    run(|| unsafe {
         let c = arg_ref(call, "call")?;
         let payload = if len == 0 {
             &[][..]
@@ -144,7 +159,7 @@ pub unsafe extern "C" fn cw_call_send_voice(
         } else {
             std::slice::from_raw_parts(data, len)
         };
-        c.inner.send(payload)
+        Ok(c.inner.send(payload)?)
     })
 }
 
@@ -168,7 +183,10 @@ pub unsafe extern "C" fn cw_call_recv_voice(
     timeout_ms: i32,
     got: *mut usize,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above: handles NULL or live, and each buffer pointer
+    // valid for the length passed with it (NULL is allowed, and refused, only where the length
+    // says so).
+    run(|| unsafe {
         check_out(got, "got")?;
         let c = arg_ref(call, "call")?;
         let slice = if cap == 0 {
@@ -193,7 +211,9 @@ pub unsafe extern "C" fn cw_call_recv_voice(
 /// Threads: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cw_call_hangup(call: *const cw_call) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         arg_ref(call, "call")?.inner.hangup();
         Ok(())
     })
@@ -207,7 +227,9 @@ pub unsafe extern "C" fn cw_call_hangup(call: *const cw_call) -> cw_result {
 /// Threads: must not race other calls on the same call.
 #[no_mangle]
 pub unsafe extern "C" fn cw_call_free(call: *mut cw_call) {
-    guard((), || {
+    // SAFETY: the handle came from Box::into_raw in this library and, by the contract above, is
+    // released once and used no more.
+    guard((), || unsafe {
         if !call.is_null() {
             drop(Box::from_raw(call));
         }

@@ -6,7 +6,7 @@ use std::ffi::c_char;
 use super::codes::{cw_dialect, cw_result};
 use super::event::cw_event;
 use super::{arg_ref, arg_str, check_out, run, timeout};
-use crate::client::{Client, Error};
+use super::{Client, Failure};
 
 /// A connection to a chinwag server (opaque).
 pub struct cw_client {
@@ -35,11 +35,13 @@ pub unsafe extern "C" fn cw_client_connect(
     dialect: i32,
     out: *mut *mut cw_client,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let host = arg_str(host, "host")?;
         let dialect = cw_dialect::from_i32(dialect).ok_or_else(|| {
-            Error::new(
+            Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 format!("unknown dialect {dialect}"),
             )
@@ -74,7 +76,9 @@ pub unsafe extern "C" fn cw_client_login(
     login: *const c_char,
     timeout_ms: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         let login = arg_str(login, "login")?;
         c.inner.login(login, timeout(timeout_ms))
@@ -91,13 +95,15 @@ pub unsafe extern "C" fn cw_client_login_name(
     client: *const cw_client,
     out: *mut *mut c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let name = c
             .inner
             .login_name()
-            .ok_or_else(|| Error::new(cw_result::CW_NOT_LOGGED_IN, "not logged in"))?;
+            .ok_or_else(|| Failure::new(cw_result::CW_NOT_LOGGED_IN, "not logged in"))?;
         *out = super::c_string(&name).into_raw();
         Ok(())
     })
@@ -122,7 +128,9 @@ pub unsafe extern "C" fn cw_client_send_message(
     client: *const cw_client,
     text: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.send_message(arg_str(text, "text")?)
     })
@@ -143,7 +151,9 @@ pub unsafe extern "C" fn cw_client_send_private(
     to: *const c_char,
     text: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner
             .send_private(arg_str(to, "to")?, arg_str(text, "text")?)
@@ -164,7 +174,9 @@ pub unsafe extern "C" fn cw_client_request_private(
     client: *const cw_client,
     target: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.request_private(arg_str(target, "target")?)
     })
@@ -184,7 +196,9 @@ pub unsafe extern "C" fn cw_client_accept_private(
     client: *const cw_client,
     requester: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.accept_private(arg_str(requester, "requester")?)
     })
@@ -201,7 +215,9 @@ pub unsafe extern "C" fn cw_client_refuse_private(
     client: *const cw_client,
     requester: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.refuse_private(arg_str(requester, "requester")?)
     })
@@ -225,7 +241,9 @@ pub unsafe extern "C" fn cw_client_next_event(
     timeout_ms: i32,
     out: *mut *mut cw_event,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let ev = c.inner.next_event(timeout(timeout_ms))?;
@@ -246,7 +264,9 @@ pub unsafe extern "C" fn cw_client_next_event(
 /// Threads: any thread; the way to stop threads that use the client.
 #[no_mangle]
 pub unsafe extern "C" fn cw_client_close(client: *const cw_client) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         arg_ref(client, "client")?.inner.close();
         Ok(())
     })
@@ -263,7 +283,120 @@ pub unsafe extern "C" fn cw_client_close(client: *const cw_client) -> cw_result 
 pub unsafe extern "C" fn cw_client_free(client: *mut cw_client) {
     super::guard((), || {
         if !client.is_null() {
-            drop(Box::from_raw(client));
+            // SAFETY: `client` came from Box::into_raw in cw_client_connect
+            // and, by the contract above, is freed once and used no more.
+            drop(unsafe { Box::from_raw(client) });
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, UdpSocket};
+    use std::ptr;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::ffi::codes::cw_event_type;
+    use crate::ffi::event::{cw_event_free, cw_event_kind, cw_event_result, cw_event_text};
+
+    /// Connect a client of `dialect` to 127.0.0.1:`port` through the C API.
+    fn connect(port: u16, dialect: cw_dialect) -> *mut cw_client {
+        let host = CString::new("127.0.0.1").unwrap();
+        let mut c = ptr::null_mut();
+        let r = unsafe { cw_client_connect(host.as_ptr(), port, dialect as i32, &mut c) };
+        assert_eq!(r, cw_result::CW_OK);
+        c
+    }
+
+    fn inject_panic(c: *mut cw_client) {
+        match unsafe { &(*c).inner } {
+            Client::Chatos(x) => x.inject_panic(),
+            Client::Babel(x) => x.inject_panic(),
+            Client::Accounts(x) => x.inject_panic(),
+            Client::Rooms(x) => x.inject_panic(),
+        }
+    }
+
+    /// The next event must be ERROR with CW_PANIC, and then the client
+    /// says CW_CLOSED to everything.
+    fn expect_panic_then_closed(c: *mut cw_client) {
+        let mut ev = ptr::null_mut();
+        assert_eq!(
+            unsafe { cw_client_next_event(c, 10_000, &mut ev) },
+            cw_result::CW_OK
+        );
+        assert_eq!(unsafe { cw_event_kind(ev) }, cw_event_type::CW_EVENT_ERROR);
+        assert_eq!(unsafe { cw_event_result(ev) }, cw_result::CW_PANIC);
+        let text = unsafe { std::ffi::CStr::from_ptr(cw_event_text(ev)) };
+        let text = text.to_str().unwrap();
+        assert!(
+            text.contains("panicked") && text.contains("injected"),
+            "{text}"
+        );
+        unsafe { cw_event_free(ev) };
+        let mut ev = ptr::null_mut();
+        assert_eq!(
+            unsafe { cw_client_next_event(c, 1000, &mut ev) },
+            cw_result::CW_CLOSED
+        );
+        assert!(ev.is_null());
+        let t = CString::new("after the panic").unwrap();
+        assert_eq!(
+            unsafe { cw_client_send_message(c, t.as_ptr()) },
+            cw_result::CW_CLOSED
+        );
+        unsafe { cw_client_free(c) };
+    }
+
+    #[test]
+    fn a_panic_in_the_tcp_reader_is_an_error_event_then_closed() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (go_tx, go) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            go.recv().unwrap();
+            // LOGIN_ACCEPTED unasked for: harmless, it only wakes the reader.
+            s.write_all(&[1]).unwrap();
+            // Until the client's socket is shut.
+            let _ = s.read(&mut [0u8; 16]);
+        });
+        let c = connect(port, cw_dialect::CW_DIALECT_CHATOS);
+        inject_panic(c);
+        go_tx.send(()).unwrap();
+        expect_panic_then_closed(c);
+        server.join().unwrap();
+
+        // The process lives on, and so does the library: a new client works.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut login = [0u8; 7]; // LOGIN "al": opcode, INT length, 2 bytes
+            s.read_exact(&mut login).unwrap();
+            s.write_all(&[1]).unwrap();
+            let _ = s.read(&mut [0u8; 16]);
+        });
+        let c = connect(port, cw_dialect::CW_DIALECT_CHATOS);
+        let name = CString::new("al").unwrap();
+        assert_eq!(
+            unsafe { cw_client_login(c, name.as_ptr(), 10_000) },
+            cw_result::CW_OK
+        );
+        unsafe { cw_client_free(c) };
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_panic_in_the_rooms_reader_is_an_error_event_then_closed() {
+        let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = fake.local_addr().unwrap().port();
+        let c = connect(port, cw_dialect::CW_DIALECT_ROOMS);
+        // The rooms reader wakes every tick: the next one panics.
+        inject_panic(c);
+        expect_panic_then_closed(c);
+    }
 }

@@ -1,6 +1,9 @@
-//! The numbers the C API and the Rust API share: result codes, event kinds
-//! and dialects. Numbers are part of the ABI: they never change, and a
-//! retired number stays reserved.
+//! The numbers of the C API: result codes, event kinds and dialects, and
+//! the one mapping from the Rust core's error and event kinds to them.
+//! Numbers are part of the ABI: they never change, and a retired number
+//! stays reserved.
+
+use crate::core::{ErrorKind, EventKind};
 
 /// Outcome of every fallible function. 0 is success; every other area of
 /// the library owns one block of 100.
@@ -78,6 +81,8 @@ pub enum cw_result {
     /// Rooms: the call needs a private room and this client is in the public one.
     CW_NOT_IN_ROOM = 703,
     /// A panic was caught at the C boundary; the handle may be unusable.
+    /// As the cw_event_result of a CW_EVENT_ERROR: a library thread
+    /// panicked, and the client is closed.
     CW_PANIC = 900,
     /// An internal error (a thread could not be started, for example).
     CW_INTERNAL = 901,
@@ -178,6 +183,7 @@ pub enum cw_event_type {
     /// The queue was full and dropped its oldest events; `cw_event_count` says how many.
     CW_EVENT_OVERFLOW = 1,
     /// The server broke the protocol; the client is closed. `cw_event_text` says how.
+    /// Also the last event when a library thread panicked (cw_event_result: CW_PANIC).
     CW_EVENT_ERROR = 2,
     /// The server closed the connection, or it failed; the client is closed.
     CW_EVENT_DISCONNECTED = 3,
@@ -281,5 +287,84 @@ impl cw_dialect {
             cw_dialect::CW_DIALECT_ACCOUNTS => "accounts",
             cw_dialect::CW_DIALECT_ROOMS => "rooms",
         }
+    }
+}
+
+/// The one mapping of the Rust error kinds to C result codes.
+impl From<ErrorKind> for cw_result {
+    fn from(kind: ErrorKind) -> cw_result {
+        use cw_result::*;
+        match kind {
+            ErrorKind::Timeout => CW_TIMEOUT,
+            ErrorKind::Closed => CW_CLOSED,
+            ErrorKind::InvalidArgument => CW_INVALID_ARGUMENT,
+            ErrorKind::TooLong => CW_TOO_LONG,
+            ErrorKind::ConnectFailed => CW_CONNECT_FAILED,
+            ErrorKind::Io => CW_IO,
+            ErrorKind::Protocol => CW_PROTOCOL,
+            ErrorKind::LoginRefused => CW_LOGIN_REFUSED,
+            ErrorKind::NotLoggedIn => CW_NOT_LOGGED_IN,
+            ErrorKind::AlreadyLoggedIn => CW_ALREADY_LOGGED_IN,
+            ErrorKind::Busy => CW_BUSY,
+            ErrorKind::NoSuchRequest => CW_NO_SUCH_REQUEST,
+            ErrorKind::NoSuchCall => CW_NO_SUCH_CALL,
+            ErrorKind::CallInProgress => CW_CALL_IN_PROGRESS,
+            ErrorKind::EmailTaken => CW_EMAIL_TAKEN,
+            ErrorKind::PseudoTaken => CW_PSEUDO_TAKEN,
+            ErrorKind::RegisterRefused => CW_REGISTER_REFUSED,
+            ErrorKind::NoSuchUser => CW_NO_SUCH_USER,
+            ErrorKind::AlreadyFriends => CW_ALREADY_FRIENDS,
+            ErrorKind::MessageFailed => CW_MESSAGE_FAILED,
+            ErrorKind::RoomExists => CW_ROOM_EXISTS,
+            ErrorKind::NoSuchRoom => CW_NO_SUCH_ROOM,
+            ErrorKind::RoomFull => CW_ROOM_FULL,
+            ErrorKind::NotInRoom => CW_NOT_IN_ROOM,
+            ErrorKind::Panic => CW_PANIC,
+            ErrorKind::Internal => CW_INTERNAL,
+        }
+    }
+}
+
+/// Lets Rust callers of the dynamic client compare an error kind with a
+/// C result code, through the mapping above.
+impl PartialEq<cw_result> for ErrorKind {
+    fn eq(&self, code: &cw_result) -> bool {
+        cw_result::from(*self) == *code
+    }
+}
+
+/// The one mapping of the Rust event kinds to C event kinds.
+impl From<EventKind> for cw_event_type {
+    fn from(kind: EventKind) -> cw_event_type {
+        use cw_event_type::*;
+        match kind {
+            EventKind::Overflow => CW_EVENT_OVERFLOW,
+            EventKind::Error => CW_EVENT_ERROR,
+            EventKind::Disconnected => CW_EVENT_DISCONNECTED,
+            EventKind::Message => CW_EVENT_MESSAGE,
+            EventKind::PrivateMessage => CW_EVENT_PRIVATE_MESSAGE,
+            EventKind::PrivateRequest => CW_EVENT_PRIVATE_REQUEST,
+            EventKind::PrivateRefused => CW_EVENT_PRIVATE_REFUSED,
+            EventKind::PrivateEstablished => CW_EVENT_PRIVATE_ESTABLISHED,
+            EventKind::PrivateClosed => CW_EVENT_PRIVATE_CLOSED,
+            EventKind::PrivateFailed => CW_EVENT_PRIVATE_FAILED,
+            EventKind::ContactAdded => CW_EVENT_CONTACT_ADDED,
+            EventKind::ContactRemoved => CW_EVENT_CONTACT_REMOVED,
+            EventKind::CallIncoming => CW_EVENT_CALL_INCOMING,
+            EventKind::CallAccepted => CW_EVENT_CALL_ACCEPTED,
+            EventKind::CallFailed => CW_EVENT_CALL_FAILED,
+            EventKind::CallEnded => CW_EVENT_CALL_ENDED,
+            EventKind::CallEstablished => CW_EVENT_CALL_ESTABLISHED,
+            EventKind::FriendRequest => CW_EVENT_FRIEND_REQUEST,
+            EventKind::FriendAccepted => CW_EVENT_FRIEND_ACCEPTED,
+            EventKind::FriendRefused => CW_EVENT_FRIEND_REFUSED,
+            EventKind::RoomInvitation => CW_EVENT_ROOM_INVITATION,
+        }
+    }
+}
+
+impl PartialEq<cw_event_type> for EventKind {
+    fn eq(&self, kind: &cw_event_type) -> bool {
+        cw_event_type::from(*self) == *kind
     }
 }

@@ -7,8 +7,9 @@ use std::ptr;
 
 use super::codes::{cw_event_type, cw_result};
 use super::stream::cw_stream;
+use super::Failure;
 use super::{arg_ref, c_string, check_out, guard, run};
-use crate::client::{Error, Event};
+use crate::core::Event;
 
 /// One event taken from a client (opaque).
 pub struct cw_event {
@@ -47,9 +48,13 @@ impl cw_event {
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_kind(ev: *const cw_event) -> cw_event_type {
-    guard(cw_event_type::CW_EVENT_NONE, || match ev.as_ref() {
-        Some(e) => e.inner.kind(),
-        None => cw_event_type::CW_EVENT_NONE,
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(cw_event_type::CW_EVENT_NONE, || unsafe {
+        match ev.as_ref() {
+            Some(e) => e.inner.kind().into(),
+            None => cw_event_type::CW_EVENT_NONE,
+        }
     })
 }
 
@@ -65,7 +70,9 @@ pub unsafe extern "C" fn cw_event_kind(ev: *const cw_event) -> cw_event_type {
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_peer(ev: *const cw_event) -> *const c_char {
-    guard(ptr::null(), || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
         match ev.as_ref().and_then(|e| e.peer.as_ref()) {
             Some(s) => s.as_ptr(),
             None => ptr::null(),
@@ -83,7 +90,9 @@ pub unsafe extern "C" fn cw_event_peer(ev: *const cw_event) -> *const c_char {
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_text(ev: *const cw_event) -> *const c_char {
-    guard(ptr::null(), || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
         match ev.as_ref().and_then(|e| e.text.as_ref()) {
             Some(s) => s.as_ptr(),
             None => ptr::null(),
@@ -102,7 +111,9 @@ pub unsafe extern "C" fn cw_event_text(ev: *const cw_event) -> *const c_char {
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_address(ev: *const cw_event) -> *const c_char {
-    guard(ptr::null(), || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
         match ev.as_ref().and_then(|e| e.address.as_ref()) {
             Some(s) => s.as_ptr(),
             None => ptr::null(),
@@ -118,7 +129,9 @@ pub unsafe extern "C" fn cw_event_address(ev: *const cw_event) -> *const c_char 
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_port(ev: *const cw_event) -> u16 {
-    guard(0, || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe {
         ev.as_ref()
             .and_then(|e| e.inner.voice_endpoint())
             .map_or(0, |(_, port)| port)
@@ -132,9 +145,13 @@ pub unsafe extern "C" fn cw_event_port(ev: *const cw_event) -> u16 {
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_count(ev: *const cw_event) -> u64 {
-    guard(0, || match ev.as_ref().map(|e| &e.inner) {
-        Some(Event::Overflow { dropped }) => *dropped,
-        _ => 0,
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe {
+        match ev.as_ref().map(|e| &e.inner) {
+            Some(Event::Overflow { dropped }) => *dropped,
+            _ => 0,
+        }
     })
 }
 
@@ -149,9 +166,13 @@ pub unsafe extern "C" fn cw_event_count(ev: *const cw_event) -> u64 {
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_result(ev: *const cw_event) -> cw_result {
-    guard(cw_result::CW_PANIC, || match ev.as_ref() {
-        None => cw_result::CW_NULL_ARGUMENT,
-        Some(e) => e.inner.code().unwrap_or(cw_result::CW_OK),
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(cw_result::CW_PANIC, || unsafe {
+        match ev.as_ref() {
+            None => cw_result::CW_NULL_ARGUMENT,
+            Some(e) => e.inner.code().map_or(cw_result::CW_OK, cw_result::from),
+        }
     })
 }
 
@@ -163,7 +184,9 @@ pub unsafe extern "C" fn cw_event_result(ev: *const cw_event) -> cw_result {
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_connect_id(ev: *const cw_event, out: *mut i64) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         match &arg_ref(ev, "ev")?.inner {
             Event::PrivateEstablished { connect_id, .. }
@@ -171,7 +194,7 @@ pub unsafe extern "C" fn cw_event_connect_id(ev: *const cw_event, out: *mut i64)
                 *out = *connect_id;
                 Ok(())
             }
-            _ => Err(Error::new(
+            _ => Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 "this event has no connect id",
             )),
@@ -191,13 +214,15 @@ pub unsafe extern "C" fn cw_event_take_stream(
     ev: *mut cw_event,
     out: *mut *mut cw_stream,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let e = ev.as_mut().ok_or_else(|| super::null("ev"))?;
         match &mut e.inner {
             Event::PrivateEstablished { stream, .. } => {
                 let s = stream.take().ok_or_else(|| {
-                    Error::new(
+                    Failure::new(
                         cw_result::CW_INVALID_ARGUMENT,
                         "the stream was already taken",
                     )
@@ -205,7 +230,7 @@ pub unsafe extern "C" fn cw_event_take_stream(
                 *out = Box::into_raw(Box::new(cw_stream::new(s)));
                 Ok(())
             }
-            _ => Err(Error::new(
+            _ => Err(Failure::new(
                 cw_result::CW_INVALID_ARGUMENT,
                 "this event carries no stream",
             )),
@@ -220,7 +245,9 @@ pub unsafe extern "C" fn cw_event_take_stream(
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_free(ev: *mut cw_event) {
-    guard((), || {
+    // SAFETY: the handle came from Box::into_raw in this library and, by the contract above, is
+    // released once and used no more.
+    guard((), || unsafe {
         if !ev.is_null() {
             drop(Box::from_raw(ev));
         }

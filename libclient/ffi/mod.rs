@@ -1,6 +1,8 @@
-//! The C ABI: opaque handles over `crate::client`, result codes, the
-//! thread-local last error and the panic boundary. Every exported body runs
-//! inside `guard`; nothing here may unwind into C or trust a pointer unchecked.
+//! The C ABI: opaque handles over the typed clients (one dispatch enum,
+//! `dispatch::Client`), result codes, the thread-local last error and the
+//! panic boundary. Every exported body runs inside `guard`; nothing here may
+//! unwind into C or trust a pointer unchecked. The Rust error becomes a
+//! `cw_result` in one place (`codes.rs`, `From<ErrorKind>`).
 //! cbindgen reads this folder to write include/chinwag.h.
 
 // The C names are the ABI: cw_client, not CwClient.
@@ -8,22 +10,27 @@
 // Each function's Ownership and Threads lines (copied into the header) are
 // its safety contract; a separate `# Safety` heading would only repeat them.
 #![allow(clippy::missing_safety_doc)]
+// Every unsafe operation sits in its own block with the reason it is sound.
+#![deny(unsafe_op_in_unsafe_fn)]
 
 mod accounts;
 mod babel;
 mod client;
 pub mod codes;
+mod dispatch;
 mod event;
 mod rooms;
 mod stream;
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, CStr, CString};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::fmt;
 use std::time::Duration;
 
-use crate::client::Error;
+use crate::core::threads;
 use codes::cw_result;
+
+pub use dispatch::Client;
 
 pub use accounts::*;
 pub use babel::*;
@@ -41,30 +48,52 @@ fn set_last_error(message: &str) {
     LAST_ERROR.with(|e| *e.borrow_mut() = text);
 }
 
-fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&str>() {
-        s.to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".into()
-    }
+/// A failure as the C API reports it: a result code and the text
+/// `cw_last_error` gives. Made from the Rust `Error` by `From`, which maps
+/// its kind through `codes.rs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub code: cw_result,
+    pub message: String,
 }
 
-/// The panic boundary: run `f`, and turn a panic into `fallback`.
-fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(v) => v,
-        Err(p) => {
-            set_last_error(&format!("panic inside libchinwag: {}", panic_text(&*p)));
-            fallback
+impl Failure {
+    pub fn new(code: cw_result, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
         }
     }
 }
 
+impl From<crate::core::Error> for Failure {
+    fn from(e: crate::core::Error) -> Self {
+        Failure {
+            code: e.code.into(),
+            message: e.message,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({:?})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The panic boundary: run `f`, and turn a panic into `fallback`.
+fn guard<T>(fallback: T, f: impl FnOnce() -> T) -> T {
+    threads::catch(f).unwrap_or_else(|why| {
+        set_last_error(&format!("panic inside libchinwag: {why}"));
+        fallback
+    })
+}
+
 /// The panic boundary for functions that return `cw_result`; a failure's
 /// text becomes the calling thread's last error.
-fn run(f: impl FnOnce() -> Result<(), Error>) -> cw_result {
+fn run(f: impl FnOnce() -> Result<(), Failure>) -> cw_result {
     guard(cw_result::CW_PANIC, || match f() {
         Ok(()) => cw_result::CW_OK,
         Err(e) => {
@@ -74,20 +103,22 @@ fn run(f: impl FnOnce() -> Result<(), Error>) -> cw_result {
     })
 }
 
-fn null(what: &str) -> Error {
-    Error::new(cw_result::CW_NULL_ARGUMENT, format!("{what} is NULL"))
+fn null(what: &str) -> Failure {
+    Failure::new(cw_result::CW_NULL_ARGUMENT, format!("{what} is NULL"))
 }
 
 /// A borrowed, validated UTF-8 argument.
 ///
 /// # Safety
 /// `p` is NULL or points to a NUL-terminated string that outlives the call.
-unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
+unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Failure> {
     if p.is_null() {
         return Err(null(what));
     }
-    CStr::from_ptr(p).to_str().map_err(|_| {
-        Error::new(
+    // SAFETY: `p` is not NULL, and the caller promises a NUL-terminated
+    // string that stays valid for the call.
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| {
+        Failure::new(
             cw_result::CW_INVALID_UTF8,
             format!("{what} is not valid UTF-8"),
         )
@@ -98,12 +129,13 @@ unsafe fn arg_str<'a>(p: *const c_char, what: &str) -> Result<&'a str, Error> {
 ///
 /// # Safety
 /// `p` is NULL or a live handle of type `T` from this library.
-unsafe fn arg_ref<'a, T>(p: *const T, what: &str) -> Result<&'a T, Error> {
-    p.as_ref().ok_or_else(|| null(what))
+unsafe fn arg_ref<'a, T>(p: *const T, what: &str) -> Result<&'a T, Failure> {
+    // SAFETY: the caller promises NULL or a live handle of type `T`.
+    unsafe { p.as_ref() }.ok_or_else(|| null(what))
 }
 
 /// Write an out-parameter; checked for NULL before any work is done.
-fn check_out<T>(p: *mut T, what: &str) -> Result<(), Error> {
+fn check_out<T>(p: *mut T, what: &str) -> Result<(), Failure> {
     if p.is_null() {
         Err(null(what))
     } else {
@@ -170,8 +202,12 @@ pub extern "C" fn cw_last_error() -> *const c_char {
 /// Threads: any thread, once per string.
 #[no_mangle]
 pub unsafe extern "C" fn cw_string_free(s: *mut c_char) {
-    guard((), || {
+    // SAFETY: the string came from CString::into_raw in this library and, by the contract above,
+    // is released once.
+    guard((), || unsafe {
         if !s.is_null() {
+            // SAFETY: `s` came from `CString::into_raw` in this library
+            // and is released once, as the contract above requires.
             drop(CString::from_raw(s));
         }
     })
@@ -205,7 +241,7 @@ mod tests {
         // The boundary stays usable after a panic.
         assert_eq!(run(|| Ok(())), cw_result::CW_OK);
         assert_eq!(
-            run(|| Err(Error::new(cw_result::CW_TIMEOUT, "slow"))),
+            run(|| Err(Failure::new(cw_result::CW_TIMEOUT, "slow"))),
             cw_result::CW_TIMEOUT
         );
         assert_eq!(last(), "slow");

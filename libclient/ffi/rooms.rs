@@ -11,8 +11,8 @@ use super::accounts::{cw_strings, strings};
 use super::client::cw_client;
 use super::codes::{cw_result, cw_room_mode};
 use super::event::cw_event;
+use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, run};
-use crate::client::Error;
 
 /// Seed 003's retransmission period T in milliseconds: a request is sent
 /// again this often until answered.
@@ -21,8 +21,8 @@ pub const CW_ROOMS_RETRY_MS: u32 = 100;
 /// the call returns CW_TIMEOUT (about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
 pub const CW_ROOMS_TRIES: u32 = 5;
 const _RETRY: () =
-    assert!(CW_ROOMS_RETRY_MS as u128 == crate::client::ROOMS_RETRY_EVERY.as_millis());
-const _TRIES: () = assert!(CW_ROOMS_TRIES == crate::client::ROOMS_TRIES);
+    assert!(CW_ROOMS_RETRY_MS as u128 == crate::rooms::ROOMS_RETRY_EVERY.as_millis());
+const _TRIES: () = assert!(CW_ROOMS_TRIES == crate::rooms::ROOMS_TRIES);
 
 /// A list of private rooms (opaque, read-only): name, mode and member count.
 pub struct cw_rooms {
@@ -36,11 +36,11 @@ fn mode_of(m: Mode) -> cw_room_mode {
     }
 }
 
-fn mode_arg(mode: i32) -> Result<Mode, Error> {
+fn mode_arg(mode: i32) -> Result<Mode, Failure> {
     match mode {
         0 => Ok(Mode::Centralised),
         1 => Ok(Mode::Decentralised),
-        m => Err(Error::new(
+        m => Err(Failure::new(
             cw_result::CW_INVALID_ARGUMENT,
             format!("unknown room mode {m}"),
         )),
@@ -58,7 +58,9 @@ pub unsafe extern "C" fn cw_client_room_user_id(
     client: *const cw_client,
     out: *mut u8,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         *out = arg_ref(client, "client")?.inner.room_user_id()?;
         Ok(())
@@ -85,7 +87,9 @@ pub unsafe extern "C" fn cw_client_room_create(
     max: u8,
     room_id: *mut u8,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(room_id, "room_id")?;
         let c = arg_ref(client, "client")?;
         let name = arg_str(name, "name")?;
@@ -106,7 +110,9 @@ pub unsafe extern "C" fn cw_client_room_list(
     client: *const cw_client,
     out: *mut *mut cw_rooms,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let rooms = arg_ref(client, "client")?.inner.room_list()?;
         let items = rooms
@@ -125,7 +131,9 @@ pub unsafe extern "C" fn cw_client_room_list(
 /// Threads: any thread; a list is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_rooms_count(list: *const cw_rooms) -> usize {
-    guard(0, || list.as_ref().map_or(0, |l| l.items.len()))
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe { list.as_ref().map_or(0, |l| l.items.len()) })
 }
 
 /// The name of room `index` (0-based) of a list.
@@ -135,7 +143,9 @@ pub unsafe extern "C" fn cw_rooms_count(list: *const cw_rooms) -> usize {
 /// Threads: any thread; a list is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_rooms_name(list: *const cw_rooms, index: usize) -> *const c_char {
-    guard(ptr::null(), || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
         match list.as_ref().and_then(|l| l.items.get(index)) {
             Some((s, _, _)) => s.as_ptr(),
             None => ptr::null(),
@@ -151,7 +161,9 @@ pub unsafe extern "C" fn cw_rooms_name(list: *const cw_rooms, index: usize) -> *
 /// Threads: any thread; a list is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_rooms_mode(list: *const cw_rooms, index: usize) -> i32 {
-    guard(-1, || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(-1, || unsafe {
         list.as_ref()
             .and_then(|l| l.items.get(index))
             .map_or(-1, |(_, m, _)| *m as i32)
@@ -165,7 +177,9 @@ pub unsafe extern "C" fn cw_rooms_mode(list: *const cw_rooms, index: usize) -> i
 /// Threads: any thread; a list is read-only.
 #[no_mangle]
 pub unsafe extern "C" fn cw_rooms_clients(list: *const cw_rooms, index: usize) -> u32 {
-    guard(0, || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(0, || unsafe {
         list.as_ref()
             .and_then(|l| l.items.get(index))
             .map_or(0, |(_, _, n)| u32::from(*n))
@@ -179,7 +193,9 @@ pub unsafe extern "C" fn cw_rooms_clients(list: *const cw_rooms, index: usize) -
 /// Threads: must not race other calls on the same list.
 #[no_mangle]
 pub unsafe extern "C" fn cw_rooms_free(list: *mut cw_rooms) {
-    guard((), || {
+    // SAFETY: the handle came from Box::into_raw in this library and, by the contract above, is
+    // released once and used no more.
+    guard((), || unsafe {
         if !list.is_null() {
             drop(Box::from_raw(list));
         }
@@ -201,7 +217,9 @@ pub unsafe extern "C" fn cw_client_room_join(
     client: *const cw_client,
     name: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.room_join(arg_str(name, "name")?)
     })
@@ -218,7 +236,9 @@ pub unsafe extern "C" fn cw_client_room_change(
     client: *const cw_client,
     name: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.room_change(arg_str(name, "name")?)
     })
@@ -232,7 +252,9 @@ pub unsafe extern "C" fn cw_client_room_change(
 /// Threads: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cw_client_room_leave(client: *const cw_client) -> cw_result {
-    run(|| arg_ref(client, "client")?.inner.room_leave())
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe { arg_ref(client, "client")?.inner.room_leave() })
 }
 
 /// Rooms: the room this client is in, as the library last learned it.
@@ -248,7 +270,9 @@ pub unsafe extern "C" fn cw_client_room_current(
     name: *mut *mut c_char,
     mode: *mut i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(name, "name")?;
         check_out(mode, "mode")?;
         let (n, m) = arg_ref(client, "client")?.inner.room_current()?;
@@ -273,7 +297,9 @@ pub unsafe extern "C" fn cw_client_room_members(
     name: *const c_char,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         let c = arg_ref(client, "client")?;
         let names = c.inner.room_members(arg_str(name, "name")?)?;
@@ -296,7 +322,9 @@ pub unsafe extern "C" fn cw_client_room_peers(
     client: *const cw_client,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         *out = strings(arg_ref(client, "client")?.inner.room_peers()?);
         Ok(())
@@ -318,7 +346,9 @@ pub unsafe extern "C" fn cw_client_room_invite(
     client: *const cw_client,
     user: *const c_char,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         c.inner.room_invite(arg_str(user, "user")?)
     })
@@ -342,7 +372,9 @@ pub unsafe extern "C" fn cw_client_room_answer_invitation(
     room: *const c_char,
     accept: i32,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         let c = arg_ref(client, "client")?;
         let room = if room.is_null() {
             ""
@@ -361,7 +393,9 @@ pub unsafe extern "C" fn cw_client_room_answer_invitation(
 /// Threads: the thread that owns the event.
 #[no_mangle]
 pub unsafe extern "C" fn cw_event_room_mode(ev: *const cw_event) -> i32 {
-    guard(-1, || {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(-1, || unsafe {
         ev.as_ref()
             .and_then(|e| e.inner().room_mode())
             .map_or(-1, |m| mode_of(m) as i32)

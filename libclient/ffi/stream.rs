@@ -5,8 +5,9 @@ use std::ffi::{c_char, CString};
 use std::ptr;
 
 use super::codes::cw_result;
+use super::Failure;
 use super::{arg_ref, c_string, check_out, guard, run, timeout};
-use crate::client::{Error, Stream};
+use crate::chatos::Stream;
 
 /// The byte stream of an established private connection (opaque).
 pub struct cw_stream {
@@ -38,12 +39,15 @@ pub unsafe extern "C" fn cw_stream_read(
     timeout_ms: i32,
     got: *mut usize,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above: handles NULL or live, and each buffer pointer
+    // valid for the length passed with it (NULL is allowed, and refused, only where the length
+    // says so).
+    run(|| unsafe {
         check_out(got, "got")?;
         check_out(buf, "buf")?;
         let s = arg_ref(stream, "stream")?;
         if cap == 0 {
-            return Err(Error::new(cw_result::CW_INVALID_ARGUMENT, "cap is 0"));
+            return Err(Failure::new(cw_result::CW_INVALID_ARGUMENT, "cap is 0"));
         }
         let slice = std::slice::from_raw_parts_mut(buf, cap);
         let n = s.inner.read(slice, timeout(timeout_ms))?;
@@ -65,7 +69,10 @@ pub unsafe extern "C" fn cw_stream_write(
     data: *const u8,
     len: usize,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above: handles NULL or live, and each buffer pointer
+    // valid for the length passed with it (NULL is allowed, and refused, only where the length
+    // says so).
+    run(|| unsafe {
         let s = arg_ref(stream, "stream")?;
         if len == 0 {
             return Ok(());
@@ -73,7 +80,7 @@ pub unsafe extern "C" fn cw_stream_write(
         if data.is_null() {
             return Err(super::null("data"));
         }
-        s.inner.write(std::slice::from_raw_parts(data, len))
+        Ok(s.inner.write(std::slice::from_raw_parts(data, len))?)
     })
 }
 
@@ -85,7 +92,9 @@ pub unsafe extern "C" fn cw_stream_write(
 /// Threads: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cw_stream_shutdown_write(stream: *const cw_stream) -> cw_result {
-    run(|| arg_ref(stream, "stream")?.inner.shutdown_write())
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe { Ok(arg_ref(stream, "stream")?.inner.shutdown_write()?) })
 }
 
 /// Close both directions; blocked reads and writes wake with CW_CLOSED.
@@ -98,7 +107,9 @@ pub unsafe extern "C" fn cw_stream_shutdown_write(stream: *const cw_stream) -> c
 /// Threads: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cw_stream_close(stream: *const cw_stream) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         arg_ref(stream, "stream")?.inner.close();
         Ok(())
     })
@@ -111,9 +122,13 @@ pub unsafe extern "C" fn cw_stream_close(stream: *const cw_stream) -> cw_result 
 /// Threads: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn cw_stream_peer(stream: *const cw_stream) -> *const c_char {
-    guard(ptr::null(), || match stream.as_ref() {
-        Some(s) => s.peer.as_ptr(),
-        None => ptr::null(),
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    guard(ptr::null(), || unsafe {
+        match stream.as_ref() {
+            Some(s) => s.peer.as_ptr(),
+            None => ptr::null(),
+        }
     })
 }
 
@@ -127,7 +142,9 @@ pub unsafe extern "C" fn cw_stream_connect_id(
     stream: *const cw_stream,
     out: *mut i64,
 ) -> cw_result {
-    run(|| {
+    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
+    // line says); NULLs are refused before use.
+    run(|| unsafe {
         check_out(out, "out")?;
         *out = arg_ref(stream, "stream")?.inner.connect_id();
         Ok(())
@@ -141,7 +158,9 @@ pub unsafe extern "C" fn cw_stream_connect_id(
 /// Threads: must not race other calls on the same stream.
 #[no_mangle]
 pub unsafe extern "C" fn cw_stream_free(stream: *mut cw_stream) {
-    guard((), || {
+    // SAFETY: the handle came from Box::into_raw in this library and, by the contract above, is
+    // released once and used no more.
+    guard((), || unsafe {
         if !stream.is_null() {
             drop(Box::from_raw(stream));
         }

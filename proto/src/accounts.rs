@@ -7,6 +7,7 @@
 //! The length lets a reader bound and skip a frame before parsing it. Like
 //! every codec here this owns bytes only: no I/O, no policy, no clock.
 
+use crate::cursor::{Layout, Order, Prefix, Reader, Short, Writer};
 use crate::DecodeError;
 
 /// "CWAC": first four bytes of every accounts frame.
@@ -201,30 +202,22 @@ pub enum Frame {
     },
 }
 
-struct Writer<'a> {
-    out: &'a mut Vec<u8>,
-}
+/// Big-endian; strings and lists carry u16 counts; inside a frame (whose
+/// length is known) running out of bytes is truncation.
+const LAYOUT: Layout = Layout {
+    order: Order::Big,
+    prefix: Prefix::U16,
+    short: Short::Truncated,
+};
 
-impl Writer<'_> {
-    fn u16(&mut self, v: u16) {
-        self.out.extend_from_slice(&v.to_be_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.out.extend_from_slice(&v.to_be_bytes());
-    }
-    /// Strings longer than u16::MAX cannot be framed; callers validate
-    /// lengths against the field limits first, so truncation never happens.
-    fn str(&mut self, s: &str) {
-        let n = s.len().min(u16::MAX as usize);
-        self.u16(n as u16);
-        self.out.extend_from_slice(&s.as_bytes()[..n]);
-    }
-    fn names(&mut self, names: &[String]) {
-        self.u16(names.len().min(u16::MAX as usize) as u16);
-        for n in names.iter().take(u16::MAX as usize) {
-            self.str(n);
-        }
-    }
+/// Bytes of the smallest string (its u16 length) and history entry.
+const MIN_STRING: usize = 2;
+const MIN_ENTRY: usize = 8 + 8 + MIN_STRING;
+
+fn names(w: &mut Writer<'_>, names: &[String]) {
+    w.list(names, |w, n| {
+        w.str(n);
+    });
 }
 
 impl Frame {
@@ -271,13 +264,13 @@ impl Frame {
         }
     }
 
-    /// Append the whole frame, header included, to `out`.
+    /// Append the whole frame, header included, to `out`. Strings longer
+    /// than u16::MAX cannot be framed; callers validate lengths against
+    /// the field limits first, so truncation never happens.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&MAGIC.to_be_bytes());
-        out.extend_from_slice(&self.code().to_be_bytes());
-        out.extend_from_slice(&[0; 4]); // length, patched below
-        let mut w = Writer { out };
+        let mut w = Writer::new(out, LAYOUT);
+        w.u32(MAGIC).u16(self.code());
+        let len = w.slot(Prefix::U32);
         match self {
             Frame::Hello
             | Frame::HelloAck
@@ -294,18 +287,16 @@ impl Frame {
                 pseudo,
                 password,
             } => {
-                w.str(email);
-                w.str(pseudo);
-                w.str(password);
+                w.str(email).str(pseudo).str(password);
             }
-            Frame::RegisterRefused { reason } => w.str(reason),
+            Frame::RegisterRefused { reason } => {
+                w.str(reason);
+            }
             Frame::Login { email, password } => {
-                w.str(email);
-                w.str(password);
+                w.str(email).str(password);
             }
             Frame::LoginOk { pseudo, id } => {
-                w.str(pseudo);
-                w.u64(*id);
+                w.str(pseudo).u64(*id);
             }
             Frame::FriendRequest { pseudo }
             | Frame::FriendRequestSent { pseudo }
@@ -319,36 +310,29 @@ impl Frame {
             | Frame::CallFailed { pseudo }
             | Frame::DeclineCall { pseudo }
             | Frame::Hangup { pseudo }
-            | Frame::HungUp { pseudo } => w.str(pseudo),
+            | Frame::HungUp { pseudo } => {
+                w.str(pseudo);
+            }
             Frame::Call { pseudo, addr, port }
             | Frame::CallAccepted { pseudo, addr, port }
             | Frame::IncomingCall { pseudo, addr, port }
             | Frame::AnswerCall { pseudo, addr, port } => {
-                w.str(pseudo);
-                w.str(addr);
-                w.u16(*port);
+                w.str(pseudo).str(addr).u16(*port);
             }
             Frame::SendMessage { pseudo, text } | Frame::Message { pseudo, text } => {
-                w.str(pseudo);
-                w.str(text);
+                w.str(pseudo).str(text);
             }
             Frame::History { pseudo, before } => {
-                w.str(pseudo);
-                w.u64(*before);
+                w.str(pseudo).u64(*before);
             }
             Frame::HistoryPage { pseudo, entries } => {
-                w.str(pseudo);
-                w.u16(entries.len().min(u16::MAX as usize) as u16);
-                for e in entries.iter().take(u16::MAX as usize) {
-                    w.u64(e.id);
-                    w.u64(e.sender_id);
-                    w.str(&e.text);
-                }
+                w.str(pseudo).list(entries, |w, e| {
+                    w.u64(e.id).u64(e.sender_id).str(&e.text);
+                });
             }
-            Frame::Friends { pseudos } | Frame::Requests { pseudos } => w.names(pseudos),
+            Frame::Friends { pseudos } | Frame::Requests { pseudos } => names(&mut w, pseudos),
         }
-        let len = (out.len() - start - HEADER_LEN) as u32;
-        out[start + 6..start + 10].copy_from_slice(&len.to_be_bytes());
+        w.fill(len);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -376,12 +360,13 @@ impl Frame {
         if buf.len() < HEADER_LEN {
             return Err(DecodeError::Incomplete);
         }
-        let magic = u32::from_be_bytes(buf[0..4].try_into().expect("4 bytes"));
+        let mut r = Reader::new(&buf[..HEADER_LEN], LAYOUT);
+        let magic = r.u32()?;
         if magic != MAGIC {
             return Err(DecodeError::BadMagic(magic));
         }
-        let code = u16::from_be_bytes(buf[4..6].try_into().expect("2 bytes"));
-        let len = u32::from_be_bytes(buf[6..10].try_into().expect("4 bytes")) as usize;
+        let code = r.u16()?;
+        let len = r.u32()? as usize;
         if len > MAX_PAYLOAD {
             return Err(DecodeError::TooLong {
                 field: "payload",
@@ -412,11 +397,13 @@ impl Frame {
     /// Decode a payload whose header said `code`.
     pub fn decode_payload(op: u16, payload: &[u8]) -> Result<Frame, DecodeError> {
         use crate::accounts::code as c;
-        let mut r = Reader {
-            buf: payload,
-            pos: 0,
-        };
+        let mut r = Reader::new(payload, LAYOUT);
         let pseudo = |r: &mut Reader| r.str("pseudo", MAX_PSEUDO);
+        let names = |r: &mut Reader| {
+            r.list("list", MAX_LIST, MIN_STRING, |r| {
+                r.str("pseudo", MAX_PSEUDO)
+            })
+        };
         let f = match op {
             c::HELLO => Frame::Hello,
             c::HELLO_ACK => Frame::HelloAck,
@@ -504,87 +491,28 @@ impl Frame {
                 pseudo: pseudo(&mut r)?,
                 before: r.u64()?,
             },
-            c::HISTORY_PAGE => {
-                let pseudo = pseudo(&mut r)?;
-                let n = r.count(HISTORY_PAGE)?;
-                let mut entries = Vec::with_capacity(n);
-                for _ in 0..n {
-                    entries.push(HistoryEntry {
+            c::HISTORY_PAGE => Frame::HistoryPage {
+                pseudo: pseudo(&mut r)?,
+                entries: r.list("list", HISTORY_PAGE, MIN_ENTRY, |r| {
+                    Ok(HistoryEntry {
                         id: r.u64()?,
                         sender_id: r.u64()?,
                         text: r.str("message", MAX_MESSAGE)?,
-                    });
-                }
-                Frame::HistoryPage { pseudo, entries }
-            }
+                    })
+                })?,
+            },
             c::LIST_FRIENDS => Frame::ListFriends,
             c::FRIENDS => Frame::Friends {
-                pseudos: r.names()?,
+                pseudos: names(&mut r)?,
             },
             c::LIST_REQUESTS => Frame::ListRequests,
             c::REQUESTS => Frame::Requests {
-                pseudos: r.names()?,
+                pseudos: names(&mut r)?,
             },
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
-        if r.pos != payload.len() {
-            return Err(DecodeError::TrailingBytes(payload.len() - r.pos));
-        }
+        r.finish()?;
         Ok(f)
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    /// Inside a payload whose length is known, running out is truncation.
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
-        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_be_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_be_bytes(
-            self.take(8)?.try_into().expect("8 bytes"),
-        ))
-    }
-    fn count(&mut self, max: usize) -> Result<usize, DecodeError> {
-        let n = self.u16()? as usize;
-        if n > max {
-            return Err(DecodeError::TooLong {
-                field: "list",
-                len: n as u64,
-                max: max as u64,
-            });
-        }
-        Ok(n)
-    }
-    fn str(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
-        let n = self.u16()? as usize;
-        if n > max {
-            return Err(DecodeError::TooLong {
-                field,
-                len: n as u64,
-                max: max as u64,
-            });
-        }
-        let b = self.take(n)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8(field))
-    }
-    fn names(&mut self) -> Result<Vec<String>, DecodeError> {
-        let n = self.count(MAX_LIST)?;
-        (0..n).map(|_| self.str("pseudo", MAX_PSEUDO)).collect()
     }
 }
 

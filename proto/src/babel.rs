@@ -7,6 +7,7 @@
 //! The same frames run client-server and peer-to-peer (VoiceData and
 //! ConnectionEstablished travel between the two ends of a call).
 
+use crate::cursor::{Layout, Order, Prefix, Reader, Short, Writer};
 use crate::DecodeError;
 
 pub mod op {
@@ -72,23 +73,13 @@ pub enum Frame {
     ConnectionEstablished,
 }
 
-struct Writer<'a>(&'a mut Vec<u8>);
-
-impl Writer<'_> {
-    fn len(&mut self, n: usize) {
-        self.0.extend_from_slice(&(n as u64).to_le_bytes());
-    }
-    fn str(&mut self, s: &str) {
-        self.len(s.len());
-        self.0.extend_from_slice(s.as_bytes());
-    }
-    fn names(&mut self, v: &[String]) {
-        self.len(v.len());
-        for s in v {
-            self.str(s);
-        }
-    }
-}
+/// Little-endian; strings, blobs and lists carry u64 counts; inside a
+/// frame (whose length is known) running out of bytes is truncation.
+const LAYOUT: Layout = Layout {
+    order: Order::Little,
+    prefix: Prefix::U64,
+    short: Short::Truncated,
+};
 
 impl Frame {
     pub fn opcode(&self) -> u16 {
@@ -109,33 +100,40 @@ impl Frame {
 
     /// Append the whole frame, length included.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(&[0; LENGTH_LEN]);
-        out.extend_from_slice(&self.opcode().to_le_bytes());
-        let mut w = Writer(out);
+        let mut w = Writer::new(out, LAYOUT);
+        let len = w.slot(Prefix::U64);
+        w.u16(self.opcode());
         match self {
             Frame::HelloConnect | Frame::LoginSuccess | Frame::ConnectionEstablished => {}
-            Frame::Login { name } => w.str(name),
-            Frame::LoginFailed { reason } => w.str(reason),
-            Frame::AddContact { contacts } | Frame::DelContact { contacts } => w.names(contacts),
+            Frame::Login { name } => {
+                w.str(name);
+            }
+            Frame::LoginFailed { reason } => {
+                w.str(reason);
+            }
+            Frame::AddContact { contacts } | Frame::DelContact { contacts } => {
+                w.list(contacts, |w, s| {
+                    w.str(s);
+                });
+            }
             Frame::CallRequest {
                 contact,
                 host,
                 port,
             } => {
-                w.str(contact);
-                w.str(host);
-                w.0.extend_from_slice(&port.to_le_bytes());
+                w.str(contact).str(host).u16(*port);
             }
             Frame::VoiceData { data } => {
-                w.len(data.len());
-                w.0.extend_from_slice(data);
+                w.blob(data);
             }
-            Frame::ErrorResponse { what } => w.str(what),
-            Frame::CallRefused { contact } => w.str(contact),
+            Frame::ErrorResponse { what } => {
+                w.str(what);
+            }
+            Frame::CallRefused { contact } => {
+                w.str(contact);
+            }
         }
-        let len = (out.len() - start - LENGTH_LEN) as u64;
-        out[start..start + LENGTH_LEN].copy_from_slice(&len.to_le_bytes());
+        w.fill(len);
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -148,28 +146,18 @@ impl Frame {
     /// used, or `Incomplete`. The length is checked before waiting for the
     /// body, and the body must be used exactly.
     pub fn decode(buf: &[u8]) -> Result<(Frame, usize), DecodeError> {
-        if buf.len() < LENGTH_LEN {
-            return Err(DecodeError::Incomplete);
-        }
-        let len = u64::from_le_bytes(buf[..LENGTH_LEN].try_into().expect("8 bytes"));
-        if len > MAX_FRAME as u64 {
-            return Err(DecodeError::TooLong {
-                field: "frame",
-                len,
-                max: MAX_FRAME as u64,
-            });
-        }
+        let mut head = Reader::new(buf, LAYOUT);
+        let len = match head.len("frame", MAX_FRAME) {
+            Err(DecodeError::Truncated) => return Err(DecodeError::Incomplete),
+            other => other?,
+        };
         if len < 2 {
             return Err(DecodeError::Truncated);
         }
-        let total = LENGTH_LEN + len as usize;
-        if buf.len() < total {
-            return Err(DecodeError::Incomplete);
-        }
-        let body = &buf[LENGTH_LEN..total];
+        let body = head.take(len).map_err(|_| DecodeError::Incomplete)?;
         let opcode = u16::from_le_bytes([body[0], body[1]]);
         let frame = Frame::decode_payload(opcode, &body[2..])?;
-        Ok((frame, total))
+        Ok((frame, head.pos()))
     }
 
     /// Decode a buffer holding exactly one frame.
@@ -179,10 +167,7 @@ impl Frame {
 
     /// Decode the payload of a frame whose opcode is `opcode`.
     pub fn decode_payload(opcode: u16, payload: &[u8]) -> Result<Frame, DecodeError> {
-        let mut r = Reader {
-            buf: payload,
-            pos: 0,
-        };
+        let mut r = Reader::new(payload, LAYOUT);
         let f = match opcode {
             op::HELLO_CONNECT => Frame::HelloConnect,
             op::LOGIN => Frame::Login {
@@ -193,19 +178,16 @@ impl Frame {
                 reason: r.str("reason", MAX_TEXT)?,
             },
             op::ADD_CONTACT => Frame::AddContact {
-                contacts: r.names()?,
+                contacts: names(&mut r)?,
             },
             op::CALL_REQUEST => Frame::CallRequest {
                 contact: r.str("contact", MAX_NAME)?,
                 host: r.str("host", MAX_HOST)?,
                 port: r.u16()?,
             },
-            op::VOICE_DATA => {
-                let n = r.count("voice data", MAX_VOICE)?;
-                Frame::VoiceData {
-                    data: r.take(n)?.to_vec(),
-                }
-            }
+            op::VOICE_DATA => Frame::VoiceData {
+                data: r.blob("voice data", MAX_VOICE)?.to_vec(),
+            },
             op::ERROR_RESPONSE => Frame::ErrorResponse {
                 what: r.str("what", MAX_TEXT)?,
             },
@@ -213,67 +195,22 @@ impl Frame {
                 contact: r.str("contact", MAX_NAME)?,
             },
             op::DEL_CONTACT => Frame::DelContact {
-                contacts: r.names()?,
+                contacts: names(&mut r)?,
             },
             op::CONNECTION_ESTABLISHED => Frame::ConnectionEstablished,
             other => return Err(DecodeError::UnknownOpcode(other)),
         };
-        if r.pos != payload.len() {
-            return Err(DecodeError::TrailingBytes(payload.len() - r.pos));
-        }
+        r.finish()?;
         Ok(f)
     }
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
-        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(
-            self.take(2)?.try_into().expect("2 bytes"),
-        ))
-    }
-    /// A u64 count, refused above `max` before anything is allocated.
-    fn count(&mut self, field: &'static str, max: usize) -> Result<usize, DecodeError> {
-        let n = u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
-        if n > max as u64 {
-            return Err(DecodeError::TooLong {
-                field,
-                len: n,
-                max: max as u64,
-            });
-        }
-        Ok(n as usize)
-    }
-    fn str(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
-        let n = self.count(field, max)?;
-        let b = self.take(n)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8(field))
-    }
-    fn names(&mut self) -> Result<Vec<String>, DecodeError> {
-        let n = self.count("contacts", MAX_CONTACTS)?;
-        // Each name takes at least its 8-byte length: a count that cannot
-        // fit in what is left is a lie, refused before reserving memory.
-        if n > (self.buf.len() - self.pos) / LENGTH_LEN {
-            return Err(DecodeError::Truncated);
-        }
-        let mut v = Vec::with_capacity(n);
-        for _ in 0..n {
-            v.push(self.str("contact", MAX_NAME)?);
-        }
-        Ok(v)
-    }
+/// A contact list: each name takes at least its 8-byte length, so a count
+/// that cannot fit in what is left is a lie, refused before reserving.
+fn names(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    r.list("contacts", MAX_CONTACTS, LENGTH_LEN, |r| {
+        r.str("contact", MAX_NAME)
+    })
 }
 
 impl crate::Decode for Frame {

@@ -6,6 +6,7 @@
 //! (see shared/seeds/NOTES.md: the texts say 4 bytes, every real peer uses 8),
 //! STRING = INT byte length + UTF-8 bytes.
 
+use crate::cursor::{Layout, Order, Prefix, Reader, Short, Writer};
 use crate::DecodeError;
 
 /// Opcodes, one list for the dialect (seed 004 §1-4, seed 002 adds 11 and 12).
@@ -81,32 +82,37 @@ pub enum Command {
     },
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    // Callers keep strings within the field limits, so the length fits an INT.
-    out.extend_from_slice(&(s.len() as i32).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
+/// Big-endian; STRING = INT length (signed) + bytes; a frame has no outer
+/// length, so running out of bytes means "wait for more".
+const LAYOUT: Layout = Layout {
+    order: Order::Big,
+    prefix: Prefix::I32,
+    short: Short::Incomplete,
+};
+
+fn writer(out: &mut Vec<u8>) -> Writer<'_> {
+    Writer::new(out, LAYOUT)
 }
 
 /// MESSAGE(3) straight into `out`: the server's broadcast path uses this so a
 /// delivery costs one append and no intermediate allocation.
 pub fn encode_message(out: &mut Vec<u8>, from: &str, text: &str) {
-    out.push(op::MESSAGE);
-    put_str(out, from);
-    put_str(out, text);
+    writer(out).u8(op::MESSAGE).str(from).str(text);
 }
 
 /// MESSAGE_PRIVATE(4) straight into `out`.
 pub fn encode_message_private(out: &mut Vec<u8>, from: &str, to: &str, text: &str) {
-    out.push(op::MESSAGE_PRIVATE);
-    put_str(out, from);
-    put_str(out, to);
-    put_str(out, text);
+    writer(out)
+        .u8(op::MESSAGE_PRIVATE)
+        .str(from)
+        .str(to)
+        .str(text);
 }
 
-fn encode_pair(out: &mut Vec<u8>, opcode: u8, a: &str, b: &str) {
-    out.push(opcode);
-    put_str(out, a);
-    put_str(out, b);
+fn encode_pair<'a>(out: &'a mut Vec<u8>, opcode: u8, a: &str, b: &str) -> Writer<'a> {
+    let mut w = writer(out);
+    w.u8(opcode).str(a).str(b);
+    w
 }
 
 impl Command {
@@ -114,8 +120,7 @@ impl Command {
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Command::Login { login } => {
-                out.push(op::LOGIN);
-                put_str(out, login);
+                writer(out).u8(op::LOGIN).str(login);
             }
             Command::LoginAccepted => out.push(op::LOGIN_ACCEPTED),
             Command::LoginRefused => out.push(op::LOGIN_REFUSED),
@@ -124,25 +129,23 @@ impl Command {
                 encode_message_private(out, from, to, text)
             }
             Command::RequestPrivate { requester, target } => {
-                encode_pair(out, op::REQUEST_PRIVATE, requester, target)
+                encode_pair(out, op::REQUEST_PRIVATE, requester, target);
             }
             Command::OkPrivate { requester, target } => {
-                encode_pair(out, op::OK_PRIVATE, requester, target)
+                encode_pair(out, op::OK_PRIVATE, requester, target);
             }
             Command::KoPrivate { requester, target } => {
-                encode_pair(out, op::KO_PRIVATE, requester, target)
+                encode_pair(out, op::KO_PRIVATE, requester, target);
             }
             Command::IdPrivate {
                 requester,
                 target,
                 connect_id,
             } => {
-                encode_pair(out, op::ID_PRIVATE, requester, target);
-                out.extend_from_slice(&connect_id.to_be_bytes());
+                encode_pair(out, op::ID_PRIVATE, requester, target).i64(*connect_id);
             }
             Command::LoginPrivate { connect_id } => {
-                out.push(op::LOGIN_PRIVATE);
-                out.extend_from_slice(&connect_id.to_be_bytes());
+                writer(out).u8(op::LOGIN_PRIVATE).i64(*connect_id);
             }
             Command::Established => out.push(op::ESTABLISHED),
             Command::CloseConnection {
@@ -150,14 +153,14 @@ impl Command {
                 requester,
                 target,
             } => {
-                out.push(op::CLOSE_CONNECTION);
-                out.extend_from_slice(&connect_id.to_be_bytes());
-                put_str(out, requester);
-                put_str(out, target);
+                writer(out)
+                    .u8(op::CLOSE_CONNECTION)
+                    .i64(*connect_id)
+                    .str(requester)
+                    .str(target);
             }
             Command::AcceptCloseConnection { login } => {
-                out.push(op::ACCEPT_CLOSE_CONNECTION);
-                put_str(out, login);
+                writer(out).u8(op::ACCEPT_CLOSE_CONNECTION).str(login);
             }
         }
     }
@@ -176,26 +179,26 @@ impl Command {
     /// length prefix is checked against its field's limit before the bytes
     /// behind it are awaited, so a lying length never makes a reader buffer.
     pub fn decode(buf: &[u8]) -> Result<(Command, usize), DecodeError> {
-        let mut r = Reader { buf, pos: 0 };
+        let mut r = Reader::new(buf, LAYOUT);
         let opcode = r.u8()?;
         let cmd = match opcode {
             op::LOGIN => Command::Login {
-                login: r.string("login", MAX_LOGIN)?,
+                login: r.str("login", MAX_LOGIN)?,
             },
             op::LOGIN_ACCEPTED => Command::LoginAccepted,
             op::LOGIN_REFUSED => Command::LoginRefused,
             op::MESSAGE => Command::Message {
-                from: r.string("login", MAX_LOGIN)?,
-                text: r.string("msg", MAX_TEXT)?,
+                from: r.str("login", MAX_LOGIN)?,
+                text: r.str("msg", MAX_TEXT)?,
             },
             op::MESSAGE_PRIVATE => Command::MessagePrivate {
-                from: r.string("login_sender", MAX_LOGIN)?,
-                to: r.string("login_target", MAX_LOGIN)?,
-                text: r.string("msg", MAX_TEXT)?,
+                from: r.str("login_sender", MAX_LOGIN)?,
+                to: r.str("login_target", MAX_LOGIN)?,
+                text: r.str("msg", MAX_TEXT)?,
             },
             op::REQUEST_PRIVATE | op::OK_PRIVATE | op::KO_PRIVATE | op::ID_PRIVATE => {
-                let requester = r.string("login_requester", MAX_LOGIN)?;
-                let target = r.string("login_target", MAX_LOGIN)?;
+                let requester = r.str("login_requester", MAX_LOGIN)?;
+                let target = r.str("login_target", MAX_LOGIN)?;
                 match opcode {
                     op::REQUEST_PRIVATE => Command::RequestPrivate { requester, target },
                     op::OK_PRIVATE => Command::OkPrivate { requester, target },
@@ -203,71 +206,31 @@ impl Command {
                     _ => Command::IdPrivate {
                         requester,
                         target,
-                        connect_id: r.long()?,
+                        connect_id: r.i64()?,
                     },
                 }
             }
             op::LOGIN_PRIVATE => Command::LoginPrivate {
-                connect_id: r.long()?,
+                connect_id: r.i64()?,
             },
             op::ESTABLISHED => Command::Established,
             op::CLOSE_CONNECTION => Command::CloseConnection {
-                connect_id: r.long()?,
-                requester: r.string("login_requester", MAX_LOGIN)?,
-                target: r.string("login_target", MAX_LOGIN)?,
+                connect_id: r.i64()?,
+                requester: r.str("login_requester", MAX_LOGIN)?,
+                target: r.str("login_target", MAX_LOGIN)?,
             },
             op::ACCEPT_CLOSE_CONNECTION => Command::AcceptCloseConnection {
-                login: r.string("login_target", MAX_LOGIN)?,
+                login: r.str("login_target", MAX_LOGIN)?,
             },
             other => return Err(DecodeError::UnknownOpcode(other as u16)),
         };
-        Ok((cmd, r.pos))
+        Ok((cmd, r.pos()))
     }
 
     /// Decode a buffer that must hold exactly one command: trailing bytes are
     /// an error, and so is a truncated command.
     pub fn decode_exact(frame: &[u8]) -> Result<Command, DecodeError> {
         crate::decode_exact(frame)
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Incomplete)?;
-        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Incomplete)?;
-        self.pos = end;
-        Ok(s)
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(self.take(1)?[0])
-    }
-    fn long(&mut self) -> Result<i64, DecodeError> {
-        let b = self.take(8)?;
-        Ok(i64::from_be_bytes(b.try_into().expect("8 bytes")))
-    }
-    fn string(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
-        let b = self.take(4)?;
-        let len = i32::from_be_bytes(b.try_into().expect("4 bytes"));
-        if len < 0 {
-            return Err(DecodeError::NegativeLength(len as i64));
-        }
-        let len = len as usize;
-        if len > max {
-            return Err(DecodeError::TooLong {
-                field,
-                len: len as u64,
-                max: max as u64,
-            });
-        }
-        let bytes = self.take(len)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8(field))
     }
 }
 

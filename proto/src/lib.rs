@@ -5,7 +5,9 @@
 pub mod accounts;
 pub mod babel;
 pub mod chatos;
+pub mod cursor;
 pub mod rooms;
+pub mod voice;
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chinwag_proto::rooms::reliable;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything an operator can set. Durations are whole milliseconds in the
-/// file and on the command line.
-#[derive(Debug, Clone, Deserialize)]
+/// file and on the command line. `dist/chinwagd.toml` lists every key with
+/// its default (a test keeps the two equal).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address every listener binds to.
@@ -56,6 +57,12 @@ pub struct Config {
     pub registrations_per_minute: u32,
     /// Threads sending queued output for all connections (one per core is plenty).
     pub flush_threads: usize,
+    /// Unix socket for `chinwagctl` (created mode 0600). Empty: next to the
+    /// database, `<db_path>.sock` (none for ":memory:"); "off": no socket.
+    pub admin_socket: PathBuf,
+    /// `host:port` of the Prometheus endpoint (`/metrics`, `/health`).
+    /// Empty: off. Meant for 127.0.0.1; port 0 picks a free port.
+    pub metrics_addr: String,
 }
 
 impl Default for Config {
@@ -82,6 +89,8 @@ impl Default for Config {
             max_pending_requests: 16,
             flush_threads: 2,
             registrations_per_minute: 20,
+            admin_socket: PathBuf::new(),
+            metrics_addr: String::new(),
         }
     }
 }
@@ -129,7 +138,114 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
+
+    /// Where the admin socket goes, if anywhere (see `admin_socket`).
+    pub fn admin_socket_path(&self) -> Option<PathBuf> {
+        if self.admin_socket.as_os_str() == "off" {
+            return None;
+        }
+        if !self.admin_socket.as_os_str().is_empty() {
+            return Some(self.admin_socket.clone());
+        }
+        if self.db_path.as_os_str() == ":memory:" {
+            return None;
+        }
+        let mut p = self.db_path.clone().into_os_string();
+        p.push(".sock");
+        Some(PathBuf::from(p))
+    }
+
+    /// The keys whose values differ between two configurations.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        let table = |c: &Config| match toml::Value::try_from(c) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::map::Map::new(),
+        };
+        let (a, b) = (table(self), table(other));
+        let mut keys: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
+    /// Refuse settings that cannot work: a zero limit, or one so large it
+    /// is surely a typo. The message names the key and its bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        let ranges: [(&str, u64, u64, u64); 15] = [
+            ("max_connections", self.max_connections as u64, 1, 1_000_000),
+            ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
+            (
+                "outbound_limit",
+                self.outbound_limit as u64,
+                MIN_OUTBOUND,
+                1 << 30,
+            ),
+            ("write_timeout_ms", self.write_timeout_ms, 1, DAY_MS),
+            ("connect_id_ttl_ms", self.connect_id_ttl_ms, 1, DAY_MS),
+            ("max_relays", self.max_relays as u64, 1, 1_000_000),
+            (
+                "max_pending_requests",
+                self.max_pending_requests as u64,
+                1,
+                10_000,
+            ),
+            (
+                "registrations_per_minute",
+                self.registrations_per_minute as u64,
+                1,
+                1_000_000,
+            ),
+            ("flush_threads", self.flush_threads as u64, 1, 256),
+            (
+                "rooms_idle_timeout_ms",
+                self.rooms_idle_timeout_ms,
+                1,
+                DAY_MS,
+            ),
+            ("rooms_retry_ms", self.rooms_retry_ms, 1, 60_000),
+            ("rooms_tries", self.rooms_tries as u64, 1, 1_000),
+            ("rooms_max_per_ip", self.rooms_max_per_ip as u64, 1, 254),
+            (
+                "rooms_registrations_per_minute",
+                self.rooms_registrations_per_minute as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "rooms_requests_per_second",
+                self.rooms_requests_per_second as u64,
+                1,
+                1_000_000,
+            ),
+        ];
+        for (key, value, min, max) in ranges {
+            if value < min || value > max {
+                return Err(format!(
+                    "{key} = {value} is out of range: it must be between {min} and {max}"
+                ));
+            }
+        }
+        if !self.metrics_addr.is_empty()
+            && self.metrics_addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(format!(
+                "metrics_addr = {:?} is not an address such as \"127.0.0.1:9464\" (empty turns it off)",
+                self.metrics_addr
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// The smallest `outbound_limit`: a queue that holds only a few chatos
+/// frames (1,097 bytes each) would drop any peer sent a short burst.
+const MIN_OUTBOUND: u64 = 4096;
 
 #[cfg(test)]
 mod tests {
@@ -158,13 +274,22 @@ mod tests {
             (2, 7, 9)
         );
         assert_eq!(c.idle_timeout, Duration::from_millis(5000));
-        // Nonsense is made safe rather than refused.
-        let z = Config::from_toml("rooms_retry_ms = 0\nrooms_tries = 0\n")
-            .unwrap()
-            .rooms();
-        assert_eq!(
-            (z.link.retry_every, z.link.tries),
-            (Duration::from_millis(1), 1)
-        );
+        // Nonsense is refused at start, with the key named.
+        for (text, key) in [
+            ("rooms_retry_ms = 0", "rooms_retry_ms"),
+            ("rooms_tries = 0", "rooms_tries"),
+            ("rooms_max_per_ip = 0", "rooms_max_per_ip"),
+            ("rooms_max_per_ip = 255", "rooms_max_per_ip"),
+            (
+                "rooms_registrations_per_minute = 0",
+                "rooms_registrations_per_minute",
+            ),
+            ("rooms_requests_per_second = 0", "rooms_requests_per_second"),
+        ] {
+            let err = Config::from_toml(text).unwrap().validate().unwrap_err();
+            assert!(err.starts_with(&format!("{key} = ")), "{text}: {err}");
+        }
+        assert!(Config::default().validate().is_ok());
+        assert!(Config::ephemeral().validate().is_ok());
     }
 }

@@ -2,14 +2,17 @@
 //! them cleanly. `main.rs` only parses flags and calls [`Server::start`];
 //! tests and benchmarks start servers in-process the same way.
 
+pub mod admin;
 pub mod config;
 pub mod front;
 pub mod hub;
+pub mod metrics;
 pub mod net;
 pub mod store;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -17,6 +20,7 @@ use std::time::{Duration, Instant};
 
 pub use config::Config;
 use hub::{Hub, HubConfig};
+use metrics::DropReason;
 use net::{FlushPool, Registry};
 use store::{Store, StoreThread};
 
@@ -47,6 +51,8 @@ pub struct Server {
     store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    admin: Option<admin::AdminSocket>,
+    metrics: Option<metrics::Endpoint>,
 }
 
 type ServeFn = fn(Arc<TcpStream>, Arc<Shared>);
@@ -54,31 +60,67 @@ type ServeFn = fn(Arc<TcpStream>, Arc<Shared>);
 impl Server {
     /// Bind every listener and start serving. Returns once the sockets are bound.
     pub fn start(cfg: Config) -> io::Result<Server> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let started = Instant::now();
         let hub = Arc::new(Hub::new(HubConfig {
             connect_id_ttl: cfg.connect_id_ttl(),
             max_relays: cfg.max_relays,
             max_pending_requests: cfg.max_pending_requests,
         }));
         let registry = Registry::new(cfg.max_connections);
-        let (store, store_thread) = Store::open(&cfg.db_path)
-            .map_err(|e| io::Error::other(format!("cannot open {}: {e}", cfg.db_path.display())))?;
+        let (store, store_thread) =
+            Store::open_timed(&cfg.db_path, Some(hub.metrics().commit_seconds.clone())).map_err(
+                |e| io::Error::other(format!("cannot open {}: {e}", cfg.db_path.display())),
+            )?;
         let accounts = front::accounts::service::Accounts::new(
             hub.clone(),
             store.clone(),
             cfg.registrations_per_minute,
         );
-        let chatos = listen(cfg.bind, cfg.chatos_port)?;
+        let chatos = listen(cfg.bind, cfg.chatos_port, "chatos")?;
         let chatos_addr = chatos.local_addr()?;
-        let babel = listen(cfg.bind, cfg.babel_port)?;
+        let babel = listen(cfg.bind, cfg.babel_port, "babel")?;
         let babel_addr = babel.local_addr()?;
-        let accounts_l = listen(cfg.bind, cfg.accounts_port)?;
+        let accounts_l = listen(cfg.bind, cfg.accounts_port, "accounts")?;
         let accounts_addr = accounts_l.local_addr()?;
-        let rooms = front::rooms::RoomsServer::start(
-            hub.clone(),
-            SocketAddr::new(cfg.bind, cfg.rooms_port),
-            cfg.rooms(),
-        )?;
+        let rooms_at = SocketAddr::new(cfg.bind, cfg.rooms_port);
+        let rooms = front::rooms::RoomsServer::start(hub.clone(), rooms_at, cfg.rooms())
+            .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
+        let metrics_listener = match cfg.metrics_addr.as_str() {
+            "" => None,
+            a => {
+                let at: SocketAddr = a.parse().expect("validated");
+                if !at.ip().is_loopback() {
+                    log::warn!("metrics_addr {at} is not a loopback address: anyone who can reach it can read the counters");
+                }
+                Some(TcpListener::bind(at).map_err(|e| cannot_listen(e, "metrics", at, "tcp"))?)
+            }
+        };
         let flush = FlushPool::new(cfg.flush_threads)?;
+        let admin = Arc::new(admin::Admin {
+            hub: hub.clone(),
+            store: store.clone(),
+            accounts: Some(accounts.clone()),
+            registry: registry.clone(),
+            db_path: cfg.db_path.clone(),
+            started,
+        });
+        let bans = admin.load_bans().map_err(io::Error::other)?;
+        if bans > 0 {
+            log::info!("{bans} bans in force");
+        }
+        let admin_socket = match cfg.admin_socket_path() {
+            Some(path) => Some(admin::AdminSocket::start(&path, admin)?),
+            None => None,
+        };
+        let metrics = match metrics_listener {
+            Some(l) => Some(metrics::Endpoint::start(
+                l,
+                metrics::pages(hub.clone(), store.clone(), Some(accounts.clone())),
+            )?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             flush,
             hub,
@@ -131,7 +173,24 @@ impl Server {
             store_thread: Some(store_thread),
             stop,
             threads,
+            admin: admin_socket,
+            metrics,
         })
+    }
+
+    /// The admin socket's path, when there is one.
+    pub fn admin_socket(&self) -> Option<&Path> {
+        self.admin.as_ref().map(|a| a.path())
+    }
+
+    /// The metrics endpoint's address, when it is on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr())
+    }
+
+    /// The settings the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.cfg
     }
 
     pub fn chatos_addr(&self) -> SocketAddr {
@@ -170,6 +229,12 @@ impl Server {
             return;
         }
         log::info!("shutting down");
+        if let Some(mut a) = self.admin.take() {
+            a.stop();
+        }
+        if let Some(mut m) = self.metrics.take() {
+            m.stop();
+        }
         self.shared.registry.stop_all();
         // Wake each acceptor out of accept() with a connection of our own.
         for addr in [self.chatos_addr, self.babel_addr, self.accounts_addr] {
@@ -206,15 +271,37 @@ impl Drop for Server {
 /// overflows when thousands of clients connect at once.
 const LISTEN_BACKLOG: i32 = 4096;
 
-fn listen(ip: std::net::IpAddr, port: u16) -> io::Result<TcpListener> {
+fn listen(ip: std::net::IpAddr, port: u16, dialect: &str) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let addr = SocketAddr::new(ip, port);
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    // Restarting right after a stop must not fail on TIME_WAIT sockets.
-    sock.set_reuse_address(true)?;
-    sock.bind(&addr.into())?;
-    sock.listen(LISTEN_BACKLOG)?;
-    Ok(sock.into())
+    let bound = (|| {
+        let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        // Restarting right after a stop must not fail on TIME_WAIT sockets.
+        sock.set_reuse_address(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(LISTEN_BACKLOG)?;
+        Ok(sock.into())
+    })();
+    bound.map_err(|e| cannot_listen(e, dialect, addr, "tcp"))
+}
+
+/// A start-up error that names the listener, its address and the setting
+/// to change: "chatos: cannot listen on 127.0.0.1:7001/tcp (chatos_port): ...".
+fn cannot_listen(e: io::Error, what: &str, addr: SocketAddr, proto: &str) -> io::Error {
+    let key = if what == "metrics" {
+        "metrics_addr".to_owned()
+    } else {
+        format!("{what}_port")
+    };
+    let hint = if e.kind() == io::ErrorKind::AddrInUse {
+        " (another program, or another chinwagd, is using it)"
+    } else {
+        ""
+    };
+    io::Error::new(
+        e.kind(),
+        format!("{what}: cannot listen on {addr}/{proto} (set by {key}): {e}{hint}"),
+    )
 }
 
 fn spawn_acceptor(
@@ -231,7 +318,7 @@ fn spawn_acceptor(
                     break;
                 }
                 let stream = match conn {
-                    Ok(s) => Arc::new(s),
+                    Ok(s) => s,
                     Err(e) => {
                         // EMFILE and friends: back off instead of spinning.
                         log::warn!("{dialect}: accept failed: {e}");
@@ -239,7 +326,18 @@ fn spawn_acceptor(
                         continue;
                     }
                 };
+                // A banned address is closed before it costs a thread.
+                if stream
+                    .peer_addr()
+                    .is_ok_and(|a| shared.hub.bans().ip_banned(a.ip()))
+                {
+                    shared.hub.metrics().dropped(DropReason::Banned);
+                    log::debug!("{dialect}: connection from a banned address closed");
+                    continue;
+                }
+                let stream = Arc::new(stream);
                 let Some(admission) = shared.registry.admit(&stream) else {
+                    shared.hub.metrics().dropped(DropReason::ConnectionLimit);
                     log::warn!("{dialect}: connection limit reached, closing new connection");
                     continue;
                 };

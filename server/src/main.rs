@@ -1,4 +1,5 @@
-//! chinwagd: parse flags, start the server, wait for SIGINT or SIGTERM.
+//! chinwagd: parse flags, start the server, wait for SIGINT or SIGTERM
+//! (SIGHUP re-reads the configuration and says what would change).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -74,6 +75,12 @@ struct Args {
     /// Threads that send queued output for all connections.
     #[arg(long)]
     flush_threads: Option<usize>,
+    /// Unix socket for chinwagctl ("off": none; default: <db>.sock).
+    #[arg(long)]
+    admin_socket: Option<PathBuf>,
+    /// host:port of the Prometheus endpoint (default: off).
+    #[arg(long)]
+    metrics_addr: Option<String>,
 }
 
 fn load(args: &Args) -> Result<Config, String> {
@@ -99,8 +106,33 @@ fn load(args: &Args) -> Result<Config, String> {
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
-         flush_threads => flush_threads, registrations_per_minute => registrations_per_minute);
+         flush_threads => flush_threads, registrations_per_minute => registrations_per_minute,
+         admin_socket => admin_socket, metrics_addr => metrics_addr);
+    cfg.validate()?;
     Ok(cfg)
+}
+
+/// SIGHUP: nothing is reloaded while running (every setting sizes a
+/// thread pool, a socket or a bound fixed at start), but the file is read
+/// again, so the operator learns now, not at the next restart, whether it
+/// parses and which of its changes are still waiting for that restart.
+fn reread(args: &Args, running: &Config) {
+    match load(args) {
+        Err(e) => log::error!(
+            "SIGHUP: the configuration would not start: {e}; still running with the old one"
+        ),
+        Ok(new) => {
+            let changed = running.changed_keys(&new);
+            if changed.is_empty() {
+                log::info!("SIGHUP: configuration unchanged; nothing to reload");
+            } else {
+                log::warn!(
+                    "SIGHUP: {} changed; chinwagd reloads nothing while running, restart it to apply",
+                    changed.join(", ")
+                );
+            }
+        }
+    }
 }
 
 /// Let the process use as many descriptors as its hard limit allows: every
@@ -133,6 +165,7 @@ fn main() -> ExitCode {
     let mut signals = match signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -147,8 +180,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == signal_hook::consts::SIGHUP {
+            reread(&args, server.config());
+            continue;
+        }
         log::info!("signal {sig} received");
+        break;
     }
     server.shutdown();
     ExitCode::SUCCESS

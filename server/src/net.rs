@@ -15,6 +15,8 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
+use crate::metrics::{DropReason, Metrics};
+
 /// Stack for connection threads: they keep their buffers on the heap, so a
 /// small stack keeps 10,000 idle connections cheap.
 pub const CONN_STACK: usize = 128 * 1024;
@@ -50,6 +52,8 @@ pub struct Outbound {
     pool: Arc<FlushPool>,
     limit: usize,
     label: String,
+    /// Counts why the server dropped this peer.
+    metrics: Arc<Metrics>,
 }
 
 impl Outbound {
@@ -59,6 +63,7 @@ impl Outbound {
         limit: usize,
         write_timeout: Duration,
         label: String,
+        metrics: Arc<Metrics>,
     ) -> Arc<Self> {
         let _ = stream.set_write_timeout(Some(write_timeout));
         Arc::new(Outbound {
@@ -73,6 +78,7 @@ impl Outbound {
             pool: pool.clone(),
             limit,
             label,
+            metrics,
         })
     }
 
@@ -307,6 +313,7 @@ impl Outbound {
 
     fn drop_peer(&self, why: &str) {
         if self.mark_closed() {
+            self.metrics.dropped(DropReason::SlowReader);
             log::warn!("{}: {why}", self.label);
             let _ = self.stream.shutdown(Shutdown::Both);
         }
@@ -314,9 +321,20 @@ impl Outbound {
 
     fn fail(&self, e: &io::Error) {
         if self.mark_closed() {
+            self.metrics.dropped(DropReason::WriteFailed);
             log::info!("{}: write failed ({e}); closing", self.label);
             let _ = self.stream.shutdown(Shutdown::Both);
         }
+    }
+
+    /// Close the connection on an operator's request: queued bytes are
+    /// discarded and the socket is shut, which ends its reader (which then
+    /// logs the session out as for any other end).
+    pub fn disconnect(&self) {
+        if self.mark_closed() {
+            log::info!("{}: closed by an operator", self.label);
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
     }
 
     /// Stop the writers and refuse further bytes. Queued bytes are
@@ -476,6 +494,21 @@ impl Registry {
         }
     }
 
+    /// Shut every live connection from `ip` (an operator's ban); returns how many.
+    pub fn shutdown_from(&self, ip: std::net::IpAddr) -> usize {
+        let ip = crate::hub::bans::canonical(ip);
+        let mut n = 0;
+        for s in self.inner.lock().values() {
+            if s.peer_addr()
+                .is_ok_and(|a| crate::hub::bans::canonical(a.ip()) == ip)
+            {
+                let _ = s.shutdown(Shutdown::Both);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Wait until every connection thread has let go, at most `limit`.
     pub fn wait_idle(&self, limit: Duration) -> bool {
         let mut inner = self.inner.lock();
@@ -555,6 +588,80 @@ impl ReadBuf {
                     ) => {}
                 Err(e) => return Err(ReadEnd::Io(e)),
             }
+        }
+    }
+}
+
+/// The accept loop of a small listener for operators (the admin socket, the
+/// metrics endpoint): at most `at_once` short-lived connection threads;
+/// a connection past that is handed to `full` (to say so) and closed.
+pub struct SmallListener {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SmallListener {
+    /// `accept` blocks for the next connection; `admit` may refuse one
+    /// (closed at once); `serve` runs on the connection's own thread.
+    pub fn start<C: Send + 'static>(
+        name: &str,
+        at_once: usize,
+        mut accept: impl FnMut() -> io::Result<C> + Send + 'static,
+        admit: impl Fn(&C) -> bool + Send + 'static,
+        full: impl Fn(C) + Send + 'static,
+        serve: impl Fn(C) + Send + Sync + 'static,
+    ) -> io::Result<SmallListener> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let serve = Arc::new(serve);
+        let conn_name = format!("{name}-conn");
+        let thread = thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || loop {
+                let conn = accept();
+                if stop2.load(Ordering::Acquire) {
+                    break;
+                }
+                let Ok(conn) = conn else {
+                    // EMFILE and friends: back off instead of spinning.
+                    thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                if !admit(&conn) {
+                    continue;
+                }
+                if busy.fetch_add(1, Ordering::AcqRel) >= at_once {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    full(conn);
+                    continue;
+                }
+                let (busy2, serve) = (busy.clone(), serve.clone());
+                let spawned = thread::Builder::new()
+                    .name(conn_name.clone())
+                    .spawn(move || {
+                        serve(conn);
+                        busy2.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
+            })?;
+        Ok(SmallListener {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stop accepting: `wake` must unblock `accept` (a connection of our
+    /// own); connection threads already running finish on their own.
+    pub fn stop(&mut self, wake: impl FnOnce()) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command as Proc, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -25,18 +25,8 @@ fn mem_server() -> Server {
     server_on(Path::new(":memory:"))
 }
 
-fn temp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "cw-{tag}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 mod common;
-use common::WAIT;
+use common::{temp_dir, WAIT};
 
 type Acc = common::Wire<Frame>;
 

@@ -43,6 +43,10 @@ impl Peer for BabelPeer {
         };
         self.out.enqueue(|b| frame.encode(b));
     }
+
+    fn disconnect(&self) {
+        self.out.disconnect();
+    }
 }
 
 enum State {
@@ -51,7 +55,7 @@ enum State {
 }
 
 pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
-    let Some(conn) = Conn::open(stream, &shared, "babel") else {
+    let Some(conn) = Conn::open(stream, &shared, Dialect::Babel) else {
         return;
     };
     // The client must not send anything before this.
@@ -118,6 +122,7 @@ fn handle(frame: Frame, shared: &Arc<Shared>, conn: &Conn, state: &mut State) ->
                         LoginError::Taken => "username already used",
                         LoginError::Invalid => "invalid username",
                         LoginError::Reserved => "username belongs to a registered account",
+                        LoginError::Banned => "banned",
                     };
                     out.reply(
                         &Frame::LoginFailed {

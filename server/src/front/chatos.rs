@@ -58,6 +58,10 @@ impl Peer for ChatosPeer {
             Event::Presence { .. } | Event::CallOffer { .. } | Event::CallRefused { .. } => {}
         });
     }
+
+    fn disconnect(&self) {
+        self.out.disconnect();
+    }
 }
 
 enum State {
@@ -67,7 +71,7 @@ enum State {
 
 /// Serve one accepted chatos connection until it ends.
 pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
-    let Some(conn) = Conn::open(stream, &shared, "chatos") else {
+    let Some(conn) = Conn::open(stream, &shared, Dialect::Chatos) else {
         return;
     };
     let mut state = State::Anonymous {
@@ -279,7 +283,7 @@ fn private_end(
         RelayJoin::Full => return Err(End::Protocol("relay limit reached".into())),
     };
     let result = relay::pump(stream, &other, pending);
-    hub.relay_half_done(id);
+    hub.relay_half_done(Instant::now(), id);
     match result {
         Ok(n) => log::debug!("{label}: relay {id:#x} direction done, {n} bytes"),
         Err(e) => {

@@ -16,6 +16,8 @@ use std::time::Instant;
 
 use chinwag_proto::{Decode, Decoder};
 
+use crate::hub::Dialect;
+use crate::metrics::{DropReason, Metrics};
 use crate::net::{Outbound, ReadBuf, ReadEnd};
 use crate::Shared;
 
@@ -37,19 +39,40 @@ pub struct Conn {
     pub out: Arc<Outbound>,
     pub ip: IpAddr,
     pub label: String,
+    /// Counts the connection open until it is dropped.
+    open: OpenGauge,
+}
+
+/// Keeps the per-dialect connection gauge right however the thread ends.
+struct OpenGauge {
+    metrics: Arc<Metrics>,
+    dialect: Dialect,
+}
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        self.metrics.connection_closed(self.dialect);
+    }
 }
 
 impl Conn {
-    pub fn open(stream: Arc<TcpStream>, shared: &Shared, dialect: &str) -> Option<Conn> {
+    pub fn open(stream: Arc<TcpStream>, shared: &Shared, dialect: Dialect) -> Option<Conn> {
         let peer = stream.peer_addr().ok()?;
-        let label = format!("{dialect} {peer}");
+        let label = format!("{} {peer}", dialect.name());
         let _ = stream.set_nodelay(true);
+        let metrics = shared.hub.metrics().clone();
+        metrics.connection_opened(dialect);
+        let open = OpenGauge {
+            metrics: metrics.clone(),
+            dialect,
+        };
         let out = Outbound::new(
             stream.clone(),
             &shared.flush,
             shared.cfg.outbound_limit,
             shared.cfg.write_timeout(),
             label.clone(),
+            metrics,
         );
         log::info!("{label}: connected");
         Some(Conn {
@@ -57,6 +80,7 @@ impl Conn {
             out,
             ip: peer.ip(),
             label,
+            open,
         })
     }
 
@@ -112,6 +136,11 @@ impl Conn {
             let _ = self.stream.shutdown(Shutdown::Both);
         }
         let label = &self.label;
+        match end {
+            End::Protocol(_) => self.open.metrics.dropped(DropReason::Protocol),
+            End::LoginTimeout => self.open.metrics.dropped(DropReason::LoginTimeout),
+            _ => {}
+        }
         match end {
             End::Eof => log::info!("{label} ({who}): disconnected"),
             End::Io(e) => log::info!("{label} ({who}): connection error: {e}"),

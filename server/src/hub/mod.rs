@@ -5,6 +5,7 @@
 //!
 //! Lock order (never take an earlier lock while holding a later one):
 //! `users`, then `global`, then `presence`, then `private`, then `calls`.
+//! The ban list (`bans`) is a leaf, read under `users` at login.
 //!
 //! Peers are called with no hub lock held, except in three places: a
 //! broadcast delivers under the read side of `global`, a departure is
@@ -14,6 +15,7 @@
 //! to the flush pool), and copying 10,000 listeners per login or per
 //! broadcast to avoid those read locks would cost far more than it saves.
 
+pub mod bans;
 pub mod private;
 
 use std::collections::HashMap;
@@ -24,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::metrics::{LoginOutcome, Metrics};
+use bans::Bans;
 use private::Private;
 pub use private::{CloseOutcome, RelayJoin};
 
@@ -110,6 +114,9 @@ pub enum Event<'a> {
 /// the queue is over its bound, drops the peer rather than wait.
 pub trait Peer: Send + Sync {
     fn deliver(&self, event: &Event<'_>);
+    /// Close this session's connection (an operator's kick or ban). The
+    /// front-end's own clean-up then logs the session out as usual.
+    fn disconnect(&self) {}
 }
 
 /// One identified user on one connection.
@@ -150,6 +157,8 @@ pub enum LoginError {
     Invalid,
     /// The name belongs to a registered account and this login has no password.
     Reserved,
+    /// The name or the address is banned by an operator.
+    Banned,
 }
 
 /// Why a command was not carried out. The front-end logs it; the peer gets
@@ -224,6 +233,9 @@ pub struct Hub {
     next_session: AtomicU64,
     reserved: RwLock<Option<ReservedNames>>,
     cfg: HubConfig,
+    /// Checked under `users` at every login (a leaf lock).
+    bans: Bans,
+    metrics: Arc<Metrics>,
 }
 
 /// Whether a name is acceptable to the hub at all.
@@ -244,7 +256,65 @@ impl Hub {
             next_session: AtomicU64::new(1),
             reserved: RwLock::new(None),
             cfg,
+            bans: Bans::default(),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// The operator's bans, checked at every login.
+    pub fn bans(&self) -> &Bans {
+        &self.bans
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Who is online: (name, dialect, address), sorted by name.
+    pub fn sessions(&self) -> Vec<(String, Dialect, IpAddr)> {
+        let mut v: Vec<_> = self
+            .users
+            .read()
+            .values()
+            .map(|s| (s.name.clone(), s.dialect, s.ip))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Users online per dialect, in `metrics::DIALECTS` order.
+    pub fn online_per_dialect(&self) -> [usize; 4] {
+        let mut n = [0; 4];
+        for s in self.users.read().values() {
+            n[crate::metrics::dialect_index(s.dialect)] += 1;
+        }
+        n
+    }
+
+    /// Close the connection of `name`, if online. Returns its dialect.
+    pub fn kick(&self, name: &str) -> Option<Dialect> {
+        let s = self.online(name)?;
+        s.peer.disconnect();
+        self.metrics.dropped(crate::metrics::DropReason::Kicked);
+        Some(s.dialect)
+    }
+
+    /// Close every session connected from `ip`; returns their names.
+    pub fn kick_ip(&self, ip: IpAddr) -> Vec<String> {
+        let ip = bans::canonical(ip);
+        let hit: Vec<Arc<Session>> = self
+            .users
+            .read()
+            .values()
+            .filter(|s| bans::canonical(s.ip) == ip)
+            .cloned()
+            .collect();
+        for s in &hit {
+            s.peer.disconnect();
+            self.metrics.dropped(crate::metrics::DropReason::Kicked);
+        }
+        hit.iter().map(|s| s.name.clone()).collect()
     }
 
     /// Install the check for names owned by registered accounts.
@@ -291,6 +361,24 @@ impl Hub {
         entry: Entry,
         welcome: impl FnOnce(&[String]),
     ) -> Result<Arc<Session>, LoginError> {
+        let dialect = entry.dialect;
+        let result = self.admit(name, entry, welcome);
+        self.metrics.login(
+            dialect,
+            match &result {
+                Ok(_) => LoginOutcome::Ok,
+                Err(e) => LoginOutcome::Refused(*e),
+            },
+        );
+        result
+    }
+
+    fn admit(
+        &self,
+        name: &str,
+        entry: Entry,
+        welcome: impl FnOnce(&[String]),
+    ) -> Result<Arc<Session>, LoginError> {
         if !valid_name(name) {
             return Err(LoginError::Invalid);
         }
@@ -311,6 +399,11 @@ impl Hub {
         });
         let others: Vec<Arc<Session>> = {
             let mut users = self.users.write();
+            // Under `users`: a ban added before an operator's kick sweep is
+            // either seen here or this session is there for the sweep.
+            if self.bans.name_banned(name) || self.bans.ip_banned(session.ip) {
+                return Err(LoginError::Banned);
+            }
             if users.contains_key(name) {
                 return Err(LoginError::Taken);
             }
@@ -391,6 +484,8 @@ impl Hub {
         for s in &list.sessions {
             s.peer.deliver(&ev);
         }
+        self.metrics.message(from.dialect);
+        self.metrics.delivered(list.sessions.len());
         Ok(list.sessions.len())
     }
 
@@ -411,6 +506,8 @@ impl Hub {
             to,
             text,
         });
+        self.metrics.message(from.dialect);
+        self.metrics.delivered(1);
         Ok(())
     }
 
@@ -503,9 +600,14 @@ impl Hub {
         ip: IpAddr,
         stream: Arc<TcpStream>,
     ) -> RelayJoin {
-        self.private
+        let joined = self
+            .private
             .lock()
-            .join(now, id, ip, stream, self.cfg.max_relays)
+            .join(now, id, ip, stream, self.cfg.max_relays);
+        if matches!(joined, RelayJoin::Second { .. }) {
+            self.metrics.relay_established();
+        }
+        joined
     }
 
     /// The first end of a relay gave up waiting for the second.
@@ -514,9 +616,11 @@ impl Hub {
         self.private.lock().abandon(id)
     }
 
-    /// One direction of relay `id` has finished pumping.
-    pub fn relay_half_done(&self, id: i64) {
-        let until = Instant::now() + self.cfg.connect_id_ttl;
+    /// One direction of relay `id` has finished pumping at `now`. Once
+    /// both have, the relay's pair is remembered until `now` plus the
+    /// connect-id lifetime, so a late CLOSE_CONNECTION is still confirmed.
+    pub fn relay_half_done(&self, now: Instant, id: i64) {
+        let until = now + self.cfg.connect_id_ttl;
         self.private.lock().half_done(id, until);
     }
 
@@ -582,6 +686,7 @@ impl Hub {
         }
         let seen = from.ip.to_string();
         let host = if host.is_empty() { seen.as_str() } else { host };
+        self.metrics.call(from.dialect);
         callee.peer.deliver(&Event::CallOffer {
             from: &from.name,
             host,

@@ -290,8 +290,8 @@ fn connect_ids_are_single_use_and_address_bound() {
         h.relay_join(now, id, IP, s1.clone()),
         RelayJoin::Unknown
     ));
-    h.relay_half_done(id);
-    h.relay_half_done(id);
+    h.relay_half_done(now, id);
+    h.relay_half_done(now, id);
     assert_eq!(h.relay_count(), 0);
 }
 
@@ -505,8 +505,8 @@ fn close_private_is_confirmed_even_after_the_relay_ended_by_itself() {
     rx.recv().unwrap();
     // Both directions end (both users shut their sockets) just before
     // CLOSE_CONNECTION from one of them is handled.
-    h.relay_half_done(id);
-    h.relay_half_done(id);
+    h.relay_half_done(now, id);
+    h.relay_half_done(now, id);
     assert_eq!(h.relay_count(), 0);
     ra.take();
     rb.take();
@@ -519,4 +519,49 @@ fn close_private_is_confirmed_even_after_the_relay_ended_by_itself() {
         h.close_private(&b, id, "bob", "alice").unwrap_err(),
         Refusal::NotPending
     );
+}
+
+#[test]
+fn an_ended_relay_is_remembered_for_the_connect_id_lifetime_from_its_end() {
+    let ttl = Duration::from_secs(60);
+    let h = Hub::new(HubConfig {
+        connect_id_ttl: ttl,
+        ..HubConfig::default()
+    });
+    let (a, _ra) = join(&h, "alice");
+    let (b, _rb) = join(&h, "bob");
+    // Two relays between the same users, ending at different times.
+    let mut ids = Vec::new();
+    let t0 = Instant::now();
+    for _ in 0..2 {
+        let id = issued(&h, &a, &b);
+        let (s1, s2) = socket_pair();
+        let RelayJoin::First { rx, .. } = h.relay_join(t0, id, IP, s1) else {
+            panic!("first")
+        };
+        let RelayJoin::Second { notify, .. } = h.relay_join(t0, id, IP, s2.clone()) else {
+            panic!("second")
+        };
+        notify.send(s2).unwrap();
+        rx.recv().unwrap();
+        ids.push(id);
+    }
+    // The first relay ends at t0 + 10 s, the second at t0 + 40 s; the
+    // memory of each runs from its own end, whatever the wall clock says.
+    let end1 = t0 + Duration::from_secs(10);
+    let end2 = t0 + Duration::from_secs(40);
+    h.relay_half_done(end1, ids[0]);
+    h.relay_half_done(end1, ids[0]);
+    h.relay_half_done(end2, ids[1]);
+    h.relay_half_done(end2, ids[1]);
+    assert_eq!(h.relay_count(), 0);
+    // Just before the first one's memory runs out, both are remembered.
+    h.sweep(end1 + ttl - Duration::from_millis(1));
+    // Just after, only the second is.
+    h.sweep(end1 + ttl);
+    assert_eq!(
+        h.close_private(&a, ids[0], "alice", "bob").unwrap_err(),
+        Refusal::NotPending
+    );
+    assert!(h.close_private(&b, ids[1], "bob", "alice").is_ok());
 }

@@ -5,6 +5,9 @@
 //! and only then runs their `after` parts (acknowledgements), so nothing is
 //! acknowledged before its row is durable.
 
+mod admin;
+mod backup;
+mod files;
 mod schema;
 
 use std::path::Path;
@@ -13,6 +16,7 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+pub use backup::backup;
 pub use schema::SCHEMA_VERSION;
 
 /// Jobs waiting for the store thread. A sender that finds it full waits up to
@@ -92,12 +96,25 @@ pub struct Notice {
 impl Store {
     /// Open (creating and migrating as needed) and start the store thread.
     pub fn open(path: &Path) -> rusqlite::Result<(Store, StoreThread)> {
+        Self::open_timed(path, None)
+    }
+
+    /// [`Store::open`], timing each group commit into `commit_seconds`.
+    /// A database file and its WAL and shared-memory files are readable by
+    /// the owner only (0600).
+    pub fn open_timed(
+        path: &Path,
+        commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    ) -> rusqlite::Result<(Store, StoreThread)> {
+        files::owner_only(path)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn)?;
+        files::owner_only_companions(path);
         let (tx, rx) = bounded(QUEUE);
         let t = thread::Builder::new()
             .name("cw-store".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, commit_seconds))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         Ok((Store { tx }, StoreThread(Some(t))))
     }
@@ -136,7 +153,11 @@ impl Store {
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Msg>) {
+fn run(
+    mut conn: Connection,
+    rx: Receiver<Msg>,
+    commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+) {
     let mut stop = false;
     while !stop {
         let Ok(first) = rx.recv() else { break };
@@ -156,6 +177,7 @@ fn run(mut conn: Connection, rx: Receiver<Msg>) {
             }
         }
         let mut afters = Vec::with_capacity(jobs.len());
+        let started = std::time::Instant::now();
         let committed = match conn.transaction() {
             Ok(tx) => {
                 {
@@ -179,6 +201,9 @@ fn run(mut conn: Connection, rx: Receiver<Msg>) {
                 false
             }
         };
+        if let Some(h) = &commit_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
         for a in afters {
             a(committed);
         }

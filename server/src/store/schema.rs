@@ -45,6 +45,14 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX messages_pair ON messages(sender, recipient, id);
     CREATE INDEX messages_undelivered ON messages(recipient, id) WHERE delivered = 0;",
+    // 2: operators' bans, by name or by address (see hub::bans).
+    "CREATE TABLE bans(
+        kind    TEXT NOT NULL CHECK (kind IN ('name', 'ip')),
+        value   TEXT NOT NULL,
+        reason  TEXT NOT NULL DEFAULT '',
+        created INTEGER NOT NULL,
+        PRIMARY KEY (kind, value)
+    ) STRICT, WITHOUT ROWID;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -9,6 +9,17 @@ use std::time::{Duration, Instant};
 
 use chinwag_proto::{Decode, Decoder};
 
+/// A fresh directory for one test's files, unique across runs and processes.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "cw-{tag}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// How long a test waits for something that must happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 

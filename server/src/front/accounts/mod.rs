@@ -3,6 +3,7 @@
 //! the dialect (HELLO first, LOGIN before the rest) and closes connections
 //! that send bad bytes; policy lives in `service`.
 
+mod limits;
 mod password;
 pub mod service;
 
@@ -28,7 +29,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
     let Some(accounts) = shared.accounts.clone() else {
         return;
     };
-    let Some(conn) = Conn::open(stream, &shared, "accounts") else {
+    let Some(conn) = Conn::open(stream, &shared, crate::hub::Dialect::Accounts) else {
         return;
     };
     let login_by = Instant::now() + shared.cfg.login_timeout();
@@ -80,9 +81,9 @@ fn handle(
                     email,
                     pseudo,
                     password,
-                } => accounts.register(ip, email, pseudo, password, out),
+                } => accounts.register(Instant::now(), ip, email, pseudo, password, out),
                 Frame::Login { email, password } => {
-                    if let Some(m) = accounts.login(&email, &password, ip, out) {
+                    if let Some(m) = accounts.login(Instant::now(), &email, &password, ip, out) {
                         let _ = conn.stream.set_read_timeout(None);
                         *state = State::Member(m);
                     }
@@ -109,7 +110,7 @@ fn handle(
             email,
             pseudo,
             password,
-        } => accounts.register(ip, email, pseudo, password, out),
+        } => accounts.register(Instant::now(), ip, email, pseudo, password, out),
         Frame::FriendRequest { pseudo } => accounts.friend_request(&me, pseudo),
         Frame::AcceptFriend { pseudo } => accounts.answer_friend(&me, pseudo, true),
         Frame::RefuseFriend { pseudo } => accounts.answer_friend(&me, pseudo, false),

@@ -13,8 +13,10 @@ use chinwag_proto::accounts::{self as wire, code, Frame, HistoryEntry};
 use crossbeam_channel::{bounded, Sender};
 use parking_lot::{Mutex, RwLock};
 
+use super::limits::Counters;
 use super::password;
 use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
+use crate::metrics::{DropReason, LoginOutcome};
 use crate::net::Outbound;
 use crate::store::{After, CreateError, Store};
 
@@ -26,7 +28,7 @@ const HASH_QUEUE: usize = 256;
 /// Failed logins allowed per address and per email in one window.
 const FAILURES_ALLOWED: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Failure counters kept at most (oldest windows are dropped first).
+/// Counters kept at most (expired windows are dropped first, then the oldest).
 const MAX_TRACKED: usize = 100_000;
 pub const MIN_PASSWORD: usize = 8;
 
@@ -95,11 +97,18 @@ impl Member {
 }
 
 /// What the hub can tell an accounts session. Accounts users take no part in
-/// chatos chat, so there is nothing to translate yet.
-struct AccountsPeer;
+/// chatos chat, so there is nothing to translate yet; an operator can still
+/// close the connection.
+struct AccountsPeer {
+    out: Arc<Outbound>,
+}
 
 impl Peer for AccountsPeer {
     fn deliver(&self, _event: &Event<'_>) {}
+
+    fn disconnect(&self) {
+        self.out.disconnect();
+    }
 }
 
 #[derive(Default)]
@@ -127,7 +136,7 @@ pub struct Accounts {
     members: RwLock<Members>,
     calls: Mutex<Calls>,
     hashers: Hashers,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<Counters>,
     /// Verified against when the email is unknown, so both failures cost the same.
     dummy_hash: String,
     /// Registrations one IP address may make per window.
@@ -171,7 +180,7 @@ impl Accounts {
             members: RwLock::new(Members::default()),
             calls: Mutex::new(Calls::default()),
             hashers,
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(Counters::new(FAILURE_WINDOW, MAX_TRACKED)),
             dummy_hash,
             registrations_per_minute,
         })
@@ -190,6 +199,7 @@ impl Accounts {
         job: impl FnOnce(&crate::store::Db) -> Option<After> + Send + 'static,
     ) {
         if self.store.submit(job).is_err() {
+            self.hub.metrics().dropped(DropReason::StoreBusy);
             log::warn!("store queue full; answering {busy:?}");
             out.enqueue(|b| busy.encode(b));
         }
@@ -198,6 +208,7 @@ impl Accounts {
     /// 100: validate, hash, insert; 101/102/103/104 after commit.
     pub fn register(
         self: &Arc<Self>,
+        now: Instant,
         ip: IpAddr,
         email: String,
         pseudo: String,
@@ -213,6 +224,11 @@ impl Accounts {
             reply(Frame::PseudoTaken);
             return;
         }
+        // A banned name cannot be registered either (an early, separate gate).
+        if self.hub.bans().name_banned(&pseudo) {
+            reply(Frame::PseudoTaken);
+            return;
+        }
         if password.len() < MIN_PASSWORD {
             reply(Frame::RegisterRefused {
                 reason: format!("password must be at least {MIN_PASSWORD} bytes"),
@@ -220,13 +236,20 @@ impl Accounts {
             return;
         }
         let key = [format!("register:{ip}")];
-        if self.limited(&key, self.registrations_per_minute) {
+        let allowed = {
+            let mut counts = self.failures.lock();
+            let ok = !counts.limited(now, &key, self.registrations_per_minute);
+            if ok {
+                counts.record(now, &key);
+            }
+            ok
+        };
+        if !allowed {
             reply(Frame::RegisterRefused {
                 reason: "too many registrations from this address; try again later".into(),
             });
             return;
         }
-        self.record(&key);
         let hashed = self.hashers.run(move || password::hash(&password));
         let hash = match hashed {
             Some(Ok(h)) => h,
@@ -265,38 +288,11 @@ impl Accounts {
         );
     }
 
-    /// Whether any of `keys` has been counted `allowed` times in the
-    /// current window.
-    fn limited(&self, keys: &[String], allowed: u32) -> bool {
-        let now = Instant::now();
-        let f = self.failures.lock();
-        keys.iter().any(|k| {
-            f.get(k).is_some_and(|(n, since)| {
-                *n >= allowed && now.duration_since(*since) < FAILURE_WINDOW
-            })
-        })
-    }
-
-    /// Count one event (a failed login, a registration) against `keys`.
-    fn record(&self, keys: &[String]) {
-        let now = Instant::now();
-        let mut f = self.failures.lock();
-        if f.len() >= MAX_TRACKED {
-            f.retain(|_, (_, since)| now.duration_since(*since) < FAILURE_WINDOW);
-        }
-        for k in keys {
-            let e = f.entry(k.clone()).or_insert((0, now));
-            if now.duration_since(e.1) >= FAILURE_WINDOW {
-                *e = (0, now);
-            }
-            e.0 += 1;
-        }
-    }
-
     /// 110: check the password (unknown emails cost the same), join the hub
     /// under the account's pseudo, then flush what waited while offline.
     pub fn login(
         self: &Arc<Self>,
+        now: Instant,
         email: &str,
         password: &str,
         ip: IpAddr,
@@ -311,7 +307,7 @@ impl Accounts {
             out.reply(&Frame::LoginFailed.to_bytes());
             None
         };
-        if self.limited(&keys, FAILURES_ALLOWED) {
+        if self.failures.lock().limited(now, &keys, FAILURES_ALLOWED) {
             return fail("rate limited");
         }
         let email2 = email.to_owned();
@@ -330,7 +326,10 @@ impl Accounts {
         let account = match account {
             Some(a) if ok => a,
             _ => {
-                self.record(&keys);
+                self.failures.lock().record(now, &keys);
+                self.hub
+                    .metrics()
+                    .login(Dialect::Accounts, LoginOutcome::BadPassword);
                 return fail("bad credentials");
             }
         };
@@ -338,7 +337,7 @@ impl Accounts {
             &account.pseudo,
             Dialect::Accounts,
             ip,
-            Arc::new(AccountsPeer),
+            Arc::new(AccountsPeer { out: out.clone() }),
             false,
             true,
         ) {
@@ -565,6 +564,7 @@ impl Accounts {
                     return me.send(&Frame::MessageFailed);
                 }
                 me.send(&Frame::MessageStored);
+                this.hub.metrics().message(Dialect::Accounts);
                 if let Some(t) = live {
                     t.send(&Frame::Message {
                         pseudo: me.pseudo.clone(),
@@ -659,6 +659,7 @@ impl Accounts {
                         }
                         calls.ringing.insert((me.id, callee.id));
                     }
+                    this.hub.metrics().call(Dialect::Accounts);
                     callee.send(&Frame::IncomingCall {
                         pseudo: me.pseudo.clone(),
                         addr,
@@ -712,5 +713,67 @@ impl Accounts {
                 pseudo: me.pseudo.clone(),
             });
         }
+    }
+}
+
+/// What an operator can do to accounts (through the admin socket).
+impl Accounts {
+    /// Delete an account and everything stored about it (friendships,
+    /// requests, notices, messages to and from it), then close its session
+    /// if it is online. Returns false if there was no such account.
+    pub fn delete_account(&self, pseudo: &str) -> Result<bool, String> {
+        let p = pseudo.to_owned();
+        let deleted = self
+            .store
+            .call_committed(move |db| db.delete_account(&p))
+            .map_err(|_| "the store is busy or stopped".to_owned())?;
+        match deleted {
+            (_, false) => Err("the store could not commit the deletion".into()),
+            (false, true) => Ok(false),
+            (true, true) => {
+                // Deleted first, so a kicked user cannot log straight back in.
+                self.registered.write().remove(pseudo);
+                self.hub.kick(pseudo);
+                log::info!("accounts: deleted {pseudo}");
+                Ok(true)
+            }
+        }
+    }
+
+    /// Set a new password for `pseudo`. Its current session stays open.
+    /// Returns false if there is no such account.
+    pub fn reset_password(&self, pseudo: &str, new_password: String) -> Result<bool, String> {
+        if new_password.len() < MIN_PASSWORD {
+            return Err(format!("a password must be at least {MIN_PASSWORD} bytes"));
+        }
+        let hash = match self.hashers.run(move || password::hash(&new_password)) {
+            Some(Ok(h)) => h,
+            Some(Err(e)) => return Err(format!("hashing failed: {e}")),
+            None => return Err("the hashing queue is full; try again".into()),
+        };
+        let p = pseudo.to_owned();
+        match self
+            .store
+            .call_committed(move |db| db.set_password_hash(&p, &hash))
+            .map_err(|_| "the store is busy or stopped".to_owned())?
+        {
+            (_, false) => Err("the store could not commit the new password".into()),
+            (found, true) => {
+                if found {
+                    log::info!("accounts: password of {pseudo} reset by an operator");
+                }
+                Ok(found)
+            }
+        }
+    }
+
+    /// Password hashes waiting for a hashing thread.
+    pub fn hash_queue(&self) -> usize {
+        self.hashers.tx.len()
+    }
+
+    /// Calls answered and not yet hung up.
+    pub fn active_calls(&self) -> usize {
+        self.calls.lock().active.len()
     }
 }

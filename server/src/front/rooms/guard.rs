@@ -57,13 +57,9 @@ pub enum IpKey {
     V6([u8; 8]),
 }
 
-/// `ip` with an IPv4-mapped IPv6 address read as the IPv4 address it is.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
+/// `ip` with an IPv4-mapped IPv6 address read as the IPv4 address it is
+/// (the bans read addresses the same way).
+pub use crate::hub::bans::canonical;
 
 pub fn ip_key(ip: IpAddr) -> IpKey {
     match canonical(ip) {

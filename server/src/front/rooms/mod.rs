@@ -10,7 +10,7 @@ pub mod state;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use crossbeam_channel::{bounded, Receiver};
 use parking_lot::Mutex;
 
 use crate::hub::{Dialect, Entry, Event, Hub, LoginError, Peer, Session};
+use crate::metrics::DropReason;
 pub use state::Settings;
 use state::{Output, Rooms, Verdict};
 
@@ -30,10 +31,34 @@ const WORKERS: usize = 2;
 const TICK: Duration = Duration::from_millis(20);
 
 /// Hub events mean nothing to a rooms client yet; only its name counts.
-struct RoomsPeer;
+/// An operator's kick forgets the client (its next keep-alive is answered
+/// "unknown", as after an idle expiry).
+struct RoomsPeer {
+    ctx: Weak<Ctx>,
+    id: u8,
+    addr: SocketAddr,
+}
 
 impl Peer for RoomsPeer {
     fn deliver(&self, _event: &Event<'_>) {}
+
+    fn disconnect(&self) {
+        let Some(ctx) = self.ctx.upgrade() else {
+            return;
+        };
+        let out = {
+            let mut st = ctx.state.lock();
+            if st.kick(Instant::now(), self.id, self.addr) {
+                log::info!(
+                    "rooms {}: client {} closed by an operator",
+                    self.addr,
+                    self.id
+                );
+            }
+            st.take_output()
+        };
+        ctx.carry_out(out);
+    }
 }
 
 pub struct RoomsServer {
@@ -44,6 +69,8 @@ pub struct RoomsServer {
 }
 
 struct Ctx {
+    /// This context, for the peers it hands the hub.
+    me: Weak<Ctx>,
     hub: Arc<Hub>,
     sock: UdpSocket,
     /// Bound to an IPv6 address: IPv4 peers are written as v4-mapped.
@@ -73,7 +100,8 @@ impl RoomsServer {
         let addr = sock.local_addr()?;
         // Wake the receiver now and then so it notices a stop.
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let ctx = Arc::new(Ctx {
+        let ctx = Arc::new_cyclic(|me| Ctx {
+            me: me.clone(),
             hub,
             sock,
             v6: addr.is_ipv6(),
@@ -95,6 +123,7 @@ impl RoomsServer {
                             match ctx.sock.recv_from(&mut buf) {
                                 Ok((n, from)) => {
                                     if tx.try_send((from, buf[..n].to_vec())).is_err() {
+                                        ctx.hub.metrics().dropped(DropReason::RoomsInboxFull);
                                         log::debug!(
                                             "rooms: inbox full, datagram from {from} dropped"
                                         );
@@ -167,6 +196,19 @@ impl Drop for RoomsServer {
 impl Ctx {
     /// Send and log out what the state handed back; its lock is not held.
     fn carry_out(&self, out: Output<Arc<Session>>) {
+        let m = self.hub.metrics();
+        for _ in 0..out.tally.registered {
+            m.registered(Dialect::Rooms);
+        }
+        for _ in 0..out.tally.messages {
+            m.message(Dialect::Rooms);
+        }
+        if out.tally.delivered > 0 {
+            m.delivered(out.tally.delivered);
+        }
+        for _ in 0..out.tally.idle {
+            m.dropped(DropReason::RoomsIdle);
+        }
         for s in out.logouts {
             self.hub.logout(&s);
         }
@@ -184,6 +226,11 @@ impl Ctx {
     }
 
     fn datagram(&self, from: SocketAddr, d: &[u8]) {
+        // A banned address gets silence, as a TCP one gets a closed socket.
+        if self.hub.bans().ip_banned(from.ip()) {
+            self.hub.metrics().dropped(DropReason::Banned);
+            return;
+        }
         let (ticket, out) = {
             let mut st = self.state.lock();
             let t = st.datagram(Instant::now(), from, d);
@@ -196,7 +243,11 @@ impl Ctx {
         let entry = Entry {
             dialect: Dialect::Rooms,
             ip: guard::canonical(ticket.from.ip()),
-            peer: Arc::new(RoomsPeer),
+            peer: Arc::new(RoomsPeer {
+                ctx: self.me.clone(),
+                id: ticket.id(),
+                addr: ticket.from,
+            }),
             global_chat: false,
             presence: false,
             has_password: false,

@@ -107,6 +107,13 @@ pub struct Ticket {
     carried: usize,
 }
 
+impl Ticket {
+    /// The id the client gets if the hub welcomes its name.
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+}
+
 /// The hub's verdict on a ticket's name.
 pub enum Verdict<S> {
     Welcome(S),
@@ -118,6 +125,21 @@ pub enum Verdict<S> {
 pub struct Output<S> {
     pub datagrams: Vec<(SocketAddr, Vec<u8>)>,
     pub logouts: Vec<S>,
+    /// What to add to the operator's metrics.
+    pub tally: Tally,
+}
+
+/// Events the operator's metrics count, since the last `take_output`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    /// Clients registered.
+    pub registered: u32,
+    /// Texts accepted for forwarding.
+    pub messages: u32,
+    /// Copies of those texts sent to recipients.
+    pub delivered: usize,
+    /// Clients dropped for silence.
+    pub idle: u32,
 }
 
 /// Counters for tests and logs.
@@ -151,6 +173,7 @@ pub struct Rooms<S> {
     rng: rand::rngs::StdRng,
     out: Vec<(SocketAddr, Vec<u8>)>,
     logouts: Vec<S>,
+    tally: Tally,
     counters: Counters,
 }
 
@@ -230,6 +253,7 @@ impl<S: Clone> Rooms<S> {
             rng: rand::rngs::StdRng::seed_from_u64(seed),
             out: Vec::new(),
             logouts: Vec::new(),
+            tally: Tally::default(),
             counters: Counters::default(),
         }
     }
@@ -248,6 +272,7 @@ impl<S: Clone> Rooms<S> {
         Output {
             datagrams: std::mem::take(&mut self.out),
             logouts: std::mem::take(&mut self.logouts),
+            tally: std::mem::take(&mut self.tally),
         }
     }
 
@@ -535,6 +560,7 @@ impl<S: Clone> Rooms<S> {
                     },
                 );
                 self.by_addr.insert(t.from, t.id);
+                self.tally.registered += 1;
                 self.public().members.insert(t.id);
                 let first: u16 = self.rng.gen();
                 self.link.set_next_seq(t.from, first);
@@ -898,6 +924,8 @@ impl<S: Clone> Rooms<S> {
                 reason: Reason::Limit,
             };
         }
+        self.tally.messages += 1;
+        self.tally.delivered += sent;
         Body::TextAck
     }
 
@@ -1005,6 +1033,7 @@ impl<S: Clone> Rooms<S> {
                 .map(|(id, _)| *id)
                 .collect();
             for id in silent {
+                self.tally.idle += 1;
                 self.remove_user(now, id, "silent too long");
             }
             for u in self.users.values_mut() {
@@ -1016,6 +1045,19 @@ impl<S: Clone> Rooms<S> {
             self.proved_order.retain(|a| proved.contains_key(a));
         }
         self.drain(now);
+    }
+
+    /// An operator closes client `id` registered from `addr` (a kick or a
+    /// ban): it is forgotten at once, as after an idle expiry. The id may
+    /// have gone to someone else since; that one stays.
+    pub fn kick(&mut self, now: Instant, id: u8, addr: SocketAddr) -> bool {
+        let addr = canonical_addr(addr);
+        if self.users.get(&id).is_none_or(|u| u.addr != addr) {
+            return false;
+        }
+        self.remove_user(now, id, "closed by an operator");
+        self.drain(now);
+        true
     }
 
     /// Everyone out (the server stops): their sessions.

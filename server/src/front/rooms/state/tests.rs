@@ -28,6 +28,8 @@ struct World {
     bytes_out: HashMap<SocketAddr, usize>,
     /// Clients that acknowledge what the server sends them, as real ones do.
     live: HashSet<SocketAddr>,
+    /// Everything the metrics were told.
+    tally: Tally,
 }
 
 impl World {
@@ -42,11 +44,16 @@ impl World {
             bytes_in: HashMap::new(),
             bytes_out: HashMap::new(),
             live: HashSet::new(),
+            tally: Tally::default(),
         }
     }
 
     fn collect(&mut self) -> Vec<(SocketAddr, Message)> {
         let out = self.rooms.take_output();
+        self.tally.registered += out.tally.registered;
+        self.tally.messages += out.tally.messages;
+        self.tally.delivered += out.tally.delivered;
+        self.tally.idle += out.tally.idle;
         for s in out.logouts {
             assert!(self.names.remove(&s), "{s} logged out twice");
         }
@@ -892,4 +899,48 @@ fn all_ids_taken_by_unconfirmed_registrations_give_way_to_a_new_one() {
         "the oldest unconfirmed one gave way"
     );
     assert_eq!(w.rooms.online(), 254);
+}
+
+#[test]
+fn an_operators_kick_forgets_the_client_and_the_metrics_are_told() {
+    let mut w = World::new(|s| s.idle_timeout = Duration::from_secs(5));
+    let (a, b, c) = (addr(A, 1), addr(A, 2), addr(A, 3));
+    let ia = w.join(a, "al");
+    let ib = w.join(b, "bo");
+    let ic = w.join(c, "cy");
+    assert_eq!(
+        w.ask(a, ia, 3, Body::Text { chat: "hi".into() }),
+        Body::TextAck
+    );
+    assert_eq!(
+        w.tally,
+        Tally {
+            registered: 3,
+            messages: 1,
+            delivered: 2,
+            idle: 0
+        }
+    );
+    // A kick for an id now held by another address changes nothing.
+    assert!(!w.rooms.kick(w.now, ib, a));
+    assert!(w.rooms.kick(w.now, ib, b));
+    w.collect();
+    assert!(!w.names.contains("bo"), "its name is free");
+    assert!(!w.rooms.kick(w.now, ib, b), "only once");
+    // Its next keep-alive is answered "unknown", as after an expiry.
+    assert_eq!(
+        w.ask(b, ib, 3, Body::Connexion { name: None }),
+        Body::KeptAlive { ok: false }
+    );
+    assert_eq!(
+        w.ask(a, ia, 4, Body::Text { chat: "hi".into() }),
+        Body::TextAck
+    );
+    assert_eq!((w.tally.messages, w.tally.delivered), (2, 3));
+    // Silence: a drops, the others keep alive.
+    w.tick(Duration::from_secs(3));
+    w.ask(c, ic, 3, Body::Connexion { name: None });
+    w.tick(Duration::from_secs(3));
+    assert_eq!(w.tally.idle, 1);
+    assert_eq!(w.rooms.online(), 1);
 }

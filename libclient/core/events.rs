@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::{Call, Stream};
-use crate::ffi::codes::{cw_event_type, cw_result};
+use super::{Error, ErrorKind, Result};
+use crate::call::Call;
+use crate::chatos::Stream;
 
 /// Events queued per client before the oldest are dropped. Large enough for
 /// a burst of a busy room, small enough that a stalled application costs at
@@ -24,12 +25,12 @@ pub enum Event {
     },
     /// The server broke the protocol; the client is closed (terminal).
     Error {
-        code: cw_result,
+        code: ErrorKind,
         text: String,
     },
     /// The connection ended; the client is closed (terminal).
     Disconnected {
-        code: cw_result,
+        code: ErrorKind,
         text: String,
     },
     Message {
@@ -59,7 +60,7 @@ pub enum Event {
     PrivateFailed {
         peer: String,
         connect_id: i64,
-        code: cw_result,
+        code: ErrorKind,
         text: String,
     },
     /// Babel: `name` is online.
@@ -84,17 +85,17 @@ pub enum Event {
         port: u16,
     },
     /// The call to or from `peer` cannot happen or was declined; `code`
-    /// is the cause (CW_OK for a plain refusal), `text` explains.
+    /// is the cause (`None` for a plain refusal), `text` explains.
     CallFailed {
         peer: String,
-        code: cw_result,
+        code: Option<ErrorKind>,
         text: String,
     },
     /// `peer` hung up, cancelled its ringing call, or the peer-to-peer
     /// connection failed (`code`: CW_CLOSED, CW_PROTOCOL, CW_IO).
     CallEnded {
         peer: String,
-        code: cw_result,
+        code: ErrorKind,
         text: String,
     },
     /// Babel: the peer-to-peer connection with `peer` is open. The call is
@@ -123,31 +124,57 @@ pub enum Event {
     },
 }
 
+/// What an event is about, without its contents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    Overflow,
+    Error,
+    Disconnected,
+    Message,
+    PrivateMessage,
+    PrivateRequest,
+    PrivateRefused,
+    PrivateEstablished,
+    PrivateClosed,
+    PrivateFailed,
+    ContactAdded,
+    ContactRemoved,
+    CallIncoming,
+    CallAccepted,
+    CallFailed,
+    CallEnded,
+    CallEstablished,
+    FriendRequest,
+    FriendAccepted,
+    FriendRefused,
+    RoomInvitation,
+}
+
 impl Event {
-    pub fn kind(&self) -> cw_event_type {
-        use cw_event_type::*;
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::Overflow { .. } => CW_EVENT_OVERFLOW,
-            Event::Error { .. } => CW_EVENT_ERROR,
-            Event::Disconnected { .. } => CW_EVENT_DISCONNECTED,
-            Event::Message { .. } => CW_EVENT_MESSAGE,
-            Event::PrivateMessage { .. } => CW_EVENT_PRIVATE_MESSAGE,
-            Event::PrivateRequest { .. } => CW_EVENT_PRIVATE_REQUEST,
-            Event::PrivateRefused { .. } => CW_EVENT_PRIVATE_REFUSED,
-            Event::PrivateEstablished { .. } => CW_EVENT_PRIVATE_ESTABLISHED,
-            Event::PrivateClosed { .. } => CW_EVENT_PRIVATE_CLOSED,
-            Event::PrivateFailed { .. } => CW_EVENT_PRIVATE_FAILED,
-            Event::CallIncoming { .. } => CW_EVENT_CALL_INCOMING,
-            Event::CallAccepted { .. } => CW_EVENT_CALL_ACCEPTED,
-            Event::CallFailed { .. } => CW_EVENT_CALL_FAILED,
-            Event::CallEnded { .. } => CW_EVENT_CALL_ENDED,
-            Event::CallEstablished { .. } => CW_EVENT_CALL_ESTABLISHED,
-            Event::ContactAdded { .. } => CW_EVENT_CONTACT_ADDED,
-            Event::ContactRemoved { .. } => CW_EVENT_CONTACT_REMOVED,
-            Event::FriendRequest { .. } => CW_EVENT_FRIEND_REQUEST,
-            Event::FriendAccepted { .. } => CW_EVENT_FRIEND_ACCEPTED,
-            Event::FriendRefused { .. } => CW_EVENT_FRIEND_REFUSED,
-            Event::RoomInvitation { .. } => CW_EVENT_ROOM_INVITATION,
+            Event::Overflow { .. } => EventKind::Overflow,
+            Event::Error { .. } => EventKind::Error,
+            Event::Disconnected { .. } => EventKind::Disconnected,
+            Event::Message { .. } => EventKind::Message,
+            Event::PrivateMessage { .. } => EventKind::PrivateMessage,
+            Event::PrivateRequest { .. } => EventKind::PrivateRequest,
+            Event::PrivateRefused { .. } => EventKind::PrivateRefused,
+            Event::PrivateEstablished { .. } => EventKind::PrivateEstablished,
+            Event::PrivateClosed { .. } => EventKind::PrivateClosed,
+            Event::PrivateFailed { .. } => EventKind::PrivateFailed,
+            Event::CallIncoming { .. } => EventKind::CallIncoming,
+            Event::CallAccepted { .. } => EventKind::CallAccepted,
+            Event::CallFailed { .. } => EventKind::CallFailed,
+            Event::CallEnded { .. } => EventKind::CallEnded,
+            Event::CallEstablished { .. } => EventKind::CallEstablished,
+            Event::ContactAdded { .. } => EventKind::ContactAdded,
+            Event::ContactRemoved { .. } => EventKind::ContactRemoved,
+            Event::FriendRequest { .. } => EventKind::FriendRequest,
+            Event::FriendAccepted { .. } => EventKind::FriendAccepted,
+            Event::FriendRefused { .. } => EventKind::FriendRefused,
+            Event::RoomInvitation { .. } => EventKind::RoomInvitation,
         }
     }
 
@@ -210,14 +237,14 @@ impl Event {
     }
 
     /// The cause carried by an ERROR, DISCONNECTED, PRIVATE_FAILED,
-    /// CALL_FAILED or CALL_ENDED event.
-    pub fn code(&self) -> Option<cw_result> {
+    /// CALL_FAILED (none for a plain refusal) or CALL_ENDED event.
+    pub fn code(&self) -> Option<ErrorKind> {
         match self {
             Event::Error { code, .. }
             | Event::Disconnected { code, .. }
             | Event::PrivateFailed { code, .. }
-            | Event::CallFailed { code, .. }
             | Event::CallEnded { code, .. } => Some(*code),
+            Event::CallFailed { code, .. } => *code,
             _ => None,
         }
     }
@@ -249,13 +276,6 @@ pub(crate) struct EventQueue {
     state: Mutex<State>,
     ready: Condvar,
     capacity: usize,
-}
-
-/// Why `pop` returned no event.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Empty {
-    Timeout,
-    Closed,
 }
 
 impl EventQueue {
@@ -296,12 +316,12 @@ impl EventQueue {
     }
 
     /// The next event, waiting at most `timeout` (`None`: without limit).
-    pub(crate) fn pop(&self, timeout: Option<Duration>) -> Result<Event, Empty> {
+    pub(crate) fn pop(&self, timeout: Option<Duration>) -> Result<Event> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.state.lock();
         loop {
             if st.closed {
-                return Err(Empty::Closed);
+                return Err(Error::closed());
             }
             if st.dropped > 0 {
                 let dropped = std::mem::take(&mut st.dropped);
@@ -315,23 +335,18 @@ impl EventQueue {
                 return Ok(ev);
             }
             if st.ended {
-                return Err(Empty::Closed);
+                return Err(Error::closed());
             }
-            match deadline {
-                None => self.ready.wait(&mut st),
-                Some(d) => {
-                    if Instant::now() >= d || self.ready.wait_until(&mut st, d).timed_out() {
-                        if st.closed {
-                            return Err(Empty::Closed);
-                        }
-                        if st.dropped == 0 && st.events.is_empty() {
-                            return Err(if st.ended {
-                                Empty::Closed
-                            } else {
-                                Empty::Timeout
-                            });
-                        }
-                    }
+            if super::wait_until(&self.ready, &mut st, deadline) {
+                if st.closed {
+                    return Err(Error::closed());
+                }
+                if st.dropped == 0 && st.events.is_empty() {
+                    return Err(if st.ended {
+                        Error::closed()
+                    } else {
+                        Error::new(ErrorKind::Timeout, "no event before the time limit")
+                    });
                 }
             }
         }
@@ -374,7 +389,10 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(q.pop(Some(Duration::ZERO)).unwrap_err(), Empty::Timeout);
+        assert_eq!(
+            q.pop(Some(Duration::ZERO)).unwrap_err().code,
+            ErrorKind::Timeout
+        );
     }
 
     #[test]
@@ -382,7 +400,7 @@ mod tests {
         let q = EventQueue::new(1);
         q.push(msg(0));
         q.push(Event::Disconnected {
-            code: cw_result::CW_CLOSED,
+            code: ErrorKind::Closed,
             text: "bye".into(),
         });
         assert!(q.push(msg(1)).is_some(), "nothing is queued after the end");
@@ -391,7 +409,7 @@ mod tests {
             Event::Overflow { dropped: 1 }
         ));
         assert!(matches!(q.pop(None).unwrap(), Event::Disconnected { .. }));
-        assert_eq!(q.pop(None).unwrap_err(), Empty::Closed);
+        assert_eq!(q.pop(None).unwrap_err().code, ErrorKind::Closed);
     }
 
     #[test]
@@ -401,7 +419,7 @@ mod tests {
         let t = std::thread::spawn(move || q2.pop(None));
         std::thread::sleep(Duration::from_millis(50));
         q.close();
-        assert_eq!(t.join().unwrap().unwrap_err(), Empty::Closed);
+        assert_eq!(t.join().unwrap().unwrap_err().code, ErrorKind::Closed);
     }
 
     #[test]
@@ -409,8 +427,8 @@ mod tests {
         let q = EventQueue::new(4);
         let t0 = Instant::now();
         assert_eq!(
-            q.pop(Some(Duration::from_millis(50))).unwrap_err(),
-            Empty::Timeout
+            q.pop(Some(Duration::from_millis(50))).unwrap_err().code,
+            ErrorKind::Timeout
         );
         assert!(t0.elapsed() >= Duration::from_millis(50));
     }

@@ -1,6 +1,6 @@
-//! The client side of the accounts dialect (seed 000): the HELLO handshake,
-//! the reader thread, the requests that wait for the server's verdict, and
-//! the local call/friend-request state. Bytes go through
+//! The accounts dialect (seed 000): `AccountsClient`, the HELLO handshake,
+//! the reader's handling of server frames, the requests that wait for the
+//! server's verdict, and the local call/friend-request state. Bytes go through
 //! `chinwag_proto::accounts` only, and no lock here is held across a wait
 //! for the server except `write_lock`, which only ever covers one write.
 //!
@@ -12,8 +12,6 @@
 //! answer is never taken for the next request's.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{self, Read, Write};
-use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,8 +20,17 @@ use chinwag_proto::accounts::{
 };
 use parking_lot::{Condvar, Mutex};
 
-use super::{closed_error, Client, Error, Event, Result, Shared, CONNECT_TIMEOUT};
-use crate::ffi::codes::{cw_dialect, cw_result};
+use crate::core::tcp::{self, Frames, Tcp};
+use crate::core::{
+    sealed, wait_until, Connection, Core, Error, ErrorKind, Event, Result, CONNECT_TIMEOUT,
+    DEFAULT_CAPACITY,
+};
+
+const DIALECT: &str = "the accounts dialect";
+
+/// An accounts client: registration and password login, friends, stored
+/// messages, history, and call signalling.
+pub type AccountsClient = Connection<Accounts>;
 
 /// What a queued request waits for. Friend and history answers name the
 /// pseudo they are about, so they are matched on it too.
@@ -91,9 +98,11 @@ struct Replies {
     dead: bool,
 }
 
-/// Where a call with one peer stands, as far as this client knows.
+/// Where a call with one peer stands, as far as this client knows. The
+/// voice itself (UDP, `cw_voice_packet_*`) is the application's for now;
+/// a `crate::call::Call` over UDP would hang off `Active`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Call {
+enum Stage {
     /// We rang them (140 sent).
     Outgoing,
     /// They ring us (143 received).
@@ -102,23 +111,33 @@ enum Call {
     Active,
 }
 
-/// Accounts state shared by the application's threads and the reader.
-#[derive(Default)]
-pub(super) struct State {
+/// The state of an accounts client, shared by its handle and its reader.
+pub struct Accounts {
+    core: Core,
+    tcp: Tcp,
+    /// The account id the server gave with the login.
+    account_id: Mutex<Option<u64>>,
     replies: Mutex<Replies>,
     arrived: Condvar,
     /// Pseudos whose friend request to us is pending, as last seen (130
     /// adds, 181 replaces, answering or 124 removes).
     requests: Mutex<HashSet<String>>,
-    calls: Mutex<HashMap<String, Call>>,
+    calls: Mutex<HashMap<String, Stage>>,
 }
 
-impl State {
-    pub(super) fn connection_ended(&self) {
-        self.replies.lock().dead = true;
-        self.arrived.notify_all();
+impl sealed::Protocol for Accounts {
+    fn core(&self) -> &Core {
+        &self.core
     }
 
+    fn shut(&self) {
+        self.replies.lock().dead = true;
+        self.arrived.notify_all();
+        self.tcp.shutdown();
+    }
+}
+
+impl Accounts {
     /// Hand an answer to the oldest waiter of its kind (naming the same
     /// pseudo, when it names one). False when nobody waits for it.
     fn answer(&self, f: Frame) -> bool {
@@ -150,82 +169,44 @@ impl State {
 
 /// Send HELLO and wait for its answer on the fresh socket, before the
 /// reader exists. Returns the decoder, holding anything read past 201.
-pub(super) fn handshake(sock: &TcpStream) -> Result<Decoder> {
-    let io_err = |what: &str, e: io::Error| {
+fn handshake(tcp: &Tcp, core: &Core) -> Result<Decoder> {
+    tcp.write(core, &Frame::Hello.to_bytes()).map_err(|e| {
         Error::new(
-            cw_result::CW_CONNECT_FAILED,
-            format!("accounts handshake: {what}: {e}"),
+            ErrorKind::ConnectFailed,
+            format!("accounts handshake: sending HELLO: {}", e.message),
         )
-    };
-    (&*sock)
-        .write_all(&Frame::Hello.to_bytes())
-        .map_err(|e| io_err("sending HELLO", e))?;
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
-    let mut decoder = Decoder::new();
-    let mut chunk = [0u8; 512];
-    let result = loop {
-        match decoder.next_frame() {
-            Ok(Some(Frame::HelloAck)) => break Ok(()),
-            Ok(Some(other)) => {
-                break Err(Error::new(
-                    cw_result::CW_PROTOCOL,
-                    format!("accounts handshake: expected 201, the server sent {other:?}"),
-                ))
-            }
-            Ok(None) => {}
-            Err(e) => {
-                break Err(Error::new(
-                    cw_result::CW_PROTOCOL,
-                    format!("accounts handshake: malformed frame from server: {e}"),
-                ))
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break Err(Error::new(
-                cw_result::CW_CONNECT_FAILED,
-                "accounts handshake: no answer to HELLO in time",
-            ));
-        }
-        sock.set_read_timeout(Some(left))
-            .map_err(|e| io_err("socket", e))?;
-        match (&*sock).read(&mut chunk) {
-            Ok(0) => {
-                break Err(Error::new(
-                    cw_result::CW_CONNECT_FAILED,
-                    "accounts handshake: the server closed the connection",
-                ))
-            }
-            Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => break Err(io_err("reading", e)),
-        }
-    };
-    sock.set_read_timeout(None)
-        .map_err(|e| io_err("socket", e))?;
-    result.map(|()| decoder)
+    })?;
+    match tcp::first_frame(tcp.socket(), CONNECT_TIMEOUT) {
+        Ok((Frame::HelloAck, decoder)) => Ok(decoder),
+        Ok((other, _)) => Err(Error::new(
+            ErrorKind::Protocol,
+            format!("accounts handshake: expected 201, the server sent {other:?}"),
+        )),
+        Err(silence) => Err(tcp::greeting_failed(
+            "accounts",
+            "no answer to HELLO",
+            silence,
+        )),
+    }
 }
 
-pub(super) fn read_loop(shared: Arc<Shared>, sock: TcpStream, decoder: Decoder) {
-    super::read_frames(shared, sock, decoder, |s, frame| handle(s, frame));
+impl Frames for Accounts {
+    type Frame = Frame;
+
+    fn frame(self: &Arc<Self>, frame: Frame) -> std::result::Result<(), String> {
+        handle(self, frame)
+    }
 }
 
-fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
-    let acc = &shared.accounts;
+fn handle(acc: &Accounts, frame: Frame) -> std::result::Result<(), String> {
+    let core = &acc.core;
     match frame {
         Frame::HelloAck => {}
         Frame::LoginOk { ref pseudo, id } => {
             // Before the waiter wakes, and before the offline items that
             // follow 111, so both see the client logged in.
-            let mut s = shared.session.lock();
-            s.login = Some(pseudo.clone());
-            s.account_id = Some(id);
-            drop(s);
+            *acc.account_id.lock() = Some(id);
+            core.login.set(pseudo);
             log::info!("logged in as {pseudo} (account {id})");
             acc.answer(frame);
         }
@@ -251,8 +232,8 @@ fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
             }
         }
         Frame::Message { pseudo, text } => {
-            let to = shared.session.lock().login.clone().unwrap_or_default();
-            shared.emit(Event::PrivateMessage {
+            let to = core.login.name().unwrap_or_default();
+            core.emit(Event::PrivateMessage {
                 from: pseudo,
                 to,
                 text,
@@ -260,17 +241,17 @@ fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
         }
         Frame::FriendRequested { pseudo } => {
             acc.requests.lock().insert(pseudo.clone());
-            shared.emit(Event::FriendRequest { from: pseudo });
+            core.emit(Event::FriendRequest { from: pseudo });
         }
         Frame::FriendAccepted { pseudo } => {
             // Asking someone who had asked us befriends at once.
             acc.requests.lock().remove(&pseudo);
-            shared.emit(Event::FriendAccepted { peer: pseudo });
+            core.emit(Event::FriendAccepted { peer: pseudo });
         }
-        Frame::FriendRefused { pseudo } => shared.emit(Event::FriendRefused { peer: pseudo }),
+        Frame::FriendRefused { pseudo } => core.emit(Event::FriendRefused { peer: pseudo }),
         Frame::IncomingCall { pseudo, addr, port } => {
-            acc.calls.lock().insert(pseudo.clone(), Call::Incoming);
-            shared.emit(Event::CallIncoming {
+            acc.calls.lock().insert(pseudo.clone(), Stage::Incoming);
+            core.emit(Event::CallIncoming {
                 peer: pseudo,
                 addr,
                 port,
@@ -278,9 +259,9 @@ fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
         }
         Frame::CallAccepted { pseudo, addr, port } => {
             if let Some(c) = acc.calls.lock().get_mut(&pseudo) {
-                *c = Call::Active;
+                *c = Stage::Active;
             }
-            shared.emit(Event::CallAccepted {
+            core.emit(Event::CallAccepted {
                 peer: pseudo,
                 addr,
                 port,
@@ -288,21 +269,21 @@ fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
         }
         Frame::CallFailed { pseudo } => {
             let mut calls = acc.calls.lock();
-            if calls.get(&pseudo) == Some(&Call::Outgoing) {
+            if calls.get(&pseudo) == Some(&Stage::Outgoing) {
                 calls.remove(&pseudo);
             }
             drop(calls);
-            shared.emit(Event::CallFailed {
+            core.emit(Event::CallFailed {
                 peer: pseudo,
-                code: cw_result::CW_OK,
+                code: None,
                 text: "the call cannot happen: offline, not a friend, or declined".into(),
             });
         }
         Frame::HungUp { pseudo } => {
             acc.calls.lock().remove(&pseudo);
-            shared.emit(Event::CallEnded {
+            core.emit(Event::CallEnded {
                 peer: pseudo,
-                code: cw_result::CW_CLOSED,
+                code: ErrorKind::Closed,
                 text: "the peer hung up".into(),
             });
         }
@@ -317,44 +298,52 @@ fn handle(shared: &Shared, frame: Frame) -> std::result::Result<(), String> {
 }
 
 fn check_field(what: &str, value: &str, max: usize) -> Result<()> {
-    if value.is_empty() {
-        return Err(Error::new(
-            cw_result::CW_INVALID_ARGUMENT,
-            format!("{what} is empty"),
-        ));
-    }
-    check_len(what, value, max)
+    crate::core::check_field(DIALECT, what, value, max)
 }
 
 fn check_len(what: &str, value: &str, max: usize) -> Result<()> {
-    if value.len() > max {
-        return Err(Error::new(
-            cw_result::CW_TOO_LONG,
-            format!(
-                "{what} is {} bytes; the accounts dialect allows at most {max}",
-                value.len()
-            ),
-        ));
-    }
-    Ok(())
+    crate::core::check_len(DIALECT, what, value, max)
 }
 
-impl Client {
+fn check_pseudo(what: &str, pseudo: &str) -> Result<()> {
+    check_field(what, pseudo, MAX_PSEUDO)
+}
+
+impl Connection<Accounts> {
+    /// Connect to an accounts server: HELLO is sent and its answer awaited
+    /// (at most 5 s) before this returns.
+    pub fn connect(host: &str, port: u16) -> Result<Self> {
+        let tcp = Tcp::connect(host, port)?;
+        let core = Core::new(DEFAULT_CAPACITY);
+        let decoder = handshake(&tcp, &core)?;
+        let acc = Arc::new(Accounts {
+            core,
+            tcp,
+            account_id: Mutex::new(None),
+            replies: Mutex::new(Replies::default()),
+            arrived: Condvar::new(),
+            requests: Mutex::new(HashSet::new()),
+            calls: Mutex::new(HashMap::new()),
+        });
+        tcp::start_reader(&acc, acc.tcp.socket(), decoder)?;
+        log::info!("connected to {} (accounts)", acc.tcp.server());
+        Ok(Connection::new(acc))
+    }
+
     /// Send `frame` and wait for the answer of kind `want`.
     fn request(&self, frame: &Frame, want: Want, timeout: Option<Duration>) -> Result<Frame> {
-        let shared = &self.shared;
-        let acc = &shared.accounts;
+        let acc = &**self.proto();
         let bytes = frame.to_bytes();
         let ticket = {
-            let _w = shared.write_lock.lock();
+            let _w = acc.tcp.lock_writes();
             let ticket = {
                 let mut r = acc.replies.lock();
                 if r.dead {
-                    return Err(closed_error());
+                    return Err(Error::closed());
                 }
                 if want.exclusive() && r.queue.iter().any(|w| w.want.same_kind(&want)) {
                     return Err(Error::new(
-                        cw_result::CW_BUSY,
+                        ErrorKind::Busy,
                         format!("another {want:?} on this client waits for its answer"),
                     ));
                 }
@@ -367,7 +356,7 @@ impl Client {
                 });
                 ticket
             };
-            if let Err(e) = shared.write_locked(&bytes) {
+            if let Err(e) = acc.tcp.write_locked(&acc.core, &bytes) {
                 acc.replies.lock().queue.retain(|w| w.ticket != ticket);
                 return Err(e);
             }
@@ -381,54 +370,43 @@ impl Client {
             }
             if r.dead {
                 r.queue.retain(|w| w.ticket != ticket);
-                return Err(closed_error());
+                return Err(Error::closed());
             }
-            match deadline {
-                None => acc.arrived.wait(&mut r),
-                Some(d) => {
-                    if Instant::now() >= d || acc.arrived.wait_until(&mut r, d).timed_out() {
-                        if let Some(f) = r.answers.remove(&ticket) {
-                            return Ok(f);
-                        }
-                        if let Some(w) = r.queue.iter_mut().find(|w| w.ticket == ticket) {
-                            w.abandoned = true;
-                        }
-                        return Err(Error::new(
-                            cw_result::CW_TIMEOUT,
-                            "no answer from the server before the time limit",
-                        ));
-                    }
+            if wait_until(&acc.arrived, &mut r, deadline) {
+                if let Some(f) = r.answers.remove(&ticket) {
+                    return Ok(f);
                 }
+                if let Some(w) = r.queue.iter_mut().find(|w| w.ticket == ticket) {
+                    w.abandoned = true;
+                }
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    "no answer from the server before the time limit",
+                ));
             }
         }
     }
 
     /// Write a frame that has no answer.
     fn post(&self, frame: &Frame) -> Result<()> {
-        let bytes = frame.to_bytes();
-        let _w = self.shared.write_lock.lock();
-        self.shared.write_locked(&bytes)
+        let acc = self.proto();
+        acc.tcp.write(&acc.core, &frame.to_bytes())
     }
 
     fn unexpected(f: Frame) -> Error {
         Error::new(
-            cw_result::CW_PROTOCOL,
+            ErrorKind::Protocol,
             format!("unexpected answer {}", f.code()),
         )
     }
 
-    /// Accounts: the logged-in pseudo, for calls that need a session.
-    fn member(&self, what: &str) -> Result<String> {
-        self.accounts_only(what)?;
-        self.me()
+    /// The logged-in pseudo, for calls that need a session.
+    fn member(&self) -> Result<String> {
+        self.core().login.me()
     }
 
-    fn check_pseudo(&self, what: &str, pseudo: &str) -> Result<()> {
-        check_field(what, pseudo, MAX_PSEUDO)
-    }
-
-    /// Accounts: create an account. `Ok` once the server committed it;
-    /// `CW_EMAIL_TAKEN`, `CW_PSEUDO_TAKEN`, or `CW_REGISTER_REFUSED` with
+    /// create an account. `Ok` once the server committed it;
+    /// `EmailTaken`, `PseudoTaken`, or `RegisterRefused` with
     /// the server's reason. Allowed before or after logging in.
     pub fn register(
         &self,
@@ -437,9 +415,8 @@ impl Client {
         password: &str,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.accounts_only("registration")?;
         check_field("email", email, MAX_EMAIL)?;
-        self.check_pseudo("pseudo", pseudo)?;
+        check_pseudo("pseudo", pseudo)?;
         check_field("password", password, MAX_PASSWORD)?;
         let f = Frame::Register {
             email: email.into(),
@@ -449,24 +426,24 @@ impl Client {
         match self.request(&f, Want::Register, timeout)? {
             Frame::Registered => Ok(()),
             Frame::EmailTaken => Err(Error::new(
-                cw_result::CW_EMAIL_TAKEN,
+                ErrorKind::EmailTaken,
                 format!("the email {email:?} is taken or is not an email address"),
             )),
             Frame::PseudoTaken => Err(Error::new(
-                cw_result::CW_PSEUDO_TAKEN,
+                ErrorKind::PseudoTaken,
                 format!("the pseudo {pseudo:?} is taken, online now, or invalid"),
             )),
             Frame::RegisterRefused { reason } => Err(Error::new(
-                cw_result::CW_REGISTER_REFUSED,
+                ErrorKind::RegisterRefused,
                 format!("registration refused: {reason}"),
             )),
             other => Err(Self::unexpected(other)),
         }
     }
 
-    /// Accounts: log in with email and password. `Ok` gives the pseudo and
+    /// Log in with email and password. `Ok` gives the pseudo and
     /// account id (also kept: `login_name`, `account_id`); every failure is
-    /// `CW_LOGIN_REFUSED`, as the server does not say why. On `CW_TIMEOUT`
+    /// `LoginRefused`, as the server does not say why. On `Timeout`
     /// a late acceptance still logs the client in.
     pub fn login_password(
         &self,
@@ -474,21 +451,9 @@ impl Client {
         password: &str,
         timeout: Option<Duration>,
     ) -> Result<(String, u64)> {
-        self.accounts_only("a password login")?;
         check_field("email", email, MAX_EMAIL)?;
         check_field("password", password, MAX_PASSWORD)?;
-        {
-            let s = self.shared.session.lock();
-            if s.dead {
-                return Err(closed_error());
-            }
-            if s.login.is_some() {
-                return Err(Error::new(
-                    cw_result::CW_ALREADY_LOGGED_IN,
-                    "already logged in",
-                ));
-            }
-        }
+        self.core().login.check_free()?;
         let f = Frame::Login {
             email: email.into(),
             password: password.into(),
@@ -496,53 +461,51 @@ impl Client {
         match self.request(&f, Want::Login, timeout)? {
             Frame::LoginOk { pseudo, id } => Ok((pseudo, id)),
             Frame::LoginFailed => Err(Error::new(
-                cw_result::CW_LOGIN_REFUSED,
+                ErrorKind::LoginRefused,
                 "login failed: wrong email or password, already online, or too many failures",
             )),
             other => Err(Self::unexpected(other)),
         }
     }
 
-    /// Accounts: the account id given at login.
+    /// the account id given at login.
     pub fn account_id(&self) -> Result<u64> {
-        self.accounts_only("an account id")?;
-        self.me()?;
-        self.shared
-            .session
-            .lock()
+        self.member()?;
+        self.proto()
             .account_id
-            .ok_or_else(|| Error::new(cw_result::CW_NOT_LOGGED_IN, "log in first"))
+            .lock()
+            .ok_or_else(Error::not_logged_in)
     }
 
-    /// Accounts: ask `pseudo` to be a friend. `Ok` once recorded (the
-    /// answer comes later as an event); `CW_NO_SUCH_USER` (also for
-    /// yourself); `CW_ALREADY_FRIENDS`.
+    /// ask `pseudo` to be a friend. `Ok` once recorded (the
+    /// answer comes later as an event); `NoSuchUser` (also for
+    /// yourself); `AlreadyFriends`.
     pub fn request_friend(&self, pseudo: &str, timeout: Option<Duration>) -> Result<()> {
-        self.member("a friend request")?;
-        self.check_pseudo("pseudo", pseudo)?;
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
         let f = Frame::FriendRequest {
             pseudo: pseudo.into(),
         };
         match self.request(&f, Want::Friend(pseudo.into()), timeout)? {
             Frame::FriendRequestSent { .. } => Ok(()),
             Frame::NoSuchUser { .. } => Err(Error::new(
-                cw_result::CW_NO_SUCH_USER,
+                ErrorKind::NoSuchUser,
                 format!("no account is called {pseudo:?} (or it is yours)"),
             )),
             Frame::AlreadyFriends { .. } => Err(Error::new(
-                cw_result::CW_ALREADY_FRIENDS,
+                ErrorKind::AlreadyFriends,
                 format!("already friends with {pseudo:?}"),
             )),
             other => Err(Self::unexpected(other)),
         }
     }
 
-    /// Accounts: accept `pseudo`'s pending friend request.
+    /// accept `pseudo`'s pending friend request.
     pub fn accept_friend(&self, pseudo: &str, timeout: Option<Duration>) -> Result<()> {
         self.answer_friend(pseudo, true, timeout)
     }
 
-    /// Accounts: refuse `pseudo`'s pending friend request.
+    /// refuse `pseudo`'s pending friend request.
     pub fn refuse_friend(&self, pseudo: &str, timeout: Option<Duration>) -> Result<()> {
         self.answer_friend(pseudo, false, timeout)
     }
@@ -551,14 +514,14 @@ impl Client {
     /// is not pending, so the library checks first: against what it has
     /// seen, and else against the server's list (one round trip).
     fn answer_friend(&self, pseudo: &str, accept: bool, timeout: Option<Duration>) -> Result<()> {
-        self.member("a friend request")?;
-        self.check_pseudo("pseudo", pseudo)?;
-        let take = || self.shared.accounts.requests.lock().remove(pseudo);
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
+        let take = || self.proto().requests.lock().remove(pseudo);
         if !take() {
             self.list_requests(timeout)?;
             if !take() {
                 return Err(Error::new(
-                    cw_result::CW_NO_SUCH_REQUEST,
+                    ErrorKind::NoSuchRequest,
                     format!("{pseudo:?} has no pending friend request to you"),
                 ));
             }
@@ -571,35 +534,35 @@ impl Client {
         })
     }
 
-    /// Accounts: the friends of this account, sorted.
+    /// the friends of this account, sorted.
     pub fn list_friends(&self, timeout: Option<Duration>) -> Result<Vec<String>> {
-        self.member("a friend list")?;
+        self.member()?;
         match self.request(&Frame::ListFriends, Want::Friends, timeout)? {
             Frame::Friends { pseudos } => Ok(pseudos),
             other => Err(Self::unexpected(other)),
         }
     }
 
-    /// Accounts: who asked to be friends and waits for an answer, oldest first.
+    /// who asked to be friends and waits for an answer, oldest first.
     pub fn list_requests(&self, timeout: Option<Duration>) -> Result<Vec<String>> {
-        self.member("a friend-request list")?;
+        self.member()?;
         match self.request(&Frame::ListRequests, Want::Requests, timeout)? {
             Frame::Requests { pseudos } => Ok(pseudos),
             other => Err(Self::unexpected(other)),
         }
     }
 
-    /// Accounts: send `text` to the friend `pseudo`. `Ok` once the server
-    /// stored it (152); `CW_MESSAGE_FAILED` when it did not (153). On
-    /// `CW_TIMEOUT` the message may still have been stored.
+    /// send `text` to the friend `pseudo`. `Ok` once the server
+    /// stored it (152); `MessageFailed` when it did not (153). On
+    /// `Timeout` the message may still have been stored.
     pub fn send_to_friend(
         &self,
         pseudo: &str,
         text: &str,
         timeout: Option<Duration>,
     ) -> Result<()> {
-        self.member("a stored message")?;
-        self.check_pseudo("pseudo", pseudo)?;
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
         check_len("message", text, MAX_MESSAGE)?;
         let f = Frame::SendMessage {
             pseudo: pseudo.into(),
@@ -608,7 +571,7 @@ impl Client {
         match self.request(&f, Want::Message, timeout)? {
             Frame::MessageStored => Ok(()),
             Frame::MessageFailed => Err(Error::new(
-                cw_result::CW_MESSAGE_FAILED,
+                ErrorKind::MessageFailed,
                 format!(
                     "the server did not store the message to {pseudo:?} \
                      (not a friend, no such user, or storage failure)"
@@ -618,7 +581,7 @@ impl Client {
         }
     }
 
-    /// Accounts: one page of the conversation with `pseudo`, oldest first:
+    /// one page of the conversation with `pseudo`, oldest first:
     /// the newest page for `before` = 0, else the messages with an id
     /// below `before` (pass the first id of the page you have).
     pub fn history(
@@ -627,8 +590,8 @@ impl Client {
         before: u64,
         timeout: Option<Duration>,
     ) -> Result<Vec<HistoryEntry>> {
-        self.member("history")?;
-        self.check_pseudo("pseudo", pseudo)?;
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
         let f = Frame::History {
             pseudo: pseudo.into(),
             before,
@@ -639,37 +602,31 @@ impl Client {
         }
     }
 
-    /// Accounts: ring the friend `pseudo`, who can reach this client's
-    /// voice socket at `addr`:`port` (`addr` empty: the address the server
-    /// sees). The outcome arrives as CALL_ACCEPTED or CALL_FAILED.
-    ///
-    /// Babel: ring `pseudo` peer to peer; the library listens on
-    /// `addr`:`port` (see `babel_place_call`).
+    /// Ring the friend `pseudo`, who can reach this client's voice socket
+    /// at `addr`:`port` (`addr` empty: the address the server sees). The
+    /// outcome arrives as CallAccepted or CallFailed.
     pub fn place_call(&self, pseudo: &str, addr: &str, port: u16) -> Result<()> {
-        if self.dialect() == cw_dialect::CW_DIALECT_BABEL {
-            return self.babel_place_call(pseudo, addr, port).map(drop);
-        }
-        let me = self.member("a call")?;
-        self.check_pseudo("pseudo", pseudo)?;
+        let me = self.member()?;
+        check_pseudo("pseudo", pseudo)?;
         check_len("address", addr, MAX_ADDR)?;
         if port == 0 {
-            return Err(Error::new(cw_result::CW_INVALID_ARGUMENT, "port 0"));
+            return Err(Error::new(ErrorKind::InvalidArgument, "port 0"));
         }
         if me == pseudo {
             return Err(Error::new(
-                cw_result::CW_INVALID_ARGUMENT,
+                ErrorKind::InvalidArgument,
                 "cannot call yourself",
             ));
         }
         {
-            let mut calls = self.shared.accounts.calls.lock();
+            let mut calls = self.proto().calls.lock();
             if calls.contains_key(pseudo) {
                 return Err(Error::new(
-                    cw_result::CW_CALL_IN_PROGRESS,
+                    ErrorKind::CallInProgress,
                     format!("a call with {pseudo:?} is already ringing or going on"),
                 ));
             }
-            calls.insert(pseudo.to_owned(), Call::Outgoing);
+            calls.insert(pseudo.to_owned(), Stage::Outgoing);
         }
         let sent = self.post(&Frame::Call {
             pseudo: pseudo.into(),
@@ -677,21 +634,21 @@ impl Client {
             port,
         });
         if sent.is_err() {
-            self.shared.accounts.calls.lock().remove(pseudo);
+            self.proto().calls.lock().remove(pseudo);
         }
         sent
     }
 
-    /// Accounts: answer `pseudo`'s ringing call; the caller will send its
+    /// answer `pseudo`'s ringing call; the caller will send its
     /// voice to `addr`:`port` (`addr` empty: the address the server sees).
     pub fn answer_call(&self, pseudo: &str, addr: &str, port: u16) -> Result<()> {
-        self.member("a call")?;
-        self.check_pseudo("pseudo", pseudo)?;
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
         check_len("address", addr, MAX_ADDR)?;
         if port == 0 {
-            return Err(Error::new(cw_result::CW_INVALID_ARGUMENT, "port 0"));
+            return Err(Error::new(ErrorKind::InvalidArgument, "port 0"));
         }
-        self.ringing_to_us(pseudo, Some(Call::Active))?;
+        self.ringing_to_us(pseudo, Some(Stage::Active))?;
         self.post(&Frame::AnswerCall {
             pseudo: pseudo.into(),
             addr: addr.into(),
@@ -699,14 +656,10 @@ impl Client {
         })
     }
 
-    /// Accounts: decline `pseudo`'s ringing call; the caller gets CALL_FAILED.
-    /// Babel: refuse it (CallRefused).
+    /// Decline `pseudo`'s ringing call; the caller gets CallFailed.
     pub fn refuse_call(&self, pseudo: &str) -> Result<()> {
-        if self.dialect() == cw_dialect::CW_DIALECT_BABEL {
-            return self.babel_refuse_call(pseudo);
-        }
-        self.member("a call")?;
-        self.check_pseudo("pseudo", pseudo)?;
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
         self.ringing_to_us(pseudo, None)?;
         self.post(&Frame::DeclineCall {
             pseudo: pseudo.into(),
@@ -714,11 +667,11 @@ impl Client {
     }
 
     /// Move an incoming call to `next` (None: forget it), or fail.
-    fn ringing_to_us(&self, pseudo: &str, next: Option<Call>) -> Result<()> {
-        let mut calls = self.shared.accounts.calls.lock();
-        if calls.get(pseudo) != Some(&Call::Incoming) {
+    fn ringing_to_us(&self, pseudo: &str, next: Option<Stage>) -> Result<()> {
+        let mut calls = self.proto().calls.lock();
+        if calls.get(pseudo) != Some(&Stage::Incoming) {
             return Err(Error::new(
-                cw_result::CW_NO_SUCH_CALL,
+                ErrorKind::NoSuchCall,
                 format!("no call from {pseudo:?} is ringing"),
             ));
         }
@@ -729,18 +682,14 @@ impl Client {
         Ok(())
     }
 
-    /// Accounts: end the call with `pseudo`, cancel our ringing call to
-    /// it, or (like refusing) drop its ringing call; it gets CALL_ENDED.
-    /// Babel: close the call's connection, or stop it ringing or dialing.
+    /// End the call with `pseudo`, cancel our ringing call to it, or (like
+    /// refusing) drop its ringing call; it gets CallEnded.
     pub fn hangup_call(&self, pseudo: &str) -> Result<()> {
-        if self.dialect() == cw_dialect::CW_DIALECT_BABEL {
-            return self.babel_hangup_call(pseudo);
-        }
-        self.member("a call")?;
-        self.check_pseudo("pseudo", pseudo)?;
-        if self.shared.accounts.calls.lock().remove(pseudo).is_none() {
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
+        if self.proto().calls.lock().remove(pseudo).is_none() {
             return Err(Error::new(
-                cw_result::CW_NO_SUCH_CALL,
+                ErrorKind::NoSuchCall,
                 format!("no call with {pseudo:?}"),
             ));
         }

@@ -1,5 +1,5 @@
-//! The rooms dialect (seed 003) over UDP: one socket, one library thread
-//! that reads it and runs the timers (retransmission, keep-alive), and the
+//! The rooms dialect (seed 003) over UDP: `RoomsClient`, one socket, one
+//! library thread that reads it and runs the timers (retransmission, keep-alive), and the
 //! blocking requests of the API. Every byte goes through
 //! `chinwag_proto::rooms`; this file must never block the reader on the
 //! application, nor trust a datagram's source beyond what it can check.
@@ -20,9 +20,34 @@ use parking_lot::{Condvar, Mutex};
 
 pub use chinwag_proto::rooms::RoomInfo as RoomEntry;
 
-use super::events::EventQueue;
-use super::{closed_error, unsupported, Client, Error, Event, Result, Session, Shared};
-use crate::ffi::codes::{cw_dialect, cw_result};
+use crate::core::{
+    end, sealed, spawn, Connection, Core, Error, ErrorKind, Event, Result, DEFAULT_CAPACITY,
+};
+
+/// A rooms client: a public room, private rooms and invitations over
+/// reliable UDP.
+pub type RoomsClient = Connection<Rooms>;
+
+/// The state of a rooms client, shared by its handle and its reader.
+pub struct Rooms {
+    core: Core,
+    link: Link,
+}
+
+impl sealed::Protocol for Rooms {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn shut(&self) {
+        self.link.st.lock().dead = true;
+        self.link.answered.notify_all();
+    }
+
+    fn goodbye(&self) {
+        self.link.say_goodbye();
+    }
+}
 
 /// Seed 003: a request is sent again every T = 100 ms until its answer
 /// (same NUM_SEQ) arrives...
@@ -115,7 +140,7 @@ struct State {
     dead: bool,
 }
 
-/// The UDP side of a rooms client, owned by `Shared`.
+/// The UDP side of a rooms client.
 pub(crate) struct Link {
     sock: UdpSocket,
     server: SocketAddr,
@@ -144,7 +169,7 @@ fn name_of(st: &State, user: u8) -> String {
 fn check_room_name(name: &str) -> Result<()> {
     if name.len() > MAX_ROOM_NAME {
         return Err(Error::new(
-            cw_result::CW_TOO_LONG,
+            ErrorKind::TooLong,
             format!(
                 "room name is {} bytes; rooms allows at most {MAX_ROOM_NAME}",
                 name.len()
@@ -153,7 +178,7 @@ fn check_room_name(name: &str) -> Result<()> {
     }
     if !valid_room_name(name) {
         return Err(Error::new(
-            cw_result::CW_INVALID_ARGUMENT,
+            ErrorKind::InvalidArgument,
             "a room name is 1 to 50 bytes without '#'",
         ));
     }
@@ -161,13 +186,16 @@ fn check_room_name(name: &str) -> Result<()> {
 }
 
 impl Link {
-    fn lost(&self, shared: &Shared, why: &str) {
+    fn lost(&self, shared: &Rooms, why: &str) {
         self.st.lock().dead = true;
         self.answered.notify_all();
-        shared.connection_ended(Some(Event::Disconnected {
-            code: cw_result::CW_CLOSED,
-            text: why.into(),
-        }));
+        end(
+            shared,
+            Event::Disconnected {
+                code: ErrorKind::Closed,
+                text: why.into(),
+            },
+        );
     }
 
     fn send_to(&self, to: SocketAddr, bytes: &[u8]) {
@@ -179,7 +207,7 @@ impl Link {
     /// The application closed the client: tell the server once (twice, in
     /// case one is lost; a repeat is answered harmlessly) so the name is
     /// freed at once rather than after the server's idle timeout.
-    pub(super) fn say_goodbye(&self) {
+    fn say_goodbye(&self) {
         if self.said_goodbye.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -206,7 +234,7 @@ impl Link {
     /// (or the end of the retries, or `deadline`). Results are in order.
     fn exchange(
         &self,
-        shared: &Shared,
+        shared: &Rooms,
         requests: Vec<(SocketAddr, Body)>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Result<Body>>> {
@@ -215,12 +243,12 @@ impl Link {
         let mut sends = Vec::with_capacity(requests.len());
         {
             let mut st = self.st.lock();
-            if st.dead || shared.closed.load(Ordering::Acquire) {
-                return Err(closed_error());
+            if st.dead || shared.core.closed_locally() {
+                return Err(Error::closed());
             }
             if st.outstanding.len() + requests.len() > MAX_OUTSTANDING {
                 return Err(Error::new(
-                    cw_result::CW_BUSY,
+                    ErrorKind::Busy,
                     "too many requests are waiting for their answers",
                 ));
             }
@@ -259,7 +287,7 @@ impl Link {
                         Some(Outcome::Answer(b)) => results[i] = Some(Ok(b)),
                         Some(Outcome::GaveUp) => {
                             results[i] = Some(Err(Error::new(
-                                cw_result::CW_TIMEOUT,
+                                ErrorKind::Timeout,
                                 format!("no answer from {} after {ROOMS_TRIES} tries", k.0),
                             )))
                         }
@@ -275,7 +303,7 @@ impl Link {
                     st.outstanding.remove(k);
                     st.outcomes.remove(k);
                 }
-                return Err(closed_error());
+                return Err(Error::closed());
             }
             if Instant::now() >= limit {
                 for (i, k) in keys.iter().enumerate() {
@@ -283,7 +311,7 @@ impl Link {
                     st.outcomes.remove(k);
                     if results[i].is_none() {
                         results[i] = Some(Err(Error::new(
-                            cw_result::CW_TIMEOUT,
+                            ErrorKind::Timeout,
                             format!("no answer from {} before the time limit", k.0),
                         )));
                     }
@@ -295,7 +323,7 @@ impl Link {
     }
 
     /// One request to the server; its answer.
-    fn request(&self, shared: &Shared, body: Body, deadline: Option<Instant>) -> Result<Body> {
+    fn request(&self, shared: &Rooms, body: Body, deadline: Option<Instant>) -> Result<Body> {
         self.exchange(shared, vec![(self.server, body)], deadline)?
             .pop()
             .expect("one result per request")
@@ -376,7 +404,7 @@ impl Link {
 
     /// One datagram from anywhere. Anything that does not decode, or does
     /// not fit what this client expects, is dropped.
-    fn datagram(&self, shared: &Shared, from: SocketAddr, d: &[u8]) {
+    fn datagram(&self, shared: &Rooms, from: SocketAddr, d: &[u8]) {
         let msg = match Message::decode(d) {
             Ok(m) => m,
             Err(e) => {
@@ -481,7 +509,7 @@ impl Link {
             self.send_to(from, &b);
         }
         if let Some(ev) = event {
-            shared.emit(ev);
+            shared.core.emit(ev);
         }
     }
 
@@ -514,14 +542,12 @@ impl Link {
 }
 
 /// The reader thread: datagrams and timers until the client closes.
-pub(super) fn read_loop(shared: Arc<Shared>) {
-    let Some(link) = shared.rooms.as_ref() else {
-        return;
-    };
+fn read_loop(shared: &Rooms) {
+    let link = &shared.link;
     let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-    while !shared.closed.load(Ordering::Acquire) && !link.st.lock().dead {
+    while !shared.core.closed_locally() && !link.st.lock().dead {
         match link.sock.recv_from(&mut buf) {
-            Ok((n, from)) if n <= MAX_DATAGRAM => link.datagram(&shared, from, &buf[..n]),
+            Ok((n, from)) if n <= MAX_DATAGRAM => link.datagram(shared, from, &buf[..n]),
             Ok((_, from)) => log::debug!("rooms: oversized datagram from {from} dropped"),
             Err(e)
                 if matches!(
@@ -535,30 +561,37 @@ pub(super) fn read_loop(shared: Arc<Shared>) {
             }
         }
         link.tick(Instant::now());
+        shared.core.checkpoint();
     }
     link.answered.notify_all();
 }
 
-impl Client {
+impl Connection<Rooms> {
     /// Rooms has no handshake: resolve the server (IPv4: the protocol's
     /// peer addresses are IPv4), bind a UDP socket and start the reader.
-    pub(super) fn rooms_connect(host: &str, port: u16, capacity: usize) -> Result<Client> {
+    pub fn connect(host: &str, port: u16) -> Result<Self> {
+        if host.is_empty() || port == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                "empty host or port 0",
+            ));
+        }
         let server = (host, port)
             .to_socket_addrs()
             .map_err(|e| {
                 Error::new(
-                    cw_result::CW_CONNECT_FAILED,
+                    ErrorKind::ConnectFailed,
                     format!("cannot resolve {host}: {e}"),
                 )
             })?
             .find(SocketAddr::is_ipv4)
             .ok_or_else(|| {
                 Error::new(
-                    cw_result::CW_CONNECT_FAILED,
+                    ErrorKind::ConnectFailed,
                     format!("{host} has no IPv4 address (rooms is IPv4 only)"),
                 )
             })?;
-        let io_err = |e: io::Error| Error::new(cw_result::CW_IO, format!("UDP socket: {e}"));
+        let io_err = |e: io::Error| Error::new(ErrorKind::Io, format!("UDP socket: {e}"));
         let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
             .map_err(io_err)?;
         sock.set_read_timeout(Some(TICK)).map_err(io_err)?;
@@ -584,74 +617,48 @@ impl Client {
             keepalive_ms: AtomicU64::new(ROOMS_KEEPALIVE.as_millis() as u64),
             said_goodbye: AtomicBool::new(false),
         };
-        let shared = Arc::new(Shared {
-            dialect: cw_dialect::CW_DIALECT_ROOMS,
-            server,
-            sock: None,
-            write_lock: Mutex::new(()),
-            session: Mutex::new(Session::default()),
-            answered: Condvar::new(),
-            events: EventQueue::new(capacity),
-            closed: AtomicBool::new(false),
-            openers: Mutex::new(Default::default()),
-            accounts: Default::default(),
-            babel: Default::default(),
-            rooms: Some(link),
+        let rooms = Arc::new(Rooms {
+            core: Core::new(DEFAULT_CAPACITY),
+            link,
         });
-        let s2 = shared.clone();
-        let reader = std::thread::Builder::new()
-            .name("chinwag-rooms".into())
-            .spawn(move || read_loop(s2))
-            .map_err(|e| {
-                Error::new(
-                    cw_result::CW_INTERNAL,
-                    format!("cannot start reader thread: {e}"),
-                )
-            })?;
+        spawn(&rooms, "chinwag-rooms", |rooms| read_loop(rooms))?;
         log::info!("rooms client for {server}");
-        Ok(Client {
-            shared,
-            reader: Mutex::new(Some(reader)),
-        })
+        Ok(Connection::new(rooms))
     }
 
-    fn link(&self, what: &str) -> Result<&Link> {
-        self.shared
-            .rooms
-            .as_ref()
-            .ok_or_else(|| unsupported(self.shared.dialect, what))
+    fn link(&self) -> &Link {
+        &self.proto().link
     }
 
     /// The link of a registered rooms client.
-    fn registered(&self, what: &str) -> Result<&Link> {
-        let link = self.link(what)?;
+    fn registered(&self) -> Result<&Link> {
+        let link = self.link();
         let st = link.st.lock();
-        if st.dead || self.shared.closed.load(Ordering::Acquire) {
-            return Err(closed_error());
+        if st.dead || self.core().closed_locally() {
+            return Err(Error::closed());
         }
         if st.id == UNREGISTERED {
-            return Err(Error::new(cw_result::CW_NOT_LOGGED_IN, "log in first"));
+            return Err(Error::new(ErrorKind::NotLoggedIn, "log in first"));
         }
         Ok(link)
     }
 
     /// Shorten or lengthen the keep-alive interval (default
-    /// [`ROOMS_KEEPALIVE`]); for tests. No effect on other dialects.
+    /// [`ROOMS_KEEPALIVE`]); for tests.
     #[doc(hidden)]
-    pub fn set_rooms_keepalive(&self, every: Duration) {
-        if let Some(link) = &self.shared.rooms {
-            link.keepalive_ms
-                .store(every.as_millis().max(1) as u64, Ordering::Relaxed);
-        }
+    pub fn set_keepalive(&self, every: Duration) {
+        self.link()
+            .keepalive_ms
+            .store(every.as_millis().max(1) as u64, Ordering::Relaxed);
     }
 
     /// Rooms: the first CONNEXION. `Ok` with the name registered;
     /// `CW_LOGIN_REFUSED` (invalid or taken, said in the message).
-    pub(super) fn rooms_login(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
-        let link = self.link("login")?;
+    pub fn login(&self, name: &str, timeout: Option<Duration>) -> Result<()> {
+        let link = self.link();
         if name.len() > MAX_USER_NAME {
             return Err(Error::new(
-                cw_result::CW_TOO_LONG,
+                ErrorKind::TooLong,
                 format!(
                     "name is {} bytes; rooms allows at most {MAX_USER_NAME}",
                     name.len()
@@ -660,24 +667,21 @@ impl Client {
         }
         if !valid_user_name(name) {
             return Err(Error::new(
-                cw_result::CW_INVALID_ARGUMENT,
+                ErrorKind::InvalidArgument,
                 "a rooms name is 1 to 10 bytes without '#'",
             ));
         }
         {
             let mut st = link.st.lock();
             if st.dead {
-                return Err(closed_error());
+                return Err(Error::closed());
             }
             if st.id != UNREGISTERED {
-                return Err(Error::new(
-                    cw_result::CW_ALREADY_LOGGED_IN,
-                    "already logged in",
-                ));
+                return Err(Error::new(ErrorKind::AlreadyLoggedIn, "already logged in"));
             }
             if st.logging_in {
                 return Err(Error::new(
-                    cw_result::CW_BUSY,
+                    ErrorKind::Busy,
                     "another login is waiting for its answer",
                 ));
             }
@@ -685,7 +689,7 @@ impl Client {
         }
         let deadline = timeout.map(|t| Instant::now() + t);
         let answer = link.request(
-            &self.shared,
+            self.proto(),
             Body::Connexion {
                 name: Some(name.to_owned()),
             },
@@ -704,7 +708,7 @@ impl Client {
                 st.room = Room::public();
                 st.last_keepalive = Instant::now();
                 drop(st);
-                self.shared.session.lock().login = Some(name.to_owned());
+                self.core().login.set(name);
                 log::info!("rooms: registered as {name} (id {user})");
                 Ok(())
             }
@@ -712,15 +716,15 @@ impl Client {
                 status: Registration::NameTaken,
                 ..
             } => Err(Error::new(
-                cw_result::CW_LOGIN_REFUSED,
+                ErrorKind::LoginRefused,
                 format!("the server refused the login {name:?}: name taken (or no id left)"),
             )),
             Body::Registered { .. } => Err(Error::new(
-                cw_result::CW_LOGIN_REFUSED,
+                ErrorKind::LoginRefused,
                 format!("the server refused the login {name:?}: invalid name"),
             )),
             other => Err(Error::new(
-                cw_result::CW_PROTOCOL,
+                ErrorKind::Protocol,
                 format!("unexpected answer to CONNEXION: {other:?}"),
             )),
         }
@@ -728,24 +732,24 @@ impl Client {
 
     /// Rooms: this client's ID_USER (1-254).
     pub fn room_user_id(&self) -> Result<u8> {
-        let link = self.registered("a rooms user id")?;
+        let link = self.registered()?;
         let id = link.st.lock().id;
         Ok(id)
     }
 
     /// Rooms: create a private room and move into it; its ID_MESSAGERIE.
     pub fn room_create(&self, name: &str, mode: Mode, max: u8) -> Result<u8> {
-        let link = self.link("a room")?;
+        let link = self.link();
         check_room_name(name)?;
         if max < MIN_ROOM_SIZE {
             return Err(Error::new(
-                cw_result::CW_INVALID_ARGUMENT,
+                ErrorKind::InvalidArgument,
                 format!("a room holds at least {MIN_ROOM_SIZE} members"),
             ));
         }
-        self.registered("a room")?;
+        self.registered()?;
         let answer = link.request(
-            &self.shared,
+            self.proto(),
             Body::CreateRoom {
                 mode,
                 name: name.to_owned(),
@@ -769,15 +773,15 @@ impl Client {
                 status: Creation::NameExists,
                 ..
             } => Err(Error::new(
-                cw_result::CW_ROOM_EXISTS,
+                ErrorKind::RoomExists,
                 format!("a room named {name:?} exists (or no room id is left)"),
             )),
             Body::CreateAnswer { status, .. } => Err(Error::new(
-                cw_result::CW_INVALID_ARGUMENT,
+                ErrorKind::InvalidArgument,
                 format!("the server refused the room: {status:?}"),
             )),
             other => Err(Error::new(
-                cw_result::CW_PROTOCOL,
+                ErrorKind::Protocol,
                 format!("unexpected answer to CREER_MESSAGERIE_PRIVEE: {other:?}"),
             )),
         }
@@ -785,11 +789,11 @@ impl Client {
 
     /// Rooms: the private rooms (the public one is not listed).
     pub fn room_list(&self) -> Result<Vec<RoomEntry>> {
-        let link = self.registered("a room list")?;
-        match link.request(&self.shared, Body::ListRooms, None)? {
+        let link = self.registered()?;
+        match link.request(self.proto(), Body::ListRooms, None)? {
             Body::RoomList { rooms } => Ok(rooms),
             other => Err(Error::new(
-                cw_result::CW_PROTOCOL,
+                ErrorKind::Protocol,
                 format!("unexpected answer to DEMANDER_LISTE_MESSAGERIE: {other:?}"),
             )),
         }
@@ -797,9 +801,9 @@ impl Client {
 
     /// Rooms: DEMANDE_ACCES (`change` false) or CHANGER_MESSAGERIE (true).
     fn room_enter(&self, name: &str, change: bool) -> Result<()> {
-        let link = self.link("a room")?;
+        let link = self.link();
         check_room_name(name)?;
-        self.registered("a room")?;
+        self.registered()?;
         let body = if change {
             Body::ChangeRoom {
                 name: name.to_owned(),
@@ -809,7 +813,7 @@ impl Client {
                 name: name.to_owned(),
             }
         };
-        let (mode, status, peers) = match link.request(&self.shared, body, None)? {
+        let (mode, status, peers) = match link.request(self.proto(), body, None)? {
             Body::AccessAnswer {
                 mode,
                 status,
@@ -822,7 +826,7 @@ impl Client {
             } => (mode, status, peers),
             other => {
                 return Err(Error::new(
-                    cw_result::CW_PROTOCOL,
+                    ErrorKind::Protocol,
                     format!("unexpected answer to a room access: {other:?}"),
                 ))
             }
@@ -839,11 +843,11 @@ impl Client {
                 Ok(())
             }
             Access::NoSuchRoom => Err(Error::new(
-                cw_result::CW_NO_SUCH_ROOM,
+                ErrorKind::NoSuchRoom,
                 format!("no room named {name:?}"),
             )),
             Access::Full => Err(Error::new(
-                cw_result::CW_ROOM_FULL,
+                ErrorKind::RoomFull,
                 format!("the room {name:?} is full"),
             )),
         }
@@ -861,8 +865,8 @@ impl Client {
 
     /// Rooms: back to the public room. `CW_NOT_IN_ROOM` when already there.
     pub fn room_leave(&self) -> Result<()> {
-        let link = self.registered("a room")?;
-        match link.request(&self.shared, Body::Leave, None)? {
+        let link = self.registered()?;
+        match link.request(self.proto(), Body::Leave, None)? {
             Body::LeaveAnswer { ok: true } => {
                 link.st.lock().room = Room::public();
                 Ok(())
@@ -870,12 +874,12 @@ impl Client {
             Body::LeaveAnswer { ok: false } => {
                 link.st.lock().room = Room::public();
                 Err(Error::new(
-                    cw_result::CW_NOT_IN_ROOM,
+                    ErrorKind::NotInRoom,
                     "already in the public room",
                 ))
             }
             other => Err(Error::new(
-                cw_result::CW_PROTOCOL,
+                ErrorKind::Protocol,
                 format!("unexpected answer to QUITTER_MESSAGERIE_PRIVEE: {other:?}"),
             )),
         }
@@ -883,7 +887,7 @@ impl Client {
 
     /// Rooms: the room this client is in as (name, mode); "" is the public room.
     pub fn room_current(&self) -> Result<(String, Mode)> {
-        let link = self.registered("a room")?;
+        let link = self.registered()?;
         let st = link.st.lock();
         Ok((st.room.name.clone(), st.room.mode))
     }
@@ -891,7 +895,7 @@ impl Client {
     /// Rooms: the peers of the current decentralised room as the library
     /// knows them (the access answer, plus members whose texts arrived).
     pub fn room_peers(&self) -> Result<Vec<String>> {
-        let link = self.registered("a room")?;
+        let link = self.registered()?;
         let st = link.st.lock();
         Ok(st.room.peers.iter().map(|p| p.name.clone()).collect())
     }
@@ -899,13 +903,13 @@ impl Client {
     /// Rooms: the members of room `name` ("" for the public room); empty
     /// for a room that does not exist.
     pub fn room_members(&self, name: &str) -> Result<Vec<String>> {
-        let link = self.link("a member list")?;
+        let link = self.link();
         if !name.is_empty() {
             check_room_name(name)?;
         }
-        self.registered("a member list")?;
+        self.registered()?;
         match link.request(
-            &self.shared,
+            self.proto(),
             Body::ListClients {
                 room: name.to_owned(),
             },
@@ -913,7 +917,7 @@ impl Client {
         )? {
             Body::ClientList { names } => Ok(names),
             other => Err(Error::new(
-                cw_result::CW_PROTOCOL,
+                ErrorKind::Protocol,
                 format!("unexpected answer to DEMANDER_LISTE_CLIENT: {other:?}"),
             )),
         }
@@ -923,28 +927,28 @@ impl Client {
     /// acknowledges every invitation; it forwards it only when `user` is
     /// online, so `Ok` does not mean it was delivered.
     pub fn room_invite(&self, user: &str) -> Result<()> {
-        let link = self.link("an invitation")?;
+        let link = self.link();
         if user.len() > MAX_USER_NAME {
             return Err(Error::new(
-                cw_result::CW_TOO_LONG,
+                ErrorKind::TooLong,
                 "a rooms name has at most 10 bytes",
             ));
         }
         if !valid_user_name(user) {
             return Err(Error::new(
-                cw_result::CW_INVALID_ARGUMENT,
+                ErrorKind::InvalidArgument,
                 "a rooms name is 1 to 10 bytes without '#'",
             ));
         }
-        self.registered("an invitation")?;
+        self.registered()?;
         if link.st.lock().room.name.is_empty() {
             return Err(Error::new(
-                cw_result::CW_NOT_IN_ROOM,
+                ErrorKind::NotInRoom,
                 "invitations are into a private room: join or create one first",
             ));
         }
         match link.request(
-            &self.shared,
+            self.proto(),
             Body::Invite {
                 user: user.to_owned(),
             },
@@ -952,7 +956,7 @@ impl Client {
         )? {
             Body::InviteAck => Ok(()),
             other => Err(Error::new(
-                cw_result::CW_PROTOCOL,
+                ErrorKind::Protocol,
                 format!("unexpected answer to INVITER_MESSAGERIE_PRIVEE: {other:?}"),
             )),
         }
@@ -963,7 +967,7 @@ impl Client {
     /// client (checked with member lists) and, for a decentralised room,
     /// fetches the peers.
     pub fn room_answer_invitation(&self, room: &str, accept: bool) -> Result<()> {
-        let link = self.registered("an invitation")?;
+        let link = self.registered()?;
         let (bytes, inv_room, mode, me) = {
             let mut st = link.st.lock();
             let id = st.id;
@@ -975,7 +979,7 @@ impl Client {
                 .find(|i| i.answer.is_none() && (room.is_empty() || i.room == room))
                 .ok_or_else(|| {
                     Error::new(
-                        cw_result::CW_NO_SUCH_REQUEST,
+                        ErrorKind::NoSuchRequest,
                         format!("no unanswered invitation into {room:?}"),
                     )
                 })?;
@@ -1009,7 +1013,7 @@ impl Client {
         }
         if !members.contains(&me) {
             return Err(Error::new(
-                cw_result::CW_ROOM_FULL,
+                ErrorKind::RoomFull,
                 format!(
                     "not moved into {inv_room:?}: the room is full or gone, or the invitation \
                      expired (the server forgets it about 0.5 s after sending it)"
@@ -1033,27 +1037,27 @@ impl Client {
     /// server, which forwards it. Decentralised: to every known peer
     /// directly, each acknowledging; peers that never acknowledge are
     /// dropped from the list and named in the `CW_TIMEOUT` error.
-    pub(super) fn rooms_send_text(&self, text: &str) -> Result<()> {
-        let link = self.link("a text")?;
+    pub fn send_message(&self, text: &str) -> Result<()> {
+        let link = self.link();
         if text.len() > MAX_CHAT {
             return Err(Error::new(
-                cw_result::CW_TOO_LONG,
+                ErrorKind::TooLong,
                 format!(
                     "text is {} bytes; rooms allows at most {MAX_CHAT}",
                     text.len()
                 ),
             ));
         }
-        self.registered("a text")?;
+        self.registered()?;
         let room = link.st.lock().room.clone();
         let body = || Body::Text {
             chat: text.to_owned(),
         };
         if room.mode == Mode::Centralised || room.name.is_empty() {
-            return match link.request(&self.shared, body(), None)? {
+            return match link.request(self.proto(), body(), None)? {
                 Body::TextAck => Ok(()),
                 other => Err(Error::new(
-                    cw_result::CW_PROTOCOL,
+                    ErrorKind::Protocol,
                     format!("unexpected answer to TEXTE: {other:?}"),
                 )),
             };
@@ -1064,7 +1068,7 @@ impl Client {
             .map(|p| SocketAddr::new(IpAddr::V4(p.ip), p.port))
             .collect();
         let results = link.exchange(
-            &self.shared,
+            self.proto(),
             targets.iter().map(|t| (*t, body())).collect(),
             None,
         )?;
@@ -1089,7 +1093,7 @@ impl Client {
             .peers
             .retain(|p| !failed.contains(&SocketAddr::new(IpAddr::V4(p.ip), p.port)));
         Err(Error::new(
-            cw_result::CW_TIMEOUT,
+            ErrorKind::Timeout,
             format!(
                 "no acknowledgement from {} after {ROOMS_TRIES} tries; removed from the peer list",
                 names.join(", ")

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{Error, Result, Shared};
-use crate::ffi::codes::cw_result;
+use super::Chatos;
+use crate::core::{Error, ErrorKind, Result};
 
 /// SO_RCVTIMEO cannot be zero, so a poll waits this long at most.
 const POLL_WAIT: Duration = Duration::from_millis(1);
@@ -28,7 +28,7 @@ pub struct Stream {
     sock: TcpStream,
     peer: String,
     connect_id: i64,
-    client: Weak<Shared>,
+    client: Weak<Chatos>,
     read_lock: Mutex<()>,
     write_lock: Mutex<()>,
     ends: Mutex<Ends>,
@@ -47,7 +47,7 @@ impl Stream {
         sock: TcpStream,
         peer: String,
         connect_id: i64,
-        client: Weak<Shared>,
+        client: Weak<Chatos>,
     ) -> Self {
         Stream {
             sock,
@@ -69,7 +69,7 @@ impl Stream {
     }
 
     fn closed(&self) -> Error {
-        Error::new(cw_result::CW_CLOSED, "the private connection is closed")
+        Error::new(ErrorKind::Closed, "the private connection is closed")
     }
 
     /// Read what is available into `buf`, waiting at most `timeout`
@@ -77,10 +77,7 @@ impl Stream {
     /// `CW_CLOSED`; a read never returns `Ok(0)`.
     pub fn read(&self, buf: &mut [u8], timeout: Option<Duration>) -> Result<usize> {
         if buf.is_empty() {
-            return Err(Error::new(
-                cw_result::CW_INVALID_ARGUMENT,
-                "zero-length buffer",
-            ));
+            return Err(Error::new(ErrorKind::InvalidArgument, "zero-length buffer"));
         }
         if self.ends.lock().closed {
             return Err(self.closed());
@@ -89,15 +86,12 @@ impl Stream {
         let wait = timeout.map(|t| t.max(POLL_WAIT));
         self.sock
             .set_read_timeout(wait)
-            .map_err(|e| Error::new(cw_result::CW_IO, format!("socket: {e}")))?;
+            .map_err(|e| Error::new(ErrorKind::Io, format!("socket: {e}")))?;
         loop {
             match (&self.sock).read(buf) {
                 Ok(0) => {
                     self.ends.lock().read_eof = true;
-                    return Err(Error::new(
-                        cw_result::CW_CLOSED,
-                        "the peer finished sending",
-                    ));
+                    return Err(Error::new(ErrorKind::Closed, "the peer finished sending"));
                 }
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -108,7 +102,7 @@ impl Stream {
                     ) =>
                 {
                     return Err(Error::new(
-                        cw_result::CW_TIMEOUT,
+                        ErrorKind::Timeout,
                         "nothing to read before the time limit",
                     ))
                 }
@@ -116,7 +110,7 @@ impl Stream {
                     if self.ends.lock().closed {
                         return Err(self.closed());
                     }
-                    return Err(Error::new(cw_result::CW_IO, format!("read failed: {e}")));
+                    return Err(Error::new(ErrorKind::Io, format!("read failed: {e}")));
                 }
             }
         }
@@ -135,12 +129,12 @@ impl Stream {
             if self.ends.lock().closed {
                 self.closed()
             } else {
-                Error::new(cw_result::CW_IO, format!("write failed: {e}"))
+                Error::new(ErrorKind::Io, format!("write failed: {e}"))
             }
         })?;
         (&self.sock)
             .flush()
-            .map_err(|e| Error::new(cw_result::CW_IO, format!("{e}")))
+            .map_err(|e| Error::new(ErrorKind::Io, format!("{e}")))
     }
 
     /// Tell the peer nothing more will be written; reading goes on.
@@ -154,7 +148,7 @@ impl Stream {
             let _g = self.write_lock.lock();
             self.sock
                 .shutdown(Shutdown::Write)
-                .map_err(|e| Error::new(cw_result::CW_IO, format!("shutdown failed: {e}")))?;
+                .map_err(|e| Error::new(ErrorKind::Io, format!("shutdown failed: {e}")))?;
         }
         Ok(())
     }

@@ -1,0 +1,211 @@
+//! Opus for calls: one encoder and one decoder per call, configured by the
+//! dialect's profile. Owns codec settings only; never touches a socket, a
+//! device or the clock.
+
+use super::AudioError;
+
+/// Every call runs at 48 kHz, Opus's native rate, so nothing is resampled.
+pub const SAMPLE_RATE: u32 = 48_000;
+/// 20 ms frames: what the original Babel client sends, and Opus's usual
+/// trade of latency against overhead for voice.
+pub const FRAME_MS: u32 = 20;
+/// Samples per channel in one frame (960 at 48 kHz).
+pub const FRAME_SAMPLES: usize = (SAMPLE_RATE / 1000 * FRAME_MS) as usize;
+/// The largest packet the encoder may produce: Opus's own limit for a
+/// single frame, and the accounts voice packet's (`accounts::MAX_VOICE`).
+pub const MAX_PACKET: usize = 1275;
+/// The longest packet a peer may send that we decode: Opus's limit, 120 ms.
+pub const MAX_PACKET_SAMPLES: usize = 120 * (SAMPLE_RATE as usize / 1000);
+
+/// How a dialect's calls use Opus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Exactly what the original Babel client sends (seeds/NOTES.md): stereo,
+    /// 960-sample frames, the VOIP application, libopus's defaults for the
+    /// rest (bitrate, no FEC: babel voice runs over TCP, which loses nothing),
+    /// one packet per VoiceData.
+    Babel,
+    /// chinwag's UDP voice (docs/protocols/accounts.md): mono speech at
+    /// 32 kbit/s VBR, in-band FEC on with an expected loss the receiver's
+    /// reports adjust (starting at [`DEFAULT_LOSS_PCT`]), DTX off so every
+    /// 20 ms carries a packet and a gap always means loss.
+    Accounts,
+}
+
+/// The accounts profile's expected packet loss before the first report: high
+/// enough that FEC is in every packet from the start (a call's first second
+/// is when a listener judges it), low enough to leave most bits to the voice.
+pub const DEFAULT_LOSS_PCT: u8 = 10;
+/// Bounds of the expected loss the sender sets from reports: FEC stays in
+/// the stream even on a clean path (loss comes in bursts), and past 40 % the
+/// extra redundancy only starves the primary encoding.
+pub const MIN_LOSS_PCT: u8 = 2;
+pub const MAX_LOSS_PCT: u8 = 40;
+/// Accounts bitrate: wideband-to-fullband speech with room for SILK's FEC
+/// (Opus leaves SILK, and so FEC, for CELT-only mode at higher rates).
+const ACCOUNTS_BITRATE: i32 = 32_000;
+/// Middle complexity: one call (encode and decode, both directions) costs
+/// 1.7 % of one core here, against 3.3 % at 8, for speech that SILK codes
+/// nearly as well (docs/library.md, "Call audio").
+const ACCOUNTS_COMPLEXITY: i32 = 5;
+
+impl Profile {
+    /// Interleaved channels of the call's PCM (and of its Opus stream).
+    pub fn channels(self) -> usize {
+        match self {
+            Profile::Babel => 2,
+            Profile::Accounts => 1,
+        }
+    }
+
+    /// Interleaved samples in one 20 ms frame.
+    pub fn frame_len(self) -> usize {
+        FRAME_SAMPLES * self.channels()
+    }
+
+    fn opus_channels(self) -> opus::Channels {
+        match self.channels() {
+            1 => opus::Channels::Mono,
+            _ => opus::Channels::Stereo,
+        }
+    }
+
+    /// Whether packets carry FEC for the previous frame.
+    pub fn fec(self) -> bool {
+        matches!(self, Profile::Accounts)
+    }
+}
+
+fn codec_err(what: &str, e: opus::Error) -> AudioError {
+    AudioError::Codec(format!("{what}: {e}"))
+}
+
+/// One call's Opus encoder.
+pub struct Encoder {
+    profile: Profile,
+    inner: opus::Encoder,
+    loss_pct: u8,
+}
+
+impl Encoder {
+    pub fn new(profile: Profile) -> Result<Self, AudioError> {
+        let mut inner = opus::Encoder::new(
+            SAMPLE_RATE,
+            profile.opus_channels(),
+            opus::Application::Voip,
+        )
+        .map_err(|e| codec_err("cannot create the Opus encoder", e))?;
+        let mut loss_pct = 0;
+        if profile == Profile::Accounts {
+            let set = |inner: &mut opus::Encoder| -> Result<(), opus::Error> {
+                inner.set_bitrate(opus::Bitrate::Bits(ACCOUNTS_BITRATE))?;
+                inner.set_complexity(ACCOUNTS_COMPLEXITY)?;
+                inner.set_signal(opus::Signal::Voice)?;
+                inner.set_inband_fec(true)?;
+                inner.set_packet_loss_perc(i32::from(DEFAULT_LOSS_PCT))?;
+                inner.set_dtx(false)
+            };
+            set(&mut inner).map_err(|e| codec_err("cannot configure the Opus encoder", e))?;
+            loss_pct = DEFAULT_LOSS_PCT;
+        }
+        Ok(Encoder {
+            profile,
+            inner,
+            loss_pct,
+        })
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Encode exactly one frame (`profile.frame_len()` interleaved samples)
+    /// into `out`, which should hold [`MAX_PACKET`] bytes; returns the length.
+    pub fn encode(&mut self, frame: &[i16], out: &mut [u8]) -> Result<usize, AudioError> {
+        if frame.len() != self.profile.frame_len() {
+            return Err(AudioError::Format(format!(
+                "an Opus frame is {} samples, not {}",
+                self.profile.frame_len(),
+                frame.len()
+            )));
+        }
+        self.inner
+            .encode(frame, out)
+            .map_err(|e| codec_err("Opus encoding failed", e))
+    }
+
+    /// The loss the encoder protects against, in percent (0 without FEC).
+    pub fn expected_loss(&self) -> u8 {
+        self.loss_pct
+    }
+
+    /// Protect against `pct` percent loss (clamped to the profile's range).
+    /// Does nothing for a profile without FEC.
+    pub fn set_expected_loss(&mut self, pct: u8) -> Result<(), AudioError> {
+        if !self.profile.fec() {
+            return Ok(());
+        }
+        let pct = pct.clamp(MIN_LOSS_PCT, MAX_LOSS_PCT);
+        if pct != self.loss_pct {
+            self.inner
+                .set_packet_loss_perc(i32::from(pct))
+                .map_err(|e| codec_err("cannot set the expected loss", e))?;
+            self.loss_pct = pct;
+        }
+        Ok(())
+    }
+
+    /// The bitrate the encoder aims at, in bits per second.
+    pub fn target_bitrate(&mut self) -> Option<u32> {
+        match self.inner.get_bitrate() {
+            Ok(opus::Bitrate::Bits(b)) => u32::try_from(b).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// One call's Opus decoder. Every method writes whole frames of the
+/// profile's channel count.
+pub struct Decoder {
+    profile: Profile,
+    inner: opus::Decoder,
+}
+
+impl Decoder {
+    pub fn new(profile: Profile) -> Result<Self, AudioError> {
+        let inner = opus::Decoder::new(SAMPLE_RATE, profile.opus_channels())
+            .map_err(|e| codec_err("cannot create the Opus decoder", e))?;
+        Ok(Decoder { profile, inner })
+    }
+
+    /// Decode a packet into `out` (room for [`MAX_PACKET_SAMPLES`] per
+    /// channel); returns the samples per channel written. A packet Opus
+    /// refuses is an error: the caller conceals instead.
+    pub fn decode(&mut self, packet: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
+        if packet.is_empty() {
+            return Err(AudioError::Codec("empty Opus packet".into()));
+        }
+        self.inner
+            .decode(packet, out, false)
+            .map_err(|e| codec_err("undecodable Opus packet", e))
+    }
+
+    /// Rebuild the frame before `next` from the FEC data `next` carries,
+    /// into `out[..frame_len]`. Without FEC data, Opus falls back to its
+    /// loss concealment, so this always yields a frame unless `next` is
+    /// not Opus at all.
+    pub fn decode_fec(&mut self, next: &[u8], out: &mut [i16]) -> Result<usize, AudioError> {
+        let n = self.profile.frame_len();
+        self.inner
+            .decode(next, &mut out[..n], true)
+            .map_err(|e| codec_err("undecodable Opus packet", e))
+    }
+
+    /// Conceal one lost frame with the decoder's packet-loss concealment.
+    pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, AudioError> {
+        let n = self.profile.frame_len();
+        self.inner
+            .decode(&[], &mut out[..n], false)
+            .map_err(|e| codec_err("Opus concealment failed", e))
+    }
+}

@@ -1,0 +1,453 @@
+//! The jitter buffer: packets in (in any order, any time), one 20 ms frame
+//! out per pull, with a playout delay that follows the measured jitter. It
+//! decides what to play; it never decodes, reads the clock or does I/O.
+//!
+//! How it adapts:
+//! - Each arrival's *relative delay* is its arrival time minus its media time.
+//!   Over the last [`WINDOW`], the spread between the smallest and largest
+//!   relative delay is the jitter the buffer must absorb; the target delay
+//!   is that spread plus [`MARGIN`] (never below [`MIN_TARGET`]).
+//! - The current delay of the next frame is how long after its earliest
+//!   possible arrival (media time plus the smallest relative delay) it is
+//!   played.
+//! - Growth happens on late packets: when the next frame is missing and
+//!   nothing after it has arrived, the buffer conceals one frame and waits
+//!   (a stall), which adds 20 ms of delay; a packet that then arrives plays.
+//! - Shrinking is slow: when the current delay exceeds the target by a whole
+//!   frame, one frame is dropped, at most every [`SHRINK_EVERY`] (faster when
+//!   the excess is large), so a calm network wins its delay back in seconds
+//!   and a spike is not forgotten at once.
+//! - A frame is declared lost when a later packet is already there at its
+//!   playout time; it is rebuilt from the next packet's FEC data when that
+//!   packet is present, else concealed by the decoder.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::codec::{FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE};
+
+/// One frame's duration.
+pub const FRAME: Duration = Duration::from_millis(FRAME_MS as u64);
+const FRAME_US: i64 = FRAME_MS as i64 * 1000;
+/// How long the buffer remembers the relative delays it measured. Long
+/// enough that a recurring spike keeps its delay, short enough that a calm
+/// network gets its latency back within seconds.
+pub const WINDOW: Duration = Duration::from_secs(4);
+/// Headroom above the measured spread for scheduling noise on either side.
+pub const MARGIN: Duration = Duration::from_millis(5);
+/// The smallest target. The pull grid and the arrival grid have an
+/// arbitrary phase, so a frame is played up to one frame after the target;
+/// a one-frame floor means a sudden jump in jitter of up to 60 ms costs at
+/// most two stalled frames.
+pub const MIN_TARGET: Duration = FRAME;
+/// The largest target: more jitter than this is a broken path, and waiting
+/// longer would make conversation impossible anyway.
+pub const MAX_TARGET: Duration = Duration::from_millis(500);
+/// At most one frame dropped per this much time while shrinking.
+pub const SHRINK_EVERY: Duration = Duration::from_millis(250);
+/// Excess delay (above the target) past which frames are dropped on every
+/// other pull: a burst after a stalled TCP stream, not jitter.
+const FAST_SHRINK_EXCESS_US: i64 = 5 * FRAME_US;
+/// Consecutive frames concealed while waiting for a packet before the
+/// buffer gives up on it: the sender paused or the path is down. Opus's
+/// concealment has faded out by then; the buffer plays silence and starts
+/// afresh (with a new delay) on the next packet.
+pub const MAX_STALL: u32 = 10;
+/// Packets held at most (about 1.3 s of audio): a packet further ahead of
+/// the playout point restarts the stream, so memory stays bounded whatever
+/// arrives.
+pub const CAPACITY: usize = 64;
+/// Relative-delay samples kept at most (the window holds 200 at 50 packets
+/// per second; a flood only shortens the memory).
+const MAX_HISTORY: usize = 1024;
+/// RFC 3550's smoothing of the interarrival jitter estimate.
+const JITTER_GAIN: f64 = 1.0 / 16.0;
+
+/// What to play for the next frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Decode this packet and play it.
+    Packet(Vec<u8>),
+    /// The frame is lost and this is the packet after it: decode its FEC
+    /// data (the decoder falls back to concealment when there is none).
+    Fec(Vec<u8>),
+    /// The frame is missing: conceal it with the decoder's concealment.
+    Conceal,
+    /// Nothing to play (before the first packet, after a long gap): silence.
+    Silence,
+    /// The buffer is shrinking: decode this packet to keep the decoder's
+    /// state continuous, do not play it, and pull again.
+    Skip(Vec<u8>),
+}
+
+/// Counters since the stream began.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Packets that arrived, each counted once.
+    pub received: u64,
+    /// Copies of a packet already received.
+    pub duplicates: u64,
+    /// Packets that arrived after their frame was concealed: dropped.
+    pub late: u64,
+    /// Packets expected (by sequence number) that never arrived.
+    pub lost: u64,
+    /// Frames concealed (by FEC or by the decoder), including stalls.
+    pub concealed: u64,
+    /// Of those, frames rebuilt from the next packet's FEC data.
+    pub concealed_fec: u64,
+    /// Frames dropped to shrink the delay.
+    pub dropped: u64,
+    /// Times the buffer gave up waiting and restarted the stream.
+    pub restarts: u64,
+}
+
+struct Held {
+    timestamp: i64,
+    payload: Vec<u8>,
+}
+
+pub struct JitterBuffer {
+    /// Packets not yet played, by extended sequence number; all are at or
+    /// after `next` once playing.
+    packets: BTreeMap<u64, Held>,
+    /// The next frame to play (extended); `None` while (re)buffering.
+    next: Option<u64>,
+    /// Media time (extended, in samples) of the next frame.
+    next_ts: i64,
+    /// Highest extended sequence number and timestamp seen: the reference
+    /// for extending the 16- and 32-bit wire values.
+    highest: Option<(u64, i64)>,
+    first_seq: u64,
+    /// Bit i: frame `next - 1 - i` was played from its packet, so a copy
+    /// arriving now is a duplicate, not a late packet.
+    played: u64,
+    origin: Option<Instant>,
+    /// (arrival, relative delay in µs) over the last WINDOW.
+    history: VecDeque<(Instant, i64)>,
+    stalled: u32,
+    last_shrink: Option<Instant>,
+    shrink_toggle: bool,
+    last_transit: Option<i64>,
+    jitter_us: f64,
+    stats: JitterStats,
+}
+
+impl Default for JitterBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Samples per channel to microseconds.
+fn samples_to_us(samples: i64) -> i64 {
+    samples * 1_000_000 / i64::from(SAMPLE_RATE)
+}
+
+/// The value congruent to `wire` modulo 2^bits that is nearest to `near`.
+fn extend(wire: u64, bits: u32, near: i64) -> i64 {
+    let span = 1i64 << bits;
+    let base = near - near.rem_euclid(span);
+    let mut best = base + wire as i64;
+    for cand in [best - span, best + span] {
+        if (cand - near).abs() < (best - near).abs() {
+            best = cand;
+        }
+    }
+    best
+}
+
+impl JitterBuffer {
+    pub fn new() -> Self {
+        JitterBuffer {
+            packets: BTreeMap::new(),
+            next: None,
+            next_ts: 0,
+            highest: None,
+            first_seq: 0,
+            played: 0,
+            origin: None,
+            history: VecDeque::new(),
+            stalled: 0,
+            last_shrink: None,
+            shrink_toggle: false,
+            last_transit: None,
+            jitter_us: 0.0,
+            stats: JitterStats::default(),
+        }
+    }
+
+    fn micros(&self, t: Instant) -> i64 {
+        self.origin
+            .map_or(0, |o| t.saturating_duration_since(o).as_micros() as i64)
+    }
+
+    /// A packet arrived at `now`: `seq` counts packets and `timestamp`
+    /// counts samples per channel at 48 kHz, both wrapping, as on the wire.
+    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Vec<u8>) {
+        let origin = *self.origin.get_or_insert(now);
+        let (seq, ts) = match self.highest {
+            None => {
+                // Start the extended counters well away from zero so a
+                // reordered packet from before the first never goes negative.
+                let s = (1u64 << 32) + u64::from(seq);
+                let t = (1i64 << 40) + i64::from(timestamp);
+                self.first_seq = s;
+                self.highest = Some((s, t));
+                (s, t)
+            }
+            Some((hs, ht)) => {
+                let s = extend(u64::from(seq), 16, hs as i64) as u64;
+                let t = extend(u64::from(timestamp), 32, ht);
+                if s > hs {
+                    self.highest = Some((s, t));
+                }
+                (s, t)
+            }
+        };
+
+        let arrival_us = now.saturating_duration_since(origin).as_micros() as i64;
+        let rel = arrival_us - samples_to_us(ts);
+        if let Some(prev) = self.last_transit {
+            let d = (rel - prev).abs() as f64;
+            self.jitter_us += (d - self.jitter_us) * JITTER_GAIN;
+        }
+        self.last_transit = Some(rel);
+
+        if self.packets.contains_key(&seq) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        if let Some(next) = self.next {
+            if seq < next {
+                let back = next - 1 - seq;
+                if back < 64 && self.played & (1 << back) != 0 {
+                    self.stats.duplicates += 1;
+                } else {
+                    self.stats.received += 1;
+                    self.stats.late += 1;
+                    // Lateness is exactly what the delay must grow for.
+                    self.remember(now, rel);
+                }
+                return;
+            }
+            if seq >= next + CAPACITY as u64 {
+                // Far ahead of the playout point: the sender jumped (or the
+                // path was down for a long time). Start again from here.
+                self.restart();
+            }
+        }
+        self.stats.received += 1;
+        self.remember(now, rel);
+        self.packets.insert(
+            seq,
+            Held {
+                timestamp: ts,
+                payload,
+            },
+        );
+        if self.packets.len() > CAPACITY {
+            // Only possible while buffering: keep the newest.
+            self.packets.pop_first();
+        }
+    }
+
+    fn remember(&mut self, now: Instant, rel: i64) {
+        if self.history.len() >= MAX_HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((now, rel));
+    }
+
+    fn restart(&mut self) {
+        self.packets.clear();
+        self.next = None;
+        self.stalled = 0;
+        self.played = 0;
+        self.stats.restarts += 1;
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        while let Some(&(t, _)) = self.history.front() {
+            if now.saturating_duration_since(t) > WINDOW {
+                self.history.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Smallest and largest relative delay in the window.
+    fn rel_bounds(&self) -> Option<(i64, i64)> {
+        let mut it = self.history.iter().map(|&(_, r)| r);
+        let first = it.next()?;
+        Some(it.fold((first, first), |(lo, hi), r| (lo.min(r), hi.max(r))))
+    }
+
+    /// The delay the buffer aims at now, in µs.
+    fn target_us(&self) -> i64 {
+        let spread = self.rel_bounds().map_or(0, |(lo, hi)| hi - lo);
+        (spread + MARGIN.as_micros() as i64)
+            .clamp(MIN_TARGET.as_micros() as i64, MAX_TARGET.as_micros() as i64)
+    }
+
+    /// How late, after its earliest possible arrival, a frame with media
+    /// time `ts` plays at `now` (µs).
+    fn delay_of(&self, now: Instant, ts: i64) -> i64 {
+        let lo = self.rel_bounds().map_or(0, |(lo, _)| lo);
+        self.micros(now) - (samples_to_us(ts) + lo)
+    }
+
+    /// The frame to play at `now`. Call once per 20 ms of playback (again at
+    /// once after a `Skip`).
+    pub fn pull(&mut self, now: Instant) -> Playout {
+        self.forget_old(now);
+        let Some(mut next) = self.next else {
+            return self.start(now);
+        };
+
+        if !self.packets.contains_key(&next) {
+            match self.packets.range(next + 1..).next().map(|(&s, _)| s) {
+                Some(later) => {
+                    // Frames next..later are missing while a later one is
+                    // here. Stall frames already played stand in for them.
+                    let cover = u64::from(self.stalled).min(later - next);
+                    self.advance(cover, false);
+                    next = self.next.expect("playing");
+                    self.stalled = 0;
+                    if !self.packets.contains_key(&next) {
+                        self.stats.concealed += 1;
+                        let fec = self.packets.get(&(next + 1)).map(|h| h.payload.clone());
+                        self.advance(1, false);
+                        return match fec {
+                            Some(p) => {
+                                self.stats.concealed_fec += 1;
+                                Playout::Fec(p)
+                            }
+                            None => Playout::Conceal,
+                        };
+                    }
+                }
+                None => {
+                    self.stalled += 1;
+                    if self.stalled > MAX_STALL {
+                        self.restart();
+                        return Playout::Silence;
+                    }
+                    self.stats.concealed += 1;
+                    return Playout::Conceal;
+                }
+            }
+        }
+
+        // The next frame is here: play it, or drop it to shrink the delay.
+        // Any stall before it has become delay.
+        self.stalled = 0;
+        self.next_ts = self.packets[&next].timestamp;
+        let excess = self.delay_of(now, self.next_ts) - self.target_us();
+        let has_successor = self.packets.contains_key(&(next + 1));
+        if excess >= FRAME_US && has_successor && self.may_shrink(now, excess) {
+            self.last_shrink = Some(now);
+            self.stats.dropped += 1;
+            let held = self.packets.remove(&next).expect("present");
+            self.advance(1, true);
+            return Playout::Skip(held.payload);
+        }
+        let held = self.packets.remove(&next).expect("present");
+        self.advance(1, true);
+        Playout::Packet(held.payload)
+    }
+
+    fn may_shrink(&mut self, now: Instant, excess: i64) -> bool {
+        if excess >= FAST_SHRINK_EXCESS_US {
+            self.shrink_toggle = !self.shrink_toggle;
+            return self.shrink_toggle;
+        }
+        self.last_shrink
+            .is_none_or(|t| now.saturating_duration_since(t) >= SHRINK_EVERY)
+    }
+
+    /// Move the playout point `n` frames on; `played` says whether the
+    /// frame just left came from its packet.
+    fn advance(&mut self, n: u64, played: bool) {
+        let Some(next) = self.next.as_mut() else {
+            return;
+        };
+        *next += n;
+        self.played = if n >= 64 { 0 } else { self.played << n };
+        if played {
+            self.played |= 1;
+        }
+        self.next_ts += n as i64 * FRAME_SAMPLES as i64;
+        // The media time of the new next frame: its packet's when present.
+        if let Some(h) = self.packets.get(next) {
+            self.next_ts = h.timestamp;
+        }
+    }
+
+    /// Not playing yet: start once the first packet has waited the target.
+    fn start(&mut self, now: Instant) -> Playout {
+        let Some((&seq, held)) = self.packets.first_key_value() else {
+            return Playout::Silence;
+        };
+        let ts = held.timestamp;
+        if self.delay_of(now, ts) < self.target_us() {
+            return Playout::Silence;
+        }
+        self.next = Some(seq);
+        self.next_ts = ts;
+        self.played = 0;
+        self.stalled = 0;
+        self.pull(now)
+    }
+
+    /// Counters; `lost` is computed from the sequence numbers seen.
+    pub fn stats(&self) -> JitterStats {
+        let mut s = self.stats;
+        if let Some((hs, _)) = self.highest {
+            let expected = hs - self.first_seq + 1;
+            s.lost = expected.saturating_sub(s.received);
+        }
+        s
+    }
+
+    /// The delay the next frame will have if played at `now`, in ms: how long
+    /// after its earliest possible arrival it reaches the speaker.
+    /// While stalled, the frames concealed so far stand in for the missing
+    /// one, so they do not count as delay unless its packet turns up.
+    pub fn delay_ms(&self, now: Instant) -> f64 {
+        if self.next.is_none() {
+            return 0.0;
+        }
+        let stall = i64::from(self.stalled) * FRAME_US;
+        (self.delay_of(now, self.next_ts) - stall).max(0) as f64 / 1000.0
+    }
+
+    /// The delay the buffer aims at, in ms.
+    pub fn target_ms(&self) -> f64 {
+        self.target_us() as f64 / 1000.0
+    }
+
+    /// RFC 3550 interarrival jitter, in µs.
+    pub fn jitter_us(&self) -> u32 {
+        self.jitter_us.min(f64::from(u32::MAX)) as u32
+    }
+
+    /// Packets held now (bounded by [`CAPACITY`]).
+    pub fn held(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Relative-delay samples held now (bounded).
+    pub fn history_len(&self) -> usize {
+        self.history.len()
+    }
+
+    /// Highest extended sequence number seen, for loss accounting per
+    /// report interval.
+    pub fn highest_seq(&self) -> Option<u64> {
+        self.highest.map(|(s, _)| s)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,451 @@
+//! One call's audio: PCM in, packets out (with sequence numbers and media
+//! timestamps); packets in, PCM out through the jitter buffer; receiver
+//! reports; statistics. The call code owns one and moves its packets over
+//! whichever transport the dialect uses; this never does I/O and never reads
+//! the clock (every method takes `now`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::voice::{Echo, Report, VoicePacket};
+use chinwag_proto::DecodeError;
+
+use super::codec::{
+    Decoder, Encoder, Profile, DEFAULT_LOSS_PCT, FRAME_SAMPLES, MAX_PACKET, MAX_PACKET_SAMPLES,
+    SAMPLE_RATE,
+};
+use super::jitter::{JitterBuffer, Playout};
+use super::AudioError;
+
+/// How often each side of an accounts call reports what it receives.
+pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// An echoed report older than this is from a confused peer, not an RTT.
+const MAX_RTT_MS: u32 = 10_000;
+/// Smoothing of the round-trip time (RFC 6298's 1/8).
+const RTT_GAIN: f64 = 1.0 / 8.0;
+/// How fast the sender's expected loss falls when reports say it dropped:
+/// a quarter of the way per report, so FEC outlasts a burst by seconds.
+const LOSS_RELEASE: f32 = 0.25;
+/// Bitrates are measured over this window.
+const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// One encoded 20 ms frame, ready for the transport. Over babel only `opus`
+/// goes on the wire (one VoiceData); over accounts all three do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedFrame {
+    pub seq: u16,
+    pub timestamp: u32,
+    pub opus: Vec<u8>,
+}
+
+impl EncodedFrame {
+    /// The accounts UDP datagram carrying this frame.
+    pub fn accounts_packet(&self) -> Vec<u8> {
+        VoicePacket::Media {
+            seq: self.seq,
+            timestamp: self.timestamp,
+            opus: &self.opus,
+        }
+        .to_bytes()
+    }
+}
+
+/// Everything a user looks at when a call sounds bad, at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallStats {
+    pub packets_sent: u64,
+    pub bytes_sent: u64,
+    /// Packets received, each counted once (duplicates are not).
+    pub packets_received: u64,
+    pub bytes_received: u64,
+    /// Expected by sequence number and never arrived.
+    pub packets_lost: u64,
+    /// Arrived after their frame had been concealed; dropped.
+    pub packets_late: u64,
+    pub packets_duplicate: u64,
+    /// Packets Opus could not decode (concealed instead).
+    pub packets_undecodable: u64,
+    /// Frames played that were not decoded from their own packet: rebuilt
+    /// from FEC or concealed by the decoder (losses, late packets, stalls).
+    pub frames_concealed: u64,
+    /// Of those, frames decoded from the next packet's FEC data.
+    pub frames_concealed_fec: u64,
+    /// Frames dropped to shrink the playout delay.
+    pub frames_dropped: u64,
+    /// How long after its earliest possible arrival audio is played now.
+    pub playout_delay_ms: f64,
+    /// The playout delay the jitter buffer aims at.
+    pub target_delay_ms: f64,
+    /// Interarrival jitter of what we receive (RFC 3550).
+    pub jitter_ms: f64,
+    /// Round-trip time; `None` where the transport carries no reports
+    /// (babel) or before the first echo.
+    pub rtt_ms: Option<f64>,
+    /// Bits per second over the last second, payload only.
+    pub send_bitrate: u32,
+    pub recv_bitrate: u32,
+    /// The loss the encoder's FEC protects against (0: no FEC).
+    pub expected_loss_pct: u8,
+    /// The peer's view of our stream, from its latest report.
+    pub remote_loss_pct: Option<u8>,
+    pub remote_lost: Option<u32>,
+    pub remote_jitter_ms: Option<f64>,
+}
+
+/// Bytes per second over a sliding one-second bucket.
+#[derive(Default)]
+struct RateMeter {
+    start: Option<Instant>,
+    bytes: u64,
+    last_bps: u32,
+    last_end: Option<Instant>,
+}
+
+impl RateMeter {
+    fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= RATE_WINDOW {
+            self.last_bps = (self.bytes as f64 * 8.0 / elapsed.as_secs_f64()) as u32;
+            self.last_end = Some(now);
+            self.start = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes += bytes as u64;
+    }
+
+    fn bps(&self, now: Instant) -> u32 {
+        match self.last_end {
+            // Nothing for two windows: the stream stopped.
+            Some(t) if now.saturating_duration_since(t) <= 2 * RATE_WINDOW => self.last_bps,
+            _ => 0,
+        }
+    }
+}
+
+/// The newest report of the peer's, kept to echo it back.
+struct PeerReport {
+    sent_ms: u32,
+    at: Instant,
+    report: Report,
+}
+
+/// The audio of one call. Not thread-safe by itself: the call code puts it
+/// behind a lock (sends and receives are short and never block).
+pub struct CallAudio {
+    profile: Profile,
+    encoder: Encoder,
+    decoder: Decoder,
+    jitter: JitterBuffer,
+    origin: Instant,
+    /// PCM pushed that does not yet fill a frame (always < one frame).
+    pending: Vec<i16>,
+    send_seq: u16,
+    send_ts: u32,
+    /// Sequence and timestamp given to packets from an ordered transport.
+    recv_seq: u16,
+    recv_ts: u32,
+    /// Decoded PCM not yet pulled (at most one packet's worth).
+    ready: VecDeque<i16>,
+    scratch: Vec<i16>,
+    packet_buf: Vec<u8>,
+    packets_sent: u64,
+    bytes_sent: u64,
+    bytes_received: u64,
+    undecodable: u64,
+    send_rate: RateMeter,
+    recv_rate: RateMeter,
+    peer: Option<PeerReport>,
+    next_report: Option<Instant>,
+    /// (expected, received) at the previous report.
+    reported: Option<(u64, u64)>,
+    rtt_ms: Option<f64>,
+    /// Smoothed loss the peer reports, driving the encoder's FEC.
+    loss_estimate: f32,
+}
+
+impl CallAudio {
+    /// A call's audio, created when the call is established at `now`.
+    pub fn new(profile: Profile, now: Instant) -> Result<Self, AudioError> {
+        Ok(CallAudio {
+            profile,
+            encoder: Encoder::new(profile)?,
+            decoder: Decoder::new(profile)?,
+            jitter: JitterBuffer::new(),
+            origin: now,
+            pending: Vec::with_capacity(profile.frame_len()),
+            send_seq: 0,
+            send_ts: 0,
+            recv_seq: 0,
+            recv_ts: 0,
+            ready: VecDeque::with_capacity(MAX_PACKET_SAMPLES * profile.channels()),
+            scratch: vec![0; MAX_PACKET_SAMPLES * profile.channels()],
+            packet_buf: vec![0; MAX_PACKET],
+            packets_sent: 0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            undecodable: 0,
+            send_rate: RateMeter::default(),
+            recv_rate: RateMeter::default(),
+            peer: None,
+            next_report: None,
+            reported: None,
+            rtt_ms: None,
+            loss_estimate: f32::from(DEFAULT_LOSS_PCT),
+        })
+    }
+
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
+    /// Interleaved channels of the PCM this call takes and gives.
+    pub fn channels(&self) -> usize {
+        self.profile.channels()
+    }
+
+    fn check_shape(&self, len: usize) -> Result<(), AudioError> {
+        super::check_whole_frames(len, self.channels())
+    }
+
+    /// Push captured PCM (48 kHz, interleaved, the profile's channels, any
+    /// number of whole sample frames); returns the packets it completes, in
+    /// order. A partial frame waits for the next push.
+    pub fn send_pcm(&mut self, now: Instant, pcm: &[i16]) -> Result<Vec<EncodedFrame>, AudioError> {
+        self.check_shape(pcm.len())?;
+        let frame_len = self.profile.frame_len();
+        let mut out = Vec::with_capacity((self.pending.len() + pcm.len()) / frame_len);
+        let mut rest = pcm;
+        while !rest.is_empty() {
+            let take = (frame_len - self.pending.len()).min(rest.len());
+            self.pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.pending.len() == frame_len {
+                let n = self.encoder.encode(&self.pending, &mut self.packet_buf)?;
+                self.pending.clear();
+                out.push(EncodedFrame {
+                    seq: self.send_seq,
+                    timestamp: self.send_ts,
+                    opus: self.packet_buf[..n].to_vec(),
+                });
+                self.send_seq = self.send_seq.wrapping_add(1);
+                self.send_ts = self.send_ts.wrapping_add(FRAME_SAMPLES as u32);
+                self.packets_sent += 1;
+                self.bytes_sent += n as u64;
+                self.send_rate.add(now, n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A media packet from a transport that carries sequence numbers and
+    /// timestamps (accounts).
+    pub fn receive(&mut self, now: Instant, seq: u16, timestamp: u32, opus: &[u8]) {
+        self.bytes_received += opus.len() as u64;
+        self.recv_rate.add(now, opus.len());
+        self.jitter.push(now, seq, timestamp, opus.to_vec());
+    }
+
+    /// A packet from an ordered, lossless transport that carries only the
+    /// Opus packet (babel's VoiceData over TCP): numbered here, in arrival
+    /// order, its timestamp advanced by its own duration.
+    pub fn receive_in_order(&mut self, now: Instant, opus: &[u8]) {
+        let samples = opus::packet::get_nb_samples(opus, SAMPLE_RATE)
+            .ok()
+            .filter(|&n| n > 0 && n <= MAX_PACKET_SAMPLES)
+            .unwrap_or(FRAME_SAMPLES);
+        let (seq, ts) = (self.recv_seq, self.recv_ts);
+        self.recv_seq = self.recv_seq.wrapping_add(1);
+        self.recv_ts = self.recv_ts.wrapping_add(samples as u32);
+        self.receive(now, seq, ts, opus);
+    }
+
+    /// One accounts voice datagram, magic included: media goes to the
+    /// jitter buffer, a report updates RTT and FEC. A datagram that is not a
+    /// voice packet is refused (the caller drops it).
+    pub fn receive_datagram(&mut self, now: Instant, datagram: &[u8]) -> Result<(), DecodeError> {
+        match VoicePacket::decode(datagram)? {
+            VoicePacket::Media {
+                seq,
+                timestamp,
+                opus,
+            } => self.receive(now, seq, timestamp, opus),
+            VoicePacket::Report(r) => self.on_report(now, &r),
+        }
+        Ok(())
+    }
+
+    /// Fill `out` with what to play from `now` on (48 kHz, interleaved, any
+    /// number of whole sample frames): decoded, concealed or silence, always
+    /// all of it.
+    pub fn pull_pcm(&mut self, now: Instant, out: &mut [i16]) -> Result<(), AudioError> {
+        self.check_shape(out.len())?;
+        let ch = self.channels();
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.ready.is_empty() {
+                // The frame pulled now starts playing after what `out`
+                // already holds.
+                let at = now + samples_duration(filled / ch);
+                self.decode_next(at);
+            }
+            let n = self.ready.len().min(out.len() - filled);
+            for (o, s) in out[filled..filled + n]
+                .iter_mut()
+                .zip(self.ready.drain(..n))
+            {
+                *o = s;
+            }
+            filled += n;
+        }
+        Ok(())
+    }
+
+    fn decode_next(&mut self, at: Instant) {
+        let frame_len = self.profile.frame_len();
+        let ch = self.channels();
+        // A Skip is followed by a frame to play; the bound is only a guard.
+        for _ in 0..4 {
+            let decoded = match self.jitter.pull(at) {
+                Playout::Skip(p) => {
+                    let _ = self.decoder.decode(&p, &mut self.scratch);
+                    continue;
+                }
+                Playout::Packet(p) => match self.decoder.decode(&p, &mut self.scratch) {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.undecodable += 1;
+                        self.decoder.conceal(&mut self.scratch).ok()
+                    }
+                },
+                Playout::Fec(next) => self
+                    .decoder
+                    .decode_fec(&next, &mut self.scratch)
+                    .or_else(|_| self.decoder.conceal(&mut self.scratch))
+                    .ok(),
+                Playout::Conceal => self.decoder.conceal(&mut self.scratch).ok(),
+                Playout::Silence => None,
+            };
+            match decoded {
+                Some(n) if n > 0 => self.ready.extend(&self.scratch[..n * ch]),
+                _ => self.ready.extend(std::iter::repeat_n(0, frame_len)),
+            }
+            return;
+        }
+        self.ready.extend(std::iter::repeat_n(0, frame_len));
+    }
+
+    /// A receiver report from the peer (accounts): measure the round trip
+    /// from its echo, and set the encoder's expected loss from its loss
+    /// (at once when it rises, a quarter of the way per report when it falls).
+    pub fn on_report(&mut self, now: Instant, r: &Report) {
+        if let Some(echo) = r.echo {
+            let rtt = self
+                .clock_ms(now)
+                .wrapping_sub(echo.sent_ms)
+                .wrapping_sub(echo.held_ms);
+            if rtt <= MAX_RTT_MS {
+                let rtt = f64::from(rtt);
+                self.rtt_ms = Some(match self.rtt_ms {
+                    None => rtt,
+                    Some(old) => old + (rtt - old) * RTT_GAIN,
+                });
+            }
+        }
+        let reported = f32::from(r.loss_pct);
+        self.loss_estimate = if reported >= self.loss_estimate {
+            reported
+        } else {
+            self.loss_estimate - (self.loss_estimate - reported) * LOSS_RELEASE
+        };
+        // Clamped to the profile's range inside; a profile without FEC
+        // ignores it.
+        let _ = self
+            .encoder
+            .set_expected_loss(self.loss_estimate.ceil() as u8);
+        self.peer = Some(PeerReport {
+            sent_ms: r.sent_ms,
+            at: now,
+            report: *r,
+        });
+    }
+
+    /// The report to send now, once per [`REPORT_INTERVAL`] (accounts calls
+    /// send it as a datagram with [`VoicePacket::Report`]).
+    pub fn poll_report(&mut self, now: Instant) -> Option<Report> {
+        let due = *self.next_report.get_or_insert(now + REPORT_INTERVAL);
+        if now < due {
+            return None;
+        }
+        // Keep the cadence, but never fire a backlog after a long pause.
+        self.next_report = Some((due + REPORT_INTERVAL).max(now));
+        let js = self.jitter.stats();
+        // Expected so far: every sequence number up to the highest seen.
+        let expected_total = js.received + js.lost;
+        let (prev_expected, prev_received) = self.reported.unwrap_or((0, 0));
+        let expected = expected_total.saturating_sub(prev_expected);
+        let received = js.received.saturating_sub(prev_received);
+        let loss_pct = if expected == 0 {
+            0
+        } else {
+            (expected.saturating_sub(received) * 100)
+                .div_ceil(expected)
+                .min(100) as u8
+        };
+        self.reported = Some((expected_total, js.received));
+        Some(Report {
+            loss_pct,
+            lost: js.lost.min(u64::from(u32::MAX)) as u32,
+            jitter_us: self.jitter.jitter_us(),
+            sent_ms: self.clock_ms(now),
+            echo: self.peer.as_ref().map(|p| Echo {
+                sent_ms: p.sent_ms,
+                held_ms: now
+                    .saturating_duration_since(p.at)
+                    .as_millis()
+                    .min(u128::from(u32::MAX)) as u32,
+            }),
+        })
+    }
+
+    /// The report clock: milliseconds since the call began, wrapping.
+    fn clock_ms(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.origin).as_millis() as u32
+    }
+
+    /// Statistics at `now`.
+    pub fn stats(&mut self, now: Instant) -> CallStats {
+        let js = self.jitter.stats();
+        let remote = self.peer.as_ref().map(|p| p.report);
+        CallStats {
+            packets_sent: self.packets_sent,
+            bytes_sent: self.bytes_sent,
+            packets_received: js.received,
+            bytes_received: self.bytes_received,
+            packets_lost: js.lost,
+            packets_late: js.late,
+            packets_duplicate: js.duplicates,
+            packets_undecodable: self.undecodable,
+            frames_concealed: js.concealed,
+            frames_concealed_fec: js.concealed_fec,
+            frames_dropped: js.dropped,
+            playout_delay_ms: self.jitter.delay_ms(now),
+            target_delay_ms: self.jitter.target_ms(),
+            jitter_ms: f64::from(self.jitter.jitter_us()) / 1000.0,
+            rtt_ms: self.rtt_ms,
+            send_bitrate: self.send_rate.bps(now),
+            recv_bitrate: self.recv_rate.bps(now),
+            expected_loss_pct: self.encoder.expected_loss(),
+            remote_loss_pct: remote.map(|r| r.loss_pct),
+            remote_lost: remote.map(|r| r.lost),
+            remote_jitter_ms: remote.map(|r| f64::from(r.jitter_us) / 1000.0),
+        }
+    }
+}
+
+fn samples_duration(samples_per_channel: usize) -> Duration {
+    Duration::from_micros(samples_per_channel as u64 * 1_000_000 / u64::from(SAMPLE_RATE))
+}
+
+#[cfg(test)]
+mod tests;

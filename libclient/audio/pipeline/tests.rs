@@ -1,0 +1,397 @@
+//! Two `CallAudio`s talking over a simulated network on a simulated clock:
+//! known signals in, the same signals recognised out.
+
+use super::*;
+use crate::audio::codec::{MAX_LOSS_PCT, MIN_LOSS_PCT};
+use rand::{Rng, SeedableRng};
+
+const TICK: Duration = Duration::from_millis(20);
+
+fn tone(freqs: &[f64], start: usize, n: usize) -> Vec<i16> {
+    // One frequency per channel, interleaved.
+    let ch = freqs.len();
+    let mut v = Vec::with_capacity(n * ch);
+    for i in start..start + n {
+        for &f in freqs {
+            let t = i as f64 / f64::from(SAMPLE_RATE);
+            v.push((8000.0 * (2.0 * std::f64::consts::PI * f * t).sin()) as i16);
+        }
+    }
+    v
+}
+
+/// Power of `freq` in one channel of an interleaved block (Goertzel).
+fn power(x: &[i16], ch: usize, which: usize, freq: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq / f64::from(SAMPLE_RATE);
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for s in x.iter().skip(which).step_by(ch) {
+        let s0 = f64::from(*s) + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - c * s1 * s2
+}
+
+fn dominant(x: &[i16], ch: usize, which: usize, candidates: &[f64]) -> f64 {
+    *candidates
+        .iter()
+        .max_by(|a, b| power(x, ch, which, **a).total_cmp(&power(x, ch, which, **b)))
+        .unwrap()
+}
+
+fn energy(x: &[i16]) -> f64 {
+    x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64
+}
+
+/// A stepped "sweep": 100 ms per step through these frequencies.
+const STEPS: [f64; 6] = [300.0, 500.0, 700.0, 1100.0, 1700.0, 2300.0];
+
+fn step_freq(frame: usize) -> f64 {
+    STEPS[(frame / 5) % STEPS.len()]
+}
+
+/// Send `frames` 20 ms frames from a fresh sender to a fresh receiver, each
+/// packet delayed by `delay(k)` ms (None: lost); the receiver pulls one frame
+/// per tick. Returns the receiver's output, frame by frame, and both ends.
+fn call(
+    profile: Profile,
+    frames: usize,
+    input: impl Fn(usize) -> Vec<i16>,
+    mut delay: impl FnMut(usize) -> Option<u64>,
+) -> (Vec<Vec<i16>>, CallAudio, CallAudio) {
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(profile, t0).unwrap();
+    let mut b = CallAudio::new(profile, t0).unwrap();
+    let mut in_flight: Vec<(Instant, EncodedFrame)> = Vec::new();
+    let mut out = Vec::new();
+    for k in 0..frames + 20 {
+        let now = t0 + TICK * k as u32;
+        if k < frames {
+            for f in a.send_pcm(now, &input(k)).unwrap() {
+                if let Some(ms) = delay(k) {
+                    in_flight.push((now + Duration::from_millis(ms), f));
+                }
+            }
+        }
+        in_flight.sort_by_key(|(t, _)| *t);
+        while in_flight.first().is_some_and(|(t, _)| *t <= now) {
+            let (t, f) = in_flight.remove(0);
+            match profile {
+                Profile::Accounts => b.receive_datagram(t, &f.accounts_packet()).unwrap(),
+                Profile::Babel => b.receive_in_order(t, &f.opus),
+            }
+        }
+        let mut frame = vec![0; profile.frame_len()];
+        b.pull_pcm(now, &mut frame).unwrap();
+        out.push(frame);
+        if k >= frames && in_flight.is_empty() && b.jitter.held() == 0 {
+            // Played to the end; the stall after a stream stops is the
+            // jitter buffer's own test.
+            break;
+        }
+    }
+    (out, a, b)
+}
+
+/// The lag (in frames) at which the output best follows the stepped tones,
+/// and the share of frames whose dominant frequency is right at that lag.
+fn follows_steps(out: &[Vec<i16>], ch: usize, which: usize, frames: usize) -> (usize, f64) {
+    let got: Vec<f64> = out.iter().map(|f| dominant(f, ch, which, &STEPS)).collect();
+    (0..10)
+        .map(|lag| {
+            // Skip the first step and the frames at step boundaries, where a
+            // frame straddles two tones.
+            let checked: Vec<usize> = (5..frames).filter(|k| k % 5 != 0 && k % 5 != 4).collect();
+            let right = checked
+                .iter()
+                .filter(|&&k| got.get(k + lag) == Some(&step_freq(k)))
+                .count();
+            (lag, right as f64 / checked.len() as f64)
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap()
+}
+
+#[test]
+fn accounts_call_carries_a_stepped_sweep() {
+    let frames = 300;
+    let input = |k: usize| tone(&[step_freq(k)], k * FRAME_SAMPLES, FRAME_SAMPLES);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let (out, mut a, mut b) = call(Profile::Accounts, frames, input, |_| {
+        Some(rng.gen_range(0..15))
+    });
+    let (lag, right) = follows_steps(&out, 1, 0, frames);
+    assert!(
+        right > 0.97,
+        "only {right:.2} of frames had the right tone (lag {lag})"
+    );
+    assert!(lag <= 3, "the call lagged {lag} frames");
+    let now = Instant::now() + TICK * 400;
+    let (sa, sb) = (a.stats(now), b.stats(now));
+    assert_eq!(sa.packets_sent, frames as u64);
+    assert_eq!(sb.packets_received, frames as u64);
+    assert_eq!((sb.packets_lost, sb.packets_late), (0, 0));
+    assert!(sb.jitter_ms > 0.5, "{sb:?}");
+}
+
+#[test]
+fn babel_call_is_stereo_and_in_order() {
+    let frames = 200;
+    // Left: the stepped sweep; right: a steady 1 kHz.
+    let input = |k: usize| {
+        let l = tone(&[step_freq(k)], k * FRAME_SAMPLES, FRAME_SAMPLES);
+        let r = tone(&[1000.0], k * FRAME_SAMPLES, FRAME_SAMPLES);
+        l.iter().zip(&r).flat_map(|(&l, &r)| [l, r]).collect()
+    };
+    let (out, a, _) = call(Profile::Babel, frames, input, |_| Some(3));
+    let (lag, right) = follows_steps(&out, 2, 0, frames);
+    assert!(right > 0.97, "left channel: {right:.2} right at lag {lag}");
+    let steady = out[lag + 10..(lag + frames).min(out.len())]
+        .iter()
+        .filter(|f| dominant(f, 2, 1, &[300.0, 700.0, 1000.0, 1700.0]) == 1000.0)
+        .count();
+    assert!(
+        steady >= frames - 12,
+        "right channel lost its tone: {steady}"
+    );
+    // What a real Babel client expects: stereo 20 ms Opus packets.
+    let f = &a.clone_last_packet_for_test();
+    assert_eq!(
+        opus::packet::get_nb_channels(f).unwrap(),
+        opus::Channels::Stereo
+    );
+    assert_eq!(
+        opus::packet::get_nb_samples(f, SAMPLE_RATE).unwrap(),
+        FRAME_SAMPLES
+    );
+}
+
+impl CallAudio {
+    /// A freshly encoded silent frame, to look at the packets' shape.
+    fn clone_last_packet_for_test(&self) -> Vec<u8> {
+        let mut e = Encoder::new(self.profile).unwrap();
+        let mut buf = vec![0; MAX_PACKET];
+        let n = e
+            .encode(&vec![0; self.profile.frame_len()], &mut buf)
+            .unwrap();
+        buf.truncate(n);
+        buf
+    }
+}
+
+fn speech() -> Vec<i16> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/audio/speech.wav");
+    let mut r = hound::WavReader::open(path).unwrap();
+    assert_eq!(r.spec().sample_rate, SAMPLE_RATE);
+    assert_eq!(r.spec().channels, 1);
+    r.samples::<i16>().map(Result::unwrap).collect()
+}
+
+/// Signal-to-noise ratio (dB) of `got` against `want`, over whole frames.
+fn snr(want: &[i16], got: &[i16]) -> f64 {
+    let sig: f64 = want.iter().map(|&s| f64::from(s).powi(2)).sum();
+    let noise: f64 = want
+        .iter()
+        .zip(got)
+        .map(|(&w, &g)| (f64::from(w) - f64::from(g)).powi(2))
+        .sum();
+    10.0 * (sig / noise.max(1.0)).log10()
+}
+
+#[test]
+fn fec_recovers_speech_better_than_concealment() {
+    // Encode real speech; decode it three ways: every packet, every tenth
+    // packet lost and rebuilt from the next packet's FEC, and the same
+    // packets lost and concealed by the decoder alone.
+    let pcm = speech();
+    let mut enc = Encoder::new(Profile::Accounts).unwrap();
+    let mut buf = vec![0; MAX_PACKET];
+    let packets: Vec<Vec<u8>> = pcm
+        .chunks_exact(FRAME_SAMPLES)
+        .map(|f| {
+            let n = enc.encode(f, &mut buf).unwrap();
+            buf[..n].to_vec()
+        })
+        .collect();
+    let decode = |lost: &dyn Fn(usize) -> bool, fec: bool| {
+        let mut dec = Decoder::new(Profile::Accounts).unwrap();
+        let mut out = Vec::new();
+        let mut frame = vec![0; MAX_PACKET_SAMPLES];
+        for (k, p) in packets.iter().enumerate() {
+            let n = if !lost(k) {
+                dec.decode(p, &mut frame).unwrap()
+            } else if fec && k + 1 < packets.len() {
+                dec.decode_fec(&packets[k + 1], &mut frame).unwrap()
+            } else {
+                dec.conceal(&mut frame).unwrap()
+            };
+            assert_eq!(n, FRAME_SAMPLES);
+            out.extend_from_slice(&frame[..n]);
+        }
+        out
+    };
+    let clean = decode(&|_| false, false);
+    let lost = |k: usize| k % 10 == 5;
+    let with_fec = decode(&lost, true);
+    let without = decode(&lost, false);
+    // Compare the lost frames only (everything else is identical or
+    // nearly so).
+    let pick = |v: &[i16]| -> Vec<i16> {
+        v.chunks(FRAME_SAMPLES)
+            .enumerate()
+            .filter(|(k, _)| lost(*k))
+            .flat_map(|(_, f)| f.to_vec())
+            .collect()
+    };
+    let (c, f, p) = (pick(&clean), pick(&with_fec), pick(&without));
+    let (snr_fec, snr_plc) = (snr(&c, &f), snr(&c, &p));
+    assert!(
+        snr_fec > snr_plc + 3.0,
+        "FEC {snr_fec:.1} dB is not clearly better than concealment {snr_plc:.1} dB"
+    );
+}
+
+#[test]
+fn lossy_accounts_call_conceals_with_fec() {
+    let pcm = speech();
+    let frames = pcm.len() / FRAME_SAMPLES;
+    let input = |k: usize| pcm[k * FRAME_SAMPLES..(k + 1) * FRAME_SAMPLES].to_vec();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(10);
+    let (out, _, mut b) = call(Profile::Accounts, frames, input, |_| {
+        (rng.gen::<f64>() >= 0.10).then_some(5)
+    });
+    let s = b.stats(Instant::now());
+    assert!(s.packets_lost > (frames / 20) as u64, "{s:?}");
+    assert_eq!(s.frames_concealed, s.packets_lost);
+    // Single losses (most of them at 10 %) come back from FEC.
+    assert!(s.frames_concealed_fec * 10 >= s.packets_lost * 7, "{s:?}");
+    // The speech is there: as much energy out as in, give or take.
+    let out: Vec<i16> = out.concat();
+    let (ein, eout) = (energy(&pcm), energy(&out));
+    assert!(
+        eout > ein * 0.5 && eout < ein * 2.0,
+        "in {ein:.0}, out {eout:.0}"
+    );
+}
+
+#[test]
+fn reports_measure_rtt_and_drive_fec() {
+    // A and B 30 ms apart each way; B loses 20 % of A's media for 5 s, then
+    // nothing for 15 s.
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let mut b = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let one_way = Duration::from_millis(30);
+    let mut to_b: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut to_a: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(20);
+    let mut peak = 0;
+    let mut frame = vec![0i16; FRAME_SAMPLES];
+    for k in 0..1000u32 {
+        let now = t0 + TICK * k;
+        let lossy = k < 250;
+        let pcm = tone(&[440.0], k as usize * FRAME_SAMPLES, FRAME_SAMPLES);
+        for f in a.send_pcm(now, &pcm).unwrap() {
+            if !(lossy && rng.gen::<f64>() < 0.2) {
+                to_b.push((now + one_way, f.accounts_packet()));
+            }
+        }
+        for f in b.send_pcm(now, &pcm).unwrap() {
+            to_a.push((now + one_way, f.accounts_packet()));
+        }
+        if let Some(r) = a.poll_report(now) {
+            to_b.push((now + one_way, VoicePacket::Report(r).to_bytes()));
+        }
+        if let Some(r) = b.poll_report(now) {
+            to_a.push((now + one_way, VoicePacket::Report(r).to_bytes()));
+        }
+        for (q, end) in [(&mut to_b, &mut b), (&mut to_a, &mut a)] {
+            q.retain(|(t, p)| {
+                if *t <= now {
+                    end.receive_datagram(*t, p).unwrap();
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        a.pull_pcm(now, &mut frame).unwrap();
+        b.pull_pcm(now, &mut frame).unwrap();
+        peak = peak.max(a.stats(now).expected_loss_pct);
+    }
+    let now = t0 + TICK * 1000;
+    let (sa, sb) = (a.stats(now), b.stats(now));
+    let rtt = sa.rtt_ms.expect("A measured a round trip");
+    assert!((59.0..=62.0).contains(&rtt), "rtt {rtt}");
+    assert!(sb.rtt_ms.is_some());
+    assert!(peak >= 15, "A's FEC never rose for 20 % loss: peak {peak}");
+    assert!(peak <= MAX_LOSS_PCT);
+    assert_eq!(sa.expected_loss_pct, MIN_LOSS_PCT, "{sa:?}");
+    assert_eq!(sa.remote_loss_pct, Some(0));
+    assert!(sa.remote_lost.unwrap() > 20);
+    assert!(
+        sa.send_bitrate > 16_000 && sa.send_bitrate < 64_000,
+        "{sa:?}"
+    );
+    assert!(sb.recv_bitrate > 16_000, "{sb:?}");
+}
+
+#[test]
+fn pull_always_fills_whatever_the_size() {
+    let t0 = Instant::now();
+    let mut c = CallAudio::new(Profile::Babel, t0).unwrap();
+    for n in [0, 2, 882, 1920, 5000] {
+        let mut out = vec![1i16; n];
+        c.pull_pcm(t0, &mut out).unwrap();
+        assert!(out.iter().all(|&s| s == 0), "silence before any packet");
+    }
+    assert!(matches!(
+        c.pull_pcm(t0, &mut [0; 3]),
+        Err(AudioError::Format(_))
+    ));
+    assert!(matches!(
+        c.send_pcm(t0, &[0; 5]),
+        Err(AudioError::Format(_))
+    ));
+    // Pushed in odd chunks, played in other odd chunks.
+    let mut sent = 0;
+    let mut got = Vec::new();
+    for k in 0..100u32 {
+        let now = t0 + TICK * k;
+        let n = 441 + (k as usize % 3) * 100;
+        for f in c.send_pcm(now, &tone(&[600.0, 600.0], sent, n)).unwrap() {
+            c.receive_in_order(now, &f.opus);
+        }
+        sent += n;
+        let mut out = vec![0; 2 * 700];
+        c.pull_pcm(now, &mut out).unwrap();
+        got.extend(out);
+    }
+    assert!(energy(&got[got.len() / 2..]) > 1e6);
+}
+
+#[test]
+fn garbage_never_panics() {
+    let t0 = Instant::now();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(30);
+    for profile in [Profile::Babel, Profile::Accounts] {
+        let mut c = CallAudio::new(profile, t0).unwrap();
+        let mut out = vec![0; profile.frame_len()];
+        for k in 0..2000u32 {
+            let now = t0 + TICK * (k / 4);
+            let n = rng.gen_range(0..64);
+            let junk: Vec<u8> = (0..n).map(|_| rng.gen()).collect();
+            let _ = c.receive_datagram(now, &junk);
+            let mut media = vec![0x43, 0x57, 0x56, 0x43, 0x01];
+            media.extend_from_slice(&junk);
+            let _ = c.receive_datagram(now, &media);
+            if !junk.is_empty() {
+                c.receive_in_order(now, &junk);
+            }
+            c.pull_pcm(now, &mut out).unwrap();
+        }
+        let s = c.stats(t0 + TICK * 500);
+        assert!(s.packets_received > 0);
+    }
+}

@@ -1,0 +1,297 @@
+//! Device audio through ALSA without a sound card: each test runs its body
+//! in a child process (this same test binary) whose ALSA configuration is a
+//! file the test writes, so the speaker plays into a file, the microphone
+//! records from one, and "no device" is a configuration too. A child process
+//! keeps the environment variable ALSA reads away from every other test.
+#![cfg(feature = "device")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chinwag::audio::device::{input_devices, output_devices, Microphone, Speaker};
+use chinwag::audio::AudioError;
+
+/// Where the child finds its working directory.
+const CHILD_DIR: &str = "CHINWAG_AUDIO_TEST_DIR";
+const CHILD_LIMIT: Duration = Duration::from_secs(60);
+const RATE: usize = 48_000;
+
+/// Devices backed by files. The default plays into `played.raw` (16-bit
+/// little-endian stereo at 48 kHz, fixed by the `plug` in front);
+/// `chinwag_mic` captures `capture.raw` in whatever format the stream asks
+/// (the microphone asks for 16-bit mono at 48 kHz first).
+const FILE_DEVICES: &str = r#"
+pcm.!default {
+    type plug
+    slave { pcm "chinwag_tap" format S16_LE rate 48000 channels 2 }
+    hint { show on description "chinwag test default" }
+}
+pcm.chinwag_tap {
+    type file
+    slave.pcm "chinwag_null"
+    file "@DIR@/played.raw"
+    infile "@DIR@/capture.raw"
+    format "raw"
+    hint { show on description "chinwag test tap" }
+}
+pcm.chinwag_mic {
+    type file
+    slave.pcm "chinwag_null"
+    file "/dev/null"
+    infile "@DIR@/capture.raw"
+    format "raw"
+    hint { show on description "chinwag test microphone" }
+}
+pcm.chinwag_null {
+    type null
+}
+"#;
+
+/// No device at all: the default points at a card that does not exist.
+const NO_DEVICES: &str = r#"
+pcm.!default {
+    type hw
+    card 99
+}
+"#;
+
+fn child_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os(CHILD_DIR).expect("run by its parent test, not directly"))
+}
+
+/// Run `test` (an ignored test of this file) in a child with `config` as
+/// its whole ALSA configuration; fail with the child's output if it fails.
+fn in_child(test: &str, config: &str, prepare: impl FnOnce(&Path)) {
+    let dir = std::env::temp_dir().join(format!("chinwag-audio-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    prepare(&dir);
+    let conf = dir.join("asound.conf");
+    std::fs::write(&conf, config.replace("@DIR@", dir.to_str().unwrap())).unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            test,
+            "--include-ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("ALSA_CONFIG_PATH", &conf)
+        .env(CHILD_DIR, &dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + CHILD_LIMIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    match status {
+        Some(s) if s.success() && text.contains("1 passed") => {}
+        Some(_) => panic!("{test} failed in its child:\n{text}"),
+        None => panic!("{test} took more than {CHILD_LIMIT:?}:\n{text}"),
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn sine(freq: f64, i: usize) -> f64 {
+    (2.0 * std::f64::consts::PI * freq * i as f64 / RATE as f64).sin()
+}
+
+/// Goertzel power of `freq` in mono samples.
+fn power(x: &[i16], freq: f64) -> f64 {
+    let c = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE as f64).cos();
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &s in x {
+        let s0 = f64::from(s) + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - c * s1 * s2
+}
+
+fn read_s16(path: &Path) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    bytes
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect()
+}
+
+#[test]
+fn speaker_plays_into_alsa_file_plugin() {
+    in_child("speaker_child", FILE_DEVICES, |_| {});
+}
+
+#[test]
+#[ignore = "the body of speaker_plays_into_alsa_file_plugin, run in a child process"]
+fn speaker_child() {
+    let played = child_dir().join("played.raw");
+    let pulled = Arc::new(AtomicU64::new(0));
+    let p2 = pulled.clone();
+    let mut n = 0usize;
+    let speaker = Speaker::open(None, 2, move |frame: &mut [i16]| {
+        // 1 kHz on the left, 2 kHz on the right.
+        for s in frame.chunks_exact_mut(2) {
+            s[0] = (10_000.0 * sine(1000.0, n)) as i16;
+            s[1] = (10_000.0 * sine(2000.0, n)) as i16;
+            n += 1;
+        }
+        p2.fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
+    assert_eq!(speaker.device().id, "default");
+    // 300 ms played into the file.
+    let bytes = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    wait_for("300 ms of playback", Duration::from_secs(20), || {
+        bytes(&played) >= (RATE * 4 * 3 / 10) as u64
+    });
+    assert!(pulled.load(Ordering::Relaxed) >= 10);
+    let s = read_s16(&played);
+    let left: Vec<i16> = s.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = s.iter().skip(1).step_by(2).copied().collect();
+    let tail = |v: &[i16]| v[v.len() - 9600..].to_vec();
+    let (l, r) = (tail(&left), tail(&right));
+    assert!(
+        power(&l, 1000.0) > 100.0 * power(&l, 2000.0),
+        "left is not 1 kHz"
+    );
+    assert!(
+        power(&r, 2000.0) > 100.0 * power(&r, 1000.0),
+        "right is not 2 kHz"
+    );
+
+    // Muted, the speaker keeps pulling but plays silence.
+    speaker.level().set_muted(true);
+    assert!(speaker.level().muted());
+    // Past what was already queued towards the device (rodio: 50 ms).
+    let from = bytes(&played) + (RATE * 4 / 5) as u64;
+    wait_for("playback after muting", Duration::from_secs(20), || {
+        bytes(&played) >= from + (RATE * 4 / 10) as u64
+    });
+    let s = read_s16(&played);
+    assert!(
+        s[(from / 2) as usize..].iter().all(|&x| x == 0),
+        "muted yet audible"
+    );
+    speaker.level().set_volume(5.0);
+    assert_eq!(speaker.level().volume(), chinwag::audio::device::MAX_VOLUME);
+}
+
+#[test]
+fn microphone_records_from_alsa_file_plugin() {
+    in_child("microphone_child", FILE_DEVICES, |dir| {
+        // 5 s of 700 Hz for the microphone to capture.
+        let raw: Vec<u8> = (0..RATE * 5)
+            .flat_map(|i| ((8_000.0 * sine(700.0, i)) as i16).to_le_bytes())
+            .collect();
+        std::fs::write(dir.join("capture.raw"), raw).unwrap();
+    });
+}
+
+#[test]
+#[ignore = "the body of microphone_records_from_alsa_file_plugin, run in a child process"]
+fn microphone_child() {
+    let ids: Vec<String> = input_devices().unwrap().into_iter().map(|d| d.id).collect();
+    assert!(ids.iter().any(|i| i == "chinwag_mic"), "{ids:?}");
+    assert!(output_devices()
+        .unwrap()
+        .iter()
+        .any(|d| d.id == "chinwag_tap"));
+
+    // The default device opens and delivers audio.
+    let mic = Microphone::open(None, 1).unwrap();
+    assert_eq!(mic.device().id, "default");
+    let mut frame = vec![0i16; 960];
+    assert!(
+        mic.read(&mut frame, Duration::from_secs(10)).unwrap(),
+        "no audio captured"
+    );
+    drop(mic);
+
+    // By name: what the file holds comes out.
+    let mic = Microphone::open(Some("chinwag_mic"), 1).unwrap();
+    for _ in 0..5 {
+        assert!(
+            mic.read(&mut frame, Duration::from_secs(10)).unwrap(),
+            "no audio captured"
+        );
+    }
+    assert!(
+        power(&frame, 700.0) > 100.0 * power(&frame, 1400.0).max(power(&frame, 350.0)),
+        "not the 700 Hz in the file"
+    );
+    mic.level().set_muted(true);
+    // What was buffered before muting may still come; then only silence.
+    for _ in 0..20 {
+        assert!(mic.read(&mut frame, Duration::from_secs(10)).unwrap());
+    }
+    assert!(frame.iter().all(|&s| s == 0), "muted yet audible");
+    drop(mic);
+
+    // Stereo too (the file device takes any channel count, so the file's
+    // samples are read two at a time: only the flow is checked).
+    let mic = Microphone::open(Some("chinwag_mic"), 2).unwrap();
+    let mut frame = vec![0i16; 1920];
+    for _ in 0..3 {
+        assert!(mic.read(&mut frame, Duration::from_secs(10)).unwrap());
+    }
+    assert!(frame.iter().any(|&s| s != 0));
+}
+
+#[test]
+fn no_device_is_a_clear_error() {
+    in_child("no_device_child", NO_DEVICES, |_| {});
+}
+
+#[test]
+#[ignore = "the body of no_device_is_a_clear_error, run in a child process"]
+fn no_device_child() {
+    let speaker = Speaker::open(None, 2, |_| {})
+        .err()
+        .expect("no speaker exists");
+    assert!(matches!(speaker, AudioError::NoDevice(_)), "{speaker:?}");
+    assert!(
+        speaker.to_string().contains("no usable speaker"),
+        "{speaker}"
+    );
+    let mic = Microphone::open(None, 1)
+        .err()
+        .expect("no microphone exists");
+    assert!(matches!(mic, AudioError::NoDevice(_)), "{mic:?}");
+    assert!(mic.to_string().contains("no usable microphone"), "{mic}");
+    let named = Speaker::open(Some("studio monitors"), 2, |_| {})
+        .err()
+        .unwrap();
+    assert!(matches!(named, AudioError::NoDevice(_)), "{named:?}");
+    assert!(
+        named
+            .to_string()
+            .contains("no speaker named \"studio monitors\""),
+        "{named}"
+    );
+}

@@ -1,0 +1,106 @@
+//! scripts/install-deps.sh decides what to install from what pkg-config
+//! finds, and installs nothing when nothing is missing. Its decisions are
+//! tested with `--dry-run` and stand-in `pkg-config`, `id` and `sudo`
+//! commands on a PATH of the test's own.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/install-deps.sh")
+}
+
+/// A directory of stand-in commands: `pkg-config` knows only `present`
+/// (absent: no pkg-config at all), `id -u` prints `uid`, and `sudo -n`
+/// succeeds when `sudo_ok`.
+fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chinwag-deps-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |file: &str, body: String| {
+        let p = dir.join(file);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    if let Some(present) = present {
+        write(
+            "pkg-config",
+            format!(
+                "#!/bin/sh\n[ \"$1\" = --exists ] || exit 2\ncase \" {} \" in *\" $2 \"*) exit 0;; esac\nexit 1\n",
+                present.join(" ")
+            ),
+        );
+    }
+    write("id", format!("#!/bin/sh\necho {uid}\n"));
+    if sudo_ok {
+        write("sudo", "#!/bin/sh\nexit 0\n".into());
+    }
+    dir
+}
+
+fn dry_run(path: &Path) -> String {
+    let out = Command::new("/bin/bash")
+        .arg(script())
+        .arg("--dry-run")
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(path);
+    text
+}
+
+#[test]
+fn nothing_missing_installs_nothing() {
+    let out = dry_run(&fake_path("none", Some(&["opus", "alsa"]), 0, false));
+    assert!(out.contains("nothing to install"), "{out}");
+    assert!(!out.contains("apt-get"), "{out}");
+}
+
+#[test]
+fn only_what_is_missing_is_installed() {
+    let out = dry_run(&fake_path("opus", Some(&["alsa"]), 0, false));
+    assert!(out.contains("missing: libopus-dev\n"), "{out}");
+    assert!(
+        out.contains("would run: apt-get install -y --no-install-recommends libopus-dev\n"),
+        "{out}"
+    );
+    let out = dry_run(&fake_path("alsa", Some(&["opus"]), 0, false));
+    assert!(out.contains("missing: libasound2-dev\n"), "{out}");
+}
+
+#[test]
+fn without_pkg_config_everything_is_needed() {
+    let out = dry_run(&fake_path("nopc", None, 0, false));
+    assert!(
+        out.contains("missing: pkg-config libopus-dev libasound2-dev"),
+        "{out}"
+    );
+}
+
+#[test]
+fn not_root_uses_sudo_or_says_why_not() {
+    let out = dry_run(&fake_path("sudo", Some(&[]), 1000, true));
+    assert!(out.contains("would run: sudo -n apt-get install"), "{out}");
+    let out = dry_run(&fake_path("nosudo", Some(&[]), 1000, false));
+    assert!(
+        out.contains("would fail: not root and 'sudo -n' is not allowed"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_bad_argument_is_refused() {
+    let out = Command::new("/bin/bash")
+        .arg(script())
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
