@@ -53,6 +53,10 @@ class Result(enum.IntEnum):
     NO_SUCH_ROOM = 701
     ROOM_FULL = 702
     NOT_IN_ROOM = 703
+    NO_RECIPIENT = 704
+    LIMITED = 705
+    REFUSED = 706
+    UNCONFIRMED = 707
     PANIC = 900
     INTERNAL = 901
 
@@ -80,6 +84,7 @@ class EventKind(enum.IntEnum):
     FRIEND_ACCEPTED = 501
     FRIEND_REFUSED = 502
     ROOM_INVITATION = 600
+    ROOM_CLOSED = 601
 
 
 class RoomMode(enum.IntEnum):
@@ -153,7 +158,7 @@ VOICE_MAX_FRAME = 1275
 BABEL_MAX_VOICE = 65536
 # Rooms: a request is sent every ROOMS_RETRY_MS, at most ROOMS_TRIES times.
 ROOMS_RETRY_MS = 100
-ROOMS_TRIES = 5
+ROOMS_TRIES = 10
 _res = ctypes.c_int
 _str = ctypes.c_char_p
 
@@ -247,6 +252,7 @@ _SIGNATURES = [
                                       ctypes.POINTER(ctypes.c_int32)]),
     ("cw_client_room_members", _res, [_c_client_p, _str, ctypes.POINTER(_c_strings_p)]),
     ("cw_client_room_peers", _res, [_c_client_p, ctypes.POINTER(_c_strings_p)]),
+    ("cw_client_room_users", _res, [_c_client_p, ctypes.POINTER(_c_strings_p)]),
     ("cw_client_room_invite", _res, [_c_client_p, _str]),
     ("cw_client_room_answer_invitation", _res, [_c_client_p, _str, ctypes.c_int32]),
     ("cw_event_room_mode", ctypes.c_int32, [_c_event_p]),
@@ -632,7 +638,9 @@ class Client:
 
     # -- rooms dialect (Dialect.ROOMS): login(name), send_message(text) and
     # the events above are shared. Each request is retried every 100 ms, at
-    # most 5 times, then raises Timeout. --
+    # most 10 times, then raises Timeout (a text: code UNCONFIRMED, it may
+    # have arrived). A ROOM_CLOSED event (text: the room) says the server
+    # closed this client's room and moved it to the public room. --
 
     def user_id(self):
         """Rooms: this client's ID_USER (1-254)."""
@@ -695,6 +703,10 @@ class Client:
     def peers(self):
         """The peers of the current decentralised room the library sends to."""
         return self._room_strings(lib.cw_client_room_peers)
+
+    def users(self):
+        """Every rooms user on the server, whatever the room, sorted."""
+        return self._room_strings(lib.cw_client_room_users)
 
     def invite(self, user):
         """Invite a user into the current private room."""

@@ -122,6 +122,11 @@ pub enum Event {
         room: String,
         mode: chinwag_proto::rooms::Mode,
     },
+    /// Rooms: the private room `room` closed with this user its last
+    /// member; the server moved it to the public room.
+    RoomClosed {
+        room: String,
+    },
 }
 
 /// What an event is about, without its contents.
@@ -149,6 +154,7 @@ pub enum EventKind {
     FriendAccepted,
     FriendRefused,
     RoomInvitation,
+    RoomClosed,
 }
 
 impl Event {
@@ -175,6 +181,7 @@ impl Event {
             Event::FriendAccepted { .. } => EventKind::FriendAccepted,
             Event::FriendRefused { .. } => EventKind::FriendRefused,
             Event::RoomInvitation { .. } => EventKind::RoomInvitation,
+            Event::RoomClosed { .. } => EventKind::RoomClosed,
         }
     }
 
@@ -223,7 +230,7 @@ impl Event {
             | Event::PrivateFailed { text, .. }
             | Event::CallFailed { text, .. }
             | Event::CallEnded { text, .. } => Some(text),
-            Event::RoomInvitation { room, .. } => Some(room),
+            Event::RoomInvitation { room, .. } | Event::RoomClosed { room } => Some(room),
             _ => None,
         }
     }

@@ -156,6 +156,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// The reason to give for a request whose body did not decode.
+    pub fn for_error(e: &DecodeError) -> Reason {
+        match e {
+            DecodeError::UnknownOpcode(_) => Reason::UnknownType,
+            DecodeError::TooLong { .. } => Reason::TooLong,
+            _ => Reason::Malformed,
+        }
+    }
+
     fn from_byte(b: u8) -> Option<Reason> {
         Some(match b {
             1 => Reason::UnknownType,

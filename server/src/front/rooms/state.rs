@@ -209,11 +209,7 @@ fn refusal(k: u8, error: &DecodeError) -> Body {
         kind::CHANGER_MESSAGERIE if name_error => no_room(true),
         _ => Body::Error {
             refused: k,
-            reason: match error {
-                DecodeError::UnknownOpcode(_) => Reason::UnknownType,
-                DecodeError::TooLong { .. } => Reason::TooLong,
-                _ => Reason::Malformed,
-            },
+            reason: Reason::for_error(error),
         },
     }
 }
