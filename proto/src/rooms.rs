@@ -16,6 +16,7 @@ pub mod reliable;
 
 use std::net::Ipv4Addr;
 
+use crate::cursor::{Layout, Order, Prefix, Reader, Short, Writer};
 use crate::DecodeError;
 
 pub mod kind {
@@ -350,32 +351,86 @@ impl Header {
     /// The header of a datagram: at least 4 bytes, padding bits zero. The
     /// datagram's length is not checked here.
     pub fn peek(d: &[u8]) -> Result<Header, DecodeError> {
-        if d.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated);
-        }
-        if d[0] & 0b111 != 0 {
-            return Err(DecodeError::BadBits("header padding"));
-        }
+        let mut r = Reader::new(d, LAYOUT);
+        let first = r.u8()?;
+        zero_below(first, 3, "header padding")?;
         Ok(Header {
-            kind: d[0] >> 3,
-            user: d[1],
-            seq: u16::from_be_bytes([d[2], d[3]]),
+            kind: first >> 3,
+            user: r.u8()?,
+            seq: r.u16()?,
         })
     }
 }
 
-fn put_name(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(s.as_bytes());
-    out.push(DELIMITER);
+/// Seed 003 on the cursor: big-endian NUM_SEQ and LONGUEUR, one-byte
+/// counts (NUM_CLIENT, NUM_MESSAGERIE, NOMBRE_CLIENTS), strings ended by
+/// '#' (`until`), and a datagram whose size is known (running out is
+/// `Truncated`).
+const LAYOUT: Layout = Layout {
+    order: Order::Big,
+    prefix: Prefix::U8,
+    short: Short::Truncated,
+};
+
+/// Bits below `keep` (counting from bit 0) must be zero.
+fn zero_below(b: u8, keep: u32, field: &'static str) -> Result<(), DecodeError> {
+    if b & ((1u8 << keep) - 1) != 0 {
+        return Err(DecodeError::BadBits(field));
+    }
+    Ok(())
 }
 
-fn put_peers(out: &mut Vec<u8>, peers: &[Peer]) {
-    out.push(peers.len().min(255) as u8);
-    for p in peers.iter().take(255) {
-        out.extend_from_slice(&p.ip.octets());
-        out.extend_from_slice(&p.port.to_be_bytes());
-        put_name(out, &p.name);
-    }
+fn read_mode(r: &mut Reader<'_>) -> Result<Mode, DecodeError> {
+    let b = r.u8()?;
+    zero_below(b, 7, "padding")?;
+    Ok(Mode::from_bit(b >> 7))
+}
+
+/// A one-bit field whose 0 means "yes" (success, accept).
+fn read_flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    let b = r.u8()?;
+    zero_below(b, 7, "padding")?;
+    Ok(b >> 7 == 0)
+}
+
+fn read_name(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<String, DecodeError> {
+    r.until(DELIMITER, field, max)
+}
+
+/// NUM_CLIENT, then that many `USER_NAME '#'` (each at least its '#').
+fn read_names(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    r.list("NUM_CLIENT", u8::MAX.into(), 1, |r| {
+        read_name(r, "USER_NAME", MAX_USER_NAME)
+    })
+}
+
+/// NOMBRE_CLIENTS, then per member `IP (4) PORT (2) USER_NAME '#'`.
+fn read_peers(r: &mut Reader<'_>) -> Result<Vec<Peer>, DecodeError> {
+    r.list("NOMBRE_CLIENTS", u8::MAX.into(), 7, |r| {
+        let ip = r.take(4)?;
+        let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
+        let port = r.u16()?;
+        Ok(Peer {
+            ip,
+            port,
+            name: read_name(r, "USER_NAME", MAX_USER_NAME)?,
+        })
+    })
+}
+
+fn put_name(w: &mut Writer<'_>, s: &str) {
+    w.raw(s.as_bytes()).u8(DELIMITER);
+}
+
+fn put_names(w: &mut Writer<'_>, names: &[String]) {
+    w.list(names, |w, n| put_name(w, n));
+}
+
+fn put_peers(w: &mut Writer<'_>, peers: &[Peer]) {
+    w.list(peers, |w, p| {
+        w.raw(&p.ip.octets()).u16(p.port);
+        put_name(w, &p.name);
+    });
 }
 
 fn flag(b: bool) -> u8 {
@@ -385,29 +440,28 @@ fn flag(b: bool) -> u8 {
 impl Message {
     /// Append the datagram's bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.body.kind() << 3);
-        out.push(self.user);
-        out.extend_from_slice(&self.seq.to_be_bytes());
+        let mut w = Writer::new(out, LAYOUT);
+        w.u8(self.body.kind() << 3).u8(self.user).u16(self.seq);
         match &self.body {
             Body::Connexion { name } => {
                 if let Some(n) = name {
-                    put_name(out, n);
+                    put_name(&mut w, n);
                 }
             }
             Body::Registered { status, user } => {
-                out.push((*status as u8) << 6);
-                out.push(*user);
+                w.u8((*status as u8) << 6).u8(*user);
             }
             // 0 = success on the wire.
-            Body::KeptAlive { ok } => out.push(flag(!ok)),
+            Body::KeptAlive { ok } => {
+                w.u8(flag(!ok));
+            }
             Body::CreateRoom { mode, name, max } => {
-                out.push(mode.bit() << 7);
-                put_name(out, name);
-                out.push(*max);
+                w.u8(mode.bit() << 7);
+                put_name(&mut w, name);
+                w.u8(*max);
             }
             Body::CreateAnswer { status, room } => {
-                out.push((*status as u8) << 6);
-                out.push(*room);
+                w.u8((*status as u8) << 6).u8(*room);
             }
             Body::ListRooms
             | Body::InviteAck
@@ -417,14 +471,13 @@ impl Message {
             | Body::RoomClosedAck
             | Body::ListUsers => {}
             Body::RoomList { rooms } => {
-                out.push(rooms.len().min(255) as u8);
-                for r in rooms.iter().take(255) {
-                    out.push(r.mode.bit() << 7);
-                    put_name(out, &r.name);
-                    out.push(r.clients);
-                }
+                w.list(rooms, |w, r| {
+                    w.u8(r.mode.bit() << 7);
+                    put_name(w, &r.name);
+                    w.u8(r.clients);
+                });
             }
-            Body::AccessRoom { name } | Body::ChangeRoom { name } => put_name(out, name),
+            Body::AccessRoom { name } | Body::ChangeRoom { name } => put_name(&mut w, name),
             Body::AccessAnswer {
                 mode,
                 status,
@@ -435,35 +488,33 @@ impl Message {
                 status,
                 peers,
             } => {
-                out.push(mode.bit() << 7 | (*status as u8) << 5);
+                w.u8(mode.bit() << 7 | (*status as u8) << 5);
                 if *mode == Mode::Decentralised {
-                    put_peers(out, peers);
+                    put_peers(&mut w, peers);
                 }
             }
-            Body::ListClients { room } => put_name(out, room),
-            Body::ClientList { names } | Body::UserList { names } => {
-                out.push(names.len().min(255) as u8);
-                for n in names.iter().take(255) {
-                    put_name(out, n);
-                }
-            }
-            Body::RoomClosed { room } => put_name(out, room),
+            Body::ListClients { room } => put_name(&mut w, room),
+            Body::ClientList { names } | Body::UserList { names } => put_names(&mut w, names),
+            Body::RoomClosed { room } => put_name(&mut w, room),
             Body::Error { refused, reason } => {
-                out.push((refused & 0b1_1111) << 3);
-                out.push(*reason as u8);
+                w.u8((refused & 0b1_1111) << 3).u8(*reason as u8);
             }
-            Body::Invite { user } => put_name(out, user),
+            Body::Invite { user } => put_name(&mut w, user),
             Body::Invitation { from, mode, room } => {
-                put_name(out, from);
-                out.push(mode.bit() << 7);
-                put_name(out, room);
+                put_name(&mut w, from);
+                w.u8(mode.bit() << 7);
+                put_name(&mut w, room);
             }
-            Body::InvitationAnswer { accept } => out.push(flag(!accept)),
+            Body::InvitationAnswer { accept } => {
+                w.u8(flag(!accept));
+            }
             Body::Text { chat } => {
-                out.extend_from_slice(&(chat.len().min(u16::MAX as usize) as u16).to_be_bytes());
-                out.extend_from_slice(chat.as_bytes());
+                let n = chat.len().min(u16::MAX as usize);
+                w.u16(n as u16).raw(&chat.as_bytes()[..n]);
             }
-            Body::LeaveAnswer { ok } | Body::DisconnectAnswer { ok } => out.push(flag(!ok)),
+            Body::LeaveAnswer { ok } | Body::DisconnectAnswer { ok } => {
+                w.u8(flag(!ok));
+            }
         }
     }
 
@@ -484,10 +535,7 @@ impl Message {
             });
         }
         let Header { kind: k, user, seq } = Header::peek(d)?;
-        let mut r = Reader {
-            buf: &d[HEADER_LEN..],
-            pos: 0,
-        };
+        let mut r = Reader::new(&d[HEADER_LEN..], LAYOUT);
         use kind::*;
         let body = match k {
             CONNEXION => {
@@ -498,17 +546,17 @@ impl Message {
                     // "invalid name" (STATUT_INSCRIPTION 01) instead of
                     // dropping the datagram.
                     Body::Connexion {
-                        name: Some(r.name("USER_NAME", MAX_ROOM_NAME)?),
+                        name: Some(read_name(&mut r, "USER_NAME", MAX_ROOM_NAME)?),
                     }
                 }
             }
             REPONSE_CONNEXION => {
-                let b = r.byte()?;
+                let b = r.u8()?;
                 if r.at_end() {
-                    r.zero_below(b, 7)?;
+                    zero_below(b, 7, "padding")?;
                     Body::KeptAlive { ok: b >> 7 == 0 }
                 } else {
-                    r.zero_below(b, 6)?;
+                    zero_below(b, 6, "padding")?;
                     let status = match b >> 6 {
                         0 => Registration::Accepted,
                         1 => Registration::InvalidName,
@@ -517,22 +565,22 @@ impl Message {
                     };
                     Body::Registered {
                         status,
-                        user: r.byte()?,
+                        user: r.u8()?,
                     }
                 }
             }
             CREER_MESSAGERIE_PRIVEE => {
-                let mode = r.mode()?;
-                let name = r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?;
+                let mode = read_mode(&mut r)?;
+                let name = read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?;
                 Body::CreateRoom {
                     mode,
                     name,
-                    max: r.byte()?,
+                    max: r.u8()?,
                 }
             }
             REPONSE_CREER_MESSAGERIE_PRIVEE => {
-                let b = r.byte()?;
-                r.zero_below(b, 6)?;
+                let b = r.u8()?;
+                zero_below(b, 6, "padding")?;
                 let status = match b >> 6 {
                     0 => Creation::Created,
                     1 => Creation::BadName,
@@ -541,33 +589,32 @@ impl Message {
                 };
                 Body::CreateAnswer {
                     status,
-                    room: r.byte()?,
+                    room: r.u8()?,
                 }
             }
             DEMANDER_LISTE_MESSAGERIE => Body::ListRooms,
             REPONSE_DEMANDER_LISTE_MESSAGERIE => {
-                let n = r.byte()? as usize;
-                let mut rooms = Vec::with_capacity(n.min(r.left()));
-                for _ in 0..n {
-                    let mode = r.mode()?;
-                    let name = r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?;
-                    rooms.push(RoomInfo {
+                // Each room: MODE, at least its '#', NUM_CLIENT.
+                let rooms = r.list("NUM_MESSAGERIE", u8::MAX.into(), 3, |r| {
+                    let mode = read_mode(r)?;
+                    let name = read_name(r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?;
+                    Ok(RoomInfo {
                         mode,
                         name,
-                        clients: r.byte()?,
-                    });
-                }
+                        clients: r.u8()?,
+                    })
+                })?;
                 Body::RoomList { rooms }
             }
             DEMANDE_ACCES_MESSAGERIE_PRIVEE => Body::AccessRoom {
-                name: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                name: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
             CHANGER_MESSAGERIE => Body::ChangeRoom {
-                name: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                name: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
             REPONSE_ACCES_MESSAGERIE_PRIVEE | REPONSE_CHANGER_MESSAGERIE => {
-                let b = r.byte()?;
-                r.zero_below(b, 5)?;
+                let b = r.u8()?;
+                zero_below(b, 5, "padding")?;
                 let mode = Mode::from_bit(b >> 7);
                 let status = match (b >> 5) & 0b11 {
                     0 => Access::Granted,
@@ -576,7 +623,7 @@ impl Message {
                     _ => return Err(DecodeError::BadBits("STATUT_ACCES")),
                 };
                 let peers = if mode == Mode::Decentralised {
-                    r.peers()?
+                    read_peers(&mut r)?
                 } else {
                     Vec::new()
                 };
@@ -595,25 +642,30 @@ impl Message {
                 }
             }
             DEMANDER_LISTE_CLIENT => Body::ListClients {
-                room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                room: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
-            REPONSE_DEMANDER_LISTE_CLIENT => Body::ClientList { names: r.names()? },
+            REPONSE_DEMANDER_LISTE_CLIENT => Body::ClientList {
+                names: read_names(&mut r)?,
+            },
             INVITER_MESSAGERIE_PRIVEE => Body::Invite {
-                user: r.name("USER_NAME", MAX_USER_NAME)?,
+                user: read_name(&mut r, "USER_NAME", MAX_USER_NAME)?,
             },
             REPONSE_INVITER_MESSAGERIE_PRIVEE => Body::InviteAck,
             DEMANDE_MESSAGERIE_PRIVEE => {
-                let from = r.name("USER_NAME", MAX_USER_NAME)?;
-                let mode = r.mode()?;
+                let from = read_name(&mut r, "USER_NAME", MAX_USER_NAME)?;
+                let mode = read_mode(&mut r)?;
                 Body::Invitation {
                     from,
                     mode,
-                    room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                    room: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
                 }
             }
-            REPONSE_MESSAGERIE_PRIVEE => Body::InvitationAnswer { accept: r.flag()? },
+            REPONSE_MESSAGERIE_PRIVEE => Body::InvitationAnswer {
+                accept: read_flag(&mut r)?,
+            },
             TEXTE => {
-                let n = u16::from_be_bytes([r.byte()?, r.byte()?]) as usize;
+                // LONGUEUR is 16 bits where every other count is 8.
+                let n = r.u16()? as usize;
                 if n > MAX_CHAT {
                     return Err(DecodeError::TooLong {
                         field: "CHAT",
@@ -630,19 +682,25 @@ impl Message {
             }
             REPONSE_TEXTE => Body::TextAck,
             QUITTER_MESSAGERIE_PRIVEE => Body::Leave,
-            REPONSE_QUITTER_MESSAGERIE_PRIVEE => Body::LeaveAnswer { ok: r.flag()? },
+            REPONSE_QUITTER_MESSAGERIE_PRIVEE => Body::LeaveAnswer {
+                ok: read_flag(&mut r)?,
+            },
             DECONNEXION => Body::Disconnect,
-            REPONSE_DECONNEXION => Body::DisconnectAnswer { ok: r.flag()? },
+            REPONSE_DECONNEXION => Body::DisconnectAnswer {
+                ok: read_flag(&mut r)?,
+            },
             FERMETURE_MESSAGERIE => Body::RoomClosed {
-                room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                room: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
             REPONSE_FERMETURE_MESSAGERIE => Body::RoomClosedAck,
             DEMANDER_LISTE_UTILISATEURS => Body::ListUsers,
-            REPONSE_DEMANDER_LISTE_UTILISATEURS => Body::UserList { names: r.names()? },
+            REPONSE_DEMANDER_LISTE_UTILISATEURS => Body::UserList {
+                names: read_names(&mut r)?,
+            },
             ERREUR => {
-                let b = r.byte()?;
-                r.zero_below(b, 3)?;
-                let reason = Reason::from_byte(r.byte()?).ok_or(DecodeError::BadBits("RAISON"))?;
+                let b = r.u8()?;
+                zero_below(b, 3, "padding")?;
+                let reason = Reason::from_byte(r.u8()?).ok_or(DecodeError::BadBits("RAISON"))?;
                 Body::Error {
                     refused: b >> 3,
                     reason,
@@ -650,9 +708,7 @@ impl Message {
             }
             other => return Err(DecodeError::UnknownOpcode(other as u16)),
         };
-        if !r.at_end() {
-            return Err(DecodeError::TrailingBytes(r.left()));
-        }
+        r.finish()?;
         Ok(Message { user, seq, body })
     }
 
@@ -686,93 +742,6 @@ impl Message {
             }
             _ => strict,
         }
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn at_end(&self) -> bool {
-        self.pos == self.buf.len()
-    }
-    fn left(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
-        self.pos += 1;
-        Ok(b)
-    }
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let s = self
-            .buf
-            .get(self.pos..self.pos + n)
-            .ok_or(DecodeError::Truncated)?;
-        self.pos += n;
-        Ok(s)
-    }
-    /// Bits below `keep` (counting from bit 0) must be zero.
-    fn zero_below(&self, b: u8, keep: u32) -> Result<(), DecodeError> {
-        if b & ((1u8 << keep) - 1) != 0 {
-            return Err(DecodeError::BadBits("padding"));
-        }
-        Ok(())
-    }
-    fn mode(&mut self) -> Result<Mode, DecodeError> {
-        let b = self.byte()?;
-        self.zero_below(b, 7)?;
-        Ok(Mode::from_bit(b >> 7))
-    }
-    /// A one-bit field whose 0 means "yes" (success, accept).
-    fn flag(&mut self) -> Result<bool, DecodeError> {
-        let b = self.byte()?;
-        self.zero_below(b, 7)?;
-        Ok(b >> 7 == 0)
-    }
-    /// Bytes up to the '#' delimiter, at most `max` of them.
-    fn name(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
-        let rest = &self.buf[self.pos..];
-        let Some(end) = rest.iter().take(max + 1).position(|b| *b == DELIMITER) else {
-            return Err(if rest.len() > max {
-                DecodeError::TooLong {
-                    field,
-                    len: rest.len() as u64,
-                    max: max as u64,
-                }
-            } else {
-                DecodeError::Truncated
-            });
-        };
-        let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::InvalidUtf8(field))?;
-        self.pos += end + 1;
-        Ok(s.to_owned())
-    }
-    /// NUM_CLIENT, then that many `USER_NAME '#'`.
-    fn names(&mut self) -> Result<Vec<String>, DecodeError> {
-        let n = self.byte()? as usize;
-        let mut names = Vec::with_capacity(n.min(self.left()));
-        for _ in 0..n {
-            names.push(self.name("USER_NAME", MAX_USER_NAME)?);
-        }
-        Ok(names)
-    }
-    fn peers(&mut self) -> Result<Vec<Peer>, DecodeError> {
-        let n = self.byte()? as usize;
-        let mut v = Vec::with_capacity(n.min(self.left() / 7));
-        for _ in 0..n {
-            let ip = self.take(4)?;
-            let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
-            let port = u16::from_be_bytes([self.byte()?, self.byte()?]);
-            v.push(Peer {
-                ip,
-                port,
-                name: self.name("USER_NAME", MAX_USER_NAME)?,
-            });
-        }
-        Ok(v)
     }
 }
 
