@@ -338,8 +338,14 @@ impl Connection<Rooms> {
                 )
             })?;
         let io_err = |e: io::Error| Error::new(ErrorKind::Io, format!("UDP socket: {e}"));
-        let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0))
-            .map_err(io_err)?;
+        // A server on this machine's loopback is reached, and its rooms'
+        // peers listed, on loopback: nothing beyond it needs to reach us.
+        let local = if server.ip().is_loopback() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        let sock = UdpSocket::bind(SocketAddr::new(IpAddr::V4(local), 0)).map_err(io_err)?;
         sock.set_read_timeout(Some(TICK)).map_err(io_err)?;
         let link = Link {
             sock,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use chinwag_proto::rooms::{
     self as wire, kind, Access, Body, Creation, Message, Mode, Reason, Registration,
 };
-use rooms_support::{server_with, Client};
+use rooms_support::{in_own_netns, server_with, Client};
 
 fn created(b: Body) -> u8 {
     match b {
@@ -333,6 +333,11 @@ fn inviter_is_read_with_a_bare_name_and_every_user_can_be_listed() {
 
 #[test]
 fn bound_to_any_ipv6_address_ipv4_peers_are_listed_and_no_text_goes_to_nobody() {
+    // Bound to "::" and reached on ::1: in a network namespace of its own,
+    // so nothing listens beyond this test.
+    if !in_own_netns("bound_to_any_ipv6_address_ipv4_peers_are_listed_and_no_text_goes_to_nobody") {
+        return;
+    }
     // Skip only where the machine has no IPv6 at all.
     if UdpSocket::bind((Ipv6Addr::LOCALHOST, 0)).is_err() {
         eprintln!("no IPv6 on this machine: skipped");
