@@ -4,11 +4,20 @@
 //! hub; the policy (users, rooms, invitations, reliability, abuse bounds)
 //! is `state.rs`, which does no I/O, and it is never locked across a hub
 //! call or a send.
+//!
+//! A panic while handling one datagram (or one tick, or a kick) is
+//! contained: the thread carries on, and the state, which the panic may
+//! have left half updated behind its non-poisoning lock, is repaired first
+//! (`Rooms::recover`: rebuilt from its users, the datagram's sender
+//! dropped). Should the repair itself fail, the server stops loudly
+//! (an error logged, the process aborted) rather than serve from a state
+//! it cannot trust.
 
 pub mod guard;
 pub mod state;
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
@@ -46,18 +55,20 @@ impl Peer for RoomsPeer {
         let Some(ctx) = self.ctx.upgrade() else {
             return;
         };
-        let out = {
-            let mut st = ctx.state.lock();
-            if st.kick(Instant::now(), self.id, self.addr) {
-                log::info!(
-                    "rooms {}: client {} closed by an operator",
-                    self.addr,
-                    self.id
-                );
-            }
-            st.take_output()
-        };
-        ctx.carry_out(out);
+        ctx.contained(Some(self.addr), "a kick", || {
+            let out = {
+                let mut st = ctx.state.lock();
+                if st.kick(Instant::now(), self.id, self.addr) {
+                    log::info!(
+                        "rooms {}: client {} closed by an operator",
+                        self.addr,
+                        self.id
+                    );
+                }
+                st.take_output()
+            };
+            ctx.carry_out(out);
+        });
     }
 }
 
@@ -140,7 +151,7 @@ impl RoomsServer {
             threads.push(thread::Builder::new().name(format!("cw-rooms-{i}")).spawn(
                 move || {
                     for (from, d) in rx.iter() {
-                        ctx.datagram(from, &d);
+                        ctx.contained(Some(from), "a datagram", || ctx.datagram(from, &d));
                     }
                 },
             )?);
@@ -151,12 +162,14 @@ impl RoomsServer {
                 move || {
                     while !stop.load(Ordering::Acquire) {
                         thread::sleep(TICK);
-                        let out = {
-                            let mut st = ctx.state.lock();
-                            st.tick(Instant::now());
-                            st.take_output()
-                        };
-                        ctx.carry_out(out);
+                        ctx.contained(None, "a tick", || {
+                            let out = {
+                                let mut st = ctx.state.lock();
+                                st.tick(Instant::now());
+                                st.take_output()
+                            };
+                            ctx.carry_out(out);
+                        });
                     }
                 },
             )?);
@@ -194,6 +207,37 @@ impl Drop for RoomsServer {
 }
 
 impl Ctx {
+    /// Run `work`, one unit of a rooms thread's work. A panic in it is
+    /// contained: the state is repaired (`culprit`, the sender of the
+    /// datagram at hand, dropped) and the thread goes on. A panic in the
+    /// repair stops the server: nothing it would do next can be trusted.
+    fn contained(&self, culprit: Option<SocketAddr>, what: &str, work: impl FnOnce()) {
+        let Err(p) = catch_unwind(AssertUnwindSafe(work)) else {
+            return;
+        };
+        let why = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let from = culprit.map_or(String::new(), |a| format!(" from {a}"));
+        log::error!(
+            "rooms: {what}{from} panicked ({why}); repairing the state and dropping its sender"
+        );
+        let repaired = catch_unwind(AssertUnwindSafe(|| {
+            let mut st = self.state.lock();
+            st.recover(Instant::now(), culprit);
+            st.take_output()
+        }));
+        match repaired {
+            Ok(out) => self.carry_out(out),
+            Err(_) => {
+                log::error!("rooms: the state could not be repaired after a panic; stopping");
+                std::process::abort();
+            }
+        }
+    }
+
     /// Send and log out what the state handed back; its lock is not held.
     fn carry_out(&self, out: Output<Arc<Session>>) {
         let m = self.hub.metrics();
@@ -252,8 +296,12 @@ impl Ctx {
             presence: false,
             has_password: false,
         };
+        let mut unwinding = None;
         let verdict = match self.hub.login_with(&ticket.name, entry, |_| {}) {
-            Ok(session) => Verdict::Welcome(session),
+            Ok(session) => {
+                unwinding = Some(LogoutIfUnwinding(&self.hub, session.clone()));
+                Verdict::Welcome(session)
+            }
             Err(LoginError::Invalid) => Verdict::Invalid,
             Err(_) => Verdict::Taken,
         };
@@ -263,5 +311,21 @@ impl Ctx {
             st.take_output()
         };
         self.carry_out(out);
+        drop(unwinding);
     }
 }
+
+/// A name the hub gave a registration that a panic interrupts is given
+/// back (the repair drops that client, had the state taken it in).
+struct LogoutIfUnwinding<'a>(&'a Hub, Arc<Session>);
+
+impl Drop for LogoutIfUnwinding<'_> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            self.0.logout(&self.1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

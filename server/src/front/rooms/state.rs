@@ -151,6 +151,8 @@ pub struct Counters {
     pub busy: u64,
     /// Clients dropped for leaving texts unacknowledged.
     pub unresponsive: u64,
+    /// Times the state was repaired after a panic in one of its calls.
+    pub recoveries: u64,
 }
 
 pub struct Rooms<S> {
@@ -175,6 +177,9 @@ pub struct Rooms<S> {
     logouts: Vec<S>,
     tally: Tally,
     counters: Counters,
+    /// Test hook: the named place panics once (see `trap`).
+    #[cfg(test)]
+    pub(crate) trap: Option<&'static str>,
 }
 
 /// What answers a request whose body does not decode: for the types whose
@@ -251,6 +256,8 @@ impl<S: Clone> Rooms<S> {
             logouts: Vec::new(),
             tally: Tally::default(),
             counters: Counters::default(),
+            #[cfg(test)]
+            trap: None,
         }
     }
 
@@ -822,6 +829,8 @@ impl<S: Clone> Rooms<S> {
             return;
         }
         self.leave_room(now, id);
+        // Out of its old room, not yet in the new one.
+        self.trap("move_to");
         let rid = if self.rooms.contains_key(&rid) {
             rid
         } else {
@@ -1004,6 +1013,7 @@ impl<S: Clone> Rooms<S> {
     /// Retransmissions and give-ups; once a second, silent clients, old
     /// invitations and per-address state.
     pub fn tick(&mut self, now: Instant) {
+        self.trap("tick");
         self.link.handle_timeout(now);
         while let Some(LinkEvent::Unanswered { to, kind: k, .. }) = self.link.poll_event() {
             if k != kind::TEXTE {
@@ -1054,6 +1064,129 @@ impl<S: Clone> Rooms<S> {
         self.remove_user(now, id, "closed by an operator");
         self.drain(now);
         true
+    }
+
+    /// Test hook: panic here if a test armed this place (once).
+    #[cfg(test)]
+    fn trap(&mut self, at: &'static str) {
+        if self.trap == Some(at) {
+            self.trap = None;
+            panic!("panic injected by a test at {at}");
+        }
+    }
+
+    #[cfg(not(test))]
+    #[inline(always)]
+    fn trap(&mut self, _at: &'static str) {}
+
+    /// After a panic inside one of this state's calls, caught by the
+    /// caller: make it a state that can be trusted again, whatever the
+    /// call had half done. The users are the truth: the address index,
+    /// every room's members and each user's room are rebuilt from them,
+    /// the public room restored, empty private rooms removed. The
+    /// reliability machine may have been mid-update: it starts afresh
+    /// (messages in flight are not sent again; a request retransmitted
+    /// after this may be carried out twice). The client at `culprit`, the
+    /// sender of the datagram being handled, is dropped (its session
+    /// handed back for logout), so the same datagram cannot fail again
+    /// for a registered client.
+    pub fn recover(&mut self, now: Instant, culprit: Option<SocketAddr>) {
+        self.counters.recoveries += 1;
+        self.current = None;
+        let culprit = culprit.map(canonical_addr);
+        self.link = Endpoint::new(self.set.link.clone());
+        // One user per address: the lowest id keeps it.
+        let mut ids: Vec<u8> = self.users.keys().copied().collect();
+        ids.sort_unstable();
+        self.by_addr.clear();
+        for id in ids {
+            let addr = self.users[&id].addr;
+            if self.by_addr.contains_key(&addr) {
+                if let Some(u) = self.users.remove(&id) {
+                    self.logouts.push(u.session);
+                }
+            } else {
+                self.by_addr.insert(addr, id);
+            }
+        }
+        self.reserved
+            .retain(|id, a| !self.users.contains_key(id) && Some(*a) != culprit);
+        self.rooms.entry(PUBLIC).or_insert_with(|| Room {
+            uid: 0,
+            name: String::new(),
+            mode: Mode::Centralised,
+            max: u8::MAX,
+            members: BTreeSet::new(),
+            peak: 0,
+        });
+        for room in self.rooms.values_mut() {
+            room.members.clear();
+        }
+        for (id, u) in self.users.iter_mut() {
+            let rid = if self.rooms.contains_key(&u.room) {
+                u.room
+            } else {
+                PUBLIC
+            };
+            u.room = rid;
+            let room = self.rooms.get_mut(&rid).expect("checked");
+            room.members.insert(*id);
+            room.peak = room.peak.max(room.members.len());
+        }
+        self.rooms
+            .retain(|rid, r| *rid == PUBLIC || !r.members.is_empty());
+        if let Some(id) = culprit.and_then(|a| self.by_addr.get(&a).copied()) {
+            self.remove_user(now, id, "the server failed on its datagram");
+        }
+        // Numbering towards each client goes on from a new random point.
+        let addrs: Vec<SocketAddr> = self.users.values().map(|u| u.addr).collect();
+        for a in addrs {
+            let first: u16 = self.rng.gen();
+            self.link.set_next_seq(a, first);
+        }
+        self.drain(now);
+    }
+
+    /// The structure every call keeps (for tests, fuzzing and after a
+    /// recovery): the address index and the users agree, every user is a
+    /// member of exactly its own room, every member is a user, the public
+    /// room exists, no private room is empty, no reserved id is in use.
+    pub fn check(&self) -> Result<(), String> {
+        if self.by_addr.len() != self.users.len() {
+            return Err(format!(
+                "{} addresses for {} users",
+                self.by_addr.len(),
+                self.users.len()
+            ));
+        }
+        for (a, id) in &self.by_addr {
+            if self.users.get(id).map(|u| u.addr) != Some(*a) {
+                return Err(format!("{a} indexes {id}, which is not there"));
+            }
+        }
+        if !self.rooms.contains_key(&PUBLIC) {
+            return Err("no public room".into());
+        }
+        let mut seen = 0;
+        for (rid, r) in &self.rooms {
+            if *rid != PUBLIC && r.members.is_empty() {
+                return Err(format!("private room {rid} is empty"));
+            }
+            for m in &r.members {
+                match self.users.get(m) {
+                    Some(u) if u.room == *rid => seen += 1,
+                    Some(u) => return Err(format!("{m} is in {rid} and says {}", u.room)),
+                    None => return Err(format!("{m} in {rid} is no user")),
+                }
+            }
+        }
+        if seen != self.users.len() {
+            return Err(format!("{seen} memberships for {} users", self.users.len()));
+        }
+        if let Some(id) = self.reserved.keys().find(|id| self.users.contains_key(id)) {
+            return Err(format!("reserved id {id} is in use"));
+        }
+        Ok(())
     }
 
     /// Everyone out (the server stops): their sessions.

@@ -944,3 +944,54 @@ fn an_operators_kick_forgets_the_client_and_the_metrics_are_told() {
     assert_eq!(w.tally.idle, 1);
     assert_eq!(w.rooms.online(), 1);
 }
+
+#[test]
+fn a_state_left_half_updated_by_a_panic_is_repaired_and_its_sender_dropped() {
+    let mut w = World::new(|_| {});
+    let (a, b, c) = (addr(A, 1), addr(A, 2), addr(A, 3));
+    let ia = w.join(a, "al");
+    let ib = w.join(b, "bo");
+    let ic = w.join(c, "cy");
+    let den = w.create(a, ia, 3, "den", Mode::Centralised);
+    w.ask(b, ib, 3, Body::AccessRoom { name: "den".into() });
+    assert_eq!(w.rooms.check(), Ok(()));
+    // cy's move into den stops half-way: out of the public room, not in den.
+    w.rooms.trap = Some("move_to");
+    let hit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        w.send(c, ic, 3, Body::AccessRoom { name: "den".into() })
+    }));
+    assert!(hit.is_err());
+    assert!(w.rooms.check().is_err(), "the panic left it half updated");
+    w.rooms.recover(w.now, Some(c));
+    w.collect();
+    assert_eq!(w.rooms.check(), Ok(()));
+    assert_eq!(w.rooms.counters().recoveries, 1);
+    assert!(
+        !w.names.contains("cy"),
+        "its sender is dropped, its name free"
+    );
+    assert_eq!(
+        w.ask(c, ic, 4, Body::Connexion { name: None }),
+        Body::KeptAlive { ok: false }
+    );
+    // The others and their room are as they were, and served.
+    assert_eq!((w.room_of(ia), w.room_of(ib)), (den, den));
+    assert_eq!(
+        w.ask(
+            a,
+            ia,
+            4,
+            Body::Text {
+                chat: "still here".into()
+            }
+        ),
+        Body::TextAck
+    );
+    assert!(to(&w.sent, b)
+        .iter()
+        .any(|m| matches!(&m.body, Body::Text { chat } if chat == "still here")));
+    // A recovery with nobody to blame drops nobody.
+    w.rooms.recover(w.now, None);
+    assert_eq!(w.rooms.online(), 2);
+    assert_eq!(w.rooms.check(), Ok(()));
+}
