@@ -1101,12 +1101,10 @@ impl<S: Clone> Rooms<S> {
         self.by_addr.clear();
         for id in ids {
             let addr = self.users[&id].addr;
-            if self.by_addr.contains_key(&addr) {
-                if let Some(u) = self.users.remove(&id) {
-                    self.logouts.push(u.session);
-                }
-            } else {
-                self.by_addr.insert(addr, id);
+            if let std::collections::hash_map::Entry::Vacant(e) = self.by_addr.entry(addr) {
+                e.insert(id);
+            } else if let Some(u) = self.users.remove(&id) {
+                self.logouts.push(u.session);
             }
         }
         self.reserved
