@@ -87,11 +87,14 @@ impl Room {
     }
 }
 
-/// A request a caller waits for.
+/// A request a caller waits for. Its NUM_SEQ towards `to` may be used
+/// again once it is settled (a peer forgotten starts its numbering over),
+/// so a ticket is also told apart by a serial number of its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Ticket {
     pub to: SocketAddr,
     pub seq: u16,
+    serial: u64,
 }
 
 /// How a request ended.
@@ -125,7 +128,11 @@ pub struct Machine {
     /// whose texts came from a listed address.
     names: HashMap<u8, String>,
     invitations: VecDeque<Invitation>,
-    waiting: HashMap<Ticket, Option<Reply>>,
+    /// Requests a caller waits for (by serial), and their replies.
+    waiting: HashMap<u64, Option<Reply>>,
+    /// The requests still in flight: who answers them is whose serial.
+    live: HashMap<(SocketAddr, u16), u64>,
+    serial: u64,
     /// The keep-alive in flight, if any.
     keepalive: Option<u16>,
     keepalive_every: Duration,
@@ -153,6 +160,8 @@ impl Machine {
             names: HashMap::new(),
             invitations: VecDeque::new(),
             waiting: HashMap::new(),
+            live: HashMap::new(),
+            serial: 0,
             keepalive: None,
             keepalive_every: KEEPALIVE,
             last_keepalive: None,
@@ -214,8 +223,17 @@ impl Machine {
         let to = canonical(to);
         match self.link.send(now, to, self.id, body) {
             Ok(seq) => {
-                let t = Ticket { to, seq };
-                self.waiting.insert(t, None);
+                self.serial += 1;
+                let t = Ticket {
+                    to,
+                    seq,
+                    serial: self.serial,
+                };
+                if let Some(old) = self.live.insert((to, seq), t.serial) {
+                    // Not in flight any more, whatever the endpoint says.
+                    self.settle_serial(old, Reply::Unanswered);
+                }
+                self.waiting.insert(t.serial, None);
                 Ok(t)
             }
             Err(SendError::Busy) => Err(Error::new(
@@ -231,22 +249,42 @@ impl Machine {
 
     /// The reply to `t`, once there is one (then `t` is done).
     pub fn reply(&mut self, t: Ticket) -> Option<Reply> {
-        if !matches!(self.waiting.get(&t), Some(Some(_))) {
+        if !matches!(self.waiting.get(&t.serial), Some(Some(_))) {
             return None;
         }
-        self.waiting.remove(&t).flatten()
+        self.waiting.remove(&t.serial).flatten()
     }
 
     /// The caller stops waiting for `t`: it is not sent again.
     pub fn abandon(&mut self, t: Ticket) {
-        if self.waiting.remove(&t).is_some() {
+        self.waiting.remove(&t.serial);
+        if self.live.get(&(t.to, t.seq)) == Some(&t.serial) {
+            self.live.remove(&(t.to, t.seq));
             self.link.cancel(t.to, t.seq);
+        }
+    }
+
+    fn settle_serial(&mut self, serial: u64, r: Reply) {
+        if let Some(w) = self.waiting.get_mut(&serial) {
+            w.get_or_insert(r);
+        }
+    }
+
+    /// The request `seq` to `to` ended with `r`.
+    fn settle(&mut self, to: SocketAddr, seq: u16, r: Reply) {
+        if let Some(serial) = self.live.remove(&(to, seq)) {
+            self.settle_serial(serial, r);
         }
     }
 
     /// Requests whose caller still waits (for tests and bounds).
     pub fn waiting(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Invitations held, answered or not (for tests and bounds).
+    pub fn invitations(&self) -> usize {
+        self.invitations.len()
     }
 
     // ---- login and goodbye ---------------------------------------------
@@ -377,10 +415,9 @@ impl Machine {
             return;
         }
         self.link.forget(a);
-        for (t, r) in self.waiting.iter_mut() {
-            if t.to == a && r.is_none() {
-                *r = Some(Reply::Unanswered);
-            }
+        let gone: Vec<(SocketAddr, u16)> = self.live.keys().filter(|k| k.0 == a).copied().collect();
+        for (to, seq) in gone {
+            self.settle(to, seq, Reply::Unanswered);
         }
     }
 
@@ -485,10 +522,6 @@ impl Machine {
                 }
             }
             Incoming::Answer { message, .. } => {
-                let t = Ticket {
-                    to: from,
-                    seq: message.seq,
-                };
                 if from_server && self.keepalive == Some(message.seq) {
                     self.keepalive = None;
                     match message.body {
@@ -504,8 +537,8 @@ impl Machine {
                         Body::KeptAlive { ok: true } => {}
                         other => log::debug!("rooms: keep-alive answered {other:?}"),
                     }
-                } else if let Some(r) = self.waiting.get_mut(&t) {
-                    *r = Some(Reply::Answer(message.body));
+                } else {
+                    self.settle(from, message.seq, Reply::Answer(message.body));
                 }
             }
             Incoming::Stray(m) => log::debug!(
@@ -612,8 +645,8 @@ impl Machine {
             if to == self.server && self.keepalive == Some(seq) {
                 self.keepalive = None;
                 log::warn!("rooms: keep-alive unanswered by {to}");
-            } else if let Some(r) = self.waiting.get_mut(&Ticket { to, seq }) {
-                *r = Some(Reply::Unanswered);
+            } else {
+                self.settle(to, seq, Reply::Unanswered);
             }
         }
         while self.invitations.front().is_some_and(|i| i.until <= now) {

@@ -366,3 +366,38 @@ fn before_login_nothing_is_answered_and_after_close_nothing_moves() {
     t.m.abandon(r);
     assert_eq!(t.m.waiting(), 0);
 }
+
+#[test]
+fn a_numbering_started_over_never_mixes_two_requests_up() {
+    // Found by the rooms_client fuzz target: a peer forgotten starts its
+    // NUM_SEQ over, and the next request to it had the same (address,
+    // NUM_SEQ) as one whose reply was still unclaimed.
+    let mut t = T::registered();
+    let p = Peer {
+        ip: Ipv4Addr::LOCALHOST,
+        port: 5000,
+        name: "al".into(),
+    };
+    t.m.enter("den", Mode::Decentralised, vec![p.clone()]);
+    let first = t.m.request(t.now, peer(5000), Body::ListRooms).unwrap();
+    t.m.enter("den", Mode::Decentralised, Vec::new());
+    t.m.enter("den", Mode::Decentralised, vec![p]);
+    let second = t.m.request(t.now, peer(5000), Body::ListRooms).unwrap();
+    assert_eq!(first.seq, second.seq, "the numbering started over");
+    assert_ne!(first, second);
+    t.out();
+    let answer = Body::RoomList { rooms: Vec::new() };
+    t.from(peer(5000), 3, second.seq, answer.clone());
+    assert_eq!(t.m.reply(first), Some(Reply::Unanswered));
+    assert_eq!(t.m.reply(second), Some(Reply::Answer(answer)));
+    assert_eq!(t.m.waiting(), 0);
+    // Abandoning a settled ticket cancels nothing in flight.
+    let third = t.m.request(t.now, peer(5000), Body::ListRooms).unwrap();
+    assert_eq!(t.out().len(), 1);
+    t.m.abandon(first);
+    t.tick(RETRY_EVERY);
+    assert_eq!(t.out().len(), 1, "the third is still sent again");
+    t.m.abandon(third);
+    t.tick(RETRY_EVERY);
+    assert!(t.out().is_empty());
+}
