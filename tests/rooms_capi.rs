@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R, cw_room_mode};
 use chinwag::ffi::*;
-use chinwag_proto::rooms::{kind, Body, Message, Mode, Registration, SERVER};
+use chinwag_proto::rooms::{kind, Body, Message, Mode, SERVER};
 use ffi_common::{cs, last_error, text, C};
 use rooms_ffi::{server, Fake, MS};
 
@@ -426,16 +426,7 @@ fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
     client.set_rooms_keepalive(Duration::from_millis(100));
     let login = std::thread::scope(|s| {
         let t = s.spawn(|| client.login("me", Some(Duration::from_secs(5))));
-        let (m, from) = fake.recv(Duration::from_secs(5)).unwrap();
-        fake.send(
-            from,
-            SERVER,
-            m.seq,
-            Body::Registered {
-                status: Registration::Accepted,
-                user: 7,
-            },
-        );
+        fake.accept_registration();
         t.join().unwrap()
     });
     login.unwrap();

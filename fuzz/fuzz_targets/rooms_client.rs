@@ -17,28 +17,9 @@ use chinwag::rooms::machine::{Machine, Reply, Ticket};
 use chinwag_proto::rooms::{is_answer, Body, Message, Mode, Peer, Reason, Registration, SERVER};
 use libfuzzer_sys::fuzz_target;
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> u8 {
-        match self.0.split_first() {
-            Some((b, rest)) => {
-                self.0 = rest;
-                *b
-            }
-            None => 0,
-        }
-    }
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-    fn done(&self) -> bool {
-        self.0.is_empty()
-    }
-}
+#[path = "../common/input.rs"]
+mod input;
+use input::Input;
 
 fn server() -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)), 7004)
@@ -49,18 +30,18 @@ fn peer(i: u8) -> SocketAddr {
 }
 
 fn some_body(input: &mut Input) -> Body {
-    match input.byte() % 9 {
+    match input.or0() % 9 {
         0 => Body::ListRooms,
         1 => Body::ListUsers,
         2 => Body::Leave,
         3 => Body::Text {
-            chat: "t".repeat(input.byte() as usize),
+            chat: "t".repeat(input.or0() as usize),
         },
         4 => Body::AccessRoom { name: "den".into() },
         5 => Body::CreateRoom {
             mode: Mode::Decentralised,
             name: "den".into(),
-            max: input.byte(),
+            max: input.or0(),
         },
         6 => Body::Invite { user: "bo".into() },
         7 => Body::Connexion {
@@ -73,25 +54,25 @@ fn some_body(input: &mut Input) -> Body {
 /// Something a server or a peer may say, shaped on what the client sent.
 fn reply_to(input: &mut Input, sent: &[Message]) -> Message {
     let m = sent
-        .get(input.byte() as usize % sent.len().max(1))
+        .get(input.or0() as usize % sent.len().max(1))
         .cloned()
         .unwrap_or(Message {
             user: 0,
             seq: 0,
             body: Body::ListRooms,
         });
-    let body = match input.byte() % 12 {
+    let body = match input.or0() % 12 {
         0 => Body::Registered {
             status: Registration::Accepted,
-            user: input.byte(),
+            user: input.or0(),
         },
         1 => Body::KeptAlive {
-            ok: input.byte() % 4 != 0,
+            ok: input.or0() % 4 != 0,
         },
         2 => Body::TextAck,
         3 => Body::Error {
             refused: m.body.kind(),
-            reason: match input.byte() % 6 {
+            reason: match input.or0() % 6 {
                 0 => Reason::UnknownType,
                 1 => Reason::Malformed,
                 2 => Reason::TooLong,
@@ -106,7 +87,7 @@ fn reply_to(input: &mut Input, sent: &[Message]) -> Message {
         5 => Body::Invitation {
             from: "al".into(),
             mode: Mode::Decentralised,
-            room: ["den", "loft"][input.byte() as usize % 2].into(),
+            room: ["den", "loft"][input.or0() as usize % 2].into(),
         },
         6 => Body::RoomClosed {
             room: "den".into(),
@@ -123,24 +104,24 @@ fn reply_to(input: &mut Input, sent: &[Message]) -> Message {
         10 => Body::Connexion { name: None },
         _ => Body::DisconnectAnswer { ok: true },
     };
-    let seq = if input.byte() % 4 == 0 {
-        u16::from(input.byte())
+    let seq = if input.or0() % 4 == 0 {
+        u16::from(input.or0())
     } else {
         m.seq
     };
     Message {
-        user: if input.byte() % 2 == 0 { SERVER } else { input.byte() },
+        user: if input.or0() % 2 == 0 { SERVER } else { input.or0() },
         seq,
         body,
     }
 }
 
 fn peers(input: &mut Input) -> Vec<Peer> {
-    (0..input.byte() % 6)
+    (0..input.or0() % 6)
         .map(|_| {
-            let a = peer(input.byte());
+            let a = peer(input.or0());
             let ip = match a.ip() {
-                IpAddr::V4(ip) if input.byte() % 5 != 0 => ip,
+                IpAddr::V4(ip) if input.or0() % 5 != 0 => ip,
                 _ => Ipv4Addr::UNSPECIFIED,
             };
             Peer {
@@ -155,18 +136,18 @@ fn peers(input: &mut Input) -> Vec<Peer> {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let mut now = Instant::now();
-    let mut m = Machine::new(server(), u16::from(input.byte()) << 8);
-    m.set_keepalive(Duration::from_millis(50 + u64::from(input.byte()) * 10));
+    let mut m = Machine::new(server(), u16::from(input.or0()) << 8);
+    m.set_keepalive(Duration::from_millis(50 + u64::from(input.or0()) * 10));
     let mut tickets: Vec<Ticket> = Vec::new();
     let mut settled: HashSet<Ticket> = HashSet::new();
     let mut sent: Vec<Message> = Vec::new();
     let mut steps = 0;
     while !input.done() && steps < 3000 {
         steps += 1;
-        match input.byte() % 11 {
+        match input.or0() % 11 {
             0 => {
-                let to = if input.byte() % 3 == 0 {
-                    peer(input.byte())
+                let to = if input.or0() % 3 == 0 {
+                    peer(input.or0())
                 } else {
                     server()
                 };
@@ -178,7 +159,7 @@ fuzz_target!(|data: &[u8]| {
             }
             1 => {
                 if !tickets.is_empty() {
-                    let i = input.byte() as usize % tickets.len();
+                    let i = input.or0() as usize % tickets.len();
                     let t = tickets[i];
                     match m.reply(t) {
                         Some(r) => {
@@ -190,7 +171,7 @@ fuzz_target!(|data: &[u8]| {
                             assert_eq!(m.reply(t), None);
                         }
                         None => {
-                            if input.byte() % 4 == 0 {
+                            if input.or0() % 4 == 0 {
                                 m.abandon(t);
                                 tickets.swap_remove(i);
                             }
@@ -199,8 +180,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             2 | 3 => {
-                let from = match input.byte() % 4 {
-                    0 => peer(input.byte()),
+                let from = match input.or0() % 4 {
+                    0 => peer(input.or0()),
                     1 => SocketAddr::new(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 9).to_ipv6_mapped()), 7004),
                     _ => server(),
                 };
@@ -208,42 +189,42 @@ fuzz_target!(|data: &[u8]| {
                 m.datagram(now, from, &d);
             }
             4 => {
-                let n = input.byte() as usize;
+                let n = input.or0() as usize;
                 let d = input.take(n).to_vec();
-                let from = if input.byte() % 2 == 0 { server() } else { peer(input.byte()) };
+                let from = if input.or0() % 2 == 0 { server() } else { peer(input.or0()) };
                 m.datagram(now, from, &d);
             }
             5 | 6 => {
-                now += Duration::from_millis(u64::from(input.byte()) * 4);
+                now += Duration::from_millis(u64::from(input.or0()) * 4);
                 m.tick(now);
             }
             7 => {
                 if m.begin_login().is_ok() {
-                    if input.byte() % 2 == 0 {
-                        m.registered(now, 1 + input.byte() % 254, "me");
+                    if input.or0() % 2 == 0 {
+                        m.registered(now, 1 + input.or0() % 254, "me");
                     } else {
                         m.end_login();
                     }
                 }
             }
             8 => {
-                let name = ["den", "", "loft"][input.byte() as usize % 3];
+                let name = ["den", "", "loft"][input.or0() as usize % 3];
                 let ps = peers(&mut input);
                 m.enter(name, Mode::Decentralised, ps);
             }
             9 => {
-                let room = ["den", "", "loft"][input.byte() as usize % 3];
-                let _ = m.answer_invitation(now, room, input.byte() % 2 == 0);
+                let room = ["den", "", "loft"][input.or0() as usize % 3];
+                let _ = m.answer_invitation(now, room, input.or0() % 2 == 0);
             }
-            _ => match input.byte() % 3 {
+            _ => match input.or0() % 3 {
                 0 => {
                     let gone = m.peer_addrs();
-                    let k = input.byte() as usize % (gone.len() + 1);
+                    let k = input.or0() as usize % (gone.len() + 1);
                     m.drop_peers(&gone[..k]);
                 }
                 1 => m.to_public(),
                 _ => {
-                    if input.byte() % 8 == 0 {
+                    if input.or0() % 8 == 0 {
                         if let Some(b) = m.goodbye(now) {
                             assert_eq!(Message::decode(&b).unwrap().body, Body::Disconnect);
                         }

@@ -15,21 +15,9 @@ use chinwag_proto::rooms::reliable::{Config, Endpoint, Event, Incoming, SendErro
 use chinwag_proto::rooms::{kind, Body, Message, Reason, SERVER};
 use libfuzzer_sys::fuzz_target;
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn byte(&mut self) -> Option<u8> {
-        let (b, rest) = self.0.split_first()?;
-        self.0 = rest;
-        Some(*b)
-    }
-    fn take(&mut self, n: usize) -> &[u8] {
-        let n = n.min(self.0.len());
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        a
-    }
-}
+#[path = "../common/input.rs"]
+mod input;
+use input::Input;
 
 /// What one machine's application knows.
 #[derive(Default)]

@@ -11,6 +11,7 @@ use super::accounts::{cw_strings, strings};
 use super::client::cw_client;
 use super::codes::{cw_result, cw_room_mode};
 use super::event::cw_event;
+use super::Client;
 use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, run};
 
@@ -298,15 +299,9 @@ pub unsafe extern "C" fn cw_client_room_members(
     name: *const c_char,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
-    // line says); NULLs are refused before use.
-    run(|| unsafe {
-        check_out(out, "out")?;
-        let c = arg_ref(client, "client")?;
-        let names = c.inner.room_members(arg_str(name, "name")?)?;
-        *out = strings(names);
-        Ok(())
-    })
+    // SAFETY: the caller keeps the contract above, which is what names_out asks
+    // (and `name` NULL or a C string).
+    unsafe { names_out(client, out, |c| Ok(c.room_members(arg_str(name, "name")?)?)) }
 }
 
 /// Rooms: every user registered on the server, whatever its room
@@ -321,13 +316,8 @@ pub unsafe extern "C" fn cw_client_room_users(
     client: *const cw_client,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
-    // line says); NULLs are refused before use.
-    run(|| unsafe {
-        check_out(out, "out")?;
-        *out = strings(arg_ref(client, "client")?.inner.room_users()?);
-        Ok(())
-    })
+    // SAFETY: the caller keeps the contract above, which is what names_out asks.
+    unsafe { names_out(client, out, |c| Ok(c.room_users()?)) }
 }
 
 /// Rooms: the other members of the current decentralised room that the
@@ -344,11 +334,24 @@ pub unsafe extern "C" fn cw_client_room_peers(
     client: *const cw_client,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
-    // line says); NULLs are refused before use.
+    // SAFETY: the caller keeps the contract above, which is what names_out asks.
+    unsafe { names_out(client, out, |c| Ok(c.room_peers()?)) }
+}
+
+/// The body of the functions that hand out a list of names: `names` asks
+/// the client, the list goes to `*out`.
+///
+/// # Safety
+/// `client` is NULL or a live cw_client; `out` is NULL or writable.
+unsafe fn names_out(
+    client: *const cw_client,
+    out: *mut *mut cw_strings,
+    names: impl FnOnce(&Client) -> Result<Vec<String>, Failure>,
+) -> cw_result {
+    // SAFETY: the caller keeps the contract above; NULLs are refused before use.
     run(|| unsafe {
         check_out(out, "out")?;
-        *out = strings(arg_ref(client, "client")?.inner.room_peers()?);
+        *out = strings(names(&arg_ref(client, "client")?.inner)?);
         Ok(())
     })
 }

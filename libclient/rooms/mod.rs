@@ -499,27 +499,14 @@ impl Connection<Rooms> {
     fn room_enter(&self, name: &str, change: bool) -> Result<()> {
         check_room_name(name)?;
         let body = if change {
-            Body::ChangeRoom {
-                name: name.to_owned(),
-            }
+            Body::ChangeRoom { name: name.into() }
         } else {
-            Body::AccessRoom {
-                name: name.to_owned(),
-            }
+            Body::AccessRoom { name: name.into() }
         };
-        let (mode, status, peers) = match self.ask("room access", body)? {
-            Body::AccessAnswer {
-                mode,
-                status,
-                peers,
-            }
-            | Body::ChangeAnswer {
-                mode,
-                status,
-                peers,
-            } => (mode, status, peers),
-            other => return Err(refusal("room access", other)),
-        };
+        let (mode, status, peers) = self
+            .ask("room access", body)?
+            .into_access()
+            .map_err(|other| refusal("room access", other))?;
         match status {
             Access::Granted => {
                 self.link().m.lock().enter(name, mode, peers);

@@ -303,6 +303,41 @@ pub struct Message {
 }
 
 impl Body {
+    /// The answer to DEMANDE_ACCES (`change` false) or to CHANGER (true):
+    /// two types with one layout.
+    pub fn access_answer(change: bool, mode: Mode, status: Access, peers: Vec<Peer>) -> Body {
+        if change {
+            Body::ChangeAnswer {
+                mode,
+                status,
+                peers,
+            }
+        } else {
+            Body::AccessAnswer {
+                mode,
+                status,
+                peers,
+            }
+        }
+    }
+
+    /// The fields of either answer to a room access; any other body back.
+    pub fn into_access(self) -> Result<(Mode, Access, Vec<Peer>), Body> {
+        match self {
+            Body::AccessAnswer {
+                mode,
+                status,
+                peers,
+            }
+            | Body::ChangeAnswer {
+                mode,
+                status,
+                peers,
+            } => Ok((mode, status, peers)),
+            other => Err(other),
+        }
+    }
+
     pub fn kind(&self) -> u8 {
         use kind::*;
         match self {

@@ -236,24 +236,27 @@ impl Fake {
         from
     }
 
+    /// Answer the first CONNEXION that comes with id 7; the client's address.
+    pub fn accept_registration(&self) -> SocketAddr {
+        let (m, from) = self.recv(Duration::from_secs(5)).expect("CONNEXION");
+        assert_eq!(m.user, 0);
+        assert!(matches!(m.body, Body::Connexion { name: Some(_) }));
+        self.send(
+            from,
+            SERVER,
+            m.seq,
+            Body::Registered {
+                status: Registration::Accepted,
+                user: 7,
+            },
+        );
+        from
+    }
+
     /// Answer `c`'s first CONNEXION with id 7; the client's address.
     pub fn register(&self, c: &C) -> SocketAddr {
         std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                let (m, from) = self.recv(Duration::from_secs(5)).expect("CONNEXION");
-                assert_eq!(m.user, 0);
-                assert!(matches!(m.body, Body::Connexion { name: Some(_) }));
-                self.send(
-                    from,
-                    SERVER,
-                    m.seq,
-                    Body::Registered {
-                        status: Registration::Accepted,
-                        user: 7,
-                    },
-                );
-                from
-            });
+            let t = s.spawn(|| self.accept_registration());
             assert_eq!(c.login("me"), R::CW_OK, "{}", last_error());
             assert_eq!(c.id(), 7);
             t.join().unwrap()

@@ -189,22 +189,8 @@ fn refusal(k: u8, error: &DecodeError) -> Body {
         error,
         DecodeError::TooLong { .. } | DecodeError::InvalidUtf8(_) | DecodeError::Truncated
     );
-    let no_room = |change| {
-        let (mode, status, peers) = (Mode::Centralised, Access::NoSuchRoom, Vec::new());
-        if change {
-            Body::ChangeAnswer {
-                mode,
-                status,
-                peers,
-            }
-        } else {
-            Body::AccessAnswer {
-                mode,
-                status,
-                peers,
-            }
-        }
-    };
+    let no_room =
+        |change| Body::access_answer(change, Mode::Centralised, Access::NoSuchRoom, Vec::new());
     match k {
         kind::CREER_MESSAGERIE_PRIVEE if name_error => Body::CreateAnswer {
             status: Creation::BadName,
@@ -673,19 +659,11 @@ impl<S: Clone> Rooms<S> {
             }
             Body::AccessRoom { name } => {
                 let (mode, status, peers) = self.join(now, id, &name);
-                Body::AccessAnswer {
-                    mode,
-                    status,
-                    peers,
-                }
+                Body::access_answer(false, mode, status, peers)
             }
             Body::ChangeRoom { name } => {
                 let (mode, status, peers) = self.join(now, id, &name);
-                Body::ChangeAnswer {
-                    mode,
-                    status,
-                    peers,
-                }
+                Body::access_answer(true, mode, status, peers)
             }
             Body::ListClients { room } => {
                 let names = self
