@@ -301,7 +301,7 @@ pub unsafe extern "C" fn cw_client_room_members(
 ) -> cw_result {
     // SAFETY: the caller keeps the contract above, which is what names_out asks
     // (and `name` NULL or a C string).
-    unsafe { names_out(client, out, |c| Ok(c.room_members(arg_str(name, "name")?)?)) }
+    unsafe { names_out(client, out, |c| c.room_members(arg_str(name, "name")?)) }
 }
 
 /// Rooms: every user registered on the server, whatever its room
@@ -317,7 +317,7 @@ pub unsafe extern "C" fn cw_client_room_users(
     out: *mut *mut cw_strings,
 ) -> cw_result {
     // SAFETY: the caller keeps the contract above, which is what names_out asks.
-    unsafe { names_out(client, out, |c| Ok(c.room_users()?)) }
+    unsafe { names_out(client, out, |c| c.room_users()) }
 }
 
 /// Rooms: the other members of the current decentralised room that the
@@ -335,7 +335,7 @@ pub unsafe extern "C" fn cw_client_room_peers(
     out: *mut *mut cw_strings,
 ) -> cw_result {
     // SAFETY: the caller keeps the contract above, which is what names_out asks.
-    unsafe { names_out(client, out, |c| Ok(c.room_peers()?)) }
+    unsafe { names_out(client, out, |c| c.room_peers()) }
 }
 
 /// The body of the functions that hand out a list of names: `names` asks
