@@ -97,6 +97,20 @@ struct Room {
     peak: usize,
 }
 
+impl Room {
+    /// The public room (id 0): no name, no limit, never closed.
+    fn public() -> Room {
+        Room {
+            uid: 0,
+            name: String::new(),
+            mode: Mode::Centralised,
+            max: u8::MAX,
+            members: BTreeSet::new(),
+            peak: 0,
+        }
+    }
+}
+
 /// A registration that waits for the hub's verdict on the name.
 #[derive(Debug)]
 pub struct Ticket {
@@ -213,17 +227,7 @@ impl<S: Clone> Rooms<S> {
     /// `seed` draws the ids and the first NUM_SEQ of each client.
     pub fn new(set: Settings, seed: u64) -> Self {
         let mut rooms = HashMap::new();
-        rooms.insert(
-            PUBLIC,
-            Room {
-                uid: 0,
-                name: String::new(),
-                mode: Mode::Centralised,
-                max: u8::MAX,
-                members: BTreeSet::new(),
-                peak: 0,
-            },
-        );
+        rooms.insert(PUBLIC, Room::public());
         Rooms {
             link: Endpoint::new(set.link.clone()),
             guard: Guard::new(set.registrations_per_minute),
@@ -1087,14 +1091,7 @@ impl<S: Clone> Rooms<S> {
         }
         self.reserved
             .retain(|id, a| !self.users.contains_key(id) && Some(*a) != culprit);
-        self.rooms.entry(PUBLIC).or_insert_with(|| Room {
-            uid: 0,
-            name: String::new(),
-            mode: Mode::Centralised,
-            max: u8::MAX,
-            members: BTreeSet::new(),
-            peak: 0,
-        });
+        self.rooms.entry(PUBLIC).or_insert_with(Room::public);
         for room in self.rooms.values_mut() {
             room.members.clear();
         }
