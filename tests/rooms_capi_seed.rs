@@ -152,13 +152,8 @@ fn erreur_answers_map_to_result_codes() {
     // the answer says so at once (not after the retries).
     let srv = server();
     let a = C::named(srv.rooms_addr(), "al");
-    let t0 = Instant::now();
+    // (A give-up after the retries would be CW_UNCONFIRMED.)
     assert_eq!(a.send("anyone?"), R::CW_NO_RECIPIENT);
-    assert!(
-        t0.elapsed() < Duration::from_millis(800),
-        "{:?}",
-        t0.elapsed()
-    );
     assert!(last_error().contains("nobody"), "{}", last_error());
 
     // Real server: a registration over the address's rate.
@@ -222,8 +217,11 @@ fn a_keep_alive_follows_the_login_at_once() {
     // The default interval is 45 s; the first keep-alive must not wait.
     let to = fake.register(&c);
     let t0 = Instant::now();
-    let (m, from) = fake.recv(Duration::from_secs(2)).expect("a keep-alive");
-    assert!(t0.elapsed() < Duration::from_secs(1));
+    let (m, from) = fake.recv(Duration::from_secs(10)).expect("a keep-alive");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "not the 45 s interval"
+    );
     assert_eq!(from, to);
     assert_eq!((m.user, m.body), (7, Body::Connexion { name: None }));
     fake.send(to, SERVER, m.seq, Body::KeptAlive { ok: true });
