@@ -74,9 +74,10 @@
 
 /**
  * Seed 003's M: a request is sent at most this many times in all; then
- * the call returns CW_TIMEOUT (about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
+ * the call returns CW_UNCONFIRMED for a text, CW_TIMEOUT for anything
+ * else (after about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
  */
-#define CW_ROOMS_TRIES 5
+#define CW_ROOMS_TRIES 10
 
 /**
  * The wire dialect a client speaks. Numbered from 1 so that a zeroed
@@ -213,10 +214,16 @@ typedef enum cw_event_type {
   /**
    * Rooms: `cw_event_peer` invites this user into the private room
    * `cw_event_text`, whose mode is `cw_event_room_mode`. Answer with
-   * cw_client_room_answer_invitation promptly: the server forgets an
-   * invitation about 0.5 s after sending it.
+   * cw_client_room_answer_invitation within 60 s: the server forgets an
+   * invitation 60 s after sending it.
    */
   CW_EVENT_ROOM_INVITATION = 600,
+  /**
+   * Rooms: the private room `cw_event_text` closed with this user its
+   * last member (FERMETURE_MESSAGERIE): the server moved it to the
+   * public room, and cw_client_room_current says so.
+   */
+  CW_EVENT_ROOM_CLOSED = 601,
 } cw_event_type;
 
 /**
@@ -380,6 +387,29 @@ typedef enum cw_result {
    * Rooms: the call needs a private room and this client is in the public one.
    */
   CW_NOT_IN_ROOM = 703,
+  /**
+   * Rooms: nobody would receive the text (alone in the room, or no peer
+   * known in a decentralised room); nothing was delivered.
+   */
+  CW_NO_RECIPIENT = 704,
+  /**
+   * Rooms: a limit of the server was reached (registrations from this
+   * address, requests per second, a recipient too far behind); try again
+   * later.
+   */
+  CW_LIMITED = 705,
+  /**
+   * Rooms: the server refused the request as unknown, malformed or not
+   * for it (an ERREUR); the library and the server disagree.
+   */
+  CW_REFUSED = 706,
+  /**
+   * Rooms: the text was sent CW_ROOMS_TRIES times and never acknowledged
+   * (by the server, or by some peers: cw_last_error names them). It may
+   * well have arrived, only the acknowledgements lost: do not simply
+   * send it again.
+   */
+  CW_UNCONFIRMED = 707,
   /**
    * A panic was caught at the C boundary; the handle may be unusable.
    * As the cw_event_result of a CW_EVENT_ERROR: a library thread
@@ -1037,12 +1067,14 @@ enum cw_result cw_client_event_fd(const struct cw_client *client, int *out);
  * after that even if `timeout_ms` is longer); names are 1 to 10 bytes
  * without '#' (else CW_INVALID_ARGUMENT or CW_TOO_LONG); a refusal says
  * "invalid name" or "name taken" in cw_last_error; cw_client_room_user_id
- * gives the id.
+ * gives the id, and a keep-alive goes at once so the server counts this
+ * address as proved.
  * Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
  * name; babel: the server's reason, such as "username already used", is
  * in cw_last_error); CW_TOO_LONG (more than 30 bytes); CW_ALREADY_LOGGED_IN;
  * CW_BUSY while another login waits; CW_TIMEOUT (a late answer still
- * counts); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
+ * counts; rooms: none); CW_LIMITED (rooms: too many registrations from
+ * this address); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
  * Ownership: `login` is borrowed for the call.
  * Threads: any thread.
  */
@@ -1068,8 +1100,11 @@ enum cw_result cw_client_login_name(const struct cw_client *client, char **out);
  * Returns: CW_OK once written to the server (rooms: once acknowledged by
  * the server, or by every peer); CW_UNSUPPORTED on an accounts or babel
  * client; CW_NOT_LOGGED_IN; CW_TOO_LONG (chatos: more than 1024 bytes;
- * rooms: 1200); CW_TIMEOUT (rooms: no acknowledgement after
- * CW_ROOMS_TRIES sends; in a decentralised room the peers that did not
+ * rooms: 1200, refused before anything is sent); rooms: CW_NO_RECIPIENT
+ * (nobody else in the room, or no peer known in a decentralised room:
+ * nothing was delivered), CW_LIMITED (a server limit: try later),
+ * CW_UNCONFIRMED (no acknowledgement after CW_ROOMS_TRIES sends: it may
+ * have arrived; in a decentralised room the peers that did not
  * acknowledge are named in cw_last_error and dropped from the peer
  * list); CW_CLOSED; CW_IO.
  * Ownership: `text` is borrowed for the call.
@@ -1525,6 +1560,17 @@ enum cw_result cw_client_room_members(const struct cw_client *client,
                                       struct cw_strings **out);
 
 /**
+ * Rooms: every user registered on the server, whatever its room
+ * (DEMANDER_LISTE_UTILISATEURS), this client included, sorted by name.
+ *
+ * Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN; CW_TIMEOUT;
+ * CW_LIMITED; CW_UNSUPPORTED on a client of another dialect; CW_CLOSED.
+ * Ownership: `*out` is owned by the caller; release it with cw_strings_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_room_users(const struct cw_client *client, struct cw_strings **out);
+
+/**
  * Rooms: the other members of the current decentralised room that the
  * library sends texts to: those the access answer listed, plus members
  * whose texts arrived since (the protocol announces no newcomers), minus
@@ -1556,12 +1602,13 @@ enum cw_result cw_client_room_invite(const struct cw_client *client, const char 
  * cw_event_text of CW_EVENT_ROOM_INVITATION; "" or NULL: the latest of
  * all). `accept` non-zero accepts: the library then checks with member
  * lists that the server moved this client in, and for a decentralised
- * room fetches the peers. Answer within about 0.5 s of the event: the
- * server forgets an invitation once it stops retransmitting it.
+ * room fetches the peers. Answer within 60 s of the event: the server
+ * (and the library) forget an invitation after that.
  *
  * Returns: CW_OK (accepted: now in the room); CW_NO_SUCH_REQUEST (no such
- * unanswered invitation); CW_ROOM_FULL (accepted but not moved in: full,
- * gone or expired); CW_NOT_LOGGED_IN; CW_TIMEOUT; CW_UNSUPPORTED; CW_CLOSED.
+ * unanswered invitation, or older than 60 s); CW_ROOM_FULL (accepted but
+ * not moved in: full, gone or expired); CW_NOT_LOGGED_IN; CW_TIMEOUT;
+ * CW_UNSUPPORTED; CW_CLOSED.
  * Ownership: `room` is borrowed for the call.
  * Threads: any thread.
  */

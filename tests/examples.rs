@@ -293,6 +293,7 @@ fn python_rooms_chat_example() {
         "public: pybo got 'hello, public room' from #",
         "invitations: pybo accepted, pycy refused",
         "rooms: [Room('club', CENTRALISED, 2)]",
+        "closed: pybo is back in the public room",
         "peer to peer: pycy got 'and back' from pyal",
     ] {
         assert!(said.contains(line), "missing {line:?} in:\n{said}");

@@ -3,185 +3,22 @@
 //! login (taken, invalid), texts in the public room across three clients,
 //! rooms created, listed, joined, full and left, invitations accepted and
 //! refused, a decentralised room where two library clients talk directly,
-//! duplicate suppression, retries that end in CW_TIMEOUT, garbage
+//! duplicate suppression, retries that end in CW_TIMEOUT (CW_UNCONFIRMED
+//! for a text), garbage
 //! datagrams, the keep-alive, and cross-dialect CW_UNSUPPORTED.
 
 mod ffi_common;
+mod rooms_ffi;
 
-use std::collections::HashSet;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::ptr;
 use std::time::{Duration, Instant};
 
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R, cw_room_mode};
 use chinwag::ffi::*;
-use chinwag_proto::rooms::{kind, Body, Message, Mode, Registration, SERVER};
-use chinwagd::{Config, Server};
+use chinwag_proto::rooms::{kind, Body, Message, Mode, SERVER};
 use ffi_common::{cs, last_error, text, C};
-
-const MS: i32 = 5_000;
-
-fn server() -> Server {
-    Server::start(Config::ephemeral()).expect("server starts")
-}
-
-#[derive(Debug)]
-struct Ev {
-    kind: K,
-    peer: Option<String>,
-    text: Option<String>,
-    mode: i32,
-}
-
-impl C {
-    fn connect(addr: SocketAddr, dialect: cw_dialect) -> C {
-        C::connect_to(&addr.ip().to_string(), addr.port(), dialect)
-    }
-
-    fn rooms(addr: SocketAddr) -> C {
-        C::connect(addr, cw_dialect::CW_DIALECT_ROOMS)
-    }
-
-    fn login(&self, name: &str) -> R {
-        let n = cs(name);
-        unsafe { cw_client_login(self.0, n.as_ptr(), MS) }
-    }
-
-    fn named(addr: SocketAddr, name: &str) -> C {
-        let c = C::rooms(addr);
-        assert_eq!(c.login(name), R::CW_OK, "{name}: {}", last_error());
-        c
-    }
-
-    fn id(&self) -> u8 {
-        let mut id = 0;
-        assert_eq!(unsafe { cw_client_room_user_id(self.0, &mut id) }, R::CW_OK);
-        id
-    }
-
-    fn send(&self, t: &str) -> R {
-        let t = cs(t);
-        unsafe { cw_client_send_message(self.0, t.as_ptr()) }
-    }
-
-    fn create(&self, name: &str, mode: cw_room_mode, max: u8) -> Result<u8, R> {
-        let n = cs(name);
-        let mut id = 0;
-        match unsafe { cw_client_room_create(self.0, n.as_ptr(), mode as i32, max, &mut id) } {
-            R::CW_OK => Ok(id),
-            r => Err(r),
-        }
-    }
-
-    fn join(&self, name: &str) -> R {
-        let n = cs(name);
-        unsafe { cw_client_room_join(self.0, n.as_ptr()) }
-    }
-
-    fn change(&self, name: &str) -> R {
-        let n = cs(name);
-        unsafe { cw_client_room_change(self.0, n.as_ptr()) }
-    }
-
-    fn leave(&self) -> R {
-        unsafe { cw_client_room_leave(self.0) }
-    }
-
-    fn strings(l: *mut cw_strings) -> Vec<String> {
-        let n = unsafe { cw_strings_count(l) };
-        let v = (0..n)
-            .map(|i| text(unsafe { cw_strings_get(l, i) }).unwrap())
-            .collect();
-        unsafe { cw_strings_free(l) };
-        v
-    }
-
-    fn members(&self, room: &str) -> HashSet<String> {
-        let n = cs(room);
-        let mut l = ptr::null_mut();
-        let r = unsafe { cw_client_room_members(self.0, n.as_ptr(), &mut l) };
-        assert_eq!(r, R::CW_OK, "{}", last_error());
-        C::strings(l).into_iter().collect()
-    }
-
-    fn peers(&self) -> Vec<String> {
-        let mut l = ptr::null_mut();
-        assert_eq!(unsafe { cw_client_room_peers(self.0, &mut l) }, R::CW_OK);
-        C::strings(l)
-    }
-
-    fn current(&self) -> (String, i32) {
-        let mut n = ptr::null_mut();
-        let mut m = -1;
-        assert_eq!(
-            unsafe { cw_client_room_current(self.0, &mut n, &mut m) },
-            R::CW_OK
-        );
-        let name = text(n).unwrap();
-        unsafe { cw_string_free(n) };
-        (name, m)
-    }
-
-    fn list(&self) -> Vec<(String, i32, u32)> {
-        let mut l = ptr::null_mut();
-        assert_eq!(unsafe { cw_client_room_list(self.0, &mut l) }, R::CW_OK);
-        let n = unsafe { cw_rooms_count(l) };
-        let v = (0..n)
-            .map(|i| unsafe {
-                (
-                    text(cw_rooms_name(l, i)).unwrap(),
-                    cw_rooms_mode(l, i),
-                    cw_rooms_clients(l, i),
-                )
-            })
-            .collect();
-        assert!(unsafe { cw_rooms_name(l, n) }.is_null());
-        assert_eq!(unsafe { cw_rooms_mode(l, n) }, -1);
-        unsafe { cw_rooms_free(l) };
-        v
-    }
-
-    fn invite(&self, user: &str) -> R {
-        let u = cs(user);
-        unsafe { cw_client_room_invite(self.0, u.as_ptr()) }
-    }
-
-    fn answer(&self, room: &str, accept: bool) -> R {
-        let r = cs(room);
-        unsafe { cw_client_room_answer_invitation(self.0, r.as_ptr(), accept as i32) }
-    }
-
-    fn event(&self, ms: i32) -> Result<Ev, R> {
-        let mut ev = ptr::null_mut();
-        let r = unsafe { cw_client_next_event(self.0, ms, &mut ev) };
-        if r != R::CW_OK {
-            return Err(r);
-        }
-        let e = unsafe {
-            Ev {
-                kind: cw_event_kind(ev),
-                peer: text(cw_event_peer(ev)),
-                text: text(cw_event_text(ev)),
-                mode: cw_event_room_mode(ev),
-            }
-        };
-        unsafe { cw_event_free(ev) };
-        Ok(e)
-    }
-
-    fn expect_message(&self) -> (String, String) {
-        let e = self.event(MS).expect("an event");
-        assert_eq!(e.kind, K::CW_EVENT_MESSAGE, "{e:?}");
-        (e.peer.unwrap(), e.text.unwrap())
-    }
-
-    fn expect_quiet(&self, ms: i32) {
-        match self.event(ms) {
-            Err(R::CW_TIMEOUT) => {}
-            other => panic!("expected no event, got {other:?}"),
-        }
-    }
-}
+use rooms_ffi::{server, Fake, MS};
 
 #[test]
 fn login_taken_invalid_and_freed_on_close() {
@@ -318,15 +155,30 @@ fn rooms_create_list_join_full_leave() {
     assert_ne!(r1, r2);
     assert_eq!(b.change("r2"), R::CW_OK);
     assert_eq!(c.members("r2"), ["bo", "cy"].map(String::from).into());
+    // r1 is down to al alone: the server closed it (seed 003 §2.2) and
+    // told al, who is back in the public room.
     let mut rooms = a.list();
     rooms.sort();
-    assert_eq!(rooms, vec![("r1".into(), 0, 1), ("r2".into(), 0, 2)]);
+    assert_eq!(rooms, vec![("r2".into(), 0, 2)]);
+    let e = a.event(MS).unwrap();
+    assert_eq!(
+        (e.kind, e.text.as_deref()),
+        (K::CW_EVENT_ROOM_CLOSED, Some("r1"))
+    );
+    assert_eq!(a.current(), (String::new(), 0));
+    assert_eq!(c.invite("al"), R::CW_OK);
     assert_eq!(b.leave(), R::CW_OK);
     assert_eq!(b.current(), (String::new(), 0));
     assert_eq!(b.leave(), R::CW_NOT_IN_ROOM);
     assert!(b.members("").contains("bo"));
-    assert_eq!(c.invite("al"), R::CW_OK);
     assert_eq!(b.invite("al"), R::CW_NOT_IN_ROOM);
+    // So is r2, down to cy.
+    let e = c.event(MS).unwrap();
+    assert_eq!(
+        (e.kind, e.text.as_deref()),
+        (K::CW_EVENT_ROOM_CLOSED, Some("r2"))
+    );
+    assert_eq!(c.invite("al"), R::CW_NOT_IN_ROOM);
 }
 
 #[test]
@@ -408,76 +260,15 @@ fn decentralised_room_texts_go_peer_to_peer() {
     assert_eq!(a.expect_message().1, "from cy");
     assert_eq!(b.expect_message().1, "from cy");
 
-    // A peer that is gone stops acknowledging: CW_TIMEOUT, dropped from the list.
+    // A peer that is gone stops acknowledging: CW_UNCONFIRMED, dropped
+    // from the list.
     unsafe { cw_client_close(b.0) };
     let t0 = Instant::now();
-    assert_eq!(c.send("anyone?"), R::CW_TIMEOUT);
+    assert_eq!(c.send("anyone?"), R::CW_UNCONFIRMED);
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert!(last_error().contains("bo"), "{}", last_error());
     assert_eq!(c.peers(), ["al"]);
     assert_eq!(a.expect_message().1, "anyone?");
-}
-
-/// A scripted server on 127.0.0.1: answers the first CONNEXION with id 7
-/// and returns the client's address.
-struct Fake {
-    s: UdpSocket,
-}
-
-impl Fake {
-    fn new() -> Fake {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        Fake { s }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.s.local_addr().unwrap()
-    }
-
-    fn recv(&self, within: Duration) -> Option<(Message, SocketAddr)> {
-        let t0 = Instant::now();
-        let mut buf = [0u8; 2048];
-        while t0.elapsed() < within {
-            if let Ok((n, from)) = self.s.recv_from(&mut buf) {
-                return Some((
-                    Message::decode(&buf[..n]).expect("client bytes decode"),
-                    from,
-                ));
-            }
-        }
-        None
-    }
-
-    fn send(&self, to: SocketAddr, user: u8, seq: u16, body: Body) {
-        self.s
-            .send_to(&Message { user, seq, body }.to_bytes(), to)
-            .unwrap();
-    }
-
-    /// Log `c` in through this fake; the client's address.
-    fn login(&self, c: &C) -> SocketAddr {
-        std::thread::scope(|s| {
-            let t = s.spawn(|| {
-                let (m, from) = self.recv(Duration::from_secs(5)).expect("CONNEXION");
-                assert_eq!(m.user, 0);
-                assert!(matches!(m.body, Body::Connexion { name: Some(_) }));
-                self.send(
-                    from,
-                    SERVER,
-                    m.seq,
-                    Body::Registered {
-                        status: Registration::Accepted,
-                        user: 7,
-                    },
-                );
-                from
-            });
-            assert_eq!(c.login("me"), R::CW_OK, "{}", last_error());
-            assert_eq!(c.id(), 7);
-            t.join().unwrap()
-        })
-    }
 }
 
 #[test]
@@ -556,7 +347,7 @@ fn a_server_that_never_answers_gives_timeout_after_the_retries() {
     let c = C::rooms(fake.addr());
     fake.login(&c);
     let t0 = Instant::now();
-    assert_eq!(c.send("hello?"), R::CW_TIMEOUT);
+    assert_eq!(c.send("hello?"), R::CW_UNCONFIRMED);
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert_eq!(c.leave(), R::CW_TIMEOUT);
 }
@@ -635,16 +426,7 @@ fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
     client.set_rooms_keepalive(Duration::from_millis(100));
     let login = std::thread::scope(|s| {
         let t = s.spawn(|| client.login("me", Some(Duration::from_secs(5))));
-        let (m, from) = fake.recv(Duration::from_secs(5)).unwrap();
-        fake.send(
-            from,
-            SERVER,
-            m.seq,
-            Body::Registered {
-                status: Registration::Accepted,
-                user: 7,
-            },
-        );
+        fake.accept_registration();
         t.join().unwrap()
     });
     login.unwrap();

@@ -587,6 +587,9 @@ impl Session {
                 "-- {from} invites you into {room} ({}): /accept {room} or /refuse {room}",
                 mode_name(mode)
             ),
+            Event::RoomClosed { room } => {
+                format!("-- {room} closed with you its last member: back in the public room")
+            }
         };
         vec![line]
     }

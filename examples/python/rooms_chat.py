@@ -6,8 +6,9 @@
 PORT is the server's rooms port (UDP). The script logs the three users in
 (a duplicate name is refused), exchanges a text in the public room,
 NAME_A creates a centralised room and invites NAME_B (who accepts) and
-NAME_C (who refuses), then NAME_A creates a decentralised room that
-NAME_C joins, and the two exchange texts peer to peer. It prints one line
+NAME_C (who refuses); NAME_A leaves, so the server closes the room
+around NAME_B; then NAME_A creates a decentralised room that NAME_C
+joins, and the two exchange texts peer to peer. It prints one line
 per step and exits 0 when everything matched.
 """
 
@@ -52,6 +53,7 @@ def main():
         c.login(nc)
         print("ids: %s=%d %s=%d %s=%d" % (na, a.user_id(), nb, b.user_id(), nc, c.user_id()))
         check(sorted(a.members()) == sorted([na, nb, nc]), a.members())
+        check(c.users() == sorted([na, nb, nc]), c.users())
 
         a.send_message("hello, public room")
         ev = wait_for(b, K.MESSAGE)
@@ -75,7 +77,11 @@ def main():
         check(c.next_event(timeout=0.3) is None, "%s is not in the club" % nc)
         print("rooms: %r" % (a.rooms(),))
 
-        a.leave_room()  # b stays, so the club survives
+        a.leave_room()
+        # b is alone in the club: the server closes it and moves b back.
+        ev = wait_for(b, K.ROOM_CLOSED)
+        check(ev.text == "club" and b.current_room() == ("", Mode.CENTRALISED), ev)
+        print("closed: %s is back in the public room" % nb)
         a.create_room("den", Mode.DECENTRALISED, 2)
         c.join_room("den")
         check(c.current_room() == ("den", Mode.DECENTRALISED), c.current_room())

@@ -57,6 +57,20 @@ pub enum ErrorKind {
     RoomFull,
     /// Rooms: the call needs a private room.
     NotInRoom,
+    /// Rooms: nobody would receive the text (alone in the room, or no
+    /// peer known in a decentralised one); it was not sent.
+    NoRecipient,
+    /// Rooms: a limit of the server was reached (registrations from this
+    /// address, requests per second, a recipient too far behind); try
+    /// again later.
+    Limited,
+    /// Rooms: the server refused the request as unknown, malformed or not
+    /// for it (an ERREUR); the library and server disagree.
+    Refused,
+    /// Rooms: a text was sent M times and never acknowledged. It may well
+    /// have arrived (only the acknowledgements may have been lost), so do
+    /// not simply send it again.
+    Unconfirmed,
     /// A library thread panicked; the client is closed.
     Panic,
     /// Something inside the library failed (a thread could not start).

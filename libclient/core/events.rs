@@ -126,6 +126,11 @@ pub enum Event {
         room: String,
         mode: chinwag_proto::rooms::Mode,
     },
+    /// Rooms: the private room `room` closed with this user its last
+    /// member; the server moved it to the public room.
+    RoomClosed {
+        room: String,
+    },
 }
 
 /// What an event is about, without its contents.
@@ -153,6 +158,7 @@ pub enum EventKind {
     FriendAccepted,
     FriendRefused,
     RoomInvitation,
+    RoomClosed,
 }
 
 impl Event {
@@ -179,6 +185,7 @@ impl Event {
             Event::FriendAccepted { .. } => EventKind::FriendAccepted,
             Event::FriendRefused { .. } => EventKind::FriendRefused,
             Event::RoomInvitation { .. } => EventKind::RoomInvitation,
+            Event::RoomClosed { .. } => EventKind::RoomClosed,
         }
     }
 
@@ -227,7 +234,7 @@ impl Event {
             | Event::PrivateFailed { text, .. }
             | Event::CallFailed { text, .. }
             | Event::CallEnded { text, .. } => Some(text),
-            Event::RoomInvitation { room, .. } => Some(room),
+            Event::RoomInvitation { room, .. } | Event::RoomClosed { room } => Some(room),
             _ => None,
         }
     }

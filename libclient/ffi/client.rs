@@ -115,12 +115,14 @@ pub unsafe extern "C" fn cw_client_event_fd(
 /// after that even if `timeout_ms` is longer); names are 1 to 10 bytes
 /// without '#' (else CW_INVALID_ARGUMENT or CW_TOO_LONG); a refusal says
 /// "invalid name" or "name taken" in cw_last_error; cw_client_room_user_id
-/// gives the id.
+/// gives the id, and a keep-alive goes at once so the server counts this
+/// address as proved.
 /// Returns: CW_OK when accepted; CW_LOGIN_REFUSED when refused (try another
 /// name; babel: the server's reason, such as "username already used", is
 /// in cw_last_error); CW_TOO_LONG (more than 30 bytes); CW_ALREADY_LOGGED_IN;
 /// CW_BUSY while another login waits; CW_TIMEOUT (a late answer still
-/// counts); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
+/// counts; rooms: none); CW_LIMITED (rooms: too many registrations from
+/// this address); CW_UNSUPPORTED on an accounts client; CW_CLOSED.
 /// Ownership: `login` is borrowed for the call.
 /// Threads: any thread.
 #[no_mangle]
@@ -170,8 +172,11 @@ pub unsafe extern "C" fn cw_client_login_name(
 /// Returns: CW_OK once written to the server (rooms: once acknowledged by
 /// the server, or by every peer); CW_UNSUPPORTED on an accounts or babel
 /// client; CW_NOT_LOGGED_IN; CW_TOO_LONG (chatos: more than 1024 bytes;
-/// rooms: 1200); CW_TIMEOUT (rooms: no acknowledgement after
-/// CW_ROOMS_TRIES sends; in a decentralised room the peers that did not
+/// rooms: 1200, refused before anything is sent); rooms: CW_NO_RECIPIENT
+/// (nobody else in the room, or no peer known in a decentralised room:
+/// nothing was delivered), CW_LIMITED (a server limit: try later),
+/// CW_UNCONFIRMED (no acknowledgement after CW_ROOMS_TRIES sends: it may
+/// have arrived; in a decentralised room the peers that did not
 /// acknowledge are named in cw_last_error and dropped from the peer
 /// list); CW_CLOSED; CW_IO.
 /// Ownership: `text` is borrowed for the call.

@@ -80,6 +80,21 @@ pub enum cw_result {
     CW_ROOM_FULL = 702,
     /// Rooms: the call needs a private room and this client is in the public one.
     CW_NOT_IN_ROOM = 703,
+    /// Rooms: nobody would receive the text (alone in the room, or no peer
+    /// known in a decentralised room); nothing was delivered.
+    CW_NO_RECIPIENT = 704,
+    /// Rooms: a limit of the server was reached (registrations from this
+    /// address, requests per second, a recipient too far behind); try again
+    /// later.
+    CW_LIMITED = 705,
+    /// Rooms: the server refused the request as unknown, malformed or not
+    /// for it (an ERREUR); the library and the server disagree.
+    CW_REFUSED = 706,
+    /// Rooms: the text was sent CW_ROOMS_TRIES times and never acknowledged
+    /// (by the server, or by some peers: cw_last_error names them). It may
+    /// well have arrived, only the acknowledgements lost: do not simply
+    /// send it again.
+    CW_UNCONFIRMED = 707,
     /// A panic was caught at the C boundary; the handle may be unusable.
     /// As the cw_event_result of a CW_EVENT_ERROR: a library thread
     /// panicked, and the client is closed.
@@ -90,7 +105,7 @@ pub enum cw_result {
 
 impl cw_result {
     /// Every defined code, for `cw_result_str` and the tests.
-    pub const ALL: [cw_result; 30] = [
+    pub const ALL: [cw_result; 34] = [
         cw_result::CW_OK,
         cw_result::CW_TIMEOUT,
         cw_result::CW_CLOSED,
@@ -119,6 +134,10 @@ impl cw_result {
         cw_result::CW_NO_SUCH_ROOM,
         cw_result::CW_ROOM_FULL,
         cw_result::CW_NOT_IN_ROOM,
+        cw_result::CW_NO_RECIPIENT,
+        cw_result::CW_LIMITED,
+        cw_result::CW_REFUSED,
+        cw_result::CW_UNCONFIRMED,
         cw_result::CW_PANIC,
         cw_result::CW_INTERNAL,
     ];
@@ -155,6 +174,10 @@ impl cw_result {
             CW_NO_SUCH_ROOM => "no such room\0",
             CW_ROOM_FULL => "the room is full\0",
             CW_NOT_IN_ROOM => "not in a private room\0",
+            CW_NO_RECIPIENT => "nobody would receive the text\0",
+            CW_LIMITED => "a server limit was reached; try again later\0",
+            CW_REFUSED => "the server refused the request\0",
+            CW_UNCONFIRMED => "sent but unconfirmed: it may have arrived\0",
             CW_PANIC => "internal panic caught at the C boundary\0",
             CW_INTERNAL => "internal error\0",
         }
@@ -235,9 +258,13 @@ pub enum cw_event_type {
     CW_EVENT_FRIEND_REFUSED = 502,
     /// Rooms: `cw_event_peer` invites this user into the private room
     /// `cw_event_text`, whose mode is `cw_event_room_mode`. Answer with
-    /// cw_client_room_answer_invitation promptly: the server forgets an
-    /// invitation about 0.5 s after sending it.
+    /// cw_client_room_answer_invitation within 60 s: the server forgets an
+    /// invitation 60 s after sending it.
     CW_EVENT_ROOM_INVITATION = 600,
+    /// Rooms: the private room `cw_event_text` closed with this user its
+    /// last member (FERMETURE_MESSAGERIE): the server moved it to the
+    /// public room, and cw_client_room_current says so.
+    CW_EVENT_ROOM_CLOSED = 601,
 }
 
 /// Rooms: how a private room carries texts.
@@ -319,6 +346,10 @@ impl From<ErrorKind> for cw_result {
             ErrorKind::NoSuchRoom => CW_NO_SUCH_ROOM,
             ErrorKind::RoomFull => CW_ROOM_FULL,
             ErrorKind::NotInRoom => CW_NOT_IN_ROOM,
+            ErrorKind::NoRecipient => CW_NO_RECIPIENT,
+            ErrorKind::Limited => CW_LIMITED,
+            ErrorKind::Refused => CW_REFUSED,
+            ErrorKind::Unconfirmed => CW_UNCONFIRMED,
             ErrorKind::Panic => CW_PANIC,
             ErrorKind::Internal => CW_INTERNAL,
         }
@@ -359,6 +390,7 @@ impl From<EventKind> for cw_event_type {
             EventKind::FriendAccepted => CW_EVENT_FRIEND_ACCEPTED,
             EventKind::FriendRefused => CW_EVENT_FRIEND_REFUSED,
             EventKind::RoomInvitation => CW_EVENT_ROOM_INVITATION,
+            EventKind::RoomClosed => CW_EVENT_ROOM_CLOSED,
         }
     }
 }

@@ -346,6 +346,10 @@ impl Client {
         Ok(self.rooms("a member list")?.room_members(name)?)
     }
 
+    pub fn room_users(&self) -> Result<Vec<String>> {
+        Ok(self.rooms("a user list")?.room_users()?)
+    }
+
     pub fn room_invite(&self, user: &str) -> Result<()> {
         Ok(self.rooms("an invitation")?.room_invite(user)?)
     }

@@ -11,6 +11,7 @@ use super::accounts::{cw_strings, strings};
 use super::client::cw_client;
 use super::codes::{cw_result, cw_room_mode};
 use super::event::cw_event;
+use super::Client;
 use super::Failure;
 use super::{arg_ref, arg_str, c_string, check_out, guard, run};
 
@@ -18,8 +19,9 @@ use super::{arg_ref, arg_str, c_string, check_out, guard, run};
 /// again this often until answered.
 pub const CW_ROOMS_RETRY_MS: u32 = 100;
 /// Seed 003's M: a request is sent at most this many times in all; then
-/// the call returns CW_TIMEOUT (about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
-pub const CW_ROOMS_TRIES: u32 = 5;
+/// the call returns CW_UNCONFIRMED for a text, CW_TIMEOUT for anything
+/// else (after about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
+pub const CW_ROOMS_TRIES: u32 = 10;
 const _RETRY: () =
     assert!(CW_ROOMS_RETRY_MS as u128 == crate::rooms::ROOMS_RETRY_EVERY.as_millis());
 const _TRIES: () = assert!(CW_ROOMS_TRIES == crate::rooms::ROOMS_TRIES);
@@ -297,15 +299,25 @@ pub unsafe extern "C" fn cw_client_room_members(
     name: *const c_char,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
-    // line says); NULLs are refused before use.
-    run(|| unsafe {
-        check_out(out, "out")?;
-        let c = arg_ref(client, "client")?;
-        let names = c.inner.room_members(arg_str(name, "name")?)?;
-        *out = strings(names);
-        Ok(())
-    })
+    // SAFETY: the caller keeps the contract above, which is what names_out asks
+    // (and `name` NULL or a C string).
+    unsafe { names_out(client, out, |c| c.room_members(arg_str(name, "name")?)) }
+}
+
+/// Rooms: every user registered on the server, whatever its room
+/// (DEMANDER_LISTE_UTILISATEURS), this client included, sorted by name.
+///
+/// Returns: CW_OK and `*out` set; CW_NOT_LOGGED_IN; CW_TIMEOUT;
+/// CW_LIMITED; CW_UNSUPPORTED on a client of another dialect; CW_CLOSED.
+/// Ownership: `*out` is owned by the caller; release it with cw_strings_free.
+/// Threads: any thread.
+#[no_mangle]
+pub unsafe extern "C" fn cw_client_room_users(
+    client: *const cw_client,
+    out: *mut *mut cw_strings,
+) -> cw_result {
+    // SAFETY: the caller keeps the contract above, which is what names_out asks.
+    unsafe { names_out(client, out, |c| c.room_users()) }
 }
 
 /// Rooms: the other members of the current decentralised room that the
@@ -322,11 +334,24 @@ pub unsafe extern "C" fn cw_client_room_peers(
     client: *const cw_client,
     out: *mut *mut cw_strings,
 ) -> cw_result {
-    // SAFETY: the caller keeps the contract above (every pointer NULL or valid as its Ownership
-    // line says); NULLs are refused before use.
+    // SAFETY: the caller keeps the contract above, which is what names_out asks.
+    unsafe { names_out(client, out, |c| c.room_peers()) }
+}
+
+/// The body of the functions that hand out a list of names: `names` asks
+/// the client, the list goes to `*out`.
+///
+/// # Safety
+/// `client` is NULL or a live cw_client; `out` is NULL or writable.
+unsafe fn names_out(
+    client: *const cw_client,
+    out: *mut *mut cw_strings,
+    names: impl FnOnce(&Client) -> Result<Vec<String>, Failure>,
+) -> cw_result {
+    // SAFETY: the caller keeps the contract above; NULLs are refused before use.
     run(|| unsafe {
         check_out(out, "out")?;
-        *out = strings(arg_ref(client, "client")?.inner.room_peers()?);
+        *out = strings(names(&arg_ref(client, "client")?.inner)?);
         Ok(())
     })
 }
@@ -358,12 +383,13 @@ pub unsafe extern "C" fn cw_client_room_invite(
 /// cw_event_text of CW_EVENT_ROOM_INVITATION; "" or NULL: the latest of
 /// all). `accept` non-zero accepts: the library then checks with member
 /// lists that the server moved this client in, and for a decentralised
-/// room fetches the peers. Answer within about 0.5 s of the event: the
-/// server forgets an invitation once it stops retransmitting it.
+/// room fetches the peers. Answer within 60 s of the event: the server
+/// (and the library) forget an invitation after that.
 ///
 /// Returns: CW_OK (accepted: now in the room); CW_NO_SUCH_REQUEST (no such
-/// unanswered invitation); CW_ROOM_FULL (accepted but not moved in: full,
-/// gone or expired); CW_NOT_LOGGED_IN; CW_TIMEOUT; CW_UNSUPPORTED; CW_CLOSED.
+/// unanswered invitation, or older than 60 s); CW_ROOM_FULL (accepted but
+/// not moved in: full, gone or expired); CW_NOT_LOGGED_IN; CW_TIMEOUT;
+/// CW_UNSUPPORTED; CW_CLOSED.
 /// Ownership: `room` is borrowed for the call.
 /// Threads: any thread.
 #[no_mangle]

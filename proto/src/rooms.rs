@@ -7,9 +7,16 @@
 //! big-endian: a 4-byte header. Sub-byte fields of a body (modes, statuses,
 //! answers) share one byte, packed from the most significant bit, unused bits
 //! zero. Names end with the '#' delimiter. Sans-IO, like every codec here.
+//!
+//! Types 23-27 are chinwag's, for what the seed asks and names no message
+//! for (a closed room's notice, the list of every user, an error answer);
+//! `reliable` is the seed's §3.2 reliability, one machine for both ends.
+
+pub mod reliable;
 
 use std::net::Ipv4Addr;
 
+use crate::cursor::{Layout, Order, Prefix, Reader, Short, Writer};
 use crate::DecodeError;
 
 pub mod kind {
@@ -35,6 +42,30 @@ pub mod kind {
     pub const REPONSE_QUITTER_MESSAGERIE_PRIVEE: u8 = 20;
     pub const DECONNEXION: u8 = 21;
     pub const REPONSE_DECONNEXION: u8 = 22;
+    /// chinwag: server to the last member of a private room it closed
+    /// (§2.2 asks for the notice and names no message).
+    pub const FERMETURE_MESSAGERIE: u8 = 23;
+    pub const REPONSE_FERMETURE_MESSAGERIE: u8 = 24;
+    /// chinwag: every registered user (§2.2: a client chooses whom to
+    /// invite among the users connected to the server).
+    pub const DEMANDER_LISTE_UTILISATEURS: u8 = 25;
+    pub const REPONSE_DEMANDER_LISTE_UTILISATEURS: u8 = 26;
+    /// chinwag: the answer to a request that is refused, and why (§3.1: an
+    /// unknown type is answered with "a type proper to error messages").
+    pub const ERREUR: u8 = 27;
+}
+
+/// Whether a message of type `k` answers another (and so is never answered
+/// itself): the seed's even types, chinwag's 24 and 26, and ERREUR.
+pub fn is_answer(k: u8) -> bool {
+    (k & 1 == 0 && (2..=kind::REPONSE_DEMANDER_LISTE_UTILISATEURS).contains(&k))
+        || k == kind::ERREUR
+}
+
+/// The type that answers a request of type `k` (besides ERREUR, which may
+/// answer any request): always `k + 1`.
+pub fn answer_kind(k: u8) -> Option<u8> {
+    (k & 1 == 1 && k <= kind::DEMANDER_LISTE_UTILISATEURS).then_some(k + 1)
 }
 
 pub const HEADER_LEN: usize = 4;
@@ -102,6 +133,50 @@ pub enum Access {
     Granted = 0,
     NoSuchRoom = 1,
     Full = 2,
+}
+
+/// RAISON of an ERREUR (chinwag's type 27): why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The type is none the receiver knows.
+    UnknownType = 1,
+    /// The data does not follow the type's layout.
+    Malformed = 2,
+    /// A field is longer than its limit (a CHAT over 1,200 bytes, a name
+    /// over its limit where the type's answer has no code for it).
+    TooLong = 3,
+    /// A type the receiver never accepts from this sender (one only the
+    /// server sends).
+    NotAccepted = 4,
+    /// A text nobody would receive: alone in the room, or a decentralised
+    /// room, whose texts go to the peers rather than the server.
+    NoRecipient = 5,
+    /// A limit was reached (registrations from one address, requests per
+    /// second, a recipient too far behind): try again later.
+    Limit = 6,
+}
+
+impl Reason {
+    /// The reason to give for a request whose body did not decode.
+    pub fn for_error(e: &DecodeError) -> Reason {
+        match e {
+            DecodeError::UnknownOpcode(_) => Reason::UnknownType,
+            DecodeError::TooLong { .. } => Reason::TooLong,
+            _ => Reason::Malformed,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Reason> {
+        Some(match b {
+            1 => Reason::UnknownType,
+            2 => Reason::Malformed,
+            3 => Reason::TooLong,
+            4 => Reason::NotAccepted,
+            5 => Reason::NoRecipient,
+            6 => Reason::Limit,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +272,24 @@ pub enum Body {
     DisconnectAnswer {
         ok: bool,
     },
+    /// chinwag (23), server to client: the private room `room` closed with
+    /// this client its last member, who is back in the public room.
+    RoomClosed {
+        room: String,
+    },
+    /// chinwag (24): acknowledgement of a RoomClosed.
+    RoomClosedAck,
+    /// chinwag (25): every registered user.
+    ListUsers,
+    /// chinwag (26): the answer to ListUsers.
+    UserList {
+        names: Vec<String>,
+    },
+    /// chinwag (27): the request of type `refused` (same NUM_SEQ) was refused.
+    Error {
+        refused: u8,
+        reason: Reason,
+    },
 }
 
 /// One datagram.
@@ -210,6 +303,41 @@ pub struct Message {
 }
 
 impl Body {
+    /// The answer to DEMANDE_ACCES (`change` false) or to CHANGER (true):
+    /// two types with one layout.
+    pub fn access_answer(change: bool, mode: Mode, status: Access, peers: Vec<Peer>) -> Body {
+        if change {
+            Body::ChangeAnswer {
+                mode,
+                status,
+                peers,
+            }
+        } else {
+            Body::AccessAnswer {
+                mode,
+                status,
+                peers,
+            }
+        }
+    }
+
+    /// The fields of either answer to a room access; any other body back.
+    pub fn into_access(self) -> Result<(Mode, Access, Vec<Peer>), Body> {
+        match self {
+            Body::AccessAnswer {
+                mode,
+                status,
+                peers,
+            }
+            | Body::ChangeAnswer {
+                mode,
+                status,
+                peers,
+            } => Ok((mode, status, peers)),
+            other => Err(other),
+        }
+    }
+
     pub fn kind(&self) -> u8 {
         use kind::*;
         match self {
@@ -235,22 +363,109 @@ impl Body {
             Body::LeaveAnswer { .. } => REPONSE_QUITTER_MESSAGERIE_PRIVEE,
             Body::Disconnect => DECONNEXION,
             Body::DisconnectAnswer { .. } => REPONSE_DECONNEXION,
+            Body::RoomClosed { .. } => FERMETURE_MESSAGERIE,
+            Body::RoomClosedAck => REPONSE_FERMETURE_MESSAGERIE,
+            Body::ListUsers => DEMANDER_LISTE_UTILISATEURS,
+            Body::UserList { .. } => REPONSE_DEMANDER_LISTE_UTILISATEURS,
+            Body::Error { .. } => ERREUR,
         }
     }
 }
 
-fn put_name(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(s.as_bytes());
-    out.push(DELIMITER);
+/// The 4-byte header alone, readable even when the body is not (so that
+/// a request with a bad body can still be answered, with its NUM_SEQ).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// TYPE_MESSAGE, 0-31, defined or not.
+    pub kind: u8,
+    pub user: u8,
+    pub seq: u16,
 }
 
-fn put_peers(out: &mut Vec<u8>, peers: &[Peer]) {
-    out.push(peers.len().min(255) as u8);
-    for p in peers.iter().take(255) {
-        out.extend_from_slice(&p.ip.octets());
-        out.extend_from_slice(&p.port.to_be_bytes());
-        put_name(out, &p.name);
+impl Header {
+    /// The header of a datagram: at least 4 bytes, padding bits zero. The
+    /// datagram's length is not checked here.
+    pub fn peek(d: &[u8]) -> Result<Header, DecodeError> {
+        let mut r = Reader::new(d, LAYOUT);
+        let first = r.u8()?;
+        zero_below(first, 3, "header padding")?;
+        Ok(Header {
+            kind: first >> 3,
+            user: r.u8()?,
+            seq: r.u16()?,
+        })
     }
+}
+
+/// Seed 003 on the cursor: big-endian NUM_SEQ and LONGUEUR, one-byte
+/// counts (NUM_CLIENT, NUM_MESSAGERIE, NOMBRE_CLIENTS), strings ended by
+/// '#' (`until`), and a datagram whose size is known (running out is
+/// `Truncated`).
+const LAYOUT: Layout = Layout {
+    order: Order::Big,
+    prefix: Prefix::U8,
+    short: Short::Truncated,
+};
+
+/// Bits below `keep` (counting from bit 0) must be zero.
+fn zero_below(b: u8, keep: u32, field: &'static str) -> Result<(), DecodeError> {
+    if b & ((1u8 << keep) - 1) != 0 {
+        return Err(DecodeError::BadBits(field));
+    }
+    Ok(())
+}
+
+fn read_mode(r: &mut Reader<'_>) -> Result<Mode, DecodeError> {
+    let b = r.u8()?;
+    zero_below(b, 7, "padding")?;
+    Ok(Mode::from_bit(b >> 7))
+}
+
+/// A one-bit field whose 0 means "yes" (success, accept).
+fn read_flag(r: &mut Reader<'_>) -> Result<bool, DecodeError> {
+    let b = r.u8()?;
+    zero_below(b, 7, "padding")?;
+    Ok(b >> 7 == 0)
+}
+
+fn read_name(r: &mut Reader<'_>, field: &'static str, max: usize) -> Result<String, DecodeError> {
+    r.until(DELIMITER, field, max)
+}
+
+/// NUM_CLIENT, then that many `USER_NAME '#'` (each at least its '#').
+fn read_names(r: &mut Reader<'_>) -> Result<Vec<String>, DecodeError> {
+    r.list("NUM_CLIENT", u8::MAX.into(), 1, |r| {
+        read_name(r, "USER_NAME", MAX_USER_NAME)
+    })
+}
+
+/// NOMBRE_CLIENTS, then per member `IP (4) PORT (2) USER_NAME '#'`.
+fn read_peers(r: &mut Reader<'_>) -> Result<Vec<Peer>, DecodeError> {
+    r.list("NOMBRE_CLIENTS", u8::MAX.into(), 7, |r| {
+        let ip = r.take(4)?;
+        let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
+        let port = r.u16()?;
+        Ok(Peer {
+            ip,
+            port,
+            name: read_name(r, "USER_NAME", MAX_USER_NAME)?,
+        })
+    })
+}
+
+fn put_name(w: &mut Writer<'_>, s: &str) {
+    w.raw(s.as_bytes()).u8(DELIMITER);
+}
+
+fn put_names(w: &mut Writer<'_>, names: &[String]) {
+    w.list(names, |w, n| put_name(w, n));
+}
+
+fn put_peers(w: &mut Writer<'_>, peers: &[Peer]) {
+    w.list(peers, |w, p| {
+        w.raw(&p.ip.octets()).u16(p.port);
+        put_name(w, &p.name);
+    });
 }
 
 fn flag(b: bool) -> u8 {
@@ -260,40 +475,44 @@ fn flag(b: bool) -> u8 {
 impl Message {
     /// Append the datagram's bytes.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.push(self.body.kind() << 3);
-        out.push(self.user);
-        out.extend_from_slice(&self.seq.to_be_bytes());
+        let mut w = Writer::new(out, LAYOUT);
+        w.u8(self.body.kind() << 3).u8(self.user).u16(self.seq);
         match &self.body {
             Body::Connexion { name } => {
                 if let Some(n) = name {
-                    put_name(out, n);
+                    put_name(&mut w, n);
                 }
             }
             Body::Registered { status, user } => {
-                out.push((*status as u8) << 6);
-                out.push(*user);
+                w.u8((*status as u8) << 6).u8(*user);
             }
             // 0 = success on the wire.
-            Body::KeptAlive { ok } => out.push(flag(!ok)),
+            Body::KeptAlive { ok } => {
+                w.u8(flag(!ok));
+            }
             Body::CreateRoom { mode, name, max } => {
-                out.push(mode.bit() << 7);
-                put_name(out, name);
-                out.push(*max);
+                w.u8(mode.bit() << 7);
+                put_name(&mut w, name);
+                w.u8(*max);
             }
             Body::CreateAnswer { status, room } => {
-                out.push((*status as u8) << 6);
-                out.push(*room);
+                w.u8((*status as u8) << 6).u8(*room);
             }
-            Body::ListRooms | Body::InviteAck | Body::TextAck | Body::Leave | Body::Disconnect => {}
+            Body::ListRooms
+            | Body::InviteAck
+            | Body::TextAck
+            | Body::Leave
+            | Body::Disconnect
+            | Body::RoomClosedAck
+            | Body::ListUsers => {}
             Body::RoomList { rooms } => {
-                out.push(rooms.len().min(255) as u8);
-                for r in rooms.iter().take(255) {
-                    out.push(r.mode.bit() << 7);
-                    put_name(out, &r.name);
-                    out.push(r.clients);
-                }
+                w.list(rooms, |w, r| {
+                    w.u8(r.mode.bit() << 7);
+                    put_name(w, &r.name);
+                    w.u8(r.clients);
+                });
             }
-            Body::AccessRoom { name } | Body::ChangeRoom { name } => put_name(out, name),
+            Body::AccessRoom { name } | Body::ChangeRoom { name } => put_name(&mut w, name),
             Body::AccessAnswer {
                 mode,
                 status,
@@ -304,30 +523,33 @@ impl Message {
                 status,
                 peers,
             } => {
-                out.push(mode.bit() << 7 | (*status as u8) << 5);
+                w.u8(mode.bit() << 7 | (*status as u8) << 5);
                 if *mode == Mode::Decentralised {
-                    put_peers(out, peers);
+                    put_peers(&mut w, peers);
                 }
             }
-            Body::ListClients { room } => put_name(out, room),
-            Body::ClientList { names } => {
-                out.push(names.len().min(255) as u8);
-                for n in names.iter().take(255) {
-                    put_name(out, n);
-                }
+            Body::ListClients { room } => put_name(&mut w, room),
+            Body::ClientList { names } | Body::UserList { names } => put_names(&mut w, names),
+            Body::RoomClosed { room } => put_name(&mut w, room),
+            Body::Error { refused, reason } => {
+                w.u8((refused & 0b1_1111) << 3).u8(*reason as u8);
             }
-            Body::Invite { user } => put_name(out, user),
+            Body::Invite { user } => put_name(&mut w, user),
             Body::Invitation { from, mode, room } => {
-                put_name(out, from);
-                out.push(mode.bit() << 7);
-                put_name(out, room);
+                put_name(&mut w, from);
+                w.u8(mode.bit() << 7);
+                put_name(&mut w, room);
             }
-            Body::InvitationAnswer { accept } => out.push(flag(!accept)),
+            Body::InvitationAnswer { accept } => {
+                w.u8(flag(!accept));
+            }
             Body::Text { chat } => {
-                out.extend_from_slice(&(chat.len().min(u16::MAX as usize) as u16).to_be_bytes());
-                out.extend_from_slice(chat.as_bytes());
+                let n = chat.len().min(u16::MAX as usize);
+                w.u16(n as u16).raw(&chat.as_bytes()[..n]);
             }
-            Body::LeaveAnswer { ok } | Body::DisconnectAnswer { ok } => out.push(flag(!ok)),
+            Body::LeaveAnswer { ok } | Body::DisconnectAnswer { ok } => {
+                w.u8(flag(!ok));
+            }
         }
     }
 
@@ -340,9 +562,6 @@ impl Message {
     /// Decode one whole datagram. Every byte must be used; padding bits
     /// must be zero.
     pub fn decode(d: &[u8]) -> Result<Message, DecodeError> {
-        if d.len() < HEADER_LEN {
-            return Err(DecodeError::Truncated);
-        }
         if d.len() > MAX_DATAGRAM {
             return Err(DecodeError::TooLong {
                 field: "datagram",
@@ -350,16 +569,8 @@ impl Message {
                 max: MAX_DATAGRAM as u64,
             });
         }
-        if d[0] & 0b111 != 0 {
-            return Err(DecodeError::BadBits("header padding"));
-        }
-        let k = d[0] >> 3;
-        let user = d[1];
-        let seq = u16::from_be_bytes([d[2], d[3]]);
-        let mut r = Reader {
-            buf: &d[HEADER_LEN..],
-            pos: 0,
-        };
+        let Header { kind: k, user, seq } = Header::peek(d)?;
+        let mut r = Reader::new(&d[HEADER_LEN..], LAYOUT);
         use kind::*;
         let body = match k {
             CONNEXION => {
@@ -370,17 +581,17 @@ impl Message {
                     // "invalid name" (STATUT_INSCRIPTION 01) instead of
                     // dropping the datagram.
                     Body::Connexion {
-                        name: Some(r.name("USER_NAME", MAX_ROOM_NAME)?),
+                        name: Some(read_name(&mut r, "USER_NAME", MAX_ROOM_NAME)?),
                     }
                 }
             }
             REPONSE_CONNEXION => {
-                let b = r.byte()?;
+                let b = r.u8()?;
                 if r.at_end() {
-                    r.zero_below(b, 7)?;
+                    zero_below(b, 7, "padding")?;
                     Body::KeptAlive { ok: b >> 7 == 0 }
                 } else {
-                    r.zero_below(b, 6)?;
+                    zero_below(b, 6, "padding")?;
                     let status = match b >> 6 {
                         0 => Registration::Accepted,
                         1 => Registration::InvalidName,
@@ -389,22 +600,22 @@ impl Message {
                     };
                     Body::Registered {
                         status,
-                        user: r.byte()?,
+                        user: r.u8()?,
                     }
                 }
             }
             CREER_MESSAGERIE_PRIVEE => {
-                let mode = r.mode()?;
-                let name = r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?;
+                let mode = read_mode(&mut r)?;
+                let name = read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?;
                 Body::CreateRoom {
                     mode,
                     name,
-                    max: r.byte()?,
+                    max: r.u8()?,
                 }
             }
             REPONSE_CREER_MESSAGERIE_PRIVEE => {
-                let b = r.byte()?;
-                r.zero_below(b, 6)?;
+                let b = r.u8()?;
+                zero_below(b, 6, "padding")?;
                 let status = match b >> 6 {
                     0 => Creation::Created,
                     1 => Creation::BadName,
@@ -413,33 +624,32 @@ impl Message {
                 };
                 Body::CreateAnswer {
                     status,
-                    room: r.byte()?,
+                    room: r.u8()?,
                 }
             }
             DEMANDER_LISTE_MESSAGERIE => Body::ListRooms,
             REPONSE_DEMANDER_LISTE_MESSAGERIE => {
-                let n = r.byte()? as usize;
-                let mut rooms = Vec::with_capacity(n.min(r.left()));
-                for _ in 0..n {
-                    let mode = r.mode()?;
-                    let name = r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?;
-                    rooms.push(RoomInfo {
+                // Each room: MODE, at least its '#', NUM_CLIENT.
+                let rooms = r.list("NUM_MESSAGERIE", u8::MAX.into(), 3, |r| {
+                    let mode = read_mode(r)?;
+                    let name = read_name(r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?;
+                    Ok(RoomInfo {
                         mode,
                         name,
-                        clients: r.byte()?,
-                    });
-                }
+                        clients: r.u8()?,
+                    })
+                })?;
                 Body::RoomList { rooms }
             }
             DEMANDE_ACCES_MESSAGERIE_PRIVEE => Body::AccessRoom {
-                name: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                name: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
             CHANGER_MESSAGERIE => Body::ChangeRoom {
-                name: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                name: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
             REPONSE_ACCES_MESSAGERIE_PRIVEE | REPONSE_CHANGER_MESSAGERIE => {
-                let b = r.byte()?;
-                r.zero_below(b, 5)?;
+                let b = r.u8()?;
+                zero_below(b, 5, "padding")?;
                 let mode = Mode::from_bit(b >> 7);
                 let status = match (b >> 5) & 0b11 {
                     0 => Access::Granted,
@@ -448,7 +658,7 @@ impl Message {
                     _ => return Err(DecodeError::BadBits("STATUT_ACCES")),
                 };
                 let peers = if mode == Mode::Decentralised {
-                    r.peers()?
+                    read_peers(&mut r)?
                 } else {
                     Vec::new()
                 };
@@ -467,32 +677,30 @@ impl Message {
                 }
             }
             DEMANDER_LISTE_CLIENT => Body::ListClients {
-                room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                room: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
             },
-            REPONSE_DEMANDER_LISTE_CLIENT => {
-                let n = r.byte()? as usize;
-                let mut names = Vec::with_capacity(n.min(r.left()));
-                for _ in 0..n {
-                    names.push(r.name("USER_NAME", MAX_USER_NAME)?);
-                }
-                Body::ClientList { names }
-            }
+            REPONSE_DEMANDER_LISTE_CLIENT => Body::ClientList {
+                names: read_names(&mut r)?,
+            },
             INVITER_MESSAGERIE_PRIVEE => Body::Invite {
-                user: r.name("USER_NAME", MAX_USER_NAME)?,
+                user: read_name(&mut r, "USER_NAME", MAX_USER_NAME)?,
             },
             REPONSE_INVITER_MESSAGERIE_PRIVEE => Body::InviteAck,
             DEMANDE_MESSAGERIE_PRIVEE => {
-                let from = r.name("USER_NAME", MAX_USER_NAME)?;
-                let mode = r.mode()?;
+                let from = read_name(&mut r, "USER_NAME", MAX_USER_NAME)?;
+                let mode = read_mode(&mut r)?;
                 Body::Invitation {
                     from,
                     mode,
-                    room: r.name("NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+                    room: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
                 }
             }
-            REPONSE_MESSAGERIE_PRIVEE => Body::InvitationAnswer { accept: r.flag()? },
+            REPONSE_MESSAGERIE_PRIVEE => Body::InvitationAnswer {
+                accept: read_flag(&mut r)?,
+            },
             TEXTE => {
-                let n = u16::from_be_bytes([r.byte()?, r.byte()?]) as usize;
+                // LONGUEUR is 16 bits where every other count is 8.
+                let n = r.u16()? as usize;
                 if n > MAX_CHAT {
                     return Err(DecodeError::TooLong {
                         field: "CHAT",
@@ -509,93 +717,66 @@ impl Message {
             }
             REPONSE_TEXTE => Body::TextAck,
             QUITTER_MESSAGERIE_PRIVEE => Body::Leave,
-            REPONSE_QUITTER_MESSAGERIE_PRIVEE => Body::LeaveAnswer { ok: r.flag()? },
+            REPONSE_QUITTER_MESSAGERIE_PRIVEE => Body::LeaveAnswer {
+                ok: read_flag(&mut r)?,
+            },
             DECONNEXION => Body::Disconnect,
-            REPONSE_DECONNEXION => Body::DisconnectAnswer { ok: r.flag()? },
+            REPONSE_DECONNEXION => Body::DisconnectAnswer {
+                ok: read_flag(&mut r)?,
+            },
+            FERMETURE_MESSAGERIE => Body::RoomClosed {
+                room: read_name(&mut r, "NOM_MESSAGERIE", MAX_ROOM_NAME)?,
+            },
+            REPONSE_FERMETURE_MESSAGERIE => Body::RoomClosedAck,
+            DEMANDER_LISTE_UTILISATEURS => Body::ListUsers,
+            REPONSE_DEMANDER_LISTE_UTILISATEURS => Body::UserList {
+                names: read_names(&mut r)?,
+            },
+            ERREUR => {
+                let b = r.u8()?;
+                zero_below(b, 3, "padding")?;
+                let reason = Reason::from_byte(r.u8()?).ok_or(DecodeError::BadBits("RAISON"))?;
+                Body::Error {
+                    refused: b >> 3,
+                    reason,
+                }
+            }
             other => return Err(DecodeError::UnknownOpcode(other as u16)),
         };
-        if !r.at_end() {
-            return Err(DecodeError::TrailingBytes(r.left()));
-        }
+        r.finish()?;
         Ok(Message { user, seq, body })
     }
-}
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn at_end(&self) -> bool {
-        self.pos == self.buf.len()
-    }
-    fn left(&self) -> usize {
-        self.buf.len() - self.pos
-    }
-    fn byte(&mut self) -> Result<u8, DecodeError> {
-        let b = *self.buf.get(self.pos).ok_or(DecodeError::Truncated)?;
-        self.pos += 1;
-        Ok(b)
-    }
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
-        let s = self
-            .buf
-            .get(self.pos..self.pos + n)
-            .ok_or(DecodeError::Truncated)?;
-        self.pos += n;
-        Ok(s)
-    }
-    /// Bits below `keep` (counting from bit 0) must be zero.
-    fn zero_below(&self, b: u8, keep: u32) -> Result<(), DecodeError> {
-        if b & ((1u8 << keep) - 1) != 0 {
-            return Err(DecodeError::BadBits("padding"));
-        }
-        Ok(())
-    }
-    fn mode(&mut self) -> Result<Mode, DecodeError> {
-        let b = self.byte()?;
-        self.zero_below(b, 7)?;
-        Ok(Mode::from_bit(b >> 7))
-    }
-    /// A one-bit field whose 0 means "yes" (success, accept).
-    fn flag(&mut self) -> Result<bool, DecodeError> {
-        let b = self.byte()?;
-        self.zero_below(b, 7)?;
-        Ok(b >> 7 == 0)
-    }
-    /// Bytes up to the '#' delimiter, at most `max` of them.
-    fn name(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
-        let rest = &self.buf[self.pos..];
-        let Some(end) = rest.iter().take(max + 1).position(|b| *b == DELIMITER) else {
-            return Err(if rest.len() > max {
-                DecodeError::TooLong {
-                    field,
-                    len: rest.len() as u64,
-                    max: max as u64,
+    /// [`Message::decode`], also accepting the other forms seed-003 clients
+    /// send for the same message: INVITER_MESSAGERIE_PRIVEE with a bare
+    /// USER_NAME (the seed's diagram draws no '#'), the rest of the
+    /// datagram being the name. Re-encoding gives the canonical form.
+    pub fn decode_lenient(d: &[u8]) -> Result<Message, DecodeError> {
+        let strict = Message::decode(d);
+        match (&strict, Header::peek(d)) {
+            (Err(_), Ok(h)) if h.kind == kind::INVITER_MESSAGERIE_PRIVEE => {
+                let rest = &d[HEADER_LEN..];
+                if rest.is_empty() || rest.contains(&DELIMITER) || d.len() > MAX_DATAGRAM {
+                    return strict;
                 }
-            } else {
-                DecodeError::Truncated
-            });
-        };
-        let s = std::str::from_utf8(&rest[..end]).map_err(|_| DecodeError::InvalidUtf8(field))?;
-        self.pos += end + 1;
-        Ok(s.to_owned())
-    }
-    fn peers(&mut self) -> Result<Vec<Peer>, DecodeError> {
-        let n = self.byte()? as usize;
-        let mut v = Vec::with_capacity(n.min(self.left() / 7));
-        for _ in 0..n {
-            let ip = self.take(4)?;
-            let ip = Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]);
-            let port = u16::from_be_bytes([self.byte()?, self.byte()?]);
-            v.push(Peer {
-                ip,
-                port,
-                name: self.name("USER_NAME", MAX_USER_NAME)?,
-            });
+                if rest.len() > MAX_USER_NAME {
+                    return Err(DecodeError::TooLong {
+                        field: "USER_NAME",
+                        len: rest.len() as u64,
+                        max: MAX_USER_NAME as u64,
+                    });
+                }
+                let user = std::str::from_utf8(rest)
+                    .map_err(|_| DecodeError::InvalidUtf8("USER_NAME"))?
+                    .to_owned();
+                Ok(Message {
+                    user: h.user,
+                    seq: h.seq,
+                    body: Body::Invite { user },
+                })
+            }
+            _ => strict,
         }
-        Ok(v)
     }
 }
 
@@ -968,6 +1149,167 @@ mod tests {
             valid_user_name("alice") && !valid_user_name("a#b") && !valid_user_name("elevenchars")
         );
         assert!(!valid_room_name("") && valid_room_name("x"));
+    }
+
+    /// chinwag's types 23-27 (docs/protocols/rooms.md).
+    fn chinwag_samples() -> Vec<Message> {
+        vec![
+            m(SERVER, 300, Body::RoomClosed { room: s("club") }),
+            m(7, 300, Body::RoomClosedAck),
+            m(7, 12, Body::ListUsers),
+            m(
+                SERVER,
+                12,
+                Body::UserList {
+                    names: vec![s("al"), s("bo")],
+                },
+            ),
+            m(SERVER, 12, Body::UserList { names: vec![] }),
+            m(
+                SERVER,
+                13,
+                Body::Error {
+                    refused: 31,
+                    reason: Reason::UnknownType,
+                },
+            ),
+            m(
+                SERVER,
+                14,
+                Body::Error {
+                    refused: kind::TEXTE,
+                    reason: Reason::TooLong,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn chinwag_types_golden_bytes_and_round_trips() {
+        // FERMETURE_MESSAGERIE (10111), server, seq 300, "club#".
+        assert_eq!(
+            m(SERVER, 300, Body::RoomClosed { room: s("club") }).to_bytes(),
+            hex("b8 ff 012c 636c7562 23")
+        );
+        assert_eq!(m(7, 300, Body::RoomClosedAck).to_bytes(), hex("c0 07 012c"));
+        assert_eq!(m(7, 12, Body::ListUsers).to_bytes(), hex("c8 07 000c"));
+        assert_eq!(
+            m(
+                SERVER,
+                12,
+                Body::UserList {
+                    names: vec![s("al"), s("bo")]
+                }
+            )
+            .to_bytes(),
+            hex("d0 ff 000c 02 616c23 626f23")
+        );
+        // ERREUR (11011): refused type 15 (TEXTE) in the high 5 bits, reason 3.
+        assert_eq!(
+            m(
+                SERVER,
+                14,
+                Body::Error {
+                    refused: kind::TEXTE,
+                    reason: Reason::TooLong
+                }
+            )
+            .to_bytes(),
+            hex("d8 ff 000e 78 03")
+        );
+        for msg in chinwag_samples() {
+            let b = msg.to_bytes();
+            assert_eq!(Message::decode(&b).unwrap(), msg, "{msg:?}");
+            for cut in 0..b.len() {
+                if let Ok(other) = Message::decode(&b[..cut]) {
+                    panic!("{msg:?} cut at {cut} decoded as {other:?}");
+                }
+            }
+            let mut long = b.clone();
+            long.push(0);
+            assert!(Message::decode(&long).is_err(), "{msg:?} + trailing byte");
+        }
+        // Reasons 0 and 7+ are undefined; the refused type's low bits are padding.
+        assert_eq!(
+            Message::decode(&hex("d8 ff 000e 78 07")),
+            Err(DecodeError::BadBits("RAISON"))
+        );
+        assert!(Message::decode(&hex("d8 ff 000e 78 00")).is_err());
+        assert!(Message::decode(&hex("d8 ff 000e 79 01")).is_err());
+        // 28-31 and 0 stay undefined.
+        for k in [0u8, 28, 29, 30, 31] {
+            assert_eq!(
+                Message::decode(&[k << 3, 1, 0, 1]),
+                Err(DecodeError::UnknownOpcode(k as u16))
+            );
+        }
+    }
+
+    #[test]
+    fn requests_and_their_answers() {
+        for k in (1..=25u8).step_by(2) {
+            assert!(!is_answer(k), "{k}");
+            assert_eq!(answer_kind(k), Some(k + 1));
+            assert!(is_answer(k + 1), "{}", k + 1);
+        }
+        assert!(is_answer(kind::ERREUR));
+        for k in [0u8, 28, 29, 30, 31] {
+            assert!(!is_answer(k) && answer_kind(k).is_none(), "{k}");
+        }
+        for msg in samples().into_iter().chain(chinwag_samples()) {
+            let k = msg.body.kind();
+            assert_eq!(is_answer(k), answer_kind(k).is_none(), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn header_reads_without_the_body() {
+        assert_eq!(
+            Header::peek(&hex("78 05 0009 ffff")),
+            Ok(Header {
+                kind: kind::TEXTE,
+                user: 5,
+                seq: 9
+            })
+        );
+        assert_eq!(Header::peek(&hex("78 05 00")), Err(DecodeError::Truncated));
+        assert_eq!(
+            Header::peek(&hex("7c 05 0009")),
+            Err(DecodeError::BadBits("header padding"))
+        );
+        // An oversize datagram still shows its header (to be answered).
+        let mut big = hex("78 05 0009");
+        big.resize(MAX_DATAGRAM + 1, b'x');
+        assert_eq!(Header::peek(&big).unwrap().seq, 9);
+        assert!(Message::decode(&big).is_err());
+    }
+
+    #[test]
+    fn inviter_is_read_with_or_without_its_delimiter() {
+        let with = hex("58 05 0007 626f62 23");
+        let bare = hex("58 05 0007 626f62");
+        let want = m(5, 7, Body::Invite { user: s("bob") });
+        assert_eq!(Message::decode_lenient(&with), Ok(want.clone()));
+        assert_eq!(Message::decode_lenient(&bare), Ok(want.clone()));
+        // The strict decoder keeps one canonical form, which is what we send.
+        assert_eq!(Message::decode(&bare), Err(DecodeError::Truncated));
+        assert_eq!(want.to_bytes(), with);
+        // Bare names follow the same rules.
+        assert!(matches!(
+            Message::decode_lenient(&hex("58 05 0007 6161616161616161616161")),
+            Err(DecodeError::TooLong { .. })
+        ));
+        assert_eq!(
+            Message::decode_lenient(&hex("58 05 0007 ff")),
+            Err(DecodeError::InvalidUtf8("USER_NAME"))
+        );
+        assert!(Message::decode_lenient(&hex("58 05 0007")).is_err());
+        assert!(Message::decode_lenient(&hex("58 05 0007 62 23 62")).is_err());
+        // Other types are as strict as ever.
+        assert_eq!(
+            Message::decode_lenient(&hex("38 05 0007 626f62")),
+            Err(DecodeError::Truncated)
+        );
     }
 
     #[test]

@@ -48,7 +48,8 @@ __all__ = [
     "NotLoggedIn", "Busy", "NoSuchRequest", "CallError", "NoSuchCall", "CallInProgress",
     "AccountsError", "EmailTaken", "PseudoTaken", "RegisterRefused", "NoSuchUser",
     "AlreadyFriends", "MessageFailed", "RoomsError", "RoomExists", "NoSuchRoom", "RoomFull",
-    "NotInRoom", "InternalError", "error_class",
+    "NotInRoom", "NoRecipient", "Limited", "Refused", "Unconfirmed", "InternalError",
+    "error_class",
     "Client", "Event", "Stream", "Call", "HistoryEntry", "Room", "LogLine",
     "version", "lib", "lib_path", "voice_packet", "voice_frame",
     "set_log_level", "log_level", "next_log_line", "log_fileno", "forward_logs",
@@ -63,7 +64,7 @@ VOICE_MAX_FRAME = 1275
 BABEL_MAX_VOICE = 65536
 #: Rooms: a request is sent every ROOMS_RETRY_MS, at most ROOMS_TRIES times.
 ROOMS_RETRY_MS = 100
-ROOMS_TRIES = 5
+ROOMS_TRIES = 10
 #: Accounts feature bit: messages and history carry the time they were stored.
 ACCOUNTS_STAMPS = 1
 
@@ -102,6 +103,10 @@ class Result(enum.IntEnum):
     NO_SUCH_ROOM = 701
     ROOM_FULL = 702
     NOT_IN_ROOM = 703
+    NO_RECIPIENT = 704
+    LIMITED = 705
+    REFUSED = 706
+    UNCONFIRMED = 707
     PANIC = 900
     INTERNAL = 901
 
@@ -131,6 +136,7 @@ class EventKind(enum.IntEnum):
     FRIEND_ACCEPTED = 501
     FRIEND_REFUSED = 502
     ROOM_INVITATION = 600
+    ROOM_CLOSED = 601
 
 
 class RoomMode(enum.IntEnum):
@@ -291,6 +297,23 @@ class NotInRoom(RoomsError):
     """The call needs a private room (NOT_IN_ROOM)."""
 
 
+class NoRecipient(RoomsError):
+    """Nobody else is in the room to hear the text (NO_RECIPIENT)."""
+
+
+class Limited(RoomsError):
+    """The server's per-address or per-client limit refused the request (LIMITED)."""
+
+
+class Refused(RoomsError):
+    """The server could not read or would not take the request (REFUSED)."""
+
+
+class Unconfirmed(RoomsError):
+    """A text was sent every time allowed and never acknowledged; it may
+    well have arrived, so do not simply send it again (UNCONFIRMED)."""
+
+
 class InternalError(ChinwagError):
     """A fault inside the library (PANIC, INTERNAL)."""
 
@@ -323,6 +346,10 @@ _ERRORS: Dict[int, Type[ChinwagError]] = {
     Result.NO_SUCH_ROOM: NoSuchRoom,
     Result.ROOM_FULL: RoomFull,
     Result.NOT_IN_ROOM: NotInRoom,
+    Result.NO_RECIPIENT: NoRecipient,
+    Result.LIMITED: Limited,
+    Result.REFUSED: Refused,
+    Result.UNCONFIRMED: Unconfirmed,
     Result.PANIC: InternalError,
     Result.INTERNAL: InternalError,
 }
@@ -952,7 +979,10 @@ class Client:
         """Accounts, babel: end a call with ``pseudo`` whatever its stage."""
         _check(lib.cw_client_hangup_call(self._handle(), _enc(pseudo)))
 
-    # -- rooms: each request is retried every 100 ms, at most 5 times, then raises Timeout --
+    # -- rooms: each request is retried every 100 ms, at most 10 times, then
+    # raises Timeout (a text: Unconfirmed, it may have arrived). A ROOM_CLOSED
+    # event (text: the room) says the server closed this client's room and
+    # moved it to the public room. --
 
     def user_id(self) -> int:
         """Rooms: this client's ID_USER (1-254)."""
@@ -1009,6 +1039,10 @@ class Client:
     def peers(self) -> List[str]:
         """Rooms: the peers of the current decentralised room."""
         return self._strings(lib.cw_client_room_peers)
+
+    def users(self) -> List[str]:
+        """Rooms: every rooms user on the server, whatever the room, sorted."""
+        return self._strings(lib.cw_client_room_users)
 
     def invite(self, user: str) -> None:
         """Rooms: invite a user into the current private room."""

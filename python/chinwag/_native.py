@@ -152,6 +152,7 @@ _SIGNATURES: List[Tuple[str, Any, List[Any]]] = [
                                       ctypes.POINTER(ctypes.c_int32)]),
     ("cw_client_room_members", _res, [_c_client_p, _str, ctypes.POINTER(_c_strings_p)]),
     ("cw_client_room_peers", _res, [_c_client_p, ctypes.POINTER(_c_strings_p)]),
+    ("cw_client_room_users", _res, [_c_client_p, ctypes.POINTER(_c_strings_p)]),
     ("cw_client_room_invite", _res, [_c_client_p, _str]),
     ("cw_client_room_answer_invitation", _res, [_c_client_p, _str, ctypes.c_int32]),
     ("cw_event_room_mode", ctypes.c_int32, [_c_event_p]),

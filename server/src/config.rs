@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chinwag_proto::rooms::reliable;
 use serde::{Deserialize, Serialize};
 
 /// Everything an operator can set. Durations are whole milliseconds in the
@@ -25,6 +26,17 @@ pub struct Config {
     pub rooms_port: u16,
     /// A rooms client silent for this long (no keep-alive) is dropped.
     pub rooms_idle_timeout_ms: u64,
+    /// Rooms T: milliseconds between two sends of a message the server
+    /// starts (seed 003: 100).
+    pub rooms_retry_ms: u64,
+    /// Rooms M: sends of such a message in all before the server gives up.
+    pub rooms_tries: u32,
+    /// Rooms clients registered at once from one IPv4 address (or IPv6 /64).
+    pub rooms_max_per_ip: usize,
+    /// Rooms registrations one address may attempt per minute.
+    pub rooms_registrations_per_minute: u32,
+    /// Requests one rooms client may make per second (bursts of twice that).
+    pub rooms_requests_per_second: u32,
     /// SQLite database file (":memory:" keeps nothing).
     pub db_path: PathBuf,
     /// Connections open at once, all dialects together; more are closed at accept.
@@ -62,6 +74,11 @@ impl Default for Config {
             accounts_port: 7003,
             rooms_port: 7004,
             rooms_idle_timeout_ms: 100_000,
+            rooms_retry_ms: reliable::RETRY_EVERY.as_millis() as u64,
+            rooms_tries: reliable::TRIES,
+            rooms_max_per_ip: 16,
+            rooms_registrations_per_minute: 20,
+            rooms_requests_per_second: 50,
             db_path: PathBuf::from("chinwag.db"),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
@@ -89,6 +106,8 @@ impl Config {
             db_path: PathBuf::from(":memory:"),
             // Every test client comes from 127.0.0.1.
             registrations_per_minute: 10_000,
+            rooms_max_per_ip: 254,
+            rooms_registrations_per_minute: 10_000,
             ..Config::default()
         }
     }
@@ -100,6 +119,20 @@ impl Config {
     }
     pub fn connect_id_ttl(&self) -> Duration {
         Duration::from_millis(self.connect_id_ttl_ms)
+    }
+    /// The rooms front-end's settings.
+    pub fn rooms(&self) -> crate::front::rooms::Settings {
+        crate::front::rooms::Settings {
+            idle_timeout: Duration::from_millis(self.rooms_idle_timeout_ms),
+            link: reliable::Config {
+                retry_every: Duration::from_millis(self.rooms_retry_ms.max(1)),
+                tries: self.rooms_tries.max(1),
+                ..reliable::Config::default()
+            },
+            max_per_ip: self.rooms_max_per_ip,
+            registrations_per_minute: self.rooms_registrations_per_minute,
+            requests_per_second: self.rooms_requests_per_second,
+        }
     }
     /// Parse a TOML configuration file's text.
     pub fn from_toml(text: &str) -> Result<Config, String> {
@@ -144,7 +177,7 @@ impl Config {
     /// is surely a typo. The message names the key and its bounds.
     pub fn validate(&self) -> Result<(), String> {
         const DAY_MS: u64 = 24 * 3600 * 1000;
-        let ranges: [(&str, u64, u64, u64); 10] = [
+        let ranges: [(&str, u64, u64, u64); 15] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
             (
@@ -175,6 +208,21 @@ impl Config {
                 1,
                 DAY_MS,
             ),
+            ("rooms_retry_ms", self.rooms_retry_ms, 1, 60_000),
+            ("rooms_tries", self.rooms_tries as u64, 1, 1_000),
+            ("rooms_max_per_ip", self.rooms_max_per_ip as u64, 1, 254),
+            (
+                "rooms_registrations_per_minute",
+                self.rooms_registrations_per_minute as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "rooms_requests_per_second",
+                self.rooms_requests_per_second as u64,
+                1,
+                1_000_000,
+            ),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
@@ -198,3 +246,50 @@ impl Config {
 /// The smallest `outbound_limit`: a queue that holds only a few chatos
 /// frames (1,097 bytes each) would drop any peer sent a short burst.
 const MIN_OUTBOUND: u64 = 4096;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_t_and_m_come_from_proto_and_can_be_set() {
+        let d = Config::default().rooms();
+        assert_eq!(d.link.retry_every, reliable::RETRY_EVERY);
+        assert_eq!(d.link.tries, reliable::TRIES);
+        let c = Config::from_toml(
+            "rooms_retry_ms = 250\nrooms_tries = 3\nrooms_max_per_ip = 2\n\
+             rooms_registrations_per_minute = 7\nrooms_requests_per_second = 9\n\
+             rooms_idle_timeout_ms = 5000\n",
+        )
+        .unwrap()
+        .rooms();
+        assert_eq!(c.link.retry_every, Duration::from_millis(250));
+        assert_eq!(c.link.tries, 3);
+        assert_eq!(
+            (
+                c.max_per_ip,
+                c.registrations_per_minute,
+                c.requests_per_second
+            ),
+            (2, 7, 9)
+        );
+        assert_eq!(c.idle_timeout, Duration::from_millis(5000));
+        // Nonsense is refused at start, with the key named.
+        for (text, key) in [
+            ("rooms_retry_ms = 0", "rooms_retry_ms"),
+            ("rooms_tries = 0", "rooms_tries"),
+            ("rooms_max_per_ip = 0", "rooms_max_per_ip"),
+            ("rooms_max_per_ip = 255", "rooms_max_per_ip"),
+            (
+                "rooms_registrations_per_minute = 0",
+                "rooms_registrations_per_minute",
+            ),
+            ("rooms_requests_per_second = 0", "rooms_requests_per_second"),
+        ] {
+            let err = Config::from_toml(text).unwrap().validate().unwrap_err();
+            assert!(err.starts_with(&format!("{key} = ")), "{text}: {err}");
+        }
+        assert!(Config::default().validate().is_ok());
+        assert!(Config::ephemeral().validate().is_ok());
+    }
+}

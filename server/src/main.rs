@@ -30,6 +30,24 @@ struct Args {
     /// rooms UDP port.
     #[arg(long)]
     rooms_port: Option<u16>,
+    /// Milliseconds a silent rooms client is kept.
+    #[arg(long)]
+    rooms_idle_timeout_ms: Option<u64>,
+    /// Rooms T: milliseconds between two sends of a server message.
+    #[arg(long)]
+    rooms_retry_ms: Option<u64>,
+    /// Rooms M: sends of a server message in all.
+    #[arg(long)]
+    rooms_tries: Option<u32>,
+    /// Rooms clients registered at once from one IPv4 address (or IPv6 /64).
+    #[arg(long)]
+    rooms_max_per_ip: Option<usize>,
+    /// Rooms registrations one address may attempt per minute.
+    #[arg(long)]
+    rooms_registrations_per_minute: Option<u32>,
+    /// Requests one rooms client may make per second.
+    #[arg(long)]
+    rooms_requests_per_second: Option<u32>,
     /// SQLite database file.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -81,6 +99,10 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     set!(bind => bind, chatos_port => chatos_port, babel_port => babel_port, accounts_port => accounts_port,
          rooms_port => rooms_port, db => db_path,
+         rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,
+         rooms_tries => rooms_tries, rooms_max_per_ip => rooms_max_per_ip,
+         rooms_registrations_per_minute => rooms_registrations_per_minute,
+         rooms_requests_per_second => rooms_requests_per_second,
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,

@@ -1,0 +1,311 @@
+//! Shared by the rooms end-to-end tests (rooms_seed.rs, rooms_abuse.rs): a
+//! raw seed-003 client over UDP on loopback, checking every byte through
+//! the proto codec, and a seeded lossy proxy. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::rooms::{self as wire, Body, Message, Registration};
+use chinwagd::{Config, Server};
+
+/// How long a test waits for something that must happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Processes with time limits, shared with the library's tests.
+#[path = "../../../tests/common/mod.rs"]
+mod process;
+
+/// Set in a test process re-run inside a network namespace of its own.
+const NETNS: &str = "CHINWAG_TEST_NETNS";
+
+/// Run the calling test (`name`, as libtest names it) in a network
+/// namespace of its own, for a test that needs more than 127.0.0.1: a
+/// second source address (127.0.0.2), `::1`, or a server bound to every
+/// address. The test binary runs again under `unshare --user --net` with
+/// only its loopback up, so nothing it sends or binds can reach beyond
+/// it. Returns true in that child (run the body there), false in the
+/// parent, which has checked that the child ran the test and passed.
+/// Where no namespace can be made, the test is skipped (a failure under
+/// CI=true).
+pub fn in_own_netns(name: &str) -> bool {
+    if std::env::var_os(NETNS).is_some() {
+        return true;
+    }
+    const LO_UP: &str = "ip link set lo up";
+    let can = process::require("unshare")
+        && std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--net", "sh", "-c", LO_UP])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !can {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{name}: no network namespace under CI=true"
+        );
+        eprintln!("SKIPPED: {name}: no network namespace can be made here");
+        return false;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = process::output_within(
+        std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--net", "--"])
+            .args(["sh", "-c", &format!(r#"{LO_UP} && exec "$0" "$@""#)])
+            .arg(exe)
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
+            .env(NETNS, "1"),
+        Duration::from_secs(120),
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    let errs = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{errs}");
+    assert!(
+        out.status.success() && said.contains("1 passed"),
+        "{name} in its own network namespace: {}\n{said}",
+        out.status
+    );
+    false
+}
+
+pub fn server_with(f: impl FnOnce(&mut Config)) -> Server {
+    let mut cfg = Config::ephemeral();
+    f(&mut cfg);
+    Server::start(cfg).expect("server starts")
+}
+
+pub struct Client {
+    pub s: UdpSocket,
+    pub server: SocketAddr,
+    pub id: u8,
+    pub seq: u16,
+}
+
+impl Client {
+    /// A client on `ip` (any loopback address), port chosen by the system.
+    pub fn on(ip: IpAddr, server: SocketAddr) -> Client {
+        let s = UdpSocket::bind((ip, 0)).expect("bind a loopback client");
+        Client {
+            s,
+            server,
+            id: 0,
+            seq: 0,
+        }
+    }
+
+    pub fn new(server: SocketAddr) -> Client {
+        Client::on([127, 0, 0, 1].into(), server)
+    }
+
+    /// Registered, and confirmed (its id back to the server) as any
+    /// seed-003 client does with its first request or keep-alive.
+    pub fn register(server: SocketAddr, name: &str) -> Client {
+        let mut c = Client::new(server);
+        c.login(name);
+        c.ask(Body::Connexion { name: None });
+        c
+    }
+
+    pub fn login(&mut self, name: &str) {
+        match self.ask(Body::Connexion {
+            name: Some(name.into()),
+        }) {
+            Body::Registered {
+                status: Registration::Accepted,
+                user,
+            } => self.id = user,
+            other => panic!("register {name}: {other:?}"),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.s.local_addr().unwrap()
+    }
+
+    pub fn send_raw(&self, b: &[u8]) {
+        self.s.send_to(b, self.server).unwrap();
+    }
+
+    pub fn next_seq(&mut self) -> u16 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    /// Send a request and wait for the answer with its NUM_SEQ, retrying
+    /// every 100 ms as the seed asks; other messages are acknowledged.
+    pub fn ask(&mut self, body: Body) -> Body {
+        let seq = self.next_seq();
+        let m = Message {
+            user: self.id,
+            seq,
+            body,
+        };
+        self.ask_bytes(seq, &m.to_bytes())
+    }
+
+    /// `bytes` as a request with NUM_SEQ `seq`; its answer.
+    pub fn ask_bytes(&self, seq: u16, bytes: &[u8]) -> Body {
+        for _ in 0..50 {
+            self.send_raw(bytes);
+            let deadline = Instant::now() + Duration::from_millis(100);
+            while let Some(got) = self.recv_until(deadline) {
+                if got.user == wire::SERVER && got.seq == seq && wire::is_answer(got.body.kind()) {
+                    return got.body;
+                }
+                self.ack(&got);
+            }
+        }
+        panic!("no answer to seq {seq}");
+    }
+
+    pub fn recv_until(&self, deadline: Instant) -> Option<Message> {
+        self.recv_raw_until(deadline)
+            .map(|b| Message::decode(&b).expect("valid rooms datagram from the server"))
+    }
+
+    pub fn recv_raw_until(&self, deadline: Instant) -> Option<Vec<u8>> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        self.s.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 8192];
+        let (n, _) = self.s.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    /// Acknowledge what the server starts (texts, notices); invitations
+    /// are answered explicitly.
+    pub fn ack(&self, m: &Message) {
+        let body = match m.body {
+            Body::Text { .. } => Body::TextAck,
+            Body::RoomClosed { .. } => Body::RoomClosedAck,
+            _ => return,
+        };
+        self.send_raw(
+            &Message {
+                user: self.id,
+                seq: m.seq,
+                body,
+            }
+            .to_bytes(),
+        );
+    }
+
+    /// The next message the server starts whose body `want` accepts,
+    /// acknowledging everything on the way.
+    pub fn expect(&self, what: &str, want: impl Fn(&Body) -> bool) -> Message {
+        let deadline = Instant::now() + WAIT;
+        while let Some(m) = self.recv_until(deadline) {
+            self.ack(&m);
+            if want(&m.body) {
+                return m;
+            }
+        }
+        panic!("no {what} within {WAIT:?}");
+    }
+
+    pub fn silence(&self, wait: Duration) -> Option<Message> {
+        self.recv_until(Instant::now() + wait)
+    }
+}
+
+/// Counters of a [`LossyProxy`].
+#[derive(Default)]
+pub struct ProxyCounts {
+    pub up_dropped: AtomicU64,
+    pub down_dropped: AtomicU64,
+    pub up_passed: AtomicU64,
+    pub down_passed: AtomicU64,
+}
+
+/// A UDP forwarder between clients and the server on 127.0.0.1 that drops
+/// `loss_pct` % of the datagrams in each direction, each direction with its
+/// own seeded generator (so the drops of one direction do not depend on
+/// the traffic of the other). Each client gets its own upstream socket, so
+/// the server sees one address per client. Stops when dropped.
+pub struct LossyProxy {
+    front: Arc<UdpSocket>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub counts: Arc<ProxyCounts>,
+}
+
+impl LossyProxy {
+    pub fn start(server: SocketAddr, loss_pct: u32, seed: u64) -> LossyProxy {
+        use rand::{Rng, SeedableRng};
+        use std::collections::HashMap;
+        use std::sync::Mutex;
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+        front
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(ProxyCounts::default());
+        let up_rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let down_rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(!seed)));
+        let (f2, s2, c2) = (front.clone(), stop.clone(), counts.clone());
+        let main = std::thread::spawn(move || {
+            let mut up_rng = up_rng;
+            let mut ups: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut backs = Vec::new();
+            let mut buf = [0u8; 8192];
+            while !s2.load(Ordering::Acquire) {
+                let Ok((n, client)) = f2.recv_from(&mut buf) else {
+                    continue;
+                };
+                let up = ups.entry(client).or_insert_with(|| {
+                    let u = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
+                    u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                    let (u2, f3, s3) = (u.clone(), f2.clone(), s2.clone());
+                    let (r3, c3) = (down_rng.clone(), c2.clone());
+                    backs.push(std::thread::spawn(move || {
+                        let mut b = [0u8; 8192];
+                        while !s3.load(Ordering::Acquire) {
+                            let Ok((m, _)) = u2.recv_from(&mut b) else {
+                                continue;
+                            };
+                            if r3.lock().unwrap().gen_range(0..100) < loss_pct {
+                                c3.down_dropped.fetch_add(1, Ordering::Relaxed);
+                            } else {
+                                c3.down_passed.fetch_add(1, Ordering::Relaxed);
+                                let _ = f3.send_to(&b[..m], client);
+                            }
+                        }
+                    }));
+                    u
+                });
+                if up_rng.gen_range(0..100) < loss_pct {
+                    c2.up_dropped.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    c2.up_passed.fetch_add(1, Ordering::Relaxed);
+                    let _ = up.send_to(&buf[..n], server);
+                }
+            }
+            for b in backs {
+                let _ = b.join();
+            }
+        });
+        LossyProxy {
+            front,
+            stop,
+            threads: vec![main],
+            counts,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.front.local_addr().unwrap()
+    }
+}
+
+impl Drop for LossyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
