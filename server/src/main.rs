@@ -45,6 +45,9 @@ struct Args {
     /// Milliseconds a stalled write may last before the peer is dropped.
     #[arg(long)]
     write_timeout_ms: Option<u64>,
+    /// Kernel send buffer per accepted socket, bytes (counted in the outbound limit).
+    #[arg(long)]
+    send_buffer: Option<usize>,
     /// Milliseconds an unused private-connection id stays valid.
     #[arg(long)]
     connect_id_ttl_ms: Option<u64>,
@@ -83,6 +86,7 @@ fn load(args: &Args) -> Result<Config, String> {
          rooms_port => rooms_port, db => db_path,
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
+         send_buffer => send_buffer,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
          flush_threads => flush_threads, registrations_per_minute => registrations_per_minute,
          admin_socket => admin_socket, metrics_addr => metrics_addr);

@@ -241,6 +241,7 @@ fn private_end(
 ) -> Result<(), End> {
     let hub = &shared.hub;
     let _ = stream.set_read_timeout(None);
+    crate::net::widen_send_buffer(stream);
     let other = match hub.relay_join(Instant::now(), id, ip, stream.clone()) {
         RelayJoin::First { rx, deadline } => {
             log::info!("{label}: first end of private connection {id:#x}, waiting");

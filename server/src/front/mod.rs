@@ -21,6 +21,9 @@ use crate::metrics::{DropReason, Metrics};
 use crate::net::{Outbound, ReadBuf, ReadEnd};
 use crate::Shared;
 
+/// The smallest outbound queue, whatever the send buffer takes of the budget.
+const MIN_QUEUE: usize = 2048;
+
 /// Why a connection ends, for its log line.
 pub enum End {
     Eof,
@@ -66,10 +69,12 @@ impl Conn {
             metrics: metrics.clone(),
             dialect,
         };
+        // The kernel's buffer is part of the budget: the queue holds the rest.
+        let kernel = crate::net::bound_send_buffer(&stream, shared.cfg.send_buffer);
         let out = Outbound::new(
             stream.clone(),
             &shared.flush,
-            shared.cfg.outbound_limit,
+            shared.cfg.outbound_limit.saturating_sub(kernel).max(MIN_QUEUE),
             shared.cfg.write_timeout(),
             label.clone(),
             metrics,

@@ -1,0 +1,141 @@
+//! Hardening tests against an in-process chinwagd on 127.0.0.1: slow
+//! readers, login limits under parallel bursts, names that look alike,
+//! history under load. Each waits on states with deadlines, never on
+//! fixed sleeps.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::chatos::{Command, Decoder};
+use chinwagd::{Config, Server};
+
+mod common;
+use common::WAIT;
+
+fn server_with(f: impl FnOnce(&mut Config)) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    f(&mut cfg);
+    Server::start(cfg).expect("server starts")
+}
+
+/// Log in over a fresh chatos connection and read LOGIN_ACCEPTED.
+fn chatos_login(stream: TcpStream, name: &str) -> TcpStream {
+    let mut s = stream;
+    s.set_nodelay(true).unwrap();
+    s.write_all(&Command::Login { login: name.into() }.to_bytes())
+        .unwrap();
+    let mut one = [0u8; 1];
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.read_exact(&mut one).unwrap();
+    assert_eq!(one, [1], "{name} is accepted");
+    s
+}
+
+/// Count the MESSAGE frames a connection receives until `stop` or EOF.
+fn count_messages(mut s: TcpStream, got: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
+    let mut dec = Decoder::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    while !stop.load(Ordering::Acquire) {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                dec.push(&buf[..n]);
+                while let Some(c) = dec.next_command().expect("valid bytes") {
+                    if matches!(c, Command::Message { .. }) {
+                        got.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// NATS-style slow consumer: one client with a small receive buffer that
+/// never reads, among 50 that read, while one of them sends 100 texts of
+/// 100 bytes a second. With the server's defaults the slow one is cut
+/// within 5 s of the first text, and every fast one gets every text.
+#[test]
+fn a_reader_that_stops_reading_is_cut_within_five_seconds() {
+    let srv = server_with(|_| {});
+    let addr: SocketAddr = srv.chatos_addr();
+    const FAST: usize = 50;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut counters = Vec::new();
+    let mut readers = Vec::new();
+    let mut sender = None;
+    for i in 0..FAST {
+        let s = chatos_login(TcpStream::connect(addr).unwrap(), &format!("fast{i}"));
+        if i == 0 {
+            sender = Some(s.try_clone().unwrap());
+        }
+        let got = Arc::new(AtomicUsize::new(0));
+        counters.push(got.clone());
+        let stop = stop.clone();
+        readers.push(thread::spawn(move || count_messages(s, got, stop)));
+    }
+    // The slow consumer: a small receive buffer set before connecting, so
+    // the window it advertises stays small; it reads its login answer only.
+    let slow = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    slow.set_recv_buffer_size(4096).unwrap();
+    slow.connect(&addr.into()).unwrap();
+    let _slow = chatos_login(slow.into(), "slow");
+    assert!(srv.hub().online("slow").is_some());
+
+    let mut sender = sender.unwrap();
+    let text = "x".repeat(100);
+    let frame = Command::Message {
+        from: "fast0".into(),
+        text,
+    }
+    .to_bytes();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut cut_after = None;
+    // Send at 100/s until the slow one is cut (and one more second, so the
+    // fast ones are tested after the cut too), for 8 s at most.
+    while started.elapsed() < Duration::from_secs(8) {
+        let due = started + Duration::from_millis(10 * sent as u64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            thread::sleep(wait);
+        }
+        sender.write_all(&frame).unwrap();
+        sent += 1;
+        if cut_after.is_none() && srv.hub().online("slow").is_none() {
+            cut_after = Some(started.elapsed());
+        }
+        if cut_after.is_some_and(|c| started.elapsed() > c + Duration::from_secs(1)) {
+            break;
+        }
+    }
+    let cut_after = cut_after.expect("the slow consumer was cut while the texts flowed");
+    eprintln!("slow consumer cut after {cut_after:?}");
+    assert!(
+        cut_after <= Duration::from_secs(5),
+        "the slow consumer was cut only after {cut_after:?}"
+    );
+    // Every fast receiver gets every text.
+    let deadline = Instant::now() + WAIT;
+    for (i, got) in counters.iter().enumerate() {
+        while got.load(Ordering::Relaxed) < sent && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(got.load(Ordering::Relaxed), sent, "fast{i} got every text");
+    }
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        r.join().unwrap();
+    }
+}
