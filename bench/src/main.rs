@@ -8,6 +8,7 @@ mod hist;
 mod relay;
 mod report;
 mod server;
+mod slow;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,6 +31,8 @@ WORKLOAD (default: all)
   p2p       C clients in pairs exchange MESSAGE_PRIVATE at saturation
   relay     MB/s and ping-pong RTT through a private connection vs direct loopback TCP
   idle      C logged-in idle connections: login time, server RSS and threads
+  slow      50 receivers of 100 texts/s, without and with one slow consumer (small
+            receive buffer, never reads): the fast ones' p99 both ways, and the cut
   accounts  password logins/s (Argon2id) and acknowledged messages/s through the
             store, against a chinwagd whose database is a real file
 
@@ -276,6 +279,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let ro = relay_opts(args, quick)?;
             todo.push(("relay", Box::new(move |c| relay_wl(c, &ro))));
             todo.push(("idle", Box::new(move |c| idle(c, ci))));
+            todo.push(("slow", Box::new(move |c| slow_wl(c, 50, secs.max(2.0)))));
             todo.push(("accounts", Box::new(accounts_wl)));
         }
         "fanout" => {
@@ -323,9 +327,14 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         "accounts" => {
             todo.push(("accounts", Box::new(accounts_wl)));
         }
+        "slow" => {
+            let clients = args.or("clients", 50)?;
+            let seconds = args.or("seconds", if quick { 2.0 } else { 10.0 })?;
+            todo.push(("slow", Box::new(move |c| slow_wl(c, clients, seconds))));
+        }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle, accounts)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts)"
             ))
         }
     }
@@ -543,6 +552,90 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     meter.finish(&target, &mut r);
     target.stop();
     check_engine(ctx, &mut r, &out);
+    Ok(r)
+}
+
+/// `slow`: the fast receivers' latency at 100 texts/s without, then with,
+/// a consumer that never reads (it must be cut, and must not slow them).
+fn slow_wl(ctx: &Ctx, clients: usize, seconds: f64) -> Result<Report, String> {
+    let mut r = Report::new("slow");
+    let rate = 100.0;
+    r.param("clients", clients);
+    r.param("rate", rate);
+    r.param("seconds", seconds);
+    ctx.check_fds(clients + 1)?;
+    let mut p99 = [0.0; 2];
+    for (run, with_slow) in [false, true].into_iter().enumerate() {
+        let mut target = ctx.spec.start()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let login = conn::login_all(
+            target.addr,
+            ctx.names(if with_slow { "sw" } else { "so" }, clients),
+            ctx.login_window,
+            deadline,
+        )?;
+        let slow = if with_slow {
+            Some(slow::SlowConsumer::login(
+                target.addr,
+                &format!("slow{}", ctx.run_id),
+                4096,
+            )?)
+        } else {
+            None
+        };
+        let plan = Plan {
+            kind: Kind::Fanout,
+            mode: Mode::Paced { rate },
+            senders: vec![0],
+            send_for: Duration::from_secs_f64(seconds),
+            cap: None,
+            drain: ctx.drain,
+            threads: ctx.threads,
+        };
+        let out = engine::run(&plan, login.conns, || {});
+        p99[run] = out.hist.quantile(0.99) as f64 / 1e6;
+        check_engine(ctx, &mut r, &out);
+        if let Some(s) = slow {
+            match s.drain_to_end(Duration::from_secs(5)) {
+                Ok(bytes) => r.fig(
+                    "slow_read_kib",
+                    "KiB the slow consumer got before its cut",
+                    bytes as f64 / 1024.0,
+                    Unit::Count,
+                    None,
+                ),
+                Err(_) => r
+                    .problems
+                    .push("the slow consumer was still connected after the run".into()),
+            }
+        }
+        target.stop();
+    }
+    r.fig(
+        "p99_without_ms",
+        "fast receivers' p99 without a slow consumer",
+        p99[0],
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "p99_with_ms",
+        "fast receivers' p99 with one slow consumer",
+        p99[1],
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "p99_rise_ms",
+        "p99 rise caused by the slow consumer",
+        p99[1] - p99[0],
+        Unit::Ms,
+        (!ctx.quick).then_some(Goal::AtMost(20.0)),
+    );
+    r.notes.push(
+        "one sender, 64-byte texts; the slow consumer asks for a 4 KiB receive buffer and never reads"
+            .into(),
+    );
     Ok(r)
 }
 

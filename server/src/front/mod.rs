@@ -74,7 +74,11 @@ impl Conn {
         let out = Outbound::new(
             stream.clone(),
             &shared.flush,
-            shared.cfg.outbound_limit.saturating_sub(kernel).max(MIN_QUEUE),
+            shared
+                .cfg
+                .outbound_limit
+                .saturating_sub(kernel)
+                .max(MIN_QUEUE),
             shared.cfg.write_timeout(),
             label.clone(),
             metrics,
