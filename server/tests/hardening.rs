@@ -139,3 +139,123 @@ fn a_reader_that_stops_reading_is_cut_within_five_seconds() {
         r.join().unwrap();
     }
 }
+
+mod accounts {
+    use super::*;
+    use chinwag_proto::accounts::Frame;
+    use std::net::IpAddr;
+
+    pub type Acc = common::Wire<Frame>;
+
+    /// HELLO over a connection made from `from` (any 127.0.0.0/8 address).
+    pub fn connect_from(addr: SocketAddr, from: &str) -> Acc {
+        let from: IpAddr = from.parse().unwrap();
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.bind(&SocketAddr::new(from, 0).into()).unwrap();
+        s.connect(&addr.into()).unwrap();
+        let mut a = Acc::new(s.into());
+        a.send_bytes(&Frame::Hello.to_bytes());
+        assert_eq!(a.recv(), Frame::HelloAck);
+        a
+    }
+
+    pub fn register(addr: SocketAddr, email: &str, pseudo: &str, pw: &str) -> Frame {
+        let mut a = connect_from(addr, "127.0.0.1");
+        a.send_bytes(
+            &Frame::Register {
+                email: email.into(),
+                pseudo: pseudo.into(),
+                password: pw.into(),
+            }
+            .to_bytes(),
+        );
+        a.recv()
+    }
+
+    pub fn login_from(addr: SocketAddr, from: &str, email: &str, pw: &str) -> (Acc, Frame) {
+        let mut a = connect_from(addr, from);
+        a.send_bytes(
+            &Frame::Login {
+                email: email.into(),
+                password: pw.into(),
+            }
+            .to_bytes(),
+        );
+        let r = a.recv();
+        (a, r)
+    }
+
+    /// The server's count of accounts logins refused for a bad password
+    /// (each one is an Argon2id verification that ran).
+    pub fn bad_passwords(srv: &Server) -> u64 {
+        let text = srv.hub().metrics().render();
+        text.lines()
+            .find(|l| l.contains("dialect=\"accounts\"") && l.contains("result=\"bad_password\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// 40 wrong guesses sent at once from one address: only the allowance (5)
+/// is checked, because attempts in flight count against the limit.
+#[test]
+fn a_parallel_burst_of_guesses_gets_only_the_allowance() {
+    use chinwag_proto::accounts::Frame;
+    let srv = server_with(|_| {});
+    let addr = srv.accounts_addr();
+    assert_eq!(
+        accounts::register(addr, "burst@example.org", "burst", "correct horse"),
+        Frame::Registered
+    );
+    let mut conns: Vec<accounts::Acc> = (0..40)
+        .map(|_| accounts::connect_from(addr, "127.0.0.1"))
+        .collect();
+    let wrong = Frame::Login {
+        email: "burst@example.org".into(),
+        password: "wrong guess".into(),
+    }
+    .to_bytes();
+    for c in &mut conns {
+        c.send_bytes(&wrong);
+    }
+    for c in &mut conns {
+        assert_eq!(c.recv(), Frame::LoginFailed);
+    }
+    let checked = accounts::bad_passwords(&srv);
+    assert!(checked <= 5, "{checked} guesses were checked, not 5");
+}
+
+/// Strangers guessing an account lock it for strangers only: the owner's
+/// address, which logged in lately, still gets in with the right password.
+#[test]
+fn strangers_cannot_lock_the_owner_out() {
+    use chinwag_proto::accounts::Frame;
+    let srv = server_with(|_| {});
+    let addr = srv.accounts_addr();
+    let email = "owner@example.org";
+    assert_eq!(
+        accounts::register(addr, email, "owner", "correct horse"),
+        Frame::Registered
+    );
+    let (home, r) = accounts::login_from(addr, "127.0.0.1", email, "correct horse");
+    assert!(matches!(r, Frame::LoginOk { .. }), "{r:?}");
+    drop(home);
+    for i in 2..7 {
+        let (_a, r) = accounts::login_from(addr, &format!("127.0.0.{i}"), email, "guess");
+        assert_eq!(r, Frame::LoginFailed);
+    }
+    // The account is locked for an address it has not been used from...
+    let (_a, r) = accounts::login_from(addr, "127.0.0.9", email, "correct horse");
+    assert_eq!(r, Frame::LoginFailed, "a stranger's address is locked out");
+    // ...but not for its owner's (the session may still be closing: retry).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_a, r) = accounts::login_from(addr, "127.0.0.1", email, "correct horse");
+        if matches!(r, Frame::LoginOk { .. }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the owner was locked out: {r:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}

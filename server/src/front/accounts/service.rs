@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use chinwag_proto::accounts::{self as wire, code, Frame, HistoryEntry};
 use crossbeam_channel::{bounded, Sender};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::limits::Counters;
+use super::limits::{Attempt, Counters, LoginLimits, Outcome, Verdict, LOGIN_RULES};
 use super::password;
 use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
 use crate::metrics::{DropReason, LoginOutcome};
@@ -25,11 +25,13 @@ use crate::store::{After, CreateError, Store};
 pub const HASHES_AT_ONCE: usize = 2;
 /// Logins waiting for a hashing slot; beyond this they fail at once.
 const HASH_QUEUE: usize = 256;
-/// Failed logins allowed per address and per email in one window.
-const FAILURES_ALLOWED: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Counters kept at most (expired windows are dropped first, then the oldest).
+/// The registration window, and counters kept at most (expired windows are
+/// dropped first, then the oldest).
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(60);
 const MAX_TRACKED: usize = 100_000;
+/// How long a login waits for attempts in flight from its address (or to
+/// its account) to finish before it is answered "failed".
+const LOGIN_TURN_WAIT: Duration = Duration::from_secs(10);
 pub const MIN_PASSWORD: usize = 8;
 
 type HashJob = Box<dyn FnOnce() + Send>;
@@ -136,7 +138,12 @@ pub struct Accounts {
     members: RwLock<Members>,
     calls: Mutex<Calls>,
     hashers: Hashers,
-    failures: Mutex<Counters>,
+    /// Registrations per address.
+    registrations: Mutex<Counters>,
+    /// Password logins in flight and failed, per address and per account.
+    logins: Mutex<LoginLimits>,
+    /// Signalled each time a login attempt finishes.
+    login_turn: Condvar,
     /// Verified against when the email is unknown, so both failures cost the same.
     dummy_hash: String,
     /// Registrations one IP address may make per window.
@@ -180,7 +187,9 @@ impl Accounts {
             members: RwLock::new(Members::default()),
             calls: Mutex::new(Calls::default()),
             hashers,
-            failures: Mutex::new(Counters::new(FAILURE_WINDOW, MAX_TRACKED)),
+            registrations: Mutex::new(Counters::new(REGISTRATION_WINDOW, MAX_TRACKED)),
+            logins: Mutex::new(LoginLimits::new(LOGIN_RULES)),
+            login_turn: Condvar::new(),
             dummy_hash,
             registrations_per_minute,
         })
@@ -237,7 +246,7 @@ impl Accounts {
         }
         let key = [format!("register:{ip}")];
         let allowed = {
-            let mut counts = self.failures.lock();
+            let mut counts = self.registrations.lock();
             let ok = !counts.limited(now, &key, self.registrations_per_minute);
             if ok {
                 counts.record(now, &key);
@@ -298,18 +307,15 @@ impl Accounts {
         ip: IpAddr,
         out: &Arc<Outbound>,
     ) -> Option<Arc<Member>> {
-        let keys = [
-            format!("ip:{ip}"),
-            format!("email:{}", email.to_lowercase()),
-        ];
         let fail = |why: &str| {
             log::info!("accounts {ip}: login failed ({why})");
             out.reply(&Frame::LoginFailed.to_bytes());
             None
         };
-        if self.failures.lock().limited(now, &keys, FAILURES_ALLOWED) {
-            return fail("rate limited");
-        }
+        let mut attempt = match self.begin_login(now, ip, email) {
+            Ok(a) => a,
+            Err(why) => return fail(why),
+        };
         let email2 = email.to_owned();
         let account = match self.store.call(move |db| db.account_by_email(&email2)) {
             Ok(a) => a,
@@ -326,13 +332,16 @@ impl Accounts {
         let account = match account {
             Some(a) if ok => a,
             _ => {
-                self.failures.lock().record(now, &keys);
+                attempt.outcome = Outcome::Failure;
+                drop(attempt);
                 self.hub
                     .metrics()
                     .login(Dialect::Accounts, LoginOutcome::BadPassword);
                 return fail("bad credentials");
             }
         };
+        attempt.outcome = Outcome::Success;
+        drop(attempt);
         let session = match self.hub.login(
             &account.pseudo,
             Dialect::Accounts,
@@ -403,6 +412,41 @@ impl Accounts {
             );
         }
         Some(member)
+    }
+
+    /// Wait for this login's turn under the login limits: Err(why) when the
+    /// address or the account is locked out, or the turn does not come.
+    fn begin_login(
+        &self,
+        now: Instant,
+        ip: IpAddr,
+        email: &str,
+    ) -> Result<InFlight<'_>, &'static str> {
+        let deadline = now + LOGIN_TURN_WAIT;
+        let mut limits = self.logins.lock();
+        let mut now = now;
+        loop {
+            match limits.begin(now, ip, email) {
+                Verdict::Go(a) => {
+                    return Ok(InFlight {
+                        accounts: self,
+                        attempt: Some(a),
+                        outcome: Outcome::Abandoned,
+                    })
+                }
+                Verdict::Locked(_) => return Err("locked out for now"),
+                Verdict::Wait => {
+                    if self
+                        .login_turn
+                        .wait_until(&mut limits, deadline)
+                        .timed_out()
+                    {
+                        return Err("too many attempts in flight");
+                    }
+                    now = Instant::now().max(now);
+                }
+            }
+        }
     }
 
     /// The member's connection ended.
@@ -712,6 +756,26 @@ impl Accounts {
             other.send(&Frame::HungUp {
                 pseudo: me.pseudo.clone(),
             });
+        }
+    }
+}
+
+/// A login attempt counted by the limits while it runs; dropping it
+/// records `outcome` (Abandoned unless set) and wakes logins waiting for a turn.
+struct InFlight<'a> {
+    accounts: &'a Accounts,
+    attempt: Option<Attempt>,
+    outcome: Outcome,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.attempt.take() {
+            self.accounts
+                .logins
+                .lock()
+                .finish(Instant::now(), a, self.outcome);
+            self.accounts.login_turn.notify_all();
         }
     }
 }
