@@ -259,3 +259,148 @@ fn strangers_cannot_lock_the_owner_out() {
         thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// What each dialect answers to a login (registration for accounts and
+/// rooms) under `name`: true if accepted. Connections are kept open in
+/// `keep` so accepted names stay online.
+struct Dialects {
+    chatos: SocketAddr,
+    babel: SocketAddr,
+    accounts: SocketAddr,
+    rooms: SocketAddr,
+    keep: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Dialects {
+    fn new(srv: &Server) -> Dialects {
+        Dialects {
+            chatos: srv.chatos_addr(),
+            babel: srv.babel_addr(),
+            accounts: srv.accounts_addr(),
+            rooms: srv.rooms_addr(),
+            keep: Vec::new(),
+        }
+    }
+
+    fn chatos(&mut self, name: &str) -> bool {
+        let mut s = TcpStream::connect(self.chatos).unwrap();
+        s.write_all(&Command::Login { login: name.into() }.to_bytes())
+            .unwrap();
+        let mut one = [0u8; 1];
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.read_exact(&mut one).unwrap();
+        self.keep.push(Box::new(s));
+        one == [1]
+    }
+
+    fn babel(&mut self, name: &str) -> Result<(), String> {
+        use chinwag_proto::babel::Frame;
+        let mut b = common::Wire::<Frame>::new(TcpStream::connect(self.babel).unwrap());
+        assert_eq!(b.recv(), Frame::HelloConnect);
+        b.send_bytes(&Frame::Login { name: name.into() }.to_bytes());
+        let r = b.recv();
+        self.keep.push(Box::new(b));
+        match r {
+            Frame::LoginSuccess => Ok(()),
+            Frame::LoginFailed { reason } => Err(reason),
+            other => panic!("babel answered {other:?}"),
+        }
+    }
+
+    fn accounts(&mut self, name: &str) -> chinwag_proto::accounts::Frame {
+        let email = format!("{}@example.org", rand::random::<u32>());
+        accounts::register(self.accounts, &email, name, "correct horse")
+    }
+
+    fn rooms(&mut self, name: &str) -> chinwag_proto::rooms::Registration {
+        use chinwag_proto::rooms::{self as wire, Body, Message};
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let m = Message {
+            user: wire::UNREGISTERED,
+            seq: 1,
+            body: Body::Connexion {
+                name: Some(name.into()),
+            },
+        };
+        let mut buf = [0u8; 2048];
+        for _ in 0..50 {
+            s.send_to(&m.to_bytes(), self.rooms).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            if let Ok((n, _)) = s.recv_from(&mut buf) {
+                let got = Message::decode(&buf[..n]).expect("valid answer");
+                if let Body::Registered { status, .. } = got.body {
+                    self.keep.push(Box::new(s));
+                    return status;
+                }
+            }
+        }
+        panic!("no rooms answer for {name:?}");
+    }
+}
+
+/// The identifier policy holds in every dialect: invisible characters,
+/// joiners, byte-order marks, bidirectional controls and lone combining
+/// marks are refused, each dialect answering in its own way.
+#[test]
+fn every_dialect_refuses_names_against_the_policy() {
+    use chinwag_proto::accounts::Frame as Acc;
+    use chinwag_proto::rooms::Registration;
+    let srv = server_with(|_| {});
+    let mut d = Dialects::new(&srv);
+    // Each short enough for rooms (10 bytes) and free of '#'.
+    let bad = [
+        "ab\u{200B}c",
+        "ab\u{200D}c",
+        "ab\u{200C}c",
+        "\u{FEFF}abc",
+        "abc\u{202E}",
+        "\u{2066}abc",
+        "\u{301}abc",
+        "ab\u{AD}c",
+        "zoe\u{301}",
+    ];
+    for name in bad {
+        assert!(!d.chatos(name), "chatos accepted {name:?}");
+        assert_eq!(
+            d.babel(name),
+            Err("invalid username".into()),
+            "babel {name:?}"
+        );
+        assert_eq!(d.rooms(name), Registration::InvalidName, "rooms {name:?}");
+        assert_eq!(d.accounts(name), Acc::PseudoTaken, "accounts {name:?}");
+    }
+    // The same names in NFC and without the invisible parts are fine.
+    assert!(d.chatos("zoé"));
+    assert_eq!(d.babel("abc"), Ok(()));
+}
+
+/// A name that looks like one in use (case, Cyrillic look-alikes, I/l) is
+/// taken, across dialects and against registered accounts.
+#[test]
+fn look_alike_names_are_taken() {
+    use chinwag_proto::accounts::Frame as Acc;
+    use chinwag_proto::rooms::Registration;
+    let srv = server_with(|_| {});
+    let mut d = Dialects::new(&srv);
+    assert!(d.chatos("alice"));
+    assert!(!d.chatos("Alice"), "case");
+    assert!(!d.chatos("\u{430}lice"), "Cyrillic a");
+    assert_eq!(
+        d.babel("AIice"),
+        Err("username already used".into()),
+        "capital I for l"
+    );
+    assert_eq!(d.rooms("ALICE"), Registration::NameTaken);
+    assert_eq!(d.accounts("\u{430}lice"), Acc::PseudoTaken);
+    // A registered pseudo reserves its look-alikes from password-less logins.
+    assert_eq!(d.accounts("paypal"), Acc::Registered);
+    assert_eq!(
+        d.babel("\u{440}\u{430}y\u{440}al"),
+        Err("username belongs to a registered account".into())
+    );
+    assert!(!d.chatos("PayPal"));
+    assert_eq!(d.accounts("PAYPAL"), Acc::PseudoTaken);
+    // Different names stay different.
+    assert!(d.chatos("alicia"));
+}

@@ -15,7 +15,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::limits::{Attempt, Counters, LoginLimits, Outcome, Verdict, LOGIN_RULES};
 use super::password;
-use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
+use crate::hub::{self, names, Dialect, Event, Hub, LoginError, Peer, Session};
 use crate::metrics::{DropReason, LoginOutcome};
 use crate::net::Outbound;
 use crate::store::{After, CreateError, Store};
@@ -134,7 +134,11 @@ struct Members {
 pub struct Accounts {
     hub: Arc<Hub>,
     store: Store,
-    registered: Arc<RwLock<HashSet<String>>>,
+    /// Registered pseudos by skeleton (`hub::names::skeletons`): a name that
+    /// looks like a registered one is reserved as that one is. A
+    /// registration claims its skeleton on the store thread before its
+    /// insert, so two look-alikes racing cannot both be registered.
+    registered: Arc<RwLock<HashMap<String, String>>>,
     members: RwLock<Members>,
     calls: Mutex<Calls>,
     hashers: Hashers,
@@ -172,9 +176,17 @@ pub fn valid_pseudo(p: &str) -> bool {
 impl Accounts {
     pub fn new(hub: Arc<Hub>, store: Store, registrations_per_minute: u32) -> Arc<Self> {
         let pseudos = store.call(|db| db.all_pseudos()).unwrap_or_default();
-        let registered = Arc::new(RwLock::new(pseudos.into_iter().collect::<HashSet<_>>()));
+        let registered = Arc::new(RwLock::new(
+            pseudos
+                .into_iter()
+                .flat_map(|p| names::skeletons(&p).map(|k| (k, p.clone())))
+                .collect::<HashMap<_, _>>(),
+        ));
         let check = registered.clone();
-        hub.set_reserved_names(Arc::new(move |name: &str| check.read().contains(name)));
+        hub.set_reserved_names(Arc::new(move |name: &str| {
+            let r = check.read();
+            names::skeletons(name).iter().any(|k| r.contains_key(k))
+        }));
         let hashers = Hashers::new();
         let dummy_hash = hashers
             .run(|| password::hash("not a real password"))
@@ -229,7 +241,16 @@ impl Accounts {
             reply(Frame::EmailTaken);
             return;
         }
-        if !valid_pseudo(&pseudo) || self.hub.online(&pseudo).is_some() {
+        if !valid_pseudo(&pseudo) {
+            log::debug!("accounts {ip}: pseudo {pseudo:?} refused by the name policy");
+            reply(Frame::PseudoTaken);
+            return;
+        }
+        let skeletons = names::skeletons(&pseudo);
+        if self.hub.name_in_use(&pseudo) || {
+            let r = self.registered.read();
+            skeletons.iter().any(|k| r.contains_key(k))
+        } {
             reply(Frame::PseudoTaken);
             return;
         }
@@ -277,11 +298,33 @@ impl Accounts {
                 reason: "server busy, try again".into(),
             },
             move |db| {
-                let res = db.create_account(&email, &pseudo, &hash);
+                // Jobs run one at a time on the store thread: claiming the
+                // skeleton here settles a race between two look-alikes.
+                let claimed = {
+                    let mut r = registered.write();
+                    let free = !skeletons.iter().any(|k| r.contains_key(k));
+                    if free {
+                        for k in &skeletons {
+                            r.insert(k.clone(), pseudo.clone());
+                        }
+                    }
+                    free
+                };
+                let res = if claimed {
+                    db.create_account(&email, &pseudo, &hash)
+                } else {
+                    Err(CreateError::PseudoTaken)
+                };
                 Some(Box::new(move |committed| {
+                    let stored = matches!(res, Ok(_)) && committed;
+                    if claimed && !stored {
+                        let mut r = registered.write();
+                        for k in &skeletons {
+                            r.remove(k);
+                        }
+                    }
                     let f = match (res, committed) {
                         (Ok(_), true) => {
-                            registered.write().insert(pseudo.clone());
                             log::info!("accounts: registered {pseudo}");
                             Frame::Registered
                         }
@@ -796,7 +839,14 @@ impl Accounts {
             (false, true) => Ok(false),
             (true, true) => {
                 // Deleted first, so a kicked user cannot log straight back in.
-                self.registered.write().remove(pseudo);
+                {
+                    let mut r = self.registered.write();
+                    for k in names::skeletons(pseudo) {
+                        if r.get(&k).is_some_and(|p| p == pseudo) {
+                            r.remove(&k);
+                        }
+                    }
+                }
                 self.hub.kick(pseudo);
                 log::info!("accounts: deleted {pseudo}");
                 Ok(true)
