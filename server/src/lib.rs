@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod front;
+pub mod guard;
 pub mod hub;
 pub mod metrics;
 pub mod net;
@@ -53,6 +54,9 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     admin: Option<admin::AdminSocket>,
     metrics: Option<metrics::Endpoint>,
+    /// Parts that cannot go on ask the server to stop through this.
+    fatal: guard::Fatal,
+    failed: crossbeam_channel::Receiver<String>,
 }
 
 type ServeFn = fn(Arc<TcpStream>, Arc<Shared>);
@@ -167,7 +171,10 @@ impl Server {
             );
         }
         log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
+        let (fatal, failed) = guard::Fatal::new();
         Ok(Server {
+            fatal,
+            failed,
             shared,
             chatos_addr,
             babel_addr,
@@ -180,6 +187,16 @@ impl Server {
             admin: admin_socket,
             metrics,
         })
+    }
+
+    /// The handle a part of the server uses to stop it loudly (see `guard`).
+    pub fn fatal(&self) -> guard::Fatal {
+        self.fatal.clone()
+    }
+
+    /// Receives the reason once a part of the server asked it to stop.
+    pub fn failed(&self) -> &crossbeam_channel::Receiver<String> {
+        &self.failed
     }
 
     /// The admin socket's path, when there is one.

@@ -162,14 +162,42 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for sig in signals.forever() {
-        if sig == signal_hook::consts::SIGHUP {
-            reread(&args, server.config());
-            continue;
-        }
-        log::info!("signal {sig} received");
-        break;
+    // Signals arrive on a thread of their own, so the main thread can wait
+    // for a signal and for a fatal failure inside the server at once.
+    let (sig_tx, sig_rx) = crossbeam_channel::bounded(8);
+    let spawned = std::thread::Builder::new()
+        .name("cw-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig_tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
     }
+    let failed = loop {
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => match sig {
+                Ok(signal_hook::consts::SIGHUP) => reread(&args, server.config()),
+                Ok(sig) => {
+                    log::info!("signal {sig} received");
+                    break None;
+                }
+                Err(_) => break None,
+            },
+            recv(server.failed()) -> why => break why.ok(),
+        }
+    };
     server.shutdown();
-    ExitCode::SUCCESS
+    match failed {
+        // EX_SOFTWARE: an internal failure, not an operator's stop.
+        Some(why) => {
+            log::error!("stopped after a fatal failure: {why}");
+            ExitCode::from(70)
+        }
+        None => ExitCode::SUCCESS,
+    }
 }

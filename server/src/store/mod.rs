@@ -8,6 +8,7 @@
 mod admin;
 mod backup;
 mod files;
+mod guard;
 mod schema;
 
 use std::path::Path;
@@ -60,8 +61,11 @@ pub enum StoreError {
 }
 
 /// Typed queries over the open transaction; only the store thread has one.
+/// Each job gets its own, inside its own savepoint.
 pub struct Db<'a> {
     tx: &'a Transaction<'a>,
+    /// A statement of this job failed (see `Db::logged`).
+    failed: std::cell::Cell<bool>,
 }
 
 /// An account as login needs it.
@@ -180,15 +184,19 @@ fn run(
         let started = std::time::Instant::now();
         let committed = match conn.transaction() {
             Ok(tx) => {
-                {
-                    let db = Db { tx: &tx };
-                    for job in jobs {
-                        if let Some(a) = job(&db) {
-                            afters.push(a);
-                        }
-                    }
+                let mut sound = true;
+                for job in jobs {
+                    let (after, ok) = guard::run_job(&tx, job);
+                    afters.extend(after);
+                    sound &= ok;
                 }
-                match tx.commit() {
+                let done = if sound {
+                    tx.commit()
+                } else {
+                    log::error!("store: a savepoint could not be rolled back; the whole group is");
+                    tx.rollback().and(Err(rusqlite::Error::InvalidQuery))
+                };
+                match done {
                     Ok(()) => true,
                     Err(e) => {
                         log::error!("store: commit failed: {e}");
@@ -205,7 +213,7 @@ fn run(
             h.observe(started.elapsed().as_secs_f64());
         }
         for a in afters {
-            a(committed);
+            guard::run_after(a, committed);
         }
     }
     // Checkpoint the WAL so the database file alone is complete.
@@ -222,14 +230,19 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Errors inside a job are logged and reported as "nothing"; the group's
-/// other jobs still commit.
-fn logged<T>(what: &str, r: rusqlite::Result<T>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            log::error!("store: {what}: {e}");
-            None
+impl Db<'_> {
+    /// Every statement's result passes through here: an error is logged,
+    /// answered as "nothing" to the caller, and fails the whole job (its
+    /// savepoint is rolled back and its `after` is told `false`), so no
+    /// write's failure can go unnoticed.
+    fn logged<T>(&self, what: &str, r: rusqlite::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::error!("store: {what}: {e}");
+                self.failed.set(true);
+                None
+            }
         }
     }
 }
@@ -261,7 +274,7 @@ impl Db<'_> {
     }
 
     pub fn account_by_email(&self, email: &str) -> Option<Account> {
-        logged(
+        self.logged(
             "account by email",
             self.tx
                 .query_row(
@@ -281,7 +294,7 @@ impl Db<'_> {
     }
 
     pub fn account_id(&self, pseudo: &str) -> Option<u64> {
-        logged(
+        self.logged(
             "account id",
             self.tx
                 .query_row("SELECT id FROM accounts WHERE pseudo = ?1", [pseudo], |r| {
@@ -295,8 +308,10 @@ impl Db<'_> {
 
     pub fn all_pseudos(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged("pseudos", self.tx.prepare("SELECT pseudo FROM accounts")) {
-            if let Some(rows) = logged("pseudos", st.query_map([], |r| r.get::<_, String>(0))) {
+        if let Some(mut st) = self.logged("pseudos", self.tx.prepare("SELECT pseudo FROM accounts"))
+        {
+            if let Some(rows) = self.logged("pseudos", st.query_map([], |r| r.get::<_, String>(0)))
+            {
                 out.extend(rows.filter_map(Result::ok));
             }
         }
@@ -304,7 +319,7 @@ impl Db<'_> {
     }
 
     pub fn are_friends(&self, a: u64, b: u64) -> bool {
-        logged(
+        self.logged(
             "are friends",
             self.tx
                 .query_row(
@@ -319,7 +334,7 @@ impl Db<'_> {
     }
 
     pub fn has_request(&self, from: u64, to: u64) -> bool {
-        logged(
+        self.logged(
             "has request",
             self.tx
                 .query_row(
@@ -335,7 +350,7 @@ impl Db<'_> {
 
     /// Record a request; `notified` says whether the target already heard (online).
     pub fn add_request(&self, from: u64, to: u64, notified: bool) -> bool {
-        logged(
+        self.logged(
             "add request",
             self.tx.execute(
                 "INSERT INTO friend_requests(requester, target, created, notified) VALUES (?1, ?2, ?3, ?4)
@@ -348,7 +363,7 @@ impl Db<'_> {
 
     /// Remove a pending request; false if there was none.
     pub fn take_request(&self, from: u64, to: u64) -> bool {
-        logged(
+        self.logged(
             "take request",
             self.tx.execute(
                 "DELETE FROM friend_requests WHERE requester = ?1 AND target = ?2",
@@ -360,7 +375,7 @@ impl Db<'_> {
 
     pub fn befriend(&self, a: u64, b: u64) -> bool {
         let t = now_secs();
-        let ok = logged(
+        let ok = self.logged(
             "befriend",
             self.tx.execute(
                 "INSERT OR IGNORE INTO friendships(a, b, since) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
@@ -375,8 +390,9 @@ impl Db<'_> {
 
     fn names(&self, sql: &str, id: u64) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged("list", self.tx.prepare_cached(sql)) {
-            if let Some(rows) = logged("list", st.query_map([id as i64], |r| r.get::<_, String>(0)))
+        if let Some(mut st) = self.logged("list", self.tx.prepare_cached(sql)) {
+            if let Some(rows) =
+                self.logged("list", st.query_map([id as i64], |r| r.get::<_, String>(0)))
             {
                 out.extend(rows.filter_map(Result::ok));
             }
@@ -411,7 +427,7 @@ impl Db<'_> {
              WHERE r.target = ?1 AND r.notified = 0 ORDER BY r.created, p.pseudo",
             id,
         );
-        let _ = logged(
+        let _ = self.logged(
             "mark requests told",
             self.tx.execute(
                 "UPDATE friend_requests SET notified = 1 WHERE target = ?1",
@@ -422,7 +438,7 @@ impl Db<'_> {
     }
 
     pub fn add_notice(&self, user: u64, code: u16, pseudo: &str) {
-        let _ = logged(
+        let _ = self.logged(
             "add notice",
             self.tx.execute(
                 "INSERT INTO notices(user_id, code, pseudo) VALUES (?1, ?2, ?3)",
@@ -433,12 +449,12 @@ impl Db<'_> {
 
     pub fn take_notices(&self, user: u64) -> Vec<Notice> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged(
+        if let Some(mut st) = self.logged(
             "notices",
             self.tx
                 .prepare("SELECT code, pseudo FROM notices WHERE user_id = ?1 ORDER BY id"),
         ) {
-            if let Some(rows) = logged(
+            if let Some(rows) = self.logged(
                 "notices",
                 st.query_map([user as i64], |r| {
                     Ok(Notice {
@@ -450,7 +466,7 @@ impl Db<'_> {
                 out.extend(rows.filter_map(Result::ok));
             }
         }
-        let _ = logged(
+        let _ = self.logged(
             "clear notices",
             self.tx
                 .execute("DELETE FROM notices WHERE user_id = ?1", [user as i64]),
@@ -459,7 +475,7 @@ impl Db<'_> {
     }
 
     pub fn insert_message(&self, from: u64, to: u64, text: &str, delivered: bool) -> Option<u64> {
-        logged(
+        self.logged(
             "insert message",
             self.tx
                 .prepare_cached(
@@ -473,14 +489,14 @@ impl Db<'_> {
     /// Messages to `to` not yet delivered, oldest first, marked delivered.
     pub fn take_undelivered(&self, to: u64) -> Vec<Undelivered> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged(
+        if let Some(mut st) = self.logged(
             "undelivered",
             self.tx.prepare(
                 "SELECT m.id, a.pseudo, m.body FROM messages m JOIN accounts a ON a.id = m.sender
                  WHERE m.recipient = ?1 AND m.delivered = 0 ORDER BY m.id",
             ),
         ) {
-            if let Some(rows) = logged(
+            if let Some(rows) = self.logged(
                 "undelivered",
                 st.query_map([to as i64], |r| {
                     Ok(Undelivered {
@@ -493,7 +509,7 @@ impl Db<'_> {
                 out.extend(rows.filter_map(Result::ok));
             }
         }
-        let _ = logged(
+        let _ = self.logged(
             "mark delivered",
             self.tx.execute(
                 "UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0",
@@ -512,7 +528,7 @@ impl Db<'_> {
             before.min(i64::MAX as u64) as i64
         };
         let mut out = Vec::new();
-        if let Some(mut st) = logged(
+        if let Some(mut st) = self.logged(
             "history",
             self.tx.prepare_cached(
                 "SELECT id, sender, body FROM messages
@@ -520,7 +536,7 @@ impl Db<'_> {
                  ORDER BY id DESC LIMIT ?4",
             ),
         ) {
-            if let Some(rows) = logged(
+            if let Some(rows) = self.logged(
                 "history",
                 st.query_map(params![a as i64, b as i64, before, limit as i64], |r| {
                     Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))

@@ -211,15 +211,30 @@ impl Accounts {
         self.members.read().by_id.get(&id).cloned()
     }
 
-    /// Queue a store job whose `after` replies on `out`; a full store queue
-    /// is answered with `busy` at once.
+    /// Queue a store job whose `after` replies on `out`. A full store queue
+    /// is answered with `busy` at once; so is a job (or its reply part) that
+    /// panics, which the store rolls back alone: the client always hears.
     fn job(
         &self,
         out: &Arc<Outbound>,
         busy: Frame,
         job: impl FnOnce(&crate::store::Db) -> Option<After> + Send + 'static,
     ) {
-        if self.store.submit(job).is_err() {
+        let guard = ReplyOnDrop {
+            out: out.clone(),
+            frame: Some(busy.clone()),
+        };
+        let queued = self.store.submit(move |db| {
+            let guard = guard;
+            let after = job(db);
+            Some(Box::new(move |ok| {
+                if let Some(a) = after {
+                    a(ok);
+                }
+                guard.disarm();
+            }))
+        });
+        if queued.is_err() {
             self.hub.metrics().dropped(DropReason::StoreBusy);
             log::warn!("store queue full; answering {busy:?}");
             out.enqueue(|b| busy.encode(b));
@@ -605,7 +620,8 @@ impl Accounts {
     pub fn answer_friend(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, accept: bool) {
         let me = me.clone();
         let this = self.clone();
-        let _ = self.store.submit(move |db| {
+        // The seed gives the answerer no reply; a lost answer is logged.
+        let queued = self.store.submit(move |db| {
             let requester = db.account_id(&pseudo)?;
             if !db.take_request(requester, me.id) {
                 return None;
@@ -623,6 +639,9 @@ impl Accounts {
                 db.add_notice(requester, answer, &me.pseudo);
             }
             Some(Box::new(move |ok| {
+                if !ok {
+                    log::warn!("accounts: {}'s friend answer was not stored", me.pseudo);
+                }
                 if let (true, Some(r)) = (ok, live) {
                     let p = me.pseudo.clone();
                     r.send(&if accept {
@@ -633,6 +652,10 @@ impl Accounts {
                 }
             }))
         });
+        if queued.is_err() {
+            self.hub.metrics().dropped(DropReason::StoreBusy);
+            log::warn!("store queue full; a friend answer was dropped");
+        }
     }
 
     /// 150: 152 once stored, 153 when the recipient is unknown or not a friend.
@@ -803,6 +826,28 @@ impl Accounts {
     }
 }
 
+/// Sends its frame when dropped unless it was cleared: carried through a
+/// store job, it answers the client when the job or its reply part panics.
+struct ReplyOnDrop {
+    out: Arc<Outbound>,
+    frame: Option<Frame>,
+}
+
+impl ReplyOnDrop {
+    fn disarm(mut self) {
+        self.frame = None;
+    }
+}
+
+impl Drop for ReplyOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.frame.take() {
+            log::warn!("store job failed; answering {f:?}");
+            self.out.enqueue(|b| f.encode(b));
+        }
+    }
+}
+
 /// A login attempt counted by the limits while it runs; dropping it
 /// records `outcome` (Abandoned unless set) and wakes logins waiting for a turn.
 struct InFlight<'a> {
@@ -889,5 +934,88 @@ impl Accounts {
     /// Calls answered and not yet hung up.
     pub fn active_calls(&self) -> usize {
         self.calls.lock().active.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+    use std::time::Duration;
+
+    use chinwag_proto::accounts::Decoder;
+
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::metrics::Metrics;
+    use crate::net::FlushPool;
+
+    /// An Outbound over a real loopback connection, and the client's end.
+    fn pipe() -> (Arc<Outbound>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let pool = FlushPool::new(1).unwrap();
+        let out = Outbound::new(
+            Arc::new(server),
+            &pool,
+            1 << 20,
+            Duration::from_secs(2),
+            "test".into(),
+            Arc::new(Metrics::new()),
+        );
+        (out, client)
+    }
+
+    fn next_frame(c: &mut TcpStream, dec: &mut Decoder) -> Frame {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(f) = dec.next_message().unwrap() {
+                return f;
+            }
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed");
+            dec.push(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn a_store_job_that_panics_is_answered_and_the_service_carries_on() {
+        let hub = Arc::new(Hub::new(HubConfig::default()));
+        let (store, thread) = Store::open(Path::new(":memory:")).unwrap();
+        let accounts = Accounts::new(hub, store.clone(), 100);
+        let (out, mut client) = pipe();
+        let mut dec = Decoder::new();
+        accounts.job(&out, Frame::MessageFailed, |db| {
+            db.create_account("x@x.org", "x", "h").unwrap();
+            panic!("injected failure in a store job");
+        });
+        assert_eq!(next_frame(&mut client, &mut dec), Frame::MessageFailed);
+        accounts.job(&out, Frame::MessageFailed, |_| {
+            Some(Box::new(|_| panic!("injected failure in a reply")))
+        });
+        assert_eq!(next_frame(&mut client, &mut dec), Frame::MessageFailed);
+        // The panicking job's write was rolled back; later jobs run as usual.
+        let o = out.clone();
+        accounts.job(&out, Frame::MessageFailed, move |db| {
+            let n = db.all_pseudos().len();
+            Some(Box::new(move |ok| {
+                assert!(ok);
+                o.enqueue(|b| {
+                    Frame::RegisterRefused {
+                        reason: format!("{n}"),
+                    }
+                    .encode(b)
+                });
+            }))
+        });
+        assert_eq!(
+            next_frame(&mut client, &mut dec),
+            Frame::RegisterRefused { reason: "0".into() }
+        );
+        store.stop();
+        thread.join();
     }
 }
