@@ -7,6 +7,7 @@ pub mod config;
 pub mod front;
 pub mod guard;
 pub mod hub;
+pub mod logs;
 pub mod metrics;
 pub mod net;
 pub mod store;
@@ -166,6 +167,7 @@ impl Server {
                         while !stop.load(Ordering::Acquire) {
                             thread::park_timeout(SWEEP_EVERY);
                             shared.hub.sweep(Instant::now());
+                            logs::flush(Instant::now());
                         }
                     })?,
             );
@@ -359,7 +361,14 @@ fn spawn_acceptor(
                 let stream = Arc::new(stream);
                 let Some(admission) = shared.registry.admit(&stream) else {
                     shared.hub.metrics().dropped(DropReason::ConnectionLimit);
-                    log::warn!("{dialect}: connection limit reached, closing new connection");
+                    if let Ok(peer) = stream.peer_addr() {
+                        logs::peer_log!(
+                            log::Level::Warn,
+                            peer.ip(),
+                            "connection limit",
+                            "{dialect}: connection limit reached, closing a new connection from {peer}"
+                        );
+                    }
                     continue;
                 };
                 let shared2 = shared.clone();

@@ -416,7 +416,7 @@ impl Ctx {
             return;
         };
         if id != user {
-            log::warn!("rooms {from}: claims id {user} but registered as {id}; dropped");
+            log::debug!("rooms {from}: claims id {user} but registered as {id}; dropped");
             return;
         }
         st.users

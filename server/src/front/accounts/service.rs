@@ -236,7 +236,7 @@ impl Accounts {
         });
         if queued.is_err() {
             self.hub.metrics().dropped(DropReason::StoreBusy);
-            log::warn!("store queue full; answering {busy:?}");
+            log::warn!("store queue full; answering {}", busy.redacted());
             out.enqueue(|b| busy.encode(b));
         }
     }
@@ -366,7 +366,12 @@ impl Accounts {
         out: &Arc<Outbound>,
     ) -> Option<Arc<Member>> {
         let fail = |why: &str| {
-            log::info!("accounts {ip}: login failed ({why})");
+            crate::logs::peer_log!(
+                log::Level::Info,
+                ip,
+                "login refused",
+                "accounts {ip}: login failed ({why})"
+            );
             out.reply(&Frame::LoginFailed.to_bytes());
             None
         };
@@ -432,7 +437,13 @@ impl Accounts {
             }
             .to_bytes(),
         );
-        log::info!("accounts {ip}: logged in as {}", account.pseudo);
+        crate::logs::peer_log!(
+            log::Level::Info,
+            ip,
+            "login",
+            "accounts {ip}: logged in as {}",
+            account.pseudo
+        );
         let m = member.clone();
         let queued = self.store.submit(move |db| {
             let requests = db.take_unnotified_requests(m.id);
@@ -842,7 +853,7 @@ impl ReplyOnDrop {
 impl Drop for ReplyOnDrop {
     fn drop(&mut self) {
         if let Some(f) = self.frame.take() {
-            log::warn!("store job failed; answering {f:?}");
+            log::warn!("store job failed; answering {}", f.redacted());
             self.out.enqueue(|b| f.encode(b));
         }
     }
