@@ -404,3 +404,86 @@ fn look_alike_names_are_taken() {
     // Different names stay different.
     assert!(d.chatos("alicia"));
 }
+
+/// With a database file, history is read off the store thread, yet a page
+/// asked right behind a burst of messages still comes after their 152s and
+/// holds every one of them (answers keep the order of requests).
+#[test]
+fn history_read_off_the_store_thread_keeps_request_order() {
+    use chinwag_proto::accounts::Frame;
+    let dir = common::temp_dir("hist");
+    let srv = server_with(|c| c.db_path = dir.join("h.db"));
+    let addr = srv.accounts_addr();
+    for (e, p) in [("ha@example.org", "hista"), ("hb@example.org", "histb")] {
+        assert_eq!(
+            accounts::register(addr, e, p, "correct horse"),
+            Frame::Registered
+        );
+    }
+    let (mut a, r) = accounts::login_from(addr, "127.0.0.1", "ha@example.org", "correct horse");
+    assert!(matches!(r, Frame::LoginOk { .. }));
+    let (mut b, r) = accounts::login_from(addr, "127.0.0.1", "hb@example.org", "correct horse");
+    assert!(matches!(r, Frame::LoginOk { .. }));
+    a.send_bytes(
+        &Frame::FriendRequest {
+            pseudo: "histb".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        a.recv(),
+        Frame::FriendRequestSent {
+            pseudo: "histb".into()
+        }
+    );
+    assert_eq!(
+        b.recv(),
+        Frame::FriendRequested {
+            pseudo: "hista".into()
+        }
+    );
+    b.send_bytes(
+        &Frame::AcceptFriend {
+            pseudo: "hista".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        a.recv(),
+        Frame::FriendAccepted {
+            pseudo: "histb".into()
+        }
+    );
+    for round in 0..5 {
+        let mut burst = Vec::new();
+        for i in 0..40 {
+            Frame::SendMessage {
+                pseudo: "histb".into(),
+                text: format!("r{round} m{i}"),
+            }
+            .encode(&mut burst);
+        }
+        Frame::History {
+            pseudo: "histb".into(),
+            before: 0,
+        }
+        .encode(&mut burst);
+        a.send_bytes(&burst);
+        for i in 0..40 {
+            assert_eq!(a.recv(), Frame::MessageStored, "round {round}, 152 #{i}");
+        }
+        let Frame::HistoryPage { entries, .. } = a.recv() else {
+            panic!("expected the history page after the 152s");
+        };
+        let last: Vec<String> = entries
+            .iter()
+            .rev()
+            .take(40)
+            .map(|e| e.text.clone())
+            .collect();
+        let want: Vec<String> = (0..40).rev().map(|i| format!("r{round} m{i}")).collect();
+        assert_eq!(last, want, "round {round}: the page holds the burst");
+    }
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&dir);
+}

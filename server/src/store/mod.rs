@@ -9,6 +9,7 @@ mod admin;
 mod backup;
 mod files;
 mod guard;
+mod read;
 mod schema;
 
 use std::path::Path;
@@ -36,10 +37,17 @@ enum Msg {
     Stop,
 }
 
-/// Handle to the store thread. Cheap to clone.
+/// One history page, newest first: served by the messages_conversation
+/// index (migration 3), whose expressions these must stay.
+const HISTORY_SQL: &str = "SELECT id, sender, body FROM messages
+     WHERE min(sender, recipient) = ?1 AND max(sender, recipient) = ?2 AND id < ?3
+     ORDER BY id DESC LIMIT ?4";
+
+/// Handle to the store thread (and its read connections). Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: Sender<Msg>,
+    reads: Option<std::sync::Arc<read::ReadPool>>,
 }
 
 /// The store thread's join handle; dropping it does not stop the thread,
@@ -115,12 +123,13 @@ impl Store {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn)?;
         files::owner_only_companions(path);
+        let reads = read::ReadPool::open(path, read::READERS)?.map(std::sync::Arc::new);
         let (tx, rx) = bounded(QUEUE);
         let t = thread::Builder::new()
             .name("cw-store".into())
             .spawn(move || run(conn, rx, commit_seconds))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok((Store { tx }, StoreThread(Some(t))))
+        Ok((Store { tx, reads }, StoreThread(Some(t))))
     }
 
     /// Queue a job. Its database part runs inside the next group
@@ -149,6 +158,18 @@ impl Store {
             None
         })?;
         rx.recv().map_err(|_| StoreError::Busy)
+    }
+
+    /// Run a read on one of the read connections, on the calling thread,
+    /// if the database has them (a file); else None, and the caller sends
+    /// the read to the store thread as a job.
+    pub fn read<T>(&self, f: impl FnOnce(&Db) -> T) -> Option<Result<T, StoreError>> {
+        self.reads.as_ref().map(|p| p.read(f))
+    }
+
+    /// Whether reads run off the store thread (see [`Store::read`]).
+    pub fn has_read_pool(&self) -> bool {
+        self.reads.is_some()
     }
 
     /// Ask the thread to finish queued jobs, commit and close the database.
@@ -528,18 +549,16 @@ impl Db<'_> {
             before.min(i64::MAX as u64) as i64
         };
         let mut out = Vec::new();
-        if let Some(mut st) = self.logged(
-            "history",
-            self.tx.prepare_cached(
-                "SELECT id, sender, body FROM messages
-                 WHERE ((sender = ?1 AND recipient = ?2) OR (sender = ?2 AND recipient = ?1)) AND id < ?3
-                 ORDER BY id DESC LIMIT ?4",
-            ),
-        ) {
+        if let Some(mut st) = self.logged("history", self.tx.prepare_cached(HISTORY_SQL)) {
+            let (lo, hi) = (a.min(b) as i64, a.max(b) as i64);
             if let Some(rows) = self.logged(
                 "history",
-                st.query_map(params![a as i64, b as i64, before, limit as i64], |r| {
-                    Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, String>(2)?))
+                st.query_map(params![lo, hi, before, limit as i64], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)? as u64,
+                        r.get::<_, i64>(1)? as u64,
+                        r.get::<_, String>(2)?,
+                    ))
                 }),
             ) {
                 out.extend(rows.filter_map(Result::ok));

@@ -90,6 +90,50 @@ pub struct Member {
     /// Set by the store thread once offline items were flushed to it; until
     /// then new items are stored as undelivered and the flush carries them.
     flushed: AtomicBool,
+    /// Store jobs of this member not yet answered (bounded by
+    /// `JOBS_PER_MEMBER`), and a signal each time one is.
+    pending: Mutex<usize>,
+    answered: Condvar,
+}
+
+/// One member's store jobs not yet answered at most: past that its own
+/// connection stops reading until one is, so one user can neither fill the
+/// store's queue nor delay everyone else's commits by much.
+const JOBS_PER_MEMBER: usize = 32;
+/// Longest a member's connection waits for its own earlier jobs.
+const MEMBER_WAIT: Duration = Duration::from_secs(10);
+
+/// Counts one store job against its member until dropped (after the job's
+/// answer is queued, or when a panic unwinds it).
+struct Pending(Arc<Member>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut n = self.0.pending.lock();
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.0.answered.notify_all();
+    }
+}
+
+impl Member {
+    /// Wait (at most `MEMBER_WAIT`) until fewer than `limit` of this
+    /// member's jobs are unanswered.
+    fn wait_below(&self, limit: usize) {
+        let deadline = Instant::now() + MEMBER_WAIT;
+        let mut n = self.pending.lock();
+        while *n >= limit.max(1) {
+            if self.answered.wait_until(&mut n, deadline).timed_out() {
+                log::warn!("accounts: {}'s store jobs are slow to finish", self.pseudo);
+                return;
+            }
+        }
+    }
+
+    fn track(self: &Arc<Self>) -> Pending {
+        *self.pending.lock() += 1;
+        Pending(self.clone())
+    }
 }
 
 impl Member {
@@ -241,6 +285,28 @@ impl Accounts {
         }
     }
 
+    /// A store job on behalf of a member: counted against its bound (the
+    /// caller waits for room first), answered as `job` says.
+    fn member_job(
+        &self,
+        me: &Arc<Member>,
+        busy: Frame,
+        job: impl FnOnce(&crate::store::Db) -> Option<After> + Send + 'static,
+    ) {
+        me.wait_below(JOBS_PER_MEMBER);
+        let pending = me.track();
+        self.job(&me.out, busy, move |db| {
+            let pending = pending;
+            let after = job(db);
+            Some(Box::new(move |ok| {
+                if let Some(a) = after {
+                    a(ok);
+                }
+                drop(pending);
+            }))
+        });
+    }
+
     /// 100: validate, hash, insert; 101/102/103/104 after commit.
     pub fn register(
         self: &Arc<Self>,
@@ -379,8 +445,13 @@ impl Accounts {
             Ok(a) => a,
             Err(why) => return fail(why),
         };
+        // From a read connection when there are some, off the store thread.
         let email2 = email.to_owned();
-        let account = match self.store.call(move |db| db.account_by_email(&email2)) {
+        let looked_up = match self.store.read(|db| db.account_by_email(email)) {
+            Some(r) => r,
+            None => self.store.call(move |db| db.account_by_email(&email2)),
+        };
+        let account = match looked_up {
             Ok(a) => a,
             Err(_) => return fail("store busy"),
         };
@@ -424,6 +495,8 @@ impl Accounts {
             out: out.clone(),
             session,
             flushed: AtomicBool::new(false),
+            pending: Mutex::new(0),
+            answered: Condvar::new(),
         });
         {
             let mut ms = self.members.write();
@@ -572,8 +645,8 @@ impl Accounts {
     pub fn friend_request(self: &Arc<Self>, me: &Arc<Member>, pseudo: String) {
         let me = me.clone();
         let this = self.clone();
-        self.job(
-            &me.out.clone(),
+        self.member_job(
+            &me.clone(),
             Frame::NoSuchUser {
                 pseudo: pseudo.clone(),
             },
@@ -629,10 +702,13 @@ impl Accounts {
 
     /// 131 / 132: only a request that is really pending counts.
     pub fn answer_friend(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, accept: bool) {
+        me.wait_below(JOBS_PER_MEMBER);
+        let pending = me.track();
         let me = me.clone();
         let this = self.clone();
         // The seed gives the answerer no reply; a lost answer is logged.
         let queued = self.store.submit(move |db| {
+            let _pending = pending;
             let requester = db.account_id(&pseudo)?;
             if !db.take_request(requester, me.id) {
                 return None;
@@ -673,7 +749,7 @@ impl Accounts {
     pub fn send_message(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, text: String) {
         let me = me.clone();
         let this = self.clone();
-        self.job(&me.out.clone(), Frame::MessageFailed, move |db| {
+        self.member_job(&me.clone(), Frame::MessageFailed, move |db| {
             let target = db.account_id(&pseudo).filter(|t| db.are_friends(me.id, *t));
             let Some(target) = target else {
                 return Some(Box::new(move |_| me.send(&Frame::MessageFailed)));
@@ -696,29 +772,48 @@ impl Accounts {
         });
     }
 
-    /// 160: one page, oldest first, at most HISTORY_PAGE messages.
+    /// 160: one page, oldest first, at most HISTORY_PAGE messages. With a
+    /// database file, the page is read on the member's own thread from a
+    /// read connection, never on the store thread, once the member's
+    /// earlier jobs are answered (so answers keep the order of requests and
+    /// the page includes what the member had stored). The member's reading
+    /// waits meanwhile: one page at a time per user.
     pub fn history(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, before: u64) {
-        let me = me.clone();
-        self.job(
-            &me.out.clone(),
+        let page = move |db: &crate::store::Db, me: u64, pseudo: &str| -> Vec<HistoryEntry> {
+            db.account_id(pseudo)
+                .map(|other| db.history(me, other, before, wire::HISTORY_PAGE))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, sender_id, text)| HistoryEntry {
+                    id,
+                    sender_id,
+                    text,
+                })
+                .collect()
+        };
+        if self.store.has_read_pool() {
+            me.wait_below(1);
+            let entries = match self.store.read(|db| page(db, me.id, &pseudo)) {
+                Some(Ok(entries)) => entries,
+                _ => {
+                    self.hub.metrics().dropped(DropReason::StoreBusy);
+                    Vec::new()
+                }
+            };
+            me.send(&Frame::HistoryPage { pseudo, entries });
+            return;
+        }
+        let me2 = me.clone();
+        self.member_job(
+            me,
             Frame::HistoryPage {
                 pseudo: pseudo.clone(),
                 entries: vec![],
             },
             move |db| {
-                let entries = db
-                    .account_id(&pseudo)
-                    .map(|other| db.history(me.id, other, before, wire::HISTORY_PAGE))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(id, sender_id, text)| HistoryEntry {
-                        id,
-                        sender_id,
-                        text,
-                    })
-                    .collect();
+                let entries = page(db, me2.id, &pseudo);
                 Some(Box::new(move |_| {
-                    me.send(&Frame::HistoryPage { pseudo, entries })
+                    me2.send(&Frame::HistoryPage { pseudo, entries })
                 }))
             },
         );
@@ -732,7 +827,7 @@ impl Accounts {
         } else {
             Frame::Requests { pseudos: vec![] }
         };
-        self.job(&me.out.clone(), empty, move |db| {
+        self.member_job(&me.clone(), empty, move |db| {
             let f = if friends {
                 Frame::Friends {
                     pseudos: db.friends(me.id, wire::MAX_LIST),
@@ -759,8 +854,8 @@ impl Accounts {
         let me = me.clone();
         let this = self.clone();
         let addr = Self::fill(addr, me.ip);
-        self.job(
-            &me.out.clone(),
+        self.member_job(
+            &me.clone(),
             Frame::CallFailed {
                 pseudo: pseudo.clone(),
             },
@@ -1026,6 +1121,70 @@ mod tests {
             next_frame(&mut client, &mut dec),
             Frame::RegisterRefused { reason: "0".into() }
         );
+        store.stop();
+        thread.join();
+    }
+
+    #[test]
+    fn one_member_has_a_bounded_number_of_store_jobs_outstanding() {
+        use std::sync::atomic::AtomicUsize;
+        let hub = Arc::new(Hub::new(HubConfig::default()));
+        let (store, thread) = Store::open(Path::new(":memory:")).unwrap();
+        let accounts = Accounts::new(hub.clone(), store.clone(), 100);
+        let (out, _client) = pipe();
+        let session = hub
+            .login(
+                "member",
+                Dialect::Accounts,
+                "127.0.0.1".parse().unwrap(),
+                Arc::new(AccountsPeer { out: out.clone() }),
+                false,
+                true,
+            )
+            .unwrap();
+        let me = Arc::new(Member {
+            id: 1,
+            pseudo: "member".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            out,
+            session,
+            flushed: AtomicBool::new(true),
+            pending: Mutex::new(0),
+            answered: Condvar::new(),
+        });
+        // Hold the store thread.
+        let (go, wait) = bounded::<()>(0);
+        store
+            .submit(move |_| {
+                let _ = wait.recv();
+                None
+            })
+            .unwrap();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (a, m, q) = (accounts.clone(), me.clone(), queued.clone());
+        let sender = std::thread::spawn(move || {
+            for _ in 0..JOBS_PER_MEMBER + 8 {
+                a.list(&m, true);
+                q.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queued.load(Ordering::SeqCst) < JOBS_PER_MEMBER && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Give a 33rd job every chance to slip through: it must not.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(queued.load(Ordering::SeqCst), JOBS_PER_MEMBER);
+        assert_eq!(*me.pending.lock(), JOBS_PER_MEMBER);
+        assert_eq!(store.queue_len(), JOBS_PER_MEMBER);
+        // Once the store moves, the member's connection moves too.
+        go.send(()).unwrap();
+        sender.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while *me.pending.lock() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*me.pending.lock(), 0);
         store.stop();
         thread.join();
     }
