@@ -34,7 +34,11 @@ WORKLOAD (default: all)
   slow      50 receivers of 100 texts/s, without and with one slow consumer (small
             receive buffer, never reads): the fast ones' p99 both ways, and the cut
   accounts  password logins/s (Argon2id) and acknowledged messages/s through the
-            store, against a chinwagd whose database is a real file
+            store, against a chinwagd whose database is a real file; then
+            accounts-history (alone: `accounts-history`): a history page's latency
+            in a conversation of --messages (1,000,000) messages, beside a bare
+            SQLite point query on the same file, and another pair's 152 latency
+            without and with a user paging as fast as the server answers
 
 SERVER (default: start target-dir/release/chinwagd on a free port per workload)
   --server PATH        chinwagd binary to start
@@ -326,6 +330,12 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         }
         "accounts" => {
             todo.push(("accounts", Box::new(accounts_wl)));
+            let n = args.or("messages", if quick { 20_000 } else { 1_000_000 })?;
+            todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
+        }
+        "accounts-history" => {
+            let n = args.or("messages", if quick { 20_000 } else { 1_000_000 })?;
+            todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
         }
         "slow" => {
             let clients = args.or("clients", 50)?;
@@ -334,7 +344,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history)"
             ))
         }
     }
@@ -552,6 +562,133 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     meter.finish(&target, &mut r);
     target.stop();
     check_engine(ctx, &mut r, &out);
+    Ok(r)
+}
+
+/// `accounts-history`: see the help text.
+fn history_wl(ctx: &Ctx, messages: usize) -> Result<Report, String> {
+    let mut r = Report::new("accounts-history");
+    let secs = if ctx.quick { 0.5 } else { 5.0 };
+    let pages = if ctx.quick { 50 } else { 500 };
+    r.param("messages", messages);
+    r.param("pages", pages);
+    r.param("seconds", secs);
+    if matches!(ctx.spec, Spec::External { .. }) {
+        return Err(
+            "accounts-history writes into the server's database: it needs a spawned server".into(),
+        );
+    }
+    let db = std::env::temp_dir().join(format!("chinwag-bench-hist-{}.db", ctx.run_id));
+    let run = ctx.run_id.clone();
+    let result = (|| {
+        let mut target = ctx.spec.start_with_db(Some(&db))?;
+        let addr = target.accounts.ok_or("no accounts listener")?;
+        accounts::history_setup(addr, &run)?;
+        target.stop();
+        let filled = accounts::history_fill(&db, &run, messages)?;
+        r.fig(
+            "fill_s",
+            "time to write the messages (one transaction)",
+            filled.as_secs_f64(),
+            Unit::Secs,
+            None,
+        );
+        let point = accounts::point_query_reference(&db, if ctx.quick { 1000 } else { 20_000 })?;
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let us = |ns: u64| ns as f64 / 1e3;
+        r.fig(
+            "point_p50_us",
+            "reference: bare SQLite point query p50",
+            us(point.quantile(0.5)),
+            Unit::Us,
+            None,
+        );
+        r.fig(
+            "point_p99_us",
+            "reference: bare SQLite point query p99",
+            us(point.quantile(0.99)),
+            Unit::Us,
+            None,
+        );
+        let direct = accounts::page_query_reference(&db, &run, if ctx.quick { 100 } else { 1000 })?;
+        r.fig(
+            "page_sql_p50_us",
+            "reference: the page's SQL alone, p50",
+            us(direct.quantile(0.5)),
+            Unit::Us,
+            None,
+        );
+        r.fig(
+            "page_sql_p99_us",
+            "reference: the page's SQL alone, p99",
+            us(direct.quantile(0.99)),
+            Unit::Us,
+            None,
+        );
+        let mut target = ctx.spec.start_with_db(Some(&db))?;
+        let addr = target.accounts.ok_or("no accounts listener")?;
+        let goal = |g: f64| (!ctx.quick && messages >= 1_000_000).then_some(Goal::AtMost(g));
+        let h = accounts::history_pages(addr, &run, pages)?;
+        r.fig(
+            "page_p50_ms",
+            "history page p50 (request to answer)",
+            ms(h.quantile(0.5)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "page_p99_ms",
+            "history page p99 (request to answer)",
+            ms(h.quantile(0.99)),
+            Unit::Ms,
+            goal(5.0),
+        );
+        let (quiet, _) = accounts::acks_while_paging(addr, &run, secs, false)?;
+        let (busy, served) = accounts::acks_while_paging(addr, &run, secs, true)?;
+        r.fig(
+            "ack_p99_quiet_ms",
+            "another pair's 152 p99, nobody paging",
+            ms(quiet.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "ack_p99_paging_ms",
+            "another pair's 152 p99, one user paging flat out",
+            ms(busy.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "ack_p99_delay_ms",
+            "delay paging adds to another pair's 152 (p99)",
+            ms(busy.quantile(0.99)) - ms(quiet.quantile(0.99)),
+            Unit::Ms,
+            goal(10.0),
+        );
+        r.fig(
+            "pages_per_s",
+            "pages served to the pager",
+            served as f64 / secs,
+            Unit::PerSec,
+            None,
+        );
+        target.stop();
+        r.notes.push(format!(
+            "one conversation of {messages} messages, 50 per page; WAL + synchronous=FULL on {}",
+            db.display()
+        ));
+        if quiet.count() == 0 || busy.count() == 0 {
+            r.problems.push("no acknowledged message".into());
+        }
+        Ok::<(), String>(())
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    result?;
     Ok(r)
 }
 
