@@ -285,6 +285,8 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             todo.push(("idle", Box::new(move |c| idle(c, ci))));
             todo.push(("slow", Box::new(move |c| slow_wl(c, 50, secs.max(2.0)))));
             todo.push(("accounts", Box::new(accounts_wl)));
+            let n = if quick { 20_000 } else { 1_000_000 };
+            todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
         }
         "fanout" => {
             let mode = match (
