@@ -79,8 +79,10 @@ mod tests {
 
     use super::super::{After, Store};
 
+    type TestJob = Box<dyn FnOnce(&super::Db) -> Option<After> + Send>;
+
     /// Queue `jobs` behind a blocker so they all run in one group.
-    fn one_group(s: &Store, jobs: Vec<Box<dyn FnOnce(&super::Db) -> Option<After> + Send>>) {
+    fn one_group(s: &Store, jobs: Vec<TestJob>) {
         let (go, wait) = bounded::<()>(0);
         s.submit(move |_| {
             let _ = wait.recv();

@@ -54,7 +54,6 @@ impl ReadPool {
                     failed: std::cell::Cell::new(false),
                 };
                 let v = f(&db);
-                drop(db);
                 let _ = tx.rollback();
                 Ok(v)
             }

@@ -174,9 +174,7 @@ impl Key {
     fn idle(&self, now: Instant, r: &LoginRules) -> bool {
         self.in_flight == 0
             && now.saturating_duration_since(self.since) >= r.window
-            && self.locked_until.map_or(true, |t| {
-                now.saturating_duration_since(t) >= r.forgive_after
-            })
+            && !matches!(self.locked_until, Some(t) if now.saturating_duration_since(t) < r.forgive_after)
     }
 }
 

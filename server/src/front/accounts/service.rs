@@ -405,7 +405,7 @@ impl Accounts {
                     Err(CreateError::PseudoTaken)
                 };
                 Some(Box::new(move |committed| {
-                    let stored = matches!(res, Ok(_)) && committed;
+                    let stored = res.is_ok() && committed;
                     if claimed && !stored {
                         let mut r = registered.write();
                         for k in &skeletons {
