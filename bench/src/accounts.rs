@@ -197,26 +197,7 @@ pub fn acked_messages(
     let mut receivers = Vec::new();
     for k in 0..pairs {
         let (a, b) = (first + 2 * k, first + 2 * k + 1);
-        let mut ca = Conn::login(addr, &email(run, a))?;
-        let mut cb = Conn::login(addr, &email(run, b))?;
-        ca.send(&Frame::FriendRequest {
-            pseudo: pseudo(run, b),
-        })?;
-        match ca.recv()? {
-            Frame::FriendRequestSent { .. } => {}
-            other => return Err(format!("friend request: {other:?}")),
-        }
-        match cb.recv()? {
-            Frame::FriendRequested { .. } => {}
-            other => return Err(format!("friend request arrival: {other:?}")),
-        }
-        cb.send(&Frame::AcceptFriend {
-            pseudo: pseudo(run, a),
-        })?;
-        match ca.recv()? {
-            Frame::FriendAccepted { .. } => {}
-            other => return Err(format!("friend accept: {other:?}")),
-        }
+        let (ca, cb) = befriend(addr, run, a, b)?;
         senders.push((ca, pseudo(run, b)));
         receivers.push(cb);
     }
