@@ -41,13 +41,26 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// `HASHES_AT_ONCE` × 19 MiB whatever the load and nothing when idle, and a
 /// burst queues (bounded) instead of using more memory or CPU.
 struct Hashers {
-    tx: Sender<HashJob>,
+    tx: Option<Sender<HashJob>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Hashers {
+    /// Close the queue and wait for the threads: an accounts service that
+    /// goes away leaves no thread behind.
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Hashers {
     fn new() -> Hashers {
         password::keep_big_blocks_out_of_the_heap();
         let (tx, rx) = bounded::<HashJob>(HASH_QUEUE);
+        let mut threads = Vec::new();
         for i in 0..HASHES_AT_ONCE {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
@@ -60,11 +73,15 @@ impl Hashers {
                         }
                     }
                 });
-            if let Err(e) = spawned {
-                log::error!("cannot start a hashing thread: {e}");
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => log::error!("cannot start a hashing thread: {e}"),
             }
         }
-        Hashers { tx }
+        Hashers {
+            tx: Some(tx),
+            threads,
+        }
     }
 
     /// Run `f` on a hashing thread and wait for it; None when the queue is
@@ -72,6 +89,7 @@ impl Hashers {
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = bounded(1);
         self.tx
+            .as_ref()?
             .try_send(Box::new(move || {
                 let _ = tx.send(f());
             }))
@@ -1071,7 +1089,7 @@ impl Accounts {
 
     /// Password hashes waiting for a hashing thread.
     pub fn hash_queue(&self) -> usize {
-        self.hashers.tx.len()
+        self.hashers.tx.as_ref().map_or(0, |t| t.len())
     }
 
     /// Calls answered and not yet hung up.
