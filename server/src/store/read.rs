@@ -78,8 +78,9 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("t.db");
         let (s, t) = Store::open(&path).unwrap();
-        let (a, b) = s
-            .call(|db| {
+        // Committed before the pool reads (`call` answers before the commit).
+        let ((a, b), committed) = s
+            .call_committed(|db| {
                 let a = db.create_account("a@x.org", "a", "h").unwrap();
                 let b = db.create_account("b@x.org", "b", "h").unwrap();
                 for i in 0..10 {
@@ -89,6 +90,7 @@ mod tests {
                 (a, b)
             })
             .unwrap();
+        assert!(committed);
         let pool = ReadPool::open(&path, 2)
             .unwrap()
             .expect("a file has a pool");
