@@ -197,26 +197,7 @@ pub fn acked_messages(
     let mut receivers = Vec::new();
     for k in 0..pairs {
         let (a, b) = (first + 2 * k, first + 2 * k + 1);
-        let mut ca = Conn::login(addr, &email(run, a))?;
-        let mut cb = Conn::login(addr, &email(run, b))?;
-        ca.send(&Frame::FriendRequest {
-            pseudo: pseudo(run, b),
-        })?;
-        match ca.recv()? {
-            Frame::FriendRequestSent { .. } => {}
-            other => return Err(format!("friend request: {other:?}")),
-        }
-        match cb.recv()? {
-            Frame::FriendRequested { .. } => {}
-            other => return Err(format!("friend request arrival: {other:?}")),
-        }
-        cb.send(&Frame::AcceptFriend {
-            pseudo: pseudo(run, a),
-        })?;
-        match ca.recv()? {
-            Frame::FriendAccepted { .. } => {}
-            other => return Err(format!("friend accept: {other:?}")),
-        }
+        let (ca, cb) = befriend(addr, run, a, b)?;
         senders.push((ca, pseudo(run, b)));
         receivers.push(cb);
     }
@@ -295,4 +276,219 @@ pub fn acked_messages(
         out.delivered += r.join().unwrap_or(0);
     }
     Ok(out)
+}
+
+/// Friends `a` and `b` (both logged in for the occasion); returns their
+/// connections, still logged in.
+fn befriend(addr: SocketAddr, run: &str, a: usize, b: usize) -> Result<(Conn, Conn), String> {
+    let mut ca = Conn::login(addr, &email(run, a))?;
+    let mut cb = Conn::login(addr, &email(run, b))?;
+    ca.send(&Frame::FriendRequest {
+        pseudo: pseudo(run, b),
+    })?;
+    match ca.recv()? {
+        Frame::FriendRequestSent { .. } => {}
+        other => return Err(format!("friend request: {other:?}")),
+    }
+    match cb.recv()? {
+        Frame::FriendRequested { .. } => {}
+        other => return Err(format!("friend request arrival: {other:?}")),
+    }
+    cb.send(&Frame::AcceptFriend {
+        pseudo: pseudo(run, a),
+    })?;
+    match ca.recv()? {
+        Frame::FriendAccepted { .. } => {}
+        other => return Err(format!("friend accept: {other:?}")),
+    }
+    Ok((ca, cb))
+}
+
+/// Accounts 0..4 of the run: 0 and 1 share a long conversation (the pager
+/// is 0), 2 sends acknowledged messages to 3. Registered and befriended
+/// over the protocol; the server is then stopped by the caller.
+pub fn history_setup(addr: SocketAddr, run: &str) -> Result<(), String> {
+    register_all(addr, run, 4)?;
+    befriend(addr, run, 0, 1)?;
+    befriend(addr, run, 2, 3)?;
+    Ok(())
+}
+
+/// Write `n` messages between accounts 0 and 1 straight into the database
+/// (the server is stopped), alternating senders, 64-byte bodies.
+pub fn history_fill(db: &std::path::Path, run: &str, n: usize) -> Result<Duration, String> {
+    let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
+    let mut c = rusqlite::Connection::open(db).map_err(e)?;
+    let id = |c: &rusqlite::Connection, i: usize| -> Result<i64, String> {
+        c.query_row(
+            "SELECT id FROM accounts WHERE pseudo = ?1",
+            [pseudo(run, i)],
+            |r| r.get(0),
+        )
+        .map_err(|err| format!("account {i}: {err}"))
+    };
+    let (a, b) = (id(&c, 0)?, id(&c, 1)?);
+    let t0 = Instant::now();
+    let tx = c.transaction().map_err(e)?;
+    {
+        let mut st = tx
+            .prepare(
+                "INSERT INTO messages(sender, recipient, body, sent, delivered) VALUES (?1, ?2, ?3, 0, 1)",
+            )
+            .map_err(e)?;
+        let body = "h".repeat(64);
+        for i in 0..n {
+            let (s, r) = if i % 2 == 0 { (a, b) } else { (b, a) };
+            st.execute(rusqlite::params![s, r, body]).map_err(e)?;
+        }
+    }
+    tx.commit().map_err(e)?;
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .map_err(e)?;
+    Ok(t0.elapsed())
+}
+
+/// The physical reference, on the same file: a bare SQLite point query by
+/// primary key, `n` times at random ids.
+pub fn point_query_reference(db: &std::path::Path, n: usize) -> Result<Hist, String> {
+    let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
+    let c = rusqlite::Connection::open(db).map_err(e)?;
+    let max: i64 = c
+        .query_row("SELECT max(id) FROM messages", [], |r| r.get(0))
+        .map_err(e)?;
+    let mut st = c
+        .prepare("SELECT body FROM messages WHERE id = ?1")
+        .map_err(e)?;
+    let mut h = Hist::default();
+    for _ in 0..n {
+        let id = rand::random::<i64>().rem_euclid(max.max(1)) + 1;
+        let t0 = Instant::now();
+        let _: Option<String> = st.query_row([id], |r| r.get(0)).ok();
+        h.record(t0.elapsed().as_nanos() as u64);
+    }
+    Ok(h)
+}
+
+/// Account 0 pages back through its conversation with 1, one page at a
+/// time, `pages` times: the latency of each page (request to answer).
+pub fn history_pages(addr: SocketAddr, run: &str, pages: usize) -> Result<Hist, String> {
+    let mut c = Conn::login(addr, &email(run, 0))?;
+    let mut h = Hist::default();
+    let mut before = 0u64;
+    for _ in 0..pages {
+        let t0 = Instant::now();
+        c.send(&Frame::History {
+            pseudo: pseudo(run, 1),
+            before,
+        })?;
+        match c.recv()? {
+            Frame::HistoryPage { entries, .. } => {
+                h.record(t0.elapsed().as_nanos() as u64);
+                before = entries.first().map_or(0, |e| e.id);
+            }
+            other => return Err(format!("history: {other:?}")),
+        }
+    }
+    Ok(h)
+}
+
+/// Account 2 sends to 3 one message at a time for `seconds`: the latency of
+/// each 152. Meanwhile, when `pager` is set, account 0 pages through its
+/// history as fast as the server answers (16 requests in flight). Returns
+/// the 152 latencies and the pages served meanwhile.
+pub fn acks_while_paging(
+    addr: SocketAddr,
+    run: &str,
+    seconds: f64,
+    pager: bool,
+) -> Result<(Hist, u64), String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let paging = if pager {
+        let mut c = Conn::login(addr, &email(run, 0))?;
+        let (stop, run) = (stop.clone(), run.to_string());
+        Some(thread::spawn(move || -> Result<u64, String> {
+            let mut pages = 0u64;
+            let mut in_flight = 0usize;
+            let mut before = 0u64;
+            while !stop.load(Ordering::Acquire) || in_flight > 0 {
+                while in_flight < 16 && !stop.load(Ordering::Acquire) {
+                    c.send(&Frame::History {
+                        pseudo: pseudo(&run, 1),
+                        before,
+                    })?;
+                    in_flight += 1;
+                }
+                match c.recv()? {
+                    Frame::HistoryPage { entries, .. } => {
+                        in_flight -= 1;
+                        pages += 1;
+                        // Back to the newest page once at the start.
+                        before = entries.first().map_or(0, |e| e.id);
+                    }
+                    other => return Err(format!("pager: {other:?}")),
+                }
+            }
+            Ok(pages)
+        }))
+    } else {
+        None
+    };
+    let mut c = Conn::login(addr, &email(run, 2))?;
+    let text = "a".repeat(64);
+    let mut h = Hist::default();
+    let stop_at = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < stop_at {
+        let t0 = Instant::now();
+        c.send(&Frame::SendMessage {
+            pseudo: pseudo(run, 3),
+            text: text.clone(),
+        })?;
+        match c.recv()? {
+            Frame::MessageStored => h.record(t0.elapsed().as_nanos() as u64),
+            other => return Err(format!("152 expected: {other:?}")),
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let pages = match paging {
+        Some(t) => t.join().map_err(|_| "pager panicked".to_string())??,
+        None => 0,
+    };
+    Ok((h, pages))
+}
+
+/// A second reference: the server's own history query, run directly on the
+/// file `n` times from the newest page backwards (what a page costs in
+/// SQLite alone, before the network and the server).
+pub fn page_query_reference(db: &std::path::Path, run: &str, n: usize) -> Result<Hist, String> {
+    let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
+    let c = rusqlite::Connection::open(db).map_err(e)?;
+    let id = |i: usize| -> Result<i64, String> {
+        c.query_row(
+            "SELECT id FROM accounts WHERE pseudo = ?1",
+            [pseudo(run, i)],
+            |r| r.get(0),
+        )
+        .map_err(|err| format!("account {i}: {err}"))
+    };
+    let (a, b) = (id(0)?, id(1)?);
+    let mut st = c
+        .prepare(
+            "SELECT id, sender, body FROM messages
+             WHERE min(sender, recipient) = ?1 AND max(sender, recipient) = ?2 AND id < ?3
+             ORDER BY id DESC LIMIT 50",
+        )
+        .map_err(e)?;
+    let mut h = Hist::default();
+    let mut before = i64::MAX;
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let ids: Vec<i64> = st
+            .query_map(rusqlite::params![a.min(b), a.max(b), before], |r| r.get(0))
+            .map_err(e)?
+            .filter_map(Result::ok)
+            .collect();
+        h.record(t0.elapsed().as_nanos() as u64);
+        before = ids.last().copied().unwrap_or(i64::MAX);
+    }
+    Ok(h)
 }

@@ -8,6 +8,7 @@ mod hist;
 mod relay;
 mod report;
 mod server;
+mod slow;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,8 +31,14 @@ WORKLOAD (default: all)
   p2p       C clients in pairs exchange MESSAGE_PRIVATE at saturation
   relay     MB/s and ping-pong RTT through a private connection vs direct loopback TCP
   idle      C logged-in idle connections: login time, server RSS and threads
+  slow      50 receivers of 100 texts/s, without and with one slow consumer (small
+            receive buffer, never reads): the fast ones' p99 both ways, and the cut
   accounts  password logins/s (Argon2id) and acknowledged messages/s through the
-            store, against a chinwagd whose database is a real file
+            store, against a chinwagd whose database is a real file; then
+            accounts-history (alone: `accounts-history`): a history page's latency
+            in a conversation of --messages (1,000,000) messages, beside a bare
+            SQLite point query on the same file, and another pair's 152 latency
+            without and with a user paging as fast as the server answers
 
 SERVER (default: start target-dir/release/chinwagd on a free port per workload)
   --server PATH        chinwagd binary to start
@@ -276,7 +283,10 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let ro = relay_opts(args, quick)?;
             todo.push(("relay", Box::new(move |c| relay_wl(c, &ro))));
             todo.push(("idle", Box::new(move |c| idle(c, ci))));
+            todo.push(("slow", Box::new(move |c| slow_wl(c, 50, if quick { 6.0 } else { 10.0 }))));
             todo.push(("accounts", Box::new(accounts_wl)));
+            let n = if quick { 20_000 } else { 1_000_000 };
+            todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
         }
         "fanout" => {
             let mode = match (
@@ -322,10 +332,21 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         }
         "accounts" => {
             todo.push(("accounts", Box::new(accounts_wl)));
+            let n = args.or("messages", if quick { 20_000 } else { 1_000_000 })?;
+            todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
+        }
+        "accounts-history" => {
+            let n = args.or("messages", if quick { 20_000 } else { 1_000_000 })?;
+            todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
+        }
+        "slow" => {
+            let clients = args.or("clients", 50)?;
+            let seconds = args.or("seconds", if quick { 6.0 } else { 10.0 })?;
+            todo.push(("slow", Box::new(move |c| slow_wl(c, clients, seconds))));
         }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle, accounts)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history)"
             ))
         }
     }
@@ -543,6 +564,220 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     meter.finish(&target, &mut r);
     target.stop();
     check_engine(ctx, &mut r, &out);
+    Ok(r)
+}
+
+/// `accounts-history`: see the help text.
+fn history_wl(ctx: &Ctx, messages: usize) -> Result<Report, String> {
+    let mut r = Report::new("accounts-history");
+    let secs = if ctx.quick { 0.5 } else { 5.0 };
+    let pages = if ctx.quick { 50 } else { 500 };
+    r.param("messages", messages);
+    r.param("pages", pages);
+    r.param("seconds", secs);
+    if matches!(ctx.spec, Spec::External { .. }) {
+        return Err(
+            "accounts-history writes into the server's database: it needs a spawned server".into(),
+        );
+    }
+    let db = std::env::temp_dir().join(format!("chinwag-bench-hist-{}.db", ctx.run_id));
+    let run = ctx.run_id.clone();
+    let result = (|| {
+        let mut target = ctx.spec.start_with_db(Some(&db))?;
+        let addr = target.accounts.ok_or("no accounts listener")?;
+        accounts::history_setup(addr, &run)?;
+        target.stop();
+        let filled = accounts::history_fill(&db, &run, messages)?;
+        r.fig(
+            "fill_s",
+            "time to write the messages (one transaction)",
+            filled.as_secs_f64(),
+            Unit::Secs,
+            None,
+        );
+        let point = accounts::point_query_reference(&db, if ctx.quick { 1000 } else { 20_000 })?;
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let us = |ns: u64| ns as f64 / 1e3;
+        r.fig(
+            "point_p50_us",
+            "reference: bare SQLite point query p50",
+            us(point.quantile(0.5)),
+            Unit::Us,
+            None,
+        );
+        r.fig(
+            "point_p99_us",
+            "reference: bare SQLite point query p99",
+            us(point.quantile(0.99)),
+            Unit::Us,
+            None,
+        );
+        let direct = accounts::page_query_reference(&db, &run, if ctx.quick { 100 } else { 1000 })?;
+        r.fig(
+            "page_sql_p50_us",
+            "reference: the page's SQL alone, p50",
+            us(direct.quantile(0.5)),
+            Unit::Us,
+            None,
+        );
+        r.fig(
+            "page_sql_p99_us",
+            "reference: the page's SQL alone, p99",
+            us(direct.quantile(0.99)),
+            Unit::Us,
+            None,
+        );
+        let mut target = ctx.spec.start_with_db(Some(&db))?;
+        let addr = target.accounts.ok_or("no accounts listener")?;
+        let goal = |g: f64| (!ctx.quick && messages >= 1_000_000).then_some(Goal::AtMost(g));
+        let h = accounts::history_pages(addr, &run, pages)?;
+        r.fig(
+            "page_p50_ms",
+            "history page p50 (request to answer)",
+            ms(h.quantile(0.5)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "page_p99_ms",
+            "history page p99 (request to answer)",
+            ms(h.quantile(0.99)),
+            Unit::Ms,
+            goal(5.0),
+        );
+        let (quiet, _) = accounts::acks_while_paging(addr, &run, secs, false)?;
+        let (busy, served) = accounts::acks_while_paging(addr, &run, secs, true)?;
+        r.fig(
+            "ack_p99_quiet_ms",
+            "another pair's 152 p99, nobody paging",
+            ms(quiet.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "ack_p99_paging_ms",
+            "another pair's 152 p99, one user paging flat out",
+            ms(busy.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "ack_p99_delay_ms",
+            "delay paging adds to another pair's 152 (p99)",
+            ms(busy.quantile(0.99)) - ms(quiet.quantile(0.99)),
+            Unit::Ms,
+            goal(10.0),
+        );
+        r.fig(
+            "pages_per_s",
+            "pages served to the pager",
+            served as f64 / secs,
+            Unit::PerSec,
+            None,
+        );
+        target.stop();
+        r.notes.push(format!(
+            "one conversation of {messages} messages, 50 per page; WAL + synchronous=FULL on {}",
+            db.display()
+        ));
+        if quiet.count() == 0 || busy.count() == 0 {
+            r.problems.push("no acknowledged message".into());
+        }
+        Ok::<(), String>(())
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    result?;
+    Ok(r)
+}
+
+/// `slow`: the fast receivers' latency at 100 texts/s without, then with,
+/// a consumer that never reads (it must be cut, and must not slow them).
+/// The texts must flow long enough for the cut to happen at all: the two
+/// kernel buffers fill (about 3 s at 100 texts of 64 bytes a second), then
+/// the write times out (2 s); hence 6 s even in a quick run.
+fn slow_wl(ctx: &Ctx, clients: usize, seconds: f64) -> Result<Report, String> {
+    let mut r = Report::new("slow");
+    let rate = 100.0;
+    r.param("clients", clients);
+    r.param("rate", rate);
+    r.param("seconds", seconds);
+    ctx.check_fds(clients + 1)?;
+    let mut p99 = [0.0; 2];
+    for (run, with_slow) in [false, true].into_iter().enumerate() {
+        let mut target = ctx.spec.start()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let login = conn::login_all(
+            target.addr,
+            ctx.names(if with_slow { "sw" } else { "so" }, clients),
+            ctx.login_window,
+            deadline,
+        )?;
+        let slow = if with_slow {
+            Some(slow::SlowConsumer::login(
+                target.addr,
+                &format!("slow{}", ctx.run_id),
+                4096,
+            )?)
+        } else {
+            None
+        };
+        let plan = Plan {
+            kind: Kind::Fanout,
+            mode: Mode::Paced { rate },
+            senders: vec![0],
+            send_for: Duration::from_secs_f64(seconds),
+            cap: None,
+            drain: ctx.drain,
+            threads: ctx.threads,
+        };
+        let out = engine::run(&plan, login.conns, || {});
+        p99[run] = out.hist.quantile(0.99) as f64 / 1e6;
+        check_engine(ctx, &mut r, &out);
+        if let Some(s) = slow {
+            match s.drain_to_end(Duration::from_secs(5)) {
+                Ok(bytes) => r.fig(
+                    "slow_read_kib",
+                    "KiB the slow consumer got before its cut",
+                    bytes as f64 / 1024.0,
+                    Unit::Count,
+                    None,
+                ),
+                Err(_) => r
+                    .problems
+                    .push("the slow consumer was still connected after the run".into()),
+            }
+        }
+        target.stop();
+    }
+    r.fig(
+        "p99_without_ms",
+        "fast receivers' p99 without a slow consumer",
+        p99[0],
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "p99_with_ms",
+        "fast receivers' p99 with one slow consumer",
+        p99[1],
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "p99_rise_ms",
+        "p99 rise caused by the slow consumer",
+        p99[1] - p99[0],
+        Unit::Ms,
+        (!ctx.quick).then_some(Goal::AtMost(20.0)),
+    );
+    r.notes.push(
+        "one sender, 64-byte texts; the slow consumer asks for a 4 KiB receive buffer and never reads"
+            .into(),
+    );
     Ok(r)
 }
 

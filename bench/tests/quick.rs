@@ -39,7 +39,9 @@ fn quick_run_of_every_workload_succeeds() {
         "p2p-saturation",
         "relay",
         "idle",
+        "slow",
         "accounts",
+        "accounts-history",
     ] {
         assert!(
             text.contains(&format!("\"workload\":\"{workload}\"")),

@@ -394,8 +394,10 @@ impl Frame {
         v
     }
 
-    /// The frame for a log line: like `Debug`, but never the password.
+    /// The frame for a log line: like `Debug`, but never a password and
+    /// never a message text (shown by its length).
     pub fn redacted(&self) -> String {
+        let len = crate::redacted_len;
         match self {
             Frame::Register { email, pseudo, .. } => {
                 format!("Register {{ email: {email:?}, pseudo: {pseudo:?}, password: <redacted> }}")
@@ -403,6 +405,23 @@ impl Frame {
             Frame::Login { email, .. } => {
                 format!("Login {{ email: {email:?}, password: <redacted> }}")
             }
+            Frame::SendMessage { pseudo, text } => {
+                format!(
+                    "SendMessage {{ pseudo: {pseudo:?}, text: {} }}",
+                    len(text.len())
+                )
+            }
+            Frame::Message { pseudo, text } => {
+                format!(
+                    "Message {{ pseudo: {pseudo:?}, text: {} }}",
+                    len(text.len())
+                )
+            }
+            Frame::HistoryPage { pseudo, entries } => format!(
+                "HistoryPage {{ pseudo: {pseudo:?}, entries: {} ({}) }}",
+                entries.len(),
+                len(entries.iter().map(|e| e.text.len()).sum())
+            ),
             other => format!("{other:?}"),
         }
     }
@@ -637,6 +656,12 @@ pub fn decode_voice(packet: &[u8]) -> Result<&[u8], DecodeError> {
         });
     }
     Ok(body)
+}
+
+impl crate::Redact for Frame {
+    fn redacted(&self) -> String {
+        Frame::redacted(self)
+    }
 }
 
 #[cfg(test)]

@@ -229,6 +229,18 @@ impl Decoder {
     }
 }
 
+impl crate::Redact for Frame {
+    /// Voice data is shown by its length only.
+    fn redacted(&self) -> String {
+        match self {
+            Frame::VoiceData { data } => {
+                format!("VoiceData {{ data: {} }}", crate::redacted_len(data.len()))
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

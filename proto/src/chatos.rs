@@ -252,6 +252,23 @@ impl Decoder {
     }
 }
 
+impl crate::Redact for Command {
+    /// Texts are shown by their length only.
+    fn redacted(&self) -> String {
+        match self {
+            Command::Message { from, text } => format!(
+                "Message {{ from: {from:?}, text: {} }}",
+                crate::redacted_len(text.len())
+            ),
+            Command::MessagePrivate { from, to, text } => format!(
+                "MessagePrivate {{ from: {from:?}, to: {to:?}, text: {} }}",
+                crate::redacted_len(text.len())
+            ),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

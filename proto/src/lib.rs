@@ -19,6 +19,18 @@ pub trait Decode: Sized {
     fn decode(buf: &[u8]) -> Result<(Self, usize), DecodeError>;
 }
 
+/// How a message is written into a log: names and codes, never a password,
+/// a chat text or voice data (those are shown by their length only). The
+/// server's trace of every frame goes through this and nothing else.
+pub trait Redact {
+    fn redacted(&self) -> String;
+}
+
+/// A text or blob as a log shows it.
+pub fn redacted_len(len: usize) -> String {
+    format!("<{len} bytes>")
+}
+
 /// Decode a buffer that must hold exactly one message: a shorter one is
 /// `Truncated`, a longer one `TrailingBytes`.
 pub fn decode_exact<T: Decode>(buf: &[u8]) -> Result<T, DecodeError> {
@@ -140,3 +152,64 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::Redact;
+
+    const SECRET: &str = "the secret text 7f3a";
+
+    fn hides(f: &impl Redact) {
+        let line = f.redacted();
+        assert!(!line.contains(SECRET), "{line}");
+        assert!(!line.contains("7f3a"), "{line}");
+    }
+
+    #[test]
+    fn no_log_line_shows_a_text_a_password_or_voice() {
+        use crate::{accounts as a, babel as b, chatos as c};
+        let s = || SECRET.to_string();
+        hides(&c::Command::Message {
+            from: "al".into(),
+            text: s(),
+        });
+        hides(&c::Command::MessagePrivate {
+            from: "al".into(),
+            to: "bo".into(),
+            text: s(),
+        });
+        hides(&b::Frame::VoiceData {
+            data: SECRET.as_bytes().to_vec(),
+        });
+        for f in [
+            a::Frame::Register {
+                email: "a@b.c".into(),
+                pseudo: "al".into(),
+                password: s(),
+            },
+            a::Frame::Login {
+                email: "a@b.c".into(),
+                password: s(),
+            },
+            a::Frame::SendMessage {
+                pseudo: "bo".into(),
+                text: s(),
+            },
+            a::Frame::Message {
+                pseudo: "bo".into(),
+                text: s(),
+            },
+            a::Frame::HistoryPage {
+                pseudo: "bo".into(),
+                entries: vec![a::HistoryEntry {
+                    id: 1,
+                    sender_id: 2,
+                    text: s(),
+                    stamp: Some(1_700_000_000),
+                }],
+            },
+        ] {
+            hides(&f);
+        }
+    }
+}

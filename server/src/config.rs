@@ -47,6 +47,10 @@ pub struct Config {
     pub outbound_limit: usize,
     /// A write to a peer that makes no progress for this long drops the peer.
     pub write_timeout_ms: u64,
+    /// Kernel send buffer asked for each accepted socket (SO_SNDBUF; Linux
+    /// doubles it for its own bookkeeping). Counted in `outbound_limit`:
+    /// the queue holds what the kernel buffer does not.
+    pub send_buffer: usize,
     /// Lifetime of an unused private-connection id.
     pub connect_id_ttl_ms: u64,
     /// Private relays established at once.
@@ -83,7 +87,8 @@ impl Default for Config {
             max_connections: 20_000,
             login_timeout_ms: 10_000,
             outbound_limit: 1 << 20,
-            write_timeout_ms: 10_000,
+            write_timeout_ms: 2_000,
+            send_buffer: 8 * 1024,
             connect_id_ttl_ms: 60_000,
             max_relays: 1_000,
             max_pending_requests: 16,
@@ -177,7 +182,7 @@ impl Config {
     /// is surely a typo. The message names the key and its bounds.
     pub fn validate(&self) -> Result<(), String> {
         const DAY_MS: u64 = 24 * 3600 * 1000;
-        let ranges: [(&str, u64, u64, u64); 15] = [
+        let ranges: [(&str, u64, u64, u64); 16] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
             (
@@ -187,6 +192,12 @@ impl Config {
                 1 << 30,
             ),
             ("write_timeout_ms", self.write_timeout_ms, 1, DAY_MS),
+            (
+                "send_buffer",
+                self.send_buffer as u64,
+                MIN_SEND_BUFFER,
+                (self.outbound_limit as u64 / 4).max(MIN_SEND_BUFFER),
+            ),
             ("connect_id_ttl_ms", self.connect_id_ttl_ms, 1, DAY_MS),
             ("max_relays", self.max_relays as u64, 1, 1_000_000),
             (
@@ -246,6 +257,9 @@ impl Config {
 /// The smallest `outbound_limit`: a queue that holds only a few chatos
 /// frames (1,097 bytes each) would drop any peer sent a short burst.
 const MIN_OUTBOUND: u64 = 4096;
+/// The smallest `send_buffer`: about one chatos frame. (The kernel's own
+/// floor is lower, but a smaller buffer only costs system calls.)
+const MIN_SEND_BUFFER: u64 = 2048;
 
 #[cfg(test)]
 mod tests {

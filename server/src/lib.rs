@@ -5,7 +5,9 @@
 pub mod admin;
 pub mod config;
 pub mod front;
+pub mod guard;
 pub mod hub;
+pub mod logs;
 pub mod metrics;
 pub mod net;
 pub mod store;
@@ -53,6 +55,9 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     admin: Option<admin::AdminSocket>,
     metrics: Option<metrics::Endpoint>,
+    /// Parts that cannot go on ask the server to stop through this.
+    fatal: guard::Fatal,
+    failed: crossbeam_channel::Receiver<String>,
 }
 
 type ServeFn = fn(Arc<TcpStream>, Arc<Shared>);
@@ -158,12 +163,16 @@ impl Server {
                         while !stop.load(Ordering::Acquire) {
                             thread::park_timeout(SWEEP_EVERY);
                             shared.hub.sweep(Instant::now());
+                            logs::flush(Instant::now());
                         }
                     })?,
             );
         }
         log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
+        let (fatal, failed) = guard::Fatal::new();
         Ok(Server {
+            fatal,
+            failed,
             shared,
             chatos_addr,
             babel_addr,
@@ -176,6 +185,16 @@ impl Server {
             admin: admin_socket,
             metrics,
         })
+    }
+
+    /// The handle a part of the server uses to stop it loudly (see `guard`).
+    pub fn fatal(&self) -> guard::Fatal {
+        self.fatal.clone()
+    }
+
+    /// Receives the reason once a part of the server asked it to stop.
+    pub fn failed(&self) -> &crossbeam_channel::Receiver<String> {
+        &self.failed
     }
 
     /// The admin socket's path, when there is one.
@@ -338,7 +357,14 @@ fn spawn_acceptor(
                 let stream = Arc::new(stream);
                 let Some(admission) = shared.registry.admit(&stream) else {
                     shared.hub.metrics().dropped(DropReason::ConnectionLimit);
-                    log::warn!("{dialect}: connection limit reached, closing new connection");
+                    if let Ok(peer) = stream.peer_addr() {
+                        logs::peer_log!(
+                            log::Level::Warn,
+                            peer.ip(),
+                            "connection limit",
+                            "{dialect}: connection limit reached, closing a new connection from {peer}"
+                        );
+                    }
                     continue;
                 };
                 let shared2 = shared.clone();

@@ -63,6 +63,9 @@ struct Args {
     /// Milliseconds a stalled write may last before the peer is dropped.
     #[arg(long)]
     write_timeout_ms: Option<u64>,
+    /// Kernel send buffer per accepted socket, bytes (counted in the outbound limit).
+    #[arg(long)]
+    send_buffer: Option<usize>,
     /// Milliseconds an unused private-connection id stays valid.
     #[arg(long)]
     connect_id_ttl_ms: Option<u64>,
@@ -105,6 +108,7 @@ fn load(args: &Args) -> Result<Config, String> {
          rooms_requests_per_second => rooms_requests_per_second,
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
+         send_buffer => send_buffer,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
          flush_threads => flush_threads, registrations_per_minute => registrations_per_minute,
          admin_socket => admin_socket, metrics_addr => metrics_addr);
@@ -180,14 +184,42 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for sig in signals.forever() {
-        if sig == signal_hook::consts::SIGHUP {
-            reread(&args, server.config());
-            continue;
-        }
-        log::info!("signal {sig} received");
-        break;
+    // Signals arrive on a thread of their own, so the main thread can wait
+    // for a signal and for a fatal failure inside the server at once.
+    let (sig_tx, sig_rx) = crossbeam_channel::bounded(8);
+    let spawned = std::thread::Builder::new()
+        .name("cw-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig_tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the signal thread: {e}");
+        return ExitCode::FAILURE;
     }
+    let failed = loop {
+        crossbeam_channel::select! {
+            recv(sig_rx) -> sig => match sig {
+                Ok(signal_hook::consts::SIGHUP) => reread(&args, server.config()),
+                Ok(sig) => {
+                    log::info!("signal {sig} received");
+                    break None;
+                }
+                Err(_) => break None,
+            },
+            recv(server.failed()) -> why => break why.ok(),
+        }
+    };
     server.shutdown();
-    ExitCode::SUCCESS
+    match failed {
+        // EX_SOFTWARE: an internal failure, not an operator's stop.
+        Some(why) => {
+            log::error!("stopped after a fatal failure: {why}");
+            ExitCode::from(70)
+        }
+        None => ExitCode::SUCCESS,
+    }
 }

@@ -23,6 +23,28 @@ pub const CONN_STACK: usize = 128 * 1024;
 /// A flusher's spare buffer is returned to the allocator above this size.
 const SPARE_KEEP: usize = 256 * 1024;
 
+/// Fix an accepted socket's kernel send buffer at `bytes` (SO_SNDBUF, which
+/// also turns off the kernel's autotuning, that would grow it to megabytes)
+/// and return what the kernel really reserves (Linux doubles the figure).
+/// A reader that stops reading then fills it in moments, and the write
+/// timeout, not megabytes of kernel memory, decides when it is cut.
+pub fn bound_send_buffer(stream: &TcpStream, bytes: usize) -> usize {
+    let sock = socket2::SockRef::from(stream);
+    if let Err(e) = sock.set_send_buffer_size(bytes) {
+        log::debug!("cannot set SO_SNDBUF: {e}");
+    }
+    sock.send_buffer_size().unwrap_or(bytes)
+}
+
+/// Give a socket that became one end of a relay the largest send buffer the
+/// system allows (capped by net.core.wmem_max): bulk bytes, not chat.
+pub fn widen_send_buffer(stream: &TcpStream) {
+    let _ = socket2::SockRef::from(stream).set_send_buffer_size(RELAY_SEND_BUFFER);
+}
+
+/// Asked for relay ends; the kernel caps it at net.core.wmem_max.
+const RELAY_SEND_BUFFER: usize = 4 << 20;
+
 struct OutState {
     buf: Vec<u8>,
     /// Someone owns the socket's write side right now (a pool flusher, the

@@ -67,13 +67,9 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         State::Anonymous { deadline } => Some(*deadline),
         State::Identified(_) => None,
     };
-    let end = conn.frames(
-        &shared,
-        &mut state,
-        deadline,
-        |f: &Frame| format!("{f:?}"),
-        |st, frame: Frame, _| handle(frame, &shared, &conn, st),
-    );
+    let end = conn.frames(&shared, &mut state, deadline, |st, frame: Frame, _| {
+        handle(frame, &shared, &conn, st)
+    });
     let who = match &state {
         State::Identified(s) => {
             // Everyone else hears DelContact.
@@ -114,7 +110,12 @@ fn handle(frame: Frame, shared: &Arc<Shared>, conn: &Conn, state: &mut State) ->
                         out.flush_held();
                     }
                     let _ = conn.stream.set_read_timeout(None);
-                    log::info!("babel {ip}: logged in as {name}");
+                    crate::logs::peer_log!(
+                        log::Level::Info,
+                        ip,
+                        "login",
+                        "babel {ip}: logged in as {name}"
+                    );
                     *state = State::Identified(session);
                 }
                 Err(why) => {

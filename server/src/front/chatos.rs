@@ -85,7 +85,6 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         &shared,
         &mut state,
         deadline,
-        |c: &Command| format!("{c:?}"),
         |st, cmd: Command, decoder| handle(cmd, &conn, &shared, st, decoder),
     );
     let who = match &state {
@@ -128,11 +127,21 @@ fn handle(
                             out.flush_held();
                         }
                         let _ = stream.set_read_timeout(None);
-                        log::info!("{label}: logged in as {login}");
+                        crate::logs::peer_log!(
+                            log::Level::Info,
+                            ip,
+                            "login",
+                            "{label}: logged in as {login}"
+                        );
                         *state = State::Identified(session);
                     }
                     Err(why) => {
-                        log::info!("{label}: login {login:?} refused: {why:?}");
+                        crate::logs::peer_log!(
+                            log::Level::Info,
+                            ip,
+                            "login refused",
+                            "{label}: login {login:?} refused: {why:?}"
+                        );
                         out.reply(&[chatos::op::LOGIN_REFUSED]);
                     }
                 }
@@ -202,9 +211,13 @@ fn handle(
     if let Err(why) = result {
         // The seed answers none of these; forged fields are worth a warning.
         match why {
-            crate::hub::Refusal::Forged => {
-                log::warn!("{label} ({}): forged sender field, dropped", session.name)
-            }
+            crate::hub::Refusal::Forged => crate::logs::peer_log!(
+                log::Level::Warn,
+                ip,
+                "forged",
+                "{label} ({}): forged sender field, dropped",
+                session.name
+            ),
             other => log::debug!("{label} ({}): ignored: {other:?}", session.name),
         }
     }
@@ -241,6 +254,7 @@ fn private_end(
 ) -> Result<(), End> {
     let hub = &shared.hub;
     let _ = stream.set_read_timeout(None);
+    crate::net::widen_send_buffer(stream);
     let other = match hub.relay_join(Instant::now(), id, ip, stream.clone()) {
         RelayJoin::First { rx, deadline } => {
             log::info!("{label}: first end of private connection {id:#x}, waiting");

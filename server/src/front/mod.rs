@@ -14,12 +14,15 @@ use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chinwag_proto::{Decode, Decoder};
+use chinwag_proto::{Decode, Decoder, Redact};
 
 use crate::hub::Dialect;
 use crate::metrics::{DropReason, Metrics};
 use crate::net::{Outbound, ReadBuf, ReadEnd};
 use crate::Shared;
+
+/// The smallest outbound queue, whatever the send buffer takes of the budget.
+const MIN_QUEUE: usize = 2048;
 
 /// Why a connection ends, for its log line.
 pub enum End {
@@ -66,15 +69,21 @@ impl Conn {
             metrics: metrics.clone(),
             dialect,
         };
+        // The kernel's buffer is part of the budget: the queue holds the rest.
+        let kernel = crate::net::bound_send_buffer(&stream, shared.cfg.send_buffer);
         let out = Outbound::new(
             stream.clone(),
             &shared.flush,
-            shared.cfg.outbound_limit,
+            shared
+                .cfg
+                .outbound_limit
+                .saturating_sub(kernel)
+                .max(MIN_QUEUE),
             shared.cfg.write_timeout(),
             label.clone(),
             metrics,
         );
-        log::info!("{label}: connected");
+        crate::logs::peer_log!(log::Level::Info, peer.ip(), "connect", "{label}: connected");
         Some(Conn {
             stream,
             out,
@@ -88,14 +97,13 @@ impl Conn {
     /// ends or `on_frame` ends it. While `deadline(state)` gives a time (the
     /// login deadline) reads stop there; after it, the connection's own
     /// reading pauses while its outbound queue is over half full. Each frame
-    /// is logged at trace level as `describe` writes it (which must leave
-    /// out passwords).
-    pub fn frames<T: Decode, S>(
+    /// is logged at trace level in its redacted form (no passwords, texts
+    /// or voice data: see `chinwag_proto::Redact`).
+    pub fn frames<T: Decode + Redact, S>(
         &self,
         shared: &Shared,
         state: &mut S,
         deadline: impl Fn(&S) -> Option<Instant>,
-        describe: impl Fn(&T) -> String,
         mut on_frame: impl FnMut(&mut S, T, &mut Decoder<T>) -> Result<(), End>,
     ) -> End {
         let mut decoder = Decoder::<T>::new();
@@ -119,7 +127,7 @@ impl Conn {
                     Err(e) => return End::Protocol(format!("framing error: {e}")),
                 };
                 if log::log_enabled!(log::Level::Trace) {
-                    log::trace!("{}: {}", self.label, describe(&frame));
+                    log::trace!("{}: {}", self.label, frame.redacted());
                 }
                 if let Err(end) = on_frame(state, frame, &mut decoder) {
                     return end;
@@ -135,18 +143,25 @@ impl Conn {
         if !matches!(end, End::Relayed) {
             let _ = self.stream.shutdown(Shutdown::Both);
         }
-        let label = &self.label;
+        let (label, ip) = (&self.label, self.ip);
         match end {
             End::Protocol(_) => self.open.metrics.dropped(DropReason::Protocol),
             End::LoginTimeout => self.open.metrics.dropped(DropReason::LoginTimeout),
             _ => {}
         }
+        use crate::logs::peer_log;
+        use log::Level::{Info, Warn};
         match end {
-            End::Eof => log::info!("{label} ({who}): disconnected"),
-            End::Io(e) => log::info!("{label} ({who}): connection error: {e}"),
-            End::Protocol(why) => log::warn!("{label} ({who}): closed: {why}"),
-            End::LoginTimeout => log::info!("{label}: closed: no login within the deadline"),
-            End::Relayed => log::info!("{label}: private connection ended"),
+            End::Eof => peer_log!(Info, ip, "end", "{label} ({who}): disconnected"),
+            End::Io(e) => peer_log!(Info, ip, "end", "{label} ({who}): connection error: {e}"),
+            End::Protocol(why) => peer_log!(Warn, ip, "protocol", "{label} ({who}): closed: {why}"),
+            End::LoginTimeout => peer_log!(
+                Info,
+                ip,
+                "end",
+                "{label}: closed: no login within the deadline"
+            ),
+            End::Relayed => peer_log!(Info, ip, "end", "{label}: private connection ended"),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! broadcast to avoid those read locks would cost far more than it saves.
 
 pub mod bans;
+pub mod names;
 pub mod private;
 
 use std::collections::HashMap;
@@ -39,8 +40,7 @@ const TICKETS_PER_RELAY: usize = 4;
 /// How long a call offer can be refused (and so is remembered).
 pub const CALL_OFFER_TTL: Duration = Duration::from_secs(60);
 
-/// Longest name the hub accepts from any dialect; each dialect may be stricter.
-pub const MAX_NAME: usize = 64;
+pub use names::MAX_NAME;
 
 /// The wire dialect a session speaks; the hub uses it only for logs and
 /// for deciding which sessions hear which kinds of events.
@@ -151,9 +151,10 @@ impl std::fmt::Debug for Session {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginError {
-    /// Someone online, in any dialect, already has the name.
+    /// Someone online, in any dialect, already has the name, or one that
+    /// looks the same (see `names::skeleton`).
     Taken,
-    /// Empty, too long, or containing control characters.
+    /// Against the identifier policy (see `names`).
     Invalid,
     /// The name belongs to a registered account and this login has no password.
     Reserved,
@@ -222,7 +223,7 @@ impl Listeners {
 pub type ReservedNames = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 pub struct Hub {
-    users: RwLock<HashMap<String, Arc<Session>>>,
+    users: RwLock<Users>,
     /// Global-chat listeners, in no particular order.
     global: RwLock<Listeners>,
     /// Presence listeners (babel sessions), in no particular order.
@@ -238,17 +239,37 @@ pub struct Hub {
     metrics: Arc<Metrics>,
 }
 
-/// Whether a name is acceptable to the hub at all.
+/// Whether a name is acceptable to the hub at all (see `names`).
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME
-        && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+    names::check(name).is_ok()
+}
+
+/// Who is online, by name and by the skeleton of the name (one entry each).
+#[derive(Default)]
+struct Users {
+    by_name: HashMap<String, Arc<Session>>,
+    /// Each of `names::skeletons(name)` -> name.
+    by_skeleton: HashMap<String, String>,
+}
+
+impl Users {
+    fn get(&self, name: &str) -> Option<&Arc<Session>> {
+        self.by_name.get(name)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Arc<Session>> {
+        self.by_name.values()
+    }
+
+    fn len(&self) -> usize {
+        self.by_name.len()
+    }
 }
 
 impl Hub {
     pub fn new(cfg: HubConfig) -> Self {
         Hub {
-            users: RwLock::new(HashMap::new()),
+            users: RwLock::new(Users::default()),
             global: RwLock::new(Listeners::default()),
             presence: RwLock::new(Listeners::default()),
             calls: Mutex::new(HashMap::new()),
@@ -379,9 +400,11 @@ impl Hub {
         entry: Entry,
         welcome: impl FnOnce(&[String]),
     ) -> Result<Arc<Session>, LoginError> {
-        if !valid_name(name) {
+        if let Err(why) = names::check(name) {
+            log::debug!("{}: name {name:?} refused: {why}", entry.dialect.name());
             return Err(LoginError::Invalid);
         }
+        let skeletons = names::skeletons(name);
         if !entry.has_password {
             let reserved = self.reserved.read().clone();
             if reserved.is_some_and(|check| check(name)) {
@@ -404,7 +427,7 @@ impl Hub {
             if self.bans.name_banned(name) || self.bans.ip_banned(session.ip) {
                 return Err(LoginError::Banned);
             }
-            if users.contains_key(name) {
+            if skeletons.iter().any(|k| users.by_skeleton.contains_key(k)) {
                 return Err(LoginError::Taken);
             }
             let others = if session.presence {
@@ -414,7 +437,10 @@ impl Hub {
             };
             let names: Vec<String> = others.iter().map(|s| s.name.clone()).collect();
             welcome(&names);
-            users.insert(name.to_owned(), session.clone());
+            users.by_name.insert(name.to_owned(), session.clone());
+            for k in skeletons {
+                users.by_skeleton.insert(k, name.to_owned());
+            }
             if session.global_chat {
                 self.global.write().insert(session.clone());
             }
@@ -436,7 +462,12 @@ impl Hub {
             let mut users = self.users.write();
             match users.get(&session.name) {
                 Some(s) if s.id == session.id => {
-                    users.remove(&session.name);
+                    users.by_name.remove(&session.name);
+                    for k in names::skeletons(&session.name) {
+                        if users.by_skeleton.get(&k) == Some(&session.name) {
+                            users.by_skeleton.remove(&k);
+                        }
+                    }
                 }
                 _ => return,
             }
@@ -465,6 +496,14 @@ impl Hub {
 
     pub fn online(&self, name: &str) -> Option<Arc<Session>> {
         self.users.read().get(name).cloned()
+    }
+
+    /// Whether `name`, or a name that looks the same, is online.
+    pub fn name_in_use(&self, name: &str) -> bool {
+        let users = self.users.read();
+        names::skeletons(name)
+            .iter()
+            .any(|k| users.by_skeleton.contains_key(k))
     }
 
     pub fn online_count(&self) -> usize {

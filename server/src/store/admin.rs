@@ -7,7 +7,7 @@ use std::time::Duration;
 use crossbeam_channel::bounded;
 use rusqlite::{params, OptionalExtension};
 
-use super::{logged, now_secs, Db, Store, StoreError};
+use super::{now_secs, Db, Store, StoreError};
 use crate::hub::bans::Ban;
 
 impl Store {
@@ -47,7 +47,7 @@ impl Db<'_> {
     /// Record a ban; false if it was already there.
     pub fn add_ban(&self, ban: &Ban, reason: &str) -> bool {
         let (kind, value) = ban.columns();
-        logged(
+        self.logged(
             "add ban",
             self.tx.execute(
                 "INSERT OR IGNORE INTO bans(kind, value, reason, created) VALUES (?1, ?2, ?3, ?4)",
@@ -59,7 +59,7 @@ impl Db<'_> {
 
     pub fn remove_ban(&self, ban: &Ban) -> bool {
         let (kind, value) = ban.columns();
-        logged(
+        self.logged(
             "remove ban",
             self.tx.execute(
                 "DELETE FROM bans WHERE kind = ?1 AND value = ?2",
@@ -72,12 +72,12 @@ impl Db<'_> {
     /// Every stored ban with its reason.
     pub fn bans(&self) -> Vec<(Ban, String)> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged(
+        if let Some(mut st) = self.logged(
             "bans",
             self.tx
                 .prepare("SELECT kind, value, reason FROM bans ORDER BY kind, value"),
         ) {
-            if let Some(rows) = logged(
+            if let Some(rows) = self.logged(
                 "bans",
                 st.query_map([], |r| {
                     Ok((
@@ -126,12 +126,12 @@ impl Db<'_> {
         ];
         steps
             .iter()
-            .all(|(what, sql)| logged(what, self.tx.execute(sql, [id])).is_some())
+            .all(|(what, sql)| self.logged(what, self.tx.execute(sql, [id])).is_some())
     }
 
     /// Replace the password hash of `pseudo`; false if there is no such account.
     pub fn set_password_hash(&self, pseudo: &str, hash: &str) -> bool {
-        logged(
+        self.logged(
             "set password",
             self.tx.execute(
                 "UPDATE accounts SET hash = ?1 WHERE pseudo = ?2",
@@ -143,7 +143,7 @@ impl Db<'_> {
 
     /// The email of `pseudo` (for the operator's listing).
     pub fn email_of(&self, pseudo: &str) -> Option<String> {
-        logged(
+        self.logged(
             "email of",
             self.tx
                 .query_row(

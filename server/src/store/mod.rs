@@ -8,6 +8,8 @@
 mod admin;
 mod backup;
 mod files;
+mod guard;
+mod read;
 mod schema;
 
 use std::path::Path;
@@ -35,10 +37,17 @@ enum Msg {
     Stop,
 }
 
-/// Handle to the store thread. Cheap to clone.
+/// One history page, newest first: served by the messages_conversation
+/// index (migration 3), whose expressions these must stay.
+const HISTORY_SQL: &str = "SELECT id, sender, body, sent FROM messages
+     WHERE min(sender, recipient) = ?1 AND max(sender, recipient) = ?2 AND id < ?3
+     ORDER BY id DESC LIMIT ?4";
+
+/// Handle to the store thread (and its read connections). Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: Sender<Msg>,
+    reads: Option<std::sync::Arc<read::ReadPool>>,
 }
 
 /// The store thread's join handle; dropping it does not stop the thread,
@@ -60,8 +69,11 @@ pub enum StoreError {
 }
 
 /// Typed queries over the open transaction; only the store thread has one.
+/// Each job gets its own, inside its own savepoint.
 pub struct Db<'a> {
     tx: &'a Transaction<'a>,
+    /// A statement of this job failed (see `Db::logged`).
+    failed: std::cell::Cell<bool>,
 }
 
 /// An account as login needs it.
@@ -113,12 +125,13 @@ impl Store {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn)?;
         files::owner_only_companions(path);
+        let reads = read::ReadPool::open(path, read::READERS)?.map(std::sync::Arc::new);
         let (tx, rx) = bounded(QUEUE);
         let t = thread::Builder::new()
             .name("cw-store".into())
             .spawn(move || run(conn, rx, commit_seconds))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok((Store { tx }, StoreThread(Some(t))))
+        Ok((Store { tx, reads }, StoreThread(Some(t))))
     }
 
     /// Queue a job. Its database part runs inside the next group
@@ -147,6 +160,18 @@ impl Store {
             None
         })?;
         rx.recv().map_err(|_| StoreError::Busy)
+    }
+
+    /// Run a read on one of the read connections, on the calling thread,
+    /// if the database has them (a file); else None, and the caller sends
+    /// the read to the store thread as a job.
+    pub fn read<T>(&self, f: impl FnOnce(&Db) -> T) -> Option<Result<T, StoreError>> {
+        self.reads.as_ref().map(|p| p.read(f))
+    }
+
+    /// Whether reads run off the store thread (see [`Store::read`]).
+    pub fn has_read_pool(&self) -> bool {
+        self.reads.is_some()
     }
 
     /// Ask the thread to finish queued jobs, commit and close the database.
@@ -182,15 +207,19 @@ fn run(
         let started = std::time::Instant::now();
         let committed = match conn.transaction() {
             Ok(tx) => {
-                {
-                    let db = Db { tx: &tx };
-                    for job in jobs {
-                        if let Some(a) = job(&db) {
-                            afters.push(a);
-                        }
-                    }
+                let mut sound = true;
+                for job in jobs {
+                    let (after, ok) = guard::run_job(&tx, job);
+                    afters.extend(after);
+                    sound &= ok;
                 }
-                match tx.commit() {
+                let done = if sound {
+                    tx.commit()
+                } else {
+                    log::error!("store: a savepoint could not be rolled back; the whole group is");
+                    tx.rollback().and(Err(rusqlite::Error::InvalidQuery))
+                };
+                match done {
                     Ok(()) => true,
                     Err(e) => {
                         log::error!("store: commit failed: {e}");
@@ -207,7 +236,7 @@ fn run(
             h.observe(started.elapsed().as_secs_f64());
         }
         for a in afters {
-            a(committed);
+            guard::run_after(a, committed);
         }
     }
     // Checkpoint the WAL so the database file alone is complete.
@@ -225,14 +254,19 @@ pub fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// Errors inside a job are logged and reported as "nothing"; the group's
-/// other jobs still commit.
-fn logged<T>(what: &str, r: rusqlite::Result<T>) -> Option<T> {
-    match r {
-        Ok(v) => Some(v),
-        Err(e) => {
-            log::error!("store: {what}: {e}");
-            None
+impl Db<'_> {
+    /// Every statement's result passes through here: an error is logged,
+    /// answered as "nothing" to the caller, and fails the whole job (its
+    /// savepoint is rolled back and its `after` is told `false`), so no
+    /// write's failure can go unnoticed.
+    fn logged<T>(&self, what: &str, r: rusqlite::Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::error!("store: {what}: {e}");
+                self.failed.set(true);
+                None
+            }
         }
     }
 }
@@ -264,7 +298,7 @@ impl Db<'_> {
     }
 
     pub fn account_by_email(&self, email: &str) -> Option<Account> {
-        logged(
+        self.logged(
             "account by email",
             self.tx
                 .query_row(
@@ -284,7 +318,7 @@ impl Db<'_> {
     }
 
     pub fn account_id(&self, pseudo: &str) -> Option<u64> {
-        logged(
+        self.logged(
             "account id",
             self.tx
                 .query_row("SELECT id FROM accounts WHERE pseudo = ?1", [pseudo], |r| {
@@ -298,8 +332,10 @@ impl Db<'_> {
 
     pub fn all_pseudos(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged("pseudos", self.tx.prepare("SELECT pseudo FROM accounts")) {
-            if let Some(rows) = logged("pseudos", st.query_map([], |r| r.get::<_, String>(0))) {
+        if let Some(mut st) = self.logged("pseudos", self.tx.prepare("SELECT pseudo FROM accounts"))
+        {
+            if let Some(rows) = self.logged("pseudos", st.query_map([], |r| r.get::<_, String>(0)))
+            {
                 out.extend(rows.filter_map(Result::ok));
             }
         }
@@ -307,7 +343,7 @@ impl Db<'_> {
     }
 
     pub fn are_friends(&self, a: u64, b: u64) -> bool {
-        logged(
+        self.logged(
             "are friends",
             self.tx
                 .query_row(
@@ -322,7 +358,7 @@ impl Db<'_> {
     }
 
     pub fn has_request(&self, from: u64, to: u64) -> bool {
-        logged(
+        self.logged(
             "has request",
             self.tx
                 .query_row(
@@ -338,7 +374,7 @@ impl Db<'_> {
 
     /// Record a request; `notified` says whether the target already heard (online).
     pub fn add_request(&self, from: u64, to: u64, notified: bool) -> bool {
-        logged(
+        self.logged(
             "add request",
             self.tx.execute(
                 "INSERT INTO friend_requests(requester, target, created, notified) VALUES (?1, ?2, ?3, ?4)
@@ -351,7 +387,7 @@ impl Db<'_> {
 
     /// Remove a pending request; false if there was none.
     pub fn take_request(&self, from: u64, to: u64) -> bool {
-        logged(
+        self.logged(
             "take request",
             self.tx.execute(
                 "DELETE FROM friend_requests WHERE requester = ?1 AND target = ?2",
@@ -363,7 +399,7 @@ impl Db<'_> {
 
     pub fn befriend(&self, a: u64, b: u64) -> bool {
         let t = now_secs();
-        let ok = logged(
+        let ok = self.logged(
             "befriend",
             self.tx.execute(
                 "INSERT OR IGNORE INTO friendships(a, b, since) VALUES (?1, ?2, ?3), (?2, ?1, ?3)",
@@ -378,8 +414,9 @@ impl Db<'_> {
 
     fn names(&self, sql: &str, id: u64) -> Vec<String> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged("list", self.tx.prepare_cached(sql)) {
-            if let Some(rows) = logged("list", st.query_map([id as i64], |r| r.get::<_, String>(0)))
+        if let Some(mut st) = self.logged("list", self.tx.prepare_cached(sql)) {
+            if let Some(rows) =
+                self.logged("list", st.query_map([id as i64], |r| r.get::<_, String>(0)))
             {
                 out.extend(rows.filter_map(Result::ok));
             }
@@ -414,7 +451,7 @@ impl Db<'_> {
              WHERE r.target = ?1 AND r.notified = 0 ORDER BY r.created, p.pseudo",
             id,
         );
-        let _ = logged(
+        let _ = self.logged(
             "mark requests told",
             self.tx.execute(
                 "UPDATE friend_requests SET notified = 1 WHERE target = ?1",
@@ -425,7 +462,7 @@ impl Db<'_> {
     }
 
     pub fn add_notice(&self, user: u64, code: u16, pseudo: &str) {
-        let _ = logged(
+        let _ = self.logged(
             "add notice",
             self.tx.execute(
                 "INSERT INTO notices(user_id, code, pseudo) VALUES (?1, ?2, ?3)",
@@ -436,12 +473,12 @@ impl Db<'_> {
 
     pub fn take_notices(&self, user: u64) -> Vec<Notice> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged(
+        if let Some(mut st) = self.logged(
             "notices",
             self.tx
                 .prepare("SELECT code, pseudo FROM notices WHERE user_id = ?1 ORDER BY id"),
         ) {
-            if let Some(rows) = logged(
+            if let Some(rows) = self.logged(
                 "notices",
                 st.query_map([user as i64], |r| {
                     Ok(Notice {
@@ -453,7 +490,7 @@ impl Db<'_> {
                 out.extend(rows.filter_map(Result::ok));
             }
         }
-        let _ = logged(
+        let _ = self.logged(
             "clear notices",
             self.tx
                 .execute("DELETE FROM notices WHERE user_id = ?1", [user as i64]),
@@ -474,7 +511,7 @@ impl Db<'_> {
         delivered: bool,
         sent: i64,
     ) -> Option<u64> {
-        logged(
+        self.logged(
             "insert message",
             self.tx
                 .prepare_cached(
@@ -488,14 +525,14 @@ impl Db<'_> {
     /// Messages to `to` not yet delivered, oldest first, marked delivered.
     pub fn take_undelivered(&self, to: u64) -> Vec<Undelivered> {
         let mut out = Vec::new();
-        if let Some(mut st) = logged(
+        if let Some(mut st) = self.logged(
             "undelivered",
             self.tx.prepare(
                 "SELECT m.id, a.pseudo, m.body, m.sent FROM messages m JOIN accounts a ON a.id = m.sender
                  WHERE m.recipient = ?1 AND m.delivered = 0 ORDER BY m.id",
             ),
         ) {
-            if let Some(rows) = logged(
+            if let Some(rows) = self.logged(
                 "undelivered",
                 st.query_map([to as i64], |r| {
                     Ok(Undelivered {
@@ -509,7 +546,7 @@ impl Db<'_> {
                 out.extend(rows.filter_map(Result::ok));
             }
         }
-        let _ = logged(
+        let _ = self.logged(
             "mark delivered",
             self.tx.execute(
                 "UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0",
@@ -534,17 +571,11 @@ impl Db<'_> {
             before.min(i64::MAX as u64) as i64
         };
         let mut out = Vec::new();
-        if let Some(mut st) = logged(
-            "history",
-            self.tx.prepare_cached(
-                "SELECT id, sender, body, sent FROM messages
-                 WHERE ((sender = ?1 AND recipient = ?2) OR (sender = ?2 AND recipient = ?1)) AND id < ?3
-                 ORDER BY id DESC LIMIT ?4",
-            ),
-        ) {
-            if let Some(rows) = logged(
+        if let Some(mut st) = self.logged("history", self.tx.prepare_cached(HISTORY_SQL)) {
+            let (lo, hi) = (a.min(b) as i64, a.max(b) as i64);
+            if let Some(rows) = self.logged(
                 "history",
-                st.query_map(params![a as i64, b as i64, before, limit as i64], |r| {
+                st.query_map(params![lo, hi, before, limit as i64], |r| {
                     Ok((
                         r.get::<_, i64>(0)? as u64,
                         r.get::<_, i64>(1)? as u64,

@@ -67,13 +67,9 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         State::Member(_) => None,
         _ => Some(login_by),
     };
-    let end = conn.frames(
-        &shared,
-        &mut state,
-        deadline,
-        Frame::redacted,
-        |st, frame: Frame, _| handle(frame, &accounts, &conn, st),
-    );
+    let end = conn.frames(&shared, &mut state, deadline, |st, frame: Frame, _| {
+        handle(frame, &accounts, &conn, st)
+    });
     let who = match &state {
         State::Member(m) => {
             accounts.logout(m);

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use chinwag_proto::accounts::{self as wire, code, Frame, HistoryEntry};
 use crossbeam_channel::{bounded, Sender};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::limits::Counters;
+use super::limits::{Attempt, Counters, LoginLimits, Outcome, Verdict, LOGIN_RULES};
 use super::password;
-use crate::hub::{self, Dialect, Event, Hub, LoginError, Peer, Session};
+use crate::hub::{self, names, Dialect, Event, Hub, LoginError, Peer, Session};
 use crate::metrics::{DropReason, LoginOutcome};
 use crate::net::Outbound;
 use crate::store::{After, CreateError, Store};
@@ -25,11 +25,13 @@ use crate::store::{After, CreateError, Store};
 pub const HASHES_AT_ONCE: usize = 2;
 /// Logins waiting for a hashing slot; beyond this they fail at once.
 const HASH_QUEUE: usize = 256;
-/// Failed logins allowed per address and per email in one window.
-const FAILURES_ALLOWED: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Counters kept at most (expired windows are dropped first, then the oldest).
+/// The registration window, and counters kept at most (expired windows are
+/// dropped first, then the oldest).
+const REGISTRATION_WINDOW: Duration = Duration::from_secs(60);
 const MAX_TRACKED: usize = 100_000;
+/// How long a login waits for attempts in flight from its address (or to
+/// its account) to finish before it is answered "failed".
+const LOGIN_TURN_WAIT: Duration = Duration::from_secs(10);
 pub const MIN_PASSWORD: usize = 8;
 
 type HashJob = Box<dyn FnOnce() + Send>;
@@ -39,13 +41,26 @@ type HashJob = Box<dyn FnOnce() + Send>;
 /// `HASHES_AT_ONCE` × 19 MiB whatever the load and nothing when idle, and a
 /// burst queues (bounded) instead of using more memory or CPU.
 struct Hashers {
-    tx: Sender<HashJob>,
+    tx: Option<Sender<HashJob>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Hashers {
+    /// Close the queue and wait for the threads: an accounts service that
+    /// goes away leaves no thread behind.
+    fn drop(&mut self) {
+        self.tx = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Hashers {
     fn new() -> Hashers {
         password::keep_big_blocks_out_of_the_heap();
         let (tx, rx) = bounded::<HashJob>(HASH_QUEUE);
+        let mut threads = Vec::new();
         for i in 0..HASHES_AT_ONCE {
             let rx = rx.clone();
             let spawned = std::thread::Builder::new()
@@ -58,11 +73,15 @@ impl Hashers {
                         }
                     }
                 });
-            if let Err(e) = spawned {
-                log::error!("cannot start a hashing thread: {e}");
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => log::error!("cannot start a hashing thread: {e}"),
             }
         }
-        Hashers { tx }
+        Hashers {
+            tx: Some(tx),
+            threads,
+        }
     }
 
     /// Run `f` on a hashing thread and wait for it; None when the queue is
@@ -70,6 +89,7 @@ impl Hashers {
     fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
         let (tx, rx) = bounded(1);
         self.tx
+            .as_ref()?
             .try_send(Box::new(move || {
                 let _ = tx.send(f());
             }))
@@ -91,6 +111,50 @@ pub struct Member {
     /// Feature bits granted at HELLO (`wire::feature`): with STAMPS, 151
     /// and 161 carry stored times.
     features: u32,
+    /// Store jobs of this member not yet answered (bounded by
+    /// `JOBS_PER_MEMBER`), and a signal each time one is.
+    pending: Mutex<usize>,
+    answered: Condvar,
+}
+
+/// One member's store jobs not yet answered at most: past that its own
+/// connection stops reading until one is, so one user can neither fill the
+/// store's queue nor delay everyone else's commits by much.
+const JOBS_PER_MEMBER: usize = 32;
+/// Longest a member's connection waits for its own earlier jobs.
+const MEMBER_WAIT: Duration = Duration::from_secs(10);
+
+/// Counts one store job against its member until dropped (after the job's
+/// answer is queued, or when a panic unwinds it).
+struct Pending(Arc<Member>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut n = self.0.pending.lock();
+        *n = n.saturating_sub(1);
+        drop(n);
+        self.0.answered.notify_all();
+    }
+}
+
+impl Member {
+    /// Wait (at most `MEMBER_WAIT`) until fewer than `limit` of this
+    /// member's jobs are unanswered.
+    fn wait_below(&self, limit: usize) {
+        let deadline = Instant::now() + MEMBER_WAIT;
+        let mut n = self.pending.lock();
+        while *n >= limit.max(1) {
+            if self.answered.wait_until(&mut n, deadline).timed_out() {
+                log::warn!("accounts: {}'s store jobs are slow to finish", self.pseudo);
+                return;
+            }
+        }
+    }
+
+    fn track(self: &Arc<Self>) -> Pending {
+        *self.pending.lock() += 1;
+        Pending(self.clone())
+    }
 }
 
 impl Member {
@@ -157,11 +221,20 @@ struct Members {
 pub struct Accounts {
     hub: Arc<Hub>,
     store: Store,
-    registered: Arc<RwLock<HashSet<String>>>,
+    /// Registered pseudos by skeleton (`hub::names::skeletons`): a name that
+    /// looks like a registered one is reserved as that one is. A
+    /// registration claims its skeleton on the store thread before its
+    /// insert, so two look-alikes racing cannot both be registered.
+    registered: Arc<RwLock<HashMap<String, String>>>,
     members: RwLock<Members>,
     calls: Mutex<Calls>,
     hashers: Hashers,
-    failures: Mutex<Counters>,
+    /// Registrations per address.
+    registrations: Mutex<Counters>,
+    /// Password logins in flight and failed, per address and per account.
+    logins: Mutex<LoginLimits>,
+    /// Signalled each time a login attempt finishes.
+    login_turn: Condvar,
     /// Verified against when the email is unknown, so both failures cost the same.
     dummy_hash: String,
     /// Registrations one IP address may make per window.
@@ -190,14 +263,30 @@ pub fn valid_pseudo(p: &str) -> bool {
 impl Accounts {
     pub fn new(hub: Arc<Hub>, store: Store, registrations_per_minute: u32) -> Arc<Self> {
         let pseudos = store.call(|db| db.all_pseudos()).unwrap_or_default();
-        let registered = Arc::new(RwLock::new(pseudos.into_iter().collect::<HashSet<_>>()));
+        let registered = Arc::new(RwLock::new(
+            pseudos
+                .into_iter()
+                .flat_map(|p| names::skeletons(&p).map(|k| (k, p.clone())))
+                .collect::<HashMap<_, _>>(),
+        ));
         let check = registered.clone();
-        hub.set_reserved_names(Arc::new(move |name: &str| check.read().contains(name)));
+        hub.set_reserved_names(Arc::new(move |name: &str| {
+            let r = check.read();
+            names::skeletons(name).iter().any(|k| r.contains_key(k))
+        }));
         let hashers = Hashers::new();
-        let dummy_hash = hashers
-            .run(|| password::hash("not a real password"))
-            .and_then(Result::ok)
-            .expect("hashing a constant on a fresh hashing thread");
+        // One per process: it only has to cost what a real verification does.
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let dummy_hash = match DUMMY.get() {
+            Some(h) => h.clone(),
+            None => {
+                let h = hashers
+                    .run(|| password::hash("not a real password"))
+                    .and_then(Result::ok)
+                    .expect("hashing a constant on a fresh hashing thread");
+                DUMMY.get_or_init(|| h).clone()
+            }
+        };
         Arc::new(Accounts {
             hub,
             store,
@@ -205,7 +294,9 @@ impl Accounts {
             members: RwLock::new(Members::default()),
             calls: Mutex::new(Calls::default()),
             hashers,
-            failures: Mutex::new(Counters::new(FAILURE_WINDOW, MAX_TRACKED)),
+            registrations: Mutex::new(Counters::new(REGISTRATION_WINDOW, MAX_TRACKED)),
+            logins: Mutex::new(LoginLimits::new(LOGIN_RULES)),
+            login_turn: Condvar::new(),
             dummy_hash,
             registrations_per_minute,
         })
@@ -215,19 +306,56 @@ impl Accounts {
         self.members.read().by_id.get(&id).cloned()
     }
 
-    /// Queue a store job whose `after` replies on `out`; a full store queue
-    /// is answered with `busy` at once.
+    /// Queue a store job whose `after` replies on `out`. A full store queue
+    /// is answered with `busy` at once; so is a job (or its reply part) that
+    /// panics, which the store rolls back alone: the client always hears.
     fn job(
         &self,
         out: &Arc<Outbound>,
         busy: Frame,
         job: impl FnOnce(&crate::store::Db) -> Option<After> + Send + 'static,
     ) {
-        if self.store.submit(job).is_err() {
+        let guard = ReplyOnDrop {
+            out: out.clone(),
+            frame: Some(busy.clone()),
+        };
+        let queued = self.store.submit(move |db| {
+            let guard = guard;
+            let after = job(db);
+            Some(Box::new(move |ok| {
+                if let Some(a) = after {
+                    a(ok);
+                }
+                guard.disarm();
+            }))
+        });
+        if queued.is_err() {
             self.hub.metrics().dropped(DropReason::StoreBusy);
-            log::warn!("store queue full; answering {busy:?}");
+            log::warn!("store queue full; answering {}", busy.redacted());
             out.enqueue(|b| busy.encode(b));
         }
+    }
+
+    /// A store job on behalf of a member: counted against its bound (the
+    /// caller waits for room first), answered as `job` says.
+    fn member_job(
+        &self,
+        me: &Arc<Member>,
+        busy: Frame,
+        job: impl FnOnce(&crate::store::Db) -> Option<After> + Send + 'static,
+    ) {
+        me.wait_below(JOBS_PER_MEMBER);
+        let pending = me.track();
+        self.job(&me.out, busy, move |db| {
+            let pending = pending;
+            let after = job(db);
+            Some(Box::new(move |ok| {
+                if let Some(a) = after {
+                    a(ok);
+                }
+                drop(pending);
+            }))
+        });
     }
 
     /// 100: validate, hash, insert; 101/102/103/104 after commit.
@@ -245,7 +373,16 @@ impl Accounts {
             reply(Frame::EmailTaken);
             return;
         }
-        if !valid_pseudo(&pseudo) || self.hub.online(&pseudo).is_some() {
+        if !valid_pseudo(&pseudo) {
+            log::debug!("accounts {ip}: pseudo {pseudo:?} refused by the name policy");
+            reply(Frame::PseudoTaken);
+            return;
+        }
+        let skeletons = names::skeletons(&pseudo);
+        if self.hub.name_in_use(&pseudo) || {
+            let r = self.registered.read();
+            skeletons.iter().any(|k| r.contains_key(k))
+        } {
             reply(Frame::PseudoTaken);
             return;
         }
@@ -262,7 +399,7 @@ impl Accounts {
         }
         let key = [format!("register:{ip}")];
         let allowed = {
-            let mut counts = self.failures.lock();
+            let mut counts = self.registrations.lock();
             let ok = !counts.limited(now, &key, self.registrations_per_minute);
             if ok {
                 counts.record(now, &key);
@@ -293,11 +430,33 @@ impl Accounts {
                 reason: "server busy, try again".into(),
             },
             move |db| {
-                let res = db.create_account(&email, &pseudo, &hash);
+                // Jobs run one at a time on the store thread: claiming the
+                // skeleton here settles a race between two look-alikes.
+                let claimed = {
+                    let mut r = registered.write();
+                    let free = !skeletons.iter().any(|k| r.contains_key(k));
+                    if free {
+                        for k in &skeletons {
+                            r.insert(k.clone(), pseudo.clone());
+                        }
+                    }
+                    free
+                };
+                let res = if claimed {
+                    db.create_account(&email, &pseudo, &hash)
+                } else {
+                    Err(CreateError::PseudoTaken)
+                };
                 Some(Box::new(move |committed| {
+                    let stored = res.is_ok() && committed;
+                    if claimed && !stored {
+                        let mut r = registered.write();
+                        for k in &skeletons {
+                            r.remove(k);
+                        }
+                    }
                     let f = match (res, committed) {
                         (Ok(_), true) => {
-                            registered.write().insert(pseudo.clone());
                             log::info!("accounts: registered {pseudo}");
                             Frame::Registered
                         }
@@ -324,20 +483,18 @@ impl Accounts {
         out: &Arc<Outbound>,
         features: u32,
     ) -> Option<Arc<Member>> {
-        let keys = [
-            format!("ip:{ip}"),
-            format!("email:{}", email.to_lowercase()),
-        ];
-        let fail = |why: &str| {
-            log::info!("accounts {ip}: login failed ({why})");
-            out.reply(&Frame::LoginFailed.to_bytes());
-            None
+        let fail = |why: &str| refuse_login(ip, out, why);
+        let mut attempt = match self.begin_login(now, ip, email) {
+            Ok(a) => a,
+            Err(why) => return fail(why),
         };
-        if self.failures.lock().limited(now, &keys, FAILURES_ALLOWED) {
-            return fail("rate limited");
-        }
+        // From a read connection when there are some, off the store thread.
         let email2 = email.to_owned();
-        let account = match self.store.call(move |db| db.account_by_email(&email2)) {
+        let looked_up = match self.store.read(|db| db.account_by_email(email)) {
+            Some(r) => r,
+            None => self.store.call(move |db| db.account_by_email(&email2)),
+        };
+        let account = match looked_up {
             Ok(a) => a,
             Err(_) => return fail("store busy"),
         };
@@ -352,13 +509,43 @@ impl Accounts {
         let account = match account {
             Some(a) if ok => a,
             _ => {
-                self.failures.lock().record(now, &keys);
+                attempt.outcome = Outcome::Failure;
+                drop(attempt);
                 self.hub
                     .metrics()
                     .login(Dialect::Accounts, LoginOutcome::BadPassword);
                 return fail("bad credentials");
             }
         };
+        attempt.outcome = Outcome::Success;
+        drop(attempt);
+        self.admit(account, ip, out, features)
+    }
+
+    /// Fuzzing only: log in to the account of `email` without a password
+    /// (hashing would make each fuzz run take a tenth of a second).
+    #[cfg(feature = "fuzzing")]
+    pub fn login_unchecked(
+        self: &Arc<Self>,
+        email: &str,
+        ip: IpAddr,
+        out: &Arc<Outbound>,
+    ) -> Option<Arc<Member>> {
+        let e = email.to_owned();
+        let account = self.store.call(move |db| db.account_by_email(&e)).ok()??;
+        self.admit(account, ip, out, 0)
+    }
+
+    /// The password was right: join the hub under the account's pseudo,
+    /// answer, and flush what waited while the member was offline.
+    fn admit(
+        self: &Arc<Self>,
+        account: crate::store::Account,
+        ip: IpAddr,
+        out: &Arc<Outbound>,
+        features: u32,
+    ) -> Option<Arc<Member>> {
+        let fail = |why: &str| refuse_login(ip, out, why);
         let session = match self.hub.login(
             &account.pseudo,
             Dialect::Accounts,
@@ -379,6 +566,8 @@ impl Accounts {
             session,
             flushed: AtomicBool::new(false),
             features,
+            pending: Mutex::new(0),
+            answered: Condvar::new(),
         });
         {
             let mut ms = self.members.write();
@@ -392,7 +581,13 @@ impl Accounts {
             }
             .to_bytes(),
         );
-        log::info!("accounts {ip}: logged in as {}", account.pseudo);
+        crate::logs::peer_log!(
+            log::Level::Info,
+            ip,
+            "login",
+            "accounts {ip}: logged in as {}",
+            account.pseudo
+        );
         let m = member.clone();
         let queued = self.store.submit(move |db| {
             let requests = db.take_unnotified_requests(m.id);
@@ -427,6 +622,41 @@ impl Accounts {
             );
         }
         Some(member)
+    }
+
+    /// Wait for this login's turn under the login limits: Err(why) when the
+    /// address or the account is locked out, or the turn does not come.
+    fn begin_login(
+        &self,
+        now: Instant,
+        ip: IpAddr,
+        email: &str,
+    ) -> Result<InFlight<'_>, &'static str> {
+        let deadline = now + LOGIN_TURN_WAIT;
+        let mut limits = self.logins.lock();
+        let mut now = now;
+        loop {
+            match limits.begin(now, ip, email) {
+                Verdict::Go(a) => {
+                    return Ok(InFlight {
+                        accounts: self,
+                        attempt: Some(a),
+                        outcome: Outcome::Abandoned,
+                    })
+                }
+                Verdict::Locked(_) => return Err("locked out for now"),
+                Verdict::Wait => {
+                    if self
+                        .login_turn
+                        .wait_until(&mut limits, deadline)
+                        .timed_out()
+                    {
+                        return Err("too many attempts in flight");
+                    }
+                    now = Instant::now().max(now);
+                }
+            }
+        }
     }
 
     /// The member's connection ended.
@@ -483,8 +713,8 @@ impl Accounts {
     pub fn friend_request(self: &Arc<Self>, me: &Arc<Member>, pseudo: String) {
         let me = me.clone();
         let this = self.clone();
-        self.job(
-            &me.out.clone(),
+        self.member_job(
+            &me.clone(),
             Frame::NoSuchUser {
                 pseudo: pseudo.clone(),
             },
@@ -540,9 +770,13 @@ impl Accounts {
 
     /// 131 / 132: only a request that is really pending counts.
     pub fn answer_friend(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, accept: bool) {
+        me.wait_below(JOBS_PER_MEMBER);
+        let pending = me.track();
         let me = me.clone();
         let this = self.clone();
-        let _ = self.store.submit(move |db| {
+        // The seed gives the answerer no reply; a lost answer is logged.
+        let queued = self.store.submit(move |db| {
+            let _pending = pending;
             let requester = db.account_id(&pseudo)?;
             if !db.take_request(requester, me.id) {
                 return None;
@@ -560,6 +794,9 @@ impl Accounts {
                 db.add_notice(requester, answer, &me.pseudo);
             }
             Some(Box::new(move |ok| {
+                if !ok {
+                    log::warn!("accounts: {}'s friend answer was not stored", me.pseudo);
+                }
                 if let (true, Some(r)) = (ok, live) {
                     let p = me.pseudo.clone();
                     r.send(&if accept {
@@ -570,13 +807,17 @@ impl Accounts {
                 }
             }))
         });
+        if queued.is_err() {
+            self.hub.metrics().dropped(DropReason::StoreBusy);
+            log::warn!("store queue full; a friend answer was dropped");
+        }
     }
 
     /// 150: 152 once stored, 153 when the recipient is unknown or not a friend.
     pub fn send_message(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, text: String) {
         let me = me.clone();
         let this = self.clone();
-        self.job(&me.out.clone(), Frame::MessageFailed, move |db| {
+        self.member_job(&me.clone(), Frame::MessageFailed, move |db| {
             let target = db.account_id(&pseudo).filter(|t| db.are_friends(me.id, *t));
             let Some(target) = target else {
                 return Some(Box::new(move |_| me.send(&Frame::MessageFailed)));
@@ -597,30 +838,50 @@ impl Accounts {
         });
     }
 
-    /// 160: one page, oldest first, at most HISTORY_PAGE messages.
+    /// 160: one page, oldest first, at most HISTORY_PAGE messages. With a
+    /// database file, the page is read on the member's own thread from a
+    /// read connection, never on the store thread, once the member's
+    /// earlier jobs are answered (so answers keep the order of requests and
+    /// the page includes what the member had stored). The member's reading
+    /// waits meanwhile: one page at a time per user.
     pub fn history(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, before: u64) {
-        let me = me.clone();
-        self.job(
-            &me.out.clone(),
+        let stamps = me.stamps();
+        let page = move |db: &crate::store::Db, me: u64, pseudo: &str| -> Vec<HistoryEntry> {
+            db.account_id(pseudo)
+                .map(|other| db.history(me, other, before, wire::HISTORY_PAGE))
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(id, sender_id, text, sent)| HistoryEntry {
+                    id,
+                    sender_id,
+                    text,
+                    stamp: stamps.then_some(sent),
+                })
+                .collect()
+        };
+        if self.store.has_read_pool() {
+            me.wait_below(1);
+            let entries = match self.store.read(|db| page(db, me.id, &pseudo)) {
+                Some(Ok(entries)) => entries,
+                _ => {
+                    self.hub.metrics().dropped(DropReason::StoreBusy);
+                    Vec::new()
+                }
+            };
+            me.send(&Frame::HistoryPage { pseudo, entries });
+            return;
+        }
+        let me2 = me.clone();
+        self.member_job(
+            me,
             Frame::HistoryPage {
                 pseudo: pseudo.clone(),
                 entries: vec![],
             },
             move |db| {
-                let entries = db
-                    .account_id(&pseudo)
-                    .map(|other| db.history(me.id, other, before, wire::HISTORY_PAGE))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(id, sender_id, text, sent)| HistoryEntry {
-                        id,
-                        sender_id,
-                        text,
-                        stamp: me.stamps().then_some(sent),
-                    })
-                    .collect();
+                let entries = page(db, me2.id, &pseudo);
                 Some(Box::new(move |_| {
-                    me.send(&Frame::HistoryPage { pseudo, entries })
+                    me2.send(&Frame::HistoryPage { pseudo, entries })
                 }))
             },
         );
@@ -634,7 +895,7 @@ impl Accounts {
         } else {
             Frame::Requests { pseudos: vec![] }
         };
-        self.job(&me.out.clone(), empty, move |db| {
+        self.member_job(&me.clone(), empty, move |db| {
             let f = if friends {
                 Frame::Friends {
                     pseudos: db.friends(me.id, wire::MAX_LIST),
@@ -661,8 +922,8 @@ impl Accounts {
         let me = me.clone();
         let this = self.clone();
         let addr = Self::fill(addr, me.ip);
-        self.job(
-            &me.out.clone(),
+        self.member_job(
+            &me.clone(),
             Frame::CallFailed {
                 pseudo: pseudo.clone(),
             },
@@ -739,6 +1000,60 @@ impl Accounts {
     }
 }
 
+/// Answer a login 112 and say why in the log (rate-limited per address).
+fn refuse_login(ip: IpAddr, out: &Arc<Outbound>, why: &str) -> Option<Arc<Member>> {
+    crate::logs::peer_log!(
+        log::Level::Info,
+        ip,
+        "login refused",
+        "accounts {ip}: login failed ({why})"
+    );
+    out.reply(&Frame::LoginFailed.to_bytes());
+    None
+}
+
+/// Sends its frame when dropped unless it was cleared: carried through a
+/// store job, it answers the client when the job or its reply part panics.
+struct ReplyOnDrop {
+    out: Arc<Outbound>,
+    frame: Option<Frame>,
+}
+
+impl ReplyOnDrop {
+    fn disarm(mut self) {
+        self.frame = None;
+    }
+}
+
+impl Drop for ReplyOnDrop {
+    fn drop(&mut self) {
+        if let Some(f) = self.frame.take() {
+            log::warn!("store job failed; answering {}", f.redacted());
+            self.out.enqueue(|b| f.encode(b));
+        }
+    }
+}
+
+/// A login attempt counted by the limits while it runs; dropping it
+/// records `outcome` (Abandoned unless set) and wakes logins waiting for a turn.
+struct InFlight<'a> {
+    accounts: &'a Accounts,
+    attempt: Option<Attempt>,
+    outcome: Outcome,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.attempt.take() {
+            self.accounts
+                .logins
+                .lock()
+                .finish(Instant::now(), a, self.outcome);
+            self.accounts.login_turn.notify_all();
+        }
+    }
+}
+
 /// What an operator can do to accounts (through the admin socket).
 impl Accounts {
     /// Delete an account and everything stored about it (friendships,
@@ -755,7 +1070,14 @@ impl Accounts {
             (false, true) => Ok(false),
             (true, true) => {
                 // Deleted first, so a kicked user cannot log straight back in.
-                self.registered.write().remove(pseudo);
+                {
+                    let mut r = self.registered.write();
+                    for k in names::skeletons(pseudo) {
+                        if r.get(&k).is_some_and(|p| p == pseudo) {
+                            r.remove(&k);
+                        }
+                    }
+                }
                 self.hub.kick(pseudo);
                 log::info!("accounts: deleted {pseudo}");
                 Ok(true)
@@ -792,11 +1114,158 @@ impl Accounts {
 
     /// Password hashes waiting for a hashing thread.
     pub fn hash_queue(&self) -> usize {
-        self.hashers.tx.len()
+        self.hashers.tx.as_ref().map_or(0, |t| t.len())
     }
 
     /// Calls answered and not yet hung up.
     pub fn active_calls(&self) -> usize {
         self.calls.lock().active.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+    use std::path::Path;
+    use std::time::Duration;
+
+    use chinwag_proto::accounts::Decoder;
+
+    use super::*;
+    use crate::hub::HubConfig;
+    use crate::metrics::Metrics;
+    use crate::net::FlushPool;
+
+    /// An Outbound over a real loopback connection, and the client's end.
+    fn pipe() -> (Arc<Outbound>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        let pool = FlushPool::new(1).unwrap();
+        let out = Outbound::new(
+            Arc::new(server),
+            &pool,
+            1 << 20,
+            Duration::from_secs(2),
+            "test".into(),
+            Arc::new(Metrics::new()),
+        );
+        (out, client)
+    }
+
+    fn next_frame(c: &mut TcpStream, dec: &mut Decoder) -> Frame {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Some(f) = dec.next_message().unwrap() {
+                return f;
+            }
+            let n = c.read(&mut buf).unwrap();
+            assert!(n > 0, "connection closed");
+            dec.push(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn a_store_job_that_panics_is_answered_and_the_service_carries_on() {
+        let hub = Arc::new(Hub::new(HubConfig::default()));
+        let (store, thread) = Store::open(Path::new(":memory:")).unwrap();
+        let accounts = Accounts::new(hub, store.clone(), 100);
+        let (out, mut client) = pipe();
+        let mut dec = Decoder::new();
+        accounts.job(&out, Frame::MessageFailed, |db| {
+            db.create_account("x@x.org", "x", "h").unwrap();
+            panic!("injected failure in a store job");
+        });
+        assert_eq!(next_frame(&mut client, &mut dec), Frame::MessageFailed);
+        accounts.job(&out, Frame::MessageFailed, |_| {
+            Some(Box::new(|_| panic!("injected failure in a reply")))
+        });
+        assert_eq!(next_frame(&mut client, &mut dec), Frame::MessageFailed);
+        // The panicking job's write was rolled back; later jobs run as usual.
+        let o = out.clone();
+        accounts.job(&out, Frame::MessageFailed, move |db| {
+            let n = db.all_pseudos().len();
+            Some(Box::new(move |ok| {
+                assert!(ok);
+                o.enqueue(|b| {
+                    Frame::RegisterRefused {
+                        reason: format!("{n}"),
+                    }
+                    .encode(b)
+                });
+            }))
+        });
+        assert_eq!(
+            next_frame(&mut client, &mut dec),
+            Frame::RegisterRefused { reason: "0".into() }
+        );
+        store.stop();
+        thread.join();
+    }
+
+    #[test]
+    fn one_member_has_a_bounded_number_of_store_jobs_outstanding() {
+        use std::sync::atomic::AtomicUsize;
+        let hub = Arc::new(Hub::new(HubConfig::default()));
+        let (store, thread) = Store::open(Path::new(":memory:")).unwrap();
+        let accounts = Accounts::new(hub.clone(), store.clone(), 100);
+        let (out, _client) = pipe();
+        let session = hub
+            .login(
+                "member",
+                Dialect::Accounts,
+                "127.0.0.1".parse().unwrap(),
+                Arc::new(AccountsPeer { out: out.clone() }),
+                false,
+                true,
+            )
+            .unwrap();
+        let me = Arc::new(Member {
+            id: 1,
+            pseudo: "member".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            out,
+            session,
+            flushed: AtomicBool::new(true),
+            features: 0,
+            pending: Mutex::new(0),
+            answered: Condvar::new(),
+        });
+        // Hold the store thread.
+        let (go, wait) = bounded::<()>(0);
+        store
+            .submit(move |_| {
+                let _ = wait.recv();
+                None
+            })
+            .unwrap();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (a, m, q) = (accounts.clone(), me.clone(), queued.clone());
+        let sender = std::thread::spawn(move || {
+            for _ in 0..JOBS_PER_MEMBER + 8 {
+                a.list(&m, true);
+                q.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queued.load(Ordering::SeqCst) < JOBS_PER_MEMBER && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Give a 33rd job every chance to slip through: it must not.
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(queued.load(Ordering::SeqCst), JOBS_PER_MEMBER);
+        assert_eq!(*me.pending.lock(), JOBS_PER_MEMBER);
+        // Once the store moves, the member's connection moves too.
+        go.send(()).unwrap();
+        sender.join().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while *me.pending.lock() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(*me.pending.lock(), 0);
+        store.stop();
+        thread.join();
     }
 }
