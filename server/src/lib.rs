@@ -8,6 +8,7 @@ pub mod front;
 pub mod guard;
 pub mod hub;
 pub mod logs;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod store;
@@ -72,6 +73,7 @@ impl Server {
             connect_id_ttl: cfg.connect_id_ttl(),
             max_relays: cfg.max_relays,
             max_pending_requests: cfg.max_pending_requests,
+            call_relay: cfg.relay_mode(),
         }));
         let registry = Registry::new(cfg.max_connections);
         let (store, store_thread) =
@@ -90,8 +92,9 @@ impl Server {
         let accounts_l = listen(cfg.bind, cfg.accounts_port, "accounts")?;
         let accounts_addr = accounts_l.local_addr()?;
         let rooms_at = SocketAddr::new(cfg.bind, cfg.rooms_port);
-        let rooms = front::rooms::RoomsServer::start(hub.clone(), rooms_at, cfg.rooms())
-            .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
+        let rooms =
+            front::rooms::RoomsServer::start(hub.clone(), registry.clone(), rooms_at, cfg.rooms())
+                .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
         let metrics_listener = match cfg.metrics_addr.as_str() {
             "" => None,
             a => {

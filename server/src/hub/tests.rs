@@ -10,8 +10,9 @@ struct Recorder {
 }
 
 impl Peer for Recorder {
-    fn deliver(&self, event: &Event<'_>) {
+    fn deliver(&self, event: &Event<'_>) -> bool {
         self.seen.lock().push(format!("{event:?}"));
+        true
     }
 }
 
@@ -22,6 +23,14 @@ impl Recorder {
 }
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A babel caller's end: it listens on host:port.
+fn babel(host: &str, port: u16) -> Media {
+    Media::BabelListen {
+        host: host.into(),
+        port,
+    }
+}
 
 fn hub() -> Hub {
     Hub::new(HubConfig::default())
@@ -220,6 +229,7 @@ fn requests_expire_and_are_bounded() {
         connect_id_ttl: Duration::from_secs(5),
         max_relays: 10,
         max_pending_requests: 2,
+        ..HubConfig::default()
     });
     let now = Instant::now();
     let (a, _) = join(&h, "alice");
@@ -396,14 +406,7 @@ fn listeners_stay_consistent_through_logins_and_logouts() {
 fn join_presence(hub: &Hub, name: &str) -> (Arc<Session>, Arc<Recorder>, Vec<String>) {
     let r = Arc::new(Recorder::default());
     let mut seen = Vec::new();
-    let entry = Entry {
-        dialect: Dialect::Babel,
-        ip: IP,
-        peer: r.clone(),
-        global_chat: false,
-        presence: true,
-        has_password: false,
-    };
+    let entry = Entry::new(Dialect::Babel, IP, r.clone());
     let s = hub
         .login_with(name, entry, |others| seen = others.to_vec())
         .unwrap();
@@ -429,7 +432,7 @@ fn presence_sessions_see_each_other_come_and_go() {
 }
 
 #[test]
-fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
+fn call_offers_need_a_callee_that_takes_calls_and_refusals_need_an_offer() {
     let h = hub();
     let now = Instant::now();
     let (a, ra, _) = join_presence(&h, "alice");
@@ -437,33 +440,33 @@ fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
     let (_c, _) = join(&h, "chatter");
     ra.take();
     assert_eq!(
-        h.offer_call(now, &a, "chatter", "", 1).unwrap_err(),
+        h.offer_call(now, &a, "chatter", babel("", 1)).unwrap_err(),
         Refusal::Offline
     );
     assert_eq!(
-        h.offer_call(now, &a, "alice", "", 1).unwrap_err(),
+        h.offer_call(now, &a, "alice", babel("", 1)).unwrap_err(),
         Refusal::SelfTarget
     );
     assert_eq!(
-        h.refuse_call(now, &b, "alice").unwrap_err(),
+        h.answer_call(now, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
-    h.offer_call(now, &a, "bob", "", 9).unwrap();
+    h.offer_call(now, &a, "bob", babel("", 9)).unwrap();
     assert_eq!(
         rb.take(),
         vec![r#"CallOffer { from: "alice", host: "127.0.0.1", port: 9 }"#]
     );
-    h.refuse_call(now, &b, "alice").unwrap();
+    h.answer_call(now, &b, "alice", None).unwrap();
     assert_eq!(ra.take(), vec![r#"CallRefused { by: "bob" }"#]);
     assert_eq!(
-        h.refuse_call(now, &b, "alice").unwrap_err(),
+        h.answer_call(now, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
     // Offers expire.
-    h.offer_call(now, &a, "bob", "h", 9).unwrap();
+    h.offer_call(now, &a, "bob", babel("h", 9)).unwrap();
     let later = now + CALL_OFFER_TTL + Duration::from_secs(1);
     assert_eq!(
-        h.refuse_call(later, &b, "alice").unwrap_err(),
+        h.answer_call(later, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
 }

@@ -105,7 +105,11 @@ impl Db<'_> {
             return false;
         };
         let id = id as i64;
-        let steps: [(&str, &str); 5] = [
+        let steps: [(&str, &str); 6] = [
+            (
+                "delete guest mail",
+                "DELETE FROM guest_mail WHERE recipient = ?1",
+            ),
             (
                 "delete messages",
                 "DELETE FROM messages WHERE sender = ?1 OR recipient = ?1",

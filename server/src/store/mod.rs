@@ -556,6 +556,62 @@ impl Db<'_> {
         out
     }
 
+    /// Keep a guest's text for offline account `to` unless `limit` are
+    /// already waiting for it; false when full (or on failure).
+    pub fn add_guest_mail(&self, to: u64, from: &str, text: &str, sent: i64, limit: usize) -> bool {
+        let waiting = self.logged(
+            "count guest mail",
+            self.tx.query_row(
+                "SELECT count(*) FROM guest_mail WHERE recipient = ?1",
+                [to as i64],
+                |r| r.get::<_, i64>(0),
+            ),
+        );
+        match waiting {
+            Some(n) if (n as usize) < limit => self
+                .logged(
+                    "add guest mail",
+                    self.tx.execute(
+                        "INSERT INTO guest_mail(recipient, sender, body, sent) VALUES (?1, ?2, ?3, ?4)",
+                        params![to as i64, from, text, sent],
+                    ),
+                )
+                .is_some(),
+            _ => false,
+        }
+    }
+
+    /// Guests' texts waiting for `to`, oldest first, deleted.
+    pub fn take_guest_mail(&self, to: u64) -> Vec<Undelivered> {
+        let mut out = Vec::new();
+        if let Some(mut st) = self.logged(
+            "guest mail",
+            self.tx.prepare(
+                "SELECT id, sender, body, sent FROM guest_mail WHERE recipient = ?1 ORDER BY id",
+            ),
+        ) {
+            if let Some(rows) = self.logged(
+                "guest mail",
+                st.query_map([to as i64], |r| {
+                    Ok(Undelivered {
+                        id: r.get::<_, i64>(0)? as u64,
+                        from: r.get(1)?,
+                        text: r.get(2)?,
+                        sent: r.get::<_, i64>(3)?.max(0) as u64,
+                    })
+                }),
+            ) {
+                out.extend(rows.filter_map(Result::ok));
+            }
+        }
+        let _ = self.logged(
+            "take guest mail",
+            self.tx
+                .execute("DELETE FROM guest_mail WHERE recipient = ?1", [to as i64]),
+        );
+        out
+    }
+
     /// Up to `limit` messages between `a` and `b` with id < `before`
     /// (0 = no bound), oldest first: (id, sender id, text, stored at).
     pub fn history(

@@ -59,6 +59,17 @@ const MIGRATIONS: &[&str] = &[
     // (no OR of two ranges, no sort). `Db::history` uses these expressions.
     "CREATE INDEX messages_conversation
         ON messages(min(sender, recipient), max(sender, recipient), id);",
+    // 4: private texts from guests (users of other dialects, who have no
+    // account) to an offline account, kept until its next login
+    // (docs/bridging.md). Not history: a guest has no account id.
+    "CREATE TABLE guest_mail(
+        id        INTEGER PRIMARY KEY,
+        recipient INTEGER NOT NULL REFERENCES accounts(id),
+        sender    TEXT NOT NULL,
+        body      TEXT NOT NULL,
+        sent      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX guest_mail_recipient ON guest_mail(recipient, id);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
