@@ -697,3 +697,72 @@ fn random_garbage_never_hurts_the_server() {
         }
     }
 }
+
+/// While one user floods global chat, 200 others log in: for each, the
+/// first frame must be LOGIN_ACCEPTED, never a MESSAGE that overtook it.
+#[test]
+fn no_broadcast_overtakes_login_accepted() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let flooder = Raw::login(addr, "flooder");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Its own echoes are drained, so the server never throttles it.
+    let mut drain = flooder.s.try_clone().unwrap();
+    let drainer = thread::spawn(move || {
+        let mut buf = [0u8; 64 * 1024];
+        while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let mut out = flooder.s.try_clone().unwrap();
+        let frame = msg("flooder", "flood").to_bytes();
+        let burst = frame.repeat(16);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) && out.write_all(&burst).is_ok() {
+                sent.fetch_add(16, Ordering::Release);
+            }
+        })
+    };
+    let deadline = Instant::now() + WAIT;
+    while sent.load(Ordering::Acquire) == 0 {
+        assert!(Instant::now() < deadline, "the flood never started");
+        thread::sleep(Duration::from_millis(1));
+    }
+    const CLIENTS: usize = 200;
+    const THREADS: usize = 4;
+    // Which clients heard a flood message right after their answer: proof
+    // that the flood was running while they logged in.
+    let heard = Arc::new(AtomicUsize::new(0));
+    let loggers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let heard = heard.clone();
+            thread::spawn(move || {
+                for i in (t..CLIENTS).step_by(THREADS) {
+                    let mut c = Raw::connect(addr);
+                    c.send(&Command::Login {
+                        login: format!("c{i}"),
+                    });
+                    assert_eq!(c.recv(), Command::LoginAccepted, "client {i}'s first frame");
+                    if c.try_recv(Duration::from_millis(500)).is_some() {
+                        heard.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for l in loggers {
+        l.join().unwrap();
+    }
+    stop.store(true, Ordering::Release);
+    // Also wakes a writer blocked by back-pressure.
+    flooder.s.shutdown(Shutdown::Both).unwrap();
+    writer.join().unwrap();
+    drainer.join().unwrap();
+    let heard = heard.load(Ordering::Relaxed);
+    assert!(
+        heard > CLIENTS / 2,
+        "only {heard} of {CLIENTS} clients heard the flood"
+    );
+}

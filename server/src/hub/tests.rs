@@ -520,3 +520,158 @@ fn close_private_is_confirmed_even_after_the_relay_ended_by_itself() {
         Refusal::NotPending
     );
 }
+
+/// A peer that keeps the first thing it was given (its login answer, which
+/// its `welcome` queues, or an event) and counts everything.
+#[derive(Default)]
+struct Greeted {
+    first: Mutex<Option<String>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl Peer for Greeted {
+    fn deliver(&self, event: &Event<'_>) {
+        self.record(|| format!("{event:?}"));
+    }
+}
+
+impl Greeted {
+    fn record(&self, what: impl FnOnce() -> String) {
+        self.first.lock().get_or_insert_with(what);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What a front-end's `welcome` does: build the answer (which takes a
+    /// moment: long enough for another thread to run), then queue it.
+    fn welcome(&self) {
+        thread::yield_now();
+        self.record(|| "WELCOME".into());
+    }
+
+    fn first(&self) -> Option<String> {
+        self.first.lock().clone()
+    }
+
+    fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs `work` on its own thread, over and over, until finished or dropped.
+struct Background {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(mut work: impl FnMut() + Send + 'static) -> Background {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (s, r) = (stop.clone(), rounds.clone());
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                work();
+                r.fetch_add(1, Ordering::Release);
+            }
+        });
+        Background {
+            stop,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    /// Rounds of work done so far.
+    fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Acquire)
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const LOGINS: usize = 1_000;
+
+/// `LOGINS` sessions log in (and stay) while `bg` runs; each must get its
+/// welcome first, and most must hear something from `bg` too, or the test
+/// proved nothing.
+fn logins_race(h: &Hub, bg: Background, entry: impl Fn(Arc<Greeted>) -> Entry) {
+    // Wait for the other thread to get going.
+    let until = Instant::now() + Duration::from_secs(10);
+    while bg.rounds() == 0 {
+        assert!(Instant::now() < until, "the other thread never ran");
+        thread::yield_now();
+    }
+    let before = bg.rounds();
+    let peers: Vec<Arc<Greeted>> = (0..LOGINS)
+        .map(|i| {
+            let peer = Arc::new(Greeted::default());
+            h.login_with(&format!("n{i}"), entry(peer.clone()), |_| peer.welcome())
+                .unwrap();
+            peer
+        })
+        .collect();
+    let during = bg.rounds() - before;
+    bg.finish();
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(p.first().as_deref(), Some("WELCOME"), "login {i}");
+    }
+    eprintln!("{during} rounds during the logins");
+    assert!(
+        during >= 10,
+        "the other thread barely overlapped the logins ({during} rounds)"
+    );
+}
+
+#[test]
+fn no_broadcast_overtakes_the_login_answer() {
+    let h = Arc::new(hub());
+    let (flooder, _) = join(&h, "flooder");
+    let bg = {
+        let h = h.clone();
+        Background::start(move || {
+            h.broadcast(&flooder, "flooder", "flood").unwrap();
+        })
+    };
+    logins_race(&h, bg, |peer| Entry {
+        dialect: Dialect::Chatos,
+        ip: IP,
+        peer,
+        global_chat: true,
+        presence: false,
+        has_password: false,
+    });
+}
+
+#[test]
+fn no_presence_event_overtakes_the_contact_list() {
+    let h = Arc::new(hub());
+    // Another babel user comes and goes all the time.
+    let bg = {
+        let h = h.clone();
+        Background::start(move || {
+            let (s, _, _) = join_presence(&h, "churn");
+            h.logout(&s);
+        })
+    };
+    logins_race(&h, bg, |peer| Entry {
+        dialect: Dialect::Babel,
+        ip: IP,
+        peer,
+        global_chat: false,
+        presence: true,
+        has_password: false,
+    });
+}
