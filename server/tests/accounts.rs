@@ -406,6 +406,43 @@ fn messages_online_offline_and_to_strangers() {
     );
 }
 
+/// A 152 promises the row is committed. When the commit fails (forced
+/// through the store's test hook) the sender hears 153 and never 152, the
+/// recipient hears nothing, and the history holds nothing.
+#[test]
+fn a_failed_commit_answers_153_not_152() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    // A round trip each, so the logins' own store work is done.
+    for x in [&mut a, &mut b] {
+        x.send(&Frame::ListFriends);
+        assert!(matches!(x.recv(), Frame::Friends { .. }));
+    }
+    srv.store().fail_commits(true);
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("lost"),
+    });
+    assert_eq!(a.recv(), Frame::MessageFailed);
+    a.expect_silence();
+    b.expect_silence();
+    srv.store().fail_commits(false);
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("kept"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("kept")
+        }
+    );
+    assert_eq!(fetch_history(&mut a, "bob"), vec!["kept"]);
+}
+
 #[test]
 fn history_pages_are_capped_and_chain() {
     let srv = mem_server();

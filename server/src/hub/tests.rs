@@ -521,12 +521,11 @@ fn close_private_is_confirmed_even_after_the_relay_ended_by_itself() {
     );
 }
 
-/// A peer that keeps the first thing it was given (its login answer, which
-/// its `welcome` queues, or an event) and counts everything.
+/// A peer that keeps the first thing it was given: its login answer, which
+/// its `welcome` queues, or an event.
 #[derive(Default)]
 struct Greeted {
     first: Mutex<Option<String>>,
-    count: std::sync::atomic::AtomicUsize,
 }
 
 impl Peer for Greeted {
@@ -538,7 +537,6 @@ impl Peer for Greeted {
 impl Greeted {
     fn record(&self, what: impl FnOnce() -> String) {
         self.first.lock().get_or_insert_with(what);
-        self.count.fetch_add(1, Ordering::Relaxed);
     }
 
     /// What a front-end's `welcome` does: build the answer (which takes a
@@ -550,10 +548,6 @@ impl Greeted {
 
     fn first(&self) -> Option<String> {
         self.first.lock().clone()
-    }
-
-    fn count(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
     }
 }
 

@@ -8,6 +8,8 @@
 mod schema;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
@@ -35,6 +37,8 @@ enum Msg {
 #[derive(Clone)]
 pub struct Store {
     tx: Sender<Msg>,
+    /// Test hook: while set, every group commit fails (see `fail_commits`).
+    fail_commits: Arc<AtomicBool>,
 }
 
 /// The store thread's join handle; dropping it does not stop the thread,
@@ -95,11 +99,21 @@ impl Store {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn)?;
         let (tx, rx) = bounded(QUEUE);
+        let fail_commits = Arc::new(AtomicBool::new(false));
+        let fail = fail_commits.clone();
         let t = thread::Builder::new()
             .name("cw-store".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &fail))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok((Store { tx }, StoreThread(Some(t))))
+        Ok((Store { tx, fail_commits }, StoreThread(Some(t))))
+    }
+
+    /// Test hook, unreachable from the wire: while `on`, the COMMIT of every
+    /// group fails for real (a deferred foreign-key violation is added to
+    /// the transaction), so the tests can drive the failed-commit path.
+    #[doc(hidden)]
+    pub fn fail_commits(&self, on: bool) {
+        self.fail_commits.store(on, Ordering::Release);
     }
 
     /// Queue a job. Its database part runs inside the next group
@@ -136,7 +150,7 @@ impl Store {
     }
 }
 
-fn run(mut conn: Connection, rx: Receiver<Msg>) {
+fn run(mut conn: Connection, rx: Receiver<Msg>, fail_commits: &AtomicBool) {
     let mut stop = false;
     while !stop {
         let Ok(first) = rx.recv() else { break };
@@ -165,6 +179,12 @@ fn run(mut conn: Connection, rx: Receiver<Msg>) {
                             afters.push(a);
                         }
                     }
+                }
+                if fail_commits.load(Ordering::Acquire) {
+                    let _ = tx.execute_batch(
+                        "PRAGMA defer_foreign_keys = ON;
+                         INSERT INTO notices(user_id, code, pseudo) VALUES (0, 0, '');",
+                    );
                 }
                 match tx.commit() {
                     Ok(()) => true,
@@ -515,6 +535,118 @@ mod tests {
 
     fn mem() -> (Store, StoreThread) {
         Store::open(Path::new(":memory:")).unwrap()
+    }
+
+    /// A database file of its own, removed on drop.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(tag: &str) -> TempDb {
+            let dir = std::env::temp_dir().join(format!(
+                "cw-store-{tag}-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDb(dir)
+        }
+
+        fn path(&self) -> std::path::PathBuf {
+            self.0.join("t.db")
+        }
+
+        /// What another process would see: committed rows only.
+        fn bodies(path: &Path) -> Vec<String> {
+            let other = Connection::open(path).unwrap();
+            let mut st = other
+                .prepare("SELECT body FROM messages ORDER BY id")
+                .unwrap();
+            let rows = st.query_map([], |r| r.get(0)).unwrap();
+            rows.map(Result::unwrap).collect()
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Two accounts to send messages between.
+    fn two_accounts(s: &Store) -> (u64, u64) {
+        s.call(|db| {
+            (
+                db.create_account("a@x.org", "alice", "h").unwrap(),
+                db.create_account("b@x.org", "bob", "h").unwrap(),
+            )
+        })
+        .unwrap()
+    }
+
+    /// Store `text` from a to b; the `after` reports (committed, what a
+    /// second connection to the same file sees at that moment).
+    fn store_message(
+        s: &Store,
+        path: &Path,
+        (a, b): (u64, u64),
+        text: &str,
+    ) -> crossbeam_channel::Receiver<(bool, Vec<String>)> {
+        let (tx, rx) = bounded(1);
+        let (path, text) = (path.to_path_buf(), text.to_owned());
+        s.submit(move |db| {
+            db.insert_message(a, b, &text, false).unwrap();
+            Some(Box::new(move |ok| {
+                let _ = tx.send((ok, TempDb::bodies(&path)));
+            }) as After)
+        })
+        .unwrap();
+        rx
+    }
+
+    #[test]
+    fn an_after_runs_once_its_row_is_visible_to_other_connections() {
+        let dir = TempDb::new("after");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        let ids = two_accounts(&s);
+        // Several jobs, likely in one group: each after sees its own row.
+        let answers: Vec<_> = (0..5)
+            .map(|i| store_message(&s, &path, ids, &format!("m{i}")))
+            .collect();
+        for (i, rx) in answers.into_iter().enumerate() {
+            let (ok, seen) = rx.recv_timeout(PATIENCE).unwrap();
+            assert!(ok, "job {i} committed");
+            assert!(
+                seen.contains(&format!("m{i}")),
+                "job {i}'s after ran before its row was committed: {seen:?}"
+            );
+        }
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn a_failed_commit_is_reported_to_every_after_and_keeps_nothing() {
+        let dir = TempDb::new("fail");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        let ids = two_accounts(&s);
+        s.fail_commits(true);
+        let (ok, seen) = store_message(&s, &path, ids, "lost")
+            .recv_timeout(PATIENCE)
+            .unwrap();
+        assert!(!ok, "the after was told the commit failed");
+        assert!(seen.is_empty(), "{seen:?}");
+        s.fail_commits(false);
+        let (ok, seen) = store_message(&s, &path, ids, "kept")
+            .recv_timeout(PATIENCE)
+            .unwrap();
+        assert!(ok);
+        assert_eq!(seen, vec!["kept"]);
+        s.stop();
+        t.join();
     }
 
     #[test]
