@@ -166,6 +166,31 @@ fn registration_and_login_answers() {
 }
 
 #[test]
+fn a_second_login_is_answered_not_obeyed() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    for (email, pseudo) in [("a@example.org", "ann"), ("b@example.org", "ben")] {
+        assert_eq!(
+            Acc::register(addr, email, pseudo, "correct horse"),
+            Frame::Registered
+        );
+    }
+    let mut a = Acc::logged_in(addr, "a@example.org", "correct horse");
+    a.send(&Frame::Login {
+        email: p("b@example.org"),
+        password: p("correct horse"),
+    });
+    assert_eq!(a.recv(), Frame::LoginFailed);
+    assert!(
+        srv.hub().online("ben").is_none(),
+        "ben registered in the hub"
+    );
+    assert!(srv.hub().online("ann").is_some());
+    // ben's account is free to log in from its own connection.
+    drop(Acc::logged_in(addr, "b@example.org", "correct horse"));
+}
+
+#[test]
 fn unknown_email_and_wrong_password_cost_the_same() {
     let srv = mem_server();
     let addr = srv.accounts_addr();

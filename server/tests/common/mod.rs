@@ -72,25 +72,50 @@ impl<T: Decode + Debug> Wire<T> {
     /// The server closes the connection: EOF (or reset) within the wait,
     /// with no complete message before it.
     pub fn expect_closed(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 256];
-        loop {
-            if let Ok(Some(m)) = self.dec.next_message() {
+        let dec = &mut self.dec;
+        wait_closed(&mut self.s, "the connection", |bytes| {
+            dec.push(bytes);
+            if let Ok(Some(m)) = dec.next_message() {
                 panic!("expected the connection to close, got {m:?}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not close the connection"
-            );
-            self.s
-                .set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            match self.s.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => self.dec.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return,
+        });
+    }
+}
+
+/// Read until the peer closes `s` (EOF or reset), handing whatever arrives
+/// meanwhile to `on_bytes`. A read timeout means "not closed yet": the wait
+/// goes on, and the test fails once `WAIT` has passed.
+pub fn wait_closed(s: &mut TcpStream, what: &str, mut on_bytes: impl FnMut(&[u8])) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{what} is still open after {WAIT:?}");
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => on_bytes(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return
             }
+            Err(e) => panic!("{what}: read failed: {e}"),
         }
     }
+}
+
+/// The peer closes `s` within the wait without sending a single byte.
+pub fn expect_eof(s: &mut TcpStream, what: &str) {
+    wait_closed(s, what, |bytes| {
+        panic!("expected {what} to close, got bytes {bytes:?}")
+    });
 }
