@@ -357,7 +357,8 @@ impl Frame {
         v
     }
 
-    /// The frame for a log line: like `Debug`, but never the password.
+    /// The frame for a log line: like `Debug`, but never a password or a
+    /// message body (a body is only its length).
     pub fn redacted(&self) -> String {
         match self {
             Frame::Register { email, pseudo, .. } => {
@@ -366,6 +367,18 @@ impl Frame {
             Frame::Login { email, .. } => {
                 format!("Login {{ email: {email:?}, password: <redacted> }}")
             }
+            Frame::SendMessage { pseudo, text } => format!(
+                "SendMessage {{ pseudo: {pseudo:?}, text: <{} bytes> }}",
+                text.len()
+            ),
+            Frame::Message { pseudo, text } => format!(
+                "Message {{ pseudo: {pseudo:?}, text: <{} bytes> }}",
+                text.len()
+            ),
+            Frame::HistoryPage { pseudo, entries } => format!(
+                "HistoryPage {{ pseudo: {pseudo:?}, entries: <{} messages> }}",
+                entries.len()
+            ),
             other => format!("{other:?}"),
         }
     }
@@ -758,6 +771,42 @@ mod tests {
             assert!(!f.redacted().contains("hunter22"), "{}", f.redacted());
             assert!(f.redacted().contains("a@b.c"));
         }
+    }
+
+    #[test]
+    fn log_form_hides_bodies() {
+        let entry = HistoryEntry {
+            id: 1,
+            sender_id: 2,
+            text: s("secret body"),
+        };
+        let cases = [
+            (
+                Frame::SendMessage {
+                    pseudo: s("bob"),
+                    text: s("secret body"),
+                },
+                "SendMessage { pseudo: \"bob\", text: <11 bytes> }",
+            ),
+            (
+                Frame::Message {
+                    pseudo: s("bob"),
+                    text: s("secret body"),
+                },
+                "Message { pseudo: \"bob\", text: <11 bytes> }",
+            ),
+            (
+                Frame::HistoryPage {
+                    pseudo: s("bob"),
+                    entries: vec![entry.clone(), entry],
+                },
+                "HistoryPage { pseudo: \"bob\", entries: <2 messages> }",
+            ),
+        ];
+        for (f, want) in cases {
+            assert_eq!(f.redacted(), want);
+        }
+        assert_eq!(Frame::MessageStored.redacted(), "MessageStored");
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         &shared,
         &mut state,
         deadline,
-        |f: &Frame| format!("{f:?}"),
+        Frame::redacted,
         |st, frame: Frame, _| handle(frame, &shared, &conn, st),
     );
     let who = match &state {

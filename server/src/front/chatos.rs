@@ -81,7 +81,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         &shared,
         &mut state,
         deadline,
-        |c: &Command| format!("{c:?}"),
+        Command::redacted,
         |st, cmd: Command, decoder| handle(cmd, &conn, &shared, st, decoder),
     );
     let who = match &state {
