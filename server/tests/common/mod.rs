@@ -119,3 +119,60 @@ pub fn expect_eof(s: &mut TcpStream, what: &str) {
         panic!("expected {what} to close, got bytes {bytes:?}")
     });
 }
+
+/// A chinwagd process started by a test. Its listeners bind port 0; the
+/// addresses it got are read from its log line
+/// `listening: chatos ADDR, babel ADDR, accounts ADDR`, so no port is ever
+/// guessed free and then rebound.
+pub struct Chinwagd {
+    pub child: std::process::Child,
+    pub chatos: std::net::SocketAddr,
+    pub babel: std::net::SocketAddr,
+    pub accounts: std::net::SocketAddr,
+}
+
+impl Chinwagd {
+    /// Start `cmd` (the chinwagd binary with its arguments, every port 0)
+    /// and wait for its listeners. Its stderr is read to the end by a thread
+    /// of its own, so logging never blocks it.
+    pub fn spawn(cmd: &mut std::process::Command) -> Chinwagd {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chinwagd starts");
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, addrs)) = line.split_once("listening: ") {
+                    let _ = tx.send(addrs.to_owned());
+                }
+            }
+        });
+        let addrs = match rx.recv_timeout(WAIT) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chinwagd did not say where it listens within {WAIT:?}");
+            }
+        };
+        let find = |name: &str| -> std::net::SocketAddr {
+            addrs
+                .split(", ")
+                .find_map(|part| part.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} address in {addrs:?}"))
+        };
+        Chinwagd {
+            chatos: find("chatos "),
+            babel: find("babel "),
+            accounts: find("accounts "),
+            child,
+        }
+    }
+}
