@@ -176,3 +176,43 @@ impl Chinwagd {
         }
     }
 }
+
+/// Wait until `started` moves off zero: a background load is running.
+pub fn wait_started(started: &std::sync::atomic::AtomicUsize, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while started.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        assert!(Instant::now() < deadline, "{what} never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Log `clients` clients in from four threads while some load runs.
+/// `login(i)` logs client i in, checks its first frames, and says whether
+/// it then heard the load: more than half must have, or the load did not
+/// really overlap the logins and the test proved nothing.
+pub fn logins_under_load(clients: usize, login: impl Fn(usize) -> bool + Send + Sync + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const THREADS: usize = 4;
+    let login = std::sync::Arc::new(login);
+    let heard = std::sync::Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (login, heard) = (login.clone(), heard.clone());
+            std::thread::spawn(move || {
+                for i in (t..clients).step_by(THREADS) {
+                    if login(i) {
+                        heard.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let heard = heard.load(Ordering::Relaxed);
+    assert!(
+        heard > clients / 2,
+        "only {heard} of {clients} clients heard the load after logging in"
+    );
+}
