@@ -309,6 +309,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_largest_frame_is_a_full_message_private() {
+        let full = Command::MessagePrivate {
+            from: "f".repeat(MAX_LOGIN),
+            to: "t".repeat(MAX_LOGIN),
+            text: "x".repeat(MAX_TEXT),
+        };
+        assert_eq!(full.to_bytes().len(), MAX_FRAME);
+        assert_eq!(MAX_FRAME, 1_097, "as docs/architecture.md says");
+    }
+
+    #[test]
     fn log_form_hides_bodies() {
         let m = Command::Message {
             from: "al".into(),
