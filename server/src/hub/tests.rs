@@ -669,3 +669,187 @@ fn no_presence_event_overtakes_the_contact_list() {
         has_password: false,
     });
 }
+
+#[test]
+fn log_labels_name_the_dialect() {
+    let names = [
+        Dialect::Chatos,
+        Dialect::Babel,
+        Dialect::Accounts,
+        Dialect::Rooms,
+    ]
+    .map(Dialect::name);
+    assert_eq!(names, ["chatos", "babel", "accounts", "rooms"]);
+    let h = hub();
+    let (a, _) = join(&h, "alice");
+    assert_eq!(format!("{a:?}"), format!("alice#{}(chatos)", a.id));
+}
+
+#[test]
+fn a_stale_logout_leaves_the_new_session_alone() {
+    let h = hub();
+    let (old, _) = join(&h, "alice");
+    assert_eq!(h.online_count(), 1);
+    h.logout(&old);
+    assert_eq!(h.online_count(), 0);
+    let (new, rn) = join(&h, "alice");
+    // The old connection's thread logs out again, late.
+    h.logout(&old);
+    assert_eq!(h.online("alice").map(|s| s.id), Some(new.id));
+    assert_eq!(h.online_count(), 1);
+    assert_eq!(h.broadcast(&new, "alice", "still here").unwrap(), 1);
+    assert_eq!(rn.take().len(), 1);
+}
+
+#[test]
+fn logout_forgets_that_users_offers_and_requests_only() {
+    let h = hub();
+    let now = Instant::now();
+    let (alice, _, _) = join_presence(&h, "alice");
+    let (bob, _, _) = join_presence(&h, "bob");
+    let (carol, rc, _) = join_presence(&h, "carol");
+    let (dave, _, _) = join_presence(&h, "dave");
+    let (erin, _, _) = join_presence(&h, "erin");
+    h.offer_call(now, &alice, "bob", "", 1).unwrap();
+    h.offer_call(now, &erin, "alice", "", 1).unwrap();
+    h.offer_call(now, &carol, "dave", "", 1).unwrap();
+    h.request_private(now, &alice, "alice", "bob").unwrap();
+    h.request_private(now, &erin, "erin", "alice").unwrap();
+    h.request_private(now, &carol, "carol", "dave").unwrap();
+    h.logout(&alice);
+    let (alice, _, _) = join_presence(&h, "alice");
+    // Whatever involved alice, either way round, is gone...
+    assert_eq!(
+        h.refuse_call(now, &bob, "alice").unwrap_err(),
+        Refusal::NotPending
+    );
+    assert_eq!(
+        h.refuse_call(now, &alice, "erin").unwrap_err(),
+        Refusal::NotPending
+    );
+    assert_eq!(
+        h.answer_private(now, &bob, "alice", "bob", false)
+            .unwrap_err(),
+        Refusal::NotPending
+    );
+    assert_eq!(
+        h.answer_private(now, &alice, "erin", "alice", false)
+            .unwrap_err(),
+        Refusal::NotPending
+    );
+    // ...and what did not is still there.
+    rc.take();
+    h.refuse_call(now, &dave, "carol").unwrap();
+    assert_eq!(rc.take(), vec![r#"CallRefused { by: "dave" }"#]);
+    assert_eq!(
+        h.answer_private(now, &dave, "carol", "dave", false),
+        Ok(None)
+    );
+}
+
+#[test]
+fn call_offers_are_bounded_per_caller_and_live_until_their_expiry() {
+    let h = Hub::new(HubConfig {
+        max_pending_requests: 2,
+        ..HubConfig::default()
+    });
+    let now = Instant::now();
+    let (alice, _, _) = join_presence(&h, "alice");
+    let (bob, _, _) = join_presence(&h, "bob");
+    let (carol, _, _) = join_presence(&h, "carol");
+    let (_dave, _, _) = join_presence(&h, "dave");
+    let (erin, _, _) = join_presence(&h, "erin");
+    h.offer_call(now, &alice, "bob", "", 1).unwrap();
+    h.offer_call(now, &alice, "carol", "", 1).unwrap();
+    assert_eq!(
+        h.offer_call(now, &alice, "dave", "", 1).unwrap_err(),
+        Refusal::Limit
+    );
+    // Ringing again is not a new offer; other callers have their own count.
+    h.offer_call(now, &alice, "bob", "", 2).unwrap();
+    h.offer_call(now, &erin, "bob", "", 1).unwrap();
+    h.offer_call(now, &erin, "carol", "", 1).unwrap();
+    // An offer is live while its expiry is still ahead.
+    let expiry = now + CALL_OFFER_TTL;
+    let just_before = expiry - Duration::from_millis(1);
+    h.refuse_call(just_before, &carol, "alice").unwrap();
+    assert_eq!(
+        h.refuse_call(expiry, &bob, "alice").unwrap_err(),
+        Refusal::NotPending
+    );
+    // At their expiry, alice's offers stop counting against her.
+    h.offer_call(expiry, &alice, "dave", "", 1).unwrap();
+    h.offer_call(expiry, &alice, "erin", "", 1).unwrap();
+    // The sweep forgets expired offers, and only those.
+    h.sweep(expiry);
+    assert_eq!(h.calls.lock().len(), 2, "alice's two new offers");
+    h.sweep(expiry + CALL_OFFER_TTL);
+    assert!(h.calls.lock().is_empty());
+}
+
+#[test]
+fn ended_relays_are_remembered_until_their_ttl() {
+    let h = Hub::new(HubConfig {
+        connect_id_ttl: Duration::from_secs(30),
+        ..HubConfig::default()
+    });
+    let (a, _) = join(&h, "alice");
+    let (b, _) = join(&h, "bob");
+    let end = |id: i64| {
+        let now = Instant::now();
+        let (s1, s2) = socket_pair();
+        let RelayJoin::First { rx, .. } = h.relay_join(now, id, IP, s1) else {
+            panic!("first")
+        };
+        let RelayJoin::Second { notify, .. } = h.relay_join(now, id, IP, s2.clone()) else {
+            panic!("second")
+        };
+        notify.send(s2).unwrap();
+        rx.recv().unwrap();
+        h.relay_half_done(id);
+        assert_eq!(h.relay_count(), 1, "one direction is still pumping");
+        h.relay_half_done(id);
+        assert_eq!(h.relay_count(), 0);
+    };
+    let id = issued(&h, &a, &b);
+    end(id);
+    h.sweep(Instant::now() + Duration::from_secs(20));
+    // Either user may confirm it, naming the pair either way round.
+    h.close_private(&a, id, "alice", "bob").unwrap();
+    let id = issued(&h, &a, &b);
+    end(id);
+    h.sweep(Instant::now() + Duration::from_secs(40));
+    assert_eq!(
+        h.close_private(&a, id, "alice", "bob").unwrap_err(),
+        Refusal::NotPending
+    );
+}
+
+#[test]
+fn the_sweep_frees_room_for_new_connect_ids() {
+    let h = Hub::new(HubConfig {
+        max_relays: 1,
+        connect_id_ttl: Duration::from_secs(5),
+        ..HubConfig::default()
+    });
+    let (a, _) = join(&h, "alice");
+    let (b, _) = join(&h, "bob");
+    let now = Instant::now();
+    for _ in 0..TICKETS_PER_RELAY {
+        issued(&h, &a, &b);
+    }
+    let later = now + Duration::from_secs(6);
+    h.request_private(later, &a, "alice", "bob").unwrap();
+    assert_eq!(
+        h.answer_private(later, &b, "alice", "bob", true)
+            .unwrap_err(),
+        Refusal::Limit,
+        "expired but not yet swept"
+    );
+    h.sweep(later);
+    h.request_private(later, &a, "alice", "bob").unwrap();
+    assert!(h
+        .answer_private(later, &b, "alice", "bob", true)
+        .unwrap()
+        .is_some());
+}

@@ -650,6 +650,101 @@ mod tests {
     }
 
     #[test]
+    fn lookups_answer_what_was_stored() {
+        let (s, t) = mem();
+        let before = now_secs();
+        s.call(move |db| {
+            let a = db.create_account("a@x.org", "alice", "hash-a").unwrap();
+            let b = db.create_account("b@x.org", "bob", "hash-b").unwrap();
+            let found = db.account_by_email("A@X.ORG").expect("emails ignore case");
+            assert_eq!((found.id, found.pseudo.as_str()), (a, "alice"));
+            assert_eq!(found.hash, "hash-a");
+            assert!(db.account_by_email("c@x.org").is_none());
+            let mut all = db.all_pseudos();
+            all.sort();
+            assert_eq!(all, vec!["alice", "bob"]);
+            let created: i64 = db
+                .tx
+                .query_row(
+                    "SELECT created FROM accounts WHERE id = ?1",
+                    [a as i64],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!((before..=now_secs()).contains(&created), "{created}");
+            assert!(!db.are_friends(a, b));
+            assert!(!db.has_request(a, b));
+            assert!(db.add_request(a, b, false));
+            assert!(db.has_request(a, b));
+            assert!(!db.has_request(b, a), "a request has a direction");
+            db.add_notice(a, 124, "bob");
+            db.add_notice(a, 125, "carol");
+            db.add_notice(b, 124, "alice");
+            let notices: Vec<(u16, String)> = db
+                .take_notices(a)
+                .into_iter()
+                .map(|n| (n.code, n.pseudo))
+                .collect();
+            assert_eq!(notices, vec![(124, "bob".into()), (125, "carol".into())]);
+            assert!(db.take_notices(a).is_empty(), "taken once");
+            assert_eq!(db.take_notices(b).len(), 1);
+        })
+        .unwrap();
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn jobs_queued_together_commit_together_up_to_a_group() {
+        let dir = TempDb::new("group");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        let ids = two_accounts(&s);
+        // Hold the store thread while a group and one more job queue up.
+        let (holding, is_holding) = bounded::<()>(1);
+        let (release, held) = bounded::<()>(0);
+        s.submit(move |_| {
+            let _ = holding.send(());
+            let _ = held.recv();
+            None
+        })
+        .unwrap();
+        is_holding.recv_timeout(PATIENCE).unwrap();
+        let answers: Vec<_> = (0..=GROUP)
+            .map(|i| store_message(&s, &path, ids, &format!("m{i}")))
+            .collect();
+        release.send(()).unwrap();
+        let (ok, seen) = answers[0].recv_timeout(PATIENCE).unwrap();
+        assert!(ok);
+        // The first job's after runs once its whole group is committed: the
+        // group's last row is visible, the next group's first is not.
+        assert!(
+            seen.contains(&format!("m{}", GROUP - 1)),
+            "{} rows",
+            seen.len()
+        );
+        assert!(!seen.contains(&format!("m{GROUP}")), "{} rows", seen.len());
+        for rx in &answers[1..] {
+            assert!(rx.recv_timeout(PATIENCE).unwrap().0);
+        }
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn joining_the_stopped_store_waits_for_its_final_checkpoint() {
+        let dir = TempDb::new("checkpoint");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        two_accounts(&s);
+        s.stop();
+        t.join();
+        // Everything is in the database file itself; the WAL is empty.
+        let wal = std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0);
+    }
+
+    #[test]
     fn accounts_friends_messages() {
         let (s, t) = mem();
         let (a, b) = s
