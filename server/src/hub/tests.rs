@@ -772,9 +772,9 @@ fn call_offers_are_bounded_per_caller_and_live_until_their_expiry() {
     // An offer is live while its expiry is still ahead.
     let expiry = now + CALL_OFFER_TTL;
     let just_before = expiry - Duration::from_millis(1);
-    h.refuse_call(just_before, &carol, "alice").unwrap();
+    h.refuse_call(just_before, &carol, "erin").unwrap();
     assert_eq!(
-        h.refuse_call(expiry, &bob, "alice").unwrap_err(),
+        h.refuse_call(expiry, &bob, "erin").unwrap_err(),
         Refusal::NotPending
     );
     // At their expiry, alice's offers stop counting against her.
