@@ -187,6 +187,31 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_never_fully_decoded_still_keeps_the_buffer_small() {
+        // Each push ends one byte into the next message, so something is
+        // always left over and the buffer is never simply cleared.
+        let msgs: Vec<Vec<u8>> = (0..3_000).map(msg).collect();
+        let stream: Vec<u8> = msgs.concat();
+        let mut cuts = vec![0];
+        for m in &msgs {
+            cuts.push(cuts.last().unwrap() + m.len());
+        }
+        let mut d = Decoder::<Command>::new();
+        d.push(&stream[..1]);
+        for w in cuts[..cuts.len() - 1].windows(2) {
+            d.push(&stream[w[0] + 1..w[1] + 1]);
+            assert!(d.next_message().unwrap().is_some());
+            assert!(d.next_message().unwrap().is_none());
+            assert_eq!(d.buffered(), 1);
+            assert!(
+                d.buf.len() <= 4096 + 2 * 70,
+                "buffer grew to {}",
+                d.buf.len()
+            );
+        }
+    }
+
+    #[test]
     fn errors_say_what_went_wrong() {
         let e = DecodeError::TooLong {
             field: "text",
