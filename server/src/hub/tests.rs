@@ -788,44 +788,6 @@ fn call_offers_are_bounded_per_caller_and_live_until_their_expiry() {
 }
 
 #[test]
-fn ended_relays_are_remembered_until_their_ttl() {
-    let h = Hub::new(HubConfig {
-        connect_id_ttl: Duration::from_secs(30),
-        ..HubConfig::default()
-    });
-    let (a, _) = join(&h, "alice");
-    let (b, _) = join(&h, "bob");
-    let end = |id: i64| {
-        let now = Instant::now();
-        let (s1, s2) = socket_pair();
-        let RelayJoin::First { rx, .. } = h.relay_join(now, id, IP, s1) else {
-            panic!("first")
-        };
-        let RelayJoin::Second { notify, .. } = h.relay_join(now, id, IP, s2.clone()) else {
-            panic!("second")
-        };
-        notify.send(s2).unwrap();
-        rx.recv().unwrap();
-        h.relay_half_done(id);
-        assert_eq!(h.relay_count(), 1, "one direction is still pumping");
-        h.relay_half_done(id);
-        assert_eq!(h.relay_count(), 0);
-    };
-    let id = issued(&h, &a, &b);
-    end(id);
-    h.sweep(Instant::now() + Duration::from_secs(20));
-    // Either user may confirm it, naming the pair either way round.
-    h.close_private(&a, id, "alice", "bob").unwrap();
-    let id = issued(&h, &a, &b);
-    end(id);
-    h.sweep(Instant::now() + Duration::from_secs(40));
-    assert_eq!(
-        h.close_private(&a, id, "alice", "bob").unwrap_err(),
-        Refusal::NotPending
-    );
-}
-
-#[test]
 fn the_sweep_frees_room_for_new_connect_ids() {
     let h = Hub::new(HubConfig {
         max_relays: 1,
