@@ -1,6 +1,6 @@
-//! Shared by the integration tests: where the built library is, tools that
-//! may be missing (a failure under CI=true, a skip otherwise), processes
-//! with time limits, and the digest the examples use.
+//! Shared by the integration tests: where the built library is, the tools
+//! they need (a missing one fails, unless CHINWAG_SKIP_TOOLS names it),
+//! processes with time limits, and the digest the examples use.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
@@ -42,22 +42,42 @@ pub fn shared_lib_name() -> &'static str {
     }
 }
 
-/// Whether `tool` runs. Missing under CI=true is a failure, not a skip.
+/// Names the tools this machine lacks on purpose, comma-separated
+/// (`CHINWAG_SKIP_TOOLS=cc,python3`): the tests that need one of them are
+/// skipped. Any other missing tool fails its test.
+pub const SKIP_TOOLS: &str = "CHINWAG_SKIP_TOOLS";
+
+/// Whether `tool` runs. A missing tool fails the test unless
+/// `CHINWAG_SKIP_TOOLS` names it, in which case the caller skips (false).
 pub fn require(tool: &str) -> bool {
-    let ok = Command::new(tool)
+    let skip = std::env::var(SKIP_TOOLS).unwrap_or_default();
+    require_with(tool, runs(tool), &skip)
+}
+
+/// Whether `tool --version` runs and succeeds.
+pub fn runs(tool: &str) -> bool {
+    Command::new(tool)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required under CI=true but does not run");
-        }
-        eprintln!("SKIPPED: {tool} not available");
+        .unwrap_or(false)
+}
+
+/// [`require`] with what the machine and the environment say passed in.
+pub fn require_with(tool: &str, runs: bool, skip_list: &str) -> bool {
+    if runs {
+        return true;
     }
-    ok
+    if skip_list.split(',').any(|t| t.trim() == tool) {
+        eprintln!("SKIPPED: {tool} not available, and {SKIP_TOOLS} says so");
+        return false;
+    }
+    panic!(
+        "{tool} is required but does not run; to skip the tests that need it, \
+         set {SKIP_TOOLS}={tool}"
+    );
 }
 
 /// Run to completion within `limit`, or kill it and fail.
