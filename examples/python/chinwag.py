@@ -10,6 +10,7 @@ The library is found through $CHINWAG_LIB (a path to libchinwag.so), then
 the target/ directories of this checkout, then the system search path.
 """
 
+import array
 import ctypes
 import ctypes.util
 import enum
@@ -21,6 +22,8 @@ __all__ = [
     "Client", "Event", "Stream", "Call", "HistoryEntry", "version", "lib",
     "voice_packet", "voice_frame", "VOICE_MAX_FRAME", "BABEL_MAX_VOICE",
     "RoomMode", "Room", "ROOMS_RETRY_MS", "ROOMS_TRIES",
+    "AudioSide", "AudioStats", "audio_devices", "SAMPLE_RATE", "FRAME_SAMPLES",
+    "PCM_MAX_FRAMES",
 ]
 
 
@@ -53,6 +56,9 @@ class Result(enum.IntEnum):
     NO_SUCH_ROOM = 701
     ROOM_FULL = 702
     NOT_IN_ROOM = 703
+    NO_DEVICE = 800
+    DEVICE_FAILED = 801
+    NO_DEVICE_SUPPORT = 802
     PANIC = 900
     INTERNAL = 901
 
@@ -100,6 +106,12 @@ class Room(tuple):
 
     def __repr__(self):
         return "Room(%r, %s, %d)" % (self.name, self.mode.name, self.clients)
+
+
+class AudioSide(enum.IntEnum):
+    """Which end of a call's audio: what it sends, or what it plays."""
+    MICROPHONE = 1
+    SPEAKER = 2
 
 
 class Dialect(enum.IntEnum):
@@ -154,8 +166,45 @@ BABEL_MAX_VOICE = 65536
 # Rooms: a request is sent every ROOMS_RETRY_MS, at most ROOMS_TRIES times.
 ROOMS_RETRY_MS = 100
 ROOMS_TRIES = 5
+# Call audio: 48 kHz interleaved int16 PCM, cw_call_channels() channels,
+# encoded 20 ms (FRAME_SAMPLES sample frames) at a time; at most
+# PCM_MAX_FRAMES per push or pull.
+SAMPLE_RATE = 48000
+FRAME_SAMPLES = 960
+PCM_MAX_FRAMES = 48000
 _res = ctypes.c_int
 _str = ctypes.c_char_p
+
+
+class AudioStats(ctypes.Structure):
+    """A call's statistics (cw_audio_stats): counters since the call began,
+    delays in milliseconds; rtt_ms and remote_loss_pct are -1 when unknown."""
+    _fields_ = [
+        ("packets_sent", ctypes.c_uint64),
+        ("packets_received", ctypes.c_uint64),
+        ("packets_lost", ctypes.c_uint64),
+        ("packets_late", ctypes.c_uint64),
+        ("packets_duplicate", ctypes.c_uint64),
+        ("frames_concealed", ctypes.c_uint64),
+        ("frames_concealed_fec", ctypes.c_uint64),
+        ("frames_dropped", ctypes.c_uint64),
+        ("bytes_sent", ctypes.c_uint64),
+        ("bytes_received", ctypes.c_uint64),
+        ("playout_delay_ms", ctypes.c_double),
+        ("target_delay_ms", ctypes.c_double),
+        ("jitter_ms", ctypes.c_double),
+        ("rtt_ms", ctypes.c_double),
+        ("send_bitrate", ctypes.c_uint32),
+        ("recv_bitrate", ctypes.c_uint32),
+        ("expected_loss_pct", ctypes.c_int32),
+        ("remote_loss_pct", ctypes.c_int32),
+    ]
+
+    def as_dict(self):
+        return {name: getattr(self, name) for name, _ in self._fields_}
+
+    def __repr__(self):
+        return "AudioStats(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
 
 # (name, restype, argtypes) for every exported function.
 _SIGNATURES = [
@@ -230,6 +279,21 @@ _SIGNATURES = [
                                   _size_p]),
     ("cw_call_hangup", _res, [_c_call_p]),
     ("cw_call_free", None, [_c_call_p]),
+    # call audio (babel and accounts)
+    ("cw_client_place_voice_call", _res, [_c_client_p, _str, _str]),
+    ("cw_client_answer_voice_call", _res, [_c_client_p, _str, _str]),
+    ("cw_client_set_voice_ports", _res, [_c_client_p, ctypes.c_uint16, ctypes.c_uint16]),
+    ("cw_call_channels", ctypes.c_uint32, [_c_call_p]),
+    ("cw_call_send_pcm", _res, [_c_call_p, ctypes.c_void_p, ctypes.c_size_t]),
+    ("cw_call_recv_pcm", _res, [_c_call_p, ctypes.c_void_p, ctypes.c_size_t]),
+    ("cw_call_stats", _res, [_c_call_p, ctypes.POINTER(AudioStats)]),
+    ("cw_call_use_devices", _res, [_c_call_p, _str, _str]),
+    ("cw_call_use_speaker", _res, [_c_call_p, _str]),
+    ("cw_call_use_microphone", _res, [_c_call_p, _str]),
+    ("cw_call_stop_devices", _res, [_c_call_p]),
+    ("cw_call_set_muted", _res, [_c_call_p, ctypes.c_int32, ctypes.c_int32]),
+    ("cw_call_set_volume", _res, [_c_call_p, ctypes.c_int32, ctypes.c_float]),
+    ("cw_audio_devices", _res, [ctypes.c_int32, ctypes.POINTER(_c_strings_p)]),
     # rooms
     ("cw_client_room_user_id", _res, [_c_client_p, ctypes.POINTER(ctypes.c_uint8)]),
     ("cw_client_room_create", _res, [_c_client_p, _str, ctypes.c_int32, ctypes.c_uint8,
@@ -392,13 +456,83 @@ class Stream:
         self.close()
 
 
+def audio_devices(side):
+    """Names of the microphones (AudioSide.MICROPHONE) or speakers
+    (AudioSide.SPEAKER), as Call.use_devices takes them. Raises
+    ChinwagError with code NO_DEVICE_SUPPORT in a build without devices."""
+    out = _c_strings_p()
+    _check(lib.cw_audio_devices(int(side), ctypes.byref(out)))
+    try:
+        return [_dec(lib.cw_strings_get(out, i)) for i in range(lib.cw_strings_count(out))]
+    finally:
+        lib.cw_strings_free(out)
+
+
 class Call:
-    """An open babel call: VoiceData payloads (one Opus packet each) both
-    ways over the peer-to-peer TCP connection."""
+    """An open call. Babel: the peer-to-peer TCP connection; accounts: the
+    UDP media of a call the library carries (place_voice_call).
+
+    Either bring your own codec (send/recv: raw payloads) or let the call
+    do the audio: send_pcm/recv_pcm (48 kHz int16, `channels` interleaved:
+    2 for babel, 1 for accounts), or use_devices for the sound card. The
+    first receive of either kind decides which one this call uses."""
 
     def __init__(self, handle):
         self._h = handle
         self.peer = _dec(lib.cw_call_peer(handle))
+        self.channels = lib.cw_call_channels(handle)
+
+    def send_pcm(self, samples):
+        """Push PCM: an array('h'), bytes of native int16, or a sequence of
+        ints; a whole number of sample frames (len / channels), at most
+        PCM_MAX_FRAMES. Complete 20 ms frames are encoded and sent now."""
+        if not isinstance(samples, (array.array, bytes, bytearray)):
+            samples = array.array("h", samples)
+        data = bytes(samples) if not isinstance(samples, array.array) else samples.tobytes()
+        count = len(data) // 2
+        if count % self.channels:
+            raise ChinwagError(Result.INVALID_ARGUMENT,
+                               "%d samples is not whole %d-channel frames" % (count, self.channels))
+        _check(lib.cw_call_send_pcm(self._handle(), data, count // self.channels))
+
+    def recv_pcm(self, frames=FRAME_SAMPLES):
+        """What to play next: an array('h') of frames * channels samples,
+        always full (decoded, concealed or silence); never blocks. Raises
+        Closed once the call is over and everything received was played."""
+        buf = (ctypes.c_int16 * (frames * self.channels))()
+        _check(lib.cw_call_recv_pcm(self._handle(), buf, frames))
+        out = array.array("h")
+        out.frombytes(bytes(buf))
+        return out
+
+    def stats(self):
+        """The call's AudioStats now."""
+        out = AudioStats()
+        _check(lib.cw_call_stats(self._handle(), ctypes.byref(out)))
+        return out
+
+    def use_devices(self, microphone=None, speaker=None):
+        """Play on a speaker and capture from a microphone (None: the
+        defaults). Raises ChinwagError with code NO_DEVICE, DEVICE_FAILED or
+        NO_DEVICE_SUPPORT."""
+        _check(lib.cw_call_use_devices(self._handle(), _enc(microphone), _enc(speaker)))
+
+    def use_speaker(self, name=None):
+        _check(lib.cw_call_use_speaker(self._handle(), _enc(name)))
+
+    def use_microphone(self, name=None):
+        _check(lib.cw_call_use_microphone(self._handle(), _enc(name)))
+
+    def stop_devices(self):
+        _check(lib.cw_call_stop_devices(self._handle()))
+
+    def set_muted(self, side, muted=True):
+        """Mute or unmute AudioSide.MICROPHONE or AudioSide.SPEAKER."""
+        _check(lib.cw_call_set_muted(self._handle(), int(side), 1 if muted else 0))
+
+    def set_volume(self, side, volume):
+        """1.0 unchanged, 0.0 silent, at most 2.0."""
+        _check(lib.cw_call_set_volume(self._handle(), int(side), float(volume)))
 
     def _handle(self):
         if not self._h:
@@ -406,7 +540,8 @@ class Call:
         return self._h
 
     def send(self, payload):
-        """Send one payload (at most BABEL_MAX_VOICE bytes)."""
+        """Send one payload of your own codec (babel: at most
+        BABEL_MAX_VOICE bytes; accounts: VOICE_MAX_FRAME)."""
         payload = bytes(payload)
         _check(lib.cw_call_send_voice(self._handle(), payload, len(payload)))
 
@@ -448,7 +583,7 @@ class Event:
     result: the cause of ERROR/DISCONNECTED/PRIVATE_FAILED; stream: the
     Stream of PRIVATE_ESTABLISHED (yours to close); address, port: the
     peer's end point of CALL_INCOMING/CALL_ACCEPTED (else None, 0); call:
-    the Call of CALL_ESTABLISHED (babel; yours to close); room_mode: the
+    the Call of CALL_ESTABLISHED (yours to close); room_mode: the
     RoomMode of ROOM_INVITATION (rooms: peer invites into the room `text`).
     """
 
@@ -606,6 +741,21 @@ class Client:
 
     def answer_call(self, pseudo, port, addr=None):
         _check(lib.cw_client_answer_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
+
+    def place_voice_call(self, pseudo, addr=None):
+        """Accounts and babel: ring for a call the library carries (its
+        audio included); take the Call from the CALL_ESTABLISHED event."""
+        _check(lib.cw_client_place_voice_call(self._handle(), _enc(pseudo), _enc(addr)))
+
+    def answer_voice_call(self, pseudo, addr=None):
+        """Accounts and babel: answer a ringing call with a call the library
+        carries; CALL_ESTABLISHED follows."""
+        _check(lib.cw_client_answer_voice_call(self._handle(), _enc(pseudo), _enc(addr)))
+
+    def set_voice_ports(self, local=0, advertised=0):
+        """Where library-carried calls listen (0: any port) and the port
+        their signalling names instead (0: the local one), e.g. for a NAT."""
+        _check(lib.cw_client_set_voice_ports(self._handle(), int(local), int(advertised)))
 
     # -- babel dialect (Dialect.BABEL): login(name), place_call, refuse_call
     # and hangup_call above are shared --

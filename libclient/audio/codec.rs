@@ -142,7 +142,8 @@ impl Encoder {
     /// Protect against `pct` percent loss (clamped to the profile's range).
     /// Does nothing for a profile without FEC.
     pub fn set_expected_loss(&mut self, pct: u8) -> Result<(), AudioError> {
-        if !self.profile.fec() {
+        // FEC switched off (set_fec) stays off.
+        if !self.profile.fec() || self.loss_pct == 0 {
             return Ok(());
         }
         let pct = pct.clamp(MIN_LOSS_PCT, MAX_LOSS_PCT);
@@ -152,6 +153,22 @@ impl Encoder {
                 .map_err(|e| codec_err("cannot set the expected loss", e))?;
             self.loss_pct = pct;
         }
+        Ok(())
+    }
+
+    /// Turn in-band FEC on or off (a profile without FEC stays without). Off,
+    /// packets carry no redundancy and the expected loss reads 0; on again,
+    /// protection resumes at [`DEFAULT_LOSS_PCT`] until reports say more.
+    pub fn set_fec(&mut self, on: bool) -> Result<(), AudioError> {
+        if !self.profile.fec() || on == (self.loss_pct > 0) {
+            return Ok(());
+        }
+        let pct = if on { DEFAULT_LOSS_PCT } else { 0 };
+        self.inner
+            .set_inband_fec(on)
+            .and_then(|()| self.inner.set_packet_loss_perc(i32::from(pct)))
+            .map_err(|e| codec_err("cannot switch FEC", e))?;
+        self.loss_pct = pct;
         Ok(())
     }
 

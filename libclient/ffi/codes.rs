@@ -16,6 +16,7 @@ use crate::core::{ErrorKind, EventKind};
 /// - 500..599: calls and audio (accounts and babel)
 /// - 600..699: accounts (registration, friends, stored messages, history)
 /// - 700..799: rooms
+/// - 800..899: audio devices (speakers and microphones)
 /// - 900..999: faults inside the library
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -80,6 +81,14 @@ pub enum cw_result {
     CW_ROOM_FULL = 702,
     /// Rooms: the call needs a private room and this client is in the public one.
     CW_NOT_IN_ROOM = 703,
+    /// Audio: no such speaker or microphone, or none at all (a machine
+    /// without a sound card); cw_last_error names the device.
+    CW_NO_DEVICE = 800,
+    /// Audio: the device exists but could not be opened or stopped working.
+    CW_DEVICE_FAILED = 801,
+    /// Audio: this libchinwag was built without device support (cargo
+    /// feature `device`); the PCM functions work.
+    CW_NO_DEVICE_SUPPORT = 802,
     /// A panic was caught at the C boundary; the handle may be unusable.
     /// As the cw_event_result of a CW_EVENT_ERROR: a library thread
     /// panicked, and the client is closed.
@@ -90,7 +99,7 @@ pub enum cw_result {
 
 impl cw_result {
     /// Every defined code, for `cw_result_str` and the tests.
-    pub const ALL: [cw_result; 30] = [
+    pub const ALL: [cw_result; 33] = [
         cw_result::CW_OK,
         cw_result::CW_TIMEOUT,
         cw_result::CW_CLOSED,
@@ -119,6 +128,9 @@ impl cw_result {
         cw_result::CW_NO_SUCH_ROOM,
         cw_result::CW_ROOM_FULL,
         cw_result::CW_NOT_IN_ROOM,
+        cw_result::CW_NO_DEVICE,
+        cw_result::CW_DEVICE_FAILED,
+        cw_result::CW_NO_DEVICE_SUPPORT,
         cw_result::CW_PANIC,
         cw_result::CW_INTERNAL,
     ];
@@ -155,6 +167,9 @@ impl cw_result {
             CW_NO_SUCH_ROOM => "no such room\0",
             CW_ROOM_FULL => "the room is full\0",
             CW_NOT_IN_ROOM => "not in a private room\0",
+            CW_NO_DEVICE => "no such audio device\0",
+            CW_DEVICE_FAILED => "the audio device failed\0",
+            CW_NO_DEVICE_SUPPORT => "built without audio device support\0",
             CW_PANIC => "internal panic caught at the C boundary\0",
             CW_INTERNAL => "internal error\0",
         }
@@ -319,6 +334,9 @@ impl From<ErrorKind> for cw_result {
             ErrorKind::NoSuchRoom => CW_NO_SUCH_ROOM,
             ErrorKind::RoomFull => CW_ROOM_FULL,
             ErrorKind::NotInRoom => CW_NOT_IN_ROOM,
+            ErrorKind::NoDevice => CW_NO_DEVICE,
+            ErrorKind::DeviceFailed => CW_DEVICE_FAILED,
+            ErrorKind::DeviceSupportMissing => CW_NO_DEVICE_SUPPORT,
             ErrorKind::Panic => CW_PANIC,
             ErrorKind::Internal => CW_INTERNAL,
         }

@@ -15,6 +15,7 @@
 
 mod accounts;
 mod babel;
+mod call;
 mod client;
 pub mod codes;
 mod dispatch;
@@ -34,6 +35,7 @@ pub use dispatch::Client;
 
 pub use accounts::*;
 pub use babel::*;
+pub use call::*;
 pub use client::*;
 pub use event::*;
 pub use rooms::*;
