@@ -1,6 +1,8 @@
 //! The media path of an accounts call the library carries: one UDP socket
 //! per call, datagrams sent to the end point the call signalling gave
-//! (141/143), and only datagrams from the peer's address taken in. It moves
+//! (141/143), and only datagrams from that same end point taken in (the
+//! peer sends from the socket it named), so nobody else can play into a
+//! call without spoofing its peer. It moves
 //! whole datagrams; what they carry is `call::wire`'s business. A server
 //! relay would be another pair of `VoiceOut`/`VoiceIn` over the same units.
 
@@ -71,7 +73,7 @@ pub(super) fn transport(
         sock: sock
             .try_clone()
             .map_err(|e| Error::new(ErrorKind::Io, format!("call socket: {e}")))?,
-        peer_ip: peer.ip().to_canonical(),
+        peer: canonical(peer),
         stop: stop.clone(),
         // One byte more than the largest voice packet, to see a bigger one.
         buf: vec![0; MAX_MEDIA_PACKET + 1],
@@ -108,9 +110,14 @@ impl VoiceOut for Sender {
     }
 }
 
+/// IPv4-mapped IPv6 addresses as IPv4, so both spellings compare equal.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
 struct Datagrams {
     sock: UdpSocket,
-    peer_ip: IpAddr,
+    peer: SocketAddr,
     stop: Arc<AtomicBool>,
     buf: Vec<u8>,
     /// Datagrams dropped because they came from elsewhere or were too big.
@@ -123,7 +130,7 @@ impl VoiceIn for Datagrams {
             return Err(Error::new(ErrorKind::Closed, "the call is over"));
         }
         match self.sock.recv_from(&mut self.buf) {
-            Ok((n, from)) if from.ip().to_canonical() == self.peer_ip && n <= MAX_MEDIA_PACKET => {
+            Ok((n, from)) if canonical(from) == self.peer && n <= MAX_MEDIA_PACKET => {
                 Ok(Some(self.buf[..n].to_vec()))
             }
             Ok((n, from)) => {

@@ -3,6 +3,9 @@
 //! with time limits, and the digest the examples use.
 #![allow(dead_code)]
 
+pub mod forwarder;
+pub mod signal;
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -171,4 +174,46 @@ pub const FNV_PRIME: u64 = 0x100000001b3;
 pub fn fnv1a(data: &[u8]) -> u64 {
     data.iter()
         .fold(FNV_OFFSET, |h, b| (h ^ *b as u64).wrapping_mul(FNV_PRIME))
+}
+
+/// The email and password the tests give the account `name`.
+pub fn account_email(name: &str) -> String {
+    format!("{name}@example.org")
+}
+
+pub fn account_password(name: &str) -> String {
+    format!("pw-{name}-secret")
+}
+
+/// Register accounts `a` and `b` and make them friends, with Rust clients
+/// that then close; returns once the server has both offline again, so
+/// the programs under test can log in as them.
+pub fn befriend(srv: &chinwagd::Server, a: &str, b: &str) {
+    use chinwag::AccountsClient;
+    let limit = Some(Duration::from_secs(20));
+    let port = srv.accounts_addr().port();
+    let login = |name: &str| {
+        let c = AccountsClient::connect("127.0.0.1", port).unwrap();
+        c.register(&account_email(name), name, &account_password(name), limit)
+            .unwrap();
+        c.login_password(&account_email(name), &account_password(name), limit)
+            .unwrap();
+        c
+    };
+    let (ca, cb) = (login(a), login(b));
+    ca.request_friend(b, limit).unwrap();
+    cb.accept_friend(a, limit).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ca.list_friends(limit).unwrap() != [b] {
+        assert!(
+            Instant::now() < deadline,
+            "{a} and {b} did not become friends"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop((ca, cb));
+    while srv.hub().online(a).is_some() || srv.hub().online(b).is_some() {
+        assert!(Instant::now() < deadline, "{a} and {b} stay online");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
