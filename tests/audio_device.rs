@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
 mod ffi_common;
 
 use chinwag::audio::device::{input_devices, output_devices, Microphone, Speaker};
 use chinwag::audio::AudioError;
+use common::signal::power;
 
 /// Where the child finds its working directory.
 const CHILD_DIR: &str = "CHINWAG_AUDIO_TEST_DIR";
@@ -122,18 +124,6 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 fn sine(freq: f64, i: usize) -> f64 {
     (2.0 * std::f64::consts::PI * freq * i as f64 / RATE as f64).sin()
-}
-
-/// Goertzel power of `freq` in mono samples.
-fn power(x: &[i16], freq: f64) -> f64 {
-    let c = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE as f64).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &s in x {
-        let s0 = f64::from(s) + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - c * s1 * s2
 }
 
 fn read_s16(path: &Path) -> Vec<i16> {

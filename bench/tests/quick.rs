@@ -40,6 +40,7 @@ fn quick_run_of_every_workload_succeeds() {
         "relay",
         "idle",
         "accounts",
+        "audio",
     ] {
         assert!(
             text.contains(&format!("\"workload\":\"{workload}\"")),

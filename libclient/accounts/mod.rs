@@ -327,14 +327,13 @@ impl Accounts {
 /// 141: our call was answered. A call the library carries starts now.
 fn call_accepted(acc: &Arc<Accounts>, pseudo: String, addr: String, port: u16) {
     let mut calls = acc.calls.lock();
+    // Told first in every case (a call cancelled meanwhile included).
+    acc.core.emit(Event::CallAccepted {
+        peer: pseudo.clone(),
+        addr: addr.clone(),
+        port,
+    });
     let Some(stage) = calls.get_mut(&pseudo) else {
-        drop(calls);
-        // Not ours (cancelled meanwhile): tell the application anyway.
-        acc.core.emit(Event::CallAccepted {
-            peer: pseudo,
-            addr,
-            port,
-        });
         return;
     };
     let media = match stage {
@@ -343,19 +342,8 @@ fn call_accepted(acc: &Arc<Accounts>, pseudo: String, addr: String, port: u16) {
     };
     let Some((sock, token)) = media else {
         *stage = Stage::Active { call: None };
-        drop(calls);
-        acc.core.emit(Event::CallAccepted {
-            peer: pseudo,
-            addr,
-            port,
-        });
         return;
     };
-    acc.core.emit(Event::CallAccepted {
-        peer: pseudo.clone(),
-        addr: addr.clone(),
-        port,
-    });
     let refused = match acc.start_call(&mut calls, &pseudo, token, sock, &addr, port) {
         Ok(call) => acc.core.push(Event::CallEstablished {
             peer: pseudo,

@@ -9,8 +9,9 @@ use super::accounts::{cw_strings, strings};
 use super::client::cw_client;
 use super::codes::cw_result;
 use super::event::cw_event;
+use super::timeout;
 use super::Failure;
-use super::{arg_ref, arg_str, c_string, check_out, guard, null, run, timeout};
+use super::{arg_ref, arg_slice, arg_slice_mut, arg_str, c_string, check_out, guard, null, run};
 use crate::call::{input_devices, output_devices, Call, CallStats, Side, MAX_PCM_FRAMES};
 use crate::core::{Event, VoicePorts};
 
@@ -311,14 +312,7 @@ pub unsafe extern "C" fn cw_call_send_voice(
     // says so).
     run(|| unsafe {
         let c = arg_ref(call, "call")?;
-        let payload = if len == 0 {
-            &[][..]
-        } else if data.is_null() {
-            return Err(null("data"));
-        } else {
-            std::slice::from_raw_parts(data, len)
-        };
-        Ok(c.inner.send(payload)?)
+        Ok(c.inner.send(arg_slice(data, len, "data")?)?)
     })
 }
 
@@ -355,14 +349,9 @@ pub unsafe extern "C" fn cw_call_recv_voice(
     run(|| unsafe {
         check_out(got, "got")?;
         let c = arg_ref(call, "call")?;
-        let slice = if cap == 0 {
-            &mut [][..]
-        } else if buf.is_null() {
-            return Err(null("buf"));
-        } else {
-            std::slice::from_raw_parts_mut(buf, cap)
-        };
-        *got = c.inner.recv_into(slice, timeout(timeout_ms))?;
+        *got = c
+            .inner
+            .recv_into(arg_slice_mut(buf, cap, "buf")?, timeout(timeout_ms))?;
         Ok(())
     })
 }
@@ -391,14 +380,7 @@ pub unsafe extern "C" fn cw_call_send_pcm(
     run(|| unsafe {
         let c = arg_ref(call, "call")?;
         let samples = pcm_len(frames, c.inner.channels())?;
-        let pcm = if samples == 0 {
-            &[][..]
-        } else if pcm.is_null() {
-            return Err(null("pcm"));
-        } else {
-            std::slice::from_raw_parts(pcm, samples)
-        };
-        Ok(c.inner.send_pcm(pcm)?)
+        Ok(c.inner.send_pcm(arg_slice(pcm, samples, "pcm")?)?)
     })
 }
 
@@ -428,14 +410,7 @@ pub unsafe extern "C" fn cw_call_recv_pcm(
     run(|| unsafe {
         let c = arg_ref(call, "call")?;
         let samples = pcm_len(frames, c.inner.channels())?;
-        let out = if samples == 0 {
-            &mut [][..]
-        } else if out.is_null() {
-            return Err(null("out"));
-        } else {
-            std::slice::from_raw_parts_mut(out, samples)
-        };
-        Ok(c.inner.recv_pcm(out)?)
+        Ok(c.inner.recv_pcm(arg_slice_mut(out, samples, "out")?)?)
     })
 }
 

@@ -480,14 +480,7 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
     });
     let at = |s: f64| t0 + Duration::from_secs_f64(s);
     let concealed_between = |from: Instant, to: Instant| {
-        let c = |t: Instant| {
-            sb.trace
-                .iter()
-                .filter(|e| e.0 <= t)
-                .map(|e| e.1)
-                .last()
-                .unwrap_or(0)
-        };
+        let c = |t: Instant| sb.trace.iter().rfind(|e| e.0 <= t).map_or(0, |e| e.1);
         c(to) - c(from)
     };
     let up = concealed_between(at(phase), at(2.0 * phase)) as f64;
