@@ -134,6 +134,19 @@ fn pair(
     run: &str,
     n: u32,
 ) -> Result<Pair, String> {
+    pair_seeded(target, t, imp, run, n, u64::from(n))
+}
+
+/// As `pair`, with the path's random generators seeded by `seed` (the same
+/// seed gives the same losses to the same sequence of datagrams).
+fn pair_seeded(
+    target: &Target,
+    t: Transport,
+    imp: Option<Impairment>,
+    run: &str,
+    n: u32,
+    seed: u64,
+) -> Result<Pair, String> {
     let e = |e: chinwag::Error| e.to_string();
     let (na, nb) = names(run, n);
     match t {
@@ -145,7 +158,7 @@ fn pair(
             b.login(&nb, WAIT).map_err(e)?;
             let proxy = match imp {
                 Some(imp) => {
-                    let p = Proxy::start(u64::from(n), imp.jitter)?;
+                    let p = Proxy::start(seed, imp.jitter)?;
                     a.set_voice_ports(VoicePorts {
                         local: 0,
                         advertised: p.port,
@@ -195,7 +208,7 @@ fn pair(
             }
             let fwd = match imp {
                 Some(imp) => {
-                    let f = Forwarder::start(u64::from(n), imp)?;
+                    let f = Forwarder::start(seed, imp)?;
                     a.set_voice_ports(VoicePorts {
                         local: 0,
                         advertised: f.caller_port,
@@ -422,7 +435,14 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
             signal::write_16k(&reference, &speech)?;
             for (key, label, loss, recovery, goal) in conditions {
                 let imp = Impairment { loss, jitter: Duration::ZERO };
-                let p = pair(target, Transport::Accounts, Some(imp), &o.run_id, next())?;
+                // One seed per loss model: with and without recovery meet
+                // the same losses.
+                let seed = match loss {
+                    Loss::None => 1,
+                    Loss::Random(_) => 2,
+                    Loss::Bursts { .. } => 3,
+                };
+                let p = pair_seeded(target, Transport::Accounts, Some(imp), &o.run_id, next(), seed)?;
                 p.a.set_loss_recovery(recovery).map_err(|e| e.to_string())?;
                 p.b.set_loss_recovery(recovery).map_err(|e| e.to_string())?;
                 let (_, sb) = converse(&p, Script::once(&padded), Script::once(&[]), padded.len() / FRAME + 10);
@@ -433,7 +453,16 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
                         f.dropped.load(std::sync::atomic::Ordering::Relaxed) as f64,
                         f.forwarded.load(std::sync::atomic::Ordering::Relaxed) as f64,
                     );
-                    r.notes.push(format!("{key}: the forwarder dropped {:.1} %", 100.0 * d / (d + k).max(1.0)));
+                    let st = sb.last.unwrap_or_default();
+                    r.notes.push(format!(
+                        "{key}: the forwarder dropped {:.1} %; received {}, lost {}, concealed {} ({} from FEC), delay {:.0} ms",
+                        100.0 * d / (d + k).max(1.0),
+                        st.packets_received,
+                        st.packets_lost,
+                        st.frames_concealed,
+                        st.frames_concealed_fec,
+                        st.playout_delay_ms
+                    ));
                 }
                 match signal::pesq(py, &reference, &degraded) {
                     Ok(score) => r.fig(key, label, score, Unit::Score, goal),
