@@ -469,6 +469,7 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
                     Err(e) => r.problems.push(format!("{label}: {e}")),
                 }
             }
+            let _ = std::fs::remove_dir_all(&dir);
         }
     }
 
