@@ -371,6 +371,18 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
                 .push(format!("{label}: only {} markers found", ms.len()));
             continue;
         }
+        if let Some(st) = sb.last {
+            r.notes.push(format!(
+                "{key}: callee's buffer at the end: delay {:.0} ms, target {:.0} ms, jitter {:.1} ms; \
+                 concealed {}, late {}, dropped {}",
+                st.playout_delay_ms,
+                st.target_delay_ms,
+                st.jitter_ms,
+                st.frames_concealed,
+                st.packets_late,
+                st.frames_dropped
+            ));
+        }
         ms.sort_by(f64::total_cmp);
         let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
         let goal = goal.then_some(Goal::AtMost(50.0));
@@ -590,7 +602,8 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
 
     // A long call: drift (delay, frames) and memory.
     let p = pair(target, Transport::Accounts, None, &o.run_id, next())?;
-    let warm = if o.quick { 1.0 } else { 10.0 };
+    // Warm-up: 10 s, or a quarter of a short call.
+    let warm = (o.long_seconds / 4.0).min(10.0);
     let (sa, sb, rss0, s0) = std::thread::scope(|s| {
         let sc = Script::looping(&speech);
         let pr = &p;
