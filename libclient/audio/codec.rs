@@ -44,8 +44,8 @@ pub const MAX_LOSS_PCT: u8 = 40;
 /// Accounts bitrate: fullband speech in Opus's hybrid mode, whose SILK layer
 /// carries the FEC (Opus leaves it for CELT-only mode at higher rates).
 /// Measured with `chinwag-bench audio` (PESQ, wideband): 48 kbit/s scores
-/// 3.83 clean and 2.66 at 10 % random loss with FEC, against 3.34 and 2.48
-/// at 32 kbit/s; the FEC frames get better with the primary rate.
+/// 3.83 clean and 2.7–3.3 at 10 % random loss with FEC, against 3.34 and
+/// 2.5 at 32 kbit/s; the FEC frames get better with the primary rate.
 const ACCOUNTS_BITRATE: i32 = 48_000;
 /// Middle complexity: one call (encode and decode, both directions) costs
 /// 1.7 % of one core here, against 3.3 % at 8, for speech that SILK codes
