@@ -2,6 +2,7 @@
 //! prints a table plus one JSON line per workload. See `--help`.
 
 mod accounts;
+mod audio;
 mod conn;
 mod engine;
 mod hist;
@@ -39,6 +40,9 @@ WORKLOAD (default: all)
             in a conversation of --messages (1,000,000) messages, beside a bare
             SQLite point query on the same file, and another pair's 152 latency
             without and with a user paging as fast as the server answers
+  audio     real calls between two libchinwag clients (babel over TCP, accounts
+            over UDP) through the bench's own jittery/lossy paths: mouth-to-ear
+            latency, PESQ under loss (with --pesq), jitter recovery, CPU, a long call
 
 SERVER (default: start target-dir/release/chinwagd on a free port per workload)
   --server PATH        chinwagd binary to start
@@ -62,6 +66,12 @@ FANOUT / P2P
   --rate X             paced: total messages per second in (default 50)
   --window K           saturation: messages a sender may have undelivered (default 8;
                        p2p: per direction of a pair). Throughput grows with K: see the report
+
+AUDIO
+  --seconds T          length of each latency and CPU call (default 20)
+  --long-seconds T     length of the long call (default 600)
+  --pesq PYTHON        a Python with the `pesq` package (bench/audio/pesq.sh makes one)
+  --speech WAV         the test speech (default bench/audio/speech.wav)
 
 RELAY
   --bytes N            bulk bytes one way (default 4294967296; the run also stops at --seconds)
@@ -287,6 +297,8 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             todo.push(("accounts", Box::new(accounts_wl)));
             let n = if quick { 20_000 } else { 1_000_000 };
             todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
+            let ao = audio_opts(args, quick, &ctx.run_id)?;
+            todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
         }
         "fanout" => {
             let mode = match (
@@ -344,9 +356,13 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let seconds = args.or("seconds", if quick { 6.0 } else { 10.0 })?;
             todo.push(("slow", Box::new(move |c| slow_wl(c, clients, seconds))));
         }
+        "audio" => {
+            let ao = audio_opts(args, quick, &ctx.run_id)?;
+            todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
+        }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history, audio)"
             ))
         }
     }
@@ -390,6 +406,22 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         }
     }
     Ok(reports)
+}
+
+fn audio_opts(args: &Args, quick: bool, run_id: &str) -> Result<audio::AudioOpts, String> {
+    Ok(audio::AudioOpts {
+        quick,
+        seconds: args.or("seconds", if quick { 3.0 } else { 20.0 })?,
+        long_seconds: args.or("long-seconds", if quick { 4.0 } else { 600.0 })?,
+        pesq: args.get("pesq")?,
+        speech: args.or("speech", audio::default_speech())?,
+        run_id: run_id.to_string(),
+    })
+}
+
+fn audio_wl(c: &Ctx, o: &audio::AudioOpts) -> Result<Report, String> {
+    let t = c.spec.start()?;
+    audio::audio(&t, o)
 }
 
 fn cores() -> usize {

@@ -12,6 +12,8 @@ pub enum Unit {
     GBps,
     Pct,
     Count,
+    /// A score such as PESQ's MOS-LQO.
+    Score,
 }
 
 impl Unit {
@@ -27,6 +29,7 @@ impl Unit {
             Unit::GBps => format!("{v:.2} GB/s"),
             Unit::Pct => format!("{v:.2} %"),
             Unit::Count => format!("{v:.0}"),
+            Unit::Score => format!("{v:.2}"),
         }
     }
 }

@@ -11,6 +11,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The accounts dialect's listener, when known.
     pub accounts: Option<SocketAddr>,
+    /// The babel dialect's listener, when known.
+    pub babel: Option<SocketAddr>,
     pub pid: Option<u32>,
     child: Option<Child>,
 }
@@ -86,6 +88,7 @@ impl Spec {
             } => Ok(Target {
                 addr: *addr,
                 accounts: *accounts,
+                babel: None,
                 pid: *pid,
                 child: None,
             }),
@@ -95,6 +98,7 @@ impl Spec {
             } => {
                 let port = free_port()?;
                 let accounts_port = free_port()?;
+                let babel_port = free_port()?;
                 let mut cmd = Command::new(binary);
                 cmd.args([
                     "--bind",
@@ -102,7 +106,7 @@ impl Spec {
                     "--chatos-port",
                     &port.to_string(),
                     "--babel-port",
-                    "0",
+                    &babel_port.to_string(),
                     "--rooms-port",
                     "0",
                     "--registrations-per-minute",
@@ -127,6 +131,7 @@ impl Spec {
                 let mut t = Target {
                     addr,
                     accounts: Some(([127, 0, 0, 1], accounts_port).into()),
+                    babel: Some(([127, 0, 0, 1], babel_port).into()),
                     pid: Some(pid),
                     child: Some(child),
                 };

@@ -42,6 +42,7 @@ fn quick_run_of_every_workload_succeeds() {
         "slow",
         "accounts",
         "accounts-history",
+        "audio",
     ] {
         assert!(
             text.contains(&format!("\"workload\":\"{workload}\"")),

@@ -66,12 +66,26 @@ impl Level {
     }
 
     /// The factor applied to each sample now.
-    #[cfg_attr(not(feature = "device"), allow(dead_code))]
-    fn gain(&self) -> f32 {
+    pub(crate) fn gain(&self) -> f32 {
         if self.muted() {
             0.0
         } else {
             self.volume()
+        }
+    }
+
+    /// Apply the level to 16-bit samples in place (saturating).
+    pub(crate) fn apply(&self, samples: &mut [i16]) {
+        let g = self.gain();
+        if g == 1.0 {
+            return;
+        }
+        if g == 0.0 {
+            samples.fill(0);
+            return;
+        }
+        for s in samples {
+            *s = (f32::from(*s) * g).round().clamp(-32768.0, 32767.0) as i16;
         }
     }
 }

@@ -311,6 +311,37 @@ mod tests {
     }
 
     use super::*;
+    use crate::Redact;
+
+    #[test]
+    fn the_largest_frame_is_a_full_message_private() {
+        let full = Command::MessagePrivate {
+            from: "f".repeat(MAX_LOGIN),
+            to: "t".repeat(MAX_LOGIN),
+            text: "x".repeat(MAX_TEXT),
+        };
+        assert_eq!(full.to_bytes().len(), MAX_FRAME);
+        assert_eq!(MAX_FRAME, 1_097, "as docs/architecture.md says");
+    }
+
+    #[test]
+    fn log_form_hides_bodies() {
+        let m = Command::Message {
+            from: "al".into(),
+            text: "secret body".into(),
+        };
+        assert_eq!(m.redacted(), "Message { from: \"al\", text: <11 bytes> }");
+        let pm = Command::MessagePrivate {
+            from: "al".into(),
+            to: "bo".into(),
+            text: "secret".into(),
+        };
+        assert_eq!(
+            pm.redacted(),
+            "MessagePrivate { from: \"al\", to: \"bo\", text: <6 bytes> }"
+        );
+        assert_eq!(Command::LoginAccepted.redacted(), "LoginAccepted");
+    }
     use rand::{Rng, SeedableRng};
 
     fn hex(s: &str) -> Vec<u8> {

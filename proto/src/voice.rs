@@ -302,11 +302,11 @@ mod tests {
             Err(DecodeError::TooLong { .. })
         ));
         assert_eq!(
-            VoicePacket::decode(&b"CWVC\x03\x00".to_vec()),
+            VoicePacket::decode(b"CWVC\x03\x00"),
             Err(DecodeError::UnknownOpcode(3))
         );
         assert_eq!(
-            VoicePacket::decode(&b"CWAC\x01\x00\x00\x00\x00\x00\x00\x00".to_vec()),
+            VoicePacket::decode(b"CWAC\x01\x00\x00\x00\x00\x00\x00\x00"),
             Err(DecodeError::BadMagic(0x4357_4143))
         );
         let bad_flags = b"CWVC\x02\x02\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();

@@ -236,6 +236,13 @@ impl Server {
         &self.shared.hub
     }
 
+    /// The store, for test hooks such as [`Store::fail_commits`]; no client
+    /// can reach it.
+    #[doc(hidden)]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Connections currently open, all dialects together.
     pub fn connections(&self) -> usize {
         self.shared.registry.len()

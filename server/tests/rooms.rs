@@ -20,6 +20,8 @@ struct Client {
     server: SocketAddr,
     id: u8,
     seq: u16,
+    /// Requests sent again for want of an answer.
+    resends: usize,
 }
 
 impl Client {
@@ -30,6 +32,7 @@ impl Client {
             server,
             id: 0,
             seq: 0,
+            resends: 0,
         }
     }
 
@@ -66,7 +69,10 @@ impl Client {
             seq,
             body,
         };
-        for _ in 0..20 {
+        for attempt in 0..20 {
+            if attempt > 0 {
+                self.resends += 1;
+            }
             self.send_raw(&m);
             let deadline = Instant::now() + Duration::from_millis(100);
             while let Some(got) = self.recv_until(deadline) {
@@ -494,55 +500,76 @@ fn silent_clients_are_dropped() {
 }
 
 /// A UDP forwarder between clients and the server that drops a share of the
-/// datagrams in each direction (seeded, so a run is repeatable). Each client
-/// gets its own upstream socket, so the server sees one address per client.
+/// datagrams in each direction. Each client gets its own upstream socket, so
+/// the server sees one address per client, and each direction of each
+/// client its own generator, seeded from `seed` and the client's rank
+/// (order of first datagram): a flow's n-th datagram meets the same fate in
+/// every run, whatever the threads' timing.
 struct LossyProxy {
     front: std::sync::Arc<UdpSocket>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Datagrams dropped towards the server and towards the clients.
+    dropped: std::sync::Arc<[std::sync::atomic::AtomicUsize; 2]>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+const UP: usize = 0;
+const DOWN: usize = 1;
+
 impl LossyProxy {
     fn start(server: SocketAddr, loss_pct: u32, seed: u64) -> LossyProxy {
+        use rand::rngs::StdRng;
         use rand::{Rng, SeedableRng};
         use std::collections::HashMap;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        use std::sync::{Arc, Mutex};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         front
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
-        let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
-        let drop_it =
-            move |rng: &Mutex<rand::rngs::StdRng>| rng.lock().unwrap().gen_range(0..100) < loss_pct;
-        let (f2, s2, r2) = (front.clone(), stop.clone(), rng.clone());
+        let dropped = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+        let rng_for = move |rank: u64, dir: usize| {
+            StdRng::seed_from_u64(
+                seed ^ (rank << 8 | dir as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            )
+        };
+        let lose = move |rng: &mut StdRng, dropped: &[AtomicUsize; 2], dir: usize| {
+            let lost = rng.gen_range(0..100) < loss_pct;
+            if lost {
+                dropped[dir].fetch_add(1, Ordering::Relaxed);
+            }
+            lost
+        };
+        let (f2, s2, d2) = (front.clone(), stop.clone(), dropped.clone());
         let main = std::thread::spawn(move || {
-            let mut ups: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut ups: HashMap<SocketAddr, (Arc<UdpSocket>, StdRng)> = HashMap::new();
             let mut backs = Vec::new();
             let mut buf = [0u8; 8192];
             while !s2.load(Ordering::Acquire) {
                 let Ok((n, client)) = f2.recv_from(&mut buf) else {
                     continue;
                 };
-                let up = ups.entry(client).or_insert_with(|| {
+                let rank = ups.len() as u64;
+                let (up, up_rng) = ups.entry(client).or_insert_with(|| {
                     let u = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
                     u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                    let (u2, f3, s3, r3) = (u.clone(), f2.clone(), s2.clone(), r2.clone());
+                    let (u2, f3, s3, d3) = (u.clone(), f2.clone(), s2.clone(), d2.clone());
+                    let mut down_rng = rng_for(rank, DOWN);
                     backs.push(std::thread::spawn(move || {
                         let mut b = [0u8; 8192];
                         while !s3.load(Ordering::Acquire) {
                             let Ok((m, _)) = u2.recv_from(&mut b) else {
                                 continue;
                             };
-                            if !drop_it(&r3) {
+                            if !lose(&mut down_rng, &d3, DOWN) {
                                 let _ = f3.send_to(&b[..m], client);
                             }
                         }
                     }));
-                    u
+                    (u, rng_for(rank, UP))
                 });
-                if !drop_it(&r2) {
+                if !lose(up_rng, &d2, UP) {
                     let _ = up.send_to(&buf[..n], server);
                 }
             }
@@ -553,12 +580,17 @@ impl LossyProxy {
         LossyProxy {
             front,
             stop,
+            dropped,
             threads: vec![main],
         }
     }
 
     fn addr(&self) -> SocketAddr {
         self.front.local_addr().unwrap()
+    }
+
+    fn dropped(&self, dir: usize) -> usize {
+        self.dropped[dir].load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -579,20 +611,24 @@ fn texts_arrive_exactly_once_through_ten_percent_loss() {
     let b = Client::register(proxy.addr(), "bob");
     let c = Client::register(proxy.addr(), "carol");
     const N: usize = 30;
-    // Receivers acknowledge every copy and keep each server NUM_SEQ once.
+    // Receivers acknowledge every copy and keep each server NUM_SEQ once;
+    // copies after the first are the server's retransmissions.
     let collect = |x: Client| {
         std::thread::spawn(move || {
             let mut seen = std::collections::BTreeMap::new();
+            let mut copies = 0;
             let deadline = Instant::now() + Duration::from_secs(20);
             while seen.len() < N && Instant::now() < deadline {
                 if let Some(m) = x.recv_until(Instant::now() + Duration::from_millis(200)) {
                     x.ack(&m);
                     if let Body::Text { chat } = m.body {
-                        seen.entry(m.seq).or_insert(chat);
+                        if seen.insert(m.seq, chat).is_some() {
+                            copies += 1;
+                        }
                     }
                 }
             }
-            seen.into_values().collect::<Vec<_>>()
+            (seen.into_values().collect::<Vec<_>>(), copies)
         })
     };
     let (tb, tc) = (collect(b), collect(c));
@@ -605,13 +641,24 @@ fn texts_arrive_exactly_once_through_ten_percent_loss() {
         );
     }
     let want: std::collections::BTreeSet<String> = (0..N).map(|i| format!("m{i}")).collect();
-    for got in [tb.join().unwrap(), tc.join().unwrap()] {
+    let mut retransmitted = 0;
+    for (got, copies) in [tb.join().unwrap(), tc.join().unwrap()] {
         assert_eq!(got.len(), N, "each text once: {got:?}");
         assert_eq!(
             got.into_iter().collect::<std::collections::BTreeSet<_>>(),
             want
         );
+        retransmitted += copies;
     }
+    let (up, down) = (proxy.dropped(UP), proxy.dropped(DOWN));
+    eprintln!(
+        "dropped {up} up, {down} down; alice resent {}, the server's retransmissions seen {retransmitted}",
+        a.resends
+    );
+    // Otherwise the test proved nothing about recovery from loss.
+    assert!(up > 0 && down > 0, "nothing lost: {up} up, {down} down");
+    assert!(a.resends > 0, "alice never had to resend");
+    assert!(retransmitted > 0, "the server never had to retransmit");
 }
 
 #[test]

@@ -13,6 +13,8 @@ mod read;
 mod schema;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
@@ -48,6 +50,8 @@ const HISTORY_SQL: &str = "SELECT id, sender, body, sent FROM messages
 pub struct Store {
     tx: Sender<Msg>,
     reads: Option<std::sync::Arc<read::ReadPool>>,
+    /// Test hook: while set, every group commit fails (see `fail_commits`).
+    fail_commits: Arc<AtomicBool>,
 }
 
 /// The store thread's join handle; dropping it does not stop the thread,
@@ -127,11 +131,28 @@ impl Store {
         files::owner_only_companions(path);
         let reads = read::ReadPool::open(path, read::READERS)?.map(std::sync::Arc::new);
         let (tx, rx) = bounded(QUEUE);
+        let fail_commits = Arc::new(AtomicBool::new(false));
+        let fail = fail_commits.clone();
         let t = thread::Builder::new()
             .name("cw-store".into())
-            .spawn(move || run(conn, rx, commit_seconds))
+            .spawn(move || run(conn, rx, commit_seconds, &fail))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok((Store { tx, reads }, StoreThread(Some(t))))
+        Ok((
+            Store {
+                tx,
+                reads,
+                fail_commits,
+            },
+            StoreThread(Some(t)),
+        ))
+    }
+
+    /// Test hook, unreachable from the wire: while `on`, the COMMIT of every
+    /// group fails for real (a deferred foreign-key violation is added to
+    /// the transaction), so the tests can drive the failed-commit path.
+    #[doc(hidden)]
+    pub fn fail_commits(&self, on: bool) {
+        self.fail_commits.store(on, Ordering::Release);
     }
 
     /// Queue a job. Its database part runs inside the next group
@@ -184,6 +205,7 @@ fn run(
     mut conn: Connection,
     rx: Receiver<Msg>,
     commit_seconds: Option<prometheus_client::metrics::histogram::Histogram>,
+    fail_commits: &AtomicBool,
 ) {
     let mut stop = false;
     while !stop {
@@ -212,6 +234,12 @@ fn run(
                     let (after, ok) = guard::run_job(&tx, job);
                     afters.extend(after);
                     sound &= ok;
+                }
+                if fail_commits.load(Ordering::Acquire) {
+                    let _ = tx.execute_batch(
+                        "PRAGMA defer_foreign_keys = ON;
+                         INSERT INTO notices(user_id, code, pseudo) VALUES (0, 0, '');",
+                    );
                 }
                 let done = if sound {
                     tx.commit()
@@ -654,6 +682,219 @@ mod tests {
 
     fn mem() -> (Store, StoreThread) {
         Store::open(Path::new(":memory:")).unwrap()
+    }
+
+    /// A database file of its own, removed on drop.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(tag: &str) -> TempDb {
+            let dir = std::env::temp_dir().join(format!(
+                "cw-store-{tag}-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            TempDb(dir)
+        }
+
+        fn path(&self) -> std::path::PathBuf {
+            self.0.join("t.db")
+        }
+
+        /// What another process would see: committed rows only.
+        fn bodies(path: &Path) -> Vec<String> {
+            let other = Connection::open(path).unwrap();
+            let mut st = other
+                .prepare("SELECT body FROM messages ORDER BY id")
+                .unwrap();
+            let rows = st.query_map([], |r| r.get(0)).unwrap();
+            rows.map(Result::unwrap).collect()
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Two accounts to send messages between.
+    fn two_accounts(s: &Store) -> (u64, u64) {
+        s.call(|db| {
+            (
+                db.create_account("a@x.org", "alice", "h").unwrap(),
+                db.create_account("b@x.org", "bob", "h").unwrap(),
+            )
+        })
+        .unwrap()
+    }
+
+    /// Store `text` from a to b; the `after` reports (committed, what a
+    /// second connection to the same file sees at that moment).
+    fn store_message(
+        s: &Store,
+        path: &Path,
+        (a, b): (u64, u64),
+        text: &str,
+    ) -> crossbeam_channel::Receiver<(bool, Vec<String>)> {
+        let (tx, rx) = bounded(1);
+        let (path, text) = (path.to_path_buf(), text.to_owned());
+        s.submit(move |db| {
+            db.insert_message(a, b, &text, false).unwrap();
+            Some(Box::new(move |ok| {
+                let _ = tx.send((ok, TempDb::bodies(&path)));
+            }) as After)
+        })
+        .unwrap();
+        rx
+    }
+
+    #[test]
+    fn an_after_runs_once_its_row_is_visible_to_other_connections() {
+        let dir = TempDb::new("after");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        let ids = two_accounts(&s);
+        // Several jobs, likely in one group: each after sees its own row.
+        let answers: Vec<_> = (0..5)
+            .map(|i| store_message(&s, &path, ids, &format!("m{i}")))
+            .collect();
+        for (i, rx) in answers.into_iter().enumerate() {
+            let (ok, seen) = rx.recv_timeout(PATIENCE).unwrap();
+            assert!(ok, "job {i} committed");
+            assert!(
+                seen.contains(&format!("m{i}")),
+                "job {i}'s after ran before its row was committed: {seen:?}"
+            );
+        }
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn a_failed_commit_is_reported_to_every_after_and_keeps_nothing() {
+        let dir = TempDb::new("fail");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        let ids = two_accounts(&s);
+        s.fail_commits(true);
+        let (ok, seen) = store_message(&s, &path, ids, "lost")
+            .recv_timeout(PATIENCE)
+            .unwrap();
+        assert!(!ok, "the after was told the commit failed");
+        assert!(seen.is_empty(), "{seen:?}");
+        s.fail_commits(false);
+        let (ok, seen) = store_message(&s, &path, ids, "kept")
+            .recv_timeout(PATIENCE)
+            .unwrap();
+        assert!(ok);
+        assert_eq!(seen, vec!["kept"]);
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn lookups_answer_what_was_stored() {
+        let (s, t) = mem();
+        let clock = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64
+        };
+        let before = clock();
+        s.call(move |db| {
+            let a = db.create_account("a@x.org", "alice", "hash-a").unwrap();
+            let b = db.create_account("b@x.org", "bob", "hash-b").unwrap();
+            let found = db.account_by_email("A@X.ORG").expect("emails ignore case");
+            assert_eq!((found.id, found.pseudo.as_str()), (a, "alice"));
+            assert_eq!(found.hash, "hash-a");
+            assert!(db.account_by_email("c@x.org").is_none());
+            let mut all = db.all_pseudos();
+            all.sort();
+            assert_eq!(all, vec!["alice", "bob"]);
+            let created: i64 = db
+                .tx
+                .query_row(
+                    "SELECT created FROM accounts WHERE id = ?1",
+                    [a as i64],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!((before..=clock()).contains(&created), "{created}");
+            assert!(!db.are_friends(a, b));
+            assert!(!db.has_request(a, b));
+            assert!(db.add_request(a, b, false));
+            assert!(db.has_request(a, b));
+            assert!(!db.has_request(b, a), "a request has a direction");
+            db.add_notice(a, 124, "bob");
+            db.add_notice(a, 125, "carol");
+            db.add_notice(b, 124, "alice");
+            let notices: Vec<(u16, String)> = db
+                .take_notices(a)
+                .into_iter()
+                .map(|n| (n.code, n.pseudo))
+                .collect();
+            assert_eq!(notices, vec![(124, "bob".into()), (125, "carol".into())]);
+            assert!(db.take_notices(a).is_empty(), "taken once");
+            assert_eq!(db.take_notices(b).len(), 1);
+        })
+        .unwrap();
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn jobs_queued_together_commit_together_up_to_a_group() {
+        let dir = TempDb::new("group");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        let ids = two_accounts(&s);
+        // Hold the store thread while a group and one more job queue up.
+        let (holding, is_holding) = bounded::<()>(1);
+        let (release, held) = bounded::<()>(0);
+        s.submit(move |_| {
+            let _ = holding.send(());
+            let _ = held.recv();
+            None
+        })
+        .unwrap();
+        is_holding.recv_timeout(PATIENCE).unwrap();
+        let answers: Vec<_> = (0..=GROUP)
+            .map(|i| store_message(&s, &path, ids, &format!("m{i}")))
+            .collect();
+        release.send(()).unwrap();
+        let (ok, seen) = answers[0].recv_timeout(PATIENCE).unwrap();
+        assert!(ok);
+        // The first job's after runs once its whole group is committed: the
+        // group's last row is visible, the next group's first is not.
+        assert!(
+            seen.contains(&format!("m{}", GROUP - 1)),
+            "{} rows",
+            seen.len()
+        );
+        assert!(!seen.contains(&format!("m{GROUP}")), "{} rows", seen.len());
+        for rx in &answers[1..] {
+            assert!(rx.recv_timeout(PATIENCE).unwrap().0);
+        }
+        s.stop();
+        t.join();
+    }
+
+    #[test]
+    fn joining_the_stopped_store_waits_for_its_final_checkpoint() {
+        let dir = TempDb::new("checkpoint");
+        let path = dir.path();
+        let (s, t) = Store::open(&path).unwrap();
+        two_accounts(&s);
+        s.stop();
+        t.join();
+        // Everything is in the database file itself; the WAL is empty.
+        let wal = std::fs::metadata(path.with_extension("db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0);
     }
 
     #[test]

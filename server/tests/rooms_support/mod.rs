@@ -16,7 +16,7 @@ use chinwagd::{Config, Server};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Processes with time limits, shared with the library's tests.
-#[path = "../../../tests/common/mod.rs"]
+#[path = "../../../tests/common/tools.rs"]
 mod process;
 
 /// Set in a test process re-run inside a network namespace of its own.
