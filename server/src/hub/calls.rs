@@ -324,6 +324,8 @@ impl Hub {
         if to == from.name {
             return Err(Refusal::SelfTarget);
         }
+        // Calls that rang out no longer count (or block a new one).
+        self.expire_calls(now);
         let callee = self
             .online(to)
             .filter(|s| s.reach().calls)

@@ -577,8 +577,9 @@ struct Greeted {
 }
 
 impl Peer for Greeted {
-    fn deliver(&self, event: &Event<'_>) {
+    fn deliver(&self, event: &Event<'_>) -> bool {
         self.record(|| format!("{event:?}"));
+        true
     }
 }
 
@@ -687,14 +688,7 @@ fn no_broadcast_overtakes_the_login_answer() {
             h.broadcast(&flooder, "flooder", "flood").unwrap();
         })
     };
-    logins_race(&h, bg, |peer| Entry {
-        dialect: Dialect::Chatos,
-        ip: IP,
-        peer,
-        global_chat: true,
-        presence: false,
-        has_password: false,
-    });
+    logins_race(&h, bg, |peer| Entry::new(Dialect::Chatos, IP, peer));
 }
 
 #[test]
@@ -708,14 +702,7 @@ fn no_presence_event_overtakes_the_contact_list() {
             h.logout(&s);
         })
     };
-    logins_race(&h, bg, |peer| Entry {
-        dialect: Dialect::Babel,
-        ip: IP,
-        peer,
-        global_chat: false,
-        presence: true,
-        has_password: false,
-    });
+    logins_race(&h, bg, |peer| Entry::new(Dialect::Babel, IP, peer));
 }
 
 #[test]
@@ -758,9 +745,9 @@ fn logout_forgets_that_users_offers_and_requests_only() {
     let (carol, rc, _) = join_presence(&h, "carol");
     let (dave, _, _) = join_presence(&h, "dave");
     let (erin, _, _) = join_presence(&h, "erin");
-    h.offer_call(now, &alice, "bob", "", 1).unwrap();
-    h.offer_call(now, &erin, "alice", "", 1).unwrap();
-    h.offer_call(now, &carol, "dave", "", 1).unwrap();
+    h.offer_call(now, &alice, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &erin, "alice", babel("", 1)).unwrap();
+    h.offer_call(now, &carol, "dave", babel("", 1)).unwrap();
     h.request_private(now, &alice, "alice", "bob").unwrap();
     h.request_private(now, &erin, "erin", "alice").unwrap();
     h.request_private(now, &carol, "carol", "dave").unwrap();
@@ -768,11 +755,11 @@ fn logout_forgets_that_users_offers_and_requests_only() {
     let (alice, _, _) = join_presence(&h, "alice");
     // Whatever involved alice, either way round, is gone...
     assert_eq!(
-        h.refuse_call(now, &bob, "alice").unwrap_err(),
+        h.answer_call(now, &bob, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
     assert_eq!(
-        h.refuse_call(now, &alice, "erin").unwrap_err(),
+        h.answer_call(now, &alice, "erin", None).unwrap_err(),
         Refusal::NotPending
     );
     assert_eq!(
@@ -787,7 +774,7 @@ fn logout_forgets_that_users_offers_and_requests_only() {
     );
     // ...and what did not is still there.
     rc.take();
-    h.refuse_call(now, &dave, "carol").unwrap();
+    h.answer_call(now, &dave, "carol", None).unwrap();
     assert_eq!(rc.take(), vec![r#"CallRefused { by: "dave" }"#]);
     assert_eq!(
         h.answer_private(now, &dave, "carol", "dave", false),
@@ -807,27 +794,27 @@ fn call_offers_are_bounded_per_caller_and_live_until_their_expiry() {
     let (carol, _, _) = join_presence(&h, "carol");
     let (_dave, _, _) = join_presence(&h, "dave");
     let (erin, _, _) = join_presence(&h, "erin");
-    h.offer_call(now, &alice, "bob", "", 1).unwrap();
-    h.offer_call(now, &alice, "carol", "", 1).unwrap();
+    h.offer_call(now, &alice, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &alice, "carol", babel("", 1)).unwrap();
     assert_eq!(
-        h.offer_call(now, &alice, "dave", "", 1).unwrap_err(),
+        h.offer_call(now, &alice, "dave", babel("", 1)).unwrap_err(),
         Refusal::Limit
     );
     // Ringing again is not a new offer; other callers have their own count.
-    h.offer_call(now, &alice, "bob", "", 2).unwrap();
-    h.offer_call(now, &erin, "bob", "", 1).unwrap();
-    h.offer_call(now, &erin, "carol", "", 1).unwrap();
+    h.offer_call(now, &alice, "bob", babel("", 2)).unwrap();
+    h.offer_call(now, &erin, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &erin, "carol", babel("", 1)).unwrap();
     // An offer is live while its expiry is still ahead.
     let expiry = now + CALL_OFFER_TTL;
     let just_before = expiry - Duration::from_millis(1);
-    h.refuse_call(just_before, &carol, "erin").unwrap();
+    h.answer_call(just_before, &carol, "erin", None).unwrap();
     assert_eq!(
-        h.refuse_call(expiry, &bob, "erin").unwrap_err(),
+        h.answer_call(expiry, &bob, "erin", None).unwrap_err(),
         Refusal::NotPending
     );
     // At their expiry, alice's offers stop counting against her.
-    h.offer_call(expiry, &alice, "dave", "", 1).unwrap();
-    h.offer_call(expiry, &alice, "erin", "", 1).unwrap();
+    h.offer_call(expiry, &alice, "dave", babel("", 1)).unwrap();
+    h.offer_call(expiry, &alice, "erin", babel("", 1)).unwrap();
     // The sweep forgets expired offers, and only those.
     h.sweep(expiry);
     assert_eq!(h.calls.lock().len(), 2, "alice's two new offers");

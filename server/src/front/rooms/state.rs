@@ -42,6 +42,9 @@ pub const UNCONFIRMED_IN_FLIGHT: usize = 4;
 /// after its client left (so a late DECONNEXION or keep-alive is answered).
 pub const PROVED_FOR: Duration = Duration::from_secs(600);
 const PROVED_KEPT: usize = 4096;
+/// Copies of a request at the hub answered once its answer is in (a client
+/// retransmits every T; more than this would only be a flood).
+const COPIES_WHILE_AT_HUB: u8 = 4;
 /// How often idle clients, old invitations and per-address state are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -209,6 +212,10 @@ pub struct Rooms<S> {
     by_name: HashMap<String, u8>,
     /// Ids promised to tickets still at the hub.
     reserved: HashMap<u8, SocketAddr>,
+    /// Requests at the hub now, and how many copies of each arrived
+    /// meanwhile: each is answered too once the answer is in (a copy gets
+    /// the answer again, as with any answered request).
+    at_hub: HashMap<(SocketAddr, u16), u8>,
     guard: Guard,
     /// Addresses that proved they receive, and until when that counts
     /// once their client is gone.
@@ -279,6 +286,7 @@ impl<S: Clone> Rooms<S> {
             by_addr: HashMap::new(),
             by_name: HashMap::new(),
             reserved: HashMap::new(),
+            at_hub: HashMap::new(),
             proved: HashMap::new(),
             proved_order: VecDeque::new(),
             current: None,
@@ -693,7 +701,14 @@ impl<S: Clone> Rooms<S> {
                     m.seq
                 )
             }
-            Incoming::Duplicate { .. } => {}
+            Incoming::Duplicate { replayed: false } => {
+                if let Ok(h) = Header::peek(d) {
+                    if let Some(n) = self.at_hub.get_mut(&(from, h.seq)) {
+                        *n = n.saturating_add(1).min(COPIES_WHILE_AT_HUB);
+                    }
+                }
+            }
+            Incoming::Duplicate { replayed: true } => {}
             Incoming::Junk(e) => log::debug!("rooms {from}: datagram dropped: {e}"),
         }
         None
@@ -753,6 +768,7 @@ impl<S: Clone> Rooms<S> {
                 return None;
             }
         };
+        self.at_hub.insert((from, seq), 0);
         Some(Job {
             session: self.users[&id].session.clone(),
             cmd,
@@ -766,11 +782,14 @@ impl<S: Clone> Rooms<S> {
     /// The hub's answer to `job`: sent to its client if that client is
     /// still the one at that id and address.
     pub fn answered(&mut self, now: Instant, job: Job<S>, body: Body) {
+        let copies = self.at_hub.remove(&(job.addr, job.seq)).unwrap_or(0);
         if self.users.get(&job.id).is_none_or(|u| u.addr != job.addr) {
             return;
         }
         self.current = Some((job.addr, job.carried));
-        self.reply(now, job.addr, job.seq, body);
+        for _ in 0..=copies {
+            self.reply(now, job.addr, job.seq, body.clone());
+        }
         self.current = None;
     }
 
@@ -896,6 +915,7 @@ impl<S: Clone> Rooms<S> {
         if self.by_name.get(&name) == Some(&id) {
             self.by_name.remove(&name);
         }
+        self.at_hub.retain(|(a, _), _| *a != addr);
         // Out of the indexes, still a user.
         self.trap("remove_user");
         let u = self.users.remove(&id).expect("checked");
@@ -993,6 +1013,7 @@ impl<S: Clone> Rooms<S> {
         self.current = None;
         let culprit = culprit.map(canonical_addr);
         self.link = Endpoint::new(self.set.link.clone());
+        self.at_hub.clear();
         // One user per address and per name: the lowest id keeps it.
         let mut ids: Vec<u8> = self.users.keys().copied().collect();
         ids.sort_unstable();
