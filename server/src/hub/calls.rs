@@ -277,14 +277,14 @@ fn endpoint_for(call: &Call, side: Side) -> (String, u16) {
         Side::Caller => &call.callee,
         Side::Callee => &call.caller,
     };
-    if let Some(o) = call.relay {
-        let at = match side {
+    if call.transport == Transport::Relayed {
+        // Never the other party's address: the relay's, or nothing (a babel
+        // caller, whom the relay dials).
+        let at = call.relay.and_then(|o| match side {
             Side::Caller => o.caller,
             Side::Callee => o.callee,
-        };
-        if let Some(a) = at {
-            return (a.ip().to_string(), a.port());
-        }
+        });
+        return at.map_or((String::new(), 0), |a| (a.ip().to_string(), a.port()));
     }
     match &other.media {
         Media::Udp { addr, port } => (fill(addr, other.session.ip), *port),

@@ -898,4 +898,6 @@ impl Hub {
 }
 
 #[cfg(test)]
+mod core_tests;
+#[cfg(test)]
 mod tests;
