@@ -50,6 +50,7 @@ pub struct Server {
     babel_addr: SocketAddr,
     accounts_addr: SocketAddr,
     rooms: front::rooms::RoomsServer,
+    relay: Arc<media::Relay>,
     store: Store,
     store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
@@ -106,6 +107,15 @@ impl Server {
             }
         };
         let flush = FlushPool::new(cfg.flush_threads)?;
+        let relay = media::Relay::start(
+            cfg.relay(),
+            &hub,
+            registry.clone(),
+            flush.clone(),
+            cfg.outbound_limit,
+            cfg.write_timeout(),
+        )?;
+        hub.set_relay(relay.clone());
         let admin = Arc::new(admin::Admin {
             hub: hub.clone(),
             store: store.clone(),
@@ -181,6 +191,7 @@ impl Server {
             babel_addr,
             accounts_addr,
             rooms,
+            relay,
             store,
             store_thread: Some(store_thread),
             stop,
@@ -225,6 +236,11 @@ impl Server {
 
     pub fn accounts_addr(&self) -> SocketAddr {
         self.accounts_addr
+    }
+
+    /// Calls the media relay carries now (ringing or answered).
+    pub fn relayed_calls(&self) -> usize {
+        self.relay.calls()
     }
 
     /// The rooms dialect's UDP socket.
@@ -280,6 +296,7 @@ impl Server {
             );
         }
         self.rooms.stop();
+        self.relay.stop();
         self.shared.flush.stop();
         // Last: every acknowledged row is already committed; this checkpoints and closes.
         self.store.stop();

@@ -540,6 +540,9 @@ impl Accounts {
 
     /// 110: check the password (unknown emails cost the same), join the hub
     /// under the account's pseudo, then flush what waited while offline.
+    /// `server_ip`: where the connection reached the server (the relay's
+    /// address for this member's calls).
+    #[allow(clippy::too_many_arguments)]
     pub fn login(
         self: &Arc<Self>,
         now: Instant,
