@@ -6,6 +6,7 @@ mod audio;
 mod conn;
 mod engine;
 mod hist;
+mod media;
 mod relay;
 mod report;
 mod server;
@@ -360,9 +361,10 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let ao = audio_opts(args, quick, &ctx.run_id)?;
             todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
         }
+        "media" => media_jobs(args, quick, &mut todo)?,
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history, audio)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history, audio, media)"
             ))
         }
     }
@@ -417,6 +419,40 @@ fn audio_opts(args: &Args, quick: bool, run_id: &str) -> Result<audio::AudioOpts
         speech: args.or("speech", audio::default_speech())?,
         run_id: run_id.to_string(),
     })
+}
+
+/// The media relay workload at each number of calls (`--calls`, default
+/// 10,100,1000; quick: 10).
+fn media_jobs(args: &Args, quick: bool, todo: &mut Vec<Job>) -> Result<(), String> {
+    let list: String = args.or(
+        "calls",
+        if quick {
+            "10".into()
+        } else {
+            "10,100,1000".into()
+        },
+    )?;
+    let seconds: f64 = args.or("seconds", if quick { 1.0 } else { 5.0 })?;
+    let payload: usize = args.or("payload", 80)?;
+    for c in list.split(',') {
+        let calls: usize = c
+            .trim()
+            .parse()
+            .map_err(|_| format!("--calls: {c:?} is not a number"))?;
+        let o = media::MediaOpts { seconds, payload };
+        todo.push((
+            "media",
+            Box::new(move |ctx: &Ctx| {
+                let Spec::Spawn { binary, .. } = &ctx.spec else {
+                    return Err(
+                        "media starts a chinwagd of its own: use --server, not --addr".into(),
+                    );
+                };
+                media::run(binary, calls, &o, &ctx.run_id)
+            }),
+        ));
+    }
+    Ok(())
 }
 
 fn audio_wl(c: &Ctx, o: &audio::AudioOpts) -> Result<Report, String> {

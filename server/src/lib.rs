@@ -107,6 +107,7 @@ impl Server {
             }
         };
         let flush = FlushPool::new(cfg.flush_threads)?;
+        let (fatal, failed) = guard::Fatal::new();
         let relay = media::Relay::start(
             cfg.relay(),
             &hub,
@@ -114,6 +115,7 @@ impl Server {
             flush.clone(),
             cfg.outbound_limit,
             cfg.write_timeout(),
+            fatal.clone(),
         )?;
         hub.set_relay(relay.clone());
         let admin = Arc::new(admin::Admin {
@@ -182,7 +184,6 @@ impl Server {
             );
         }
         log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
-        let (fatal, failed) = guard::Fatal::new();
         Ok(Server {
             fatal,
             failed,

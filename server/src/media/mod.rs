@@ -37,6 +37,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::{Mutex, RwLock};
 use std::os::fd::AsRawFd;
 
+use crate::guard::{supervise, Fatal, Turn};
 use crate::hub::{CallId, Hub, Leg as Plan, LegSpec, MediaRelay, Opened, RelayFull, Side};
 use crate::metrics::{Metrics, RelayDrop};
 use crate::net::{FlushPool, Registry};
@@ -210,6 +211,10 @@ impl Inner {
 impl Relay {
     /// Start the relay's threads. `outbound_limit` and `write_timeout` bound
     /// a babel leg's queue as any connection's.
+    /// Its threads run under `supervise`: a packet (or a tick) whose
+    /// handling panics is dropped and the thread goes on; no shared state is
+    /// left half updated by one (routing changes only in the hub's calls),
+    /// so `fatal` is never asked to stop the server for that.
     pub fn start(
         set: Settings,
         hub: &Arc<Hub>,
@@ -217,6 +222,7 @@ impl Relay {
         flush: Arc<FlushPool>,
         outbound_limit: usize,
         write_timeout: Duration,
+        fatal: Fatal,
     ) -> io::Result<Arc<Relay>> {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
@@ -244,40 +250,55 @@ impl Relay {
         });
         let mut threads = Vec::new();
         {
-            let inner = inner.clone();
+            let (inner, fatal) = (inner.clone(), fatal.clone());
             threads.push(
                 thread::Builder::new()
                     .name("cw-relay-rx".into())
-                    .spawn(move || receive(inner, poll))?,
+                    .spawn(move || receive(inner, poll, fatal))?,
             );
         }
         for (i, rx) in receivers.into_iter().enumerate() {
-            let inner = inner.clone();
+            let (inner, fatal) = (inner.clone(), fatal.clone());
+            let turn = move |buf: &mut Vec<u8>| -> Turn {
+                let a = match rx.recv_timeout(Duration::from_millis(500)) {
+                    Ok(a) => a,
+                    Err(_) if inner.stop.load(Ordering::Acquire) => return Turn::Stop,
+                    Err(_) => return Turn::Continue,
+                };
+                // Cleared however the turn ends, so a panic cannot leave
+                // the call never scheduled again.
+                let _clear = Unschedule(&a);
+                inner.drain(&a, buf);
+                a.scheduled.store(false, Ordering::Release);
+                // What arrived while we finished: its wake-up saw us busy.
+                inner.drain(&a, buf);
+                Turn::Continue
+            };
             threads.push(thread::Builder::new().name(format!("cw-relay-{i}")).spawn(
                 move || {
                     let mut buf = vec![0u8; MAX_DATAGRAM];
-                    loop {
-                        let a = match rx.recv_timeout(Duration::from_millis(500)) {
-                            Ok(a) => a,
-                            Err(_) if inner.stop.load(Ordering::Acquire) => return,
-                            Err(_) => continue,
-                        };
-                        inner.drain(&a, &mut buf);
-                        a.scheduled.store(false, Ordering::Release);
-                        // What arrived while we finished: its wake-up
-                        // saw us busy.
-                        inner.drain(&a, &mut buf);
-                    }
+                    supervise("media relay worker", &fatal, || false, || turn(&mut buf));
                 },
             )?);
         }
         {
             let inner = inner.clone();
-            threads.push(
-                thread::Builder::new()
-                    .name("cw-relay-sweep".into())
-                    .spawn(move || sweep(inner))?,
-            );
+            threads.push(thread::Builder::new().name("cw-relay-sweep".into()).spawn(
+                move || {
+                    supervise(
+                        "media relay sweep",
+                        &fatal,
+                        || false,
+                        || {
+                            if inner.stop.load(Ordering::Acquire) {
+                                return Turn::Stop;
+                            }
+                            sweep_once(&inner);
+                            Turn::Continue
+                        },
+                    )
+                },
+            )?);
         }
         log::info!("media relay ready (calls at most {})", inner.set.max_calls);
         Ok(Arc::new(Relay {
@@ -319,55 +340,71 @@ impl Drop for Relay {
     }
 }
 
-/// `cw-relay-rx`: hand each readable allocation to its worker.
-fn receive(inner: Arc<Inner>, mut poll: Poll) {
-    let mut events = Events::with_capacity(1024);
-    while !inner.stop.load(Ordering::Acquire) {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(500))) {
-            if e.kind() != io::ErrorKind::Interrupted {
-                log::warn!("media relay: poll failed: {e}");
-                thread::sleep(Duration::from_millis(10));
-            }
-            continue;
-        }
-        for ev in events.iter() {
-            if ev.token() == WAKE {
-                continue;
-            }
-            let id = ev.token().0 as CallId;
-            let Some(a) = inner.get(id) else { continue };
-            if a.scheduled.swap(true, Ordering::AcqRel) {
-                continue;
-            }
-            let w = &inner.workers[id as usize % WORKERS];
-            if w.try_send(a.clone()).is_err() {
-                // Behind: the datagrams wait in the socket for the next one.
-                a.scheduled.store(false, Ordering::Release);
-            }
-        }
+/// Clears a call's `scheduled` flag when dropped.
+struct Unschedule<'a>(&'a Alloc);
+
+impl Drop for Unschedule<'_> {
+    fn drop(&mut self) {
+        self.0.scheduled.store(false, Ordering::Release);
     }
 }
 
-/// `cw-relay-sweep`: end answered calls that went silent.
-fn sweep(inner: Arc<Inner>) {
+/// `cw-relay-rx`: hand each readable allocation to its worker.
+fn receive(inner: Arc<Inner>, mut poll: Poll, fatal: Fatal) {
+    let mut events = Events::with_capacity(1024);
+    supervise(
+        "media relay receiver",
+        &fatal,
+        || false,
+        || {
+            if inner.stop.load(Ordering::Acquire) {
+                return Turn::Stop;
+            }
+            if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(500))) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::warn!("media relay: poll failed: {e}");
+                    thread::sleep(Duration::from_millis(10));
+                }
+                return Turn::Continue;
+            }
+            for ev in events.iter() {
+                if ev.token() == WAKE {
+                    continue;
+                }
+                let id = ev.token().0 as CallId;
+                let Some(a) = inner.get(id) else { continue };
+                if a.scheduled.swap(true, Ordering::AcqRel) {
+                    continue;
+                }
+                let w = &inner.workers[id as usize % WORKERS];
+                if w.try_send(a.clone()).is_err() {
+                    // Behind: the datagrams wait in the socket for the next one.
+                    a.scheduled.store(false, Ordering::Release);
+                }
+            }
+            Turn::Continue
+        },
+    );
+}
+
+/// One turn of `cw-relay-sweep`: end answered calls that went silent.
+fn sweep_once(inner: &Inner) {
+    thread::sleep(SWEEP_EVERY);
     let idle = inner.set.idle_timeout.as_millis() as u64;
-    while !inner.stop.load(Ordering::Acquire) {
-        thread::sleep(SWEEP_EVERY);
-        let now = inner.now_ms();
-        let silent: Vec<CallId> = inner
-            .calls
-            .read()
-            .values()
-            .filter(|a| {
-                a.answered.load(Ordering::Acquire)
-                    && now.saturating_sub(a.last_ms.load(Ordering::Relaxed)) > idle
-            })
-            .map(|a| a.id)
-            .collect();
-        for id in silent {
-            log::info!("media relay: call {id} silent past the idle timeout, ended");
-            inner.tell_ended(id, None);
-        }
+    let now = inner.now_ms();
+    let silent: Vec<CallId> = inner
+        .calls
+        .read()
+        .values()
+        .filter(|a| {
+            a.answered.load(Ordering::Acquire)
+                && now.saturating_sub(a.last_ms.load(Ordering::Relaxed)) > idle
+        })
+        .map(|a| a.id)
+        .collect();
+    for id in silent {
+        log::info!("media relay: call {id} silent past the idle timeout, ended");
+        inner.tell_ended(id, None);
     }
 }
 
@@ -487,6 +524,3 @@ impl MediaRelay for Relay {
         self.inner.release(id);
     }
 }
-
-#[cfg(test)]
-mod tests;
