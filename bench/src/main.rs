@@ -451,14 +451,7 @@ fn media_jobs(args: &Args, quick: bool, todo: &mut Vec<Job>) -> Result<(), Strin
         let o = media::MediaOpts { seconds, payload };
         todo.push((
             "media",
-            Box::new(move |ctx: &Ctx| {
-                let Spec::Spawn { binary, .. } = &ctx.spec else {
-                    return Err(
-                        "media starts a chinwagd of its own: use --server, not --addr".into(),
-                    );
-                };
-                media::run(binary, calls, &o, &ctx.run_id)
-            }),
+            Box::new(move |ctx: &Ctx| media::run(&ctx.spec, calls, &o, &ctx.run_id)),
         ));
     }
     Ok(())

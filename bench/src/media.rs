@@ -12,8 +12,6 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -27,6 +25,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use crate::hist::Hist;
 use crate::report::{Report, Unit};
+use crate::server::Spec;
 
 /// One packet per 20 ms per side: a call's pace.
 const FRAME: Duration = Duration::from_millis(20);
@@ -75,75 +74,6 @@ enum Pair {
         b: Arc<UdpSocket>,
         seq: u16,
     },
-}
-
-/// A chinwagd of our own: the relay carries cross-dialect calls (the
-/// default), with room for every call.
-struct Server {
-    child: Child,
-    babel: SocketAddr,
-    accounts: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
-    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
-}
-
-fn spawn(binary: &Path, calls: usize) -> Result<Server, String> {
-    let (chatos, babel, accounts) = (free_port()?, free_port()?, free_port()?);
-    let mut cmd = Command::new(binary);
-    cmd.args([
-        "--bind",
-        "127.0.0.1",
-        "--chatos-port",
-        &chatos.to_string(),
-        "--babel-port",
-        &babel.to_string(),
-        "--accounts-port",
-        &accounts.to_string(),
-        "--rooms-port",
-        "0",
-        "--db",
-        ":memory:",
-        "--registrations-per-minute",
-        "100000",
-        "--max-connections",
-        &(4 * calls + 100).to_string(),
-        "--call-relay",
-        "cross",
-        "--relay-max-calls",
-        &(calls + 10).to_string(),
-    ])
-    .stdin(Stdio::null())
-    .stdout(Stdio::null())
-    .stderr(Stdio::inherit());
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "warn");
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let s = Server {
-        child,
-        babel: ([127, 0, 0, 1], babel).into(),
-        accounts: ([127, 0, 0, 1], accounts).into(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&s.accounts, Duration::from_millis(200)).is_err() {
-        if Instant::now() > deadline {
-            return Err("chinwagd did not start within 10 s".into());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    Ok(s)
 }
 
 /// A blocking client connection speaking one framed dialect.
@@ -523,11 +453,15 @@ fn measure(pairs: &mut [Pair], size: usize, seconds: f64) -> Result<Figures, Str
     })
 }
 
-/// `calls` concurrent calls through a chinwagd of its own, then as many
-/// direct pairs.
-pub fn run(binary: &Path, calls: usize, o: &MediaOpts, run_id: &str) -> Result<Report, String> {
+/// `calls` concurrent calls through chinwagd (a fresh one, whose relay
+/// carries calls between dialects by default and takes 1,000 at once), then
+/// as many direct pairs.
+pub fn run(spec: &Spec, calls: usize, o: &MediaOpts, run_id: &str) -> Result<Report, String> {
     let most = calls;
-    let server = spawn(binary, most)?;
+    let mut target = spec.start()?;
+    let (Some(babel_at), Some(accounts_at)) = (target.babel, target.accounts) else {
+        return Err("media needs the babel and accounts listeners (--server)".into());
+    };
     // Users: accounts callees (a password hash each, to register and to log
     // in: the slow part) and babel callers.
     let names: Vec<(String, String)> = (0..most)
@@ -539,7 +473,7 @@ pub fn run(binary: &Path, calls: usize, o: &MediaOpts, run_id: &str) -> Result<R
     thread::scope(|s| {
         for t in 0..LOGIN_THREADS {
             let (accounts, errors, names) = (accounts.clone(), errors.clone(), &names);
-            let at = server.accounts;
+            let at = accounts_at;
             s.spawn(move || {
                 for i in (t..names.len()).step_by(LOGIN_THREADS) {
                     match accounts_user(at, &names[i].1) {
@@ -558,7 +492,7 @@ pub fn run(binary: &Path, calls: usize, o: &MediaOpts, run_id: &str) -> Result<R
     let mut accounts = std::mem::take(&mut *accounts.lock().expect("not poisoned"));
     let mut babels = Vec::new();
     for (b, _) in &names {
-        babels.push(babel_user(server.babel, b)?);
+        babels.push(babel_user(babel_at, b)?);
     }
     let setup = setup_started.elapsed();
     let mut pairs: Vec<Pair> = Vec::new();
@@ -679,7 +613,7 @@ pub fn run(binary: &Path, calls: usize, o: &MediaOpts, run_id: &str) -> Result<R
         if relayed.got == 0 {
             r.problems.push("no packet came through the relay".into());
         }
-        drop(server);
+        target.stop();
         Ok(r)
     }
 }

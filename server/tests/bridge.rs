@@ -20,6 +20,8 @@ use chinwagd::{Config, Server};
 
 mod common;
 use common::{Wire, WAIT};
+mod rooms_support;
+use rooms_support::Client as Rooms;
 
 fn server_with(f: impl FnOnce(&mut Config)) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
@@ -93,102 +95,6 @@ fn babel(addr: SocketAddr, name: &str) -> (Wire<Babel>, Vec<String>) {
     (b, contacts)
 }
 
-/// A seed-003 client: registers, answers what the server starts.
-struct Rooms {
-    s: UdpSocket,
-    to: SocketAddr,
-    id: u8,
-    seq: u16,
-}
-
-impl Rooms {
-    fn register(to: SocketAddr, name: &str) -> Rooms {
-        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let mut r = Rooms {
-            s,
-            to,
-            id: 0,
-            seq: 0,
-        };
-        match r.ask(Body::Connexion {
-            name: Some(name.into()),
-        }) {
-            Body::Registered {
-                status: Registration::Accepted,
-                user,
-            } => r.id = user,
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            r.ask(Body::Connexion { name: None }),
-            Body::KeptAlive { ok: true }
-        );
-        r
-    }
-
-    /// Send a request until its answer comes (texts from the server that
-    /// arrive meanwhile are acknowledged and kept in `texts`).
-    fn ask_keeping(&mut self, body: Body, texts: &mut Vec<Message>) -> Body {
-        self.seq += 1;
-        let d = Message {
-            user: self.id,
-            seq: self.seq,
-            body,
-        }
-        .to_bytes();
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            self.s.send_to(&d, self.to).unwrap();
-            let until = Instant::now() + Duration::from_millis(100);
-            while Instant::now() < until {
-                let Some(m) = self.next() else { continue };
-                if m.user == wire::SERVER && m.seq == self.seq && wire::is_answer(m.body.kind()) {
-                    return m.body;
-                }
-                if let Body::Text { .. } = m.body {
-                    texts.push(m);
-                }
-            }
-        }
-        panic!("no answer")
-    }
-
-    fn ask(&mut self, body: Body) -> Body {
-        self.ask_keeping(body, &mut Vec::new())
-    }
-
-    /// One datagram from the server; a TEXTE is acknowledged.
-    fn next(&self) -> Option<Message> {
-        let mut buf = [0u8; 4096];
-        let (n, _) = self.s.recv_from(&mut buf).ok()?;
-        let m = Message::decode(&buf[..n]).expect("valid rooms bytes");
-        if let Body::Text { .. } = m.body {
-            let ack = Message {
-                user: self.id,
-                seq: m.seq,
-                body: Body::TextAck,
-            };
-            self.s.send_to(&ack.to_bytes(), self.to).unwrap();
-        }
-        Some(m)
-    }
-
-    /// The next text from the server (copies of one are skipped).
-    fn text(&self, last: &mut Option<u16>) -> Message {
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if let Some(m) = self.next() {
-                if matches!(m.body, Body::Text { .. }) && *last != Some(m.seq) {
-                    *last = Some(m.seq);
-                    return m;
-                }
-            }
-        }
-        panic!("no text")
-    }
-}
-
 // ---- public text ----
 
 #[test]
@@ -212,8 +118,7 @@ fn public_text_crosses_between_chatos_and_rooms_with_the_authors_name() {
         },
         "the chatos echo"
     );
-    let mut last = None;
-    let m = roo.text(&mut last);
+    let m = roo.expect("alice's text", |b| matches!(b, Body::Text { .. }));
     assert_eq!(m.user, wire::SERVER);
     assert_eq!(
         m.body,
@@ -693,15 +598,20 @@ fn friends(a_addr: SocketAddr, x: &str, y: &str) -> (Wire<Acc>, Wire<Acc>) {
     (a, b)
 }
 
-/// al calls bo through the relay (`call_relay = "all"`): the two voice
-/// sockets and where each must send.
-fn relayed_call(a: &mut Wire<Acc>, b: &mut Wire<Acc>) -> [(UdpSocket, SocketAddr); 2] {
+/// `an` calls its friend `bn` through the relay (`call_relay = "all"`):
+/// the two voice sockets and where each must send.
+fn relayed_call(
+    a: &mut Wire<Acc>,
+    an: &str,
+    b: &mut Wire<Acc>,
+    bn: &str,
+) -> [(UdpSocket, SocketAddr); 2] {
     let (va, pa) = udp();
     let (vb, pb) = udp();
     send(
         a,
         Acc::Call {
-            pseudo: "bo".into(),
+            pseudo: bn.into(),
             addr: String::new(),
             port: pa,
         },
@@ -709,12 +619,12 @@ fn relayed_call(a: &mut Wire<Acc>, b: &mut Wire<Acc>) -> [(UdpSocket, SocketAddr
     let Acc::IncomingCall { addr, port, .. } = b.recv() else {
         panic!("143")
     };
-    assert_ne!(port, pa, "bo is not told al's port");
+    assert_ne!(port, pa, "{bn} is not told {an}'s port");
     let to_b = relay_at(&addr, port);
     send(
         b,
         Acc::AnswerCall {
-            pseudo: "al".into(),
+            pseudo: an.into(),
             addr: String::new(),
             port: pb,
         },
@@ -722,7 +632,7 @@ fn relayed_call(a: &mut Wire<Acc>, b: &mut Wire<Acc>) -> [(UdpSocket, SocketAddr
     let Acc::CallAccepted { addr, port, .. } = a.recv() else {
         panic!("141")
     };
-    assert_ne!(port, pb, "al is not told bo's port");
+    assert_ne!(port, pb, "{an} is not told {bn}'s port");
     [(va, relay_at(&addr, port)), (vb, to_b)]
 }
 
@@ -734,7 +644,7 @@ fn a_relayed_accounts_call_hides_each_sides_address_and_hostile_packets_are_drop
     });
     let a_addr = srv.accounts_addr();
     let (mut al, mut bo) = friends(a_addr, "al", "bo");
-    let [(va, a_to), (vb, b_to)] = relayed_call(&mut al, &mut bo);
+    let [(va, a_to), (vb, b_to)] = relayed_call(&mut al, "al", &mut bo, "bo");
     // Voice both ways, the very bytes, always from the relay.
     for i in 0..5u16 {
         let p = media(i, &[0xfc, i as u8]);
@@ -772,51 +682,8 @@ fn a_relayed_accounts_call_hides_each_sides_address_and_hostile_packets_are_drop
     va.send_to(&p, a_to).unwrap();
     assert_eq!(datagram(&vb).0, p);
     // A second call goes on while the first floods past its rate.
-    register(a_addr, "cy");
-    register(a_addr, "di");
-    let mut cy = login(a_addr, "cy");
-    let mut di = login(a_addr, "di");
-    send(
-        &mut cy,
-        Acc::FriendRequest {
-            pseudo: "di".into(),
-        },
-    );
-    cy.recv();
-    di.recv();
-    send(
-        &mut di,
-        Acc::AcceptFriend {
-            pseudo: "cy".into(),
-        },
-    );
-    cy.recv();
-    let (vc, pc) = udp();
-    let (vd, pd) = udp();
-    send(
-        &mut cy,
-        Acc::Call {
-            pseudo: "di".into(),
-            addr: String::new(),
-            port: pc,
-        },
-    );
-    let Acc::IncomingCall { addr, port, .. } = di.recv() else {
-        panic!()
-    };
-    let d_to = relay_at(&addr, port);
-    send(
-        &mut di,
-        Acc::AnswerCall {
-            pseudo: "cy".into(),
-            addr: String::new(),
-            port: pd,
-        },
-    );
-    let Acc::CallAccepted { addr, port, .. } = cy.recv() else {
-        panic!()
-    };
-    let c_to = relay_at(&addr, port);
+    let (mut cy, mut di) = friends(a_addr, "cy", "di");
+    let [(vc, c_to), (vd, d_to)] = relayed_call(&mut cy, "cy", &mut di, "di");
     let rate = m.relay_drops(RelayDrop::Rate);
     for i in 0..1000u16 {
         let _ = va.send_to(&media(i, &[0xfc]), a_to);
@@ -858,7 +725,7 @@ fn a_silent_relayed_call_ends_for_both_sides() {
         c.relay_idle_timeout_ms = 300;
     });
     let (mut al, mut bo) = friends(srv.accounts_addr(), "al", "bo");
-    let _legs = relayed_call(&mut al, &mut bo);
+    let _legs = relayed_call(&mut al, "al", &mut bo, "bo");
     assert_eq!(
         al.recv(),
         Acc::HungUp {

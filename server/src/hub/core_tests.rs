@@ -3,26 +3,9 @@
 //! private texts between dialects. Recording peers stand in for
 //! connections.
 
+use super::tests::Recorder;
 use super::*;
 use std::net::Ipv4Addr;
-
-#[derive(Default)]
-struct Recorder {
-    seen: Mutex<Vec<String>>,
-}
-
-impl Peer for Recorder {
-    fn deliver(&self, event: &Event<'_>) -> bool {
-        self.seen.lock().push(format!("{event:?}"));
-        true
-    }
-}
-
-impl Recorder {
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.seen.lock())
-    }
-}
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 

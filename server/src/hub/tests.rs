@@ -4,8 +4,9 @@ use super::*;
 use std::net::{Ipv4Addr, TcpListener};
 use std::thread;
 
+/// A peer that records every event it is given (shared with core_tests).
 #[derive(Default)]
-struct Recorder {
+pub(super) struct Recorder {
     seen: Mutex<Vec<String>>,
 }
 
@@ -17,7 +18,7 @@ impl Peer for Recorder {
 }
 
 impl Recorder {
-    fn take(&self) -> Vec<String> {
+    pub(super) fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.seen.lock())
     }
 }

@@ -552,16 +552,29 @@ impl Db<'_> {
 
     /// Messages to `to` not yet delivered, oldest first, marked delivered.
     pub fn take_undelivered(&self, to: u64) -> Vec<Undelivered> {
-        let mut out = Vec::new();
-        if let Some(mut st) = self.logged(
+        let out = self.waiting(
             "undelivered",
-            self.tx.prepare(
-                "SELECT m.id, a.pseudo, m.body, m.sent FROM messages m JOIN accounts a ON a.id = m.sender
-                 WHERE m.recipient = ?1 AND m.delivered = 0 ORDER BY m.id",
+            "SELECT m.id, a.pseudo, m.body, m.sent FROM messages m JOIN accounts a ON a.id = m.sender
+             WHERE m.recipient = ?1 AND m.delivered = 0 ORDER BY m.id",
+            to,
+        );
+        let _ = self.logged(
+            "mark delivered",
+            self.tx.execute(
+                "UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0",
+                [to as i64],
             ),
-        ) {
+        );
+        out
+    }
+
+    /// What `select` (id, sender's name, body, sent; for recipient ?1)
+    /// lists for `to`.
+    fn waiting(&self, what: &str, select: &str, to: u64) -> Vec<Undelivered> {
+        let mut out = Vec::new();
+        if let Some(mut st) = self.logged(what, self.tx.prepare(select)) {
             if let Some(rows) = self.logged(
-                "undelivered",
+                what,
                 st.query_map([to as i64], |r| {
                     Ok(Undelivered {
                         id: r.get::<_, i64>(0)? as u64,
@@ -574,13 +587,6 @@ impl Db<'_> {
                 out.extend(rows.filter_map(Result::ok));
             }
         }
-        let _ = self.logged(
-            "mark delivered",
-            self.tx.execute(
-                "UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0",
-                [to as i64],
-            ),
-        );
         out
     }
 
@@ -611,27 +617,11 @@ impl Db<'_> {
 
     /// Guests' texts waiting for `to`, oldest first, deleted.
     pub fn take_guest_mail(&self, to: u64) -> Vec<Undelivered> {
-        let mut out = Vec::new();
-        if let Some(mut st) = self.logged(
+        let out = self.waiting(
             "guest mail",
-            self.tx.prepare(
-                "SELECT id, sender, body, sent FROM guest_mail WHERE recipient = ?1 ORDER BY id",
-            ),
-        ) {
-            if let Some(rows) = self.logged(
-                "guest mail",
-                st.query_map([to as i64], |r| {
-                    Ok(Undelivered {
-                        id: r.get::<_, i64>(0)? as u64,
-                        from: r.get(1)?,
-                        text: r.get(2)?,
-                        sent: r.get::<_, i64>(3)?.max(0) as u64,
-                    })
-                }),
-            ) {
-                out.extend(rows.filter_map(Result::ok));
-            }
-        }
+            "SELECT id, sender, body, sent FROM guest_mail WHERE recipient = ?1 ORDER BY id",
+            to,
+        );
         let _ = self.logged(
             "take guest mail",
             self.tx
