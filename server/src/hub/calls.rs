@@ -182,8 +182,26 @@ pub struct Calls {
 }
 
 impl Calls {
-    fn between(&self, a: SessionId, b: SessionId) -> Option<&Call> {
-        self.by_id.values().find(|c| c.involves(a) && c.involves(b))
+    /// `caller`'s call to `callee` that is ringing, if any.
+    fn ringing(&self, caller: SessionId, callee: SessionId) -> Option<CallId> {
+        self.by_id
+            .values()
+            .find(|c| {
+                c.caller.session.id == caller
+                    && c.callee.session.id == callee
+                    && matches!(c.state, CallState::Ringing { .. })
+            })
+            .map(|c| c.id)
+    }
+
+    /// Whether `a` and `b` are known to be in a call: answered, or ringing
+    /// where the server would see the answer. (A peer-to-peer babel call
+    /// may have been answered and hung up without the server seeing it:
+    /// it blocks nothing.)
+    fn busy(&self, a: SessionId, b: SessionId) -> bool {
+        self.by_id.values().any(|c| {
+            c.involves(a) && c.involves(b) && (c.state == CallState::Answered || c.answer_visible())
+        })
     }
 
     fn ringing_from(&self, caller: SessionId) -> usize {
@@ -344,14 +362,8 @@ impl Hub {
         };
         let call = {
             let mut calls = self.calls.lock();
-            if let Some(c) = calls.between(from.id, callee.id) {
-                let again =
-                    c.caller.session.id == from.id && matches!(c.state, CallState::Ringing { .. });
-                if !again {
-                    return Err(Refusal::Busy);
-                }
+            if let Some(id) = calls.ringing(from.id, callee.id) {
                 // Ring again, with the caller's new end point.
-                let id = c.id;
                 let c = calls.by_id.get_mut(&id).expect("found");
                 c.state = CallState::Ringing {
                     until: now + RING_TTL,
@@ -361,6 +373,9 @@ impl Hub {
                 }
                 Some(c.clone())
             } else {
+                if calls.busy(from.id, callee.id) {
+                    return Err(Refusal::Busy);
+                }
                 if calls.ringing_from(from.id) >= self.cfg.max_pending_requests {
                     return Err(Refusal::Limit);
                 }

@@ -279,6 +279,24 @@ fn calls_between_dialects_need_the_relay_and_its_room() {
 }
 
 #[test]
+fn a_peer_to_peer_babel_call_blocks_no_call_back() {
+    // The server never sees a peer-to-peer babel call answered or hung up:
+    // a call the other way is a new call, not "busy".
+    let h = hub_with(RelayMode::Cross);
+    let now = Instant::now();
+    let (a, ra) = join(&h, "al", Dialect::Babel);
+    let (b, _) = join(&h, "bo", Dialect::Babel);
+    h.offer_call(now, &a, "bo", listen(5000)).unwrap();
+    ra.take();
+    h.offer_call(now, &b, "al", listen(5001)).unwrap();
+    assert_eq!(
+        ra.take(),
+        vec![r#"CallOffer { from: "bo", host: "127.0.0.1", port: 5001 }"#]
+    );
+    assert_eq!(h.calls().len(), 2);
+}
+
+#[test]
 fn relay_all_relays_calls_within_a_dialect_too() {
     let (h, relay) = relayed(RelayMode::All);
     let now = Instant::now();
