@@ -613,8 +613,14 @@ fn texts_arrive_exactly_once_through_ten_percent_loss() {
     const N: usize = 30;
     // Receivers acknowledge every copy and keep each server NUM_SEQ once;
     // copies after the first are the server's retransmissions.
+    // Both receivers are reading before alice sends: a client not yet
+    // confirmed (it has sent nothing with its id) gets at most 4 texts in
+    // flight, so one whose thread starts late would miss some by design.
+    let ready = std::sync::Arc::new(std::sync::Barrier::new(3));
     let collect = |x: Client| {
+        let ready = ready.clone();
         std::thread::spawn(move || {
+            ready.wait();
             let mut seen = std::collections::BTreeMap::new();
             let mut copies = 0;
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -632,6 +638,7 @@ fn texts_arrive_exactly_once_through_ten_percent_loss() {
         })
     };
     let (tb, tc) = (collect(b), collect(c));
+    ready.wait();
     for i in 0..N {
         assert_eq!(
             a.ask(Body::Text {

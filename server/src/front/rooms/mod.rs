@@ -505,7 +505,10 @@ impl Ctx {
             st.answered(Instant::now(), job, body);
             st.take_output()
         };
-        self.carry_out(out);
+        // Through the sending thread too, after what the hub delivered for
+        // this request (a text's copies go out before its REPONSE_TEXTE, as
+        // a client that paces itself by the answers expects).
+        self.later(out);
     }
 
     /// A registration: a seat in the registry, then the name at the hub.
