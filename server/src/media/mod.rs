@@ -31,7 +31,7 @@ use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use parking_lot::{Mutex, RwLock};
@@ -85,7 +85,10 @@ struct Inner {
     /// Every allocation, by call id (also its mio token).
     calls: RwLock<HashMap<CallId, Arc<Alloc>>>,
     poll: mio::Registry,
-    workers: Vec<Sender<Arc<Alloc>>>,
+    /// A call to drain, or None: stop.
+    workers: Vec<Sender<Option<Arc<Alloc>>>>,
+    /// Dropped at stop, which wakes the sweep at once.
+    stop_bell: Mutex<Option<Sender<()>>>,
     epoch: Instant,
     stop: AtomicBool,
     /// babel leg threads alive.
@@ -227,7 +230,8 @@ impl Relay {
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
         let mut senders = Vec::new();
-        let mut receivers: Vec<Receiver<Arc<Alloc>>> = Vec::new();
+        let mut receivers: Vec<Receiver<Option<Arc<Alloc>>>> = Vec::new();
+        let (bell, rung) = bounded::<()>(0);
         for _ in 0..WORKERS {
             let (tx, rx) = bounded(QUEUE);
             senders.push(tx);
@@ -242,6 +246,7 @@ impl Relay {
             calls: RwLock::new(HashMap::new()),
             poll: poll.registry().try_clone()?,
             workers: senders,
+            stop_bell: Mutex::new(Some(bell)),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             legs: AtomicUsize::new(0),
@@ -260,10 +265,8 @@ impl Relay {
         for (i, rx) in receivers.into_iter().enumerate() {
             let (inner, fatal) = (inner.clone(), fatal.clone());
             let turn = move |buf: &mut Vec<u8>| -> Turn {
-                let a = match rx.recv_timeout(Duration::from_millis(500)) {
-                    Ok(a) => a,
-                    Err(_) if inner.stop.load(Ordering::Acquire) => return Turn::Stop,
-                    Err(_) => return Turn::Continue,
+                let Ok(Some(a)) = rx.recv() else {
+                    return Turn::Stop;
                 };
                 // Cleared however the turn ends, so a panic cannot leave
                 // the call never scheduled again.
@@ -291,6 +294,12 @@ impl Relay {
                         || false,
                         || {
                             if inner.stop.load(Ordering::Acquire) {
+                                return Turn::Stop;
+                            }
+                            // Every SWEEP_EVERY, or at once when stopping.
+                            if let Err(RecvTimeoutError::Disconnected) =
+                                rung.recv_timeout(SWEEP_EVERY)
+                            {
                                 return Turn::Stop;
                             }
                             sweep_once(&inner);
@@ -324,6 +333,10 @@ impl Relay {
             self.inner.release(id);
         }
         let _ = self.waker.wake();
+        self.inner.stop_bell.lock().take();
+        for w in &self.inner.workers {
+            let _ = w.send_timeout(None, Duration::from_secs(1));
+        }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
@@ -377,7 +390,7 @@ fn receive(inner: Arc<Inner>, mut poll: Poll, fatal: Fatal) {
                     continue;
                 }
                 let w = &inner.workers[id as usize % WORKERS];
-                if w.try_send(a.clone()).is_err() {
+                if w.try_send(Some(a.clone())).is_err() {
                     // Behind: the datagrams wait in the socket for the next one.
                     a.scheduled.store(false, Ordering::Release);
                 }
@@ -389,7 +402,6 @@ fn receive(inner: Arc<Inner>, mut poll: Poll, fatal: Fatal) {
 
 /// One turn of `cw-relay-sweep`: end answered calls that went silent.
 fn sweep_once(inner: &Inner) {
-    thread::sleep(SWEEP_EVERY);
     let idle = inner.set.idle_timeout.as_millis() as u64;
     let now = inner.now_ms();
     let silent: Vec<CallId> = inner
