@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use chinwag_proto::accounts::Frame as Acc;
 use chinwag_proto::babel::Frame as Babel;
 use chinwag_proto::chatos::{self, Command};
-use chinwag_proto::rooms::{self as wire, Body, Message, Registration};
+use chinwag_proto::rooms::{self as wire, Body};
 use chinwag_proto::voice::VoicePacket;
 use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
