@@ -812,3 +812,36 @@ fn bridged_bytes_match_the_docs() {
         b"CWAC\x00\x98\x00\x00\x00\x00".to_vec()
     );
 }
+
+#[test]
+fn rooms_clients_count_in_max_connections_and_are_stopped_with_the_server() {
+    let srv = server_with(|c| c.max_connections = 2);
+    let _alice = chatos(srv.chatos_addr(), "alice");
+    let mut roo = Rooms::register(srv.rooms_addr(), "roo");
+    assert_eq!(srv.connections(), 2, "a TCP connection and a rooms client");
+    // The server is full: a second rooms client is refused as over a limit.
+    let mut late = Rooms::new(srv.rooms_addr());
+    assert_eq!(
+        late.ask(Body::Connexion {
+            name: Some("late".into())
+        }),
+        Body::Error {
+            refused: wire::kind::CONNEXION,
+            reason: wire::Reason::Limit
+        }
+    );
+    // A client that leaves frees its place.
+    assert_eq!(
+        roo.ask(Body::Disconnect),
+        Body::DisconnectAnswer { ok: true }
+    );
+    eventually("roo's place freed", || srv.connections() == 1);
+    late.login("late");
+    assert_eq!(srv.connections(), 2);
+    // Shutdown stops rooms clients through the registry, like connections:
+    // the hub has nobody left.
+    let hub = srv.hub().clone();
+    assert!(hub.online("late").is_some());
+    srv.shutdown();
+    assert_eq!(hub.online_count(), 0);
+}
