@@ -164,7 +164,8 @@ impl Link<'_> {
                 let mut c = c.borrow_mut();
                 let st = c.prepared(sql).map_err(pg_error)?;
                 let owned = pg_params(&st, params);
-                let refs: Vec<&(dyn ToSql + Sync)> = owned.iter().map(|p| p.as_sql()).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 c.client.execute(&st, &refs).map_err(pg_error)
             }
         }
@@ -188,7 +189,8 @@ impl Link<'_> {
                 let mut c = c.borrow_mut();
                 let st = c.prepared(sql).map_err(pg_error)?;
                 let owned = pg_params(&st, params);
-                let refs: Vec<&(dyn ToSql + Sync)> = owned.iter().map(|p| p.as_sql()).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
                 let rows = c.client.query(&st, &refs).map_err(pg_error)?;
                 rows.iter().map(pg_row).collect()
             }
@@ -213,7 +215,9 @@ fn lite_field(v: rusqlite::types::ValueRef<'_>) -> rusqlite::Result<Field> {
     })
 }
 
-/// A parameter converted to the type PostgreSQL inferred for its slot.
+/// A parameter converted to the type PostgreSQL inferred for its slot. The
+/// client logs parameters at debug level through their `Debug`, so text
+/// shows as its length only: message bodies never reach a log line.
 enum PgParam<'v> {
     Int8(i64),
     Int4(i32),
@@ -221,15 +225,39 @@ enum PgParam<'v> {
     Bytes(&'v [u8]),
 }
 
-impl PgParam<'_> {
-    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+impl std::fmt::Debug for PgParam<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PgParam::Int8(v) => v,
-            PgParam::Int4(v) => v,
-            PgParam::Text(v) => v,
-            PgParam::Bytes(v) => v,
+            PgParam::Int8(v) => write!(f, "{v}"),
+            PgParam::Int4(v) => write!(f, "{v}"),
+            PgParam::Text(s) => write!(f, "<{} bytes>", s.len()),
+            PgParam::Bytes(b) => write!(f, "<{} bytes>", b.len()),
         }
     }
+}
+
+impl ToSql for PgParam<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            PgParam::Int8(v) => v.to_sql(ty, out),
+            PgParam::Int4(v) => v.to_sql(ty, out),
+            PgParam::Text(v) => v.to_sql(ty, out),
+            PgParam::Bytes(v) => v.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+            || <i32 as ToSql>::accepts(ty)
+            || <&str as ToSql>::accepts(ty)
+            || <&[u8] as ToSql>::accepts(ty)
+    }
+
+    postgres::types::to_sql_checked!();
 }
 
 fn pg_params<'v>(st: &postgres::Statement, params: &[Value<'v>]) -> Vec<PgParam<'v>> {
@@ -289,6 +317,19 @@ pub fn pg_error(e: postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameters_show_their_length_never_their_text() {
+        let shown = format!(
+            "{:?}",
+            [
+                PgParam::Text("secret body"),
+                PgParam::Bytes(b"secret"),
+                PgParam::Int8(7)
+            ]
+        );
+        assert_eq!(shown, "[<11 bytes>, <6 bytes>, 7]");
+    }
 
     #[test]
     fn numbered_parameters_become_dollars_and_nothing_else_changes() {
