@@ -66,7 +66,7 @@ const HISTORY_SQL: Sql = split(
 #[derive(Debug, Clone)]
 pub enum Target {
     Sqlite(PathBuf),
-    Postgres(PgTarget),
+    Postgres(Box<PgTarget>),
 }
 
 impl Target {
@@ -75,7 +75,7 @@ impl Target {
         if store_url.is_empty() {
             Ok(Target::Sqlite(db_path.to_path_buf()))
         } else {
-            PgTarget::parse(store_url).map(Target::Postgres)
+            PgTarget::parse(store_url).map(|t| Target::Postgres(Box::new(t)))
         }
     }
 
@@ -158,7 +158,7 @@ pub struct Notice {
 /// The connection the store thread owns.
 enum Writer {
     Lite(Connection),
-    Pg(pg::PgSession),
+    Pg(Box<pg::PgSession>),
 }
 
 impl Writer {
@@ -222,7 +222,7 @@ impl Store {
                 let mut conn = t.connect()?;
                 schema::prepare_pg(&mut conn)?;
                 let reads = read::ReadPool::open_pg(t, read::READERS)?;
-                (Writer::Pg(pg::PgSession::open(t)?), Some(reads))
+                (Writer::Pg(Box::new(pg::PgSession::open(t)?)), Some(reads))
             }
         };
         let reads = reads.map(std::sync::Arc::new);

@@ -115,9 +115,10 @@ impl PgSession {
     /// Whether the last session is gone (closed by the server, or never
     /// reopened).
     fn broken(&self) -> bool {
-        self.conn
-            .as_ref()
-            .map_or(true, |c| c.borrow().client.is_closed())
+        match &self.conn {
+            Some(c) => c.borrow().client.is_closed(),
+            None => true,
+        }
     }
 
     /// The session, reopened first if it is broken; None if the server

@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(5);
 /// next time it is borrowed.
 enum Reader {
     Lite(Connection),
-    Pg(PgSession),
+    Pg(Box<PgSession>),
 }
 
 impl Reader {
@@ -69,7 +69,7 @@ impl ReadPool {
     pub fn open_pg(target: &PgTarget, n: usize) -> Result<ReadPool, String> {
         let (give, take) = bounded(n.max(1));
         for _ in 0..n.max(1) {
-            give.send(Reader::Pg(PgSession::open(target)?))
+            give.send(Reader::Pg(Box::new(PgSession::open(target)?)))
                 .expect("room for every connection");
         }
         Ok(ReadPool { give, take })

@@ -743,6 +743,10 @@ fn postgres_the_store_rides_out_a_database_restart() {
         "nothing is acknowledged while the database is down"
     );
     assert!(matches!(s.read(|db| db.account_id("alice")), Some(Err(_))));
+    assert!(
+        !s.ping(Duration::from_secs(5)),
+        "health says the store is not responding"
+    );
     server.restart();
     let (id, ok) = s
         .call_committed(move |db| db.insert_message(a, b, "after", false))
@@ -751,5 +755,6 @@ fn postgres_the_store_rides_out_a_database_restart() {
     let page = s.read(|db| db.history(a, b, 0, 10)).unwrap().unwrap();
     let texts: Vec<&str> = page.iter().map(|m| m.2.as_str()).collect();
     assert_eq!(texts, vec!["after"]);
+    assert!(s.ping(Duration::from_secs(5)));
     stop(s, t);
 }
