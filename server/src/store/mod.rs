@@ -38,6 +38,9 @@ const QUEUE: usize = 16_384;
 const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Jobs committed together at most.
 const GROUP: usize = 512;
+/// Prepared statements kept per SQLite connection: every statement of the
+/// store fits (rusqlite keeps 16 by default, fewer than we have).
+const STATEMENTS: usize = 64;
 
 /// What runs after the group's commit: told whether it committed.
 pub type After = Box<dyn FnOnce(bool) + Send>;
@@ -213,6 +216,7 @@ impl Store {
             Target::Sqlite(path) => {
                 files::owner_only(path).map_err(other)?;
                 let mut conn = Connection::open(path).map_err(other)?;
+                conn.set_prepared_statement_cache_capacity(STATEMENTS);
                 schema::prepare(&mut conn).map_err(other)?;
                 files::owner_only_companions(path);
                 let reads = read::ReadPool::open(path, read::READERS).map_err(other)?;
@@ -222,7 +226,10 @@ impl Store {
                 let mut conn = t.connect()?;
                 schema::prepare_pg(&mut conn)?;
                 let reads = read::ReadPool::open_pg(t, read::READERS)?;
-                (Writer::Pg(Box::new(pg::PgSession::open(t)?)), Some(reads))
+                (
+                    Writer::Pg(Box::new(pg::PgSession::over(conn, t))),
+                    Some(reads),
+                )
             }
         };
         let reads = reads.map(std::sync::Arc::new);

@@ -106,10 +106,15 @@ pub struct PgSession {
 
 impl PgSession {
     pub fn open(target: &PgTarget) -> Result<PgSession, String> {
-        Ok(PgSession {
-            conn: Some(RefCell::new(target.connect()?)),
+        Ok(PgSession::over(target.connect()?, target))
+    }
+
+    /// A session already open (the one that ran the migrations).
+    pub fn over(conn: PgConn, target: &PgTarget) -> PgSession {
+        PgSession {
+            conn: Some(RefCell::new(conn)),
             target: target.clone(),
-        })
+        }
     }
 
     /// Whether the last session is gone (closed by the server, or never

@@ -58,6 +58,7 @@ impl ReadPool {
             )?;
             // Reads only: a bug that tried to write here fails loudly.
             c.pragma_update(None, "query_only", true)?;
+            c.set_prepared_statement_cache_capacity(super::STATEMENTS);
             c.busy_timeout(WAIT)?;
             give.send(Reader::Lite(c))
                 .expect("room for every connection");
