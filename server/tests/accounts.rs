@@ -497,6 +497,29 @@ fn history_pages_are_capped_and_chain() {
     assert_eq!(all, (0..total).map(|i| format!("m{i}")).collect::<Vec<_>>());
 }
 
+/// bob (of `friends`) logs in after a while away: he hears alice's
+/// `offline` message, still has her as a friend, and their history is
+/// `history`.
+fn bob_comes_back(addr: SocketAddr, offline: &str, history: &[&str]) -> Acc {
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p(offline)
+        }
+    );
+    b.send(&Frame::ListFriends);
+    assert_eq!(
+        b.recv(),
+        Frame::Friends {
+            pseudos: vec![p("alice")]
+        }
+    );
+    assert_eq!(fetch_history(&mut b, "alice"), history);
+    b
+}
+
 /// Every message with `pseudo`, following the paging rule to the start.
 fn fetch_history(a: &mut Acc, pseudo: &str) -> Vec<String> {
     let mut before = 0;
@@ -715,25 +738,7 @@ fn everything_survives_a_restart() {
     }
     let srv = server_on(&db);
     let addr = srv.accounts_addr();
-    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
-    assert_eq!(
-        b.recv(),
-        Frame::Message {
-            pseudo: p("alice"),
-            text: p("while offline")
-        }
-    );
-    b.send(&Frame::ListFriends);
-    assert_eq!(
-        b.recv(),
-        Frame::Friends {
-            pseudos: vec![p("alice")]
-        }
-    );
-    assert_eq!(
-        fetch_history(&mut b, "alice"),
-        vec!["while online", "while offline"]
-    );
+    bob_comes_back(addr, "while offline", &["while online", "while offline"]);
     assert_eq!(
         Acc::register(addr, "alice@example.org", "alice9", "correct horse"),
         Frame::EmailTaken
@@ -910,24 +915,10 @@ fn accounts_work_end_to_end_with_the_store_on_postgres() {
     // Another chinwagd on the same database: bob's offline message, his
     // friends and the history are there.
     let other = pg_server(&url);
-    let mut b = Acc::logged_in(other.accounts_addr(), "bob@example.org", "battery staple");
-    assert_eq!(
-        b.recv(),
-        Frame::Message {
-            pseudo: p("alice"),
-            text: p("while you were out")
-        }
-    );
-    b.send(&Frame::ListFriends);
-    assert_eq!(
-        b.recv(),
-        Frame::Friends {
-            pseudos: vec![p("alice")]
-        }
-    );
-    assert_eq!(
-        fetch_history(&mut b, "alice"),
-        vec!["hello over postgres", "while you were out"]
+    bob_comes_back(
+        other.accounts_addr(),
+        "while you were out",
+        &["hello over postgres", "while you were out"],
     );
     drop(a);
     srv.shutdown();

@@ -117,6 +117,29 @@ impl PgConn {
     }
 }
 
+type PgParams<'r> = [&'r (dyn ToSql + Sync)];
+
+impl PgConn {
+    /// Prepare `sql` (once per session), convert `params` to the types
+    /// PostgreSQL inferred, and hand both to `call`.
+    fn run<T>(
+        &mut self,
+        sql: &Sql,
+        params: &[Value],
+        call: impl FnOnce(
+            &mut postgres::Client,
+            &postgres::Statement,
+            &PgParams,
+        ) -> Result<T, postgres::Error>,
+    ) -> SqlResult<T> {
+        let st = self.prepared(sql).map_err(pg_error)?;
+        let owned = pg_params(&st, params);
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        call(&mut self.client, &st, &refs).map_err(pg_error)
+    }
+}
+
 /// `?N` -> `$N`: SQLite's numbered parameters in PostgreSQL's spelling. Our
 /// statements hold no `?` inside string literals.
 pub fn dollar_params(lite: &str) -> String {
@@ -160,14 +183,9 @@ impl Link<'_> {
                     .map(|n| n as u64)
                     .map_err(|e| e.to_string())
             }
-            Link::Pg(c) => {
-                let mut c = c.borrow_mut();
-                let st = c.prepared(sql).map_err(pg_error)?;
-                let owned = pg_params(&st, params);
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                c.client.execute(&st, &refs).map_err(pg_error)
-            }
+            Link::Pg(c) => c
+                .borrow_mut()
+                .run(sql, params, |client, st, refs| client.execute(st, refs)),
         }
     }
 
@@ -185,15 +203,12 @@ impl Link<'_> {
                 rows.map(|r| r.map(Row).map_err(|e| e.to_string()))
                     .collect()
             }
-            Link::Pg(c) => {
-                let mut c = c.borrow_mut();
-                let st = c.prepared(sql).map_err(pg_error)?;
-                let owned = pg_params(&st, params);
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    owned.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-                let rows = c.client.query(&st, &refs).map_err(pg_error)?;
-                rows.iter().map(pg_row).collect()
-            }
+            Link::Pg(c) => c
+                .borrow_mut()
+                .run(sql, params, |client, st, refs| client.query(st, refs))?
+                .iter()
+                .map(pg_row)
+                .collect(),
         }
     }
 
