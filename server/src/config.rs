@@ -37,8 +37,13 @@ pub struct Config {
     pub rooms_registrations_per_minute: u32,
     /// Requests one rooms client may make per second (bursts of twice that).
     pub rooms_requests_per_second: u32,
-    /// SQLite database file (":memory:" keeps nothing).
+    /// SQLite database file (":memory:" keeps nothing); used when
+    /// `store_url` is empty.
     pub db_path: PathBuf,
+    /// Empty: the store is the SQLite file `db_path` (the embedded default).
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?...]`: the store is that
+    /// PostgreSQL database (docs/operations.md, "PostgreSQL").
+    pub store_url: String,
     /// Connections open at once, all dialects together; more are closed at accept.
     pub max_connections: usize,
     /// A connection that has not identified by then is closed.
@@ -95,6 +100,7 @@ impl Default for Config {
             rooms_registrations_per_minute: 20,
             rooms_requests_per_second: 50,
             db_path: PathBuf::from("chinwag.db"),
+            store_url: String::new(),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
             outbound_limit: 1 << 20,
@@ -300,6 +306,11 @@ impl Config {
                 self.metrics_addr
             ));
         }
+        if !self.store_url.is_empty() {
+            // The URL's password is never echoed: the parser's message
+            // names what is wrong, not the text.
+            crate::store::PgTarget::parse(&self.store_url)?;
+        }
         Ok(())
     }
 }
@@ -378,6 +389,26 @@ mod tests {
         ] {
             let err = Config::from_toml(text).unwrap().validate().unwrap_err();
             assert!(err.starts_with(&format!("{key} = ")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn store_url_is_empty_or_a_postgres_url_we_can_use() {
+        assert_eq!(Config::default().store_url, "");
+        let ok =
+            Config::from_toml("store_url = \"postgres://chinwag@127.0.0.1:5432/chinwag\"").unwrap();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            "store_url = \"sqlite:chinwag.db\"",
+            "store_url = \"postgres://u:hunter2@h/d?sslmode=require\"",
+            "store_url = \"postgres://u:hunter2@h:port/d\"",
+        ] {
+            let err = Config::from_toml(bad).unwrap().validate().unwrap_err();
+            assert!(err.starts_with("store_url"), "{bad}: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "the password is never echoed: {err}"
+            );
         }
     }
 }

@@ -77,10 +77,11 @@ impl Server {
             call_relay: cfg.relay_mode(),
         }));
         let registry = Registry::new(cfg.max_connections);
+        let target = store::Target::from_settings(&cfg.db_path, &cfg.store_url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (store, store_thread) =
-            Store::open_timed(&cfg.db_path, Some(hub.metrics().commit_seconds.clone())).map_err(
-                |e| io::Error::other(format!("cannot open {}: {e}", cfg.db_path.display())),
-            )?;
+            Store::open_target(&target, Some(hub.metrics().commit_seconds.clone()))
+                .map_err(|e| io::Error::other(format!("cannot open {}: {e}", target.shown())))?;
         let accounts = front::accounts::service::Accounts::new(
             hub.clone(),
             store.clone(),
@@ -123,7 +124,6 @@ impl Server {
             store: store.clone(),
             accounts: Some(accounts.clone()),
             registry: registry.clone(),
-            db_path: cfg.db_path.clone(),
             started,
         });
         let bans = admin.load_bans().map_err(io::Error::other)?;

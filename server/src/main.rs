@@ -51,6 +51,10 @@ struct Args {
     /// SQLite database file.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// PostgreSQL store instead of SQLite: postgres://USER@HOST:PORT/DB
+    /// (a password here shows in `ps`; put it in the config file instead).
+    #[arg(long)]
+    store_url: Option<String>,
     /// Maximum open connections, all dialects together.
     #[arg(long)]
     max_connections: Option<usize>,
@@ -113,7 +117,7 @@ fn load(args: &Args) -> Result<Config, String> {
         )*};
     }
     set!(bind => bind, chatos_port => chatos_port, babel_port => babel_port, accounts_port => accounts_port,
-         rooms_port => rooms_port, db => db_path,
+         rooms_port => rooms_port, db => db_path, store_url => store_url,
          rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,
          rooms_tries => rooms_tries, rooms_max_per_ip => rooms_max_per_ip,
          rooms_registrations_per_minute => rooms_registrations_per_minute,

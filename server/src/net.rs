@@ -20,6 +20,8 @@ use crate::metrics::{DropReason, Metrics};
 /// Stack for connection threads: they keep their buffers on the heap, so a
 /// small stack keeps 10,000 idle connections cheap.
 pub const CONN_STACK: usize = 128 * 1024;
+/// The most one blocking write of a backlog is given at once.
+const BLOCKING_CHUNK: usize = 16 * 1024;
 /// A flusher's spare buffer is returned to the allocator above this size.
 const SPARE_KEEP: usize = 256 * 1024;
 
@@ -45,6 +47,13 @@ pub fn widen_send_buffer(stream: &TcpStream) {
 /// Asked for relay ends; the kernel caps it at net.core.wmem_max.
 const RELAY_SEND_BUFFER: usize = 4 << 20;
 
+impl OutState {
+    /// Everything not yet written: the queue and what a writer holds.
+    fn queued(&self) -> usize {
+        self.buf.len() + self.in_flight
+    }
+}
+
 struct OutState {
     buf: Vec<u8>,
     /// Someone owns the socket's write side right now (a pool flusher, the
@@ -52,6 +61,9 @@ struct OutState {
     /// everyone else only appends. This one flag keeps the bytes in order.
     flushing: bool,
     closed: bool,
+    /// Bytes a writer took out of `buf` and has not written yet: still
+    /// queued, so they count against the limit.
+    in_flight: usize,
     /// Doorbell of the connection's backlog writer, once it exists.
     bell: Option<Sender<()>>,
 }
@@ -94,6 +106,7 @@ impl Outbound {
                 buf: Vec::new(),
                 flushing: false,
                 closed: false,
+                in_flight: 0,
                 bell: None,
             }),
             drained: Condvar::new(),
@@ -112,7 +125,7 @@ impl Outbound {
             return false;
         }
         encode(&mut st.buf);
-        if st.buf.len() > self.limit {
+        if st.queued() > self.limit {
             drop(st);
             self.drop_peer(&format!(
                 "dropped, {} bytes queued for a reader that does not read",
@@ -199,12 +212,31 @@ impl Outbound {
                     return true;
                 }
                 std::mem::swap(&mut st.buf, spare);
+                st.in_flight = spare.len();
             }
-            if let Err(e) = (&*self.stream).write_all(spare) {
-                self.fail(&e);
-                return false;
+            // Bounded writes (a blocking write returns only once all it was
+            // given is in the socket buffer), so that what this writer still
+            // holds, which counts as queued, shrinks as it goes.
+            let mut at = 0;
+            while at < spare.len() {
+                let end = spare.len().min(at + BLOCKING_CHUNK);
+                match (&*self.stream).write(&spare[at..end]) {
+                    Ok(0) => {
+                        self.fail(&io::ErrorKind::WriteZero.into());
+                        return false;
+                    }
+                    Ok(n) => {
+                        at += n;
+                        self.state.lock().in_flight -= n;
+                        self.drained.notify_all();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.fail(&e);
+                        return false;
+                    }
+                }
             }
-            self.drained.notify_all();
             spare.clear();
             if spare.capacity() > SPARE_KEEP {
                 *spare = Vec::new();
@@ -225,6 +257,7 @@ impl Outbound {
                 return false;
             }
             std::mem::swap(&mut st.buf, spare);
+            st.in_flight = spare.len();
         }
         let mut sent = 0;
         while sent < spare.len() {
@@ -253,8 +286,10 @@ impl Outbound {
                 }
             }
         }
-        self.drained.notify_all();
         let mut st = self.state.lock();
+        // What was not sent goes back in front of the queue, below.
+        st.in_flight = 0;
+        self.drained.notify_all();
         if st.closed {
             spare.clear();
             return false;
@@ -367,14 +402,15 @@ impl Outbound {
 
     /// Block the connection's own reader while its queue is over half full,
     /// so a client that sends faster than it reads its own echoes is slowed
-    /// down by TCP instead of being dropped. Gives up after `limit`.
+    /// down by TCP instead of being dropped. Gives up after `limit`. What
+    /// a writer holds counts as queued.
     pub fn throttle(&self, limit: Duration) {
         let mut st = self.state.lock();
-        if st.buf.len() <= self.limit / 2 {
+        if st.queued() <= self.limit / 2 {
             return;
         }
         let deadline = std::time::Instant::now() + limit;
-        while !st.closed && st.buf.len() > self.limit / 4 {
+        while !st.closed && st.queued() > self.limit / 4 {
             if self.drained.wait_until(&mut st, deadline).timed_out() {
                 return;
             }
@@ -713,5 +749,71 @@ impl SmallListener {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A connection to a peer that never reads, and its Outbound; the flush
+    /// pool is stopped, so only the test's own calls write.
+    fn stalled(limit: usize) -> (Arc<Outbound>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        peer.set_recv_buffer_size(4096).unwrap();
+        peer.connect(&l.local_addr().unwrap().into()).unwrap();
+        let peer: TcpStream = peer.into();
+        let (ours, _) = l.accept().unwrap();
+        bound_send_buffer(&ours, 4096);
+        let pool = FlushPool::new(1).unwrap();
+        pool.stop();
+        let out = Outbound::new(
+            Arc::new(ours),
+            &pool,
+            limit,
+            Duration::from_secs(10),
+            "test".into(),
+            Arc::new(Metrics::new()),
+        );
+        (out, peer)
+    }
+
+    /// Bytes a writer has taken out of the queue but not yet written still
+    /// count against the bound: a second burst may not pile up behind a
+    /// blocked write.
+    #[test]
+    fn bytes_held_by_a_blocked_writer_count_against_the_limit() {
+        const LIMIT: usize = 64 * 1024;
+        let (out, peer) = stalled(LIMIT);
+        assert!(out.enqueue(|b| b.extend_from_slice(&[1; 40 * 1024])));
+        // The write side is owned (the stopped pool never runs): hand it to
+        // a blocking writer, which takes the 40 KiB and stalls on the peer.
+        let writer = {
+            let out = out.clone();
+            thread::spawn(move || out.drain_blocking(&mut Vec::new()))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = out.state.lock();
+            if st.buf.is_empty() && st.in_flight > 0 {
+                break;
+            }
+            drop(st);
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the writer never took the queue"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+        // 30 KiB more: 70 KiB would be queued in all, over the limit.
+        assert!(
+            !out.enqueue(|b| b.extend_from_slice(&[2; 30 * 1024])),
+            "accepted past the limit while a writer held bytes"
+        );
+        drop(peer);
+        let _ = writer.join();
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests of the accounts dialect (seed 000) against chinwagd on
 //! 127.0.0.1: in-process servers, restarts on one database file, and a real
-//! chinwagd process killed with SIGKILL mid-traffic.
+//! chinwagd process killed with SIGKILL mid-traffic; the same on a
+//! PostgreSQL store (a server the tests start, tests/common/postgres.rs).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -25,8 +26,18 @@ fn mem_server() -> Server {
     server_on(Path::new(":memory:"))
 }
 
+/// A server whose store is the PostgreSQL database at `url`.
+fn pg_server(url: &str) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    cfg.store_url = url.to_owned();
+    Server::start(cfg).expect("server starts")
+}
+
 mod common;
 use common::{temp_dir, WAIT};
+#[path = "common/postgres.rs"]
+mod testpg;
 
 type Acc = common::Wire<Frame>;
 
@@ -486,6 +497,29 @@ fn history_pages_are_capped_and_chain() {
     assert_eq!(all, (0..total).map(|i| format!("m{i}")).collect::<Vec<_>>());
 }
 
+/// bob (of `friends`) logs in after a while away: he hears alice's
+/// `offline` message, still has her as a friend, and their history is
+/// `history`.
+fn bob_comes_back(addr: SocketAddr, offline: &str, history: &[&str]) -> Acc {
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p(offline)
+        }
+    );
+    b.send(&Frame::ListFriends);
+    assert_eq!(
+        b.recv(),
+        Frame::Friends {
+            pseudos: vec![p("alice")]
+        }
+    );
+    assert_eq!(fetch_history(&mut b, "alice"), history);
+    b
+}
+
 /// Every message with `pseudo`, following the paging rule to the start.
 fn fetch_history(a: &mut Acc, pseudo: &str) -> Vec<String> {
     let mut before = 0;
@@ -704,25 +738,7 @@ fn everything_survives_a_restart() {
     }
     let srv = server_on(&db);
     let addr = srv.accounts_addr();
-    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
-    assert_eq!(
-        b.recv(),
-        Frame::Message {
-            pseudo: p("alice"),
-            text: p("while offline")
-        }
-    );
-    b.send(&Frame::ListFriends);
-    assert_eq!(
-        b.recv(),
-        Frame::Friends {
-            pseudos: vec![p("alice")]
-        }
-    );
-    assert_eq!(
-        fetch_history(&mut b, "alice"),
-        vec!["while online", "while offline"]
-    );
+    bob_comes_back(addr, "while offline", &["while online", "while offline"]);
     assert_eq!(
         Acc::register(addr, "alice@example.org", "alice9", "correct horse"),
         Frame::EmailTaken
@@ -731,33 +747,42 @@ fn everything_survives_a_restart() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A real chinwagd on `db`, every listener on port 0 (restarts get new ports).
-fn spawn_chinwagd(db: &Path) -> common::Chinwagd {
-    common::Chinwagd::spawn(
-        Proc::new(env!("CARGO_BIN_EXE_chinwagd"))
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--chatos-port",
-                "0",
-                "--babel-port",
-                "0",
-                "--rooms-port",
-                "0",
-                "--accounts-port",
-                "0",
-                "--db",
-            ])
-            .arg(db),
-    )
+/// Where a spawned chinwagd keeps its store: the flag and its value.
+#[derive(Clone, Copy)]
+enum StoreFlag<'a> {
+    Db(&'a Path),
+    Url(&'a str),
 }
 
-#[test]
-fn acknowledged_messages_survive_kill_9() {
-    let dir = temp_dir("kill9");
-    let db = dir.join("chinwag.db");
+/// A real chinwagd on `store`, every listener on port 0 (restarts get new
+/// ports).
+fn spawn_chinwagd(store: StoreFlag) -> common::Chinwagd {
+    let mut cmd = Proc::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--chatos-port",
+        "0",
+        "--babel-port",
+        "0",
+        "--rooms-port",
+        "0",
+        "--accounts-port",
+        "0",
+    ]);
+    match store {
+        StoreFlag::Db(db) => cmd.arg("--db").arg(db),
+        StoreFlag::Url(url) => cmd.args(["--store-url", url]),
+    };
+    common::Chinwagd::spawn(&mut cmd)
+}
+
+/// Messages flow while chinwagd is killed with SIGKILL at random moments
+/// and restarted on the same store: every message that was acknowledged
+/// (152) is in the history afterwards.
+fn acknowledged_messages_survive_kill_9_on(store: StoreFlag) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    let mut server = spawn_chinwagd(&db);
+    let mut server = spawn_chinwagd(store);
     drop(friends(server.accounts));
     let mut acked: Vec<String> = Vec::new();
     let mut sent = 0usize;
@@ -802,7 +827,7 @@ fn acknowledged_messages_survive_kill_9() {
                 None => {}
             }
         }
-        server = spawn_chinwagd(&db);
+        server = spawn_chinwagd(store);
     }
     let mut b = Acc::logged_in(server.accounts, "bob@example.org", "battery staple");
     // Drain live deliveries (offline messages) so history replies are next.
@@ -818,12 +843,86 @@ fn acknowledged_messages_survive_kill_9() {
     );
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9() {
+    let dir = temp_dir("kill9");
+    let db = dir.join("chinwag.db");
+    acknowledged_messages_survive_kill_9_on(StoreFlag::Db(&db));
     let conn = rusqlite::Connection::open(&db).unwrap();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9_on_postgres() {
+    let Some(pg) = testpg::server() else { return };
+    let (url, _) = pg.fresh_url();
+    acknowledged_messages_survive_kill_9_on(StoreFlag::Url(&url));
+}
+
+/// The accounts dialect end to end with its store on PostgreSQL:
+/// registration, password login, friends, a message acknowledged (152)
+/// and delivered, one stored for an offline friend, history; then a second
+/// chinwagd on the same database serves all of it.
+#[test]
+fn accounts_work_end_to_end_with_the_store_on_postgres() {
+    let Some(pg) = testpg::server() else { return };
+    let (url, schema) = pg.fresh_url();
+    let srv = pg_server(&url);
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    assert_eq!(
+        Acc::register(addr, "ALICE@example.org", "alice2", "correct horse"),
+        Frame::EmailTaken
+    );
+    let (_, refused) = Acc::login(addr, "alice@example.org", "wrong horse");
+    assert_eq!(refused, Frame::LoginFailed);
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("hello over postgres"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("hello over postgres")
+        }
+    );
+    drop(b);
+    offline(&srv, "bob");
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("while you were out"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    assert_eq!(
+        fetch_history(&mut a, "bob"),
+        vec!["hello over postgres", "while you were out"]
+    );
+    // The rows are PostgreSQL's, committed.
+    let stored: i64 = pg
+        .session(&schema)
+        .query_one("SELECT count(*) FROM messages", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 2);
+    // Another chinwagd on the same database: bob's offline message, his
+    // friends and the history are there.
+    let other = pg_server(&url);
+    bob_comes_back(
+        other.accounts_addr(),
+        "while you were out",
+        &["hello over postgres", "while you were out"],
+    );
+    drop(a);
+    srv.shutdown();
+    other.shutdown();
 }
 
 #[test]

@@ -14,6 +14,8 @@ use chinwagd::{Config, Server};
 
 mod common;
 use common::{Wire, WAIT};
+#[path = "common/postgres.rs"]
+mod testpg;
 
 /// Every record, at every level, formatted as an operator would see it.
 struct Capture(Mutex<Vec<String>>);
@@ -35,6 +37,15 @@ impl log::Log for Capture {
 
 fn captured() -> Vec<String> {
     CAPTURE.0.lock().unwrap().clone()
+}
+
+/// Install the capture (once: the tests of this binary share it) at trace.
+fn capture_everything() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        log::set_logger(&CAPTURE).expect("the only logger in this binary");
+        log::set_max_level(log::LevelFilter::Trace);
+    });
 }
 
 /// Secrets that must never reach a log line.
@@ -197,8 +208,7 @@ fn accounts_exchange(addr: SocketAddr) {
 
 #[test]
 fn no_body_payload_or_password_is_logged_even_at_trace() {
-    log::set_logger(&CAPTURE).expect("the only logger in this binary");
-    log::set_max_level(log::LevelFilter::Trace);
+    capture_everything();
     let srv = Server::start(Config::ephemeral()).expect("server starts");
     chatos_exchange(srv.chatos_addr());
     babel_exchange(srv.babel_addr());
@@ -215,6 +225,34 @@ fn no_body_payload_or_password_is_logged_even_at_trace() {
             .count();
         assert!(traced >= 3, "only {traced} trace lines for {dialect}");
     }
+    assert_no_secrets(&lines);
+}
+
+/// With the store on PostgreSQL, its client traces every statement with
+/// its parameters: those lines show lengths, never message bodies.
+#[test]
+fn no_body_or_password_is_logged_with_the_store_on_postgres() {
+    capture_everything();
+    let Some(pg) = testpg::server() else { return };
+    let (url, _) = pg.fresh_url();
+    let mut cfg = Config::ephemeral();
+    cfg.store_url = url;
+    let srv = Server::start(cfg).expect("server starts");
+    accounts_exchange(srv.accounts_addr());
+    srv.shutdown();
+    let lines = captured();
+    // The database client's statement lines were captured, or this proves
+    // nothing.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("tokio_postgres") && l.contains("with parameters")),
+        "no statement was traced"
+    );
+    assert_no_secrets(&lines);
+}
+
+fn assert_no_secrets(lines: &[String]) {
     let voice_debug = format!("{VOICE:?}");
     let voice_numbers = voice_debug.trim_matches(|c| c == '[' || c == ']');
     let secrets = [
