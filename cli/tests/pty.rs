@@ -15,7 +15,10 @@ use chinwag::call::DEVICE_SUPPORT;
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
 
-/// Tones and their Goertzel power, shared with the library's tests.
+/// Devices made of files, and tones with their Goertzel power: shared
+/// with the library's tests.
+#[path = "../../tests/common/alsa.rs"]
+mod alsa;
 #[path = "../../tests/common/signal.rs"]
 mod signal;
 
@@ -146,36 +149,33 @@ fn a_file_goes_over_a_chatos_private_connection() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Accounts: ann and bob register, log in and become friends.
+fn friends(ann: &mut PtySession, bob: &mut PtySession) {
+    says(
+        ann,
+        "/register ann@example.org ann password1",
+        "registered ann",
+    );
+    says(ann, "/login ann@example.org password1", "logged in as ann");
+    says(
+        bob,
+        "/register bob@example.org bob password2",
+        "registered bob",
+    );
+    says(bob, "/login bob@example.org password2", "logged in as bob");
+    says(ann, "/friend bob", "asked bob to be your friend");
+    bob.exp_string("ann asks to be your friend").unwrap();
+    says(bob, "/accept ann", "accepted ann");
+    ann.exp_string("bob is now your friend").unwrap();
+}
+
 #[test]
 fn accounts_register_login_friends_messages_and_history_with_times() {
     let srv = server();
     let port = srv.accounts_addr().port();
     let mut ann = cli("accounts", port, None);
     let mut bob = cli("accounts", port, None);
-    says(
-        &mut ann,
-        "/register ann@example.org ann password1",
-        "registered ann",
-    );
-    says(
-        &mut ann,
-        "/login ann@example.org password1",
-        "logged in as ann",
-    );
-    says(
-        &mut bob,
-        "/register bob@example.org bob password2",
-        "registered bob",
-    );
-    says(
-        &mut bob,
-        "/login bob@example.org password2",
-        "logged in as bob",
-    );
-    says(&mut ann, "/friend bob", "asked bob to be your friend");
-    bob.exp_string("ann asks to be your friend").unwrap();
-    says(&mut bob, "/accept ann", "accepted ann");
-    ann.exp_string("bob is now your friend").unwrap();
+    friends(&mut ann, &mut bob);
     says(&mut ann, "/who", "friends: bob");
     // A plain line goes to the conversation chosen with /to.
     says(&mut bob, "/to ann", "plain lines now go to ann");
@@ -199,68 +199,21 @@ struct Sound {
     conf: PathBuf,
 }
 
-/// The devices of [`Sound::tone`] (as tests/audio_device.rs's call
-/// devices, plus hints so that they are listed and found by name).
-const FILE_DEVICES: &str = r#"
-pcm.!default {
-    type asym
-    playback.pcm "chinwag_play"
-    capture.pcm "chinwag_mic"
-    hint { show on description "chinwag test default" }
-}
-pcm.chinwag_play {
-    type plug
-    slave { pcm "chinwag_tap" format S16_LE rate 48000 channels 2 }
-    hint { show on description "chinwag test speaker" }
-}
-pcm.chinwag_tap {
-    type file
-    slave.pcm "chinwag_null"
-    file "@DIR@/played.raw"
-    format "raw"
-}
-pcm.chinwag_mic {
-    type file
-    slave.pcm "chinwag_null"
-    file "/dev/null"
-    infile "@DIR@/capture.raw"
-    format "raw"
-    hint { show on description "chinwag test microphone" }
-}
-pcm.chinwag_null {
-    type null
-}
-"#;
-
-/// No device: the default is a card that does not exist.
-const NO_DEVICES: &str = r#"
-pcm.!default {
-    type hw
-    card 99
-}
-"#;
-
 impl Sound {
     fn with(name: &str, config: &str) -> Sound {
         let dir = std::env::temp_dir().join(format!("cw-cli-sound-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("asound.conf");
-        std::fs::write(&conf, config.replace("@DIR@", dir.to_str().unwrap())).unwrap();
+        let conf = alsa::write_config(&dir, config);
         Sound { dir, conf }
     }
 
     /// Devices whose microphone captures `freq` Hz in `channels` channels
     /// (what the dialect's calls capture: 2 babel, 1 accounts).
     fn tone(name: &str, channels: usize, freq: f64) -> Sound {
-        let sound = Sound::with(name, FILE_DEVICES);
+        let sound = Sound::with(name, alsa::CALL_DEVICES);
         // 30 s: more than any test's call lasts.
-        let mono: Vec<i16> = (0..signal::RATE * 30)
-            .map(|i| {
-                let t = i as f64 / signal::RATE as f64;
-                (8_000.0 * (2.0 * std::f64::consts::PI * freq * t).sin()) as i16
-            })
-            .collect();
+        let mono = signal::stepped_tones(&[freq], 30_000);
         let raw: Vec<u8> = signal::to_channels(&mono, channels)
             .iter()
             .flat_map(|s| s.to_le_bytes())
@@ -270,7 +223,7 @@ impl Sound {
     }
 
     fn none(name: &str) -> Sound {
-        Sound::with(name, NO_DEVICES)
+        Sound::with(name, alsa::NO_DEVICES)
     }
 
     /// Wait until the speaker has played `freq` Hz, clearly above `other`
@@ -425,30 +378,7 @@ fn accounts_a_call_with_sound_between_friends() {
     );
     let mut ann = cli_sound("accounts", port, &ann_sound);
     let mut bob = cli_sound("accounts", port, &bob_sound);
-    says(
-        &mut ann,
-        "/register ann@example.org ann password1",
-        "registered ann",
-    );
-    says(
-        &mut ann,
-        "/login ann@example.org password1",
-        "logged in as ann",
-    );
-    says(
-        &mut bob,
-        "/register bob@example.org bob password2",
-        "registered bob",
-    );
-    says(
-        &mut bob,
-        "/login bob@example.org password2",
-        "logged in as bob",
-    );
-    says(&mut ann, "/friend bob", "asked bob to be your friend");
-    bob.exp_string("ann asks to be your friend").unwrap();
-    says(&mut bob, "/accept ann", "accepted ann");
-    ann.exp_string("bob is now your friend").unwrap();
+    friends(&mut ann, &mut bob);
 
     says(
         &mut ann,
