@@ -16,6 +16,7 @@ mod ffi_common;
 
 use chinwag::audio::device::{input_devices, output_devices, Microphone, Speaker};
 use chinwag::audio::AudioError;
+use common::alsa::{self, CALL_DEVICES, NO_DEVICES};
 use common::signal::power;
 
 /// Where the child finds its working directory.
@@ -54,47 +55,6 @@ pcm.chinwag_null {
 }
 "#;
 
-/// For a call on the default devices: playback into `played.raw` (16-bit
-/// stereo at 48 kHz through a `plug`), capture from `capture.raw`, kept
-/// apart (one `file` device would also write what it captures into the
-/// file it plays into).
-const CALL_DEVICES: &str = r#"
-pcm.!default {
-    type asym
-    playback.pcm "chinwag_play"
-    capture.pcm "chinwag_mic"
-    hint { show on description "chinwag test default" }
-}
-pcm.chinwag_play {
-    type plug
-    slave { pcm "chinwag_tap" format S16_LE rate 48000 channels 2 }
-}
-pcm.chinwag_tap {
-    type file
-    slave.pcm "chinwag_null"
-    file "@DIR@/played.raw"
-    format "raw"
-}
-pcm.chinwag_mic {
-    type file
-    slave.pcm "chinwag_null"
-    file "/dev/null"
-    infile "@DIR@/capture.raw"
-    format "raw"
-}
-pcm.chinwag_null {
-    type null
-}
-"#;
-
-/// No device at all: the default points at a card that does not exist.
-const NO_DEVICES: &str = r#"
-pcm.!default {
-    type hw
-    card 99
-}
-"#;
-
 fn child_dir() -> PathBuf {
     PathBuf::from(std::env::var_os(CHILD_DIR).expect("run by its parent test, not directly"))
 }
@@ -106,8 +66,7 @@ fn in_child(test: &str, config: &str, prepare: impl FnOnce(&Path)) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     prepare(&dir);
-    let conf = dir.join("asound.conf");
-    std::fs::write(&conf, config.replace("@DIR@", dir.to_str().unwrap())).unwrap();
+    let conf = alsa::write_config(&dir, config);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -190,10 +149,17 @@ fn speaker_child() {
     })
     .unwrap();
     assert_eq!(speaker.device().id, "default");
-    // 300 ms played into the file.
+    // 300 ms played into the file once the speaker pulls: the device may
+    // play silence before the source is attached, and ALSA's null plugin
+    // runs faster than real time, so the file may hold 300 ms before the
+    // first pull.
     let bytes = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    wait_for("the speaker to pull", Duration::from_secs(20), || {
+        pulled.load(Ordering::Relaxed) >= 10
+    });
+    let from = bytes(&played);
     wait_for("300 ms of playback", Duration::from_secs(20), || {
-        bytes(&played) >= (RATE * 4 * 3 / 10) as u64
+        bytes(&played) >= from + (RATE * 4 * 3 / 10) as u64
     });
     assert!(pulled.load(Ordering::Relaxed) >= 10);
     let s = read_s16(&played);

@@ -25,6 +25,9 @@ pub struct DeviceInfo {
 pub const CAPTURE_BUFFER_MS: usize = 200;
 /// The largest volume factor (twice as loud as captured or decoded).
 pub const MAX_VOLUME: f32 = 2.0;
+/// Whether this build can open devices (the `device` cargo feature);
+/// without it, opening or listing one fails with `DeviceSupportMissing`.
+pub const DEVICE_SUPPORT: bool = cfg!(feature = "device");
 
 /// A device's volume and mute, shared with the device's thread: change them
 /// from any thread while audio flows.

@@ -42,7 +42,9 @@ pub(super) struct Devices {
 /// Detach and close every device of the call (from any thread but the
 /// speaker's own).
 pub(super) fn release(inner: &Inner) {
-    let (speaker, mic) = {
+    // The speaker closes as this returns: after the microphone's thread
+    // is joined, outside the lock.
+    let (_speaker, mic) = {
         let mut d = inner.devices.lock();
         (d.speaker.take(), d.mic.take())
     };
@@ -54,7 +56,6 @@ pub(super) fn release(inner: &Inner) {
             let _ = c.thread.join();
         }
     }
-    drop(speaker);
 }
 
 impl Call {
@@ -79,8 +80,10 @@ impl Call {
         let inner = &self.inner;
         inner.check_open()?;
         inner.choose(&mut inner.audio.lock(), Receiving::Decoded)?;
-        let old = inner.devices.lock().speaker.take();
-        drop(old);
+        {
+            // The old speaker closes before the new one opens, outside the lock.
+            let _old = inner.devices.lock().speaker.take();
+        }
         let weak: Weak<Inner> = Arc::downgrade(inner);
         let speaker = Speaker::open(name, inner.profile.channels(), move |frame| {
             if let Some(i) = weak.upgrade() {

@@ -31,7 +31,7 @@ use crate::audio::device::Level;
 use crate::audio::{AudioError, CallAudio, Profile};
 use crate::core::{threads, wait_until, Error, ErrorKind, Result};
 
-pub use crate::audio::device::{DeviceInfo, MAX_VOLUME};
+pub use crate::audio::device::{DeviceInfo, DEVICE_SUPPORT, MAX_VOLUME};
 pub use crate::audio::CallStats;
 pub use devices::{input_devices, output_devices};
 

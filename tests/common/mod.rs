@@ -3,6 +3,7 @@
 //! processes with time limits, and the digest the examples use.
 #![allow(dead_code)]
 
+pub mod alsa;
 pub mod forwarder;
 pub mod signal;
 mod tools;
