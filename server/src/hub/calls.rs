@@ -344,9 +344,11 @@ impl Hub {
         }
         // Calls that rang out no longer count (or block a new one).
         self.expire_calls(now);
+        // Calls between nodes are not built: a user of another node is
+        // listed but answers as offline (docs/scaling.md).
         let callee = self
             .online(to)
-            .filter(|s| s.reach().calls)
+            .filter(|s| s.reach().calls && s.remote.is_none())
             .ok_or(Refusal::Offline)?;
         let transport = self
             .cfg

@@ -219,6 +219,10 @@ pub struct Session {
     /// Its datagram address (rooms): where the other members of a
     /// decentralised room reach it.
     pub endpoint: Option<SocketAddr>,
+    /// Cluster mode: the node this user is really on, for a stand-in of a
+    /// user of another node (see [`Hub::login_remote`]); None for a local
+    /// session.
+    pub remote: Option<Arc<str>>,
 }
 
 impl Session {
@@ -238,6 +242,8 @@ pub struct Entry {
     pub has_password: bool,
     pub server_ip: Option<IpAddr>,
     pub endpoint: Option<SocketAddr>,
+    /// The user's node, for a stand-in of a user of another node.
+    pub remote: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -254,6 +260,7 @@ impl Entry {
             has_password: dialect == Dialect::Accounts,
             server_ip: None,
             endpoint: None,
+            remote: None,
         }
     }
 }
@@ -348,6 +355,23 @@ pub type ReservedNames = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// offline registered user: (from, to, text) -> whether it was taken.
 pub type Mailbox = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
 
+/// Cluster mode's side of the hub (server/src/cluster): the hub asks it
+/// before admitting a local login and tells it what other nodes must
+/// hear. Every method returns quickly (a queued bus command) except
+/// `claim`, which waits for the bus up to the configured bound; none calls
+/// the hub back.
+pub trait ClusterLink: Send + Sync {
+    /// Claim `name` (and its look-alikes) cluster-wide for a local login;
+    /// false when another node holds it or the bus cannot say.
+    fn claim(&self, name: &str, dialect: Dialect) -> bool;
+    /// A local session with `name` ended (or its login failed after the claim).
+    fn release(&self, name: &str);
+    /// A text in the public room from a local user.
+    fn public_text(&self, from: &str, text: &str);
+    /// Tell node `node` that its accounts user `name` has stored items.
+    fn poke(&self, node: &str, name: &str);
+}
+
 /// Who hears whom come and go: babel sessions listen; every session a babel
 /// client can call is listed.
 #[derive(Default)]
@@ -371,6 +395,7 @@ pub struct Hub {
     reserved: RwLock<Option<ReservedNames>>,
     mailbox: RwLock<Option<Mailbox>>,
     relay: RwLock<Option<Arc<dyn MediaRelay>>>,
+    cluster: RwLock<Option<Arc<dyn ClusterLink>>>,
     cfg: HubConfig,
     /// Checked under `users` at every login (a leaf lock).
     bans: Bans,
@@ -417,6 +442,7 @@ impl Hub {
             reserved: RwLock::new(None),
             mailbox: RwLock::new(None),
             relay: RwLock::new(None),
+            cluster: RwLock::new(None),
             cfg,
             bans: Bans::default(),
             metrics: Arc::new(Metrics::new()),
@@ -439,6 +465,7 @@ impl Hub {
             .users
             .read()
             .values()
+            .filter(|s| s.remote.is_none())
             .map(|s| (s.name.clone(), s.dialect, s.ip))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -448,7 +475,7 @@ impl Hub {
     /// Users online per dialect, in `metrics::DIALECTS` order.
     pub fn online_per_dialect(&self) -> [usize; 4] {
         let mut n = [0; 4];
-        for s in self.users.read().values() {
+        for s in self.users.read().values().filter(|s| s.remote.is_none()) {
             n[crate::metrics::dialect_index(s.dialect)] += 1;
         }
         n
@@ -533,7 +560,91 @@ impl Hub {
         result
     }
 
+    /// Cluster mode: turn on the claim before every local login and the
+    /// hooks that reach other nodes.
+    pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        *self.cluster.write() = Some(link);
+    }
+
+    fn cluster(&self) -> Option<Arc<dyn ClusterLink>> {
+        self.cluster.read().clone()
+    }
+
+    /// Cluster mode: a stand-in for `name`, a user of node `node`, so that
+    /// local users see it (babel contact lists), cannot take its name, and
+    /// reach it (`peer` forwards what crosses nodes). It is not in the
+    /// public room (texts there cross on the bus once per node) and is not
+    /// counted among this node's sessions.
+    pub fn login_remote(
+        &self,
+        name: &str,
+        dialect: Dialect,
+        node: &str,
+        peer: Arc<dyn Peer>,
+    ) -> Result<Arc<Session>, LoginError> {
+        let entry = Entry {
+            global_chat: false,
+            presence: false,
+            has_password: true,
+            remote: Some(node.into()),
+            ..Entry::new(dialect, IpAddr::from([0, 0, 0, 0]), peer)
+        };
+        self.admit(name, entry, |_| {})
+    }
+
+    /// Cluster mode: a public-room text from a user of another node, for
+    /// every local listener.
+    pub fn public_remote(&self, from: &str, text: &str) -> usize {
+        let ev = Event::Message { from, text };
+        let list = self.global.read();
+        let took = list.sessions.iter().filter(|s| s.peer.deliver(&ev)).count();
+        self.metrics.delivered(took);
+        took
+    }
+
+    /// Cluster mode: if `name` is online on another node, tell that node
+    /// it has stored items to deliver (accounts). Returns whether it was.
+    pub fn poke_remote(&self, name: &str) -> bool {
+        let (Some(s), Some(c)) = (self.online(name), self.cluster()) else {
+            return false;
+        };
+        match &s.remote {
+            Some(node) => {
+                c.poke(node, name);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn admit(
+        &self,
+        name: &str,
+        entry: Entry,
+        welcome: impl FnOnce(&[String]),
+    ) -> Result<Arc<Session>, LoginError> {
+        let claim = match (&entry.remote, self.cluster()) {
+            (None, Some(c)) => {
+                // A name held here (or by a stand-in) needs no bus round trip.
+                if names::check(name).is_ok() && !self.name_in_use(name) {
+                    if !c.claim(name, entry.dialect) {
+                        return Err(LoginError::Taken);
+                    }
+                    Some(c)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let result = self.admit_here(name, entry, welcome);
+        if let (Err(_), Some(c)) = (&result, claim) {
+            c.release(name);
+        }
+        result
+    }
+
+    fn admit_here(
         &self,
         name: &str,
         entry: Entry,
@@ -560,6 +671,7 @@ impl Hub {
             presence: entry.presence,
             server_ip: entry.server_ip,
             endpoint: entry.endpoint,
+            remote: entry.remote,
         });
         let callable = self.callable_from_babel(&session);
         let others: Vec<Arc<Session>> = {
@@ -663,6 +775,11 @@ impl Hub {
         self.rooms_closed(closed);
         self.private.lock().forget_user(&session.name);
         self.end_calls_of(session);
+        if session.remote.is_none() {
+            if let Some(c) = self.cluster() {
+                c.release(&session.name);
+            }
+        }
     }
 
     pub fn online(&self, name: &str) -> Option<Arc<Session>> {
@@ -690,13 +807,19 @@ impl Hub {
             from: &from.name,
             text,
         };
-        let list = self.global.read();
-        for s in &list.sessions {
-            s.peer.deliver(&ev);
+        let n = {
+            let list = self.global.read();
+            for s in &list.sessions {
+                s.peer.deliver(&ev);
+            }
+            list.sessions.len()
+        };
+        if let Some(c) = self.cluster() {
+            c.public_text(&from.name, text);
         }
         self.metrics.message(from.dialect);
-        self.metrics.delivered(list.sessions.len());
-        Ok(list.sessions.len())
+        self.metrics.delivered(n);
+        Ok(n)
     }
 
     /// Install where guests' private texts to offline registered users go
@@ -758,7 +881,12 @@ impl Hub {
         if target == from.name {
             return Err(Refusal::SelfTarget);
         }
-        let t = self.online(target).ok_or(Refusal::Offline)?;
+        // A private connection's two ends must meet on one node: not
+        // across nodes in this build (docs/scaling.md).
+        let t = self
+            .online(target)
+            .filter(|t| t.remote.is_none())
+            .ok_or(Refusal::Offline)?;
         self.private.lock().add_request(
             now,
             &from.name,

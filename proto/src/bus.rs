@@ -1,0 +1,228 @@
+//! The envelope chinwagd nodes exchange over the cluster bus (NATS) and
+//! store as the value of a name claim (docs/scaling.md, "The bus
+//! envelope"). Never seen by a client. Layout: a version byte (1), a kind
+//! byte, then the kind's fields; integers big-endian, strings with a u16
+//! length prefix. A whole envelope is at most `MAX_ENVELOPE` bytes.
+
+use crate::cursor::{Layout, Order, Prefix, Reader, Short, Writer};
+use crate::{DecodeError, Redact};
+
+pub const VERSION: u8 = 1;
+/// Node names, user names.
+pub const MAX_NAME: usize = 255;
+/// Chat texts (above every dialect's own text limit).
+pub const MAX_TEXT: usize = 60_000;
+/// The largest envelope a node sends or accepts.
+pub const MAX_ENVELOPE: usize = 64 * 1024;
+
+const LAYOUT: Layout = Layout {
+    order: Order::Big,
+    prefix: Prefix::U16,
+    short: Short::Truncated,
+};
+
+const HEARTBEAT: u8 = 1;
+const CLAIM: u8 = 2;
+const PRIVATE: u8 = 3;
+const PUBLIC: u8 = 4;
+const POKE: u8 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// Node `node` (started at `epoch`) is alive; on `cw.<cluster>.hb`.
+    Heartbeat { node: String, epoch: u64 },
+    /// The value of a name claim in the `names` bucket: who holds the name.
+    /// `dialect`: 0 chatos, 1 babel, 2 accounts, 3 rooms.
+    Claim {
+        node: String,
+        epoch: u64,
+        dialect: u8,
+        name: String,
+    },
+    /// A private text for `to`, a user on the receiving node.
+    Private {
+        from: String,
+        to: String,
+        text: String,
+    },
+    /// A text in the public room (chatos global chat, rooms public room),
+    /// sent by `node`; on `cw.<cluster>.global`.
+    Public {
+        node: String,
+        from: String,
+        text: String,
+    },
+    /// Accounts user `name` (on the receiving node) has stored items to
+    /// deliver: run its offline flush.
+    Poke { name: String },
+}
+
+impl Envelope {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        let mut w = Writer::new(&mut out, LAYOUT);
+        w.u8(VERSION);
+        match self {
+            Envelope::Heartbeat { node, epoch } => {
+                w.u8(HEARTBEAT).str(node).u64(*epoch);
+            }
+            Envelope::Claim {
+                node,
+                epoch,
+                dialect,
+                name,
+            } => {
+                w.u8(CLAIM).str(node).u64(*epoch).u8(*dialect).str(name);
+            }
+            Envelope::Private { from, to, text } => {
+                w.u8(PRIVATE).str(from).str(to).str(text);
+            }
+            Envelope::Public { node, from, text } => {
+                w.u8(PUBLIC).str(node).str(from).str(text);
+            }
+            Envelope::Poke { name } => {
+                w.u8(POKE).str(name);
+            }
+        }
+        out
+    }
+
+    /// One whole envelope (a bus message's payload).
+    pub fn decode(buf: &[u8]) -> Result<Envelope, DecodeError> {
+        if buf.len() > MAX_ENVELOPE {
+            return Err(DecodeError::TooLong {
+                field: "envelope",
+                len: buf.len() as u64,
+                max: MAX_ENVELOPE as u64,
+            });
+        }
+        let mut r = Reader::new(buf, LAYOUT);
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::BadBits("envelope version"));
+        }
+        let env = match r.u8()? {
+            HEARTBEAT => Envelope::Heartbeat {
+                node: r.str("node", MAX_NAME)?,
+                epoch: r.u64()?,
+            },
+            CLAIM => Envelope::Claim {
+                node: r.str("node", MAX_NAME)?,
+                epoch: r.u64()?,
+                dialect: match r.u8()? {
+                    d @ 0..=3 => d,
+                    _ => return Err(DecodeError::BadBits("dialect")),
+                },
+                name: r.str("name", MAX_NAME)?,
+            },
+            PRIVATE => Envelope::Private {
+                from: r.str("from", MAX_NAME)?,
+                to: r.str("to", MAX_NAME)?,
+                text: r.str("text", MAX_TEXT)?,
+            },
+            PUBLIC => Envelope::Public {
+                node: r.str("node", MAX_NAME)?,
+                from: r.str("from", MAX_NAME)?,
+                text: r.str("text", MAX_TEXT)?,
+            },
+            POKE => Envelope::Poke {
+                name: r.str("name", MAX_NAME)?,
+            },
+            k => return Err(DecodeError::UnknownOpcode(k.into())),
+        };
+        r.finish()?;
+        Ok(env)
+    }
+}
+
+impl Redact for Envelope {
+    fn redacted(&self) -> String {
+        match self {
+            Envelope::Private { from, to, text } => {
+                format!("Private {from} -> {to} {}", crate::redacted_len(text.len()))
+            }
+            Envelope::Public { node, from, text } => {
+                format!("Public {from}@{node} {}", crate::redacted_len(text.len()))
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Envelope> {
+        vec![
+            Envelope::Heartbeat {
+                node: "a".into(),
+                epoch: 7,
+            },
+            Envelope::Claim {
+                node: "b".into(),
+                epoch: u64::MAX,
+                dialect: 3,
+                name: "zoë".into(),
+            },
+            Envelope::Private {
+                from: "x".into(),
+                to: "y".into(),
+                text: "hi\0there".into(),
+            },
+            Envelope::Public {
+                node: "n".into(),
+                from: "x".into(),
+                text: String::new(),
+            },
+            Envelope::Poke { name: "p".into() },
+        ]
+    }
+
+    #[test]
+    fn every_envelope_round_trips() {
+        for e in all() {
+            assert_eq!(Envelope::decode(&e.to_bytes()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn exact_bytes_of_a_heartbeat() {
+        let b = Envelope::Heartbeat {
+            node: "ab".into(),
+            epoch: 258,
+        }
+        .to_bytes();
+        assert_eq!(b, [1, 1, 0, 2, b'a', b'b', 0, 0, 0, 0, 0, 0, 1, 2]);
+    }
+
+    #[test]
+    fn every_prefix_is_refused_and_nothing_panics() {
+        for e in all() {
+            let b = e.to_bytes();
+            for n in 0..b.len() {
+                assert!(Envelope::decode(&b[..n]).is_err(), "{e:?} cut at {n}");
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(
+                Envelope::decode(&longer),
+                Err(DecodeError::TrailingBytes(1))
+            );
+        }
+        assert!(Envelope::decode(&[2, 1]).is_err());
+        assert!(Envelope::decode(&[1, 99]).is_err());
+        assert!(Envelope::decode(&[1, CLAIM, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0]).is_err());
+        assert!(Envelope::decode(&vec![1; MAX_ENVELOPE + 1]).is_err());
+    }
+
+    #[test]
+    fn texts_are_redacted() {
+        let e = Envelope::Private {
+            from: "x".into(),
+            to: "y".into(),
+            text: "secret".into(),
+        };
+        assert!(!e.redacted().contains("secret"));
+    }
+}
