@@ -194,23 +194,35 @@ async fn start(cfg: &ClusterConfig, link: &Link) -> Result<Started, String> {
         .map_err(|e| format!("cannot reach the bus: {e}"))?;
     link.up.store(true, Ordering::SeqCst);
     let js = jetstream::new(client.clone());
-    let config = kv::Config {
-        bucket: bucket(&cfg.cluster),
-        history: 1,
-        max_value_size: 1024,
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
     let names = match js.get_key_value(bucket(&cfg.cluster)).await {
         Ok(s) => s,
-        Err(_) => match js.create_key_value(config).await {
-            Ok(s) => s,
-            // Another node created it meanwhile.
-            Err(e) => js
-                .get_key_value(bucket(&cfg.cluster))
+        Err(_) => {
+            // The bucket's stream, made by hand with the KV conventions:
+            // the client's create_key_value first asks for account details
+            // in a shape nats-server 2.9 does not answer in.
+            let name = bucket(&cfg.cluster);
+            let made = js
+                .get_or_create_stream(jetstream::stream::Config {
+                    name: format!("KV_{name}"),
+                    subjects: vec![format!("$KV.{name}.>")],
+                    max_messages_per_subject: 1,
+                    max_message_size: 1024,
+                    discard: jetstream::stream::DiscardPolicy::New,
+                    allow_rollup: true,
+                    deny_delete: true,
+                    allow_direct: true,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: 1,
+                    ..Default::default()
+                })
+                .await;
+            if let Err(e) = made {
+                return Err(format!("cannot make the names bucket: {e}"));
+            }
+            js.get_key_value(name)
                 .await
-                .map_err(|_| format!("cannot open the names bucket: {e}"))?,
-        },
+                .map_err(|e| format!("cannot open the names bucket: {e}"))?
+        }
     };
     let sub = |s: String| {
         let client = client.clone();

@@ -1,0 +1,574 @@
+//! Cluster mode end to end (docs/scaling.md): a real nats-server (JetStream
+//! in a temporary directory) and a real PostgreSQL, both from Debian's
+//! packages, and two or three chinwagd nodes on 127.0.0.1 with port 0.
+//! Users on different nodes chat in every bridged form; a name is unique
+//! across nodes under a login race; a node killed with SIGKILL leaves the
+//! others' presence within the documented bound with nothing acknowledged
+//! lost; accounts data written through one node is read through another;
+//! the bus stopped: logins refused, local chat flowing, reconciliation.
+//! Every wait polls with a deadline; every child process is stopped on
+//! drop.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::accounts::Frame as Acc;
+use chinwag_proto::babel::Frame as Babel;
+use chinwag_proto::chatos::Command;
+use chinwag_proto::rooms::Body;
+use chinwagd::{Config, Server};
+
+mod common;
+use common::{Wire, WAIT};
+#[path = "common/postgres.rs"]
+mod testpg;
+#[path = "common/nats.rs"]
+mod testnats;
+mod rooms_support;
+use rooms_support::Client as Rooms;
+
+/// The node timeout the tests run with (the smallest allowed).
+const NODE_TIMEOUT_MS: u64 = 2_000;
+
+struct Cluster {
+    nats: testnats::Nats,
+    _pg: Arc<testpg::Postgres>,
+    store_url: String,
+}
+
+/// A bus and a database schema of its own; None when a tool is missing and
+/// the tests are to skip.
+fn cluster() -> Option<Cluster> {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let pg = testpg::server()?;
+    let nats = testnats::Nats::start()?;
+    let (store_url, _) = pg.fresh_url();
+    Some(Cluster {
+        nats,
+        _pg: pg,
+        store_url,
+    })
+}
+
+impl Cluster {
+    fn config(&self, node: &str) -> Config {
+        Config {
+            bus_url: self.nats.url(),
+            node_name: node.into(),
+            store_url: self.store_url.clone(),
+            node_timeout_ms: NODE_TIMEOUT_MS,
+            ..Config::ephemeral()
+        }
+    }
+
+    fn node(&self, name: &str) -> Server {
+        Server::start(self.config(name)).expect("node starts")
+    }
+
+    /// A node as a process of its own (to be killed).
+    fn process(&self, name: &str) -> common::Chinwagd {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+        cmd.args(["--chatos-port", "0", "--babel-port", "0"])
+            .args(["--accounts-port", "0", "--rooms-port", "0"])
+            .args(["--bus-url", &self.nats.url(), "--node-name", name])
+            .args(["--store-url", &self.store_url])
+            .args(["--node-timeout-ms", &NODE_TIMEOUT_MS.to_string()]);
+        common::Chinwagd::spawn(&mut cmd)
+    }
+}
+
+fn eventually(what: &str, within: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < within, "{what} (waited {within:?})");
+        thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// Until `srv` shows `name` as a user of another node (or not at all).
+fn sees(srv: &Server, name: &str, online: bool) {
+    eventually(
+        &format!("{name} {}", if online { "shown" } else { "gone" }),
+        WAIT,
+        || srv.hub().online(name).is_some_and(|s| s.remote.is_some()) == online,
+    );
+}
+
+// ---- raw clients ----
+
+fn chatos_try(addr: SocketAddr, name: &str) -> (Wire<Command>, Command) {
+    let mut c = Wire::<Command>::new(TcpStream::connect(addr).unwrap());
+    c.send_bytes(&Command::Login { login: name.into() }.to_bytes());
+    let answer = c.recv();
+    (c, answer)
+}
+
+fn chatos(addr: SocketAddr, name: &str) -> Wire<Command> {
+    let (c, answer) = chatos_try(addr, name);
+    assert_eq!(answer, Command::LoginAccepted, "{name} logs in");
+    c
+}
+
+fn accounts(addr: SocketAddr) -> Wire<Acc> {
+    let mut a = Wire::<Acc>::new(TcpStream::connect(addr).unwrap());
+    a.send_bytes(&Acc::Hello.to_bytes());
+    assert_eq!(a.recv(), Acc::HelloAck);
+    a
+}
+
+fn register(addr: SocketAddr, pseudo: &str) {
+    let mut a = accounts(addr);
+    a.send_bytes(
+        &Acc::Register {
+            email: format!("{pseudo}@example.org"),
+            pseudo: pseudo.into(),
+            password: "correct horse".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(a.recv(), Acc::Registered);
+}
+
+fn login(addr: SocketAddr, pseudo: &str) -> Wire<Acc> {
+    let mut a = accounts(addr);
+    a.send_bytes(
+        &Acc::Login {
+            email: format!("{pseudo}@example.org"),
+            password: "correct horse".into(),
+        }
+        .to_bytes(),
+    );
+    let got = a.recv();
+    assert!(matches!(got, Acc::LoginOk { .. }), "{pseudo}: {got:?}");
+    a
+}
+
+fn send(w: &mut Wire<Acc>, f: Acc) {
+    w.send_bytes(&f.to_bytes());
+}
+
+fn say(w: &mut Wire<Acc>, to: &str, text: &str) {
+    send(
+        w,
+        Acc::SendMessage {
+            pseudo: to.into(),
+            text: text.into(),
+        },
+    );
+}
+
+fn heard(from: &str, text: &str) -> Acc {
+    Acc::Message {
+        pseudo: from.into(),
+        text: text.into(),
+    }
+}
+
+fn babel(addr: SocketAddr, name: &str) -> (Wire<Babel>, Vec<String>) {
+    let mut b = Wire::<Babel>::new(TcpStream::connect(addr).unwrap());
+    assert_eq!(b.recv(), Babel::HelloConnect);
+    b.send_bytes(&Babel::Login { name: name.into() }.to_bytes());
+    assert_eq!(b.recv(), Babel::LoginSuccess);
+    let Babel::AddContact { contacts } = b.recv() else {
+        panic!("AddContact after LoginSuccess")
+    };
+    (b, contacts)
+}
+
+/// Every page of the history with `pseudo`, oldest first.
+fn history(a: &mut Wire<Acc>, pseudo: &str) -> Vec<String> {
+    send(
+        a,
+        Acc::History {
+            pseudo: pseudo.into(),
+            before: 0,
+        },
+    );
+    let Acc::HistoryPage { entries, .. } = a.recv() else {
+        panic!("161")
+    };
+    entries.into_iter().map(|e| e.text).collect()
+}
+
+/// Two registered accounts users, friends, logged in on the given nodes.
+fn friends(
+    reg: SocketAddr,
+    (x, at_x): (&str, SocketAddr),
+    (y, at_y): (&str, SocketAddr),
+) -> (Wire<Acc>, Wire<Acc>) {
+    register(reg, x);
+    register(reg, y);
+    let mut a = login(at_x, x);
+    let mut b = login(at_y, y);
+    send(&mut a, Acc::FriendRequest { pseudo: y.into() });
+    assert_eq!(a.recv(), Acc::FriendRequestSent { pseudo: y.into() });
+    // Across nodes: stored, then the poke makes y's node deliver it.
+    assert_eq!(b.recv(), Acc::FriendRequested { pseudo: x.into() });
+    send(&mut b, Acc::AcceptFriend { pseudo: x.into() });
+    assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
+    (a, b)
+}
+
+// ---- every bridged form across two nodes ----
+
+#[test]
+fn public_text_crosses_nodes_between_chatos_and_rooms() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let b = c.node("b");
+    let mut alice = chatos(a.chatos_addr(), "alice");
+    let mut bob = chatos(b.chatos_addr(), "bob");
+    let roo = Rooms::register(b.rooms_addr(), "roo");
+    sees(&a, "bob", true);
+    sees(&a, "roo", true);
+    // chatos on A -> chatos and rooms on B.
+    alice.send_bytes(
+        &Command::Message {
+            from: "alice".into(),
+            text: "hi all".into(),
+        }
+        .to_bytes(),
+    );
+    let hi = Command::Message {
+        from: "alice".into(),
+        text: "hi all".into(),
+    };
+    assert_eq!(alice.recv(), hi, "the local echo");
+    assert_eq!(bob.recv(), hi, "chatos on the other node");
+    let m = roo.expect("alice's text on the other node", |b| {
+        matches!(b, Body::Text { .. })
+    });
+    assert_eq!(
+        m.body,
+        Body::Text {
+            chat: "alice: hi all".into()
+        }
+    );
+    // rooms on B -> chatos on A (and B).
+    let mut roo = roo;
+    assert_eq!(
+        roo.ask(Body::Text {
+            chat: "from the room".into()
+        }),
+        Body::TextAck
+    );
+    let from_roo = Command::Message {
+        from: "roo".into(),
+        text: "from the room".into(),
+    };
+    assert_eq!(alice.recv(), from_roo);
+    assert_eq!(bob.recv(), from_roo);
+    // Nothing came twice.
+    alice.expect_silence();
+    bob.expect_silence();
+}
+
+#[test]
+fn private_text_crosses_nodes_between_chatos_and_accounts_online_and_offline() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let b = c.node("b");
+    // chatos <-> chatos.
+    let mut alice = chatos(a.chatos_addr(), "alice");
+    let mut bob = chatos(b.chatos_addr(), "bob");
+    sees(&a, "bob", true);
+    sees(&b, "alice", true);
+    alice.send_bytes(
+        &Command::MessagePrivate {
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "psst".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        bob.recv(),
+        Command::MessagePrivate {
+            from: "alice".into(),
+            to: "bob".into(),
+            text: "psst".into(),
+        }
+    );
+    // chatos on A <-> accounts on B.
+    register(a.accounts_addr(), "dave");
+    let mut dave = login(b.accounts_addr(), "dave");
+    sees(&a, "dave", true);
+    alice.send_bytes(
+        &Command::MessagePrivate {
+            from: "alice".into(),
+            to: "dave".into(),
+            text: "to an account".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(dave.recv(), heard("alice", "to an account"));
+    say(&mut dave, "alice", "to a guest");
+    assert_eq!(dave.recv(), Acc::MessageStored);
+    assert_eq!(
+        alice.recv(),
+        Command::MessagePrivate {
+            from: "dave".into(),
+            to: "alice".into(),
+            text: "to a guest".into(),
+        }
+    );
+    // Offline: dave leaves B; alice's text waits in the shared store and
+    // reaches dave when he logs in on A.
+    drop(dave);
+    sees(&a, "dave", false);
+    alice.send_bytes(
+        &Command::MessagePrivate {
+            from: "alice".into(),
+            to: "dave".into(),
+            text: "while you were out".into(),
+        }
+        .to_bytes(),
+    );
+    // Stored as guest mail by A's store thread, whose queue the login's
+    // flush on A follows.
+    let mut dave = login(a.accounts_addr(), "dave");
+    assert_eq!(dave.recv(), heard("alice", "while you were out"));
+}
+
+#[test]
+fn accounts_friends_on_two_nodes_message_each_other_online_and_offline() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let b = c.node("b");
+    let (mut carol, mut dave) = friends(
+        a.accounts_addr(),
+        ("carol", a.accounts_addr()),
+        ("dave", b.accounts_addr()),
+    );
+    say(&mut carol, "dave", "hello across");
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    assert_eq!(dave.recv(), heard("carol", "hello across"));
+    say(&mut dave, "carol", "and back");
+    assert_eq!(dave.recv(), Acc::MessageStored);
+    assert_eq!(carol.recv(), heard("dave", "and back"));
+    // Offline on every node: stored, delivered at the login on A.
+    drop(dave);
+    sees(&a, "dave", false);
+    say(&mut carol, "dave", "stored for later");
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    let mut dave = login(a.accounts_addr(), "dave");
+    assert_eq!(dave.recv(), heard("carol", "stored for later"));
+    // Accounts data written through A is read through B.
+    drop(carol);
+    let mut carol_b = login(b.accounts_addr(), "carol");
+    assert_eq!(
+        history(&mut carol_b, "dave"),
+        ["hello across", "and back", "stored for later"]
+    );
+    send(&mut carol_b, Acc::ListFriends);
+    assert_eq!(
+        carol_b.recv(),
+        Acc::Friends {
+            pseudos: vec!["dave".into()]
+        }
+    );
+    drop(dave);
+}
+
+#[test]
+fn babel_contact_lists_show_callable_users_of_other_nodes() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let b = c.node("b");
+    register(a.accounts_addr(), "erin");
+    let erin = login(a.accounts_addr(), "erin");
+    let (_zed_a, _) = babel(a.babel_addr(), "zed");
+    sees(&b, "erin", true);
+    sees(&b, "zed", true);
+    let (mut yan, contacts) = babel(b.babel_addr(), "yan");
+    let mut listed = contacts.clone();
+    listed.sort();
+    assert_eq!(listed, ["erin", "zed"], "users of node A that babel can call");
+    // A user of A leaves: B's babel client hears it.
+    drop(erin);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match yan.try_recv(deadline.saturating_duration_since(Instant::now())) {
+            Some(Babel::DelContact { contacts }) if contacts == ["erin"] => break,
+            Some(_) => {}
+            None => panic!("no DelContact for erin"),
+        }
+    }
+    // A call to a user of another node answers as offline (calls between
+    // nodes are not built; docs/scaling.md).
+    assert!(b.hub().online("zed").is_some_and(|s| s.remote.is_some()));
+}
+
+// ---- one name across the cluster ----
+
+#[test]
+fn a_name_is_unique_across_nodes_under_a_login_race() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let b = c.node("b");
+    let addrs = [a.chatos_addr(), b.chatos_addr()];
+    for round in 0..15 {
+        // Look-alikes race too: "racer1" and "RACER1" share a skeleton.
+        let names = [format!("racer{round}"), format!("RACER{round}")];
+        let gate = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                let gate = gate.clone();
+                let name = names[i % 2 * (round % 2)].clone();
+                let at = addrs[i];
+                thread::spawn(move || {
+                    gate.wait();
+                    chatos_try(at, &name)
+                })
+            })
+            .collect();
+        let mut results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won: Vec<usize> = (0..2)
+            .filter(|&i| results[i].1 == Command::LoginAccepted)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one login wins");
+        let lost = 1 - won[0];
+        assert_eq!(results[lost].1, Command::LoginRefused);
+        // The loser's node gets the name once the winner leaves.
+        let (winner, _) = results.remove(won[0]);
+        drop(winner);
+        let loser_at = addrs[lost];
+        let name = names[lost % 2 * (round % 2)].clone();
+        eventually("the loser logs in after the winner left", WAIT, || {
+            chatos_try(loser_at, &name).1 == Command::LoginAccepted
+        });
+    }
+}
+
+// ---- node death ----
+
+#[test]
+fn sigkill_of_a_node_removes_its_users_within_the_timeout_and_loses_nothing_acknowledged() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let mut b = c.process("b");
+    let mut alice = chatos(a.chatos_addr(), "alice");
+    let mut amy = chatos(a.chatos_addr(), "amy");
+    let _bea = chatos(b.chatos, "bea");
+    let (mut carol, mut dave) = friends(
+        a.accounts_addr(),
+        ("carol", a.accounts_addr()),
+        ("dave", b.accounts),
+    );
+    let (mut zed, _) = babel(a.babel_addr(), "zed");
+    sees(&a, "bea", true);
+    sees(&a, "dave", true);
+    // Acknowledged through B just before it dies.
+    let acked: Vec<String> = (0..5).map(|i| format!("acked {i}")).collect();
+    for t in &acked {
+        say(&mut dave, "carol", t);
+        assert_eq!(dave.recv(), Acc::MessageStored);
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(b.child.id() as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    let _ = b.child.wait();
+    // Documented bound: node_timeout_ms + one heartbeat (1 s), plus the
+    // detector's 200 ms tick; a loaded machine gets 2 s more.
+    let bound = Duration::from_millis(NODE_TIMEOUT_MS + 1_000 + 200);
+    let slack = Duration::from_secs(2);
+    eventually("bea leaves A's presence", bound + slack, || {
+        a.hub().online("bea").is_none() && a.hub().online("dave").is_none()
+    });
+    let took = killed.elapsed();
+    assert!(
+        took >= Duration::from_millis(NODE_TIMEOUT_MS) - Duration::from_millis(1_100),
+        "removed before the timeout could pass: {took:?}"
+    );
+    eprintln!("users of the killed node left A's presence {took:?} after SIGKILL");
+    // A's babel client heard dave leave.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match zed.try_recv(deadline.saturating_duration_since(Instant::now())) {
+            Some(Babel::DelContact { contacts }) if contacts == ["dave"] => break,
+            Some(_) => {}
+            None => panic!("no DelContact for dave"),
+        }
+    }
+    // Nothing acknowledged is lost: carol heard them live, and the history
+    // read through A has them.
+    for t in &acked {
+        assert_eq!(carol.recv(), heard("dave", t));
+    }
+    let h = history(&mut carol, "dave");
+    assert_eq!(h[h.len() - acked.len()..], acked[..]);
+    // A's own users are untouched.
+    alice.send_bytes(
+        &Command::MessagePrivate {
+            from: "alice".into(),
+            to: "amy".into(),
+            text: "still here".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        amy.recv(),
+        Command::MessagePrivate {
+            from: "alice".into(),
+            to: "amy".into(),
+            text: "still here".into(),
+        }
+    );
+    // The dead node's names were freed: bea and dave log in on A.
+    eventually("bea's name freed", WAIT, || {
+        chatos_try(a.chatos_addr(), "bea").1 == Command::LoginAccepted
+    });
+    let _dave = login(a.accounts_addr(), "dave");
+}
+
+// ---- the bus unreachable ----
+
+#[test]
+fn without_the_bus_logins_are_refused_local_chat_flows_and_the_node_reconciles() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let b = c.node("b");
+    let mut alice = chatos(a.chatos_addr(), "alice");
+    let mut amy = chatos(a.chatos_addr(), "amy");
+    let _bob = chatos(b.chatos_addr(), "bob");
+    sees(&a, "bob", true);
+    c.nats.kill();
+    let cl = a.cluster().expect("cluster mode");
+    eventually("A notices the bus is gone", WAIT, || !cl.bus_up());
+    // New logins are refused (each dialect's usual refusal).
+    let (_, answer) = chatos_try(a.chatos_addr(), "newcomer");
+    assert_eq!(answer, Command::LoginRefused);
+    // Local traffic goes on.
+    alice.send_bytes(
+        &Command::Message {
+            from: "alice".into(),
+            text: "local still works".into(),
+        }
+        .to_bytes(),
+    );
+    let local = Command::Message {
+        from: "alice".into(),
+        text: "local still works".into(),
+    };
+    assert_eq!(alice.recv(), local);
+    assert_eq!(amy.recv(), local);
+    // Longer than node_timeout_ms: A and B each find the other dead.
+    sees(&a, "bob", false);
+    c.nats.restart();
+    eventually("A is back on the bus", WAIT, || cl.bus_up());
+    // Reconciled: the names are still held (nobody else can take them),
+    // the nodes see each other's users again, and logins work.
+    sees(&a, "bob", true);
+    sees(&b, "alice", true);
+    eventually("a new login is admitted again", WAIT, || {
+        chatos_try(a.chatos_addr(), "newcomer").1 == Command::LoginAccepted
+    });
+    assert_eq!(
+        chatos_try(b.chatos_addr(), "alice").1,
+        Command::LoginRefused,
+        "alice's name is still hers"
+    );
+}
