@@ -52,8 +52,9 @@ pub enum Envelope {
         from: String,
         text: String,
     },
-    /// Accounts user `name` (on the receiving node) has stored items to
-    /// deliver: run its offline flush.
+    /// Accounts user `name` has stored items to deliver: its node runs its
+    /// offline flush. On the user's node subject, or on
+    /// `cw.<cluster>.global` when the sender does not know its node.
     Poke { name: String },
 }
 

@@ -379,7 +379,11 @@ impl Config {
             return None;
         }
         Some(crate::cluster::ClusterConfig {
-            urls: self.bus_url.split(',').map(|u| u.trim().to_owned()).collect(),
+            urls: self
+                .bus_url
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .collect(),
             node: self.node_name.clone(),
             cluster: self.cluster_name.clone(),
             node_timeout: Duration::from_millis(self.node_timeout_ms),

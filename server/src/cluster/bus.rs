@@ -32,7 +32,10 @@ const CLAIMS_IN_FLIGHT: usize = 256;
 
 pub enum BusCmd {
     /// Core NATS publish (at most once).
-    Publish { subject: String, payload: Vec<u8> },
+    Publish {
+        subject: String,
+        payload: Vec<u8>,
+    },
     /// Create every key (sorted) with `value`; all or none. The reply is
     /// each key's revision, or None when one exists or the bus failed.
     Claim {
@@ -41,7 +44,9 @@ pub enum BusCmd {
         reply: Sender<Option<Vec<(String, u64)>>>,
     },
     /// Delete each key if it still holds that revision.
-    Release { keys: Vec<(String, u64)> },
+    Release {
+        keys: Vec<(String, u64)>,
+    },
     /// After an outage: does `name` still hold its keys? A key that was
     /// freed meanwhile is created again with `value`. Answered with
     /// `BusEvent::Reasserted`.
@@ -114,12 +119,7 @@ pub fn bucket(cluster: &str) -> String {
 /// Run the bus until `Stop`. `ready` hears once: Ok after connecting,
 /// creating the bucket, subscribing and starting the watch; Err(why) if
 /// that fails (then the thread ends).
-pub fn run(
-    cfg: ClusterConfig,
-    heartbeat: Vec<u8>,
-    link: Link,
-    ready: Sender<Result<(), String>>,
-) {
+pub fn run(cfg: ClusterConfig, heartbeat: Vec<u8>, link: Link, ready: Sender<Result<(), String>>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -314,7 +314,7 @@ async fn serve(cfg: &ClusterConfig, heartbeat: Vec<u8>, link: &Link, s: Started)
                         while releases.join_next().await.is_some() {}
                     })
                     .await;
-                    let _ = client.flush().await;
+                    let _ = tokio::time::timeout(cfg.bus_timeout, client.flush()).await;
                     return;
                 }
                 BusCmd::Publish { subject, payload } => {
@@ -394,7 +394,9 @@ async fn reassert(
             Err(_) => return Some(keys.to_vec()),
         };
         match held {
-            Some(e) if e.revision == *rev || e.value[..] == value[..] => now.push((k.clone(), e.revision)),
+            Some(e) if e.revision == *rev || e.value[..] == value[..] => {
+                now.push((k.clone(), e.revision))
+            }
             Some(_) => {
                 release(names, &created).await;
                 return None;

@@ -246,7 +246,10 @@ impl Cluster {
     /// are released first).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.out.cmds.send_timeout(BusCmd::Stop, Duration::from_secs(1));
+        let _ = self
+            .out
+            .cmds
+            .send_timeout(BusCmd::Stop, Duration::from_secs(1));
         self.out.wake.notify_one();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
@@ -312,9 +315,12 @@ impl ClusterLink for Cluster {
         );
     }
 
-    fn poke(&self, node: &str, name: &str) {
+    fn poke(&self, node: Option<&str>, name: &str) {
         self.out.publish(
-            bus::subject_node(&self.cfg.cluster, node),
+            match node {
+                Some(node) => bus::subject_node(&self.cfg.cluster, node),
+                None => bus::subject_global(&self.cfg.cluster),
+            },
             &Envelope::Poke {
                 name: name.to_owned(),
             },
@@ -378,6 +384,7 @@ struct Replica {
     keys: HashMap<String, Held>,
     users: HashMap<String, Remote>,
     nodes: HashMap<String, NodeSeen>,
+    /// This node lost the bus (and has not had it back since).
     was_down: bool,
     /// Users whose stand-in the hub refused (a local session still had the
     /// name, being disconnected after an outage): tried again each tick.
@@ -392,7 +399,11 @@ impl Replica {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.find_dead(Instant::now(), node_timeout);
+            // Cut off from the bus, this node cannot tell a dead node from
+            // its own outage: it judges nobody until the bus is back.
+            if !self.was_down {
+                self.find_dead(Instant::now(), node_timeout);
+            }
             for name in std::mem::take(&mut self.unshown) {
                 self.show(&name);
             }
@@ -410,6 +421,11 @@ impl Replica {
             BusEvent::Up => {
                 if std::mem::take(&mut self.was_down) {
                     log::warn!("cluster: the bus is back; reconciling this node's names");
+                    // Every node gets a full node_timeout to be heard again.
+                    let now = Instant::now();
+                    for n in self.nodes.values_mut() {
+                        n.last = now;
+                    }
                     self.reconcile();
                 }
             }

@@ -368,8 +368,9 @@ pub trait ClusterLink: Send + Sync {
     fn release(&self, name: &str);
     /// A text in the public room from a local user.
     fn public_text(&self, from: &str, text: &str);
-    /// Tell node `node` that its accounts user `name` has stored items.
-    fn poke(&self, node: &str, name: &str);
+    /// Tell node `node` (every node, when None) that its accounts user
+    /// `name` has stored items.
+    fn poke(&self, node: Option<&str>, name: &str);
 }
 
 /// Who hears whom come and go: babel sessions listen; every session a babel
@@ -602,19 +603,23 @@ impl Hub {
         took
     }
 
-    /// Cluster mode: if `name` is online on another node, tell that node
-    /// it has stored items to deliver (accounts). Returns whether it was.
+    /// Cluster mode: `name` has stored items to deliver (accounts) and is
+    /// not a local session that takes them live. If it is online on
+    /// another node, tell that node; if this node does not know it (its
+    /// view may lag a login elsewhere by a bus round trip), tell every
+    /// node. Returns whether a poke went out.
     pub fn poke_remote(&self, name: &str) -> bool {
-        let (Some(s), Some(c)) = (self.online(name), self.cluster()) else {
+        let Some(c) = self.cluster() else {
             return false;
         };
-        match &s.remote {
-            Some(node) => {
-                c.poke(node, name);
-                true
-            }
-            None => false,
+        match self.online(name) {
+            Some(s) => match &s.remote {
+                Some(node) => c.poke(Some(node), name),
+                None => return false,
+            },
+            None => c.poke(None, name),
         }
+        true
     }
 
     fn admit(

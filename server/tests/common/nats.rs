@@ -105,9 +105,7 @@ impl Nats {
             for line in BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 if !told {
-                    if let Some((_, at)) =
-                        line.split_once("Listening for client connections on ")
-                    {
+                    if let Some((_, at)) = line.split_once("Listening for client connections on ") {
                         if let Some(p) = at.trim().rsplit(':').next().and_then(|p| p.parse().ok()) {
                             let _ = tx.send(p);
                             told = true;
