@@ -1031,6 +1031,8 @@ impl Hub {
 }
 
 #[cfg(test)]
+mod cluster_tests;
+#[cfg(test)]
 mod core_tests;
 #[cfg(test)]
 mod tests;
