@@ -26,6 +26,7 @@ const CLAIM: u8 = 2;
 const PRIVATE: u8 = 3;
 const PUBLIC: u8 = 4;
 const POKE: u8 = 5;
+const ACCOUNT: u8 = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
@@ -56,6 +57,14 @@ pub enum Envelope {
     /// offline flush. On the user's node subject, or on
     /// `cw.<cluster>.global` when the sender does not know its node.
     Poke { name: String },
+    /// Accounts pseudo `pseudo` was registered (true) or deleted (false)
+    /// through node `node`; on `cw.<cluster>.global`, so every node's
+    /// cache of registered names follows.
+    Account {
+        node: String,
+        pseudo: String,
+        registered: bool,
+    },
 }
 
 impl Envelope {
@@ -83,6 +92,16 @@ impl Envelope {
             }
             Envelope::Poke { name } => {
                 w.u8(POKE).str(name);
+            }
+            Envelope::Account {
+                node,
+                pseudo,
+                registered,
+            } => {
+                w.u8(ACCOUNT)
+                    .str(node)
+                    .str(pseudo)
+                    .u8(u8::from(*registered));
             }
         }
         out
@@ -128,6 +147,15 @@ impl Envelope {
             },
             POKE => Envelope::Poke {
                 name: r.str("name", MAX_NAME)?,
+            },
+            ACCOUNT => Envelope::Account {
+                node: r.str("node", MAX_NAME)?,
+                pseudo: r.str("pseudo", MAX_NAME)?,
+                registered: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadBits("registered")),
+                },
             },
             k => return Err(DecodeError::UnknownOpcode(k.into())),
         };
@@ -177,6 +205,11 @@ mod tests {
                 text: String::new(),
             },
             Envelope::Poke { name: "p".into() },
+            Envelope::Account {
+                node: "a".into(),
+                pseudo: "q".into(),
+                registered: true,
+            },
         ]
     }
 

@@ -35,8 +35,9 @@ const NODE_TIMEOUT_MS: u64 = 2_000;
 
 struct Cluster {
     nats: testnats::Nats,
-    _pg: Arc<testpg::Postgres>,
+    pg: Arc<testpg::Postgres>,
     store_url: String,
+    schema: String,
 }
 
 /// A bus and a database schema of its own; None when a tool is missing and
@@ -45,11 +46,12 @@ fn cluster() -> Option<Cluster> {
     let _ = env_logger::builder().is_test(true).try_init();
     let pg = testpg::server()?;
     let nats = testnats::Nats::start()?;
-    let (store_url, _) = pg.fresh_url();
+    let (store_url, schema) = pg.fresh_url();
     Some(Cluster {
         nats,
-        _pg: pg,
+        pg,
         store_url,
+        schema,
     })
 }
 
@@ -386,6 +388,44 @@ fn accounts_friends_on_two_nodes_message_each_other_online_and_offline() {
 }
 
 #[test]
+fn a_pseudo_registered_through_one_node_is_reserved_on_the_other() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    let b = c.node("b");
+    let mut bob = chatos(b.chatos_addr(), "bob");
+    register(a.accounts_addr(), "gail");
+    // B started before gail existed; the announcement reaches it.
+    eventually("B reserves gail for her account", WAIT, || {
+        chatos_try(b.chatos_addr(), "gail").1 == Command::LoginRefused
+    });
+    assert_eq!(
+        chatos_try(b.chatos_addr(), "GAIL").1,
+        Command::LoginRefused,
+        "look-alikes too"
+    );
+    // A guest on B writes to gail, offline: kept for her, read through A.
+    bob.send_bytes(
+        &Command::MessagePrivate {
+            from: "bob".into(),
+            to: "gail".into(),
+            text: "welcome".into(),
+        }
+        .to_bytes(),
+    );
+    bob.expect_silence();
+    let mut db = c.pg.session(&c.schema);
+    eventually("the guest's text is stored", WAIT, || {
+        let n: i64 = db
+            .query_one("SELECT count(*) FROM guest_mail", &[])
+            .unwrap()
+            .get(0);
+        n == 1
+    });
+    let mut gail = login(a.accounts_addr(), "gail");
+    assert_eq!(gail.recv(), heard("bob", "welcome"));
+}
+
+#[test]
 fn babel_contact_lists_show_callable_users_of_other_nodes() {
     let Some(c) = cluster() else { return };
     let a = c.node("a");
@@ -423,18 +463,20 @@ fn babel_contact_lists_show_callable_users_of_other_nodes() {
 #[test]
 fn a_name_is_unique_across_nodes_under_a_login_race() {
     let Some(c) = cluster() else { return };
-    let a = c.node("a");
-    let b = c.node("b");
-    let addrs = [a.chatos_addr(), b.chatos_addr()];
-    for round in 0..15 {
-        // Look-alikes race too: "racer1" and "RACER1" share a skeleton.
-        let names = [format!("racer{round}"), format!("RACER{round}")];
-        let gate = Arc::new(Barrier::new(2));
-        let racers: Vec<_> = (0..2)
+    let nodes = [c.node("a"), c.node("b"), c.node("c")];
+    let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.chatos_addr()).collect();
+    for round in 0..12 {
+        // Odd rounds race look-alikes ("racer1", "RACER1", "Racer1": one
+        // skeleton), even rounds the same name.
+        let name = |i: usize| match (round % 2, i) {
+            (0, _) | (_, 0) => format!("racer{round}"),
+            (_, 1) => format!("RACER{round}"),
+            _ => format!("Racer{round}"),
+        };
+        let gate = Arc::new(Barrier::new(addrs.len()));
+        let racers: Vec<_> = (0..addrs.len())
             .map(|i| {
-                let gate = gate.clone();
-                let name = names[i % 2 * (round % 2)].clone();
-                let at = addrs[i];
+                let (gate, at, name) = (gate.clone(), addrs[i], name(i));
                 thread::spawn(move || {
                     gate.wait();
                     chatos_try(at, &name)
@@ -442,19 +484,25 @@ fn a_name_is_unique_across_nodes_under_a_login_race() {
             })
             .collect();
         let mut results: Vec<_> = racers.into_iter().map(|t| t.join().unwrap()).collect();
-        let won: Vec<usize> = (0..2)
+        let won: Vec<usize> = (0..addrs.len())
             .filter(|&i| results[i].1 == Command::LoginAccepted)
             .collect();
-        assert_eq!(won.len(), 1, "round {round}: exactly one login wins");
-        let lost = 1 - won[0];
-        assert_eq!(results[lost].1, Command::LoginRefused);
-        // The loser's node gets the name once the winner leaves.
+        assert_eq!(
+            won.len(),
+            1,
+            "round {round}: exactly one of three logins wins"
+        );
+        for (i, (_, answer)) in results.iter().enumerate() {
+            if i != won[0] {
+                assert_eq!(*answer, Command::LoginRefused, "round {round}, node {i}");
+            }
+        }
+        // A loser's node gets the name once the winner leaves.
         let (winner, _) = results.remove(won[0]);
         drop(winner);
-        let loser_at = addrs[lost];
-        let name = names[lost % 2 * (round % 2)].clone();
-        eventually("the loser logs in after the winner left", WAIT, || {
-            chatos_try(loser_at, &name).1 == Command::LoginAccepted
+        let loser = (won[0] + 1) % addrs.len();
+        eventually("a loser logs in after the winner left", WAIT, || {
+            chatos_try(addrs[loser], &name(loser)).1 == Command::LoginAccepted
         });
     }
 }

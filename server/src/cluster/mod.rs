@@ -315,6 +315,17 @@ impl ClusterLink for Cluster {
         );
     }
 
+    fn account(&self, pseudo: &str, registered: bool) {
+        self.out.publish(
+            bus::subject_global(&self.cfg.cluster),
+            &Envelope::Account {
+                node: self.cfg.node.clone(),
+                pseudo: pseudo.to_owned(),
+                registered,
+            },
+        );
+    }
+
     fn poke(&self, node: Option<&str>, name: &str) {
         self.out.publish(
             match node {
@@ -582,19 +593,32 @@ impl Replica {
                 _ => log::debug!("cluster: a private text for {to}, who left"),
             },
             Envelope::Poke { name } => {
-                let accounts = self
-                    .cluster
-                    .upgrade()
-                    .and_then(|c| c.accounts.read().clone())
-                    .and_then(|w| w.upgrade());
-                if let Some(a) = accounts {
+                if let Some(a) = self.accounts() {
                     a.flush_pending(&name);
+                }
+            }
+            Envelope::Account {
+                node,
+                pseudo,
+                registered,
+            } => {
+                if node != self.me {
+                    if let Some(a) = self.accounts() {
+                        a.note_account(&pseudo, registered);
+                    }
                 }
             }
             Envelope::Claim { .. } => {
                 log::warn!("cluster: a claim sent as a message on {subject}")
             }
         }
+    }
+
+    fn accounts(&self) -> Option<Arc<Accounts>> {
+        self.cluster
+            .upgrade()
+            .and_then(|c| c.accounts.read().clone())
+            .and_then(|w| w.upgrade())
     }
 
     /// Nodes silent past `node_timeout` are dead here: their users leave

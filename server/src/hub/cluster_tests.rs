@@ -32,6 +32,11 @@ impl ClusterLink for FakeBus {
     fn poke(&self, node: Option<&str>, name: &str) {
         self.log.lock().push(format!("poke {name}@{node:?}"));
     }
+    fn account(&self, pseudo: &str, registered: bool) {
+        self.log
+            .lock()
+            .push(format!("account {pseudo} {registered}"));
+    }
 }
 
 impl FakeBus {

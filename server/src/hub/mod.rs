@@ -371,6 +371,8 @@ pub trait ClusterLink: Send + Sync {
     /// Tell node `node` (every node, when None) that its accounts user
     /// `name` has stored items.
     fn poke(&self, node: Option<&str>, name: &str);
+    /// Accounts pseudo `pseudo` was registered (or deleted) here.
+    fn account(&self, pseudo: &str, registered: bool);
 }
 
 /// Who hears whom come and go: babel sessions listen; every session a babel
@@ -620,6 +622,14 @@ impl Hub {
             None => c.poke(None, name),
         }
         true
+    }
+
+    /// Cluster mode: tell the other nodes that `pseudo` was registered
+    /// (or deleted) here, so their registered-name checks follow.
+    pub fn announce_account(&self, pseudo: &str, registered: bool) {
+        if let Some(c) = self.cluster() {
+            c.account(pseudo, registered);
+        }
     }
 
     fn admit(

@@ -490,6 +490,7 @@ impl Accounts {
         };
         let out2 = out.clone();
         let registered = self.registered.clone();
+        let hub = self.hub.clone();
         self.job(
             out,
             Frame::RegisterRefused {
@@ -524,6 +525,7 @@ impl Accounts {
                     let f = match (res, committed) {
                         (Ok(_), true) => {
                             log::info!("accounts: registered {pseudo}");
+                            hub.announce_account(&pseudo, true);
                             Frame::Registered
                         }
                         (Ok(_), false) => Frame::RegisterRefused {
@@ -662,6 +664,24 @@ impl Accounts {
         );
         self.flush(member.clone());
         Some(member)
+    }
+
+    /// Cluster mode: another node registered (or deleted) `pseudo`; this
+    /// node's registered-name checks follow.
+    pub fn note_account(&self, pseudo: &str, registered: bool) {
+        let mut r = self.registered.write();
+        for k in names::skeletons(pseudo) {
+            if registered {
+                r.entry(k).or_insert_with(|| pseudo.to_owned());
+            } else if r.get(&k).is_some_and(|p| p == pseudo) {
+                r.remove(&k);
+            }
+        }
+        drop(r);
+        if !registered {
+            // Deleted through another node: a session here ends too.
+            self.hub.kick(pseudo);
+        }
     }
 
     /// Cluster mode: another node stored items for `pseudo`, who is online
@@ -1123,6 +1143,7 @@ impl Accounts {
                     }
                 }
                 self.hub.kick(pseudo);
+                self.hub.announce_account(pseudo, false);
                 log::info!("accounts: deleted {pseudo}");
                 Ok(true)
             }
