@@ -156,7 +156,12 @@ fn a_missing_cmake_is_installed() {
 
 #[test]
 fn a_missing_postgresql_server_is_installed() {
-    let out = dry_run(&fake_path("nopg", Some(&["opus", "alsa", "nats"]), 0, false));
+    let out = dry_run(&fake_path(
+        "nopg",
+        Some(&["opus", "alsa", "nats"]),
+        0,
+        false,
+    ));
     assert!(out.contains("missing: postgresql\n"), "{out}");
     assert!(
         out.contains("would run: apt-get install -y --no-install-recommends postgresql\n"),
