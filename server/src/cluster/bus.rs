@@ -29,6 +29,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Name claims handled at once (each a task awaiting JetStream).
 const CLAIMS_IN_FLIGHT: usize = 256;
+/// Releases and re-assertions in flight at once; past this the bus thread
+/// waits for one to finish before it starts another.
+const RELEASES_IN_FLIGHT: usize = 1024;
 
 pub enum BusCmd {
     /// Core NATS publish (at most once).
@@ -342,6 +345,9 @@ async fn serve(cfg: &ClusterConfig, heartbeat: Vec<u8>, link: &Link, s: Started)
                     });
                 }
                 BusCmd::Reassert { name, keys, value } => {
+                    if releases.len() >= RELEASES_IN_FLIGHT {
+                        releases.join_next().await;
+                    }
                     let names = names.clone();
                     let events = link.events.clone();
                     releases.spawn(async move {
@@ -350,6 +356,9 @@ async fn serve(cfg: &ClusterConfig, heartbeat: Vec<u8>, link: &Link, s: Started)
                     });
                 }
                 BusCmd::Release { keys } => {
+                    if releases.len() >= RELEASES_IN_FLIGHT {
+                        releases.join_next().await;
+                    }
                     let names = names.clone();
                     releases.spawn(async move { release(&names, &keys).await });
                 }
