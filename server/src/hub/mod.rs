@@ -10,8 +10,9 @@
 //! Lock order (never take an earlier lock while holding a later one):
 //! `users`, then `global`, then `presence`, then `rooms`, then `private`,
 //! then `calls`. Leaves, taken alone or last: `bans` (read under `users` at
-//! login), `reserved`, `relay`, `mailbox` (each an `RwLock<Option<..>>`,
-//! cloned out and released before use). No front-end holds a lock of its own
+//! login), `reserved`, `relay`, `mailbox`, `cluster` (each an
+//! `RwLock<Option<..>>`, cloned out and released before use). In cluster
+//! mode a login's name claim waits on the bus before any hub lock is taken. No front-end holds a lock of its own
 //! while it calls the hub; a `Peer` may take its own front-end's lock inside
 //! `deliver` (that lock then comes after all of these), never a hub lock.
 //! The media relay (`MediaRelay`) is called with no hub lock held and calls
