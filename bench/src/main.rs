@@ -6,6 +6,7 @@ mod audio;
 mod conn;
 mod engine;
 mod hist;
+mod media;
 mod relay;
 mod report;
 mod server;
@@ -43,6 +44,9 @@ WORKLOAD (default: all)
   audio     real calls between two libchinwag clients (babel over TCP, accounts
             over UDP) through the bench's own jittery/lossy paths: mouth-to-ear
             latency, PESQ under loss (with --pesq), jitter recovery, CPU, a long call
+  media     N concurrent calls babel -> accounts through chinwagd's media relay,
+            one packet per 20 ms each way: relayed packets/s, loss, one-way
+            latency p50/p99 beside direct loopback UDP pairs in the same run
 
 SERVER (default: start target-dir/release/chinwagd on a free port per workload)
   --server PATH        chinwagd binary to start
@@ -72,6 +76,11 @@ AUDIO
   --long-seconds T     length of the long call (default 600)
   --pesq PYTHON        a Python with the `pesq` package (bench/audio/pesq.sh makes one)
   --speech WAV         the test speech (default bench/audio/speech.wav)
+
+MEDIA
+  --calls LIST         concurrent calls, one run each (default 10,100,1000; quick 10)
+  --seconds T          measured time per run (default 5; a 1 s warm-up comes first)
+  --payload N          bytes of each Opus packet (default 80)
 
 RELAY
   --bytes N            bulk bytes one way (default 4294967296; the run also stops at --seconds)
@@ -299,6 +308,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
             let ao = audio_opts(args, quick, &ctx.run_id)?;
             todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
+            media_jobs(args, quick, &mut todo)?;
         }
         "fanout" => {
             let mode = match (
@@ -360,9 +370,10 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let ao = audio_opts(args, quick, &ctx.run_id)?;
             todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
         }
+        "media" => media_jobs(args, quick, &mut todo)?,
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history, audio)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history, audio, media)"
             ))
         }
     }
@@ -417,6 +428,33 @@ fn audio_opts(args: &Args, quick: bool, run_id: &str) -> Result<audio::AudioOpts
         speech: args.or("speech", audio::default_speech())?,
         run_id: run_id.to_string(),
     })
+}
+
+/// The media relay workload at each number of calls (`--calls`, default
+/// 10,100,1000; quick: 10).
+fn media_jobs(args: &Args, quick: bool, todo: &mut Vec<Job>) -> Result<(), String> {
+    let list: String = args.or(
+        "calls",
+        if quick {
+            "10".into()
+        } else {
+            "10,100,1000".into()
+        },
+    )?;
+    let seconds: f64 = args.or("seconds", if quick { 1.0 } else { 5.0 })?;
+    let payload: usize = args.or("payload", 80)?;
+    for c in list.split(',') {
+        let calls: usize = c
+            .trim()
+            .parse()
+            .map_err(|_| format!("--calls: {c:?} is not a number"))?;
+        let o = media::MediaOpts { seconds, payload };
+        todo.push((
+            "media",
+            Box::new(move |ctx: &Ctx| media::run(&ctx.spec, calls, &o, &ctx.run_id)),
+        ));
+    }
+    Ok(())
 }
 
 fn audio_wl(c: &Ctx, o: &audio::AudioOpts) -> Result<Report, String> {

@@ -43,6 +43,7 @@ fn quick_run_of_every_workload_succeeds() {
         "accounts",
         "accounts-history",
         "audio",
+        "media",
     ] {
         assert!(
             text.contains(&format!("\"workload\":\"{workload}\"")),

@@ -109,6 +109,28 @@ pub fn encode_message_private(out: &mut Vec<u8>, from: &str, to: &str, text: &st
         .str(text);
 }
 
+/// `text` in pieces of at most [`MAX_TEXT`] bytes, cut at character
+/// boundaries, in order: how a longer text from another dialect (a rooms
+/// CHAT holds 1,200 bytes, an accounts message 2,048) reaches a chatos
+/// client as several MESSAGE or MESSAGE_PRIVATE frames. An empty text is
+/// one empty piece.
+pub fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        if t.len() <= MAX_TEXT {
+            rest = None;
+            return Some(t);
+        }
+        let mut cut = MAX_TEXT;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        rest = Some(&t[cut..]);
+        Some(&t[..cut])
+    })
+}
+
 fn encode_pair<'a>(out: &'a mut Vec<u8>, opcode: u8, a: &str, b: &str) -> Writer<'a> {
     let mut w = writer(out);
     w.u8(opcode).str(a).str(b);
@@ -271,6 +293,23 @@ impl crate::Redact for Command {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_texts_are_cut_into_pieces_at_character_boundaries() {
+        assert_eq!(super::pieces("").collect::<Vec<_>>(), vec![""]);
+        let exact = "a".repeat(MAX_TEXT);
+        assert_eq!(
+            super::pieces(&exact).collect::<Vec<_>>(),
+            vec![exact.as_str()]
+        );
+        // 1,023 ASCII bytes then a 2-byte character: the cut moves back.
+        let t = format!("{}é{}", "a".repeat(MAX_TEXT - 1), "b".repeat(1500));
+        let p: Vec<&str> = super::pieces(&t).collect();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].len(), MAX_TEXT - 1);
+        assert!(p.iter().all(|x| x.len() <= MAX_TEXT && !x.is_empty()));
+        assert_eq!(p.concat(), t);
+    }
+
     use super::*;
     use crate::Redact;
 

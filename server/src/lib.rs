@@ -8,6 +8,7 @@ pub mod front;
 pub mod guard;
 pub mod hub;
 pub mod logs;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod store;
@@ -49,6 +50,7 @@ pub struct Server {
     babel_addr: SocketAddr,
     accounts_addr: SocketAddr,
     rooms: front::rooms::RoomsServer,
+    relay: Arc<media::Relay>,
     store: Store,
     store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
@@ -72,6 +74,7 @@ impl Server {
             connect_id_ttl: cfg.connect_id_ttl(),
             max_relays: cfg.max_relays,
             max_pending_requests: cfg.max_pending_requests,
+            call_relay: cfg.relay_mode(),
         }));
         let registry = Registry::new(cfg.max_connections);
         let target = store::Target::from_settings(&cfg.db_path, &cfg.store_url)
@@ -91,8 +94,9 @@ impl Server {
         let accounts_l = listen(cfg.bind, cfg.accounts_port, "accounts")?;
         let accounts_addr = accounts_l.local_addr()?;
         let rooms_at = SocketAddr::new(cfg.bind, cfg.rooms_port);
-        let rooms = front::rooms::RoomsServer::start(hub.clone(), rooms_at, cfg.rooms())
-            .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
+        let rooms =
+            front::rooms::RoomsServer::start(hub.clone(), registry.clone(), rooms_at, cfg.rooms())
+                .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
         let metrics_listener = match cfg.metrics_addr.as_str() {
             "" => None,
             a => {
@@ -104,6 +108,17 @@ impl Server {
             }
         };
         let flush = FlushPool::new(cfg.flush_threads)?;
+        let (fatal, failed) = guard::Fatal::new();
+        let relay = media::Relay::start(
+            cfg.relay(),
+            &hub,
+            registry.clone(),
+            flush.clone(),
+            cfg.outbound_limit,
+            cfg.write_timeout(),
+            fatal.clone(),
+        )?;
+        hub.set_relay(relay.clone());
         let admin = Arc::new(admin::Admin {
             hub: hub.clone(),
             store: store.clone(),
@@ -169,7 +184,6 @@ impl Server {
             );
         }
         log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
-        let (fatal, failed) = guard::Fatal::new();
         Ok(Server {
             fatal,
             failed,
@@ -178,6 +192,7 @@ impl Server {
             babel_addr,
             accounts_addr,
             rooms,
+            relay,
             store,
             store_thread: Some(store_thread),
             stop,
@@ -222,6 +237,11 @@ impl Server {
 
     pub fn accounts_addr(&self) -> SocketAddr {
         self.accounts_addr
+    }
+
+    /// Calls the media relay carries now (ringing or answered).
+    pub fn relayed_calls(&self) -> usize {
+        self.relay.calls()
     }
 
     /// The rooms dialect's UDP socket.
@@ -277,6 +297,7 @@ impl Server {
             );
         }
         self.rooms.stop();
+        self.relay.stop();
         self.shared.flush.stop();
         // Last: every acknowledged row is already committed; this checkpoints and closes.
         self.store.stop();

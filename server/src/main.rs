@@ -88,6 +88,18 @@ struct Args {
     /// host:port of the Prometheus endpoint (default: off).
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Which calls the media relay carries: all, cross (between dialects), off.
+    #[arg(long)]
+    call_relay: Option<String>,
+    /// Relayed calls at once.
+    #[arg(long)]
+    relay_max_calls: Option<usize>,
+    /// Packets one relayed call may carry per second.
+    #[arg(long)]
+    relay_packets_per_second: Option<u32>,
+    /// Milliseconds an answered relayed call may stay silent.
+    #[arg(long)]
+    relay_idle_timeout_ms: Option<u64>,
 }
 
 fn load(args: &Args) -> Result<Config, String> {
@@ -115,7 +127,10 @@ fn load(args: &Args) -> Result<Config, String> {
          send_buffer => send_buffer,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
          flush_threads => flush_threads, registrations_per_minute => registrations_per_minute,
-         admin_socket => admin_socket, metrics_addr => metrics_addr);
+         admin_socket => admin_socket, metrics_addr => metrics_addr,
+         call_relay => call_relay, relay_max_calls => relay_max_calls,
+         relay_packets_per_second => relay_packets_per_second,
+         relay_idle_timeout_ms => relay_idle_timeout_ms);
     cfg.validate()?;
     Ok(cfg)
 }

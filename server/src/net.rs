@@ -478,10 +478,30 @@ impl FlushPool {
 
 /// Live connections, all dialects together: admission against the limit,
 /// and the sockets to shut when the server stops.
+/// Something the registry counts against `max_connections` and stops at
+/// shutdown: a TCP connection, or a rooms client (UDP has no connection).
+pub trait Member: Send + Sync {
+    /// Stop it (wakes a TCP connection's thread; forgets a rooms client).
+    /// Called with no registry lock held.
+    fn shut(&self);
+    /// Where it comes from (for an operator's ban).
+    fn ip(&self) -> Option<std::net::IpAddr>;
+}
+
+impl Member for TcpStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        self.peer_addr().ok().map(|a| a.ip())
+    }
+}
+
 pub struct Registry {
     max: usize,
     next: AtomicU64,
-    inner: Mutex<HashMap<u64, Arc<TcpStream>>>,
+    inner: Mutex<HashMap<u64, Arc<dyn Member>>>,
     idle: Condvar,
     stopping: AtomicBool,
 }
@@ -515,10 +535,15 @@ impl Registry {
 
     /// Admit a new connection, or None when full or stopping.
     pub fn admit(self: &Arc<Self>, stream: &Arc<TcpStream>) -> Option<Admission> {
+        self.admit_member(stream.clone())
+    }
+
+    /// Admit any member (a rooms client), or None when full or stopping.
+    pub fn admit_member(self: &Arc<Self>, member: Arc<dyn Member>) -> Option<Admission> {
         if self.stopping.load(Ordering::Acquire) {
             return None;
         }
-        let clone = stream.clone();
+        let clone = member;
         let mut inner = self.inner.lock();
         if inner.len() >= self.max {
             return None;
@@ -547,24 +572,27 @@ impl Registry {
     /// connection thread out of its blocking read.
     pub fn stop_all(&self) {
         self.stopping.store(true, Ordering::Release);
-        for s in self.inner.lock().values() {
-            let _ = s.shutdown(Shutdown::Both);
+        // Shut outside the lock: a member's shut may release its admission.
+        let all: Vec<Arc<dyn Member>> = self.inner.lock().values().cloned().collect();
+        for m in all {
+            m.shut();
         }
     }
 
     /// Shut every live connection from `ip` (an operator's ban); returns how many.
     pub fn shutdown_from(&self, ip: std::net::IpAddr) -> usize {
         let ip = crate::hub::bans::canonical(ip);
-        let mut n = 0;
-        for s in self.inner.lock().values() {
-            if s.peer_addr()
-                .is_ok_and(|a| crate::hub::bans::canonical(a.ip()) == ip)
-            {
-                let _ = s.shutdown(Shutdown::Both);
-                n += 1;
-            }
+        let hit: Vec<Arc<dyn Member>> = self
+            .inner
+            .lock()
+            .values()
+            .filter(|m| m.ip().is_some_and(|a| crate::hub::bans::canonical(a) == ip))
+            .cloned()
+            .collect();
+        for m in &hit {
+            m.shut();
         }
-        n
+        hit.len()
     }
 
     /// Wait until every connection thread has let go, at most `limit`.

@@ -4,24 +4,34 @@ use super::*;
 use std::net::{Ipv4Addr, TcpListener};
 use std::thread;
 
+/// A peer that records every event it is given (shared with core_tests).
 #[derive(Default)]
-struct Recorder {
+pub(super) struct Recorder {
     seen: Mutex<Vec<String>>,
 }
 
 impl Peer for Recorder {
-    fn deliver(&self, event: &Event<'_>) {
+    fn deliver(&self, event: &Event<'_>) -> bool {
         self.seen.lock().push(format!("{event:?}"));
+        true
     }
 }
 
 impl Recorder {
-    fn take(&self) -> Vec<String> {
+    pub(super) fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.seen.lock())
     }
 }
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A babel caller's end: it listens on host:port.
+fn babel(host: &str, port: u16) -> Media {
+    Media::BabelListen {
+        host: host.into(),
+        port,
+    }
+}
 
 fn hub() -> Hub {
     Hub::new(HubConfig::default())
@@ -220,6 +230,7 @@ fn requests_expire_and_are_bounded() {
         connect_id_ttl: Duration::from_secs(5),
         max_relays: 10,
         max_pending_requests: 2,
+        ..HubConfig::default()
     });
     let now = Instant::now();
     let (a, _) = join(&h, "alice");
@@ -396,14 +407,7 @@ fn listeners_stay_consistent_through_logins_and_logouts() {
 fn join_presence(hub: &Hub, name: &str) -> (Arc<Session>, Arc<Recorder>, Vec<String>) {
     let r = Arc::new(Recorder::default());
     let mut seen = Vec::new();
-    let entry = Entry {
-        dialect: Dialect::Babel,
-        ip: IP,
-        peer: r.clone(),
-        global_chat: false,
-        presence: true,
-        has_password: false,
-    };
+    let entry = Entry::new(Dialect::Babel, IP, r.clone());
     let s = hub
         .login_with(name, entry, |others| seen = others.to_vec())
         .unwrap();
@@ -429,7 +433,7 @@ fn presence_sessions_see_each_other_come_and_go() {
 }
 
 #[test]
-fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
+fn call_offers_need_a_callee_that_takes_calls_and_refusals_need_an_offer() {
     let h = hub();
     let now = Instant::now();
     let (a, ra, _) = join_presence(&h, "alice");
@@ -437,33 +441,33 @@ fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
     let (_c, _) = join(&h, "chatter");
     ra.take();
     assert_eq!(
-        h.offer_call(now, &a, "chatter", "", 1).unwrap_err(),
+        h.offer_call(now, &a, "chatter", babel("", 1)).unwrap_err(),
         Refusal::Offline
     );
     assert_eq!(
-        h.offer_call(now, &a, "alice", "", 1).unwrap_err(),
+        h.offer_call(now, &a, "alice", babel("", 1)).unwrap_err(),
         Refusal::SelfTarget
     );
     assert_eq!(
-        h.refuse_call(now, &b, "alice").unwrap_err(),
+        h.answer_call(now, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
-    h.offer_call(now, &a, "bob", "", 9).unwrap();
+    h.offer_call(now, &a, "bob", babel("", 9)).unwrap();
     assert_eq!(
         rb.take(),
         vec![r#"CallOffer { from: "alice", host: "127.0.0.1", port: 9 }"#]
     );
-    h.refuse_call(now, &b, "alice").unwrap();
+    h.answer_call(now, &b, "alice", None).unwrap();
     assert_eq!(ra.take(), vec![r#"CallRefused { by: "bob" }"#]);
     assert_eq!(
-        h.refuse_call(now, &b, "alice").unwrap_err(),
+        h.answer_call(now, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
     // Offers expire.
-    h.offer_call(now, &a, "bob", "h", 9).unwrap();
+    h.offer_call(now, &a, "bob", babel("h", 9)).unwrap();
     let later = now + CALL_OFFER_TTL + Duration::from_secs(1);
     assert_eq!(
-        h.refuse_call(later, &b, "alice").unwrap_err(),
+        h.answer_call(later, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
 }
@@ -574,8 +578,9 @@ struct Greeted {
 }
 
 impl Peer for Greeted {
-    fn deliver(&self, event: &Event<'_>) {
+    fn deliver(&self, event: &Event<'_>) -> bool {
         self.record(|| format!("{event:?}"));
+        true
     }
 }
 
@@ -684,14 +689,7 @@ fn no_broadcast_overtakes_the_login_answer() {
             h.broadcast(&flooder, "flooder", "flood").unwrap();
         })
     };
-    logins_race(&h, bg, |peer| Entry {
-        dialect: Dialect::Chatos,
-        ip: IP,
-        peer,
-        global_chat: true,
-        presence: false,
-        has_password: false,
-    });
+    logins_race(&h, bg, |peer| Entry::new(Dialect::Chatos, IP, peer));
 }
 
 #[test]
@@ -705,14 +703,7 @@ fn no_presence_event_overtakes_the_contact_list() {
             h.logout(&s);
         })
     };
-    logins_race(&h, bg, |peer| Entry {
-        dialect: Dialect::Babel,
-        ip: IP,
-        peer,
-        global_chat: false,
-        presence: true,
-        has_password: false,
-    });
+    logins_race(&h, bg, |peer| Entry::new(Dialect::Babel, IP, peer));
 }
 
 #[test]
@@ -755,9 +746,9 @@ fn logout_forgets_that_users_offers_and_requests_only() {
     let (carol, rc, _) = join_presence(&h, "carol");
     let (dave, _, _) = join_presence(&h, "dave");
     let (erin, _, _) = join_presence(&h, "erin");
-    h.offer_call(now, &alice, "bob", "", 1).unwrap();
-    h.offer_call(now, &erin, "alice", "", 1).unwrap();
-    h.offer_call(now, &carol, "dave", "", 1).unwrap();
+    h.offer_call(now, &alice, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &erin, "alice", babel("", 1)).unwrap();
+    h.offer_call(now, &carol, "dave", babel("", 1)).unwrap();
     h.request_private(now, &alice, "alice", "bob").unwrap();
     h.request_private(now, &erin, "erin", "alice").unwrap();
     h.request_private(now, &carol, "carol", "dave").unwrap();
@@ -765,11 +756,11 @@ fn logout_forgets_that_users_offers_and_requests_only() {
     let (alice, _, _) = join_presence(&h, "alice");
     // Whatever involved alice, either way round, is gone...
     assert_eq!(
-        h.refuse_call(now, &bob, "alice").unwrap_err(),
+        h.answer_call(now, &bob, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
     assert_eq!(
-        h.refuse_call(now, &alice, "erin").unwrap_err(),
+        h.answer_call(now, &alice, "erin", None).unwrap_err(),
         Refusal::NotPending
     );
     assert_eq!(
@@ -784,7 +775,7 @@ fn logout_forgets_that_users_offers_and_requests_only() {
     );
     // ...and what did not is still there.
     rc.take();
-    h.refuse_call(now, &dave, "carol").unwrap();
+    h.answer_call(now, &dave, "carol", None).unwrap();
     assert_eq!(rc.take(), vec![r#"CallRefused { by: "dave" }"#]);
     assert_eq!(
         h.answer_private(now, &dave, "carol", "dave", false),
@@ -804,27 +795,27 @@ fn call_offers_are_bounded_per_caller_and_live_until_their_expiry() {
     let (carol, _, _) = join_presence(&h, "carol");
     let (_dave, _, _) = join_presence(&h, "dave");
     let (erin, _, _) = join_presence(&h, "erin");
-    h.offer_call(now, &alice, "bob", "", 1).unwrap();
-    h.offer_call(now, &alice, "carol", "", 1).unwrap();
+    h.offer_call(now, &alice, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &alice, "carol", babel("", 1)).unwrap();
     assert_eq!(
-        h.offer_call(now, &alice, "dave", "", 1).unwrap_err(),
+        h.offer_call(now, &alice, "dave", babel("", 1)).unwrap_err(),
         Refusal::Limit
     );
     // Ringing again is not a new offer; other callers have their own count.
-    h.offer_call(now, &alice, "bob", "", 2).unwrap();
-    h.offer_call(now, &erin, "bob", "", 1).unwrap();
-    h.offer_call(now, &erin, "carol", "", 1).unwrap();
+    h.offer_call(now, &alice, "bob", babel("", 2)).unwrap();
+    h.offer_call(now, &erin, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &erin, "carol", babel("", 1)).unwrap();
     // An offer is live while its expiry is still ahead.
     let expiry = now + CALL_OFFER_TTL;
     let just_before = expiry - Duration::from_millis(1);
-    h.refuse_call(just_before, &carol, "erin").unwrap();
+    h.answer_call(just_before, &carol, "erin", None).unwrap();
     assert_eq!(
-        h.refuse_call(expiry, &bob, "erin").unwrap_err(),
+        h.answer_call(expiry, &bob, "erin", None).unwrap_err(),
         Refusal::NotPending
     );
     // At their expiry, alice's offers stop counting against her.
-    h.offer_call(expiry, &alice, "dave", "", 1).unwrap();
-    h.offer_call(expiry, &alice, "erin", "", 1).unwrap();
+    h.offer_call(expiry, &alice, "dave", babel("", 1)).unwrap();
+    h.offer_call(expiry, &alice, "erin", babel("", 1)).unwrap();
     // The sweep forgets expired offers, and only those.
     h.sweep(expiry);
     assert_eq!(h.calls.lock().len(), 2, "alice's two new offers");

@@ -64,7 +64,11 @@ const ADD_BAN: Sql = same(
 const REMOVE_BAN: Sql = same("DELETE FROM bans WHERE kind = ?1 AND value = ?2");
 const BANS: Sql = same("SELECT kind, value, reason FROM bans ORDER BY kind, value");
 /// Deleting an account: everything that refers to it first.
-const DELETE_ACCOUNT: [(&str, Sql); 5] = [
+const DELETE_ACCOUNT: [(&str, Sql); 6] = [
+    (
+        "delete guest mail",
+        same("DELETE FROM guest_mail WHERE recipient = ?1"),
+    ),
     (
         "delete messages",
         same("DELETE FROM messages WHERE sender = ?1 OR recipient = ?1"),

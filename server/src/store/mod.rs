@@ -492,6 +492,12 @@ const UNDELIVERED: Sql = same(
 );
 const MARK_DELIVERED: Sql =
     same("UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0");
+const GUEST_MAIL_COUNT: Sql = same("SELECT count(*) FROM guest_mail WHERE recipient = ?1");
+const GUEST_MAIL_ADD: Sql =
+    same("INSERT INTO guest_mail(recipient, sender, body, sent) VALUES (?1, ?2, ?3, ?4)");
+const GUEST_MAIL: Sql =
+    same("SELECT id, sender, body, sent FROM guest_mail WHERE recipient = ?1 ORDER BY id");
+const GUEST_MAIL_TAKEN: Sql = same("DELETE FROM guest_mail WHERE recipient = ?1");
 
 fn id(v: u64) -> Value<'static> {
     Value::Int(v as i64)
@@ -650,8 +656,15 @@ impl Db<'_> {
 
     /// Messages to `to` not yet delivered, oldest first, marked delivered.
     pub fn take_undelivered(&self, to: u64) -> Vec<Undelivered> {
-        let out = self
-            .rows("undelivered", &UNDELIVERED, &[id(to)])
+        let out = self.waiting("undelivered", &UNDELIVERED, to);
+        let _ = self.exec("mark delivered", &MARK_DELIVERED, &[id(to)]);
+        out
+    }
+
+    /// What `sql` (id, sender's name, body, sent; for recipient ?1) lists
+    /// for `to`.
+    fn waiting(&self, what: &str, sql: &Sql, to: u64) -> Vec<Undelivered> {
+        self.rows(what, sql, &[id(to)])
             .iter()
             .map(|r| Undelivered {
                 id: r.int(0) as u64,
@@ -659,8 +672,27 @@ impl Db<'_> {
                 text: r.text(2),
                 sent: r.int(3).max(0) as u64,
             })
-            .collect();
-        let _ = self.exec("mark delivered", &MARK_DELIVERED, &[id(to)]);
+            .collect()
+    }
+
+    /// Keep a guest's text for offline account `to` unless `limit` are
+    /// already waiting for it; false when full (or on failure).
+    pub fn add_guest_mail(&self, to: u64, from: &str, text: &str, sent: i64, limit: usize) -> bool {
+        let waiting = self.row("count guest mail", &GUEST_MAIL_COUNT, &[id(to)]);
+        match waiting.map(|r| r.int(0)) {
+            Some(n) if (n as usize) < limit => {
+                let params = [id(to), from.into(), text.into(), sent.into()];
+                self.exec("add guest mail", &GUEST_MAIL_ADD, &params)
+                    .is_some()
+            }
+            _ => false,
+        }
+    }
+
+    /// Guests' texts waiting for `to`, oldest first, deleted.
+    pub fn take_guest_mail(&self, to: u64) -> Vec<Undelivered> {
+        let out = self.waiting("guest mail", &GUEST_MAIL, to);
+        let _ = self.exec("take guest mail", &GUEST_MAIL_TAKEN, &[id(to)]);
         out
     }
 

@@ -164,6 +164,7 @@ on_both!(
     bans_and_account_deletion,
     the_read_pool_sees_what_was_committed_and_cannot_write,
     migrations_apply_once_and_refuse_newer_databases,
+    guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account,
 );
 
 fn stop(s: Store, t: StoreThread) {
@@ -410,6 +411,45 @@ fn accounts_friends_messages(b: &Backend) {
         }
         assert_eq!(db.friends(a, 10), vec!["Zed", "ann", "bea", "bob", "Émile"]);
         assert_eq!(db.friends(a, 2), vec!["Zed", "ann"]);
+    })
+    .unwrap();
+    stop(s, t);
+}
+
+/// Texts from guests (no account) to an offline account (docs/bridging.md):
+/// kept up to a bound, in order, with their times, handed over once, gone
+/// with the account.
+fn guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account(b: &Backend) {
+    let (s, t) = b.open();
+    s.call(|db| {
+        let carol = db.create_account("c@x.org", "carol", "h").unwrap();
+        assert!(db.add_guest_mail(carol, "gus", "hi \u{e9}\0!", 1_700_000_000, 2));
+        assert!(db.add_guest_mail(carol, "eve", "second", 1_700_000_001, 2));
+        assert!(
+            !db.add_guest_mail(carol, "eve", "third", 1_700_000_002, 2),
+            "full"
+        );
+        let got = db.take_guest_mail(carol);
+        let seen: Vec<(&str, &str, u64)> = got
+            .iter()
+            .map(|u| (u.from.as_str(), u.text.as_str(), u.sent))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("gus", "hi \u{e9}\0!", 1_700_000_000),
+                ("eve", "second", 1_700_000_001)
+            ]
+        );
+        assert!(db.take_guest_mail(carol).is_empty(), "once");
+        // Not history: that is between accounts.
+        assert!(db.add_guest_mail(carol, "gus", "again", 1, 2));
+        assert!(db.delete_account("carol"));
+        let again = db.create_account("c2@x.org", "carol", "h").unwrap();
+        assert!(
+            db.take_guest_mail(again).is_empty(),
+            "deleted with its account"
+        );
     })
     .unwrap();
     stop(s, t);
