@@ -19,7 +19,7 @@ use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
 
 mod common;
-use common::{Wire, WAIT};
+use common::{babel, chatos, login, register, send, Wire, WAIT};
 mod rooms_support;
 use rooms_support::Client as Rooms;
 
@@ -36,63 +36,6 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}");
         thread::sleep(Duration::from_millis(5));
     }
-}
-
-// ---- raw clients ----
-
-fn chatos(addr: SocketAddr, name: &str) -> Wire<Command> {
-    let mut c = Wire::<Command>::new(TcpStream::connect(addr).unwrap());
-    c.send_bytes(&Command::Login { login: name.into() }.to_bytes());
-    assert_eq!(c.recv(), Command::LoginAccepted);
-    c
-}
-
-fn accounts(addr: SocketAddr) -> Wire<Acc> {
-    let mut a = Wire::<Acc>::new(TcpStream::connect(addr).unwrap());
-    a.send_bytes(&Acc::Hello.to_bytes());
-    assert_eq!(a.recv(), Acc::HelloAck);
-    a
-}
-
-fn register(addr: SocketAddr, pseudo: &str) {
-    let mut a = accounts(addr);
-    a.send_bytes(
-        &Acc::Register {
-            email: format!("{pseudo}@example.org"),
-            pseudo: pseudo.into(),
-            password: "correct horse".into(),
-        }
-        .to_bytes(),
-    );
-    assert_eq!(a.recv(), Acc::Registered);
-}
-
-fn login(addr: SocketAddr, pseudo: &str) -> Wire<Acc> {
-    let mut a = accounts(addr);
-    a.send_bytes(
-        &Acc::Login {
-            email: format!("{pseudo}@example.org"),
-            password: "correct horse".into(),
-        }
-        .to_bytes(),
-    );
-    assert!(matches!(a.recv(), Acc::LoginOk { .. }));
-    a
-}
-
-fn send(w: &mut Wire<Acc>, f: Acc) {
-    w.send_bytes(&f.to_bytes());
-}
-
-fn babel(addr: SocketAddr, name: &str) -> (Wire<Babel>, Vec<String>) {
-    let mut b = Wire::<Babel>::new(TcpStream::connect(addr).unwrap());
-    assert_eq!(b.recv(), Babel::HelloConnect);
-    b.send_bytes(&Babel::Login { name: name.into() }.to_bytes());
-    assert_eq!(b.recv(), Babel::LoginSuccess);
-    let Babel::AddContact { contacts } = b.recv() else {
-        panic!("AddContact after LoginSuccess")
-    };
-    (b, contacts)
 }
 
 // ---- public text ----

@@ -593,6 +593,7 @@ impl Replica {
                 _ => log::debug!("cluster: a private text for {to}, who left"),
             },
             Envelope::Poke { name } => {
+                log::debug!("cluster: poke for {name} on {subject}");
                 if let Some(a) = self.accounts() {
                     a.flush_pending(&name);
                 }

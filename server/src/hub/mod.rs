@@ -615,7 +615,14 @@ impl Hub {
         let Some(c) = self.cluster() else {
             return false;
         };
-        match self.online(name) {
+        let found = self.online(name);
+        log::debug!(
+            "cluster: poke for {name} ({})",
+            found
+                .as_ref()
+                .map_or("unknown here", |s| s.remote.as_deref().unwrap_or("local"))
+        );
+        match found {
             Some(s) => match &s.remote {
                 Some(node) => c.poke(Some(node), name),
                 None => return false,
