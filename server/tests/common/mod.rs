@@ -150,21 +150,19 @@ impl Chinwagd {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = cmd
-            .env(
-                "RUST_LOG",
-                std::env::var("CW_CHILD_LOG").unwrap_or("info".into()),
-            )
+            .env("RUST_LOG", child_log().unwrap_or_else(|| "info".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("chinwagd starts");
         let err = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let echo = child_log().is_some();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
-                if std::env::var_os("CW_DEBUG_CHILD").is_some() {
-                    eprintln!("child: {line}");
+                if echo {
+                    eprintln!("chinwagd: {line}");
                 }
                 if let Some((_, addrs)) = line.split_once("listening: ") {
                     let _ = tx.send(addrs.to_owned());
@@ -192,6 +190,12 @@ impl Chinwagd {
             child,
         }
     }
+}
+
+/// `CHINWAG_TEST_CHILD_LOG=debug` (any `RUST_LOG` value): chinwagd processes
+/// started by tests log at that level and their lines are echoed to stderr.
+fn child_log() -> Option<String> {
+    std::env::var("CHINWAG_TEST_CHILD_LOG").ok()
 }
 
 /// Wait until `started` moves off zero: a background load is running.
