@@ -27,6 +27,8 @@ const PRIVATE: u8 = 3;
 const PUBLIC: u8 = 4;
 const POKE: u8 = 5;
 const ACCOUNT: u8 = 6;
+const BAN: u8 = 7;
+const KICK: u8 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
@@ -65,6 +67,17 @@ pub enum Envelope {
         pseudo: String,
         registered: bool,
     },
+    /// An operator banned (`added`) or unbanned something through node
+    /// `node`: `kind` "name" or "ip" and its value, as the store's columns;
+    /// on `cw.<cluster>.global`.
+    Ban {
+        node: String,
+        kind: String,
+        value: String,
+        added: bool,
+    },
+    /// An operator kicked `name`, a user of the receiving node.
+    Kick { name: String },
 }
 
 impl Envelope {
@@ -102,6 +115,21 @@ impl Envelope {
                     .str(node)
                     .str(pseudo)
                     .u8(u8::from(*registered));
+            }
+            Envelope::Ban {
+                node,
+                kind,
+                value,
+                added,
+            } => {
+                w.u8(BAN)
+                    .str(node)
+                    .str(kind)
+                    .str(value)
+                    .u8(u8::from(*added));
+            }
+            Envelope::Kick { name } => {
+                w.u8(KICK).str(name);
             }
         }
         out
@@ -157,6 +185,19 @@ impl Envelope {
                     _ => return Err(DecodeError::BadBits("registered")),
                 },
             },
+            BAN => Envelope::Ban {
+                node: r.str("node", MAX_NAME)?,
+                kind: r.str("kind", MAX_NAME)?,
+                value: r.str("value", MAX_NAME)?,
+                added: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadBits("added")),
+                },
+            },
+            KICK => Envelope::Kick {
+                name: r.str("name", MAX_NAME)?,
+            },
             k => return Err(DecodeError::UnknownOpcode(k.into())),
         };
         r.finish()?;
@@ -210,6 +251,13 @@ mod tests {
                 pseudo: "q".into(),
                 registered: true,
             },
+            Envelope::Ban {
+                node: "a".into(),
+                kind: "ip".into(),
+                value: "10.0.0.7".into(),
+                added: false,
+            },
+            Envelope::Kick { name: "k".into() },
         ]
     }
 

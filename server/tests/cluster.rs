@@ -380,6 +380,54 @@ fn babel_contact_lists_show_callable_users_of_other_nodes() {
     assert!(b.hub().online("zed").is_some_and(|s| s.remote.is_some()));
 }
 
+/// One JSON request on the admin socket at `sock`; its answer.
+fn admin(sock: &std::path::Path, request: &str) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    writeln!(s, "{request}").unwrap();
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn an_operators_ban_and_kick_through_one_node_reach_users_of_the_other() {
+    let Some(c) = cluster() else { return };
+    let dir = common::temp_dir("cluster-admin");
+    let sock = dir.join("a.sock");
+    let a = Server::start(Config {
+        admin_socket: sock.clone(),
+        ..c.config("a")
+    })
+    .expect("node a starts");
+    let b = c.node("b");
+    let mut eve = chatos(b.chatos_addr(), "eve");
+    let mut kim = chatos(b.chatos_addr(), "kim");
+    sees(&a, "eve", true);
+    sees(&a, "kim", true);
+    // A kick through A closes kim's connection on B.
+    let answer = admin(&sock, r#"{"cmd":"kick","name":"kim"}"#);
+    assert!(answer.contains(r#""ok":true"#), "{answer}");
+    kim.expect_closed();
+    // A name ban through A: eve is closed on B and cannot log in there again.
+    let answer = admin(&sock, r#"{"cmd":"ban","name":"eve","reason":"spam"}"#);
+    assert!(answer.contains(r#""ok":true"#), "{answer}");
+    eve.expect_closed();
+    eventually("B refuses eve", WAIT, || {
+        b.hub().online("eve").is_none()
+            && chatos_try(b.chatos_addr(), "eve").1 == Command::LoginRefused
+    });
+    // Unbanned through A: B admits eve again.
+    let answer = admin(&sock, r#"{"cmd":"unban","name":"eve"}"#);
+    assert!(answer.contains(r#""ok":true"#), "{answer}");
+    eventually("B admits eve again", WAIT, || {
+        chatos_try(b.chatos_addr(), "eve").1 == Command::LoginAccepted
+    });
+    drop(a);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ---- one name across the cluster ----
 
 #[test]

@@ -326,6 +326,19 @@ impl ClusterLink for Cluster {
         );
     }
 
+    fn ban(&self, ban: &crate::hub::bans::Ban, added: bool) {
+        let (kind, value) = ban.columns();
+        self.out.publish(
+            bus::subject_global(&self.cfg.cluster),
+            &Envelope::Ban {
+                node: self.cfg.node.clone(),
+                kind: kind.to_owned(),
+                value,
+                added,
+            },
+        );
+    }
+
     fn poke(&self, node: Option<&str>, name: &str) {
         self.out.publish(
             match node {
@@ -346,6 +359,7 @@ impl ClusterLink for Cluster {
 struct RemotePeer {
     out: Outbox,
     subject: String,
+    name: String,
 }
 
 impl Peer for RemotePeer {
@@ -361,6 +375,16 @@ impl Peer for RemotePeer {
             ),
             _ => true,
         }
+    }
+
+    /// An operator's kick of a user of another node: that node closes it.
+    fn disconnect(&self) {
+        self.out.publish(
+            self.subject.clone(),
+            &Envelope::Kick {
+                name: self.name.clone(),
+            },
+        );
     }
 }
 
@@ -522,6 +546,7 @@ impl Replica {
         let peer = Arc::new(RemotePeer {
             out: c.out.clone(),
             subject: bus::subject_node(&c.cfg.cluster, &r.node),
+            name: name.to_owned(),
         });
         match self.hub.login_remote(name, r.dialect, &r.node, peer) {
             Ok(s) => r.session = Some(s),
@@ -607,6 +632,28 @@ impl Replica {
                     if let Some(a) = self.accounts() {
                         a.note_account(&pseudo, registered);
                     }
+                }
+            }
+            Envelope::Ban {
+                node,
+                kind,
+                value,
+                added,
+            } => {
+                if node != self.me {
+                    match crate::hub::bans::Ban::from_columns(&kind, &value) {
+                        Some(ban) => {
+                            log::info!("cluster: {kind} ban {value:?} from node {node}");
+                            self.hub.apply_remote_ban(ban, added);
+                        }
+                        None => log::warn!("cluster: a ban this node cannot read"),
+                    }
+                }
+            }
+            Envelope::Kick { name } => {
+                if self.hub.online(&name).is_some_and(|s| s.remote.is_none()) {
+                    log::info!("cluster: {name} kicked through another node");
+                    self.hub.kick(&name);
                 }
             }
             Envelope::Claim { .. } => {

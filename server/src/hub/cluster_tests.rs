@@ -37,6 +37,9 @@ impl ClusterLink for FakeBus {
             .lock()
             .push(format!("account {pseudo} {registered}"));
     }
+    fn ban(&self, ban: &bans::Ban, added: bool) {
+        self.log.lock().push(format!("ban {ban:?} {added}"));
+    }
 }
 
 impl FakeBus {

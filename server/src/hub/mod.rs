@@ -374,6 +374,8 @@ pub trait ClusterLink: Send + Sync {
     fn poke(&self, node: Option<&str>, name: &str);
     /// Accounts pseudo `pseudo` was registered (or deleted) here.
     fn account(&self, pseudo: &str, registered: bool);
+    /// An operator added (or removed) `ban` here.
+    fn ban(&self, ban: &bans::Ban, added: bool);
 }
 
 /// Who hears whom come and go: babel sessions listen; every session a babel
@@ -637,6 +639,34 @@ impl Hub {
     pub fn announce_account(&self, pseudo: &str, registered: bool) {
         if let Some(c) = self.cluster() {
             c.account(pseudo, registered);
+        }
+    }
+
+    /// Cluster mode: tell the other nodes an operator added (or removed)
+    /// `ban` here, so they apply it too.
+    pub fn announce_ban(&self, ban: &bans::Ban, added: bool) {
+        if let Some(c) = self.cluster() {
+            c.ban(ban, added);
+        }
+    }
+
+    /// Cluster mode: another node's operator added (or removed) `ban`:
+    /// apply it here and close the local sessions it covers.
+    pub fn apply_remote_ban(&self, ban: bans::Ban, added: bool) {
+        if !added {
+            self.bans.remove(&ban);
+            return;
+        }
+        self.bans.add(ban.clone());
+        match ban {
+            bans::Ban::Name(n) => {
+                if self.online(&n).is_some_and(|s| s.remote.is_none()) {
+                    self.kick(&n);
+                }
+            }
+            bans::Ban::Ip(ip) => {
+                self.kick_ip(ip);
+            }
         }
     }
 
