@@ -92,14 +92,14 @@ impl Server {
         );
         // Cluster mode: on the bus before any listener, so every login is
         // claimed cluster-wide.
-        let cluster = match cfg.cluster() {
+        let mut cluster = ClusterGuard(match cfg.cluster() {
             Some(c) => {
                 let cluster = cluster::Cluster::start(c, &hub)?;
                 cluster.set_accounts(&accounts);
                 Some(cluster)
             }
             None => None,
-        };
+        });
         let chatos = listen(cfg.bind, cfg.chatos_port, "chatos")?;
         let chatos_addr = chatos.local_addr()?;
         let babel = listen(cfg.bind, cfg.babel_port, "babel")?;
@@ -206,7 +206,7 @@ impl Server {
             accounts_addr,
             rooms,
             relay,
-            cluster,
+            cluster: cluster.0.take(),
             store,
             store_thread: Some(store_thread),
             stop,
@@ -334,6 +334,18 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Stops the cluster adapter's threads when `Server::start` fails after
+/// starting them (a port in use, say); a started server takes it out.
+struct ClusterGuard(Option<Arc<cluster::Cluster>>);
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.stop();
+        }
     }
 }
 

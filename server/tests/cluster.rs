@@ -428,6 +428,36 @@ fn an_operators_ban_and_kick_through_one_node_reach_users_of_the_other() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Names of this process's threads.
+fn threads() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_node_that_cannot_start_leaves_the_bus() {
+    let Some(c) = cluster() else { return };
+    let a = c.node("a");
+    // Thread names carry the node's (as far as 15 bytes go): no other test
+    // runs a node with this one.
+    let ours = |t: &String| t == "cw-bus-zq" || t == "cw-bus-in-zq";
+    // Its chatos port is A's: the start fails after joining the bus.
+    let err = Server::start(Config {
+        chatos_port: a.chatos_addr().port(),
+        ..c.config("zq")
+    })
+    .err()
+    .expect("a port in use stops the start");
+    assert!(err.to_string().contains("chatos"), "{err}");
+    eventually("its bus threads end", WAIT, || !threads().iter().any(ours));
+    // And the one that started is still on the bus alone.
+    let _alice = chatos(a.chatos_addr(), "alice");
+}
+
 // ---- one name across the cluster ----
 
 #[test]

@@ -93,6 +93,8 @@ pub struct Link {
     pub up: Arc<AtomicBool>,
     /// Counts an event dropped because `events` was full.
     pub dropped: Arc<dyn Fn() + Send + Sync>,
+    /// Set (with a wake) to stop the thread, even if `cmds` is full.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl Link {
@@ -308,18 +310,10 @@ async fn serve(cfg: &ClusterConfig, heartbeat: Vec<u8>, link: &Link, s: Started)
         // Every command waiting now (the Notify holds one permit, so a
         // command queued while we were busy is never left behind).
         while releases.try_join_next().is_some() {}
-        while let Ok(cmd) = link.cmds.try_recv() {
+        let drained = link.cmds.len();
+        for cmd in link.cmds.try_iter().take(drained) {
             match cmd {
-                BusCmd::Stop => {
-                    // Names of the sessions that ended at shutdown go back
-                    // now, not after node_timeout.
-                    let _ = tokio::time::timeout(cfg.bus_timeout, async {
-                        while releases.join_next().await.is_some() {}
-                    })
-                    .await;
-                    let _ = tokio::time::timeout(cfg.bus_timeout, client.flush()).await;
-                    return;
-                }
+                BusCmd::Stop => link.stop.store(true, Ordering::SeqCst),
                 BusCmd::Publish { subject, payload } => {
                     if client.publish(subject, payload.into()).await.is_err() {
                         (link.dropped)();
@@ -363,6 +357,16 @@ async fn serve(cfg: &ClusterConfig, heartbeat: Vec<u8>, link: &Link, s: Started)
                     releases.spawn(async move { release(&names, &keys).await });
                 }
             }
+        }
+        if link.stop.load(Ordering::SeqCst) {
+            // Names of the sessions that ended at shutdown go back now, not
+            // after node_timeout.
+            let _ = tokio::time::timeout(cfg.bus_timeout, async {
+                while releases.join_next().await.is_some() {}
+            })
+            .await;
+            let _ = tokio::time::timeout(cfg.bus_timeout, client.flush()).await;
+            return;
         }
     }
 }

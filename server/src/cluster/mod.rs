@@ -160,7 +160,9 @@ impl Cluster {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
         let m = metrics.clone();
+        let stop = Arc::new(AtomicBool::new(false));
         let link = bus::Link {
+            stop: stop.clone(),
             cmds: cmd_rx,
             wake: wake.clone(),
             events: ev_tx,
@@ -175,7 +177,7 @@ impl Cluster {
         let (ready_tx, ready_rx) = bounded(1);
         let bus_cfg = cfg.clone();
         let bus_thread = std::thread::Builder::new()
-            .name("cw-bus".into())
+            .name(format!("cw-bus-{}", cfg.node))
             .spawn(move || bus::run(bus_cfg, heartbeat, link, ready_tx))?;
         // Connecting, the bucket, three subscriptions and the watch.
         match ready_rx.recv_timeout(cfg.bus_timeout * 4 + Duration::from_secs(2)) {
@@ -198,7 +200,7 @@ impl Cluster {
             epoch,
             claims: Mutex::new(HashMap::new()),
             accounts: RwLock::new(None),
-            stop: Arc::new(AtomicBool::new(false)),
+            stop,
             threads: Mutex::new(vec![bus_thread]),
             cfg,
         });
@@ -216,7 +218,7 @@ impl Cluster {
         let stop = cluster.stop.clone();
         let node_timeout = cluster.cfg.node_timeout;
         let inbound = std::thread::Builder::new()
-            .name("cw-bus-in".into())
+            .name(format!("cw-bus-in-{}", cluster.cfg.node))
             .spawn(move || replica.run(ev_rx, stop, node_timeout))?;
         cluster.threads.lock().push(inbound);
         hub.set_cluster(cluster.clone());
@@ -245,11 +247,10 @@ impl Cluster {
     /// Stop both threads (after the sessions have ended, so their names
     /// are released first).
     pub fn stop(&self) {
+        // The flag stops both threads even when the command queue is full;
+        // the command only wakes the bus thread after what is queued.
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self
-            .out
-            .cmds
-            .send_timeout(BusCmd::Stop, Duration::from_secs(1));
+        let _ = self.out.cmds.try_send(BusCmd::Stop);
         self.out.wake.notify_one();
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
