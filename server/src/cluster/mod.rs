@@ -204,17 +204,7 @@ impl Cluster {
             threads: Mutex::new(vec![bus_thread]),
             cfg,
         });
-        let replica = Replica {
-            cluster: Arc::downgrade(&cluster),
-            hub: hub.clone(),
-            me: cluster.cfg.node.clone(),
-            epoch,
-            keys: HashMap::new(),
-            users: HashMap::new(),
-            nodes: HashMap::new(),
-            was_down: false,
-            unshown: Vec::new(),
-        };
+        let replica = Replica::new(&cluster, hub);
         let stop = cluster.stop.clone();
         let node_timeout = cluster.cfg.node_timeout;
         let inbound = std::thread::Builder::new()
@@ -409,6 +399,22 @@ struct Remote {
 struct NodeSeen {
     last: Instant,
     dead: bool,
+}
+
+impl Replica {
+    fn new(cluster: &Arc<Cluster>, hub: &Arc<Hub>) -> Replica {
+        Replica {
+            cluster: Arc::downgrade(cluster),
+            hub: hub.clone(),
+            me: cluster.cfg.node.clone(),
+            epoch: cluster.epoch,
+            keys: HashMap::new(),
+            users: HashMap::new(),
+            nodes: HashMap::new(),
+            was_down: false,
+            unshown: Vec::new(),
+        }
+    }
 }
 
 /// The node's view of the cluster, owned by `cw-bus-in`.
@@ -774,3 +780,6 @@ impl Replica {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
