@@ -737,8 +737,7 @@ fn postgres_items_stored_through_one_node_while_another_takes_them_are_taken_onc
         .unwrap();
     let w = writer.clone();
     let writing = std::thread::spawn(move || {
-        for i in 0..N {
-            let asker = askers[i];
+        for (i, asker) in askers.into_iter().enumerate() {
             w.call_committed(move |db| {
                 db.add_request(asker, to, false);
                 db.insert_message(from, to, &format!("m{i}"), false);
