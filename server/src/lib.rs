@@ -92,9 +92,10 @@ impl Server {
         );
         // Cluster mode: on the bus before any listener, so every login is
         // claimed cluster-wide.
+        let (fatal, failed) = guard::Fatal::new();
         let mut cluster = ClusterGuard(match cfg.cluster() {
             Some(c) => {
-                let cluster = cluster::Cluster::start(c, &hub)?;
+                let cluster = cluster::Cluster::start(c, &hub, &fatal)?;
                 cluster.set_accounts(&accounts);
                 Some(cluster)
             }
@@ -121,7 +122,6 @@ impl Server {
             }
         };
         let flush = FlushPool::new(cfg.flush_threads)?;
-        let (fatal, failed) = guard::Fatal::new();
         let relay = media::Relay::start(
             cfg.relay(),
             &hub,

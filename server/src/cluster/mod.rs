@@ -34,6 +34,7 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::front::accounts::service::Accounts;
+use crate::guard::{supervise, Fatal, Turn};
 use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Peer, Session};
 use crate::metrics::{DropReason, Metrics};
 use bus::{BusCmd, BusEvent};
@@ -147,7 +148,7 @@ pub struct Cluster {
 impl Cluster {
     /// Connect to the bus (failing if it cannot be reached within
     /// `bus_timeout`), start `cw-bus` and `cw-bus-in`, and hook into `hub`.
-    pub fn start(cfg: ClusterConfig, hub: &Arc<Hub>) -> io::Result<Arc<Cluster>> {
+    pub fn start(cfg: ClusterConfig, hub: &Arc<Hub>, fatal: &Fatal) -> io::Result<Arc<Cluster>> {
         let metrics = hub.metrics().clone();
         let (cmd_tx, cmd_rx) = bounded(bus::CMD_QUEUE);
         let (ev_tx, ev_rx) = bounded(bus::EVENT_QUEUE);
@@ -178,7 +179,17 @@ impl Cluster {
         let bus_cfg = cfg.clone();
         let bus_thread = std::thread::Builder::new()
             .name(format!("cw-bus-{}", cfg.node))
-            .spawn(move || bus::run(bus_cfg, heartbeat, link, ready_tx))?;
+            .spawn({
+                let fatal = fatal.clone();
+                move || {
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        bus::run(bus_cfg, heartbeat, link, ready_tx)
+                    }));
+                    if ran.is_err() {
+                        fatal.stop("the cluster bus thread panicked");
+                    }
+                }
+            })?;
         // Connecting, the bucket, three subscriptions and the watch.
         match ready_rx.recv_timeout(cfg.bus_timeout * 4 + Duration::from_secs(2)) {
             Ok(Ok(())) => {}
@@ -209,7 +220,10 @@ impl Cluster {
         let node_timeout = cluster.cfg.node_timeout;
         let inbound = std::thread::Builder::new()
             .name(format!("cw-bus-in-{}", cluster.cfg.node))
-            .spawn(move || replica.run(ev_rx, stop, node_timeout))?;
+            .spawn({
+                let fatal = fatal.clone();
+                move || replica.run(ev_rx, stop, node_timeout, fatal)
+            })?;
         cluster.threads.lock().push(inbound);
         hub.set_cluster(cluster.clone());
         log::info!(
@@ -434,22 +448,45 @@ struct Replica {
 }
 
 impl Replica {
-    fn run(mut self, events: Receiver<BusEvent>, stop: Arc<AtomicBool>, node_timeout: Duration) {
-        while !stop.load(Ordering::SeqCst) {
-            match events.recv_timeout(TICK) {
-                Ok(ev) => self.handle(ev),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            // Cut off from the bus, this node cannot tell a dead node from
-            // its own outage: it judges nobody until the bus is back.
-            if !self.was_down {
-                self.find_dead(Instant::now(), node_timeout);
-            }
-            for name in std::mem::take(&mut self.unshown) {
-                self.show(&name);
-            }
-        }
+    /// Until `stop`. A panic here (a bug) would leave the replica half
+    /// updated, and the bus thread ending unasked leaves the node unable to
+    /// claim names: either stops the server loudly (`Fatal`).
+    fn run(
+        mut self,
+        events: Receiver<BusEvent>,
+        stop: Arc<AtomicBool>,
+        node_timeout: Duration,
+        fatal: Fatal,
+    ) {
+        supervise(
+            "cw-bus-in",
+            &fatal,
+            || true,
+            || {
+                if stop.load(Ordering::SeqCst) {
+                    return Turn::Stop;
+                }
+                match events.recv_timeout(TICK) {
+                    Ok(ev) => self.handle(ev),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        if !stop.load(Ordering::SeqCst) {
+                            fatal.stop("the cluster bus thread ended");
+                        }
+                        return Turn::Stop;
+                    }
+                }
+                // Cut off from the bus, this node cannot tell a dead node from
+                // its own outage: it judges nobody until the bus is back.
+                if !self.was_down {
+                    self.find_dead(Instant::now(), node_timeout);
+                }
+                for name in std::mem::take(&mut self.unshown) {
+                    self.show(&name);
+                }
+                Turn::Continue
+            },
+        );
         // Stand-ins go with the adapter.
         for (_, r) in self.users.drain() {
             if let Some(s) = r.session {

@@ -117,6 +117,7 @@ fn stand_ins_are_listed_for_babel_and_hold_their_names_but_are_not_local() {
     // Not claimed by this node, not counted as its session.
     assert_eq!(bus.take(), ["claim zed"]);
     assert_eq!(h.sessions().len(), 1);
+    assert_eq!(h.online_count(), 1);
     assert_eq!(h.online_per_dialect(), [0, 1, 0, 0]);
     // Its name and its look-alikes are taken here without a bus round trip.
     assert_eq!(

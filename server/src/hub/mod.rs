@@ -429,10 +429,6 @@ impl Users {
     fn values(&self) -> impl Iterator<Item = &Arc<Session>> {
         self.by_name.values()
     }
-
-    fn len(&self) -> usize {
-        self.by_name.len()
-    }
 }
 
 impl Hub {
@@ -847,8 +843,14 @@ impl Hub {
             .any(|k| users.by_skeleton.contains_key(k))
     }
 
+    /// Users logged in on this node (stand-ins of other nodes' users,
+    /// in cluster mode, are not counted).
     pub fn online_count(&self) -> usize {
-        self.users.read().len()
+        self.users
+            .read()
+            .values()
+            .filter(|s| s.remote.is_none())
+            .count()
     }
 
     /// MESSAGE to every global-chat listener, the sender included.
