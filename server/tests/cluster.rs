@@ -22,7 +22,7 @@ use chinwag_proto::rooms::Body;
 use chinwagd::{Config, Server};
 
 mod common;
-use common::{babel, chatos, login, register, send, Wire, WAIT};
+use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 mod rooms_support;
 #[path = "common/nats.rs"]
 mod testnats;
@@ -178,25 +178,6 @@ fn history(a: &mut Wire<Acc>, pseudo: &str) -> Vec<String> {
         panic!("161")
     };
     entries.into_iter().map(|e| e.text).collect()
-}
-
-/// Two registered accounts users, friends, logged in on the given nodes.
-fn friends(
-    reg: SocketAddr,
-    (x, at_x): (&str, SocketAddr),
-    (y, at_y): (&str, SocketAddr),
-) -> (Wire<Acc>, Wire<Acc>) {
-    register(reg, x);
-    register(reg, y);
-    let mut a = login(at_x, x);
-    let mut b = login(at_y, y);
-    send(&mut a, Acc::FriendRequest { pseudo: y.into() });
-    assert_eq!(a.recv(), Acc::FriendRequestSent { pseudo: y.into() });
-    // Across nodes: stored, then the poke makes y's node deliver it.
-    assert_eq!(b.recv(), Acc::FriendRequested { pseudo: x.into() });
-    send(&mut b, Acc::AcceptFriend { pseudo: x.into() });
-    assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
-    (a, b)
 }
 
 // ---- every bridged form across two nodes ----

@@ -304,3 +304,23 @@ pub fn babel(addr: std::net::SocketAddr, name: &str) -> (Wire<Babel>, Vec<String
     };
     (b, contacts)
 }
+
+/// Two accounts users registered through `reg`, friends, logged in through
+/// the given listeners (one server, or two nodes of a cluster).
+pub fn friends(
+    reg: std::net::SocketAddr,
+    (x, at_x): (&str, std::net::SocketAddr),
+    (y, at_y): (&str, std::net::SocketAddr),
+) -> (Wire<Acc>, Wire<Acc>) {
+    register(reg, x);
+    register(reg, y);
+    let mut a = login(at_x, x);
+    let mut b = login(at_y, y);
+    send(&mut a, Acc::FriendRequest { pseudo: y.into() });
+    assert_eq!(a.recv(), Acc::FriendRequestSent { pseudo: y.into() });
+    // Across nodes (cluster.rs): stored, then the poke makes y's node deliver it.
+    assert_eq!(b.recv(), Acc::FriendRequested { pseudo: x.into() });
+    send(&mut b, Acc::AcceptFriend { pseudo: x.into() });
+    assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
+    (a, b)
+}
