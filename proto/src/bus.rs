@@ -29,6 +29,15 @@ const POKE: u8 = 5;
 const ACCOUNT: u8 = 6;
 const BAN: u8 = 7;
 const KICK: u8 = 8;
+const CALL: u8 = 9;
+
+/// What a `Call` envelope says happened to a call (the hub's call events).
+pub mod call {
+    pub const OFFER: u8 = 0;
+    pub const ANSWERED: u8 = 1;
+    pub const REFUSED: u8 = 2;
+    pub const ENDED: u8 = 3;
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
@@ -78,6 +87,17 @@ pub enum Envelope {
     },
     /// An operator kicked `name`, a user of the receiving node.
     Kick { name: String },
+    /// Call signalling between `from` (a user of the sending node) and
+    /// `to` (a user of the receiving node), peer to peer calls only: `op`
+    /// (see [`call`]) and, for an offer or an answer, where `from`'s voice
+    /// goes (host, port; empty and 0 when its dialect gives none).
+    Call {
+        op: u8,
+        from: String,
+        to: String,
+        host: String,
+        port: u16,
+    },
 }
 
 impl Envelope {
@@ -130,6 +150,15 @@ impl Envelope {
             }
             Envelope::Kick { name } => {
                 w.u8(KICK).str(name);
+            }
+            Envelope::Call {
+                op,
+                from,
+                to,
+                host,
+                port,
+            } => {
+                w.u8(CALL).u8(*op).str(from).str(to).str(host).u16(*port);
             }
         }
         out
@@ -198,6 +227,16 @@ impl Envelope {
             KICK => Envelope::Kick {
                 name: r.str("name", MAX_NAME)?,
             },
+            CALL => Envelope::Call {
+                op: match r.u8()? {
+                    op @ 0..=3 => op,
+                    _ => return Err(DecodeError::BadBits("call op")),
+                },
+                from: r.str("from", MAX_NAME)?,
+                to: r.str("to", MAX_NAME)?,
+                host: r.str("host", MAX_NAME)?,
+                port: r.u16()?,
+            },
             k => return Err(DecodeError::UnknownOpcode(k.into())),
         };
         r.finish()?;
@@ -258,6 +297,13 @@ mod tests {
                 added: false,
             },
             Envelope::Kick { name: "k".into() },
+            Envelope::Call {
+                op: call::ANSWERED,
+                from: "x".into(),
+                to: "y".into(),
+                host: "10.0.0.7".into(),
+                port: 4000,
+            },
         ]
     }
 

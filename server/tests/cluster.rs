@@ -336,6 +336,105 @@ fn a_pseudo_registered_through_one_node_is_reserved_on_the_other() {
 }
 
 #[test]
+fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut carol, mut dave) = friends(
+        a.accounts_addr(),
+        ("carol", a.accounts_addr()),
+        ("dave", b.accounts_addr()),
+    );
+    // carol on A calls dave on B: B's half of the call tells dave where
+    // carol's voice is (her address as A saw it).
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "dave".into(),
+            addr: String::new(),
+            port: 4001,
+        },
+    );
+    assert_eq!(
+        dave.recv(),
+        Acc::IncomingCall {
+            pseudo: "carol".into(),
+            addr: "127.0.0.1".into(),
+            port: 4001
+        }
+    );
+    send(
+        &mut dave,
+        Acc::AnswerCall {
+            pseudo: "carol".into(),
+            addr: String::new(),
+            port: 4002,
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::CallAccepted {
+            pseudo: "dave".into(),
+            addr: "127.0.0.1".into(),
+            port: 4002
+        }
+    );
+    assert_eq!((a.hub().calls_answered(), b.hub().calls_answered()), (1, 1));
+    // A hang-up on B reaches A.
+    send(
+        &mut dave,
+        Acc::Hangup {
+            pseudo: "carol".into(),
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::HungUp {
+            pseudo: "dave".into()
+        }
+    );
+    eventually("both halves ended", WAIT, || {
+        a.hub().calls().is_empty() && b.hub().calls().is_empty()
+    });
+    // Declined on B: carol on A hears it.
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "dave".into(),
+            addr: String::new(),
+            port: 4003,
+        },
+    );
+    assert!(matches!(dave.recv(), Acc::IncomingCall { .. }));
+    send(
+        &mut dave,
+        Acc::DeclineCall {
+            pseudo: "carol".into(),
+        },
+    );
+    assert!(
+        matches!(carol.recv(), Acc::CallFailed { .. }),
+        "the caller hears the refusal"
+    );
+    // dave's node dies mid-call: carol hears a hang-up (the stand-in left).
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "dave".into(),
+            addr: String::new(),
+            port: 4004,
+        },
+    );
+    assert!(matches!(dave.recv(), Acc::IncomingCall { .. }));
+    drop(dave);
+    let got = carol.recv();
+    assert!(
+        matches!(got, Acc::CallFailed { .. } | Acc::HungUp { .. }),
+        "{got:?}"
+    );
+}
+
+#[test]
 fn babel_contact_lists_show_callable_users_of_other_nodes() {
     let Some((_c, a, b)) = two_nodes() else {
         return;

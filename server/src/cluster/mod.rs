@@ -28,14 +28,14 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chinwag_proto::bus::Envelope;
+use chinwag_proto::bus::{call, Envelope};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::front::accounts::service::Accounts;
 use crate::guard::{supervise, Fatal, Turn};
-use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Peer, Session};
+use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session};
 use crate::metrics::{DropReason, Metrics};
 use bus::{BusCmd, BusEvent};
 
@@ -367,8 +367,10 @@ struct RemotePeer {
     name: String,
 }
 
-impl Peer for RemotePeer {
-    fn deliver(&self, event: &Event<'_>) -> bool {
+impl RemotePeer {
+    /// What crosses nodes: private texts and call signalling; anything
+    /// else has no form on the bus (and is never given to a stand-in).
+    fn forward(&self, event: &Event<'_>) -> bool {
         match *event {
             Event::PrivateMessage { from, to, text } => self.out.publish(
                 self.subject.clone(),
@@ -378,8 +380,33 @@ impl Peer for RemotePeer {
                     text: text.to_owned(),
                 },
             ),
+            Event::CallOffer { from, host, port } => self.call(call::OFFER, from, host, port),
+            Event::CallAnswered { by, host, port } => self.call(call::ANSWERED, by, host, port),
+            Event::CallRefused { by } => self.call(call::REFUSED, by, "", 0),
+            Event::CallEnded { by } => self.call(call::ENDED, by, "", 0),
             _ => true,
         }
+    }
+
+    /// A call event for this user of another node, from `other` (a user of
+    /// this node).
+    fn call(&self, op: u8, other: &str, host: &str, port: u16) -> bool {
+        self.out.publish(
+            self.subject.clone(),
+            &Envelope::Call {
+                op,
+                from: other.to_owned(),
+                to: self.name.clone(),
+                host: host.to_owned(),
+                port,
+            },
+        )
+    }
+}
+
+impl Peer for RemotePeer {
+    fn deliver(&self, event: &Event<'_>) -> bool {
+        self.forward(event)
     }
 
     /// An operator's kick of a user of another node: that node closes it.
@@ -694,6 +721,13 @@ impl Replica {
                     }
                 }
             }
+            Envelope::Call {
+                op,
+                from,
+                to,
+                host,
+                port,
+            } => self.call(op, &from, &to, host, port),
             Envelope::Kick { name } => {
                 if self.hub.online(&name).is_some_and(|s| s.remote.is_none()) {
                     log::info!("cluster: {name} kicked through another node");
@@ -702,6 +736,43 @@ impl Replica {
             }
             Envelope::Claim { .. } => {
                 log::warn!("cluster: a claim sent as a message on {subject}")
+            }
+        }
+    }
+
+    /// A call event from `from`, a user of another node, for `to`, a user
+    /// of this one: this node's half of the call follows it, as if the
+    /// stand-in of `from` had acted here, and tells `to`.
+    fn call(&mut self, op: u8, from: &str, to: &str, host: String, port: u16) {
+        let (Some(remote), Some(_local)) = (
+            self.hub.online(from).filter(|s| s.remote.is_some()),
+            self.hub.online(to).filter(|s| s.remote.is_none()),
+        ) else {
+            log::debug!("cluster: a call event between {from} and {to}, one of whom left");
+            return;
+        };
+        let media = match (remote.dialect, port) {
+            (Dialect::Babel, 0) => Media::BabelConnect,
+            (Dialect::Babel, _) => Media::BabelListen { host, port },
+            _ => Media::Udp { addr: host, port },
+        };
+        let now = Instant::now();
+        match op {
+            call::OFFER => {
+                if let Err(why) = self.hub.offer_call(now, &remote, to, media) {
+                    log::debug!("cluster: {from}'s call to {to} refused here: {why:?}");
+                    // The caller's node hears a refusal.
+                    remote.peer.deliver(&Event::CallRefused { by: to });
+                }
+            }
+            call::ANSWERED => {
+                let _ = self.hub.answer_call(now, &remote, to, Some(media));
+            }
+            call::REFUSED => {
+                let _ = self.hub.answer_call(now, &remote, to, None);
+            }
+            _ => {
+                self.hub.hang_up(&remote, to);
             }
         }
     }

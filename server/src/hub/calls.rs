@@ -344,17 +344,21 @@ impl Hub {
         }
         // Calls that rang out no longer count (or block a new one).
         self.expire_calls(now);
-        // Calls between nodes are not built: a user of another node is
-        // listed but answers as offline (docs/scaling.md).
         let callee = self
             .online(to)
-            .filter(|s| s.reach().calls && s.remote.is_none())
+            .filter(|s| s.reach().calls)
             .ok_or(Refusal::Offline)?;
         let transport = self
             .cfg
             .call_relay
             .transport(from.dialect, callee.dialect)
             .ok_or(Refusal::Offline)?;
+        // Cluster mode: a call with a user of another node is signalled
+        // across (each node keeps its half); its media must then go peer to
+        // peer, since a relay allocation is one node's (docs/scaling.md).
+        if callee.remote.is_some() && transport != Transport::Direct {
+            return Err(Refusal::Offline);
+        }
         let callee_media = match callee.dialect {
             Dialect::Babel => Media::BabelConnect,
             _ => Media::Udp {

@@ -132,7 +132,33 @@ fn stand_ins_are_listed_for_babel_and_hold_their_names_but_are_not_local() {
 }
 
 #[test]
-fn private_texts_reach_stand_ins_and_calls_connections_and_invitations_do_not() {
+fn peer_to_peer_calls_reach_stand_ins_and_each_side_keeps_its_half() {
+    let (h, _bus) = clustered();
+    let (carol, _) = join(&h, "carol", Dialect::Accounts).unwrap();
+    let (dave, d) = remote(&h, "dave", Dialect::Accounts);
+    let now = Instant::now();
+    let media = Media::Udp {
+        addr: "10.0.0.1".into(),
+        port: 4000,
+    };
+    h.offer_call(now, &carol, "dave", media).unwrap();
+    assert_eq!(
+        d.take(),
+        [r#"CallOffer { from: "carol", host: "10.0.0.1", port: 4000 }"#]
+    );
+    // The answer the other node forwards, as the stand-in's.
+    let answer = Media::Udp {
+        addr: "10.0.0.2".into(),
+        port: 4001,
+    };
+    h.answer_call(now, &dave, "carol", Some(answer)).unwrap();
+    assert_eq!(h.calls_answered(), 1);
+    assert!(h.hang_up(&dave, "carol"));
+    assert!(h.calls().is_empty());
+}
+
+#[test]
+fn private_texts_reach_stand_ins_and_relayed_calls_connections_and_invitations_do_not() {
     let (h, _bus) = clustered();
     let (alice, _) = join(&h, "alice", Dialect::Chatos).unwrap();
     let (_bob, bob) = remote(&h, "bob", Dialect::Chatos);
