@@ -100,6 +100,12 @@ fn two_nodes() -> Option<(Cluster, Server, Server)> {
     Some((c, a, b))
 }
 
+/// Friends with accounts: carol logged in on `a`, dave on `b`.
+fn carol_on_a_dave_on_b(a: &Server, b: &Server) -> (Wire<Acc>, Wire<Acc>) {
+    let at = a.accounts_addr();
+    friends(at, ("carol", at), ("dave", b.accounts_addr()))
+}
+
 /// chatos MESSAGE_PRIVATE.
 fn private(from: &str, to: &str, text: &str) -> Command {
     Command::MessagePrivate {
@@ -271,11 +277,7 @@ fn accounts_friends_on_two_nodes_message_each_other_online_and_offline() {
     let Some((_c, a, b)) = two_nodes() else {
         return;
     };
-    let (mut carol, mut dave) = friends(
-        a.accounts_addr(),
-        ("carol", a.accounts_addr()),
-        ("dave", b.accounts_addr()),
-    );
+    let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
     say(&mut carol, "dave", "hello across");
     assert_eq!(carol.recv(), Acc::MessageStored);
     assert_eq!(dave.recv(), heard("carol", "hello across"));
@@ -340,11 +342,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
     let Some((_c, a, b)) = two_nodes() else {
         return;
     };
-    let (mut carol, mut dave) = friends(
-        a.accounts_addr(),
-        ("carol", a.accounts_addr()),
-        ("dave", b.accounts_addr()),
-    );
+    let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
     // carol on A calls dave on B: B's half of the call tells dave where
     // carol's voice is (her address as A saw it).
     send(
