@@ -433,6 +433,61 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
 }
 
 #[test]
+fn babel_users_on_two_nodes_ring_each_other_and_refuse() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut zed, _) = babel(a.babel_addr(), "zed");
+    sees(&b, "zed", true);
+    let (mut yan, contacts) = babel(b.babel_addr(), "yan");
+    assert_eq!(contacts, ["zed"]);
+    zed.send_bytes(
+        &Babel::CallRequest {
+            contact: "yan".into(),
+            host: String::new(),
+            port: 4100,
+        }
+        .to_bytes(),
+    );
+    // yan on B is rung with zed's listening end, as A saw it.
+    let ring = loop {
+        match yan.recv() {
+            Babel::AddContact { .. } => {}
+            other => break other,
+        }
+    };
+    assert_eq!(
+        ring,
+        Babel::CallRequest {
+            contact: "zed".into(),
+            host: "127.0.0.1".into(),
+            port: 4100
+        }
+    );
+    yan.send_bytes(
+        &Babel::CallRefused {
+            contact: "zed".into(),
+        }
+        .to_bytes(),
+    );
+    let refused = loop {
+        match zed.recv() {
+            Babel::AddContact { .. } => {}
+            other => break other,
+        }
+    };
+    assert_eq!(
+        refused,
+        Babel::CallRefused {
+            contact: "yan".into()
+        }
+    );
+    eventually("both halves ended", WAIT, || {
+        a.hub().calls().is_empty() && b.hub().calls().is_empty()
+    });
+}
+
+#[test]
 fn babel_contact_lists_show_callable_users_of_other_nodes() {
     let Some((_c, a, b)) = two_nodes() else {
         return;
