@@ -454,6 +454,9 @@ impl Replica {
             nodes: HashMap::new(),
             was_down: false,
             unshown: Vec::new(),
+            started: Instant::now(),
+            stale: Vec::new(),
+            clash: None,
         }
     }
 }
@@ -472,6 +475,13 @@ struct Replica {
     /// Users whose stand-in the hub refused (a local session still had the
     /// name, being disconnected after an outage): tried again each tick.
     unshown: Vec<String>,
+    /// When this replica started (the claims of an earlier life wait a
+    /// node timeout from here).
+    started: Instant,
+    /// Keys claimed under this node's name by another epoch.
+    stale: Vec<(String, u64)>,
+    /// Set when another live process uses this node's name: stop.
+    clash: Option<String>,
 }
 
 impl Replica {
@@ -503,13 +513,10 @@ impl Replica {
                         return Turn::Stop;
                     }
                 }
-                // Cut off from the bus, this node cannot tell a dead node from
-                // its own outage: it judges nobody until the bus is back.
-                if !self.was_down {
-                    self.find_dead(Instant::now(), node_timeout);
-                }
-                for name in std::mem::take(&mut self.unshown) {
-                    self.show(&name);
+                self.tick(Instant::now(), node_timeout);
+                if let Some(why) = self.clash.take() {
+                    fatal.stop(&why);
+                    return Turn::Stop;
                 }
                 Turn::Continue
             },
@@ -519,6 +526,32 @@ impl Replica {
             if let Some(s) = r.session {
                 self.hub.logout(&s);
             }
+        }
+    }
+
+    /// What the clock decides: silent nodes, this node's claims from an
+    /// earlier life, stand-ins refused before.
+    fn tick(&mut self, now: Instant, node_timeout: Duration) {
+        // Cut off from the bus, this node cannot tell a dead node from its
+        // own outage: it judges nobody until the bus is back.
+        if !self.was_down {
+            self.find_dead(now, node_timeout);
+        }
+        // Claims under this node's name with another epoch are freed once a
+        // node timeout has passed without a heartbeat from another live
+        // process of that name (which would make this one stop instead).
+        if !self.stale.is_empty() && now.duration_since(self.started) > node_timeout {
+            let keys = std::mem::take(&mut self.stale);
+            if let Some(c) = self.cluster.upgrade() {
+                log::warn!(
+                    "cluster: freeing {} names of this node's earlier life",
+                    keys.len()
+                );
+                c.out.force(BusCmd::Release { keys });
+            }
+        }
+        for name in std::mem::take(&mut self.unshown) {
+            self.show(&name);
         }
     }
 
@@ -565,13 +598,9 @@ impl Replica {
             return;
         };
         if node == self.me {
-            if epoch != self.epoch {
-                // Left by this node's earlier life (killed): free it.
-                if let Some(c) = self.cluster.upgrade() {
-                    c.out.force(BusCmd::Release {
-                        keys: vec![(key, revision)],
-                    });
-                }
+            if epoch != self.epoch && self.stale.len() < 100_000 {
+                // Left by this node's earlier life (killed): freed by `tick`.
+                self.stale.push((key, revision));
             }
             return;
         }
@@ -651,8 +680,16 @@ impl Replica {
 
     fn message(&mut self, subject: &str, env: Envelope) {
         match env {
-            Envelope::Heartbeat { node, .. } => {
+            Envelope::Heartbeat { node, epoch } => {
                 if node == self.me {
+                    if epoch < self.epoch {
+                        // An older process runs under this name: it keeps
+                        // it, this one stops.
+                        self.clash = Some(format!(
+                            "another chinwagd runs as node_name {node:?} in this cluster"
+                        ));
+                        self.stale.clear();
+                    }
                     return;
                 }
                 let seen = self.nodes.entry(node.clone()).or_insert(NodeSeen {

@@ -132,15 +132,42 @@ fn a_silent_node_leaves_and_only_the_smallest_live_node_frees_its_names() {
 }
 
 #[test]
-fn this_nodes_claims_from_an_earlier_life_are_freed_and_its_own_ignored() {
+fn this_nodes_claims_from_an_earlier_life_are_freed_after_a_node_timeout() {
     let (c, hub, rx) = detached("a");
     let mut r = Replica::new(&c, &hub);
     claim(&mut r, "a", 7, "mine", 3);
-    assert!(released(&rx).is_empty(), "this life's claims stay");
     assert!(hub.online("mine").is_none(), "no stand-in for our own user");
     claim(&mut r, "a", 6, "old", 4);
+    r.tick(r.started + TIMEOUT / 2, TIMEOUT);
+    assert!(released(&rx).is_empty(), "not before a node timeout");
+    r.tick(r.started + TIMEOUT + Duration::from_millis(1), TIMEOUT);
     let want: Vec<(String, u64)> = name_keys("old").into_iter().map(|k| (k, 4)).collect();
-    assert_eq!(released(&rx), want);
+    assert_eq!(released(&rx), want, "the earlier life's, never this one's");
+}
+
+#[test]
+fn a_second_live_process_with_this_nodes_name_stops_the_newer_one() {
+    let (c, hub, rx) = detached("a");
+    // This process started at epoch 7.
+    let mut r = Replica::new(&c, &hub);
+    let hb = |epoch| BusEvent::Message {
+        subject: "cw.t.hb".into(),
+        payload: Envelope::Heartbeat {
+            node: "a".into(),
+            epoch,
+        }
+        .to_bytes(),
+    };
+    // Its own heartbeat, and a newer process's (which stops itself): fine.
+    r.handle(hb(7));
+    r.handle(hb(8));
+    assert!(r.clash.is_none());
+    // An older live process: its claims are not stale, and this one stops.
+    claim(&mut r, "a", 5, "theirs", 2);
+    r.handle(hb(5));
+    assert!(r.clash.is_some());
+    r.tick(r.started + 2 * TIMEOUT, TIMEOUT);
+    assert!(released(&rx).is_empty(), "the live process keeps its names");
 }
 
 #[test]
