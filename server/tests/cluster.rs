@@ -343,6 +343,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
         return;
     };
     let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
+    sees(&a, "dave", true);
     // carol on A calls dave on B: B's half of the call tells dave where
     // carol's voice is (her address as A saw it).
     send(
@@ -441,6 +442,7 @@ fn babel_users_on_two_nodes_ring_each_other_and_refuse() {
     sees(&b, "zed", true);
     let (mut yan, contacts) = babel(b.babel_addr(), "yan");
     assert_eq!(contacts, ["zed"]);
+    sees(&a, "yan", true);
     zed.send_bytes(
         &Babel::CallRequest {
             contact: "yan".into(),
