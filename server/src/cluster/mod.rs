@@ -651,7 +651,8 @@ impl Replica {
         match self.hub.login_remote(name, r.dialect, &r.node, peer) {
             Ok(s) => r.session = Some(s),
             Err(e) => {
-                log::warn!("cluster: {name}@{} not shown here yet: {e:?}", r.node);
+                // Tried again every tick until it works or the name goes.
+                log::debug!("cluster: {name}@{} not shown here yet: {e:?}", r.node);
                 if self.unshown.len() < 10_000 {
                     self.unshown.push(name.to_owned());
                 }
