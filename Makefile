@@ -1,6 +1,7 @@
 # The front door: `make run` starts the server, `make test` runs every test.
 # Both first install the system packages that are missing (see
-# scripts/install-deps.sh: pkg-config, libopus-dev, libasound2-dev, cmake with
+# scripts/install-deps.sh: pkg-config, libopus-dev, libasound2-dev, cmake,
+# postgresql and nats-server (for the store and cluster tests) with
 # apt-get; pytest and mypy with pip) and build
 # the library with speaker/microphone support (the `device` feature).
 

@@ -9,6 +9,10 @@
 #   postgresql       the PostgreSQL server the store's tests start (initdb and
 #                    postgres, in a temporary directory on 127.0.0.1); chinwagd
 #                    itself needs none (its client is pure Rust)
+#   nats-server      the NATS bus the cluster tests start (server/tests/cluster.rs:
+#                    JetStream in a temporary directory on 127.0.0.1); chinwagd
+#                    needs it only in cluster mode (bus_url), and then on
+#                    whichever machine the operator runs the bus
 #
 # and then, with pip, pytest and mypy for the Python package's tests when
 # python3 cannot import them (scripts/python-deps.sh).
@@ -17,7 +21,9 @@
 # other way (from source, in a prefix on PKG_CONFIG_PATH) counts as present.
 # PostgreSQL counts as present when initdb is where the tests look for it:
 # $CHINWAG_PG_BIN, Debian's $CHINWAG_PG_ROOT/*/bin (default
-# /usr/lib/postgresql), or PATH.
+# /usr/lib/postgresql), or PATH. nats-server counts as present when it is
+# $CHINWAG_NATS_SERVER, on PATH, or in Debian's $CHINWAG_SBIN (default
+# /usr/sbin).
 #
 # usage: scripts/install-deps.sh [--dry-run]
 #   --dry-run   print what is missing and the command that would install it;
@@ -51,13 +57,20 @@ have_postgres() {
 }
 have_postgres || missing+=(postgresql)
 
+have_nats() {
+    [ -n "${CHINWAG_NATS_SERVER:-}" ] && [ -x "$CHINWAG_NATS_SERVER" ] && return 0
+    [ -x "${CHINWAG_SBIN:-/usr/sbin}/nats-server" ] && return 0
+    command -v nats-server >/dev/null 2>&1
+}
+have_nats || missing+=(nats-server)
+
 python_deps() {
     [ $dry_run -eq 1 ] && return 0
     "$(dirname "$0")/python-deps.sh"
 }
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-deps: nothing to install (pkg-config, opus, alsa, cmake and postgresql found)"
+    echo "install-deps: nothing to install (pkg-config, opus, alsa, cmake, postgresql and nats-server found)"
     python_deps
     exit 0
 fi

@@ -2,7 +2,8 @@
 //! finds, and installs nothing when nothing is missing. Its decisions are
 //! tested with `--dry-run` and stand-in `pkg-config`, `id` and `sudo`
 //! commands on a PATH of the test's own, and a stand-in Debian PostgreSQL
-//! directory (`CHINWAG_PG_ROOT`) holding `initdb` or not.
+//! directory (`CHINWAG_PG_ROOT`) holding `initdb` or not, and a stand-in
+//! `nats-server` on that PATH or not (`CHINWAG_SBIN` points there too).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,8 @@ fn script() -> PathBuf {
 /// (absent: no pkg-config at all), `id -u` prints `uid`, and `sudo -n`
 /// succeeds when `sudo_ok`. "postgresql" in `present` puts an `initdb`
 /// where Debian's package would (under the same directory, which
-/// `dry_run` passes as `CHINWAG_PG_ROOT`).
+/// `dry_run` passes as `CHINWAG_PG_ROOT`); "nats" puts a `nats-server`
+/// on the PATH.
 fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("chinwag-deps-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -42,6 +44,9 @@ fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> P
     if sudo_ok {
         write("sudo", "#!/bin/sh\nexit 0\n".into());
     }
+    if present.is_some_and(|p| p.contains(&"nats")) {
+        write("nats-server", "#!/bin/sh\nexit 0\n".into());
+    }
     if present.is_some_and(|p| p.contains(&"postgresql")) {
         std::fs::create_dir_all(dir.join("15/bin")).unwrap();
         write("15/bin/initdb", "#!/bin/sh\nexit 0\n".into());
@@ -55,7 +60,9 @@ fn dry_run(path: &Path) -> String {
         .arg("--dry-run")
         .env("PATH", path)
         .env("CHINWAG_PG_ROOT", path)
+        .env("CHINWAG_SBIN", path)
         .env_remove("CHINWAG_PG_BIN")
+        .env_remove("CHINWAG_NATS_SERVER")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -72,7 +79,7 @@ fn dry_run(path: &Path) -> String {
 fn nothing_missing_installs_nothing() {
     let out = dry_run(&fake_path(
         "none",
-        Some(&["opus", "alsa", "postgresql"]),
+        Some(&["opus", "alsa", "postgresql", "nats"]),
         0,
         false,
     ));
@@ -82,13 +89,23 @@ fn nothing_missing_installs_nothing() {
 
 #[test]
 fn only_what_is_missing_is_installed() {
-    let out = dry_run(&fake_path("opus", Some(&["alsa", "postgresql"]), 0, false));
+    let out = dry_run(&fake_path(
+        "opus",
+        Some(&["alsa", "postgresql", "nats"]),
+        0,
+        false,
+    ));
     assert!(out.contains("missing: libopus-dev\n"), "{out}");
     assert!(
         out.contains("would run: apt-get install -y --no-install-recommends libopus-dev\n"),
         "{out}"
     );
-    let out = dry_run(&fake_path("alsa", Some(&["opus", "postgresql"]), 0, false));
+    let out = dry_run(&fake_path(
+        "alsa",
+        Some(&["opus", "postgresql", "nats"]),
+        0,
+        false,
+    ));
     assert!(out.contains("missing: libasound2-dev\n"), "{out}");
 }
 
@@ -126,7 +143,7 @@ fn a_bad_argument_is_refused() {
 fn a_missing_cmake_is_installed() {
     let out = dry_run(&fake_path(
         "nocmake",
-        Some(&["opus", "alsa", "postgresql"]),
+        Some(&["opus", "alsa", "postgresql", "nats"]),
         0,
         false,
     ));
@@ -139,10 +156,30 @@ fn a_missing_cmake_is_installed() {
 
 #[test]
 fn a_missing_postgresql_server_is_installed() {
-    let out = dry_run(&fake_path("nopg", Some(&["opus", "alsa"]), 0, false));
+    let out = dry_run(&fake_path(
+        "nopg",
+        Some(&["opus", "alsa", "nats"]),
+        0,
+        false,
+    ));
     assert!(out.contains("missing: postgresql\n"), "{out}");
     assert!(
         out.contains("would run: apt-get install -y --no-install-recommends postgresql\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_nats_server_is_installed() {
+    let out = dry_run(&fake_path(
+        "nonats",
+        Some(&["opus", "alsa", "postgresql"]),
+        0,
+        false,
+    ));
+    assert!(out.contains("missing: nats-server\n"), "{out}");
+    assert!(
+        out.contains("would run: apt-get install -y --no-install-recommends nats-server\n"),
         "{out}"
     );
 }

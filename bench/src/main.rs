@@ -3,6 +3,7 @@
 
 mod accounts;
 mod audio;
+mod cluster;
 mod conn;
 mod engine;
 mod hist;
@@ -11,6 +12,15 @@ mod relay;
 mod report;
 mod server;
 mod slow;
+
+// The cluster workload starts a real PostgreSQL and nats-server the way the
+// server's cluster tests do, with the same helpers.
+#[path = "../../server/tests/common/mod.rs"]
+mod common;
+#[path = "../../server/tests/common/nats.rs"]
+mod testnats;
+#[path = "../../server/tests/common/postgres.rs"]
+mod testpg;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -44,6 +54,11 @@ WORKLOAD (default: all)
   audio     real calls between two libchinwag clients (babel over TCP, accounts
             over UDP) through the bench's own jittery/lossy paths: mouth-to-ear
             latency, PESQ under loss (with --pesq), jitter recovery, CPU, a long call
+  cluster   (alone: `cluster`) chatos private messages, --pairs pairs (4) each
+            keeping --window (16) in flight and echoing, for --seconds (5):
+            direct loopback TCP, one plain chinwagd, two users on one node of
+            a cluster, and each pair split across two nodes (a nats-server
+            and a PostgreSQL started here): messages/s and round trip p50/p99
   media     N concurrent calls babel -> accounts through chinwagd's media relay,
             one packet per 20 ms each way: relayed packets/s, loss, one-way
             latency p50/p99 beside direct loopback UDP pairs in the same run
@@ -371,9 +386,17 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
         }
         "media" => media_jobs(args, quick, &mut todo)?,
+        "cluster" => {
+            let co = cluster::ClusterOpts {
+                pairs: args.or("pairs", if quick { 2 } else { 4 })?,
+                window: args.or("window", 16)?,
+                seconds: args.or("seconds", if quick { 1.0 } else { 5.0 })?,
+            };
+            todo.push(("cluster", Box::new(move |c| cluster_wl(c, &co))));
+        }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history, audio, media)"
+                "unknown workload {other:?} (all, fanout, p2p, relay, idle, slow, accounts, accounts-history, audio, media, cluster)"
             ))
         }
     }
@@ -464,6 +487,95 @@ fn audio_wl(c: &Ctx, o: &audio::AudioOpts) -> Result<Report, String> {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cluster_wl(ctx: &Ctx, o: &cluster::ClusterOpts) -> Result<Report, String> {
+    let Spec::Spawn { binary, .. } = &ctx.spec else {
+        return Err("cluster starts its own nodes: run it without --addr".into());
+    };
+    let mut r = Report::new("cluster");
+    r.param("pairs", o.pairs);
+    r.param("window", o.window);
+    r.param("seconds", o.seconds);
+    let pg = testpg::server().ok_or("PostgreSQL is missing (scripts/install-deps.sh)")?;
+    let nats = testnats::Nats::start().ok_or("nats-server is missing (scripts/install-deps.sh)")?;
+    let (store, _) = pg.fresh_url();
+    let direct = cluster::exchange(cluster::direct_pairs(o.pairs)?, o)?;
+    let single = {
+        let t = ctx.spec.start()?;
+        cluster::exchange(cluster::chatos_pairs(t.addr, t.addr, o.pairs, "p")?, o)?
+    };
+    let a = cluster::node(binary, "a", &nats.url(), &store);
+    let b = cluster::node(binary, "b", &nats.url(), &store);
+    let same = cluster::exchange(cluster::chatos_pairs(a.chatos, a.chatos, o.pairs, "s")?, o)?;
+    let cross = cluster::exchange(cluster::chatos_pairs(a.chatos, b.chatos, o.pairs, "c")?, o)?;
+    drop((a, b));
+    let us = |ns: u64| ns as f64 / 1e3;
+    for (label, x) in [
+        ("direct", &direct),
+        ("single", &single),
+        ("same", &same),
+        ("cross", &cross),
+    ] {
+        let (k_rate, l_rate, k50, l50, k99, l99, k_lost) = match label {
+            "direct" => (
+                "direct_msgs_per_sec",
+                "direct loopback TCP: messages",
+                "direct_rtt_p50_us",
+                "direct loopback TCP: round trip p50",
+                "direct_rtt_p99_us",
+                "direct loopback TCP: round trip p99",
+                "direct_lost",
+            ),
+            "single" => (
+                "single_msgs_per_sec",
+                "one plain node: messages",
+                "single_rtt_p50_us",
+                "one plain node: round trip p50",
+                "single_rtt_p99_us",
+                "one plain node: round trip p99",
+                "single_lost",
+            ),
+            "same" => (
+                "same_node_msgs_per_sec",
+                "cluster, both users on node a: messages",
+                "same_node_rtt_p50_us",
+                "cluster, same node: round trip p50",
+                "same_node_rtt_p99_us",
+                "cluster, same node: round trip p99",
+                "same_node_lost",
+            ),
+            _ => (
+                "cross_node_msgs_per_sec",
+                "cluster, users on nodes a and b: messages",
+                "cross_node_rtt_p50_us",
+                "cluster, across nodes: round trip p50",
+                "cross_node_rtt_p99_us",
+                "cluster, across nodes: round trip p99",
+                "cross_node_lost",
+            ),
+        };
+        r.fig(k_rate, l_rate, x.per_sec, Unit::PerSec, None);
+        r.fig(k50, l50, us(x.rtt.quantile(0.50)), Unit::Us, None);
+        r.fig(k99, l99, us(x.rtt.quantile(0.99)), Unit::Us, None);
+        r.fig(k_lost, "  messages lost", x.lost as f64, Unit::Count, None);
+        if x.rtt.count() == 0 {
+            r.problems.push(format!("{label}: no round trip completed"));
+        }
+    }
+    r.fig(
+        "cross_vs_single_pct",
+        "across nodes / one plain node (messages/s)",
+        cross.per_sec / single.per_sec.max(1e-9) * 100.0,
+        Unit::Pct,
+        None,
+    );
+    r.notes.push(format!(
+        "{} cores shared by the load generator, every node, nats-server and PostgreSQL: \
+         overheads and correctness under load, not a cluster's capacity",
+        cores()
+    ));
+    Ok(r)
 }
 
 fn relay_opts(args: &Args, quick: bool) -> Result<relay::RelayOpts, String> {

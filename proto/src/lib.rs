@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod babel;
+pub mod bus;
 pub mod chatos;
 pub mod cursor;
 pub mod rooms;

@@ -221,6 +221,7 @@ impl Admin {
             _ => return fail("the store could not record the ban"),
         };
         self.hub.bans().add(ban.clone());
+        self.hub.announce_ban(&ban, true);
         let kicked = match &ban {
             Ban::Name(n) => self.hub.kick(n).map(|_| n.clone()).into_iter().collect(),
             Ban::Ip(ip) => {
@@ -238,6 +239,7 @@ impl Admin {
         match self.store.call_committed(move |db| db.remove_ban(&b)) {
             Ok((removed, true)) => {
                 let in_hub = self.hub.bans().remove(&ban);
+                self.hub.announce_ban(&ban, false);
                 if removed || in_hub {
                     json!({ "ok": true })
                 } else {

@@ -44,6 +44,22 @@ pub struct Config {
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?...]`: the store is that
     /// PostgreSQL database (docs/operations.md, "PostgreSQL").
     pub store_url: String,
+    /// Empty: one node, no cluster (the default). `nats://HOST:PORT`
+    /// (several, comma-separated): cluster mode over that NATS bus
+    /// (docs/scaling.md, docs/operations.md "A cluster"); needs `store_url`
+    /// and `node_name`.
+    pub bus_url: String,
+    /// This node's name in the cluster, unique per node: letters, digits,
+    /// '-' and '_', at most 64.
+    pub node_name: String,
+    /// The cluster's name: the prefix of its bus subjects and buckets, so
+    /// several clusters can share one bus.
+    pub cluster_name: String,
+    /// A node silent on the bus this long is dead to the others (its users
+    /// leave their presence); at least 2,000 (heartbeats go every second).
+    pub node_timeout_ms: u64,
+    /// A name claim the bus has not answered by then refuses the login.
+    pub bus_timeout_ms: u64,
     /// Connections open at once, all dialects together; more are closed at accept.
     pub max_connections: usize,
     /// A connection that has not identified by then is closed.
@@ -101,6 +117,11 @@ impl Default for Config {
             rooms_requests_per_second: 50,
             db_path: PathBuf::from("chinwag.db"),
             store_url: String::new(),
+            bus_url: String::new(),
+            node_name: String::new(),
+            cluster_name: "chinwag".into(),
+            node_timeout_ms: 5_000,
+            bus_timeout_ms: 2_000,
             max_connections: 20_000,
             login_timeout_ms: 10_000,
             outbound_limit: 1 << 20,
@@ -311,7 +332,63 @@ impl Config {
             // names what is wrong, not the text.
             crate::store::PgTarget::parse(&self.store_url)?;
         }
+        self.validate_cluster()
+    }
+
+    /// Cluster mode's keys (all ignored while `bus_url` is empty, except
+    /// that their values must still be sane).
+    fn validate_cluster(&self) -> Result<(), String> {
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !token(&self.cluster_name) {
+            return Err("cluster_name must be 1-64 letters, digits, '-' or '_'".into());
+        }
+        if !(2_000..=600_000).contains(&self.node_timeout_ms) {
+            return Err("node_timeout_ms must be within 2000..=600000".into());
+        }
+        if !(100..=60_000).contains(&self.bus_timeout_ms) {
+            return Err("bus_timeout_ms must be within 100..=60000".into());
+        }
+        if self.bus_url.is_empty() {
+            return Ok(());
+        }
+        for u in self.bus_url.split(',') {
+            let u = u.trim();
+            if !(u.starts_with("nats://") && u.len() > 7) {
+                return Err("bus_url must be nats://HOST:PORT[,nats://...]".into());
+            }
+        }
+        if !token(&self.node_name) {
+            return Err(
+                "node_name must be 1-64 letters, digits, '-' or '_' in cluster mode".into(),
+            );
+        }
+        if self.store_url.is_empty() {
+            return Err("bus_url needs store_url: a cluster shares one PostgreSQL store".into());
+        }
         Ok(())
+    }
+
+    /// Cluster mode's settings, or None for a single node.
+    pub fn cluster(&self) -> Option<crate::cluster::ClusterConfig> {
+        if self.bus_url.is_empty() {
+            return None;
+        }
+        Some(crate::cluster::ClusterConfig {
+            urls: self
+                .bus_url
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .collect(),
+            node: self.node_name.clone(),
+            cluster: self.cluster_name.clone(),
+            node_timeout: Duration::from_millis(self.node_timeout_ms),
+            bus_timeout: Duration::from_millis(self.bus_timeout_ms),
+        })
     }
 }
 
@@ -389,6 +466,43 @@ mod tests {
         ] {
             let err = Config::from_toml(text).unwrap().validate().unwrap_err();
             assert!(err.starts_with(&format!("{key} = ")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn cluster_mode_is_off_by_default_and_checked_when_on() {
+        let d = Config::default();
+        assert!(d.validate().is_ok());
+        assert!(d.cluster().is_none());
+        let on = Config::from_toml(
+            "bus_url = \"nats://127.0.0.1:4222\"\nnode_name = \"a-1\"\n\
+             store_url = \"postgres://chinwag@127.0.0.1:5432/chinwag\"",
+        )
+        .unwrap();
+        assert!(on.validate().is_ok());
+        let c = on.cluster().unwrap();
+        assert_eq!(c.urls, ["nats://127.0.0.1:4222"]);
+        assert_eq!((c.node.as_str(), c.cluster.as_str()), ("a-1", "chinwag"));
+        for (bad, why) in [
+            ("node_name = \"\"", "node_name"),
+            ("node_name = \"a.b\"", "node_name"),
+            ("store_url = \"\"", "store_url"),
+            ("bus_url = \"redis://h\"", "bus_url"),
+            ("node_timeout_ms = 500", "node_timeout_ms"),
+            ("cluster_name = \"c>\"", "cluster_name"),
+        ] {
+            let mut c = on.clone();
+            let patch = Config::from_toml(bad).unwrap();
+            let key = bad.split(' ').next().unwrap();
+            match key {
+                "node_name" => c.node_name = patch.node_name,
+                "store_url" => c.store_url = patch.store_url,
+                "bus_url" => c.bus_url = patch.bus_url,
+                "node_timeout_ms" => c.node_timeout_ms = patch.node_timeout_ms,
+                _ => c.cluster_name = patch.cluster_name,
+            }
+            let err = c.validate().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! tests and benchmarks start servers in-process the same way.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod front;
 pub mod guard;
@@ -51,6 +52,8 @@ pub struct Server {
     accounts_addr: SocketAddr,
     rooms: front::rooms::RoomsServer,
     relay: Arc<media::Relay>,
+    /// Cluster mode's adapter (None for a single node).
+    cluster: Option<Arc<cluster::Cluster>>,
     store: Store,
     store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
@@ -87,6 +90,17 @@ impl Server {
             store.clone(),
             cfg.registrations_per_minute,
         );
+        // Cluster mode: on the bus before any listener, so every login is
+        // claimed cluster-wide.
+        let (fatal, failed) = guard::Fatal::new();
+        let mut cluster = ClusterGuard(match cfg.cluster() {
+            Some(c) => {
+                let cluster = cluster::Cluster::start(c, &hub, &fatal)?;
+                cluster.set_accounts(&accounts);
+                Some(cluster)
+            }
+            None => None,
+        });
         let chatos = listen(cfg.bind, cfg.chatos_port, "chatos")?;
         let chatos_addr = chatos.local_addr()?;
         let babel = listen(cfg.bind, cfg.babel_port, "babel")?;
@@ -108,7 +122,6 @@ impl Server {
             }
         };
         let flush = FlushPool::new(cfg.flush_threads)?;
-        let (fatal, failed) = guard::Fatal::new();
         let relay = media::Relay::start(
             cfg.relay(),
             &hub,
@@ -193,6 +206,7 @@ impl Server {
             accounts_addr,
             rooms,
             relay,
+            cluster: cluster.0.take(),
             store,
             store_thread: Some(store_thread),
             stop,
@@ -249,6 +263,11 @@ impl Server {
         self.rooms.addr()
     }
 
+    /// Cluster mode's adapter, when `bus_url` is set.
+    pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
+        self.cluster.as_ref()
+    }
+
     pub fn hub(&self) -> &Arc<Hub> {
         &self.shared.hub
     }
@@ -298,6 +317,10 @@ impl Server {
         }
         self.rooms.stop();
         self.relay.stop();
+        // After every session ended, so their names went back to the bus.
+        if let Some(c) = self.cluster.take() {
+            c.stop();
+        }
         self.shared.flush.stop();
         // Last: every acknowledged row is already committed; this checkpoints and closes.
         self.store.stop();
@@ -311,6 +334,18 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+/// Stops the cluster adapter's threads when `Server::start` fails after
+/// starting them (a port in use, say); a started server takes it out.
+struct ClusterGuard(Option<Arc<cluster::Cluster>>);
+
+impl Drop for ClusterGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.stop();
+        }
     }
 }
 

@@ -55,6 +55,21 @@ struct Args {
     /// (a password here shows in `ps`; put it in the config file instead).
     #[arg(long)]
     store_url: Option<String>,
+    /// Cluster mode: the NATS bus, nats://HOST:PORT[,...] (empty: one node).
+    #[arg(long)]
+    bus_url: Option<String>,
+    /// This node's unique name in the cluster.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The cluster's name (prefix of its bus subjects).
+    #[arg(long)]
+    cluster_name: Option<String>,
+    /// Milliseconds of silence after which another node counts as dead.
+    #[arg(long)]
+    node_timeout_ms: Option<u64>,
+    /// Milliseconds a login waits for its cluster-wide name claim.
+    #[arg(long)]
+    bus_timeout_ms: Option<u64>,
     /// Maximum open connections, all dialects together.
     #[arg(long)]
     max_connections: Option<usize>,
@@ -118,6 +133,8 @@ fn load(args: &Args) -> Result<Config, String> {
     }
     set!(bind => bind, chatos_port => chatos_port, babel_port => babel_port, accounts_port => accounts_port,
          rooms_port => rooms_port, db => db_path, store_url => store_url,
+         bus_url => bus_url, node_name => node_name, cluster_name => cluster_name,
+         node_timeout_ms => node_timeout_ms, bus_timeout_ms => bus_timeout_ms,
          rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,
          rooms_tries => rooms_tries, rooms_max_per_ip => rooms_max_per_ip,
          rooms_registrations_per_minute => rooms_registrations_per_minute,

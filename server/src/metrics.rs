@@ -67,9 +67,15 @@ pub enum DropReason {
     /// A guest's private text to an offline account whose guest mailbox
     /// is full (docs/bridging.md).
     GuestMailFull,
+    /// Cluster mode: a bus command or event dropped because its channel
+    /// to or from the `cw-bus` thread was full.
+    BusFull,
+    /// Cluster mode: a login refused or an event to another node dropped
+    /// because the bus was unreachable.
+    BusDown,
 }
 
-const DROP_REASONS: [(DropReason, &str); 11] = [
+const DROP_REASONS: [(DropReason, &str); 13] = [
     (DropReason::SlowReader, "slow_reader"),
     (DropReason::WriteFailed, "write_failed"),
     (DropReason::Protocol, "protocol"),
@@ -81,6 +87,8 @@ const DROP_REASONS: [(DropReason, &str); 11] = [
     (DropReason::RoomsInboxFull, "rooms_inbox_full"),
     (DropReason::StoreBusy, "store_busy"),
     (DropReason::GuestMailFull, "guest_mail_full"),
+    (DropReason::BusFull, "bus_full"),
+    (DropReason::BusDown, "bus_down"),
 ];
 
 /// Why the media relay dropped a packet (docs/bridging.md, "The media relay").

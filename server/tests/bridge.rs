@@ -19,7 +19,7 @@ use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
 
 mod common;
-use common::{Wire, WAIT};
+use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 mod rooms_support;
 use rooms_support::Client as Rooms;
 
@@ -36,63 +36,6 @@ fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}");
         thread::sleep(Duration::from_millis(5));
     }
-}
-
-// ---- raw clients ----
-
-fn chatos(addr: SocketAddr, name: &str) -> Wire<Command> {
-    let mut c = Wire::<Command>::new(TcpStream::connect(addr).unwrap());
-    c.send_bytes(&Command::Login { login: name.into() }.to_bytes());
-    assert_eq!(c.recv(), Command::LoginAccepted);
-    c
-}
-
-fn accounts(addr: SocketAddr) -> Wire<Acc> {
-    let mut a = Wire::<Acc>::new(TcpStream::connect(addr).unwrap());
-    a.send_bytes(&Acc::Hello.to_bytes());
-    assert_eq!(a.recv(), Acc::HelloAck);
-    a
-}
-
-fn register(addr: SocketAddr, pseudo: &str) {
-    let mut a = accounts(addr);
-    a.send_bytes(
-        &Acc::Register {
-            email: format!("{pseudo}@example.org"),
-            pseudo: pseudo.into(),
-            password: "correct horse".into(),
-        }
-        .to_bytes(),
-    );
-    assert_eq!(a.recv(), Acc::Registered);
-}
-
-fn login(addr: SocketAddr, pseudo: &str) -> Wire<Acc> {
-    let mut a = accounts(addr);
-    a.send_bytes(
-        &Acc::Login {
-            email: format!("{pseudo}@example.org"),
-            password: "correct horse".into(),
-        }
-        .to_bytes(),
-    );
-    assert!(matches!(a.recv(), Acc::LoginOk { .. }));
-    a
-}
-
-fn send(w: &mut Wire<Acc>, f: Acc) {
-    w.send_bytes(&f.to_bytes());
-}
-
-fn babel(addr: SocketAddr, name: &str) -> (Wire<Babel>, Vec<String>) {
-    let mut b = Wire::<Babel>::new(TcpStream::connect(addr).unwrap());
-    assert_eq!(b.recv(), Babel::HelloConnect);
-    b.send_bytes(&Babel::Login { name: name.into() }.to_bytes());
-    assert_eq!(b.recv(), Babel::LoginSuccess);
-    let Babel::AddContact { contacts } = b.recv() else {
-        panic!("AddContact after LoginSuccess")
-    };
-    (b, contacts)
 }
 
 // ---- public text ----
@@ -584,20 +527,6 @@ fn an_accounts_user_calls_a_babel_user_who_connects_to_the_relay() {
     eventually("released", || srv.relayed_calls() == 0);
 }
 
-/// Two friends with accounts, logged in.
-fn friends(a_addr: SocketAddr, x: &str, y: &str) -> (Wire<Acc>, Wire<Acc>) {
-    register(a_addr, x);
-    register(a_addr, y);
-    let mut a = login(a_addr, x);
-    let mut b = login(a_addr, y);
-    send(&mut a, Acc::FriendRequest { pseudo: y.into() });
-    assert_eq!(a.recv(), Acc::FriendRequestSent { pseudo: y.into() });
-    assert_eq!(b.recv(), Acc::FriendRequested { pseudo: x.into() });
-    send(&mut b, Acc::AcceptFriend { pseudo: x.into() });
-    assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
-    (a, b)
-}
-
 /// `an` calls its friend `bn` through the relay (`call_relay = "all"`):
 /// the two voice sockets and where each must send.
 fn relayed_call(
@@ -643,7 +572,7 @@ fn a_relayed_accounts_call_hides_each_sides_address_and_hostile_packets_are_drop
         c.relay_packets_per_second = 200;
     });
     let a_addr = srv.accounts_addr();
-    let (mut al, mut bo) = friends(a_addr, "al", "bo");
+    let (mut al, mut bo) = friends(a_addr, ("al", a_addr), ("bo", a_addr));
     let [(va, a_to), (vb, b_to)] = relayed_call(&mut al, "al", &mut bo, "bo");
     // Voice both ways, the very bytes, always from the relay.
     for i in 0..5u16 {
@@ -682,7 +611,7 @@ fn a_relayed_accounts_call_hides_each_sides_address_and_hostile_packets_are_drop
     va.send_to(&p, a_to).unwrap();
     assert_eq!(datagram(&vb).0, p);
     // A second call goes on while the first floods past its rate.
-    let (mut cy, mut di) = friends(a_addr, "cy", "di");
+    let (mut cy, mut di) = friends(a_addr, ("cy", a_addr), ("di", a_addr));
     let [(vc, c_to), (vd, d_to)] = relayed_call(&mut cy, "cy", &mut di, "di");
     let rate = m.relay_drops(RelayDrop::Rate);
     for i in 0..1000u16 {
@@ -724,7 +653,8 @@ fn a_silent_relayed_call_ends_for_both_sides() {
         c.call_relay = "all".into();
         c.relay_idle_timeout_ms = 300;
     });
-    let (mut al, mut bo) = friends(srv.accounts_addr(), "al", "bo");
+    let at = srv.accounts_addr();
+    let (mut al, mut bo) = friends(at, ("al", at), ("bo", at));
     let _legs = relayed_call(&mut al, "al", &mut bo, "bo");
     assert_eq!(
         al.recv(),

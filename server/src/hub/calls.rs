@@ -353,6 +353,12 @@ impl Hub {
             .call_relay
             .transport(from.dialect, callee.dialect)
             .ok_or(Refusal::Offline)?;
+        // Cluster mode: a call with a user of another node is signalled
+        // across (each node keeps its half); its media must then go peer to
+        // peer, since a relay allocation is one node's (docs/scaling.md).
+        if callee.remote.is_some() && transport != Transport::Direct {
+            return Err(Refusal::Offline);
+        }
         let callee_media = match callee.dialect {
             Dialect::Babel => Media::BabelConnect,
             _ => Media::Udp {

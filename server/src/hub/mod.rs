@@ -10,8 +10,9 @@
 //! Lock order (never take an earlier lock while holding a later one):
 //! `users`, then `global`, then `presence`, then `rooms`, then `private`,
 //! then `calls`. Leaves, taken alone or last: `bans` (read under `users` at
-//! login), `reserved`, `relay`, `mailbox` (each an `RwLock<Option<..>>`,
-//! cloned out and released before use). No front-end holds a lock of its own
+//! login), `reserved`, `relay`, `mailbox`, `cluster` (each an
+//! `RwLock<Option<..>>`, cloned out and released before use). In cluster
+//! mode a login's name claim waits on the bus before any hub lock is taken. No front-end holds a lock of its own
 //! while it calls the hub; a `Peer` may take its own front-end's lock inside
 //! `deliver` (that lock then comes after all of these), never a hub lock.
 //! The media relay (`MediaRelay`) is called with no hub lock held and calls
@@ -219,6 +220,10 @@ pub struct Session {
     /// Its datagram address (rooms): where the other members of a
     /// decentralised room reach it.
     pub endpoint: Option<SocketAddr>,
+    /// Cluster mode: the node this user is really on, for a stand-in of a
+    /// user of another node (see [`Hub::login_remote`]); None for a local
+    /// session.
+    pub remote: Option<Arc<str>>,
 }
 
 impl Session {
@@ -238,6 +243,8 @@ pub struct Entry {
     pub has_password: bool,
     pub server_ip: Option<IpAddr>,
     pub endpoint: Option<SocketAddr>,
+    /// The user's node, for a stand-in of a user of another node.
+    pub remote: Option<Arc<str>>,
 }
 
 impl Entry {
@@ -254,6 +261,7 @@ impl Entry {
             has_password: dialect == Dialect::Accounts,
             server_ip: None,
             endpoint: None,
+            remote: None,
         }
     }
 }
@@ -348,6 +356,28 @@ pub type ReservedNames = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 /// offline registered user: (from, to, text) -> whether it was taken.
 pub type Mailbox = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
 
+/// Cluster mode's side of the hub (server/src/cluster): the hub asks it
+/// before admitting a local login and tells it what other nodes must
+/// hear. Every method returns quickly (a queued bus command) except
+/// `claim`, which waits for the bus up to the configured bound; none calls
+/// the hub back.
+pub trait ClusterLink: Send + Sync {
+    /// Claim `name` (and its look-alikes) cluster-wide for a local login;
+    /// false when another node holds it or the bus cannot say.
+    fn claim(&self, name: &str, dialect: Dialect) -> bool;
+    /// A local session with `name` ended (or its login failed after the claim).
+    fn release(&self, name: &str);
+    /// A text in the public room from a local user.
+    fn public_text(&self, from: &str, text: &str);
+    /// Tell node `node` (every node, when None) that its accounts user
+    /// `name` has stored items.
+    fn poke(&self, node: Option<&str>, name: &str);
+    /// Accounts pseudo `pseudo` was registered (or deleted) here.
+    fn account(&self, pseudo: &str, registered: bool);
+    /// An operator added (or removed) `ban` here.
+    fn ban(&self, ban: &bans::Ban, added: bool);
+}
+
 /// Who hears whom come and go: babel sessions listen; every session a babel
 /// client can call is listed.
 #[derive(Default)]
@@ -371,6 +401,7 @@ pub struct Hub {
     reserved: RwLock<Option<ReservedNames>>,
     mailbox: RwLock<Option<Mailbox>>,
     relay: RwLock<Option<Arc<dyn MediaRelay>>>,
+    cluster: RwLock<Option<Arc<dyn ClusterLink>>>,
     cfg: HubConfig,
     /// Checked under `users` at every login (a leaf lock).
     bans: Bans,
@@ -398,10 +429,6 @@ impl Users {
     fn values(&self) -> impl Iterator<Item = &Arc<Session>> {
         self.by_name.values()
     }
-
-    fn len(&self) -> usize {
-        self.by_name.len()
-    }
 }
 
 impl Hub {
@@ -417,6 +444,7 @@ impl Hub {
             reserved: RwLock::new(None),
             mailbox: RwLock::new(None),
             relay: RwLock::new(None),
+            cluster: RwLock::new(None),
             cfg,
             bans: Bans::default(),
             metrics: Arc::new(Metrics::new()),
@@ -439,6 +467,7 @@ impl Hub {
             .users
             .read()
             .values()
+            .filter(|s| s.remote.is_none())
             .map(|s| (s.name.clone(), s.dialect, s.ip))
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
@@ -448,7 +477,7 @@ impl Hub {
     /// Users online per dialect, in `metrics::DIALECTS` order.
     pub fn online_per_dialect(&self) -> [usize; 4] {
         let mut n = [0; 4];
-        for s in self.users.read().values() {
+        for s in self.users.read().values().filter(|s| s.remote.is_none()) {
             n[crate::metrics::dialect_index(s.dialect)] += 1;
         }
         n
@@ -533,7 +562,138 @@ impl Hub {
         result
     }
 
+    /// Cluster mode: turn on the claim before every local login and the
+    /// hooks that reach other nodes.
+    pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        *self.cluster.write() = Some(link);
+    }
+
+    fn cluster(&self) -> Option<Arc<dyn ClusterLink>> {
+        self.cluster.read().clone()
+    }
+
+    /// Cluster mode: a stand-in for `name`, a user of node `node`, so that
+    /// local users see it (babel contact lists), cannot take its name, and
+    /// reach it (`peer` forwards what crosses nodes). It is not in the
+    /// public room (texts there cross on the bus once per node) and is not
+    /// counted among this node's sessions.
+    pub fn login_remote(
+        &self,
+        name: &str,
+        dialect: Dialect,
+        node: &str,
+        peer: Arc<dyn Peer>,
+    ) -> Result<Arc<Session>, LoginError> {
+        let entry = Entry {
+            global_chat: false,
+            presence: false,
+            has_password: true,
+            remote: Some(node.into()),
+            ..Entry::new(dialect, IpAddr::from([0, 0, 0, 0]), peer)
+        };
+        self.admit(name, entry, |_| {})
+    }
+
+    /// Cluster mode: a public-room text from a user of another node, for
+    /// every local listener.
+    pub fn public_remote(&self, from: &str, text: &str) -> usize {
+        let ev = Event::Message { from, text };
+        let list = self.global.read();
+        let took = list.sessions.iter().filter(|s| s.peer.deliver(&ev)).count();
+        self.metrics.delivered(took);
+        took
+    }
+
+    /// Cluster mode: `name` has stored items to deliver (accounts) and is
+    /// not a local session that takes them live. If it is online on
+    /// another node, tell that node; if this node does not know it (its
+    /// view may lag a login elsewhere by a bus round trip), tell every
+    /// node. Returns whether a poke went out.
+    pub fn poke_remote(&self, name: &str) -> bool {
+        let Some(c) = self.cluster() else {
+            return false;
+        };
+        let found = self.online(name);
+        log::debug!(
+            "cluster: poke for {name} ({})",
+            found
+                .as_ref()
+                .map_or("unknown here", |s| s.remote.as_deref().unwrap_or("local"))
+        );
+        match found {
+            Some(s) => match &s.remote {
+                Some(node) => c.poke(Some(node), name),
+                None => return false,
+            },
+            None => c.poke(None, name),
+        }
+        true
+    }
+
+    /// Cluster mode: tell the other nodes that `pseudo` was registered
+    /// (or deleted) here, so their registered-name checks follow.
+    pub fn announce_account(&self, pseudo: &str, registered: bool) {
+        if let Some(c) = self.cluster() {
+            c.account(pseudo, registered);
+        }
+    }
+
+    /// Cluster mode: tell the other nodes an operator added (or removed)
+    /// `ban` here, so they apply it too.
+    pub fn announce_ban(&self, ban: &bans::Ban, added: bool) {
+        if let Some(c) = self.cluster() {
+            c.ban(ban, added);
+        }
+    }
+
+    /// Cluster mode: another node's operator added (or removed) `ban`:
+    /// apply it here and close the local sessions it covers.
+    pub fn apply_remote_ban(&self, ban: bans::Ban, added: bool) {
+        if !added {
+            self.bans.remove(&ban);
+            return;
+        }
+        self.bans.add(ban.clone());
+        match ban {
+            bans::Ban::Name(n) => {
+                if self.online(&n).is_some_and(|s| s.remote.is_none()) {
+                    self.kick(&n);
+                }
+            }
+            bans::Ban::Ip(ip) => {
+                self.kick_ip(ip);
+            }
+        }
+    }
+
     fn admit(
+        &self,
+        name: &str,
+        entry: Entry,
+        welcome: impl FnOnce(&[String]),
+    ) -> Result<Arc<Session>, LoginError> {
+        let claim = match (&entry.remote, self.cluster()) {
+            (None, Some(c)) => {
+                // A name held here (or by a stand-in) needs no bus round trip.
+                if names::check(name).is_ok() && !self.name_in_use(name) {
+                    if !c.claim(name, entry.dialect) {
+                        return Err(LoginError::Taken);
+                    }
+                    Some(c)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        let result = self.admit_here(name, entry, welcome);
+        if let (Err(_), Some(c)) = (&result, claim) {
+            c.release(name);
+        }
+        result
+    }
+
+    fn admit_here(
         &self,
         name: &str,
         entry: Entry,
@@ -560,6 +720,7 @@ impl Hub {
             presence: entry.presence,
             server_ip: entry.server_ip,
             endpoint: entry.endpoint,
+            remote: entry.remote,
         });
         let callable = self.callable_from_babel(&session);
         let others: Vec<Arc<Session>> = {
@@ -663,6 +824,11 @@ impl Hub {
         self.rooms_closed(closed);
         self.private.lock().forget_user(&session.name);
         self.end_calls_of(session);
+        if session.remote.is_none() {
+            if let Some(c) = self.cluster() {
+                c.release(&session.name);
+            }
+        }
     }
 
     pub fn online(&self, name: &str) -> Option<Arc<Session>> {
@@ -677,8 +843,14 @@ impl Hub {
             .any(|k| users.by_skeleton.contains_key(k))
     }
 
+    /// Users logged in on this node (stand-ins of other nodes' users,
+    /// in cluster mode, are not counted).
     pub fn online_count(&self) -> usize {
-        self.users.read().len()
+        self.users
+            .read()
+            .values()
+            .filter(|s| s.remote.is_none())
+            .count()
     }
 
     /// MESSAGE to every global-chat listener, the sender included.
@@ -690,13 +862,19 @@ impl Hub {
             from: &from.name,
             text,
         };
-        let list = self.global.read();
-        for s in &list.sessions {
-            s.peer.deliver(&ev);
+        let n = {
+            let list = self.global.read();
+            for s in &list.sessions {
+                s.peer.deliver(&ev);
+            }
+            list.sessions.len()
+        };
+        if let Some(c) = self.cluster() {
+            c.public_text(&from.name, text);
         }
         self.metrics.message(from.dialect);
-        self.metrics.delivered(list.sessions.len());
-        Ok(list.sessions.len())
+        self.metrics.delivered(n);
+        Ok(n)
     }
 
     /// Install where guests' private texts to offline registered users go
@@ -758,7 +936,12 @@ impl Hub {
         if target == from.name {
             return Err(Refusal::SelfTarget);
         }
-        let t = self.online(target).ok_or(Refusal::Offline)?;
+        // A private connection's two ends must meet on one node: not
+        // across nodes in this build (docs/scaling.md).
+        let t = self
+            .online(target)
+            .filter(|t| t.remote.is_none())
+            .ok_or(Refusal::Offline)?;
         self.private.lock().add_request(
             now,
             &from.name,
@@ -897,6 +1080,8 @@ impl Hub {
     }
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod core_tests;
 #[cfg(test)]

@@ -396,7 +396,7 @@ impl Hub {
     pub fn room_invite(&self, now: Instant, from: &Session, target: &str) -> bool {
         let Some(t) = self
             .online(target)
-            .filter(|t| t.reach().rooms && t.id != from.id)
+            .filter(|t| t.reach().rooms && t.id != from.id && t.remote.is_none())
         else {
             return false;
         };
@@ -510,6 +510,13 @@ impl Hub {
                 for s in list.sessions.iter().filter(|s| s.id != from.id) {
                     others += 1;
                     took += s.peer.deliver(&ev) as usize;
+                }
+                drop(list);
+                if let Some(c) = self.cluster() {
+                    // Other nodes' listeners: one bus message, counted once.
+                    c.public_text(&from.name, text);
+                    others += 1;
+                    took += 1;
                 }
                 (others, took)
             }

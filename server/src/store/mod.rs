@@ -474,30 +474,30 @@ const REQUESTS_TO: Sql = same(
     "SELECT p.pseudo FROM friend_requests r JOIN accounts p ON p.id = r.requester
      WHERE r.target = ?1 ORDER BY r.created, p.pseudo",
 );
-const UNNOTIFIED_REQUESTS: Sql = same(
-    "SELECT p.pseudo FROM friend_requests r JOIN accounts p ON p.id = r.requester
-     WHERE r.target = ?1 AND r.notified = 0 ORDER BY r.created, p.pseudo",
+// The takes below mark (or delete) and return the rows in one statement:
+// another node may commit new rows for the same user at any moment, and
+// only the rows a statement changed are the ones it may say it delivered.
+// RETURNING's order is unspecified: the caller sorts.
+const TAKE_REQUESTS: Sql = same(
+    "UPDATE friend_requests SET notified = 1 WHERE target = ?1 AND notified = 0
+     RETURNING requester, created",
 );
-const MARK_REQUESTS_TOLD: Sql = same("UPDATE friend_requests SET notified = 1 WHERE target = ?1");
+const PSEUDO_OF: Sql = same("SELECT pseudo FROM accounts WHERE id = ?1");
 const ADD_NOTICE: Sql = same("INSERT INTO notices(user_id, code, pseudo) VALUES (?1, ?2, ?3)");
-const NOTICES: Sql = same("SELECT code, pseudo FROM notices WHERE user_id = ?1 ORDER BY id");
-const CLEAR_NOTICES: Sql = same("DELETE FROM notices WHERE user_id = ?1");
+const TAKE_NOTICES: Sql = same("DELETE FROM notices WHERE user_id = ?1 RETURNING id, code, pseudo");
 const INSERT_MESSAGE: Sql = same(
     "INSERT INTO messages(sender, recipient, body, sent, delivered) VALUES (?1, ?2, ?3, ?4, ?5)
      RETURNING id",
 );
-const UNDELIVERED: Sql = same(
-    "SELECT m.id, a.pseudo, m.body, m.sent FROM messages m JOIN accounts a ON a.id = m.sender
-     WHERE m.recipient = ?1 AND m.delivered = 0 ORDER BY m.id",
+const TAKE_UNDELIVERED: Sql = same(
+    "UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0
+     RETURNING id, sender, body, sent",
 );
-const MARK_DELIVERED: Sql =
-    same("UPDATE messages SET delivered = 1 WHERE recipient = ?1 AND delivered = 0");
 const GUEST_MAIL_COUNT: Sql = same("SELECT count(*) FROM guest_mail WHERE recipient = ?1");
 const GUEST_MAIL_ADD: Sql =
     same("INSERT INTO guest_mail(recipient, sender, body, sent) VALUES (?1, ?2, ?3, ?4)");
-const GUEST_MAIL: Sql =
-    same("SELECT id, sender, body, sent FROM guest_mail WHERE recipient = ?1 ORDER BY id");
-const GUEST_MAIL_TAKEN: Sql = same("DELETE FROM guest_mail WHERE recipient = ?1");
+const TAKE_GUEST_MAIL: Sql =
+    same("DELETE FROM guest_mail WHERE recipient = ?1 RETURNING id, sender, body, sent");
 
 fn id(v: u64) -> Value<'static> {
     Value::Int(v as i64)
@@ -607,9 +607,28 @@ impl Db<'_> {
 
     /// Pending requests to `id` it has not been told about yet; marks them told.
     pub fn take_unnotified_requests(&self, user: u64) -> Vec<String> {
-        let v = self.names("unnotified requests", &UNNOTIFIED_REQUESTS, user);
-        let _ = self.exec("mark requests told", &MARK_REQUESTS_TOLD, &[id(user)]);
-        v
+        let mut names = std::collections::HashMap::new();
+        let mut v: Vec<(i64, String)> = self
+            .rows("take requests", &TAKE_REQUESTS, &[id(user)])
+            .iter()
+            .filter_map(|r| Some((r.int(1), self.pseudo_of(r.int(0), &mut names)?)))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, p)| p).collect()
+    }
+
+    /// The pseudo of account `id`, remembered in `seen` for the next row.
+    fn pseudo_of(
+        &self,
+        id: i64,
+        seen: &mut std::collections::HashMap<i64, String>,
+    ) -> Option<String> {
+        if let Some(p) = seen.get(&id) {
+            return Some(p.clone());
+        }
+        let p = self.row("pseudo", &PSEUDO_OF, &[Value::Int(id)])?.text(0);
+        seen.insert(id, p.clone());
+        Some(p)
     }
 
     pub fn add_notice(&self, user: u64, code: u16, pseudo: &str) {
@@ -618,16 +637,19 @@ impl Db<'_> {
     }
 
     pub fn take_notices(&self, user: u64) -> Vec<Notice> {
-        let out = self
-            .rows("notices", &NOTICES, &[id(user)])
+        let mut rows: Vec<(i64, Notice)> = self
+            .rows("take notices", &TAKE_NOTICES, &[id(user)])
             .iter()
-            .map(|r| Notice {
-                code: r.int(0) as u16,
-                pseudo: r.text(1),
+            .map(|r| {
+                let n = Notice {
+                    code: r.int(1) as u16,
+                    pseudo: r.text(2),
+                };
+                (r.int(0), n)
             })
             .collect();
-        let _ = self.exec("clear notices", &CLEAR_NOTICES, &[id(user)]);
-        out
+        rows.sort_by_key(|(id, _)| *id);
+        rows.into_iter().map(|(_, n)| n).collect()
     }
 
     pub fn insert_message(&self, from: u64, to: u64, text: &str, delivered: bool) -> Option<u64> {
@@ -656,23 +678,35 @@ impl Db<'_> {
 
     /// Messages to `to` not yet delivered, oldest first, marked delivered.
     pub fn take_undelivered(&self, to: u64) -> Vec<Undelivered> {
-        let out = self.waiting("undelivered", &UNDELIVERED, to);
-        let _ = self.exec("mark delivered", &MARK_DELIVERED, &[id(to)]);
-        out
+        let mut names = std::collections::HashMap::new();
+        self.taken("take undelivered", &TAKE_UNDELIVERED, to, |db, r| {
+            db.pseudo_of(r.int(1), &mut names)
+        })
     }
 
-    /// What `sql` (id, sender's name, body, sent; for recipient ?1) lists
-    /// for `to`.
-    fn waiting(&self, what: &str, sql: &Sql, to: u64) -> Vec<Undelivered> {
-        self.rows(what, sql, &[id(to)])
+    /// The rows `sql` (id, sender, body, sent; for recipient ?1) took for
+    /// `to`, oldest first, each sender named by `from` (None: skipped).
+    fn taken(
+        &self,
+        what: &str,
+        sql: &Sql,
+        to: u64,
+        mut from: impl FnMut(&Self, &Row) -> Option<String>,
+    ) -> Vec<Undelivered> {
+        let mut out: Vec<Undelivered> = self
+            .rows(what, sql, &[id(to)])
             .iter()
-            .map(|r| Undelivered {
-                id: r.int(0) as u64,
-                from: r.text(1),
-                text: r.text(2),
-                sent: r.int(3).max(0) as u64,
+            .filter_map(|r| {
+                Some(Undelivered {
+                    id: r.int(0) as u64,
+                    from: from(self, r)?,
+                    text: r.text(2),
+                    sent: r.int(3).max(0) as u64,
+                })
             })
-            .collect()
+            .collect();
+        out.sort_by_key(|u| u.id);
+        out
     }
 
     /// Keep a guest's text for offline account `to` unless `limit` are
@@ -691,9 +725,9 @@ impl Db<'_> {
 
     /// Guests' texts waiting for `to`, oldest first, deleted.
     pub fn take_guest_mail(&self, to: u64) -> Vec<Undelivered> {
-        let out = self.waiting("guest mail", &GUEST_MAIL, to);
-        let _ = self.exec("take guest mail", &GUEST_MAIL_TAKEN, &[id(to)]);
-        out
+        self.taken("take guest mail", &TAKE_GUEST_MAIL, to, |_, r| {
+            Some(r.text(1))
+        })
     }
 
     /// Up to `limit` messages between `a` and `b` with id < `before`

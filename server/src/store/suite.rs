@@ -710,6 +710,77 @@ fn postgres_two_stores_race_for_one_pseudo_and_one_wins() {
     stop(s2, t2);
 }
 
+/// One node stores messages, notices, requests and guest mail for a user
+/// while another node takes what waits for that user (a login's flush, a
+/// cluster poke): every item is taken exactly once. Taking used to read
+/// the waiting rows and then mark *every* waiting row, so a row committed
+/// by the other node between the two statements was marked and never
+/// delivered.
+#[test]
+fn postgres_items_stored_through_one_node_while_another_takes_them_are_taken_once() {
+    let Some(b) = Backend::postgres() else { return };
+    let (writer, t1) = b.open();
+    let (taker, t2) = b.open();
+    const N: usize = 300;
+    let (to, from, askers) = writer
+        .call(|db| {
+            let to = db.create_account("to@x.org", "to", "h").unwrap();
+            let from = db.create_account("from@x.org", "from", "h").unwrap();
+            let askers: Vec<u64> = (0..N)
+                .map(|i| {
+                    db.create_account(&format!("r{i}@x.org"), &format!("r{i}"), "h")
+                        .unwrap()
+                })
+                .collect();
+            (to, from, askers)
+        })
+        .unwrap();
+    let w = writer.clone();
+    let writing = std::thread::spawn(move || {
+        for (i, asker) in askers.into_iter().enumerate() {
+            w.call_committed(move |db| {
+                db.add_request(asker, to, false);
+                db.insert_message(from, to, &format!("m{i}"), false);
+                db.add_notice(to, 141, &format!("n{i}"));
+                db.add_guest_mail(to, &format!("g{i}"), "hi", 0, usize::MAX);
+            })
+            .unwrap();
+        }
+    });
+    let mut got: [Vec<String>; 4] = Default::default();
+    let take = |got: &mut [Vec<String>; 4]| {
+        let (m, n, g, r) = taker
+            .call_committed(move |db| {
+                (
+                    db.take_undelivered(to),
+                    db.take_notices(to),
+                    db.take_guest_mail(to),
+                    db.take_unnotified_requests(to),
+                )
+            })
+            .unwrap()
+            .0;
+        got[0].extend(m.into_iter().map(|u| u.text));
+        got[1].extend(n.into_iter().map(|x| x.pseudo));
+        got[2].extend(g.into_iter().map(|u| u.from));
+        got[3].extend(r);
+    };
+    while !writing.is_finished() {
+        take(&mut got);
+    }
+    writing.join().unwrap();
+    take(&mut got);
+    let [messages, notices, guests, mut requests] = got;
+    requests.sort_by_key(|r| r[1..].parse::<usize>().unwrap());
+    let want = |p: &str| (0..N).map(|i| format!("{p}{i}")).collect::<Vec<_>>();
+    assert_eq!(messages, want("m"), "messages, each once, in order");
+    assert_eq!(notices, want("n"), "notices, each once, in order");
+    assert_eq!(guests, want("g"), "guest mail, each once, in order");
+    assert_eq!(requests, want("r"), "requests, each told once");
+    stop(writer, t1);
+    stop(taker, t2);
+}
+
 /// Nodes started together migrate one at a time and all come up.
 #[test]
 fn postgres_stores_opening_a_new_database_together_migrate_it_once() {

@@ -150,16 +150,20 @@ impl Chinwagd {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = cmd
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", child_log().unwrap_or_else(|| "info".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("chinwagd starts");
         let err = child.stderr.take().expect("piped stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let echo = child_log().is_some();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("chinwagd: {line}");
+                }
                 if let Some((_, addrs)) = line.split_once("listening: ") {
                     let _ = tx.send(addrs.to_owned());
                 }
@@ -186,6 +190,12 @@ impl Chinwagd {
             child,
         }
     }
+}
+
+/// `CHINWAG_TEST_CHILD_LOG=debug` (any `RUST_LOG` value): chinwagd processes
+/// started by tests log at that level and their lines are echoed to stderr.
+fn child_log() -> Option<String> {
+    std::env::var("CHINWAG_TEST_CHILD_LOG").ok()
 }
 
 /// Wait until `started` moves off zero: a background load is running.
@@ -226,4 +236,91 @@ pub fn logins_under_load(clients: usize, login: impl Fn(usize) -> bool + Send + 
         heard > clients / 2,
         "only {heard} of {clients} clients heard the load after logging in"
     );
+}
+
+// ---- raw clients of each TCP dialect, logged in (bridge.rs, cluster.rs) ----
+
+use chinwag_proto::accounts::Frame as Acc;
+use chinwag_proto::babel::Frame as Babel;
+use chinwag_proto::chatos::Command;
+
+/// A chatos user logged in as `name`.
+pub fn chatos(addr: std::net::SocketAddr, name: &str) -> Wire<Command> {
+    let mut c = Wire::<Command>::new(TcpStream::connect(addr).unwrap());
+    c.send_bytes(&Command::Login { login: name.into() }.to_bytes());
+    assert_eq!(c.recv(), Command::LoginAccepted, "{name} logs in");
+    c
+}
+
+/// An accounts connection past its greeting.
+pub fn accounts(addr: std::net::SocketAddr) -> Wire<Acc> {
+    let mut a = Wire::<Acc>::new(TcpStream::connect(addr).unwrap());
+    a.send_bytes(&Acc::Hello.to_bytes());
+    assert_eq!(a.recv(), Acc::HelloAck);
+    a
+}
+
+/// Register `pseudo` (email `pseudo@example.org`, password "correct horse").
+pub fn register(addr: std::net::SocketAddr, pseudo: &str) {
+    let mut a = accounts(addr);
+    a.send_bytes(
+        &Acc::Register {
+            email: format!("{pseudo}@example.org"),
+            pseudo: pseudo.into(),
+            password: "correct horse".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(a.recv(), Acc::Registered);
+}
+
+/// Log in as `pseudo`, registered by [`register`].
+pub fn login(addr: std::net::SocketAddr, pseudo: &str) -> Wire<Acc> {
+    let mut a = accounts(addr);
+    a.send_bytes(
+        &Acc::Login {
+            email: format!("{pseudo}@example.org"),
+            password: "correct horse".into(),
+        }
+        .to_bytes(),
+    );
+    let got = a.recv();
+    assert!(matches!(got, Acc::LoginOk { .. }), "{pseudo}: {got:?}");
+    a
+}
+
+pub fn send(w: &mut Wire<Acc>, f: Acc) {
+    w.send_bytes(&f.to_bytes());
+}
+
+/// A babel user logged in as `name`, and the contact list it was given.
+pub fn babel(addr: std::net::SocketAddr, name: &str) -> (Wire<Babel>, Vec<String>) {
+    let mut b = Wire::<Babel>::new(TcpStream::connect(addr).unwrap());
+    assert_eq!(b.recv(), Babel::HelloConnect);
+    b.send_bytes(&Babel::Login { name: name.into() }.to_bytes());
+    assert_eq!(b.recv(), Babel::LoginSuccess);
+    let Babel::AddContact { contacts } = b.recv() else {
+        panic!("AddContact after LoginSuccess")
+    };
+    (b, contacts)
+}
+
+/// Two accounts users registered through `reg`, friends, logged in through
+/// the given listeners (one server, or two nodes of a cluster).
+pub fn friends(
+    reg: std::net::SocketAddr,
+    (x, at_x): (&str, std::net::SocketAddr),
+    (y, at_y): (&str, std::net::SocketAddr),
+) -> (Wire<Acc>, Wire<Acc>) {
+    register(reg, x);
+    register(reg, y);
+    let mut a = login(at_x, x);
+    let mut b = login(at_y, y);
+    send(&mut a, Acc::FriendRequest { pseudo: y.into() });
+    assert_eq!(a.recv(), Acc::FriendRequestSent { pseudo: y.into() });
+    // Across nodes (cluster.rs): stored, then the poke makes y's node deliver it.
+    assert_eq!(b.recv(), Acc::FriendRequested { pseudo: x.into() });
+    send(&mut b, Acc::AcceptFriend { pseudo: x.into() });
+    assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
+    (a, b)
 }

@@ -136,7 +136,7 @@ fn as_server_user(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
 /// Spawns processes from one thread that lives as long as the test
 /// process: the parent-death signal fires when the spawning *thread* ends,
 /// and a test's own thread ends with the test.
-fn spawn_kept(cmd: Command) -> std::io::Result<Child> {
+pub fn spawn_kept(cmd: Command) -> std::io::Result<Child> {
     type Ask = (Command, Sender<std::io::Result<Child>>);
     static KEEPER: OnceLock<Mutex<Sender<Ask>>> = OnceLock::new();
     let keeper = KEEPER.get_or_init(|| {

@@ -490,6 +490,7 @@ impl Accounts {
         };
         let out2 = out.clone();
         let registered = self.registered.clone();
+        let hub = self.hub.clone();
         self.job(
             out,
             Frame::RegisterRefused {
@@ -524,6 +525,7 @@ impl Accounts {
                     let f = match (res, committed) {
                         (Ok(_), true) => {
                             log::info!("accounts: registered {pseudo}");
+                            hub.announce_account(&pseudo, true);
                             Frame::Registered
                         }
                         (Ok(_), false) => Frame::RegisterRefused {
@@ -660,7 +662,41 @@ impl Accounts {
             "accounts {ip}: logged in as {}",
             account.pseudo
         );
-        let m = member.clone();
+        self.flush(member.clone());
+        Some(member)
+    }
+
+    /// Cluster mode: another node registered (or deleted) `pseudo`; this
+    /// node's registered-name checks follow.
+    pub fn note_account(&self, pseudo: &str, registered: bool) {
+        let mut r = self.registered.write();
+        for k in names::skeletons(pseudo) {
+            if registered {
+                r.entry(k).or_insert_with(|| pseudo.to_owned());
+            } else if r.get(&k).is_some_and(|p| p == pseudo) {
+                r.remove(&k);
+            }
+        }
+        drop(r);
+        if !registered {
+            // Deleted through another node: a session here ends too.
+            self.hub.kick(pseudo);
+        }
+    }
+
+    /// Cluster mode: another node stored items for `pseudo`, who is online
+    /// here (docs/scaling.md, "Delivery"): deliver them now.
+    pub fn flush_pending(&self, pseudo: &str) {
+        let m = self.members.read().by_name.get(pseudo).cloned();
+        if let Some(m) = m {
+            self.flush(m);
+        }
+    }
+
+    /// Send `m` what waits for it in the store (requests, notices,
+    /// messages, guest mail), marking each delivered in the same job.
+    fn flush(&self, m: Arc<Member>) {
+        let pseudo = m.pseudo.clone();
         let queued = self.store.submit(move |db| {
             let requests = db.take_unnotified_requests(m.id);
             let notices = db.take_notices(m.id);
@@ -689,12 +725,8 @@ impl Accounts {
             }))
         });
         if queued.is_err() {
-            log::warn!(
-                "store queue full; offline items for {} wait for the next login",
-                member.pseudo
-            );
+            log::warn!("store queue full; offline items for {pseudo} wait for the next login");
         }
-        Some(member)
     }
 
     /// Wait for this login's turn under the login limits: Err(why) when the
@@ -785,11 +817,16 @@ impl Accounts {
                         me.send(&Frame::FriendRequestSent {
                             pseudo: pseudo.clone(),
                         });
-                        me.send(&Frame::FriendAccepted { pseudo });
-                        if let Some(t) = live {
-                            t.send(&Frame::FriendAccepted {
+                        me.send(&Frame::FriendAccepted {
+                            pseudo: pseudo.clone(),
+                        });
+                        match live {
+                            Some(t) => t.send(&Frame::FriendAccepted {
                                 pseudo: me.pseudo.clone(),
-                            });
+                            }),
+                            None => {
+                                this.hub.poke_remote(&pseudo);
+                            }
                         }
                     }));
                 }
@@ -798,11 +835,16 @@ impl Accounts {
                     if !ok {
                         return me.send(&Frame::NoSuchUser { pseudo });
                     }
-                    me.send(&Frame::FriendRequestSent { pseudo });
-                    if let Some(t) = live {
-                        t.send(&Frame::FriendRequested {
+                    me.send(&Frame::FriendRequestSent {
+                        pseudo: pseudo.clone(),
+                    });
+                    match live {
+                        Some(t) => t.send(&Frame::FriendRequested {
                             pseudo: me.pseudo.clone(),
-                        });
+                        }),
+                        None => {
+                            this.hub.poke_remote(&pseudo);
+                        }
                     }
                 }))
             },
@@ -838,13 +880,19 @@ impl Accounts {
                 if !ok {
                     log::warn!("accounts: {}'s friend answer was not stored", me.pseudo);
                 }
-                if let (true, Some(r)) = (ok, live) {
-                    let p = me.pseudo.clone();
-                    r.send(&if accept {
-                        Frame::FriendAccepted { pseudo: p }
-                    } else {
-                        Frame::FriendRefused { pseudo: p }
-                    });
+                match (ok, live) {
+                    (true, Some(r)) => {
+                        let p = me.pseudo.clone();
+                        r.send(&if accept {
+                            Frame::FriendAccepted { pseudo: p }
+                        } else {
+                            Frame::FriendRefused { pseudo: p }
+                        });
+                    }
+                    (true, None) => {
+                        this.hub.poke_remote(&pseudo);
+                    }
+                    _ => {}
                 }
             }))
         });
@@ -883,8 +931,12 @@ impl Accounts {
                 }
                 me.send(&Frame::MessageStored);
                 this.hub.metrics().message(Dialect::Accounts);
-                if let Some(t) = live {
-                    t.send(&t.message(me.pseudo.clone(), text, sent.max(0) as u64));
+                match live {
+                    Some(t) => t.send(&t.message(me.pseudo.clone(), text, sent.max(0) as u64)),
+                    // Online on another node: stored, now poked there.
+                    None => {
+                        this.hub.poke_remote(&pseudo);
+                    }
                 }
             }))
         });
@@ -1091,6 +1143,7 @@ impl Accounts {
                     }
                 }
                 self.hub.kick(pseudo);
+                self.hub.announce_account(pseudo, false);
                 log::info!("accounts: deleted {pseudo}");
                 Ok(true)
             }

@@ -1,0 +1,356 @@
+//! The envelope chinwagd nodes exchange over the cluster bus (NATS) and
+//! store as the value of a name claim (docs/scaling.md, "The bus
+//! envelope"). Never seen by a client. Layout: a version byte (1), a kind
+//! byte, then the kind's fields; integers big-endian, strings with a u16
+//! length prefix. A whole envelope is at most `MAX_ENVELOPE` bytes.
+
+use crate::cursor::{Layout, Order, Prefix, Reader, Short, Writer};
+use crate::{DecodeError, Redact};
+
+pub const VERSION: u8 = 1;
+/// Node names, user names.
+pub const MAX_NAME: usize = 255;
+/// Chat texts (above every dialect's own text limit).
+pub const MAX_TEXT: usize = 60_000;
+/// The largest envelope a node sends or accepts.
+pub const MAX_ENVELOPE: usize = 64 * 1024;
+
+const LAYOUT: Layout = Layout {
+    order: Order::Big,
+    prefix: Prefix::U16,
+    short: Short::Truncated,
+};
+
+const HEARTBEAT: u8 = 1;
+const CLAIM: u8 = 2;
+const PRIVATE: u8 = 3;
+const PUBLIC: u8 = 4;
+const POKE: u8 = 5;
+const ACCOUNT: u8 = 6;
+const BAN: u8 = 7;
+const KICK: u8 = 8;
+const CALL: u8 = 9;
+
+/// What a `Call` envelope says happened to a call (the hub's call events).
+pub mod call {
+    pub const OFFER: u8 = 0;
+    pub const ANSWERED: u8 = 1;
+    pub const REFUSED: u8 = 2;
+    pub const ENDED: u8 = 3;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope {
+    /// Node `node` (started at `epoch`) is alive; on `cw.<cluster>.hb`.
+    Heartbeat { node: String, epoch: u64 },
+    /// The value of a name claim in the `names` bucket: who holds the name.
+    /// `dialect`: 0 chatos, 1 babel, 2 accounts, 3 rooms.
+    Claim {
+        node: String,
+        epoch: u64,
+        dialect: u8,
+        name: String,
+    },
+    /// A private text for `to`, a user on the receiving node.
+    Private {
+        from: String,
+        to: String,
+        text: String,
+    },
+    /// A text in the public room (chatos global chat, rooms public room),
+    /// sent by `node`; on `cw.<cluster>.global`.
+    Public {
+        node: String,
+        from: String,
+        text: String,
+    },
+    /// Accounts user `name` has stored items to deliver: its node runs its
+    /// offline flush. On the user's node subject, or on
+    /// `cw.<cluster>.global` when the sender does not know its node.
+    Poke { name: String },
+    /// Accounts pseudo `pseudo` was registered (true) or deleted (false)
+    /// through node `node`; on `cw.<cluster>.global`, so every node's
+    /// cache of registered names follows.
+    Account {
+        node: String,
+        pseudo: String,
+        registered: bool,
+    },
+    /// An operator banned (`added`) or unbanned something through node
+    /// `node`: `kind` "name" or "ip" and its value, as the store's columns;
+    /// on `cw.<cluster>.global`.
+    Ban {
+        node: String,
+        kind: String,
+        value: String,
+        added: bool,
+    },
+    /// An operator kicked `name`, a user of the receiving node.
+    Kick { name: String },
+    /// Call signalling between `from` (a user of the sending node) and
+    /// `to` (a user of the receiving node), peer to peer calls only: `op`
+    /// (see [`call`]) and, for an offer or an answer, where `from`'s voice
+    /// goes (host, port; empty and 0 when its dialect gives none).
+    Call {
+        op: u8,
+        from: String,
+        to: String,
+        host: String,
+        port: u16,
+    },
+}
+
+impl Envelope {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        let mut w = Writer::new(&mut out, LAYOUT);
+        w.u8(VERSION);
+        match self {
+            Envelope::Heartbeat { node, epoch } => {
+                w.u8(HEARTBEAT).str(node).u64(*epoch);
+            }
+            Envelope::Claim {
+                node,
+                epoch,
+                dialect,
+                name,
+            } => {
+                w.u8(CLAIM).str(node).u64(*epoch).u8(*dialect).str(name);
+            }
+            Envelope::Private { from, to, text } => {
+                w.u8(PRIVATE).str(from).str(to).str(text);
+            }
+            Envelope::Public { node, from, text } => {
+                w.u8(PUBLIC).str(node).str(from).str(text);
+            }
+            Envelope::Poke { name } => {
+                w.u8(POKE).str(name);
+            }
+            Envelope::Account {
+                node,
+                pseudo,
+                registered,
+            } => {
+                w.u8(ACCOUNT)
+                    .str(node)
+                    .str(pseudo)
+                    .u8(u8::from(*registered));
+            }
+            Envelope::Ban {
+                node,
+                kind,
+                value,
+                added,
+            } => {
+                w.u8(BAN)
+                    .str(node)
+                    .str(kind)
+                    .str(value)
+                    .u8(u8::from(*added));
+            }
+            Envelope::Kick { name } => {
+                w.u8(KICK).str(name);
+            }
+            Envelope::Call {
+                op,
+                from,
+                to,
+                host,
+                port,
+            } => {
+                w.u8(CALL).u8(*op).str(from).str(to).str(host).u16(*port);
+            }
+        }
+        out
+    }
+
+    /// One whole envelope (a bus message's payload).
+    pub fn decode(buf: &[u8]) -> Result<Envelope, DecodeError> {
+        if buf.len() > MAX_ENVELOPE {
+            return Err(DecodeError::TooLong {
+                field: "envelope",
+                len: buf.len() as u64,
+                max: MAX_ENVELOPE as u64,
+            });
+        }
+        let mut r = Reader::new(buf, LAYOUT);
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(DecodeError::BadBits("envelope version"));
+        }
+        let env = match r.u8()? {
+            HEARTBEAT => Envelope::Heartbeat {
+                node: r.str("node", MAX_NAME)?,
+                epoch: r.u64()?,
+            },
+            CLAIM => Envelope::Claim {
+                node: r.str("node", MAX_NAME)?,
+                epoch: r.u64()?,
+                dialect: match r.u8()? {
+                    d @ 0..=3 => d,
+                    _ => return Err(DecodeError::BadBits("dialect")),
+                },
+                name: r.str("name", MAX_NAME)?,
+            },
+            PRIVATE => Envelope::Private {
+                from: r.str("from", MAX_NAME)?,
+                to: r.str("to", MAX_NAME)?,
+                text: r.str("text", MAX_TEXT)?,
+            },
+            PUBLIC => Envelope::Public {
+                node: r.str("node", MAX_NAME)?,
+                from: r.str("from", MAX_NAME)?,
+                text: r.str("text", MAX_TEXT)?,
+            },
+            POKE => Envelope::Poke {
+                name: r.str("name", MAX_NAME)?,
+            },
+            ACCOUNT => Envelope::Account {
+                node: r.str("node", MAX_NAME)?,
+                pseudo: r.str("pseudo", MAX_NAME)?,
+                registered: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadBits("registered")),
+                },
+            },
+            BAN => Envelope::Ban {
+                node: r.str("node", MAX_NAME)?,
+                kind: r.str("kind", MAX_NAME)?,
+                value: r.str("value", MAX_NAME)?,
+                added: match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::BadBits("added")),
+                },
+            },
+            KICK => Envelope::Kick {
+                name: r.str("name", MAX_NAME)?,
+            },
+            CALL => Envelope::Call {
+                op: match r.u8()? {
+                    op @ 0..=3 => op,
+                    _ => return Err(DecodeError::BadBits("call op")),
+                },
+                from: r.str("from", MAX_NAME)?,
+                to: r.str("to", MAX_NAME)?,
+                host: r.str("host", MAX_NAME)?,
+                port: r.u16()?,
+            },
+            k => return Err(DecodeError::UnknownOpcode(k.into())),
+        };
+        r.finish()?;
+        Ok(env)
+    }
+}
+
+impl Redact for Envelope {
+    fn redacted(&self) -> String {
+        match self {
+            Envelope::Private { from, to, text } => {
+                format!("Private {from} -> {to} {}", crate::redacted_len(text.len()))
+            }
+            Envelope::Public { node, from, text } => {
+                format!("Public {from}@{node} {}", crate::redacted_len(text.len()))
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Envelope> {
+        vec![
+            Envelope::Heartbeat {
+                node: "a".into(),
+                epoch: 7,
+            },
+            Envelope::Claim {
+                node: "b".into(),
+                epoch: u64::MAX,
+                dialect: 3,
+                name: "zoë".into(),
+            },
+            Envelope::Private {
+                from: "x".into(),
+                to: "y".into(),
+                text: "hi\0there".into(),
+            },
+            Envelope::Public {
+                node: "n".into(),
+                from: "x".into(),
+                text: String::new(),
+            },
+            Envelope::Poke { name: "p".into() },
+            Envelope::Account {
+                node: "a".into(),
+                pseudo: "q".into(),
+                registered: true,
+            },
+            Envelope::Ban {
+                node: "a".into(),
+                kind: "ip".into(),
+                value: "10.0.0.7".into(),
+                added: false,
+            },
+            Envelope::Kick { name: "k".into() },
+            Envelope::Call {
+                op: call::ANSWERED,
+                from: "x".into(),
+                to: "y".into(),
+                host: "10.0.0.7".into(),
+                port: 4000,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_envelope_round_trips() {
+        for e in all() {
+            assert_eq!(Envelope::decode(&e.to_bytes()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn exact_bytes_of_a_heartbeat() {
+        let b = Envelope::Heartbeat {
+            node: "ab".into(),
+            epoch: 258,
+        }
+        .to_bytes();
+        assert_eq!(b, [1, 1, 0, 2, b'a', b'b', 0, 0, 0, 0, 0, 0, 1, 2]);
+    }
+
+    #[test]
+    fn every_prefix_is_refused_and_nothing_panics() {
+        for e in all() {
+            let b = e.to_bytes();
+            for n in 0..b.len() {
+                assert!(Envelope::decode(&b[..n]).is_err(), "{e:?} cut at {n}");
+            }
+            let mut longer = b.clone();
+            longer.push(0);
+            assert_eq!(
+                Envelope::decode(&longer),
+                Err(DecodeError::TrailingBytes(1))
+            );
+        }
+        assert!(Envelope::decode(&[2, 1]).is_err());
+        assert!(Envelope::decode(&[1, 99]).is_err());
+        assert!(Envelope::decode(&[1, CLAIM, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0]).is_err());
+        assert!(Envelope::decode(&vec![1; MAX_ENVELOPE + 1]).is_err());
+    }
+
+    #[test]
+    fn texts_are_redacted() {
+        let e = Envelope::Private {
+            from: "x".into(),
+            to: "y".into(),
+            text: "secret".into(),
+        };
+        assert!(!e.redacted().contains("secret"));
+    }
+}

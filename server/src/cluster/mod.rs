@@ -1,0 +1,931 @@
+//! Cluster mode (`bus_url`): several chinwagd nodes as one service over a
+//! NATS bus and one PostgreSQL store (docs/scaling.md). This is the
+//! adapter around the hub: one more source of hub commands and one more
+//! consumer of hub events; the hub stays sans-IO.
+//!
+//! Threads and channels (docs/architecture.md, "Cluster mode"):
+//! - `cw-bus` (bus.rs): the NATS client on a current-thread tokio
+//!   runtime, the only async code in the server. Takes [`bus::BusCmd`]s
+//!   from a bounded crossbeam channel (`CMD_QUEUE`), woken by a `Notify`.
+//! - `cw-bus-in` (here): a plain thread that reads [`bus::BusEvent`]s from
+//!   a bounded channel (`EVENT_QUEUE`) and calls the hub, as a connection
+//!   thread does: stand-ins for other nodes' users (`Hub::login_remote`),
+//!   private texts and public-room texts for local users, accounts pokes,
+//!   and the node-death timer.
+//! - Connection threads call [`Cluster`] through the hub's
+//!   [`ClusterLink`]: a login's name claim waits on a bounded(1) reply
+//!   channel for at most `bus_timeout_ms`; everything else is `try_send`.
+//!
+//! Locks: `claims` (a leaf: never held across a channel wait or a hub
+//! call). The replica is owned by `cw-bus-in` alone, without a lock.
+
+pub mod bus;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chinwag_proto::bus::{call, Envelope};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+
+use crate::front::accounts::service::Accounts;
+use crate::guard::{supervise, Fatal, Turn};
+use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session};
+use crate::metrics::{DropReason, Metrics};
+use bus::{BusCmd, BusEvent};
+
+/// Cluster mode's settings (config.rs: `bus_url`, `node_name`,
+/// `cluster_name`, `node_timeout_ms`, `bus_timeout_ms`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub urls: Vec<String>,
+    pub node: String,
+    pub cluster: String,
+    pub node_timeout: Duration,
+    pub bus_timeout: Duration,
+}
+
+/// How often `cw-bus-in` looks for silent nodes when no event comes.
+const TICK: Duration = Duration::from_millis(200);
+
+fn dialect_code(d: Dialect) -> u8 {
+    match d {
+        Dialect::Chatos => 0,
+        Dialect::Babel => 1,
+        Dialect::Accounts => 2,
+        Dialect::Rooms => 3,
+    }
+}
+
+fn dialect_of(code: u8) -> Dialect {
+    match code {
+        0 => Dialect::Chatos,
+        1 => Dialect::Babel,
+        2 => Dialect::Accounts,
+        _ => Dialect::Rooms,
+    }
+}
+
+/// The `names` bucket keys of a name: its two look-alike skeletons in
+/// lower-case hex (KV keys allow only `[-/_=.a-zA-Z0-9]`), sorted, without
+/// repeats.
+pub fn name_keys(name: &str) -> Vec<String> {
+    let mut keys: Vec<String> = names::skeletons(name)
+        .iter()
+        .map(|k| {
+            let mut s = String::with_capacity(1 + 2 * k.len());
+            s.push('k');
+            for b in k.bytes() {
+                s.push_str(&format!("{b:02x}"));
+            }
+            s
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The sending half towards the bus thread.
+#[derive(Clone)]
+struct Outbox {
+    cmds: Sender<BusCmd>,
+    wake: Arc<Notify>,
+    up: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbox {
+    /// Queue a command; false (counted) when the bus is down or the queue full.
+    fn send(&self, cmd: BusCmd) -> bool {
+        if !self.up.load(Ordering::SeqCst) {
+            self.metrics.dropped(DropReason::BusDown);
+            return false;
+        }
+        self.force(cmd)
+    }
+
+    /// Queue a command even while the bus is down (releases: the client
+    /// sends them once it is back).
+    fn force(&self, cmd: BusCmd) -> bool {
+        match self.cmds.try_send(cmd) {
+            Ok(()) => {
+                self.wake.notify_one();
+                true
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.dropped(DropReason::BusFull);
+                false
+            }
+        }
+    }
+
+    fn publish(&self, subject: String, env: &Envelope) -> bool {
+        self.send(BusCmd::Publish {
+            subject,
+            payload: env.to_bytes(),
+        })
+    }
+}
+
+/// A running cluster adapter.
+pub struct Cluster {
+    cfg: ClusterConfig,
+    epoch: u64,
+    out: Outbox,
+    /// Each local session's claim: name -> (key, revision).
+    claims: Mutex<HashMap<String, Vec<(String, u64)>>>,
+    accounts: RwLock<Option<Weak<Accounts>>>,
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Connect to the bus (failing if it cannot be reached within
+    /// `bus_timeout`), start `cw-bus` and `cw-bus-in`, and hook into `hub`.
+    pub fn start(cfg: ClusterConfig, hub: &Arc<Hub>, fatal: &Fatal) -> io::Result<Arc<Cluster>> {
+        let metrics = hub.metrics().clone();
+        let (cmd_tx, cmd_rx) = bounded(bus::CMD_QUEUE);
+        let (ev_tx, ev_rx) = bounded(bus::EVENT_QUEUE);
+        let wake = Arc::new(Notify::new());
+        let up = Arc::new(AtomicBool::new(false));
+        // Unique per start of this node: its claims from an earlier life
+        // are told apart from this one's.
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let m = metrics.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let link = bus::Link {
+            stop: stop.clone(),
+            cmds: cmd_rx,
+            wake: wake.clone(),
+            events: ev_tx,
+            up: up.clone(),
+            dropped: Arc::new(move || m.dropped(DropReason::BusFull)),
+        };
+        let heartbeat = Envelope::Heartbeat {
+            node: cfg.node.clone(),
+            epoch,
+        }
+        .to_bytes();
+        let (ready_tx, ready_rx) = bounded(1);
+        let bus_cfg = cfg.clone();
+        let bus_thread = std::thread::Builder::new()
+            .name(format!("cw-bus-{}", cfg.node))
+            .spawn({
+                let fatal = fatal.clone();
+                move || {
+                    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        bus::run(bus_cfg, heartbeat, link, ready_tx)
+                    }));
+                    if ran.is_err() {
+                        fatal.stop("the cluster bus thread panicked");
+                    }
+                }
+            })?;
+        // Connecting, the bucket, three subscriptions and the watch.
+        match ready_rx.recv_timeout(cfg.bus_timeout * 4 + Duration::from_secs(2)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(io::Error::other(e)),
+            Err(_) => {
+                return Err(io::Error::other(format!(
+                    "the bus did not answer in time ({})",
+                    cfg.urls.join(",")
+                )))
+            }
+        }
+        let cluster = Arc::new(Cluster {
+            out: Outbox {
+                cmds: cmd_tx,
+                wake,
+                up,
+                metrics,
+            },
+            epoch,
+            claims: Mutex::new(HashMap::new()),
+            accounts: RwLock::new(None),
+            stop,
+            threads: Mutex::new(vec![bus_thread]),
+            cfg,
+        });
+        let replica = Replica::new(&cluster, hub);
+        let stop = cluster.stop.clone();
+        let node_timeout = cluster.cfg.node_timeout;
+        let inbound = std::thread::Builder::new()
+            .name(format!("cw-bus-in-{}", cluster.cfg.node))
+            .spawn({
+                let fatal = fatal.clone();
+                move || replica.run(ev_rx, stop, node_timeout, fatal)
+            })?;
+        cluster.threads.lock().push(inbound);
+        hub.set_cluster(cluster.clone());
+        log::info!(
+            "cluster {}: node {} joined the bus",
+            cluster.cfg.cluster,
+            cluster.cfg.node
+        );
+        Ok(cluster)
+    }
+
+    /// Where pokes for accounts users go.
+    pub fn set_accounts(&self, accounts: &Arc<Accounts>) {
+        *self.accounts.write() = Some(Arc::downgrade(accounts));
+    }
+
+    pub fn node(&self) -> &str {
+        &self.cfg.node
+    }
+
+    /// Whether the bus is reachable now.
+    pub fn bus_up(&self) -> bool {
+        self.out.up.load(Ordering::SeqCst)
+    }
+
+    /// Stop both threads (after the sessions have ended, so their names
+    /// are released first).
+    pub fn stop(&self) {
+        // The flag stops both threads even when the command queue is full;
+        // the command only wakes the bus thread after what is queued.
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.out.cmds.try_send(BusCmd::Stop);
+        self.out.wake.notify_one();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    fn claim_value(&self, name: &str, dialect: Dialect) -> Vec<u8> {
+        Envelope::Claim {
+            node: self.cfg.node.clone(),
+            epoch: self.epoch,
+            dialect: dialect_code(dialect),
+            name: name.to_owned(),
+        }
+        .to_bytes()
+    }
+
+    /// Ask the bus for `keys` on behalf of `name`; waits up to `bus_timeout`.
+    fn claim_keys(&self, name: &str, dialect: Dialect) -> bool {
+        let (reply, answer) = bounded(1);
+        let cmd = BusCmd::Claim {
+            keys: name_keys(name),
+            value: self.claim_value(name, dialect),
+            reply,
+        };
+        if !self.out.send(cmd) {
+            return false;
+        }
+        match answer.recv_timeout(self.cfg.bus_timeout) {
+            Ok(Some(got)) => {
+                self.claims.lock().insert(name.to_owned(), got);
+                true
+            }
+            Ok(None) => false,
+            Err(_) => {
+                // The bus thread gives the name back if it wins later.
+                self.out.metrics.dropped(DropReason::BusDown);
+                false
+            }
+        }
+    }
+}
+
+impl ClusterLink for Cluster {
+    fn claim(&self, name: &str, dialect: Dialect) -> bool {
+        self.claim_keys(name, dialect)
+    }
+
+    fn release(&self, name: &str) {
+        let keys = self.claims.lock().remove(name);
+        if let Some(keys) = keys {
+            self.out.force(BusCmd::Release { keys });
+        }
+    }
+
+    fn public_text(&self, from: &str, text: &str) {
+        self.out.publish(
+            bus::subject_global(&self.cfg.cluster),
+            &Envelope::Public {
+                node: self.cfg.node.clone(),
+                from: from.to_owned(),
+                text: text.to_owned(),
+            },
+        );
+    }
+
+    fn account(&self, pseudo: &str, registered: bool) {
+        self.out.publish(
+            bus::subject_global(&self.cfg.cluster),
+            &Envelope::Account {
+                node: self.cfg.node.clone(),
+                pseudo: pseudo.to_owned(),
+                registered,
+            },
+        );
+    }
+
+    fn ban(&self, ban: &crate::hub::bans::Ban, added: bool) {
+        let (kind, value) = ban.columns();
+        self.out.publish(
+            bus::subject_global(&self.cfg.cluster),
+            &Envelope::Ban {
+                node: self.cfg.node.clone(),
+                kind: kind.to_owned(),
+                value,
+                added,
+            },
+        );
+    }
+
+    fn poke(&self, node: Option<&str>, name: &str) {
+        self.out.publish(
+            match node {
+                Some(node) => bus::subject_node(&self.cfg.cluster, node),
+                None => bus::subject_global(&self.cfg.cluster),
+            },
+            &Envelope::Poke {
+                name: name.to_owned(),
+            },
+        );
+    }
+}
+
+/// The stand-in of a user of another node: what local users send it goes
+/// to that node. Only private texts cross (the hub refuses calls, private
+/// connections and room invitations to stand-ins; it never makes one a
+/// listener).
+struct RemotePeer {
+    out: Outbox,
+    subject: String,
+    name: String,
+}
+
+impl RemotePeer {
+    /// What crosses nodes: private texts and call signalling; anything
+    /// else has no form on the bus (and is never given to a stand-in).
+    fn forward(&self, event: &Event<'_>) -> bool {
+        match *event {
+            Event::PrivateMessage { from, to, text } => self.out.publish(
+                self.subject.clone(),
+                &Envelope::Private {
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                    text: text.to_owned(),
+                },
+            ),
+            Event::CallOffer { from, host, port } => self.call(call::OFFER, from, host, port),
+            Event::CallAnswered { by, host, port } => self.call(call::ANSWERED, by, host, port),
+            Event::CallRefused { by } => self.call(call::REFUSED, by, "", 0),
+            Event::CallEnded { by } => self.call(call::ENDED, by, "", 0),
+            _ => true,
+        }
+    }
+
+    /// A call event for this user of another node, from `other` (a user of
+    /// this node).
+    fn call(&self, op: u8, other: &str, host: &str, port: u16) -> bool {
+        self.out.publish(
+            self.subject.clone(),
+            &Envelope::Call {
+                op,
+                from: other.to_owned(),
+                to: self.name.clone(),
+                host: host.to_owned(),
+                port,
+            },
+        )
+    }
+}
+
+impl Peer for RemotePeer {
+    fn deliver(&self, event: &Event<'_>) -> bool {
+        self.forward(event)
+    }
+
+    /// An operator's kick of a user of another node: that node closes it.
+    fn disconnect(&self) {
+        self.out.publish(
+            self.subject.clone(),
+            &Envelope::Kick {
+                name: self.name.clone(),
+            },
+        );
+    }
+}
+
+/// One key of the `names` bucket as this node last saw it.
+struct Held {
+    node: String,
+    name: String,
+    revision: u64,
+}
+
+/// A user of another node, as this node knows it.
+struct Remote {
+    node: String,
+    dialect: Dialect,
+    /// Keys of the bucket naming it (a name has one or two).
+    keys: usize,
+    /// Its stand-in in the hub, while its node is alive.
+    session: Option<Arc<Session>>,
+}
+
+struct NodeSeen {
+    last: Instant,
+    dead: bool,
+}
+
+impl Replica {
+    fn new(cluster: &Arc<Cluster>, hub: &Arc<Hub>) -> Replica {
+        Replica {
+            cluster: Arc::downgrade(cluster),
+            hub: hub.clone(),
+            me: cluster.cfg.node.clone(),
+            epoch: cluster.epoch,
+            keys: HashMap::new(),
+            users: HashMap::new(),
+            nodes: HashMap::new(),
+            was_down: false,
+            unshown: Vec::new(),
+            started: Instant::now(),
+            stale: Vec::new(),
+            clash: None,
+        }
+    }
+}
+
+/// The node's view of the cluster, owned by `cw-bus-in`.
+struct Replica {
+    cluster: Weak<Cluster>,
+    hub: Arc<Hub>,
+    me: String,
+    epoch: u64,
+    keys: HashMap<String, Held>,
+    users: HashMap<String, Remote>,
+    nodes: HashMap<String, NodeSeen>,
+    /// This node lost the bus (and has not had it back since).
+    was_down: bool,
+    /// Users whose stand-in the hub refused (a local session still had the
+    /// name, being disconnected after an outage): tried again each tick.
+    unshown: Vec<String>,
+    /// When this replica started (the claims of an earlier life wait a
+    /// node timeout from here).
+    started: Instant,
+    /// Keys claimed under this node's name by another epoch.
+    stale: Vec<(String, u64)>,
+    /// Set when another live process uses this node's name: stop.
+    clash: Option<String>,
+}
+
+impl Replica {
+    /// Until `stop`. A panic here (a bug) would leave the replica half
+    /// updated, and the bus thread ending unasked leaves the node unable to
+    /// claim names: either stops the server loudly (`Fatal`).
+    fn run(
+        mut self,
+        events: Receiver<BusEvent>,
+        stop: Arc<AtomicBool>,
+        node_timeout: Duration,
+        fatal: Fatal,
+    ) {
+        supervise(
+            "cw-bus-in",
+            &fatal,
+            || true,
+            || {
+                if stop.load(Ordering::SeqCst) {
+                    return Turn::Stop;
+                }
+                match events.recv_timeout(TICK) {
+                    Ok(ev) => self.handle(ev),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => {
+                        if !stop.load(Ordering::SeqCst) {
+                            fatal.stop("the cluster bus thread ended");
+                        }
+                        return Turn::Stop;
+                    }
+                }
+                self.tick(Instant::now(), node_timeout);
+                if let Some(why) = self.clash.take() {
+                    fatal.stop(&why);
+                    return Turn::Stop;
+                }
+                Turn::Continue
+            },
+        );
+        // Stand-ins go with the adapter.
+        for (_, r) in self.users.drain() {
+            if let Some(s) = r.session {
+                self.hub.logout(&s);
+            }
+        }
+    }
+
+    /// What the clock decides: silent nodes, this node's claims from an
+    /// earlier life, stand-ins refused before.
+    fn tick(&mut self, now: Instant, node_timeout: Duration) {
+        // Cut off from the bus, this node cannot tell a dead node from its
+        // own outage: it judges nobody until the bus is back.
+        if !self.was_down {
+            self.find_dead(now, node_timeout);
+        }
+        // Claims under this node's name with another epoch are freed once a
+        // node timeout has passed without a heartbeat from another live
+        // process of that name (which would make this one stop instead).
+        if !self.stale.is_empty() && now.duration_since(self.started) > node_timeout {
+            let keys = std::mem::take(&mut self.stale);
+            if let Some(c) = self.cluster.upgrade() {
+                log::warn!(
+                    "cluster: freeing {} names of this node's earlier life",
+                    keys.len()
+                );
+                c.out.force(BusCmd::Release { keys });
+            }
+        }
+        for name in std::mem::take(&mut self.unshown) {
+            self.show(&name);
+        }
+    }
+
+    fn handle(&mut self, ev: BusEvent) {
+        match ev {
+            BusEvent::Up => {
+                if std::mem::take(&mut self.was_down) {
+                    log::warn!("cluster: the bus is back; reconciling this node's names");
+                    // Every node gets a full node_timeout to be heard again.
+                    let now = Instant::now();
+                    for n in self.nodes.values_mut() {
+                        n.last = now;
+                    }
+                    self.reconcile();
+                }
+            }
+            BusEvent::Down => {
+                log::warn!("cluster: lost the bus; new logins are refused until it is back");
+                self.was_down = true;
+            }
+            BusEvent::Put {
+                key,
+                revision,
+                value,
+            } => self.put(key, revision, &value),
+            BusEvent::Delete { key } => self.delete(&key),
+            BusEvent::Reasserted { name, keys } => self.reasserted(name, keys),
+            BusEvent::Message { subject, payload } => match Envelope::decode(&payload) {
+                Ok(env) => self.message(&subject, env),
+                Err(e) => log::warn!("cluster: undecodable bus message on {subject}: {e:?}"),
+            },
+        }
+    }
+
+    fn put(&mut self, key: String, revision: u64, value: &[u8]) {
+        let Ok(Envelope::Claim {
+            node,
+            epoch,
+            dialect,
+            name,
+        }) = Envelope::decode(value)
+        else {
+            log::warn!("cluster: a names key holds no claim");
+            return;
+        };
+        if node == self.me {
+            if epoch != self.epoch && self.stale.len() < 100_000 {
+                // Left by this node's earlier life (killed): freed by `tick`.
+                self.stale.push((key, revision));
+            }
+            return;
+        }
+        if let Some(old) = self.keys.remove(&key) {
+            self.forget_key(&old);
+        }
+        let seen = self.nodes.entry(node.clone()).or_insert(NodeSeen {
+            last: Instant::now(),
+            dead: false,
+        });
+        // A new claim is a sign of life.
+        seen.last = Instant::now();
+        seen.dead = false;
+        self.keys.insert(
+            key,
+            Held {
+                node: node.clone(),
+                name: name.clone(),
+                revision,
+            },
+        );
+        let r = self.users.entry(name.clone()).or_insert(Remote {
+            node,
+            dialect: dialect_of(dialect),
+            keys: 0,
+            session: None,
+        });
+        r.keys += 1;
+        self.show(&name);
+    }
+
+    /// Give `name`'s stand-in to the hub if its node is alive.
+    fn show(&mut self, name: &str) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let Some(r) = self.users.get_mut(name) else {
+            return;
+        };
+        if r.session.is_some() || self.nodes.get(&r.node).is_some_and(|n| n.dead) {
+            return;
+        }
+        let peer = Arc::new(RemotePeer {
+            out: c.out.clone(),
+            subject: bus::subject_node(&c.cfg.cluster, &r.node),
+            name: name.to_owned(),
+        });
+        match self.hub.login_remote(name, r.dialect, &r.node, peer) {
+            Ok(s) => r.session = Some(s),
+            Err(e) => {
+                // Tried again every tick until it works or the name goes.
+                log::debug!("cluster: {name}@{} not shown here yet: {e:?}", r.node);
+                if self.unshown.len() < 10_000 {
+                    self.unshown.push(name.to_owned());
+                }
+            }
+        }
+    }
+
+    fn delete(&mut self, key: &str) {
+        if let Some(old) = self.keys.remove(key) {
+            self.forget_key(&old);
+        }
+    }
+
+    fn forget_key(&mut self, held: &Held) {
+        let Some(r) = self.users.get_mut(&held.name) else {
+            return;
+        };
+        r.keys = r.keys.saturating_sub(1);
+        if r.keys == 0 {
+            let r = self.users.remove(&held.name).expect("present");
+            if let Some(s) = r.session {
+                self.hub.logout(&s);
+            }
+        }
+    }
+
+    fn message(&mut self, subject: &str, env: Envelope) {
+        match env {
+            Envelope::Heartbeat { node, epoch } => {
+                if node == self.me {
+                    if epoch < self.epoch {
+                        // An older process runs under this name: it keeps
+                        // it, this one stops.
+                        self.clash = Some(format!(
+                            "another chinwagd runs as node_name {node:?} in this cluster"
+                        ));
+                        self.stale.clear();
+                    }
+                    return;
+                }
+                let seen = self.nodes.entry(node.clone()).or_insert(NodeSeen {
+                    last: Instant::now(),
+                    dead: false,
+                });
+                seen.last = Instant::now();
+                if std::mem::replace(&mut seen.dead, false) {
+                    log::warn!("cluster: node {node} is back");
+                    let back: Vec<String> = self
+                        .users
+                        .iter()
+                        .filter(|(_, r)| r.node == node)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    for name in back {
+                        self.show(&name);
+                    }
+                }
+            }
+            Envelope::Public { node, from, text } => {
+                if node != self.me {
+                    self.hub.public_remote(&from, &text);
+                }
+            }
+            Envelope::Private { from, to, text } => match self.hub.online(&to) {
+                Some(s) if s.remote.is_none() => {
+                    s.peer.deliver(&Event::PrivateMessage {
+                        from: &from,
+                        to: &to,
+                        text: &text,
+                    });
+                }
+                _ => log::debug!("cluster: a private text for {to}, who left"),
+            },
+            Envelope::Poke { name } => {
+                log::debug!("cluster: poke for {name} on {subject}");
+                if let Some(a) = self.accounts() {
+                    a.flush_pending(&name);
+                }
+            }
+            Envelope::Account {
+                node,
+                pseudo,
+                registered,
+            } => {
+                if node != self.me {
+                    if let Some(a) = self.accounts() {
+                        a.note_account(&pseudo, registered);
+                    }
+                }
+            }
+            Envelope::Ban {
+                node,
+                kind,
+                value,
+                added,
+            } => {
+                if node != self.me {
+                    match crate::hub::bans::Ban::from_columns(&kind, &value) {
+                        Some(ban) => {
+                            log::info!("cluster: {kind} ban {value:?} from node {node}");
+                            self.hub.apply_remote_ban(ban, added);
+                        }
+                        None => log::warn!("cluster: a ban this node cannot read"),
+                    }
+                }
+            }
+            Envelope::Call {
+                op,
+                from,
+                to,
+                host,
+                port,
+            } => self.call(op, &from, &to, host, port),
+            Envelope::Kick { name } => {
+                if self.hub.online(&name).is_some_and(|s| s.remote.is_none()) {
+                    log::info!("cluster: {name} kicked through another node");
+                    self.hub.kick(&name);
+                }
+            }
+            Envelope::Claim { .. } => {
+                log::warn!("cluster: a claim sent as a message on {subject}")
+            }
+        }
+    }
+
+    /// A call event from `from`, a user of another node, for `to`, a user
+    /// of this one: this node's half of the call follows it, as if the
+    /// stand-in of `from` had acted here, and tells `to`.
+    fn call(&mut self, op: u8, from: &str, to: &str, host: String, port: u16) {
+        let (Some(remote), Some(_local)) = (
+            self.hub.online(from).filter(|s| s.remote.is_some()),
+            self.hub.online(to).filter(|s| s.remote.is_none()),
+        ) else {
+            log::debug!("cluster: a call event between {from} and {to}, one of whom left");
+            return;
+        };
+        let media = match (remote.dialect, port) {
+            (Dialect::Babel, 0) => Media::BabelConnect,
+            (Dialect::Babel, _) => Media::BabelListen { host, port },
+            _ => Media::Udp { addr: host, port },
+        };
+        let now = Instant::now();
+        match op {
+            call::OFFER => {
+                if let Err(why) = self.hub.offer_call(now, &remote, to, media) {
+                    log::debug!("cluster: {from}'s call to {to} refused here: {why:?}");
+                    // The caller's node hears a refusal.
+                    remote.peer.deliver(&Event::CallRefused { by: to });
+                }
+            }
+            call::ANSWERED => {
+                let _ = self.hub.answer_call(now, &remote, to, Some(media));
+            }
+            call::REFUSED => {
+                let _ = self.hub.answer_call(now, &remote, to, None);
+            }
+            _ => {
+                self.hub.hang_up(&remote, to);
+            }
+        }
+    }
+
+    fn accounts(&self) -> Option<Arc<Accounts>> {
+        self.cluster
+            .upgrade()
+            .and_then(|c| c.accounts.read().clone())
+            .and_then(|w| w.upgrade())
+    }
+
+    /// Nodes silent past `node_timeout` are dead here: their users leave
+    /// this node's presence now. The live node with the smallest name also
+    /// frees their names in the bucket.
+    fn find_dead(&mut self, now: Instant, node_timeout: Duration) {
+        let dead: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.dead && now.duration_since(n.last) > node_timeout)
+            .map(|(name, _)| name.clone())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        for node in &dead {
+            log::warn!("cluster: node {node} is silent: its users leave");
+            self.nodes.get_mut(node).expect("present").dead = true;
+            let gone: Vec<Arc<Session>> = self
+                .users
+                .values_mut()
+                .filter(|r| &r.node == node)
+                .filter_map(|r| r.session.take())
+                .collect();
+            for s in gone {
+                self.hub.logout(&s);
+            }
+        }
+        let smallest_live = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| !n.dead)
+            .map(|(name, _)| name.as_str())
+            .chain([self.me.as_str()])
+            .min()
+            .map(str::to_owned);
+        if smallest_live.as_deref() != Some(self.me.as_str()) {
+            return;
+        }
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        for node in dead {
+            let keys: Vec<(String, u64)> = self
+                .keys
+                .iter()
+                .filter(|(_, h)| h.node == node)
+                .map(|(k, h)| (k.clone(), h.revision))
+                .collect();
+            if !keys.is_empty() {
+                log::warn!("cluster: freeing {} names of node {node}", keys.len());
+                c.out.force(BusCmd::Release { keys });
+            }
+        }
+    }
+
+    /// After an outage: every local session must still hold its name (the
+    /// others may have found this node dead and freed them). The bus
+    /// thread checks each claim and claims a freed key again; a name
+    /// another node took meanwhile goes to that newer login (below).
+    fn reconcile(&mut self) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let held: Vec<(String, Vec<(String, u64)>)> = c
+            .claims
+            .lock()
+            .iter()
+            .map(|(n, k)| (n.clone(), k.clone()))
+            .collect();
+        for (name, keys) in held {
+            let Some(s) = self.hub.online(&name).filter(|s| s.remote.is_none()) else {
+                continue;
+            };
+            let value = c.claim_value(&name, s.dialect);
+            c.out.force(BusCmd::Reassert { name, keys, value });
+        }
+    }
+
+    fn reasserted(&mut self, name: String, keys: Option<Vec<(String, u64)>>) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let mut claims = c.claims.lock();
+        if !claims.contains_key(&name) {
+            // The session ended meanwhile; its release went out with the
+            // old revisions: give back what was claimed again.
+            drop(claims);
+            if let Some(keys) = keys {
+                c.out.force(BusCmd::Release { keys });
+            }
+            return;
+        }
+        match keys {
+            Some(keys) => {
+                claims.insert(name, keys);
+            }
+            None => {
+                claims.remove(&name);
+                drop(claims);
+                log::warn!("cluster: {name} was claimed by another node during the outage");
+                self.hub.kick(&name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

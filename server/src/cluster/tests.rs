@@ -1,0 +1,207 @@
+//! `cw-bus-in`'s decisions without a bus: the replica is fed the events the
+//! bus thread would hand it, with times chosen by the test, and the
+//! commands it sends towards the bus are read from the channel. Stand-ins,
+//! node death, which survivor frees a dead node's names, a node's own
+//! claims from an earlier life, and no judgement while cut off.
+
+use super::*;
+use crate::hub::HubConfig;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An adapter with no threads: its commands land in the returned receiver.
+fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
+    let hub = Arc::new(Hub::new(HubConfig::default()));
+    let (tx, rx) = bounded(64);
+    let cluster = Arc::new(Cluster {
+        cfg: ClusterConfig {
+            urls: vec![],
+            node: me.into(),
+            cluster: "t".into(),
+            node_timeout: TIMEOUT,
+            bus_timeout: Duration::from_secs(1),
+        },
+        epoch: 7,
+        out: Outbox {
+            cmds: tx,
+            wake: Arc::new(Notify::new()),
+            up: Arc::new(AtomicBool::new(true)),
+            metrics: hub.metrics().clone(),
+        },
+        claims: Mutex::new(HashMap::new()),
+        accounts: RwLock::new(None),
+        stop: Arc::new(AtomicBool::new(false)),
+        threads: Mutex::new(Vec::new()),
+    });
+    hub.set_cluster(cluster.clone());
+    (cluster, hub, rx)
+}
+
+fn claim(r: &mut Replica, node: &str, epoch: u64, name: &str, revision: u64) {
+    for key in name_keys(name) {
+        let value = Envelope::Claim {
+            node: node.into(),
+            epoch,
+            dialect: 0,
+            name: name.into(),
+        }
+        .to_bytes();
+        r.handle(BusEvent::Put {
+            key,
+            revision,
+            value,
+        });
+    }
+}
+
+fn beat(r: &mut Replica, node: &str) {
+    r.handle(BusEvent::Message {
+        subject: "cw.t.hb".into(),
+        payload: Envelope::Heartbeat {
+            node: node.into(),
+            epoch: 1,
+        }
+        .to_bytes(),
+    });
+}
+
+/// The keys of every Release queued, in order.
+fn released(rx: &Receiver<BusCmd>) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    while let Ok(cmd) = rx.try_recv() {
+        if let BusCmd::Release { keys } = cmd {
+            out.extend(keys);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn shown(hub: &Hub, name: &str) -> bool {
+    hub.online(name).is_some_and(|s| s.remote.is_some())
+}
+
+#[test]
+fn claims_of_other_nodes_are_stand_ins_until_their_keys_go() {
+    let (c, hub, _rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    claim(&mut r, "b", 1, "bob", 10);
+    assert!(shown(&hub, "bob"));
+    assert_eq!(hub.online("bob").unwrap().remote.as_deref(), Some("b"));
+    // bob has two keys: the stand-in goes with the last.
+    let keys = name_keys("bob");
+    r.handle(BusEvent::Delete {
+        key: keys[0].clone(),
+    });
+    assert_eq!(shown(&hub, "bob"), keys.len() > 1);
+    for k in &keys[1..] {
+        r.handle(BusEvent::Delete { key: k.clone() });
+    }
+    assert!(!shown(&hub, "bob"));
+}
+
+#[test]
+fn a_silent_node_leaves_and_only_the_smallest_live_node_frees_its_names() {
+    let t0 = Instant::now();
+    for (me, frees) in [("a", true), ("c", false)] {
+        let (cl, hub, rx) = detached(me);
+        let mut r = Replica::new(&cl, &hub);
+        // b dies; a (or c) and the third node stay.
+        let other = if me == "a" { "c" } else { "a" };
+        claim(&mut r, "b", 1, "bob", 10);
+        claim(&mut r, other, 1, "olga", 11);
+        r.find_dead(t0, TIMEOUT);
+        assert!(shown(&hub, "bob"), "{me}: not judged before the timeout");
+        for n in ["b", other] {
+            r.nodes.get_mut(n).unwrap().last = t0;
+        }
+        r.nodes.get_mut(other).unwrap().last = t0 + TIMEOUT;
+        r.find_dead(t0 + TIMEOUT + Duration::from_millis(1), TIMEOUT);
+        assert!(!shown(&hub, "bob"), "{me}: b's users leave");
+        assert!(shown(&hub, "olga"), "{me}: the live node's stay");
+        let want: Vec<(String, u64)> = if frees {
+            name_keys("bob").into_iter().map(|k| (k, 10)).collect()
+        } else {
+            vec![]
+        };
+        assert_eq!(released(&rx), want, "{me} frees b's names: {frees}");
+        // b heard again: its users are back.
+        beat(&mut r, "b");
+        assert!(shown(&hub, "bob"), "{me}: b is back");
+    }
+}
+
+#[test]
+fn this_nodes_claims_from_an_earlier_life_are_freed_after_a_node_timeout() {
+    let (c, hub, rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    claim(&mut r, "a", 7, "mine", 3);
+    assert!(hub.online("mine").is_none(), "no stand-in for our own user");
+    claim(&mut r, "a", 6, "old", 4);
+    r.tick(r.started + TIMEOUT / 2, TIMEOUT);
+    assert!(released(&rx).is_empty(), "not before a node timeout");
+    r.tick(r.started + TIMEOUT + Duration::from_millis(1), TIMEOUT);
+    let want: Vec<(String, u64)> = name_keys("old").into_iter().map(|k| (k, 4)).collect();
+    assert_eq!(released(&rx), want, "the earlier life's, never this one's");
+}
+
+#[test]
+fn a_second_live_process_with_this_nodes_name_stops_the_newer_one() {
+    let (c, hub, rx) = detached("a");
+    // This process started at epoch 7.
+    let mut r = Replica::new(&c, &hub);
+    let hb = |epoch| BusEvent::Message {
+        subject: "cw.t.hb".into(),
+        payload: Envelope::Heartbeat {
+            node: "a".into(),
+            epoch,
+        }
+        .to_bytes(),
+    };
+    // Its own heartbeat, and a newer process's (which stops itself): fine.
+    r.handle(hb(7));
+    r.handle(hb(8));
+    assert!(r.clash.is_none());
+    // An older live process: its claims are not stale, and this one stops.
+    claim(&mut r, "a", 5, "theirs", 2);
+    r.handle(hb(5));
+    assert!(r.clash.is_some());
+    r.tick(r.started + 2 * TIMEOUT, TIMEOUT);
+    assert!(released(&rx).is_empty(), "the live process keeps its names");
+}
+
+#[test]
+fn nobody_is_judged_while_this_node_is_off_the_bus() {
+    let (c, hub, rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    claim(&mut r, "b", 1, "bob", 10);
+    r.handle(BusEvent::Down);
+    // A long outage: b was last heard two timeouts ago (the loop skips
+    // find_dead while down). Back up, every node gets a full timeout from
+    // now.
+    let now = Instant::now();
+    r.nodes.get_mut("b").unwrap().last = now - 2 * TIMEOUT;
+    r.handle(BusEvent::Up);
+    r.find_dead(now + TIMEOUT / 2, TIMEOUT);
+    assert!(shown(&hub, "bob"));
+    assert!(released(&rx).is_empty());
+}
+
+#[test]
+fn undecodable_bus_messages_and_claims_are_ignored() {
+    let (c, hub, _rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    r.handle(BusEvent::Put {
+        key: "kff".into(),
+        revision: 1,
+        value: vec![9, 9, 9],
+    });
+    r.handle(BusEvent::Message {
+        subject: "cw.t.global".into(),
+        payload: vec![1, 200],
+    });
+    r.handle(BusEvent::Delete {
+        key: "knone".into(),
+    });
+    assert_eq!(hub.online_count(), 0);
+}
