@@ -61,6 +61,10 @@ pub struct Config {
     pub registrations_per_minute: u32,
     /// Threads sending queued output for all connections (one per core is plenty).
     pub flush_threads: usize,
+    /// Connection threads kept started and parked, ready for new
+    /// connections (each costs two stack pages and a kernel stack); a
+    /// thread whose connection ended waits here for the next one.
+    pub spare_threads: usize,
     /// Unix socket for `chinwagctl` (created mode 0600). Empty: next to the
     /// database, `<db_path>.sock` (none for ":memory:"); "off": no socket.
     pub admin_socket: PathBuf,
@@ -93,6 +97,7 @@ impl Default for Config {
             max_relays: 1_000,
             max_pending_requests: 16,
             flush_threads: 2,
+            spare_threads: 256,
             registrations_per_minute: 20,
             admin_socket: PathBuf::new(),
             metrics_addr: String::new(),
@@ -182,7 +187,7 @@ impl Config {
     /// is surely a typo. The message names the key and its bounds.
     pub fn validate(&self) -> Result<(), String> {
         const DAY_MS: u64 = 24 * 3600 * 1000;
-        let ranges: [(&str, u64, u64, u64); 16] = [
+        let ranges: [(&str, u64, u64, u64); 17] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
             (
@@ -213,6 +218,12 @@ impl Config {
                 1_000_000,
             ),
             ("flush_threads", self.flush_threads as u64, 1, 256),
+            (
+                "spare_threads",
+                self.spare_threads as u64,
+                0,
+                (self.max_connections as u64).min(100_000),
+            ),
             (
                 "rooms_idle_timeout_ms",
                 self.rooms_idle_timeout_ms,

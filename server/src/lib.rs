@@ -10,6 +10,7 @@ pub mod hub;
 pub mod logs;
 pub mod metrics;
 pub mod net;
+pub mod pool;
 pub mod store;
 
 use std::io;
@@ -24,6 +25,7 @@ pub use config::Config;
 use hub::{Hub, HubConfig};
 use metrics::DropReason;
 use net::{FlushPool, Registry};
+use pool::ConnPool;
 use store::{Store, StoreThread};
 
 /// How often expired requests and connect ids are swept.
@@ -40,6 +42,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// The threads that send every connection's queued bytes.
     pub flush: Arc<FlushPool>,
+    /// Where every TCP connection's thread comes from.
+    pub conn_threads: ConnPool,
 }
 
 /// A running server. Dropping it shuts it down.
@@ -103,6 +107,7 @@ impl Server {
             }
         };
         let flush = FlushPool::new(cfg.flush_threads)?;
+        let conn_threads = ConnPool::new(cfg.spare_threads)?;
         let admin = Arc::new(admin::Admin {
             hub: hub.clone(),
             store: store.clone(),
@@ -128,6 +133,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             flush,
+            conn_threads,
             hub,
             accounts: Some(accounts),
             cfg,
@@ -238,6 +244,13 @@ impl Server {
         self.shared.registry.len()
     }
 
+    /// Connection threads started so far, and how many wait parked now
+    /// (see `pool`).
+    pub fn conn_threads(&self) -> (u64, usize) {
+        let p = &self.shared.conn_threads;
+        (p.started(), p.idle())
+    }
+
     /// Stop accepting, close every connection, join the threads.
     pub fn shutdown(mut self) {
         self.stop_now();
@@ -269,6 +282,7 @@ impl Server {
                 self.shared.registry.len()
             );
         }
+        self.shared.conn_threads.stop();
         self.rooms.stop();
         self.shared.flush.stop();
         // Last: every acknowledged row is already committed; this checkpoints and closes.
@@ -329,6 +343,11 @@ fn spawn_acceptor(
     shared: Arc<Shared>,
     serve: ServeFn,
 ) -> io::Result<JoinHandle<()>> {
+    let thread_name = match dialect {
+        "chatos" => "cw-chatos",
+        "babel" => "cw-babel",
+        _ => "cw-accounts",
+    };
     thread::Builder::new()
         .name(format!("cw-accept-{dialect}"))
         .spawn(move || {
@@ -368,14 +387,11 @@ fn spawn_acceptor(
                     continue;
                 };
                 let shared2 = shared.clone();
-                let spawned = thread::Builder::new()
-                    .name(format!("cw-{dialect}"))
-                    .stack_size(net::CONN_STACK)
-                    .spawn(move || {
-                        let _admission = admission;
-                        serve(stream, shared2);
-                    });
-                if let Err(e) = spawned {
+                let started = shared.conn_threads.run(thread_name, move || {
+                    let _admission = admission;
+                    serve(stream, shared2);
+                });
+                if let Err(e) = started {
                     log::warn!("{dialect}: cannot start a connection thread: {e}");
                 }
             }

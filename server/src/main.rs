@@ -78,6 +78,9 @@ struct Args {
     /// Threads that send queued output for all connections.
     #[arg(long)]
     flush_threads: Option<usize>,
+    /// Connection threads kept started and parked for new connections.
+    #[arg(long)]
+    spare_threads: Option<usize>,
     /// Unix socket for chinwagctl ("off": none; default: <db>.sock).
     #[arg(long)]
     admin_socket: Option<PathBuf>,
@@ -110,7 +113,8 @@ fn load(args: &Args) -> Result<Config, String> {
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          send_buffer => send_buffer,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
-         flush_threads => flush_threads, registrations_per_minute => registrations_per_minute,
+         flush_threads => flush_threads, spare_threads => spare_threads,
+         registrations_per_minute => registrations_per_minute,
          admin_socket => admin_socket, metrics_addr => metrics_addr);
     cfg.validate()?;
     Ok(cfg)

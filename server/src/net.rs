@@ -125,7 +125,9 @@ impl Outbound {
         }
         st.flushing = true;
         drop(st);
-        self.pool.schedule(self.clone());
+        if !batch::owe(self) {
+            self.pool.schedule(self.clone());
+        }
         true
     }
 
@@ -280,6 +282,19 @@ impl Outbound {
         }
     }
 
+    /// Send this queue from the thread whose batch owes it (see [`Batch`]):
+    /// one non-blocking pass, as a pool flusher would make. Bytes that
+    /// arrived meanwhile go to the pool; a full socket buffer goes to the
+    /// backlog writer. Never blocks.
+    fn send_owed(self: &Arc<Self>) {
+        // A fresh spare: the queue keeps no buffer of this thread's, and this
+        // thread, about to block in its own read, keeps none of the queue's.
+        let mut spare = Vec::new();
+        if self.flush_nonblocking(&mut spare) {
+            self.pool.schedule(self.clone());
+        }
+    }
+
     /// Wake (or start) this connection's backlog writer; `flushing` stays set.
     fn ring_backlog_writer(
         self: &Arc<Self>,
@@ -377,6 +392,113 @@ impl Outbound {
         while !st.closed && st.buf.len() > self.limit / 4 {
             if self.drained.wait_until(&mut st, deadline).timed_out() {
                 return;
+            }
+        }
+    }
+}
+
+/// Sending from the thread that already holds the bytes.
+///
+/// A connection thread that handles a frame delivers to other connections'
+/// queues. When a recipient's queue was idle (nobody owned its write side),
+/// the delivering thread takes the write side into its batch instead of
+/// waking a pool flusher, and sends it itself with one non-blocking `send`
+/// once it has handled every frame of its read, just before it reads again:
+/// no thread wake-up between a sender's bytes and the recipient's socket,
+/// and several frames to one recipient leave in one `send`. A batch owes at
+/// most [`INLINE_MAX`] queues; past that (a broadcast) the pool takes the
+/// rest at once, so a fan-out is spread over the flushers as before. A send
+/// that would block hands the rest to the backlog writer: a slow peer never
+/// blocks the thread that delivered to it.
+pub use batch::{Batch, INLINE_MAX};
+
+mod batch {
+    use std::cell::RefCell;
+    use std::marker::PhantomData;
+    use std::sync::Arc;
+
+    use super::Outbound;
+
+    /// Queues one batch sends itself; the pool takes the others.
+    pub const INLINE_MAX: usize = 16;
+
+    struct Owed {
+        /// A batch is open on this thread.
+        open: bool,
+        queues: Vec<Arc<Outbound>>,
+    }
+
+    thread_local! {
+        static OWED: RefCell<Owed> = const {
+            RefCell::new(Owed {
+                open: false,
+                queues: Vec::new(),
+            })
+        };
+    }
+
+    /// Take `out`'s write side into this thread's open batch, if it has one
+    /// with room. `out` must have just been marked `flushing` by the caller.
+    pub(super) fn owe(out: &Arc<Outbound>) -> bool {
+        OWED.with(|o| {
+            let Ok(mut o) = o.try_borrow_mut() else {
+                return false;
+            };
+            if !o.open || o.queues.len() >= INLINE_MAX {
+                return false;
+            }
+            o.queues.push(out.clone());
+            true
+        })
+    }
+
+    /// An open batch on the current thread (not `Send`): deliveries made
+    /// while it is open may be owed to it; [`Batch::send`] (or dropping it)
+    /// sends them. Opening a batch where one is open already gives an
+    /// inert handle; the outer batch sends.
+    pub struct Batch {
+        outer: bool,
+        _not_send: PhantomData<*const ()>,
+    }
+
+    impl Batch {
+        pub fn open() -> Batch {
+            let outer = OWED.with(|o| {
+                let mut o = o.borrow_mut();
+                !std::mem::replace(&mut o.open, true)
+            });
+            Batch {
+                outer,
+                _not_send: PhantomData,
+            }
+        }
+
+        /// Send every queue owed so far; the batch stays open.
+        pub fn send(&self) {
+            if !self.outer {
+                return;
+            }
+            // Taken out while sending (a send delivers nothing, but the list
+            // must not be borrowed across it), in the order they were owed.
+            let mut queues = OWED.with(|o| std::mem::take(&mut o.borrow_mut().queues));
+            for out in queues.drain(..) {
+                out.send_owed();
+            }
+            OWED.with(|o| o.borrow_mut().queues = queues);
+        }
+    }
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            if self.outer {
+                self.send();
+                // The list is freed: a thread between batches (an idle
+                // connection blocked in its read) keeps nothing here.
+                OWED.with(|o| {
+                    let mut o = o.borrow_mut();
+                    o.open = false;
+                    o.queues = Vec::new();
+                });
             }
         }
     }

@@ -18,7 +18,7 @@ use chinwag_proto::{Decode, Decoder, Redact};
 
 use crate::hub::Dialect;
 use crate::metrics::{DropReason, Metrics};
-use crate::net::{Outbound, ReadBuf, ReadEnd};
+use crate::net::{Batch, Outbound, ReadBuf, ReadEnd};
 use crate::Shared;
 
 /// The smallest outbound queue, whatever the send buffer takes of the budget.
@@ -44,6 +44,11 @@ pub struct Conn {
     pub label: String,
     /// Counts the connection open until it is dropped.
     open: OpenGauge,
+    /// Deliveries are sent once a whole read's frames are handled (chatos,
+    /// babel: handlers never wait), not after each frame (accounts: a
+    /// handler may wait for a password hash or a full store queue, and must
+    /// not hold other connections' bytes meanwhile).
+    batch_reads: bool,
 }
 
 /// Keeps the per-dialect connection gauge right however the thread ends.
@@ -90,6 +95,7 @@ impl Conn {
             ip: peer.ip(),
             label,
             open,
+            batch_reads: dialect != Dialect::Accounts,
         })
     }
 
@@ -120,6 +126,10 @@ impl Conn {
                 Err(ReadEnd::Deadline) => return End::LoginTimeout,
             };
             decoder.push(bytes);
+            // What this read's frames deliver to idle queues leaves from this
+            // thread once they are all handled (or after each frame, where a
+            // handler may wait), before it reads again: see `net::Batch`.
+            let batch = Batch::open();
             loop {
                 let frame = match decoder.next_message() {
                     Ok(Some(f)) => f,
@@ -131,6 +141,9 @@ impl Conn {
                 }
                 if let Err(end) = on_frame(state, frame, &mut decoder) {
                     return end;
+                }
+                if !self.batch_reads {
+                    batch.send();
                 }
             }
         }
