@@ -677,37 +677,37 @@ pub enum ReadEnd {
     Deadline,
 }
 
-/// A connection's read buffer. It starts small, since an idle chat
-/// connection reads a login and little else, and grows (to `MAX_READ`) the
-/// first time a read fills it, so busy senders still read in big batches.
+/// A connection's read buffer. An idle chat connection reads a login and
+/// little else, so it reads into a small buffer on its own stack (in a page
+/// the thread touches anyway) and holds no heap for reading; the first read
+/// that fills it moves to a heap buffer that grows (to `MAX_READ`) while
+/// reads keep filling it, so busy senders read in big batches, and is given
+/// back once a read is small again.
+#[derive(Default)]
 pub struct ReadBuf {
-    buf: Vec<u8>,
+    heap: Vec<u8>,
     filled_last: bool,
 }
 
-const FIRST_READ: usize = 512;
+/// The stack buffer of [`ReadBuf::read`]'s caller.
+pub const STACK_READ: usize = 1024;
+const FIRST_HEAP_READ: usize = 4 * 1024;
 const MAX_READ: usize = 16 * 1024;
 
-impl Default for ReadBuf {
-    fn default() -> Self {
-        ReadBuf {
-            buf: vec![0; FIRST_READ],
-            filled_last: false,
-        }
-    }
-}
-
 impl ReadBuf {
-    /// Read the next chunk from a connection, at most until `deadline` when
-    /// one is given. Interrupted reads are retried; a read timeout only
-    /// returns `Deadline` once the deadline has really passed.
-    pub fn read(
-        &mut self,
+    /// Read the next chunk from a connection, into `small` or the heap
+    /// buffer, at most until `deadline` when one is given. Interrupted
+    /// reads are retried; a read timeout only returns `Deadline` once the
+    /// deadline has really passed.
+    pub fn read<'a>(
+        &'a mut self,
+        small: &'a mut [u8; STACK_READ],
         stream: &TcpStream,
         deadline: Option<std::time::Instant>,
-    ) -> Result<&[u8], ReadEnd> {
-        if self.buf.len() < MAX_READ && self.filled_last {
-            self.buf.resize((self.buf.len() * 4).min(MAX_READ), 0);
+    ) -> Result<&'a [u8], ReadEnd> {
+        if self.filled_last {
+            let len = (self.heap.len() * 4).clamp(FIRST_HEAP_READ, MAX_READ);
+            self.heap.resize(len, 0);
         }
         loop {
             if let Some(d) = deadline {
@@ -717,11 +717,27 @@ impl ReadBuf {
                 }
                 let _ = stream.set_read_timeout(Some(left));
             }
-            match (&*stream).read(&mut self.buf) {
+            let buf: &mut [u8] = if self.heap.is_empty() {
+                &mut small[..]
+            } else {
+                &mut self.heap[..]
+            };
+            match (&*stream).read(buf) {
                 Ok(0) => return Err(ReadEnd::Eof),
                 Ok(n) => {
-                    self.filled_last = n == self.buf.len();
-                    return Ok(&self.buf[..n]);
+                    self.filled_last = n == buf.len();
+                    if !self.filled_last && n <= STACK_READ / 2 && !self.heap.is_empty() {
+                        // Quiet again: the next read goes to the stack buffer.
+                        small[..n].copy_from_slice(&self.heap[..n]);
+                        self.heap = Vec::new();
+                        return Ok(&small[..n]);
+                    }
+                    let buf: &[u8] = if self.heap.is_empty() {
+                        &small[..]
+                    } else {
+                        &self.heap[..]
+                    };
+                    return Ok(&buf[..n]);
                 }
                 Err(e)
                     if matches!(
@@ -807,5 +823,139 @@ impl SmallListener {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A connected pair: the server's end (as `Outbound` sees it) and the
+    /// client's.
+    fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        (Arc::new(server), client)
+    }
+
+    fn outbound(stream: &Arc<TcpStream>, pool: &Arc<FlushPool>, limit: usize) -> Arc<Outbound> {
+        Outbound::new(
+            stream.clone(),
+            pool,
+            limit,
+            Duration::from_secs(10),
+            "test".into(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    /// Read exactly `n` bytes, or fail the test after 10 s.
+    fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = vec![0; n];
+        s.read_exact(&mut got).expect("the bytes arrive");
+        got
+    }
+
+    #[test]
+    fn a_delivery_in_a_batch_leaves_from_the_delivering_thread() {
+        // A pool that sends nothing: whatever arrives was sent inline.
+        let pool = FlushPool::new(1).unwrap();
+        pool.stop();
+        let (server, mut client) = pair();
+        let out = outbound(&server, &pool, 1 << 20);
+        {
+            let batch = Batch::open();
+            assert!(out.enqueue(|b| b.extend_from_slice(b"one ")));
+            assert!(out.enqueue(|b| b.extend_from_slice(b"two")));
+            // Nested batches are inert: the outer one sends.
+            drop(Batch::open());
+            batch.send();
+            assert!(out.enqueue(|b| b.extend_from_slice(b" three")));
+        }
+        assert_eq!(read_n(&mut client, 13), b"one two three");
+        // The write side was given back: the next batch sends again.
+        {
+            let _batch = Batch::open();
+            assert!(out.enqueue(|b| b.extend_from_slice(b"!")));
+        }
+        assert_eq!(read_n(&mut client, 1), b"!");
+        // Without a batch the pool is asked (and, stopped, discards).
+        assert!(out.enqueue(|b| b.extend_from_slice(b"lost")));
+        client
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        assert!(client.read(&mut [0u8; 4]).is_err());
+    }
+
+    #[test]
+    fn a_batch_owes_at_most_inline_max_queues_and_the_pool_sends_the_rest() {
+        let pool = FlushPool::new(1).unwrap();
+        let ends: Vec<_> = (0..INLINE_MAX + 4).map(|_| pair()).collect();
+        let outs: Vec<_> = ends.iter().map(|(s, _)| outbound(s, &pool, 1 << 20)).collect();
+        {
+            let _batch = Batch::open();
+            for (i, out) in outs.iter().enumerate() {
+                assert!(out.enqueue(|b| b.extend_from_slice(&[i as u8; 3])));
+            }
+            pool.stop(); // the pool sends what it was given, then stops
+            // Only the queues past INLINE_MAX went to the pool...
+            for (i, (_, client)) in ends.iter().enumerate().skip(INLINE_MAX) {
+                let mut c = client.try_clone().unwrap();
+                assert_eq!(read_n(&mut c, 3), vec![i as u8; 3]);
+            }
+            // ...the others wait for the batch.
+            for (_, client) in ends.iter().take(INLINE_MAX) {
+                client.set_nonblocking(true).unwrap();
+                let e = (&*client).read(&mut [0u8; 3]).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                client.set_nonblocking(false).unwrap();
+            }
+        }
+        for (i, (_, client)) in ends.iter().enumerate().take(INLINE_MAX) {
+            let mut c = client.try_clone().unwrap();
+            assert_eq!(read_n(&mut c, 3), vec![i as u8; 3]);
+        }
+    }
+
+    #[test]
+    fn a_full_socket_never_blocks_the_batch_and_the_bytes_arrive_in_order() {
+        let pool = FlushPool::new(1).unwrap();
+        let (server, mut client) = pair();
+        bound_send_buffer(&server, 4096);
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        let out = outbound(&server, &pool, 8 << 20);
+        // Far more than the two kernel buffers hold, in numbered chunks.
+        let chunks = 2000usize;
+        let chunk = |i: usize| format!("{i:07}|").repeat(16).into_bytes();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let out2 = out.clone();
+        let sender = thread::spawn(move || {
+            let batch = Batch::open();
+            for i in 0..chunks / 2 {
+                out2.enqueue(|b| b.extend_from_slice(&chunk(i)));
+            }
+            let t = Instant::now();
+            drop(batch);
+            done_tx.send(t.elapsed()).unwrap();
+            // Appended while the backlog writer owns the write side.
+            for i in chunks / 2..chunks {
+                out2.enqueue(|b| b.extend_from_slice(&chunk(i)));
+            }
+        });
+        // The batch's send returns although nobody reads yet.
+        let took = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the batch's send did not block on a full socket");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        sender.join().unwrap();
+        let want: Vec<u8> = (0..chunks).flat_map(chunk).collect();
+        assert_eq!(read_n(&mut client, want.len()), want);
+        pool.stop();
     }
 }

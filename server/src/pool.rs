@@ -6,11 +6,11 @@
 //! acceptor's path, serially, which is what bounded a burst of logins. The
 //! pool keeps up to `spare` threads parked and ready: the acceptor hands a
 //! connection to one with an unpark, and a background thread (`cw-spawn`)
-//! starts new ones while fewer than `spare` wait. A thread whose connection
-//! ended parks again if fewer than `spare` wait (so a churn of connections
-//! creates no threads at all), and exits otherwise. When none is parked the
-//! acceptor starts a thread itself, as before: the pool never queues a
-//! connection behind another.
+//! starts new ones once fewer than half of `spare` wait, until `spare` do.
+//! A thread whose connection ended parks again if fewer than `spare` wait
+//! (so a churn of connections creates no threads at all), and exits
+//! otherwise. When none is parked the acceptor starts a thread itself, as
+//! before: the pool never queues a connection behind another.
 //!
 //! A parked thread gives its stack pages back first (`madvise`), so it costs
 //! what a fresh one does (two touched pages) whatever its last connection
@@ -42,7 +42,7 @@ struct Idle {
 
 struct Inner {
     idle: Mutex<Idle>,
-    /// Signalled when `idle` falls below `spare` or the pool stops.
+    /// Signalled when fewer than half the spares are parked, or the pool stops.
     low: Condvar,
     spare: usize,
     stopping: AtomicBool,
@@ -103,7 +103,7 @@ impl ConnPool {
         let slot = {
             let mut idle = self.inner.idle.lock();
             let slot = idle.parked.pop();
-            if idle.parked.len() + idle.coming < self.inner.spare {
+            if idle.parked.len() + idle.coming < self.inner.spare.div_ceil(2) {
                 self.inner.low.notify_one();
             }
             slot
@@ -152,14 +152,29 @@ impl Drop for ConnPool {
     }
 }
 
-/// `cw-spawn`: keep `spare` threads parked.
+/// `cw-spawn`: once fewer than half the spares are parked (or coming),
+/// start threads until `spare` are. Waiting for half leaves the threads of
+/// short connections the time to come back and park: a churn of fewer
+/// connections at once than half the spares starts no thread at all.
 fn refill(inner: &Arc<Inner>) {
+    let low = inner.spare.div_ceil(2);
+    let mut filling = true;
     loop {
         {
             let mut idle = inner.idle.lock();
-            while idle.parked.len() + idle.coming >= inner.spare
-                && !inner.stopping.load(Ordering::Acquire)
-            {
+            loop {
+                if inner.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                let have = idle.parked.len() + idle.coming;
+                if have >= inner.spare {
+                    filling = false;
+                } else if have < low {
+                    filling = true;
+                }
+                if filling {
+                    break;
+                }
                 inner.low.wait(&mut idle);
             }
             idle.coming += 1;
@@ -253,22 +268,43 @@ fn set_thread_name(name: &str) {
     unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
 }
 
+/// Give back the calling thread's stack pages below the caller's frame,
+/// if it is a pool thread and any were touched (see `stack`). Cheap when
+/// none were: one read of the page below, no system call.
+pub fn release_stack() {
+    stack::STACK_LOW.with(|low| {
+        if let Some(s) = stack::Stack::from_low(low.get()) {
+            s.release_unused();
+        }
+    });
+}
+
 pub mod stack {
     //! Giving back the stack pages a thread touched and no longer uses.
 
-    /// The calling thread's stack: its lowest usable address (above the
-    /// guard page).
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The lowest usable address of this pool thread's stack (0: unknown).
+        pub(super) static STACK_LOW: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// A thread's stack: its lowest usable address (above the guard page).
     pub struct Stack {
         low: usize,
     }
 
     const PAGE: usize = 4096;
+    /// What may lie below the deepest frame while it calls madvise(2): the
+    /// call's return address and the wrapper's own use of the red zone.
+    const MARGIN: usize = 512;
 
     impl Stack {
+        /// The calling thread's stack, remembered for [`super::release_stack`].
         pub fn current() -> Option<Stack> {
             // SAFETY: pthread_getattr_np fills the attribute object we pass
             // (destroyed below); pthread_attr_getstack reads it.
-            unsafe {
+            let low = unsafe {
                 let mut attr: libc::pthread_attr_t = std::mem::zeroed();
                 if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
                     return None;
@@ -277,29 +313,188 @@ pub mod stack {
                 let mut size = 0;
                 let ok = libc::pthread_attr_getstack(&attr, &mut addr, &mut size) == 0;
                 libc::pthread_attr_destroy(&mut attr);
-                ok.then_some(Stack { low: addr as usize })
-            }
+                if !ok {
+                    return None;
+                }
+                addr as usize
+            };
+            STACK_LOW.with(|l| l.set(low));
+            Some(Stack { low })
         }
 
-        /// Give back every page more than one page below the caller's frame:
-        /// they hold nothing live (the stack grows down, and this frame is
-        /// the deepest one), so the next use finds them zeroed, and until
-        /// then they cost no memory.
+        /// Its lowest usable address.
+        pub fn low(&self) -> usize {
+            self.low
+        }
+
+        pub(super) fn from_low(low: usize) -> Option<Stack> {
+            (low != 0).then_some(Stack { low })
+        }
+
+        /// Give back every page wholly below the caller's frame: they hold
+        /// nothing live (the stack grows down, and this frame is the
+        /// deepest), so until they are used again they cost no memory. The
+        /// stack is used from the top down without gaps, so when the page
+        /// just below holds only zeros, nothing below was touched since the
+        /// last release and there is nothing to give back.
         #[inline(never)]
         pub fn release_unused(&self) {
             let here = 0u8;
             let sp = std::hint::black_box(&here) as *const u8 as usize;
-            let end = (sp.saturating_sub(PAGE)) & !(PAGE - 1);
+            let end = sp.saturating_sub(MARGIN) & !(PAGE - 1);
             if end <= self.low {
                 return;
             }
+            let below = (end - PAGE) as *const u64;
+            // SAFETY: the page [end - PAGE, end) is inside this thread's
+            // stack, above its guard page (end - PAGE >= low), and nothing
+            // else writes this thread's stack; reading a page never touched
+            // maps the shared zero page, which costs no memory.
+            let touched = (0..PAGE / 8).any(|i| unsafe { below.add(i).read_volatile() } != 0);
+            if !touched {
+                return;
+            }
             // SAFETY: [low, end) lies inside this thread's own stack, below
-            // every live frame (at least a page below this one, and nothing
+            // every live frame (at least MARGIN below this one, and nothing
             // runs on this stack while the call lasts); MADV_DONTNEED on
             // private anonymous memory only drops the pages' contents.
             unsafe {
                 libc::madvise(self.low as *mut libc::c_void, end - self.low, libc::MADV_DONTNEED);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Barrier;
+    use std::time::{Duration, Instant};
+
+    fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(Instant::now() < deadline, "timed out waiting: {what}");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn the_spares_start_in_the_background_and_serve_one_connection_each() {
+        let pool = ConnPool::new(4).unwrap();
+        wait_until("4 parked", || pool.idle() == 4);
+        assert_eq!(pool.started(), 4);
+        // Four connections at once take the four parked threads.
+        let barrier = Arc::new(Barrier::new(5));
+        for _ in 0..4 {
+            let b = barrier.clone();
+            pool.run("cw-test", move || {
+                b.wait();
+            })
+            .unwrap();
+        }
+        barrier.wait();
+        pool.stop();
+    }
+
+    #[test]
+    fn a_churn_of_connections_starts_no_threads() {
+        let pool = ConnPool::new(2).unwrap();
+        wait_until("2 parked", || pool.idle() == 2);
+        for _ in 0..50 {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            pool.run("cw-test", move || tx.send(()).unwrap()).unwrap();
+            rx.recv_timeout(Duration::from_secs(10)).unwrap();
+            wait_until("the thread parks again", || pool.idle() == 2);
+        }
+        assert_eq!(pool.started(), 2, "threads were reused");
+        pool.stop();
+    }
+
+    #[test]
+    fn a_burst_past_the_spares_gets_a_thread_each_and_the_extra_ones_exit() {
+        let pool = ConnPool::new(1).unwrap();
+        wait_until("1 parked", || pool.idle() == 1);
+        // Ten connections at once, each holding its thread until all run.
+        let barrier = Arc::new(Barrier::new(11));
+        for _ in 0..10 {
+            let b = barrier.clone();
+            pool.run("cw-test", move || {
+                b.wait();
+            })
+            .unwrap();
+        }
+        barrier.wait();
+        wait_until("back to one parked", || pool.idle() == 1);
+        assert!(pool.started() >= 10);
+        let threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .filter(|t| {
+                    let comm = t.as_ref().unwrap().path().join("comm");
+                    std::fs::read_to_string(comm).is_ok_and(|c| c.trim() == IDLE_NAME)
+                })
+                .count()
+        };
+        // The nine extra threads end instead of parking (other tests' pools
+        // may have threads of the same name: count only a drop).
+        wait_until("the extra threads exit", || threads() < 10);
+        pool.stop();
+    }
+
+    /// The resident size of the mapping that holds `addr` (/proc/self/smaps).
+    fn rss_kib_of_mapping(addr: usize) -> u64 {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+        let mut inside = false;
+        for line in smaps.lines() {
+            let first = line.split_whitespace().next().unwrap_or("");
+            if let Some((a, b)) = first.split_once('-') {
+                if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+                {
+                    inside = a <= addr && addr < b;
+                    continue;
+                }
+            }
+            if inside {
+                if let Some(v) = line.strip_prefix("Rss:") {
+                    return v.trim().trim_end_matches("kB").trim().parse().unwrap();
+                }
+            }
+        }
+        panic!("no mapping holds {addr:#x}");
+    }
+
+    #[inline(never)]
+    fn deep(n: usize) -> u64 {
+        let mut a = [0u8; 1024];
+        a[n % 1024] = n as u8;
+        let a = std::hint::black_box(a);
+        if n == 0 {
+            a[0] as u64
+        } else {
+            deep(n - 1) + a[7] as u64
+        }
+    }
+
+    #[test]
+    fn a_parked_thread_gives_back_the_stack_its_connection_touched() {
+        let pool = ConnPool::new(1).unwrap();
+        wait_until("1 parked", || pool.idle() == 1);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        pool.run("cw-test", move || {
+            // Tens of KiB of stack, as a deep request could touch.
+            std::hint::black_box(deep(32));
+            let low = stack::Stack::current().unwrap().low();
+            tx.send((low, rss_kib_of_mapping(low))).unwrap();
+        })
+        .unwrap();
+        let (low, busy) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(busy >= 32, "the job touched its stack: {busy} KiB");
+        wait_until("parked again", || pool.idle() == 1);
+        // Parked: the top pages (thread control block, the parked frames)
+        // and nothing of what the job touched below.
+        let parked = rss_kib_of_mapping(low);
+        assert!(parked <= 12, "{parked} KiB still resident");
+        pool.stop();
     }
 }

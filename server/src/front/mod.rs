@@ -18,7 +18,7 @@ use chinwag_proto::{Decode, Decoder, Redact};
 
 use crate::hub::Dialect;
 use crate::metrics::{DropReason, Metrics};
-use crate::net::{Batch, Outbound, ReadBuf, ReadEnd};
+use crate::net::{Batch, Outbound, ReadBuf, ReadEnd, STACK_READ};
 use crate::Shared;
 
 /// The smallest outbound queue, whatever the send buffer takes of the budget.
@@ -114,12 +114,21 @@ impl Conn {
     ) -> End {
         let mut decoder = Decoder::<T>::new();
         let mut rbuf = ReadBuf::default();
+        let mut small = [0u8; STACK_READ];
+        let mut logging_in = true;
         loop {
             let limit = deadline(state);
             if limit.is_none() {
+                if logging_in {
+                    // Logged in: most connections now wait for a long time.
+                    // Give back the stack pages the login touched (names
+                    // policy, hub) below this frame.
+                    logging_in = false;
+                    crate::pool::release_stack();
+                }
                 self.out.throttle(shared.cfg.write_timeout());
             }
-            let bytes = match rbuf.read(&self.stream, limit) {
+            let bytes = match rbuf.read(&mut small, &self.stream, limit) {
                 Ok(bytes) => bytes,
                 Err(ReadEnd::Eof) => return End::Eof,
                 Err(ReadEnd::Io(e)) => return End::Io(e),
