@@ -204,7 +204,8 @@ fn rooms_login_create_list_join_talk_invite_and_leave() {
     says(&mut bob, "/leave", "back in the public room");
     // Seed 003 §2.2: a private room down to one member closes, and that
     // member is told and moved back to the public room.
-    ann.exp_string("den closed with you its last member").unwrap();
+    ann.exp_string("den closed with you its last member")
+        .unwrap();
     says(&mut ann, "/create den", "created den");
     says(&mut ann, "/invite bob", "invited bob");
     bob.exp_string("ann invites you into den").unwrap();

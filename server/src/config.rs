@@ -63,7 +63,8 @@ pub struct Config {
     pub flush_threads: usize,
     /// Connection threads kept started and parked, ready for new
     /// connections (each costs two stack pages and a kernel stack); a
-    /// thread whose connection ended waits here for the next one.
+    /// thread whose connection ended waits here for the next one. At most
+    /// `max_connections` are kept.
     pub spare_threads: usize,
     /// Unix socket for `chinwagctl` (created mode 0600). Empty: next to the
     /// database, `<db_path>.sock` (none for ":memory:"); "off": no socket.
@@ -218,12 +219,7 @@ impl Config {
                 1_000_000,
             ),
             ("flush_threads", self.flush_threads as u64, 1, 256),
-            (
-                "spare_threads",
-                self.spare_threads as u64,
-                0,
-                (self.max_connections as u64).min(100_000),
-            ),
+            ("spare_threads", self.spare_threads as u64, 0, 100_000),
             (
                 "rooms_idle_timeout_ms",
                 self.rooms_idle_timeout_ms,

@@ -107,7 +107,7 @@ impl Server {
             }
         };
         let flush = FlushPool::new(cfg.flush_threads)?;
-        let conn_threads = ConnPool::new(cfg.spare_threads)?;
+        let conn_threads = ConnPool::new(cfg.spare_threads.min(cfg.max_connections))?;
         let admin = Arc::new(admin::Admin {
             hub: hub.clone(),
             store: store.clone(),

@@ -895,14 +895,17 @@ mod tests {
     fn a_batch_owes_at_most_inline_max_queues_and_the_pool_sends_the_rest() {
         let pool = FlushPool::new(1).unwrap();
         let ends: Vec<_> = (0..INLINE_MAX + 4).map(|_| pair()).collect();
-        let outs: Vec<_> = ends.iter().map(|(s, _)| outbound(s, &pool, 1 << 20)).collect();
+        let outs: Vec<_> = ends
+            .iter()
+            .map(|(s, _)| outbound(s, &pool, 1 << 20))
+            .collect();
         {
             let _batch = Batch::open();
             for (i, out) in outs.iter().enumerate() {
                 assert!(out.enqueue(|b| b.extend_from_slice(&[i as u8; 3])));
             }
             pool.stop(); // the pool sends what it was given, then stops
-            // Only the queues past INLINE_MAX went to the pool...
+                         // Only the queues past INLINE_MAX went to the pool...
             for (i, (_, client)) in ends.iter().enumerate().skip(INLINE_MAX) {
                 let mut c = client.try_clone().unwrap();
                 assert_eq!(read_n(&mut c, 3), vec![i as u8; 3]);

@@ -92,7 +92,11 @@ impl ConnPool {
     /// Run `job` (a connection's whole life) on a thread of its own: a
     /// parked one if there is one, else a new one. `name` is what the
     /// kernel calls the thread meanwhile (`ps -L`, `top -H`).
-    pub fn run(&self, name: &'static str, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    pub fn run(
+        &self,
+        name: &'static str,
+        job: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
         let job: Job = Box::new(move || {
             set_thread_name(name);
             job();
@@ -359,7 +363,11 @@ pub mod stack {
             // runs on this stack while the call lasts); MADV_DONTNEED on
             // private anonymous memory only drops the pages' contents.
             unsafe {
-                libc::madvise(self.low as *mut libc::c_void, end - self.low, libc::MADV_DONTNEED);
+                libc::madvise(
+                    self.low as *mut libc::c_void,
+                    end - self.low,
+                    libc::MADV_DONTNEED,
+                );
             }
         }
     }
