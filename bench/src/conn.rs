@@ -189,6 +189,111 @@ pub fn login_all(
     Ok(LoginResult { conns, elapsed })
 }
 
+pub struct ChurnOutcome {
+    pub cycles: u64,
+    pub elapsed: Duration,
+    /// From connect to LOGIN_ACCEPTED.
+    pub latency: crate::hist::Hist,
+}
+
+/// Connections that log in and close at once, `window` of them under way
+/// at any time, for `run`: each one connects, sends LOGIN with a fresh
+/// name (`{prefix}-{n}`), waits for LOGIN_ACCEPTED and closes. Any refusal
+/// or error fails the run.
+pub fn churn(
+    addr: SocketAddr,
+    prefix: &str,
+    window: usize,
+    run: Duration,
+) -> Result<ChurnOutcome, String> {
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 4096];
+    let window = window.max(1);
+    // Slot i holds the connection under way and when it started.
+    let mut slots: Vec<Option<(Conn, Instant)>> = (0..window).map(|_| None).collect();
+    let mut next_name = 0u64;
+    let mut out = ChurnOutcome {
+        cycles: 0,
+        elapsed: Duration::ZERO,
+        latency: crate::hist::Hist::default(),
+    };
+    let t0 = Instant::now();
+    let stop_at = t0 + run;
+    let mut open = |slot: &mut Option<(Conn, Instant)>,
+                    i: usize,
+                    poll: &mut Poll,
+                    next_name: &mut u64|
+     -> Result<(), String> {
+        let name = format!("{prefix}-{next_name}");
+        *next_name += 1;
+        let started = Instant::now();
+        let mut c = Conn::connect(addr, name).map_err(|e| format!("connect: {e}"))?;
+        poll.registry()
+            .register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| format!("register: {e}"))?;
+        Command::Login {
+            login: c.name.clone(),
+        }
+        .encode(&mut c.out);
+        c.flush().map_err(|e| format!("login: {e}"))?;
+        *slot = Some((c, started));
+        Ok(())
+    };
+    for (i, slot) in slots.iter_mut().enumerate() {
+        open(slot, i, &mut poll, &mut next_name)?;
+    }
+    let mut live = window;
+    while live > 0 {
+        if Instant::now() > stop_at + Duration::from_secs(30) {
+            return Err("churn: connections still waiting 30 s after the end".into());
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some((c, started)) = slots[i].as_mut() else {
+                continue;
+            };
+            if ev.is_writable() && c.pending() > 0 {
+                c.flush().map_err(|e| format!("login: {e}"))?;
+            }
+            if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                continue;
+            }
+            let mut verdict = None;
+            let open_now = c
+                .pump(&mut buf, |cmd, _| match cmd {
+                    Command::LoginAccepted if verdict.is_none() => verdict = Some(true),
+                    Command::LoginRefused if verdict.is_none() => verdict = Some(false),
+                    _ => {}
+                })
+                .map_err(|e| format!("churn {}: {e}", c.name))?;
+            match verdict {
+                Some(true) => {
+                    out.latency.record(started.elapsed().as_nanos() as u64);
+                    out.cycles += 1;
+                    let (mut c, _) = slots[i].take().expect("slot in use");
+                    let _ = poll.registry().deregister(&mut c.sock);
+                    drop(c);
+                    if Instant::now() < stop_at {
+                        open(&mut slots[i], i, &mut poll, &mut next_name)?;
+                    } else {
+                        live -= 1;
+                    }
+                }
+                Some(false) => return Err(format!("churn: login {:?} refused", c.name)),
+                None if !open_now => {
+                    return Err(format!("churn: server closed {:?} before answering", c.name))
+                }
+                None => {}
+            }
+        }
+    }
+    out.elapsed = t0.elapsed();
+    Ok(out)
+}
+
 /// The 64-byte message text: 20 digits of nanoseconds since the run's base
 /// instant (the send time), then a tag, then padding.
 pub fn make_text(out: &mut [u8; 64], nanos: u64, tag: u32) {

@@ -5,10 +5,12 @@ mod accounts;
 mod conn;
 mod engine;
 mod hist;
+mod refs;
 mod relay;
 mod report;
 mod server;
 mod slow;
+mod table;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use engine::{Kind, Mode, Plan};
-use report::{Goal, Report, Unit};
+use report::{Goal, Meta, Report, Unit};
 use server::{ProcStats, Spec, Target};
 
 const HELP: &str = "\
@@ -370,23 +372,39 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             }
         );
     }
+    let meta = Meta::here();
+    let mut out = match args.get::<PathBuf>("out")? {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| format!("--out {}: {e}", p.display()))?,
+        ),
+        None => None,
+    };
     let mut reports = Vec::new();
     for (name, job) in todo {
         let r = match job(&ctx) {
             Ok(r) => r,
             Err(e) => Report::failed(name, e),
         };
+        let line = r.json(&meta);
         if json_only {
-            println!("{}", r.json());
+            println!("{line}");
         } else {
             print!("{}", r.table());
+        }
+        if let Some(f) = out.as_mut() {
+            use std::io::Write as _;
+            writeln!(f, "{line}").map_err(|e| format!("--out: {e}"))?;
         }
         reports.push(r);
     }
     if !json_only {
         println!();
         for r in &reports {
-            println!("{}", r.json());
+            println!("{}", r.json(&meta));
         }
     }
     Ok(reports)
@@ -406,13 +424,13 @@ fn relay_opts(args: &Args, quick: bool) -> Result<relay::RelayOpts, String> {
     })
 }
 
-/// Server resource readings over an interval.
+/// Server resource readings over an interval: CPU of the server, of the
+/// bench and of everything else; and the server's peak RSS and threads
+/// over the whole workload so far (logins included).
 struct Meter {
     t0: Instant,
     server0: Option<ProcStats>,
     self0: Duration,
-    pid: Option<u32>,
-    peak: Option<ProcStats>,
     machine0: Option<Duration>,
 }
 
@@ -422,21 +440,10 @@ impl Meter {
             t0: Instant::now(),
             server0: t.stats(),
             self0: server::self_cpu(),
-            pid: t.pid,
-            peak: None,
             machine0: server::machine_busy(),
         }
     }
-    /// Track the server's peak RSS and thread count while the load runs.
-    fn sample(&mut self) {
-        if let Some(s) = self.pid.and_then(server::proc_stats) {
-            let p = self.peak.get_or_insert(s);
-            p.rss_kib = p.rss_kib.max(s.rss_kib);
-            p.threads = p.threads.max(s.threads);
-        }
-    }
-    /// Adds server and bench CPU (in % of one core) and the server's RSS/threads.
-    fn finish(&self, t: &Target, r: &mut Report) {
+    fn finish(self, t: &Target, r: &mut Report) {
         let wall = self.t0.elapsed().as_secs_f64().max(1e-9);
         let now = t.stats();
         if let (Some(a), Some(b)) = (self.server0, now) {
@@ -474,22 +481,28 @@ impl Meter {
                 None,
             );
         }
-        if let Some(p) = self.peak {
-            r.fig(
-                "server_peak_rss_mib",
-                "server peak RSS during load",
-                p.rss_kib as f64 / 1024.0,
-                Unit::MiB,
-                None,
-            );
-            r.fig(
-                "server_peak_threads",
-                "server peak threads during load",
-                p.threads as f64,
-                Unit::Count,
-                None,
-            );
-        }
+        peak_figures(t, r);
+    }
+}
+
+/// The server's peak RSS and threads over the workload so far.
+fn peak_figures(t: &Target, r: &mut Report) {
+    if let Some(p) = t.peak() {
+        r.fig(
+            "server_peak_rss_mib",
+            "server peak RSS during the workload",
+            p.rss_kib as f64 / 1024.0,
+            Unit::MiB,
+            None,
+        );
+        r.fig(
+            "server_peak_threads",
+            "server peak threads during the workload",
+            p.threads as f64,
+            Unit::Count,
+            None,
+        );
+        r.row("server_peak_rss_mib", None);
     }
 }
 
@@ -538,8 +551,8 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
         drain: ctx.drain,
         threads: ctx.threads,
     };
-    let mut meter = Meter::start(&target);
-    let out = engine::run(&plan, login.conns, || meter.sample());
+    let meter = Meter::start(&target);
+    let out = engine::run(&plan, login.conns, || {});
     let default_targets = !ctx.quick && p.senders == 10;
     let (rate_goal, p99_goal, pct_goal) = match (p.mode, p.clients) {
         (Mode::Saturation { .. }, 1000) if default_targets => {
@@ -815,8 +828,8 @@ fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
         drain: ctx.drain,
         threads: ctx.threads,
     };
-    let mut meter = Meter::start(&target);
-    let out = engine::run(&plan, login.conns, || meter.sample());
+    let meter = Meter::start(&target);
+    let out = engine::run(&plan, login.conns, || {});
     let goal = (!ctx.quick && p.clients == 1000).then_some(Goal::AtLeast(7.0e5));
     r.fig(
         "login_s",
@@ -964,8 +977,7 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
         &format!("rb{}", ctx.run_id),
         deadline,
     )?;
-    let mut meter = Meter::start(&target);
-    meter.sample();
+    let meter = Meter::start(&target);
     let via = relay::measure(pa, pb, o).map_err(|e| format!("relay: {e}"))?;
     meter.finish(&target, &mut r);
     let (da, db) = relay::direct().map_err(|e| format!("direct loopback: {e}"))?;
@@ -1061,18 +1073,60 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
     Ok(r)
 }
 
+/// The stack size of chinwagd's connection threads (`net::CONN_STACK`):
+/// how their stacks are told apart in /proc/PID/smaps.
+const CONN_STACK_KIB: u64 = 128;
+
+/// Wait until the server's thread count stops moving (its spare connection
+/// threads started), at most `limit`.
+fn settle_threads(t: &Target, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut last = t.stats().map_or(0, |s| s.threads);
+    let mut stable_since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = t.stats().map_or(0, |s| s.threads);
+        if now != last {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= Duration::from_millis(200) {
+            return;
+        }
+    }
+}
+
 fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
     let mut r = Report::new("idle");
     ctx.check_fds(n)?;
     r.param("clients", n);
     r.param("login_window", ctx.login_window);
+    let deadline = || Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    // The reference, in this run: the same logins against a one-thread
+    // server that only accepts, reads the LOGIN and answers.
+    let bare = refs::BareLoginServer::start().map_err(|e| format!("bare server: {e}"))?;
+    let reference = conn::login_all(bare.addr(), ctx.names("b", n), ctx.login_window, deadline())?;
+    drop(reference.conns);
+    drop(bare);
     let mut target = ctx.spec.start()?;
+    settle_threads(&target, Duration::from_secs(5));
     let before = target.stats();
-    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
-    let login = conn::login_all(target.addr, ctx.names("i", n), ctx.login_window, deadline)?;
-    // Let the server settle (threads parked, allocator quiet) before reading.
-    std::thread::sleep(Duration::from_millis(if ctx.quick { 200 } else { 1000 }));
+    let split0 = target.pid.and_then(|p| server::mem_split(p, CONN_STACK_KIB));
+    let (kstack0, slab0, tcp0) = (
+        server::meminfo_kib("KernelStack"),
+        server::meminfo_kib("Slab"),
+        server::tcp_socket_kib(),
+    );
+    let meter = Meter::start(&target);
+    let login = conn::login_all(target.addr, ctx.names("i", n), ctx.login_window, deadline())?;
+    // Let the server settle (spare threads refilled, allocator quiet) before reading.
+    settle_threads(&target, Duration::from_secs(if ctx.quick { 2 } else { 5 }));
     let after = target.stats();
+    let split1 = target.pid.and_then(|p| server::mem_split(p, CONN_STACK_KIB));
+    let (kstack1, slab1, tcp1) = (
+        server::meminfo_kib("KernelStack"),
+        server::meminfo_kib("Slab"),
+        server::tcp_socket_kib(),
+    );
     let full = !ctx.quick && n == 10_000;
     r.fig(
         "login_s",
@@ -1082,19 +1136,28 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
         full.then_some(Goal::AtMost(0.5)),
     );
     r.fig(
+        "ref_login_s",
+        "reference: the same logins, one-thread bare server",
+        reference.elapsed.as_secs_f64(),
+        Unit::Secs,
+        None,
+    );
+    r.row("login_s", Some("ref_login_s"));
+    r.fig(
         "logins_per_s",
         "logins per second",
         n as f64 / login.elapsed.as_secs_f64().max(1e-9),
         Unit::PerSec,
         None,
     );
-    if let Some(a) = after {
+    let per = |kib: u64| kib as f64 / n.max(1) as f64;
+    if let (Some(a), Some(b)) = (after, before) {
         r.fig(
             "server_rss_mib",
             "server RSS with all logged in",
             a.rss_kib as f64 / 1024.0,
             Unit::MiB,
-            full.then_some(Goal::AtMost(80.0)),
+            None,
         );
         r.fig(
             "server_threads",
@@ -1103,27 +1166,92 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
             Unit::Count,
             None,
         );
-        if let Some(b) = before {
-            let per = (a.rss_kib.saturating_sub(b.rss_kib)) as f64 / n.max(1) as f64;
-            r.fig(
-                "rss_per_conn_kib",
-                "RSS per connection (KiB)",
-                per,
-                Unit::Count,
-                None,
-            );
-            r.fig(
-                "server_rss_start_mib",
-                "server RSS before logins",
-                b.rss_kib as f64 / 1024.0,
-                Unit::MiB,
-                None,
-            );
-        }
+        r.fig(
+            "server_rss_start_mib",
+            "server RSS before logins (spare threads started)",
+            b.rss_kib as f64 / 1024.0,
+            Unit::MiB,
+            None,
+        );
+        r.fig(
+            "rss_per_conn_kib",
+            "server RSS per connection (KiB)",
+            per(a.rss_kib.saturating_sub(b.rss_kib)),
+            Unit::Count,
+            full.then_some(Goal::AtMost(8.0)),
+        );
+        r.row("rss_per_conn_kib", None);
     } else {
         r.notes
             .push("no server pid: RSS and threads unknown (pass --pid)".into());
     }
+    if let (Some(a), Some(b)) = (&split1, &split0) {
+        r.fig(
+            "stack_per_conn_kib",
+            "of which thread stacks (resident KiB per connection)",
+            per(a.stack_kib.saturating_sub(b.stack_kib)),
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "stack_pages_per_thread",
+            "resident stack pages per connection thread",
+            a.stack_kib as f64 / 4.0 / a.stacks.max(1) as f64,
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "heap_per_conn_kib",
+            "of which heap and other anonymous memory (KiB per connection)",
+            per(a.other_anon_kib.saturating_sub(b.other_anon_kib)),
+            Unit::Count,
+            None,
+        );
+        r.row("stack_per_conn_kib", None);
+        r.row("heap_per_conn_kib", None);
+        r.fig(
+            "conn_stacks",
+            "connection-thread stacks (connections and spares)",
+            a.stacks as f64,
+            Unit::Count,
+            None,
+        );
+    }
+    if let (Some(a), Some(b)) = (kstack1, kstack0) {
+        r.fig(
+            "kernel_stack_per_conn_kib",
+            "outside RSS: kernel stacks (KiB per connection, system-wide delta)",
+            per(a.saturating_sub(b)),
+            Unit::Count,
+            None,
+        );
+        r.row("kernel_stack_per_conn_kib", None);
+    }
+    if let (Some(a), Some(b)) = (slab1, slab0) {
+        r.fig(
+            "slab_per_conn_kib",
+            "outside RSS: kernel slab (KiB per connection, system-wide, both socket ends)",
+            per(a.saturating_sub(b)),
+            Unit::Count,
+            None,
+        );
+        r.row("slab_per_conn_kib", None);
+    }
+    if let (Some(a), Some(b)) = (tcp1, tcp0) {
+        r.fig(
+            "tcp_buffers_per_conn_kib",
+            "outside RSS: TCP buffers in use (KiB per connection, system-wide)",
+            per(a.saturating_sub(b)),
+            Unit::Count,
+            None,
+        );
+    }
+    meter.finish(&target, &mut r);
+    r.notes.push(
+        "RSS per connection = (RSS with all logged in - RSS before, spare threads already started) / clients; \
+         kernel figures are system-wide deltas over the same interval (other processes move them too)"
+            .into(),
+    );
     let conns = login.conns;
     let t = Instant::now();
     drop(conns);
@@ -1132,6 +1260,165 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
         t.elapsed().as_secs_f64()
     ));
     target.stop();
+    Ok(r)
+}
+
+/// `p2p-paced`: every client sends to its partner at `per_client` messages
+/// a second: the latency at light load, beside the one-way latency of a
+/// direct loopback TCP message between two threads measured in this run.
+fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result<Report, String> {
+    let mut r = Report::new("p2p-paced");
+    if clients < 2 || clients & 1 != 0 {
+        return Err("p2p needs an even number of clients, at least 2".into());
+    }
+    ctx.check_fds(clients)?;
+    r.param("clients", clients);
+    r.param("rate_per_client", per_client);
+    r.param("seconds", seconds);
+    let mut target = ctx.spec.start()?;
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    let login = conn::login_all(target.addr, ctx.names("q", clients), ctx.login_window, deadline)?;
+    let reference = refs::one_way_latency(if ctx.quick { 300 } else { 3000 }, Duration::from_micros(500))
+        .map_err(|e| format!("reference: {e}"))?;
+    let plan = Plan {
+        kind: Kind::P2p,
+        mode: Mode::Paced {
+            rate: per_client * clients as f64,
+        },
+        senders: (0..clients).collect(),
+        send_for: Duration::from_secs_f64(seconds),
+        cap: None,
+        drain: ctx.drain,
+        threads: ctx.threads,
+    };
+    let meter = Meter::start(&target);
+    let out = engine::run(&plan, login.conns, || {});
+    let us = |ns: u64| ns as f64 / 1e3;
+    let full = !ctx.quick;
+    let p50 = us(out.hist.quantile(0.5));
+    let ref50 = us(reference.quantile(0.5));
+    r.fig("p50_us", "latency p50", p50, Unit::Us, None);
+    r.fig(
+        "p99_us",
+        "latency p99",
+        us(out.hist.quantile(0.99)),
+        Unit::Us,
+        full.then_some(Goal::AtMost(1000.0)),
+    );
+    r.fig("max_us", "latency max", us(out.hist.max()), Unit::Us, None);
+    r.fig(
+        "ref_one_way_p50_us",
+        "reference: direct loopback one-way p50",
+        ref50,
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "ref_one_way_p99_us",
+        "reference: direct loopback one-way p99",
+        us(reference.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "p50_vs_ref",
+        "p50 / reference p50 (times)",
+        p50 / ref50.max(1e-9),
+        Unit::Count,
+        full.then_some(Goal::AtMost(2.0)),
+    );
+    r.row("p50_us", Some("ref_one_way_p50_us"));
+    r.row("p50_vs_ref", None);
+    r.row("p99_us", Some("ref_one_way_p99_us"));
+    let pct = if out.expected == 0 {
+        0.0
+    } else {
+        out.delivered as f64 * 100.0 / out.expected as f64
+    };
+    r.fig("delivered_pct", "delivered (% of owed)", pct, Unit::Pct, None);
+    r.fig(
+        "deliveries_per_s",
+        "deliveries per second",
+        out.delivered as f64 / out.active.as_secs_f64().max(1e-9),
+        Unit::PerSec,
+        None,
+    );
+    if out.lag.count() > 0 {
+        r.fig(
+            "send_lag_p99_us",
+            "sender lag behind schedule p99",
+            us(out.lag.quantile(0.99)),
+            Unit::Us,
+            None,
+        );
+    }
+    meter.finish(&target, &mut r);
+    r.notes.push(
+        "reference: two threads, a 64-byte message every 500 µs, the receiver blocked in read; \
+         chinwagd's path has two such hops (bench -> server thread -> bench)"
+            .into(),
+    );
+    target.stop();
+    check_engine(ctx, &mut r, &out);
+    Ok(r)
+}
+
+/// `churn`: connections that log in and leave, `window` at a time, for
+/// `seconds`; run with the server's spare threads and without (a thread
+/// created per connection), in the same run.
+fn churn_wl(ctx: &Ctx, window: usize, seconds: f64) -> Result<Report, String> {
+    let mut r = Report::new("churn");
+    r.param("window", window);
+    r.param("seconds", seconds);
+    let mut rates = [0.0f64; 2];
+    for (i, spare) in [None, Some("0")].into_iter().enumerate() {
+        let flags = spare.map_or(Vec::new(), |s| vec!["--spare-threads".to_string(), s.into()]);
+        let mut target = ctx.spec.start_with(server::Start {
+            flags,
+            ..Default::default()
+        })?;
+        settle_threads(&target, Duration::from_secs(5));
+        let before = target.stats();
+        let out = conn::churn(
+            target.addr,
+            &format!("c{}{i}", ctx.run_id),
+            window,
+            Duration::from_secs_f64(seconds),
+        )?;
+        let after = target.stats();
+        let per_s = out.cycles as f64 / out.elapsed.as_secs_f64().max(1e-9);
+        rates[i] = per_s;
+        let us = |ns: u64| ns as f64 / 1e3;
+        let cpu_us = match (before, after) {
+            (Some(b), Some(a)) => {
+                a.cpu.saturating_sub(b.cpu).as_secs_f64() * 1e6 / out.cycles.max(1) as f64
+            }
+            _ => 0.0,
+        };
+        if i == 0 {
+            r.fig("cycles_per_s", "connect-login-close cycles per second", per_s, Unit::PerSec, None);
+            r.fig("login_p50_us", "connect to LOGIN_ACCEPTED p50", us(out.latency.quantile(0.5)), Unit::Us, None);
+            r.fig("login_p99_us", "connect to LOGIN_ACCEPTED p99", us(out.latency.quantile(0.99)), Unit::Us, None);
+            r.fig("server_cpu_us_per_cycle", "server CPU per cycle", cpu_us, Unit::Us, None);
+            peak_figures(&target, &mut r);
+        } else {
+            r.fig("nopool_cycles_per_s", "same, no spare threads (--spare-threads 0)", per_s, Unit::PerSec, None);
+            r.fig("nopool_login_p50_us", "same, no spare threads: p50", us(out.latency.quantile(0.5)), Unit::Us, None);
+            r.fig("nopool_login_p99_us", "same, no spare threads: p99", us(out.latency.quantile(0.99)), Unit::Us, None);
+            r.fig("nopool_server_cpu_us_per_cycle", "same, no spare threads: server CPU per cycle", cpu_us, Unit::Us, None);
+        }
+        if out.cycles == 0 {
+            r.problems.push("no connection completed a cycle".into());
+        }
+        target.stop();
+    }
+    r.row("cycles_per_s", Some("nopool_cycles_per_s"));
+    r.row("login_p50_us", Some("nopool_login_p50_us"));
+    r.row("server_cpu_us_per_cycle", Some("nopool_server_cpu_us_per_cycle"));
+    r.notes.push(
+        "each cycle: connect, LOGIN with a fresh name, LOGIN_ACCEPTED, close; the second run starts a thread per connection"
+            .into(),
+    );
     Ok(r)
 }
 
@@ -1153,11 +1440,9 @@ fn accounts_wl(ctx: &Ctx) -> Result<Report, String> {
             .ok_or("the accounts listener is unknown: pass --accounts-addr")?;
         let run = &ctx.run_id;
         accounts::register_all(addr, run, login_accounts + 2 * pairs)?;
-        let mut meter = Meter::start(&target);
+        let meter = Meter::start(&target);
         let l = accounts::logins(addr, run, login_accounts, login_threads, secs)?;
-        meter.sample();
         let a = accounts::acked_messages(addr, run, login_accounts, pairs, window, secs)?;
-        meter.sample();
         meter.finish(&target, &mut r);
         let ms = |ns: u64| ns as f64 / 1e6;
         r.fig(

@@ -37,6 +37,9 @@ pub struct Config {
     pub rooms_registrations_per_minute: u32,
     /// Requests one rooms client may make per second (bursts of twice that).
     pub rooms_requests_per_second: u32,
+    /// Threads applying rooms datagrams (they share one state lock; more
+    /// than the cores rarely helps, see the README's rooms benchmark).
+    pub rooms_workers: usize,
     /// SQLite database file (":memory:" keeps nothing).
     pub db_path: PathBuf,
     /// Connections open at once, all dialects together; more are closed at accept.
@@ -88,6 +91,7 @@ impl Default for Config {
             rooms_max_per_ip: 16,
             rooms_registrations_per_minute: 20,
             rooms_requests_per_second: 50,
+            rooms_workers: 2,
             db_path: PathBuf::from("chinwag.db"),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
@@ -188,7 +192,7 @@ impl Config {
     /// is surely a typo. The message names the key and its bounds.
     pub fn validate(&self) -> Result<(), String> {
         const DAY_MS: u64 = 24 * 3600 * 1000;
-        let ranges: [(&str, u64, u64, u64); 17] = [
+        let ranges: [(&str, u64, u64, u64); 18] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
             (
@@ -241,6 +245,7 @@ impl Config {
                 1,
                 1_000_000,
             ),
+            ("rooms_workers", self.rooms_workers as u64, 1, 64),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
@@ -306,6 +311,9 @@ mod tests {
                 "rooms_registrations_per_minute",
             ),
             ("rooms_requests_per_second = 0", "rooms_requests_per_second"),
+            ("rooms_workers = 0", "rooms_workers"),
+            ("rooms_workers = 65", "rooms_workers"),
+            ("spare_threads = 100001", "spare_threads"),
         ] {
             let err = Config::from_toml(text).unwrap().validate().unwrap_err();
             assert!(err.starts_with(&format!("{key} = ")), "{text}: {err}");

@@ -94,7 +94,8 @@ impl Server {
         let accounts_l = listen(cfg.bind, cfg.accounts_port, "accounts")?;
         let accounts_addr = accounts_l.local_addr()?;
         let rooms_at = SocketAddr::new(cfg.bind, cfg.rooms_port);
-        let rooms = front::rooms::RoomsServer::start(hub.clone(), rooms_at, cfg.rooms())
+        let rooms =
+            front::rooms::RoomsServer::start(hub.clone(), rooms_at, cfg.rooms(), cfg.rooms_workers)
             .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
         let metrics_listener = match cfg.metrics_addr.as_str() {
             "" => None,

@@ -48,6 +48,9 @@ struct Args {
     /// Requests one rooms client may make per second.
     #[arg(long)]
     rooms_requests_per_second: Option<u32>,
+    /// Threads applying rooms datagrams.
+    #[arg(long)]
+    rooms_workers: Option<usize>,
     /// SQLite database file.
     #[arg(long)]
     db: Option<PathBuf>,
@@ -108,7 +111,7 @@ fn load(args: &Args) -> Result<Config, String> {
          rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,
          rooms_tries => rooms_tries, rooms_max_per_ip => rooms_max_per_ip,
          rooms_registrations_per_minute => rooms_registrations_per_minute,
-         rooms_requests_per_second => rooms_requests_per_second,
+         rooms_requests_per_second => rooms_requests_per_second, rooms_workers => rooms_workers,
          max_connections => max_connections, login_timeout_ms => login_timeout_ms,
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          send_buffer => send_buffer,

@@ -35,7 +35,6 @@ use state::{Output, Rooms, Verdict};
 /// Datagrams waiting for a worker; beyond this they are dropped, as the
 /// network itself may drop them.
 const INBOX: usize = 4096;
-const WORKERS: usize = 2;
 /// How often the timer thread runs retransmissions and expiries.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -102,10 +101,13 @@ fn bind_udp(bind: SocketAddr) -> std::io::Result<UdpSocket> {
 }
 
 impl RoomsServer {
+    /// Bind `bind` and start the receiving thread, `workers` workers
+    /// (`rooms_workers`) and the timer.
     pub fn start(
         hub: Arc<Hub>,
         bind: SocketAddr,
         settings: Settings,
+        workers: usize,
     ) -> std::io::Result<RoomsServer> {
         let sock = bind_udp(bind)?;
         let addr = sock.local_addr()?;
@@ -133,6 +135,7 @@ impl RoomsServer {
                         while !stop.load(Ordering::Acquire) {
                             match ctx.sock.recv_from(&mut buf) {
                                 Ok((n, from)) => {
+                                    ctx.hub.metrics().rooms_inbox(tx.len());
                                     if tx.try_send((from, buf[..n].to_vec())).is_err() {
                                         ctx.hub.metrics().dropped(DropReason::RoomsInboxFull);
                                         log::debug!(
@@ -146,7 +149,7 @@ impl RoomsServer {
                     })?,
             );
         }
-        for i in 0..WORKERS {
+        for i in 0..workers.max(1) {
             let (ctx, rx): (Arc<Ctx>, Receiver<_>) = (ctx.clone(), rx.clone());
             threads.push(thread::Builder::new().name(format!("cw-rooms-{i}")).spawn(
                 move || {

@@ -12,7 +12,7 @@ use crate::hub::HubConfig;
 fn start() -> RoomsServer {
     let hub = Arc::new(Hub::new(HubConfig::default()));
     let at: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    RoomsServer::start(hub, at, crate::Config::ephemeral().rooms()).unwrap()
+    RoomsServer::start(hub, at, crate::Config::ephemeral().rooms(), 2).unwrap()
 }
 
 /// A raw seed-003 client that acknowledges nothing unless asked.
