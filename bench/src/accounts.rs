@@ -492,3 +492,79 @@ pub fn page_query_reference(db: &std::path::Path, run: &str, n: usize) -> Result
     }
     Ok(h)
 }
+
+/// Write `n` messages from account 2 to account 3 straight into the
+/// database (the server is stopped), undelivered: what 3 finds waiting at
+/// its next login. Numbered texts, so order and completeness can be checked.
+pub fn offline_fill(db: &std::path::Path, run: &str, n: usize) -> Result<(), String> {
+    let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
+    let mut c = rusqlite::Connection::open(db).map_err(e)?;
+    let id = |c: &rusqlite::Connection, i: usize| -> Result<i64, String> {
+        c.query_row(
+            "SELECT id FROM accounts WHERE pseudo = ?1",
+            [pseudo(run, i)],
+            |r| r.get(0),
+        )
+        .map_err(|err| format!("account {i}: {err}"))
+    };
+    let (a, b) = (id(&c, 2)?, id(&c, 3)?);
+    let tx = c.transaction().map_err(e)?;
+    {
+        let mut st = tx
+            .prepare(
+                "INSERT INTO messages(sender, recipient, body, sent, delivered) VALUES (?1, ?2, ?3, 0, 0)",
+            )
+            .map_err(e)?;
+        for i in 0..n {
+            st.execute(rusqlite::params![a, b, format!("{i:064}")])
+                .map_err(e)?;
+        }
+    }
+    tx.commit().map_err(e)?;
+    c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+        .map_err(e)?;
+    Ok(())
+}
+
+pub struct OfflineOutcome {
+    /// LOGIN sent to 111 received.
+    pub login: Duration,
+    /// LOGIN sent to the last queued 151 received.
+    pub all: Duration,
+    pub received: usize,
+    pub in_order: bool,
+}
+
+/// Account 3 logs in and reads the `n` messages waiting for it.
+pub fn offline_login(addr: SocketAddr, run: &str, n: usize) -> Result<OfflineOutcome, String> {
+    let mut c = Conn::open(addr)?;
+    let t0 = Instant::now();
+    c.send(&Frame::Login {
+        email: email(run, 3),
+        password: PASSWORD.into(),
+    })?;
+    match c.recv()? {
+        Frame::LoginOk { .. } => {}
+        other => return Err(format!("login: {other:?}")),
+    }
+    let login = t0.elapsed();
+    let mut out = OfflineOutcome {
+        login,
+        all: login,
+        received: 0,
+        in_order: true,
+    };
+    while out.received < n {
+        match c.recv()? {
+            Frame::Message { text, .. } => {
+                if text.parse::<usize>().ok() != Some(out.received) {
+                    out.in_order = false;
+                }
+                out.received += 1;
+            }
+            other => return Err(format!("after {} messages: {other:?}", out.received)),
+        }
+    }
+    out.all = t0.elapsed();
+    Ok(out)
+}

@@ -220,7 +220,7 @@ pub fn churn(
     };
     let t0 = Instant::now();
     let stop_at = t0 + run;
-    let mut open = |slot: &mut Option<(Conn, Instant)>,
+    let open = |slot: &mut Option<(Conn, Instant)>,
                     i: usize,
                     poll: &mut Poll,
                     next_name: &mut u64|

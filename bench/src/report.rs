@@ -12,6 +12,8 @@ pub enum Unit {
     GBps,
     Pct,
     Count,
+    /// A ratio of two figures ("2.1×").
+    Ratio,
 }
 
 impl Unit {
@@ -26,6 +28,7 @@ impl Unit {
             Unit::GBps => "GB/s",
             Unit::Pct => "%",
             Unit::Count => "count",
+            Unit::Ratio => "x",
         }
     }
 
@@ -39,6 +42,7 @@ impl Unit {
             Unit::GBps,
             Unit::Pct,
             Unit::Count,
+            Unit::Ratio,
         ]
         .into_iter()
         .find(|u| u.name() == name)
@@ -55,7 +59,9 @@ impl Unit {
             Unit::MiB => format!("{v:.1} MiB"),
             Unit::GBps => format!("{v:.2} GB/s"),
             Unit::Pct => format!("{v:.2} %"),
+            Unit::Count if v != v.trunc() && v.abs() < 100.0 => format!("{v:.1}"),
             Unit::Count => format!("{v:.0}"),
+            Unit::Ratio => format!("{v:.2}×"),
         }
     }
 }

@@ -172,7 +172,9 @@ impl Spec {
                     metrics: metrics_port.map(local),
                     pid: Some(pid),
                     child: Some(child),
-                    peak: Some(PeakSampler::start(pid)),
+                    // Started once chinwagd answers: until it has exec'd,
+                    // the child's RSS is a copy of this program's.
+                    peak: None,
                 };
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
@@ -190,6 +192,7 @@ impl Spec {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                t.peak = Some(PeakSampler::start(pid));
                 Ok(t)
             }
         }
