@@ -52,7 +52,10 @@ impl Blocking {
             if let Some(f) = self.dec.next_frame().map_err(|e| format!("babel: {e}"))? {
                 return Ok(f);
             }
-            let n = self.s.read(&mut buf).map_err(|e| format!("babel recv: {e}"))?;
+            let n = self
+                .s
+                .read(&mut buf)
+                .map_err(|e| format!("babel recv: {e}"))?;
             if n == 0 {
                 return Err("babel: the server closed the connection".into());
             }
@@ -69,7 +72,9 @@ impl Blocking {
         }
         match c.recv()? {
             Frame::AddContact { contacts } => Ok((c, contacts)),
-            other => Err(format!("babel login {name}: expected the contact list, got {other:?}")),
+            other => Err(format!(
+                "babel login {name}: expected the contact list, got {other:?}"
+            )),
         }
     }
 }
@@ -97,7 +102,8 @@ impl Crowd {
         let deadline = Instant::now() + Duration::from_secs(120);
         while done < names.len() {
             while in_flight < window.max(1) && started < names.len() {
-                let mut s = mio::net::TcpStream::connect(addr).map_err(|e| format!("babel connect: {e}"))?;
+                let mut s = mio::net::TcpStream::connect(addr)
+                    .map_err(|e| format!("babel connect: {e}"))?;
                 s.set_nodelay(true).ok();
                 crowd
                     .poll
@@ -109,7 +115,10 @@ impl Crowd {
                 in_flight += 1;
             }
             if Instant::now() > deadline {
-                return Err(format!("babel: {done} of {} logged in after 120 s", names.len()));
+                return Err(format!(
+                    "babel: {done} of {} logged in after 120 s",
+                    names.len()
+                ));
             }
             crowd
                 .poll
@@ -244,11 +253,41 @@ pub fn login_wl(ctx: &Ctx, online: usize, newcomers: usize) -> Result<Report, St
         kept.push(c); // the earlier newcomers stay online (their frames are not read)
     }
     let ms = |ns: u64| ns as f64 / 1e6;
-    r.fig("own_list_p50_ms", "Login to own contact list p50", ms(own.quantile(0.5)), Unit::Ms, None);
-    r.fig("own_list_p99_ms", "Login to own contact list p99", ms(own.quantile(0.99)), Unit::Ms, None);
-    r.fig("fanout_p50_ms", "Login to the last AddContact at the others, p50", ms(fan.quantile(0.5)), Unit::Ms, None);
-    r.fig("fanout_p99_ms", "Login to the last AddContact at the others, p99", ms(fan.quantile(0.99)), Unit::Ms, None);
-    r.fig("crowd_login_s", "time to log the first users in", crowd_s, Unit::Secs, None);
+    r.fig(
+        "own_list_p50_ms",
+        "Login to own contact list p50",
+        ms(own.quantile(0.5)),
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "own_list_p99_ms",
+        "Login to own contact list p99",
+        ms(own.quantile(0.99)),
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "fanout_p50_ms",
+        "Login to the last AddContact at the others, p50",
+        ms(fan.quantile(0.5)),
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "fanout_p99_ms",
+        "Login to the last AddContact at the others, p99",
+        ms(fan.quantile(0.99)),
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "crowd_login_s",
+        "time to log the first users in",
+        crowd_s,
+        Unit::Secs,
+        None,
+    );
     r.row("own_list_p50_ms", None);
     r.row("fanout_p50_ms", None);
     r.row("fanout_p99_ms", None);
@@ -312,9 +351,27 @@ pub fn call_wl(ctx: &Ctx, online: usize, calls: usize) -> Result<Report, String>
         }
     }
     let us = |ns: u64| ns as f64 / 1e3;
-    r.fig("ring_p50_us", "CallRequest to the callee, p50", us(ring.quantile(0.5)), Unit::Us, None);
-    r.fig("ring_p99_us", "CallRequest to the callee, p99", us(ring.quantile(0.99)), Unit::Us, None);
-    r.fig("refuse_p50_us", "CallRefused back to the caller, p50", us(refuse.quantile(0.5)), Unit::Us, None);
+    r.fig(
+        "ring_p50_us",
+        "CallRequest to the callee, p50",
+        us(ring.quantile(0.5)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "ring_p99_us",
+        "CallRequest to the callee, p99",
+        us(ring.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "refuse_p50_us",
+        "CallRefused back to the caller, p50",
+        us(refuse.quantile(0.5)),
+        Unit::Us,
+        None,
+    );
     r.fig(
         "ref_one_way_p50_us",
         "reference: direct loopback one-way p50",

@@ -221,16 +221,20 @@ pub fn churn(
     let t0 = Instant::now();
     let stop_at = t0 + run;
     let open = |slot: &mut Option<(Conn, Instant)>,
-                    i: usize,
-                    poll: &mut Poll,
-                    next_name: &mut u64|
+                i: usize,
+                poll: &mut Poll,
+                next_name: &mut u64|
      -> Result<(), String> {
         let name = format!("{prefix}-{next_name}");
         *next_name += 1;
         let started = Instant::now();
         let mut c = Conn::connect(addr, name).map_err(|e| format!("connect: {e}"))?;
         poll.registry()
-            .register(&mut c.sock, Token(i), Interest::READABLE | Interest::WRITABLE)
+            .register(
+                &mut c.sock,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
             .map_err(|e| format!("register: {e}"))?;
         Command::Login {
             login: c.name.clone(),
@@ -284,7 +288,10 @@ pub fn churn(
                 }
                 Some(false) => return Err(format!("churn: login {:?} refused", c.name)),
                 None if !open_now => {
-                    return Err(format!("churn: server closed {:?} before answering", c.name))
+                    return Err(format!(
+                        "churn: server closed {:?} before answering",
+                        c.name
+                    ))
                 }
                 None => {}
             }

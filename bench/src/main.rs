@@ -182,7 +182,17 @@ impl Ctx {
 
 fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
-    if raw.next().as_deref() == Some("table") {
+    let first = raw.next();
+    if first.as_deref() == Some("__bare-login") {
+        return match refs::bare_login_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chinwag-bench __bare-login: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if first.as_deref() == Some("table") {
         let files: Vec<String> = raw.collect();
         return match table::run(&files) {
             Ok(()) => ExitCode::SUCCESS,
@@ -325,25 +335,47 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             todo.push(("idle", Box::new(move |c| idle(c, ci))));
             let churn_secs = if quick { 0.3 } else { 3.0 };
             todo.push(("churn", Box::new(move |c| churn_wl(c, 64, churn_secs))));
-            todo.push(("slow", Box::new(move |c| slow_wl(c, 50, if quick { 6.0 } else { 10.0 }))));
+            todo.push((
+                "slow",
+                Box::new(move |c| slow_wl(c, 50, if quick { 6.0 } else { 10.0 })),
+            ));
             todo.push(("accounts", Box::new(accounts_wl)));
             let n = if quick { 20_000 } else { 1_000_000 };
             todo.push(("accounts-history", Box::new(move |c| history_wl(c, n))));
             let off = if quick { 500 } else { 10_000 };
             todo.push(("accounts-offline", Box::new(move |c| offline_wl(c, off))));
             let (room, rsecs) = if quick { (20, 0.3) } else { (250, 5.0) };
-            todo.push(("rooms", Box::new(move |c| rooms::texts_wl(c, room, 16, rsecs))));
-            todo.push(("rooms-workers", Box::new(move |c| rooms::workers_wl(c, room, 16, rsecs.min(3.0)))));
+            todo.push((
+                "rooms",
+                Box::new(move |c| rooms::texts_wl(c, room, 16, rsecs)),
+            ));
+            todo.push((
+                "rooms-workers",
+                Box::new(move |c| rooms::workers_wl(c, room, 16, rsecs.min(3.0))),
+            ));
             todo.push(("rooms-rtt", Box::new(move |c| rooms::rtt_wl(c, room))));
-            let (online, newcomers, calls) = if quick { (50, 5, 100) } else { (1000, 100, 2000) };
-            todo.push(("babel-login", Box::new(move |c| babel::login_wl(c, online, newcomers))));
-            todo.push(("babel-call", Box::new(move |c| babel::call_wl(c, online, calls))));
+            let (online, newcomers, calls) = if quick {
+                (50, 5, 100)
+            } else {
+                (1000, 100, 2000)
+            };
+            todo.push((
+                "babel-login",
+                Box::new(move |c| babel::login_wl(c, online, newcomers)),
+            ));
+            todo.push((
+                "babel-call",
+                Box::new(move |c| babel::call_wl(c, online, calls)),
+            ));
         }
         "p2p-paced" => {
             let clients = args.or("clients", if quick { 50 } else { 1000 })?;
             let rate = args.or("rate", 10.0)?;
             let seconds = args.or("seconds", if quick { 0.5 } else { 5.0 })?;
-            todo.push(("p2p-paced", Box::new(move |c| p2p_paced(c, clients, rate, seconds))));
+            todo.push((
+                "p2p-paced",
+                Box::new(move |c| p2p_paced(c, clients, rate, seconds)),
+            ));
         }
         "churn" => {
             let window = args.or("login-window", 64)?;
@@ -358,7 +390,10 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let clients = args.or("clients", if quick { 20 } else { 250 })?;
             let window = args.or("window", 16)?;
             let seconds = args.or("seconds", if quick { 0.3 } else { 5.0 })?;
-            todo.push(("rooms", Box::new(move |c| rooms::texts_wl(c, clients, window, seconds))));
+            todo.push((
+                "rooms",
+                Box::new(move |c| rooms::texts_wl(c, clients, window, seconds)),
+            ));
             todo.push((
                 "rooms-workers",
                 Box::new(move |c| rooms::workers_wl(c, clients, window, seconds.min(3.0))),
@@ -369,8 +404,14 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let online = args.or("clients", if quick { 50 } else { 1000 })?;
             let newcomers = args.or("newcomers", if quick { 5 } else { 100 })?;
             let calls = args.or("calls", if quick { 100 } else { 2000 })?;
-            todo.push(("babel-login", Box::new(move |c| babel::login_wl(c, online, newcomers))));
-            todo.push(("babel-call", Box::new(move |c| babel::call_wl(c, online, calls))));
+            todo.push((
+                "babel-login",
+                Box::new(move |c| babel::login_wl(c, online, newcomers)),
+            ));
+            todo.push((
+                "babel-call",
+                Box::new(move |c| babel::call_wl(c, online, calls)),
+            ));
         }
         "fanout" => {
             let mode = match (
@@ -430,9 +471,9 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         }
         other => {
             return Err(format!(
-                "unknown workload {other:?} (all, fanout, p2p, p2p-paced, relay, idle, churn, slow, \
+            "unknown workload {other:?} (all, fanout, p2p, p2p-paced, relay, idle, churn, slow, \
                  accounts, accounts-history, accounts-offline, rooms, babel, table)"
-            ))
+        ))
         }
     }
 
@@ -824,7 +865,13 @@ fn offline_wl(ctx: &Ctx, n: usize) -> Result<Report, String> {
         let o = accounts::offline_login(addr, &run, n)?;
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         r.fig("login_ms", "LOGIN to 111", ms(o.login), Unit::Ms, None);
-        r.fig("all_ms", "LOGIN to the last queued message", ms(o.all), Unit::Ms, None);
+        r.fig(
+            "all_ms",
+            "LOGIN to the last queued message",
+            ms(o.all),
+            Unit::Ms,
+            None,
+        );
         r.fig(
             "messages_per_s",
             "queued messages delivered per second",
@@ -832,12 +879,19 @@ fn offline_wl(ctx: &Ctx, n: usize) -> Result<Report, String> {
             Unit::PerSec,
             None,
         );
-        r.fig("received", "queued messages received", o.received as f64, Unit::Count, None);
+        r.fig(
+            "received",
+            "queued messages received",
+            o.received as f64,
+            Unit::Count,
+            None,
+        );
         r.row("all_ms", None);
         r.row("messages_per_s", None);
         meter.finish(&target, &mut r);
         if !o.in_order {
-            r.problems.push("the queued messages came out of order".into());
+            r.problems
+                .push("the queued messages came out of order".into());
         }
         r.notes.push(format!(
             "64-byte messages; the login includes Argon2id; WAL + synchronous=FULL on {}",
@@ -1138,7 +1192,13 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
     target.stop();
     let full = !ctx.quick && o.write_size == 65536;
     let us = |ns: u64| ns as f64 / 1e3;
-    r.fig("relay_gbps", "relay throughput", via.gbps(), Unit::GBps, None);
+    r.fig(
+        "relay_gbps",
+        "relay throughput",
+        via.gbps(),
+        Unit::GBps,
+        None,
+    );
     r.fig(
         "direct_gbps",
         "direct loopback throughput",
@@ -1262,24 +1322,30 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
     // The reference, in this run: the same logins against a one-thread
     // server that only accepts, reads the LOGIN and answers.
     let bare = refs::BareLoginServer::start().map_err(|e| format!("bare server: {e}"))?;
-    let reference = conn::login_all(bare.addr(), ctx.names("b", n), ctx.login_window, deadline())?;
+    let reference = conn::login_all(bare.addr(), ctx.names("b", n), ctx.login_window, deadline())
+        .map_err(|e| format!("the bare reference server: {e}"))?;
     drop(reference.conns);
     drop(bare);
     let mut target = ctx.spec.start()?;
     settle_threads(&target, Duration::from_secs(5));
     let before = target.stats();
-    let split0 = target.pid.and_then(|p| server::mem_split(p, CONN_STACK_KIB));
+    let split0 = target
+        .pid
+        .and_then(|p| server::mem_split(p, CONN_STACK_KIB));
     let (kstack0, slab0, tcp0) = (
         server::meminfo_kib("KernelStack"),
         server::meminfo_kib("Slab"),
         server::tcp_socket_kib(),
     );
     let meter = Meter::start(&target);
-    let login = conn::login_all(target.addr, ctx.names("i", n), ctx.login_window, deadline())?;
+    let login = conn::login_all(target.addr, ctx.names("i", n), ctx.login_window, deadline())
+        .map_err(|e| format!("chinwagd: {e}"))?;
     // Let the server settle (spare threads refilled, allocator quiet) before reading.
     settle_threads(&target, Duration::from_secs(if ctx.quick { 2 } else { 5 }));
     let after = target.stats();
-    let split1 = target.pid.and_then(|p| server::mem_split(p, CONN_STACK_KIB));
+    let split1 = target
+        .pid
+        .and_then(|p| server::mem_split(p, CONN_STACK_KIB));
     let (kstack1, slab1, tcp1) = (
         server::meminfo_kib("KernelStack"),
         server::meminfo_kib("Slab"),
@@ -1435,9 +1501,17 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
     r.param("seconds", seconds);
     let mut target = ctx.spec.start()?;
     let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
-    let login = conn::login_all(target.addr, ctx.names("q", clients), ctx.login_window, deadline)?;
-    let reference = refs::one_way_latency(if ctx.quick { 300 } else { 3000 }, Duration::from_micros(500))
-        .map_err(|e| format!("reference: {e}"))?;
+    let login = conn::login_all(
+        target.addr,
+        ctx.names("q", clients),
+        ctx.login_window,
+        deadline,
+    )?;
+    let reference = refs::one_way_latency(
+        if ctx.quick { 300 } else { 3000 },
+        Duration::from_micros(500),
+    )
+    .map_err(|e| format!("reference: {e}"))?;
     let plan = Plan {
         kind: Kind::P2p,
         mode: Mode::Paced {
@@ -1493,7 +1567,13 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
     } else {
         out.delivered as f64 * 100.0 / out.expected as f64
     };
-    r.fig("delivered_pct", "delivered (% of owed)", pct, Unit::Pct, None);
+    r.fig(
+        "delivered_pct",
+        "delivered (% of owed)",
+        pct,
+        Unit::Pct,
+        None,
+    );
     r.fig(
         "deliveries_per_s",
         "deliveries per second",
@@ -1530,7 +1610,9 @@ fn churn_wl(ctx: &Ctx, window: usize, seconds: f64) -> Result<Report, String> {
     r.param("seconds", seconds);
     let mut rates = [0.0f64; 2];
     for (i, spare) in [None, Some("0")].into_iter().enumerate() {
-        let flags = spare.map_or(Vec::new(), |s| vec!["--spare-threads".to_string(), s.into()]);
+        let flags = spare.map_or(Vec::new(), |s| {
+            vec!["--spare-threads".to_string(), s.into()]
+        });
         let mut target = ctx.spec.start_with(server::Start {
             flags,
             ..Default::default()
@@ -1554,16 +1636,64 @@ fn churn_wl(ctx: &Ctx, window: usize, seconds: f64) -> Result<Report, String> {
             _ => 0.0,
         };
         if i == 0 {
-            r.fig("cycles_per_s", "connect-login-close cycles per second", per_s, Unit::PerSec, None);
-            r.fig("login_p50_us", "connect to LOGIN_ACCEPTED p50", us(out.latency.quantile(0.5)), Unit::Us, None);
-            r.fig("login_p99_us", "connect to LOGIN_ACCEPTED p99", us(out.latency.quantile(0.99)), Unit::Us, None);
-            r.fig("server_cpu_us_per_cycle", "server CPU per cycle", cpu_us, Unit::Us, None);
+            r.fig(
+                "cycles_per_s",
+                "connect-login-close cycles per second",
+                per_s,
+                Unit::PerSec,
+                None,
+            );
+            r.fig(
+                "login_p50_us",
+                "connect to LOGIN_ACCEPTED p50",
+                us(out.latency.quantile(0.5)),
+                Unit::Us,
+                None,
+            );
+            r.fig(
+                "login_p99_us",
+                "connect to LOGIN_ACCEPTED p99",
+                us(out.latency.quantile(0.99)),
+                Unit::Us,
+                None,
+            );
+            r.fig(
+                "server_cpu_us_per_cycle",
+                "server CPU per cycle",
+                cpu_us,
+                Unit::Us,
+                None,
+            );
             peak_figures(&target, &mut r);
         } else {
-            r.fig("nopool_cycles_per_s", "same, no spare threads (--spare-threads 0)", per_s, Unit::PerSec, None);
-            r.fig("nopool_login_p50_us", "same, no spare threads: p50", us(out.latency.quantile(0.5)), Unit::Us, None);
-            r.fig("nopool_login_p99_us", "same, no spare threads: p99", us(out.latency.quantile(0.99)), Unit::Us, None);
-            r.fig("nopool_server_cpu_us_per_cycle", "same, no spare threads: server CPU per cycle", cpu_us, Unit::Us, None);
+            r.fig(
+                "nopool_cycles_per_s",
+                "same, no spare threads (--spare-threads 0)",
+                per_s,
+                Unit::PerSec,
+                None,
+            );
+            r.fig(
+                "nopool_login_p50_us",
+                "same, no spare threads: p50",
+                us(out.latency.quantile(0.5)),
+                Unit::Us,
+                None,
+            );
+            r.fig(
+                "nopool_login_p99_us",
+                "same, no spare threads: p99",
+                us(out.latency.quantile(0.99)),
+                Unit::Us,
+                None,
+            );
+            r.fig(
+                "nopool_server_cpu_us_per_cycle",
+                "same, no spare threads: server CPU per cycle",
+                cpu_us,
+                Unit::Us,
+                None,
+            );
         }
         if out.cycles == 0 {
             r.problems.push("no connection completed a cycle".into());
@@ -1572,7 +1702,10 @@ fn churn_wl(ctx: &Ctx, window: usize, seconds: f64) -> Result<Report, String> {
     }
     r.row("cycles_per_s", Some("nopool_cycles_per_s"));
     r.row("login_p50_us", Some("nopool_login_p50_us"));
-    r.row("server_cpu_us_per_cycle", Some("nopool_server_cpu_us_per_cycle"));
+    r.row(
+        "server_cpu_us_per_cycle",
+        Some("nopool_server_cpu_us_per_cycle"),
+    );
     r.notes.push(
         "each cycle: connect, LOGIN with a fresh name, LOGIN_ACCEPTED, close; the second run starts a thread per connection"
             .into(),

@@ -4,8 +4,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -100,58 +98,33 @@ pub fn sleep_until(t: Instant) {
 /// thread that accepts, reads the LOGIN frame, answers LOGIN_ACCEPTED and
 /// keeps the socket open, with no thread per connection, no name check, no
 /// hub. The load generator logs in against it exactly as against chinwagd.
+/// It runs in a process of its own (this program, `__bare-login`), so its
+/// sockets count against its own descriptor limit, not the generator's.
 pub struct BareLoginServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<usize>>,
+    child: std::process::Child,
 }
 
 impl BareLoginServer {
     pub fn start() -> io::Result<BareLoginServer> {
-        // The same accept backlog as chinwagd's listeners.
-        let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-        sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
-        sock.listen(4096)?;
-        let l: TcpListener = sock.into();
-        let addr = l.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let thread = thread::spawn(move || {
-            let mut kept = Vec::new();
-            let mut buf = [0u8; 256];
-            for s in l.incoming() {
-                if stop2.load(Ordering::Acquire) {
-                    break;
-                }
-                let Ok(mut s) = s else { continue };
-                let _ = s.set_nodelay(true);
-                // opcode, 4-byte length, name: one segment from the bench.
-                let mut got = 0;
-                while got < 5 {
-                    match s.read(&mut buf[got..]) {
-                        Ok(0) | Err(_) => break,
-                        Ok(k) => got += k,
-                    }
-                }
-                if got >= 5 {
-                    let len = u32::from_be_bytes(buf[1..5].try_into().expect("4 bytes")) as usize;
-                    while got < (5 + len).min(buf.len()) {
-                        match s.read(&mut buf[got..]) {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => got += k,
-                        }
-                    }
-                    let _ = s.write_all(&[chinwag_proto::chatos::op::LOGIN_ACCEPTED]);
-                }
-                kept.push(s);
-            }
-            kept.len()
-        });
-        Ok(BareLoginServer {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("__bare-login")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| io::Error::other("no stdout"))?;
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .parse()
+            .map_err(|_| io::Error::other(format!("bare server said {line:?}")))?;
+        Ok(BareLoginServer { addr, child })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -161,10 +134,53 @@ impl BareLoginServer {
 
 impl Drop for BareLoginServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Closing its stdin stops it.
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
     }
+}
+
+/// `chinwag-bench __bare-login`: the bare server's process. Prints its
+/// address, serves until standard input closes.
+pub fn bare_login_main() -> io::Result<()> {
+    crate::server::raise_fd_limit();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    // The same accept backlog as chinwagd's listeners.
+    sock.listen(4096)?;
+    let l: TcpListener = sock.into();
+    let addr = l.local_addr()?;
+    println!("{addr}");
+    std::io::stdout().flush()?;
+    thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut buf = [0u8; 256];
+        for s in l.incoming() {
+            let Ok(mut s) = s else {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            // opcode, 4-byte length, name: one segment from the bench.
+            let mut got = 0;
+            let mut want = 5;
+            while got < want {
+                match s.read(&mut buf[got..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => got += k,
+                }
+                if got >= 5 {
+                    let len = u32::from_be_bytes(buf[1..5].try_into().expect("4 bytes")) as usize;
+                    want = (5 + len).min(buf.len());
+                }
+            }
+            if got >= want {
+                let _ = s.write_all(&[chinwag_proto::chatos::op::LOGIN_ACCEPTED]);
+            }
+            kept.push(s);
+        }
+    });
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    Ok(())
 }

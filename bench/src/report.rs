@@ -122,8 +122,11 @@ impl Meta {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_string()))
+                t.lines().find_map(|l| {
+                    l.strip_prefix("model name")?
+                        .split_once(':')
+                        .map(|(_, v)| v.trim().to_string())
+                })
             })
             .unwrap_or_else(|| "unknown CPU".into());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -131,8 +134,8 @@ impl Meta {
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map(|s| s.trim().to_string())
             .unwrap_or_default();
-        let virt = std::fs::read_to_string("/proc/cpuinfo")
-            .is_ok_and(|t| t.contains(" hypervisor"));
+        let virt =
+            std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|t| t.contains(" hypervisor"));
         Meta {
             commit: env!("CHINWAG_BENCH_COMMIT").to_string(),
             machine: format!(
@@ -224,7 +227,11 @@ impl Report {
         };
         let mut params = Map::new();
         for (k, v) in &self.params {
-            let val = v.parse::<f64>().map_or_else(|_| json!(v), num);
+            let val = match (v.parse::<i64>(), v.parse::<f64>()) {
+                (Ok(i), _) => json!(i),
+                (_, Ok(f)) => num(f),
+                _ => json!(v),
+            };
             params.insert((*k).into(), val);
         }
         let (mut figures, mut units, mut labels, mut targets) =

@@ -89,9 +89,18 @@ fn register(server: SocketAddr, prefix: &str, n: usize) -> Result<Vec<Client>, S
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let sock = UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-        let mut c = Client { sock, id: 0, seq: 0 };
+        let mut c = Client {
+            sock,
+            id: 0,
+            seq: 0,
+        };
         let name = format!("{prefix}{i}");
-        match c.ask(server, Body::Connexion { name: Some(name.clone()) })? {
+        match c.ask(
+            server,
+            Body::Connexion {
+                name: Some(name.clone()),
+            },
+        )? {
             Body::Registered {
                 status: Registration::Accepted,
                 user,
@@ -213,7 +222,8 @@ fn texts(
             next_sample = now + Duration::from_millis(10);
         }
         let owed = out.texts * receivers;
-        if !sending && (out.deliveries >= owed && in_flight.is_empty() || now > stop_sending + drain)
+        if !sending
+            && (out.deliveries >= owed && in_flight.is_empty() || now > stop_sending + drain)
         {
             break;
         }
@@ -261,10 +271,8 @@ fn texts(
                             out.texts += 1;
                         }
                     }
-                    Body::Error { .. } if i == 0 => {
-                        if in_flight.remove(&m.seq).is_some() {
-                            out.refused += 1;
-                        }
+                    Body::Error { .. } if i == 0 && in_flight.remove(&m.seq).is_some() => {
+                        out.refused += 1;
                     }
                     _ => {}
                 }
@@ -274,7 +282,9 @@ fn texts(
         // after a second, as a client would.
         in_flight.retain(|_, t| t.elapsed() < Duration::from_secs(1));
     }
-    out.elapsed = last_delivery.duration_since(t0).max(Duration::from_millis(1));
+    out.elapsed = last_delivery
+        .duration_since(t0)
+        .max(Duration::from_millis(1));
     out.kernel_drops = udp_queue(server.port()).map_or(0, |q| q.1) - drops0;
     Ok(out)
 }
@@ -319,7 +329,13 @@ pub fn texts_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Resul
     )?;
     let ms = |ns: u64| ns as f64 / 1e6;
     let secs = o.elapsed.as_secs_f64();
-    r.fig("texts_per_s", "texts per second (answered)", o.texts as f64 / secs, Unit::PerSec, None);
+    r.fig(
+        "texts_per_s",
+        "texts per second (answered)",
+        o.texts as f64 / secs,
+        Unit::PerSec,
+        None,
+    );
     r.fig(
         "deliveries_per_s",
         "deliveries per second (forwarded and acknowledged)",
@@ -327,9 +343,27 @@ pub fn texts_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Resul
         Unit::PerSec,
         None,
     );
-    r.fig("delivery_p50_ms", "delivery latency p50", ms(o.delivery.quantile(0.5)), Unit::Ms, None);
-    r.fig("delivery_p99_ms", "delivery latency p99", ms(o.delivery.quantile(0.99)), Unit::Ms, None);
-    r.fig("text_ack_p50_ms", "text answered p50", ms(o.ack.quantile(0.5)), Unit::Ms, None);
+    r.fig(
+        "delivery_p50_ms",
+        "delivery latency p50",
+        ms(o.delivery.quantile(0.5)),
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "delivery_p99_ms",
+        "delivery latency p99",
+        ms(o.delivery.quantile(0.99)),
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "text_ack_p50_ms",
+        "text answered p50",
+        ms(o.ack.quantile(0.5)),
+        Unit::Ms,
+        None,
+    );
     let owed = o.texts * (clients as u64 - 1);
     r.fig(
         "delivered_pct",
@@ -338,8 +372,20 @@ pub fn texts_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Resul
         Unit::Pct,
         None,
     );
-    r.fig("refused", "texts refused (a recipient too far behind)", o.refused as f64, Unit::Count, None);
-    r.fig("retransmitted", "forwarded texts received twice", o.duplicates as f64, Unit::Count, None);
+    r.fig(
+        "refused",
+        "texts refused (a recipient too far behind)",
+        o.refused as f64,
+        Unit::Count,
+        None,
+    );
+    r.fig(
+        "retransmitted",
+        "forwarded texts received twice",
+        o.duplicates as f64,
+        Unit::Count,
+        None,
+    );
     r.fig(
         "rx_queue_peak_kib",
         "server socket receive queue, peak (KiB)",
@@ -347,10 +393,28 @@ pub fn texts_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Resul
         Unit::Count,
         None,
     );
-    r.fig("kernel_drops", "datagrams the kernel dropped (socket full)", o.kernel_drops as f64, Unit::Count, None);
+    r.fig(
+        "kernel_drops",
+        "datagrams the kernel dropped (socket full)",
+        o.kernel_drops as f64,
+        Unit::Count,
+        None,
+    );
     if let Some((peak, dropped)) = inbox(&target) {
-        r.fig("inbox_peak", "worker inbox peak depth (of 4,096)", peak, Unit::Count, None);
-        r.fig("inbox_drops", "datagrams dropped, inbox full", dropped, Unit::Count, None);
+        r.fig(
+            "inbox_peak",
+            "worker inbox peak depth (of 4,096)",
+            peak,
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "inbox_drops",
+            "datagrams dropped, inbox full",
+            dropped,
+            Unit::Count,
+            None,
+        );
         r.row("inbox_peak", None);
         r.row("inbox_drops", None);
     }
@@ -372,7 +436,12 @@ pub fn texts_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Resul
 }
 
 /// `rooms-workers`: the same load with 1, 2, 4 and 8 workers.
-pub fn workers_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Result<Report, String> {
+pub fn workers_wl(
+    ctx: &Ctx,
+    clients: usize,
+    window: usize,
+    seconds: f64,
+) -> Result<Report, String> {
     let mut r = Report::new("rooms-workers");
     r.param("clients", clients);
     r.param("window", window);
@@ -391,12 +460,25 @@ pub fn workers_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Res
         })?;
         let server = rooms_addr(&target)?;
         let all = register(server, &format!("w{}{k}", ctx.run_id), clients)?;
-        let o = texts(server, all, window, Duration::from_secs_f64(seconds), ctx.drain)?;
+        let o = texts(
+            server,
+            all,
+            window,
+            Duration::from_secs_f64(seconds),
+            ctx.drain,
+        )?;
         let (key, label) = KEYS[k];
-        r.fig(key, label, o.texts as f64 / o.elapsed.as_secs_f64(), Unit::PerSec, None);
+        r.fig(
+            key,
+            label,
+            o.texts as f64 / o.elapsed.as_secs_f64(),
+            Unit::PerSec,
+            None,
+        );
         r.row(key, None);
         if o.texts == 0 {
-            r.problems.push(format!("no text answered with {w} workers"));
+            r.problems
+                .push(format!("no text answered with {w} workers"));
         }
         if k == counts.len() - 1 {
             crate::peak_figures(&target, &mut r);
@@ -442,10 +524,34 @@ pub fn rtt_wl(ctx: &Ctx, members: usize) -> Result<Report, String> {
         }
     }
     let us = |ns: u64| ns as f64 / 1e3;
-    r.fig("rtt_p50_us", "request round trip p50", us(h.quantile(0.5)), Unit::Us, None);
-    r.fig("rtt_p99_us", "request round trip p99", us(h.quantile(0.99)), Unit::Us, None);
-    r.fig("ref_rtt_p50_us", "reference: direct UDP round trip p50", us(reference.quantile(0.5)), Unit::Us, None);
-    r.fig("ref_rtt_p99_us", "reference: direct UDP round trip p99", us(reference.quantile(0.99)), Unit::Us, None);
+    r.fig(
+        "rtt_p50_us",
+        "request round trip p50",
+        us(h.quantile(0.5)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "rtt_p99_us",
+        "request round trip p99",
+        us(h.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "ref_rtt_p50_us",
+        "reference: direct UDP round trip p50",
+        us(reference.quantile(0.5)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "ref_rtt_p99_us",
+        "reference: direct UDP round trip p99",
+        us(reference.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
     r.row("rtt_p50_us", Some("ref_rtt_p50_us"));
     r.row("rtt_p99_us", Some("ref_rtt_p99_us"));
     crate::peak_figures(&target, &mut r);

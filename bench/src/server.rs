@@ -129,7 +129,11 @@ impl Spec {
                 let accounts_port = free_port()?;
                 let babel_port = free_port()?;
                 let rooms_port = free_udp_port()?;
-                let metrics_port = if how.metrics { Some(free_port()?) } else { None };
+                let metrics_port = if how.metrics {
+                    Some(free_port()?)
+                } else {
+                    None
+                };
                 let mut cmd = Command::new(binary);
                 cmd.args([
                     "--bind",
@@ -146,7 +150,10 @@ impl Spec {
                     &accounts_port.to_string(),
                     "--db",
                 ])
-                .arg(how.db.map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()))
+                .arg(
+                    how.db
+                        .map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()),
+                )
                 .args(["--max-connections", &max_connections.to_string()]);
                 if let Some(m) = metrics_port {
                     cmd.args(["--metrics-addr", &format!("127.0.0.1:{m}")]);

@@ -26,8 +26,7 @@ pub fn run(files: &[String]) -> Result<(), String> {
         if !l.starts_with('{') {
             continue; // the human table around the JSON lines
         }
-        let v: Value =
-            serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1))?;
+        let v: Value = serde_json::from_str(l).map_err(|e| format!("line {}: {e}", i + 1))?;
         lines.push(v);
     }
     if lines.is_empty() {
@@ -95,7 +94,9 @@ pub fn markdown(lines: &[Value]) -> String {
         }
         for (i, row) in rows.iter().enumerate() {
             let Some(key) = row[0].as_str() else { continue };
-            let Some(value) = fmt(line, key) else { continue };
+            let Some(value) = fmt(line, key) else {
+                continue;
+            };
             let label = line["labels"][key].as_str().unwrap_or(key);
             let reference = row[1]
                 .as_str()
@@ -162,6 +163,9 @@ mod tests {
             t.contains("| **p2p-paced** (clients=1000) | latency p50 | 80.5 µs | 40.0 µs (one-way p50) |  |  |"),
             "{t}"
         );
-        assert!(t.contains("| latency p99 | 900.0 µs |  | ≤ 1000.0 µs | met |"), "{t}");
+        assert!(
+            t.contains("| latency p99 | 900.0 µs |  | ≤ 1000.0 µs | met |"),
+            "{t}"
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use config::Config;
 use hub::{Hub, HubConfig};
 use metrics::DropReason;
 use net::{FlushPool, Registry};
-use pool::ConnPool;
+use pool::{ConnPool, ThreadBudget};
 use store::{Store, StoreThread};
 
 /// How often expired requests and connect ids are swept.
@@ -96,7 +96,7 @@ impl Server {
         let rooms_at = SocketAddr::new(cfg.bind, cfg.rooms_port);
         let rooms =
             front::rooms::RoomsServer::start(hub.clone(), rooms_at, cfg.rooms(), cfg.rooms_workers)
-            .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
+                .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
         let metrics_listener = match cfg.metrics_addr.as_str() {
             "" => None,
             a => {
@@ -107,8 +107,9 @@ impl Server {
                 Some(TcpListener::bind(at).map_err(|e| cannot_listen(e, "metrics", at, "tcp"))?)
             }
         };
-        let flush = FlushPool::new(cfg.flush_threads)?;
-        let conn_threads = ConnPool::new(cfg.spare_threads.min(cfg.max_connections))?;
+        let budget = thread_budget(&cfg);
+        let flush = FlushPool::with_budget(cfg.flush_threads, budget.clone())?;
+        let conn_threads = ConnPool::new(cfg.spare_threads.min(cfg.max_connections), budget)?;
         let admin = Arc::new(admin::Admin {
             hub: hub.clone(),
             store: store.clone(),
@@ -299,6 +300,27 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_now();
     }
+}
+
+/// The per-connection threads this process can have (see
+/// `pool::ThreadBudget`); says so at start when `max_connections` could
+/// need more.
+fn thread_budget(cfg: &Config) -> Arc<ThreadBudget> {
+    let Some(fit) = ThreadBudget::from_system() else {
+        return ThreadBudget::new(usize::MAX);
+    };
+    let want = cfg.max_connections + cfg.spare_threads.min(cfg.max_connections);
+    if want > fit {
+        log::warn!(
+            "max_connections = {} (and spare_threads = {}) could need {want} connection threads, \
+             {} memory maps each, but vm.max_map_count leaves room for {fit}: \
+             connections past that are closed at once; raise vm.max_map_count to serve more",
+            cfg.max_connections,
+            cfg.spare_threads,
+            pool::MAPS_PER_THREAD
+        );
+    }
+    ThreadBudget::new(fit)
 }
 
 /// Pending connections the kernel holds per listener: std's default of 128

@@ -310,10 +310,13 @@ impl Outbound {
         st.bell = Some(tx);
         drop(st);
         let me = self.clone();
-        let spawned = thread::Builder::new()
+        let builder = thread::Builder::new()
             .name("cw-backlog".into())
-            .stack_size(CONN_STACK)
-            .spawn(move || me.backlog_writer(rx));
+            .stack_size(CONN_STACK);
+        let spawned = self
+            .pool
+            .budget
+            .spawn(builder, move || me.backlog_writer(rx));
         if let Err(e) = spawned {
             self.fail(&e);
         }
@@ -511,14 +514,25 @@ mod batch {
 pub struct FlushPool {
     tx: Mutex<Option<Sender<Arc<Outbound>>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Backlog writers are per-connection threads: they count here.
+    budget: Arc<crate::pool::ThreadBudget>,
 }
 
 impl FlushPool {
+    /// A pool whose backlog writers are not counted (tests, fuzzing).
     pub fn new(threads: usize) -> io::Result<Arc<Self>> {
+        Self::with_budget(threads, crate::pool::ThreadBudget::new(usize::MAX))
+    }
+
+    pub fn with_budget(
+        threads: usize,
+        budget: Arc<crate::pool::ThreadBudget>,
+    ) -> io::Result<Arc<Self>> {
         let (tx, rx) = unbounded::<Arc<Outbound>>();
         let pool = Arc::new(FlushPool {
             tx: Mutex::new(Some(tx.clone())),
             threads: Mutex::new(Vec::new()),
+            budget,
         });
         drop(tx);
         for i in 0..threads.max(1) {

@@ -16,7 +16,7 @@
 //! what a fresh one does (two touched pages) whatever its last connection
 //! touched.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, Thread};
 
@@ -40,6 +40,92 @@ struct Idle {
     coming: usize,
 }
 
+/// How many per-connection threads (connection threads and backlog
+/// writers) may live at once. Every thread costs memory maps (its stack
+/// and guard page, and the signal stack and guard page Rust's runtime gives
+/// it: four in all), and a process has `vm.max_map_count` of them (65,530
+/// by default): a thread whose signal stack cannot be mapped aborts the
+/// whole process, so threads are refused well before that, gracefully
+/// (the connection is closed; a backlog writer's peer is dropped).
+pub struct ThreadBudget {
+    limit: usize,
+    live: AtomicUsize,
+}
+
+/// Memory maps one thread costs (see [`ThreadBudget`]).
+pub const MAPS_PER_THREAD: usize = 4;
+/// Maps kept for everything else (heap arenas, the store, libraries, and
+/// stacks glibc keeps cached after their threads ended).
+pub const MAPS_RESERVED: usize = 2048;
+
+impl ThreadBudget {
+    pub fn new(limit: usize) -> Arc<ThreadBudget> {
+        Arc::new(ThreadBudget {
+            limit,
+            live: AtomicUsize::new(0),
+        })
+    }
+
+    /// The threads `vm.max_map_count` leaves room for, given the maps in
+    /// use now; None when /proc cannot tell.
+    pub fn from_system() -> Option<usize> {
+        let max: usize = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let in_use = std::fs::read_to_string("/proc/self/maps")
+            .ok()?
+            .lines()
+            .count();
+        Some(threads_for_maps(max, in_use))
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Per-connection threads alive now.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Start a per-connection thread, unless the budget is spent.
+    pub fn spawn(
+        self: &Arc<Self>,
+        builder: thread::Builder,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        if self.live.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(std::io::Error::other(format!(
+                "{} per-connection threads already (vm.max_map_count)",
+                self.limit
+            )));
+        }
+        struct Live(Arc<ThreadBudget>);
+        impl Drop for Live {
+            fn drop(&mut self) {
+                self.0.live.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let live = Live(self.clone());
+        match builder.spawn(move || {
+            let _live = live;
+            f();
+        }) {
+            Ok(_) => Ok(()),
+            // The closure, and with it `live`, was dropped: counted back.
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Threads that fit in `max_map_count` maps when `in_use` are taken.
+pub fn threads_for_maps(max_map_count: usize, in_use: usize) -> usize {
+    max_map_count.saturating_sub(in_use + MAPS_RESERVED) / MAPS_PER_THREAD
+}
+
 struct Inner {
     idle: Mutex<Idle>,
     /// Signalled when fewer than half the spares are parked, or the pool stops.
@@ -48,6 +134,7 @@ struct Inner {
     stopping: AtomicBool,
     /// Connection threads started since the pool was made.
     started: AtomicU64,
+    budget: Arc<ThreadBudget>,
 }
 
 /// The connection threads of every TCP dialect.
@@ -62,7 +149,7 @@ const IDLE_NAME: &str = "cw-conn";
 impl ConnPool {
     /// Start the pool and its refilling thread, which starts the first
     /// `spare` threads in the background.
-    pub fn new(spare: usize) -> std::io::Result<ConnPool> {
+    pub fn new(spare: usize, budget: Arc<ThreadBudget>) -> std::io::Result<ConnPool> {
         let inner = Arc::new(Inner {
             idle: Mutex::new(Idle {
                 parked: Vec::with_capacity(spare),
@@ -72,6 +159,7 @@ impl ConnPool {
             spare,
             stopping: AtomicBool::new(false),
             started: AtomicU64::new(0),
+            budget,
         });
         let spawner = if spare > 0 {
             let inner = inner.clone();
@@ -163,6 +251,7 @@ impl Drop for ConnPool {
 fn refill(inner: &Arc<Inner>) {
     let low = inner.spare.div_ceil(2);
     let mut filling = true;
+    let mut failing = false;
     loop {
         {
             let mut idle = inner.idle.lock();
@@ -186,25 +275,37 @@ fn refill(inner: &Arc<Inner>) {
         if inner.stopping.load(Ordering::Acquire) {
             return;
         }
-        if let Err(e) = spawn(inner, None) {
-            // Out of threads or memory: the acceptor's own spawn reports it
-            // per connection; here, wait a little before trying again.
-            log::warn!("cannot start a spare connection thread: {e}");
-            let mut idle = inner.idle.lock();
-            idle.coming -= 1;
-            inner
-                .low
-                .wait_for(&mut idle, std::time::Duration::from_millis(100));
+        match spawn(inner, None) {
+            Ok(()) if failing => {
+                failing = false;
+                log::info!("spare connection threads start again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                // Out of threads, maps or memory: said once, then tried
+                // again now and then (a connection ending frees a thread).
+                if !failing {
+                    failing = true;
+                    log::warn!("cannot start a spare connection thread: {e}");
+                }
+                let mut idle = inner.idle.lock();
+                idle.coming -= 1;
+                inner
+                    .low
+                    .wait_for(&mut idle, std::time::Duration::from_millis(100));
+            }
         }
     }
 }
 
 fn spawn(inner: &Arc<Inner>, first: Option<Job>) -> std::io::Result<()> {
     let inner2 = inner.clone();
-    thread::Builder::new()
+    let builder = thread::Builder::new()
         .name(IDLE_NAME.into())
-        .stack_size(CONN_STACK)
-        .spawn(move || serve_jobs(&inner2, first))?;
+        .stack_size(CONN_STACK);
+    inner
+        .budget
+        .spawn(builder, move || serve_jobs(&inner2, first))?;
     inner.started.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
@@ -389,7 +490,7 @@ mod tests {
 
     #[test]
     fn the_spares_start_in_the_background_and_serve_one_connection_each() {
-        let pool = ConnPool::new(4).unwrap();
+        let pool = ConnPool::new(4, ThreadBudget::new(usize::MAX)).unwrap();
         wait_until("4 parked", || pool.idle() == 4);
         assert_eq!(pool.started(), 4);
         // Four connections at once take the four parked threads.
@@ -407,7 +508,7 @@ mod tests {
 
     #[test]
     fn a_churn_of_connections_starts_no_threads() {
-        let pool = ConnPool::new(2).unwrap();
+        let pool = ConnPool::new(2, ThreadBudget::new(usize::MAX)).unwrap();
         wait_until("2 parked", || pool.idle() == 2);
         for _ in 0..50 {
             let (tx, rx) = crossbeam_channel::bounded(1);
@@ -421,7 +522,7 @@ mod tests {
 
     #[test]
     fn a_burst_past_the_spares_gets_a_thread_each_and_the_extra_ones_exit() {
-        let pool = ConnPool::new(1).unwrap();
+        let pool = ConnPool::new(1, ThreadBudget::new(usize::MAX)).unwrap();
         wait_until("1 parked", || pool.idle() == 1);
         // Ten connections at once, each holding its thread until all run.
         let barrier = Arc::new(Barrier::new(11));
@@ -486,7 +587,7 @@ mod tests {
 
     #[test]
     fn a_parked_thread_gives_back_the_stack_its_connection_touched() {
-        let pool = ConnPool::new(1).unwrap();
+        let pool = ConnPool::new(1, ThreadBudget::new(usize::MAX)).unwrap();
         wait_until("1 parked", || pool.idle() == 1);
         let (tx, rx) = crossbeam_channel::bounded(1);
         pool.run("cw-test", move || {
@@ -503,6 +604,34 @@ mod tests {
         // and nothing of what the job touched below.
         let parked = rss_kib_of_mapping(low);
         assert!(parked <= 12, "{parked} KiB still resident");
+        pool.stop();
+    }
+
+    #[test]
+    fn threads_past_the_budget_are_refused_and_counted_back() {
+        assert_eq!(
+            threads_for_maps(65_530, 500),
+            (65_530 - 500 - MAPS_RESERVED) / 4
+        );
+        assert_eq!(threads_for_maps(1_000, 500), 0);
+        let budget = ThreadBudget::new(3);
+        let pool = ConnPool::new(0, budget.clone()).unwrap();
+        let (release, hold) = crossbeam_channel::bounded::<()>(0);
+        for _ in 0..3 {
+            let hold = hold.clone();
+            pool.run("cw-test", move || {
+                let _ = hold.recv();
+            })
+            .unwrap();
+        }
+        assert_eq!(budget.live(), 3);
+        assert!(pool.run("cw-test", || {}).is_err(), "a fourth thread");
+        assert_eq!(budget.live(), 3);
+        drop(release); // the three jobs end, their threads exit (no spares)
+        wait_until("threads gone", || budget.live() == 0);
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        pool.run("cw-test", move || tx.send(()).unwrap()).unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
         pool.stop();
     }
 }
