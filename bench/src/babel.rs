@@ -313,9 +313,9 @@ pub fn call_wl(ctx: &Ctx, online: usize, calls: usize) -> Result<Report, String>
     let (caller_name, callee_name) = (format!("ca{}", ctx.run_id), format!("ce{}", ctx.run_id));
     let (mut caller, _) = Blocking::login(addr, &caller_name)?;
     let (mut callee, _) = Blocking::login(addr, &callee_name)?;
-    let reference = refs::one_way_latency(calls.max(100), Duration::from_micros(500))
-        .map_err(|e| format!("reference: {e}"))?;
     let meter = crate::Meter::start(&target);
+    let probe = refs::OneWayProbe::start(Duration::from_millis(1))
+        .map_err(|e| format!("reference: {e}"))?;
     let (mut ring, mut refuse) = (Hist::default(), Hist::default());
     let mut next = Instant::now();
     for i in 0..calls {
@@ -350,6 +350,7 @@ pub fn call_wl(ctx: &Ctx, online: usize, calls: usize) -> Result<Report, String>
             refuse.record(t1.elapsed().as_nanos() as u64);
         }
     }
+    let reference = probe.finish().map_err(|e| format!("reference: {e}"))?;
     let us = |ns: u64| ns as f64 / 1e3;
     r.fig(
         "ring_p50_us",

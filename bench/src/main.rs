@@ -192,6 +192,15 @@ fn main() -> ExitCode {
             }
         };
     }
+    if first.as_deref() == Some("__bare-forward") {
+        return match refs::bare_forward_main() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("chinwag-bench __bare-forward: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if first.as_deref() == Some("table") {
         let files: Vec<String> = raw.collect();
         return match table::run(&files) {
@@ -1507,11 +1516,6 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
         ctx.login_window,
         deadline,
     )?;
-    let reference = refs::one_way_latency(
-        if ctx.quick { 300 } else { 3000 },
-        Duration::from_micros(500),
-    )
-    .map_err(|e| format!("reference: {e}"))?;
     let plan = Plan {
         kind: Kind::P2p,
         mode: Mode::Paced {
@@ -1524,7 +1528,19 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
         threads: ctx.threads,
     };
     let meter = Meter::start(&target);
+    let probe = refs::OneWayProbe::start(Duration::from_millis(1))
+        .map_err(|e| format!("reference: {e}"))?;
     let out = engine::run(&plan, login.conns, || {});
+    let reference = probe.finish().map_err(|e| format!("reference: {e}"))?;
+    meter.finish(&target, &mut r);
+    target.stop();
+    // The same load through the bare forwarder: the model's floor here.
+    let bare = refs::BareLoginServer::start_forwarder().map_err(|e| format!("bare forwarder: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    let bare_login = conn::login_all(bare.addr(), ctx.names("f", clients), ctx.login_window, deadline)
+        .map_err(|e| format!("bare forwarder: {e}"))?;
+    let bare_out = engine::run(&plan, bare_login.conns, || {});
+    drop(bare);
     let us = |ns: u64| ns as f64 / 1e3;
     let full = !ctx.quick;
     let p50 = us(out.hist.quantile(0.5));
@@ -1559,9 +1575,25 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
         Unit::Ratio,
         full.then_some(Goal::AtMost(2.0)),
     );
+    r.fig(
+        "ref_forwarder_p50_us",
+        "reference: bare thread-per-connection forwarder p50",
+        us(bare_out.hist.quantile(0.5)),
+        Unit::Us,
+        None,
+    );
+    r.fig(
+        "ref_forwarder_p99_us",
+        "reference: bare thread-per-connection forwarder p99",
+        us(bare_out.hist.quantile(0.99)),
+        Unit::Us,
+        None,
+    );
     r.row("p50_us", Some("ref_one_way_p50_us"));
     r.row("p50_vs_ref", None);
     r.row("p99_us", Some("ref_one_way_p99_us"));
+    r.row("p50_us", Some("ref_forwarder_p50_us"));
+    r.row("p99_us", Some("ref_forwarder_p99_us"));
     let pct = if out.expected == 0 {
         0.0
     } else {
@@ -1590,13 +1622,12 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
             None,
         );
     }
-    meter.finish(&target, &mut r);
     r.notes.push(
-        "reference: two threads, a 64-byte message every 500 µs, the receiver blocked in read; \
-         chinwagd's path has two such hops (bench -> server thread -> bench)"
+        "reference: measured meanwhile, two threads of the bench, a 64-byte message every ms, \
+         the receiver blocked in its read; chinwagd's path has two such hops \
+         (bench -> server thread -> bench)"
             .into(),
     );
-    target.stop();
     check_engine(ctx, &mut r, &out);
     Ok(r)
 }

@@ -4,6 +4,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -12,41 +14,87 @@ use crate::hist::Hist;
 /// One-way latency of a 64-byte message over a direct loopback TCP
 /// connection between two threads: the sender stamps the time and writes,
 /// the receiver (blocked in its read, as a server's connection thread is
-/// between messages) reads and records the difference. `n` messages,
-/// `gap` apart, so the receiver sleeps before each one.
-pub fn one_way_latency(n: usize, gap: Duration) -> io::Result<Hist> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    let mut a = TcpStream::connect(l.local_addr()?)?;
-    let (mut b, _) = l.accept()?;
-    a.set_nodelay(true)?;
-    b.set_nodelay(true)?;
-    b.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let base = Instant::now();
-    let reader = thread::spawn(move || -> io::Result<Hist> {
-        let mut h = Hist::default();
-        let mut msg = [0u8; 64];
-        for i in 0..n {
-            b.read_exact(&mut msg)?;
-            let now = base.elapsed().as_nanos() as u64;
-            let sent = u64::from_le_bytes(msg[..8].try_into().expect("8 bytes"));
-            if i >= n / 10 {
-                h.record(now.saturating_sub(sent)); // the first tenth warms up
+/// between messages) reads and records the difference; a message every
+/// `gap`. Measured while a workload runs, so the reference sees the same
+/// machine (the same other processes, the same busy cores) as the figure
+/// it stands beside.
+pub struct OneWayProbe {
+    stop: Arc<AtomicBool>,
+    sender: Option<thread::JoinHandle<io::Result<()>>>,
+    receiver: Option<thread::JoinHandle<io::Result<Hist>>>,
+}
+
+impl OneWayProbe {
+    pub fn start(gap: Duration) -> io::Result<OneWayProbe> {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let mut a = TcpStream::connect(l.local_addr()?)?;
+        let (mut b, _) = l.accept()?;
+        a.set_nodelay(true)?;
+        b.set_nodelay(true)?;
+        b.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let base = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let receiver = thread::spawn(move || -> io::Result<Hist> {
+            let mut h = Hist::default();
+            let mut msg = [0u8; 64];
+            loop {
+                b.read_exact(&mut msg)?;
+                let now = base.elapsed().as_nanos() as u64;
+                let sent = u64::from_le_bytes(msg[..8].try_into().expect("8 bytes"));
+                if sent == u64::MAX {
+                    return Ok(h);
+                }
+                h.record(now.saturating_sub(sent));
             }
-        }
-        Ok(h)
-    });
-    let mut msg = [0x5au8; 64];
-    let mut next = Instant::now();
-    for _ in 0..n {
-        next += gap;
-        sleep_until(next);
-        let t = base.elapsed().as_nanos() as u64;
-        msg[..8].copy_from_slice(&t.to_le_bytes());
-        a.write_all(&msg)?;
+        });
+        let stop2 = stop.clone();
+        let sender = thread::spawn(move || -> io::Result<()> {
+            let mut msg = [0x5au8; 64];
+            let mut next = Instant::now();
+            while !stop2.load(Ordering::Acquire) {
+                next += gap;
+                sleep_until(next);
+                let t = base.elapsed().as_nanos() as u64;
+                msg[..8].copy_from_slice(&t.to_le_bytes());
+                a.write_all(&msg)?;
+            }
+            msg[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+            a.write_all(&msg)
+        });
+        Ok(OneWayProbe {
+            stop,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        })
     }
-    reader
-        .join()
-        .map_err(|_| io::Error::other("reader panicked"))?
+
+    pub fn finish(mut self) -> io::Result<Hist> {
+        self.stop.store(true, Ordering::Release);
+        let joined = |r: thread::Result<io::Result<()>>| {
+            r.map_err(|_| io::Error::other("probe sender panicked"))?
+        };
+        if let Some(s) = self.sender.take() {
+            joined(s.join())?;
+        }
+        match self.receiver.take() {
+            Some(r) => r
+                .join()
+                .map_err(|_| io::Error::other("probe receiver panicked"))?,
+            None => Ok(Hist::default()),
+        }
+    }
+}
+
+impl Drop for OneWayProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(s) = self.sender.take() {
+            let _ = s.join();
+        }
+        if let Some(r) = self.receiver.take() {
+            let _ = r.join();
+        }
+    }
 }
 
 /// Round trip of a 64-byte UDP datagram between two threads on loopback
@@ -106,11 +154,21 @@ pub struct BareLoginServer {
 }
 
 impl BareLoginServer {
+    /// The one-thread login server.
     pub fn start() -> io::Result<BareLoginServer> {
+        Self::start_mode("__bare-login")
+    }
+
+    /// The bare thread-per-connection forwarder (see [`bare_forward_main`]).
+    pub fn start_forwarder() -> io::Result<BareLoginServer> {
+        Self::start_mode("__bare-forward")
+    }
+
+    fn start_mode(mode: &str) -> io::Result<BareLoginServer> {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         let mut child = Command::new(std::env::current_exe()?)
-            .arg("__bare-login")
+            .arg(mode)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()?;
@@ -178,6 +236,67 @@ pub fn bare_login_main() -> io::Result<()> {
                 let _ = s.write_all(&[chinwag_proto::chatos::op::LOGIN_ACCEPTED]);
             }
             kept.push(s);
+        }
+    });
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+    Ok(())
+}
+
+/// `chinwag-bench __bare-forward`: the floor of the thread-per-connection
+/// model for private messages. One thread per connection (spawned at
+/// accept, 128 KiB stacks like chinwagd's), which answers the LOGIN and
+/// then writes each MESSAGE_PRIVATE it reads, as it is, to the named
+/// recipient's socket: no hub, no queue, no name policy, no flush threads.
+pub fn bare_forward_main() -> io::Result<()> {
+    use chinwag_proto::chatos::{Command, Decoder};
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    crate::server::raise_fd_limit();
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", l.local_addr()?);
+    std::io::stdout().flush()?;
+    let names: Arc<Mutex<HashMap<String, Arc<TcpStream>>>> = Arc::default();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else {
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let names = names.clone();
+            let _ = thread::Builder::new().stack_size(128 * 1024).spawn(move || {
+                let _ = s.set_nodelay(true);
+                let s = Arc::new(s);
+                let mut dec = Decoder::new();
+                let mut buf = vec![0u8; 16 * 1024];
+                let mut out = Vec::new();
+                loop {
+                    let n = match (&*s).read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    dec.push(&buf[..n]);
+                    while let Ok(Some(cmd)) = dec.next_command() {
+                        match cmd {
+                            Command::Login { login } => {
+                                names.lock().expect("names").insert(login, s.clone());
+                                let _ = (&*s).write_all(&[chinwag_proto::chatos::op::LOGIN_ACCEPTED]);
+                            }
+                            Command::MessagePrivate { from, to, text } => {
+                                let target = names.lock().expect("names").get(&to).cloned();
+                                if let Some(t) = target {
+                                    out.clear();
+                                    chinwag_proto::chatos::encode_message_private(
+                                        &mut out, &from, &to, &text,
+                                    );
+                                    let _ = (&*t).write_all(&out);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            });
         }
     });
     let mut sink = Vec::new();

@@ -88,7 +88,7 @@ impl Spec {
         }
         Ok(Spec::Spawn {
             binary,
-            max_connections: 19_000,
+            max_connections: 12_000,
         })
     }
 
