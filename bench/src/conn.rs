@@ -62,15 +62,26 @@ impl Conn {
     /// Read until the socket is drained, handing every decoded command to
     /// `f` with the time its bytes were read. Returns Ok(false) at end of
     /// stream. A framing error is returned as InvalidData.
-    pub fn pump(
+    pub fn pump(&mut self, buf: &mut [u8], f: impl FnMut(Command, Instant)) -> io::Result<bool> {
+        self.pump_until(buf, true, f)
+    }
+
+    /// [`Conn::pump`], but when `to_the_end` is false a read shorter than
+    /// `buf` ends it: the socket was drained then, and the edge-triggered
+    /// poll reports whatever arrives later. One read per event instead of
+    /// two for a generator that must not spend the cores it shares with
+    /// the server. (A closed stream needs `to_the_end`.)
+    pub fn pump_until(
         &mut self,
         buf: &mut [u8],
+        to_the_end: bool,
         mut f: impl FnMut(Command, Instant),
     ) -> io::Result<bool> {
         loop {
             match self.sock.read(buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
+                    let drained = !to_the_end && n < buf.len();
                     let now = Instant::now();
                     self.dec.push(&buf[..n]);
                     loop {
@@ -84,6 +95,9 @@ impl Conn {
                                 ))
                             }
                         }
+                    }
+                    if drained {
+                        return Ok(true);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),

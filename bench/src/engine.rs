@@ -427,7 +427,8 @@ fn worker(
             let mut last = None;
             let base = sh.base;
             let hist = &mut out.hist;
-            let res = conns[i].pump(&mut buf, |cmd, at| {
+            let to_the_end = ev.is_read_closed() || ev.is_error();
+            let res = conns[i].pump_until(&mut buf, to_the_end, |cmd, at| {
                 let text = match (&cmd, kind) {
                     (Command::Message { from, text }, Kind::Fanout) => {
                         if from == own {

@@ -86,7 +86,7 @@ FANOUT / P2P
                        per client, default 10)
   --window K           saturation: messages a sender may have undelivered (default 8;
                        p2p: per direction of a pair; rooms: texts awaiting their
-                       answer, 16). Throughput grows with K: see the report
+                       answer, 4). Throughput grows with K: see the report
 
 RELAY
   --bytes N            bulk bytes one way (default 4294967296; the run also stops at --seconds)
@@ -356,11 +356,11 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let (room, rsecs) = if quick { (20, 0.3) } else { (250, 5.0) };
             todo.push((
                 "rooms",
-                Box::new(move |c| rooms::texts_wl(c, room, 16, rsecs)),
+                Box::new(move |c| rooms::texts_wl(c, room, 4, rsecs)),
             ));
             todo.push((
                 "rooms-workers",
-                Box::new(move |c| rooms::workers_wl(c, room, 16, rsecs.min(3.0))),
+                Box::new(move |c| rooms::workers_wl(c, room, 4, rsecs.min(3.0))),
             ));
             todo.push(("rooms-rtt", Box::new(move |c| rooms::rtt_wl(c, room))));
             let (online, newcomers, calls) = if quick {
@@ -397,7 +397,7 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
         }
         "rooms" => {
             let clients = args.or("clients", if quick { 20 } else { 250 })?;
-            let window = args.or("window", 16)?;
+            let window = args.or("window", 4)?;
             let seconds = args.or("seconds", if quick { 0.3 } else { 5.0 })?;
             todo.push((
                 "rooms",
@@ -618,6 +618,27 @@ impl Meter {
     }
 }
 
+/// The same load run through the bench's bare thread-per-connection
+/// forwarder (see `refs::bare_forward_main`), in its own process.
+fn forwarder_run(
+    ctx: &Ctx,
+    plan: &Plan,
+    clients: usize,
+    prefix: &str,
+) -> Result<engine::Outcome, String> {
+    let bare =
+        refs::BareLoginServer::start_forwarder().map_err(|e| format!("bare forwarder: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    let login = conn::login_all(
+        bare.addr(),
+        ctx.names(prefix, clients),
+        ctx.login_window,
+        deadline,
+    )
+    .map_err(|e| format!("bare forwarder: {e}"))?;
+    Ok(engine::run(plan, login.conns, || {}))
+}
+
 /// The server's peak RSS and threads over the workload so far.
 fn peak_figures(t: &Target, r: &mut Report) {
     if let Some(p) = t.peak() {
@@ -708,8 +729,30 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     );
     engine_figures(&mut r, &out, rate_goal, p99_goal, pct_goal);
     if paced {
-        r.row("p99_ms", None);
+        meter.finish(&target, &mut r);
+        target.stop();
+        // The same load through the bare forwarder: the model's floor.
+        let bare_out = forwarder_run(ctx, &plan, p.clients, "g")?;
+        let ms = |ns: u64| ns as f64 / 1e6;
+        r.fig(
+            "ref_forwarder_p50_ms",
+            "reference: bare thread-per-connection forwarder p50",
+            ms(bare_out.hist.quantile(0.5)),
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "ref_forwarder_p99_ms",
+            "reference: bare thread-per-connection forwarder p99",
+            ms(bare_out.hist.quantile(0.99)),
+            Unit::Ms,
+            None,
+        );
+        r.row("p50_ms", Some("ref_forwarder_p50_ms"));
+        r.row("p99_ms", Some("ref_forwarder_p99_ms"));
         r.row("delivered_pct", None);
+        check_engine(ctx, &mut r, &out);
+        return Ok(r);
     } else {
         r.row("deliveries_per_s", None);
         r.row("p99_ms", None);
@@ -1053,10 +1096,18 @@ fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
         None,
     );
     engine_figures(&mut r, &out, goal, None, None);
-    r.row("deliveries_per_s", None);
-    r.row("p50_ms", None);
     meter.finish(&target, &mut r);
     target.stop();
+    let bare = forwarder_run(ctx, &plan, p.clients, "h")?;
+    r.fig(
+        "ref_forwarder_per_s",
+        "reference: bare thread-per-connection forwarder, deliveries per second",
+        bare.delivered as f64 / bare.active.as_secs_f64().max(1e-9),
+        Unit::PerSec,
+        None,
+    );
+    r.row("deliveries_per_s", Some("ref_forwarder_per_s"));
+    r.row("p50_ms", None);
     check_engine(ctx, &mut r, &out);
     Ok(r)
 }
@@ -1535,12 +1586,7 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
     meter.finish(&target, &mut r);
     target.stop();
     // The same load through the bare forwarder: the model's floor here.
-    let bare = refs::BareLoginServer::start_forwarder().map_err(|e| format!("bare forwarder: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
-    let bare_login = conn::login_all(bare.addr(), ctx.names("f", clients), ctx.login_window, deadline)
-        .map_err(|e| format!("bare forwarder: {e}"))?;
-    let bare_out = engine::run(&plan, bare_login.conns, || {});
-    drop(bare);
+    let bare_out = forwarder_run(ctx, &plan, clients, "f")?;
     let us = |ns: u64| ns as f64 / 1e3;
     let full = !ctx.quick;
     let p50 = us(out.hist.quantile(0.5));

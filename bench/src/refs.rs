@@ -244,10 +244,11 @@ pub fn bare_login_main() -> io::Result<()> {
 }
 
 /// `chinwag-bench __bare-forward`: the floor of the thread-per-connection
-/// model for private messages. One thread per connection (spawned at
-/// accept, 128 KiB stacks like chinwagd's), which answers the LOGIN and
-/// then writes each MESSAGE_PRIVATE it reads, as it is, to the named
-/// recipient's socket: no hub, no queue, no name policy, no flush threads.
+/// model. One thread per connection (spawned at accept, 128 KiB stacks like
+/// chinwagd's), which answers the LOGIN and then writes each
+/// MESSAGE_PRIVATE it reads to the named recipient's socket, and each
+/// MESSAGE to every socket (one blocking write each, from the sender's
+/// thread): no hub, no queue, no name policy, no flush threads, no bound.
 pub fn bare_forward_main() -> io::Result<()> {
     use chinwag_proto::chatos::{Command, Decoder};
     use std::collections::HashMap;
@@ -264,39 +265,52 @@ pub fn bare_forward_main() -> io::Result<()> {
                 continue;
             };
             let names = names.clone();
-            let _ = thread::Builder::new().stack_size(128 * 1024).spawn(move || {
-                let _ = s.set_nodelay(true);
-                let s = Arc::new(s);
-                let mut dec = Decoder::new();
-                let mut buf = vec![0u8; 16 * 1024];
-                let mut out = Vec::new();
-                loop {
-                    let n = match (&*s).read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    dec.push(&buf[..n]);
-                    while let Ok(Some(cmd)) = dec.next_command() {
-                        match cmd {
-                            Command::Login { login } => {
-                                names.lock().expect("names").insert(login, s.clone());
-                                let _ = (&*s).write_all(&[chinwag_proto::chatos::op::LOGIN_ACCEPTED]);
-                            }
-                            Command::MessagePrivate { from, to, text } => {
-                                let target = names.lock().expect("names").get(&to).cloned();
-                                if let Some(t) = target {
-                                    out.clear();
-                                    chinwag_proto::chatos::encode_message_private(
-                                        &mut out, &from, &to, &text,
-                                    );
-                                    let _ = (&*t).write_all(&out);
+            let _ = thread::Builder::new()
+                .stack_size(128 * 1024)
+                .spawn(move || {
+                    let _ = s.set_nodelay(true);
+                    let s = Arc::new(s);
+                    let mut dec = Decoder::new();
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut out = Vec::new();
+                    loop {
+                        let n = match (&*s).read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        dec.push(&buf[..n]);
+                        while let Ok(Some(cmd)) = dec.next_command() {
+                            match cmd {
+                                Command::Login { login } => {
+                                    names.lock().expect("names").insert(login, s.clone());
+                                    let _ = (&*s)
+                                        .write_all(&[chinwag_proto::chatos::op::LOGIN_ACCEPTED]);
                                 }
+                                Command::Message { from, text } => {
+                                    // Everyone, from this thread, one write each.
+                                    out.clear();
+                                    chinwag_proto::chatos::encode_message(&mut out, &from, &text);
+                                    let all: Vec<Arc<TcpStream>> =
+                                        names.lock().expect("names").values().cloned().collect();
+                                    for t in all {
+                                        let _ = (&*t).write_all(&out);
+                                    }
+                                }
+                                Command::MessagePrivate { from, to, text } => {
+                                    let target = names.lock().expect("names").get(&to).cloned();
+                                    if let Some(t) = target {
+                                        out.clear();
+                                        chinwag_proto::chatos::encode_message_private(
+                                            &mut out, &from, &to, &text,
+                                        );
+                                        let _ = (&*t).write_all(&out);
+                                    }
+                                }
+                                _ => {}
                             }
-                            _ => {}
                         }
                     }
-                }
-            });
+                });
         }
     });
     let mut sink = Vec::new();

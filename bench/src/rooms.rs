@@ -143,6 +143,10 @@ pub struct TextsOutcome {
     pub ack: Hist,
     pub rx_queue_peak: u64,
     pub kernel_drops: u64,
+    /// Texts the sender sent again (unanswered after T).
+    pub resent: u64,
+    /// Texts given up after M sends.
+    pub lost: u64,
 }
 
 /// Client 0 sends 64-byte texts to the public room with `window` awaiting
@@ -178,12 +182,19 @@ fn texts(
         ack: Hist::default(),
         rx_queue_peak: 0,
         kernel_drops: 0,
+        resent: 0,
+        lost: 0,
     };
     let drops0 = udp_queue(server.port()).map_or(0, |q| q.1);
     // NUM_SEQs each receiver has seen from the server (a repeat is a
     // retransmission: the server did not get the acknowledgement in time).
     let mut seen: Vec<Vec<u64>> = (0..clients.len()).map(|_| vec![0u64; 1024]).collect();
-    let mut in_flight: HashMap<u16, Instant> = HashMap::new();
+    // Texts awaiting their answer: first send, last send, sends, bytes. A
+    // text unanswered for T (100 ms) is sent again, M (10) times in all,
+    // as a client must (the server answers a copy without forwarding it
+    // twice).
+    let mut in_flight: HashMap<u16, (Instant, Instant, u32, Vec<u8>)> = HashMap::new();
+    let retry = Duration::from_millis(100);
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; 8192];
     let mut bytes = Vec::with_capacity(128);
@@ -209,11 +220,21 @@ fn texts(
             .encode(&mut bytes);
             match socks[0].send_to(&bytes, server) {
                 Ok(_) => {
-                    in_flight.insert(seq, Instant::now());
+                    let t = Instant::now();
+                    in_flight.insert(seq, (t, t, 1, bytes.clone()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("rooms send: {e}")),
             }
+        }
+        for (first, last, sends, bytes) in in_flight.values_mut() {
+            if now.duration_since(*last) >= retry && *sends < 10 {
+                let _ = socks[0].send_to(bytes, server);
+                *last = now;
+                *sends += 1;
+                out.resent += 1;
+            }
+            let _ = first;
         }
         if now >= next_sample {
             if let Some((rx, _)) = udp_queue(server.port()) {
@@ -266,7 +287,7 @@ fn texts(
                         }
                     }
                     Body::TextAck if i == 0 => {
-                        if let Some(t) = in_flight.remove(&m.seq) {
+                        if let Some((t, ..)) = in_flight.remove(&m.seq) {
                             out.ack.record(at.duration_since(t).as_nanos() as u64);
                             out.texts += 1;
                         }
@@ -278,9 +299,10 @@ fn texts(
                 }
             }
         }
-        // Texts the server never answered (lost both ways) are given up
-        // after a second, as a client would.
-        in_flight.retain(|_, t| t.elapsed() < Duration::from_secs(1));
+        // Texts the server never answered after M sends are given up.
+        let before = in_flight.len();
+        in_flight.retain(|_, (_, last, sends, _)| *sends < 10 || last.elapsed() < retry);
+        out.lost += (before - in_flight.len()) as u64;
     }
     out.elapsed = last_delivery
         .duration_since(t0)
@@ -381,11 +403,22 @@ pub fn texts_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Resul
     );
     r.fig(
         "retransmitted",
-        "forwarded texts received twice",
+        "forwarded texts received twice (server retransmissions)",
         o.duplicates as f64,
         Unit::Count,
         None,
     );
+    r.fig(
+        "resent",
+        "texts the sender sent again (no answer after T)",
+        o.resent as f64,
+        Unit::Count,
+        None,
+    );
+    if o.lost > 0 {
+        r.problems
+            .push(format!("{} texts never answered after M sends", o.lost));
+    }
     r.fig(
         "rx_queue_peak_kib",
         "server socket receive queue, peak (KiB)",

@@ -35,6 +35,9 @@ use state::{Output, Rooms, Verdict};
 /// Datagrams waiting for a worker; beyond this they are dropped, as the
 /// network itself may drop them.
 const INBOX: usize = 4096;
+/// The socket's receive buffer asked for (the kernel caps it at
+/// net.core.rmem_max, 4 MiB here).
+const RECV_BUFFER: usize = 4 << 20;
 /// How often the timer thread runs retransmissions and expiries.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -95,6 +98,12 @@ fn bind_udp(bind: SocketAddr) -> std::io::Result<UdpSocket> {
     let s = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))?;
     if bind.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         s.set_only_v6(false)?;
+    }
+    // A text to a full room comes back as one acknowledgement per member at
+    // once: the default buffer (about 200 KiB) drops most of a burst, and
+    // every drop costs a retransmission T later. Capped by rmem_max.
+    if let Err(e) = s.set_recv_buffer_size(RECV_BUFFER) {
+        log::debug!("rooms: cannot set SO_RCVBUF: {e}");
     }
     s.bind(&bind.into())?;
     Ok(s.into())
