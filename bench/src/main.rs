@@ -1237,18 +1237,26 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
     r.param("seconds_cap", o.seconds);
     r.param("ping_size", o.ping_size);
     let mut target = ctx.spec.start()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let [pa, pb, _ca, _cb] = relay::establish(
-        target.addr,
-        &format!("ra{}", ctx.run_id),
-        &format!("rb{}", ctx.run_id),
-        deadline,
-    )?;
+    let addr = target.addr;
+    let run_id = ctx.run_id.clone();
+    // The control connections stay open as long as their relay is used.
+    let mut controls = Vec::new();
+    let relay_pair = |k: usize| -> Result<(std::net::TcpStream, std::net::TcpStream), String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let [pa, pb, ca, cb] = relay::establish(
+            addr,
+            &format!("ra{run_id}{k}"),
+            &format!("rb{run_id}{k}"),
+            deadline,
+        )?;
+        controls.push((ca, cb));
+        Ok((pa, pb))
+    };
+    let rounds = if ctx.quick { 2 } else { 5 };
+    r.param("rounds", rounds);
     let meter = Meter::start(&target);
-    let via = relay::measure(pa, pb, o).map_err(|e| format!("relay: {e}"))?;
+    let (via, direct) = relay::measure_both(relay_pair, o, rounds)?;
     meter.finish(&target, &mut r);
-    let (da, db) = relay::direct().map_err(|e| format!("direct loopback: {e}"))?;
-    let direct = relay::measure(da, db, o).map_err(|e| format!("direct: {e}"))?;
     target.stop();
     let full = !ctx.quick && o.write_size == 65536;
     let us = |ns: u64| ns as f64 / 1e3;
@@ -1341,8 +1349,9 @@ fn relay_wl(ctx: &Ctx, o: &relay::RelayOpts) -> Result<Report, String> {
         None,
     );
     r.notes.push(
-        "RTT: 64-byte ping-pong; 'echo thread': the far end echoes on its own thread (what two programs see); \
-         'one thread': one thread plays both ends, timing only the path in between; server CPU covers the relay half only"
+        "relay and direct measured in alternation (ping-pong rounds, then bulk rounds, each on fresh connections); \
+         RTT: 64-byte ping-pong; 'echo thread': the far end echoes on its own thread (what two programs see); \
+         'one thread': one thread plays both ends, timing only the path in between; server CPU covers both"
             .into(),
     );
     if via.bytes == 0 {

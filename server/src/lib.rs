@@ -317,7 +317,7 @@ fn thread_budget(cfg: &Config) -> Arc<ThreadBudget> {
              connections past that are closed at once; raise vm.max_map_count to serve more",
             cfg.max_connections,
             cfg.spare_threads,
-            pool::MAPS_PER_THREAD
+            pool::maps_per_thread()
         );
     }
     ThreadBudget::new(fit)

@@ -146,6 +146,13 @@ fn reread(args: &Args, running: &Config) {
     }
 }
 
+/// Runs before Rust's runtime starts: no signal stack per thread (see
+/// `chinwagd::pool::no_signal_stacks`), so a connection thread costs two
+/// memory maps instead of four and starts about a third faster.
+#[used]
+#[unsafe(link_section = ".init_array")]
+static NO_SIGNAL_STACKS: extern "C" fn() = chinwagd::pool::no_signal_stacks;
+
 /// Let the process use as many descriptors as its hard limit allows: every
 /// connection is one descriptor, and the soft default is often 1024.
 fn raise_fd_limit() {

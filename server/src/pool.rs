@@ -41,19 +41,60 @@ struct Idle {
 }
 
 /// How many per-connection threads (connection threads and backlog
-/// writers) may live at once. Every thread costs memory maps (its stack
-/// and guard page, and the signal stack and guard page Rust's runtime gives
-/// it: four in all), and a process has `vm.max_map_count` of them (65,530
-/// by default): a thread whose signal stack cannot be mapped aborts the
-/// whole process, so threads are refused well before that, gracefully
-/// (the connection is closed; a backlog writer's peer is dropped).
+/// writers) may live at once. Every thread costs memory maps (see
+/// [`maps_per_thread`]), and a process has `vm.max_map_count` of them
+/// (65,530 by default): a thread whose signal stack cannot be mapped
+/// aborts the whole process, and one whose stack cannot be mapped is not
+/// started, so threads are refused before either happens, gracefully (the
+/// connection is closed; a backlog writer's peer is dropped).
 pub struct ThreadBudget {
     limit: usize,
     live: AtomicUsize,
 }
 
-/// Memory maps one thread costs (see [`ThreadBudget`]).
-pub const MAPS_PER_THREAD: usize = 4;
+/// Memory maps one thread costs (see [`ThreadBudget`]): its stack and
+/// guard page, and, unless [`no_signal_stacks`] ran at start, the signal
+/// stack and guard page Rust's runtime gives each thread.
+pub fn maps_per_thread() -> usize {
+    if NO_SIGNAL_STACKS.load(Ordering::Relaxed) {
+        2
+    } else {
+        4
+    }
+}
+
+static NO_SIGNAL_STACKS: AtomicBool = AtomicBool::new(false);
+
+/// For chinwagd's start, before Rust's runtime starts (an `.init_array`
+/// entry of the binary): give SIGSEGV and SIGBUS a handler of our own, so
+/// the runtime, which only takes them over from the default disposition,
+/// does not give every thread a signal stack (an mmap, an mprotect and a
+/// sigaltstack at start, a munmap at exit, and two of the process's
+/// `vm.max_map_count` maps: a third of a thread's creation, half its maps).
+///
+/// The handler restores the default disposition and returns: the faulting
+/// instruction runs again and the process dies of the signal, as by
+/// default. What is lost is the runtime's "thread has overflowed its
+/// stack" line before the abort: an overflow now ends the process with a
+/// plain SIGSEGV (the guard page below each stack is still there).
+pub extern "C" fn no_signal_stacks() {
+    extern "C" fn fault(_: libc::c_int) {
+        // SAFETY: signal(2) is async-signal-safe; the default action then
+        // applies when the instruction faults again.
+        unsafe {
+            libc::signal(libc::SIGSEGV, libc::SIG_DFL);
+            libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        }
+    }
+    let handler = fault as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: installing a handler that only restores the defaults; this
+    // runs before any thread exists.
+    let ok = unsafe {
+        libc::signal(libc::SIGSEGV, handler) != libc::SIG_ERR
+            && libc::signal(libc::SIGBUS, handler) != libc::SIG_ERR
+    };
+    NO_SIGNAL_STACKS.store(ok, Ordering::Relaxed);
+}
 /// Maps kept for everything else (heap arenas, the store, libraries, and
 /// stacks glibc keeps cached after their threads ended).
 pub const MAPS_RESERVED: usize = 2048;
@@ -123,7 +164,7 @@ impl ThreadBudget {
 
 /// Threads that fit in `max_map_count` maps when `in_use` are taken.
 pub fn threads_for_maps(max_map_count: usize, in_use: usize) -> usize {
-    max_map_count.saturating_sub(in_use + MAPS_RESERVED) / MAPS_PER_THREAD
+    max_map_count.saturating_sub(in_use + MAPS_RESERVED) / maps_per_thread()
 }
 
 struct Inner {
