@@ -123,6 +123,8 @@ impl Config {
             registrations_per_minute: 10_000,
             rooms_max_per_ip: 254,
             rooms_registrations_per_minute: 10_000,
+            // Tests start many servers in one process: a few spares each.
+            spare_threads: 4,
             ..Config::default()
         }
     }
