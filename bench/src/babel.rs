@@ -373,20 +373,7 @@ pub fn call_wl(ctx: &Ctx, online: usize, calls: usize) -> Result<Report, String>
         Unit::Us,
         None,
     );
-    r.fig(
-        "ref_one_way_p50_us",
-        "reference: direct loopback one-way p50",
-        us(reference.quantile(0.5)),
-        Unit::Us,
-        None,
-    );
-    r.fig(
-        "ref_one_way_p99_us",
-        "reference: direct loopback one-way p99",
-        us(reference.quantile(0.99)),
-        Unit::Us,
-        None,
-    );
+    crate::one_way_figures(&mut r, &reference);
     r.row("ring_p50_us", Some("ref_one_way_p50_us"));
     r.row("ring_p99_us", Some("ref_one_way_p99_us"));
     meter.finish(&target, &mut r);

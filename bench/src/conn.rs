@@ -36,6 +36,41 @@ impl Conn {
         })
     }
 
+    /// Connect, register with `poll` under `token`, and send LOGIN as
+    /// `name` (or queue it until the socket is writable).
+    pub fn start_login(
+        addr: SocketAddr,
+        name: String,
+        poll: &Poll,
+        token: Token,
+    ) -> Result<Conn, String> {
+        let mut c = Conn::connect(addr, name).map_err(|e| format!("connect: {e}"))?;
+        poll.registry()
+            .register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| format!("register: {e}"))?;
+        Command::Login {
+            login: c.name.clone(),
+        }
+        .encode(&mut c.out);
+        c.flush().map_err(|e| format!("login: {e}"))?;
+        Ok(c)
+    }
+
+    /// On a readable event of a connection logging in: read, and say
+    /// whether the LOGIN was accepted (Some) and whether the stream is
+    /// still open. Broadcasts from clients already in are skipped.
+    pub fn login_verdict(&mut self, buf: &mut [u8]) -> Result<(Option<bool>, bool), String> {
+        let mut verdict = None;
+        let open = self
+            .pump(buf, |cmd, _| match cmd {
+                Command::LoginAccepted if verdict.is_none() => verdict = Some(true),
+                Command::LoginRefused if verdict.is_none() => verdict = Some(false),
+                _ => {}
+            })
+            .map_err(|e| format!("login {}: {e}", self.name))?;
+        Ok((verdict, open))
+    }
+
     /// Write queued bytes until done or the socket is full. A socket still
     /// connecting counts as full: its writable event will come.
     pub fn flush(&mut self) -> io::Result<()> {
@@ -139,20 +174,8 @@ pub fn login_all(
         while in_flight < window && conns.len() < n {
             let i = conns.len();
             let name = names.next().expect("one name per connection");
-            let mut c = Conn::connect(addr, name)
-                .map_err(|e| format!("connect #{i}: {e} ({done} logged in)"))?;
-            poll.registry()
-                .register(
-                    &mut c.sock,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .map_err(|e| format!("register: {e}"))?;
-            Command::Login {
-                login: c.name.clone(),
-            }
-            .encode(&mut c.out);
-            c.flush().map_err(|e| format!("login #{i}: {e}"))?;
+            let c = Conn::start_login(addr, name, &poll, Token(i))
+                .map_err(|e| format!("#{i}: {e} ({done} logged in)"))?;
             conns.push(c);
             in_flight += 1;
         }
@@ -169,14 +192,7 @@ pub fn login_all(
                 c.flush().map_err(|e| format!("login #{i}: {e}"))?;
             }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                let mut verdict = None;
-                let open = c
-                    .pump(&mut buf, |cmd, _| match cmd {
-                        Command::LoginAccepted if verdict.is_none() => verdict = Some(true),
-                        Command::LoginRefused if verdict.is_none() => verdict = Some(false),
-                        _ => {} // broadcasts from clients already in: ignore
-                    })
-                    .map_err(|e| format!("login #{i} ({}): {e}", c.name))?;
+                let (verdict, open) = c.login_verdict(&mut buf)?;
                 match verdict {
                     Some(true) if !accepted[i] => {
                         accepted[i] = true;
@@ -242,20 +258,7 @@ pub fn churn(
         let name = format!("{prefix}-{next_name}");
         *next_name += 1;
         let started = Instant::now();
-        let mut c = Conn::connect(addr, name).map_err(|e| format!("connect: {e}"))?;
-        poll.registry()
-            .register(
-                &mut c.sock,
-                Token(i),
-                Interest::READABLE | Interest::WRITABLE,
-            )
-            .map_err(|e| format!("register: {e}"))?;
-        Command::Login {
-            login: c.name.clone(),
-        }
-        .encode(&mut c.out);
-        c.flush().map_err(|e| format!("login: {e}"))?;
-        *slot = Some((c, started));
+        *slot = Some((Conn::start_login(addr, name, poll, Token(i))?, started));
         Ok(())
     };
     for (i, slot) in slots.iter_mut().enumerate() {
@@ -279,14 +282,7 @@ pub fn churn(
             if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
                 continue;
             }
-            let mut verdict = None;
-            let open_now = c
-                .pump(&mut buf, |cmd, _| match cmd {
-                    Command::LoginAccepted if verdict.is_none() => verdict = Some(true),
-                    Command::LoginRefused if verdict.is_none() => verdict = Some(false),
-                    _ => {}
-                })
-                .map_err(|e| format!("churn {}: {e}", c.name))?;
+            let (verdict, open_now) = c.login_verdict(&mut buf)?;
             match verdict {
                 Some(true) => {
                     out.latency.record(started.elapsed().as_nanos() as u64);

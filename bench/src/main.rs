@@ -183,20 +183,17 @@ impl Ctx {
 fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
     let first = raw.next();
-    if first.as_deref() == Some("__bare-login") {
-        return match refs::bare_login_main() {
+    // The bench's own reference servers, each in a process of its own.
+    let bare: Option<(&str, fn() -> std::io::Result<()>)> = match first.as_deref() {
+        Some(m @ "__bare-login") => Some((m, refs::bare_login_main)),
+        Some(m @ "__bare-forward") => Some((m, refs::bare_forward_main)),
+        _ => None,
+    };
+    if let Some((mode, serve)) = bare {
+        return match serve() {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("chinwag-bench __bare-login: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if first.as_deref() == Some("__bare-forward") {
-        return match refs::bare_forward_main() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("chinwag-bench __bare-forward: {e}");
+                eprintln!("chinwag-bench {mode}: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -354,28 +351,13 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let off = if quick { 500 } else { 10_000 };
             todo.push(("accounts-offline", Box::new(move |c| offline_wl(c, off))));
             let (room, rsecs) = if quick { (20, 0.3) } else { (250, 5.0) };
-            todo.push((
-                "rooms",
-                Box::new(move |c| rooms::texts_wl(c, room, 4, rsecs)),
-            ));
-            todo.push((
-                "rooms-workers",
-                Box::new(move |c| rooms::workers_wl(c, room, 4, rsecs.min(3.0))),
-            ));
-            todo.push(("rooms-rtt", Box::new(move |c| rooms::rtt_wl(c, room))));
+            rooms_jobs(&mut todo, room, 4, rsecs);
             let (online, newcomers, calls) = if quick {
                 (50, 5, 100)
             } else {
                 (1000, 100, 2000)
             };
-            todo.push((
-                "babel-login",
-                Box::new(move |c| babel::login_wl(c, online, newcomers)),
-            ));
-            todo.push((
-                "babel-call",
-                Box::new(move |c| babel::call_wl(c, online, calls)),
-            ));
+            babel_jobs(&mut todo, online, newcomers, calls);
         }
         "p2p-paced" => {
             let clients = args.or("clients", if quick { 50 } else { 1000 })?;
@@ -399,28 +381,13 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let clients = args.or("clients", if quick { 20 } else { 250 })?;
             let window = args.or("window", 4)?;
             let seconds = args.or("seconds", if quick { 0.3 } else { 5.0 })?;
-            todo.push((
-                "rooms",
-                Box::new(move |c| rooms::texts_wl(c, clients, window, seconds)),
-            ));
-            todo.push((
-                "rooms-workers",
-                Box::new(move |c| rooms::workers_wl(c, clients, window, seconds.min(3.0))),
-            ));
-            todo.push(("rooms-rtt", Box::new(move |c| rooms::rtt_wl(c, clients))));
+            rooms_jobs(&mut todo, clients, window, seconds);
         }
         "babel" => {
             let online = args.or("clients", if quick { 50 } else { 1000 })?;
             let newcomers = args.or("newcomers", if quick { 5 } else { 100 })?;
             let calls = args.or("calls", if quick { 100 } else { 2000 })?;
-            todo.push((
-                "babel-login",
-                Box::new(move |c| babel::login_wl(c, online, newcomers)),
-            ));
-            todo.push((
-                "babel-call",
-                Box::new(move |c| babel::call_wl(c, online, calls)),
-            ));
+            babel_jobs(&mut todo, online, newcomers, calls);
         }
         "fanout" => {
             let mode = match (
@@ -543,6 +510,31 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
     Ok(reports)
 }
 
+/// The rooms workloads: texts to a room, worker scaling, light-load RTT.
+fn rooms_jobs(todo: &mut Vec<Job>, clients: usize, window: usize, seconds: f64) {
+    todo.push((
+        "rooms",
+        Box::new(move |c| rooms::texts_wl(c, clients, window, seconds)),
+    ));
+    todo.push((
+        "rooms-workers",
+        Box::new(move |c| rooms::workers_wl(c, clients, window, seconds.min(3.0))),
+    ));
+    todo.push(("rooms-rtt", Box::new(move |c| rooms::rtt_wl(c, clients))));
+}
+
+/// The babel workloads: logins with contact-list fan-out, call set-up.
+fn babel_jobs(todo: &mut Vec<Job>, online: usize, newcomers: usize, calls: usize) {
+    todo.push((
+        "babel-login",
+        Box::new(move |c| babel::login_wl(c, online, newcomers)),
+    ));
+    todo.push((
+        "babel-call",
+        Box::new(move |c| babel::call_wl(c, online, calls)),
+    ));
+}
+
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -637,6 +629,26 @@ fn forwarder_run(
     )
     .map_err(|e| format!("bare forwarder: {e}"))?;
     Ok(engine::run(plan, login.conns, || {}))
+}
+
+/// The one-way reference (`refs::OneWayProbe`) as figures: its p50 and
+/// p99, `ref_one_way_p50_us` and `ref_one_way_p99_us`.
+fn one_way_figures(r: &mut Report, reference: &hist::Hist) {
+    let us = |ns: u64| ns as f64 / 1e3;
+    for (key, label, q) in [
+        (
+            "ref_one_way_p50_us",
+            "reference: direct loopback one-way p50",
+            0.5,
+        ),
+        (
+            "ref_one_way_p99_us",
+            "reference: direct loopback one-way p99",
+            0.99,
+        ),
+    ] {
+        r.fig(key, label, us(reference.quantile(q)), Unit::Us, None);
+    }
 }
 
 /// The server's peak RSS and threads over the workload so far.
@@ -763,6 +775,37 @@ fn fanout(ctx: &Ctx, p: FanoutParams) -> Result<Report, String> {
     Ok(r)
 }
 
+/// For the workloads that write into the server's database while it is
+/// stopped: a fresh database file in the temp directory holding the run's
+/// four accounts (0 and 1 friends, 2 and 3 friends), made through the
+/// protocol by a server then stopped; handed to `body`, removed after.
+fn with_prepared_db(
+    ctx: &Ctx,
+    tag: &str,
+    workload: &str,
+    body: impl FnOnce(&std::path::Path) -> Result<(), String>,
+) -> Result<(), String> {
+    if matches!(ctx.spec, Spec::External { .. }) {
+        return Err(format!(
+            "{workload} writes into the server's database: it needs a spawned server"
+        ));
+    }
+    let db = std::env::temp_dir().join(format!("chinwag-bench-{tag}-{}.db", ctx.run_id));
+    let result = (|| {
+        let mut target = ctx.spec.start_with_db(Some(&db))?;
+        let addr = target.accounts.ok_or("no accounts listener")?;
+        accounts::history_setup(addr, &ctx.run_id)?;
+        target.stop();
+        body(&db)
+    })();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+    result
+}
+
 /// `accounts-history`: see the help text.
 fn history_wl(ctx: &Ctx, messages: usize) -> Result<Report, String> {
     let mut r = Report::new("accounts-history");
@@ -771,18 +814,9 @@ fn history_wl(ctx: &Ctx, messages: usize) -> Result<Report, String> {
     r.param("messages", messages);
     r.param("pages", pages);
     r.param("seconds", secs);
-    if matches!(ctx.spec, Spec::External { .. }) {
-        return Err(
-            "accounts-history writes into the server's database: it needs a spawned server".into(),
-        );
-    }
-    let db = std::env::temp_dir().join(format!("chinwag-bench-hist-{}.db", ctx.run_id));
     let run = ctx.run_id.clone();
-    let result = (|| {
-        let mut target = ctx.spec.start_with_db(Some(&db))?;
-        let addr = target.accounts.ok_or("no accounts listener")?;
-        accounts::history_setup(addr, &run)?;
-        target.stop();
+    with_prepared_db(ctx, "hist", "accounts-history", |db| {
+        let db = db.to_path_buf();
         let filled = accounts::history_fill(&db, &run, messages)?;
         r.fig(
             "fill_s",
@@ -883,13 +917,7 @@ fn history_wl(ctx: &Ctx, messages: usize) -> Result<Report, String> {
             r.problems.push("no acknowledged message".into());
         }
         Ok::<(), String>(())
-    })();
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = db.clone().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
-    result?;
+    })?;
     Ok(r)
 }
 
@@ -898,20 +926,10 @@ fn history_wl(ctx: &Ctx, messages: usize) -> Result<Report, String> {
 fn offline_wl(ctx: &Ctx, n: usize) -> Result<Report, String> {
     let mut r = Report::new("accounts-offline");
     r.param("messages", n);
-    if matches!(ctx.spec, Spec::External { .. }) {
-        return Err(
-            "accounts-offline writes into the server's database: it needs a spawned server".into(),
-        );
-    }
-    let db = std::env::temp_dir().join(format!("chinwag-bench-off-{}.db", ctx.run_id));
     let run = ctx.run_id.clone();
-    let result = (|| {
-        let mut target = ctx.spec.start_with_db(Some(&db))?;
-        let addr = target.accounts.ok_or("no accounts listener")?;
-        accounts::history_setup(addr, &run)?;
-        target.stop();
-        accounts::offline_fill(&db, &run, n)?;
-        let mut target = ctx.spec.start_with_db(Some(&db))?;
+    with_prepared_db(ctx, "off", "accounts-offline", |db| {
+        accounts::offline_fill(db, &run, n)?;
+        let mut target = ctx.spec.start_with_db(Some(db))?;
         let addr = target.accounts.ok_or("no accounts listener")?;
         let meter = Meter::start(&target);
         let o = accounts::offline_login(addr, &run, n)?;
@@ -951,13 +969,7 @@ fn offline_wl(ctx: &Ctx, n: usize) -> Result<Report, String> {
         ));
         target.stop();
         Ok::<(), String>(())
-    })();
-    for suffix in ["", "-wal", "-shm"] {
-        let mut p = db.clone().into_os_string();
-        p.push(suffix);
-        let _ = std::fs::remove_file(p);
-    }
-    result?;
+    })?;
     Ok(r)
 }
 
@@ -1102,7 +1114,7 @@ fn p2p(ctx: &Ctx, p: P2pParams) -> Result<Report, String> {
     r.fig(
         "ref_forwarder_per_s",
         "reference: bare thread-per-connection forwarder, deliveries per second",
-        bare.delivered as f64 / bare.active.as_secs_f64().max(1e-9),
+        bare.per_s(),
         Unit::PerSec,
         None,
     );
@@ -1124,7 +1136,7 @@ fn engine_figures(
     r.fig(
         "deliveries_per_s",
         "deliveries per second",
-        out.delivered as f64 / secs,
+        out.per_s(),
         Unit::PerSec,
         rate,
     );
@@ -1151,15 +1163,10 @@ fn engine_figures(
         Unit::Count,
         None,
     );
-    let pct = if out.expected == 0 {
-        0.0
-    } else {
-        out.delivered as f64 * 100.0 / out.expected as f64
-    };
     r.fig(
         "delivered_pct",
         "delivered (% of owed)",
-        pct,
+        out.delivered_pct(),
         Unit::Pct,
         pct_goal,
     );
@@ -1382,6 +1389,15 @@ fn settle_threads(t: &Target, limit: Duration) {
     }
 }
 
+/// The kernel's memory outside any RSS, in KiB: stacks, slab, TCP buffers.
+fn kernel_memory() -> (Option<u64>, Option<u64>, Option<u64>) {
+    (
+        server::meminfo_kib("KernelStack"),
+        server::meminfo_kib("Slab"),
+        server::tcp_socket_kib(),
+    )
+}
+
 fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
     let mut r = Report::new("idle");
     ctx.check_fds(n)?;
@@ -1401,11 +1417,7 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
     let split0 = target
         .pid
         .and_then(|p| server::mem_split(p, CONN_STACK_KIB));
-    let (kstack0, slab0, tcp0) = (
-        server::meminfo_kib("KernelStack"),
-        server::meminfo_kib("Slab"),
-        server::tcp_socket_kib(),
-    );
+    let kernel0 = kernel_memory();
     let meter = Meter::start(&target);
     let login = conn::login_all(target.addr, ctx.names("i", n), ctx.login_window, deadline())
         .map_err(|e| format!("chinwagd: {e}"))?;
@@ -1415,11 +1427,7 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
     let split1 = target
         .pid
         .and_then(|p| server::mem_split(p, CONN_STACK_KIB));
-    let (kstack1, slab1, tcp1) = (
-        server::meminfo_kib("KernelStack"),
-        server::meminfo_kib("Slab"),
-        server::tcp_socket_kib(),
-    );
+    let kernel1 = kernel_memory();
     let full = !ctx.quick && n == 10_000;
     r.fig(
         "login_s",
@@ -1510,34 +1518,36 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
             None,
         );
     }
-    if let (Some(a), Some(b)) = (kstack1, kstack0) {
-        r.fig(
+    let kernel = [
+        (
             "kernel_stack_per_conn_kib",
             "outside RSS: kernel stacks (KiB per connection, system-wide delta)",
-            per(a.saturating_sub(b)),
-            Unit::Count,
-            None,
-        );
-        r.row("kernel_stack_per_conn_kib", None);
-    }
-    if let (Some(a), Some(b)) = (slab1, slab0) {
-        r.fig(
+            kernel0.0,
+            kernel1.0,
+            true,
+        ),
+        (
             "slab_per_conn_kib",
             "outside RSS: kernel slab (KiB per connection, system-wide, both socket ends)",
-            per(a.saturating_sub(b)),
-            Unit::Count,
-            None,
-        );
-        r.row("slab_per_conn_kib", None);
-    }
-    if let (Some(a), Some(b)) = (tcp1, tcp0) {
-        r.fig(
+            kernel0.1,
+            kernel1.1,
+            true,
+        ),
+        (
             "tcp_buffers_per_conn_kib",
             "outside RSS: TCP buffers in use (KiB per connection, system-wide)",
-            per(a.saturating_sub(b)),
-            Unit::Count,
-            None,
-        );
+            kernel0.2,
+            kernel1.2,
+            false,
+        ),
+    ];
+    for (key, label, before, after, row) in kernel {
+        if let (Some(a), Some(b)) = (after, before) {
+            r.fig(key, label, per(a.saturating_sub(b)), Unit::Count, None);
+            if row {
+                r.row(key, None);
+            }
+        }
     }
     meter.finish(&target, &mut r);
     r.notes.push(
@@ -1609,20 +1619,7 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
         full.then_some(Goal::AtMost(1000.0)),
     );
     r.fig("max_us", "latency max", us(out.hist.max()), Unit::Us, None);
-    r.fig(
-        "ref_one_way_p50_us",
-        "reference: direct loopback one-way p50",
-        ref50,
-        Unit::Us,
-        None,
-    );
-    r.fig(
-        "ref_one_way_p99_us",
-        "reference: direct loopback one-way p99",
-        us(reference.quantile(0.99)),
-        Unit::Us,
-        None,
-    );
+    one_way_figures(&mut r, &reference);
     r.fig(
         "p50_vs_ref",
         "p50 / reference p50",
@@ -1649,22 +1646,17 @@ fn p2p_paced(ctx: &Ctx, clients: usize, per_client: f64, seconds: f64) -> Result
     r.row("p99_us", Some("ref_one_way_p99_us"));
     r.row("p50_us", Some("ref_forwarder_p50_us"));
     r.row("p99_us", Some("ref_forwarder_p99_us"));
-    let pct = if out.expected == 0 {
-        0.0
-    } else {
-        out.delivered as f64 * 100.0 / out.expected as f64
-    };
     r.fig(
         "delivered_pct",
         "delivered (% of owed)",
-        pct,
+        out.delivered_pct(),
         Unit::Pct,
         None,
     );
     r.fig(
         "deliveries_per_s",
         "deliveries per second",
-        out.delivered as f64 / out.active.as_secs_f64().max(1e-9),
+        out.per_s(),
         Unit::PerSec,
         None,
     );

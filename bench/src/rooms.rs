@@ -157,9 +157,10 @@ fn texts(
     server: SocketAddr,
     mut clients: Vec<Client>,
     window: usize,
-    run: Duration,
+    seconds: f64,
     drain: Duration,
 ) -> Result<TextsOutcome, String> {
+    let run = Duration::from_secs_f64(seconds);
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let mut socks: Vec<mio::net::UdpSocket> = Vec::with_capacity(clients.len());
     for (i, c) in clients.iter_mut().enumerate() {
@@ -311,9 +312,25 @@ fn texts(
     Ok(out)
 }
 
-fn rooms_addr(t: &Target) -> Result<SocketAddr, String> {
-    t.rooms
-        .ok_or_else(|| "the rooms socket is unknown (a spawned server is needed)".to_string())
+/// A server with `workers` rooms workers and `clients` registered clients
+/// named `{prefix}{i}`, all in the public room.
+fn room(
+    ctx: &Ctx,
+    workers: usize,
+    metrics: bool,
+    prefix: &str,
+    clients: usize,
+) -> Result<(Target, SocketAddr, Vec<Client>), String> {
+    let target = ctx.spec.start_with(Start {
+        flags: flags(workers),
+        metrics,
+        ..Default::default()
+    })?;
+    let server = target
+        .rooms
+        .ok_or_else(|| "the rooms socket is unknown (a spawned server is needed)".to_string())?;
+    let all = register(server, prefix, clients)?;
+    Ok((target, server, all))
 }
 
 /// The server's own counters of the rooms inbox: its peak depth and the
@@ -334,21 +351,9 @@ pub fn texts_wl(ctx: &Ctx, clients: usize, window: usize, seconds: f64) -> Resul
     r.param("window", window);
     r.param("seconds", seconds);
     r.param("workers", 2);
-    let mut target = ctx.spec.start_with(Start {
-        flags: flags(2),
-        metrics: true,
-        ..Default::default()
-    })?;
-    let server = rooms_addr(&target)?;
-    let all = register(server, &format!("r{}", ctx.run_id), clients)?;
+    let (mut target, server, all) = room(ctx, 2, true, &format!("r{}", ctx.run_id), clients)?;
     let meter = crate::Meter::start(&target);
-    let o = texts(
-        server,
-        all,
-        window,
-        Duration::from_secs_f64(seconds),
-        ctx.drain,
-    )?;
+    let o = texts(server, all, window, seconds, ctx.drain)?;
     let ms = |ns: u64| ns as f64 / 1e6;
     let secs = o.elapsed.as_secs_f64();
     r.fig(
@@ -487,19 +492,9 @@ pub fn workers_wl(
         ("texts_per_s_w8", "texts per second, 8 workers"),
     ];
     for (k, &w) in counts.iter().enumerate() {
-        let mut target = ctx.spec.start_with(Start {
-            flags: flags(w),
-            ..Default::default()
-        })?;
-        let server = rooms_addr(&target)?;
-        let all = register(server, &format!("w{}{k}", ctx.run_id), clients)?;
-        let o = texts(
-            server,
-            all,
-            window,
-            Duration::from_secs_f64(seconds),
-            ctx.drain,
-        )?;
+        let (mut target, server, all) =
+            room(ctx, w, false, &format!("w{}{k}", ctx.run_id), clients)?;
+        let o = texts(server, all, window, seconds, ctx.drain)?;
         let (key, label) = KEYS[k];
         r.fig(
             key,
@@ -534,12 +529,8 @@ pub fn rtt_wl(ctx: &Ctx, members: usize) -> Result<Report, String> {
     let gap = Duration::from_millis(2);
     r.param("requests", n);
     r.param("members", members);
-    let mut target = ctx.spec.start_with(Start {
-        flags: flags(2),
-        ..Default::default()
-    })?;
-    let server = rooms_addr(&target)?;
-    let mut all = register(server, &format!("t{}", ctx.run_id), members + 1)?;
+    let (mut target, server, mut all) =
+        room(ctx, 2, false, &format!("t{}", ctx.run_id), members + 1)?;
     let reference = refs::udp_rtt(n, gap).map_err(|e| format!("reference: {e}"))?;
     let c = &mut all[0];
     let mut h = Hist::default();
