@@ -184,7 +184,8 @@ fn main() -> ExitCode {
     let mut raw = std::env::args().skip(1);
     let first = raw.next();
     // The bench's own reference servers, each in a process of its own.
-    let bare: Option<(&str, fn() -> std::io::Result<()>)> = match first.as_deref() {
+    type Serve = fn() -> std::io::Result<()>;
+    let bare: Option<(&str, Serve)> = match first.as_deref() {
         Some(m @ "__bare-login") => Some((m, refs::bare_login_main)),
         Some(m @ "__bare-forward") => Some((m, refs::bare_forward_main)),
         _ => None,
