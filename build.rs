@@ -16,8 +16,9 @@ const PREAMBLE: &str = "\
  * change the doc comments in Rust and regenerate (see docs/library.md).
  *
  * Threads:
- *  - Any thread may call any function on a cw_client or cw_stream handle,
- *    also at the same time as other threads.
+ *  - Any thread may call any function on a cw_client, cw_stream or cw_call
+ *    handle, also at the same time as other threads (a call's PCM pushes
+ *    are serialised with each other, and so are its pulls).
  *  - An event (cw_event) belongs to one thread: the one that took it, or
  *    one it was handed to; its getters and cw_event_free run there.
  *  - A *_free function must not race any other call on the same handle.
@@ -73,7 +74,11 @@ fn write_header(root: &Path, out: &Path) {
     // Functions take the dialect and the room mode as ints (see
     // cw_client_connect), so nothing refers to these enums and cbindgen
     // must be told to keep them.
-    config.export.include = vec!["cw_dialect".into(), "cw_room_mode".into()];
+    config.export.include = vec![
+        "cw_dialect".into(),
+        "cw_room_mode".into(),
+        "cw_audio_side".into(),
+    ];
 
     // cbindgen follows the `mod` items from here through the whole folder.
     let builder = cbindgen::Builder::new()

@@ -5,8 +5,9 @@
  * change the doc comments in Rust and regenerate (see docs/library.md).
  *
  * Threads:
- *  - Any thread may call any function on a cw_client or cw_stream handle,
- *    also at the same time as other threads.
+ *  - Any thread may call any function on a cw_client, cw_stream or cw_call
+ *    handle, also at the same time as other threads (a call's PCM pushes
+ *    are serialised with each other, and so are its pulls).
  *  - An event (cw_event) belongs to one thread: the one that took it, or
  *    one it was handed to; its getters and cw_event_free run there.
  *  - A *_free function must not race any other call on the same handle.
@@ -67,6 +68,22 @@
 #define CW_BABEL_MAX_VOICE 65536
 
 /**
+ * The sample rate of every call's PCM, in Hz.
+ */
+#define CW_SAMPLE_RATE 48000
+
+/**
+ * Sample frames in one 20 ms audio frame, the unit calls encode.
+ */
+#define CW_FRAME_SAMPLES 960
+
+/**
+ * The most sample frames one cw_call_send_pcm or cw_call_recv_pcm takes
+ * (one second).
+ */
+#define CW_PCM_MAX_FRAMES 48000
+
+/**
  * Seed 003's retransmission period T in milliseconds: a request is sent
  * again this often until answered.
  */
@@ -78,6 +95,20 @@
  * else (after about CW_ROOMS_TRIES * CW_ROOMS_RETRY_MS).
  */
 #define CW_ROOMS_TRIES 10
+
+/**
+ * Which end of a call's audio a function applies to.
+ */
+typedef enum cw_audio_side {
+  /**
+   * What this side sends: the microphone, or the PCM pushed.
+   */
+  CW_AUDIO_MICROPHONE = 1,
+  /**
+   * What this side plays: the speaker, or the PCM pulled.
+   */
+  CW_AUDIO_SPEAKER = 2,
+} cw_audio_side;
 
 /**
  * The wire dialect a client speaks. Numbered from 1 so that a zeroed
@@ -269,6 +300,7 @@ typedef enum cw_log_level {
  * - 500..599: calls and audio (accounts and babel)
  * - 600..699: accounts (registration, friends, stored messages, history)
  * - 700..799: rooms
+ * - 800..899: audio devices (speakers and microphones)
  * - 900..999: faults inside the library
  */
 typedef enum cw_result {
@@ -411,6 +443,20 @@ typedef enum cw_result {
    */
   CW_UNCONFIRMED = 707,
   /**
+   * Audio: no such speaker or microphone, or none at all (a machine
+   * without a sound card); cw_last_error names the device.
+   */
+  CW_NO_DEVICE = 800,
+  /**
+   * Audio: the device exists but could not be opened or stopped working.
+   */
+  CW_DEVICE_FAILED = 801,
+  /**
+   * Audio: this libchinwag was built without device support (cargo
+   * feature `device`); the PCM functions work.
+   */
+  CW_NO_DEVICE_SUPPORT = 802,
+  /**
    * A panic was caught at the C boundary; the handle may be unusable.
    * As the cw_event_result of a CW_EVENT_ERROR: a library thread
    * panicked, and the client is closed.
@@ -437,8 +483,8 @@ typedef enum cw_room_mode {
 } cw_room_mode;
 
 /**
- * An open babel call: the peer-to-peer TCP connection of two clients
- * (opaque).
+ * An open call (opaque): babel, the peer-to-peer TCP connection of two
+ * clients; accounts, the UDP media path of a call the library carries.
  */
 typedef struct cw_call cw_call;
 
@@ -477,6 +523,81 @@ typedef struct cw_stream cw_stream;
  * friends of an account.
  */
 typedef struct cw_strings cw_strings;
+
+/**
+ * A call's statistics at one moment (see cw_call_stats). Counters run
+ * from the start of the call.
+ */
+typedef struct cw_audio_stats {
+  /**
+   * Packets (babel: VoiceData frames; accounts: media datagrams) sent.
+   */
+  uint64_t packets_sent;
+  /**
+   * Packets received, each counted once.
+   */
+  uint64_t packets_received;
+  /**
+   * Packets expected by sequence number that never arrived.
+   */
+  uint64_t packets_lost;
+  /**
+   * Packets that arrived after their frame had been concealed (dropped).
+   */
+  uint64_t packets_late;
+  /**
+   * Copies of packets already received (dropped).
+   */
+  uint64_t packets_duplicate;
+  /**
+   * 20 ms frames played that were not decoded from their own packet.
+   */
+  uint64_t frames_concealed;
+  /**
+   * Of those, frames rebuilt from the next packet's FEC data.
+   */
+  uint64_t frames_concealed_fec;
+  /**
+   * Frames dropped to shrink the playout delay.
+   */
+  uint64_t frames_dropped;
+  /**
+   * Payload bytes sent and received.
+   */
+  uint64_t bytes_sent;
+  uint64_t bytes_received;
+  /**
+   * How long after its earliest possible arrival audio is played now, ms.
+   */
+  double playout_delay_ms;
+  /**
+   * The playout delay the jitter buffer aims at, ms.
+   */
+  double target_delay_ms;
+  /**
+   * Interarrival jitter of what is received (RFC 3550), ms.
+   */
+  double jitter_ms;
+  /**
+   * Round-trip time, ms; -1 when unknown (babel, or before the first
+   * report came back).
+   */
+  double rtt_ms;
+  /**
+   * Bits per second over the last second, payload only.
+   */
+  uint32_t send_bitrate;
+  uint32_t recv_bitrate;
+  /**
+   * The loss the encoder's FEC protects against, percent (0: no FEC).
+   */
+  int32_t expected_loss_pct;
+  /**
+   * The loss the peer last reported for what this side sends, percent;
+   * -1 when unknown (babel, or no report yet).
+   */
+  int32_t remote_loss_pct;
+} cw_audio_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -922,6 +1043,63 @@ enum cw_result cw_client_contacts(const struct cw_client *client, struct cw_stri
 enum cw_result cw_client_accept_call(const struct cw_client *client, const char *caller);
 
 /**
+ * Accounts and babel: ring `pseudo` for a call the library carries.
+ * Accounts: the library binds a UDP socket (on the interface that reaches
+ * the server; port: see cw_client_set_voice_ports) and names it, with
+ * `addr` (NULL or "": the address the server sees), in the request; when
+ * the friend answers, CW_EVENT_CALL_ACCEPTED is followed by
+ * CW_EVENT_CALL_ESTABLISHED. Babel: as cw_client_place_call with port 0.
+ * Either way, take the call from CW_EVENT_CALL_ESTABLISHED; a refusal is
+ * CW_EVENT_CALL_FAILED.
+ *
+ * Returns: CW_OK once sent; CW_CALL_IN_PROGRESS; CW_INVALID_ARGUMENT
+ * (yourself); CW_TOO_LONG; CW_IO (no socket); CW_NOT_LOGGED_IN;
+ * CW_UNSUPPORTED (chatos, rooms); CW_CLOSED.
+ * Ownership: the strings are borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_place_voice_call(const struct cw_client *client,
+                                          const char *pseudo,
+                                          const char *addr);
+
+/**
+ * Accounts and babel: answer `pseudo`'s ringing call (from
+ * CW_EVENT_CALL_INCOMING) with a call the library carries. Accounts: the
+ * library binds a UDP socket, starts the call towards the caller's voice
+ * end point, and answers naming its socket with `addr` (NULL or "": the
+ * address the server sees). Babel: as cw_client_accept_call (`addr` is
+ * not used). Either way, CW_EVENT_CALL_ESTABLISHED follows (babel: or
+ * CW_EVENT_CALL_FAILED).
+ *
+ * Returns: CW_OK; CW_NO_SUCH_CALL when no call from `pseudo` rings;
+ * CW_CONNECT_FAILED (accounts: the caller's end point is not an IP
+ * address; the call still rings); CW_IO (no socket); CW_TOO_LONG;
+ * CW_NOT_LOGGED_IN; CW_UNSUPPORTED; CW_CLOSED.
+ * Ownership: the strings are borrowed for the call.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_answer_voice_call(const struct cw_client *client,
+                                           const char *pseudo,
+                                           const char *addr);
+
+/**
+ * Accounts and babel: where calls the library carries listen
+ * (`local_port`; 0, the default: any free port) and the port their
+ * signalling names to the peer instead (`advertised_port`; 0: the local
+ * one). For a port a NAT forwards, or a relay in front. Accounts: the UDP
+ * socket of cw_client_place_voice_call and cw_client_answer_voice_call.
+ * Babel: the TCP listener of a call placed with port 0, and the port its
+ * CallRequest names. Applies to calls placed or answered afterwards.
+ *
+ * Returns: CW_OK; CW_UNSUPPORTED (chatos, rooms).
+ * Ownership: nothing is kept.
+ * Threads: any thread.
+ */
+enum cw_result cw_client_set_voice_ports(const struct cw_client *client,
+                                         uint16_t local_port,
+                                         uint16_t advertised_port);
+
+/**
  * Take the call of a CW_EVENT_CALL_ESTABLISHED event. Until it is taken,
  * the call belongs to the event, and cw_event_free hangs it up.
  *
@@ -942,14 +1120,25 @@ enum cw_result cw_event_take_call(struct cw_event *ev, struct cw_call **out);
 const char *cw_call_peer(const struct cw_call *call);
 
 /**
- * Send one voice payload of `len` bytes to the peer as one VoiceData
- * frame. A payload is one Opus packet (48 kHz, stereo, 20 ms frames, as
- * the original babel client); the library does not encode audio yet and
- * carries the bytes as they are.
+ * The interleaved channels of the call's PCM: 2 for babel (stereo, what
+ * the original Babel client sends), 1 for accounts (mono).
  *
- * Returns: CW_OK once written; CW_TOO_LONG over CW_BABEL_MAX_VOICE;
- * CW_CLOSED after a hang-up (either side); CW_IO (also when the peer
- * takes nothing for 5 s).
+ * Returns: 1 or 2; 0 for NULL.
+ * Ownership: `call` is borrowed.
+ * Threads: any thread.
+ */
+uint32_t cw_call_channels(const struct cw_call *call);
+
+/**
+ * Send one voice payload of your own codec. Babel: one VoiceData frame of
+ * `len` bytes (at most CW_BABEL_MAX_VOICE; the original client sends one
+ * Opus packet, 48 kHz stereo, 20 ms). Accounts: one UDP datagram, the
+ * voice magic then the payload (at most CW_VOICE_MAX_FRAME bytes; its
+ * layout is yours). The library encodes nothing here: see
+ * cw_call_send_pcm for that.
+ *
+ * Returns: CW_OK once written; CW_TOO_LONG; CW_CLOSED after a hang-up
+ * (either side); CW_IO (babel: also when the peer takes nothing for 5 s).
  * Ownership: `data` is borrowed for the call (NULL is allowed when `len` is 0).
  * Threads: any thread; sends are serialised with each other and may run
  * alongside a receive.
@@ -958,15 +1147,22 @@ enum cw_result cw_call_send_voice(const struct cw_call *call, const uint8_t *dat
 
 /**
  * Take the next voice payload the peer sent, in order, waiting at most
- * `timeout_ms` milliseconds (0: poll; negative: without limit). The
- * library queues up to 256 payloads (about 5 s of voice) and drops the
- * oldest beyond that.
+ * `timeout_ms` milliseconds (0: poll; negative: without limit). Babel: a
+ * VoiceData payload; accounts: what follows the magic of a datagram (a
+ * library peer sends media and report bodies, see
+ * docs/protocols/accounts.md). The library queues up to 256 payloads
+ * (about 5 s of voice) and drops the oldest beyond that.
+ *
+ * The first receive decides how this call receives: after
+ * cw_call_recv_voice, cw_call_recv_pcm and a speaker are refused, and
+ * after those, this is.
  *
  * Returns: CW_OK and `*got` = the payload's size (0 is a valid, empty
  * payload); CW_TIMEOUT; CW_TOO_LONG when the next payload is larger than
  * `cap` (it stays queued: pass CW_BABEL_MAX_VOICE bytes); CW_CLOSED once
  * the call is over and every payload has been taken (the peer hung up,
- * broke the protocol, or this side hung up).
+ * broke the protocol, or this side hung up); CW_INVALID_ARGUMENT when
+ * this call's voice is decoded (cw_call_recv_pcm or a speaker came first).
  * Ownership: `buf` is borrowed for the call (NULL is allowed when `cap` is 0).
  * Threads: any thread; receives are serialised with each other.
  */
@@ -977,10 +1173,144 @@ enum cw_result cw_call_recv_voice(const struct cw_call *call,
                                   size_t *got);
 
 /**
- * Hang up: close the peer-to-peer connection. The peer gets
- * CW_EVENT_CALL_ENDED; this side gets no event. Blocked receives wake with
- * CW_CLOSED. Idempotent. cw_client_hangup_call(client, peer) does the same
- * by name.
+ * Push captured audio: `frames` sample frames of 48 kHz interleaved
+ * int16_t PCM, cw_call_channels(call) samples each (so `pcm` holds
+ * frames * channels samples). Any count from 0 to CW_PCM_MAX_FRAMES is
+ * accepted; every 20 ms (CW_FRAME_SAMPLES) completed is encoded with Opus
+ * and sent at once, and a partial frame waits for the next push. Push at
+ * the pace you capture (20 ms every 20 ms is the natural rhythm).
+ *
+ * Returns: CW_OK; CW_CLOSED once the call is over; CW_INVALID_ARGUMENT
+ * for more than CW_PCM_MAX_FRAMES, or while a microphone feeds the call;
+ * CW_IO when sending failed.
+ * Ownership: `pcm` is borrowed for the call (NULL is allowed when `frames` is 0).
+ * Threads: any thread, one at a time per call (pushes are serialised);
+ * may run alongside cw_call_recv_pcm on another thread.
+ */
+enum cw_result cw_call_send_pcm(const struct cw_call *call, const int16_t *pcm, size_t frames);
+
+/**
+ * Fill `out` with `frames` sample frames to play from now on (48 kHz
+ * interleaved int16_t, cw_call_channels(call) samples each): decoded from
+ * the jitter buffer, rebuilt from FEC or concealed where a packet was
+ * lost or late, silence before the first packet. It never blocks and
+ * always fills the whole buffer; call it at the pace you play (the buffer
+ * is taken to start playing at the moment of the call). Any count from 0
+ * to CW_PCM_MAX_FRAMES is accepted.
+ *
+ * Returns: CW_OK and `out` filled; CW_CLOSED once the call is over and
+ * everything received has been played (`out` untouched);
+ * CW_INVALID_ARGUMENT for more than CW_PCM_MAX_FRAMES, while a speaker
+ * plays the call, or when its voice is received raw (cw_call_recv_voice).
+ * Ownership: `out` is borrowed for the call (NULL is allowed when `frames` is 0).
+ * Threads: any thread, one at a time per call; may run alongside
+ * cw_call_send_pcm on another thread.
+ */
+enum cw_result cw_call_recv_pcm(const struct cw_call *call, int16_t *out, size_t frames);
+
+/**
+ * The call's statistics now: packets sent, received, lost, late and
+ * concealed, playout delay, jitter, round-trip time, bitrates.
+ *
+ * Returns: CW_OK and `*out` filled; CW_NULL_ARGUMENT.
+ * Ownership: `out` is the caller's.
+ * Threads: any thread.
+ */
+enum cw_result cw_call_stats(const struct cw_call *call, struct cw_audio_stats *out);
+
+/**
+ * Attach sound devices: play the call on the speaker `speaker` and send
+ * what the microphone `microphone` captures (each NULL or "": the
+ * system's default; otherwise a name from cw_audio_devices or a device's
+ * description). The library then moves the audio itself: a device thread
+ * pulls the call every 20 ms and a library thread pushes the microphone;
+ * cw_call_send_pcm and cw_call_recv_pcm are refused until
+ * cw_call_stop_devices. If either device fails, neither stays attached.
+ * Devices close when the call ends.
+ *
+ * Returns: CW_OK; CW_NO_DEVICE (no such device, or no sound card: the
+ * default cannot be opened); CW_DEVICE_FAILED (it exists but cannot be
+ * opened); CW_NO_DEVICE_SUPPORT (built without the `device` feature);
+ * CW_CLOSED; CW_INVALID_ARGUMENT when the call's voice is received raw.
+ * cw_last_error names the device.
+ * Ownership: the strings are borrowed for the call.
+ * Threads: any thread; not concurrently with another device function on
+ * the same call.
+ */
+enum cw_result cw_call_use_devices(const struct cw_call *call,
+                                   const char *microphone,
+                                   const char *speaker);
+
+/**
+ * Attach only a speaker (NULL or "": the default); see cw_call_use_devices.
+ *
+ * Returns: as cw_call_use_devices.
+ * Ownership: `name` is borrowed for the call.
+ * Threads: as cw_call_use_devices.
+ */
+enum cw_result cw_call_use_speaker(const struct cw_call *call, const char *name);
+
+/**
+ * Attach only a microphone (NULL or "": the default); see
+ * cw_call_use_devices.
+ *
+ * Returns: as cw_call_use_devices.
+ * Ownership: `name` is borrowed for the call.
+ * Threads: as cw_call_use_devices.
+ */
+enum cw_result cw_call_use_microphone(const struct cw_call *call, const char *name);
+
+/**
+ * Close the call's speaker and microphone, if any; the call goes on and
+ * PCM may be pushed and pulled again.
+ *
+ * Returns: CW_OK; CW_NULL_ARGUMENT.
+ * Ownership: `call` is borrowed.
+ * Threads: any thread.
+ */
+enum cw_result cw_call_stop_devices(const struct cw_call *call);
+
+/**
+ * Mute (`muted` non-zero) or unmute one side of the call (a cw_audio_side
+ * value): a muted microphone sends silence, so the call keeps its timing;
+ * a muted speaker plays silence. Applies to devices and PCM alike, at once.
+ *
+ * Returns: CW_OK; CW_INVALID_ARGUMENT for another `side`; CW_NULL_ARGUMENT.
+ * Ownership: `call` is borrowed.
+ * Threads: any thread, also while audio flows.
+ */
+enum cw_result cw_call_set_muted(const struct cw_call *call, int32_t side, int32_t muted);
+
+/**
+ * Set one side's volume (a cw_audio_side value): 1.0 leaves the audio as
+ * it is, 0.0 is silent, up to 2.0 (clamped; NaN counts as 1.0). Applies
+ * to devices and PCM alike, at once.
+ *
+ * Returns: CW_OK; CW_INVALID_ARGUMENT for another `side`; CW_NULL_ARGUMENT.
+ * Ownership: `call` is borrowed.
+ * Threads: any thread, also while audio flows.
+ */
+enum cw_result cw_call_set_volume(const struct cw_call *call, int32_t side, float volume);
+
+/**
+ * The sound devices of one side (a cw_audio_side value: microphones or
+ * speakers), by the names cw_call_use_devices takes (ALSA: PCM names such
+ * as "default" or "hw:CARD=...").
+ *
+ * Returns: CW_OK and `*out` set (possibly empty); CW_NO_DEVICE_SUPPORT
+ * (built without the `device` feature); CW_DEVICE_FAILED (the system
+ * cannot list them); CW_INVALID_ARGUMENT for another `side`.
+ * Ownership: `*out` is owned by the caller; release it with cw_strings_free.
+ * Threads: any thread.
+ */
+enum cw_result cw_audio_devices(int32_t side, struct cw_strings **out);
+
+/**
+ * Hang up: end the call's media (babel: close the peer-to-peer
+ * connection; accounts: the server is told, 146). The peer gets
+ * CW_EVENT_CALL_ENDED; this side gets no event. Blocked receives wake
+ * with CW_CLOSED. Idempotent. cw_client_hangup_call(client, peer) does
+ * the same by name.
  *
  * Returns: CW_OK (also when already over); CW_NULL_ARGUMENT.
  * Ownership: the handle stays valid; release it with cw_call_free.
@@ -989,8 +1319,9 @@ enum cw_result cw_call_recv_voice(const struct cw_call *call,
 enum cw_result cw_call_hangup(const struct cw_call *call);
 
 /**
- * Hang up (if needed) and release a call. A call outlives its client: it
- * is peer to peer.
+ * Hang up (if needed), close its devices and release a call. A babel call
+ * outlives its client (it is peer to peer); an accounts call ends when its
+ * client's connection does.
  *
  * Returns: nothing. NULL is accepted and does nothing.
  * Ownership: takes `call`; freeing it twice is undefined behaviour.

@@ -23,9 +23,9 @@ pub mod rooms;
 
 pub use accounts::AccountsClient;
 pub use babel::BabelClient;
-pub use call::Call;
+pub use call::{Call, CallStats, Side};
 pub use chatos::{ChatosClient, Stream};
-pub use core::{Connection, Error, ErrorKind, Event, EventKind, Result};
+pub use core::{Connection, Error, ErrorKind, Event, EventKind, Result, VoicePorts};
 pub use rooms::RoomsClient;
 
 /// C names kept for Rust callers of [`Client`].

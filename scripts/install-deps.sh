@@ -6,12 +6,18 @@
 #   libopus-dev      Opus, linked by the `opus` crate (through audiopus_sys)
 #   libasound2-dev   ALSA headers, for cpal/rodio (the `device` feature)
 #   cmake            builds and installs the C library (scripts/install-c.sh)
+#   postgresql       the PostgreSQL server the store's tests start (initdb and
+#                    postgres, in a temporary directory on 127.0.0.1); chinwagd
+#                    itself needs none (its client is pure Rust)
 #
 # and then, with pip, pytest and mypy for the Python package's tests when
 # python3 cannot import them (scripts/python-deps.sh).
 #
 # Detection asks pkg-config for each library, so a library installed some
 # other way (from source, in a prefix on PKG_CONFIG_PATH) counts as present.
+# PostgreSQL counts as present when initdb is where the tests look for it:
+# $CHINWAG_PG_BIN, Debian's $CHINWAG_PG_ROOT/*/bin (default
+# /usr/lib/postgresql), or PATH.
 #
 # usage: scripts/install-deps.sh [--dry-run]
 #   --dry-run   print what is missing and the command that would install it;
@@ -35,13 +41,23 @@ else
 fi
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 
+have_postgres() {
+    [ -n "${CHINWAG_PG_BIN:-}" ] && [ -x "$CHINWAG_PG_BIN/initdb" ] && return 0
+    local initdb
+    for initdb in "${CHINWAG_PG_ROOT:-/usr/lib/postgresql}"/*/bin/initdb; do
+        [ -x "$initdb" ] && return 0
+    done
+    command -v initdb >/dev/null 2>&1
+}
+have_postgres || missing+=(postgresql)
+
 python_deps() {
     [ $dry_run -eq 1 ] && return 0
     "$(dirname "$0")/python-deps.sh"
 }
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-deps: nothing to install (pkg-config, opus, alsa and cmake found)"
+    echo "install-deps: nothing to install (pkg-config, opus, alsa, cmake and postgresql found)"
     python_deps
     exit 0
 fi
@@ -66,7 +82,8 @@ fi
 
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-deps: no apt-get here; install these (or your system's" \
-        "equivalents: the Opus and ALSA development files, pkg-config, cmake)" \
+        "equivalents: the Opus and ALSA development files, pkg-config, cmake," \
+        "the PostgreSQL server)" \
         "by hand, then run this again: ${missing[*]}" >&2
     exit 1
 fi

@@ -5,7 +5,8 @@
 #
 #   scripts/memcheck-examples.sh
 #
-# Uses CARGO_TARGET_DIR when set (default: target). Needs cc, valgrind.
+# Uses CARGO_TARGET_DIR when set (default: target). Needs cc, valgrind,
+# python3 (to write the test tones of voice_call.c).
 # chinwagd listens on PORT (chatos), BABEL_PORT (PORT+1) and ROOMS_PORT
 # (PORT+2, UDP); each may be set in the environment.
 set -eu
@@ -24,7 +25,7 @@ trap cleanup EXIT
 
 cargo build -q -p chinwag -p chinwagd
 LIB="$TARGET/debug"
-for ex in chat sendfile babel_call rooms_chat; do
+for ex in chat sendfile babel_call rooms_chat voice_call; do
     cc -std=c11 -Wall -Wextra -Werror -pedantic -g -Iinclude "examples/c/$ex.c" \
         -L"$LIB" -Wl,-rpath,"$(cd "$LIB" && pwd)" -lchinwag -lpthread -o "$WORK/$ex"
 done
@@ -79,6 +80,26 @@ wait "$CARA" || status=1
 cat "$WORK/cara.out" "$WORK/dan.out"; cat "$WORK/cara.err" "$WORK/dan.err" >&2
 grep -q "> hello from vgcara" "$WORK/dan.out" || { echo "vgdan missed a text" >&2; status=1; }
 grep -q "> hello from vgdan" "$WORK/cara.out" || { echo "vgcara missed a text" >&2; status=1; }
+
+echo "== voice_call.c (a babel call carrying 2 s of tones both ways as PCM)"
+python3 - "$WORK" <<'PY'
+import math, struct, sys, wave
+for name, freqs in (("up", (450, 850, 1250, 1650)), ("down", (3150, 2550, 1950, 550))):
+    with wave.open("%s/%s.wav" % (sys.argv[1], name), "wb") as w:
+        w.setnchannels(1); w.setsampwidth(2); w.setframerate(48000)
+        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * f * i / 48000)))
+                               for f in freqs for i in range(24000)))
+PY
+timeout 300 $VG "$WORK/voice_call" 127.0.0.1 "$BABEL_PORT" babel vgvan answer "$WORK/down.wav" "$WORK/van.wav" \
+    >"$WORK/van.out" 2>"$WORK/van.err" &
+VAN=$!
+sleep 3
+timeout 300 $VG "$WORK/voice_call" 127.0.0.1 "$BABEL_PORT" babel vgvic call vgvan "$WORK/up.wav" "$WORK/vic.wav" \
+    >"$WORK/vic.out" 2>"$WORK/vic.err" || status=1
+wait "$VAN" || status=1
+cat "$WORK/vic.out" "$WORK/van.out"; cat "$WORK/vic.err" "$WORK/van.err" >&2
+grep -q "^wrote" "$WORK/van.out" || { echo "voice_call (answer) wrote nothing" >&2; status=1; }
+grep -q "^hung up" "$WORK/vic.out" || { echo "voice_call (call) did not finish" >&2; status=1; }
 
 if [ "$status" -eq 0 ]; then
     echo "memcheck: no errors, no definite leaks"

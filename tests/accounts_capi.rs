@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R};
 use chinwag::ffi::*;
 use chinwag_proto::accounts::{Decoder, Frame};
-use ffi_common::{cs, last_error, text, C};
+use ffi_common::{cs, last_error, proc_state, text, C};
 
 const MS: i32 = 10_000;
 
@@ -867,12 +867,15 @@ fn close_wakes_a_thread_waiting_for_an_answer() {
     let c = Arc::new(C::accounts(port));
     assert_eq!(c.login("me@example.org", "password1"), R::CW_OK);
     let c2 = c.clone();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let waiter = thread::spawn(move || {
+        tid_tx.send(proc_state::my_tid()).unwrap();
         let mut l = ptr::null_mut();
         let r = unsafe { cw_client_list_friends(c2.0, -1, &mut l) };
         (r, l.is_null())
     });
-    thread::sleep(Duration::from_millis(200));
+    let tid = tid_rx.recv().unwrap();
+    proc_state::wait_steady("the waiter blocks", 3, || proc_state::blocked(tid));
     assert_eq!(unsafe { cw_client_close(c.0) }, R::CW_OK);
     assert_eq!(waiter.join().unwrap(), (R::CW_CLOSED, true));
     assert_eq!(c.send("you", "late"), R::CW_CLOSED);

@@ -11,8 +11,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+mod ffi_common;
+
 use chinwag::audio::device::{input_devices, output_devices, Microphone, Speaker};
 use chinwag::audio::AudioError;
+use common::alsa::{self, CALL_DEVICES, NO_DEVICES};
+use common::signal::power;
 
 /// Where the child finds its working directory.
 const CHILD_DIR: &str = "CHINWAG_AUDIO_TEST_DIR";
@@ -50,14 +55,6 @@ pcm.chinwag_null {
 }
 "#;
 
-/// No device at all: the default points at a card that does not exist.
-const NO_DEVICES: &str = r#"
-pcm.!default {
-    type hw
-    card 99
-}
-"#;
-
 fn child_dir() -> PathBuf {
     PathBuf::from(std::env::var_os(CHILD_DIR).expect("run by its parent test, not directly"))
 }
@@ -69,8 +66,7 @@ fn in_child(test: &str, config: &str, prepare: impl FnOnce(&Path)) {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     prepare(&dir);
-    let conf = dir.join("asound.conf");
-    std::fs::write(&conf, config.replace("@DIR@", dir.to_str().unwrap())).unwrap();
+    let conf = alsa::write_config(&dir, config);
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -122,18 +118,6 @@ fn sine(freq: f64, i: usize) -> f64 {
     (2.0 * std::f64::consts::PI * freq * i as f64 / RATE as f64).sin()
 }
 
-/// Goertzel power of `freq` in mono samples.
-fn power(x: &[i16], freq: f64) -> f64 {
-    let c = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE as f64).cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &s in x {
-        let s0 = f64::from(s) + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    s1 * s1 + s2 * s2 - c * s1 * s2
-}
-
 fn read_s16(path: &Path) -> Vec<i16> {
     let bytes = std::fs::read(path).unwrap_or_default();
     bytes
@@ -165,10 +149,17 @@ fn speaker_child() {
     })
     .unwrap();
     assert_eq!(speaker.device().id, "default");
-    // 300 ms played into the file.
+    // 300 ms played into the file once the speaker pulls: the device may
+    // play silence before the source is attached, and ALSA's null plugin
+    // runs faster than real time, so the file may hold 300 ms before the
+    // first pull.
     let bytes = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    wait_for("the speaker to pull", Duration::from_secs(20), || {
+        pulled.load(Ordering::Relaxed) >= 10
+    });
+    let from = bytes(&played);
     wait_for("300 ms of playback", Duration::from_secs(20), || {
-        bytes(&played) >= (RATE * 4 * 3 / 10) as u64
+        bytes(&played) >= from + (RATE * 4 * 3 / 10) as u64
     });
     assert!(pulled.load(Ordering::Relaxed) >= 10);
     let s = read_s16(&played);
@@ -294,4 +285,172 @@ fn no_device_child() {
             .contains("no speaker named \"studio monitors\""),
         "{named}"
     );
+}
+
+/// A babel call between two library clients in this (child) process:
+/// (caller's call, callee's call), with the server and clients to keep.
+fn babel_call() -> (
+    chinwag::Call,
+    chinwag::Call,
+    (chinwagd::Server, chinwag::BabelClient, chinwag::BabelClient),
+) {
+    use chinwag::{BabelClient, Event};
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.babel_addr().port();
+    let limit = Some(Duration::from_secs(20));
+    let (a, b) = (
+        BabelClient::connect("127.0.0.1", port).unwrap(),
+        BabelClient::connect("127.0.0.1", port).unwrap(),
+    );
+    a.login("dev", limit).unwrap();
+    b.login("pcm", limit).unwrap();
+    a.place_call("pcm", "", 0).unwrap();
+    let take = |c: &BabelClient, accept: bool| loop {
+        match c.next_event(limit).unwrap() {
+            Event::CallIncoming { peer, .. } if accept => c.accept_call(&peer).unwrap(),
+            Event::CallEstablished { call, .. } => break call.unwrap(),
+            _ => {}
+        }
+    };
+    let cb = take(&b, true);
+    let ca = take(&a, false);
+    (ca, cb, (srv, a, b))
+}
+
+#[test]
+fn call_with_devices_through_alsa_file_plugin() {
+    in_child("device_call_child", CALL_DEVICES, |dir| {
+        // 20 s of 700 Hz, stereo (a babel call captures two channels), for
+        // the microphone.
+        let raw: Vec<u8> = (0..RATE * 20)
+            .flat_map(|i| {
+                let s = ((8_000.0 * sine(700.0, i)) as i16).to_le_bytes();
+                [s[0], s[1], s[0], s[1]]
+            })
+            .collect();
+        std::fs::write(dir.join("capture.raw"), raw).unwrap();
+    });
+}
+
+#[test]
+#[ignore = "the body of call_with_devices_through_alsa_file_plugin, run in a child process"]
+fn device_call_child() {
+    use chinwag::ErrorKind;
+    let played = child_dir().join("played.raw");
+    let (dev, pcm, _keep) = babel_call();
+    // One side on the sound card (the ALSA files), the other on PCM.
+    dev.use_devices().unwrap();
+    assert_eq!(
+        dev.send_pcm(&[0; 1920]).unwrap_err().code,
+        ErrorKind::InvalidArgument,
+        "the microphone feeds the call"
+    );
+    let mut heard = Vec::new();
+    let mut frame = vec![0i16; 1920];
+    let start = Instant::now();
+    for k in 0..150usize {
+        let tone: Vec<i16> = (0..960)
+            .flat_map(|i| {
+                let s = (8_000.0 * sine(1500.0, k * 960 + i)) as i16;
+                [s, s]
+            })
+            .collect();
+        pcm.send_pcm(&tone).unwrap();
+        pcm.recv_pcm(&mut frame).unwrap();
+        heard.extend(frame.iter().step_by(2).copied());
+        let next = start + Duration::from_millis(20 * (k as u64 + 1));
+        if let Some(w) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+    }
+    // The microphone's 700 Hz reached the PCM side...
+    let tail = &heard[heard.len() - RATE..];
+    assert!(
+        power(tail, 700.0) > 100.0 * power(tail, 1500.0).max(1.0),
+        "the PCM side does not hear the microphone"
+    );
+    assert!(dev.stats().packets_sent > 50, "{:?}", dev.stats());
+    // Devices off (the file stops growing): PCM again.
+    dev.stop_devices();
+    dev.send_pcm(&[0; 1920]).unwrap();
+    // ...and the PCM side's 1500 Hz reached the speaker's file (anywhere:
+    // on a loaded machine the device may lag the call by a good part of it).
+    let s = read_s16(&played);
+    assert!(s.len() > RATE * 2, "the speaker played {} samples", s.len());
+    let left: Vec<i16> = s.iter().step_by(2).copied().collect();
+    assert!(
+        power(&left, 1500.0) > 100.0 * power(&left, 700.0).max(1.0),
+        "the speaker does not play the PCM side: 1500 Hz {:e}, 700 Hz {:e}, {} samples",
+        power(&left, 1500.0),
+        power(&left, 700.0),
+        left.len()
+    );
+}
+
+#[test]
+fn no_device_in_a_call_is_a_clear_result_code() {
+    in_child("no_device_call_child", NO_DEVICES, |_| {});
+}
+
+#[test]
+#[ignore = "the body of no_device_in_a_call_is_a_clear_result_code, run in a child process"]
+fn no_device_call_child() {
+    use chinwag::ffi::codes::{cw_dialect, cw_event_type, cw_result as R};
+    use chinwag::ffi::*;
+    use ffi_common::{cs, last_error, C};
+    // Through the C API: clients, a call the library carries, devices.
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let port = srv.babel_addr().port();
+    let client = |name: &str| {
+        let c = C::connect_to("127.0.0.1", port, cw_dialect::CW_DIALECT_BABEL);
+        assert_eq!(
+            unsafe { cw_client_login(c.0, cs(name).as_ptr(), 20_000) },
+            R::CW_OK
+        );
+        c
+    };
+    let (a, b) = (client("nod"), client("nob"));
+    let r = unsafe { cw_client_place_voice_call(a.0, cs("nob").as_ptr(), std::ptr::null()) };
+    assert_eq!(r, R::CW_OK);
+    let call = loop {
+        let mut ev = std::ptr::null_mut();
+        assert_eq!(
+            unsafe { cw_client_next_event(b.0, 20_000, &mut ev) },
+            R::CW_OK
+        );
+        let kind = unsafe { cw_event_kind(ev) };
+        if kind == cw_event_type::CW_EVENT_CALL_INCOMING {
+            let r =
+                unsafe { cw_client_answer_voice_call(b.0, cw_event_peer(ev), std::ptr::null()) };
+            assert_eq!(r, R::CW_OK);
+        }
+        let mut call = std::ptr::null_mut();
+        let taken = kind == cw_event_type::CW_EVENT_CALL_ESTABLISHED
+            && unsafe { cw_event_take_call(ev, &mut call) } == R::CW_OK;
+        unsafe { cw_event_free(ev) };
+        if taken {
+            break call;
+        }
+    };
+    let r = unsafe { cw_call_use_devices(call, std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, R::CW_NO_DEVICE, "{}", last_error());
+    assert!(
+        last_error().contains("no usable speaker"),
+        "{}",
+        last_error()
+    );
+    let r = unsafe { cw_call_use_microphone(call, cs("studio mic").as_ptr()) };
+    assert_eq!(r, R::CW_NO_DEVICE, "{}", last_error());
+    assert!(
+        last_error().contains("no microphone named"),
+        "{}",
+        last_error()
+    );
+    // Nothing stays attached: PCM still works.
+    let mut pcm = [0i16; 1920];
+    unsafe {
+        assert_eq!(cw_call_send_pcm(call, pcm.as_ptr(), 960), R::CW_OK);
+        assert_eq!(cw_call_recv_pcm(call, pcm.as_mut_ptr(), 960), R::CW_OK);
+        cw_call_free(call);
+    }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R};
 use chinwag::ffi::*;
 use chinwag_proto::babel::{Decoder, Frame};
-use ffi_common::{cs, last_error, text, C};
+use ffi_common::{cs, last_error, proc_state, text, C};
 
 const MS: i32 = 10_000;
 
@@ -413,10 +413,14 @@ fn a_refused_call_and_a_call_to_an_offline_user_fail() {
 
     // A ringing call stopped by its caller lets the callee's accept fail.
     assert_eq!(a.place_call("sam"), R::CW_OK);
-    wait_for(&b, K::CW_EVENT_CALL_INCOMING);
+    let ring = wait_for(&b, K::CW_EVENT_CALL_INCOMING);
+    let call_port = unsafe { cw_event_port(ring.0) };
+    drop(ring);
     assert_eq!(a.hangup_call("sam"), R::CW_OK);
     assert_eq!(a.hangup_call("sam"), R::CW_NO_SUCH_CALL);
-    thread::sleep(Duration::from_millis(100)); // the listener closes
+    proc_state::wait_steady("the caller's call listener closes", 1, || {
+        !proc_state::listening(call_port)
+    });
     assert_eq!(b.accept_call("rita"), R::CW_OK);
     let failed = wait_for(&b, K::CW_EVENT_CALL_FAILED);
     assert_eq!(failed.peer().as_deref(), Some("rita"));

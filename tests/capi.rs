@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R};
 use chinwag::ffi::*;
 use chinwag_proto::chatos::Command;
-use ffi_common::{cs, last_error, text, C};
+use ffi_common::{cs, last_error, proc_state, text, C};
 
 fn connect(port: u16) -> C {
     let mut c = ptr::null_mut();
@@ -455,11 +455,16 @@ fn private_connection_refuse_accept_stream_and_close() {
 fn events_after_close() {
     let (_srv, port) = server();
     let a = Arc::new(login(port, "close-alice"));
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let waiter = {
         let a = a.clone();
-        std::thread::spawn(move || next(&a, -1).err())
+        std::thread::spawn(move || {
+            tid_tx.send(proc_state::my_tid()).unwrap();
+            next(&a, -1).err()
+        })
     };
-    std::thread::sleep(Duration::from_millis(100));
+    let tid = tid_rx.recv().unwrap();
+    proc_state::wait_steady("the waiter blocks", 3, || proc_state::blocked(tid));
     unsafe {
         assert_eq!(cw_client_close(a.0), R::CW_OK);
         assert_eq!(cw_client_close(a.0), R::CW_OK);
@@ -538,18 +543,25 @@ fn many_threads_on_one_client() {
         }
     }
     // Closing while other threads wait on the same client.
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     let waiters: Vec<_> = (0..4)
         .map(|_| {
-            let a = a.clone();
-            std::thread::spawn(move || loop {
-                match next(&a, -1) {
-                    Ok(_) => continue,
-                    Err(r) => return r,
+            let (a, tid_tx) = (a.clone(), tid_tx.clone());
+            std::thread::spawn(move || {
+                tid_tx.send(proc_state::my_tid()).unwrap();
+                loop {
+                    match next(&a, -1) {
+                        Ok(_) => continue,
+                        Err(r) => return r,
+                    }
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    let tids: Vec<u32> = tid_rx.iter().take(4).collect();
+    proc_state::wait_steady("the waiters block", 3, || {
+        tids.iter().all(|t| proc_state::blocked(*t))
+    });
     unsafe { cw_client_close(a.0) };
     for w in waiters {
         assert_eq!(w.join().unwrap(), R::CW_CLOSED);
@@ -581,7 +593,11 @@ fn full_queue_overflows_with_a_count() {
             last_seen = ev.text().as_deref() == Some(&(SENT - 1).to_string()[..]);
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // And until no byte is left in flight to b or unread by its library
+    // (its reader queues or drops each event before reading on).
+    proc_state::wait_steady("everything for of-bob read", 5, || {
+        proc_state::idle_connections(port)
+    });
     let first = next(&b, 1000).unwrap();
     assert_eq!(first.kind(), K::CW_EVENT_OVERFLOW);
     let dropped = unsafe { cw_event_count(first.0) };
@@ -721,4 +737,57 @@ fn server_hanging_up_during_login() {
     let ev = wait_for(&a, K::CW_EVENT_DISCONNECTED);
     assert_eq!(unsafe { cw_event_result(ev.0) }, R::CW_CLOSED);
     t.join().unwrap();
+}
+
+/// The /proc readings the tests above wait on can say "no" as well as "yes".
+#[test]
+fn proc_state_readings_tell_both_ways() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    // A spinning thread is not blocked; one waiting on a channel is.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (spin_tx, spin_rx) = std::sync::mpsc::channel();
+    let spinner = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            spin_tx.send(proc_state::my_tid()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        })
+    };
+    let (wake_tx, wake_rx) = std::sync::mpsc::channel::<()>();
+    let (sleep_tx, sleep_rx) = std::sync::mpsc::channel();
+    let sleeper = std::thread::spawn(move || {
+        sleep_tx.send(proc_state::my_tid()).unwrap();
+        let _ = wake_rx.recv();
+    });
+    let (spin_tid, sleep_tid) = (spin_rx.recv().unwrap(), sleep_rx.recv().unwrap());
+    proc_state::wait_steady("the sleeper blocks", 3, || proc_state::blocked(sleep_tid));
+    // A spinner may be preempted now and then, but not at every look.
+    assert!(
+        (0..50).any(|_| !proc_state::blocked(spin_tid)),
+        "a spinning thread reads as blocked"
+    );
+    stop.store(true, Ordering::Relaxed);
+    drop(wake_tx);
+    spinner.join().unwrap();
+    sleeper.join().unwrap();
+    // Listening, then not.
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    assert!(proc_state::listening(port));
+    // Unread bytes make a connection busy until they are read.
+    let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (mut server, _) = l.accept().unwrap();
+    drop(l);
+    assert!(!proc_state::listening(port));
+    client.write_all(b"unread").unwrap();
+    proc_state::wait_steady("the bytes reach the server side", 1, || {
+        !proc_state::idle_connections(port)
+    });
+    let mut six = [0u8; 6];
+    server.read_exact(&mut six).unwrap();
+    proc_state::wait_steady("the bytes are read", 1, || {
+        proc_state::idle_connections(port)
+    });
 }

@@ -618,3 +618,167 @@ fn c_rooms_chat_example() {
     .unwrap();
     again.login("cara", Some(STEP)).unwrap();
 }
+
+/// How to run one side of `voice_call` (C or Python).
+fn voice_call_cmd(c_exe: Option<&Path>) -> Command {
+    match c_exe {
+        Some(exe) => Command::new(exe),
+        None => {
+            let mut cmd = Command::new("python3");
+            cmd.arg(Path::new(ROOT).join("examples/python/voice_call.py"))
+                .env(
+                    "CHINWAG_LIB",
+                    common::lib_dir().join(common::shared_lib_name()),
+                )
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+            cmd
+        }
+    }
+}
+
+/// A call between two `voice_call` processes (the C example, or the
+/// Python one when `c_exe` is None) in `dialect` ("babel" or "accounts"),
+/// directly or through a seeded forwarder dropping `loss` of the UDP
+/// datagrams: the caller says the rising tones, the callee the falling
+/// ones, and each WAV file written must carry the other's track.
+fn voice_call_example(c_exe: Option<&Path>, dialect: &str, tag: &str, loss: Option<f64>) {
+    use common::signal::{assert_carries, first_channel, read_wav, stepped_tones, write_wav};
+    use common::signal::{DOWN, STEP_MS, UP};
+    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("voice-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write_wav(&dir.join("up.wav"), &stepped_tones(&UP, STEP_MS), 1);
+    write_wav(&dir.join("down.wav"), &stepped_tones(&DOWN, STEP_MS), 1);
+    let (caller, callee) = (format!("{tag}a"), format!("{tag}b"));
+    let (port, who) = if dialect == "babel" {
+        let p = srv.babel_addr().port();
+        let who = |n: &str| vec![n.to_string()];
+        (p, [who(&caller), who(&callee)])
+    } else {
+        common::befriend(&srv, &caller, &callee);
+        let who = |n: &str| vec![common::account_email(n), common::account_password(n)];
+        (srv.accounts_addr().port(), [who(&caller), who(&callee)])
+    };
+    let lossy = loss.map(|l| common::forwarder::Lossy::start(l, 11));
+    let adv = |caller_side: bool| -> Vec<String> {
+        lossy.as_ref().map_or(vec![], |f| {
+            vec![if caller_side {
+                f.caller_port
+            } else {
+                f.callee_port
+            }
+            .to_string()]
+        })
+    };
+    let base = [
+        "127.0.0.1".to_string(),
+        port.to_string(),
+        dialect.to_string(),
+    ];
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_string();
+
+    let mut answer = voice_call_cmd(c_exe)
+        .args(&base)
+        .args(&who[1])
+        .arg("answer")
+        .args([path("down.wav"), path("callee-heard.wav")])
+        .args(adv(false))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answer_lines = lines_of(&mut answer);
+    expect_line(&answer_lines, "ready", LIMIT);
+    let call = output_within(
+        voice_call_cmd(c_exe)
+            .args(&base)
+            .args(&who[0])
+            .args(["call", &callee])
+            .args([path("up.wav"), path("caller-heard.wav")])
+            .args(adv(true)),
+        LIMIT,
+    );
+    let said = String::from_utf8_lossy(&call.stdout);
+    assert!(
+        call.status.success(),
+        "caller: {said}\n{}",
+        String::from_utf8_lossy(&call.stderr)
+    );
+    assert!(said.contains("hung up"), "{said}");
+    let answered = wait_within(answer, LIMIT);
+    assert!(
+        answered.status.success(),
+        "callee: {}",
+        String::from_utf8_lossy(&answered.stderr)
+    );
+    let channels = if dialect == "babel" { 2 } else { 1 };
+    let min = if loss.is_some() { 0.8 } else { 0.9 };
+    let (pcm, ch) = read_wav(&dir.join("callee-heard.wav"));
+    assert_eq!(ch, channels);
+    assert_carries(
+        &first_channel(&pcm, ch),
+        &UP,
+        &DOWN,
+        min,
+        "the callee hears the caller",
+    );
+    let (pcm, ch) = read_wav(&dir.join("caller-heard.wav"));
+    assert_carries(
+        &first_channel(&pcm, ch),
+        &DOWN,
+        &UP,
+        min,
+        "the caller hears the callee",
+    );
+    if let Some(f) = &lossy {
+        assert!(f.dropped.load(std::sync::atomic::Ordering::Relaxed) > 0);
+        let lost: u64 = said
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("lost="))
+            .and_then(|n| n.parse().ok())
+            .expect("stats line");
+        assert!(lost > 0, "the caller saw no loss: {said}");
+    }
+}
+
+/// voice_call.c, compiled once for the tests that run it (in parallel).
+fn voice_call_exe() -> &'static Path {
+    static EXE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    EXE.get_or_init(|| build_c_example("voice_call"))
+}
+
+#[test]
+fn c_voice_call_example_babel() {
+    if require("cc") {
+        voice_call_example(Some(voice_call_exe()), "babel", "cvb", None);
+    }
+}
+
+#[test]
+fn c_voice_call_example_accounts_through_loss() {
+    if require("cc") {
+        voice_call_example(Some(voice_call_exe()), "accounts", "cva", Some(0.1));
+    }
+}
+
+#[test]
+fn python_voice_call_example_babel() {
+    if require("python3") {
+        voice_call_example(None, "babel", "pvb", None);
+    }
+}
+
+#[test]
+fn python_voice_call_example_accounts() {
+    if require("python3") {
+        voice_call_example(None, "accounts", "pva", None);
+    }
+}
+
+#[test]
+fn python_voice_call_example_accounts_through_loss() {
+    if require("python3") {
+        voice_call_example(None, "accounts", "pvl", Some(0.1));
+    }
+}

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{output_within, require, ROOT};
+use common::{output_within, require, require_with, runs, ROOT};
 
 const GENERATED: &str = include_str!(concat!(env!("OUT_DIR"), "/chinwag.h"));
 
@@ -164,5 +164,26 @@ fn pkg_config_file_builds_and_runs_a_program() {
     assert_eq!(
         String::from_utf8_lossy(&o.stdout).trim(),
         env!("CARGO_PKG_VERSION")
+    );
+}
+
+/// Skipping a test for a missing tool is an explicit opt-in, never the default.
+#[test]
+fn a_missing_tool_fails_unless_skipping_it_was_asked_for() {
+    const GONE: &str = "cw-no-such-tool";
+    assert!(!runs(GONE));
+    let fails =
+        |skip: &'static str| std::panic::catch_unwind(|| require_with(GONE, false, skip)).is_err();
+    assert!(fails(""), "missing and not listed: a failure");
+    assert!(fails("cc,python3"), "another tool listed: a failure");
+    assert!(fails("cw-no-such"), "a prefix is not the tool");
+    assert!(
+        !require_with(GONE, false, "cc, cw-no-such-tool"),
+        "listed: skipped"
+    );
+    assert!(require_with("cc", true, ""), "present: runs");
+    assert!(
+        require_with("cc", true, "cc"),
+        "present and listed: still runs"
     );
 }

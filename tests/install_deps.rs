@@ -1,7 +1,8 @@
 //! scripts/install-deps.sh decides what to install from what pkg-config
 //! finds, and installs nothing when nothing is missing. Its decisions are
 //! tested with `--dry-run` and stand-in `pkg-config`, `id` and `sudo`
-//! commands on a PATH of the test's own.
+//! commands on a PATH of the test's own, and a stand-in Debian PostgreSQL
+//! directory (`CHINWAG_PG_ROOT`) holding `initdb` or not.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,9 @@ fn script() -> PathBuf {
 
 /// A directory of stand-in commands: `pkg-config` knows only `present`
 /// (absent: no pkg-config at all), `id -u` prints `uid`, and `sudo -n`
-/// succeeds when `sudo_ok`.
+/// succeeds when `sudo_ok`. "postgresql" in `present` puts an `initdb`
+/// where Debian's package would (under the same directory, which
+/// `dry_run` passes as `CHINWAG_PG_ROOT`).
 fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("chinwag-deps-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -39,6 +42,10 @@ fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> P
     if sudo_ok {
         write("sudo", "#!/bin/sh\nexit 0\n".into());
     }
+    if present.is_some_and(|p| p.contains(&"postgresql")) {
+        std::fs::create_dir_all(dir.join("15/bin")).unwrap();
+        write("15/bin/initdb", "#!/bin/sh\nexit 0\n".into());
+    }
     dir
 }
 
@@ -47,6 +54,8 @@ fn dry_run(path: &Path) -> String {
         .arg(script())
         .arg("--dry-run")
         .env("PATH", path)
+        .env("CHINWAG_PG_ROOT", path)
+        .env_remove("CHINWAG_PG_BIN")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -61,20 +70,25 @@ fn dry_run(path: &Path) -> String {
 
 #[test]
 fn nothing_missing_installs_nothing() {
-    let out = dry_run(&fake_path("none", Some(&["opus", "alsa"]), 0, false));
+    let out = dry_run(&fake_path(
+        "none",
+        Some(&["opus", "alsa", "postgresql"]),
+        0,
+        false,
+    ));
     assert!(out.contains("nothing to install"), "{out}");
     assert!(!out.contains("apt-get"), "{out}");
 }
 
 #[test]
 fn only_what_is_missing_is_installed() {
-    let out = dry_run(&fake_path("opus", Some(&["alsa"]), 0, false));
+    let out = dry_run(&fake_path("opus", Some(&["alsa", "postgresql"]), 0, false));
     assert!(out.contains("missing: libopus-dev\n"), "{out}");
     assert!(
         out.contains("would run: apt-get install -y --no-install-recommends libopus-dev\n"),
         "{out}"
     );
-    let out = dry_run(&fake_path("alsa", Some(&["opus"]), 0, false));
+    let out = dry_run(&fake_path("alsa", Some(&["opus", "postgresql"]), 0, false));
     assert!(out.contains("missing: libasound2-dev\n"), "{out}");
 }
 
@@ -110,10 +124,25 @@ fn a_bad_argument_is_refused() {
 
 #[test]
 fn a_missing_cmake_is_installed() {
-    let out = dry_run(&fake_path("nocmake", Some(&["opus", "alsa"]), 0, false));
+    let out = dry_run(&fake_path(
+        "nocmake",
+        Some(&["opus", "alsa", "postgresql"]),
+        0,
+        false,
+    ));
     assert!(out.contains("missing: cmake\n"), "{out}");
     assert!(
         out.contains("would run: apt-get install -y --no-install-recommends cmake\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_postgresql_server_is_installed() {
+    let out = dry_run(&fake_path("nopg", Some(&["opus", "alsa"]), 0, false));
+    assert!(out.contains("missing: postgresql\n"), "{out}");
+    assert!(
+        out.contains("would run: apt-get install -y --no-install-recommends postgresql\n"),
         "{out}"
     );
 }

@@ -2,10 +2,12 @@
 //! prints a table plus one JSON line per workload. See `--help`.
 
 mod accounts;
+mod audio;
 mod babel;
 mod conn;
 mod engine;
 mod hist;
+mod media;
 mod refs;
 mod relay;
 mod report;
@@ -59,6 +61,13 @@ WORKLOAD (default: all)
   babel     1,000 online, then 100 newcomers log in one by one: each one's contact
             list, and the time until everyone has its AddContact; call set-up
             (CallRequest to the callee, CallRefused back) beside a direct hop
+            without and with a user paging as fast as the server answers
+  audio     real calls between two libchinwag clients (babel over TCP, accounts
+            over UDP) through the bench's own jittery/lossy paths: mouth-to-ear
+            latency, PESQ under loss (with --pesq), jitter recovery, CPU, a long call
+  media     N concurrent calls babel -> accounts through chinwagd's media relay,
+            one packet per 20 ms each way: relayed packets/s, loss, one-way
+            latency p50/p99 beside direct loopback UDP pairs in the same run
 
 SERVER (default: start target-dir/release/chinwagd on a free port per workload)
   --server PATH        chinwagd binary to start
@@ -87,6 +96,17 @@ FANOUT / P2P
   --window K           saturation: messages a sender may have undelivered (default 8;
                        p2p: per direction of a pair; rooms: texts awaiting their
                        answer, 4). Throughput grows with K: see the report
+
+AUDIO
+  --seconds T          length of each latency and CPU call (default 20)
+  --long-seconds T     length of the long call (default 600)
+  --pesq PYTHON        a Python with the `pesq` package (bench/audio/pesq.sh makes one)
+  --speech WAV         the test speech (default bench/audio/speech.wav)
+
+MEDIA
+  --calls LIST         concurrent calls, one run each (default 10,100,1000; quick 10)
+  --seconds T          measured time per run (default 5; a 1 s warm-up comes first)
+  --payload N          bytes of each Opus packet (default 80)
 
 RELAY
   --bytes N            bulk bytes one way (default 4294967296; the run also stops at --seconds)
@@ -359,6 +379,9 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
                 (1000, 100, 2000)
             };
             babel_jobs(&mut todo, online, newcomers, calls);
+            let ao = audio_opts(args, quick, &ctx.run_id)?;
+            todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
+            media_jobs(args, quick, &mut todo)?;
         }
         "p2p-paced" => {
             let clients = args.or("clients", if quick { 50 } else { 1000 })?;
@@ -446,10 +469,15 @@ fn run(args: &Args) -> Result<Vec<Report>, String> {
             let seconds = args.or("seconds", if quick { 6.0 } else { 10.0 })?;
             todo.push(("slow", Box::new(move |c| slow_wl(c, clients, seconds))));
         }
+        "audio" => {
+            let ao = audio_opts(args, quick, &ctx.run_id)?;
+            todo.push(("audio", Box::new(move |c| audio_wl(c, &ao))));
+        }
+        "media" => media_jobs(args, quick, &mut todo)?,
         other => {
             return Err(format!(
             "unknown workload {other:?} (all, fanout, p2p, p2p-paced, relay, idle, churn, slow, \
-                 accounts, accounts-history, accounts-offline, rooms, babel, table)"
+                 accounts, accounts-history, accounts-offline, rooms, babel, audio, media, table)"
         ))
         }
     }
@@ -534,6 +562,49 @@ fn babel_jobs(todo: &mut Vec<Job>, online: usize, newcomers: usize, calls: usize
         "babel-call",
         Box::new(move |c| babel::call_wl(c, online, calls)),
     ));
+}
+
+fn audio_opts(args: &Args, quick: bool, run_id: &str) -> Result<audio::AudioOpts, String> {
+    Ok(audio::AudioOpts {
+        quick,
+        seconds: args.or("seconds", if quick { 3.0 } else { 20.0 })?,
+        long_seconds: args.or("long-seconds", if quick { 4.0 } else { 600.0 })?,
+        pesq: args.get("pesq")?,
+        speech: args.or("speech", audio::default_speech())?,
+        run_id: run_id.to_string(),
+    })
+}
+
+/// The media relay workload at each number of calls (`--calls`, default
+/// 10,100,1000; quick: 10).
+fn media_jobs(args: &Args, quick: bool, todo: &mut Vec<Job>) -> Result<(), String> {
+    let list: String = args.or(
+        "calls",
+        if quick {
+            "10".into()
+        } else {
+            "10,100,1000".into()
+        },
+    )?;
+    let seconds: f64 = args.or("seconds", if quick { 1.0 } else { 5.0 })?;
+    let payload: usize = args.or("payload", 80)?;
+    for c in list.split(',') {
+        let calls: usize = c
+            .trim()
+            .parse()
+            .map_err(|_| format!("--calls: {c:?} is not a number"))?;
+        let o = media::MediaOpts { seconds, payload };
+        todo.push((
+            "media",
+            Box::new(move |ctx: &Ctx| media::run(&ctx.spec, calls, &o, &ctx.run_id)),
+        ));
+    }
+    Ok(())
+}
+
+fn audio_wl(c: &Ctx, o: &audio::AudioOpts) -> Result<Report, String> {
+    let t = c.spec.start()?;
+    audio::audio(&t, o)
 }
 
 fn cores() -> usize {

@@ -14,6 +14,8 @@ pub enum Unit {
     Count,
     /// A ratio of two figures ("2.1×").
     Ratio,
+    /// A score such as PESQ's MOS-LQO.
+    Score,
 }
 
 impl Unit {
@@ -29,6 +31,7 @@ impl Unit {
             Unit::Pct => "%",
             Unit::Count => "count",
             Unit::Ratio => "x",
+            Unit::Score => "score",
         }
     }
 
@@ -43,6 +46,7 @@ impl Unit {
             Unit::Pct,
             Unit::Count,
             Unit::Ratio,
+            Unit::Score,
         ]
         .into_iter()
         .find(|u| u.name() == name)
@@ -62,6 +66,7 @@ impl Unit {
             Unit::Count if v != v.trunc() && v.abs() < 100.0 => format!("{v:.1}"),
             Unit::Count => format!("{v:.0}"),
             Unit::Ratio => format!("{v:.2}×"),
+            Unit::Score => format!("{v:.2}"),
         }
     }
 }

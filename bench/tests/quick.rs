@@ -50,6 +50,8 @@ fn quick_run_of_every_workload_succeeds() {
         "rooms-rtt",
         "babel-login",
         "babel-call",
+        "audio",
+        "media",
     ] {
         assert!(
             text.contains(&format!("\"workload\":\"{workload}\"")),

@@ -5,17 +5,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
 use chinwag::client::RoomMode;
-use chinwag::{Client, Dialect, Event, Stream};
+use chinwag::{Client, Dialect, Event, Side, Stream};
 use parking::Mutex;
 
-use crate::audio::{CallAudio, Voice, NO_SOUND};
+use crate::audio::{self, CallAudio, Devices};
 use crate::clock::utc;
 
 /// A std mutex that shrugs off poisoning: a panicked printer thread must
@@ -94,12 +93,49 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "chatos",
         "send a file over a private connection",
     ),
-    ("/call NAME", "accounts babel", "ring NAME"),
-    ("/answer NAME", "accounts babel", "answer NAME's call"),
+    (
+        "/call NAME [--mic DEV] [--speaker DEV]",
+        "accounts babel",
+        "ring NAME; the call has sound (default devices unless named)",
+    ),
+    (
+        "/answer NAME [--mic DEV] [--speaker DEV]",
+        "accounts babel",
+        "answer NAME's call, with sound",
+    ),
     ("/decline NAME", "accounts babel", "decline NAME's call"),
     ("/hangup NAME", "accounts babel", "end the call with NAME"),
     ("/calls", "accounts babel", "the calls going on or ringing"),
+    (
+        "/devices",
+        "accounts babel",
+        "the microphones and speakers (DEV above)",
+    ),
+    (
+        "/mute [mic|speaker]",
+        "accounts babel",
+        "in the current call, mute your microphone (or the speaker)",
+    ),
+    ("/unmute [mic|speaker]", "accounts babel", "undo /mute"),
+    (
+        "/volume [mic|speaker] N",
+        "accounts babel",
+        "the current call's speaker (or microphone) volume, 0 to 200 %",
+    ),
+    (
+        "/stats",
+        "accounts babel",
+        "the current call's audio: packets, loss, delay",
+    ),
 ];
+
+/// A call not established yet.
+struct Pending {
+    /// "ringing", "calling you" or "answering".
+    stage: &'static str,
+    /// The devices it will use once established.
+    devices: Devices,
+}
 
 /// Every command word, for completion.
 pub fn command_words() -> BTreeSet<&'static str> {
@@ -118,8 +154,10 @@ pub struct Session {
     to: Mutex<Option<String>>,
     /// Chatos: files waiting for their private connection, by peer.
     outgoing: Mutex<HashMap<String, PathBuf>>,
-    /// Calls going on or ringing, by peer.
-    calls: Mutex<HashMap<String, CallAudio>>,
+    /// Calls going on, oldest first: the last is the current call.
+    calls: Mutex<Vec<CallAudio>>,
+    /// Calls ringing (either way) or being answered, by peer.
+    pending: Mutex<HashMap<String, Pending>>,
     /// Where received files are written.
     downloads: PathBuf,
 }
@@ -143,7 +181,8 @@ impl Session {
             names: Mutex::new(BTreeSet::new()),
             to: Mutex::new(None),
             outgoing: Mutex::new(HashMap::new()),
-            calls: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Vec::new()),
+            pending: Mutex::new(HashMap::new()),
             downloads,
         })
     }
@@ -227,27 +266,26 @@ impl Session {
             ("/members", []) => self.members(""),
             ("/members", [room]) => self.members(room),
             ("/sendfile", [name, path]) => self.send_file(name, path),
-            ("/call", [name]) => self.call(name),
-            ("/answer", [name]) => self.answer_call(name),
+            ("/call", [name, opts @ ..]) => self.call(name, opts),
+            ("/answer", [name, opts @ ..]) => self.answer_call(name, opts),
             ("/decline", [name]) => {
-                self.calls.lock().remove(*name);
+                self.pending.lock().remove(*name);
                 self.done(
                     self.client.refuse_call(name),
                     format!("declined {name}'s call"),
                 )
             }
             ("/hangup", [name]) => self.hangup(name),
-            ("/calls", []) => {
-                let calls = self.calls.lock();
-                if calls.is_empty() {
-                    vec!["no calls".into()]
-                } else {
-                    calls
-                        .iter()
-                        .map(|(peer, a)| format!("  {peer}: {}", a.describe()))
-                        .collect()
-                }
-            }
+            ("/calls", []) => self.list_calls(),
+            ("/devices", []) => audio::list_devices(),
+            ("/mute", side) => self.mute(side, true),
+            ("/unmute", side) => self.mute(side, false),
+            ("/volume", [n]) => self.volume(Side::Speaker, n),
+            ("/volume", [side, n]) => match audio::side(side) {
+                Some(side) => self.volume(side, n),
+                None => vec!["! /volume [mic|speaker] N".into()],
+            },
+            ("/stats", []) => self.on_current(CallAudio::stats),
             _ => vec![format!(
                 "! unknown command or wrong arguments: {line} (try /help)"
             )],
@@ -264,11 +302,18 @@ impl Session {
 
     fn help(&self) -> Lines {
         let me = self.dialect.name();
+        let mine: Vec<_> = COMMANDS
+            .iter()
+            .filter(|(_, dialects, _)| *dialects == "all" || dialects.split(' ').any(|d| d == me))
+            .collect();
+        let width = mine
+            .iter()
+            .map(|(usage, _, _)| usage.len())
+            .max()
+            .unwrap_or(0);
         let mut out = vec![format!("commands ({me}; a plain line is a message):")];
-        for (usage, dialects, what) in COMMANDS {
-            if *dialects == "all" || dialects.split(' ').any(|d| d == me) {
-                out.push(format!("  {usage:<34} {what}"));
-            }
+        for (usage, _, what) in mine {
+            out.push(format!("  {usage:<width$} {what}"));
         }
         out
     }
@@ -443,77 +488,133 @@ impl Session {
         }
     }
 
-    /// A UDP socket for an accounts call's voice, on the address that
-    /// reaches the server (the server tells the peer what it sees).
-    fn voice_socket(&self) -> std::io::Result<UdpSocket> {
-        UdpSocket::bind(SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0))
+    /// `/call`: ring `name` for a call the library carries, with sound.
+    fn call(&self, name: &str, opts: &[&str]) -> Lines {
+        self.signal_call(name, opts, "ringing", |c| c.place_voice_call(name, ""))
     }
 
-    fn call(&self, name: &str) -> Lines {
-        match self.dialect {
-            Dialect::CW_DIALECT_ACCOUNTS => self.accounts_call(name, |port| {
-                self.client
-                    .place_call(name, "", port)
-                    .map(|()| format!("ringing {name}..."))
-            }),
-            _ => self.done(
-                self.client.place_call(name, "", 0),
-                format!("ringing {name}..."),
-            ),
-        }
+    /// `/answer`: answer `name`'s ringing call, with sound.
+    fn answer_call(&self, name: &str, opts: &[&str]) -> Lines {
+        self.signal_call(name, opts, "answering", |c| c.answer_voice_call(name, ""))
     }
 
-    fn answer_call(&self, name: &str) -> Lines {
-        match self.dialect {
-            Dialect::CW_DIALECT_ACCOUNTS => self.accounts_call(name, |port| {
-                self.client
-                    .answer_call(name, "", port)
-                    .map(|()| format!("in a call with {name} ({NO_SOUND})"))
-            }),
-            _ => self.done(
-                self.client.accept_call(name),
-                format!("answering {name}..."),
-            ),
-        }
-    }
-
-    /// Accounts: bind the call's voice socket, then `signal` its port to
-    /// the server (ring or answer); the call is kept once that succeeded.
-    fn accounts_call(
+    /// Note the call's devices, then `signal` it; the devices are noted
+    /// first because the call may be established (an event, on the
+    /// events thread) before `signal` returns.
+    fn signal_call(
         &self,
         name: &str,
-        signal: impl FnOnce(u16) -> Result<String, chinwag::ffi::Failure>,
+        opts: &[&str],
+        stage: &'static str,
+        signal: impl FnOnce(&Client) -> Result<(), chinwag::ffi::Failure>,
     ) -> Lines {
-        let sock = match self.voice_socket() {
-            Ok(s) => s,
-            Err(e) => return vec![format!("! no voice socket: {e}")],
+        let devices = match Devices::parse(opts) {
+            Ok(d) => d,
+            Err(e) => return vec![format!("! {e}")],
         };
-        let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
-        match signal(port) {
-            Ok(said) => {
-                let (audio, _) = CallAudio::start(Voice::Accounts {
-                    socket: sock,
-                    peer: None,
-                });
-                self.calls.lock().insert(name.to_string(), audio);
-                vec![said]
+        let before = self
+            .pending
+            .lock()
+            .insert(name.to_string(), Pending { stage, devices });
+        match signal(&self.client) {
+            Ok(()) => vec![format!("{stage} {name}...")],
+            Err(e) => {
+                let mut pending = self.pending.lock();
+                match before {
+                    Some(p) => pending.insert(name.to_string(), p),
+                    None => pending.remove(name),
+                };
+                fail(e)
             }
-            Err(e) => fail(e),
         }
+    }
+
+    /// The established call with `peer`, taken out of the session (so it
+    /// is dropped, and hung up, outside the lock).
+    fn take_call(&self, peer: &str) -> Option<CallAudio> {
+        let mut calls = self.calls.lock();
+        let i = calls.iter().position(|c| c.call.peer() == peer)?;
+        Some(calls.remove(i))
     }
 
     fn hangup(&self, name: &str) -> Lines {
-        let held = self.calls.lock().remove(name);
-        match held {
-            // Dropping a babel call hangs it up.
-            Some(CallAudio {
-                voice: Voice::Babel(call),
-            }) => {
-                call.hangup();
-                vec![format!("hung up on {name}")]
-            }
-            _ => self.done(self.client.hangup_call(name), format!("hung up on {name}")),
+        self.pending.lock().remove(name);
+        let r = self.client.hangup_call(name);
+        let held = self.take_call(name);
+        match (r, held) {
+            // Not known to the client any more, yet held here: it ended
+            // and its event is on the way; dropping it is enough.
+            (Ok(()), _) | (Err(_), Some(_)) => vec![format!("hung up on {name}")],
+            (Err(e), None) => fail(e),
         }
+    }
+
+    fn list_calls(&self) -> Lines {
+        let mut out: Lines = self
+            .calls
+            .lock()
+            .iter()
+            .map(|c| format!("  {}", c.describe()))
+            .collect();
+        let mut pending: Vec<_> = self
+            .pending
+            .lock()
+            .iter()
+            .map(|(peer, p)| format!("  {peer}: {}", p.stage))
+            .collect();
+        pending.sort();
+        out.extend(pending);
+        if out.is_empty() {
+            out.push("no calls".into());
+        }
+        out
+    }
+
+    /// `f` on the current call: the one established last.
+    fn on_current(&self, f: impl FnOnce(&CallAudio) -> Lines) -> Lines {
+        match self.calls.lock().last() {
+            Some(c) => f(c),
+            None => vec!["! no call going on".into()],
+        }
+    }
+
+    fn mute(&self, side: &[&str], muted: bool) -> Lines {
+        let side = match side {
+            [] => Side::Microphone,
+            [s] => match audio::side(s) {
+                Some(side) => side,
+                None => return vec!["! /mute or /unmute [mic|speaker]".into()],
+            },
+            _ => return vec!["! /mute or /unmute [mic|speaker]".into()],
+        };
+        self.on_current(|c| {
+            c.call.set_muted(side, muted);
+            let peer = c.call.peer();
+            vec![match (side, muted) {
+                (Side::Microphone, true) => format!("microphone muted: {peer} hears silence"),
+                (Side::Microphone, false) => format!("microphone on: {peer} hears you"),
+                (Side::Speaker, true) => format!("speaker muted: you do not hear {peer}"),
+                (Side::Speaker, false) => format!("speaker on: you hear {peer}"),
+            }]
+        })
+    }
+
+    fn volume(&self, side: Side, n: &str) -> Lines {
+        let max = audio::percent(chinwag::call::MAX_VOLUME);
+        let Some(pct) = n.parse::<u32>().ok().filter(|p| *p <= max) else {
+            return vec![format!("! the volume is 0 to {max} (%)")];
+        };
+        self.on_current(|c| {
+            c.call.set_volume(side, pct as f32 / 100.0);
+            let what = match side {
+                Side::Microphone => "microphone",
+                Side::Speaker => "speaker",
+            };
+            vec![format!(
+                "{what} volume {pct}% in the call with {}",
+                c.call.peer()
+            )]
+        })
     }
 
     /// How an event shows; some also change the session's state.
@@ -552,30 +653,33 @@ impl Session {
             Event::ContactAdded { name } => format!("-- {name} is online"),
             Event::ContactRemoved { name } => format!("-- {name} went offline"),
             Event::CallIncoming { peer, .. } => {
+                self.pending.lock().insert(
+                    peer.clone(),
+                    Pending {
+                        stage: "calling you",
+                        devices: Devices::default(),
+                    },
+                );
                 format!("-- {peer} is calling: /answer {peer} or /decline {peer}")
             }
-            Event::CallAccepted { peer, addr, port } => {
-                if let (Ok(ip), Some(audio)) =
-                    (addr.parse::<IpAddr>(), self.calls.lock().get_mut(&peer))
-                {
-                    audio.set_peer(SocketAddr::new(ip, port));
-                }
-                format!("-- {peer} answered: in a call ({NO_SOUND})")
-            }
+            Event::CallAccepted { peer, .. } => format!("-- {peer} answered"),
             Event::CallEstablished { peer, call } => match call {
                 Some(call) => {
-                    let (audio, note) = CallAudio::start(Voice::Babel(call));
-                    self.calls.lock().insert(peer.clone(), audio);
-                    format!("-- in a call with {peer} ({note}); /hangup {peer} to end it")
+                    let devices = self.pending.lock().remove(&peer).map(|p| p.devices);
+                    let (audio, note) = CallAudio::start(call, &devices.unwrap_or_default());
+                    self.calls.lock().push(audio);
+                    format!("-- in a call with {peer}; {note}; /hangup {peer} to end it")
                 }
                 None => format!("-- in a call with {peer}"),
             },
             Event::CallFailed { peer, text, .. } => {
-                self.calls.lock().remove(&peer);
+                self.pending.lock().remove(&peer);
+                drop(self.take_call(&peer));
                 format!("-- call with {peer} failed: {text}")
             }
             Event::CallEnded { peer, .. } => {
-                self.calls.lock().remove(&peer);
+                self.pending.lock().remove(&peer);
+                drop(self.take_call(&peer));
                 format!("-- call with {peer} ended")
             }
             Event::FriendRequest { from } => {

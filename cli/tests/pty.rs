@@ -2,13 +2,25 @@
 //! (rexpect) as a person would use it, against an in-process chinwagd on
 //! 127.0.0.1: chat between two clients (with a line half typed while a
 //! message arrives, and name completion), a file over a chatos private
-//! connection, and the login and main commands of every dialect. Every
-//! wait is bounded by rexpect's timeout.
+//! connection, the login and main commands of every dialect, and calls
+//! with sound on devices that ALSA makes of files (no sound card needed),
+//! or with no device at all. Every wait is bounded by rexpect's timeout
+//! or a deadline.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use chinwag::call::DEVICE_SUPPORT;
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
+
+/// Devices made of files, and tones with their Goertzel power: shared
+/// with the library's tests.
+#[path = "../../tests/common/alsa.rs"]
+mod alsa;
+#[path = "../../tests/common/signal.rs"]
+mod signal;
 
 /// How long any one expected output may take.
 const TIMEOUT_MS: u64 = 15_000;
@@ -17,12 +29,28 @@ fn server() -> chinwagd::Server {
     chinwagd::Server::start(chinwagd::Config::ephemeral()).expect("chinwagd starts")
 }
 
-fn cli(dialect: &str, port: u16, downloads: Option<&std::path::Path>) -> PtySession {
+fn command(dialect: &str, port: u16) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwag"));
     cmd.args(["--port", &port.to_string(), dialect]);
+    cmd
+}
+
+fn cli(dialect: &str, port: u16, downloads: Option<&Path>) -> PtySession {
+    let mut cmd = command(dialect, port);
     if let Some(d) = downloads {
         cmd.arg("--downloads").arg(d);
     }
+    start(cmd)
+}
+
+/// A client whose sound devices are `sound`'s.
+fn cli_sound(dialect: &str, port: u16, sound: &Sound) -> PtySession {
+    let mut cmd = command(dialect, port);
+    cmd.env("ALSA_CONFIG_PATH", &sound.conf);
+    start(cmd)
+}
+
+fn start(cmd: Command) -> PtySession {
     let mut p = spawn_with_options(
         cmd,
         Options::new()
@@ -121,36 +149,33 @@ fn a_file_goes_over_a_chatos_private_connection() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Accounts: ann and bob register, log in and become friends.
+fn friends(ann: &mut PtySession, bob: &mut PtySession) {
+    says(
+        ann,
+        "/register ann@example.org ann password1",
+        "registered ann",
+    );
+    says(ann, "/login ann@example.org password1", "logged in as ann");
+    says(
+        bob,
+        "/register bob@example.org bob password2",
+        "registered bob",
+    );
+    says(bob, "/login bob@example.org password2", "logged in as bob");
+    says(ann, "/friend bob", "asked bob to be your friend");
+    bob.exp_string("ann asks to be your friend").unwrap();
+    says(bob, "/accept ann", "accepted ann");
+    ann.exp_string("bob is now your friend").unwrap();
+}
+
 #[test]
 fn accounts_register_login_friends_messages_and_history_with_times() {
     let srv = server();
     let port = srv.accounts_addr().port();
     let mut ann = cli("accounts", port, None);
     let mut bob = cli("accounts", port, None);
-    says(
-        &mut ann,
-        "/register ann@example.org ann password1",
-        "registered ann",
-    );
-    says(
-        &mut ann,
-        "/login ann@example.org password1",
-        "logged in as ann",
-    );
-    says(
-        &mut bob,
-        "/register bob@example.org bob password2",
-        "registered bob",
-    );
-    says(
-        &mut bob,
-        "/login bob@example.org password2",
-        "logged in as bob",
-    );
-    says(&mut ann, "/friend bob", "asked bob to be your friend");
-    bob.exp_string("ann asks to be your friend").unwrap();
-    says(&mut bob, "/accept ann", "accepted ann");
-    ann.exp_string("bob is now your friend").unwrap();
+    friends(&mut ann, &mut bob);
     says(&mut ann, "/who", "friends: bob");
     // A plain line goes to the conversation chosen with /to.
     says(&mut bob, "/to ann", "plain lines now go to ann");
@@ -164,25 +189,266 @@ fn accounts_register_login_friends_messages_and_history_with_times() {
     quit(bob);
 }
 
+/// One client's sound devices, made by ALSA of files over its null
+/// plugin: the default microphone (and `chinwag_mic`) captures
+/// `capture.raw`, a tone; the default speaker (and `chinwag_play`) plays
+/// into `played.raw`, 16-bit stereo at 48 kHz through a `plug`. Or, with
+/// [`Sound::none`], no device at all. Removed when dropped.
+struct Sound {
+    dir: PathBuf,
+    conf: PathBuf,
+}
+
+impl Sound {
+    fn with(name: &str, config: &str) -> Sound {
+        let dir = std::env::temp_dir().join(format!("cw-cli-sound-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = alsa::write_config(&dir, config);
+        Sound { dir, conf }
+    }
+
+    /// Devices whose microphone captures `freq` Hz in `channels` channels
+    /// (what the dialect's calls capture: 2 babel, 1 accounts).
+    fn tone(name: &str, channels: usize, freq: f64) -> Sound {
+        let sound = Sound::with(name, alsa::CALL_DEVICES);
+        // 30 s: more than any test's call lasts.
+        let mono = signal::stepped_tones(&[freq], 30_000);
+        let raw: Vec<u8> = signal::to_channels(&mono, channels)
+            .iter()
+            .flat_map(|s| s.to_le_bytes())
+            .collect();
+        std::fs::write(sound.dir.join("capture.raw"), raw).unwrap();
+        sound
+    }
+
+    fn none(name: &str) -> Sound {
+        Sound::with(name, alsa::NO_DEVICES)
+    }
+
+    /// Wait until the speaker has played `freq` Hz, clearly above `other`
+    /// (the tone of this side's own microphone): the peer was heard.
+    fn hears(&self, freq: f64, other: f64) {
+        let deadline = Instant::now() + Duration::from_millis(TIMEOUT_MS);
+        loop {
+            let bytes = std::fs::read(self.dir.join("played.raw")).unwrap_or_default();
+            let left: Vec<i16> = bytes
+                .chunks_exact(4)
+                .map(|f| i16::from_le_bytes([f[0], f[1]]))
+                .collect();
+            let (want, not) = (signal::power(&left, freq), signal::power(&left, other));
+            if left.len() >= signal::RATE / 2 && want > 100.0 * not.max(1.0) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the speaker did not play {freq} Hz: {} samples, power {want:e} vs {not:e} at {other} Hz",
+                left.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sound {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a client says of a call's sound on `devices` ("microphone M,
+/// speaker S"), or of a build without device support.
+fn sound_on(devices: &str) -> String {
+    if DEVICE_SUPPORT {
+        format!("; sound: {devices};")
+    } else {
+        "no sound: this chinwag was built without device support".into()
+    }
+}
+
+/// The numbers after `word` in `text`, in order.
+fn numbers_after(text: &str, word: &str) -> Vec<u64> {
+    text.split(word)
+        .skip(1)
+        .filter_map(|t| {
+            let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// Ask `/stats` until the current call has sent and received `n` packets
+/// each way (with no devices, check it says 0 and stop).
+fn stats_until(p: &mut PtySession, n: u64) {
+    let deadline = Instant::now() + Duration::from_millis(TIMEOUT_MS);
+    loop {
+        p.send_line("/stats").unwrap();
+        let (_, line) = p
+            .exp_regex(r"sent \d+ packets \([^)]*\); received \d+ packets")
+            .unwrap();
+        let (sent, received) = (
+            numbers_after(&line, "sent "),
+            numbers_after(&line, "received "),
+        );
+        if sent[0] >= n && received[0] >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the call carried too little: {line}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
-fn babel_login_contacts_and_a_call_placed_answered_and_hung_up() {
+fn babel_login_contacts_and_a_call_with_sound_placed_answered_and_hung_up() {
     let srv = server();
     let port = srv.babel_addr().port();
-    let mut ann = cli("babel", port, None);
-    let mut bob = cli("babel", port, None);
+    // Babel calls capture two channels.
+    let (ann_sound, bob_sound) = (
+        Sound::tone("babel-ann", 2, 700.0),
+        Sound::tone("babel-bob", 2, 1500.0),
+    );
+    let mut ann = cli_sound("babel", port, &ann_sound);
+    let mut bob = cli_sound("babel", port, &bob_sound);
     says(&mut ann, "/login ann", "logged in as ann");
     says(&mut bob, "/login bob", "logged in as bob");
     ann.exp_string("bob is online").unwrap();
     says(&mut ann, "/who", "online: bob");
     says(&mut ann, "a line", "babel carries calls, not text");
+    says(&mut ann, "/help", "/volume [mic|speaker] N");
+    if DEVICE_SUPPORT {
+        says(&mut ann, "/devices", "chinwag_mic");
+        ann.exp_string("speakers:").unwrap();
+        ann.exp_string("chinwag_play").unwrap();
+    }
+    says(&mut ann, "/stats", "no call going on");
     says(&mut ann, "/call bob", "ringing bob");
     bob.exp_string("ann is calling").unwrap();
-    says(&mut bob, "/answer ann", "answering ann");
+    says(&mut bob, "/calls", "ann: calling you");
+    says(
+        &mut bob,
+        "/answer ann --speaker chinwag_play --mic chinwag_mic",
+        "answering ann",
+    );
     bob.exp_string("in a call with ann").unwrap();
+    bob.exp_string(&sound_on("microphone chinwag_mic, speaker chinwag_play"))
+        .unwrap();
     ann.exp_string("in a call with bob").unwrap();
-    says(&mut ann, "/calls", "babel call with bob");
+    ann.exp_string(&sound_on("microphone default, speaker default"))
+        .unwrap();
+    says(&mut ann, "/calls", "call with bob");
+    if DEVICE_SUPPORT {
+        // Each microphone's tone reaches the other's speaker.
+        stats_until(&mut ann, 50);
+        bob_sound.hears(700.0, 1500.0);
+        ann_sound.hears(1500.0, 700.0);
+    }
+    says(&mut ann, "/mute", "microphone muted: bob hears silence");
+    says(
+        &mut ann,
+        "/volume 50",
+        "speaker volume 50% in the call with bob",
+    );
+    says(&mut ann, "/calls", "microphone muted, speaker volume 50%");
+    says(&mut ann, "/unmute", "microphone on: bob hears you");
+    says(
+        &mut ann,
+        "/mute speaker",
+        "speaker muted: you do not hear bob",
+    );
+    says(&mut ann, "/volume mic 150", "microphone volume 150%");
+    says(&mut ann, "/volume 201", "the volume is 0 to 200");
     says(&mut ann, "/hangup bob", "hung up on bob");
     bob.exp_string("call with ann ended").unwrap();
+    says(&mut bob, "/calls", "no calls");
+    quit(ann);
+    quit(bob);
+}
+
+#[test]
+fn accounts_a_call_with_sound_between_friends() {
+    let srv = server();
+    let port = srv.accounts_addr().port();
+    // Accounts calls capture one channel.
+    let (ann_sound, bob_sound) = (
+        Sound::tone("acc-ann", 1, 700.0),
+        Sound::tone("acc-bob", 1, 1500.0),
+    );
+    let mut ann = cli_sound("accounts", port, &ann_sound);
+    let mut bob = cli_sound("accounts", port, &bob_sound);
+    friends(&mut ann, &mut bob);
+
+    says(
+        &mut ann,
+        "/call bob --mic nowhere --mic twice",
+        "--mic given twice",
+    );
+    says(&mut ann, "/call bob", "ringing bob");
+    says(&mut ann, "/calls", "bob: ringing");
+    bob.exp_string("ann is calling").unwrap();
+    // The call is established as the answer leaves, so what /answer says
+    // and the call's line may come in either order: only the latter is
+    // waited for.
+    bob.send_line("/answer ann").unwrap();
+    bob.exp_string("in a call with ann").unwrap();
+    bob.exp_string(&sound_on("microphone default, speaker default"))
+        .unwrap();
+    ann.exp_string("bob answered").unwrap();
+    ann.exp_string("in a call with bob").unwrap();
+    ann.exp_string(&sound_on("microphone default, speaker default"))
+        .unwrap();
+    if DEVICE_SUPPORT {
+        stats_until(&mut bob, 50);
+        bob_sound.hears(700.0, 1500.0);
+        ann_sound.hears(1500.0, 700.0);
+    }
+    says(&mut bob, "/hangup ann", "hung up on ann");
+    ann.exp_string("call with bob ended").unwrap();
+    says(&mut ann, "/stats", "no call going on");
+    quit(ann);
+    quit(bob);
+}
+
+#[test]
+fn without_a_sound_card_a_call_connects_and_says_there_is_no_device() {
+    let srv = server();
+    let port = srv.babel_addr().port();
+    let (ann_sound, bob_sound) = (Sound::none("none-ann"), Sound::none("none-bob"));
+    let mut ann = cli_sound("babel", port, &ann_sound);
+    let mut bob = cli_sound("babel", port, &bob_sound);
+    says(&mut ann, "/login ann", "logged in as ann");
+    says(&mut bob, "/login bob", "logged in as bob");
+    ann.exp_string("bob is online").unwrap();
+    says(&mut ann, "/call bob", "ringing bob");
+    bob.exp_string("ann is calling").unwrap();
+    says(&mut bob, "/answer ann --speaker studio", "answering ann");
+    let (no_device, no_speaker) = if DEVICE_SUPPORT {
+        (
+            "no audio device: no usable speaker",
+            "no audio device: no speaker named \"studio\"",
+        )
+    } else {
+        (
+            "built without device support",
+            "built without device support",
+        )
+    };
+    bob.exp_string("in a call with ann").unwrap();
+    bob.exp_string(no_speaker).unwrap();
+    ann.exp_string("in a call with bob").unwrap();
+    ann.exp_string(no_device).unwrap();
+    if DEVICE_SUPPORT {
+        ann.exp_string("the call goes on without sound").unwrap();
+    }
+    // The call is there, silent.
+    says(&mut ann, "/calls", "call with bob: no sound");
+    says(&mut ann, "/stats", "call with bob: no sound");
+    ann.exp_string("sent 0 packets").unwrap();
+    says(&mut ann, "/mute", "microphone muted");
+    says(&mut bob, "/hangup ann", "hung up on ann");
+    ann.exp_string("call with bob ended").unwrap();
     quit(ann);
     quit(bob);
 }

@@ -42,8 +42,9 @@ enum Op {
 struct Recorder(Mutex<usize>);
 
 impl Peer for Recorder {
-    fn deliver(&self, _event: &Event<'_>) {
+    fn deliver(&self, _event: &Event<'_>) -> bool {
         *self.0.lock().unwrap() += 1;
+        true
     }
 }
 
@@ -67,6 +68,7 @@ fuzz_target!(|ops: Vec<Op>| {
         connect_id_ttl: Duration::from_secs(5),
         max_relays: 4,
         max_pending_requests: 4,
+        ..HubConfig::default()
     });
     let mut now = Instant::now();
     let mut sessions: Vec<Arc<Session>> = Vec::new();
@@ -79,12 +81,10 @@ fuzz_target!(|ops: Vec<Op>| {
                 let dialect = [Dialect::Chatos, Dialect::Babel, Dialect::Accounts, Dialect::Rooms]
                     [dialect as usize % 4];
                 let entry = Entry {
-                    dialect,
-                    ip: ip(a),
-                    peer: Arc::new(Recorder(Mutex::new(0))),
                     global_chat: global,
                     presence,
                     has_password: password,
+                    ..Entry::new(dialect, ip(a), Arc::new(Recorder(Mutex::new(0))))
                 };
                 if let Ok(s) = hub.login_with(name(n), entry, |_| {}) {
                     sessions.push(s);
@@ -151,12 +151,13 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Offer { who, to, port } => {
                 if let (Some(s), Some(t)) = (pick(&sessions, who), pick(&sessions, to)) {
-                    let _ = hub.offer_call(now, &s, &t.name, "", port);
+                    let media = chinwagd::hub::Media::BabelListen { host: String::new(), port };
+                    let _ = hub.offer_call(now, &s, &t.name, media);
                 }
             }
             Op::Refuse { who, caller } => {
                 if let (Some(s), Some(c)) = (pick(&sessions, who), pick(&sessions, caller)) {
-                    let _ = hub.refuse_call(now, &s, &c.name);
+                    let _ = hub.answer_call(now, &s, &c.name, None);
                 }
             }
             Op::Kick { who } => {

@@ -1,7 +1,8 @@
-//! The rooms server's state (chinwagd's front/rooms/state.rs) driven by an
-//! arbitrary sequence of datagrams (raw bytes, or well-formed requests and
-//! acknowledgements from clients that use the ids they were given), time
-//! passing, hub verdicts completed in any order, operators' kicks and
+//! The rooms front-end's state (chinwagd's front/rooms/state.rs) driven by
+//! an arbitrary sequence of datagrams (raw bytes, or well-formed requests
+//! and acknowledgements from clients that use the ids they were given), time
+//! passing, hub verdicts and hub answers completed in any order, hub events
+//! (texts, invitations, closings) for any client, operators' kicks and
 //! repairs. After every step: no panic, the state's invariants hold
 //! (`Rooms::check`), every datagram it sends decodes, and a session is
 //! logged out only once and only if it was given; at the end every
@@ -13,8 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chinwag_proto::rooms::reliable;
-use chinwag_proto::rooms::{is_answer, Body, Message, Mode, Registration, SERVER};
-use chinwagd::front::rooms::state::{Output, Rooms, Settings, Ticket, Verdict};
+use chinwag_proto::rooms::{is_answer, kind, Body, Creation, Message, Mode, Reason, Registration, SERVER};
+use chinwagd::front::rooms::state::{Job, Output, Rooms, Settings, Ticket, Verdict, Work};
+use chinwagd::hub::{Event, RoomMode};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/input.rs"]
@@ -69,6 +71,7 @@ struct World {
     ids: HashMap<SocketAddr, u8>,
     from_server: HashMap<SocketAddr, Vec<Message>>,
     tickets: Vec<Ticket>,
+    jobs: Vec<Job<u32>>,
     logged_out: HashSet<u32>,
 }
 
@@ -182,6 +185,7 @@ fuzz_target!(|data: &[u8]| {
         ids: HashMap::new(),
         from_server: HashMap::new(),
         tickets: Vec::new(),
+        jobs: Vec::new(),
         logged_out: HashSet::new(),
     };
     let mut steps = 0;
@@ -196,8 +200,10 @@ fuzz_target!(|data: &[u8]| {
             0 => {
                 let n = input.byte().unwrap_or(0) as usize;
                 let d = input.take(n).to_vec();
-                if let Some(t) = w.rooms.datagram(w.now, who, &d) {
-                    w.tickets.push(t);
+                match w.rooms.datagram(w.now, who, &d) {
+                    Some(Work::Register(t)) => w.tickets.push(t),
+                    Some(Work::Job(j)) => w.jobs.push(j),
+                    None => {}
                 }
             }
             // A request or acknowledgement, with this address's id or
@@ -219,8 +225,10 @@ fuzz_target!(|data: &[u8]| {
                     _ => u16::from(input.byte().unwrap_or(0)),
                 };
                 let d = Message { user, seq, body }.to_bytes();
-                if let Some(t) = w.rooms.datagram(w.now, who, &d) {
-                    w.tickets.push(t);
+                match w.rooms.datagram(w.now, who, &d) {
+                    Some(Work::Register(t)) => w.tickets.push(t),
+                    Some(Work::Job(j)) => w.jobs.push(j),
+                    None => {}
                 }
             }
             // The hub answers a registration (any of those waiting).
@@ -238,11 +246,46 @@ fuzz_target!(|data: &[u8]| {
                 w.now += Duration::from_millis(ms);
                 w.rooms.tick(w.now);
             }
-            // An operator's kick.
-            6 => {
-                let id = w.ids.get(&who).copied().unwrap_or(1);
-                w.rooms.kick(w.now, id, who);
-            }
+            // An operator's kick, or the hub's answer to a request (any of
+            // those waiting), or a hub event for this address's client.
+            6 => match input.byte().unwrap_or(0) % 4 {
+                0 => {
+                    let id = w.ids.get(&who).copied().unwrap_or(1);
+                    w.rooms.kick(w.now, id, who);
+                }
+                1 if !w.jobs.is_empty() => {
+                    let i = input.byte().unwrap_or(0) as usize % w.jobs.len();
+                    let j = w.jobs.swap_remove(i);
+                    let answer = match input.byte().unwrap_or(0) % 4 {
+                        0 => Body::TextAck,
+                        1 => Body::Error {
+                            refused: kind::TEXTE,
+                            reason: Reason::NoRecipient,
+                        },
+                        2 => Body::CreateAnswer {
+                            status: Creation::Created,
+                            room: 1,
+                        },
+                        _ => Body::LeaveAnswer { ok: true },
+                    };
+                    w.rooms.answered(w.now, j, answer);
+                }
+                _ => {
+                    let id = w.ids.get(&who).copied().unwrap_or(1);
+                    let from = NAMES[input.byte().unwrap_or(0) as usize % NAMES.len()];
+                    let ev = match input.byte().unwrap_or(0) % 3 {
+                        0 => Event::Message { from, text: "hi" },
+                        1 => Event::RoomInvitation {
+                            from,
+                            room: "den",
+                            mode: RoomMode::Centralised,
+                            token: u64::from(input.byte().unwrap_or(0)),
+                        },
+                        _ => Event::RoomClosed { room: "den" },
+                    };
+                    w.rooms.event(w.now, id, who, &ev);
+                }
+            },
             // A repair, as after a panic.
             _ => {
                 let culprit = (input.byte().unwrap_or(0) % 2 == 0).then_some(who);

@@ -25,6 +25,9 @@ pub struct DeviceInfo {
 pub const CAPTURE_BUFFER_MS: usize = 200;
 /// The largest volume factor (twice as loud as captured or decoded).
 pub const MAX_VOLUME: f32 = 2.0;
+/// Whether this build can open devices (the `device` cargo feature);
+/// without it, opening or listing one fails with `DeviceSupportMissing`.
+pub const DEVICE_SUPPORT: bool = cfg!(feature = "device");
 
 /// A device's volume and mute, shared with the device's thread: change them
 /// from any thread while audio flows.
@@ -66,12 +69,26 @@ impl Level {
     }
 
     /// The factor applied to each sample now.
-    #[cfg_attr(not(feature = "device"), allow(dead_code))]
-    fn gain(&self) -> f32 {
+    pub(crate) fn gain(&self) -> f32 {
         if self.muted() {
             0.0
         } else {
             self.volume()
+        }
+    }
+
+    /// Apply the level to 16-bit samples in place (saturating).
+    pub(crate) fn apply(&self, samples: &mut [i16]) {
+        let g = self.gain();
+        if g == 1.0 {
+            return;
+        }
+        if g == 0.0 {
+            samples.fill(0);
+            return;
+        }
+        for s in samples {
+            *s = (f32::from(*s) * g).round().clamp(-32768.0, 32767.0) as i16;
         }
     }
 }

@@ -162,6 +162,9 @@ pub struct CallAudio {
     rtt_ms: Option<f64>,
     /// Smoothed loss the peer reports, driving the encoder's FEC.
     loss_estimate: f32,
+    /// FEC on the sending side and concealment on the receiving side (on
+    /// unless a measurement turns them off).
+    recovery: bool,
 }
 
 impl CallAudio {
@@ -192,7 +195,23 @@ impl CallAudio {
             reported: None,
             rtt_ms: None,
             loss_estimate: f32::from(DEFAULT_LOSS_PCT),
+            recovery: true,
         })
+    }
+
+    /// Loss recovery on (the default) or off: off, the encoder adds no FEC
+    /// and a missing frame plays as silence instead of being rebuilt or
+    /// concealed. For measuring what recovery is worth; calls keep it on.
+    pub fn set_loss_recovery(&mut self, on: bool) -> Result<(), AudioError> {
+        self.encoder.set_fec(on)?;
+        self.recovery = on;
+        Ok(())
+    }
+
+    /// Whether received audio is still waiting to be played (packets in the
+    /// jitter buffer or decoded samples not yet pulled).
+    pub fn has_pending(&self) -> bool {
+        !self.ready.is_empty() || self.jitter.held() > 0
     }
 
     pub fn profile(&self) -> Profile {
@@ -318,6 +337,7 @@ impl CallAudio {
                         self.decoder.conceal(&mut self.scratch).ok()
                     }
                 },
+                Playout::Fec(_) | Playout::Conceal if !self.recovery => None,
                 Playout::Fec(next) => self
                     .decoder
                     .decode_fec(&next, &mut self.scratch)
@@ -358,8 +378,8 @@ impl CallAudio {
         } else {
             self.loss_estimate - (self.loss_estimate - reported) * LOSS_RELEASE
         };
-        // Clamped to the profile's range inside; a profile without FEC
-        // ignores it.
+        // Clamped to the profile's range inside; a profile without FEC, or
+        // with FEC switched off, ignores it.
         let _ = self
             .encoder
             .set_expected_loss(self.loss_estimate.ceil() as u8);

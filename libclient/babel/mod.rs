@@ -20,11 +20,12 @@ use std::time::Duration;
 use chinwag_proto::babel::{Frame, MAX_HOST, MAX_NAME};
 use parking_lot::Mutex;
 
+use crate::audio::Profile;
 use crate::call::{Call, CallLink, CallOwner};
 use crate::core::tcp::{self, Frames, Tcp};
 use crate::core::{
     check_field, check_len, end, sealed, spawn, threads, Connection, Core, Error, ErrorKind, Event,
-    Result, CONNECT_TIMEOUT, DEFAULT_CAPACITY,
+    Result, VoicePorts, CONNECT_TIMEOUT, DEFAULT_CAPACITY,
 };
 
 const DIALECT: &str = "babel";
@@ -70,6 +71,9 @@ pub struct Babel {
     /// The server's reason for the last LoginFailed.
     refusal: Mutex<Option<String>>,
     calls: Mutex<HashMap<String, CallState>>,
+    /// Where placed calls listen when no port is given, and the port
+    /// CallRequest names instead of the one listened on (0: unset).
+    voice_ports: Mutex<VoicePorts>,
 }
 
 impl sealed::Protocol for Babel {
@@ -334,6 +338,7 @@ impl Connection<Babel> {
             awaiting_list: AtomicBool::new(false),
             refusal: Mutex::new(None),
             calls: Mutex::new(HashMap::new()),
+            voice_ports: Mutex::new(VoicePorts::default()),
         });
         tcp::start_reader(&babel, babel.tcp.socket(), decoder)?;
         log::info!("connected to {} (babel)", babel.tcp.server());
@@ -378,11 +383,19 @@ impl Connection<Babel> {
         Ok(b.contacts.lock().iter().cloned().collect())
     }
 
+    /// Where the library listens for placed calls when `place_call` is
+    /// given port 0 (`local`; 0: any free port), and the port CallRequest
+    /// names instead of the one listened on (`advertised`; 0: that one), for
+    /// a port forwarded through a NAT or a relay in front.
+    pub fn set_voice_ports(&self, ports: VoicePorts) {
+        *self.state().voice_ports.lock() = ports;
+    }
+
     /// Ring `contact`. The library listens on `host`:`port` (host empty:
     /// the interface that reaches the server, and the server tells the
-    /// callee the address it sees; port 0: any free port) and sends
-    /// CallRequest. Returns the port listened on. The outcome arrives as
-    /// CallEstablished or CallFailed.
+    /// callee the address it sees; port 0: the local voice port, else any
+    /// free port) and sends CallRequest. Returns the port listened on. The
+    /// outcome arrives as CallEstablished or CallFailed.
     pub fn place_call(&self, contact: &str, host: &str, port: u16) -> Result<u16> {
         let b = self.state();
         let me = b.core.login.me()?;
@@ -394,6 +407,8 @@ impl Connection<Babel> {
                 "cannot call yourself",
             ));
         }
+        let ports = *b.voice_ports.lock();
+        let port = if port == 0 { ports.local } else { port };
         let (bind, advertised) = setup::listen_address(b.tcp.socket(), host, port)?;
         let listener = TcpListener::bind(bind).map_err(|e| {
             Error::new(
@@ -404,6 +419,11 @@ impl Connection<Babel> {
         let io = |e: std::io::Error| Error::new(ErrorKind::Io, format!("call listener: {e}"));
         listener.set_nonblocking(true).map_err(io)?;
         let port = listener.local_addr().map_err(io)?.port();
+        let named_port = if ports.advertised == 0 {
+            port
+        } else {
+            ports.advertised
+        };
         let cancel = Arc::new(AtomicBool::new(false));
         let token = {
             let mut calls = b.calls.lock();
@@ -433,7 +453,7 @@ impl Connection<Babel> {
         let sent = b.send(&Frame::CallRequest {
             contact: contact.to_owned(),
             host: advertised,
-            port,
+            port: named_port,
         });
         if let Err(e) = sent {
             cancel.store(true, Ordering::Release);
@@ -552,7 +572,14 @@ impl Babel {
             }
             let owner: Arc<dyn CallOwner> = self.clone();
             let started = setup::voice(sock, peer, decoder).and_then(|(out, input)| {
-                Call::start(peer.to_owned(), token, out, input, Arc::downgrade(&owner))
+                Call::start(
+                    peer.to_owned(),
+                    token,
+                    Profile::Babel,
+                    out,
+                    input,
+                    Arc::downgrade(&owner),
+                )
             });
             let (call, link) = match started {
                 Ok(c) => c,

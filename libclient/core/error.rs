@@ -71,6 +71,13 @@ pub enum ErrorKind {
     /// have arrived (only the acknowledgements may have been lost), so do
     /// not simply send it again.
     Unconfirmed,
+    /// Audio: no such device, or no device at all (no sound card).
+    NoDevice,
+    /// Audio: the device exists but failed to open or stopped working.
+    DeviceFailed,
+    /// Audio: the library was built without device support (its `device`
+    /// cargo feature); PCM calls still work.
+    DeviceSupportMissing,
     /// A library thread panicked; the client is closed.
     Panic,
     /// Something inside the library failed (a thread could not start).

@@ -29,6 +29,16 @@ pub use events::{Event, EventKind, DEFAULT_CAPACITY};
 pub(crate) use login::Login;
 
 /// How long a connection attempt (to a server or a peer) may take.
+/// Where the library's own call media listens, and the port it names to
+/// the peer in call signalling. Both 0 (the default): any free port, named
+/// as it is. Set `advertised` when a NAT forwards another port to `local`,
+/// or a relay (or a test's lossy forwarder) sits in front of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VoicePorts {
+    pub local: u16,
+    pub advertised: u16,
+}
+
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every client has, whatever its dialect: the events for the

@@ -16,6 +16,7 @@ use crate::core::{ErrorKind, EventKind};
 /// - 500..599: calls and audio (accounts and babel)
 /// - 600..699: accounts (registration, friends, stored messages, history)
 /// - 700..799: rooms
+/// - 800..899: audio devices (speakers and microphones)
 /// - 900..999: faults inside the library
 #[allow(non_camel_case_types)]
 #[repr(C)]
@@ -95,6 +96,14 @@ pub enum cw_result {
     /// well have arrived, only the acknowledgements lost: do not simply
     /// send it again.
     CW_UNCONFIRMED = 707,
+    /// Audio: no such speaker or microphone, or none at all (a machine
+    /// without a sound card); cw_last_error names the device.
+    CW_NO_DEVICE = 800,
+    /// Audio: the device exists but could not be opened or stopped working.
+    CW_DEVICE_FAILED = 801,
+    /// Audio: this libchinwag was built without device support (cargo
+    /// feature `device`); the PCM functions work.
+    CW_NO_DEVICE_SUPPORT = 802,
     /// A panic was caught at the C boundary; the handle may be unusable.
     /// As the cw_event_result of a CW_EVENT_ERROR: a library thread
     /// panicked, and the client is closed.
@@ -105,7 +114,7 @@ pub enum cw_result {
 
 impl cw_result {
     /// Every defined code, for `cw_result_str` and the tests.
-    pub const ALL: [cw_result; 34] = [
+    pub const ALL: [cw_result; 37] = [
         cw_result::CW_OK,
         cw_result::CW_TIMEOUT,
         cw_result::CW_CLOSED,
@@ -138,6 +147,9 @@ impl cw_result {
         cw_result::CW_LIMITED,
         cw_result::CW_REFUSED,
         cw_result::CW_UNCONFIRMED,
+        cw_result::CW_NO_DEVICE,
+        cw_result::CW_DEVICE_FAILED,
+        cw_result::CW_NO_DEVICE_SUPPORT,
         cw_result::CW_PANIC,
         cw_result::CW_INTERNAL,
     ];
@@ -178,6 +190,9 @@ impl cw_result {
             CW_LIMITED => "a server limit was reached; try again later\0",
             CW_REFUSED => "the server refused the request\0",
             CW_UNCONFIRMED => "sent but unconfirmed: it may have arrived\0",
+            CW_NO_DEVICE => "no such audio device\0",
+            CW_DEVICE_FAILED => "the audio device failed\0",
+            CW_NO_DEVICE_SUPPORT => "built without audio device support\0",
             CW_PANIC => "internal panic caught at the C boundary\0",
             CW_INTERNAL => "internal error\0",
         }
@@ -350,6 +365,9 @@ impl From<ErrorKind> for cw_result {
             ErrorKind::Limited => CW_LIMITED,
             ErrorKind::Refused => CW_REFUSED,
             ErrorKind::Unconfirmed => CW_UNCONFIRMED,
+            ErrorKind::NoDevice => CW_NO_DEVICE,
+            ErrorKind::DeviceFailed => CW_DEVICE_FAILED,
+            ErrorKind::DeviceSupportMissing => CW_NO_DEVICE_SUPPORT,
             ErrorKind::Panic => CW_PANIC,
             ErrorKind::Internal => CW_INTERNAL,
         }

@@ -11,7 +11,7 @@ use super::Failure;
 use crate::accounts::AccountsClient;
 use crate::babel::BabelClient;
 use crate::chatos::ChatosClient;
-use crate::core::Event;
+use crate::core::{Event, VoicePorts};
 use crate::rooms::{RoomEntry, RoomsClient};
 use chinwag_proto::accounts::HistoryEntry;
 use chinwag_proto::rooms::Mode;
@@ -171,6 +171,37 @@ impl Client {
             Client::Babel(c) => c.place_call(peer, addr, port).map(drop),
             _ => return self.unsupported("a call"),
         }?)
+    }
+
+    /// A call the library carries, in either dialect: accounts binds a UDP
+    /// socket and names `addr` with it; babel listens on `addr` at the
+    /// client's local voice port.
+    pub fn place_voice_call(&self, peer: &str, addr: &str) -> Result<()> {
+        Ok(match self {
+            Client::Accounts(c) => c.place_voice_call(peer, addr),
+            Client::Babel(c) => c.place_call(peer, addr, 0).map(drop),
+            _ => return self.unsupported("a call"),
+        }?)
+    }
+
+    /// Answer a ringing call the library carries: accounts starts its UDP
+    /// media and answers with `addr`; babel dials the caller (`addr` is
+    /// not used: the callee names no end point).
+    pub fn answer_voice_call(&self, peer: &str, addr: &str) -> Result<()> {
+        Ok(match self {
+            Client::Accounts(c) => c.answer_voice_call(peer, addr),
+            Client::Babel(c) => c.accept_call(peer),
+            _ => return self.unsupported("a call"),
+        }?)
+    }
+
+    pub fn set_voice_ports(&self, ports: VoicePorts) -> Result<()> {
+        match self {
+            Client::Accounts(c) => c.set_voice_ports(ports),
+            Client::Babel(c) => c.set_voice_ports(ports),
+            _ => return self.unsupported("a call"),
+        }
+        Ok(())
     }
 
     pub fn refuse_call(&self, peer: &str) -> Result<()> {

@@ -15,6 +15,7 @@
 
 mod accounts;
 mod babel;
+mod call;
 mod client;
 pub mod codes;
 mod dispatch;
@@ -35,6 +36,7 @@ pub use dispatch::Client;
 
 pub use accounts::*;
 pub use babel::*;
+pub use call::*;
 pub use client::*;
 pub use event::*;
 pub use logs::*;
@@ -142,6 +144,37 @@ fn check_out<T>(p: *mut T, what: &str) -> Result<(), Failure> {
         Err(null(what))
     } else {
         Ok(())
+    }
+}
+
+/// A borrowed buffer argument of `len` elements: NULL is allowed (and
+/// refused) only where `len` says so.
+///
+/// # Safety
+/// `p` is NULL or valid for reading `len` elements for the call.
+unsafe fn arg_slice<'a, T>(p: *const T, len: usize, what: &str) -> Result<&'a [T], Failure> {
+    if len == 0 {
+        Ok(&[])
+    } else if p.is_null() {
+        Err(null(what))
+    } else {
+        // SAFETY: not NULL, and the caller promises `len` readable elements.
+        Ok(unsafe { std::slice::from_raw_parts(p, len) })
+    }
+}
+
+/// A borrowed output buffer of `len` elements; see [`arg_slice`].
+///
+/// # Safety
+/// `p` is NULL or valid for writing `len` elements for the call.
+unsafe fn arg_slice_mut<'a, T>(p: *mut T, len: usize, what: &str) -> Result<&'a mut [T], Failure> {
+    if len == 0 {
+        Ok(&mut [])
+    } else if p.is_null() {
+        Err(null(what))
+    } else {
+        // SAFETY: not NULL, and the caller promises `len` writable elements.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p, len) })
     }
 }
 

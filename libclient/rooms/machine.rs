@@ -18,7 +18,7 @@ use chinwag_proto::rooms::reliable::{
     self, Endpoint, Event as LinkEvent, Incoming, SendError, RETRY_EVERY, TRIES,
 };
 use chinwag_proto::rooms::{
-    Body, Message, Mode, Peer, Reason, MAX_ROOM_SIZE, SERVER, UNREGISTERED,
+    split_bridged, Body, Message, Mode, Peer, Reason, MAX_ROOM_SIZE, SERVER, UNREGISTERED,
 };
 
 use crate::core::{Error, ErrorKind, Event, Result};
@@ -563,6 +563,17 @@ impl Machine {
             Body::Text { chat } => {
                 // Acknowledged even when not shown, so its sender stops.
                 self.answer(now, from, seq, Body::TextAck);
+                // A text the server forwards for a user of another dialect
+                // (docs/bridging.md) names its author in the text.
+                if let Some((author, text)) =
+                    split_bridged(&chat).filter(|_| from_server && user == SERVER)
+                {
+                    self.events.push(Event::Message {
+                        from: author.to_owned(),
+                        text: text.to_owned(),
+                    });
+                    return;
+                }
                 let author = if from_server {
                     Some(self.name_of(user))
                 } else if self.room.decentralised() {

@@ -826,6 +826,70 @@ mod tests {
     }
 
     #[test]
+    fn frames_appended_to_a_buffer_decode_in_turn() {
+        let mut v = Vec::new();
+        Frame::Hello.encode(&mut v);
+        Frame::SendMessage {
+            pseudo: s("bob"),
+            text: s("hi"),
+        }
+        .encode(&mut v);
+        let (first, used) = Frame::decode(&v).unwrap();
+        assert_eq!(first, Frame::Hello);
+        let (second, rest) = Frame::decode(&v[used..]).unwrap();
+        assert_eq!(used + rest, v.len());
+        assert!(matches!(second, Frame::SendMessage { .. }));
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        // A payload of exactly MAX_PAYLOAD is allowed (and awaited).
+        let mut h = MAGIC.to_be_bytes().to_vec();
+        h.extend_from_slice(&code::SEND_MESSAGE.to_be_bytes());
+        h.extend_from_slice(&(MAX_PAYLOAD as u32).to_be_bytes());
+        assert_eq!(
+            Frame::decode_header(&h),
+            Ok((code::SEND_MESSAGE, MAX_PAYLOAD))
+        );
+        h[6..10].copy_from_slice(&(MAX_PAYLOAD as u32 + 1).to_be_bytes());
+        assert!(matches!(
+            Frame::decode_header(&h),
+            Err(DecodeError::TooLong { .. })
+        ));
+        // A list of exactly MAX_LIST names decodes; one more does not.
+        let names = |n: usize| Frame::Friends {
+            pseudos: (0..n).map(|i| format!("p{i}")).collect(),
+        };
+        let full = names(MAX_LIST);
+        assert_eq!(Frame::decode(&full.to_bytes()).unwrap().0, full);
+        let mut over = Vec::new();
+        over.extend_from_slice(&((MAX_LIST + 1) as u16).to_be_bytes());
+        for i in 0..=MAX_LIST {
+            let p = format!("p{i}");
+            over.extend_from_slice(&(p.len() as u16).to_be_bytes());
+            over.extend_from_slice(p.as_bytes());
+        }
+        let mut frame = MAGIC.to_be_bytes().to_vec();
+        frame.extend_from_slice(&code::FRIENDS.to_be_bytes());
+        frame.extend_from_slice(&(over.len() as u32).to_be_bytes());
+        frame.extend_from_slice(&over);
+        assert!(matches!(
+            Frame::decode(&frame),
+            Err(DecodeError::TooLong { field: "list", .. })
+        ));
+        // Voice: an empty frame and a frame of exactly MAX_VOICE bytes pass.
+        for n in [0, MAX_VOICE] {
+            let mut p = Vec::new();
+            encode_voice(&mut p, &vec![7; n]);
+            assert_eq!(decode_voice(&p).unwrap().len(), n);
+        }
+        let mut p = Vec::new();
+        encode_voice(&mut p, &vec![7; MAX_VOICE + 1]);
+        assert!(matches!(decode_voice(&p), Err(DecodeError::TooLong { .. })));
+        assert_eq!(decode_voice(&p[..3]), Err(DecodeError::Truncated));
+    }
+
+    #[test]
     fn golden_bytes() {
         assert_eq!(Frame::Hello.to_bytes(), hex("43574143 00c8 00000000"));
         assert_eq!(Frame::HelloAck.to_bytes(), hex("43574143 00c9 00000000"));

@@ -244,7 +244,64 @@ impl crate::Redact for Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Redact;
     use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn frames_appended_to_a_buffer_decode_in_turn() {
+        let mut v = Vec::new();
+        Frame::LoginSuccess.encode(&mut v);
+        Frame::Login { name: s("al") }.encode(&mut v);
+        let (first, used) = Frame::decode(&v).unwrap();
+        assert_eq!(first, Frame::LoginSuccess);
+        let (second, rest) = Frame::decode(&v[used..]).unwrap();
+        assert_eq!(second, Frame::Login { name: s("al") });
+        assert_eq!(used + rest, v.len());
+    }
+
+    #[test]
+    fn limits_are_inclusive() {
+        // The documented sizes: 64 KiB of voice, 30-byte names, 20,000 contacts.
+        let voice = Frame::VoiceData {
+            data: vec![1; 64 * 1024],
+        };
+        assert_eq!(Frame::decode(&voice.to_bytes()).unwrap().0, voice);
+        let name = Frame::Login {
+            name: "n".repeat(30),
+        };
+        assert_eq!(Frame::decode(&name.to_bytes()).unwrap().0, name);
+        let mut long = Frame::Login {
+            name: "n".repeat(31),
+        }
+        .to_bytes();
+        assert!(matches!(
+            Frame::decode(&long),
+            Err(DecodeError::TooLong { .. })
+        ));
+        let contacts = Frame::AddContact {
+            contacts: (0..20_000).map(|i| format!("{i}")).collect(),
+        };
+        assert_eq!(Frame::decode(&contacts.to_bytes()).unwrap().0, contacts);
+        // A frame length of exactly MAX_FRAME is awaited, one more refused.
+        long.clear();
+        long.extend_from_slice(&(MAX_FRAME as u64).to_le_bytes());
+        assert_eq!(Frame::decode(&long), Err(DecodeError::Incomplete));
+        long.clear();
+        long.extend_from_slice(&(MAX_FRAME as u64 + 1).to_le_bytes());
+        assert!(matches!(
+            Frame::decode(&long),
+            Err(DecodeError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn log_form_hides_voice() {
+        let v = Frame::VoiceData {
+            data: b"secret".to_vec(),
+        };
+        assert_eq!(v.redacted(), "VoiceData { data: <6 bytes> }");
+        assert_eq!(Frame::LoginSuccess.redacted(), "LoginSuccess");
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();

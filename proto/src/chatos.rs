@@ -109,6 +109,28 @@ pub fn encode_message_private(out: &mut Vec<u8>, from: &str, to: &str, text: &st
         .str(text);
 }
 
+/// `text` in pieces of at most [`MAX_TEXT`] bytes, cut at character
+/// boundaries, in order: how a longer text from another dialect (a rooms
+/// CHAT holds 1,200 bytes, an accounts message 2,048) reaches a chatos
+/// client as several MESSAGE or MESSAGE_PRIVATE frames. An empty text is
+/// one empty piece.
+pub fn pieces(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        if t.len() <= MAX_TEXT {
+            rest = None;
+            return Some(t);
+        }
+        let mut cut = MAX_TEXT;
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        rest = Some(&t[cut..]);
+        Some(&t[..cut])
+    })
+}
+
 fn encode_pair<'a>(out: &'a mut Vec<u8>, opcode: u8, a: &str, b: &str) -> Writer<'a> {
     let mut w = writer(out);
     w.u8(opcode).str(a).str(b);
@@ -271,7 +293,55 @@ impl crate::Redact for Command {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_texts_are_cut_into_pieces_at_character_boundaries() {
+        assert_eq!(super::pieces("").collect::<Vec<_>>(), vec![""]);
+        let exact = "a".repeat(MAX_TEXT);
+        assert_eq!(
+            super::pieces(&exact).collect::<Vec<_>>(),
+            vec![exact.as_str()]
+        );
+        // 1,023 ASCII bytes then a 2-byte character: the cut moves back.
+        let t = format!("{}é{}", "a".repeat(MAX_TEXT - 1), "b".repeat(1500));
+        let p: Vec<&str> = super::pieces(&t).collect();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p[0].len(), MAX_TEXT - 1);
+        assert!(p.iter().all(|x| x.len() <= MAX_TEXT && !x.is_empty()));
+        assert_eq!(p.concat(), t);
+    }
+
     use super::*;
+    use crate::Redact;
+
+    #[test]
+    fn the_largest_frame_is_a_full_message_private() {
+        let full = Command::MessagePrivate {
+            from: "f".repeat(MAX_LOGIN),
+            to: "t".repeat(MAX_LOGIN),
+            text: "x".repeat(MAX_TEXT),
+        };
+        assert_eq!(full.to_bytes().len(), MAX_FRAME);
+        assert_eq!(MAX_FRAME, 1_097, "as docs/architecture.md says");
+    }
+
+    #[test]
+    fn log_form_hides_bodies() {
+        let m = Command::Message {
+            from: "al".into(),
+            text: "secret body".into(),
+        };
+        assert_eq!(m.redacted(), "Message { from: \"al\", text: <11 bytes> }");
+        let pm = Command::MessagePrivate {
+            from: "al".into(),
+            to: "bo".into(),
+            text: "secret".into(),
+        };
+        assert_eq!(
+            pm.redacted(),
+            "MessagePrivate { from: \"al\", to: \"bo\", text: <6 bytes> }"
+        );
+        assert_eq!(Command::LoginAccepted.redacted(), "LoginAccepted");
+    }
     use rand::{Rng, SeedableRng};
 
     fn hex(s: &str) -> Vec<u8> {

@@ -43,8 +43,9 @@ pub fn decode_exact<T: Decode>(buf: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Incremental decoder for a byte stream of `T`s: push what the socket gave,
-/// pull whole messages. Its buffer never holds more than one partial message
-/// plus the last chunk pushed.
+/// pull whole messages. Once everything pushed is decoded the buffer starts
+/// afresh; otherwise it keeps at most 4 KiB of decoded bytes ahead of the
+/// partial message before moving that down.
 #[derive(Debug)]
 pub struct Decoder<T> {
     buf: Vec<u8>,
@@ -211,5 +212,95 @@ mod redact_tests {
         ] {
             hides(&f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chatos::Command;
+
+    fn msg(n: usize) -> Vec<u8> {
+        Command::Message {
+            from: "al".into(),
+            text: "x".repeat(n % 50),
+        }
+        .to_bytes()
+    }
+
+    #[test]
+    fn a_fully_decoded_buffer_starts_afresh() {
+        let mut d = Decoder::<Command>::new();
+        d.push(&msg(1));
+        assert!(d.next_message().unwrap().is_some());
+        assert_eq!(d.buffered(), 0);
+        let part = &msg(2)[..3];
+        d.push(part);
+        assert_eq!(d.buffered(), 3);
+        assert_eq!(d.buf.len(), 3, "decoded bytes were kept");
+    }
+
+    #[test]
+    fn a_long_stream_in_odd_chunks_keeps_the_buffer_small() {
+        let stream: Vec<u8> = (0..5_000).flat_map(msg).collect();
+        let mut d = Decoder::<Command>::new();
+        let mut got = 0;
+        for chunk in stream.chunks(7) {
+            d.push(chunk);
+            while d.next_message().unwrap().is_some() {
+                got += 1;
+            }
+            // Decoded bytes ahead (at most 4 KiB), one partial message, one chunk.
+            assert!(
+                d.buf.len() <= 4096 + 70 + 7,
+                "buffer grew to {}",
+                d.buf.len()
+            );
+            assert!(d.buffered() < 70);
+        }
+        assert_eq!(got, 5_000);
+    }
+
+    #[test]
+    fn a_stream_never_fully_decoded_still_keeps_the_buffer_small() {
+        // Each push ends one byte into the next message, so something is
+        // always left over and the buffer is never simply cleared.
+        let msgs: Vec<Vec<u8>> = (0..3_000).map(msg).collect();
+        let stream: Vec<u8> = msgs.concat();
+        let mut cuts = vec![0];
+        for m in &msgs {
+            cuts.push(cuts.last().unwrap() + m.len());
+        }
+        let mut d = Decoder::<Command>::new();
+        d.push(&stream[..1]);
+        for w in cuts[..cuts.len() - 1].windows(2) {
+            d.push(&stream[w[0] + 1..w[1] + 1]);
+            assert!(d.next_message().unwrap().is_some());
+            assert!(d.next_message().unwrap().is_none());
+            assert_eq!(d.buffered(), 1);
+            assert!(
+                d.buf.len() <= 4096 + 2 * 70,
+                "buffer grew to {}",
+                d.buf.len()
+            );
+        }
+    }
+
+    #[test]
+    fn errors_say_what_went_wrong() {
+        let e = DecodeError::TooLong {
+            field: "text",
+            len: 9,
+            max: 4,
+        };
+        assert_eq!(e.to_string(), "text length 9 exceeds limit 4");
+        assert_eq!(
+            DecodeError::UnknownOpcode(99).to_string(),
+            "unknown opcode 99"
+        );
+        assert_eq!(
+            DecodeError::BadMagic(0x4357_4143).to_string(),
+            "bad magic code 0x43574143"
+        );
     }
 }

@@ -781,6 +781,22 @@ impl Message {
 }
 
 /// Whether `name` may be a USER_NAME: 1 to 10 bytes, no '#'.
+/// The CHAT of a text from a user of another dialect (docs/bridging.md):
+/// the author's name, a colon, a space, the text. It is sent as a TEXTE
+/// from the server (ID_USER 255), since such an author has no ID_USER.
+pub fn bridged_chat(author: &str, text: &str) -> String {
+    format!("{author}: {text}")
+}
+
+/// The author and the text of a bridged CHAT (see [`bridged_chat`]): names
+/// have no spaces, so the first space ends the name, which must be
+/// non-empty and followed by ':' then that space.
+pub fn split_bridged(chat: &str) -> Option<(&str, &str)> {
+    let space = chat.find(' ')?;
+    let author = chat[..space].strip_suffix(':')?;
+    (!author.is_empty()).then(|| (author, &chat[space + 1..]))
+}
+
 pub fn valid_user_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_USER_NAME && !name.contains('#')
 }
@@ -792,6 +808,19 @@ pub fn valid_room_name(name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn bridged_chats_carry_the_author_before_the_first_space() {
+        let c = super::bridged_chat("alice", "hi all");
+        assert_eq!(c.as_bytes(), b"alice: hi all");
+        assert_eq!(super::split_bridged(&c), Some(("alice", "hi all")));
+        // A name may end with ':' itself; the first space still ends it.
+        assert_eq!(super::split_bridged("a:: b c"), Some(("a:", "b c")));
+        assert_eq!(super::split_bridged("x: "), Some(("x", "")));
+        for not in ["hello there", ": hi", "nocolon", "a :b"] {
+            assert_eq!(super::split_bridged(not), None, "{not}");
+        }
+    }
+
     use super::*;
     use rand::{Rng, SeedableRng};
 

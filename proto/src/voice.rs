@@ -172,6 +172,40 @@ impl VoicePacket<'_> {
     }
 }
 
+/// Samples per channel at 48 kHz in one Opus packet, read from its TOC byte
+/// (RFC 6716 §3.1: the configuration gives the frame size, the code the
+/// number of frames; code 3 counts them in the second byte). None for an
+/// empty packet, a code-3 packet without its count, or more than 120 ms
+/// (which RFC 6716 §3.2.5 forbids). The media relay times babel's VoiceData
+/// with it, since VoiceData carries no timestamp.
+pub fn opus_samples(packet: &[u8]) -> Option<u32> {
+    /// 48 kHz samples of 2.5, 5, 10, 20, 40 and 60 ms frames.
+    const MS_2_5: u32 = 120;
+    let toc = *packet.first()?;
+    let config = toc >> 3;
+    let frame = match config {
+        // SILK-only: 10, 20, 40, 60 ms.
+        0..=11 => [4, 8, 16, 24][(config % 4) as usize] * MS_2_5,
+        // Hybrid: 10, 20 ms.
+        12..=15 => [4, 8][(config % 2) as usize] * MS_2_5,
+        // CELT-only: 2.5, 5, 10, 20 ms.
+        _ => [1, 2, 4, 8][(config % 4) as usize] * MS_2_5,
+    };
+    let frames = match toc & 0x03 {
+        0 => 1,
+        1 | 2 => 2,
+        _ => u32::from(*packet.get(1)? & 0x3f),
+    };
+    let total = frame * frames;
+    (total > 0 && total <= 48 * MS_2_5).then_some(total)
+}
+
+/// Whether an Opus packet is coded in stereo (its TOC byte's `s` bit, RFC
+/// 6716 §3.1). A decoder plays either kind at its own channel count.
+pub fn opus_stereo(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|toc| toc & 0x04 != 0)
+}
+
 /// Big-endian reads from the front of a datagram; running out is `Truncated`.
 struct Reader<'a>(&'a [u8]);
 
@@ -234,6 +268,30 @@ mod tests {
         .iter()
         .map(VoicePacket::to_bytes)
         .collect()
+    }
+
+    #[test]
+    fn opus_durations_come_from_the_toc_byte() {
+        // config 1 (SILK NB 20 ms), code 0: one 20 ms frame.
+        assert_eq!(opus_samples(&[1 << 3]), Some(960));
+        // config 15 (hybrid FB 20 ms), stereo, code 1: two frames, 40 ms.
+        assert_eq!(opus_samples(&[15 << 3 | 0x04 | 1, 0]), Some(1920));
+        assert!(opus_stereo(&[15 << 3 | 0x04 | 1]));
+        assert!(!opus_stereo(&[1 << 3]));
+        // config 28 (CELT FB 2.5 ms), code 3 with 6 frames: 15 ms.
+        assert_eq!(opus_samples(&[28 << 3 | 3, 6]), Some(720));
+        // config 3 (SILK 60 ms), code 3, 2 frames: 120 ms, the most.
+        assert_eq!(opus_samples(&[3 << 3 | 3, 2]), Some(5760));
+        // More than 120 ms, no count, no frames, nothing at all: None.
+        assert_eq!(opus_samples(&[3 << 3 | 3, 3]), None);
+        assert_eq!(opus_samples(&[3 << 3 | 3]), None);
+        assert_eq!(opus_samples(&[28 << 3 | 3, 0]), None);
+        assert_eq!(opus_samples(&[]), None);
+        // Every TOC byte of a 20 ms stereo packet as libopus's VOIP
+        // application writes it at 48 kHz (CELT or hybrid FB) is 960.
+        for config in [15u8, 31] {
+            assert_eq!(opus_samples(&[config << 3 | 0x04]), Some(960));
+        }
     }
 
     #[test]
@@ -302,11 +360,11 @@ mod tests {
             Err(DecodeError::TooLong { .. })
         ));
         assert_eq!(
-            VoicePacket::decode(&b"CWVC\x03\x00".to_vec()),
+            VoicePacket::decode(b"CWVC\x03\x00"),
             Err(DecodeError::UnknownOpcode(3))
         );
         assert_eq!(
-            VoicePacket::decode(&b"CWAC\x01\x00\x00\x00\x00\x00\x00\x00".to_vec()),
+            VoicePacket::decode(b"CWAC\x01\x00\x00\x00\x00\x00\x00\x00"),
             Err(DecodeError::BadMagic(0x4357_4143))
         );
         let bad_flags = b"CWVC\x02\x02\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();

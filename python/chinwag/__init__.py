@@ -18,6 +18,7 @@ The shared library is the one bundled with this package, or
 
 from __future__ import annotations
 
+import array
 import asyncio
 import ctypes
 import datetime as _dt
@@ -34,6 +35,7 @@ from typing import (
     List,
     NamedTuple,
     Optional,
+    Sequence,
     Tuple,
     Type,
     Union,
@@ -54,7 +56,9 @@ __all__ = [
     "version", "lib", "lib_path", "voice_packet", "voice_frame",
     "set_log_level", "log_level", "next_log_line", "log_fileno", "forward_logs",
     "VOICE_HEADER", "VOICE_MAX_FRAME", "BABEL_MAX_VOICE", "ROOMS_RETRY_MS", "ROOMS_TRIES",
-    "ACCOUNTS_STAMPS",
+    "ACCOUNTS_STAMPS", "AudioSide", "AudioStats", "audio_devices", "SAMPLE_RATE",
+    "FRAME_SAMPLES", "PCM_MAX_FRAMES", "NoDevice", "DeviceFailed", "NoDeviceSupport",
+    "AudioError",
 ]
 
 #: Voice packets (accounts): 4 bytes of magic, then at most this many bytes of audio.
@@ -65,6 +69,12 @@ BABEL_MAX_VOICE = 65536
 #: Rooms: a request is sent every ROOMS_RETRY_MS, at most ROOMS_TRIES times.
 ROOMS_RETRY_MS = 100
 ROOMS_TRIES = 10
+#: Call audio: 48 kHz interleaved int16 PCM, Call.channels channels,
+#: encoded 20 ms (FRAME_SAMPLES sample frames) at a time; at most
+#: PCM_MAX_FRAMES sample frames per push or pull.
+SAMPLE_RATE = 48000
+FRAME_SAMPLES = 960
+PCM_MAX_FRAMES = 48000
 #: Accounts feature bit: messages and history carry the time they were stored.
 ACCOUNTS_STAMPS = 1
 
@@ -107,6 +117,9 @@ class Result(enum.IntEnum):
     LIMITED = 705
     REFUSED = 706
     UNCONFIRMED = 707
+    NO_DEVICE = 800
+    DEVICE_FAILED = 801
+    NO_DEVICE_SUPPORT = 802
     PANIC = 900
     INTERNAL = 901
 
@@ -144,6 +157,13 @@ class RoomMode(enum.IntEnum):
 
     CENTRALISED = 0
     DECENTRALISED = 1
+
+
+class AudioSide(enum.IntEnum):
+    """Which end of a call's audio: what it captures, or what it plays."""
+
+    MICROPHONE = 1
+    SPEAKER = 2
 
 
 class Dialect(enum.IntEnum):
@@ -314,6 +334,23 @@ class Unconfirmed(RoomsError):
     well have arrived, so do not simply send it again (UNCONFIRMED)."""
 
 
+class AudioError(ChinwagError):
+    """A speaker or microphone could not be used."""
+
+
+class NoDevice(AudioError):
+    """No such device, or no sound card at all (NO_DEVICE)."""
+
+
+class DeviceFailed(AudioError):
+    """The device exists but failed to open or stopped working (DEVICE_FAILED)."""
+
+
+class NoDeviceSupport(AudioError):
+    """The library was built without device support; PCM calls still work
+    (NO_DEVICE_SUPPORT)."""
+
+
 class InternalError(ChinwagError):
     """A fault inside the library (PANIC, INTERNAL)."""
 
@@ -350,6 +387,9 @@ _ERRORS: Dict[int, Type[ChinwagError]] = {
     Result.LIMITED: Limited,
     Result.REFUSED: Refused,
     Result.UNCONFIRMED: Unconfirmed,
+    Result.NO_DEVICE: NoDevice,
+    Result.DEVICE_FAILED: DeviceFailed,
+    Result.NO_DEVICE_SUPPORT: NoDeviceSupport,
     Result.PANIC: InternalError,
     Result.INTERNAL: InternalError,
 }
@@ -582,15 +622,126 @@ class Stream:
         self.close()
 
 
+class AudioStats(ctypes.Structure):
+    """A call's statistics (cw_audio_stats): counters since the call began,
+    delays in milliseconds; rtt_ms and remote_loss_pct are -1 when unknown."""
+
+    _fields_ = [
+        ("packets_sent", ctypes.c_uint64),
+        ("packets_received", ctypes.c_uint64),
+        ("packets_lost", ctypes.c_uint64),
+        ("packets_late", ctypes.c_uint64),
+        ("packets_duplicate", ctypes.c_uint64),
+        ("frames_concealed", ctypes.c_uint64),
+        ("frames_concealed_fec", ctypes.c_uint64),
+        ("frames_dropped", ctypes.c_uint64),
+        ("bytes_sent", ctypes.c_uint64),
+        ("bytes_received", ctypes.c_uint64),
+        ("playout_delay_ms", ctypes.c_double),
+        ("target_delay_ms", ctypes.c_double),
+        ("jitter_ms", ctypes.c_double),
+        ("rtt_ms", ctypes.c_double),
+        ("send_bitrate", ctypes.c_uint32),
+        ("recv_bitrate", ctypes.c_uint32),
+        ("expected_loss_pct", ctypes.c_int32),
+        ("remote_loss_pct", ctypes.c_int32),
+    ]
+
+    def as_dict(self) -> Dict[str, Union[int, float]]:
+        """The fields as a dictionary."""
+        return {field[0]: getattr(self, field[0]) for field in self._fields_}
+
+    def __repr__(self) -> str:
+        return "AudioStats(%s)" % ", ".join("%s=%r" % kv for kv in self.as_dict().items())
+
+
+def audio_devices(side: Union[AudioSide, int]) -> List[str]:
+    """Names of the microphones (AudioSide.MICROPHONE) or speakers
+    (AudioSide.SPEAKER), as Call.use_devices takes them. Raises
+    NoDeviceSupport in a build without devices."""
+    out = ctypes.c_void_p()
+    _check(lib.cw_audio_devices(int(side), ctypes.byref(out)))
+    try:
+        return [_dec(lib.cw_strings_get(out, i)) or ""
+                for i in range(lib.cw_strings_count(out))]
+    finally:
+        lib.cw_strings_free(out)
+
+
 class Call:
-    """An open babel call: VoiceData payloads (one Opus packet each) both
-    ways over the peer-to-peer connection. A context manager: leaving it
-    hangs up and frees the call."""
+    """An open call. Babel: the peer-to-peer TCP connection; accounts: the
+    UDP media of a call the library carries (Client.place_voice_call).
+
+    Either bring your own codec (send/recv: raw payloads) or let the call
+    do the audio: send_pcm/recv_pcm (48 kHz int16, ``channels``
+    interleaved: 2 for babel, 1 for accounts), or use_devices for the sound
+    card. The first receive of either kind decides which one this call
+    uses. A context manager: leaving it hangs up and frees the call."""
 
     def __init__(self, handle: int) -> None:
         self._h: Optional[int] = handle
         #: The user at the other end.
         self.peer: Optional[str] = _dec(lib.cw_call_peer(handle))
+        #: Interleaved channels of the call's PCM (2 babel, 1 accounts).
+        self.channels: int = int(lib.cw_call_channels(handle))
+
+    def send_pcm(self, samples: Union["array.array[int]", bytes, bytearray, Sequence[int]]) -> None:
+        """Push PCM: an array('h'), bytes of native int16, or a sequence of
+        ints; a whole number of sample frames (len / channels), at most
+        PCM_MAX_FRAMES. Complete 20 ms frames are encoded and sent now."""
+        if isinstance(samples, array.array):
+            data = samples.tobytes()
+        elif isinstance(samples, (bytes, bytearray)):
+            data = bytes(samples)
+        else:
+            data = array.array("h", samples).tobytes()
+        count = len(data) // 2
+        if count % self.channels:
+            raise ArgumentError(Result.INVALID_ARGUMENT,
+                                "%d samples is not whole %d-channel frames" % (count, self.channels))
+        _check(lib.cw_call_send_pcm(self._handle(), data, count // self.channels))
+
+    def recv_pcm(self, frames: int = FRAME_SAMPLES) -> "array.array[int]":
+        """What to play next: an array('h') of frames * channels samples,
+        always full (decoded, concealed or silence); never blocks. Raises
+        Closed once the call is over and everything received was played."""
+        buf = (ctypes.c_int16 * (frames * self.channels))()
+        _check(lib.cw_call_recv_pcm(self._handle(), buf, frames))
+        out = array.array("h")
+        out.frombytes(bytes(buf))
+        return out
+
+    def stats(self) -> AudioStats:
+        """The call's AudioStats now."""
+        out = AudioStats()
+        _check(lib.cw_call_stats(self._handle(), ctypes.byref(out)))
+        return out
+
+    def use_devices(self, microphone: Optional[str] = None,
+                    speaker: Optional[str] = None) -> None:
+        """Play on a speaker and capture from a microphone (None: the
+        defaults). Raises NoDevice, DeviceFailed or NoDeviceSupport."""
+        _check(lib.cw_call_use_devices(self._handle(), _enc(microphone), _enc(speaker)))
+
+    def use_speaker(self, name: Optional[str] = None) -> None:
+        """Play the call on a speaker only (None: the default)."""
+        _check(lib.cw_call_use_speaker(self._handle(), _enc(name)))
+
+    def use_microphone(self, name: Optional[str] = None) -> None:
+        """Capture the call from a microphone only (None: the default)."""
+        _check(lib.cw_call_use_microphone(self._handle(), _enc(name)))
+
+    def stop_devices(self) -> None:
+        """Detach the speaker and microphone; PCM calls work again."""
+        _check(lib.cw_call_stop_devices(self._handle()))
+
+    def set_muted(self, side: Union[AudioSide, int], muted: bool = True) -> None:
+        """Mute or unmute AudioSide.MICROPHONE or AudioSide.SPEAKER."""
+        _check(lib.cw_call_set_muted(self._handle(), int(side), 1 if muted else 0))
+
+    def set_volume(self, side: Union[AudioSide, int], volume: float) -> None:
+        """1.0 unchanged, 0.0 silent, at most 2.0."""
+        _check(lib.cw_call_set_volume(self._handle(), int(side), float(volume)))
 
     def _handle(self) -> int:
         if not self._h:
@@ -598,7 +749,8 @@ class Call:
         return self._h
 
     def send(self, payload: bytes) -> None:
-        """Send one payload (at most BABEL_MAX_VOICE bytes)."""
+        """Send one payload of your own codec (babel: at most
+        BABEL_MAX_VOICE bytes; accounts: VOICE_MAX_FRAME)."""
         payload = bytes(payload)
         _check(lib.cw_call_send_voice(self._handle(), payload, len(payload)))
 
@@ -962,6 +1114,21 @@ class Client:
         _check(lib.cw_client_answer_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
 
     # -- babel --
+
+    def place_voice_call(self, pseudo: str, addr: Optional[str] = None) -> None:
+        """Accounts and babel: ring for a call the library carries (its
+        audio included); take the Call from the CALL_ESTABLISHED event."""
+        _check(lib.cw_client_place_voice_call(self._handle(), _enc(pseudo), _enc(addr)))
+
+    def answer_voice_call(self, pseudo: str, addr: Optional[str] = None) -> None:
+        """Accounts and babel: answer a ringing call with a call the library
+        carries; CALL_ESTABLISHED follows."""
+        _check(lib.cw_client_answer_voice_call(self._handle(), _enc(pseudo), _enc(addr)))
+
+    def set_voice_ports(self, local: int = 0, advertised: int = 0) -> None:
+        """Where library-carried calls listen (0: any port) and the port
+        their signalling names instead (0: the local one), e.g. for a NAT."""
+        _check(lib.cw_client_set_voice_ports(self._handle(), int(local), int(advertised)))
 
     def contacts(self) -> List[str]:
         """Babel: the babel users online now, sorted."""

@@ -16,6 +16,8 @@ SCALARS: Dict[str, Any] = {
     "uint64_t": ctypes.c_uint64,
     "int64_t": ctypes.c_int64,
     "size_t": ctypes.c_size_t,
+    "float": ctypes.c_float,
+    "double": ctypes.c_double,
 }
 
 

@@ -91,7 +91,6 @@ pub struct Admin {
     pub store: Store,
     pub accounts: Option<Arc<Accounts>>,
     pub registry: Arc<Registry>,
-    pub db_path: PathBuf,
     pub started: Instant,
 }
 
@@ -187,7 +186,7 @@ impl Admin {
                     Err(e) => fail(e),
                 },
             },
-            Request::Backup { path } => match crate::store::backup(&self.db_path, &path) {
+            Request::Backup { path } => match self.store.backup(&path) {
                 Ok(bytes) => {
                     log::info!(
                         "admin: backup written to {} ({bytes} bytes)",

@@ -40,8 +40,13 @@ pub struct Config {
     /// Threads applying rooms datagrams (they share one state lock; more
     /// than the cores rarely helps, see the README's rooms benchmark).
     pub rooms_workers: usize,
-    /// SQLite database file (":memory:" keeps nothing).
+    /// SQLite database file (":memory:" keeps nothing); used when
+    /// `store_url` is empty.
     pub db_path: PathBuf,
+    /// Empty: the store is the SQLite file `db_path` (the embedded default).
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?...]`: the store is that
+    /// PostgreSQL database (docs/operations.md, "PostgreSQL").
+    pub store_url: String,
     /// Connections open at once, all dialects together; more are closed at accept.
     pub max_connections: usize,
     /// A connection that has not identified by then is closed.
@@ -75,6 +80,17 @@ pub struct Config {
     /// `host:port` of the Prometheus endpoint (`/metrics`, `/health`).
     /// Empty: off. Meant for 127.0.0.1; port 0 picks a free port.
     pub metrics_addr: String,
+    /// Which calls go through the server's media relay: "all" (no party
+    /// learns another's address), "cross" (calls between dialects) or
+    /// "off" (calls between dialects are refused). docs/bridging.md.
+    pub call_relay: String,
+    /// Calls with a relay allocation at once (ringing or answered).
+    pub relay_max_calls: usize,
+    /// Packets one relayed call may carry per second, both directions
+    /// together; more are dropped.
+    pub relay_packets_per_second: u32,
+    /// An answered relayed call that carries no packet this long is ended.
+    pub relay_idle_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -93,6 +109,7 @@ impl Default for Config {
             rooms_requests_per_second: 50,
             rooms_workers: 2,
             db_path: PathBuf::from("chinwag.db"),
+            store_url: String::new(),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
             outbound_limit: 1 << 20,
@@ -106,6 +123,12 @@ impl Default for Config {
             registrations_per_minute: 20,
             admin_socket: PathBuf::new(),
             metrics_addr: String::new(),
+            call_relay: "cross".into(),
+            relay_max_calls: 1_000,
+            // 50 media packets a second each way, a report a second each
+            // way, and room for bursts after a stall.
+            relay_packets_per_second: 300,
+            relay_idle_timeout_ms: 30_000,
         }
     }
 }
@@ -136,6 +159,20 @@ impl Config {
     }
     pub fn connect_id_ttl(&self) -> Duration {
         Duration::from_millis(self.connect_id_ttl_ms)
+    }
+    /// `call_relay` parsed (validated at start; "cross" if unreadable).
+    pub fn relay_mode(&self) -> crate::hub::RelayMode {
+        crate::hub::RelayMode::parse(&self.call_relay).unwrap_or_default()
+    }
+    /// The media relay's settings.
+    pub fn relay(&self) -> crate::media::Settings {
+        crate::media::Settings {
+            bind: self.bind,
+            max_calls: self.relay_max_calls,
+            packets_per_second: self.relay_packets_per_second,
+            idle_timeout: Duration::from_millis(self.relay_idle_timeout_ms),
+            ring_timeout: crate::hub::RING_TTL,
+        }
     }
     /// The rooms front-end's settings.
     pub fn rooms(&self) -> crate::front::rooms::Settings {
@@ -194,7 +231,7 @@ impl Config {
     /// is surely a typo. The message names the key and its bounds.
     pub fn validate(&self) -> Result<(), String> {
         const DAY_MS: u64 = 24 * 3600 * 1000;
-        let ranges: [(&str, u64, u64, u64); 18] = [
+        let ranges: [(&str, u64, u64, u64); 21] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
             (
@@ -248,6 +285,19 @@ impl Config {
                 1_000_000,
             ),
             ("rooms_workers", self.rooms_workers as u64, 1, 64),
+            ("relay_max_calls", self.relay_max_calls as u64, 1, 100_000),
+            (
+                "relay_packets_per_second",
+                self.relay_packets_per_second as u64,
+                1,
+                100_000,
+            ),
+            (
+                "relay_idle_timeout_ms",
+                self.relay_idle_timeout_ms,
+                1,
+                DAY_MS,
+            ),
         ];
         for (key, value, min, max) in ranges {
             if value < min || value > max {
@@ -256,6 +306,12 @@ impl Config {
                 ));
             }
         }
+        if crate::hub::RelayMode::parse(&self.call_relay).is_none() {
+            return Err(format!(
+                "call_relay = {:?} must be \"all\", \"cross\" or \"off\"",
+                self.call_relay
+            ));
+        }
         if !self.metrics_addr.is_empty()
             && self.metrics_addr.parse::<std::net::SocketAddr>().is_err()
         {
@@ -263,6 +319,11 @@ impl Config {
                 "metrics_addr = {:?} is not an address such as \"127.0.0.1:9464\" (empty turns it off)",
                 self.metrics_addr
             ));
+        }
+        if !self.store_url.is_empty() {
+            // The URL's password is never echoed: the parser's message
+            // names what is wrong, not the text.
+            crate::store::PgTarget::parse(&self.store_url)?;
         }
         Ok(())
     }
@@ -322,5 +383,49 @@ mod tests {
         }
         assert!(Config::default().validate().is_ok());
         assert!(Config::ephemeral().validate().is_ok());
+    }
+
+    #[test]
+    fn the_relay_settings_are_read_and_checked() {
+        let c = Config::from_toml(
+            "call_relay = \"all\"\nrelay_max_calls = 3\nrelay_packets_per_second = 7\n\
+             relay_idle_timeout_ms = 900\n",
+        )
+        .unwrap();
+        assert!(c.validate().is_ok());
+        assert_eq!(c.relay_mode(), crate::hub::RelayMode::All);
+        let r = c.relay();
+        assert_eq!((r.max_calls, r.packets_per_second), (3, 7));
+        assert_eq!(r.idle_timeout, Duration::from_millis(900));
+        assert_eq!(Config::default().relay_mode(), crate::hub::RelayMode::Cross);
+        for (text, key) in [
+            ("call_relay = \"sometimes\"", "call_relay"),
+            ("relay_max_calls = 0", "relay_max_calls"),
+            ("relay_packets_per_second = 0", "relay_packets_per_second"),
+            ("relay_idle_timeout_ms = 0", "relay_idle_timeout_ms"),
+        ] {
+            let err = Config::from_toml(text).unwrap().validate().unwrap_err();
+            assert!(err.starts_with(&format!("{key} = ")), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn store_url_is_empty_or_a_postgres_url_we_can_use() {
+        assert_eq!(Config::default().store_url, "");
+        let ok =
+            Config::from_toml("store_url = \"postgres://chinwag@127.0.0.1:5432/chinwag\"").unwrap();
+        assert!(ok.validate().is_ok());
+        for bad in [
+            "store_url = \"sqlite:chinwag.db\"",
+            "store_url = \"postgres://u:hunter2@h/d?sslmode=require\"",
+            "store_url = \"postgres://u:hunter2@h:port/d\"",
+        ] {
+            let err = Config::from_toml(bad).unwrap().validate().unwrap_err();
+            assert!(err.starts_with("store_url"), "{bad}: {err}");
+            assert!(
+                !err.contains("hunter2"),
+                "the password is never echoed: {err}"
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ pub mod front;
 pub mod guard;
 pub mod hub;
 pub mod logs;
+pub mod media;
 pub mod metrics;
 pub mod net;
 pub mod pool;
@@ -53,6 +54,7 @@ pub struct Server {
     babel_addr: SocketAddr,
     accounts_addr: SocketAddr,
     rooms: front::rooms::RoomsServer,
+    relay: Arc<media::Relay>,
     store: Store,
     store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
@@ -76,12 +78,14 @@ impl Server {
             connect_id_ttl: cfg.connect_id_ttl(),
             max_relays: cfg.max_relays,
             max_pending_requests: cfg.max_pending_requests,
+            call_relay: cfg.relay_mode(),
         }));
         let registry = Registry::new(cfg.max_connections);
+        let target = store::Target::from_settings(&cfg.db_path, &cfg.store_url)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let (store, store_thread) =
-            Store::open_timed(&cfg.db_path, Some(hub.metrics().commit_seconds.clone())).map_err(
-                |e| io::Error::other(format!("cannot open {}: {e}", cfg.db_path.display())),
-            )?;
+            Store::open_target(&target, Some(hub.metrics().commit_seconds.clone()))
+                .map_err(|e| io::Error::other(format!("cannot open {}: {e}", target.shown())))?;
         let accounts = front::accounts::service::Accounts::new(
             hub.clone(),
             store.clone(),
@@ -94,9 +98,14 @@ impl Server {
         let accounts_l = listen(cfg.bind, cfg.accounts_port, "accounts")?;
         let accounts_addr = accounts_l.local_addr()?;
         let rooms_at = SocketAddr::new(cfg.bind, cfg.rooms_port);
-        let rooms =
-            front::rooms::RoomsServer::start(hub.clone(), rooms_at, cfg.rooms(), cfg.rooms_workers)
-                .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
+        let rooms = front::rooms::RoomsServer::start(
+            hub.clone(),
+            registry.clone(),
+            rooms_at,
+            cfg.rooms(),
+            cfg.rooms_workers,
+        )
+        .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
         let metrics_listener = match cfg.metrics_addr.as_str() {
             "" => None,
             a => {
@@ -110,12 +119,22 @@ impl Server {
         let budget = thread_budget(&cfg);
         let flush = FlushPool::with_budget(cfg.flush_threads, budget.clone())?;
         let conn_threads = ConnPool::new(cfg.spare_threads.min(cfg.max_connections), budget)?;
+        let (fatal, failed) = guard::Fatal::new();
+        let relay = media::Relay::start(
+            cfg.relay(),
+            &hub,
+            registry.clone(),
+            flush.clone(),
+            cfg.outbound_limit,
+            cfg.write_timeout(),
+            fatal.clone(),
+        )?;
+        hub.set_relay(relay.clone());
         let admin = Arc::new(admin::Admin {
             hub: hub.clone(),
             store: store.clone(),
             accounts: Some(accounts.clone()),
             registry: registry.clone(),
-            db_path: cfg.db_path.clone(),
             started,
         });
         let bans = admin.load_bans().map_err(io::Error::other)?;
@@ -177,7 +196,6 @@ impl Server {
             );
         }
         log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
-        let (fatal, failed) = guard::Fatal::new();
         Ok(Server {
             fatal,
             failed,
@@ -186,6 +204,7 @@ impl Server {
             babel_addr,
             accounts_addr,
             rooms,
+            relay,
             store,
             store_thread: Some(store_thread),
             stop,
@@ -232,6 +251,11 @@ impl Server {
         self.accounts_addr
     }
 
+    /// Calls the media relay carries now (ringing or answered).
+    pub fn relayed_calls(&self) -> usize {
+        self.relay.calls()
+    }
+
     /// The rooms dialect's UDP socket.
     pub fn rooms_addr(&self) -> SocketAddr {
         self.rooms.addr()
@@ -239,6 +263,13 @@ impl Server {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.shared.hub
+    }
+
+    /// The store, for test hooks such as [`Store::fail_commits`]; no client
+    /// can reach it.
+    #[doc(hidden)]
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     /// Connections currently open, all dialects together.
@@ -286,6 +317,7 @@ impl Server {
         }
         self.shared.conn_threads.stop();
         self.rooms.stop();
+        self.relay.stop();
         self.shared.flush.stop();
         // Last: every acknowledged row is already committed; this checkpoints and closes.
         self.store.stop();

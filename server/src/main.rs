@@ -54,6 +54,10 @@ struct Args {
     /// SQLite database file.
     #[arg(long)]
     db: Option<PathBuf>,
+    /// PostgreSQL store instead of SQLite: postgres://USER@HOST:PORT/DB
+    /// (a password here shows in `ps`; put it in the config file instead).
+    #[arg(long)]
+    store_url: Option<String>,
     /// Maximum open connections, all dialects together.
     #[arg(long)]
     max_connections: Option<usize>,
@@ -90,6 +94,18 @@ struct Args {
     /// host:port of the Prometheus endpoint (default: off).
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Which calls the media relay carries: all, cross (between dialects), off.
+    #[arg(long)]
+    call_relay: Option<String>,
+    /// Relayed calls at once.
+    #[arg(long)]
+    relay_max_calls: Option<usize>,
+    /// Packets one relayed call may carry per second.
+    #[arg(long)]
+    relay_packets_per_second: Option<u32>,
+    /// Milliseconds an answered relayed call may stay silent.
+    #[arg(long)]
+    relay_idle_timeout_ms: Option<u64>,
 }
 
 fn load(args: &Args) -> Result<Config, String> {
@@ -107,7 +123,7 @@ fn load(args: &Args) -> Result<Config, String> {
         )*};
     }
     set!(bind => bind, chatos_port => chatos_port, babel_port => babel_port, accounts_port => accounts_port,
-         rooms_port => rooms_port, db => db_path,
+         rooms_port => rooms_port, db => db_path, store_url => store_url,
          rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,
          rooms_tries => rooms_tries, rooms_max_per_ip => rooms_max_per_ip,
          rooms_registrations_per_minute => rooms_registrations_per_minute,
@@ -118,7 +134,10 @@ fn load(args: &Args) -> Result<Config, String> {
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
          flush_threads => flush_threads, spare_threads => spare_threads,
          registrations_per_minute => registrations_per_minute,
-         admin_socket => admin_socket, metrics_addr => metrics_addr);
+         admin_socket => admin_socket, metrics_addr => metrics_addr,
+         call_relay => call_relay, relay_max_calls => relay_max_calls,
+         relay_packets_per_second => relay_packets_per_second,
+         relay_idle_timeout_ms => relay_idle_timeout_ms);
     cfg.validate()?;
     Ok(cfg)
 }

@@ -64,9 +64,12 @@ pub enum DropReason {
     RoomsInboxFull,
     /// A store job refused because the store queue stayed full.
     StoreBusy,
+    /// A guest's private text to an offline account whose guest mailbox
+    /// is full (docs/bridging.md).
+    GuestMailFull,
 }
 
-const DROP_REASONS: [(DropReason, &str); 10] = [
+const DROP_REASONS: [(DropReason, &str); 11] = [
     (DropReason::SlowReader, "slow_reader"),
     (DropReason::WriteFailed, "write_failed"),
     (DropReason::Protocol, "protocol"),
@@ -77,6 +80,34 @@ const DROP_REASONS: [(DropReason, &str); 10] = [
     (DropReason::RoomsIdle, "rooms_idle"),
     (DropReason::RoomsInboxFull, "rooms_inbox_full"),
     (DropReason::StoreBusy, "store_busy"),
+    (DropReason::GuestMailFull, "guest_mail_full"),
+];
+
+/// Why the media relay dropped a packet (docs/bridging.md, "The media relay").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayDrop {
+    /// From an address that is not a party of the call (a third address,
+    /// a forged source, a guessed port).
+    Stray,
+    /// Not one well-formed voice packet (or VoiceData) of the leg's dialect.
+    Malformed,
+    /// Over the call's `relay_packets_per_second`.
+    Rate,
+    /// Nothing to carry it to: the other side has no form for it (a
+    /// receiver report towards babel), it is older than what was sent
+    /// (babel has no sequence numbers), or the other side is not connected
+    /// yet.
+    Unbridged,
+    /// The other side's socket or queue was full.
+    Full,
+}
+
+const RELAY_DROPS: [(RelayDrop, &str); 5] = [
+    (RelayDrop::Stray, "stray"),
+    (RelayDrop::Malformed, "malformed"),
+    (RelayDrop::Rate, "rate"),
+    (RelayDrop::Unbridged, "unbridged"),
+    (RelayDrop::Full, "full"),
 ];
 
 /// A login's outcome, as counted.
@@ -122,6 +153,9 @@ pub struct Metrics {
     drops: [Counter; DROP_REASONS.len()],
     relays: Counter,
     calls: [Counter; 4],
+    relay_packets: Counter,
+    relay_drops: [Counter; RELAY_DROPS.len()],
+    relay_calls: Gauge,
     // Read at scrape time.
     online: [Gauge; 4],
     relays_active: Gauge,
@@ -194,7 +228,7 @@ impl Metrics {
         let drop_family = Family::<Labels, Counter>::default();
         r.register(
             "drops",
-            "Connections (rooms: datagrams or clients) dropped by the server, by reason",
+            "Connections (rooms: datagrams or clients; guest_mail_full: texts) dropped by the server, by reason",
             drop_family.clone(),
         );
         let drops =
@@ -210,6 +244,26 @@ impl Metrics {
             "calls",
             "Calls offered to an online callee (babel, accounts)",
         );
+        let relay_packets = Counter::default();
+        r.register(
+            "relay_packets",
+            "Voice packets the media relay carried to a party of their call",
+            relay_packets.clone(),
+        );
+        let relay_family = Family::<Labels, Counter>::default();
+        r.register(
+            "relay_dropped",
+            "Packets the media relay dropped, by reason",
+            relay_family.clone(),
+        );
+        let relay_drops =
+            RELAY_DROPS.map(|(_, why)| relay_family.get_or_create_owned(&vec![("reason", why)]));
+        let relay_calls = Gauge::default();
+        r.register(
+            "relay_calls",
+            "Calls with a media relay allocation now (ringing or answered)",
+            relay_calls.clone(),
+        );
         let online = per_dialect::<Gauge>(&mut r, "online_users", "Users logged in");
         let relays_active = Gauge::default();
         r.register(
@@ -220,7 +274,7 @@ impl Metrics {
         let calls_active = Gauge::default();
         r.register(
             "calls_active",
-            "accounts calls answered and not yet hung up",
+            "Calls (every dialect) answered and not yet over",
             calls_active.clone(),
         );
         let store_queue = Gauge::default();
@@ -260,6 +314,9 @@ impl Metrics {
             drops,
             relays,
             calls,
+            relay_packets,
+            relay_drops,
+            relay_calls,
             online,
             relays_active,
             calls_active,
@@ -305,6 +362,16 @@ impl Metrics {
         self.deliveries.inc_by(n as u64);
     }
 
+    /// Messages accepted from `d` so far (tests).
+    pub fn messages_of(&self, d: Dialect) -> u64 {
+        self.messages[dialect_index(d)].get()
+    }
+
+    /// Deliveries so far (tests).
+    pub fn deliveries(&self) -> u64 {
+        self.deliveries.get()
+    }
+
     pub fn dropped(&self, why: DropReason) {
         self.drops[why as usize].inc();
     }
@@ -315,6 +382,35 @@ impl Metrics {
 
     pub fn call(&self, d: Dialect) {
         self.calls[dialect_index(d)].inc();
+    }
+
+    /// The media relay carried `n` packets.
+    pub fn relayed(&self, n: u64) {
+        self.relay_packets.inc_by(n);
+    }
+
+    pub fn relay_dropped(&self, why: RelayDrop) {
+        self.relay_drops[why as usize].inc();
+    }
+
+    /// Relay allocations opened (+1) or closed (-1).
+    pub fn relay_calls(&self, delta: i64) {
+        self.relay_calls.inc_by(delta);
+    }
+
+    /// Packets relayed so far (tests, the benchmark).
+    pub fn relay_packets(&self) -> u64 {
+        self.relay_packets.get()
+    }
+
+    /// Packets the relay dropped for `why` so far.
+    pub fn relay_drops(&self, why: RelayDrop) -> u64 {
+        self.relay_drops[why as usize].get()
+    }
+
+    /// Relay allocations open now.
+    pub fn relay_calls_open(&self) -> i64 {
+        self.relay_calls.get()
     }
 
     /// The values read at scrape time.
@@ -366,7 +462,7 @@ pub fn pages(hub: Arc<Hub>, store: Store, accounts: Option<Arc<Accounts>>) -> Pa
             m.set_gauges(&Snapshot {
                 online: hub.online_per_dialect(),
                 relays_active: hub.relay_count(),
-                calls_active: accounts.as_ref().map_or(0, |a| a.active_calls()),
+                calls_active: hub.calls_answered(),
                 store_queue: store.queue_len(),
                 hash_queue: accounts.as_ref().map_or(0, |a| a.hash_queue()),
                 bans: hub.bans().len(),

@@ -20,6 +20,8 @@ use crate::metrics::{DropReason, Metrics};
 /// Stack for connection threads: they keep their buffers on the heap, so a
 /// small stack keeps 10,000 idle connections cheap.
 pub const CONN_STACK: usize = 128 * 1024;
+/// The most one blocking write of a backlog is given at once.
+const BLOCKING_CHUNK: usize = 16 * 1024;
 /// A flusher's spare buffer is returned to the allocator above this size.
 const SPARE_KEEP: usize = 256 * 1024;
 
@@ -45,6 +47,13 @@ pub fn widen_send_buffer(stream: &TcpStream) {
 /// Asked for relay ends; the kernel caps it at net.core.wmem_max.
 const RELAY_SEND_BUFFER: usize = 4 << 20;
 
+impl OutState {
+    /// Everything not yet written: the queue and what a writer holds.
+    fn queued(&self) -> usize {
+        self.buf.len() + self.in_flight
+    }
+}
+
 struct OutState {
     buf: Vec<u8>,
     /// Someone owns the socket's write side right now (a pool flusher, the
@@ -52,6 +61,9 @@ struct OutState {
     /// everyone else only appends. This one flag keeps the bytes in order.
     flushing: bool,
     closed: bool,
+    /// Bytes a writer took out of `buf` and has not written yet: still
+    /// queued, so they count against the limit.
+    in_flight: usize,
     /// Doorbell of the connection's backlog writer, once it exists.
     bell: Option<Sender<()>>,
 }
@@ -94,6 +106,7 @@ impl Outbound {
                 buf: Vec::new(),
                 flushing: false,
                 closed: false,
+                in_flight: 0,
                 bell: None,
             }),
             drained: Condvar::new(),
@@ -112,7 +125,7 @@ impl Outbound {
             return false;
         }
         encode(&mut st.buf);
-        if st.buf.len() > self.limit {
+        if st.queued() > self.limit {
             drop(st);
             self.drop_peer(&format!(
                 "dropped, {} bytes queued for a reader that does not read",
@@ -201,12 +214,31 @@ impl Outbound {
                     return true;
                 }
                 std::mem::swap(&mut st.buf, spare);
+                st.in_flight = spare.len();
             }
-            if let Err(e) = (&*self.stream).write_all(spare) {
-                self.fail(&e);
-                return false;
+            // Bounded writes (a blocking write returns only once all it was
+            // given is in the socket buffer), so that what this writer still
+            // holds, which counts as queued, shrinks as it goes.
+            let mut at = 0;
+            while at < spare.len() {
+                let end = spare.len().min(at + BLOCKING_CHUNK);
+                match (&*self.stream).write(&spare[at..end]) {
+                    Ok(0) => {
+                        self.fail(&io::ErrorKind::WriteZero.into());
+                        return false;
+                    }
+                    Ok(n) => {
+                        at += n;
+                        self.state.lock().in_flight -= n;
+                        self.drained.notify_all();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        self.fail(&e);
+                        return false;
+                    }
+                }
             }
-            self.drained.notify_all();
             spare.clear();
             if spare.capacity() > SPARE_KEEP {
                 *spare = Vec::new();
@@ -227,6 +259,7 @@ impl Outbound {
                 return false;
             }
             std::mem::swap(&mut st.buf, spare);
+            st.in_flight = spare.len();
         }
         let mut sent = 0;
         while sent < spare.len() {
@@ -255,8 +288,10 @@ impl Outbound {
                 }
             }
         }
-        self.drained.notify_all();
         let mut st = self.state.lock();
+        // What was not sent goes back in front of the queue, below.
+        st.in_flight = 0;
+        self.drained.notify_all();
         if st.closed {
             spare.clear();
             return false;
@@ -385,14 +420,15 @@ impl Outbound {
 
     /// Block the connection's own reader while its queue is over half full,
     /// so a client that sends faster than it reads its own echoes is slowed
-    /// down by TCP instead of being dropped. Gives up after `limit`.
+    /// down by TCP instead of being dropped. Gives up after `limit`. What
+    /// a writer holds counts as queued.
     pub fn throttle(&self, limit: Duration) {
         let mut st = self.state.lock();
-        if st.buf.len() <= self.limit / 2 {
+        if st.queued() <= self.limit / 2 {
             return;
         }
         let deadline = std::time::Instant::now() + limit;
-        while !st.closed && st.buf.len() > self.limit / 4 {
+        while !st.closed && st.queued() > self.limit / 4 {
             if self.drained.wait_until(&mut st, deadline).timed_out() {
                 return;
             }
@@ -578,10 +614,30 @@ impl FlushPool {
 
 /// Live connections, all dialects together: admission against the limit,
 /// and the sockets to shut when the server stops.
+/// Something the registry counts against `max_connections` and stops at
+/// shutdown: a TCP connection, or a rooms client (UDP has no connection).
+pub trait Member: Send + Sync {
+    /// Stop it (wakes a TCP connection's thread; forgets a rooms client).
+    /// Called with no registry lock held.
+    fn shut(&self);
+    /// Where it comes from (for an operator's ban).
+    fn ip(&self) -> Option<std::net::IpAddr>;
+}
+
+impl Member for TcpStream {
+    fn shut(&self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+
+    fn ip(&self) -> Option<std::net::IpAddr> {
+        self.peer_addr().ok().map(|a| a.ip())
+    }
+}
+
 pub struct Registry {
     max: usize,
     next: AtomicU64,
-    inner: Mutex<HashMap<u64, Arc<TcpStream>>>,
+    inner: Mutex<HashMap<u64, Arc<dyn Member>>>,
     idle: Condvar,
     stopping: AtomicBool,
 }
@@ -615,10 +671,15 @@ impl Registry {
 
     /// Admit a new connection, or None when full or stopping.
     pub fn admit(self: &Arc<Self>, stream: &Arc<TcpStream>) -> Option<Admission> {
+        self.admit_member(stream.clone())
+    }
+
+    /// Admit any member (a rooms client), or None when full or stopping.
+    pub fn admit_member(self: &Arc<Self>, member: Arc<dyn Member>) -> Option<Admission> {
         if self.stopping.load(Ordering::Acquire) {
             return None;
         }
-        let clone = stream.clone();
+        let clone = member;
         let mut inner = self.inner.lock();
         if inner.len() >= self.max {
             return None;
@@ -647,24 +708,27 @@ impl Registry {
     /// connection thread out of its blocking read.
     pub fn stop_all(&self) {
         self.stopping.store(true, Ordering::Release);
-        for s in self.inner.lock().values() {
-            let _ = s.shutdown(Shutdown::Both);
+        // Shut outside the lock: a member's shut may release its admission.
+        let all: Vec<Arc<dyn Member>> = self.inner.lock().values().cloned().collect();
+        for m in all {
+            m.shut();
         }
     }
 
     /// Shut every live connection from `ip` (an operator's ban); returns how many.
     pub fn shutdown_from(&self, ip: std::net::IpAddr) -> usize {
         let ip = crate::hub::bans::canonical(ip);
-        let mut n = 0;
-        for s in self.inner.lock().values() {
-            if s.peer_addr()
-                .is_ok_and(|a| crate::hub::bans::canonical(a.ip()) == ip)
-            {
-                let _ = s.shutdown(Shutdown::Both);
-                n += 1;
-            }
+        let hit: Vec<Arc<dyn Member>> = self
+            .inner
+            .lock()
+            .values()
+            .filter(|m| m.ip().is_some_and(|a| crate::hub::bans::canonical(a) == ip))
+            .cloned()
+            .collect();
+        for m in &hit {
+            m.shut();
         }
-        n
+        hit.len()
     }
 
     /// Wait until every connection thread has let go, at most `limit`.
@@ -974,5 +1038,54 @@ mod tests {
         let want: Vec<u8> = (0..chunks).flat_map(chunk).collect();
         assert_eq!(read_n(&mut client, want.len()), want);
         pool.stop();
+    }
+
+    /// A connection to a peer that never reads, and its Outbound; the flush
+    /// pool is stopped, so only the test's own calls write.
+    fn stalled(limit: usize) -> (Arc<Outbound>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        peer.set_recv_buffer_size(4096).unwrap();
+        peer.connect(&l.local_addr().unwrap().into()).unwrap();
+        let peer: TcpStream = peer.into();
+        let (ours, _) = l.accept().unwrap();
+        bound_send_buffer(&ours, 4096);
+        let pool = FlushPool::new(1).unwrap();
+        pool.stop();
+        (outbound(&Arc::new(ours), &pool, limit), peer)
+    }
+
+    /// Bytes a writer has taken out of the queue but not yet written still
+    /// count against the bound: a second burst may not pile up behind a
+    /// blocked write.
+    #[test]
+    fn bytes_held_by_a_blocked_writer_count_against_the_limit() {
+        const LIMIT: usize = 64 * 1024;
+        let (out, peer) = stalled(LIMIT);
+        assert!(out.enqueue(|b| b.extend_from_slice(&[1; 40 * 1024])));
+        // The write side is owned (the stopped pool never runs): hand it to
+        // a blocking writer, which takes the 40 KiB and stalls on the peer.
+        let writer = {
+            let out = out.clone();
+            thread::spawn(move || out.drain_blocking(&mut Vec::new()))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = out.state.lock();
+            if st.buf.is_empty() && st.in_flight > 0 {
+                break;
+            }
+            drop(st);
+            assert!(Instant::now() < deadline, "the writer never took the queue");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // 30 KiB more: 70 KiB would be queued in all, over the limit.
+        assert!(
+            !out.enqueue(|b| b.extend_from_slice(&[2; 30 * 1024])),
+            "accepted past the limit while a writer held bytes"
+        );
+        drop(peer);
+        let _ = writer.join();
     }
 }

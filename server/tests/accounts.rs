@@ -1,11 +1,12 @@
 //! End-to-end tests of the accounts dialect (seed 000) against chinwagd on
 //! 127.0.0.1: in-process servers, restarts on one database file, and a real
-//! chinwagd process killed with SIGKILL mid-traffic.
+//! chinwagd process killed with SIGKILL mid-traffic; the same on a
+//! PostgreSQL store (a server the tests start, tests/common/postgres.rs).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::Command as Proc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -25,8 +26,18 @@ fn mem_server() -> Server {
     server_on(Path::new(":memory:"))
 }
 
+/// A server whose store is the PostgreSQL database at `url`.
+fn pg_server(url: &str) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    cfg.store_url = url.to_owned();
+    Server::start(cfg).expect("server starts")
+}
+
 mod common;
 use common::{temp_dir, WAIT};
+#[path = "common/postgres.rs"]
+mod testpg;
 
 type Acc = common::Wire<Frame>;
 
@@ -66,6 +77,15 @@ impl Acc {
         let (a, r) = Acc::login(addr, email, pw);
         assert!(matches!(r, Frame::LoginOk { .. }), "login {email}: {r:?}");
         a
+    }
+}
+
+/// Wait until the server has noticed that `pseudo` left.
+fn offline(srv: &Server, pseudo: &str) {
+    let deadline = Instant::now() + WAIT;
+    while srv.hub().online(pseudo).is_some() {
+        assert!(Instant::now() < deadline, "{pseudo} still online");
+        thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -153,6 +173,31 @@ fn registration_and_login_answers() {
         Acc::login(addr, "nobody@example.org", "whatever").1,
         Frame::LoginFailed
     );
+}
+
+#[test]
+fn a_second_login_is_answered_not_obeyed() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    for (email, pseudo) in [("a@example.org", "ann"), ("b@example.org", "ben")] {
+        assert_eq!(
+            Acc::register(addr, email, pseudo, "correct horse"),
+            Frame::Registered
+        );
+    }
+    let mut a = Acc::logged_in(addr, "a@example.org", "correct horse");
+    a.send(&Frame::Login {
+        email: p("b@example.org"),
+        password: p("correct horse"),
+    });
+    assert_eq!(a.recv(), Frame::LoginFailed);
+    assert!(
+        srv.hub().online("ben").is_none(),
+        "ben registered in the hub"
+    );
+    assert!(srv.hub().online("ann").is_some());
+    // ben's account is free to log in from its own connection.
+    drop(Acc::logged_in(addr, "b@example.org", "correct horse"));
 }
 
 #[test]
@@ -296,7 +341,7 @@ fn offline_friend_requests_and_answers_wait_for_login() {
     a.send(&Frame::FriendRequest { pseudo: p("dan") });
     assert_eq!(a.recv(), Frame::FriendRequestSent { pseudo: p("dan") });
     drop(a);
-    thread::sleep(Duration::from_millis(100));
+    offline(&srv, "ann");
     let mut d = Acc::logged_in(addr, "d@example.org", "correct horse");
     assert_eq!(d.recv(), Frame::FriendRequested { pseudo: p("ann") });
     d.send(&Frame::AcceptFriend { pseudo: p("ann") });
@@ -342,7 +387,7 @@ fn messages_online_offline_and_to_strangers() {
     }
     // bob goes offline; alice's messages wait, in order, each once.
     drop(b);
-    thread::sleep(Duration::from_millis(100));
+    offline(&srv, "bob");
     for i in 0..5 {
         a.send(&Frame::SendMessage {
             pseudo: p("bob"),
@@ -364,7 +409,7 @@ fn messages_online_offline_and_to_strangers() {
     }
     b.expect_silence();
     drop(b);
-    thread::sleep(Duration::from_millis(100));
+    offline(&srv, "bob");
     let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
     b.expect_silence();
     // History: oldest first, both directions.
@@ -396,6 +441,43 @@ fn messages_online_offline_and_to_strangers() {
     );
 }
 
+/// A 152 promises the row is committed. When the commit fails (forced
+/// through the store's test hook) the sender hears 153 and never 152, the
+/// recipient hears nothing, and the history holds nothing.
+#[test]
+fn a_failed_commit_answers_153_not_152() {
+    let srv = mem_server();
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    // A round trip each, so the logins' own store work is done.
+    for x in [&mut a, &mut b] {
+        x.send(&Frame::ListFriends);
+        assert!(matches!(x.recv(), Frame::Friends { .. }));
+    }
+    srv.store().fail_commits(true);
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("lost"),
+    });
+    assert_eq!(a.recv(), Frame::MessageFailed);
+    a.expect_silence();
+    b.expect_silence();
+    srv.store().fail_commits(false);
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("kept"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("kept")
+        }
+    );
+    assert_eq!(fetch_history(&mut a, "bob"), vec!["kept"]);
+}
+
 #[test]
 fn history_pages_are_capped_and_chain() {
     let srv = mem_server();
@@ -413,6 +495,29 @@ fn history_pages_are_capped_and_chain() {
     }
     let all = fetch_history(&mut a, "bob");
     assert_eq!(all, (0..total).map(|i| format!("m{i}")).collect::<Vec<_>>());
+}
+
+/// bob (of `friends`) logs in after a while away: he hears alice's
+/// `offline` message, still has her as a friend, and their history is
+/// `history`.
+fn bob_comes_back(addr: SocketAddr, offline: &str, history: &[&str]) -> Acc {
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p(offline)
+        }
+    );
+    b.send(&Frame::ListFriends);
+    assert_eq!(
+        b.recv(),
+        Frame::Friends {
+            pseudos: vec![p("alice")]
+        }
+    );
+    assert_eq!(fetch_history(&mut b, "alice"), history);
+    b
 }
 
 /// Every message with `pseudo`, following the paging rule to the start.
@@ -623,7 +728,7 @@ fn everything_survives_a_restart() {
         });
         assert_eq!(a.recv(), Frame::MessageStored);
         drop(b);
-        thread::sleep(Duration::from_millis(100));
+        offline(&srv, "bob");
         a.send(&Frame::SendMessage {
             pseudo: p("bob"),
             text: p("while offline"),
@@ -633,25 +738,7 @@ fn everything_survives_a_restart() {
     }
     let srv = server_on(&db);
     let addr = srv.accounts_addr();
-    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
-    assert_eq!(
-        b.recv(),
-        Frame::Message {
-            pseudo: p("alice"),
-            text: p("while offline")
-        }
-    );
-    b.send(&Frame::ListFriends);
-    assert_eq!(
-        b.recv(),
-        Frame::Friends {
-            pseudos: vec![p("alice")]
-        }
-    );
-    assert_eq!(
-        fetch_history(&mut b, "alice"),
-        vec!["while online", "while offline"]
-    );
+    bob_comes_back(addr, "while offline", &["while online", "while offline"]);
     assert_eq!(
         Acc::register(addr, "alice@example.org", "alice9", "correct horse"),
         Frame::EmailTaken
@@ -660,57 +747,48 @@ fn everything_survives_a_restart() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// Where a spawned chinwagd keeps its store: the flag and its value.
+#[derive(Clone, Copy)]
+enum StoreFlag<'a> {
+    Db(&'a Path),
+    Url(&'a str),
 }
 
-fn spawn_chinwagd(db: &Path, port: u16) -> Child {
-    let child = Proc::new(env!("CARGO_BIN_EXE_chinwagd"))
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--chatos-port",
-            "0",
-            "--babel-port",
-            "0",
-            "--rooms-port",
-            "0",
-            "--accounts-port",
-            &port.to_string(),
-            "--db",
-        ])
-        .arg(db)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chinwagd starts");
-    let deadline = Instant::now() + WAIT;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "chinwagd did not listen");
-        thread::sleep(Duration::from_millis(20));
-    }
-    child
+/// A real chinwagd on `store`, every listener on port 0 (restarts get new
+/// ports).
+fn spawn_chinwagd(store: StoreFlag) -> common::Chinwagd {
+    let mut cmd = Proc::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--chatos-port",
+        "0",
+        "--babel-port",
+        "0",
+        "--rooms-port",
+        "0",
+        "--accounts-port",
+        "0",
+    ]);
+    match store {
+        StoreFlag::Db(db) => cmd.arg("--db").arg(db),
+        StoreFlag::Url(url) => cmd.args(["--store-url", url]),
+    };
+    common::Chinwagd::spawn(&mut cmd)
 }
 
-#[test]
-fn acknowledged_messages_survive_kill_9() {
-    let dir = temp_dir("kill9");
-    let db = dir.join("chinwag.db");
-    let port = free_port();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+/// Messages flow while chinwagd is killed with SIGKILL at random moments
+/// and restarted on the same store: every message that was acknowledged
+/// (152) is in the history afterwards.
+fn acknowledged_messages_survive_kill_9_on(store: StoreFlag) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    let mut child = spawn_chinwagd(&db, port);
-    drop(friends(addr));
+    let mut server = spawn_chinwagd(store);
+    drop(friends(server.accounts));
     let mut acked: Vec<String> = Vec::new();
     let mut sent = 0usize;
     const ROUNDS: usize = 6;
     for round in 0..ROUNDS {
-        let mut a = Acc::logged_in(addr, "alice@example.org", "correct horse");
+        let mut a = Acc::logged_in(server.accounts, "alice@example.org", "correct horse");
         let kill_after = Duration::from_millis(rng.gen_range(50..400));
         let start = Instant::now();
         // Keep a few messages in flight so the kill lands between send and ack.
@@ -718,8 +796,8 @@ fn acknowledged_messages_survive_kill_9() {
         let mut killed = false;
         loop {
             if !killed && start.elapsed() >= kill_after {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
+                server.child.kill().unwrap(); // SIGKILL
+                server.child.wait().unwrap();
                 killed = true;
             }
             if !killed && in_flight.len() < 8 {
@@ -749,9 +827,9 @@ fn acknowledged_messages_survive_kill_9() {
                 None => {}
             }
         }
-        child = spawn_chinwagd(&db, port);
+        server = spawn_chinwagd(store);
     }
-    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    let mut b = Acc::logged_in(server.accounts, "bob@example.org", "battery staple");
     // Drain live deliveries (offline messages) so history replies are next.
     while b.try_recv(Duration::from_millis(300)).is_some() {}
     let history = fetch_history(&mut b, "alice");
@@ -763,14 +841,88 @@ fn acknowledged_messages_survive_kill_9() {
         "too few acknowledgements ({}) to mean anything",
         acked.len()
     );
-    child.kill().unwrap();
-    child.wait().unwrap();
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9() {
+    let dir = temp_dir("kill9");
+    let db = dir.join("chinwag.db");
+    acknowledged_messages_survive_kill_9_on(StoreFlag::Db(&db));
     let conn = rusqlite::Connection::open(&db).unwrap();
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9_on_postgres() {
+    let Some(pg) = testpg::server() else { return };
+    let (url, _) = pg.fresh_url();
+    acknowledged_messages_survive_kill_9_on(StoreFlag::Url(&url));
+}
+
+/// The accounts dialect end to end with its store on PostgreSQL:
+/// registration, password login, friends, a message acknowledged (152)
+/// and delivered, one stored for an offline friend, history; then a second
+/// chinwagd on the same database serves all of it.
+#[test]
+fn accounts_work_end_to_end_with_the_store_on_postgres() {
+    let Some(pg) = testpg::server() else { return };
+    let (url, schema) = pg.fresh_url();
+    let srv = pg_server(&url);
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    assert_eq!(
+        Acc::register(addr, "ALICE@example.org", "alice2", "correct horse"),
+        Frame::EmailTaken
+    );
+    let (_, refused) = Acc::login(addr, "alice@example.org", "wrong horse");
+    assert_eq!(refused, Frame::LoginFailed);
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("hello over postgres"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("hello over postgres")
+        }
+    );
+    drop(b);
+    offline(&srv, "bob");
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("while you were out"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    assert_eq!(
+        fetch_history(&mut a, "bob"),
+        vec!["hello over postgres", "while you were out"]
+    );
+    // The rows are PostgreSQL's, committed.
+    let stored: i64 = pg
+        .session(&schema)
+        .query_one("SELECT count(*) FROM messages", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 2);
+    // Another chinwagd on the same database: bob's offline message, his
+    // friends and the history are there.
+    let other = pg_server(&url);
+    bob_comes_back(
+        other.accounts_addr(),
+        "while you were out",
+        &["hello over postgres", "while you were out"],
+    );
+    drop(a);
+    srv.shutdown();
+    other.shutdown();
 }
 
 #[test]

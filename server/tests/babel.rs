@@ -3,6 +3,9 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::babel::Frame;
@@ -111,6 +114,9 @@ fn login_and_contact_lists() {
             reason: "already logged in".into()
         }
     );
+    // Answered, not obeyed: dave is still dave, and nobody is dave2.
+    assert!(srv.hub().online("dave2").is_none());
+    assert!(srv.hub().online("dave").is_some());
     // Leaving: the others hear DelContact.
     drop(d);
     for x in [&mut a, &mut b] {
@@ -284,4 +290,49 @@ fn silent_connections_are_closed_after_the_login_deadline() {
     let start = Instant::now();
     b.expect_closed();
     assert!(start.elapsed() >= Duration::from_millis(200));
+}
+
+/// While other babel users keep coming and going, 200 clients log in: each
+/// gets LoginSuccess and then its contact list before any AddContact or
+/// DelContact caused by someone else.
+#[test]
+fn no_presence_change_overtakes_the_login_answer() {
+    let srv = server();
+    let addr = srv.babel_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicUsize::new(0));
+    let churners: Vec<_> = (0..2)
+        .map(|t| {
+            let (stop, cycles) = (stop.clone(), cycles.clone());
+            thread::spawn(move || {
+                // A fresh name each time: the last one may still be online.
+                for k in 0.. {
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let (b, _) = Bab::login(addr, &format!("churn{t}.{k}"));
+                    drop(b);
+                    cycles.fetch_add(1, Ordering::Release);
+                }
+            })
+        })
+        .collect();
+    common::wait_started(&cycles, "the churn");
+    common::logins_under_load(200, move |i| {
+        let mut c = Bab::connect(addr);
+        c.send(&Frame::Login {
+            name: format!("c{i}"),
+        });
+        assert_eq!(c.recv(), Frame::LoginSuccess, "client {i}'s first frame");
+        let list = c.recv();
+        assert!(
+            matches!(&list, Frame::AddContact { .. }),
+            "client {i}'s second frame: {list:?}"
+        );
+        c.try_recv(Duration::from_millis(500)).is_some()
+    });
+    stop.store(true, Ordering::Release);
+    for c in churners {
+        c.join().unwrap();
+    }
 }

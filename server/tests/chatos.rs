@@ -88,11 +88,13 @@ fn login_rules() {
         login: "carol".into(),
     });
     assert_eq!(c.recv(), Command::LoginAccepted);
-    // Identification happens once.
+    // Identification happens once: answered, not obeyed.
     a.send(&Command::Login {
         login: "alice2".into(),
     });
     assert_eq!(a.recv(), Command::LoginRefused);
+    assert!(srv.hub().online("alice2").is_none(), "alice2 registered");
+    assert!(srv.hub().online("alice").is_some());
     a.send(&msg("alice", "same name"));
     assert_eq!(a.recv(), msg("alice", "same name"));
     // A name is free again once its user leaves.
@@ -277,12 +279,7 @@ fn private_connection_relays_a_mebibyte_each_way_with_half_closes() {
 
     // The id was single use.
     let mut again = open_private(addr, id);
-    again.set_read_timeout(Some(WAIT)).unwrap();
-    let mut buf = [0u8; 8];
-    assert!(
-        matches!(again.read(&mut buf), Ok(0) | Err(_)),
-        "used id must close"
-    );
+    common::expect_eof(&mut again, "a connection presenting a used id");
     // The relay is forgotten once both directions end.
     let deadline = Instant::now() + WAIT;
     while srv.hub().relay_count() != 0 {
@@ -429,12 +426,7 @@ fn close_connection_tears_down_the_relay_and_tells_both() {
         }
     );
     for p in [&mut pa, &mut pb] {
-        p.set_read_timeout(Some(WAIT)).unwrap();
-        let mut buf = [0u8; 16];
-        assert!(
-            matches!(p.read(&mut buf), Ok(0) | Err(_)),
-            "relay socket closed"
-        );
+        common::expect_eof(p, "a relay socket after CLOSE_CONNECTION");
     }
 }
 
@@ -521,6 +513,56 @@ fn silent_connections_are_closed_after_the_login_deadline() {
     thread::sleep(Duration::from_millis(500));
     a.send(&msg("alice", "awake"));
     assert_eq!(a.recv(), msg("alice", "awake"));
+}
+
+/// A LOGIN sent a byte at a time, never finished, must not keep a
+/// connection past its login deadline: the deadline counts from the accept,
+/// not from the last byte read.
+#[test]
+fn a_half_sent_login_does_not_extend_the_deadline() {
+    const DEADLINE: Duration = Duration::from_millis(600);
+    const TRICKLE: Duration = Duration::from_millis(100);
+    let srv = server_with(|c| c.login_timeout_ms = DEADLINE.as_millis() as u64);
+    let mut s = TcpStream::connect(srv.chatos_addr()).unwrap();
+    let start = Instant::now();
+    // 35 bytes: at one per 100 ms the frame would take 3.5 s; it is never finished.
+    let login = Command::Login {
+        login: "x".repeat(30),
+    }
+    .to_bytes();
+    let latest = DEADLINE + Duration::from_millis(1500);
+    let mut sent = 0;
+    let mut buf = [0u8; 16];
+    let closed_after = loop {
+        if sent + 1 < login.len() {
+            // A write may fail once the server has closed; the read says so.
+            let _ = s.write_all(&login[sent..sent + 1]);
+            sent += 1;
+        }
+        s.set_read_timeout(Some(TRICKLE)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => break start.elapsed(),
+            Ok(n) => panic!("unexpected bytes {:?}", &buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::ConnectionReset) => {
+                break start.elapsed()
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+        assert!(
+            start.elapsed() < latest,
+            "still open {:?} after connecting with a {DEADLINE:?} deadline ({sent} bytes sent)",
+            start.elapsed()
+        );
+    };
+    assert!(
+        closed_after >= DEADLINE - Duration::from_millis(50),
+        "closed early: {closed_after:?}"
+    );
 }
 
 #[test]
@@ -654,16 +696,11 @@ fn shutdown_closes_everyone_promptly() {
         c.expect_closed();
     }
     half.expect_closed();
-    assert!(
-        TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-            .map(|mut s| {
-                let mut b = [0u8; 1];
-                s.set_read_timeout(Some(Duration::from_millis(500)))
-                    .unwrap();
-                matches!(s.read(&mut b), Ok(0) | Err(_))
-            })
-            .unwrap_or(true)
-    );
+    // The listener is gone: refused, or at worst closed at once.
+    match TcpStream::connect_timeout(&addr, WAIT) {
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}"),
+        Ok(mut s) => common::expect_eof(&mut s, "a connection made after shutdown"),
+    }
 }
 
 #[test]
@@ -718,4 +755,47 @@ fn connection_threads_are_parked_and_reused_not_started_per_connection() {
         settled(&srv);
     }
     assert_eq!(srv.conn_threads().0, 2, "30 connections, 2 threads");
+}
+
+/// While one user floods global chat, 200 others log in: for each, the
+/// first frame must be LOGIN_ACCEPTED, never a MESSAGE that overtook it.
+#[test]
+fn no_broadcast_overtakes_login_accepted() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let srv = server();
+    let addr = srv.chatos_addr();
+    let flooder = Raw::login(addr, "flooder");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Its own echoes are drained, so the server never throttles it.
+    let mut drain = flooder.s.try_clone().unwrap();
+    let drainer = thread::spawn(move || {
+        let mut buf = [0u8; 64 * 1024];
+        while matches!(drain.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let mut out = flooder.s.try_clone().unwrap();
+        let frame = msg("flooder", "flood").to_bytes();
+        let burst = frame.repeat(16);
+        thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) && out.write_all(&burst).is_ok() {
+                sent.fetch_add(16, Ordering::Release);
+            }
+        })
+    };
+    common::wait_started(&sent, "the flood");
+    common::logins_under_load(200, move |i| {
+        let mut c = Raw::connect(addr);
+        c.send(&Command::Login {
+            login: format!("c{i}"),
+        });
+        assert_eq!(c.recv(), Command::LoginAccepted, "client {i}'s first frame");
+        c.try_recv(Duration::from_millis(500)).is_some()
+    });
+    stop.store(true, Ordering::Release);
+    // Also wakes a writer blocked by back-pressure.
+    flooder.s.shutdown(Shutdown::Both).unwrap();
+    writer.join().unwrap();
+    drainer.join().unwrap();
 }

@@ -460,6 +460,14 @@ fn who_kick_and_bans_by_name_and_address_in_every_dialect() {
     assert_eq!(ok, Babel::LoginSuccess);
     let (mut carol, ok) = accounts_login(a_addr, "c@example.org", "correct horse");
     assert!(matches!(ok, Acc::LoginOk { .. }));
+    // A babel client lists every user it can call: carol, an accounts user
+    // (docs/bridging.md).
+    assert_eq!(
+        bob.recv(),
+        Babel::AddContact {
+            contacts: vec!["carol".into()]
+        }
+    );
     let (_dave, ok) = rooms_register(r_addr, "dave");
     assert!(matches!(
         ok,

@@ -2,34 +2,18 @@
 //! top, and a clean exit on SIGTERM and SIGINT.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::chatos;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::Chinwagd;
 
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "chinwagd did not listen on {port}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn login(port: u16, name: &str) -> (TcpStream, u8) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+fn login(addr: SocketAddr, name: &str) -> (TcpStream, u8) {
+    let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&chatos::Command::Login { login: name.into() }.to_bytes())
         .unwrap();
     let mut one = [0u8; 1];
@@ -62,12 +46,13 @@ fn exits_cleanly_on(mut child: Child, signal: i32) {
 fn config_file_flags_and_signals() {
     let dir = std::env::temp_dir().join(format!("cw-proc-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (chatos_port, accounts_port, flag_port) = (free_port(), free_port(), free_port());
     let config = dir.join("chinwagd.toml");
+    // Port 0 everywhere: the file's ports replace the defaults (7001...),
+    // and chinwagd says which ports it got.
     std::fs::write(
         &config,
         format!(
-            "bind = \"127.0.0.1\"\nchatos_port = {chatos_port}\nbabel_port = 0\nrooms_port = 0\naccounts_port = {accounts_port}\n\
+            "bind = \"127.0.0.1\"\nchatos_port = 0\nbabel_port = 0\nrooms_port = 0\naccounts_port = 0\n\
              db_path = \"{}\"\nlogin_timeout_ms = 300\n",
             dir.join("c.db").display()
         ),
@@ -75,35 +60,27 @@ fn config_file_flags_and_signals() {
     .unwrap();
     for (signal, flag) in [(libc::SIGTERM, false), (libc::SIGINT, true)] {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwagd"));
-        cmd.arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let port = if flag {
+        cmd.arg("--config").arg(&config);
+        if flag {
             // A flag overrides the file.
-            cmd.args(["--chatos-port", &flag_port.to_string()]);
-            flag_port
-        } else {
-            chatos_port
-        };
-        let child = cmd.spawn().unwrap();
-        wait_listening(port);
-        let (_alice, answer) = login(port, "alice");
+            cmd.arg("--db").arg(dir.join("flag.db"));
+        }
+        let server = Chinwagd::spawn(&mut cmd);
+        assert_ne!(server.chatos.port(), 7001, "the file's port 0 was ignored");
+        let (_alice, answer) = login(server.chatos, "alice");
         assert_eq!(answer, chatos::op::LOGIN_ACCEPTED);
         // The file's 300 ms login deadline is in force.
-        let mut idle = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut idle = TcpStream::connect(server.chatos).unwrap();
         let start = Instant::now();
-        let mut buf = [0u8; 1];
-        assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)));
+        common::expect_eof(&mut idle, "a connection that never logs in");
         assert!(
             start.elapsed() < Duration::from_secs(3),
             "login deadline from the file not applied"
         );
-        exits_cleanly_on(child, signal);
+        exits_cleanly_on(server.child, signal);
     }
     assert!(dir.join("c.db").exists(), "db_path from the file was used");
+    assert!(dir.join("flag.db").exists(), "--db overrode the file");
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -128,28 +105,25 @@ fn a_bad_config_file_is_refused() {
 /// `vm.max_map_count` leaves room for the default `max_connections`.
 #[test]
 fn a_thread_costs_two_memory_maps() {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_chinwagd"))
-        .args(["--bind", "127.0.0.1", "--chatos-port"])
-        .arg(port.to_string())
-        .args([
-            "--babel-port",
-            "0",
-            "--accounts-port",
-            "0",
-            "--rooms-port",
-            "0",
-            "--db",
-            ":memory:",
-            "--spare-threads",
-            "400",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_listening(port);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--chatos-port",
+        "0",
+        "--babel-port",
+        "0",
+        "--accounts-port",
+        "0",
+        "--rooms-port",
+        "0",
+        "--db",
+        ":memory:",
+        "--spare-threads",
+        "400",
+    ]);
+    let server = Chinwagd::spawn(&mut cmd);
+    let mut child = server.child;
     let pid = child.id();
     let threads = || -> usize {
         std::fs::read_to_string(format!("/proc/{pid}/status"))

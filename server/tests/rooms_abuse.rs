@@ -9,7 +9,7 @@
 
 mod rooms_support;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chinwag_proto::rooms::{kind, Body, Message, Mode, Reason, Registration};
 use chinwagd::front::rooms::state::{UNANSWERED_TEXTS, UNCONFIRMED_IN_FLIGHT, UNCONFIRMED_PER_IP};
-use rooms_support::{in_own_netns, server_with, Client, LossyProxy};
+use rooms_support::{collect_texts, in_own_netns, server_with, Client, LossyProxy};
 
 /// Records at WARN or above from the rooms front-end, process-wide.
 static LOUD: AtomicUsize = AtomicUsize::new(0);
@@ -353,26 +353,8 @@ fn every_text_arrives_through_twenty_percent_loss_each_way() {
     let b = Client::register(proxy.addr(), "bob");
     let c = Client::register(proxy.addr(), "carol");
     const N: usize = 60;
-    // Receivers acknowledge every copy and keep each server NUM_SEQ once.
-    let collect = |x: Client| {
-        std::thread::spawn(move || {
-            let mut seen = BTreeMap::new();
-            let mut copies = 0;
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while seen.len() < N && Instant::now() < deadline {
-                if let Some(m) = x.recv_until(Instant::now() + Duration::from_millis(200)) {
-                    x.ack(&m);
-                    if let Body::Text { chat } = m.body {
-                        if seen.insert(m.seq, chat).is_some() {
-                            copies += 1;
-                        }
-                    }
-                }
-            }
-            (seen.into_values().collect::<Vec<_>>(), copies)
-        })
-    };
-    let (tb, tc) = (collect(b), collect(c));
+    let limit = Duration::from_secs(60);
+    let (tb, tc) = (collect_texts(b, N, limit), collect_texts(c, N, limit));
     for i in 0..N {
         assert_eq!(
             a.ask(Body::Text {

@@ -1,11 +1,18 @@
-//! Shared by the integration tests: where the built library is, tools that
-//! may be missing (a failure under CI=true, a skip otherwise), processes
-//! with time limits, and the digest the examples use.
+//! Shared by the integration tests: where the built library is, the tools
+//! they need (a missing one fails, unless CHINWAG_SKIP_TOOLS names it),
+//! processes with time limits, and the digest the examples use.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+pub mod alsa;
+pub mod forwarder;
+pub mod signal;
+mod tools;
+
+pub use tools::*;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -39,74 +46,6 @@ pub fn shared_lib_name() -> &'static str {
         "libchinwag.dylib"
     } else {
         "libchinwag.so"
-    }
-}
-
-/// Whether `tool` runs. Missing under CI=true is a failure, not a skip.
-pub fn require(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required under CI=true but does not run");
-        }
-        eprintln!("SKIPPED: {tool} not available");
-    }
-    ok
-}
-
-/// Run to completion within `limit`, or kill it and fail.
-pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    wait_within(child, limit)
-}
-
-pub fn wait_within(mut child: Child, limit: Duration) -> Output {
-    let deadline = Instant::now() + limit;
-    let mut out_pipe = child.stdout.take();
-    let mut err_pipe = child.stderr.take();
-    let out_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(p) = out_pipe.as_mut() {
-            let _ = p.read_to_end(&mut v);
-        }
-        v
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        if let Some(p) = err_pipe.as_mut() {
-            let _ = p.read_to_end(&mut v);
-        }
-        v
-    });
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let err = err_t.join().unwrap_or_default();
-            panic!(
-                "process exceeded {limit:?}; stderr:\n{}",
-                String::from_utf8_lossy(&err)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: out_t.join().unwrap(),
-        stderr: err_t.join().unwrap(),
     }
 }
 
@@ -174,4 +113,46 @@ pub const FNV_PRIME: u64 = 0x100000001b3;
 pub fn fnv1a(data: &[u8]) -> u64 {
     data.iter()
         .fold(FNV_OFFSET, |h, b| (h ^ *b as u64).wrapping_mul(FNV_PRIME))
+}
+
+/// The email and password the tests give the account `name`.
+pub fn account_email(name: &str) -> String {
+    format!("{name}@example.org")
+}
+
+pub fn account_password(name: &str) -> String {
+    format!("pw-{name}-secret")
+}
+
+/// Register accounts `a` and `b` and make them friends, with Rust clients
+/// that then close; returns once the server has both offline again, so
+/// the programs under test can log in as them.
+pub fn befriend(srv: &chinwagd::Server, a: &str, b: &str) {
+    use chinwag::AccountsClient;
+    let limit = Some(Duration::from_secs(20));
+    let port = srv.accounts_addr().port();
+    let login = |name: &str| {
+        let c = AccountsClient::connect("127.0.0.1", port).unwrap();
+        c.register(&account_email(name), name, &account_password(name), limit)
+            .unwrap();
+        c.login_password(&account_email(name), &account_password(name), limit)
+            .unwrap();
+        c
+    };
+    let (ca, cb) = (login(a), login(b));
+    ca.request_friend(b, limit).unwrap();
+    cb.accept_friend(a, limit).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ca.list_friends(limit).unwrap() != [b] {
+        assert!(
+            Instant::now() < deadline,
+            "{a} and {b} did not become friends"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop((ca, cb));
+    while srv.hub().online(a).is_some() || srv.hub().online(b).is_some() {
+        assert!(Instant::now() < deadline, "{a} and {b} stay online");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -302,6 +302,39 @@ fn unreachable_and_repeated_peers_are_left_out_and_forgotten_peers_settle() {
 }
 
 #[test]
+fn a_text_from_another_dialect_is_shown_with_its_authors_name() {
+    let mut t = T::registered();
+    // As chinwagd forwards a chatos MESSAGE into the public room.
+    t.server_says(
+        SERVER,
+        41,
+        Body::Text {
+            chat: "alice: hi all".into(),
+        },
+    );
+    assert_eq!(t.out().len(), 1, "acknowledged");
+    let ev = t.m.take_events();
+    assert!(
+        matches!(&ev[..], [Event::Message { from, text }] if from == "alice" && text == "hi all"),
+        "{ev:?}"
+    );
+    // From a rooms user (its id), the same words are just its text.
+    t.server_says(
+        3,
+        42,
+        Body::Text {
+            chat: "alice: hi all".into(),
+        },
+    );
+    t.out();
+    let ev = t.m.take_events();
+    assert!(
+        matches!(&ev[..], [Event::Message { from, text }] if from == "#3" && text == "alice: hi all"),
+        "{ev:?}"
+    );
+}
+
+#[test]
 fn texts_are_acknowledged_per_copy_and_shown_once() {
     let mut t = T::registered();
     for _ in 0..3 {

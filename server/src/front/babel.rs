@@ -1,7 +1,8 @@
 //! The babel front-end (seed 001): HelloConnect on accept, Login, the contact
-//! list pushed from hub presence, and call set-up (CallRequest/CallRefused)
-//! routed through the hub. One thread per connection. Voice itself flows
-//! peer to peer and never touches the server.
+//! list pushed from hub presence (every user a babel client can call,
+//! whatever its dialect), and call set-up (CallRequest/CallRefused) routed
+//! through the hub's call model. One thread per connection. Voice flows
+//! peer to peer, or through the media relay (`media`) for calls it relays.
 
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use std::time::Instant;
 use chinwag_proto::babel::Frame;
 
 use super::{Conn, End};
-use crate::hub::{Dialect, Entry, Event, LoginError, Peer, Refusal, Session};
+use crate::hub::{Dialect, Entry, Event, LoginError, Media, Peer, Refusal, Session};
 use crate::net::Outbound;
 use crate::Shared;
 
@@ -21,7 +22,7 @@ struct BabelPeer {
 }
 
 impl Peer for BabelPeer {
-    fn deliver(&self, event: &Event<'_>) {
+    fn deliver(&self, event: &Event<'_>) -> bool {
         let frame = match *event {
             Event::Presence { name, online: true } => Frame::AddContact {
                 contacts: vec![name.into()],
@@ -38,10 +39,11 @@ impl Peer for BabelPeer {
                 port,
             },
             Event::CallRefused { by } => Frame::CallRefused { contact: by.into() },
-            // Babel has no text chat and no relayed connections.
-            _ => return,
+            // Babel has no text chat and no relayed connections; an answer
+            // or a hang-up is the voice connection opening or closing.
+            _ => return true,
         };
-        self.out.enqueue(|b| frame.encode(b));
+        self.out.enqueue(|b| frame.encode(b))
     }
 
     fn disconnect(&self) {
@@ -86,12 +88,8 @@ fn handle(frame: Frame, shared: &Arc<Shared>, conn: &Conn, state: &mut State) ->
     match (frame, &*state) {
         (Frame::Login { name }, State::Anonymous { .. }) => {
             let entry = Entry {
-                dialect: Dialect::Babel,
-                ip,
-                peer: Arc::new(BabelPeer { out: out.clone() }),
-                global_chat: false,
-                presence: true,
-                has_password: false,
+                server_ip: conn.stream.local_addr().ok().map(|a| a.ip()),
+                ..Entry::new(Dialect::Babel, ip, Arc::new(BabelPeer { out: out.clone() }))
             };
             // LoginSuccess and the contact list go out before anything
             // another user's actions may queue.
@@ -152,9 +150,11 @@ fn handle(frame: Frame, shared: &Arc<Shared>, conn: &Conn, state: &mut State) ->
             },
             State::Identified(me),
         ) => {
-            if let Err(why) = hub.offer_call(Instant::now(), me, &contact, &host, port) {
+            let media = Media::BabelListen { host, port };
+            if let Err(why) = hub.offer_call(Instant::now(), me, &contact, media) {
                 let what = match why {
                     Refusal::Limit => format!("too many calls ringing; cannot call {contact}"),
+                    Refusal::Busy => format!("already in a call with {contact}"),
                     _ => format!("{contact} is not connected"),
                 };
                 out.enqueue(|b| Frame::ErrorResponse { what }.encode(b));
@@ -162,7 +162,7 @@ fn handle(frame: Frame, shared: &Arc<Shared>, conn: &Conn, state: &mut State) ->
             Ok(())
         }
         (Frame::CallRefused { contact }, State::Identified(me)) => {
-            if let Err(why) = hub.refuse_call(Instant::now(), me, &contact) {
+            if let Err(why) = hub.answer_call(Instant::now(), me, &contact, None) {
                 log::debug!(
                     "babel {ip} ({}): CallRefused for {contact} ignored: {why:?}",
                     me.name

@@ -25,11 +25,19 @@ struct ChatosPeer {
 }
 
 impl Peer for ChatosPeer {
-    fn deliver(&self, event: &Event<'_>) {
+    fn deliver(&self, event: &Event<'_>) -> bool {
         self.out.enqueue(|buf| match *event {
-            Event::Message { from, text } => chatos::encode_message(buf, from, text),
+            // A text from another dialect may be longer than chatos's
+            // 1,024 bytes: it goes as several frames (docs/bridging.md).
+            Event::Message { from, text } => {
+                for piece in chatos::pieces(text) {
+                    chatos::encode_message(buf, from, piece)
+                }
+            }
             Event::PrivateMessage { from, to, text } => {
-                chatos::encode_message_private(buf, from, to, text)
+                for piece in chatos::pieces(text) {
+                    chatos::encode_message_private(buf, from, to, piece)
+                }
             }
             Event::PrivateRequest { requester, target } => Command::RequestPrivate {
                 requester: requester.into(),
@@ -54,9 +62,15 @@ impl Peer for ChatosPeer {
             Event::PrivateClosed { peer, .. } => {
                 Command::AcceptCloseConnection { login: peer.into() }.encode(buf)
             }
-            // Chatos has no presence or peer-to-peer call frames.
-            Event::Presence { .. } | Event::CallOffer { .. } | Event::CallRefused { .. } => {}
-        });
+            // Chatos has no presence, call or room frames.
+            Event::Presence { .. }
+            | Event::CallOffer { .. }
+            | Event::CallAnswered { .. }
+            | Event::CallRefused { .. }
+            | Event::CallEnded { .. }
+            | Event::RoomInvitation { .. }
+            | Event::RoomClosed { .. } => {}
+        })
     }
 
     fn disconnect(&self) {
@@ -109,14 +123,11 @@ fn handle(
     let session = match state {
         State::Anonymous { .. } => match cmd {
             Command::Login { login } => {
-                let entry = Entry {
-                    dialect: Dialect::Chatos,
+                let entry = Entry::new(
+                    Dialect::Chatos,
                     ip,
-                    peer: Arc::new(ChatosPeer { out: out.clone() }),
-                    global_chat: true,
-                    presence: false,
-                    has_password: false,
-                };
+                    Arc::new(ChatosPeer { out: out.clone() }),
+                );
                 // LOGIN_ACCEPTED is queued before the session becomes
                 // visible, so no broadcast can overtake it.
                 let mut held = false;

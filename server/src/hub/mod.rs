@@ -1,26 +1,39 @@
-//! The hub: who is online, who hears global chat, pending private-connection
-//! requests, issued connect ids and live relays. It is protocol-agnostic and
-//! does no I/O: front-ends call it with decoded commands and it hands events
-//! to each session's `Peer`, which turns them into that dialect's bytes.
+//! The hub: the one core every dialect shares. Who is online, in which
+//! dialect and reachable for what (`Reach`); the public room (chatos global
+//! chat and the rooms public room are one) and the private rooms (`rooms`);
+//! private text; every call of every dialect (`calls`); chatos's
+//! private-connection requests, connect ids and relays (`private`). It is
+//! protocol-agnostic and does no I/O: front-ends call it with decoded
+//! commands and it hands events to each session's `Peer`, which turns them
+//! into that dialect's bytes (docs/bridging.md says what crosses).
 //!
 //! Lock order (never take an earlier lock while holding a later one):
-//! `users`, then `global`, then `presence`, then `private`, then `calls`.
-//! The ban list (`bans`) is a leaf, read under `users` at login.
+//! `users`, then `global`, then `presence`, then `rooms`, then `private`,
+//! then `calls`. Leaves, taken alone or last: `bans` (read under `users` at
+//! login), `reserved`, `relay`, `mailbox` (each an `RwLock<Option<..>>`,
+//! cloned out and released before use). No front-end holds a lock of its own
+//! while it calls the hub; a `Peer` may take its own front-end's lock inside
+//! `deliver` (that lock then comes after all of these), never a hub lock.
+//! The media relay (`MediaRelay`) is called with no hub lock held and calls
+//! the hub back only from its own threads, holding none of its locks.
 //!
-//! Peers are called with no hub lock held, except in three places: a
-//! broadcast delivers under the read side of `global`, a departure is
-//! announced under the read side of `presence`, and a login's `welcome`
-//! queues its answer under `users`. That is safe because delivering never
-//! blocks (it appends to a bounded queue and at most hands the connection
-//! to the flush pool), and copying 10,000 listeners per login or per
-//! broadcast to avoid those read locks would cost far more than it saves.
+//! Peers are called with no hub lock held, except in four places: a
+//! broadcast (and a text to the public room) delivers under the read side
+//! of `global`, a departure is announced under the read side of
+//! `presence`, and a login's `welcome` queues its answer under `users`.
+//! That is safe because delivering never blocks (it appends to a bounded
+//! queue and at most hands the work to another thread), and copying 10,000
+//! listeners per login or per broadcast to avoid those read locks would
+//! cost far more than it saves.
 
 pub mod bans;
+pub mod calls;
 pub mod names;
 pub mod private;
+pub mod rooms;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,8 +42,13 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::metrics::{LoginOutcome, Metrics};
 use bans::Bans;
+pub use calls::{
+    CallId, CallState, Leg, LegSpec, Media, MediaRelay, Opened, RelayFull, RelayMode, Side,
+    Transport, RING_TTL,
+};
 use private::Private;
 pub use private::{CloseOutcome, RelayJoin};
+pub use rooms::{AccessRefusal, CreateRefusal, RoomInfo, RoomMode, RoomPeer, PUBLIC};
 
 pub type SessionId = u64;
 
@@ -38,7 +56,7 @@ pub type SessionId = u64;
 const TICKETS_PER_RELAY: usize = 4;
 
 /// How long a call offer can be refused (and so is remembered).
-pub const CALL_OFFER_TTL: Duration = Duration::from_secs(60);
+pub const CALL_OFFER_TTL: Duration = RING_TTL;
 
 pub use names::MAX_NAME;
 
@@ -52,7 +70,47 @@ pub enum Dialect {
     Rooms,
 }
 
+/// What a session can be reached for: what its dialect has frames for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Hears the public room (chatos MESSAGE, rooms TEXTE in the public room).
+    pub public_text: bool,
+    /// Takes private texts (chatos MESSAGE_PRIVATE, accounts 151).
+    pub private_text: bool,
+    /// Takes calls (babel CallRequest, accounts 143).
+    pub calls: bool,
+    /// Takes part in private rooms (rooms only).
+    pub rooms: bool,
+}
+
 impl Dialect {
+    pub fn reach(self) -> Reach {
+        let r = Reach {
+            public_text: false,
+            private_text: false,
+            calls: false,
+            rooms: false,
+        };
+        match self {
+            Dialect::Chatos => Reach {
+                public_text: true,
+                private_text: true,
+                ..r
+            },
+            Dialect::Babel => Reach { calls: true, ..r },
+            Dialect::Accounts => Reach {
+                private_text: true,
+                calls: true,
+                ..r
+            },
+            Dialect::Rooms => Reach {
+                public_text: true,
+                rooms: true,
+                ..r
+            },
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Dialect::Chatos => "chatos",
@@ -98,22 +156,47 @@ pub enum Event<'a> {
         name: &'a str,
         online: bool,
     },
-    /// `from` calls you; reach it at host:port (peer-to-peer calls).
+    /// `from` calls you; send your voice to host:port (the caller's own
+    /// end for a peer-to-peer call, the relay's for a relayed one).
     CallOffer {
         from: &'a str,
         host: &'a str,
         port: u16,
     },
-    /// `by` refused your call.
+    /// `by` answered your call; send your voice to host:port.
+    CallAnswered {
+        by: &'a str,
+        host: &'a str,
+        port: u16,
+    },
+    /// `by` refused your call (or left while it rang).
     CallRefused {
         by: &'a str,
+    },
+    /// `by` hung up (or left, or the call went silent).
+    CallEnded {
+        by: &'a str,
+    },
+    /// `from` invites you into private room `room`; answer with `token`.
+    RoomInvitation {
+        from: &'a str,
+        room: &'a str,
+        mode: RoomMode,
+        token: u64,
+    },
+    /// The private room you were in closed (you were its last member); you
+    /// are in the public room.
+    RoomClosed {
+        room: &'a str,
     },
 }
 
 /// A session's outlet. `deliver` must not block: it queues bytes and, when
-/// the queue is over its bound, drops the peer rather than wait.
+/// the queue is over its bound, drops the peer rather than wait. It returns
+/// whether the event was taken (false: the peer is gone or too far behind;
+/// an event its dialect has no frame for counts as taken).
 pub trait Peer: Send + Sync {
-    fn deliver(&self, event: &Event<'_>);
+    fn deliver(&self, event: &Event<'_>) -> bool;
     /// Close this session's connection (an operator's kick or ban). The
     /// front-end's own clean-up then logs the session out as usual.
     fn disconnect(&self) {}
@@ -128,8 +211,20 @@ pub struct Session {
     pub peer: Arc<dyn Peer>,
     /// Hears MESSAGE broadcasts (chatos).
     pub global_chat: bool,
-    /// Hears other presence sessions come and go (babel contact lists).
+    /// Hears callable sessions come and go (babel contact lists).
     pub presence: bool,
+    /// The server address this session's connection reached (where to tell
+    /// it to send relayed voice when the server listens on every address).
+    pub server_ip: Option<IpAddr>,
+    /// Its datagram address (rooms): where the other members of a
+    /// decentralised room reach it.
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Session {
+    pub fn reach(&self) -> Reach {
+        self.dialect.reach()
+    }
 }
 
 /// How a connection joins the hub.
@@ -141,6 +236,26 @@ pub struct Entry {
     pub presence: bool,
     /// Logged in with a password (may take a registered name).
     pub has_password: bool,
+    pub server_ip: Option<IpAddr>,
+    pub endpoint: Option<SocketAddr>,
+}
+
+impl Entry {
+    /// An entry with what the dialect implies: chatos and rooms sessions
+    /// are in the public room, babel sessions hear presence, accounts
+    /// sessions have a password.
+    pub fn new(dialect: Dialect, ip: IpAddr, peer: Arc<dyn Peer>) -> Entry {
+        Entry {
+            dialect,
+            ip,
+            peer,
+            global_chat: dialect.reach().public_text,
+            presence: dialect == Dialect::Babel,
+            has_password: dialect == Dialect::Accounts,
+            server_ip: None,
+            endpoint: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -176,6 +291,10 @@ pub enum Refusal {
     SelfTarget,
     /// A per-user or global bound was reached.
     Limit,
+    /// Already in a call with that user.
+    Busy,
+    /// Nobody else is there to hear it (or texts go peer to peer there).
+    NoRecipient,
 }
 
 #[derive(Debug, Clone)]
@@ -183,6 +302,8 @@ pub struct HubConfig {
     pub connect_id_ttl: Duration,
     pub max_relays: usize,
     pub max_pending_requests: usize,
+    /// Which calls go through the media relay.
+    pub call_relay: RelayMode,
 }
 
 impl Default for HubConfig {
@@ -191,6 +312,7 @@ impl Default for HubConfig {
             connect_id_ttl: Duration::from_secs(60),
             max_relays: 1_000,
             max_pending_requests: 16,
+            call_relay: RelayMode::default(),
         }
     }
 }
@@ -222,17 +344,33 @@ impl Listeners {
 /// Names that password-less logins may not take (registered accounts).
 pub type ReservedNames = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// Keeps a private text from a guest (a session without an account) for an
+/// offline registered user: (from, to, text) -> whether it was taken.
+pub type Mailbox = Arc<dyn Fn(&str, &str, &str) -> bool + Send + Sync>;
+
+/// Who hears whom come and go: babel sessions listen; every session a babel
+/// client can call is listed.
+#[derive(Default)]
+struct Presence {
+    listeners: Listeners,
+    callable: Listeners,
+}
+
 pub struct Hub {
     users: RwLock<Users>,
-    /// Global-chat listeners, in no particular order.
+    /// The public room: chatos sessions, and rooms sessions in no private
+    /// room, in no particular order.
     global: RwLock<Listeners>,
-    /// Presence listeners (babel sessions), in no particular order.
-    presence: RwLock<Listeners>,
-    /// Call offers awaiting an answer: (caller, callee) -> expiry.
-    calls: Mutex<HashMap<(String, String), Instant>>,
+    presence: RwLock<Presence>,
+    /// The private rooms and invitations.
+    rooms: Mutex<rooms::RoomSet>,
     private: Mutex<Private>,
+    /// Every call, ringing or answered.
+    calls: Mutex<calls::Calls>,
     next_session: AtomicU64,
     reserved: RwLock<Option<ReservedNames>>,
+    mailbox: RwLock<Option<Mailbox>>,
+    relay: RwLock<Option<Arc<dyn MediaRelay>>>,
     cfg: HubConfig,
     /// Checked under `users` at every login (a leaf lock).
     bans: Bans,
@@ -271,11 +409,14 @@ impl Hub {
         Hub {
             users: RwLock::new(Users::default()),
             global: RwLock::new(Listeners::default()),
-            presence: RwLock::new(Listeners::default()),
-            calls: Mutex::new(HashMap::new()),
+            presence: RwLock::new(Presence::default()),
+            rooms: Mutex::new(rooms::RoomSet::default()),
+            calls: Mutex::new(calls::Calls::default()),
             private: Mutex::new(Private::default()),
             next_session: AtomicU64::new(1),
             reserved: RwLock::new(None),
+            mailbox: RwLock::new(None),
+            relay: RwLock::new(None),
             cfg,
             bans: Bans::default(),
             metrics: Arc::new(Metrics::new()),
@@ -355,12 +496,10 @@ impl Hub {
         has_password: bool,
     ) -> Result<Arc<Session>, LoginError> {
         let entry = Entry {
-            dialect,
-            ip,
-            peer,
             global_chat,
             presence: false,
             has_password,
+            ..Entry::new(dialect, ip, peer)
         };
         self.login_with(name, entry, |_| {})
     }
@@ -370,12 +509,12 @@ impl Hub {
     /// two racing logins for one name cannot both win.
     ///
     /// `welcome` runs under that lock, before anyone else can see the new
-    /// session, with the names of the presence listeners already online (for
-    /// a presence session; empty otherwise). Whatever it queues on the new
-    /// session's connection therefore goes out before any event another user
-    /// causes. It must only queue bytes, and must not call the hub (its lock
-    /// is held). Then, for a presence session, every
-    /// other presence listener hears `Presence { online: true }`.
+    /// session, with the names of the sessions a presence listener can call
+    /// (for a presence session; empty otherwise). Whatever it queues on the
+    /// new session's connection therefore goes out before any event another
+    /// user causes. It must only queue bytes, and must not call the hub (its
+    /// lock is held). Then, when the new session can be called from babel,
+    /// every presence listener hears `Presence { online: true }`.
     pub fn login_with(
         &self,
         name: &str,
@@ -419,7 +558,10 @@ impl Hub {
             peer: entry.peer,
             global_chat: entry.global_chat,
             presence: entry.presence,
+            server_ip: entry.server_ip,
+            endpoint: entry.endpoint,
         });
+        let callable = self.callable_from_babel(&session);
         let others: Vec<Arc<Session>> = {
             let mut users = self.users.write();
             // Under `users`: a ban added before an operator's kick sweep is
@@ -430,12 +572,20 @@ impl Hub {
             if skeletons.iter().any(|k| users.by_skeleton.contains_key(k)) {
                 return Err(LoginError::Taken);
             }
-            let others = if session.presence {
-                self.presence.read().sessions.clone()
-            } else {
-                Vec::new()
+            let (names, others) = {
+                let p = self.presence.read();
+                let names: Vec<String> = if session.presence {
+                    p.callable.sessions.iter().map(|s| s.name.clone()).collect()
+                } else {
+                    Vec::new()
+                };
+                let others = if callable {
+                    p.listeners.sessions.clone()
+                } else {
+                    Vec::new()
+                };
+                (names, others)
             };
-            let names: Vec<String> = others.iter().map(|s| s.name.clone()).collect();
             welcome(&names);
             users.by_name.insert(name.to_owned(), session.clone());
             for k in skeletons {
@@ -444,8 +594,14 @@ impl Hub {
             if session.global_chat {
                 self.global.write().insert(session.clone());
             }
-            if session.presence {
-                self.presence.write().insert(session.clone());
+            if session.presence || callable {
+                let mut p = self.presence.write();
+                if session.presence {
+                    p.listeners.insert(session.clone());
+                }
+                if callable {
+                    p.callable.insert(session.clone());
+                }
             }
             others
         };
@@ -456,8 +612,18 @@ impl Hub {
         Ok(session)
     }
 
+    /// Whether babel clients list (and can call) `s`.
+    fn callable_from_babel(&self, s: &Session) -> bool {
+        match s.dialect {
+            Dialect::Babel => true,
+            d => d.reach().calls && self.cfg.call_relay != RelayMode::Off,
+        }
+    }
+
     /// Forget a session. Safe to call more than once.
-    pub fn logout(&self, session: &Session) {
+    pub fn logout(&self, session: &Arc<Session>) {
+        let mut closed = Vec::new();
+        let callable = self.callable_from_babel(session);
         {
             let mut users = self.users.write();
             match users.get(&session.name) {
@@ -471,27 +637,32 @@ impl Hub {
                 }
                 _ => return,
             }
-            if session.global_chat {
-                self.global.write().remove(session.id);
+            {
+                let mut global = self.global.write();
+                global.remove(session.id);
+                if session.reach().rooms {
+                    self.rooms_forget(&mut global, session, &mut closed);
+                }
             }
-            if session.presence {
-                self.presence.write().remove(session.id);
+            if session.presence || callable {
+                let mut p = self.presence.write();
+                p.listeners.remove(session.id);
+                p.callable.remove(session.id);
             }
         }
-        if session.presence {
+        if callable {
             let ev = Event::Presence {
                 name: &session.name,
                 online: false,
             };
-            let list = self.presence.read();
-            for s in &list.sessions {
+            let p = self.presence.read();
+            for s in &p.listeners.sessions {
                 s.peer.deliver(&ev);
             }
         }
+        self.rooms_closed(closed);
         self.private.lock().forget_user(&session.name);
-        self.calls
-            .lock()
-            .retain(|(a, b), _| *a != session.name && *b != session.name);
+        self.end_calls_of(session);
     }
 
     pub fn online(&self, name: &str) -> Option<Arc<Session>> {
@@ -528,7 +699,17 @@ impl Hub {
         Ok(list.sessions.len())
     }
 
-    /// A private message to one online user.
+    /// Install where guests' private texts to offline registered users go
+    /// (the accounts service's store).
+    pub fn set_mailbox(&self, mailbox: Mailbox) {
+        *self.mailbox.write() = Some(mailbox);
+    }
+
+    /// A private text to one user, whatever its dialect, if that dialect
+    /// takes private texts (chatos, accounts). A guest's text to a
+    /// registered user who is offline goes to the mailbox (stored for its
+    /// next login). Texts between two accounts users never come here: they
+    /// go through the accounts service (friends, history).
     pub fn private_message(
         &self,
         from: &Session,
@@ -539,12 +720,25 @@ impl Hub {
         if claimed != from.name {
             return Err(Refusal::Forged);
         }
-        let target = self.online(to).ok_or(Refusal::Offline)?;
-        target.peer.deliver(&Event::PrivateMessage {
-            from: &from.name,
-            to,
-            text,
-        });
+        match self.online(to) {
+            Some(target) if target.reach().private_text => {
+                if !target.peer.deliver(&Event::PrivateMessage {
+                    from: &from.name,
+                    to,
+                    text,
+                }) {
+                    return Err(Refusal::Limit);
+                }
+            }
+            Some(_) => return Err(Refusal::Offline),
+            None => {
+                let mailbox = self.mailbox.read().clone();
+                let guest = from.dialect != Dialect::Accounts;
+                if !(guest && mailbox.is_some_and(|m| m(&from.name, to, text))) {
+                    return Err(Refusal::Offline);
+                }
+            }
+        }
         self.metrics.message(from.dialect);
         self.metrics.delivered(1);
         Ok(())
@@ -694,68 +888,16 @@ impl Hub {
         Ok(outcome)
     }
 
-    /// A peer-to-peer call offer to an online user of the caller's own
-    /// dialect (only it can take the call). `host` empty means the address
-    /// the caller is connected from.
-    pub fn offer_call(
-        &self,
-        now: Instant,
-        from: &Session,
-        to: &str,
-        host: &str,
-        port: u16,
-    ) -> Result<(), Refusal> {
-        if to == from.name {
-            return Err(Refusal::SelfTarget);
-        }
-        let callee = self
-            .online(to)
-            .filter(|s| s.dialect == from.dialect)
-            .ok_or(Refusal::Offline)?;
-        {
-            let mut calls = self.calls.lock();
-            calls.retain(|_, exp| *exp > now);
-            if !calls.contains_key(&(from.name.clone(), to.to_owned()))
-                && calls.keys().filter(|(c, _)| *c == from.name).count()
-                    >= self.cfg.max_pending_requests
-            {
-                return Err(Refusal::Limit);
-            }
-            calls.insert((from.name.clone(), to.to_owned()), now + CALL_OFFER_TTL);
-        }
-        let seen = from.ip.to_string();
-        let host = if host.is_empty() { seen.as_str() } else { host };
-        self.metrics.call(from.dialect);
-        callee.peer.deliver(&Event::CallOffer {
-            from: &from.name,
-            host,
-            port,
-        });
-        Ok(())
-    }
-
-    /// The callee refuses `caller`'s offer; the caller is told. Only a live
-    /// offer counts.
-    pub fn refuse_call(&self, now: Instant, from: &Session, caller: &str) -> Result<(), Refusal> {
-        match self
-            .calls
-            .lock()
-            .remove(&(caller.to_owned(), from.name.clone()))
-        {
-            Some(exp) if exp > now => {}
-            _ => return Err(Refusal::NotPending),
-        }
-        let c = self.online(caller).ok_or(Refusal::Offline)?;
-        c.peer.deliver(&Event::CallRefused { by: &from.name });
-        Ok(())
-    }
-
-    /// Drop expired requests, ids and call offers. Called by a housekeeping thread.
+    /// Drop expired requests, ids, invitations and ringing calls. Called
+    /// by a housekeeping thread.
     pub fn sweep(&self, now: Instant) {
         self.private.lock().sweep(now);
-        self.calls.lock().retain(|_, exp| *exp > now);
+        self.rooms_sweep(now);
+        self.expire_calls(now);
     }
 }
 
+#[cfg(test)]
+mod core_tests;
 #[cfg(test)]
 mod tests;

@@ -272,3 +272,110 @@ impl Private {
             .retain(|_, t| t.expires > now || t.waiting.is_some());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::time::Duration;
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    const TTL: Duration = Duration::from_secs(10);
+
+    fn pair(a: &str, b: &str) -> [String; 2] {
+        [a.to_owned(), b.to_owned()]
+    }
+
+    #[test]
+    fn requests_count_per_requester_and_live_until_their_expiry() {
+        let mut p = Private::default();
+        let t0 = Instant::now();
+        p.add_request(t0, "a", "b", t0 + TTL, 2).unwrap();
+        p.add_request(t0, "a", "c", t0 + TTL, 2).unwrap();
+        assert_eq!(
+            p.add_request(t0, "a", "d", t0 + TTL, 2),
+            Err(Refusal::Limit)
+        );
+        // Someone else's requests do not count against a.
+        p.add_request(t0, "x", "b", t0 + TTL, 2).unwrap();
+        // At their expiry a's requests stop counting, and cannot be taken.
+        p.add_request(t0 + TTL, "a", "d", t0 + 2 * TTL, 2).unwrap();
+        assert!(!p.take_request(t0 + TTL, "a", "b"));
+        assert!(p.take_request(t0 + TTL - Duration::from_millis(1), "x", "b"));
+    }
+
+    #[test]
+    fn the_sweep_drops_what_expired_and_keeps_the_rest() {
+        let mut p = Private::default();
+        let t0 = Instant::now();
+        p.add_request(t0, "a", "b", t0 + TTL, 16).unwrap();
+        p.add_request(t0, "c", "d", t0 + 2 * TTL, 16).unwrap();
+        p.issue_id("a", "b", [IP, IP], t0 + TTL);
+        let waiting = p.issue_id("c", "d", [IP, IP], t0 + 2 * TTL);
+        p.ended.insert(1, (pair("a", "b"), t0 + TTL));
+        p.ended.insert(2, (pair("c", "d"), t0 + 2 * TTL));
+        // Exactly at the first expiry, the first of each is gone.
+        p.sweep(t0 + TTL);
+        assert_eq!(
+            (p.requests.len(), p.tickets.len(), p.ended.len()),
+            (1, 1, 1)
+        );
+        // A first end waiting on its ticket watches its own deadline: the
+        // sweep leaves that ticket alone even after it expired.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = Arc::new(std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap());
+        assert!(matches!(
+            p.join(t0, waiting, IP, s, 10),
+            RelayJoin::First { .. }
+        ));
+        p.sweep(t0 + 3 * TTL);
+        assert_eq!(
+            (p.requests.len(), p.tickets.len(), p.ended.len()),
+            (0, 1, 0)
+        );
+    }
+
+    #[test]
+    fn a_relay_ends_with_its_second_direction_and_ended_ones_are_bounded() {
+        let mut p = Private::default();
+        let until = Instant::now() + TTL;
+        for id in 0..=ENDED_KEPT as i64 {
+            p.relays.insert(
+                id,
+                Relay {
+                    users: pair("a", "b"),
+                    ends: Vec::new(),
+                    halves_done: 0,
+                },
+            );
+            p.half_done(id, until);
+            assert_eq!(p.relay_count(), 1, "one direction still pumps");
+            p.half_done(id, until);
+            assert_eq!(p.relay_count(), 0);
+        }
+        assert_eq!(p.ended.len(), ENDED_KEPT);
+        assert!(p.close(ENDED_KEPT as i64 - 1, "a", "b").is_ok());
+        assert_eq!(
+            p.close(ENDED_KEPT as i64, "b", "a").unwrap_err(),
+            Refusal::NotPending,
+            "past the bound, not remembered"
+        );
+    }
+
+    #[test]
+    fn only_the_two_users_of_a_pair_match_it() {
+        let users = pair("a", "b");
+        assert!(pair_matches(&users, "a", "b"));
+        assert!(pair_matches(&users, "b", "a"));
+        for (x, y) in [
+            ("a", "c"),
+            ("c", "b"),
+            ("b", "c"),
+            ("c", "a"),
+            ("a", "a"),
+            ("b", "b"),
+        ] {
+            assert!(!pair_matches(&users, x, y), "{x}, {y}");
+        }
+    }
+}

@@ -4,24 +4,34 @@ use super::*;
 use std::net::{Ipv4Addr, TcpListener};
 use std::thread;
 
+/// A peer that records every event it is given (shared with core_tests).
 #[derive(Default)]
-struct Recorder {
+pub(super) struct Recorder {
     seen: Mutex<Vec<String>>,
 }
 
 impl Peer for Recorder {
-    fn deliver(&self, event: &Event<'_>) {
+    fn deliver(&self, event: &Event<'_>) -> bool {
         self.seen.lock().push(format!("{event:?}"));
+        true
     }
 }
 
 impl Recorder {
-    fn take(&self) -> Vec<String> {
+    pub(super) fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.seen.lock())
     }
 }
 
 const IP: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A babel caller's end: it listens on host:port.
+fn babel(host: &str, port: u16) -> Media {
+    Media::BabelListen {
+        host: host.into(),
+        port,
+    }
+}
 
 fn hub() -> Hub {
     Hub::new(HubConfig::default())
@@ -220,6 +230,7 @@ fn requests_expire_and_are_bounded() {
         connect_id_ttl: Duration::from_secs(5),
         max_relays: 10,
         max_pending_requests: 2,
+        ..HubConfig::default()
     });
     let now = Instant::now();
     let (a, _) = join(&h, "alice");
@@ -396,14 +407,7 @@ fn listeners_stay_consistent_through_logins_and_logouts() {
 fn join_presence(hub: &Hub, name: &str) -> (Arc<Session>, Arc<Recorder>, Vec<String>) {
     let r = Arc::new(Recorder::default());
     let mut seen = Vec::new();
-    let entry = Entry {
-        dialect: Dialect::Babel,
-        ip: IP,
-        peer: r.clone(),
-        global_chat: false,
-        presence: true,
-        has_password: false,
-    };
+    let entry = Entry::new(Dialect::Babel, IP, r.clone());
     let s = hub
         .login_with(name, entry, |others| seen = others.to_vec())
         .unwrap();
@@ -429,7 +433,7 @@ fn presence_sessions_see_each_other_come_and_go() {
 }
 
 #[test]
-fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
+fn call_offers_need_a_callee_that_takes_calls_and_refusals_need_an_offer() {
     let h = hub();
     let now = Instant::now();
     let (a, ra, _) = join_presence(&h, "alice");
@@ -437,33 +441,33 @@ fn call_offers_go_to_the_same_dialect_and_refusals_need_an_offer() {
     let (_c, _) = join(&h, "chatter");
     ra.take();
     assert_eq!(
-        h.offer_call(now, &a, "chatter", "", 1).unwrap_err(),
+        h.offer_call(now, &a, "chatter", babel("", 1)).unwrap_err(),
         Refusal::Offline
     );
     assert_eq!(
-        h.offer_call(now, &a, "alice", "", 1).unwrap_err(),
+        h.offer_call(now, &a, "alice", babel("", 1)).unwrap_err(),
         Refusal::SelfTarget
     );
     assert_eq!(
-        h.refuse_call(now, &b, "alice").unwrap_err(),
+        h.answer_call(now, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
-    h.offer_call(now, &a, "bob", "", 9).unwrap();
+    h.offer_call(now, &a, "bob", babel("", 9)).unwrap();
     assert_eq!(
         rb.take(),
         vec![r#"CallOffer { from: "alice", host: "127.0.0.1", port: 9 }"#]
     );
-    h.refuse_call(now, &b, "alice").unwrap();
+    h.answer_call(now, &b, "alice", None).unwrap();
     assert_eq!(ra.take(), vec![r#"CallRefused { by: "bob" }"#]);
     assert_eq!(
-        h.refuse_call(now, &b, "alice").unwrap_err(),
+        h.answer_call(now, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
     // Offers expire.
-    h.offer_call(now, &a, "bob", "h", 9).unwrap();
+    h.offer_call(now, &a, "bob", babel("h", 9)).unwrap();
     let later = now + CALL_OFFER_TTL + Duration::from_secs(1);
     assert_eq!(
-        h.refuse_call(later, &b, "alice").unwrap_err(),
+        h.answer_call(later, &b, "alice", None).unwrap_err(),
         Refusal::NotPending
     );
 }
@@ -564,4 +568,286 @@ fn an_ended_relay_is_remembered_for_the_connect_id_lifetime_from_its_end() {
         Refusal::NotPending
     );
     assert!(h.close_private(&b, ids[1], "bob", "alice").is_ok());
+}
+
+/// A peer that keeps the first thing it was given: its login answer, which
+/// its `welcome` queues, or an event.
+#[derive(Default)]
+struct Greeted {
+    first: Mutex<Option<String>>,
+}
+
+impl Peer for Greeted {
+    fn deliver(&self, event: &Event<'_>) -> bool {
+        self.record(|| format!("{event:?}"));
+        true
+    }
+}
+
+impl Greeted {
+    fn record(&self, what: impl FnOnce() -> String) {
+        self.first.lock().get_or_insert_with(what);
+    }
+
+    /// What a front-end's `welcome` does: build the answer (which takes a
+    /// moment: long enough for another thread to run), then queue it.
+    fn welcome(&self) {
+        thread::yield_now();
+        self.record(|| "WELCOME".into());
+    }
+
+    fn first(&self) -> Option<String> {
+        self.first.lock().clone()
+    }
+}
+
+/// Runs `work` on its own thread, over and over, until finished or dropped.
+struct Background {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    rounds: Arc<AtomicU64>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(mut work: impl FnMut() + Send + 'static) -> Background {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rounds = Arc::new(AtomicU64::new(0));
+        let (s, r) = (stop.clone(), rounds.clone());
+        let thread = thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                work();
+                r.fetch_add(1, Ordering::Release);
+            }
+        });
+        Background {
+            stop,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    /// Rounds of work done so far.
+    fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Acquire)
+    }
+
+    fn finish(mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const LOGINS: usize = 1_000;
+
+/// `LOGINS` sessions log in (and stay) while `bg` runs; each must get its
+/// welcome first, and most must hear something from `bg` too, or the test
+/// proved nothing.
+fn logins_race(h: &Hub, bg: Background, entry: impl Fn(Arc<Greeted>) -> Entry) {
+    // Wait for the other thread to get going.
+    let until = Instant::now() + Duration::from_secs(10);
+    while bg.rounds() == 0 {
+        assert!(Instant::now() < until, "the other thread never ran");
+        thread::yield_now();
+    }
+    let before = bg.rounds();
+    let peers: Vec<Arc<Greeted>> = (0..LOGINS)
+        .map(|i| {
+            let peer = Arc::new(Greeted::default());
+            h.login_with(&format!("n{i}"), entry(peer.clone()), |_| peer.welcome())
+                .unwrap();
+            peer
+        })
+        .collect();
+    let during = bg.rounds() - before;
+    bg.finish();
+    for (i, p) in peers.iter().enumerate() {
+        assert_eq!(p.first().as_deref(), Some("WELCOME"), "login {i}");
+    }
+    eprintln!("{during} rounds during the logins");
+    assert!(
+        during >= 10,
+        "the other thread barely overlapped the logins ({during} rounds)"
+    );
+}
+
+#[test]
+fn no_broadcast_overtakes_the_login_answer() {
+    let h = Arc::new(hub());
+    let (flooder, _) = join(&h, "flooder");
+    let bg = {
+        let h = h.clone();
+        Background::start(move || {
+            h.broadcast(&flooder, "flooder", "flood").unwrap();
+        })
+    };
+    logins_race(&h, bg, |peer| Entry::new(Dialect::Chatos, IP, peer));
+}
+
+#[test]
+fn no_presence_event_overtakes_the_contact_list() {
+    let h = Arc::new(hub());
+    // Another babel user comes and goes all the time.
+    let bg = {
+        let h = h.clone();
+        Background::start(move || {
+            let (s, _, _) = join_presence(&h, "churn");
+            h.logout(&s);
+        })
+    };
+    logins_race(&h, bg, |peer| Entry::new(Dialect::Babel, IP, peer));
+}
+
+#[test]
+fn log_labels_name_the_dialect() {
+    let names = [
+        Dialect::Chatos,
+        Dialect::Babel,
+        Dialect::Accounts,
+        Dialect::Rooms,
+    ]
+    .map(Dialect::name);
+    assert_eq!(names, ["chatos", "babel", "accounts", "rooms"]);
+    let h = hub();
+    let (a, _) = join(&h, "alice");
+    assert_eq!(format!("{a:?}"), format!("alice#{}(chatos)", a.id));
+}
+
+#[test]
+fn a_stale_logout_leaves_the_new_session_alone() {
+    let h = hub();
+    let (old, _) = join(&h, "alice");
+    assert_eq!(h.online_count(), 1);
+    h.logout(&old);
+    assert_eq!(h.online_count(), 0);
+    let (new, rn) = join(&h, "alice");
+    // The old connection's thread logs out again, late.
+    h.logout(&old);
+    assert_eq!(h.online("alice").map(|s| s.id), Some(new.id));
+    assert_eq!(h.online_count(), 1);
+    assert_eq!(h.broadcast(&new, "alice", "still here").unwrap(), 1);
+    assert_eq!(rn.take().len(), 1);
+}
+
+#[test]
+fn logout_forgets_that_users_offers_and_requests_only() {
+    let h = hub();
+    let now = Instant::now();
+    let (alice, _, _) = join_presence(&h, "alice");
+    let (bob, _, _) = join_presence(&h, "bob");
+    let (carol, rc, _) = join_presence(&h, "carol");
+    let (dave, _, _) = join_presence(&h, "dave");
+    let (erin, _, _) = join_presence(&h, "erin");
+    h.offer_call(now, &alice, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &erin, "alice", babel("", 1)).unwrap();
+    h.offer_call(now, &carol, "dave", babel("", 1)).unwrap();
+    h.request_private(now, &alice, "alice", "bob").unwrap();
+    h.request_private(now, &erin, "erin", "alice").unwrap();
+    h.request_private(now, &carol, "carol", "dave").unwrap();
+    h.logout(&alice);
+    let (alice, _, _) = join_presence(&h, "alice");
+    // Whatever involved alice, either way round, is gone...
+    assert_eq!(
+        h.answer_call(now, &bob, "alice", None).unwrap_err(),
+        Refusal::NotPending
+    );
+    assert_eq!(
+        h.answer_call(now, &alice, "erin", None).unwrap_err(),
+        Refusal::NotPending
+    );
+    assert_eq!(
+        h.answer_private(now, &bob, "alice", "bob", false)
+            .unwrap_err(),
+        Refusal::NotPending
+    );
+    assert_eq!(
+        h.answer_private(now, &alice, "erin", "alice", false)
+            .unwrap_err(),
+        Refusal::NotPending
+    );
+    // ...and what did not is still there.
+    rc.take();
+    h.answer_call(now, &dave, "carol", None).unwrap();
+    assert_eq!(rc.take(), vec![r#"CallRefused { by: "dave" }"#]);
+    assert_eq!(
+        h.answer_private(now, &dave, "carol", "dave", false),
+        Ok(None)
+    );
+}
+
+#[test]
+fn call_offers_are_bounded_per_caller_and_live_until_their_expiry() {
+    let h = Hub::new(HubConfig {
+        max_pending_requests: 2,
+        ..HubConfig::default()
+    });
+    let now = Instant::now();
+    let (alice, _, _) = join_presence(&h, "alice");
+    let (bob, _, _) = join_presence(&h, "bob");
+    let (carol, _, _) = join_presence(&h, "carol");
+    let (_dave, _, _) = join_presence(&h, "dave");
+    let (erin, _, _) = join_presence(&h, "erin");
+    h.offer_call(now, &alice, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &alice, "carol", babel("", 1)).unwrap();
+    assert_eq!(
+        h.offer_call(now, &alice, "dave", babel("", 1)).unwrap_err(),
+        Refusal::Limit
+    );
+    // Ringing again is not a new offer; other callers have their own count.
+    h.offer_call(now, &alice, "bob", babel("", 2)).unwrap();
+    h.offer_call(now, &erin, "bob", babel("", 1)).unwrap();
+    h.offer_call(now, &erin, "carol", babel("", 1)).unwrap();
+    // An offer is live while its expiry is still ahead.
+    let expiry = now + CALL_OFFER_TTL;
+    let just_before = expiry - Duration::from_millis(1);
+    h.answer_call(just_before, &carol, "erin", None).unwrap();
+    assert_eq!(
+        h.answer_call(expiry, &bob, "erin", None).unwrap_err(),
+        Refusal::NotPending
+    );
+    // At their expiry, alice's offers stop counting against her.
+    h.offer_call(expiry, &alice, "dave", babel("", 1)).unwrap();
+    h.offer_call(expiry, &alice, "erin", babel("", 1)).unwrap();
+    // The sweep forgets expired offers, and only those.
+    h.sweep(expiry);
+    assert_eq!(h.calls.lock().len(), 2, "alice's two new offers");
+    h.sweep(expiry + CALL_OFFER_TTL);
+    assert!(h.calls.lock().is_empty());
+}
+
+#[test]
+fn the_sweep_frees_room_for_new_connect_ids() {
+    let h = Hub::new(HubConfig {
+        max_relays: 1,
+        connect_id_ttl: Duration::from_secs(5),
+        ..HubConfig::default()
+    });
+    let (a, _) = join(&h, "alice");
+    let (b, _) = join(&h, "bob");
+    let now = Instant::now();
+    for _ in 0..TICKETS_PER_RELAY {
+        issued(&h, &a, &b);
+    }
+    let later = now + Duration::from_secs(6);
+    h.request_private(later, &a, "alice", "bob").unwrap();
+    assert_eq!(
+        h.answer_private(later, &b, "alice", "bob", true)
+            .unwrap_err(),
+        Refusal::Limit,
+        "expired but not yet swept"
+    );
+    h.sweep(later);
+    h.request_private(later, &a, "alice", "bob").unwrap();
+    assert!(h
+        .answer_private(later, &b, "alice", "bob", true)
+        .unwrap()
+        .is_some());
 }

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use crossbeam_channel::bounded;
-use rusqlite::{params, OptionalExtension};
 
-use super::{now_secs, Db, Store, StoreError};
+use super::sql::{same, Sql, Value};
+use super::{now_secs, Db, Store, StoreError, Target};
 use crate::hub::bans::Ban;
 
 impl Store {
@@ -41,30 +41,78 @@ impl Store {
     pub fn queue_len(&self) -> usize {
         self.tx.len()
     }
+
+    /// The operator's online backup into the new file `dest`: its size.
+    /// SQLite only; a PostgreSQL store is backed up with PostgreSQL's own
+    /// tools (docs/operations.md), and says so.
+    pub fn backup(&self, dest: &std::path::Path) -> Result<u64, String> {
+        match self.target() {
+            Target::Sqlite(path) => super::backup(path, dest),
+            Target::Postgres(t) => Err(format!(
+                "the store is PostgreSQL ({}): back it up with pg_dump or the \
+                 server's own backups, not through chinwagd",
+                t.shown()
+            )),
+        }
+    }
 }
+
+const ADD_BAN: Sql = same(
+    "INSERT INTO bans(kind, value, reason, created) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT DO NOTHING",
+);
+const REMOVE_BAN: Sql = same("DELETE FROM bans WHERE kind = ?1 AND value = ?2");
+const BANS: Sql = same("SELECT kind, value, reason FROM bans ORDER BY kind, value");
+/// Deleting an account: everything that refers to it first.
+const DELETE_ACCOUNT: [(&str, Sql); 6] = [
+    (
+        "delete guest mail",
+        same("DELETE FROM guest_mail WHERE recipient = ?1"),
+    ),
+    (
+        "delete messages",
+        same("DELETE FROM messages WHERE sender = ?1 OR recipient = ?1"),
+    ),
+    (
+        "delete notices",
+        same(
+            "DELETE FROM notices WHERE user_id = ?1
+             OR pseudo = (SELECT pseudo FROM accounts WHERE id = ?1)",
+        ),
+    ),
+    (
+        "delete requests",
+        same("DELETE FROM friend_requests WHERE requester = ?1 OR target = ?1"),
+    ),
+    (
+        "delete friendships",
+        same("DELETE FROM friendships WHERE a = ?1 OR b = ?1"),
+    ),
+    ("delete account", same("DELETE FROM accounts WHERE id = ?1")),
+];
+const SET_PASSWORD: Sql = same("UPDATE accounts SET hash = ?1 WHERE pseudo = ?2");
+const EMAIL_OF: Sql = same("SELECT email FROM accounts WHERE pseudo = ?1");
 
 impl Db<'_> {
     /// Record a ban; false if it was already there.
     pub fn add_ban(&self, ban: &Ban, reason: &str) -> bool {
         let (kind, value) = ban.columns();
-        self.logged(
-            "add ban",
-            self.tx.execute(
-                "INSERT OR IGNORE INTO bans(kind, value, reason, created) VALUES (?1, ?2, ?3, ?4)",
-                params![kind, value, reason, now_secs()],
-            ),
-        )
-        .is_some_and(|n| n > 0)
+        let params = [
+            kind.into(),
+            value.as_str().into(),
+            reason.into(),
+            now_secs().into(),
+        ];
+        self.exec("add ban", &ADD_BAN, &params)
+            .is_some_and(|n| n > 0)
     }
 
     pub fn remove_ban(&self, ban: &Ban) -> bool {
         let (kind, value) = ban.columns();
-        self.logged(
+        self.exec(
             "remove ban",
-            self.tx.execute(
-                "DELETE FROM bans WHERE kind = ?1 AND value = ?2",
-                params![kind, value],
-            ),
+            &REMOVE_BAN,
+            &[kind.into(), value.as_str().into()],
         )
         .is_some_and(|n| n > 0)
     }
@@ -72,27 +120,11 @@ impl Db<'_> {
     /// Every stored ban with its reason.
     pub fn bans(&self) -> Vec<(Ban, String)> {
         let mut out = Vec::new();
-        if let Some(mut st) = self.logged(
-            "bans",
-            self.tx
-                .prepare("SELECT kind, value, reason FROM bans ORDER BY kind, value"),
-        ) {
-            if let Some(rows) = self.logged(
-                "bans",
-                st.query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
-                }),
-            ) {
-                for (kind, value, reason) in rows.filter_map(Result::ok) {
-                    match Ban::from_columns(&kind, &value) {
-                        Some(b) => out.push((b, reason)),
-                        None => log::warn!("store: ignoring unreadable ban {kind} {value:?}"),
-                    }
-                }
+        for r in self.rows("bans", &BANS, &[]) {
+            let (kind, value) = (r.text(0), r.text(1));
+            match Ban::from_columns(&kind, &value) {
+                Some(b) => out.push((b, r.text(2))),
+                None => log::warn!("store: ignoring unreadable ban {kind} {value:?}"),
             }
         }
         out
@@ -104,100 +136,21 @@ impl Db<'_> {
         let Some(id) = self.account_id(pseudo) else {
             return false;
         };
-        let id = id as i64;
-        let steps: [(&str, &str); 5] = [
-            (
-                "delete messages",
-                "DELETE FROM messages WHERE sender = ?1 OR recipient = ?1",
-            ),
-            (
-                "delete notices",
-                "DELETE FROM notices WHERE user_id = ?1 OR pseudo = (SELECT pseudo FROM accounts WHERE id = ?1)",
-            ),
-            (
-                "delete requests",
-                "DELETE FROM friend_requests WHERE requester = ?1 OR target = ?1",
-            ),
-            (
-                "delete friendships",
-                "DELETE FROM friendships WHERE a = ?1 OR b = ?1",
-            ),
-            ("delete account", "DELETE FROM accounts WHERE id = ?1"),
-        ];
-        steps
+        let id = Value::Int(id as i64);
+        DELETE_ACCOUNT
             .iter()
-            .all(|(what, sql)| self.logged(what, self.tx.execute(sql, [id])).is_some())
+            .all(|(what, sql)| self.exec(what, sql, &[id]).is_some())
     }
 
     /// Replace the password hash of `pseudo`; false if there is no such account.
     pub fn set_password_hash(&self, pseudo: &str, hash: &str) -> bool {
-        self.logged(
-            "set password",
-            self.tx.execute(
-                "UPDATE accounts SET hash = ?1 WHERE pseudo = ?2",
-                params![hash, pseudo],
-            ),
-        )
-        .is_some_and(|n| n > 0)
+        self.exec("set password", &SET_PASSWORD, &[hash.into(), pseudo.into()])
+            .is_some_and(|n| n > 0)
     }
 
     /// The email of `pseudo` (for the operator's listing).
     pub fn email_of(&self, pseudo: &str) -> Option<String> {
-        self.logged(
-            "email of",
-            self.tx
-                .query_row(
-                    "SELECT email FROM accounts WHERE pseudo = ?1",
-                    [pseudo],
-                    |r| r.get(0),
-                )
-                .optional(),
-        )
-        .flatten()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    #[test]
-    fn bans_and_account_deletion() {
-        let (s, t) = Store::open(Path::new(":memory:")).unwrap();
-        let ((), ok) = s
-            .call_committed(|db| {
-                let a = db.create_account("a@x.org", "alice", "h").unwrap();
-                let b = db.create_account("b@x.org", "bob", "h").unwrap();
-                db.befriend(a, b);
-                db.insert_message(a, b, "hi", false).unwrap();
-                db.insert_message(b, a, "hello", true).unwrap();
-                db.add_request(b, a, false);
-                db.add_notice(b, 130, "alice");
-                assert!(db.add_ban(&Ban::Name("eve".into()), "spam"));
-                assert!(!db.add_ban(&Ban::Name("eve".into()), "again"));
-                assert!(db.add_ban(&Ban::Ip("10.0.0.1".parse().unwrap()), ""));
-            })
-            .unwrap();
-        assert!(ok);
-        s.call(|db| {
-            assert_eq!(db.bans().len(), 2);
-            assert!(db.remove_ban(&Ban::Name("eve".into())));
-            assert!(!db.remove_ban(&Ban::Name("eve".into())));
-            assert!(db.set_password_hash("bob", "h2"));
-            assert!(!db.set_password_hash("nobody", "h2"));
-            assert!(db.delete_account("alice"));
-            assert!(!db.delete_account("alice"));
-            let bob = db.account_id("bob").unwrap();
-            assert!(db.friends(bob, 10).is_empty());
-            assert!(db.history(bob, 1, 0, 10).is_empty());
-            assert!(db.take_notices(bob).is_empty());
-            assert_eq!(db.account_by_email("b@x.org").unwrap().hash, "h2");
-        })
-        .unwrap();
-        assert!(s.ping(Duration::from_secs(5)));
-        s.stop();
-        t.join();
+        self.row("email of", &EMAIL_OF, &[pseudo.into()])
+            .map(|r| r.text(0))
     }
 }

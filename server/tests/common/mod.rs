@@ -83,25 +83,147 @@ impl<T: Decode + Debug> Wire<T> {
     /// The server closes the connection: EOF (or reset) within the wait,
     /// with no complete message before it.
     pub fn expect_closed(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        let mut buf = [0u8; 256];
-        loop {
-            if let Ok(Some(m)) = self.dec.next_message() {
+        let dec = &mut self.dec;
+        wait_closed(&mut self.s, "the connection", |bytes| {
+            dec.push(bytes);
+            if let Ok(Some(m)) = dec.next_message() {
                 panic!("expected the connection to close, got {m:?}");
             }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not close the connection"
-            );
-            self.s
-                .set_read_timeout(Some(Duration::from_millis(100)))
-                .unwrap();
-            match self.s.read(&mut buf) {
-                Ok(0) => return,
-                Ok(n) => self.dec.push(&buf[..n]),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(_) => return,
+        });
+    }
+}
+
+/// Read until the peer closes `s` (EOF or reset), handing whatever arrives
+/// meanwhile to `on_bytes`. A read timeout means "not closed yet": the wait
+/// goes on, and the test fails once `WAIT` has passed.
+pub fn wait_closed(s: &mut TcpStream, what: &str, mut on_bytes: impl FnMut(&[u8])) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "{what} is still open after {WAIT:?}");
+        s.set_read_timeout(Some(left)).unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => on_bytes(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return
             }
+            Err(e) => panic!("{what}: read failed: {e}"),
         }
     }
+}
+
+/// The peer closes `s` within the wait without sending a single byte.
+pub fn expect_eof(s: &mut TcpStream, what: &str) {
+    wait_closed(s, what, |bytes| {
+        panic!("expected {what} to close, got bytes {bytes:?}")
+    });
+}
+
+/// A chinwagd process started by a test. Its listeners bind port 0; the
+/// addresses it got are read from its log line
+/// `listening: chatos ADDR, babel ADDR, accounts ADDR`, so no port is ever
+/// guessed free and then rebound.
+pub struct Chinwagd {
+    pub child: std::process::Child,
+    pub chatos: std::net::SocketAddr,
+    pub babel: std::net::SocketAddr,
+    pub accounts: std::net::SocketAddr,
+}
+
+impl Chinwagd {
+    /// Start `cmd` (the chinwagd binary with its arguments, every port 0)
+    /// and wait for its listeners. Its stderr is read to the end by a thread
+    /// of its own, so logging never blocks it.
+    pub fn spawn(cmd: &mut std::process::Command) -> Chinwagd {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chinwagd starts");
+        let err = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, addrs)) = line.split_once("listening: ") {
+                    let _ = tx.send(addrs.to_owned());
+                }
+            }
+        });
+        let addrs = match rx.recv_timeout(WAIT) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("chinwagd did not say where it listens within {WAIT:?}");
+            }
+        };
+        let find = |name: &str| -> std::net::SocketAddr {
+            addrs
+                .split(", ")
+                .find_map(|part| part.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} address in {addrs:?}"))
+        };
+        Chinwagd {
+            chatos: find("chatos "),
+            babel: find("babel "),
+            accounts: find("accounts "),
+            child,
+        }
+    }
+}
+
+/// Wait until `started` moves off zero: a background load is running.
+pub fn wait_started(started: &std::sync::atomic::AtomicUsize, what: &str) {
+    let deadline = Instant::now() + WAIT;
+    while started.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        assert!(Instant::now() < deadline, "{what} never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Log `clients` clients in from four threads while some load runs.
+/// `login(i)` logs client i in, checks its first frames, and says whether
+/// it then heard the load: more than half must have, or the load did not
+/// really overlap the logins and the test proved nothing.
+pub fn logins_under_load(clients: usize, login: impl Fn(usize) -> bool + Send + Sync + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const THREADS: usize = 4;
+    let login = std::sync::Arc::new(login);
+    let heard = std::sync::Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (login, heard) = (login.clone(), heard.clone());
+            std::thread::spawn(move || {
+                for i in (t..clients).step_by(THREADS) {
+                    if login(i) {
+                        heard.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let heard = heard.load(Ordering::Relaxed);
+    assert!(
+        heard > clients / 2,
+        "only {heard} of {clients} clients heard the load after logging in"
+    );
 }

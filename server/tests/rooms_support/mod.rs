@@ -1,6 +1,7 @@
-//! Shared by the rooms end-to-end tests (rooms_seed.rs, rooms_abuse.rs): a
-//! raw seed-003 client over UDP on loopback, checking every byte through
-//! the proto codec, and a seeded lossy proxy. Every wait is bounded.
+//! Shared by the rooms end-to-end tests (rooms.rs, rooms_seed.rs,
+//! rooms_abuse.rs): a raw seed-003 client over UDP on loopback, checking
+//! every byte through the proto codec, and a seeded lossy proxy. Every wait
+//! is bounded.
 #![allow(dead_code)]
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -16,7 +17,7 @@ use chinwagd::{Config, Server};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 /// Processes with time limits, shared with the library's tests.
-#[path = "../../../tests/common/mod.rs"]
+#[path = "../../../tests/common/tools.rs"]
 mod process;
 
 /// Set in a test process re-run inside a network namespace of its own.
@@ -71,6 +72,7 @@ pub fn in_own_netns(name: &str) -> bool {
 }
 
 pub fn server_with(f: impl FnOnce(&mut Config)) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
     let mut cfg = Config::ephemeral();
     f(&mut cfg);
     Server::start(cfg).expect("server starts")
@@ -81,6 +83,8 @@ pub struct Client {
     pub server: SocketAddr,
     pub id: u8,
     pub seq: u16,
+    /// Requests `ask` sent again for want of an answer.
+    pub resends: usize,
 }
 
 impl Client {
@@ -92,6 +96,7 @@ impl Client {
             server,
             id: 0,
             seq: 0,
+            resends: 0,
         }
     }
 
@@ -105,6 +110,15 @@ impl Client {
         let mut c = Client::new(server);
         c.login(name);
         c.ask(Body::Connexion { name: None });
+        c
+    }
+
+    /// Registered only: its id never sent back, so the server has not
+    /// seen this address receive (docs/protocols/rooms.md caps what it
+    /// sends there).
+    pub fn unconfirmed(server: SocketAddr, name: &str) -> Client {
+        let mut c = Client::new(server);
+        c.login(name);
         c
     }
 
@@ -128,6 +142,10 @@ impl Client {
         self.s.send_to(b, self.server).unwrap();
     }
 
+    pub fn send(&self, m: &Message) {
+        self.send_raw(&m.to_bytes());
+    }
+
     pub fn next_seq(&mut self) -> u16 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -142,17 +160,24 @@ impl Client {
             seq,
             body,
         };
-        self.ask_bytes(seq, &m.to_bytes())
+        let (answer, resent) = self.answer(seq, &m.to_bytes());
+        self.resends += resent;
+        answer
     }
 
     /// `bytes` as a request with NUM_SEQ `seq`; its answer.
     pub fn ask_bytes(&self, seq: u16, bytes: &[u8]) -> Body {
-        for _ in 0..50 {
+        self.answer(seq, bytes).0
+    }
+
+    /// The answer to `bytes`, and how many times they were sent again.
+    fn answer(&self, seq: u16, bytes: &[u8]) -> (Body, usize) {
+        for attempt in 0..50 {
             self.send_raw(bytes);
             let deadline = Instant::now() + Duration::from_millis(100);
             while let Some(got) = self.recv_until(deadline) {
                 if got.user == wire::SERVER && got.seq == seq && wire::is_answer(got.body.kind()) {
-                    return got.body;
+                    return (got.body, attempt);
                 }
                 self.ack(&got);
             }
@@ -207,9 +232,37 @@ impl Client {
         panic!("no {what} within {WAIT:?}");
     }
 
+    /// The next message the server starts, whatever it is, acknowledged.
+    pub fn incoming(&self) -> Message {
+        self.expect("message", |_| true)
+    }
+
     pub fn silence(&self, wait: Duration) -> Option<Message> {
         self.recv_until(Instant::now() + wait)
     }
+}
+
+/// Receive texts on a thread of their own until `n` distinct ones came (or
+/// `within` passed), as a receiver under loss does: acknowledge every copy
+/// and keep each server NUM_SEQ once. Joins to the texts, in NUM_SEQ order,
+/// and the copies seen again (the server's retransmissions).
+pub fn collect_texts(x: Client, n: usize, within: Duration) -> JoinHandle<(Vec<String>, usize)> {
+    std::thread::spawn(move || {
+        let mut seen = std::collections::BTreeMap::new();
+        let mut copies = 0;
+        let deadline = Instant::now() + within;
+        while seen.len() < n && Instant::now() < deadline {
+            if let Some(m) = x.recv_until(Instant::now() + Duration::from_millis(200)) {
+                x.ack(&m);
+                if let Body::Text { chat } = m.body {
+                    if seen.insert(m.seq, chat).is_some() {
+                        copies += 1;
+                    }
+                }
+            }
+        }
+        (seen.into_values().collect(), copies)
+    })
 }
 
 /// Counters of a [`LossyProxy`].
@@ -221,11 +274,17 @@ pub struct ProxyCounts {
     pub down_passed: AtomicU64,
 }
 
+/// The directions of a [`LossyProxy`]'s flows, as its seeds use them.
+const UP: u64 = 0;
+const DOWN: u64 = 1;
+
 /// A UDP forwarder between clients and the server on 127.0.0.1 that drops
-/// `loss_pct` % of the datagrams in each direction, each direction with its
-/// own seeded generator (so the drops of one direction do not depend on
-/// the traffic of the other). Each client gets its own upstream socket, so
-/// the server sees one address per client. Stops when dropped.
+/// `loss_pct` % of the datagrams in each direction. Each client gets its
+/// own upstream socket, so the server sees one address per client, and
+/// each direction of each client its own generator, seeded from `seed` and
+/// the client's rank (order of first datagram): a flow's n-th datagram
+/// meets the same fate in every run, whatever the threads' timing. Stops
+/// when dropped.
 pub struct LossyProxy {
     front: Arc<UdpSocket>,
     stop: Arc<AtomicBool>,
@@ -235,52 +294,53 @@ pub struct LossyProxy {
 
 impl LossyProxy {
     pub fn start(server: SocketAddr, loss_pct: u32, seed: u64) -> LossyProxy {
+        use rand::rngs::StdRng;
         use rand::{Rng, SeedableRng};
         use std::collections::HashMap;
-        use std::sync::Mutex;
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
         front
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let counts = Arc::new(ProxyCounts::default());
-        let up_rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let down_rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(!seed)));
+        let rng_for = move |rank: u64, dir: u64| {
+            StdRng::seed_from_u64(seed ^ (rank << 8 | dir).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        };
+        // Whether the next datagram of a flow passes; counted either way.
+        let passes = move |rng: &mut StdRng, dropped: &AtomicU64, passed: &AtomicU64| {
+            let lost = rng.gen_range(0..100) < loss_pct;
+            (if lost { dropped } else { passed }).fetch_add(1, Ordering::Relaxed);
+            !lost
+        };
         let (f2, s2, c2) = (front.clone(), stop.clone(), counts.clone());
         let main = std::thread::spawn(move || {
-            let mut up_rng = up_rng;
-            let mut ups: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
+            let mut ups: HashMap<SocketAddr, (Arc<UdpSocket>, StdRng)> = HashMap::new();
             let mut backs = Vec::new();
             let mut buf = [0u8; 8192];
             while !s2.load(Ordering::Acquire) {
                 let Ok((n, client)) = f2.recv_from(&mut buf) else {
                     continue;
                 };
-                let up = ups.entry(client).or_insert_with(|| {
+                let rank = ups.len() as u64;
+                let (up, up_rng) = ups.entry(client).or_insert_with(|| {
                     let u = Arc::new(UdpSocket::bind("127.0.0.1:0").unwrap());
                     u.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-                    let (u2, f3, s3) = (u.clone(), f2.clone(), s2.clone());
-                    let (r3, c3) = (down_rng.clone(), c2.clone());
+                    let (u2, f3, s3, c3) = (u.clone(), f2.clone(), s2.clone(), c2.clone());
+                    let mut down_rng = rng_for(rank, DOWN);
                     backs.push(std::thread::spawn(move || {
                         let mut b = [0u8; 8192];
                         while !s3.load(Ordering::Acquire) {
                             let Ok((m, _)) = u2.recv_from(&mut b) else {
                                 continue;
                             };
-                            if r3.lock().unwrap().gen_range(0..100) < loss_pct {
-                                c3.down_dropped.fetch_add(1, Ordering::Relaxed);
-                            } else {
-                                c3.down_passed.fetch_add(1, Ordering::Relaxed);
+                            if passes(&mut down_rng, &c3.down_dropped, &c3.down_passed) {
                                 let _ = f3.send_to(&b[..m], client);
                             }
                         }
                     }));
-                    u
+                    (u, rng_for(rank, UP))
                 });
-                if up_rng.gen_range(0..100) < loss_pct {
-                    c2.up_dropped.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    c2.up_passed.fetch_add(1, Ordering::Relaxed);
+                if passes(up_rng, &c2.up_dropped, &c2.up_passed) {
                     let _ = up.send_to(&buf[..n], server);
                 }
             }

@@ -113,9 +113,15 @@ fn handle(
                     password,
                 } => accounts.register(Instant::now(), ip, email, pseudo, password, out),
                 Frame::Login { email, password } => {
-                    if let Some(m) =
-                        accounts.login(Instant::now(), &email, &password, ip, out, features)
-                    {
+                    if let Some(m) = accounts.login(
+                        Instant::now(),
+                        &email,
+                        &password,
+                        ip,
+                        out,
+                        features,
+                        conn.stream.local_addr().ok().map(|a| a.ip()),
+                    ) {
                         let _ = conn.stream.set_read_timeout(None);
                         *state = State::Member(m);
                     }

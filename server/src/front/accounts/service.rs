@@ -1,9 +1,10 @@
 //! Accounts policy: registration, password login, friends, stored messages,
-//! history and call signalling. Online names come from the shared hub; rows
-//! live in the store. Replies that depend on a row are sent from the store
-//! thread after the row's commit, in the order the requests arrived.
+//! history, guests' mail, and the accounts side of calls (the call model
+//! itself is the hub's). Online names come from the shared hub; rows live in
+//! the store. Replies that depend on a row are sent from the store thread
+//! after the row's commit, in the order the requests arrived.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::limits::{Attempt, Counters, LoginLimits, Outcome, Verdict, LOGIN_RULES};
 use super::password;
-use crate::hub::{self, names, Dialect, Event, Hub, LoginError, Peer, Session};
+use crate::hub::{self, names, Dialect, Event, Hub, LoginError, Media, Peer, Session};
 use crate::metrics::{DropReason, LoginOutcome};
 use crate::net::Outbound;
 use crate::store::{After, CreateError, Store};
@@ -173,43 +174,67 @@ impl Member {
 
     /// 151 as this connection asked for it: with the stored time or without.
     fn message(&self, pseudo: String, text: String, stamp: u64) -> Frame {
-        if self.stamps() {
-            Frame::StampedMessage {
-                pseudo,
-                text,
-                stamp,
-            }
-        } else {
-            Frame::Message { pseudo, text }
-        }
+        message_frame(self.features, pseudo, text, stamp)
     }
 }
 
-/// What the hub can tell an accounts session. Accounts users take no part in
-/// chatos chat, so there is nothing to translate yet; an operator can still
-/// close the connection.
+/// Undelivered guest texts kept per account (docs/bridging.md); past this
+/// a guest's text to an offline account is dropped and counted.
+pub const GUEST_MAIL_PER_ACCOUNT: usize = 100;
+
+/// What the hub tells an accounts session: guests' private texts (151) and
+/// the calls of the hub's call model (143, 141, 142, 147). Texts between
+/// accounts do not come this way: the service sends them after their commit.
 struct AccountsPeer {
     out: Arc<Outbound>,
+    /// With STAMPS, 151 carries the time (here: of delivery).
+    features: u32,
 }
 
 impl Peer for AccountsPeer {
-    fn deliver(&self, _event: &Event<'_>) {}
+    fn deliver(&self, event: &Event<'_>) -> bool {
+        let frame = match *event {
+            Event::PrivateMessage { from, text, .. } => message_frame(
+                self.features,
+                from.into(),
+                text.into(),
+                crate::store::now_secs().max(0) as u64,
+            ),
+            Event::CallOffer { from, host, port } => Frame::IncomingCall {
+                pseudo: from.into(),
+                addr: host.into(),
+                port,
+            },
+            Event::CallAnswered { by, host, port } => Frame::CallAccepted {
+                pseudo: by.into(),
+                addr: host.into(),
+                port,
+            },
+            Event::CallRefused { by } => Frame::CallFailed { pseudo: by.into() },
+            Event::CallEnded { by } => Frame::HungUp { pseudo: by.into() },
+            // No public room, presence, rooms or chatos connections here.
+            _ => return true,
+        };
+        self.out.enqueue(|b| frame.encode(b))
+    }
 
     fn disconnect(&self) {
         self.out.disconnect();
     }
 }
 
-#[derive(Default)]
-struct Calls {
-    /// (caller, callee) while ringing.
-    ringing: HashSet<(u64, u64)>,
-    /// Pairs in a call, stored with the smaller id first.
-    active: HashSet<(u64, u64)>,
-}
-
-fn pair(a: u64, b: u64) -> (u64, u64) {
-    (a.min(b), a.max(b))
+/// 151 as a connection with `features` asked for it: with the stored time
+/// or without.
+fn message_frame(features: u32, pseudo: String, text: String, stamp: u64) -> Frame {
+    if features & wire::feature::STAMPS != 0 {
+        Frame::StampedMessage {
+            pseudo,
+            text,
+            stamp,
+        }
+    } else {
+        Frame::Message { pseudo, text }
+    }
 }
 
 #[derive(Default)]
@@ -227,7 +252,6 @@ pub struct Accounts {
     /// insert, so two look-alikes racing cannot both be registered.
     registered: Arc<RwLock<HashMap<String, String>>>,
     members: RwLock<Members>,
-    calls: Mutex<Calls>,
     hashers: Hashers,
     /// Registrations per address.
     registrations: Mutex<Counters>,
@@ -287,19 +311,61 @@ impl Accounts {
                 DUMMY.get_or_init(|| h).clone()
             }
         };
-        Arc::new(Accounts {
+        let accounts = Arc::new(Accounts {
             hub,
             store,
             registered,
             members: RwLock::new(Members::default()),
-            calls: Mutex::new(Calls::default()),
             hashers,
             registrations: Mutex::new(Counters::new(REGISTRATION_WINDOW, MAX_TRACKED)),
             logins: Mutex::new(LoginLimits::new(LOGIN_RULES)),
             login_turn: Condvar::new(),
             dummy_hash,
             registrations_per_minute,
-        })
+        });
+        let weak = Arc::downgrade(&accounts);
+        accounts
+            .hub
+            .set_mailbox(Arc::new(move |from: &str, to: &str, text: &str| {
+                weak.upgrade().is_some_and(|a| a.guest_mail(from, to, text))
+            }));
+        accounts
+    }
+
+    /// A guest's private text for `to`, not online: kept for its next login
+    /// when `to` is a registered account with room for it (docs/bridging.md).
+    /// Returns whether it was taken (the store may still fail it).
+    fn guest_mail(self: &Arc<Self>, from: &str, to: &str, text: &str) -> bool {
+        let registered = {
+            let r = self.registered.read();
+            names::skeletons(to)
+                .iter()
+                .any(|k| r.get(k).is_some_and(|p| p == to))
+        };
+        if !registered {
+            return false;
+        }
+        let this = self.clone();
+        let (from, to, text) = (from.to_owned(), to.to_owned(), text.to_owned());
+        let queued = self.store.submit(move |db| {
+            let target = db.account_id(&to)?;
+            // Logged in meanwhile: its offline items are already flushed.
+            if let Some(m) = this.live(target) {
+                return Some(Box::new(move |_| {
+                    m.send(&m.message(from, text, crate::store::now_secs().max(0) as u64));
+                }));
+            }
+            let sent = crate::store::now_secs();
+            if !db.add_guest_mail(target, &from, &text, sent, GUEST_MAIL_PER_ACCOUNT) {
+                let metrics = this.hub.metrics().clone();
+                return Some(Box::new(move |_| {
+                    metrics.dropped(DropReason::GuestMailFull);
+                    log::debug!("accounts: a guest's text for {to} dropped (mailbox full)");
+                }));
+            }
+            None
+        });
+        queued.is_ok()
     }
 
     fn member(&self, id: u64) -> Option<Arc<Member>> {
@@ -474,6 +540,9 @@ impl Accounts {
 
     /// 110: check the password (unknown emails cost the same), join the hub
     /// under the account's pseudo, then flush what waited while offline.
+    /// `server_ip`: where the connection reached the server (the relay's
+    /// address for this member's calls).
+    #[allow(clippy::too_many_arguments)]
     pub fn login(
         self: &Arc<Self>,
         now: Instant,
@@ -482,6 +551,7 @@ impl Accounts {
         ip: IpAddr,
         out: &Arc<Outbound>,
         features: u32,
+        server_ip: Option<IpAddr>,
     ) -> Option<Arc<Member>> {
         let fail = |why: &str| refuse_login(ip, out, why);
         let mut attempt = match self.begin_login(now, ip, email) {
@@ -519,7 +589,7 @@ impl Accounts {
         };
         attempt.outcome = Outcome::Success;
         drop(attempt);
-        self.admit(account, ip, out, features)
+        self.admit(account, ip, out, features, server_ip)
     }
 
     /// Fuzzing only: log in to the account of `email` without a password
@@ -533,7 +603,7 @@ impl Accounts {
     ) -> Option<Arc<Member>> {
         let e = email.to_owned();
         let account = self.store.call(move |db| db.account_by_email(&e)).ok()??;
-        self.admit(account, ip, out, 0)
+        self.admit(account, ip, out, 0, None)
     }
 
     /// The password was right: join the hub under the account's pseudo,
@@ -544,16 +614,18 @@ impl Accounts {
         ip: IpAddr,
         out: &Arc<Outbound>,
         features: u32,
+        server_ip: Option<IpAddr>,
     ) -> Option<Arc<Member>> {
         let fail = |why: &str| refuse_login(ip, out, why);
-        let session = match self.hub.login(
-            &account.pseudo,
-            Dialect::Accounts,
-            ip,
-            Arc::new(AccountsPeer { out: out.clone() }),
-            false,
-            true,
-        ) {
+        let peer = Arc::new(AccountsPeer {
+            out: out.clone(),
+            features,
+        });
+        let entry = hub::Entry {
+            server_ip,
+            ..hub::Entry::new(Dialect::Accounts, ip, peer)
+        };
+        let session = match self.hub.login_with(&account.pseudo, entry, |_| {}) {
             Ok(s) => s,
             Err(LoginError::Taken) => return fail("already online"),
             Err(e) => return fail(&format!("{e:?}")),
@@ -593,6 +665,7 @@ impl Accounts {
             let requests = db.take_unnotified_requests(m.id);
             let notices = db.take_notices(m.id);
             let messages = db.take_undelivered(m.id);
+            let guests = db.take_guest_mail(m.id);
             // From here on, new items for this member are delivered live.
             m.flushed.store(true, Ordering::Release);
             Some(Box::new(move |committed| {
@@ -610,7 +683,7 @@ impl Accounts {
                     };
                     m.send(&f);
                 }
-                for u in messages {
+                for u in messages.into_iter().chain(guests) {
                     m.send(&m.message(u.from, u.text, u.sent));
                 }
             }))
@@ -659,7 +732,9 @@ impl Accounts {
         }
     }
 
-    /// The member's connection ended.
+    /// The member's connection ended. The hub ends its calls: the other
+    /// side hears 147 (a call in progress, or one it was offered by this
+    /// member) or 142 (a call it was ringing this member with).
     pub fn logout(&self, m: &Member) {
         {
             let mut ms = self.members.write();
@@ -667,40 +742,6 @@ impl Accounts {
             ms.by_name.remove(&m.pseudo);
         }
         self.hub.logout(&m.session);
-        // Everyone in a call with m, or ringing with m, hears that it is over:
-        // 147 for a call in progress or a ringing call m placed, 142 for a
-        // ringing call m was being offered.
-        let mut told: Vec<(u64, Frame)> = Vec::new();
-        {
-            let mut calls = self.calls.lock();
-            let hung_up = || Frame::HungUp {
-                pseudo: m.pseudo.clone(),
-            };
-            for &(caller, callee) in calls.ringing.iter() {
-                if caller == m.id {
-                    told.push((callee, hung_up()));
-                } else if callee == m.id {
-                    told.push((
-                        caller,
-                        Frame::CallFailed {
-                            pseudo: m.pseudo.clone(),
-                        },
-                    ));
-                }
-            }
-            for &(a, b) in calls.active.iter() {
-                if a == m.id || b == m.id {
-                    told.push((if a == m.id { b } else { a }, hung_up()));
-                }
-            }
-            calls.ringing.retain(|(a, b)| *a != m.id && *b != m.id);
-            calls.active.retain(|(a, b)| *a != m.id && *b != m.id);
-        }
-        for (other, frame) in told {
-            if let Some(o) = self.member(other) {
-                o.send(&frame);
-            }
-        }
     }
 
     /// Deliver now if `id` is online and flushed; else false. Store thread only.
@@ -818,10 +859,21 @@ impl Accounts {
         let me = me.clone();
         let this = self.clone();
         self.member_job(&me.clone(), Frame::MessageFailed, move |db| {
-            let target = db.account_id(&pseudo).filter(|t| db.are_friends(me.id, *t));
-            let Some(target) = target else {
-                return Some(Box::new(move |_| me.send(&Frame::MessageFailed)));
+            let Some(target) = db.account_id(&pseudo) else {
+                // No account by that name: a guest online in another
+                // dialect, or nobody (no offline delivery to a guest).
+                let hub = this.hub.clone();
+                return Some(Box::new(move |_| {
+                    let sent = hub.private_message(&me.session, &me.pseudo, &pseudo, &text);
+                    me.send(&match sent {
+                        Ok(()) => Frame::MessageStored,
+                        Err(_) => Frame::MessageFailed,
+                    })
+                }));
             };
+            if !db.are_friends(me.id, target) {
+                return Some(Box::new(move |_| me.send(&Frame::MessageFailed)));
+            }
             let live = this.live(target);
             let sent = crate::store::now_secs();
             let stored = db.insert_message_at(me.id, target, &text, live.is_some(), sent);
@@ -909,46 +961,32 @@ impl Accounts {
         });
     }
 
-    fn fill(addr: String, ip: IpAddr) -> String {
-        if addr.is_empty() {
-            ip.to_string()
-        } else {
-            addr
-        }
-    }
-
-    /// 140: ring a friend who is online; 142 otherwise.
+    /// 140: ring a friend, or a user of another dialect who takes calls
+    /// (docs/bridging.md), through the hub's call model; 142 otherwise.
     pub fn call(self: &Arc<Self>, me: &Arc<Member>, pseudo: String, addr: String, port: u16) {
         let me = me.clone();
-        let this = self.clone();
-        let addr = Self::fill(addr, me.ip);
+        let hub = self.hub.clone();
         self.member_job(
             &me.clone(),
             Frame::CallFailed {
                 pseudo: pseudo.clone(),
             },
             move |db| {
-                let callee = db
-                    .account_id(&pseudo)
-                    .filter(|t| *t != me.id && db.are_friends(me.id, *t));
+                // An account must be a friend; a name with no account may be
+                // a guest the hub can ring (a babel user).
+                let allowed = match db.account_id(&pseudo) {
+                    Some(t) => t != me.id && db.are_friends(me.id, t),
+                    None => true,
+                };
                 Some(Box::new(move |_| {
-                    let Some(callee) = callee.and_then(|c| this.member(c)) else {
-                        return me.send(&Frame::CallFailed { pseudo });
-                    };
-                    {
-                        let mut calls = this.calls.lock();
-                        if calls.active.contains(&pair(me.id, callee.id)) {
-                            drop(calls);
-                            return me.send(&Frame::CallFailed { pseudo });
-                        }
-                        calls.ringing.insert((me.id, callee.id));
+                    let media = Media::Udp { addr, port };
+                    let rung = allowed
+                        && hub
+                            .offer_call(Instant::now(), &me.session, &pseudo, media)
+                            .is_ok();
+                    if !rung {
+                        me.send(&Frame::CallFailed { pseudo });
                     }
-                    this.hub.metrics().call(Dialect::Accounts);
-                    callee.send(&Frame::IncomingCall {
-                        pseudo: me.pseudo.clone(),
-                        addr,
-                        port,
-                    });
                 }))
             },
         );
@@ -956,47 +994,21 @@ impl Accounts {
 
     /// 144 / 145: answer a call that is really ringing.
     pub fn answer_call(&self, me: &Arc<Member>, pseudo: &str, accept: Option<(String, u16)>) {
-        let Some(caller) = self.members.read().by_name.get(pseudo).cloned() else {
-            return;
-        };
+        let media = accept.map(|(addr, port)| Media::Udp { addr, port });
+        if let Err(why) = self
+            .hub
+            .answer_call(Instant::now(), &me.session, pseudo, media)
         {
-            let mut calls = self.calls.lock();
-            if !calls.ringing.remove(&(caller.id, me.id)) {
-                return;
-            }
-            if accept.is_some() {
-                calls.active.insert(pair(caller.id, me.id));
-            }
-        }
-        match accept {
-            Some((addr, port)) => caller.send(&Frame::CallAccepted {
-                pseudo: me.pseudo.clone(),
-                addr: Self::fill(addr, me.ip),
-                port,
-            }),
-            None => caller.send(&Frame::CallFailed {
-                pseudo: me.pseudo.clone(),
-            }),
+            log::debug!(
+                "accounts: {}'s answer to {pseudo} ignored: {why:?}",
+                me.pseudo
+            );
         }
     }
 
-    /// 146: end a call (or cancel a ringing one); the other side gets 147.
+    /// 146: end a call (or cancel a ringing one); the other side hears it.
     pub fn hangup(&self, me: &Arc<Member>, pseudo: &str) {
-        let Some(other) = self.members.read().by_name.get(pseudo).cloned() else {
-            return;
-        };
-        let existed = {
-            let mut calls = self.calls.lock();
-            let a = calls.active.remove(&pair(me.id, other.id));
-            let b = calls.ringing.remove(&(me.id, other.id));
-            let c = calls.ringing.remove(&(other.id, me.id));
-            a || b || c
-        };
-        if existed {
-            other.send(&Frame::HungUp {
-                pseudo: me.pseudo.clone(),
-            });
-        }
+        self.hub.hang_up(&me.session, pseudo);
     }
 }
 
@@ -1117,9 +1129,9 @@ impl Accounts {
         self.hashers.tx.as_ref().map_or(0, |t| t.len())
     }
 
-    /// Calls answered and not yet hung up.
+    /// Calls answered and not yet hung up (every dialect's: the hub's).
     pub fn active_calls(&self) -> usize {
-        self.calls.lock().active.len()
+        self.hub.calls_answered()
     }
 }
 
@@ -1217,7 +1229,10 @@ mod tests {
                 "member",
                 Dialect::Accounts,
                 "127.0.0.1".parse().unwrap(),
-                Arc::new(AccountsPeer { out: out.clone() }),
+                Arc::new(AccountsPeer {
+                    out: out.clone(),
+                    features: 0,
+                }),
                 false,
                 true,
             )

@@ -1,17 +1,23 @@
 //! The rooms front-end (seed 003) over UDP: one socket, a receiving thread
 //! handing datagrams to a small worker pool through a bounded crossbeam
-//! channel, and a timer thread. This file only moves bytes and calls the
-//! hub; the policy (users, rooms, invitations, reliability, abuse bounds)
-//! is `state.rs`, which does no I/O, and it is never locked across a hub
-//! call or a send.
+//! channel, a timer thread, and a sending thread for what the hub delivers.
+//! It only translates: `state.rs` keeps the clients, the reliability machine,
+//! the return-routability gate and the per-address bounds (sans-IO); the
+//! rooms themselves (public, private, members, invitations, who hears a
+//! text) are the hub's. The state's lock is never held across a hub call or
+//! a send: a request that needs the hub comes out of the state as a `Job`,
+//! is carried out at the hub ([`perform`]) with no lock of ours, and its
+//! answer goes back in. Each registered client holds an admission of the
+//! server's connection registry, so it counts in `max_connections` and is
+//! stopped with every connection at shutdown.
 //!
-//! A panic while handling one datagram (or one tick, or a kick) is
-//! contained: the thread carries on, and the state, which the panic may
-//! have left half updated behind its non-poisoning lock, is repaired first
-//! (`Rooms::recover`: rebuilt from its users, the datagram's sender
-//! dropped). Should the repair itself fail, the server stops loudly
-//! (an error logged, the process aborted) rather than serve from a state
-//! it cannot trust.
+//! A panic while handling one datagram (or one tick, or a kick, or a hub
+//! event) is contained: the thread carries on, and the state, which the
+//! panic may have left half updated behind its non-poisoning lock, is
+//! repaired first (`Rooms::recover`: rebuilt from its users, the datagram's
+//! sender dropped). Should the repair itself fail, the server stops loudly
+//! (an error logged, the process aborted) rather than serve from a state it
+//! cannot trust.
 
 pub mod guard;
 pub mod state;
@@ -23,14 +29,17 @@ use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use chinwag_proto::rooms as wire;
-use crossbeam_channel::{bounded, Receiver};
+use chinwag_proto::rooms::{self as wire, Access, Body, Creation, Reason};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::hub::{Dialect, Entry, Event, Hub, LoginError, Peer, Session};
+use crate::hub::{
+    AccessRefusal, CreateRefusal, Dialect, Entry, Event, Hub, LoginError, Peer, Refusal, Session,
+};
 use crate::metrics::DropReason;
+use crate::net::{Admission, Registry};
 pub use state::Settings;
-use state::{Output, Rooms, Verdict};
+use state::{Cmd, Job, Output, Rooms, Verdict, Work};
 
 /// Datagrams waiting for a worker; beyond this they are dropped, as the
 /// network itself may drop them.
@@ -40,9 +49,14 @@ const INBOX: usize = 4096;
 const RECV_BUFFER: usize = 4 << 20;
 /// How often the timer thread runs retransmissions and expiries.
 const TICK: Duration = Duration::from_millis(20);
+/// Outputs of hub deliveries waiting for the sending thread; beyond this
+/// their first send is dropped (the reliability machine sends again).
+const OUTBOX: usize = 4096;
 
-/// Hub events mean nothing to a rooms client yet; only its name counts.
-/// An operator's kick forgets the client (its next keep-alive is answered
+/// A registered client, as the hub sees it: what the hub delivers (a text
+/// in its room, an invitation, its room closing) is sent reliably through
+/// the state; an operator's kick, or the server stopping (through the
+/// registry), forgets the client (its next keep-alive is answered
 /// "unknown", as after an idle expiry).
 struct RoomsPeer {
     ctx: Weak<Ctx>,
@@ -51,13 +65,30 @@ struct RoomsPeer {
 }
 
 impl Peer for RoomsPeer {
-    fn deliver(&self, _event: &Event<'_>) {}
+    /// Called from any thread, possibly under a hub lock: the state's lock
+    /// comes after every hub lock, and what it produces is handed to the
+    /// sending thread, never sent (or logged out) here.
+    fn deliver(&self, event: &Event<'_>) -> bool {
+        let Some(ctx) = self.ctx.upgrade() else {
+            return false;
+        };
+        let mut sent = false;
+        ctx.contained(Some(self.addr), "a hub event", Later, || {
+            let out = {
+                let mut st = ctx.state.lock();
+                sent = st.event(Instant::now(), self.id, self.addr, event);
+                st.take_output()
+            };
+            ctx.later(out);
+        });
+        sent
+    }
 
     fn disconnect(&self) {
         let Some(ctx) = self.ctx.upgrade() else {
             return;
         };
-        ctx.contained(Some(self.addr), "a kick", || {
+        ctx.contained(Some(self.addr), "a kick", Now, || {
             let out = {
                 let mut st = ctx.state.lock();
                 if st.kick(Instant::now(), self.id, self.addr) {
@@ -74,6 +105,132 @@ impl Peer for RoomsPeer {
     }
 }
 
+impl crate::net::Member for RoomsPeer {
+    fn shut(&self) {
+        self.disconnect();
+    }
+
+    fn ip(&self) -> Option<IpAddr> {
+        Some(self.addr.ip())
+    }
+}
+
+/// A client's hold on the server: its hub session, and its admission in
+/// the connection registry (released when the seat is dropped, after the
+/// session's logout).
+pub struct Seat {
+    pub session: Arc<Session>,
+    _admission: Option<Admission>,
+}
+
+/// Where a contained piece of work's output goes after a panic.
+#[derive(Clone, Copy)]
+enum Carry {
+    /// The calling thread holds no lock: carry it out here.
+    Now,
+    /// The calling thread may hold a hub lock: hand it to the sender.
+    Later,
+}
+use Carry::{Later, Now};
+
+/// Carry out a rooms request at the hub, as `session`: the answer to send
+/// (None for an invitation's answer, which is an answer itself).
+pub fn perform(hub: &Hub, session: &Arc<Session>, cmd: Cmd) -> Option<Body> {
+    let now = Instant::now();
+    let access =
+        |change, r: Result<(crate::hub::RoomMode, Vec<crate::hub::RoomPeer>), AccessRefusal>| {
+            match r {
+                Ok((mode, peers)) => {
+                    // The wire has 4 bytes for an address: IPv6 clients cannot be
+                    // listed (v4-mapped ones are IPv4 here).
+                    let peers = peers
+                        .into_iter()
+                        .filter_map(|p| match guard::canonical(p.addr.ip()) {
+                            IpAddr::V4(ip) => Some(wire::Peer {
+                                ip,
+                                port: p.addr.port(),
+                                name: p.name,
+                            }),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect();
+                    Body::access_answer(change, state::mode_of(mode), Access::Granted, peers)
+                }
+                Err(why) => {
+                    let status = match why {
+                        AccessRefusal::NoSuchRoom => Access::NoSuchRoom,
+                        AccessRefusal::Full => Access::Full,
+                    };
+                    let mode = wire::Mode::Centralised;
+                    Body::access_answer(change, mode, status, Vec::new())
+                }
+            }
+        };
+    Some(match cmd {
+        Cmd::Create { mode, name, max } => {
+            let mode = match mode {
+                wire::Mode::Centralised => crate::hub::RoomMode::Centralised,
+                wire::Mode::Decentralised => crate::hub::RoomMode::Decentralised,
+            };
+            let made = if wire::valid_room_name(&name) {
+                hub.room_create(session, mode, &name, max)
+            } else {
+                Err(CreateRefusal::BadName)
+            };
+            match made {
+                Ok(room) => Body::CreateAnswer {
+                    status: Creation::Created,
+                    room,
+                },
+                Err(why) => Body::CreateAnswer {
+                    status: match why {
+                        CreateRefusal::BadName => Creation::BadName,
+                        CreateRefusal::NameExists => Creation::NameExists,
+                        CreateRefusal::TooSmall => Creation::MaxTooSmall,
+                    },
+                    room: 0,
+                },
+            }
+        }
+        Cmd::ListRooms => Body::RoomList {
+            rooms: hub
+                .room_list()
+                .into_iter()
+                .map(|r| wire::RoomInfo {
+                    mode: state::mode_of(r.mode),
+                    name: r.name,
+                    clients: r.members.min(u8::MAX as usize) as u8,
+                })
+                .collect(),
+        },
+        Cmd::Join { name, change } => access(change, hub.room_join(session, &name)),
+        Cmd::ListClients { room } => Body::ClientList {
+            names: hub.room_members(&room).unwrap_or_default(),
+        },
+        Cmd::Invite { user } => {
+            hub.room_invite(now, session, &user);
+            Body::InviteAck
+        }
+        Cmd::Text { chat } => match hub.room_text(session, &chat) {
+            Ok(_) => Body::TextAck,
+            Err(why) => Body::Error {
+                refused: wire::kind::TEXTE,
+                reason: match why {
+                    Refusal::Limit => Reason::Limit,
+                    _ => Reason::NoRecipient,
+                },
+            },
+        },
+        Cmd::Leave => Body::LeaveAnswer {
+            ok: hub.room_leave(session),
+        },
+        Cmd::Answer { token, accept } => {
+            hub.room_answer(now, session, token, accept);
+            return None;
+        }
+    })
+}
+
 pub struct RoomsServer {
     addr: SocketAddr,
     ctx: Arc<Ctx>,
@@ -85,10 +242,13 @@ struct Ctx {
     /// This context, for the peers it hands the hub.
     me: Weak<Ctx>,
     hub: Arc<Hub>,
+    registry: Arc<Registry>,
     sock: UdpSocket,
     /// Bound to an IPv6 address: IPv4 peers are written as v4-mapped.
     v6: bool,
-    state: Mutex<Rooms<Arc<Session>>>,
+    state: Mutex<Rooms<Arc<Seat>>>,
+    /// What hub deliveries produced, for the sending thread.
+    outbox: Sender<Output<Arc<Seat>>>,
 }
 
 /// A UDP socket on `bind`; on "::" it also receives IPv4 (as v4-mapped
@@ -114,6 +274,7 @@ impl RoomsServer {
     /// (`rooms_workers`) and the timer.
     pub fn start(
         hub: Arc<Hub>,
+        registry: Arc<Registry>,
         bind: SocketAddr,
         settings: Settings,
         workers: usize,
@@ -122,16 +283,31 @@ impl RoomsServer {
         let addr = sock.local_addr()?;
         // Wake the receiver now and then so it notices a stop.
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let (outbox, later) = bounded::<Output<Arc<Seat>>>(OUTBOX);
         let ctx = Arc::new_cyclic(|me| Ctx {
             me: me.clone(),
             hub,
+            registry,
             sock,
             v6: addr.is_ipv6(),
             state: Mutex::new(Rooms::new(settings, rand::random())),
+            outbox,
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = bounded::<(SocketAddr, Vec<u8>)>(INBOX);
         let mut threads = Vec::new();
+        {
+            let (ctx, stop) = (ctx.clone(), stop.clone());
+            threads.push(thread::Builder::new().name("cw-rooms-tx".into()).spawn(
+                move || loop {
+                    match later.recv_timeout(Duration::from_millis(200)) {
+                        Ok(out) => ctx.carry_out(out),
+                        Err(_) if stop.load(Ordering::Acquire) => return,
+                        Err(_) => {}
+                    }
+                },
+            )?);
+        }
         {
             let (ctx, stop) = (ctx.clone(), stop.clone());
             threads.push(
@@ -163,7 +339,7 @@ impl RoomsServer {
             threads.push(thread::Builder::new().name(format!("cw-rooms-{i}")).spawn(
                 move || {
                     for (from, d) in rx.iter() {
-                        ctx.contained(Some(from), "a datagram", || ctx.datagram(from, &d));
+                        ctx.contained(Some(from), "a datagram", Now, || ctx.datagram(from, &d));
                     }
                 },
             )?);
@@ -174,7 +350,7 @@ impl RoomsServer {
                 move || {
                     while !stop.load(Ordering::Acquire) {
                         thread::sleep(TICK);
-                        ctx.contained(None, "a tick", || {
+                        ctx.contained(None, "a tick", Now, || {
                             let out = {
                                 let mut st = ctx.state.lock();
                                 st.tick(Instant::now());
@@ -199,16 +375,22 @@ impl RoomsServer {
         self.addr
     }
 
-    /// Stop the threads, then free every client's name.
+    /// Stop the threads, then free every client's name and admission
+    /// (the registry's `stop_all` has normally done it already).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        let sessions = self.ctx.state.lock().shutdown();
-        for s in sessions {
-            self.ctx.hub.logout(&s);
+        let seats = self.ctx.state.lock().shutdown();
+        for s in seats {
+            self.ctx.hub.logout(&s.session);
         }
+    }
+
+    /// Clients registered now.
+    pub fn online(&self) -> usize {
+        self.ctx.state.lock().online()
     }
 }
 
@@ -223,7 +405,13 @@ impl Ctx {
     /// contained: the state is repaired (`culprit`, the sender of the
     /// datagram at hand, dropped) and the thread goes on. A panic in the
     /// repair stops the server: nothing it would do next can be trusted.
-    fn contained(&self, culprit: Option<SocketAddr>, what: &str, work: impl FnOnce()) {
+    fn contained(
+        &self,
+        culprit: Option<SocketAddr>,
+        what: &str,
+        carry: Carry,
+        work: impl FnOnce(),
+    ) {
         let Err(p) = catch_unwind(AssertUnwindSafe(work)) else {
             return;
         };
@@ -242,7 +430,10 @@ impl Ctx {
             st.take_output()
         }));
         match repaired {
-            Ok(out) => self.carry_out(out),
+            Ok(out) => match carry {
+                Now => self.carry_out(out),
+                Later => self.later(out),
+            },
             Err(_) => {
                 log::error!("rooms: the state could not be repaired after a panic; stopping");
                 std::process::abort();
@@ -250,23 +441,36 @@ impl Ctx {
         }
     }
 
-    /// Send and log out what the state handed back; its lock is not held.
-    fn carry_out(&self, out: Output<Arc<Session>>) {
+    /// Hand what the state produced to the sending thread (the caller may
+    /// hold a hub lock). A full outbox drops the sends only: the
+    /// reliability machine sends them again; logouts are never dropped.
+    fn later(&self, out: Output<Arc<Seat>>) {
+        if out.datagrams.is_empty() && out.logouts.is_empty() {
+            return;
+        }
+        if let Err(e) = self.outbox.try_send(out) {
+            let mut out = e.into_inner();
+            out.datagrams.clear();
+            self.hub.metrics().dropped(DropReason::RoomsInboxFull);
+            if !out.logouts.is_empty() {
+                // Rare (a panic's repair): wait for room, never lose a name.
+                let _ = self.outbox.send_timeout(out, Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Send and log out what the state handed back; its lock is not held,
+    /// nor any hub lock.
+    fn carry_out(&self, out: Output<Arc<Seat>>) {
         let m = self.hub.metrics();
         for _ in 0..out.tally.registered {
             m.registered(Dialect::Rooms);
-        }
-        for _ in 0..out.tally.messages {
-            m.message(Dialect::Rooms);
-        }
-        if out.tally.delivered > 0 {
-            m.delivered(out.tally.delivered);
         }
         for _ in 0..out.tally.idle {
             m.dropped(DropReason::RoomsIdle);
         }
         for s in out.logouts {
-            self.hub.logout(&s);
+            self.hub.logout(&s.session);
         }
         for (to, bytes) in out.datagrams {
             let to = match (self.v6, to.ip()) {
@@ -287,35 +491,68 @@ impl Ctx {
             self.hub.metrics().dropped(DropReason::Banned);
             return;
         }
-        let (ticket, out) = {
+        let (work, out) = {
             let mut st = self.state.lock();
-            let t = st.datagram(Instant::now(), from, d);
-            (t, st.take_output())
+            let w = st.datagram(Instant::now(), from, d);
+            (w, st.take_output())
         };
         // Logouts first: a client registering again under its own name
         // must find that name free.
         self.carry_out(out);
-        let Some(ticket) = ticket else { return };
-        let entry = Entry {
-            dialect: Dialect::Rooms,
-            ip: guard::canonical(ticket.from.ip()),
-            peer: Arc::new(RoomsPeer {
-                ctx: self.me.clone(),
-                id: ticket.id(),
-                addr: ticket.from,
-            }),
-            global_chat: false,
-            presence: false,
-            has_password: false,
+        match work {
+            None => {}
+            Some(Work::Register(ticket)) => self.register(ticket),
+            Some(Work::Job(job)) => self.job(job),
+        }
+    }
+
+    /// A request for the hub's rooms: carried out with no lock of ours,
+    /// then answered.
+    fn job(&self, job: Job<Arc<Seat>>) {
+        let Some(body) = perform(&self.hub, &job.session.session, job.cmd.clone()) else {
+            return;
         };
+        let out = {
+            let mut st = self.state.lock();
+            st.answered(Instant::now(), job, body);
+            st.take_output()
+        };
+        // Through the sending thread too, after what the hub delivered for
+        // this request (a text's copies go out before its REPONSE_TEXTE, as
+        // a client that paces itself by the answers expects).
+        self.later(out);
+    }
+
+    /// A registration: a seat in the registry, then the name at the hub.
+    fn register(&self, ticket: state::Ticket) {
+        let peer = Arc::new(RoomsPeer {
+            ctx: self.me.clone(),
+            id: ticket.id(),
+            addr: ticket.from,
+        });
         let mut unwinding = None;
-        let verdict = match self.hub.login_with(&ticket.name, entry, |_| {}) {
-            Ok(session) => {
-                unwinding = Some(LogoutIfUnwinding(&self.hub, session.clone()));
-                Verdict::Welcome(session)
+        let verdict = match self.registry.admit_member(peer.clone()) {
+            None => {
+                self.hub.metrics().dropped(DropReason::ConnectionLimit);
+                Verdict::Full
             }
-            Err(LoginError::Invalid) => Verdict::Invalid,
-            Err(_) => Verdict::Taken,
+            Some(admission) => {
+                let entry = Entry {
+                    endpoint: Some(ticket.from),
+                    ..Entry::new(Dialect::Rooms, guard::canonical(ticket.from.ip()), peer)
+                };
+                match self.hub.login_with(&ticket.name, entry, |_| {}) {
+                    Ok(session) => {
+                        unwinding = Some(LogoutIfUnwinding(&self.hub, session.clone()));
+                        Verdict::Welcome(Arc::new(Seat {
+                            session,
+                            _admission: Some(admission),
+                        }))
+                    }
+                    Err(LoginError::Invalid) => Verdict::Invalid,
+                    Err(_) => Verdict::Taken,
+                }
+            }
         };
         let out = {
             let mut st = self.state.lock();

@@ -1,32 +1,30 @@
-//! The rooms policy (seed 003): users, rooms, invitations, who hears which
-//! text, and the abuse bounds, driven by datagrams and a clock passed in.
-//! It does no I/O and never calls the hub: a registration is a ticket the
-//! caller completes after asking the hub for the name, and sessions to log
-//! out are handed back, so the caller holds no lock of ours across a hub
-//! call. Every datagram leaves through one gate (return routability).
+//! The rooms front-end's state (seed 003): its clients (ID_USER, address,
+//! session), the reliability machine, the return-routability gate and the
+//! per-address bounds, driven by datagrams and a clock passed in. The rooms
+//! themselves (public, private, members, invitations, who hears a text) are
+//! the hub's: a request that needs them comes back as a [`Job`] that the
+//! caller carries out at the hub without our lock, then answers through
+//! [`Rooms::answered`]; what the hub tells a client comes in through
+//! [`Rooms::event`]. It does no I/O and never calls the hub: a registration
+//! is a ticket the caller completes at the hub, and sessions to log out are
+//! handed back. Every datagram leaves through one gate (return routability).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::rooms::reliable::{
     self, Endpoint, Event as LinkEvent, Incoming, Role, SendError,
 };
 use chinwag_proto::rooms::{
-    self as wire, kind, Access, Body, Creation, Header, Message, Mode, Peer as WirePeer, Reason,
-    Registration, RoomInfo,
+    self as wire, kind, Access, Body, Creation, Header, Message, Mode, Reason, Registration,
 };
 use chinwag_proto::DecodeError;
 use rand::{Rng, SeedableRng};
 
 use super::guard::{canonical, ip_key, Bucket, Guard};
-
-/// The public room.
-pub const PUBLIC: u8 = 0;
-/// How long an invitation can be accepted, whatever its retransmissions.
-pub const INVITATION_TTL: Duration = Duration::from_secs(60);
-/// Invitations kept per invitee (the oldest go first).
-pub const INVITATIONS_KEPT: usize = 16;
+use crate::hub::rooms::{INVITATIONS_KEPT, INVITATION_TTL};
+use crate::hub::{Event, RoomMode};
 /// Datagrams with a wrong ID_USER that cancel a registration not yet
 /// confirmed (an id is drawn among up to 254: a blind guesser has about
 /// 3 chances in 254).
@@ -44,6 +42,9 @@ pub const UNCONFIRMED_IN_FLIGHT: usize = 4;
 /// after its client left (so a late DECONNEXION or keep-alive is answered).
 pub const PROVED_FOR: Duration = Duration::from_secs(600);
 const PROVED_KEPT: usize = 4096;
+/// Copies of a request at the hub answered once its answer is in (a client
+/// retransmits every T; more than this would only be a flood).
+const COPIES_WHILE_AT_HUB: u8 = 4;
 /// How often idle clients, old invitations and per-address state are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -65,7 +66,6 @@ pub struct Settings {
 struct User<S> {
     name: String,
     addr: SocketAddr,
-    room: u8,
     last_seen: Instant,
     registered_at: Instant,
     session: S,
@@ -77,37 +77,71 @@ struct User<S> {
     requests: Bucket,
 }
 
-/// An invitation bound to a room's identity (`uid`, never reused), not to
-/// its id (reused once the room is gone).
+/// An invitation the server sent with `seq`: its answer names the hub's
+/// invitation `token` (the hub binds it to the room itself).
 struct Invitation {
     seq: u16,
-    room: u8,
-    uid: u64,
+    token: u64,
     until: Instant,
 }
 
-struct Room {
-    uid: u64,
-    name: String,
-    mode: Mode,
-    max: u8,
-    members: BTreeSet<u8>,
-    /// The most members it ever had: a room that had two or more and is
-    /// down to one closes (§2.2); a new room alone with its creator does not.
-    peak: usize,
+/// A request for the hub's rooms, decoded. See [`Job`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    Create {
+        mode: Mode,
+        name: String,
+        max: u8,
+    },
+    ListRooms,
+    /// DEMANDE_ACCES (`change` false) or CHANGER (true).
+    Join {
+        name: String,
+        change: bool,
+    },
+    ListClients {
+        room: String,
+    },
+    Invite {
+        user: String,
+    },
+    Text {
+        chat: String,
+    },
+    Leave,
+    /// REPONSE_MESSAGERIE_PRIVEE to the hub's invitation `token`: an answer
+    /// itself, so nothing is sent back.
+    Answer {
+        token: u64,
+        accept: bool,
+    },
 }
 
-impl Room {
-    /// The public room (id 0): no name, no limit, never closed.
-    fn public() -> Room {
-        Room {
-            uid: 0,
-            name: String::new(),
-            mode: Mode::Centralised,
-            max: u8::MAX,
-            members: BTreeSet::new(),
-            peak: 0,
-        }
+/// Work for the hub from one client: carry out `cmd` as `session`, then,
+/// unless it is an [`Cmd::Answer`], hand the answer to [`Rooms::answered`].
+#[derive(Debug)]
+pub struct Job<S> {
+    pub session: S,
+    pub cmd: Cmd,
+    id: u8,
+    addr: SocketAddr,
+    seq: u16,
+    carried: usize,
+}
+
+/// What one datagram asks of the caller, with our lock released.
+#[derive(Debug)]
+pub enum Work<S> {
+    /// A registration: ask the hub for the name, then [`Rooms::registered`].
+    Register(Ticket),
+    Job(Job<S>),
+}
+
+/// The wire's MODE for the hub's.
+pub fn mode_of(m: RoomMode) -> Mode {
+    match m {
+        RoomMode::Centralised => Mode::Centralised,
+        RoomMode::Decentralised => Mode::Decentralised,
     }
 }
 
@@ -133,6 +167,9 @@ pub enum Verdict<S> {
     Welcome(S),
     Taken,
     Invalid,
+    /// The server has no room for another client (`max_connections`, or it
+    /// is stopping).
+    Full,
 }
 
 /// What the caller must do once it has released the state.
@@ -143,15 +180,12 @@ pub struct Output<S> {
     pub tally: Tally,
 }
 
-/// Events the operator's metrics count, since the last `take_output`.
+/// Events the operator's metrics count, since the last `take_output`
+/// (texts are counted by the hub, which routes them).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
     /// Clients registered.
     pub registered: u32,
-    /// Texts accepted for forwarding.
-    pub messages: u32,
-    /// Copies of those texts sent to recipients.
-    pub delivered: usize,
     /// Clients dropped for silence.
     pub idle: u32,
 }
@@ -174,10 +208,14 @@ pub struct Rooms<S> {
     link: Endpoint<SocketAddr>,
     users: HashMap<u8, User<S>>,
     by_addr: HashMap<SocketAddr, u8>,
+    /// Each client's name: the ID_USER of the author of a text.
+    by_name: HashMap<String, u8>,
     /// Ids promised to tickets still at the hub.
     reserved: HashMap<u8, SocketAddr>,
-    rooms: HashMap<u8, Room>,
-    next_uid: u64,
+    /// Requests at the hub now, and how many copies of each arrived
+    /// meanwhile: each is answered too once the answer is in (a copy gets
+    /// the answer again, as with any answered request).
+    at_hub: HashMap<(SocketAddr, u16), u8>,
     guard: Guard,
     /// Addresses that proved they receive, and until when that counts
     /// once their client is gone.
@@ -194,6 +232,20 @@ pub struct Rooms<S> {
     /// Test hook: the named place panics once (see `trap`).
     #[cfg(test)]
     pub(crate) trap: Option<&'static str>,
+}
+
+/// The CHAT of a text from a user without an ID_USER (another dialect's),
+/// within the CHAT limit (a chatos text always fits: 30 + 2 + 1,024).
+fn bridged(from: &str, text: &str) -> String {
+    let mut chat = wire::bridged_chat(from, text);
+    if chat.len() > wire::MAX_CHAT {
+        let mut cut = wire::MAX_CHAT;
+        while !chat.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        chat.truncate(cut);
+    }
+    chat
 }
 
 /// What answers a request whose body does not decode: for the types whose
@@ -226,17 +278,15 @@ fn canonical_addr(a: SocketAddr) -> SocketAddr {
 impl<S: Clone> Rooms<S> {
     /// `seed` draws the ids and the first NUM_SEQ of each client.
     pub fn new(set: Settings, seed: u64) -> Self {
-        let mut rooms = HashMap::new();
-        rooms.insert(PUBLIC, Room::public());
         Rooms {
             link: Endpoint::new(set.link.clone()),
             guard: Guard::new(set.registrations_per_minute),
             set,
             users: HashMap::new(),
             by_addr: HashMap::new(),
+            by_name: HashMap::new(),
             reserved: HashMap::new(),
-            rooms,
-            next_uid: 1,
+            at_hub: HashMap::new(),
             proved: HashMap::new(),
             proved_order: VecDeque::new(),
             current: None,
@@ -327,9 +377,9 @@ impl<S: Clone> Rooms<S> {
 
     // ---- datagrams -----------------------------------------------------
 
-    /// One datagram from `from`. A ticket means: ask the hub for the name,
-    /// then call [`Rooms::registered`].
-    pub fn datagram(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Option<Ticket> {
+    /// One datagram from `from`, and what the caller must do at the hub
+    /// for it, if anything (see [`Work`]).
+    pub fn datagram(&mut self, now: Instant, from: SocketAddr, d: &[u8]) -> Option<Work<S>> {
         let from = canonical_addr(from);
         self.guard.received(now, from.ip(), d.len());
         let h = match Header::peek(d) {
@@ -340,14 +390,13 @@ impl<S: Clone> Rooms<S> {
             }
         };
         self.current = Some((from, d.len()));
-        let ticket = match self.by_addr.get(&from).copied() {
+        let work = match self.by_addr.get(&from).copied() {
             _ if h.kind == kind::CONNEXION && h.user == wire::UNREGISTERED => {
-                self.first_connexion(now, from, d)
+                self.first_connexion(now, from, d).map(Work::Register)
             }
-            Some(id) if h.user == id => {
-                self.registered_datagram(now, id, from, d);
-                None
-            }
+            Some(id) if h.user == id => self
+                .registered_datagram(now, id, from, d, d.len())
+                .map(Work::Job),
             Some(id) => {
                 self.wrong_id(now, id, from, h);
                 None
@@ -359,7 +408,7 @@ impl<S: Clone> Rooms<S> {
         };
         self.drain(now);
         self.current = None;
-        ticket
+        work
     }
 
     /// An address with a client claims another id: dropped; for a client
@@ -535,13 +584,16 @@ impl<S: Clone> Rooms<S> {
                 if let Some(old) = self.by_addr.get(&t.from).copied() {
                     self.remove_user(now, old, "registered again from its address");
                 }
+                // The name space is the hub's: a name here is free there.
+                if let Some(old) = self.by_name.get(&t.name).copied() {
+                    self.remove_user(now, old, "its name went to a new registration");
+                }
                 let per_second = self.set.requests_per_second.max(1) as f64;
                 self.users.insert(
                     t.id,
                     User {
                         name: t.name.clone(),
                         addr: t.from,
-                        room: PUBLIC,
                         last_seen: now,
                         registered_at: now,
                         session,
@@ -553,8 +605,8 @@ impl<S: Clone> Rooms<S> {
                     },
                 );
                 self.by_addr.insert(t.from, t.id);
+                self.by_name.insert(t.name.clone(), t.id);
                 self.tally.registered += 1;
-                self.public().members.insert(t.id);
                 let first: u16 = self.rng.gen();
                 self.link.set_next_seq(t.from, first);
                 log::debug!("rooms {}: {} registered as {}", t.from, t.name, t.id);
@@ -574,16 +626,28 @@ impl<S: Clone> Rooms<S> {
             Verdict::Invalid => {
                 self.refuse_registration(now, t.from, t.seq, Registration::InvalidName)
             }
+            Verdict::Full => self.reply(
+                now,
+                t.from,
+                t.seq,
+                Body::Error {
+                    refused: kind::CONNEXION,
+                    reason: Reason::Limit,
+                },
+            ),
         }
         self.drain(now);
         self.current = None;
     }
 
-    fn public(&mut self) -> &mut Room {
-        self.rooms.get_mut(&PUBLIC).expect("the public room")
-    }
-
-    fn registered_datagram(&mut self, now: Instant, id: u8, from: SocketAddr, d: &[u8]) {
+    fn registered_datagram(
+        &mut self,
+        now: Instant,
+        id: u8,
+        from: SocketAddr,
+        d: &[u8],
+        carried: usize,
+    ) -> Option<Job<S>> {
         let u = self.users.get_mut(&id).expect("by_addr and users agree");
         u.last_seen = now;
         if !u.confirmed {
@@ -600,9 +664,10 @@ impl<S: Clone> Rooms<S> {
                 if !u.requests.take(now, rate, burst) {
                     let refused = m.body.kind();
                     let reason = Reason::Limit;
-                    return self.reply(now, from, m.seq, Body::Error { refused, reason });
+                    self.reply(now, from, m.seq, Body::Error { refused, reason });
+                    return None;
                 }
-                self.request(now, id, from, m);
+                return self.request(now, id, from, m, carried);
             }
             Incoming::Unreadable { header, error } => {
                 log::debug!("rooms {from}: type {} unreadable: {error}", header.kind);
@@ -620,7 +685,7 @@ impl<S: Clone> Rooms<S> {
             Incoming::Answer { message, .. } => {
                 self.users.get_mut(&id).expect("checked").unanswered_texts = 0;
                 if let Body::InvitationAnswer { accept } = message.body {
-                    self.invitation_answer(now, id, message.seq, accept);
+                    return self.invitation_answer(now, id, message.seq, accept, carried);
                 }
             }
             // An answer after the give-up: an invitation counts for 60 s.
@@ -628,7 +693,7 @@ impl<S: Clone> Rooms<S> {
                 seq,
                 body: Body::InvitationAnswer { accept },
                 ..
-            }) => self.invitation_answer(now, id, seq, accept),
+            }) => return self.invitation_answer(now, id, seq, accept, carried),
             Incoming::Stray(m) => {
                 log::debug!(
                     "rooms {from}: stray answer type {} seq {}",
@@ -636,229 +701,155 @@ impl<S: Clone> Rooms<S> {
                     m.seq
                 )
             }
-            Incoming::Duplicate { .. } => {}
+            Incoming::Duplicate { replayed: false } => {
+                if let Ok(h) = Header::peek(d) {
+                    if let Some(n) = self.at_hub.get_mut(&(from, h.seq)) {
+                        *n = n.saturating_add(1).min(COPIES_WHILE_AT_HUB);
+                    }
+                }
+            }
+            Incoming::Duplicate { replayed: true } => {}
             Incoming::Junk(e) => log::debug!("rooms {from}: datagram dropped: {e}"),
         }
+        None
     }
 
-    /// One new request from registered client `id`, answered.
-    fn request(&mut self, now: Instant, id: u8, from: SocketAddr, m: Message) {
+    /// One new request from registered client `id`: answered here, or
+    /// handed back as a job for the hub.
+    fn request(
+        &mut self,
+        now: Instant,
+        id: u8,
+        from: SocketAddr,
+        m: Message,
+        carried: usize,
+    ) -> Option<Job<S>> {
         let seq = m.seq;
-        let answer = match m.body {
-            Body::Connexion { .. } => Body::KeptAlive { ok: true },
-            Body::CreateRoom { mode, name, max } => self.create(now, id, mode, name, max),
-            Body::ListRooms => {
-                let mut rooms: Vec<RoomInfo> = self
-                    .rooms
-                    .iter()
-                    .filter(|(rid, _)| **rid != PUBLIC)
-                    .map(|(_, r)| RoomInfo {
-                        mode: r.mode,
-                        name: r.name.clone(),
-                        clients: r.members.len() as u8,
-                    })
-                    .collect();
-                rooms.sort_by(|a, b| a.name.cmp(&b.name));
-                Body::RoomList { rooms }
-            }
-            Body::AccessRoom { name } => {
-                let (mode, status, peers) = self.join(now, id, &name);
-                Body::access_answer(false, mode, status, peers)
-            }
-            Body::ChangeRoom { name } => {
-                let (mode, status, peers) = self.join(now, id, &name);
-                Body::access_answer(true, mode, status, peers)
-            }
-            Body::ListClients { room } => {
-                let names = self
-                    .room_by_name(&room)
-                    .map(|rid| self.names(self.rooms[&rid].members.iter()))
-                    .unwrap_or_default();
-                Body::ClientList { names }
+        let cmd = match m.body {
+            Body::Connexion { .. } => {
+                self.reply(now, from, seq, Body::KeptAlive { ok: true });
+                return None;
             }
             Body::ListUsers => {
-                let mut names = self.names(self.users.keys());
+                let mut names: Vec<String> = self.users.values().map(|u| u.name.clone()).collect();
                 names.sort();
-                Body::UserList { names }
-            }
-            Body::Invite { user } => {
-                self.invite(now, id, &user);
-                Body::InviteAck
-            }
-            Body::Text { chat } => self.text(now, id, chat),
-            Body::Leave => {
-                let ok = self.users[&id].room != PUBLIC;
-                if ok {
-                    self.move_to(now, id, PUBLIC);
-                }
-                Body::LeaveAnswer { ok }
+                self.reply(now, from, seq, Body::UserList { names });
+                return None;
             }
             Body::Disconnect => {
                 // Answer while the address still counts as proved, then go.
                 self.reply(now, from, seq, Body::DisconnectAnswer { ok: true });
                 self.remove_user(now, id, "disconnected");
-                return;
+                return None;
             }
+            Body::CreateRoom { mode, name, max } => Cmd::Create { mode, name, max },
+            Body::ListRooms => Cmd::ListRooms,
+            Body::AccessRoom { name } => Cmd::Join {
+                name,
+                change: false,
+            },
+            Body::ChangeRoom { name } => Cmd::Join { name, change: true },
+            Body::ListClients { room } => Cmd::ListClients { room },
+            Body::Invite { user } => Cmd::Invite { user },
+            Body::Text { chat } => Cmd::Text { chat },
+            Body::Leave => Cmd::Leave,
             other => {
                 log::debug!("rooms {from}: type {} is not for the server", other.kind());
-                Body::Error {
-                    refused: other.kind(),
-                    reason: Reason::NotAccepted,
+                let refused = other.kind();
+                self.reply(
+                    now,
+                    from,
+                    seq,
+                    Body::Error {
+                        refused,
+                        reason: Reason::NotAccepted,
+                    },
+                );
+                return None;
+            }
+        };
+        self.at_hub.insert((from, seq), 0);
+        Some(Job {
+            session: self.users[&id].session.clone(),
+            cmd,
+            id,
+            addr: from,
+            seq,
+            carried,
+        })
+    }
+
+    /// The hub's answer to `job`: sent to its client if that client is
+    /// still the one at that id and address.
+    pub fn answered(&mut self, now: Instant, job: Job<S>, body: Body) {
+        let copies = self.at_hub.remove(&(job.addr, job.seq)).unwrap_or(0);
+        if self.users.get(&job.id).is_none_or(|u| u.addr != job.addr) {
+            return;
+        }
+        self.current = Some((job.addr, job.carried));
+        for _ in 0..=copies {
+            self.reply(now, job.addr, job.seq, body.clone());
+        }
+        self.current = None;
+    }
+
+    /// What the hub tells client `id` at `addr` (a text in its room, an
+    /// invitation, its room closing), sent reliably. False when it was not
+    /// sent (no such client, or too far behind).
+    pub fn event(&mut self, now: Instant, id: u8, addr: SocketAddr, ev: &Event<'_>) -> bool {
+        let addr = canonical_addr(addr);
+        if self.users.get(&id).is_none_or(|u| u.addr != addr) {
+            return false;
+        }
+        let sent = match *ev {
+            Event::Message { from, text } => {
+                // A rooms author is named by its id; anyone else (a chatos
+                // user in the public room) by its name in the text, from
+                // the server (docs/bridging.md).
+                let (author, chat) = match self.by_name.get(from) {
+                    Some(&a) => (a, text.to_owned()),
+                    None => (wire::SERVER, bridged(from, text)),
+                };
+                self.deliver(now, id, author, Body::Text { chat }).is_some()
+            }
+            Event::RoomInvitation {
+                from,
+                room,
+                mode,
+                token,
+            } => {
+                let body = Body::Invitation {
+                    from: from.to_owned(),
+                    mode: mode_of(mode),
+                    room: room.to_owned(),
+                };
+                match self.deliver(now, id, wire::SERVER, body) {
+                    Some(seq) => {
+                        let u = self.users.get_mut(&id).expect("checked");
+                        if u.invitations.len() >= INVITATIONS_KEPT {
+                            u.invitations.pop_front();
+                        }
+                        u.invitations.push_back(Invitation {
+                            seq,
+                            token,
+                            until: now + INVITATION_TTL,
+                        });
+                        true
+                    }
+                    None => false,
                 }
             }
-        };
-        self.reply(now, from, seq, answer);
-    }
-
-    fn names<'a>(&self, ids: impl Iterator<Item = &'a u8>) -> Vec<String> {
-        ids.filter_map(|m| self.users.get(m))
-            .map(|u| u.name.clone())
-            .collect()
-    }
-
-    fn create(&mut self, now: Instant, id: u8, mode: Mode, name: String, max: u8) -> Body {
-        let status = if !wire::valid_room_name(&name) {
-            Creation::BadName
-        } else if self.room_by_name(&name).is_some() {
-            Creation::NameExists
-        } else if max < wire::MIN_ROOM_SIZE {
-            Creation::MaxTooSmall
-        } else {
-            Creation::Created
-        };
-        if status != Creation::Created {
-            return Body::CreateAnswer { status, room: 0 };
-        }
-        // All 255 private ids in use: the seed has no better code.
-        let Some(rid) = (1..=255u8).find(|r| !self.rooms.contains_key(r)) else {
-            return Body::CreateAnswer {
-                status: Creation::NameExists,
-                room: 0,
-            };
-        };
-        let uid = self.next_uid;
-        self.next_uid += 1;
-        self.rooms.insert(
-            rid,
-            Room {
-                uid,
-                name,
-                mode,
-                max: max.min(wire::MAX_ROOM_SIZE),
-                members: BTreeSet::new(),
-                peak: 0,
-            },
-        );
-        self.move_to(now, id, rid);
-        Body::CreateAnswer {
-            status: Creation::Created,
-            room: rid,
-        }
-    }
-
-    fn room_by_name(&self, name: &str) -> Option<u8> {
-        if name.is_empty() {
-            return Some(PUBLIC);
-        }
-        self.rooms
-            .iter()
-            .find(|(id, r)| **id != PUBLIC && r.name == name)
-            .map(|(id, _)| *id)
-    }
-
-    /// The answer to a room access or change: join when there is room.
-    fn join(&mut self, now: Instant, id: u8, name: &str) -> (Mode, Access, Vec<WirePeer>) {
-        let Some(rid) = self.room_by_name(name).filter(|r| *r != PUBLIC) else {
-            return (Mode::Centralised, Access::NoSuchRoom, Vec::new());
-        };
-        let room = &self.rooms[&rid];
-        let mode = room.mode;
-        if !room.members.contains(&id) && room.members.len() >= room.max as usize {
-            return (mode, Access::Full, Vec::new());
-        }
-        self.move_to(now, id, rid);
-        let peers = if mode == Mode::Decentralised {
-            self.peers_of(rid, id)
-        } else {
-            Vec::new()
-        };
-        (mode, Access::Granted, peers)
-    }
-
-    /// Where the other members of a decentralised room listen. The wire
-    /// has 4 bytes for an address: IPv4 clients (v4-mapped ones included,
-    /// for a server bound to "::") are listed; IPv6 ones cannot be.
-    fn peers_of(&self, rid: u8, except: u8) -> Vec<WirePeer> {
-        self.rooms[&rid]
-            .members
-            .iter()
-            .filter(|m| **m != except)
-            .filter_map(|m| self.users.get(m))
-            .filter_map(|u| match u.addr.ip() {
-                IpAddr::V4(ip) => Some(WirePeer {
-                    ip,
-                    port: u.addr.port(),
-                    name: u.name.clone(),
-                }),
-                IpAddr::V6(_) => None,
-            })
-            .collect()
-    }
-
-    /// Move `id` into room `rid` (asking for one's own room changes nothing).
-    fn move_to(&mut self, now: Instant, id: u8, rid: u8) {
-        if self.users.get(&id).is_none_or(|u| u.room == rid) {
-            return;
-        }
-        self.leave_room(now, id);
-        // Out of its old room, not yet in the new one.
-        self.trap("move_to");
-        let rid = if self.rooms.contains_key(&rid) {
-            rid
-        } else {
-            PUBLIC
-        };
-        let room = self.rooms.get_mut(&rid).expect("checked");
-        room.members.insert(id);
-        room.peak = room.peak.max(room.members.len());
-        self.users.get_mut(&id).expect("checked").room = rid;
-    }
-
-    /// Take `id` out of its room (the caller puts it somewhere). A private
-    /// room left empty disappears; one left with a single member after
-    /// having had more closes, and that member is told and moved to the
-    /// public room (§2.2).
-    fn leave_room(&mut self, now: Instant, id: u8) {
-        let Some(rid) = self.users.get(&id).map(|u| u.room) else {
-            return;
-        };
-        let Some(room) = self.rooms.get_mut(&rid) else {
-            return;
-        };
-        room.members.remove(&id);
-        if rid == PUBLIC {
-            return;
-        }
-        if room.members.is_empty() {
-            self.rooms.remove(&rid);
-        } else if room.members.len() == 1 && room.peak >= 2 {
-            let room = self.rooms.remove(&rid).expect("checked");
-            let last = *room.members.first().expect("one member");
-            self.public().members.insert(last);
-            if let Some(u) = self.users.get_mut(&last) {
-                u.room = PUBLIC;
+            Event::RoomClosed { room } => {
+                let body = Body::RoomClosed {
+                    room: room.to_owned(),
+                };
+                self.deliver(now, id, wire::SERVER, body).is_some()
             }
-            log::debug!(
-                "rooms: room {} closed, its last member is back in public",
-                room.name
-            );
-            self.deliver(
-                now,
-                last,
-                wire::SERVER,
-                Body::RoomClosed { room: room.name },
-            );
-        }
+            // Nothing else has a rooms frame.
+            _ => true,
+        };
+        self.drain(now);
+        sent
     }
 
     /// Send what the server starts (a forwarded text, an invitation, a
@@ -885,103 +876,49 @@ impl<S: Clone> Rooms<S> {
         }
     }
 
-    fn text(&mut self, now: Instant, id: u8, chat: String) -> Body {
-        let nobody = Body::Error {
-            refused: kind::TEXTE,
-            reason: Reason::NoRecipient,
-        };
-        let room = &self.rooms[&self.users[&id].room];
-        // In a decentralised room texts go to the peers, not through us.
-        if room.mode == Mode::Decentralised {
-            return nobody;
-        }
-        let others: Vec<u8> = room.members.iter().copied().filter(|m| *m != id).collect();
-        if others.is_empty() {
-            return nobody;
-        }
-        let mut sent = 0;
-        for m in others {
-            let body = Body::Text { chat: chat.clone() };
-            sent += self.deliver(now, m, id, body).is_some() as usize;
-        }
-        if sent == 0 {
-            // Every recipient is too far behind.
-            return Body::Error {
-                refused: kind::TEXTE,
-                reason: Reason::Limit,
-            };
-        }
-        self.tally.messages += 1;
-        self.tally.delivered += sent;
-        Body::TextAck
-    }
-
-    fn invite(&mut self, now: Instant, id: u8, user: &str) {
-        let inviter = &self.users[&id];
-        let rid = inviter.room;
-        let from = inviter.name.clone();
-        let Some(room) = self.rooms.get(&rid).filter(|_| rid != PUBLIC) else {
-            return;
-        };
-        let (mode, name, uid) = (room.mode, room.name.clone(), room.uid);
-        let Some(target) = self
-            .users
-            .iter()
-            .find(|(t, u)| u.name == user && **t != id && u.room != rid)
-            .map(|(t, _)| *t)
-        else {
-            return;
-        };
-        let body = Body::Invitation {
-            from,
-            mode,
-            room: name,
-        };
-        if let Some(seq) = self.deliver(now, target, wire::SERVER, body) {
-            let u = self.users.get_mut(&target).expect("checked");
-            if u.invitations.len() >= INVITATIONS_KEPT {
-                u.invitations.pop_front();
-            }
-            u.invitations.push_back(Invitation {
-                seq,
-                room: rid,
-                uid,
-                until: now + INVITATION_TTL,
-            });
-        }
-    }
-
     /// The invitee's REPONSE_MESSAGERIE_PRIVEE: one answer per invitation,
-    /// within 60 s, into the very room it named (not one that reused its id).
-    fn invitation_answer(&mut self, now: Instant, id: u8, seq: u16, accept: bool) {
+    /// within 60 s; the hub moves it into the very room the invitation named.
+    fn invitation_answer(
+        &mut self,
+        now: Instant,
+        id: u8,
+        seq: u16,
+        accept: bool,
+        carried: usize,
+    ) -> Option<Job<S>> {
         let u = self.users.get_mut(&id).expect("checked");
-        let Some(pos) = u
+        let pos = u
             .invitations
             .iter()
-            .position(|i| i.seq == seq && i.until > now)
-        else {
-            return;
-        };
+            .position(|i| i.seq == seq && i.until > now)?;
         let inv = u.invitations.remove(pos).expect("found");
-        if !accept {
-            return;
-        }
-        let fits = self.rooms.get(&inv.room).is_some_and(|r| {
-            r.uid == inv.uid && r.members.len() < r.max as usize && !r.members.contains(&id)
-        });
-        if fits {
-            self.move_to(now, id, inv.room);
-        }
+        Some(Job {
+            session: u.session.clone(),
+            cmd: Cmd::Answer {
+                token: inv.token,
+                accept,
+            },
+            id,
+            addr: u.addr,
+            seq,
+            carried,
+        })
     }
 
-    /// Take a client out: its room (which may close), its name, its
-    /// reliability state. Its session is handed back for logout.
+    /// Take a client out: its name, its reliability state. Its session is
+    /// handed back for logout (the hub takes it out of its room).
     fn remove_user(&mut self, now: Instant, id: u8, why: &str) {
-        self.leave_room(now, id);
-        let Some(u) = self.users.remove(&id) else {
+        let Some((addr, name)) = self.users.get(&id).map(|u| (u.addr, u.name.clone())) else {
             return;
         };
-        self.by_addr.remove(&u.addr);
+        self.by_addr.remove(&addr);
+        if self.by_name.get(&name) == Some(&id) {
+            self.by_name.remove(&name);
+        }
+        self.at_hub.retain(|(a, _), _| *a != addr);
+        // Out of the indexes, still a user.
+        self.trap("remove_user");
+        let u = self.users.remove(&id).expect("checked");
         self.link.forget(u.addr);
         if u.confirmed {
             self.remember_proved(u.addr, now);
@@ -1063,51 +1000,39 @@ impl<S: Clone> Rooms<S> {
 
     /// After a panic inside one of this state's calls, caught by the
     /// caller: make it a state that can be trusted again, whatever the
-    /// call had half done. The users are the truth: the address index,
-    /// every room's members and each user's room are rebuilt from them,
-    /// the public room restored, empty private rooms removed. The
-    /// reliability machine may have been mid-update: it starts afresh
-    /// (messages in flight are not sent again; a request retransmitted
-    /// after this may be carried out twice). The client at `culprit`, the
-    /// sender of the datagram being handled, is dropped (its session
-    /// handed back for logout), so the same datagram cannot fail again
-    /// for a registered client.
+    /// call had half done. The users are the truth: the address and name
+    /// indexes are rebuilt from them. The reliability machine may have been
+    /// mid-update: it starts afresh (messages in flight are not sent again;
+    /// a request retransmitted after this may be carried out twice). The
+    /// client at `culprit`, the sender of the datagram being handled, is
+    /// dropped (its session handed back for logout), so the same datagram
+    /// cannot fail again for a registered client. (The rooms themselves are
+    /// the hub's, which no panic here can leave half updated.)
     pub fn recover(&mut self, now: Instant, culprit: Option<SocketAddr>) {
         self.counters.recoveries += 1;
         self.current = None;
         let culprit = culprit.map(canonical_addr);
         self.link = Endpoint::new(self.set.link.clone());
-        // One user per address: the lowest id keeps it.
+        self.at_hub.clear();
+        // One user per address and per name: the lowest id keeps it.
         let mut ids: Vec<u8> = self.users.keys().copied().collect();
         ids.sort_unstable();
         self.by_addr.clear();
+        self.by_name.clear();
         for id in ids {
-            let addr = self.users[&id].addr;
-            if let std::collections::hash_map::Entry::Vacant(e) = self.by_addr.entry(addr) {
-                e.insert(id);
+            let (addr, name) = {
+                let u = &self.users[&id];
+                (u.addr, u.name.clone())
+            };
+            if !self.by_addr.contains_key(&addr) && !self.by_name.contains_key(&name) {
+                self.by_addr.insert(addr, id);
+                self.by_name.insert(name, id);
             } else if let Some(u) = self.users.remove(&id) {
                 self.logouts.push(u.session);
             }
         }
         self.reserved
             .retain(|id, a| !self.users.contains_key(id) && Some(*a) != culprit);
-        self.rooms.entry(PUBLIC).or_insert_with(Room::public);
-        for room in self.rooms.values_mut() {
-            room.members.clear();
-        }
-        for (id, u) in self.users.iter_mut() {
-            let rid = if self.rooms.contains_key(&u.room) {
-                u.room
-            } else {
-                PUBLIC
-            };
-            u.room = rid;
-            let room = self.rooms.get_mut(&rid).expect("checked");
-            room.members.insert(*id);
-            room.peak = room.peak.max(room.members.len());
-        }
-        self.rooms
-            .retain(|rid, r| *rid == PUBLIC || !r.members.is_empty());
         if let Some(id) = culprit.and_then(|a| self.by_addr.get(&a).copied()) {
             self.remove_user(now, id, "the server failed on its datagram");
         }
@@ -1121,14 +1046,14 @@ impl<S: Clone> Rooms<S> {
     }
 
     /// The structure every call keeps (for tests, fuzzing and after a
-    /// recovery): the address index and the users agree, every user is a
-    /// member of exactly its own room, every member is a user, the public
-    /// room exists, no private room is empty, no reserved id is in use.
+    /// recovery): the address and name indexes and the users agree, no
+    /// reserved id is in use.
     pub fn check(&self) -> Result<(), String> {
-        if self.by_addr.len() != self.users.len() {
+        if self.by_addr.len() != self.users.len() || self.by_name.len() != self.users.len() {
             return Err(format!(
-                "{} addresses for {} users",
+                "{} addresses and {} names for {} users",
                 self.by_addr.len(),
+                self.by_name.len(),
                 self.users.len()
             ));
         }
@@ -1137,24 +1062,10 @@ impl<S: Clone> Rooms<S> {
                 return Err(format!("{a} indexes {id}, which is not there"));
             }
         }
-        if !self.rooms.contains_key(&PUBLIC) {
-            return Err("no public room".into());
-        }
-        let mut seen = 0;
-        for (rid, r) in &self.rooms {
-            if *rid != PUBLIC && r.members.is_empty() {
-                return Err(format!("private room {rid} is empty"));
+        for (n, id) in &self.by_name {
+            if self.users.get(id).map(|u| u.name.as_str()) != Some(n.as_str()) {
+                return Err(format!("{n} indexes {id}, which is not there"));
             }
-            for m in &r.members {
-                match self.users.get(m) {
-                    Some(u) if u.room == *rid => seen += 1,
-                    Some(u) => return Err(format!("{m} is in {rid} and says {}", u.room)),
-                    None => return Err(format!("{m} in {rid} is no user")),
-                }
-            }
-        }
-        if seen != self.users.len() {
-            return Err(format!("{seen} memberships for {} users", self.users.len()));
         }
         if let Some(id) = self.reserved.keys().find(|id| self.users.contains_key(id)) {
             return Err(format!("reserved id {id} is in use"));

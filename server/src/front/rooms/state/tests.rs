@@ -1,10 +1,16 @@
-//! The rooms policy without sockets or threads: datagrams in, datagrams
-//! out, a scripted clock, and a stand-in for the hub's name space.
+//! The rooms front-end's state and the hub's rooms together, without
+//! sockets or threads: datagrams in, datagrams out, a scripted clock, the
+//! hub's events handed to the state as `RoomsPeer` hands them.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use chinwag_proto::rooms::Peer as WirePeer;
+use parking_lot::Mutex;
 
 use super::*;
+use crate::hub::{Hub, HubConfig, Session, PUBLIC};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -16,11 +22,62 @@ fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::from((Ipv4Addr::from(ip), port))
 }
 
+/// A hub peer that queues what the hub tells a rooms client, for the world
+/// to hand to the state (as `RoomsPeer` does, minus the threads).
+struct Queue {
+    id: u8,
+    addr: SocketAddr,
+    events: Arc<Mutex<Vec<(u8, SocketAddr, Told)>>>,
+}
+
+/// An owned `Event` of the kinds a rooms client is told.
+enum Told {
+    Message {
+        from: String,
+        text: String,
+    },
+    Invitation {
+        from: String,
+        room: String,
+        mode: RoomMode,
+        token: u64,
+    },
+    Closed {
+        room: String,
+    },
+}
+
+impl crate::hub::Peer for Queue {
+    fn deliver(&self, ev: &Event<'_>) -> bool {
+        let told = match *ev {
+            Event::Message { from, text } => Told::Message {
+                from: from.into(),
+                text: text.into(),
+            },
+            Event::RoomInvitation {
+                from,
+                room,
+                mode,
+                token,
+            } => Told::Invitation {
+                from: from.into(),
+                room: room.into(),
+                mode,
+                token,
+            },
+            Event::RoomClosed { room } => Told::Closed { room: room.into() },
+            _ => return true,
+        };
+        self.events.lock().push((self.id, self.addr, told));
+        true
+    }
+}
+
 struct World {
-    rooms: Rooms<String>,
+    rooms: Rooms<Arc<Session>>,
+    hub: Hub,
     now: Instant,
-    /// The hub's name space, as far as rooms goes.
-    names: HashSet<String>,
+    events: Arc<Mutex<Vec<(u8, SocketAddr, Told)>>>,
     /// Every datagram sent, in order.
     sent: Vec<(SocketAddr, Message)>,
     /// Bytes received by and sent to each address.
@@ -28,6 +85,8 @@ struct World {
     bytes_out: HashMap<SocketAddr, usize>,
     /// Clients that acknowledge what the server sends them, as real ones do.
     live: HashSet<SocketAddr>,
+    /// Sessions logged out, to catch a second logout.
+    gone: HashSet<crate::hub::SessionId>,
     /// Everything the metrics were told.
     tally: Tally,
 }
@@ -38,75 +97,124 @@ impl World {
         f(&mut set);
         World {
             rooms: Rooms::new(set, 7),
+            hub: Hub::new(HubConfig::default()),
             now: Instant::now(),
-            names: HashSet::new(),
+            events: Arc::default(),
             sent: Vec::new(),
             bytes_in: HashMap::new(),
             bytes_out: HashMap::new(),
             live: HashSet::new(),
+            gone: HashSet::new(),
             tally: Tally::default(),
         }
     }
 
-    fn collect(&mut self) -> Vec<(SocketAddr, Message)> {
-        let out = self.rooms.take_output();
-        self.tally.registered += out.tally.registered;
-        self.tally.messages += out.tally.messages;
-        self.tally.delivered += out.tally.delivered;
-        self.tally.idle += out.tally.idle;
-        for s in out.logouts {
-            assert!(self.names.remove(&s), "{s} logged out twice");
-        }
-        let got: Vec<_> = out
-            .datagrams
-            .into_iter()
-            .map(|(to, b)| {
-                *self.bytes_out.entry(to).or_default() += b.len();
-                (
-                    to,
-                    Message::decode(&b).expect("the server sends valid datagrams"),
-                )
-            })
-            .collect();
-        self.sent.extend(got.iter().cloned());
-        // Live clients acknowledge texts and notices at once.
-        let mut all = got.clone();
-        for (to, m) in got {
-            let ack = match m.body {
-                Body::Text { .. } => Body::TextAck,
-                Body::RoomClosed { .. } => Body::RoomClosedAck,
-                _ => continue,
-            };
-            if let Some(id) = self
-                .live
-                .contains(&to)
-                .then(|| self.rooms.by_addr.get(&to))
-                .flatten()
-            {
-                let d = msg(*id, m.seq, ack);
-                *self.bytes_in.entry(to).or_default() += d.len();
-                assert!(self.rooms.datagram(self.now, to, &d).is_none());
-                all.extend(self.collect());
-            }
-        }
-        all
+    /// Whether `name` is online at the hub.
+    fn named(&self, name: &str) -> bool {
+        self.hub.online(name).is_some()
     }
 
-    /// A datagram from `from`; a registration is completed as the hub would.
+    /// Hand the hub's events to the state, log out what it hands back, and
+    /// collect what it sends (live clients acknowledging), until quiet.
+    fn collect(&mut self) -> Vec<(SocketAddr, Message)> {
+        let mut all = Vec::new();
+        loop {
+            let events = std::mem::take(&mut *self.events.lock());
+            for (id, addr, told) in &events {
+                let ev = match told {
+                    Told::Message { from, text } => Event::Message { from, text },
+                    Told::Invitation {
+                        from,
+                        room,
+                        mode,
+                        token,
+                    } => Event::RoomInvitation {
+                        from,
+                        room,
+                        mode: *mode,
+                        token: *token,
+                    },
+                    Told::Closed { room } => Event::RoomClosed { room },
+                };
+                self.rooms.event(self.now, *id, *addr, &ev);
+            }
+            let out = self.rooms.take_output();
+            if events.is_empty() && out.datagrams.is_empty() && out.logouts.is_empty() {
+                return all;
+            }
+            self.tally.registered += out.tally.registered;
+            self.tally.idle += out.tally.idle;
+            for s in out.logouts {
+                assert!(self.gone.insert(s.id), "{} logged out twice", s.name);
+                self.hub.logout(&s);
+            }
+            let got: Vec<_> = out
+                .datagrams
+                .into_iter()
+                .map(|(to, b)| {
+                    *self.bytes_out.entry(to).or_default() += b.len();
+                    (
+                        to,
+                        Message::decode(&b).expect("the server sends valid datagrams"),
+                    )
+                })
+                .collect();
+            self.sent.extend(got.iter().cloned());
+            // Live clients acknowledge texts and notices at once.
+            for (to, m) in &got {
+                let ack = match m.body {
+                    Body::Text { .. } => Body::TextAck,
+                    Body::RoomClosed { .. } => Body::RoomClosedAck,
+                    _ => continue,
+                };
+                if let Some(id) = self
+                    .live
+                    .contains(to)
+                    .then(|| self.rooms.by_addr.get(to).copied())
+                    .flatten()
+                {
+                    let d = msg(id, m.seq, ack);
+                    *self.bytes_in.entry(*to).or_default() += d.len();
+                    assert!(self.rooms.datagram(self.now, *to, &d).is_none());
+                }
+            }
+            all.extend(got);
+        }
+    }
+
+    /// A datagram from `from`; what it asks of the hub is done as the
+    /// front-end does it.
     fn raw(&mut self, from: SocketAddr, d: &[u8]) -> Vec<(SocketAddr, Message)> {
         *self.bytes_in.entry(from).or_default() += d.len();
-        let ticket = self.rooms.datagram(self.now, from, d);
+        let work = self.rooms.datagram(self.now, from, d);
         let mut got = self.collect();
-        if let Some(t) = ticket {
-            let verdict = if !crate::hub::valid_name(&t.name) {
-                Verdict::Invalid
-            } else if self.names.insert(t.name.clone()) {
-                Verdict::Welcome(t.name.clone())
-            } else {
-                Verdict::Taken
-            };
-            self.rooms.registered(self.now, t, verdict);
-            got.extend(self.collect());
+        match work {
+            None => {}
+            Some(Work::Register(t)) => {
+                let peer = Arc::new(Queue {
+                    id: t.id(),
+                    addr: t.from,
+                    events: self.events.clone(),
+                });
+                let entry = crate::hub::Entry {
+                    endpoint: Some(t.from),
+                    ..crate::hub::Entry::new(crate::hub::Dialect::Rooms, t.from.ip(), peer)
+                };
+                let verdict = match self.hub.login_with(&t.name, entry, |_| {}) {
+                    Ok(s) => Verdict::Welcome(s),
+                    Err(crate::hub::LoginError::Invalid) => Verdict::Invalid,
+                    Err(_) => Verdict::Taken,
+                };
+                self.rooms.registered(self.now, t, verdict);
+                got.extend(self.collect());
+            }
+            Some(Work::Job(j)) => {
+                let answer = crate::front::rooms::perform(&self.hub, &j.session, j.cmd.clone());
+                if let Some(body) = answer {
+                    self.rooms.answered(self.now, j, body);
+                }
+                got.extend(self.collect());
+            }
         }
         got
     }
@@ -170,11 +278,14 @@ impl World {
     fn tick(&mut self, by: Duration) -> Vec<(SocketAddr, Message)> {
         self.now += by;
         self.rooms.tick(self.now);
+        self.hub.sweep(self.now);
         self.collect()
     }
 
+    /// The hub's room of client `id` (0: the public room).
     fn room_of(&self, id: u8) -> u8 {
-        self.rooms.users[&id].room
+        let s = &self.rooms.users[&id].session;
+        self.hub.room_of(s).map_or(PUBLIC, |(rid, _)| rid)
     }
 }
 
@@ -284,7 +395,7 @@ fn a_private_room_down_to_one_member_closes_and_tells_it_reliably() {
             w.live.remove(&b);
         }
     }
-    assert!(!w.names.contains("bo"));
+    assert!(!w.named("bo"));
 }
 
 #[test]
@@ -615,12 +726,8 @@ fn registrations_are_capped_and_rate_limited_per_address() {
     // One leaves: room for one more (the fifth attempt this minute).
     w.ask(addr(A, 1), ids[0], 3, Body::Disconnect);
     w.join(addr(A, 5), "u5");
-    w.ask(
-        addr(A, 5),
-        w.rooms.by_addr[&addr(A, 5)],
-        3,
-        Body::Disconnect,
-    );
+    let i5 = w.rooms.by_addr[&addr(A, 5)];
+    w.ask(addr(A, 5), i5, 3, Body::Disconnect);
     // Sixth attempt within the minute: refused by rate, though one fits.
     assert_eq!(
         w.ask(
@@ -707,7 +814,7 @@ fn a_client_that_never_acknowledges_texts_is_dropped() {
     }
     assert_eq!(w.rooms.online(), 1);
     assert_eq!(w.rooms.counters().unresponsive, 1);
-    assert!(!w.names.contains("bo"));
+    assert!(!w.named("bo"));
 }
 
 #[test]
@@ -835,7 +942,7 @@ fn a_wrong_id_from_an_unconfirmed_address_is_a_strike() {
         w.send(v, wrong, 10 + seq, Body::Connexion { name: None });
     }
     assert_eq!(w.rooms.online(), 0);
-    assert!(w.names.is_empty());
+    assert_eq!(w.hub.online_count(), 0);
 }
 
 #[test]
@@ -894,10 +1001,7 @@ fn all_ids_taken_by_unconfirmed_registrations_give_way_to_a_new_one() {
     let a = addr(A, 1);
     let ia = w.join(a, "al");
     assert!(ia > 0);
-    assert!(
-        !w.names.contains("f0"),
-        "the oldest unconfirmed one gave way"
-    );
+    assert!(!w.named("f0"), "the oldest unconfirmed one gave way");
     assert_eq!(w.rooms.online(), 254);
 }
 
@@ -916,16 +1020,20 @@ fn an_operators_kick_forgets_the_client_and_the_metrics_are_told() {
         w.tally,
         Tally {
             registered: 3,
-            messages: 1,
-            delivered: 2,
             idle: 0
         }
+    );
+    // Texts are counted by the hub, which routes them.
+    let m = w.hub.metrics().clone();
+    assert_eq!(
+        (m.messages_of(crate::hub::Dialect::Rooms), m.deliveries()),
+        (1, 2)
     );
     // A kick for an id now held by another address changes nothing.
     assert!(!w.rooms.kick(w.now, ib, a));
     assert!(w.rooms.kick(w.now, ib, b));
     w.collect();
-    assert!(!w.names.contains("bo"), "its name is free");
+    assert!(!w.named("bo"), "its name is free");
     assert!(!w.rooms.kick(w.now, ib, b), "only once");
     // Its next keep-alive is answered "unknown", as after an expiry.
     assert_eq!(
@@ -936,7 +1044,10 @@ fn an_operators_kick_forgets_the_client_and_the_metrics_are_told() {
         w.ask(a, ia, 4, Body::Text { chat: "hi".into() }),
         Body::TextAck
     );
-    assert_eq!((w.tally.messages, w.tally.delivered), (2, 3));
+    assert_eq!(
+        (m.messages_of(crate::hub::Dialect::Rooms), m.deliveries()),
+        (2, 3)
+    );
     // Silence: a drops, the others keep alive.
     w.tick(Duration::from_secs(3));
     w.ask(c, ic, 3, Body::Connexion { name: None });
@@ -955,10 +1066,10 @@ fn a_state_left_half_updated_by_a_panic_is_repaired_and_its_sender_dropped() {
     let den = w.create(a, ia, 3, "den", Mode::Centralised);
     w.ask(b, ib, 3, Body::AccessRoom { name: "den".into() });
     assert_eq!(w.rooms.check(), Ok(()));
-    // cy's move into den stops half-way: out of the public room, not in den.
-    w.rooms.trap = Some("move_to");
+    // bo's departure stops half-way: out of the users, still indexed.
+    w.rooms.trap = Some("remove_user");
     let hit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        w.send(c, ic, 3, Body::AccessRoom { name: "den".into() })
+        w.send(c, ic, 4, Body::Disconnect)
     }));
     assert!(hit.is_err());
     assert!(w.rooms.check().is_err(), "the panic left it half updated");
@@ -966,12 +1077,11 @@ fn a_state_left_half_updated_by_a_panic_is_repaired_and_its_sender_dropped() {
     w.collect();
     assert_eq!(w.rooms.check(), Ok(()));
     assert_eq!(w.rooms.counters().recoveries, 1);
-    assert!(
-        !w.names.contains("cy"),
-        "its sender is dropped, its name free"
-    );
+    assert_eq!(w.rooms.online(), 2);
+    // cy's session, half removed, is given back once the state is repaired.
+    assert!(!w.named("cy"), "its sender is dropped, its name free");
     assert_eq!(
-        w.ask(c, ic, 4, Body::Connexion { name: None }),
+        w.ask(c, ic, 5, Body::Connexion { name: None }),
         Body::KeptAlive { ok: false }
     );
     // The others and their room are as they were, and served.
@@ -994,4 +1104,5 @@ fn a_state_left_half_updated_by_a_panic_is_repaired_and_its_sender_dropped() {
     w.rooms.recover(w.now, None);
     assert_eq!(w.rooms.online(), 2);
     assert_eq!(w.rooms.check(), Ok(()));
+    assert_eq!(w.hub.check_rooms(), Ok(()));
 }

@@ -1,6 +1,7 @@
 //! The accounts dialect (seed 000): `AccountsClient`, the HELLO handshake,
 //! the reader's handling of server frames, the requests that wait for the
-//! server's verdict, and the local call/friend-request state. Bytes go through
+//! server's verdict, and the local call/friend-request state. Calls the
+//! library carries run over `media.rs` (UDP between the peers). Bytes go through
 //! `chinwag_proto::accounts` only, and no lock here is held across a wait
 //! for the server except `write_lock`, which only ever covers one write.
 //!
@@ -11,7 +12,10 @@
 //! up stays queued (abandoned) until its late answer arrives, so that
 //! answer is never taken for the next request's.
 
+mod media;
+
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,10 +25,12 @@ use chinwag_proto::accounts::{
 };
 use parking_lot::{Condvar, Mutex};
 
+use crate::audio::Profile;
+use crate::call::{Call, CallLink, CallOwner};
 use crate::core::tcp::{self, Frames, Tcp};
 use crate::core::{
-    sealed, wait_until, Connection, Core, Error, ErrorKind, Event, Result, CONNECT_TIMEOUT,
-    DEFAULT_CAPACITY,
+    end, sealed, threads, wait_until, Connection, Core, Error, ErrorKind, Event, Result,
+    VoicePorts, CONNECT_TIMEOUT, DEFAULT_CAPACITY,
 };
 
 const DIALECT: &str = "the accounts dialect";
@@ -99,17 +105,30 @@ struct Replies {
     dead: bool,
 }
 
-/// Where a call with one peer stands, as far as this client knows. The
-/// voice itself (UDP, `cw_voice_packet_*`) is the application's for now;
-/// a `crate::call::Call` over UDP would hang off `Active`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a call with one peer stands, as far as this client knows. A call
+/// the application carries itself (it gave its own port) has no media
+/// here; one the library carries has its socket, then its `Call`.
 enum Stage {
-    /// We rang them (140 sent).
-    Outgoing,
-    /// They ring us (143 received).
-    Incoming,
+    /// We rang them (140 sent); the socket waits for their answer.
+    Outgoing {
+        media: Option<UdpSocket>,
+        token: u64,
+    },
+    /// They ring us (143 received) from this voice end point.
+    Incoming { addr: String, port: u16 },
     /// Answered either way.
-    Active,
+    Active { call: Option<(u64, CallLink)> },
+}
+
+impl Stage {
+    fn active_token(&self) -> Option<u64> {
+        match self {
+            Stage::Active {
+                call: Some((token, _)),
+            } => Some(*token),
+            _ => None,
+        }
+    }
 }
 
 /// The state of an accounts client, shared by its handle and its reader.
@@ -126,6 +145,8 @@ pub struct Accounts {
     calls: Mutex<HashMap<String, Stage>>,
     /// Feature bits the server granted at HELLO (`feature::*`).
     features: u32,
+    /// Where library-carried calls listen and the port they name.
+    voice_ports: Mutex<VoicePorts>,
 }
 
 impl sealed::Protocol for Accounts {
@@ -137,6 +158,59 @@ impl sealed::Protocol for Accounts {
         self.replies.lock().dead = true;
         self.arrived.notify_all();
         self.tcp.shutdown();
+        // Calls need the signalling connection (the peer learns of the end
+        // through the server): they end with it.
+        let links: Vec<CallLink> = self
+            .calls
+            .lock()
+            .drain()
+            .filter_map(|(_, st)| match st {
+                Stage::Active {
+                    call: Some((_, link)),
+                } => Some(link),
+                _ => None,
+            })
+            .collect();
+        for link in links {
+            link.end(Error::new(
+                ErrorKind::Closed,
+                "the connection to the server ended",
+            ));
+        }
+    }
+}
+
+impl CallOwner for Accounts {
+    fn call_ended(&self, peer: &str, token: u64, why: &Error, local: bool) {
+        let current = {
+            let mut calls = self.calls.lock();
+            let current = calls.get(peer).and_then(Stage::active_token) == Some(token);
+            if current {
+                calls.remove(peer);
+            }
+            current
+        };
+        if !current {
+            // Hung up by name, by the peer (147) or with the client.
+            return;
+        }
+        // The server must learn that the call is over, whichever side ended it.
+        let _ = self.tcp.write(
+            &self.core,
+            &Frame::Hangup {
+                pseudo: peer.to_owned(),
+            }
+            .to_bytes(),
+        );
+        if why.code == ErrorKind::Panic {
+            end(self, threads::panic_event("chinwag-call", &why.message));
+        } else if !local {
+            self.core.emit(Event::CallEnded {
+                peer: peer.to_owned(),
+                code: why.code,
+                text: why.message.clone(),
+            });
+        }
     }
 }
 
@@ -217,7 +291,109 @@ impl Frames for Accounts {
     }
 }
 
-fn handle(acc: &Accounts, frame: Frame) -> std::result::Result<(), String> {
+impl Accounts {
+    /// Start the media of a call the library carries over `sock`, towards
+    /// the peer's end point; the call is then `Active`. Runs under the
+    /// calls lock, so its events are queued before its thread can end it.
+    fn start_call(
+        self: &Arc<Self>,
+        calls: &mut HashMap<String, Stage>,
+        pseudo: &str,
+        token: u64,
+        sock: UdpSocket,
+        addr: &str,
+        port: u16,
+    ) -> Result<Call> {
+        let peer = media::peer_end_point(pseudo, addr, port)?;
+        let (out, input) = media::transport(sock, peer)?;
+        let owner: Arc<dyn CallOwner> = self.clone();
+        let (call, link) = Call::start(
+            pseudo.to_owned(),
+            token,
+            Profile::Accounts,
+            out,
+            input,
+            Arc::downgrade(&owner),
+        )?;
+        calls.insert(
+            pseudo.to_owned(),
+            Stage::Active {
+                call: Some((token, link)),
+            },
+        );
+        log::info!("call with {pseudo} established, voice to {peer}");
+        Ok(call)
+    }
+
+    /// The socket of a call the library carries, and the port to name for it.
+    fn bind_voice(&self) -> Result<(UdpSocket, u16)> {
+        let ports = *self.voice_ports.lock();
+        let ip = self
+            .tcp
+            .socket()
+            .local_addr()
+            .map_err(|e| Error::new(ErrorKind::Io, format!("socket: {e}")))?
+            .ip();
+        let sock = media::bind(ip, ports.local)?;
+        let port = match ports.advertised {
+            0 => media::port_of(&sock)?,
+            p => p,
+        };
+        Ok((sock, port))
+    }
+}
+
+/// 141: our call was answered. A call the library carries starts now.
+fn call_accepted(acc: &Arc<Accounts>, pseudo: String, addr: String, port: u16) {
+    let mut calls = acc.calls.lock();
+    // Told first in every case (a call cancelled meanwhile included).
+    acc.core.emit(Event::CallAccepted {
+        peer: pseudo.clone(),
+        addr: addr.clone(),
+        port,
+    });
+    let Some(stage) = calls.get_mut(&pseudo) else {
+        return;
+    };
+    let media = match stage {
+        Stage::Outgoing { media, token } => media.take().map(|m| (m, *token)),
+        _ => None,
+    };
+    let Some((sock, token)) = media else {
+        *stage = Stage::Active { call: None };
+        return;
+    };
+    let refused = match acc.start_call(&mut calls, &pseudo, token, sock, &addr, port) {
+        Ok(call) => acc.core.push(Event::CallEstablished {
+            peer: pseudo,
+            call: Some(call),
+        }),
+        Err(e) => {
+            calls.remove(&pseudo);
+            drop(calls);
+            log::info!("call with {pseudo} failed: {}", e.message);
+            let _ = acc.tcp.write(
+                &acc.core,
+                &Frame::Hangup {
+                    pseudo: pseudo.clone(),
+                }
+                .to_bytes(),
+            );
+            acc.core.emit(Event::CallFailed {
+                peer: pseudo,
+                code: Some(e.code),
+                text: e.message,
+            });
+            return;
+        }
+    };
+    drop(calls);
+    // A call the closed queue refused hangs up here, outside the lock its
+    // thread needs.
+    drop(refused);
+}
+
+fn handle(acc: &Arc<Accounts>, frame: Frame) -> std::result::Result<(), String> {
     let core = &acc.core;
     match frame {
         Frame::HelloAck | Frame::HelloAckWith { .. } => {}
@@ -283,26 +459,23 @@ fn handle(acc: &Accounts, frame: Frame) -> std::result::Result<(), String> {
         }
         Frame::FriendRefused { pseudo } => core.emit(Event::FriendRefused { peer: pseudo }),
         Frame::IncomingCall { pseudo, addr, port } => {
-            acc.calls.lock().insert(pseudo.clone(), Stage::Incoming);
+            acc.calls.lock().insert(
+                pseudo.clone(),
+                Stage::Incoming {
+                    addr: addr.clone(),
+                    port,
+                },
+            );
             core.emit(Event::CallIncoming {
                 peer: pseudo,
                 addr,
                 port,
             });
         }
-        Frame::CallAccepted { pseudo, addr, port } => {
-            if let Some(c) = acc.calls.lock().get_mut(&pseudo) {
-                *c = Stage::Active;
-            }
-            core.emit(Event::CallAccepted {
-                peer: pseudo,
-                addr,
-                port,
-            });
-        }
+        Frame::CallAccepted { pseudo, addr, port } => call_accepted(acc, pseudo, addr, port),
         Frame::CallFailed { pseudo } => {
             let mut calls = acc.calls.lock();
-            if calls.get(&pseudo) == Some(&Stage::Outgoing) {
+            if matches!(calls.get(&pseudo), Some(Stage::Outgoing { .. })) {
                 calls.remove(&pseudo);
             }
             drop(calls);
@@ -313,7 +486,13 @@ fn handle(acc: &Accounts, frame: Frame) -> std::result::Result<(), String> {
             });
         }
         Frame::HungUp { pseudo } => {
-            acc.calls.lock().remove(&pseudo);
+            let stage = acc.calls.lock().remove(&pseudo);
+            if let Some(Stage::Active {
+                call: Some((_, link)),
+            }) = stage
+            {
+                link.end(Error::new(ErrorKind::Closed, format!("{pseudo} hung up")));
+            }
             core.emit(Event::CallEnded {
                 peer: pseudo,
                 code: ErrorKind::Closed,
@@ -388,6 +567,7 @@ impl Connection<Accounts> {
             requests: Mutex::new(HashSet::new()),
             calls: Mutex::new(HashMap::new()),
             features,
+            voice_ports: Mutex::new(VoicePorts::default()),
         });
         tcp::start_reader(&acc, acc.tcp.socket(), decoder)?;
         log::info!("connected to {} (accounts)", acc.tcp.server());
@@ -673,29 +853,47 @@ impl Connection<Accounts> {
 
     /// Ring the friend `pseudo`, who can reach this client's voice socket
     /// at `addr`:`port` (`addr` empty: the address the server sees). The
-    /// outcome arrives as CallAccepted or CallFailed.
+    /// application carries the voice (its own UDP socket); for a call the
+    /// library carries, see [`Self::place_voice_call`]. The outcome arrives
+    /// as CallAccepted or CallFailed.
     pub fn place_call(&self, pseudo: &str, addr: &str, port: u16) -> Result<()> {
-        let me = self.member()?;
-        check_pseudo("pseudo", pseudo)?;
-        check_len("address", addr, MAX_ADDR)?;
         if port == 0 {
             return Err(Error::new(ErrorKind::InvalidArgument, "port 0"));
         }
+        self.ring(pseudo, addr, port, None)
+    }
+
+    /// Ring the friend `pseudo` for a call the library carries: it binds a
+    /// UDP socket (see [`Self::set_voice_ports`]) and names it, with `addr`
+    /// (empty: the address the server sees), in the call request. When the
+    /// friend answers, CallAccepted is followed by CallEstablished with
+    /// the [`Call`]; else CallFailed.
+    pub fn place_voice_call(&self, pseudo: &str, addr: &str) -> Result<()> {
+        let (sock, port) = self.proto().bind_voice()?;
+        self.ring(pseudo, addr, port, Some(sock))
+    }
+
+    fn ring(&self, pseudo: &str, addr: &str, port: u16, media: Option<UdpSocket>) -> Result<()> {
+        let me = self.member()?;
+        check_pseudo("pseudo", pseudo)?;
+        check_len("address", addr, MAX_ADDR)?;
         if me == pseudo {
             return Err(Error::new(
                 ErrorKind::InvalidArgument,
                 "cannot call yourself",
             ));
         }
+        let acc = self.proto();
+        let token = acc.core.next_token();
         {
-            let mut calls = self.proto().calls.lock();
+            let mut calls = acc.calls.lock();
             if calls.contains_key(pseudo) {
                 return Err(Error::new(
                     ErrorKind::CallInProgress,
                     format!("a call with {pseudo:?} is already ringing or going on"),
                 ));
             }
-            calls.insert(pseudo.to_owned(), Stage::Outgoing);
+            calls.insert(pseudo.to_owned(), Stage::Outgoing { media, token });
         }
         let sent = self.post(&Frame::Call {
             pseudo: pseudo.into(),
@@ -703,13 +901,14 @@ impl Connection<Accounts> {
             port,
         });
         if sent.is_err() {
-            self.proto().calls.lock().remove(pseudo);
+            acc.calls.lock().remove(pseudo);
         }
         sent
     }
 
     /// answer `pseudo`'s ringing call; the caller will send its
     /// voice to `addr`:`port` (`addr` empty: the address the server sees).
+    /// The application carries the voice; see [`Self::answer_voice_call`].
     pub fn answer_call(&self, pseudo: &str, addr: &str, port: u16) -> Result<()> {
         self.member()?;
         check_pseudo("pseudo", pseudo)?;
@@ -717,12 +916,66 @@ impl Connection<Accounts> {
         if port == 0 {
             return Err(Error::new(ErrorKind::InvalidArgument, "port 0"));
         }
-        self.ringing_to_us(pseudo, Some(Stage::Active))?;
+        self.ringing_to_us(pseudo, Some(Stage::Active { call: None }))?;
         self.post(&Frame::AnswerCall {
             pseudo: pseudo.into(),
             addr: addr.into(),
             port,
         })
+    }
+
+    /// Answer `pseudo`'s ringing call with a call the library carries: it
+    /// binds a UDP socket (see [`Self::set_voice_ports`]), starts the call
+    /// towards the caller's voice end point, and names its socket, with
+    /// `addr` (empty: the address the server sees), in the answer.
+    /// CallEstablished with the [`Call`] follows. `ConnectFailed` when the
+    /// caller's end point is not an IP address and port (the call still
+    /// rings: refuse it).
+    pub fn answer_voice_call(&self, pseudo: &str, addr: &str) -> Result<()> {
+        self.member()?;
+        check_pseudo("pseudo", pseudo)?;
+        check_len("address", addr, MAX_ADDR)?;
+        let acc = self.proto();
+        let (sock, port) = acc.bind_voice()?;
+        let token = acc.core.next_token();
+        let call = {
+            let mut calls = acc.calls.lock();
+            let Some(Stage::Incoming {
+                addr: peer_addr,
+                port: peer_port,
+            }) = calls.get(pseudo)
+            else {
+                return Err(Error::new(
+                    ErrorKind::NoSuchCall,
+                    format!("no call from {pseudo:?} is ringing"),
+                ));
+            };
+            let (peer_addr, peer_port) = (peer_addr.clone(), *peer_port);
+            acc.start_call(&mut calls, pseudo, token, sock, &peer_addr, peer_port)?
+        };
+        let sent = self.post(&Frame::AnswerCall {
+            pseudo: pseudo.into(),
+            addr: addr.into(),
+            port,
+        });
+        if let Err(e) = sent {
+            acc.calls.lock().remove(pseudo);
+            return Err(e);
+        }
+        // Queued after the answer went out; dropped (hung up) here if the
+        // client closed meanwhile.
+        drop(acc.core.push(Event::CallEstablished {
+            peer: pseudo.to_owned(),
+            call: Some(call),
+        }));
+        Ok(())
+    }
+
+    /// Where calls the library carries listen (`local`; 0: any free UDP
+    /// port) and the port their signalling names (`advertised`; 0: the
+    /// local one).
+    pub fn set_voice_ports(&self, ports: VoicePorts) {
+        *self.proto().voice_ports.lock() = ports;
     }
 
     /// Decline `pseudo`'s ringing call; the caller gets CallFailed.
@@ -738,7 +991,7 @@ impl Connection<Accounts> {
     /// Move an incoming call to `next` (None: forget it), or fail.
     fn ringing_to_us(&self, pseudo: &str, next: Option<Stage>) -> Result<()> {
         let mut calls = self.proto().calls.lock();
-        if calls.get(pseudo) != Some(&Stage::Incoming) {
+        if !matches!(calls.get(pseudo), Some(Stage::Incoming { .. })) {
             return Err(Error::new(
                 ErrorKind::NoSuchCall,
                 format!("no call from {pseudo:?} is ringing"),
@@ -756,11 +1009,18 @@ impl Connection<Accounts> {
     pub fn hangup_call(&self, pseudo: &str) -> Result<()> {
         self.member()?;
         check_pseudo("pseudo", pseudo)?;
-        if self.proto().calls.lock().remove(pseudo).is_none() {
-            return Err(Error::new(
-                ErrorKind::NoSuchCall,
-                format!("no call with {pseudo:?}"),
-            ));
+        let stage = self.proto().calls.lock().remove(pseudo);
+        match stage {
+            None => {
+                return Err(Error::new(
+                    ErrorKind::NoSuchCall,
+                    format!("no call with {pseudo:?}"),
+                ))
+            }
+            Some(Stage::Active {
+                call: Some((_, link)),
+            }) => link.hangup(),
+            Some(_) => {}
         }
         self.post(&Frame::Hangup {
             pseudo: pseudo.into(),

@@ -1,0 +1,681 @@
+//! The audio workload: real calls between two libchinwag clients on
+//! loopback (babel: peer-to-peer TCP through a jittery proxy; accounts: UDP
+//! through a lossy, jittery forwarder), driven in real time through the
+//! PCM API as an audio callback would: every 20 ms each side pushes 20 ms
+//! and pulls 20 ms. It measures mouth-to-ear latency, quality (PESQ, when
+//! a Python with the `pesq` package is given), jitter-buffer recovery, CPU
+//! and a long call, each beside a reference measured in the same run.
+
+mod net;
+mod signal;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chinwag::{AccountsClient, BabelClient, Call, CallStats, Event, VoicePorts};
+
+use crate::report::{Goal, Report, Unit};
+use crate::server::{self, Target};
+use net::{Forwarder, Impairment, Loss, Proxy};
+
+const FRAME: usize = 960;
+const TICK: Duration = Duration::from_millis(20);
+const WAIT: Option<Duration> = Some(Duration::from_secs(20));
+
+pub struct AudioOpts {
+    pub quick: bool,
+    /// Seconds of each latency and CPU run.
+    pub seconds: f64,
+    /// Seconds of the long call.
+    pub long_seconds: f64,
+    /// A Python with the `pesq` package (bench/audio/pesq.sh makes one).
+    pub pesq: Option<PathBuf>,
+    pub speech: PathBuf,
+    pub run_id: String,
+}
+
+/// Which transport a call runs over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Transport {
+    Babel,
+    Accounts,
+}
+
+/// Two ends of one call, the clients that keep them, and the path between.
+struct Pair {
+    a: Call,
+    b: Call,
+    _clients: Box<dyn std::any::Any + Send + Sync>,
+    forwarder: Option<Forwarder>,
+    _proxy: Option<Proxy>,
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.a.hangup();
+        self.b.hangup();
+    }
+}
+
+/// What one side says, and what it keeps of what it hears.
+#[derive(Clone, Copy)]
+struct Script<'a> {
+    /// Mono 48 kHz; silence after it unless it loops.
+    says: &'a [i16],
+    looping: bool,
+    /// Keep what is pulled and when (not for a long call: the bench's own
+    /// memory would grow).
+    record: bool,
+    /// Sample the statistics every tick.
+    trace: bool,
+}
+
+impl<'a> Script<'a> {
+    fn once(says: &'a [i16]) -> Self {
+        Script {
+            says,
+            looping: false,
+            record: true,
+            trace: false,
+        }
+    }
+    fn looping(says: &'a [i16]) -> Self {
+        Script {
+            says,
+            looping: true,
+            record: false,
+            trace: false,
+        }
+    }
+    fn sample(&self, i: usize) -> i16 {
+        match self.says.len() {
+            0 => 0,
+            n if self.looping => self.says[i % n],
+            _ => self.says.get(i).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// What one side of a conversation recorded.
+struct Side {
+    /// First channel of what was pulled.
+    heard: Vec<i16>,
+    pushed_at: Vec<Instant>,
+    pulled_at: Vec<Instant>,
+    /// (time, concealed so far, playout delay ms), sampled every tick when asked.
+    trace: Vec<(Instant, u64, f64)>,
+    /// The statistics at the last tick, while the call still ran.
+    last: Option<CallStats>,
+}
+
+fn names(run: &str, n: u32) -> (String, String) {
+    (format!("aa{run}{n}"), format!("ab{run}{n}"))
+}
+
+fn take_call<P: chinwag::core::Protocol>(
+    c: &chinwag::Connection<P>,
+    accept: impl Fn(&str),
+) -> Result<Call, String> {
+    loop {
+        match c.next_event(WAIT).map_err(|e| e.to_string())? {
+            Event::CallIncoming { peer, .. } => accept(&peer),
+            Event::CallEstablished { call, .. } => return call.ok_or("no call".into()),
+            Event::CallFailed { text, .. } => return Err(format!("call failed: {text}")),
+            _ => {}
+        }
+    }
+}
+
+/// Set up a call over `t`, impaired by `imp` (babel: only its jitter).
+fn pair(
+    target: &Target,
+    t: Transport,
+    imp: Option<Impairment>,
+    run: &str,
+    n: u32,
+) -> Result<Pair, String> {
+    pair_seeded(target, t, imp, run, n, u64::from(n))
+}
+
+/// As `pair`, with the path's random generators seeded by `seed` (the same
+/// seed gives the same losses to the same sequence of datagrams).
+fn pair_seeded(
+    target: &Target,
+    t: Transport,
+    imp: Option<Impairment>,
+    run: &str,
+    n: u32,
+    seed: u64,
+) -> Result<Pair, String> {
+    let e = |e: chinwag::Error| e.to_string();
+    let (na, nb) = names(run, n);
+    match t {
+        Transport::Babel => {
+            let addr = target.babel.ok_or("the server has no babel listener")?;
+            let a = BabelClient::connect("127.0.0.1", addr.port()).map_err(e)?;
+            let b = BabelClient::connect("127.0.0.1", addr.port()).map_err(e)?;
+            a.login(&na, WAIT).map_err(e)?;
+            b.login(&nb, WAIT).map_err(e)?;
+            let proxy = match imp {
+                Some(imp) => {
+                    let p = Proxy::start(seed, imp.jitter)?;
+                    a.set_voice_ports(VoicePorts {
+                        local: 0,
+                        advertised: p.port,
+                    });
+                    Some(p)
+                }
+                None => None,
+            };
+            let port = a.place_call(&nb, "", 0).map_err(e)?;
+            if let Some(p) = &proxy {
+                *p.target.lock().unwrap() = Some(port);
+            }
+            let cb = take_call(&b, |peer| {
+                let _ = b.accept_call(peer);
+            })?;
+            let ca = take_call(&a, |_| {})?;
+            Ok(Pair {
+                a: ca,
+                b: cb,
+                _clients: Box::new((a, b)),
+                forwarder: None,
+                _proxy: proxy,
+            })
+        }
+        Transport::Accounts => {
+            let addr = target
+                .accounts
+                .ok_or("the server has no accounts listener")?;
+            let port = addr.port();
+            let pw = "bench audio password";
+            let login = |name: &str| -> Result<AccountsClient, String> {
+                let c = AccountsClient::connect("127.0.0.1", port).map_err(e)?;
+                let email = format!("{name}@bench.invalid");
+                c.register(&email, name, pw, WAIT).map_err(e)?;
+                c.login_password(&email, pw, WAIT).map_err(e)?;
+                Ok(c)
+            };
+            let (a, b) = (login(&na)?, login(&nb)?);
+            a.request_friend(&nb, WAIT).map_err(e)?;
+            b.accept_friend(&na, WAIT).map_err(e)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while a.list_friends(WAIT).map_err(e)? != [nb.clone()] {
+                if Instant::now() > deadline {
+                    return Err("the accounts did not become friends".into());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let fwd = match imp {
+                Some(imp) => {
+                    let f = Forwarder::start(seed, imp)?;
+                    a.set_voice_ports(VoicePorts {
+                        local: 0,
+                        advertised: f.caller_port,
+                    });
+                    b.set_voice_ports(VoicePorts {
+                        local: 0,
+                        advertised: f.callee_port,
+                    });
+                    Some(f)
+                }
+                None => None,
+            };
+            a.place_voice_call(&nb, "").map_err(e)?;
+            let cb = take_call(&b, |peer| {
+                let _ = b.answer_voice_call(peer, "");
+            })?;
+            let ca = take_call(&a, |_| {})?;
+            Ok(Pair {
+                a: ca,
+                b: cb,
+                _clients: Box::new((a, b)),
+                forwarder: fwd,
+                _proxy: None,
+            })
+        }
+    }
+}
+
+/// One side in real time from `start` (+`phase`): each tick push the next
+/// 20 ms of the script and pull 20 ms, for `ticks`.
+fn talk(call: &Call, sc: Script, start: Instant, phase: Duration, ticks: usize) -> Side {
+    let ch = call.channels();
+    let keep = if sc.record { ticks } else { 0 };
+    let mut side = Side {
+        heard: Vec::with_capacity(keep * FRAME),
+        pushed_at: Vec::with_capacity(keep),
+        pulled_at: Vec::with_capacity(keep),
+        trace: Vec::new(),
+        last: None,
+    };
+    let mut chunk = vec![0i16; FRAME * ch];
+    let mut out = vec![0i16; FRAME * ch];
+    for k in 0..ticks {
+        let at = start + phase + TICK * k as u32;
+        if let Some(w) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(w);
+        }
+        for (i, frame) in chunk.chunks_exact_mut(ch).enumerate() {
+            frame.fill(sc.sample(k * FRAME + i));
+        }
+        let pushed = Instant::now();
+        if call.send_pcm(&chunk).is_err() {
+            break;
+        }
+        let pulled = Instant::now();
+        if call.recv_pcm(&mut out).is_err() {
+            break;
+        }
+        if sc.record {
+            side.pushed_at.push(pushed);
+            side.pulled_at.push(pulled);
+            side.heard.extend(out.iter().step_by(ch));
+        }
+        if sc.trace {
+            let s = call.stats();
+            side.trace
+                .push((Instant::now(), s.frames_concealed, s.playout_delay_ms));
+        }
+        if k + 1 == ticks {
+            side.last = Some(call.stats());
+        }
+    }
+    side
+}
+
+/// Both sides at once for `ticks`; the callee's ticks are offset by 7 ms
+/// (the phases of two sound cards are arbitrary).
+fn converse(p: &Pair, a: Script, b: Script, ticks: usize) -> (Side, Side) {
+    let start = Instant::now() + Duration::from_millis(20);
+    std::thread::scope(|s| {
+        let ta = s.spawn(|| talk(&p.a, a, start, Duration::ZERO, ticks));
+        let tb = s.spawn(|| talk(&p.b, b, start, Duration::from_millis(7), ticks));
+        (ta.join().unwrap(), tb.join().unwrap())
+    })
+}
+
+fn ticks_for(seconds: f64) -> usize {
+    (seconds * 50.0).ceil() as usize
+}
+
+pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
+    let mut r = Report::new("audio");
+    r.param("seconds", o.seconds);
+    r.param("long_seconds", o.long_seconds);
+    let speech = signal::read_speech(&o.speech)?;
+    let mut n = 0u32;
+    let mut next = || {
+        n += 1;
+        n
+    };
+
+    // Reference: one-way latency of a datagram between two loopback sockets.
+    let udp = signal::udp_one_way(if o.quick { 200 } else { 2000 })?;
+    r.fig(
+        "udp_one_way_p50_us",
+        "reference: loopback UDP one way p50",
+        udp,
+        Unit::Us,
+        None,
+    );
+
+    // Mouth-to-ear latency: markers pushed, found in what is pulled.
+    let marks = signal::markers(o.seconds);
+    let ticks = ticks_for(o.seconds) + 25;
+    let twenty = Impairment {
+        loss: Loss::None,
+        jitter: Duration::from_millis(20),
+    };
+    for (t, imp, key, label, goal) in [
+        (
+            Transport::Accounts,
+            Some(twenty),
+            "latency_udp_j20_p50_ms",
+            "mouth-to-ear UDP, 20 ms jitter p50",
+            true,
+        ),
+        (
+            Transport::Accounts,
+            None,
+            "latency_udp_direct_p50_ms",
+            "reference: UDP direct p50",
+            false,
+        ),
+        (
+            Transport::Babel,
+            Some(twenty),
+            "latency_tcp_j20_p50_ms",
+            "mouth-to-ear TCP, 20 ms jitter p50",
+            true,
+        ),
+        (
+            Transport::Babel,
+            None,
+            "latency_tcp_direct_p50_ms",
+            "reference: TCP direct p50",
+            false,
+        ),
+    ] {
+        let p = pair(target, t, imp, &o.run_id, next())?;
+        let (sa, sb) = converse(&p, Script::once(&marks), Script::once(&marks), ticks);
+        let mut ms = signal::latencies(&marks, &sa.pushed_at, &sb.heard, &sb.pulled_at);
+        ms.extend(signal::latencies(
+            &marks,
+            &sb.pushed_at,
+            &sa.heard,
+            &sa.pulled_at,
+        ));
+        if ms.len() < 4 {
+            r.problems
+                .push(format!("{label}: only {} markers found", ms.len()));
+            continue;
+        }
+        if let Some(st) = sb.last {
+            r.notes.push(format!(
+                "{key}: callee's buffer at the end: delay {:.0} ms, target {:.0} ms, jitter {:.1} ms; \
+                 concealed {}, late {}, dropped {}",
+                st.playout_delay_ms,
+                st.target_delay_ms,
+                st.jitter_ms,
+                st.frames_concealed,
+                st.packets_late,
+                st.frames_dropped
+            ));
+        }
+        ms.sort_by(f64::total_cmp);
+        let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+        let goal = goal.then_some(Goal::AtMost(50.0));
+        r.fig(key, label, pct(0.5), Unit::Ms, goal);
+        if goal.is_some() {
+            let k95 = if t == Transport::Accounts {
+                "latency_udp_j20_p95_ms"
+            } else {
+                "latency_tcp_j20_p95_ms"
+            };
+            r.fig(k95, "  p95", pct(0.95), Unit::Ms, None);
+        }
+    }
+
+    // Quality under loss (accounts, UDP): the speech one way, PESQ on 16 kHz.
+    let conditions = [
+        (
+            "pesq_clean",
+            "PESQ, no loss (codec only)",
+            Loss::None,
+            true,
+            None,
+        ),
+        (
+            "pesq_random10_fec_plc",
+            "PESQ, 10 % random loss, FEC+PLC",
+            Loss::Random(0.10),
+            true,
+            Some(Goal::AtLeast(3.0)),
+        ),
+        (
+            "pesq_random10_none",
+            "PESQ, 10 % random loss, neither",
+            Loss::Random(0.10),
+            false,
+            None,
+        ),
+        (
+            "pesq_burst5_fec_plc",
+            "PESQ, 5 % loss in bursts of 3, FEC+PLC",
+            Loss::Bursts { rate: 0.05, len: 3 },
+            true,
+            None,
+        ),
+        (
+            "pesq_burst5_none",
+            "PESQ, 5 % loss in bursts of 3, neither",
+            Loss::Bursts { rate: 0.05, len: 3 },
+            false,
+            None,
+        ),
+    ];
+    let padded = signal::pad(&speech, 0.5, 1.0);
+    match &o.pesq {
+        None => r.notes.push(
+            "PESQ skipped: pass --pesq PYTHON (bench/audio/pesq.sh installs the `pesq` package in a venv)".into(),
+        ),
+        Some(py) => {
+            let dir = std::env::temp_dir().join(format!("chinwag-pesq-{}", o.run_id));
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let reference = dir.join("ref.wav");
+            signal::write_16k(&reference, &speech)?;
+            for (key, label, loss, recovery, goal) in conditions {
+                let imp = Impairment { loss, jitter: Duration::ZERO };
+                // One seed per loss model: with and without recovery meet
+                // the same losses.
+                let seed = match loss {
+                    Loss::None => 1,
+                    Loss::Random(_) => 2,
+                    Loss::Bursts { .. } => 3,
+                };
+                let p = pair_seeded(target, Transport::Accounts, Some(imp), &o.run_id, next(), seed)?;
+                p.a.set_loss_recovery(recovery).map_err(|e| e.to_string())?;
+                p.b.set_loss_recovery(recovery).map_err(|e| e.to_string())?;
+                let (_, sb) = converse(&p, Script::once(&padded), Script::once(&[]), padded.len() / FRAME + 10);
+                let degraded = dir.join(format!("{key}.wav"));
+                signal::write_16k(&degraded, &signal::align(&speech, &sb.heard))?;
+                if let Some(f) = &p.forwarder {
+                    let (d, k) = (
+                        f.dropped.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                        f.forwarded.load(std::sync::atomic::Ordering::Relaxed) as f64,
+                    );
+                    let st = sb.last.unwrap_or_default();
+                    r.notes.push(format!(
+                        "{key}: the forwarder dropped {:.1} %; received {}, lost {}, concealed {} ({} from FEC), delay {:.0} ms",
+                        100.0 * d / (d + k).max(1.0),
+                        st.packets_received,
+                        st.packets_lost,
+                        st.frames_concealed,
+                        st.frames_concealed_fec,
+                        st.playout_delay_ms
+                    ));
+                }
+                match signal::pesq(py, &reference, &degraded) {
+                    Ok(score) => r.fig(key, label, score, Unit::Score, goal),
+                    Err(e) => r.problems.push(format!("{label}: {e}")),
+                }
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    // Jitter-buffer recovery: 0 -> 60 -> 0 ms of jitter on UDP.
+    let phase = if o.quick { 2.0 } else { 10.0 };
+    let p = pair(
+        target,
+        Transport::Accounts,
+        Some(Impairment::CLEAN),
+        &o.run_id,
+        next(),
+    )?;
+    let fwd = p.forwarder.as_ref().expect("forwarder");
+    let (sb, t0) = std::thread::scope(|s| {
+        let t0 = Instant::now();
+        let traced = Script {
+            trace: true,
+            ..Script::once(&[])
+        };
+        let (pr, sp) = (&p, &speech[..]);
+        let h = s.spawn(move || {
+            converse(
+                pr,
+                Script::looping(sp),
+                traced,
+                ticks_for(phase * 3.0 + 1.0),
+            )
+            .1
+        });
+        std::thread::sleep(Duration::from_secs_f64(phase));
+        fwd.set(Impairment {
+            loss: Loss::None,
+            jitter: Duration::from_millis(60),
+        });
+        std::thread::sleep(Duration::from_secs_f64(phase));
+        fwd.set(Impairment::CLEAN);
+        (h.join().unwrap(), t0)
+    });
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let concealed_between = |from: Instant, to: Instant| {
+        let c = |t: Instant| sb.trace.iter().rfind(|e| e.0 <= t).map_or(0, |e| e.1);
+        c(to) - c(from)
+    };
+    let up = concealed_between(at(phase), at(2.0 * phase)) as f64;
+    let down = concealed_between(at(2.0 * phase), at(3.0 * phase)) as f64;
+    let calm = concealed_between(at(1.0), at(phase)) as f64;
+    let back = sb
+        .trace
+        .iter()
+        .filter(|e| e.0 >= at(2.0 * phase))
+        .find(|e| e.2 < 60.0)
+        .map(|e| (e.0 - at(2.0 * phase)).as_secs_f64());
+    let peak = sb.trace.iter().map(|e| e.2).fold(0.0, f64::max);
+    r.fig(
+        "jitter_concealed_calm",
+        "concealed frames, steady 0 ms (ref.)",
+        calm,
+        Unit::Count,
+        None,
+    );
+    r.fig(
+        "jitter_concealed_0_to_60",
+        "concealed frames, jitter 0 -> 60 ms",
+        up,
+        Unit::Count,
+        Some(Goal::AtMost(2.0)),
+    );
+    r.fig(
+        "jitter_concealed_60_to_0",
+        "concealed frames, jitter 60 -> 0 ms",
+        down,
+        Unit::Count,
+        Some(Goal::AtMost(2.0)),
+    );
+    r.fig(
+        "jitter_peak_delay_ms",
+        "playout delay at its peak",
+        peak,
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "jitter_back_under_60ms_s",
+        "delay back under 60 ms after",
+        back.unwrap_or(f64::INFINITY),
+        Unit::Secs,
+        Some(Goal::AtMost(10.0)),
+    );
+    drop(p);
+
+    // CPU of one call, both directions, per transport (the whole process:
+    // both clients; the server is another process and idle meanwhile).
+    let cpu_ticks = ticks_for(o.seconds);
+    for (t, key, label) in [
+        (
+            Transport::Accounts,
+            "cpu_udp_pct",
+            "CPU, one call both ways, UDP",
+        ),
+        (
+            Transport::Babel,
+            "cpu_tcp_pct",
+            "CPU, one call both ways, TCP",
+        ),
+    ] {
+        let p = pair(target, t, None, &o.run_id, next())?;
+        let (c0, w0) = (server::self_cpu(), Instant::now());
+        converse(
+            &p,
+            Script::looping(&speech),
+            Script::looping(&speech),
+            cpu_ticks,
+        );
+        let (c1, w1) = (server::self_cpu(), Instant::now());
+        let pct = (c1 - c0).as_secs_f64() / (w1 - w0).as_secs_f64() * 100.0;
+        r.fig(key, label, pct, Unit::Pct, Some(Goal::AtMost(3.0)));
+    }
+
+    // A long call: drift (delay, frames) and memory.
+    let p = pair(target, Transport::Accounts, None, &o.run_id, next())?;
+    // Warm-up: 10 s, or a quarter of a short call.
+    let warm = (o.long_seconds / 4.0).min(10.0);
+    let (sa, sb, rss0, s0) = std::thread::scope(|s| {
+        let sc = Script::looping(&speech);
+        let pr = &p;
+        let h = s.spawn(move || converse(pr, sc, sc, ticks_for(o.long_seconds)));
+        std::thread::sleep(Duration::from_secs_f64(warm));
+        let rss0 = rss_kib();
+        let s0 = p.b.stats();
+        let (sa, sb) = h.join().unwrap();
+        (sa, sb, rss0, s0)
+    });
+    let (s1a, s1b) = (
+        sa.last.unwrap_or_else(|| p.a.stats()),
+        sb.last.unwrap_or_else(|| p.b.stats()),
+    );
+    let rss1 = rss_kib();
+    r.fig(
+        "long_rss_before_mib",
+        "long call: RSS after warm-up",
+        rss0 as f64 / 1024.0,
+        Unit::MiB,
+        None,
+    );
+    r.fig(
+        "long_rss_after_mib",
+        "long call: RSS at the end",
+        rss1 as f64 / 1024.0,
+        Unit::MiB,
+        None,
+    );
+    r.fig(
+        "long_delay_start_ms",
+        "long call: playout delay at warm-up",
+        s0.playout_delay_ms,
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "long_delay_end_ms",
+        "long call: playout delay at the end",
+        s1b.playout_delay_ms,
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "long_frames_sent",
+        "long call: frames sent (each way)",
+        s1a.packets_sent as f64,
+        Unit::Count,
+        None,
+    );
+    r.fig(
+        "long_frames_missing",
+        "long call: frames lost + concealed",
+        (s1b.packets_lost + s1a.packets_lost + s1b.frames_concealed + s1a.frames_concealed) as f64,
+        Unit::Count,
+        None,
+    );
+    r.fig(
+        "long_frames_dropped",
+        "long call: frames dropped (delay shrink)",
+        (s1a.frames_dropped + s1b.frames_dropped) as f64,
+        Unit::Count,
+        None,
+    );
+    Ok(r)
+}
+
+fn rss_kib() -> u64 {
+    server::proc_stats(std::process::id()).map_or(0, |s| s.rss_kib)
+}
+
+/// The speech of bench/audio, next to the bench's sources.
+pub fn default_speech() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("audio/speech.wav")
+}

@@ -1,0 +1,800 @@
+//! The store's one test suite, run against both databases: every case is a
+//! function of a `Backend`, and `on_both!` makes two tests of it,
+//! `suite::sqlite::NAME` (a database file of its own) and
+//! `suite::postgres::NAME` (a schema of its own on a PostgreSQL server the
+//! tests start; see tests/common/postgres.rs). What only one database has
+//! (SQLite's checkpoint and query plans; PostgreSQL's several writers,
+//! concurrent migrations, a server restart) is tested beside it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver};
+
+use super::{After, CreateError, Db, Store, StoreThread, Target, GROUP};
+use crate::hub::bans::Ban;
+
+#[path = "../../tests/common/postgres.rs"]
+mod testpg;
+
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A directory removed when its last holder lets go.
+pub(super) struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A database for one test: a file in a directory removed with the last
+/// clone, or a schema left to its server's end.
+#[derive(Clone)]
+pub(super) enum Backend {
+    Sqlite(Arc<TempDir>),
+    Postgres {
+        server: Arc<testpg::Postgres>,
+        url: String,
+        schema: String,
+    },
+}
+
+impl Backend {
+    fn sqlite(tag: &str) -> Backend {
+        let dir = std::env::temp_dir().join(format!(
+            "cw-store-{tag}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Backend::Sqlite(Arc::new(TempDir(dir)))
+    }
+
+    /// The SQLite file (for SQLite backends only).
+    fn file(dir: &TempDir) -> PathBuf {
+        dir.0.join("t.db")
+    }
+
+    /// None when the machine has no PostgreSQL and says to skip.
+    fn postgres() -> Option<Backend> {
+        let server = testpg::server()?;
+        let (url, schema) = server.fresh_url();
+        Some(Backend::Postgres {
+            server,
+            url,
+            schema,
+        })
+    }
+
+    fn target(&self) -> Target {
+        match self {
+            Backend::Sqlite(dir) => Target::Sqlite(Backend::file(dir)),
+            Backend::Postgres { url, .. } => Target::from_settings(Path::new(""), url).unwrap(),
+        }
+    }
+
+    fn open(&self) -> (Store, StoreThread) {
+        Store::open_target(&self.target(), None).expect("the store opens")
+    }
+
+    /// What another connection sees: committed message bodies, in order.
+    fn bodies(&self) -> Vec<String> {
+        match self {
+            Backend::Sqlite(dir) => {
+                let other = rusqlite::Connection::open(Backend::file(dir)).unwrap();
+                let mut st = other
+                    .prepare("SELECT body FROM messages ORDER BY id")
+                    .unwrap();
+                let rows = st.query_map([], |r| r.get(0)).unwrap();
+                rows.map(Result::unwrap).collect()
+            }
+            Backend::Postgres { server, schema, .. } => server
+                .session(schema)
+                .query("SELECT body FROM messages ORDER BY id", &[])
+                .unwrap()
+                .iter()
+                .map(|r| String::from_utf8(r.get::<_, Vec<u8>>(0)).unwrap())
+                .collect(),
+        }
+    }
+
+    /// One integer, read by another connection.
+    fn scalar(&self, sql: &str) -> i64 {
+        match self {
+            Backend::Sqlite(dir) => rusqlite::Connection::open(Backend::file(dir))
+                .unwrap()
+                .query_row(sql, [], |r| r.get(0))
+                .unwrap(),
+            Backend::Postgres { server, schema, .. } => {
+                server.session(schema).query_one(sql, &[]).unwrap().get(0)
+            }
+        }
+    }
+
+    /// Pretend a newer chinwagd migrated this database.
+    fn set_schema_version(&self, v: i64) {
+        match self {
+            Backend::Sqlite(dir) => rusqlite::Connection::open(Backend::file(dir))
+                .unwrap()
+                .pragma_update(None, "user_version", v)
+                .unwrap(),
+            Backend::Postgres { server, schema, .. } => {
+                server
+                    .session(schema)
+                    .execute("UPDATE chinwag_schema SET version = $1", &[&v])
+                    .unwrap();
+            }
+        }
+    }
+}
+
+/// `$name(&Backend)` as two tests: `sqlite::$name` and `postgres::$name`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Backend::sqlite(stringify!($name)));
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            fn $name() {
+                if let Some(b) = super::Backend::postgres() {
+                    super::$name(&b);
+                }
+            })*
+        }
+    };
+}
+
+on_both!(
+    an_after_runs_once_its_row_is_visible_to_other_connections,
+    a_failed_commit_is_reported_to_every_after_and_keeps_nothing,
+    lookups_answer_what_was_stored,
+    emails_match_case_blind_on_ascii_letters_only,
+    jobs_queued_together_commit_together_up_to_a_group,
+    accounts_friends_messages,
+    message_texts_come_back_exactly,
+    afters_run_after_commit,
+    a_panicking_job_is_rolled_back_alone_and_the_store_carries_on,
+    a_job_whose_write_fails_is_rolled_back_and_told_so,
+    bans_and_account_deletion,
+    the_read_pool_sees_what_was_committed_and_cannot_write,
+    migrations_apply_once_and_refuse_newer_databases,
+    guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account,
+);
+
+fn stop(s: Store, t: StoreThread) {
+    s.stop();
+    t.join();
+}
+
+/// Two accounts to send messages between.
+fn two_accounts(s: &Store) -> (u64, u64) {
+    let (ids, ok) = s
+        .call_committed(|db| {
+            (
+                db.create_account("a@x.org", "alice", "h").unwrap(),
+                db.create_account("b@x.org", "bob", "h").unwrap(),
+            )
+        })
+        .unwrap();
+    assert!(ok);
+    ids
+}
+
+/// Store `text` from a to b; the `after` reports (committed, what another
+/// connection sees at that moment).
+fn store_message(
+    s: &Store,
+    b: &Arc<Backend>,
+    (from, to): (u64, u64),
+    text: &str,
+) -> Receiver<(bool, Vec<String>)> {
+    let (tx, rx) = bounded(1);
+    let (b, text) = (b.clone(), text.to_owned());
+    s.submit(move |db| {
+        db.insert_message(from, to, &text, false).unwrap();
+        Some(Box::new(move |ok| {
+            let _ = tx.send((ok, b.bodies()));
+        }) as After)
+    })
+    .unwrap();
+    rx
+}
+
+/// The suite's cases take `&Backend`; those whose afters read through
+/// another connection share it with the store thread.
+fn shared(b: &Backend) -> Arc<Backend> {
+    Arc::new(b.clone())
+}
+
+fn an_after_runs_once_its_row_is_visible_to_other_connections(b: &Backend) {
+    let (s, t) = b.open();
+    let ids = two_accounts(&s);
+    let view = shared(b);
+    // Several jobs, likely in one group: each after sees its own row.
+    let answers: Vec<_> = (0..5)
+        .map(|i| store_message(&s, &view, ids, &format!("m{i}")))
+        .collect();
+    for (i, rx) in answers.into_iter().enumerate() {
+        let (ok, seen) = rx.recv_timeout(PATIENCE).unwrap();
+        assert!(ok, "job {i} committed");
+        assert!(
+            seen.contains(&format!("m{i}")),
+            "job {i}'s after ran before its row was committed: {seen:?}"
+        );
+    }
+    stop(s, t);
+}
+
+fn a_failed_commit_is_reported_to_every_after_and_keeps_nothing(b: &Backend) {
+    let (s, t) = b.open();
+    let ids = two_accounts(&s);
+    let view = shared(b);
+    s.fail_commits(true);
+    let (ok, seen) = store_message(&s, &view, ids, "lost")
+        .recv_timeout(PATIENCE)
+        .unwrap();
+    assert!(!ok, "the after was told the commit failed");
+    assert!(seen.is_empty(), "{seen:?}");
+    s.fail_commits(false);
+    let (ok, seen) = store_message(&s, &view, ids, "kept")
+        .recv_timeout(PATIENCE)
+        .unwrap();
+    assert!(ok);
+    assert_eq!(seen, vec!["kept"]);
+    stop(s, t);
+}
+
+fn clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn lookups_answer_what_was_stored(b: &Backend) {
+    let (s, t) = b.open();
+    let before = clock();
+    let (a, ok) = s
+        .call_committed(move |db| {
+            let a = db.create_account("a@x.org", "alice", "hash-a").unwrap();
+            let b = db.create_account("b@x.org", "bob", "hash-b").unwrap();
+            let found = db.account_by_email("A@X.ORG").expect("emails ignore case");
+            assert_eq!((found.id, found.pseudo.as_str()), (a, "alice"));
+            assert_eq!(found.hash, "hash-a");
+            assert!(db.account_by_email("c@x.org").is_none());
+            let mut all = db.all_pseudos();
+            all.sort();
+            assert_eq!(all, vec!["alice", "bob"]);
+            assert!(!db.are_friends(a, b));
+            assert!(!db.has_request(a, b));
+            assert!(db.add_request(a, b, false));
+            assert!(db.has_request(a, b));
+            assert!(!db.has_request(b, a), "a request has a direction");
+            db.add_notice(a, 124, "bob");
+            db.add_notice(a, 125, "carol");
+            db.add_notice(b, 124, "alice");
+            let notices: Vec<(u16, String)> = db
+                .take_notices(a)
+                .into_iter()
+                .map(|n| (n.code, n.pseudo))
+                .collect();
+            assert_eq!(notices, vec![(124, "bob".into()), (125, "carol".into())]);
+            assert!(db.take_notices(a).is_empty(), "taken once");
+            assert_eq!(db.take_notices(b).len(), 1);
+            a
+        })
+        .unwrap();
+    assert!(ok);
+    let created = b.scalar(&format!("SELECT created FROM accounts WHERE id = {a}"));
+    assert!((before..=clock()).contains(&created), "{created}");
+    stop(s, t);
+}
+
+/// SQLite's NOCASE folds A-Z only; PostgreSQL must answer the same.
+fn emails_match_case_blind_on_ascii_letters_only(b: &Backend) {
+    let (s, t) = b.open();
+    s.call(|db| {
+        db.create_account("élan@Example.org", "elan", "h").unwrap();
+        assert!(db.account_by_email("éLAN@EXAMPLE.ORG").is_some());
+        assert!(db.account_by_email("ÉLAN@example.org").is_none());
+        assert_eq!(
+            db.create_account("éLan@example.ORG", "other", "h"),
+            Err(CreateError::EmailTaken)
+        );
+        assert!(db.create_account("Élan@example.org", "third", "h").is_ok());
+    })
+    .unwrap();
+    stop(s, t);
+}
+
+fn jobs_queued_together_commit_together_up_to_a_group(b: &Backend) {
+    let (s, t) = b.open();
+    let ids = two_accounts(&s);
+    let view = shared(b);
+    // Hold the store thread while a group and one more job queue up.
+    let (holding, is_holding) = bounded::<()>(1);
+    let (release, held) = bounded::<()>(0);
+    s.submit(move |_| {
+        let _ = holding.send(());
+        let _ = held.recv();
+        None
+    })
+    .unwrap();
+    is_holding.recv_timeout(PATIENCE).unwrap();
+    let answers: Vec<_> = (0..=GROUP)
+        .map(|i| store_message(&s, &view, ids, &format!("m{i}")))
+        .collect();
+    release.send(()).unwrap();
+    let (ok, seen) = answers[0].recv_timeout(PATIENCE).unwrap();
+    assert!(ok);
+    // The first job's after runs once its whole group is committed: the
+    // group's last row is visible, the next group's first is not.
+    assert!(
+        seen.contains(&format!("m{}", GROUP - 1)),
+        "{} rows",
+        seen.len()
+    );
+    assert!(!seen.contains(&format!("m{GROUP}")), "{} rows", seen.len());
+    for rx in &answers[1..] {
+        assert!(rx.recv_timeout(PATIENCE).unwrap().0);
+    }
+    stop(s, t);
+}
+
+fn accounts_friends_messages(b: &Backend) {
+    let (s, t) = b.open();
+    let (a, bob) = s
+        .call(|db| {
+            let a = db.create_account("a@x.org", "alice", "h").unwrap();
+            let b = db.create_account("b@x.org", "bob", "h").unwrap();
+            assert_eq!(
+                db.create_account("A@X.org", "other", "h"),
+                Err(CreateError::EmailTaken)
+            );
+            assert_eq!(
+                db.create_account("c@x.org", "bob", "h"),
+                Err(CreateError::PseudoTaken)
+            );
+            (a, b)
+        })
+        .unwrap();
+    s.call(move |db| {
+        let b = bob;
+        assert!(db.add_request(a, b, false));
+        assert_eq!(db.requests_to(b, 10), vec!["alice"]);
+        assert_eq!(db.take_unnotified_requests(b), vec!["alice"]);
+        assert!(db.take_unnotified_requests(b).is_empty());
+        // Asking again does not make a told request untold.
+        assert!(db.add_request(a, b, false));
+        assert!(db.take_unnotified_requests(b).is_empty());
+        assert!(db.take_request(a, b));
+        assert!(!db.take_request(a, b));
+        assert!(db.befriend(a, b));
+        assert!(db.befriend(a, b), "twice is harmless");
+        assert!(db.are_friends(b, a));
+        assert_eq!(db.friends(a, 10), vec!["bob"]);
+        for i in 0..5 {
+            db.insert_message(a, b, &format!("m{i}"), i < 2).unwrap();
+        }
+        let und: Vec<String> = db.take_undelivered(b).into_iter().map(|u| u.text).collect();
+        assert_eq!(und, vec!["m2", "m3", "m4"]);
+        assert!(db.take_undelivered(b).is_empty());
+        let h = db.history(b, a, 0, 3);
+        assert_eq!(
+            h.iter().map(|x| x.2.as_str()).collect::<Vec<_>>(),
+            vec!["m2", "m3", "m4"]
+        );
+        let older = db.history(a, b, h[0].0, 10);
+        assert_eq!(
+            older.iter().map(|x| x.2.as_str()).collect::<Vec<_>>(),
+            vec!["m0", "m1"]
+        );
+        // The stored time comes back with history and offline delivery.
+        db.insert_message_at(a, b, "dated", false, 1_700_000_000)
+            .unwrap();
+        assert_eq!(db.history(a, b, 0, 1)[0].3, 1_700_000_000);
+        let und = db.take_undelivered(b);
+        assert_eq!(
+            (und[0].text.as_str(), und[0].sent),
+            ("dated", 1_700_000_000)
+        );
+        // Lists are in bytewise order, whatever the database's locale.
+        for (i, p) in ["Zed", "ann", "Émile", "bea"].iter().enumerate() {
+            let f = db.create_account(&format!("f{i}@x.org"), p, "h").unwrap();
+            db.befriend(a, f);
+        }
+        assert_eq!(db.friends(a, 10), vec!["Zed", "ann", "bea", "bob", "Émile"]);
+        assert_eq!(db.friends(a, 2), vec!["Zed", "ann"]);
+    })
+    .unwrap();
+    stop(s, t);
+}
+
+/// Texts from guests (no account) to an offline account (docs/bridging.md):
+/// kept up to a bound, in order, with their times, handed over once, gone
+/// with the account.
+fn guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account(b: &Backend) {
+    let (s, t) = b.open();
+    s.call(|db| {
+        let carol = db.create_account("c@x.org", "carol", "h").unwrap();
+        assert!(db.add_guest_mail(carol, "gus", "hi \u{e9}\0!", 1_700_000_000, 2));
+        assert!(db.add_guest_mail(carol, "eve", "second", 1_700_000_001, 2));
+        assert!(
+            !db.add_guest_mail(carol, "eve", "third", 1_700_000_002, 2),
+            "full"
+        );
+        let got = db.take_guest_mail(carol);
+        let seen: Vec<(&str, &str, u64)> = got
+            .iter()
+            .map(|u| (u.from.as_str(), u.text.as_str(), u.sent))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("gus", "hi \u{e9}\0!", 1_700_000_000),
+                ("eve", "second", 1_700_000_001)
+            ]
+        );
+        assert!(db.take_guest_mail(carol).is_empty(), "once");
+        // Not history: that is between accounts.
+        assert!(db.add_guest_mail(carol, "gus", "again", 1, 2));
+        assert!(db.delete_account("carol"));
+        let again = db.create_account("c2@x.org", "carol", "h").unwrap();
+        assert!(
+            db.take_guest_mail(again).is_empty(),
+            "deleted with its account"
+        );
+    })
+    .unwrap();
+    stop(s, t);
+}
+
+/// A message is any UTF-8 text: NUL characters, any script, up to the
+/// protocol's largest, stored and given back byte for byte.
+fn message_texts_come_back_exactly(b: &Backend) {
+    let (s, t) = b.open();
+    let (a, bob) = two_accounts(&s);
+    let texts = [
+        "nul \0 inside\0".to_owned(),
+        "ünïcödé 🦀 中文 \u{202e}".to_owned(),
+        String::new(),
+        "x".repeat(chinwag_proto::accounts::MAX_MESSAGE),
+    ];
+    let sent = texts.clone();
+    let ((), ok) = s
+        .call_committed(move |db| {
+            for t in &sent {
+                db.insert_message(a, bob, t, false).unwrap();
+            }
+        })
+        .unwrap();
+    assert!(ok);
+    let back = s
+        .call(move |db| {
+            let page: Vec<String> = db.history(a, bob, 0, 10).into_iter().map(|m| m.2).collect();
+            let offline: Vec<String> = db
+                .take_undelivered(bob)
+                .into_iter()
+                .map(|m| m.text)
+                .collect();
+            (page, offline)
+        })
+        .unwrap();
+    assert_eq!(back.0, texts);
+    assert_eq!(back.1, texts);
+    stop(s, t);
+}
+
+fn afters_run_after_commit(b: &Backend) {
+    let (s, t) = b.open();
+    let (tx, rx) = bounded(1);
+    s.submit(move |db| {
+        let id = db.create_account("z@x.org", "zed", "h").ok();
+        Some(Box::new(move |ok| {
+            let _ = tx.send((id.is_some(), ok));
+        }) as After)
+    })
+    .unwrap();
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), (true, true));
+    stop(s, t);
+}
+
+type TestJob = Box<dyn FnOnce(&Db) -> Option<After> + Send>;
+
+/// Queue `jobs` behind a blocker so they all run in one group.
+fn one_group(s: &Store, jobs: Vec<TestJob>) {
+    let (go, wait) = bounded::<()>(0);
+    s.submit(move |_| {
+        let _ = wait.recv();
+        None
+    })
+    .unwrap();
+    for j in jobs {
+        s.submit(j).unwrap();
+    }
+    go.send(()).unwrap();
+}
+
+fn a_panicking_job_is_rolled_back_alone_and_the_store_carries_on(b: &Backend) {
+    let (s, t) = b.open();
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let (t1, t3) = (told.clone(), told.clone());
+    one_group(
+        &s,
+        vec![
+            Box::new(move |db| {
+                db.create_account("a@x.org", "a", "h").unwrap();
+                Some(Box::new(move |ok| t1.lock().unwrap().push(("a", ok))) as After)
+            }),
+            Box::new(|db| {
+                db.create_account("p@x.org", "p", "h").unwrap();
+                panic!("injected failure");
+            }),
+            Box::new(move |db| {
+                db.create_account("b@x.org", "b", "h").unwrap();
+                Some(Box::new(move |ok| t3.lock().unwrap().push(("b", ok))) as After)
+            }),
+        ],
+    );
+    // The store thread is alive and sees exactly the two good rows.
+    let mut names = s.call(|db| db.all_pseudos()).unwrap();
+    names.sort();
+    assert_eq!(names, vec!["a", "b"]);
+    assert_eq!(*told.lock().unwrap(), vec![("a", true), ("b", true)]);
+    // Panics in a reply part are contained too.
+    s.submit(|_| Some(Box::new(|_| panic!("injected in after")) as After))
+        .unwrap();
+    assert_eq!(s.call(|db| db.account_id("a")).unwrap(), Some(1));
+    stop(s, t);
+}
+
+fn a_job_whose_write_fails_is_rolled_back_and_told_so(b: &Backend) {
+    let (s, t) = b.open();
+    let (tx, rx) = bounded(4);
+    let tx2 = tx.clone();
+    one_group(
+        &s,
+        vec![
+            Box::new(move |db| {
+                let a = db.create_account("w@x.org", "w", "h").unwrap();
+                // A notice for an account that does not exist: the
+                // foreign key refuses it, so the whole job must go.
+                db.add_notice(a + 1000, 131, "w");
+                Some(Box::new(move |ok| tx.send(("w", ok)).unwrap()) as After)
+            }),
+            Box::new(move |db| {
+                db.create_account("k@x.org", "k", "h").unwrap();
+                Some(Box::new(move |ok| tx2.send(("k", ok)).unwrap()) as After)
+            }),
+        ],
+    );
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), ("w", false));
+    assert_eq!(rx.recv_timeout(PATIENCE).unwrap(), ("k", true));
+    assert_eq!(s.call(|db| db.all_pseudos()).unwrap(), vec!["k"]);
+    stop(s, t);
+}
+
+fn bans_and_account_deletion(b: &Backend) {
+    let (s, t) = b.open();
+    let ((), ok) = s
+        .call_committed(|db| {
+            let a = db.create_account("a@x.org", "alice", "h").unwrap();
+            let b = db.create_account("b@x.org", "bob", "h").unwrap();
+            db.befriend(a, b);
+            db.insert_message(a, b, "hi", false).unwrap();
+            db.insert_message(b, a, "hello", true).unwrap();
+            db.add_request(b, a, false);
+            db.add_notice(b, 130, "alice");
+            assert!(db.add_ban(&Ban::Name("eve".into()), "spam"));
+            assert!(!db.add_ban(&Ban::Name("eve".into()), "again"));
+            assert!(db.add_ban(&Ban::Ip("10.0.0.1".parse().unwrap()), ""));
+        })
+        .unwrap();
+    assert!(ok);
+    s.call(|db| {
+        let bans = db.bans();
+        assert_eq!(bans.len(), 2);
+        assert_eq!(bans[1], (Ban::Name("eve".into()), "spam".into()));
+        assert!(db.remove_ban(&Ban::Name("eve".into())));
+        assert!(!db.remove_ban(&Ban::Name("eve".into())));
+        assert!(db.set_password_hash("bob", "h2"));
+        assert!(!db.set_password_hash("nobody", "h2"));
+        assert_eq!(db.email_of("bob").as_deref(), Some("b@x.org"));
+        assert!(db.delete_account("alice"));
+        assert!(!db.delete_account("alice"));
+        let bob = db.account_id("bob").unwrap();
+        assert!(db.friends(bob, 10).is_empty());
+        assert!(db.history(bob, 1, 0, 10).is_empty());
+        assert!(db.take_notices(bob).is_empty());
+        assert_eq!(db.account_by_email("b@x.org").unwrap().hash, "h2");
+    })
+    .unwrap();
+    assert!(s.ping(Duration::from_secs(5)));
+    stop(s, t);
+}
+
+fn the_read_pool_sees_what_was_committed_and_cannot_write(b: &Backend) {
+    let (s, t) = b.open();
+    // Committed before the pool reads (`call` answers before the commit).
+    let ((a, bob), committed) = s
+        .call_committed(|db| {
+            let a = db.create_account("a@x.org", "a", "h").unwrap();
+            let b = db.create_account("b@x.org", "b", "h").unwrap();
+            for i in 0..10 {
+                db.insert_message(a, b, &format!("m{i}"), true);
+                db.insert_message(b, a, &format!("r{i}"), true);
+            }
+            (a, b)
+        })
+        .unwrap();
+    assert!(committed);
+    assert!(s.has_read_pool());
+    // Both directions, in order, the newest page.
+    let page = s.read(|db| db.history(bob, a, 0, 4)).unwrap().unwrap();
+    let texts: Vec<&str> = page.iter().map(|m| m.2.as_str()).collect();
+    assert_eq!(texts, vec!["m8", "r8", "m9", "r9"]);
+    let found = s
+        .read(|db| db.account_by_email("B@x.org"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.map(|f| f.id), Some(bob));
+    // And cannot write.
+    let wrote = s
+        .read(|db| db.create_account("c@x.org", "c", "h"))
+        .unwrap()
+        .unwrap();
+    assert!(wrote.is_err());
+    assert_eq!(s.call(|db| db.account_id("c")).unwrap(), None);
+    stop(s, t);
+}
+
+fn migrations_apply_once_and_refuse_newer_databases(b: &Backend) {
+    let (s, t) = b.open();
+    two_accounts(&s);
+    stop(s, t);
+    // Reopening keeps data and does not run a migration again.
+    let (s, t) = b.open();
+    assert_eq!(s.call(|db| db.all_pseudos().len()).unwrap(), 2);
+    stop(s, t);
+    b.set_schema_version(super::SCHEMA_VERSION + 1);
+    let err = match Store::open_target(&b.target(), None) {
+        Ok(_) => panic!("a newer schema must be refused"),
+        Err(e) => e,
+    };
+    assert!(err.contains("newer than this chinwagd"), "{err}");
+}
+
+// What only PostgreSQL has.
+
+/// Two nodes on one database register the same pseudo at once: exactly one
+/// wins each race, the other hears "taken", and no job fails.
+#[test]
+fn postgres_two_stores_race_for_one_pseudo_and_one_wins() {
+    let Some(b) = Backend::postgres() else { return };
+    let (s1, t1) = b.open();
+    let (s2, t2) = b.open();
+    for round in 0..20 {
+        let go = Arc::new(std::sync::Barrier::new(2));
+        let racers: Vec<_> = [(s1.clone(), 1), (s2.clone(), 2)]
+            .into_iter()
+            .map(|(s, n)| {
+                let go = go.clone();
+                std::thread::spawn(move || {
+                    s.call_committed(move |db| {
+                        go.wait();
+                        db.create_account(&format!("{n}-{round}@x.org"), &format!("p{round}"), "h")
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
+        let won: Vec<_> = results.iter().filter(|(r, _)| r.is_ok()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {results:?}");
+        assert!(
+            results.iter().all(|(_, committed)| *committed),
+            "{results:?}"
+        );
+        assert!(results
+            .iter()
+            .any(|(r, _)| *r == Err(CreateError::PseudoTaken)));
+    }
+    assert_eq!(s1.call(|db| db.all_pseudos().len()).unwrap(), 20);
+    stop(s1, t1);
+    stop(s2, t2);
+}
+
+/// Nodes started together migrate one at a time and all come up.
+#[test]
+fn postgres_stores_opening_a_new_database_together_migrate_it_once() {
+    let Some(b) = Backend::postgres() else { return };
+    let b = shared(&b);
+    let openers: Vec<_> = (0..3)
+        .map(|_| {
+            let b = b.clone();
+            std::thread::spawn(move || b.open())
+        })
+        .collect();
+    for o in openers {
+        let (s, t) = o.join().unwrap();
+        assert_eq!(s.call(|db| db.all_pseudos()).unwrap(), Vec::<String>::new());
+        stop(s, t);
+    }
+    assert_eq!(
+        b.scalar("SELECT version FROM chinwag_schema"),
+        super::SCHEMA_VERSION
+    );
+    assert_eq!(b.scalar("SELECT count(*) FROM chinwag_schema"), 1);
+}
+
+/// A history page is one backwards range of the conversation index, on
+/// PostgreSQL as on SQLite (store/read.rs tests SQLite's plan).
+#[test]
+fn postgres_a_history_page_is_one_range_of_the_conversation_index() {
+    let Some(b) = Backend::postgres() else { return };
+    let (s, t) = b.open();
+    two_accounts(&s);
+    stop(s, t);
+    let Backend::Postgres { server, schema, .. } = &b else {
+        unreachable!()
+    };
+    let mut c = server.session(schema);
+    // A tiny table is read whole unless the planner is told otherwise.
+    c.batch_execute("SET enable_seqscan = off").unwrap();
+    let sql = super::HISTORY_SQL.pg.unwrap();
+    let plan: Vec<String> = c
+        .query(&format!("EXPLAIN {sql}"), &[&1i64, &2i64, &100i64, &10i64])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join(" | ");
+    assert!(
+        plan.contains("Index Scan Backward using messages_conversation"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Sort"), "{plan}");
+}
+
+/// The database restarts under a running store: jobs meanwhile fail (and
+/// are told so, nothing is acknowledged), and the store reconnects by
+/// itself once the database is back; the read pool too.
+#[test]
+fn postgres_the_store_rides_out_a_database_restart() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let Some(server) = testpg::private_server() else {
+        return;
+    };
+    let (url, _) = server.fresh_url();
+    let target = Target::from_settings(Path::new(""), &url).unwrap();
+    let (s, t) = Store::open_target(&target, None).unwrap();
+    let (a, b) = two_accounts(&s);
+    server.stop();
+    // Refused outright (the job never ran: busy) or run and not committed.
+    let answer = s.call_committed(move |db| db.insert_message(a, b, "while down", false));
+    assert!(
+        !matches!(answer, Ok((_, true))),
+        "nothing is acknowledged while the database is down"
+    );
+    assert!(matches!(s.read(|db| db.account_id("alice")), Some(Err(_))));
+    assert!(
+        !s.ping(Duration::from_secs(5)),
+        "health says the store is not responding"
+    );
+    server.restart();
+    let (id, ok) = s
+        .call_committed(move |db| db.insert_message(a, b, "after", false))
+        .unwrap();
+    assert!(ok && id.is_some(), "the store reconnected");
+    let page = s.read(|db| db.history(a, b, 0, 10)).unwrap().unwrap();
+    let texts: Vec<&str> = page.iter().map(|m| m.2.as_str()).collect();
+    assert_eq!(texts, vec!["after"]);
+    assert!(s.ping(Duration::from_secs(5)));
+    stop(s, t);
+}

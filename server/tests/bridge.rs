@@ -1,0 +1,847 @@
+//! One server, one raw client of each dialect (docs/bridging.md): public
+//! text between chatos and rooms, private text between chatos and accounts
+//! (online and offline), a babel user calling an accounts user (and back)
+//! with voice checked byte for byte through the media relay, hang-ups from
+//! each side, a relayed accounts call in which neither side learns the
+//! other's address, and hostile packets at the relay. Every socket is on
+//! 127.0.0.1; every wait is bounded.
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::accounts::Frame as Acc;
+use chinwag_proto::babel::Frame as Babel;
+use chinwag_proto::chatos::{self, Command};
+use chinwag_proto::rooms::{self as wire, Body};
+use chinwag_proto::voice::VoicePacket;
+use chinwagd::metrics::RelayDrop;
+use chinwagd::{Config, Server};
+
+mod common;
+use common::{Wire, WAIT};
+mod rooms_support;
+use rooms_support::Client as Rooms;
+
+fn server_with(f: impl FnOnce(&mut Config)) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    f(&mut cfg);
+    Server::start(cfg).expect("server starts")
+}
+
+fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+// ---- raw clients ----
+
+fn chatos(addr: SocketAddr, name: &str) -> Wire<Command> {
+    let mut c = Wire::<Command>::new(TcpStream::connect(addr).unwrap());
+    c.send_bytes(&Command::Login { login: name.into() }.to_bytes());
+    assert_eq!(c.recv(), Command::LoginAccepted);
+    c
+}
+
+fn accounts(addr: SocketAddr) -> Wire<Acc> {
+    let mut a = Wire::<Acc>::new(TcpStream::connect(addr).unwrap());
+    a.send_bytes(&Acc::Hello.to_bytes());
+    assert_eq!(a.recv(), Acc::HelloAck);
+    a
+}
+
+fn register(addr: SocketAddr, pseudo: &str) {
+    let mut a = accounts(addr);
+    a.send_bytes(
+        &Acc::Register {
+            email: format!("{pseudo}@example.org"),
+            pseudo: pseudo.into(),
+            password: "correct horse".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(a.recv(), Acc::Registered);
+}
+
+fn login(addr: SocketAddr, pseudo: &str) -> Wire<Acc> {
+    let mut a = accounts(addr);
+    a.send_bytes(
+        &Acc::Login {
+            email: format!("{pseudo}@example.org"),
+            password: "correct horse".into(),
+        }
+        .to_bytes(),
+    );
+    assert!(matches!(a.recv(), Acc::LoginOk { .. }));
+    a
+}
+
+fn send(w: &mut Wire<Acc>, f: Acc) {
+    w.send_bytes(&f.to_bytes());
+}
+
+fn babel(addr: SocketAddr, name: &str) -> (Wire<Babel>, Vec<String>) {
+    let mut b = Wire::<Babel>::new(TcpStream::connect(addr).unwrap());
+    assert_eq!(b.recv(), Babel::HelloConnect);
+    b.send_bytes(&Babel::Login { name: name.into() }.to_bytes());
+    assert_eq!(b.recv(), Babel::LoginSuccess);
+    let Babel::AddContact { contacts } = b.recv() else {
+        panic!("AddContact after LoginSuccess")
+    };
+    (b, contacts)
+}
+
+// ---- public text ----
+
+#[test]
+fn public_text_crosses_between_chatos_and_rooms_with_the_authors_name() {
+    let srv = server_with(|_| {});
+    let mut alice = chatos(srv.chatos_addr(), "alice");
+    let mut roo = Rooms::register(srv.rooms_addr(), "roo");
+    // chatos -> rooms: a TEXTE from the server, the author's name first.
+    alice.send_bytes(
+        &chatos::Command::Message {
+            from: "alice".into(),
+            text: "hi all".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        alice.recv(),
+        Command::Message {
+            from: "alice".into(),
+            text: "hi all".into()
+        },
+        "the chatos echo"
+    );
+    let m = roo.expect("alice's text", |b| matches!(b, Body::Text { .. }));
+    assert_eq!(m.user, wire::SERVER);
+    assert_eq!(
+        m.body,
+        Body::Text {
+            chat: "alice: hi all".into()
+        }
+    );
+    // The bytes docs/bridging.md shows (seq aside).
+    let bytes = m.to_bytes();
+    assert_eq!(bytes[..2], [0x78, 0xff]);
+    assert_eq!(bytes[4..], *b"\x00\x0dalice: hi all");
+    // rooms -> chatos: a MESSAGE with the rooms author's name.
+    assert_eq!(
+        roo.ask(Body::Text {
+            chat: "hello".into()
+        }),
+        Body::TextAck
+    );
+    assert_eq!(
+        alice.recv(),
+        Command::Message {
+            from: "roo".into(),
+            text: "hello".into()
+        }
+    );
+    // A CHAT longer than chatos's 1,024 bytes comes as two MESSAGEs.
+    let long = "é".repeat(600);
+    assert_eq!(roo.ask(Body::Text { chat: long.clone() }), Body::TextAck);
+    let mut got = String::new();
+    for _ in 0..2 {
+        let Command::Message { from, text } = alice.recv() else {
+            panic!()
+        };
+        assert_eq!(from, "roo");
+        assert!(text.len() <= chatos::MAX_TEXT);
+        got.push_str(&text);
+    }
+    assert_eq!(got, long);
+    // Once alice leaves, roo talks to nobody.
+    drop(alice);
+    eventually("alice gone", || srv.hub().online("alice").is_none());
+    assert_eq!(
+        roo.ask(Body::Text { chat: "?".into() }),
+        Body::Error {
+            refused: wire::kind::TEXTE,
+            reason: wire::Reason::NoRecipient
+        }
+    );
+}
+
+// ---- private text ----
+
+#[test]
+fn private_text_crosses_between_chatos_and_accounts_online_and_offline() {
+    let srv = server_with(|_| {});
+    let (c_addr, a_addr) = (srv.chatos_addr(), srv.accounts_addr());
+    register(a_addr, "carol");
+    let mut gus = chatos(c_addr, "gus");
+    // carol is offline: kept for her next login.
+    let to_carol = |text: &str| {
+        Command::MessagePrivate {
+            from: "gus".into(),
+            to: "carol".into(),
+            text: text.into(),
+        }
+        .to_bytes()
+    };
+    gus.send_bytes(&to_carol("while you were out"));
+    // Nothing answers a MESSAGE_PRIVATE; gus's echo of a MESSAGE sent after
+    // it says the server has handled it (one thread per connection, in
+    // order), so its store job is queued ahead of carol's login.
+    let echo = Command::Message {
+        from: "gus".into(),
+        text: "sync".into(),
+    };
+    gus.send_bytes(&echo.to_bytes());
+    assert_eq!(gus.recv(), echo);
+    let mut carol = login(a_addr, "carol");
+    assert_eq!(
+        carol.recv(),
+        Acc::Message {
+            pseudo: "gus".into(),
+            text: "while you were out".into()
+        }
+    );
+    // Online: at once, as the bytes docs/bridging.md shows.
+    gus.send_bytes(&to_carol("hi"));
+    let hi = carol.recv();
+    assert_eq!(
+        hi.to_bytes(),
+        b"CWAC\x00\x97\x00\x00\x00\x09\x00\x03gus\x00\x02hi".to_vec()
+    );
+    // carol answers the guest: MESSAGE_PRIVATE, and 152.
+    send(
+        &mut carol,
+        Acc::SendMessage {
+            pseudo: "gus".into(),
+            text: "yo !".into(),
+        },
+    );
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    assert_eq!(
+        gus.recv(),
+        Command::MessagePrivate {
+            from: "carol".into(),
+            to: "gus".into(),
+            text: "yo !".into()
+        }
+    );
+    // A long text from accounts comes to chatos in pieces.
+    let long = "x".repeat(2000);
+    send(
+        &mut carol,
+        Acc::SendMessage {
+            pseudo: "gus".into(),
+            text: long.clone(),
+        },
+    );
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    let mut got = String::new();
+    while got.len() < long.len() {
+        let Command::MessagePrivate { text, .. } = gus.recv() else {
+            panic!()
+        };
+        got.push_str(&text);
+    }
+    assert_eq!(got, long);
+    // No offline delivery to a guest: once gus is gone, 153.
+    drop(gus);
+    eventually("gus gone", || srv.hub().online("gus").is_none());
+    send(
+        &mut carol,
+        Acc::SendMessage {
+            pseudo: "gus".into(),
+            text: "still there?".into(),
+        },
+    );
+    assert_eq!(carol.recv(), Acc::MessageFailed);
+    // Guest mail is not history.
+    send(
+        &mut carol,
+        Acc::History {
+            pseudo: "gus".into(),
+            before: 0,
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::HistoryPage {
+            pseudo: "gus".into(),
+            entries: vec![]
+        }
+    );
+}
+
+#[test]
+fn a_full_guest_mailbox_drops_and_counts() {
+    let srv = server_with(|_| {});
+    let (c_addr, a_addr) = (srv.chatos_addr(), srv.accounts_addr());
+    register(a_addr, "dora");
+    let mut gus = chatos(c_addr, "gus");
+    const LIMIT: usize = chinwagd::front::accounts::service::GUEST_MAIL_PER_ACCOUNT;
+    for i in 0..LIMIT + 5 {
+        gus.send_bytes(
+            &Command::MessagePrivate {
+                from: "gus".into(),
+                to: "dora".into(),
+                text: format!("{i}"),
+            }
+            .to_bytes(),
+        );
+    }
+    let m = srv.hub().metrics().clone();
+    eventually("five dropped", || {
+        m.render()
+            .contains("chinwag_drops_total{reason=\"guest_mail_full\"} 5")
+    });
+    let mut dora = login(a_addr, "dora");
+    for i in 0..LIMIT {
+        assert_eq!(
+            dora.recv(),
+            Acc::Message {
+                pseudo: "gus".into(),
+                text: format!("{i}")
+            }
+        );
+    }
+    dora.expect_silence();
+}
+
+// ---- calls through the relay ----
+
+/// A babel caller's listener for its voice connection.
+fn listen() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn accept_within(l: &TcpListener) -> TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "nobody connected");
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+fn udp() -> (UdpSocket, u16) {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}
+
+/// The next datagram and where it came from, within the wait.
+fn datagram(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            return (buf[..n].to_vec(), from);
+        }
+        assert!(Instant::now() < deadline, "no datagram");
+    }
+}
+
+fn media(seq: u16, opus: &[u8]) -> Vec<u8> {
+    VoicePacket::Media {
+        seq,
+        timestamp: u32::from(seq) * 960,
+        opus,
+    }
+    .to_bytes()
+}
+
+/// Babel voice frames on a peer connection, read with the codec.
+fn voice_reader(s: TcpStream) -> Wire<Babel> {
+    Wire::<Babel>::new(s)
+}
+
+fn relay_at(host: &str, port: u16) -> SocketAddr {
+    SocketAddr::new(host.parse().unwrap(), port)
+}
+
+#[test]
+fn a_babel_user_calls_an_accounts_user_voice_both_ways_and_hang_ups() {
+    let srv = server_with(|_| {});
+    let (b_addr, a_addr) = (srv.babel_addr(), srv.accounts_addr());
+    register(a_addr, "carol");
+    let (mut bob, contacts) = babel(b_addr, "bob");
+    assert!(contacts.is_empty());
+    let mut carol = login(a_addr, "carol");
+    // bob's contact list now shows carol, whom he can call.
+    assert_eq!(
+        bob.recv(),
+        Babel::AddContact {
+            contacts: vec!["carol".into()]
+        }
+    );
+    let m = srv.hub().metrics().clone();
+    for hang_up_from_babel in [false, true] {
+        let (l, port) = listen();
+        bob.send_bytes(
+            &Babel::CallRequest {
+                contact: "carol".into(),
+                host: String::new(),
+                port,
+            }
+            .to_bytes(),
+        );
+        let Acc::IncomingCall {
+            pseudo,
+            addr,
+            port: relay_port,
+        } = carol.recv()
+        else {
+            panic!("143")
+        };
+        assert_eq!(pseudo, "bob");
+        assert_ne!(relay_port, port, "never bob's own end point");
+        let relay = relay_at(&addr, relay_port);
+        let (voice, vport) = udp();
+        send(
+            &mut carol,
+            Acc::AnswerCall {
+                pseudo: "bob".into(),
+                addr: String::new(),
+                port: vport,
+            },
+        );
+        // The relay dials bob; bob, the accepting side, greets first.
+        let mut peer = voice_reader(accept_within(&l));
+        peer.send_bytes(&Babel::ConnectionEstablished.to_bytes());
+        // Voice sent before the relay has read the greeting is dropped (it
+        // speaks only after ConnectionEstablished): send until one is there.
+        let mut seq = 0u16;
+        loop {
+            voice.send_to(&media(seq, &[0xfc, 0xff]), relay).unwrap();
+            seq += 1;
+            if peer.try_recv(Duration::from_millis(50)).is_some() {
+                break;
+            }
+            assert!(seq < 200, "the relay never carried voice to bob");
+        }
+        // accounts -> babel, byte for byte.
+        let before = m.relay_packets();
+        for seq in seq..seq + 5 {
+            let opus = [0xfc, seq as u8, 0xaa, 0x55];
+            voice.send_to(&media(seq, &opus), relay).unwrap();
+            assert_eq!(
+                peer.recv(),
+                Babel::VoiceData {
+                    data: opus.to_vec()
+                }
+            );
+        }
+        // babel -> accounts, numbered and timed by the relay.
+        let mut seqs = Vec::new();
+        for i in 0..5u8 {
+            let opus = vec![0xfc, i, 0x11, 0x22, 0x33];
+            peer.send_bytes(&Babel::VoiceData { data: opus.clone() }.to_bytes());
+            let (d, from) = datagram(&voice);
+            assert_eq!(from, relay, "the relay's socket, never bob's");
+            let VoicePacket::Media {
+                seq,
+                timestamp,
+                opus: got,
+            } = VoicePacket::decode(&d).unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(got, &opus[..]);
+            seqs.push((seq, timestamp));
+        }
+        for w in seqs.windows(2) {
+            assert_eq!(w[1].0, w[0].0.wrapping_add(1));
+            assert_eq!(w[1].1, w[0].1.wrapping_add(960));
+        }
+        // Counted once sent (just after it left).
+        eventually("ten packets counted", || m.relay_packets() - before == 10);
+        if hang_up_from_babel {
+            drop(peer);
+            assert_eq!(
+                carol.recv(),
+                Acc::HungUp {
+                    pseudo: "bob".into()
+                }
+            );
+        } else {
+            send(
+                &mut carol,
+                Acc::Hangup {
+                    pseudo: "bob".into(),
+                },
+            );
+            // babel's hang-up: the voice connection closes.
+            common::expect_eof(&mut peer.s, "bob's voice connection");
+        }
+        eventually("the allocation released", || srv.relayed_calls() == 0);
+    }
+}
+
+#[test]
+fn an_accounts_user_calls_a_babel_user_who_connects_to_the_relay() {
+    let srv = server_with(|_| {});
+    let (b_addr, a_addr) = (srv.babel_addr(), srv.accounts_addr());
+    register(a_addr, "carol");
+    let mut carol = login(a_addr, "carol");
+    let (mut bob, contacts) = babel(b_addr, "bob");
+    assert_eq!(contacts, vec!["carol"]);
+    let (voice, vport) = udp();
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "bob".into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    let Babel::CallRequest {
+        contact,
+        host,
+        port,
+    } = bob.recv()
+    else {
+        panic!("CallRequest")
+    };
+    assert_eq!(contact, "carol");
+    assert_ne!(port, vport);
+    // bob accepts by connecting; the relay greets him.
+    let mut peer = voice_reader(TcpStream::connect(relay_at(&host, port)).unwrap());
+    assert_eq!(peer.recv(), Babel::ConnectionEstablished);
+    let Acc::CallAccepted {
+        pseudo,
+        addr,
+        port: relay_port,
+    } = carol.recv()
+    else {
+        panic!("141")
+    };
+    assert_eq!(pseudo, "bob");
+    let relay = relay_at(&addr, relay_port);
+    voice.send_to(&media(1, &[0xfc, 1]), relay).unwrap();
+    assert_eq!(
+        peer.recv(),
+        Babel::VoiceData {
+            data: vec![0xfc, 1]
+        }
+    );
+    peer.send_bytes(
+        &Babel::VoiceData {
+            data: vec![0xfc, 2],
+        }
+        .to_bytes(),
+    );
+    let (d, _) = datagram(&voice);
+    assert!(matches!(
+        VoicePacket::decode(&d).unwrap(),
+        VoicePacket::Media {
+            opus: [0xfc, 2],
+            ..
+        }
+    ));
+    // A babel refusal reaches carol as 142.
+    drop(peer);
+    assert_eq!(
+        carol.recv(),
+        Acc::HungUp {
+            pseudo: "bob".into()
+        }
+    );
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "bob".into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    assert!(matches!(bob.recv(), Babel::CallRequest { .. }));
+    bob.send_bytes(
+        &Babel::CallRefused {
+            contact: "carol".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::CallFailed {
+            pseudo: "bob".into()
+        }
+    );
+    eventually("released", || srv.relayed_calls() == 0);
+}
+
+/// Two friends with accounts, logged in.
+fn friends(a_addr: SocketAddr, x: &str, y: &str) -> (Wire<Acc>, Wire<Acc>) {
+    register(a_addr, x);
+    register(a_addr, y);
+    let mut a = login(a_addr, x);
+    let mut b = login(a_addr, y);
+    send(&mut a, Acc::FriendRequest { pseudo: y.into() });
+    assert_eq!(a.recv(), Acc::FriendRequestSent { pseudo: y.into() });
+    assert_eq!(b.recv(), Acc::FriendRequested { pseudo: x.into() });
+    send(&mut b, Acc::AcceptFriend { pseudo: x.into() });
+    assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
+    (a, b)
+}
+
+/// `an` calls its friend `bn` through the relay (`call_relay = "all"`):
+/// the two voice sockets and where each must send.
+fn relayed_call(
+    a: &mut Wire<Acc>,
+    an: &str,
+    b: &mut Wire<Acc>,
+    bn: &str,
+) -> [(UdpSocket, SocketAddr); 2] {
+    let (va, pa) = udp();
+    let (vb, pb) = udp();
+    send(
+        a,
+        Acc::Call {
+            pseudo: bn.into(),
+            addr: String::new(),
+            port: pa,
+        },
+    );
+    let Acc::IncomingCall { addr, port, .. } = b.recv() else {
+        panic!("143")
+    };
+    assert_ne!(port, pa, "{bn} is not told {an}'s port");
+    let to_b = relay_at(&addr, port);
+    send(
+        b,
+        Acc::AnswerCall {
+            pseudo: an.into(),
+            addr: String::new(),
+            port: pb,
+        },
+    );
+    let Acc::CallAccepted { addr, port, .. } = a.recv() else {
+        panic!("141")
+    };
+    assert_ne!(port, pb, "{an} is not told {bn}'s port");
+    [(va, relay_at(&addr, port)), (vb, to_b)]
+}
+
+#[test]
+fn a_relayed_accounts_call_hides_each_sides_address_and_hostile_packets_are_dropped() {
+    let srv = server_with(|c| {
+        c.call_relay = "all".into();
+        c.relay_packets_per_second = 200;
+    });
+    let a_addr = srv.accounts_addr();
+    let (mut al, mut bo) = friends(a_addr, "al", "bo");
+    let [(va, a_to), (vb, b_to)] = relayed_call(&mut al, "al", &mut bo, "bo");
+    // Voice both ways, the very bytes, always from the relay.
+    for i in 0..5u16 {
+        let p = media(i, &[0xfc, i as u8]);
+        va.send_to(&p, a_to).unwrap();
+        let (d, from) = datagram(&vb);
+        assert_eq!((d, from), (p, b_to));
+        let q = media(100 + i, &[0xfc, 9]);
+        vb.send_to(&q, b_to).unwrap();
+        let (d, from) = datagram(&va);
+        assert_eq!((d, from), (q, a_to));
+    }
+    let m = srv.hub().metrics().clone();
+    // A third address: dropped, counted, never forwarded, never answered.
+    let (eve, _) = udp();
+    let stray = m.relay_drops(RelayDrop::Stray);
+    for i in 0..50u16 {
+        eve.send_to(&media(i, &[0xfc, 0xee]), a_to).unwrap();
+    }
+    eventually("strays counted", || {
+        m.relay_drops(RelayDrop::Stray) >= stray + 50
+    });
+    eve.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(eve.recv_from(&mut [0u8; 64]).is_err(), "eve got an answer");
+    // A guessed port nearby: nothing is there for eve either.
+    for p in [a_to.port().wrapping_add(1), a_to.port().wrapping_sub(1)] {
+        let _ = eve.send_to(&media(0, &[0xfc]), relay_at("127.0.0.1", p));
+    }
+    // Junk from a party: dropped as malformed.
+    let bad = m.relay_drops(RelayDrop::Malformed);
+    va.send_to(b"not a voice packet", a_to).unwrap();
+    eventually("junk counted", || m.relay_drops(RelayDrop::Malformed) > bad);
+    // Nothing of eve's (or the junk) reached bo: the next datagram is al's.
+    let p = media(42, &[0xfc, 42]);
+    va.send_to(&p, a_to).unwrap();
+    assert_eq!(datagram(&vb).0, p);
+    // A second call goes on while the first floods past its rate.
+    let (mut cy, mut di) = friends(a_addr, "cy", "di");
+    let [(vc, c_to), (vd, d_to)] = relayed_call(&mut cy, "cy", &mut di, "di");
+    let rate = m.relay_drops(RelayDrop::Rate);
+    for i in 0..1000u16 {
+        let _ = va.send_to(&media(i, &[0xfc]), a_to);
+    }
+    eventually("the flood is cut", || m.relay_drops(RelayDrop::Rate) > rate);
+    for i in 0..5u16 {
+        let p = media(i, &[0xfc, 0xcc]);
+        vc.send_to(&p, c_to).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (d, from) = datagram(&vd);
+            assert_eq!(from, d_to);
+            if d == p {
+                break;
+            }
+            assert!(Instant::now() < deadline);
+        }
+    }
+    // Hang-up ends the allocation; its port takes nothing any more.
+    send(
+        &mut al,
+        Acc::Hangup {
+            pseudo: "bo".into(),
+        },
+    );
+    assert_eq!(
+        bo.recv(),
+        Acc::HungUp {
+            pseudo: "al".into()
+        }
+    );
+    eventually("one allocation left", || srv.relayed_calls() == 1);
+}
+
+#[test]
+fn a_silent_relayed_call_ends_for_both_sides() {
+    let srv = server_with(|c| {
+        c.call_relay = "all".into();
+        c.relay_idle_timeout_ms = 300;
+    });
+    let (mut al, mut bo) = friends(srv.accounts_addr(), "al", "bo");
+    let _legs = relayed_call(&mut al, "al", &mut bo, "bo");
+    assert_eq!(
+        al.recv(),
+        Acc::HungUp {
+            pseudo: "bo".into()
+        }
+    );
+    assert_eq!(
+        bo.recv(),
+        Acc::HungUp {
+            pseudo: "al".into()
+        }
+    );
+    eventually("released", || srv.relayed_calls() == 0);
+    assert_eq!(srv.hub().calls_answered(), 0);
+}
+
+#[test]
+fn the_relay_off_refuses_calls_between_dialects() {
+    let srv = server_with(|c| c.call_relay = "off".into());
+    register(srv.accounts_addr(), "carol");
+    let mut carol = login(srv.accounts_addr(), "carol");
+    let (mut bob, contacts) = babel(srv.babel_addr(), "bob");
+    assert!(contacts.is_empty(), "nobody bob can call");
+    bob.send_bytes(
+        &Babel::CallRequest {
+            contact: "carol".into(),
+            host: String::new(),
+            port: 1,
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        bob.recv(),
+        Babel::ErrorResponse {
+            what: "carol is not connected".into()
+        }
+    );
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "bob".into(),
+            addr: String::new(),
+            port: 1,
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::CallFailed {
+            pseudo: "bob".into()
+        }
+    );
+}
+
+#[test]
+fn bridged_bytes_match_the_docs() {
+    // The example of docs/bridging.md: MESSAGE_PRIVATE alice -> bob "hi".
+    let mut out = Vec::new();
+    chatos::encode_message_private(&mut out, "alice", "bob", "hi");
+    assert_eq!(
+        out,
+        b"\x04\x00\x00\x00\x05alice\x00\x00\x00\x03bob\x00\x00\x00\x02hi".to_vec()
+    );
+    let s = Acc::Message {
+        pseudo: "alice".into(),
+        text: "hi".into(),
+    }
+    .to_bytes();
+    assert_eq!(
+        s,
+        b"CWAC\x00\x97\x00\x00\x00\x0b\x00\x05alice\x00\x02hi".to_vec()
+    );
+    // 150 "alice" "yo !" and the 152 that answers it.
+    let s = Acc::SendMessage {
+        pseudo: "alice".into(),
+        text: "yo !".into(),
+    }
+    .to_bytes();
+    assert_eq!(
+        s,
+        b"CWAC\x00\x96\x00\x00\x00\x0d\x00\x05alice\x00\x04yo !".to_vec()
+    );
+    assert_eq!(
+        Acc::MessageStored.to_bytes(),
+        b"CWAC\x00\x98\x00\x00\x00\x00".to_vec()
+    );
+}
+
+#[test]
+fn rooms_clients_count_in_max_connections_and_are_stopped_with_the_server() {
+    let srv = server_with(|c| c.max_connections = 2);
+    let _alice = chatos(srv.chatos_addr(), "alice");
+    let mut roo = Rooms::register(srv.rooms_addr(), "roo");
+    assert_eq!(srv.connections(), 2, "a TCP connection and a rooms client");
+    // The server is full: a second rooms client is refused as over a limit.
+    let mut late = Rooms::new(srv.rooms_addr());
+    assert_eq!(
+        late.ask(Body::Connexion {
+            name: Some("late".into())
+        }),
+        Body::Error {
+            refused: wire::kind::CONNEXION,
+            reason: wire::Reason::Limit
+        }
+    );
+    // A client that leaves frees its place.
+    assert_eq!(
+        roo.ask(Body::Disconnect),
+        Body::DisconnectAnswer { ok: true }
+    );
+    eventually("roo's place freed", || srv.connections() == 1);
+    late.login("late");
+    assert_eq!(srv.connections(), 2);
+    // Shutdown stops rooms clients through the registry, like connections:
+    // the hub has nobody left.
+    let hub = srv.hub().clone();
+    assert!(hub.online("late").is_some());
+    srv.shutdown();
+    assert_eq!(hub.online_count(), 0);
+}
