@@ -106,22 +106,8 @@ fn a_bad_config_file_is_refused() {
 #[test]
 fn a_thread_costs_two_memory_maps() {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwagd"));
-    cmd.args([
-        "--bind",
-        "127.0.0.1",
-        "--chatos-port",
-        "0",
-        "--babel-port",
-        "0",
-        "--accounts-port",
-        "0",
-        "--rooms-port",
-        "0",
-        "--db",
-        ":memory:",
-        "--spare-threads",
-        "400",
-    ]);
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--db", ":memory:", "--spare-threads", "400"]);
     let server = Chinwagd::spawn(&mut cmd);
     let mut child = server.child;
     let pid = child.id();
