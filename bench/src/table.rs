@@ -77,6 +77,16 @@ pub fn markdown(lines: &[Value]) -> String {
     for line in lines {
         let workload = line["workload"].as_str().unwrap_or("?");
         let mut rows = line["rows"].as_array().cloned().unwrap_or_default();
+        if rows.is_empty() {
+            // A workload that chose no rows: every figure it has, so none
+            // is left out of the table unseen.
+            if let Some(figures) = line["figures"].as_object() {
+                rows = figures
+                    .keys()
+                    .map(|k| Value::Array(vec![Value::String(k.clone()), Value::Null]))
+                    .collect();
+            }
+        }
         // The peak RSS closes each workload's rows, wherever it was added.
         rows.sort_by_key(|r| r[0] == "server_peak_rss_mib");
         if line["ok"] == Value::Bool(false) {
@@ -147,6 +157,21 @@ pub fn markdown(lines: &[Value]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_without_rows_shows_every_figure() {
+        let line: Value = serde_json::from_str(
+            r#"{"workload":"media","commit":"abc","machine":"m","params":{"calls":10},
+               "figures":{"added_p50_us":80.5,"relayed_pps":1000.0},
+               "units":{"added_p50_us":"us","relayed_pps":"per_s"},
+               "labels":{"added_p50_us":"added by the relay, p50","relayed_pps":"relayed packets/s"},
+               "targets":{},"rows":[],"ok":true}"#,
+        )
+        .unwrap();
+        let t = markdown(&[line]);
+        assert!(t.contains("| added by the relay, p50 | 80.5 µs |"), "{t}");
+        assert!(t.contains("| relayed packets/s | 1.0 k/s |"), "{t}");
+    }
 
     #[test]
     fn a_line_becomes_rows_with_reference_and_target() {
