@@ -314,38 +314,61 @@ pub fn history_setup(addr: SocketAddr, run: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Write `n` messages between accounts 0 and 1 straight into the database
-/// (the server is stopped), alternating senders, 64-byte bodies.
-pub fn history_fill(db: &std::path::Path, run: &str, n: usize) -> Result<Duration, String> {
+/// The id of account `i` of the run, in the database file.
+fn account_id(c: &rusqlite::Connection, run: &str, i: usize) -> Result<i64, String> {
+    c.query_row(
+        "SELECT id FROM accounts WHERE pseudo = ?1",
+        [pseudo(run, i)],
+        |r| r.get(0),
+    )
+    .map_err(|err| format!("account {i}: {err}"))
+}
+
+/// Write `n` messages between accounts `a` and `b` straight into the
+/// database (the server is stopped), in one transaction: from `a` to `b`,
+/// or alternating senders when `alternate`; `body(i)` is the i-th text;
+/// marked delivered or left for `b`'s next login. Returns the time taken.
+fn fill_messages(
+    db: &std::path::Path,
+    run: &str,
+    (a, b): (usize, usize),
+    n: usize,
+    alternate: bool,
+    delivered: bool,
+    body: impl Fn(usize) -> String,
+) -> Result<Duration, String> {
     let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
     let mut c = rusqlite::Connection::open(db).map_err(e)?;
-    let id = |c: &rusqlite::Connection, i: usize| -> Result<i64, String> {
-        c.query_row(
-            "SELECT id FROM accounts WHERE pseudo = ?1",
-            [pseudo(run, i)],
-            |r| r.get(0),
-        )
-        .map_err(|err| format!("account {i}: {err}"))
-    };
-    let (a, b) = (id(&c, 0)?, id(&c, 1)?);
+    let (a, b) = (account_id(&c, run, a)?, account_id(&c, run, b)?);
     let t0 = Instant::now();
     let tx = c.transaction().map_err(e)?;
     {
         let mut st = tx
             .prepare(
-                "INSERT INTO messages(sender, recipient, body, sent, delivered) VALUES (?1, ?2, ?3, 0, 1)",
+                "INSERT INTO messages(sender, recipient, body, sent, delivered) VALUES (?1, ?2, ?3, 0, ?4)",
             )
             .map_err(e)?;
-        let body = "h".repeat(64);
         for i in 0..n {
-            let (s, r) = if i % 2 == 0 { (a, b) } else { (b, a) };
-            st.execute(rusqlite::params![s, r, body]).map_err(e)?;
+            let (s, r) = if alternate && i % 2 == 1 {
+                (b, a)
+            } else {
+                (a, b)
+            };
+            st.execute(rusqlite::params![s, r, body(i), delivered as i64])
+                .map_err(e)?;
         }
     }
     tx.commit().map_err(e)?;
     c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
         .map_err(e)?;
     Ok(t0.elapsed())
+}
+
+/// Write `n` messages between accounts 0 and 1 straight into the database
+/// (the server is stopped), alternating senders, 64-byte bodies.
+pub fn history_fill(db: &std::path::Path, run: &str, n: usize) -> Result<Duration, String> {
+    let body = "h".repeat(64);
+    fill_messages(db, run, (0, 1), n, true, true, |_| body.clone())
 }
 
 /// The physical reference, on the same file: a bare SQLite point query by
@@ -462,15 +485,7 @@ pub fn acks_while_paging(
 pub fn page_query_reference(db: &std::path::Path, run: &str, n: usize) -> Result<Hist, String> {
     let e = |e: rusqlite::Error| format!("{}: {e}", db.display());
     let c = rusqlite::Connection::open(db).map_err(e)?;
-    let id = |i: usize| -> Result<i64, String> {
-        c.query_row(
-            "SELECT id FROM accounts WHERE pseudo = ?1",
-            [pseudo(run, i)],
-            |r| r.get(0),
-        )
-        .map_err(|err| format!("account {i}: {err}"))
-    };
-    let (a, b) = (id(0)?, id(1)?);
+    let (a, b) = (account_id(&c, run, 0)?, account_id(&c, run, 1)?);
     let mut st = c
         .prepare(
             "SELECT id, sender, body FROM messages
@@ -491,4 +506,54 @@ pub fn page_query_reference(db: &std::path::Path, run: &str, n: usize) -> Result
         before = ids.last().copied().unwrap_or(i64::MAX);
     }
     Ok(h)
+}
+
+/// Write `n` messages from account 2 to account 3 straight into the
+/// database (the server is stopped), undelivered: what 3 finds waiting at
+/// its next login. Numbered texts, so order and completeness can be checked.
+pub fn offline_fill(db: &std::path::Path, run: &str, n: usize) -> Result<(), String> {
+    fill_messages(db, run, (2, 3), n, false, false, |i| format!("{i:064}")).map(|_| ())
+}
+
+pub struct OfflineOutcome {
+    /// LOGIN sent to 111 received.
+    pub login: Duration,
+    /// LOGIN sent to the last queued 151 received.
+    pub all: Duration,
+    pub received: usize,
+    pub in_order: bool,
+}
+
+/// Account 3 logs in and reads the `n` messages waiting for it.
+pub fn offline_login(addr: SocketAddr, run: &str, n: usize) -> Result<OfflineOutcome, String> {
+    let mut c = Conn::open(addr)?;
+    let t0 = Instant::now();
+    c.send(&Frame::Login {
+        email: email(run, 3),
+        password: PASSWORD.into(),
+    })?;
+    match c.recv()? {
+        Frame::LoginOk { .. } => {}
+        other => return Err(format!("login: {other:?}")),
+    }
+    let login = t0.elapsed();
+    let mut out = OfflineOutcome {
+        login,
+        all: login,
+        received: 0,
+        in_order: true,
+    };
+    while out.received < n {
+        match c.recv()? {
+            Frame::Message { text, .. } => {
+                if text.parse::<usize>().ok() != Some(out.received) {
+                    out.in_order = false;
+                }
+                out.received += 1;
+            }
+            other => return Err(format!("after {} messages: {other:?}", out.received)),
+        }
+    }
+    out.all = t0.elapsed();
+    Ok(out)
 }

@@ -36,6 +36,41 @@ impl Conn {
         })
     }
 
+    /// Connect, register with `poll` under `token`, and send LOGIN as
+    /// `name` (or queue it until the socket is writable).
+    pub fn start_login(
+        addr: SocketAddr,
+        name: String,
+        poll: &Poll,
+        token: Token,
+    ) -> Result<Conn, String> {
+        let mut c = Conn::connect(addr, name).map_err(|e| format!("connect: {e}"))?;
+        poll.registry()
+            .register(&mut c.sock, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|e| format!("register: {e}"))?;
+        Command::Login {
+            login: c.name.clone(),
+        }
+        .encode(&mut c.out);
+        c.flush().map_err(|e| format!("login: {e}"))?;
+        Ok(c)
+    }
+
+    /// On a readable event of a connection logging in: read, and say
+    /// whether the LOGIN was accepted (Some) and whether the stream is
+    /// still open. Broadcasts from clients already in are skipped.
+    pub fn login_verdict(&mut self, buf: &mut [u8]) -> Result<(Option<bool>, bool), String> {
+        let mut verdict = None;
+        let open = self
+            .pump(buf, |cmd, _| match cmd {
+                Command::LoginAccepted if verdict.is_none() => verdict = Some(true),
+                Command::LoginRefused if verdict.is_none() => verdict = Some(false),
+                _ => {}
+            })
+            .map_err(|e| format!("login {}: {e}", self.name))?;
+        Ok((verdict, open))
+    }
+
     /// Write queued bytes until done or the socket is full. A socket still
     /// connecting counts as full: its writable event will come.
     pub fn flush(&mut self) -> io::Result<()> {
@@ -62,15 +97,26 @@ impl Conn {
     /// Read until the socket is drained, handing every decoded command to
     /// `f` with the time its bytes were read. Returns Ok(false) at end of
     /// stream. A framing error is returned as InvalidData.
-    pub fn pump(
+    pub fn pump(&mut self, buf: &mut [u8], f: impl FnMut(Command, Instant)) -> io::Result<bool> {
+        self.pump_until(buf, true, f)
+    }
+
+    /// [`Conn::pump`], but when `to_the_end` is false a read shorter than
+    /// `buf` ends it: the socket was drained then, and the edge-triggered
+    /// poll reports whatever arrives later. One read per event instead of
+    /// two for a generator that must not spend the cores it shares with
+    /// the server. (A closed stream needs `to_the_end`.)
+    pub fn pump_until(
         &mut self,
         buf: &mut [u8],
+        to_the_end: bool,
         mut f: impl FnMut(Command, Instant),
     ) -> io::Result<bool> {
         loop {
             match self.sock.read(buf) {
                 Ok(0) => return Ok(false),
                 Ok(n) => {
+                    let drained = !to_the_end && n < buf.len();
                     let now = Instant::now();
                     self.dec.push(&buf[..n]);
                     loop {
@@ -84,6 +130,9 @@ impl Conn {
                                 ))
                             }
                         }
+                    }
+                    if drained {
+                        return Ok(true);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
@@ -125,20 +174,8 @@ pub fn login_all(
         while in_flight < window && conns.len() < n {
             let i = conns.len();
             let name = names.next().expect("one name per connection");
-            let mut c = Conn::connect(addr, name)
-                .map_err(|e| format!("connect #{i}: {e} ({done} logged in)"))?;
-            poll.registry()
-                .register(
-                    &mut c.sock,
-                    Token(i),
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .map_err(|e| format!("register: {e}"))?;
-            Command::Login {
-                login: c.name.clone(),
-            }
-            .encode(&mut c.out);
-            c.flush().map_err(|e| format!("login #{i}: {e}"))?;
+            let c = Conn::start_login(addr, name, &poll, Token(i))
+                .map_err(|e| format!("#{i}: {e} ({done} logged in)"))?;
             conns.push(c);
             in_flight += 1;
         }
@@ -155,14 +192,7 @@ pub fn login_all(
                 c.flush().map_err(|e| format!("login #{i}: {e}"))?;
             }
             if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                let mut verdict = None;
-                let open = c
-                    .pump(&mut buf, |cmd, _| match cmd {
-                        Command::LoginAccepted if verdict.is_none() => verdict = Some(true),
-                        Command::LoginRefused if verdict.is_none() => verdict = Some(false),
-                        _ => {} // broadcasts from clients already in: ignore
-                    })
-                    .map_err(|e| format!("login #{i} ({}): {e}", c.name))?;
+                let (verdict, open) = c.login_verdict(&mut buf)?;
                 match verdict {
                     Some(true) if !accepted[i] => {
                         accepted[i] = true;
@@ -187,6 +217,98 @@ pub fn login_all(
         let _ = poll.registry().deregister(&mut c.sock);
     }
     Ok(LoginResult { conns, elapsed })
+}
+
+pub struct ChurnOutcome {
+    pub cycles: u64,
+    pub elapsed: Duration,
+    /// From connect to LOGIN_ACCEPTED.
+    pub latency: crate::hist::Hist,
+}
+
+/// Connections that log in and close at once, `window` of them under way
+/// at any time, for `run`: each one connects, sends LOGIN with a fresh
+/// name (`{prefix}-{n}`), waits for LOGIN_ACCEPTED and closes. Any refusal
+/// or error fails the run.
+pub fn churn(
+    addr: SocketAddr,
+    prefix: &str,
+    window: usize,
+    run: Duration,
+) -> Result<ChurnOutcome, String> {
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 4096];
+    let window = window.max(1);
+    // Slot i holds the connection under way and when it started.
+    let mut slots: Vec<Option<(Conn, Instant)>> = (0..window).map(|_| None).collect();
+    let mut next_name = 0u64;
+    let mut out = ChurnOutcome {
+        cycles: 0,
+        elapsed: Duration::ZERO,
+        latency: crate::hist::Hist::default(),
+    };
+    let t0 = Instant::now();
+    let stop_at = t0 + run;
+    let open = |slot: &mut Option<(Conn, Instant)>,
+                i: usize,
+                poll: &mut Poll,
+                next_name: &mut u64|
+     -> Result<(), String> {
+        let name = format!("{prefix}-{next_name}");
+        *next_name += 1;
+        let started = Instant::now();
+        *slot = Some((Conn::start_login(addr, name, poll, Token(i))?, started));
+        Ok(())
+    };
+    for (i, slot) in slots.iter_mut().enumerate() {
+        open(slot, i, &mut poll, &mut next_name)?;
+    }
+    let mut live = window;
+    while live > 0 {
+        if Instant::now() > stop_at + Duration::from_secs(30) {
+            return Err("churn: connections still waiting 30 s after the end".into());
+        }
+        poll.poll(&mut events, Some(Duration::from_millis(100)))
+            .map_err(|e| format!("poll: {e}"))?;
+        for ev in events.iter() {
+            let i = ev.token().0;
+            let Some((c, started)) = slots[i].as_mut() else {
+                continue;
+            };
+            if ev.is_writable() && c.pending() > 0 {
+                c.flush().map_err(|e| format!("login: {e}"))?;
+            }
+            if !(ev.is_readable() || ev.is_read_closed() || ev.is_error()) {
+                continue;
+            }
+            let (verdict, open_now) = c.login_verdict(&mut buf)?;
+            match verdict {
+                Some(true) => {
+                    out.latency.record(started.elapsed().as_nanos() as u64);
+                    out.cycles += 1;
+                    let (mut c, _) = slots[i].take().expect("slot in use");
+                    let _ = poll.registry().deregister(&mut c.sock);
+                    drop(c);
+                    if Instant::now() < stop_at {
+                        open(&mut slots[i], i, &mut poll, &mut next_name)?;
+                    } else {
+                        live -= 1;
+                    }
+                }
+                Some(false) => return Err(format!("churn: login {:?} refused", c.name)),
+                None if !open_now => {
+                    return Err(format!(
+                        "churn: server closed {:?} before answering",
+                        c.name
+                    ))
+                }
+                None => {}
+            }
+        }
+    }
+    out.elapsed = t0.elapsed();
+    Ok(out)
 }
 
 /// The 64-byte message text: 20 digits of nanoseconds since the run's base

@@ -60,6 +60,22 @@ pub struct Outcome {
     pub errors: Vec<String>,
 }
 
+impl Outcome {
+    /// Deliveries made, in % of those owed.
+    pub fn delivered_pct(&self) -> f64 {
+        if self.expected == 0 {
+            0.0
+        } else {
+            self.delivered as f64 * 100.0 / self.expected as f64
+        }
+    }
+
+    /// Deliveries per second, from the first send to the last delivery.
+    pub fn per_s(&self) -> f64 {
+        self.delivered as f64 / self.active.as_secs_f64().max(1e-9)
+    }
+}
+
 struct Shared {
     base: Instant,
     start: Instant,
@@ -427,7 +443,8 @@ fn worker(
             let mut last = None;
             let base = sh.base;
             let hist = &mut out.hist;
-            let res = conns[i].pump(&mut buf, |cmd, at| {
+            let to_the_end = ev.is_read_closed() || ev.is_error();
+            let res = conns[i].pump_until(&mut buf, to_the_end, |cmd, at| {
                 let text = match (&cmd, kind) {
                     (Command::Message { from, text }, Kind::Fanout) => {
                         if from == own {

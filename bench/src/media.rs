@@ -593,6 +593,17 @@ pub fn run(spec: &Spec, calls: usize, o: &MediaOpts, run_id: &str) -> Result<Rep
             Unit::Us,
             None,
         );
+        // The README's table (`chinwag-bench table`).
+        for (fig, reference) in [
+            ("relayed_pps", Some("offered_pps")),
+            ("relayed_loss_pct", None),
+            ("relayed_p50_us", Some("direct_p50_us")),
+            ("relayed_p99_us", Some("direct_p99_us")),
+            ("added_p50_us", None),
+            ("added_p99_us", None),
+        ] {
+            r.row(fig, reference);
+        }
         if offered < 0.95 * (100 * calls) as f64 {
             r.notes.push(format!(
                 "the generator offered {offered:.0} packets/s of the {} the calls' pace asks: \

@@ -9,6 +9,7 @@ use chinwag_proto::chatos::{Command, Decoder};
 
 use crate::hist::Hist;
 
+#[derive(Clone, Copy)]
 pub struct RelayOpts {
     /// Bulk bytes to move one way (the run also stops at `seconds`).
     pub bytes: u64,
@@ -18,6 +19,7 @@ pub struct RelayOpts {
     pub ping_size: usize,
 }
 
+#[derive(Default)]
 pub struct PathFigures {
     pub bytes: u64,
     pub elapsed: Duration,
@@ -242,19 +244,63 @@ pub fn bulk(a: TcpStream, b: &mut TcpStream, opts: &RelayOpts) -> io::Result<(u6
     Ok((got, last.duration_since(t0)))
 }
 
-pub fn measure(
-    mut a: TcpStream,
-    mut b: TcpStream,
+/// The relay beside direct loopback, measured in alternation so both see
+/// the same machine: `rounds` rounds of ping-pong (relay, then direct, each
+/// round), then `rounds` bulk transfers each way (a fresh relay and a fresh
+/// direct pair each, `seconds / rounds` at most each). Throughput is the
+/// median round's.
+pub fn measure_both(
+    mut relay: impl FnMut(usize) -> Result<(TcpStream, TcpStream), String>,
     opts: &RelayOpts,
-) -> Result<PathFigures, String> {
+    rounds: usize,
+) -> Result<(PathFigures, PathFigures), String> {
+    let rounds = rounds.max(1);
     let ping = |e: io::Error| format!("ping-pong: {e}");
-    let rtt = rtt_echo(&mut a, &mut b, opts.pings, opts.ping_size).map_err(ping)?;
-    let rtt_inline = rtt_inline(&mut a, &mut b, opts.pings, opts.ping_size).map_err(ping)?;
-    let (bytes, elapsed) = bulk(a, &mut b, opts).map_err(|e| format!("bulk: {e}"))?;
-    Ok(PathFigures {
-        bytes,
-        elapsed,
-        rtt,
-        rtt_inline,
-    })
+    let (mut ra, mut rb) = relay(0)?;
+    let (mut da, mut db) = direct().map_err(|e| format!("direct loopback: {e}"))?;
+    let mut via = PathFigures::default();
+    let mut dir = PathFigures::default();
+    let per = (opts.pings / rounds).max(10);
+    for _ in 0..rounds {
+        via.rtt
+            .merge(&rtt_echo(&mut ra, &mut rb, per, opts.ping_size).map_err(ping)?);
+        dir.rtt
+            .merge(&rtt_echo(&mut da, &mut db, per, opts.ping_size).map_err(ping)?);
+        via.rtt_inline
+            .merge(&rtt_inline(&mut ra, &mut rb, per, opts.ping_size).map_err(ping)?);
+        dir.rtt_inline
+            .merge(&rtt_inline(&mut da, &mut db, per, opts.ping_size).map_err(ping)?);
+    }
+    let chunk = RelayOpts {
+        bytes: opts.bytes / rounds as u64,
+        seconds: opts.seconds / rounds as f64,
+        ..*opts
+    };
+    let (mut vr, mut dr) = (Vec::new(), Vec::new());
+    for k in 0..rounds {
+        let (a, mut b) = if k == 0 {
+            (ra.try_clone(), rb.try_clone())
+        } else {
+            let (a, b) = relay(k)?;
+            (Ok(a), Ok(b))
+        };
+        let (a, b) = (
+            a.map_err(|e| e.to_string())?,
+            b.as_mut().map_err(|e| e.to_string())?,
+        );
+        let (bytes, t) = bulk(a, b, &chunk).map_err(|e| format!("relay bulk: {e}"))?;
+        vr.push((bytes, t));
+        let (da, mut db) = direct().map_err(|e| format!("direct loopback: {e}"))?;
+        dr.push(bulk(da, &mut db, &chunk).map_err(|e| format!("direct bulk: {e}"))?);
+    }
+    let median = |v: &mut Vec<(u64, Duration)>| {
+        v.sort_by(|x, y| {
+            let g = |p: &(u64, Duration)| p.0 as f64 / p.1.as_secs_f64().max(1e-9);
+            g(x).total_cmp(&g(y))
+        });
+        v[v.len() / 2]
+    };
+    (via.bytes, via.elapsed) = median(&mut vr);
+    (dir.bytes, dir.elapsed) = median(&mut dr);
+    Ok((via, dir))
 }

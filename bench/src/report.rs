@@ -12,11 +12,46 @@ pub enum Unit {
     GBps,
     Pct,
     Count,
+    /// A ratio of two figures ("2.1×").
+    Ratio,
     /// A score such as PESQ's MOS-LQO.
     Score,
 }
 
 impl Unit {
+    /// The unit's name in the JSON lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::PerSec => "per_s",
+            Unit::Ms => "ms",
+            Unit::Us => "us",
+            Unit::Secs => "s",
+            Unit::MiB => "MiB",
+            Unit::GBps => "GB/s",
+            Unit::Pct => "%",
+            Unit::Count => "count",
+            Unit::Ratio => "x",
+            Unit::Score => "score",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Unit> {
+        [
+            Unit::PerSec,
+            Unit::Ms,
+            Unit::Us,
+            Unit::Secs,
+            Unit::MiB,
+            Unit::GBps,
+            Unit::Pct,
+            Unit::Count,
+            Unit::Ratio,
+            Unit::Score,
+        ]
+        .into_iter()
+        .find(|u| u.name() == name)
+    }
+
     pub fn fmt(self, v: f64) -> String {
         match self {
             Unit::PerSec if v >= 1e6 => format!("{:.2} M/s", v / 1e6),
@@ -28,7 +63,9 @@ impl Unit {
             Unit::MiB => format!("{v:.1} MiB"),
             Unit::GBps => format!("{v:.2} GB/s"),
             Unit::Pct => format!("{v:.2} %"),
+            Unit::Count if v != v.trunc() && v.abs() < 100.0 => format!("{v:.1}"),
             Unit::Count => format!("{v:.0}"),
+            Unit::Ratio => format!("{v:.2}×"),
             Unit::Score => format!("{v:.2}"),
         }
     }
@@ -69,9 +106,49 @@ pub struct Report {
     pub workload: String,
     pub params: Vec<(&'static str, String)>,
     pub figures: Vec<Figure>,
+    /// The README table's rows for this workload: a figure, and the
+    /// physical reference measured beside it in the same run, if any.
+    pub rows: Vec<(&'static str, Option<&'static str>)>,
     /// Things that mean the benchmark or the server is broken (exit non-zero).
     pub problems: Vec<String>,
     pub notes: Vec<String>,
+}
+
+/// What every JSON line says about where it was measured.
+pub struct Meta {
+    /// The commit the bench (and the chinwagd beside it) was built from.
+    pub commit: String,
+    /// CPU model, cores, memory, kernel.
+    pub machine: String,
+}
+
+impl Meta {
+    pub fn here() -> Meta {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| {
+                    l.strip_prefix("model name")?
+                        .split_once(':')
+                        .map(|(_, v)| v.trim().to_string())
+                })
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mem = crate::server::meminfo_kib("MemTotal").map_or(0, |k| k / 1024 / 1024);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let virt =
+            std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|t| t.contains(" hypervisor"));
+        Meta {
+            commit: env!("CHINWAG_BENCH_COMMIT").to_string(),
+            machine: format!(
+                "{cpu}, {cores} cores{}, {mem} GiB, Linux {kernel}",
+                if virt { " (virtual machine)" } else { "" }
+            ),
+        }
+    }
 }
 
 impl Report {
@@ -100,6 +177,11 @@ impl Report {
             goal,
         });
     }
+    /// Put `fig` in the README table, beside `reference` if given.
+    pub fn row(&mut self, fig: &'static str, reference: Option<&'static str>) {
+        self.rows.push((fig, reference));
+    }
+
     pub fn failed(workload: &str, why: String) -> Self {
         let mut r = Report::new(workload);
         r.problems.push(why);
@@ -139,82 +221,59 @@ impl Report {
         s
     }
 
-    pub fn json(&self) -> String {
-        let mut s = String::from("{");
-        let _ = write!(s, "\"workload\":{}", jstr(&self.workload));
-        s.push_str(",\"params\":{");
-        for (i, (k, v)) in self.params.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let val = if v.parse::<f64>().is_ok() {
-                v.clone()
+    pub fn json(&self, meta: &Meta) -> String {
+        use serde_json::{json, Map, Value};
+        let num = |v: f64| {
+            if v.is_finite() {
+                json!(v)
             } else {
-                jstr(v)
-            };
-            let _ = write!(s, "{sep}{}:{val}", jstr(k));
-        }
-        s.push_str("},\"figures\":{");
-        for (i, f) in self.figures.iter().enumerate() {
-            let sep = if i > 0 { "," } else { "" };
-            let _ = write!(s, "{sep}{}:{}", jstr(f.key), jnum(f.value));
-        }
-        s.push_str("},\"targets\":{");
-        let mut first = true;
-        for f in &self.figures {
-            let Some(g) = f.goal else { continue };
-            let (op, t) = match g {
-                Goal::AtLeast(t) => (">=", t),
-                Goal::AtMost(t) => ("<=", t),
-            };
-            let sep = if first { "" } else { "," };
-            first = false;
-            let _ = write!(
-                s,
-                "{sep}{}:{{\"op\":\"{op}\",\"value\":{},\"met\":{}}}",
-                jstr(f.key),
-                jnum(t),
-                f.met() == Some(true)
-            );
-        }
-        let all_met = self.figures.iter().all(|f| f.met() != Some(false));
-        let _ = write!(
-            s,
-            "}},\"targets_met\":{all_met},\"ok\":{}",
-            self.problems.is_empty()
-        );
-        if !self.problems.is_empty() {
-            let list: Vec<String> = self.problems.iter().map(|p| jstr(p)).collect();
-            let _ = write!(s, ",\"problems\":[{}]", list.join(","));
-        }
-        s.push('}');
-        s
-    }
-}
-
-fn jnum(v: f64) -> String {
-    if v.is_finite() {
-        if v == v.trunc() && v.abs() < 1e15 {
-            format!("{}", v as i64)
-        } else {
-            format!("{v:.4}")
-        }
-    } else {
-        "null".into()
-    }
-}
-
-fn jstr(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
+                Value::Null
             }
-            c => o.push(c),
+        };
+        let mut params = Map::new();
+        for (k, v) in &self.params {
+            let val = match (v.parse::<i64>(), v.parse::<f64>()) {
+                (Ok(i), _) => json!(i),
+                (_, Ok(f)) => num(f),
+                _ => json!(v),
+            };
+            params.insert((*k).into(), val);
         }
+        let (mut figures, mut units, mut labels, mut targets) =
+            (Map::new(), Map::new(), Map::new(), Map::new());
+        for f in &self.figures {
+            figures.insert(f.key.into(), num(f.value));
+            units.insert(f.key.into(), json!(f.unit.name()));
+            labels.insert(f.key.into(), json!(f.label));
+            if let Some(g) = f.goal {
+                let (op, t) = match g {
+                    Goal::AtLeast(t) => (">=", t),
+                    Goal::AtMost(t) => ("<=", t),
+                };
+                targets.insert(
+                    f.key.into(),
+                    json!({"op": op, "value": num(t), "met": f.met() == Some(true)}),
+                );
+            }
+        }
+        let rows: Vec<Value> = self.rows.iter().map(|(f, r)| json!([f, r])).collect();
+        let mut line = json!({
+            "workload": self.workload,
+            "commit": meta.commit,
+            "machine": meta.machine,
+            "params": params,
+            "figures": figures,
+            "targets": targets,
+            "units": units,
+            "labels": labels,
+            "rows": rows,
+            "notes": self.notes,
+            "targets_met": self.figures.iter().all(|f| f.met() != Some(false)),
+            "ok": self.problems.is_empty(),
+        });
+        if !self.problems.is_empty() {
+            line["problems"] = json!(self.problems);
+        }
+        line.to_string()
     }
-    o.push('"');
-    o
 }

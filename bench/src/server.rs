@@ -13,8 +13,15 @@ pub struct Target {
     pub accounts: Option<SocketAddr>,
     /// The babel dialect's listener, when known.
     pub babel: Option<SocketAddr>,
+    /// The rooms dialect's UDP socket, when known.
+    pub rooms: Option<SocketAddr>,
+    /// The metrics endpoint, when the server was started with one.
+    pub metrics: Option<SocketAddr>,
     pub pid: Option<u32>,
     child: Option<Child>,
+    /// The server's peak RSS and threads since it started (or since this
+    /// workload attached to it).
+    peak: Option<PeakSampler>,
 }
 
 /// How to reach a server for one workload.
@@ -30,6 +37,18 @@ pub enum Spec {
         accounts: Option<SocketAddr>,
         pid: Option<u32>,
     },
+}
+
+/// What a workload asks of the server it starts.
+#[derive(Default)]
+pub struct Start<'a> {
+    /// Keep the store in this file (a real file, so commits reach the
+    /// disk); in memory otherwise.
+    pub db: Option<&'a std::path::Path>,
+    /// More chinwagd flags (`--spare-threads 0`, `--rooms-workers 4`).
+    pub flags: Vec<String>,
+    /// Serve /metrics on a free loopback port.
+    pub metrics: bool,
 }
 
 impl Spec {
@@ -69,17 +88,24 @@ impl Spec {
         }
         Ok(Spec::Spawn {
             binary,
-            max_connections: 19_000,
+            max_connections: 12_000,
         })
     }
 
     pub fn start(&self) -> Result<Target, String> {
-        self.start_with_db(None)
+        self.start_with(Start::default())
     }
 
-    /// Start (or attach to) the server; a spawned one keeps its store in
-    /// `db` (a real file, so commits really reach the disk) or in memory.
     pub fn start_with_db(&self, db: Option<&std::path::Path>) -> Result<Target, String> {
+        self.start_with(Start {
+            db,
+            ..Start::default()
+        })
+    }
+
+    /// Start (or attach to) the server. An external server is used as it
+    /// is: `how` is then ignored.
+    pub fn start_with(&self, how: Start<'_>) -> Result<Target, String> {
         match self {
             Spec::External {
                 addr,
@@ -89,8 +115,11 @@ impl Spec {
                 addr: *addr,
                 accounts: *accounts,
                 babel: None,
+                rooms: None,
+                metrics: None,
                 pid: *pid,
                 child: None,
+                peak: pid.map(PeakSampler::start),
             }),
             Spec::Spawn {
                 binary,
@@ -99,6 +128,12 @@ impl Spec {
                 let port = free_port()?;
                 let accounts_port = free_port()?;
                 let babel_port = free_port()?;
+                let rooms_port = free_udp_port()?;
+                let metrics_port = if how.metrics {
+                    Some(free_port()?)
+                } else {
+                    None
+                };
                 let mut cmd = Command::new(binary);
                 cmd.args([
                     "--bind",
@@ -108,18 +143,25 @@ impl Spec {
                     "--babel-port",
                     &babel_port.to_string(),
                     "--rooms-port",
-                    "0",
+                    &rooms_port.to_string(),
                     "--registrations-per-minute",
                     "100000",
                     "--accounts-port",
                     &accounts_port.to_string(),
                     "--db",
                 ])
-                .arg(db.map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()))
-                .args(["--max-connections", &max_connections.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit());
+                .arg(
+                    how.db
+                        .map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()),
+                )
+                .args(["--max-connections", &max_connections.to_string()]);
+                if let Some(m) = metrics_port {
+                    cmd.args(["--metrics-addr", &format!("127.0.0.1:{m}")]);
+                }
+                cmd.args(&how.flags)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit());
                 if std::env::var_os("RUST_LOG").is_none() {
                     cmd.env("RUST_LOG", "warn");
                 }
@@ -127,13 +169,19 @@ impl Spec {
                     .spawn()
                     .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
                 let pid = child.id();
-                let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+                let local = |p: u16| -> SocketAddr { ([127, 0, 0, 1], p).into() };
+                let addr = local(port);
                 let mut t = Target {
                     addr,
-                    accounts: Some(([127, 0, 0, 1], accounts_port).into()),
-                    babel: Some(([127, 0, 0, 1], babel_port).into()),
+                    accounts: Some(local(accounts_port)),
+                    babel: Some(local(babel_port)),
+                    rooms: Some(local(rooms_port)),
+                    metrics: metrics_port.map(local),
                     pid: Some(pid),
                     child: Some(child),
+                    // Started once chinwagd answers: until it has exec'd,
+                    // the child's RSS is a copy of this program's.
+                    peak: None,
                 };
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
@@ -151,6 +199,7 @@ impl Spec {
                     }
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                t.peak = Some(PeakSampler::start(pid));
                 Ok(t)
             }
         }
@@ -162,8 +211,14 @@ impl Target {
         self.pid.and_then(proc_stats)
     }
 
+    /// The server's peak RSS and threads so far in this workload.
+    pub fn peak(&self) -> Option<ProcStats> {
+        self.peak.as_ref().and_then(|p| p.peak())
+    }
+
     /// Stop a server we started: SIGTERM, then SIGKILL if it lingers.
     pub fn stop(&mut self) {
+        self.peak.take();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -197,6 +252,153 @@ impl Drop for Target {
 fn free_port() -> Result<u16, String> {
     let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
     l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn free_udp_port() -> Result<u16, String> {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
+    s.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// GET `path` from the server's metrics endpoint; the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("metrics {addr}: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    match text.split_once("\r\n\r\n") {
+        Some((_, body)) => Ok(body.to_string()),
+        None => Err("metrics: no body".into()),
+    }
+}
+
+/// The value of one sample in a Prometheus text page: the first line that
+/// starts with `name` (labels included, as written).
+pub fn metric(page: &str, name: &str) -> Option<f64> {
+    page.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+}
+
+/// A thread that reads the server's RSS and thread count every 10 ms
+/// while the server runs: the peaks of a whole workload, logins included.
+pub struct PeakSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    peak: std::sync::Arc<std::sync::Mutex<Option<ProcStats>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl PeakSampler {
+    pub fn start(pid: u32) -> PeakSampler {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let peak = std::sync::Arc::new(std::sync::Mutex::new(None::<ProcStats>));
+        let (stop2, peak2) = (stop.clone(), peak.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Acquire) {
+                if let Some(s) = proc_stats(pid) {
+                    let mut guard = peak2.lock().unwrap_or_else(|e| e.into_inner());
+                    let p = guard.get_or_insert(s);
+                    p.rss_kib = p.rss_kib.max(s.rss_kib);
+                    p.threads = p.threads.max(s.threads);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        PeakSampler {
+            stop,
+            peak,
+            thread: Some(thread),
+        }
+    }
+
+    /// The peaks so far.
+    pub fn peak(&self) -> Option<ProcStats> {
+        *self.peak.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for PeakSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One line of /proc/meminfo, in KiB.
+pub fn meminfo_kib(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix(key)?
+            .strip_prefix(':')?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The server's memory by kind, from /proc/PID/smaps: the resident KiB of
+/// its connection-thread stacks (anonymous mappings of exactly
+/// `stack_kib`), how many such stacks, and all other anonymous memory
+/// (the heap, glibc's arenas, other threads' stacks).
+pub struct MemSplit {
+    pub stacks: u64,
+    pub stack_kib: u64,
+    pub other_anon_kib: u64,
+}
+
+pub fn mem_split(pid: u32, stack_kib: u64) -> Option<MemSplit> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let (mut stacks, mut stack_rss, mut other) = (0u64, 0u64, 0u64);
+    let mut size = 0u64;
+    let mut anon = false;
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let first = f.next().unwrap_or("");
+        if first.contains('-') && !first.ends_with(':') {
+            // "start-end perms offset dev inode [path]": anonymous if no path.
+            anon = line.split_whitespace().nth(5).is_none();
+            continue;
+        }
+        let kib = || -> u64 { f.clone().next().and_then(|v| v.parse().ok()).unwrap_or(0) };
+        match first {
+            "Size:" => size = kib(),
+            "Rss:" if anon => {
+                if size == stack_kib {
+                    stacks += 1;
+                    stack_rss += kib();
+                } else {
+                    other += kib();
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(MemSplit {
+        stacks,
+        stack_kib: stack_rss,
+        other_anon_kib: other,
+    })
+}
+
+/// Pages of memory the kernel's TCP sockets use (all of them, system-wide),
+/// in KiB: the `mem` figure of /proc/net/sockstat.
+pub fn tcp_socket_kib() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/sockstat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut it = line.split_whitespace();
+    while let Some(w) = it.next() {
+        if w == "mem" {
+            return it.next()?.parse::<u64>().ok().map(|pages| pages * 4);
+        }
+    }
+    None
 }
 
 #[derive(Clone, Copy, Debug, Default)]

@@ -33,18 +33,27 @@ fn quick_run_of_every_workload_succeeds() {
         "chinwag-bench --quick failed:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for workload in [
+    let workloads = [
         "fanout-saturation",
         "fanout-paced",
         "p2p-saturation",
+        "p2p-paced",
         "relay",
         "idle",
+        "churn",
         "slow",
         "accounts",
         "accounts-history",
+        "accounts-offline",
+        "rooms",
+        "rooms-workers",
+        "rooms-rtt",
+        "babel-login",
+        "babel-call",
         "audio",
         "media",
-    ] {
+    ];
+    for workload in workloads {
         assert!(
             text.contains(&format!("\"workload\":\"{workload}\"")),
             "{workload} missing:\n{text}"
@@ -54,5 +63,25 @@ fn quick_run_of_every_workload_succeeds() {
         !text.contains("\"ok\":false"),
         "a workload reported a problem:\n{text}"
     );
+    // The README's table is made from these lines.
+    let table = Command::new(env!("CARGO_BIN_EXE_chinwag-bench"))
+        .arg("table")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut t| {
+            use std::io::Write;
+            t.stdin.take().expect("stdin").write_all(text.as_bytes())?;
+            t.wait_with_output()
+        })
+        .expect("chinwag-bench table runs");
+    let table = String::from_utf8_lossy(&table.stdout);
+    // Every workload has its rows in it.
+    for workload in workloads {
+        assert!(
+            table.contains(&format!("| **{workload}**")),
+            "{workload}:\n{table}"
+        );
+    }
     assert!(start.elapsed() < Duration::from_secs(120));
 }

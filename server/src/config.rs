@@ -37,6 +37,9 @@ pub struct Config {
     pub rooms_registrations_per_minute: u32,
     /// Requests one rooms client may make per second (bursts of twice that).
     pub rooms_requests_per_second: u32,
+    /// Threads applying rooms datagrams (they share one state lock; more
+    /// than the cores rarely helps, see the README's rooms benchmark).
+    pub rooms_workers: usize,
     /// SQLite database file (":memory:" keeps nothing); used when
     /// `store_url` is empty.
     pub db_path: PathBuf,
@@ -82,6 +85,11 @@ pub struct Config {
     pub registrations_per_minute: u32,
     /// Threads sending queued output for all connections (one per core is plenty).
     pub flush_threads: usize,
+    /// Connection threads kept started and parked, ready for new
+    /// connections (each costs two stack pages and a kernel stack); a
+    /// thread whose connection ended waits here for the next one. At most
+    /// `max_connections` are kept.
+    pub spare_threads: usize,
     /// Unix socket for `chinwagctl` (created mode 0600). Empty: next to the
     /// database, `<db_path>.sock` (none for ":memory:"); "off": no socket.
     pub admin_socket: PathBuf,
@@ -115,6 +123,7 @@ impl Default for Config {
             rooms_max_per_ip: 16,
             rooms_registrations_per_minute: 20,
             rooms_requests_per_second: 50,
+            rooms_workers: 2,
             db_path: PathBuf::from("chinwag.db"),
             store_url: String::new(),
             bus_url: String::new(),
@@ -131,6 +140,7 @@ impl Default for Config {
             max_relays: 1_000,
             max_pending_requests: 16,
             flush_threads: 2,
+            spare_threads: 256,
             registrations_per_minute: 20,
             admin_socket: PathBuf::new(),
             metrics_addr: String::new(),
@@ -157,6 +167,8 @@ impl Config {
             registrations_per_minute: 10_000,
             rooms_max_per_ip: 254,
             rooms_registrations_per_minute: 10_000,
+            // Tests start many servers in one process: a few spares each.
+            spare_threads: 4,
             ..Config::default()
         }
     }
@@ -240,7 +252,7 @@ impl Config {
     /// is surely a typo. The message names the key and its bounds.
     pub fn validate(&self) -> Result<(), String> {
         const DAY_MS: u64 = 24 * 3600 * 1000;
-        let ranges: [(&str, u64, u64, u64); 19] = [
+        let ranges: [(&str, u64, u64, u64); 21] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
             (
@@ -271,6 +283,7 @@ impl Config {
                 1_000_000,
             ),
             ("flush_threads", self.flush_threads as u64, 1, 256),
+            ("spare_threads", self.spare_threads as u64, 0, 100_000),
             (
                 "rooms_idle_timeout_ms",
                 self.rooms_idle_timeout_ms,
@@ -292,6 +305,7 @@ impl Config {
                 1,
                 1_000_000,
             ),
+            ("rooms_workers", self.rooms_workers as u64, 1, 64),
             ("relay_max_calls", self.relay_max_calls as u64, 1, 100_000),
             (
                 "relay_packets_per_second",
@@ -437,6 +451,9 @@ mod tests {
                 "rooms_registrations_per_minute",
             ),
             ("rooms_requests_per_second = 0", "rooms_requests_per_second"),
+            ("rooms_workers = 0", "rooms_workers"),
+            ("rooms_workers = 65", "rooms_workers"),
+            ("spare_threads = 100001", "spare_threads"),
         ] {
             let err = Config::from_toml(text).unwrap().validate().unwrap_err();
             assert!(err.starts_with(&format!("{key} = ")), "{text}: {err}");

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod media;
 pub mod metrics;
 pub mod net;
+pub mod pool;
 pub mod store;
 
 use std::io;
@@ -26,6 +27,7 @@ pub use config::Config;
 use hub::{Hub, HubConfig};
 use metrics::DropReason;
 use net::{FlushPool, Registry};
+use pool::{ConnPool, ThreadBudget};
 use store::{Store, StoreThread};
 
 /// How often expired requests and connect ids are swept.
@@ -42,6 +44,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     /// The threads that send every connection's queued bytes.
     pub flush: Arc<FlushPool>,
+    /// Where every TCP connection's thread comes from.
+    pub conn_threads: ConnPool,
 }
 
 /// A running server. Dropping it shuts it down.
@@ -108,9 +112,14 @@ impl Server {
         let accounts_l = listen(cfg.bind, cfg.accounts_port, "accounts")?;
         let accounts_addr = accounts_l.local_addr()?;
         let rooms_at = SocketAddr::new(cfg.bind, cfg.rooms_port);
-        let rooms =
-            front::rooms::RoomsServer::start(hub.clone(), registry.clone(), rooms_at, cfg.rooms())
-                .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
+        let rooms = front::rooms::RoomsServer::start(
+            hub.clone(),
+            registry.clone(),
+            rooms_at,
+            cfg.rooms(),
+            cfg.rooms_workers,
+        )
+        .map_err(|e| cannot_listen(e, "rooms", rooms_at, "udp"))?;
         let metrics_listener = match cfg.metrics_addr.as_str() {
             "" => None,
             a => {
@@ -121,7 +130,9 @@ impl Server {
                 Some(TcpListener::bind(at).map_err(|e| cannot_listen(e, "metrics", at, "tcp"))?)
             }
         };
-        let flush = FlushPool::new(cfg.flush_threads)?;
+        let budget = thread_budget(&cfg);
+        let flush = FlushPool::with_budget(cfg.flush_threads, budget.clone())?;
+        let conn_threads = ConnPool::new(cfg.spare_threads.min(cfg.max_connections), budget)?;
         let relay = media::Relay::start(
             cfg.relay(),
             &hub,
@@ -156,6 +167,7 @@ impl Server {
         };
         let shared = Arc::new(Shared {
             flush,
+            conn_threads,
             hub,
             accounts: Some(accounts),
             cfg,
@@ -284,6 +296,13 @@ impl Server {
         self.shared.registry.len()
     }
 
+    /// Connection threads started so far, and how many wait parked now
+    /// (see `pool`).
+    pub fn conn_threads(&self) -> (u64, usize) {
+        let p = &self.shared.conn_threads;
+        (p.started(), p.idle())
+    }
+
     /// Stop accepting, close every connection, join the threads.
     pub fn shutdown(mut self) {
         self.stop_now();
@@ -315,6 +334,7 @@ impl Server {
                 self.shared.registry.len()
             );
         }
+        self.shared.conn_threads.stop();
         self.rooms.stop();
         self.relay.stop();
         // After every session ended, so their names went back to the bus.
@@ -347,6 +367,27 @@ impl Drop for ClusterGuard {
             c.stop();
         }
     }
+}
+
+/// The per-connection threads this process can have (see
+/// `pool::ThreadBudget`); says so at start when `max_connections` could
+/// need more.
+fn thread_budget(cfg: &Config) -> Arc<ThreadBudget> {
+    let Some(fit) = ThreadBudget::from_system() else {
+        return ThreadBudget::new(usize::MAX);
+    };
+    let want = cfg.max_connections + cfg.spare_threads.min(cfg.max_connections);
+    if want > fit {
+        log::warn!(
+            "max_connections = {} (and spare_threads = {}) could need {want} connection threads, \
+             {} memory maps each, but vm.max_map_count leaves room for {fit}: \
+             connections past that are closed at once; raise vm.max_map_count to serve more",
+            cfg.max_connections,
+            cfg.spare_threads,
+            pool::maps_per_thread()
+        );
+    }
+    ThreadBudget::new(fit)
 }
 
 /// Pending connections the kernel holds per listener: std's default of 128
@@ -392,6 +433,11 @@ fn spawn_acceptor(
     shared: Arc<Shared>,
     serve: ServeFn,
 ) -> io::Result<JoinHandle<()>> {
+    let thread_name = match dialect {
+        "chatos" => "cw-chatos",
+        "babel" => "cw-babel",
+        _ => "cw-accounts",
+    };
     thread::Builder::new()
         .name(format!("cw-accept-{dialect}"))
         .spawn(move || {
@@ -431,14 +477,11 @@ fn spawn_acceptor(
                     continue;
                 };
                 let shared2 = shared.clone();
-                let spawned = thread::Builder::new()
-                    .name(format!("cw-{dialect}"))
-                    .stack_size(net::CONN_STACK)
-                    .spawn(move || {
-                        let _admission = admission;
-                        serve(stream, shared2);
-                    });
-                if let Err(e) = spawned {
+                let started = shared.conn_threads.run(thread_name, move || {
+                    let _admission = admission;
+                    serve(stream, shared2);
+                });
+                if let Err(e) = started {
                     log::warn!("{dialect}: cannot start a connection thread: {e}");
                 }
             }

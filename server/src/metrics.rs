@@ -170,6 +170,7 @@ pub struct Metrics {
     calls_active: Gauge,
     store_queue: Gauge,
     hash_queue: Gauge,
+    rooms_inbox_peak: Gauge,
     bans: Gauge,
     /// The store thread's group commits, in seconds.
     pub commit_seconds: Histogram,
@@ -296,6 +297,12 @@ impl Metrics {
             "Password hashes waiting for a hashing thread",
             hash_queue.clone(),
         );
+        let rooms_inbox_peak = Gauge::default();
+        r.register(
+            "rooms_inbox_peak_depth",
+            "Most rooms datagrams waiting for a worker at once since start",
+            rooms_inbox_peak.clone(),
+        );
         let bans = Gauge::default();
         r.register("bans", "Bans in force (names and addresses)", bans.clone());
         // 100 µs .. ~3.3 s: an fsync on a good disk to a disk in trouble.
@@ -323,6 +330,7 @@ impl Metrics {
             calls_active,
             store_queue,
             hash_queue,
+            rooms_inbox_peak,
             bans,
             commit_seconds,
         }
@@ -331,6 +339,14 @@ impl Metrics {
     pub fn connection_opened(&self, d: Dialect) {
         self.connections[dialect_index(d)].inc();
         self.accepted[dialect_index(d)].inc();
+    }
+
+    /// The rooms inbox holds `depth` datagrams now (called by its one
+    /// receiving thread, the only writer of the peak).
+    pub fn rooms_inbox(&self, depth: usize) {
+        if depth as i64 > self.rooms_inbox_peak.get() {
+            self.rooms_inbox_peak.set(depth as i64);
+        }
     }
 
     /// A rooms client registered (it has no connection to count).

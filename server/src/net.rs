@@ -138,7 +138,9 @@ impl Outbound {
         }
         st.flushing = true;
         drop(st);
-        self.pool.schedule(self.clone());
+        if !batch::owe(self) {
+            self.pool.schedule(self.clone());
+        }
         true
     }
 
@@ -315,6 +317,19 @@ impl Outbound {
         }
     }
 
+    /// Send this queue from the thread whose batch owes it (see [`Batch`]):
+    /// one non-blocking pass, as a pool flusher would make. Bytes that
+    /// arrived meanwhile go to the pool; a full socket buffer goes to the
+    /// backlog writer. Never blocks.
+    fn send_owed(self: &Arc<Self>) {
+        // A fresh spare: the queue keeps no buffer of this thread's, and this
+        // thread, about to block in its own read, keeps none of the queue's.
+        let mut spare = Vec::new();
+        if self.flush_nonblocking(&mut spare) {
+            self.pool.schedule(self.clone());
+        }
+    }
+
     /// Wake (or start) this connection's backlog writer; `flushing` stays set.
     fn ring_backlog_writer(
         self: &Arc<Self>,
@@ -330,10 +345,13 @@ impl Outbound {
         st.bell = Some(tx);
         drop(st);
         let me = self.clone();
-        let spawned = thread::Builder::new()
+        let builder = thread::Builder::new()
             .name("cw-backlog".into())
-            .stack_size(CONN_STACK)
-            .spawn(move || me.backlog_writer(rx));
+            .stack_size(CONN_STACK);
+        let spawned = self
+            .pool
+            .budget
+            .spawn(builder, move || me.backlog_writer(rx));
         if let Err(e) = spawned {
             self.fail(&e);
         }
@@ -418,6 +436,113 @@ impl Outbound {
     }
 }
 
+/// Sending from the thread that already holds the bytes.
+///
+/// A connection thread that handles a frame delivers to other connections'
+/// queues. When a recipient's queue was idle (nobody owned its write side),
+/// the delivering thread takes the write side into its batch instead of
+/// waking a pool flusher, and sends it itself with one non-blocking `send`
+/// once it has handled every frame of its read, just before it reads again:
+/// no thread wake-up between a sender's bytes and the recipient's socket,
+/// and several frames to one recipient leave in one `send`. A batch owes at
+/// most [`INLINE_MAX`] queues; past that (a broadcast) the pool takes the
+/// rest at once, so a fan-out is spread over the flushers as before. A send
+/// that would block hands the rest to the backlog writer: a slow peer never
+/// blocks the thread that delivered to it.
+pub use batch::{Batch, INLINE_MAX};
+
+mod batch {
+    use std::cell::RefCell;
+    use std::marker::PhantomData;
+    use std::sync::Arc;
+
+    use super::Outbound;
+
+    /// Queues one batch sends itself; the pool takes the others.
+    pub const INLINE_MAX: usize = 16;
+
+    struct Owed {
+        /// A batch is open on this thread.
+        open: bool,
+        queues: Vec<Arc<Outbound>>,
+    }
+
+    thread_local! {
+        static OWED: RefCell<Owed> = const {
+            RefCell::new(Owed {
+                open: false,
+                queues: Vec::new(),
+            })
+        };
+    }
+
+    /// Take `out`'s write side into this thread's open batch, if it has one
+    /// with room. `out` must have just been marked `flushing` by the caller.
+    pub(super) fn owe(out: &Arc<Outbound>) -> bool {
+        OWED.with(|o| {
+            let Ok(mut o) = o.try_borrow_mut() else {
+                return false;
+            };
+            if !o.open || o.queues.len() >= INLINE_MAX {
+                return false;
+            }
+            o.queues.push(out.clone());
+            true
+        })
+    }
+
+    /// An open batch on the current thread (not `Send`): deliveries made
+    /// while it is open may be owed to it; [`Batch::send`] (or dropping it)
+    /// sends them. Opening a batch where one is open already gives an
+    /// inert handle; the outer batch sends.
+    pub struct Batch {
+        outer: bool,
+        _not_send: PhantomData<*const ()>,
+    }
+
+    impl Batch {
+        pub fn open() -> Batch {
+            let outer = OWED.with(|o| {
+                let mut o = o.borrow_mut();
+                !std::mem::replace(&mut o.open, true)
+            });
+            Batch {
+                outer,
+                _not_send: PhantomData,
+            }
+        }
+
+        /// Send every queue owed so far; the batch stays open.
+        pub fn send(&self) {
+            if !self.outer {
+                return;
+            }
+            // Taken out while sending (a send delivers nothing, but the list
+            // must not be borrowed across it), in the order they were owed.
+            let mut queues = OWED.with(|o| std::mem::take(&mut o.borrow_mut().queues));
+            for out in queues.drain(..) {
+                out.send_owed();
+            }
+            OWED.with(|o| o.borrow_mut().queues = queues);
+        }
+    }
+
+    impl Drop for Batch {
+        fn drop(&mut self) {
+            if self.outer {
+                self.send();
+                // The list is freed: a thread between batches (an idle
+                // connection blocked in its read) keeps nothing here.
+                OWED.with(|o| {
+                    let mut o = o.borrow_mut();
+                    o.open = false;
+                    o.queues = Vec::new();
+                });
+            }
+        }
+    }
+}
+
 /// A few threads that send every connection's queued bytes. A broadcast to
 /// a thousand peers costs a thousand appends and at most one wake-up here,
 /// instead of a thousand threads woken; and a busy pool batches: the longer
@@ -425,14 +550,25 @@ impl Outbound {
 pub struct FlushPool {
     tx: Mutex<Option<Sender<Arc<Outbound>>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Backlog writers are per-connection threads: they count here.
+    budget: Arc<crate::pool::ThreadBudget>,
 }
 
 impl FlushPool {
+    /// A pool whose backlog writers are not counted (tests, fuzzing).
     pub fn new(threads: usize) -> io::Result<Arc<Self>> {
+        Self::with_budget(threads, crate::pool::ThreadBudget::new(usize::MAX))
+    }
+
+    pub fn with_budget(
+        threads: usize,
+        budget: Arc<crate::pool::ThreadBudget>,
+    ) -> io::Result<Arc<Self>> {
         let (tx, rx) = unbounded::<Arc<Outbound>>();
         let pool = Arc::new(FlushPool {
             tx: Mutex::new(Some(tx.clone())),
             threads: Mutex::new(Vec::new()),
+            budget,
         });
         drop(tx);
         for i in 0..threads.max(1) {
@@ -619,37 +755,37 @@ pub enum ReadEnd {
     Deadline,
 }
 
-/// A connection's read buffer. It starts small, since an idle chat
-/// connection reads a login and little else, and grows (to `MAX_READ`) the
-/// first time a read fills it, so busy senders still read in big batches.
+/// A connection's read buffer. An idle chat connection reads a login and
+/// little else, so it reads into a small buffer on its own stack (in a page
+/// the thread touches anyway) and holds no heap for reading; the first read
+/// that fills it moves to a heap buffer that grows (to `MAX_READ`) while
+/// reads keep filling it, so busy senders read in big batches, and is given
+/// back once a read is small again.
+#[derive(Default)]
 pub struct ReadBuf {
-    buf: Vec<u8>,
+    heap: Vec<u8>,
     filled_last: bool,
 }
 
-const FIRST_READ: usize = 512;
+/// The stack buffer of [`ReadBuf::read`]'s caller.
+pub const STACK_READ: usize = 1024;
+const FIRST_HEAP_READ: usize = 4 * 1024;
 const MAX_READ: usize = 16 * 1024;
 
-impl Default for ReadBuf {
-    fn default() -> Self {
-        ReadBuf {
-            buf: vec![0; FIRST_READ],
-            filled_last: false,
-        }
-    }
-}
-
 impl ReadBuf {
-    /// Read the next chunk from a connection, at most until `deadline` when
-    /// one is given. Interrupted reads are retried; a read timeout only
-    /// returns `Deadline` once the deadline has really passed.
-    pub fn read(
-        &mut self,
+    /// Read the next chunk from a connection, into `small` or the heap
+    /// buffer, at most until `deadline` when one is given. Interrupted
+    /// reads are retried; a read timeout only returns `Deadline` once the
+    /// deadline has really passed.
+    pub fn read<'a>(
+        &'a mut self,
+        small: &'a mut [u8; STACK_READ],
         stream: &TcpStream,
         deadline: Option<std::time::Instant>,
-    ) -> Result<&[u8], ReadEnd> {
-        if self.buf.len() < MAX_READ && self.filled_last {
-            self.buf.resize((self.buf.len() * 4).min(MAX_READ), 0);
+    ) -> Result<&'a [u8], ReadEnd> {
+        if self.filled_last {
+            let len = (self.heap.len() * 4).clamp(FIRST_HEAP_READ, MAX_READ);
+            self.heap.resize(len, 0);
         }
         loop {
             if let Some(d) = deadline {
@@ -659,11 +795,27 @@ impl ReadBuf {
                 }
                 let _ = stream.set_read_timeout(Some(left));
             }
-            match (&*stream).read(&mut self.buf) {
+            let buf: &mut [u8] = if self.heap.is_empty() {
+                &mut small[..]
+            } else {
+                &mut self.heap[..]
+            };
+            match (&*stream).read(buf) {
                 Ok(0) => return Err(ReadEnd::Eof),
                 Ok(n) => {
-                    self.filled_last = n == self.buf.len();
-                    return Ok(&self.buf[..n]);
+                    self.filled_last = n == buf.len();
+                    if !self.filled_last && n <= STACK_READ / 2 && !self.heap.is_empty() {
+                        // Quiet again: the next read goes to the stack buffer.
+                        small[..n].copy_from_slice(&self.heap[..n]);
+                        self.heap = Vec::new();
+                        return Ok(&small[..n]);
+                    }
+                    let buf: &[u8] = if self.heap.is_empty() {
+                        &small[..]
+                    } else {
+                        &self.heap[..]
+                    };
+                    return Ok(&buf[..n]);
                 }
                 Err(e)
                     if matches!(
@@ -756,6 +908,137 @@ impl SmallListener {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::time::Instant;
+
+    /// A connected pair: the server's end (as `Outbound` sees it) and the
+    /// client's.
+    fn pair() -> (Arc<TcpStream>, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        (Arc::new(server), client)
+    }
+
+    fn outbound(stream: &Arc<TcpStream>, pool: &Arc<FlushPool>, limit: usize) -> Arc<Outbound> {
+        Outbound::new(
+            stream.clone(),
+            pool,
+            limit,
+            Duration::from_secs(10),
+            "test".into(),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    /// Read exactly `n` bytes, or fail the test after 10 s.
+    fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = vec![0; n];
+        s.read_exact(&mut got).expect("the bytes arrive");
+        got
+    }
+
+    #[test]
+    fn a_delivery_in_a_batch_leaves_from_the_delivering_thread() {
+        // A pool that sends nothing: whatever arrives was sent inline.
+        let pool = FlushPool::new(1).unwrap();
+        pool.stop();
+        let (server, mut client) = pair();
+        let out = outbound(&server, &pool, 1 << 20);
+        {
+            let batch = Batch::open();
+            assert!(out.enqueue(|b| b.extend_from_slice(b"one ")));
+            assert!(out.enqueue(|b| b.extend_from_slice(b"two")));
+            // Nested batches are inert: the outer one sends.
+            drop(Batch::open());
+            batch.send();
+            assert!(out.enqueue(|b| b.extend_from_slice(b" three")));
+        }
+        assert_eq!(read_n(&mut client, 13), b"one two three");
+        // The write side was given back: the next batch sends again.
+        {
+            let _batch = Batch::open();
+            assert!(out.enqueue(|b| b.extend_from_slice(b"!")));
+        }
+        assert_eq!(read_n(&mut client, 1), b"!");
+        // Without a batch the pool is asked (and, stopped, discards).
+        assert!(out.enqueue(|b| b.extend_from_slice(b"lost")));
+        client
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        assert!(client.read(&mut [0u8; 4]).is_err());
+    }
+
+    #[test]
+    fn a_batch_owes_at_most_inline_max_queues_and_the_pool_sends_the_rest() {
+        let pool = FlushPool::new(1).unwrap();
+        let ends: Vec<_> = (0..INLINE_MAX + 4).map(|_| pair()).collect();
+        let outs: Vec<_> = ends
+            .iter()
+            .map(|(s, _)| outbound(s, &pool, 1 << 20))
+            .collect();
+        {
+            let _batch = Batch::open();
+            for (i, out) in outs.iter().enumerate() {
+                assert!(out.enqueue(|b| b.extend_from_slice(&[i as u8; 3])));
+            }
+            pool.stop(); // the pool sends what it was given, then stops
+                         // Only the queues past INLINE_MAX went to the pool...
+            for (i, (_, client)) in ends.iter().enumerate().skip(INLINE_MAX) {
+                let mut c = client.try_clone().unwrap();
+                assert_eq!(read_n(&mut c, 3), vec![i as u8; 3]);
+            }
+            // ...the others wait for the batch.
+            for (_, client) in ends.iter().take(INLINE_MAX) {
+                client.set_nonblocking(true).unwrap();
+                let e = (&*client).read(&mut [0u8; 3]).unwrap_err();
+                assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                client.set_nonblocking(false).unwrap();
+            }
+        }
+        for (i, (_, client)) in ends.iter().enumerate().take(INLINE_MAX) {
+            let mut c = client.try_clone().unwrap();
+            assert_eq!(read_n(&mut c, 3), vec![i as u8; 3]);
+        }
+    }
+
+    #[test]
+    fn a_full_socket_never_blocks_the_batch_and_the_bytes_arrive_in_order() {
+        let pool = FlushPool::new(1).unwrap();
+        let (server, mut client) = pair();
+        bound_send_buffer(&server, 4096);
+        socket2::SockRef::from(&client)
+            .set_recv_buffer_size(4096)
+            .unwrap();
+        let out = outbound(&server, &pool, 8 << 20);
+        // Far more than the two kernel buffers hold, in numbered chunks.
+        let chunks = 2000usize;
+        let chunk = |i: usize| format!("{i:07}|").repeat(16).into_bytes();
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let out2 = out.clone();
+        let sender = thread::spawn(move || {
+            let batch = Batch::open();
+            for i in 0..chunks / 2 {
+                out2.enqueue(|b| b.extend_from_slice(&chunk(i)));
+            }
+            let t = Instant::now();
+            drop(batch);
+            done_tx.send(t.elapsed()).unwrap();
+            // Appended while the backlog writer owns the write side.
+            for i in chunks / 2..chunks {
+                out2.enqueue(|b| b.extend_from_slice(&chunk(i)));
+            }
+        });
+        // The batch's send returns although nobody reads yet.
+        let took = done_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the batch's send did not block on a full socket");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        sender.join().unwrap();
+        let want: Vec<u8> = (0..chunks).flat_map(chunk).collect();
+        assert_eq!(read_n(&mut client, want.len()), want);
+        pool.stop();
+    }
 
     /// A connection to a peer that never reads, and its Outbound; the flush
     /// pool is stopped, so only the test's own calls write.
@@ -770,15 +1053,7 @@ mod tests {
         bound_send_buffer(&ours, 4096);
         let pool = FlushPool::new(1).unwrap();
         pool.stop();
-        let out = Outbound::new(
-            Arc::new(ours),
-            &pool,
-            limit,
-            Duration::from_secs(10),
-            "test".into(),
-            Arc::new(Metrics::new()),
-        );
-        (out, peer)
+        (outbound(&Arc::new(ours), &pool, limit), peer)
     }
 
     /// Bytes a writer has taken out of the queue but not yet written still
@@ -795,17 +1070,14 @@ mod tests {
             let out = out.clone();
             thread::spawn(move || out.drain_blocking(&mut Vec::new()))
         };
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let st = out.state.lock();
             if st.buf.is_empty() && st.in_flight > 0 {
                 break;
             }
             drop(st);
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the writer never took the queue"
-            );
+            assert!(Instant::now() < deadline, "the writer never took the queue");
             thread::sleep(Duration::from_millis(5));
         }
         // 30 KiB more: 70 KiB would be queued in all, over the limit.

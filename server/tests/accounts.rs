@@ -758,18 +758,7 @@ enum StoreFlag<'a> {
 /// ports).
 fn spawn_chinwagd(store: StoreFlag) -> common::Chinwagd {
     let mut cmd = Proc::new(env!("CARGO_BIN_EXE_chinwagd"));
-    cmd.args([
-        "--bind",
-        "127.0.0.1",
-        "--chatos-port",
-        "0",
-        "--babel-port",
-        "0",
-        "--rooms-port",
-        "0",
-        "--accounts-port",
-        "0",
-    ]);
+    cmd.args(common::ALL_PORTS_FREE);
     match store {
         StoreFlag::Db(db) => cmd.arg("--db").arg(db),
         StoreFlag::Url(url) => cmd.args(["--store-url", url]),

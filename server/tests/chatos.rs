@@ -735,6 +735,28 @@ fn random_garbage_never_hurts_the_server() {
     }
 }
 
+#[test]
+fn connection_threads_are_parked_and_reused_not_started_per_connection() {
+    let srv = server_with(|c| c.spare_threads = 2);
+    let addr = srv.chatos_addr();
+    let settled = |srv: &Server| {
+        let deadline = Instant::now() + WAIT;
+        while srv.connections() > 0 || srv.conn_threads().1 < 2 {
+            assert!(Instant::now() < deadline, "threads never parked");
+            thread::sleep(Duration::from_millis(2));
+        }
+    };
+    settled(&srv);
+    for i in 0..30 {
+        let mut c = Raw::login(addr, &format!("churn{i}"));
+        c.send(&msg(&format!("churn{i}"), "hi"));
+        assert_eq!(c.recv(), msg(&format!("churn{i}"), "hi"));
+        drop(c);
+        settled(&srv);
+    }
+    assert_eq!(srv.conn_threads().0, 2, "30 connections, 2 threads");
+}
+
 /// While one user floods global chat, 200 others log in: for each, the
 /// first frame must be LOGIN_ACCEPTED, never a MESSAGE that overtook it.
 #[test]

@@ -922,19 +922,6 @@ fn refused_start<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String)
     )
 }
 
-const ALL_PORTS_FREE: [&str; 10] = [
-    "--bind",
-    "127.0.0.1",
-    "--chatos-port",
-    "0",
-    "--babel-port",
-    "0",
-    "--accounts-port",
-    "0",
-    "--rooms-port",
-    "0",
-];
-
 #[test]
 fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
     let dir = temp_dir("startup");
@@ -943,7 +930,10 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
     // Every port 0 and the database in `dir`, with `extra` flags replacing
     // or adding to those.
     let base = |extra: &[&str]| {
-        let mut v: Vec<String> = ALL_PORTS_FREE.iter().map(|s| s.to_string()).collect();
+        let mut v: Vec<String> = common::ALL_PORTS_FREE
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         v.extend(["--db".into(), db.into()]);
         for pair in extra.chunks(2) {
             match v.iter().position(|a| a == pair[0]) {

@@ -99,3 +99,40 @@ fn a_bad_config_file_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("chatos_prot"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The binary starts its threads without a signal stack each (see
+/// `pool::no_signal_stacks`): two memory maps per thread, not four, so
+/// `vm.max_map_count` leaves room for the default `max_connections`.
+#[test]
+fn a_thread_costs_two_memory_maps() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--db", ":memory:", "--spare-threads", "400"]);
+    let server = Chinwagd::spawn(&mut cmd);
+    let mut child = server.child;
+    let pid = child.id();
+    let threads = || -> usize {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while threads() < 400 {
+        assert!(Instant::now() < deadline, "the spare threads never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .count();
+    let n = threads();
+    child.kill().ok();
+    child.wait().ok();
+    // Two per thread, plus the binary, libraries, heap and arenas.
+    assert!(maps < 2 * n + 400, "{maps} maps for {n} threads");
+}

@@ -668,6 +668,23 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         Unit::Count,
         None,
     );
+    // The README's table (`chinwag-bench table`; PESQ rows only when
+    // measured).
+    for (fig, reference) in [
+        ("latency_udp_j20_p50_ms", Some("latency_udp_direct_p50_ms")),
+        ("latency_tcp_j20_p50_ms", Some("latency_tcp_direct_p50_ms")),
+        ("pesq_random10_fec_plc", Some("pesq_clean")),
+        ("pesq_burst5_fec_plc", Some("pesq_burst5_none")),
+        ("jitter_concealed_0_to_60", None),
+        ("jitter_concealed_60_to_0", None),
+        ("jitter_back_under_60ms_s", None),
+        ("cpu_udp_pct", None),
+        ("cpu_tcp_pct", None),
+        ("long_frames_missing", Some("long_frames_sent")),
+        ("long_rss_after_mib", Some("long_rss_before_mib")),
+    ] {
+        r.row(fig, reference);
+    }
     Ok(r)
 }
 

@@ -18,7 +18,7 @@ use chinwag_proto::{Decode, Decoder, Redact};
 
 use crate::hub::Dialect;
 use crate::metrics::{DropReason, Metrics};
-use crate::net::{Outbound, ReadBuf, ReadEnd};
+use crate::net::{Batch, Outbound, ReadBuf, ReadEnd, STACK_READ};
 use crate::Shared;
 
 /// The smallest outbound queue, whatever the send buffer takes of the budget.
@@ -44,6 +44,11 @@ pub struct Conn {
     pub label: String,
     /// Counts the connection open until it is dropped.
     open: OpenGauge,
+    /// Deliveries are sent once a whole read's frames are handled (chatos,
+    /// babel: handlers never wait), not after each frame (accounts: a
+    /// handler may wait for a password hash or a full store queue, and must
+    /// not hold other connections' bytes meanwhile).
+    batch_reads: bool,
 }
 
 /// Keeps the per-dialect connection gauge right however the thread ends.
@@ -90,6 +95,7 @@ impl Conn {
             ip: peer.ip(),
             label,
             open,
+            batch_reads: dialect != Dialect::Accounts,
         })
     }
 
@@ -108,18 +114,31 @@ impl Conn {
     ) -> End {
         let mut decoder = Decoder::<T>::new();
         let mut rbuf = ReadBuf::default();
+        let mut small = [0u8; STACK_READ];
+        let mut logging_in = true;
         loop {
             let limit = deadline(state);
             if limit.is_none() {
+                if logging_in {
+                    // Logged in: most connections now wait for a long time.
+                    // Give back the stack pages the login touched (names
+                    // policy, hub) below this frame.
+                    logging_in = false;
+                    crate::pool::release_stack();
+                }
                 self.out.throttle(shared.cfg.write_timeout());
             }
-            let bytes = match rbuf.read(&self.stream, limit) {
+            let bytes = match rbuf.read(&mut small, &self.stream, limit) {
                 Ok(bytes) => bytes,
                 Err(ReadEnd::Eof) => return End::Eof,
                 Err(ReadEnd::Io(e)) => return End::Io(e),
                 Err(ReadEnd::Deadline) => return End::LoginTimeout,
             };
             decoder.push(bytes);
+            // What this read's frames deliver to idle queues leaves from this
+            // thread once they are all handled (or after each frame, where a
+            // handler may wait), before it reads again: see `net::Batch`.
+            let batch = Batch::open();
             loop {
                 let frame = match decoder.next_message() {
                     Ok(Some(f)) => f,
@@ -131,6 +150,9 @@ impl Conn {
                 }
                 if let Err(end) = on_frame(state, frame, &mut decoder) {
                     return end;
+                }
+                if !self.batch_reads {
+                    batch.send();
                 }
             }
         }

@@ -131,6 +131,21 @@ pub fn expect_eof(s: &mut TcpStream, what: &str) {
     });
 }
 
+/// chinwagd's flags for loopback listeners on ports the kernel picks
+/// ([`Chinwagd::spawn`] reads them back).
+pub const ALL_PORTS_FREE: [&str; 10] = [
+    "--bind",
+    "127.0.0.1",
+    "--chatos-port",
+    "0",
+    "--babel-port",
+    "0",
+    "--accounts-port",
+    "0",
+    "--rooms-port",
+    "0",
+];
+
 /// A chinwagd process started by a test. Its listeners bind port 0; the
 /// addresses it got are read from its log line
 /// `listening: chatos ADDR, babel ADDR, accounts ADDR`, so no port is ever

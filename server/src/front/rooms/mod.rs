@@ -44,7 +44,9 @@ use state::{Cmd, Job, Output, Rooms, Verdict, Work};
 /// Datagrams waiting for a worker; beyond this they are dropped, as the
 /// network itself may drop them.
 const INBOX: usize = 4096;
-const WORKERS: usize = 2;
+/// The socket's receive buffer asked for (the kernel caps it at
+/// net.core.rmem_max, 4 MiB here).
+const RECV_BUFFER: usize = 4 << 20;
 /// How often the timer thread runs retransmissions and expiries.
 const TICK: Duration = Duration::from_millis(20);
 /// Outputs of hub deliveries waiting for the sending thread; beyond this
@@ -257,16 +259,25 @@ fn bind_udp(bind: SocketAddr) -> std::io::Result<UdpSocket> {
     if bind.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
         s.set_only_v6(false)?;
     }
+    // A text to a full room comes back as one acknowledgement per member at
+    // once: the default buffer (about 200 KiB) drops most of a burst, and
+    // every drop costs a retransmission T later. Capped by rmem_max.
+    if let Err(e) = s.set_recv_buffer_size(RECV_BUFFER) {
+        log::debug!("rooms: cannot set SO_RCVBUF: {e}");
+    }
     s.bind(&bind.into())?;
     Ok(s.into())
 }
 
 impl RoomsServer {
+    /// Bind `bind` and start the receiving thread, `workers` workers
+    /// (`rooms_workers`) and the timer.
     pub fn start(
         hub: Arc<Hub>,
         registry: Arc<Registry>,
         bind: SocketAddr,
         settings: Settings,
+        workers: usize,
     ) -> std::io::Result<RoomsServer> {
         let sock = bind_udp(bind)?;
         let addr = sock.local_addr()?;
@@ -309,6 +320,7 @@ impl RoomsServer {
                         while !stop.load(Ordering::Acquire) {
                             match ctx.sock.recv_from(&mut buf) {
                                 Ok((n, from)) => {
+                                    ctx.hub.metrics().rooms_inbox(tx.len());
                                     if tx.try_send((from, buf[..n].to_vec())).is_err() {
                                         ctx.hub.metrics().dropped(DropReason::RoomsInboxFull);
                                         log::debug!(
@@ -322,7 +334,7 @@ impl RoomsServer {
                     })?,
             );
         }
-        for i in 0..WORKERS {
+        for i in 0..workers.max(1) {
             let (ctx, rx): (Arc<Ctx>, Receiver<_>) = (ctx.clone(), rx.clone());
             threads.push(thread::Builder::new().name(format!("cw-rooms-{i}")).spawn(
                 move || {

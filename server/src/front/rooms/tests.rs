@@ -13,7 +13,7 @@ fn start() -> RoomsServer {
     let hub = Arc::new(Hub::new(HubConfig::default()));
     let at: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let registry = crate::net::Registry::new(100);
-    RoomsServer::start(hub, registry, at, crate::Config::ephemeral().rooms()).unwrap()
+    RoomsServer::start(hub, registry, at, crate::Config::ephemeral().rooms(), 2).unwrap()
 }
 
 /// A raw seed-003 client that acknowledges nothing unless asked.
@@ -184,4 +184,25 @@ fn the_timer_that_panics_carries_on() {
         }
     }
     assert!(copies >= 3, "{copies} copies: the timer stopped");
+}
+
+#[test]
+fn the_socket_holds_a_full_rooms_burst_of_acknowledgements() {
+    // A text to a room of 254 comes back as 253 acknowledgements at once,
+    // several texts in flight make thousands: the socket must hold them
+    // (the kernel's default, about 200 KiB, dropped most of such a burst).
+    let srv = start();
+    let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(RECV_BUFFER);
+    let got = socket2::SockRef::from(&srv.ctx.sock)
+        .recv_buffer_size()
+        .unwrap();
+    // Linux reports twice what was asked (its bookkeeping share).
+    assert!(
+        got >= 2 * RECV_BUFFER.min(rmem_max),
+        "SO_RCVBUF is {got} bytes"
+    );
+    const { assert!(RECV_BUFFER >= 2 << 20) };
 }
