@@ -60,8 +60,9 @@ pub const MIN_TARGET: Duration = FRAME;
 /// The largest target: more jitter than this is a broken path, and waiting
 /// longer would make conversation impossible anyway.
 pub const MAX_TARGET: Duration = Duration::from_millis(500);
-/// One frame of look-ahead is kept this long after the last loss the FEC
-/// could not rebuild because the packet after it came too late.
+/// One frame of look-ahead starts at a loss the FEC could not rebuild
+/// because the packet after it came too late, and is kept until no frame
+/// has been lost for this long.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(10);
 /// At most one frame dropped per this much time while shrinking.
 pub const SHRINK_EVERY: Duration = Duration::from_millis(250);
@@ -166,7 +167,8 @@ pub struct JitterBuffer {
     /// a stall skipped over): if the packet after it then plays, its FEC
     /// would have rebuilt the frame with one frame more of delay.
     concealed_plc: Option<u64>,
-    /// When that last happened (µs): the look-ahead runs from then.
+    /// When that last happened, or the last loss while the look-ahead was
+    /// on (µs): the look-ahead runs for LOSS_MEMORY from then.
     fec_missed: Option<i64>,
     shrink_toggle: bool,
     last_transit: Option<i64>,
@@ -404,12 +406,17 @@ impl JitterBuffer {
                 self.stats.concealed += 1;
                 return Playout::Conceal;
             };
-            // Waited as long as the target says: the frame is lost. Frames
-            // played while waiting beyond the target stand in for missing
-            // frames after it; skip those.
+            // Waited as long as the target says: the frame is lost. The
+            // frames concealed while waiting beyond the target stand in for
+            // missing frames from here on; skip those (and only those: an
+            // excess of delay from earlier is the shrinking's business).
+            let beyond = ((delay - self.target) / FRAME_US) as u64;
+            let cover = u64::from(self.stalled).min(beyond).min(later - next);
             self.stalled = 0;
-            let cover = ((delay - self.target) / FRAME_US) as u64;
-            let cover = cover.min(later - next);
+            // Losses keep the look-ahead they needed.
+            if self.fec_missed.is_some_and(|m| t - m < us(LOSS_MEMORY)) {
+                self.fec_missed = Some(t);
+            }
             self.advance(cover, false);
             next = self.next.expect("playing");
             if cover > 0 {

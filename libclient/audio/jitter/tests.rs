@@ -499,3 +499,31 @@ fn late_pulls_do_not_change_the_delay() {
     assert_eq!(s.dropped, 0, "{s:?}");
     assert_eq!(s.late, 0, "{s:?}");
 }
+
+#[test]
+fn losses_while_the_delay_is_above_the_target_are_rebuilt_not_skipped() {
+    // No jitter, but the receiver stalls once for about 100 ms: packets
+    // 100..=104 arrive together with 104. The buffer stalls and then plays
+    // them, so its delay is above the target for a while (it shrinks one
+    // frame at a time). Every lost packet after that must still be played
+    // as a frame (FEC from the next packet): the extra delay is not frames
+    // that stood in for it.
+    let arr = sent(600, 0.0, 5.0, |i| match i {
+        100..=104 => Some((104 - i) as f64 * 20.0 + 1.0),
+        _ if i >= 110 && i % 10 == 5 => None,
+        _ => Some(0.0),
+    });
+    let t = run(&arr, 12.5, 7.0, 0, 0);
+    assert_increasing(&played(&t));
+    let s = t.jb.stats();
+    let lost = (110..600).filter(|i| i % 10 == 5).count() as u64;
+    assert_eq!(s.lost, lost, "{s:?}");
+    for i in (110..600u64).filter(|i| i % 10 == 5) {
+        assert_eq!(
+            count(&t, 0.0, 1e9, |o| o == Out::Fec(i + 1)),
+            1,
+            "frame {i} was not rebuilt from FEC: {s:?}"
+        );
+    }
+    assert_eq!(s.late, 0, "{s:?}");
+}
