@@ -9,9 +9,10 @@
 //!   lies, or the largest of the last [`PEAK_WINDOW`] if that is more (so
 //!   the target grows at the first late packet and a lone spike is soon
 //!   forgotten). The target delay is that plus [`MARGIN`] (never below
-//!   [`MIN_TARGET`]), plus one frame of look-ahead while losses have been
-//!   seen in the last [`LOSS_MEMORY`], so that the packet after a lost one
-//!   (which carries its FEC) is there at the lost frame's playout time.
+//!   [`MIN_TARGET`]), plus one frame of look-ahead once a lost frame found
+//!   the packet after it (which carries its FEC) not yet there, kept until
+//!   no frame has been lost for [`LOSS_MEMORY`]: then the next packet is
+//!   there at a lost frame's playout time.
 //! - Playout times are a grid: each pull plays one frame after the one
 //!   before. A pull that comes late (a held-up audio callback) is placed on
 //!   the grid, not at the moment it ran, so it neither shrinks nor grows
