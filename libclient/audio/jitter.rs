@@ -4,22 +4,35 @@
 //!
 //! How it adapts:
 //! - Each arrival's *relative delay* is its arrival time minus its media time.
-//!   Over the last [`WINDOW`], the spread between the smallest and largest
-//!   relative delay is the jitter the buffer must absorb; the target delay
-//!   is that spread plus [`MARGIN`] (never below [`MIN_TARGET`]).
+//!   The smallest over the last [`WINDOW`] is the path's fastest transit; the
+//!   jitter to absorb is how far above it the [`QUANTILE`] of the window
+//!   lies, or the largest of the last [`PEAK_WINDOW`] if that is more (so
+//!   the target grows at the first late packet and a lone spike is soon
+//!   forgotten). The target delay is that plus [`MARGIN`] (never below
+//!   [`MIN_TARGET`]), plus one frame of look-ahead once a lost frame found
+//!   the packet after it (which carries its FEC) not yet there, kept until
+//!   no frame has been lost for [`LOSS_MEMORY`]: then the next packet is
+//!   there at a lost frame's playout time.
+//! - Playout times are a grid: each pull plays one frame after the one
+//!   before. A pull that comes late (a held-up audio callback) is placed on
+//!   the grid, not at the moment it ran, so it neither shrinks nor grows
+//!   the delay; the grid follows the caller's clock slowly, and jumps to it
+//!   after a pause.
 //! - The current delay of the next frame is how long after its earliest
 //!   possible arrival (media time plus the smallest relative delay) it is
 //!   played.
-//! - Growth happens on late packets: when the next frame is missing and
-//!   nothing after it has arrived, the buffer conceals one frame and waits
-//!   (a stall), which adds 20 ms of delay; a packet that then arrives plays.
+//! - A frame is concealed only when its playout time has come and its
+//!   packet is not there. Then, if the delay is still below the target, the
+//!   packet is probably late: the buffer conceals one frame and waits (a
+//!   stall, +20 ms of delay), and the packet plays when it comes. At or
+//!   above the target the frame is lost (when a later packet is there): it
+//!   is rebuilt from the next packet's FEC data when that packet is present,
+//!   else concealed by the decoder; missing frames the stalls already stood
+//!   in for are skipped. With nothing later there the buffer stalls too.
 //! - Shrinking is slow: when the current delay exceeds the target by a whole
 //!   frame, one frame is dropped, at most every [`SHRINK_EVERY`] (faster when
 //!   the excess is large), so a calm network wins its delay back in seconds
 //!   and a spike is not forgotten at once.
-//! - A frame is declared lost when a later packet is already there at its
-//!   playout time; it is rebuilt from the next packet's FEC data when that
-//!   packet is present, else concealed by the decoder.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -33,21 +46,36 @@ const FRAME_US: i64 = FRAME_MS as i64 * 1000;
 /// enough that a recurring spike keeps its delay, short enough that a calm
 /// network gets its latency back within seconds.
 pub const WINDOW: Duration = Duration::from_secs(4);
+/// The share of the window's packets the target delay lets arrive in time
+/// on its own (the frame of headroom the pull grid's phase gives, and the
+/// largest of the last [`PEAK_WINDOW`], cover most of the rest).
+pub const QUANTILE: f64 = 0.95;
+/// The largest relative delay of this recent past always counts in full:
+/// the target grows at once when jitter rises.
+pub const PEAK_WINDOW: Duration = Duration::from_secs(1);
 /// Headroom above the measured spread for scheduling noise on either side.
 pub const MARGIN: Duration = Duration::from_millis(5);
 /// The smallest target. The pull grid and the arrival grid have an
-/// arbitrary phase, so a frame is played up to one frame after the target;
-/// a one-frame floor means a sudden jump in jitter of up to 60 ms costs at
-/// most two stalled frames.
+/// arbitrary phase, so a frame is played up to one frame after the target.
 pub const MIN_TARGET: Duration = FRAME;
 /// The largest target: more jitter than this is a broken path, and waiting
 /// longer would make conversation impossible anyway.
 pub const MAX_TARGET: Duration = Duration::from_millis(500);
+/// One frame of look-ahead starts at a loss the FEC could not rebuild
+/// because the packet after it came too late, and is kept until no frame
+/// has been lost for this long.
+pub const LOSS_MEMORY: Duration = Duration::from_secs(10);
 /// At most one frame dropped per this much time while shrinking.
 pub const SHRINK_EVERY: Duration = Duration::from_millis(250);
 /// Excess delay (above the target) past which frames are dropped on every
 /// other pull: a burst after a stalled TCP stream, not jitter.
 const FAST_SHRINK_EXCESS_US: i64 = 5 * FRAME_US;
+/// A pull further than this from its place on the playout grid means the
+/// caller paused or jumped: the grid restarts at the pull.
+const RESYNC_US: i64 = 3 * FRAME_US;
+/// The grid moves this share of the way to each pull's own time, following
+/// a caller's clock that runs a little fast or slow.
+const CLOCK_GAIN: i64 = 16;
 /// Consecutive frames concealed while waiting for a packet before the
 /// buffer gives up on it: the sender paused or the path is down. Opus's
 /// concealment has faded out by then; the buffer plays silence and starts
@@ -70,6 +98,7 @@ pub enum Playout {
     Packet(Vec<u8>),
     /// The frame is lost and this is the packet after it: decode its FEC
     /// data (the decoder falls back to concealment when there is none).
+    /// The packet stays in the buffer and plays next.
     Fec(Vec<u8>),
     /// The frame is missing: conceal it with the decoder's concealment.
     Conceal,
@@ -121,11 +150,27 @@ pub struct JitterBuffer {
     /// Bit i: frame `next - 1 - i` was played from its packet, so a copy
     /// arriving now is a duplicate, not a late packet.
     played: u64,
+    /// The first arrival: every time below is in µs since it.
     origin: Option<Instant>,
-    /// (arrival, relative delay in µs) over the last WINDOW.
-    history: VecDeque<(Instant, i64)>,
+    /// (arrival, relative delay), both in µs, over the last WINDOW.
+    history: VecDeque<(i64, i64)>,
+    /// Scratch for the quantile (kept to avoid an allocation per pull).
+    sorted: Vec<i64>,
+    /// Smallest relative delay in the window, and the target delay
+    /// (look-ahead included), as of the last pull.
+    lo: i64,
+    target: i64,
+    /// Playout time of the frame the next pull gives, on the pull grid.
+    clock: Option<i64>,
     stalled: u32,
-    last_shrink: Option<Instant>,
+    last_shrink: Option<i64>,
+    /// The last frame concealed without FEC as lost (by the decoder, or by
+    /// a stall skipped over): if the packet after it then plays, its FEC
+    /// would have rebuilt the frame with one frame more of delay.
+    concealed_plc: Option<u64>,
+    /// When that last happened, or the last loss while the look-ahead was
+    /// on (µs): the look-ahead runs for LOSS_MEMORY from then.
+    fec_missed: Option<i64>,
     shrink_toggle: bool,
     last_transit: Option<i64>,
     jitter_us: f64,
@@ -141,6 +186,10 @@ impl Default for JitterBuffer {
 /// Samples per channel to microseconds.
 fn samples_to_us(samples: i64) -> i64 {
     samples * 1_000_000 / i64::from(SAMPLE_RATE)
+}
+
+fn us(d: Duration) -> i64 {
+    d.as_micros() as i64
 }
 
 /// The value congruent to `wire` modulo 2^bits that is nearest to `near`.
@@ -167,8 +216,14 @@ impl JitterBuffer {
             played: 0,
             origin: None,
             history: VecDeque::new(),
+            sorted: Vec::new(),
+            lo: 0,
+            target: us(MIN_TARGET),
+            clock: None,
             stalled: 0,
             last_shrink: None,
+            concealed_plc: None,
+            fec_missed: None,
             shrink_toggle: false,
             last_transit: None,
             jitter_us: 0.0,
@@ -184,7 +239,7 @@ impl JitterBuffer {
     /// A packet arrived at `now`: `seq` counts packets and `timestamp`
     /// counts samples per channel at 48 kHz, both wrapping, as on the wire.
     pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Vec<u8>) {
-        let origin = *self.origin.get_or_insert(now);
+        self.origin.get_or_insert(now);
         let (seq, ts) = match self.highest {
             None => {
                 // Start the extended counters well away from zero so a
@@ -205,8 +260,8 @@ impl JitterBuffer {
             }
         };
 
-        let arrival_us = now.saturating_duration_since(origin).as_micros() as i64;
-        let rel = arrival_us - samples_to_us(ts);
+        let arrival = self.micros(now);
+        let rel = arrival - samples_to_us(ts);
         if let Some(prev) = self.last_transit {
             let d = (rel - prev).abs() as f64;
             self.jitter_us += (d - self.jitter_us) * JITTER_GAIN;
@@ -226,7 +281,7 @@ impl JitterBuffer {
                     self.stats.received += 1;
                     self.stats.late += 1;
                     // Lateness is exactly what the delay must grow for.
-                    self.remember(now, rel);
+                    self.remember(arrival, rel);
                 }
                 return;
             }
@@ -237,7 +292,7 @@ impl JitterBuffer {
             }
         }
         self.stats.received += 1;
-        self.remember(now, rel);
+        self.remember(arrival, rel);
         self.packets.insert(
             seq,
             Held {
@@ -251,11 +306,11 @@ impl JitterBuffer {
         }
     }
 
-    fn remember(&mut self, now: Instant, rel: i64) {
+    fn remember(&mut self, arrival: i64, rel: i64) {
         if self.history.len() >= MAX_HISTORY {
             self.history.pop_front();
         }
-        self.history.push_back((now, rel));
+        self.history.push_back((arrival, rel));
     }
 
     fn restart(&mut self) {
@@ -266,87 +321,136 @@ impl JitterBuffer {
         self.stats.restarts += 1;
     }
 
-    fn forget_old(&mut self, now: Instant) {
-        while let Some(&(t, _)) = self.history.front() {
-            if now.saturating_duration_since(t) > WINDOW {
+    /// Forget what is older than the window and work out the smallest
+    /// relative delay and the target at `t`.
+    fn measure(&mut self, t: i64) {
+        while let Some(&(a, _)) = self.history.front() {
+            if t - a > us(WINDOW) {
                 self.history.pop_front();
             } else {
                 break;
             }
         }
-    }
-
-    /// Smallest and largest relative delay in the window.
-    fn rel_bounds(&self) -> Option<(i64, i64)> {
-        let mut it = self.history.iter().map(|&(_, r)| r);
-        let first = it.next()?;
-        Some(it.fold((first, first), |(lo, hi), r| (lo.min(r), hi.max(r))))
-    }
-
-    /// The delay the buffer aims at now, in µs.
-    fn target_us(&self) -> i64 {
-        let spread = self.rel_bounds().map_or(0, |(lo, hi)| hi - lo);
-        (spread + MARGIN.as_micros() as i64)
-            .clamp(MIN_TARGET.as_micros() as i64, MAX_TARGET.as_micros() as i64)
+        let mut spread = 0;
+        if let Some(&(_, first)) = self.history.front() {
+            let recent = t - us(PEAK_WINDOW);
+            let (mut lo, mut peak) = (first, i64::MIN);
+            self.sorted.clear();
+            for &(a, r) in &self.history {
+                lo = lo.min(r);
+                if a >= recent {
+                    peak = peak.max(r);
+                }
+                self.sorted.push(r);
+            }
+            let k = ((self.sorted.len() - 1) as f64 * QUANTILE).round() as usize;
+            let (_, q, _) = self.sorted.select_nth_unstable(k);
+            self.lo = lo;
+            spread = (*q).max(peak) - lo;
+        }
+        let lookahead = match self.fec_missed {
+            Some(l) if t - l < us(LOSS_MEMORY) => FRAME_US,
+            _ => 0,
+        };
+        self.target = (spread + us(MARGIN)).clamp(us(MIN_TARGET), us(MAX_TARGET)) + lookahead;
     }
 
     /// How late, after its earliest possible arrival, a frame with media
-    /// time `ts` plays at `now` (µs).
-    fn delay_of(&self, now: Instant, ts: i64) -> i64 {
-        let lo = self.rel_bounds().map_or(0, |(lo, _)| lo);
-        self.micros(now) - (samples_to_us(ts) + lo)
+    /// time `ts` plays at `t` (µs).
+    fn delay_at(&self, t: i64, ts: i64) -> i64 {
+        t - (samples_to_us(ts) + self.lo)
+    }
+
+    /// Where on the playout grid a pull at `now` falls (µs).
+    fn playout_time(&self, now: Instant) -> i64 {
+        let real = self.micros(now);
+        match self.clock {
+            Some(grid) if (real - grid).abs() <= RESYNC_US => grid + (real - grid) / CLOCK_GAIN,
+            _ => real,
+        }
     }
 
     /// The frame to play at `now`. Call once per 20 ms of playback (again at
     /// once after a `Skip`).
     pub fn pull(&mut self, now: Instant) -> Playout {
-        self.forget_old(now);
+        if self.origin.is_none() {
+            return Playout::Silence;
+        }
+        let t = self.playout_time(now);
+        self.measure(t);
+        let out = self.decide(t);
+        // The next frame plays a frame later; after a Skip the caller pulls
+        // again for the same moment.
+        self.clock = Some(match out {
+            Playout::Skip(_) => t,
+            _ => t + FRAME_US,
+        });
+        out
+    }
+
+    fn decide(&mut self, t: i64) -> Playout {
         let Some(mut next) = self.next else {
-            return self.start(now);
+            return self.start(t);
         };
 
         if !self.packets.contains_key(&next) {
-            match self.packets.range(next + 1..).next().map(|(&s, _)| s) {
-                Some(later) => {
-                    // Frames next..later are missing while a later one is
-                    // here. Stall frames already played stand in for them.
-                    let cover = u64::from(self.stalled).min(later - next);
-                    self.advance(cover, false);
-                    next = self.next.expect("playing");
-                    self.stalled = 0;
-                    if !self.packets.contains_key(&next) {
-                        self.stats.concealed += 1;
-                        let fec = self.packets.get(&(next + 1)).map(|h| h.payload.clone());
-                        self.advance(1, false);
-                        return match fec {
-                            Some(p) => {
-                                self.stats.concealed_fec += 1;
-                                Playout::Fec(p)
-                            }
-                            None => Playout::Conceal,
-                        };
-                    }
+            let delay = self.delay_at(t, self.next_ts);
+            let later = self.packets.range(next + 1..).next().map(|(&s, _)| s);
+            let Some(later) = later.filter(|_| delay >= self.target) else {
+                // Still within the target (the packet is probably late), or
+                // nothing later to go on with: conceal one frame and wait.
+                self.stalled += 1;
+                if self.stalled > MAX_STALL {
+                    self.restart();
+                    return Playout::Silence;
                 }
-                None => {
-                    self.stalled += 1;
-                    if self.stalled > MAX_STALL {
-                        self.restart();
-                        return Playout::Silence;
+                self.stats.concealed += 1;
+                return Playout::Conceal;
+            };
+            // Waited as long as the target says: the frame is lost. The
+            // frames concealed while waiting beyond the target stand in for
+            // missing frames from here on; skip those (and only those: an
+            // excess of delay from earlier is the shrinking's business).
+            let beyond = ((delay - self.target) / FRAME_US) as u64;
+            let cover = u64::from(self.stalled).min(beyond).min(later - next);
+            self.stalled = 0;
+            // Losses keep the look-ahead they needed.
+            if self.fec_missed.is_some_and(|m| t - m < us(LOSS_MEMORY)) {
+                self.fec_missed = Some(t);
+            }
+            self.advance(cover, false);
+            next = self.next.expect("playing");
+            if cover > 0 {
+                self.concealed_plc = Some(next - 1);
+            }
+            if !self.packets.contains_key(&next) {
+                self.stats.concealed += 1;
+                let fec = self.packets.get(&(next + 1)).map(|h| h.payload.clone());
+                self.advance(1, false);
+                return match fec {
+                    Some(p) => {
+                        self.stats.concealed_fec += 1;
+                        Playout::Fec(p)
                     }
-                    self.stats.concealed += 1;
-                    return Playout::Conceal;
-                }
+                    None => {
+                        self.concealed_plc = Some(next);
+                        Playout::Conceal
+                    }
+                };
             }
         }
 
         // The next frame is here: play it, or drop it to shrink the delay.
         // Any stall before it has become delay.
         self.stalled = 0;
+        if self.concealed_plc == Some(next - 1) {
+            self.fec_missed = Some(t);
+        }
         self.next_ts = self.packets[&next].timestamp;
-        let excess = self.delay_of(now, self.next_ts) - self.target_us();
+        let excess = self.delay_at(t, self.next_ts) - self.target;
         let has_successor = self.packets.contains_key(&(next + 1));
-        if excess >= FRAME_US && has_successor && self.may_shrink(now, excess) {
-            self.last_shrink = Some(now);
+        if excess >= FRAME_US && has_successor && self.may_shrink(t, excess) {
+            self.last_shrink = Some(t);
             self.stats.dropped += 1;
             let held = self.packets.remove(&next).expect("present");
             self.advance(1, true);
@@ -357,13 +461,12 @@ impl JitterBuffer {
         Playout::Packet(held.payload)
     }
 
-    fn may_shrink(&mut self, now: Instant, excess: i64) -> bool {
+    fn may_shrink(&mut self, t: i64, excess: i64) -> bool {
         if excess >= FAST_SHRINK_EXCESS_US {
             self.shrink_toggle = !self.shrink_toggle;
             return self.shrink_toggle;
         }
-        self.last_shrink
-            .is_none_or(|t| now.saturating_duration_since(t) >= SHRINK_EVERY)
+        self.last_shrink.is_none_or(|l| t - l >= us(SHRINK_EVERY))
     }
 
     /// Move the playout point `n` frames on; `played` says whether the
@@ -385,19 +488,19 @@ impl JitterBuffer {
     }
 
     /// Not playing yet: start once the first packet has waited the target.
-    fn start(&mut self, now: Instant) -> Playout {
+    fn start(&mut self, t: i64) -> Playout {
         let Some((&seq, held)) = self.packets.first_key_value() else {
             return Playout::Silence;
         };
         let ts = held.timestamp;
-        if self.delay_of(now, ts) < self.target_us() {
+        if self.delay_at(t, ts) < self.target {
             return Playout::Silence;
         }
         self.next = Some(seq);
         self.next_ts = ts;
         self.played = 0;
         self.stalled = 0;
-        self.pull(now)
+        self.decide(t)
     }
 
     /// Counters; `lost` is computed from the sequence numbers seen.
@@ -419,12 +522,13 @@ impl JitterBuffer {
             return 0.0;
         }
         let stall = i64::from(self.stalled) * FRAME_US;
-        (self.delay_of(now, self.next_ts) - stall).max(0) as f64 / 1000.0
+        (self.delay_at(self.micros(now), self.next_ts) - stall).max(0) as f64 / 1000.0
     }
 
-    /// The delay the buffer aims at, in ms.
+    /// The delay the buffer aims at (look-ahead included), in ms, as of the
+    /// last pull.
     pub fn target_ms(&self) -> f64 {
-        self.target_us() as f64 / 1000.0
+        self.target as f64 / 1000.0
     }
 
     /// RFC 3550 interarrival jitter, in µs.

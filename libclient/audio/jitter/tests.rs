@@ -35,6 +35,19 @@ fn index(p: &[u8]) -> u64 {
 /// pulls every 20 ms from `phase_ms` for at most `seconds`, and stops once
 /// every packet has arrived and left the buffer.
 fn run(arrivals: &[(f64, u64)], seconds: f64, phase_ms: f64, seq0: u16, ts0: u32) -> Trace {
+    run_pulling(arrivals, seconds, phase_ms, seq0, ts0, |_| 0.0)
+}
+
+/// As `run`, with pull `k` made `late_ms(k)` ms after its place on the
+/// 20 ms grid (an audio callback that runs late now and then).
+fn run_pulling(
+    arrivals: &[(f64, u64)],
+    seconds: f64,
+    phase_ms: f64,
+    seq0: u16,
+    ts0: u32,
+    late_ms: impl Fn(usize) -> f64,
+) -> Trace {
     let t0 = Instant::now();
     let at = |ms: f64| t0 + Duration::from_micros((ms * MS) as u64);
     let mut arrivals = arrivals.to_vec();
@@ -51,7 +64,7 @@ fn run(arrivals: &[(f64, u64)], seconds: f64, phase_ms: f64, seq0: u16, ts0: u32
     let mut next_arrival = 0;
     let pulls = ((seconds * 1000.0 - phase_ms) / 20.0) as usize;
     for k in 0..pulls {
-        let now_ms = phase_ms + k as f64 * 20.0;
+        let now_ms = phase_ms + k as f64 * 20.0 + late_ms(k);
         while next_arrival < arrivals.len() && arrivals[next_arrival].0 <= now_ms {
             let (t, i) = arrivals[next_arrival];
             jb.push(
@@ -387,4 +400,130 @@ fn extend_picks_the_nearest_value() {
     assert_eq!(extend(65_530, 16, 65_541), 65_530);
     assert_eq!(extend(0, 16, 1 << 20), 1 << 20);
     assert_eq!(extend(10, 32, (1 << 32) - 10), (1 << 32) + 10);
+}
+
+#[test]
+fn frames_reordered_by_jitter_wait_instead_of_being_concealed() {
+    // 2 s without jitter, then every even packet is 50 ms late: its
+    // successor is always there before it. Once the buffer has seen one
+    // such packet, a missing frame is late, not lost: the buffer waits for
+    // it (growing the delay) instead of concealing it and dropping it when
+    // it turns up.
+    let arr = sent(1000, 0.0, 5.0, |i| {
+        Some(if i >= 100 && i % 2 == 0 { 50.0 } else { 0.0 })
+    });
+    let t = run(&arr, 21.0, 3.0, 0, 0);
+    assert_increasing(&played(&t));
+    let at_change = count(&t, 2_000.0, 3_000.0, concealed);
+    let after = count(&t, 3_000.0, 1e9, concealed);
+    assert!(at_change <= 3, "{at_change} frames concealed at the change");
+    assert_eq!(after, 0, "frames concealed once the reordering is known");
+    let s = t.jb.stats();
+    assert!(s.late <= 1, "{s:?}");
+    assert!(played(&t).len() >= 998, "played {}", played(&t).len());
+}
+
+#[test]
+fn a_jitter_jump_to_60_ms_costs_two_frames_or_one_late_packet_more() {
+    // The same jump as above, with other random delays and pull phases.
+    for seed in 0..24u64 {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1000 + seed);
+        let arr = sent(750, 0.0, 5.0, |i| {
+            let j = if i * 20 >= 5_000 { 60.0 } else { 0.0 };
+            Some(rng.gen::<f64>() * j)
+        });
+        let phase = 1.0 + (seed as f64 * 7.3) % 19.0;
+        let t = run(&arr, 15.5, phase, 0, 0);
+        assert_increasing(&played(&t));
+        assert_eq!(count(&t, 1_000.0, 5_000.0, concealed), 0, "seed {seed}");
+        // At most one packet is late: the first one to show the new
+        // jitter, when it is missing at its playout time while the packet
+        // after it is there (nothing yet says the frame is late rather than
+        // lost, so its FEC plays). After it the buffer waits for late
+        // frames, and growing by the 40 ms the jump needs costs two.
+        let up = count(&t, 5_000.0, 1e9, concealed);
+        let late = t.jb.stats().late;
+        assert!(late <= 1, "seed {seed}: {late} packets late");
+        assert!(
+            up as u64 <= 2 + late,
+            "seed {seed}: {up} frames concealed at the jump, {late} late"
+        );
+    }
+}
+
+#[test]
+fn single_losses_are_rebuilt_from_fec_even_when_the_next_packet_is_a_little_late() {
+    // 0–3 ms of jitter and one packet in ten lost. The pulls are placed so
+    // that, at a lost frame's playout time, the packet after it (carrying
+    // its FEC) has arrived only a third of the time. Once losses are seen,
+    // the buffer keeps one frame of look-ahead so the FEC is there.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let arr = sent(1500, 0.0, 5.0, |i| {
+        let jitter = if i == 0 { 0.0 } else { rng.gen::<f64>() * 3.0 };
+        (i % 10 != 5).then_some(jitter)
+    });
+    let t = run(&arr, 31.0, 6.0, 0, 0);
+    assert_increasing(&played(&t));
+    let s = t.jb.stats();
+    assert_eq!(s.lost, 150);
+    assert!(s.concealed_fec >= 147, "{s:?}");
+    // Growing the delay by the look-ahead costs one extra frame at most.
+    assert!(s.concealed <= 151, "{s:?}");
+}
+
+#[test]
+fn late_pulls_do_not_change_the_delay() {
+    // 0–18 ms of jitter; every fifth pull is 15 ms late (the audio callback
+    // was held up) and the next one is on time again. The playout time of
+    // a frame is its place on the pull grid, not the moment of a late pull:
+    // nothing is dropped and nothing is concealed.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let arr = sent(1000, 0.0, 5.0, |_| Some(rng.gen::<f64>() * 18.0));
+    let t = run_pulling(
+        &arr,
+        21.0,
+        16.0,
+        0,
+        0,
+        |k| {
+            if k % 5 == 4 {
+                15.0
+            } else {
+                0.0
+            }
+        },
+    );
+    assert_increasing(&played(&t));
+    let s = t.jb.stats();
+    assert_eq!(count(&t, 1_000.0, 1e9, concealed), 0, "{s:?}");
+    assert_eq!(s.dropped, 0, "{s:?}");
+    assert_eq!(s.late, 0, "{s:?}");
+}
+
+#[test]
+fn losses_while_the_delay_is_above_the_target_are_rebuilt_not_skipped() {
+    // No jitter, but the receiver stalls once for about 100 ms: packets
+    // 100..=104 arrive together with 104. The buffer stalls and then plays
+    // them, so its delay is above the target for a while (it shrinks one
+    // frame at a time). Every lost packet after that must still be played
+    // as a frame (FEC from the next packet): the extra delay is not frames
+    // that stood in for it.
+    let arr = sent(600, 0.0, 5.0, |i| match i {
+        100..=104 => Some((104 - i) as f64 * 20.0 + 1.0),
+        _ if i >= 110 && i % 10 == 5 => None,
+        _ => Some(0.0),
+    });
+    let t = run(&arr, 12.5, 7.0, 0, 0);
+    assert_increasing(&played(&t));
+    let s = t.jb.stats();
+    let lost = (110..600).filter(|i| i % 10 == 5).count() as u64;
+    assert_eq!(s.lost, lost, "{s:?}");
+    for i in (110..600u64).filter(|i| i % 10 == 5) {
+        assert_eq!(
+            count(&t, 0.0, 1e9, |o| o == Out::Fec(i + 1)),
+            1,
+            "frame {i} was not rebuilt from FEC: {s:?}"
+        );
+    }
+    assert_eq!(s.late, 0, "{s:?}");
 }
