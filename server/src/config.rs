@@ -60,6 +60,16 @@ pub struct Config {
     pub node_timeout_ms: u64,
     /// A name claim the bus has not answered by then refuses the login.
     pub bus_timeout_ms: u64,
+    /// 0-255, unique per node: the top byte of the chatos connect ids this
+    /// node issues (cluster mode).
+    pub node_index: u8,
+    /// `HOST:PORT` of the node-to-node listener that takes chatos private
+    /// connections proxied from other nodes (port 0 picks a free port).
+    /// Empty: chatos private connections do not cross to or from this node.
+    pub cluster_addr: String,
+    /// File (mode 0600) holding the cluster's shared secret for the proxy
+    /// handshake, at least 16 bytes; required with `cluster_addr`.
+    pub cluster_secret_file: String,
     /// Connections open at once, all dialects together; more are closed at accept.
     pub max_connections: usize,
     /// A connection that has not identified by then is closed.
@@ -122,6 +132,9 @@ impl Default for Config {
             cluster_name: "chinwag".into(),
             node_timeout_ms: 5_000,
             bus_timeout_ms: 2_000,
+            node_index: 0,
+            cluster_addr: String::new(),
+            cluster_secret_file: String::new(),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
             outbound_limit: 1 << 20,
@@ -353,6 +366,14 @@ impl Config {
         if !(100..=60_000).contains(&self.bus_timeout_ms) {
             return Err("bus_timeout_ms must be within 100..=60000".into());
         }
+        if !self.cluster_addr.is_empty() {
+            if self.cluster_addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err("cluster_addr must be HOST:PORT (an IP address)".into());
+            }
+            if self.cluster_secret_file.is_empty() {
+                return Err("cluster_addr needs cluster_secret_file".into());
+            }
+        }
         if self.bus_url.is_empty() {
             return Ok(());
         }
@@ -388,6 +409,10 @@ impl Config {
             cluster: self.cluster_name.clone(),
             node_timeout: Duration::from_millis(self.node_timeout_ms),
             bus_timeout: Duration::from_millis(self.bus_timeout_ms),
+            index: self.node_index,
+            // Filled in with the bound address at start.
+            addr: String::new(),
+            secret: None,
         })
     }
 }
