@@ -6,7 +6,7 @@
 //! other's address, and hostile packets at the relay. Every socket is on
 //! 127.0.0.1; every wait is bounded.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
 
 mod common;
+use common::{accept_within, datagram, listen, media, udp};
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 mod rooms_support;
 use rooms_support::Client as Rooms;
@@ -253,59 +254,6 @@ fn a_full_guest_mailbox_drops_and_counts() {
 }
 
 // ---- calls through the relay ----
-
-/// A babel caller's listener for its voice connection.
-fn listen() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    (l, port)
-}
-
-fn accept_within(l: &TcpListener) -> TcpStream {
-    l.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).unwrap();
-                return s;
-            }
-            Err(_) => {
-                assert!(Instant::now() < deadline, "nobody connected");
-                thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
-}
-
-fn udp() -> (UdpSocket, u16) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let port = s.local_addr().unwrap().port();
-    (s, port)
-}
-
-/// The next datagram and where it came from, within the wait.
-fn datagram(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 2048];
-    loop {
-        if let Ok((n, from)) = s.recv_from(&mut buf) {
-            return (buf[..n].to_vec(), from);
-        }
-        assert!(Instant::now() < deadline, "no datagram");
-    }
-}
-
-fn media(seq: u16, opus: &[u8]) -> Vec<u8> {
-    VoicePacket::Media {
-        seq,
-        timestamp: u32::from(seq) * 960,
-        opus,
-    }
-    .to_bytes()
-}
 
 /// Babel voice frames on a peer connection, read with the codec.
 fn voice_reader(s: TcpStream) -> Wire<Babel> {

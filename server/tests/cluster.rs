@@ -1208,3 +1208,107 @@ fn a_forged_proxy_handshake_is_refused_and_counted() {
     expect_established(&mut pa);
     expect_established(&mut pb);
 }
+
+// ---- relayed calls across nodes ----
+
+#[test]
+fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_callers_relay() {
+    use chinwag_proto::voice::VoicePacket;
+    use common::{accept_within, datagram, listen, media, udp};
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(b.accounts_addr(), "erin");
+    let mut erin = login(b.accounts_addr(), "erin");
+    let (mut zed, _) = babel(a.babel_addr(), "zed");
+    sees(&a, "erin", true);
+    for hang_up_from_babel in [false, true] {
+        let (l, port) = listen();
+        zed.send_bytes(
+            &Babel::CallRequest {
+                contact: "erin".into(),
+                host: String::new(),
+                port,
+            }
+            .to_bytes(),
+        );
+        // erin, on b, is told a's relay address (never zed's end point).
+        let Acc::IncomingCall {
+            pseudo,
+            addr,
+            port: relay_port,
+        } = erin.recv()
+        else {
+            panic!("143")
+        };
+        assert_eq!(pseudo, "zed");
+        assert_ne!(relay_port, port);
+        let relay = SocketAddr::new(addr.parse().unwrap(), relay_port);
+        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+        let (voice, vport) = udp();
+        send(
+            &mut erin,
+            Acc::AnswerCall {
+                pseudo: "zed".into(),
+                addr: String::new(),
+                port: vport,
+            },
+        );
+        // a's relay dials zed; zed, the accepting side, greets first.
+        let mut peer = Wire::<Babel>::new(accept_within(&l));
+        peer.send_bytes(&Babel::ConnectionEstablished.to_bytes());
+        let mut seq = 0u16;
+        loop {
+            voice.send_to(&media(seq, &[0xfc, 0xff]), relay).unwrap();
+            seq += 1;
+            if peer.try_recv(Duration::from_millis(50)).is_some() {
+                break;
+            }
+            assert!(seq < 200, "the relay never carried voice to zed");
+        }
+        // accounts (b) -> babel (a), byte for byte.
+        for seq in seq..seq + 5 {
+            let opus = [0xfc, seq as u8, 0xaa, 0x55];
+            voice.send_to(&media(seq, &opus), relay).unwrap();
+            assert_eq!(
+                peer.recv(),
+                Babel::VoiceData {
+                    data: opus.to_vec()
+                }
+            );
+        }
+        // babel (a) -> accounts (b), byte for byte, from the relay.
+        for i in 0..5u8 {
+            let opus = vec![0xfc, i, 0x11, 0x22, 0x33];
+            peer.send_bytes(&Babel::VoiceData { data: opus.clone() }.to_bytes());
+            let (d, from) = datagram(&voice);
+            assert_eq!(from, relay, "a's relay socket, never zed's");
+            let Ok(VoicePacket::Media { opus: got, .. }) = VoicePacket::decode(&d) else {
+                panic!("a voice packet")
+            };
+            assert_eq!(got, &opus[..]);
+        }
+        if hang_up_from_babel {
+            // babel's hang-up: its voice connection closes; erin hears it
+            // through her node.
+            drop(peer);
+            assert_eq!(
+                erin.recv(),
+                Acc::HungUp {
+                    pseudo: "zed".into()
+                }
+            );
+        } else {
+            send(
+                &mut erin,
+                Acc::Hangup {
+                    pseudo: "zed".into(),
+                },
+            );
+            common::expect_eof(&mut peer.s, "zed's voice connection");
+        }
+        eventually("both halves and the allocation end", WAIT, || {
+            a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+        });
+    }
+}

@@ -324,3 +324,58 @@ pub fn friends(
     assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
     (a, b)
 }
+
+// ---- voice through the media relay ----
+
+/// A babel caller's listener for its voice connection.
+pub fn listen() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+pub fn accept_within(l: &std::net::TcpListener) -> std::net::TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "nobody connected");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+pub fn udp() -> (std::net::UdpSocket, u16) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}
+
+/// The next datagram and where it came from, within the wait.
+pub fn datagram(s: &std::net::UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            return (buf[..n].to_vec(), from);
+        }
+        assert!(Instant::now() < deadline, "no datagram");
+    }
+}
+
+pub fn media(seq: u16, opus: &[u8]) -> Vec<u8> {
+    chinwag_proto::voice::VoicePacket::Media {
+        seq,
+        timestamp: u32::from(seq) * 960,
+        opus,
+    }
+    .to_bytes()
+}
