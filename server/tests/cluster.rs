@@ -5,7 +5,10 @@
 //! across nodes under a login race; a node killed with SIGKILL leaves the
 //! others' presence within the documented bound with nothing acknowledged
 //! lost; accounts data written through one node is read through another;
-//! the bus stopped: logins refused, local chat flowing, reconciliation.
+//! the bus stopped: logins refused, local chat flowing, reconciliation;
+//! a chatos private connection proxied to the node that issued its id (and
+//! forged proxy handshakes refused); a relayed call between nodes through
+//! the caller's node's relay.
 //! Every wait polls with a deadline; every child process is stopped on
 //! drop.
 
@@ -103,10 +106,7 @@ struct SecretFile(std::path::PathBuf);
 impl SecretFile {
     fn new(tag: &str) -> SecretFile {
         use std::os::unix::fs::PermissionsExt;
-        let path = std::env::temp_dir().join(format!(
-            "chinwag-cluster-secret-{}-{tag}",
-            std::process::id()
-        ));
+        let path = common::temp_dir(tag).join("cluster.secret");
         std::fs::write(&path, b"a shared secret of this test cluster\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         SecretFile(path)
@@ -115,7 +115,9 @@ impl SecretFile {
 
 impl Drop for SecretFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

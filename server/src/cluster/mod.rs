@@ -483,9 +483,9 @@ impl ClusterLink for Cluster {
 }
 
 /// The stand-in of a user of another node: what local users send it goes
-/// to that node. Only private texts cross (the hub refuses calls, private
-/// connections and room invitations to stand-ins; it never makes one a
-/// listener).
+/// to that node: private texts, call signalling and chatos private
+/// connections' signalling (the hub refuses room invitations to
+/// stand-ins, and never makes one a listener).
 struct RemotePeer {
     out: Outbox,
     subject: String,
@@ -493,8 +493,9 @@ struct RemotePeer {
 }
 
 impl RemotePeer {
-    /// What crosses nodes: private texts and call signalling; anything
-    /// else has no form on the bus (and is never given to a stand-in).
+    /// What crosses nodes: private texts, call signalling and private
+    /// connections' signalling; anything else has no form on the bus (and
+    /// is never given to a stand-in).
     fn forward(&self, event: &Event<'_>) -> bool {
         match *event {
             Event::PrivateMessage { from, to, text } => self.out.publish(
