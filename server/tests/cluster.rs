@@ -1095,10 +1095,12 @@ fn a_chatos_private_connection_between_nodes_is_proxied_to_the_issuing_node() {
         let _ = s.read_to_end(&mut rest);
         assert!(rest.is_empty(), "{who}'s private socket ends: {rest:?}");
     }
-    drop((pa, pb));
+    // Both sides are shut at once, as on one node: the proxy ends while
+    // alice still holds her socket.
     eventually("the proxy and the relay end", WAIT, || {
         a.hub().proxy_count() == 0 && b.hub().relay_count() == 0
     });
+    drop((pa, pb));
 
     // The id was single use, through either node.
     for addr in [a.chatos_addr(), b.chatos_addr()] {
@@ -1166,6 +1168,9 @@ fn a_chatos_private_connection_between_nodes_is_proxied_to_the_issuing_node() {
         let _ = s.read_to_end(&mut rest);
         assert!(rest.is_empty());
     }
+    eventually("b's proxy and a's relay end", WAIT, || {
+        b.hub().proxy_count() == 0 && a.hub().relay_count() == 0
+    });
 }
 
 #[test]

@@ -991,6 +991,8 @@ impl Replica {
                 }
             }
             private::CLOSED => {
+                // The issuing node closed it: so does its proxy here.
+                self.hub.proxy_shut(id);
                 if let (Some(t), Some(_)) = (local(target), remote(requester)) {
                     t.peer.deliver(&Event::PrivateClosed {
                         connect_id: id,

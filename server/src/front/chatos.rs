@@ -270,13 +270,13 @@ fn proxy_end(
     pending: &[u8],
 ) -> Result<(), End> {
     let hub = &shared.hub;
-    if !hub.proxy_begin() {
+    if !hub.proxy_begin(id, stream) {
         return Err(End::Protocol("relay limit reached".into()));
     }
     let node = match dialed {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            hub.proxy_end();
+            hub.proxy_end(id);
             return Err(End::Protocol(format!(
                 "connect id {id:#x}: its node cannot be reached: {e}"
             )));
@@ -297,7 +297,7 @@ fn proxy_end(
             })
     };
     let Ok(back) = back else {
-        hub.proxy_end();
+        hub.proxy_end(id);
         let _ = node.shutdown(Shutdown::Both);
         return Err(End::Protocol("no thread for a proxy".into()));
     };
@@ -307,7 +307,7 @@ fn proxy_end(
         let _ = stream.shutdown(Shutdown::Both);
     }
     let _ = back.join();
-    hub.proxy_end();
+    hub.proxy_end(id);
     Ok(())
 }
 

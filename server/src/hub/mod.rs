@@ -424,7 +424,9 @@ pub struct Hub {
     cluster: RwLock<Option<Arc<dyn ClusterLink>>>,
     /// Cluster mode: LOGIN_PRIVATE connections this node proxies to the
     /// node that issued their connect id (counted in `max_relays`).
-    proxies: std::sync::atomic::AtomicUsize,
+    /// The client's socket of each, by connect id (CLOSE_CONNECTION on the
+    /// issuing node shuts it, as a local relay's ends are shut).
+    proxies: Mutex<HashMap<i64, Arc<TcpStream>>>,
     cfg: HubConfig,
     /// Checked under `users` at every login (a leaf lock).
     bans: Bans,
@@ -464,7 +466,7 @@ impl Hub {
             calls: Mutex::new(calls::Calls::default()),
             private: Mutex::new(Private::default()),
             next_session: AtomicU64::new(1),
-            proxies: std::sync::atomic::AtomicUsize::new(0),
+            proxies: Mutex::new(HashMap::new()),
             reserved: RwLock::new(None),
             mailbox: RwLock::new(None),
             relay: RwLock::new(None),
@@ -597,21 +599,30 @@ impl Hub {
         self.private.lock().node_index = Some(index);
     }
 
-    /// Cluster mode: a LOGIN_PRIVATE is about to be proxied to another
-    /// node. False when `max_relays` relays and proxies are already
-    /// running (or waiting); otherwise [`Hub::proxy_end`] must follow.
-    pub fn proxy_begin(&self) -> bool {
+    /// Cluster mode: the LOGIN_PRIVATE connection `client` with connect id
+    /// `id` is about to be proxied to another node. False when `max_relays`
+    /// relays and proxies are already running (or waiting), or `id` is
+    /// proxied already; otherwise [`Hub::proxy_end`] must follow.
+    pub fn proxy_begin(&self, id: i64, client: &Arc<TcpStream>) -> bool {
         let private = self.private.lock();
-        let proxies = self.proxies.load(Ordering::SeqCst);
-        if private.in_use() + proxies >= self.cfg.max_relays {
+        let mut proxies = self.proxies.lock();
+        if private.in_use() + proxies.len() >= self.cfg.max_relays || proxies.contains_key(&id) {
             return false;
         }
-        self.proxies.fetch_add(1, Ordering::SeqCst);
+        proxies.insert(id, client.clone());
         true
     }
 
-    pub fn proxy_end(&self) {
-        self.proxies.fetch_sub(1, Ordering::SeqCst);
+    pub fn proxy_end(&self, id: i64) {
+        self.proxies.lock().remove(&id);
+    }
+
+    /// The issuing node closed private connection `id` (CLOSE_CONNECTION):
+    /// shut the client's socket of its proxy here, if any.
+    pub fn proxy_shut(&self, id: i64) {
+        if let Some(s) = self.proxies.lock().get(&id) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// See [`ClusterLink::proxy_dial`].
@@ -621,7 +632,7 @@ impl Hub {
 
     /// Proxies running now.
     pub fn proxy_count(&self) -> usize {
-        self.proxies.load(Ordering::SeqCst)
+        self.proxies.lock().len()
     }
 
     fn cluster(&self) -> Option<Arc<dyn ClusterLink>> {
