@@ -19,7 +19,7 @@ use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
 
 mod common;
-use common::{accept_within, datagram, listen, media, udp};
+use common::{datagram, media, udp};
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 mod rooms_support;
 use rooms_support::Client as Rooms;
@@ -281,79 +281,9 @@ fn a_babel_user_calls_an_accounts_user_voice_both_ways_and_hang_ups() {
     );
     let m = srv.hub().metrics().clone();
     for hang_up_from_babel in [false, true] {
-        let (l, port) = listen();
-        bob.send_bytes(
-            &Babel::CallRequest {
-                contact: "carol".into(),
-                host: String::new(),
-                port,
-            }
-            .to_bytes(),
-        );
-        let Acc::IncomingCall {
-            pseudo,
-            addr,
-            port: relay_port,
-        } = carol.recv()
-        else {
-            panic!("143")
-        };
-        assert_eq!(pseudo, "bob");
-        assert_ne!(relay_port, port, "never bob's own end point");
-        let relay = relay_at(&addr, relay_port);
-        let (voice, vport) = udp();
-        send(
-            &mut carol,
-            Acc::AnswerCall {
-                pseudo: "bob".into(),
-                addr: String::new(),
-                port: vport,
-            },
-        );
-        // The relay dials bob; bob, the accepting side, greets first.
-        let mut peer = voice_reader(accept_within(&l));
-        peer.send_bytes(&Babel::ConnectionEstablished.to_bytes());
-        // Voice sent before the relay has read the greeting is dropped (it
-        // speaks only after ConnectionEstablished): send until one is there.
-        let mut seq = 0u16;
-        loop {
-            voice.send_to(&media(seq, &[0xfc, 0xff]), relay).unwrap();
-            seq += 1;
-            if peer.try_recv(Duration::from_millis(50)).is_some() {
-                break;
-            }
-            assert!(seq < 200, "the relay never carried voice to bob");
-        }
-        // accounts -> babel, byte for byte.
+        let mut call = common::babel_calls_accounts(&mut bob, "bob", &mut carol, "carol");
         let before = m.relay_packets();
-        for seq in seq..seq + 5 {
-            let opus = [0xfc, seq as u8, 0xaa, 0x55];
-            voice.send_to(&media(seq, &opus), relay).unwrap();
-            assert_eq!(
-                peer.recv(),
-                Babel::VoiceData {
-                    data: opus.to_vec()
-                }
-            );
-        }
-        // babel -> accounts, numbered and timed by the relay.
-        let mut seqs = Vec::new();
-        for i in 0..5u8 {
-            let opus = vec![0xfc, i, 0x11, 0x22, 0x33];
-            peer.send_bytes(&Babel::VoiceData { data: opus.clone() }.to_bytes());
-            let (d, from) = datagram(&voice);
-            assert_eq!(from, relay, "the relay's socket, never bob's");
-            let VoicePacket::Media {
-                seq,
-                timestamp,
-                opus: got,
-            } = VoicePacket::decode(&d).unwrap()
-            else {
-                panic!()
-            };
-            assert_eq!(got, &opus[..]);
-            seqs.push((seq, timestamp));
-        }
+        let seqs = common::voice_both_ways(&mut call);
         for w in seqs.windows(2) {
             assert_eq!(w[1].0, w[0].0.wrapping_add(1));
             assert_eq!(w[1].1, w[0].1.wrapping_add(960));
@@ -361,7 +291,7 @@ fn a_babel_user_calls_an_accounts_user_voice_both_ways_and_hang_ups() {
         // Counted once sent (just after it left).
         eventually("ten packets counted", || m.relay_packets() - before == 10);
         if hang_up_from_babel {
-            drop(peer);
+            drop(call);
             assert_eq!(
                 carol.recv(),
                 Acc::HungUp {
@@ -376,7 +306,7 @@ fn a_babel_user_calls_an_accounts_user_voice_both_ways_and_hang_ups() {
                 },
             );
             // babel's hang-up: the voice connection closes.
-            common::expect_eof(&mut peer.s, "bob's voice connection");
+            common::expect_eof(&mut call.peer.s, "bob's voice connection");
         }
         eventually("the allocation released", || srv.relayed_calls() == 0);
     }

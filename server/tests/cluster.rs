@@ -1002,6 +1002,31 @@ fn negotiate_across(alice: &mut Wire<Command>, bob: &mut Wire<Command>) -> i64 {
     connect_id
 }
 
+/// alice sends CLOSE_CONNECTION for `id` (with bob): both hear
+/// ACCEPT_CLOSE_CONNECTION.
+fn alice_closes(alice: &mut Wire<Command>, bob: &mut Wire<Command>, id: i64) {
+    alice.send_bytes(
+        &Command::CloseConnection {
+            connect_id: id,
+            requester: "alice".into(),
+            target: "bob".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        alice.recv(),
+        Command::AcceptCloseConnection {
+            login: "bob".into()
+        }
+    );
+    assert_eq!(
+        bob.recv(),
+        Command::AcceptCloseConnection {
+            login: "alice".into()
+        }
+    );
+}
+
 fn open_private(addr: SocketAddr, id: i64) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(&Command::LoginPrivate { connect_id: id }.to_bytes())
@@ -1070,26 +1095,7 @@ fn a_chatos_private_connection_between_nodes_is_proxied_to_the_issuing_node() {
 
     // alice closes through her own node: b holds the relay, closes it, and
     // both hear ACCEPT_CLOSE_CONNECTION; both private sockets end.
-    alice.send_bytes(
-        &Command::CloseConnection {
-            connect_id: id,
-            requester: "alice".into(),
-            target: "bob".into(),
-        }
-        .to_bytes(),
-    );
-    assert_eq!(
-        alice.recv(),
-        Command::AcceptCloseConnection {
-            login: "bob".into()
-        }
-    );
-    assert_eq!(
-        bob.recv(),
-        Command::AcceptCloseConnection {
-            login: "alice".into()
-        }
-    );
+    alice_closes(&mut alice, &mut bob, id);
     for (s, who) in [(&mut pa, "alice"), (&mut pb, "bob")] {
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
@@ -1143,26 +1149,7 @@ fn a_chatos_private_connection_between_nodes_is_proxied_to_the_issuing_node() {
     let mut got = [0u8; 4];
     pb.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"pong");
-    alice.send_bytes(
-        &Command::CloseConnection {
-            connect_id: id2,
-            requester: "alice".into(),
-            target: "bob".into(),
-        }
-        .to_bytes(),
-    );
-    assert_eq!(
-        alice.recv(),
-        Command::AcceptCloseConnection {
-            login: "bob".into()
-        }
-    );
-    assert_eq!(
-        bob.recv(),
-        Command::AcceptCloseConnection {
-            login: "alice".into()
-        }
-    );
+    alice_closes(&mut alice, &mut bob, id2);
     for s in [&mut pa, &mut pb] {
         let mut rest = Vec::new();
         let _ = s.read_to_end(&mut rest);
@@ -1220,8 +1207,6 @@ fn a_forged_proxy_handshake_is_refused_and_counted() {
 
 #[test]
 fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_callers_relay() {
-    use chinwag_proto::voice::VoicePacket;
-    use common::{accept_within, datagram, listen, media, udp};
     let Some((_c, a, b)) = two_nodes() else {
         return;
     };
@@ -1230,75 +1215,15 @@ fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_caller
     let (mut zed, _) = babel(a.babel_addr(), "zed");
     sees(&a, "erin", true);
     for hang_up_from_babel in [false, true] {
-        let (l, port) = listen();
-        zed.send_bytes(
-            &Babel::CallRequest {
-                contact: "erin".into(),
-                host: String::new(),
-                port,
-            }
-            .to_bytes(),
-        );
-        // erin, on b, is told a's relay address (never zed's end point).
-        let Acc::IncomingCall {
-            pseudo,
-            addr,
-            port: relay_port,
-        } = erin.recv()
-        else {
-            panic!("143")
-        };
-        assert_eq!(pseudo, "zed");
-        assert_ne!(relay_port, port);
-        let relay = SocketAddr::new(addr.parse().unwrap(), relay_port);
+        // erin, on b, is told a's relay address (never zed's end point);
+        // voice goes both ways through it, byte for byte.
+        let mut call = common::babel_calls_accounts(&mut zed, "zed", &mut erin, "erin");
         assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
-        let (voice, vport) = udp();
-        send(
-            &mut erin,
-            Acc::AnswerCall {
-                pseudo: "zed".into(),
-                addr: String::new(),
-                port: vport,
-            },
-        );
-        // a's relay dials zed; zed, the accepting side, greets first.
-        let mut peer = Wire::<Babel>::new(accept_within(&l));
-        peer.send_bytes(&Babel::ConnectionEstablished.to_bytes());
-        let mut seq = 0u16;
-        loop {
-            voice.send_to(&media(seq, &[0xfc, 0xff]), relay).unwrap();
-            seq += 1;
-            if peer.try_recv(Duration::from_millis(50)).is_some() {
-                break;
-            }
-            assert!(seq < 200, "the relay never carried voice to zed");
-        }
-        // accounts (b) -> babel (a), byte for byte.
-        for seq in seq..seq + 5 {
-            let opus = [0xfc, seq as u8, 0xaa, 0x55];
-            voice.send_to(&media(seq, &opus), relay).unwrap();
-            assert_eq!(
-                peer.recv(),
-                Babel::VoiceData {
-                    data: opus.to_vec()
-                }
-            );
-        }
-        // babel (a) -> accounts (b), byte for byte, from the relay.
-        for i in 0..5u8 {
-            let opus = vec![0xfc, i, 0x11, 0x22, 0x33];
-            peer.send_bytes(&Babel::VoiceData { data: opus.clone() }.to_bytes());
-            let (d, from) = datagram(&voice);
-            assert_eq!(from, relay, "a's relay socket, never zed's");
-            let Ok(VoicePacket::Media { opus: got, .. }) = VoicePacket::decode(&d) else {
-                panic!("a voice packet")
-            };
-            assert_eq!(got, &opus[..]);
-        }
+        common::voice_both_ways(&mut call);
         if hang_up_from_babel {
             // babel's hang-up: its voice connection closes; erin hears it
             // through her node.
-            drop(peer);
+            drop(call);
             assert_eq!(
                 erin.recv(),
                 Acc::HungUp {
@@ -1312,7 +1237,7 @@ fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_caller
                     pseudo: "zed".into(),
                 },
             );
-            common::expect_eof(&mut peer.s, "zed's voice connection");
+            common::expect_eof(&mut call.peer.s, "zed's voice connection");
         }
         eventually("both halves and the allocation end", WAIT, || {
             a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
