@@ -19,8 +19,8 @@ use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
 
 mod common;
-use common::{datagram, media, udp};
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
+use common::{datagram, media, udp};
 mod rooms_support;
 use rooms_support::Client as Rooms;
 

@@ -1018,16 +1018,34 @@ impl Hub {
                 Err(Refusal::Offline)
             };
         }
-        self.private.lock().add_request(
-            now,
-            &from.name,
-            target,
-            now + self.cfg.connect_id_ttl,
-            self.cfg.max_pending_requests,
-        )?;
+        self.pend_request(now, &from.name, &t, None)
+    }
+
+    /// Keep `requester`'s request to local session `t` (with the address a
+    /// requester of another node connects from) and pass it on.
+    fn pend_request(
+        &self,
+        now: Instant,
+        requester: &str,
+        t: &Session,
+        remote_ip: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        {
+            let mut private = self.private.lock();
+            private.add_request(
+                now,
+                requester,
+                &t.name,
+                now + self.cfg.connect_id_ttl,
+                self.cfg.max_pending_requests,
+            )?;
+            if let Some(ip) = remote_ip {
+                private.set_remote_ip(requester, &t.name, ip);
+            }
+        }
         t.peer.deliver(&Event::PrivateRequest {
-            requester: &from.name,
-            target,
+            requester,
+            target: &t.name,
         });
         Ok(())
     }
@@ -1048,22 +1066,7 @@ impl Hub {
             .online(target)
             .filter(|t| t.remote.is_none())
             .ok_or(Refusal::Offline)?;
-        {
-            let mut private = self.private.lock();
-            private.add_request(
-                now,
-                &from.name,
-                target,
-                now + self.cfg.connect_id_ttl,
-                self.cfg.max_pending_requests,
-            )?;
-            private.set_remote_ip(&from.name, target, ip);
-        }
-        t.peer.deliver(&Event::PrivateRequest {
-            requester: &from.name,
-            target,
-        });
-        Ok(())
+        self.pend_request(now, &from.name, &t, Some(ip))
     }
 
     /// OK_PRIVATE or KO_PRIVATE from the target of a pending request. On OK
