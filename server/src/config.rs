@@ -532,6 +532,26 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_listener_needs_an_address_and_a_secret() {
+        let on = Config::from_toml(
+            "bus_url = \"nats://127.0.0.1:4222\"\nnode_name = \"a\"\n\
+             store_url = \"postgres://chinwag@127.0.0.1:5432/chinwag\"\n\
+             node_index = 7\ncluster_addr = \"127.0.0.1:0\"\n\
+             cluster_secret_file = \"/etc/chinwag/cluster.secret\"",
+        )
+        .unwrap();
+        assert!(on.validate().is_ok());
+        assert_eq!(on.cluster().unwrap().index, 7);
+        let mut c = on.clone();
+        c.cluster_secret_file.clear();
+        assert!(c.validate().unwrap_err().contains("cluster_secret_file"));
+        let mut c = on.clone();
+        c.cluster_addr = "somewhere:7100".into();
+        assert!(c.validate().unwrap_err().contains("cluster_addr"));
+        assert!(Config::from_toml("node_index = 256").is_err());
+    }
+
+    #[test]
     fn store_url_is_empty_or_a_postgres_url_we_can_use() {
         assert_eq!(Config::default().store_url, "");
         let ok =

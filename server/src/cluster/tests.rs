@@ -227,3 +227,22 @@ fn heartbeats_tell_where_a_node_takes_proxied_private_connections() {
         .proxy_dial(9 << 56, "127.0.0.1".parse().unwrap())
         .is_none());
 }
+
+#[test]
+fn a_cluster_secret_is_read_without_its_newline_and_a_short_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("cw-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    std::fs::write(&path, b"0123456789abcdef\n").unwrap();
+    assert_eq!(
+        read_secret(&path).unwrap().0.as_slice(),
+        b"0123456789abcdef"
+    );
+    std::fs::write(&path, b"0123456789abcde\n").unwrap();
+    assert!(read_secret(&path).is_err(), "15 bytes");
+    assert!(read_secret(&dir.join("missing")).is_err());
+    // Never printed.
+    let s = Secret(Arc::new(b"0123456789abcdef".to_vec()));
+    assert_eq!(format!("{s:?}"), "Secret(16 bytes)");
+    let _ = std::fs::remove_dir_all(&dir);
+}
