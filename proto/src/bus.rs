@@ -30,8 +30,27 @@ const ACCOUNT: u8 = 6;
 const BAN: u8 = 7;
 const KICK: u8 = 8;
 const CALL: u8 = 9;
+const PRIVATE_CONN: u8 = 10;
 
 /// What a `Call` envelope says happened to a call (the hub's call events).
+/// `PrivateConn` ops: a chatos private connection between users of two
+/// nodes (docs/scaling.md, "chatos private connections across nodes").
+pub mod private {
+    /// REQUEST_PRIVATE from `requester` (of the sending node, connected
+    /// from `ip`) to `target` (of the receiving node).
+    pub const REQUEST: u8 = 0;
+    /// KO_PRIVATE: `target` refused; for `requester`, of the receiving node.
+    pub const REFUSED: u8 = 1;
+    /// ID_PRIVATE: the connect id `connect_id` for `requester`.
+    pub const ID: u8 = 2;
+    /// ACCEPT_CLOSE_CONNECTION for `target` (of the receiving node):
+    /// `requester`'s connection `connect_id` is closed.
+    pub const CLOSED: u8 = 3;
+    /// CLOSE_CONNECTION from `requester` (of the sending node) of its
+    /// connection `connect_id` with `target`, whose node relays it.
+    pub const CLOSE: u8 = 4;
+}
+
 pub mod call {
     pub const OFFER: u8 = 0;
     pub const ANSWERED: u8 = 1;
@@ -42,7 +61,14 @@ pub mod call {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Envelope {
     /// Node `node` (started at `epoch`) is alive; on `cw.<cluster>.hb`.
-    Heartbeat { node: String, epoch: u64 },
+    /// `index` and `addr`: the node's `node_index` and its node-to-node
+    /// listener (`cluster_addr`, empty when it has none).
+    Heartbeat {
+        node: String,
+        epoch: u64,
+        index: u8,
+        addr: String,
+    },
     /// The value of a name claim in the `names` bucket: who holds the name.
     /// `dialect`: 0 chatos, 1 babel, 2 accounts, 3 rooms.
     Claim {
@@ -98,6 +124,14 @@ pub enum Envelope {
         host: String,
         port: u16,
     },
+    PrivateConn {
+        op: u8,
+        requester: String,
+        target: String,
+        connect_id: i64,
+        /// The requester's address (REQUEST only; empty otherwise).
+        ip: String,
+    },
 }
 
 impl Envelope {
@@ -106,8 +140,13 @@ impl Envelope {
         let mut w = Writer::new(&mut out, LAYOUT);
         w.u8(VERSION);
         match self {
-            Envelope::Heartbeat { node, epoch } => {
-                w.u8(HEARTBEAT).str(node).u64(*epoch);
+            Envelope::Heartbeat {
+                node,
+                epoch,
+                index,
+                addr,
+            } => {
+                w.u8(HEARTBEAT).str(node).u64(*epoch).u8(*index).str(addr);
             }
             Envelope::Claim {
                 node,
@@ -160,6 +199,20 @@ impl Envelope {
             } => {
                 w.u8(CALL).u8(*op).str(from).str(to).str(host).u16(*port);
             }
+            Envelope::PrivateConn {
+                op,
+                requester,
+                target,
+                connect_id,
+                ip,
+            } => {
+                w.u8(PRIVATE_CONN)
+                    .u8(*op)
+                    .str(requester)
+                    .str(target)
+                    .u64(*connect_id as u64)
+                    .str(ip);
+            }
         }
         out
     }
@@ -182,6 +235,8 @@ impl Envelope {
             HEARTBEAT => Envelope::Heartbeat {
                 node: r.str("node", MAX_NAME)?,
                 epoch: r.u64()?,
+                index: r.u8()?,
+                addr: r.str("addr", MAX_NAME)?,
             },
             CLAIM => Envelope::Claim {
                 node: r.str("node", MAX_NAME)?,
@@ -237,6 +292,16 @@ impl Envelope {
                 host: r.str("host", MAX_NAME)?,
                 port: r.u16()?,
             },
+            PRIVATE_CONN => Envelope::PrivateConn {
+                op: match r.u8()? {
+                    op @ 0..=4 => op,
+                    _ => return Err(DecodeError::BadBits("private op")),
+                },
+                requester: r.str("requester", MAX_NAME)?,
+                target: r.str("target", MAX_NAME)?,
+                connect_id: r.u64()? as i64,
+                ip: r.str("ip", MAX_NAME)?,
+            },
             k => return Err(DecodeError::UnknownOpcode(k.into())),
         };
         r.finish()?;
@@ -267,6 +332,15 @@ mod tests {
             Envelope::Heartbeat {
                 node: "a".into(),
                 epoch: 7,
+                index: 3,
+                addr: "10.0.0.7:7000".into(),
+            },
+            Envelope::PrivateConn {
+                op: private::ID,
+                requester: "x".into(),
+                target: "y".into(),
+                connect_id: -2,
+                ip: String::new(),
             },
             Envelope::Claim {
                 node: "b".into(),
@@ -319,9 +393,14 @@ mod tests {
         let b = Envelope::Heartbeat {
             node: "ab".into(),
             epoch: 258,
+            index: 5,
+            addr: "h".into(),
         }
         .to_bytes();
-        assert_eq!(b, [1, 1, 0, 2, b'a', b'b', 0, 0, 0, 0, 0, 0, 1, 2]);
+        assert_eq!(
+            b,
+            [1, 1, 0, 2, b'a', b'b', 0, 0, 0, 0, 0, 0, 1, 2, 5, 0, 1, b'h']
+        );
     }
 
     #[test]

@@ -63,6 +63,16 @@ pub struct Config {
     pub node_timeout_ms: u64,
     /// A name claim the bus has not answered by then refuses the login.
     pub bus_timeout_ms: u64,
+    /// 0-255, unique per node: the top byte of the chatos connect ids this
+    /// node issues (cluster mode).
+    pub node_index: u8,
+    /// `HOST:PORT` of the node-to-node listener that takes chatos private
+    /// connections proxied from other nodes (port 0 picks a free port).
+    /// Empty: chatos private connections do not cross to or from this node.
+    pub cluster_addr: String,
+    /// File (mode 0600) holding the cluster's shared secret for the proxy
+    /// handshake, at least 16 bytes; required with `cluster_addr`.
+    pub cluster_secret_file: String,
     /// Connections open at once, all dialects together; more are closed at accept.
     pub max_connections: usize,
     /// A connection that has not identified by then is closed.
@@ -131,6 +141,9 @@ impl Default for Config {
             cluster_name: "chinwag".into(),
             node_timeout_ms: 5_000,
             bus_timeout_ms: 2_000,
+            node_index: 0,
+            cluster_addr: String::new(),
+            cluster_secret_file: String::new(),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
             outbound_limit: 1 << 20,
@@ -367,6 +380,14 @@ impl Config {
         if !(100..=60_000).contains(&self.bus_timeout_ms) {
             return Err("bus_timeout_ms must be within 100..=60000".into());
         }
+        if !self.cluster_addr.is_empty() {
+            if self.cluster_addr.parse::<std::net::SocketAddr>().is_err() {
+                return Err("cluster_addr must be HOST:PORT (an IP address)".into());
+            }
+            if self.cluster_secret_file.is_empty() {
+                return Err("cluster_addr needs cluster_secret_file".into());
+            }
+        }
         if self.bus_url.is_empty() {
             return Ok(());
         }
@@ -402,6 +423,10 @@ impl Config {
             cluster: self.cluster_name.clone(),
             node_timeout: Duration::from_millis(self.node_timeout_ms),
             bus_timeout: Duration::from_millis(self.bus_timeout_ms),
+            index: self.node_index,
+            // Filled in with the bound address at start.
+            addr: String::new(),
+            secret: None,
         })
     }
 }
@@ -521,6 +546,26 @@ mod tests {
             let err = c.validate().unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn the_proxy_listener_needs_an_address_and_a_secret() {
+        let on = Config::from_toml(
+            "bus_url = \"nats://127.0.0.1:4222\"\nnode_name = \"a\"\n\
+             store_url = \"postgres://chinwag@127.0.0.1:5432/chinwag\"\n\
+             node_index = 7\ncluster_addr = \"127.0.0.1:0\"\n\
+             cluster_secret_file = \"/etc/chinwag/cluster.secret\"",
+        )
+        .unwrap();
+        assert!(on.validate().is_ok());
+        assert_eq!(on.cluster().unwrap().index, 7);
+        let mut c = on.clone();
+        c.cluster_secret_file.clear();
+        assert!(c.validate().unwrap_err().contains("cluster_secret_file"));
+        let mut c = on.clone();
+        c.cluster_addr = "somewhere:7100".into();
+        assert!(c.validate().unwrap_err().contains("cluster_addr"));
+        assert!(Config::from_toml("node_index = 256").is_err());
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub struct Server {
     relay: Arc<media::Relay>,
     /// Cluster mode's adapter (None for a single node).
     cluster: Option<Arc<cluster::Cluster>>,
+    /// Cluster mode: the node-to-node listener (`cluster_addr`), if any.
+    proxy_addr: Option<SocketAddr>,
     store: Store,
     store_thread: Option<StoreThread>,
     stop: Arc<AtomicBool>,
@@ -97,8 +99,19 @@ impl Server {
         // Cluster mode: on the bus before any listener, so every login is
         // claimed cluster-wide.
         let (fatal, failed) = guard::Fatal::new();
+        let mut proxy_listener = None;
         let mut cluster = ClusterGuard(match cfg.cluster() {
-            Some(c) => {
+            Some(mut c) => {
+                if !cfg.cluster_secret_file.is_empty() {
+                    c.secret = Some(cluster::read_secret(Path::new(&cfg.cluster_secret_file))?);
+                }
+                if !cfg.cluster_addr.is_empty() {
+                    let at: SocketAddr = cfg.cluster_addr.parse().expect("validated");
+                    let l = TcpListener::bind(at)
+                        .map_err(|e| cannot_listen(e, "cluster", at, "tcp"))?;
+                    c.addr = l.local_addr()?.to_string();
+                    proxy_listener = Some(l);
+                }
                 let cluster = cluster::Cluster::start(c, &hub, &fatal)?;
                 cluster.set_accounts(&accounts);
                 Some(cluster)
@@ -193,6 +206,24 @@ impl Server {
             shared.clone(),
             front::accounts::serve,
         )?);
+        let proxy_addr = match proxy_listener {
+            Some(l) => {
+                let at = l.local_addr()?;
+                let secret = cluster
+                    .0
+                    .as_ref()
+                    .and_then(|c| c.secret())
+                    .ok_or_else(|| io::Error::other("cluster_addr without a secret"))?;
+                let (shared, stop) = (shared.clone(), stop.clone());
+                threads.push(
+                    thread::Builder::new()
+                        .name("cw-proxy-accept".into())
+                        .spawn(move || cluster::proxy::accept_loop(l, shared, secret, stop))?,
+                );
+                Some(at)
+            }
+            None => None,
+        };
         {
             let shared = shared.clone();
             let stop = stop.clone();
@@ -219,6 +250,7 @@ impl Server {
             rooms,
             relay,
             cluster: cluster.0.take(),
+            proxy_addr,
             store,
             store_thread: Some(store_thread),
             stop,
@@ -275,6 +307,11 @@ impl Server {
         self.rooms.addr()
     }
 
+    /// Cluster mode: the node-to-node listener's address (`cluster_addr`).
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy_addr
+    }
+
     /// Cluster mode's adapter, when `bus_url` is set.
     pub fn cluster(&self) -> Option<&Arc<cluster::Cluster>> {
         self.cluster.as_ref()
@@ -321,7 +358,11 @@ impl Server {
         }
         self.shared.registry.stop_all();
         // Wake each acceptor out of accept() with a connection of our own.
-        for addr in [self.chatos_addr, self.babel_addr, self.accounts_addr] {
+        let proxy = self.proxy_addr.into_iter();
+        for addr in [self.chatos_addr, self.babel_addr, self.accounts_addr]
+            .into_iter()
+            .chain(proxy)
+        {
             let _ = TcpStream::connect_timeout(&addr, Duration::from_secs(1));
         }
         for t in self.threads.drain(..) {

@@ -73,6 +73,16 @@ struct Args {
     /// Milliseconds a login waits for its cluster-wide name claim.
     #[arg(long)]
     bus_timeout_ms: Option<u64>,
+    /// 0-255, unique per node: the top byte of its chatos connect ids.
+    #[arg(long)]
+    node_index: Option<u8>,
+    /// HOST:PORT of the node-to-node listener (chatos private connections
+    /// proxied from other nodes).
+    #[arg(long)]
+    cluster_addr: Option<String>,
+    /// File (0600) holding the cluster's shared secret.
+    #[arg(long)]
+    cluster_secret_file: Option<String>,
     /// Maximum open connections, all dialects together.
     #[arg(long)]
     max_connections: Option<usize>,
@@ -141,6 +151,8 @@ fn load(args: &Args) -> Result<Config, String> {
          rooms_port => rooms_port, db => db_path, store_url => store_url,
          bus_url => bus_url, node_name => node_name, cluster_name => cluster_name,
          node_timeout_ms => node_timeout_ms, bus_timeout_ms => bus_timeout_ms,
+         node_index => node_index, cluster_addr => cluster_addr,
+         cluster_secret_file => cluster_secret_file,
          rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,
          rooms_tries => rooms_tries, rooms_max_per_ip => rooms_max_per_ip,
          rooms_registrations_per_minute => rooms_registrations_per_minute,

@@ -73,9 +73,12 @@ pub enum DropReason {
     /// Cluster mode: a login refused or an event to another node dropped
     /// because the bus was unreachable.
     BusDown,
+    /// Cluster mode: a node-to-node connection whose proxy handshake was
+    /// bad (wrong secret, stale, malformed) or came past the limit.
+    ProxyHandshake,
 }
 
-const DROP_REASONS: [(DropReason, &str); 13] = [
+const DROP_REASONS: [(DropReason, &str); 14] = [
     (DropReason::SlowReader, "slow_reader"),
     (DropReason::WriteFailed, "write_failed"),
     (DropReason::Protocol, "protocol"),
@@ -89,6 +92,7 @@ const DROP_REASONS: [(DropReason, &str); 13] = [
     (DropReason::GuestMailFull, "guest_mail_full"),
     (DropReason::BusFull, "bus_full"),
     (DropReason::BusDown, "bus_down"),
+    (DropReason::ProxyHandshake, "proxy_handshake"),
 ];
 
 /// Why the media relay dropped a packet (docs/bridging.md, "The media relay").
@@ -382,6 +386,11 @@ impl Metrics {
 
     pub fn dropped(&self, why: DropReason) {
         self.drops[why as usize].inc();
+    }
+
+    /// Connections dropped for `why` so far.
+    pub fn drops(&self, why: DropReason) -> u64 {
+        self.drops[why as usize].get()
     }
 
     pub fn relay_established(&self) {

@@ -6,7 +6,7 @@
 //! other's address, and hostile packets at the relay. Every socket is on
 //! 127.0.0.1; every wait is bounded.
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use chinwagd::{Config, Server};
 
 mod common;
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
+use common::{datagram, media, udp};
 mod rooms_support;
 use rooms_support::Client as Rooms;
 
@@ -254,59 +255,6 @@ fn a_full_guest_mailbox_drops_and_counts() {
 
 // ---- calls through the relay ----
 
-/// A babel caller's listener for its voice connection.
-fn listen() -> (TcpListener, u16) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    (l, port)
-}
-
-fn accept_within(l: &TcpListener) -> TcpStream {
-    l.set_nonblocking(true).unwrap();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match l.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false).unwrap();
-                return s;
-            }
-            Err(_) => {
-                assert!(Instant::now() < deadline, "nobody connected");
-                thread::sleep(Duration::from_millis(5));
-            }
-        }
-    }
-}
-
-fn udp() -> (UdpSocket, u16) {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let port = s.local_addr().unwrap().port();
-    (s, port)
-}
-
-/// The next datagram and where it came from, within the wait.
-fn datagram(s: &UdpSocket) -> (Vec<u8>, SocketAddr) {
-    let deadline = Instant::now() + WAIT;
-    let mut buf = [0u8; 2048];
-    loop {
-        if let Ok((n, from)) = s.recv_from(&mut buf) {
-            return (buf[..n].to_vec(), from);
-        }
-        assert!(Instant::now() < deadline, "no datagram");
-    }
-}
-
-fn media(seq: u16, opus: &[u8]) -> Vec<u8> {
-    VoicePacket::Media {
-        seq,
-        timestamp: u32::from(seq) * 960,
-        opus,
-    }
-    .to_bytes()
-}
-
 /// Babel voice frames on a peer connection, read with the codec.
 fn voice_reader(s: TcpStream) -> Wire<Babel> {
     Wire::<Babel>::new(s)
@@ -333,92 +281,23 @@ fn a_babel_user_calls_an_accounts_user_voice_both_ways_and_hang_ups() {
     );
     let m = srv.hub().metrics().clone();
     for hang_up_from_babel in [false, true] {
-        let (l, port) = listen();
-        bob.send_bytes(
-            &Babel::CallRequest {
-                contact: "carol".into(),
-                host: String::new(),
-                port,
-            }
-            .to_bytes(),
-        );
-        let Acc::IncomingCall {
-            pseudo,
-            addr,
-            port: relay_port,
-        } = carol.recv()
-        else {
-            panic!("143")
-        };
-        assert_eq!(pseudo, "bob");
-        assert_ne!(relay_port, port, "never bob's own end point");
-        let relay = relay_at(&addr, relay_port);
-        let (voice, vport) = udp();
-        send(
-            &mut carol,
-            Acc::AnswerCall {
-                pseudo: "bob".into(),
-                addr: String::new(),
-                port: vport,
-            },
-        );
-        // The relay dials bob; bob, the accepting side, greets first.
-        let mut peer = voice_reader(accept_within(&l));
-        peer.send_bytes(&Babel::ConnectionEstablished.to_bytes());
-        // Voice sent before the relay has read the greeting is dropped (it
-        // speaks only after ConnectionEstablished): send until one is there.
-        // Counted from here: the relay counts a packet just after handing
-        // it on, so the one bob receives may be counted after he has it.
+        // Counted from before the call: the relay counts a packet towards
+        // babel just after queueing it, so a count read once the first
+        // packet arrived could still miss that one.
         let before = m.relay_packets();
-        let mut seq = 0u16;
-        loop {
-            voice.send_to(&media(seq, &[0xfc, 0xff]), relay).unwrap();
-            seq += 1;
-            if peer.try_recv(Duration::from_millis(50)).is_some() {
-                break;
-            }
-            assert!(seq < 200, "the relay never carried voice to bob");
-        }
-        // accounts -> babel, byte for byte (and nothing else: of the packets
-        // sent until one was there, exactly that one was carried).
-        for seq in seq..seq + 5 {
-            let opus = [0xfc, seq as u8, 0xaa, 0x55];
-            voice.send_to(&media(seq, &opus), relay).unwrap();
-            assert_eq!(
-                peer.recv(),
-                Babel::VoiceData {
-                    data: opus.to_vec()
-                }
-            );
-        }
-        // babel -> accounts, numbered and timed by the relay.
-        let mut seqs = Vec::new();
-        for i in 0..5u8 {
-            let opus = vec![0xfc, i, 0x11, 0x22, 0x33];
-            peer.send_bytes(&Babel::VoiceData { data: opus.clone() }.to_bytes());
-            let (d, from) = datagram(&voice);
-            assert_eq!(from, relay, "the relay's socket, never bob's");
-            let VoicePacket::Media {
-                seq,
-                timestamp,
-                opus: got,
-            } = VoicePacket::decode(&d).unwrap()
-            else {
-                panic!()
-            };
-            assert_eq!(got, &opus[..]);
-            seqs.push((seq, timestamp));
-        }
+        let mut call = common::babel_calls_accounts(&mut bob, "bob", &mut carol, "carol");
+        let seqs = common::voice_both_ways(&mut call);
         for w in seqs.windows(2) {
             assert_eq!(w[1].0, w[0].0.wrapping_add(1));
             assert_eq!(w[1].1, w[0].1.wrapping_add(960));
         }
-        // Counted once sent (just after it left): the first one and ten.
+        // Counted once sent (just after it left): the one packet that
+        // found the voice connection open, then ten.
         eventually("eleven packets counted", || {
             m.relay_packets() - before == 11
         });
         if hang_up_from_babel {
-            drop(peer);
+            drop(call);
             assert_eq!(
                 carol.recv(),
                 Acc::HungUp {
@@ -433,7 +312,7 @@ fn a_babel_user_calls_an_accounts_user_voice_both_ways_and_hang_ups() {
                 },
             );
             // babel's hang-up: the voice connection closes.
-            common::expect_eof(&mut peer.s, "bob's voice connection");
+            common::expect_eof(&mut call.peer.s, "bob's voice connection");
         }
         eventually("the allocation released", || srv.relayed_calls() == 0);
     }

@@ -5,10 +5,14 @@
 //! across nodes under a login race; a node killed with SIGKILL leaves the
 //! others' presence within the documented bound with nothing acknowledged
 //! lost; accounts data written through one node is read through another;
-//! the bus stopped: logins refused, local chat flowing, reconciliation.
+//! the bus stopped: logins refused, local chat flowing, reconciliation;
+//! a chatos private connection proxied to the node that issued its id (and
+//! forged proxy handshakes refused); a relayed call between nodes through
+//! the caller's node's relay.
 //! Every wait polls with a deadline; every child process is stopped on
 //! drop.
 
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -23,6 +27,7 @@ use chinwagd::{Config, Server};
 
 mod common;
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
+use rand::{RngCore, SeedableRng};
 mod rooms_support;
 #[path = "common/nats.rs"]
 mod testnats;
@@ -70,6 +75,18 @@ impl Cluster {
         Server::start(self.config(name)).expect("node starts")
     }
 
+    /// A node that takes chatos private connections proxied from others
+    /// (`cluster_addr` on port 0, the secret in `secret`).
+    fn proxy_node(&self, name: &str, index: u8, secret: &std::path::Path) -> Server {
+        Server::start(Config {
+            node_index: index,
+            cluster_addr: "127.0.0.1:0".into(),
+            cluster_secret_file: secret.display().to_string(),
+            ..self.config(name)
+        })
+        .expect("node starts")
+    }
+
     /// A node as a process of its own (to be killed).
     fn process(&self, name: &str) -> Process {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
@@ -80,6 +97,27 @@ impl Cluster {
             .args(["--store-url", &self.store_url])
             .args(["--node-timeout-ms", &NODE_TIMEOUT_MS.to_string()]);
         Process(common::Chinwagd::spawn(&mut cmd))
+    }
+}
+
+/// A cluster secret file (mode 0600), removed on drop.
+struct SecretFile(std::path::PathBuf);
+
+impl SecretFile {
+    fn new(tag: &str) -> SecretFile {
+        use std::os::unix::fs::PermissionsExt;
+        let path = common::temp_dir(tag).join("cluster.secret");
+        std::fs::write(&path, b"a shared secret of this test cluster\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        SecretFile(path)
+    }
+}
+
+impl Drop for SecretFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -903,4 +941,306 @@ fn a_node_cut_off_the_bus_loses_its_users_elsewhere_then_reconciles() {
         Command::LoginRefused
     );
     drop(amy_b);
+}
+
+// ---- chatos private connections across nodes ----
+
+/// Nodes a (index 1) and b (index 2) that proxy private connections, each
+/// knowing the other's node-to-node listener, with chatos users alice on a
+/// and bob on b who see each other.
+fn proxied_pair(
+    c: &Cluster,
+    secret: &SecretFile,
+) -> (Server, Server, Wire<Command>, Wire<Command>) {
+    let a = c.proxy_node("a", 1, &secret.0);
+    let b = c.proxy_node("b", 2, &secret.0);
+    for (here, there) in [(&a, &b), (&b, &a)] {
+        let name = there.cluster().unwrap().node().to_owned();
+        eventually("the other node's listener advertised", WAIT, || {
+            here.cluster().unwrap().peer_addr(&name) == there.proxy_addr()
+        });
+    }
+    let alice = chatos(a.chatos_addr(), "alice");
+    let bob = chatos(b.chatos_addr(), "bob");
+    sees(&a, "bob", true);
+    sees(&b, "alice", true);
+    (a, b, alice, bob)
+}
+
+/// alice (on a) asks bob (on b), bob accepts: both get one connect id.
+fn negotiate_across(alice: &mut Wire<Command>, bob: &mut Wire<Command>) -> i64 {
+    let ask = Command::RequestPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    };
+    alice.send_bytes(&ask.to_bytes());
+    assert_eq!(bob.recv(), ask);
+    bob.send_bytes(
+        &Command::OkPrivate {
+            requester: "alice".into(),
+            target: "bob".into(),
+        }
+        .to_bytes(),
+    );
+    let Command::IdPrivate {
+        requester,
+        target,
+        connect_id,
+    } = alice.recv()
+    else {
+        panic!("ID_PRIVATE for alice")
+    };
+    assert_eq!((requester.as_str(), target.as_str()), ("alice", "bob"));
+    assert_eq!(
+        bob.recv(),
+        Command::IdPrivate {
+            requester: "alice".into(),
+            target: "bob".into(),
+            connect_id
+        }
+    );
+    connect_id
+}
+
+/// alice sends CLOSE_CONNECTION for `id` (with bob): both hear
+/// ACCEPT_CLOSE_CONNECTION.
+fn alice_closes(alice: &mut Wire<Command>, bob: &mut Wire<Command>, id: i64) {
+    alice.send_bytes(
+        &Command::CloseConnection {
+            connect_id: id,
+            requester: "alice".into(),
+            target: "bob".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        alice.recv(),
+        Command::AcceptCloseConnection {
+            login: "bob".into()
+        }
+    );
+    assert_eq!(
+        bob.recv(),
+        Command::AcceptCloseConnection {
+            login: "alice".into()
+        }
+    );
+}
+
+fn open_private(addr: SocketAddr, id: i64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&Command::LoginPrivate { connect_id: id }.to_bytes())
+        .unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s
+}
+
+fn expect_established(s: &mut TcpStream) {
+    let mut one = [0u8; 1];
+    s.read_exact(&mut one).unwrap();
+    assert_eq!(one, [0x0a], "ESTABLISHED");
+}
+
+#[test]
+fn a_chatos_private_connection_between_nodes_is_proxied_to_the_issuing_node() {
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("proxied");
+    let (a, b, mut alice, mut bob) = proxied_pair(&c, &secret);
+    let id = negotiate_across(&mut alice, &mut bob);
+    assert_eq!(
+        id as u64 >> 56,
+        2,
+        "the id names b, the node that issued it"
+    );
+
+    // Each end's LOGIN_PRIVATE goes to its own node; alice's is proxied.
+    let mut pa = open_private(a.chatos_addr(), id);
+    let mut pb = open_private(b.chatos_addr(), id);
+    expect_established(&mut pa);
+    expect_established(&mut pb);
+    assert_eq!(a.hub().proxy_count(), 1, "a proxies alice's end");
+    assert_eq!(b.hub().relay_count(), 1, "b relays");
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+    let mut from_a = vec![0u8; 300_000];
+    let mut from_b = vec![0u8; 300_000];
+    rng.fill_bytes(&mut from_a);
+    rng.fill_bytes(&mut from_b);
+    let exchange = |mine: &TcpStream, out: Vec<u8>| {
+        let mut w = mine.try_clone().unwrap();
+        let mut r = mine.try_clone().unwrap();
+        thread::spawn(move || {
+            let n = out.len();
+            let writer = thread::spawn(move || {
+                for chunk in out.chunks(7919) {
+                    w.write_all(chunk).unwrap();
+                }
+            });
+            let mut got = vec![0u8; n];
+            r.read_exact(&mut got).unwrap();
+            writer.join().unwrap();
+            got
+        })
+    };
+    let ta = exchange(&pa, from_a.clone());
+    let tb = exchange(&pb, from_b.clone());
+    assert!(
+        ta.join().unwrap() == from_b,
+        "alice got bob's bytes exactly"
+    );
+    assert!(
+        tb.join().unwrap() == from_a,
+        "bob got alice's bytes exactly"
+    );
+
+    // alice closes through her own node: b holds the relay, closes it, and
+    // both hear ACCEPT_CLOSE_CONNECTION; both private sockets end.
+    alice_closes(&mut alice, &mut bob, id);
+    for (s, who) in [(&mut pa, "alice"), (&mut pb, "bob")] {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "{who}'s private socket ends: {rest:?}");
+    }
+    // Both sides are shut at once, as on one node: the proxy ends while
+    // alice still holds her socket.
+    eventually("the proxy and the relay end", WAIT, || {
+        a.hub().proxy_count() == 0 && b.hub().relay_count() == 0
+    });
+    drop((pa, pb));
+
+    // The id was single use, through either node.
+    for addr in [a.chatos_addr(), b.chatos_addr()] {
+        let mut again = open_private(addr, id);
+        common::expect_eof(&mut again, "a used connect id");
+    }
+
+    // A second connection, the other way round (bob asks, so a issues),
+    // closed by the user of the issuing node.
+    let ask = Command::RequestPrivate {
+        requester: "bob".into(),
+        target: "alice".into(),
+    };
+    bob.send_bytes(&ask.to_bytes());
+    assert_eq!(alice.recv(), ask);
+    alice.send_bytes(
+        &Command::OkPrivate {
+            requester: "bob".into(),
+            target: "alice".into(),
+        }
+        .to_bytes(),
+    );
+    let Command::IdPrivate {
+        connect_id: id2, ..
+    } = bob.recv()
+    else {
+        panic!("ID_PRIVATE for bob")
+    };
+    assert!(matches!(alice.recv(), Command::IdPrivate { connect_id, .. } if connect_id == id2));
+    assert_eq!(id2 as u64 >> 56, 1, "issued by a");
+    let mut pb = open_private(b.chatos_addr(), id2);
+    let mut pa = open_private(a.chatos_addr(), id2);
+    expect_established(&mut pb);
+    expect_established(&mut pa);
+    pb.write_all(b"ping from bob").unwrap();
+    let mut got = [0u8; 13];
+    pa.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"ping from bob");
+    pa.write_all(b"pong").unwrap();
+    let mut got = [0u8; 4];
+    pb.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"pong");
+    alice_closes(&mut alice, &mut bob, id2);
+    for s in [&mut pa, &mut pb] {
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+    }
+    eventually("b's proxy and a's relay end", WAIT, || {
+        b.hub().proxy_count() == 0 && a.hub().relay_count() == 0
+    });
+}
+
+#[test]
+fn a_forged_proxy_handshake_is_refused_and_counted() {
+    use chinwagd::cluster::proxy::{encode, Hello};
+    use chinwagd::metrics::DropReason;
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("forged");
+    let (_a, b, mut alice, mut bob) = proxied_pair(&c, &secret);
+    let id = negotiate_across(&mut alice, &mut bob);
+    let hello = Hello {
+        connect_id: id,
+        ip: "127.0.0.1".parse().unwrap(),
+        node: "a".into(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let to = b.proxy_addr().unwrap();
+    let drops = || b.hub().metrics().drops(DropReason::ProxyHandshake);
+    // A wrong secret, a stale handshake and garbage: each dropped without
+    // a byte, counted, and the id still unused.
+    let forged = [
+        encode(b"not the cluster's secret at all", &hello, now),
+        encode(b"a shared secret of this test cluster", &hello, now - 3600),
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+    ];
+    for (i, bytes) in forged.iter().enumerate() {
+        let mut s = TcpStream::connect(to).unwrap();
+        s.write_all(bytes).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        common::expect_eof(&mut s, "a forged handshake");
+        eventually("the bad handshake counted", WAIT, || {
+            drops() == i as u64 + 1
+        });
+    }
+    assert_eq!(b.hub().relay_count(), 0);
+    // The genuine ends still meet.
+    let mut pa = open_private(_a.chatos_addr(), id);
+    let mut pb = open_private(b.chatos_addr(), id);
+    expect_established(&mut pa);
+    expect_established(&mut pb);
+}
+
+// ---- relayed calls across nodes ----
+
+#[test]
+fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_callers_relay() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(b.accounts_addr(), "erin");
+    let mut erin = login(b.accounts_addr(), "erin");
+    let (mut zed, _) = babel(a.babel_addr(), "zed");
+    sees(&a, "erin", true);
+    for hang_up_from_babel in [false, true] {
+        // erin, on b, is told a's relay address (never zed's end point);
+        // voice goes both ways through it, byte for byte.
+        let mut call = common::babel_calls_accounts(&mut zed, "zed", &mut erin, "erin");
+        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+        common::voice_both_ways(&mut call);
+        if hang_up_from_babel {
+            // babel's hang-up: its voice connection closes; erin hears it
+            // through her node.
+            drop(call);
+            assert_eq!(
+                erin.recv(),
+                Acc::HungUp {
+                    pseudo: "zed".into()
+                }
+            );
+        } else {
+            send(
+                &mut erin,
+                Acc::Hangup {
+                    pseudo: "zed".into(),
+                },
+            );
+            common::expect_eof(&mut call.peer.s, "zed's voice connection");
+        }
+        eventually("both halves and the allocation end", WAIT, || {
+            a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+        });
+    }
 }

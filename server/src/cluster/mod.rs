@@ -20,15 +20,17 @@
 //! call). The replica is owned by `cw-bus-in` alone, without a lock.
 
 pub mod bus;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::io;
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chinwag_proto::bus::{call, Envelope};
+use chinwag_proto::bus::{call, private, Envelope};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -40,7 +42,8 @@ use crate::metrics::{DropReason, Metrics};
 use bus::{BusCmd, BusEvent};
 
 /// Cluster mode's settings (config.rs: `bus_url`, `node_name`,
-/// `cluster_name`, `node_timeout_ms`, `bus_timeout_ms`).
+/// `cluster_name`, `node_timeout_ms`, `bus_timeout_ms`, `node_index`,
+/// `cluster_addr`, `cluster_secret_file`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     pub urls: Vec<String>,
@@ -48,6 +51,57 @@ pub struct ClusterConfig {
     pub cluster: String,
     pub node_timeout: Duration,
     pub bus_timeout: Duration,
+    /// The top byte of the connect ids this node issues.
+    pub index: u8,
+    /// The node-to-node listener's address as bound (empty: none).
+    pub addr: String,
+    /// The proxy handshake's shared secret (None: private connections do
+    /// not cross nodes).
+    pub secret: Option<Secret>,
+}
+
+/// The cluster's shared secret; never printed.
+#[derive(Clone, PartialEq)]
+pub struct Secret(pub Arc<Vec<u8>>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Read `cluster_secret_file`: its bytes without a trailing newline, at
+/// least [`proxy::MIN_SECRET`]. A file others can read is warned about.
+pub fn read_secret(path: &std::path::Path) -> io::Result<Secret> {
+    let mut bytes = std::fs::read(path)?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.len() < proxy::MIN_SECRET {
+        return Err(io::Error::other(format!(
+            "{}: the cluster secret must be at least {} bytes",
+            path.display(),
+            proxy::MIN_SECRET
+        )));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if std::fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
+            log::warn!(
+                "{}: the cluster secret is readable by others (chmod 600)",
+                path.display()
+            );
+        }
+    }
+    Ok(Secret(Arc::new(bytes)))
+}
+
+/// Another node as its heartbeats describe it.
+#[derive(Debug, Clone)]
+struct PeerNode {
+    index: u8,
+    addr: Option<SocketAddr>,
 }
 
 /// How often `cw-bus-in` looks for silent nodes when no event comes.
@@ -141,6 +195,8 @@ pub struct Cluster {
     /// Each local session's claim: name -> (key, revision).
     claims: Mutex<HashMap<String, Vec<(String, u64)>>>,
     accounts: RwLock<Option<Weak<Accounts>>>,
+    /// Other nodes' `node_index` and `cluster_addr`, from their heartbeats.
+    peers: RwLock<HashMap<String, PeerNode>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -173,6 +229,8 @@ impl Cluster {
         let heartbeat = Envelope::Heartbeat {
             node: cfg.node.clone(),
             epoch,
+            index: cfg.index,
+            addr: cfg.addr.clone(),
         }
         .to_bytes();
         let (ready_tx, ready_rx) = bounded(1);
@@ -211,6 +269,7 @@ impl Cluster {
             epoch,
             claims: Mutex::new(HashMap::new()),
             accounts: RwLock::new(None),
+            peers: RwLock::new(HashMap::new()),
             stop,
             threads: Mutex::new(vec![bus_thread]),
             cfg,
@@ -226,6 +285,7 @@ impl Cluster {
             })?;
         cluster.threads.lock().push(inbound);
         hub.set_cluster(cluster.clone());
+        hub.set_node_index(cluster.cfg.index);
         log::info!(
             "cluster {}: node {} joined the bus",
             cluster.cfg.cluster,
@@ -241,6 +301,11 @@ impl Cluster {
 
     pub fn node(&self) -> &str {
         &self.cfg.node
+    }
+
+    /// The proxy handshake's secret, when configured.
+    pub fn secret(&self) -> Option<Arc<Vec<u8>>> {
+        self.cfg.secret.as_ref().map(|s| s.0.clone())
     }
 
     /// Whether the bus is reachable now.
@@ -269,6 +334,11 @@ impl Cluster {
             name: name.to_owned(),
         }
         .to_bytes()
+    }
+
+    /// Node `node`'s node-to-node listener, if it advertises one.
+    pub fn peer_addr(&self, node: &str) -> Option<SocketAddr> {
+        self.peers.read().get(node).and_then(|p| p.addr)
     }
 
     /// Ask the bus for `keys` on behalf of `name`; waits up to `bus_timeout`.
@@ -344,6 +414,61 @@ impl ClusterLink for Cluster {
         );
     }
 
+    fn private_request(&self, node: &str, requester: &str, target: &str, ip: IpAddr) -> bool {
+        // This node proxies its user's end to the target's node, which
+        // must take proxies.
+        if self.cfg.secret.is_none() || self.peer_addr(node).is_none() {
+            return false;
+        }
+        self.out.publish(
+            bus::subject_node(&self.cfg.cluster, node),
+            &Envelope::PrivateConn {
+                op: private::REQUEST,
+                requester: requester.to_owned(),
+                target: target.to_owned(),
+                connect_id: 0,
+                ip: ip.to_string(),
+            },
+        )
+    }
+
+    fn private_close(&self, node: &str, from: &str, target: &str, id: i64) -> bool {
+        self.out.publish(
+            bus::subject_node(&self.cfg.cluster, node),
+            &Envelope::PrivateConn {
+                op: private::CLOSE,
+                requester: from.to_owned(),
+                target: target.to_owned(),
+                connect_id: id,
+                ip: String::new(),
+            },
+        )
+    }
+
+    fn proxy_dial(&self, id: i64, ip: IpAddr) -> Option<io::Result<TcpStream>> {
+        let index = (id as u64 >> 56) as u8;
+        if index == self.cfg.index {
+            return None;
+        }
+        let Some(secret) = &self.cfg.secret else {
+            return None;
+        };
+        let addr = self
+            .peers
+            .read()
+            .values()
+            .find(|p| p.index == index)
+            .and_then(|p| p.addr);
+        // An index no node advertises: the id is unknown here as anywhere.
+        let addr = addr?;
+        let hello = proxy::Hello {
+            connect_id: id,
+            ip,
+            node: self.cfg.node.clone(),
+        };
+        Some(proxy::dial(addr, &secret.0, &hello, self.cfg.bus_timeout))
+    }
+
     fn poke(&self, node: Option<&str>, name: &str) {
         self.out.publish(
             match node {
@@ -358,9 +483,9 @@ impl ClusterLink for Cluster {
 }
 
 /// The stand-in of a user of another node: what local users send it goes
-/// to that node. Only private texts cross (the hub refuses calls, private
-/// connections and room invitations to stand-ins; it never makes one a
-/// listener).
+/// to that node: private texts, call signalling and chatos private
+/// connections' signalling (the hub refuses room invitations to
+/// stand-ins, and never makes one a listener).
 struct RemotePeer {
     out: Outbox,
     subject: String,
@@ -368,8 +493,9 @@ struct RemotePeer {
 }
 
 impl RemotePeer {
-    /// What crosses nodes: private texts and call signalling; anything
-    /// else has no form on the bus (and is never given to a stand-in).
+    /// What crosses nodes: private texts, call signalling and private
+    /// connections' signalling; anything else has no form on the bus (and
+    /// is never given to a stand-in).
     fn forward(&self, event: &Event<'_>) -> bool {
         match *event {
             Event::PrivateMessage { from, to, text } => self.out.publish(
@@ -384,8 +510,33 @@ impl RemotePeer {
             Event::CallAnswered { by, host, port } => self.call(call::ANSWERED, by, host, port),
             Event::CallRefused { by } => self.call(call::REFUSED, by, "", 0),
             Event::CallEnded { by } => self.call(call::ENDED, by, "", 0),
+            Event::PrivateRefused { requester, target } => {
+                self.private(private::REFUSED, requester, target, 0)
+            }
+            Event::PrivateId {
+                requester,
+                target,
+                connect_id,
+            } => self.private(private::ID, requester, target, connect_id),
+            // For this user: its connection with `peer` is closed.
+            Event::PrivateClosed { connect_id, peer } => {
+                self.private(private::CLOSED, peer, &self.name, connect_id)
+            }
             _ => true,
         }
+    }
+
+    fn private(&self, op: u8, requester: &str, target: &str, connect_id: i64) -> bool {
+        self.out.publish(
+            self.subject.clone(),
+            &Envelope::PrivateConn {
+                op,
+                requester: requester.to_owned(),
+                target: target.to_owned(),
+                connect_id,
+                ip: String::new(),
+            },
+        )
     }
 
     /// A call event for this user of another node, from `other` (a user of
@@ -681,7 +832,12 @@ impl Replica {
 
     fn message(&mut self, subject: &str, env: Envelope) {
         match env {
-            Envelope::Heartbeat { node, epoch } => {
+            Envelope::Heartbeat {
+                node,
+                epoch,
+                index,
+                addr,
+            } => {
                 if node == self.me {
                     if epoch < self.epoch {
                         // An older process runs under this name: it keeps
@@ -693,6 +849,7 @@ impl Replica {
                     }
                     return;
                 }
+                self.peer_seen(&node, index, &addr);
                 let seen = self.nodes.entry(node.clone()).or_insert(NodeSeen {
                     last: Instant::now(),
                     dead: false,
@@ -766,6 +923,13 @@ impl Replica {
                 host,
                 port,
             } => self.call(op, &from, &to, host, port),
+            Envelope::PrivateConn {
+                op,
+                requester,
+                target,
+                connect_id,
+                ip,
+            } => self.private_conn(op, &requester, &target, connect_id, &ip),
             Envelope::Kick { name } => {
                 if self.hub.online(&name).is_some_and(|s| s.remote.is_none()) {
                     log::info!("cluster: {name} kicked through another node");
@@ -774,6 +938,80 @@ impl Replica {
             }
             Envelope::Claim { .. } => {
                 log::warn!("cluster: a claim sent as a message on {subject}")
+            }
+        }
+    }
+
+    /// What a heartbeat says of node `node`'s proxy listener.
+    fn peer_seen(&mut self, node: &str, index: u8, addr: &str) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let addr = addr.parse::<SocketAddr>().ok();
+        let known = c.peers.read().get(node).map(|p| (p.index, p.addr));
+        if known == Some((index, addr)) {
+            return;
+        }
+        if index == c.cfg.index {
+            log::warn!("cluster: node {node} has this node's node_index {index}: chatos private connections between them fail");
+        }
+        let mut peers = c.peers.write();
+        if peers.len() < 256 || peers.contains_key(node) {
+            peers.insert(node.to_owned(), PeerNode { index, addr });
+        }
+    }
+
+    /// A chatos private connection's signalling between a user of another
+    /// node and one of this node (`proto::bus::private`).
+    fn private_conn(&mut self, op: u8, requester: &str, target: &str, id: i64, ip: &str) {
+        let local = |name: &str| self.hub.online(name).filter(|s| s.remote.is_none());
+        let remote = |name: &str| self.hub.online(name).filter(|s| s.remote.is_some());
+        let now = Instant::now();
+        match op {
+            private::REQUEST => {
+                let (Some(from), Ok(ip)) = (remote(requester), ip.parse::<IpAddr>()) else {
+                    return;
+                };
+                if let Err(why) = self.hub.request_private_remote(now, &from, target, ip) {
+                    log::debug!("cluster: {requester}'s private request to {target}: {why:?}");
+                }
+            }
+            private::REFUSED => {
+                if let (Some(r), Some(_)) = (local(requester), remote(target)) {
+                    r.peer.deliver(&Event::PrivateRefused { requester, target });
+                }
+            }
+            private::ID => {
+                if let (Some(r), Some(_)) = (local(requester), remote(target)) {
+                    r.peer.deliver(&Event::PrivateId {
+                        requester,
+                        target,
+                        connect_id: id,
+                    });
+                }
+            }
+            private::CLOSED => {
+                // The issuing node closed it: so does its proxy here.
+                self.hub.proxy_shut(id);
+                if let (Some(t), Some(_)) = (local(target), remote(requester)) {
+                    t.peer.deliver(&Event::PrivateClosed {
+                        connect_id: id,
+                        peer: requester,
+                    });
+                }
+            }
+            _ => {
+                let Some(from) = remote(requester) else {
+                    return;
+                };
+                match self.hub.close_private(&from, id, requester, target) {
+                    Ok(outcome) => {
+                        for s in outcome.sockets {
+                            let _ = s.shutdown(std::net::Shutdown::Both);
+                        }
+                    }
+                    Err(why) => log::debug!("cluster: {requester}'s close of {id:#x}: {why:?}"),
+                }
             }
         }
     }

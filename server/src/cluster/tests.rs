@@ -20,6 +20,9 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
             cluster: "t".into(),
             node_timeout: TIMEOUT,
             bus_timeout: Duration::from_secs(1),
+            index: 0,
+            addr: String::new(),
+            secret: None,
         },
         epoch: 7,
         out: Outbox {
@@ -30,6 +33,7 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
         },
         claims: Mutex::new(HashMap::new()),
         accounts: RwLock::new(None),
+        peers: RwLock::new(HashMap::new()),
         stop: Arc::new(AtomicBool::new(false)),
         threads: Mutex::new(Vec::new()),
     });
@@ -60,6 +64,8 @@ fn beat(r: &mut Replica, node: &str) {
         payload: Envelope::Heartbeat {
             node: node.into(),
             epoch: 1,
+            index: 9,
+            addr: "127.0.0.1:7777".into(),
         }
         .to_bytes(),
     });
@@ -155,6 +161,8 @@ fn a_second_live_process_with_this_nodes_name_stops_the_newer_one() {
         payload: Envelope::Heartbeat {
             node: "a".into(),
             epoch,
+            index: 0,
+            addr: String::new(),
         }
         .to_bytes(),
     };
@@ -204,4 +212,37 @@ fn undecodable_bus_messages_and_claims_are_ignored() {
         key: "knone".into(),
     });
     assert_eq!(hub.online_count(), 0);
+}
+
+#[test]
+fn heartbeats_tell_where_a_node_takes_proxied_private_connections() {
+    let (c, hub, _rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    assert_eq!(c.peer_addr("b"), None);
+    beat(&mut r, "b");
+    assert_eq!(c.peer_addr("b"), Some("127.0.0.1:7777".parse().unwrap()));
+    assert_eq!(c.peers.read()["b"].index, 9);
+    // Without a secret this node proxies nothing, whatever the id.
+    assert!(c
+        .proxy_dial(9 << 56, "127.0.0.1".parse().unwrap())
+        .is_none());
+}
+
+#[test]
+fn a_cluster_secret_is_read_without_its_newline_and_a_short_one_is_refused() {
+    let dir = std::env::temp_dir().join(format!("cw-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    std::fs::write(&path, b"0123456789abcdef\n").unwrap();
+    assert_eq!(
+        read_secret(&path).unwrap().0.as_slice(),
+        b"0123456789abcdef"
+    );
+    std::fs::write(&path, b"0123456789abcde\n").unwrap();
+    assert!(read_secret(&path).is_err(), "15 bytes");
+    assert!(read_secret(&dir.join("missing")).is_err());
+    // Never printed.
+    let s = Secret(Arc::new(b"0123456789abcdef".to_vec()));
+    assert_eq!(format!("{s:?}"), "Secret(16 bytes)");
+    let _ = std::fs::remove_dir_all(&dir);
 }

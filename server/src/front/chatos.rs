@@ -160,7 +160,11 @@ fn handle(
             }
             Command::LoginPrivate { connect_id } => {
                 let pending = decoder.take_remaining();
-                private_end(stream, shared, connect_id, ip, label, &pending)?;
+                match hub.proxy_dial(connect_id, ip) {
+                    // Another node issued the id: that node relays.
+                    Some(dialed) => proxy_end(stream, shared, dialed, connect_id, label, &pending)?,
+                    None => private_end(stream, shared, connect_id, ip, label, &pending)?,
+                }
                 return Err(End::Relayed);
             }
             other => {
@@ -253,9 +257,63 @@ fn opcode_name(cmd: &Command) -> &'static str {
     }
 }
 
+/// Cluster mode: this connection's LOGIN_PRIVATE names a connect id of
+/// another node, to which `dialed` is connected (its handshake sent):
+/// move bytes both ways until both directions are done. Counted in
+/// `max_relays` as a relay.
+fn proxy_end(
+    stream: &Arc<TcpStream>,
+    shared: &Arc<Shared>,
+    dialed: io::Result<TcpStream>,
+    id: i64,
+    label: &str,
+    pending: &[u8],
+) -> Result<(), End> {
+    let hub = &shared.hub;
+    if !hub.proxy_begin(id, stream) {
+        return Err(End::Protocol("relay limit reached".into()));
+    }
+    let node = match dialed {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            hub.proxy_end(id);
+            return Err(End::Protocol(format!(
+                "connect id {id:#x}: its node cannot be reached: {e}"
+            )));
+        }
+    };
+    let _ = stream.set_read_timeout(None);
+    crate::net::widen_send_buffer(stream);
+    log::info!("{label}: private connection {id:#x} proxied to its node");
+    let back = {
+        let (node, stream) = (node.clone(), stream.clone());
+        std::thread::Builder::new()
+            .name("cw-proxy".into())
+            .spawn(move || {
+                if relay::pump(&node, &stream, &[]).is_err() {
+                    let _ = node.shutdown(Shutdown::Both);
+                    let _ = stream.shutdown(Shutdown::Both);
+                }
+            })
+    };
+    let Ok(back) = back else {
+        hub.proxy_end(id);
+        let _ = node.shutdown(Shutdown::Both);
+        return Err(End::Protocol("no thread for a proxy".into()));
+    };
+    if let Err(e) = relay::pump(stream, &node, pending) {
+        log::info!("{label}: proxy {id:#x} broken: {e}");
+        let _ = node.shutdown(Shutdown::Both);
+        let _ = stream.shutdown(Shutdown::Both);
+    }
+    let _ = back.join();
+    hub.proxy_end(id);
+    Ok(())
+}
+
 /// This connection opened with LOGIN_PRIVATE: pair it with the other end and
 /// relay until both directions are done.
-fn private_end(
+pub(crate) fn private_end(
     stream: &Arc<TcpStream>,
     shared: &Arc<Shared>,
     id: i64,

@@ -348,16 +348,25 @@ impl Hub {
             .online(to)
             .filter(|s| s.reach().calls)
             .ok_or(Refusal::Offline)?;
-        let transport = self
+        let mut transport = self
             .cfg
             .call_relay
             .transport(from.dialect, callee.dialect)
             .ok_or(Refusal::Offline)?;
         // Cluster mode: a call with a user of another node is signalled
-        // across (each node keeps its half); its media must then go peer to
-        // peer, since a relay allocation is one node's (docs/scaling.md).
-        if callee.remote.is_some() && transport != Transport::Direct {
-            return Err(Refusal::Offline);
+        // across (each node keeps its half). A relayed one is relayed by
+        // the caller's node alone (docs/scaling.md): the callee's node
+        // keeps a half that passes the caller's media (the relay's address
+        // for the callee) and the callee's answer through, as a direct
+        // call does. `call_relay` is the same on every node.
+        if transport == Transport::Relayed {
+            if from.remote.is_some() {
+                transport = Transport::Direct;
+            } else if callee.remote.is_some() && callee.dialect == Dialect::Babel {
+                // A babel callee would connect to this node's relay from an
+                // address only its own node knows: not built.
+                return Err(Refusal::Offline);
+            }
         }
         let callee_media = match callee.dialect {
             Dialect::Babel => Media::BabelConnect,
@@ -447,7 +456,12 @@ impl Hub {
 
     fn open_relay(&self, call: &Call) -> Result<Opened, Refusal> {
         let relay = self.relay().ok_or(Refusal::Offline)?;
-        let (a, b) = (leg_of(&call.caller)?, leg_of(&call.callee)?);
+        let (a, mut b) = (leg_of(&call.caller)?, leg_of(&call.callee)?);
+        if call.callee.session.remote.is_some() {
+            // A user of another node: told the address of this node that
+            // the caller reached (its stand-in has none).
+            b.server_ip = call.caller.session.server_ip;
+        }
         // A full relay: the callee cannot be reached now.
         relay
             .open(call.id, a, b)

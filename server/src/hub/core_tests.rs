@@ -547,3 +547,77 @@ fn private_texts_cross_between_chatos_and_accounts() {
         );
     }
 }
+
+/// Cluster mode: a relayed call with a user of another node is relayed by
+/// the caller's node; the callee's node passes it through as a direct call
+/// (the caller's media being that relay's address); a babel callee of
+/// another node is not reached through a relay.
+#[test]
+fn a_relayed_call_across_nodes_is_relayed_by_the_callers_node_only() {
+    let now = Instant::now();
+    // The caller's node: babel zed calls erin, an accounts user of node b.
+    let (h, relay) = relayed(RelayMode::Cross);
+    let (zed, rz) = join(&h, "zed", Dialect::Babel);
+    let re = Arc::new(Recorder::default());
+    let erin = h
+        .login_remote("erin", Dialect::Accounts, "b", re.clone())
+        .unwrap();
+    h.offer_call(now, &zed, "erin", listen(9000)).unwrap();
+    assert_eq!(relay.take().len(), 1, "the allocation is made here");
+    // erin's stand-in hears the relay's address (this node's, as zed
+    // reached it), never zed's.
+    assert_eq!(
+        re.take(),
+        [format!(
+            r#"CallOffer {{ from: "zed", host: "{IP}", port: {RELAY_UDP} }}"#
+        )]
+    );
+    // Her answer comes back with her voice address as her node saw it.
+    h.answer_call(now, &erin, "zed", Some(udp("10.0.0.9", 7001)))
+        .unwrap();
+    assert_eq!(relay.take(), ["answered 1 Some(10.0.0.9:7001)"]);
+    assert!(
+        rz.take().iter().any(|e| e.starts_with("CallAnswered")),
+        "zed hears the answer"
+    );
+    assert!(h.hang_up(&erin, "zed"));
+    assert_eq!(relay.take(), ["close 1"]);
+
+    // The callee's node: zed's stand-in calls local erin with the relay's
+    // address; no allocation here, erin is told that address.
+    let (h, relay) = relayed(RelayMode::Cross);
+    let (erin, re) = join(&h, "erin", Dialect::Accounts);
+    let zed = h
+        .login_remote("zed", Dialect::Babel, "a", Arc::new(Recorder::default()))
+        .unwrap();
+    let relay_a = Media::BabelListen {
+        host: "10.1.1.1".into(),
+        port: RELAY_UDP,
+    };
+    h.offer_call(now, &zed, "erin", relay_a).unwrap();
+    assert!(
+        relay.take().is_empty(),
+        "no allocation on the callee's node"
+    );
+    assert_eq!(
+        re.take(),
+        [format!(
+            r#"CallOffer {{ from: "zed", host: "10.1.1.1", port: {RELAY_UDP} }}"#
+        )]
+    );
+    h.answer_call(now, &erin, "zed", Some(udp("", 7001)))
+        .unwrap();
+    assert!(h.hang_up(&erin, "zed"));
+    assert!(relay.take().is_empty());
+
+    // A babel callee of another node: refused, nothing allocated.
+    let (h, relay) = relayed(RelayMode::Cross);
+    let (carl, _) = join(&h, "carl", Dialect::Accounts);
+    h.login_remote("yan", Dialect::Babel, "b", Arc::new(Recorder::default()))
+        .unwrap();
+    assert_eq!(
+        h.offer_call(now, &carl, "yan", udp("", 7000)),
+        Err(Refusal::Offline)
+    );
+    assert!(relay.take().is_empty());
+}

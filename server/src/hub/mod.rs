@@ -376,6 +376,26 @@ pub trait ClusterLink: Send + Sync {
     fn account(&self, pseudo: &str, registered: bool);
     /// An operator added (or removed) `ban` here.
     fn ban(&self, ban: &bans::Ban, added: bool);
+    /// REQUEST_PRIVATE from local user `requester` (connected from `ip`)
+    /// to `target`, a user of node `node`; false when private connections
+    /// cannot cross to that node (then it is answered as offline).
+    fn private_request(&self, node: &str, requester: &str, target: &str, ip: IpAddr) -> bool {
+        let _ = (node, requester, target, ip);
+        false
+    }
+    /// CLOSE_CONNECTION from local user `from` of connection `id` with
+    /// `target`, a user of node `node` that holds the relay.
+    fn private_close(&self, node: &str, from: &str, target: &str, id: i64) -> bool {
+        let _ = (node, from, target, id);
+        false
+    }
+    /// LOGIN_PRIVATE with connect id `id` from `ip`: None when this node
+    /// issued the id (or cannot tell); otherwise a connection to the node
+    /// that did, its handshake sent, or why it could not be made.
+    fn proxy_dial(&self, id: i64, ip: IpAddr) -> Option<std::io::Result<std::net::TcpStream>> {
+        let _ = (id, ip);
+        None
+    }
 }
 
 /// Who hears whom come and go: babel sessions listen; every session a babel
@@ -402,6 +422,11 @@ pub struct Hub {
     mailbox: RwLock<Option<Mailbox>>,
     relay: RwLock<Option<Arc<dyn MediaRelay>>>,
     cluster: RwLock<Option<Arc<dyn ClusterLink>>>,
+    /// Cluster mode: LOGIN_PRIVATE connections this node proxies to the
+    /// node that issued their connect id (counted in `max_relays`).
+    /// The client's socket of each, by connect id (CLOSE_CONNECTION on the
+    /// issuing node shuts it, as a local relay's ends are shut).
+    proxies: Mutex<HashMap<i64, Arc<TcpStream>>>,
     cfg: HubConfig,
     /// Checked under `users` at every login (a leaf lock).
     bans: Bans,
@@ -441,6 +466,7 @@ impl Hub {
             calls: Mutex::new(calls::Calls::default()),
             private: Mutex::new(Private::default()),
             next_session: AtomicU64::new(1),
+            proxies: Mutex::new(HashMap::new()),
             reserved: RwLock::new(None),
             mailbox: RwLock::new(None),
             relay: RwLock::new(None),
@@ -566,6 +592,47 @@ impl Hub {
     /// hooks that reach other nodes.
     pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
         *self.cluster.write() = Some(link);
+    }
+
+    /// Cluster mode: the top byte of every connect id this node issues.
+    pub fn set_node_index(&self, index: u8) {
+        self.private.lock().node_index = Some(index);
+    }
+
+    /// Cluster mode: the LOGIN_PRIVATE connection `client` with connect id
+    /// `id` is about to be proxied to another node. False when `max_relays`
+    /// relays and proxies are already running (or waiting), or `id` is
+    /// proxied already; otherwise [`Hub::proxy_end`] must follow.
+    pub fn proxy_begin(&self, id: i64, client: &Arc<TcpStream>) -> bool {
+        let private = self.private.lock();
+        let mut proxies = self.proxies.lock();
+        if private.in_use() + proxies.len() >= self.cfg.max_relays || proxies.contains_key(&id) {
+            return false;
+        }
+        proxies.insert(id, client.clone());
+        true
+    }
+
+    pub fn proxy_end(&self, id: i64) {
+        self.proxies.lock().remove(&id);
+    }
+
+    /// The issuing node closed private connection `id` (CLOSE_CONNECTION):
+    /// shut the client's socket of its proxy here, if any.
+    pub fn proxy_shut(&self, id: i64) {
+        if let Some(s) = self.proxies.lock().get(&id) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    /// See [`ClusterLink::proxy_dial`].
+    pub fn proxy_dial(&self, id: i64, ip: IpAddr) -> Option<std::io::Result<std::net::TcpStream>> {
+        self.cluster().and_then(|c| c.proxy_dial(id, ip))
+    }
+
+    /// Proxies running now.
+    pub fn proxy_count(&self) -> usize {
+        self.proxies.lock().len()
     }
 
     fn cluster(&self) -> Option<Arc<dyn ClusterLink>> {
@@ -936,24 +1003,70 @@ impl Hub {
         if target == from.name {
             return Err(Refusal::SelfTarget);
         }
-        // A private connection's two ends must meet on one node: not
-        // across nodes in this build (docs/scaling.md).
+        let t = self.online(target).ok_or(Refusal::Offline)?;
+        if let Some(node) = &t.remote {
+            // Across nodes: the target's node keeps the request and issues
+            // the connect id; this node proxies its user's end there
+            // (docs/scaling.md).
+            let crossed = t.dialect == Dialect::Chatos
+                && self
+                    .cluster()
+                    .is_some_and(|c| c.private_request(node, &from.name, target, from.ip));
+            return if crossed {
+                Ok(())
+            } else {
+                Err(Refusal::Offline)
+            };
+        }
+        self.pend_request(now, &from.name, &t, None)
+    }
+
+    /// Keep `requester`'s request to local session `t` (with the address a
+    /// requester of another node connects from) and pass it on.
+    fn pend_request(
+        &self,
+        now: Instant,
+        requester: &str,
+        t: &Session,
+        remote_ip: Option<IpAddr>,
+    ) -> Result<(), Refusal> {
+        {
+            let mut private = self.private.lock();
+            private.add_request(
+                now,
+                requester,
+                &t.name,
+                now + self.cfg.connect_id_ttl,
+                self.cfg.max_pending_requests,
+            )?;
+            if let Some(ip) = remote_ip {
+                private.set_remote_ip(requester, &t.name, ip);
+            }
+        }
+        t.peer.deliver(&Event::PrivateRequest {
+            requester,
+            target: &t.name,
+        });
+        Ok(())
+    }
+
+    /// Cluster mode: REQUEST_PRIVATE from `from`, the stand-in of a user of
+    /// another node connected from `ip`, to local user `target`.
+    pub fn request_private_remote(
+        &self,
+        now: Instant,
+        from: &Session,
+        target: &str,
+        ip: IpAddr,
+    ) -> Result<(), Refusal> {
+        if from.remote.is_none() {
+            return Err(Refusal::Forged);
+        }
         let t = self
             .online(target)
             .filter(|t| t.remote.is_none())
             .ok_or(Refusal::Offline)?;
-        self.private.lock().add_request(
-            now,
-            &from.name,
-            target,
-            now + self.cfg.connect_id_ttl,
-            self.cfg.max_pending_requests,
-        )?;
-        t.peer.deliver(&Event::PrivateRequest {
-            requester: &from.name,
-            target,
-        });
-        Ok(())
+        self.pend_request(now, &from.name, &t, Some(ip))
     }
 
     /// OK_PRIVATE or KO_PRIVATE from the target of a pending request. On OK
@@ -971,6 +1084,7 @@ impl Hub {
         }
         let req = self.online(requester);
         let mut private = self.private.lock();
+        let remote_ip = private.take_remote_ip(requester, &from.name);
         if !private.take_request(now, requester, &from.name) {
             return Err(Refusal::NotPending);
         }
@@ -992,7 +1106,12 @@ impl Hub {
         let id = private.issue_id(
             requester,
             &from.name,
-            [req.ip, from.ip],
+            // A requester of another node: the address it connects from
+            // there, which its proxied LOGIN_PRIVATE presents.
+            [
+                remote_ip.filter(|_| req.remote.is_some()).unwrap_or(req.ip),
+                from.ip,
+            ],
             now + self.cfg.connect_id_ttl,
         );
         drop(private);
@@ -1016,10 +1135,13 @@ impl Hub {
         ip: IpAddr,
         stream: Arc<TcpStream>,
     ) -> RelayJoin {
-        let joined = self
-            .private
-            .lock()
-            .join(now, id, ip, stream, self.cfg.max_relays);
+        let joined = self.private.lock().join(
+            now,
+            id,
+            ip,
+            stream,
+            self.cfg.max_relays.saturating_sub(self.proxy_count()),
+        );
         if matches!(joined, RelayJoin::Second { .. }) {
             self.metrics.relay_established();
         }
@@ -1057,7 +1179,30 @@ impl Hub {
         if claimed != from.name {
             return Err(Refusal::Forged);
         }
-        let outcome = self.private.lock().close(id, &from.name, target)?;
+        let closed = self.private.lock().close(id, &from.name, target);
+        let outcome = match closed {
+            Ok(outcome) => outcome,
+            Err(Refusal::NotPending) => {
+                // Across nodes the relay is on the node that issued the id:
+                // the target's node, when the target is a user of another
+                // one. That node closes it and tells both users.
+                let Some(node) = self.online(target).and_then(|t| t.remote.clone()) else {
+                    return Err(Refusal::NotPending);
+                };
+                let sent = from.remote.is_none()
+                    && self
+                        .cluster()
+                        .is_some_and(|c| c.private_close(&node, &from.name, target, id));
+                return if sent {
+                    Ok(CloseOutcome {
+                        sockets: Vec::new(),
+                    })
+                } else {
+                    Err(Refusal::NotPending)
+                };
+            }
+            Err(e) => return Err(e),
+        };
         from.peer.deliver(&Event::PrivateClosed {
             connect_id: id,
             peer: target,

@@ -69,6 +69,12 @@ pub(super) struct Private {
     /// until the expiry given: a CLOSE_CONNECTION racing that ending is
     /// still confirmed to both users.
     ended: HashMap<i64, ([String; 2], Instant)>,
+    /// Cluster mode: the address of a requester of another node, per
+    /// pending request (its stand-in has none).
+    remote_ips: HashMap<(String, String), IpAddr>,
+    /// Cluster mode: this node's `node_index`, the top byte of every
+    /// connect id it issues (docs/scaling.md).
+    pub(super) node_index: Option<u8>,
 }
 
 /// Ended relays remembered at most, whatever their expiry.
@@ -102,6 +108,19 @@ impl Private {
         Ok(())
     }
 
+    /// The address a requester of another node connects from, remembered
+    /// with its pending request.
+    pub(super) fn set_remote_ip(&mut self, requester: &str, target: &str, ip: IpAddr) {
+        self.remote_ips
+            .insert((requester.to_owned(), target.to_owned()), ip);
+    }
+
+    /// What [`Private::set_remote_ip`] kept for this request, taken.
+    pub(super) fn take_remote_ip(&mut self, requester: &str, target: &str) -> Option<IpAddr> {
+        self.remote_ips
+            .remove(&(requester.to_owned(), target.to_owned()))
+    }
+
     /// Remove a live pending request; false if there is none.
     pub(super) fn take_request(&mut self, now: Instant, requester: &str, target: &str) -> bool {
         match self
@@ -126,7 +145,11 @@ impl Private {
     ) -> i64 {
         let id = loop {
             // 64 random bits: ids cannot be guessed, and never repeat a live one.
-            let id: i64 = rand::random();
+            let mut id: i64 = rand::random();
+            if let Some(index) = self.node_index {
+                // The top byte names this node; 56 random bits remain.
+                id = ((u64::from(index) << 56) | (id as u64 & ((1 << 56) - 1))) as i64;
+            }
             if !self.tickets.contains_key(&id) && !self.relays.contains_key(&id) {
                 break id;
             }
@@ -218,6 +241,16 @@ impl Private {
         }
     }
 
+    /// Relays running and first ends waiting: what `max_relays` bounds.
+    pub(super) fn in_use(&self) -> usize {
+        self.relays.len()
+            + self
+                .tickets
+                .values()
+                .filter(|t| t.waiting.is_some())
+                .count()
+    }
+
     pub(super) fn relay_count(&self) -> usize {
         self.relays.len()
     }
@@ -262,10 +295,13 @@ impl Private {
 
     pub(super) fn forget_user(&mut self, name: &str) {
         self.requests.retain(|(r, t), _| r != name && t != name);
+        self.remote_ips.retain(|(r, t), _| r != name && t != name);
     }
 
     pub(super) fn sweep(&mut self, now: Instant) {
         self.requests.retain(|_, exp| *exp > now);
+        let requests = &self.requests;
+        self.remote_ips.retain(|k, _| requests.contains_key(k));
         self.ended.retain(|_, (_, until)| *until > now);
         // A waiting first end watches its own deadline; only idle tickets go here.
         self.tickets
@@ -360,6 +396,24 @@ mod tests {
             Refusal::NotPending,
             "past the bound, not remembered"
         );
+    }
+
+    #[test]
+    fn in_cluster_mode_connect_ids_name_their_node_in_the_top_byte() {
+        let mut p = Private::default();
+        let until = Instant::now() + TTL;
+        let free: Vec<i64> = (0..64)
+            .map(|_| p.issue_id("a", "b", [IP, IP], until))
+            .collect();
+        assert!(free.iter().any(|id| (*id as u64 >> 56) != 0xab));
+        p.node_index = Some(0xab);
+        let mut low = 0u64;
+        for _ in 0..64 {
+            let id = p.issue_id("a", "b", [IP, IP], until) as u64;
+            assert_eq!(id >> 56, 0xab);
+            low |= id & ((1 << 56) - 1);
+        }
+        assert!(low >> 50 != 0, "the other 56 bits stay random");
     }
 
     #[test]

@@ -339,3 +339,168 @@ pub fn friends(
     assert_eq!(a.recv(), Acc::FriendAccepted { pseudo: y.into() });
     (a, b)
 }
+
+// ---- voice through the media relay ----
+
+/// A babel caller's listener for its voice connection.
+pub fn listen() -> (std::net::TcpListener, u16) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+pub fn accept_within(l: &std::net::TcpListener) -> std::net::TcpStream {
+    l.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match l.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false).unwrap();
+                return s;
+            }
+            Err(_) => {
+                assert!(Instant::now() < deadline, "nobody connected");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+pub fn udp() -> (std::net::UdpSocket, u16) {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let port = s.local_addr().unwrap().port();
+    (s, port)
+}
+
+/// The next datagram and where it came from, within the wait.
+pub fn datagram(s: &std::net::UdpSocket) -> (Vec<u8>, std::net::SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    let mut buf = [0u8; 2048];
+    loop {
+        if let Ok((n, from)) = s.recv_from(&mut buf) {
+            return (buf[..n].to_vec(), from);
+        }
+        assert!(Instant::now() < deadline, "no datagram");
+    }
+}
+
+pub fn media(seq: u16, opus: &[u8]) -> Vec<u8> {
+    chinwag_proto::voice::VoicePacket::Media {
+        seq,
+        timestamp: u32::from(seq) * 960,
+        opus,
+    }
+    .to_bytes()
+}
+
+/// A babel user's call to an accounts user through a media relay, answered,
+/// with voice already flowing.
+pub struct BabelToAccounts {
+    /// The relay's address the accounts callee was told.
+    pub relay: std::net::SocketAddr,
+    /// The babel caller's voice connection (the relay dialled it).
+    pub peer: Wire<Babel>,
+    /// The accounts callee's voice socket.
+    pub voice: std::net::UdpSocket,
+    /// The next voice sequence number of the callee.
+    pub seq: u16,
+}
+
+/// `babel`, logged in as `caller`, calls `callee` (logged in on `acc`): the
+/// callee is told a relay's address (never the caller's end point) and
+/// answers; the relay dials the caller, who greets; voice flows.
+pub fn babel_calls_accounts(
+    babel: &mut Wire<Babel>,
+    caller: &str,
+    acc: &mut Wire<Acc>,
+    callee: &str,
+) -> BabelToAccounts {
+    let (l, port) = listen();
+    babel.send_bytes(
+        &Babel::CallRequest {
+            contact: callee.into(),
+            host: String::new(),
+            port,
+        }
+        .to_bytes(),
+    );
+    let Acc::IncomingCall {
+        pseudo,
+        addr,
+        port: relay_port,
+    } = acc.recv()
+    else {
+        panic!("143")
+    };
+    assert_eq!(pseudo, caller);
+    assert_ne!(relay_port, port, "never the caller's own end point");
+    let relay = std::net::SocketAddr::new(addr.parse().unwrap(), relay_port);
+    let (voice, vport) = udp();
+    send(
+        acc,
+        Acc::AnswerCall {
+            pseudo: caller.into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    // The relay dials the caller; the caller, the accepting side, greets first.
+    let mut peer = Wire::<Babel>::new(accept_within(&l));
+    peer.send_bytes(&Babel::ConnectionEstablished.to_bytes());
+    // Voice sent before the relay has read the greeting is dropped (it
+    // speaks only after ConnectionEstablished): send until one is there.
+    let mut seq = 0u16;
+    loop {
+        voice.send_to(&media(seq, &[0xfc, 0xff]), relay).unwrap();
+        seq += 1;
+        if peer.try_recv(Duration::from_millis(50)).is_some() {
+            break;
+        }
+        assert!(seq < 200, "the relay never carried voice to the caller");
+    }
+    BabelToAccounts {
+        relay,
+        peer,
+        voice,
+        seq,
+    }
+}
+
+/// Five voice packets each way, checked byte for byte (accounts to babel,
+/// then babel to accounts, from the relay's socket). Returns the sequence
+/// numbers and timestamps the relay gave the babel side's packets.
+pub fn voice_both_ways(c: &mut BabelToAccounts) -> Vec<(u16, u32)> {
+    use chinwag_proto::voice::VoicePacket;
+    for seq in c.seq..c.seq + 5 {
+        let opus = [0xfc, seq as u8, 0xaa, 0x55];
+        c.voice.send_to(&media(seq, &opus), c.relay).unwrap();
+        assert_eq!(
+            c.peer.recv(),
+            Babel::VoiceData {
+                data: opus.to_vec()
+            }
+        );
+    }
+    c.seq += 5;
+    let mut seqs = Vec::new();
+    for i in 0..5u8 {
+        let opus = vec![0xfc, i, 0x11, 0x22, 0x33];
+        c.peer
+            .send_bytes(&Babel::VoiceData { data: opus.clone() }.to_bytes());
+        let (d, from) = datagram(&c.voice);
+        assert_eq!(from, c.relay, "the relay's socket, never the caller's");
+        let Ok(VoicePacket::Media {
+            seq,
+            timestamp,
+            opus: got,
+        }) = VoicePacket::decode(&d)
+        else {
+            panic!("a voice packet")
+        };
+        assert_eq!(got, &opus[..]);
+        seqs.push((seq, timestamp));
+    }
+    seqs
+}
