@@ -1244,3 +1244,103 @@ fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_caller
         });
     }
 }
+
+#[test]
+fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_callers_relay() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(a.accounts_addr(), "fern");
+    let mut fern = login(a.accounts_addr(), "fern");
+    let (mut yves, _) = babel(b.babel_addr(), "yves");
+    sees(&a, "yves", true);
+    for hang_up_from_babel in [false, true] {
+        let (voice, vport) = common::udp();
+        send(
+            &mut fern,
+            Acc::Call {
+                pseudo: "yves".into(),
+                addr: String::new(),
+                port: vport,
+            },
+        );
+        // yves, on b, is told a's relay (never fern's end point) and
+        // answers by connecting to it, as on one node.
+        let Babel::CallRequest {
+            contact,
+            host,
+            port,
+        } = yves.recv()
+        else {
+            panic!("CallRequest")
+        };
+        assert_eq!(contact, "fern");
+        assert_ne!(port, vport, "never the caller's own end point");
+        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+        let at = SocketAddr::new(host.parse().unwrap(), port);
+        let mut peer = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
+        assert_eq!(peer.recv(), Babel::ConnectionEstablished);
+        let Acc::CallAccepted {
+            pseudo,
+            addr,
+            port: relay_port,
+        } = fern.recv()
+        else {
+            panic!("141")
+        };
+        assert_eq!(pseudo, "yves");
+        let mut call = common::BabelToAccounts {
+            relay: SocketAddr::new(addr.parse().unwrap(), relay_port),
+            peer,
+            voice,
+            seq: 1,
+        };
+        common::voice_both_ways(&mut call);
+        if hang_up_from_babel {
+            drop(call);
+            assert_eq!(
+                fern.recv(),
+                Acc::HungUp {
+                    pseudo: "yves".into()
+                }
+            );
+        } else {
+            send(
+                &mut fern,
+                Acc::Hangup {
+                    pseudo: "yves".into(),
+                },
+            );
+            common::expect_eof(&mut call.peer.s, "yves's voice connection");
+        }
+        eventually("both halves and the allocation end", WAIT, || {
+            a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+        });
+    }
+    // A babel refusal reaches fern through b.
+    let (_voice, vport) = common::udp();
+    send(
+        &mut fern,
+        Acc::Call {
+            pseudo: "yves".into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    assert!(matches!(yves.recv(), Babel::CallRequest { .. }));
+    yves.send_bytes(
+        &Babel::CallRefused {
+            contact: "fern".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        fern.recv(),
+        Acc::CallFailed {
+            pseudo: "yves".into()
+        }
+    );
+    eventually("released", WAIT, || {
+        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+    });
+}
