@@ -1344,3 +1344,160 @@ fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_caller
         a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
     });
 }
+
+#[test]
+fn accounts_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let all = |name: &str| {
+        Server::start(Config {
+            call_relay: "all".into(),
+            ..c.config(name)
+        })
+        .expect("node starts")
+    };
+    let (a, b) = (all("a"), all("b"));
+    let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
+    let (vc, pc) = common::udp();
+    let (vd, pd) = common::udp();
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "dave".into(),
+            addr: String::new(),
+            port: pc,
+        },
+    );
+    let Acc::IncomingCall { addr, port, .. } = dave.recv() else {
+        panic!("143")
+    };
+    assert_ne!(port, pc, "dave is not told carol's port");
+    assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+    let d_to = SocketAddr::new(addr.parse().unwrap(), port);
+    send(
+        &mut dave,
+        Acc::AnswerCall {
+            pseudo: "carol".into(),
+            addr: String::new(),
+            port: pd,
+        },
+    );
+    let Acc::CallAccepted { addr, port, .. } = carol.recv() else {
+        panic!("141")
+    };
+    assert_ne!(port, pd, "carol is not told dave's port");
+    let c_to = SocketAddr::new(addr.parse().unwrap(), port);
+    // Voice both ways, the very bytes, always from the relay.
+    for i in 0..5u16 {
+        let p = common::media(i, &[0xfc, i as u8]);
+        vc.send_to(&p, c_to).unwrap();
+        let (d, from) = common::datagram(&vd);
+        assert_eq!((d, from), (p, d_to));
+        let q = common::media(100 + i, &[0xfc, 9]);
+        vd.send_to(&q, d_to).unwrap();
+        let (d, from) = common::datagram(&vc);
+        assert_eq!((d, from), (q, c_to));
+    }
+    // dave hangs up through his node; carol hears it, the allocation goes.
+    send(
+        &mut dave,
+        Acc::Hangup {
+            pseudo: "carol".into(),
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::HungUp {
+            pseudo: "dave".into()
+        }
+    );
+    eventually("both halves and the allocation end", WAIT, || {
+        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+    });
+}
+
+#[test]
+fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let all = |name: &str| {
+        Server::start(Config {
+            call_relay: "all".into(),
+            ..c.config(name)
+        })
+        .expect("node starts")
+    };
+    let (a, b) = (all("a"), all("b"));
+    let (mut zed, _) = babel(a.babel_addr(), "zed");
+    let (mut yves, _) = babel(b.babel_addr(), "yves");
+    sees(&a, "yves", true);
+    let (l, lport) = common::listen();
+    zed.send_bytes(
+        &Babel::CallRequest {
+            contact: "yves".into(),
+            host: String::new(),
+            port: lport,
+        }
+        .to_bytes(),
+    );
+    let Babel::CallRequest {
+        contact,
+        host,
+        port,
+    } = yves.recv()
+    else {
+        panic!("CallRequest")
+    };
+    assert_eq!(contact, "zed");
+    assert_ne!(port, lport, "never zed's own end point");
+    assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+    // yves connects to a's relay; the relay then dials zed.
+    let at = SocketAddr::new(host.parse().unwrap(), port);
+    let mut to_yves = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
+    assert_eq!(to_yves.recv(), Babel::ConnectionEstablished);
+    let mut to_zed = Wire::<Babel>::new(common::accept_within(&l));
+    to_zed.send_bytes(&Babel::ConnectionEstablished.to_bytes());
+    // Voice sent before the relay has read zed's greeting may be dropped:
+    // send until one is through, then byte for byte both ways.
+    let mut n = 0u8;
+    loop {
+        to_yves.send_bytes(
+            &Babel::VoiceData {
+                data: vec![0xfc, n],
+            }
+            .to_bytes(),
+        );
+        n += 1;
+        if to_zed.try_recv(Duration::from_millis(50)).is_some() {
+            break;
+        }
+        assert!(n < 200, "the relay never carried voice to zed");
+    }
+    for i in 0..5u8 {
+        let v = Babel::VoiceData {
+            data: vec![0xfc, i, 0x11],
+        };
+        to_zed.send_bytes(&v.to_bytes());
+        assert_eq!(to_yves.recv(), v);
+        let w = Babel::VoiceData {
+            data: vec![0xfc, i, 0x22, 0x33],
+        };
+        to_yves.send_bytes(&w.to_bytes());
+        // Past any late warm-up packet (two bytes).
+        let got = loop {
+            match to_zed.recv() {
+                Babel::VoiceData { data } if data.len() == 2 => continue,
+                f => break f,
+            }
+        };
+        assert_eq!(got, w);
+    }
+    // zed hangs up (closes his voice connection): yves's goes too.
+    drop(to_zed);
+    common::expect_eof(&mut to_yves.s, "yves's voice connection");
+    eventually("both halves and the allocation end", WAIT, || {
+        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+    });
+}
