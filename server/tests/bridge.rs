@@ -6,7 +6,7 @@
 //! other's address, and hostile packets at the relay. Every socket is on
 //! 127.0.0.1; every wait is bounded.
 
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -255,11 +255,6 @@ fn a_full_guest_mailbox_drops_and_counts() {
 
 // ---- calls through the relay ----
 
-/// Babel voice frames on a peer connection, read with the codec.
-fn voice_reader(s: TcpStream) -> Wire<Babel> {
-    Wire::<Babel>::new(s)
-}
-
 fn relay_at(host: &str, port: u16) -> SocketAddr {
     SocketAddr::new(host.parse().unwrap(), port)
 }
@@ -326,38 +321,14 @@ fn an_accounts_user_calls_a_babel_user_who_connects_to_the_relay() {
     let mut carol = login(a_addr, "carol");
     let (mut bob, contacts) = babel(b_addr, "bob");
     assert_eq!(contacts, vec!["carol"]);
-    let (voice, vport) = udp();
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "bob".into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
-    let Babel::CallRequest {
-        contact,
-        host,
-        port,
-    } = bob.recv()
-    else {
-        panic!("CallRequest")
-    };
-    assert_eq!(contact, "carol");
-    assert_ne!(port, vport);
     // bob accepts by connecting; the relay greets him.
-    let mut peer = voice_reader(TcpStream::connect(relay_at(&host, port)).unwrap());
-    assert_eq!(peer.recv(), Babel::ConnectionEstablished);
-    let Acc::CallAccepted {
-        pseudo,
-        addr,
-        port: relay_port,
-    } = carol.recv()
-    else {
-        panic!("141")
-    };
-    assert_eq!(pseudo, "bob");
-    let relay = relay_at(&addr, relay_port);
+    let common::BabelToAccounts {
+        relay,
+        mut peer,
+        voice,
+        ..
+    } = common::accounts_calls_babel(&mut carol, "carol", &mut bob, "bob");
+    let vport = voice.local_addr().unwrap().port();
     voice.send_to(&media(1, &[0xfc, 1]), relay).unwrap();
     assert_eq!(
         peer.recv(),

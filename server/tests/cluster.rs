@@ -138,10 +138,68 @@ fn two_nodes() -> Option<(Cluster, Server, Server)> {
     Some((c, a, b))
 }
 
+/// Nodes a and b relaying every call (`call_relay = "all"`).
+fn two_relaying_nodes() -> Option<(Cluster, Server, Server)> {
+    let c = cluster()?;
+    let node = |name: &str| {
+        Server::start(Config {
+            call_relay: "all".into(),
+            ..c.config(name)
+        })
+        .expect("node starts")
+    };
+    let (a, b) = (node("a"), node("b"));
+    Some((c, a, b))
+}
+
 /// Friends with accounts: carol logged in on `a`, dave on `b`.
 fn carol_on_a_dave_on_b(a: &Server, b: &Server) -> (Wire<Acc>, Wire<Acc>) {
     let at = a.accounts_addr();
     friends(at, ("carol", at), ("dave", b.accounts_addr()))
+}
+
+/// A relayed call between an accounts user (`acc`) and babel user `bab`
+/// ends: babel's hang-up (its voice connection closes), which the accounts
+/// user hears, or the accounts user's, which closes babel's connection.
+fn hang_up(call: common::BabelToAccounts, acc: &mut Wire<Acc>, bab: &str, from_babel: bool) {
+    if from_babel {
+        drop(call);
+        assert_eq!(acc.recv(), Acc::HungUp { pseudo: bab.into() });
+    } else {
+        send(acc, Acc::Hangup { pseudo: bab.into() });
+        let mut s = call.peer.s;
+        common::expect_eof(&mut s, &format!("{bab}'s voice connection"));
+    }
+}
+
+/// Two relayed calls through `a`'s relay between an accounts user and a
+/// babel user (the babel one calling when `babel_calls`): voice both ways
+/// byte for byte, then a hang-up from the accounts side, then from babel.
+fn calls_through_a(
+    a: &Server,
+    b: &Server,
+    (acc, accn): (&mut Wire<Acc>, &str),
+    (bab, babn): (&mut Wire<Babel>, &str),
+    babel_calls: bool,
+) {
+    for from_babel in [false, true] {
+        let mut call = if babel_calls {
+            common::babel_calls_accounts(bab, babn, acc, accn)
+        } else {
+            common::accounts_calls_babel(acc, accn, bab, babn)
+        };
+        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+        common::voice_both_ways(&mut call);
+        hang_up(call, acc, babn, from_babel);
+        calls_end(a, b);
+    }
+}
+
+/// Every call on `a` and `b` ends, and `a`'s relay allocations with them.
+fn calls_end(a: &Server, b: &Server) {
+    eventually("both halves and the allocation end", WAIT, || {
+        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+    });
 }
 
 /// chatos MESSAGE_PRIVATE.
@@ -1214,35 +1272,9 @@ fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_caller
     let mut erin = login(b.accounts_addr(), "erin");
     let (mut zed, _) = babel(a.babel_addr(), "zed");
     sees(&a, "erin", true);
-    for hang_up_from_babel in [false, true] {
-        // erin, on b, is told a's relay address (never zed's end point);
-        // voice goes both ways through it, byte for byte.
-        let mut call = common::babel_calls_accounts(&mut zed, "zed", &mut erin, "erin");
-        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
-        common::voice_both_ways(&mut call);
-        if hang_up_from_babel {
-            // babel's hang-up: its voice connection closes; erin hears it
-            // through her node.
-            drop(call);
-            assert_eq!(
-                erin.recv(),
-                Acc::HungUp {
-                    pseudo: "zed".into()
-                }
-            );
-        } else {
-            send(
-                &mut erin,
-                Acc::Hangup {
-                    pseudo: "zed".into(),
-                },
-            );
-            common::expect_eof(&mut call.peer.s, "zed's voice connection");
-        }
-        eventually("both halves and the allocation end", WAIT, || {
-            a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
-        });
-    }
+    // erin, on b, is told a's relay address (never zed's end point);
+    // voice goes both ways through it, byte for byte.
+    calls_through_a(&a, &b, (&mut erin, "erin"), (&mut zed, "zed"), true);
 }
 
 #[test]
@@ -1254,69 +1286,9 @@ fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_caller
     let mut fern = login(a.accounts_addr(), "fern");
     let (mut yves, _) = babel(b.babel_addr(), "yves");
     sees(&a, "yves", true);
-    for hang_up_from_babel in [false, true] {
-        let (voice, vport) = common::udp();
-        send(
-            &mut fern,
-            Acc::Call {
-                pseudo: "yves".into(),
-                addr: String::new(),
-                port: vport,
-            },
-        );
-        // yves, on b, is told a's relay (never fern's end point) and
-        // answers by connecting to it, as on one node.
-        let Babel::CallRequest {
-            contact,
-            host,
-            port,
-        } = yves.recv()
-        else {
-            panic!("CallRequest")
-        };
-        assert_eq!(contact, "fern");
-        assert_ne!(port, vport, "never the caller's own end point");
-        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
-        let at = SocketAddr::new(host.parse().unwrap(), port);
-        let mut peer = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
-        assert_eq!(peer.recv(), Babel::ConnectionEstablished);
-        let Acc::CallAccepted {
-            pseudo,
-            addr,
-            port: relay_port,
-        } = fern.recv()
-        else {
-            panic!("141")
-        };
-        assert_eq!(pseudo, "yves");
-        let mut call = common::BabelToAccounts {
-            relay: SocketAddr::new(addr.parse().unwrap(), relay_port),
-            peer,
-            voice,
-            seq: 1,
-        };
-        common::voice_both_ways(&mut call);
-        if hang_up_from_babel {
-            drop(call);
-            assert_eq!(
-                fern.recv(),
-                Acc::HungUp {
-                    pseudo: "yves".into()
-                }
-            );
-        } else {
-            send(
-                &mut fern,
-                Acc::Hangup {
-                    pseudo: "yves".into(),
-                },
-            );
-            common::expect_eof(&mut call.peer.s, "yves's voice connection");
-        }
-        eventually("both halves and the allocation end", WAIT, || {
-            a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
-        });
-    }
+    // yves, on b, is told a's relay (never fern's end point) and answers
+    // by connecting to it, as on one node.
+    calls_through_a(&a, &b, (&mut fern, "fern"), (&mut yves, "yves"), false);
     // A babel refusal reaches fern through b.
     let (_voice, vport) = common::udp();
     send(
@@ -1340,24 +1312,14 @@ fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_caller
             pseudo: "yves".into()
         }
     );
-    eventually("released", WAIT, || {
-        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
-    });
+    calls_end(&a, &b);
 }
 
 #[test]
 fn accounts_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all() {
-    let Some(c) = cluster() else {
+    let Some((_c, a, b)) = two_relaying_nodes() else {
         return;
     };
-    let all = |name: &str| {
-        Server::start(Config {
-            call_relay: "all".into(),
-            ..c.config(name)
-        })
-        .expect("node starts")
-    };
-    let (a, b) = (all("a"), all("b"));
     let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
     let (vc, pc) = common::udp();
     let (vd, pd) = common::udp();
@@ -1412,24 +1374,14 @@ fn accounts_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_al
             pseudo: "dave".into()
         }
     );
-    eventually("both halves and the allocation end", WAIT, || {
-        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
-    });
+    calls_end(&a, &b);
 }
 
 #[test]
 fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all() {
-    let Some(c) = cluster() else {
+    let Some((_c, a, b)) = two_relaying_nodes() else {
         return;
     };
-    let all = |name: &str| {
-        Server::start(Config {
-            call_relay: "all".into(),
-            ..c.config(name)
-        })
-        .expect("node starts")
-    };
-    let (a, b) = (all("a"), all("b"));
     let (mut zed, _) = babel(a.babel_addr(), "zed");
     let (mut yves, _) = babel(b.babel_addr(), "yves");
     sees(&a, "yves", true);
@@ -1497,7 +1449,5 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
     // zed hangs up (closes his voice connection): yves's goes too.
     drop(to_zed);
     common::expect_eof(&mut to_yves.s, "yves's voice connection");
-    eventually("both halves and the allocation end", WAIT, || {
-        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
-    });
+    calls_end(&a, &b);
 }
