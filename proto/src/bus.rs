@@ -383,7 +383,28 @@ mod tests {
                 host: "10.0.0.7".into(),
                 port: 4000,
             },
+            Envelope::Call {
+                op: call::AT,
+                from: "y".into(),
+                to: "x".into(),
+                host: "10.0.0.8".into(),
+                port: 0,
+            },
         ]
+    }
+
+    #[test]
+    fn call_ops_past_at_are_refused() {
+        let mut b = Envelope::Call {
+            op: call::AT,
+            from: "y".into(),
+            to: "x".into(),
+            host: String::new(),
+            port: 0,
+        }
+        .to_bytes();
+        b[2] = call::AT + 1;
+        assert_eq!(Envelope::decode(&b), Err(DecodeError::BadBits("call op")));
     }
 
     #[test]
