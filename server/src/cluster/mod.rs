@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 
 use crate::front::accounts::service::Accounts;
 use crate::guard::{supervise, Fatal, Turn};
-use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session};
+use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session, Transport};
 use crate::metrics::{DropReason, Metrics};
 use bus::{BusCmd, BusEvent};
 
@@ -1041,11 +1041,16 @@ impl Replica {
         let now = Instant::now();
         match op {
             call::OFFER => {
-                if local.dialect == Dialect::Babel && port != 0 {
+                let relayed = self
+                    .hub
+                    .relay_mode()
+                    .transport(remote.dialect, local.dialect)
+                    == Some(Transport::Relayed);
+                if relayed && local.dialect == Dialect::Babel && port != 0 {
                     // A babel callee answers by connecting to where the
-                    // offer says: for a relayed call, the caller's node's
-                    // relay, which must know its address first (sent before
-                    // the offer reaches it).
+                    // offer says: the caller's node's relay, which must
+                    // know its address first (sent before the offer
+                    // reaches it).
                     self.callee_at(&remote, &local);
                 }
                 if let Err(why) = self.hub.offer_call(now, &remote, to, media) {

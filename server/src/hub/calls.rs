@@ -41,7 +41,7 @@ impl RelayMode {
 
     /// Whether a call between these dialects is relayed, refused (None) or
     /// peer to peer.
-    fn transport(self, a: Dialect, b: Dialect) -> Option<Transport> {
+    pub fn transport(self, a: Dialect, b: Dialect) -> Option<Transport> {
         match (self, a == b) {
             (RelayMode::All, _) | (RelayMode::Cross, false) => Some(Transport::Relayed),
             (_, true) => Some(Transport::Direct),
