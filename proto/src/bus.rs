@@ -56,6 +56,10 @@ pub mod call {
     pub const ANSWERED: u8 = 1;
     pub const REFUSED: u8 = 2;
     pub const ENDED: u8 = 3;
+    /// The callee's node to the caller's: `from`, a babel callee there,
+    /// connects from `host` (an IP address); the caller's relay takes its
+    /// voice connection from that address only.
+    pub const AT: u8 = 4;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,9 +118,10 @@ pub enum Envelope {
     /// An operator kicked `name`, a user of the receiving node.
     Kick { name: String },
     /// Call signalling between `from` (a user of the sending node) and
-    /// `to` (a user of the receiving node), peer to peer calls only: `op`
-    /// (see [`call`]) and, for an offer or an answer, where `from`'s voice
-    /// goes (host, port; empty and 0 when its dialect gives none).
+    /// `to` (a user of the receiving node): `op` (see [`call`]) and, for an
+    /// offer or an answer, where `from`'s voice goes (host, port; empty and
+    /// 0 when its dialect gives none). A relayed call is relayed by the
+    /// caller's node, which offers its relay's address.
     Call {
         op: u8,
         from: String,
@@ -284,7 +289,7 @@ impl Envelope {
             },
             CALL => Envelope::Call {
                 op: match r.u8()? {
-                    op @ 0..=3 => op,
+                    op @ 0..=4 => op,
                     _ => return Err(DecodeError::BadBits("call op")),
                 },
                 from: r.str("from", MAX_NAME)?,
@@ -378,7 +383,28 @@ mod tests {
                 host: "10.0.0.7".into(),
                 port: 4000,
             },
+            Envelope::Call {
+                op: call::AT,
+                from: "y".into(),
+                to: "x".into(),
+                host: "10.0.0.8".into(),
+                port: 0,
+            },
         ]
+    }
+
+    #[test]
+    fn call_ops_past_at_are_refused() {
+        let mut b = Envelope::Call {
+            op: call::AT,
+            from: "y".into(),
+            to: "x".into(),
+            host: String::new(),
+            port: 0,
+        }
+        .to_bytes();
+        b[2] = call::AT + 1;
+        assert_eq!(Envelope::decode(&b), Err(DecodeError::BadBits("call op")));
     }
 
     #[test]

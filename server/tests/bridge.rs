@@ -7,6 +7,7 @@
 //! 127.0.0.1; every wait is bounded.
 
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -255,11 +256,6 @@ fn a_full_guest_mailbox_drops_and_counts() {
 
 // ---- calls through the relay ----
 
-/// Babel voice frames on a peer connection, read with the codec.
-fn voice_reader(s: TcpStream) -> Wire<Babel> {
-    Wire::<Babel>::new(s)
-}
-
 fn relay_at(host: &str, port: u16) -> SocketAddr {
     SocketAddr::new(host.parse().unwrap(), port)
 }
@@ -326,38 +322,14 @@ fn an_accounts_user_calls_a_babel_user_who_connects_to_the_relay() {
     let mut carol = login(a_addr, "carol");
     let (mut bob, contacts) = babel(b_addr, "bob");
     assert_eq!(contacts, vec!["carol"]);
-    let (voice, vport) = udp();
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "bob".into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
-    let Babel::CallRequest {
-        contact,
-        host,
-        port,
-    } = bob.recv()
-    else {
-        panic!("CallRequest")
-    };
-    assert_eq!(contact, "carol");
-    assert_ne!(port, vport);
     // bob accepts by connecting; the relay greets him.
-    let mut peer = voice_reader(TcpStream::connect(relay_at(&host, port)).unwrap());
-    assert_eq!(peer.recv(), Babel::ConnectionEstablished);
-    let Acc::CallAccepted {
-        pseudo,
-        addr,
-        port: relay_port,
-    } = carol.recv()
-    else {
-        panic!("141")
-    };
-    assert_eq!(pseudo, "bob");
-    let relay = relay_at(&addr, relay_port);
+    let common::BabelToAccounts {
+        relay,
+        mut peer,
+        voice,
+        ..
+    } = common::accounts_calls_babel(&mut carol, "carol", &mut bob, "bob");
+    let vport = voice.local_addr().unwrap().port();
     voice.send_to(&media(1, &[0xfc, 1]), relay).unwrap();
     assert_eq!(
         peer.recv(),
@@ -658,4 +630,71 @@ fn rooms_clients_count_in_max_connections_and_are_stopped_with_the_server() {
     assert!(hub.online("late").is_some());
     srv.shutdown();
     assert_eq!(hub.online_count(), 0);
+}
+
+/// Records the CallOffer a stand-in of another node is given.
+#[derive(Default)]
+struct Offers(std::sync::Mutex<Vec<(String, u16)>>);
+
+impl chinwagd::hub::Peer for Offers {
+    fn deliver(&self, event: &chinwagd::hub::Event<'_>) -> bool {
+        if let chinwagd::hub::Event::CallOffer { host, port, .. } = event {
+            self.0.lock().unwrap().push((host.to_string(), *port));
+        }
+        true
+    }
+}
+
+#[test]
+fn a_babel_callee_of_another_node_is_taken_from_the_address_its_node_tells_even_if_told_late() {
+    let srv = server_with(|_| {});
+    let a_addr = srv.accounts_addr();
+    register(a_addr, "carol");
+    let mut carol = login(a_addr, "carol");
+    // yan, a babel user of node b, as cluster mode shows it here.
+    let offers = Arc::new(Offers::default());
+    let yan = srv
+        .hub()
+        .login_remote("yan", chinwagd::hub::Dialect::Babel, "b", offers.clone())
+        .unwrap();
+    let (_voice, vport) = udp();
+    for told_late in [false, true] {
+        send(
+            &mut carol,
+            Acc::Call {
+                pseudo: "yan".into(),
+                addr: String::new(),
+                port: vport,
+            },
+        );
+        let mut at = None;
+        eventually("the offer to yan's stand-in", || {
+            at = offers.0.lock().unwrap().pop();
+            at.is_some()
+        });
+        let (host, port) = at.unwrap();
+        if told_late {
+            // Connected before its node told the address: held, then taken.
+            let mut peer = Wire::<Babel>::new(TcpStream::connect(relay_at(&host, port)).unwrap());
+            assert!(peer.try_recv(Duration::from_millis(300)).is_none());
+            srv.hub()
+                .remote_callee_at(&yan, "carol", "127.0.0.1".parse().unwrap());
+            assert_eq!(peer.recv(), Babel::ConnectionEstablished);
+        } else {
+            // Told another address: a connection from here is closed.
+            srv.hub()
+                .remote_callee_at(&yan, "carol", "10.9.9.9".parse().unwrap());
+            let mut s = TcpStream::connect(relay_at(&host, port)).unwrap();
+            common::expect_eof(&mut s, "a stray voice connection");
+            send(
+                &mut carol,
+                Acc::Hangup {
+                    pseudo: "yan".into(),
+                },
+            );
+            eventually("released", || srv.relayed_calls() == 0);
+            continue;
+        }
+        assert!(matches!(carol.recv(), Acc::CallAccepted { .. }));
+    }
 }

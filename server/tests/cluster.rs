@@ -138,10 +138,68 @@ fn two_nodes() -> Option<(Cluster, Server, Server)> {
     Some((c, a, b))
 }
 
+/// Nodes a and b relaying every call (`call_relay = "all"`).
+fn two_relaying_nodes() -> Option<(Cluster, Server, Server)> {
+    let c = cluster()?;
+    let node = |name: &str| {
+        Server::start(Config {
+            call_relay: "all".into(),
+            ..c.config(name)
+        })
+        .expect("node starts")
+    };
+    let (a, b) = (node("a"), node("b"));
+    Some((c, a, b))
+}
+
 /// Friends with accounts: carol logged in on `a`, dave on `b`.
 fn carol_on_a_dave_on_b(a: &Server, b: &Server) -> (Wire<Acc>, Wire<Acc>) {
     let at = a.accounts_addr();
     friends(at, ("carol", at), ("dave", b.accounts_addr()))
+}
+
+/// A relayed call between an accounts user (`acc`) and babel user `bab`
+/// ends: babel's hang-up (its voice connection closes), which the accounts
+/// user hears, or the accounts user's, which closes babel's connection.
+fn hang_up(call: common::BabelToAccounts, acc: &mut Wire<Acc>, bab: &str, from_babel: bool) {
+    if from_babel {
+        drop(call);
+        assert_eq!(acc.recv(), Acc::HungUp { pseudo: bab.into() });
+    } else {
+        send(acc, Acc::Hangup { pseudo: bab.into() });
+        let mut s = call.peer.s;
+        common::expect_eof(&mut s, &format!("{bab}'s voice connection"));
+    }
+}
+
+/// Two relayed calls through `a`'s relay between an accounts user and a
+/// babel user (the babel one calling when `babel_calls`): voice both ways
+/// byte for byte, then a hang-up from the accounts side, then from babel.
+fn calls_through_a(
+    a: &Server,
+    b: &Server,
+    (acc, accn): (&mut Wire<Acc>, &str),
+    (bab, babn): (&mut Wire<Babel>, &str),
+    babel_calls: bool,
+) {
+    for from_babel in [false, true] {
+        let mut call = if babel_calls {
+            common::babel_calls_accounts(bab, babn, acc, accn)
+        } else {
+            common::accounts_calls_babel(acc, accn, bab, babn)
+        };
+        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+        common::voice_both_ways(&mut call);
+        hang_up(call, acc, babn, from_babel);
+        calls_end(a, b);
+    }
+}
+
+/// Every call on `a` and `b` ends, and `a`'s relay allocations with them.
+fn calls_end(a: &Server, b: &Server) {
+    eventually("both halves and the allocation end", WAIT, || {
+        a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
+    });
 }
 
 /// chatos MESSAGE_PRIVATE.
@@ -1214,33 +1272,182 @@ fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_caller
     let mut erin = login(b.accounts_addr(), "erin");
     let (mut zed, _) = babel(a.babel_addr(), "zed");
     sees(&a, "erin", true);
-    for hang_up_from_babel in [false, true] {
-        // erin, on b, is told a's relay address (never zed's end point);
-        // voice goes both ways through it, byte for byte.
-        let mut call = common::babel_calls_accounts(&mut zed, "zed", &mut erin, "erin");
-        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
-        common::voice_both_ways(&mut call);
-        if hang_up_from_babel {
-            // babel's hang-up: its voice connection closes; erin hears it
-            // through her node.
-            drop(call);
-            assert_eq!(
-                erin.recv(),
-                Acc::HungUp {
-                    pseudo: "zed".into()
-                }
-            );
-        } else {
-            send(
-                &mut erin,
-                Acc::Hangup {
-                    pseudo: "zed".into(),
-                },
-            );
-            common::expect_eof(&mut call.peer.s, "zed's voice connection");
+    // erin, on b, is told a's relay address (never zed's end point);
+    // voice goes both ways through it, byte for byte.
+    calls_through_a(&a, &b, (&mut erin, "erin"), (&mut zed, "zed"), true);
+}
+
+#[test]
+fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_callers_relay() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(a.accounts_addr(), "fern");
+    let mut fern = login(a.accounts_addr(), "fern");
+    let (mut yves, _) = babel(b.babel_addr(), "yves");
+    sees(&a, "yves", true);
+    // yves, on b, is told a's relay (never fern's end point) and answers
+    // by connecting to it, as on one node.
+    calls_through_a(&a, &b, (&mut fern, "fern"), (&mut yves, "yves"), false);
+    // A babel refusal reaches fern through b.
+    let (_voice, vport) = common::udp();
+    send(
+        &mut fern,
+        Acc::Call {
+            pseudo: "yves".into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    assert!(matches!(yves.recv(), Babel::CallRequest { .. }));
+    yves.send_bytes(
+        &Babel::CallRefused {
+            contact: "fern".into(),
         }
-        eventually("both halves and the allocation end", WAIT, || {
-            a.relayed_calls() == 0 && a.hub().calls().is_empty() && b.hub().calls().is_empty()
-        });
+        .to_bytes(),
+    );
+    assert_eq!(
+        fern.recv(),
+        Acc::CallFailed {
+            pseudo: "yves".into()
+        }
+    );
+    calls_end(&a, &b);
+}
+
+#[test]
+fn accounts_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all() {
+    let Some((_c, a, b)) = two_relaying_nodes() else {
+        return;
+    };
+    let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
+    let (vc, pc) = common::udp();
+    let (vd, pd) = common::udp();
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "dave".into(),
+            addr: String::new(),
+            port: pc,
+        },
+    );
+    let Acc::IncomingCall { addr, port, .. } = dave.recv() else {
+        panic!("143")
+    };
+    assert_ne!(port, pc, "dave is not told carol's port");
+    assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+    let d_to = SocketAddr::new(addr.parse().unwrap(), port);
+    send(
+        &mut dave,
+        Acc::AnswerCall {
+            pseudo: "carol".into(),
+            addr: String::new(),
+            port: pd,
+        },
+    );
+    let Acc::CallAccepted { addr, port, .. } = carol.recv() else {
+        panic!("141")
+    };
+    assert_ne!(port, pd, "carol is not told dave's port");
+    let c_to = SocketAddr::new(addr.parse().unwrap(), port);
+    // Voice both ways, the very bytes, always from the relay.
+    for i in 0..5u16 {
+        let p = common::media(i, &[0xfc, i as u8]);
+        vc.send_to(&p, c_to).unwrap();
+        let (d, from) = common::datagram(&vd);
+        assert_eq!((d, from), (p, d_to));
+        let q = common::media(100 + i, &[0xfc, 9]);
+        vd.send_to(&q, d_to).unwrap();
+        let (d, from) = common::datagram(&vc);
+        assert_eq!((d, from), (q, c_to));
     }
+    // dave hangs up through his node; carol hears it, the allocation goes.
+    send(
+        &mut dave,
+        Acc::Hangup {
+            pseudo: "carol".into(),
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::HungUp {
+            pseudo: "dave".into()
+        }
+    );
+    calls_end(&a, &b);
+}
+
+#[test]
+fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all() {
+    let Some((_c, a, b)) = two_relaying_nodes() else {
+        return;
+    };
+    let (mut zed, _) = babel(a.babel_addr(), "zed");
+    let (mut yves, _) = babel(b.babel_addr(), "yves");
+    sees(&a, "yves", true);
+    let (l, lport) = common::listen();
+    zed.send_bytes(
+        &Babel::CallRequest {
+            contact: "yves".into(),
+            host: String::new(),
+            port: lport,
+        }
+        .to_bytes(),
+    );
+    let Babel::CallRequest {
+        contact,
+        host,
+        port,
+    } = yves.recv()
+    else {
+        panic!("CallRequest")
+    };
+    assert_eq!(contact, "zed");
+    assert_ne!(port, lport, "never zed's own end point");
+    assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+    // yves connects to a's relay; the relay then dials zed.
+    let at = SocketAddr::new(host.parse().unwrap(), port);
+    let mut to_yves = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
+    assert_eq!(to_yves.recv(), Babel::ConnectionEstablished);
+    let mut to_zed = Wire::<Babel>::new(common::accept_within(&l));
+    to_zed.send_bytes(&Babel::ConnectionEstablished.to_bytes());
+    // Voice sent before the relay has read zed's greeting may be dropped:
+    // send until one is through, then byte for byte both ways.
+    let mut n = 0u8;
+    loop {
+        to_yves.send_bytes(
+            &Babel::VoiceData {
+                data: vec![0xfc, n],
+            }
+            .to_bytes(),
+        );
+        n += 1;
+        if to_zed.try_recv(Duration::from_millis(50)).is_some() {
+            break;
+        }
+        assert!(n < 200, "the relay never carried voice to zed");
+    }
+    for i in 0..5u8 {
+        let v = Babel::VoiceData {
+            data: vec![0xfc, i, 0x11],
+        };
+        to_zed.send_bytes(&v.to_bytes());
+        assert_eq!(to_yves.recv(), v);
+        let w = Babel::VoiceData {
+            data: vec![0xfc, i, 0x22, 0x33],
+        };
+        to_yves.send_bytes(&w.to_bytes());
+        // Past any late warm-up packet (two bytes).
+        let got = loop {
+            match to_zed.recv() {
+                Babel::VoiceData { data } if data.len() == 2 => continue,
+                f => break f,
+            }
+        };
+        assert_eq!(got, w);
+    }
+    // zed hangs up (closes his voice connection): yves's goes too.
+    drop(to_zed);
+    common::expect_eof(&mut to_yves.s, "yves's voice connection");
+    calls_end(&a, &b);
 }

@@ -37,7 +37,7 @@ use tokio::sync::Notify;
 
 use crate::front::accounts::service::Accounts;
 use crate::guard::{supervise, Fatal, Turn};
-use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session};
+use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session, Transport};
 use crate::metrics::{DropReason, Metrics};
 use bus::{BusCmd, BusEvent};
 
@@ -1020,13 +1020,19 @@ impl Replica {
     /// of this one: this node's half of the call follows it, as if the
     /// stand-in of `from` had acted here, and tells `to`.
     fn call(&mut self, op: u8, from: &str, to: &str, host: String, port: u16) {
-        let (Some(remote), Some(_local)) = (
+        let (Some(remote), Some(local)) = (
             self.hub.online(from).filter(|s| s.remote.is_some()),
             self.hub.online(to).filter(|s| s.remote.is_none()),
         ) else {
             log::debug!("cluster: a call event between {from} and {to}, one of whom left");
             return;
         };
+        if op == call::AT {
+            if let Ok(ip) = host.parse() {
+                self.hub.remote_callee_at(&remote, to, ip);
+            }
+            return;
+        }
         let media = match (remote.dialect, port) {
             (Dialect::Babel, 0) => Media::BabelConnect,
             (Dialect::Babel, _) => Media::BabelListen { host, port },
@@ -1035,6 +1041,18 @@ impl Replica {
         let now = Instant::now();
         match op {
             call::OFFER => {
+                let relayed = self
+                    .hub
+                    .relay_mode()
+                    .transport(remote.dialect, local.dialect)
+                    == Some(Transport::Relayed);
+                if relayed && local.dialect == Dialect::Babel && port != 0 {
+                    // A babel callee answers by connecting to where the
+                    // offer says: the caller's node's relay, which must
+                    // know its address first (sent before the offer
+                    // reaches it).
+                    self.callee_at(&remote, &local);
+                }
                 if let Err(why) = self.hub.offer_call(now, &remote, to, media) {
                     log::debug!("cluster: {from}'s call to {to} refused here: {why:?}");
                     // The caller's node hears a refusal.
@@ -1051,6 +1069,23 @@ impl Replica {
                 self.hub.hang_up(&remote, to);
             }
         }
+    }
+
+    /// Tell `caller`'s node where `callee`, a local babel user, connects from.
+    fn callee_at(&self, caller: &Session, callee: &Session) {
+        let (Some(c), Some(node)) = (self.cluster.upgrade(), caller.remote.as_deref()) else {
+            return;
+        };
+        c.out.publish(
+            bus::subject_node(&c.cfg.cluster, node),
+            &Envelope::Call {
+                op: call::AT,
+                from: callee.name.clone(),
+                to: caller.name.clone(),
+                host: callee.ip.to_string(),
+                port: 0,
+            },
+        );
     }
 
     fn accounts(&self) -> Option<Arc<Accounts>> {

@@ -41,7 +41,7 @@ impl RelayMode {
 
     /// Whether a call between these dialects is relayed, refused (None) or
     /// peer to peer.
-    fn transport(self, a: Dialect, b: Dialect) -> Option<Transport> {
+    pub fn transport(self, a: Dialect, b: Dialect) -> Option<Transport> {
         match (self, a == b) {
             (RelayMode::All, _) | (RelayMode::Cross, false) => Some(Transport::Relayed),
             (_, true) => Some(Transport::Direct),
@@ -116,6 +116,12 @@ pub trait MediaRelay: Send + Sync {
     /// The call is over: release everything (sockets closed, a babel leg's
     /// connection shut, which is babel's hang-up).
     fn close(&self, call: CallId);
+    /// Cluster mode: the babel callee of `call`, a user of another node,
+    /// connects from `ip` (its node says so; the hub's stand-in has no
+    /// address).
+    fn callee_at(&self, call: CallId, ip: IpAddr) {
+        let _ = (call, ip);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,12 +366,10 @@ impl Hub {
         // for the callee) and the callee's answer through, as a direct
         // call does. `call_relay` is the same on every node.
         if transport == Transport::Relayed {
+            // A babel callee of another node connects to this node's relay
+            // from an address its node tells (`remote_callee_at`).
             if from.remote.is_some() {
                 transport = Transport::Direct;
-            } else if callee.remote.is_some() && callee.dialect == Dialect::Babel {
-                // A babel callee would connect to this node's relay from an
-                // address only its own node knows: not built.
-                return Err(Refusal::Offline);
             }
         }
         let callee_media = match callee.dialect {
@@ -562,6 +566,30 @@ impl Hub {
         true
     }
 
+    /// Cluster mode: `callee`, the stand-in of a babel user of another
+    /// node, connects from `ip` to the relay of its relayed call from
+    /// local user `caller` (its node tells before it rings).
+    pub fn remote_callee_at(&self, callee: &Session, caller: &str, ip: IpAddr) {
+        if callee.remote.is_none() {
+            return;
+        }
+        let id = self
+            .calls
+            .lock()
+            .by_id
+            .values()
+            .find(|c| {
+                c.callee.session.id == callee.id
+                    && c.caller.name() == caller
+                    && c.caller.session.remote.is_none()
+                    && c.transport == Transport::Relayed
+            })
+            .map(|c| c.id);
+        if let (Some(id), Some(r)) = (id, self.relay()) {
+            r.callee_at(id, ip);
+        }
+    }
+
     /// The relay accepted the babel callee's voice connection: the call is
     /// answered (the caller hears it).
     pub fn relay_answered(&self, id: CallId) {
@@ -594,6 +622,10 @@ impl Hub {
             }
             Some(Side::Callee) => {
                 caller.peer.deliver(&Event::CallEnded { by: &callee.name });
+                if callee.remote.is_some() {
+                    // Its node drops its half of the call.
+                    callee.peer.deliver(&Event::CallEnded { by: &caller.name });
+                }
             }
             None => {
                 callee.peer.deliver(&Event::CallEnded { by: &caller.name });

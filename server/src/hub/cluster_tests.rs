@@ -172,8 +172,8 @@ fn private_texts_reach_stand_ins_and_relayed_calls_connections_and_invitations_d
         h.request_private(now, &alice, "alice", "bob"),
         Err(Refusal::Offline)
     );
-    // A relayed call to a babel user of another node (relayed calls to
-    // accounts users cross: core_tests).
+    // A call that needs a relay, on a node without one (relayed calls to
+    // users of another node cross through the caller's relay: core_tests).
     let (_yan, _) = remote(&h, "yan", Dialect::Babel);
     let (carl, _) = join(&h, "carl", Dialect::Accounts).unwrap();
     let media = Media::Udp {

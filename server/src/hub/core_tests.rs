@@ -63,6 +63,10 @@ impl MediaRelay for FakeRelay {
     fn close(&self, call: CallId) {
         self.log.lock().push(format!("close {call}"));
     }
+
+    fn callee_at(&self, call: CallId, ip: std::net::IpAddr) {
+        self.log.lock().push(format!("callee_at {call} {ip}"));
+    }
 }
 
 impl FakeRelay {
@@ -610,14 +614,39 @@ fn a_relayed_call_across_nodes_is_relayed_by_the_callers_node_only() {
     assert!(h.hang_up(&erin, "zed"));
     assert!(relay.take().is_empty());
 
-    // A babel callee of another node: refused, nothing allocated.
+    // A babel callee of another node: allocated here, its voice connection
+    // taken from the address its node tells (none known yet); it is told
+    // this node's relay. Its voice connection closing ends the call on
+    // both nodes.
     let (h, relay) = relayed(RelayMode::Cross);
-    let (carl, _) = join(&h, "carl", Dialect::Accounts);
-    h.login_remote("yan", Dialect::Babel, "b", Arc::new(Recorder::default()))
+    let (carl, rc) = join(&h, "carl", Dialect::Accounts);
+    let ry = Arc::new(Recorder::default());
+    let yan = h
+        .login_remote("yan", Dialect::Babel, "b", ry.clone())
         .unwrap();
+    let id = h.offer_call(now, &carl, "yan", udp("", 7000)).unwrap();
     assert_eq!(
-        h.offer_call(now, &carl, "yan", udp("", 7000)),
-        Err(Refusal::Offline)
+        relay.take(),
+        [format!(
+            "open {id} Udp {{ peer: Some({IP}:7000) }} Accept {{ from: 0.0.0.0 }}"
+        )]
     );
+    assert_eq!(
+        ry.take(),
+        [format!(
+            r#"CallOffer {{ from: "carl", host: "{IP}", port: {RELAY_TCP} }}"#
+        )]
+    );
+    // Only for the call really ringing from that caller to that stand-in.
+    h.remote_callee_at(&carl, "yan", "10.0.0.7".parse().unwrap());
+    h.remote_callee_at(&yan, "nobody", "10.0.0.7".parse().unwrap());
     assert!(relay.take().is_empty());
+    h.remote_callee_at(&yan, "carl", "10.0.0.7".parse().unwrap());
+    assert_eq!(relay.take(), [format!("callee_at {id} 10.0.0.7")]);
+    h.relay_answered(id);
+    assert!(rc.take().iter().any(|e| e.starts_with("CallAnswered")));
+    h.relay_ended(id, Some(Side::Callee));
+    assert_eq!(rc.take(), [r#"CallEnded { by: "yan" }"#]);
+    assert_eq!(ry.take(), [r#"CallEnded { by: "carl" }"#]);
+    assert!(h.calls().is_empty());
 }

@@ -29,7 +29,9 @@ pub enum Kind {
     Udp,
     /// A babel caller, which the relay dials at this address.
     Dial(SocketAddr),
-    /// A babel callee, which connects to the relay from this address.
+    /// A babel callee, which connects to the relay from this address
+    /// (unspecified: a user of another node, whose address its node tells;
+    /// then kept in the leg's `peer`).
     Accept(IpAddr),
 }
 
@@ -52,7 +54,8 @@ struct Framing {
 
 pub struct Leg {
     pub kind: Kind,
-    /// accounts: the only address datagrams are taken from and sent to.
+    /// accounts: the only address datagrams are taken from and sent to;
+    /// a babel callee of another node: the address it connects from.
     pub peer: RwLock<Option<SocketAddr>>,
     /// babel: the connection, once it is up.
     pub babel: Mutex<Option<BabelEnd>>,

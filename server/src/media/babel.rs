@@ -7,7 +7,7 @@
 //! connection registry like any connection.
 
 use std::io::{self, Read};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread;
@@ -51,6 +51,33 @@ fn spawn(inner: Arc<Inner>, what: impl FnOnce(&Arc<Inner>) + Send + 'static) {
     }
 }
 
+/// How long a connection to a babel callee's leg waits for the address of
+/// a callee of another node, if its node has not told it yet (the bus and
+/// the callee race to this node).
+const TOLD_WITHIN: Duration = Duration::from_secs(2);
+
+/// Whether a connection from `at` is the babel callee of `side`: from its
+/// address, or, for a callee of another node (`from` unspecified), from the
+/// address its node tells.
+fn expected(inner: &Inner, a: &Alloc, side: Side, from: IpAddr, at: IpAddr) -> bool {
+    if !from.is_unspecified() {
+        return at == from;
+    }
+    let until = Instant::now() + TOLD_WITHIN;
+    loop {
+        if let Some(told) = *a.leg(side).peer.read() {
+            return told.ip() == at;
+        }
+        if Instant::now() > until
+            || a.closed.load(Ordering::Acquire)
+            || inner.stop.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        thread::sleep(ACCEPT_POLL);
+    }
+}
+
 /// Wait for the babel callee of `side` on `listener` (from its address
 /// only), greet it, tell the hub the call is answered, and carry its voice.
 pub(super) fn spawn_accept(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, listener: TcpListener) {
@@ -67,7 +94,7 @@ pub(super) fn spawn_accept(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, listene
                 return inner.tell_ended(a.id, Some(side));
             }
             match listener.accept() {
-                Ok((s, at)) if at.ip().to_canonical() == from => break s,
+                Ok((s, at)) if expected(inner, &a, side, from, at.ip().to_canonical()) => break s,
                 Ok((s, _)) => {
                     // Someone else found the port: closed at once.
                     inner.metrics.relay_dropped(RelayDrop::Stray);

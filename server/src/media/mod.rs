@@ -535,4 +535,12 @@ impl MediaRelay for Relay {
     fn close(&self, id: CallId) {
         self.inner.release(id);
     }
+
+    fn callee_at(&self, id: CallId, ip: IpAddr) {
+        let Some(a) = self.inner.get(id) else { return };
+        let leg = a.leg(Side::Callee);
+        if matches!(leg.kind, Kind::Accept(from) if from.is_unspecified()) {
+            *leg.peer.write() = Some(SocketAddr::new(ip.to_canonical(), 0));
+        }
+    }
 }

@@ -468,6 +468,55 @@ pub fn babel_calls_accounts(
     }
 }
 
+/// `acc`, logged in as `caller`, calls `callee` (logged in on `babel`): the
+/// callee is told a relay's address (never the caller's end point) and
+/// answers by connecting to it; the relay greets it and the caller hears
+/// the answer with the relay's UDP address. No voice has gone yet.
+pub fn accounts_calls_babel(
+    acc: &mut Wire<Acc>,
+    caller: &str,
+    babel: &mut Wire<Babel>,
+    callee: &str,
+) -> BabelToAccounts {
+    let (voice, vport) = udp();
+    send(
+        acc,
+        Acc::Call {
+            pseudo: callee.into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    let Babel::CallRequest {
+        contact,
+        host,
+        port,
+    } = babel.recv()
+    else {
+        panic!("CallRequest")
+    };
+    assert_eq!(contact, caller);
+    assert_ne!(port, vport, "never the caller's own end point");
+    let at = std::net::SocketAddr::new(host.parse().unwrap(), port);
+    let mut peer = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
+    assert_eq!(peer.recv(), Babel::ConnectionEstablished);
+    let Acc::CallAccepted {
+        pseudo,
+        addr,
+        port: relay_port,
+    } = acc.recv()
+    else {
+        panic!("141")
+    };
+    assert_eq!(pseudo, callee);
+    BabelToAccounts {
+        relay: std::net::SocketAddr::new(addr.parse().unwrap(), relay_port),
+        peer,
+        voice,
+        seq: 1,
+    }
+}
+
 /// Five voice packets each way, checked byte for byte (accounts to babel,
 /// then babel to accounts, from the relay's socket). Returns the sequence
 /// numbers and timestamps the relay gave the babel side's packets.
