@@ -412,6 +412,44 @@ impl Outbound {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
+    /// Whether the peer has already shut its side (a FIN or a reset waits
+    /// on the socket, possibly behind bytes not read yet), which the
+    /// connection's reader may not have reached. One non-blocking `poll`.
+    pub fn peer_closed(&self) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let events = libc::POLLIN | libc::POLLRDHUP;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let events = libc::POLLIN;
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd, zero timeout.
+        if unsafe { libc::poll(&mut fd, 1, 0) } <= 0 {
+            return false;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return true;
+        }
+        if fd.revents & libc::POLLIN == 0 {
+            return false;
+        }
+        // Elsewhere: an end of stream (or an error) ahead of any data.
+        let mut byte = 0u8;
+        // SAFETY: recv(2) of at most one byte into a live local.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
+    }
+
     /// Stop the writers and refuse further bytes. Queued bytes are
     /// discarded: this is called when the connection is already going away.
     pub fn close(&self) {
