@@ -413,8 +413,9 @@ impl Outbound {
     }
 
     /// Whether the peer has already shut its side (a FIN or a reset waits
-    /// on the socket, possibly behind bytes not read yet), which the
-    /// connection's reader may not have reached. One non-blocking `poll`.
+    /// on the socket), which the connection's reader may not have reached.
+    /// One non-blocking `poll`; on Linux (POLLRDHUP) an end is seen even
+    /// behind bytes not read yet, elsewhere only ahead of them.
     pub fn peer_closed(&self) -> bool {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let events = libc::POLLIN | libc::POLLRDHUP;
@@ -974,6 +975,44 @@ mod tests {
         let mut got = vec![0; n];
         s.read_exact(&mut got).expect("the bytes arrive");
         got
+    }
+
+    /// Polls until `f` holds, or fails after 10 s.
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_peer_close_is_seen_before_the_reader_reads_it() {
+        let pool = FlushPool::new(1).unwrap();
+        let (server, mut client) = pair();
+        let out = outbound(&server, &pool, 1 << 20);
+        assert!(!out.peer_closed());
+        // Unread bytes alone are not an end.
+        client.write_all(b"hello").unwrap();
+        eventually("the bytes arrive", || {
+            server.peek(&mut [0u8; 5]).map(|n| n == 5).unwrap_or(false)
+        });
+        assert!(!out.peer_closed());
+        // An end behind unread bytes is (POLLRDHUP).
+        client.shutdown(Shutdown::Write).unwrap();
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        eventually("the end is seen", || out.peer_closed());
+        drop(client);
+        assert!(out.peer_closed());
+        // A reset too.
+        let (server, client) = pair();
+        let out = outbound(&server, &pool, 1 << 20);
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        eventually("the reset is seen", || out.peer_closed());
+        pool.stop();
     }
 
     #[test]
