@@ -412,6 +412,45 @@ impl Outbound {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
+    /// Whether the peer has already shut its side (a FIN or a reset waits
+    /// on the socket), which the connection's reader may not have reached.
+    /// One non-blocking `poll`; on Linux (POLLRDHUP) an end is seen even
+    /// behind bytes not read yet, elsewhere only ahead of them.
+    pub fn peer_closed(&self) -> bool {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let events = libc::POLLIN | libc::POLLRDHUP;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        let events = libc::POLLIN;
+        let mut fd = libc::pollfd {
+            fd: self.stream.as_raw_fd(),
+            events,
+            revents: 0,
+        };
+        // SAFETY: poll(2) on one valid pollfd, zero timeout.
+        if unsafe { libc::poll(&mut fd, 1, 0) } <= 0 {
+            return false;
+        }
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        if fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0 {
+            return true;
+        }
+        if fd.revents & libc::POLLIN == 0 {
+            return false;
+        }
+        // Elsewhere: an end of stream (or an error) ahead of any data.
+        let mut byte = 0u8;
+        // SAFETY: recv(2) of at most one byte into a live local.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n == 0 || (n < 0 && io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock)
+    }
+
     /// Stop the writers and refuse further bytes. Queued bytes are
     /// discarded: this is called when the connection is already going away.
     pub fn close(&self) {
@@ -936,6 +975,44 @@ mod tests {
         let mut got = vec![0; n];
         s.read_exact(&mut got).expect("the bytes arrive");
         got
+    }
+
+    /// Polls until `f` holds, or fails after 10 s.
+    fn eventually(what: &str, f: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < deadline, "{what}");
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_peer_close_is_seen_before_the_reader_reads_it() {
+        let pool = FlushPool::new(1).unwrap();
+        let (server, mut client) = pair();
+        let out = outbound(&server, &pool, 1 << 20);
+        assert!(!out.peer_closed());
+        // Unread bytes alone are not an end.
+        client.write_all(b"hello").unwrap();
+        eventually("the bytes arrive", || {
+            server.peek(&mut [0u8; 5]).map(|n| n == 5).unwrap_or(false)
+        });
+        assert!(!out.peer_closed());
+        // An end behind unread bytes is (POLLRDHUP).
+        client.shutdown(Shutdown::Write).unwrap();
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        eventually("the end is seen", || out.peer_closed());
+        drop(client);
+        assert!(out.peer_closed());
+        // A reset too.
+        let (server, client) = pair();
+        let out = outbound(&server, &pool, 1 << 20);
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        eventually("the reset is seen", || out.peer_closed());
+        pool.stop();
     }
 
     #[test]

@@ -444,6 +444,116 @@ fn messages_online_offline_and_to_strangers() {
 /// A 152 promises the row is committed. When the commit fails (forced
 /// through the store's test hook) the sender hears 153 and never 152, the
 /// recipient hears nothing, and the history holds nothing.
+/// A recipient that has already closed its connection, before the server's
+/// reader for it saw the end, is offline for delivery: a message sent in that
+/// window is stored and comes at its next login, once, instead of being
+/// queued to a dead socket and marked delivered. Bob's reader is held in the
+/// back-pressure pause (a queue of replies he does not read) while his FIN
+/// waits behind it.
+#[test]
+fn a_message_to_a_member_who_just_closed_waits_for_the_next_login() {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    cfg.db_path = Path::new(":memory:").to_path_buf();
+    cfg.outbound_limit = 512 * 1024;
+    // Long enough that only Bob's reset, never the pause's own limit, ends it.
+    cfg.write_timeout_ms = 60_000;
+    let srv = Server::start(cfg).expect("server starts");
+    let addr = srv.accounts_addr();
+    let (mut a, mut b) = friends(addr);
+    // A full history page of long texts: each History answer is ~100 KB.
+    let long = "x".repeat(2000);
+    for _ in 0..HISTORY_PAGE {
+        a.send(&Frame::SendMessage {
+            pseudo: p("bob"),
+            text: long.clone(),
+        });
+        assert_eq!(a.recv(), Frame::MessageStored);
+        assert!(matches!(b.recv(), Frame::Message { .. }));
+    }
+    drop(b);
+    offline(&srv, "bob");
+    // Bob again, with a small receive buffer so that his answers stay queued
+    // in the server.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut b = Acc::new(sock.into());
+    b.send(&Frame::Hello);
+    assert_eq!(b.recv(), Frame::HelloAck);
+    b.send(&Frame::Login {
+        email: p("bob@example.org"),
+        password: p("battery staple"),
+    });
+    assert!(matches!(b.recv(), Frame::LoginOk { .. }));
+    // ~400 KB of answers Bob does not read (over half the queue's bound, under
+    // all of it), then a text to Alice: once she has it, the answers before
+    // it are queued.
+    let mut burst = Vec::new();
+    for _ in 0..4 {
+        burst.extend(
+            Frame::History {
+                pseudo: p("alice"),
+                before: 0,
+            }
+            .to_bytes(),
+        );
+    }
+    burst.extend(
+        Frame::SendMessage {
+            pseudo: p("alice"),
+            text: p("sync"),
+        }
+        .to_bytes(),
+    );
+    b.s.write_all(&burst).unwrap();
+    assert_eq!(
+        a.recv(),
+        Frame::Message {
+            pseudo: p("bob"),
+            text: p("sync")
+        }
+    );
+    // One more frame: after it the reader pauses for the queue before it
+    // reads again, so it cannot see the end that follows.
+    b.send(&Frame::ListFriends);
+    b.s.shutdown(std::net::Shutdown::Write).unwrap();
+    assert!(srv.hub().online("bob").is_some());
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("offline 0"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    // The old code delivered it live, to a connection nobody reads any more.
+    assert!(
+        srv.hub().online("bob").is_some(),
+        "the reader was not held: the test proves nothing"
+    );
+    drop(b);
+    offline(&srv, "bob");
+    let mut b = Acc::logged_in(addr, "bob@example.org", "battery staple");
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("offline 0")
+        }
+    );
+    a.send(&Frame::SendMessage {
+        pseudo: p("bob"),
+        text: p("online 1"),
+    });
+    assert_eq!(a.recv(), Frame::MessageStored);
+    // Exactly once: the next thing Bob gets is the live one.
+    assert_eq!(
+        b.recv(),
+        Frame::Message {
+            pseudo: p("alice"),
+            text: p("online 1")
+        }
+    );
+}
+
 #[test]
 fn a_failed_commit_answers_153_not_152() {
     let srv = mem_server();

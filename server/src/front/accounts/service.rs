@@ -776,10 +776,14 @@ impl Accounts {
         self.hub.logout(&m.session);
     }
 
-    /// Deliver now if `id` is online and flushed; else false. Store thread only.
+    /// Deliver now if `id` is online, flushed and its peer has not already
+    /// closed the connection; else None, and the item is stored undelivered
+    /// for the next login. Seed 000 has no acknowledgement from recipients:
+    /// bytes queued to a socket its peer has shut (before its reader saw the
+    /// end) would be marked delivered and never read. Store thread only.
     fn live(&self, id: u64) -> Option<Arc<Member>> {
         self.member(id)
-            .filter(|m| m.flushed.load(Ordering::Acquire))
+            .filter(|m| m.flushed.load(Ordering::Acquire) && !m.out.peer_closed())
     }
 
     /// 120.
