@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::rooms::{Access, Body, Creation, Message, Mode, Registration};
-use rooms_support::{collect_texts, server_with, Client, LossyProxy};
+use rooms_support::{server_with, texts_reach_both_once, Client, LossyProxy};
 
 #[test]
 fn registration_answers() {
@@ -400,26 +400,7 @@ fn texts_arrive_exactly_once_through_ten_percent_loss() {
     let c = Client::register(proxy.addr(), "carol");
     const N: usize = 30;
     // Copies after the first are the server's retransmissions.
-    let limit = Duration::from_secs(20);
-    let (tb, tc) = (collect_texts(b, N, limit), collect_texts(c, N, limit));
-    for i in 0..N {
-        assert_eq!(
-            a.ask(Body::Text {
-                chat: format!("m{i}")
-            }),
-            Body::TextAck
-        );
-    }
-    let want: std::collections::BTreeSet<String> = (0..N).map(|i| format!("m{i}")).collect();
-    let mut retransmitted = 0;
-    for (got, copies) in [tb.join().unwrap(), tc.join().unwrap()] {
-        assert_eq!(got.len(), N, "each text once: {got:?}");
-        assert_eq!(
-            got.into_iter().collect::<std::collections::BTreeSet<_>>(),
-            want
-        );
-        retransmitted += copies;
-    }
+    let retransmitted = texts_reach_both_once(&mut a, b, c, N, Duration::from_secs(20));
     let (up, down) = (
         proxy.counts.up_dropped.load(Ordering::Relaxed),
         proxy.counts.down_dropped.load(Ordering::Relaxed),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use chinwag_proto::rooms::{kind, Body, Message, Mode, Reason, Registration};
 use chinwagd::front::rooms::state::{UNANSWERED_TEXTS, UNCONFIRMED_IN_FLIGHT, UNCONFIRMED_PER_IP};
-use rooms_support::{collect_texts, in_own_netns, server_with, Client, LossyProxy};
+use rooms_support::{in_own_netns, server_with, texts_reach_both_once, Client, LossyProxy};
 
 /// Records at WARN or above from the rooms front-end, process-wide.
 static LOUD: AtomicUsize = AtomicUsize::new(0);
@@ -353,28 +353,7 @@ fn every_text_arrives_through_twenty_percent_loss_each_way() {
     let b = Client::register(proxy.addr(), "bob");
     let c = Client::register(proxy.addr(), "carol");
     const N: usize = 60;
-    let limit = Duration::from_secs(60);
-    let (tb, tc) = (collect_texts(b, N, limit), collect_texts(c, N, limit));
-    for i in 0..N {
-        assert_eq!(
-            a.ask(Body::Text {
-                chat: format!("m{i}")
-            }),
-            Body::TextAck
-        );
-    }
-    let want: Vec<String> = {
-        let mut w: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
-        w.sort();
-        w
-    };
-    let mut again = 0;
-    for (mut got, copies) in [tb.join().unwrap(), tc.join().unwrap()] {
-        assert_eq!(got.len(), N, "each text exactly once");
-        got.sort();
-        assert_eq!(got, want);
-        again += copies;
-    }
+    let again = texts_reach_both_once(&mut a, b, c, N, Duration::from_secs(60));
     let up = proxy.counts.up_dropped.load(Ordering::Relaxed);
     let down = proxy.counts.down_dropped.load(Ordering::Relaxed);
     eprintln!("dropped {up} up, {down} down; {again} texts seen again");

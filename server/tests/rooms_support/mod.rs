@@ -369,3 +369,36 @@ impl Drop for LossyProxy {
         }
     }
 }
+
+/// `a` sends `n` texts ("m0", "m1", ...) to the public room while `b` and
+/// `c` collect them (at most `within`); each receiver must get every text
+/// exactly once. Returns the copies seen again (the server's
+/// retransmissions), both receivers together.
+pub fn texts_reach_both_once(
+    a: &mut Client,
+    b: Client,
+    c: Client,
+    n: usize,
+    within: Duration,
+) -> usize {
+    let (tb, tc) = (collect_texts(b, n, within), collect_texts(c, n, within));
+    for i in 0..n {
+        assert_eq!(
+            a.ask(Body::Text {
+                chat: format!("m{i}")
+            }),
+            Body::TextAck
+        );
+    }
+    let want: std::collections::BTreeSet<String> = (0..n).map(|i| format!("m{i}")).collect();
+    let mut copies = 0;
+    for (got, again) in [tb.join().unwrap(), tc.join().unwrap()] {
+        assert_eq!(got.len(), n, "each text exactly once: {got:?}");
+        assert_eq!(
+            got.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            want
+        );
+        copies += again;
+    }
+    copies
+}
