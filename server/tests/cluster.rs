@@ -1284,8 +1284,11 @@ fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_caller
     };
     register(a.accounts_addr(), "fern");
     let mut fern = login(a.accounts_addr(), "fern");
-    let (mut yves, _) = babel(b.babel_addr(), "yves");
+    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
     sees(&a, "yves", true);
+    // yves may hear of fern (on a) after his login's list: a call from
+    // fern must not be mistaken for that AddContact.
+    common::babel_waits_for_contact(&mut yves, &contacts, "fern");
     // yves, on b, is told a's relay (never fern's end point) and answers
     // by connecting to it, as on one node.
     calls_through_a(&a, &b, (&mut fern, "fern"), (&mut yves, "yves"), false);
@@ -1383,8 +1386,11 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
         return;
     };
     let (mut zed, _) = babel(a.babel_addr(), "zed");
-    let (mut yves, _) = babel(b.babel_addr(), "yves");
+    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
     sees(&a, "yves", true);
+    // yves may hear of zed (on a) after his login's list: a call from
+    // zed must not be mistaken for that AddContact.
+    common::babel_waits_for_contact(&mut yves, &contacts, "zed");
     let (l, lport) = common::listen();
     zed.send_bytes(
         &Babel::CallRequest {

@@ -320,6 +320,22 @@ pub fn babel(addr: std::net::SocketAddr, name: &str) -> (Wire<Babel>, Vec<String
     (b, contacts)
 }
 
+/// A babel client whose contact list at login was `contacts` reads its
+/// AddContact frames until `name` is in the list (presence from another
+/// node may come after the login's list).
+pub fn babel_waits_for_contact(b: &mut Wire<Babel>, contacts: &[String], name: &str) {
+    if contacts.iter().any(|c| c == name) {
+        return;
+    }
+    loop {
+        match b.recv() {
+            Babel::AddContact { contacts } if contacts.iter().any(|c| c == name) => return,
+            Babel::AddContact { .. } | Babel::DelContact { .. } => {}
+            other => panic!("AddContact {name} expected, got {other:?}"),
+        }
+    }
+}
+
 /// Two accounts users registered through `reg`, friends, logged in through
 /// the given listeners (one server, or two nodes of a cluster).
 pub fn friends(
@@ -487,13 +503,13 @@ pub fn accounts_calls_babel(
             port: vport,
         },
     );
-    let Babel::CallRequest {
-        contact,
-        host,
-        port,
-    } = babel.recv()
-    else {
-        panic!("CallRequest")
+    let (contact, host, port) = match babel.recv() {
+        Babel::CallRequest {
+            contact,
+            host,
+            port,
+        } => (contact, host, port),
+        other => panic!("CallRequest expected, got {other:?}"),
     };
     assert_eq!(contact, caller);
     assert_ne!(port, vport, "never the caller's own end point");
