@@ -190,9 +190,25 @@ fn calls_through_a(
         };
         assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
         common::voice_both_ways(&mut call);
+        if !babel_calls {
+            // The babel callee answered through a's relay: b learns it.
+            both_halves_answered(a, b);
+        }
         hang_up(call, acc, babn, from_babel);
         calls_end(a, b);
     }
+}
+
+/// The one call on `a` and `b` is answered on both nodes (the callee's
+/// node included, when the callee answered through the caller's relay),
+/// and counted as active there, long before a ringing call's 60 s.
+fn both_halves_answered(a: &Server, b: &Server) {
+    let answered = |s: &Server| {
+        let calls = s.hub().calls();
+        calls.len() == 1 && calls[0].state == chinwagd::hub::calls::CallState::Answered
+    };
+    eventually("both halves answered", WAIT, || answered(a) && answered(b));
+    assert_eq!((a.hub().calls_answered(), b.hub().calls_answered()), (1, 1));
 }
 
 /// Every call on `a` and `b` ends, and `a`'s relay allocations with them.
@@ -1391,69 +1407,79 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
     // yves may hear of zed (on a) after his login's list: a call from
     // zed must not be mistaken for that AddContact.
     common::babel_waits_for_contact(&mut yves, &contacts, "zed");
-    let (l, lport) = common::listen();
-    zed.send_bytes(
-        &Babel::CallRequest {
-            contact: "yves".into(),
-            host: String::new(),
-            port: lport,
-        }
-        .to_bytes(),
-    );
-    let Babel::CallRequest {
-        contact,
-        host,
-        port,
-    } = yves.recv()
-    else {
-        panic!("CallRequest")
-    };
-    assert_eq!(contact, "zed");
-    assert_ne!(port, lport, "never zed's own end point");
-    assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
-    // yves connects to a's relay; the relay then dials zed.
-    let at = SocketAddr::new(host.parse().unwrap(), port);
-    let mut to_yves = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
-    assert_eq!(to_yves.recv(), Babel::ConnectionEstablished);
-    let mut to_zed = Wire::<Babel>::new(common::accept_within(&l));
-    to_zed.send_bytes(&Babel::ConnectionEstablished.to_bytes());
-    // Voice sent before the relay has read zed's greeting may be dropped:
-    // send until one is through, then byte for byte both ways.
-    let mut n = 0u8;
-    loop {
-        to_yves.send_bytes(
-            &Babel::VoiceData {
-                data: vec![0xfc, n],
+    // Twice: zed (the caller) hangs up, then yves (the callee), by
+    // closing his voice connection; the other's goes too, and both nodes
+    // forget the call (b learnt of yves's answer through a's relay).
+    for callee_hangs_up in [false, true] {
+        let (l, lport) = common::listen();
+        zed.send_bytes(
+            &Babel::CallRequest {
+                contact: "yves".into(),
+                host: String::new(),
+                port: lport,
             }
             .to_bytes(),
         );
-        n += 1;
-        if to_zed.try_recv(Duration::from_millis(50)).is_some() {
-            break;
-        }
-        assert!(n < 200, "the relay never carried voice to zed");
-    }
-    for i in 0..5u8 {
-        let v = Babel::VoiceData {
-            data: vec![0xfc, i, 0x11],
+        let Babel::CallRequest {
+            contact,
+            host,
+            port,
+        } = yves.recv()
+        else {
+            panic!("CallRequest")
         };
-        to_zed.send_bytes(&v.to_bytes());
-        assert_eq!(to_yves.recv(), v);
-        let w = Babel::VoiceData {
-            data: vec![0xfc, i, 0x22, 0x33],
-        };
-        to_yves.send_bytes(&w.to_bytes());
-        // Past any late warm-up packet (two bytes).
-        let got = loop {
-            match to_zed.recv() {
-                Babel::VoiceData { data } if data.len() == 2 => continue,
-                f => break f,
+        assert_eq!(contact, "zed");
+        assert_ne!(port, lport, "never zed's own end point");
+        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+        // yves connects to a's relay; the relay then dials zed.
+        let at = SocketAddr::new(host.parse().unwrap(), port);
+        let mut to_yves = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
+        assert_eq!(to_yves.recv(), Babel::ConnectionEstablished);
+        let mut to_zed = Wire::<Babel>::new(common::accept_within(&l));
+        to_zed.send_bytes(&Babel::ConnectionEstablished.to_bytes());
+        // Voice sent before the relay has read zed's greeting may be dropped:
+        // send until one is through, then byte for byte both ways.
+        let mut n = 0u8;
+        loop {
+            to_yves.send_bytes(
+                &Babel::VoiceData {
+                    data: vec![0xfc, n],
+                }
+                .to_bytes(),
+            );
+            n += 1;
+            if to_zed.try_recv(Duration::from_millis(50)).is_some() {
+                break;
             }
-        };
-        assert_eq!(got, w);
+            assert!(n < 200, "the relay never carried voice to zed");
+        }
+        for i in 0..5u8 {
+            let v = Babel::VoiceData {
+                data: vec![0xfc, i, 0x11],
+            };
+            to_zed.send_bytes(&v.to_bytes());
+            assert_eq!(to_yves.recv(), v);
+            let w = Babel::VoiceData {
+                data: vec![0xfc, i, 0x22, 0x33],
+            };
+            to_yves.send_bytes(&w.to_bytes());
+            // Past any late warm-up packet (two bytes).
+            let got = loop {
+                match to_zed.recv() {
+                    Babel::VoiceData { data } if data.len() == 2 => continue,
+                    f => break f,
+                }
+            };
+            assert_eq!(got, w);
+        }
+        both_halves_answered(&a, &b);
+        if callee_hangs_up {
+            drop(to_yves);
+            common::expect_eof(&mut to_zed.s, "zed's voice connection");
+        } else {
+            drop(to_zed);
+            common::expect_eof(&mut to_yves.s, "yves's voice connection");
+        }
+        calls_end(&a, &b);
     }
-    // zed hangs up (closes his voice connection): yves's goes too.
-    drop(to_zed);
-    common::expect_eof(&mut to_yves.s, "yves's voice connection");
-    calls_end(&a, &b);
 }

@@ -68,6 +68,7 @@ impl Peer for ChatosPeer {
             | Event::CallAnswered { .. }
             | Event::CallRefused { .. }
             | Event::CallEnded { .. }
+            | Event::CallTaken { .. }
             | Event::RoomInvitation { .. }
             | Event::RoomClosed { .. } => {}
         })
