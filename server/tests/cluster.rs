@@ -420,6 +420,51 @@ fn accounts_friends_on_two_nodes_message_each_other_online_and_offline() {
     drop(dave);
 }
 
+/// Look-alike pseudos registered through two nodes at the same moment
+/// (within one bus round trip, before either node hears of the other's):
+/// the store settles it, exactly one is registered and the other hears the
+/// dialect's "pseudo taken" (103), round after round.
+#[test]
+fn look_alike_pseudos_registered_through_two_nodes_at_once_register_once() {
+    let Some((c, a, b)) = two_nodes() else { return };
+    let addrs = [a.accounts_addr(), b.accounts_addr()];
+    const ROUNDS: usize = 4;
+    for round in 0..ROUNDS {
+        let pseudos = [format!("twin{round}"), format!("TWIN{round}")];
+        let gate = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                let (gate, at) = (gate.clone(), addrs[i]);
+                let (email, pseudo) = (format!("twin{round}.{i}@example.org"), pseudos[i].clone());
+                thread::spawn(move || {
+                    let mut w = common::accounts(at);
+                    let hello = Acc::Register {
+                        email,
+                        pseudo,
+                        password: "correct horse".into(),
+                    }
+                    .to_bytes();
+                    gate.wait();
+                    w.send_bytes(&hello);
+                    w.recv()
+                })
+            })
+            .collect();
+        let answers: Vec<Acc> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won = answers.iter().filter(|f| **f == Acc::Registered).count();
+        assert_eq!(won, 1, "round {round}: exactly one registers: {answers:?}");
+        assert!(
+            answers.contains(&Acc::PseudoTaken),
+            "round {round}: {answers:?}"
+        );
+    }
+    let registered = c.pg.session(&c.schema).query_one(
+        "SELECT count(*) FROM accounts WHERE pseudo LIKE 'twin%' OR pseudo LIKE 'TWIN%'",
+        &[],
+    );
+    assert_eq!(registered.unwrap().get::<_, i64>(0), ROUNDS as i64);
+}
+
 #[test]
 fn a_pseudo_registered_through_one_node_is_reserved_on_the_other() {
     let Some((c, a, b)) = two_nodes() else { return };
