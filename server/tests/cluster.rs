@@ -457,6 +457,14 @@ fn look_alike_pseudos_registered_through_two_nodes_at_once_register_once() {
             answers.contains(&Acc::PseudoTaken),
             "round {round}: {answers:?}"
         );
+        // Both nodes keep the winner's name (and its look-alikes) for its
+        // account, the loser's node included.
+        let winner = &pseudos[answers.iter().position(|f| *f == Acc::Registered).unwrap()];
+        for node in [&a, &b] {
+            eventually("the winner's pseudo is reserved", WAIT, || {
+                chatos_try(node.chatos_addr(), winner).1 == Command::LoginRefused
+            });
+        }
     }
     let registered = c.pg.session(&c.schema).query_one(
         "SELECT count(*) FROM accounts WHERE pseudo LIKE 'twin%' OR pseudo LIKE 'TWIN%'",

@@ -456,6 +456,8 @@ const ACCOUNT_BY_EMAIL: Sql = split(
 const ADD_PSEUDO_KEY: Sql = same(
     "INSERT INTO pseudo_keys(key, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING RETURNING key",
 );
+const PSEUDO_KEY_HOLDER: Sql =
+    same("SELECT a.pseudo FROM pseudo_keys k JOIN accounts a ON a.id = k.account WHERE k.key = ?1");
 const DROP_PSEUDO_KEYS: Sql = same("DELETE FROM pseudo_keys WHERE account = ?1");
 const DROP_ACCOUNT: Sql = same("DELETE FROM accounts WHERE id = ?1");
 const ACCOUNT_ID: Sql = same("SELECT id FROM accounts WHERE pseudo = ?1");
@@ -573,6 +575,21 @@ impl Db<'_> {
             self.exec("drop account", &DROP_ACCOUNT, &[id(account)]);
         }
         held
+    }
+
+    /// The registered pseudos holding look-alike keys of `pseudo`, by key.
+    pub fn look_alike_holders(&self, pseudo: &str) -> Vec<(String, String)> {
+        pseudo_keys(pseudo)
+            .into_iter()
+            .filter_map(|k| {
+                let holder = self.row(
+                    "pseudo key holder",
+                    &PSEUDO_KEY_HOLDER,
+                    &[k.as_str().into()],
+                );
+                holder.map(|r| (k, r.text(0)))
+            })
+            .collect()
     }
 
     pub fn account_by_email(&self, email: &str) -> Option<Account> {
