@@ -528,6 +528,101 @@ fn a_silent_relayed_call_ends_for_both_sides() {
     assert_eq!(srv.hub().calls_answered(), 0);
 }
 
+/// Threads holding what is left of `srv`'s thread budget until dropped.
+struct Spent(Vec<std::sync::mpsc::Sender<()>>);
+
+fn spend_thread_budget(srv: &Server) -> Spent {
+    let budget = srv.thread_budget();
+    let mut held = Vec::new();
+    loop {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let hold = thread::Builder::new().name("test-hold".into());
+        if budget.spawn(hold, move || drop(rx.recv())).is_err() {
+            break;
+        }
+        held.push(tx);
+        assert!(held.len() < 1_000, "a small budget");
+    }
+    assert_eq!(budget.live(), budget.limit());
+    Spent(held)
+}
+
+#[test]
+fn a_spent_thread_budget_refuses_babel_legs_cleanly_and_counts_them() {
+    use chinwagd::metrics::DropReason;
+    // No spare threads: a connection thread ends with its connection, and
+    // none is started in the background, so the budget holds still.
+    let srv = server_with(|c| {
+        c.max_threads = 40;
+        c.spare_threads = 0;
+    });
+    let (b_addr, a_addr) = (srv.babel_addr(), srv.accounts_addr());
+    register(a_addr, "carol");
+    let mut carol = login(a_addr, "carol");
+    let (mut bob, contacts) = babel(b_addr, "bob");
+    assert_eq!(contacts, vec!["carol"]);
+    let m = srv.hub().metrics().clone();
+    // The registration's connection thread is gone: carol's and bob's
+    // are the budget's only threads.
+    eventually("two connection threads", || {
+        srv.connections() == 2 && srv.thread_budget().live() == 2
+    });
+    let spent = spend_thread_budget(&srv);
+    // carol calls bob: no thread to take bob's voice connection, so the
+    // call is refused as bob unreachable (bob is never rung).
+    let (_voice, vport) = udp();
+    send(
+        &mut carol,
+        Acc::Call {
+            pseudo: "bob".into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::CallFailed {
+            pseudo: "bob".into()
+        }
+    );
+    assert_eq!(m.drops(DropReason::ThreadBudget), 1);
+    assert_eq!(srv.relayed_calls(), 0);
+    // bob calls carol, who answers: no thread to dial bob, so the call
+    // ends (carol hears a hang-up) instead of staying half made.
+    let (_l, lport) = common::listen();
+    bob.send_bytes(
+        &Babel::CallRequest {
+            contact: "carol".into(),
+            host: String::new(),
+            port: lport,
+        }
+        .to_bytes(),
+    );
+    assert!(matches!(carol.recv(), Acc::IncomingCall { .. }));
+    send(
+        &mut carol,
+        Acc::AnswerCall {
+            pseudo: "bob".into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::HungUp {
+            pseudo: "bob".into()
+        }
+    );
+    assert_eq!(m.drops(DropReason::ThreadBudget), 2);
+    eventually("both calls gone", || {
+        srv.relayed_calls() == 0 && srv.hub().calls().is_empty()
+    });
+    // Nothing else was harmed: with threads back, a call goes through.
+    drop(spent);
+    let mut call = common::accounts_calls_babel(&mut carol, "carol", &mut bob, "bob");
+    common::voice_both_ways(&mut call);
+}
+
 #[test]
 fn the_relay_off_refuses_calls_between_dialects() {
     let srv = server_with(|c| c.call_relay = "off".into());

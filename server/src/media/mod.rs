@@ -41,6 +41,7 @@ use crate::guard::{supervise, Fatal, Turn};
 use crate::hub::{CallId, Hub, Leg as Plan, LegSpec, MediaRelay, Opened, RelayFull, Side};
 use crate::metrics::{Metrics, RelayDrop};
 use crate::net::{FlushPool, Registry};
+use crate::pool::ThreadBudget;
 use alloc::{Alloc, Kind, Leg, Out, Rate};
 
 /// Readable allocations waiting for a worker, per worker; a full queue
@@ -93,6 +94,11 @@ struct Inner {
     stop: AtomicBool,
     /// babel leg threads alive.
     legs: AtomicUsize,
+    /// Where babel leg threads come from (`pool::ThreadBudget`).
+    budget: Arc<ThreadBudget>,
+    /// Calls whose leg of this side got no thread where the hub could not
+    /// be told at once (inside a `MediaRelay` call): the sweep ends them.
+    doomed: Mutex<Vec<(CallId, Side)>>,
     /// The outbound limit of a babel leg's queue.
     outbound_limit: usize,
     write_timeout: Duration,
@@ -223,6 +229,7 @@ impl Relay {
         hub: &Arc<Hub>,
         registry: Arc<Registry>,
         flush: Arc<FlushPool>,
+        budget: Arc<ThreadBudget>,
         outbound_limit: usize,
         write_timeout: Duration,
         fatal: Fatal,
@@ -250,6 +257,8 @@ impl Relay {
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             legs: AtomicUsize::new(0),
+            budget,
+            doomed: Mutex::new(Vec::new()),
             outbound_limit,
             write_timeout,
         });
@@ -402,6 +411,10 @@ fn receive(inner: Arc<Inner>, mut poll: Poll, fatal: Fatal) {
 
 /// One turn of `cw-relay-sweep`: end answered calls that went silent.
 fn sweep_once(inner: &Inner) {
+    let doomed = std::mem::take(&mut *inner.doomed.lock());
+    for (id, side) in doomed {
+        inner.tell_ended(id, Some(side));
+    }
     let idle = inner.set.idle_timeout.as_millis() as u64;
     let now = inner.now_ms();
     let silent: Vec<CallId> = inner
@@ -507,7 +520,11 @@ impl MediaRelay for Relay {
         inner.calls.write().insert(id, a.clone());
         inner.metrics.relay_calls(1);
         if let Some((side, l)) = listener {
-            babel::spawn_accept(inner.clone(), a, side, l);
+            if !babel::spawn_accept(inner.clone(), a, side, l) {
+                // No thread to take the callee: the call cannot be made.
+                inner.release(id);
+                return Err(RelayFull);
+            }
         }
         Ok(told)
     }
@@ -528,7 +545,10 @@ impl MediaRelay for Relay {
         a.answered.store(true, Ordering::Release);
         // A babel caller is dialled once the callee is there.
         if let Kind::Dial(to) = a.leg(Side::Caller).kind {
-            babel::spawn_dial(self.inner.clone(), a.clone(), Side::Caller, to);
+            if !babel::spawn_dial(self.inner.clone(), a.clone(), Side::Caller, to) {
+                // The hub is calling us: it hears of the end from the sweep.
+                self.inner.doomed.lock().push((id, Side::Caller));
+            }
         }
     }
 
