@@ -528,25 +528,6 @@ fn a_silent_relayed_call_ends_for_both_sides() {
     assert_eq!(srv.hub().calls_answered(), 0);
 }
 
-/// Threads holding what is left of `srv`'s thread budget until dropped.
-struct Spent(Vec<std::sync::mpsc::Sender<()>>);
-
-fn spend_thread_budget(srv: &Server) -> Spent {
-    let budget = srv.thread_budget();
-    let mut held = Vec::new();
-    loop {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let hold = thread::Builder::new().name("test-hold".into());
-        if budget.spawn(hold, move || drop(rx.recv())).is_err() {
-            break;
-        }
-        held.push(tx);
-        assert!(held.len() < 1_000, "a small budget");
-    }
-    assert_eq!(budget.live(), budget.limit());
-    Spent(held)
-}
-
 #[test]
 fn a_spent_thread_budget_refuses_babel_legs_cleanly_and_counts_them() {
     use chinwagd::metrics::DropReason;
@@ -567,7 +548,7 @@ fn a_spent_thread_budget_refuses_babel_legs_cleanly_and_counts_them() {
     eventually("two connection threads", || {
         srv.connections() == 2 && srv.thread_budget().live() == 2
     });
-    let spent = spend_thread_budget(&srv);
+    let spent = common::spend_thread_budget(&srv);
     // carol calls bob: no thread to take bob's voice connection, so the
     // call is refused as bob unreachable (bob is never rung).
     let (_voice, vport) = udp();

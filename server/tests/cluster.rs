@@ -1330,6 +1330,42 @@ fn a_forged_proxy_handshake_is_refused_and_counted() {
     expect_established(&mut pb);
 }
 
+/// A node whose thread budget is spent closes a node-to-node connection
+/// at once, counted, instead of starting a thread outside the budget; with
+/// threads back it serves them again.
+#[test]
+fn a_proxied_connection_past_the_thread_budget_is_closed_and_counted() {
+    use chinwagd::metrics::DropReason;
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("budget");
+    // No spare threads: nothing starts or ends in the background.
+    let b = Server::start(Config {
+        max_threads: 16,
+        spare_threads: 0,
+        cluster_addr: "127.0.0.1:0".into(),
+        cluster_secret_file: secret.0.display().to_string(),
+        ..c.config("b")
+    })
+    .expect("node starts");
+    let (to, m) = (b.proxy_addr().unwrap(), b.hub().metrics().clone());
+    let spent = common::spend_thread_budget(&b);
+    // No byte sent: a served connection would wait 5 s for its handshake.
+    let mut s = TcpStream::connect(to).unwrap();
+    eventually("the connection refused a thread, counted", WAIT, || {
+        m.drops(DropReason::ThreadBudget) == 1
+    });
+    common::expect_eof(&mut s, "a proxied connection without a thread");
+    drop(spent);
+    let mut s = TcpStream::connect(to).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    common::expect_eof(&mut s, "a bad handshake");
+    eventually("read and refused by a thread", WAIT, || {
+        m.drops(DropReason::ProxyHandshake) == 1
+    });
+    assert_eq!(m.drops(DropReason::ThreadBudget), 1);
+}
+
 // ---- relayed calls across nodes ----
 
 #[test]
