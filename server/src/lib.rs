@@ -153,11 +153,13 @@ impl Server {
         let relay = media::Relay::start(
             cfg.relay(),
             &hub,
-            registry.clone(),
-            flush.clone(),
-            budget.clone(),
-            cfg.outbound_limit,
-            cfg.write_timeout(),
+            media::LegConns {
+                registry: registry.clone(),
+                flush: flush.clone(),
+                budget: budget.clone(),
+                outbound_limit: cfg.outbound_limit,
+                write_timeout: cfg.write_timeout(),
+            },
             fatal.clone(),
         )?;
         hub.set_relay(relay.clone());

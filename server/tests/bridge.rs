@@ -19,6 +19,8 @@ use chinwag_proto::voice::VoicePacket;
 use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
 
+#[path = "common/budget.rs"]
+mod budget;
 mod common;
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 use common::{datagram, media, udp};
@@ -548,7 +550,7 @@ fn a_spent_thread_budget_refuses_babel_legs_cleanly_and_counts_them() {
     eventually("two connection threads", || {
         srv.connections() == 2 && srv.thread_budget().live() == 2
     });
-    let spent = common::spend_thread_budget(&srv);
+    let spent = budget::spend(&srv);
     // carol calls bob: no thread to take bob's voice connection, so the
     // call is refused as bob unreachable (bob is never rung).
     let (_voice, vport) = udp();

@@ -25,6 +25,8 @@ use chinwag_proto::chatos::Command;
 use chinwag_proto::rooms::Body;
 use chinwagd::{Config, Server};
 
+#[path = "common/budget.rs"]
+mod budget;
 mod common;
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 use rand::{RngCore, SeedableRng};
@@ -1348,7 +1350,7 @@ fn a_proxied_connection_past_the_thread_budget_is_closed_and_counted() {
     })
     .expect("node starts");
     let (to, m) = (b.proxy_addr().unwrap(), b.hub().metrics().clone());
-    let spent = common::spend_thread_budget(&b);
+    let spent = budget::spend(&b);
     // No byte sent: a served connection would wait 5 s for its handshake.
     let mut s = TcpStream::connect(to).unwrap();
     eventually("the connection refused a thread, counted", WAIT, || {

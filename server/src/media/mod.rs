@@ -217,9 +217,20 @@ impl Inner {
     }
 }
 
+/// What a babel leg's connection takes, as any connection: a registry
+/// admission, a thread of the budget, an outbound queue bounded by
+/// `outbound_limit` and `write_timeout` and sent by the flush pool.
+pub struct LegConns {
+    pub registry: Arc<Registry>,
+    pub flush: Arc<FlushPool>,
+    pub budget: Arc<ThreadBudget>,
+    pub outbound_limit: usize,
+    pub write_timeout: Duration,
+}
+
 impl Relay {
-    /// Start the relay's threads. `outbound_limit` and `write_timeout` bound
-    /// a babel leg's queue as any connection's.
+    /// Start the relay's threads; `legs`: what its babel legs' connections
+    /// take.
     /// Its threads run under `supervise`: a packet (or a tick) whose
     /// handling panics is dropped and the thread goes on; no shared state is
     /// left half updated by one (routing changes only in the hub's calls),
@@ -227,13 +238,16 @@ impl Relay {
     pub fn start(
         set: Settings,
         hub: &Arc<Hub>,
-        registry: Arc<Registry>,
-        flush: Arc<FlushPool>,
-        budget: Arc<ThreadBudget>,
-        outbound_limit: usize,
-        write_timeout: Duration,
+        legs: LegConns,
         fatal: Fatal,
     ) -> io::Result<Arc<Relay>> {
+        let LegConns {
+            registry,
+            flush,
+            budget,
+            outbound_limit,
+            write_timeout,
+        } = legs;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
         let mut senders = Vec::new();

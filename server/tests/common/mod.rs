@@ -569,27 +569,3 @@ pub fn voice_both_ways(c: &mut BabelToAccounts) -> Vec<(u16, u32)> {
     }
     seqs
 }
-
-/// Threads holding what is left of `srv`'s thread budget until dropped.
-pub struct Spent(Vec<std::sync::mpsc::Sender<()>>);
-
-pub fn spend_thread_budget(srv: &chinwagd::Server) -> Spent {
-    let budget = srv.thread_budget();
-    let mut held = Vec::new();
-    loop {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let hold = std::thread::Builder::new().name("test-hold".into());
-        if budget
-            .spawn(hold, move || {
-                let _ = rx.recv();
-            })
-            .is_err()
-        {
-            break;
-        }
-        held.push(tx);
-        assert!(held.len() < 1_000, "a small budget");
-    }
-    assert_eq!(budget.live(), budget.limit());
-    Spent(held)
-}
