@@ -361,14 +361,7 @@ fn an_accounts_user_calls_a_babel_user_who_connects_to_the_relay() {
             pseudo: "bob".into()
         }
     );
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "bob".into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
+    common::call(&mut carol, "bob", vport);
     assert!(matches!(bob.recv(), Babel::CallRequest { .. }));
     bob.send_bytes(
         &Babel::CallRefused {
@@ -554,14 +547,7 @@ fn a_spent_thread_budget_refuses_babel_legs_cleanly_and_counts_them() {
     // carol calls bob: no thread to take bob's voice connection, so the
     // call is refused as bob unreachable (bob is never rung).
     let (_voice, vport) = udp();
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "bob".into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
+    common::call(&mut carol, "bob", vport);
     assert_eq!(
         carol.recv(),
         Acc::CallFailed {
@@ -627,14 +613,7 @@ fn the_relay_off_refuses_calls_between_dialects() {
             what: "carol is not connected".into()
         }
     );
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "bob".into(),
-            addr: String::new(),
-            port: 1,
-        },
-    );
+    common::call(&mut carol, "bob", 1);
     assert_eq!(
         carol.recv(),
         Acc::CallFailed {
@@ -737,14 +716,7 @@ fn a_babel_callee_of_another_node_is_taken_from_the_address_its_node_tells_even_
         .unwrap();
     let (_voice, vport) = udp();
     for told_late in [false, true] {
-        send(
-            &mut carol,
-            Acc::Call {
-                pseudo: "yan".into(),
-                addr: String::new(),
-                port: vport,
-            },
-        );
+        common::call(&mut carol, "yan", vport);
         let mut at = None;
         eventually("the offer to yan's stand-in", || {
             at = offers.0.lock().unwrap().pop();

@@ -513,14 +513,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
     sees(&a, "dave", true);
     // carol on A calls dave on B: B's half of the call tells dave where
     // carol's voice is (her address as A saw it).
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: 4001,
-        },
-    );
+    common::call(&mut carol, "dave", 4001);
     assert_eq!(
         dave.recv(),
         Acc::IncomingCall {
@@ -563,14 +556,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
         a.hub().calls().is_empty() && b.hub().calls().is_empty()
     });
     // Declined on B: carol on A hears it.
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: 4003,
-        },
-    );
+    common::call(&mut carol, "dave", 4003);
     assert!(matches!(dave.recv(), Acc::IncomingCall { .. }));
     send(
         &mut dave,
@@ -583,14 +569,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
         "the caller hears the refusal"
     );
     // dave's node dies mid-call: carol hears a hang-up (the stand-in left).
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: 4004,
-        },
-    );
+    common::call(&mut carol, "dave", 4004);
     assert!(matches!(dave.recv(), Acc::IncomingCall { .. }));
     drop(dave);
     let got = carol.recv();
@@ -1401,14 +1380,7 @@ fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_caller
     calls_through_a(&a, &b, (&mut fern, "fern"), (&mut yves, "yves"), false);
     // A babel refusal reaches fern through b.
     let (_voice, vport) = common::udp();
-    send(
-        &mut fern,
-        Acc::Call {
-            pseudo: "yves".into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
+    common::call(&mut fern, "yves", vport);
     assert!(matches!(yves.recv(), Babel::CallRequest { .. }));
     yves.send_bytes(
         &Babel::CallRefused {
@@ -1433,14 +1405,7 @@ fn accounts_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_al
     let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
     let (vc, pc) = common::udp();
     let (vd, pd) = common::udp();
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: pc,
-        },
-    );
+    common::call(&mut carol, "dave", pc);
     let Acc::IncomingCall { addr, port, .. } = dave.recv() else {
         panic!("143")
     };
