@@ -15,7 +15,7 @@ use super::sql::{pg_error, PgConn};
 /// back-fill run in the same transaction.
 pub(super) struct Migration {
     pub(super) lite: &'static str,
-    pg: Option<&'static str>,
+    pub(super) pg: Option<&'static str>,
     fill: Option<Fill>,
 }
 

@@ -166,6 +166,7 @@ on_both!(
     migrations_apply_once_and_refuse_newer_databases,
     guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account,
     look_alike_pseudos_are_refused_by_the_store_until_the_holder_is_deleted,
+    migration_5_back_fills_the_look_alike_keys_oldest_first,
 );
 
 fn stop(s: Store, t: StoreThread) {
@@ -350,26 +351,36 @@ fn look_alike_pseudos_are_refused_by_the_store_until_the_holder_is_deleted(b: &B
 /// as two nodes could register before) is back-filled: the older of two
 /// look-alikes holds their keys, both accounts stay, and new look-alikes of
 /// any of them are refused.
-#[test]
-fn sqlite_migration_5_back_fills_the_look_alike_keys_oldest_first() {
-    let b = Backend::sqlite("backfill");
-    let Backend::Sqlite(dir) = &b else {
-        unreachable!()
-    };
-    {
-        let mut c = rusqlite::Connection::open(Backend::file(dir)).unwrap();
-        let tx = c.transaction().unwrap();
-        for m in &super::schema::MIGRATIONS[..4] {
-            tx.execute_batch(m.lite).unwrap();
+fn migration_5_back_fills_the_look_alike_keys_oldest_first(b: &Backend) {
+    let migrations = &super::schema::MIGRATIONS[..4];
+    let accounts = "INSERT INTO accounts(email, pseudo, hash, created) VALUES
+         ('a@x.org', 'alice', 'h', 0), ('b@x.org', 'AIice', 'h', 0),
+         ('c@x.org', 'bob', 'h', 0);";
+    match b {
+        Backend::Sqlite(dir) => {
+            let mut c = rusqlite::Connection::open(Backend::file(dir)).unwrap();
+            let tx = c.transaction().unwrap();
+            for m in migrations {
+                tx.execute_batch(m.lite).unwrap();
+            }
+            tx.execute_batch(accounts).unwrap();
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.commit().unwrap();
         }
-        tx.execute_batch(
-            "INSERT INTO accounts(email, pseudo, hash, created) VALUES
-             ('a@x.org', 'alice', 'h', 0), ('b@x.org', 'AIice', 'h', 0),
-             ('c@x.org', 'bob', 'h', 0);",
-        )
-        .unwrap();
-        tx.pragma_update(None, "user_version", 4).unwrap();
-        tx.commit().unwrap();
+        Backend::Postgres { server, schema, .. } => {
+            let mut c = server.session(schema);
+            let mut tx = c.transaction().unwrap();
+            tx.batch_execute(
+                "CREATE TABLE chinwag_schema(version BIGINT NOT NULL);
+                 INSERT INTO chinwag_schema(version) VALUES (4);",
+            )
+            .unwrap();
+            for m in migrations {
+                tx.batch_execute(m.pg.unwrap_or(m.lite)).unwrap();
+            }
+            tx.batch_execute(accounts).unwrap();
+            tx.commit().unwrap();
+        }
     }
     let (s, t) = b.open();
     let holder = |key: &str| {
