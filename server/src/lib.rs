@@ -330,6 +330,11 @@ impl Server {
         &self.shared.budget
     }
 
+    /// Connection threads parked right now, ready for a connection.
+    pub fn parked_threads(&self) -> usize {
+        self.shared.conn_threads.idle()
+    }
+
     pub fn hub(&self) -> &Arc<Hub> {
         &self.shared.hub
     }

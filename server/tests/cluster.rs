@@ -80,13 +80,16 @@ impl Cluster {
     /// A node that takes chatos private connections proxied from others
     /// (`cluster_addr` on port 0, the secret in `secret`).
     fn proxy_node(&self, name: &str, index: u8, secret: &std::path::Path) -> Server {
-        Server::start(Config {
+        Server::start(self.proxy_config(name, index, secret)).expect("node starts")
+    }
+
+    fn proxy_config(&self, name: &str, index: u8, secret: &std::path::Path) -> Config {
+        Config {
             node_index: index,
             cluster_addr: "127.0.0.1:0".into(),
             cluster_secret_file: secret.display().to_string(),
             ..self.config(name)
-        })
-        .expect("node starts")
+        }
     }
 
     /// A node as a process of its own (to be killed).
@@ -1060,7 +1063,18 @@ fn proxied_pair(
     c: &Cluster,
     secret: &SecretFile,
 ) -> (Server, Server, Wire<Command>, Wire<Command>) {
-    let a = c.proxy_node("a", 1, &secret.0);
+    proxied_pair_with(c, secret, |_| {})
+}
+
+/// The same, node a's configuration changed by `tweak_a`.
+fn proxied_pair_with(
+    c: &Cluster,
+    secret: &SecretFile,
+    tweak_a: impl FnOnce(&mut Config),
+) -> (Server, Server, Wire<Command>, Wire<Command>) {
+    let mut cfg_a = c.proxy_config("a", 1, &secret.0);
+    tweak_a(&mut cfg_a);
+    let a = Server::start(cfg_a).expect("node starts");
     let b = c.proxy_node("b", 2, &secret.0);
     for (here, there) in [(&a, &b), (&b, &a)] {
         let name = there.cluster().unwrap().node().to_owned();
@@ -1345,6 +1359,36 @@ fn a_proxied_connection_past_the_thread_budget_is_closed_and_counted() {
         m.drops(DropReason::ProxyHandshake) == 1
     });
     assert_eq!(m.drops(DropReason::ThreadBudget), 1);
+}
+
+/// The proxying node with its thread budget spent: a LOGIN_PRIVATE for an
+/// id of another node gets its (parked) connection thread, but no thread
+/// for the proxy's other direction; the client's connection is closed,
+/// counted, and nothing else is harmed.
+#[test]
+fn a_proxy_refused_a_thread_on_the_proxying_node_is_closed_and_counted() {
+    use chinwagd::metrics::DropReason;
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("budget-out");
+    let (a, _b, mut alice, mut bob) = proxied_pair_with(&c, &secret, |cfg| {
+        cfg.max_threads = 32;
+        cfg.spare_threads = 1;
+    });
+    let id = negotiate_across(&mut alice, &mut bob);
+    // alice's connection thread and one parked spare, then nothing left.
+    eventually("one spare parked", WAIT, || a.parked_threads() == 1);
+    let spent = budget::spend(&a);
+    let m = a.hub().metrics().clone();
+    let mut pa = open_private(a.chatos_addr(), id);
+    let mut got = Vec::new();
+    let _ = pa.read_to_end(&mut got);
+    assert!(got.is_empty(), "closed without ESTABLISHED: {got:?}");
+    assert_eq!(m.drops(DropReason::ThreadBudget), 1);
+    assert_eq!(a.hub().relay_count(), 0);
+    drop(spent);
+    // alice's chatos session goes on.
+    alice.send_bytes(&private("alice", "bob", "still here").to_bytes());
+    assert_eq!(bob.recv(), private("alice", "bob", "still here"));
 }
 
 // ---- relayed calls across nodes ----
