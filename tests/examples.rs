@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use chinwag::{Client, Dialect, Event};
 use common::{
-    build_c_example, expect_line, fnv1a, lines_of, output_within, require, wait_within, ROOT,
+    build_c_example, expect_line, fnv1a, lines_of, output_within, require, start, wait_within, ROOT,
 };
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -51,22 +51,15 @@ fn c_chat_example() {
     }
     let exe = build_c_example("chat");
     let (_srv, port) = server();
-    let mut child = Command::new(&exe)
-        .args(["127.0.0.1", &port.to_string(), "carol"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(&mut child);
-    let mut stdin = child.stdin.take().unwrap();
-    expect_line(&lines, "logged in as carol", STEP);
+    let mut carol = start(Command::new(&exe).args(["127.0.0.1", &port.to_string(), "carol"]));
+    let (lines, stdin) = (&carol.lines, &mut carol.stdin);
+    expect_line(lines, "logged in as carol", STEP);
 
     let dave = rust_client(port, "dave");
     dave.send_message("hello carol").unwrap();
-    expect_line(&lines, "<dave> hello carol", STEP);
+    expect_line(lines, "<dave> hello carol", STEP);
     dave.send_private("carol", "just you").unwrap();
-    expect_line(&lines, "*dave* just you", STEP);
+    expect_line(lines, "*dave* just you", STEP);
 
     writeln!(stdin, "/msg dave hi dave").unwrap();
     let got = wait_event(&dave, |ev| match ev {
@@ -91,14 +84,8 @@ fn c_chat_example() {
     assert_eq!(refused, "carol");
 
     writeln!(stdin, "/quit").unwrap();
-    drop(stdin);
-    expect_line(&lines, "-- bye", STEP);
-    let out = wait_within(child, STEP);
-    assert!(
-        out.status.success(),
-        "chat: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_line(lines, "-- bye", STEP);
+    carol.succeeds("chat", STEP);
 }
 
 #[test]
@@ -537,21 +524,14 @@ fn c_rooms_chat_example() {
     let rob_id = rob.room_user_id().unwrap();
 
     // cara creates a room, rob joins it, and they exchange texts.
-    let mut cara = Command::new(&exe)
-        .args(["127.0.0.1", &port, "cara", "create", "club"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let cara_lines = lines_of(&mut cara);
-    let mut cara_in = cara.stdin.take().unwrap();
-    let cara_id = printed_id(&expect_line(&cara_lines, "-- logged in as cara (#", STEP));
-    expect_line(&cara_lines, "-- created club (room ", STEP);
+    let mut cara = start(Command::new(&exe).args(["127.0.0.1", &port, "cara", "create", "club"]));
+    let cara_lines = &cara.lines;
+    let cara_id = printed_id(&expect_line(cara_lines, "-- logged in as cara (#", STEP));
+    expect_line(cara_lines, "-- created club (room ", STEP);
     rob.room_join("club").unwrap();
     rob.send_message("hello cara").unwrap();
-    expect_line(&cara_lines, &format!("<#{rob_id}> hello cara"), STEP);
-    writeln!(cara_in, "hi rob").unwrap();
+    expect_line(cara_lines, &format!("<#{rob_id}> hello cara"), STEP);
+    writeln!(cara.stdin, "hi rob").unwrap();
     assert_eq!(
         next_text(&rob),
         (format!("#{cara_id}"), "hi rob".to_string())
@@ -562,53 +542,38 @@ fn c_rooms_chat_example() {
         .unwrap();
     rob.room_invite("cara").unwrap();
     expect_line(
-        &cara_lines,
+        cara_lines,
         "-- rob invites you into den (centralised)",
         STEP,
     );
-    expect_line(&cara_lines, "-- accepted: now in den", STEP);
+    expect_line(cara_lines, "-- accepted: now in den", STEP);
     rob.send_message("welcome to den").unwrap();
-    expect_line(&cara_lines, &format!("<#{rob_id}> welcome to den"), STEP);
+    expect_line(cara_lines, &format!("<#{rob_id}> welcome to den"), STEP);
 
     // dora joins from the command line; texts reach both other members.
-    let mut dora = Command::new(&exe)
-        .args(["127.0.0.1", &port, "dora", "join", "den"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let dora_lines = lines_of(&mut dora);
-    let mut dora_in = dora.stdin.take().unwrap();
-    let dora_id = printed_id(&expect_line(&dora_lines, "-- logged in as dora (#", STEP));
-    expect_line(&dora_lines, "-- joined den", STEP);
-    writeln!(dora_in, "dora here").unwrap();
-    expect_line(&cara_lines, &format!("<#{dora_id}> dora here"), STEP);
+    let mut dora = start(Command::new(&exe).args(["127.0.0.1", &port, "dora", "join", "den"]));
+    let dora_lines = &dora.lines;
+    let dora_id = printed_id(&expect_line(dora_lines, "-- logged in as dora (#", STEP));
+    expect_line(dora_lines, "-- joined den", STEP);
+    writeln!(dora.stdin, "dora here").unwrap();
+    expect_line(cara_lines, &format!("<#{dora_id}> dora here"), STEP);
     assert_eq!(
         next_text(&rob),
         (format!("#{dora_id}"), "dora here".to_string())
     );
-    writeln!(cara_in, "thanks").unwrap();
-    expect_line(&dora_lines, &format!("<#{cara_id}> thanks"), STEP);
+    writeln!(cara.stdin, "thanks").unwrap();
+    expect_line(dora_lines, &format!("<#{cara_id}> thanks"), STEP);
     assert_eq!(
         next_text(&rob),
         (format!("#{cara_id}"), "thanks".to_string())
     );
 
     // "/quit" and end of input both leave, with status 0.
-    writeln!(cara_in, "/quit").unwrap();
-    drop(cara_in);
-    expect_line(&cara_lines, "-- bye", STEP);
-    drop(dora_in);
-    expect_line(&dora_lines, "-- bye", STEP);
-    for (name, child) in [("cara", cara), ("dora", dora)] {
-        let out = wait_within(child, STEP);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    writeln!(cara.stdin, "/quit").unwrap();
+    expect_line(&cara.lines, "-- bye", STEP);
+    cara.succeeds("cara", STEP);
+    let rest = dora.succeeds("dora", STEP);
+    assert!(rest.iter().any(|l| l.contains("-- bye")), "dora: {rest:?}");
     // Both names are free again: close sent DECONNEXION.
     let again = Client::connect(
         "127.0.0.1",

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{expect_line, lib_dir, lines_of, output_within, require, wait_within, ROOT};
+use common::{expect_line, lib_dir, output_within, require, start, ROOT};
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -198,22 +198,16 @@ fn install_into_a_prefix_then_build_c_and_cxx_with_pkg_config_only() {
     );
     assert!(out.contains("echo from cxx: hello from C++"), "{out}");
 
-    let mut child = Command::new(&c_exe)
-        .args(["127.0.0.1", &port, "cee"])
-        .env("LD_LIBRARY_PATH", &libdir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(&mut child);
-    let mut stdin = child.stdin.take().unwrap();
-    expect_line(&lines, "logged in as cee", STEP);
-    writeln!(stdin, "from the installed library").unwrap();
-    expect_line(&lines, "<cee> from the installed library", STEP);
-    writeln!(stdin, "/quit").unwrap();
-    expect_line(&lines, "-- bye", STEP);
-    drop(stdin);
-    assert!(wait_within(child, STEP).status.success());
+    let mut cee = start(
+        Command::new(&c_exe)
+            .args(["127.0.0.1", &port, "cee"])
+            .env("LD_LIBRARY_PATH", &libdir),
+    );
+    expect_line(&cee.lines, "logged in as cee", STEP);
+    writeln!(cee.stdin, "from the installed library").unwrap();
+    expect_line(&cee.lines, "<cee> from the installed library", STEP);
+    writeln!(cee.stdin, "/quit").unwrap();
+    expect_line(&cee.lines, "-- bye", STEP);
+    cee.succeeds("the installed chat", STEP);
     let _ = std::fs::remove_dir_all(&tmp);
 }

@@ -8,13 +8,13 @@ mod common;
 
 use std::ffi::{CStr, CString};
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::ptr;
 use std::time::{Duration, Instant};
 
 use chinwag::ffi::*;
 use chinwag::{Client, Code, Dialect, Event};
-use common::{build_c_example, expect_line, lines_of, require, wait_within};
+use common::{build_c_example, expect_line, require, start};
 
 const STEP: Duration = Duration::from_secs(10);
 
@@ -35,25 +35,18 @@ fn c_poll_loop_sees_events_log_lines_and_the_end() {
     let exe = build_c_example("poll_chat");
     let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
     let port = srv.chatos_addr().port();
-    let mut child = Command::new(&exe)
-        .args(["127.0.0.1", &port.to_string(), "polly"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = lines_of(&mut child);
-    let mut stdin = child.stdin.take().unwrap();
-    expect_line(&lines, "logged in as polly", STEP);
+    let mut polly = start(Command::new(&exe).args(["127.0.0.1", &port.to_string(), "polly"]));
+    let lines = &polly.lines;
+    expect_line(lines, "logged in as polly", STEP);
     // The library's own line about the connection, through the log fd.
-    expect_line(&lines, "[log INFO chinwag::chatos] connected to", STEP);
+    expect_line(lines, "[log INFO chinwag::chatos] connected to", STEP);
 
     let dave = Client::connect("127.0.0.1", port, Dialect::CW_DIALECT_CHATOS).unwrap();
     dave.login("dave", Some(STEP)).unwrap();
     dave.send_message("hello polly").unwrap();
-    expect_line(&lines, "<dave> hello polly", STEP);
+    expect_line(lines, "<dave> hello polly", STEP);
 
-    writeln!(stdin, "hi from the loop").unwrap();
+    writeln!(polly.stdin, "hi from the loop").unwrap();
     let deadline = Instant::now() + STEP;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -84,13 +77,7 @@ fn c_poll_loop_sees_events_log_lines_and_the_end() {
     ] {
         assert!(rest.iter().any(|l| l.starts_with(want)), "{want}: {rest:?}");
     }
-    drop(stdin);
-    let out = wait_within(child, STEP);
-    assert!(
-        out.status.success(),
-        "poll_chat: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    polly.succeeds("poll_chat", STEP);
 }
 
 #[test]

@@ -76,9 +76,7 @@ fn login_taken_invalid_and_freed_on_close() {
 fn public_room_texts_between_three_clients() {
     let srv = server();
     let addr = srv.rooms_addr();
-    let a = C::named(addr, "al");
-    let b = C::named(addr, "bo");
-    let c = C::named(addr, "cy");
+    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
     assert_eq!(b.members(""), ["al", "bo", "cy"].map(String::from).into());
     assert_eq!(a.send("hello all"), R::CW_OK);
     // The header names the author by id only; these clients never learned
@@ -101,9 +99,7 @@ fn public_room_texts_between_three_clients() {
 fn rooms_create_list_join_full_leave() {
     let srv = server();
     let addr = srv.rooms_addr();
-    let a = C::named(addr, "al");
-    let b = C::named(addr, "bo");
-    let c = C::named(addr, "cy");
+    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
     use cw_room_mode::*;
     let r1 = a.create("r1", CW_ROOM_CENTRALISED, 2).unwrap();
     assert!(r1 >= 1);
@@ -185,9 +181,7 @@ fn rooms_create_list_join_full_leave() {
 fn invitation_accepted_and_refused() {
     let srv = server();
     let addr = srv.rooms_addr();
-    let a = C::named(addr, "al");
-    let b = C::named(addr, "bo");
-    let c = C::named(addr, "cy");
+    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
     assert_eq!(b.answer("", true), R::CW_NO_SUCH_REQUEST);
     a.create("club", cw_room_mode::CW_ROOM_CENTRALISED, 5)
         .unwrap();
@@ -225,9 +219,7 @@ fn invitation_accepted_and_refused() {
 fn decentralised_room_texts_go_peer_to_peer() {
     let srv = server();
     let addr = srv.rooms_addr();
-    let a = C::named(addr, "al");
-    let b = C::named(addr, "bo");
-    let c = C::named(addr, "cy");
+    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
     a.create("p2p", cw_room_mode::CW_ROOM_DECENTRALISED, 3)
         .unwrap();
     assert_eq!(a.current(), ("p2p".into(), 1));

@@ -55,9 +55,7 @@ fn a_text_over_1200_bytes_is_refused_before_anything_is_sent() {
 fn every_connected_user_is_listed_whatever_their_room() {
     let srv = server();
     let addr = srv.rooms_addr();
-    let b = C::named(addr, "bo");
-    let a = C::named(addr, "al");
-    let c = C::named(addr, "cy");
+    let [b, a, c] = C::all(addr, ["bo", "al", "cy"]);
     a.create("den", cw_room_mode::CW_ROOM_CENTRALISED, 5)
         .unwrap();
     // A chatos user is online but not a rooms user.
@@ -92,8 +90,7 @@ fn every_connected_user_is_listed_whatever_their_room() {
 fn a_closed_room_moves_its_last_member_to_the_public_room_with_an_event() {
     let srv = server();
     let addr = srv.rooms_addr();
-    let a = C::named(addr, "al");
-    let b = C::named(addr, "bo");
+    let [a, b] = C::all(addr, ["al", "bo"]);
     a.create("den", cw_room_mode::CW_ROOM_CENTRALISED, 5)
         .unwrap();
     assert_eq!(b.join("den"), R::CW_OK);
@@ -284,8 +281,7 @@ fn a_server_named_by_a_v4_mapped_address_is_reached_over_ipv4() {
 fn a_decentralised_text_nobody_received_is_never_a_success() {
     let srv = server();
     let addr = srv.rooms_addr();
-    let a = C::named(addr, "al");
-    let b = C::named(addr, "bo");
+    let [a, b] = C::all(addr, ["al", "bo"]);
     a.create("den", cw_room_mode::CW_ROOM_DECENTRALISED, 5)
         .unwrap();
     assert_eq!(a.send("alone"), R::CW_NO_RECIPIENT);

@@ -60,6 +60,12 @@ pub mod call {
     /// connects from `host` (an IP address); the caller's relay takes its
     /// voice connection from that address only.
     pub const AT: u8 = 4;
+    /// The caller's node to the callee's: `to`, a babel callee there,
+    /// answered `from`'s relayed call by connecting to the caller's relay
+    /// (its own node never sees that answer otherwise).
+    pub const TAKEN: u8 = 5;
+    /// The highest op.
+    pub const LAST: u8 = TAKEN;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,7 +295,7 @@ impl Envelope {
             },
             CALL => Envelope::Call {
                 op: match r.u8()? {
-                    op @ 0..=4 => op,
+                    op @ 0..=call::LAST => op,
                     _ => return Err(DecodeError::BadBits("call op")),
                 },
                 from: r.str("from", MAX_NAME)?,
@@ -299,7 +305,7 @@ impl Envelope {
             },
             PRIVATE_CONN => Envelope::PrivateConn {
                 op: match r.u8()? {
-                    op @ 0..=4 => op,
+                    op @ 0..=call::LAST => op,
                     _ => return Err(DecodeError::BadBits("private op")),
                 },
                 requester: r.str("requester", MAX_NAME)?,
@@ -390,11 +396,18 @@ mod tests {
                 host: "10.0.0.8".into(),
                 port: 0,
             },
+            Envelope::Call {
+                op: call::TAKEN,
+                from: "x".into(),
+                to: "y".into(),
+                host: String::new(),
+                port: 0,
+            },
         ]
     }
 
     #[test]
-    fn call_ops_past_at_are_refused() {
+    fn call_ops_past_the_last_are_refused() {
         let mut b = Envelope::Call {
             op: call::AT,
             from: "y".into(),
@@ -403,7 +416,7 @@ mod tests {
             port: 0,
         }
         .to_bytes();
-        b[2] = call::AT + 1;
+        b[2] = call::LAST + 1;
         assert_eq!(Envelope::decode(&b), Err(DecodeError::BadBits("call op")));
     }
 

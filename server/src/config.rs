@@ -100,6 +100,11 @@ pub struct Config {
     /// thread whose connection ended waits here for the next one. At most
     /// `max_connections` are kept.
     pub spare_threads: usize,
+    /// Threads started per connection or call leg (connection threads,
+    /// backlog writers, the media relay's babel legs, cluster proxies) alive
+    /// at once; past it one is refused (its connection closed, counted).
+    /// 0: as many as `vm.max_map_count` leaves room for (and never more).
+    pub max_threads: usize,
     /// Unix socket for `chinwagctl` (created mode 0600). Empty: next to the
     /// database, `<db_path>.sock` (none for ":memory:"); "off": no socket.
     pub admin_socket: PathBuf,
@@ -154,6 +159,7 @@ impl Default for Config {
             max_pending_requests: 16,
             flush_threads: 2,
             spare_threads: 256,
+            max_threads: 0,
             registrations_per_minute: 20,
             admin_socket: PathBuf::new(),
             metrics_addr: String::new(),
@@ -265,7 +271,7 @@ impl Config {
     /// is surely a typo. The message names the key and its bounds.
     pub fn validate(&self) -> Result<(), String> {
         const DAY_MS: u64 = 24 * 3600 * 1000;
-        let ranges: [(&str, u64, u64, u64); 21] = [
+        let ranges: [(&str, u64, u64, u64); 22] = [
             ("max_connections", self.max_connections as u64, 1, 1_000_000),
             ("login_timeout_ms", self.login_timeout_ms, 1, DAY_MS),
             (
@@ -297,6 +303,7 @@ impl Config {
             ),
             ("flush_threads", self.flush_threads as u64, 1, 256),
             ("spare_threads", self.spare_threads as u64, 0, 100_000),
+            ("max_threads", self.max_threads as u64, 0, 10_000_000),
             (
                 "rooms_idle_timeout_ms",
                 self.rooms_idle_timeout_ms,

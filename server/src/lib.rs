@@ -46,6 +46,9 @@ pub struct Shared {
     pub flush: Arc<FlushPool>,
     /// Where every TCP connection's thread comes from.
     pub conn_threads: ConnPool,
+    /// Every per-connection thread counts here: connection threads, backlog
+    /// writers, the media relay's babel legs, cluster proxies.
+    pub budget: Arc<ThreadBudget>,
 }
 
 /// A running server. Dropping it shuts it down.
@@ -145,14 +148,18 @@ impl Server {
         };
         let budget = thread_budget(&cfg);
         let flush = FlushPool::with_budget(cfg.flush_threads, budget.clone())?;
-        let conn_threads = ConnPool::new(cfg.spare_threads.min(cfg.max_connections), budget)?;
+        let conn_threads =
+            ConnPool::new(cfg.spare_threads.min(cfg.max_connections), budget.clone())?;
         let relay = media::Relay::start(
             cfg.relay(),
             &hub,
-            registry.clone(),
-            flush.clone(),
-            cfg.outbound_limit,
-            cfg.write_timeout(),
+            media::LegConns {
+                registry: registry.clone(),
+                flush: flush.clone(),
+                budget: budget.clone(),
+                outbound_limit: cfg.outbound_limit,
+                write_timeout: cfg.write_timeout(),
+            },
             fatal.clone(),
         )?;
         hub.set_relay(relay.clone());
@@ -181,6 +188,7 @@ impl Server {
         let shared = Arc::new(Shared {
             flush,
             conn_threads,
+            budget,
             hub,
             accounts: Some(accounts),
             cfg,
@@ -317,6 +325,16 @@ impl Server {
         self.cluster.as_ref()
     }
 
+    /// The per-connection thread budget (see `pool::ThreadBudget`).
+    pub fn thread_budget(&self) -> &Arc<ThreadBudget> {
+        &self.shared.budget
+    }
+
+    /// Connection threads parked right now, ready for a connection.
+    pub fn parked_threads(&self) -> usize {
+        self.shared.conn_threads.idle()
+    }
+
     pub fn hub(&self) -> &Arc<Hub> {
         &self.shared.hub
     }
@@ -414,9 +432,16 @@ impl Drop for ClusterGuard {
 /// `pool::ThreadBudget`); says so at start when `max_connections` could
 /// need more.
 fn thread_budget(cfg: &Config) -> Arc<ThreadBudget> {
-    let Some(fit) = ThreadBudget::from_system() else {
-        return ThreadBudget::new(usize::MAX);
+    let set = match cfg.max_threads {
+        0 => usize::MAX,
+        n => n,
     };
+    let Some(fit) = ThreadBudget::from_system() else {
+        return ThreadBudget::new(set);
+    };
+    if set < fit {
+        return ThreadBudget::new(set);
+    }
     let want = cfg.max_connections + cfg.spare_threads.min(cfg.max_connections);
     if want > fit {
         log::warn!(

@@ -113,6 +113,9 @@ struct Args {
     /// Connection threads kept started and parked for new connections.
     #[arg(long)]
     spare_threads: Option<usize>,
+    /// Per-connection threads alive at once (0: what vm.max_map_count allows).
+    #[arg(long)]
+    max_threads: Option<usize>,
     /// Unix socket for chinwagctl ("off": none; default: <db>.sock).
     #[arg(long)]
     admin_socket: Option<PathBuf>,
@@ -162,6 +165,7 @@ fn load(args: &Args) -> Result<Config, String> {
          send_buffer => send_buffer,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
          flush_threads => flush_threads, spare_threads => spare_threads,
+         max_threads => max_threads,
          registrations_per_minute => registrations_per_minute,
          admin_socket => admin_socket, metrics_addr => metrics_addr,
          call_relay => call_relay, relay_max_calls => relay_max_calls,

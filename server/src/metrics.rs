@@ -76,9 +76,13 @@ pub enum DropReason {
     /// Cluster mode: a node-to-node connection whose proxy handshake was
     /// bad (wrong secret, stale, malformed) or came past the limit.
     ProxyHandshake,
+    /// A thread for a connection, a media relay babel leg or a cluster
+    /// proxy refused: the thread budget (`max_threads`, `vm.max_map_count`)
+    /// was spent; its connection was closed (a leg's call refused or ended).
+    ThreadBudget,
 }
 
-const DROP_REASONS: [(DropReason, &str); 14] = [
+const DROP_REASONS: [(DropReason, &str); 15] = [
     (DropReason::SlowReader, "slow_reader"),
     (DropReason::WriteFailed, "write_failed"),
     (DropReason::Protocol, "protocol"),
@@ -93,6 +97,7 @@ const DROP_REASONS: [(DropReason, &str); 14] = [
     (DropReason::BusFull, "bus_full"),
     (DropReason::BusDown, "bus_down"),
     (DropReason::ProxyHandshake, "proxy_handshake"),
+    (DropReason::ThreadBudget, "thread_budget"),
 ];
 
 /// Why the media relay dropped a packet (docs/bridging.md, "The media relay").

@@ -19,6 +19,8 @@ use chinwag_proto::voice::VoicePacket;
 use chinwagd::metrics::RelayDrop;
 use chinwagd::{Config, Server};
 
+#[path = "common/budget.rs"]
+mod budget;
 mod common;
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 use common::{datagram, media, udp};
@@ -359,14 +361,7 @@ fn an_accounts_user_calls_a_babel_user_who_connects_to_the_relay() {
             pseudo: "bob".into()
         }
     );
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "bob".into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
+    common::call(&mut carol, "bob", vport);
     assert!(matches!(bob.recv(), Babel::CallRequest { .. }));
     bob.send_bytes(
         &Babel::CallRefused {
@@ -529,6 +524,75 @@ fn a_silent_relayed_call_ends_for_both_sides() {
 }
 
 #[test]
+fn a_spent_thread_budget_refuses_babel_legs_cleanly_and_counts_them() {
+    use chinwagd::metrics::DropReason;
+    // No spare threads: a connection thread ends with its connection, and
+    // none is started in the background, so the budget holds still.
+    let srv = server_with(|c| {
+        c.max_threads = 40;
+        c.spare_threads = 0;
+    });
+    let (b_addr, a_addr) = (srv.babel_addr(), srv.accounts_addr());
+    register(a_addr, "carol");
+    let mut carol = login(a_addr, "carol");
+    let (mut bob, contacts) = babel(b_addr, "bob");
+    assert_eq!(contacts, vec!["carol"]);
+    let m = srv.hub().metrics().clone();
+    // The registration's connection thread is gone: carol's and bob's
+    // are the budget's only threads.
+    eventually("two connection threads", || {
+        srv.connections() == 2 && srv.thread_budget().live() == 2
+    });
+    let spent = budget::spend(&srv);
+    // carol calls bob: no thread to take bob's voice connection, so the
+    // call is refused as bob unreachable (bob is never rung).
+    let (_voice, vport) = udp();
+    common::call(&mut carol, "bob", vport);
+    assert_eq!(
+        carol.recv(),
+        Acc::CallFailed {
+            pseudo: "bob".into()
+        }
+    );
+    assert_eq!(m.drops(DropReason::ThreadBudget), 1);
+    assert_eq!(srv.relayed_calls(), 0);
+    // bob calls carol, who answers: no thread to dial bob, so the call
+    // ends (carol hears a hang-up) instead of staying half made.
+    let (_l, lport) = common::listen();
+    bob.send_bytes(
+        &Babel::CallRequest {
+            contact: "carol".into(),
+            host: String::new(),
+            port: lport,
+        }
+        .to_bytes(),
+    );
+    assert!(matches!(carol.recv(), Acc::IncomingCall { .. }));
+    send(
+        &mut carol,
+        Acc::AnswerCall {
+            pseudo: "bob".into(),
+            addr: String::new(),
+            port: vport,
+        },
+    );
+    assert_eq!(
+        carol.recv(),
+        Acc::HungUp {
+            pseudo: "bob".into()
+        }
+    );
+    assert_eq!(m.drops(DropReason::ThreadBudget), 2);
+    eventually("both calls gone", || {
+        srv.relayed_calls() == 0 && srv.hub().calls().is_empty()
+    });
+    // Nothing else was harmed: with threads back, a call goes through.
+    drop(spent);
+    let mut call = common::accounts_calls_babel(&mut carol, "carol", &mut bob, "bob");
+    common::voice_both_ways(&mut call);
+}
+
+#[test]
 fn the_relay_off_refuses_calls_between_dialects() {
     let srv = server_with(|c| c.call_relay = "off".into());
     register(srv.accounts_addr(), "carol");
@@ -549,14 +613,7 @@ fn the_relay_off_refuses_calls_between_dialects() {
             what: "carol is not connected".into()
         }
     );
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "bob".into(),
-            addr: String::new(),
-            port: 1,
-        },
-    );
+    common::call(&mut carol, "bob", 1);
     assert_eq!(
         carol.recv(),
         Acc::CallFailed {
@@ -659,14 +716,7 @@ fn a_babel_callee_of_another_node_is_taken_from_the_address_its_node_tells_even_
         .unwrap();
     let (_voice, vport) = udp();
     for told_late in [false, true] {
-        send(
-            &mut carol,
-            Acc::Call {
-                pseudo: "yan".into(),
-                addr: String::new(),
-                port: vport,
-            },
-        );
+        common::call(&mut carol, "yan", vport);
         let mut at = None;
         eventually("the offer to yan's stand-in", || {
             at = offers.0.lock().unwrap().pop();

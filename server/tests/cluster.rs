@@ -25,6 +25,8 @@ use chinwag_proto::chatos::Command;
 use chinwag_proto::rooms::Body;
 use chinwagd::{Config, Server};
 
+#[path = "common/budget.rs"]
+mod budget;
 mod common;
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 use rand::{RngCore, SeedableRng};
@@ -78,13 +80,16 @@ impl Cluster {
     /// A node that takes chatos private connections proxied from others
     /// (`cluster_addr` on port 0, the secret in `secret`).
     fn proxy_node(&self, name: &str, index: u8, secret: &std::path::Path) -> Server {
-        Server::start(Config {
+        Server::start(self.proxy_config(name, index, secret)).expect("node starts")
+    }
+
+    fn proxy_config(&self, name: &str, index: u8, secret: &std::path::Path) -> Config {
+        Config {
             node_index: index,
             cluster_addr: "127.0.0.1:0".into(),
             cluster_secret_file: secret.display().to_string(),
             ..self.config(name)
-        })
-        .expect("node starts")
+        }
     }
 
     /// A node as a process of its own (to be killed).
@@ -190,9 +195,25 @@ fn calls_through_a(
         };
         assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
         common::voice_both_ways(&mut call);
+        if !babel_calls {
+            // The babel callee answered through a's relay: b learns it.
+            both_halves_answered(a, b);
+        }
         hang_up(call, acc, babn, from_babel);
         calls_end(a, b);
     }
+}
+
+/// The one call on `a` and `b` is answered on both nodes (the callee's
+/// node included, when the callee answered through the caller's relay),
+/// and counted as active there, long before a ringing call's 60 s.
+fn both_halves_answered(a: &Server, b: &Server) {
+    let answered = |s: &Server| {
+        let calls = s.hub().calls();
+        calls.len() == 1 && calls[0].state == chinwagd::hub::calls::CallState::Answered
+    };
+    eventually("both halves answered", WAIT, || answered(a) && answered(b));
+    assert_eq!((a.hub().calls_answered(), b.hub().calls_answered()), (1, 1));
 }
 
 /// Every call on `a` and `b` ends, and `a`'s relay allocations with them.
@@ -404,6 +425,59 @@ fn accounts_friends_on_two_nodes_message_each_other_online_and_offline() {
     drop(dave);
 }
 
+/// Look-alike pseudos registered through two nodes at the same moment
+/// (within one bus round trip, before either node hears of the other's):
+/// the store settles it, exactly one is registered and the other hears the
+/// dialect's "pseudo taken" (103), round after round.
+#[test]
+fn look_alike_pseudos_registered_through_two_nodes_at_once_register_once() {
+    let Some((c, a, b)) = two_nodes() else { return };
+    let addrs = [a.accounts_addr(), b.accounts_addr()];
+    const ROUNDS: usize = 4;
+    for round in 0..ROUNDS {
+        let pseudos = [format!("twin{round}"), format!("TWIN{round}")];
+        let gate = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = (0..2)
+            .map(|i| {
+                let (gate, at) = (gate.clone(), addrs[i]);
+                let (email, pseudo) = (format!("twin{round}.{i}@example.org"), pseudos[i].clone());
+                thread::spawn(move || {
+                    let mut w = common::accounts(at);
+                    let hello = Acc::Register {
+                        email,
+                        pseudo,
+                        password: "correct horse".into(),
+                    }
+                    .to_bytes();
+                    gate.wait();
+                    w.send_bytes(&hello);
+                    w.recv()
+                })
+            })
+            .collect();
+        let answers: Vec<Acc> = racers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won = answers.iter().filter(|f| **f == Acc::Registered).count();
+        assert_eq!(won, 1, "round {round}: exactly one registers: {answers:?}");
+        assert!(
+            answers.contains(&Acc::PseudoTaken),
+            "round {round}: {answers:?}"
+        );
+        // Both nodes keep the winner's name (and its look-alikes) for its
+        // account, the loser's node included.
+        let winner = &pseudos[answers.iter().position(|f| *f == Acc::Registered).unwrap()];
+        for node in [&a, &b] {
+            eventually("the winner's pseudo is reserved", WAIT, || {
+                chatos_try(node.chatos_addr(), winner).1 == Command::LoginRefused
+            });
+        }
+    }
+    let registered = c.pg.session(&c.schema).query_one(
+        "SELECT count(*) FROM accounts WHERE pseudo LIKE 'twin%' OR pseudo LIKE 'TWIN%'",
+        &[],
+    );
+    assert_eq!(registered.unwrap().get::<_, i64>(0), ROUNDS as i64);
+}
+
 #[test]
 fn a_pseudo_registered_through_one_node_is_reserved_on_the_other() {
     let Some((c, a, b)) = two_nodes() else { return };
@@ -442,14 +516,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
     sees(&a, "dave", true);
     // carol on A calls dave on B: B's half of the call tells dave where
     // carol's voice is (her address as A saw it).
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: 4001,
-        },
-    );
+    common::call(&mut carol, "dave", 4001);
     assert_eq!(
         dave.recv(),
         Acc::IncomingCall {
@@ -492,14 +559,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
         a.hub().calls().is_empty() && b.hub().calls().is_empty()
     });
     // Declined on B: carol on A hears it.
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: 4003,
-        },
-    );
+    common::call(&mut carol, "dave", 4003);
     assert!(matches!(dave.recv(), Acc::IncomingCall { .. }));
     send(
         &mut dave,
@@ -512,14 +572,7 @@ fn accounts_users_on_two_nodes_call_each_other_peer_to_peer() {
         "the caller hears the refusal"
     );
     // dave's node dies mid-call: carol hears a hang-up (the stand-in left).
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: 4004,
-        },
-    );
+    common::call(&mut carol, "dave", 4004);
     assert!(matches!(dave.recv(), Acc::IncomingCall { .. }));
     drop(dave);
     let got = carol.recv();
@@ -1010,7 +1063,18 @@ fn proxied_pair(
     c: &Cluster,
     secret: &SecretFile,
 ) -> (Server, Server, Wire<Command>, Wire<Command>) {
-    let a = c.proxy_node("a", 1, &secret.0);
+    proxied_pair_with(c, secret, |_| {})
+}
+
+/// The same, node a's configuration changed by `tweak_a`.
+fn proxied_pair_with(
+    c: &Cluster,
+    secret: &SecretFile,
+    tweak_a: impl FnOnce(&mut Config),
+) -> (Server, Server, Wire<Command>, Wire<Command>) {
+    let mut cfg_a = c.proxy_config("a", 1, &secret.0);
+    tweak_a(&mut cfg_a);
+    let a = Server::start(cfg_a).expect("node starts");
     let b = c.proxy_node("b", 2, &secret.0);
     for (here, there) in [(&a, &b), (&b, &a)] {
         let name = there.cluster().unwrap().node().to_owned();
@@ -1261,6 +1325,72 @@ fn a_forged_proxy_handshake_is_refused_and_counted() {
     expect_established(&mut pb);
 }
 
+/// A node whose thread budget is spent closes a node-to-node connection
+/// at once, counted, instead of starting a thread outside the budget; with
+/// threads back it serves them again.
+#[test]
+fn a_proxied_connection_past_the_thread_budget_is_closed_and_counted() {
+    use chinwagd::metrics::DropReason;
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("budget");
+    // No spare threads: nothing starts or ends in the background.
+    let b = Server::start(Config {
+        max_threads: 16,
+        spare_threads: 0,
+        cluster_addr: "127.0.0.1:0".into(),
+        cluster_secret_file: secret.0.display().to_string(),
+        ..c.config("b")
+    })
+    .expect("node starts");
+    let (to, m) = (b.proxy_addr().unwrap(), b.hub().metrics().clone());
+    let spent = budget::spend(&b);
+    // No byte sent: a served connection would wait 5 s for its handshake.
+    let mut s = TcpStream::connect(to).unwrap();
+    eventually("the connection refused a thread, counted", WAIT, || {
+        m.drops(DropReason::ThreadBudget) == 1
+    });
+    common::expect_eof(&mut s, "a proxied connection without a thread");
+    drop(spent);
+    let mut s = TcpStream::connect(to).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    common::expect_eof(&mut s, "a bad handshake");
+    eventually("read and refused by a thread", WAIT, || {
+        m.drops(DropReason::ProxyHandshake) == 1
+    });
+    assert_eq!(m.drops(DropReason::ThreadBudget), 1);
+}
+
+/// The proxying node with its thread budget spent: a LOGIN_PRIVATE for an
+/// id of another node gets its (parked) connection thread, but no thread
+/// for the proxy's other direction; the client's connection is closed,
+/// counted, and nothing else is harmed.
+#[test]
+fn a_proxy_refused_a_thread_on_the_proxying_node_is_closed_and_counted() {
+    use chinwagd::metrics::DropReason;
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("budget-out");
+    let (a, _b, mut alice, mut bob) = proxied_pair_with(&c, &secret, |cfg| {
+        cfg.max_threads = 32;
+        cfg.spare_threads = 1;
+    });
+    let id = negotiate_across(&mut alice, &mut bob);
+    // alice's connection thread and one parked spare, then nothing left.
+    eventually("one spare parked", WAIT, || a.parked_threads() == 1);
+    let spent = budget::spend(&a);
+    let m = a.hub().metrics().clone();
+    let mut pa = open_private(a.chatos_addr(), id);
+    let mut got = Vec::new();
+    let _ = pa.read_to_end(&mut got);
+    assert!(got.is_empty(), "closed without ESTABLISHED: {got:?}");
+    assert_eq!(m.drops(DropReason::ThreadBudget), 1);
+    assert_eq!(a.hub().relay_count(), 0);
+    drop(spent);
+    // alice's chatos session goes on.
+    alice.send_bytes(&private("alice", "bob", "still here").to_bytes());
+    assert_eq!(bob.recv(), private("alice", "bob", "still here"));
+}
+
 // ---- relayed calls across nodes ----
 
 #[test]
@@ -1294,14 +1424,7 @@ fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_caller
     calls_through_a(&a, &b, (&mut fern, "fern"), (&mut yves, "yves"), false);
     // A babel refusal reaches fern through b.
     let (_voice, vport) = common::udp();
-    send(
-        &mut fern,
-        Acc::Call {
-            pseudo: "yves".into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
+    common::call(&mut fern, "yves", vport);
     assert!(matches!(yves.recv(), Babel::CallRequest { .. }));
     yves.send_bytes(
         &Babel::CallRefused {
@@ -1326,14 +1449,7 @@ fn accounts_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_al
     let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
     let (vc, pc) = common::udp();
     let (vd, pd) = common::udp();
-    send(
-        &mut carol,
-        Acc::Call {
-            pseudo: "dave".into(),
-            addr: String::new(),
-            port: pc,
-        },
-    );
+    common::call(&mut carol, "dave", pc);
     let Acc::IncomingCall { addr, port, .. } = dave.recv() else {
         panic!("143")
     };
@@ -1391,69 +1507,79 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
     // yves may hear of zed (on a) after his login's list: a call from
     // zed must not be mistaken for that AddContact.
     common::babel_waits_for_contact(&mut yves, &contacts, "zed");
-    let (l, lport) = common::listen();
-    zed.send_bytes(
-        &Babel::CallRequest {
-            contact: "yves".into(),
-            host: String::new(),
-            port: lport,
-        }
-        .to_bytes(),
-    );
-    let Babel::CallRequest {
-        contact,
-        host,
-        port,
-    } = yves.recv()
-    else {
-        panic!("CallRequest")
-    };
-    assert_eq!(contact, "zed");
-    assert_ne!(port, lport, "never zed's own end point");
-    assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
-    // yves connects to a's relay; the relay then dials zed.
-    let at = SocketAddr::new(host.parse().unwrap(), port);
-    let mut to_yves = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
-    assert_eq!(to_yves.recv(), Babel::ConnectionEstablished);
-    let mut to_zed = Wire::<Babel>::new(common::accept_within(&l));
-    to_zed.send_bytes(&Babel::ConnectionEstablished.to_bytes());
-    // Voice sent before the relay has read zed's greeting may be dropped:
-    // send until one is through, then byte for byte both ways.
-    let mut n = 0u8;
-    loop {
-        to_yves.send_bytes(
-            &Babel::VoiceData {
-                data: vec![0xfc, n],
+    // Twice: zed (the caller) hangs up, then yves (the callee), by
+    // closing his voice connection; the other's goes too, and both nodes
+    // forget the call (b learnt of yves's answer through a's relay).
+    for callee_hangs_up in [false, true] {
+        let (l, lport) = common::listen();
+        zed.send_bytes(
+            &Babel::CallRequest {
+                contact: "yves".into(),
+                host: String::new(),
+                port: lport,
             }
             .to_bytes(),
         );
-        n += 1;
-        if to_zed.try_recv(Duration::from_millis(50)).is_some() {
-            break;
-        }
-        assert!(n < 200, "the relay never carried voice to zed");
-    }
-    for i in 0..5u8 {
-        let v = Babel::VoiceData {
-            data: vec![0xfc, i, 0x11],
+        let Babel::CallRequest {
+            contact,
+            host,
+            port,
+        } = yves.recv()
+        else {
+            panic!("CallRequest")
         };
-        to_zed.send_bytes(&v.to_bytes());
-        assert_eq!(to_yves.recv(), v);
-        let w = Babel::VoiceData {
-            data: vec![0xfc, i, 0x22, 0x33],
-        };
-        to_yves.send_bytes(&w.to_bytes());
-        // Past any late warm-up packet (two bytes).
-        let got = loop {
-            match to_zed.recv() {
-                Babel::VoiceData { data } if data.len() == 2 => continue,
-                f => break f,
+        assert_eq!(contact, "zed");
+        assert_ne!(port, lport, "never zed's own end point");
+        assert_eq!((a.relayed_calls(), b.relayed_calls()), (1, 0), "a relays");
+        // yves connects to a's relay; the relay then dials zed.
+        let at = SocketAddr::new(host.parse().unwrap(), port);
+        let mut to_yves = Wire::<Babel>::new(TcpStream::connect(at).unwrap());
+        assert_eq!(to_yves.recv(), Babel::ConnectionEstablished);
+        let mut to_zed = Wire::<Babel>::new(common::accept_within(&l));
+        to_zed.send_bytes(&Babel::ConnectionEstablished.to_bytes());
+        // Voice sent before the relay has read zed's greeting may be dropped:
+        // send until one is through, then byte for byte both ways.
+        let mut n = 0u8;
+        loop {
+            to_yves.send_bytes(
+                &Babel::VoiceData {
+                    data: vec![0xfc, n],
+                }
+                .to_bytes(),
+            );
+            n += 1;
+            if to_zed.try_recv(Duration::from_millis(50)).is_some() {
+                break;
             }
-        };
-        assert_eq!(got, w);
+            assert!(n < 200, "the relay never carried voice to zed");
+        }
+        for i in 0..5u8 {
+            let v = Babel::VoiceData {
+                data: vec![0xfc, i, 0x11],
+            };
+            to_zed.send_bytes(&v.to_bytes());
+            assert_eq!(to_yves.recv(), v);
+            let w = Babel::VoiceData {
+                data: vec![0xfc, i, 0x22, 0x33],
+            };
+            to_yves.send_bytes(&w.to_bytes());
+            // Past any late warm-up packet (two bytes).
+            let got = loop {
+                match to_zed.recv() {
+                    Babel::VoiceData { data } if data.len() == 2 => continue,
+                    f => break f,
+                }
+            };
+            assert_eq!(got, w);
+        }
+        both_halves_answered(&a, &b);
+        if callee_hangs_up {
+            drop(to_yves);
+            common::expect_eof(&mut to_zed.s, "zed's voice connection");
+        } else {
+            drop(to_zed);
+            common::expect_eof(&mut to_yves.s, "yves's voice connection");
+        }
+        calls_end(&a, &b);
     }
-    // zed hangs up (closes his voice connection): yves's goes too.
-    drop(to_zed);
-    common::expect_eof(&mut to_yves.s, "yves's voice connection");
-    calls_end(&a, &b);
 }

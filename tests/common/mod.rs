@@ -12,7 +12,7 @@ pub use tools::*;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +62,55 @@ pub fn lines_of(child: &mut Child) -> mpsc::Receiver<String> {
         }
     });
     rx
+}
+
+/// A program under test with its standard streams piped: what it prints,
+/// line by line, and its input.
+pub struct Program {
+    pub child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub stdin: ChildStdin,
+}
+
+/// Start `cmd` with stdin, stdout and stderr piped.
+pub fn start(cmd: &mut Command) -> Program {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let lines = lines_of(&mut child);
+    let stdin = child.stdin.take().expect("piped stdin");
+    Program {
+        child,
+        lines,
+        stdin,
+    }
+}
+
+impl Program {
+    /// Close its input, then wait (within `limit`) for it to exit with
+    /// status 0 (`what` names it in the failure); the lines it printed
+    /// that nobody read yet.
+    pub fn succeeds(self, what: &str, limit: Duration) -> Vec<String> {
+        drop(self.stdin);
+        let out = wait_within(self.child, limit);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = Instant::now() + limit;
+        let mut rest = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            rest.push(line);
+        }
+        rest
+    }
 }
 
 /// Wait for a line containing `needle`; fail after `limit`.

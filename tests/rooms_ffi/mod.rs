@@ -49,6 +49,12 @@ impl C {
         c
     }
 
+    /// Clients logged in at `addr` under `names`, in that order (the
+    /// server numbers them so).
+    pub fn all<const N: usize>(addr: SocketAddr, names: [&str; N]) -> [C; N] {
+        names.map(|n| C::named(addr, n))
+    }
+
     pub fn id(&self) -> u8 {
         let mut id = 0;
         assert_eq!(unsafe { cw_client_room_user_id(self.0, &mut id) }, R::CW_OK);

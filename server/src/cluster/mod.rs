@@ -510,6 +510,7 @@ impl RemotePeer {
             Event::CallAnswered { by, host, port } => self.call(call::ANSWERED, by, host, port),
             Event::CallRefused { by } => self.call(call::REFUSED, by, "", 0),
             Event::CallEnded { by } => self.call(call::ENDED, by, "", 0),
+            Event::CallTaken { caller } => self.call(call::TAKEN, caller, "", 0),
             Event::PrivateRefused { requester, target } => {
                 self.private(private::REFUSED, requester, target, 0)
             }
@@ -1031,6 +1032,10 @@ impl Replica {
             if let Ok(ip) = host.parse() {
                 self.hub.remote_callee_at(&remote, to, ip);
             }
+            return;
+        }
+        if op == call::TAKEN {
+            self.hub.remote_call_taken(&remote, to);
             return;
         }
         let media = match (remote.dialect, port) {

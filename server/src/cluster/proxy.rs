@@ -154,7 +154,9 @@ pub fn dial(
 
 /// Accept node-to-node connections on `listener` until `stop`: each reads
 /// one handshake (within [`HANDSHAKE_TIMEOUT`]) and then serves as an end
-/// of a private connection. A bad handshake is dropped and counted.
+/// of a private connection, on a thread of the thread budget. A bad
+/// handshake is dropped and counted; so is a connection refused a thread
+/// (closed at once, `thread_budget`).
 pub fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -172,12 +174,18 @@ pub fn accept_loop(
             shared.hub.metrics().dropped(DropReason::ProxyHandshake);
             continue;
         }
-        let (shared, secret, busy2) = (shared.clone(), secret.clone(), busy.clone());
-        let spawned = std::thread::Builder::new()
+        let (shared2, secret, busy2) = (shared.clone(), secret.clone(), busy.clone());
+        let builder = std::thread::Builder::new()
             .name("cw-proxy-in".into())
-            .spawn(move || serve(stream, &shared, &secret, &busy2));
-        if spawned.is_err() {
+            .stack_size(crate::net::CONN_STACK);
+        // Refused, the closure is dropped with the stream: closed.
+        let spawned = shared
+            .budget
+            .spawn(builder, move || serve(stream, &shared2, &secret, &busy2));
+        if let Err(e) = spawned {
             busy.fetch_sub(1, Ordering::SeqCst);
+            shared.hub.metrics().dropped(DropReason::ThreadBudget);
+            log::warn!("cluster: a proxied connection closed: {e}");
         }
     }
 }

@@ -12,6 +12,7 @@ use chinwag_proto::chatos::{self, Command, Decoder};
 
 use super::{relay, Conn, End};
 use crate::hub::{Dialect, Entry, Event, Peer, RelayJoin, Session};
+use crate::metrics::DropReason;
 use crate::net::Outbound;
 use crate::Shared;
 
@@ -68,6 +69,7 @@ impl Peer for ChatosPeer {
             | Event::CallAnswered { .. }
             | Event::CallRefused { .. }
             | Event::CallEnded { .. }
+            | Event::CallTaken { .. }
             | Event::RoomInvitation { .. }
             | Event::RoomClosed { .. } => {}
         })
@@ -285,28 +287,35 @@ fn proxy_end(
     let _ = stream.set_read_timeout(None);
     crate::net::widen_send_buffer(stream);
     log::info!("{label}: private connection {id:#x} proxied to its node");
-    let back = {
+    // The other direction's thread, within the thread budget; it says
+    // when it is done (a budget thread has no join handle).
+    let (done, back) = crossbeam_channel::bounded::<()>(1);
+    let spawned = {
         let (node, stream) = (node.clone(), stream.clone());
-        std::thread::Builder::new()
+        let builder = std::thread::Builder::new()
             .name("cw-proxy".into())
-            .spawn(move || {
-                if relay::pump(&node, &stream, &[]).is_err() {
-                    let _ = node.shutdown(Shutdown::Both);
-                    let _ = stream.shutdown(Shutdown::Both);
-                }
-            })
+            .stack_size(crate::net::CONN_STACK);
+        shared.budget.spawn(builder, move || {
+            if relay::pump(&node, &stream, &[]).is_err() {
+                let _ = node.shutdown(Shutdown::Both);
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+            drop(done);
+        })
     };
-    let Ok(back) = back else {
+    if let Err(e) = spawned {
         hub.proxy_end(id);
+        hub.metrics().dropped(DropReason::ThreadBudget);
         let _ = node.shutdown(Shutdown::Both);
-        return Err(End::Protocol("no thread for a proxy".into()));
-    };
+        return Err(End::Protocol(format!("no thread for a proxy: {e}")));
+    }
     if let Err(e) = relay::pump(stream, &node, pending) {
         log::info!("{label}: proxy {id:#x} broken: {e}");
         let _ = node.shutdown(Shutdown::Both);
         let _ = stream.shutdown(Shutdown::Both);
     }
-    let _ = back.join();
+    // Disconnected once the thread ends (or, refused, never ran).
+    let _ = back.recv();
     hub.proxy_end(id);
     Ok(())
 }

@@ -605,6 +605,33 @@ impl Hub {
             c.clone()
         };
         self.tell_answered(&call);
+        let callee = &call.callee.session;
+        if callee.remote.is_some() {
+            // Its node keeps a half of this call that only hears of the
+            // answer from here.
+            callee.peer.deliver(&Event::CallTaken {
+                caller: call.caller.name(),
+            });
+        }
+    }
+
+    /// Cluster mode: `callee`, a local babel user, answered the relayed
+    /// call of `caller` (the stand-in of a user of another node) by
+    /// connecting to that node's relay, which says so. This node's half of
+    /// the call is answered; nobody is told (both parties already know).
+    pub fn remote_call_taken(&self, caller: &Session, callee: &str) {
+        if caller.remote.is_none() {
+            return;
+        }
+        let mut calls = self.calls.lock();
+        if let Some(c) = calls.by_id.values_mut().find(|c| {
+            c.caller.session.id == caller.id
+                && c.callee.name() == callee
+                && c.callee.session.remote.is_none()
+                && matches!(c.state, CallState::Ringing { .. })
+        }) {
+            c.state = CallState::Answered;
+        }
     }
 
     /// The relay ended call `id` by itself: `left` closed its voice

@@ -645,8 +645,37 @@ fn a_relayed_call_across_nodes_is_relayed_by_the_callers_node_only() {
     assert_eq!(relay.take(), [format!("callee_at {id} 10.0.0.7")]);
     h.relay_answered(id);
     assert!(rc.take().iter().any(|e| e.starts_with("CallAnswered")));
+    // yan's node holds the other half: it hears that yan answered here.
+    assert_eq!(ry.take(), [r#"CallTaken { caller: "carl" }"#]);
     h.relay_ended(id, Some(Side::Callee));
     assert_eq!(rc.take(), [r#"CallEnded { by: "yan" }"#]);
     assert_eq!(ry.take(), [r#"CallEnded { by: "carl" }"#]);
+    assert!(h.calls().is_empty());
+
+    // yan's node: carl's stand-in rings local yan (no allocation here);
+    // told that yan answered at carl's node, its half is answered too,
+    // silently, and only for that caller's call to that callee.
+    let (h, _relay) = relayed(RelayMode::Cross);
+    let (yan, ry) = join(&h, "yan", Dialect::Babel);
+    let (other, _) = join(&h, "olga", Dialect::Babel);
+    let carl = h
+        .login_remote(
+            "carl",
+            Dialect::Accounts,
+            "a",
+            Arc::new(Recorder::default()),
+        )
+        .unwrap();
+    h.offer_call(now, &carl, "yan", udp("10.1.1.1", RELAY_TCP))
+        .unwrap();
+    ry.take();
+    h.remote_call_taken(&yan, "yan");
+    h.remote_call_taken(&carl, "olga");
+    h.remote_call_taken(&other, "yan");
+    assert_eq!(h.calls_answered(), 0);
+    h.remote_call_taken(&carl, "yan");
+    assert_eq!(h.calls_answered(), 1);
+    assert!(ry.take().is_empty(), "yan is not told");
+    h.hang_up(&carl, "yan");
     assert!(h.calls().is_empty());
 }

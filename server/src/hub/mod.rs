@@ -178,6 +178,12 @@ pub enum Event<'a> {
     CallEnded {
         by: &'a str,
     },
+    /// Cluster mode, to the stand-in of a babel callee only: it answered
+    /// `caller`'s relayed call by connecting to this node's relay (its own
+    /// node, which holds the other half of the call, learns it so).
+    CallTaken {
+        caller: &'a str,
+    },
     /// `from` invites you into private room `room`; answer with `token`.
     RoomInvitation {
         from: &'a str,

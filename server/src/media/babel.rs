@@ -4,7 +4,9 @@
 //! dials the caller where its babel connection comes from and reads the
 //! caller's ConnectionEstablished. Then VoiceData both ways; closing the
 //! connection is babel's hang-up. One thread per leg, admitted in the
-//! connection registry like any connection.
+//! connection registry like any connection and started within the thread
+//! budget (`pool::ThreadBudget`); a leg refused a thread is counted
+//! (`thread_budget`) and its call refused or ended, never half made.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -36,18 +38,27 @@ impl Drop for Alive {
     }
 }
 
-fn spawn(inner: Arc<Inner>, what: impl FnOnce(&Arc<Inner>) + Send + 'static) {
+/// Start a leg's thread within the thread budget; false (counted) when it
+/// was refused, and the caller ends the leg's call.
+#[must_use]
+fn spawn(inner: Arc<Inner>, what: impl FnOnce(&Arc<Inner>) + Send + 'static) -> bool {
     inner.legs.fetch_add(1, Ordering::AcqRel);
+    let (budget, metrics) = (inner.budget.clone(), inner.metrics.clone());
     let alive = Alive(inner);
-    let spawned = thread::Builder::new()
+    let builder = thread::Builder::new()
         .name("cw-relay-babel".into())
-        .stack_size(crate::net::CONN_STACK)
-        .spawn(move || {
-            let alive = alive;
-            what(&alive.0);
-        });
-    if let Err(e) = spawned {
-        log::warn!("media relay: cannot start a babel leg: {e}");
+        .stack_size(crate::net::CONN_STACK);
+    // Refused: the closure, and `alive` with it, is dropped (counted back).
+    match budget.spawn(builder, move || {
+        let alive = alive;
+        what(&alive.0);
+    }) {
+        Ok(()) => true,
+        Err(e) => {
+            log::warn!("media relay: cannot start a babel leg: {e}");
+            metrics.dropped(DropReason::ThreadBudget);
+            false
+        }
     }
 }
 
@@ -80,7 +91,12 @@ fn expected(inner: &Inner, a: &Alloc, side: Side, from: IpAddr, at: IpAddr) -> b
 
 /// Wait for the babel callee of `side` on `listener` (from its address
 /// only), greet it, tell the hub the call is answered, and carry its voice.
-pub(super) fn spawn_accept(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, listener: TcpListener) {
+pub(super) fn spawn_accept(
+    inner: Arc<Inner>,
+    a: Arc<Alloc>,
+    side: Side,
+    listener: TcpListener,
+) -> bool {
     spawn(inner, move |inner| {
         let super::alloc::Kind::Accept(from) = a.leg(side).kind else {
             return;
@@ -122,15 +138,17 @@ pub(super) fn spawn_accept(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, listene
         // babel to babel: the caller is dialled now that the callee is here.
         let caller = a.leg(Side::Caller).kind;
         if let (Side::Callee, super::alloc::Kind::Dial(to)) = (side, caller) {
-            spawn_dial(inner.clone(), a.clone(), Side::Caller, to);
+            if !spawn_dial(inner.clone(), a.clone(), Side::Caller, to) {
+                return inner.tell_ended(a.id, Some(Side::Caller));
+            }
         }
         read_voice(inner, &a, side, &stream, Decoder::new(), admission);
-    });
+    })
 }
 
 /// Dial the babel caller of `side` at `to`, read its ConnectionEstablished,
 /// and carry its voice.
-pub(super) fn spawn_dial(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, to: SocketAddr) {
+pub(super) fn spawn_dial(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, to: SocketAddr) -> bool {
     spawn(inner, move |inner| {
         let stream = match TcpStream::connect_timeout(&to, DIAL_TIMEOUT) {
             Ok(s) => s,
@@ -174,7 +192,7 @@ pub(super) fn spawn_dial(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, to: Socke
             return;
         }
         read_voice(inner, &a, side, &stream, dec, admission);
-    });
+    })
 }
 
 /// The connection of a babel leg as the relay's: admitted in the registry

@@ -41,6 +41,7 @@ use crate::guard::{supervise, Fatal, Turn};
 use crate::hub::{CallId, Hub, Leg as Plan, LegSpec, MediaRelay, Opened, RelayFull, Side};
 use crate::metrics::{Metrics, RelayDrop};
 use crate::net::{FlushPool, Registry};
+use crate::pool::ThreadBudget;
 use alloc::{Alloc, Kind, Leg, Out, Rate};
 
 /// Readable allocations waiting for a worker, per worker; a full queue
@@ -93,6 +94,11 @@ struct Inner {
     stop: AtomicBool,
     /// babel leg threads alive.
     legs: AtomicUsize,
+    /// Where babel leg threads come from (`pool::ThreadBudget`).
+    budget: Arc<ThreadBudget>,
+    /// Calls whose leg of this side got no thread where the hub could not
+    /// be told at once (inside a `MediaRelay` call): the sweep ends them.
+    doomed: Mutex<Vec<(CallId, Side)>>,
     /// The outbound limit of a babel leg's queue.
     outbound_limit: usize,
     write_timeout: Duration,
@@ -211,9 +217,20 @@ impl Inner {
     }
 }
 
+/// What a babel leg's connection takes, as any connection: a registry
+/// admission, a thread of the budget, an outbound queue bounded by
+/// `outbound_limit` and `write_timeout` and sent by the flush pool.
+pub struct LegConns {
+    pub registry: Arc<Registry>,
+    pub flush: Arc<FlushPool>,
+    pub budget: Arc<ThreadBudget>,
+    pub outbound_limit: usize,
+    pub write_timeout: Duration,
+}
+
 impl Relay {
-    /// Start the relay's threads. `outbound_limit` and `write_timeout` bound
-    /// a babel leg's queue as any connection's.
+    /// Start the relay's threads; `legs`: what its babel legs' connections
+    /// take.
     /// Its threads run under `supervise`: a packet (or a tick) whose
     /// handling panics is dropped and the thread goes on; no shared state is
     /// left half updated by one (routing changes only in the hub's calls),
@@ -221,12 +238,16 @@ impl Relay {
     pub fn start(
         set: Settings,
         hub: &Arc<Hub>,
-        registry: Arc<Registry>,
-        flush: Arc<FlushPool>,
-        outbound_limit: usize,
-        write_timeout: Duration,
+        legs: LegConns,
         fatal: Fatal,
     ) -> io::Result<Arc<Relay>> {
+        let LegConns {
+            registry,
+            flush,
+            budget,
+            outbound_limit,
+            write_timeout,
+        } = legs;
         let poll = Poll::new()?;
         let waker = Waker::new(poll.registry(), WAKE)?;
         let mut senders = Vec::new();
@@ -250,6 +271,8 @@ impl Relay {
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             legs: AtomicUsize::new(0),
+            budget,
+            doomed: Mutex::new(Vec::new()),
             outbound_limit,
             write_timeout,
         });
@@ -402,6 +425,10 @@ fn receive(inner: Arc<Inner>, mut poll: Poll, fatal: Fatal) {
 
 /// One turn of `cw-relay-sweep`: end answered calls that went silent.
 fn sweep_once(inner: &Inner) {
+    let doomed = std::mem::take(&mut *inner.doomed.lock());
+    for (id, side) in doomed {
+        inner.tell_ended(id, Some(side));
+    }
     let idle = inner.set.idle_timeout.as_millis() as u64;
     let now = inner.now_ms();
     let silent: Vec<CallId> = inner
@@ -507,7 +534,11 @@ impl MediaRelay for Relay {
         inner.calls.write().insert(id, a.clone());
         inner.metrics.relay_calls(1);
         if let Some((side, l)) = listener {
-            babel::spawn_accept(inner.clone(), a, side, l);
+            if !babel::spawn_accept(inner.clone(), a, side, l) {
+                // No thread to take the callee: the call cannot be made.
+                inner.release(id);
+                return Err(RelayFull);
+            }
         }
         Ok(told)
     }
@@ -528,7 +559,10 @@ impl MediaRelay for Relay {
         a.answered.store(true, Ordering::Release);
         // A babel caller is dialled once the callee is there.
         if let Kind::Dial(to) = a.leg(Side::Caller).kind {
-            babel::spawn_dial(self.inner.clone(), a.clone(), Side::Caller, to);
+            if !babel::spawn_dial(self.inner.clone(), a.clone(), Side::Caller, to) {
+                // The hub is calling us: it hears of the end from the sweep.
+                self.inner.doomed.lock().push((id, Side::Caller));
+            }
         }
     }
 

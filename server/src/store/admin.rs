@@ -64,7 +64,7 @@ const ADD_BAN: Sql = same(
 const REMOVE_BAN: Sql = same("DELETE FROM bans WHERE kind = ?1 AND value = ?2");
 const BANS: Sql = same("SELECT kind, value, reason FROM bans ORDER BY kind, value");
 /// Deleting an account: everything that refers to it first.
-const DELETE_ACCOUNT: [(&str, Sql); 6] = [
+const DELETE_ACCOUNT: [(&str, Sql); 7] = [
     (
         "delete guest mail",
         same("DELETE FROM guest_mail WHERE recipient = ?1"),
@@ -87,6 +87,10 @@ const DELETE_ACCOUNT: [(&str, Sql); 6] = [
     (
         "delete friendships",
         same("DELETE FROM friendships WHERE a = ?1 OR b = ?1"),
+    ),
+    (
+        "delete pseudo keys",
+        same("DELETE FROM pseudo_keys WHERE account = ?1"),
     ),
     ("delete account", same("DELETE FROM accounts WHERE id = ?1")),
 ];

@@ -451,6 +451,15 @@ const ACCOUNT_BY_EMAIL: Sql = split(
     "SELECT id, pseudo, hash FROM accounts WHERE email = ?1",
     "SELECT id, pseudo, hash FROM accounts WHERE lower(email) = $1",
 );
+/// A pseudo's look-alike key: held by one account (the arbiter between
+/// nodes registering look-alikes at once).
+const ADD_PSEUDO_KEY: Sql = same(
+    "INSERT INTO pseudo_keys(key, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING RETURNING key",
+);
+const PSEUDO_KEY_HOLDER: Sql =
+    same("SELECT a.pseudo FROM pseudo_keys k JOIN accounts a ON a.id = k.account WHERE k.key = ?1");
+const DROP_PSEUDO_KEYS: Sql = same("DELETE FROM pseudo_keys WHERE account = ?1");
+const DROP_ACCOUNT: Sql = same("DELETE FROM accounts WHERE id = ?1");
 const ACCOUNT_ID: Sql = same("SELECT id FROM accounts WHERE pseudo = ?1");
 const ALL_PSEUDOS: Sql = same("SELECT pseudo FROM accounts");
 const ARE_FRIENDS: Sql = same("SELECT 1 FROM friendships WHERE a = ?1 AND b = ?2");
@@ -499,6 +508,15 @@ const GUEST_MAIL_ADD: Sql =
 const TAKE_GUEST_MAIL: Sql =
     same("DELETE FROM guest_mail WHERE recipient = ?1 RETURNING id, sender, body, sent");
 
+/// The look-alike keys of a pseudo as the store holds them: the hub's
+/// skeletons (`hub::names`, the one folding of names), sorted, no repeats.
+pub(crate) fn pseudo_keys(pseudo: &str) -> Vec<String> {
+    let mut keys = crate::hub::names::skeletons(pseudo).to_vec();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
 fn id(v: u64) -> Value<'static> {
     Value::Int(v as i64)
 }
@@ -520,7 +538,14 @@ impl Db<'_> {
         }
         let params = [email.into(), pseudo.into(), hash.into(), now_secs().into()];
         match self.link.row(&CREATE_ACCOUNT, &params) {
-            Ok(Some(row)) => Ok(row.int(0) as u64),
+            Ok(Some(row)) => {
+                let id = row.int(0) as u64;
+                if self.hold_pseudo_keys(id, pseudo) {
+                    Ok(id)
+                } else {
+                    Err(CreateError::PseudoTaken)
+                }
+            }
             Ok(None) if self.account_id(pseudo).is_some() => Err(CreateError::PseudoTaken),
             Ok(None) => Err(CreateError::EmailTaken),
             Err(e) => {
@@ -528,6 +553,43 @@ impl Db<'_> {
                 Err(CreateError::EmailTaken)
             }
         }
+    }
+
+    /// Give new account `account` the look-alike keys of `pseudo`. When another
+    /// account holds one (a look-alike registered meanwhile, perhaps
+    /// through another node), the new account is taken back and the answer
+    /// is false. On PostgreSQL an insert waits for a writer that holds the
+    /// same key uncommitted, then sees its outcome; the keys go in sorted
+    /// order, so two such writers never wait on each other.
+    fn hold_pseudo_keys(&self, account: u64, pseudo: &str) -> bool {
+        let held = pseudo_keys(pseudo).into_iter().all(|k| {
+            self.row(
+                "hold pseudo key",
+                &ADD_PSEUDO_KEY,
+                &[k.as_str().into(), id(account)],
+            )
+            .is_some()
+        });
+        if !held {
+            self.exec("drop pseudo keys", &DROP_PSEUDO_KEYS, &[id(account)]);
+            self.exec("drop account", &DROP_ACCOUNT, &[id(account)]);
+        }
+        held
+    }
+
+    /// The registered pseudos holding look-alike keys of `pseudo`, by key.
+    pub fn look_alike_holders(&self, pseudo: &str) -> Vec<(String, String)> {
+        pseudo_keys(pseudo)
+            .into_iter()
+            .filter_map(|k| {
+                let holder = self.row(
+                    "pseudo key holder",
+                    &PSEUDO_KEY_HOLDER,
+                    &[k.as_str().into()],
+                );
+                holder.map(|r| (k, r.text(0)))
+            })
+            .collect()
     }
 
     pub fn account_by_email(&self, email: &str) -> Option<Account> {

@@ -10,14 +10,24 @@ use rusqlite::Connection;
 
 use super::sql::{pg_error, PgConn};
 
-/// One migration: its SQLite text, and its PostgreSQL text where different.
-struct Migration {
-    lite: &'static str,
-    pg: Option<&'static str>,
+/// One migration: its SQLite text, and its PostgreSQL text where different;
+/// then, where rows must be computed in Rust (the hub's name folding), a
+/// back-fill run in the same transaction.
+pub(super) struct Migration {
+    pub(super) lite: &'static str,
+    pub(super) pg: Option<&'static str>,
+    fill: Option<Fill>,
+}
+
+/// A migration's back-fill.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Every existing account's look-alike keys into `pseudo_keys`.
+    PseudoKeys,
 }
 
 /// Each entry moves the schema from version i to i + 1.
-const MIGRATIONS: &[Migration] = &[
+pub(super) const MIGRATIONS: &[Migration] = &[
     // 1: accounts, friends, pending requests, offline notices, messages.
     // PostgreSQL differs in types only: BIGINT identities; every text
     // COLLATE "C", so equality and ORDER BY are bytewise as in SQLite;
@@ -106,6 +116,7 @@ const MIGRATIONS: &[Migration] = &[
     CREATE INDEX messages_pair ON messages(sender, recipient, id);
     CREATE INDEX messages_undelivered ON messages(recipient, id) WHERE delivered = 0;",
         ),
+        fill: None,
     },
     // 2: operators' bans, by name or by address (see hub::bans).
     // PostgreSQL: no STRICT / WITHOUT ROWID, and bytewise text.
@@ -126,6 +137,7 @@ const MIGRATIONS: &[Migration] = &[
         PRIMARY KEY (kind, value)
     );",
         ),
+        fill: None,
     },
     // 3: history by conversation. The key of a conversation is the pair of
     // its two account ids, smaller first, so one index range holds both
@@ -139,6 +151,7 @@ const MIGRATIONS: &[Migration] = &[
             "CREATE INDEX messages_conversation
         ON messages(LEAST(sender, recipient), GREATEST(sender, recipient), id);",
         ),
+        fill: None,
     },
     // 4: private texts from guests (users of other dialects, who have no
     // account) to an offline account, kept until its next login
@@ -162,8 +175,83 @@ const MIGRATIONS: &[Migration] = &[
     );
     CREATE INDEX guest_mail_recipient ON guest_mail(recipient, id);",
         ),
+        fill: None,
+    },
+    // 5: the look-alike keys of every registered pseudo (`hub::names::
+    // skeletons`: a name has two, and two names clash when they share
+    // one), each held by one account, so two nodes registering look-alikes
+    // at once cannot both succeed: the store is the arbiter. Existing
+    // accounts are back-filled oldest first; of look-alikes registered
+    // before this migration the older holds the key (both keep working).
+    Migration {
+        lite: "CREATE TABLE pseudo_keys(
+        key     TEXT PRIMARY KEY,
+        account INTEGER NOT NULL REFERENCES accounts(id)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX pseudo_keys_account ON pseudo_keys(account);",
+        pg: Some(
+            "CREATE TABLE pseudo_keys(
+        key     TEXT COLLATE \"C\" PRIMARY KEY,
+        account BIGINT NOT NULL REFERENCES accounts(id) DEFERRABLE
+    );
+    CREATE INDEX pseudo_keys_account ON pseudo_keys(account);",
+        ),
+        fill: Some(Fill::PseudoKeys),
     },
 ];
+
+/// Back-fill of migration 5: taken by the first account that has it.
+const FILL_PSEUDO_KEYS: (&str, &str) = (
+    "INSERT INTO pseudo_keys(key, account) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+    "INSERT INTO pseudo_keys(key, account) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+);
+const ACCOUNTS_OLDEST_FIRST: &str = "SELECT id, pseudo FROM accounts ORDER BY id";
+
+/// The rows of `pseudo_keys` for accounts (id, pseudo), in that order.
+fn pseudo_key_rows(accounts: Vec<(i64, String)>) -> Vec<(String, i64)> {
+    accounts
+        .into_iter()
+        .flat_map(|(id, pseudo)| {
+            super::pseudo_keys(&pseudo)
+                .into_iter()
+                .map(move |k| (k, id))
+        })
+        .collect()
+}
+
+fn fill_lite(conn: &Connection, fill: Fill) -> rusqlite::Result<()> {
+    match fill {
+        Fill::PseudoKeys => {
+            let accounts = conn
+                .prepare(ACCOUNTS_OLDEST_FIRST)?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<(i64, String)>>>()?;
+            let mut insert = conn.prepare(FILL_PSEUDO_KEYS.0)?;
+            for (key, id) in pseudo_key_rows(accounts) {
+                insert.execute(rusqlite::params![key, id])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn fill_pg(tx: &mut postgres::Transaction<'_>, fill: Fill) -> Result<(), String> {
+    match fill {
+        Fill::PseudoKeys => {
+            let accounts = tx
+                .query(ACCOUNTS_OLDEST_FIRST, &[])
+                .map_err(pg_error)?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            for (key, id) in pseudo_key_rows(accounts) {
+                tx.execute(FILL_PSEUDO_KEYS.1, &[&key, &id])
+                    .map_err(pg_error)?;
+            }
+        }
+    }
+    Ok(())
+}
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -186,6 +274,9 @@ pub fn prepare(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.execute_batch(m.lite)?;
+        if let Some(fill) = m.fill {
+            fill_lite(&tx, fill)?;
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         log::info!("store: migrated schema to version {}", i + 1);
     }
@@ -223,6 +314,9 @@ pub fn prepare_pg(conn: &mut PgConn) -> Result<(), String> {
     }
     for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         tx.batch_execute(m.pg.unwrap_or(m.lite)).map_err(pg_error)?;
+        if let Some(fill) = m.fill {
+            fill_pg(&mut tx, fill)?;
+        }
         tx.execute(
             "UPDATE chinwag_schema SET version = $1",
             &[&((i + 1) as i64)],

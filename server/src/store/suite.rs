@@ -165,6 +165,8 @@ on_both!(
     the_read_pool_sees_what_was_committed_and_cannot_write,
     migrations_apply_once_and_refuse_newer_databases,
     guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account,
+    look_alike_pseudos_are_refused_by_the_store_until_the_holder_is_deleted,
+    migration_5_back_fills_the_look_alike_keys_oldest_first,
 );
 
 fn stop(s: Store, t: StoreThread) {
@@ -308,6 +310,121 @@ fn emails_match_case_blind_on_ascii_letters_only(b: &Backend) {
             Err(CreateError::EmailTaken)
         );
         assert!(db.create_account("Élan@example.org", "third", "h").is_ok());
+    })
+    .unwrap();
+    stop(s, t);
+}
+
+/// The store itself refuses a look-alike of a registered pseudo (the hub's
+/// folding: case, and look-alike letters such as a capital I for an l),
+/// keeping nothing of the refused account; deleting the holder frees them.
+fn look_alike_pseudos_are_refused_by_the_store_until_the_holder_is_deleted(b: &Backend) {
+    let (s, t) = b.open();
+    s.call(|db| {
+        db.create_account("a@x.org", "alice", "h").unwrap();
+        for (n, look_alike) in ["ALICE", "AIice", "alıce"].iter().enumerate() {
+            assert!(
+                crate::hub::names::confusable("alice", look_alike),
+                "{look_alike}"
+            );
+            assert_eq!(
+                db.create_account(&format!("{n}@y.org"), look_alike, "h"),
+                Err(CreateError::PseudoTaken),
+                "{look_alike}"
+            );
+            assert!(db.account_id(look_alike).is_none(), "{look_alike}");
+            // Its email is free: nothing of the refused account is kept.
+            assert!(db.account_by_email(&format!("{n}@y.org")).is_none());
+        }
+        assert!(db.create_account("b@x.org", "bob", "h").is_ok());
+        assert!(db.delete_account("alice"));
+        assert!(db.create_account("c@x.org", "AIice", "h").is_ok());
+    })
+    .unwrap();
+    let ((), committed) = s.call_committed(|_| ()).unwrap();
+    assert!(committed);
+    assert_eq!(b.scalar("SELECT count(*) FROM accounts"), 2);
+    stop(s, t);
+}
+
+/// A database from before migration 5 (accounts, look-alikes among them,
+/// as two nodes could register before) is back-filled: the older of two
+/// look-alikes holds their keys, both accounts stay, and new look-alikes of
+/// any of them are refused.
+fn migration_5_back_fills_the_look_alike_keys_oldest_first(b: &Backend) {
+    let migrations = &super::schema::MIGRATIONS[..4];
+    let accounts = "INSERT INTO accounts(email, pseudo, hash, created) VALUES
+         ('a@x.org', 'alice', 'h', 0), ('b@x.org', 'AIice', 'h', 0),
+         ('c@x.org', 'bob', 'h', 0);";
+    match b {
+        Backend::Sqlite(dir) => {
+            let mut c = rusqlite::Connection::open(Backend::file(dir)).unwrap();
+            let tx = c.transaction().unwrap();
+            for m in migrations {
+                tx.execute_batch(m.lite).unwrap();
+            }
+            tx.execute_batch(accounts).unwrap();
+            tx.pragma_update(None, "user_version", 4).unwrap();
+            tx.commit().unwrap();
+        }
+        Backend::Postgres { server, schema, .. } => {
+            let mut c = server.session(schema);
+            let mut tx = c.transaction().unwrap();
+            tx.batch_execute(
+                "CREATE TABLE chinwag_schema(version BIGINT NOT NULL);
+                 INSERT INTO chinwag_schema(version) VALUES (4);",
+            )
+            .unwrap();
+            for m in migrations {
+                tx.batch_execute(m.pg.unwrap_or(m.lite)).unwrap();
+            }
+            tx.batch_execute(accounts).unwrap();
+            tx.commit().unwrap();
+        }
+    }
+    let (s, t) = b.open();
+    let holder = |key: &str| {
+        b.scalar(&format!(
+            "SELECT account FROM pseudo_keys WHERE key = '{key}'"
+        ))
+    };
+    // Ids 1, 2, 3: alice, AIice, bob.
+    let alice = super::pseudo_keys("alice");
+    for k in &alice {
+        assert_eq!(
+            holder(k),
+            1,
+            "the older look-alike holds the keys they share"
+        );
+    }
+    for k in super::pseudo_keys("AIice")
+        .iter()
+        .filter(|k| !alice.contains(k))
+    {
+        assert_eq!(holder(k), 2, "the younger keeps the keys it alone has");
+    }
+    for k in super::pseudo_keys("bob") {
+        assert_eq!(holder(&k), 3);
+    }
+    assert_eq!(b.scalar("SELECT count(*) FROM pseudo_keys"), {
+        let mut all: Vec<String> = ["alice", "AIice", "bob"]
+            .iter()
+            .flat_map(|p| super::pseudo_keys(p))
+            .collect();
+        all.sort();
+        all.dedup();
+        all.len() as i64
+    });
+    s.call(|db| {
+        assert!(db.account_id("AIice").is_some(), "both accounts stay");
+        for p in ["ALICE", "BOB", "bob"] {
+            assert_eq!(
+                db.create_account("n@x.org", p, "h"),
+                Err(CreateError::PseudoTaken),
+                "{p}"
+            );
+        }
+        assert!(db.create_account("n@x.org", "carol", "h").is_ok());
     })
     .unwrap();
     stop(s, t);

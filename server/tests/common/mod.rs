@@ -308,6 +308,18 @@ pub fn send(w: &mut Wire<Acc>, f: Acc) {
     w.send_bytes(&f.to_bytes());
 }
 
+/// 140: call `pseudo`, voice at `port` of this connection's own address.
+pub fn call(w: &mut Wire<Acc>, pseudo: &str, port: u16) {
+    send(
+        w,
+        Acc::Call {
+            pseudo: pseudo.into(),
+            addr: String::new(),
+            port,
+        },
+    );
+}
+
 /// A babel user logged in as `name`, and the contact list it was given.
 pub fn babel(addr: std::net::SocketAddr, name: &str) -> (Wire<Babel>, Vec<String>) {
     let mut b = Wire::<Babel>::new(TcpStream::connect(addr).unwrap());
@@ -495,14 +507,7 @@ pub fn accounts_calls_babel(
     callee: &str,
 ) -> BabelToAccounts {
     let (voice, vport) = udp();
-    send(
-        acc,
-        Acc::Call {
-            pseudo: callee.into(),
-            addr: String::new(),
-            port: vport,
-        },
-    );
+    call(acc, callee, vport);
     let (contact, host, port) = match babel.recv() {
         Babel::CallRequest {
             contact,

@@ -514,12 +514,23 @@ impl Accounts {
                 } else {
                     Err(CreateError::PseudoTaken)
                 };
+                // A look-alike registered through another node holds the
+                // keys in the store; its announcement may have come while
+                // this claim held them here, and found them taken.
+                let holders = if claimed && res == Err(CreateError::PseudoTaken) {
+                    db.look_alike_holders(&pseudo)
+                } else {
+                    Vec::new()
+                };
                 Some(Box::new(move |committed| {
                     let stored = res.is_ok() && committed;
                     if claimed && !stored {
                         let mut r = registered.write();
                         for k in &skeletons {
                             r.remove(k);
+                        }
+                        for (k, holder) in holders {
+                            r.entry(k).or_insert(holder);
                         }
                     }
                     let f = match (res, committed) {
