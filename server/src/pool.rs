@@ -611,7 +611,14 @@ pub mod stack {
         pub fn release_unused(&self) {
             let here = 0u8;
             let sp = std::hint::black_box(&here) as *const u8 as usize;
-            let end = sp.saturating_sub(MARGIN) & !(PAGE - 1);
+            self.release_below(sp.saturating_sub(MARGIN) & !(PAGE - 1));
+        }
+
+        /// Give back the pages from the stack's low end to `end` (a page
+        /// boundary below every live frame of this thread), unless the page
+        /// just below `end` is unmapped (nothing below it was touched).
+        #[inline(never)]
+        pub(in crate::pool) fn release_below(&self, end: usize) {
             if end <= self.low {
                 return;
             }
@@ -820,23 +827,23 @@ mod tests {
         pool.run("cw-test", move || {
             let here = 0u8;
             let sp = std::hint::black_box(&here) as *const u8 as usize;
-            let low = stack::Stack::current().unwrap().low();
-            release_stack();
-            // Pages well below this frame (release_stack's frame and its
-            // margin are above `sp - 2 pages`): none was ever used.
-            let top = (sp - 2 * 4096) & !4095;
-            let mapped: Vec<usize> = (low..top)
-                .step_by(4096)
-                .filter(|&p| page_present(p))
-                .collect();
-            tx.send(mapped).unwrap();
+            let stack = stack::Stack::current().unwrap();
+            // A boundary well below this frame: nothing under it was used.
+            let end = (sp - 16 * 1024) & !4095;
+            let mapped = || {
+                (stack.low()..end)
+                    .step_by(4096)
+                    .filter(|&p| page_present(p))
+                    .collect::<Vec<usize>>()
+            };
+            let before = mapped();
+            stack.release_below(end);
+            tx.send((before, mapped())).unwrap();
         })
         .unwrap();
-        let mapped = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert!(
-            mapped.is_empty(),
-            "pages mapped below the frame: {mapped:x?}"
-        );
+        let (before, after) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(before.is_empty(), "untouched pages mapped: {before:x?}");
+        assert!(after.is_empty(), "pages mapped by the check: {after:x?}");
         pool.stop();
     }
 
