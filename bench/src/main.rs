@@ -52,7 +52,8 @@ WORKLOAD (default: all)
   relay     MB/s and ping-pong RTT through a private connection vs direct loopback TCP
   idle      C logged-in idle connections: login time (beside a bare one-thread
             server's), server memory per connection split into stacks, heap and
-            kernel
+            kernel; then the same logins with C threads pre-started
+            (--spare-threads C)
   churn     connections that log in and close, 64 at a time: with the server's
             spare threads and with --spare-threads 0
   slow      50 receivers of 100 texts/s, without and with one slow consumer (small
@@ -1559,11 +1560,11 @@ const CONN_STACK_KIB: u64 = 128;
 /// threads started), at most `limit`.
 fn settle_threads(t: &Target, limit: Duration) {
     let deadline = Instant::now() + limit;
-    let mut last = t.stats().map_or(0, |s| s.threads);
+    let mut last = t.rss_threads().map_or(0, |s| s.threads);
     let mut stable_since = Instant::now();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
-        let now = t.stats().map_or(0, |s| s.threads);
+        let now = t.rss_threads().map_or(0, |s| s.threads);
         if now != last {
             last = now;
             stable_since = Instant::now();
@@ -1747,7 +1748,49 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
         t.elapsed().as_secs_f64()
     ));
     target.stop();
+    if matches!(ctx.spec, Spec::Spawn { .. }) {
+        idle_prestarted(ctx, n, full, &mut r)?;
+    }
     Ok(r)
+}
+
+/// The same burst against a chinwagd told to keep `n` spare threads
+/// (`--spare-threads n`, an operator's setting for a known burst): all
+/// started and parked before the first login, so no login waits for a
+/// thread to be created. Reported as a row of its own beside the default.
+fn idle_prestarted(ctx: &Ctx, n: usize, full: bool, r: &mut Report) -> Result<(), String> {
+    let mut target = ctx.spec.start_with(server::Start {
+        flags: vec!["--spare-threads".into(), n.to_string()],
+        ..Default::default()
+    })?;
+    // cw-spawn starts them in the background: wait until all are there.
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    while target
+        .rss_threads()
+        .is_some_and(|s| (s.threads as usize) < n)
+    {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "{n} spare threads did not start within the deadline"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    settle_threads(&target, Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(if ctx.quick { 10 } else { 60 });
+    let login = conn::login_all(target.addr, ctx.names("p", n), ctx.login_window, deadline)
+        .map_err(|e| format!("chinwagd with {n} spare threads: {e}"))?;
+    r.fig(
+        "prestarted_login_s",
+        "time to log all clients in, a thread per client pre-started (--spare-threads = clients)",
+        login.elapsed.as_secs_f64(),
+        Unit::Secs,
+        full.then_some(Goal::AtMost(0.5)),
+    );
+    r.row("prestarted_login_s", Some("ref_login_s"));
+    drop(login.conns);
+    target.stop();
+    Ok(())
 }
 
 /// `p2p-paced`: every client sends to its partner at `per_client` messages

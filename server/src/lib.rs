@@ -148,8 +148,11 @@ impl Server {
         };
         let budget = thread_budget(&cfg);
         let flush = FlushPool::with_budget(cfg.flush_threads, budget.clone())?;
-        let conn_threads =
-            ConnPool::new(cfg.spare_threads.min(cfg.max_connections), budget.clone())?;
+        let spare = cfg.spare_threads.min(cfg.max_connections);
+        // Parked spares wait on futexes, and so may any connection thread
+        // on a lock: a bucket each (see `pool::size_futex_hash`).
+        pool::size_futex_hash(spare + cfg.max_connections);
+        let conn_threads = ConnPool::new(spare, budget.clone())?;
         let relay = media::Relay::start(
             cfg.relay(),
             &hub,

@@ -799,3 +799,32 @@ fn no_broadcast_overtakes_login_accepted() {
     writer.join().unwrap();
     drainer.join().unwrap();
 }
+
+/// The process's futex hash (Linux 6.16+: `prctl(PR_FUTEX_HASH)`), in
+/// buckets; None where the kernel has none of its own per process.
+fn futex_hash_slots() -> Option<usize> {
+    // SAFETY: PR_FUTEX_HASH_GET_SLOTS (78, 2) only returns a number.
+    let n = unsafe { libc::prctl(78, 2 as libc::c_ulong, 0, 0, 0) };
+    (n >= 0).then_some(n as usize)
+}
+
+#[test]
+fn the_futex_hash_has_a_bucket_per_thread_that_may_park() {
+    // Parked spares wait on futexes. The kernel sizes a process's futex
+    // hash by its CPUs (16 buckets on 2 cores), and each wake-up walks a
+    // bucket's whole list; the server asks for a bucket per thread.
+    if futex_hash_slots().is_none() {
+        eprintln!("no per-process futex hash on this kernel: nothing to check");
+        return;
+    }
+    let srv = server_with(|c| {
+        c.spare_threads = 4;
+        c.max_connections = 8000;
+    });
+    let slots = futex_hash_slots().unwrap();
+    assert!(
+        slots >= 8004,
+        "{slots} futex buckets for up to 8,004 threads that may park"
+    );
+    drop(srv);
+}
