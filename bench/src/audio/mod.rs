@@ -374,13 +374,15 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         if let Some(st) = sb.last {
             r.notes.push(format!(
                 "{key}: callee's buffer at the end: delay {:.0} ms, target {:.0} ms, jitter {:.1} ms; \
-                 concealed {}, late {}, dropped {}",
+                 concealed {}, late {}, dropped {}, stretched {:.0} ms, compressed {:.0} ms",
                 st.playout_delay_ms,
                 st.target_delay_ms,
                 st.jitter_ms,
                 st.frames_concealed,
                 st.packets_late,
-                st.frames_dropped
+                st.frames_dropped,
+                st.samples_stretched as f64 / 48.0,
+                st.samples_compressed as f64 / 48.0
             ));
         }
         ms.sort_by(f64::total_cmp);
@@ -563,6 +565,21 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         Unit::Ms,
         None,
     );
+    let st = sb.last.unwrap_or_default();
+    r.fig(
+        "jitter_stretched_ms",
+        "audio stretched to grow the delay",
+        st.samples_stretched as f64 / 48.0,
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "jitter_compressed_ms",
+        "audio compressed to shrink it",
+        st.samples_compressed as f64 / 48.0,
+        Unit::Ms,
+        None,
+    );
     r.fig(
         "jitter_back_under_60ms_s",
         "delay back under 60 ms after",
@@ -666,6 +683,20 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         "long call: frames dropped (delay shrink)",
         (s1a.frames_dropped + s1b.frames_dropped) as f64,
         Unit::Count,
+        None,
+    );
+    r.fig(
+        "long_stretched_ms",
+        "long call: audio stretched (both ways)",
+        (s1a.samples_stretched + s1b.samples_stretched) as f64 / 48.0,
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "long_compressed_ms",
+        "long call: audio compressed (both ways)",
+        (s1a.samples_compressed + s1b.samples_compressed) as f64 / 48.0,
+        Unit::Ms,
         None,
     );
     // The README's table (`chinwag-bench table`; PESQ rows only when
