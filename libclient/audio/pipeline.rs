@@ -157,6 +157,10 @@ pub struct CallAudio {
     /// of the last frame (stretched or not) and nothing more. Stretching
     /// works on all of it.
     fifo: Vec<i16>,
+    /// How much of the FIFO's front is decoded audio (from packets, or their
+    /// FEC): what is after it is concealment or silence, which is not worth
+    /// waiting for when the call ends.
+    fifo_audio: usize,
     stretcher: Stretcher,
     scratch: Vec<i16>,
     packet_buf: Vec<u8>,
@@ -193,6 +197,7 @@ impl CallAudio {
             recv_seq: 0,
             recv_ts: 0,
             fifo: Vec::with_capacity(3 * MAX_PACKET_SAMPLES * profile.channels()),
+            fifo_audio: 0,
             stretcher: Stretcher::new(profile.channels()),
             scratch: vec![0; MAX_PACKET_SAMPLES * profile.channels()],
             packet_buf: vec![0; MAX_PACKET],
@@ -223,7 +228,7 @@ impl CallAudio {
     /// Whether received audio is still waiting to be played (packets in the
     /// jitter buffer or decoded samples not yet pulled).
     pub fn has_pending(&self) -> bool {
-        !self.fifo.is_empty() || self.jitter.held() > 0
+        self.fifo_audio > 0 || self.jitter.held() > 0
     }
 
     pub fn profile(&self) -> Profile {
@@ -319,6 +324,7 @@ impl CallAudio {
         }
         out.copy_from_slice(&self.fifo[..out.len()]);
         self.fifo.drain(..out.len());
+        self.fifo_audio = self.fifo_audio.saturating_sub(out.len());
         Ok(())
     }
 
@@ -328,7 +334,12 @@ impl CallAudio {
         // A Skip is followed by a frame to play; the bound is only a guard.
         for _ in 0..4 {
             let mut stretch = 0;
-            let decoded = match self.jitter.pull_ahead(now, lead) {
+            let playout = self.jitter.pull_ahead(now, lead);
+            let audio = matches!(
+                playout,
+                Playout::Packet(_) | Playout::Stretch { .. } | Playout::Fec(_)
+            );
+            let decoded = match playout {
                 Playout::Skip(p) => {
                     let _ = self.decoder.decode(&p, &mut self.scratch);
                     continue;
@@ -354,6 +365,9 @@ impl CallAudio {
             if stretch != 0 {
                 let made = self.stretcher.stretch(&mut self.fifo, stretch);
                 self.jitter.stretched(made);
+            }
+            if audio {
+                self.fifo_audio = self.fifo.len();
             }
             return;
         }

@@ -484,3 +484,42 @@ fn a_jitter_jump_is_absorbed_by_stretching_real_audio() {
         }
     }
 }
+
+#[test]
+fn nothing_is_pending_once_the_received_audio_is_played() {
+    // Pulls of 15 ms against frames of 20 ms, and a delay that grows
+    // (stretched frames): the FIFO always keeps part of a frame. After the
+    // stream stops, what is left is concealment and silence: once the last
+    // decoded audio has been pulled, nothing is pending (a call that is
+    // over then reports that it is closed).
+    for profile in [Profile::Accounts, Profile::Babel] {
+        let t0 = Instant::now();
+        let mut a = CallAudio::new(profile, t0).unwrap();
+        let mut b = CallAudio::new(profile, t0).unwrap();
+        let ch = profile.channels();
+        let mut out = vec![0; 720 * ch];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let mut k = 0u32;
+        let mut pulled_after_stop = 0;
+        loop {
+            let now = t0 + Duration::from_millis(15) * k;
+            if k < 200 {
+                let pcm = tone(&vec![440.0; ch], k as usize * 720, 720);
+                for f in a.send_pcm(now, &pcm).unwrap() {
+                    let late = now + Duration::from_millis(rng.gen_range(0..40));
+                    b.receive(late, f.seq, f.timestamp, &f.opus);
+                }
+            } else {
+                pulled_after_stop += 1;
+                if !b.has_pending() {
+                    break;
+                }
+                assert!(pulled_after_stop < 100, "{profile:?}: still pending");
+            }
+            b.pull_pcm(now, &mut out).unwrap();
+            k += 1;
+        }
+        let s = b.stats(t0);
+        assert!(s.samples_stretched > 0, "{profile:?}: {s:?}");
+    }
+}
