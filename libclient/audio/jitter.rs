@@ -466,7 +466,6 @@ impl JitterBuffer {
                 // Still within the target (the packet is probably late), or
                 // nothing later to go on with: conceal one frame and wait.
                 self.stalled += 1;
-                self.surge = Some(t);
                 if self.stalled > MAX_STALL {
                     self.restart();
                     return Playout::Silence;
