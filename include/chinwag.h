@@ -597,6 +597,18 @@ typedef struct cw_audio_stats {
    * -1 when unknown (babel, or no report yet).
    */
   int32_t remote_loss_pct;
+  /**
+   * Samples per channel (48 kHz) the jitter buffer added by playing
+   * decoded audio stretched, to grow the playout delay (real audio played
+   * longer, not concealment). Appended last: the fields above keep
+   * their offsets.
+   */
+  uint64_t samples_stretched;
+  /**
+   * Samples per channel removed by playing decoded audio compressed, to
+   * shrink the playout delay.
+   */
+  uint64_t samples_compressed;
 } cw_audio_stats;
 
 #ifdef __cplusplus

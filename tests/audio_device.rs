@@ -320,15 +320,56 @@ fn babel_call() -> (
 #[test]
 fn call_with_devices_through_alsa_file_plugin() {
     in_child("device_call_child", CALL_DEVICES, |dir| {
-        // 20 s of 700 Hz, stereo (a babel call captures two channels), for
-        // the microphone.
-        let raw: Vec<u8> = (0..RATE * 20)
-            .flat_map(|i| {
-                let s = ((8_000.0 * sine(700.0, i)) as i16).to_le_bytes();
-                [s[0], s[1], s[0], s[1]]
-            })
-            .collect();
-        std::fs::write(dir.join("capture.raw"), raw).unwrap();
+        // The microphone's file is a named pipe that the child fills in
+        // real time (see `pace_microphone`).
+        let path = std::ffi::CString::new(
+            dir.join("capture.raw")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+    });
+}
+
+/// Feed the microphone's named pipe with 700 Hz, stereo, in real time,
+/// until the process ends. ALSA's `null` plugin behind the `file` plugin
+/// has no clock: reading from a plain file, the microphone ran about five
+/// times faster than real time, so a 20 s file ran dry after about 4 s, and
+/// under load, when the test's 3 s of listening took longer, the PCM side
+/// heard the silence after it ("the PCM side does not hear the
+/// microphone"). A pipe written at 48 kHz paces the microphone instead.
+/// Each time the device is opened (cpal opens it more than once) the pipe
+/// is opened again; a closed reader ends a round.
+fn pace_microphone(path: PathBuf) {
+    use std::io::Write;
+    std::thread::spawn(move || {
+        let chunk = RATE / 100; // 10 ms
+        let mut at = 0usize;
+        loop {
+            // Blocks until the device opens its input.
+            let Ok(mut pipe) = std::fs::OpenOptions::new().write(true).open(&path) else {
+                return;
+            };
+            let start = Instant::now();
+            for k in 0.. {
+                let bytes: Vec<u8> = (at..at + chunk)
+                    .flat_map(|i| {
+                        let s = ((8_000.0 * sine(700.0, i)) as i16).to_le_bytes();
+                        [s[0], s[1], s[0], s[1]]
+                    })
+                    .collect();
+                at += chunk;
+                if pipe.write_all(&bytes).is_err() {
+                    break;
+                }
+                let next = start + Duration::from_millis(10 * (k + 1));
+                if let Some(w) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(w);
+                }
+            }
+        }
     });
 }
 
@@ -338,6 +379,7 @@ fn device_call_child() {
     use chinwag::ErrorKind;
     let played = child_dir().join("played.raw");
     let (dev, pcm, _keep) = babel_call();
+    pace_microphone(child_dir().join("capture.raw"));
     // One side on the sound card (the ALSA files), the other on PCM.
     dev.use_devices().unwrap();
     assert_eq!(
@@ -369,7 +411,14 @@ fn device_call_child() {
         power(tail, 700.0) > 100.0 * power(tail, 1500.0).max(1.0),
         "the PCM side does not hear the microphone"
     );
-    assert!(dev.stats().packets_sent > 50, "{:?}", dev.stats());
+    // ...from a microphone that ran in real time (it sent a frame per
+    // 20 ms, not five as from a plain file).
+    let frames = start.elapsed().as_millis() as u64 / 20;
+    let sent = dev.stats().packets_sent;
+    assert!(
+        sent > 50 && sent <= frames + frames / 4 + 20,
+        "{sent} frames sent from the microphone in {frames} frames' time"
+    );
     // Devices off (the file stops growing): PCM again.
     dev.stop_devices();
     dev.send_pcm(&[0; 1920]).unwrap();

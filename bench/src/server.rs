@@ -216,6 +216,12 @@ impl Target {
         self.pid.and_then(proc_rss_threads)
     }
 
+    /// CPU time this process spent sampling the server's memory (a thread
+    /// of this process, not the server's work).
+    pub fn sampler_cpu(&self) -> Duration {
+        self.peak.as_ref().map_or(Duration::ZERO, PeakSampler::cpu)
+    }
+
     /// The server's peak RSS and threads so far in this workload.
     pub fn peak(&self) -> Option<ProcStats> {
         self.peak.as_ref().and_then(|p| p.peak())
@@ -292,6 +298,9 @@ pub fn metric(page: &str, name: &str) -> Option<f64> {
 pub struct PeakSampler {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     peak: std::sync::Arc<std::sync::Mutex<Option<ProcStats>>>,
+    /// CPU time the sampling thread has used (ns): a figure of this
+    /// process's own CPU (a call's) leaves it out.
+    cpu_ns: std::sync::Arc<std::sync::atomic::AtomicU64>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -300,7 +309,8 @@ impl PeakSampler {
         use std::sync::atomic::{AtomicBool, Ordering};
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let peak = std::sync::Arc::new(std::sync::Mutex::new(None::<ProcStats>));
-        let (stop2, peak2) = (stop.clone(), peak.clone());
+        let cpu_ns = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (stop2, peak2, cpu2) = (stop.clone(), peak.clone(), cpu_ns.clone());
         let thread = std::thread::spawn(move || {
             while !stop2.load(Ordering::Acquire) {
                 if let Some(s) = proc_rss_threads(pid) {
@@ -309,14 +319,22 @@ impl PeakSampler {
                     p.rss_kib = p.rss_kib.max(s.rss_kib);
                     p.threads = p.threads.max(s.threads);
                 }
+                cpu2.store(thread_cpu().as_nanos() as u64, Ordering::Release);
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
         PeakSampler {
             stop,
             peak,
+            cpu_ns,
             thread: Some(thread),
         }
+    }
+
+    /// CPU time the sampling thread has used so far (as of its last
+    /// sample).
+    pub fn cpu(&self) -> Duration {
+        Duration::from_nanos(self.cpu_ns.load(std::sync::atomic::Ordering::Acquire))
     }
 
     /// The peaks so far.
@@ -453,6 +471,14 @@ pub fn self_cpu() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// CPU time used by the calling thread so far.
+pub fn thread_cpu() -> Duration {
+    // SAFETY: clock_gettime fills the struct we pass.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Raise the soft descriptor limit to the hard one; returns the new soft limit.

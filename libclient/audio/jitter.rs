@@ -29,10 +29,17 @@
 //!   is rebuilt from the next packet's FEC data when that packet is present,
 //!   else concealed by the decoder; missing frames the stalls already stood
 //!   in for are skipped. With nothing later there the buffer stalls too.
-//! - Shrinking is slow: when the current delay exceeds the target by a whole
-//!   frame, one frame is dropped, at most every [`SHRINK_EVERY`] (faster when
-//!   the excess is large), so a calm network wins its delay back in seconds
-//!   and a spike is not forgotten at once.
+//! - The delay moves on real audio: when the next frame is there and the
+//!   delay is below the target by [`MIN_STRETCH`] or more, the frame is
+//!   played lengthened (NetEq's preemptive expand: [`Playout::Stretch`],
+//!   by up to a frame), so the delay grows before a late packet makes the
+//!   output run dry; when it exceeds the target by [`ACCELERATE_EXCESS`],
+//!   the frame is played shortened, at most every [`SHRINK_EVERY`], so a
+//!   calm network wins its delay back in a second or two and a spike is not
+//!   forgotten at once. The caller reports how much it stretched
+//!   ([`JitterBuffer::stretched`]): the next frame plays that much later or
+//!   earlier. Whole frames are dropped only when the excess is large (a
+//!   burst after a stalled TCP stream).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -65,8 +72,22 @@ pub const MAX_TARGET: Duration = Duration::from_millis(500);
 /// because the packet after it came too late, and is kept until no frame
 /// has been lost for this long.
 pub const LOSS_MEMORY: Duration = Duration::from_secs(10);
-/// At most one frame dropped per this much time while shrinking.
-pub const SHRINK_EVERY: Duration = Duration::from_millis(250);
+/// For this long after a frame had to wait for its late packet (a stall),
+/// the target is twice the measured jitter: when jitter rises, the next
+/// late packet is often later still, and the delay grows by stretching
+/// real audio now rather than by another stall later.
+pub const SURGE: Duration = Duration::from_secs(1);
+/// At most one frame shortened per this much time while shrinking.
+pub const SHRINK_EVERY: Duration = Duration::from_millis(100);
+/// Excess delay (above the target) from which frames are shortened. Above
+/// the largest lengthening overshoot, so the two never take turns.
+pub const ACCELERATE_EXCESS: Duration = Duration::from_millis(20);
+/// The smallest change of delay worth stretching for: the shortest pitch
+/// period the stretcher inserts (2.5 ms).
+pub const MIN_STRETCH: Duration = Duration::from_micros(2500);
+/// A frame is lengthened by at most this much (it then lasts up to twice
+/// as long).
+pub const MAX_EXPAND: Duration = FRAME;
 /// Excess delay (above the target) past which frames are dropped on every
 /// other pull: a burst after a stalled TCP stream, not jitter.
 const FAST_SHRINK_EXCESS_US: i64 = 5 * FRAME_US;
@@ -107,6 +128,11 @@ pub enum Playout {
     /// The buffer is shrinking: decode this packet to keep the decoder's
     /// state continuous, do not play it, and pull again.
     Skip(Vec<u8>),
+    /// Decode this packet and play it time-stretched: lengthened by up to
+    /// `by` samples per channel when `by > 0` (the delay grows), shortened
+    /// by up to `-by` when `by < 0` (it shrinks). Then report the change
+    /// made with [`JitterBuffer::stretched`].
+    Stretch { packet: Vec<u8>, by: i32 },
 }
 
 /// Counters since the stream began.
@@ -124,8 +150,12 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Of those, frames rebuilt from the next packet's FEC data.
     pub concealed_fec: u64,
-    /// Frames dropped to shrink the delay.
+    /// Frames dropped to shrink the delay (only for a large excess).
     pub dropped: u64,
+    /// Samples per channel added by lengthening frames (delay grown).
+    pub stretched: u64,
+    /// Samples per channel removed by shortening frames (delay shrunk).
+    pub compressed: u64,
     /// Times the buffer gave up waiting and restarted the stream.
     pub restarts: u64,
 }
@@ -172,6 +202,11 @@ pub struct JitterBuffer {
     /// on (µs): the look-ahead runs for LOSS_MEMORY from then.
     fec_missed: Option<i64>,
     shrink_toggle: bool,
+    /// How far ahead of its playout the frame being pulled is decided on
+    /// (µs; see `pull_ahead`).
+    lead: i64,
+    /// When a frame last waited for its late packet (µs).
+    surge: Option<i64>,
     last_transit: Option<i64>,
     jitter_us: f64,
     stats: JitterStats,
@@ -181,6 +216,11 @@ impl Default for JitterBuffer {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Microseconds to samples per channel.
+fn us_to_samples(us: i64) -> i32 {
+    (us * i64::from(SAMPLE_RATE) / 1_000_000).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
 /// Samples per channel to microseconds.
@@ -225,6 +265,8 @@ impl JitterBuffer {
             concealed_plc: None,
             fec_missed: None,
             shrink_toggle: false,
+            lead: 0,
+            surge: None,
             last_transit: None,
             jitter_us: 0.0,
             stats: JitterStats::default(),
@@ -352,13 +394,27 @@ impl JitterBuffer {
             Some(l) if t - l < us(LOSS_MEMORY) => FRAME_US,
             _ => 0,
         };
-        self.target = (spread + us(MARGIN)).clamp(us(MIN_TARGET), us(MAX_TARGET)) + lookahead;
+        // Just after a packet came later than the delay: the jitter is
+        // rising, and the next late packet is probably later still.
+        let surge = match self.surge {
+            Some(s) if t - s < us(SURGE) => spread,
+            _ => 0,
+        };
+        self.target =
+            (spread + surge + us(MARGIN)).clamp(us(MIN_TARGET), us(MAX_TARGET)) + lookahead;
     }
 
     /// How late, after its earliest possible arrival, a frame with media
     /// time `ts` plays at `t` (µs).
     fn delay_at(&self, t: i64, ts: i64) -> i64 {
         t - (samples_to_us(ts) + self.lo)
+    }
+
+    /// How long a frame with media time `ts`, played at `t`, will have
+    /// waited after its earliest possible arrival when it is decided on
+    /// (`lead` before `t`): what must cover the jitter.
+    fn waited(&self, t: i64, ts: i64) -> i64 {
+        self.delay_at(t, ts) - self.lead
     }
 
     /// Where on the playout grid a pull at `now` falls (µs).
@@ -373,10 +429,20 @@ impl JitterBuffer {
     /// The frame to play at `now`. Call once per 20 ms of playback (again at
     /// once after a `Skip`).
     pub fn pull(&mut self, now: Instant) -> Playout {
+        self.pull_ahead(now, Duration::ZERO)
+    }
+
+    /// The frame to play from `now + lead`, decided at `now`: the caller
+    /// still holds `lead` of decoded audio to play first (a FIFO that a
+    /// stretched frame left partly full). Packets arriving until the frame
+    /// plays are too late for this decision, so the delay they are given
+    /// is the delay at `now`: the frame plays `lead` later than that.
+    pub fn pull_ahead(&mut self, now: Instant, lead: Duration) -> Playout {
         if self.origin.is_none() {
             return Playout::Silence;
         }
-        let t = self.playout_time(now);
+        self.lead = us(lead);
+        let t = self.playout_time(now + lead);
         self.measure(t);
         let out = self.decide(t);
         // The next frame plays a frame later; after a Skip the caller pulls
@@ -394,7 +460,7 @@ impl JitterBuffer {
         };
 
         if !self.packets.contains_key(&next) {
-            let delay = self.delay_at(t, self.next_ts);
+            let delay = self.waited(t, self.next_ts);
             let later = self.packets.range(next + 1..).next().map(|(&s, _)| s);
             let Some(later) = later.filter(|_| delay >= self.target) else {
                 // Still within the target (the packet is probably late), or
@@ -441,32 +507,61 @@ impl JitterBuffer {
         }
 
         // The next frame is here: play it, or drop it to shrink the delay.
-        // Any stall before it has become delay.
+        // Any stall before it has become delay; a stall means the jitter
+        // rose.
+        if self.stalled > 0 {
+            self.surge = Some(t);
+            self.measure(t);
+        }
         self.stalled = 0;
         if self.concealed_plc == Some(next - 1) {
             self.fec_missed = Some(t);
         }
         self.next_ts = self.packets[&next].timestamp;
-        let excess = self.delay_at(t, self.next_ts) - self.target;
+        let excess = self.waited(t, self.next_ts) - self.target;
         let has_successor = self.packets.contains_key(&(next + 1));
-        if excess >= FRAME_US && has_successor && self.may_shrink(t, excess) {
-            self.last_shrink = Some(t);
-            self.stats.dropped += 1;
-            let held = self.packets.remove(&next).expect("present");
-            self.advance(1, true);
-            return Playout::Skip(held.payload);
+        if excess >= FAST_SHRINK_EXCESS_US && has_successor {
+            self.shrink_toggle = !self.shrink_toggle;
+            if self.shrink_toggle {
+                self.last_shrink = Some(t);
+                self.stats.dropped += 1;
+                let held = self.packets.remove(&next).expect("present");
+                self.advance(1, true);
+                return Playout::Skip(held.payload);
+            }
         }
         let held = self.packets.remove(&next).expect("present");
         self.advance(1, true);
+        if excess >= us(ACCELERATE_EXCESS)
+            && self.last_shrink.is_none_or(|l| t - l >= us(SHRINK_EVERY))
+        {
+            self.last_shrink = Some(t);
+            return Playout::Stretch {
+                packet: held.payload,
+                by: -us_to_samples(excess),
+            };
+        }
+        if -excess >= us(MIN_STRETCH) {
+            return Playout::Stretch {
+                packet: held.payload,
+                by: us_to_samples((-excess).min(us(MAX_EXPAND))),
+            };
+        }
         Playout::Packet(held.payload)
     }
 
-    fn may_shrink(&mut self, t: i64, excess: i64) -> bool {
-        if excess >= FAST_SHRINK_EXCESS_US {
-            self.shrink_toggle = !self.shrink_toggle;
-            return self.shrink_toggle;
+    /// The frame just pulled (a [`Playout::Stretch`]) was played `samples`
+    /// per channel longer (positive) or shorter (negative) than a frame:
+    /// the next one plays that much later or earlier.
+    pub fn stretched(&mut self, samples: i32) {
+        if let Some(c) = self.clock.as_mut() {
+            *c += samples_to_us(i64::from(samples));
         }
-        self.last_shrink.is_none_or(|l| t - l >= us(SHRINK_EVERY))
+        if samples > 0 {
+            self.stats.stretched += u64::from(samples.unsigned_abs());
+        } else {
+            self.stats.compressed += u64::from(samples.unsigned_abs());
+        }
     }
 
     /// Move the playout point `n` frames on; `played` says whether the
@@ -493,7 +588,7 @@ impl JitterBuffer {
             return Playout::Silence;
         };
         let ts = held.timestamp;
-        if self.delay_at(t, ts) < self.target {
+        if self.waited(t, ts) < self.target {
             return Playout::Silence;
         }
         self.next = Some(seq);

@@ -7,6 +7,7 @@ pub mod codec;
 pub mod device;
 pub mod jitter;
 pub mod pipeline;
+pub mod stretch;
 
 pub use codec::{Profile, FRAME_SAMPLES, SAMPLE_RATE};
 pub use pipeline::{CallAudio, CallStats, EncodedFrame};

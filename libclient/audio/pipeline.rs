@@ -4,7 +4,6 @@
 //! whichever transport the dialect uses; this never does I/O and never reads
 //! the clock (every method takes `now`).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::voice::{Echo, Report, VoicePacket};
@@ -15,6 +14,7 @@ use super::codec::{
     SAMPLE_RATE,
 };
 use super::jitter::{JitterBuffer, Playout};
+use super::stretch::Stretcher;
 use super::AudioError;
 
 /// How often each side of an accounts call reports what it receives.
@@ -70,8 +70,16 @@ pub struct CallStats {
     pub frames_concealed: u64,
     /// Of those, frames decoded from the next packet's FEC data.
     pub frames_concealed_fec: u64,
-    /// Frames dropped to shrink the playout delay.
+    /// Frames dropped to shrink the playout delay (only for a large excess:
+    /// smaller ones are shortened, see `samples_compressed`).
     pub frames_dropped: u64,
+    /// Samples per channel (48 kHz) added by time-stretching decoded audio
+    /// to grow the playout delay (not concealment: real audio, played
+    /// longer).
+    pub samples_stretched: u64,
+    /// Samples per channel removed by time-compressing decoded audio to
+    /// shrink the playout delay.
+    pub samples_compressed: u64,
     /// How long after its earliest possible arrival audio is played now.
     pub playout_delay_ms: f64,
     /// The playout delay the jitter buffer aims at.
@@ -145,8 +153,15 @@ pub struct CallAudio {
     /// Sequence and timestamp given to packets from an ordered transport.
     recv_seq: u16,
     recv_ts: u32,
-    /// Decoded PCM not yet pulled (at most one packet's worth).
-    ready: VecDeque<i16>,
+    /// Decoded PCM not yet pulled, oldest first: what a pull did not take
+    /// of the last frame (stretched or not) and nothing more. Stretching
+    /// works on all of it.
+    fifo: Vec<i16>,
+    /// How much of the FIFO's front is decoded audio (from packets, or their
+    /// FEC): what is after it is concealment or silence, which is not worth
+    /// waiting for when the call ends.
+    fifo_audio: usize,
+    stretcher: Stretcher,
     scratch: Vec<i16>,
     packet_buf: Vec<u8>,
     packets_sent: u64,
@@ -181,7 +196,9 @@ impl CallAudio {
             send_ts: 0,
             recv_seq: 0,
             recv_ts: 0,
-            ready: VecDeque::with_capacity(MAX_PACKET_SAMPLES * profile.channels()),
+            fifo: Vec::with_capacity(3 * MAX_PACKET_SAMPLES * profile.channels()),
+            fifo_audio: 0,
+            stretcher: Stretcher::new(profile.channels()),
             scratch: vec![0; MAX_PACKET_SAMPLES * profile.channels()],
             packet_buf: vec![0; MAX_PACKET],
             packets_sent: 0,
@@ -211,7 +228,7 @@ impl CallAudio {
     /// Whether received audio is still waiting to be played (packets in the
     /// jitter buffer or decoded samples not yet pulled).
     pub fn has_pending(&self) -> bool {
-        !self.ready.is_empty() || self.jitter.held() > 0
+        self.fifo_audio > 0 || self.jitter.held() > 0
     }
 
     pub fn profile(&self) -> Profile {
@@ -300,43 +317,38 @@ impl CallAudio {
     pub fn pull_pcm(&mut self, now: Instant, out: &mut [i16]) -> Result<(), AudioError> {
         self.check_shape(out.len())?;
         let ch = self.channels();
-        let mut filled = 0;
-        while filled < out.len() {
-            if self.ready.is_empty() {
-                // The frame pulled now starts playing after what `out`
-                // already holds.
-                let at = now + samples_duration(filled / ch);
-                self.decode_next(at);
-            }
-            let n = self.ready.len().min(out.len() - filled);
-            for (o, s) in out[filled..filled + n]
-                .iter_mut()
-                .zip(self.ready.drain(..n))
-            {
-                *o = s;
-            }
-            filled += n;
+        while self.fifo.len() < out.len() {
+            // The frame pulled now starts playing after what the FIFO holds.
+            let lead = samples_duration(self.fifo.len() / ch);
+            self.decode_next(now, lead);
         }
+        out.copy_from_slice(&self.fifo[..out.len()]);
+        self.fifo.drain(..out.len());
+        self.fifo_audio = self.fifo_audio.saturating_sub(out.len());
         Ok(())
     }
 
-    fn decode_next(&mut self, at: Instant) {
+    fn decode_next(&mut self, now: Instant, lead: Duration) {
         let frame_len = self.profile.frame_len();
         let ch = self.channels();
         // A Skip is followed by a frame to play; the bound is only a guard.
         for _ in 0..4 {
-            let decoded = match self.jitter.pull(at) {
+            let mut stretch = 0;
+            let playout = self.jitter.pull_ahead(now, lead);
+            let audio = matches!(
+                playout,
+                Playout::Packet(_) | Playout::Stretch { .. } | Playout::Fec(_)
+            );
+            let decoded = match playout {
                 Playout::Skip(p) => {
                     let _ = self.decoder.decode(&p, &mut self.scratch);
                     continue;
                 }
-                Playout::Packet(p) => match self.decoder.decode(&p, &mut self.scratch) {
-                    Ok(n) => Some(n),
-                    Err(_) => {
-                        self.undecodable += 1;
-                        self.decoder.conceal(&mut self.scratch).ok()
-                    }
-                },
+                Playout::Packet(p) => self.decode(&p),
+                Playout::Stretch { packet, by } => {
+                    stretch = by;
+                    self.decode(&packet)
+                }
                 Playout::Fec(_) | Playout::Conceal if !self.recovery => None,
                 Playout::Fec(next) => self
                     .decoder
@@ -347,12 +359,30 @@ impl CallAudio {
                 Playout::Silence => None,
             };
             match decoded {
-                Some(n) if n > 0 => self.ready.extend(&self.scratch[..n * ch]),
-                _ => self.ready.extend(std::iter::repeat_n(0, frame_len)),
+                Some(n) if n > 0 => self.fifo.extend_from_slice(&self.scratch[..n * ch]),
+                _ => self.fifo.resize(self.fifo.len() + frame_len, 0),
+            }
+            if stretch != 0 {
+                let made = self.stretcher.stretch(&mut self.fifo, stretch);
+                self.jitter.stretched(made);
+            }
+            if audio {
+                self.fifo_audio = self.fifo.len();
             }
             return;
         }
-        self.ready.extend(std::iter::repeat_n(0, frame_len));
+        self.fifo.resize(self.fifo.len() + frame_len, 0);
+    }
+
+    /// Decode a packet to play; an undecodable one is concealed.
+    fn decode(&mut self, packet: &[u8]) -> Option<usize> {
+        match self.decoder.decode(packet, &mut self.scratch) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.undecodable += 1;
+                self.decoder.conceal(&mut self.scratch).ok()
+            }
+        }
     }
 
     /// A receiver report from the peer (accounts): measure the round trip
@@ -449,6 +479,8 @@ impl CallAudio {
             frames_concealed: js.concealed,
             frames_concealed_fec: js.concealed_fec,
             frames_dropped: js.dropped,
+            samples_stretched: js.stretched,
+            samples_compressed: js.compressed,
             playout_delay_ms: self.jitter.delay_ms(now),
             target_delay_ms: self.jitter.target_ms(),
             jitter_ms: f64::from(self.jitter.jitter_us()) / 1000.0,

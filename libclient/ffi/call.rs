@@ -99,6 +99,14 @@ pub struct cw_audio_stats {
     /// The loss the peer last reported for what this side sends, percent;
     /// -1 when unknown (babel, or no report yet).
     pub remote_loss_pct: i32,
+    /// Samples per channel (48 kHz) the jitter buffer added by playing
+    /// decoded audio stretched, to grow the playout delay (real audio played
+    /// longer, not concealment). Appended last: the fields above keep
+    /// their offsets.
+    pub samples_stretched: u64,
+    /// Samples per channel removed by playing decoded audio compressed, to
+    /// shrink the playout delay.
+    pub samples_compressed: u64,
 }
 
 impl From<CallStats> for cw_audio_stats {
@@ -122,6 +130,8 @@ impl From<CallStats> for cw_audio_stats {
             recv_bitrate: s.recv_bitrate,
             expected_loss_pct: i32::from(s.expected_loss_pct),
             remote_loss_pct: s.remote_loss_pct.map_or(-1, i32::from),
+            samples_stretched: s.samples_stretched,
+            samples_compressed: s.samples_compressed,
         }
     }
 }

@@ -645,6 +645,8 @@ class AudioStats(ctypes.Structure):
         ("recv_bitrate", ctypes.c_uint32),
         ("expected_loss_pct", ctypes.c_int32),
         ("remote_loss_pct", ctypes.c_int32),
+        ("samples_stretched", ctypes.c_uint64),
+        ("samples_compressed", ctypes.c_uint64),
     ]
 
     def as_dict(self) -> Dict[str, Union[int, float]]:

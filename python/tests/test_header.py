@@ -72,3 +72,15 @@ def test_the_checker_catches_a_wrong_type() -> None:
     assert not accepts("const char*", ctypes.POINTER(ctypes.c_int))
     assert not accepts("void", ctypes.c_int)
     assert accepts("struct cw_client**", ctypes.POINTER(ctypes.c_void_p))
+
+
+def test_audio_stats_matches_the_c_struct(header: str) -> None:
+    """AudioStats has cw_audio_stats's fields, in order, with their types
+    (fields are only ever appended, so older callers keep their offsets)."""
+    from chinwag import AudioStats
+
+    text = re.sub(r"/\*.*?\*/", "", header, flags=re.S)
+    body = re.search(r"typedef struct cw_audio_stats \{(.*?)\} cw_audio_stats;", text, re.S)
+    assert body is not None
+    fields = re.findall(r"(\w+)\s+(\w+);", body.group(1))
+    assert [(name, SCALARS[c]) for c, name in fields] == list(AudioStats._fields_)

@@ -86,51 +86,73 @@ fn track(x: &[i16], candidates: &[f64]) -> Vec<Option<usize>> {
 #[derive(Debug, Clone, Copy)]
 pub struct Recognition {
     /// Windows inside a step that show that step's tone, over all such
-    /// windows (at the best delay).
+    /// windows (each step at its own delay: see `recognise`).
     pub matched: f64,
     /// Every step shows its tone in at least half of its windows.
     pub all_steps: bool,
     /// Where the track starts in `received`, in ms.
     pub delay_ms: usize,
+    /// How far from that the steps were found, at most, in ms.
+    pub drift_ms: usize,
 }
 
+/// How far (in hops) a step may sit from the step before it: the playout
+/// delay of a call changes while it runs (the jitter buffer grows it when
+/// the machine holds a thread up, and shrinks it again), by up to 100 ms
+/// between two steps.
+const MAX_SHIFT: usize = 10;
+
 /// Find the stepped tones `freqs` (of `step_ms` each) in mono `received`,
-/// at whatever delay they start; other tones (`others`) compete.
+/// at whatever delay they start; other tones (`others`) compete. The delay
+/// is the one that fits the whole track best; then each step is found at
+/// its own delay, within [`MAX_SHIFT`] of the step before.
 pub fn recognise(received: &[i16], freqs: &[f64], others: &[f64], step_ms: usize) -> Recognition {
     let candidates: Vec<f64> = freqs.iter().chain(others).copied().collect();
     let got = track(received, &candidates);
     let per_step = RATE * step_ms / 1000 / HOP;
     let total = per_step * freqs.len();
-    let mut best = (0usize, 0usize, Vec::new());
+    // (windows showing step i's tone, windows) with the track at `offset`;
+    // the window straddling each boundary is skipped.
+    let step_hits = |offset: usize, i: usize| {
+        let inner = (1..per_step - 1).map(|k| offset + i * per_step + k);
+        let n = inner.clone().count();
+        let ok = inner
+            .filter(|&w| got.get(w).copied().flatten() == Some(i))
+            .count();
+        (ok, n)
+    };
+    let mut best = (0usize, 0usize);
     for offset in 0..got.len().saturating_sub(total / 2) {
-        let mut hits = 0;
-        let mut steps = Vec::with_capacity(freqs.len());
-        for (i, _) in freqs.iter().enumerate() {
-            // Skip the window straddling each boundary.
-            let inner = (1..per_step - 1).map(|k| offset + i * per_step + k);
-            let (mut n, mut ok) = (0, 0);
-            for w in inner {
-                n += 1;
-                if got.get(w).copied().flatten() == Some(i) {
-                    ok += 1;
-                }
-            }
-            hits += ok;
-            steps.push((ok, n));
-        }
+        let hits: usize = (0..freqs.len()).map(|i| step_hits(offset, i).0).sum();
         if hits > best.0 {
-            best = (hits, offset, steps);
+            best = (hits, offset);
         }
     }
-    let windows: usize = best.2.iter().map(|s| s.1).sum();
+    let mut steps = Vec::with_capacity(freqs.len());
+    let (mut at, mut drift) = (best.1, 0);
+    for i in 0..freqs.len() {
+        let (mut hit, mut to) = (step_hits(at, i), at);
+        for o in at.saturating_sub(MAX_SHIFT)..=at + MAX_SHIFT {
+            let h = step_hits(o, i);
+            if h.0 > hit.0 {
+                (hit, to) = (h, o);
+            }
+        }
+        drift = drift.max(to.abs_diff(best.1));
+        at = to;
+        steps.push(hit);
+    }
+    let windows: usize = steps.iter().map(|s| s.1).sum();
+    let hits: usize = steps.iter().map(|s| s.0).sum();
     Recognition {
         matched: if windows == 0 {
             0.0
         } else {
-            best.0 as f64 / windows as f64
+            hits as f64 / windows as f64
         },
-        all_steps: !best.2.is_empty() && best.2.iter().all(|&(ok, n)| 2 * ok >= n),
+        all_steps: !steps.is_empty() && steps.iter().all(|&(ok, n)| 2 * ok >= n),
         delay_ms: best.1 * HOP * 1000 / RATE,
+        drift_ms: drift * HOP * 1000 / RATE,
     }
 }
 

@@ -374,13 +374,15 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         if let Some(st) = sb.last {
             r.notes.push(format!(
                 "{key}: callee's buffer at the end: delay {:.0} ms, target {:.0} ms, jitter {:.1} ms; \
-                 concealed {}, late {}, dropped {}",
+                 concealed {}, late {}, dropped {}, stretched {:.0} ms, compressed {:.0} ms",
                 st.playout_delay_ms,
                 st.target_delay_ms,
                 st.jitter_ms,
                 st.frames_concealed,
                 st.packets_late,
-                st.frames_dropped
+                st.frames_dropped,
+                st.samples_stretched as f64 / 48.0,
+                st.samples_compressed as f64 / 48.0
             ));
         }
         ms.sort_by(f64::total_cmp);
@@ -563,6 +565,21 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         Unit::Ms,
         None,
     );
+    let st = sb.last.unwrap_or_default();
+    r.fig(
+        "jitter_stretched_ms",
+        "audio stretched to grow the delay",
+        st.samples_stretched as f64 / 48.0,
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "jitter_compressed_ms",
+        "audio compressed to shrink it",
+        st.samples_compressed as f64 / 48.0,
+        Unit::Ms,
+        None,
+    );
     r.fig(
         "jitter_back_under_60ms_s",
         "delay back under 60 ms after",
@@ -588,16 +605,24 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         ),
     ] {
         let p = pair(target, t, None, &o.run_id, next())?;
-        let (c0, w0) = (server::self_cpu(), Instant::now());
+        // This process's CPU, less the thread that samples the server's
+        // memory every 10 ms (about 1 % of a core by itself; not the call).
+        let cpu = || server::self_cpu().saturating_sub(target.sampler_cpu());
+        let (c0, w0, s0) = (cpu(), Instant::now(), target.sampler_cpu());
         converse(
             &p,
             Script::looping(&speech),
             Script::looping(&speech),
             cpu_ticks,
         );
-        let (c1, w1) = (server::self_cpu(), Instant::now());
+        let (c1, w1) = (cpu(), Instant::now());
         let pct = (c1 - c0).as_secs_f64() / (w1 - w0).as_secs_f64() * 100.0;
         r.fig(key, label, pct, Unit::Pct, Some(Goal::AtMost(3.0)));
+        let sampler = (target.sampler_cpu() - s0).as_secs_f64() / (w1 - w0).as_secs_f64();
+        r.notes.push(format!(
+            "{key}: the bench's server-memory sampler used {:.2} % of a core besides (left out)",
+            sampler * 100.0
+        ));
     }
 
     // A long call: drift (delay, frames) and memory.
@@ -666,6 +691,20 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         "long call: frames dropped (delay shrink)",
         (s1a.frames_dropped + s1b.frames_dropped) as f64,
         Unit::Count,
+        None,
+    );
+    r.fig(
+        "long_stretched_ms",
+        "long call: audio stretched (both ways)",
+        (s1a.samples_stretched + s1b.samples_stretched) as f64 / 48.0,
+        Unit::Ms,
+        None,
+    );
+    r.fig(
+        "long_compressed_ms",
+        "long call: audio compressed (both ways)",
+        (s1a.samples_compressed + s1b.samples_compressed) as f64 / 48.0,
+        Unit::Ms,
         None,
     );
     // The README's table (`chinwag-bench table`; PESQ rows only when
