@@ -124,86 +124,147 @@ impl Spec {
             Spec::Spawn {
                 binary,
                 max_connections,
-            } => {
-                let port = free_port()?;
-                let accounts_port = free_port()?;
-                let babel_port = free_port()?;
-                let rooms_port = free_udp_port()?;
-                let metrics_port = if how.metrics {
-                    Some(free_port()?)
-                } else {
-                    None
-                };
-                let mut cmd = Command::new(binary);
-                cmd.args([
-                    "--bind",
-                    "127.0.0.1",
-                    "--chatos-port",
-                    &port.to_string(),
-                    "--babel-port",
-                    &babel_port.to_string(),
-                    "--rooms-port",
-                    &rooms_port.to_string(),
-                    "--registrations-per-minute",
-                    "100000",
-                    "--accounts-port",
-                    &accounts_port.to_string(),
-                    "--db",
-                ])
-                .arg(
-                    how.db
-                        .map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()),
-                )
-                .args(["--max-connections", &max_connections.to_string()]);
-                if let Some(m) = metrics_port {
-                    cmd.args(["--metrics-addr", &format!("127.0.0.1:{m}")]);
-                }
-                cmd.args(&how.flags)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::inherit());
-                if std::env::var_os("RUST_LOG").is_none() {
-                    cmd.env("RUST_LOG", "warn");
-                }
-                let child = cmd
-                    .spawn()
-                    .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-                let pid = child.id();
-                let local = |p: u16| -> SocketAddr { ([127, 0, 0, 1], p).into() };
-                let addr = local(port);
-                let mut t = Target {
-                    addr,
-                    accounts: Some(local(accounts_port)),
-                    babel: Some(local(babel_port)),
-                    rooms: Some(local(rooms_port)),
-                    metrics: metrics_port.map(local),
-                    pid: Some(pid),
-                    child: Some(child),
-                    // Started once chinwagd answers: until it has exec'd,
-                    // the child's RSS is a copy of this program's.
-                    peak: None,
-                };
-                let deadline = Instant::now() + Duration::from_secs(10);
-                loop {
-                    if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                        break;
-                    }
-                    if let Some(c) = t.child.as_mut() {
-                        if let Ok(Some(status)) = c.try_wait() {
-                            t.child = None;
-                            return Err(format!("chinwagd exited at start-up: {status}"));
-                        }
-                    }
-                    if Instant::now() > deadline {
-                        return Err("chinwagd did not accept connections within 10 s".into());
-                    }
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                t.peak = Some(PeakSampler::start(pid));
-                Ok(t)
-            }
+            } => spawn_retrying(binary, *max_connections, &how, Ports::fresh),
         }
     }
+}
+
+/// Ports for one start of chinwagd.
+#[derive(Clone, Copy, Debug)]
+struct Ports {
+    chatos: u16,
+    accounts: u16,
+    babel: u16,
+    rooms: u16,
+    metrics: u16,
+}
+
+impl Ports {
+    /// Ports the kernel just gave out (and took back): free a moment ago.
+    fn fresh() -> Result<Ports, String> {
+        Ok(Ports {
+            chatos: free_port()?,
+            accounts: free_port()?,
+            babel: free_port()?,
+            rooms: free_udp_port()?,
+            metrics: free_port()?,
+        })
+    }
+}
+
+/// Why one start failed.
+enum StartError {
+    /// chinwagd ended before it accepted: most likely one of its ports was
+    /// taken between `Ports::fresh` and its bind (other processes, e.g.
+    /// tests running in parallel, bind port 0 too). Worth another try.
+    ExitedAtStart(String),
+    Other(String),
+}
+
+/// Starts before giving up when chinwagd keeps ending at start-up.
+const START_ATTEMPTS: usize = 5;
+
+/// Start chinwagd on ports from `ports`, again on new ones when it ends at
+/// start-up (a port taken meanwhile), up to [`START_ATTEMPTS`] times.
+fn spawn_retrying(
+    binary: &std::path::Path,
+    max_connections: usize,
+    how: &Start<'_>,
+    mut ports: impl FnMut() -> Result<Ports, String>,
+) -> Result<Target, String> {
+    let mut last = String::new();
+    for _ in 0..START_ATTEMPTS {
+        match spawn_once(binary, max_connections, how, ports()?) {
+            Ok(t) => return Ok(t),
+            Err(StartError::ExitedAtStart(e)) => last = e,
+            Err(StartError::Other(e)) => return Err(e),
+        }
+    }
+    Err(format!("{last} ({START_ATTEMPTS} attempts on fresh ports)"))
+}
+
+fn spawn_once(
+    binary: &std::path::Path,
+    max_connections: usize,
+    how: &Start<'_>,
+    ports: Ports,
+) -> Result<Target, StartError> {
+    let port = ports.chatos;
+    let accounts_port = ports.accounts;
+    let babel_port = ports.babel;
+    let rooms_port = ports.rooms;
+    let metrics_port = how.metrics.then_some(ports.metrics);
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--chatos-port",
+        &port.to_string(),
+        "--babel-port",
+        &babel_port.to_string(),
+        "--rooms-port",
+        &rooms_port.to_string(),
+        "--registrations-per-minute",
+        "100000",
+        "--accounts-port",
+        &accounts_port.to_string(),
+        "--db",
+    ])
+    .arg(
+        how.db
+            .map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()),
+    )
+    .args(["--max-connections", &max_connections.to_string()]);
+    if let Some(m) = metrics_port {
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{m}")]);
+    }
+    cmd.args(&how.flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "warn");
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| StartError::Other(format!("cannot start {}: {e}", binary.display())))?;
+    let pid = child.id();
+    let local = |p: u16| -> SocketAddr { ([127, 0, 0, 1], p).into() };
+    let addr = local(port);
+    let mut t = Target {
+        addr,
+        accounts: Some(local(accounts_port)),
+        babel: Some(local(babel_port)),
+        rooms: Some(local(rooms_port)),
+        metrics: metrics_port.map(local),
+        pid: Some(pid),
+        child: Some(child),
+        // Started once chinwagd answers: until it has exec'd,
+        // the child's RSS is a copy of this program's.
+        peak: None,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        if let Some(c) = t.child.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                t.child = None;
+                return Err(StartError::ExitedAtStart(format!(
+                    "chinwagd exited at start-up: {status}"
+                )));
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(StartError::Other(
+                "chinwagd did not accept connections within 10 s".into(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.peak = Some(PeakSampler::start(pid));
+    Ok(t)
 }
 
 impl Target {
@@ -515,4 +576,52 @@ pub fn machine_busy() -> Option<Duration> {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
     Some(Duration::from_micros(busy * 1_000_000 / hz))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// chinwagd as `cargo test --workspace` builds it: in the profile
+    /// directory above this test's deps/.
+    fn chinwagd() -> Option<PathBuf> {
+        let exe = std::env::current_exe().ok()?;
+        let p = exe.parent()?.parent()?.join("chinwagd");
+        p.exists().then_some(p)
+    }
+
+    #[test]
+    fn a_port_taken_before_chinwagd_binds_it_costs_a_retry_not_the_workload() {
+        let Some(binary) = chinwagd() else {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("chinwagd is not built beside this test; run `cargo test --workspace`");
+            }
+            eprintln!("SKIPPED: chinwagd not built; run `cargo test --workspace`");
+            return;
+        };
+        // Another process took the chatos port after it was found free:
+        // here as the local end of a connection (as an outgoing connection
+        // of a test running in parallel would), which no listener answers.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let mut calls = 0;
+        let t = spawn_retrying(&binary, 100, &Start::default(), || {
+            calls += 1;
+            let fresh = Ports::fresh()?;
+            Ok(if calls == 1 {
+                Ports {
+                    chatos: taken_port,
+                    ..fresh
+                }
+            } else {
+                fresh
+            })
+        })
+        .unwrap_or_else(|e| panic!("no retry on fresh ports: {e}"));
+        assert_eq!(calls, 2, "one failed start, then one on fresh ports");
+        assert_ne!(t.addr.port(), taken_port);
+        TcpStream::connect(t.addr).expect("the retried chinwagd accepts");
+        drop((taken, listener));
+    }
 }
