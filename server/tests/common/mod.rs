@@ -348,6 +348,17 @@ pub fn babel_waits_for_contact(b: &mut Wire<Babel>, contacts: &[String], name: &
     }
 }
 
+/// The next babel frame that is not an AddContact (presence from another
+/// node may come at any time).
+pub fn babel_recv_past_contacts(b: &mut Wire<Babel>) -> Babel {
+    loop {
+        match b.recv() {
+            Babel::AddContact { .. } => {}
+            other => return other,
+        }
+    }
+}
+
 /// Two accounts users registered through `reg`, friends, logged in through
 /// the given listeners (one server, or two nodes of a cluster).
 pub fn friends(
