@@ -156,37 +156,35 @@ impl Stretcher {
 
     /// `x[0..L]`, fade `x[L..2L]` into `x[0..L]`, `x[L..]`.
     fn lengthen(&mut self, pcm: &mut Vec<i16>, lag: usize) {
-        let ch = self.channels;
-        let n = lag * ch;
+        let n = lag * self.channels;
         self.out.clear();
         self.out.extend_from_slice(&pcm[..n]);
-        for i in 0..lag {
-            let w = fade(i, lag);
-            for c in 0..ch {
-                let from = f32::from(pcm[n + i * ch + c]);
-                let to = f32::from(pcm[i * ch + c]);
-                self.out.push(mix(from, to, w));
-            }
-        }
+        crossfade(&mut self.out, &pcm[n..2 * n], &pcm[..n], self.channels);
         self.out.extend_from_slice(&pcm[n..]);
         std::mem::swap(pcm, &mut self.out);
     }
 
     /// Fade `x[0..L]` into `x[L..2L]`, then `x[2L..]`.
     fn shorten(&mut self, pcm: &mut Vec<i16>, lag: usize) {
-        let ch = self.channels;
-        let n = lag * ch;
+        let n = lag * self.channels;
         self.out.clear();
-        for i in 0..lag {
-            let w = fade(i, lag);
-            for c in 0..ch {
-                let from = f32::from(pcm[i * ch + c]);
-                let to = f32::from(pcm[n + i * ch + c]);
-                self.out.push(mix(from, to, w));
-            }
-        }
+        crossfade(&mut self.out, &pcm[..n], &pcm[n..2 * n], self.channels);
         self.out.extend_from_slice(&pcm[2 * n..]);
         std::mem::swap(pcm, &mut self.out);
+    }
+}
+
+/// Append `from` faded into `to` (interleaved, equal lengths, `ch`
+/// channels faded alike).
+fn crossfade(out: &mut Vec<i16>, from: &[i16], to: &[i16], ch: usize) {
+    let frames = from.len() / ch;
+    for (i, (f, t)) in from.chunks(ch).zip(to.chunks(ch)).enumerate() {
+        let w = fade(i, frames);
+        out.extend(
+            f.iter()
+                .zip(t)
+                .map(|(&f, &t)| mix(f32::from(f), f32::from(t), w)),
+        );
     }
 }
 
