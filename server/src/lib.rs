@@ -250,7 +250,15 @@ impl Server {
                     })?,
             );
         }
-        log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
+        let mut listeners = vec![
+            ("chatos", chatos_addr),
+            ("babel", babel_addr),
+            ("accounts", accounts_addr),
+            ("rooms", rooms.addr()),
+        ];
+        listeners.extend(metrics.as_ref().map(|m| ("metrics", m.addr())));
+        listeners.extend(proxy_addr.map(|a| ("cluster", a)));
+        log::info!(target: LISTENING_TARGET, "{}", listening_line(&listeners));
         Ok(Server {
             fatal,
             failed,
@@ -417,6 +425,23 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop_now();
     }
+}
+
+/// The log target of the `listening:` line, so that a filter such as
+/// `RUST_LOG=warn,chinwagd::listening=info` keeps it and little else.
+pub const LISTENING_TARGET: &str = "chinwagd::listening";
+
+/// The one line that says where every listener of a started server is
+/// bound (docs/operations.md, "Start-up"): `listening: ` then `NAME ADDR`
+/// pairs joined by `, `, in the order chatos, babel, accounts, rooms (UDP),
+/// then metrics and cluster when they are on. With port 0 these are the
+/// ports the system gave. Programs read it: its form is an interface.
+pub fn listening_line(listeners: &[(&str, SocketAddr)]) -> String {
+    let parts: Vec<String> = listeners
+        .iter()
+        .map(|(name, addr)| format!("{name} {addr}"))
+        .collect();
+    format!("listening: {}", parts.join(", "))
 }
 
 /// Stops the cluster adapter's threads when `Server::start` fails after

@@ -1573,3 +1573,22 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
         calls_end(&a, &b);
     }
 }
+
+/// A node's `listening:` line names its node-to-node listener too, with
+/// the port it bound (docs/operations.md).
+#[test]
+fn the_listening_line_names_the_cluster_listener() {
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("listening");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--admin-socket", "off", "--node-index", "3"])
+        .args(["--bus-url", &c.nats.url(), "--node-name", "l"])
+        .args(["--store-url", &c.store_url])
+        .args(["--cluster-addr", "127.0.0.1:0", "--cluster-secret-file"])
+        .arg(&secret.0);
+    let node = Process(common::Chinwagd::spawn(&mut cmd));
+    let at = node.0.cluster.expect("the cluster listener is in the line");
+    assert_ne!(at.port(), 0);
+    TcpStream::connect(at).expect("the node-to-node listener accepts");
+}
