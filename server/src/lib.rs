@@ -568,15 +568,30 @@ fn spawn_acceptor(
                             "{dialect}: connection limit reached, closing a new connection from {peer}"
                         );
                     }
+                    net::refuse(&stream);
                     continue;
                 };
                 let shared2 = shared.clone();
+                let refused = stream.clone();
                 let started = shared.conn_threads.run(thread_name, move || {
                     let _admission = admission;
                     serve(stream, shared2);
                 });
                 if let Err(e) = started {
-                    log::warn!("{dialect}: cannot start a connection thread: {e}");
+                    if shared.registry.stopping() {
+                        break;
+                    }
+                    // No thread to be had (the budget, `max_threads` or
+                    // `vm.max_map_count`, or the system's): the job and its
+                    // admission are gone; the peer gets a FIN, not a reset.
+                    shared.hub.metrics().dropped(DropReason::ThreadBudget);
+                    logs::server_log!(
+                        log::Level::Warn,
+                        "no connection thread",
+                        "{dialect}: no thread for a new connection, closing it: {e} \
+                         (chinwag_drops_total{{reason=\"thread_budget\"}} counts them)"
+                    );
+                    net::refuse(&refused);
                 }
             }
         })

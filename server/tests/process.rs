@@ -151,11 +151,8 @@ fn the_listening_line_names_every_listener_even_with_quiet_logs() {
     assert_ne!(metrics.port(), 0);
     assert_ne!(server.rooms.port(), 0);
     assert_eq!(server.cluster, None, "no cluster listener on a single node");
-    let mut m = TcpStream::connect(metrics).unwrap();
-    m.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut page = String::new();
-    m.set_read_timeout(Some(common::WAIT)).unwrap();
-    m.read_to_string(&mut page).unwrap();
+    let (code, page) = common::http_get(metrics, "/metrics");
+    assert_eq!(code, 200);
     assert!(page.contains("chinwag_drops_total"), "{page}");
     // The reported rooms port is bound (by chinwagd: it was free when it
     // got it from the system).
