@@ -1592,3 +1592,36 @@ fn the_listening_line_names_the_cluster_listener() {
     assert_ne!(at.port(), 0);
     TcpStream::connect(at).expect("the node-to-node listener accepts");
 }
+
+/// The bus loses the `taken` envelope (Call op 5) of a relayed call to a
+/// babel callee of another node: the callee's node still learns that its
+/// half was answered, well within a ringing call's 60 s.
+#[test]
+fn a_lost_taken_envelope_still_answers_the_callees_half() {
+    use chinwag_proto::bus::call;
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(a.accounts_addr(), "fern");
+    let mut fern = login(a.accounts_addr(), "fern");
+    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
+    sees(&a, "yves", true);
+    common::babel_waits_for_contact(&mut yves, &contacts, "fern");
+    // The first `taken` is lost, and so is the acknowledgement of the
+    // second: a sends it a third time, b acknowledges again.
+    a.cluster().unwrap().lose_calls(call::TAKEN, 1);
+    b.cluster().unwrap().lose_calls(call::TAKEN_ACK, 1);
+    let mut voice = common::accounts_calls_babel(&mut fern, "fern", &mut yves, "yves");
+    common::voice_both_ways(&mut voice);
+    // Within the first repeats (250 ms, then 500 ms later), not 60 s.
+    let took = eventually("b's half answered", WAIT, || {
+        b.hub().calls().first().map(|c| c.state) == Some(chinwagd::hub::calls::CallState::Answered)
+    });
+    assert!(took < Duration::from_secs(5), "b learnt it after {took:?}");
+    both_halves_answered(&a, &b);
+    eventually("a's repeats acknowledged", WAIT, || {
+        a.cluster().unwrap().taken_pending() == 0
+    });
+    hang_up(voice, &mut fern, "yves", false);
+    calls_end(&a, &b);
+}
