@@ -1397,18 +1397,25 @@ fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_caller
     calls_through_a(&a, &b, (&mut erin, "erin"), (&mut zed, "zed"), true);
 }
 
+/// fern, an accounts user, logged in on `a`; yves, a babel user, on `b`;
+/// each sees the other.
+fn fern_on_a_yves_on_b(a: &Server, b: &Server) -> (Wire<Acc>, Wire<Babel>) {
+    register(a.accounts_addr(), "fern");
+    let fern = login(a.accounts_addr(), "fern");
+    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
+    sees(a, "yves", true);
+    // yves may hear of fern (on a) after his login's list: a call from
+    // fern must not be mistaken for that AddContact.
+    common::babel_waits_for_contact(&mut yves, &contacts, "fern");
+    (fern, yves)
+}
+
 #[test]
 fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_callers_relay() {
     let Some((_c, a, b)) = two_nodes() else {
         return;
     };
-    register(a.accounts_addr(), "fern");
-    let mut fern = login(a.accounts_addr(), "fern");
-    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
-    sees(&a, "yves", true);
-    // yves may hear of fern (on a) after his login's list: a call from
-    // fern must not be mistaken for that AddContact.
-    common::babel_waits_for_contact(&mut yves, &contacts, "fern");
+    let (mut fern, mut yves) = fern_on_a_yves_on_b(&a, &b);
     // yves, on b, is told a's relay (never fern's end point) and answers
     // by connecting to it, as on one node.
     calls_through_a(&a, &b, (&mut fern, "fern"), (&mut yves, "yves"), false);
@@ -1602,11 +1609,7 @@ fn a_lost_taken_envelope_still_answers_the_callees_half() {
     let Some((_c, a, b)) = two_nodes() else {
         return;
     };
-    register(a.accounts_addr(), "fern");
-    let mut fern = login(a.accounts_addr(), "fern");
-    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
-    sees(&a, "yves", true);
-    common::babel_waits_for_contact(&mut yves, &contacts, "fern");
+    let (mut fern, mut yves) = fern_on_a_yves_on_b(&a, &b);
     // The first `taken` is lost, and so is the acknowledgement of the
     // second: a sends it a third time, b acknowledges again.
     a.cluster().unwrap().lose_calls(call::TAKEN, 1);

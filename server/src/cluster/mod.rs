@@ -1169,33 +1169,27 @@ impl Replica {
     /// Tell `caller`'s node that `callee`, a local user, got the `taken` of
     /// its call.
     fn taken_ack(&self, caller: &Session, callee: &Session) {
-        let (Some(c), Some(node)) = (self.cluster.upgrade(), caller.remote.as_deref()) else {
-            return;
-        };
-        c.out.publish(
-            bus::subject_node(&c.cfg.cluster, node),
-            &Envelope::Call {
-                op: call::TAKEN_ACK,
-                from: callee.name.clone(),
-                to: caller.name.clone(),
-                host: String::new(),
-                port: 0,
-            },
-        );
+        self.to_callers_node(call::TAKEN_ACK, caller, callee, String::new());
     }
 
     /// Tell `caller`'s node where `callee`, a local babel user, connects from.
     fn callee_at(&self, caller: &Session, callee: &Session) {
+        self.to_callers_node(call::AT, caller, callee, callee.ip.to_string());
+    }
+
+    /// A `Call` envelope of `op` from `callee`, a local user, to `caller`'s
+    /// node, with `host` and no port.
+    fn to_callers_node(&self, op: u8, caller: &Session, callee: &Session, host: String) {
         let (Some(c), Some(node)) = (self.cluster.upgrade(), caller.remote.as_deref()) else {
             return;
         };
         c.out.publish(
             bus::subject_node(&c.cfg.cluster, node),
             &Envelope::Call {
-                op: call::AT,
+                op,
                 from: callee.name.clone(),
                 to: caller.name.clone(),
-                host: callee.ip.to_string(),
+                host,
                 port: 0,
             },
         );
