@@ -222,7 +222,8 @@ impl Chinwagd {
             }
         });
         let deadline = Instant::now() + WAIT;
-        let mut said = Vec::new();
+        // Its last words, if it ends first (the last 5 lines only).
+        let mut said = std::collections::VecDeque::new();
         let failed = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
@@ -230,7 +231,12 @@ impl Chinwagd {
                     Some(listeners) => {
                         return Chinwagd::from_listeners(child, &listeners, &line);
                     }
-                    None => said.push(line),
+                    None => {
+                        if said.len() == 5 {
+                            said.pop_front();
+                        }
+                        said.push_back(line);
+                    }
                 },
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     let status = child
@@ -245,8 +251,7 @@ impl Chinwagd {
                 }
             }
         };
-        let tail = said.len().saturating_sub(5);
-        Err(format!("{failed}: {}", said[tail..].join(" | ")))
+        Err(format!("{failed}: {}", Vec::from(said).join(" | ")))
     }
 
     fn from_listeners(
