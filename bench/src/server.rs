@@ -2,7 +2,7 @@
 //! to its own executable) or an external one given by address and pid. Also
 //! the /proc readings (RSS, threads, CPU time) and the descriptor limit.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -124,13 +124,16 @@ impl Spec {
             Spec::Spawn {
                 binary,
                 max_connections,
-            } => spawn_retrying(binary, *max_connections, &how, Ports::fresh),
+            } => spawn_once(binary, *max_connections, &how, Ports::default()),
         }
     }
 }
 
-/// Ports for one start of chinwagd.
-#[derive(Clone, Copy, Debug)]
+/// Ports asked of chinwagd. Every start asks for 0 on each: chinwagd binds
+/// what the system gives and says which in its `listening:` line, so no
+/// port is found free here and then rebound there, and nothing else
+/// listening on a port can be taken for it. (Tests ask for a given one.)
+#[derive(Clone, Copy, Debug, Default)]
 struct Ports {
     chatos: u16,
     accounts: u16,
@@ -139,132 +142,50 @@ struct Ports {
     metrics: u16,
 }
 
-impl Ports {
-    /// Ports the kernel just gave out (and took back): free a moment ago.
-    fn fresh() -> Result<Ports, String> {
-        Ok(Ports {
-            chatos: free_port()?,
-            accounts: free_port()?,
-            babel: free_port()?,
-            rooms: free_udp_port()?,
-            metrics: free_port()?,
-        })
-    }
-}
-
-/// Why one start failed.
-enum StartError {
-    /// chinwagd ended before it accepted: most likely one of its ports was
-    /// taken between `Ports::fresh` and its bind (other processes, e.g.
-    /// tests running in parallel, bind port 0 too). Worth another try.
-    ExitedAtStart(String),
-    Other(String),
-}
-
-/// Starts before giving up when chinwagd keeps ending at start-up.
-const START_ATTEMPTS: usize = 5;
-
-/// Start chinwagd on ports from `ports`, again on new ones when it ends at
-/// start-up (a port taken meanwhile), up to [`START_ATTEMPTS`] times.
-fn spawn_retrying(
-    binary: &std::path::Path,
-    max_connections: usize,
-    how: &Start<'_>,
-    mut ports: impl FnMut() -> Result<Ports, String>,
-) -> Result<Target, String> {
-    let mut last = String::new();
-    for _ in 0..START_ATTEMPTS {
-        match spawn_once(binary, max_connections, how, ports()?) {
-            Ok(t) => return Ok(t),
-            Err(StartError::ExitedAtStart(e)) => last = e,
-            Err(StartError::Other(e)) => return Err(e),
-        }
-    }
-    Err(format!("{last} ({START_ATTEMPTS} attempts on fresh ports)"))
-}
-
+/// Start chinwagd and wait for its own report of what it bound (see
+/// `common::Chinwagd::try_spawn`): Err with its last words if it ends or
+/// stays silent first.
 fn spawn_once(
     binary: &std::path::Path,
     max_connections: usize,
     how: &Start<'_>,
     ports: Ports,
-) -> Result<Target, StartError> {
-    let port = ports.chatos;
-    let accounts_port = ports.accounts;
-    let babel_port = ports.babel;
-    let rooms_port = ports.rooms;
-    let metrics_port = how.metrics.then_some(ports.metrics);
+) -> Result<Target, String> {
     let mut cmd = Command::new(binary);
-    cmd.args([
-        "--bind",
-        "127.0.0.1",
-        "--chatos-port",
-        &port.to_string(),
-        "--babel-port",
-        &babel_port.to_string(),
-        "--rooms-port",
-        &rooms_port.to_string(),
-        "--registrations-per-minute",
-        "100000",
-        "--accounts-port",
-        &accounts_port.to_string(),
-        "--db",
-    ])
-    .arg(
-        how.db
-            .map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()),
-    )
-    .args(["--max-connections", &max_connections.to_string()]);
-    if let Some(m) = metrics_port {
-        cmd.args(["--metrics-addr", &format!("127.0.0.1:{m}")]);
+    cmd.args(["--bind", "127.0.0.1"])
+        .args(["--chatos-port", &ports.chatos.to_string()])
+        .args(["--babel-port", &ports.babel.to_string()])
+        .args(["--rooms-port", &ports.rooms.to_string()])
+        .args(["--accounts-port", &ports.accounts.to_string()])
+        .args(["--registrations-per-minute", "100000", "--db"])
+        .arg(
+            how.db
+                .map_or_else(|| ":memory:".into(), |p| p.as_os_str().to_owned()),
+        )
+        .args(["--max-connections", &max_connections.to_string()]);
+    if how.metrics {
+        cmd.args(["--metrics-addr", &format!("127.0.0.1:{}", ports.metrics)]);
     }
-    cmd.args(&how.flags)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    if std::env::var_os("RUST_LOG").is_none() {
-        cmd.env("RUST_LOG", "warn");
+    cmd.args(&how.flags).stdin(Stdio::null());
+    // Its warnings reach our stderr as they did when it inherited it.
+    let log = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    let c = crate::common::Chinwagd::try_spawn(&mut cmd, &log, true)
+        .map_err(|e| format!("{}: {e}", binary.display()))?;
+    if how.metrics && c.metrics.is_none() {
+        return Err("chinwagd did not report its metrics endpoint".into());
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| StartError::Other(format!("cannot start {}: {e}", binary.display())))?;
-    let pid = child.id();
-    let local = |p: u16| -> SocketAddr { ([127, 0, 0, 1], p).into() };
-    let addr = local(port);
-    let mut t = Target {
-        addr,
-        accounts: Some(local(accounts_port)),
-        babel: Some(local(babel_port)),
-        rooms: Some(local(rooms_port)),
-        metrics: metrics_port.map(local),
+    let pid = c.child.id();
+    Ok(Target {
+        addr: c.chatos,
+        accounts: Some(c.accounts),
+        babel: Some(c.babel),
+        rooms: Some(c.rooms),
+        metrics: c.metrics,
         pid: Some(pid),
-        child: Some(child),
-        // Started once chinwagd answers: until it has exec'd,
-        // the child's RSS is a copy of this program's.
-        peak: None,
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            break;
-        }
-        if let Some(c) = t.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
-                t.child = None;
-                return Err(StartError::ExitedAtStart(format!(
-                    "chinwagd exited at start-up: {status}"
-                )));
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(StartError::Other(
-                "chinwagd did not accept connections within 10 s".into(),
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    t.peak = Some(PeakSampler::start(pid));
-    Ok(t)
+        child: Some(c.child),
+        // chinwagd has exec'd and bound its sockets: its RSS is its own.
+        peak: Some(PeakSampler::start(pid)),
+    })
 }
 
 impl Target {
@@ -318,17 +239,6 @@ impl Drop for Target {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Bind 127.0.0.1:0, read the port, let it go.
-fn free_port() -> Result<u16, String> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
-}
-
-fn free_udp_port() -> Result<u16, String> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    s.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
 }
 
 /// GET `path` from the server's metrics endpoint; the body.
@@ -581,47 +491,119 @@ pub fn machine_busy() -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::TcpListener;
 
     /// chinwagd as `cargo test --workspace` builds it: in the profile
-    /// directory above this test's deps/.
+    /// directory above this test's deps/. None (the test skips) when it is
+    /// not built, except under CI, where that fails the test.
     fn chinwagd() -> Option<PathBuf> {
         let exe = std::env::current_exe().ok()?;
         let p = exe.parent()?.parent()?.join("chinwagd");
-        p.exists().then_some(p)
+        if p.exists() {
+            return Some(p);
+        }
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("chinwagd is not built beside this test; run `cargo test --workspace`");
+        }
+        eprintln!("SKIPPED: chinwagd not built; run `cargo test --workspace`");
+        None
     }
 
     #[test]
-    fn a_port_taken_before_chinwagd_binds_it_costs_a_retry_not_the_workload() {
+    fn a_port_another_process_listens_on_is_never_taken_for_chinwagd() {
         let Some(binary) = chinwagd() else {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("chinwagd is not built beside this test; run `cargo test --workspace`");
-            }
-            eprintln!("SKIPPED: chinwagd not built; run `cargo test --workspace`");
             return;
         };
-        // Another process took the chatos port after it was found free:
-        // here as the local end of a connection (as an outgoing connection
-        // of a test running in parallel would), which no listener answers.
+        // An impostor listens on the chatos port chinwagd is asked for:
+        // chinwagd cannot bind it, and a probe of the port would be
+        // answered by the impostor.
+        let impostor = TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken = impostor.local_addr().unwrap().port();
+        let ports = Ports {
+            chatos: taken,
+            ..Ports::default()
+        };
+        match spawn_once(&binary, 100, &Start::default(), ports) {
+            Ok(t) => panic!(
+                "the impostor on {} was taken for chinwagd (pid {:?})",
+                t.addr, t.pid
+            ),
+            Err(e) => assert!(
+                e.contains("exited at start-up") && e.contains("chatos"),
+                "the reason is chinwagd's own, naming the listener: {e}"
+            ),
+        }
+    }
+
+    /// The inodes of the sockets `pid` holds open.
+    fn socket_inodes(pid: u32) -> Vec<u64> {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter_map(|l| {
+                let l = l.to_str()?.to_owned();
+                l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// The inode of the socket bound to 127.0.0.1:`port` in `table`
+    /// (/proc/net/tcp or udp), listening (TCP) or unconnected (UDP).
+    fn bound_inode(table: &str, port: u16) -> Option<u64> {
+        let text = std::fs::read_to_string(table).unwrap();
+        let local = format!("0100007F:{port:04X}");
+        text.lines().skip(1).find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&local.as_str()) && matches!(f.get(3), Some(&"0A") | Some(&"07")))
+                .then(|| f.get(9)?.parse().ok())
+                .flatten()
+        })
+    }
+
+    #[test]
+    fn a_port_taken_before_chinwagd_starts_costs_nothing_every_address_is_its_own() {
+        let Some(binary) = chinwagd() else {
+            return;
+        };
+        // Ports other processes hold (as a test running in parallel would):
+        // a listener, and the local end of a connection. The bench used to
+        // find ports free, let them go and ask chinwagd for them; one taken
+        // meanwhile cost a restart, or was taken for chinwagd.
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let taken_port = taken.local_addr().unwrap().port();
-        let mut calls = 0;
-        let t = spawn_retrying(&binary, 100, &Start::default(), || {
-            calls += 1;
-            let fresh = Ports::fresh()?;
-            Ok(if calls == 1 {
-                Ports {
-                    chatos: taken_port,
-                    ..fresh
-                }
-            } else {
-                fresh
+        let held = [
+            listener.local_addr().unwrap().port(),
+            taken.local_addr().unwrap().port(),
+        ];
+        let spec = Spec::Spawn {
+            binary,
+            max_connections: 100,
+        };
+        let t = spec
+            .start_with(Start {
+                metrics: true,
+                ..Start::default()
             })
-        })
-        .unwrap_or_else(|e| panic!("no retry on fresh ports: {e}"));
-        assert_eq!(calls, 2, "one failed start, then one on fresh ports");
-        assert_ne!(t.addr.port(), taken_port);
-        TcpStream::connect(t.addr).expect("the retried chinwagd accepts");
+            .unwrap_or_else(|e| panic!("chinwagd starts at once: {e}"));
+        let pid = t.pid.unwrap();
+        let own = socket_inodes(pid);
+        let tcp = [
+            t.addr,
+            t.accounts.unwrap(),
+            t.babel.unwrap(),
+            t.metrics.unwrap(),
+        ];
+        for a in tcp {
+            assert!(!held.contains(&a.port()), "{a} is held by this test");
+            let inode = bound_inode("/proc/net/tcp", a.port())
+                .unwrap_or_else(|| panic!("nothing listens on {a}"));
+            assert!(own.contains(&inode), "{a} is not chinwagd's socket");
+        }
+        let rooms = t.rooms.unwrap();
+        let inode = bound_inode("/proc/net/udp", rooms.port())
+            .unwrap_or_else(|| panic!("nothing bound to {rooms}/udp"));
+        assert!(own.contains(&inode), "{rooms}/udp is not chinwagd's socket");
+        TcpStream::connect(t.addr).expect("chinwagd accepts");
         drop((taken, listener));
     }
 }

@@ -49,6 +49,8 @@ pub mod private {
     /// CLOSE_CONNECTION from `requester` (of the sending node) of its
     /// connection `connect_id` with `target`, whose node relays it.
     pub const CLOSE: u8 = 4;
+    /// The highest op.
+    pub const LAST: u8 = CLOSE;
 }
 
 pub mod call {
@@ -62,10 +64,15 @@ pub mod call {
     pub const AT: u8 = 4;
     /// The caller's node to the callee's: `to`, a babel callee there,
     /// answered `from`'s relayed call by connecting to the caller's relay
-    /// (its own node never sees that answer otherwise).
+    /// (its own node never sees that answer otherwise). Sent again until
+    /// acknowledged (bounded: docs/scaling.md, "The bus envelope").
     pub const TAKEN: u8 = 5;
+    /// The callee's node to the caller's: `from`, a babel callee there,
+    /// got the `taken` of `to`'s call (sent for every `taken` received,
+    /// whether or not it still changed anything).
+    pub const TAKEN_ACK: u8 = 6;
     /// The highest op.
-    pub const LAST: u8 = TAKEN;
+    pub const LAST: u8 = TAKEN_ACK;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,7 +312,7 @@ impl Envelope {
             },
             PRIVATE_CONN => Envelope::PrivateConn {
                 op: match r.u8()? {
-                    op @ 0..=call::LAST => op,
+                    op @ 0..=private::LAST => op,
                     _ => return Err(DecodeError::BadBits("private op")),
                 },
                 requester: r.str("requester", MAX_NAME)?,
@@ -403,6 +410,13 @@ mod tests {
                 host: String::new(),
                 port: 0,
             },
+            Envelope::Call {
+                op: call::TAKEN_ACK,
+                from: "y".into(),
+                to: "x".into(),
+                host: String::new(),
+                port: 0,
+            },
         ]
     }
 
@@ -418,6 +432,47 @@ mod tests {
         .to_bytes();
         b[2] = call::LAST + 1;
         assert_eq!(Envelope::decode(&b), Err(DecodeError::BadBits("call op")));
+    }
+
+    #[test]
+    fn taken_and_its_acknowledgement_have_the_documented_bytes() {
+        let taken = Envelope::Call {
+            op: call::TAKEN,
+            from: "fern".into(),
+            to: "yves".into(),
+            host: String::new(),
+            port: 0,
+        };
+        let ack = Envelope::Call {
+            op: call::TAKEN_ACK,
+            from: "yves".into(),
+            to: "fern".into(),
+            host: String::new(),
+            port: 0,
+        };
+        // docs/scaling.md, "The bus envelope".
+        let fern = [0, 4, b'f', b'e', b'r', b'n'];
+        let yves = [0, 4, b'y', b'v', b'e', b's'];
+        let want = |op: u8, a: &[u8], b: &[u8]| [&[1, 9, op][..], a, b, &[0, 0, 0, 0]].concat();
+        assert_eq!(taken.to_bytes(), want(5, &fern, &yves));
+        assert_eq!(ack.to_bytes(), want(6, &yves, &fern));
+    }
+
+    #[test]
+    fn private_connection_ops_past_the_last_are_refused() {
+        let mut b = Envelope::PrivateConn {
+            op: private::CLOSE,
+            requester: "r".into(),
+            target: "t".into(),
+            connect_id: 1,
+            ip: String::new(),
+        }
+        .to_bytes();
+        b[2] = private::LAST + 1;
+        assert_eq!(
+            Envelope::decode(&b),
+            Err(DecodeError::BadBits("private op"))
+        );
     }
 
     #[test]

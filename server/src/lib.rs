@@ -250,7 +250,15 @@ impl Server {
                     })?,
             );
         }
-        log::info!("listening: chatos {chatos_addr}, babel {babel_addr}, accounts {accounts_addr}");
+        let mut listeners = vec![
+            ("chatos", chatos_addr),
+            ("babel", babel_addr),
+            ("accounts", accounts_addr),
+            ("rooms", rooms.addr()),
+        ];
+        listeners.extend(metrics.as_ref().map(|m| ("metrics", m.addr())));
+        listeners.extend(proxy_addr.map(|a| ("cluster", a)));
+        log::info!(target: LISTENING_TARGET, "{}", listening_line(&listeners));
         Ok(Server {
             fatal,
             failed,
@@ -419,6 +427,23 @@ impl Drop for Server {
     }
 }
 
+/// The log target of the `listening:` line, so that a filter such as
+/// `RUST_LOG=warn,chinwagd::listening=info` keeps it and little else.
+pub const LISTENING_TARGET: &str = "chinwagd::listening";
+
+/// The one line that says where every listener of a started server is
+/// bound (docs/operations.md, "Start-up"): `listening: ` then `NAME ADDR`
+/// pairs joined by `, `, in the order chatos, babel, accounts, rooms (UDP),
+/// then metrics and cluster when they are on. With port 0 these are the
+/// ports the system gave. Programs read it: its form is an interface.
+pub fn listening_line(listeners: &[(&str, SocketAddr)]) -> String {
+    let parts: Vec<String> = listeners
+        .iter()
+        .map(|(name, addr)| format!("{name} {addr}"))
+        .collect();
+    format!("listening: {}", parts.join(", "))
+}
+
 /// Stops the cluster adapter's threads when `Server::start` fails after
 /// starting them (a port in use, say); a started server takes it out.
 struct ClusterGuard(Option<Arc<cluster::Cluster>>);
@@ -543,15 +568,30 @@ fn spawn_acceptor(
                             "{dialect}: connection limit reached, closing a new connection from {peer}"
                         );
                     }
+                    net::refuse(&stream);
                     continue;
                 };
                 let shared2 = shared.clone();
+                let refused = stream.clone();
                 let started = shared.conn_threads.run(thread_name, move || {
                     let _admission = admission;
                     serve(stream, shared2);
                 });
                 if let Err(e) = started {
-                    log::warn!("{dialect}: cannot start a connection thread: {e}");
+                    if shared.registry.stopping() {
+                        break;
+                    }
+                    // No thread to be had (the budget, `max_threads` or
+                    // `vm.max_map_count`, or the system's): the job and its
+                    // admission are gone; the peer gets a FIN, not a reset.
+                    shared.hub.metrics().dropped(DropReason::ThreadBudget);
+                    logs::server_log!(
+                        log::Level::Warn,
+                        "no connection thread",
+                        "{dialect}: no thread for a new connection, closing it: {e} \
+                         (chinwag_drops_total{{reason=\"thread_budget\"}} counts them)"
+                    );
+                    net::refuse(&refused);
                 }
             }
         })

@@ -3,7 +3,10 @@
 //! 100-byte line each time). Each address gets `PER_WINDOW` lines of each
 //! kind per `WINDOW`; the rest are counted, and once the window is over one
 //! summary line says how many were left out. The sweep thread calls
-//! [`flush`] every second to write those summaries.
+//! [`flush`] every second to write those summaries. Lines about the server
+//! as a whole that a flood from many addresses could repeat (a connection
+//! refused for want of a thread) are limited the same way, per kind only:
+//! [`server_log!`].
 //!
 //! Per-datagram and per-frame noise is at debug level instead (and never
 //! shows a text or a password: see `chinwag_proto::Redact`).
@@ -30,14 +33,15 @@ struct Slot {
 /// A window that ended with lines left out.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Summary {
-    pub ip: IpAddr,
+    /// None: a server-wide kind ([`allow_server`]).
+    pub ip: Option<IpAddr>,
     pub kind: &'static str,
     pub suppressed: u64,
 }
 
 /// The counting behind [`allow`]; the clock is passed in.
 pub struct Limiter {
-    slots: HashMap<(IpAddr, &'static str), Slot>,
+    slots: HashMap<(Option<IpAddr>, &'static str), Slot>,
     max_keys: usize,
     /// Summaries of windows closed early to make room, for the next flush.
     closed: Vec<Summary>,
@@ -54,7 +58,15 @@ impl Limiter {
 
     /// May a line of `kind` caused by `ip` be written at `now`?
     pub fn allow(&mut self, now: Instant, ip: IpAddr, kind: &'static str) -> bool {
-        let ip = crate::hub::bans::canonical(ip);
+        self.allow_from(now, Some(crate::hub::bans::canonical(ip)), kind)
+    }
+
+    /// May a line of `kind` about the server as a whole be written at `now`?
+    pub fn allow_server(&mut self, now: Instant, kind: &'static str) -> bool {
+        self.allow_from(now, None, kind)
+    }
+
+    fn allow_from(&mut self, now: Instant, ip: Option<IpAddr>, kind: &'static str) -> bool {
         if !self.slots.contains_key(&(ip, kind)) && self.slots.len() >= self.max_keys {
             let mut summaries = self.flush(now);
             self.closed.append(&mut summaries);
@@ -121,17 +133,29 @@ pub fn allow(ip: IpAddr, kind: &'static str) -> bool {
     global().lock().allow(Instant::now(), ip, kind)
 }
 
+/// May a line of server-wide `kind` be written now? (Process-wide.)
+pub fn allow_server(kind: &'static str) -> bool {
+    global().lock().allow_server(Instant::now(), kind)
+}
+
 /// Write the summaries of windows that are over (called every second).
 pub fn flush(now: Instant) {
     let summaries = global().lock().flush(now);
     for s in summaries {
-        log::warn!(
-            "{}: {} more \"{}\" log lines from this address left out in the last {} s",
-            s.ip,
-            s.suppressed,
-            s.kind,
-            WINDOW.as_secs()
-        );
+        match s.ip {
+            Some(ip) => log::warn!(
+                "{ip}: {} more \"{}\" log lines from this address left out in the last {} s",
+                s.suppressed,
+                s.kind,
+                WINDOW.as_secs()
+            ),
+            None => log::warn!(
+                "{} more \"{}\" log lines left out in the last {} s",
+                s.suppressed,
+                s.kind,
+                WINDOW.as_secs()
+            ),
+        }
     }
 }
 
@@ -146,12 +170,42 @@ macro_rules! peer_log {
 }
 pub(crate) use peer_log;
 
+/// `log!` for a line about the server as a whole that a flood can repeat
+/// (from any number of addresses): at most `PER_WINDOW` lines of this kind
+/// per window, then one summary.
+macro_rules! server_log {
+    ($lvl:expr, $kind:expr, $($arg:tt)+) => {
+        if log::log_enabled!($lvl) && $crate::logs::allow_server($kind) {
+            log::log!($lvl, $($arg)+);
+        }
+    };
+}
+pub(crate) use server_log;
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_server_wide_kind_is_limited_whatever_the_addresses() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(100);
+        let allowed = (0..1000).filter(|_| l.allow_server(t0, "x")).count();
+        assert_eq!(allowed, PER_WINDOW as usize);
+        // An address's lines of the same kind are counted apart.
+        assert!(l.allow(t0, ip("192.0.2.1"), "x"));
+        assert_eq!(
+            l.flush(t0 + WINDOW),
+            vec![Summary {
+                ip: None,
+                kind: "x",
+                suppressed: 1000 - PER_WINDOW as u64
+            }]
+        );
     }
 
     #[test]
@@ -170,7 +224,7 @@ mod tests {
         assert_eq!(
             s,
             vec![Summary {
-                ip: a,
+                ip: Some(a),
                 kind: "login",
                 suppressed: 1000 - PER_WINDOW as u64
             }]

@@ -38,6 +38,28 @@ pub fn bound_send_buffer(stream: &TcpStream, bytes: usize) -> usize {
     sock.send_buffer_size().unwrap_or(bytes)
 }
 
+/// Bytes of a refused connection read and thrown away before it is closed.
+const REFUSE_DRAIN: usize = 4096;
+
+/// Close a connection refused at accept (no room, no thread) as cleanly as
+/// a thread-less acceptor can: a FIN first, so the peer reads the end of
+/// the stream rather than a reset, then the bytes it already sent are read
+/// (at most [`REFUSE_DRAIN`], without waiting), since closing a socket with
+/// unread bytes makes the kernel send a reset. The caller's drop closes it.
+pub fn refuse(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    if stream.set_nonblocking(true).is_ok() {
+        let mut buf = [0u8; 1024];
+        let mut left = REFUSE_DRAIN;
+        while left > 0 {
+            match (&*stream).read(&mut buf) {
+                Ok(n) if n > 0 => left = left.saturating_sub(n),
+                _ => break,
+            }
+        }
+    }
+}
+
 /// Give a socket that became one end of a relay the largest send buffer the
 /// system allows (capped by net.core.wmem_max): bulk bytes, not chat.
 pub fn widen_send_buffer(stream: &TcpStream) {

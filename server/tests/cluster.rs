@@ -1397,18 +1397,25 @@ fn a_babel_user_on_one_node_calls_an_accounts_user_on_another_through_the_caller
     calls_through_a(&a, &b, (&mut erin, "erin"), (&mut zed, "zed"), true);
 }
 
+/// fern, an accounts user, logged in on `a`; yves, a babel user, on `b`;
+/// each sees the other.
+fn fern_on_a_yves_on_b(a: &Server, b: &Server) -> (Wire<Acc>, Wire<Babel>) {
+    register(a.accounts_addr(), "fern");
+    let fern = login(a.accounts_addr(), "fern");
+    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
+    sees(a, "yves", true);
+    // yves may hear of fern (on a) after his login's list: a call from
+    // fern must not be mistaken for that AddContact.
+    common::babel_waits_for_contact(&mut yves, &contacts, "fern");
+    (fern, yves)
+}
+
 #[test]
 fn an_accounts_user_on_one_node_calls_a_babel_user_on_another_through_the_callers_relay() {
     let Some((_c, a, b)) = two_nodes() else {
         return;
     };
-    register(a.accounts_addr(), "fern");
-    let mut fern = login(a.accounts_addr(), "fern");
-    let (mut yves, contacts) = babel(b.babel_addr(), "yves");
-    sees(&a, "yves", true);
-    // yves may hear of fern (on a) after his login's list: a call from
-    // fern must not be mistaken for that AddContact.
-    common::babel_waits_for_contact(&mut yves, &contacts, "fern");
+    let (mut fern, mut yves) = fern_on_a_yves_on_b(&a, &b);
     // yves, on b, is told a's relay (never fern's end point) and answers
     // by connecting to it, as on one node.
     calls_through_a(&a, &b, (&mut fern, "fern"), (&mut yves, "yves"), false);
@@ -1572,4 +1579,52 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
         }
         calls_end(&a, &b);
     }
+}
+
+/// A node's `listening:` line names its node-to-node listener too, with
+/// the port it bound (docs/operations.md).
+#[test]
+fn the_listening_line_names_the_cluster_listener() {
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("listening");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--admin-socket", "off", "--node-index", "3"])
+        .args(["--bus-url", &c.nats.url(), "--node-name", "l"])
+        .args(["--store-url", &c.store_url])
+        .args(["--cluster-addr", "127.0.0.1:0", "--cluster-secret-file"])
+        .arg(&secret.0);
+    let node = Process(common::Chinwagd::spawn(&mut cmd));
+    let at = node.0.cluster.expect("the cluster listener is in the line");
+    assert_ne!(at.port(), 0);
+    TcpStream::connect(at).expect("the node-to-node listener accepts");
+}
+
+/// The bus loses the `taken` envelope (Call op 5) of a relayed call to a
+/// babel callee of another node: the callee's node still learns that its
+/// half was answered, well within a ringing call's 60 s.
+#[test]
+fn a_lost_taken_envelope_still_answers_the_callees_half() {
+    use chinwag_proto::bus::call;
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut fern, mut yves) = fern_on_a_yves_on_b(&a, &b);
+    // The first `taken` is lost, and so is the acknowledgement of the
+    // second: a sends it a third time, b acknowledges again.
+    a.cluster().unwrap().lose_calls(call::TAKEN, 1);
+    b.cluster().unwrap().lose_calls(call::TAKEN_ACK, 1);
+    let mut voice = common::accounts_calls_babel(&mut fern, "fern", &mut yves, "yves");
+    common::voice_both_ways(&mut voice);
+    // Within the first repeats (250 ms, then 500 ms later), not 60 s.
+    let took = eventually("b's half answered", WAIT, || {
+        b.hub().calls().first().map(|c| c.state) == Some(chinwagd::hub::calls::CallState::Answered)
+    });
+    assert!(took < Duration::from_secs(5), "b learnt it after {took:?}");
+    both_halves_answered(&a, &b);
+    eventually("a's repeats acknowledged", WAIT, || {
+        a.cluster().unwrap().taken_pending() == 0
+    });
+    hang_up(voice, &mut fern, "yves", false);
+    calls_end(&a, &b);
 }

@@ -4,7 +4,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chinwag_proto::accounts::Frame;
@@ -13,31 +12,13 @@ use chinwagd::{Config, Server};
 
 mod common;
 
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, r: &log::Record) {
-        LINES
-            .lock()
-            .unwrap()
-            .push(format!("{} {}", r.level(), r.args()));
-    }
-    fn flush(&self) {}
-}
-
-fn lines() -> Vec<String> {
-    LINES.lock().unwrap().clone()
-}
+#[path = "common/capture.rs"]
+mod capture;
+use capture::lines;
 
 #[test]
 fn log_lines_are_bounded_per_address_and_never_show_secrets() {
-    log::set_logger(&Capture).unwrap();
-    log::set_max_level(log::LevelFilter::Trace);
+    capture::install();
     let srv = Server::start(Config::ephemeral()).unwrap();
 
     // 200 connections each send a 5-byte empty LOGIN and hang up.

@@ -24,7 +24,7 @@ use chinwag_proto::rooms::{self as wire, Body, Message, Registration};
 use chinwagd::{Config, Server};
 
 mod common;
-use common::{temp_dir, Wire, WAIT};
+use common::{http_get, samples, temp_dir, Wire, WAIT};
 
 /// An in-process server whose database and admin socket live in `dir`.
 fn server_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Server {
@@ -696,28 +696,6 @@ fn admin_socket_keeps_other_users_out() {
 }
 
 // ---- metrics ----
-
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (code, body.to_owned())
-}
-
-/// "name{labels}" -> value, from the exposition text.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_owned(), v.parse().ok()?))
-        })
-        .collect()
-}
 
 #[test]
 fn metrics_endpoint_counts_traffic_and_answers_health() {

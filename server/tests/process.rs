@@ -136,3 +136,31 @@ fn a_thread_costs_two_memory_maps() {
     // Two per thread, plus the binary, libraries, heap and arenas.
     assert!(maps < 2 * n + 400, "{maps} maps for {n} threads");
 }
+
+/// The `listening:` line is an interface (docs/operations.md): it names
+/// every listener, the metrics endpoint included, with the ports chinwagd
+/// bound, and it is there even when everything else is filtered out.
+#[test]
+fn the_listening_line_names_every_listener_even_with_quiet_logs() {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--db", ":memory:", "--admin-socket", "off"])
+        .args(["--metrics-addr", "127.0.0.1:0"]);
+    let mut server = Chinwagd::try_spawn(&mut cmd, "error", false).expect("chinwagd starts");
+    let metrics = server.metrics.expect("the metrics endpoint is in the line");
+    assert_ne!(metrics.port(), 0);
+    assert_ne!(server.rooms.port(), 0);
+    assert_eq!(server.cluster, None, "no cluster listener on a single node");
+    let (code, page) = common::http_get(metrics, "/metrics");
+    assert_eq!(code, 200);
+    assert!(page.contains("chinwag_drops_total"), "{page}");
+    // The reported rooms port is bound (by chinwagd: it was free when it
+    // got it from the system).
+    let again = std::net::UdpSocket::bind(server.rooms);
+    assert!(again.is_err(), "nothing holds {}/udp", server.rooms);
+    for a in [server.chatos, server.babel, server.accounts] {
+        TcpStream::connect(a).unwrap_or_else(|e| panic!("{a}: {e}"));
+    }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+}

@@ -21,6 +21,7 @@
 
 pub mod bus;
 pub mod proxy;
+pub mod taken;
 
 use std::collections::HashMap;
 use std::io;
@@ -152,6 +153,9 @@ struct Outbox {
     wake: Arc<Notify>,
     up: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    /// Test hook ([`Cluster::lose_calls`]): `Call` envelopes of one op to
+    /// lose, as the bus (at most once) may lose any.
+    lose: Arc<Mutex<Option<(u8, u32)>>>,
 }
 
 impl Outbox {
@@ -180,6 +184,15 @@ impl Outbox {
     }
 
     fn publish(&self, subject: String, env: &Envelope) -> bool {
+        if let Envelope::Call { op, .. } = env {
+            let mut lose = self.lose.lock();
+            if let Some((lost, left)) = lose.as_mut() {
+                if lost == op && *left > 0 {
+                    *left -= 1;
+                    return true;
+                }
+            }
+        }
         self.send(BusCmd::Publish {
             subject,
             payload: env.to_bytes(),
@@ -197,6 +210,8 @@ pub struct Cluster {
     accounts: RwLock<Option<Weak<Accounts>>>,
     /// Other nodes' `node_index` and `cluster_addr`, from their heartbeats.
     peers: RwLock<HashMap<String, PeerNode>>,
+    /// `taken` envelopes sent and not yet acknowledged (see `taken`).
+    taken: Arc<Mutex<taken::Retries>>,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -265,11 +280,13 @@ impl Cluster {
                 wake,
                 up,
                 metrics,
+                lose: Arc::new(Mutex::new(None)),
             },
             epoch,
             claims: Mutex::new(HashMap::new()),
             accounts: RwLock::new(None),
             peers: RwLock::new(HashMap::new()),
+            taken: Arc::new(Mutex::new(taken::Retries::default())),
             stop,
             threads: Mutex::new(vec![bus_thread]),
             cfg,
@@ -292,6 +309,50 @@ impl Cluster {
             cluster.cfg.node
         );
         Ok(cluster)
+    }
+
+    /// Send again the `taken` envelopes due at `now` (called every tick).
+    fn repeat_taken(&self, now: Instant) {
+        let mut pending = self.taken.lock();
+        for due in pending.due(now) {
+            match due {
+                taken::Due::Resend {
+                    subject,
+                    caller,
+                    callee,
+                } => {
+                    self.out.publish(
+                        subject,
+                        &Envelope::Call {
+                            op: call::TAKEN,
+                            from: caller,
+                            to: callee,
+                            host: String::new(),
+                            port: 0,
+                        },
+                    );
+                }
+                taken::Due::GaveUp { caller, callee } => crate::logs::server_log!(
+                    log::Level::Warn,
+                    "taken not acknowledged",
+                    "cluster: {callee}'s node never acknowledged that {caller}'s relayed call \
+                     was answered ({} sends); its half rings out",
+                    taken::MAX_SENDS
+                ),
+            }
+        }
+    }
+
+    /// `taken` envelopes awaiting their acknowledgement.
+    pub fn taken_pending(&self) -> usize {
+        self.taken.lock().len()
+    }
+
+    /// Test hook: the next `count` `Call` envelopes of op `op` this node
+    /// publishes are lost on the way, as the bus may lose any message.
+    #[doc(hidden)]
+    pub fn lose_calls(&self, op: u8, count: u32) {
+        *self.out.lose.lock() = Some((op, count));
     }
 
     /// Where pokes for accounts users go.
@@ -490,6 +551,8 @@ struct RemotePeer {
     out: Outbox,
     subject: String,
     name: String,
+    /// The cluster's `taken` envelopes awaiting acknowledgement.
+    taken: Arc<Mutex<taken::Retries>>,
 }
 
 impl RemotePeer {
@@ -510,7 +573,14 @@ impl RemotePeer {
             Event::CallAnswered { by, host, port } => self.call(call::ANSWERED, by, host, port),
             Event::CallRefused { by } => self.call(call::REFUSED, by, "", 0),
             Event::CallEnded { by } => self.call(call::ENDED, by, "", 0),
-            Event::CallTaken { caller } => self.call(call::TAKEN, caller, "", 0),
+            Event::CallTaken { caller } => {
+                // Held while publishing: a repeat from the tick cannot
+                // overtake an event of this pair sent meanwhile.
+                let mut pending = self.taken.lock();
+                let sent = self.call(call::TAKEN, caller, "", 0);
+                pending.sent(Instant::now(), &self.subject, caller, &self.name);
+                sent
+            }
             Event::PrivateRefused { requester, target } => {
                 self.private(private::REFUSED, requester, target, 0)
             }
@@ -541,8 +611,14 @@ impl RemotePeer {
     }
 
     /// A call event for this user of another node, from `other` (a user of
-    /// this node).
+    /// this node). Any event of the pair but `taken` ends the repeats of
+    /// its `taken` first (the call moved on).
     fn call(&self, op: u8, other: &str, host: &str, port: u16) -> bool {
+        let _pending = (op != call::TAKEN).then(|| {
+            let mut p = self.taken.lock();
+            p.done(other, &self.name);
+            p
+        });
         self.out.publish(
             self.subject.clone(),
             &Envelope::Call {
@@ -705,6 +781,9 @@ impl Replica {
         for name in std::mem::take(&mut self.unshown) {
             self.show(&name);
         }
+        if let Some(c) = self.cluster.upgrade() {
+            c.repeat_taken(now);
+        }
     }
 
     fn handle(&mut self, ev: BusEvent) {
@@ -799,6 +878,7 @@ impl Replica {
             out: c.out.clone(),
             subject: bus::subject_node(&c.cfg.cluster, &r.node),
             name: name.to_owned(),
+            taken: c.taken.clone(),
         });
         match self.hub.login_remote(name, r.dialect, &r.node, peer) {
             Ok(s) => r.session = Some(s),
@@ -1021,6 +1101,13 @@ impl Replica {
     /// of this one: this node's half of the call follows it, as if the
     /// stand-in of `from` had acted here, and tells `to`.
     fn call(&mut self, op: u8, from: &str, to: &str, host: String, port: u16) {
+        if op == call::TAKEN_ACK {
+            // `from`, the callee over there, has its half answered.
+            if let Some(c) = self.cluster.upgrade() {
+                c.taken.lock().done(to, from);
+            }
+            return;
+        }
         let (Some(remote), Some(local)) = (
             self.hub.online(from).filter(|s| s.remote.is_some()),
             self.hub.online(to).filter(|s| s.remote.is_none()),
@@ -1035,7 +1122,10 @@ impl Replica {
             return;
         }
         if op == call::TAKEN {
+            // Idempotent: a repeat finds the half answered already (or
+            // gone) and changes nothing; each is acknowledged.
             self.hub.remote_call_taken(&remote, to);
+            self.taken_ack(&remote, &local);
             return;
         }
         let media = match (remote.dialect, port) {
@@ -1076,18 +1166,30 @@ impl Replica {
         }
     }
 
+    /// Tell `caller`'s node that `callee`, a local user, got the `taken` of
+    /// its call.
+    fn taken_ack(&self, caller: &Session, callee: &Session) {
+        self.to_callers_node(call::TAKEN_ACK, caller, callee, String::new());
+    }
+
     /// Tell `caller`'s node where `callee`, a local babel user, connects from.
     fn callee_at(&self, caller: &Session, callee: &Session) {
+        self.to_callers_node(call::AT, caller, callee, callee.ip.to_string());
+    }
+
+    /// A `Call` envelope of `op` from `callee`, a local user, to `caller`'s
+    /// node, with `host` and no port.
+    fn to_callers_node(&self, op: u8, caller: &Session, callee: &Session, host: String) {
         let (Some(c), Some(node)) = (self.cluster.upgrade(), caller.remote.as_deref()) else {
             return;
         };
         c.out.publish(
             bus::subject_node(&c.cfg.cluster, node),
             &Envelope::Call {
-                op: call::AT,
+                op,
                 from: callee.name.clone(),
                 to: caller.name.clone(),
-                host: callee.ip.to_string(),
+                host,
                 port: 0,
             },
         );

@@ -30,10 +30,12 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
             wake: Arc::new(Notify::new()),
             up: Arc::new(AtomicBool::new(true)),
             metrics: hub.metrics().clone(),
+            lose: Arc::new(Mutex::new(None)),
         },
         claims: Mutex::new(HashMap::new()),
         accounts: RwLock::new(None),
         peers: RwLock::new(HashMap::new()),
+        taken: Arc::new(Mutex::new(taken::Retries::default())),
         stop: Arc::new(AtomicBool::new(false)),
         threads: Mutex::new(Vec::new()),
     });
@@ -245,4 +247,52 @@ fn a_cluster_secret_is_read_without_its_newline_and_a_short_one_is_refused() {
     let s = Secret(Arc::new(b"0123456789abcdef".to_vec()));
     assert_eq!(format!("{s:?}"), "Secret(16 bytes)");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The call ops this node published, in order.
+fn call_ops(rx: &Receiver<BusCmd>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(cmd) = rx.try_recv() {
+        if let BusCmd::Publish { payload, .. } = cmd {
+            if let Ok(Envelope::Call { op, .. }) = Envelope::decode(&payload) {
+                out.push(op);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_taken_is_repeated_until_acknowledged_and_never_after_a_later_event() {
+    let t0 = Instant::now();
+    let (c, hub, rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    claim(&mut r, "b", 1, "yves", 10);
+    let yves = hub.online("yves").unwrap();
+    // fern's relayed call to yves (of b) was answered at a's relay.
+    yves.peer.deliver(&Event::CallTaken { caller: "fern" });
+    assert_eq!(call_ops(&rx), vec![call::TAKEN]);
+    c.repeat_taken(t0 + Duration::from_secs(1));
+    assert_eq!(call_ops(&rx), vec![call::TAKEN], "repeated");
+    // b acknowledges: no more repeats.
+    r.handle(BusEvent::Message {
+        subject: bus::subject_node("t", "a"),
+        payload: Envelope::Call {
+            op: call::TAKEN_ACK,
+            from: "yves".into(),
+            to: "fern".into(),
+            host: String::new(),
+            port: 0,
+        }
+        .to_bytes(),
+    });
+    assert_eq!(c.taken_pending(), 0);
+    c.repeat_taken(t0 + Duration::from_secs(30));
+    assert_eq!(call_ops(&rx), Vec::<u8>::new());
+    // Unacknowledged, then the call ends: the `ended` stops the repeats,
+    // so no `taken` can reach b after it.
+    yves.peer.deliver(&Event::CallTaken { caller: "fern" });
+    yves.peer.deliver(&Event::CallEnded { by: "fern" });
+    c.repeat_taken(t0 + Duration::from_secs(60));
+    assert_eq!(call_ops(&rx), vec![call::TAKEN, call::ENDED]);
 }

@@ -146,65 +146,163 @@ pub const ALL_PORTS_FREE: [&str; 10] = [
     "0",
 ];
 
-/// A chinwagd process started by a test. Its listeners bind port 0; the
-/// addresses it got are read from its log line
-/// `listening: chatos ADDR, babel ADDR, accounts ADDR`, so no port is ever
-/// guessed free and then rebound.
+/// A chinwagd process started by a test (or by the benchmark, which
+/// includes this file). Its listeners bind port 0; the addresses it got
+/// are read from its `listening:` line (docs/operations.md, "Start-up"),
+/// so no port is ever guessed free and then rebound, and nothing else
+/// listening somewhere can be taken for it.
 pub struct Chinwagd {
     pub child: std::process::Child,
     pub chatos: std::net::SocketAddr,
     pub babel: std::net::SocketAddr,
     pub accounts: std::net::SocketAddr,
+    /// The rooms dialect's UDP socket.
+    pub rooms: std::net::SocketAddr,
+    /// The metrics endpoint, when `metrics_addr` is set.
+    pub metrics: Option<std::net::SocketAddr>,
+    /// The node-to-node listener, when `cluster_addr` is set.
+    pub cluster: Option<std::net::SocketAddr>,
+}
+
+/// Every listener of a `listening:` line, by name: the text after
+/// `listening: ` is `NAME ADDR` pairs joined by `, `.
+pub fn parse_listening(line: &str) -> Option<Vec<(String, std::net::SocketAddr)>> {
+    let (_, pairs) = line.split_once("listening: ")?;
+    pairs
+        .trim_end()
+        .split(", ")
+        .map(|pair| {
+            let (name, addr) = pair.split_once(' ')?;
+            Some((name.to_owned(), addr.parse().ok()?))
+        })
+        .collect()
 }
 
 impl Chinwagd {
     /// Start `cmd` (the chinwagd binary with its arguments, every port 0)
-    /// and wait for its listeners. Its stderr is read to the end by a thread
-    /// of its own, so logging never blocks it.
+    /// and wait for its listeners; the test fails if it does not start.
     pub fn spawn(cmd: &mut std::process::Command) -> Chinwagd {
+        let log = child_log().unwrap_or_else(|| "info".into());
+        Chinwagd::try_spawn(cmd, &log, child_log().is_some()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Start `cmd` logging at `log` (a `RUST_LOG` value; the `listening:`
+    /// line is kept whatever it says) and wait, up to [`WAIT`], for its
+    /// `listening:` line. Its stderr is read to the end by a thread of its
+    /// own, so logging never blocks it; `echo` copies it to ours. Err, with
+    /// its last words, when it ends first, or is stopped after the wait.
+    pub fn try_spawn(
+        cmd: &mut std::process::Command,
+        log: &str,
+        echo: bool,
+    ) -> Result<Chinwagd, String> {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = cmd
-            .env("RUST_LOG", child_log().unwrap_or_else(|| "info".into()))
+            .env("RUST_LOG", format!("{log},chinwagd::listening=info"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("chinwagd starts");
+            .map_err(|e| format!("chinwagd does not start: {e}"))?;
         let err = child.stderr.take().expect("piped stderr");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let echo = child_log().is_some();
+        // Lines until the `listening:` one (its errors, if it ends first),
+        // then that one; the channel closes when its stderr does.
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
+            let mut told = false;
             for line in std::io::BufReader::new(err).lines() {
                 let Ok(line) = line else { break };
                 if echo {
                     eprintln!("chinwagd: {line}");
                 }
-                if let Some((_, addrs)) = line.split_once("listening: ") {
-                    let _ = tx.send(addrs.to_owned());
+                if !told {
+                    told = line.contains("listening: ");
+                    let _ = tx.send(line);
                 }
             }
         });
-        let addrs = match rx.recv_timeout(WAIT) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("chinwagd did not say where it listens within {WAIT:?}");
+        let deadline = Instant::now() + WAIT;
+        // Its last words, if it ends first (the last 5 lines only).
+        let mut said = std::collections::VecDeque::new();
+        let failed = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => match parse_listening(&line) {
+                    Some(listeners) => {
+                        return Chinwagd::from_listeners(child, &listeners, &line);
+                    }
+                    None => {
+                        if said.len() == 5 {
+                            said.pop_front();
+                        }
+                        said.push_back(line);
+                    }
+                },
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child
+                        .wait()
+                        .map_or_else(|e| e.to_string(), |s| s.to_string());
+                    break format!("chinwagd exited at start-up ({status})");
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break format!("chinwagd did not say where it listens within {WAIT:?}");
+                }
             }
         };
-        let find = |name: &str| -> std::net::SocketAddr {
-            addrs
-                .split(", ")
-                .find_map(|part| part.strip_prefix(name)?.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} address in {addrs:?}"))
-        };
-        Chinwagd {
-            chatos: find("chatos "),
-            babel: find("babel "),
-            accounts: find("accounts "),
-            child,
-        }
+        Err(format!("{failed}: {}", Vec::from(said).join(" | ")))
     }
+
+    fn from_listeners(
+        mut child: std::process::Child,
+        listeners: &[(String, std::net::SocketAddr)],
+        line: &str,
+    ) -> Result<Chinwagd, String> {
+        let find = |name: &str| listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a);
+        let (Some(chatos), Some(babel), Some(accounts), Some(rooms)) = (
+            find("chatos"),
+            find("babel"),
+            find("accounts"),
+            find("rooms"),
+        ) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("a dialect is missing from {line:?}"));
+        };
+        Ok(Chinwagd {
+            chatos,
+            babel,
+            accounts,
+            rooms,
+            metrics: find("metrics"),
+            cluster: find("cluster"),
+            child,
+        })
+    }
+}
+
+/// GET `path` from a metrics endpoint: the status code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, body.to_owned())
+}
+
+/// "name{labels}" -> value, from the exposition text.
+pub fn samples(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
 }
 
 /// `CHINWAG_TEST_CHILD_LOG=debug` (any `RUST_LOG` value): chinwagd processes
