@@ -31,14 +31,17 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chinwag_proto::bus::{call, private, Envelope};
+use chinwag_proto::bus::{call, private, room, Envelope};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::front::accounts::service::Accounts;
 use crate::guard::{supervise, Fatal, Turn};
-use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session, Transport};
+use crate::hub::{
+    names, AccessRefusal, ClusterLink, Dialect, Event, Hub, Media, Peer, RoomInfo, RoomMode,
+    RoomPeer, Session, ToHome, Transport,
+};
 use crate::metrics::{DropReason, Metrics};
 use bus::{BusCmd, BusEvent};
 
@@ -107,6 +110,82 @@ struct PeerNode {
 
 /// How often `cw-bus-in` looks for silent nodes when no event comes.
 const TICK: Duration = Duration::from_millis(200);
+/// Rooms private rooms: a home lists each of its rooms this often (and at
+/// once, within `ROOMS_CHECK`, when one changes).
+const ROOMS_EVERY: Duration = Duration::from_secs(1);
+const ROOMS_CHECK: Duration = Duration::from_millis(100);
+/// Joins of rooms of other nodes awaiting the home's answer at once.
+const JOINS_IN_FLIGHT: usize = 1024;
+/// Members listed in a `joined` envelope at most (seed 003: 254 clients).
+const PEERS_LISTED: usize = 254;
+
+/// A room of another node, as its home lists it.
+#[derive(Debug, Clone)]
+struct Listed {
+    node: String,
+    mode: RoomMode,
+    count: u8,
+    seen: Instant,
+}
+
+type JoinAnswer = Result<(RoomMode, Vec<RoomPeer>), AccessRefusal>;
+
+/// A join of a room of another node awaiting its answer.
+struct Join {
+    node: String,
+    room: String,
+    member: String,
+    reply: Sender<JoinAnswer>,
+}
+
+fn mode_code(m: RoomMode) -> u8 {
+    match m {
+        RoomMode::Centralised => 0,
+        RoomMode::Decentralised => 1,
+    }
+}
+
+fn mode_of(code: u8) -> RoomMode {
+    if code == 1 {
+        RoomMode::Decentralised
+    } else {
+        RoomMode::Centralised
+    }
+}
+
+/// The members of a decentralised room in a `joined` envelope: one line
+/// each, `name host port`.
+fn peers_text(peers: &[RoomPeer]) -> String {
+    let mut t = String::new();
+    for p in peers.iter().take(PEERS_LISTED) {
+        t.push_str(&format!("{} {} {}\n", p.name, p.addr.ip(), p.addr.port()));
+    }
+    t
+}
+
+/// Read back [`peers_text`]; a line that does not read is skipped.
+fn parse_peers(text: &str) -> Vec<RoomPeer> {
+    text.lines()
+        .take(PEERS_LISTED)
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            let name = w.next()?;
+            let ip: IpAddr = w.next()?.parse().ok()?;
+            let port: u16 = w.next()?.parse().ok()?;
+            if w.next().is_some() || name.is_empty() || name.len() > names::MAX_NAME {
+                return None;
+            }
+            Some(RoomPeer {
+                addr: SocketAddr::new(ip, port),
+                name: name.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn endpoint_of(host: &str, port: u16) -> Option<SocketAddr> {
+    Some(SocketAddr::new(host.parse().ok()?, port))
+}
 
 fn dialect_code(d: Dialect) -> u8 {
     match d {
@@ -212,6 +291,12 @@ pub struct Cluster {
     peers: RwLock<HashMap<String, PeerNode>>,
     /// `taken` envelopes sent and not yet acknowledged (see `taken`).
     taken: Arc<Mutex<taken::Retries>>,
+    /// Rooms private rooms of other nodes by name (at most
+    /// `hub::rooms::REMOTE_ROOMS_KEPT`; a leaf lock).
+    rooms: Mutex<HashMap<String, Listed>>,
+    /// Joins of rooms of other nodes awaiting an answer, by request (a leaf lock).
+    joins: Mutex<HashMap<u64, Join>>,
+    next_req: std::sync::atomic::AtomicU64,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -287,6 +372,9 @@ impl Cluster {
             accounts: RwLock::new(None),
             peers: RwLock::new(HashMap::new()),
             taken: Arc::new(Mutex::new(taken::Retries::default())),
+            rooms: Mutex::new(HashMap::new()),
+            joins: Mutex::new(HashMap::new()),
+            next_req: std::sync::atomic::AtomicU64::new(1),
             stop,
             threads: Mutex::new(vec![bus_thread]),
             cfg,
@@ -341,6 +429,84 @@ impl Cluster {
                 ),
             }
         }
+    }
+
+    /// A `Room` envelope to node `node`.
+    #[allow(clippy::too_many_arguments)]
+    fn room_env(
+        &self,
+        node: &str,
+        op: u8,
+        home: &str,
+        room: &str,
+        from: &str,
+        to: &str,
+        extra: RoomExtra,
+    ) -> bool {
+        self.out.publish(
+            bus::subject_node(&self.cfg.cluster, node),
+            &Envelope::Room {
+                op,
+                node: home.to_owned(),
+                room: room.to_owned(),
+                from: from.to_owned(),
+                to: to.to_owned(),
+                mode: extra.mode,
+                count: extra.count,
+                req: extra.req,
+                host: extra.at.map(|a| a.ip().to_string()).unwrap_or_default(),
+                port: extra.at.map_or(0, |a| a.port()),
+                text: extra.text,
+            },
+        )
+    }
+
+    /// Node `node` lists its room `name` (`count` 0: closed).
+    fn listed(&self, node: &str, name: &str, mode: RoomMode, count: u8) {
+        let mut rooms = self.rooms.lock();
+        if count == 0 {
+            if rooms.get(name).is_some_and(|l| l.node == node) {
+                rooms.remove(name);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let fresh = |l: &Listed| now.duration_since(l.seen) <= self.cfg.node_timeout;
+        match rooms.get_mut(name) {
+            Some(l) if l.node == node || !fresh(l) => {
+                *l = Listed {
+                    node: node.to_owned(),
+                    mode,
+                    count,
+                    seen: now,
+                };
+            }
+            // Two homes for one name (created at once): the first listed
+            // keeps it here until it goes.
+            Some(_) => {}
+            None => {
+                if rooms.len() >= crate::hub::rooms::REMOTE_ROOMS_KEPT {
+                    rooms.retain(|_, l| fresh(l));
+                }
+                if rooms.len() < crate::hub::rooms::REMOTE_ROOMS_KEPT {
+                    rooms.insert(
+                        name.to_owned(),
+                        Listed {
+                            node: node.to_owned(),
+                            mode,
+                            count,
+                            seen: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Count an envelope that does not hold.
+    fn refused(&self, what: &str) {
+        self.out.metrics.dropped(DropReason::BusRefused);
+        log::debug!("cluster: refused a rooms envelope: {what}");
     }
 
     /// `taken` envelopes awaiting their acknowledgement.
@@ -530,6 +696,127 @@ impl ClusterLink for Cluster {
         Some(proxy::dial(addr, &secret.0, &hello, self.cfg.bus_timeout))
     }
 
+    fn remote_rooms(&self) -> Vec<RoomInfo> {
+        let now = Instant::now();
+        self.rooms
+            .lock()
+            .iter()
+            .filter(|(_, l)| now.duration_since(l.seen) <= self.cfg.node_timeout)
+            .map(|(name, l)| RoomInfo {
+                mode: l.mode,
+                name: name.clone(),
+                members: l.count as usize,
+            })
+            .collect()
+    }
+
+    fn room_home(&self, room: &str) -> Option<String> {
+        let now = Instant::now();
+        self.rooms
+            .lock()
+            .get(room)
+            .filter(|l| now.duration_since(l.seen) <= self.cfg.node_timeout)
+            .map(|l| l.node.clone())
+    }
+
+    fn rooms_open(&self) -> bool {
+        self.bus_up()
+    }
+
+    fn room_join(
+        &self,
+        node: &str,
+        room: &str,
+        member: &str,
+        endpoint: Option<SocketAddr>,
+    ) -> JoinAnswer {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = bounded(1);
+        {
+            let mut joins = self.joins.lock();
+            if joins.len() >= JOINS_IN_FLIGHT {
+                self.out.metrics.dropped(DropReason::BusFull);
+                return Err(AccessRefusal::NoSuchRoom);
+            }
+            joins.insert(
+                req,
+                Join {
+                    node: node.to_owned(),
+                    room: room.to_owned(),
+                    member: member.to_owned(),
+                    reply,
+                },
+            );
+        }
+        let extra = RoomExtra {
+            req,
+            at: endpoint,
+            ..RoomExtra::default()
+        };
+        let sent = self.room_env(node, room::JOIN, node, room, member, "", extra);
+        let got = if sent {
+            answer.recv_timeout(self.cfg.bus_timeout).ok()
+        } else {
+            None
+        };
+        self.joins.lock().remove(&req);
+        match got {
+            Some(a) => a,
+            None => {
+                if sent {
+                    // The home never answered: if it let the member in
+                    // after all, it hears that the member left.
+                    self.out.metrics.dropped(DropReason::BusDown);
+                    self.room_env(
+                        node,
+                        room::LEAVE,
+                        node,
+                        room,
+                        member,
+                        "",
+                        RoomExtra::default(),
+                    );
+                }
+                Err(AccessRefusal::NoSuchRoom)
+            }
+        }
+    }
+
+    fn room_to_home(&self, node: &str, msg: ToHome<'_>) -> bool {
+        match msg {
+            ToHome::Leave { room, from } => self.room_env(
+                node,
+                room::LEAVE,
+                node,
+                room,
+                from,
+                "",
+                RoomExtra::default(),
+            ),
+            ToHome::Text { room, from, text } => {
+                let extra = RoomExtra {
+                    text: text.to_owned(),
+                    ..RoomExtra::default()
+                };
+                self.room_env(node, room::TEXT, node, room, from, "", extra)
+            }
+            ToHome::Answer {
+                from,
+                token,
+                accept,
+                endpoint,
+            } => {
+                let extra = RoomExtra {
+                    count: u8::from(accept),
+                    req: token,
+                    at: endpoint,
+                    ..RoomExtra::default()
+                };
+                self.room_env(node, room::ANSWER, node, "", from, "", extra)
+            }
+        }
+    }
+
     fn poke(&self, node: Option<&str>, name: &str) {
         self.out.publish(
             match node {
@@ -547,10 +834,22 @@ impl ClusterLink for Cluster {
 /// to that node: private texts, call signalling and chatos private
 /// connections' signalling (the hub refuses room invitations to
 /// stand-ins, and never makes one a listener).
+/// The optional fields of a `Room` envelope.
+#[derive(Default)]
+struct RoomExtra {
+    mode: u8,
+    count: u8,
+    req: u64,
+    at: Option<SocketAddr>,
+    text: String,
+}
+
 struct RemotePeer {
     out: Outbox,
     subject: String,
     name: String,
+    /// This node's name (the home of its rooms).
+    me: String,
     /// The cluster's `taken` envelopes awaiting acknowledgement.
     taken: Arc<Mutex<taken::Retries>>,
 }
@@ -593,8 +892,53 @@ impl RemotePeer {
             Event::PrivateClosed { connect_id, peer } => {
                 self.private(private::CLOSED, peer, &self.name, connect_id)
             }
+            // Rooms private rooms of this node with this user a member.
+            Event::RoomMessage { from, room, text } => self.room(
+                room::MESSAGE,
+                room,
+                from,
+                RoomExtra {
+                    text: text.to_owned(),
+                    ..RoomExtra::default()
+                },
+            ),
+            Event::RoomClosed { room } => self.room(room::CLOSED, room, "", RoomExtra::default()),
+            Event::RoomInvitation {
+                from,
+                room,
+                mode,
+                token,
+            } => self.room(
+                room::INVITE,
+                room,
+                from,
+                RoomExtra {
+                    mode: mode_code(mode),
+                    req: token,
+                    ..RoomExtra::default()
+                },
+            ),
             _ => true,
         }
+    }
+
+    fn room(&self, op: u8, room: &str, from: &str, extra: RoomExtra) -> bool {
+        self.out.publish(
+            self.subject.clone(),
+            &Envelope::Room {
+                op,
+                node: self.me.clone(),
+                room: room.to_owned(),
+                from: from.to_owned(),
+                to: self.name.clone(),
+                mode: extra.mode,
+                count: extra.count,
+                req: extra.req,
+                host: String::new(),
+                port: 0,
+                text: extra.text,
+            },
+        )
     }
 
     fn private(&self, op: u8, requester: &str, target: &str, connect_id: i64) -> bool {
@@ -685,6 +1029,9 @@ impl Replica {
             started: Instant::now(),
             stale: Vec::new(),
             clash: None,
+            listed: HashMap::new(),
+            listed_all: Instant::now(),
+            listed_checked: Instant::now(),
         }
     }
 }
@@ -710,6 +1057,11 @@ struct Replica {
     stale: Vec<(String, u64)>,
     /// Set when another live process uses this node's name: stop.
     clash: Option<String>,
+    /// This node's rooms as last listed on the bus: name -> (mode, count).
+    listed: HashMap<String, (RoomMode, u8)>,
+    /// When every room was last listed, and when the list was last checked.
+    listed_all: Instant,
+    listed_checked: Instant,
 }
 
 impl Replica {
@@ -783,6 +1135,192 @@ impl Replica {
         }
         if let Some(c) = self.cluster.upgrade() {
             c.repeat_taken(now);
+        }
+        self.list_rooms(now);
+    }
+
+    /// List this node's rooms on the bus: those that changed (within
+    /// `ROOMS_CHECK`), every one each `ROOMS_EVERY`, and count 0 for those
+    /// gone. At most 255 envelopes (a node's rooms) at a time.
+    fn list_rooms(&mut self, now: Instant) {
+        if now.duration_since(self.listed_checked) < ROOMS_CHECK {
+            return;
+        }
+        self.listed_checked = now;
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        if !c.bus_up() {
+            return;
+        }
+        let all = now.duration_since(self.listed_all) >= ROOMS_EVERY;
+        if all {
+            self.listed_all = now;
+        }
+        let rooms: HashMap<String, (RoomMode, u8)> = self
+            .hub
+            .local_room_list()
+            .into_iter()
+            .map(|r| (r.name, (r.mode, r.members.min(u8::MAX as usize) as u8)))
+            .collect();
+        let global = bus::subject_global(&c.cfg.cluster);
+        let list = |name: &str, mode: RoomMode, count: u8| {
+            c.out.publish(
+                global.clone(),
+                &Envelope::Room {
+                    op: room::LISTED,
+                    node: self.me.clone(),
+                    room: name.to_owned(),
+                    from: String::new(),
+                    to: String::new(),
+                    mode: mode_code(mode),
+                    count,
+                    req: 0,
+                    host: String::new(),
+                    port: 0,
+                    text: String::new(),
+                },
+            );
+        };
+        for (name, &(mode, count)) in &rooms {
+            if all || self.listed.get(name) != Some(&(mode, count)) {
+                list(name, mode, count);
+            }
+        }
+        for (name, &(mode, _)) in &self.listed {
+            if !rooms.contains_key(name) {
+                list(name, mode, 0);
+            }
+        }
+        self.listed = rooms;
+    }
+
+    /// A `Room` envelope (`proto::bus::room`): what does not hold (a room,
+    /// member or request this node does not know) is refused and counted.
+    fn room(&mut self, op: u8, node: &str, name: &str, from: &str, to: &str, x: RoomExtra) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let local = |n: &str| self.hub.online(n).filter(|s| s.remote.is_none());
+        let remote = |n: &str| self.hub.online(n).filter(|s| s.remote.is_some());
+        let now = Instant::now();
+        match op {
+            room::LISTED => {
+                if node != self.me && crate::hub::rooms::valid_room_name(name) {
+                    c.listed(node, name, mode_of(x.mode), x.count);
+                }
+            }
+            // To this node, the room's home, about a member of another node.
+            room::JOIN | room::LEAVE | room::TEXT | room::ANSWER => {
+                let Some(s) = remote(from).filter(|_| node == self.me) else {
+                    return c.refused("to a home, from no member of another node");
+                };
+                let member_node = s.remote.clone().expect("a stand-in");
+                let tell = |op: u8, room: &str, extra: RoomExtra| {
+                    c.room_env(&member_node, op, &self.me, room, "", from, extra)
+                };
+                match op {
+                    room::JOIN => match self.hub.room_join_at(&s, name, x.at) {
+                        Ok((mode, peers)) => {
+                            let extra = RoomExtra {
+                                mode: mode_code(mode),
+                                req: x.req,
+                                text: peers_text(&peers),
+                                ..RoomExtra::default()
+                            };
+                            tell(room::JOINED, name, extra);
+                        }
+                        Err(why) => {
+                            let extra = RoomExtra {
+                                count: if why == AccessRefusal::Full { 2 } else { 1 },
+                                req: x.req,
+                                ..RoomExtra::default()
+                            };
+                            tell(room::REFUSED, name, extra);
+                        }
+                    },
+                    room::LEAVE => {
+                        if !self.hub.room_member_leave(&s, name) {
+                            c.refused("a leave of a room the member is not in");
+                        }
+                    }
+                    room::TEXT => {
+                        if self.hub.room_member_text(&s, name, &x.text)
+                            == Err(crate::hub::Refusal::NotPending)
+                        {
+                            c.refused("a text in a room its author is not in");
+                        }
+                    }
+                    _ => {
+                        let accept = x.count == 1;
+                        if self.hub.room_answer_at(now, &s, x.req, accept, x.at) {
+                            let entered = self.hub.room_name_of(&s);
+                            let peers = entered.as_deref().and_then(|r| self.hub.room_peers(r, &s));
+                            if let (Some(room), Some((mode, peers))) = (entered, peers) {
+                                let extra = RoomExtra {
+                                    mode: mode_code(mode),
+                                    text: peers_text(&peers),
+                                    ..RoomExtra::default()
+                                };
+                                tell(room::JOINED, &room, extra);
+                            }
+                        }
+                    }
+                }
+            }
+            // From a room's home, about a member of this node.
+            _ => {
+                let Some(s) = local(to).filter(|_| node != self.me) else {
+                    return c.refused("from a home, for no user of this node");
+                };
+                match op {
+                    room::JOINED | room::REFUSED if x.req != 0 => {
+                        let mut joins = c.joins.lock();
+                        let matches = joins
+                            .get(&x.req)
+                            .is_some_and(|j| j.node == node && j.room == name && j.member == to);
+                        if !matches {
+                            drop(joins);
+                            return c.refused("an answer to no join of this node");
+                        }
+                        let j = joins.remove(&x.req).expect("checked");
+                        drop(joins);
+                        let answer = if op == room::JOINED {
+                            Ok((mode_of(x.mode), parse_peers(&x.text)))
+                        } else if x.count == 2 {
+                            Err(AccessRefusal::Full)
+                        } else {
+                            Err(AccessRefusal::NoSuchRoom)
+                        };
+                        let _ = j.reply.try_send(answer);
+                    }
+                    room::JOINED => {
+                        // An invitation accepted.
+                        self.hub.room_remote_joined(&s, node, name, mode_of(x.mode));
+                    }
+                    room::MESSAGE => {
+                        if !self.hub.room_remote_message(&s, node, name, from, &x.text) {
+                            c.refused("a text of a room its recipient is not in");
+                        }
+                    }
+                    room::CLOSED => {
+                        if !self.hub.room_remote_closed(&s, node, name) {
+                            c.refused("the closing of a room its member is not in");
+                        }
+                    }
+                    room::INVITE => {
+                        let mode = mode_of(x.mode);
+                        if !crate::hub::rooms::valid_room_name(name)
+                            || !self
+                                .hub
+                                .room_remote_invitation(now, &s, node, name, mode, from, x.req)
+                        {
+                            c.refused("an invitation for no rooms user");
+                        }
+                    }
+                    _ => c.refused("a refusal of no join"),
+                }
+            }
         }
     }
 
@@ -878,6 +1416,7 @@ impl Replica {
             out: c.out.clone(),
             subject: bus::subject_node(&c.cfg.cluster, &r.node),
             name: name.to_owned(),
+            me: c.cfg.node.clone(),
             taken: c.taken.clone(),
         });
         match self.hub.login_remote(name, r.dialect, &r.node, peer) {
@@ -1019,6 +1558,29 @@ impl Replica {
             }
             Envelope::Claim { .. } => {
                 log::warn!("cluster: a claim sent as a message on {subject}")
+            }
+            Envelope::Room {
+                op,
+                node,
+                room,
+                from,
+                to,
+                mode,
+                count,
+                req,
+                host,
+                port,
+                text,
+            } => {
+                let at = endpoint_of(&host, port);
+                let extra = RoomExtra {
+                    mode,
+                    count,
+                    req,
+                    at,
+                    text,
+                };
+                self.room(op, &node, &room, &from, &to, extra)
             }
         }
     }
@@ -1227,6 +1789,11 @@ impl Replica {
             for s in gone {
                 self.hub.logout(&s);
             }
+            // Its rooms are gone: closed for their members here.
+            if let Some(c) = self.cluster.upgrade() {
+                c.rooms.lock().retain(|_, l| &l.node != node);
+            }
+            self.hub.rooms_home_gone(node);
         }
         let smallest_live = self
             .nodes

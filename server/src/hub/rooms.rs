@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Event, Hub, Listeners, Refusal, Session, SessionId};
+use super::{Event, Hub, Listeners, Refusal, Session, SessionId, ToHome};
 
 /// The public room's id (seed 003: ID_MESSAGERIE 0).
 pub const PUBLIC: u8 = 0;
@@ -82,7 +82,30 @@ struct Invitation {
     room: u8,
     uid: u64,
     until: Instant,
+    /// Cluster mode: an invitation into a room of another node (its home
+    /// node and its own token there); `room` and `uid` are then unused.
+    home: Option<(Arc<str>, u64)>,
 }
+
+/// Cluster mode: a local session in a private room of another node (its
+/// home); texts go there, and it is out of this node's public room.
+struct Away {
+    session: Arc<Session>,
+    node: Arc<str>,
+    room: String,
+    mode: RoomMode,
+}
+
+/// Cluster mode: a local session left a room of another node (moved,
+/// left, logged out): that home is told once the locks are released.
+pub(super) struct LeftAway {
+    node: Arc<str>,
+    room: String,
+    name: String,
+}
+
+/// Rooms of other nodes a node lists at most (each node has 255 at most).
+pub const REMOTE_ROOMS_KEPT: usize = 16_384;
 
 /// A notice for a session once the locks are released.
 pub(super) struct Closed {
@@ -101,6 +124,13 @@ pub struct RoomSet {
     by_invitee: HashMap<SessionId, VecDeque<u64>>,
     next_uid: u64,
     next_token: u64,
+    /// Cluster mode: local sessions in rooms of other nodes.
+    away: HashMap<SessionId, Away>,
+    /// Cluster mode: where stand-ins in rooms here send their datagrams,
+    /// as their own node saw it (for decentralised rooms).
+    endpoints: HashMap<SessionId, SocketAddr>,
+    /// Homes to tell of sessions that left their rooms (drained by the hub).
+    left_away: Vec<LeftAway>,
 }
 
 pub fn valid_room_name(name: &str) -> bool {
@@ -126,6 +156,14 @@ impl RoomSet {
         back_to_public: bool,
         closed: &mut Vec<Closed>,
     ) {
+        if let Some(a) = self.away.remove(&s.id) {
+            self.left_away.push(LeftAway {
+                node: a.node,
+                room: a.room,
+                name: s.name.clone(),
+            });
+        }
+        self.endpoints.remove(&s.id);
         if let Some(rid) = self.member_of.remove(&s.id) {
             let room = self.rooms.get_mut(&rid).expect("member_of and rooms agree");
             room.members.remove(&s.id);
@@ -135,14 +173,18 @@ impl RoomSet {
                 let room = self.rooms.remove(&rid).expect("checked");
                 let (&last_id, last) = room.members.iter().next().expect("one member");
                 self.member_of.remove(&last_id);
-                global.insert(last.clone());
+                self.endpoints.remove(&last_id);
+                // A stand-in is never in this node's public room.
+                if last.remote.is_none() {
+                    global.insert(last.clone());
+                }
                 closed.push(Closed {
                     to: last.clone(),
                     room: room.name,
                 });
             }
         }
-        if back_to_public {
+        if back_to_public && s.remote.is_none() {
             global.insert(s.clone());
         } else {
             global.remove(s.id);
@@ -162,12 +204,42 @@ impl RoomSet {
         }
         self.leave(global, s, false, closed);
         let Some(room) = self.rooms.get_mut(&rid) else {
-            global.insert(s.clone());
+            if s.remote.is_none() {
+                global.insert(s.clone());
+            }
             return;
         };
         room.members.insert(s.id, s.clone());
         room.peak = room.peak.max(room.members.len());
         self.member_of.insert(s.id, rid);
+    }
+
+    /// Where the members of room `rid` other than `but` are reached:
+    /// their own end point, or a stand-in's as its node saw it.
+    fn peers(&self, rid: u8, but: SessionId) -> Vec<RoomPeer> {
+        self.rooms[&rid]
+            .members
+            .values()
+            .filter(|m| m.id != but)
+            .filter_map(|m| {
+                Some(RoomPeer {
+                    addr: m.endpoint.or_else(|| self.endpoints.get(&m.id).copied())?,
+                    name: m.name.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Index invitation `token` under its invitee (the oldest of more
+    /// than `INVITATIONS_KEPT` go).
+    fn index_invitation(&mut self, to: SessionId, token: u64) {
+        let q = self.by_invitee.entry(to).or_default();
+        q.push_back(token);
+        if q.len() > INVITATIONS_KEPT {
+            if let Some(old) = q.pop_front() {
+                self.invitations.remove(&old);
+            }
+        }
     }
 
     fn forget_invitations_of(&mut self, s: SessionId) {
@@ -213,6 +285,9 @@ impl RoomSet {
                 self.member_of.len()
             ));
         }
+        if let Some(id) = self.away.keys().find(|id| self.member_of.contains_key(id)) {
+            return Err(format!("{id} is in a room here and in one of another node"));
+        }
         let indexed: usize = self.by_invitee.values().map(VecDeque::len).sum();
         if indexed < self.invitations.len() {
             return Err("an invitation is not indexed by its invitee".into());
@@ -228,6 +303,24 @@ impl Hub {
         }
     }
 
+    /// Tell the homes of rooms of other nodes that these sessions left.
+    fn tell_homes(&self, left: Vec<LeftAway>) {
+        if left.is_empty() {
+            return;
+        }
+        if let Some(c) = self.cluster() {
+            for l in left {
+                c.room_to_home(
+                    &l.node,
+                    ToHome::Leave {
+                        room: &l.room,
+                        from: &l.name,
+                    },
+                );
+            }
+        }
+    }
+
     /// Create a private room named `name` and move `from` into it. Its id
     /// (1..=255) on success.
     pub fn room_create(
@@ -239,6 +332,14 @@ impl Hub {
     ) -> Result<u8, CreateRefusal> {
         if !valid_room_name(name) {
             return Err(CreateRefusal::BadName);
+        }
+        if let Some(c) = self.cluster() {
+            // A room of another node has the name, or the bus is down (the
+            // name cannot be claimed cluster-wide): the seed has no "try
+            // later" for CREER, and "exists" is the nearest.
+            if from.remote.is_some() || !c.rooms_open() || c.room_home(name).is_some() {
+                return Err(CreateRefusal::NameExists);
+            }
         }
         self.in_rooms(from, |global, rooms, online, closed| {
             if rooms.by_name(name).is_some() {
@@ -282,19 +383,33 @@ impl Hub {
         f: impl FnOnce(&mut Listeners, &mut RoomSet, bool, &mut Vec<Closed>) -> R,
     ) -> R {
         let mut closed = Vec::new();
-        let r = {
+        let (r, left) = {
             let users = self.users.read();
             let online = users.get(&s.name).is_some_and(|o| o.id == s.id);
             let mut global = self.global.write();
             let mut rooms = self.rooms.lock();
-            f(&mut global, &mut rooms, online, &mut closed)
+            let r = f(&mut global, &mut rooms, online, &mut closed);
+            (r, std::mem::take(&mut rooms.left_away))
         };
         self.tell_closed(closed);
+        self.tell_homes(left);
         r
     }
 
-    /// The private rooms, sorted by name.
+    /// The private rooms, sorted by name: this node's and, in cluster
+    /// mode, those other nodes list.
     pub fn room_list(&self) -> Vec<RoomInfo> {
+        let mut v = self.local_room_list();
+        if let Some(c) = self.cluster() {
+            v.extend(c.remote_rooms());
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v.dedup_by(|a, b| a.name == b.name);
+        }
+        v
+    }
+
+    /// This node's private rooms, sorted by name.
+    pub fn local_room_list(&self) -> Vec<RoomInfo> {
         let rooms = self.rooms.lock();
         let mut v: Vec<RoomInfo> = rooms
             .rooms
@@ -317,8 +432,87 @@ impl Hub {
         from: &Arc<Session>,
         name: &str,
     ) -> Result<(RoomMode, Vec<RoomPeer>), AccessRefusal> {
-        self.in_rooms(from, |global, rooms, online, closed| {
-            let rid = rooms.by_name(name).ok_or(AccessRefusal::NoSuchRoom)?;
+        self.room_join_at(from, name, None)
+    }
+
+    /// As [`Hub::room_join`]; `endpoint`: where a stand-in's datagrams
+    /// come from, as its own node saw it (a stand-in has none here).
+    pub fn room_join_at(
+        &self,
+        from: &Arc<Session>,
+        name: &str,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(RoomMode, Vec<RoomPeer>), AccessRefusal> {
+        let here = self.in_rooms(from, |global, rooms, online, closed| {
+            let Some(rid) = rooms.by_name(name) else {
+                return Err(None);
+            };
+            Self::join_here(global, rooms, online, closed, from, rid, endpoint).map_err(Some)
+        });
+        match here {
+            Ok(got) => Ok(got),
+            Err(Some(why)) => Err(why),
+            Err(None) => self.room_join_away(from, name),
+        }
+    }
+
+    /// A room of another node, asked through the bus (a local session
+    /// only; waits for the home's answer, at most `bus_timeout_ms`).
+    fn room_join_away(
+        &self,
+        from: &Arc<Session>,
+        name: &str,
+    ) -> Result<(RoomMode, Vec<RoomPeer>), AccessRefusal> {
+        let c = self.cluster().ok_or(AccessRefusal::NoSuchRoom)?;
+        if from.remote.is_some() {
+            return Err(AccessRefusal::NoSuchRoom);
+        }
+        let node = c.room_home(name).ok_or(AccessRefusal::NoSuchRoom)?;
+        if let Some(a) = self.rooms.lock().away.get(&from.id) {
+            if a.room == name && *a.node == *node {
+                return Ok((a.mode, Vec::new()));
+            }
+        }
+        let (mode, peers) = c.room_join(&node, name, &from.name, from.endpoint)?;
+        let kept = self.in_rooms(from, |global, rooms, online, closed| {
+            if !online {
+                return false;
+            }
+            rooms.leave(global, from, false, closed);
+            rooms.away.insert(
+                from.id,
+                Away {
+                    session: from.clone(),
+                    node: node.as_str().into(),
+                    room: name.to_owned(),
+                    mode,
+                },
+            );
+            true
+        });
+        if !kept {
+            c.room_to_home(
+                &node,
+                ToHome::Leave {
+                    room: name,
+                    from: &from.name,
+                },
+            );
+            return Err(AccessRefusal::NoSuchRoom);
+        }
+        Ok((mode, peers))
+    }
+
+    fn join_here(
+        global: &mut Listeners,
+        rooms: &mut RoomSet,
+        online: bool,
+        closed: &mut Vec<Closed>,
+        from: &Arc<Session>,
+        rid: u8,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(RoomMode, Vec<RoomPeer>), AccessRefusal> {
+        {
             let room = &rooms.rooms[&rid];
             let mode = room.mode;
             if !room.members.contains_key(&from.id) && room.members.len() >= room.max as usize {
@@ -328,28 +522,23 @@ impl Hub {
                 return Err(AccessRefusal::NoSuchRoom);
             }
             rooms.enter(global, from, rid, closed);
+            if let Some(at) = endpoint.filter(|_| from.remote.is_some()) {
+                rooms.endpoints.insert(from.id, at);
+            }
             let peers = match mode {
-                RoomMode::Decentralised => rooms.rooms[&rid]
-                    .members
-                    .values()
-                    .filter(|m| m.id != from.id)
-                    .filter_map(|m| {
-                        Some(RoomPeer {
-                            addr: m.endpoint?,
-                            name: m.name.clone(),
-                        })
-                    })
-                    .collect(),
+                RoomMode::Decentralised => rooms.peers(rid, from.id),
                 RoomMode::Centralised => Vec::new(),
             };
             Ok((mode, peers))
-        })
+        }
     }
 
     /// Back to the public room (QUITTER). False when not in a private room.
     pub fn room_leave(&self, from: &Arc<Session>) -> bool {
         self.in_rooms(from, |global, rooms, online, closed| {
-            if !rooms.member_of.contains_key(&from.id) || !online {
+            let in_one =
+                rooms.member_of.contains_key(&from.id) || rooms.away.contains_key(&from.id);
+            if !in_one || !online {
                 return false;
             }
             rooms.leave(global, from, true, closed);
@@ -383,6 +572,17 @@ impl Hub {
         )
     }
 
+    /// The name of the private room `s` is in, this node's or (cluster
+    /// mode) another node's.
+    pub fn room_name_of(&self, s: &Session) -> Option<String> {
+        let rooms = self.rooms.lock();
+        if let Some(a) = rooms.away.get(&s.id) {
+            return Some(a.room.clone());
+        }
+        let rid = rooms.member_of.get(&s.id)?;
+        Some(rooms.rooms[rid].name.clone())
+    }
+
     /// The private room `s` is in, if any: (id, name).
     pub fn room_of(&self, s: &Session) -> Option<(u8, String)> {
         let rooms = self.rooms.lock();
@@ -394,9 +594,12 @@ impl Hub {
     /// rooms, elsewhere). The invitee hears `RoomInvitation`; false when
     /// nothing was sent.
     pub fn room_invite(&self, now: Instant, from: &Session, target: &str) -> bool {
+        // A stand-in (cluster mode) is invited through its node, which
+        // tells its user (docs/scaling.md).
         let Some(t) = self
             .online(target)
-            .filter(|t| t.reach().rooms && t.id != from.id && t.remote.is_none())
+            .filter(|t| t.reach().rooms && t.id != from.id)
+            .filter(|t| t.remote.is_none() || self.cluster().is_some())
         else {
             return false;
         };
@@ -419,15 +622,10 @@ impl Hub {
                     room: rid,
                     uid,
                     until: now + INVITATION_TTL,
+                    home: None,
                 },
             );
-            let q = rooms.by_invitee.entry(t.id).or_default();
-            q.push_back(token);
-            if q.len() > INVITATIONS_KEPT {
-                if let Some(old) = q.pop_front() {
-                    rooms.invitations.remove(&old);
-                }
-            }
+            rooms.index_invitation(t.id, token);
             (token, mode, name)
         };
         t.peer.deliver(&Event::RoomInvitation {
@@ -442,20 +640,39 @@ impl Hub {
     /// The invitee answers invitation `token`: once, within its time, into
     /// the very room it named (not one that reused its id), if it has space.
     pub fn room_answer(&self, now: Instant, from: &Arc<Session>, token: u64, accept: bool) {
-        self.in_rooms(from, |global, rooms, online, closed| {
+        self.room_answer_at(now, from, token, accept, None);
+    }
+
+    /// As [`Hub::room_answer`]; `endpoint`: a stand-in's, as its node saw
+    /// it. True when `from` entered a room of this node. An invitation
+    /// into a room of another node is answered there (cluster mode).
+    pub fn room_answer_at(
+        &self,
+        now: Instant,
+        from: &Arc<Session>,
+        token: u64,
+        accept: bool,
+        endpoint: Option<SocketAddr>,
+    ) -> bool {
+        let mut away = None;
+        let entered = self.in_rooms(from, |global, rooms, online, closed| {
             let ok = rooms
                 .invitations
                 .get(&token)
                 .is_some_and(|i| i.to == from.id && i.until > now);
             if !ok {
-                return;
+                return false;
             }
             let inv = rooms.invitations.remove(&token).expect("checked");
             if let Some(q) = rooms.by_invitee.get_mut(&from.id) {
                 q.retain(|t| *t != token);
             }
+            if let Some(home) = inv.home {
+                away = Some(home);
+                return false;
+            }
             if !accept || !online {
-                return;
+                return false;
             }
             let fits = rooms.rooms.get(&inv.room).is_some_and(|r| {
                 r.uid == inv.uid
@@ -464,8 +681,24 @@ impl Hub {
             });
             if fits {
                 rooms.enter(global, from, inv.room, closed);
+                if let Some(at) = endpoint.filter(|_| from.remote.is_some()) {
+                    rooms.endpoints.insert(from.id, at);
+                }
             }
-        })
+            fits
+        });
+        if let (Some((node, token)), Some(c)) = (away, self.cluster()) {
+            c.room_to_home(
+                &node,
+                ToHome::Answer {
+                    from: &from.name,
+                    token,
+                    accept,
+                    endpoint: from.endpoint,
+                },
+            );
+        }
+        entered
     }
 
     /// A text from `from` to its room: the public room (every other member,
@@ -478,30 +711,59 @@ impl Hub {
             from: &from.name,
             text,
         };
-        let private: Option<Vec<Arc<Session>>> = {
+        let private: Option<(String, Vec<Arc<Session>>)> = {
             let rooms = self.rooms.lock();
+            if let Some(a) = rooms.away.get(&from.id) {
+                // A room of another node: its home forwards the text.
+                if a.mode == RoomMode::Decentralised {
+                    return Err(Refusal::NoRecipient);
+                }
+                let (node, room) = (a.node.clone(), a.room.clone());
+                drop(rooms);
+                let c = self.cluster().ok_or(Refusal::NoRecipient)?;
+                let to_home = ToHome::Text {
+                    room: &room,
+                    from: &from.name,
+                    text,
+                };
+                if !c.room_to_home(&node, to_home) {
+                    return Err(Refusal::Limit);
+                }
+                self.metrics.message(from.dialect);
+                return Ok(1);
+            }
             match rooms.member_of.get(&from.id) {
                 Some(rid) => {
                     let r = &rooms.rooms[rid];
                     if r.mode == RoomMode::Decentralised {
                         return Err(Refusal::NoRecipient);
                     }
-                    Some(
+                    Some((
+                        r.name.clone(),
                         r.members
                             .values()
                             .filter(|m| m.id != from.id)
                             .cloned()
                             .collect(),
-                    )
+                    ))
                 }
                 None => None,
             }
         };
         let (others, took) = match private {
-            Some(members) => (
-                members.len(),
-                members.iter().filter(|m| m.peer.deliver(&ev)).count(),
-            ),
+            Some((room, members)) => {
+                // Its own event: a stand-in forwards it to its node (a
+                // `Message` is a public-room text, which crosses once).
+                let ev = Event::RoomMessage {
+                    from: &from.name,
+                    room: &room,
+                    text,
+                };
+                (
+                    members.len(),
+                    members.iter().filter(|m| m.peer.deliver(&ev)).count(),
+                )
+            }
             None => {
                 // Delivered under the read side of `global`, as a broadcast is.
                 let list = self.global.read();
@@ -539,10 +801,15 @@ impl Hub {
         global: &mut Listeners,
         s: &Arc<Session>,
         closed: &mut Vec<Closed>,
-    ) {
+    ) -> Vec<LeftAway> {
         let mut rooms = self.rooms.lock();
         rooms.leave(global, s, false, closed);
         rooms.forget_invitations_of(s.id);
+        std::mem::take(&mut rooms.left_away)
+    }
+
+    pub(super) fn rooms_left(&self, left: Vec<LeftAway>) {
+        self.tell_homes(left);
     }
 
     pub(super) fn rooms_sweep(&self, now: Instant) {
@@ -553,13 +820,186 @@ impl Hub {
         self.tell_closed(closed);
     }
 
+    // ---- cluster mode: a member's node (rooms of other nodes) ----
+
+    /// Home `node` let local `s` into its room `room` (an invitation
+    /// accepted there).
+    pub fn room_remote_joined(&self, s: &Arc<Session>, node: &str, room: &str, mode: RoomMode) {
+        self.in_rooms(s, |global, rooms, online, closed| {
+            let already = rooms
+                .away
+                .get(&s.id)
+                .is_some_and(|a| &*a.node == node && a.room == room);
+            if !online || already {
+                return;
+            }
+            rooms.leave(global, s, false, closed);
+            rooms.away.insert(
+                s.id,
+                Away {
+                    session: s.clone(),
+                    node: node.into(),
+                    room: room.to_owned(),
+                    mode,
+                },
+            );
+        })
+    }
+
+    /// Home `node` closed its room `room` with local `s` in it (its last
+    /// member, or the home died): back to the public room, told. False
+    /// when `s` is not in that room (the envelope is refused).
+    pub fn room_remote_closed(&self, s: &Arc<Session>, node: &str, room: &str) -> bool {
+        self.in_rooms(s, |global, rooms, online, closed| {
+            let there = rooms
+                .away
+                .get(&s.id)
+                .is_some_and(|a| &*a.node == node && a.room == room);
+            if !there {
+                return false;
+            }
+            rooms.away.remove(&s.id);
+            if online {
+                global.insert(s.clone());
+                closed.push(Closed {
+                    to: s.clone(),
+                    room: room.to_owned(),
+                });
+            }
+            true
+        })
+    }
+
+    /// Every local session in a room of node `node` (found dead): its
+    /// rooms are closed for them.
+    pub fn rooms_home_gone(&self, node: &str) {
+        let gone: Vec<(Arc<Session>, String)> = self
+            .rooms
+            .lock()
+            .away
+            .values()
+            .filter(|a| &*a.node == node)
+            .map(|a| (a.session.clone(), a.room.clone()))
+            .collect();
+        for (s, room) in gone {
+            self.room_remote_closed(&s, node, &room);
+        }
+    }
+
+    /// `from`'s text in room `room` of node `node`, for local `s`. False
+    /// when `s` is not in that room (the envelope is refused).
+    pub fn room_remote_message(
+        &self,
+        s: &Session,
+        node: &str,
+        room: &str,
+        from: &str,
+        text: &str,
+    ) -> bool {
+        let there = self
+            .rooms
+            .lock()
+            .away
+            .get(&s.id)
+            .is_some_and(|a| &*a.node == node && a.room == room);
+        if there {
+            let took = s.peer.deliver(&Event::RoomMessage { from, room, text });
+            self.metrics.delivered(took as usize);
+        }
+        there
+    }
+
+    /// `from` invites local `s` into room `room` of node `node`, whose
+    /// token there is `token`: kept here under a token of this node, as
+    /// any invitation, and answered to the home.
+    #[allow(clippy::too_many_arguments)]
+    pub fn room_remote_invitation(
+        &self,
+        now: Instant,
+        s: &Session,
+        node: &str,
+        room: &str,
+        mode: RoomMode,
+        from: &str,
+        token: u64,
+    ) -> bool {
+        if !s.reach().rooms || s.remote.is_some() {
+            return false;
+        }
+        let local = {
+            let mut rooms = self.rooms.lock();
+            rooms.next_token += 1;
+            let local = rooms.next_token;
+            rooms.invitations.insert(
+                local,
+                Invitation {
+                    to: s.id,
+                    room: PUBLIC,
+                    uid: 0,
+                    until: now + INVITATION_TTL,
+                    home: Some((node.into(), token)),
+                },
+            );
+            rooms.index_invitation(s.id, local);
+            local
+        };
+        s.peer.deliver(&Event::RoomInvitation {
+            from,
+            room,
+            mode,
+            token: local,
+        })
+    }
+
+    // ---- cluster mode: a room's home (members of other nodes) ----
+
+    /// Stand-in `s` left room `room` here (its node says so). False when
+    /// it is not in that room.
+    pub fn room_member_leave(&self, s: &Arc<Session>, room: &str) -> bool {
+        self.in_rooms(s, |global, rooms, _online, closed| {
+            let there = rooms
+                .member_of
+                .get(&s.id)
+                .is_some_and(|rid| rooms.rooms[rid].name == room);
+            if there {
+                rooms.leave(global, s, false, closed);
+            }
+            there
+        })
+    }
+
+    /// Stand-in `s`'s text in room `room` here. `NotPending` when it is
+    /// not in that room (the envelope is refused).
+    pub fn room_member_text(&self, s: &Session, room: &str, text: &str) -> Result<usize, Refusal> {
+        let there = {
+            let rooms = self.rooms.lock();
+            rooms
+                .member_of
+                .get(&s.id)
+                .is_some_and(|rid| rooms.rooms[rid].name == room)
+        };
+        if !there {
+            return Err(Refusal::NotPending);
+        }
+        self.room_text(s, text)
+    }
+
+    /// The mode and members (other than `but`) of room `room` here, for a
+    /// stand-in that entered it by invitation.
+    pub fn room_peers(&self, room: &str, but: &Session) -> Option<(RoomMode, Vec<RoomPeer>)> {
+        let rooms = self.rooms.lock();
+        let rid = rooms.by_name(room)?;
+        let mode = rooms.rooms[&rid].mode;
+        Some((mode, rooms.peers(rid, but.id)))
+    }
+
     /// The room model's invariants (tests and fuzzing), and that every
     /// session in a private room is out of the public room.
     pub fn check_rooms(&self) -> Result<(), String> {
         let global = self.global.read();
         let rooms = self.rooms.lock();
         rooms.check()?;
-        for id in rooms.member_of.keys() {
+        for id in rooms.member_of.keys().chain(rooms.away.keys()) {
             if global.index.contains_key(id) {
                 return Err(format!("{id} is in a private room and in the public one"));
             }
