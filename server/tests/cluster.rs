@@ -1628,3 +1628,217 @@ fn a_lost_taken_envelope_still_answers_the_callees_half() {
     hang_up(voice, &mut fern, "yves", false);
     calls_end(&a, &b);
 }
+
+// ---- rooms private rooms across nodes ----
+
+use chinwag_proto::rooms::{Access, Creation, Mode};
+
+/// `c` creates private room `name` on its node; its answer.
+fn create_room(c: &mut Rooms, name: &str, mode: Mode, max: u8) -> Creation {
+    match c.ask(Body::CreateRoom {
+        mode,
+        name: name.into(),
+        max,
+    }) {
+        Body::CreateAnswer { status, .. } => status,
+        other => panic!("create {name}: {other:?}"),
+    }
+}
+
+/// How many members `c`'s node lists for room `name` (None: not listed).
+fn room_listed(c: &mut Rooms, name: &str) -> Option<u8> {
+    match c.ask(Body::ListRooms) {
+        Body::RoomList { rooms } => rooms
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.clients),
+        other => panic!("list: {other:?}"),
+    }
+}
+
+fn join_room(c: &mut Rooms, name: &str) -> Body {
+    c.ask(Body::AccessRoom { name: name.into() })
+}
+
+fn granted(mode: Mode) -> Body {
+    Body::AccessAnswer {
+        mode,
+        status: Access::Granted,
+        peers: vec![],
+    }
+}
+
+/// The next text `c` hears: from the server, named in the text.
+fn hears_text(c: &Rooms, chat: &str) {
+    let m = c.expect(chat, |b| matches!(b, Body::Text { .. }));
+    assert_eq!(
+        m.body,
+        Body::Text { chat: chat.into() },
+        "a text of another node's member is named in the text"
+    );
+    assert_eq!(m.user, chinwag_proto::rooms::SERVER);
+}
+
+fn hears_closed(c: &Rooms, room: &str) {
+    let m = c.expect("the room closing", |b| matches!(b, Body::RoomClosed { .. }));
+    assert_eq!(m.body, Body::RoomClosed { room: room.into() });
+}
+
+fn room_of(srv: &Server, name: &str) -> Option<String> {
+    let s = srv.hub().online(name)?;
+    srv.hub().room_name_of(&s)
+}
+
+/// ann on a and bob on b, registered rooms users each node shows the other.
+fn ann_on_a_bob_on_b(a: &Server, b: &Server) -> (Rooms, Rooms) {
+    let ann = Rooms::register(a.rooms_addr(), "ann");
+    let bob = Rooms::register(b.rooms_addr(), "bob");
+    sees(a, "bob", true);
+    sees(b, "ann", true);
+    (ann, bob)
+}
+
+#[test]
+fn a_private_room_of_one_node_is_listed_joined_and_talked_in_from_another() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let mut cy = chatos(b.chatos_addr(), "cy");
+    assert_eq!(
+        create_room(&mut ann, "the club", Mode::Centralised, 5),
+        Creation::Created
+    );
+    // Listed on b, with its one member; its name is taken there too.
+    eventually("b lists a's room", WAIT, || {
+        room_listed(&mut bob, "the club") == Some(1)
+    });
+    assert_eq!(
+        create_room(&mut bob, "the club", Mode::Centralised, 5),
+        Creation::NameExists
+    );
+    // bob enters it from b.
+    assert_eq!(join_room(&mut bob, "the club"), granted(Mode::Centralised));
+    assert_eq!(room_of(&b, "bob").as_deref(), Some("the club"));
+    assert_eq!(
+        a.hub().room_members("the club"),
+        Some(vec!["ann".into(), "bob".into()])
+    );
+    eventually("b lists two members", WAIT, || {
+        room_listed(&mut bob, "the club") == Some(2)
+    });
+    // Asking again changes nothing.
+    assert_eq!(join_room(&mut bob, "the club"), granted(Mode::Centralised));
+    // Texts both ways.
+    assert_eq!(
+        ann.ask(Body::Text {
+            chat: "hi bob".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&bob, "ann: hi bob");
+    assert_eq!(ann.silence(Duration::from_millis(200)), None);
+    assert_eq!(
+        bob.ask(Body::Text {
+            chat: "hi ann".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&ann, "bob: hi ann");
+    // bob is out of b's public room: cy's public text does not reach him.
+    cy.send_bytes(
+        &Command::Message {
+            from: "cy".into(),
+            text: "public".into(),
+        }
+        .to_bytes(),
+    );
+    assert!(matches!(cy.recv(), Command::Message { .. }), "cy's echo");
+    assert_eq!(bob.silence(Duration::from_millis(500)), None);
+    assert_eq!(ann.silence(Duration::from_millis(100)), None);
+    // bob leaves: the room is down to ann, and closes.
+    assert_eq!(bob.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    hears_closed(&ann, "the club");
+    assert_eq!(room_of(&a, "ann"), None);
+    assert_eq!(room_of(&b, "bob"), None);
+    eventually("b no longer lists it", WAIT, || {
+        room_listed(&mut bob, "the club").is_none()
+    });
+    // bob is back in b's public room.
+    cy.send_bytes(
+        &Command::Message {
+            from: "cy".into(),
+            text: "again".into(),
+        }
+        .to_bytes(),
+    );
+    hears_text(&bob, "cy: again");
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
+
+#[test]
+fn a_room_down_to_a_member_of_another_node_closes_for_it() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    // The home's member leaves: bob, on b, is told.
+    assert_eq!(
+        create_room(&mut ann, "den", Mode::Centralised, 3),
+        Creation::Created
+    );
+    eventually("b lists den", WAIT, || {
+        room_listed(&mut bob, "den").is_some()
+    });
+    assert_eq!(join_room(&mut bob, "den"), granted(Mode::Centralised));
+    assert_eq!(ann.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    hears_closed(&bob, "den");
+    assert_eq!(room_of(&b, "bob"), None);
+    assert_eq!(
+        bob.ask(Body::Leave),
+        Body::LeaveAnswer { ok: false },
+        "bob is in the public room again"
+    );
+    // The member of b disconnects: ann, at the home, is told.
+    assert_eq!(
+        create_room(&mut ann, "nook", Mode::Centralised, 3),
+        Creation::Created
+    );
+    eventually("b lists nook", WAIT, || {
+        room_listed(&mut bob, "nook").is_some()
+    });
+    assert_eq!(join_room(&mut bob, "nook"), granted(Mode::Centralised));
+    assert!(matches!(
+        bob.ask(Body::Disconnect),
+        Body::DisconnectAnswer { ok: true }
+    ));
+    hears_closed(&ann, "nook");
+    // Full: a room of 2 refuses a third member from another node.
+    let mut cat = Rooms::register(b.rooms_addr(), "cat");
+    let mut dan = Rooms::register(a.rooms_addr(), "dan");
+    assert_eq!(
+        create_room(&mut ann, "pair", Mode::Centralised, 2),
+        Creation::Created
+    );
+    assert_eq!(join_room(&mut dan, "pair"), granted(Mode::Centralised));
+    eventually("b lists pair full", WAIT, || {
+        room_listed(&mut cat, "pair") == Some(2)
+    });
+    assert!(matches!(
+        join_room(&mut cat, "pair"),
+        Body::AccessAnswer {
+            status: Access::Full,
+            ..
+        }
+    ));
+    assert!(matches!(
+        join_room(&mut cat, "no such room"),
+        Body::AccessAnswer {
+            status: Access::NoSuchRoom,
+            ..
+        }
+    ));
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
