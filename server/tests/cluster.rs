@@ -1842,3 +1842,111 @@ fn a_room_down_to_a_member_of_another_node_closes_for_it() {
     a.hub().check_rooms().unwrap();
     b.hub().check_rooms().unwrap();
 }
+
+/// `c` answers invitation `inv` (the server's request).
+fn answer_invitation(c: &Rooms, inv: &chinwag_proto::rooms::Message, accept: bool) {
+    c.send(&chinwag_proto::rooms::Message {
+        user: c.id,
+        seq: inv.seq,
+        body: Body::InvitationAnswer { accept },
+    });
+}
+
+fn invited(c: &Rooms, from: &str, room: &str) -> chinwag_proto::rooms::Message {
+    let inv = c.expect("an invitation", |b| matches!(b, Body::Invitation { .. }));
+    assert_eq!(
+        inv.body,
+        Body::Invitation {
+            from: from.into(),
+            mode: Mode::Centralised,
+            room: room.into(),
+        }
+    );
+    inv
+}
+
+fn members(srv: &Server, room: &str) -> Vec<String> {
+    let mut m = srv.hub().room_members(room).unwrap_or_default();
+    m.sort();
+    m
+}
+
+#[test]
+fn invitations_cross_nodes_refused_and_accepted_and_from_a_member_elsewhere() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let cat = Rooms::register(b.rooms_addr(), "cat");
+    sees(&a, "cat", true);
+    assert_eq!(
+        create_room(&mut ann, "club", Mode::Centralised, 5),
+        Creation::Created
+    );
+    // Refused: bob stays where he is.
+    assert_eq!(
+        ann.ask(Body::Invite { user: "bob".into() }),
+        Body::InviteAck
+    );
+    let inv = invited(&bob, "ann", "club");
+    answer_invitation(&bob, &inv, false);
+    // Accepted: bob is in a's room, and hears it.
+    assert_eq!(
+        ann.ask(Body::Invite { user: "bob".into() }),
+        Body::InviteAck
+    );
+    let inv = invited(&bob, "ann", "club");
+    assert_eq!(members(&a, "club"), ["ann"], "the refusal let nobody in");
+    answer_invitation(&bob, &inv, true);
+    eventually("bob in a's room", WAIT, || {
+        room_of(&b, "bob").as_deref() == Some("club") && members(&a, "club") == ["ann", "bob"]
+    });
+    assert_eq!(
+        ann.ask(Body::Text {
+            chat: "welcome".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&bob, "ann: welcome");
+    // bob, a member on b, invites cat (on b too): through the room's home.
+    assert_eq!(
+        bob.ask(Body::Invite { user: "cat".into() }),
+        Body::InviteAck
+    );
+    let inv = invited(&cat, "bob", "club");
+    answer_invitation(&cat, &inv, true);
+    eventually("cat in a's room", WAIT, || {
+        members(&a, "club") == ["ann", "bob", "cat"]
+    });
+    assert_eq!(room_of(&b, "cat").as_deref(), Some("club"));
+    // b lists the room's members as its home does.
+    eventually("b lists the members", WAIT, || {
+        members(&b, "club") == ["ann", "bob", "cat"]
+    });
+    assert_eq!(
+        bob.ask(Body::Text {
+            chat: "hi cat".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&ann, "bob: hi cat");
+    // cat's node has bob as a client of its own: named by his ID_USER.
+    let m = cat.expect("bob's text", |b| matches!(b, Body::Text { .. }));
+    assert_eq!(
+        (m.user, m.body),
+        (
+            bob.id,
+            Body::Text {
+                chat: "hi cat".into()
+            }
+        )
+    );
+    // bob leaves (two stay); then ann: cat, on b, is the last and is told.
+    assert_eq!(bob.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    eventually("bob out", WAIT, || members(&a, "club") == ["ann", "cat"]);
+    assert_eq!(ann.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    hears_closed(&cat, "club");
+    assert_eq!(room_of(&b, "cat"), None);
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}

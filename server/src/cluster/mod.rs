@@ -125,6 +125,8 @@ struct Listed {
     node: String,
     mode: RoomMode,
     count: u8,
+    /// Its members' names (the `listed` envelope's text, one a line).
+    members: Vec<String>,
     seen: Instant,
 }
 
@@ -461,8 +463,14 @@ impl Cluster {
         )
     }
 
-    /// Node `node` lists its room `name` (`count` 0: closed).
-    fn listed(&self, node: &str, name: &str, mode: RoomMode, count: u8) {
+    /// Node `node` lists its room `name` (`count` 0: closed) and its members.
+    fn listed(&self, node: &str, name: &str, mode: RoomMode, count: u8, text: &str) {
+        let members: Vec<String> = text
+            .lines()
+            .filter(|n| !n.is_empty() && n.len() <= names::MAX_NAME)
+            .take(PEERS_LISTED)
+            .map(str::to_owned)
+            .collect();
         let mut rooms = self.rooms.lock();
         if count == 0 {
             if rooms.get(name).is_some_and(|l| l.node == node) {
@@ -478,6 +486,7 @@ impl Cluster {
                     node: node.to_owned(),
                     mode,
                     count,
+                    members,
                     seen: now,
                 };
             }
@@ -495,6 +504,7 @@ impl Cluster {
                             node: node.to_owned(),
                             mode,
                             count,
+                            members,
                             seen: now,
                         },
                     );
@@ -710,6 +720,15 @@ impl ClusterLink for Cluster {
             .collect()
     }
 
+    fn remote_room_members(&self, room: &str) -> Option<Vec<String>> {
+        let now = Instant::now();
+        self.rooms
+            .lock()
+            .get(room)
+            .filter(|l| now.duration_since(l.seen) <= self.cfg.node_timeout)
+            .map(|l| l.members.clone())
+    }
+
     fn room_home(&self, room: &str) -> Option<String> {
         let now = Instant::now();
         self.rooms
@@ -800,6 +819,15 @@ impl ClusterLink for Cluster {
                 };
                 self.room_env(node, room::TEXT, node, room, from, "", extra)
             }
+            ToHome::Invite { room, from, to } => self.room_env(
+                node,
+                room::INVITE,
+                node,
+                room,
+                from,
+                to,
+                RoomExtra::default(),
+            ),
             ToHome::Answer {
                 from,
                 token,
@@ -842,6 +870,17 @@ struct RoomExtra {
     req: u64,
     at: Option<SocketAddr>,
     text: String,
+    /// The invitee of an invitation asked of a home.
+    to: String,
+}
+
+impl RoomExtra {
+    fn with_to(self, to: &str) -> RoomExtra {
+        RoomExtra {
+            to: to.to_owned(),
+            ..self
+        }
+    }
 }
 
 struct RemotePeer {
@@ -1057,8 +1096,8 @@ struct Replica {
     stale: Vec<(String, u64)>,
     /// Set when another live process uses this node's name: stop.
     clash: Option<String>,
-    /// This node's rooms as last listed on the bus: name -> (mode, count).
-    listed: HashMap<String, (RoomMode, u8)>,
+    /// This node's rooms as last listed on the bus: name -> (mode, members).
+    listed: HashMap<String, (RoomMode, Vec<String>)>,
     /// When every room was last listed, and when the list was last checked.
     listed_all: Instant,
     listed_checked: Instant,
@@ -1157,14 +1196,20 @@ impl Replica {
         if all {
             self.listed_all = now;
         }
-        let rooms: HashMap<String, (RoomMode, u8)> = self
+        let rooms: HashMap<String, (RoomMode, Vec<String>)> = self
             .hub
-            .local_room_list()
+            .local_rooms_detail()
             .into_iter()
-            .map(|r| (r.name, (r.mode, r.members.min(u8::MAX as usize) as u8)))
+            .map(|(name, mode, members)| (name, (mode, members)))
             .collect();
         let global = bus::subject_global(&c.cfg.cluster);
-        let list = |name: &str, mode: RoomMode, count: u8| {
+        let list = |name: &str, mode: RoomMode, members: &[String]| {
+            let count = members.len().min(u8::MAX as usize) as u8;
+            let mut text = String::new();
+            for m in members.iter().take(PEERS_LISTED) {
+                text.push_str(m);
+                text.push('\n');
+            }
             c.out.publish(
                 global.clone(),
                 &Envelope::Room {
@@ -1178,18 +1223,22 @@ impl Replica {
                     req: 0,
                     host: String::new(),
                     port: 0,
-                    text: String::new(),
+                    text,
                 },
             );
         };
-        for (name, &(mode, count)) in &rooms {
-            if all || self.listed.get(name) != Some(&(mode, count)) {
-                list(name, mode, count);
+        for (name, (mode, members)) in &rooms {
+            let same = self
+                .listed
+                .get(name)
+                .is_some_and(|(m, was)| m == mode && was == members);
+            if all || !same {
+                list(name, *mode, members);
             }
         }
-        for (name, &(mode, _)) in &self.listed {
+        for (name, (mode, _)) in &self.listed {
             if !rooms.contains_key(name) {
-                list(name, mode, 0);
+                list(name, *mode, &[]);
             }
         }
         self.listed = rooms;
@@ -1201,126 +1250,170 @@ impl Replica {
         let Some(c) = self.cluster.upgrade() else {
             return;
         };
-        let local = |n: &str| self.hub.online(n).filter(|s| s.remote.is_none());
-        let remote = |n: &str| self.hub.online(n).filter(|s| s.remote.is_some());
         let now = Instant::now();
         match op {
             room::LISTED => {
                 if node != self.me && crate::hub::rooms::valid_room_name(name) {
-                    c.listed(node, name, mode_of(x.mode), x.count);
+                    c.listed(node, name, mode_of(x.mode), x.count, &x.text);
                 }
             }
             // To this node, the room's home, about a member of another node.
             room::JOIN | room::LEAVE | room::TEXT | room::ANSWER => {
-                let Some(s) = remote(from).filter(|_| node == self.me) else {
-                    return c.refused("to a home, from no member of another node");
-                };
-                let member_node = s.remote.clone().expect("a stand-in");
-                let tell = |op: u8, room: &str, extra: RoomExtra| {
-                    c.room_env(&member_node, op, &self.me, room, "", from, extra)
-                };
-                match op {
-                    room::JOIN => match self.hub.room_join_at(&s, name, x.at) {
-                        Ok((mode, peers)) => {
-                            let extra = RoomExtra {
-                                mode: mode_code(mode),
-                                req: x.req,
-                                text: peers_text(&peers),
-                                ..RoomExtra::default()
-                            };
-                            tell(room::JOINED, name, extra);
-                        }
-                        Err(why) => {
-                            let extra = RoomExtra {
-                                count: if why == AccessRefusal::Full { 2 } else { 1 },
-                                req: x.req,
-                                ..RoomExtra::default()
-                            };
-                            tell(room::REFUSED, name, extra);
-                        }
-                    },
-                    room::LEAVE => {
-                        if !self.hub.room_member_leave(&s, name) {
-                            c.refused("a leave of a room the member is not in");
-                        }
-                    }
-                    room::TEXT => {
-                        if self.hub.room_member_text(&s, name, &x.text)
-                            == Err(crate::hub::Refusal::NotPending)
-                        {
-                            c.refused("a text in a room its author is not in");
-                        }
-                    }
-                    _ => {
-                        let accept = x.count == 1;
-                        if self.hub.room_answer_at(now, &s, x.req, accept, x.at) {
-                            let entered = self.hub.room_name_of(&s);
-                            let peers = entered.as_deref().and_then(|r| self.hub.room_peers(r, &s));
-                            if let (Some(room), Some((mode, peers))) = (entered, peers) {
-                                let extra = RoomExtra {
-                                    mode: mode_code(mode),
-                                    text: peers_text(&peers),
-                                    ..RoomExtra::default()
-                                };
-                                tell(room::JOINED, &room, extra);
-                            }
-                        }
-                    }
-                }
+                self.to_home(&c, op, node, name, from, x, now)
+            }
+            room::INVITE if node == self.me => {
+                let x = x.with_to(to);
+                self.to_home(&c, op, node, name, from, x, now)
             }
             // From a room's home, about a member of this node.
-            _ => {
-                let Some(s) = local(to).filter(|_| node != self.me) else {
-                    return c.refused("from a home, for no user of this node");
-                };
-                match op {
-                    room::JOINED | room::REFUSED if x.req != 0 => {
-                        let mut joins = c.joins.lock();
-                        let matches = joins
-                            .get(&x.req)
-                            .is_some_and(|j| j.node == node && j.room == name && j.member == to);
-                        if !matches {
-                            drop(joins);
-                            return c.refused("an answer to no join of this node");
-                        }
-                        let j = joins.remove(&x.req).expect("checked");
-                        drop(joins);
-                        let answer = if op == room::JOINED {
-                            Ok((mode_of(x.mode), parse_peers(&x.text)))
-                        } else if x.count == 2 {
-                            Err(AccessRefusal::Full)
-                        } else {
-                            Err(AccessRefusal::NoSuchRoom)
-                        };
-                        let _ = j.reply.try_send(answer);
-                    }
-                    room::JOINED => {
-                        // An invitation accepted.
-                        self.hub.room_remote_joined(&s, node, name, mode_of(x.mode));
-                    }
-                    room::MESSAGE => {
-                        if !self.hub.room_remote_message(&s, node, name, from, &x.text) {
-                            c.refused("a text of a room its recipient is not in");
-                        }
-                    }
-                    room::CLOSED => {
-                        if !self.hub.room_remote_closed(&s, node, name) {
-                            c.refused("the closing of a room its member is not in");
-                        }
-                    }
-                    room::INVITE => {
-                        let mode = mode_of(x.mode);
-                        if !crate::hub::rooms::valid_room_name(name)
-                            || !self
-                                .hub
-                                .room_remote_invitation(now, &s, node, name, mode, from, x.req)
-                        {
-                            c.refused("an invitation for no rooms user");
-                        }
-                    }
-                    _ => c.refused("a refusal of no join"),
+            _ => self.from_home(&c, op, node, name, from, to, x, now),
+        }
+    }
+
+    /// An envelope to this node, a room's home, about `from`, a member of
+    /// another node (its stand-in here).
+    #[allow(clippy::too_many_arguments)]
+    fn to_home(
+        &mut self,
+        c: &Cluster,
+        op: u8,
+        node: &str,
+        name: &str,
+        from: &str,
+        x: RoomExtra,
+        now: Instant,
+    ) {
+        let stand_in = self.hub.online(from).filter(|s| s.remote.is_some());
+        let Some(s) = stand_in.filter(|_| node == self.me) else {
+            return c.refused("to a home, from no member of another node");
+        };
+        let member_node = s.remote.clone().expect("a stand-in");
+        let tell = |op: u8, room: &str, extra: RoomExtra| {
+            c.room_env(&member_node, op, &self.me, room, "", from, extra)
+        };
+        match op {
+            room::JOIN => match self.hub.room_join_at(&s, name, x.at) {
+                Ok((mode, peers)) => {
+                    let extra = RoomExtra {
+                        mode: mode_code(mode),
+                        req: x.req,
+                        text: peers_text(&peers),
+                        ..RoomExtra::default()
+                    };
+                    tell(room::JOINED, name, extra);
+                }
+                Err(why) => {
+                    let extra = RoomExtra {
+                        count: if why == AccessRefusal::Full { 2 } else { 1 },
+                        req: x.req,
+                        ..RoomExtra::default()
+                    };
+                    tell(room::REFUSED, name, extra);
+                }
+            },
+            room::LEAVE => {
+                if !self.hub.room_member_leave(&s, name) {
+                    c.refused("a leave of a room the member is not in");
                 }
             }
+            room::TEXT => {
+                // No member's node sends more than a rooms client may.
+                if x.text.len() > chinwag_proto::rooms::MAX_CHAT {
+                    return c.refused("a text over the rooms limit");
+                }
+                let said = self.hub.room_member_text(&s, name, &x.text);
+                if said == Err(crate::hub::Refusal::NotPending) {
+                    c.refused("a text in a room its author is not in");
+                }
+            }
+            room::INVITE => {
+                if self.hub.room_name_of(&s).is_some_and(|r| r == name) {
+                    self.hub.room_invite(now, &s, &x.to);
+                } else {
+                    c.refused("an invitation from outside the room");
+                }
+            }
+            _ => {
+                let accept = x.count == 1;
+                if self.hub.room_answer_at(now, &s, x.req, accept, x.at) {
+                    let entered = self.hub.room_name_of(&s);
+                    let peers = entered.as_deref().and_then(|r| self.hub.room_peers(r, &s));
+                    if let (Some(room), Some((mode, peers))) = (entered, peers) {
+                        let extra = RoomExtra {
+                            mode: mode_code(mode),
+                            text: peers_text(&peers),
+                            ..RoomExtra::default()
+                        };
+                        tell(room::JOINED, &room, extra);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An envelope from a room's home, about `to`, a member of this node.
+    #[allow(clippy::too_many_arguments)]
+    fn from_home(
+        &mut self,
+        c: &Cluster,
+        op: u8,
+        node: &str,
+        name: &str,
+        from: &str,
+        to: &str,
+        x: RoomExtra,
+        now: Instant,
+    ) {
+        let user = self.hub.online(to).filter(|s| s.remote.is_none());
+        let Some(s) = user.filter(|_| node != self.me) else {
+            return c.refused("from a home, for no user of this node");
+        };
+        match op {
+            room::JOINED | room::REFUSED if x.req != 0 => {
+                let mut joins = c.joins.lock();
+                let matches = joins
+                    .get(&x.req)
+                    .is_some_and(|j| j.node == node && j.room == name && j.member == to);
+                if !matches {
+                    drop(joins);
+                    return c.refused("an answer to no join of this node");
+                }
+                let j = joins.remove(&x.req).expect("checked");
+                drop(joins);
+                let answer = if op == room::JOINED {
+                    Ok((mode_of(x.mode), parse_peers(&x.text)))
+                } else if x.count == 2 {
+                    Err(AccessRefusal::Full)
+                } else {
+                    Err(AccessRefusal::NoSuchRoom)
+                };
+                let _ = j.reply.try_send(answer);
+            }
+            room::JOINED => {
+                // An invitation accepted there.
+                self.hub.room_remote_joined(&s, node, name, mode_of(x.mode));
+            }
+            room::MESSAGE => {
+                if !self.hub.room_remote_message(&s, node, name, from, &x.text) {
+                    c.refused("a text of a room its recipient is not in");
+                }
+            }
+            room::CLOSED => {
+                if !self.hub.room_remote_closed(&s, node, name) {
+                    c.refused("the closing of a room its member is not in");
+                }
+            }
+            room::INVITE => {
+                let mode = mode_of(x.mode);
+                let told = crate::hub::rooms::valid_room_name(name)
+                    && self
+                        .hub
+                        .room_remote_invitation(now, &s, node, name, mode, from, x.req);
+                if !told {
+                    c.refused("an invitation for no rooms user");
+                }
+            }
+            _ => c.refused("a refusal of no join"),
         }
     }
 
@@ -1350,7 +1443,10 @@ impl Replica {
             BusEvent::Reasserted { name, keys } => self.reasserted(name, keys),
             BusEvent::Message { subject, payload } => match Envelope::decode(&payload) {
                 Ok(env) => self.message(&subject, env),
-                Err(e) => log::warn!("cluster: undecodable bus message on {subject}: {e:?}"),
+                Err(e) => {
+                    self.hub.metrics().dropped(DropReason::BusRefused);
+                    log::warn!("cluster: undecodable bus message on {subject}: {e:?}")
+                }
             },
         }
     }
@@ -1579,6 +1675,7 @@ impl Replica {
                     req,
                     at,
                     text,
+                    to: String::new(),
                 };
                 self.room(op, &node, &room, &from, &to, extra)
             }

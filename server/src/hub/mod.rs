@@ -217,6 +217,12 @@ pub enum ToHome<'a> {
         from: &'a str,
         text: &'a str,
     },
+    /// `from`, in `room`, invites `to`.
+    Invite {
+        room: &'a str,
+        from: &'a str,
+        to: &'a str,
+    },
     /// `from` answers the home's invitation `token`; `endpoint`: where its
     /// datagrams come from.
     Answer {
@@ -434,6 +440,12 @@ pub trait ClusterLink: Send + Sync {
     /// Rooms private rooms of other nodes, as their homes list them.
     fn remote_rooms(&self) -> Vec<RoomInfo> {
         Vec::new()
+    }
+    /// The members of `room`, a private room of another node, as its home
+    /// lists them.
+    fn remote_room_members(&self, room: &str) -> Option<Vec<String>> {
+        let _ = room;
+        None
     }
     /// The home node of `room`, a private room of another node.
     fn room_home(&self, room: &str) -> Option<String> {

@@ -561,15 +561,32 @@ impl Hub {
                     .collect(),
             );
         }
+        let here = {
+            let rooms = self.rooms.lock();
+            rooms.by_name(name).map(|rid| {
+                rooms.rooms[&rid]
+                    .members
+                    .values()
+                    .map(|s| s.name.clone())
+                    .collect()
+            })
+        };
+        // A room of another node: the members its home lists.
+        here.or_else(|| self.cluster()?.remote_room_members(name))
+    }
+
+    /// This node's private rooms with their members' names (what a home
+    /// lists on the bus, cluster mode).
+    pub fn local_rooms_detail(&self) -> Vec<(String, RoomMode, Vec<String>)> {
         let rooms = self.rooms.lock();
-        let rid = rooms.by_name(name)?;
-        Some(
-            rooms.rooms[&rid]
-                .members
-                .values()
-                .map(|s| s.name.clone())
-                .collect(),
-        )
+        rooms
+            .rooms
+            .values()
+            .map(|r| {
+                let names = r.members.values().map(|s| s.name.clone()).collect();
+                (r.name.clone(), r.mode, names)
+            })
+            .collect()
     }
 
     /// The name of the private room `s` is in, this node's or (cluster
@@ -605,6 +622,20 @@ impl Hub {
         };
         let (token, mode, room) = {
             let mut rooms = self.rooms.lock();
+            if let Some(a) = rooms.away.get(&from.id) {
+                // In a room of another node: its home invites.
+                let (node, room) = (a.node.clone(), a.room.clone());
+                drop(rooms);
+                let Some(c) = self.cluster() else {
+                    return false;
+                };
+                let msg = ToHome::Invite {
+                    room: &room,
+                    from: &from.name,
+                    to: target,
+                };
+                return c.room_to_home(&node, msg);
+            }
             let Some(&rid) = rooms.member_of.get(&from.id) else {
                 return false;
             };
