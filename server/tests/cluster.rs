@@ -1950,3 +1950,59 @@ fn invitations_cross_nodes_refused_and_accepted_and_from_a_member_elsewhere() {
     a.hub().check_rooms().unwrap();
     b.hub().check_rooms().unwrap();
 }
+
+fn peer_of(c: &Rooms, name: &str) -> chinwag_proto::rooms::Peer {
+    let std::net::IpAddr::V4(ip) = c.addr().ip() else {
+        panic!("IPv4 loopback")
+    };
+    chinwag_proto::rooms::Peer {
+        ip,
+        port: c.addr().port(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn a_decentralised_room_across_nodes_lists_every_members_end_point() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let mut cat = Rooms::register(a.rooms_addr(), "cat");
+    assert_eq!(
+        create_room(&mut ann, "mesh", Mode::Decentralised, 5),
+        Creation::Created
+    );
+    eventually("b lists mesh", WAIT, || {
+        room_listed(&mut bob, "mesh").is_some()
+    });
+    // bob, on b, is told where ann is (as a saw her).
+    assert_eq!(
+        join_room(&mut bob, "mesh"),
+        Body::AccessAnswer {
+            mode: Mode::Decentralised,
+            status: Access::Granted,
+            peers: vec![peer_of(&ann, "ann")],
+        }
+    );
+    // cat, on a, is told where ann and bob are (bob as b saw him).
+    let Body::AccessAnswer {
+        mode: Mode::Decentralised,
+        status: Access::Granted,
+        mut peers,
+    } = join_room(&mut cat, "mesh")
+    else {
+        panic!("cat's access")
+    };
+    peers.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(peers, vec![peer_of(&ann, "ann"), peer_of(&bob, "bob")]);
+    // Texts go peer to peer: the server refuses them from either node.
+    let no_recipient = Body::Error {
+        refused: chinwag_proto::rooms::kind::TEXTE,
+        reason: chinwag_proto::rooms::Reason::NoRecipient,
+    };
+    assert_eq!(bob.ask(Body::Text { chat: "hi".into() }), no_recipient);
+    assert_eq!(cat.ask(Body::Text { chat: "hi".into() }), no_recipient);
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
