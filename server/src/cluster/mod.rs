@@ -118,6 +118,23 @@ const ROOMS_CHECK: Duration = Duration::from_millis(100);
 const JOINS_IN_FLIGHT: usize = 1024;
 /// Members listed in a `joined` envelope at most (seed 003: 254 clients).
 const PEERS_LISTED: usize = 254;
+/// Room name claims of other nodes a node keeps (to free a dead node's).
+const ROOM_KEYS_KEPT: usize = 100_000;
+
+/// The `names` bucket key of rooms private room `name`: `r` and the
+/// name's bytes in lower-case hex (never a user's key, which starts `k`).
+pub fn room_key(name: &str) -> String {
+    let mut s = String::with_capacity(1 + 2 * name.len());
+    s.push('r');
+    for b in name.bytes() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn is_room_key(key: &str) -> bool {
+    key.starts_with('r')
+}
 
 /// A room of another node, as its home lists it.
 #[derive(Debug, Clone)]
@@ -296,6 +313,9 @@ pub struct Cluster {
     /// Rooms private rooms of other nodes by name (at most
     /// `hub::rooms::REMOTE_ROOMS_KEPT`; a leaf lock).
     rooms: Mutex<HashMap<String, Listed>>,
+    /// This node's rooms' names claimed in the bucket: name -> key and
+    /// revision (a leaf lock).
+    room_claims: Mutex<HashMap<String, (String, u64)>>,
     /// Joins of rooms of other nodes awaiting an answer, by request (a leaf lock).
     joins: Mutex<HashMap<u64, Join>>,
     next_req: std::sync::atomic::AtomicU64,
@@ -375,6 +395,7 @@ impl Cluster {
             peers: RwLock::new(HashMap::new()),
             taken: Arc::new(Mutex::new(taken::Retries::default())),
             rooms: Mutex::new(HashMap::new()),
+            room_claims: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
             next_req: std::sync::atomic::AtomicU64::new(1),
             stop,
@@ -742,6 +763,52 @@ impl ClusterLink for Cluster {
         self.bus_up()
     }
 
+    fn room_claim(&self, name: &str) -> bool {
+        if self.room_claims.lock().contains_key(name) {
+            return true;
+        }
+        let (reply, answer) = bounded(1);
+        let cmd = BusCmd::Claim {
+            keys: vec![room_key(name)],
+            value: self.claim_value(name, Dialect::Rooms),
+            reply,
+        };
+        if !self.out.send(cmd) {
+            return false;
+        }
+        match answer.recv_timeout(self.cfg.bus_timeout) {
+            Ok(Some(mut got)) if got.len() == 1 => {
+                let held = got.pop().expect("one key");
+                let mut claims = self.room_claims.lock();
+                if claims.contains_key(name) {
+                    // Another local creation claimed it meanwhile.
+                    drop(claims);
+                    self.out.force(BusCmd::Release { keys: vec![held] });
+                } else {
+                    claims.insert(name.to_owned(), held);
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(_) => {
+                // The bus thread gives the name back if it wins later.
+                self.out.metrics.dropped(DropReason::BusDown);
+                false
+            }
+        }
+    }
+
+    fn room_claim_held(&self, name: &str) -> bool {
+        self.room_claims.lock().contains_key(name)
+    }
+
+    fn room_unclaim(&self, name: &str) {
+        let held = self.room_claims.lock().remove(name);
+        if let Some(key) = held {
+            self.out.force(BusCmd::Release { keys: vec![key] });
+        }
+    }
+
     fn room_join(
         &self,
         node: &str,
@@ -1069,6 +1136,7 @@ impl Replica {
             stale: Vec::new(),
             clash: None,
             listed: HashMap::new(),
+            room_keys: HashMap::new(),
             listed_all: Instant::now(),
             listed_checked: Instant::now(),
         }
@@ -1098,6 +1166,8 @@ struct Replica {
     clash: Option<String>,
     /// This node's rooms as last listed on the bus: name -> (mode, members).
     listed: HashMap<String, (RoomMode, Vec<String>)>,
+    /// Room names other nodes claimed: key -> (node, revision).
+    room_keys: HashMap<String, (String, u64)>,
     /// When every room was last listed, and when the list was last checked.
     listed_all: Instant,
     listed_checked: Instant,
@@ -1469,6 +1539,13 @@ impl Replica {
             }
             return;
         }
+        if is_room_key(&key) {
+            // A room name claimed by its home: freed with a dead node's names.
+            if self.room_keys.len() < ROOM_KEYS_KEPT || self.room_keys.contains_key(&key) {
+                self.room_keys.insert(key, (node, revision));
+            }
+            return;
+        }
         if let Some(old) = self.keys.remove(&key) {
             self.forget_key(&old);
         }
@@ -1528,6 +1605,7 @@ impl Replica {
     }
 
     fn delete(&mut self, key: &str) {
+        self.room_keys.remove(key);
         if let Some(old) = self.keys.remove(key) {
             self.forget_key(&old);
         }
@@ -1912,6 +1990,12 @@ impl Replica {
                 .iter()
                 .filter(|(_, h)| h.node == node)
                 .map(|(k, h)| (k.clone(), h.revision))
+                .chain(
+                    self.room_keys
+                        .iter()
+                        .filter(|(_, (n, _))| *n == node)
+                        .map(|(k, (_, rev))| (k.clone(), *rev)),
+                )
                 .collect();
             if !keys.is_empty() {
                 log::warn!("cluster: freeing {} names of node {node}", keys.len());

@@ -37,6 +37,7 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
         peers: RwLock::new(HashMap::new()),
         taken: Arc::new(Mutex::new(taken::Retries::default())),
         rooms: Mutex::new(HashMap::new()),
+        room_claims: Mutex::new(HashMap::new()),
         joins: Mutex::new(HashMap::new()),
         next_req: std::sync::atomic::AtomicU64::new(1),
         stop: Arc::new(AtomicBool::new(false)),

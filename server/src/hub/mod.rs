@@ -452,6 +452,21 @@ pub trait ClusterLink: Send + Sync {
         let _ = room;
         None
     }
+    /// Claim rooms private room `name` cluster-wide for a room of this
+    /// node (waits up to `bus_timeout_ms`); true when this node holds it.
+    fn room_claim(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
+    /// Whether this node holds the claim of room `name`.
+    fn room_claim_held(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
+    /// Room `name` of this node is gone: give its claim back.
+    fn room_unclaim(&self, name: &str) {
+        let _ = name;
+    }
     /// Whether private rooms may be created and joined now (the bus is up).
     fn rooms_open(&self) -> bool {
         true
@@ -929,7 +944,7 @@ impl Hub {
     /// Forget a session. Safe to call more than once.
     pub fn logout(&self, session: &Arc<Session>) {
         let mut closed = Vec::new();
-        let mut left = Vec::new();
+        let mut left = rooms::AfterRooms::default();
         let callable = self.callable_from_babel(session);
         {
             let mut users = self.users.write();

@@ -131,6 +131,25 @@ pub struct RoomSet {
     endpoints: HashMap<SessionId, SocketAddr>,
     /// Homes to tell of sessions that left their rooms (drained by the hub).
     left_away: Vec<LeftAway>,
+    /// Names of rooms of this node that closed: their cluster-wide claims
+    /// go back (drained by the hub).
+    gone: Vec<String>,
+}
+
+/// What the hub does once the rooms lock is released (cluster mode).
+#[derive(Default)]
+pub(super) struct AfterRooms {
+    left: Vec<LeftAway>,
+    gone: Vec<String>,
+}
+
+impl RoomSet {
+    fn after(&mut self) -> AfterRooms {
+        AfterRooms {
+            left: std::mem::take(&mut self.left_away),
+            gone: std::mem::take(&mut self.gone),
+        }
+    }
 }
 
 pub fn valid_room_name(name: &str) -> bool {
@@ -168,9 +187,11 @@ impl RoomSet {
             let room = self.rooms.get_mut(&rid).expect("member_of and rooms agree");
             room.members.remove(&s.id);
             if room.members.is_empty() {
-                self.rooms.remove(&rid);
+                let room = self.rooms.remove(&rid).expect("present");
+                self.gone.push(room.name);
             } else if room.members.len() == 1 && room.peak >= 2 {
                 let room = self.rooms.remove(&rid).expect("checked");
+                self.gone.push(room.name.clone());
                 let (&last_id, last) = room.members.iter().next().expect("one member");
                 self.member_of.remove(&last_id);
                 self.endpoints.remove(&last_id);
@@ -303,13 +324,17 @@ impl Hub {
         }
     }
 
-    /// Tell the homes of rooms of other nodes that these sessions left.
-    fn tell_homes(&self, left: Vec<LeftAway>) {
-        if left.is_empty() {
+    /// Tell the homes of rooms of other nodes that these sessions left,
+    /// and give back the claims of this node's rooms that closed.
+    fn tell_homes(&self, after: AfterRooms) {
+        if after.left.is_empty() && after.gone.is_empty() {
             return;
         }
         if let Some(c) = self.cluster() {
-            for l in left {
+            for name in &after.gone {
+                self.unclaim_unused(c.as_ref(), name);
+            }
+            for l in after.left {
                 c.room_to_home(
                     &l.node,
                     ToHome::Leave {
@@ -318,6 +343,16 @@ impl Hub {
                     },
                 );
             }
+        }
+    }
+
+    /// Give back the claim of room `name` unless a room of this node has it
+    /// (again): decided under the rooms lock, which a creation holds while
+    /// it checks its claim and inserts the room.
+    fn unclaim_unused(&self, c: &dyn super::ClusterLink, name: &str) {
+        let rooms = self.rooms.lock();
+        if rooms.by_name(name).is_none() {
+            c.room_unclaim(name);
         }
     }
 
@@ -333,20 +368,35 @@ impl Hub {
         if !valid_room_name(name) {
             return Err(CreateRefusal::BadName);
         }
-        if let Some(c) = self.cluster() {
+        let cluster = self.cluster();
+        let mut claimed = false;
+        if let Some(c) = &cluster {
             // A room of another node has the name, or the bus is down (the
             // name cannot be claimed cluster-wide): the seed has no "try
             // later" for CREER, and "exists" is the nearest.
             if from.remote.is_some() || !c.rooms_open() || c.room_home(name).is_some() {
                 return Err(CreateRefusal::NameExists);
             }
+            // The name is claimed in the bucket first (two nodes creating
+            // one name at once: one wins).
+            let here = self.rooms.lock().by_name(name).is_some();
+            if !here && max >= MIN_ROOM_SIZE {
+                if !c.room_claim(name) {
+                    return Err(CreateRefusal::NameExists);
+                }
+                claimed = true;
+            }
         }
-        self.in_rooms(from, |global, rooms, online, closed| {
+        let made = self.in_rooms(from, |global, rooms, online, closed| {
             if rooms.by_name(name).is_some() {
                 return Err(CreateRefusal::NameExists);
             }
             if max < MIN_ROOM_SIZE {
                 return Err(CreateRefusal::TooSmall);
+            }
+            if cluster.as_ref().is_some_and(|c| !c.room_claim_held(name)) {
+                // Given back meanwhile (a room of that name just closed).
+                return Err(CreateRefusal::NameExists);
             }
             if !online {
                 return Err(CreateRefusal::BadName);
@@ -370,7 +420,11 @@ impl Hub {
             );
             rooms.enter(global, from, rid, closed);
             Ok(rid)
-        })
+        });
+        if let (Err(_), true, Some(c)) = (&made, claimed, &cluster) {
+            self.unclaim_unused(c.as_ref(), name);
+        }
+        made
     }
 
     /// Run `f` on the public room and the private rooms, locked in the
@@ -389,7 +443,7 @@ impl Hub {
             let mut global = self.global.write();
             let mut rooms = self.rooms.lock();
             let r = f(&mut global, &mut rooms, online, &mut closed);
-            (r, std::mem::take(&mut rooms.left_away))
+            (r, rooms.after())
         };
         self.tell_closed(closed);
         self.tell_homes(left);
@@ -832,15 +886,15 @@ impl Hub {
         global: &mut Listeners,
         s: &Arc<Session>,
         closed: &mut Vec<Closed>,
-    ) -> Vec<LeftAway> {
+    ) -> AfterRooms {
         let mut rooms = self.rooms.lock();
         rooms.leave(global, s, false, closed);
         rooms.forget_invitations_of(s.id);
-        std::mem::take(&mut rooms.left_away)
+        rooms.after()
     }
 
-    pub(super) fn rooms_left(&self, left: Vec<LeftAway>) {
-        self.tell_homes(left);
+    pub(super) fn rooms_left(&self, after: AfterRooms) {
+        self.tell_homes(after);
     }
 
     pub(super) fn rooms_sweep(&self, now: Instant) {
