@@ -2006,3 +2006,141 @@ fn a_decentralised_room_across_nodes_lists_every_members_end_point() {
     a.hub().check_rooms().unwrap();
     b.hub().check_rooms().unwrap();
 }
+
+#[test]
+fn a_room_name_raced_on_two_nodes_is_created_once() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    for round in 0..5 {
+        let name = format!("race {round}");
+        let both = Barrier::new(2);
+        let (x, y) = thread::scope(|s| {
+            let x = s.spawn(|| {
+                both.wait();
+                create_room(&mut ann, &name, Mode::Centralised, 4)
+            });
+            let y = s.spawn(|| {
+                both.wait();
+                create_room(&mut bob, &name, Mode::Centralised, 4)
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        let mut got = [x, y];
+        got.sort_by_key(|c| *c as u8);
+        assert_eq!(
+            got,
+            [Creation::Created, Creation::NameExists],
+            "round {round}: one room of that name"
+        );
+        let (winner, loser) = if x == Creation::Created {
+            (&mut ann, &mut bob)
+        } else {
+            (&mut bob, &mut ann)
+        };
+        // The room closes (left empty): its name is free again, there too.
+        assert_eq!(winner.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+        eventually("the name free again", WAIT, || {
+            create_room(loser, &name, Mode::Centralised, 4) == Creation::Created
+        });
+        assert_eq!(loser.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    }
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
+
+#[test]
+fn the_home_node_killed_closes_its_rooms_for_members_elsewhere() {
+    let Some(c) = cluster() else { return };
+    let b = c.node("b");
+    let mut a = c.process("a");
+    let mut ann = Rooms::register(a.0.rooms, "ann");
+    let mut bob = Rooms::register(b.rooms_addr(), "bob");
+    sees(&b, "ann", true);
+    assert_eq!(
+        create_room(&mut ann, "club", Mode::Centralised, 4),
+        Creation::Created
+    );
+    eventually("b lists club", WAIT, || {
+        room_listed(&mut bob, "club").is_some()
+    });
+    assert_eq!(join_room(&mut bob, "club"), granted(Mode::Centralised));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(a.0.child.id() as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    let _ = a.0.child.wait();
+    hears_closed(&bob, "club");
+    let took = killed.elapsed();
+    // Documented bound: node_timeout_ms + one heartbeat + the 200 ms tick;
+    // a loaded machine gets 2 s more.
+    assert!(
+        took < Duration::from_millis(NODE_TIMEOUT_MS + 1_200 + 2_000),
+        "closed {took:?} after SIGKILL"
+    );
+    eprintln!("the dead home's room closed for bob {took:?} after SIGKILL");
+    assert_eq!(room_of(&b, "bob"), None);
+    assert_eq!(room_listed(&mut bob, "club"), None);
+    // Its name was freed with the dead node's names: b may have a club.
+    eventually("the name freed", WAIT, || {
+        create_room(&mut bob, "club", Mode::Centralised, 4) == Creation::Created
+    });
+    b.hub().check_rooms().unwrap();
+}
+
+#[test]
+fn without_the_bus_no_room_is_created_or_joined_across_nodes_and_then_again() {
+    let Some((c, a, b)) = two_nodes() else { return };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let mut amy = Rooms::register(a.rooms_addr(), "amy");
+    assert_eq!(
+        create_room(&mut ann, "club", Mode::Centralised, 4),
+        Creation::Created
+    );
+    eventually("b lists club", WAIT, || {
+        room_listed(&mut bob, "club").is_some()
+    });
+    c.nats.kill();
+    for srv in [&a, &b] {
+        let cl = srv.cluster().expect("cluster mode");
+        eventually("the bus is gone", WAIT, || !cl.bus_up());
+    }
+    assert!(matches!(
+        join_room(&mut bob, "club"),
+        Body::AccessAnswer {
+            status: Access::NoSuchRoom,
+            ..
+        }
+    ));
+    assert_eq!(
+        create_room(&mut bob, "den", Mode::Centralised, 4),
+        Creation::NameExists,
+        "a name cannot be claimed without the bus"
+    );
+    assert_eq!(
+        create_room(&mut amy, "den", Mode::Centralised, 4),
+        Creation::NameExists
+    );
+    // A room of one's own node is joined as ever.
+    assert_eq!(join_room(&mut amy, "club"), granted(Mode::Centralised));
+    assert_eq!(
+        amy.ask(Body::Text {
+            chat: "local".into()
+        }),
+        Body::TextAck
+    );
+    hears_text_from(&ann, amy.id, "local");
+    c.nats.restart();
+    eventually("b is back on the bus", WAIT, || {
+        b.cluster().unwrap().bus_up()
+    });
+    eventually("bob may join again", WAIT, || {
+        join_room(&mut bob, "club") == granted(Mode::Centralised)
+    });
+    assert_eq!(members(&a, "club"), ["amy", "ann", "bob"]);
+}
+
+fn hears_text_from(c: &Rooms, author: u8, chat: &str) {
+    let m = c.expect(chat, |b| matches!(b, Body::Text { .. }));
+    assert_eq!((m.user, m.body), (author, Body::Text { chat: chat.into() }));
+}
