@@ -132,6 +132,9 @@ pub fn room_key(name: &str) -> String {
     s
 }
 
+/// Marks a room's name in a `Reassert` (no user name has a NUL).
+const ROOM_REASSERT: &str = "\0room:";
+
 fn is_room_key(key: &str) -> bool {
     key.starts_with('r')
 }
@@ -1466,6 +1469,9 @@ impl Replica {
             room::MESSAGE => {
                 if !self.hub.room_remote_message(&s, node, name, from, &x.text) {
                     c.refused("a text of a room its recipient is not in");
+                    // The home thinks it a member (this node closed the
+                    // room for it while the home seemed dead): not so.
+                    c.room_env(node, room::LEAVE, node, name, to, "", RoomExtra::default());
                 }
             }
             room::CLOSED => {
@@ -2025,9 +2031,52 @@ impl Replica {
             let value = c.claim_value(&name, s.dialect);
             c.out.force(BusCmd::Reassert { name, keys, value });
         }
+        // This node's rooms' names too (others may have freed them).
+        let rooms: Vec<(String, (String, u64))> = c
+            .room_claims
+            .lock()
+            .iter()
+            .map(|(n, k)| (n.clone(), k.clone()))
+            .collect();
+        for (room, key) in rooms {
+            let value = c.claim_value(&room, Dialect::Rooms);
+            c.out.force(BusCmd::Reassert {
+                name: format!("{ROOM_REASSERT}{room}"),
+                keys: vec![key],
+                value,
+            });
+        }
+    }
+
+    /// The answer to the re-assertion of room `room`'s claim after an
+    /// outage: held still (or again), or taken by another node meanwhile
+    /// (a room of that name was created there: two homes, of which other
+    /// nodes list the first they heard; this one keeps its members).
+    fn room_reasserted(&mut self, room: &str, keys: Option<Vec<(String, u64)>>) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let mut claims = c.room_claims.lock();
+        match keys.and_then(|mut k| k.pop()) {
+            Some(key) if claims.contains_key(room) => {
+                claims.insert(room.to_owned(), key);
+            }
+            Some(key) => {
+                // Closed meanwhile: give back what was claimed again.
+                drop(claims);
+                c.out.force(BusCmd::Release { keys: vec![key] });
+            }
+            None => {
+                claims.remove(room);
+                log::warn!("cluster: room {room:?} was created on another node during the outage");
+            }
+        }
     }
 
     fn reasserted(&mut self, name: String, keys: Option<Vec<(String, u64)>>) {
+        if let Some(room) = name.strip_prefix(ROOM_REASSERT) {
+            return self.room_reasserted(room, keys);
+        }
         let Some(c) = self.cluster.upgrade() else {
             return;
         };

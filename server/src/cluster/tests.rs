@@ -312,20 +312,38 @@ impl Peer for Told {
     }
 }
 
-/// A local user of this detached node: its claim is answered by a thread
-/// standing in for the bus.
-fn local_user(hub: &Hub, rx: &Receiver<BusCmd>, name: &str) -> (Arc<Session>, Arc<Told>) {
+/// `f`, whose one name claim a thread standing in for the bus grants.
+fn claim_granted<R>(rx: &Receiver<BusCmd>, f: impl FnOnce() -> R) -> R {
     let bus = rx.clone();
     let answer = std::thread::spawn(move || {
         if let Ok(BusCmd::Claim { reply, keys, .. }) = bus.recv_timeout(TIMEOUT) {
             let _ = reply.send(Some(keys.into_iter().map(|k| (k, 1)).collect()));
         }
     });
+    let r = f();
+    answer.join().unwrap();
+    r
+}
+
+/// A local rooms user of this detached node.
+fn local_user(hub: &Hub, rx: &Receiver<BusCmd>, name: &str) -> (Arc<Session>, Arc<Told>) {
     let told = Arc::new(Told::default());
     let entry = crate::hub::Entry::new(Dialect::Rooms, "127.0.0.1".parse().unwrap(), told.clone());
-    let s = hub.login_with(name, entry, |_| {}).expect("logged in");
-    answer.join().unwrap();
+    let s = claim_granted(rx, || hub.login_with(name, entry, |_| {})).expect("logged in");
     (s, told)
+}
+
+/// The `Room` ops this node published, in order.
+fn room_ops(rx: &Receiver<BusCmd>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(cmd) = rx.try_recv() {
+        if let BusCmd::Publish { payload, .. } = cmd {
+            if let Ok(Envelope::Room { op, .. }) = Envelope::decode(&payload) {
+                out.push(op);
+            }
+        }
+    }
+    out
 }
 
 fn room_env(op: u8, node: &str, room: &str, from: &str, to: &str, text: &str) -> BusEvent {
@@ -359,11 +377,14 @@ fn rooms_envelopes_that_lie_are_refused_and_counted_never_trusted() {
     let (ann, told_ann) = local_user(&hub, &rx, "ann");
     claim(&mut r, "b", 1, "bob", 10);
     claim(&mut r, "b", 1, "eve", 11);
-    hub.room_create(&ann, RoomMode::Centralised, "club", 5)
-        .unwrap();
+    claim_granted(&rx, || {
+        hub.room_create(&ann, RoomMode::Centralised, "club", 5)
+    })
+    .unwrap();
     let bob = hub.online("bob").unwrap();
     assert!(hub.room_join(&bob, "club").is_ok());
     told_ann.0.lock().clear();
+    let _ = room_ops(&rx);
     let lies = [
         // eve is in no room here: her text, leave and invitation.
         room_env(room::TEXT, "a", "club", "eve", "", "let me in"),
@@ -388,6 +409,11 @@ fn rooms_envelopes_that_lie_are_refused_and_counted_never_trusted() {
         r.handle(lie);
     }
     assert_eq!(refusals(&hub), n, "each refused and counted");
+    assert_eq!(
+        room_ops(&rx),
+        [room::LEAVE],
+        "a home that takes ann for a member of its room hears she is not"
+    );
     assert!(told_ann.0.lock().is_empty(), "nothing reached ann");
     assert_eq!(hub.room_members("club").unwrap().len(), 2);
     // Undecodable (an op past the last, an oversize envelope): counted.
