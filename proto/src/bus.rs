@@ -582,10 +582,24 @@ mod tests {
             Envelope::decode(&bad),
             Err(DecodeError::BadBits("room mode"))
         );
+        let Envelope::Room {
+            node, room, from, ..
+        } = join
+        else {
+            unreachable!()
+        };
         let t = Envelope::Room {
             op: room::MESSAGE,
+            node,
+            room,
+            from,
+            to: "ann".into(),
+            mode: 0,
+            count: 0,
+            req: 0,
+            host: String::new(),
+            port: 0,
             text: "secret".into(),
-            ..join
         };
         assert!(!t.redacted().contains("secret"));
     }

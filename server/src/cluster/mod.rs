@@ -1332,21 +1332,21 @@ impl Replica {
             }
             // To this node, the room's home, about a member of another node.
             room::JOIN | room::LEAVE | room::TEXT | room::ANSWER => {
-                self.to_home(&c, op, node, name, from, x, now)
+                self.as_home(&c, op, node, name, from, x, now)
             }
             room::INVITE if node == self.me => {
                 let x = x.with_to(to);
-                self.to_home(&c, op, node, name, from, x, now)
+                self.as_home(&c, op, node, name, from, x, now)
             }
             // From a room's home, about a member of this node.
-            _ => self.from_home(&c, op, node, name, from, to, x, now),
+            _ => self.as_member_node(&c, op, node, name, from, to, x, now),
         }
     }
 
     /// An envelope to this node, a room's home, about `from`, a member of
     /// another node (its stand-in here).
     #[allow(clippy::too_many_arguments)]
-    fn to_home(
+    fn as_home(
         &mut self,
         c: &Cluster,
         op: u8,
@@ -1426,7 +1426,7 @@ impl Replica {
 
     /// An envelope from a room's home, about `to`, a member of this node.
     #[allow(clippy::too_many_arguments)]
-    fn from_home(
+    fn as_member_node(
         &mut self,
         c: &Cluster,
         op: u8,
