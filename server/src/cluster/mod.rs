@@ -471,19 +471,7 @@ impl Cluster {
     ) -> bool {
         self.out.publish(
             bus::subject_node(&self.cfg.cluster, node),
-            &Envelope::Room {
-                op,
-                node: home.to_owned(),
-                room: room.to_owned(),
-                from: from.to_owned(),
-                to: to.to_owned(),
-                mode: extra.mode,
-                count: extra.count,
-                req: extra.req,
-                host: extra.at.map(|a| a.ip().to_string()).unwrap_or_default(),
-                port: extra.at.map_or(0, |a| a.port()),
-                text: extra.text,
-            },
+            &extra.envelope(op, home, room, from, to),
         )
     }
 
@@ -535,6 +523,17 @@ impl Cluster {
                 }
             }
         }
+    }
+
+    /// What `f` reads of room `room` of another node, if it was listed
+    /// within `node_timeout`.
+    fn listed_now<R>(&self, room: &str, f: impl FnOnce(&Listed) -> R) -> Option<R> {
+        let now = Instant::now();
+        self.rooms
+            .lock()
+            .get(room)
+            .filter(|l| now.duration_since(l.seen) <= self.cfg.node_timeout)
+            .map(f)
     }
 
     /// Count an envelope that does not hold.
@@ -745,21 +744,11 @@ impl ClusterLink for Cluster {
     }
 
     fn remote_room_members(&self, room: &str) -> Option<Vec<String>> {
-        let now = Instant::now();
-        self.rooms
-            .lock()
-            .get(room)
-            .filter(|l| now.duration_since(l.seen) <= self.cfg.node_timeout)
-            .map(|l| l.members.clone())
+        self.listed_now(room, |l| l.members.clone())
     }
 
     fn room_home(&self, room: &str) -> Option<String> {
-        let now = Instant::now();
-        self.rooms
-            .lock()
-            .get(room)
-            .filter(|l| now.duration_since(l.seen) <= self.cfg.node_timeout)
-            .map(|l| l.node.clone())
+        self.listed_now(room, |l| l.node.clone())
     }
 
     fn rooms_open(&self) -> bool {
@@ -951,6 +940,23 @@ impl RoomExtra {
             ..self
         }
     }
+
+    /// The `Room` envelope of `op` about room `room` of node `home`.
+    fn envelope(self, op: u8, home: &str, room: &str, from: &str, to: &str) -> Envelope {
+        Envelope::Room {
+            op,
+            node: home.to_owned(),
+            room: room.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            mode: self.mode,
+            count: self.count,
+            req: self.req,
+            host: self.at.map(|a| a.ip().to_string()).unwrap_or_default(),
+            port: self.at.map_or(0, |a| a.port()),
+            text: self.text,
+        }
+    }
 }
 
 struct RemotePeer {
@@ -1032,22 +1038,8 @@ impl RemotePeer {
     }
 
     fn room(&self, op: u8, room: &str, from: &str, extra: RoomExtra) -> bool {
-        self.out.publish(
-            self.subject.clone(),
-            &Envelope::Room {
-                op,
-                node: self.me.clone(),
-                room: room.to_owned(),
-                from: from.to_owned(),
-                to: self.name.clone(),
-                mode: extra.mode,
-                count: extra.count,
-                req: extra.req,
-                host: String::new(),
-                port: 0,
-                text: extra.text,
-            },
-        )
+        let env = extra.envelope(op, &self.me, room, from, &self.name);
+        self.out.publish(self.subject.clone(), &env)
     }
 
     fn private(&self, op: u8, requester: &str, target: &str, connect_id: i64) -> bool {
@@ -1283,21 +1275,15 @@ impl Replica {
                 text.push_str(m);
                 text.push('\n');
             }
+            let extra = RoomExtra {
+                mode: mode_code(mode),
+                count,
+                text,
+                ..RoomExtra::default()
+            };
             c.out.publish(
                 global.clone(),
-                &Envelope::Room {
-                    op: room::LISTED,
-                    node: self.me.clone(),
-                    room: name.to_owned(),
-                    from: String::new(),
-                    to: String::new(),
-                    mode: mode_code(mode),
-                    count,
-                    req: 0,
-                    host: String::new(),
-                    port: 0,
-                    text,
-                },
+                &extra.envelope(room::LISTED, &self.me, name, "", ""),
             );
         };
         for (name, (mode, members)) in &rooms {

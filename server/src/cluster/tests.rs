@@ -346,23 +346,28 @@ fn room_ops(rx: &Receiver<BusCmd>) -> Vec<u8> {
     out
 }
 
+/// A `Room` envelope's bytes (centralised, no request, no address).
+fn room_bytes(
+    op: u8,
+    node: &str,
+    room: &str,
+    from: &str,
+    to: &str,
+    count: u8,
+    text: &str,
+) -> Vec<u8> {
+    let extra = RoomExtra {
+        count,
+        text: text.into(),
+        ..RoomExtra::default()
+    };
+    extra.envelope(op, node, room, from, to).to_bytes()
+}
+
 fn room_env(op: u8, node: &str, room: &str, from: &str, to: &str, text: &str) -> BusEvent {
     BusEvent::Message {
         subject: "cw.t.node.x".into(),
-        payload: Envelope::Room {
-            op,
-            node: node.into(),
-            room: room.into(),
-            from: from.into(),
-            to: to.into(),
-            mode: 0,
-            count: 0,
-            req: 0,
-            host: String::new(),
-            port: 0,
-            text: text.into(),
-        }
-        .to_bytes(),
+        payload: room_bytes(op, node, room, from, to, 0, text),
     }
 }
 
@@ -417,20 +422,7 @@ fn rooms_envelopes_that_lie_are_refused_and_counted_never_trusted() {
     assert!(told_ann.0.lock().is_empty(), "nothing reached ann");
     assert_eq!(hub.room_members("club").unwrap().len(), 2);
     // Undecodable (an op past the last, an oversize envelope): counted.
-    let mut bad = Envelope::Room {
-        op: room::TEXT,
-        node: "a".into(),
-        room: "club".into(),
-        from: "bob".into(),
-        to: String::new(),
-        mode: 0,
-        count: 0,
-        req: 0,
-        host: String::new(),
-        port: 0,
-        text: String::new(),
-    }
-    .to_bytes();
+    let mut bad = room_bytes(room::TEXT, "a", "club", "bob", "", 0, "");
     bad[2] = room::LAST + 1;
     for payload in [bad, vec![1; chinwag_proto::bus::MAX_ENVELOPE + 1]] {
         r.handle(BusEvent::Message {
@@ -458,20 +450,7 @@ fn a_dead_home_closes_its_rooms_for_members_here_and_is_no_longer_listed() {
     claim(&mut r, "a", 1, "ann", 10);
     let listed = |count: u8| BusEvent::Message {
         subject: "cw.t.global".into(),
-        payload: Envelope::Room {
-            op: room::LISTED,
-            node: "a".into(),
-            room: "club".into(),
-            from: String::new(),
-            to: String::new(),
-            mode: 0,
-            count,
-            req: 0,
-            host: String::new(),
-            port: 0,
-            text: "ann\n".into(),
-        }
-        .to_bytes(),
+        payload: room_bytes(room::LISTED, "a", "club", "", "", count, "ann\n"),
     };
     r.handle(listed(1));
     assert_eq!(c.room_home("club").as_deref(), Some("a"));

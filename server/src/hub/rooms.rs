@@ -251,9 +251,13 @@ impl RoomSet {
             .collect()
     }
 
-    /// Index invitation `token` under its invitee (the oldest of more
-    /// than `INVITATIONS_KEPT` go).
-    fn index_invitation(&mut self, to: SessionId, token: u64) {
+    /// Keep invitation `inv` under a new token, indexed by its invitee
+    /// (the oldest of more than `INVITATIONS_KEPT` go). Its token.
+    fn invite(&mut self, inv: Invitation) -> u64 {
+        self.next_token += 1;
+        let token = self.next_token;
+        let to = inv.to;
+        self.invitations.insert(token, inv);
         let q = self.by_invitee.entry(to).or_default();
         q.push_back(token);
         if q.len() > INVITATIONS_KEPT {
@@ -261,6 +265,7 @@ impl RoomSet {
                 self.invitations.remove(&old);
             }
         }
+        token
     }
 
     fn forget_invitations_of(&mut self, s: SessionId) {
@@ -698,19 +703,13 @@ impl Hub {
             }
             let r = &rooms.rooms[&rid];
             let (uid, mode, name) = (r.uid, r.mode, r.name.clone());
-            rooms.next_token += 1;
-            let token = rooms.next_token;
-            rooms.invitations.insert(
-                token,
-                Invitation {
-                    to: t.id,
-                    room: rid,
-                    uid,
-                    until: now + INVITATION_TTL,
-                    home: None,
-                },
-            );
-            rooms.index_invitation(t.id, token);
+            let token = rooms.invite(Invitation {
+                to: t.id,
+                room: rid,
+                uid,
+                until: now + INVITATION_TTL,
+                home: None,
+            });
             (token, mode, name)
         };
         t.peer.deliver(&Event::RoomInvitation {
@@ -1011,23 +1010,13 @@ impl Hub {
         if !s.reach().rooms || s.remote.is_some() {
             return false;
         }
-        let local = {
-            let mut rooms = self.rooms.lock();
-            rooms.next_token += 1;
-            let local = rooms.next_token;
-            rooms.invitations.insert(
-                local,
-                Invitation {
-                    to: s.id,
-                    room: PUBLIC,
-                    uid: 0,
-                    until: now + INVITATION_TTL,
-                    home: Some((node.into(), token)),
-                },
-            );
-            rooms.index_invitation(s.id, local);
-            local
-        };
+        let local = self.rooms.lock().invite(Invitation {
+            to: s.id,
+            room: PUBLIC,
+            uid: 0,
+            until: now + INVITATION_TTL,
+            home: Some((node.into(), token)),
+        });
         s.peer.deliver(&Event::RoomInvitation {
             from,
             room,
