@@ -832,12 +832,18 @@ impl ClusterLink for Cluster {
             ..RoomExtra::default()
         };
         let sent = self.room_env(node, room::JOIN, node, room, member, "", extra);
-        let got = if sent {
-            answer.recv_timeout(self.cfg.bus_timeout).ok()
-        } else {
-            None
-        };
-        self.joins.lock().remove(&req);
+        let mut got = None;
+        if sent {
+            got = answer.recv_timeout(self.cfg.bus_timeout).ok();
+        }
+        if got.is_none() {
+            let taken = self.joins.lock().remove(&req).is_none();
+            if taken && sent {
+                // `cw-bus-in` took the answer just now (and may have
+                // recorded the membership): it is on its way.
+                got = answer.recv_timeout(self.cfg.bus_timeout).ok();
+            }
+        }
         match got {
             Some(a) => a,
             None => {
@@ -1440,6 +1446,9 @@ impl Replica {
                 let j = joins.remove(&x.req).expect("checked");
                 drop(joins);
                 let answer = if op == room::JOINED {
+                    // In before the next envelope (a text of the room)
+                    // is read; the waiting join then finds it so.
+                    self.hub.room_remote_joined(&s, node, name, mode_of(x.mode));
                     Ok((mode_of(x.mode), parse_peers(&x.text)))
                 } else if x.count == 2 {
                     Err(AccessRefusal::Full)

@@ -468,3 +468,55 @@ fn a_dead_home_closes_its_rooms_for_members_here_and_is_no_longer_listed() {
     assert!(hub.room_list().is_empty());
     hub.check_rooms().unwrap();
 }
+
+#[test]
+fn a_text_right_behind_a_join_answer_finds_the_member_in() {
+    let (c, hub, rx) = detached("b");
+    let mut r = Replica::new(&c, &hub);
+    let (bob, told_bob) = local_user(&hub, &rx, "bob");
+    claim(&mut r, "a", 1, "ann", 10);
+    r.handle(BusEvent::Message {
+        subject: "cw.t.global".into(),
+        payload: room_bytes(room::LISTED, "a", "club", "", "", 1, "ann\n"),
+    });
+    let joining = {
+        let (hub, bob) = (hub.clone(), bob.clone());
+        std::thread::spawn(move || hub.room_join(&bob, "club"))
+    };
+    // The join b sent to a.
+    let req = loop {
+        let cmd = rx.recv_timeout(TIMEOUT).expect("a join");
+        if let BusCmd::Publish { payload, .. } = cmd {
+            if let Ok(Envelope::Room {
+                op: room::JOIN,
+                req,
+                ..
+            }) = Envelope::decode(&payload)
+            {
+                break req;
+            }
+        }
+    };
+    // a's answer and a text of the room right behind it, read at once.
+    let joined = RoomExtra {
+        req,
+        ..RoomExtra::default()
+    }
+    .envelope(room::JOINED, "a", "club", "", "bob");
+    r.handle(BusEvent::Message {
+        subject: "cw.t.node.b".into(),
+        payload: joined.to_bytes(),
+    });
+    r.handle(room_env(room::MESSAGE, "a", "club", "ann", "bob", "hi"));
+    assert_eq!(
+        joining.join().unwrap(),
+        Ok((RoomMode::Centralised, Vec::new()))
+    );
+    assert_eq!(
+        *told_bob.0.lock(),
+        [r#"RoomMessage { from: "ann", room: "club", text: "hi" }"#]
+    );
+    assert_eq!(room_ops(&rx), Vec::<u8>::new(), "no leave went to a");
+    assert_eq!(refusals(&hub), 0);
+    hub.check_rooms().unwrap();
+}

@@ -532,23 +532,16 @@ impl Hub {
                 return Ok((a.mode, Vec::new()));
             }
         }
+        // `cw-bus-in` records the membership (`room_remote_joined`) before
+        // it hands over the answer, so a text of the room that follows the
+        // answer on the bus finds the member in.
         let (mode, peers) = c.room_join(&node, name, &from.name, from.endpoint)?;
-        let kept = self.in_rooms(from, |global, rooms, online, closed| {
-            if !online {
-                return false;
-            }
-            rooms.leave(global, from, false, closed);
-            rooms.away.insert(
-                from.id,
-                Away {
-                    session: from.clone(),
-                    node: node.as_str().into(),
-                    room: name.to_owned(),
-                    mode,
-                },
-            );
-            true
-        });
+        let kept = self
+            .rooms
+            .lock()
+            .away
+            .get(&from.id)
+            .is_some_and(|a| a.room == name && *a.node == *node);
         if !kept {
             c.room_to_home(
                 &node,
@@ -906,8 +899,8 @@ impl Hub {
 
     // ---- cluster mode: a member's node (rooms of other nodes) ----
 
-    /// Home `node` let local `s` into its room `room` (an invitation
-    /// accepted there).
+    /// Home `node` let local `s` into its room `room` (a join it asked
+    /// for, or an invitation accepted there).
     pub fn room_remote_joined(&self, s: &Arc<Session>, node: &str, room: &str, mode: RoomMode) {
         self.in_rooms(s, |global, rooms, online, closed| {
             let already = rooms
