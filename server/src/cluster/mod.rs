@@ -1389,6 +1389,10 @@ impl Replica {
                 let said = self.hub.room_member_text(&s, name, &x.text);
                 if said == Err(crate::hub::Refusal::NotPending) {
                     c.refused("a text in a room its author is not in");
+                    // Its node takes it for a member (this node dropped
+                    // it while that node seemed dead): the room is closed
+                    // for it there.
+                    tell(room::CLOSED, name, RoomExtra::default());
                 }
             }
             room::INVITE => {

@@ -416,8 +416,9 @@ fn rooms_envelopes_that_lie_are_refused_and_counted_never_trusted() {
     assert_eq!(refusals(&hub), n, "each refused and counted");
     assert_eq!(
         room_ops(&rx),
-        [room::LEAVE],
-        "a home that takes ann for a member of its room hears she is not"
+        [room::CLOSED, room::CLOSED, room::LEAVE],
+        "eve's and bob's nodes hear they are not in those rooms; a home that \
+         takes ann for a member of its room hears she is not"
     );
     assert!(told_ann.0.lock().is_empty(), "nothing reached ann");
     assert_eq!(hub.room_members("club").unwrap().len(), 2);
