@@ -31,6 +31,45 @@ const BAN: u8 = 7;
 const KICK: u8 = 8;
 const CALL: u8 = 9;
 const PRIVATE_CONN: u8 = 10;
+const ROOM: u8 = 11;
+
+/// `Room` ops: rooms private rooms across nodes (docs/scaling.md, "Rooms
+/// private rooms across nodes"). The room lives on its *home* node (where
+/// it was created); members of other nodes are stand-ins there.
+pub mod room {
+    /// Home -> `cw.<cluster>.global`: room `room` of node `node` has
+    /// `count` members (0: it closed), mode `mode`. Sent on each change and
+    /// every second for every room.
+    pub const LISTED: u8 = 0;
+    /// Member's node -> home: `from` asks to enter `room` (DEMANDE_ACCES,
+    /// CHANGER); `req` names the request, `host`/`port` where `from`'s
+    /// datagrams come from (for a decentralised room).
+    pub const JOIN: u8 = 1;
+    /// Home -> member's node: `to` is in `room` now (`mode`); `req` echoes
+    /// the join's (0 after an accepted invitation). For a decentralised
+    /// room, `text` lists the other members: one line each,
+    /// `name host port`.
+    pub const JOINED: u8 = 2;
+    /// Home -> member's node: `to` was not let in (`count`: 1 no such
+    /// room, 2 full); `req` echoes the join's.
+    pub const REFUSED: u8 = 3;
+    /// Member's node -> home: `from` left `room`.
+    pub const LEAVE: u8 = 4;
+    /// Member's node -> home: `from`'s text `text` in `room`.
+    pub const TEXT: u8 = 5;
+    /// Home -> member's node: `from`'s text `text` in `room`, for `to`.
+    pub const MESSAGE: u8 = 6;
+    /// Home -> member's node: `room` closed with `to` its last member.
+    pub const CLOSED: u8 = 7;
+    /// Home -> invitee's node: `from` invites `to` into `room` (`mode`);
+    /// `req` is the home's invitation token.
+    pub const INVITE: u8 = 8;
+    /// Invitee's node -> home: `from` answers invitation `req` (`count`:
+    /// 1 accept, 0 refuse).
+    pub const ANSWER: u8 = 9;
+    /// The highest op.
+    pub const LAST: u8 = ANSWER;
+}
 
 /// What a `Call` envelope says happened to a call (the hub's call events).
 /// `PrivateConn` ops: a chatos private connection between users of two
@@ -150,6 +189,24 @@ pub enum Envelope {
         /// The requester's address (REQUEST only; empty otherwise).
         ip: String,
     },
+    /// A rooms private room across nodes: `op` (see [`room`]), the home
+    /// node `node`, the room's name, the users `from` and `to` (empty
+    /// where the op has none), `mode` (0 centralised, 1 decentralised),
+    /// `count`, a request or invitation number `req`, `host`/`port` and
+    /// `text`.
+    Room {
+        op: u8,
+        node: String,
+        room: String,
+        from: String,
+        to: String,
+        mode: u8,
+        count: u8,
+        req: u64,
+        host: String,
+        port: u16,
+        text: String,
+    },
 }
 
 impl Envelope {
@@ -230,6 +287,32 @@ impl Envelope {
                     .str(target)
                     .u64(*connect_id as u64)
                     .str(ip);
+            }
+            Envelope::Room {
+                op,
+                node,
+                room,
+                from,
+                to,
+                mode,
+                count,
+                req,
+                host,
+                port,
+                text,
+            } => {
+                w.u8(ROOM)
+                    .u8(*op)
+                    .str(node)
+                    .str(room)
+                    .str(from)
+                    .str(to)
+                    .u8(*mode)
+                    .u8(*count)
+                    .u64(*req)
+                    .str(host)
+                    .u16(*port)
+                    .str(text);
             }
         }
         out
@@ -320,6 +403,25 @@ impl Envelope {
                 connect_id: r.u64()? as i64,
                 ip: r.str("ip", MAX_NAME)?,
             },
+            ROOM => Envelope::Room {
+                op: match r.u8()? {
+                    op @ 0..=room::LAST => op,
+                    _ => return Err(DecodeError::BadBits("room op")),
+                },
+                node: r.str("node", MAX_NAME)?,
+                room: r.str("room", MAX_NAME)?,
+                from: r.str("from", MAX_NAME)?,
+                to: r.str("to", MAX_NAME)?,
+                mode: match r.u8()? {
+                    m @ 0..=1 => m,
+                    _ => return Err(DecodeError::BadBits("room mode")),
+                },
+                count: r.u8()?,
+                req: r.u64()?,
+                host: r.str("host", MAX_NAME)?,
+                port: r.u16()?,
+                text: r.str("text", MAX_TEXT)?,
+            },
             k => return Err(DecodeError::UnknownOpcode(k.into())),
         };
         r.finish()?;
@@ -336,6 +438,18 @@ impl Redact for Envelope {
             Envelope::Public { node, from, text } => {
                 format!("Public {from}@{node} {}", crate::redacted_len(text.len()))
             }
+            Envelope::Room {
+                op,
+                node,
+                room,
+                from,
+                to,
+                text,
+                ..
+            } if *op == room::TEXT || *op == room::MESSAGE => format!(
+                "Room {op} {room}@{node} {from} -> {to} {}",
+                crate::redacted_len(text.len())
+            ),
             other => format!("{other:?}"),
         }
     }
@@ -417,7 +531,77 @@ mod tests {
                 host: String::new(),
                 port: 0,
             },
+            Envelope::Room {
+                op: room::TEXT,
+                node: "a".into(),
+                room: "the club".into(),
+                from: "bob".into(),
+                to: String::new(),
+                mode: 1,
+                count: 3,
+                req: u64::MAX,
+                host: "10.0.0.7".into(),
+                port: 7004,
+                text: "hi".into(),
+            },
         ]
+    }
+
+    #[test]
+    fn room_envelopes_have_the_documented_bytes_and_bad_ops_or_modes_are_refused() {
+        let join = Envelope::Room {
+            op: room::JOIN,
+            node: "a".into(),
+            room: "club".into(),
+            from: "bob".into(),
+            to: String::new(),
+            mode: 0,
+            count: 0,
+            req: 7,
+            host: "127.0.0.1".into(),
+            port: 4000,
+            text: String::new(),
+        };
+        let b = join.to_bytes();
+        // docs/scaling.md, "The bus envelope".
+        let mut want = vec![1, 11, 1, 0, 1, b'a', 0, 4];
+        want.extend_from_slice(b"club");
+        want.extend_from_slice(&[0, 3]);
+        want.extend_from_slice(b"bob");
+        want.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 9]);
+        want.extend_from_slice(b"127.0.0.1");
+        want.extend_from_slice(&[0x0f, 0xa0, 0, 0]);
+        assert_eq!(b, want);
+        let mut bad = b.clone();
+        bad[2] = room::LAST + 1;
+        assert_eq!(Envelope::decode(&bad), Err(DecodeError::BadBits("room op")));
+        let mut bad = b.clone();
+        // The mode byte: after op, node (3), room (6), from (5), to (2).
+        bad[3 + 3 + 6 + 5 + 2] = 2;
+        assert_eq!(
+            Envelope::decode(&bad),
+            Err(DecodeError::BadBits("room mode"))
+        );
+        let Envelope::Room {
+            node, room, from, ..
+        } = join
+        else {
+            unreachable!()
+        };
+        let t = Envelope::Room {
+            op: room::MESSAGE,
+            node,
+            room,
+            from,
+            to: "ann".into(),
+            mode: 0,
+            count: 0,
+            req: 0,
+            host: String::new(),
+            port: 0,
+            text: "secret".into(),
+        };
+        assert!(!t.redacted().contains("secret"));
     }
 
     #[test]

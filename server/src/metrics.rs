@@ -80,9 +80,12 @@ pub enum DropReason {
     /// proxy refused: the thread budget (`max_threads`, `vm.max_map_count`)
     /// was spent; its connection was closed (a leg's call refused or ended).
     ThreadBudget,
+    /// Cluster mode: a rooms envelope from the bus that does not hold (an
+    /// unknown room, a user not in it, an unknown request): refused.
+    BusRefused,
 }
 
-const DROP_REASONS: [(DropReason, &str); 15] = [
+const DROP_REASONS: [(DropReason, &str); 16] = [
     (DropReason::SlowReader, "slow_reader"),
     (DropReason::WriteFailed, "write_failed"),
     (DropReason::Protocol, "protocol"),
@@ -98,6 +101,7 @@ const DROP_REASONS: [(DropReason, &str); 15] = [
     (DropReason::BusDown, "bus_down"),
     (DropReason::ProxyHandshake, "proxy_handshake"),
     (DropReason::ThreadBudget, "thread_budget"),
+    (DropReason::BusRefused, "bus_refused"),
 ];
 
 /// Why the media relay dropped a packet (docs/bridging.md, "The media relay").

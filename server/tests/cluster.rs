@@ -1628,3 +1628,519 @@ fn a_lost_taken_envelope_still_answers_the_callees_half() {
     hang_up(voice, &mut fern, "yves", false);
     calls_end(&a, &b);
 }
+
+// ---- rooms private rooms across nodes ----
+
+use chinwag_proto::rooms::{Access, Creation, Mode};
+
+/// `c` creates private room `name` on its node; its answer.
+fn create_room(c: &mut Rooms, name: &str, mode: Mode, max: u8) -> Creation {
+    match c.ask(Body::CreateRoom {
+        mode,
+        name: name.into(),
+        max,
+    }) {
+        Body::CreateAnswer { status, .. } => status,
+        other => panic!("create {name}: {other:?}"),
+    }
+}
+
+/// How many members `c`'s node lists for room `name` (None: not listed).
+fn room_listed(c: &mut Rooms, name: &str) -> Option<u8> {
+    match c.ask(Body::ListRooms) {
+        Body::RoomList { rooms } => rooms
+            .into_iter()
+            .find(|r| r.name == name)
+            .map(|r| r.clients),
+        other => panic!("list: {other:?}"),
+    }
+}
+
+fn join_room(c: &mut Rooms, name: &str) -> Body {
+    c.ask(Body::AccessRoom { name: name.into() })
+}
+
+fn granted(mode: Mode) -> Body {
+    Body::AccessAnswer {
+        mode,
+        status: Access::Granted,
+        peers: vec![],
+    }
+}
+
+/// The next text `c` hears: from the server, named in the text.
+fn hears_text(c: &Rooms, chat: &str) {
+    let m = c.expect(chat, |b| matches!(b, Body::Text { .. }));
+    assert_eq!(
+        m.body,
+        Body::Text { chat: chat.into() },
+        "a text of another node's member is named in the text"
+    );
+    assert_eq!(m.user, chinwag_proto::rooms::SERVER);
+}
+
+fn hears_closed(c: &Rooms, room: &str) {
+    let m = c.expect("the room closing", |b| matches!(b, Body::RoomClosed { .. }));
+    assert_eq!(m.body, Body::RoomClosed { room: room.into() });
+}
+
+fn room_of(srv: &Server, name: &str) -> Option<String> {
+    let s = srv.hub().online(name)?;
+    srv.hub().room_name_of(&s)
+}
+
+/// ann on a and bob on b, registered rooms users each node shows the other.
+fn ann_on_a_bob_on_b(a: &Server, b: &Server) -> (Rooms, Rooms) {
+    let ann = Rooms::register(a.rooms_addr(), "ann");
+    let bob = Rooms::register(b.rooms_addr(), "bob");
+    sees(a, "bob", true);
+    sees(b, "ann", true);
+    (ann, bob)
+}
+
+#[test]
+fn a_private_room_of_one_node_is_listed_joined_and_talked_in_from_another() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let mut cy = chatos(b.chatos_addr(), "cy");
+    assert_eq!(
+        create_room(&mut ann, "the club", Mode::Centralised, 5),
+        Creation::Created
+    );
+    // Listed on b, with its one member; its name is taken there too.
+    eventually("b lists a's room", WAIT, || {
+        room_listed(&mut bob, "the club") == Some(1)
+    });
+    assert_eq!(
+        create_room(&mut bob, "the club", Mode::Centralised, 5),
+        Creation::NameExists
+    );
+    // bob enters it from b.
+    assert_eq!(join_room(&mut bob, "the club"), granted(Mode::Centralised));
+    assert_eq!(room_of(&b, "bob").as_deref(), Some("the club"));
+    assert_eq!(
+        a.hub().room_members("the club"),
+        Some(vec!["ann".into(), "bob".into()])
+    );
+    eventually("b lists two members", WAIT, || {
+        room_listed(&mut bob, "the club") == Some(2)
+    });
+    // Asking again changes nothing.
+    assert_eq!(join_room(&mut bob, "the club"), granted(Mode::Centralised));
+    // Texts both ways.
+    assert_eq!(
+        ann.ask(Body::Text {
+            chat: "hi bob".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&bob, "ann: hi bob");
+    assert_eq!(ann.silence(Duration::from_millis(200)), None);
+    assert_eq!(
+        bob.ask(Body::Text {
+            chat: "hi ann".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&ann, "bob: hi ann");
+    // bob is out of b's public room: cy's public text does not reach him.
+    cy.send_bytes(
+        &Command::Message {
+            from: "cy".into(),
+            text: "public".into(),
+        }
+        .to_bytes(),
+    );
+    assert!(matches!(cy.recv(), Command::Message { .. }), "cy's echo");
+    assert_eq!(bob.silence(Duration::from_millis(500)), None);
+    assert_eq!(ann.silence(Duration::from_millis(100)), None);
+    // bob leaves: the room is down to ann, and closes.
+    assert_eq!(bob.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    hears_closed(&ann, "the club");
+    assert_eq!(room_of(&a, "ann"), None);
+    assert_eq!(room_of(&b, "bob"), None);
+    eventually("b no longer lists it", WAIT, || {
+        room_listed(&mut bob, "the club").is_none()
+    });
+    // bob is back in b's public room.
+    cy.send_bytes(
+        &Command::Message {
+            from: "cy".into(),
+            text: "again".into(),
+        }
+        .to_bytes(),
+    );
+    hears_text(&bob, "cy: again");
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
+
+#[test]
+fn a_room_down_to_a_member_of_another_node_closes_for_it() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    // The home's member leaves: bob, on b, is told.
+    assert_eq!(
+        create_room(&mut ann, "den", Mode::Centralised, 3),
+        Creation::Created
+    );
+    eventually("b lists den", WAIT, || {
+        room_listed(&mut bob, "den").is_some()
+    });
+    assert_eq!(join_room(&mut bob, "den"), granted(Mode::Centralised));
+    assert_eq!(ann.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    hears_closed(&bob, "den");
+    assert_eq!(room_of(&b, "bob"), None);
+    assert_eq!(
+        bob.ask(Body::Leave),
+        Body::LeaveAnswer { ok: false },
+        "bob is in the public room again"
+    );
+    // The member of b disconnects: ann, at the home, is told.
+    assert_eq!(
+        create_room(&mut ann, "nook", Mode::Centralised, 3),
+        Creation::Created
+    );
+    eventually("b lists nook", WAIT, || {
+        room_listed(&mut bob, "nook").is_some()
+    });
+    assert_eq!(join_room(&mut bob, "nook"), granted(Mode::Centralised));
+    assert!(matches!(
+        bob.ask(Body::Disconnect),
+        Body::DisconnectAnswer { ok: true }
+    ));
+    hears_closed(&ann, "nook");
+    // Full: a room of 2 refuses a third member from another node.
+    let mut cat = Rooms::register(b.rooms_addr(), "cat");
+    let mut dan = Rooms::register(a.rooms_addr(), "dan");
+    assert_eq!(
+        create_room(&mut ann, "pair", Mode::Centralised, 2),
+        Creation::Created
+    );
+    assert_eq!(join_room(&mut dan, "pair"), granted(Mode::Centralised));
+    eventually("b lists pair full", WAIT, || {
+        room_listed(&mut cat, "pair") == Some(2)
+    });
+    assert!(matches!(
+        join_room(&mut cat, "pair"),
+        Body::AccessAnswer {
+            status: Access::Full,
+            ..
+        }
+    ));
+    assert!(matches!(
+        join_room(&mut cat, "no such room"),
+        Body::AccessAnswer {
+            status: Access::NoSuchRoom,
+            ..
+        }
+    ));
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
+
+/// `c` answers invitation `inv` (the server's request).
+fn answer_invitation(c: &Rooms, inv: &chinwag_proto::rooms::Message, accept: bool) {
+    c.send(&chinwag_proto::rooms::Message {
+        user: c.id,
+        seq: inv.seq,
+        body: Body::InvitationAnswer { accept },
+    });
+}
+
+fn invited(c: &Rooms, from: &str, room: &str) -> chinwag_proto::rooms::Message {
+    let inv = c.expect("an invitation", |b| matches!(b, Body::Invitation { .. }));
+    assert_eq!(
+        inv.body,
+        Body::Invitation {
+            from: from.into(),
+            mode: Mode::Centralised,
+            room: room.into(),
+        }
+    );
+    inv
+}
+
+fn members(srv: &Server, room: &str) -> Vec<String> {
+    let mut m = srv.hub().room_members(room).unwrap_or_default();
+    m.sort();
+    m
+}
+
+#[test]
+fn invitations_cross_nodes_refused_and_accepted_and_from_a_member_elsewhere() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let cat = Rooms::register(b.rooms_addr(), "cat");
+    sees(&a, "cat", true);
+    assert_eq!(
+        create_room(&mut ann, "club", Mode::Centralised, 5),
+        Creation::Created
+    );
+    // Refused: bob stays where he is.
+    assert_eq!(
+        ann.ask(Body::Invite { user: "bob".into() }),
+        Body::InviteAck
+    );
+    let inv = invited(&bob, "ann", "club");
+    answer_invitation(&bob, &inv, false);
+    // Accepted: bob is in a's room, and hears it.
+    assert_eq!(
+        ann.ask(Body::Invite { user: "bob".into() }),
+        Body::InviteAck
+    );
+    let inv = invited(&bob, "ann", "club");
+    assert_eq!(members(&a, "club"), ["ann"], "the refusal let nobody in");
+    answer_invitation(&bob, &inv, true);
+    eventually("bob in a's room", WAIT, || {
+        room_of(&b, "bob").as_deref() == Some("club") && members(&a, "club") == ["ann", "bob"]
+    });
+    assert_eq!(
+        ann.ask(Body::Text {
+            chat: "welcome".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&bob, "ann: welcome");
+    // bob, a member on b, invites cat (on b too): through the room's home.
+    assert_eq!(
+        bob.ask(Body::Invite { user: "cat".into() }),
+        Body::InviteAck
+    );
+    let inv = invited(&cat, "bob", "club");
+    answer_invitation(&cat, &inv, true);
+    eventually("cat in a's room", WAIT, || {
+        members(&a, "club") == ["ann", "bob", "cat"]
+    });
+    assert_eq!(room_of(&b, "cat").as_deref(), Some("club"));
+    // b lists the room's members as its home does.
+    eventually("b lists the members", WAIT, || {
+        members(&b, "club") == ["ann", "bob", "cat"]
+    });
+    assert_eq!(
+        bob.ask(Body::Text {
+            chat: "hi cat".into()
+        }),
+        Body::TextAck
+    );
+    hears_text(&ann, "bob: hi cat");
+    // cat's node has bob as a client of its own: named by his ID_USER.
+    let m = cat.expect("bob's text", |b| matches!(b, Body::Text { .. }));
+    assert_eq!(
+        (m.user, m.body),
+        (
+            bob.id,
+            Body::Text {
+                chat: "hi cat".into()
+            }
+        )
+    );
+    // bob leaves (two stay); then ann: cat, on b, is the last and is told.
+    assert_eq!(bob.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    eventually("bob out", WAIT, || members(&a, "club") == ["ann", "cat"]);
+    assert_eq!(ann.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    hears_closed(&cat, "club");
+    assert_eq!(room_of(&b, "cat"), None);
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
+
+fn peer_of(c: &Rooms, name: &str) -> chinwag_proto::rooms::Peer {
+    let std::net::IpAddr::V4(ip) = c.addr().ip() else {
+        panic!("IPv4 loopback")
+    };
+    chinwag_proto::rooms::Peer {
+        ip,
+        port: c.addr().port(),
+        name: name.into(),
+    }
+}
+
+#[test]
+fn a_decentralised_room_across_nodes_lists_every_members_end_point() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let mut cat = Rooms::register(a.rooms_addr(), "cat");
+    assert_eq!(
+        create_room(&mut ann, "mesh", Mode::Decentralised, 5),
+        Creation::Created
+    );
+    eventually("b lists mesh", WAIT, || {
+        room_listed(&mut bob, "mesh").is_some()
+    });
+    // bob, on b, is told where ann is (as a saw her).
+    assert_eq!(
+        join_room(&mut bob, "mesh"),
+        Body::AccessAnswer {
+            mode: Mode::Decentralised,
+            status: Access::Granted,
+            peers: vec![peer_of(&ann, "ann")],
+        }
+    );
+    // cat, on a, is told where ann and bob are (bob as b saw him).
+    let Body::AccessAnswer {
+        mode: Mode::Decentralised,
+        status: Access::Granted,
+        mut peers,
+    } = join_room(&mut cat, "mesh")
+    else {
+        panic!("cat's access")
+    };
+    peers.sort_by(|x, y| x.name.cmp(&y.name));
+    assert_eq!(peers, vec![peer_of(&ann, "ann"), peer_of(&bob, "bob")]);
+    // Texts go peer to peer: the server refuses them from either node.
+    let no_recipient = Body::Error {
+        refused: chinwag_proto::rooms::kind::TEXTE,
+        reason: chinwag_proto::rooms::Reason::NoRecipient,
+    };
+    assert_eq!(bob.ask(Body::Text { chat: "hi".into() }), no_recipient);
+    assert_eq!(cat.ask(Body::Text { chat: "hi".into() }), no_recipient);
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
+
+#[test]
+fn a_room_name_raced_on_two_nodes_is_created_once() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    for round in 0..5 {
+        let name = format!("race {round}");
+        let both = Barrier::new(2);
+        let (x, y) = thread::scope(|s| {
+            let x = s.spawn(|| {
+                both.wait();
+                create_room(&mut ann, &name, Mode::Centralised, 4)
+            });
+            let y = s.spawn(|| {
+                both.wait();
+                create_room(&mut bob, &name, Mode::Centralised, 4)
+            });
+            (x.join().unwrap(), y.join().unwrap())
+        });
+        let mut got = [x, y];
+        got.sort_by_key(|c| *c as u8);
+        assert_eq!(
+            got,
+            [Creation::Created, Creation::NameExists],
+            "round {round}: one room of that name"
+        );
+        let (winner, loser) = if x == Creation::Created {
+            (&mut ann, &mut bob)
+        } else {
+            (&mut bob, &mut ann)
+        };
+        // The room closes (left empty): its name is free again, there too.
+        assert_eq!(winner.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+        eventually("the name free again", WAIT, || {
+            create_room(loser, &name, Mode::Centralised, 4) == Creation::Created
+        });
+        assert_eq!(loser.ask(Body::Leave), Body::LeaveAnswer { ok: true });
+    }
+    a.hub().check_rooms().unwrap();
+    b.hub().check_rooms().unwrap();
+}
+
+#[test]
+fn the_home_node_killed_closes_its_rooms_for_members_elsewhere() {
+    let Some(c) = cluster() else { return };
+    let b = c.node("b");
+    let mut a = c.process("a");
+    let mut ann = Rooms::register(a.0.rooms, "ann");
+    let mut bob = Rooms::register(b.rooms_addr(), "bob");
+    sees(&b, "ann", true);
+    assert_eq!(
+        create_room(&mut ann, "club", Mode::Centralised, 4),
+        Creation::Created
+    );
+    eventually("b lists club", WAIT, || {
+        room_listed(&mut bob, "club").is_some()
+    });
+    assert_eq!(join_room(&mut bob, "club"), granted(Mode::Centralised));
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(a.0.child.id() as i32, libc::SIGKILL) };
+    let killed = Instant::now();
+    let _ = a.0.child.wait();
+    hears_closed(&bob, "club");
+    let took = killed.elapsed();
+    // Documented bound: node_timeout_ms + one heartbeat + the 200 ms tick;
+    // a loaded machine gets 2 s more.
+    assert!(
+        took < Duration::from_millis(NODE_TIMEOUT_MS + 1_200 + 2_000),
+        "closed {took:?} after SIGKILL"
+    );
+    eprintln!("the dead home's room closed for bob {took:?} after SIGKILL");
+    assert_eq!(room_of(&b, "bob"), None);
+    assert_eq!(room_listed(&mut bob, "club"), None);
+    // Its name was freed with the dead node's names: b may have a club.
+    eventually("the name freed", WAIT, || {
+        create_room(&mut bob, "club", Mode::Centralised, 4) == Creation::Created
+    });
+    b.hub().check_rooms().unwrap();
+}
+
+#[test]
+fn without_the_bus_no_room_is_created_or_joined_across_nodes_and_then_again() {
+    let Some((c, a, b)) = two_nodes() else { return };
+    let (mut ann, mut bob) = ann_on_a_bob_on_b(&a, &b);
+    let mut amy = Rooms::register(a.rooms_addr(), "amy");
+    assert_eq!(
+        create_room(&mut ann, "club", Mode::Centralised, 4),
+        Creation::Created
+    );
+    eventually("b lists club", WAIT, || {
+        room_listed(&mut bob, "club").is_some()
+    });
+    c.nats.kill();
+    for srv in [&a, &b] {
+        let cl = srv.cluster().expect("cluster mode");
+        eventually("the bus is gone", WAIT, || !cl.bus_up());
+    }
+    assert!(matches!(
+        join_room(&mut bob, "club"),
+        Body::AccessAnswer {
+            status: Access::NoSuchRoom,
+            ..
+        }
+    ));
+    assert_eq!(
+        create_room(&mut bob, "den", Mode::Centralised, 4),
+        Creation::NameExists,
+        "a name cannot be claimed without the bus"
+    );
+    assert_eq!(
+        create_room(&mut amy, "den", Mode::Centralised, 4),
+        Creation::NameExists
+    );
+    // A room of one's own node is joined as ever.
+    assert_eq!(join_room(&mut amy, "club"), granted(Mode::Centralised));
+    assert_eq!(
+        amy.ask(Body::Text {
+            chat: "local".into()
+        }),
+        Body::TextAck
+    );
+    hears_text_from(&ann, amy.id, "local");
+    c.nats.restart();
+    eventually("b is back on the bus", WAIT, || {
+        b.cluster().unwrap().bus_up()
+    });
+    eventually("bob may join again", WAIT, || {
+        join_room(&mut bob, "club") == granted(Mode::Centralised)
+    });
+    assert_eq!(members(&a, "club"), ["amy", "ann", "bob"]);
+}
+
+fn hears_text_from(c: &Rooms, author: u8, chat: &str) {
+    let m = c.expect(chat, |b| matches!(b, Body::Text { .. }));
+    assert_eq!((m.user, m.body), (author, Body::Text { chat: chat.into() }));
+}

@@ -31,14 +31,17 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use chinwag_proto::bus::{call, private, Envelope};
+use chinwag_proto::bus::{call, private, room, Envelope};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 
 use crate::front::accounts::service::Accounts;
 use crate::guard::{supervise, Fatal, Turn};
-use crate::hub::{names, ClusterLink, Dialect, Event, Hub, Media, Peer, Session, Transport};
+use crate::hub::{
+    names, AccessRefusal, ClusterLink, Dialect, Event, Hub, Media, Peer, RoomInfo, RoomMode,
+    RoomPeer, Session, ToHome, Transport,
+};
 use crate::metrics::{DropReason, Metrics};
 use bus::{BusCmd, BusEvent};
 
@@ -107,6 +110,104 @@ struct PeerNode {
 
 /// How often `cw-bus-in` looks for silent nodes when no event comes.
 const TICK: Duration = Duration::from_millis(200);
+/// Rooms private rooms: a home lists each of its rooms this often (and at
+/// once, within `ROOMS_CHECK`, when one changes).
+const ROOMS_EVERY: Duration = Duration::from_secs(1);
+const ROOMS_CHECK: Duration = Duration::from_millis(100);
+/// Joins of rooms of other nodes awaiting the home's answer at once.
+const JOINS_IN_FLIGHT: usize = 1024;
+/// Members listed in a `joined` envelope at most (seed 003: 254 clients).
+const PEERS_LISTED: usize = 254;
+/// Room name claims of other nodes a node keeps (to free a dead node's).
+const ROOM_KEYS_KEPT: usize = 100_000;
+
+/// The `names` bucket key of rooms private room `name`: `r` and the
+/// name's bytes in lower-case hex (never a user's key, which starts `k`).
+pub fn room_key(name: &str) -> String {
+    let mut s = String::with_capacity(1 + 2 * name.len());
+    s.push('r');
+    for b in name.bytes() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Marks a room's name in a `Reassert` (no user name has a NUL).
+const ROOM_REASSERT: &str = "\0room:";
+
+fn is_room_key(key: &str) -> bool {
+    key.starts_with('r')
+}
+
+/// A room of another node, as its home lists it.
+#[derive(Debug, Clone)]
+struct Listed {
+    node: String,
+    mode: RoomMode,
+    count: u8,
+    /// Its members' names (the `listed` envelope's text, one a line).
+    members: Vec<String>,
+    seen: Instant,
+}
+
+type JoinAnswer = Result<(RoomMode, Vec<RoomPeer>), AccessRefusal>;
+
+/// A join of a room of another node awaiting its answer.
+struct Join {
+    node: String,
+    room: String,
+    member: String,
+    reply: Sender<JoinAnswer>,
+}
+
+fn mode_code(m: RoomMode) -> u8 {
+    match m {
+        RoomMode::Centralised => 0,
+        RoomMode::Decentralised => 1,
+    }
+}
+
+fn mode_of(code: u8) -> RoomMode {
+    if code == 1 {
+        RoomMode::Decentralised
+    } else {
+        RoomMode::Centralised
+    }
+}
+
+/// The members of a decentralised room in a `joined` envelope: one line
+/// each, `name host port`.
+fn peers_text(peers: &[RoomPeer]) -> String {
+    let mut t = String::new();
+    for p in peers.iter().take(PEERS_LISTED) {
+        t.push_str(&format!("{} {} {}\n", p.name, p.addr.ip(), p.addr.port()));
+    }
+    t
+}
+
+/// Read back [`peers_text`]; a line that does not read is skipped.
+fn parse_peers(text: &str) -> Vec<RoomPeer> {
+    text.lines()
+        .take(PEERS_LISTED)
+        .filter_map(|l| {
+            let mut w = l.split(' ');
+            let name = w.next()?;
+            let ip: IpAddr = w.next()?.parse().ok()?;
+            let port: u16 = w.next()?.parse().ok()?;
+            if w.next().is_some() || name.is_empty() || name.len() > names::MAX_NAME {
+                return None;
+            }
+            Some(RoomPeer {
+                addr: SocketAddr::new(ip, port),
+                name: name.to_owned(),
+            })
+        })
+        .collect()
+}
+
+fn endpoint_of(host: &str, port: u16) -> Option<SocketAddr> {
+    Some(SocketAddr::new(host.parse().ok()?, port))
+}
 
 fn dialect_code(d: Dialect) -> u8 {
     match d {
@@ -212,6 +313,15 @@ pub struct Cluster {
     peers: RwLock<HashMap<String, PeerNode>>,
     /// `taken` envelopes sent and not yet acknowledged (see `taken`).
     taken: Arc<Mutex<taken::Retries>>,
+    /// Rooms private rooms of other nodes by name (at most
+    /// `hub::rooms::REMOTE_ROOMS_KEPT`; a leaf lock).
+    rooms: Mutex<HashMap<String, Listed>>,
+    /// This node's rooms' names claimed in the bucket: name -> key and
+    /// revision (a leaf lock).
+    room_claims: Mutex<HashMap<String, (String, u64)>>,
+    /// Joins of rooms of other nodes awaiting an answer, by request (a leaf lock).
+    joins: Mutex<HashMap<u64, Join>>,
+    next_req: std::sync::atomic::AtomicU64,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -287,6 +397,10 @@ impl Cluster {
             accounts: RwLock::new(None),
             peers: RwLock::new(HashMap::new()),
             taken: Arc::new(Mutex::new(taken::Retries::default())),
+            rooms: Mutex::new(HashMap::new()),
+            room_claims: Mutex::new(HashMap::new()),
+            joins: Mutex::new(HashMap::new()),
+            next_req: std::sync::atomic::AtomicU64::new(1),
             stop,
             threads: Mutex::new(vec![bus_thread]),
             cfg,
@@ -341,6 +455,91 @@ impl Cluster {
                 ),
             }
         }
+    }
+
+    /// A `Room` envelope to node `node`.
+    #[allow(clippy::too_many_arguments)]
+    fn room_env(
+        &self,
+        node: &str,
+        op: u8,
+        home: &str,
+        room: &str,
+        from: &str,
+        to: &str,
+        extra: RoomExtra,
+    ) -> bool {
+        self.out.publish(
+            bus::subject_node(&self.cfg.cluster, node),
+            &extra.envelope(op, home, room, from, to),
+        )
+    }
+
+    /// Node `node` lists its room `name` (`count` 0: closed) and its members.
+    fn listed(&self, node: &str, name: &str, mode: RoomMode, count: u8, text: &str) {
+        let members: Vec<String> = text
+            .lines()
+            .filter(|n| !n.is_empty() && n.len() <= names::MAX_NAME)
+            .take(PEERS_LISTED)
+            .map(str::to_owned)
+            .collect();
+        let mut rooms = self.rooms.lock();
+        if count == 0 {
+            if rooms.get(name).is_some_and(|l| l.node == node) {
+                rooms.remove(name);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let fresh = |l: &Listed| now.duration_since(l.seen) <= self.cfg.node_timeout;
+        match rooms.get_mut(name) {
+            Some(l) if l.node == node || !fresh(l) => {
+                *l = Listed {
+                    node: node.to_owned(),
+                    mode,
+                    count,
+                    members,
+                    seen: now,
+                };
+            }
+            // Two homes for one name (created at once): the first listed
+            // keeps it here until it goes.
+            Some(_) => {}
+            None => {
+                if rooms.len() >= crate::hub::rooms::REMOTE_ROOMS_KEPT {
+                    rooms.retain(|_, l| fresh(l));
+                }
+                if rooms.len() < crate::hub::rooms::REMOTE_ROOMS_KEPT {
+                    rooms.insert(
+                        name.to_owned(),
+                        Listed {
+                            node: node.to_owned(),
+                            mode,
+                            count,
+                            members,
+                            seen: now,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// What `f` reads of room `room` of another node, if it was listed
+    /// within `node_timeout`.
+    fn listed_now<R>(&self, room: &str, f: impl FnOnce(&Listed) -> R) -> Option<R> {
+        let now = Instant::now();
+        self.rooms
+            .lock()
+            .get(room)
+            .filter(|l| now.duration_since(l.seen) <= self.cfg.node_timeout)
+            .map(f)
+    }
+
+    /// Count an envelope that does not hold.
+    fn refused(&self, what: &str) {
+        self.out.metrics.dropped(DropReason::BusRefused);
+        log::debug!("cluster: refused a rooms envelope: {what}");
     }
 
     /// `taken` envelopes awaiting their acknowledgement.
@@ -530,6 +729,187 @@ impl ClusterLink for Cluster {
         Some(proxy::dial(addr, &secret.0, &hello, self.cfg.bus_timeout))
     }
 
+    fn remote_rooms(&self) -> Vec<RoomInfo> {
+        let now = Instant::now();
+        self.rooms
+            .lock()
+            .iter()
+            .filter(|(_, l)| now.duration_since(l.seen) <= self.cfg.node_timeout)
+            .map(|(name, l)| RoomInfo {
+                mode: l.mode,
+                name: name.clone(),
+                members: l.count as usize,
+            })
+            .collect()
+    }
+
+    fn remote_room_members(&self, room: &str) -> Option<Vec<String>> {
+        self.listed_now(room, |l| l.members.clone())
+    }
+
+    fn room_home(&self, room: &str) -> Option<String> {
+        self.listed_now(room, |l| l.node.clone())
+    }
+
+    fn rooms_open(&self) -> bool {
+        self.bus_up()
+    }
+
+    fn room_claim(&self, name: &str) -> bool {
+        if self.room_claims.lock().contains_key(name) {
+            return true;
+        }
+        let (reply, answer) = bounded(1);
+        let cmd = BusCmd::Claim {
+            keys: vec![room_key(name)],
+            value: self.claim_value(name, Dialect::Rooms),
+            reply,
+        };
+        if !self.out.send(cmd) {
+            return false;
+        }
+        match answer.recv_timeout(self.cfg.bus_timeout) {
+            Ok(Some(mut got)) if got.len() == 1 => {
+                let held = got.pop().expect("one key");
+                let mut claims = self.room_claims.lock();
+                if claims.contains_key(name) {
+                    // Another local creation claimed it meanwhile.
+                    drop(claims);
+                    self.out.force(BusCmd::Release { keys: vec![held] });
+                } else {
+                    claims.insert(name.to_owned(), held);
+                }
+                true
+            }
+            Ok(_) => false,
+            Err(_) => {
+                // The bus thread gives the name back if it wins later.
+                self.out.metrics.dropped(DropReason::BusDown);
+                false
+            }
+        }
+    }
+
+    fn room_claim_held(&self, name: &str) -> bool {
+        self.room_claims.lock().contains_key(name)
+    }
+
+    fn room_unclaim(&self, name: &str) {
+        let held = self.room_claims.lock().remove(name);
+        if let Some(key) = held {
+            self.out.force(BusCmd::Release { keys: vec![key] });
+        }
+    }
+
+    fn room_join(
+        &self,
+        node: &str,
+        room: &str,
+        member: &str,
+        endpoint: Option<SocketAddr>,
+    ) -> JoinAnswer {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = bounded(1);
+        {
+            let mut joins = self.joins.lock();
+            if joins.len() >= JOINS_IN_FLIGHT {
+                self.out.metrics.dropped(DropReason::BusFull);
+                return Err(AccessRefusal::NoSuchRoom);
+            }
+            joins.insert(
+                req,
+                Join {
+                    node: node.to_owned(),
+                    room: room.to_owned(),
+                    member: member.to_owned(),
+                    reply,
+                },
+            );
+        }
+        let extra = RoomExtra {
+            req,
+            at: endpoint,
+            ..RoomExtra::default()
+        };
+        let sent = self.room_env(node, room::JOIN, node, room, member, "", extra);
+        let mut got = None;
+        if sent {
+            got = answer.recv_timeout(self.cfg.bus_timeout).ok();
+        }
+        if got.is_none() {
+            let taken = self.joins.lock().remove(&req).is_none();
+            if taken && sent {
+                // `cw-bus-in` took the answer just now (and may have
+                // recorded the membership): it is on its way.
+                got = answer.recv_timeout(self.cfg.bus_timeout).ok();
+            }
+        }
+        match got {
+            Some(a) => a,
+            None => {
+                if sent {
+                    // The home never answered: if it let the member in
+                    // after all, it hears that the member left.
+                    self.out.metrics.dropped(DropReason::BusDown);
+                    self.room_env(
+                        node,
+                        room::LEAVE,
+                        node,
+                        room,
+                        member,
+                        "",
+                        RoomExtra::default(),
+                    );
+                }
+                Err(AccessRefusal::NoSuchRoom)
+            }
+        }
+    }
+
+    fn room_to_home(&self, node: &str, msg: ToHome<'_>) -> bool {
+        match msg {
+            ToHome::Leave { room, from } => self.room_env(
+                node,
+                room::LEAVE,
+                node,
+                room,
+                from,
+                "",
+                RoomExtra::default(),
+            ),
+            ToHome::Text { room, from, text } => {
+                let extra = RoomExtra {
+                    text: text.to_owned(),
+                    ..RoomExtra::default()
+                };
+                self.room_env(node, room::TEXT, node, room, from, "", extra)
+            }
+            ToHome::Invite { room, from, to } => self.room_env(
+                node,
+                room::INVITE,
+                node,
+                room,
+                from,
+                to,
+                RoomExtra::default(),
+            ),
+            ToHome::Answer {
+                from,
+                token,
+                accept,
+                endpoint,
+            } => {
+                let extra = RoomExtra {
+                    count: u8::from(accept),
+                    req: token,
+                    at: endpoint,
+                    ..RoomExtra::default()
+                };
+                self.room_env(node, room::ANSWER, node, "", from, "", extra)
+            }
+        }
+    }
+
     fn poke(&self, node: Option<&str>, name: &str) {
         self.out.publish(
             match node {
@@ -547,10 +927,50 @@ impl ClusterLink for Cluster {
 /// to that node: private texts, call signalling and chatos private
 /// connections' signalling (the hub refuses room invitations to
 /// stand-ins, and never makes one a listener).
+/// The optional fields of a `Room` envelope.
+#[derive(Default)]
+struct RoomExtra {
+    mode: u8,
+    count: u8,
+    req: u64,
+    at: Option<SocketAddr>,
+    text: String,
+    /// The invitee of an invitation asked of a home.
+    to: String,
+}
+
+impl RoomExtra {
+    fn with_to(self, to: &str) -> RoomExtra {
+        RoomExtra {
+            to: to.to_owned(),
+            ..self
+        }
+    }
+
+    /// The `Room` envelope of `op` about room `room` of node `home`.
+    fn envelope(self, op: u8, home: &str, room: &str, from: &str, to: &str) -> Envelope {
+        Envelope::Room {
+            op,
+            node: home.to_owned(),
+            room: room.to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            mode: self.mode,
+            count: self.count,
+            req: self.req,
+            host: self.at.map(|a| a.ip().to_string()).unwrap_or_default(),
+            port: self.at.map_or(0, |a| a.port()),
+            text: self.text,
+        }
+    }
+}
+
 struct RemotePeer {
     out: Outbox,
     subject: String,
     name: String,
+    /// This node's name (the home of its rooms).
+    me: String,
     /// The cluster's `taken` envelopes awaiting acknowledgement.
     taken: Arc<Mutex<taken::Retries>>,
 }
@@ -593,8 +1013,39 @@ impl RemotePeer {
             Event::PrivateClosed { connect_id, peer } => {
                 self.private(private::CLOSED, peer, &self.name, connect_id)
             }
+            // Rooms private rooms of this node with this user a member.
+            Event::RoomMessage { from, room, text } => self.room(
+                room::MESSAGE,
+                room,
+                from,
+                RoomExtra {
+                    text: text.to_owned(),
+                    ..RoomExtra::default()
+                },
+            ),
+            Event::RoomClosed { room } => self.room(room::CLOSED, room, "", RoomExtra::default()),
+            Event::RoomInvitation {
+                from,
+                room,
+                mode,
+                token,
+            } => self.room(
+                room::INVITE,
+                room,
+                from,
+                RoomExtra {
+                    mode: mode_code(mode),
+                    req: token,
+                    ..RoomExtra::default()
+                },
+            ),
             _ => true,
         }
+    }
+
+    fn room(&self, op: u8, room: &str, from: &str, extra: RoomExtra) -> bool {
+        let env = extra.envelope(op, &self.me, room, from, &self.name);
+        self.out.publish(self.subject.clone(), &env)
     }
 
     fn private(&self, op: u8, requester: &str, target: &str, connect_id: i64) -> bool {
@@ -685,6 +1136,10 @@ impl Replica {
             started: Instant::now(),
             stale: Vec::new(),
             clash: None,
+            listed: HashMap::new(),
+            room_keys: HashMap::new(),
+            listed_all: Instant::now(),
+            listed_checked: Instant::now(),
         }
     }
 }
@@ -710,6 +1165,13 @@ struct Replica {
     stale: Vec<(String, u64)>,
     /// Set when another live process uses this node's name: stop.
     clash: Option<String>,
+    /// This node's rooms as last listed on the bus: name -> (mode, members).
+    listed: HashMap<String, (RoomMode, Vec<String>)>,
+    /// Room names other nodes claimed: key -> (node, revision).
+    room_keys: HashMap<String, (String, u64)>,
+    /// When every room was last listed, and when the list was last checked.
+    listed_all: Instant,
+    listed_checked: Instant,
 }
 
 impl Replica {
@@ -784,6 +1246,250 @@ impl Replica {
         if let Some(c) = self.cluster.upgrade() {
             c.repeat_taken(now);
         }
+        self.list_rooms(now);
+    }
+
+    /// List this node's rooms on the bus: those that changed (within
+    /// `ROOMS_CHECK`), every one each `ROOMS_EVERY`, and count 0 for those
+    /// gone. At most 255 envelopes (a node's rooms) at a time.
+    fn list_rooms(&mut self, now: Instant) {
+        if now.duration_since(self.listed_checked) < ROOMS_CHECK {
+            return;
+        }
+        self.listed_checked = now;
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        if !c.bus_up() {
+            return;
+        }
+        let all = now.duration_since(self.listed_all) >= ROOMS_EVERY;
+        if all {
+            self.listed_all = now;
+        }
+        let rooms: HashMap<String, (RoomMode, Vec<String>)> = self
+            .hub
+            .local_rooms_detail()
+            .into_iter()
+            .map(|(name, mode, members)| (name, (mode, members)))
+            .collect();
+        let global = bus::subject_global(&c.cfg.cluster);
+        let list = |name: &str, mode: RoomMode, members: &[String]| {
+            let count = members.len().min(u8::MAX as usize) as u8;
+            let mut text = String::new();
+            for m in members.iter().take(PEERS_LISTED) {
+                text.push_str(m);
+                text.push('\n');
+            }
+            let extra = RoomExtra {
+                mode: mode_code(mode),
+                count,
+                text,
+                ..RoomExtra::default()
+            };
+            c.out.publish(
+                global.clone(),
+                &extra.envelope(room::LISTED, &self.me, name, "", ""),
+            );
+        };
+        for (name, (mode, members)) in &rooms {
+            let same = self
+                .listed
+                .get(name)
+                .is_some_and(|(m, was)| m == mode && was == members);
+            if all || !same {
+                list(name, *mode, members);
+            }
+        }
+        for (name, (mode, _)) in &self.listed {
+            if !rooms.contains_key(name) {
+                list(name, *mode, &[]);
+            }
+        }
+        self.listed = rooms;
+    }
+
+    /// A `Room` envelope (`proto::bus::room`): what does not hold (a room,
+    /// member or request this node does not know) is refused and counted.
+    fn room(&mut self, op: u8, node: &str, name: &str, from: &str, to: &str, x: RoomExtra) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        match op {
+            room::LISTED => {
+                if node != self.me && crate::hub::rooms::valid_room_name(name) {
+                    c.listed(node, name, mode_of(x.mode), x.count, &x.text);
+                }
+            }
+            // To this node, the room's home, about a member of another node.
+            room::JOIN | room::LEAVE | room::TEXT | room::ANSWER => {
+                self.as_home(&c, op, node, name, from, x, now)
+            }
+            room::INVITE if node == self.me => {
+                let x = x.with_to(to);
+                self.as_home(&c, op, node, name, from, x, now)
+            }
+            // From a room's home, about a member of this node.
+            _ => self.as_member_node(&c, op, node, name, from, to, x, now),
+        }
+    }
+
+    /// An envelope to this node, a room's home, about `from`, a member of
+    /// another node (its stand-in here).
+    #[allow(clippy::too_many_arguments)]
+    fn as_home(
+        &mut self,
+        c: &Cluster,
+        op: u8,
+        node: &str,
+        name: &str,
+        from: &str,
+        x: RoomExtra,
+        now: Instant,
+    ) {
+        let stand_in = self.hub.online(from).filter(|s| s.remote.is_some());
+        let Some(s) = stand_in.filter(|_| node == self.me) else {
+            return c.refused("to a home, from no member of another node");
+        };
+        let member_node = s.remote.clone().expect("a stand-in");
+        let tell = |op: u8, room: &str, extra: RoomExtra| {
+            c.room_env(&member_node, op, &self.me, room, "", from, extra)
+        };
+        match op {
+            room::JOIN => match self.hub.room_join_at(&s, name, x.at) {
+                Ok((mode, peers)) => {
+                    let extra = RoomExtra {
+                        mode: mode_code(mode),
+                        req: x.req,
+                        text: peers_text(&peers),
+                        ..RoomExtra::default()
+                    };
+                    tell(room::JOINED, name, extra);
+                }
+                Err(why) => {
+                    let extra = RoomExtra {
+                        count: if why == AccessRefusal::Full { 2 } else { 1 },
+                        req: x.req,
+                        ..RoomExtra::default()
+                    };
+                    tell(room::REFUSED, name, extra);
+                }
+            },
+            room::LEAVE => {
+                if !self.hub.room_member_leave(&s, name) {
+                    c.refused("a leave of a room the member is not in");
+                }
+            }
+            room::TEXT => {
+                // No member's node sends more than a rooms client may.
+                if x.text.len() > chinwag_proto::rooms::MAX_CHAT {
+                    return c.refused("a text over the rooms limit");
+                }
+                let said = self.hub.room_member_text(&s, name, &x.text);
+                if said == Err(crate::hub::Refusal::NotPending) {
+                    c.refused("a text in a room its author is not in");
+                    // Its node takes it for a member (this node dropped
+                    // it while that node seemed dead): the room is closed
+                    // for it there.
+                    tell(room::CLOSED, name, RoomExtra::default());
+                }
+            }
+            room::INVITE => {
+                if self.hub.room_name_of(&s).is_some_and(|r| r == name) {
+                    self.hub.room_invite(now, &s, &x.to);
+                } else {
+                    c.refused("an invitation from outside the room");
+                }
+            }
+            _ => {
+                let accept = x.count == 1;
+                if self.hub.room_answer_at(now, &s, x.req, accept, x.at) {
+                    let entered = self.hub.room_name_of(&s);
+                    let peers = entered.as_deref().and_then(|r| self.hub.room_peers(r, &s));
+                    if let (Some(room), Some((mode, peers))) = (entered, peers) {
+                        let extra = RoomExtra {
+                            mode: mode_code(mode),
+                            text: peers_text(&peers),
+                            ..RoomExtra::default()
+                        };
+                        tell(room::JOINED, &room, extra);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An envelope from a room's home, about `to`, a member of this node.
+    #[allow(clippy::too_many_arguments)]
+    fn as_member_node(
+        &mut self,
+        c: &Cluster,
+        op: u8,
+        node: &str,
+        name: &str,
+        from: &str,
+        to: &str,
+        x: RoomExtra,
+        now: Instant,
+    ) {
+        let user = self.hub.online(to).filter(|s| s.remote.is_none());
+        let Some(s) = user.filter(|_| node != self.me) else {
+            return c.refused("from a home, for no user of this node");
+        };
+        match op {
+            room::JOINED | room::REFUSED if x.req != 0 => {
+                let mut joins = c.joins.lock();
+                let matches = joins
+                    .get(&x.req)
+                    .is_some_and(|j| j.node == node && j.room == name && j.member == to);
+                if !matches {
+                    drop(joins);
+                    return c.refused("an answer to no join of this node");
+                }
+                let j = joins.remove(&x.req).expect("checked");
+                drop(joins);
+                let answer = if op == room::JOINED {
+                    // In before the next envelope (a text of the room)
+                    // is read; the waiting join then finds it so.
+                    self.hub.room_remote_joined(&s, node, name, mode_of(x.mode));
+                    Ok((mode_of(x.mode), parse_peers(&x.text)))
+                } else if x.count == 2 {
+                    Err(AccessRefusal::Full)
+                } else {
+                    Err(AccessRefusal::NoSuchRoom)
+                };
+                let _ = j.reply.try_send(answer);
+            }
+            room::JOINED => {
+                // An invitation accepted there.
+                self.hub.room_remote_joined(&s, node, name, mode_of(x.mode));
+            }
+            room::MESSAGE => {
+                if !self.hub.room_remote_message(&s, node, name, from, &x.text) {
+                    c.refused("a text of a room its recipient is not in");
+                    // The home thinks it a member (this node closed the
+                    // room for it while the home seemed dead): not so.
+                    c.room_env(node, room::LEAVE, node, name, to, "", RoomExtra::default());
+                }
+            }
+            room::CLOSED => {
+                if !self.hub.room_remote_closed(&s, node, name) {
+                    c.refused("the closing of a room its member is not in");
+                }
+            }
+            room::INVITE => {
+                let mode = mode_of(x.mode);
+                let told = crate::hub::rooms::valid_room_name(name)
+                    && self
+                        .hub
+                        .room_remote_invitation(now, &s, node, name, mode, from, x.req);
+                if !told {
+                    c.refused("an invitation for no rooms user");
+                }
+            }
+            _ => c.refused("a refusal of no join"),
+        }
     }
 
     fn handle(&mut self, ev: BusEvent) {
@@ -812,7 +1518,10 @@ impl Replica {
             BusEvent::Reasserted { name, keys } => self.reasserted(name, keys),
             BusEvent::Message { subject, payload } => match Envelope::decode(&payload) {
                 Ok(env) => self.message(&subject, env),
-                Err(e) => log::warn!("cluster: undecodable bus message on {subject}: {e:?}"),
+                Err(e) => {
+                    self.hub.metrics().dropped(DropReason::BusRefused);
+                    log::warn!("cluster: undecodable bus message on {subject}: {e:?}")
+                }
             },
         }
     }
@@ -832,6 +1541,13 @@ impl Replica {
             if epoch != self.epoch && self.stale.len() < 100_000 {
                 // Left by this node's earlier life (killed): freed by `tick`.
                 self.stale.push((key, revision));
+            }
+            return;
+        }
+        if is_room_key(&key) {
+            // A room name claimed by its home: freed with a dead node's names.
+            if self.room_keys.len() < ROOM_KEYS_KEPT || self.room_keys.contains_key(&key) {
+                self.room_keys.insert(key, (node, revision));
             }
             return;
         }
@@ -878,6 +1594,7 @@ impl Replica {
             out: c.out.clone(),
             subject: bus::subject_node(&c.cfg.cluster, &r.node),
             name: name.to_owned(),
+            me: c.cfg.node.clone(),
             taken: c.taken.clone(),
         });
         match self.hub.login_remote(name, r.dialect, &r.node, peer) {
@@ -893,6 +1610,7 @@ impl Replica {
     }
 
     fn delete(&mut self, key: &str) {
+        self.room_keys.remove(key);
         if let Some(old) = self.keys.remove(key) {
             self.forget_key(&old);
         }
@@ -1019,6 +1737,30 @@ impl Replica {
             }
             Envelope::Claim { .. } => {
                 log::warn!("cluster: a claim sent as a message on {subject}")
+            }
+            Envelope::Room {
+                op,
+                node,
+                room,
+                from,
+                to,
+                mode,
+                count,
+                req,
+                host,
+                port,
+                text,
+            } => {
+                let at = endpoint_of(&host, port);
+                let extra = RoomExtra {
+                    mode,
+                    count,
+                    req,
+                    at,
+                    text,
+                    to: String::new(),
+                };
+                self.room(op, &node, &room, &from, &to, extra)
             }
         }
     }
@@ -1227,6 +1969,11 @@ impl Replica {
             for s in gone {
                 self.hub.logout(&s);
             }
+            // Its rooms are gone: closed for their members here.
+            if let Some(c) = self.cluster.upgrade() {
+                c.rooms.lock().retain(|_, l| &l.node != node);
+            }
+            self.hub.rooms_home_gone(node);
         }
         let smallest_live = self
             .nodes
@@ -1248,6 +1995,12 @@ impl Replica {
                 .iter()
                 .filter(|(_, h)| h.node == node)
                 .map(|(k, h)| (k.clone(), h.revision))
+                .chain(
+                    self.room_keys
+                        .iter()
+                        .filter(|(_, (n, _))| *n == node)
+                        .map(|(k, (_, rev))| (k.clone(), *rev)),
+                )
                 .collect();
             if !keys.is_empty() {
                 log::warn!("cluster: freeing {} names of node {node}", keys.len());
@@ -1277,9 +2030,52 @@ impl Replica {
             let value = c.claim_value(&name, s.dialect);
             c.out.force(BusCmd::Reassert { name, keys, value });
         }
+        // This node's rooms' names too (others may have freed them).
+        let rooms: Vec<(String, (String, u64))> = c
+            .room_claims
+            .lock()
+            .iter()
+            .map(|(n, k)| (n.clone(), k.clone()))
+            .collect();
+        for (room, key) in rooms {
+            let value = c.claim_value(&room, Dialect::Rooms);
+            c.out.force(BusCmd::Reassert {
+                name: format!("{ROOM_REASSERT}{room}"),
+                keys: vec![key],
+                value,
+            });
+        }
+    }
+
+    /// The answer to the re-assertion of room `room`'s claim after an
+    /// outage: held still (or again), or taken by another node meanwhile
+    /// (a room of that name was created there: two homes, of which other
+    /// nodes list the first they heard; this one keeps its members).
+    fn room_reasserted(&mut self, room: &str, keys: Option<Vec<(String, u64)>>) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let mut claims = c.room_claims.lock();
+        match keys.and_then(|mut k| k.pop()) {
+            Some(key) if claims.contains_key(room) => {
+                claims.insert(room.to_owned(), key);
+            }
+            Some(key) => {
+                // Closed meanwhile: give back what was claimed again.
+                drop(claims);
+                c.out.force(BusCmd::Release { keys: vec![key] });
+            }
+            None => {
+                claims.remove(room);
+                log::warn!("cluster: room {room:?} was created on another node during the outage");
+            }
+        }
     }
 
     fn reasserted(&mut self, name: String, keys: Option<Vec<(String, u64)>>) {
+        if let Some(room) = name.strip_prefix(ROOM_REASSERT) {
+            return self.room_reasserted(room, keys);
+        }
         let Some(c) = self.cluster.upgrade() else {
             return;
         };

@@ -36,6 +36,10 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
         accounts: RwLock::new(None),
         peers: RwLock::new(HashMap::new()),
         taken: Arc::new(Mutex::new(taken::Retries::default())),
+        rooms: Mutex::new(HashMap::new()),
+        room_claims: Mutex::new(HashMap::new()),
+        joins: Mutex::new(HashMap::new()),
+        next_req: std::sync::atomic::AtomicU64::new(1),
         stop: Arc::new(AtomicBool::new(false)),
         threads: Mutex::new(Vec::new()),
     });
@@ -295,4 +299,225 @@ fn a_taken_is_repeated_until_acknowledged_and_never_after_a_later_event() {
     yves.peer.deliver(&Event::CallEnded { by: "fern" });
     c.repeat_taken(t0 + Duration::from_secs(60));
     assert_eq!(call_ops(&rx), vec![call::TAKEN, call::ENDED]);
+}
+
+/// What a local rooms user's peer is told, as text.
+#[derive(Default)]
+struct Told(Mutex<Vec<String>>);
+
+impl Peer for Told {
+    fn deliver(&self, event: &Event<'_>) -> bool {
+        self.0.lock().push(format!("{event:?}"));
+        true
+    }
+}
+
+/// `f`, whose one name claim a thread standing in for the bus grants.
+fn claim_granted<R>(rx: &Receiver<BusCmd>, f: impl FnOnce() -> R) -> R {
+    let bus = rx.clone();
+    let answer = std::thread::spawn(move || {
+        if let Ok(BusCmd::Claim { reply, keys, .. }) = bus.recv_timeout(TIMEOUT) {
+            let _ = reply.send(Some(keys.into_iter().map(|k| (k, 1)).collect()));
+        }
+    });
+    let r = f();
+    answer.join().unwrap();
+    r
+}
+
+/// A local rooms user of this detached node.
+fn local_user(hub: &Hub, rx: &Receiver<BusCmd>, name: &str) -> (Arc<Session>, Arc<Told>) {
+    let told = Arc::new(Told::default());
+    let entry = crate::hub::Entry::new(Dialect::Rooms, "127.0.0.1".parse().unwrap(), told.clone());
+    let s = claim_granted(rx, || hub.login_with(name, entry, |_| {})).expect("logged in");
+    (s, told)
+}
+
+/// The `Room` ops this node published, in order.
+fn room_ops(rx: &Receiver<BusCmd>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Ok(cmd) = rx.try_recv() {
+        if let BusCmd::Publish { payload, .. } = cmd {
+            if let Ok(Envelope::Room { op, .. }) = Envelope::decode(&payload) {
+                out.push(op);
+            }
+        }
+    }
+    out
+}
+
+/// A `Room` envelope's bytes (centralised, no request, no address).
+fn room_bytes(
+    op: u8,
+    node: &str,
+    room: &str,
+    from: &str,
+    to: &str,
+    count: u8,
+    text: &str,
+) -> Vec<u8> {
+    let extra = RoomExtra {
+        count,
+        text: text.into(),
+        ..RoomExtra::default()
+    };
+    extra.envelope(op, node, room, from, to).to_bytes()
+}
+
+fn room_env(op: u8, node: &str, room: &str, from: &str, to: &str, text: &str) -> BusEvent {
+    BusEvent::Message {
+        subject: "cw.t.node.x".into(),
+        payload: room_bytes(op, node, room, from, to, 0, text),
+    }
+}
+
+fn refusals(hub: &Hub) -> u64 {
+    hub.metrics().drops(DropReason::BusRefused)
+}
+
+#[test]
+fn rooms_envelopes_that_lie_are_refused_and_counted_never_trusted() {
+    let (c, hub, rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    let (ann, told_ann) = local_user(&hub, &rx, "ann");
+    claim(&mut r, "b", 1, "bob", 10);
+    claim(&mut r, "b", 1, "eve", 11);
+    claim_granted(&rx, || {
+        hub.room_create(&ann, RoomMode::Centralised, "club", 5)
+    })
+    .unwrap();
+    let bob = hub.online("bob").unwrap();
+    assert!(hub.room_join(&bob, "club").is_ok());
+    told_ann.0.lock().clear();
+    let _ = room_ops(&rx);
+    let lies = [
+        // eve is in no room here: her text, leave and invitation.
+        room_env(room::TEXT, "a", "club", "eve", "", "let me in"),
+        room_env(room::LEAVE, "a", "club", "eve", "", ""),
+        room_env(room::INVITE, "a", "club", "eve", "ann", ""),
+        // A room that does not exist; a home that is not this node.
+        room_env(room::TEXT, "a", "den", "bob", "", "hi"),
+        room_env(room::TEXT, "c", "club", "bob", "", "hi"),
+        // Not a user of another node: ann is local, zed unknown.
+        room_env(room::TEXT, "a", "club", "ann", "", "hi"),
+        room_env(room::TEXT, "a", "club", "zed", "", "hi"),
+        // Over the rooms text limit.
+        room_env(room::TEXT, "a", "club", "bob", "", &"x".repeat(1_201)),
+        // For a member of this node from a home it is not in a room of.
+        room_env(room::MESSAGE, "b", "hall", "bob", "ann", "psst"),
+        room_env(room::CLOSED, "b", "hall", "", "ann", ""),
+        // An answer to no join.
+        room_env(room::REFUSED, "b", "hall", "", "ann", ""),
+    ];
+    let n = lies.len() as u64;
+    for lie in lies {
+        r.handle(lie);
+    }
+    assert_eq!(refusals(&hub), n, "each refused and counted");
+    assert_eq!(
+        room_ops(&rx),
+        [room::CLOSED, room::CLOSED, room::LEAVE],
+        "eve's and bob's nodes hear they are not in those rooms; a home that \
+         takes ann for a member of its room hears she is not"
+    );
+    assert!(told_ann.0.lock().is_empty(), "nothing reached ann");
+    assert_eq!(hub.room_members("club").unwrap().len(), 2);
+    // Undecodable (an op past the last, an oversize envelope): counted.
+    let mut bad = room_bytes(room::TEXT, "a", "club", "bob", "", 0, "");
+    bad[2] = room::LAST + 1;
+    for payload in [bad, vec![1; chinwag_proto::bus::MAX_ENVELOPE + 1]] {
+        r.handle(BusEvent::Message {
+            subject: "cw.t.node.a".into(),
+            payload,
+        });
+    }
+    assert_eq!(refusals(&hub), n + 2);
+    // The truth goes through: bob's text reaches ann.
+    r.handle(room_env(room::TEXT, "a", "club", "bob", "", "hi ann"));
+    assert_eq!(
+        *told_ann.0.lock(),
+        [r#"RoomMessage { from: "bob", room: "club", text: "hi ann" }"#]
+    );
+    assert_eq!(refusals(&hub), n + 2);
+    hub.check_rooms().unwrap();
+}
+
+#[test]
+fn a_dead_home_closes_its_rooms_for_members_here_and_is_no_longer_listed() {
+    let t0 = Instant::now();
+    let (c, hub, rx) = detached("b");
+    let mut r = Replica::new(&c, &hub);
+    let (bob, told_bob) = local_user(&hub, &rx, "bob");
+    claim(&mut r, "a", 1, "ann", 10);
+    let listed = |count: u8| BusEvent::Message {
+        subject: "cw.t.global".into(),
+        payload: room_bytes(room::LISTED, "a", "club", "", "", count, "ann\n"),
+    };
+    r.handle(listed(1));
+    assert_eq!(c.room_home("club").as_deref(), Some("a"));
+    assert_eq!(hub.room_members("club"), Some(vec!["ann".into()]));
+    // bob entered it (an invitation accepted at a).
+    hub.room_remote_joined(&bob, "a", "club", RoomMode::Centralised);
+    assert_eq!(hub.room_name_of(&bob).as_deref(), Some("club"));
+    hub.check_rooms().unwrap();
+    // a goes silent: its room closes for bob, who is told, and is unlisted.
+    r.nodes.get_mut("a").unwrap().last = t0;
+    r.find_dead(t0 + TIMEOUT + Duration::from_millis(1), TIMEOUT);
+    assert_eq!(hub.room_name_of(&bob), None);
+    assert_eq!(*told_bob.0.lock(), [r#"RoomClosed { room: "club" }"#]);
+    assert_eq!(c.room_home("club"), None);
+    assert!(hub.room_list().is_empty());
+    hub.check_rooms().unwrap();
+}
+
+#[test]
+fn a_text_right_behind_a_join_answer_finds_the_member_in() {
+    let (c, hub, rx) = detached("b");
+    let mut r = Replica::new(&c, &hub);
+    let (bob, told_bob) = local_user(&hub, &rx, "bob");
+    claim(&mut r, "a", 1, "ann", 10);
+    r.handle(BusEvent::Message {
+        subject: "cw.t.global".into(),
+        payload: room_bytes(room::LISTED, "a", "club", "", "", 1, "ann\n"),
+    });
+    let joining = {
+        let (hub, bob) = (hub.clone(), bob.clone());
+        std::thread::spawn(move || hub.room_join(&bob, "club"))
+    };
+    // The join b sent to a.
+    let req = loop {
+        let cmd = rx.recv_timeout(TIMEOUT).expect("a join");
+        if let BusCmd::Publish { payload, .. } = cmd {
+            if let Ok(Envelope::Room {
+                op: room::JOIN,
+                req,
+                ..
+            }) = Envelope::decode(&payload)
+            {
+                break req;
+            }
+        }
+    };
+    // a's answer and a text of the room right behind it, read at once.
+    let joined = RoomExtra {
+        req,
+        ..RoomExtra::default()
+    }
+    .envelope(room::JOINED, "a", "club", "", "bob");
+    r.handle(BusEvent::Message {
+        subject: "cw.t.node.b".into(),
+        payload: joined.to_bytes(),
+    });
+    r.handle(room_env(room::MESSAGE, "a", "club", "ann", "bob", "hi"));
+    assert_eq!(
+        joining.join().unwrap(),
+        Ok((RoomMode::Centralised, Vec::new()))
+    );
+    assert_eq!(
+        *told_bob.0.lock(),
+        [r#"RoomMessage { from: "ann", room: "club", text: "hi" }"#]
+    );
+    assert_eq!(room_ops(&rx), Vec::<u8>::new(), "no leave went to a");
+    assert_eq!(refusals(&hub), 0);
+    hub.check_rooms().unwrap();
 }

@@ -71,7 +71,8 @@ impl Peer for ChatosPeer {
             | Event::CallEnded { .. }
             | Event::CallTaken { .. }
             | Event::RoomInvitation { .. }
-            | Event::RoomClosed { .. } => {}
+            | Event::RoomClosed { .. }
+            | Event::RoomMessage { .. } => {}
         })
     }
 

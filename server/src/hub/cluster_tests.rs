@@ -158,7 +158,7 @@ fn peer_to_peer_calls_reach_stand_ins_and_each_side_keeps_its_half() {
 }
 
 #[test]
-fn private_texts_reach_stand_ins_and_relayed_calls_connections_and_invitations_do_not() {
+fn private_texts_and_room_invitations_reach_stand_ins_and_relayed_calls_and_connections_do_not() {
     let (h, _bus) = clustered();
     let (alice, _) = join(&h, "alice", Dialect::Chatos).unwrap();
     let (_bob, bob) = remote(&h, "bob", Dialect::Chatos);
@@ -185,10 +185,17 @@ fn private_texts_reach_stand_ins_and_relayed_calls_connections_and_invitations_d
         Err(Refusal::Offline)
     );
     let (roo, _) = join(&h, "roo", Dialect::Rooms).unwrap();
-    let (_rex, _) = remote(&h, "rex", Dialect::Rooms);
+    let (_rex, rex) = remote(&h, "rex", Dialect::Rooms);
     h.room_create(&roo, RoomMode::Centralised, "den", 3)
         .unwrap();
-    assert!(!h.room_invite(now, &roo, "rex"));
+    // A room invitation crosses (its node tells rex: docs/scaling.md).
+    assert!(h.room_invite(now, &roo, "rex"));
+    let inv = rex.take();
+    assert_eq!(inv.len(), 1);
+    assert!(
+        inv[0].starts_with(r#"RoomInvitation { from: "roo", room: "den""#),
+        "{inv:?}"
+    );
     assert!(bob.take().is_empty());
 }
 

@@ -445,7 +445,7 @@ fn private_rooms_take_their_members_out_of_the_public_room() {
     assert_eq!(h.room_text(&a, "in here"), Ok(1));
     assert_eq!(
         rb.take(),
-        vec![r#"Message { from: "al", text: "in here" }"#]
+        vec![r#"RoomMessage { from: "al", room: "club", text: "in here" }"#]
     );
     assert!(rc.take().iter().all(|m| !m.contains("in here")));
     assert_eq!(

@@ -196,6 +196,41 @@ pub enum Event<'a> {
     RoomClosed {
         room: &'a str,
     },
+    /// `from`'s text in private room `room`, where you are (a stand-in
+    /// forwards it to its node; a `Message` is a public-room text).
+    RoomMessage {
+        from: &'a str,
+        room: &'a str,
+        text: &'a str,
+    },
+}
+
+/// Cluster mode: what a member's node tells the home of a rooms private
+/// room about its local user `from` (docs/scaling.md).
+#[derive(Debug, Clone, Copy)]
+pub enum ToHome<'a> {
+    /// `from` left `room`.
+    Leave { room: &'a str, from: &'a str },
+    /// `from`'s text in `room`.
+    Text {
+        room: &'a str,
+        from: &'a str,
+        text: &'a str,
+    },
+    /// `from`, in `room`, invites `to`.
+    Invite {
+        room: &'a str,
+        from: &'a str,
+        to: &'a str,
+    },
+    /// `from` answers the home's invitation `token`; `endpoint`: where its
+    /// datagrams come from.
+    Answer {
+        from: &'a str,
+        token: u64,
+        accept: bool,
+        endpoint: Option<SocketAddr>,
+    },
 }
 
 /// A session's outlet. `deliver` must not block: it queues bytes and, when
@@ -401,6 +436,58 @@ pub trait ClusterLink: Send + Sync {
     fn proxy_dial(&self, id: i64, ip: IpAddr) -> Option<std::io::Result<std::net::TcpStream>> {
         let _ = (id, ip);
         None
+    }
+    /// Rooms private rooms of other nodes, as their homes list them.
+    fn remote_rooms(&self) -> Vec<RoomInfo> {
+        Vec::new()
+    }
+    /// The members of `room`, a private room of another node, as its home
+    /// lists them.
+    fn remote_room_members(&self, room: &str) -> Option<Vec<String>> {
+        let _ = room;
+        None
+    }
+    /// The home node of `room`, a private room of another node.
+    fn room_home(&self, room: &str) -> Option<String> {
+        let _ = room;
+        None
+    }
+    /// Claim rooms private room `name` cluster-wide for a room of this
+    /// node (waits up to `bus_timeout_ms`); true when this node holds it.
+    fn room_claim(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
+    /// Whether this node holds the claim of room `name`.
+    fn room_claim_held(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
+    /// Room `name` of this node is gone: give its claim back.
+    fn room_unclaim(&self, name: &str) {
+        let _ = name;
+    }
+    /// Whether private rooms may be created and joined now (the bus is up).
+    fn rooms_open(&self) -> bool {
+        true
+    }
+    /// Ask `node`, the home of `room`, to let local `member` (datagrams
+    /// from `endpoint`) in; waits for its answer (`bus_timeout_ms`).
+    fn room_join(
+        &self,
+        node: &str,
+        room: &str,
+        member: &str,
+        endpoint: Option<SocketAddr>,
+    ) -> Result<(RoomMode, Vec<RoomPeer>), AccessRefusal> {
+        let _ = (node, room, member, endpoint);
+        Err(AccessRefusal::NoSuchRoom)
+    }
+    /// Tell `node`, the home of a room, about a local member; false when
+    /// it could not be sent.
+    fn room_to_home(&self, node: &str, msg: ToHome<'_>) -> bool {
+        let _ = (node, msg);
+        false
     }
 }
 
@@ -857,6 +944,7 @@ impl Hub {
     /// Forget a session. Safe to call more than once.
     pub fn logout(&self, session: &Arc<Session>) {
         let mut closed = Vec::new();
+        let mut left = rooms::AfterRooms::default();
         let callable = self.callable_from_babel(session);
         {
             let mut users = self.users.write();
@@ -875,7 +963,7 @@ impl Hub {
                 let mut global = self.global.write();
                 global.remove(session.id);
                 if session.reach().rooms {
-                    self.rooms_forget(&mut global, session, &mut closed);
+                    left = self.rooms_forget(&mut global, session, &mut closed);
                 }
             }
             if session.presence || callable {
@@ -895,6 +983,7 @@ impl Hub {
             }
         }
         self.rooms_closed(closed);
+        self.rooms_left(left);
         self.private.lock().forget_user(&session.name);
         self.end_calls_of(session);
         if session.remote.is_none() {

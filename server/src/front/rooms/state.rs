@@ -802,7 +802,7 @@ impl<S: Clone> Rooms<S> {
             return false;
         }
         let sent = match *ev {
-            Event::Message { from, text } => {
+            Event::Message { from, text } | Event::RoomMessage { from, text, .. } => {
                 // A rooms author is named by its id; anyone else (a chatos
                 // user in the public room) by its name in the text, from
                 // the server (docs/bridging.md).

@@ -50,10 +50,12 @@ enum Told {
 impl crate::hub::Peer for Queue {
     fn deliver(&self, ev: &Event<'_>) -> bool {
         let told = match *ev {
-            Event::Message { from, text } => Told::Message {
-                from: from.into(),
-                text: text.into(),
-            },
+            Event::Message { from, text } | Event::RoomMessage { from, text, .. } => {
+                Told::Message {
+                    from: from.into(),
+                    text: text.into(),
+                }
+            }
             Event::RoomInvitation {
                 from,
                 room,
