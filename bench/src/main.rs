@@ -13,6 +13,7 @@ mod refs;
 mod relay;
 mod report;
 mod rooms;
+mod runqueue;
 mod server;
 mod slow;
 mod table;
@@ -743,16 +744,16 @@ struct Meter {
     self0: Duration,
     machine0: Option<Duration>,
     /// Run-queue counters of the server's threads and of the bench's.
-    server_rq0: Option<server::RunQueue>,
-    self_rq0: Option<server::RunQueue>,
+    server_rq0: Option<runqueue::RunQueue>,
+    self_rq0: Option<runqueue::RunQueue>,
 }
 
 impl Meter {
     fn start(t: &Target) -> Meter {
         // Read first: with thousands of threads this takes a while, which
         // stays out of the CPU figures below.
-        let server_rq0 = t.pid.and_then(server::RunQueue::read);
-        let self_rq0 = server::RunQueue::read(std::process::id());
+        let server_rq0 = t.pid.and_then(runqueue::RunQueue::read);
+        let self_rq0 = runqueue::RunQueue::read(std::process::id());
         Meter {
             server_rq0,
             self_rq0,
@@ -809,13 +810,13 @@ impl Meter {
                 "server_rq_wait_us",
                 "server threads: run-queue wait per time slice (mean)",
                 self.server_rq0.as_ref(),
-                t.pid.and_then(server::RunQueue::read),
+                t.pid.and_then(runqueue::RunQueue::read),
             ),
             (
                 "bench_rq_wait_us",
                 "bench threads: run-queue wait per time slice (mean)",
                 self.self_rq0.as_ref(),
-                server::RunQueue::read(std::process::id()),
+                runqueue::RunQueue::read(std::process::id()),
             ),
         ];
         for (key, label, before, after) in waits {
