@@ -13,6 +13,7 @@ mod refs;
 mod relay;
 mod report;
 mod rooms;
+mod runqueue;
 mod server;
 mod slow;
 mod table;
@@ -742,11 +743,20 @@ struct Meter {
     server0: Option<ProcStats>,
     self0: Duration,
     machine0: Option<Duration>,
+    /// Run-queue counters of the server's threads and of the bench's.
+    server_rq0: Option<runqueue::RunQueue>,
+    self_rq0: Option<runqueue::RunQueue>,
 }
 
 impl Meter {
     fn start(t: &Target) -> Meter {
+        // Read first: with thousands of threads this takes a while, which
+        // stays out of the CPU figures below.
+        let server_rq0 = t.pid.and_then(runqueue::RunQueue::read);
+        let self_rq0 = runqueue::RunQueue::read(std::process::id());
         Meter {
+            server_rq0,
+            self_rq0,
             t0: Instant::now(),
             server0: t.stats(),
             self0: server::self_cpu(),
@@ -792,6 +802,31 @@ impl Meter {
             );
         }
         peak_figures(t, r);
+        // Where a latency goes that no thread's work explains: the mean
+        // time a thread was runnable but waited for a CPU, per time slice
+        // (each wake-up starts one), over the threads alive throughout.
+        let waits = [
+            (
+                "server_rq_wait_us",
+                "server threads: run-queue wait per time slice (mean)",
+                self.server_rq0.as_ref(),
+                t.pid.and_then(runqueue::RunQueue::read),
+            ),
+            (
+                "bench_rq_wait_us",
+                "bench threads: run-queue wait per time slice (mean)",
+                self.self_rq0.as_ref(),
+                runqueue::RunQueue::read(std::process::id()),
+            ),
+        ];
+        for (key, label, before, after) in waits {
+            if let Some((wait, _)) = before
+                .zip(after.as_ref())
+                .and_then(|(a, b)| a.wait_per_slice(b))
+            {
+                r.fig(key, label, wait.as_secs_f64() * 1e6, Unit::Us, None);
+            }
+        }
     }
 }
 

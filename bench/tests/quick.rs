@@ -59,6 +59,19 @@ fn quick_run_of_every_workload_succeeds() {
             "{workload} missing:\n{text}"
         );
     }
+    // Every workload against a spawned chinwagd says how long the server's
+    // threads and the bench's waited in the run queue per time slice.
+    for line in text
+        .lines()
+        .filter(|l| l.contains("\"workload\":\"p2p-paced\""))
+    {
+        for key in ["server_rq_wait_us", "bench_rq_wait_us"] {
+            assert!(
+                line.contains(&format!("\"{key}\":")),
+                "{key} missing:\n{line}"
+            );
+        }
+    }
     assert!(
         !text.contains("\"ok\":false"),
         "a workload reported a problem:\n{text}"
