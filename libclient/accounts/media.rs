@@ -7,16 +7,16 @@
 //! relay would be another pair of `VoiceOut`/`VoiceIn` over the same units.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use chinwag_proto::voice::MAX_MEDIA_PACKET;
 
 use crate::call::{VoiceIn, VoiceOut};
-use crate::core::{Error, ErrorKind, Result};
+use crate::core::{stamp, Error, ErrorKind, Result};
 
 /// How long the call's thread waits for a datagram before doing its
 /// periodic work (the receiver report) and looking for a hang-up.
@@ -25,9 +25,6 @@ const RECV_POLL: Duration = Duration::from_millis(50);
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Datagrams one `try_recv` takes at most (the jitter buffer holds 64).
 const DRAIN_MAX: usize = 64;
-/// A kernel receive time older than this is a stepped wall clock, not a
-/// datagram that waited: it counts as received now.
-const MAX_AGE: Duration = Duration::from_secs(1);
 
 /// Bind the socket of a call the library carries: on `ip` (the interface
 /// that reaches the server), at `port` (0: any free one).
@@ -41,23 +38,10 @@ pub(super) fn bind(ip: IpAddr, port: u16) -> Result<UdpSocket> {
     let io = |e: io::Error| Error::new(ErrorKind::Io, format!("call socket: {e}"));
     sock.set_read_timeout(Some(RECV_POLL)).map_err(io)?;
     sock.set_write_timeout(Some(SEND_TIMEOUT)).map_err(io)?;
-    // The kernel stamps each datagram when it arrives (SO_TIMESTAMPNS), so
-    // the thread that plays can take datagrams that waited, and the jitter
-    // buffer still sees when each arrived.
-    let on: libc::c_int = 1;
-    // SAFETY: setsockopt on our socket with a c_int option value.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(io(io::Error::last_os_error()));
-    }
+    // The kernel stamps each datagram when it arrives, so the thread that
+    // plays can take datagrams that waited, and the jitter buffer still
+    // sees when each arrived.
+    stamp::enable(sock.as_raw_fd()).map_err(io)?;
     Ok(sock)
 }
 
@@ -147,80 +131,12 @@ struct Datagrams {
     strangers: u64,
 }
 
-/// One datagram waiting on `sock`, without waiting: its length, sender and
-/// kernel receive time (wall clock, since the epoch), when stamped.
-fn recv_stamped(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-) -> io::Result<(usize, SocketAddr, Option<Duration>)> {
-    // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
-    let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
-    };
-    // Room for one SCM_TIMESTAMPNS (a timespec), 8-byte aligned.
-    let mut control = [0u64; 8];
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (&mut addr as *mut libc::sockaddr_storage).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: every pointer in `msg` points at a live buffer of the length
-    // given, for the duration of the call.
-    let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let from = socket_addr(&addr)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram from no address"))?;
-    let mut stamp = None;
-    // SAFETY: the CMSG macros walk the control buffer the kernel filled,
-    // within msg_controllen; a timespec is read unaligned from its data.
-    unsafe {
-        let mut c = libc::CMSG_FIRSTHDR(&msg);
-        while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
-                let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
-                stamp = Some(Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32));
-            }
-            c = libc::CMSG_NXTHDR(&msg, c);
-        }
-    }
-    Ok((n as usize, from, stamp))
-}
-
-/// The address a `recvmsg` filled in.
-fn socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match libc::c_int::from(a.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let v4 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr))),
-                u16::from_be(v4.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let v6 = unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(v6.sin6_addr.s6_addr)),
-                u16::from_be(v6.sin6_port),
-            ))
-        }
-        _ => None,
-    }
-}
-
 impl Datagrams {
-    fn stranger(&mut self, n: usize, from: SocketAddr) {
+    fn stranger(&mut self, n: usize, from: Option<SocketAddr>) {
         self.strangers += 1;
         if self.strangers.is_power_of_two() {
             log::debug!(
-                "call socket: {} datagrams dropped (latest: {n} bytes from {from})",
+                "call socket: {} datagrams dropped (latest: {n} bytes from {from:?})",
                 self.strangers
             );
         }
@@ -236,21 +152,14 @@ impl VoiceIn for Datagrams {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the call is over"));
         }
-        // One reading of both clocks turns every kernel stamp of this batch
-        // into an Instant.
-        let (now, wall) = (Instant::now(), SystemTime::now());
-        let wall = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let clock = stamp::Clocks::now();
         let mut taken = 0;
         for _ in 0..DRAIN_MAX {
-            match recv_stamped(&self.sock, &mut self.buf) {
-                Ok((n, from, stamp)) if canonical(from) == self.peer && n <= MAX_MEDIA_PACKET => {
-                    let age = stamp.map_or(Duration::ZERO, |s| wall.saturating_sub(s));
-                    let at = if age > MAX_AGE {
-                        now
-                    } else {
-                        now.checked_sub(age).unwrap_or(now)
-                    };
-                    take(&self.buf[..n], at);
+            match stamp::recv(self.sock.as_raw_fd(), &mut self.buf) {
+                Ok((n, Some(from), stamp))
+                    if canonical(from) == self.peer && n <= MAX_MEDIA_PACKET =>
+                {
+                    take(&self.buf[..n], clock.arrival(stamp));
                     taken += 1;
                 }
                 Ok((n, from, _)) => self.stranger(n, from),
@@ -281,7 +190,7 @@ impl VoiceIn for Datagrams {
                 Ok(Some(self.buf[..n].to_vec()))
             }
             Ok((n, from)) => {
-                self.stranger(n, from);
+                self.stranger(n, Some(from));
                 Ok(None)
             }
             Err(e)
@@ -306,6 +215,7 @@ impl VoiceIn for Datagrams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     /// A datagram that waited in the socket keeps the time the kernel
     /// received it; a stranger's is dropped; nothing waiting is no wait.

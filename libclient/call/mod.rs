@@ -146,8 +146,11 @@ struct Inner {
     born: Instant,
     inbox: Mutex<Inbox>,
     arrived: Condvar,
-    /// Wakes the call's thread from its idle sleep (the call ended).
+    /// Wakes the call's thread from its idle sleep (the call ended, or the
+    /// transport failed while the thread that plays read it).
     idle: Condvar,
+    /// How the transport failed under the thread that plays.
+    failed: Mutex<Option<Error>>,
     audio: Mutex<Audio>,
     /// Held across a send of PCM or payload, so units leave in order.
     send_lock: Mutex<()>,
@@ -297,8 +300,9 @@ impl Inner {
         });
         drop(input);
         if let Err(e) = taken {
-            self.out.shutdown();
-            self.finish(e);
+            // The call's thread ends the call with this reason.
+            *self.failed.lock() = Some(e);
+            self.idle.notify_all();
         }
     }
 
@@ -446,6 +450,7 @@ impl Call {
             inbox: Mutex::new(Inbox::default()),
             arrived: Condvar::new(),
             idle: Condvar::new(),
+            failed: Mutex::new(None),
             audio: Mutex::new(Audio {
                 pipeline,
                 receiving: Receiving::Undecided,
@@ -663,6 +668,10 @@ fn receive(inner: &Arc<Inner>, token: u64, owner: Weak<dyn CallOwner>) {
                     &mut inbox,
                     IDLE_POLL.min(crate::audio::pipeline::REPORT_INTERVAL),
                 );
+            }
+            drop(inbox);
+            if let Some(e) = inner.failed.lock().take() {
+                break e;
             }
         } else {
             let got = inner.input.lock().recv();
