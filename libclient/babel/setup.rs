@@ -4,7 +4,6 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,9 +29,6 @@ const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(5);
 const VOICE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the peer per call.
 const READ_CHUNK: usize = 16 * 1024;
-/// Reads the thread that plays makes at most per pull (each up to
-/// READ_CHUNK bytes: far more than the voice of one pull).
-const READS_PER_PULL: usize = 4;
 
 /// Where to listen for the callee, and the host to put in CallRequest.
 pub(super) fn listen_address(
@@ -192,9 +188,6 @@ pub(super) fn voice(
     sock.set_read_timeout(None).map_err(io)?;
     sock.set_write_timeout(Some(VOICE_WRITE_TIMEOUT))
         .map_err(io)?;
-    // Segments are stamped when they arrive, so the thread that plays can
-    // read frames that waited with their arrival times.
-    crate::core::stamp::enable(sock.as_raw_fd()).map_err(io)?;
     let input = VoiceFrames {
         sock: sock.try_clone().map_err(io)?,
         peer: peer.to_owned(),
@@ -238,87 +231,38 @@ struct VoiceFrames {
     chunk: Vec<u8>,
 }
 
-impl VoiceFrames {
-    /// The next whole frame already read: `Some(None)` for one that
-    /// carries no voice, `None` when more bytes are needed.
-    fn decoded(&mut self) -> Result<Option<Option<Vec<u8>>>> {
-        match self.decoder.next_frame() {
-            Ok(Some(Frame::VoiceData { data })) => Ok(Some(Some(data))),
-            // Harmless repetition of the greeting.
-            Ok(Some(Frame::ConnectionEstablished)) => Ok(Some(None)),
-            Ok(Some(other)) => Err(Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "{} sent opcode {} on the call, which only the server sends",
-                    self.peer,
-                    other.opcode()
-                ),
-            )),
-            Ok(None) => Ok(None),
-            Err(e) => Err(Error::new(
-                ErrorKind::Protocol,
-                format!("malformed frame from {}: {e}", self.peer),
-            )),
-        }
-    }
-
-    fn hung_up(&self) -> Error {
-        Error::new(ErrorKind::Closed, format!("{} hung up", self.peer))
-    }
-}
-
 impl VoiceIn for VoiceFrames {
-    fn stamped(&self) -> bool {
-        true
-    }
-
-    fn try_recv(&mut self, take: &mut dyn FnMut(&[u8], Instant)) -> Result<usize> {
-        let clock = crate::core::stamp::Clocks::now();
-        let mut taken = 0;
-        // Frames the call's thread read past: they arrived by now.
-        let mut at = clock.arrival(None);
-        // Bounded: a few reads' worth per pull; the rest waits in the socket.
-        for _ in 0..READS_PER_PULL {
-            while let Some(frame) = self.decoded()? {
-                if let Some(data) = frame {
-                    take(&data, at);
-                    taken += 1;
+    fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(Frame::VoiceData { data })) => return Ok(Some(data)),
+                // Harmless repetition of the greeting.
+                Ok(Some(Frame::ConnectionEstablished)) => return Ok(None),
+                Ok(Some(other)) => {
+                    return Err(Error::new(
+                        ErrorKind::Protocol,
+                        format!(
+                            "{} sent opcode {} on the call, which only the server sends",
+                            self.peer,
+                            other.opcode()
+                        ),
+                    ))
                 }
-            }
-            match crate::core::stamp::recv(self.sock.as_raw_fd(), &mut self.chunk) {
-                Ok((0, _, _)) => return Err(self.hung_up()),
-                Ok((n, _, stamp)) => {
-                    // A frame completed by this read arrived with its last
-                    // segment, the one stamped.
-                    at = clock.arrival(stamp);
-                    self.decoder.push(&self.chunk[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(None) => {}
                 Err(e) => {
                     return Err(Error::new(
-                        ErrorKind::Io,
-                        format!("the connection with {} failed: {e}", self.peer),
+                        ErrorKind::Protocol,
+                        format!("malformed frame from {}: {e}", self.peer),
                     ))
                 }
             }
-        }
-        while let Some(frame) = self.decoded()? {
-            if let Some(data) = frame {
-                take(&data, at);
-                taken += 1;
-            }
-        }
-        Ok(taken)
-    }
-
-    fn recv(&mut self) -> Result<Option<Vec<u8>>> {
-        loop {
-            if let Some(frame) = self.decoded()? {
-                return Ok(frame);
-            }
             match self.sock.read(&mut self.chunk) {
-                Ok(0) => return Err(self.hung_up()),
+                Ok(0) => {
+                    return Err(Error::new(
+                        ErrorKind::Closed,
+                        format!("{} hung up", self.peer),
+                    ))
+                }
                 Ok(n) => self.decoder.push(&self.chunk[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -329,65 +273,5 @@ impl VoiceIn for VoiceFrames {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    /// Frames that waited in the socket are read by whoever plays, each
-    /// with the kernel's receive time of its segment; the end of the
-    /// connection ends the call.
-    #[test]
-    fn waiting_frames_are_taken_with_their_kernel_arrival_time() {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        peer.set_nodelay(true).unwrap();
-        let (ours, _) = listener.accept().unwrap();
-        let (_out, mut input) = voice(ours, "bo", Decoder::new()).unwrap();
-        assert!(input.stamped());
-        let mut got = Vec::new();
-        assert_eq!(
-            input
-                .try_recv(&mut |d, at| got.push((d.to_vec(), at)))
-                .unwrap(),
-            0
-        );
-
-        let before = Instant::now();
-        for d in [&b"one"[..], b"two"] {
-            let f = Frame::VoiceData { data: d.to_vec() }.to_bytes();
-            peer.write_all(&f).unwrap();
-        }
-        let sent = Instant::now();
-        // Loopback delivers within the write; the age is what is checked.
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(
-            input
-                .try_recv(&mut |d, at| got.push((d.to_vec(), at)))
-                .unwrap(),
-            2
-        );
-        assert_eq!(got[0].0, b"one");
-        assert_eq!(got[1].0, b"two");
-        for (_, at) in &got {
-            assert!(
-                *at + Duration::from_millis(1) >= before,
-                "{at:?} {before:?}"
-            );
-            assert!(*at <= sent + Duration::from_millis(1), "{at:?} {sent:?}");
-        }
-        drop(peer);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let end = loop {
-            match input.try_recv(&mut |_, _| {}) {
-                Err(e) => break e,
-                Ok(_) => assert!(Instant::now() < deadline, "the end was not seen"),
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        };
-        assert_eq!(end.code, ErrorKind::Closed);
     }
 }
