@@ -770,6 +770,11 @@ fn rss_kib() -> u64 {
     server::proc_stats(std::process::id()).map_or(0, |s| s.rss_kib)
 }
 
+/// The speech of bench/audio, next to the bench's sources.
+pub fn default_speech() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("audio/speech.wav")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -805,9 +810,4 @@ mod tests {
         Script::looping(&[]).fill(3, &mut out, 2);
         assert_eq!(out, [0; 4]);
     }
-}
-
-/// The speech of bench/audio, next to the bench's sources.
-pub fn default_speech() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("audio/speech.wav")
 }
