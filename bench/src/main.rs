@@ -119,6 +119,7 @@ AUDIO
   --long-seconds T     length of the long call (default 600)
   --pesq PYTHON        a Python with the `pesq` package (bench/audio/pesq.sh makes one)
   --speech WAV         the test speech (default bench/audio/speech.wav)
+  --parts LIST         only these parts: latency,pesq,jitter,cpu,long (default all)
 
 MEDIA
   --calls LIST         concurrent calls, one run each (default 10,100,1000; quick 10)
@@ -597,6 +598,9 @@ fn audio_opts(args: &Args, quick: bool, run_id: &str) -> Result<audio::AudioOpts
         pesq: args.get("pesq")?,
         speech: args.or("speech", audio::default_speech())?,
         run_id: run_id.to_string(),
+        parts: args
+            .get::<String>("parts")?
+            .map(|l| l.split(',').map(str::to_string).collect()),
     })
 }
 

@@ -20,7 +20,7 @@ mod devices;
 mod wire;
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -44,6 +44,13 @@ pub const MAX_PCM_FRAMES: usize = 48_000;
 /// A received unit larger than this cannot be one Opus packet of a 20 ms
 /// frame, so the decoder never sees it (it still reaches `recv`).
 const MAX_DECODABLE: usize = crate::audio::codec::MAX_PACKET;
+/// Over a stamped transport, the thread that plays (`recv_pcm`, a speaker)
+/// takes the units while it has pulled within this; after it, the call's
+/// thread receives them again.
+const PULL_FRESH: Duration = Duration::from_millis(100);
+/// How long the call's thread sleeps between its periodic work while the
+/// thread that plays takes the units.
+const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// The sending half of a call's transport: moves whole units (babel: a
 /// VoiceData payload; accounts: a datagram).
@@ -54,13 +61,29 @@ pub(crate) trait VoiceOut: Send + Sync + 'static {
     fn shutdown(&self);
 }
 
-/// The receiving half, owned by the call's thread.
+/// The receiving half: the call's thread waits on it; over a stamped
+/// transport, the thread that plays takes what is waiting instead.
 pub(crate) trait VoiceIn: Send + 'static {
     /// The next unit; `None` for a frame that carries no voice or when a
     /// short wait ended with nothing (the call's thread then does its
     /// periodic work). An error ends the call: `Closed` (the peer hung up,
     /// or `shutdown`), `Protocol` or `Io`.
     fn recv(&mut self) -> Result<Option<Vec<u8>>>;
+
+    /// Whether units keep the time they arrived while they wait (UDP with
+    /// kernel receive times): then the thread that plays the call takes
+    /// them itself with [`VoiceIn::try_recv`], and the call's thread does
+    /// not wake for each one.
+    fn stamped(&self) -> bool {
+        false
+    }
+
+    /// Hand every unit already waiting (a bounded number) to `take` with
+    /// the time it arrived, without waiting; returns how many. Errors as
+    /// `recv`.
+    fn try_recv(&mut self, _take: &mut dyn FnMut(&[u8], Instant)) -> Result<usize> {
+        Ok(0)
+    }
 }
 
 /// The client side of a call's life.
@@ -114,8 +137,20 @@ struct Inner {
     peer: String,
     profile: Profile,
     out: Box<dyn VoiceOut>,
+    /// The receiving half: the call's thread holds it while it waits for a
+    /// unit; the thread that plays only tries it (`stamped` transports).
+    input: Mutex<Box<dyn VoiceIn>>,
+    stamped: bool,
+    /// When the thread that plays last pulled (µs since `born`; 0: never).
+    last_pull: AtomicU64,
+    born: Instant,
     inbox: Mutex<Inbox>,
     arrived: Condvar,
+    /// Wakes the call's thread from its idle sleep (the call ended, or the
+    /// transport failed while the thread that plays read it).
+    idle: Condvar,
+    /// How the transport failed under the thread that plays.
+    failed: Mutex<Option<Error>>,
     audio: Mutex<Audio>,
     /// Held across a send of PCM or payload, so units leave in order.
     send_lock: Mutex<()>,
@@ -161,6 +196,7 @@ impl Inner {
         self.over.store(true, Ordering::Release);
         drop(inbox);
         self.arrived.notify_all();
+        self.idle.notify_all();
     }
 
     /// `Closed` with the reason, once the call is over.
@@ -234,6 +270,9 @@ impl Inner {
         check_pcm_len(out.len(), self.profile.channels())?;
         let mut a = self.audio.lock();
         self.choose(&mut a, Receiving::Decoded)?;
+        if self.stamped && !self.over.load(Ordering::Acquire) {
+            self.take_waiting(&mut a.pipeline, now);
+        }
         if self.over.load(Ordering::Acquire) && !a.pipeline.has_pending() {
             drop(a);
             return self.check_open();
@@ -242,6 +281,39 @@ impl Inner {
         drop(a);
         self.speaker_level.apply(out);
         Ok(())
+    }
+
+    /// The thread that plays takes the units waiting on a stamped transport
+    /// (unless the call's thread is receiving right now), so the call's
+    /// thread need not wake for each. A transport error ends the call.
+    fn take_waiting(&self, pipeline: &mut CallAudio, now: Instant) {
+        let since = now.saturating_duration_since(self.born).as_micros() as u64;
+        self.last_pull.store(since.max(1), Ordering::Release);
+        let Some(mut input) = self.input.try_lock() else {
+            return;
+        };
+        let profile = self.profile;
+        let taken = input.try_recv(&mut |unit, at| {
+            if unit.len() <= MAX_DECODABLE {
+                wire::feed(profile, pipeline, at, unit);
+            }
+        });
+        drop(input);
+        if let Err(e) = taken {
+            // The call's thread ends the call with this reason.
+            *self.failed.lock() = Some(e);
+            self.idle.notify_all();
+        }
+    }
+
+    /// Whether the thread that plays takes the units now.
+    fn pulling(&self, now: Instant) -> bool {
+        if !self.stamped {
+            return false;
+        }
+        let last = self.last_pull.load(Ordering::Acquire);
+        let since = now.saturating_duration_since(self.born).as_micros() as u64;
+        last != 0 && since.saturating_sub(last) < PULL_FRESH.as_micros() as u64
     }
 
     /// A unit from the transport: to the jitter buffer, to the raw queue,
@@ -365,13 +437,20 @@ impl Call {
         input: Box<dyn VoiceIn>,
         owner: Weak<dyn CallOwner>,
     ) -> Result<(Call, CallLink)> {
-        let pipeline = CallAudio::new(profile, Instant::now())?;
+        let born = Instant::now();
+        let pipeline = CallAudio::new(profile, born)?;
         let inner = Arc::new(Inner {
             peer,
             profile,
             out,
+            stamped: input.stamped(),
+            input: Mutex::new(input),
+            last_pull: AtomicU64::new(0),
+            born,
             inbox: Mutex::new(Inbox::default()),
             arrived: Condvar::new(),
+            idle: Condvar::new(),
+            failed: Mutex::new(None),
             audio: Mutex::new(Audio {
                 pipeline,
                 receiving: Receiving::Undecided,
@@ -389,7 +468,7 @@ impl Call {
             over: AtomicBool::new(false),
         });
         let i2 = inner.clone();
-        let reader = threads::spawn("chinwag-call", move || receive(&i2, input, token, owner))?;
+        let reader = threads::spawn("chinwag-call", move || receive(&i2, token, owner))?;
         let link = CallLink(Arc::downgrade(&inner));
         Ok((
             Call {
@@ -579,17 +658,28 @@ impl Drop for Call {
 
 /// The call's thread: hand units to the call until the transport ends (or
 /// this thread panics), then release the devices and report the end.
-fn receive(
-    inner: &Arc<Inner>,
-    mut input: Box<dyn VoiceIn>,
-    token: u64,
-    owner: Weak<dyn CallOwner>,
-) {
+fn receive(inner: &Arc<Inner>, token: u64, owner: Weak<dyn CallOwner>) {
     let run = threads::catch(|| loop {
-        match input.recv() {
-            Ok(Some(unit)) => inner.arrive(Instant::now(), unit),
-            Ok(None) => {}
-            Err(e) => break e,
+        if inner.pulling(Instant::now()) {
+            // The thread that plays takes the units: only the periodic work.
+            let mut inbox = inner.inbox.lock();
+            if inbox.ended.is_none() {
+                inner.idle.wait_for(
+                    &mut inbox,
+                    IDLE_POLL.min(crate::audio::pipeline::REPORT_INTERVAL),
+                );
+            }
+            drop(inbox);
+            if let Some(e) = inner.failed.lock().take() {
+                break e;
+            }
+        } else {
+            let got = inner.input.lock().recv();
+            match got {
+                Ok(Some(unit)) => inner.arrive(Instant::now(), unit),
+                Ok(None) => {}
+                Err(e) => break e,
+            }
         }
         if inner.over.load(Ordering::Acquire) {
             // Ended here (hang-up) or by the signalling: the reason is kept.
@@ -724,6 +814,84 @@ mod tests {
             ErrorKind::InvalidArgument
         );
         drop(tx);
+    }
+
+    /// A stamped transport fed by a channel: counts the units the call's
+    /// thread received and those the thread that plays took.
+    struct Stamped {
+        rx: crossbeam_channel::Receiver<Vec<u8>>,
+        by_thread: Arc<AtomicU64>,
+        by_puller: Arc<AtomicU64>,
+    }
+    impl VoiceIn for Stamped {
+        fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+            match self.rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(u) => {
+                    self.by_thread.fetch_add(1, Ordering::Relaxed);
+                    Ok(Some(u))
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
+                Err(_) => Err(Error::new(ErrorKind::Closed, "fed out")),
+            }
+        }
+        fn stamped(&self) -> bool {
+            true
+        }
+        fn try_recv(&mut self, take: &mut dyn FnMut(&[u8], Instant)) -> Result<usize> {
+            let mut n = 0;
+            while let Ok(u) = self.rx.try_recv() {
+                take(&u, Instant::now());
+                n += 1;
+            }
+            self.by_puller.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn while_the_app_pulls_it_takes_stamped_units_and_the_call_thread_rests() {
+        let owner = Arc::new(Owner::default());
+        let weak: Weak<dyn CallOwner> = Arc::downgrade(&(owner.clone() as Arc<dyn CallOwner>));
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (by_thread, by_puller) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (call, _) = Call::start(
+            "a".into(),
+            3,
+            Profile::Accounts,
+            Box::new(Sink),
+            Box::new(Stamped {
+                rx,
+                by_thread: by_thread.clone(),
+                by_puller: by_puller.clone(),
+            }),
+            weak,
+        )
+        .unwrap();
+        let mut audio = CallAudio::new(Profile::Accounts, Instant::now()).unwrap();
+        let mut out = [0i16; 960];
+        let frames = 50;
+        for k in 0..frames {
+            let f = audio.send_pcm(Instant::now(), &[100; 960]).unwrap();
+            tx.send(f[0].accounts_packet()).unwrap();
+            call.recv_pcm(&mut out).unwrap();
+            std::thread::sleep(Duration::from_millis(if k < 5 { 20 } else { 2 }));
+        }
+        // Every unit reached the call, and once pulls came the thread that
+        // plays took them: the call's thread took at most those that came
+        // before it noticed (its wait is 20 ms here, the pulls began with
+        // the first unit).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while by_thread.load(Ordering::Relaxed) + by_puller.load(Ordering::Relaxed) < frames {
+            assert!(Instant::now() < deadline, "units lost");
+            call.recv_pcm(&mut out).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(call.stats().packets_received, frames);
+        let thread = by_thread.load(Ordering::Relaxed);
+        assert!(
+            thread <= 5,
+            "the call's thread received {thread} of {frames}"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub(crate) mod bell;
 mod error;
 mod events;
 mod login;
+pub(crate) mod stamp;
 pub(crate) mod tcp;
 pub(crate) mod threads;
 

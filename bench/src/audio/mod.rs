@@ -32,6 +32,16 @@ pub struct AudioOpts {
     pub pesq: Option<PathBuf>,
     pub speech: PathBuf,
     pub run_id: String,
+    /// Which parts to run (latency, pesq, jitter, cpu, long); `None`: all.
+    pub parts: Option<Vec<String>>,
+}
+
+impl AudioOpts {
+    fn runs(&self, part: &str) -> bool {
+        self.parts
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|x| x == part))
+    }
 }
 
 /// Which transport a call runs over.
@@ -87,11 +97,35 @@ impl<'a> Script<'a> {
             trace: false,
         }
     }
-    fn sample(&self, i: usize) -> i16 {
-        match self.says.len() {
-            0 => 0,
-            n if self.looping => self.says[i % n],
-            _ => self.says.get(i).copied().unwrap_or(0),
+    /// Fill `out` (`ch` interleaved channels, each the same) with what is
+    /// said from sample `start` on, a run of the script at a time: the
+    /// driver's own work stays small beside the call's it measures.
+    fn fill(&self, start: usize, out: &mut [i16], ch: usize) {
+        let frames = out.len() / ch;
+        let n = self.says.len();
+        let mut i = 0;
+        while i < frames {
+            let pos = if self.looping && n > 0 {
+                (start + i) % n
+            } else {
+                start + i
+            };
+            let run = n.saturating_sub(pos).min(frames - i);
+            let dst = &mut out[i * ch..];
+            if run == 0 {
+                // Past the end (or nothing to say): silence for the rest.
+                dst[..(frames - i) * ch].fill(0);
+                return;
+            }
+            let src = &self.says[pos..pos + run];
+            if ch == 1 {
+                dst[..run].copy_from_slice(src);
+            } else {
+                for (f, &v) in dst[..run * ch].chunks_exact_mut(ch).zip(src) {
+                    f.fill(v);
+                }
+            }
+            i += run;
         }
     }
 }
@@ -256,9 +290,7 @@ fn talk(call: &Call, sc: Script, start: Instant, phase: Duration, ticks: usize) 
         if let Some(w) = at.checked_duration_since(Instant::now()) {
             std::thread::sleep(w);
         }
-        for (i, frame) in chunk.chunks_exact_mut(ch).enumerate() {
-            frame.fill(sc.sample(k * FRAME + i));
-        }
+        sc.fill(k * FRAME, &mut chunk, ch);
         let pushed = Instant::now();
         if call.send_pcm(&chunk).is_err() {
             break;
@@ -320,59 +352,60 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         None,
     );
 
-    // Mouth-to-ear latency: markers pushed, found in what is pulled.
-    let marks = signal::markers(o.seconds);
-    let ticks = ticks_for(o.seconds) + 25;
-    let twenty = Impairment {
-        loss: Loss::None,
-        jitter: Duration::from_millis(20),
-    };
-    for (t, imp, key, label, goal) in [
-        (
-            Transport::Accounts,
-            Some(twenty),
-            "latency_udp_j20_p50_ms",
-            "mouth-to-ear UDP, 20 ms jitter p50",
-            true,
-        ),
-        (
-            Transport::Accounts,
-            None,
-            "latency_udp_direct_p50_ms",
-            "reference: UDP direct p50",
-            false,
-        ),
-        (
-            Transport::Babel,
-            Some(twenty),
-            "latency_tcp_j20_p50_ms",
-            "mouth-to-ear TCP, 20 ms jitter p50",
-            true,
-        ),
-        (
-            Transport::Babel,
-            None,
-            "latency_tcp_direct_p50_ms",
-            "reference: TCP direct p50",
-            false,
-        ),
-    ] {
-        let p = pair(target, t, imp, &o.run_id, next())?;
-        let (sa, sb) = converse(&p, Script::once(&marks), Script::once(&marks), ticks);
-        let mut ms = signal::latencies(&marks, &sa.pushed_at, &sb.heard, &sb.pulled_at);
-        ms.extend(signal::latencies(
-            &marks,
-            &sb.pushed_at,
-            &sa.heard,
-            &sa.pulled_at,
-        ));
-        if ms.len() < 4 {
-            r.problems
-                .push(format!("{label}: only {} markers found", ms.len()));
-            continue;
-        }
-        if let Some(st) = sb.last {
-            r.notes.push(format!(
+    if o.runs("latency") {
+        // Mouth-to-ear latency: markers pushed, found in what is pulled.
+        let marks = signal::markers(o.seconds);
+        let ticks = ticks_for(o.seconds) + 25;
+        let twenty = Impairment {
+            loss: Loss::None,
+            jitter: Duration::from_millis(20),
+        };
+        for (t, imp, key, label, goal) in [
+            (
+                Transport::Accounts,
+                Some(twenty),
+                "latency_udp_j20_p50_ms",
+                "mouth-to-ear UDP, 20 ms jitter p50",
+                true,
+            ),
+            (
+                Transport::Accounts,
+                None,
+                "latency_udp_direct_p50_ms",
+                "reference: UDP direct p50",
+                false,
+            ),
+            (
+                Transport::Babel,
+                Some(twenty),
+                "latency_tcp_j20_p50_ms",
+                "mouth-to-ear TCP, 20 ms jitter p50",
+                true,
+            ),
+            (
+                Transport::Babel,
+                None,
+                "latency_tcp_direct_p50_ms",
+                "reference: TCP direct p50",
+                false,
+            ),
+        ] {
+            let p = pair(target, t, imp, &o.run_id, next())?;
+            let (sa, sb) = converse(&p, Script::once(&marks), Script::once(&marks), ticks);
+            let mut ms = signal::latencies(&marks, &sa.pushed_at, &sb.heard, &sb.pulled_at);
+            ms.extend(signal::latencies(
+                &marks,
+                &sb.pushed_at,
+                &sa.heard,
+                &sa.pulled_at,
+            ));
+            if ms.len() < 4 {
+                r.problems
+                    .push(format!("{label}: only {} markers found", ms.len()));
+                continue;
+            }
+            if let Some(st) = sb.last {
+                r.notes.push(format!(
                 "{key}: callee's buffer at the end: delay {:.0} ms, target {:.0} ms, jitter {:.1} ms; \
                  concealed {}, late {}, dropped {}, stretched {:.0} ms, compressed {:.0} ms",
                 st.playout_delay_ms,
@@ -384,61 +417,62 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
                 st.samples_stretched as f64 / 48.0,
                 st.samples_compressed as f64 / 48.0
             ));
-        }
-        ms.sort_by(f64::total_cmp);
-        let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-        let goal = goal.then_some(Goal::AtMost(50.0));
-        r.fig(key, label, pct(0.5), Unit::Ms, goal);
-        if goal.is_some() {
-            let k95 = if t == Transport::Accounts {
-                "latency_udp_j20_p95_ms"
-            } else {
-                "latency_tcp_j20_p95_ms"
-            };
-            r.fig(k95, "  p95", pct(0.95), Unit::Ms, None);
+            }
+            ms.sort_by(f64::total_cmp);
+            let pct = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+            let goal = goal.then_some(Goal::AtMost(50.0));
+            r.fig(key, label, pct(0.5), Unit::Ms, goal);
+            if goal.is_some() {
+                let k95 = if t == Transport::Accounts {
+                    "latency_udp_j20_p95_ms"
+                } else {
+                    "latency_tcp_j20_p95_ms"
+                };
+                r.fig(k95, "  p95", pct(0.95), Unit::Ms, None);
+            }
         }
     }
-
-    // Quality under loss (accounts, UDP): the speech one way, PESQ on 16 kHz.
-    let conditions = [
-        (
-            "pesq_clean",
-            "PESQ, no loss (codec only)",
-            Loss::None,
-            true,
-            None,
-        ),
-        (
-            "pesq_random10_fec_plc",
-            "PESQ, 10 % random loss, FEC+PLC",
-            Loss::Random(0.10),
-            true,
-            Some(Goal::AtLeast(3.0)),
-        ),
-        (
-            "pesq_random10_none",
-            "PESQ, 10 % random loss, neither",
-            Loss::Random(0.10),
-            false,
-            None,
-        ),
-        (
-            "pesq_burst5_fec_plc",
-            "PESQ, 5 % loss in bursts of 3, FEC+PLC",
-            Loss::Bursts { rate: 0.05, len: 3 },
-            true,
-            None,
-        ),
-        (
-            "pesq_burst5_none",
-            "PESQ, 5 % loss in bursts of 3, neither",
-            Loss::Bursts { rate: 0.05, len: 3 },
-            false,
-            None,
-        ),
-    ];
-    let padded = signal::pad(&speech, 0.5, 1.0);
-    match &o.pesq {
+    if o.runs("pesq") {
+        // Quality under loss (accounts, UDP): the speech one way, PESQ on 16 kHz.
+        let conditions = [
+            (
+                "pesq_clean",
+                "PESQ, no loss (codec only)",
+                Loss::None,
+                true,
+                None,
+            ),
+            (
+                "pesq_random10_fec_plc",
+                "PESQ, 10 % random loss, FEC+PLC",
+                Loss::Random(0.10),
+                true,
+                Some(Goal::AtLeast(3.0)),
+            ),
+            (
+                "pesq_random10_none",
+                "PESQ, 10 % random loss, neither",
+                Loss::Random(0.10),
+                false,
+                None,
+            ),
+            (
+                "pesq_burst5_fec_plc",
+                "PESQ, 5 % loss in bursts of 3, FEC+PLC",
+                Loss::Bursts { rate: 0.05, len: 3 },
+                true,
+                None,
+            ),
+            (
+                "pesq_burst5_none",
+                "PESQ, 5 % loss in bursts of 3, neither",
+                Loss::Bursts { rate: 0.05, len: 3 },
+                false,
+                None,
+            ),
+        ];
+        let padded = signal::pad(&speech, 0.5, 1.0);
+        match &o.pesq {
         None => r.notes.push(
             "PESQ skipped: pass --pesq PYTHON (bench/audio/pesq.sh installs the `pesq` package in a venv)".into(),
         ),
@@ -486,227 +520,232 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
-
-    // Jitter-buffer recovery: 0 -> 60 -> 0 ms of jitter on UDP.
-    let phase = if o.quick { 2.0 } else { 10.0 };
-    let p = pair(
-        target,
-        Transport::Accounts,
-        Some(Impairment::CLEAN),
-        &o.run_id,
-        next(),
-    )?;
-    let fwd = p.forwarder.as_ref().expect("forwarder");
-    let (sb, t0) = std::thread::scope(|s| {
-        let t0 = Instant::now();
-        let traced = Script {
-            trace: true,
-            ..Script::once(&[])
-        };
-        let (pr, sp) = (&p, &speech[..]);
-        let h = s.spawn(move || {
-            converse(
-                pr,
-                Script::looping(sp),
-                traced,
-                ticks_for(phase * 3.0 + 1.0),
-            )
-            .1
-        });
-        std::thread::sleep(Duration::from_secs_f64(phase));
-        fwd.set(Impairment {
-            loss: Loss::None,
-            jitter: Duration::from_millis(60),
-        });
-        std::thread::sleep(Duration::from_secs_f64(phase));
-        fwd.set(Impairment::CLEAN);
-        (h.join().unwrap(), t0)
-    });
-    let at = |s: f64| t0 + Duration::from_secs_f64(s);
-    let concealed_between = |from: Instant, to: Instant| {
-        let c = |t: Instant| sb.trace.iter().rfind(|e| e.0 <= t).map_or(0, |e| e.1);
-        c(to) - c(from)
-    };
-    let up = concealed_between(at(phase), at(2.0 * phase)) as f64;
-    let down = concealed_between(at(2.0 * phase), at(3.0 * phase)) as f64;
-    let calm = concealed_between(at(1.0), at(phase)) as f64;
-    let back = sb
-        .trace
-        .iter()
-        .filter(|e| e.0 >= at(2.0 * phase))
-        .find(|e| e.2 < 60.0)
-        .map(|e| (e.0 - at(2.0 * phase)).as_secs_f64());
-    let peak = sb.trace.iter().map(|e| e.2).fold(0.0, f64::max);
-    r.fig(
-        "jitter_concealed_calm",
-        "concealed frames, steady 0 ms (ref.)",
-        calm,
-        Unit::Count,
-        None,
-    );
-    r.fig(
-        "jitter_concealed_0_to_60",
-        "concealed frames, jitter 0 -> 60 ms",
-        up,
-        Unit::Count,
-        Some(Goal::AtMost(2.0)),
-    );
-    r.fig(
-        "jitter_concealed_60_to_0",
-        "concealed frames, jitter 60 -> 0 ms",
-        down,
-        Unit::Count,
-        Some(Goal::AtMost(2.0)),
-    );
-    r.fig(
-        "jitter_peak_delay_ms",
-        "playout delay at its peak",
-        peak,
-        Unit::Ms,
-        None,
-    );
-    let st = sb.last.unwrap_or_default();
-    r.fig(
-        "jitter_stretched_ms",
-        "audio stretched to grow the delay",
-        st.samples_stretched as f64 / 48.0,
-        Unit::Ms,
-        None,
-    );
-    r.fig(
-        "jitter_compressed_ms",
-        "audio compressed to shrink it",
-        st.samples_compressed as f64 / 48.0,
-        Unit::Ms,
-        None,
-    );
-    r.fig(
-        "jitter_back_under_60ms_s",
-        "delay back under 60 ms after",
-        back.unwrap_or(f64::INFINITY),
-        Unit::Secs,
-        Some(Goal::AtMost(10.0)),
-    );
-    drop(p);
-
-    // CPU of one call, both directions, per transport (the whole process:
-    // both clients; the server is another process and idle meanwhile).
-    let cpu_ticks = ticks_for(o.seconds);
-    for (t, key, label) in [
-        (
+    }
+    if o.runs("jitter") {
+        // Jitter-buffer recovery: 0 -> 60 -> 0 ms of jitter on UDP.
+        let phase = if o.quick { 2.0 } else { 10.0 };
+        let p = pair(
+            target,
             Transport::Accounts,
-            "cpu_udp_pct",
-            "CPU, one call both ways, UDP",
-        ),
-        (
-            Transport::Babel,
-            "cpu_tcp_pct",
-            "CPU, one call both ways, TCP",
-        ),
-    ] {
-        let p = pair(target, t, None, &o.run_id, next())?;
-        // This process's CPU, less the thread that samples the server's
-        // memory every 10 ms (about 1 % of a core by itself; not the call).
-        let cpu = || server::self_cpu().saturating_sub(target.sampler_cpu());
-        let (c0, w0, s0) = (cpu(), Instant::now(), target.sampler_cpu());
-        converse(
-            &p,
-            Script::looping(&speech),
-            Script::looping(&speech),
-            cpu_ticks,
+            Some(Impairment::CLEAN),
+            &o.run_id,
+            next(),
+        )?;
+        let fwd = p.forwarder.as_ref().expect("forwarder");
+        let (sb, t0) = std::thread::scope(|s| {
+            let t0 = Instant::now();
+            let traced = Script {
+                trace: true,
+                ..Script::once(&[])
+            };
+            let (pr, sp) = (&p, &speech[..]);
+            let h = s.spawn(move || {
+                converse(
+                    pr,
+                    Script::looping(sp),
+                    traced,
+                    ticks_for(phase * 3.0 + 1.0),
+                )
+                .1
+            });
+            std::thread::sleep(Duration::from_secs_f64(phase));
+            fwd.set(Impairment {
+                loss: Loss::None,
+                jitter: Duration::from_millis(60),
+            });
+            std::thread::sleep(Duration::from_secs_f64(phase));
+            fwd.set(Impairment::CLEAN);
+            (h.join().unwrap(), t0)
+        });
+        let at = |s: f64| t0 + Duration::from_secs_f64(s);
+        let concealed_between = |from: Instant, to: Instant| {
+            let c = |t: Instant| sb.trace.iter().rfind(|e| e.0 <= t).map_or(0, |e| e.1);
+            c(to) - c(from)
+        };
+        let up = concealed_between(at(phase), at(2.0 * phase)) as f64;
+        let down = concealed_between(at(2.0 * phase), at(3.0 * phase)) as f64;
+        let calm = concealed_between(at(1.0), at(phase)) as f64;
+        let back = sb
+            .trace
+            .iter()
+            .filter(|e| e.0 >= at(2.0 * phase))
+            .find(|e| e.2 < 60.0)
+            .map(|e| (e.0 - at(2.0 * phase)).as_secs_f64());
+        let peak = sb.trace.iter().map(|e| e.2).fold(0.0, f64::max);
+        r.fig(
+            "jitter_concealed_calm",
+            "concealed frames, steady 0 ms (ref.)",
+            calm,
+            Unit::Count,
+            None,
         );
-        let (c1, w1) = (cpu(), Instant::now());
-        let pct = (c1 - c0).as_secs_f64() / (w1 - w0).as_secs_f64() * 100.0;
-        r.fig(key, label, pct, Unit::Pct, Some(Goal::AtMost(3.0)));
-        let sampler = (target.sampler_cpu() - s0).as_secs_f64() / (w1 - w0).as_secs_f64();
-        r.notes.push(format!(
+        r.fig(
+            "jitter_concealed_0_to_60",
+            "concealed frames, jitter 0 -> 60 ms",
+            up,
+            Unit::Count,
+            Some(Goal::AtMost(2.0)),
+        );
+        r.fig(
+            "jitter_concealed_60_to_0",
+            "concealed frames, jitter 60 -> 0 ms",
+            down,
+            Unit::Count,
+            Some(Goal::AtMost(2.0)),
+        );
+        r.fig(
+            "jitter_peak_delay_ms",
+            "playout delay at its peak",
+            peak,
+            Unit::Ms,
+            None,
+        );
+        let st = sb.last.unwrap_or_default();
+        r.fig(
+            "jitter_stretched_ms",
+            "audio stretched to grow the delay",
+            st.samples_stretched as f64 / 48.0,
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "jitter_compressed_ms",
+            "audio compressed to shrink it",
+            st.samples_compressed as f64 / 48.0,
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "jitter_back_under_60ms_s",
+            "delay back under 60 ms after",
+            back.unwrap_or(f64::INFINITY),
+            Unit::Secs,
+            Some(Goal::AtMost(10.0)),
+        );
+        drop(p);
+    }
+    if o.runs("cpu") {
+        // CPU of one call, both directions, per transport (the whole process:
+        // both clients; the server is another process and idle meanwhile).
+        let cpu_ticks = ticks_for(o.seconds);
+        for (t, key, label) in [
+            (
+                Transport::Accounts,
+                "cpu_udp_pct",
+                "CPU, one call both ways, UDP",
+            ),
+            (
+                Transport::Babel,
+                "cpu_tcp_pct",
+                "CPU, one call both ways, TCP",
+            ),
+        ] {
+            let p = pair(target, t, None, &o.run_id, next())?;
+            // This process's CPU, less the thread that samples the server's
+            // memory every 10 ms (about 1 % of a core by itself; not the call).
+            let cpu = || server::self_cpu().saturating_sub(target.sampler_cpu());
+            let (c0, w0, s0) = (cpu(), Instant::now(), target.sampler_cpu());
+            converse(
+                &p,
+                Script::looping(&speech),
+                Script::looping(&speech),
+                cpu_ticks,
+            );
+            let (c1, w1) = (cpu(), Instant::now());
+            let pct = (c1 - c0).as_secs_f64() / (w1 - w0).as_secs_f64() * 100.0;
+            r.fig(key, label, pct, Unit::Pct, Some(Goal::AtMost(3.0)));
+            let sampler = (target.sampler_cpu() - s0).as_secs_f64() / (w1 - w0).as_secs_f64();
+            r.notes.push(format!(
             "{key}: the bench's server-memory sampler used {:.2} % of a core besides (left out)",
             sampler * 100.0
         ));
+        }
     }
-
-    // A long call: drift (delay, frames) and memory.
-    let p = pair(target, Transport::Accounts, None, &o.run_id, next())?;
-    // Warm-up: 10 s, or a quarter of a short call.
-    let warm = (o.long_seconds / 4.0).min(10.0);
-    let (sa, sb, rss0, s0) = std::thread::scope(|s| {
-        let sc = Script::looping(&speech);
-        let pr = &p;
-        let h = s.spawn(move || converse(pr, sc, sc, ticks_for(o.long_seconds)));
-        std::thread::sleep(Duration::from_secs_f64(warm));
-        let rss0 = rss_kib();
-        let s0 = p.b.stats();
-        let (sa, sb) = h.join().unwrap();
-        (sa, sb, rss0, s0)
-    });
-    let (s1a, s1b) = (
-        sa.last.unwrap_or_else(|| p.a.stats()),
-        sb.last.unwrap_or_else(|| p.b.stats()),
-    );
-    let rss1 = rss_kib();
-    r.fig(
-        "long_rss_before_mib",
-        "long call: RSS after warm-up",
-        rss0 as f64 / 1024.0,
-        Unit::MiB,
-        None,
-    );
-    r.fig(
-        "long_rss_after_mib",
-        "long call: RSS at the end",
-        rss1 as f64 / 1024.0,
-        Unit::MiB,
-        None,
-    );
-    r.fig(
-        "long_delay_start_ms",
-        "long call: playout delay at warm-up",
-        s0.playout_delay_ms,
-        Unit::Ms,
-        None,
-    );
-    r.fig(
-        "long_delay_end_ms",
-        "long call: playout delay at the end",
-        s1b.playout_delay_ms,
-        Unit::Ms,
-        None,
-    );
-    r.fig(
-        "long_frames_sent",
-        "long call: frames sent (each way)",
-        s1a.packets_sent as f64,
-        Unit::Count,
-        None,
-    );
-    r.fig(
-        "long_frames_missing",
-        "long call: frames lost + concealed",
-        (s1b.packets_lost + s1a.packets_lost + s1b.frames_concealed + s1a.frames_concealed) as f64,
-        Unit::Count,
-        None,
-    );
-    r.fig(
-        "long_frames_dropped",
-        "long call: frames dropped (delay shrink)",
-        (s1a.frames_dropped + s1b.frames_dropped) as f64,
-        Unit::Count,
-        None,
-    );
-    r.fig(
-        "long_stretched_ms",
-        "long call: audio stretched (both ways)",
-        (s1a.samples_stretched + s1b.samples_stretched) as f64 / 48.0,
-        Unit::Ms,
-        None,
-    );
-    r.fig(
-        "long_compressed_ms",
-        "long call: audio compressed (both ways)",
-        (s1a.samples_compressed + s1b.samples_compressed) as f64 / 48.0,
-        Unit::Ms,
-        None,
-    );
+    if o.runs("long") {
+        // A long call: drift (delay, frames) and memory.
+        let p = pair(target, Transport::Accounts, None, &o.run_id, next())?;
+        // Warm-up: 10 s, or a quarter of a short call.
+        let warm = (o.long_seconds / 4.0).min(10.0);
+        let (sa, sb, rss0, s0) = std::thread::scope(|s| {
+            let sc = Script::looping(&speech);
+            let pr = &p;
+            let h = s.spawn(move || converse(pr, sc, sc, ticks_for(o.long_seconds)));
+            std::thread::sleep(Duration::from_secs_f64(warm));
+            let rss0 = rss_kib();
+            let s0 = p.b.stats();
+            let (sa, sb) = h.join().unwrap();
+            (sa, sb, rss0, s0)
+        });
+        let (s1a, s1b) = (
+            sa.last.unwrap_or_else(|| p.a.stats()),
+            sb.last.unwrap_or_else(|| p.b.stats()),
+        );
+        let rss1 = rss_kib();
+        r.fig(
+            "long_rss_before_mib",
+            "long call: RSS after warm-up",
+            rss0 as f64 / 1024.0,
+            Unit::MiB,
+            None,
+        );
+        r.fig(
+            "long_rss_after_mib",
+            "long call: RSS at the end",
+            rss1 as f64 / 1024.0,
+            Unit::MiB,
+            None,
+        );
+        r.fig(
+            "long_delay_start_ms",
+            "long call: playout delay at warm-up",
+            s0.playout_delay_ms,
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "long_delay_end_ms",
+            "long call: playout delay at the end",
+            s1b.playout_delay_ms,
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "long_frames_sent",
+            "long call: frames sent (each way)",
+            s1a.packets_sent as f64,
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "long_frames_missing",
+            "long call: frames lost + concealed",
+            (s1b.packets_lost + s1a.packets_lost + s1b.frames_concealed + s1a.frames_concealed)
+                as f64,
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "long_frames_dropped",
+            "long call: frames dropped (delay shrink)",
+            (s1a.frames_dropped + s1b.frames_dropped) as f64,
+            Unit::Count,
+            None,
+        );
+        r.fig(
+            "long_stretched_ms",
+            "long call: audio stretched (both ways)",
+            (s1a.samples_stretched + s1b.samples_stretched) as f64 / 48.0,
+            Unit::Ms,
+            None,
+        );
+        r.fig(
+            "long_compressed_ms",
+            "long call: audio compressed (both ways)",
+            (s1a.samples_compressed + s1b.samples_compressed) as f64 / 48.0,
+            Unit::Ms,
+            None,
+        );
+    }
     // The README's table (`chinwag-bench table`; PESQ rows only when
     // measured).
     for (fig, reference) in [
@@ -734,4 +773,41 @@ fn rss_kib() -> u64 {
 /// The speech of bench/audio, next to the bench's sources.
 pub fn default_speech() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("audio/speech.wav")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_fills_runs_as_sample_by_sample() {
+        let says: Vec<i16> = (1..=7).collect();
+        for looping in [false, true] {
+            let sc = Script {
+                looping,
+                ..Script::once(&says)
+            };
+            for ch in [1, 2] {
+                for start in [0, 3, 6, 7, 12] {
+                    let mut out = vec![-1i16; 9 * ch];
+                    sc.fill(start, &mut out, ch);
+                    let want: Vec<i16> = (0..9)
+                        .flat_map(|i| {
+                            let p = start + i;
+                            let v = if looping {
+                                says[p % 7]
+                            } else {
+                                says.get(p).copied().unwrap_or(0)
+                            };
+                            std::iter::repeat_n(v, ch)
+                        })
+                        .collect();
+                    assert_eq!(out, want, "looping {looping} ch {ch} start {start}");
+                }
+            }
+        }
+        let mut out = [5i16; 4];
+        Script::looping(&[]).fill(3, &mut out, 2);
+        assert_eq!(out, [0; 4]);
+    }
 }
