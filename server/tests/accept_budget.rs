@@ -91,3 +91,23 @@ fn a_connection_refused_for_want_of_a_thread_is_counted_closed_cleanly_and_logge
     w.send_bytes(&login);
     assert_eq!(w.recv(), Command::LoginAccepted);
 }
+
+/// The test helper itself: dropping a spent budget gives every thread back
+/// before the test goes on (the bridge test's call right after it raced the
+/// holding threads' exits under load: "a message within the wait").
+#[test]
+fn a_spent_budget_is_whole_again_as_soon_as_it_is_dropped() {
+    let srv = Server::start(Config {
+        max_threads: 40,
+        spare_threads: 0,
+        ..Config::ephemeral()
+    })
+    .unwrap();
+    let before = srv.thread_budget().live();
+    for _ in 0..5 {
+        let spent = budget::spend(&srv);
+        assert_eq!(srv.thread_budget().live(), 40);
+        drop(spent);
+        assert_eq!(srv.thread_budget().live(), before);
+    }
+}
