@@ -436,15 +436,7 @@ fn jobs_queued_together_commit_together_up_to_a_group(b: &Backend) {
     let ids = two_accounts(&s);
     let view = shared(b);
     // Hold the store thread while a group and one more job queue up.
-    let (holding, is_holding) = bounded::<()>(1);
-    let (release, held) = bounded::<()>(0);
-    s.submit(move |_| {
-        let _ = holding.send(());
-        let _ = held.recv();
-        None
-    })
-    .unwrap();
-    is_holding.recv_timeout(PATIENCE).unwrap();
+    let release = hold(&s);
     let answers: Vec<_> = (0..=GROUP)
         .map(|i| store_message(&s, &view, ids, &format!("m{i}")))
         .collect();
@@ -625,18 +617,32 @@ fn afters_run_after_commit(b: &Backend) {
 
 type TestJob = Box<dyn FnOnce(&Db) -> Option<After> + Send>;
 
-/// Queue `jobs` behind a blocker so they all run in one group.
-fn one_group(s: &Store, jobs: Vec<TestJob>) {
-    let (go, wait) = bounded::<()>(0);
+/// Hold the store thread with a job of its own (its group taken, nothing
+/// else in it) until the returned sender sends: what is queued meanwhile
+/// runs in the next groups.
+fn hold(s: &Store) -> crossbeam_channel::Sender<()> {
+    let (holding, is_holding) = bounded::<()>(1);
+    let (release, held) = bounded::<()>(0);
     s.submit(move |_| {
-        let _ = wait.recv();
+        let _ = holding.send(());
+        let _ = held.recv();
         None
     })
     .unwrap();
+    is_holding.recv_timeout(PATIENCE).unwrap();
+    release
+}
+
+/// Queue `jobs` behind a held store thread so they all run in one group,
+/// of their own. So a `call` made next usually shares their group and
+/// answers before their afters run: the order a loaded machine once
+/// produced by chance.
+fn one_group(s: &Store, jobs: Vec<TestJob>) {
+    let release = hold(s);
     for j in jobs {
         s.submit(j).unwrap();
     }
-    go.send(()).unwrap();
+    release.send(()).unwrap();
 }
 
 fn a_panicking_job_is_rolled_back_alone_and_the_store_carries_on(b: &Backend) {
@@ -691,15 +697,7 @@ fn a_panicking_job_is_rolled_back_alone_and_the_store_carries_on(b: &Backend) {
 fn a_call_answers_before_the_afters_queued_ahead_of_it(b: &Backend) {
     let (s, t) = b.open();
     // Hold the store thread while a job and a call queue up behind it.
-    let (holding, is_holding) = bounded::<()>(1);
-    let (release, held) = bounded::<()>(0);
-    s.submit(move |_| {
-        let _ = holding.send(());
-        let _ = held.recv();
-        None
-    })
-    .unwrap();
-    is_holding.recv_timeout(PATIENCE).unwrap();
+    let release = hold(&s);
     // The job's reply part waits for the test (far longer than the test
     // waits for the call's answer).
     let (open, gate) = bounded::<()>(1);
