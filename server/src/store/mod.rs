@@ -279,7 +279,12 @@ impl Store {
         }
     }
 
-    /// Run a read on the store thread and wait for its answer.
+    /// Run a read on the store thread and wait for its answer. It answers
+    /// from the job's database part, inside the group transaction: before
+    /// the group commits, so possibly before the `after`s of jobs queued
+    /// ahead of it in the same group have run. No caller may take a `call`'s
+    /// answer as a sign that earlier jobs' `after`s ran; `call_committed`
+    /// answers after its group's commit and every `after` queued ahead of it.
     pub fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Db) -> T + Send + 'static,

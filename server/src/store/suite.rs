@@ -7,8 +7,8 @@
 //! concurrent migrations, a server restart) is tested beside it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver};
 
@@ -160,6 +160,7 @@ on_both!(
     message_texts_come_back_exactly,
     afters_run_after_commit,
     a_panicking_job_is_rolled_back_alone_and_the_store_carries_on,
+    a_call_answers_before_the_afters_queued_ahead_of_it,
     a_job_whose_write_fails_is_rolled_back_and_told_so,
     bans_and_account_deletion,
     the_read_pool_sees_what_was_committed_and_cannot_write,
@@ -435,15 +436,7 @@ fn jobs_queued_together_commit_together_up_to_a_group(b: &Backend) {
     let ids = two_accounts(&s);
     let view = shared(b);
     // Hold the store thread while a group and one more job queue up.
-    let (holding, is_holding) = bounded::<()>(1);
-    let (release, held) = bounded::<()>(0);
-    s.submit(move |_| {
-        let _ = holding.send(());
-        let _ = held.recv();
-        None
-    })
-    .unwrap();
-    is_holding.recv_timeout(PATIENCE).unwrap();
+    let release = hold(&s);
     let answers: Vec<_> = (0..=GROUP)
         .map(|i| store_message(&s, &view, ids, &format!("m{i}")))
         .collect();
@@ -624,30 +617,46 @@ fn afters_run_after_commit(b: &Backend) {
 
 type TestJob = Box<dyn FnOnce(&Db) -> Option<After> + Send>;
 
-/// Queue `jobs` behind a blocker so they all run in one group.
-fn one_group(s: &Store, jobs: Vec<TestJob>) {
-    let (go, wait) = bounded::<()>(0);
+/// Hold the store thread with a job of its own (its group taken, nothing
+/// else in it) until the returned sender sends: what is queued meanwhile
+/// runs in the next groups.
+fn hold(s: &Store) -> crossbeam_channel::Sender<()> {
+    let (holding, is_holding) = bounded::<()>(1);
+    let (release, held) = bounded::<()>(0);
     s.submit(move |_| {
-        let _ = wait.recv();
+        let _ = holding.send(());
+        let _ = held.recv();
         None
     })
     .unwrap();
+    is_holding.recv_timeout(PATIENCE).unwrap();
+    release
+}
+
+/// Queue `jobs` behind a held store thread so they all run in one group,
+/// of their own. So a `call` made next usually shares their group and
+/// answers before their afters run: the order a loaded machine once
+/// produced by chance.
+fn one_group(s: &Store, jobs: Vec<TestJob>) {
+    let release = hold(s);
     for j in jobs {
         s.submit(j).unwrap();
     }
-    go.send(()).unwrap();
+    release.send(()).unwrap();
 }
 
 fn a_panicking_job_is_rolled_back_alone_and_the_store_carries_on(b: &Backend) {
     let (s, t) = b.open();
-    let told = Arc::new(Mutex::new(Vec::new()));
-    let (t1, t3) = (told.clone(), told.clone());
+    let (tx, told) = bounded(4);
+    let tx3 = tx.clone();
     one_group(
         &s,
         vec![
             Box::new(move |db| {
                 db.create_account("a@x.org", "a", "h").unwrap();
-                Some(Box::new(move |ok| t1.lock().unwrap().push(("a", ok))) as After)
+                Some(Box::new(move |ok| {
+                    let _ = tx.send(("a", ok));
+                }) as After)
             }),
             Box::new(|db| {
                 db.create_account("p@x.org", "p", "h").unwrap();
@@ -655,7 +664,9 @@ fn a_panicking_job_is_rolled_back_alone_and_the_store_carries_on(b: &Backend) {
             }),
             Box::new(move |db| {
                 db.create_account("b@x.org", "b", "h").unwrap();
-                Some(Box::new(move |ok| t3.lock().unwrap().push(("b", ok))) as After)
+                Some(Box::new(move |ok| {
+                    let _ = tx3.send(("b", ok));
+                }) as After)
             }),
         ],
     );
@@ -663,11 +674,62 @@ fn a_panicking_job_is_rolled_back_alone_and_the_store_carries_on(b: &Backend) {
     let mut names = s.call(|db| db.all_pseudos()).unwrap();
     names.sort();
     assert_eq!(names, vec!["a", "b"]);
-    assert_eq!(*told.lock().unwrap(), vec![("a", true), ("b", true)]);
-    // Panics in a reply part are contained too.
+    // Both good jobs are told they committed, in order. A `call` may share
+    // their group and answer before its commit (see
+    // `a_call_answers_before_the_afters_queued_ahead_of_it`), so wait.
+    assert_eq!(told.recv_timeout(PATIENCE).unwrap(), ("a", true));
+    assert_eq!(told.recv_timeout(PATIENCE).unwrap(), ("b", true));
+    // Panics in a reply part are contained too: the reply part queued
+    // behind it still runs, told the commit succeeded.
     s.submit(|_| Some(Box::new(|_| panic!("injected in after")) as After))
         .unwrap();
-    assert_eq!(s.call(|db| db.account_id("a")).unwrap(), Some(1));
+    let after_the_panic = s.call_committed(|db| db.account_id("a")).unwrap();
+    assert_eq!(after_the_panic, (Some(1), true));
+    // Every earlier reply part has run by now: nobody else was told.
+    assert!(told.try_recv().is_err(), "told exactly twice");
+    stop(s, t);
+}
+
+/// `call` answers from its job's database part, before the group commits,
+/// so before the reply parts of jobs queued ahead of it in the same group
+/// have run (`call_committed` waits for them). A test checking what a
+/// reply part did must wait for it, not for a later `call`.
+fn a_call_answers_before_the_afters_queued_ahead_of_it(b: &Backend) {
+    let (s, t) = b.open();
+    // Hold the store thread while a job and a call queue up behind it.
+    let release = hold(&s);
+    // The job's reply part waits for the test (far longer than the test
+    // waits for the call's answer).
+    let (open, gate) = bounded::<()>(1);
+    let (tx, told) = bounded::<bool>(1);
+    s.submit(move |db| {
+        db.create_account("a@x.org", "a", "h").unwrap();
+        Some(Box::new(move |ok| {
+            let _ = gate.recv_timeout(PATIENCE * 3);
+            let _ = tx.send(ok);
+        }) as After)
+    })
+    .unwrap();
+    let (answer, answered) = bounded(1);
+    let caller = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let _ = answer.send(s.call(|db| db.all_pseudos()).ok());
+        })
+    };
+    let deadline = Instant::now() + PATIENCE;
+    while s.queue_len() < 2 {
+        assert!(Instant::now() < deadline, "the call never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    release.send(()).unwrap();
+    // One group: the call sees the job's row and answers while the job's
+    // reply part is still held.
+    let names = answered.recv_timeout(PATIENCE).expect("the call answered");
+    assert_eq!(names, Some(vec!["a".to_owned()]));
+    open.send(()).unwrap();
+    assert!(told.recv_timeout(PATIENCE).unwrap(), "committed");
+    caller.join().unwrap();
     stop(s, t);
 }
 
