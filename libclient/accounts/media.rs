@@ -242,6 +242,31 @@ mod tests {
             "taking nothing does not wait"
         );
 
+        // Enabling SO_TIMESTAMPNS turns the kernel's receive stamping on
+        // through a deferred static key (net_enable_timestamp): until its
+        // work item runs, a datagram is stamped when it is read instead.
+        // Under load that window is long; wait until a probe comes back
+        // stamped with its arrival, not its reading.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            peer.send_to(b"CWVC-probe", to).unwrap();
+            let sent = Instant::now();
+            std::thread::sleep(Duration::from_millis(20));
+            let mut probe = Vec::new();
+            input.try_recv(&mut |_, at| probe.push(at)).unwrap();
+            if !probe.is_empty()
+                && probe
+                    .iter()
+                    .all(|at| *at <= sent + Duration::from_millis(10))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the kernel never stamped on arrival"
+            );
+        }
+
         let before = Instant::now();
         stranger.send_to(b"CWVC-not-yours", to).unwrap();
         peer.send_to(b"CWVC-first", to).unwrap();
