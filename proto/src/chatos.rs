@@ -97,11 +97,15 @@ fn writer(out: &mut Vec<u8>) -> Writer<'_> {
 /// MESSAGE(3) straight into `out`: the server's broadcast path uses this so a
 /// delivery costs one append and no intermediate allocation.
 pub fn encode_message(out: &mut Vec<u8>, from: &str, text: &str) {
+    // The frame's size at once (op, two length-prefixed strings): a queue
+    // emptied by its last send would otherwise grow 8 -> 16 -> 32 -> ...
+    out.reserve(1 + 4 + from.len() + 4 + text.len());
     writer(out).u8(op::MESSAGE).str(from).str(text);
 }
 
 /// MESSAGE_PRIVATE(4) straight into `out`.
 pub fn encode_message_private(out: &mut Vec<u8>, from: &str, to: &str, text: &str) {
+    out.reserve(1 + 4 + from.len() + 4 + to.len() + 4 + text.len());
     writer(out)
         .u8(op::MESSAGE_PRIVATE)
         .str(from)
