@@ -695,6 +695,110 @@ mod tests {
     }
 
     #[test]
+    fn the_bus_credentials_and_tls_keys_are_checked() {
+        let on = Config::from_toml(
+            "bus_url = \"nats://127.0.0.1:4222\"\nnode_name = \"a\"\n\
+             store_url = \"postgres://chinwag@127.0.0.1:5432/chinwag\"",
+        )
+        .unwrap();
+        assert!(!on.bus_wants_tls());
+        let with = |text: &str| {
+            let patch = Config::from_toml(text).unwrap();
+            Config {
+                bus_url: if patch.bus_url.is_empty() {
+                    on.bus_url.clone()
+                } else {
+                    patch.bus_url.clone()
+                },
+                node_name: on.node_name.clone(),
+                store_url: on.store_url.clone(),
+                ..patch
+            }
+        };
+        for good in [
+            "bus_token_file = \"/etc/chinwag/bus.token\"",
+            "bus_user = \"node-a\"\nbus_password_file = \"/etc/chinwag/bus.pw\"",
+            "bus_tls = true\nbus_tls_ca_file = \"/etc/chinwag/ca.pem\"",
+            "bus_tls_cert_file = \"c.pem\"\nbus_tls_key_file = \"c.key\"",
+            "bus_url = \"tls://10.0.0.1:4222,nats://10.0.0.2:4222\"",
+        ] {
+            assert_eq!(with(good).validate(), Ok(()), "{good}");
+        }
+        assert!(with("bus_tls = true").bus_wants_tls());
+        assert!(with("bus_url = \"nats://h:1, tls://h:2\"").bus_wants_tls());
+        for (bad, why) in [
+            (
+                "bus_token_file = \"t\"\nbus_user = \"u\"\nbus_password_file = \"p\"",
+                "exclude each other",
+            ),
+            ("bus_user = \"u\"", "go together"),
+            ("bus_password_file = \"p\"", "go together"),
+            ("bus_tls_cert_file = \"c.pem\"", "go together"),
+            ("bus_tls_key_file = \"c.key\"", "go together"),
+            ("bus_url = \"nats://node:hunter2@h:4222\"", "credentials"),
+            ("bus_url = \"tls://s3cret-token@h:4222\"", "credentials"),
+            ("bus_url = \"tls://\"", "bus_url"),
+        ] {
+            let err = with(bad).validate().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(!err.contains("hunter2") && !err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn store_password_file_needs_postgres_and_a_url_without_a_password() {
+        let c = |text: &str| Config::from_toml(text).unwrap().validate();
+        assert_eq!(
+            c("store_url = \"postgres://u@h/d\"\nstore_password_file = \"/etc/pw\""),
+            Ok(())
+        );
+        let err = c("store_password_file = \"/etc/pw\"").unwrap_err();
+        assert!(err.contains("postgres://"), "{err}");
+        let err = c("store_url = \"postgres://u:hunter2@h/d\"\nstore_password_file = \"/etc/pw\"")
+            .unwrap_err();
+        assert!(
+            err.contains("keep one") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_newline_and_a_loose_one_is_warned_of_or_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "cw-secretfile-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let write = |text: &[u8], mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(b"tok\r\n", 0o600);
+        for loose in [Loose::Warn, Loose::Refuse] {
+            assert_eq!(read_secret_file(&path, "x", loose).unwrap(), b"tok");
+        }
+        write(b"tok\n", 0o604);
+        assert_eq!(read_secret_file(&path, "x", Loose::Warn).unwrap(), b"tok");
+        let err = read_secret_file(&path, "the token", Loose::Refuse).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("chmod 600") && err.contains("604"), "{err}");
+        assert!(!err.contains("tok\n") && !err.ends_with("tok"), "{err}");
+        write(b"tok", 0o640);
+        assert!(
+            read_secret_file(&path, "x", Loose::Refuse).is_err(),
+            "group"
+        );
+        write(b"\n", 0o600);
+        let err = read_secret_file(&path, "the token", Loose::Refuse).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert!(read_secret_file(&dir.join("none"), "x", Loose::Warn).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn store_url_is_empty_or_a_postgres_url_we_can_use() {
         assert_eq!(Config::default().store_url, "");
         let ok =

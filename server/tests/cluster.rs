@@ -2207,7 +2207,7 @@ fn a_bus_with_a_token_or_users_takes_the_right_credentials_and_refuses_others() 
     .expect("the right token joins");
     let err = refused(
         Config {
-            bus_token_file: wrong,
+            bus_token_file: wrong.clone(),
             ..c.config("b")
         },
         &["not-the-token", "t0ken-of-the-bus"],
@@ -2216,6 +2216,20 @@ fn a_bus_with_a_token_or_users_takes_the_right_credentials_and_refuses_others() 
     assert!(err.contains("bus_token_file"), "{err}");
     let err = refused(c.config("b"), &[]);
     assert!(err.contains("no credentials"), "{err}");
+    // The binary: one error line, and a non-zero exit.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(["--bind", "127.0.0.1", "--admin-socket", "off"])
+        .args(["--chatos-port", "0", "--babel-port", "0"])
+        .args(["--accounts-port", "0", "--rooms-port", "0"])
+        .args(["--bus-url", &c.nats.url(), "--node-name", "p"])
+        .args(["--store-url", &c.store_url, "--bus-token-file", &wrong]);
+    let err = common::Chinwagd::try_spawn(&mut cmd, "error", false)
+        .err()
+        .expect("the process must not start");
+    assert!(err.contains("exit status: 1"), "{err}");
+    assert!(err.contains("refused this node's credentials"), "{err}");
+    assert!(!err.contains(" | "), "one line: {err}");
+    assert!(!err.contains("not-the-token"), "{err}");
     // A token file others can read is refused before the bus is dialled.
     let err = refused(
         Config {
