@@ -85,6 +85,9 @@ pub struct Config {
     pub bus_user: String,
     /// File (mode 0600) holding `bus_user`'s password.
     pub bus_password_file: String,
+    /// File (mode 0600) holding this node's nkey seed (`SU...`), for a bus
+    /// whose users are nkeys (nats-server's `users = [{ nkey: "U..." }]`).
+    pub bus_nkey_seed_file: String,
     /// TLS to the bus (also implied by `tls://` in `bus_url`); a bus that
     /// asks for TLS gets it either way.
     pub bus_tls: bool,
@@ -176,6 +179,7 @@ impl Default for Config {
             bus_token_file: String::new(),
             bus_user: String::new(),
             bus_password_file: String::new(),
+            bus_nkey_seed_file: String::new(),
             bus_tls: false,
             bus_tls_ca_file: String::new(),
             bus_tls_cert_file: String::new(),
@@ -455,8 +459,17 @@ impl Config {
                 );
             }
         }
-        if !self.bus_token_file.is_empty() && !self.bus_user.is_empty() {
-            return Err("bus_token_file and bus_user exclude each other: the bus takes one".into());
+        let ways = [
+            &self.bus_token_file,
+            &self.bus_user,
+            &self.bus_nkey_seed_file,
+        ];
+        if ways.iter().filter(|w| !w.is_empty()).count() > 1 {
+            return Err(
+                "bus_token_file, bus_user and bus_nkey_seed_file exclude each other: the bus \
+                 takes one"
+                    .into(),
+            );
         }
         if self.bus_user.is_empty() != self.bus_password_file.is_empty() {
             return Err("bus_user and bus_password_file go together".into());
@@ -718,6 +731,7 @@ mod tests {
         for good in [
             "bus_token_file = \"/etc/chinwag/bus.token\"",
             "bus_user = \"node-a\"\nbus_password_file = \"/etc/chinwag/bus.pw\"",
+            "bus_nkey_seed_file = \"/etc/chinwag/bus.nk\"",
             "bus_tls = true\nbus_tls_ca_file = \"/etc/chinwag/ca.pem\"",
             "bus_tls_cert_file = \"c.pem\"\nbus_tls_key_file = \"c.key\"",
             "bus_url = \"tls://10.0.0.1:4222,nats://10.0.0.2:4222\"",
@@ -729,6 +743,10 @@ mod tests {
         for (bad, why) in [
             (
                 "bus_token_file = \"t\"\nbus_user = \"u\"\nbus_password_file = \"p\"",
+                "exclude each other",
+            ),
+            (
+                "bus_token_file = \"t\"\nbus_nkey_seed_file = \"s\"",
                 "exclude each other",
             ),
             ("bus_user = \"u\"", "go together"),

@@ -75,6 +75,9 @@ struct Args {
     /// File (0600) holding the bus user's password.
     #[arg(long)]
     bus_password_file: Option<String>,
+    /// File (0600) holding this node's nkey seed for the bus.
+    #[arg(long)]
+    bus_nkey_seed_file: Option<String>,
     /// TLS to the bus (as a tls:// URL does).
     #[arg(long)]
     bus_tls: Option<bool>,
@@ -183,7 +186,8 @@ fn load(args: &Args) -> Result<Config, String> {
          node_index => node_index, cluster_addr => cluster_addr,
          cluster_secret_file => cluster_secret_file,
          store_password_file => store_password_file, bus_token_file => bus_token_file,
-         bus_user => bus_user, bus_password_file => bus_password_file, bus_tls => bus_tls,
+         bus_user => bus_user, bus_password_file => bus_password_file,
+         bus_nkey_seed_file => bus_nkey_seed_file, bus_tls => bus_tls,
          bus_tls_ca_file => bus_tls_ca_file, bus_tls_cert_file => bus_tls_cert_file,
          bus_tls_key_file => bus_tls_key_file,
          rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,

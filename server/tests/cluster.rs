@@ -2268,6 +2268,39 @@ fn a_bus_with_a_token_or_users_takes_the_right_credentials_and_refuses_others() 
 }
 
 #[test]
+fn a_bus_of_nkey_users_takes_the_right_seed_only() {
+    let started = Instant::now();
+    let dir = common::temp_dir("bus-nkey");
+    let node = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let seed = secret_in(&dir, "seed", &format!("{}\n", node.seed().unwrap()), 0o600);
+    let other = secret_in(&dir, "other", &stranger.seed().unwrap(), 0o600);
+    let junk = secret_in(&dir, "junk", "SUnot-a-seed", 0o600);
+    let public = node.public_key();
+    let Some(nats) = testnats::Nats::start_with(|_| {
+        format!("authorization {{ users = [ {{ nkey: \"{public}\" }} ] }}\n")
+    }) else {
+        return;
+    };
+    let Some(c) = cluster_on(nats) else { return };
+    let nkey = |file: &str, node: &str| Config {
+        bus_nkey_seed_file: file.into(),
+        ..c.config(node)
+    };
+    let a = Server::start(nkey(&seed, "a")).expect("the right seed joins");
+    let b = Server::start(nkey(&seed, "b")).expect("a second node too");
+    let _alice = chatos(a.chatos_addr(), "alice");
+    sees(&b, "alice", true);
+    let err = refused(nkey(&other, "c"), &[&stranger.seed().unwrap()]);
+    assert!(err.contains("the nkey of bus_nkey_seed_file"), "{err}");
+    let err = refused(nkey(&junk, "c"), &["SUnot-a-seed"]);
+    assert!(err.contains("holds no nkey seed"), "{err}");
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+    took_less_than(started, Duration::from_secs(60));
+}
+
+#[test]
 fn a_bus_over_mutual_tls_takes_a_node_with_the_right_ca_and_certificate_only() {
     let started = Instant::now();
     let Some(nats) = testnats::Nats::start_with(|dir| {

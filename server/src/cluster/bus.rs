@@ -108,6 +108,9 @@ pub enum Auth {
     Token(String),
     /// `bus_user` and `bus_password_file`.
     User { user: String, password: String },
+    /// `bus_nkey_seed_file`: the seed signs the bus's nonce; it never
+    /// leaves the node.
+    NKey(String),
 }
 
 impl PartialEq for Access {
@@ -127,6 +130,7 @@ impl std::fmt::Debug for Access {
             Auth::Anonymous => "anonymous".to_owned(),
             Auth::Token(_) => "token".to_owned(),
             Auth::User { user, .. } => format!("user {user:?}"),
+            Auth::NKey(_) => "nkey".to_owned(),
         };
         write!(
             f,
@@ -159,6 +163,16 @@ impl Access {
                 user: cfg.bus_user.clone(),
                 password: secret("bus_password_file", &cfg.bus_password_file)?,
             }
+        } else if !cfg.bus_nkey_seed_file.is_empty() {
+            let seed = secret("bus_nkey_seed_file", &cfg.bus_nkey_seed_file)?;
+            let seed = seed.trim().to_owned();
+            if nkeys::KeyPair::from_seed(&seed).is_err() {
+                return Err(format!(
+                    "bus_nkey_seed_file: {} holds no nkey seed (one line, SU...)",
+                    cfg.bus_nkey_seed_file
+                ));
+            }
+            Auth::NKey(seed)
         } else {
             Auth::Anonymous
         };
@@ -195,10 +209,12 @@ fn connect_failure(e: &async_nats::ConnectError, access: &Access) -> String {
     if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
         let sent = match access.auth {
             Auth::Anonymous => {
-                "no credentials (set bus_token_file, or bus_user and bus_password_file)"
+                "no credentials (set bus_token_file, bus_user and bus_password_file, or \
+                 bus_nkey_seed_file)"
             }
             Auth::Token(_) => "the token of bus_token_file",
             Auth::User { .. } => "bus_user and the password of bus_password_file",
+            Auth::NKey(_) => "the nkey of bus_nkey_seed_file",
         };
         return format!("the bus refused this node's credentials: it sent {sent} ({e})");
     }
@@ -361,6 +377,7 @@ async fn start(cfg: &ClusterConfig, link: &Link) -> Result<Started, String> {
         Auth::Anonymous => opts,
         Auth::Token(t) => opts.token(t.clone()),
         Auth::User { user, password } => opts.user_and_password(user.clone(), password.clone()),
+        Auth::NKey(seed) => opts.nkey(seed.clone()),
     };
     let opts = match &cfg.access.tls {
         Some(tls) => opts.tls_client_config(ClientConfig::clone(tls)),
