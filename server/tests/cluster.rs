@@ -2353,6 +2353,21 @@ fn a_bus_over_mutual_tls_takes_a_node_with_the_right_ca_and_certificate_only() {
     // A CA file that is not one is refused before dialling.
     let err = refused(tls("c", "server.key"), &[]);
     assert!(err.contains("server.key"), "{err}");
+    // So is a key others can read.
+    let loose = secret_in(
+        &dir,
+        "loose.key",
+        &std::fs::read_to_string(dir.join("client.key")).unwrap(),
+        0o644,
+    );
+    let err = refused(
+        Config {
+            bus_tls_key_file: loose.clone(),
+            ..tls("c", "ca.pem")
+        },
+        &["PRIVATE KEY"],
+    );
+    assert!(err.contains("chmod 600") && err.contains(&loose), "{err}");
     drop((a, b));
     took_less_than(started, Duration::from_secs(60));
 }
