@@ -45,8 +45,12 @@ pub struct Config {
     pub db_path: PathBuf,
     /// Empty: the store is the SQLite file `db_path` (the embedded default).
     /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?...]`: the store is that
-    /// PostgreSQL database (docs/operations.md, "PostgreSQL").
+    /// PostgreSQL database (docs/operations.md, "PostgreSQL"); `sslmode`
+    /// and `sslrootcert` as libpq reads them.
     pub store_url: String,
+    /// File (mode 0600) holding the PostgreSQL password, so that
+    /// `store_url` need not (not with a password in `store_url`).
+    pub store_password_file: String,
     /// Empty: one node, no cluster (the default). `nats://HOST:PORT`
     /// (several, comma-separated): cluster mode over that NATS bus
     /// (docs/scaling.md, docs/operations.md "A cluster"); needs `store_url`
@@ -73,6 +77,28 @@ pub struct Config {
     /// File (mode 0600) holding the cluster's shared secret for the proxy
     /// handshake, at least 16 bytes; required with `cluster_addr`.
     pub cluster_secret_file: String,
+    /// File (mode 0600) holding the bus's token (nats-server's
+    /// `authorization { token }`). Not with `bus_user`.
+    pub bus_token_file: String,
+    /// The user this node logs in to the bus as; its password is in
+    /// `bus_password_file`.
+    pub bus_user: String,
+    /// File (mode 0600) holding `bus_user`'s password.
+    pub bus_password_file: String,
+    /// File (mode 0600) holding this node's nkey seed (`SU...`), for a bus
+    /// whose users are nkeys (nats-server's `users = [{ nkey: "U..." }]`).
+    pub bus_nkey_seed_file: String,
+    /// TLS to the bus (also implied by `tls://` in `bus_url`); a bus that
+    /// asks for TLS gets it either way.
+    pub bus_tls: bool,
+    /// PEM file of the CA(s) the bus's certificate must chain to. Empty:
+    /// the system's CA store.
+    pub bus_tls_ca_file: String,
+    /// PEM certificate this node shows the bus (mutual TLS); with
+    /// `bus_tls_key_file`.
+    pub bus_tls_cert_file: String,
+    /// PEM private key (mode 0600) of `bus_tls_cert_file`.
+    pub bus_tls_key_file: String,
     /// Connections open at once, all dialects together; more are closed at accept.
     pub max_connections: usize,
     /// A connection that has not identified by then is closed.
@@ -141,6 +167,7 @@ impl Default for Config {
             rooms_workers: 2,
             db_path: PathBuf::from("chinwag.db"),
             store_url: String::new(),
+            store_password_file: String::new(),
             bus_url: String::new(),
             node_name: String::new(),
             cluster_name: "chinwag".into(),
@@ -149,6 +176,14 @@ impl Default for Config {
             node_index: 0,
             cluster_addr: String::new(),
             cluster_secret_file: String::new(),
+            bus_token_file: String::new(),
+            bus_user: String::new(),
+            bus_password_file: String::new(),
+            bus_nkey_seed_file: String::new(),
+            bus_tls: false,
+            bus_tls_ca_file: String::new(),
+            bus_tls_cert_file: String::new(),
+            bus_tls_key_file: String::new(),
             max_connections: 20_000,
             login_timeout_ms: 10_000,
             outbound_limit: 1 << 20,
@@ -364,7 +399,15 @@ impl Config {
         if !self.store_url.is_empty() {
             // The URL's password is never echoed: the parser's message
             // names what is wrong, not the text.
-            crate::store::PgTarget::parse(&self.store_url)?;
+            let target = crate::store::PgTarget::parse(&self.store_url)?;
+            if !self.store_password_file.is_empty() && target.has_password() {
+                return Err(
+                    "store_url holds a password and store_password_file names another: keep one"
+                        .into(),
+                );
+            }
+        } else if !self.store_password_file.is_empty() {
+            return Err("store_password_file needs a postgres:// store_url".into());
         }
         self.validate_cluster()
     }
@@ -400,9 +443,39 @@ impl Config {
         }
         for u in self.bus_url.split(',') {
             let u = u.trim();
-            if !(u.starts_with("nats://") && u.len() > 7) {
-                return Err("bus_url must be nats://HOST:PORT[,nats://...]".into());
+            let rest = u
+                .strip_prefix("nats://")
+                .or_else(|| u.strip_prefix("tls://"))
+                .unwrap_or("");
+            if rest.is_empty() {
+                return Err("bus_url must be nats://HOST:PORT or tls://HOST:PORT[,...]".into());
             }
+            // The client would ignore credentials here; never echo them.
+            if rest.contains('@') {
+                return Err(
+                    "bus_url must not hold credentials: use bus_token_file, or bus_user and \
+                     bus_password_file"
+                        .into(),
+                );
+            }
+        }
+        let ways = [
+            &self.bus_token_file,
+            &self.bus_user,
+            &self.bus_nkey_seed_file,
+        ];
+        if ways.iter().filter(|w| !w.is_empty()).count() > 1 {
+            return Err(
+                "bus_token_file, bus_user and bus_nkey_seed_file exclude each other: the bus \
+                 takes one"
+                    .into(),
+            );
+        }
+        if self.bus_user.is_empty() != self.bus_password_file.is_empty() {
+            return Err("bus_user and bus_password_file go together".into());
+        }
+        if self.bus_tls_cert_file.is_empty() != self.bus_tls_key_file.is_empty() {
+            return Err("bus_tls_cert_file and bus_tls_key_file go together".into());
         }
         if !token(&self.node_name) {
             return Err(
@@ -434,8 +507,67 @@ impl Config {
             // Filled in with the bound address at start.
             addr: String::new(),
             secret: None,
+            // Read from their files at start (cluster::Access::load).
+            access: Default::default(),
         })
     }
+
+    /// Whether the bus is to be reached over TLS (`bus_tls`, or a `tls://`
+    /// URL; a bus that asks for TLS gets it regardless).
+    pub fn bus_wants_tls(&self) -> bool {
+        self.bus_tls
+            || self
+                .bus_url
+                .split(',')
+                .any(|u| u.trim().starts_with("tls://"))
+    }
+}
+
+/// What to do with a secret file that others than its owner may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loose {
+    /// Warn and go on (`cluster_secret_file`, as it always did).
+    Warn,
+    /// Refuse to start: the secret may already be known.
+    Refuse,
+}
+
+/// Read a secret from `path` (what it holds is `what`, for the messages):
+/// its bytes without trailing newlines, never empty. A file with any
+/// group or other permission is warned about or refused as `loose` says.
+pub fn read_secret_file(
+    path: &std::path::Path,
+    what: &str,
+    loose: Loose,
+) -> std::io::Result<Vec<u8>> {
+    let fail = |why: String| std::io::Error::other(format!("{}: {why}", path.display()));
+    let mut bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read {what}: {e}")))?;
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(fail(format!("{what} is empty")));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            match loose {
+                Loose::Warn => log::warn!(
+                    "{}: {what} is readable by others (chmod 600)",
+                    path.display()
+                ),
+                Loose::Refuse => {
+                    return Err(fail(format!(
+                        "{what} must be readable by its owner only (mode {:o}; chmod 600)",
+                        mode & 0o777
+                    )))
+                }
+            }
+        }
+    }
+    Ok(bytes)
 }
 
 /// The smallest `outbound_limit`: a queue that holds only a few chatos
@@ -576,6 +708,115 @@ mod tests {
     }
 
     #[test]
+    fn the_bus_credentials_and_tls_keys_are_checked() {
+        let on = Config::from_toml(
+            "bus_url = \"nats://127.0.0.1:4222\"\nnode_name = \"a\"\n\
+             store_url = \"postgres://chinwag@127.0.0.1:5432/chinwag\"",
+        )
+        .unwrap();
+        assert!(!on.bus_wants_tls());
+        let with = |text: &str| {
+            let patch = Config::from_toml(text).unwrap();
+            Config {
+                bus_url: if patch.bus_url.is_empty() {
+                    on.bus_url.clone()
+                } else {
+                    patch.bus_url.clone()
+                },
+                node_name: on.node_name.clone(),
+                store_url: on.store_url.clone(),
+                ..patch
+            }
+        };
+        for good in [
+            "bus_token_file = \"/etc/chinwag/bus.token\"",
+            "bus_user = \"node-a\"\nbus_password_file = \"/etc/chinwag/bus.pw\"",
+            "bus_nkey_seed_file = \"/etc/chinwag/bus.nk\"",
+            "bus_tls = true\nbus_tls_ca_file = \"/etc/chinwag/ca.pem\"",
+            "bus_tls_cert_file = \"c.pem\"\nbus_tls_key_file = \"c.key\"",
+            "bus_url = \"tls://10.0.0.1:4222,nats://10.0.0.2:4222\"",
+        ] {
+            assert_eq!(with(good).validate(), Ok(()), "{good}");
+        }
+        assert!(with("bus_tls = true").bus_wants_tls());
+        assert!(with("bus_url = \"nats://h:1, tls://h:2\"").bus_wants_tls());
+        for (bad, why) in [
+            (
+                "bus_token_file = \"t\"\nbus_user = \"u\"\nbus_password_file = \"p\"",
+                "exclude each other",
+            ),
+            (
+                "bus_token_file = \"t\"\nbus_nkey_seed_file = \"s\"",
+                "exclude each other",
+            ),
+            ("bus_user = \"u\"", "go together"),
+            ("bus_password_file = \"p\"", "go together"),
+            ("bus_tls_cert_file = \"c.pem\"", "go together"),
+            ("bus_tls_key_file = \"c.key\"", "go together"),
+            ("bus_url = \"nats://node:hunter2@h:4222\"", "credentials"),
+            ("bus_url = \"tls://s3cret-token@h:4222\"", "credentials"),
+            ("bus_url = \"tls://\"", "bus_url"),
+        ] {
+            let err = with(bad).validate().unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+            assert!(!err.contains("hunter2") && !err.contains("s3cret"), "{err}");
+        }
+    }
+
+    #[test]
+    fn store_password_file_needs_postgres_and_a_url_without_a_password() {
+        let c = |text: &str| Config::from_toml(text).unwrap().validate();
+        assert_eq!(
+            c("store_url = \"postgres://u@h/d\"\nstore_password_file = \"/etc/pw\""),
+            Ok(())
+        );
+        let err = c("store_password_file = \"/etc/pw\"").unwrap_err();
+        assert!(err.contains("postgres://"), "{err}");
+        let err = c("store_url = \"postgres://u:hunter2@h/d\"\nstore_password_file = \"/etc/pw\"")
+            .unwrap_err();
+        assert!(
+            err.contains("keep one") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_secret_file_loses_its_newline_and_a_loose_one_is_warned_of_or_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!(
+            "cw-secretfile-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let write = |text: &[u8], mode: u32| {
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(b"tok\r\n", 0o600);
+        for loose in [Loose::Warn, Loose::Refuse] {
+            assert_eq!(read_secret_file(&path, "x", loose).unwrap(), b"tok");
+        }
+        write(b"tok\n", 0o604);
+        assert_eq!(read_secret_file(&path, "x", Loose::Warn).unwrap(), b"tok");
+        let err = read_secret_file(&path, "the token", Loose::Refuse).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("chmod 600") && err.contains("604"), "{err}");
+        assert!(!err.contains("tok\n") && !err.ends_with("tok"), "{err}");
+        write(b"tok", 0o640);
+        assert!(
+            read_secret_file(&path, "x", Loose::Refuse).is_err(),
+            "group"
+        );
+        write(b"\n", 0o600);
+        let err = read_secret_file(&path, "the token", Loose::Refuse).unwrap_err();
+        assert!(err.to_string().contains("empty"), "{err}");
+        assert!(read_secret_file(&dir.join("none"), "x", Loose::Warn).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn store_url_is_empty_or_a_postgres_url_we_can_use() {
         assert_eq!(Config::default().store_url, "");
         let ok =
@@ -583,7 +824,8 @@ mod tests {
         assert!(ok.validate().is_ok());
         for bad in [
             "store_url = \"sqlite:chinwag.db\"",
-            "store_url = \"postgres://u:hunter2@h/d?sslmode=require\"",
+            "store_url = \"postgres://u:hunter2@h/d?sslmode=verify-full\"",
+            "store_url = \"postgres://u:hunter2@h/d?sslmode=maybe\"",
             "store_url = \"postgres://u:hunter2@h:port/d\"",
         ] {
             let err = Config::from_toml(bad).unwrap().validate().unwrap_err();

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod store;
+pub mod tls;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -89,8 +90,13 @@ impl Server {
             call_relay: cfg.relay_mode(),
         }));
         let registry = Registry::new(cfg.max_connections);
-        let target = store::Target::from_settings(&cfg.db_path, &cfg.store_url)
+        let mut target = store::Target::from_settings(&cfg.db_path, &cfg.store_url)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        if !cfg.store_password_file.is_empty() {
+            target
+                .read_password(Path::new(&cfg.store_password_file))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
         let (store, store_thread) =
             Store::open_target(&target, Some(hub.metrics().commit_seconds.clone()))
                 .map_err(|e| io::Error::other(format!("cannot open {}: {e}", target.shown())))?;
@@ -108,6 +114,8 @@ impl Server {
                 if !cfg.cluster_secret_file.is_empty() {
                     c.secret = Some(cluster::read_secret(Path::new(&cfg.cluster_secret_file))?);
                 }
+                c.access = cluster::bus::Access::load(&cfg)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 if !cfg.cluster_addr.is_empty() {
                     let at: SocketAddr = cfg.cluster_addr.parse().expect("validated");
                     let l = TcpListener::bind(at)

@@ -55,12 +55,41 @@ struct Args {
     #[arg(long)]
     db: Option<PathBuf>,
     /// PostgreSQL store instead of SQLite: postgres://USER@HOST:PORT/DB
-    /// (a password here shows in `ps`; put it in the config file instead).
+    /// [?sslmode=verify-full&sslrootcert=FILE] (a password here shows in
+    /// `ps`: use --store-password-file).
     #[arg(long)]
     store_url: Option<String>,
-    /// Cluster mode: the NATS bus, nats://HOST:PORT[,...] (empty: one node).
+    /// File (0600) holding the PostgreSQL password.
+    #[arg(long)]
+    store_password_file: Option<String>,
+    /// Cluster mode: the NATS bus, nats://HOST:PORT or tls://HOST:PORT
+    /// [,...] (empty: one node).
     #[arg(long)]
     bus_url: Option<String>,
+    /// File (0600) holding the bus's token.
+    #[arg(long)]
+    bus_token_file: Option<String>,
+    /// The bus user this node logs in as (password: --bus-password-file).
+    #[arg(long)]
+    bus_user: Option<String>,
+    /// File (0600) holding the bus user's password.
+    #[arg(long)]
+    bus_password_file: Option<String>,
+    /// File (0600) holding this node's nkey seed for the bus.
+    #[arg(long)]
+    bus_nkey_seed_file: Option<String>,
+    /// TLS to the bus (as a tls:// URL does).
+    #[arg(long)]
+    bus_tls: Option<bool>,
+    /// PEM file of the bus's CA (default: the system's CAs).
+    #[arg(long)]
+    bus_tls_ca_file: Option<String>,
+    /// PEM certificate this node shows the bus (mutual TLS).
+    #[arg(long)]
+    bus_tls_cert_file: Option<String>,
+    /// PEM key (0600) of --bus-tls-cert-file.
+    #[arg(long)]
+    bus_tls_key_file: Option<String>,
     /// This node's unique name in the cluster.
     #[arg(long)]
     node_name: Option<String>,
@@ -156,6 +185,11 @@ fn load(args: &Args) -> Result<Config, String> {
          node_timeout_ms => node_timeout_ms, bus_timeout_ms => bus_timeout_ms,
          node_index => node_index, cluster_addr => cluster_addr,
          cluster_secret_file => cluster_secret_file,
+         store_password_file => store_password_file, bus_token_file => bus_token_file,
+         bus_user => bus_user, bus_password_file => bus_password_file,
+         bus_nkey_seed_file => bus_nkey_seed_file, bus_tls => bus_tls,
+         bus_tls_ca_file => bus_tls_ca_file, bus_tls_cert_file => bus_tls_cert_file,
+         bus_tls_key_file => bus_tls_key_file,
          rooms_idle_timeout_ms => rooms_idle_timeout_ms, rooms_retry_ms => rooms_retry_ms,
          rooms_tries => rooms_tries, rooms_max_per_ip => rooms_max_per_ip,
          rooms_registrations_per_minute => rooms_registrations_per_minute,

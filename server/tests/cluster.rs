@@ -27,6 +27,8 @@ use chinwagd::{Config, Server};
 
 #[path = "common/budget.rs"]
 mod budget;
+#[path = "common/certs.rs"]
+mod certs;
 mod common;
 use common::{babel, chatos, friends, login, register, send, Wire, WAIT};
 use rand::{RngCore, SeedableRng};
@@ -50,16 +52,7 @@ struct Cluster {
 /// A bus and a database schema of its own; None when a tool is missing and
 /// the tests are to skip.
 fn cluster() -> Option<Cluster> {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let pg = testpg::server()?;
-    let nats = testnats::Nats::start()?;
-    let (store_url, schema) = pg.fresh_url();
-    Some(Cluster {
-        nats,
-        pg,
-        store_url,
-        schema,
-    })
+    cluster_on(testnats::Nats::start()?)
 }
 
 impl Cluster {
@@ -2143,4 +2136,251 @@ fn without_the_bus_no_room_is_created_or_joined_across_nodes_and_then_again() {
 fn hears_text_from(c: &Rooms, author: u8, chat: &str) {
     let m = c.expect(chat, |b| matches!(b, Body::Text { .. }));
     assert_eq!((m.user, m.body), (author, Body::Text { chat: chat.into() }));
+}
+
+// ---- an authenticated, encrypted bus ----
+
+/// A file holding `text`, mode 0600 (or `mode`), in `dir`.
+fn secret_in(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path.display().to_string()
+}
+
+/// Why a node configured as `cfg` does not start; the secrets it was
+/// given never appear in the message.
+fn refused(cfg: Config, secrets: &[&str]) -> String {
+    let err = Server::start(cfg)
+        .err()
+        .expect("the node must not start")
+        .to_string();
+    for s in secrets {
+        assert!(!err.contains(s), "a secret in the message: {err}");
+    }
+    eprintln!("refused, as it must be: {err}");
+    err
+}
+
+/// A test's own bound on its time (its servers are reused across its
+/// assertions to stay within it).
+fn took_less_than(started: Instant, limit: Duration) {
+    let took = started.elapsed();
+    assert!(took < limit, "took {took:?}, more than {limit:?}");
+}
+
+/// A cluster whose bus is `nats` (PostgreSQL as usual).
+fn cluster_on(nats: testnats::Nats) -> Option<Cluster> {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let pg = testpg::server()?;
+    let (store_url, schema) = pg.fresh_url();
+    Some(Cluster {
+        nats,
+        pg,
+        store_url,
+        schema,
+    })
+}
+
+#[test]
+fn a_bus_with_a_token_or_users_takes_the_right_credentials_and_refuses_others() {
+    let started = Instant::now();
+    let dir = common::temp_dir("bus-auth");
+    let token = secret_in(&dir, "token", "t0ken-of-the-bus\n", 0o600);
+    let wrong = secret_in(&dir, "wrong", "not-the-token", 0o600);
+    let loose = secret_in(&dir, "loose", "t0ken-of-the-bus", 0o644);
+    let Some(nats) =
+        testnats::Nats::start_with(|_| "authorization { token: \"t0ken-of-the-bus\" }\n".into())
+    else {
+        return;
+    };
+    let Some(c) = cluster_on(nats) else { return };
+    // The right token joins (the bucket, the subscriptions and the watch
+    // all need an authorized connection).
+    let a = Server::start(Config {
+        bus_token_file: token.clone(),
+        ..c.config("a")
+    })
+    .expect("the right token joins");
+    let err = refused(
+        Config {
+            bus_token_file: wrong.clone(),
+            ..c.config("b")
+        },
+        &["not-the-token", "t0ken-of-the-bus"],
+    );
+    assert!(err.contains("refused this node's credentials"), "{err}");
+    assert!(err.contains("bus_token_file"), "{err}");
+    let err = refused(c.config("b"), &[]);
+    assert!(err.contains("no credentials"), "{err}");
+    // The binary: one error line, and a non-zero exit.
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(["--bind", "127.0.0.1", "--admin-socket", "off"])
+        .args(["--chatos-port", "0", "--babel-port", "0"])
+        .args(["--accounts-port", "0", "--rooms-port", "0"])
+        .args(["--bus-url", &c.nats.url(), "--node-name", "p"])
+        .args(["--store-url", &c.store_url, "--bus-token-file", &wrong]);
+    let err = common::Chinwagd::try_spawn(&mut cmd, "error", false)
+        .err()
+        .expect("the process must not start");
+    assert!(err.contains("exit status: 1"), "{err}");
+    assert!(err.contains("refused this node's credentials"), "{err}");
+    assert!(!err.contains(" | "), "one line: {err}");
+    assert!(!err.contains("not-the-token"), "{err}");
+    // A token file others can read is refused before the bus is dialled.
+    let err = refused(
+        Config {
+            bus_token_file: loose.clone(),
+            ..c.config("b")
+        },
+        &["t0ken-of-the-bus"],
+    );
+    assert!(err.contains("chmod 600") && err.contains(&loose), "{err}");
+    drop(a);
+    drop(c);
+
+    // A bus with users: the right password joins, a wrong one does not.
+    let pw = secret_in(&dir, "pw", "pa55-of-node\n", 0o600);
+    let bad = secret_in(&dir, "bad", "pa55-of-someone", 0o600);
+    let Some(nats) = testnats::Nats::start_with(|_| {
+        "authorization { users = [ { user: \"node\", password: \"pa55-of-node\" } ] }\n".into()
+    }) else {
+        return;
+    };
+    let Some(c) = cluster_on(nats) else { return };
+    let user = |pw: &str, node: &str| Config {
+        bus_user: "node".into(),
+        bus_password_file: pw.into(),
+        ..c.config(node)
+    };
+    let a = Server::start(user(&pw, "a")).expect("the right password joins");
+    let b = Server::start(user(&pw, "b")).expect("a second node too");
+    // They are on one bus: a user of a is seen on b.
+    let _alice = chatos(a.chatos_addr(), "alice");
+    sees(&b, "alice", true);
+    let err = refused(user(&bad, "c"), &["pa55-of-someone", "pa55-of-node"]);
+    assert!(err.contains("refused this node's credentials"), "{err}");
+    assert!(err.contains("bus_password_file"), "{err}");
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+    took_less_than(started, Duration::from_secs(60));
+}
+
+#[test]
+fn a_bus_of_nkey_users_takes_the_right_seed_only() {
+    let started = Instant::now();
+    let dir = common::temp_dir("bus-nkey");
+    let node = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let seed = secret_in(&dir, "seed", &format!("{}\n", node.seed().unwrap()), 0o600);
+    let other = secret_in(&dir, "other", &stranger.seed().unwrap(), 0o600);
+    let junk = secret_in(&dir, "junk", "SUnot-a-seed", 0o600);
+    let public = node.public_key();
+    let Some(nats) = testnats::Nats::start_with(|_| {
+        format!("authorization {{ users = [ {{ nkey: \"{public}\" }} ] }}\n")
+    }) else {
+        return;
+    };
+    let Some(c) = cluster_on(nats) else { return };
+    let nkey = |file: &str, node: &str| Config {
+        bus_nkey_seed_file: file.into(),
+        ..c.config(node)
+    };
+    let a = Server::start(nkey(&seed, "a")).expect("the right seed joins");
+    let b = Server::start(nkey(&seed, "b")).expect("a second node too");
+    let _alice = chatos(a.chatos_addr(), "alice");
+    sees(&b, "alice", true);
+    let err = refused(nkey(&other, "c"), &[&stranger.seed().unwrap()]);
+    assert!(err.contains("the nkey of bus_nkey_seed_file"), "{err}");
+    let err = refused(nkey(&junk, "c"), &["SUnot-a-seed"]);
+    assert!(err.contains("holds no nkey seed"), "{err}");
+    drop((a, b));
+    let _ = std::fs::remove_dir_all(&dir);
+    took_less_than(started, Duration::from_secs(60));
+}
+
+#[test]
+fn a_bus_over_mutual_tls_takes_a_node_with_the_right_ca_and_certificate_only() {
+    let started = Instant::now();
+    let Some(nats) = testnats::Nats::start_with(|dir| {
+        let pki = certs::make(dir);
+        format!(
+            "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 2\n}}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca.display()
+        )
+    }) else {
+        return;
+    };
+    let Some(c) = cluster_on(nats) else { return };
+    let dir = c.nats.dir().to_path_buf();
+    let file = |name: &str| dir.join(name).display().to_string();
+    let tls = |node: &str, ca: &str| Config {
+        bus_tls: true,
+        bus_tls_ca_file: file(ca),
+        bus_tls_cert_file: file("client.pem"),
+        bus_tls_key_file: file("client.key"),
+        ..c.config(node)
+    };
+    let a = Server::start(tls("a", "ca.pem")).expect("the right CA and certificate join");
+    // A tls:// URL asks for TLS as bus_tls does.
+    let b = Server::start(Config {
+        bus_tls: false,
+        bus_url: c.nats.url().replace("nats://", "tls://"),
+        ..tls("b", "ca.pem")
+    })
+    .expect("tls:// joins too");
+    let _alice = chatos(a.chatos_addr(), "alice");
+    sees(&b, "alice", true);
+    // No TLS configured: the bus asks for it, and the node says so.
+    let err = refused(c.config("c"), &[]);
+    assert!(err.contains("asks for TLS"), "{err}");
+    // A CA that did not sign the bus's certificate.
+    let err = refused(tls("c", "other-ca.pem"), &[]);
+    assert!(err.contains("TLS with the bus failed"), "{err}");
+    // Without a client certificate the bus hangs up during the handshake.
+    let err = refused(
+        Config {
+            bus_tls_cert_file: String::new(),
+            bus_tls_key_file: String::new(),
+            ..tls("c", "ca.pem")
+        },
+        &[],
+    );
+    assert!(err.contains("TLS with the bus failed"), "{err}");
+    // A CA file that is not one is refused before dialling.
+    let err = refused(tls("c", "server.key"), &[]);
+    assert!(err.contains("server.key"), "{err}");
+    // So is a key others can read.
+    let loose = secret_in(
+        &dir,
+        "loose.key",
+        &std::fs::read_to_string(dir.join("client.key")).unwrap(),
+        0o644,
+    );
+    let err = refused(
+        Config {
+            bus_tls_key_file: loose.clone(),
+            ..tls("c", "ca.pem")
+        },
+        &["PRIVATE KEY"],
+    );
+    assert!(err.contains("chmod 600") && err.contains(&loose), "{err}");
+    drop((a, b));
+    took_less_than(started, Duration::from_secs(60));
+}
+
+#[test]
+fn a_node_that_asks_for_tls_refuses_a_bus_without_it() {
+    let Some(c) = cluster() else { return };
+    let err = refused(
+        Config {
+            bus_tls: true,
+            ..c.config("a")
+        },
+        &[],
+    );
+    assert!(err.contains("over TLS"), "{err}");
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures_util::StreamExt;
+use rustls::ClientConfig;
 use tokio::sync::Notify;
 
 use super::ClusterConfig;
@@ -83,6 +84,184 @@ pub enum BusEvent {
         name: String,
         keys: Option<Vec<(String, u64)>>,
     },
+}
+
+/// How this node logs in to the bus and what its link's TLS is: read from
+/// the operator's files at start ([`Access::load`]), never printed.
+#[derive(Clone, Default)]
+pub struct Access {
+    pub auth: Auth,
+    /// The rustls configuration for the link: the operator's CA (or the
+    /// system's) and client certificate. Also used when a bus asks for TLS
+    /// that the operator did not; None only if no CA can be had at all.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS asked for (`bus_tls` or `tls://`): refuse a bus without it.
+    pub tls_wanted: bool,
+}
+
+#[derive(Clone, Default, PartialEq)]
+pub enum Auth {
+    /// No credentials (a bus without authorization).
+    #[default]
+    Anonymous,
+    /// `bus_token_file`.
+    Token(String),
+    /// `bus_user` and `bus_password_file`.
+    User { user: String, password: String },
+    /// `bus_nkey_seed_file`: the seed signs the bus's nonce; it never
+    /// leaves the node.
+    NKey(String),
+}
+
+impl PartialEq for Access {
+    fn eq(&self, other: &Access) -> bool {
+        let same_tls = match (&self.tls, &other.tls) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        self.auth == other.auth && self.tls_wanted == other.tls_wanted && same_tls
+    }
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let auth = match &self.auth {
+            Auth::Anonymous => "anonymous".to_owned(),
+            Auth::Token(_) => "token".to_owned(),
+            Auth::User { user, .. } => format!("user {user:?}"),
+            Auth::NKey(_) => "nkey".to_owned(),
+        };
+        write!(
+            f,
+            "Access({auth}, tls {})",
+            if self.tls_wanted {
+                "required"
+            } else {
+                "if asked"
+            }
+        )
+    }
+}
+
+impl Access {
+    /// Read the credentials and TLS files the configuration names: every
+    /// secret file must be readable by its owner only; a missing or bad
+    /// file is an error naming it and the key.
+    pub fn load(cfg: &crate::Config) -> Result<Access, String> {
+        use crate::config::{read_secret_file, Loose};
+        use std::path::Path;
+        let secret = |key: &str, path: &str| -> Result<String, String> {
+            let bytes = read_secret_file(Path::new(path), "the bus's secret", Loose::Refuse)
+                .map_err(|e| format!("{key}: {e}"))?;
+            String::from_utf8(bytes).map_err(|_| format!("{key}: {path} is not UTF-8 text"))
+        };
+        let auth = if !cfg.bus_token_file.is_empty() {
+            Auth::Token(secret("bus_token_file", &cfg.bus_token_file)?)
+        } else if !cfg.bus_user.is_empty() {
+            Auth::User {
+                user: cfg.bus_user.clone(),
+                password: secret("bus_password_file", &cfg.bus_password_file)?,
+            }
+        } else if !cfg.bus_nkey_seed_file.is_empty() {
+            let seed = secret("bus_nkey_seed_file", &cfg.bus_nkey_seed_file)?;
+            let seed = seed.trim().to_owned();
+            if nkeys::KeyPair::from_seed(&seed).is_err() {
+                return Err(format!(
+                    "bus_nkey_seed_file: {} holds no nkey seed (one line, SU...)",
+                    cfg.bus_nkey_seed_file
+                ));
+            }
+            Auth::NKey(seed)
+        } else {
+            Auth::Anonymous
+        };
+        let tls_wanted = cfg.bus_wants_tls();
+        let roots = match cfg.bus_tls_ca_file.as_str() {
+            "" => crate::tls::Roots::System,
+            f => crate::tls::Roots::File(Path::new(f)),
+        };
+        let identity = (!cfg.bus_tls_cert_file.is_empty()).then(|| crate::tls::Identity {
+            cert: Path::new(&cfg.bus_tls_cert_file),
+            key: Path::new(&cfg.bus_tls_key_file),
+        });
+        let tls = match crate::tls::client_config(roots, crate::tls::Verify::Full, identity) {
+            Ok(c) => Some(Arc::new(c)),
+            // Set up for TLS: every failure stops the start.
+            Err(e) if tls_wanted || roots != crate::tls::Roots::System || identity.is_some() => {
+                return Err(format!("bus TLS: {e}"))
+            }
+            Err(e) => {
+                log::debug!("bus: no TLS configuration for a bus that might ask: {e}");
+                None
+            }
+        };
+        Ok(Access {
+            auth,
+            tls,
+            tls_wanted,
+        })
+    }
+}
+
+/// The one line an operator reads when the node cannot join the bus.
+fn connect_failure(e: &async_nats::ConnectError, access: &Access) -> String {
+    if e.kind() == async_nats::ConnectErrorKind::AuthorizationViolation {
+        let sent = match access.auth {
+            Auth::Anonymous => {
+                "no credentials (set bus_token_file, bus_user and bus_password_file, or \
+                 bus_nkey_seed_file)"
+            }
+            Auth::Token(_) => "the token of bus_token_file",
+            Auth::User { .. } => "bus_user and the password of bus_password_file",
+            Auth::NKey(_) => "the nkey of bus_nkey_seed_file",
+        };
+        return format!("the bus refused this node's credentials: it sent {sent} ({e})");
+    }
+    let tls = tls_error(e);
+    if access.tls_wanted && matches!(tls, Some(Some(rustls::Error::InvalidMessage(_)))) {
+        return format!(
+            "cannot reach the bus over TLS: it answered in plain text, so it has no TLS set up \
+             (nats-server's tls {{ }} block); bus_tls = true and tls:// need it ({e})"
+        );
+    }
+    match (tls.is_some(), access.tls_wanted) {
+        (true, false) => format!(
+            "the bus asks for TLS and chinwagd is not set up for it: set bus_tls = true and \
+             bus_tls_ca_file to the bus's CA ({e})"
+        ),
+        (true, true) => format!(
+            "TLS with the bus failed: check bus_tls_ca_file (the CA of the bus's \
+             certificate), the host in bus_url, and bus_tls_cert_file/bus_tls_key_file if the \
+             bus wants client certificates ({e})"
+        ),
+        (false, true) => format!(
+            "cannot reach the bus over TLS ({e}); a bus without TLS set up (nats-server's \
+             tls {{ }} block) cannot take bus_tls = true or tls:// URLs"
+        ),
+        (false, false) => format!("cannot reach the bus: {e}"),
+    }
+}
+
+/// Whether the TLS handshake failed, and with which rustls error if one is
+/// known (async-nats reports most as I/O errors: the rustls error is inside
+/// the io::Error).
+fn tls_error(e: &async_nats::ConnectError) -> Option<Option<&rustls::Error>> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(r) = c.downcast_ref::<rustls::Error>() {
+            return Some(Some(r));
+        }
+        if let Some(r) = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(Some(r));
+        }
+        cause = c.source();
+    }
+    (e.kind() == async_nats::ConnectErrorKind::Tls).then_some(None)
 }
 
 /// The bus side of the two channels.
@@ -169,6 +348,7 @@ async fn start(cfg: &ClusterConfig, link: &Link) -> Result<Started, String> {
             let ms = 50u64.saturating_mul(1 << attempts.min(8));
             Duration::from_millis(ms).min(MAX_BACKOFF)
         })
+        .require_tls(cfg.access.tls_wanted)
         .subscription_capacity(4096)
         .client_capacity(4096)
         .event_callback(move |ev| {
@@ -193,10 +373,20 @@ async fn start(cfg: &ClusterConfig, link: &Link) -> Result<Started, String> {
                 let _ = events.send_timeout(ev, Duration::from_secs(1));
             }
         });
+    let opts = match &cfg.access.auth {
+        Auth::Anonymous => opts,
+        Auth::Token(t) => opts.token(t.clone()),
+        Auth::User { user, password } => opts.user_and_password(user.clone(), password.clone()),
+        Auth::NKey(seed) => opts.nkey(seed.clone()),
+    };
+    let opts = match &cfg.access.tls {
+        Some(tls) => opts.tls_client_config(ClientConfig::clone(tls)),
+        None => opts,
+    };
     let client = opts
         .connect(cfg.urls.as_slice())
         .await
-        .map_err(|e| format!("cannot reach the bus: {e}"))?;
+        .map_err(|e| connect_failure(&e, &cfg.access))?;
     link.up.store(true, Ordering::SeqCst);
     let js = jetstream::new(client.clone());
     let names = match js.get_key_value(bucket(&cfg.cluster)).await {

@@ -47,7 +47,8 @@ use bus::{BusCmd, BusEvent};
 
 /// Cluster mode's settings (config.rs: `bus_url`, `node_name`,
 /// `cluster_name`, `node_timeout_ms`, `bus_timeout_ms`, `node_index`,
-/// `cluster_addr`, `cluster_secret_file`).
+/// `cluster_addr`, `cluster_secret_file`, and the `bus_*` credentials and
+/// TLS files).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClusterConfig {
     pub urls: Vec<String>,
@@ -62,6 +63,8 @@ pub struct ClusterConfig {
     /// The proxy handshake's shared secret (None: private connections do
     /// not cross nodes).
     pub secret: Option<Secret>,
+    /// How the node logs in to the bus and protects the link.
+    pub access: bus::Access,
 }
 
 /// The cluster's shared secret; never printed.
@@ -77,26 +80,14 @@ impl std::fmt::Debug for Secret {
 /// Read `cluster_secret_file`: its bytes without a trailing newline, at
 /// least [`proxy::MIN_SECRET`]. A file others can read is warned about.
 pub fn read_secret(path: &std::path::Path) -> io::Result<Secret> {
-    let mut bytes = std::fs::read(path)?;
-    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        bytes.pop();
-    }
+    let bytes =
+        crate::config::read_secret_file(path, "the cluster secret", crate::config::Loose::Warn)?;
     if bytes.len() < proxy::MIN_SECRET {
         return Err(io::Error::other(format!(
             "{}: the cluster secret must be at least {} bytes",
             path.display(),
             proxy::MIN_SECRET
         )));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if std::fs::metadata(path)?.permissions().mode() & 0o077 != 0 {
-            log::warn!(
-                "{}: the cluster secret is readable by others (chmod 600)",
-                path.display()
-            );
-        }
     }
     Ok(Secret(Arc::new(bytes)))
 }

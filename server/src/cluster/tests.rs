@@ -23,6 +23,7 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
             index: 0,
             addr: String::new(),
             secret: None,
+            access: Default::default(),
         },
         epoch: 7,
         out: Outbox {

@@ -82,6 +82,14 @@ impl Target {
         }
     }
 
+    /// The PostgreSQL password from `store_password_file`.
+    pub fn read_password(&mut self, path: &Path) -> Result<(), String> {
+        match self {
+            Target::Postgres(t) => t.read_password(path),
+            Target::Sqlite(_) => Err("store_password_file needs a postgres:// store_url".into()),
+        }
+    }
+
     /// For logs and errors: the file, or the URL without its password.
     pub fn shown(&self) -> String {
         match self {

@@ -325,7 +325,21 @@ fn pg_row(r: &postgres::Row) -> SqlResult<Row> {
 pub fn pg_error(e: postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => e.to_string(),
+        // With its causes: a failed TLS handshake says why (an unknown
+        // CA, a name the certificate does not carry).
+        None => {
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                let c_text = c.to_string();
+                if !text.contains(&c_text) {
+                    text.push_str(": ");
+                    text.push_str(&c_text);
+                }
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 

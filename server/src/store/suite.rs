@@ -15,6 +15,8 @@ use crossbeam_channel::{bounded, Receiver};
 use super::{After, CreateError, Db, Store, StoreThread, Target, GROUP};
 use crate::hub::bans::Ban;
 
+#[path = "../../tests/common/certs.rs"]
+mod certs;
 #[path = "../../tests/common/postgres.rs"]
 mod testpg;
 
@@ -1047,4 +1049,184 @@ fn postgres_the_store_rides_out_a_database_restart() {
     assert_eq!(texts, vec!["after"]);
     assert!(s.ping(Duration::from_secs(5)));
     stop(s, t);
+}
+
+/// Whether the session `url` opens is encrypted (pg_stat_ssl), or why it
+/// does not open.
+fn pg_ssl_of(url: &str) -> Result<bool, String> {
+    let mut conn = super::PgTarget::parse(url)?.connect()?;
+    let row = conn
+        .client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+#[test]
+fn postgres_over_tls_each_sslmode_checks_what_libpq_would() {
+    let started = Instant::now();
+    // ssl on with a certificate for 127.0.0.1 only; the role "sslonly" may
+    // connect over TLS only (hostssl, and a reject for the rest), "pwuser"
+    // with a password only.
+    let Some(server) = testpg::private_server_with(|dir| {
+        let pki = certs::make(dir);
+        let hba = dir.join("data").join("pg_hba.conf");
+        let theirs = std::fs::read_to_string(&hba).unwrap();
+        std::fs::write(
+            &hba,
+            format!(
+                "hostssl all sslonly 127.0.0.1/32 trust\n\
+                 host all sslonly 127.0.0.1/32 reject\n\
+                 host all pwuser 127.0.0.1/32 scram-sha-256\n{theirs}"
+            ),
+        )
+        .unwrap();
+        vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", pki.server_cert.display()),
+            format!("ssl_key_file={}", pki.server_key.display()),
+        ]
+    }) else {
+        return;
+    };
+    let ca = server.dir.join("ca.pem").display().to_string();
+    let other = server.dir.join("other-ca.pem").display().to_string();
+    let at = |user: &str, host: &str, query: &str| {
+        format!("postgres://{user}@{host}:{}/postgres?{query}", server.port)
+    };
+    let me = testpg::USER;
+    assert_eq!(
+        pg_ssl_of(&at(
+            me,
+            "127.0.0.1",
+            &format!("sslmode=verify-full&sslrootcert={ca}")
+        )),
+        Ok(true)
+    );
+    let err = pg_ssl_of(&at(
+        me,
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={other}"),
+    ))
+    .unwrap_err();
+    assert!(
+        err.contains("sslmode=verify-full") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    // require: encrypted, the certificate not checked; prefer (libpq's
+    // default) takes TLS when offered; disable does not.
+    assert_eq!(pg_ssl_of(&at(me, "127.0.0.1", "sslmode=require")), Ok(true));
+    assert_eq!(
+        pg_ssl_of(&at(me, "127.0.0.1", "connect_timeout=5")),
+        Ok(true)
+    );
+    assert_eq!(
+        pg_ssl_of(&at(me, "127.0.0.1", "sslmode=disable")),
+        Ok(false)
+    );
+    // The certificate names 127.0.0.1, not localhost: verify-full through
+    // "localhost" fails on the name, verify-ca (and require with a root
+    // certificate) check the chain only.
+    let err = pg_ssl_of(&at(
+        me,
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .unwrap_err();
+    assert!(err.contains("not valid for name \"localhost\""), "{err}");
+    assert_eq!(
+        pg_ssl_of(&at(
+            me,
+            "localhost",
+            &format!("sslmode=verify-ca&sslrootcert={ca}")
+        )),
+        Ok(true)
+    );
+    assert_eq!(
+        pg_ssl_of(&at(
+            me,
+            "localhost",
+            &format!("sslmode=require&sslrootcert={ca}")
+        )),
+        Ok(true)
+    );
+    let err = pg_ssl_of(&at(
+        me,
+        "localhost",
+        &format!("sslmode=verify-ca&sslrootcert={other}"),
+    ))
+    .unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // TLS-only for this role: plain is refused with the server's reason.
+    let mut admin = server.admin().unwrap();
+    admin
+        .batch_execute(
+            "CREATE ROLE sslonly LOGIN; CREATE ROLE pwuser LOGIN PASSWORD 'pg-pa55-word'",
+        )
+        .unwrap();
+    let err = pg_ssl_of(&at("sslonly", "127.0.0.1", "sslmode=disable")).unwrap_err();
+    assert!(
+        err.contains("sslmode=disable") && err.contains("no encryption"),
+        "{err}"
+    );
+    assert_eq!(
+        pg_ssl_of(&at("sslonly", "127.0.0.1", "sslmode=require")),
+        Ok(true)
+    );
+    // store_password_file: the password from a 0600 file; a file others
+    // can read is refused; no password is refused by the server.
+    let dir = std::env::temp_dir().join(format!(
+        "cw-pgpw-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let _gone = TempDir(dir.clone());
+    let pw = dir.join("pw");
+    let write = |text: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(&pw, text).unwrap();
+        std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    let url = at(
+        "pwuser",
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    );
+    let connect = || -> Result<(), String> {
+        let Target::Postgres(mut t) = Target::from_settings(Path::new(""), &url)? else {
+            unreachable!()
+        };
+        t.read_password(&pw)?;
+        t.connect().map(drop)
+    };
+    write("pg-pa55-word\n", 0o600);
+    assert_eq!(connect(), Ok(()));
+    write("not-the-word\n", 0o600);
+    let err = connect().unwrap_err();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("not-the-word"), "{err}");
+    write("pg-pa55-word\n", 0o640);
+    let err = connect().unwrap_err();
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(pg_ssl_of(&url).is_err(), "no password, no session");
+    // The store itself over verify-full: migrations, a write, a read.
+    let (plain, _) = server.fresh_url();
+    let url = format!("{plain}&sslmode=verify-full&sslrootcert={ca}");
+    let (s, t) =
+        Store::open_target(&Target::from_settings(Path::new(""), &url).unwrap(), None).unwrap();
+    let (a, b) = two_accounts(&s);
+    let (id, ok) = s
+        .call_committed(move |db| db.insert_message(a, b, "over TLS", false))
+        .unwrap();
+    assert!(ok && id.is_some());
+    stop(s, t);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -57,6 +57,14 @@ fn program() -> Option<PathBuf> {
 impl Nats {
     /// A new server; None when it is missing and the tests are to skip.
     pub fn start() -> Option<Nats> {
+        Nats::start_with(|_| String::new())
+    }
+
+    /// A new server that also reads the configuration file `conf` writes
+    /// (given the server's directory, for files such as certificates):
+    /// authorization, TLS. Listening address, port and JetStream stay the
+    /// flags'.
+    pub fn start_with(conf: impl FnOnce(&std::path::Path) -> String) -> Option<Nats> {
         let bin = program()?;
         let dir = std::env::temp_dir().join(format!(
             "cw-nats-{}-{}",
@@ -64,6 +72,10 @@ impl Nats {
             rand::random::<u32>()
         ));
         std::fs::create_dir_all(&dir).unwrap();
+        let text = conf(&dir);
+        if !text.is_empty() {
+            std::fs::write(dir.join("nats.conf"), text).unwrap();
+        }
         let mut n = Nats {
             port: 0,
             dir,
@@ -71,6 +83,11 @@ impl Nats {
         };
         n.port = n.spawn(&bin, None);
         Some(n)
+    }
+
+    /// The server's directory (its configuration, its JetStream store).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     pub fn url(&self) -> String {
@@ -86,6 +103,12 @@ impl Nats {
             .arg("-js")
             .arg("-sd")
             .arg(self.dir.join("js"))
+            .args(
+                Some(self.dir.join("nats.conf"))
+                    .filter(|c| c.exists())
+                    .map(|c| vec!["-c".into(), c])
+                    .unwrap_or_default(),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -40,7 +40,9 @@ pub const USER: &str = "chinwag";
 
 pub struct Postgres {
     pub port: u16,
-    dir: PathBuf,
+    pub dir: PathBuf,
+    /// Settings beyond the usual ones (`-c NAME=VALUE` each).
+    extra: Vec<String>,
     child: Mutex<Child>,
     schemas: AtomicU64,
 }
@@ -69,15 +71,24 @@ pub fn server() -> Option<Arc<Postgres>> {
     if let Some(pg) = current.upgrade() {
         return Some(pg);
     }
-    let pg = Arc::new(Postgres::start(&bin));
+    let pg = Arc::new(Postgres::start(&bin, &|_| Vec::new()));
     *current = Arc::downgrade(&pg);
     Some(pg)
 }
 
 /// A server of its own, for a test that stops or restarts it.
 pub fn private_server() -> Option<Postgres> {
+    private_server_with(|_| Vec::new())
+}
+
+/// A server of its own set up by `setup`, which runs after initdb with the
+/// server's directory (the cluster is in its `data`; pg_hba.conf may be
+/// edited there) and returns settings to start it with (`NAME=VALUE`).
+/// Files `setup` writes directly into the directory are handed to the
+/// server's user (a TLS key must be the server's, mode 0600).
+pub fn private_server_with(setup: impl Fn(&Path) -> Vec<String>) -> Option<Postgres> {
     server()?; // the same checks; the shared one is not used
-    Some(Postgres::start(&bin_dir().expect("checked")))
+    Some(Postgres::start(&bin_dir().expect("checked"), &setup))
 }
 
 /// The directory holding initdb and postgres: `CHINWAG_PG_BIN`, else the
@@ -177,7 +188,7 @@ fn sweep_stale(tmp: &Path) {
 }
 
 impl Postgres {
-    fn start(bin: &Path) -> Postgres {
+    fn start(bin: &Path, setup: &dyn Fn(&Path) -> Vec<String>) -> Postgres {
         let tmp = std::env::temp_dir();
         sweep_stale(&tmp);
         let dir = tmp.join(format!(
@@ -205,6 +216,14 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let extra = setup(&dir);
+        if let Some((uid, gid)) = user {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_file()) {
+                    std::os::unix::fs::chown(e.path(), Some(uid), Some(gid)).unwrap();
+                }
+            }
+        }
         let mut last = String::new();
         for _ in 0..PORT_TRIES {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -212,11 +231,12 @@ impl Postgres {
                 .expect("a free port")
                 .port();
             let log = std::fs::File::create(dir.join("postgres.log")).unwrap();
-            let cmd = server_command(bin, &dir, port, user, log);
+            let cmd = server_command(bin, &dir, port, user, log, &extra);
             let child = spawn_kept(cmd).expect("postgres starts");
             let pg = Postgres {
                 port,
                 dir: dir.clone(),
+                extra: extra.clone(),
                 child: Mutex::new(child),
                 schemas: AtomicU64::new(0),
             };
@@ -310,7 +330,7 @@ impl Postgres {
             .append(true)
             .open(self.dir.join("postgres.log"))
             .unwrap();
-        let cmd = server_command(&bin, &self.dir, self.port, server_user(), log);
+        let cmd = server_command(&bin, &self.dir, self.port, server_user(), log, &self.extra);
         *self.child.lock().unwrap_or_else(|e| e.into_inner()) =
             spawn_kept(cmd).expect("postgres restarts");
         self.wait_ready().expect("postgres back");
@@ -325,6 +345,7 @@ fn server_command(
     port: u16,
     user: Option<(u32, u32)>,
     log: std::fs::File,
+    extra: &[String],
 ) -> Command {
     let mut cmd = Command::new(bin.join("postgres"));
     as_server_user(&mut cmd, user)
@@ -340,6 +361,7 @@ fn server_command(
         // machine's disk for the tests that measure one.
         .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
         .args(["-c", "shared_buffers=16MB", "-c", "max_connections=200"])
+        .args(extra.iter().flat_map(|e| ["-c", e.as_str()]))
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log);
