@@ -138,26 +138,42 @@ impl Conn {
                 Err(ReadEnd::Deadline) => return End::LoginTimeout,
             };
             decoder.push(bytes);
-            // What this read's frames deliver to idle queues leaves from this
-            // thread once they are all handled (or after each frame, where a
-            // handler may wait), before it reads again: see `net::Batch`.
-            let batch = Batch::open();
-            loop {
-                let (frame, rest) = match decoder.next_ref() {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(e) => return End::Protocol(format!("framing error: {e}")),
-                };
-                if log::log_enabled!(log::Level::Trace) {
-                    use chinwag_proto::Redact;
-                    log::trace!("{}: {}", self.label, frame.redacted());
-                }
-                if let Err(end) = on_frame(state, frame, rest) {
-                    return end;
-                }
-                if !self.batch_reads {
-                    batch.send();
-                }
+            if let Err(end) = self.handle_read(state, &mut decoder, &mut on_frame) {
+                return end;
+            }
+        }
+    }
+
+    /// Every whole frame of the bytes just read, through `on_frame`. Out of
+    /// line: what decoding and handling keep on the stack lives below the
+    /// reading frame, not in it, so an idle connection's blocked read stays
+    /// within the two stack pages it touches (docs/architecture.md); and
+    /// the stack pages handling touches are below that frame, where the
+    /// login's release gives them back.
+    #[inline(never)]
+    fn handle_read<T: DecodeRef, S>(
+        &self,
+        state: &mut S,
+        decoder: &mut Decoder<T>,
+        on_frame: &mut impl FnMut(&mut S, T::Frame<'_>, &[u8]) -> Result<(), End>,
+    ) -> Result<(), End> {
+        // What this read's frames deliver to idle queues leaves from this
+        // thread once they are all handled (or after each frame, where a
+        // handler may wait), before it reads again: see `net::Batch`.
+        let batch = Batch::open();
+        loop {
+            let (frame, rest) = match decoder.next_ref() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Protocol(format!("framing error: {e}"))),
+            };
+            if log::log_enabled!(log::Level::Trace) {
+                use chinwag_proto::Redact;
+                log::trace!("{}: {}", self.label, frame.redacted());
+            }
+            on_frame(state, frame, rest)?;
+            if !self.batch_reads {
+                batch.send();
             }
         }
     }
