@@ -115,14 +115,7 @@ impl<T> Decoder<T> {
     where
         T: Decode,
     {
-        match T::decode(&self.buf[self.start..]) {
-            Ok((msg, used)) => {
-                self.start += used;
-                Ok(Some(msg))
-            }
-            Err(DecodeError::Incomplete) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(self.next_with(T::decode)?.map(|(msg, _)| msg))
     }
 
     /// As [`Decoder::next_message`], the frame decoded in place (borrowing
@@ -132,11 +125,19 @@ impl<T> Decoder<T> {
     where
         T: DecodeRef,
     {
+        self.next_with(T::decode_ref)
+    }
+
+    /// The next message as `decode` reads it, and the bytes behind it.
+    fn next_with<'s, M>(
+        &'s mut self,
+        decode: impl FnOnce(&'s [u8]) -> Result<(M, usize), DecodeError>,
+    ) -> Result<Option<(M, &'s [u8])>, DecodeError> {
         let buf = &self.buf[self.start..];
-        match T::decode_ref(buf) {
-            Ok((frame, used)) => {
+        match decode(buf) {
+            Ok((msg, used)) => {
                 self.start += used;
-                Ok(Some((frame, &buf[used..])))
+                Ok(Some((msg, &buf[used..])))
             }
             Err(DecodeError::Incomplete) => Ok(None),
             Err(e) => Err(e),

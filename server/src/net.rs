@@ -1044,13 +1044,18 @@ mod tests {
         pool.stop();
     }
 
-    #[test]
-    fn a_delivery_in_a_batch_leaves_from_the_delivering_thread() {
-        // A pool that sends nothing: whatever arrives was sent inline.
+    /// A queue whose flush pool is stopped and sends nothing: whatever
+    /// arrives at the client was sent inline, by a batch.
+    fn unpooled() -> (Arc<Outbound>, TcpStream) {
         let pool = FlushPool::new(1).unwrap();
         pool.stop();
-        let (server, mut client) = pair();
-        let out = outbound(&server, &pool, 1 << 20);
+        let (server, client) = pair();
+        (outbound(&server, &pool, 1 << 20), client)
+    }
+
+    #[test]
+    fn a_delivery_in_a_batch_leaves_from_the_delivering_thread() {
+        let (out, mut client) = unpooled();
         {
             let batch = Batch::open();
             assert!(out.enqueue(|b| b.extend_from_slice(b"one ")));
@@ -1083,11 +1088,7 @@ mod tests {
 
     #[test]
     fn an_emptied_queue_keeps_a_small_buffer_for_its_next_delivery() {
-        // Sent inline by a batch (the pool is stopped).
-        let pool = FlushPool::new(1).unwrap();
-        pool.stop();
-        let (server, mut client) = pair();
-        let out = outbound(&server, &pool, 1 << 20);
+        let (out, mut client) = unpooled();
         {
             let _batch = Batch::open();
             assert!(out.enqueue(|b| b.extend_from_slice(&[7; 100])));
