@@ -621,6 +621,9 @@ impl crate::Decode for Frame {
     }
 }
 
+// The server reads these frames owned (no borrowed form yet).
+crate::owned_frames!(Frame);
+
 /// Incremental reader for an accounts TCP stream. A bad header fails as
 /// soon as its 10 bytes are in.
 pub type Decoder = crate::Decoder<Frame>;

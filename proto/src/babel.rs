@@ -219,6 +219,9 @@ impl crate::Decode for Frame {
     }
 }
 
+// The server reads these frames owned (no borrowed form yet).
+crate::owned_frames!(Frame);
+
 /// Incremental reader for a babel stream.
 pub type Decoder = crate::Decoder<Frame>;
 

@@ -34,38 +34,40 @@ pub const MAX_TEXT: usize = 1024;
 pub const MAX_FRAME: usize = 1 + 3 * 4 + 2 * MAX_LOGIN + MAX_TEXT;
 
 /// One chatos command. The same type serves both directions, because the
-/// seed gives client and server frames one shared layout.
+/// seed gives client and server frames one shared layout. Its strings are
+/// of type `S`: owned in a [`Command`], borrowed from the received bytes in
+/// a [`CommandRef`] (what the server decodes: no allocation per frame).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub enum CommandOf<S> {
     Login {
-        login: String,
+        login: S,
     },
     LoginAccepted,
     LoginRefused,
     Message {
-        from: String,
-        text: String,
+        from: S,
+        text: S,
     },
     MessagePrivate {
-        from: String,
-        to: String,
-        text: String,
+        from: S,
+        to: S,
+        text: S,
     },
     RequestPrivate {
-        requester: String,
-        target: String,
+        requester: S,
+        target: S,
     },
     OkPrivate {
-        requester: String,
-        target: String,
+        requester: S,
+        target: S,
     },
     KoPrivate {
-        requester: String,
-        target: String,
+        requester: S,
+        target: S,
     },
     IdPrivate {
-        requester: String,
-        target: String,
+        requester: S,
+        target: S,
         connect_id: i64,
     },
     LoginPrivate {
@@ -74,13 +76,19 @@ pub enum Command {
     Established,
     CloseConnection {
         connect_id: i64,
-        requester: String,
-        target: String,
+        requester: S,
+        target: S,
     },
     AcceptCloseConnection {
-        login: String,
+        login: S,
     },
 }
+
+/// A command that owns its strings.
+pub type Command = CommandOf<String>;
+
+/// A command whose strings point into the bytes it was decoded from.
+pub type CommandRef<'a> = CommandOf<&'a str>;
 
 /// Big-endian; STRING = INT length (signed) + bytes; a frame has no outer
 /// length, so running out of bytes means "wait for more".
@@ -141,40 +149,121 @@ fn encode_pair<'a>(out: &'a mut Vec<u8>, opcode: u8, a: &str, b: &str) -> Writer
     w
 }
 
-impl Command {
+impl<S> CommandOf<S> {
+    /// The same command with each string passed through `f`, in wire order.
+    pub fn map<T>(self, mut f: impl FnMut(S) -> T) -> CommandOf<T> {
+        use CommandOf as C;
+        match self {
+            C::Login { login } => C::Login { login: f(login) },
+            C::LoginAccepted => C::LoginAccepted,
+            C::LoginRefused => C::LoginRefused,
+            C::Message { from, text } => C::Message {
+                from: f(from),
+                text: f(text),
+            },
+            C::MessagePrivate { from, to, text } => C::MessagePrivate {
+                from: f(from),
+                to: f(to),
+                text: f(text),
+            },
+            C::RequestPrivate { requester, target } => C::RequestPrivate {
+                requester: f(requester),
+                target: f(target),
+            },
+            C::OkPrivate { requester, target } => C::OkPrivate {
+                requester: f(requester),
+                target: f(target),
+            },
+            C::KoPrivate { requester, target } => C::KoPrivate {
+                requester: f(requester),
+                target: f(target),
+            },
+            C::IdPrivate {
+                requester,
+                target,
+                connect_id,
+            } => C::IdPrivate {
+                requester: f(requester),
+                target: f(target),
+                connect_id,
+            },
+            C::LoginPrivate { connect_id } => C::LoginPrivate { connect_id },
+            C::Established => C::Established,
+            C::CloseConnection {
+                connect_id,
+                requester,
+                target,
+            } => C::CloseConnection {
+                connect_id,
+                requester: f(requester),
+                target: f(target),
+            },
+            C::AcceptCloseConnection { login } => C::AcceptCloseConnection { login: f(login) },
+        }
+    }
+
+    /// The command's name as the seed spells its opcode.
+    pub fn name(&self) -> &'static str {
+        use CommandOf as C;
+        match self {
+            C::Login { .. } => "LOGIN",
+            C::LoginAccepted => "LOGIN_ACCEPTED",
+            C::LoginRefused => "LOGIN_REFUSED",
+            C::Message { .. } => "MESSAGE",
+            C::MessagePrivate { .. } => "MESSAGE_PRIVATE",
+            C::RequestPrivate { .. } => "REQUEST_PRIVATE",
+            C::OkPrivate { .. } => "OK_PRIVATE",
+            C::KoPrivate { .. } => "KO_PRIVATE",
+            C::IdPrivate { .. } => "ID_PRIVATE",
+            C::LoginPrivate { .. } => "LOGIN_PRIVATE",
+            C::Established => "ESTABLISHED",
+            C::CloseConnection { .. } => "CLOSE_CONNECTION",
+            C::AcceptCloseConnection { .. } => "ACCEPT_CLOSE_CONNECTION",
+        }
+    }
+}
+
+impl<S: AsRef<str>> CommandOf<S> {
     /// Append this command's bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        use CommandOf as C;
         match self {
-            Command::Login { login } => {
-                writer(out).u8(op::LOGIN).str(login);
+            C::Login { login } => {
+                writer(out).u8(op::LOGIN).str(login.as_ref());
             }
-            Command::LoginAccepted => out.push(op::LOGIN_ACCEPTED),
-            Command::LoginRefused => out.push(op::LOGIN_REFUSED),
-            Command::Message { from, text } => encode_message(out, from, text),
-            Command::MessagePrivate { from, to, text } => {
-                encode_message_private(out, from, to, text)
+            C::LoginAccepted => out.push(op::LOGIN_ACCEPTED),
+            C::LoginRefused => out.push(op::LOGIN_REFUSED),
+            C::Message { from, text } => encode_message(out, from.as_ref(), text.as_ref()),
+            C::MessagePrivate { from, to, text } => {
+                encode_message_private(out, from.as_ref(), to.as_ref(), text.as_ref())
             }
-            Command::RequestPrivate { requester, target } => {
-                encode_pair(out, op::REQUEST_PRIVATE, requester, target);
+            C::RequestPrivate { requester, target } => {
+                encode_pair(
+                    out,
+                    op::REQUEST_PRIVATE,
+                    requester.as_ref(),
+                    target.as_ref(),
+                );
             }
-            Command::OkPrivate { requester, target } => {
-                encode_pair(out, op::OK_PRIVATE, requester, target);
+            C::OkPrivate { requester, target } => {
+                encode_pair(out, op::OK_PRIVATE, requester.as_ref(), target.as_ref());
             }
-            Command::KoPrivate { requester, target } => {
-                encode_pair(out, op::KO_PRIVATE, requester, target);
+            C::KoPrivate { requester, target } => {
+                encode_pair(out, op::KO_PRIVATE, requester.as_ref(), target.as_ref());
             }
-            Command::IdPrivate {
+            C::IdPrivate {
                 requester,
                 target,
                 connect_id,
             } => {
-                encode_pair(out, op::ID_PRIVATE, requester, target).i64(*connect_id);
+                encode_pair(out, op::ID_PRIVATE, requester.as_ref(), target.as_ref())
+                    .i64(*connect_id);
             }
-            Command::LoginPrivate { connect_id } => {
+            C::LoginPrivate { connect_id } => {
                 writer(out).u8(op::LOGIN_PRIVATE).i64(*connect_id);
             }
-            Command::Established => out.push(op::ESTABLISHED),
-            Command::CloseConnection {
+            C::Established => out.push(op::ESTABLISHED),
+            C::CloseConnection {
                 connect_id,
                 requester,
                 target,
@@ -182,11 +271,13 @@ impl Command {
                 writer(out)
                     .u8(op::CLOSE_CONNECTION)
                     .i64(*connect_id)
-                    .str(requester)
-                    .str(target);
+                    .str(requester.as_ref())
+                    .str(target.as_ref());
             }
-            Command::AcceptCloseConnection { login } => {
-                writer(out).u8(op::ACCEPT_CLOSE_CONNECTION).str(login);
+            C::AcceptCloseConnection { login } => {
+                writer(out)
+                    .u8(op::ACCEPT_CLOSE_CONNECTION)
+                    .str(login.as_ref());
             }
         }
     }
@@ -197,60 +288,77 @@ impl Command {
         self.encode(&mut v);
         v
     }
+}
 
-    /// Decode one command from the front of `buf`.
+impl<'a> CommandRef<'a> {
+    /// Decode one command from the front of `buf`, its strings pointing
+    /// into `buf`.
     ///
     /// Returns the command and how many bytes it used. `Err(Incomplete)` means
     /// more bytes are needed; every other error is final for the stream. A
     /// length prefix is checked against its field's limit before the bytes
     /// behind it are awaited, so a lying length never makes a reader buffer.
-    pub fn decode(buf: &[u8]) -> Result<(Command, usize), DecodeError> {
+    pub fn decode(buf: &'a [u8]) -> Result<(Self, usize), DecodeError> {
+        use CommandOf as C;
         let mut r = Reader::new(buf, LAYOUT);
         let opcode = r.u8()?;
         let cmd = match opcode {
-            op::LOGIN => Command::Login {
-                login: r.str("login", MAX_LOGIN)?,
+            op::LOGIN => C::Login {
+                login: r.str_ref("login", MAX_LOGIN)?,
             },
-            op::LOGIN_ACCEPTED => Command::LoginAccepted,
-            op::LOGIN_REFUSED => Command::LoginRefused,
-            op::MESSAGE => Command::Message {
-                from: r.str("login", MAX_LOGIN)?,
-                text: r.str("msg", MAX_TEXT)?,
+            op::LOGIN_ACCEPTED => C::LoginAccepted,
+            op::LOGIN_REFUSED => C::LoginRefused,
+            op::MESSAGE => C::Message {
+                from: r.str_ref("login", MAX_LOGIN)?,
+                text: r.str_ref("msg", MAX_TEXT)?,
             },
-            op::MESSAGE_PRIVATE => Command::MessagePrivate {
-                from: r.str("login_sender", MAX_LOGIN)?,
-                to: r.str("login_target", MAX_LOGIN)?,
-                text: r.str("msg", MAX_TEXT)?,
+            op::MESSAGE_PRIVATE => C::MessagePrivate {
+                from: r.str_ref("login_sender", MAX_LOGIN)?,
+                to: r.str_ref("login_target", MAX_LOGIN)?,
+                text: r.str_ref("msg", MAX_TEXT)?,
             },
             op::REQUEST_PRIVATE | op::OK_PRIVATE | op::KO_PRIVATE | op::ID_PRIVATE => {
-                let requester = r.str("login_requester", MAX_LOGIN)?;
-                let target = r.str("login_target", MAX_LOGIN)?;
+                let requester = r.str_ref("login_requester", MAX_LOGIN)?;
+                let target = r.str_ref("login_target", MAX_LOGIN)?;
                 match opcode {
-                    op::REQUEST_PRIVATE => Command::RequestPrivate { requester, target },
-                    op::OK_PRIVATE => Command::OkPrivate { requester, target },
-                    op::KO_PRIVATE => Command::KoPrivate { requester, target },
-                    _ => Command::IdPrivate {
+                    op::REQUEST_PRIVATE => C::RequestPrivate { requester, target },
+                    op::OK_PRIVATE => C::OkPrivate { requester, target },
+                    op::KO_PRIVATE => C::KoPrivate { requester, target },
+                    _ => C::IdPrivate {
                         requester,
                         target,
                         connect_id: r.i64()?,
                     },
                 }
             }
-            op::LOGIN_PRIVATE => Command::LoginPrivate {
+            op::LOGIN_PRIVATE => C::LoginPrivate {
                 connect_id: r.i64()?,
             },
-            op::ESTABLISHED => Command::Established,
-            op::CLOSE_CONNECTION => Command::CloseConnection {
+            op::ESTABLISHED => C::Established,
+            op::CLOSE_CONNECTION => C::CloseConnection {
                 connect_id: r.i64()?,
-                requester: r.str("login_requester", MAX_LOGIN)?,
-                target: r.str("login_target", MAX_LOGIN)?,
+                requester: r.str_ref("login_requester", MAX_LOGIN)?,
+                target: r.str_ref("login_target", MAX_LOGIN)?,
             },
-            op::ACCEPT_CLOSE_CONNECTION => Command::AcceptCloseConnection {
-                login: r.str("login_target", MAX_LOGIN)?,
+            op::ACCEPT_CLOSE_CONNECTION => C::AcceptCloseConnection {
+                login: r.str_ref("login_target", MAX_LOGIN)?,
             },
             other => return Err(DecodeError::UnknownOpcode(other as u16)),
         };
         Ok((cmd, r.pos()))
+    }
+
+    /// The same command owning copies of its strings.
+    pub fn into_owned(self) -> Command {
+        self.map(str::to_owned)
+    }
+}
+
+impl Command {
+    /// Decode one command from the front of `buf`, into owned strings: see
+    /// [`CommandRef::decode`], which this copies (same errors, same bytes).
+    pub fn decode(buf: &[u8]) -> Result<(Command, usize), DecodeError> {
+        CommandRef::decode(buf).map(|(cmd, used)| (cmd.into_owned(), used))
     }
 
     /// Decode a buffer that must hold exactly one command: trailing bytes are
@@ -266,6 +374,14 @@ impl crate::Decode for Command {
     }
 }
 
+impl crate::DecodeRef for Command {
+    type Frame<'a> = CommandRef<'a>;
+
+    fn decode_ref(buf: &[u8]) -> Result<(CommandRef<'_>, usize), DecodeError> {
+        CommandRef::decode(buf)
+    }
+}
+
 /// Incremental decoder for a chatos byte stream. Chatos frames carry no
 /// outer length, so it parses from the front; after LOGIN_PRIVATE or
 /// ESTABLISHED, `take_remaining` hands what arrived behind it to the relay.
@@ -278,17 +394,17 @@ impl Decoder {
     }
 }
 
-impl crate::Redact for Command {
+impl<S: AsRef<str> + std::fmt::Debug> crate::Redact for CommandOf<S> {
     /// Texts are shown by their length only.
     fn redacted(&self) -> String {
         match self {
-            Command::Message { from, text } => format!(
+            CommandOf::Message { from, text } => format!(
                 "Message {{ from: {from:?}, text: {} }}",
-                crate::redacted_len(text.len())
+                crate::redacted_len(text.as_ref().len())
             ),
-            Command::MessagePrivate { from, to, text } => format!(
+            CommandOf::MessagePrivate { from, to, text } => format!(
                 "MessagePrivate {{ from: {from:?}, to: {to:?}, text: {} }}",
-                crate::redacted_len(text.len())
+                crate::redacted_len(text.as_ref().len())
             ),
             other => format!("{other:?}"),
         }
@@ -481,6 +597,37 @@ mod tests {
                     Err(DecodeError::Truncated)
                 );
             }
+        }
+    }
+
+    /// The server's in-place decode and the owned one: the same commands,
+    /// the same bytes used, the same errors, for every sample cut anywhere
+    /// and for random bytes.
+    #[test]
+    fn in_place_and_owned_decodes_agree() {
+        let same = |buf: &[u8]| {
+            let owned = Command::decode(buf);
+            let in_place = CommandRef::decode(buf).map(|(c, n)| (c.into_owned(), n));
+            assert_eq!(owned, in_place, "{buf:02x?}");
+        };
+        for cmd in samples() {
+            let bytes = cmd.to_bytes();
+            let (r, used) = CommandRef::decode(&bytes).unwrap();
+            assert_eq!((r.clone().into_owned(), used), (cmd.clone(), bytes.len()));
+            assert_eq!(r.to_bytes(), bytes, "a borrowed command encodes alike");
+            assert_eq!(r.name(), cmd.name());
+            for cut in 0..=bytes.len() {
+                same(&bytes[..cut]);
+            }
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EED);
+        for _ in 0..20_000 {
+            let len = rng.gen_range(0..48);
+            let mut buf: Vec<u8> = (0..len).map(|_| rng.gen_range(0..4)).collect();
+            if !buf.is_empty() {
+                buf[0] = rng.gen_range(0..14);
+            }
+            same(&buf);
         }
     }
 

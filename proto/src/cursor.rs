@@ -172,8 +172,13 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
-    /// A length-prefixed UTF-8 string of at most `max` bytes.
+    /// A length-prefixed UTF-8 string of at most `max` bytes, copied out.
     pub fn str(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        self.str_ref(field, max).map(str::to_owned)
+    }
+
+    /// A length-prefixed UTF-8 string of at most `max` bytes, in place.
+    pub fn str_ref(&mut self, field: &'static str, max: usize) -> Result<&'a str, DecodeError> {
         let b = self.blob(field, max)?;
         utf8(b, field)
     }
@@ -203,7 +208,7 @@ impl<'a> Reader<'a> {
                 self.short()
             });
         };
-        let s = utf8(&rest[..end], field)?;
+        let s = utf8(&rest[..end], field)?.to_owned();
         self.pos += end + 1;
         Ok(s)
     }
@@ -238,10 +243,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn utf8(b: &[u8], field: &'static str) -> Result<String, DecodeError> {
-    std::str::from_utf8(b)
-        .map(str::to_owned)
-        .map_err(|_| DecodeError::InvalidUtf8(field))
+fn utf8<'b>(b: &'b [u8], field: &'static str) -> Result<&'b str, DecodeError> {
+    std::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8(field))
 }
 
 /// A place in the output for a length written once what follows is known.

@@ -20,6 +20,34 @@ pub trait Decode: Sized {
     fn decode(buf: &[u8]) -> Result<(Self, usize), DecodeError>;
 }
 
+/// A message type whose frames can also be decoded in place: a
+/// `Frame<'a>` borrows its strings from the bytes it was decoded from, so
+/// a server that only reads them (routing a text to its recipient) copies
+/// nothing per frame. Errors and bytes used are exactly those of the owned
+/// decode. A dialect without a borrowed form uses [`owned_frames!`].
+pub trait DecodeRef {
+    type Frame<'a>: Redact;
+    /// The frame and how many bytes it used; errors as [`Decode::decode`].
+    fn decode_ref(buf: &[u8]) -> Result<(Self::Frame<'_>, usize), DecodeError>;
+}
+
+/// A frame decoded in place, and the bytes buffered behind it.
+pub type InPlace<'a, T> = (<T as DecodeRef>::Frame<'a>, &'a [u8]);
+
+/// `DecodeRef` for a message type whose in-place frame is the owned one.
+#[macro_export]
+macro_rules! owned_frames {
+    ($t:ty) => {
+        impl $crate::DecodeRef for $t {
+            type Frame<'a> = $t;
+
+            fn decode_ref(buf: &[u8]) -> Result<($t, usize), $crate::DecodeError> {
+                <$t as $crate::Decode>::decode(buf)
+            }
+        }
+    };
+}
+
 /// How a message is written into a log: names and codes, never a password,
 /// a chat text or voice data (those are shown by their length only). The
 /// server's trace of every frame goes through this and nothing else.
@@ -64,7 +92,7 @@ impl<T> Default for Decoder<T> {
     }
 }
 
-impl<T: Decode> Decoder<T> {
+impl<T> Decoder<T> {
     pub fn new() -> Self {
         Self::default()
     }
@@ -83,11 +111,33 @@ impl<T: Decode> Decoder<T> {
 
     /// The next whole message, `Ok(None)` if more bytes are needed, or the
     /// error that makes the stream unusable.
-    pub fn next_message(&mut self) -> Result<Option<T>, DecodeError> {
-        match T::decode(&self.buf[self.start..]) {
+    pub fn next_message(&mut self) -> Result<Option<T>, DecodeError>
+    where
+        T: Decode,
+    {
+        Ok(self.next_with(T::decode)?.map(|(msg, _)| msg))
+    }
+
+    /// As [`Decoder::next_message`], the frame decoded in place (borrowing
+    /// the buffer until the next call), with the bytes buffered behind it
+    /// (for a stream that stops being framed after this frame).
+    pub fn next_ref(&mut self) -> Result<Option<InPlace<'_, T>>, DecodeError>
+    where
+        T: DecodeRef,
+    {
+        self.next_with(T::decode_ref)
+    }
+
+    /// The next message as `decode` reads it, and the bytes behind it.
+    fn next_with<'s, M>(
+        &'s mut self,
+        decode: impl FnOnce(&'s [u8]) -> Result<(M, usize), DecodeError>,
+    ) -> Result<Option<(M, &'s [u8])>, DecodeError> {
+        let buf = &self.buf[self.start..];
+        match decode(buf) {
             Ok((msg, used)) => {
                 self.start += used;
-                Ok(Some(msg))
+                Ok(Some((msg, &buf[used..])))
             }
             Err(DecodeError::Incomplete) => Ok(None),
             Err(e) => Err(e),

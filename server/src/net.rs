@@ -22,8 +22,14 @@ use crate::metrics::{DropReason, Metrics};
 pub const CONN_STACK: usize = 128 * 1024;
 /// The most one blocking write of a backlog is given at once.
 const BLOCKING_CHUNK: usize = 16 * 1024;
-/// A flusher's spare buffer is returned to the allocator above this size.
+/// A backlog writer's spare buffer is returned to the allocator above this size.
 const SPARE_KEEP: usize = 256 * 1024;
+/// A queue emptied by its writer keeps its buffer, for its next delivery,
+/// while the buffer's capacity is at most this; a bigger one is freed. So
+/// a busy recipient's deliveries do not allocate, and what a queue keeps
+/// between them is bounded (a connection that never received anything
+/// past its login keeps nothing).
+pub const QUEUE_KEEP: usize = 1024;
 
 /// Fix an accepted socket's kernel send buffer at `bytes` (SO_SNDBUF, which
 /// also turns off the kernel's autotuning, that would grow it to megabytes)
@@ -233,6 +239,11 @@ impl Outbound {
                 }
                 if st.buf.is_empty() {
                     st.flushing = false;
+                    if st.buf.capacity() > QUEUE_KEEP {
+                        // The writer's spare, swapped in: bigger than a
+                        // released queue may keep.
+                        st.buf = Vec::new();
+                    }
                     return true;
                 }
                 std::mem::swap(&mut st.buf, spare);
@@ -268,10 +279,14 @@ impl Outbound {
         }
     }
 
-    /// One pass by a pool flusher: send what is queued without blocking.
-    /// Returns true if more bytes arrived meanwhile (the caller requeues).
-    fn flush_nonblocking(self: &Arc<Self>, spare: &mut Vec<u8>) -> bool {
-        {
+    /// One non-blocking pass by whoever took the write side (a pool
+    /// flusher, or the thread whose batch owes the queue): send what is
+    /// queued. Returns true if more bytes arrived meanwhile (the caller
+    /// requeues). The queue's buffer itself is sent and, once empty, given
+    /// back to the queue (up to [`QUEUE_KEEP`]): the next delivery encodes
+    /// into it without allocating.
+    fn flush_nonblocking(self: &Arc<Self>) -> bool {
+        let mut out = {
             let mut st = self.state.lock();
             if st.closed {
                 return false;
@@ -280,18 +295,19 @@ impl Outbound {
                 st.flushing = false;
                 return false;
             }
-            std::mem::swap(&mut st.buf, spare);
-            st.in_flight = spare.len();
-        }
+            let out = std::mem::take(&mut st.buf);
+            st.in_flight = out.len();
+            out
+        };
         let mut sent = 0;
-        while sent < spare.len() {
+        while sent < out.len() {
             // SAFETY: send(2) on a socket this Outbound keeps open, reading
             // from a live buffer of the given length.
             let n = unsafe {
                 libc::send(
                     self.stream.as_raw_fd(),
-                    spare[sent..].as_ptr().cast(),
-                    spare.len() - sent,
+                    out[sent..].as_ptr().cast(),
+                    out.len() - sent,
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
                 )
             };
@@ -304,7 +320,6 @@ impl Outbound {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => break,
                 _ => {
-                    spare.clear();
                     self.fail(&e);
                     return false;
                 }
@@ -315,28 +330,26 @@ impl Outbound {
         st.in_flight = 0;
         self.drained.notify_all();
         if st.closed {
-            spare.clear();
             return false;
         }
-        if sent < spare.len() {
+        if sent < out.len() {
             // The peer's socket buffer is full: keep the rest in front of
             // whatever arrived meanwhile and let the backlog writer wait.
-            let mut rest = spare.split_off(sent);
-            rest.extend_from_slice(&st.buf);
-            st.buf = rest;
-            spare.clear();
+            out.drain(..sent);
+            out.extend_from_slice(&st.buf);
+            st.buf = out;
             return self.ring_backlog_writer(st);
         }
-        spare.clear();
-        if spare.capacity() > SPARE_KEEP {
-            *spare = Vec::new();
+        if !st.buf.is_empty() {
+            return true;
         }
-        if st.buf.is_empty() {
-            st.flushing = false;
-            false
-        } else {
-            true
+        st.flushing = false;
+        if out.capacity() <= QUEUE_KEEP && st.buf.capacity() == 0 {
+            out.clear();
+            st.buf = out;
         }
+        // A bigger buffer is freed once the lock is released.
+        false
     }
 
     /// Send this queue from the thread whose batch owes it (see [`Batch`]):
@@ -344,10 +357,7 @@ impl Outbound {
     /// arrived meanwhile go to the pool; a full socket buffer goes to the
     /// backlog writer. Never blocks.
     fn send_owed(self: &Arc<Self>) {
-        // A fresh spare: the queue keeps no buffer of this thread's, and this
-        // thread, about to block in its own read, keeps none of the queue's.
-        let mut spare = Vec::new();
-        if self.flush_nonblocking(&mut spare) {
+        if self.flush_nonblocking() {
             self.pool.schedule(self.clone());
         }
     }
@@ -517,22 +527,29 @@ mod batch {
     use std::marker::PhantomData;
     use std::sync::Arc;
 
+    use arrayvec::ArrayVec;
+
     use super::Outbound;
 
     /// Queues one batch sends itself; the pool takes the others.
     pub const INLINE_MAX: usize = 16;
 
+    /// The queues owed, in the order they were owed: inline (16 pointers in
+    /// the thread's static TLS, in a page its stack uses anyway), so no
+    /// read allocates a list and no thread keeps a heap block for one.
+    type Queues = ArrayVec<Arc<Outbound>, INLINE_MAX>;
+
     struct Owed {
         /// A batch is open on this thread.
         open: bool,
-        queues: Vec<Arc<Outbound>>,
+        queues: Queues,
     }
 
     thread_local! {
         static OWED: RefCell<Owed> = const {
             RefCell::new(Owed {
                 open: false,
-                queues: Vec::new(),
+                queues: ArrayVec::new_const(),
             })
         };
     }
@@ -544,11 +561,7 @@ mod batch {
             let Ok(mut o) = o.try_borrow_mut() else {
                 return false;
             };
-            if !o.open || o.queues.len() >= INLINE_MAX {
-                return false;
-            }
-            o.queues.push(out.clone());
-            true
+            o.open && o.queues.try_push(out.clone()).is_ok()
         })
     }
 
@@ -580,11 +593,10 @@ mod batch {
             }
             // Taken out while sending (a send delivers nothing, but the list
             // must not be borrowed across it), in the order they were owed.
-            let mut queues = OWED.with(|o| std::mem::take(&mut o.borrow_mut().queues));
-            for out in queues.drain(..) {
+            let queues = OWED.with(|o| std::mem::take(&mut o.borrow_mut().queues));
+            for out in queues {
                 out.send_owed();
             }
-            OWED.with(|o| o.borrow_mut().queues = queues);
         }
     }
 
@@ -592,13 +604,9 @@ mod batch {
         fn drop(&mut self) {
             if self.outer {
                 self.send();
-                // The list is freed: a thread between batches (an idle
-                // connection blocked in its read) keeps nothing here.
-                OWED.with(|o| {
-                    let mut o = o.borrow_mut();
-                    o.open = false;
-                    o.queues = Vec::new();
-                });
+                // Sent, the list is empty: a thread between batches (an
+                // idle connection blocked in its read) holds no queue.
+                OWED.with(|o| o.borrow_mut().open = false);
             }
         }
     }
@@ -638,11 +646,10 @@ impl FlushPool {
             let t = thread::Builder::new()
                 .name(format!("cw-flush-{i}"))
                 .spawn(move || {
-                    let mut spare = Vec::new();
                     for out in rx.iter() {
                         // Requeue rather than loop, so one chatty peer
                         // cannot hold a flusher while others wait.
-                        if out.flush_nonblocking(&mut spare) {
+                        if out.flush_nonblocking() {
                             me.schedule(out);
                         }
                     }
@@ -1037,13 +1044,18 @@ mod tests {
         pool.stop();
     }
 
-    #[test]
-    fn a_delivery_in_a_batch_leaves_from_the_delivering_thread() {
-        // A pool that sends nothing: whatever arrives was sent inline.
+    /// A queue whose flush pool is stopped and sends nothing: whatever
+    /// arrives at the client was sent inline, by a batch.
+    fn unpooled() -> (Arc<Outbound>, TcpStream) {
         let pool = FlushPool::new(1).unwrap();
         pool.stop();
-        let (server, mut client) = pair();
-        let out = outbound(&server, &pool, 1 << 20);
+        let (server, client) = pair();
+        (outbound(&server, &pool, 1 << 20), client)
+    }
+
+    #[test]
+    fn a_delivery_in_a_batch_leaves_from_the_delivering_thread() {
+        let (out, mut client) = unpooled();
         {
             let batch = Batch::open();
             assert!(out.enqueue(|b| b.extend_from_slice(b"one ")));
@@ -1066,6 +1078,48 @@ mod tests {
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
         assert!(client.read(&mut [0u8; 4]).is_err());
+    }
+
+    /// The capacity of `out`'s buffer once its write side is released.
+    fn kept(out: &Outbound) -> usize {
+        eventually("the write side is released", || !out.state.lock().flushing);
+        out.state.lock().buf.capacity()
+    }
+
+    #[test]
+    fn an_emptied_queue_keeps_a_small_buffer_for_its_next_delivery() {
+        let (out, mut client) = unpooled();
+        {
+            let _batch = Batch::open();
+            assert!(out.enqueue(|b| b.extend_from_slice(&[7; 100])));
+        }
+        assert_eq!(read_n(&mut client, 100), [7; 100]);
+        let small = kept(&out);
+        assert!((100..=QUEUE_KEEP).contains(&small), "kept {small}");
+        // A burst bigger than QUEUE_KEEP is not kept.
+        {
+            let _batch = Batch::open();
+            assert!(out.enqueue(|b| b.extend_from_slice(&[8; 8192])));
+        }
+        assert_eq!(read_n(&mut client, 8192), [8; 8192]);
+        assert_eq!(kept(&out), 0);
+    }
+
+    #[test]
+    fn a_queue_sent_by_the_pool_keeps_its_own_small_buffer_and_no_bigger_one() {
+        let pool = FlushPool::new(1).unwrap();
+        let (server, mut client) = pair();
+        let out = outbound(&server, &pool, 1 << 20);
+        // No batch: the pool's flusher sends.
+        assert!(out.enqueue(|b| b.extend_from_slice(&[1; 8192])));
+        assert_eq!(read_n(&mut client, 8192), [1; 8192]);
+        assert_eq!(kept(&out), 0, "a big buffer is freed");
+        assert!(out.enqueue(|b| b.extend_from_slice(&[2; 100])));
+        assert_eq!(read_n(&mut client, 100), [2; 100]);
+        // Not the flusher's 8 KiB buffer from the send before: its own.
+        let small = kept(&out);
+        assert!((100..=QUEUE_KEEP).contains(&small), "kept {small}");
+        pool.stop();
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         State::Anonymous { deadline } => Some(*deadline),
         State::Identified(_) => None,
     };
-    let end = conn.frames(&shared, &mut state, deadline, |st, frame: Frame, _| {
+    let end = conn.frames::<Frame, _>(&shared, &mut state, deadline, |st, frame, _| {
         handle(frame, &shared, &conn, st)
     });
     let who = match &state {

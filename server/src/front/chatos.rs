@@ -8,7 +8,7 @@ use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chinwag_proto::chatos::{self, Command, Decoder};
+use chinwag_proto::chatos::{self, Command, CommandRef};
 
 use super::{relay, Conn, End};
 use crate::hub::{Dialect, Entry, Event, Peer, RelayJoin, Session};
@@ -98,12 +98,9 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         State::Anonymous { deadline } => Some(*deadline),
         State::Identified(_) => None,
     };
-    let end = conn.frames(
-        &shared,
-        &mut state,
-        deadline,
-        |st, cmd: Command, decoder| handle(cmd, &conn, &shared, st, decoder),
-    );
+    let end = conn.frames::<Command, _>(&shared, &mut state, deadline, |st, cmd, rest| {
+        handle(cmd, &conn, &shared, st, rest)
+    });
     let who = match &state {
         State::Identified(session) => {
             shared.hub.logout(session);
@@ -115,17 +112,17 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
 }
 
 fn handle(
-    cmd: Command,
+    cmd: CommandRef<'_>,
     conn: &Conn,
     shared: &Arc<Shared>,
     state: &mut State,
-    decoder: &mut Decoder,
+    rest: &[u8],
 ) -> Result<(), End> {
     let (stream, out, ip, label) = (&conn.stream, &conn.out, conn.ip, conn.label.as_str());
     let hub = &shared.hub;
     let session = match state {
         State::Anonymous { .. } => match cmd {
-            Command::Login { login } => {
+            CommandRef::Login { login } => {
                 let entry = Entry::new(
                     Dialect::Chatos,
                     ip,
@@ -135,7 +132,7 @@ fn handle(
                 // visible, so no broadcast can overtake it.
                 let mut held = false;
                 let welcome = |_: &[String]| held = out.hold(&[chatos::op::LOGIN_ACCEPTED]);
-                match hub.login_with(&login, entry, welcome) {
+                match hub.login_with(login, entry, welcome) {
                     Ok(session) => {
                         if held {
                             out.flush_held();
@@ -161,68 +158,63 @@ fn handle(
                 }
                 return Ok(());
             }
-            Command::LoginPrivate { connect_id } => {
-                let pending = decoder.take_remaining();
+            CommandRef::LoginPrivate { connect_id } => {
+                // The bytes read behind it are the first relayed ones.
                 match hub.proxy_dial(connect_id, ip) {
                     // Another node issued the id: that node relays.
-                    Some(dialed) => proxy_end(stream, shared, dialed, connect_id, label, &pending)?,
-                    None => private_end(stream, shared, connect_id, ip, label, &pending)?,
+                    Some(dialed) => proxy_end(stream, shared, dialed, connect_id, label, rest)?,
+                    None => private_end(stream, shared, connect_id, ip, label, rest)?,
                 }
                 return Err(End::Relayed);
             }
-            other => {
-                return Err(End::Protocol(format!(
-                    "{} before LOGIN",
-                    opcode_name(&other)
-                )))
-            }
+            other => return Err(End::Protocol(format!("{} before LOGIN", other.name()))),
         },
         State::Identified(s) => s.clone(),
     };
     let now = Instant::now();
     let result = match cmd {
-        Command::Login { .. } => {
+        CommandRef::Login { .. } => {
             // Identification happens once; a second LOGIN is answered, not obeyed.
             out.reply(&[chatos::op::LOGIN_REFUSED]);
             Ok(())
         }
-        Command::Message { from, text } => hub.broadcast(&session, &from, &text).map(|_| ()),
-        Command::MessagePrivate { from, to, text } => {
-            hub.private_message(&session, &from, &to, &text)
+        CommandRef::Message { from, text } => hub.broadcast(&session, from, text).map(|_| ()),
+        CommandRef::MessagePrivate { from, to, text } => {
+            hub.private_message(&session, from, to, text)
         }
-        Command::RequestPrivate { requester, target } => {
-            hub.request_private(now, &session, &requester, &target)
+        CommandRef::RequestPrivate { requester, target } => {
+            hub.request_private(now, &session, requester, target)
         }
-        Command::OkPrivate { requester, target } => hub
-            .answer_private(now, &session, &requester, &target, true)
+        CommandRef::OkPrivate { requester, target } => hub
+            .answer_private(now, &session, requester, target, true)
             .map(|_| ()),
-        Command::KoPrivate { requester, target } => hub
-            .answer_private(now, &session, &requester, &target, false)
+        CommandRef::KoPrivate { requester, target } => hub
+            .answer_private(now, &session, requester, target, false)
             .map(|_| ()),
-        Command::CloseConnection {
+        CommandRef::CloseConnection {
             connect_id,
             requester,
             target,
         } => hub
-            .close_private(&session, connect_id, &requester, &target)
+            .close_private(&session, connect_id, requester, target)
             .map(|outcome| {
                 for s in outcome.sockets {
                     let _ = s.shutdown(Shutdown::Both);
                 }
             }),
-        Command::LoginPrivate { .. } => {
+        CommandRef::LoginPrivate { .. } => {
             return Err(End::Protocol(
                 "LOGIN_PRIVATE on an identified connection".into(),
             ))
         }
-        other @ (Command::LoginAccepted
-        | Command::LoginRefused
-        | Command::IdPrivate { .. }
-        | Command::Established
-        | Command::AcceptCloseConnection { .. }) => {
+        other @ (CommandRef::LoginAccepted
+        | CommandRef::LoginRefused
+        | CommandRef::IdPrivate { .. }
+        | CommandRef::Established
+        | CommandRef::AcceptCloseConnection { .. }) => {
             return Err(End::Protocol(format!(
                 "server-only {} from a client",
-                opcode_name(&other)
+                other.name()
             )))
         }
     };
@@ -240,24 +232,6 @@ fn handle(
         }
     }
     Ok(())
-}
-
-fn opcode_name(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::Login { .. } => "LOGIN",
-        Command::LoginAccepted => "LOGIN_ACCEPTED",
-        Command::LoginRefused => "LOGIN_REFUSED",
-        Command::Message { .. } => "MESSAGE",
-        Command::MessagePrivate { .. } => "MESSAGE_PRIVATE",
-        Command::RequestPrivate { .. } => "REQUEST_PRIVATE",
-        Command::OkPrivate { .. } => "OK_PRIVATE",
-        Command::KoPrivate { .. } => "KO_PRIVATE",
-        Command::IdPrivate { .. } => "ID_PRIVATE",
-        Command::LoginPrivate { .. } => "LOGIN_PRIVATE",
-        Command::Established => "ESTABLISHED",
-        Command::CloseConnection { .. } => "CLOSE_CONNECTION",
-        Command::AcceptCloseConnection { .. } => "ACCEPT_CLOSE_CONNECTION",
-    }
 }
 
 /// Cluster mode: this connection's LOGIN_PRIVATE names a connect id of

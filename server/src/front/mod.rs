@@ -14,7 +14,7 @@ use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chinwag_proto::{Decode, Decoder, Redact};
+use chinwag_proto::{DecodeRef, Decoder};
 
 use crate::hub::Dialect;
 use crate::metrics::{DropReason, Metrics};
@@ -104,13 +104,16 @@ impl Conn {
     /// login deadline) reads stop there; after it, the connection's own
     /// reading pauses while its outbound queue is over half full. Each frame
     /// is logged at trace level in its redacted form (no passwords, texts
-    /// or voice data: see `chinwag_proto::Redact`).
-    pub fn frames<T: Decode + Redact, S>(
+    /// or voice data: see `chinwag_proto::Redact`). A frame is decoded in
+    /// place where its dialect allows (`DecodeRef`: a chatos frame's
+    /// strings point into the read buffer) and comes with the bytes read
+    /// behind it, which a frame that ends the framing (LOGIN_PRIVATE) takes.
+    pub fn frames<T: DecodeRef, S>(
         &self,
         shared: &Shared,
         state: &mut S,
         deadline: impl Fn(&S) -> Option<Instant>,
-        mut on_frame: impl FnMut(&mut S, T, &mut Decoder<T>) -> Result<(), End>,
+        mut on_frame: impl FnMut(&mut S, T::Frame<'_>, &[u8]) -> Result<(), End>,
     ) -> End {
         let mut decoder = Decoder::<T>::new();
         let mut rbuf = ReadBuf::default();
@@ -135,25 +138,42 @@ impl Conn {
                 Err(ReadEnd::Deadline) => return End::LoginTimeout,
             };
             decoder.push(bytes);
-            // What this read's frames deliver to idle queues leaves from this
-            // thread once they are all handled (or after each frame, where a
-            // handler may wait), before it reads again: see `net::Batch`.
-            let batch = Batch::open();
-            loop {
-                let frame = match decoder.next_message() {
-                    Ok(Some(f)) => f,
-                    Ok(None) => break,
-                    Err(e) => return End::Protocol(format!("framing error: {e}")),
-                };
-                if log::log_enabled!(log::Level::Trace) {
-                    log::trace!("{}: {}", self.label, frame.redacted());
-                }
-                if let Err(end) = on_frame(state, frame, &mut decoder) {
-                    return end;
-                }
-                if !self.batch_reads {
-                    batch.send();
-                }
+            if let Err(end) = self.handle_read(state, &mut decoder, &mut on_frame) {
+                return end;
+            }
+        }
+    }
+
+    /// Every whole frame of the bytes just read, through `on_frame`. Out of
+    /// line: what decoding and handling keep on the stack lives below the
+    /// reading frame, not in it, so an idle connection's blocked read stays
+    /// within the two stack pages it touches (docs/architecture.md); and
+    /// the stack pages handling touches are below that frame, where the
+    /// login's release gives them back.
+    #[inline(never)]
+    fn handle_read<T: DecodeRef, S>(
+        &self,
+        state: &mut S,
+        decoder: &mut Decoder<T>,
+        on_frame: &mut impl FnMut(&mut S, T::Frame<'_>, &[u8]) -> Result<(), End>,
+    ) -> Result<(), End> {
+        // What this read's frames deliver to idle queues leaves from this
+        // thread once they are all handled (or after each frame, where a
+        // handler may wait), before it reads again: see `net::Batch`.
+        let batch = Batch::open();
+        loop {
+            let (frame, rest) = match decoder.next_ref() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Protocol(format!("framing error: {e}"))),
+            };
+            if log::log_enabled!(log::Level::Trace) {
+                use chinwag_proto::Redact;
+                log::trace!("{}: {}", self.label, frame.redacted());
+            }
+            on_frame(state, frame, rest)?;
+            if !self.batch_reads {
+                batch.send();
             }
         }
     }

@@ -67,7 +67,7 @@ pub fn serve(stream: Arc<TcpStream>, shared: Arc<Shared>) {
         State::Member(_) => None,
         _ => Some(login_by),
     };
-    let end = conn.frames(&shared, &mut state, deadline, |st, frame: Frame, _| {
+    let end = conn.frames::<Frame, _>(&shared, &mut state, deadline, |st, frame, _| {
         handle(frame, &accounts, &conn, st)
     });
     let who = match &state {
