@@ -23,7 +23,8 @@ pub enum Profile {
     /// Exactly what the original Babel client sends (seeds/NOTES.md): stereo,
     /// 960-sample frames, the VOIP application, libopus's defaults for the
     /// rest (bitrate, no FEC: babel voice runs over TCP, which loses nothing),
-    /// one packet per VoiceData.
+    /// one packet per VoiceData. A frame whose two channels are equal is
+    /// coded mono in that stereo stream (docs/protocols/babel.md).
     Babel,
     /// chinwag's UDP voice (docs/protocols/accounts.md): mono speech at
     /// 64 kbit/s VBR, in-band FEC on with an expected loss the receiver's
