@@ -23,7 +23,8 @@ pub enum Profile {
     /// Exactly what the original Babel client sends (seeds/NOTES.md): stereo,
     /// 960-sample frames, the VOIP application, libopus's defaults for the
     /// rest (bitrate, no FEC: babel voice runs over TCP, which loses nothing),
-    /// one packet per VoiceData.
+    /// one packet per VoiceData. A frame whose two channels are equal is
+    /// coded mono in that stereo stream (docs/protocols/babel.md).
     Babel,
     /// chinwag's UDP voice (docs/protocols/accounts.md): mono speech at
     /// 64 kbit/s VBR, in-band FEC on with an expected loss the receiver's
@@ -93,6 +94,23 @@ pub struct Encoder {
     profile: Profile,
     inner: opus::Encoder,
     loss_pct: u8,
+    /// A stereo profile's encoder told to code mono (`OPUS_SET_FORCE_CHANNELS(1)`)
+    /// because the last frame's two channels were the same.
+    coding_mono: bool,
+}
+
+/// Whether every sample frame of interleaved stereo `frame` has its left
+/// and right samples equal: a mono source (a microphone) spread to both
+/// channels, which a mono-coded Opus packet carries exactly as well.
+fn channels_equal(frame: &[i16]) -> bool {
+    // Compare in blocks without an early exit inside one, so the compiler
+    // can vectorise; stop at the first block that differs.
+    frame.chunks(64).all(|block| {
+        block
+            .chunks_exact(2)
+            .fold(0u16, |acc, lr| acc | (lr[0] ^ lr[1]) as u16)
+            == 0
+    })
 }
 
 impl Encoder {
@@ -120,6 +138,7 @@ impl Encoder {
             profile,
             inner,
             loss_pct,
+            coding_mono: false,
         })
     }
 
@@ -137,9 +156,29 @@ impl Encoder {
                 frame.len()
             )));
         }
+        if self.profile.channels() == 2 {
+            self.code_mono(channels_equal(frame))?;
+        }
         self.inner
             .encode(frame, out)
             .map_err(|e| codec_err("Opus encoding failed", e))
+    }
+
+    /// Code the next frames mono (both channels the same) or stereo. A
+    /// stereo stream may mix mono- and stereo-coded packets (RFC 6716,
+    /// section 3.1: the TOC's stereo bit is per packet, and a stereo decoder
+    /// plays a mono packet on both channels), and mono coding of a frame
+    /// whose channels are equal loses nothing while costing the encoder
+    /// about a quarter less (docs/protocols/babel.md, "Peer to peer").
+    fn code_mono(&mut self, mono: bool) -> Result<(), AudioError> {
+        if mono != self.coding_mono {
+            let force = mono.then_some(opus::Channels::Mono);
+            self.inner
+                .set_force_channels(force)
+                .map_err(|e| codec_err("cannot switch mono coding", e))?;
+            self.coding_mono = mono;
+        }
+        Ok(())
     }
 
     /// The loss the encoder protects against, in percent (0 without FEC).
@@ -232,5 +271,140 @@ impl Decoder {
         self.inner
             .decode(&[], &mut out[..n], false)
             .map_err(|e| codec_err("Opus concealment failed", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `frames` 20 ms frames of interleaved stereo: a 440 Hz tone on the
+    /// left, and on the right the same tone (`same`) or silence.
+    fn stereo(frames: usize, same: bool) -> Vec<i16> {
+        (0..frames * FRAME_SAMPLES)
+            .flat_map(|i| {
+                let t = i as f64 / f64::from(SAMPLE_RATE);
+                let v = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+                [v, if same { v } else { 0 }]
+            })
+            .collect()
+    }
+
+    /// The TOC byte's stereo flag (RFC 6716, 3.1: bit 2, the `s` bit).
+    fn toc_stereo(packet: &[u8]) -> bool {
+        packet[0] & 0x04 != 0
+    }
+
+    fn encode_all(enc: &mut Encoder, pcm: &[i16]) -> Vec<Vec<u8>> {
+        let mut buf = vec![0; MAX_PACKET];
+        pcm.chunks_exact(Profile::Babel.frame_len())
+            .map(|f| {
+                let n = enc.encode(f, &mut buf).unwrap();
+                buf[..n].to_vec()
+            })
+            .collect()
+    }
+
+    /// Decode with a fresh stereo decoder of the `opus` crate itself (what
+    /// any Opus stereo receiver is): the left and right channels.
+    fn decode_stereo(packets: &[Vec<u8>]) -> (Vec<i16>, Vec<i16>) {
+        let mut dec = opus::Decoder::new(SAMPLE_RATE, opus::Channels::Stereo).unwrap();
+        let mut out = vec![0i16; MAX_PACKET_SAMPLES * 2];
+        let (mut l, mut r) = (Vec::new(), Vec::new());
+        for p in packets {
+            let n = dec.decode(p, &mut out, false).unwrap();
+            assert_eq!(n, FRAME_SAMPLES);
+            for lr in out[..n * 2].chunks_exact(2) {
+                l.push(lr[0]);
+                r.push(lr[1]);
+            }
+        }
+        (l, r)
+    }
+
+    fn energy(x: &[i16]) -> f64 {
+        x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64
+    }
+
+    #[test]
+    fn equal_channels_code_mono_packets_that_decode_to_both_channels() {
+        let mut enc = Encoder::new(Profile::Babel).unwrap();
+        let packets = encode_all(&mut enc, &stereo(10, true));
+        for (k, p) in packets.iter().enumerate() {
+            assert!(!toc_stereo(p), "packet {k} is stereo-coded: {:#04x}", p[0]);
+            assert_eq!(
+                opus::packet::get_nb_channels(p).unwrap(),
+                opus::Channels::Mono
+            );
+            // Still a 20 ms frame of the 48 kHz stream.
+            assert_eq!(
+                opus::packet::get_nb_samples(p, SAMPLE_RATE).unwrap(),
+                FRAME_SAMPLES
+            );
+        }
+        let (l, r) = decode_stereo(&packets);
+        assert_eq!(l, r, "a mono packet plays the same on both channels");
+        assert!(energy(&l[FRAME_SAMPLES..]) > 1e6, "the tone is there");
+    }
+
+    #[test]
+    fn different_channels_stay_stereo() {
+        let mut enc = Encoder::new(Profile::Babel).unwrap();
+        let packets = encode_all(&mut enc, &stereo(10, false));
+        for (k, p) in packets.iter().enumerate() {
+            assert!(toc_stereo(p), "packet {k} is mono-coded: {:#04x}", p[0]);
+        }
+        let (l, r) = decode_stereo(&packets);
+        let (el, er) = (energy(&l[FRAME_SAMPLES..]), energy(&r[FRAME_SAMPLES..]));
+        assert!(el > 1e6 && er < el / 100.0, "left {el:.0}, right {er:.0}");
+    }
+
+    #[test]
+    fn a_stream_switches_between_mono_and_stereo_coding_frame_by_frame() {
+        // Mono, then a real stereo source, then mono again: the packets
+        // follow from the first frame of each part, and one decoder plays
+        // them all (the right channel silent exactly while it was).
+        let mut pcm = stereo(5, true);
+        let mut two = stereo(10, false);
+        // Keep the tone's phase continuous across the parts.
+        two.drain(..5 * FRAME_SAMPLES * 2);
+        pcm.extend_from_slice(&two);
+        pcm.extend_from_slice(&stereo(15, true)[10 * FRAME_SAMPLES * 2..]);
+        let mut enc = Encoder::new(Profile::Babel).unwrap();
+        let packets = encode_all(&mut enc, &pcm);
+        let coded: Vec<bool> = packets.iter().map(|p| toc_stereo(p)).collect();
+        let want: Vec<bool> = (0..15).map(|k| (5..10).contains(&k)).collect();
+        assert_eq!(coded, want);
+        let (l, r) = decode_stereo(&packets);
+        let part = |x: &[i16], k: std::ops::Range<usize>| {
+            energy(&x[k.start * FRAME_SAMPLES..k.end * FRAME_SAMPLES])
+        };
+        // Inside the stereo part (past the frame that blends into it).
+        assert!(part(&r, 7..10) < part(&l, 7..10) / 100.0);
+        // The first mono part: equal channels. The second, past the frame
+        // that blends out of stereo: the same up to what is left of the
+        // right channel's filter memories.
+        assert_eq!(l[..5 * FRAME_SAMPLES], r[..5 * FRAME_SAMPLES]);
+        let tail = 12 * FRAME_SAMPLES;
+        let diff: Vec<i16> = l[tail..]
+            .iter()
+            .zip(&r[tail..])
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        assert!(
+            energy(&diff) < energy(&l[tail..]) / 1e4,
+            "mono again: left {:.0}, difference {:.0}",
+            energy(&l[tail..]),
+            energy(&diff)
+        );
+    }
+
+    #[test]
+    fn the_accounts_profile_codes_mono_as_before() {
+        let mut enc = Encoder::new(Profile::Accounts).unwrap();
+        let mut buf = vec![0; MAX_PACKET];
+        let n = enc.encode(&vec![0; FRAME_SAMPLES], &mut buf).unwrap();
+        assert!(!toc_stereo(&buf[..n]));
+        assert!(!enc.coding_mono);
     }
 }

@@ -12,6 +12,7 @@ mod signal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chinwag::audio::codec::{Decoder, Encoder, Profile, MAX_PACKET, MAX_PACKET_SAMPLES};
 use chinwag::{AccountsClient, BabelClient, Call, CallStats, Event, VoicePorts};
 
 use crate::report::{Goal, Report, Unit};
@@ -272,9 +273,17 @@ fn pair_seeded(
 }
 
 /// One side in real time from `start` (+`phase`): each tick push the next
-/// 20 ms of the script and pull 20 ms, for `ticks`.
-fn talk(call: &Call, sc: Script, start: Instant, phase: Duration, ticks: usize) -> Side {
-    let ch = call.channels();
+/// 20 ms of the script and pull 20 ms, for `ticks`. Without a call (`None`:
+/// the pacing's own cost, `ch` channels), the same ticks fill the same
+/// buffers and push and pull nothing.
+fn talk(
+    call: Option<&Call>,
+    ch: usize,
+    sc: Script,
+    start: Instant,
+    phase: Duration,
+    ticks: usize,
+) -> Side {
     let keep = if sc.record { ticks } else { 0 };
     let mut side = Side {
         heard: Vec::with_capacity(keep * FRAME),
@@ -292,11 +301,11 @@ fn talk(call: &Call, sc: Script, start: Instant, phase: Duration, ticks: usize) 
         }
         sc.fill(k * FRAME, &mut chunk, ch);
         let pushed = Instant::now();
-        if call.send_pcm(&chunk).is_err() {
+        if call.is_some_and(|c| c.send_pcm(&chunk).is_err()) {
             break;
         }
         let pulled = Instant::now();
-        if call.recv_pcm(&mut out).is_err() {
+        if call.is_some_and(|c| c.recv_pcm(&mut out).is_err()) {
             break;
         }
         if sc.record {
@@ -304,13 +313,13 @@ fn talk(call: &Call, sc: Script, start: Instant, phase: Duration, ticks: usize) 
             side.pulled_at.push(pulled);
             side.heard.extend(out.iter().step_by(ch));
         }
-        if sc.trace {
-            let s = call.stats();
+        if let (true, Some(c)) = (sc.trace, call) {
+            let s = c.stats();
             side.trace
                 .push((Instant::now(), s.frames_concealed, s.playout_delay_ms));
         }
         if k + 1 == ticks {
-            side.last = Some(call.stats());
+            side.last = call.map(Call::stats);
         }
     }
     side
@@ -319,12 +328,57 @@ fn talk(call: &Call, sc: Script, start: Instant, phase: Duration, ticks: usize) 
 /// Both sides at once for `ticks`; the callee's ticks are offset by 7 ms
 /// (the phases of two sound cards are arbitrary).
 fn converse(p: &Pair, a: Script, b: Script, ticks: usize) -> (Side, Side) {
+    converse_on(Some((&p.a, &p.b)), p.a.channels(), a, b, ticks)
+}
+
+/// `converse` on the calls `ab`, or with no call behind the two sides
+/// (`None`: the driver's pacing alone, `ch` channels).
+fn converse_on(
+    ab: Option<(&Call, &Call)>,
+    ch: usize,
+    a: Script,
+    b: Script,
+    ticks: usize,
+) -> (Side, Side) {
     let start = Instant::now() + Duration::from_millis(20);
+    let (ca, cb) = (ab.map(|x| x.0), ab.map(|x| x.1));
     std::thread::scope(|s| {
-        let ta = s.spawn(|| talk(&p.a, a, start, Duration::ZERO, ticks));
-        let tb = s.spawn(|| talk(&p.b, b, start, Duration::from_millis(7), ticks));
+        let ta = s.spawn(|| talk(ca, ch, a, start, Duration::ZERO, ticks));
+        let tb = s.spawn(|| talk(cb, ch, b, start, Duration::from_millis(7), ticks));
         (ta.join().unwrap(), tb.join().unwrap())
     })
+}
+
+/// CPU of one call's Opus alone, in % of a core: the script's `ticks`
+/// frames encoded and decoded once each way (two encoders, two decoders of
+/// `profile`, as in a call), back to back in this thread, timed by the
+/// thread's CPU clock around the codec calls only. Warm caches: a lower
+/// bound of what the same work costs spread over 20 ms ticks.
+fn opus_alone(profile: Profile, sc: Script, ticks: usize) -> Result<f64, String> {
+    let e = |e: chinwag::audio::AudioError| format!("{e:?}");
+    let ch = profile.channels();
+    let mut enc = [
+        Encoder::new(profile).map_err(e)?,
+        Encoder::new(profile).map_err(e)?,
+    ];
+    let mut dec = [
+        Decoder::new(profile).map_err(e)?,
+        Decoder::new(profile).map_err(e)?,
+    ];
+    let mut chunk = vec![0i16; FRAME * ch];
+    let mut packet = vec![0u8; MAX_PACKET];
+    let mut out = vec![0i16; MAX_PACKET_SAMPLES * ch];
+    let mut spent = Duration::ZERO;
+    for k in 0..ticks {
+        sc.fill(k * FRAME, &mut chunk, ch);
+        for side in 0..2 {
+            let t0 = server::thread_cpu();
+            let n = enc[side].encode(&chunk, &mut packet).map_err(e)?;
+            dec[1 - side].decode(&packet[..n], &mut out).map_err(e)?;
+            spent += server::thread_cpu() - t0;
+        }
+    }
+    Ok(spent.as_secs_f64() / (TICK * ticks as u32).as_secs_f64() * 100.0)
 }
 
 fn ticks_for(seconds: f64) -> usize {
@@ -628,37 +682,78 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         // CPU of one call, both directions, per transport (the whole process:
         // both clients; the server is another process and idle meanwhile).
         let cpu_ticks = ticks_for(o.seconds);
-        for (t, key, label) in [
+        let sc = Script::looping(&speech);
+        // This process's CPU per wall time while `f` runs, in % of a core,
+        // less the thread that samples the server's memory every 10 ms
+        // (about 1 % of a core by itself; not the call), and that thread's.
+        let cpu_of = |f: &mut dyn FnMut()| {
+            let cpu = || server::self_cpu().saturating_sub(target.sampler_cpu());
+            let (c0, w0, s0) = (cpu(), Instant::now(), target.sampler_cpu());
+            f();
+            let (c1, w1) = (cpu(), Instant::now());
+            let wall = (w1 - w0).as_secs_f64();
+            let sampler = (target.sampler_cpu() - s0).as_secs_f64() / wall;
+            ((c1 - c0).as_secs_f64() / wall * 100.0, sampler * 100.0)
+        };
+        for (t, profile, keys, labels) in [
             (
                 Transport::Accounts,
-                "cpu_udp_pct",
-                "CPU, one call both ways, UDP",
+                Profile::Accounts,
+                [
+                    "cpu_udp_pct",
+                    "cpu_udp_pacing_pct",
+                    "cpu_udp_opus_pct",
+                    "cpu_udp_less_pacing_pct",
+                ],
+                [
+                    "CPU, one call both ways, UDP",
+                    "  of it: driver pacing alone",
+                    "  of it: libopus alone (warm)",
+                    "  UDP call less the driver pacing",
+                ],
             ),
             (
                 Transport::Babel,
-                "cpu_tcp_pct",
-                "CPU, one call both ways, TCP",
+                Profile::Babel,
+                [
+                    "cpu_tcp_pct",
+                    "cpu_tcp_pacing_pct",
+                    "cpu_tcp_opus_pct",
+                    "cpu_tcp_less_pacing_pct",
+                ],
+                [
+                    "CPU, one call both ways, TCP",
+                    "  of it: driver pacing alone",
+                    "  of it: libopus alone (warm)",
+                    "  TCP call less the driver pacing",
+                ],
             ),
         ] {
             let p = pair(target, t, None, &o.run_id, next())?;
-            // This process's CPU, less the thread that samples the server's
-            // memory every 10 ms (about 1 % of a core by itself; not the call).
-            let cpu = || server::self_cpu().saturating_sub(target.sampler_cpu());
-            let (c0, w0, s0) = (cpu(), Instant::now(), target.sampler_cpu());
-            converse(
-                &p,
-                Script::looping(&speech),
-                Script::looping(&speech),
-                cpu_ticks,
+            // The whole call: both clients and the driver's two threads.
+            let (call, sampler) = cpu_of(&mut || {
+                converse(&p, sc, sc, cpu_ticks);
+            });
+            drop(p);
+            // The same driver threads, ticks, fills and sleeps, no call.
+            let (pacing, _) = cpu_of(&mut || {
+                converse_on(None, profile.channels(), sc, sc, cpu_ticks);
+            });
+            let opus = opus_alone(profile, sc, cpu_ticks)?;
+            r.fig(keys[0], labels[0], call, Unit::Pct, Some(Goal::AtMost(3.0)));
+            r.fig(keys[1], labels[1], pacing, Unit::Pct, None);
+            r.fig(keys[2], labels[2], opus, Unit::Pct, None);
+            r.fig(
+                keys[3],
+                labels[3],
+                call - pacing,
+                Unit::Pct,
+                Some(Goal::AtMost(3.0)),
             );
-            let (c1, w1) = (cpu(), Instant::now());
-            let pct = (c1 - c0).as_secs_f64() / (w1 - w0).as_secs_f64() * 100.0;
-            r.fig(key, label, pct, Unit::Pct, Some(Goal::AtMost(3.0)));
-            let sampler = (target.sampler_cpu() - s0).as_secs_f64() / (w1 - w0).as_secs_f64();
             r.notes.push(format!(
-            "{key}: the bench's server-memory sampler used {:.2} % of a core besides (left out)",
-            sampler * 100.0
-        ));
+                "{}: the bench's server-memory sampler used {sampler:.2} % of a core besides (left out)",
+                keys[0]
+            ));
         }
     }
     if o.runs("long") {
@@ -756,8 +851,10 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
         ("jitter_concealed_0_to_60", None),
         ("jitter_concealed_60_to_0", None),
         ("jitter_back_under_60ms_s", None),
-        ("cpu_udp_pct", None),
-        ("cpu_tcp_pct", None),
+        ("cpu_udp_pct", Some("cpu_udp_pacing_pct")),
+        ("cpu_udp_less_pacing_pct", Some("cpu_udp_opus_pct")),
+        ("cpu_tcp_pct", Some("cpu_tcp_pacing_pct")),
+        ("cpu_tcp_less_pacing_pct", Some("cpu_tcp_opus_pct")),
         ("long_frames_missing", Some("long_frames_sent")),
         ("long_rss_after_mib", Some("long_rss_before_mib")),
     ] {
@@ -809,5 +906,33 @@ mod tests {
         let mut out = [5i16; 4];
         Script::looping(&[]).fill(3, &mut out, 2);
         assert_eq!(out, [0; 4]);
+    }
+
+    #[test]
+    fn the_pacing_alone_keeps_a_calls_ticks_with_no_call() {
+        // The CPU reference: the same two threads, the same 20 ms ticks and
+        // fills, nothing pushed or pulled (what is "heard" is silence).
+        let says = vec![7i16; 3 * FRAME];
+        let ticks = 5;
+        let (a, b) = converse_on(None, 2, Script::once(&says), Script::once(&says), ticks);
+        for side in [&a, &b] {
+            assert_eq!(side.pushed_at.len(), ticks);
+            assert_eq!(side.heard, vec![0; ticks * FRAME]);
+            assert!(side.last.is_none());
+            // Paced, not run flat out: about four ticks between the first
+            // push and the last (the first may wake a little late).
+            let span = side.pushed_at[ticks - 1] - side.pushed_at[0];
+            assert!(span >= TICK * 4 - Duration::from_millis(5), "{span:?}");
+        }
+    }
+
+    #[test]
+    fn opus_alone_times_the_codec_both_ways() {
+        let speech = signal::read_speech(&default_speech()).unwrap();
+        for profile in [Profile::Accounts, Profile::Babel] {
+            let pct = opus_alone(profile, Script::looping(&speech), 50).unwrap();
+            // A second of one call's Opus takes some of a core, not all.
+            assert!(pct > 0.0 && pct < 100.0, "{profile:?}: {pct}");
+        }
     }
 }

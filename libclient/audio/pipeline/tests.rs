@@ -155,26 +155,29 @@ fn babel_call_is_stereo_and_in_order() {
         steady >= frames - 12,
         "right channel lost its tone: {steady}"
     );
-    // What a real Babel client expects: stereo 20 ms Opus packets.
-    let f = &a.clone_last_packet_for_test();
-    assert_eq!(
-        opus::packet::get_nb_channels(f).unwrap(),
-        opus::Channels::Stereo
-    );
-    assert_eq!(
-        opus::packet::get_nb_samples(f, SAMPLE_RATE).unwrap(),
-        FRAME_SAMPLES
-    );
+    // What a real Babel client expects: 20 ms Opus packets of a stereo
+    // stream; stereo-coded for this stereo sound, mono-coded for a frame
+    // whose channels are equal, such as silence (docs/protocols/babel.md).
+    for (frame, coded) in [
+        (input(0), opus::Channels::Stereo),
+        (vec![0; Profile::Babel.frame_len()], opus::Channels::Mono),
+    ] {
+        let f = &a.packet_for_test(&frame);
+        assert_eq!(opus::packet::get_nb_channels(f).unwrap(), coded);
+        assert_eq!(
+            opus::packet::get_nb_samples(f, SAMPLE_RATE).unwrap(),
+            FRAME_SAMPLES
+        );
+    }
 }
 
 impl CallAudio {
-    /// A freshly encoded silent frame, to look at the packets' shape.
-    fn clone_last_packet_for_test(&self) -> Vec<u8> {
+    /// `frame` freshly encoded with the call's profile, to look at the
+    /// packets' shape.
+    fn packet_for_test(&self, frame: &[i16]) -> Vec<u8> {
         let mut e = Encoder::new(self.profile).unwrap();
         let mut buf = vec![0; MAX_PACKET];
-        let n = e
-            .encode(&vec![0; self.profile.frame_len()], &mut buf)
-            .unwrap();
+        let n = e.encode(frame, &mut buf).unwrap();
         buf.truncate(n);
         buf
     }
