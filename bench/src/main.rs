@@ -1742,6 +1742,22 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
             None,
         );
     }
+    // The guard of the two stack pages above: how far below its stack's
+    // top an idle connection thread waits (glibc's thread block and TLS
+    // included, 4,864 bytes of it here); past 8,192 it touches a third.
+    if let Some(d) = target
+        .pid
+        .and_then(|p| server::blocked_stack_depth(p, "cw-chatos"))
+    {
+        r.fig(
+            "idle_stack_depth_b",
+            "deepest idle connection thread: bytes from its stack's top to the blocked recv",
+            d.max_bytes as f64,
+            Unit::Count,
+            None,
+        );
+        r.row("idle_stack_depth_b", None);
+    }
     let kernel = [
         (
             "kernel_stack_per_conn_kib",
