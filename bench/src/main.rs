@@ -53,7 +53,8 @@ WORKLOAD (default: all)
   relay     MB/s and ping-pong RTT through a private connection vs direct loopback TCP
   idle      C logged-in idle connections: login time (beside a bare one-thread
             server's), server memory per connection split into stacks, heap and
-            kernel; then the same logins with C threads pre-started
+            kernel, how deep below its stack's top an idle connection thread
+            waits; then the same logins with C threads pre-started
             (--spare-threads C)
   churn     connections that log in and close, 64 at a time: with the server's
             spare threads and with --spare-threads 0
