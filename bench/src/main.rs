@@ -53,7 +53,8 @@ WORKLOAD (default: all)
   relay     MB/s and ping-pong RTT through a private connection vs direct loopback TCP
   idle      C logged-in idle connections: login time (beside a bare one-thread
             server's), server memory per connection split into stacks, heap and
-            kernel; then the same logins with C threads pre-started
+            kernel, how deep below its stack's top an idle connection thread
+            waits; then the same logins with C threads pre-started
             (--spare-threads C)
   churn     connections that log in and close, 64 at a time: with the server's
             spare threads and with --spare-threads 0
@@ -1741,6 +1742,22 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
             Unit::Count,
             None,
         );
+    }
+    // The guard of the two stack pages above: how far below its stack's
+    // top an idle connection thread waits (glibc's thread block and TLS
+    // included, 4,864 bytes of it here); past 8,192 it touches a third.
+    if let Some(d) = target
+        .pid
+        .and_then(|p| server::blocked_stack_depth(p, "cw-chatos"))
+    {
+        r.fig(
+            "idle_stack_depth_b",
+            "deepest idle connection thread: bytes from its stack's top to the blocked recv",
+            d.max_bytes as f64,
+            Unit::Count,
+            None,
+        );
+        r.row("idle_stack_depth_b", None);
     }
     let kernel = [
         (

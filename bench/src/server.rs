@@ -381,6 +381,71 @@ pub fn mem_split(pid: u32, stack_kib: u64) -> Option<MemSplit> {
     })
 }
 
+/// How deep the stacks of a process's threads named `comm` reach while
+/// they wait in a system call: for each, the bytes from the top of the
+/// mapping holding its stack pointer (the one /proc/PID/task/TID/syscall
+/// reports for the call) down to that pointer. On glibc that includes the
+/// thread block and static TLS at the top (README, "idle memory"). Threads
+/// running or not in a system call are skipped. The deepest and how many
+/// were read; None when none could be.
+pub fn blocked_stack_depth(pid: u32, comm: &str) -> Option<StackDepth> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let ranges: Vec<(u64, u64)> = maps.lines().filter_map(map_range).collect();
+    let mut depth = StackDepth::default();
+    for dir in tasks_named(pid, comm) {
+        let Some(sp) = std::fs::read_to_string(dir.join("syscall"))
+            .ok()
+            .and_then(|t| syscall_sp(&t))
+        else {
+            continue;
+        };
+        if let Some(&(_, end)) = ranges.iter().find(|(lo, hi)| (*lo..*hi).contains(&sp)) {
+            depth.threads += 1;
+            depth.max_bytes = depth.max_bytes.max(end - sp);
+        }
+    }
+    (depth.threads > 0).then_some(depth)
+}
+
+/// The /proc directories of a process's threads named `comm`.
+fn tasks_named(pid: u32, comm: &str) -> Vec<PathBuf> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .map(|t| t.path())
+        .filter(|dir| {
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|name| name.trim_end() == comm)
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StackDepth {
+    pub threads: u64,
+    pub max_bytes: u64,
+}
+
+/// "start-end perms ..." of a /proc/PID/maps line.
+fn map_range(line: &str) -> Option<(u64, u64)> {
+    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        u64::from_str_radix(lo, 16).ok()?,
+        u64::from_str_radix(hi, 16).ok()?,
+    ))
+}
+
+/// The stack pointer of /proc/PID/task/TID/syscall: "NR ARG1..ARG6 SP PC"
+/// while in a system call; "-1 SP PC" (not in one) and "running" give None.
+fn syscall_sp(text: &str) -> Option<u64> {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    if f.len() != 9 || f[0] == "-1" {
+        return None;
+    }
+    u64::from_str_radix(f[7].strip_prefix("0x")?, 16).ok()
+}
+
 /// Pages of memory the kernel's TCP sockets use (all of them, system-wide),
 /// in KiB: the `mem` figure of /proc/net/sockstat.
 pub fn tcp_socket_kib() -> Option<u64> {
@@ -491,6 +556,7 @@ pub fn machine_busy() -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::TcpListener;
 
     /// chinwagd as `cargo test --workspace` builds it: in the profile
@@ -533,6 +599,68 @@ mod tests {
                 "the reason is chinwagd's own, naming the listener: {e}"
             ),
         }
+    }
+
+    #[test]
+    fn the_stack_pointer_is_read_only_from_a_thread_in_a_system_call() {
+        let in_call = "202 0x7f3798005748 0x89 0xffffffff 0x0 0x0 0xffffffff \
+                       0x7f37c02799a8 0x7f37c25cc829\n";
+        assert_eq!(syscall_sp(in_call), Some(0x7f37c02799a8));
+        assert_eq!(syscall_sp("-1 0x7ffc370ce328 0x559c4cd6e608\n"), None);
+        assert_eq!(syscall_sp("running\n"), None);
+        assert_eq!(syscall_sp(""), None);
+        assert_eq!(
+            map_range("7f3781b4d000-7f3781b6d000 rw-p 00000000 00:00 0"),
+            Some((0x7f3781b4d000, 0x7f3781b6d000))
+        );
+    }
+
+    /// A thread of this process blocked in `recv` with a known buffer on
+    /// its stack is found by name, and its depth, counted from the top,
+    /// covers that buffer and not much more.
+    #[test]
+    fn a_blocked_thread_s_stack_depth_counts_what_it_holds_on_its_stack() {
+        use std::io::Read;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        const BUF: usize = 16 * 1024;
+        let pid = std::process::id();
+        let reader = std::thread::Builder::new()
+            .name("cw-depth-test".into())
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let mut buf = [0u8; BUF];
+                let n = (&server).read(std::hint::black_box(&mut buf)).unwrap();
+                n + buf[0] as usize
+            })
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Until the reader waits in recvfrom (not in its thread start).
+        let recvfrom = libc::SYS_recvfrom.to_string();
+        let in_recv = || {
+            tasks_named(pid, "cw-depth-test").iter().any(|dir| {
+                let call = std::fs::read_to_string(dir.join("syscall")).unwrap_or_default();
+                call.split_whitespace().next() == Some(recvfrom.as_str())
+            })
+        };
+        while !in_recv() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader never blocked"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let depth = blocked_stack_depth(pid, "cw-depth-test").expect("the reader is found");
+        assert_eq!(depth.threads, 1);
+        assert!(
+            (BUF as u64..2 * BUF as u64).contains(&depth.max_bytes),
+            "depth {} with a {BUF}-byte buffer on its 128 KiB stack",
+            depth.max_bytes
+        );
+        (&client).write_all(b"x").unwrap();
+        assert_eq!(reader.join().unwrap(), 1 + b'x' as usize);
+        assert_eq!(blocked_stack_depth(pid, "cw-depth-test"), None);
     }
 
     /// The inodes of the sockets `pid` holds open.
