@@ -32,7 +32,7 @@ const LOSS_RELEASE: f32 = 0.25;
 /// listener judges a call by it), and a few more seconds of reports that
 /// each cover 50 packets make a path that loses now and then unlikely to
 /// look clean: at 1 % random loss, five clean reports in a row come with a
-/// chance of 0.6^5 = 8 %, and the first loss turns FEC back on.
+/// chance of (0.99^50)^5 = 8 %, and the first loss turns FEC back on.
 pub const CLEAN_REPORTS_TO_PAUSE: u32 = 5;
 /// The same once the call has reported any loss: 30 s. A path that lost
 /// packets loses them again (Wi-Fi, a congested uplink), and an

@@ -775,7 +775,7 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
                 let paused = opus_alone(profile, sc, cpu_ticks, true)?;
                 r.fig(
                     "cpu_udp_opus_fec_paused_pct",
-                    "  of it: libopus alone, FEC paused (warm)",
+                    "  of it: libopus, FEC paused (warm)",
                     paused.pct,
                     Unit::Pct,
                     None,
