@@ -28,8 +28,9 @@ pub enum Profile {
     Babel,
     /// chinwag's UDP voice (docs/protocols/accounts.md): mono speech at
     /// 64 kbit/s VBR, in-band FEC on with an expected loss the receiver's
-    /// reports adjust (starting at [`DEFAULT_LOSS_PCT`]), DTX off so every
-    /// 20 ms carries a packet and a gap always means loss.
+    /// reports adjust (starting at [`DEFAULT_LOSS_PCT`], paused at 0 while
+    /// the path loses nothing), DTX off so every 20 ms carries a packet and
+    /// a gap always means loss.
     Accounts,
 }
 
@@ -37,9 +38,11 @@ pub enum Profile {
 /// enough that FEC is in every packet from the start (a call's first second
 /// is when a listener judges it), low enough to leave most bits to the voice.
 pub const DEFAULT_LOSS_PCT: u8 = 10;
-/// Bounds of the expected loss the sender sets from reports: FEC stays in
-/// the stream even on a clean path (loss comes in bursts), and past 40 % the
-/// extra redundancy only starves the primary encoding.
+/// Bounds of the expected loss the sender sets from reports while FEC is
+/// coded: a path that loses anything gets at least 2 % (loss comes in
+/// bursts), and past 40 % the extra redundancy only starves the primary
+/// encoding. Below the range is 0: FEC paused on a clean path
+/// ([`Encoder::set_expected_loss`]).
 pub const MIN_LOSS_PCT: u8 = 2;
 pub const MAX_LOSS_PCT: u8 = 40;
 /// Accounts bitrate: fullband speech in Opus's hybrid mode, whose SILK layer
@@ -93,6 +96,10 @@ fn codec_err(what: &str, e: opus::Error) -> AudioError {
 pub struct Encoder {
     profile: Profile,
     inner: opus::Encoder,
+    /// The app's switch ([`Encoder::set_fec`]): off, reports change nothing.
+    fec: bool,
+    /// The expected loss libopus codes for: 0 is no FEC (switched off, or
+    /// paused on a clean path).
     loss_pct: u8,
     /// A stereo profile's encoder told to code mono (`OPUS_SET_FORCE_CHANNELS(1)`)
     /// because the last frame's two channels were the same.
@@ -137,6 +144,7 @@ impl Encoder {
         Ok(Encoder {
             profile,
             inner,
+            fec: profile.fec(),
             loss_pct,
             coding_mono: false,
         })
@@ -181,19 +189,26 @@ impl Encoder {
         Ok(())
     }
 
-    /// The loss the encoder protects against, in percent (0 without FEC).
+    /// The loss the encoder protects against, in percent (0 without FEC:
+    /// switched off, paused, or a profile without it).
     pub fn expected_loss(&self) -> u8 {
         self.loss_pct
     }
 
-    /// Protect against `pct` percent loss (clamped to the profile's range).
-    /// Does nothing for a profile without FEC.
+    /// Protect against `pct` percent loss, clamped to
+    /// [`MIN_LOSS_PCT`]..=[`MAX_LOSS_PCT`]; 0 pauses FEC (a clean path): the
+    /// packets carry no redundancy, and the SILK layer's second,
+    /// low-bitrate coding of each frame is not run (libopus codes LBRR only
+    /// for an expected loss above 0). Does nothing for a profile without
+    /// FEC or with FEC switched off ([`Encoder::set_fec`]).
     pub fn set_expected_loss(&mut self, pct: u8) -> Result<(), AudioError> {
-        // FEC switched off (set_fec) stays off.
-        if !self.profile.fec() || self.loss_pct == 0 {
+        if !self.fec {
             return Ok(());
         }
-        let pct = pct.clamp(MIN_LOSS_PCT, MAX_LOSS_PCT);
+        let pct = match pct {
+            0 => 0,
+            p => p.clamp(MIN_LOSS_PCT, MAX_LOSS_PCT),
+        };
         if pct != self.loss_pct {
             self.inner
                 .set_packet_loss_perc(i32::from(pct))
@@ -203,11 +218,13 @@ impl Encoder {
         Ok(())
     }
 
-    /// Turn in-band FEC on or off (a profile without FEC stays without). Off,
-    /// packets carry no redundancy and the expected loss reads 0; on again,
-    /// protection resumes at [`DEFAULT_LOSS_PCT`] until reports say more.
+    /// Turn in-band FEC on or off (a profile without FEC stays without): the
+    /// app's switch, which wins over the reports. Off, packets carry no
+    /// redundancy, the expected loss reads 0 and reports change nothing; on
+    /// again, protection resumes at [`DEFAULT_LOSS_PCT`] until reports say
+    /// otherwise.
     pub fn set_fec(&mut self, on: bool) -> Result<(), AudioError> {
-        if !self.profile.fec() || on == (self.loss_pct > 0) {
+        if !self.profile.fec() || on == self.fec {
             return Ok(());
         }
         let pct = if on { DEFAULT_LOSS_PCT } else { 0 };
@@ -215,6 +232,7 @@ impl Encoder {
             .set_inband_fec(on)
             .and_then(|()| self.inner.set_packet_loss_perc(i32::from(pct)))
             .map_err(|e| codec_err("cannot switch FEC", e))?;
+        self.fec = on;
         self.loss_pct = pct;
         Ok(())
     }

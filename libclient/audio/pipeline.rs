@@ -11,7 +11,7 @@ use chinwag_proto::DecodeError;
 
 use super::codec::{
     Decoder, Encoder, Profile, DEFAULT_LOSS_PCT, FRAME_SAMPLES, MAX_PACKET, MAX_PACKET_SAMPLES,
-    SAMPLE_RATE,
+    MIN_LOSS_PCT, SAMPLE_RATE,
 };
 use super::jitter::{JitterBuffer, Playout};
 use super::stretch::Stretcher;
@@ -26,6 +26,19 @@ const RTT_GAIN: f64 = 1.0 / 8.0;
 /// How fast the sender's expected loss falls when reports say it dropped:
 /// a quarter of the way per report, so FEC outlasts a burst by seconds.
 const LOSS_RELEASE: f32 = 0.25;
+/// Consecutive reports of no loss after which the sender pauses FEC (its
+/// expected loss goes to 0), while the call has never reported a loss: 5 s
+/// of a clean path. The first second is protected whatever the path (a
+/// listener judges a call by it), and a few more seconds of reports that
+/// each cover 50 packets make a path that loses now and then unlikely to
+/// look clean: at 1 % random loss, five clean reports in a row come with a
+/// chance of (0.99^50)^5 = 8 %, and the first loss turns FEC back on.
+pub const CLEAN_REPORTS_TO_PAUSE: u32 = 5;
+/// The same once the call has reported any loss: 30 s. A path that lost
+/// packets loses them again (Wi-Fi, a congested uplink), and an
+/// unprotected first loss after a pause costs a frame of concealment, so
+/// such a path has to stay clean six times longer before FEC pauses again.
+pub const CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS: u32 = 30;
 /// Bitrates are measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -175,8 +188,12 @@ pub struct CallAudio {
     /// (expected, received) at the previous report.
     reported: Option<(u64, u64)>,
     rtt_ms: Option<f64>,
-    /// Smoothed loss the peer reports, driving the encoder's FEC.
+    /// Smoothed loss the peer reports, driving the encoder's FEC (0: paused).
     loss_estimate: f32,
+    /// Reports of no loss since the last one with loss.
+    clean_reports: u32,
+    /// Whether any report of this call has counted a loss.
+    seen_loss: bool,
     /// FEC on the sending side and concealment on the receiving side (on
     /// unless a measurement turns them off).
     recovery: bool,
@@ -212,6 +229,8 @@ impl CallAudio {
             reported: None,
             rtt_ms: None,
             loss_estimate: f32::from(DEFAULT_LOSS_PCT),
+            clean_reports: 0,
+            seen_loss: false,
             recovery: true,
         })
     }
@@ -386,8 +405,12 @@ impl CallAudio {
     }
 
     /// A receiver report from the peer (accounts): measure the round trip
-    /// from its echo, and set the encoder's expected loss from its loss
-    /// (at once when it rises, a quarter of the way per report when it falls).
+    /// from its echo, and set the encoder's expected loss from its loss: at
+    /// once when it rises, a quarter of the way per report when it falls,
+    /// never under [`MIN_LOSS_PCT`] while FEC is coded; 0 (FEC paused) after
+    /// [`CLEAN_REPORTS_TO_PAUSE`] reports in a row without loss
+    /// ([`CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS`] once the call has lost
+    /// anything); back at once with the first report of a loss.
     pub fn on_report(&mut self, now: Instant, r: &Report) {
         if let Some(echo) = r.echo {
             let rtt = self
@@ -402,17 +425,34 @@ impl CallAudio {
                 });
             }
         }
+        if r.loss_pct > 0 {
+            self.clean_reports = 0;
+            self.seen_loss = true;
+        } else {
+            self.clean_reports = self.clean_reports.saturating_add(1);
+        }
+        let pause_after = if self.seen_loss {
+            CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS
+        } else {
+            CLEAN_REPORTS_TO_PAUSE
+        };
+        let paused = self.clean_reports >= pause_after;
         let reported = f32::from(r.loss_pct);
-        self.loss_estimate = if reported >= self.loss_estimate {
+        self.loss_estimate = if paused {
+            0.0
+        } else if reported >= self.loss_estimate {
             reported
         } else {
             self.loss_estimate - (self.loss_estimate - reported) * LOSS_RELEASE
         };
-        // Clamped to the profile's range inside; a profile without FEC, or
-        // with FEC switched off, ignores it.
-        let _ = self
-            .encoder
-            .set_expected_loss(self.loss_estimate.ceil() as u8);
+        let pct = if paused {
+            0
+        } else {
+            (self.loss_estimate.ceil() as u8).max(MIN_LOSS_PCT)
+        };
+        // A profile without FEC, or with FEC switched off by the app,
+        // ignores it.
+        let _ = self.encoder.set_expected_loss(pct);
         self.peer = Some(PeerReport {
             sent_ms: r.sent_ms,
             at: now,

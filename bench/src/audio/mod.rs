@@ -349,18 +349,37 @@ fn converse_on(
     })
 }
 
-/// CPU of one call's Opus alone, in % of a core: the script's `ticks`
-/// frames encoded and decoded once each way (two encoders, two decoders of
-/// `profile`, as in a call), back to back in this thread, timed by the
-/// thread's CPU clock around the codec calls only. Warm caches: a lower
-/// bound of what the same work costs spread over 20 ms ticks.
-fn opus_alone(profile: Profile, sc: Script, ticks: usize) -> Result<f64, String> {
+/// What [`opus_alone`] measured.
+struct OpusAlone {
+    /// CPU of both directions, in % of a core.
+    pct: f64,
+    /// One encoder's CPU per frame, in µs.
+    encode_us: f64,
+}
+
+/// CPU of one call's Opus alone: the script's `ticks` frames encoded and
+/// decoded once each way (two encoders, two decoders of `profile`, as in a
+/// call; the encoders' FEC paused where `fec_paused`, as on a clean path),
+/// back to back in this thread, timed by the thread's CPU clock around the
+/// codec calls only. Warm caches: a lower bound of what the same work costs
+/// spread over 20 ms ticks.
+fn opus_alone(
+    profile: Profile,
+    sc: Script,
+    ticks: usize,
+    fec_paused: bool,
+) -> Result<OpusAlone, String> {
     let e = |e: chinwag::audio::AudioError| format!("{e:?}");
     let ch = profile.channels();
     let mut enc = [
         Encoder::new(profile).map_err(e)?,
         Encoder::new(profile).map_err(e)?,
     ];
+    if fec_paused {
+        for en in &mut enc {
+            en.set_expected_loss(0).map_err(e)?;
+        }
+    }
     let mut dec = [
         Decoder::new(profile).map_err(e)?,
         Decoder::new(profile).map_err(e)?,
@@ -368,17 +387,22 @@ fn opus_alone(profile: Profile, sc: Script, ticks: usize) -> Result<f64, String>
     let mut chunk = vec![0i16; FRAME * ch];
     let mut packet = vec![0u8; MAX_PACKET];
     let mut out = vec![0i16; MAX_PACKET_SAMPLES * ch];
-    let mut spent = Duration::ZERO;
+    let (mut spent, mut encoding) = (Duration::ZERO, Duration::ZERO);
     for k in 0..ticks {
         sc.fill(k * FRAME, &mut chunk, ch);
         for side in 0..2 {
             let t0 = server::thread_cpu();
             let n = enc[side].encode(&chunk, &mut packet).map_err(e)?;
+            let t1 = server::thread_cpu();
             dec[1 - side].decode(&packet[..n], &mut out).map_err(e)?;
             spent += server::thread_cpu() - t0;
+            encoding += t1 - t0;
         }
     }
-    Ok(spent.as_secs_f64() / (TICK * ticks as u32).as_secs_f64() * 100.0)
+    Ok(OpusAlone {
+        pct: spent.as_secs_f64() / (TICK * ticks as u32).as_secs_f64() * 100.0,
+        encode_us: encoding.as_secs_f64() * 1e6 / (2 * ticks) as f64,
+    })
 }
 
 fn ticks_for(seconds: f64) -> usize {
@@ -734,15 +758,40 @@ pub fn audio(target: &Target, o: &AudioOpts) -> Result<Report, String> {
             let (call, sampler) = cpu_of(&mut || {
                 converse(&p, sc, sc, cpu_ticks);
             });
+            // The loss each encoder protected against at the end (accounts:
+            // 0 once a clean path has paused FEC).
+            let fec_end = [&p.a, &p.b].map(|c| c.stats().expected_loss_pct);
             drop(p);
             // The same driver threads, ticks, fills and sleeps, no call.
             let (pacing, _) = cpu_of(&mut || {
                 converse_on(None, profile.channels(), sc, sc, cpu_ticks);
             });
-            let opus = opus_alone(profile, sc, cpu_ticks)?;
+            let opus = opus_alone(profile, sc, cpu_ticks, false)?;
             r.fig(keys[0], labels[0], call, Unit::Pct, Some(Goal::AtMost(3.0)));
             r.fig(keys[1], labels[1], pacing, Unit::Pct, None);
-            r.fig(keys[2], labels[2], opus, Unit::Pct, None);
+            r.fig(keys[2], labels[2], opus.pct, Unit::Pct, None);
+            if profile.fec() {
+                // What a clean path's steady state codes: FEC paused.
+                let paused = opus_alone(profile, sc, cpu_ticks, true)?;
+                r.fig(
+                    "cpu_udp_opus_fec_paused_pct",
+                    "  of it: libopus, FEC paused (warm)",
+                    paused.pct,
+                    Unit::Pct,
+                    None,
+                );
+                r.notes.push(format!(
+                    "{}: the encoder took {:.0} µs a frame with FEC, {:.0} µs with it paused; \
+                     expected loss at the call's end {} % and {} % (FEC pauses after {} \
+                     clean reports)",
+                    keys[0],
+                    opus.encode_us,
+                    paused.encode_us,
+                    fec_end[0],
+                    fec_end[1],
+                    chinwag::audio::pipeline::CLEAN_REPORTS_TO_PAUSE
+                ));
+            }
             r.fig(
                 keys[3],
                 labels[3],
@@ -930,9 +979,13 @@ mod tests {
     fn opus_alone_times_the_codec_both_ways() {
         let speech = signal::read_speech(&default_speech()).unwrap();
         for profile in [Profile::Accounts, Profile::Babel] {
-            let pct = opus_alone(profile, Script::looping(&speech), 50).unwrap();
-            // A second of one call's Opus takes some of a core, not all.
-            assert!(pct > 0.0 && pct < 100.0, "{profile:?}: {pct}");
+            for paused in [false, true] {
+                let o = opus_alone(profile, Script::looping(&speech), 50, paused).unwrap();
+                // A second of one call's Opus takes some of a core, not all;
+                // a frame's encoding some of its 20 ms.
+                assert!(o.pct > 0.0 && o.pct < 100.0, "{profile:?}: {}", o.pct);
+                assert!(o.encode_us > 0.0 && o.encode_us < 20_000.0);
+            }
         }
     }
 }

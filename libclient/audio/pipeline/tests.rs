@@ -526,3 +526,252 @@ fn nothing_is_pending_once_the_received_audio_is_played() {
         assert!(s.samples_stretched > 0, "{profile:?}: {s:?}");
     }
 }
+
+/// Whether `next` carries in-band FEC (SILK's LBRR) for the frame before
+/// it: two decoders given the same `history`, one rebuilding that frame
+/// from `next`'s FEC data and one concealing it, play the same thing
+/// exactly when there is none (libopus then conceals for the FEC decode).
+fn carries_fec(history: &[Vec<u8>], next: &[u8]) -> bool {
+    let mut out = [vec![0; MAX_PACKET_SAMPLES], vec![0; MAX_PACKET_SAMPLES]];
+    let mut dec = [
+        Decoder::new(Profile::Accounts).unwrap(),
+        Decoder::new(Profile::Accounts).unwrap(),
+    ];
+    for p in history {
+        for (d, o) in dec.iter_mut().zip(&mut out) {
+            d.decode(p, o).unwrap();
+        }
+    }
+    let [d0, d1] = &mut dec;
+    let [o0, o1] = &mut out;
+    let n = d0.decode_fec(next, o0).unwrap();
+    assert_eq!(d1.conceal(o1).unwrap(), n);
+    o0[..n] != o1[..n]
+}
+
+/// Of `packets` (each after five others), how many carry FEC.
+fn count_fec(packets: &[Vec<u8>]) -> usize {
+    (5..packets.len())
+        .filter(|&k| carries_fec(&packets[k - 5..k], &packets[k]))
+        .count()
+}
+
+/// The test speech's 20 ms frames.
+fn speech_frames() -> Vec<Vec<i16>> {
+    speech()
+        .chunks_exact(FRAME_SAMPLES)
+        .map(<[i16]>::to_vec)
+        .collect()
+}
+
+#[test]
+fn an_expected_loss_of_zero_codes_no_fec() {
+    // The whole test speech through three encoders: as a call starts (10 %
+    // expected), paused (0 %), and with FEC switched off by the app. Only
+    // the first puts FEC in its packets (in most of them: a frame of
+    // silence has none to carry).
+    let frames = speech_frames();
+    let coded = |setup: &dyn Fn(&mut Encoder)| {
+        let mut enc = Encoder::new(Profile::Accounts).unwrap();
+        setup(&mut enc);
+        let mut buf = vec![0; MAX_PACKET];
+        let packets: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| {
+                let n = enc.encode(f, &mut buf).unwrap();
+                buf[..n].to_vec()
+            })
+            .collect();
+        (enc.expected_loss(), count_fec(&packets), packets)
+    };
+    let (on_pct, on, on_packets) = coded(&|_| {});
+    let (paused_pct, paused, paused_packets) = coded(&|e| e.set_expected_loss(0).unwrap());
+    let (off_pct, off, _) = coded(&|e| e.set_fec(false).unwrap());
+    let checked = frames.len() - 5;
+    assert_eq!(on_pct, DEFAULT_LOSS_PCT);
+    assert!(on * 2 > checked, "FEC in only {on} of {checked} packets");
+    assert_eq!((paused_pct, paused), (0, 0), "paused");
+    assert_eq!((off_pct, off), (0, 0), "switched off");
+    // The bytes FEC took go back to the voice: VBR at the same bitrate.
+    let bytes = |p: &[Vec<u8>]| p.iter().map(Vec::len).sum::<usize>();
+    let (b_on, b_paused) = (bytes(&on_packets), bytes(&paused_packets));
+    assert!(
+        b_paused * 10 > b_on * 8 && b_paused * 10 < b_on * 12,
+        "{b_on} bytes with FEC, {b_paused} paused"
+    );
+}
+
+/// A receiver report of `loss_pct` loss, as the peer would send it.
+fn report(loss_pct: u8) -> Report {
+    Report {
+        loss_pct,
+        lost: 0,
+        jitter_us: 0,
+        sent_ms: 0,
+        echo: None,
+    }
+}
+
+/// `n` frames of the test speech (from frame `from`) through `c`'s
+/// encoder: the packets.
+fn send_speech(c: &mut CallAudio, now: Instant, from: usize, n: usize) -> Vec<Vec<u8>> {
+    let frames = speech_frames();
+    (from..from + n)
+        .flat_map(|k| c.send_pcm(now, &frames[k % frames.len()]).unwrap())
+        .map(|f| f.opus)
+        .collect()
+}
+
+#[test]
+fn clean_reports_pause_fec_and_the_first_loss_resumes_it() {
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let at = |s: u32| t0 + REPORT_INTERVAL * s;
+    // Reports 1..N-1 of a clean path: FEC stays, released toward the floor.
+    let mut pct = Vec::new();
+    for s in 1..CLEAN_REPORTS_TO_PAUSE {
+        a.on_report(at(s), &report(0));
+        pct.push(a.stats(at(s)).expected_loss_pct);
+    }
+    assert!(pct.iter().all(|&p| p >= MIN_LOSS_PCT), "{pct:?}");
+    assert!(pct.windows(2).all(|w| w[0] >= w[1]), "{pct:?}");
+    // Speech frames 40..80 are talk (the first 40 include the silence
+    // before the first word).
+    let still = send_speech(&mut a, at(4), 40, 30);
+    assert!(count_fec(&still) > 10, "FEC before the N-th clean report");
+    // The N-th: paused, and the packets say so.
+    let n = CLEAN_REPORTS_TO_PAUSE;
+    a.on_report(at(n), &report(0));
+    assert_eq!(a.stats(at(n)).expected_loss_pct, 0);
+    let paused = send_speech(&mut a, at(n), 70, 30);
+    assert_eq!(count_fec(&paused), 0, "FEC while paused");
+    a.on_report(at(n + 1), &report(0));
+    assert_eq!(a.stats(at(n + 1)).expected_loss_pct, 0);
+    // One lossy report: on again within it, at the floor for a small loss
+    // and at the loss itself for a larger one.
+    a.on_report(at(n + 2), &report(1));
+    assert_eq!(a.stats(at(n + 2)).expected_loss_pct, MIN_LOSS_PCT);
+    let again = send_speech(&mut a, at(n + 2), 100, 30);
+    assert!(count_fec(&again) > 10, "no FEC after a lossy report");
+    // Now that the path has lost a packet, it must stay clean longer.
+    for s in 1..CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS {
+        a.on_report(at(n + 2 + s), &report(0));
+        assert_eq!(a.stats(at(n + 2 + s)).expected_loss_pct, MIN_LOSS_PCT);
+    }
+    let t = n + 2 + CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS;
+    a.on_report(at(t), &report(0));
+    assert_eq!(a.stats(at(t)).expected_loss_pct, 0);
+    a.on_report(at(t + 1), &report(7));
+    assert_eq!(a.stats(at(t + 1)).expected_loss_pct, 7);
+}
+
+#[test]
+fn the_apps_fec_switch_wins_over_the_reports() {
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(Profile::Accounts, t0).unwrap();
+    a.set_loss_recovery(false).unwrap();
+    for (s, loss) in [20, 0, 35, 5, 0, 0, 0, 0, 0, 10].into_iter().enumerate() {
+        let now = t0 + REPORT_INTERVAL * (s as u32 + 1);
+        a.on_report(now, &report(loss));
+        assert_eq!(a.stats(now).expected_loss_pct, 0, "report {s}: {loss} %");
+    }
+    let packets = send_speech(&mut a, t0, 40, 30);
+    assert_eq!(count_fec(&packets), 0, "FEC the app switched off");
+    // On again: protected at once, then the reports rule (10 % lost above;
+    // six clean reports after a loss do not pause it).
+    a.set_loss_recovery(true).unwrap();
+    assert_eq!(a.stats(t0).expected_loss_pct, DEFAULT_LOSS_PCT);
+    let packets = send_speech(&mut a, t0, 70, 30);
+    assert!(count_fec(&packets) > 10);
+    a.on_report(t0 + REPORT_INTERVAL * 11, &report(0));
+    assert!(a.stats(t0).expected_loss_pct >= MIN_LOSS_PCT);
+}
+
+/// A's expected loss after each 20 ms tick of `ticks` of a call whose media
+/// from A to B is dropped where `lose(k)` (reports and B's media are not),
+/// with reports both ways and 30 ms each way.
+fn expected_loss_over_a_call(ticks: u32, mut lose: impl FnMut(u32) -> bool) -> Vec<u8> {
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let mut b = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let one_way = Duration::from_millis(30);
+    let mut to_b: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut to_a: Vec<(Instant, Vec<u8>)> = Vec::new();
+    let mut frame = vec![0i16; FRAME_SAMPLES];
+    let mut pct = Vec::new();
+    for k in 0..ticks {
+        let now = t0 + TICK * k;
+        let pcm = tone(&[440.0], k as usize * FRAME_SAMPLES, FRAME_SAMPLES);
+        let lost = lose(k);
+        for (from, q, dropped) in [(&mut a, &mut to_b, lost), (&mut b, &mut to_a, false)] {
+            for f in from.send_pcm(now, &pcm).unwrap() {
+                if !dropped {
+                    q.push((now + one_way, f.accounts_packet()));
+                }
+            }
+            if let Some(r) = from.poll_report(now) {
+                q.push((now + one_way, VoicePacket::Report(r).to_bytes()));
+            }
+        }
+        for (q, end) in [(&mut to_b, &mut b), (&mut to_a, &mut a)] {
+            q.retain(|(t, p)| {
+                let due = *t <= now;
+                if due {
+                    end.receive_datagram(*t, p).unwrap();
+                }
+                !due
+            });
+            end.pull_pcm(now, &mut frame).unwrap();
+        }
+        pct.push(a.stats(now).expected_loss_pct);
+    }
+    pct
+}
+
+#[test]
+fn a_clean_call_pauses_fec_five_seconds_in() {
+    let pct = expected_loss_over_a_call(500, |_| false);
+    // B reports at 1 s, 2 s, ...; each reaches A 30 ms later.
+    let paused_at = pct.iter().position(|&p| p == 0).expect("FEC never paused");
+    let report_ticks = 50 * CLEAN_REPORTS_TO_PAUSE as usize;
+    assert!(
+        (report_ticks..=report_ticks + 3).contains(&paused_at),
+        "paused at tick {paused_at}"
+    );
+    assert!(pct[..paused_at].iter().all(|&p| p >= MIN_LOSS_PCT));
+    assert!(pct[paused_at..].iter().all(|&p| p == 0));
+}
+
+#[test]
+fn loss_in_bursts_keeps_fec_on() {
+    // 5 % of A's packets lost in bursts of 3 for a minute, the bench's
+    // bursts scenario: a report without loss now and then never adds up
+    // to a pause.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(40);
+    let mut burst = 0u32;
+    let pct = expected_loss_over_a_call(3000, |_| {
+        if burst == 0 && rng.gen::<f64>() < 0.05 / 3.0 {
+            burst = 3;
+        }
+        let lost = burst > 0;
+        burst = burst.saturating_sub(1);
+        lost
+    });
+    assert!(pct.iter().all(|&p| p >= MIN_LOSS_PCT), "{pct:?}");
+    // And it follows the loss: above the floor after a burst.
+    assert!(pct.iter().any(|&p| p > MIN_LOSS_PCT));
+}
+
+#[test]
+fn a_path_that_starts_losing_after_a_pause_is_protected_within_a_report() {
+    // Clean for 8 s (FEC paused at 5 s), then 10 % random loss: FEC is back
+    // once the first report covering the loss arrives (B's report at 9 s,
+    // at A 30 ms later), and stays.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(41);
+    let pct = expected_loss_over_a_call(1000, |k| k >= 400 && rng.gen::<f64>() < 0.1);
+    assert_eq!(pct[399], 0);
+    let back = (400..).find(|&k| pct[k] > 0).unwrap();
+    assert!((450..=452).contains(&back), "FEC back at tick {back}");
+    assert!(pct[back..].iter().all(|&p| p >= MIN_LOSS_PCT));
+    assert!(pct[back] >= 5, "10 % lost, {} % expected", pct[back]);
+}
