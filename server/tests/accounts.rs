@@ -10,7 +10,7 @@ use std::process::Command as Proc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chinwag_proto::accounts::{Decoder, Frame, HISTORY_PAGE};
+use chinwag_proto::accounts::{Frame, HISTORY_PAGE};
 use chinwag_proto::chatos;
 use chinwagd::{Config, Server};
 use rand::{Rng, SeedableRng};
@@ -834,10 +834,7 @@ fn bad_frames_close_only_the_offender() {
         let mut m = if hello_first {
             Acc::connect(addr)
         } else {
-            Acc {
-                s: TcpStream::connect(addr).unwrap(),
-                dec: Decoder::new(),
-            }
+            Acc::raw(TcpStream::connect(addr).unwrap())
         };
         m.s.write_all(&bytes).unwrap();
         m.expect_closed();

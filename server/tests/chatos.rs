@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use chinwag_proto::chatos::{Command, Decoder};
+use chinwag_proto::chatos::Command;
 use chinwagd::{Config, Server};
 use rand::{Rng, RngCore, SeedableRng};
 
@@ -360,27 +360,18 @@ fn bad_connect_ids_close_the_connection() {
     let srv = server_with(|c| c.connect_id_ttl_ms = 300);
     let addr = srv.chatos_addr();
     // Never issued.
-    let mut s = Raw {
-        s: open_private(addr, 12345),
-        dec: Decoder::new(),
-    };
+    let mut s = Raw::raw(open_private(addr, 12345));
     s.expect_closed();
     // Issued but expired.
     let mut a = Raw::login(addr, "alice");
     let mut b = Raw::login(addr, "bob");
     let id = negotiate(&mut a, &mut b);
     thread::sleep(Duration::from_millis(400));
-    let mut s = Raw {
-        s: open_private(addr, id),
-        dec: Decoder::new(),
-    };
+    let mut s = Raw::raw(open_private(addr, id));
     s.expect_closed();
     // First end waits, the second never comes: closed when the id expires.
     let id = negotiate(&mut a, &mut b);
-    let mut s = Raw {
-        s: open_private(addr, id),
-        dec: Decoder::new(),
-    };
+    let mut s = Raw::raw(open_private(addr, id));
     s.expect_closed();
     assert_still_serving(addr);
 }
@@ -609,10 +600,7 @@ fn a_reader_that_stops_reading_is_dropped_and_delays_nobody() {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
     sock.connect(&addr.into()).unwrap();
-    let mut slow = Raw {
-        s: sock.into(),
-        dec: Decoder::new(),
-    };
+    let mut slow = Raw::raw(sock.into());
     slow.send(&Command::Login {
         login: "slow".into(),
     });

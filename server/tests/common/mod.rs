@@ -26,14 +26,24 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Wire<T> {
     pub s: TcpStream,
     pub dec: Decoder<T>,
+    /// Why the last `try_recv` gave nothing (for `recv`'s failure message).
+    nothing: &'static str,
+    error: Option<std::io::Error>,
 }
 
 impl<T: Decode + Debug> Wire<T> {
     pub fn new(s: TcpStream) -> Self {
         let _ = s.set_nodelay(true);
+        Self::raw(s)
+    }
+
+    /// Over `s` exactly as it is (no socket option changed).
+    pub fn raw(s: TcpStream) -> Self {
         Wire {
             s,
             dec: Decoder::new(),
+            nothing: "",
+            error: None,
         }
     }
 
@@ -56,22 +66,39 @@ impl<T: Decode + Debug> Wire<T> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                self.nothing = "nothing arrived within the wait";
                 return None;
             }
             self.s.set_read_timeout(Some(left)).unwrap();
             match self.s.read(&mut buf) {
-                Ok(0) => return None,
+                Ok(0) => {
+                    self.nothing = "the server closed the connection (EOF)";
+                    return None;
+                }
                 Ok(n) => self.dec.push(&buf[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    return None
+                    self.nothing = "nothing arrived within the wait";
+                    return None;
                 }
-                Err(_) => return None,
+                Err(e) => {
+                    self.nothing = "the read failed";
+                    self.error = Some(e);
+                    return None;
+                }
             }
         }
     }
 
     pub fn recv(&mut self) -> T {
-        self.try_recv(WAIT).expect("a message within the wait")
+        match self.try_recv(WAIT) {
+            Some(m) => m,
+            None => panic!(
+                "a message within the wait: {} ({:?}; {} bytes waiting in the decoder)",
+                self.nothing,
+                self.error.take(),
+                self.dec.buffered()
+            ),
+        }
     }
 
     pub fn expect_silence(&mut self) {
