@@ -1593,6 +1593,49 @@ fn the_listening_line_names_the_cluster_listener() {
     TcpStream::connect(at).expect("the node-to-node listener accepts");
 }
 
+/// A cluster secret others can read stops the start like any other secret
+/// file (it only drew a warning before): one line naming the key, the file
+/// and the fix, exit status 1, the secret nowhere.
+#[test]
+fn a_cluster_secret_others_can_read_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("loose-secret");
+    std::fs::set_permissions(&secret.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(
+        Config {
+            cluster_addr: "127.0.0.1:0".into(),
+            cluster_secret_file: secret.0.display().to_string(),
+            ..c.config("a")
+        },
+        &["shared secret"],
+    );
+    assert!(err.contains("cluster_secret_file"), "{err}");
+    assert!(err.contains("chmod 600") && err.contains("644"), "{err}");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--admin-socket", "off", "--node-index", "3"])
+        .args(["--bus-url", &c.nats.url(), "--node-name", "l"])
+        .args(["--store-url", &c.store_url])
+        .args(["--cluster-addr", "127.0.0.1:0", "--cluster-secret-file"])
+        .arg(&secret.0);
+    let err = common::Chinwagd::try_spawn(&mut cmd, "error", false)
+        .err()
+        .expect("the process must not start");
+    assert!(err.contains("exit status: 1"), "{err}");
+    assert!(
+        err.contains("cluster_secret_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(err.contains(&secret.0.display().to_string()), "{err}");
+    assert!(!err.contains(" | "), "one line: {err}");
+    assert!(!err.contains("shared secret"), "{err}");
+    // Made 0600, the same file serves.
+    std::fs::set_permissions(&secret.0, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let node = Process(common::Chinwagd::spawn(&mut cmd));
+    assert!(node.0.cluster.is_some());
+}
+
 /// The bus loses the `taken` envelope (Call op 5) of a relayed call to a
 /// babel callee of another node: the callee's node still learns that its
 /// half was answered, well within a ringing call's 60 s.
