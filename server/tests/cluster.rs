@@ -1574,12 +1574,9 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
     }
 }
 
-/// A node's `listening:` line names its node-to-node listener too, with
-/// the port it bound (docs/operations.md).
-#[test]
-fn the_listening_line_names_the_cluster_listener() {
-    let Some(c) = cluster() else { return };
-    let secret = SecretFile::new("listening");
+/// The chinwagd binary as node `l` of `c` with a node-to-node listener on
+/// port 0 and the cluster secret `secret`.
+fn proxy_node_command(c: &Cluster, secret: &SecretFile) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
     cmd.args(common::ALL_PORTS_FREE)
         .args(["--admin-socket", "off", "--node-index", "3"])
@@ -1587,6 +1584,16 @@ fn the_listening_line_names_the_cluster_listener() {
         .args(["--store-url", &c.store_url])
         .args(["--cluster-addr", "127.0.0.1:0", "--cluster-secret-file"])
         .arg(&secret.0);
+    cmd
+}
+
+/// A node's `listening:` line names its node-to-node listener too, with
+/// the port it bound (docs/operations.md).
+#[test]
+fn the_listening_line_names_the_cluster_listener() {
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("listening");
+    let mut cmd = proxy_node_command(&c, &secret);
     let node = Process(common::Chinwagd::spawn(&mut cmd));
     let at = node.0.cluster.expect("the cluster listener is in the line");
     assert_ne!(at.port(), 0);
@@ -1612,13 +1619,7 @@ fn a_cluster_secret_others_can_read_stops_the_start() {
     );
     assert!(err.contains("cluster_secret_file"), "{err}");
     assert!(err.contains("chmod 600") && err.contains("644"), "{err}");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
-    cmd.args(common::ALL_PORTS_FREE)
-        .args(["--admin-socket", "off", "--node-index", "3"])
-        .args(["--bus-url", &c.nats.url(), "--node-name", "l"])
-        .args(["--store-url", &c.store_url])
-        .args(["--cluster-addr", "127.0.0.1:0", "--cluster-secret-file"])
-        .arg(&secret.0);
+    let mut cmd = proxy_node_command(&c, &secret);
     let err = common::Chinwagd::try_spawn(&mut cmd, "error", false)
         .err()
         .expect("the process must not start");
