@@ -39,6 +39,14 @@ pub const CLEAN_REPORTS_TO_PAUSE: u32 = 5;
 /// unprotected first loss after a pause costs a frame of concealment, so
 /// such a path has to stay clean six times longer before FEC pauses again.
 pub const CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS: u32 = 30;
+/// Reports in a row that cover no media (the peer received nothing new:
+/// `Report::no_media`) after which FEC resumes if it was paused: 2 s in
+/// which nothing of ours arrived is an outage of the path one way (the
+/// call sends a packet every 20 ms, silence and mute included), and a path
+/// that just failed is the likeliest to lose packets when it comes back.
+/// One such report is only held: it may be the call's first second, before
+/// the first packet arrived, or a short stall.
+pub const EMPTY_REPORTS_TO_RESUME: u32 = 2;
 /// Bitrates are measured over this window.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
 
@@ -190,8 +198,11 @@ pub struct CallAudio {
     rtt_ms: Option<f64>,
     /// Smoothed loss the peer reports, driving the encoder's FEC (0: paused).
     loss_estimate: f32,
-    /// Reports of no loss since the last one with loss.
+    /// Reports of no loss since the last one with loss (reports that cover
+    /// no media neither count nor break the run).
     clean_reports: u32,
+    /// Reports in a row that covered no media.
+    empty_reports: u32,
     /// Whether any report of this call has counted a loss.
     seen_loss: bool,
     /// FEC on the sending side and concealment on the receiving side (on
@@ -230,6 +241,7 @@ impl CallAudio {
             rtt_ms: None,
             loss_estimate: f32::from(DEFAULT_LOSS_PCT),
             clean_reports: 0,
+            empty_reports: 0,
             seen_loss: false,
             recovery: true,
         })
@@ -410,7 +422,12 @@ impl CallAudio {
     /// never under [`MIN_LOSS_PCT`] while FEC is coded; 0 (FEC paused) after
     /// [`CLEAN_REPORTS_TO_PAUSE`] reports in a row without loss
     /// ([`CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS`] once the call has lost
-    /// anything); back at once with the first report of a loss.
+    /// anything); back at once with the first report of a loss. A report
+    /// that covers no media (`no_media`: the peer received nothing new) is
+    /// no measurement: it changes nothing, unless it is the
+    /// [`EMPTY_REPORTS_TO_RESUME`]-th in a row, which ends a pause (back at
+    /// [`DEFAULT_LOSS_PCT`], as a call starts) and starts the clean run
+    /// afresh.
     pub fn on_report(&mut self, now: Instant, r: &Report) {
         if let Some(echo) = r.echo {
             let rtt = self
@@ -425,25 +442,44 @@ impl CallAudio {
                 });
             }
         }
-        if r.loss_pct > 0 {
+        self.peer = Some(PeerReport {
+            sent_ms: r.sent_ms,
+            at: now,
+            report: *r,
+        });
+        let paused = if r.no_media {
+            self.empty_reports = self.empty_reports.saturating_add(1);
+            if self.empty_reports < EMPTY_REPORTS_TO_RESUME {
+                return;
+            }
+            // An outage one way: protected as a call that starts, and the
+            // path has to show itself clean again from nothing.
             self.clean_reports = 0;
-            self.seen_loss = true;
+            self.loss_estimate = self.loss_estimate.max(f32::from(DEFAULT_LOSS_PCT));
+            false
         } else {
-            self.clean_reports = self.clean_reports.saturating_add(1);
-        }
-        let pause_after = if self.seen_loss {
-            CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS
-        } else {
-            CLEAN_REPORTS_TO_PAUSE
-        };
-        let paused = self.clean_reports >= pause_after;
-        let reported = f32::from(r.loss_pct);
-        self.loss_estimate = if paused {
-            0.0
-        } else if reported >= self.loss_estimate {
-            reported
-        } else {
-            self.loss_estimate - (self.loss_estimate - reported) * LOSS_RELEASE
+            self.empty_reports = 0;
+            if r.loss_pct > 0 {
+                self.clean_reports = 0;
+                self.seen_loss = true;
+            } else {
+                self.clean_reports = self.clean_reports.saturating_add(1);
+            }
+            let pause_after = if self.seen_loss {
+                CLEAN_REPORTS_TO_PAUSE_AFTER_LOSS
+            } else {
+                CLEAN_REPORTS_TO_PAUSE
+            };
+            let paused = self.clean_reports >= pause_after;
+            let reported = f32::from(r.loss_pct);
+            self.loss_estimate = if paused {
+                0.0
+            } else if reported >= self.loss_estimate {
+                reported
+            } else {
+                self.loss_estimate - (self.loss_estimate - reported) * LOSS_RELEASE
+            };
+            paused
         };
         let pct = if paused {
             0
@@ -453,11 +489,6 @@ impl CallAudio {
         // A profile without FEC, or with FEC switched off by the app,
         // ignores it.
         let _ = self.encoder.set_expected_loss(pct);
-        self.peer = Some(PeerReport {
-            sent_ms: r.sent_ms,
-            at: now,
-            report: *r,
-        });
     }
 
     /// The report to send now, once per [`REPORT_INTERVAL`] (accounts calls
@@ -475,7 +506,10 @@ impl CallAudio {
         let (prev_expected, prev_received) = self.reported.unwrap_or((0, 0));
         let expected = expected_total.saturating_sub(prev_expected);
         let received = js.received.saturating_sub(prev_received);
-        let loss_pct = if expected == 0 {
+        // Nothing new arrived: the interval measured nothing (the path may
+        // be down one way), which the report says rather than "0 % lost".
+        let no_media = expected == 0;
+        let loss_pct = if no_media {
             0
         } else {
             (expected.saturating_sub(received) * 100)
@@ -485,6 +519,7 @@ impl CallAudio {
         self.reported = Some((expected_total, js.received));
         Some(Report {
             loss_pct,
+            no_media,
             lost: js.lost.min(u64::from(u32::MAX)) as u32,
             jitter_us: self.jitter.jitter_us(),
             sent_ms: self.clock_ms(now),

@@ -19,9 +19,12 @@ pub const MEDIA_HEADER_LEN: usize = 4 + 1 + 2 + 4;
 pub const MAX_MEDIA_PACKET: usize = MEDIA_HEADER_LEN + MAX_VOICE;
 /// magic + kind + flags + loss + lost + jitter + sent + echo sent + echo held.
 pub const REPORT_LEN: usize = 4 + 1 + 1 + 1 + 4 + 4 + 4 + 4 + 4;
-/// Bit 0 of a report's flags: the echo fields are meaningful. The other bits
-/// are reserved and must be zero, so every report has one encoding.
+/// Bit 0 of a report's flags: the echo fields are meaningful.
 const FLAG_ECHO: u8 = 0x01;
+/// Bit 1 of a report's flags: no media packet was expected since the
+/// previous report (`loss_pct` is then 0 and measures nothing). The other
+/// bits are reserved and must be zero, so every report has one encoding.
+const FLAG_NO_MEDIA: u8 = 0x02;
 /// A percentage.
 const MAX_LOSS_PCT: u8 = 100;
 
@@ -41,6 +44,10 @@ pub struct Report {
     /// Packets lost since the previous report, in percent of those expected
     /// (0..=100); the sender sets its encoder's expected loss from it.
     pub loss_pct: u8,
+    /// No media packet was expected since the previous report (none newer
+    /// than those already counted arrived): `loss_pct` is 0 and says
+    /// nothing about the path, which may be down one way (flag bit 1).
+    pub no_media: bool,
     /// Packets lost since the stream began (never played, not even late).
     pub lost: u32,
     /// Interarrival jitter in microseconds (RFC 3550's running estimate).
@@ -81,7 +88,14 @@ impl VoicePacket<'_> {
             }
             VoicePacket::Report(r) => {
                 out.push(kind::REPORT);
-                out.push(if r.echo.is_some() { FLAG_ECHO } else { 0 });
+                let mut flags = 0;
+                if r.echo.is_some() {
+                    flags |= FLAG_ECHO;
+                }
+                if r.no_media {
+                    flags |= FLAG_NO_MEDIA;
+                }
+                out.push(flags);
                 out.push(r.loss_pct);
                 out.extend_from_slice(&r.lost.to_be_bytes());
                 out.extend_from_slice(&r.jitter_us.to_be_bytes());
@@ -135,12 +149,16 @@ impl VoicePacket<'_> {
             }
             kind::REPORT => {
                 let flags = r.u8()?;
-                if flags & !FLAG_ECHO != 0 {
+                if flags & !(FLAG_ECHO | FLAG_NO_MEDIA) != 0 {
                     return Err(DecodeError::BadBits("report flags"));
                 }
+                let no_media = flags & FLAG_NO_MEDIA != 0;
                 let loss_pct = r.u8()?;
                 if loss_pct > MAX_LOSS_PCT {
                     return Err(DecodeError::BadBits("report loss percentage"));
+                }
+                if no_media && loss_pct != 0 {
+                    return Err(DecodeError::BadBits("report loss without media"));
                 }
                 let lost = r.u32()?;
                 let jitter_us = r.u32()?;
@@ -161,6 +179,7 @@ impl VoicePacket<'_> {
                 };
                 Ok(VoicePacket::Report(Report {
                     loss_pct,
+                    no_media,
                     lost,
                     jitter_us,
                     sent_ms,
@@ -239,6 +258,7 @@ mod tests {
     fn report(echo: bool) -> Report {
         Report {
             loss_pct: 10,
+            no_media: false,
             lost: 258,
             jitter_us: 20_000,
             sent_ms: 0x0102_0304,
@@ -246,6 +266,15 @@ mod tests {
                 sent_ms: 0xfffe_fdfc,
                 held_ms: 15,
             }),
+        }
+    }
+
+    /// A report of an interval in which no media arrived (with an echo).
+    fn no_media() -> Report {
+        Report {
+            loss_pct: 0,
+            no_media: true,
+            ..report(true)
         }
     }
 
@@ -264,6 +293,7 @@ mod tests {
             },
             VoicePacket::Report(report(true)),
             VoicePacket::Report(report(false)),
+            VoicePacket::Report(no_media()),
         ]
         .iter()
         .map(VoicePacket::to_bytes)
@@ -318,6 +348,13 @@ mod tests {
             Ok(VoicePacket::Report(report(false)))
         );
         assert_eq!(with_echo.len(), REPORT_LEN);
+        // Nothing arrived since the previous report: flag bit 1, loss 0.
+        let empty = b"CWVC\x02\x03\x00\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\xff\xfe\xfd\xfc\x00\x00\x00\x0f".to_vec();
+        assert_eq!(VoicePacket::Report(no_media()).to_bytes(), empty);
+        assert_eq!(
+            VoicePacket::decode(&empty),
+            Ok(VoicePacket::Report(no_media()))
+        );
     }
 
     #[test]
@@ -367,11 +404,17 @@ mod tests {
             VoicePacket::decode(b"CWAC\x01\x00\x00\x00\x00\x00\x00\x00"),
             Err(DecodeError::BadMagic(0x4357_4143))
         );
-        let bad_flags = b"CWVC\x02\x02\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
+        let bad_flags = b"CWVC\x02\x04\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
         assert!(matches!(
             VoicePacket::decode(&bad_flags),
             Err(DecodeError::BadBits(_))
         ));
+        // No media, yet a loss: two meanings for one report.
+        let loss_without_media = b"CWVC\x02\x02\x0a\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
+        assert_eq!(
+            VoicePacket::decode(&loss_without_media),
+            Err(DecodeError::BadBits("report loss without media"))
+        );
         let bad_loss = b"CWVC\x02\x00\x65\x00\x00\x01\x02\x00\x00\x4e\x20\x01\x02\x03\x04\x00\x00\x00\x00\x00\x00\x00\x00".to_vec();
         assert!(matches!(
             VoicePacket::decode(&bad_loss),

@@ -523,49 +523,37 @@ impl Config {
     }
 }
 
-/// What to do with a secret file that others than its owner may read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loose {
-    /// Warn and go on (`cluster_secret_file`, as it always did).
-    Warn,
-    /// Refuse to start: the secret may already be known.
-    Refuse,
-}
-
 /// Read a secret from `path` (what it holds is `what`, for the messages):
-/// its bytes without trailing newlines, never empty. A file with any
-/// group or other permission is warned about or refused as `loose` says.
-pub fn read_secret_file(
-    path: &std::path::Path,
-    what: &str,
-    loose: Loose,
-) -> std::io::Result<Vec<u8>> {
+/// its bytes without trailing newlines, never empty. Every secret file
+/// (`cluster_secret_file`, `bus_token_file`, `bus_password_file`,
+/// `bus_nkey_seed_file`, `bus_tls_key_file`, `store_password_file`) comes
+/// through here, under one rule: a file with any group or other permission
+/// is refused before its contents are read, as the secret may already be
+/// known. No message carries the file's contents.
+pub fn read_secret_file(path: &std::path::Path, what: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
     let fail = |why: String| std::io::Error::other(format!("{}: {why}", path.display()));
-    let mut bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read {what}: {e}")))?;
+    let cannot = |e: std::io::Error| fail(format!("cannot read {what}: {e}"));
+    // The mode of the file opened, not of whatever the path names later.
+    let mut file = std::fs::File::open(path).map_err(cannot)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(cannot)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(fail(format!(
+                "{what} must be readable by its owner only (mode {:o}; chmod 600)",
+                mode & 0o777
+            )));
+        }
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(cannot)?;
     while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
         bytes.pop();
     }
     if bytes.is_empty() {
         return Err(fail(format!("{what} is empty")));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            match loose {
-                Loose::Warn => log::warn!(
-                    "{}: {what} is readable by others (chmod 600)",
-                    path.display()
-                ),
-                Loose::Refuse => {
-                    return Err(fail(format!(
-                        "{what} must be readable by its owner only (mode {:o}; chmod 600)",
-                        mode & 0o777
-                    )))
-                }
-            }
-        }
     }
     Ok(bytes)
 }
@@ -781,7 +769,7 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_file_loses_its_newline_and_a_loose_one_is_warned_of_or_refused() {
+    fn a_secret_file_loses_its_newline_and_a_loose_one_is_refused() {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!(
             "cw-secretfile-{}-{}",
@@ -795,24 +783,23 @@ mod tests {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
         };
         write(b"tok\r\n", 0o600);
-        for loose in [Loose::Warn, Loose::Refuse] {
-            assert_eq!(read_secret_file(&path, "x", loose).unwrap(), b"tok");
-        }
+        assert_eq!(read_secret_file(&path, "x").unwrap(), b"tok");
+        write(b"tok\n", 0o400);
+        assert_eq!(read_secret_file(&path, "x").unwrap(), b"tok", "0400");
         write(b"tok\n", 0o604);
-        assert_eq!(read_secret_file(&path, "x", Loose::Warn).unwrap(), b"tok");
-        let err = read_secret_file(&path, "the token", Loose::Refuse).unwrap_err();
+        let err = read_secret_file(&path, "the token").unwrap_err();
         let err = err.to_string();
         assert!(err.contains("chmod 600") && err.contains("604"), "{err}");
         assert!(!err.contains("tok\n") && !err.ends_with("tok"), "{err}");
-        write(b"tok", 0o640);
-        assert!(
-            read_secret_file(&path, "x", Loose::Refuse).is_err(),
-            "group"
-        );
+        for mode in [0o640, 0o644, 0o660, 0o610, 0o601, 0o602] {
+            write(b"tok", mode);
+            let err = read_secret_file(&path, "x").unwrap_err().to_string();
+            assert!(err.contains(&format!("{mode:o}")), "{mode:o}: {err}");
+        }
         write(b"\n", 0o600);
-        let err = read_secret_file(&path, "the token", Loose::Refuse).unwrap_err();
+        let err = read_secret_file(&path, "the token").unwrap_err();
         assert!(err.to_string().contains("empty"), "{err}");
-        assert!(read_secret_file(&dir.join("none"), "x", Loose::Warn).is_err());
+        assert!(read_secret_file(&dir.join("none"), "x").is_err());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -17,7 +17,7 @@ use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
 };
 
-use crate::config::{read_secret_file, Loose};
+use crate::config::read_secret_file;
 
 /// How much of the server's certificate is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,8 +121,7 @@ pub fn client_config(
             if certs.is_empty() {
                 return Err(format!("{}: holds no PEM certificate", id.cert.display()));
             }
-            let pem = read_secret_file(id.key, "the TLS key", Loose::Refuse)
-                .map_err(|e| e.to_string())?;
+            let pem = read_secret_file(id.key, "the TLS key").map_err(|e| e.to_string())?;
             let key = PrivateKeyDer::from_pem_slice(&pem)
                 .map_err(|e| format!("{}: not a PEM private key: {e}", id.key.display()))?;
             builder.with_client_auth_cert(certs, key).map_err(|e| {

@@ -1574,12 +1574,9 @@ fn babel_users_on_two_nodes_call_through_the_callers_relay_with_call_relay_all()
     }
 }
 
-/// A node's `listening:` line names its node-to-node listener too, with
-/// the port it bound (docs/operations.md).
-#[test]
-fn the_listening_line_names_the_cluster_listener() {
-    let Some(c) = cluster() else { return };
-    let secret = SecretFile::new("listening");
+/// The chinwagd binary as node `l` of `c` with a node-to-node listener on
+/// port 0 and the cluster secret `secret`.
+fn proxy_node_command(c: &Cluster, secret: &SecretFile) -> std::process::Command {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_chinwagd"));
     cmd.args(common::ALL_PORTS_FREE)
         .args(["--admin-socket", "off", "--node-index", "3"])
@@ -1587,10 +1584,57 @@ fn the_listening_line_names_the_cluster_listener() {
         .args(["--store-url", &c.store_url])
         .args(["--cluster-addr", "127.0.0.1:0", "--cluster-secret-file"])
         .arg(&secret.0);
+    cmd
+}
+
+/// A node's `listening:` line names its node-to-node listener too, with
+/// the port it bound (docs/operations.md).
+#[test]
+fn the_listening_line_names_the_cluster_listener() {
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("listening");
+    let mut cmd = proxy_node_command(&c, &secret);
     let node = Process(common::Chinwagd::spawn(&mut cmd));
     let at = node.0.cluster.expect("the cluster listener is in the line");
     assert_ne!(at.port(), 0);
     TcpStream::connect(at).expect("the node-to-node listener accepts");
+}
+
+/// A cluster secret others can read stops the start like any other secret
+/// file (it only drew a warning before): one line naming the key, the file
+/// and the fix, exit status 1, the secret nowhere.
+#[test]
+fn a_cluster_secret_others_can_read_stops_the_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("loose-secret");
+    std::fs::set_permissions(&secret.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = refused(
+        Config {
+            cluster_addr: "127.0.0.1:0".into(),
+            cluster_secret_file: secret.0.display().to_string(),
+            ..c.config("a")
+        },
+        &["shared secret"],
+    );
+    assert!(err.contains("cluster_secret_file"), "{err}");
+    assert!(err.contains("chmod 600") && err.contains("644"), "{err}");
+    let mut cmd = proxy_node_command(&c, &secret);
+    let err = common::Chinwagd::try_spawn(&mut cmd, "error", false)
+        .err()
+        .expect("the process must not start");
+    assert!(err.contains("exit status: 1"), "{err}");
+    assert!(
+        err.contains("cluster_secret_file") && err.contains("chmod 600"),
+        "{err}"
+    );
+    assert!(err.contains(&secret.0.display().to_string()), "{err}");
+    assert!(!err.contains(" | "), "one line: {err}");
+    assert!(!err.contains("shared secret"), "{err}");
+    // Made 0600, the same file serves.
+    std::fs::set_permissions(&secret.0, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let node = Process(common::Chinwagd::spawn(&mut cmd));
+    assert!(node.0.cluster.is_some());
 }
 
 /// The bus loses the `taken` envelope (Call op 5) of a relayed call to a

@@ -605,6 +605,7 @@ fn an_expected_loss_of_zero_codes_no_fec() {
 fn report(loss_pct: u8) -> Report {
     Report {
         loss_pct,
+        no_media: false,
         lost: 0,
         jitter_us: 0,
         sent_ms: 0,
@@ -774,4 +775,106 @@ fn a_path_that_starts_losing_after_a_pause_is_protected_within_a_report() {
     assert!((450..=452).contains(&back), "FEC back at tick {back}");
     assert!(pct[back..].iter().all(|&p| p >= MIN_LOSS_PCT));
     assert!(pct[back] >= 5, "10 % lost, {} % expected", pct[back]);
+}
+
+#[test]
+fn a_one_way_outage_from_the_start_is_no_clean_path() {
+    // Nothing of A's reaches B for 10 s: B's reports cover no media, which
+    // says nothing of the path; they must not pause A's FEC (on main they
+    // read 0 % loss and paused it 5 s in).
+    let pct = expected_loss_over_a_call(500, |_| true);
+    assert!(pct.iter().all(|&p| p >= MIN_LOSS_PCT), "{pct:?}");
+}
+
+#[test]
+fn a_one_way_outage_after_a_pause_resumes_fec_before_the_path_is_back() {
+    // Clean for 8 s (FEC paused at 5 s), then every packet of A's lost for
+    // 4 s, then clean again. B's report at 9 s still counts A's last packet
+    // before the outage (sent at 7.98 s, in at 8.01 s); those at 10 s and
+    // 11 s cover no media: after the second FEC is back (at A 30 ms later),
+    // so the first packets after the outage are protected, and it stays on
+    // until the path has been clean long enough again.
+    let pct = expected_loss_over_a_call(1000, |k| (400..600).contains(&k));
+    assert_eq!(pct[399], 0);
+    let back = (400..).find(|&k| pct[k] > 0).unwrap();
+    let second_empty = 50 * (9 + EMPTY_REPORTS_TO_RESUME as usize);
+    assert!(
+        (second_empty..=second_empty + 3).contains(&back),
+        "FEC back at tick {back}"
+    );
+    assert_eq!(pct[back], DEFAULT_LOSS_PCT);
+    // On through the outage and the report that counts its gap (13 s), and
+    // the 30 clean reports a path that lost must show: still on at 20 s.
+    assert!(pct[back..].iter().all(|&p| p >= MIN_LOSS_PCT), "{pct:?}");
+}
+
+#[test]
+fn a_report_without_media_neither_counts_as_clean_nor_as_loss() {
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let at = |s: u32| t0 + REPORT_INTERVAL * s;
+    let empty = Report {
+        no_media: true,
+        ..report(0)
+    };
+    // A clean run with one empty report in it: the run goes on (the empty
+    // one neither counts nor breaks it), so FEC pauses at the N-th clean
+    // report, one report later than without it.
+    let mut s = 0;
+    for k in 0..CLEAN_REPORTS_TO_PAUSE + 1 {
+        s += 1;
+        let r = if k == 2 { empty } else { report(0) };
+        let before = a.stats(at(s)).expected_loss_pct;
+        a.on_report(at(s), &r);
+        if k == 2 {
+            assert_eq!(a.stats(at(s)).expected_loss_pct, before, "held");
+        }
+    }
+    assert_eq!(a.stats(at(s)).expected_loss_pct, 0, "paused");
+    // Paused: one empty report keeps the pause, a second resumes FEC at
+    // the call's starting protection, without marking the call lossy (5
+    // clean reports pause it again, not 30).
+    s += 1;
+    a.on_report(at(s), &empty);
+    assert_eq!(a.stats(at(s)).expected_loss_pct, 0);
+    s += 1;
+    a.on_report(at(s), &empty);
+    assert_eq!(a.stats(at(s)).expected_loss_pct, DEFAULT_LOSS_PCT);
+    for _ in 1..CLEAN_REPORTS_TO_PAUSE {
+        s += 1;
+        a.on_report(at(s), &report(0));
+        assert!(a.stats(at(s)).expected_loss_pct >= MIN_LOSS_PCT);
+    }
+    s += 1;
+    a.on_report(at(s), &report(0));
+    assert_eq!(a.stats(at(s)).expected_loss_pct, 0, "paused again");
+    // A lossy path: empty reports do not release the estimate.
+    s += 1;
+    a.on_report(at(s), &report(30));
+    for _ in 0..3 {
+        s += 1;
+        a.on_report(at(s), &empty);
+        assert_eq!(a.stats(at(s)).expected_loss_pct, 30);
+    }
+}
+
+#[test]
+fn a_report_says_when_it_covers_no_media() {
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let mut b = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let at = |s: u32| t0 + REPORT_INTERVAL * s;
+    // Nothing received yet.
+    let _ = b.poll_report(t0);
+    let r = b.poll_report(at(1)).unwrap();
+    assert!(r.no_media && r.loss_pct == 0, "{r:?}");
+    // One packet: a measurement again.
+    let pcm = tone(&[440.0], 0, FRAME_SAMPLES);
+    for f in a.send_pcm(at(1), &pcm).unwrap() {
+        b.receive_datagram(at(1), &f.accounts_packet()).unwrap();
+    }
+    let r = b.poll_report(at(2)).unwrap();
+    assert!(!r.no_media && r.loss_pct == 0, "{r:?}");
+    let r = b.poll_report(at(3)).unwrap();
+    assert!(r.no_media, "{r:?}");
 }

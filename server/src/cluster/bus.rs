@@ -149,10 +149,10 @@ impl Access {
     /// secret file must be readable by its owner only; a missing or bad
     /// file is an error naming it and the key.
     pub fn load(cfg: &crate::Config) -> Result<Access, String> {
-        use crate::config::{read_secret_file, Loose};
+        use crate::config::read_secret_file;
         use std::path::Path;
         let secret = |key: &str, path: &str| -> Result<String, String> {
-            let bytes = read_secret_file(Path::new(path), "the bus's secret", Loose::Refuse)
+            let bytes = read_secret_file(Path::new(path), "the bus's secret")
                 .map_err(|e| format!("{key}: {e}"))?;
             String::from_utf8(bytes).map_err(|_| format!("{key}: {path} is not UTF-8 text"))
         };

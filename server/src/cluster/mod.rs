@@ -78,16 +78,18 @@ impl std::fmt::Debug for Secret {
 }
 
 /// Read `cluster_secret_file`: its bytes without a trailing newline, at
-/// least [`proxy::MIN_SECRET`]. A file others can read is warned about.
+/// least [`proxy::MIN_SECRET`], from a file readable by its owner only
+/// (the rule of every secret file: [`crate::config::read_secret_file`]).
+/// Errors name the key and the file, never the secret.
 pub fn read_secret(path: &std::path::Path) -> io::Result<Secret> {
-    let bytes =
-        crate::config::read_secret_file(path, "the cluster secret", crate::config::Loose::Warn)?;
+    let named = |e: io::Error| io::Error::other(format!("cluster_secret_file: {e}"));
+    let bytes = crate::config::read_secret_file(path, "the cluster secret").map_err(named)?;
     if bytes.len() < proxy::MIN_SECRET {
-        return Err(io::Error::other(format!(
+        return Err(named(io::Error::other(format!(
             "{}: the cluster secret must be at least {} bytes",
             path.display(),
             proxy::MIN_SECRET
-        )));
+        ))));
     }
     Ok(Secret(Arc::new(bytes)))
 }

@@ -236,17 +236,41 @@ fn heartbeats_tell_where_a_node_takes_proxied_private_connections() {
 }
 
 #[test]
-fn a_cluster_secret_is_read_without_its_newline_and_a_short_one_is_refused() {
-    let dir = std::env::temp_dir().join(format!("cw-secret-{}", std::process::id()));
+fn a_cluster_secret_is_read_without_its_newline_and_a_short_or_loose_one_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!(
+        "cw-secret-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("s");
-    std::fs::write(&path, b"0123456789abcdef\n").unwrap();
+    let write = |text: &[u8], mode: u32| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // Mode 0600: read, without its newline.
+    write(b"0123456789abcdef\n", 0o600);
     assert_eq!(
         read_secret(&path).unwrap().0.as_slice(),
         b"0123456789abcdef"
     );
-    std::fs::write(&path, b"0123456789abcde\n").unwrap();
-    assert!(read_secret(&path).is_err(), "15 bytes");
+    // Readable by others (a plain write's 0644 under the usual umask):
+    // refused like every other secret file, naming the key and the file,
+    // never the secret.
+    write(b"0123456789abcdef\n", 0o644);
+    let err = read_secret(&path).unwrap_err().to_string();
+    assert!(err.starts_with("cluster_secret_file: "), "{err}");
+    assert!(err.contains("chmod 600") && err.contains("644"), "{err}");
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(!err.contains("0123456789"), "{err}");
+    write(b"0123456789abcdef", 0o640);
+    assert!(read_secret(&path).is_err(), "group");
+    // Too short, even when 0600.
+    write(b"0123456789abcde\n", 0o600);
+    let err = read_secret(&path).unwrap_err().to_string();
+    assert!(err.contains("at least 16 bytes"), "{err}");
+    assert!(!err.contains("0123456789"), "{err}");
     assert!(read_secret(&dir.join("missing")).is_err());
     // Never printed.
     let s = Secret(Arc::new(b"0123456789abcdef".to_vec()));

@@ -300,6 +300,7 @@ mod tests {
         );
         let report = VoicePacket::Report(chinwag_proto::voice::Report {
             loss_pct: 0,
+            no_media: false,
             lost: 0,
             jitter_us: 0,
             sent_ms: 1,

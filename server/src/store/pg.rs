@@ -141,12 +141,8 @@ impl PgTarget {
 
     /// The password from `store_password_file` (mode 0600).
     pub fn read_password(&mut self, path: &std::path::Path) -> Result<(), String> {
-        let pw = crate::config::read_secret_file(
-            path,
-            "the PostgreSQL password",
-            crate::config::Loose::Refuse,
-        )
-        .map_err(|e| format!("store_password_file: {e}"))?;
+        let pw = crate::config::read_secret_file(path, "the PostgreSQL password")
+            .map_err(|e| format!("store_password_file: {e}"))?;
         self.config.password(pw);
         Ok(())
     }

@@ -76,6 +76,9 @@ impl<T: Decode + Debug> Wire<T> {
                     return None;
                 }
                 Ok(n) => self.dec.push(&buf[..n]),
+                // A signal, even one nobody handles, ends a read that has a
+                // timeout with EINTR (signal(7)): wait on for what is left.
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     self.nothing = "nothing arrived within the wait";
                     return None;
