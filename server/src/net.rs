@@ -835,8 +835,12 @@ pub struct ReadBuf {
     filled_last: bool,
 }
 
-/// The stack buffer of [`ReadBuf::read`]'s caller.
-pub const STACK_READ: usize = 1024;
+/// The stack buffer of [`ReadBuf::read`]'s caller. Half a KiB: an idle
+/// connection's reads are a login and the odd small frame, and with musl
+/// the whole idle chain, thread block included, then fits in the stack's
+/// top page (1 KiB did not, by 136 bytes: docs/architecture.md); a read
+/// that fills it moves to the heap buffer as before.
+pub const STACK_READ: usize = 512;
 const FIRST_HEAP_READ: usize = 4 * 1024;
 const MAX_READ: usize = 16 * 1024;
 
