@@ -7,8 +7,12 @@
 
 CARGO ?= cargo
 FEATURES ?= --features chinwag/device
+# The musl build of chinwagd (`make run-musl`): static, and an idle
+# connection costs half the memory it does with glibc (README, "idle
+# memory"; docs/operations.md, "The musl build").
+MUSL_TARGET = x86_64-unknown-linux-musl
 
-.PHONY: all deps build run test
+.PHONY: all deps build run test deps-musl build-musl run-musl
 all: build
 
 deps:
@@ -23,3 +27,16 @@ run: deps
 
 test: deps
 	$(CARGO) test --workspace $(FEATURES)
+
+# chinwagd built against musl, at target/x86_64-unknown-linux-musl/release/
+# chinwagd. Its own deps step installs only musl-tools and Rust's musl
+# target (`scripts/install-deps.sh --musl`); `make run` and `make test`
+# never need them.
+deps-musl:
+	scripts/install-deps.sh --musl
+
+build-musl: deps-musl
+	$(CARGO) build --release -p chinwagd --target $(MUSL_TARGET)
+
+run-musl: deps-musl
+	$(CARGO) run --release -p chinwagd --target $(MUSL_TARGET)

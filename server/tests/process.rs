@@ -137,6 +137,104 @@ fn a_thread_costs_two_memory_maps() {
     assert!(maps < 2 * n + 400, "{maps} maps for {n} threads");
 }
 
+/// The stack pointers of `pid`'s threads named `comm` while they wait in
+/// system call `nr` (/proc/PID/task/TID/syscall: "NR ARG1..ARG6 SP PC").
+fn blocked_sps(pid: u32, comm: &str, nr: libc::c_long) -> Vec<u64> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .filter_map(|t| {
+            let call = std::fs::read_to_string(t.path().join("syscall")).ok()?;
+            let f: Vec<&str> = call.split_whitespace().collect();
+            (f.len() == 9 && f[0] == nr.to_string())
+                .then(|| u64::from_str_radix(f[7].strip_prefix("0x")?, 16).ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// The mapping of `pid` holding `addr`: (start, end).
+fn mapping_of(pid: u32, addr: u64) -> (u64, u64) {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    maps.lines()
+        .find_map(|l| {
+            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
+            let (lo, hi) = (
+                u64::from_str_radix(lo, 16).ok()?,
+                u64::from_str_radix(hi, 16).ok()?,
+            );
+            (lo..hi).contains(&addr).then_some((lo, hi))
+        })
+        .unwrap_or_else(|| panic!("{addr:#x} in no mapping"))
+}
+
+/// What an idle logged-in chatos connection's thread holds on its stack
+/// beyond what a parked pool thread does must fit in what musl leaves of
+/// the stack's top page below a parked thread (4,096 - 2,736 bytes: the
+/// thread block, TLS and key slots, 1,920 bytes, then the thread start and
+/// the pool's park), so that with musl an idle connection touches one
+/// stack page (README, "idle memory"; docs/architecture.md). The two are
+/// compared by their distance from their stack's low end (the kernel can
+/// merge a stack's mapping with one above it, never with its guard below),
+/// so the test holds with either C library; built for musl it also checks
+/// the page itself, and with glibc that the idle thread stays in two.
+#[test]
+fn an_idle_chatos_thread_holds_little_more_stack_than_a_parked_one() {
+    const PAGE: u64 = 4096;
+    const BEYOND_PARKED: u64 = 4096 - 2736;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_chinwagd"));
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--db", ":memory:", "--spare-threads", "4"]);
+    let server = Chinwagd::spawn(&mut cmd);
+    let mut child = server.child;
+    let pid = child.id();
+    let (_idle, verdict) = login(server.chatos, "idle");
+    assert_eq!(verdict, 1, "LOGIN_ACCEPTED");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (idle, parked) = loop {
+        let idle = blocked_sps(pid, "cw-chatos", libc::SYS_recvfrom);
+        let parked = blocked_sps(pid, "cw-conn", libc::SYS_futex);
+        if idle.len() == 1 && !parked.is_empty() {
+            break (idle[0], parked);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no idle connection thread and parked spare"
+        );
+        thread::sleep(Duration::from_millis(10));
+    };
+    // Bytes from the low end of its stack (just above its guard) up to sp.
+    let room = |sp: u64| sp - mapping_of(pid, sp).0;
+    let idle_room = room(idle);
+    let parked_room = parked.iter().map(|&sp| room(sp)).max().unwrap();
+    // A parked thread's depth from its top (the least: a stack merged
+    // with a mapping above it seems deeper).
+    let parked_depth = parked
+        .iter()
+        .map(|&sp| mapping_of(pid, sp).1 - sp)
+        .min()
+        .unwrap();
+    child.kill().ok();
+    child.wait().ok();
+    let beyond = parked_room.saturating_sub(idle_room);
+    assert!(
+        beyond <= BEYOND_PARKED,
+        "an idle chatos thread holds {beyond} bytes of stack more than a parked \
+         one; at most {BEYOND_PARKED} keep it in musl's top page"
+    );
+    let pages = if cfg!(target_env = "musl") { 1 } else { 2 };
+    assert!(
+        parked_depth + beyond <= pages * PAGE,
+        "idle depth {} bytes: more than {pages} page(s)",
+        parked_depth + beyond
+    );
+}
+
 /// The `listening:` line is an interface (docs/operations.md): it names
 /// every listener, the metrics endpoint included, with the ports chinwagd
 /// bound, and it is there even when everything else is filtered out.
