@@ -4,6 +4,7 @@
 # postgresql and nats-server (for the store and cluster tests) with
 # apt-get; pytest and mypy with pip) and build
 # the library with speaker/microphone support (the `device` feature).
+# `make run-musl` starts chinwagd built against musl (see below).
 
 CARGO ?= cargo
 FEATURES ?= --features chinwag/device
@@ -12,7 +13,7 @@ FEATURES ?= --features chinwag/device
 # memory"; docs/operations.md, "The musl build").
 MUSL_TARGET = x86_64-unknown-linux-musl
 
-.PHONY: all deps build run test deps-musl build-musl run-musl
+.PHONY: all deps build run test deps-musl build-musl run-musl test-musl
 all: build
 
 deps:
@@ -40,3 +41,9 @@ build-musl: deps-musl
 
 run-musl: deps-musl
 	$(CARGO) run --release -p chinwagd --target $(MUSL_TARGET)
+
+# What only a musl build shows, optimised as it ships: an idle connection
+# thread's stack within one page (tests/process.rs) and the delivery
+# queues' buffers (net.rs). `make test` covers the rest with glibc.
+test-musl: deps-musl
+	$(CARGO) test --release -p chinwagd --target $(MUSL_TARGET) --lib --test process

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{map_range, syscall_sp, tasks_named};
+
 pub struct Target {
     pub addr: SocketAddr,
     /// The accounts dialect's listener, when known.
@@ -484,43 +486,10 @@ pub fn blocked_stack_depth(pid: u32, comm: &str, stack_kib: u64) -> Option<Stack
     (depth.threads > 0).then_some(depth)
 }
 
-/// The /proc directories of a process's threads named `comm`.
-fn tasks_named(pid: u32, comm: &str) -> Vec<PathBuf> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .map(|t| t.path())
-        .filter(|dir| {
-            std::fs::read_to_string(dir.join("comm")).is_ok_and(|name| name.trim_end() == comm)
-        })
-        .collect()
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StackDepth {
     pub threads: u64,
     pub max_bytes: u64,
-}
-
-/// "start-end perms ..." of a /proc/PID/maps line.
-fn map_range(line: &str) -> Option<(u64, u64)> {
-    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
-    Some((
-        u64::from_str_radix(lo, 16).ok()?,
-        u64::from_str_radix(hi, 16).ok()?,
-    ))
-}
-
-/// The stack pointer of /proc/PID/task/TID/syscall: "NR ARG1..ARG6 SP PC"
-/// while in a system call; "-1 SP PC" (not in one) and "running" give None.
-fn syscall_sp(text: &str) -> Option<u64> {
-    let f: Vec<&str> = text.split_whitespace().collect();
-    if f.len() != 9 || f[0] == "-1" {
-        return None;
-    }
-    u64::from_str_radix(f[7].strip_prefix("0x")?, 16).ok()
 }
 
 /// Pages of memory the kernel's TCP sockets use (all of them, system-wide),

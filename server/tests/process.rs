@@ -138,38 +138,25 @@ fn a_thread_costs_two_memory_maps() {
 }
 
 /// The stack pointers of `pid`'s threads named `comm` while they wait in
-/// system call `nr` (/proc/PID/task/TID/syscall: "NR ARG1..ARG6 SP PC").
+/// system call `nr`.
 fn blocked_sps(pid: u32, comm: &str, nr: libc::c_long) -> Vec<u64> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
-        })
-        .filter_map(|t| {
-            let call = std::fs::read_to_string(t.path().join("syscall")).ok()?;
-            let f: Vec<&str> = call.split_whitespace().collect();
-            (f.len() == 9 && f[0] == nr.to_string())
-                .then(|| u64::from_str_radix(f[7].strip_prefix("0x")?, 16).ok())
-                .flatten()
+    common::tasks_named(pid, comm)
+        .iter()
+        .filter_map(|dir| {
+            let call = std::fs::read_to_string(dir.join("syscall")).ok()?;
+            let in_nr = call.split_whitespace().next() == Some(nr.to_string().as_str());
+            in_nr.then(|| common::syscall_sp(&call)).flatten()
         })
         .collect()
 }
 
 /// The mapping of `pid` holding `addr`: (start, end).
 fn mapping_of(pid: u32, addr: u64) -> (u64, u64) {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    maps.lines()
-        .find_map(|l| {
-            let (lo, hi) = l.split_whitespace().next()?.split_once('-')?;
-            let (lo, hi) = (
-                u64::from_str_radix(lo, 16).ok()?,
-                u64::from_str_radix(hi, 16).ok()?,
-            );
-            (lo..hi).contains(&addr).then_some((lo, hi))
-        })
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter_map(common::map_range)
+        .find(|(lo, hi)| (*lo..*hi).contains(&addr))
         .unwrap_or_else(|| panic!("{addr:#x} in no mapping"))
 }
 
@@ -183,6 +170,8 @@ fn mapping_of(pid: u32, addr: u64) -> (u64, u64) {
 /// merge a stack's mapping with one above it, never with its guard below),
 /// so the test holds with either C library; built for musl it also checks
 /// the page itself, and with glibc that the idle thread stays in two.
+/// Release builds only (`make test-musl` runs it for musl): an
+/// unoptimised build's frames are bigger.
 #[test]
 fn an_idle_chatos_thread_holds_little_more_stack_than_a_parked_one() {
     const PAGE: u64 = 4096;
@@ -222,6 +211,16 @@ fn an_idle_chatos_thread_holds_little_more_stack_than_a_parked_one() {
     child.kill().ok();
     child.wait().ok();
     let beyond = parked_room.saturating_sub(idle_room);
+    eprintln!("parked thread {parked_depth} bytes deep, the idle one {beyond} more");
+    if cfg!(debug_assertions) {
+        // Unoptimised frames are 1.5-2x the release's (1,832 bytes here
+        // where the release has 984): they say nothing of what ships.
+        eprintln!(
+            "SKIPPED: an unoptimised chinwagd's stack; run `make test-musl` \
+             or `cargo test --release -p chinwagd --test process`"
+        );
+        return;
+    }
     assert!(
         beyond <= BEYOND_PARKED,
         "an idle chatos thread holds {beyond} bytes of stack more than a parked \
