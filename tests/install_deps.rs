@@ -56,23 +56,8 @@ fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> P
 }
 
 fn dry_run(path: &Path) -> String {
-    let out = Command::new("/bin/bash")
-        .arg(script())
-        .arg("--dry-run")
-        .env("PATH", path)
-        .env("CHINWAG_PG_ROOT", path)
-        .env("CHINWAG_SBIN", path)
-        .env_remove("CHINWAG_PG_BIN")
-        .env_remove("CHINWAG_NATS_SERVER")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(path);
+    let (code, text, err) = run(path, &["--dry-run"]);
+    assert_eq!(code, Some(0), "{text}{err}");
     text
 }
 
@@ -194,6 +179,8 @@ fn run(path: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         .env("PATH", path)
         .env("CHINWAG_PG_ROOT", path)
         .env("CHINWAG_SBIN", path)
+        .env_remove("CHINWAG_PG_BIN")
+        .env_remove("CHINWAG_NATS_SERVER")
         .output()
         .unwrap();
     let _ = std::fs::remove_dir_all(path);
