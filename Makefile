@@ -4,11 +4,16 @@
 # postgresql and nats-server (for the store and cluster tests) with
 # apt-get; pytest and mypy with pip) and build
 # the library with speaker/microphone support (the `device` feature).
+# `make run-musl` starts chinwagd built against musl (see below).
 
 CARGO ?= cargo
 FEATURES ?= --features chinwag/device
+# The musl build of chinwagd (`make run-musl`): static, and an idle
+# connection costs half the memory it does with glibc (README, "idle
+# memory"; docs/operations.md, "The musl build").
+MUSL_TARGET = x86_64-unknown-linux-musl
 
-.PHONY: all deps build run test
+.PHONY: all deps build run test deps-musl build-musl run-musl test-musl
 all: build
 
 deps:
@@ -23,3 +28,22 @@ run: deps
 
 test: deps
 	$(CARGO) test --workspace $(FEATURES)
+
+# chinwagd built against musl, at target/x86_64-unknown-linux-musl/release/
+# chinwagd. Its own deps step installs only musl-tools and Rust's musl
+# target (`scripts/install-deps.sh --musl`); `make run` and `make test`
+# never need them.
+deps-musl:
+	scripts/install-deps.sh --musl
+
+build-musl: deps-musl
+	$(CARGO) build --release -p chinwagd --target $(MUSL_TARGET)
+
+run-musl: deps-musl
+	$(CARGO) run --release -p chinwagd --target $(MUSL_TARGET)
+
+# What only a musl build shows, optimised as it ships: an idle connection
+# thread's stack within one page (tests/process.rs) and the delivery
+# queues' buffers (net.rs). `make test` covers the rest with glibc.
+test-musl: deps-musl
+	$(CARGO) test --release -p chinwagd --target $(MUSL_TARGET) --lib --test process

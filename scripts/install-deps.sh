@@ -25,17 +25,116 @@
 # $CHINWAG_NATS_SERVER, on PATH, or in Debian's $CHINWAG_SBIN (default
 # /usr/sbin).
 #
-# usage: scripts/install-deps.sh [--dry-run]
+# With --musl it installs instead only what the musl build of chinwagd
+# needs (`make run-musl`, docs/operations.md), and nothing of the above:
+#
+#   musl-tools       musl-gcc, which compiles the C in chinwagd's dependencies
+#                    (rusqlite's bundled SQLite, ring) against musl
+#   Rust's x86_64-unknown-linux-musl target, with `rustup target add`
+#                    (downloaded from static.rust-lang.org)
+#
+# The default path never asks for either: `make run` and `make test` work
+# on a machine that cannot download the musl target.
+#
+# usage: scripts/install-deps.sh [--dry-run] [--musl]
 #   --dry-run   print what is missing and the command that would install it;
 #               install nothing and exit 0
+#   --musl      only what the musl build of chinwagd needs
 set -euo pipefail
 
 dry_run=0
-case "${1:-}" in
-    --dry-run) dry_run=1 ;;
-    "") ;;
-    *) echo "usage: $0 [--dry-run]" >&2; exit 2 ;;
-esac
+musl=0
+for arg in "$@"; do
+    case "$arg" in
+        --dry-run) dry_run=1 ;;
+        --musl) musl=1 ;;
+        *) echo "usage: $0 [--dry-run] [--musl]" >&2; exit 2 ;;
+    esac
+done
+
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)
+else
+    as_root=(unavailable)
+fi
+
+# apt-get install "$@" as root (or say why it cannot, or what it would run).
+apt_install() {
+    echo "install-deps: missing: $*"
+    if [ $dry_run -eq 1 ]; then
+        if [ "${as_root[0]:-}" = unavailable ]; then
+            echo "install-deps: would fail: not root and 'sudo -n' is not allowed"
+        else
+            echo "install-deps: would run: ${as_root[*]:+${as_root[*]} }apt-get install -y --no-install-recommends $*"
+        fi
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-deps: no apt-get here; install these (or your system's" \
+            "equivalents: the Opus and ALSA development files, pkg-config, cmake," \
+            "the PostgreSQL server, musl's gcc wrapper)" \
+            "by hand, then run this again: $*" >&2
+        exit 1
+    fi
+    if [ "${as_root[0]:-}" = unavailable ]; then
+        echo "install-deps: need root to install $*: run as root, allow" \
+            "'sudo -n apt-get', or run: sudo apt-get install $*" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    local install=("${as_root[@]}" apt-get install -y --no-install-recommends "$@")
+    # A fresh machine may have no package lists yet (or stale ones): on
+    # failure, update them once and try again.
+    if ! "${install[@]}"; then
+        echo "install-deps: install failed; updating the package lists and retrying" >&2
+        "${as_root[@]}" apt-get update
+        "${install[@]}"
+    fi
+    echo "install-deps: installed $*"
+}
+
+if [ $musl -eq 1 ]; then
+    target=x86_64-unknown-linux-musl
+    command -v musl-gcc >/dev/null 2>&1 || apt_install musl-tools
+    if command -v rustup >/dev/null 2>&1; then
+        have_target() {
+            local line
+            while read -r line; do
+                [ "$line" = "$target" ] && return 0
+            done < <(rustup target list --installed 2>/dev/null)
+            return 1
+        }
+    else
+        # A toolchain without rustup: the target is there if its library is.
+        have_target() {
+            local libdir
+            libdir=$(rustc --print target-libdir --target "$target" 2>/dev/null) &&
+                [ -d "$libdir" ]
+        }
+    fi
+    if have_target; then
+        echo "install-deps: Rust's $target target found"
+        exit 0
+    fi
+    if ! command -v rustup >/dev/null 2>&1; then
+        echo "install-deps: no rustup here: add Rust's $target target by your" \
+            "toolchain's own means, or use 'make run' (glibc)" >&2
+        exit 1
+    fi
+    if [ $dry_run -eq 1 ]; then
+        echo "install-deps: would run: rustup target add $target"
+        exit 0
+    fi
+    if ! rustup target add "$target"; then
+        echo "install-deps: could not add Rust's $target target (is" \
+            "static.rust-lang.org reachable?); 'make run' builds chinwagd" \
+            "against glibc without it" >&2
+        exit 1
+    fi
+    exit 0
+fi
 
 missing=()
 if ! command -v pkg-config >/dev/null 2>&1; then
@@ -75,45 +174,5 @@ if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
-if [ "$(id -u)" -eq 0 ]; then
-    as_root=()
-elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-    as_root=(sudo -n)
-else
-    as_root=(unavailable)
-fi
-
-echo "install-deps: missing: ${missing[*]}"
-if [ $dry_run -eq 1 ]; then
-    if [ "${as_root[0]:-}" = unavailable ]; then
-        echo "install-deps: would fail: not root and 'sudo -n' is not allowed"
-    else
-        echo "install-deps: would run: ${as_root[*]:+${as_root[*]} }apt-get install -y --no-install-recommends ${missing[*]}"
-    fi
-    exit 0
-fi
-
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-deps: no apt-get here; install these (or your system's" \
-        "equivalents: the Opus and ALSA development files, pkg-config, cmake," \
-        "the PostgreSQL server)" \
-        "by hand, then run this again: ${missing[*]}" >&2
-    exit 1
-fi
-if [ "${as_root[0]:-}" = unavailable ]; then
-    echo "install-deps: need root to install ${missing[*]}: run as root, allow" \
-        "'sudo -n apt-get', or run: sudo apt-get install ${missing[*]}" >&2
-    exit 1
-fi
-
-export DEBIAN_FRONTEND=noninteractive
-install=("${as_root[@]}" apt-get install -y --no-install-recommends "${missing[@]}")
-# A fresh machine may have no package lists yet (or stale ones): on failure,
-# update them once and try again.
-if ! "${install[@]}"; then
-    echo "install-deps: install failed; updating the package lists and retrying" >&2
-    "${as_root[@]}" apt-get update
-    "${install[@]}"
-fi
-echo "install-deps: installed ${missing[*]}"
+apt_install "${missing[@]}"
 python_deps

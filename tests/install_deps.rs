@@ -4,6 +4,7 @@
 //! commands on a PATH of the test's own, and a stand-in Debian PostgreSQL
 //! directory (`CHINWAG_PG_ROOT`) holding `initdb` or not, and a stand-in
 //! `nats-server` on that PATH or not (`CHINWAG_SBIN` points there too).
+//! `--musl` is tested with a stand-in `musl-gcc` and `rustup` (or none).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -55,23 +56,8 @@ fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> P
 }
 
 fn dry_run(path: &Path) -> String {
-    let out = Command::new("/bin/bash")
-        .arg(script())
-        .arg("--dry-run")
-        .env("PATH", path)
-        .env("CHINWAG_PG_ROOT", path)
-        .env("CHINWAG_SBIN", path)
-        .env_remove("CHINWAG_PG_BIN")
-        .env_remove("CHINWAG_NATS_SERVER")
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = std::fs::remove_dir_all(path);
+    let (code, text, err) = run(path, &["--dry-run"]);
+    assert_eq!(code, Some(0), "{text}{err}");
     text
 }
 
@@ -182,4 +168,114 @@ fn a_missing_nats_server_is_installed() {
         out.contains("would run: apt-get install -y --no-install-recommends nats-server\n"),
         "{out}"
     );
+}
+
+/// The script run with `args` on the stand-in PATH `path`: its exit
+/// status, standard output and standard error.
+fn run(path: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new("/bin/bash")
+        .arg(script())
+        .args(args)
+        .env("PATH", path)
+        .env("CHINWAG_PG_ROOT", path)
+        .env("CHINWAG_SBIN", path)
+        .env_remove("CHINWAG_PG_BIN")
+        .env_remove("CHINWAG_NATS_SERVER")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(path);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Stand-ins for `--musl`: `musl-gcc` when `gcc`, and `rustup` listing the
+/// installed targets `targets` (None: no rustup, and no rustc either).
+fn fake_musl_path(name: &str, gcc: bool, targets: Option<&[&str]>) -> PathBuf {
+    let dir = fake_path(name, None, 0, false);
+    let write = |file: &str, body: String| {
+        let p = dir.join(file);
+        std::fs::write(&p, body).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    if gcc {
+        write("musl-gcc", "#!/bin/sh\nexit 0\n".into());
+    }
+    if let Some(targets) = targets {
+        write(
+            "rustup",
+            format!(
+                "#!/bin/sh\n[ \"$1 $2 $3\" = \"target list --installed\" ] || exit 2\nprintf '%s\\n' {}\n",
+                targets.join(" ")
+            ),
+        );
+    }
+    dir
+}
+
+#[test]
+fn the_musl_path_installs_musl_gcc_and_the_target_and_nothing_else() {
+    // pkg-config, opus, alsa and the rest are all missing: --musl asks
+    // for none of them.
+    let (code, out, err) = run(
+        &fake_musl_path("musl-none", false, Some(&["x86_64-unknown-linux-gnu"])),
+        &["--dry-run", "--musl"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("missing: musl-tools\n"), "{out}");
+    assert!(
+        out.contains("would run: apt-get install -y --no-install-recommends musl-tools\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("would run: rustup target add x86_64-unknown-linux-musl\n"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("opus") && !out.contains("pkg-config"),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_musl_path_with_everything_there_installs_nothing() {
+    let (code, out, err) = run(
+        &fake_musl_path(
+            "musl-all",
+            true,
+            Some(&["x86_64-unknown-linux-gnu", "x86_64-unknown-linux-musl"]),
+        ),
+        &["--musl", "--dry-run"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("x86_64-unknown-linux-musl target found"),
+        "{out}"
+    );
+    assert!(!out.contains("would run"), "{out}");
+}
+
+#[test]
+fn the_musl_path_without_rustup_says_what_to_do() {
+    let (code, out, err) = run(&fake_musl_path("musl-norustup", true, None), &["--musl"]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(
+        err.contains("no rustup") && err.contains("make run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_default_path_never_asks_for_musl() {
+    // musl-gcc and the musl target both missing: the default path does
+    // not care (make run and make test must work without them).
+    let (code, out, err) = run(
+        &fake_musl_path("musl-default", false, Some(&["x86_64-unknown-linux-gnu"])),
+        &["--dry-run"],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("missing: pkg-config"), "{out}");
+    assert!(!out.contains("musl") && !out.contains("rustup"), "{out}");
 }

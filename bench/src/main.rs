@@ -1736,6 +1736,13 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
         r.row("stack_per_conn_kib", None);
         r.row("heap_per_conn_kib", None);
         r.fig(
+            "stack_map_kib",
+            "one connection thread's stack mapping (KiB, guard excluded)",
+            a.map_kib as f64,
+            Unit::Count,
+            None,
+        );
+        r.fig(
             "conn_stacks",
             "connection-thread stacks (connections and spares)",
             a.stacks as f64,
@@ -1743,12 +1750,13 @@ fn idle(ctx: &Ctx, n: usize) -> Result<Report, String> {
             None,
         );
     }
-    // The guard of the two stack pages above: how far below its stack's
-    // top an idle connection thread waits (glibc's thread block and TLS
-    // included, 4,864 bytes of it here); past 8,192 it touches a third.
+    // The guard of the stack pages above: how far below its stack's top
+    // an idle connection thread waits (the C library's thread block and
+    // TLS included: 4,864 bytes of it with glibc, 1,920 with musl); past
+    // 4,096 it touches a second page, past 8,192 a third.
     if let Some(d) = target
         .pid
-        .and_then(|p| server::blocked_stack_depth(p, "cw-chatos"))
+        .and_then(|p| server::blocked_stack_depth(p, "cw-chatos", CONN_STACK_KIB))
     {
         r.fig(
             "idle_stack_depth_b",

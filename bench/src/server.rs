@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{map_range, syscall_sp, tasks_named};
+
 pub struct Target {
     pub addr: SocketAddr,
     /// The accounts dialect's listener, when known.
@@ -338,16 +340,21 @@ pub fn meminfo_kib(key: &str) -> Option<u64> {
 }
 
 /// The server's memory by kind, from /proc/PID/smaps: the resident KiB of
-/// its connection-thread stacks (anonymous mappings of exactly
-/// `stack_kib`), how many such stacks, and all other anonymous memory
-/// (the heap, glibc's arenas, other threads' stacks).
+/// its connection-thread stacks (anonymous mappings of the stack
+/// mapping's size, see [`stack_map_bytes`]), how many such stacks, and all
+/// other anonymous memory (the heap, the allocator's arenas, other
+/// threads' stacks).
 pub struct MemSplit {
     pub stacks: u64,
     pub stack_kib: u64,
     pub other_anon_kib: u64,
+    /// The size of one connection thread's stack mapping, guard excluded.
+    pub map_kib: u64,
 }
 
 pub fn mem_split(pid: u32, stack_kib: u64) -> Option<MemSplit> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let map_kib = stack_map_bytes(&vmas(&maps), stack_kib * 1024) / 1024;
     let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
     let (mut stacks, mut stack_rss, mut other) = (0u64, 0u64, 0u64);
     let mut size = 0u64;
@@ -364,7 +371,7 @@ pub fn mem_split(pid: u32, stack_kib: u64) -> Option<MemSplit> {
         match first {
             "Size:" => size = kib(),
             "Rss:" if anon => {
-                if size == stack_kib {
+                if size == map_kib {
                     stacks += 1;
                     stack_rss += kib();
                 } else {
@@ -378,19 +385,91 @@ pub fn mem_split(pid: u32, stack_kib: u64) -> Option<MemSplit> {
         stacks,
         stack_kib: stack_rss,
         other_anon_kib: other,
+        map_kib,
     })
+}
+
+/// One line of /proc/PID/maps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Vma {
+    lo: u64,
+    hi: u64,
+    /// "rw-p" with no path: a thread stack's usable part, or heap.
+    rw_anon: bool,
+    /// "---p" with no path: a guard.
+    guard: bool,
+}
+
+fn vmas(maps: &str) -> Vec<Vma> {
+    maps.lines()
+        .filter_map(|line| {
+            let (lo, hi) = map_range(line)?;
+            let mut f = line.split_whitespace();
+            let perms = f.nth(1)?;
+            let anon = f.nth(3).is_none();
+            Some(Vma {
+                lo,
+                hi,
+                rw_anon: anon && perms == "rw-p",
+                guard: anon && perms == "---p",
+            })
+        })
+        .collect()
+}
+
+/// The size of a connection thread's stack mapping (its usable part, the
+/// guard below it excluded): the commonest size of a read-write anonymous
+/// mapping right above a guard, from `stack` (the size asked for) to 64
+/// KiB more; `stack` when there is none. glibc maps exactly the size
+/// asked for, its thread block and TLS inside it; musl maps its thread
+/// block, TLS and key slots on top of it (one page more for chinwagd).
+fn stack_map_bytes(vmas: &[Vma], stack: u64) -> u64 {
+    let mut sizes = std::collections::BTreeMap::<u64, usize>::new();
+    for w in vmas.windows(2) {
+        let (below, v) = (w[0], w[1]);
+        let size = v.hi - v.lo;
+        if below.guard
+            && below.hi == v.lo
+            && v.rw_anon
+            && (stack..=stack + (64 << 10)).contains(&size)
+        {
+            *sizes.entry(size).or_default() += 1;
+        }
+    }
+    sizes
+        .into_iter()
+        .max_by_key(|&(size, n)| (n, std::cmp::Reverse(size)))
+        .map_or(stack, |(size, _)| size)
+}
+
+/// The top of the thread stack holding `sp`: the end of its mapping, or,
+/// where the kernel merged the stack with a read-write anonymous mapping
+/// just above it (a stack has its guard below, nothing above: seen with
+/// musl, whose allocator maps small regions next to the stacks), the
+/// stack's own end, a stack mapping's size (`map`) above its guard.
+fn stack_top(vmas: &[Vma], sp: u64, map: u64) -> Option<u64> {
+    let i = vmas.iter().position(|v| (v.lo..v.hi).contains(&sp))?;
+    let v = vmas[i];
+    let above_guard = i > 0 && vmas[i - 1].guard && vmas[i - 1].hi == v.lo;
+    if above_guard && v.hi - v.lo > map && sp < v.lo + map {
+        Some(v.lo + map)
+    } else {
+        Some(v.hi)
+    }
 }
 
 /// How deep the stacks of a process's threads named `comm` reach while
 /// they wait in a system call: for each, the bytes from the top of the
 /// mapping holding its stack pointer (the one /proc/PID/task/TID/syscall
-/// reports for the call) down to that pointer. On glibc that includes the
-/// thread block and static TLS at the top (README, "idle memory"). Threads
+/// reports for the call) down to that pointer (see [`stack_top`]). That
+/// includes the C library's thread block and static TLS at the top
+/// (README, "idle memory"): 4,864 bytes with glibc, 1,920 with musl. Threads
 /// running or not in a system call are skipped. The deepest and how many
 /// were read; None when none could be.
-pub fn blocked_stack_depth(pid: u32, comm: &str) -> Option<StackDepth> {
+pub fn blocked_stack_depth(pid: u32, comm: &str, stack_kib: u64) -> Option<StackDepth> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    let ranges: Vec<(u64, u64)> = maps.lines().filter_map(map_range).collect();
+    let vmas = vmas(&maps);
+    let map = stack_map_bytes(&vmas, stack_kib * 1024);
     let mut depth = StackDepth::default();
     for dir in tasks_named(pid, comm) {
         let Some(sp) = std::fs::read_to_string(dir.join("syscall"))
@@ -399,7 +478,7 @@ pub fn blocked_stack_depth(pid: u32, comm: &str) -> Option<StackDepth> {
         else {
             continue;
         };
-        if let Some(&(_, end)) = ranges.iter().find(|(lo, hi)| (*lo..*hi).contains(&sp)) {
+        if let Some(end) = stack_top(&vmas, sp, map) {
             depth.threads += 1;
             depth.max_bytes = depth.max_bytes.max(end - sp);
         }
@@ -407,43 +486,10 @@ pub fn blocked_stack_depth(pid: u32, comm: &str) -> Option<StackDepth> {
     (depth.threads > 0).then_some(depth)
 }
 
-/// The /proc directories of a process's threads named `comm`.
-fn tasks_named(pid: u32, comm: &str) -> Vec<PathBuf> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    tasks
-        .flatten()
-        .map(|t| t.path())
-        .filter(|dir| {
-            std::fs::read_to_string(dir.join("comm")).is_ok_and(|name| name.trim_end() == comm)
-        })
-        .collect()
-}
-
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct StackDepth {
     pub threads: u64,
     pub max_bytes: u64,
-}
-
-/// "start-end perms ..." of a /proc/PID/maps line.
-fn map_range(line: &str) -> Option<(u64, u64)> {
-    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
-    Some((
-        u64::from_str_radix(lo, 16).ok()?,
-        u64::from_str_radix(hi, 16).ok()?,
-    ))
-}
-
-/// The stack pointer of /proc/PID/task/TID/syscall: "NR ARG1..ARG6 SP PC"
-/// while in a system call; "-1 SP PC" (not in one) and "running" give None.
-fn syscall_sp(text: &str) -> Option<u64> {
-    let f: Vec<&str> = text.split_whitespace().collect();
-    if f.len() != 9 || f[0] == "-1" {
-        return None;
-    }
-    u64::from_str_radix(f[7].strip_prefix("0x")?, 16).ok()
 }
 
 /// Pages of memory the kernel's TCP sockets use (all of them, system-wide),
@@ -615,6 +661,61 @@ mod tests {
         );
     }
 
+    /// /proc/PID/maps lines: a guard and the stack above it.
+    fn stack_lines(lo: u64, guard: u64, size: u64) -> String {
+        format!(
+            "{:x}-{:x} ---p 00000000 00:00 0\n{:x}-{:x} rw-p 00000000 00:00 0\n",
+            lo,
+            lo + guard,
+            lo + guard,
+            lo + guard + size
+        )
+    }
+
+    #[test]
+    fn the_stack_mapping_size_is_told_apart_for_glibc_and_musl_and_merged_stacks_end_where_theirs_does(
+    ) {
+        const K: u64 = 1024;
+        let heap = "55d0c0a00000-55d0c0b00000 rw-p 00000000 00:00 0 [heap]\n";
+        // glibc: a 4 KiB guard, 128 KiB mapped for a 128 KiB stack.
+        let glibc: String = (0..3)
+            .map(|i| stack_lines(0x7f00_0000_0000 + i * 0x40000, 4 * K, 128 * K))
+            .collect();
+        let v = vmas(&format!("{heap}{glibc}"));
+        assert_eq!(stack_map_bytes(&v, 128 * K), 128 * K);
+        // musl: an 8 KiB guard, 132 KiB (thread block, TLS and key slots
+        // on top); the lowest stack merged with 16 KiB of heap above it.
+        let mut musl = String::new();
+        let lo = 0x7f10_0000_0000u64;
+        musl += &format!(
+            "{:x}-{:x} ---p 00000000 00:00 0\n{:x}-{:x} rw-p 00000000 00:00 0\n",
+            lo,
+            lo + 8 * K,
+            lo + 8 * K,
+            lo + 8 * K + 148 * K
+        );
+        for i in 1..4 {
+            musl += &stack_lines(lo + i * 0x40000, 8 * K, 132 * K);
+        }
+        musl += "7f2000000000-7f2000001000 r--p 00000000 08:01 42 /usr/lib/x\n";
+        let v = vmas(&musl);
+        assert_eq!(stack_map_bytes(&v, 128 * K), 132 * K);
+        // A thread of the merged stack 4,232 bytes below its top.
+        let top = lo + 8 * K + 132 * K;
+        assert_eq!(stack_top(&v, top - 4232, 132 * K), Some(top));
+        // One of an ordinary stack: the mapping's end.
+        let top1 = lo + 0x40000 + 8 * K + 132 * K;
+        assert_eq!(stack_top(&v, top1 - 100, 132 * K), Some(top1));
+        // A pointer into the merged heap part is not taken for the stack's.
+        assert_eq!(
+            stack_top(&v, top + 100, 132 * K),
+            Some(lo + 8 * K + 148 * K)
+        );
+        assert_eq!(stack_top(&v, 1, 132 * K), None);
+        // No stack of a plausible size: the size asked for.
+        assert_eq!(stack_map_bytes(&vmas(heap), 128 * K), 128 * K);
+    }
+
     /// A thread of this process blocked in `recv` with a known buffer on
     /// its stack is found by name, and its depth, counted from the top,
     /// covers that buffer and not much more.
@@ -651,7 +752,7 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(2));
         }
-        let depth = blocked_stack_depth(pid, "cw-depth-test").expect("the reader is found");
+        let depth = blocked_stack_depth(pid, "cw-depth-test", 128).expect("the reader is found");
         assert_eq!(depth.threads, 1);
         assert!(
             (BUF as u64..2 * BUF as u64).contains(&depth.max_bytes),
@@ -660,7 +761,7 @@ mod tests {
         );
         (&client).write_all(b"x").unwrap();
         assert_eq!(reader.join().unwrap(), 1 + b'x' as usize);
-        assert_eq!(blocked_stack_depth(pid, "cw-depth-test"), None);
+        assert_eq!(blocked_stack_depth(pid, "cw-depth-test", 128), None);
     }
 
     /// The inodes of the sockets `pid` holds open.

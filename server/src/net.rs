@@ -29,7 +29,18 @@ const SPARE_KEEP: usize = 256 * 1024;
 /// a busy recipient's deliveries do not allocate, and what a queue keeps
 /// between them is bounded (a connection that never received anything
 /// past its login keeps nothing).
-pub const QUEUE_KEEP: usize = 1024;
+///
+/// 8 KiB with musl, 1 KiB with glibc: glibc keeps a freed buffer in its
+/// arenas, for the next allocation, where musl's allocator gives the
+/// group a buffer of a few KiB lived in back to the kernel (`munmap`,
+/// whose TLB shoot-down interrupts the other CPU) and maps it again at the
+/// next burst: with 1 KiB the fan-out at saturation delivered 1.5-1.6 M/s
+/// against glibc's 2.2-3.2 (README, "idle memory", the musl build).
+pub const QUEUE_KEEP: usize = if cfg!(target_env = "musl") {
+    8 * 1024
+} else {
+    1024
+};
 
 /// Fix an accepted socket's kernel send buffer at `bytes` (SO_SNDBUF, which
 /// also turns off the kernel's autotuning, that would grow it to megabytes)
@@ -825,18 +836,26 @@ pub enum ReadEnd {
 
 /// A connection's read buffer. An idle chat connection reads a login and
 /// little else, so it reads into a small buffer on its own stack (in a page
-/// the thread touches anyway) and holds no heap for reading; the first read
-/// that fills it moves to a heap buffer that grows (to `MAX_READ`) while
-/// reads keep filling it, so busy senders read in big batches, and is given
-/// back once a read is small again.
+/// the thread touches anyway) and holds no heap for reading; the second
+/// read in a row that fills it moves to a heap buffer that grows (to
+/// `MAX_READ`) while reads keep filling it, so busy senders read in big
+/// batches, and is given back once a read is small again. (A burst of up
+/// to two stack buffers, a few frames sent at once, is read in two reads
+/// and allocates nothing.)
 #[derive(Default)]
 pub struct ReadBuf {
     heap: Vec<u8>,
     filled_last: bool,
+    /// Reads in a row that filled the stack buffer.
+    small_filled: u8,
 }
 
-/// The stack buffer of [`ReadBuf::read`]'s caller.
-pub const STACK_READ: usize = 1024;
+/// The stack buffer of [`ReadBuf::read`]'s caller. Half a KiB: an idle
+/// connection's reads are a login and the odd small frame, and with musl
+/// the whole idle chain, thread block included, then fits in the stack's
+/// top page (1 KiB did not, by 136 bytes: docs/architecture.md); two reads
+/// in a row that fill it move to the heap buffer.
+pub const STACK_READ: usize = 512;
 const FIRST_HEAP_READ: usize = 4 * 1024;
 const MAX_READ: usize = 16 * 1024;
 
@@ -851,7 +870,7 @@ impl ReadBuf {
         stream: &TcpStream,
         deadline: Option<std::time::Instant>,
     ) -> Result<&'a [u8], ReadEnd> {
-        if self.filled_last {
+        if self.filled_last && (!self.heap.is_empty() || self.small_filled >= 2) {
             let len = (self.heap.len() * 4).clamp(FIRST_HEAP_READ, MAX_READ);
             self.heap.resize(len, 0);
         }
@@ -872,6 +891,10 @@ impl ReadBuf {
                 Ok(0) => return Err(ReadEnd::Eof),
                 Ok(n) => {
                     self.filled_last = n == buf.len();
+                    self.small_filled = match (self.heap.is_empty(), self.filled_last) {
+                        (true, true) => self.small_filled.saturating_add(1),
+                        _ => 0,
+                    };
                     if !self.filled_last && n <= STACK_READ / 2 && !self.heap.is_empty() {
                         // Quiet again: the next read goes to the stack buffer.
                         small[..n].copy_from_slice(&self.heap[..n]);
@@ -1099,10 +1122,72 @@ mod tests {
         // A burst bigger than QUEUE_KEEP is not kept.
         {
             let _batch = Batch::open();
-            assert!(out.enqueue(|b| b.extend_from_slice(&[8; 8192])));
+            assert!(out.enqueue(|b| b.extend_from_slice(&[8; BIG])));
         }
-        assert_eq!(read_n(&mut client, 8192), [8; 8192]);
+        assert_eq!(read_n(&mut client, BIG), [8; BIG]);
         assert_eq!(kept(&out), 0);
+    }
+
+    #[test]
+    fn two_stack_buffers_are_read_on_the_stack_and_a_stream_moves_to_the_heap() {
+        let (server, mut client) = pair();
+        let mut rbuf = ReadBuf::default();
+        let mut small = [0u8; STACK_READ];
+        let small_at = small.as_ptr() as usize;
+        let on_stack = |p: usize| (small_at..small_at + STACK_READ).contains(&p);
+        let mut read = |rbuf: &mut ReadBuf| {
+            let Ok(bytes) = rbuf.read(&mut small, &server, None) else {
+                panic!("the read failed");
+            };
+            (bytes.len(), bytes.as_ptr() as usize)
+        };
+        // A burst of a few frames, up to two buffers: no heap.
+        client.write_all(&[1; STACK_READ + 100]).unwrap();
+        let mut got = 0;
+        while got < STACK_READ + 100 {
+            let (n, p) = read(&mut rbuf);
+            assert!(on_stack(p), "read {n} bytes off the stack");
+            got += n;
+        }
+        assert!(rbuf.heap.is_empty());
+        // A stream: after two full stack reads, bigger reads from the heap.
+        client.write_all(&[2; 16 * STACK_READ]).unwrap();
+        eventually("the stream is queued", || {
+            let mut n = 0;
+            // SAFETY: FIONREAD writes the queued byte count into `n`.
+            unsafe {
+                libc::ioctl(
+                    std::os::fd::AsRawFd::as_raw_fd(&*server),
+                    libc::FIONREAD,
+                    &mut n,
+                )
+            };
+            n as usize >= 16 * STACK_READ
+        });
+        let reads: Vec<(usize, usize)> = (0..3).map(|_| read(&mut rbuf)).collect();
+        assert_eq!(reads[0].0, STACK_READ);
+        assert_eq!(reads[1].0, STACK_READ);
+        assert!(
+            !on_stack(reads[2].1) && reads[2].0 > STACK_READ,
+            "{reads:?}"
+        );
+    }
+
+    /// A burst well past [`QUEUE_KEEP`] (8 KiB with glibc, as before).
+    const BIG: usize = 8 * QUEUE_KEEP;
+
+    /// With musl a queue keeps the few KiB a fan-out burst grows it to
+    /// (see [`QUEUE_KEEP`]): freeing them costs a `munmap` there.
+    #[cfg(target_env = "musl")]
+    #[test]
+    fn with_musl_a_queue_keeps_a_burst_of_a_few_kib() {
+        let (out, mut client) = unpooled();
+        {
+            let _batch = Batch::open();
+            assert!(out.enqueue(|b| b.extend_from_slice(&[5; 4096])));
+        }
+        assert_eq!(read_n(&mut client, 4096), [5; 4096]);
+        assert!(kept(&out) >= 4096, "kept {}", kept(&out));
     }
 
     #[test]
@@ -1111,12 +1196,12 @@ mod tests {
         let (server, mut client) = pair();
         let out = outbound(&server, &pool, 1 << 20);
         // No batch: the pool's flusher sends.
-        assert!(out.enqueue(|b| b.extend_from_slice(&[1; 8192])));
-        assert_eq!(read_n(&mut client, 8192), [1; 8192]);
+        assert!(out.enqueue(|b| b.extend_from_slice(&[1; BIG])));
+        assert_eq!(read_n(&mut client, BIG), [1; BIG]);
         assert_eq!(kept(&out), 0, "a big buffer is freed");
         assert!(out.enqueue(|b| b.extend_from_slice(&[2; 100])));
         assert_eq!(read_n(&mut client, 100), [2; 100]);
-        // Not the flusher's 8 KiB buffer from the send before: its own.
+        // Not the flusher's big buffer from the send before: its own.
         let small = kept(&out);
         assert!((100..=QUEUE_KEEP).contains(&small), "kept {small}");
         pool.stop();

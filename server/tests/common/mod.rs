@@ -713,3 +713,37 @@ pub fn voice_both_ways(c: &mut BabelToAccounts) -> Vec<(u16, u32)> {
     }
     seqs
 }
+
+/// The /proc directories of a process's threads named `comm` (the test
+/// of an idle thread's stack and the benchmark's idle workload).
+pub fn tasks_named(pid: u32, comm: &str) -> Vec<std::path::PathBuf> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .map(|t| t.path())
+        .filter(|dir| {
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|name| name.trim_end() == comm)
+        })
+        .collect()
+}
+
+/// "start-end perms ..." of a /proc/PID/maps line.
+pub fn map_range(line: &str) -> Option<(u64, u64)> {
+    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        u64::from_str_radix(lo, 16).ok()?,
+        u64::from_str_radix(hi, 16).ok()?,
+    ))
+}
+
+/// The stack pointer of /proc/PID/task/TID/syscall: "NR ARG1..ARG6 SP PC"
+/// while in a system call; "-1 SP PC" (not in one) and "running" give None.
+pub fn syscall_sp(text: &str) -> Option<u64> {
+    let f: Vec<&str> = text.split_whitespace().collect();
+    if f.len() != 9 || f[0] == "-1" {
+        return None;
+    }
+    u64::from_str_radix(f[7].strip_prefix("0x")?, 16).ok()
+}
