@@ -26,8 +26,11 @@ build: deps
 run: deps
 	$(CARGO) run --release -p chinwagd
 
+# The second line: what only an optimised chinwagd shows (an idle
+# connection thread's stack depth, issue 13), checked on the release build.
 test: deps
 	$(CARGO) test --workspace $(FEATURES)
+	$(CARGO) test --release -p chinwagd --test process an_idle_chatos_thread_holds_little_more_stack_than_a_parked_one
 
 # chinwagd built against musl, at target/x86_64-unknown-linux-musl/release/
 # chinwagd. Its own deps step installs only musl-tools and Rust's musl

@@ -216,8 +216,8 @@ fn an_idle_chatos_thread_holds_little_more_stack_than_a_parked_one() {
         // Unoptimised frames are 1.5-2x the release's (1,832 bytes here
         // where the release has 984): they say nothing of what ships.
         eprintln!(
-            "SKIPPED: an unoptimised chinwagd's stack; run `make test-musl` \
-             or `cargo test --release -p chinwagd --test process`"
+            "SKIPPED in this build: an unoptimised chinwagd's stack; `make test` runs \
+             this test again on the release build (`make test-musl` for musl)"
         );
         return;
     }
