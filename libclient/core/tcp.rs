@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chinwag_proto::{Decode, DecodeError, Decoder};
+use chinwag_proto::{eintr, Decode, DecodeError, Decoder};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{end, sealed, spawn, Error, ErrorKind, Event, Result, CONNECT_TIMEOUT};
@@ -68,13 +68,14 @@ pub(crate) fn first_frame<T: Decode>(
         if left.is_zero() {
             break Err(Silence::TimedOut);
         }
-        if let Err(e) = sock.set_read_timeout(Some(left)) {
-            break Err(Silence::Io(e));
-        }
-        match (&*sock).read(&mut chunk) {
+        match eintr::retry_until(
+            deadline,
+            |left| sock.set_read_timeout(Some(left)),
+            || (&*sock).read(&mut chunk),
+        ) {
             Ok(0) => break Err(Silence::Eof),
             Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The deadline is checked above.
             Err(e)
                 if matches!(
                     e.kind(),
@@ -218,7 +219,7 @@ fn read_frames<P: Frames>(p: &Arc<P>, mut sock: TcpStream, mut decoder: Decoder<
         if decoder.buffered() == 0 {
             p.drained();
         }
-        match sock.read(&mut chunk) {
+        match eintr::retry(|| sock.read(&mut chunk)) {
             Ok(0) => {
                 break Event::Disconnected {
                     code: ErrorKind::Closed,
@@ -226,7 +227,6 @@ fn read_frames<P: Frames>(p: &Arc<P>, mut sock: TcpStream, mut decoder: Decoder<
                 }
             }
             Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 break Event::Disconnected {
                     code: ErrorKind::Io,

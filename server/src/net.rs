@@ -255,7 +255,7 @@ impl Outbound {
             let mut at = 0;
             while at < spare.len() {
                 let end = spare.len().min(at + BLOCKING_CHUNK);
-                match (&*self.stream).write(&spare[at..end]) {
+                match chinwag_proto::eintr::retry(|| (&*self.stream).write(&spare[at..end])) {
                     Ok(0) => {
                         self.fail(&io::ErrorKind::WriteZero.into());
                         return false;
@@ -265,7 +265,6 @@ impl Outbound {
                         self.state.lock().in_flight -= n;
                         self.drained.notify_all();
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         self.fail(&e);
                         return false;
@@ -925,7 +924,8 @@ impl SmallListener {
         let thread = thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || loop {
-                let conn = accept();
+                // A signal is no failure: no back-off for it.
+                let conn = chinwag_proto::eintr::retry(&mut accept);
                 if stop2.load(Ordering::Acquire) {
                     break;
                 }
