@@ -7,7 +7,6 @@
 //! of several dialects talk, must end no connection, lose no message, fail
 //! no HTTP request and drop no relayed call.
 
-#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 #[path = "../../tests/common/storm.rs"]

@@ -61,15 +61,16 @@ impl Storm {
                 let me = unsafe { libc::gettid() };
                 let end = Instant::now() + limit;
                 let mut sent = 0u64;
-                let mut tids = threads(pid);
-                let mut round = 0u32;
+                let mut tids = Vec::new();
+                let mut rounds_left = 0u32;
                 while !stop2.load(Ordering::Acquire) && Instant::now() < end {
                     // The list of threads, fresh every 10 rounds: sessions
                     // start threads as they go.
-                    if round % 10 == 0 {
+                    if rounds_left == 0 {
                         tids = threads(pid);
+                        rounds_left = 10;
                     }
-                    round += 1;
+                    rounds_left -= 1;
                     for &tid in tids.iter().filter(|&&t| t != me) {
                         // SAFETY: tgkill only sends a signal; a thread
                         // that has ended meanwhile gives ESRCH.
