@@ -43,6 +43,18 @@ fn slow_get(addr: SocketAddr) -> u16 {
         .unwrap_or(0)
 }
 
+/// The daemon, stopped (killed if it must be) and its files removed when
+/// the test ends, failed or not.
+struct Running(Chinwagd, std::path::PathBuf);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+        std::fs::remove_dir_all(&self.1).ok();
+    }
+}
+
 #[test]
 fn a_sighup_storm_during_traffic_ends_no_connection_and_loses_nothing() {
     let dir = temp_dir("signals");
@@ -51,7 +63,8 @@ fn a_sighup_storm_during_traffic_ends_no_connection_and_loses_nothing() {
         .args(["--admin-socket", "off", "--metrics-addr", "127.0.0.1:0"])
         .arg("--db")
         .arg(dir.join("c.db"));
-    let mut d = Chinwagd::spawn(&mut cmd);
+    let mut run = Running(Chinwagd::spawn(&mut cmd), dir);
+    let d = &mut run.0;
     let metrics = d.metrics.expect("the metrics endpoint");
     let (mut ca, mut cb) = (chatos(d.chatos, "ann"), chatos(d.chatos, "bob"));
     let (mut aa, mut ab) = friends(d.accounts, ("al", d.accounts), ("bo", d.accounts));
@@ -144,6 +157,8 @@ fn a_sighup_storm_during_traffic_ends_no_connection_and_loses_nothing() {
     assert!(d.child.try_wait().unwrap().is_none(), "chinwagd still runs");
     // SAFETY: a signal to our own child.
     unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
-    let _ = d.child.wait();
-    std::fs::remove_dir_all(&dir).ok();
+    assert!(
+        d.child.wait().unwrap().success(),
+        "a clean stop after the storm"
+    );
 }
