@@ -214,9 +214,14 @@ impl VoiceOut for VoiceSink {
         }
         .to_bytes();
         let _g = self.write_lock.lock();
-        (&self.sock)
-            .write_all(&bytes)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("sending voice failed: {e}")))
+        // Signals neither fail the send nor stretch its time-out.
+        eintr::write_all_within(
+            VOICE_WRITE_TIMEOUT,
+            |left| self.sock.set_write_timeout(Some(left)),
+            |b| (&self.sock).write(b),
+            &bytes,
+        )
+        .map_err(|e| Error::new(ErrorKind::Io, format!("sending voice failed: {e}")))
     }
 
     fn shutdown(&self) {

@@ -64,6 +64,27 @@ pub fn retry_until<T>(
     }
 }
 
+/// All of `buf` through `write` (one `write(2)` on a socket with a send
+/// time-out), where a write that makes no progress for `limit` fails: each
+/// call is a [`retry_until`] of its own from the last progress, so signals
+/// neither fail the write nor stretch the time-out. std's `write_all` also
+/// retries `EINTR`, but restarts the socket's whole time-out each time.
+pub fn write_all_within(
+    limit: Duration,
+    mut arm: impl FnMut(Duration) -> io::Result<()>,
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    buf: &[u8],
+) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        match retry_until(Instant::now() + limit, &mut arm, || write(&buf[at..]))? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => at += n,
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +137,46 @@ mod tests {
         assert!(armed.len() >= 2, "{armed:?}");
         assert!(armed.windows(2).all(|w| w[1] < w[0]), "{armed:?}");
         assert!(armed[0] <= Duration::from_millis(60));
+    }
+
+    #[test]
+    fn write_all_within_writes_everything_through_signals_and_short_writes() {
+        let mut out = Vec::new();
+        let mut calls = 0;
+        write_all_within(
+            Duration::from_secs(60),
+            |_| Ok(()),
+            |b| {
+                calls += 1;
+                if calls % 2 == 1 {
+                    return Err(eintr());
+                }
+                let n = b.len().min(3);
+                out.extend_from_slice(&b[..n]);
+                Ok(n)
+            },
+            b"hello, world",
+        )
+        .unwrap();
+        assert_eq!(out, b"hello, world");
+        let e = write_all_within(Duration::from_secs(60), |_| Ok(()), |_| Ok(0), b"x");
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn write_all_within_fails_once_no_progress_is_made_for_the_limit() {
+        let t = Instant::now();
+        let e = write_all_within(
+            Duration::from_millis(50),
+            |_| Ok(()),
+            |_| {
+                std::thread::sleep(Duration::from_millis(2));
+                Err(eintr())
+            },
+            b"stalled",
+        );
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     }
 
     #[test]

@@ -982,10 +982,19 @@ impl SmallListener {
     }
 }
 
+/// Signals for the tests (tests/common/storm.rs, shared with the
+/// integration tests).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/common/storm.rs"]
+mod storm;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
+
+    use storm::{catch_without_restart, pester};
 
     /// A connected pair: the server's end (as `Outbound` sees it) and the
     /// client's.
@@ -1218,8 +1227,6 @@ mod tests {
         (outbound(&Arc::new(ours), &pool, limit), peer)
     }
 
-    extern "C" fn ignore(_: libc::c_int) {}
-
     /// A blocking write to a peer that never reads fails after the write
     /// time-out even while signals keep interrupting it: SO_SNDTIMEO starts
     /// again from zero after each one, so without a deadline of its own a
@@ -1227,13 +1234,8 @@ mod tests {
     /// sent only to the writer's thread) kept the peer forever.
     #[test]
     fn a_stalled_write_times_out_under_a_stream_of_signals() {
-        // SAFETY: a no-op handler; no other test sends SIGUSR2.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
-            libc::sigemptyset(&mut sa.sa_mask);
-            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
-        }
+        // No other test sends SIGUSR2.
+        catch_without_restart(libc::SIGUSR2);
         let (out, _peer) = stalled(1 << 20);
         // As Outbound::new would have set it for this time-out.
         out.stream
@@ -1266,12 +1268,9 @@ mod tests {
             })
         };
         let tid = tid_rx.recv().unwrap();
-        // At most 5 s of signals, every millisecond, to the writer only.
-        while !writer.is_finished() && started.elapsed() < Duration::from_secs(5) {
-            // SAFETY: the thread is alive until joined below.
-            unsafe { libc::pthread_kill(tid, libc::SIGUSR2) };
-            thread::sleep(Duration::from_millis(1));
-        }
+        pester(tid, libc::SIGUSR2, Duration::from_secs(5), || {
+            !writer.is_finished()
+        });
         let took = started.elapsed();
         assert!(
             !writer.join().unwrap(),

@@ -1,6 +1,8 @@
 //! A storm of signals into every thread of a process, for the tests that
 //! prove a signal never ends a session (tests/signals.rs, and chinwagd's
-//! server/tests/signals.rs, which includes this file).
+//! server/tests/signals.rs, which includes this file), or into one thread
+//! (the unit tests of timed writes in libclient/core/tcp.rs and
+//! server/src/net.rs include it too).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -30,6 +32,18 @@ pub fn catch_without_restart(sig: libc::c_int) {
             0,
             "sigaction"
         );
+    }
+}
+
+/// Send `sig` to thread `tid` of this process about every millisecond while
+/// `go` says so, for at most `limit`.
+pub fn pester(tid: libc::pthread_t, sig: libc::c_int, limit: Duration, go: impl Fn() -> bool) {
+    let end = Instant::now() + limit;
+    while go() && Instant::now() < end {
+        // SAFETY: the caller keeps the thread joinable (not yet joined)
+        // while `go` holds, so its id stays valid.
+        unsafe { libc::pthread_kill(tid, sig) };
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
