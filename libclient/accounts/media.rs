@@ -100,7 +100,7 @@ impl VoiceOut for Sender {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the call is over"));
         }
-        match self.sock.send_to(unit, self.peer) {
+        match chinwag_proto::eintr::retry(|| self.sock.send_to(unit, self.peer)) {
             Ok(_) => Ok(()),
             // The peer's port is closed (an ICMP answer to an earlier
             // datagram): it may be starting or gone; signalling decides.

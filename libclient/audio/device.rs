@@ -143,6 +143,25 @@ mod imp {
     use rodio::cpal::{self, SampleFormat, StreamConfig};
     use rodio::{DeviceSinkBuilder, MixerDeviceSink, Player, Source};
 
+    /// Whether a stream error only says that a signal interrupted the
+    /// device thread's wait: cpal's ALSA thread hands the `EINTR` of its
+    /// `poll` (never restarted, whatever `SA_RESTART` says) to the error
+    /// callback as a backend error, then simply polls again. The stream is
+    /// fine; only alsa's text of the errno tells it apart.
+    pub(super) fn interrupted(e: &cpal::Error) -> bool {
+        e.kind() == cpal::ErrorKind::BackendError
+            && e.message()
+                .is_some_and(|m| m.contains("Interrupted system call"))
+    }
+
+    /// The speaker's stream errors: a signal is nothing, anything else is
+    /// logged (rodio's default would print every one on stderr).
+    fn speaker_error(e: cpal::Error) {
+        if !interrupted(&e) {
+            log::warn!("speaker: {e}");
+        }
+    }
+
     use super::super::codec::{FRAME_SAMPLES, SAMPLE_RATE};
     use super::{convert_frame, to_i16, AudioError, DeviceInfo, Level, CAPTURE_BUFFER_MS};
 
@@ -300,7 +319,10 @@ mod imp {
             let device = find(name, false, "speaker")?;
             let info = info(&device);
             let mut sink = DeviceSinkBuilder::from_device(device)
-                .and_then(|b| b.open_sink_or_fallback())
+                .and_then(|b| {
+                    b.with_error_callback(speaker_error as fn(cpal::Error))
+                        .open_sink_or_fallback()
+                })
                 .map_err(|e| open_error(name, "speaker", &info.id, e))?;
             sink.log_on_drop(false);
             let level = Arc::new(Level::default());
@@ -432,6 +454,10 @@ mod imp {
             };
             let c3 = captured.clone();
             let on_error = move |e: cpal::Error| {
+                // A signal is no failure: the device thread polls again.
+                if interrupted(&e) {
+                    return;
+                }
                 c3.samples.lock().failed = Some(e.to_string());
                 c3.arrived.notify_all();
             };
@@ -591,6 +617,25 @@ mod tests {
         assert_eq!(to_i16(-1.5), -32768);
         assert_eq!(clamp_volume(f32::NAN), 1.0);
         assert_eq!(clamp_volume(9.0), MAX_VOLUME);
+    }
+
+    /// cpal's ALSA thread reports an interrupted poll as a backend error
+    /// (alsa's text of EINTR) and carries on: neither end of the stream.
+    #[cfg(feature = "device")]
+    #[test]
+    fn an_interrupted_device_wait_is_no_failure() {
+        use rodio::cpal::{Error, ErrorKind};
+        let eintr = Error::with_message(
+            ErrorKind::BackendError,
+            "ALSA function 'poll' failed with error 'Interrupted system call (4)'",
+        );
+        assert!(imp::interrupted(&eintr));
+        let eio = Error::with_message(
+            ErrorKind::BackendError,
+            "ALSA function 'poll' failed with error 'I/O error (5)'",
+        );
+        assert!(!imp::interrupted(&eio));
+        assert!(!imp::interrupted(&ErrorKind::DeviceNotAvailable.into()));
     }
 
     #[test]

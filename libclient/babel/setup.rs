@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::babel::{Decoder, Frame, MAX_VOICE};
+use chinwag_proto::eintr;
 use parking_lot::Mutex;
 
 use super::Babel;
@@ -72,13 +73,12 @@ pub(super) fn ring(
         if cancel.load(Ordering::Acquire) || babel.core.closed_locally() {
             return;
         }
-        match listener.accept() {
+        match eintr::retry(|| listener.accept()) {
             Ok((sock, from)) => {
                 log::debug!("call with {peer}: connection from {from}");
                 break sock;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let e = Error::new(ErrorKind::Io, format!("call listener failed: {e}"));
                 return babel.call_failed(peer, token, e);
@@ -214,9 +214,14 @@ impl VoiceOut for VoiceSink {
         }
         .to_bytes();
         let _g = self.write_lock.lock();
-        (&self.sock)
-            .write_all(&bytes)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("sending voice failed: {e}")))
+        // Signals neither fail the send nor stretch its time-out.
+        eintr::write_all_within(
+            VOICE_WRITE_TIMEOUT,
+            |left| self.sock.set_write_timeout(Some(left)),
+            |b| (&self.sock).write(b),
+            &bytes,
+        )
+        .map_err(|e| Error::new(ErrorKind::Io, format!("sending voice failed: {e}")))
     }
 
     fn shutdown(&self) {
@@ -256,7 +261,7 @@ impl VoiceIn for VoiceFrames {
                     ))
                 }
             }
-            match self.sock.read(&mut self.chunk) {
+            match eintr::retry(|| self.sock.read(&mut self.chunk)) {
                 Ok(0) => {
                     return Err(Error::new(
                         ErrorKind::Closed,
@@ -264,7 +269,6 @@ impl VoiceIn for VoiceFrames {
                     ))
                 }
                 Ok(n) => self.decoder.push(&self.chunk[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     return Err(Error::new(
                         ErrorKind::Io,

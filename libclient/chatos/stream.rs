@@ -5,7 +5,9 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Weak;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::eintr;
 
 use parking_lot::Mutex;
 
@@ -83,35 +85,41 @@ impl Stream {
             return Err(self.closed());
         }
         let _g = self.read_lock.lock();
-        let wait = timeout.map(|t| t.max(POLL_WAIT));
-        self.sock
-            .set_read_timeout(wait)
-            .map_err(|e| Error::new(ErrorKind::Io, format!("socket: {e}")))?;
-        loop {
-            match (&self.sock).read(buf) {
-                Ok(0) => {
-                    self.ends.lock().read_eof = true;
-                    return Err(Error::new(ErrorKind::Closed, "the peer finished sending"));
+        // A signal restarts nothing: the wait after one is what is left
+        // of `timeout`, not all of it again.
+        let read = match timeout {
+            Some(t) => eintr::retry_until(
+                Instant::now() + t.max(POLL_WAIT),
+                |left| self.sock.set_read_timeout(Some(left)),
+                || (&self.sock).read(buf),
+            ),
+            None => self
+                .sock
+                .set_read_timeout(None)
+                .and_then(|()| eintr::retry(|| (&self.sock).read(buf))),
+        };
+        match read {
+            Ok(0) => {
+                self.ends.lock().read_eof = true;
+                Err(Error::new(ErrorKind::Closed, "the peer finished sending"))
+            }
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(Error::new(
+                    ErrorKind::Timeout,
+                    "nothing to read before the time limit",
+                ))
+            }
+            Err(e) => {
+                if self.ends.lock().closed {
+                    return Err(self.closed());
                 }
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        "nothing to read before the time limit",
-                    ))
-                }
-                Err(e) => {
-                    if self.ends.lock().closed {
-                        return Err(self.closed());
-                    }
-                    return Err(Error::new(ErrorKind::Io, format!("read failed: {e}")));
-                }
+                Err(Error::new(ErrorKind::Io, format!("read failed: {e}")))
             }
         }
     }

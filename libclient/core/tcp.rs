@@ -8,7 +8,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chinwag_proto::{Decode, DecodeError, Decoder};
+use chinwag_proto::{eintr, Decode, DecodeError, Decoder};
 use parking_lot::{Mutex, MutexGuard};
 
 use super::{end, sealed, spawn, Error, ErrorKind, Event, Result, CONNECT_TIMEOUT};
@@ -68,13 +68,14 @@ pub(crate) fn first_frame<T: Decode>(
         if left.is_zero() {
             break Err(Silence::TimedOut);
         }
-        if let Err(e) = sock.set_read_timeout(Some(left)) {
-            break Err(Silence::Io(e));
-        }
-        match (&*sock).read(&mut chunk) {
+        match eintr::retry_until(
+            deadline,
+            |left| sock.set_read_timeout(Some(left)),
+            || (&*sock).read(&mut chunk),
+        ) {
             Ok(0) => break Err(Silence::Eof),
             Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The deadline is checked above.
             Err(e)
                 if matches!(
                     e.kind(),
@@ -110,6 +111,8 @@ pub(crate) struct Tcp {
     sock: TcpStream,
     server: SocketAddr,
     write_lock: Mutex<()>,
+    /// A write making no progress this long fails ([`WRITE_TIMEOUT`]).
+    write_timeout: Duration,
 }
 
 impl Tcp {
@@ -129,6 +132,7 @@ impl Tcp {
             sock,
             server,
             write_lock: Mutex::new(()),
+            write_timeout: WRITE_TIMEOUT,
         })
     }
 
@@ -157,7 +161,14 @@ impl Tcp {
         if core.is_dead() {
             return Err(Error::closed());
         }
-        (&self.sock).write_all(bytes).map_err(|e| {
+        // Signals neither fail the write nor stretch its time-out.
+        eintr::write_all_within(
+            self.write_timeout,
+            |left| self.sock.set_write_timeout(Some(left)),
+            |b| (&self.sock).write(b),
+            bytes,
+        )
+        .map_err(|e| {
             if core.is_dead() {
                 Error::closed()
             } else {
@@ -218,7 +229,7 @@ fn read_frames<P: Frames>(p: &Arc<P>, mut sock: TcpStream, mut decoder: Decoder<
         if decoder.buffered() == 0 {
             p.drained();
         }
-        match sock.read(&mut chunk) {
+        match eintr::retry(|| sock.read(&mut chunk)) {
             Ok(0) => {
                 break Event::Disconnected {
                     code: ErrorKind::Closed,
@@ -226,7 +237,6 @@ fn read_frames<P: Frames>(p: &Arc<P>, mut sock: TcpStream, mut decoder: Decoder<
                 }
             }
             Ok(n) => decoder.push(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 break Event::Disconnected {
                     code: ErrorKind::Io,
@@ -237,4 +247,63 @@ fn read_frames<P: Frames>(p: &Arc<P>, mut sock: TcpStream, mut decoder: Decoder<
         p.core().checkpoint();
     };
     end(&**p, terminal);
+}
+
+/// Signals for the tests (tests/common/storm.rs, shared with the
+/// integration tests).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/common/storm.rs"]
+mod storm;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    use storm::{catch_without_restart, pester};
+
+    /// A write to a server that never reads fails after the write time-out
+    /// even while signals keep interrupting it (SIGUSR2, caught without
+    /// SA_RESTART, sent only to the writing thread): std's `write_all`
+    /// retried each EINTR with the socket's whole time-out again, so the
+    /// application's call hung for as long as the signals lasted.
+    #[test]
+    fn a_stalled_write_fails_in_time_under_a_stream_of_signals() {
+        // No other test sends SIGUSR2.
+        catch_without_restart(libc::SIGUSR2);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let sock = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (_server, _) = l.accept().unwrap();
+        let limit = Duration::from_millis(300);
+        sock.set_write_timeout(Some(limit)).unwrap();
+        let tcp = Arc::new(Tcp {
+            server: sock.peer_addr().unwrap(),
+            sock,
+            write_lock: Mutex::new(()),
+            write_timeout: limit,
+        });
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        let writer = {
+            let tcp = tcp.clone();
+            std::thread::spawn(move || {
+                // SAFETY: pthread_self has no preconditions.
+                tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
+                // More than both sockets' buffers can hold.
+                tcp.write(&super::super::Core::new(8), &vec![7u8; 64 << 20])
+            })
+        };
+        let tid = tid_rx.recv().unwrap();
+        pester(tid, libc::SIGUSR2, Duration::from_secs(5), || {
+            !writer.is_finished()
+        });
+        let took = started.elapsed();
+        let e = writer.join().unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorKind::Io, "{e:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "a 300 ms write time-out took {took:?} under signals"
+        );
+    }
 }

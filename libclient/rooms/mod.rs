@@ -177,7 +177,7 @@ impl Link {
     }
 
     fn send_to(&self, to: SocketAddr, bytes: &[u8]) {
-        if let Err(e) = self.sock.send_to(bytes, to) {
+        if let Err(e) = chinwag_proto::eintr::retry(|| self.sock.send_to(bytes, to)) {
             log::debug!("rooms: send to {to} failed: {e}");
         }
     }
@@ -293,10 +293,15 @@ fn read_loop(shared: &Rooms) {
                 link.with(shared, |m| m.datagram(Instant::now(), from, d));
             }
             Ok((_, from)) => log::debug!("rooms: oversized datagram from {from} dropped"),
+            // Nothing within the tick, or a signal: the timers are due
+            // either way (a retry would wait a whole tick again, so a
+            // steady stream of signals would starve them).
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             // ICMP errors surface here on some systems: not fatal for UDP.
             Err(e) => {

@@ -1,12 +1,14 @@
 //! Sans-IO wire codecs for every chinwag dialect, shared by the server and the
 //! client library so that each byte layout lives in exactly one place.
-//! Nothing here touches a socket or reads the clock.
+//! Nothing here touches a socket or reads the clock, except [`eintr`]: the
+//! one rule, shared by both, for a system call a signal interrupted.
 
 pub mod accounts;
 pub mod babel;
 pub mod bus;
 pub mod chatos;
 pub mod cursor;
+pub mod eintr;
 pub mod rooms;
 pub mod voice;
 

@@ -543,7 +543,8 @@ fn spawn_acceptor(
     thread::Builder::new()
         .name(format!("cw-accept-{dialect}"))
         .spawn(move || {
-            for conn in listener.incoming() {
+            loop {
+                let conn = chinwag_proto::eintr::retry(|| listener.accept().map(|(s, _)| s));
                 if shared.registry.stopping() {
                     break;
                 }

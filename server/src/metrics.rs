@@ -573,11 +573,13 @@ fn serve_http(mut stream: TcpStream, pages: &(dyn Fn(&str) -> Page + Send + Sync
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let (method, path) = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
-            return;
-        }
-        match stream.read(&mut chunk) {
+        // A signal neither ends the request nor restarts its deadline.
+        let read = chinwag_proto::eintr::retry_until(
+            deadline,
+            |left| stream.set_read_timeout(Some(left)),
+            || (&stream).read(&mut chunk),
+        );
+        match read {
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&chunk[..n]),
         }

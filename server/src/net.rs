@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -124,6 +124,8 @@ pub struct Outbound {
     drained: Condvar,
     pool: Arc<FlushPool>,
     limit: usize,
+    /// A blocking write that makes no progress this long fails.
+    write_timeout: Duration,
     label: String,
     /// Counts why the server dropped this peer.
     metrics: Arc<Metrics>,
@@ -151,6 +153,7 @@ impl Outbound {
             drained: Condvar::new(),
             pool: pool.clone(),
             limit,
+            write_timeout,
             label,
             metrics,
         })
@@ -266,7 +269,14 @@ impl Outbound {
             let mut at = 0;
             while at < spare.len() {
                 let end = spare.len().min(at + BLOCKING_CHUNK);
-                match (&*self.stream).write(&spare[at..end]) {
+                // The write time-out counts from here however many signals
+                // interrupt the wait (each would restart SO_SNDTIMEO whole).
+                let written = chinwag_proto::eintr::retry_until(
+                    Instant::now() + self.write_timeout,
+                    |left| self.stream.set_write_timeout(Some(left)),
+                    || (&*self.stream).write(&spare[at..end]),
+                );
+                match written {
                     Ok(0) => {
                         self.fail(&io::ErrorKind::WriteZero.into());
                         return false;
@@ -276,7 +286,6 @@ impl Outbound {
                         self.state.lock().in_flight -= n;
                         self.drained.notify_all();
                     }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
                         self.fail(&e);
                         return false;
@@ -948,7 +957,8 @@ impl SmallListener {
         let thread = thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || loop {
-                let conn = accept();
+                // A signal is no failure: no back-off for it.
+                let conn = chinwag_proto::eintr::retry(&mut accept);
                 if stop2.load(Ordering::Acquire) {
                     break;
                 }
@@ -995,11 +1005,19 @@ impl SmallListener {
     }
 }
 
+/// Signals for the tests (tests/common/storm.rs, shared with the
+/// integration tests).
+#[cfg(test)]
+#[allow(dead_code)]
+#[path = "../../tests/common/storm.rs"]
+mod storm;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use std::time::Instant;
+
+    use storm::{catch_without_restart, pester};
 
     /// A connected pair: the server's end (as `Outbound` sees it) and the
     /// client's.
@@ -1292,6 +1310,61 @@ mod tests {
         let pool = FlushPool::new(1).unwrap();
         pool.stop();
         (outbound(&Arc::new(ours), &pool, limit), peer)
+    }
+
+    /// A blocking write to a peer that never reads fails after the write
+    /// time-out even while signals keep interrupting it: SO_SNDTIMEO starts
+    /// again from zero after each one, so without a deadline of its own a
+    /// steady stream of signals (here SIGUSR2, caught without SA_RESTART,
+    /// sent only to the writer's thread) kept the peer forever.
+    #[test]
+    fn a_stalled_write_times_out_under_a_stream_of_signals() {
+        // No other test sends SIGUSR2.
+        catch_without_restart(libc::SIGUSR2);
+        let (out, _peer) = stalled(1 << 20);
+        // As Outbound::new would have set it for this time-out.
+        out.stream
+            .set_write_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let out = Arc::new(Outbound {
+            write_timeout: Duration::from_millis(300),
+            stream: out.stream.clone(),
+            state: Mutex::new(OutState {
+                buf: vec![7; 256 * 1024],
+                flushing: true,
+                closed: false,
+                in_flight: 0,
+                bell: None,
+            }),
+            drained: Condvar::new(),
+            pool: out.pool.clone(),
+            limit: out.limit,
+            label: "test".into(),
+            metrics: out.metrics.clone(),
+        });
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        let writer = {
+            let out = out.clone();
+            thread::spawn(move || {
+                // SAFETY: pthread_self has no preconditions.
+                tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
+                out.drain_blocking(&mut Vec::new())
+            })
+        };
+        let tid = tid_rx.recv().unwrap();
+        pester(tid, libc::SIGUSR2, Duration::from_secs(5), || {
+            !writer.is_finished()
+        });
+        let took = started.elapsed();
+        assert!(
+            !writer.join().unwrap(),
+            "the write to a stalled peer failed"
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "a 300 ms write time-out took {took:?} under signals"
+        );
     }
 
     /// Bytes a writer has taken out of the queue but not yet written still

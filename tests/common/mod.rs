@@ -6,6 +6,7 @@
 pub mod alsa;
 pub mod forwarder;
 pub mod signal;
+pub mod storm;
 mod tools;
 
 pub use tools::*;

@@ -164,7 +164,8 @@ pub fn accept_loop(
     stop: Arc<AtomicBool>,
 ) {
     let busy = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
+    loop {
+        let conn = chinwag_proto::eintr::retry(|| listener.accept().map(|(s, _)| s));
         if stop.load(Ordering::Acquire) {
             return;
         }

@@ -16,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::babel::{Decoder, Frame};
+use chinwag_proto::eintr;
 
 use super::alloc::{Alloc, BabelEnd};
 use super::Inner;
@@ -109,7 +110,7 @@ pub(super) fn spawn_accept(
             if Instant::now() > deadline {
                 return inner.tell_ended(a.id, Some(side));
             }
-            match listener.accept() {
+            match eintr::retry(|| listener.accept()) {
                 Ok((s, at)) if expected(inner, &a, side, from, at.ip().to_canonical()) => break s,
                 Ok((s, _)) => {
                     // Someone else found the port: closed at once.
@@ -160,7 +161,7 @@ pub(super) fn spawn_dial(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, to: Socke
         if a.closed.load(Ordering::Acquire) {
             return;
         }
-        let _ = stream.set_read_timeout(Some(DIAL_TIMEOUT));
+        let deadline = Instant::now() + DIAL_TIMEOUT;
         let mut dec = Decoder::new();
         let mut buf = [0u8; READ_CHUNK];
         // The caller, the accepting side, greets first (seed 001).
@@ -170,7 +171,13 @@ pub(super) fn spawn_dial(inner: Arc<Inner>, a: Arc<Alloc>, side: Side, to: Socke
                 Ok(Some(_)) | Err(_) => break false,
                 Ok(None) => {}
             }
-            match (&stream).read(&mut buf) {
+            // A signal neither ends the wait nor restarts it.
+            let read = eintr::retry_until(
+                deadline,
+                |left| stream.set_read_timeout(Some(left)),
+                || (&stream).read(&mut buf),
+            );
+            match read {
                 Ok(0) | Err(_) => break false,
                 Ok(n) => dec.push(&buf[..n]),
             }
@@ -253,7 +260,7 @@ fn read_voice(
                 }
             }
         }
-        match (&**stream).read(&mut buf) {
+        match eintr::retry(|| (&**stream).read(&mut buf)) {
             Ok(0) | Err(_) => ok = false,
             Ok(n) => dec.push(&buf[..n]),
         }

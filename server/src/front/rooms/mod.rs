@@ -479,7 +479,7 @@ impl Ctx {
                 }
                 _ => to,
             };
-            if let Err(e) = self.sock.send_to(&bytes, to) {
+            if let Err(e) = chinwag_proto::eintr::retry(|| self.sock.send_to(&bytes, to)) {
                 log::debug!("rooms: send to {to} failed: {e}");
             }
         }

@@ -1,0 +1,194 @@
+//! The one rule for a system call that a signal interrupted (`EINTR`,
+//! [`io::ErrorKind::Interrupted`]): nothing failed, the call is made again.
+//!
+//! A signal caught by a handler installed without `SA_RESTART` (common in
+//! the applications libchinwag is embedded in: Python, timers, profilers)
+//! makes a blocking `read`, `recv`, `accept`, `send` or `poll` of whichever
+//! thread it lands on return `EINTR`; with `SA_RESTART` (chinwagd's own
+//! handlers) a socket call with a time-out (`SO_RCVTIMEO`) still does, see
+//! signal(7). std retries it inside `read_exact`, `write_all`, `read_until`
+//! and `connect_timeout`, but not in a plain `read`, `recv_from`, `accept`
+//! or `send_to`. Every such call in the server and the library goes
+//! through one of these two functions, or through a loop that takes
+//! `Interrupted` for "nothing yet" and then looks at its clock and flags.
+//!
+//! A non-blocking call (`O_NONBLOCK`, `MSG_DONTWAIT`) never sleeps, so it
+//! is never interrupted.
+//!
+//! This is the only code in this crate that is about I/O; it touches no
+//! socket itself.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+/// Whether `e` only says that a signal handler ran during the call.
+pub fn interrupted(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Interrupted
+}
+
+/// `op` again for as long as a signal interrupts it; any other result,
+/// success or error, is returned.
+pub fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+    loop {
+        match op() {
+            Err(e) if interrupted(&e) => {}
+            r => return r,
+        }
+    }
+}
+
+/// A blocking call that must end by `deadline`, whose wait is bounded by a
+/// time-out of its own (a socket's read time-out): `arm` is given the time
+/// left before every attempt, so a retry after a signal waits only for the
+/// rest. The kernel restarts an interrupted `SO_RCVTIMEO` wait with the
+/// whole time-out, so retrying without re-arming would let a steady stream
+/// of signals push the deadline back without end. Once the deadline has
+/// passed, the result is `ErrorKind::TimedOut` without calling `op`; the
+/// time-out of `op` itself shows as `op` reports it (`WouldBlock` for a
+/// socket).
+pub fn retry_until<T>(
+    deadline: Instant,
+    mut arm: impl FnMut(Duration) -> io::Result<()>,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        arm(left)?;
+        match op() {
+            Err(e) if interrupted(&e) => {}
+            r => return r,
+        }
+    }
+}
+
+/// All of `buf` through `write` (one `write(2)` on a socket with a send
+/// time-out), where a write that makes no progress for `limit` fails: each
+/// call is a [`retry_until`] of its own from the last progress, so signals
+/// neither fail the write nor stretch the time-out. std's `write_all` also
+/// retries `EINTR`, but restarts the socket's whole time-out each time.
+pub fn write_all_within(
+    limit: Duration,
+    mut arm: impl FnMut(Duration) -> io::Result<()>,
+    mut write: impl FnMut(&[u8]) -> io::Result<usize>,
+    buf: &[u8],
+) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        match retry_until(Instant::now() + limit, &mut arm, || write(&buf[at..]))? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => at += n,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    fn eintr() -> io::Error {
+        io::Error::from_raw_os_error(4)
+    }
+
+    #[test]
+    fn retry_runs_an_interrupted_call_again_and_returns_anything_else() {
+        let calls = Cell::new(0);
+        let r = retry(|| {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(eintr())
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(r.unwrap(), 7);
+        assert_eq!(calls.get(), 3);
+        calls.set(0);
+        let e = retry::<()>(|| {
+            calls.set(calls.get() + 1);
+            Err(io::ErrorKind::WouldBlock.into())
+        });
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[test]
+    fn retry_until_arms_each_attempt_with_what_is_left_and_stops_at_the_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(60);
+        let armed = std::cell::RefCell::new(Vec::new());
+        let r = retry_until::<()>(
+            deadline,
+            |left| {
+                armed.borrow_mut().push(left);
+                Ok(())
+            },
+            || {
+                std::thread::sleep(Duration::from_millis(5));
+                Err(eintr())
+            },
+        );
+        assert_eq!(r.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(Instant::now() >= deadline);
+        let armed = armed.into_inner();
+        assert!(armed.len() >= 2, "{armed:?}");
+        assert!(armed.windows(2).all(|w| w[1] < w[0]), "{armed:?}");
+        assert!(armed[0] <= Duration::from_millis(60));
+    }
+
+    #[test]
+    fn write_all_within_writes_everything_through_signals_and_short_writes() {
+        let mut out = Vec::new();
+        let mut calls = 0;
+        write_all_within(
+            Duration::from_secs(60),
+            |_| Ok(()),
+            |b| {
+                calls += 1;
+                if calls % 2 == 1 {
+                    return Err(eintr());
+                }
+                let n = b.len().min(3);
+                out.extend_from_slice(&b[..n]);
+                Ok(n)
+            },
+            b"hello, world",
+        )
+        .unwrap();
+        assert_eq!(out, b"hello, world");
+        let e = write_all_within(Duration::from_secs(60), |_| Ok(()), |_| Ok(0), b"x");
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::WriteZero);
+    }
+
+    #[test]
+    fn write_all_within_fails_once_no_progress_is_made_for_the_limit() {
+        let t = Instant::now();
+        let e = write_all_within(
+            Duration::from_millis(50),
+            |_| Ok(()),
+            |_| {
+                std::thread::sleep(Duration::from_millis(2));
+                Err(eintr())
+            },
+            b"stalled",
+        );
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn retry_until_passes_on_errors_of_arm_and_op() {
+        let far = Instant::now() + Duration::from_secs(60);
+        let e = retry_until::<()>(
+            far,
+            |_| Err(io::ErrorKind::InvalidInput.into()),
+            || unreachable!(),
+        );
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        let e = retry_until::<()>(far, |_| Ok(()), || Err(io::ErrorKind::WouldBlock.into()));
+        assert_eq!(e.unwrap_err().kind(), io::ErrorKind::WouldBlock);
+    }
+}
