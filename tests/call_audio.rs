@@ -405,6 +405,49 @@ fn accounts_call_takes_raw_payloads_and_ignores_strangers() {
     assert_eq!(wait_for(&gu, K::CW_EVENT_CALL_ENDED).peer(), "ha");
 }
 
+/// With `call_relay = "all"` the server's relay carries the call: an
+/// application's own payloads (the magic, then its bytes) pass it as the
+/// direct path would, and so does the library's decoded voice.
+#[test]
+fn accounts_call_through_the_servers_relay_carries_raw_payloads_and_pcm() {
+    let srv = chinwagd::Server::start(chinwagd::Config {
+        call_relay: "all".into(),
+        ..chinwagd::Config::ephemeral()
+    })
+    .unwrap();
+    befriend(&srv, "ik", "jo");
+    let port = srv.accounts_addr().port();
+    let (ik, jo) = (accounts_client(port, "ik"), accounts_client(port, "jo"));
+    let (a, b, _) = establish(&ik, &jo, "jo");
+    assert_eq!(srv.relayed_calls(), 1, "the call goes through the relay");
+
+    assert_eq!(a.send_voice(b"my codec frame"), R::CW_OK);
+    // The receiver reports keep coming (kind 2, 23 bytes): the payload must
+    // come among them within the wait.
+    let deadline = Instant::now() + STEP;
+    let got = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let p = b
+            .recv_voice(left.as_millis() as i32)
+            .expect("a payload through the relay");
+        if !(p.len() == 23 && p[0] == 2) {
+            break p;
+        }
+    };
+    assert_eq!(got, b"my codec frame");
+    let up = stepped_tones(&UP, STEP_MS);
+    let ticks = up.len() / FRAME + TAIL_TICKS;
+    let (ik_heard, jo_heard) = std::thread::scope(|s| {
+        let ta = s.spawn(|| talk(&a, &[], ticks));
+        let tb = s.spawn(|| talk_raw(&b, &up, ticks));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(jo_heard > 0, "jo got ik's frames raw through the relay");
+    assert_carries(&ik_heard, &UP, &DOWN, 0.9, "ik hears jo through the relay");
+    assert_eq!(unsafe { cw_call_hangup(b.0) }, R::CW_OK);
+    assert_eq!(wait_for(&ik, K::CW_EVENT_CALL_ENDED).peer(), "jo");
+}
+
 /// Push PCM in real time and count the raw payloads that arrive meanwhile.
 fn talk_raw(call: &CallH, says: &[i16], ticks: usize) -> usize {
     let mut chunk = vec![0i16; FRAME];

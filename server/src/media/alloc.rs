@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use chinwag_proto::accounts::MAX_VOICE;
+use chinwag_proto::accounts::{decode_voice, MAX_VOICE};
 use chinwag_proto::babel::Frame;
 use chinwag_proto::voice::{opus_samples, VoicePacket};
 use parking_lot::{Mutex, RwLock};
@@ -163,17 +163,26 @@ impl Alloc {
 
     /// A datagram from the accounts party of `side`: what it becomes.
     pub fn unit_from_udp(&self, side: Side, datagram: &[u8]) -> Out {
-        let Ok(packet) = VoicePacket::decode(datagram) else {
-            return Out::Drop(RelayDrop::Malformed);
-        };
         let to = self.leg(other(side));
         match to.kind {
-            Kind::Udp => match *to.peer.read() {
-                // accounts to accounts: the very bytes.
-                Some(peer) => Out::Udp(peer, datagram.to_vec()),
-                None => Out::Drop(RelayDrop::Unbridged),
-            },
+            // accounts to accounts: the very bytes of any voice datagram
+            // (seed 000: the magic, then the audio), libchinwag's media and
+            // reports or an application's own layout after the magic
+            // (`cw_call_send_voice`, `cw_voice_packet_encode`), as the
+            // direct path would carry them.
+            Kind::Udp => {
+                if VoicePacket::decode(datagram).is_err() && decode_voice(datagram).is_err() {
+                    return Out::Drop(RelayDrop::Malformed);
+                }
+                match *to.peer.read() {
+                    Some(peer) => Out::Udp(peer, datagram.to_vec()),
+                    None => Out::Drop(RelayDrop::Unbridged),
+                }
+            }
             Kind::Dial(_) | Kind::Accept(_) => {
+                let Ok(packet) = VoicePacket::decode(datagram) else {
+                    return Out::Drop(RelayDrop::Malformed);
+                };
                 let VoicePacket::Media { seq, opus, .. } = packet else {
                     // Receiver reports have no babel form.
                     return Out::Drop(RelayDrop::Unbridged);
@@ -370,6 +379,21 @@ mod tests {
             a.unit_from_udp(Side::Caller, &p),
             Out::Udp(SocketAddr::from(([10, 0, 0, 2], 3)), p.clone())
         );
+        // An application's own layout after the magic passes too (up to
+        // 1275 bytes, as `cw_voice_packet_encode` makes it); what is no
+        // voice datagram at all does not.
+        let to_b = Out::Udp(SocketAddr::from(([10, 0, 0, 2], 3)), b"CWVCwarm".to_vec());
+        assert_eq!(a.unit_from_udp(Side::Caller, b"CWVCwarm"), to_b);
+        let mut big = b"CWVC".to_vec();
+        big.resize(4 + MAX_VOICE, 7);
+        assert!(matches!(a.unit_from_udp(Side::Caller, &big), Out::Udp(..)));
+        big.push(7);
+        for junk in [&b"XWVCwarm"[..], b"CWV", &big] {
+            assert_eq!(
+                a.unit_from_udp(Side::Caller, junk),
+                Out::Drop(RelayDrop::Malformed)
+            );
+        }
         // The wrap of the relay's own numbering towards accounts.
         let b = alloc(Kind::Udp, Kind::Udp);
         assert_eq!(b.leg(Side::Callee).framing.lock().next_seq, 65_535);
