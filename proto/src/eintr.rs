@@ -9,7 +9,7 @@
 //! signal(7). std retries it inside `read_exact`, `write_all`, `read_until`
 //! and `connect_timeout`, but not in a plain `read`, `recv_from`, `accept`
 //! or `send_to`. Every such call in the server and the library goes
-//! through one of these two functions, or through a loop that takes
+//! through one of these functions, or through a loop that takes
 //! `Interrupted` for "nothing yet" and then looks at its clock and flags.
 //!
 //! A non-blocking call (`O_NONBLOCK`, `MSG_DONTWAIT`) never sleeps, so it
@@ -64,11 +64,32 @@ pub fn retry_until<T>(
     }
 }
 
-/// All of `buf` through `write` (one `write(2)` on a socket with a send
-/// time-out), where a write that makes no progress for `limit` fails: each
-/// call is a [`retry_until`] of its own from the last progress, so signals
-/// neither fail the write nor stretch the time-out. std's `write_all` also
-/// retries `EINTR`, but restarts the socket's whole time-out each time.
+/// [`retry_until`] `limit` from now, for a socket its owner armed with
+/// `limit` once: the first attempt runs as armed (a call no signal
+/// interrupts costs no system call more), and only after an interruption
+/// is each attempt re-armed with what is left; the socket is then armed
+/// with `limit` again before this returns.
+pub fn retry_within<T>(
+    limit: Duration,
+    mut arm: impl FnMut(Duration) -> io::Result<()>,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> io::Result<T> {
+    let deadline = Instant::now() + limit;
+    match op() {
+        Err(e) if interrupted(&e) => {}
+        r => return r,
+    }
+    let r = retry_until(deadline, &mut arm, op);
+    let restored = arm(limit);
+    r.and_then(|v| restored.map(|()| v))
+}
+
+/// All of `buf` through `write` (one `write(2)` on a socket whose send
+/// time-out its owner set to `limit`), where a write that makes no progress
+/// for `limit` fails: each call is a [`retry_within`] of its own from the
+/// last progress, so signals neither fail the write nor stretch the
+/// time-out. std's `write_all` also retries `EINTR`, but restarts the
+/// socket's whole time-out each time.
 pub fn write_all_within(
     limit: Duration,
     mut arm: impl FnMut(Duration) -> io::Result<()>,
@@ -77,7 +98,7 @@ pub fn write_all_within(
 ) -> io::Result<()> {
     let mut at = 0;
     while at < buf.len() {
-        match retry_until(Instant::now() + limit, &mut arm, || write(&buf[at..]))? {
+        match retry_within(limit, &mut arm, || write(&buf[at..]))? {
             0 => return Err(io::ErrorKind::WriteZero.into()),
             n => at += n,
         }
@@ -177,6 +198,35 @@ mod tests {
         );
         assert_eq!(e.unwrap_err().kind(), io::ErrorKind::TimedOut);
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    /// The hot path (a write no signal interrupts) arms nothing; after an
+    /// interruption the attempts are armed with what is left, and the
+    /// socket gets its whole time-out back at the end.
+    #[test]
+    fn retry_within_arms_only_after_an_interruption_and_restores_the_limit() {
+        let limit = Duration::from_secs(60);
+        let armed = std::cell::RefCell::new(Vec::new());
+        let arm = |d| {
+            armed.borrow_mut().push(d);
+            Ok(())
+        };
+        assert_eq!(retry_within(limit, arm, || Ok(5)).unwrap(), 5);
+        assert!(armed.borrow().is_empty(), "{:?}", armed.borrow());
+        let calls = Cell::new(0);
+        let r = retry_within(limit, arm, || {
+            calls.set(calls.get() + 1);
+            if calls.get() < 3 {
+                Err(eintr())
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(r.unwrap(), 7);
+        let armed = armed.into_inner();
+        assert_eq!(armed.len(), 3, "two retries, then the limit: {armed:?}");
+        assert!(armed[0] < limit && armed[1] <= armed[0], "{armed:?}");
+        assert_eq!(armed[2], limit);
     }
 
     #[test]

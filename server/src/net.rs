@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -270,9 +270,10 @@ impl Outbound {
             while at < spare.len() {
                 let end = spare.len().min(at + BLOCKING_CHUNK);
                 // The write time-out counts from here however many signals
-                // interrupt the wait (each would restart SO_SNDTIMEO whole).
-                let written = chinwag_proto::eintr::retry_until(
-                    Instant::now() + self.write_timeout,
+                // interrupt the wait (each would restart SO_SNDTIMEO whole);
+                // a write no signal interrupts makes no system call more.
+                let written = chinwag_proto::eintr::retry_within(
+                    self.write_timeout,
                     |left| self.stream.set_write_timeout(Some(left)),
                     || (&*self.stream).write(&spare[at..end]),
                 );
@@ -1016,6 +1017,7 @@ mod storm;
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use std::time::Instant;
 
     use storm::{catch_without_restart, pester};
 
