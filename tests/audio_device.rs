@@ -60,8 +60,9 @@ fn child_dir() -> PathBuf {
 }
 
 /// Run `test` (an ignored test of this file) in a child with `config` as
-/// its whole ALSA configuration; fail with the child's output if it fails.
-fn in_child(test: &str, config: &str, prepare: impl FnOnce(&Path)) {
+/// its whole ALSA configuration; fail with the child's output if it fails,
+/// else give that output (stdout and stderr: ALSA's messages are there).
+fn in_child(test: &str, config: &str, prepare: impl FnOnce(&Path)) -> String {
     let dir = std::env::temp_dir().join(format!("chinwag-audio-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -81,29 +82,89 @@ fn in_child(test: &str, config: &str, prepare: impl FnOnce(&Path)) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Drained while the child runs: a child writing more than a pipe holds
+    // (ALSA prints a line for every device call a signal interrupts) would
+    // otherwise block in write(2) until the deadline.
+    let (out, err) = (
+        drain(child.stdout.take().unwrap()),
+        drain(child.stderr.take().unwrap()),
+    );
     let deadline = Instant::now() + CHILD_LIMIT;
+    let mut hung = String::new();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break Some(s);
         }
         if Instant::now() > deadline {
+            hung = threads_of(child.id());
             let _ = child.kill();
+            let _ = child.wait();
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let out = child.wait_with_output().unwrap();
     let text = format!(
         "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default()
     );
     let _ = std::fs::remove_dir_all(&dir);
     match status {
-        Some(s) if s.success() && text.contains("1 passed") => {}
+        Some(s) if s.success() && text.contains("1 passed") => text,
         Some(_) => panic!("{test} failed in its child:\n{text}"),
-        None => panic!("{test} took more than {CHILD_LIMIT:?}:\n{text}"),
+        None => panic!("{test} took more than {CHILD_LIMIT:?}:\n{text}\nits threads:\n{hung}"),
     }
+}
+
+/// Output kept from a child's stream; the rest is read and counted only.
+const OUTPUT_KEPT: usize = 1 << 20;
+
+/// Read `from` to its end on a thread of its own: the first
+/// [`OUTPUT_KEPT`] bytes as text, then how many more there were.
+fn drain(mut from: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let (mut kept, mut more) = (Vec::new(), 0usize);
+        let mut buf = [0u8; 8192];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let room = OUTPUT_KEPT.saturating_sub(kept.len()).min(n);
+                    kept.extend_from_slice(&buf[..room]);
+                    more += n - room;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let mut text = String::from_utf8_lossy(&kept).into_owned();
+        if more > 0 {
+            text += &format!("\n[{more} more bytes]");
+        }
+        text
+    })
+}
+
+/// Where each thread of a hung child waits: name, kernel wait channel and
+/// system call (number and arguments), for the failure message.
+fn threads_of(pid: u32) -> String {
+    let read = |p: String| std::fs::read_to_string(p).unwrap_or_default();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return String::new();
+    };
+    let mut out = String::new();
+    for t in dir.flatten() {
+        let t = t.path();
+        let at = |f: &str| read(format!("{}/{f}", t.display())).trim().to_string();
+        out += &format!(
+            "  {} {}: wchan {}, syscall {}\n",
+            t.file_name().unwrap_or_default().to_string_lossy(),
+            at("comm"),
+            at("wchan"),
+            at("syscall")
+        );
+    }
+    out
 }
 
 fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
@@ -319,18 +380,7 @@ fn babel_call() -> (
 
 #[test]
 fn call_with_devices_through_alsa_file_plugin() {
-    in_child("device_call_child", CALL_DEVICES, |dir| {
-        // The microphone's file is a named pipe that the child fills in
-        // real time (see `pace_microphone`).
-        let path = std::ffi::CString::new(
-            dir.join("capture.raw")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
-    });
+    in_child("device_call_child", CALL_DEVICES, microphone_pipe);
 }
 
 /// Feed the microphone's named pipe with 700 Hz, stereo, in real time,
@@ -356,7 +406,7 @@ fn pace_microphone(path: PathBuf) {
             for k in 0.. {
                 let bytes: Vec<u8> = (at..at + chunk)
                     .flat_map(|i| {
-                        let s = ((8_000.0 * sine(700.0, i)) as i16).to_le_bytes();
+                        let s = piped(i).to_le_bytes();
                         [s[0], s[1], s[0], s[1]]
                     })
                     .collect();
@@ -376,10 +426,31 @@ fn pace_microphone(path: PathBuf) {
 #[test]
 #[ignore = "the body of call_with_devices_through_alsa_file_plugin, run in a child process"]
 fn device_call_child() {
+    device_call(false);
+}
+
+#[test]
+#[ignore = "the body of call_with_devices_under_a_signal_storm, run in a child process"]
+fn device_call_storm_child() {
+    device_call(true);
+}
+
+/// One side of a babel call on the ALSA file devices, the other on PCM;
+/// `storm`: while SIGUSR1 (caught without `SA_RESTART`) hits every thread.
+fn device_call(storm: bool) {
     use chinwag::ErrorKind;
+    use common::storm::{catch_without_restart, Storm};
     let played = child_dir().join("played.raw");
     let (dev, pcm, _keep) = babel_call();
     pace_microphone(child_dir().join("capture.raw"));
+    let storm = storm.then(|| {
+        catch_without_restart(libc::SIGUSR1);
+        Storm::start(
+            std::process::id() as libc::pid_t,
+            libc::SIGUSR1,
+            Duration::from_secs(40),
+        )
+    });
     // One side on the sound card (the ALSA files), the other on PCM.
     dev.use_devices().unwrap();
     assert_eq!(
@@ -421,6 +492,14 @@ fn device_call_child() {
     );
     // Devices off (the file stops growing): PCM again.
     dev.stop_devices();
+    if let Some(s) = storm {
+        let sent = s.stop();
+        let caught = common::storm::CAUGHT.load(Ordering::Relaxed);
+        assert!(
+            caught > 1000,
+            "only {caught} of {sent} signals caught: no storm"
+        );
+    }
     dev.send_pcm(&[0; 1920]).unwrap();
     // ...and the PCM side's 1500 Hz reached the speaker's file (anywhere:
     // on a loaded machine the device may lag the call by a good part of it).
@@ -434,6 +513,12 @@ fn device_call_child() {
         power(&left, 700.0),
         left.len()
     );
+}
+
+#[test]
+fn call_with_devices_under_a_signal_storm() {
+    let text = in_child("device_call_storm_child", CALL_DEVICES, microphone_pipe);
+    assert_no_interrupted_device_call(&text);
 }
 
 #[test]
@@ -502,4 +587,110 @@ fn no_device_call_child() {
         assert_eq!(cw_call_recv_pcm(call, pcm.as_mut_ptr(), 960), R::CW_OK);
         cw_call_free(call);
     }
+}
+
+/// A named pipe for the microphone's input (see `pace_microphone`).
+fn microphone_pipe(dir: &Path) {
+    let path = std::ffi::CString::new(
+        dir.join("capture.raw")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+}
+
+/// Under a storm the child must not see what ALSA prints when a signal
+/// interrupts a device call (alsa-lib's `file` plugin: "read from file
+/// failed, error: -1: Interrupted system call", once per broken period).
+fn assert_no_interrupted_device_call(text: &str) {
+    let n = text.matches("Interrupted system call").count();
+    assert!(
+        n == 0,
+        "{n} device calls interrupted by signals:\n{}",
+        text.lines()
+            .filter(|l| !l.contains("Interrupted system call"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn microphone_under_a_signal_storm() {
+    let text = in_child("microphone_storm_child", CALL_DEVICES, microphone_pipe);
+    assert_no_interrupted_device_call(&text);
+}
+
+/// The pipe's sample `i` (`pace_microphone`: 700 Hz, whole cycles every
+/// 480 samples).
+fn piped(i: usize) -> i16 {
+    (8_000.0 * sine(700.0, i % 480)) as i16
+}
+
+/// Where `x` leaves the pipe's sequence: after the leading silence of the
+/// device's start, each sample must follow the one before it in the pipe
+/// (`piped`); a sample that does not (a period the device never filled,
+/// or filled twice) is a break, and the sequence is picked up again from
+/// there.
+fn breaks_in(x: &[i16]) -> usize {
+    let start = x.iter().position(|&s| s != 0).unwrap_or(x.len());
+    let phase_at = |k: usize| {
+        (0..480).find(|&p| (0..24).all(|j| x.get(k + j).is_none_or(|&s| s == piped(p + j))))
+    };
+    let mut breaks = 0;
+    let mut phase = phase_at(start);
+    let mut k = start;
+    while k < x.len() {
+        match phase {
+            Some(p) if x[k] == piped(p + k - start) => k += 1,
+            _ => {
+                // Picked up again a cycle later (bounded work).
+                breaks += 1;
+                k += 480;
+                phase = phase_at(k).map(|p| (p + 480 - (k - start) % 480) % 480);
+            }
+        }
+    }
+    breaks
+}
+
+#[test]
+#[ignore = "the body of microphone_under_a_signal_storm, run in a child process"]
+fn microphone_storm_child() {
+    use common::storm::{catch_without_restart, Storm, CAUGHT};
+    catch_without_restart(libc::SIGUSR1);
+    pace_microphone(child_dir().join("capture.raw"));
+    let storm = Storm::start(
+        std::process::id() as libc::pid_t,
+        libc::SIGUSR1,
+        Duration::from_secs(40),
+    );
+    let mut frame = vec![0i16; 1920];
+    // Opened, read for a second and closed three times over.
+    for round in 0..3 {
+        let mic = Microphone::open(Some("chinwag_mic"), 2).unwrap();
+        let mut heard = Vec::new();
+        for _ in 0..50 {
+            assert!(
+                mic.read(&mut frame, Duration::from_secs(10)).unwrap(),
+                "no audio captured in round {round}"
+            );
+            heard.extend(frame.iter().step_by(2).copied());
+        }
+        // Every sample as the pipe carried it, in order (one break per
+        // stretch the reader fell behind and lost, on a loaded machine).
+        let (breaks, lost) = (breaks_in(&heard), mic.dropped());
+        assert!(
+            breaks == 0 || (lost > 0 && breaks <= 2),
+            "round {round}: {breaks} breaks in the captured sequence ({lost} samples dropped)"
+        );
+        drop(mic);
+    }
+    let sent = storm.stop();
+    let caught = CAUGHT.load(Ordering::Relaxed);
+    assert!(
+        caught > 1000,
+        "only {caught} of {sent} signals caught: no storm"
+    );
 }

@@ -154,6 +154,60 @@ mod imp {
                 .is_some_and(|m| m.contains("Interrupted system call"))
     }
 
+    /// Signals left deliverable on the device threads: the synchronous
+    /// ones a fault raises in the faulting thread (blocking them would not
+    /// stop them, only make the kernel kill the process), and SIGABRT.
+    const FAULTS: [libc::c_int; 7] = [
+        libc::SIGSEGV,
+        libc::SIGBUS,
+        libc::SIGFPE,
+        libc::SIGILL,
+        libc::SIGTRAP,
+        libc::SIGSYS,
+        libc::SIGABRT,
+    ];
+
+    /// Run `open` on a short-lived thread of the library whose signal mask
+    /// blocks every other signal, and give back what it made. A thread
+    /// starts with its creator's mask, so the threads that cpal (and ALSA
+    /// plugins such as pulse) start for the stream inherit it and no signal
+    /// of the application ever interrupts a device call: ALSA's `file`
+    /// plugin (and others) does not retry a `read` or blocking `open` that
+    /// a signal interrupts (alsa-lib 1.2.8 logs "read from file failed ...
+    /// Interrupted system call" on stderr and hands over a period it never
+    /// filled), and cpal reports an interrupted `poll` as a stream error.
+    /// The application's own threads keep their masks: a signal sent to the
+    /// process goes to one of them.
+    pub(super) fn without_signals<T: Send>(
+        open: impl FnOnce() -> Result<T, AudioError> + Send,
+    ) -> Result<T, AudioError> {
+        std::thread::scope(|s| {
+            let t = std::thread::Builder::new()
+                .name("chinwag-device".into())
+                .spawn_scoped(s, || {
+                    block_signals();
+                    open()
+                })
+                .map_err(|e| AudioError::Device(format!("cannot start a thread: {e}")))?;
+            t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Block every signal but [`FAULTS`] in the calling thread.
+    fn block_signals() {
+        // SAFETY: the set is initialised by sigfillset before use; the
+        // calls only change this thread's mask (glibc keeps its own
+        // internal signals out of it).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for sig in FAULTS {
+                libc::sigdelset(&mut set, sig);
+            }
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+    }
+
     /// The speaker's stream errors: a signal is nothing, anything else is
     /// logged (rodio's default would print every one on stderr).
     fn speaker_error(e: cpal::Error) {
@@ -316,6 +370,16 @@ mod imp {
                 .and_then(NonZero::new)
                 .filter(|c| c.get() <= 2)
                 .ok_or_else(|| AudioError::Format(format!("{channels} channels: 1 or 2")))?;
+            without_signals(|| Self::open_here(name, channels, ch, pull))
+        }
+
+        /// [`Speaker::open`] on the calling thread (see [`without_signals`]).
+        fn open_here(
+            name: Option<&str>,
+            channels: usize,
+            ch: NonZero<u16>,
+            pull: impl FnMut(&mut [i16]) + Send + 'static,
+        ) -> Result<Speaker, AudioError> {
             let device = find(name, false, "speaker")?;
             let info = info(&device);
             let mut sink = DeviceSinkBuilder::from_device(device)
@@ -415,6 +479,11 @@ mod imp {
             if !(1..=2).contains(&channels) {
                 return Err(AudioError::Format(format!("{channels} channels: 1 or 2")));
             }
+            without_signals(|| Self::open_here(name, channels))
+        }
+
+        /// [`Microphone::open`] on the calling thread (see [`without_signals`]).
+        fn open_here(name: Option<&str>, channels: usize) -> Result<Microphone, AudioError> {
             let device = find(name, true, "microphone")?;
             let info = info(&device);
             let (config, format) = capture_config(&device, channels)
@@ -636,6 +705,40 @@ mod tests {
         );
         assert!(!imp::interrupted(&eio));
         assert!(!imp::interrupted(&ErrorKind::DeviceNotAvailable.into()));
+    }
+
+    /// Devices open on a thread that blocks the application's signals, and
+    /// the threads started from it (cpal's device threads) inherit that;
+    /// faults stay deliverable and the caller's own mask is untouched.
+    #[cfg(feature = "device")]
+    #[test]
+    fn devices_open_with_signals_blocked() {
+        fn blocked(sig: libc::c_int) -> bool {
+            // SAFETY: a zeroed sigset_t is valid output space; a null new
+            // set only reads the mask.
+            unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut set);
+                libc::sigismember(&set, sig) == 1
+            }
+        }
+        let (here, started, fault) = imp::without_signals(|| {
+            let started = std::thread::spawn(|| blocked(libc::SIGUSR1) && blocked(libc::SIGINT));
+            Ok((
+                blocked(libc::SIGUSR1) && blocked(libc::SIGCHLD),
+                started.join().unwrap(),
+                blocked(libc::SIGSEGV),
+            ))
+        })
+        .unwrap();
+        assert!(here, "the opening thread blocks signals");
+        assert!(started, "a device thread inherits the mask");
+        assert!(!fault, "faults stay deliverable");
+        assert!(!blocked(libc::SIGUSR1), "the caller's mask is its own");
+        let e = imp::without_signals(|| -> Result<(), AudioError> {
+            Err(AudioError::NoDevice("none".into()))
+        });
+        assert_eq!(e, Err(AudioError::NoDevice("none".into())));
     }
 
     #[test]
