@@ -408,7 +408,14 @@ def _check(code: int) -> None:
 
 
 def _enc(s: Optional[Text]) -> Optional[bytes]:
-    return s.encode("utf-8") if isinstance(s, str) else s
+    """A text for the C API. C strings end at their first NUL, so a text
+    holding one would be cut there without a word: refused instead, as
+    Python's own system calls refuse it."""
+    b = s.encode("utf-8") if isinstance(s, str) else s
+    if b is not None and b"\0" in b:
+        raise ArgumentError(Result.INVALID_ARGUMENT,
+                            "embedded NUL character: C strings cannot hold one")
+    return b
 
 
 def _dec(b: Optional[bytes]) -> Optional[str]:
@@ -860,11 +867,13 @@ class Client:
 
     def __init__(self, host: str, port: int, dialect: Union[Dialect, int] = Dialect.CHATOS,
                  *, stamps: bool = True) -> None:
+        # Set first: __del__ runs even when the connection below fails.
+        self._h: Optional[int] = None
         out = ctypes.c_void_p()
         features = ACCOUNTS_STAMPS if stamps and int(dialect) == Dialect.ACCOUNTS else 0
         _check(lib.cw_client_connect_with(_enc(host), int(port), int(dialect), features,
                                           ctypes.byref(out)))
-        self._h: Optional[int] = out.value
+        self._h = out.value
         #: The dialect this client speaks.
         self.dialect: Dialect = Dialect(int(dialect))
 

@@ -28,6 +28,41 @@ def test_every_result_code_maps_to_an_exception_class() -> None:
     assert isinstance(e, chinwag.ArgumentError) and e.code == chinwag.Result.TOO_LONG
 
 
+def test_a_failed_connect_raises_and_leaves_no_noise_behind() -> None:
+    # Garbage collecting the half-made Client must not print "Exception
+    # ignored in Client.__del__" on the application's stderr.
+    ignored = []
+    old = sys.unraisablehook
+    sys.unraisablehook = ignored.append
+    try:
+        with pytest.raises(chinwag.ArgumentError):
+            chinwag.Client("127.0.0.1", 1, 9)  # no such dialect
+        with pytest.raises(chinwag.ArgumentError):
+            chinwag.Client("127.0.0.1\0", 1)
+        import gc
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert [str(u.exc_value) for u in ignored] == []
+
+
+def test_a_text_with_a_nul_is_refused_not_cut(chatos: int, name: str) -> None:
+    # C strings end at NUL: "hi\0there" would go out as "hi" without a word.
+    with chinwag.Client("127.0.0.1", chatos) as c:
+        with pytest.raises(chinwag.ArgumentError) as info:
+            c.login(name + "\0x")
+        assert info.value.code == chinwag.Result.INVALID_ARGUMENT
+        assert c.login_name is None
+        c.login(name)
+        with pytest.raises(chinwag.ArgumentError):
+            c.send_message("hi\0there")
+        with pytest.raises(chinwag.ArgumentError):
+            c.send_private(name, b"bytes\0too")
+        c.send_message("whole")  # chatos echoes global messages to the sender
+        ev = c.next_event(10)
+        assert ev is not None and ev.text == "whole"
+
+
 def test_a_refused_login_raises_login_refused(chatos: int, name: str) -> None:
     with chinwag.Client("127.0.0.1", chatos) as a, chinwag.Client("127.0.0.1", chatos) as b:
         a.login(name)

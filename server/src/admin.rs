@@ -388,7 +388,15 @@ fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
             }
             Err(_) => {
                 log::info!("removing stale admin socket {}", path.display());
-                std::fs::remove_file(path)?;
+                std::fs::remove_file(path).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot remove the stale admin socket {}: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
             }
         },
         Ok(_) => {
@@ -408,7 +416,22 @@ fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
     let n = BINDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let private = parent.join(format!(".chinwagd-admin-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&private);
-    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    // The one step that needs the directory: its failure (no such
+    // directory, no write permission) names the path and the key, as
+    // every start-up error does, not a bare "No such file or directory".
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "admin socket {}: cannot create it in {}: {e} (set by admin_socket)",
+                    path.display(),
+                    parent.display()
+                ),
+            )
+        })?;
     let tmp = private.join("s");
     let bound = (|| {
         if too_long(&tmp) {

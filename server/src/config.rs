@@ -263,9 +263,12 @@ impl Config {
             requests_per_second: self.rooms_requests_per_second,
         }
     }
-    /// Parse a TOML configuration file's text.
+    /// Parse a TOML configuration file's text. A refusal is one line that
+    /// names the line of the file and its key (toml's own text is several
+    /// lines with a drawing of the place, and lists all 60 keys for a
+    /// misspelt one), as every other start-up error is.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| toml_error_line(text, &e))
     }
 
     /// Where the admin socket goes, if anywhere (see `admin_socket`).
@@ -558,6 +561,38 @@ pub fn read_secret_file(path: &std::path::Path, what: &str) -> std::io::Result<V
     Ok(bytes)
 }
 
+/// One line for a file toml refused: `line N: KEY: WHY`, or `line N:
+/// unknown key KEY (...)` for a key that is not a setting.
+fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let why = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let Some(span) = e.span() else {
+        return why;
+    };
+    let start = span.start.min(text.len());
+    let line_no = text.as_bytes()[..start]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1;
+    if let Some(rest) = why.strip_prefix("unknown field `") {
+        let key = rest.split('`').next().unwrap_or(rest);
+        return format!(
+            "line {line_no}: unknown key {key} (dist/chinwagd.toml lists every key with its default)"
+        );
+    }
+    // The key of the line the error is on, when it is `key = value`.
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|k| {
+        !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    });
+    match key {
+        Some(key) => format!("line {line_no}: {key}: {why}"),
+        None => format!("line {line_no}: {why}"),
+    }
+}
+
 /// The smallest `outbound_limit`: a queue that holds only a few chatos
 /// frames (1,097 bytes each) would drop any peer sent a short burst.
 const MIN_OUTBOUND: u64 = 4096;
@@ -612,6 +647,30 @@ mod tests {
         }
         assert!(Config::default().validate().is_ok());
         assert!(Config::ephemeral().validate().is_ok());
+    }
+
+    #[test]
+    fn a_file_refused_by_toml_gives_one_line_naming_the_line_and_key() {
+        let cases = [
+            (
+                "bind = \"127.0.0.1\"\nmax_conections = 5\n",
+                "line 2: unknown key max_conections (",
+            ),
+            (
+                "chatos_port = 0\n\nmax_connections = \"many\"\n",
+                "line 3: max_connections: invalid type: string \"many\"",
+            ),
+            ("chatos_port = 70000\n", "line 1: chatos_port: "),
+            ("bind = \"localhost\"\n", "line 1: bind: "),
+            ("rooms_port = 1\nthis is not toml\n", "line 2: "),
+        ];
+        for (text, want) in cases {
+            let err = Config::from_toml(text).unwrap_err();
+            assert!(!err.contains('\n'), "one line: {err:?}");
+            assert!(err.starts_with(want), "{text:?}: {err:?}");
+            // Not the list of every key toml would give.
+            assert!(err.len() < 200, "{err:?}");
+        }
     }
 
     #[test]

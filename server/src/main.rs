@@ -133,6 +133,9 @@ struct Args {
     /// Maximum private relays at once.
     #[arg(long)]
     max_relays: Option<usize>,
+    /// Private-connection requests (and babel call offers) pending per user.
+    #[arg(long)]
+    max_pending_requests: Option<usize>,
     /// Accounts one IP address may register per minute.
     #[arg(long)]
     registrations_per_minute: Option<u32>,
@@ -198,6 +201,7 @@ fn load(args: &Args) -> Result<Config, String> {
          outbound_limit => outbound_limit, write_timeout_ms => write_timeout_ms,
          send_buffer => send_buffer,
          connect_id_ttl_ms => connect_id_ttl_ms, max_relays => max_relays,
+         max_pending_requests => max_pending_requests,
          flush_threads => flush_threads, spare_threads => spare_threads,
          max_threads => max_threads,
          registrations_per_minute => registrations_per_minute,

@@ -228,6 +228,38 @@ fn sample_config_lists_every_key_with_its_default_and_a_comment() {
     assert!(Config::default().validate().is_ok());
 }
 
+/// dist/chinwagd.toml promises "Command-line flags (same names, with
+/// dashes: --chatos-port) override this file": every key has its flag
+/// (`db_path` is `--db`), and the flag really sets it.
+#[test]
+fn every_setting_has_a_flag_of_the_same_name() {
+    let help = Command::new(env!("CARGO_BIN_EXE_chinwagd"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let defaults = match toml::Value::try_from(Config::default()).unwrap() {
+        toml::Value::Table(t) => t,
+        other => panic!("{other:?}"),
+    };
+    let missing: Vec<String> = defaults
+        .keys()
+        .map(|k| match k.as_str() {
+            "db_path" => "--db".to_owned(),
+            k => format!("--{}", k.replace('_', "-")),
+        })
+        .filter(|flag| !help.contains(&format!("{flag} ")))
+        .collect();
+    assert!(missing.is_empty(), "no flag for {missing:?}:\n{help}");
+    // The flag reaches the setting: a zero is refused naming the key.
+    let (code, err) = refused_start(&["--max-pending-requests", "0", "--db", ":memory:"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("max_pending_requests = 0 is out of range"),
+        "{err}"
+    );
+}
+
 #[test]
 fn systemd_unit_verifies_and_is_hardened() {
     let has = Command::new("systemd-analyze")
@@ -437,6 +469,33 @@ fn backup_under_write_load_passes_integrity_check() {
 }
 
 // ---- administration ----
+
+/// `ban` and `unban` take exactly one of a name and `--ip`; anything else
+/// is a usage error (exit 2, docs/operations.md), found by chinwagctl
+/// itself, not a refusal of a live server (exit 1) after a round trip.
+#[test]
+fn ban_and_unban_need_exactly_one_target_or_it_is_a_usage_error() {
+    let dir = temp_dir("ctl-usage");
+    let srv = server_in(&dir, |_| {});
+    let sock = dir.join("admin.sock");
+    for args in [
+        &["ban"][..],
+        &["ban", "--reason", "spam"],
+        &["ban", "eve", "--ip", "10.0.0.7"],
+        &["unban"],
+        &["unban", "eve", "--ip", "10.0.0.7"],
+    ] {
+        let (code, out, err) = ctl(&sock, args);
+        assert_eq!(code, 2, "chinwagctl {args:?}: {out} {err}");
+        assert!(err.contains("Usage"), "{args:?}: {err}");
+    }
+    // Nothing was banned, and one target works.
+    assert_eq!(ctl_ok(&sock, &["bans"]), "");
+    assert_eq!(ctl_ok(&sock, &["ban", "--ip", "10.0.0.7"]), "banned\n");
+    assert_eq!(ctl_ok(&sock, &["unban", "--ip", "10.0.0.7"]), "done\n");
+    drop(srv);
+    std::fs::remove_dir_all(&dir).ok();
+}
 
 #[test]
 fn who_kick_and_bans_by_name_and_address_in_every_dialect() {
@@ -981,6 +1040,40 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
     let (code, err) = refused_start(&["--config", file.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("max_relays = 0 is out of range"), "{err}");
+    // A misspelt key and a value of the wrong type: one line each, naming
+    // the file, the line and the key (not toml's drawing of the place
+    // with the list of all the keys).
+    for (text, want) in [
+        (
+            "chatos_port = 0\nmax_conections = 5\n",
+            "line 2: unknown key max_conections",
+        ),
+        (
+            "max_connections = \"many\"\n",
+            "line 1: max_connections: invalid type",
+        ),
+    ] {
+        let file = dir.join("typo.toml");
+        std::fs::write(&file, text).unwrap();
+        let (code, err) = refused_start(&["--config", file.to_str().unwrap()]);
+        assert_eq!(code, Some(2), "{err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(
+            err.contains(&format!("{}: {want}", file.display())),
+            "{err}"
+        );
+    }
+
+    // An admin socket in a directory that does not exist: the line names
+    // the socket and the key, not a bare "No such file or directory".
+    let nowhere = dir.join("no-such-dir").join("admin.sock");
+    let (code, err) = refused_start(&base(&["--admin-socket", nowhere.to_str().unwrap()]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!("admin socket {}", nowhere.display()))
+            && err.contains("admin_socket"),
+        "{err}"
+    );
 
     // A second chinwagd on the same database finds the admin socket in use.
     let first = Daemon::spawn(&base(&[]));

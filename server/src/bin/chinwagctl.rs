@@ -39,6 +39,7 @@ enum Cmd {
     /// Ban a name (or, with --ip, an address) and close its connections.
     Ban {
         /// The name to ban (omit with --ip).
+        #[arg(required_unless_present = "ip", conflicts_with = "ip")]
         name: Option<String>,
         #[arg(long)]
         ip: Option<String>,
@@ -48,6 +49,8 @@ enum Cmd {
     },
     /// Lift a ban on a name (or, with --ip, an address).
     Unban {
+        /// The name to unban (omit with --ip).
+        #[arg(required_unless_present = "ip", conflicts_with = "ip")]
         name: Option<String>,
         #[arg(long)]
         ip: Option<String>,
