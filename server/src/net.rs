@@ -855,9 +855,9 @@ pub enum ReadEnd {
 #[derive(Default)]
 pub struct ReadBuf {
     heap: Vec<u8>,
-    filled_last: bool,
-    /// Reads in a row that filled the stack buffer.
-    small_filled: u8,
+    /// Reads in a row that filled their buffer (the stack's while `heap` is
+    /// empty: it empties only after a read that did not fill it).
+    filled_in_a_row: u8,
 }
 
 /// The stack buffer of [`ReadBuf::read`]'s caller. Half a KiB: an idle
@@ -880,7 +880,8 @@ impl ReadBuf {
         stream: &TcpStream,
         deadline: Option<std::time::Instant>,
     ) -> Result<&'a [u8], ReadEnd> {
-        if self.filled_last && (!self.heap.is_empty() || self.small_filled >= 2) {
+        let to_grow = if self.heap.is_empty() { 2 } else { 1 };
+        if self.filled_in_a_row >= to_grow {
             let len = (self.heap.len() * 4).clamp(FIRST_HEAP_READ, MAX_READ);
             self.heap.resize(len, 0);
         }
@@ -900,12 +901,12 @@ impl ReadBuf {
             match (&*stream).read(buf) {
                 Ok(0) => return Err(ReadEnd::Eof),
                 Ok(n) => {
-                    self.filled_last = n == buf.len();
-                    self.small_filled = match (self.heap.is_empty(), self.filled_last) {
-                        (true, true) => self.small_filled.saturating_add(1),
-                        _ => 0,
+                    self.filled_in_a_row = if n == buf.len() {
+                        self.filled_in_a_row.saturating_add(1)
+                    } else {
+                        0
                     };
-                    if !self.filled_last && n <= STACK_READ / 2 && !self.heap.is_empty() {
+                    if self.filled_in_a_row == 0 && n <= STACK_READ / 2 && !self.heap.is_empty() {
                         // Quiet again: the next read goes to the stack buffer.
                         small[..n].copy_from_slice(&self.heap[..n]);
                         self.heap = Vec::new();
