@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -17,7 +17,7 @@ mod ffi_common;
 use chinwag::audio::device::{input_devices, output_devices, Microphone, Speaker};
 use chinwag::audio::AudioError;
 use common::alsa::{self, CALL_DEVICES, NO_DEVICES};
-use common::signal::power;
+use common::signal::{power, windowed_power};
 
 /// Where the child finds its working directory.
 const CHILD_DIR: &str = "CHINWAG_AUDIO_TEST_DIR";
@@ -380,7 +380,7 @@ fn babel_call() -> (
 
 #[test]
 fn call_with_devices_through_alsa_file_plugin() {
-    in_child("device_call_child", CALL_DEVICES, microphone_pipe);
+    in_child("device_call_child", CALL_DEVICES, call_pipes);
 }
 
 /// Feed the microphone's named pipe with 700 Hz, stereo, in real time,
@@ -423,6 +423,57 @@ fn pace_microphone(path: PathBuf) {
     });
 }
 
+/// What the speaker's named pipe delivered, read in real time (see
+/// [`pace_speaker`]), and how many times its writer closed it.
+#[derive(Default)]
+struct Played {
+    samples: Vec<i16>,
+    closed: usize,
+}
+
+/// Drain the speaker's named pipe at 48 kHz (stereo, 16-bit), as a sound
+/// card would, until the process ends. Like the microphone, ALSA's `null`
+/// plugin lets a speaker playing into a plain file run unclocked: under
+/// load on CI it played 9.6 million samples in a 3 s call, mostly loss
+/// concealment with a phase jump at each gap (the whole-file tone check
+/// failed on that). Each time the device opens the pipe it is read again.
+fn pace_speaker(path: PathBuf) -> Arc<(Mutex<Played>, Condvar)> {
+    use std::io::Read;
+    let played = Arc::new((Mutex::new(Played::default()), Condvar::new()));
+    let out = Arc::clone(&played);
+    std::thread::spawn(move || loop {
+        // Blocks until the device opens its output.
+        let Ok(mut pipe) = std::fs::File::open(&path) else {
+            return;
+        };
+        let (start, mut read) = (Instant::now(), 0u64);
+        let mut buf = vec![0u8; RATE / 100 * 4]; // 10 ms
+        loop {
+            let n = match pipe.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let mut got = out.0.lock().unwrap();
+            got.samples.extend(
+                buf[..n - n % 2]
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]])),
+            );
+            drop(got);
+            read += n as u64;
+            let next = start + Duration::from_micros(read * 1_000_000 / (RATE as u64 * 4));
+            if let Some(w) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+        }
+        out.0.lock().unwrap().closed += 1;
+        out.1.notify_all();
+    });
+    played
+}
+
 #[test]
 #[ignore = "the body of call_with_devices_through_alsa_file_plugin, run in a child process"]
 fn device_call_child() {
@@ -440,9 +491,9 @@ fn device_call_storm_child() {
 fn device_call(storm: bool) {
     use chinwag::ErrorKind;
     use common::storm::{catch_without_restart, Storm};
-    let played = child_dir().join("played.raw");
     let (dev, pcm, _keep) = babel_call();
     pace_microphone(child_dir().join("capture.raw"));
+    let played = pace_speaker(child_dir().join("played.raw"));
     let storm = storm.then(|| {
         catch_without_restart(libc::SIGUSR1);
         Storm::start(
@@ -479,7 +530,7 @@ fn device_call(storm: bool) {
     // The microphone's 700 Hz reached the PCM side...
     let tail = &heard[heard.len() - RATE..];
     assert!(
-        power(tail, 700.0) > 100.0 * power(tail, 1500.0).max(1.0),
+        windowed_power(tail, 700.0) > 100.0 * windowed_power(tail, 1500.0).max(1.0),
         "the PCM side does not hear the microphone"
     );
     // ...from a microphone that ran in real time (it sent a frame per
@@ -501,23 +552,39 @@ fn device_call(storm: bool) {
         );
     }
     dev.send_pcm(&[0; 1920]).unwrap();
-    // ...and the PCM side's 1500 Hz reached the speaker's file (anywhere:
-    // on a loaded machine the device may lag the call by a good part of it).
-    let s = read_s16(&played);
+    // ...and the PCM side's 1500 Hz reached the speaker's pipe (anywhere:
+    // on a loaded machine the device may lag the call by a good part of
+    // it), once the device has closed the pipe.
+    let (lock, closed) = &*played;
+    let got = closed
+        .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(10), |p| {
+            p.closed == 0
+        })
+        .unwrap()
+        .0;
+    assert!(got.closed > 0, "the speaker never closed its pipe");
+    let s = &got.samples;
     assert!(s.len() > RATE * 2, "the speaker played {} samples", s.len());
-    let left: Vec<i16> = s.iter().step_by(2).copied().collect();
+    // ...in real time: at most 20 % more than the call lasted.
+    let most = start.elapsed().as_millis() as usize * RATE * 2 / 1000;
     assert!(
-        power(&left, 1500.0) > 100.0 * power(&left, 700.0).max(1.0),
-        "the speaker does not play the PCM side: 1500 Hz {:e}, 700 Hz {:e}, {} samples",
-        power(&left, 1500.0),
-        power(&left, 700.0),
+        s.len() <= most + most / 5,
+        "the speaker played {} samples in {} ms",
+        s.len(),
+        start.elapsed().as_millis()
+    );
+    let left: Vec<i16> = s.iter().step_by(2).copied().collect();
+    let (tone, mic) = (windowed_power(&left, 1500.0), windowed_power(&left, 700.0));
+    assert!(
+        tone > 100.0 * mic.max(1.0),
+        "the speaker does not play the PCM side: 1500 Hz {tone:e}, 700 Hz {mic:e}, {} samples",
         left.len()
     );
 }
 
 #[test]
 fn call_with_devices_under_a_signal_storm() {
-    let text = in_child("device_call_storm_child", CALL_DEVICES, microphone_pipe);
+    let text = in_child("device_call_storm_child", CALL_DEVICES, call_pipes);
     assert_no_interrupted_device_call(&text);
 }
 
@@ -590,13 +657,18 @@ fn no_device_call_child() {
 }
 
 /// A named pipe for the microphone's input (see `pace_microphone`).
+/// The microphone's and the speaker's files as named pipes.
+fn call_pipes(dir: &Path) {
+    microphone_pipe(dir);
+    make_fifo(&dir.join("played.raw"));
+}
+
 fn microphone_pipe(dir: &Path) {
-    let path = std::ffi::CString::new(
-        dir.join("capture.raw")
-            .into_os_string()
-            .into_encoded_bytes(),
-    )
-    .unwrap();
+    make_fifo(&dir.join("capture.raw"));
+}
+
+fn make_fifo(at: &Path) {
+    let path = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
 }

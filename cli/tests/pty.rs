@@ -236,7 +236,10 @@ impl Sound {
                 .chunks_exact(4)
                 .map(|f| i16::from_le_bytes([f[0], f[1]]))
                 .collect();
-            let (want, not) = (signal::power(&left, freq), signal::power(&left, other));
+            let (want, not) = (
+                signal::windowed_power(&left, freq),
+                signal::windowed_power(&left, other),
+            );
             if left.len() >= signal::RATE / 2 && want > 100.0 * not.max(1.0) {
                 return;
             }

@@ -193,6 +193,19 @@ mod imp {
         })
     }
 
+    /// Run `close` (which stops and drops a device's streams) on a thread
+    /// of [`without_signals`]: closing a playback stream writes out what
+    /// ALSA's `file` plugin still buffers, and alsa-lib 1.2.8 asserts
+    /// (aborting the process) when a signal interrupts that write, as one
+    /// does on a pipe. If no thread can be started, `close` is dropped
+    /// unrun, which still drops the streams it holds.
+    fn close_without_signals(close: impl FnOnce() + Send) {
+        let _ = without_signals(move || {
+            close();
+            Ok(())
+        });
+    }
+
     /// Block every signal but [`FAULTS`] in the calling thread.
     fn block_signals() {
         // SAFETY: the set is initialised by sigfillset before use; the
@@ -349,10 +362,17 @@ mod imp {
     /// must be quick and never block for long (lock the call's audio, pull a
     /// frame, unlock). Dropping the speaker stops playback.
     pub struct Speaker {
-        _sink: MixerDeviceSink,
-        _player: Player,
+        /// Taken by `drop` (see [`close_without_signals`]).
+        playing: Option<(MixerDeviceSink, Player)>,
         level: Arc<Level>,
         info: DeviceInfo,
+    }
+
+    impl Drop for Speaker {
+        fn drop(&mut self) {
+            let playing = self.playing.take();
+            close_without_signals(move || drop(playing));
+        }
     }
 
     impl Speaker {
@@ -400,8 +420,7 @@ mod imp {
             });
             player.play();
             Ok(Speaker {
-                _sink: sink,
-                _player: player,
+                playing: Some((sink, player)),
                 level,
                 info,
             })
@@ -433,7 +452,8 @@ mod imp {
     /// Capture from a microphone at 48 kHz. The device's thread fills a
     /// buffer of [`CAPTURE_BUFFER_MS`]; [`Microphone::read`] takes from it.
     pub struct Microphone {
-        stream: cpal::Stream,
+        /// Taken by `drop` (see [`close_without_signals`]).
+        stream: Option<cpal::Stream>,
         captured: Arc<Captured>,
         level: Arc<Level>,
         channels: usize,
@@ -553,7 +573,7 @@ mod imp {
                 .play()
                 .map_err(|e| open_error(name, "microphone", &info.id, e))?;
             Ok(Microphone {
-                stream,
+                stream: Some(stream),
                 captured,
                 level,
                 channels,
@@ -612,7 +632,11 @@ mod imp {
 
     impl Drop for Microphone {
         fn drop(&mut self) {
-            let _ = self.stream.pause();
+            if let Some(stream) = self.stream.take() {
+                close_without_signals(move || {
+                    let _ = stream.pause();
+                });
+            }
         }
     }
 }

@@ -51,6 +51,14 @@ pub fn first_channel(pcm: &[i16], channels: usize) -> Vec<i16> {
     pcm.iter().step_by(channels).copied().collect()
 }
 
+/// Goertzel power of `freq` in `x`, summed over consecutive windows: a
+/// tone with gaps or phase jumps (a device that ran dry, loss concealment)
+/// still counts in full, where one filter over the whole of `x` would add
+/// the pieces out of phase.
+pub fn windowed_power(x: &[i16], freq: f64) -> f64 {
+    x.chunks(WIN).map(|w| power(w, freq)).sum()
+}
+
 /// Goertzel power of `freq` in `x`.
 pub fn power(x: &[i16], freq: f64) -> f64 {
     let c = 2.0 * (2.0 * std::f64::consts::PI * freq / RATE as f64).cos();
