@@ -356,6 +356,56 @@ fn ko_private_reaches_requester_and_unsolicited_answers_do_nothing() {
 }
 
 #[test]
+fn relays_and_ids_beyond_max_relays_are_refused_and_everyone_else_carries_on() {
+    let srv = server_with(|c| c.max_relays = 1);
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    // The one relay allowed.
+    let id = negotiate(&mut a, &mut b);
+    let mut pa = open_private(addr, id);
+    let mut pb = open_private(addr, id);
+    expect_established(&mut pa);
+    expect_established(&mut pb);
+    // A second id is issued, but its LOGIN_PRIVATE finds the relays full:
+    // closed at once (the seed has no error frame for it).
+    let full = negotiate(&mut a, &mut b);
+    let mut late = Raw::raw(open_private(addr, full));
+    late.expect_closed();
+    // Unused ids pile up to 4 x max_relays (this one included); past that,
+    // an OK_PRIVATE issues nothing and the requester hears KO_PRIVATE
+    // instead of waiting for an id that never comes.
+    for _ in 0..3 {
+        negotiate(&mut a, &mut b);
+    }
+    let ask = Command::RequestPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    };
+    a.send(&ask);
+    assert_eq!(b.recv(), ask);
+    b.send(&Command::OkPrivate {
+        requester: "alice".into(),
+        target: "bob".into(),
+    });
+    assert_eq!(
+        a.recv(),
+        Command::KoPrivate {
+            requester: "alice".into(),
+            target: "bob".into()
+        },
+        "past the id limit the requester is refused"
+    );
+    b.expect_silence();
+    // The established relay still carries bytes, and chat goes on.
+    pa.write_all(b"still relayed").unwrap();
+    let mut got = [0u8; 13];
+    pb.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still relayed");
+    assert_still_serving(addr);
+}
+
+#[test]
 fn bad_connect_ids_close_the_connection() {
     let srv = server_with(|c| c.connect_id_ttl_ms = 300);
     let addr = srv.chatos_addr();

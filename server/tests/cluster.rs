@@ -1273,7 +1273,11 @@ fn half_close(closer: &mut TcpStream, other: &mut TcpStream, what: &str) {
     closer.shutdown(Shutdown::Write).unwrap();
     let mut got = Vec::new();
     other.read_to_end(&mut got).unwrap();
-    assert_eq!(got, what.as_bytes(), "{what}: the bytes, then end of stream");
+    assert_eq!(
+        got,
+        what.as_bytes(),
+        "{what}: the bytes, then end of stream"
+    );
     let answer: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
     let mut w = other.try_clone().unwrap();
     let expected = answer.clone();
