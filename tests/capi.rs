@@ -218,6 +218,10 @@ fn result_strings_and_dialects() {
     let r = unsafe { cw_client_connect(host.as_ptr(), port, 1, &mut c) };
     assert_eq!(r, R::CW_CONNECT_FAILED);
     assert!(c.is_null());
+    // The address is named once (the resolved one only where it differs).
+    let e = last_error();
+    assert_eq!(e.matches(&format!("127.0.0.1:{port}")).count(), 1, "{e}");
+    assert!(e.contains("refused"), "{e}");
 }
 
 #[test]

@@ -168,10 +168,14 @@ fn main() -> ExitCode {
     let client = match Client::connect_with(&args.host, port, args.dialect, features) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!(
-                "chinwag: cannot connect to {}:{port}: {}",
-                args.host, e.message
-            );
+            // The library's message names the server already when the
+            // connection itself failed; a failed handshake does not.
+            let server = format!("{}:{port}", args.host);
+            if e.message.contains(&server) {
+                eprintln!("chinwag: {}", e.message);
+            } else {
+                eprintln!("chinwag: cannot connect to {server}: {}", e.message);
+            }
             return ExitCode::FAILURE;
         }
     };

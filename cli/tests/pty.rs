@@ -76,6 +76,25 @@ fn quit(mut p: PtySession) {
 }
 
 #[test]
+fn a_server_that_is_not_there_is_named_once_and_the_client_fails() {
+    // Nothing listens on this freshly released port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = command("chatos", port).output().expect("the client runs");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert_eq!(
+        err.matches(&format!("127.0.0.1:{port}")).count(),
+        1,
+        "the address once: {err}"
+    );
+    assert!(err.starts_with("chinwag: cannot connect to"), "{err}");
+}
+
+#[test]
 fn two_chatos_clients_chat_and_a_half_typed_line_survives() {
     let srv = server();
     let port = srv.chatos_addr().port();

@@ -33,6 +33,8 @@ pub(crate) fn dial(host: &str, port: u16, whom: &str) -> Result<TcpStream> {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
             }
+            // The resolved address only when it says more than host:port.
+            Err(e) if addr.to_string() == format!("{host}:{port}") => last = e.to_string(),
             Err(e) => last = format!("{addr}: {e}"),
         }
     }

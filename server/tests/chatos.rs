@@ -183,7 +183,8 @@ fn private_message_goes_to_target_only() {
 }
 
 /// alice asks bob; bob says OK; both get the same ID_PRIVATE.
-fn negotiate(a: &mut Raw, b: &mut Raw) -> i64 {
+/// alice asks bob for a private connection, bob says yes.
+fn ask_and_accept(a: &mut Raw, b: &mut Raw) {
     a.send(&Command::RequestPrivate {
         requester: "alice".into(),
         target: "bob".into(),
@@ -199,6 +200,10 @@ fn negotiate(a: &mut Raw, b: &mut Raw) -> i64 {
         requester: "alice".into(),
         target: "bob".into(),
     });
+}
+
+fn negotiate(a: &mut Raw, b: &mut Raw) -> i64 {
+    ask_and_accept(a, b);
     let Command::IdPrivate {
         requester,
         target,
@@ -233,17 +238,24 @@ fn expect_established(s: &mut TcpStream) {
     assert_eq!(one, [0x0a], "ESTABLISHED");
 }
 
+/// alice asks bob, bob accepts, both ends open: the id and alice's and
+/// bob's private sockets, ESTABLISHED read from both.
+fn relay(addr: SocketAddr, a: &mut Raw, b: &mut Raw) -> (i64, TcpStream, TcpStream) {
+    let id = negotiate(a, b);
+    let mut pa = open_private(addr, id);
+    let mut pb = open_private(addr, id);
+    expect_established(&mut pa);
+    expect_established(&mut pb);
+    (id, pa, pb)
+}
+
 #[test]
 fn private_connection_relays_a_mebibyte_each_way_with_half_closes() {
     let srv = server();
     let addr = srv.chatos_addr();
     let mut a = Raw::login(addr, "alice");
     let mut b = Raw::login(addr, "bob");
-    let id = negotiate(&mut a, &mut b);
-    let mut pa = open_private(addr, id);
-    let mut pb = open_private(addr, id);
-    expect_established(&mut pa);
-    expect_established(&mut pb);
+    let (id, pa, pb) = relay(addr, &mut a, &mut b);
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut data_a = vec![0u8; 1 << 20];
@@ -294,11 +306,7 @@ fn half_close_keeps_the_other_direction_open() {
     let addr = srv.chatos_addr();
     let mut a = Raw::login(addr, "alice");
     let mut b = Raw::login(addr, "bob");
-    let id = negotiate(&mut a, &mut b);
-    let mut pa = open_private(addr, id);
-    let mut pb = open_private(addr, id);
-    expect_established(&mut pa);
-    expect_established(&mut pb);
+    let (_, mut pa, mut pb) = relay(addr, &mut a, &mut b);
     pa.write_all(b"question").unwrap();
     pa.shutdown(Shutdown::Write).unwrap();
     let mut got = Vec::new();
@@ -356,6 +364,43 @@ fn ko_private_reaches_requester_and_unsolicited_answers_do_nothing() {
 }
 
 #[test]
+fn relays_and_ids_beyond_max_relays_are_refused_and_everyone_else_carries_on() {
+    let srv = server_with(|c| c.max_relays = 1);
+    let addr = srv.chatos_addr();
+    let mut a = Raw::login(addr, "alice");
+    let mut b = Raw::login(addr, "bob");
+    // The one relay allowed.
+    let (_, mut pa, mut pb) = relay(addr, &mut a, &mut b);
+    // A second id is issued, but its LOGIN_PRIVATE finds the relays full:
+    // closed at once (the seed has no error frame for it).
+    let full = negotiate(&mut a, &mut b);
+    let mut late = Raw::raw(open_private(addr, full));
+    late.expect_closed();
+    // Unused ids pile up to 4 x max_relays (this one included); past that,
+    // an OK_PRIVATE issues nothing and the requester hears KO_PRIVATE
+    // instead of waiting for an id that never comes.
+    for _ in 0..3 {
+        negotiate(&mut a, &mut b);
+    }
+    ask_and_accept(&mut a, &mut b);
+    assert_eq!(
+        a.recv(),
+        Command::KoPrivate {
+            requester: "alice".into(),
+            target: "bob".into()
+        },
+        "past the id limit the requester is refused"
+    );
+    b.expect_silence();
+    // The established relay still carries bytes, and chat goes on.
+    pa.write_all(b"still relayed").unwrap();
+    let mut got = [0u8; 13];
+    pb.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"still relayed");
+    assert_still_serving(addr);
+}
+
+#[test]
 fn bad_connect_ids_close_the_connection() {
     let srv = server_with(|c| c.connect_id_ttl_ms = 300);
     let addr = srv.chatos_addr();
@@ -383,11 +428,7 @@ fn close_connection_tears_down_the_relay_and_tells_both() {
     let mut a = Raw::login(addr, "alice");
     let mut b = Raw::login(addr, "bob");
     let mut c = Raw::login(addr, "carol");
-    let id = negotiate(&mut a, &mut b);
-    let mut pa = open_private(addr, id);
-    let mut pb = open_private(addr, id);
-    expect_established(&mut pa);
-    expect_established(&mut pb);
+    let (id, mut pa, mut pb) = relay(addr, &mut a, &mut b);
     // A stranger cannot close it.
     c.send(&Command::CloseConnection {
         connect_id: id,

@@ -1265,6 +1265,63 @@ fn a_chatos_private_connection_between_nodes_is_proxied_to_the_issuing_node() {
     });
 }
 
+/// One direction ended (`shutdown(SHUT_WR)` by `closer`): the other still
+/// carries bytes (4 MiB, so a relay end torn down when the first direction
+/// ended cannot carry it all in the meantime), then ends in turn.
+fn half_close(closer: &mut TcpStream, other: &mut TcpStream, what: &str) {
+    closer.write_all(what.as_bytes()).unwrap();
+    closer.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    other.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        got,
+        what.as_bytes(),
+        "{what}: the bytes, then end of stream"
+    );
+    let answer: Vec<u8> = (0..4u32 << 20).map(|i| (i % 251) as u8).collect();
+    let mut w = other.try_clone().unwrap();
+    let expected = answer.clone();
+    let writer = thread::spawn(move || {
+        let sent = w.write_all(&answer);
+        let _ = w.shutdown(Shutdown::Write);
+        sent
+    });
+    let mut back = Vec::new();
+    let read = closer.read_to_end(&mut back);
+    let sent = writer.join().unwrap();
+    assert!(
+        sent.is_ok() && read.is_ok() && back == expected,
+        "{what}: the other direction outlives the first one's end \
+         (sent {sent:?}, read {read:?}, {} of {} bytes back)",
+        back.len(),
+        expected.len()
+    );
+}
+
+#[test]
+fn a_proxied_private_connection_half_closes_each_direction_independently() {
+    let Some(c) = cluster() else { return };
+    let secret = SecretFile::new("half-close");
+    let (a, b, mut alice, mut bob) = proxied_pair(&c, &secret);
+    // The proxied end (alice's, on a) closes first, then the issuing
+    // node's end (bob's, on b) does.
+    for alice_first in [true, false] {
+        let id = negotiate_across(&mut alice, &mut bob);
+        let mut pa = open_private(a.chatos_addr(), id);
+        let mut pb = open_private(b.chatos_addr(), id);
+        expect_established(&mut pa);
+        expect_established(&mut pb);
+        if alice_first {
+            half_close(&mut pa, &mut pb, "alice closes first");
+        } else {
+            half_close(&mut pb, &mut pa, "bob closes first");
+        }
+        eventually("the proxy and the relay end", WAIT, || {
+            a.hub().proxy_count() == 0 && b.hub().relay_count() == 0
+        });
+    }
+}
+
 #[test]
 fn a_forged_proxy_handshake_is_refused_and_counted() {
     use chinwagd::cluster::proxy::{encode, Hello};

@@ -124,3 +124,49 @@ fn log_lines_are_bounded_per_address_and_never_show_secrets() {
         );
     }
 }
+
+#[test]
+fn a_registration_limit_is_logged_but_bounded_per_address() {
+    capture::install();
+    let srv = Server::start(Config {
+        registrations_per_minute: 2,
+        ..Config::ephemeral()
+    })
+    .unwrap();
+    let mut a = common::Wire::<Frame>::new(TcpStream::connect(srv.accounts_addr()).unwrap());
+    a.send_bytes(&Frame::Hello.to_bytes());
+    assert_eq!(a.recv(), Frame::HelloAck);
+    let before = lines().len();
+    for i in 0..40 {
+        a.send_bytes(
+            &Frame::Register {
+                email: format!("limit{i}@example.org"),
+                pseudo: format!("limit{i}"),
+                password: "a long enough password".into(),
+            }
+            .to_bytes(),
+        );
+        let answer = a.recv();
+        if i < 2 {
+            assert_eq!(answer, Frame::Registered, "registration {i}");
+        } else {
+            assert!(
+                matches!(&answer, Frame::RegisterRefused { reason } if reason.contains("too many registrations")),
+                "registration {i}: {answer:?}"
+            );
+        }
+    }
+    let limited: Vec<String> = lines()[before..]
+        .iter()
+        .filter(|l| l.starts_with("WARN") && l.contains("registration") && l.contains("127.0.0.1"))
+        .cloned()
+        .collect();
+    // The operator sees that the limit refuses someone, and 38 refusals
+    // make at most a window's worth of lines.
+    assert!(
+        !limited.is_empty() && limited.len() <= chinwagd::logs::PER_WINDOW as usize,
+        "{} lines for 38 refused registrations: {:?}",
+        limited.len(),
+        &limited[..limited.len().min(3)]
+    );
+}

@@ -207,12 +207,16 @@ fn serve(stream: TcpStream, shared: &Arc<Shared>, secret: &[u8], busy: &AtomicUs
     };
     let label = format!("proxy from {} for {}", hello.node, hello.ip);
     let stream = Arc::new(stream);
+    // As for a local end, this thread pumps one direction (from the
+    // proxying node) and returns when that one ends; the other direction,
+    // pumped into this socket by the other end's thread, carries on until
+    // it ends too (half-close). The socket closes with its last handle.
     if let Err(crate::front::End::Protocol(why)) =
         crate::front::chatos::private_end(&stream, shared, hello.connect_id, hello.ip, &label, &[])
     {
         log::info!("{label}: {why}");
+        let _ = stream.shutdown(Shutdown::Both);
     }
-    let _ = stream.shutdown(Shutdown::Both);
 }
 
 #[cfg(test)]

@@ -1195,7 +1195,15 @@ impl Hub {
             return Ok(None);
         }
         // Unused ids live until they expire; bound how many can pile up.
+        // The request is answered all the same: the requester hears
+        // KO_PRIVATE, as if refused, instead of waiting for an id that
+        // never comes.
         if private.ticket_count() >= self.cfg.max_relays * TICKETS_PER_RELAY {
+            drop(private);
+            req.peer.deliver(&Event::PrivateRefused {
+                requester,
+                target: &from.name,
+            });
             return Err(Refusal::Limit);
         }
         let id = private.issue_id(

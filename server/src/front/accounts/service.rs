@@ -473,6 +473,14 @@ impl Accounts {
             ok
         };
         if !allowed {
+            crate::logs::peer_log!(
+                log::Level::Warn,
+                ip,
+                "registration limit",
+                "accounts {ip}: registration refused: more than {} a minute from this address \
+                 (registrations_per_minute)",
+                self.registrations_per_minute
+            );
             reply(Frame::RegisterRefused {
                 reason: "too many registrations from this address; try again later".into(),
             });
