@@ -1,0 +1,291 @@
+"""accounts (seed 000) on the wire, as a third-party client against
+chinwagd and as a third-party server for the library.
+
+Seed 000 fixes the instruction codes, who sends each and the order of the
+fields; NOTES.md says chinwag defines the bytes (docs/protocols/accounts.md):
+header magic "CWAC" u32, code u16, payload length u32, all big-endian;
+string = u16 length + UTF-8; list<string> = u16 count + strings. The checks
+below hold chinwagd to the seed's sequences (200 -> 201 first; 100 -> 101 /
+102 / 103; 110 -> 111 pseudo id / 112; 120 -> 121 / 122 / 123, later 124 /
+125; 130 -> 131 / 132; 140 -> 141 / 142; 143 -> 144 / 145; 146 -> 147;
+150 -> 152 / 153 and 151 to the recipient; 160 -> 161; 170 -> 171;
+180 -> 181) and to the documented layouts, byte for byte."""
+
+import socket
+import struct
+from typing import List, Tuple
+
+from conftest import chinwag, unique
+from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent, udp
+
+MAGIC = b"CWAC"
+
+
+def frame(code: int, payload: bytes = b"") -> bytes:
+    return MAGIC + struct.pack(">HI", code, len(payload)) + payload
+
+
+def s(text: str) -> bytes:
+    b = text.encode()
+    return struct.pack(">H", len(b)) + b
+
+
+def slist(names: List[str]) -> bytes:
+    return struct.pack(">H", len(names)) + b"".join(s(n) for n in names)
+
+
+def read_frame(c: socket.socket) -> Tuple[int, bytes]:
+    head = recv_exact(c, 10)
+    assert head[:4] == MAGIC, head
+    code, n = struct.unpack(">HI", head[4:])
+    assert n <= 131072
+    return code, recv_exact(c, n)
+
+
+def parse_string(b: bytes, at: int = 0) -> Tuple[str, int]:
+    (n,) = struct.unpack_from(">H", b, at)
+    assert at + 2 + n <= len(b)
+    return b[at + 2:at + 2 + n].decode(), at + 2 + n
+
+
+def hello(port: int) -> socket.socket:
+    c = connect(port)
+    c.sendall(frame(200))
+    assert recv_exact(c, 10) == bytes.fromhex("43574143 00c9 00000000")
+    return c
+
+
+def account(port: int, tag: str) -> Tuple[socket.socket, str, int]:
+    """A registered, logged-in connection: (socket, pseudo, id)."""
+    pseudo = unique(tag)
+    email = pseudo + "@example.org"
+    c = hello(port)
+    c.sendall(frame(100, s(email) + s(pseudo) + s("password1")))
+    assert read_frame(c) == (101, b"")
+    c.sendall(frame(110, s(email) + s("password1")))
+    code, body = read_frame(c)
+    assert code == 111, code
+    name, at = parse_string(body)
+    (ident,) = struct.unpack_from(">Q", body, at)
+    assert name == pseudo and at + 8 == len(body)
+    return c, pseudo, ident
+
+
+# -- a third-party client against chinwagd -----------------------------------
+
+
+def test_hello_must_come_first(accounts: int) -> None:
+    c = connect(accounts)
+    c.sendall(frame(170))
+    assert closed_by_peer(c)
+    c.close()
+
+
+def test_register_answers_101_102_103_and_login_111_112(accounts: int) -> None:
+    pseudo = unique("re")
+    email = pseudo + "@example.org"
+    c = hello(accounts)
+    c.sendall(frame(100, s(email) + s(pseudo) + s("password1")))
+    assert read_frame(c) == (101, b"")
+    c.sendall(frame(100, s(email) + s(pseudo + "x") + s("password1")))
+    assert read_frame(c) == (102, b"")  # email taken
+    c.sendall(frame(100, s("x" + email) + s(pseudo) + s("password1")))
+    assert read_frame(c) == (103, b"")  # pseudo taken
+    c.sendall(frame(110, s(email) + s("wrong-password")))
+    assert read_frame(c) == (112, b"")
+    c.sendall(frame(110, s(email) + s("password1")))
+    code, body = read_frame(c)
+    assert code == 111
+    name, at = parse_string(body)
+    assert name == pseudo and len(body) == at + 8
+    c.close()
+
+
+def test_friends_requests_lists_and_answers(accounts: int) -> None:
+    a, an, _ = account(accounts, "fa")
+    b, bn, _ = account(accounts, "fb")
+    d, dn, _ = account(accounts, "fd")
+    a.sendall(frame(120, s(bn)))
+    assert read_frame(a) == (121, s(bn))
+    assert read_frame(b) == (130, s(an))  # live, since b is online
+    b.sendall(frame(180))
+    assert read_frame(b) == (181, slist([an]))
+    b.sendall(frame(131, s(an)))
+    assert read_frame(a) == (124, s(bn))
+    a.sendall(frame(120, s(bn)))
+    assert read_frame(a) == (123, s(bn))  # already friends
+    ghost = unique("nobody")
+    a.sendall(frame(120, s(ghost)))
+    assert read_frame(a) == (122, s(ghost))
+    a.sendall(frame(170))
+    assert read_frame(a) == (171, slist([bn]))
+    # refused
+    d.sendall(frame(120, s(an)))
+    assert read_frame(d) == (121, s(an))
+    assert read_frame(a) == (130, s(dn))
+    a.sendall(frame(132, s(dn)))
+    assert read_frame(d) == (125, s(an))
+    d.sendall(frame(170))
+    assert read_frame(d) == (171, struct.pack(">H", 0))  # empty list
+    d.sendall(frame(180))
+    assert read_frame(d) == (181, struct.pack(">H", 0))
+    for x in (a, b, d):
+        x.close()
+
+
+def _friends(accounts: int) -> tuple:
+    a, an, aid = account(accounts, "ma")
+    b, bn, bid = account(accounts, "mb")
+    a.sendall(frame(120, s(bn)))
+    assert read_frame(a) == (121, s(bn))
+    assert read_frame(b) == (130, s(an))
+    b.sendall(frame(131, s(an)))
+    assert read_frame(a) == (124, s(bn))
+    return a, an, aid, b, bn, bid
+
+
+def test_messages_are_acknowledged_and_kept_in_history(accounts: int) -> None:
+    a, an, aid, b, bn, bid = _friends(accounts)
+    for text in ["salut", "", "é" * 1024]:
+        a.sendall(frame(150, s(bn) + s(text)))
+        assert read_frame(a) == (152, b"")
+        assert read_frame(b) == (151, s(an) + s(text))
+    b.sendall(frame(150, s(an) + s("retour")))
+    assert read_frame(b) == (152, b"")
+    assert read_frame(a) == (151, s(bn) + s("retour"))
+    a.sendall(frame(150, s(unique("stranger")) + s("lost")))
+    assert read_frame(a) == (153, b"")
+    a.sendall(frame(160, s(bn) + struct.pack(">Q", 0)))
+    code, body = read_frame(a)
+    assert code == 161
+    who, at = parse_string(body)
+    (count,) = struct.unpack_from(">H", body, at)
+    at += 2
+    assert who == bn and count == 4
+    entries = []
+    for _ in range(count):
+        mid, sender = struct.unpack_from(">QQ", body, at)
+        text, at = parse_string(body, at + 16)
+        entries.append((sender, text))
+        assert mid > 0
+    assert at == len(body)  # no stamps block: this client asked for none
+    assert entries == [(aid, "salut"), (aid, ""), (aid, "é" * 1024), (bid, "retour")]
+    a.close()
+    b.close()
+
+
+def test_call_signalling_ring_answer_decline_hang_up(accounts: int) -> None:
+    a, an, _, b, bn, _ = _friends(accounts)
+    a.sendall(frame(140, s(bn) + s("") + struct.pack(">H", 40000)))
+    code, body = read_frame(b)
+    assert code == 143
+    who, at = parse_string(body)
+    addr, at = parse_string(body, at)
+    assert (who, addr) == (an, "127.0.0.1")
+    assert body[at:] == struct.pack(">H", 40000)
+    b.sendall(frame(144, s(an) + s("") + struct.pack(">H", 40002)))
+    assert read_frame(a) == (141, s(bn) + s("127.0.0.1") + struct.pack(">H", 40002))
+    a.sendall(frame(146, s(bn)))
+    assert read_frame(b) == (147, s(an))
+    # declined
+    b.sendall(frame(140, s(an) + s("") + struct.pack(">H", 1)))
+    assert read_frame(a)[0] == 143
+    a.sendall(frame(145, s(bn)))
+    assert read_frame(b) == (142, s(an))
+    # to a stranger
+    a.sendall(frame(140, s(unique("nobody")) + s("") + struct.pack(">H", 1)))
+    code, body = read_frame(a)
+    assert code == 142
+    a.close()
+    b.close()
+
+
+# -- a third-party server for the library ------------------------------------
+
+
+def test_the_library_against_a_scripted_accounts_server() -> None:
+    seen = {}
+    voice = udp()
+    vport = voice.getsockname()[1]
+
+    def script(accept):  # type: ignore[no-untyped-def]
+        c = accept()
+        seen["hello"] = read_frame(c)
+        c.sendall(frame(201))
+        seen["register"] = read_frame(c)
+        c.sendall(frame(103))
+        seen["login"] = read_frame(c)
+        c.sendall(frame(111, s("zoe") + struct.pack(">Q", 77)))
+        seen["friend"] = read_frame(c)
+        c.sendall(frame(123, s("yan")))
+        seen["list"] = read_frame(c)
+        c.sendall(frame(171, slist(["amy", "bo"])))
+        seen["requests"] = read_frame(c)
+        c.sendall(frame(181, slist([])))
+        seen["msg"] = read_frame(c)
+        c.sendall(frame(152))
+        seen["history"] = read_frame(c)
+        c.sendall(frame(161, s("amy") + struct.pack(">H", 2)
+                        + struct.pack(">QQ", 5, 9) + s("one")
+                        + struct.pack(">QQ", 6, 77) + s("")))
+        c.sendall(frame(151, s("amy") + s("hey")))
+        c.sendall(frame(130, s("cy")))
+        seen["accept"] = read_frame(c)
+        c.sendall(frame(143, s("amy") + s("127.0.0.1") + struct.pack(">H", vport)))
+        seen["answer"] = read_frame(c)
+        seen["hangup"] = read_frame(c)
+        assert closed_by_peer(c)
+
+    srv = FakeServer(script)
+    with chinwag.Client("127.0.0.1", srv.port, chinwag.Dialect.ACCOUNTS, stamps=False) as cl:
+        try:
+            cl.register("zoe@example.org", "zoe", "password1")
+            raise AssertionError("103 was not an error")
+        except chinwag.PseudoTaken:
+            pass
+        assert cl.login_password("zoe@example.org", "password1") == ("zoe", 77)
+        try:
+            cl.request_friend("yan")
+            raise AssertionError("123 was not an error")
+        except chinwag.AlreadyFriends:
+            pass
+        assert cl.friends() == ["amy", "bo"]
+        assert cl.friend_requests() == []
+        cl.send_to_friend("amy", "hello")
+        h = cl.history("amy")
+        assert [(e.id, e.sender_id, e.text) for e in h] == [(5, 9, "one"), (6, 77, "")], h
+        ev = cl.next_event(5)
+        assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_MESSAGE, ev
+        assert (ev.peer, ev.text) == ("amy", "hey")
+        ev = cl.next_event(5)
+        assert ev is not None and ev.kind == chinwag.EventKind.FRIEND_REQUEST, ev
+        assert ev.peer == "cy"
+        cl.accept_friend("cy")
+        ev = cl.next_event(5)
+        assert ev is not None and ev.kind == chinwag.EventKind.CALL_INCOMING, ev
+        assert (ev.peer, ev.address, ev.port) == ("amy", "127.0.0.1", vport)
+        cl.answer_voice_call("amy")
+        ev = cl.next_event(5)
+        assert ev is not None and ev.kind == chinwag.EventKind.CALL_ESTABLISHED, ev
+        with ev.call as call:
+            call.send(b"\x01\x02")
+            data, src = voice.recvfrom(2048)
+            assert data == b"CWVC\x01\x02", data  # int32 magic, then the body
+            call.hangup()
+    srv.join()
+    voice.close()
+    assert seen["hello"] == (200, b"")
+    assert seen["register"] == (100, s("zoe@example.org") + s("zoe") + s("password1"))
+    assert seen["login"] == (110, s("zoe@example.org") + s("password1"))
+    assert seen["friend"] == (120, s("yan"))
+    assert seen["list"] == (170, b"")
+    assert seen["requests"] == (180, b"")
+    assert seen["msg"] == (150, s("amy") + s("hello"))
+    assert seen["history"] == (160, s("amy") + struct.pack(">Q", 0))
+    assert seen["accept"] == (131, s("cy"))
+    code, body = seen["answer"]
+    assert code == 144
+    who, at = parse_string(body)
+    addr, at = parse_string(body, at)
+    assert who == "amy" and at + 2 == len(body)
+    assert seen["hangup"] == (146, s("amy"))

@@ -1,0 +1,356 @@
+"""rooms (seed 003, NOTES.md) byte for byte over UDP, as a third-party
+client against chinwagd and as a third-party server for the library.
+
+From the seed and notes: TYPE_MESSAGE 5 bits | ID_USER 1 byte | NUM_SEQ 2
+bytes | DATA; ID_USER 0 = not registered, 255 = the server; names end
+with '#'; an answer reuses the request's NUM_SEQ; T = 100 ms. The seed
+gives no padding or byte order: chinwag's choice (docs/protocols/rooms.md)
+is the type in the high 5 bits of byte 0, big-endian numbers, and sub-byte
+fields packed from the most significant bit of one byte."""
+
+import socket
+import struct
+import time
+from typing import List, Optional, Tuple
+
+from conftest import chinwag, port, unique
+from seedwire import udp
+
+SERVER = 255
+
+
+def msg(kind: int, user: int, seq: int, body: bytes = b"") -> bytes:
+    return struct.pack(">BBH", kind << 3, user, seq) + body
+
+
+def name(text: str) -> bytes:
+    return text.encode() + b"#"
+
+
+def parse(d: bytes) -> Tuple[int, int, int, bytes]:
+    assert len(d) >= 4 and d[0] & 0x07 == 0, d  # the 3 low bits are zero
+    (seq,) = struct.unpack(">H", d[2:4])
+    return d[0] >> 3, d[1], seq, d[4:]
+
+
+class Peer:
+    """A seed-003 client: its own socket, its own NUM_SEQ."""
+
+    def __init__(self, server: int) -> None:
+        self.sock = udp(2.0)
+        self.addr = ("127.0.0.1", server)
+        self.seq = 1000
+        self.id = 0
+        self.inbox: List[bytes] = []
+
+    def send(self, kind: int, body: bytes = b"", seq: Optional[int] = None) -> int:
+        if seq is None:
+            self.seq += 1
+            seq = self.seq
+        self.sock.sendto(msg(kind, self.id, seq, body), self.addr)
+        return seq
+
+    def recv(self, timeout: float = 2.0) -> Optional[bytes]:
+        if self.inbox:
+            return self.inbox.pop(0)
+        self.sock.settimeout(timeout)
+        try:
+            d, src = self.sock.recvfrom(8192)
+        except socket.timeout:
+            return None
+        assert src == self.addr
+        return d
+
+    def answer(self, kind: int, seq: int, timeout: float = 2.0) -> bytes:
+        """The server's answer of type ``kind`` to NUM_SEQ ``seq``: the body.
+        Requests the server starts meanwhile (texts from other tests'
+        users in the public room) are acknowledged and skipped."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            d = self.recv(end - time.monotonic())
+            assert d is not None, "no answer %d to seq %d" % (kind, seq)
+            k, u, s, body = parse(d)
+            if (k, s) == (kind, seq):
+                assert u == SERVER, d
+                return body
+            if k == 15:  # a text for us: REPONSE_TEXTE, same NUM_SEQ
+                self.sock.sendto(msg(16, self.id, s), self.addr)
+                continue
+            self.inbox.append(d)
+            raise AssertionError("unexpected %r" % d)
+        raise AssertionError("no answer %d to seq %d" % (kind, seq))
+
+    def register(self, user: str) -> int:
+        seq = self.send(1, name(user))
+        body = self.answer(2, seq)
+        assert len(body) == 2 and body[0] == 0x00, body  # STATUT 00, then ID
+        assert 1 <= body[1] <= 254
+        self.id = body[1]
+        # keep-alive: CONNEXION with our id, empty; STATUT_CONNEXION 0
+        seq = self.send(1)
+        assert self.answer(2, seq) == b"\x00"
+        return self.id
+
+    def request(self, kind: int, body: bytes = b"") -> bytes:
+        return self.answer(kind + 1, self.send(kind, body))
+
+    def close(self) -> None:
+        if self.id:
+            self.request(21)
+        self.sock.close()
+
+
+def rooms() -> int:
+    return port("rooms")
+
+
+# -- a third-party client against chinwagd -----------------------------------
+
+
+def test_registration_statuses_keep_alive_and_a_retransmitted_request() -> None:
+    a = Peer(rooms())
+    user = unique("r")[:10]
+    seq = a.send(1, name(user))
+    first = a.answer(2, seq)
+    # the same CONNEXION again (a retransmission): the same answer bytes
+    a.send(1, name(user), seq=seq)
+    assert a.answer(2, seq) == first
+    a.id = first[1]
+    b = Peer(rooms())
+    taken = b.answer(2, b.send(1, name(user)))
+    assert len(taken) == 2 and taken[0] == 0x80, taken  # 10: name taken
+    bad = b.answer(2, b.send(1, name("x" * 11)))
+    assert len(bad) == 2 and bad[0] == 0x40, bad  # 01: invalid (11 bytes)
+    bad = b.answer(2, b.send(1, b"nohash"))
+    assert bad[0] == 0x40, bad
+    ten = unique("t")[:10].ljust(10, "q")
+    assert len(ten.encode()) == 10
+    b.register(ten)  # 10 bytes is allowed
+    # DECONNEXION: STATUT 0; the name is free again
+    assert b.request(21) == b"\x00"
+    b.id = 0
+    c = Peer(rooms())
+    c.register(ten)
+    # a keep-alive with an unknown id gets STATUT_CONNEXION 1
+    d = Peer(rooms())
+    d.sock.sendto(msg(1, 7, 5, name("zz")), d.addr)  # register first so it is confirmed
+    a.close()
+    c.close()
+    d.sock.close()
+    b.sock.close()
+
+
+def test_private_rooms_create_list_access_change_quit() -> None:
+    a, b = Peer(rooms()), Peer(rooms())
+    an, bn = unique("a")[:10], unique("b")[:10]
+    a.register(an)
+    b.register(bn)
+    room = unique("salon")
+    body = a.request(3, b"\x00" + name(room) + b"\x02")  # centralised, NUM_MAX 2
+    assert len(body) == 2 and body[0] == 0x00 and 1 <= body[1] <= 255, body
+    assert a.request(3, b"\x00" + name(room) + b"\x05")[0] == 0x80  # exists
+    assert a.request(3, b"\x00" + name(unique("s")) + b"\x01")[0] == 0xC0  # NUM_MAX < 2
+    assert a.request(3, b"\x00" + name("") + b"\x05")[0] == 0x40  # bad name
+    assert a.request(3, b"\x00" + name("n" * 51) + b"\x05")[0] == 0x40  # over 50 bytes
+    # the list holds our room: MODE byte, NAME '#', NUM_CLIENT
+    lst = a.request(5)
+    count, rest = lst[0], lst[1:]
+    found = []
+    for _ in range(count):
+        mode = rest[0]
+        assert mode in (0x00, 0x80)
+        end = rest.index(b"#", 1)
+        found.append((mode, rest[1:end].decode(), rest[end + 1]))
+        rest = rest[end + 2:]
+    assert rest == b""
+    assert (0x00, room, 1) in found, found
+    # access: granted 00, no such room 01, full 10; MODE | STATUT in one byte
+    assert b.request(7, name(room)) == b"\x00"
+    assert b.request(9, name(room))[0] == 2
+    members = b.request(9, name(room))
+    assert members[0] == 2 and sorted(members[1:].split(b"#")[:-1]) == sorted([an.encode(), bn.encode()])
+    c = Peer(rooms())
+    c.register(unique("c")[:10])
+    assert c.request(7, name(room)) == b"\x40"  # full
+    assert c.request(7, name(unique("none"))) == b"\x20"  # no such room
+    assert c.request(17, name(room)) == b"\x40"  # CHANGER: same forms
+    # QUITTER: 0, then 1 (not in a private room)
+    assert c.request(19) == b"\x80"
+    assert b.request(19) == b"\x00"
+    # b left: a is alone, the room closes and a is told (chinwag's type 23)
+    d = a.recv()
+    assert d is not None
+    k, u, s, body = parse(d)
+    assert (k, u, body) == (23, SERVER, name(room)), d
+    a.sock.sendto(msg(24, a.id, s), a.addr)
+    for p in (a, b, c):
+        p.close()
+
+
+def test_decentralised_access_lists_addresses_ports_and_names() -> None:
+    a, b = Peer(rooms()), Peer(rooms())
+    an, bn = unique("da")[:10], unique("db")[:10]
+    a.register(an)
+    b.register(bn)
+    room = unique("p2p")
+    body = a.request(3, b"\x80" + name(room) + b"\x04")
+    assert body[0] == 0x00
+    acc = b.request(7, name(room))
+    assert acc[0] == 0x80 and acc[1] >= 1, acc  # MODE 1, STATUT 00, count
+    rest, seen = acc[2:], {}
+    for _ in range(acc[1]):
+        ip = socket.inet_ntoa(rest[:4])
+        (p,) = struct.unpack(">H", rest[4:6])
+        end = rest.index(b"#", 6)
+        seen[rest[6:end].decode()] = (ip, p)
+        rest = rest[end + 1:]
+    assert rest == b""
+    assert seen[an] == ("127.0.0.1", a.sock.getsockname()[1]), seen
+    a.close()
+    b.close()
+
+
+def test_texts_invitations_acknowledgements_and_retransmission() -> None:
+    a, b = Peer(rooms()), Peer(rooms())
+    an, bn = unique("ta")[:10], unique("tb")[:10]
+    a.register(an)
+    b.register(bn)
+    room = unique("club")
+    assert a.request(3, b"\x00" + name(room) + b"\x05")[0] == 0x00
+    # INVITER with the USER_NAME as the seed draws it (no '#'): empty answer
+    assert a.request(11, bn.encode()) == b""
+    d = b.recv()
+    assert d is not None
+    k, u, iseq, body = parse(d)
+    assert (k, u) == (13, SERVER)
+    assert body == name(an) + b"\x00" + name(room), body  # who, MODE byte, room
+    b.sock.sendto(msg(14, b.id, iseq, b"\x00"), b.addr)  # accept
+    # b ends up in the room
+    assert poll_members(a, room, 2)
+    # a text: the author gets REPONSE_TEXTE (empty); b gets the TEXTE with
+    # the author's ID_USER; unacknowledged, the same bytes come again
+    text = "bonjour ✓".encode()
+    assert a.request(15, struct.pack(">H", len(text)) + text) == b""
+    first = b.recv()
+    assert first is not None
+    k, u, s, body = parse(first)
+    assert (k, u, body) == (15, a.id, struct.pack(">H", len(text)) + text)
+    t0 = time.monotonic()
+    again = b.recv()
+    assert again == first, again  # T later, same NUM_SEQ and bytes
+    assert time.monotonic() - t0 >= 0.05
+    b.sock.sendto(msg(16, b.id, s), b.addr)
+    late = b.recv(0.4)
+    assert late is None or parse(late)[2] != s, late
+    # an empty text and the 1,200-byte maximum
+    for t in (b"", b"x" * 1200):
+        assert a.request(15, struct.pack(">H", len(t)) + t) == b""
+        got = b.recv()
+        assert got is not None and parse(got)[3] == struct.pack(">H", len(t)) + t
+        b.sock.sendto(msg(16, b.id, parse(got)[2]), b.addr)
+    # an unknown type gets chinwag's ERREUR (27): [TYPE:5] byte, RAISON 1
+    seq = a.send(28)
+    assert a.answer(27, seq) == bytes([28 << 3, 1])
+    a.close()
+    b.close()
+
+
+def poll_members(p: Peer, room: str, n: int) -> bool:
+    end = time.monotonic() + 3
+    while time.monotonic() < end:
+        if p.request(9, name(room))[0] == n:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# -- a third-party server for the library ------------------------------------
+
+
+def test_the_library_against_a_scripted_rooms_server() -> None:
+    srv = udp(3.0)
+    got: List[Tuple[float, bytes]] = []
+
+    def recv() -> Tuple[bytes, tuple]:
+        d, src = srv.recvfrom(8192)
+        got.append((time.monotonic(), d))
+        return d, src
+
+    import threading
+    out = {}
+
+    def script() -> None:
+        try:
+            # CONNEXION: unanswered once, to see the retransmission
+            d1, src = recv()
+            d2, _ = recv()
+            out["conn"] = (d1, d2, got[1][0] - got[0][0])
+            k, u, s, body = parse(d1)
+            srv.sendto(msg(2, SERVER, s, b"\x00\x07"), src)
+            d, _ = recv()  # keep-alive with id 7
+            k, u, s, body = parse(d)
+            out["keepalive"] = d
+            srv.sendto(msg(2, SERVER, s, b"\x00"), src)
+            d, _ = recv()  # CREER
+            out["creer"] = d
+            srv.sendto(msg(4, SERVER, parse(d)[2], b"\x00\x09"), src)
+            d, _ = recv()  # INVITER
+            out["inviter"] = d
+            srv.sendto(msg(12, SERVER, parse(d)[2]), src)
+            d, _ = recv()  # TEXTE
+            out["texte"] = d
+            srv.sendto(msg(16, SERVER, parse(d)[2]), src)
+            # a text from user 9, twice (our retransmission): acked twice
+            t = msg(15, 9, 0xBEEF, struct.pack(">H", 2) + b"yo")
+            srv.sendto(t, src)
+            out["ack1"] = recv()[0]
+            srv.sendto(t, src)
+            out["ack2"] = recv()[0]
+            # an invitation from the server
+            srv.sendto(msg(13, SERVER, 0xBEF0, name("kim") + b"\x80" + name("den")), src)
+            out["invite_answer"] = recv()[0]
+            d, _ = recv()  # QUITTER
+            out["quitter"] = d
+            srv.sendto(msg(20, SERVER, parse(d)[2], b"\x00"), src)
+            d, _ = recv()  # DECONNEXION
+            out["deco"] = d
+            srv.sendto(msg(22, SERVER, parse(d)[2], b"\x00"), src)
+        except BaseException as e:
+            out["error"] = e
+
+    th = threading.Thread(target=script, daemon=True)
+    th.start()
+    with chinwag.Client("127.0.0.1", srv.getsockname()[1], chinwag.Dialect.ROOMS) as cl:
+        cl.login("leo")
+        assert cl.user_id() == 7
+        assert cl.create_room("salle", chinwag.RoomMode.CENTRALISED, 4) == 9
+        cl.invite("kim")
+        cl.send_message("hi")
+        ev = cl.next_event(3)
+        assert ev is not None and ev.kind == chinwag.EventKind.MESSAGE, ev
+        assert ev.text == "yo"
+        ev = cl.next_event(3)
+        assert ev is not None and ev.kind == chinwag.EventKind.ROOM_INVITATION, ev
+        assert (ev.peer, ev.text, ev.room_mode) == ("kim", "den", chinwag.RoomMode.DECENTRALISED)
+        cl.answer_invitation("den", False)
+        assert cl.next_event(0.3) is None  # the retransmitted text: one event
+        cl.leave_room()
+    th.join(5)
+    srv.close()
+    assert not th.is_alive()
+    if "error" in out:
+        raise out["error"]
+    d1, d2, gap = out["conn"]
+    assert d1 == d2 and parse(d1)[:2] == (1, 0) and parse(d1)[3] == b"leo#"
+    assert gap >= 0.05, gap  # T = 100 ms between sends
+    assert parse(out["keepalive"])[:2] == (1, 7) and parse(out["keepalive"])[3] == b""
+    assert parse(out["creer"])[:2] == (3, 7)
+    assert parse(out["creer"])[3] == b"\x00salle#\x04"
+    k, u, s, body = parse(out["inviter"])
+    assert (k, u, body) == (11, 7, b"kim"), out["inviter"]  # USER_NAME, as drawn
+    assert parse(out["texte"])[:2] == (15, 7)
+    assert parse(out["texte"])[3] == b"\x00\x02hi"
+    assert out["ack1"] == msg(16, 7, 0xBEEF) == out["ack2"]
+    assert out["invite_answer"] == msg(14, 7, 0xBEF0, b"\x80")  # refuse: bit 1
+    assert parse(out["quitter"])[:2] == (19, 7) and parse(out["quitter"])[3] == b""
+    assert parse(out["deco"])[:2] == (21, 7) and parse(out["deco"])[3] == b""
