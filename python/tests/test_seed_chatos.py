@@ -73,6 +73,31 @@ def test_login_of_30_bytes_is_accepted_and_31_is_not(chatos: int) -> None:
         x.close()
 
 
+def test_one_identification_only_and_forged_or_early_commands(chatos: int) -> None:
+    an, bn = unique("oa"), unique("ob")
+    a, b = login(chatos, an), login(chatos, bn)
+    # "L'identification ne peut avoir lieu qu'une seule fois avec succès"
+    a.sendall(b"\x00" + s(unique("again")))
+    assert recv_exact(a, 1) == b"\x02"
+    # a MESSAGE whose login is not the sender's is never delivered
+    a.sendall(b"\x03" + s(bn) + s("forged"))
+    a.sendall(b"\x03" + s(an) + s("real"))
+    want = b"\x03" + s(an) + s("real")
+    assert recv_exact(b, len(want)) == want
+    # before identification only LOGIN / LOGIN_PRIVATE: anything else closes
+    c = connect(chatos)
+    c.sendall(b"\x03" + s("x") + s("y"))
+    assert closed_by_peer(c)
+    # a msg over 1024 bytes, an unknown opcode, a negative length: closed
+    for bad in (b"\x03" + s(an) + s("z" * 1025), b"\x0d", b"\x03" + struct.pack(">i", -1)):
+        d = login(chatos, unique("bd"))
+        d.sendall(bad)
+        assert closed_by_peer(d), bad[:8]
+        d.close()
+    for x in (a, b, c):
+        x.close()
+
+
 def test_global_message_reaches_everyone_byte_for_byte(chatos: int) -> None:
     an, bn = unique("ga"), unique("gb")
     a, b = login(chatos, an), login(chatos, bn)
@@ -232,6 +257,11 @@ def test_the_library_against_a_scripted_chatos_server() -> None:
         assert recv_exact(c, 1) == b"\x05"
         seen["req"] = (read_string(c), read_string(c))
         c.sendall(b"\x07" + s(me) + s("bob"))
+        # closing the stream early: CLOSE_CONNECTION(11) id requester target
+        assert recv_exact(c, 1) == b"\x0b"
+        seen["close"] = (struct.unpack(">q", recv_exact(c, 8))[0], read_string(c),
+                         read_string(c))
+        c.sendall(b"\x0c" + s(peer))
         assert closed_by_peer(p)
 
     srv = FakeServer(script)
@@ -268,6 +298,9 @@ def test_the_library_against_a_scripted_chatos_server() -> None:
             ev = cl.next_event(5)
             assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_REFUSED, ev
             assert ev.peer == "bob"
+        ev = cl.next_event(5)
+        assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_CLOSED, ev
+        assert ev.peer == peer
     srv.join()
     assert seen["msg"] == (me, "hello")
     assert seen["priv"] == (me, peer, "secret")
@@ -275,3 +308,4 @@ def test_the_library_against_a_scripted_chatos_server() -> None:
     assert seen["login_private"] == b"\x09\x01\x02\x03\x04\x05\x06\x07\x08"
     assert seen["relayed"] == b"ping!"
     assert seen["req"] == (me, "bob")
+    assert seen["close"] == (0x0102030405060708, me, peer)

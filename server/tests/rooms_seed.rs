@@ -329,6 +329,25 @@ fn inviter_is_read_with_a_bare_name_and_every_user_can_be_listed() {
             room: "club".into()
         }
     );
+    // and as chinwag clients sent it before following the diagram: "carol#"
+    let seq = a.next_seq();
+    let mut with = vec![
+        kind::INVITER_MESSAGERIE_PRIVEE << 3,
+        a.id,
+        (seq >> 8) as u8,
+        seq as u8,
+    ];
+    with.extend_from_slice(b"carol#");
+    assert_eq!(a.ask_bytes(seq, &with), Body::InviteAck);
+    let inv = c.expect("the invitation", |m| matches!(m, Body::Invitation { .. }));
+    assert_eq!(
+        inv.body,
+        Body::Invitation {
+            from: "alice".into(),
+            mode: Mode::Centralised,
+            room: "club".into()
+        }
+    );
 }
 
 #[test]
