@@ -289,3 +289,39 @@ def test_the_library_against_a_scripted_accounts_server() -> None:
     addr, at = parse_string(body, at)
     assert who == "amy" and at + 2 == len(body)
     assert seen["hangup"] == (146, s("amy"))
+
+
+def test_refusals_offline_delivery_and_the_stamps_extension(accounts: int) -> None:
+    c = hello(accounts)
+    pseudo = unique("sh")
+    c.sendall(frame(100, s(pseudo + "@example.org") + s(pseudo) + s("short")))
+    code, body = read_frame(c)
+    assert code == 104 and parse_string(body)[1] == len(body) and parse_string(body)[0]
+    c.sendall(frame(110, s(unique("none") + "@example.org") + s("password1")))
+    assert read_frame(c) == (112, b"")
+    c.close()
+    # b goes offline; a's request and message wait for b's next login, and
+    # come right after 111: requests, then answers, then messages
+    a, an, aid, b, bn, bid = _friends(accounts)
+    email_b = bn + "@example.org"
+    b.close()
+    e, en, _ = account(accounts, "oe")
+    e.sendall(frame(120, s(bn)))
+    assert read_frame(e) == (121, s(bn))
+    a.sendall(frame(150, s(bn) + s("while away")))
+    assert read_frame(a) == (152, b"")
+    # b comes back asking for STAMPS: 200 with features, 201 grants them
+    b = connect(accounts)
+    b.sendall(frame(200, struct.pack(">I", 1)))
+    assert read_frame(b) == (201, struct.pack(">I", 1))
+    b.sendall(frame(110, s(email_b) + s("password1")))
+    code, body = read_frame(b)
+    assert code == 111 and body == s(bn) + struct.pack(">Q", bid)
+    assert read_frame(b) == (130, s(en))
+    code, body = read_frame(b)
+    assert code == 151 and body[:-8] == s(an) + s("while away")  # then stamp:u64
+    (stamp,) = struct.unpack(">Q", body[-8:])
+    import time
+    assert abs(stamp - time.time()) < 120
+    for x in (a, b, e):
+        x.close()

@@ -231,3 +231,54 @@ def test_the_library_against_a_scripted_babel_server_and_voice_peer() -> None:
     who, at = parse_string(body)
     host, at = parse_string(body, at)
     assert who == "dave" and at + 2 == len(body), body
+
+
+def test_the_library_waits_for_hello_and_takes_a_login_without_a_contact_list() -> None:
+    seen = {}
+
+    def script(accept):  # type: ignore[no-untyped-def]
+        c = accept()
+        # "The client shouldn't send any packet before receiving this one"
+        seen["early"] = silent(c, 0.3)
+        c.sendall(HELLO)
+        seen["login"] = read_frame(c)
+        # the original server: LoginSuccess alone when nobody else is online
+        c.sendall(frame(3))
+        # a call to nobody: ErrorResponse(what)
+        seen["call"] = read_frame(c)
+        c.sendall(frame(8, s("ghost is not connected")))
+        assert closed_by_peer(c)
+
+    srv = FakeServer(script)
+    with chinwag.Client("127.0.0.1", srv.port, chinwag.Dialect.BABEL) as cl:
+        cl.login("solo")
+        assert cl.contacts() == []
+        cl.place_voice_call("ghost")
+        ev = cl.next_event(5)
+        assert ev is not None and ev.kind == chinwag.EventKind.CALL_FAILED, ev
+        assert ev.peer == "ghost"
+    srv.join()
+    assert seen["early"] == b""
+    assert seen["login"] == (2, s("solo"))
+    assert seen["call"][0] == 6
+
+
+def test_login_edge_cases() -> None:
+    a, _ = login(unique("le"))
+    a.sendall(frame(2, s(unique("again"))))  # a second Login after success
+    op, body = read_frame(a)
+    assert op == 4 and parse_string(body) == ("already logged in", len(body))
+    d = connect(babel())
+    assert recv_exact(d, 10) == HELLO
+    d.sendall(frame(2, s("")))  # an empty name
+    op, body = read_frame(d)
+    assert op == 4 and parse_string(body)[0] == "invalid username"
+    d.sendall(frame(2, s("w" * 31)))  # over the shared 30-byte name limit
+    assert closed_by_peer(d)
+    # before Login only Login: a CallRequest closes the connection
+    e = connect(babel())
+    assert recv_exact(e, 10) == HELLO
+    e.sendall(frame(6, s("x") + s("") + struct.pack("<H", 1)))
+    assert closed_by_peer(e)
+    for x in (a, d, e):
+        x.close()

@@ -64,7 +64,8 @@ class Peer:
     def answer(self, kind: int, seq: int, timeout: float = 2.0) -> bytes:
         """The server's answer of type ``kind`` to NUM_SEQ ``seq``: the body.
         Requests the server starts meanwhile (texts from other tests'
-        users in the public room) are acknowledged and skipped."""
+        users in the public room, a room closed) are acknowledged and
+        skipped."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             d = self.recv(end - time.monotonic())
@@ -73,8 +74,8 @@ class Peer:
             if (k, s) == (kind, seq):
                 assert u == SERVER, d
                 return body
-            if k == 15:  # a text for us: REPONSE_TEXTE, same NUM_SEQ
-                self.sock.sendto(msg(16, self.id, s), self.addr)
+            if k in (15, 23):  # a text, a room closed: acknowledge, same NUM_SEQ
+                self.sock.sendto(msg(k + 1, self.id, s), self.addr)
                 continue
             self.inbox.append(d)
             raise AssertionError("unexpected %r" % d)
@@ -264,6 +265,32 @@ def poll_members(p: Peer, room: str, n: int) -> bool:
     return False
 
 
+def test_error_answers_and_an_unknown_keep_alive() -> None:
+    a = Peer(rooms())
+    a.register(unique("ea")[:10])
+    room = unique("seul")
+    assert a.request(3, b"\x00" + name(room) + b"\x05")[0] == 0x00
+    # alone in the room: ERREUR [TEXTE] 5 (no recipient)
+    seq = a.send(15, b"\x00\x02hi")
+    assert a.answer(27, seq) == bytes([15 << 3, 5])
+    # a CHAT over 1,200 bytes: ERREUR [TEXTE] 3
+    seq = a.send(15, struct.pack(">H", 1201) + b"x" * 1201)
+    assert a.answer(27, seq) == bytes([15 << 3, 3])
+    # a CHAT_LONGUEUR beyond the datagram: malformed, ERREUR [TEXTE] 2
+    seq = a.send(15, struct.pack(">H", 10) + b"abc")
+    assert a.answer(27, seq) == bytes([15 << 3, 2])
+    # a type only the server sends: ERREUR [13] 4
+    seq = a.send(13, name("x") + b"\x00" + name("y"))
+    assert a.answer(27, seq) == bytes([13 << 3, 4])
+    a.close()
+    b = Peer(rooms())
+    b.register(unique("eb")[:10])
+    assert b.request(21) == b"\x00"  # DECONNEXION
+    seq = b.send(1)  # a keep-alive after leaving: STATUT_CONNEXION 1
+    assert b.answer(2, seq) == b"\x80"
+    b.sock.close()
+
+
 # -- a third-party server for the library ------------------------------------
 
 
@@ -354,3 +381,73 @@ def test_the_library_against_a_scripted_rooms_server() -> None:
     assert out["invite_answer"] == msg(14, 7, 0xBEF0, b"\x80")  # refuse: bit 1
     assert parse(out["quitter"])[:2] == (19, 7) and parse(out["quitter"])[3] == b""
     assert parse(out["deco"])[:2] == (21, 7) and parse(out["deco"])[3] == b""
+
+
+def test_the_library_as_a_decentralised_room_peer() -> None:
+    """Seed 003 4.3.15 case 2: in a decentralised room each client sends its
+    text to every other member at the address the access answer listed,
+    and whoever receives a text acknowledges it (REPONSE_TEXTE)."""
+    srv, ann = udp(3.0), udp(3.0)
+    ann_port = ann.getsockname()[1]
+    out = {}
+
+    import threading
+
+    def script() -> None:
+        try:
+            d, src = srv.recvfrom(8192)
+            srv.sendto(msg(2, SERVER, parse(d)[2], b"\x00\x21"), src)
+            out["lib"] = src
+            while True:
+                d, src = srv.recvfrom(8192)
+                k, u, s, body = parse(d)
+                if k == 1:  # keep-alive
+                    srv.sendto(msg(2, SERVER, s, b"\x00"), src)
+                elif k == 7:  # DEMANDE_ACCES: decentralised, granted, ann
+                    out["acces"] = body
+                    srv.sendto(msg(8, SERVER, s, b"\x80\x01" + socket.inet_aton("127.0.0.1")
+                                   + struct.pack(">H", ann_port) + name("ann")), src)
+                elif k == 21:
+                    srv.sendto(msg(22, SERVER, s, b"\x00"), src)
+                    return
+        except BaseException as e:
+            out["error"] = e
+
+    th = threading.Thread(target=script, daemon=True)
+    th.start()
+    with chinwag.Client("127.0.0.1", srv.getsockname()[1], chinwag.Dialect.ROOMS) as cl:
+        cl.login("max")
+        cl.join_room("p2p")
+        assert cl.peers() == ["ann"]
+        # ann (ID_USER 12) writes to the library directly
+        lib = out["lib"]
+        t = msg(15, 12, 0x0101, b"\x00\x05salut")
+        ann.sendto(t, lib)
+        ack, src = ann.recvfrom(8192)
+        assert ack == msg(16, 0x21, 0x0101) and src == lib, ack
+        ev = cl.next_event(3)
+        assert ev is not None and ev.kind == chinwag.EventKind.MESSAGE, ev
+        assert (ev.peer, ev.text) == ("ann", "salut")
+        # the library writes to ann directly; ann acknowledges the second copy
+        done = threading.Event()
+
+        def ann_side() -> None:
+            d1, src = ann.recvfrom(8192)
+            d2, _ = ann.recvfrom(8192)
+            out["texts"] = (d1, d2)
+            ann.sendto(msg(16, 12, parse(d1)[2]), src)
+            done.set()
+
+        th2 = threading.Thread(target=ann_side, daemon=True)
+        th2.start()
+        cl.send_message("re")
+        th2.join(5)
+        assert done.is_set()
+    th.join(5)
+    srv.close()
+    ann.close()
+    if "error" in out:
+        raise out["error"]
+    assert out["acces"] == b"p2p#"
+    d1, d2 = out["texts"]
+    assert d1 == d2 and parse(d1)[:2] == (15, 0x21) and parse(d1)[3] == b"\x00\x02re"
