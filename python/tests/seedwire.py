@@ -6,10 +6,9 @@ check every byte with ``struct`` and never use chinwag's codecs. Every
 socket is on 127.0.0.1 with a deadline, so a test stops by itself."""
 
 import socket
-import struct
 import threading
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 DEADLINE = 5.0
 
@@ -113,5 +112,4 @@ def udp(timeout: float = DEADLINE) -> socket.socket:
     return s
 
 
-__all__ = ["connect", "recv_exact", "silent", "closed_by_peer", "poll", "FakeServer",
-           "udp", "struct", "Tuple"]
+__all__ = ["connect", "recv_exact", "silent", "closed_by_peer", "poll", "FakeServer", "udp"]

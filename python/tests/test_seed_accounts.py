@@ -13,10 +13,10 @@ below hold chinwagd to the seed's sequences (200 -> 201 first; 100 -> 101 /
 
 import socket
 import struct
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from conftest import chinwag, unique
-from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent, udp
+from seedwire import FakeServer, closed_by_peer, connect, recv_exact, udp
 
 MAGIC = b"CWAC"
 
@@ -133,7 +133,7 @@ def test_friends_requests_lists_and_answers(accounts: int) -> None:
         x.close()
 
 
-def _friends(accounts: int) -> tuple:
+def _friends(accounts: int) -> Tuple[Any, ...]:
     a, an, aid = account(accounts, "ma")
     b, bn, bid = account(accounts, "mb")
     a.sendall(frame(120, s(bn)))
@@ -204,7 +204,7 @@ def test_call_signalling_ring_answer_decline_hang_up(accounts: int) -> None:
 
 
 def test_the_library_against_a_scripted_accounts_server() -> None:
-    seen = {}
+    seen: Dict[str, Any] = {}
     voice = udp()
     vport = voice.getsockname()[1]
 
@@ -267,6 +267,7 @@ def test_the_library_against_a_scripted_accounts_server() -> None:
         cl.answer_voice_call("amy")
         ev = cl.next_event(5)
         assert ev is not None and ev.kind == chinwag.EventKind.CALL_ESTABLISHED, ev
+        assert ev.call is not None
         with ev.call as call:
             call.send(b"\x01\x02")
             data, src = voice.recvfrom(2048)

@@ -12,7 +12,7 @@ port u16. Opcodes 1 HelloConnect, 2 Login, 3 LoginSuccess, 4 LoginFailed,
 
 import socket
 import struct
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 from conftest import chinwag, port, unique
 from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent, poll
@@ -148,7 +148,7 @@ def _listener() -> socket.socket:
 def test_the_library_against_a_scripted_babel_server_and_voice_peer() -> None:
     me = "libby"
     voice = _listener()  # where "carol" waits for the library's connection
-    seen = {}
+    seen: Dict[str, Any] = {}
 
     def script(accept):  # type: ignore[no-untyped-def]
         c = accept()
@@ -200,7 +200,6 @@ def test_the_library_against_a_scripted_babel_server_and_voice_peer() -> None:
         ev = cl.next_event(5)
         assert ev is not None and ev.kind == chinwag.EventKind.CALL_FAILED, ev
         cl.place_voice_call("erin")
-        op, body = (0, b"")
         assert poll(lambda: "call2" in seen)
         op, body = seen["call2"]
         assert op == 6
@@ -234,7 +233,7 @@ def test_the_library_against_a_scripted_babel_server_and_voice_peer() -> None:
 
 
 def test_the_library_waits_for_hello_and_takes_a_login_without_a_contact_list() -> None:
-    seen = {}
+    seen: Dict[str, Any] = {}
 
     def script(accept):  # type: ignore[no-untyped-def]
         c = accept()

@@ -11,6 +11,7 @@ byte length + UTF-8; LONG 8 bytes big-endian (NOTES: "every implementation
 
 import socket
 import struct
+from typing import Any, Dict, Tuple
 
 from conftest import chinwag, unique
 from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent
@@ -137,7 +138,7 @@ def test_private_message_goes_to_the_target_only_and_unknown_is_ignored(chatos: 
         x.close()
 
 
-def _negotiate(chatos: int) -> tuple:
+def _negotiate(chatos: int) -> Tuple[Any, ...]:
     rn, tn = unique("rq"), unique("tg")
     r, t = login(chatos, rn), login(chatos, tn)
     req = b"\x05" + s(rn) + s(tn)
@@ -223,7 +224,7 @@ def test_close_connection_is_answered_with_accept_close(chatos: int) -> None:
 
 def test_the_library_against_a_scripted_chatos_server() -> None:
     me, peer = "lib_user", "alice"
-    seen = {}
+    seen: Dict[str, Any] = {}
 
     def script(accept):  # type: ignore[no-untyped-def]
         c = accept()
