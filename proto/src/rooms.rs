@@ -1362,7 +1362,10 @@ mod tests {
         assert_eq!(Message::decode(&with), Err(DecodeError::TrailingBytes(1)));
         assert_eq!(want.to_bytes(), bare);
         // Names follow the same rules either way.
-        for d in ["58 05 0007 6161616161616161616161", "58 05 0007 6161616161616161616161 23"] {
+        for d in [
+            "58 05 0007 6161616161616161616161",
+            "58 05 0007 6161616161616161616161 23",
+        ] {
             assert!(
                 matches!(
                     Message::decode_lenient(&hex(d)),

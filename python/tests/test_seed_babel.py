@@ -114,11 +114,17 @@ def test_hello_login_and_contact_lists() -> None:
     d.close()
 
 
-def test_call_request_is_forwarded_with_the_host_filled_in() -> None:
-    an, bn = unique("ca"), unique("cb")
+def pair(tag: str) -> Tuple[socket.socket, str, socket.socket, str]:
+    """Two logged-in users; the first has heard of the second."""
+    an, bn = unique(tag + "a"), unique(tag + "b")
     a, _ = login(an)
     b, _ = login(bn)
     contacts_until(a, 5, bn)
+    return a, an, b, bn
+
+
+def test_call_request_is_forwarded_with_the_host_filled_in() -> None:
+    a, an, b, bn = pair("c")
     a.sendall(frame(6, s(bn) + s("") + struct.pack("<H", 40001)))
     assert next_frame(b) == (6, s(an) + s("127.0.0.1") + struct.pack("<H", 40001))
     # a host given by the caller is passed on as it is
@@ -138,10 +144,7 @@ def test_call_request_is_forwarded_with_the_host_filled_in() -> None:
 
 
 def test_unknown_opcode_closes_that_connection_and_others_get_del_contact() -> None:
-    an, bn = unique("ua"), unique("ub")
-    a, _ = login(an)
-    b, _ = login(bn)
-    contacts_until(a, 5, bn)
+    a, an, b, bn = pair("u")
     b.sendall(frame(0x7777, b"junk"))
     assert closed_by_peer(b)
     contacts_until(a, 10, bn)
