@@ -8,7 +8,7 @@ socket is on 127.0.0.1 with a deadline, so a test stops by itself."""
 import socket
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 DEADLINE = 5.0
 
@@ -105,6 +105,13 @@ class FakeServer:
             raise self.error
 
 
+def event(client: Any, kind: Any, timeout: float = DEADLINE) -> Any:
+    """The client's next event, which must be of ``kind``."""
+    ev = client.next_event(timeout)
+    assert ev is not None and ev.kind == kind, (kind, ev)
+    return ev
+
+
 def udp(timeout: float = DEADLINE) -> socket.socket:
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))
@@ -112,4 +119,5 @@ def udp(timeout: float = DEADLINE) -> socket.socket:
     return s
 
 
-__all__ = ["connect", "recv_exact", "silent", "closed_by_peer", "poll", "FakeServer", "udp"]
+__all__ = ["connect", "recv_exact", "silent", "closed_by_peer", "poll", "FakeServer", "udp",
+           "event"]

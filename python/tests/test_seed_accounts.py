@@ -16,7 +16,7 @@ import struct
 from typing import Any, Dict, List, Tuple
 
 from conftest import chinwag, unique
-from seedwire import FakeServer, closed_by_peer, connect, recv_exact, udp
+from seedwire import FakeServer, closed_by_peer, connect, recv_exact, udp, event
 
 MAGIC = b"CWAC"
 
@@ -254,19 +254,15 @@ def test_the_library_against_a_scripted_accounts_server() -> None:
         cl.send_to_friend("amy", "hello")
         h = cl.history("amy")
         assert [(e.id, e.sender_id, e.text) for e in h] == [(5, 9, "one"), (6, 77, "")], h
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_MESSAGE, ev
+        ev = event(cl, chinwag.EventKind.PRIVATE_MESSAGE, 5)
         assert (ev.peer, ev.text) == ("amy", "hey")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.FRIEND_REQUEST, ev
+        ev = event(cl, chinwag.EventKind.FRIEND_REQUEST, 5)
         assert ev.peer == "cy"
         cl.accept_friend("cy")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.CALL_INCOMING, ev
+        ev = event(cl, chinwag.EventKind.CALL_INCOMING, 5)
         assert (ev.peer, ev.address, ev.port) == ("amy", "127.0.0.1", vport)
         cl.answer_voice_call("amy")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.CALL_ESTABLISHED, ev
+        ev = event(cl, chinwag.EventKind.CALL_ESTABLISHED, 5)
         assert ev.call is not None
         with ev.call as call:
             call.send(b"\x01\x02")

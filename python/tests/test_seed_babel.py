@@ -15,7 +15,7 @@ import struct
 from typing import Any, Dict, List, Tuple
 
 from conftest import chinwag, port, unique
-from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent, poll
+from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent, poll, event
 
 HELLO = bytes.fromhex("0200000000000000" "0100")
 
@@ -202,8 +202,7 @@ def test_the_library_against_a_scripted_babel_server_and_voice_peer() -> None:
         p.settimeout(5)
         # we accepted the library's connection: ConnectionEstablished first
         p.sendall(frame(11))
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.CALL_ESTABLISHED, ev
+        ev = event(cl, chinwag.EventKind.CALL_ESTABLISHED, 5)
         assert ev.call is not None
         with ev.call as call:
             # VoiceData is list<u8>: u64 count, then the bytes, both ways
@@ -214,8 +213,7 @@ def test_the_library_against_a_scripted_babel_server_and_voice_peer() -> None:
         assert closed_by_peer(p)
         p.close()
         cl.place_voice_call("dave")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.CALL_FAILED, ev
+        ev = event(cl, chinwag.EventKind.CALL_FAILED, 5)
         cl.place_voice_call("erin")
         assert poll(lambda: "call2" in seen)
         op, body = seen["call2"]
@@ -228,8 +226,7 @@ def test_the_library_against_a_scripted_babel_server_and_voice_peer() -> None:
         q.settimeout(5)
         # the library accepted our connection: it sends ConnectionEstablished
         assert read_frame(q) == (11, b"")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.CALL_ESTABLISHED, ev
+        ev = event(cl, chinwag.EventKind.CALL_ESTABLISHED, 5)
         assert ev.call is not None
         with ev.call as call:
             q.sendall(frame(7, struct.pack("<Q", 0)))  # an empty list<u8>
@@ -270,8 +267,7 @@ def test_the_library_waits_for_hello_and_takes_a_login_without_a_contact_list() 
         cl.login("solo")
         assert cl.contacts() == []
         cl.place_voice_call("ghost")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.CALL_FAILED, ev
+        ev = event(cl, chinwag.EventKind.CALL_FAILED, 5)
         assert ev.peer == "ghost"
     srv.join()
     assert seen["early"] == b""

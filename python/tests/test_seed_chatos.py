@@ -14,7 +14,7 @@ import struct
 from typing import Any, Dict, Tuple
 
 from conftest import chinwag, unique
-from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent
+from seedwire import FakeServer, closed_by_peer, connect, recv_exact, silent, event
 
 
 def s(text: str) -> bytes:
@@ -275,18 +275,14 @@ def test_the_library_against_a_scripted_chatos_server() -> None:
         cl.login(me)
         cl.send_message("hello")
         cl.send_private(peer, "secret")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.MESSAGE, ev
+        ev = event(cl, chinwag.EventKind.MESSAGE, 5)
         assert (ev.peer, ev.text) == (peer, "hi all")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_MESSAGE, ev
+        ev = event(cl, chinwag.EventKind.PRIVATE_MESSAGE, 5)
         assert (ev.peer, ev.text) == (peer, "only you")
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_REQUEST, ev
+        ev = event(cl, chinwag.EventKind.PRIVATE_REQUEST, 5)
         assert ev.peer == peer
         cl.accept_private(peer)
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_ESTABLISHED, ev
+        ev = event(cl, chinwag.EventKind.PRIVATE_ESTABLISHED, 5)
         assert ev.stream is not None
         with ev.stream as st:
             assert st.connect_id == 0x0102030405060708
@@ -296,11 +292,9 @@ def test_the_library_against_a_scripted_chatos_server() -> None:
                 got += st.read(5 - len(got), 5)
             assert got == b"pong!"
             cl.request_private("bob")
-            ev = cl.next_event(5)
-            assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_REFUSED, ev
+            ev = event(cl, chinwag.EventKind.PRIVATE_REFUSED, 5)
             assert ev.peer == "bob"
-        ev = cl.next_event(5)
-        assert ev is not None and ev.kind == chinwag.EventKind.PRIVATE_CLOSED, ev
+        ev = event(cl, chinwag.EventKind.PRIVATE_CLOSED, 5)
         assert ev.peer == peer
     srv.join()
     assert seen["msg"] == (me, "hello")

@@ -15,7 +15,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from conftest import chinwag, port, unique
-from seedwire import udp
+from seedwire import udp, event
 
 SERVER = 255
 
@@ -361,11 +361,9 @@ def test_the_library_against_a_scripted_rooms_server() -> None:
         assert cl.create_room("salle", chinwag.RoomMode.CENTRALISED, 4) == 9
         cl.invite("kim")
         cl.send_message("hi")
-        ev = cl.next_event(3)
-        assert ev is not None and ev.kind == chinwag.EventKind.MESSAGE, ev
+        ev = event(cl, chinwag.EventKind.MESSAGE, 3)
         assert ev.text == "yo"
-        ev = cl.next_event(3)
-        assert ev is not None and ev.kind == chinwag.EventKind.ROOM_INVITATION, ev
+        ev = event(cl, chinwag.EventKind.ROOM_INVITATION, 3)
         assert (ev.peer, ev.text, ev.room_mode) == ("kim", "den", chinwag.RoomMode.DECENTRALISED)
         cl.answer_invitation("den", False)
         assert cl.next_event(0.3) is None  # the retransmitted text: one event
@@ -431,8 +429,7 @@ def test_the_library_as_a_decentralised_room_peer() -> None:
         ann.sendto(t, lib)
         ack, src = ann.recvfrom(8192)
         assert ack == msg(16, 0x21, 0x0101) and src == lib, ack
-        ev = cl.next_event(3)
-        assert ev is not None and ev.kind == chinwag.EventKind.MESSAGE, ev
+        ev = event(cl, chinwag.EventKind.MESSAGE, 3)
         assert (ev.peer, ev.text) == ("ann", "salut")
         # the library writes to ann directly; ann acknowledges the second copy
         done = threading.Event()
