@@ -120,9 +120,9 @@ def test_registration_statuses_keep_alive_and_a_retransmitted_request() -> None:
     a.id = first[1]
     b = Peer(rooms())
     taken = b.answer(2, b.send(1, name(user)))
-    assert len(taken) == 2 and taken[0] == 0x80, taken  # 10: name taken
+    assert taken == b"\x80\x00", taken  # 10: name taken; ID_USER 0 (none)
     bad = b.answer(2, b.send(1, name("x" * 11)))
-    assert len(bad) == 2 and bad[0] == 0x40, bad  # 01: invalid (11 bytes)
+    assert bad == b"\x40\x00", bad  # 01: invalid (11 bytes)
     bad = b.answer(2, b.send(1, b"nohash"))
     assert bad[0] == 0x40, bad
     ten = unique("t")[:10].ljust(10, "q")
@@ -454,3 +454,69 @@ def test_the_library_as_a_decentralised_room_peer() -> None:
     assert out["acces"] == b"p2p#"
     d1, d2 = out["texts"]
     assert d1 == d2 and parse(d1)[:2] == (15, 0x21) and parse(d1)[3] == b"\x00\x02re"
+
+
+def test_the_library_reads_every_refusal_status() -> None:
+    """REPONSE_CONNEXION 01 and 10, REPONSE_CREER 01/10/11, access and
+    change answers 01/10, QUITTER 1, each as the error it means."""
+    srv = udp(3.0)
+    out: Dict[str, Any] = {}
+    answers = {
+        # CONNEXION: invalid, then taken, then accepted as 3
+        1: [b"\x40\x00", b"\x80\x00", b"\x00\x03"],
+        3: [b"\x40\x00", b"\x80\x00", b"\xc0\x00"],
+        7: [b"\x20", b"\x40"],
+        17: [b"\x20", b"\x40"],
+        19: [b"\x80"],
+        21: [b"\x00"],
+    }
+
+    def script() -> None:
+        try:
+            while True:
+                d, src = srv.recvfrom(8192)
+                k, u, s, body = parse(d)
+                if k == 1 and u != 0:  # keep-alive
+                    srv.sendto(msg(2, SERVER, s, b"\x00"), src)
+                    continue
+                srv.sendto(msg(k + 1, SERVER, s, answers[k].pop(0)), src)
+                if k == 21:
+                    return
+        except BaseException as e:
+            out["error"] = e
+
+    th = threading.Thread(target=script, daemon=True)
+    th.start()
+    port_ = srv.getsockname()[1]
+    for want in (chinwag.LoginRefused, chinwag.LoginRefused):
+        with chinwag.Client("127.0.0.1", port_, chinwag.Dialect.ROOMS) as cl:
+            try:
+                cl.login("ivy")
+                raise AssertionError("a refused registration was accepted")
+            except want:
+                pass
+    with chinwag.Client("127.0.0.1", port_, chinwag.Dialect.ROOMS) as cl:
+        cl.login("ivy")
+        for err in (chinwag.ArgumentError, chinwag.RoomExists, chinwag.ArgumentError):
+            try:
+                cl.create_room("r", chinwag.RoomMode.CENTRALISED, 2)
+                raise AssertionError("a refused creation succeeded")
+            except err:
+                pass
+        for call in (cl.join_room, cl.change_room):
+            for err in (chinwag.NoSuchRoom, chinwag.RoomFull):
+                try:
+                    call("r")
+                    raise AssertionError("a refused access succeeded")
+                except err:
+                    pass
+        try:
+            cl.leave_room()
+            raise AssertionError("QUITTER 1 succeeded")
+        except chinwag.NotInRoom:
+            pass
+    th.join(5)
+    srv.close()
+    if "error" in out:
+        raise out["error"]
+    assert all(not v for v in answers.values()), answers
