@@ -504,11 +504,11 @@ def test_the_library_reads_every_refusal_status() -> None:
             except err:
                 pass
         for call in (cl.join_room, cl.change_room):
-            for err in (chinwag.NoSuchRoom, chinwag.RoomFull):
+            for err2 in (chinwag.NoSuchRoom, chinwag.RoomFull):
                 try:
                     call("r")
                     raise AssertionError("a refused access succeeded")
-                except err:
+                except err2:
                     pass
         try:
             cl.leave_room()
