@@ -785,16 +785,16 @@ fn bare_user_name(rest: &[u8]) -> Result<String, DecodeError> {
     if rest.is_empty() {
         return Err(DecodeError::Truncated);
     }
+    // What follows a '#' (the '#' included) is left over.
+    if let Some(at) = rest.iter().position(|b| *b == DELIMITER) {
+        return Err(DecodeError::TrailingBytes(rest.len() - at));
+    }
     if rest.len() > MAX_USER_NAME {
         return Err(DecodeError::TooLong {
             field: "USER_NAME",
             len: rest.len() as u64,
             max: MAX_USER_NAME as u64,
         });
-    }
-    // What follows a '#' (the '#' included) is left over.
-    if let Some(at) = rest.iter().position(|b| *b == DELIMITER) {
-        return Err(DecodeError::TrailingBytes(rest.len() - at));
     }
     std::str::from_utf8(rest)
         .map(str::to_owned)
