@@ -170,6 +170,11 @@ def test_messages_are_acknowledged_and_kept_in_history(accounts: int) -> None:
         assert mid > 0
     assert at == len(body)  # no stamps block: this client asked for none
     assert entries == [(aid, "salut"), (aid, ""), (aid, "é" * 1024), (bid, "retour")]
+    # the page before the third entry: the two oldest
+    third = struct.unpack_from(">Q", body, len(s(bn)) + 2 + 2 * 16 + len(s("salut")) + len(s("")))[0]
+    a.sendall(frame(160, s(bn) + struct.pack(">Q", third)))
+    code, body = read_frame(a)
+    assert code == 161 and body[:len(s(bn)) + 2] == s(bn) + struct.pack(">H", 2), body
     a.close()
     b.close()
 
@@ -196,6 +201,14 @@ def test_call_signalling_ring_answer_decline_hang_up(accounts: int) -> None:
     a.sendall(frame(140, s(unique("nobody")) + s("") + struct.pack(">H", 1)))
     code, body = read_frame(a)
     assert code == 142
+    assert parse_string(body)[0].startswith("nobody")
+    # answered, then the caller's connection drops: the callee gets 147
+    a.sendall(frame(140, s(bn) + s("") + struct.pack(">H", 40000)))
+    assert read_frame(b)[0] == 143
+    b.sendall(frame(144, s(an) + s("") + struct.pack(">H", 40002)))
+    assert read_frame(a)[0] == 141
+    a.close()
+    assert read_frame(b) == (147, s(an))
     a.close()
     b.close()
 

@@ -139,6 +139,9 @@ def test_call_request_is_forwarded_with_the_host_filled_in() -> None:
     assert op == 8
     what, end = parse_string(body)
     assert end == len(body) and what
+    # to oneself: ErrorResponse too
+    a.sendall(frame(6, s(an) + s("") + struct.pack("<H", 1)))
+    assert next_frame(a)[0] == 8
     a.close()
     b.close()
 

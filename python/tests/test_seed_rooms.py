@@ -208,6 +208,12 @@ def test_decentralised_access_lists_addresses_ports_and_names() -> None:
         rest = rest[end + 1:]
     assert rest == b""
     assert seen[an] == ("127.0.0.1", a.sock.getsockname()[1]), seen
+    assert list(seen) == [an], seen  # the other members: not the requester
+    # texts go peer to peer there: one sent to the server is ERREUR [TEXTE] 5
+    seq = b.send(15, b"\x00\x02hi")
+    assert b.answer(27, seq) == bytes([15 << 3, 5])
+    # asking for the room one is in changes nothing: granted, same list
+    assert b.request(7, name(room)) == acc
     a.close()
     b.close()
 
@@ -226,6 +232,15 @@ def test_texts_invitations_acknowledgements_and_retransmission() -> None:
     k, u, iseq, body = parse(d)
     assert (k, u) == (13, SERVER)
     assert body == name(an) + b"\x00" + name(room), body  # who, MODE byte, room
+    # a third user refuses an invitation (REPONSE 1): nothing changes
+    c = Peer(rooms())
+    cn = unique("tc")[:10]
+    c.register(cn)
+    assert a.request(11, cn.encode()) == b""
+    d = c.recv()
+    assert d is not None and parse(d)[0] == 13
+    c.sock.sendto(msg(14, c.id, parse(d)[2], b"\x80"), c.addr)
+    c.close()
     b.sock.sendto(msg(14, b.id, iseq, b"\x00"), b.addr)  # accept
     # b ends up in the room
     assert poll_members(a, room, 2)
