@@ -335,3 +335,50 @@ def test_refusals_offline_delivery_and_the_stamps_extension(accounts: int) -> No
     assert abs(stamp - time.time()) < 120
     for x in (a, b, e):
         x.close()
+
+
+def test_the_library_places_calls_on_a_scripted_accounts_server() -> None:
+    """140 -> 141 (the callee's UDP end point; the library then sends it
+    magic-prefixed datagrams) and 147; 140 -> 142."""
+    seen: Dict[str, Any] = {}
+    peer = udp()
+    pport = peer.getsockname()[1]
+
+    def script(accept):  # type: ignore[no-untyped-def]
+        c = accept()
+        assert read_frame(c) == (200, struct.pack(">I", 1))  # asks for STAMPS
+        c.sendall(frame(201, struct.pack(">I", 0)))  # granted none
+        assert read_frame(c)[0] == 110
+        c.sendall(frame(111, s("una") + struct.pack(">Q", 1)))
+        seen["call"] = read_frame(c)
+        c.sendall(frame(141, s("vic") + s("127.0.0.1") + struct.pack(">H", pport)))
+        seen["datagram"] = peer.recvfrom(2048)[0]  # media or report
+        c.sendall(frame(147, s("vic")))
+        seen["call2"] = read_frame(c)
+        c.sendall(frame(142, s("wes")))
+        assert closed_by_peer(c)
+
+    srv = FakeServer(script)
+    with chinwag.Client("127.0.0.1", srv.port, chinwag.Dialect.ACCOUNTS) as cl:
+        cl.login_password("una@example.org", "password1")
+        cl.place_voice_call("vic")
+        ev = event(cl, chinwag.EventKind.CALL_ACCEPTED)
+        assert (ev.peer, ev.address, ev.port) == ("vic", "127.0.0.1", pport)
+        ev = event(cl, chinwag.EventKind.CALL_ESTABLISHED)
+        assert ev.peer == "vic" and ev.call is not None
+        with ev.call:
+            ev = event(cl, chinwag.EventKind.CALL_ENDED)
+            assert ev.peer == "vic"
+        cl.place_voice_call("wes")
+        ev = event(cl, chinwag.EventKind.CALL_FAILED)
+        assert ev.peer == "wes"
+    srv.join()
+    peer.close()
+    code, body = seen["call"]
+    who, at = parse_string(body)
+    addr, at = parse_string(body, at)
+    assert code == 140 and who == "vic" and at + 2 == len(body)
+    assert addr in ("", "127.0.0.1"), addr
+    assert seen["call2"][0] == 140
+    data = seen["datagram"]
+    assert data[:4] == b"CWVC" and data[4] in (1, 2), data[:8]  # int32 magic first
