@@ -76,6 +76,9 @@ class Peer:
             if (k, s) == (kind, seq):
                 assert u == SERVER, d
                 return body
+            if s in self.answered:  # a copy of a request we answered
+                self.sock.sendto(self.answered[s], self.addr)
+                continue
             if k in (15, 23):  # a text, a room closed: acknowledge, same NUM_SEQ
                 self.sock.sendto(msg(k + 1, self.id, s), self.addr)
                 continue
@@ -108,10 +111,11 @@ class Peer:
             d = self.recv(timeout)
             assert d is not None, "no message of type %d" % kind
             k, u, s, body = parse(d)
-            if k == kind:
-                return d
-            assert s in self.answered, d
-            self.sock.sendto(self.answered[s], self.addr)
+            if s in self.answered:
+                self.sock.sendto(self.answered[s], self.addr)
+                continue
+            assert k == kind, d
+            return d
 
     def request(self, kind: int, body: bytes = b"") -> bytes:
         return self.answer(kind + 1, self.send(kind, body))
@@ -274,8 +278,8 @@ def test_texts_invitations_acknowledgements_and_retransmission() -> None:
     assert again == first, again  # T later, same NUM_SEQ and bytes
     assert time.monotonic() - t0 >= 0.05
     b.reply(16, s)
-    # acknowledged: the copies stop (one may have crossed the REPONSE_TEXTE;
-    # unacknowledged, M = 10 sends would go on for about a second)
+    # acknowledged: the copies stop (a few may cross the REPONSE_TEXTE on a
+    # loaded machine; unacknowledged, all M = 10 sends would come: 8 more)
     late = 0
     while True:
         d2 = b.recv(0.5)
@@ -284,14 +288,13 @@ def test_texts_invitations_acknowledgements_and_retransmission() -> None:
         if d2 != first:  # a copy of the invitation
             assert parse(d2)[2] in b.answered, d2
             continue
+        b.sock.sendto(b.answered[parse(first)[2]], b.addr)
         late += 1
-        assert late <= 2, "retransmission went on after REPONSE_TEXTE"
+        assert late <= 5, "retransmission went on after REPONSE_TEXTE"
     # an empty text and the 1,200-byte maximum
     for t in (b"", b"x" * 1200):
         assert a.request(15, struct.pack(">H", len(t)) + t) == b""
         got = b.expect(15)
-        if got == first:  # a copy that crossed our REPONSE_TEXTE
-            got = b.expect(15)
         assert parse(got)[3] == struct.pack(">H", len(t)) + t
         b.reply(16, parse(got)[2])
     # an unknown type gets chinwag's ERREUR (27): [TYPE:5] byte, RAISON 1
