@@ -534,7 +534,11 @@ impl Message {
             Body::Error { refused, reason } => {
                 w.u8((refused & 0b1_1111) << 3).u8(*reason as u8);
             }
-            Body::Invite { user } => put_name(&mut w, user),
+            // Seed 003 draws INVITER's USER_NAME alone, without '#'
+            // (NOTES.md): the rest of the datagram is the name.
+            Body::Invite { user } => {
+                w.raw(user.as_bytes());
+            }
             Body::Invitation { from, mode, room } => {
                 put_name(&mut w, from);
                 w.u8(mode.bit() << 7);
@@ -682,9 +686,12 @@ impl Message {
             REPONSE_DEMANDER_LISTE_CLIENT => Body::ClientList {
                 names: read_names(&mut r)?,
             },
-            INVITER_MESSAGERIE_PRIVEE => Body::Invite {
-                user: read_name(&mut r, "USER_NAME", MAX_USER_NAME)?,
-            },
+            INVITER_MESSAGERIE_PRIVEE => {
+                let rest = r.take(r.left())?;
+                Body::Invite {
+                    user: bare_user_name(rest)?,
+                }
+            }
             REPONSE_INVITER_MESSAGERIE_PRIVEE => Body::InviteAck,
             DEMANDE_MESSAGERIE_PRIVEE => {
                 let from = read_name(&mut r, "USER_NAME", MAX_USER_NAME)?;
@@ -747,37 +754,51 @@ impl Message {
         Ok(Message { user, seq, body })
     }
 
-    /// [`Message::decode`], also accepting the other forms seed-003 clients
-    /// send for the same message: INVITER_MESSAGERIE_PRIVEE with a bare
-    /// USER_NAME (the seed's diagram draws no '#'), the rest of the
-    /// datagram being the name. Re-encoding gives the canonical form.
+    /// [`Message::decode`], also accepting the other form clients send for
+    /// the same message: INVITER_MESSAGERIE_PRIVEE whose USER_NAME ends
+    /// with '#' like every other USER_NAME (what chinwag itself sent before
+    /// it followed the seed's diagram, which draws no '#'). Re-encoding
+    /// gives the canonical, bare form.
     pub fn decode_lenient(d: &[u8]) -> Result<Message, DecodeError> {
         let strict = Message::decode(d);
         match (&strict, Header::peek(d)) {
             (Err(_), Ok(h)) if h.kind == kind::INVITER_MESSAGERIE_PRIVEE => {
-                let rest = &d[HEADER_LEN..];
-                if rest.is_empty() || rest.contains(&DELIMITER) || d.len() > MAX_DATAGRAM {
-                    return strict;
+                match d[HEADER_LEN..].split_last() {
+                    Some((&DELIMITER, name)) if d.len() <= MAX_DATAGRAM => Ok(Message {
+                        user: h.user,
+                        seq: h.seq,
+                        body: Body::Invite {
+                            user: bare_user_name(name)?,
+                        },
+                    }),
+                    _ => strict,
                 }
-                if rest.len() > MAX_USER_NAME {
-                    return Err(DecodeError::TooLong {
-                        field: "USER_NAME",
-                        len: rest.len() as u64,
-                        max: MAX_USER_NAME as u64,
-                    });
-                }
-                let user = std::str::from_utf8(rest)
-                    .map_err(|_| DecodeError::InvalidUtf8("USER_NAME"))?
-                    .to_owned();
-                Ok(Message {
-                    user: h.user,
-                    seq: h.seq,
-                    body: Body::Invite { user },
-                })
             }
             _ => strict,
         }
     }
+}
+
+/// INVITER's USER_NAME as the seed draws it: the whole rest of the
+/// datagram, 1 to 10 bytes of UTF-8 without '#'.
+fn bare_user_name(rest: &[u8]) -> Result<String, DecodeError> {
+    if rest.is_empty() {
+        return Err(DecodeError::Truncated);
+    }
+    // What follows a '#' (the '#' included) is left over.
+    if let Some(at) = rest.iter().position(|b| *b == DELIMITER) {
+        return Err(DecodeError::TrailingBytes(rest.len() - at));
+    }
+    if rest.len() > MAX_USER_NAME {
+        return Err(DecodeError::TooLong {
+            field: "USER_NAME",
+            len: rest.len() as u64,
+            max: MAX_USER_NAME as u64,
+        });
+    }
+    std::str::from_utf8(rest)
+        .map(str::to_owned)
+        .map_err(|_| DecodeError::InvalidUtf8("USER_NAME"))
 }
 
 /// Whether `name` may be a USER_NAME: 1 to 10 bytes, no '#'.
@@ -1086,14 +1107,23 @@ mod tests {
             for cut in 0..b.len() {
                 let r = Message::decode(&b[..cut]);
                 // A keep-alive CONNEXION and a name-less answer can be
-                // prefixes of longer forms; everything else must fail.
+                // prefixes of longer forms, and INVITER's bare USER_NAME
+                // ends where the datagram does (a cut leaves a shorter
+                // name); everything else must fail.
                 if let Ok(other) = &r {
                     assert_ne!(*other, msg, "cut at {cut}");
+                    let shorter_invite = match (&other.body, &msg.body) {
+                        (Body::Invite { user: short }, Body::Invite { user }) => {
+                            !short.is_empty() && user.starts_with(short.as_str())
+                        }
+                        _ => false,
+                    };
                     assert!(
-                        matches!(
-                            other.body,
-                            Body::Connexion { name: None } | Body::KeptAlive { .. }
-                        ),
+                        shorter_invite
+                            || matches!(
+                                other.body,
+                                Body::Connexion { name: None } | Body::KeptAlive { .. }
+                            ),
                         "{msg:?} cut at {cut} decoded as {other:?}"
                     );
                 }
@@ -1107,7 +1137,13 @@ mod tests {
             let mut b = msg.to_bytes();
             b.push(0);
             let r = Message::decode(&b);
-            if matches!(msg.body, Body::KeptAlive { .. }) {
+            if let Body::Invite { user } = &msg.body {
+                // The rest of the datagram is the name: one more byte is
+                // a longer name (the limit and '#' still apply).
+                let longer = format!("{user}\0");
+                let want = Body::Invite { user: longer };
+                assert_eq!(r.map(|m| m.body), Ok(want));
+            } else if matches!(msg.body, Body::KeptAlive { .. }) {
                 // The seed tells the two REPONSE_CONNEXION forms apart by
                 // length alone: one more byte is the other form.
                 assert!(
@@ -1320,20 +1356,33 @@ mod tests {
         let want = m(5, 7, Body::Invite { user: s("bob") });
         assert_eq!(Message::decode_lenient(&with), Ok(want.clone()));
         assert_eq!(Message::decode_lenient(&bare), Ok(want.clone()));
-        // The strict decoder keeps one canonical form, which is what we send.
-        assert_eq!(Message::decode(&bare), Err(DecodeError::Truncated));
-        assert_eq!(want.to_bytes(), with);
-        // Bare names follow the same rules.
-        assert!(matches!(
-            Message::decode_lenient(&hex("58 05 0007 6161616161616161616161")),
-            Err(DecodeError::TooLong { .. })
-        ));
+        // The canonical form, which is what we send, is the seed's diagram:
+        // USER_NAME alone, the rest of the datagram (NOTES.md).
+        assert_eq!(Message::decode(&bare), Ok(want.clone()));
+        assert_eq!(Message::decode(&with), Err(DecodeError::TrailingBytes(1)));
+        assert_eq!(want.to_bytes(), bare);
+        // Names follow the same rules either way.
+        for d in [
+            "58 05 0007 6161616161616161616161",
+            "58 05 0007 6161616161616161616161 23",
+        ] {
+            assert!(
+                matches!(
+                    Message::decode_lenient(&hex(d)),
+                    Err(DecodeError::TooLong { .. })
+                ),
+                "{d}"
+            );
+        }
+        assert!(Message::decode(&hex("58 05 0007 61616161616161616161")).is_ok());
         assert_eq!(
             Message::decode_lenient(&hex("58 05 0007 ff")),
             Err(DecodeError::InvalidUtf8("USER_NAME"))
         );
         assert!(Message::decode_lenient(&hex("58 05 0007")).is_err());
+        assert!(Message::decode_lenient(&hex("58 05 0007 23")).is_err());
         assert!(Message::decode_lenient(&hex("58 05 0007 62 23 62")).is_err());
+        assert!(Message::decode_lenient(&hex("58 05 0007 62 23 23")).is_err());
         // Other types are as strict as ever.
         assert_eq!(
             Message::decode_lenient(&hex("38 05 0007 626f62")),

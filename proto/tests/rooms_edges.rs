@@ -132,7 +132,8 @@ fn chat_and_name_limits_are_inclusive() {
     round_trip(Body::Invite {
         user: "u".repeat(MAX_USER_NAME),
     });
-    // Without its '#': exactly the limit is merely cut short, past it too long.
+    // INVITER's USER_NAME is bare (the seed's diagram): exactly the limit
+    // is a name, past it too long; a '#' after it is a byte left over.
     let invite = |name: &[u8]| {
         let mut d = Message {
             user: 1,
@@ -144,9 +145,18 @@ fn chat_and_name_limits_are_inclusive() {
         d.extend_from_slice(name);
         Message::decode(&d)
     };
-    assert_eq!(invite(&[b'u'; MAX_USER_NAME]), Err(DecodeError::Truncated));
+    assert_eq!(
+        invite(&[b'u'; MAX_USER_NAME]).map(|m| m.body),
+        Ok(Body::Invite {
+            user: "u".repeat(MAX_USER_NAME)
+        })
+    );
     assert!(matches!(
         invite(&[b'u'; MAX_USER_NAME + 1]),
         Err(DecodeError::TooLong { .. })
     ));
+    assert_eq!(
+        invite(&[&[b'u'; MAX_USER_NAME][..], b"#"].concat()),
+        Err(DecodeError::TrailingBytes(1))
+    );
 }
