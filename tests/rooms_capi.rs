@@ -18,7 +18,7 @@ use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R, cw_roo
 use chinwag::ffi::*;
 use chinwag_proto::rooms::{kind, Body, Message, Mode, SERVER};
 use ffi_common::{cs, last_error, text, C};
-use rooms_ffi::{server, Fake, MS};
+use rooms_ffi::{server, Fake, Raw, MS};
 
 #[test]
 fn login_taken_invalid_and_freed_on_close() {
@@ -252,15 +252,80 @@ fn decentralised_room_texts_go_peer_to_peer() {
     assert_eq!(a.expect_message().1, "from cy");
     assert_eq!(b.expect_message().1, "from cy");
 
-    // A peer that is gone stops acknowledging: CW_UNCONFIRMED, dropped
-    // from the list.
+    // A member who closed is gone from the server's list, which every
+    // text asks for first: not waited for.
     unsafe { cw_client_close(b.0) };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while a.members("p2p").contains("bo") {
+        assert!(Instant::now() < deadline, "bo still listed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t0 = Instant::now();
+    assert_eq!(c.send("bo left"), R::CW_OK, "{}", last_error());
+    assert!(
+        t0.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(c.peers(), ["al"]);
+    assert_eq!(a.expect_message().1, "bo left");
+
+    // A member that stops acknowledging (here one that never does):
+    // CW_UNCONFIRMED after the retries, named, dropped from the list.
+    let mute = Raw::login(addr, "mute");
+    assert!(matches!(
+        mute.ask(Body::AccessRoom { name: "p2p".into() }),
+        Body::AccessAnswer { .. }
+    ));
     let t0 = Instant::now();
     assert_eq!(c.send("anyone?"), R::CW_UNCONFIRMED);
     assert!(t0.elapsed() < Duration::from_secs(3));
-    assert!(last_error().contains("bo"), "{}", last_error());
+    assert!(last_error().contains("mute"), "{}", last_error());
+    assert!(last_error().contains("1 of 2"), "{}", last_error());
     assert_eq!(c.peers(), ["al"]);
     assert_eq!(a.expect_message().1, "anyone?");
+}
+
+#[test]
+fn a_decentralised_text_is_ok_only_once_every_current_member_has_it() {
+    // The QA scenario: bo knows only al (cy accepted an invitation after
+    // bo's access answer and has not spoken), then al leaves the room and
+    // its program runs on.
+    let srv = server();
+    let addr = srv.rooms_addr();
+    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
+    a.create("den", cw_room_mode::CW_ROOM_DECENTRALISED, 5)
+        .unwrap();
+    assert_eq!(b.join("den"), R::CW_OK);
+    assert_eq!(b.peers(), ["al"]);
+    assert_eq!(a.invite("cy"), R::CW_OK);
+    assert_eq!(c.event(MS).unwrap().kind, K::CW_EVENT_ROOM_INVITATION);
+    assert_eq!(c.answer("den", true), R::CW_OK, "{}", last_error());
+    assert_eq!(b.peers(), ["al"], "nobody told bo");
+    assert_eq!(a.leave(), R::CW_OK);
+
+    // bo's text reaches cy, the one member, and not al, who left.
+    assert_eq!(b.send("still here?"), R::CW_OK, "{}", last_error());
+    assert_eq!(c.expect_message(), ("bo".into(), "still here?".into()));
+    assert_eq!(b.peers(), ["cy"]);
+    a.expect_quiet(300);
+
+    // cy's list (al, bo from its access answer) is stale too: its text
+    // goes to bo alone.
+    assert_eq!(c.send("hi bo"), R::CW_OK, "{}", last_error());
+    assert_eq!(b.expect_message(), ("cy".into(), "hi bo".into()));
+    assert_eq!(c.peers(), ["bo"]);
+    a.expect_quiet(300);
+
+    // al comes back: the next text reaches it and cy.
+    assert_eq!(a.join("den"), R::CW_OK);
+    assert_eq!(b.send("welcome back"), R::CW_OK, "{}", last_error());
+    assert_eq!(a.expect_message(), ("bo".into(), "welcome back".into()));
+    assert_eq!(c.expect_message(), ("bo".into(), "welcome back".into()));
+    let mut peers = b.peers();
+    peers.sort();
+    assert_eq!(peers, ["al", "cy"]);
+
 }
 
 #[test]
