@@ -325,7 +325,6 @@ fn a_decentralised_text_is_ok_only_once_every_current_member_has_it() {
     let mut peers = b.peers();
     peers.sort();
     assert_eq!(peers, ["al", "cy"]);
-
 }
 
 #[test]
