@@ -580,3 +580,36 @@ fn functions_of_other_dialects_are_unsupported() {
         cw_rooms_free(ptr::null_mut());
     }
 }
+
+/// The latency of a decentralised text (the server asked for the members,
+/// then two peers acknowledging), printed as the median and the 99th
+/// percentile of 200 texts paced under the server's request rate. A
+/// measurement, run by hand:
+/// `cargo test --release --test rooms_capi decentralised_text_latency -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn decentralised_text_latency() {
+    let srv = server();
+    let addr = srv.rooms_addr();
+    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
+    a.create("den", cw_room_mode::CW_ROOM_DECENTRALISED, 5)
+        .unwrap();
+    assert_eq!(b.join("den"), R::CW_OK);
+    assert_eq!(c.join("den"), R::CW_OK);
+    let mut took = Vec::new();
+    for i in 0..200 {
+        let t0 = Instant::now();
+        assert_eq!(c.send(&format!("t{i}")), R::CW_OK, "{}", last_error());
+        took.push(t0.elapsed());
+        assert_eq!(a.expect_message().1, format!("t{i}"));
+        assert_eq!(b.expect_message().1, format!("t{i}"));
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    took.sort();
+    println!(
+        "decentralised text, 2 peers: median {:?}, p99 {:?}, max {:?}",
+        took[took.len() / 2],
+        took[took.len() * 99 / 100],
+        took[took.len() - 1]
+    );
+}
