@@ -286,18 +286,24 @@ fn decentralised_room_texts_go_peer_to_peer() {
     assert_eq!(a.expect_message().1, "anyone?");
 }
 
+/// al, bo and cy logged in; al created the decentralised room "den"
+/// and bo joined it (knowing al); cy is in the public room.
+fn den_of_al_and_bo(srv: &chinwagd::Server) -> [C; 3] {
+    let [a, b, c] = C::all(srv.rooms_addr(), ["al", "bo", "cy"]);
+    a.create("den", cw_room_mode::CW_ROOM_DECENTRALISED, 5)
+        .unwrap();
+    assert_eq!(b.join("den"), R::CW_OK);
+    assert_eq!(b.peers(), ["al"]);
+    [a, b, c]
+}
+
 #[test]
 fn a_decentralised_text_is_ok_only_once_every_current_member_has_it() {
     // The QA scenario: bo knows only al (cy accepted an invitation after
     // bo's access answer and has not spoken), then al leaves the room and
     // its program runs on.
     let srv = server();
-    let addr = srv.rooms_addr();
-    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
-    a.create("den", cw_room_mode::CW_ROOM_DECENTRALISED, 5)
-        .unwrap();
-    assert_eq!(b.join("den"), R::CW_OK);
-    assert_eq!(b.peers(), ["al"]);
+    let [a, b, c] = den_of_al_and_bo(&srv);
     assert_eq!(a.invite("cy"), R::CW_OK);
     assert_eq!(c.event(MS).unwrap().kind, K::CW_EVENT_ROOM_INVITATION);
     assert_eq!(c.answer("den", true), R::CW_OK, "{}", last_error());
@@ -590,11 +596,7 @@ fn functions_of_other_dialects_are_unsupported() {
 #[ignore]
 fn decentralised_text_latency() {
     let srv = server();
-    let addr = srv.rooms_addr();
-    let [a, b, c] = C::all(addr, ["al", "bo", "cy"]);
-    a.create("den", cw_room_mode::CW_ROOM_DECENTRALISED, 5)
-        .unwrap();
-    assert_eq!(b.join("den"), R::CW_OK);
+    let [a, b, c] = den_of_al_and_bo(&srv);
     assert_eq!(c.join("den"), R::CW_OK);
     let mut took = Vec::new();
     for i in 0..200 {
