@@ -437,7 +437,8 @@ fn garbage_datagrams_are_ignored() {
     fake.s.send_to(&[], to).unwrap();
     fake.s.send_to(&[0xff; 5000], to).unwrap();
     // Answers nobody asked for, and a text from a stranger while in the
-    // public room (acknowledged so it stops, but not shown).
+    // public room (answered so it stops, refused as nobody's: not read, not
+    // shown).
     fake.send(to, SERVER, 999, Body::LeaveAnswer { ok: true });
     // The burst may overflow the socket's buffer on a busy machine, so the
     // stranger retransmits as a real peer would.
@@ -462,7 +463,11 @@ fn garbage_datagrams_are_ignored() {
             break;
         }
     }
-    assert_eq!(acked, Some(Body::TextAck), "acknowledged");
+    let refused = Body::Error {
+        refused: kind::TEXTE,
+        reason: chinwag_proto::rooms::Reason::NoRecipient,
+    };
+    assert_eq!(acked, Some(refused), "answered ERREUR [TEXTE] 5");
     // Still alive: a real text is delivered.
     fake.send(
         to,
