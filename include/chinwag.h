@@ -1438,18 +1438,21 @@ enum cw_result cw_client_login_name(const struct cw_client *client, char **out);
  * Chatos: send `text` to every connected user; the sender receives it as
  * well. Rooms: send `text` to everyone in this client's room (the sender
  * does not receive it): through the server in the public room and in
- * centralised rooms, directly to each peer in a decentralised room.
+ * centralised rooms, directly to each peer in a decentralised room (the
+ * server is asked for the room's members first).
  *
  * Returns: CW_OK once written to the server (rooms: once acknowledged by
- * the server, or by every peer); CW_UNSUPPORTED on an accounts or babel
- * client; CW_NOT_LOGGED_IN; CW_TOO_LONG (chatos: more than 1024 bytes;
- * rooms: 1200, refused before anything is sent); rooms: CW_NO_RECIPIENT
- * (nobody else in the room, or no peer known in a decentralised room:
- * nothing was delivered), CW_LIMITED (a server limit: try later),
- * CW_UNCONFIRMED (no acknowledgement after CW_ROOMS_TRIES sends: it may
- * have arrived; in a decentralised room the peers that did not
- * acknowledge are named in cw_last_error and dropped from the peer
- * list); CW_CLOSED; CW_IO.
+ * the server, or by every member of a decentralised room); CW_UNSUPPORTED
+ * on an accounts or babel client; CW_NOT_LOGGED_IN; CW_TOO_LONG (chatos:
+ * more than 1024 bytes; rooms: 1200, refused before anything is sent);
+ * rooms: CW_NO_RECIPIENT (nobody else in the room: nothing was
+ * delivered), CW_NO_SUCH_ROOM or CW_ROOM_FULL (the decentralised room is
+ * gone, or no longer takes this client: now in the public room, nothing
+ * sent), CW_LIMITED (a server limit: try later), CW_UNCONFIRMED (no
+ * acknowledgement after CW_ROOMS_TRIES sends: it may have arrived; in a
+ * decentralised room the members that did not acknowledge, or refused it
+ * as not in the room, are named in cw_last_error and dropped from the
+ * peer list); CW_CLOSED; CW_IO.
  * Ownership: `text` is borrowed for the call.
  * Threads: any thread; concurrent sends are written whole, one after another.
  */

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chinwag::ffi::codes::{cw_event_type as K, cw_result as R, cw_room_mode};
 use chinwag::ffi::*;
-use chinwag_proto::rooms::{kind, Body, Mode, Reason, SERVER};
+use chinwag_proto::rooms::{kind, Access, Body, Mode, Peer, Reason, SERVER};
 use chinwagd::{Config, Server};
 use ffi_common::{cs, last_error, text, C};
 use rooms_ffi::{server, Fake, MS};
@@ -328,4 +328,147 @@ fn an_accepted_invitation_that_moves_nobody_says_60_s() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/chinwag.h")).unwrap();
     assert!(!header.contains("0.5 s"), "the header still says 0.5 s");
     assert!(header.contains("within 60 s"));
+}
+
+/// While `busy` runs: every DEMANDE_ACCES `fake` gets is answered with
+/// `answer` (none: left unanswered), and every TEXTE `peer` gets is
+/// acknowledged; the texts `peer` got.
+fn serve_access<T: Send>(
+    fake: &Fake,
+    to: std::net::SocketAddr,
+    peer: &Fake,
+    answer: impl Fn() -> Option<Body>,
+    busy: impl FnOnce() -> T + Send,
+) -> (T, Vec<String>) {
+    let mut texts = Vec::new();
+    let got = std::thread::scope(|s| {
+        let t = s.spawn(busy);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !t.is_finished() && Instant::now() < deadline {
+            if let Some((m, _)) = fake.recv(Duration::from_millis(20)) {
+                if let (kind::DEMANDE_ACCES_MESSAGERIE_PRIVEE, Some(b)) = (m.body.kind(), answer())
+                {
+                    fake.send(to, SERVER, m.seq, b);
+                }
+            }
+            if let Some((m, from)) = peer.recv(Duration::from_millis(20)) {
+                if let Body::Text { chat } = m.body {
+                    assert_eq!((from, m.user), (to, 7));
+                    texts.push(chat);
+                    peer.send(from, 9, m.seq, Body::TextAck);
+                }
+            }
+        }
+        t.join().unwrap()
+    });
+    (got, texts)
+}
+
+#[test]
+fn decentralised_texts_with_a_server_that_lists_no_members_again() {
+    let fake = Fake::new();
+    let c = C::rooms(fake.addr());
+    let to = fake.login(&c);
+    let peer = Fake::new();
+
+    // A peer's text while this client is in no decentralised room is
+    // refused as nobody's (ERREUR [TEXTE] 5), not acknowledged as read.
+    peer.send(
+        to,
+        9,
+        77,
+        Body::Text {
+            chat: "psst".into(),
+        },
+    );
+    let (m, _) = peer.recv(Duration::from_secs(5)).expect("an answer");
+    assert_eq!(
+        (m.user, m.seq, m.body),
+        (
+            7,
+            77,
+            Body::Error {
+                refused: kind::TEXTE,
+                reason: Reason::NoRecipient
+            }
+        )
+    );
+    c.expect_quiet(200);
+
+    let granted = |peers: Vec<Peer>| Body::AccessAnswer {
+        mode: Mode::Decentralised,
+        status: Access::Granted,
+        peers,
+    };
+    let pe = || Peer {
+        ip: std::net::Ipv4Addr::LOCALHOST,
+        port: peer.addr().port(),
+        name: "pe".into(),
+    };
+    let (r, _) = serve_access(
+        &fake,
+        to,
+        &peer,
+        || Some(granted(vec![pe()])),
+        || c.join("den"),
+    );
+    assert_eq!(r, R::CW_OK, "{}", last_error());
+    assert_eq!(c.peers(), ["pe"]);
+
+    // Each text asks the server for the members first. A server that
+    // refuses a second access request (as one that follows the seed to
+    // the letter may), or never answers it: the known peers stand.
+    let unknown = || {
+        Some(Body::Error {
+            refused: kind::DEMANDE_ACCES_MESSAGERIE_PRIVEE,
+            reason: Reason::UnknownType,
+        })
+    };
+    let t0 = Instant::now();
+    let ((r, why), texts) = serve_access(&fake, to, &peer, unknown, || {
+        (c.send("refused"), last_error())
+    });
+    assert_eq!((r, texts), (R::CW_OK, vec!["refused".to_string()]), "{why}");
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    let ((r, why), texts) = serve_access(
+        &fake,
+        to,
+        &peer,
+        || None,
+        || (c.send("unanswered"), last_error()),
+    );
+    assert_eq!(
+        (r, texts),
+        (R::CW_OK, vec!["unanswered".to_string()]),
+        "{why}"
+    );
+    assert_eq!(c.peers(), ["pe"]);
+
+    // The server's list no longer names the peer: nothing is sent to it.
+    let ((r, why), texts) = serve_access(
+        &fake,
+        to,
+        &peer,
+        || Some(granted(vec![])),
+        || (c.send("gone"), last_error()),
+    );
+    assert_eq!(r, R::CW_NO_RECIPIENT, "{why}");
+    assert!(texts.is_empty(), "{texts:?}");
+    assert!(c.peers().is_empty());
+
+    // The room is gone: this client is in the public room, nothing sent.
+    let no_room = || {
+        Some(Body::AccessAnswer {
+            mode: Mode::Decentralised,
+            status: Access::NoSuchRoom,
+            peers: vec![],
+        })
+    };
+    let ((r, why), texts) = serve_access(&fake, to, &peer, no_room, || {
+        (c.send("where?"), last_error())
+    });
+    assert_eq!(r, R::CW_NO_SUCH_ROOM, "{why}");
+    assert!(why.contains("not sent"), "{why}");
+    assert!(texts.is_empty());
+    assert_eq!(c.current(), (String::new(), 0));
 }

@@ -18,7 +18,7 @@ use chinwag_proto::rooms::reliable::{
     self, Endpoint, Event as LinkEvent, Incoming, SendError, RETRY_EVERY, TRIES,
 };
 use chinwag_proto::rooms::{
-    split_bridged, Body, Message, Mode, Peer, Reason, MAX_ROOM_SIZE, SERVER, UNREGISTERED,
+    kind, split_bridged, Body, Message, Mode, Peer, Reason, MAX_ROOM_SIZE, SERVER, UNREGISTERED,
 };
 
 use crate::core::{Error, ErrorKind, Event, Result};
@@ -95,6 +95,28 @@ pub struct Ticket {
     pub to: SocketAddr,
     pub seq: u16,
     serial: u64,
+}
+
+/// How a decentralised text ended, peer by peer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Peers that acknowledged it (REPONSE_TEXTE).
+    pub acked: usize,
+    /// Peers that acknowledged nothing (or answered something else): they
+    /// may have it.
+    pub silent: Vec<String>,
+    /// Members the server listed for this text that refused it (ERREUR
+    /// `[TEXTE] 5`: in no decentralised room by their own account).
+    pub missed: Vec<String>,
+    /// Peers known only from earlier that refused it: they left.
+    pub stale: Vec<String>,
+}
+
+impl Delivery {
+    /// Every peer that should have read it did.
+    pub fn complete(&self) -> bool {
+        self.silent.is_empty() && self.missed.is_empty()
+    }
 }
 
 /// How a request ended.
@@ -393,20 +415,48 @@ impl Machine {
         self.room.peers.iter().map(peer_addr).collect()
     }
 
-    /// Drop peers that never acknowledged; their names.
-    pub fn drop_peers(&mut self, gone: &[SocketAddr]) -> Vec<String> {
-        let names = self
-            .room
-            .peers
-            .iter()
-            .filter(|p| gone.contains(&peer_addr(p)))
-            .map(|p| p.name.clone())
-            .collect();
+    /// How a decentralised text sent to `sent` ended (`replies` in the
+    /// same order). A peer that answered ERREUR `[TEXTE] 5` says it is in
+    /// no decentralised room: it did not take the text and is dropped; so
+    /// is a peer that acknowledged nothing after M sends (or answered
+    /// anything else). `listed`: the peers came from the server's answer
+    /// for this very text, so a refusal is a member missing the text (it
+    /// left or joined meanwhile), not a stale address.
+    pub fn delivered(&mut self, sent: &[SocketAddr], replies: &[Reply], listed: bool) -> Delivery {
+        let mut d = Delivery::default();
+        let mut gone = Vec::new();
+        for (a, r) in sent.iter().zip(replies) {
+            let name = || {
+                self.room
+                    .peers
+                    .iter()
+                    .find(|p| peer_addr(p) == *a)
+                    .map_or_else(|| a.to_string(), |p| p.name.clone())
+            };
+            match r {
+                Reply::Answer(Body::TextAck) => d.acked += 1,
+                Reply::Answer(Body::Error {
+                    reason: Reason::NoRecipient,
+                    ..
+                }) => {
+                    if listed {
+                        d.missed.push(name());
+                    } else {
+                        d.stale.push(name());
+                    }
+                    gone.push(*a);
+                }
+                _ => {
+                    d.silent.push(name());
+                    gone.push(*a);
+                }
+            }
+        }
         self.room.peers.retain(|p| !gone.contains(&peer_addr(p)));
         for a in gone {
-            self.forget_peer(*a);
+            self.forget_peer(a);
         }
-        names
+        d
     }
 
     /// Nothing more to or from `a`; whoever waits on it hears "unanswered".
@@ -560,6 +610,17 @@ impl Machine {
         }
         let Message { user, seq, body } = m;
         match body {
+            Body::Text { .. } if !from_server && !self.room.decentralised() => {
+                // A peer's text while this client is in no decentralised
+                // room (it left, or never joined): nobody here reads it,
+                // so it is refused as the server refuses a text nobody
+                // would hear, ERREUR [TEXTE] 5, and its sender does not
+                // count it as read.
+                log::debug!("rooms: text from {from} outside a decentralised room refused");
+                let refused = kind::TEXTE;
+                let reason = Reason::NoRecipient;
+                self.answer(now, from, seq, Body::Error { refused, reason });
+            }
             Body::Text { chat } => {
                 // Acknowledged even when not shown, so its sender stops.
                 self.answer(now, from, seq, Body::TextAck);
@@ -575,19 +636,14 @@ impl Machine {
                     return;
                 }
                 let author = if from_server {
-                    Some(self.name_of(user))
-                } else if self.room.decentralised() {
-                    Some(self.peer_author(from, user))
+                    self.name_of(user)
                 } else {
-                    // Not in a decentralised room: a stale peer.
-                    None
+                    self.peer_author(from, user)
                 };
-                if let Some(author) = author {
-                    self.events.push(Event::Message {
-                        from: author,
-                        text: chat,
-                    });
-                }
+                self.events.push(Event::Message {
+                    from: author,
+                    text: chat,
+                });
             }
             Body::Invitation {
                 from: inviter,

@@ -662,14 +662,46 @@ impl Connection<Rooms> {
         Ok(())
     }
 
+    /// Ask the server who is in the decentralised room `name` now: the
+    /// protocol announces no arrival or departure, and chinwagd answers
+    /// DEMANDE_ACCES for the room a client is already in with its current
+    /// members, changing nothing. `true`: the peers are now the server's
+    /// list; `false`: the server gave none (no answer, an ERREUR: a server
+    /// that takes no second access request) and the known peers stand.
+    /// A room that is gone or turns this client away: it is in the public
+    /// room now, and the text is not sent.
+    fn refresh_peers(&self, name: &str) -> Result<bool> {
+        match self.room_join(name) {
+            Ok(()) => Ok(true),
+            Err(e) if matches!(e.kind(), ErrorKind::NoSuchRoom | ErrorKind::RoomFull) => {
+                self.link().m.lock().to_public();
+                Err(Error::new(
+                    e.kind(),
+                    format!(
+                        "this client is no longer in {name:?} ({}); the text was not sent",
+                        e.message
+                    ),
+                ))
+            }
+            Err(e) if e.kind() == ErrorKind::Closed => Err(e),
+            Err(e) => {
+                log::debug!("rooms: the server gave no member list for {name:?}: {e}");
+                Ok(false)
+            }
+        }
+    }
+
     /// Rooms: a TEXTE in the current room, at most 1,200 bytes (refused
     /// before anything is sent). Public or centralised: to the server,
-    /// which forwards it. Decentralised: to every known peer directly,
-    /// each acknowledging. Never `Ok` when nobody received it:
-    /// `NoRecipient` when nobody would (alone, or no peer known even after
-    /// asking the server again), `Unconfirmed` when the server or some
-    /// peers never acknowledged (those peers are dropped from the list and
-    /// named; the text may well have arrived).
+    /// which forwards it. Decentralised: the server is asked who is in the
+    /// room now (the protocol announces no arrival or departure), then the
+    /// text goes to every one of them directly, each acknowledging. `Ok`
+    /// only when every member acknowledged it. Never `Ok` when nobody
+    /// received it: `NoRecipient` when nobody would (alone, or every peer
+    /// known left), `Unconfirmed` when the server or some member never
+    /// acknowledged, or a member refused it as not in the room (those
+    /// peers are dropped from the list and named; a silent one may well
+    /// have it).
     pub fn send_message(&self, text: &str) -> Result<()> {
         if text.len() > MAX_CHAT {
             return Err(Error::new(
@@ -684,7 +716,12 @@ impl Connection<Rooms> {
         let body = || Body::Text {
             chat: text.to_owned(),
         };
-        let room = link.m.lock().room().clone();
+        let mut room = link.m.lock().room().clone();
+        let mut listed = false;
+        if room.mode == Mode::Decentralised && !room.name.is_empty() {
+            listed = self.refresh_peers(&room.name)?;
+            room = link.m.lock().room().clone();
+        }
         if room.mode == Mode::Centralised || room.name.is_empty() {
             let server = link.m.lock().server();
             return match link
@@ -702,12 +739,7 @@ impl Connection<Rooms> {
                 )),
             };
         }
-        let mut targets = link.m.lock().peer_addrs();
-        if targets.is_empty() {
-            // The protocol announces no newcomer: ask the server again.
-            self.room_join(&room.name)?;
-            targets = link.m.lock().peer_addrs();
-        }
+        let targets = link.m.lock().peer_addrs();
         if targets.is_empty() {
             return Err(Error::new(
                 ErrorKind::NoRecipient,
@@ -719,23 +751,39 @@ impl Connection<Rooms> {
             targets.iter().map(|t| (*t, body())).collect(),
             None,
         )?;
-        let failed: Vec<SocketAddr> = targets
-            .iter()
-            .zip(&replies)
-            .filter(|(_, r)| **r != Reply::Answer(Body::TextAck))
-            .map(|(t, _)| *t)
-            .collect();
-        if failed.is_empty() {
+        let d = link.m.lock().delivered(&targets, &replies, listed);
+        if d.complete() && d.acked > 0 {
             return Ok(());
         }
-        let names = link.m.lock().drop_peers(&failed);
-        let reached = targets.len() - failed.len();
+        if d.complete() {
+            return Err(Error::new(
+                ErrorKind::NoRecipient,
+                format!(
+                    "nobody in {:?} took the text: {} left the room (removed from the peer list)",
+                    room.name,
+                    d.stale.join(", ")
+                ),
+            ));
+        }
+        let mut why = Vec::new();
+        if !d.silent.is_empty() {
+            why.push(format!(
+                "no acknowledgement from {} after {ROOMS_TRIES} tries (they may have it)",
+                d.silent.join(", ")
+            ));
+        }
+        if !d.missed.is_empty() {
+            why.push(format!(
+                "{} refused it as not in the room (leaving or joining just then)",
+                d.missed.join(", ")
+            ));
+        }
         Err(Error::new(
             ErrorKind::Unconfirmed,
             format!(
-                "no acknowledgement from {} after {ROOMS_TRIES} tries (they may have it; \
-                 removed from the peer list); {reached} of {} peers acknowledged",
-                names.join(", "),
+                "{}; removed from the peer list; {} of {} peers acknowledged",
+                why.join("; "),
+                d.acked,
                 targets.len()
             ),
         ))

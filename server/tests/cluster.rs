@@ -2079,17 +2079,26 @@ fn a_decentralised_room_across_nodes_lists_every_members_end_point() {
             peers: vec![peer_of(&ann, "ann")],
         }
     );
-    // cat, on a, is told where ann and bob are (bob as b saw him).
-    let Body::AccessAnswer {
-        mode: Mode::Decentralised,
-        status: Access::Granted,
-        mut peers,
-    } = join_room(&mut cat, "mesh")
-    else {
-        panic!("cat's access")
+    // The peers a decentralised access answer lists, by name.
+    let peers_in = |who: &mut Rooms| {
+        let Body::AccessAnswer {
+            mode: Mode::Decentralised,
+            status: Access::Granted,
+            mut peers,
+        } = join_room(who, "mesh")
+        else {
+            panic!("access to mesh refused")
+        };
+        peers.sort_by(|x, y| x.name.cmp(&y.name));
+        peers
     };
-    peers.sort_by(|x, y| x.name.cmp(&y.name));
-    assert_eq!(peers, vec![peer_of(&ann, "ann"), peer_of(&bob, "bob")]);
+    // cat, on a, is told where ann and bob are (bob as b saw him).
+    let got = peers_in(&mut cat);
+    assert_eq!(got, vec![peer_of(&ann, "ann"), peer_of(&bob, "bob")]);
+    // bob, already in, asks again (as the library does before each text)
+    // and learns of cat, who came after; his membership is unchanged.
+    let got = peers_in(&mut bob);
+    assert_eq!(got, vec![peer_of(&ann, "ann"), peer_of(&cat, "cat")]);
     // Texts go peer to peer: the server refuses them from either node.
     let no_recipient = Body::Error {
         refused: chinwag_proto::rooms::kind::TEXTE,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chinwag::ffi::codes::{cw_dialect, cw_event_type as K, cw_result as R, cw_room_mode};
 use chinwag::ffi::*;
-use chinwag_proto::rooms::{Body, Message, Registration, SERVER};
+use chinwag_proto::rooms::{kind, Body, Message, Registration, SERVER};
 use chinwagd::{Config, Server};
 
 use crate::ffi_common::{cs, last_error, text, C};
@@ -267,5 +267,59 @@ impl Fake {
             assert_eq!(c.id(), 7);
             t.join().unwrap()
         })
+    }
+}
+
+/// A rooms client that does what seed 003 says and no more, on its own
+/// socket: it registers, proves its address with a keep-alive, asks what
+/// it is told to, and answers nothing it is sent (a peer that never
+/// acknowledges a text).
+pub struct Raw {
+    pub f: Fake,
+    pub server: SocketAddr,
+    pub id: u8,
+    seq: std::cell::Cell<u16>,
+}
+
+impl Raw {
+    pub fn login(server: SocketAddr, name: &str) -> Raw {
+        let mut r = Raw {
+            f: Fake::new(),
+            server,
+            id: 0,
+            seq: std::cell::Cell::new(1),
+        };
+        let name = Some(name.to_owned());
+        match r.ask(Body::Connexion { name }) {
+            Body::Registered {
+                status: Registration::Accepted,
+                user,
+            } => r.id = user,
+            other => panic!("registration refused: {other:?}"),
+        }
+        assert_eq!(
+            r.ask(Body::Connexion { name: None }),
+            Body::KeptAlive { ok: true }
+        );
+        r
+    }
+
+    /// `body` to the server, sent again every 100 ms (at most 10 times)
+    /// until its answer; what the server sends first is not answered.
+    pub fn ask(&self, body: Body) -> Body {
+        let seq = self.seq.get();
+        self.seq.set(seq.wrapping_add(1));
+        for _ in 0..10 {
+            self.f.send(self.server, self.id, seq, body.clone());
+            let until = Instant::now() + Duration::from_millis(100);
+            while let Some((m, from)) = self.f.recv(until.saturating_duration_since(Instant::now()))
+            {
+                let answer = m.body.kind() % 2 == 0 || m.body.kind() == kind::ERREUR;
+                if from == self.server && m.seq == seq && answer {
+                    return m.body;
+                }
+            }
+        }
+        panic!("no answer from the server to {body:?}");
     }
 }

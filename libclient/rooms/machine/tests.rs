@@ -297,7 +297,9 @@ fn unreachable_and_repeated_peers_are_left_out_and_forgotten_peers_settle() {
         vec![p([127, 0, 0, 1], 5002, "bo")],
     );
     assert_eq!(t.m.reply(to_al), Some(Reply::Unanswered));
-    assert_eq!(t.m.drop_peers(&[peer(5002)]), vec!["bo".to_string()]);
+    let d = t.m.delivered(&[peer(5002)], &[Reply::Unanswered], true);
+    assert_eq!(d.silent, vec!["bo".to_string()]);
+    assert!(!d.complete());
     assert!(t.m.peer_addrs().is_empty());
 }
 
@@ -356,7 +358,7 @@ fn texts_are_acknowledged_per_copy_and_shown_once() {
         matches!(&ev[..], [Event::Message { from, text }] if from == "#3" && text == "once"),
         "{ev:?}"
     );
-    // A stranger's text outside a decentralised room: acknowledged, not shown.
+    // A stranger's text outside a decentralised room: refused, not shown.
     t.from(
         peer(6000),
         9,
@@ -367,6 +369,117 @@ fn texts_are_acknowledged_per_copy_and_shown_once() {
     );
     assert_eq!(t.out().len(), 1);
     assert!(t.m.take_events().is_empty());
+}
+
+/// The bytes the machine sends next, with their destination.
+fn raw_out(t: &mut T) -> Vec<(SocketAddr, Vec<u8>)> {
+    std::iter::from_fn(|| t.m.poll_transmit()).collect()
+}
+
+#[test]
+fn a_peer_text_outside_a_decentralised_room_is_refused_not_confirmed() {
+    let mut t = T::registered();
+    let psst = || Body::Text {
+        chat: "psst".into(),
+    };
+    // In the public room (never joined, or left): ERREUR [TEXTE] 5, the
+    // answer the server gives a text nobody would hear; each copy the same.
+    for _ in 0..2 {
+        t.from(peer(6000), 9, 0x0102, psst());
+        assert_eq!(
+            raw_out(&mut t),
+            vec![(peer(6000), vec![0xd8, 7, 0x01, 0x02, 0x78, 0x05])]
+        );
+    }
+    assert!(t.m.take_events().is_empty());
+    // In a centralised private room: the same.
+    t.m.enter("club", Mode::Centralised, Vec::new());
+    t.from(peer(6000), 9, 2, psst());
+    assert_eq!(
+        raw_out(&mut t),
+        vec![(peer(6000), vec![0xd8, 7, 0, 2, 0x78, 0x05])]
+    );
+    // In a decentralised room: acknowledged (REPONSE_TEXTE) and shown.
+    let bo = Peer {
+        ip: Ipv4Addr::LOCALHOST,
+        port: 6000,
+        name: "bo".into(),
+    };
+    t.m.enter("den", Mode::Decentralised, vec![bo]);
+    t.from(peer(6000), 9, 3, psst());
+    assert_eq!(raw_out(&mut t), vec![(peer(6000), vec![0x80, 7, 0, 3])]);
+    let ev = t.m.take_events();
+    assert!(
+        matches!(&ev[..], [Event::Message { from, text }] if from == "bo" && text == "psst"),
+        "{ev:?}"
+    );
+    // Left again: refused again, and not shown.
+    t.m.to_public();
+    t.from(peer(6000), 9, 4, psst());
+    assert_eq!(
+        raw_out(&mut t),
+        vec![(peer(6000), vec![0xd8, 7, 0, 4, 0x78, 0x05])]
+    );
+    assert!(t.m.take_events().is_empty());
+    // The server's own texts are still acknowledged from the public room.
+    t.server_says(3, 5, psst());
+    assert_eq!(raw_out(&mut t), vec![(server(), vec![0x80, 7, 0, 5])]);
+}
+
+#[test]
+fn a_delivery_tells_acknowledged_silent_missed_and_stale_peers_apart() {
+    let p = |port: u16, name: &str| Peer {
+        ip: Ipv4Addr::LOCALHOST,
+        port,
+        name: name.into(),
+    };
+    let room = || vec![p(5001, "al"), p(5002, "bo"), p(5003, "cy")];
+    let sent = [peer(5001), peer(5002), peer(5003)];
+    let refused = || {
+        Reply::Answer(Body::Error {
+            refused: kind::TEXTE,
+            reason: Reason::NoRecipient,
+        })
+    };
+    let mut t = T::registered();
+
+    // The list is the server's for this text: a member that refuses it
+    // missed it, and one that is silent may have it; neither is read.
+    t.m.enter("den", Mode::Decentralised, room());
+    let d = t.m.delivered(
+        &sent,
+        &[Reply::Answer(Body::TextAck), refused(), Reply::Unanswered],
+        true,
+    );
+    assert_eq!(
+        d,
+        Delivery {
+            acked: 1,
+            silent: vec!["cy".into()],
+            missed: vec!["bo".into()],
+            stale: vec![],
+        }
+    );
+    assert!(!d.complete());
+    assert_eq!(t.m.peer_addrs(), vec![peer(5001)], "bo and cy dropped");
+
+    // The server gave no list: a known peer that refuses left the room;
+    // everyone else acknowledged, so the text was read by every member.
+    t.m.enter("den", Mode::Decentralised, room());
+    let ack = || Reply::Answer(Body::TextAck);
+    let d = t.m.delivered(&sent, &[ack(), refused(), ack()], false);
+    assert_eq!((d.acked, d.stale.clone()), (2, vec!["bo".to_string()]));
+    assert!(d.complete());
+    assert_eq!(t.m.peer_addrs(), vec![peer(5001), peer(5003)]);
+
+    // Any other answer counts as silence (another ERREUR, a wrong type).
+    let other = Reply::Answer(Body::Error {
+        refused: kind::TEXTE,
+        reason: Reason::Malformed,
+    });
+    let d = t.m.delivered(&[peer(5001)], &[other], false);
+    assert_eq!(d.silent, vec!["al".to_string()]);
+    assert!(!d.complete());
 }
 
 #[test]

@@ -527,8 +527,12 @@ impl Hub {
             return Err(AccessRefusal::NoSuchRoom);
         }
         let node = c.room_home(name).ok_or(AccessRefusal::NoSuchRoom)?;
+        // Already in it: a centralised room's answer says nothing more, a
+        // decentralised one's lists the members now (the home answers a
+        // member's access with its peers and changes nothing; clients ask
+        // before each text, the protocol announcing no departure).
         if let Some(a) = self.rooms.lock().away.get(&from.id) {
-            if a.room == name && *a.node == *node {
+            if a.room == name && *a.node == *node && a.mode == RoomMode::Centralised {
                 return Ok((a.mode, Vec::new()));
             }
         }
