@@ -113,6 +113,8 @@ const JOINS_IN_FLIGHT: usize = 1024;
 const PEERS_LISTED: usize = 254;
 /// Room name claims of other nodes a node keeps (to free a dead node's).
 const ROOM_KEYS_KEPT: usize = 100_000;
+/// Changes of the `names` bucket held back at most ([`Cluster::hold_presence`]).
+const HELD_MAX: usize = 10_000;
 
 /// The `names` bucket key of rooms private room `name`: `r` and the
 /// name's bytes in lower-case hex (never a user's key, which starts `k`).
@@ -315,6 +317,9 @@ pub struct Cluster {
     /// Joins of rooms of other nodes awaiting an answer, by request (a leaf lock).
     joins: Mutex<HashMap<u64, Join>>,
     next_req: std::sync::atomic::AtomicU64,
+    /// Test hook ([`Cluster::hold_presence`]): changes of the `names`
+    /// bucket wait in the replica, as if the bus were slow to bring them.
+    hold: AtomicBool,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -394,6 +399,7 @@ impl Cluster {
             room_claims: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
             next_req: std::sync::atomic::AtomicU64::new(1),
+            hold: AtomicBool::new(false),
             stop,
             threads: Mutex::new(vec![bus_thread]),
             cfg,
@@ -545,6 +551,15 @@ impl Cluster {
     #[doc(hidden)]
     pub fn lose_calls(&self, op: u8, count: u32) {
         *self.out.lose.lock() = Some((op, count));
+    }
+
+    /// Test hook: while `held`, this node applies no change of the
+    /// `names` bucket (other nodes' logins and logouts wait, in order, as
+    /// if the bus were slow to bring them); released, they apply within a
+    /// tick. At most `HELD_MAX` wait; past that they apply at once.
+    #[doc(hidden)]
+    pub fn hold_presence(&self, held: bool) {
+        self.hold.store(held, Ordering::SeqCst);
     }
 
     /// Where pokes for accounts users go.
@@ -1133,6 +1148,7 @@ impl Replica {
             room_keys: HashMap::new(),
             listed_all: Instant::now(),
             listed_checked: Instant::now(),
+            held: Vec::new(),
         }
     }
 }
@@ -1165,6 +1181,9 @@ struct Replica {
     /// When every room was last listed, and when the list was last checked.
     listed_all: Instant,
     listed_checked: Instant,
+    /// Changes of the `names` bucket held back by the test hook
+    /// ([`Cluster::hold_presence`]), oldest first.
+    held: Vec<BusEvent>,
 }
 
 impl Replica {
@@ -1215,6 +1234,7 @@ impl Replica {
     /// What the clock decides: silent nodes, this node's claims from an
     /// earlier life, stand-ins refused before.
     fn tick(&mut self, now: Instant, node_timeout: Duration) {
+        self.release_held();
         // Cut off from the bus, this node cannot tell a dead node from its
         // own outage: it judges nobody until the bus is back.
         if !self.was_down {
@@ -1485,7 +1505,32 @@ impl Replica {
         }
     }
 
+    /// Whether the test hook holds back changes of the `names` bucket.
+    fn holding(&self) -> bool {
+        self.held.len() < HELD_MAX
+            && self
+                .cluster
+                .upgrade()
+                .is_some_and(|c| c.hold.load(Ordering::SeqCst))
+    }
+
+    /// Apply the changes the test hook held back, once it lets go.
+    fn release_held(&mut self) {
+        if !self.held.is_empty() && !self.holding() {
+            for ev in std::mem::take(&mut self.held) {
+                self.handle(ev);
+            }
+        }
+    }
+
     fn handle(&mut self, ev: BusEvent) {
+        if matches!(ev, BusEvent::Put { .. } | BusEvent::Delete { .. }) {
+            if self.holding() {
+                self.held.push(ev);
+                return;
+            }
+            self.release_held();
+        }
         match ev {
             BusEvent::Up => {
                 if std::mem::take(&mut self.was_down) {
@@ -1677,8 +1722,22 @@ impl Replica {
             },
             Envelope::Poke { name } => {
                 log::debug!("cluster: poke for {name} on {subject}");
-                if let Some(a) = self.accounts() {
-                    a.flush_pending(&name);
+                if self.accounts().is_some_and(|a| a.flush_pending(&name)) {
+                    return;
+                }
+                // Poked as the user's node, but the user is not here: the
+                // sender's view was stale (the user left this node and
+                // logged in on another one it did not see yet). Pass the
+                // poke on to every node, once: a poke on the global
+                // subject is never passed on again. A user still logging
+                // in here gets its items from its login's own flush.
+                let Some(c) = self.cluster.upgrade() else {
+                    return;
+                };
+                let local = self.hub.online(&name).is_some_and(|s| s.remote.is_none());
+                if !local && subject == bus::subject_node(&c.cfg.cluster, &self.me) {
+                    log::debug!("cluster: {name} is not here; poke passed on to every node");
+                    c.poke(None, &name);
                 }
             }
             Envelope::Account {
