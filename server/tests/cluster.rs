@@ -476,6 +476,15 @@ fn an_accounts_message_sent_before_the_recipients_login_is_seen_reaches_it_at_on
         say(&mut carol, "dave", "in the window");
         assert_eq!(carol.recv(), Acc::MessageStored);
         assert_eq!(dave.recv(), heard("carol", "in the window"));
+        // A burst: B's pokes for dave are limited (one per 100 ms, the
+        // rest deferred and coalesced), yet every message arrives, in order.
+        for i in 0..5 {
+            say(&mut carol, "dave", &format!("burst {i}"));
+        }
+        for i in 0..5 {
+            assert_eq!(carol.recv(), Acc::MessageStored);
+            assert_eq!(dave.recv(), heard("carol", &format!("burst {i}")));
+        }
         assert!(b.hub().online("dave").is_none(), "still held");
         // Exactly once: the next thing dave hears is the next message.
         b.cluster().unwrap().hold_presence(false);

@@ -20,6 +20,7 @@
 //! call). The replica is owned by `cw-bus-in` alone, without a lock.
 
 pub mod bus;
+pub mod pokes;
 pub mod proxy;
 pub mod taken;
 
@@ -317,6 +318,9 @@ pub struct Cluster {
     /// Joins of rooms of other nodes awaiting an answer, by request (a leaf lock).
     joins: Mutex<HashMap<u64, Join>>,
     next_req: std::sync::atomic::AtomicU64,
+    /// Pokes recently sent, to send at most one per user and subject per
+    /// `pokes::GAP` (a leaf lock).
+    pokes: Mutex<pokes::Pokes>,
     /// Test hook ([`Cluster::hold_presence`]): changes of the `names`
     /// bucket wait in the replica, as if the bus were slow to bring them.
     hold: AtomicBool,
@@ -399,6 +403,7 @@ impl Cluster {
             room_claims: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
             next_req: std::sync::atomic::AtomicU64::new(1),
+            pokes: Mutex::new(pokes::Pokes::default()),
             hold: AtomicBool::new(false),
             stop,
             threads: Mutex::new(vec![bus_thread]),
@@ -422,6 +427,15 @@ impl Cluster {
             cluster.cfg.node
         );
         Ok(cluster)
+    }
+
+    /// Send the pokes deferred by their gap that are due at `now` (called
+    /// every tick).
+    fn send_due_pokes(&self, now: Instant) {
+        let due = self.pokes.lock().due(now);
+        for (subject, name) in due {
+            self.out.publish(subject, &Envelope::Poke { name });
+        }
     }
 
     /// Send again the `taken` envelopes due at `now` (called every tick).
@@ -918,16 +932,22 @@ impl ClusterLink for Cluster {
         }
     }
 
+    /// At most one per user and subject per `pokes::GAP`; one asked for
+    /// sooner goes when the gap is over ([`Cluster::send_due_pokes`]).
     fn poke(&self, node: Option<&str>, name: &str) {
-        self.out.publish(
-            match node {
-                Some(node) => bus::subject_node(&self.cfg.cluster, node),
-                None => bus::subject_global(&self.cfg.cluster),
-            },
-            &Envelope::Poke {
-                name: name.to_owned(),
-            },
-        );
+        let subject = match node {
+            Some(node) => bus::subject_node(&self.cfg.cluster, node),
+            None => bus::subject_global(&self.cfg.cluster),
+        };
+        let now = self.pokes.lock().ask(Instant::now(), &subject, name);
+        if now {
+            self.out.publish(
+                subject,
+                &Envelope::Poke {
+                    name: name.to_owned(),
+                },
+            );
+        }
     }
 }
 
@@ -1258,6 +1278,7 @@ impl Replica {
         }
         if let Some(c) = self.cluster.upgrade() {
             c.repeat_taken(now);
+            c.send_due_pokes(now);
         }
         self.list_rooms(now);
     }

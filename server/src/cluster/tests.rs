@@ -41,6 +41,7 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
         room_claims: Mutex::new(HashMap::new()),
         joins: Mutex::new(HashMap::new()),
         next_req: std::sync::atomic::AtomicU64::new(1),
+        pokes: Mutex::new(pokes::Pokes::default()),
         hold: AtomicBool::new(false),
         stop: Arc::new(AtomicBool::new(false)),
         threads: Mutex::new(Vec::new()),
@@ -601,4 +602,25 @@ fn held_presence_applies_in_order_once_released() {
     c.hold_presence(false);
     r.tick(Instant::now(), TIMEOUT);
     assert_eq!(hub.online("bob").unwrap().remote.as_deref(), Some("c"));
+}
+
+#[test]
+fn pokes_for_one_user_are_limited_and_the_deferred_one_goes_on_a_tick() {
+    let (c, hub, rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    for _ in 0..50 {
+        c.poke(Some("b"), "dave");
+    }
+    c.poke(None, "carol");
+    assert_eq!(
+        pokes(&rx),
+        [
+            ("cw.t.node.b".to_owned(), "dave".to_owned()),
+            ("cw.t.global".to_owned(), "carol".to_owned())
+        ]
+    );
+    r.tick(Instant::now() + pokes::GAP, TIMEOUT);
+    assert_eq!(pokes(&rx), [("cw.t.node.b".to_owned(), "dave".to_owned())]);
+    r.tick(Instant::now() + pokes::GAP * 3, TIMEOUT);
+    assert_eq!(pokes(&rx), []);
 }
