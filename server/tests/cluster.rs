@@ -519,6 +519,39 @@ fn a_guests_text_sent_before_the_recipients_login_is_seen_reaches_it_at_once() {
     });
 }
 
+/// The same window for what is not stored: B treats bob (chatos, on A) as
+/// offline, as one node does just before a login. A chatos text and a
+/// REQUEST_PRIVATE are dropped without an answer (chatos has none), an
+/// accounts message to a guest is answered 153. Once B sees bob, they flow.
+#[test]
+fn live_texts_sent_before_the_recipients_login_is_seen_are_answered_as_offline() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(b.accounts_addr(), "carol");
+    let mut carol = login(b.accounts_addr(), "carol");
+    let mut alice = chatos(b.chatos_addr(), "alice");
+    with_presence_held(&b, || {
+        let mut bob = chatos(a.chatos_addr(), "bob");
+        assert!(b.hub().online("bob").is_none(), "B must not see bob yet");
+        alice.send_bytes(&private("alice", "bob", "lost").to_bytes());
+        alice.send_bytes(
+            &Command::RequestPrivate {
+                requester: "alice".into(),
+                target: "bob".into(),
+            }
+            .to_bytes(),
+        );
+        say(&mut carol, "bob", "to a guest");
+        assert_eq!(carol.recv(), Acc::MessageFailed);
+        b.cluster().unwrap().hold_presence(false);
+        sees_on(&b, "bob", "a");
+        alice.send_bytes(&private("alice", "bob", "now").to_bytes());
+        assert_eq!(bob.recv(), private("alice", "bob", "now"));
+        assert_eq!(alice.try_recv(Duration::from_millis(300)), None);
+    });
+}
+
 /// A stale view: B still sees dave on C, which he left for A. The message
 /// is poked to C, which does not have him: C passes the poke on to every
 /// node, and A delivers it at once, exactly once.
