@@ -453,6 +453,17 @@ fn with_presence_held(b: &Server, f: impl FnOnce()) {
     b.cluster().unwrap().hold_presence(false);
 }
 
+/// B's view released: once B sees dave on A, `send` has `from` send him
+/// "after", and that is the next and last thing dave hears (nothing from
+/// the window came twice).
+fn then_only_after(b: &Server, dave: &mut Wire<Acc>, from: &str, send: impl FnOnce()) {
+    b.cluster().unwrap().hold_presence(false);
+    sees_on(b, "dave", "a");
+    send();
+    assert_eq!(dave.recv(), heard(from, "after"));
+    assert_eq!(dave.try_recv(Duration::from_millis(300)), None);
+}
+
 /// The window between a login on A and B hearing of it (the bus brings
 /// presence a moment later): an accounts message sent from B in it is
 /// stored, acknowledged, and reaches the recipient at once, exactly once;
@@ -486,13 +497,10 @@ fn an_accounts_message_sent_before_the_recipients_login_is_seen_reaches_it_at_on
             assert_eq!(dave.recv(), heard("carol", &format!("burst {i}")));
         }
         assert!(b.hub().online("dave").is_none(), "still held");
-        // Exactly once: the next thing dave hears is the next message.
-        b.cluster().unwrap().hold_presence(false);
-        sees_on(&b, "dave", "a");
-        say(&mut carol, "dave", "after");
-        assert_eq!(carol.recv(), Acc::MessageStored);
-        assert_eq!(dave.recv(), heard("carol", "after"));
-        assert_eq!(dave.try_recv(Duration::from_millis(300)), None);
+        then_only_after(&b, &mut dave, "carol", || {
+            say(&mut carol, "dave", "after");
+            assert_eq!(carol.recv(), Acc::MessageStored);
+        });
     });
 }
 
@@ -511,11 +519,9 @@ fn a_guests_text_sent_before_the_recipients_login_is_seen_reaches_it_at_once() {
         assert!(b.hub().online("dave").is_none(), "B must not see dave yet");
         alice.send_bytes(&private("alice", "dave", "in the window").to_bytes());
         assert_eq!(dave.recv(), heard("alice", "in the window"));
-        b.cluster().unwrap().hold_presence(false);
-        sees_on(&b, "dave", "a");
-        alice.send_bytes(&private("alice", "dave", "after").to_bytes());
-        assert_eq!(dave.recv(), heard("alice", "after"));
-        assert_eq!(dave.try_recv(Duration::from_millis(300)), None);
+        then_only_after(&b, &mut dave, "alice", || {
+            alice.send_bytes(&private("alice", "dave", "after").to_bytes());
+        });
     });
 }
 
@@ -582,12 +588,10 @@ fn an_accounts_message_poked_to_a_node_the_recipient_left_reaches_it_on_its_new_
         say(&mut carol, "dave", "to the old node");
         assert_eq!(carol.recv(), Acc::MessageStored);
         assert_eq!(dave.recv(), heard("carol", "to the old node"));
-        b.cluster().unwrap().hold_presence(false);
-        sees_on(&b, "dave", "a");
-        say(&mut carol, "dave", "after");
-        assert_eq!(carol.recv(), Acc::MessageStored);
-        assert_eq!(dave.recv(), heard("carol", "after"));
-        assert_eq!(dave.try_recv(Duration::from_millis(300)), None);
+        then_only_after(&b, &mut dave, "carol", || {
+            say(&mut carol, "dave", "after");
+            assert_eq!(carol.recv(), Acc::MessageStored);
+        });
     });
 }
 

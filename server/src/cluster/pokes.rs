@@ -77,8 +77,9 @@ impl Pokes {
         out
     }
 
+    /// Entries tracked (tests).
     #[cfg(test)]
-    pub fn len(&self) -> usize {
+    pub fn tracked(&self) -> usize {
         self.sent.len()
     }
 }
@@ -112,7 +113,7 @@ mod tests {
         // Idle for a gap: forgotten, and the next poke goes at once.
         let later = t1 + GAP * 3;
         assert_eq!(p.due(later), []);
-        assert_eq!(p.len(), 0);
+        assert_eq!(p.tracked(), 0);
         assert!(p.ask(later, "s", "dave"));
     }
 
@@ -125,6 +126,6 @@ mod tests {
         }
         assert!(p.ask(t0, "s", "extra"));
         assert!(p.ask(t0, "s", "extra"), "untracked: never deferred");
-        assert_eq!(p.len(), MAX_TRACKED);
+        assert_eq!(p.tracked(), MAX_TRACKED);
     }
 }
