@@ -418,6 +418,183 @@ fn accounts_friends_on_two_nodes_message_each_other_online_and_offline() {
     drop(dave);
 }
 
+/// Until `srv` shows `name` as a user of node `node`.
+fn sees_on(srv: &Server, name: &str, node: &str) {
+    eventually(&format!("{name} shown on {node}"), WAIT, || {
+        srv.hub()
+            .online(name)
+            .is_some_and(|s| s.remote.as_deref() == Some(node))
+    });
+}
+
+/// Until `w`'s node has run its login's offline flush: a store job queued
+/// after it (a friend request to nobody) is answered.
+fn flushed(w: &mut Wire<Acc>) {
+    send(
+        w,
+        Acc::FriendRequest {
+            pseudo: "nobody".into(),
+        },
+    );
+    assert_eq!(
+        w.recv(),
+        Acc::NoSuchUser {
+            pseudo: "nobody".into()
+        }
+    );
+}
+
+/// B's view of the `names` bucket frozen (the test hook holds back every
+/// login and logout of other nodes): what B's users send `to` is sent as
+/// to someone B does not see where it is. Then the view catches up.
+fn with_presence_held(b: &Server, f: impl FnOnce()) {
+    b.cluster().unwrap().hold_presence(true);
+    f();
+    b.cluster().unwrap().hold_presence(false);
+}
+
+/// B's view released: once B sees dave on A, `send` has `from` send him
+/// "after", and that is the next and last thing dave hears (nothing from
+/// the window came twice).
+fn then_only_after(b: &Server, dave: &mut Wire<Acc>, from: &str, send: impl FnOnce()) {
+    b.cluster().unwrap().hold_presence(false);
+    sees_on(b, "dave", "a");
+    send();
+    assert_eq!(dave.recv(), heard(from, "after"));
+    assert_eq!(dave.try_recv(Duration::from_millis(300)), None);
+}
+
+/// The window between a login on A and B hearing of it (the bus brings
+/// presence a moment later): an accounts message sent from B in it is
+/// stored, acknowledged, and reaches the recipient at once, exactly once;
+/// not at the next login.
+#[test]
+fn an_accounts_message_sent_before_the_recipients_login_is_seen_reaches_it_at_once() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut carol, dave) = friends(
+        b.accounts_addr(),
+        ("carol", b.accounts_addr()),
+        ("dave", a.accounts_addr()),
+    );
+    drop(dave);
+    sees(&b, "dave", false);
+    with_presence_held(&b, || {
+        let mut dave = login(a.accounts_addr(), "dave");
+        flushed(&mut dave);
+        assert!(b.hub().online("dave").is_none(), "B must not see dave yet");
+        say(&mut carol, "dave", "in the window");
+        assert_eq!(carol.recv(), Acc::MessageStored);
+        assert_eq!(dave.recv(), heard("carol", "in the window"));
+        // A burst: B's pokes for dave are limited (one per 100 ms, the
+        // rest deferred and coalesced), yet every message arrives, in order.
+        for i in 0..5 {
+            say(&mut carol, "dave", &format!("burst {i}"));
+        }
+        for i in 0..5 {
+            assert_eq!(carol.recv(), Acc::MessageStored);
+            assert_eq!(dave.recv(), heard("carol", &format!("burst {i}")));
+        }
+        assert!(b.hub().online("dave").is_none(), "still held");
+        then_only_after(&b, &mut dave, "carol", || {
+            say(&mut carol, "dave", "after");
+            assert_eq!(carol.recv(), Acc::MessageStored);
+        });
+    });
+}
+
+/// The same window for a chatos guest's private text to a registered
+/// accounts user: kept as guest mail by B, then delivered by A at once.
+#[test]
+fn a_guests_text_sent_before_the_recipients_login_is_seen_reaches_it_at_once() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(a.accounts_addr(), "dave");
+    let mut alice = chatos(b.chatos_addr(), "alice");
+    with_presence_held(&b, || {
+        let mut dave = login(a.accounts_addr(), "dave");
+        flushed(&mut dave);
+        assert!(b.hub().online("dave").is_none(), "B must not see dave yet");
+        alice.send_bytes(&private("alice", "dave", "in the window").to_bytes());
+        assert_eq!(dave.recv(), heard("alice", "in the window"));
+        then_only_after(&b, &mut dave, "alice", || {
+            alice.send_bytes(&private("alice", "dave", "after").to_bytes());
+        });
+    });
+}
+
+/// The same window for what is not stored: B treats bob (chatos, on A) as
+/// offline, as one node does just before a login. A chatos text and a
+/// REQUEST_PRIVATE are dropped without an answer (chatos has none), an
+/// accounts message to a guest is answered 153. Once B sees bob, they flow.
+#[test]
+fn live_texts_sent_before_the_recipients_login_is_seen_are_answered_as_offline() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    register(b.accounts_addr(), "carol");
+    let mut carol = login(b.accounts_addr(), "carol");
+    let mut alice = chatos(b.chatos_addr(), "alice");
+    with_presence_held(&b, || {
+        let mut bob = chatos(a.chatos_addr(), "bob");
+        assert!(b.hub().online("bob").is_none(), "B must not see bob yet");
+        alice.send_bytes(&private("alice", "bob", "lost").to_bytes());
+        alice.send_bytes(
+            &Command::RequestPrivate {
+                requester: "alice".into(),
+                target: "bob".into(),
+            }
+            .to_bytes(),
+        );
+        say(&mut carol, "bob", "to a guest");
+        assert_eq!(carol.recv(), Acc::MessageFailed);
+        b.cluster().unwrap().hold_presence(false);
+        sees_on(&b, "bob", "a");
+        alice.send_bytes(&private("alice", "bob", "now").to_bytes());
+        assert_eq!(bob.recv(), private("alice", "bob", "now"));
+        assert_eq!(alice.try_recv(Duration::from_millis(300)), None);
+    });
+}
+
+/// A stale view: B still sees dave on C, which he left for A. The message
+/// is poked to C, which does not have him: C passes the poke on to every
+/// node, and A delivers it at once, exactly once.
+#[test]
+fn an_accounts_message_poked_to_a_node_the_recipient_left_reaches_it_on_its_new_node() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let (a, b, node_c) = (c.node("a"), c.node("b"), c.node("c"));
+    let (mut carol, dave) = friends(
+        b.accounts_addr(),
+        ("carol", b.accounts_addr()),
+        ("dave", node_c.accounts_addr()),
+    );
+    sees_on(&b, "dave", "c");
+    with_presence_held(&b, || {
+        drop(dave);
+        sees(&a, "dave", false);
+        let mut dave = login(a.accounts_addr(), "dave");
+        flushed(&mut dave);
+        sees_on(&node_c, "dave", "a");
+        assert!(
+            b.hub()
+                .online("dave")
+                .is_some_and(|s| s.remote.as_deref() == Some("c")),
+            "B must still see dave on C"
+        );
+        say(&mut carol, "dave", "to the old node");
+        assert_eq!(carol.recv(), Acc::MessageStored);
+        assert_eq!(dave.recv(), heard("carol", "to the old node"));
+        then_only_after(&b, &mut dave, "carol", || {
+            say(&mut carol, "dave", "after");
+            assert_eq!(carol.recv(), Acc::MessageStored);
+        });
+    });
+}
+
 /// Look-alike pseudos registered through two nodes at the same moment
 /// (within one bus round trip, before either node hears of the other's):
 /// the store settles it, exactly one is registered and the other hears the

@@ -20,6 +20,7 @@
 //! call). The replica is owned by `cw-bus-in` alone, without a lock.
 
 pub mod bus;
+pub mod pokes;
 pub mod proxy;
 pub mod taken;
 
@@ -113,6 +114,8 @@ const JOINS_IN_FLIGHT: usize = 1024;
 const PEERS_LISTED: usize = 254;
 /// Room name claims of other nodes a node keeps (to free a dead node's).
 const ROOM_KEYS_KEPT: usize = 100_000;
+/// Changes of the `names` bucket held back at most ([`Cluster::hold_presence`]).
+const HELD_MAX: usize = 10_000;
 
 /// The `names` bucket key of rooms private room `name`: `r` and the
 /// name's bytes in lower-case hex (never a user's key, which starts `k`).
@@ -315,6 +318,12 @@ pub struct Cluster {
     /// Joins of rooms of other nodes awaiting an answer, by request (a leaf lock).
     joins: Mutex<HashMap<u64, Join>>,
     next_req: std::sync::atomic::AtomicU64,
+    /// Pokes recently sent, to send at most one per user and subject per
+    /// `pokes::GAP` (a leaf lock).
+    pokes: Mutex<pokes::Pokes>,
+    /// Test hook ([`Cluster::hold_presence`]): changes of the `names`
+    /// bucket wait in the replica, as if the bus were slow to bring them.
+    hold: AtomicBool,
     stop: Arc<AtomicBool>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -394,6 +403,8 @@ impl Cluster {
             room_claims: Mutex::new(HashMap::new()),
             joins: Mutex::new(HashMap::new()),
             next_req: std::sync::atomic::AtomicU64::new(1),
+            pokes: Mutex::new(pokes::Pokes::default()),
+            hold: AtomicBool::new(false),
             stop,
             threads: Mutex::new(vec![bus_thread]),
             cfg,
@@ -416,6 +427,15 @@ impl Cluster {
             cluster.cfg.node
         );
         Ok(cluster)
+    }
+
+    /// Send the pokes deferred by their gap that are due at `now` (called
+    /// every tick).
+    fn send_due_pokes(&self, now: Instant) {
+        let due = self.pokes.lock().due(now);
+        for (subject, name) in due {
+            self.out.publish(subject, &Envelope::Poke { name });
+        }
     }
 
     /// Send again the `taken` envelopes due at `now` (called every tick).
@@ -545,6 +565,15 @@ impl Cluster {
     #[doc(hidden)]
     pub fn lose_calls(&self, op: u8, count: u32) {
         *self.out.lose.lock() = Some((op, count));
+    }
+
+    /// Test hook: while `held`, this node applies no change of the
+    /// `names` bucket (other nodes' logins and logouts wait, in order, as
+    /// if the bus were slow to bring them); released, they apply within a
+    /// tick. At most `HELD_MAX` wait; past that they apply at once.
+    #[doc(hidden)]
+    pub fn hold_presence(&self, held: bool) {
+        self.hold.store(held, Ordering::SeqCst);
     }
 
     /// Where pokes for accounts users go.
@@ -903,16 +932,22 @@ impl ClusterLink for Cluster {
         }
     }
 
+    /// At most one per user and subject per `pokes::GAP`; one asked for
+    /// sooner goes when the gap is over ([`Cluster::send_due_pokes`]).
     fn poke(&self, node: Option<&str>, name: &str) {
-        self.out.publish(
-            match node {
-                Some(node) => bus::subject_node(&self.cfg.cluster, node),
-                None => bus::subject_global(&self.cfg.cluster),
-            },
-            &Envelope::Poke {
-                name: name.to_owned(),
-            },
-        );
+        let subject = match node {
+            Some(node) => bus::subject_node(&self.cfg.cluster, node),
+            None => bus::subject_global(&self.cfg.cluster),
+        };
+        let now = self.pokes.lock().ask(Instant::now(), &subject, name);
+        if now {
+            self.out.publish(
+                subject,
+                &Envelope::Poke {
+                    name: name.to_owned(),
+                },
+            );
+        }
     }
 }
 
@@ -1133,6 +1168,7 @@ impl Replica {
             room_keys: HashMap::new(),
             listed_all: Instant::now(),
             listed_checked: Instant::now(),
+            held: Vec::new(),
         }
     }
 }
@@ -1165,6 +1201,9 @@ struct Replica {
     /// When every room was last listed, and when the list was last checked.
     listed_all: Instant,
     listed_checked: Instant,
+    /// Changes of the `names` bucket held back by the test hook
+    /// ([`Cluster::hold_presence`]), oldest first.
+    held: Vec<BusEvent>,
 }
 
 impl Replica {
@@ -1215,6 +1254,7 @@ impl Replica {
     /// What the clock decides: silent nodes, this node's claims from an
     /// earlier life, stand-ins refused before.
     fn tick(&mut self, now: Instant, node_timeout: Duration) {
+        self.release_held();
         // Cut off from the bus, this node cannot tell a dead node from its
         // own outage: it judges nobody until the bus is back.
         if !self.was_down {
@@ -1238,6 +1278,7 @@ impl Replica {
         }
         if let Some(c) = self.cluster.upgrade() {
             c.repeat_taken(now);
+            c.send_due_pokes(now);
         }
         self.list_rooms(now);
     }
@@ -1485,7 +1526,32 @@ impl Replica {
         }
     }
 
+    /// Whether the test hook holds back changes of the `names` bucket.
+    fn holding(&self) -> bool {
+        self.held.len() < HELD_MAX
+            && self
+                .cluster
+                .upgrade()
+                .is_some_and(|c| c.hold.load(Ordering::SeqCst))
+    }
+
+    /// Apply the changes the test hook held back, once it lets go.
+    fn release_held(&mut self) {
+        if !self.held.is_empty() && !self.holding() {
+            for ev in std::mem::take(&mut self.held) {
+                self.handle(ev);
+            }
+        }
+    }
+
     fn handle(&mut self, ev: BusEvent) {
+        if matches!(ev, BusEvent::Put { .. } | BusEvent::Delete { .. }) {
+            if self.holding() {
+                self.held.push(ev);
+                return;
+            }
+            self.release_held();
+        }
         match ev {
             BusEvent::Up => {
                 if std::mem::take(&mut self.was_down) {
@@ -1677,8 +1743,22 @@ impl Replica {
             },
             Envelope::Poke { name } => {
                 log::debug!("cluster: poke for {name} on {subject}");
-                if let Some(a) = self.accounts() {
-                    a.flush_pending(&name);
+                if self.accounts().is_some_and(|a| a.flush_pending(&name)) {
+                    return;
+                }
+                // Poked as the user's node, but the user is not here: the
+                // sender's view was stale (the user left this node and
+                // logged in on another one it did not see yet). Pass the
+                // poke on to every node, once: a poke on the global
+                // subject is never passed on again. A user still logging
+                // in here gets its items from its login's own flush.
+                let Some(c) = self.cluster.upgrade() else {
+                    return;
+                };
+                let local = self.hub.online(&name).is_some_and(|s| s.remote.is_none());
+                if !local && subject == bus::subject_node(&c.cfg.cluster, &self.me) {
+                    log::debug!("cluster: {name} is not here; poke passed on to every node");
+                    c.poke(None, &name);
                 }
             }
             Envelope::Account {

@@ -41,6 +41,8 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
         room_claims: Mutex::new(HashMap::new()),
         joins: Mutex::new(HashMap::new()),
         next_req: std::sync::atomic::AtomicU64::new(1),
+        pokes: Mutex::new(pokes::Pokes::default()),
+        hold: AtomicBool::new(false),
         stop: Arc::new(AtomicBool::new(false)),
         threads: Mutex::new(Vec::new()),
     });
@@ -545,4 +547,80 @@ fn a_text_right_behind_a_join_answer_finds_the_member_in() {
     assert_eq!(room_ops(&rx), Vec::<u8>::new(), "no leave went to a");
     assert_eq!(refusals(&hub), 0);
     hub.check_rooms().unwrap();
+}
+
+fn poke_on(r: &mut Replica, subject: &str, name: &str) {
+    r.handle(BusEvent::Message {
+        subject: subject.into(),
+        payload: Envelope::Poke { name: name.into() }.to_bytes(),
+    });
+}
+
+/// The pokes this node published, as (subject, name), in order.
+fn pokes(rx: &Receiver<BusCmd>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    while let Ok(cmd) = rx.try_recv() {
+        if let BusCmd::Publish { subject, payload } = cmd {
+            if let Ok(Envelope::Poke { name }) = Envelope::decode(&payload) {
+                out.push((subject, name));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_poke_for_a_user_who_is_not_here_is_passed_on_to_every_node_once() {
+    let (c, hub, rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    // Poked as dave's node (a stale view elsewhere): passed on.
+    poke_on(&mut r, "cw.t.node.a", "dave");
+    assert_eq!(pokes(&rx), [("cw.t.global".to_owned(), "dave".to_owned())]);
+    // A poke on the global subject is never passed on (no loop), nor one
+    // for another node's subject.
+    poke_on(&mut r, "cw.t.global", "dave");
+    poke_on(&mut r, "cw.t.node.b", "dave");
+    assert_eq!(pokes(&rx), []);
+    // A user logging in here (a local session, not yet an accounts member)
+    // gets its items from its login's flush: not passed on.
+    let _carol = local_user(&hub, &rx, "carol");
+    poke_on(&mut r, "cw.t.node.a", "carol");
+    assert_eq!(pokes(&rx), []);
+}
+
+#[test]
+fn held_presence_applies_in_order_once_released() {
+    let (c, hub, _rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    c.hold_presence(true);
+    claim(&mut r, "b", 1, "bob", 10);
+    for k in name_keys("bob") {
+        r.handle(BusEvent::Delete { key: k });
+    }
+    claim(&mut r, "c", 1, "bob", 11);
+    assert!(!shown(&hub, "bob"), "held");
+    c.hold_presence(false);
+    r.tick(Instant::now(), TIMEOUT);
+    assert_eq!(hub.online("bob").unwrap().remote.as_deref(), Some("c"));
+}
+
+#[test]
+fn pokes_for_one_user_are_limited_and_the_deferred_one_goes_on_a_tick() {
+    let (c, hub, rx) = detached("a");
+    let mut r = Replica::new(&c, &hub);
+    for _ in 0..50 {
+        c.poke(Some("b"), "dave");
+    }
+    c.poke(None, "carol");
+    assert_eq!(
+        pokes(&rx),
+        [
+            ("cw.t.node.b".to_owned(), "dave".to_owned()),
+            ("cw.t.global".to_owned(), "carol".to_owned())
+        ]
+    );
+    r.tick(Instant::now() + pokes::GAP, TIMEOUT);
+    assert_eq!(pokes(&rx), [("cw.t.node.b".to_owned(), "dave".to_owned())]);
+    r.tick(Instant::now() + pokes::GAP * 3, TIMEOUT);
+    assert_eq!(pokes(&rx), []);
 }

@@ -363,7 +363,15 @@ impl Accounts {
                     log::debug!("accounts: a guest's text for {to} dropped (mailbox full)");
                 }));
             }
-            None
+            // Cluster mode: `to` may be online on another node this node
+            // does not see yet (presence crosses the bus a moment after a
+            // login): poke it, as for an accounts message.
+            let hub = this.hub.clone();
+            Some(Box::new(move |ok| {
+                if ok {
+                    hub.poke_remote(&to);
+                }
+            }))
         });
         queued.is_ok()
     }
@@ -704,11 +712,16 @@ impl Accounts {
     }
 
     /// Cluster mode: another node stored items for `pseudo`, who is online
-    /// here (docs/scaling.md, "Delivery"): deliver them now.
-    pub fn flush_pending(&self, pseudo: &str) {
+    /// here (docs/scaling.md, "Delivery"): deliver them now. Returns
+    /// whether `pseudo` is a member here.
+    pub fn flush_pending(&self, pseudo: &str) -> bool {
         let m = self.members.read().by_name.get(pseudo).cloned();
-        if let Some(m) = m {
-            self.flush(m);
+        match m {
+            Some(m) => {
+                self.flush(m);
+                true
+            }
+            None => false,
         }
     }
 
