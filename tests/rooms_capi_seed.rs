@@ -417,7 +417,8 @@ fn decentralised_texts_with_a_server_that_lists_no_members_again() {
 
     // Each text asks the server for the members first. A server that
     // refuses a second access request (as one that follows the seed to
-    // the letter may), or never answers it: the known peers stand.
+    // the letter may): the known peers stand (never answered: see
+    // a_server_that_leaves_the_member_question_unanswered_is_not_asked_again_at_once).
     let unknown = || {
         Some(Body::Error {
             refused: kind::DEMANDE_ACCES_MESSAGERIE_PRIVEE,
@@ -430,18 +431,6 @@ fn decentralised_texts_with_a_server_that_lists_no_members_again() {
     });
     assert_eq!((r, texts), (R::CW_OK, vec!["refused".to_string()]), "{why}");
     assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
-    let ((r, why), texts) = serve_access(
-        &fake,
-        to,
-        &peer,
-        || None,
-        || (c.send("unanswered"), last_error()),
-    );
-    assert_eq!(
-        (r, texts),
-        (R::CW_OK, vec!["unanswered".to_string()]),
-        "{why}"
-    );
     assert_eq!(c.peers(), ["pe"]);
 
     // The server's list no longer names the peer: nothing is sent to it.
@@ -471,4 +460,50 @@ fn decentralised_texts_with_a_server_that_lists_no_members_again() {
     assert!(why.contains("not sent"), "{why}");
     assert!(texts.is_empty());
     assert_eq!(c.current(), (String::new(), 0));
+}
+
+#[test]
+fn a_server_that_leaves_the_member_question_unanswered_is_not_asked_again_at_once() {
+    let fake = Fake::new();
+    let c = C::rooms(fake.addr());
+    let to = fake.login(&c);
+    let peer = Fake::new();
+    let pe = Peer {
+        ip: std::net::Ipv4Addr::LOCALHOST,
+        port: peer.addr().port(),
+        name: "pe".into(),
+    };
+    let granted = Body::AccessAnswer {
+        mode: Mode::Decentralised,
+        status: Access::Granted,
+        peers: vec![pe],
+    };
+    let (r, _) = serve_access(&fake, to, &peer, || Some(granted.clone()), || c.join("den"));
+    assert_eq!(r, R::CW_OK, "{}", last_error());
+    // The question before the first text goes unanswered: the text waits
+    // for it (every try), then goes to the known peer.
+    let asked = std::cell::Cell::new(0);
+    let silent = || {
+        asked.set(asked.get() + 1);
+        None
+    };
+    let ((r, why), texts) = serve_access(&fake, to, &peer, silent, || {
+        (c.send("unanswered"), last_error())
+    });
+    assert_eq!(
+        (r, texts),
+        (R::CW_OK, vec!["unanswered".to_string()]),
+        "{why}"
+    );
+    assert!(asked.get() > 0, "the library did not ask for the members");
+    // The next texts do not ask again (each would wait as long): straight
+    // to the known peer.
+    asked.set(0);
+    for text in ["next", "and next"] {
+        let ((r, why), texts) =
+            serve_access(&fake, to, &peer, silent, || (c.send(text), last_error()));
+        assert_eq!((r, texts), (R::CW_OK, vec![text.to_string()]), "{why}");
+    }
+    assert_eq!(asked.get(), 0, "asked the silent server again");
+    assert_eq!(c.peers(), ["pe"]);
 }

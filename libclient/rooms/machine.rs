@@ -30,6 +30,17 @@ pub const KEEPALIVE: Duration = Duration::from_secs(45);
 pub const INVITATION_TTL: Duration = Duration::from_secs(60);
 /// Unanswered invitations kept (the oldest are forgotten).
 const INVITATIONS_KEPT: usize = 64;
+/// How long after accepting an invitation into a decentralised room (or
+/// asking for access to a room) peers' texts are taken as the room's
+/// while the library has not yet entered it: the server moves a client
+/// when it reads the answer, and its members may write at once, before
+/// the access answer that tells this client it is in.
+const JOIN_GRACE: Duration = Duration::from_secs(10);
+/// How long a decentralised room's texts go to the known peers without
+/// asking the server first, after it left such a question unanswered (a
+/// server that takes no second access request would otherwise cost every
+/// text the whole wait).
+pub const REFRESH_QUIET: Duration = Duration::from_secs(60);
 /// A room holds at most 254 members: at most 253 peers, and the list
 /// learned from texts is capped at this too.
 const MAX_PEERS: usize = MAX_ROOM_SIZE as usize - 1;
@@ -146,6 +157,12 @@ pub struct Machine {
     name: Option<String>,
     logging_in: bool,
     room: Room,
+    /// Until when a peer's text counts as the room's although no
+    /// decentralised room is entered yet (see [`JOIN_GRACE`]).
+    joining_until: Option<Instant>,
+    /// Until when this room's member list is not asked for before a text
+    /// (see [`REFRESH_QUIET`]); entering another room ends it.
+    refresh_quiet_until: Option<Instant>,
     /// Names learned per id: its own, and peers of decentralised rooms
     /// whose texts came from a listed address.
     names: HashMap<u8, String>,
@@ -179,6 +196,8 @@ impl Machine {
             name: None,
             logging_in: false,
             room: Room::public(),
+            joining_until: None,
+            refresh_quiet_until: None,
             names: HashMap::new(),
             invitations: VecDeque::new(),
             waiting: HashMap::new(),
@@ -398,11 +417,38 @@ impl Machine {
         for a in gone {
             self.forget_peer(a);
         }
+        if self.room.name != name {
+            self.refresh_quiet_until = None;
+        }
         self.room = Room {
             name: name.to_owned(),
             mode,
             peers: kept,
         };
+        self.joining_until = None;
+    }
+
+    /// About to be moved into a room (an invitation accepted, an access
+    /// asked for): until [`Machine::enter`] (or [`JOIN_GRACE`]), a peer's
+    /// text is acknowledged and shown, not refused.
+    pub fn joining(&mut self, now: Instant) {
+        self.joining_until = Some(now + JOIN_GRACE);
+    }
+
+    /// The server left a question for this room's members unanswered:
+    /// texts go to the known peers unasked for [`REFRESH_QUIET`].
+    pub fn refresh_unanswered(&mut self, now: Instant) {
+        self.refresh_quiet_until = Some(now + REFRESH_QUIET);
+    }
+
+    /// Whether a text should ask the server for the members first.
+    pub fn should_refresh(&self, now: Instant) -> bool {
+        self.refresh_quiet_until.is_none_or(|u| now >= u)
+    }
+
+    /// Not moved after all (refused, no answer).
+    pub fn not_joining(&mut self) {
+        self.joining_until = None;
     }
 
     /// Back in the public room.
@@ -530,6 +576,9 @@ impl Machine {
         inv.answered = true;
         log::debug!("rooms: answering {}'s invitation: {accept}", inv.from);
         let (seq, name, mode) = (inv.seq, inv.room.clone(), inv.mode);
+        if accept {
+            self.joining(now);
+        }
         let m = Message {
             user: self.id,
             seq,
@@ -610,7 +659,11 @@ impl Machine {
         }
         let Message { user, seq, body } = m;
         match body {
-            Body::Text { .. } if !from_server && !self.room.decentralised() => {
+            Body::Text { .. }
+                if !from_server
+                    && !self.room.decentralised()
+                    && self.joining_until.is_none_or(|u| now >= u) =>
+            {
                 // A peer's text while this client is in no decentralised
                 // room (it left, or never joined): nobody here reads it,
                 // so it is refused as the server refuses a text nobody

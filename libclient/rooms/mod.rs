@@ -508,10 +508,21 @@ impl Connection<Rooms> {
         } else {
             Body::AccessRoom { name: name.into() }
         };
-        let (mode, status, peers) = self
-            .ask("room access", body)?
-            .into_access()
-            .map_err(|other| refusal("room access", other))?;
+        self.link().m.lock().joining(Instant::now());
+        let answer = self.ask("room access", body).and_then(|b| {
+            b.into_access()
+                .map_err(|other| refusal("room access", other))
+        });
+        let (mode, status, peers) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                self.link().m.lock().not_joining();
+                return Err(e);
+            }
+        };
+        if status != Access::Granted {
+            self.link().m.lock().not_joining();
+        }
         match status {
             Access::Granted => {
                 self.link().m.lock().enter(name, mode, peers);
@@ -645,6 +656,7 @@ impl Connection<Rooms> {
             }
         }
         if !members.contains(&me) {
+            link.m.lock().to_public();
             return Err(Error::new(
                 ErrorKind::RoomFull,
                 format!(
@@ -671,6 +683,9 @@ impl Connection<Rooms> {
     /// A room that is gone or turns this client away: it is in the public
     /// room now, and the text is not sent.
     fn refresh_peers(&self, name: &str) -> Result<bool> {
+        if !self.link().m.lock().should_refresh(Instant::now()) {
+            return Ok(false);
+        }
         match self.room_join(name) {
             Ok(()) => Ok(true),
             Err(e) if matches!(e.kind(), ErrorKind::NoSuchRoom | ErrorKind::RoomFull) => {
@@ -686,6 +701,9 @@ impl Connection<Rooms> {
             Err(e) if e.kind() == ErrorKind::Closed => Err(e),
             Err(e) => {
                 log::debug!("rooms: the server gave no member list for {name:?}: {e}");
+                if e.kind() == ErrorKind::Timeout {
+                    self.link().m.lock().refresh_unanswered(Instant::now());
+                }
                 Ok(false)
             }
         }

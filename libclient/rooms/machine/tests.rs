@@ -427,6 +427,53 @@ fn a_peer_text_outside_a_decentralised_room_is_refused_not_confirmed() {
 }
 
 #[test]
+fn a_peer_text_just_after_accepting_a_decentralised_invitation_is_taken() {
+    let mut t = T::registered();
+    let psst = || Body::Text {
+        chat: "psst".into(),
+    };
+    t.server_says(
+        SERVER,
+        50,
+        Body::Invitation {
+            from: "al".into(),
+            mode: Mode::Decentralised,
+            room: "den".into(),
+        },
+    );
+    t.m.take_events();
+    t.m.answer_invitation(t.now, "den", true).unwrap();
+    raw_out(&mut t);
+    // The server moved this client when it read the answer; a member may
+    // write before the access answer enters the room here: acknowledged
+    // and shown, not refused as from outside any room.
+    t.from(peer(6000), 9, 1, psst());
+    assert_eq!(raw_out(&mut t), vec![(peer(6000), vec![0x80, 7, 0, 1])]);
+    let ev = t.m.take_events();
+    assert!(
+        matches!(&ev[..], [Event::Message { text, .. }] if text == "psst"),
+        "{ev:?}"
+    );
+    // Not moved after all: refused again at once.
+    t.m.not_joining();
+    t.from(peer(6000), 9, 2, psst());
+    assert_eq!(
+        raw_out(&mut t),
+        vec![(peer(6000), vec![0xd8, 7, 0, 2, 0x78, 0x05])]
+    );
+    // An access asked for: the same grace, which ends by itself.
+    t.m.joining(t.now);
+    t.from(peer(6000), 9, 3, psst());
+    assert_eq!(raw_out(&mut t), vec![(peer(6000), vec![0x80, 7, 0, 3])]);
+    t.tick(JOIN_GRACE);
+    t.from(peer(6000), 9, 4, psst());
+    assert_eq!(
+        raw_out(&mut t),
+        vec![(peer(6000), vec![0xd8, 7, 0, 4, 0x78, 0x05])]
+    );
+}
+
+#[test]
 fn a_delivery_tells_acknowledged_silent_missed_and_stale_peers_apart() {
     let p = |port: u16, name: &str| Peer {
         ip: Ipv4Addr::LOCALHOST,
