@@ -1676,10 +1676,11 @@ void cw_event_free(struct cw_event *ev);
 
 /**
  * Queue the library's log lines at `level` (a cw_log_level, passed as an
- * int) and above, for cw_log_next; CW_LOG_OFF stops. The queue holds
- * 1024 lines; beyond that the oldest are dropped, and the next line read
- * is a CW_LOG_WARN saying how many were lost. Message bodies and
- * passwords are never logged.
+ * int) and above, for cw_log_next; CW_LOG_OFF stops. Once this returns,
+ * no line below the new level is queued, not even one another thread
+ * was logging at that moment. The queue holds 1024 lines; beyond that
+ * the oldest are dropped, and the next line read is a CW_LOG_WARN saying
+ * how many were lost. Message bodies and passwords are never logged.
  *
  * Returns: CW_OK; CW_INVALID_ARGUMENT for a level outside cw_log_level;
  * CW_UNSUPPORTED when the process already has another Rust `log` logger

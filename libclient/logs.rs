@@ -68,6 +68,12 @@ impl Log for Capture {
             text: r.args().to_string(),
         };
         let mut q = QUEUE.lock();
+        // Again under the lock: a line whose logging began before
+        // `set_level` lowered the level (another thread, held up between
+        // the check above and here) is not queued after it returned.
+        if r.level() > log::max_level() {
+            return;
+        }
         if q.lines.len() >= LOG_CAPACITY {
             q.lines.pop_front();
             q.dropped += 1;
@@ -84,13 +90,17 @@ impl Log for Capture {
 /// Queue the library's lines at `level` and above (`LevelFilter::Off`:
 /// none). The first call with a level other than Off makes this queue the
 /// process's `log` logger; `OtherLogger` when another logger already is
-/// (a Rust host's own: the lines go there), and nothing changes.
+/// (a Rust host's own: the lines go there), and nothing changes. Once it
+/// returns, no line below `level` is queued, not even one another thread
+/// was logging at the time.
 pub fn set_level(level: LevelFilter) -> std::result::Result<(), OtherLogger> {
     if level != LevelFilter::Off && !INSTALLED.load(Ordering::Acquire) {
         log::set_logger(&CAPTURE).map_err(|_| OtherLogger)?;
         INSTALLED.store(true, Ordering::Release);
     }
     if INSTALLED.load(Ordering::Acquire) {
+        // Under the queue's lock, where `Capture::log` checks it again.
+        let _q = QUEUE.lock();
         log::set_max_level(level);
     }
     Ok(())
@@ -145,4 +155,52 @@ pub fn fd() -> Result<RawFd> {
     let mut q = QUEUE.lock();
     let on = !q.lines.is_empty() || q.dropped > 0;
     q.bell.fd(on)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fmt;
+    use std::sync::mpsc;
+
+    /// Formats only once let go: holds a logging thread between the
+    /// level check and the queue for as long as the test wants.
+    struct Held {
+        inside: mpsc::Sender<()>,
+        go: mpsc::Receiver<()>,
+    }
+
+    impl fmt::Display for Held {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let _ = self.inside.send(());
+            let _ = self.go.recv_timeout(Duration::from_secs(10));
+            f.write_str("held")
+        }
+    }
+
+    /// A line another thread was logging while the level went Off is not
+    /// queued after `set_level` returned (cw_log_set_level(CW_LOG_OFF)
+    /// "stops"): drained, the queue stays empty.
+    #[test]
+    fn no_line_is_queued_once_the_level_went_off() {
+        set_level(LevelFilter::Debug).unwrap();
+        let (inside_tx, inside) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let held = Held {
+            inside: inside_tx,
+            go: go_rx,
+        };
+        let logger = std::thread::spawn(move || {
+            log::debug!(target: "chinwag::logs::test", "{held}");
+        });
+        inside
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the line is being logged");
+        set_level(LevelFilter::Off).unwrap();
+        while next_line(Some(Duration::ZERO)).is_ok() {}
+        go.send(()).unwrap();
+        logger.join().unwrap();
+        let late = next_line(Some(Duration::ZERO));
+        assert!(late.is_err(), "queued after Off: {late:?}");
+    }
 }

@@ -215,7 +215,14 @@ impl Ev {
 }
 
 fn server() -> (chinwagd::Server, u16) {
-    let srv = chinwagd::Server::start(chinwagd::Config::ephemeral()).unwrap();
+    // These tests register and fail logins on one anonymous connection
+    // before it logs in: a dozen Argon2 hashes, each slowed by the other
+    // tests' own under a loaded machine, took longer than the default
+    // 10 s login deadline once (the next login answered CW_CLOSED). The
+    // deadline has its own tests (server/tests/chatos.rs, babel.rs).
+    let mut cfg = chinwagd::Config::ephemeral();
+    cfg.login_timeout_ms = 120_000;
+    let srv = chinwagd::Server::start(cfg).unwrap();
     let port = srv.accounts_addr().port();
     (srv, port)
 }

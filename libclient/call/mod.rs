@@ -850,6 +850,35 @@ mod tests {
 
     #[test]
     fn while_the_app_pulls_it_takes_stamped_units_and_the_call_thread_rests() {
+        // Once pulls came the thread that plays took the units: the call's
+        // thread took at most those that came before it noticed (its wait
+        // is 20 ms here, the pulls began with the first unit), and a few
+        // after each time no pull came for PULL_FRESH, which is right: a
+        // loaded machine holds the pulling thread up (up to 380 ms between
+        // two pulls beside two busy loops). Those gaps are counted (each
+        // lets the call's thread take the next unit or two before it sees
+        // the pulls again); an attempt with so many that the bound says
+        // nothing is made again.
+        for attempt in 1..=10 {
+            let (thread, frames, gaps) = pull_while_units_come();
+            let allowed = 5 + 3 * gaps;
+            if allowed < frames / 2 {
+                assert!(
+                    thread <= allowed,
+                    "the call's thread received {thread} of {frames} ({gaps} gaps in the pulls)"
+                );
+                return;
+            }
+            eprintln!("attempt {attempt}: {gaps} gaps in the pulls");
+        }
+        panic!("every attempt was held up between pulls too often");
+    }
+
+    /// 50 units on a stamped transport, each pulled for: the units the
+    /// call's thread received, the units, and how many times two pulls may
+    /// have been PULL_FRESH apart (the call's thread may have taken units
+    /// again).
+    fn pull_while_units_come() -> (u64, u64, u64) {
         let owner = Arc::new(Owner::default());
         let weak: Weak<dyn CallOwner> = Arc::downgrade(&(owner.clone() as Arc<dyn CallOwner>));
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -869,29 +898,33 @@ mod tests {
         .unwrap();
         let mut audio = CallAudio::new(Profile::Accounts, Instant::now()).unwrap();
         let mut out = [0i16; 960];
+        // The call marks a pull somewhere inside recv_pcm: two marks are
+        // at most from the start of one call to the end of the next apart.
+        let (mut began, mut gaps) = (None::<Instant>, 0);
+        let mut pull = |out: &mut [i16]| {
+            let start = Instant::now();
+            call.recv_pcm(out).unwrap();
+            if began.is_some_and(|b| Instant::now() - b >= PULL_FRESH) {
+                gaps += 1;
+            }
+            began = Some(start);
+        };
         let frames = 50;
         for k in 0..frames {
             let f = audio.send_pcm(Instant::now(), &[100; 960]).unwrap();
             tx.send(f[0].accounts_packet()).unwrap();
-            call.recv_pcm(&mut out).unwrap();
+            pull(&mut out);
             std::thread::sleep(Duration::from_millis(if k < 5 { 20 } else { 2 }));
         }
-        // Every unit reached the call, and once pulls came the thread that
-        // plays took them: the call's thread took at most those that came
-        // before it noticed (its wait is 20 ms here, the pulls began with
-        // the first unit).
+        // Every unit reached the call.
         let deadline = Instant::now() + Duration::from_secs(10);
         while by_thread.load(Ordering::Relaxed) + by_puller.load(Ordering::Relaxed) < frames {
             assert!(Instant::now() < deadline, "units lost");
-            call.recv_pcm(&mut out).unwrap();
+            pull(&mut out);
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(call.stats().packets_received, frames);
-        let thread = by_thread.load(Ordering::Relaxed);
-        assert!(
-            thread <= 5,
-            "the call's thread received {thread} of {frames}"
-        );
+        (by_thread.load(Ordering::Relaxed), frames, gaps)
     }
 
     #[test]
@@ -942,6 +975,12 @@ mod tests {
         }
         assert!(loud > 1000.0, "the tone came through ({loud})");
         assert_eq!(a.stats().packets_sent, 50);
-        assert!(b.stats().packets_received >= 45);
+        // B's thread counts them as it takes them: a loaded machine may
+        // hold it up past the last pull.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while b.stats().packets_received < 45 {
+            assert!(Instant::now() < deadline, "{:?}", b.stats());
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
