@@ -47,7 +47,11 @@ fuzz_target!(|data: &[u8]| {
                 let mut d = Vec::new();
                 if input.or0() & 1 == 0 {
                     d.extend_from_slice(&VOICE_MAGIC.to_be_bytes());
-                    d.push(if input.or0() & 1 == 0 { kind::MEDIA } else { kind::REPORT });
+                    d.push(if input.or0() & 1 == 0 {
+                        kind::MEDIA
+                    } else {
+                        kind::REPORT
+                    });
                 }
                 d.extend_from_slice(input.take(len));
                 if let Ok(VoicePacket::Media { .. }) = VoicePacket::decode(&d) {
@@ -68,8 +72,15 @@ fuzz_target!(|data: &[u8]| {
                 let len = 1 + usize::from(input.or0()) * 4;
                 let opus = input.take(len).to_vec();
                 let opus = if opus.is_empty() { vec![0xfc] } else { opus };
-                let d = VoicePacket::Media { seq, timestamp: ts, opus: &opus }.to_bytes();
-                audio.receive_datagram(now, &d).expect("a well-formed media packet");
+                let d = VoicePacket::Media {
+                    seq,
+                    timestamp: ts,
+                    opus: &opus,
+                }
+                .to_bytes();
+                audio
+                    .receive_datagram(now, &d)
+                    .expect("a well-formed media packet");
                 media_in += 1;
             }
             // babel's VoiceData: order only.

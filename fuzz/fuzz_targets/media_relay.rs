@@ -78,7 +78,11 @@ fuzz_target!(|data: &[u8]| {
     let mut window = (u64::MAX, 0u64);
     for _ in 0..MAX_STEPS {
         let Some(op) = input.byte() else { break };
-        let side = if op & 0x80 == 0 { Side::Caller } else { Side::Callee };
+        let side = if op & 0x80 == 0 {
+            Side::Caller
+        } else {
+            Side::Callee
+        };
         let to = 1 - index(side);
         let len = usize::from(input.or0()) * 6 + usize::from(input.or0() % 6);
         match op % 4 {
@@ -89,7 +93,12 @@ fuzz_target!(|data: &[u8]| {
                 } else {
                     let seq = u16::from_be_bytes([input.or0(), input.or0()]);
                     let opus = input.take(len).to_vec();
-                    VoicePacket::Media { seq, timestamp: 0, opus: &opus }.to_bytes()
+                    VoicePacket::Media {
+                        seq,
+                        timestamp: 0,
+                        opus: &opus,
+                    }
+                    .to_bytes()
                 };
                 let decoded = VoicePacket::decode(&datagram).ok();
                 match a.unit_from_udp(side, &datagram) {
@@ -107,7 +116,12 @@ fuzz_target!(|data: &[u8]| {
                         }
                         passed[to] = Some(seq);
                         let frame = Frame::decode_exact(&bytes).expect("a whole frame");
-                        assert_eq!(frame, Frame::VoiceData { data: opus.to_vec() });
+                        assert_eq!(
+                            frame,
+                            Frame::VoiceData {
+                                data: opus.to_vec()
+                            }
+                        );
                     }
                     Out::Drop(_) => {}
                 }
@@ -125,8 +139,9 @@ fuzz_target!(|data: &[u8]| {
                         assert_eq!(kinds[to], Kind::Udp);
                         assert_eq!(Some(p), peers[to]);
                         assert!(bytes.len() <= MAX_MEDIA_PACKET);
-                        let Ok(VoicePacket::Media { seq, opus: inner, .. }) =
-                            VoicePacket::decode(&bytes)
+                        let Ok(VoicePacket::Media {
+                            seq, opus: inner, ..
+                        }) = VoicePacket::decode(&bytes)
                         else {
                             panic!("an undecodable media packet: {bytes:?}");
                         };
