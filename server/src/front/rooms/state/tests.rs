@@ -1133,9 +1133,15 @@ fn a_hub_event_naming_what_the_rooms_wire_cannot_say_is_not_sent() {
         };
         assert!(w.rooms.event(w.now, ib, b, &ev), "not a lagging client");
         let out = w.rooms.take_output();
-        assert!(out.datagrams.is_empty(), "{from:?} {room:?}: {:?}", out.datagrams);
+        assert!(
+            out.datagrams.is_empty(),
+            "{from:?} {room:?}: {:?}",
+            out.datagrams
+        );
     }
-    assert!(w.rooms.event(w.now, ib, b, &Event::RoomClosed { room: "d#n" }));
+    assert!(w
+        .rooms
+        .event(w.now, ib, b, &Event::RoomClosed { room: "d#n" }));
     assert!(w.rooms.take_output().datagrams.is_empty());
     // A name it can say still goes out, and decodes.
     let ev = Event::RoomInvitation {
