@@ -12,12 +12,11 @@
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use chinwag_proto::babel::{Frame, MAX_VOICE as MAX_BABEL_VOICE};
 use chinwag_proto::voice::{VoicePacket, MAX_MEDIA_PACKET};
 use chinwagd::hub::Side;
-use chinwagd::media::alloc::{Alloc, Kind, Leg, Out, Rate};
+use chinwagd::media::alloc::{Alloc, Kind, Leg, Out};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "../common/input.rs"]
@@ -56,19 +55,15 @@ fuzz_target!(|data: &[u8]| {
         peer(kinds[0], 1000).filter(|_| bridged & 1 == 0),
         peer(kinds[1], 2000).filter(|_| bridged & 2 == 0),
     ];
-    let a = Alloc {
-        id: 1,
-        legs: [
+    let a = Alloc::new(
+        1,
+        [
             Leg::new(kinds[0], peers[0], seq0, ts0),
             Leg::new(kinds[1], peers[1], seq0, ts0),
         ],
-        udp: None,
-        rate: Rate::default(),
-        last_ms: AtomicU64::new(0),
-        answered: AtomicBool::new(true),
-        closed: AtomicBool::new(false),
-        scheduled: AtomicBool::new(false),
-    };
+        None,
+        0,
+    );
     // Per destination leg: the last seq numbered towards accounts, the last
     // accounts seq passed towards babel.
     let mut numbered: [Option<u16>; 2] = [None, None];
