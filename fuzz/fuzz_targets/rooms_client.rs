@@ -218,9 +218,19 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => match input.or0() % 3 {
                 0 => {
-                    let gone = m.peer_addrs();
-                    let k = input.or0() as usize % (gone.len() + 1);
-                    m.drop_peers(&gone[..k]);
+                    // A decentralised text's outcome: peers that
+                    // acknowledged it, or stayed silent (then dropped).
+                    let sent = m.peer_addrs();
+                    let k = input.or0() as usize % (sent.len() + 1);
+                    let replies: Vec<Reply> = sent[..k]
+                        .iter()
+                        .map(|_| match input.or0() % 2 {
+                            0 => Reply::Unanswered,
+                            _ => Reply::Answer(Body::TextAck),
+                        })
+                        .collect();
+                    let d = m.delivered(&sent[..k], &replies, input.or0() % 2 == 0);
+                    assert!(d.acked + d.silent.len() + d.missed.len() + d.stale.len() <= k);
                 }
                 1 => m.to_public(),
                 _ => {

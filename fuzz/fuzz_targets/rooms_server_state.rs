@@ -82,7 +82,8 @@ impl World {
             assert!(self.logged_out.insert(s));
         }
         for (to, bytes) in out.datagrams {
-            let m = Message::decode(&bytes).expect("the server sends valid datagrams");
+            let m = Message::decode(&bytes)
+                .unwrap_or_else(|e| panic!("the server sends valid datagrams: {e:?} in {bytes:02x?}"));
             // Its own id, but on a forwarded text the author's.
             assert!(m.user == SERVER || m.body.kind() == chinwag_proto::rooms::kind::TEXTE);
             if let Body::Registered {

@@ -108,7 +108,7 @@ pub const MAX_STALL: u32 = 10;
 pub const CAPACITY: usize = 64;
 /// Relative-delay samples kept at most (the window holds 200 at 50 packets
 /// per second; a flood only shortens the memory).
-const MAX_HISTORY: usize = 1024;
+pub const MAX_HISTORY: usize = 1024;
 /// RFC 3550's smoothing of the interarrival jitter estimate.
 const JITTER_GAIN: f64 = 1.0 / 16.0;
 

@@ -266,6 +266,19 @@ impl CallAudio {
         self.profile
     }
 
+    /// What the receive side holds now: packets in the jitter buffer,
+    /// relative-delay samples it keeps, and decoded samples not yet pulled.
+    /// Each is bounded whatever arrives (the `call_receive` fuzz target
+    /// checks it after every step).
+    #[doc(hidden)]
+    pub fn held(&self) -> (usize, usize, usize) {
+        (
+            self.jitter.held(),
+            self.jitter.history_len(),
+            self.fifo.len(),
+        )
+    }
+
     /// Interleaved channels of the PCM this call takes and gives.
     pub fn channels(&self) -> usize {
         self.profile.channels()

@@ -148,6 +148,20 @@ fn other(side: Side) -> Side {
 }
 
 impl Alloc {
+    /// A new allocation, not answered yet, last used at `now_ms`.
+    pub fn new(id: CallId, legs: [Leg; 2], udp: Option<std::net::UdpSocket>, now_ms: u64) -> Alloc {
+        Alloc {
+            id,
+            legs,
+            udp,
+            rate: Rate::default(),
+            last_ms: AtomicU64::new(now_ms),
+            answered: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            scheduled: AtomicBool::new(false),
+        }
+    }
+
     pub fn leg(&self, side: Side) -> &Leg {
         &self.legs[index(side)]
     }
@@ -252,19 +266,17 @@ mod tests {
     fn alloc(caller: Kind, callee: Kind) -> Alloc {
         let peer =
             |k: Kind, port| (k == Kind::Udp).then(|| SocketAddr::from(([10, 0, 0, 1], port)));
-        Alloc {
-            id: 1,
-            legs: [
+        let a = Alloc::new(
+            1,
+            [
                 Leg::new(caller, peer(caller, 1000), 0, 0),
                 Leg::new(callee, peer(callee, 2000), 65_535, u32::MAX - 100),
             ],
-            udp: None,
-            rate: Rate::default(),
-            last_ms: AtomicU64::new(0),
-            answered: AtomicBool::new(true),
-            closed: AtomicBool::new(false),
-            scheduled: AtomicBool::new(false),
-        }
+            None,
+            0,
+        );
+        a.answered.store(true, Ordering::Relaxed);
+        a
     }
 
     fn media(seq: u16, opus: &[u8]) -> Vec<u8> {

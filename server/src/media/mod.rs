@@ -20,13 +20,17 @@
 //! (`relay_answered`, `relay_ended`) from its own threads, holding none of
 //! its locks.
 
+// The fuzz targets drive an allocation's re-framing without sockets.
+#[cfg(feature = "fuzzing")]
+pub mod alloc;
+#[cfg(not(feature = "fuzzing"))]
 mod alloc;
 mod babel;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -42,7 +46,7 @@ use crate::hub::{CallId, Hub, Leg as Plan, LegSpec, MediaRelay, Opened, RelayFul
 use crate::metrics::{Metrics, RelayDrop};
 use crate::net::{FlushPool, Registry};
 use crate::pool::ThreadBudget;
-use alloc::{Alloc, Kind, Leg, Out, Rate};
+use alloc::{Alloc, Kind, Leg, Out};
 
 /// Readable allocations waiting for a worker, per worker; a full queue
 /// leaves the datagrams in the socket until the next one arrives.
@@ -493,16 +497,7 @@ impl MediaRelay for Relay {
             }
             let callee_leg = legs.pop().expect("two legs");
             let caller_leg = legs.pop().expect("two legs");
-            let a = Alloc {
-                id,
-                legs: [caller_leg, callee_leg],
-                udp,
-                rate: Rate::default(),
-                last_ms: AtomicU64::new(inner.now_ms()),
-                answered: AtomicBool::new(false),
-                closed: AtomicBool::new(false),
-                scheduled: AtomicBool::new(false),
-            };
+            let a = Alloc::new(id, [caller_leg, callee_leg], udp, inner.now_ms());
             Ok((
                 a,
                 Opened {

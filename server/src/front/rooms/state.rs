@@ -236,6 +236,12 @@ pub struct Rooms<S> {
 
 /// The CHAT of a text from a user without an ID_USER (another dialect's),
 /// within the CHAT limit (a chatos text always fits: 30 + 2 + 1,024).
+/// Whether a name fits a rooms `USER_NAME` or `NOM_MESSAGERIE` field: at
+/// most `max` bytes and no '#', which ends the field.
+fn sayable(name: &str, max: usize) -> bool {
+    name.len() <= max && !name.as_bytes().contains(&wire::DELIMITER)
+}
+
 fn bridged(from: &str, text: &str) -> String {
     let mut chat = wire::bridged_chat(from, text);
     if chat.len() > wire::MAX_CHAT {
@@ -812,6 +818,16 @@ impl<S: Clone> Rooms<S> {
                 };
                 self.deliver(now, id, author, Body::Text { chat }).is_some()
             }
+            // A name the rooms wire cannot say (its delimiter inside, or
+            // too long: another dialect's or another node's) would make a
+            // datagram no client decodes: nothing is sent, as for an event
+            // that has no rooms frame.
+            Event::RoomInvitation { from, room, .. }
+                if !sayable(from, wire::MAX_USER_NAME) || !sayable(room, wire::MAX_ROOM_NAME) =>
+            {
+                true
+            }
+            Event::RoomClosed { room } if !sayable(room, wire::MAX_ROOM_NAME) => true,
             Event::RoomInvitation {
                 from,
                 room,
