@@ -234,14 +234,14 @@ pub struct Rooms<S> {
     pub(crate) trap: Option<&'static str>,
 }
 
-/// The CHAT of a text from a user without an ID_USER (another dialect's),
-/// within the CHAT limit (a chatos text always fits: 30 + 2 + 1,024).
 /// Whether a name fits a rooms `USER_NAME` or `NOM_MESSAGERIE` field: at
 /// most `max` bytes and no '#', which ends the field.
 fn sayable(name: &str, max: usize) -> bool {
     name.len() <= max && !name.as_bytes().contains(&wire::DELIMITER)
 }
 
+/// The CHAT of a text from a user without an ID_USER (another dialect's),
+/// within the CHAT limit (a chatos text always fits: 30 + 2 + 1,024).
 fn bridged(from: &str, text: &str) -> String {
     let mut chat = wire::bridged_chat(from, text);
     if chat.len() > wire::MAX_CHAT {
