@@ -26,13 +26,21 @@ pub fn interrupted(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::Interrupted
 }
 
+/// `r`, unless it only says that a signal interrupted the call (`None`:
+/// try again).
+fn unless_interrupted<T>(r: io::Result<T>) -> Option<io::Result<T>> {
+    match r {
+        Err(e) if interrupted(&e) => None,
+        r => Some(r),
+    }
+}
+
 /// `op` again for as long as a signal interrupts it; any other result,
 /// success or error, is returned.
 pub fn retry<T>(mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
     loop {
-        match op() {
-            Err(e) if interrupted(&e) => {}
-            r => return r,
+        if let Some(r) = unless_interrupted(op()) {
+            return r;
         }
     }
 }
@@ -57,9 +65,8 @@ pub fn retry_until<T>(
             return Err(io::ErrorKind::TimedOut.into());
         }
         arm(left)?;
-        match op() {
-            Err(e) if interrupted(&e) => {}
-            r => return r,
+        if let Some(r) = unless_interrupted(op()) {
+            return r;
         }
     }
 }
@@ -75,9 +82,8 @@ pub fn retry_within<T>(
     mut op: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
     let deadline = Instant::now() + limit;
-    match op() {
-        Err(e) if interrupted(&e) => {}
-        r => return r,
+    if let Some(r) = unless_interrupted(op()) {
+        return r;
     }
     let r = retry_until(deadline, &mut arm, op);
     let restored = arm(limit);
