@@ -513,16 +513,11 @@ impl Connection<Rooms> {
             b.into_access()
                 .map_err(|other| refusal("room access", other))
         });
-        let (mode, status, peers) = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                self.link().m.lock().not_joining();
-                return Err(e);
-            }
-        };
-        if status != Access::Granted {
+        if !matches!(answer, Ok((_, Access::Granted, _))) {
+            // Not moved: a peer's text is refused again.
             self.link().m.lock().not_joining();
         }
+        let (mode, status, peers) = answer?;
         match status {
             Access::Granted => {
                 self.link().m.lock().enter(name, mode, peers);
