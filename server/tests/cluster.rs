@@ -595,6 +595,33 @@ fn an_accounts_message_poked_to_a_node_the_recipient_left_reaches_it_on_its_new_
     });
 }
 
+/// A poke is at most once: when it is lost on the bus, the recipient's
+/// node still finds the stored message on its re-check of its users'
+/// stored items (one batch a second), and delivers it exactly once.
+#[test]
+fn an_accounts_message_whose_poke_is_lost_on_the_bus_still_reaches_the_recipient() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
+    sees_on(&a, "dave", "b");
+    flushed(&mut dave);
+    let node_a = a.cluster().unwrap();
+    node_a.lose_pokes(1);
+    let sent = Instant::now();
+    say(&mut carol, "dave", "its poke was lost");
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    // The poke follows the acknowledgement.
+    eventually("the poke lost", WAIT, || node_a.pokes_to_lose() == 0);
+    assert_eq!(dave.recv(), heard("carol", "its poke was lost"));
+    eprintln!("delivered {:?} after its lost poke", sent.elapsed());
+    assert_eq!(dave.try_recv(Duration::from_millis(1_500)), None, "once");
+    // With its poke, the next one is there at once.
+    say(&mut carol, "dave", "poked");
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    assert_eq!(dave.recv(), heard("carol", "poked"));
+}
+
 /// Look-alike pseudos registered through two nodes at the same moment
 /// (within one bus round trip, before either node hears of the other's):
 /// the store settles it, exactly one is registered and the other hears the
