@@ -1569,6 +1569,42 @@ fn a_forged_proxy_handshake_is_refused_and_counted() {
     expect_established(&mut pb);
 }
 
+/// Across nodes too, a private end whose partner's session ends before
+/// the partner's end came is closed at once and its slots given back on
+/// both nodes (docs/protocols/chatos.md): alice's end, proxied from a to
+/// the issuing node b, when bob leaves b; then bob's end, waiting on b,
+/// when alice leaves a (b learns it over the bus).
+#[test]
+fn a_private_end_across_nodes_whose_partner_leaves_is_closed_at_once() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let secret = SecretFile::new("proxy-partner-left");
+    let (a, b, mut alice, mut bob) = proxied_pair(&c, &secret);
+    let in_use = |n: usize| a.hub().relays_in_use() == n && b.hub().relays_in_use() == n;
+    let id = negotiate_across(&mut alice, &mut bob);
+    let mut pa = open_private(a.chatos_addr(), id);
+    eventually("alice's end proxied and waiting", WAIT, || in_use(1));
+    let left = Instant::now();
+    drop(bob);
+    common::expect_eof(&mut pa, "alice's end, once bob left");
+    let took = left.elapsed();
+    eventually("both nodes' slots given back", WAIT, || in_use(0));
+    let mut bob = chatos(b.chatos_addr(), "bob");
+    sees(&a, "bob", true);
+    let id = negotiate_across(&mut alice, &mut bob);
+    let mut pb = open_private(b.chatos_addr(), id);
+    eventually("bob's end waiting", WAIT, || b.hub().relays_in_use() == 1);
+    let left = Instant::now();
+    drop(alice);
+    common::expect_eof(&mut pb, "bob's end, once alice left");
+    eprintln!(
+        "ends closed {took:?} after bob left b, {:?} after alice left a",
+        left.elapsed()
+    );
+    eventually("b's slot given back", WAIT, || in_use(0));
+}
+
 /// A node whose thread budget is spent closes a node-to-node connection
 /// at once, counted, instead of starting a thread outside the budget; with
 /// threads back it serves them again.

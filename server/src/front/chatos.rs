@@ -272,7 +272,11 @@ fn proxy_end(
             .name("cw-proxy".into())
             .stack_size(crate::net::CONN_STACK);
         shared.budget.spawn(builder, move || {
-            if relay::pump(&node, &stream, &[]).is_err() {
+            // Nothing back, not even ESTABLISHED: the issuing node refused
+            // or cancelled this end (its partner left, say), so it will
+            // never be relayed: closed whole, which ends the other
+            // direction too and gives the slot back at once.
+            if !matches!(relay::pump(&node, &stream, &[]), Ok(n) if n > 0) {
                 let _ = node.shutdown(Shutdown::Both);
                 let _ = stream.shutdown(Shutdown::Both);
             }
