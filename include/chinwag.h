@@ -594,7 +594,8 @@ typedef struct cw_audio_stats {
   int32_t expected_loss_pct;
   /**
    * The loss the peer last reported for what this side sends, percent;
-   * -1 when unknown (babel, or no report yet).
+   * -1 when unknown (babel, no report yet, or the peer's latest report
+   * covered no media: nothing of ours reached it in its last second).
    */
   int32_t remote_loss_pct;
   /**

@@ -181,16 +181,22 @@ impl VoiceIn for Datagrams {
         Ok(taken)
     }
 
-    fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+    fn recv(&mut self) -> Result<Option<(Vec<u8>, Instant)>> {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the call is over"));
         }
-        match self.sock.recv_from(&mut self.buf) {
-            Ok((n, from)) if canonical(from) == self.peer && n <= MAX_MEDIA_PACKET => {
-                Ok(Some(self.buf[..n].to_vec()))
+        // Stamped as `try_recv` stamps: a datagram that waited while this
+        // thread was busy (the call's first ones, before anyone plays)
+        // keeps its kernel receive time, not the time it was read.
+        match stamp::recv_wait(self.sock.as_raw_fd(), &mut self.buf) {
+            Ok((n, Some(from), stamp)) if canonical(from) == self.peer && n <= MAX_MEDIA_PACKET => {
+                // The clocks are read after the datagram: its stamp is in
+                // their past.
+                let at = stamp::Clocks::now().arrival(stamp);
+                Ok(Some((self.buf[..n].to_vec(), at)))
             }
-            Ok((n, from)) => {
-                self.stranger(n, Some(from));
+            Ok((n, from, _)) => {
+                self.stranger(n, from);
                 Ok(None)
             }
             Err(e)
@@ -217,6 +223,139 @@ mod tests {
     use super::*;
     use std::net::Ipv4Addr;
 
+    /// Enabling SO_TIMESTAMPNS turns the kernel's receive stamping on
+    /// through a deferred static key (net_enable_timestamp): until its
+    /// work item runs, a datagram is stamped when it is read instead.
+    /// Under load that window is long; wait until a probe from `peer` to
+    /// `to` comes back stamped with its arrival, not its reading.
+    fn stamping_on(input: &mut dyn VoiceIn, peer: &UdpSocket, to: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            peer.send_to(b"CWVC-probe", to).unwrap();
+            let sent = Instant::now();
+            std::thread::sleep(Duration::from_millis(20));
+            let mut probe = Vec::new();
+            input.try_recv(&mut |_, at| probe.push(at)).unwrap();
+            if !probe.is_empty()
+                && probe
+                    .iter()
+                    .all(|at| *at <= sent + Duration::from_millis(10))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the kernel never stamped on arrival"
+            );
+        }
+    }
+
+    /// A call's receiving half on 127.0.0.1 with kernel stamping on, the
+    /// peer's socket, and the address the peer sends to.
+    fn stamped_input() -> (UdpSocket, SocketAddr, Box<dyn VoiceIn>) {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ours = bind(lo, 0).unwrap();
+        let peer = UdpSocket::bind((lo, 0)).unwrap();
+        let to = SocketAddr::new(lo, port_of(&ours).unwrap());
+        let (_out, mut input) = transport(ours, peer.local_addr().unwrap()).unwrap();
+        stamping_on(&mut *input, &peer, to);
+        (peer, to, input)
+    }
+
+    /// A datagram that waited in the socket, read by the call's own
+    /// thread (`recv`), keeps its kernel arrival time, as `try_recv`'s do.
+    #[test]
+    fn a_datagram_the_call_thread_reads_late_keeps_its_kernel_arrival_time() {
+        let (peer, to, mut input) = stamped_input();
+        let before = Instant::now();
+        peer.send_to(b"CWVC-late", to).unwrap();
+        let sent = Instant::now();
+        std::thread::sleep(Duration::from_millis(80));
+        let (unit, at) = input.recv().unwrap().expect("the datagram");
+        assert_eq!(unit, b"CWVC-late");
+        assert!(at + Duration::from_millis(1) >= before, "{at:?} {before:?}");
+        assert!(at <= sent + Duration::from_millis(1), "{at:?} {sent:?}");
+        // Nothing waiting: a short wait, then nothing.
+        assert!(input.recv().unwrap().is_none());
+    }
+
+    /// The call's first datagrams, which wait in the socket while its
+    /// thread is busy (here: its first receiver report's send stalls), are
+    /// stamped with their arrival: the jitter buffer sees them 20 ms apart
+    /// as sent, not as one burst at the time they were read.
+    #[test]
+    fn a_calls_first_datagrams_are_stamped_with_their_arrival_not_their_reading() {
+        use crate::audio::{EncodedFrame, Profile};
+        use crate::call::{Call, CallOwner};
+        use crossbeam_channel::{bounded, Receiver, Sender};
+
+        /// Stalls the first send (the call's first receiver report) until
+        /// released.
+        struct Stall {
+            entered: Sender<()>,
+            release: Receiver<()>,
+        }
+        impl VoiceOut for Stall {
+            fn send(&self, _: &[u8]) -> Result<()> {
+                let _ = self.entered.try_send(());
+                let _ = self.release.recv_timeout(Duration::from_secs(20));
+                Ok(())
+            }
+            fn shutdown(&self) {}
+        }
+        struct Nobody;
+        impl CallOwner for Nobody {
+            fn call_ended(&self, _: &str, _: u64, _: &Error, _: bool) {}
+        }
+
+        let (peer, to, input) = stamped_input();
+        let (entered_tx, entered) = bounded(1);
+        let (release, release_rx) = bounded::<()>(0);
+        let owner: Arc<dyn CallOwner> = Arc::new(Nobody);
+        let stall = Stall {
+            entered: entered_tx,
+            release: release_rx,
+        };
+        let (call, _) = Call::start(
+            "peer".into(),
+            1,
+            Profile::Accounts,
+            Box::new(stall),
+            input,
+            Arc::downgrade(&owner),
+        )
+        .unwrap();
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the call's thread sends its first report");
+        // The call's thread is held: these wait in the socket. Each
+        // carries the media time it was sent at, so on their kernel
+        // arrival times they show no jitter, however the sleeps run.
+        let frames = 10u16;
+        let first = Instant::now();
+        for seq in 0..frames {
+            let elapsed = first.elapsed().as_micros() as u64;
+            let frame = EncodedFrame {
+                seq,
+                timestamp: (elapsed * 48 / 1000) as u32,
+                opus: vec![0xf8, 0xff, 0xfe],
+            };
+            peer.send_to(&frame.accounts_packet(), to).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(release);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while call.stats().packets_received < u64::from(frames) {
+            assert!(Instant::now() < deadline, "{:?}", call.stats());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Read as one burst at their reading, 20 ms of media apart, they
+        // would show about 9 ms of jitter (RFC 3550 over 9 gaps of 20 ms).
+        let jitter = call.stats().jitter_ms;
+        eprintln!("jitter of the first datagrams: {jitter} ms");
+        assert!(jitter < 4.0, "jitter {jitter} ms");
+    }
+
     /// A datagram that waited in the socket keeps the time the kernel
     /// received it; a stranger's is dropped; nothing waiting is no wait.
     #[test]
@@ -242,30 +381,7 @@ mod tests {
             "taking nothing does not wait"
         );
 
-        // Enabling SO_TIMESTAMPNS turns the kernel's receive stamping on
-        // through a deferred static key (net_enable_timestamp): until its
-        // work item runs, a datagram is stamped when it is read instead.
-        // Under load that window is long; wait until a probe comes back
-        // stamped with its arrival, not its reading.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            peer.send_to(b"CWVC-probe", to).unwrap();
-            let sent = Instant::now();
-            std::thread::sleep(Duration::from_millis(20));
-            let mut probe = Vec::new();
-            input.try_recv(&mut |_, at| probe.push(at)).unwrap();
-            if !probe.is_empty()
-                && probe
-                    .iter()
-                    .all(|at| *at <= sent + Duration::from_millis(10))
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the kernel never stamped on arrival"
-            );
-        }
+        stamping_on(&mut *input, &peer, to);
 
         let before = Instant::now();
         stranger.send_to(b"CWVC-not-yours", to).unwrap();

@@ -115,7 +115,11 @@ pub struct CallStats {
     pub recv_bitrate: u32,
     /// The loss the encoder's FEC protects against (0: no FEC).
     pub expected_loss_pct: u8,
-    /// The peer's view of our stream, from its latest report.
+    /// The peer's view of our stream, from its latest report. The loss is
+    /// `None` before the first report and when the latest one covered no
+    /// media (nothing of ours reached the peer in its interval: no
+    /// measurement, not "0 % lost"); the running count and the jitter
+    /// read from every report.
     pub remote_loss_pct: Option<u8>,
     pub remote_lost: Option<u32>,
     pub remote_jitter_ms: Option<f64>,
@@ -576,7 +580,9 @@ impl CallAudio {
             send_bitrate: self.send_rate.bps(now),
             recv_bitrate: self.recv_rate.bps(now),
             expected_loss_pct: self.encoder.expected_loss(),
-            remote_loss_pct: remote.map(|r| r.loss_pct),
+            // A report that covered no media measured no loss: unknown,
+            // not "0 % lost" (the path may be down one way).
+            remote_loss_pct: remote.filter(|r| !r.no_media).map(|r| r.loss_pct),
             remote_lost: remote.map(|r| r.lost),
             remote_jitter_ms: remote.map(|r| f64::from(r.jitter_us) / 1000.0),
         }

@@ -193,6 +193,7 @@ pub(super) fn voice(
         peer: peer.to_owned(),
         decoder,
         chunk: vec![0; READ_CHUNK],
+        read_at: Instant::now(),
     };
     let out = VoiceSink {
         sock,
@@ -234,13 +235,16 @@ struct VoiceFrames {
     peer: String,
     decoder: Decoder,
     chunk: Vec<u8>,
+    /// When the latest read returned: the arrival of every frame it
+    /// completed, also those decoded from the buffer later.
+    read_at: Instant,
 }
 
 impl VoiceIn for VoiceFrames {
-    fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+    fn recv(&mut self) -> Result<Option<(Vec<u8>, Instant)>> {
         loop {
             match self.decoder.next_frame() {
-                Ok(Some(Frame::VoiceData { data })) => return Ok(Some(data)),
+                Ok(Some(Frame::VoiceData { data })) => return Ok(Some((data, self.read_at))),
                 // Harmless repetition of the greeting.
                 Ok(Some(Frame::ConnectionEstablished)) => return Ok(None),
                 Ok(Some(other)) => {
@@ -268,7 +272,10 @@ impl VoiceIn for VoiceFrames {
                         format!("{} hung up", self.peer),
                     ))
                 }
-                Ok(n) => self.decoder.push(&self.chunk[..n]),
+                Ok(n) => {
+                    self.read_at = Instant::now();
+                    self.decoder.push(&self.chunk[..n]);
+                }
                 Err(e) => {
                     return Err(Error::new(
                         ErrorKind::Io,

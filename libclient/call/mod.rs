@@ -64,11 +64,15 @@ pub(crate) trait VoiceOut: Send + Sync + 'static {
 /// The receiving half: the call's thread waits on it; over a stamped
 /// transport, the thread that plays takes what is waiting instead.
 pub(crate) trait VoiceIn: Send + 'static {
-    /// The next unit; `None` for a frame that carries no voice or when a
-    /// short wait ended with nothing (the call's thread then does its
-    /// periodic work). An error ends the call: `Closed` (the peer hung up,
-    /// or `shutdown`), `Protocol` or `Io`.
-    fn recv(&mut self) -> Result<Option<Vec<u8>>>;
+    /// The next unit and the time it arrived, on the clock `try_recv`
+    /// uses (the kernel's receive time where the transport has it, so a
+    /// unit that waited while this thread was busy keeps its arrival;
+    /// else the time the read that brought it returned); `None` for a
+    /// frame that carries no voice or when a short wait ended with
+    /// nothing (the call's thread then does its periodic work). An error
+    /// ends the call: `Closed` (the peer hung up, or `shutdown`),
+    /// `Protocol` or `Io`.
+    fn recv(&mut self) -> Result<Option<(Vec<u8>, Instant)>>;
 
     /// Whether units keep the time they arrived while they wait (UDP with
     /// kernel receive times): then the thread that plays the call takes
@@ -676,7 +680,7 @@ fn receive(inner: &Arc<Inner>, token: u64, owner: Weak<dyn CallOwner>) {
         } else {
             let got = inner.input.lock().recv();
             match got {
-                Ok(Some(unit)) => inner.arrive(Instant::now(), unit),
+                Ok(Some((unit, at))) => inner.arrive(at, unit),
                 Ok(None) => {}
                 Err(e) => break e,
             }
@@ -722,10 +726,10 @@ mod tests {
     /// One payload, then a bug.
     struct Faulty(u32);
     impl VoiceIn for Faulty {
-        fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        fn recv(&mut self) -> Result<Option<(Vec<u8>, Instant)>> {
             self.0 += 1;
             if self.0 == 1 {
-                return Ok(Some(vec![7]));
+                return Ok(Some((vec![7], Instant::now())));
             }
             panic!("decoder bug");
         }
@@ -772,9 +776,9 @@ mod tests {
     /// Units from a channel, as a transport would deliver them.
     struct Feed(crossbeam_channel::Receiver<Vec<u8>>);
     impl VoiceIn for Feed {
-        fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        fn recv(&mut self) -> Result<Option<(Vec<u8>, Instant)>> {
             match self.0.recv_timeout(Duration::from_millis(20)) {
-                Ok(u) => Ok(Some(u)),
+                Ok(u) => Ok(Some((u, Instant::now()))),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
                 Err(_) => Err(Error::new(ErrorKind::Closed, "fed out")),
             }
@@ -824,11 +828,11 @@ mod tests {
         by_puller: Arc<AtomicU64>,
     }
     impl VoiceIn for Stamped {
-        fn recv(&mut self) -> Result<Option<Vec<u8>>> {
+        fn recv(&mut self) -> Result<Option<(Vec<u8>, Instant)>> {
             match self.rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(u) => {
                     self.by_thread.fetch_add(1, Ordering::Relaxed);
-                    Ok(Some(u))
+                    Ok(Some((u, Instant::now())))
                 }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(None),
                 Err(_) => Err(Error::new(ErrorKind::Closed, "fed out")),

@@ -66,6 +66,23 @@ pub(crate) fn recv(
     fd: RawFd,
     buf: &mut [u8],
 ) -> io::Result<(usize, Option<SocketAddr>, Option<Duration>)> {
+    recv_flags(fd, buf, libc::MSG_DONTWAIT)
+}
+
+/// As [`recv`], but waiting as long as the socket's receive timeout
+/// allows (then `WouldBlock`).
+pub(crate) fn recv_wait(
+    fd: RawFd,
+    buf: &mut [u8],
+) -> io::Result<(usize, Option<SocketAddr>, Option<Duration>)> {
+    recv_flags(fd, buf, 0)
+}
+
+fn recv_flags(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+) -> io::Result<(usize, Option<SocketAddr>, Option<Duration>)> {
     // SAFETY: all-zero is a valid sockaddr_storage and msghdr.
     let mut addr: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut iov = libc::iovec {
@@ -83,7 +100,7 @@ pub(crate) fn recv(
     msg.msg_controllen = std::mem::size_of_val(&control) as _;
     // SAFETY: every pointer in `msg` points at a live buffer of the length
     // given, for the duration of the call.
-    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    let n = unsafe { libc::recvmsg(fd, &mut msg, flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

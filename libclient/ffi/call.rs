@@ -97,7 +97,8 @@ pub struct cw_audio_stats {
     /// The loss the encoder's FEC protects against, percent (0: no FEC).
     pub expected_loss_pct: i32,
     /// The loss the peer last reported for what this side sends, percent;
-    /// -1 when unknown (babel, or no report yet).
+    /// -1 when unknown (babel, no report yet, or the peer's latest report
+    /// covered no media: nothing of ours reached it in its last second).
     pub remote_loss_pct: i32,
     /// Samples per channel (48 kHz) the jitter buffer added by playing
     /// decoded audio stretched, to grow the playout delay (real audio played

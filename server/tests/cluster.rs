@@ -595,6 +595,33 @@ fn an_accounts_message_poked_to_a_node_the_recipient_left_reaches_it_on_its_new_
     });
 }
 
+/// A poke is at most once: when it is lost on the bus, the recipient's
+/// node still finds the stored message on its re-check of its users'
+/// stored items (one batch a second), and delivers it exactly once.
+#[test]
+fn an_accounts_message_whose_poke_is_lost_on_the_bus_still_reaches_the_recipient() {
+    let Some((_c, a, b)) = two_nodes() else {
+        return;
+    };
+    let (mut carol, mut dave) = carol_on_a_dave_on_b(&a, &b);
+    sees_on(&a, "dave", "b");
+    flushed(&mut dave);
+    let node_a = a.cluster().unwrap();
+    node_a.lose_pokes(1);
+    let sent = Instant::now();
+    say(&mut carol, "dave", "its poke was lost");
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    // The poke follows the acknowledgement.
+    eventually("the poke lost", WAIT, || node_a.pokes_to_lose() == 0);
+    assert_eq!(dave.recv(), heard("carol", "its poke was lost"));
+    eprintln!("delivered {:?} after its lost poke", sent.elapsed());
+    assert_eq!(dave.try_recv(Duration::from_millis(1_500)), None, "once");
+    // With its poke, the next one is there at once.
+    say(&mut carol, "dave", "poked");
+    assert_eq!(carol.recv(), Acc::MessageStored);
+    assert_eq!(dave.recv(), heard("carol", "poked"));
+}
+
 /// Look-alike pseudos registered through two nodes at the same moment
 /// (within one bus round trip, before either node hears of the other's):
 /// the store settles it, exactly one is registered and the other hears the
@@ -1540,6 +1567,42 @@ fn a_forged_proxy_handshake_is_refused_and_counted() {
     let mut pb = open_private(b.chatos_addr(), id);
     expect_established(&mut pa);
     expect_established(&mut pb);
+}
+
+/// Across nodes too, a private end whose partner's session ends before
+/// the partner's end came is closed at once and its slots given back on
+/// both nodes (docs/protocols/chatos.md): alice's end, proxied from a to
+/// the issuing node b, when bob leaves b; then bob's end, waiting on b,
+/// when alice leaves a (b learns it over the bus).
+#[test]
+fn a_private_end_across_nodes_whose_partner_leaves_is_closed_at_once() {
+    let Some(c) = cluster() else {
+        return;
+    };
+    let secret = SecretFile::new("proxy-partner-left");
+    let (a, b, mut alice, mut bob) = proxied_pair(&c, &secret);
+    let in_use = |n: usize| a.hub().relays_in_use() == n && b.hub().relays_in_use() == n;
+    let id = negotiate_across(&mut alice, &mut bob);
+    let mut pa = open_private(a.chatos_addr(), id);
+    eventually("alice's end proxied and waiting", WAIT, || in_use(1));
+    let left = Instant::now();
+    drop(bob);
+    common::expect_eof(&mut pa, "alice's end, once bob left");
+    let took = left.elapsed();
+    eventually("both nodes' slots given back", WAIT, || in_use(0));
+    let mut bob = chatos(b.chatos_addr(), "bob");
+    sees(&a, "bob", true);
+    let id = negotiate_across(&mut alice, &mut bob);
+    let mut pb = open_private(b.chatos_addr(), id);
+    eventually("bob's end waiting", WAIT, || b.hub().relays_in_use() == 1);
+    let left = Instant::now();
+    drop(alice);
+    common::expect_eof(&mut pb, "bob's end, once alice left");
+    eprintln!(
+        "ends closed {took:?} after bob left b, {:?} after alice left a",
+        left.elapsed()
+    );
+    eventually("b's slot given back", WAIT, || in_use(0));
 }
 
 /// A node whose thread budget is spent closes a node-to-node connection

@@ -878,3 +878,36 @@ fn a_report_says_when_it_covers_no_media() {
     let r = b.poll_report(at(3)).unwrap();
     assert!(r.no_media, "{r:?}");
 }
+
+#[test]
+fn a_report_that_measured_nothing_reads_as_unknown_loss_not_as_none_lost() {
+    let t0 = Instant::now();
+    let mut a = CallAudio::new(Profile::Accounts, t0).unwrap();
+    let at = |s: u32| t0 + REPORT_INTERVAL * s;
+    assert_eq!(a.stats(t0).remote_loss_pct, None, "no report yet");
+    a.on_report(
+        at(1),
+        &Report {
+            lost: 4,
+            ..report(7)
+        },
+    );
+    assert_eq!(a.stats(at(1)).remote_loss_pct, Some(7));
+    // The peer received nothing of ours in its last second (an outage one
+    // way): that is no measurement, and certainly not "0 % lost".
+    let empty = Report {
+        no_media: true,
+        lost: 4,
+        jitter_us: 2_000,
+        ..report(0)
+    };
+    a.on_report(at(2), &empty);
+    let s = a.stats(at(2));
+    assert_eq!(s.remote_loss_pct, None, "{s:?}");
+    // What the report does say still reads: its running count and jitter.
+    assert_eq!(s.remote_lost, Some(4));
+    assert_eq!(s.remote_jitter_ms, Some(2.0));
+    // The next report that measured something is read again, 0 included.
+    a.on_report(at(3), &report(0));
+    assert_eq!(a.stats(at(3)).remote_loss_pct, Some(0));
+}

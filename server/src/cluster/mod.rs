@@ -22,6 +22,7 @@
 pub mod bus;
 pub mod pokes;
 pub mod proxy;
+pub mod recheck;
 pub mod taken;
 
 use std::collections::HashMap;
@@ -253,6 +254,8 @@ struct Outbox {
     /// Test hook ([`Cluster::lose_calls`]): `Call` envelopes of one op to
     /// lose, as the bus (at most once) may lose any.
     lose: Arc<Mutex<Option<(u8, u32)>>>,
+    /// Test hook ([`Cluster::lose_pokes`]): pokes to lose.
+    lose_pokes: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Outbox {
@@ -281,6 +284,14 @@ impl Outbox {
     }
 
     fn publish(&self, subject: String, env: &Envelope) -> bool {
+        if matches!(env, Envelope::Poke { .. })
+            && self
+                .lose_pokes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+        {
+            return true;
+        }
         if let Envelope::Call { op, .. } = env {
             let mut lose = self.lose.lock();
             if let Some((lost, left)) = lose.as_mut() {
@@ -393,6 +404,7 @@ impl Cluster {
                 up,
                 metrics,
                 lose: Arc::new(Mutex::new(None)),
+                lose_pokes: Arc::new(std::sync::atomic::AtomicU32::new(0)),
             },
             epoch,
             claims: Mutex::new(HashMap::new()),
@@ -565,6 +577,19 @@ impl Cluster {
     #[doc(hidden)]
     pub fn lose_calls(&self, op: u8, count: u32) {
         *self.out.lose.lock() = Some((op, count));
+    }
+
+    /// Test hook: the next `count` pokes this node publishes are lost on
+    /// the way, as the bus may lose any message.
+    #[doc(hidden)]
+    pub fn lose_pokes(&self, count: u32) {
+        self.out.lose_pokes.store(count, Ordering::SeqCst);
+    }
+
+    /// Pokes [`Cluster::lose_pokes`] has yet to lose (tests).
+    #[doc(hidden)]
+    pub fn pokes_to_lose(&self) -> u32 {
+        self.out.lose_pokes.load(Ordering::SeqCst)
     }
 
     /// Test hook: while `held`, this node applies no change of the
@@ -1169,6 +1194,7 @@ impl Replica {
             listed_all: Instant::now(),
             listed_checked: Instant::now(),
             held: Vec::new(),
+            mail: recheck::Recheck::default(),
         }
     }
 }
@@ -1204,6 +1230,8 @@ struct Replica {
     /// Changes of the `names` bucket held back by the test hook
     /// ([`Cluster::hold_presence`]), oldest first.
     held: Vec<BusEvent>,
+    /// The pacing of the re-check of local users' stored items.
+    mail: recheck::Recheck,
 }
 
 impl Replica {
@@ -1280,7 +1308,22 @@ impl Replica {
             c.repeat_taken(now);
             c.send_due_pokes(now);
         }
+        self.recheck_mail(now);
         self.list_rooms(now);
+    }
+
+    /// A poke is at most once: local accounts users' stored items are
+    /// also re-checked, a batch per `recheck::EVERY` (docs/scaling.md,
+    /// "Delivery").
+    fn recheck_mail(&mut self, now: Instant) {
+        let Some(a) = self.accounts() else {
+            return;
+        };
+        if let Some(ids) = self.mail.batch(now, || a.recheck_candidates()) {
+            if a.recheck(&ids).is_none() {
+                log::debug!("cluster: store queue full; stored items re-checked next pass");
+            }
+        }
     }
 
     /// List this node's rooms on the bus: those that changed (within
@@ -1562,6 +1605,9 @@ impl Replica {
                         n.last = now;
                     }
                     self.reconcile();
+                    // Pokes sent while it was away were lost: every local
+                    // user's stored items are checked again from now.
+                    self.mail.restart();
                 }
             }
             BusEvent::Down => {

@@ -32,6 +32,7 @@ fn detached(me: &str) -> (Arc<Cluster>, Arc<Hub>, Receiver<BusCmd>) {
             up: Arc::new(AtomicBool::new(true)),
             metrics: hub.metrics().clone(),
             lose: Arc::new(Mutex::new(None)),
+            lose_pokes: Default::default(),
         },
         claims: Mutex::new(HashMap::new()),
         accounts: RwLock::new(None),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chinwag_proto::chatos::{self, Command, CommandRef};
+use crossbeam_channel::RecvTimeoutError;
 
 use super::{relay, Conn, End};
 use crate::hub::{Dialect, Entry, Event, Peer, RelayJoin, Session};
@@ -271,7 +272,11 @@ fn proxy_end(
             .name("cw-proxy".into())
             .stack_size(crate::net::CONN_STACK);
         shared.budget.spawn(builder, move || {
-            if relay::pump(&node, &stream, &[]).is_err() {
+            // Nothing back, not even ESTABLISHED: the issuing node refused
+            // or cancelled this end (its partner left, say), so it will
+            // never be relayed: closed whole, which ends the other
+            // direction too and gives the slot back at once.
+            if !matches!(relay::pump(&node, &stream, &[]), Ok(n) if n > 0) {
                 let _ = node.shutdown(Shutdown::Both);
                 let _ = stream.shutdown(Shutdown::Both);
             }
@@ -314,7 +319,16 @@ pub(crate) fn private_end(
             let wait = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
                 Ok(other) => other,
-                Err(_) => {
+                // The hub dropped the ticket: one of the two users' chat
+                // session ended, or CLOSE_CONNECTION closed the id. The
+                // partner will never come: this end closes now, without
+                // a byte (the seed has no frame for it).
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(End::Closed(format!(
+                        "connect id {id:#x} cancelled before its second end came"
+                    )))
+                }
+                Err(RecvTimeoutError::Timeout) => {
                     if hub.relay_abandon(id) {
                         return Err(End::Protocol(format!("connect id {id:#x} expired unused")));
                     }

@@ -30,6 +30,9 @@ pub enum End {
     Io(io::Error),
     /// Bad bytes or a frame out of place: logged at WARN.
     Protocol(String),
+    /// Closed by the server for a reason that is nobody's fault (a private
+    /// end whose partner will never come): logged at INFO.
+    Closed(String),
     LoginTimeout,
     /// The socket became one end of a chatos private relay and was served
     /// to the end; it is not shut down again.
@@ -197,6 +200,7 @@ impl Conn {
             End::Eof => peer_log!(Info, ip, "end", "{label} ({who}): disconnected"),
             End::Io(e) => peer_log!(Info, ip, "end", "{label} ({who}): connection error: {e}"),
             End::Protocol(why) => peer_log!(Warn, ip, "protocol", "{label} ({who}): closed: {why}"),
+            End::Closed(why) => peer_log!(Info, ip, "end", "{label} ({who}): closed: {why}"),
             End::LoginTimeout => peer_log!(
                 Info,
                 ip,

@@ -984,7 +984,15 @@ impl Hub {
         }
         self.rooms_closed(closed);
         self.rooms_left(left);
-        self.private.lock().forget_user(&session.name);
+        // Connect ids of this user's not yet established: the partner's
+        // end stops waiting for an end that will never come.
+        let released = self.private.lock().forget_user(&session.name);
+        if released > 0 {
+            log::debug!(
+                "{}'s session ended: {released} waiting private end(s) released",
+                session.name
+            );
+        }
         self.end_calls_of(session);
         if session.remote.is_none() {
             if let Some(c) = self.cluster() {
@@ -1267,6 +1275,13 @@ impl Hub {
 
     pub fn relay_count(&self) -> usize {
         self.private.lock().relay_count()
+    }
+
+    /// What `max_relays` bounds now: relays running, first ends waiting
+    /// for their second, and ends proxied to another node.
+    pub fn relays_in_use(&self) -> usize {
+        let private = self.private.lock();
+        private.in_use() + self.proxies.lock().len()
     }
 
     /// CLOSE_CONNECTION: tear relay `id` down if it really joins these two

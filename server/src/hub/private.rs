@@ -293,9 +293,23 @@ impl Private {
         Err(Refusal::NotPending)
     }
 
-    pub(super) fn forget_user(&mut self, name: &str) {
+    /// `name`'s chat session ended: its pending requests go, and so does
+    /// every connect id issued to it and not yet established, so the
+    /// partner's end (waiting, or yet to come) never waits for it. A
+    /// waiting end's thread wakes at once (its hand-over channel
+    /// disconnects) and closes that end. Returns the waiting ends released.
+    pub(super) fn forget_user(&mut self, name: &str) -> usize {
         self.requests.retain(|(r, t), _| r != name && t != name);
         self.remote_ips.retain(|(r, t), _| r != name && t != name);
+        let mut released = 0;
+        self.tickets.retain(|_, t| {
+            let keep = !t.users.iter().any(|u| u == name);
+            if !keep && t.waiting.is_some() {
+                released += 1;
+            }
+            keep
+        });
+        released
     }
 
     pub(super) fn sweep(&mut self, now: Instant) {
@@ -396,6 +410,53 @@ mod tests {
             Refusal::NotPending,
             "past the bound, not remembered"
         );
+    }
+
+    fn socket(l: &TcpListener) -> Arc<TcpStream> {
+        Arc::new(TcpStream::connect(l.local_addr().unwrap()).unwrap())
+    }
+
+    #[test]
+    fn a_user_leaving_cancels_its_unestablished_ids_and_frees_the_waiting_slot_at_once() {
+        use crossbeam_channel::TryRecvError;
+        let mut p = Private::default();
+        let t0 = Instant::now();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let waited = p.issue_id("a", "b", [IP, IP], t0 + TTL);
+        let unused = p.issue_id("b", "c", [IP, IP], t0 + TTL);
+        let others = p.issue_id("c", "d", [IP, IP], t0 + TTL);
+        let RelayJoin::First { rx, .. } = p.join(t0, waited, IP, socket(&l), 1) else {
+            panic!("first end")
+        };
+        assert_eq!(p.in_use(), 1);
+        assert!(
+            matches!(p.join(t0, others, IP, socket(&l), 1), RelayJoin::Full),
+            "max_relays 1 is taken by the waiting end"
+        );
+        // A user of neither pair leaving changes nothing.
+        assert_eq!(p.forget_user("z"), 0);
+        assert_eq!(p.in_use(), 1);
+        // b will never come: a's waiting end is released (its thread sees
+        // the hand-over channel disconnect), and b's unused id goes too.
+        assert_eq!(p.forget_user("b"), 1);
+        assert_eq!(p.in_use(), 0);
+        assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected)));
+        assert!(matches!(
+            p.join(t0, unused, IP, socket(&l), 1),
+            RelayJoin::Unknown
+        ));
+        // The slot is back at once for another pair.
+        assert!(matches!(
+            p.join(t0, others, IP, socket(&l), 1),
+            RelayJoin::First { .. }
+        ));
+        assert!(matches!(
+            p.join(t0, others, IP, socket(&l), 1),
+            RelayJoin::Second { .. }
+        ));
+        // An established relay outlives its users' chat sessions.
+        assert_eq!(p.forget_user("c"), 0);
+        assert_eq!((p.relay_count(), p.in_use()), (1, 1));
     }
 
     #[test]

@@ -520,6 +520,27 @@ const GUEST_MAIL_ADD: Sql =
     same("INSERT INTO guest_mail(recipient, sender, body, sent) VALUES (?1, ?2, ?3, ?4)");
 const TAKE_GUEST_MAIL: Sql =
     same("DELETE FROM guest_mail WHERE recipient = ?1 RETURNING id, sender, body, sent");
+/// Of the accounts in ?1 (ids, comma-separated), those with anything a
+/// flush would take: undelivered messages, unnotified friend requests,
+/// notices, guest mail. Each part is one index lookup per id (the partial
+/// index `messages_undelivered`, `friend_requests_target`, `notices_user`,
+/// `guest_mail_recipient`). The list goes as one text parameter: SQLite
+/// reads it as a JSON array, PostgreSQL as an array of bigint.
+const WAITING_AMONG: Sql = split(
+    "WITH ids(id) AS (SELECT value FROM json_each('[' || ?1 || ']'))
+     SELECT recipient FROM messages WHERE delivered = 0 AND recipient IN ids
+     UNION SELECT target FROM friend_requests WHERE notified = 0 AND target IN ids
+     UNION SELECT user_id FROM notices WHERE user_id IN ids
+     UNION SELECT recipient FROM guest_mail WHERE recipient IN ids",
+    "SELECT recipient FROM messages
+         WHERE delivered = 0 AND recipient = ANY(string_to_array($1, ',')::bigint[])
+     UNION SELECT target FROM friend_requests
+         WHERE notified = 0 AND target = ANY(string_to_array($1, ',')::bigint[])
+     UNION SELECT user_id FROM notices
+         WHERE user_id = ANY(string_to_array($1, ',')::bigint[])
+     UNION SELECT recipient FROM guest_mail
+         WHERE recipient = ANY(string_to_array($1, ',')::bigint[])",
+);
 
 /// The look-alike keys of a pseudo as the store holds them: the hub's
 /// skeletons (`hub::names`, the one folding of names), sorted, no repeats.
@@ -799,6 +820,20 @@ impl Db<'_> {
     }
 
     /// Guests' texts waiting for `to`, oldest first, deleted.
+    /// Which of the accounts `ids` have anything waiting that a flush
+    /// would take (the rest have nothing). One statement, whatever the
+    /// number of ids; the caller bounds it.
+    pub fn waiting_among(&self, ids: &[u64]) -> std::collections::HashSet<u64> {
+        if ids.is_empty() {
+            return Default::default();
+        }
+        let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+        self.rows("waiting among", &WAITING_AMONG, &[Value::Text(&list)])
+            .iter()
+            .map(|r| r.int(0) as u64)
+            .collect()
+    }
+
     pub fn take_guest_mail(&self, to: u64) -> Vec<Undelivered> {
         self.taken("take guest mail", &TAKE_GUEST_MAIL, to, |_, r| {
             Some(r.text(1))

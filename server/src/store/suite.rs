@@ -170,6 +170,7 @@ on_both!(
     guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account,
     look_alike_pseudos_are_refused_by_the_store_until_the_holder_is_deleted,
     migration_5_back_fills_the_look_alike_keys_oldest_first,
+    waiting_among_names_exactly_the_accounts_a_flush_would_give_something,
 );
 
 fn stop(s: Store, t: StoreThread) {
@@ -562,6 +563,47 @@ fn guests_mail_is_kept_bounded_given_once_and_deleted_with_its_account(b: &Backe
             db.take_guest_mail(again).is_empty(),
             "deleted with its account"
         );
+    })
+    .unwrap();
+    stop(s, t);
+}
+
+/// The cluster's re-check of stored items (docs/scaling.md, "Delivery"):
+/// of the accounts asked about, exactly those with something a flush would
+/// take, of each kind; none once taken.
+fn waiting_among_names_exactly_the_accounts_a_flush_would_give_something(b: &Backend) {
+    let (s, t) = b.open();
+    s.call(|db| {
+        let id = |n: &str| db.create_account(&format!("{n}@x.org"), n, "h").unwrap();
+        let (m, r, n, g, idle, delivered, notified) = (
+            id("m"),
+            id("r"),
+            id("n"),
+            id("g"),
+            id("idle"),
+            id("deliv"),
+            id("notif"),
+        );
+        db.insert_message(idle, m, "stored", false).unwrap();
+        db.insert_message(idle, delivered, "live", true).unwrap();
+        db.add_request(idle, r, false);
+        db.add_request(idle, notified, true);
+        db.add_notice(n, 131, "idle");
+        assert!(db.add_guest_mail(g, "gus", "hi", 1, 2));
+        let all = [m, r, n, g, idle, delivered, notified, 9_999_999];
+        let mut want = std::collections::HashSet::from([m, r, n, g]);
+        assert_eq!(db.waiting_among(&all), want);
+        // Only the ids asked about, and nothing for an empty list.
+        assert_eq!(db.waiting_among(&[m, idle]), [m].into());
+        assert!(db.waiting_among(&[]).is_empty());
+        // Taken: nothing waits any more.
+        assert_eq!(db.take_undelivered(m).len(), 1);
+        want.remove(&m);
+        assert_eq!(db.waiting_among(&all), want);
+        db.take_unnotified_requests(r);
+        db.take_notices(n);
+        db.take_guest_mail(g);
+        assert!(db.waiting_among(&all).is_empty());
     })
     .unwrap();
     stop(s, t);
@@ -1229,4 +1271,84 @@ fn postgres_over_tls_each_sslmode_checks_what_libpq_would() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The cost of the cluster's re-check of stored items (docs/scaling.md,
+/// "Delivery"), measured, not asserted: `waiting_among` on batches of
+/// `cluster::recheck::BATCH` users out of 100,000 accounts, with 20,000
+/// undelivered messages waiting for others (offline mailboxes) and
+/// 200,000 delivered ones, on both databases. Run by hand:
+/// `cargo test -p chinwagd --release --lib waiting_among_cost -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn waiting_among_cost_with_many_users() {
+    const USERS: i64 = 100_000;
+    let fill = [
+        "INSERT INTO accounts(id, email, pseudo, hash, created)
+         SELECT g, 'u' || g || '@x.org', 'u' || g, 'h', 0 FROM {series}",
+        // Undelivered: 20,000 for users above 50,000 (offline mailboxes).
+        "INSERT INTO messages(sender, recipient, body, sent, delivered)
+         SELECT 1, 50000 + (g % 50000) + 1, {body}, 0, 0 FROM {series20k}",
+        "INSERT INTO messages(sender, recipient, body, sent, delivered)
+         SELECT 2, (g % 100000) + 1, {body}, 0, 1 FROM {series200k}",
+    ];
+    let sqlite = Backend::sqlite("cost");
+    let postgres = Backend::postgres();
+    for b in std::iter::once(&sqlite).chain(postgres.as_ref()) {
+        let (s, t) = b.open();
+        stop(s, t);
+        let (name, series, body) = match b {
+            Backend::Sqlite(_) => (
+                "sqlite",
+                "(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {n}) SELECT g FROM s)",
+                "'hello'",
+            ),
+            Backend::Postgres { .. } => (
+                "postgres",
+                "generate_series(1, {n}) AS g",
+                "convert_to('hello', 'UTF8')",
+            ),
+        };
+        let series_of = |n: i64| series.replace("{n}", &n.to_string());
+        for sql in &fill {
+            let sql = sql
+                .replace("{series}", &series_of(USERS))
+                .replace("{series20k}", &series_of(20_000))
+                .replace("{series200k}", &series_of(200_000))
+                .replace("{body}", body);
+            match b {
+                Backend::Sqlite(dir) => {
+                    rusqlite::Connection::open(Backend::file(dir))
+                        .unwrap()
+                        .execute_batch(&sql)
+                        .unwrap();
+                }
+                Backend::Postgres { server, schema, .. } => {
+                    let mut c = server.session(schema);
+                    c.batch_execute(&sql).unwrap();
+                    c.batch_execute("ANALYZE").unwrap();
+                }
+            }
+        }
+        let (s, t) = b.open();
+        let batch = crate::cluster::recheck::BATCH as u64;
+        // Users with mail in the upper half: one batch in ten has some.
+        let mut times = Vec::new();
+        let mut found = 0;
+        for k in 0..(USERS as u64 / batch) {
+            let ids: Vec<u64> = (k * batch + 1..=(k + 1) * batch).collect();
+            let started = Instant::now();
+            found += s.call(move |db| db.waiting_among(&ids).len()).unwrap();
+            times.push(started.elapsed());
+        }
+        times.sort();
+        println!(
+            "{name}: waiting_among over {batch} of {USERS} users: median {:?}, max {:?} \
+             (store job round trip included); {found} users found",
+            times[times.len() / 2],
+            times[times.len() - 1],
+        );
+        assert_eq!(found, 20_000);
+        stop(s, t);
+    }
 }

@@ -243,6 +243,47 @@ struct Members {
     by_name: HashMap<String, Arc<Member>>,
 }
 
+/// What waited in the store for a member, taken (marked delivered) by the
+/// job that read it: sent once that job has committed.
+struct Waiting {
+    requests: Vec<String>,
+    notices: Vec<crate::store::Notice>,
+    messages: Vec<crate::store::Undelivered>,
+    guests: Vec<crate::store::Undelivered>,
+}
+
+impl Waiting {
+    /// Take what waits for `m` (store thread). From here on, new items for
+    /// it are delivered live.
+    fn take(db: &crate::store::Db, m: &Member) -> Waiting {
+        let w = Waiting {
+            requests: db.take_unnotified_requests(m.id),
+            notices: db.take_notices(m.id),
+            messages: db.take_undelivered(m.id),
+            guests: db.take_guest_mail(m.id),
+        };
+        m.flushed.store(true, Ordering::Release);
+        w
+    }
+
+    fn send(self, m: &Member) {
+        for p in self.requests {
+            m.send(&Frame::FriendRequested { pseudo: p });
+        }
+        for n in self.notices {
+            let f = if n.code == code::FRIEND_ACCEPTED {
+                Frame::FriendAccepted { pseudo: n.pseudo }
+            } else {
+                Frame::FriendRefused { pseudo: n.pseudo }
+            };
+            m.send(&f);
+        }
+        for u in self.messages.into_iter().chain(self.guests) {
+            m.send(&m.message(u.from, u.text, u.sent));
+        }
+    }
+}
+
 pub struct Accounts {
     hub: Arc<Hub>,
     store: Store,
@@ -725,34 +766,76 @@ impl Accounts {
         }
     }
 
+    /// Cluster mode, the re-check of stored items (docs/scaling.md,
+    /// "Delivery"): the ids of the members here whose login flush has run
+    /// and whose connection is open, for [`Accounts::recheck`].
+    pub fn recheck_candidates(&self) -> Vec<u64> {
+        self.members
+            .read()
+            .by_id
+            .values()
+            .filter(|m| m.flushed.load(Ordering::Acquire) && !m.out.peer_closed())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// Cluster mode: deliver what waits in the store for the members `ids`
+    /// (a bounded batch), whose poke may have been lost on the bus. One
+    /// store job: one indexed query names those with anything waiting, and
+    /// only those are flushed, in the same job. Returns how many were
+    /// asked about (0: none here any more), or None when the store's queue
+    /// is full (the next pass asks again).
+    pub fn recheck(&self, ids: &[u64]) -> Option<usize> {
+        let members: Vec<Arc<Member>> = {
+            let ms = self.members.read();
+            ids.iter()
+                .filter_map(|id| ms.by_id.get(id))
+                .filter(|m| m.flushed.load(Ordering::Acquire) && !m.out.peer_closed())
+                .cloned()
+                .collect()
+        };
+        let asked = members.len();
+        if asked == 0 {
+            return Some(0);
+        }
+        let queued = self.store.submit(move |db| {
+            let ids: Vec<u64> = members.iter().map(|m| m.id).collect();
+            let waiting = db.waiting_among(&ids);
+            if waiting.is_empty() {
+                return None;
+            }
+            let taken: Vec<(Arc<Member>, Waiting)> = members
+                .into_iter()
+                .filter(|m| waiting.contains(&m.id))
+                .map(|m| {
+                    let w = Waiting::take(db, &m);
+                    (m, w)
+                })
+                .collect();
+            log::debug!(
+                "cluster: re-check found stored items for {} of {asked} users",
+                taken.len()
+            );
+            Some(Box::new(move |committed| {
+                if committed {
+                    for (m, w) in taken {
+                        w.send(&m);
+                    }
+                }
+            }))
+        });
+        queued.ok().map(|()| asked)
+    }
+
     /// Send `m` what waits for it in the store (requests, notices,
     /// messages, guest mail), marking each delivered in the same job.
     fn flush(&self, m: Arc<Member>) {
         let pseudo = m.pseudo.clone();
         let queued = self.store.submit(move |db| {
-            let requests = db.take_unnotified_requests(m.id);
-            let notices = db.take_notices(m.id);
-            let messages = db.take_undelivered(m.id);
-            let guests = db.take_guest_mail(m.id);
-            // From here on, new items for this member are delivered live.
-            m.flushed.store(true, Ordering::Release);
+            let waiting = Waiting::take(db, &m);
             Some(Box::new(move |committed| {
-                if !committed {
-                    return;
-                }
-                for p in requests {
-                    m.send(&Frame::FriendRequested { pseudo: p });
-                }
-                for n in notices {
-                    let f = if n.code == code::FRIEND_ACCEPTED {
-                        Frame::FriendAccepted { pseudo: n.pseudo }
-                    } else {
-                        Frame::FriendRefused { pseudo: n.pseudo }
-                    };
-                    m.send(&f);
-                }
-                for u in messages.into_iter().chain(guests) {
-                    m.send(&m.message(u.from, u.text, u.sent));
+                if committed {
+                    waiting.send(&m);
                 }
             }))
         });

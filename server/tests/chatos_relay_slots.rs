@@ -1,0 +1,203 @@
+//! chatos private connections whose partner will never come: the waiting
+//! end is closed and its `max_relays` slot given back as soon as the server
+//! knows (docs/protocols/chatos.md, "Private connections"), not when the
+//! connect id expires. Raw sockets on 127.0.0.1, against an in-process
+//! chinwagd.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chinwag_proto::chatos::Command;
+use chinwagd::{Config, Server};
+
+mod common;
+use common::WAIT;
+
+type Raw = common::Wire<Command>;
+
+/// The connect ids live a minute (the default): every end closed in these
+/// tests closes long before that.
+fn server(max_relays: usize) -> Server {
+    let _ = env_logger::builder().is_test(true).try_init();
+    let mut cfg = Config::ephemeral();
+    cfg.max_relays = max_relays;
+    assert!(cfg.connect_id_ttl_ms >= 60_000);
+    Server::start(cfg).expect("server starts")
+}
+
+fn login(addr: SocketAddr, name: &str) -> Raw {
+    let mut c = Raw::new(TcpStream::connect(addr).unwrap());
+    c.send_bytes(&Command::Login { login: name.into() }.to_bytes());
+    assert_eq!(c.recv(), Command::LoginAccepted, "login {name}");
+    c
+}
+
+/// `a` asks `b` for a private connection and `b` accepts: the connect id.
+fn negotiate(a: &mut Raw, an: &str, b: &mut Raw, bn: &str) -> i64 {
+    let pair = || (an.to_owned(), bn.to_owned());
+    let (requester, target) = pair();
+    a.send_bytes(&Command::RequestPrivate { requester, target }.to_bytes());
+    let (requester, target) = pair();
+    assert_eq!(b.recv(), Command::RequestPrivate { requester, target });
+    let (requester, target) = pair();
+    b.send_bytes(&Command::OkPrivate { requester, target }.to_bytes());
+    let Command::IdPrivate { connect_id, .. } = a.recv() else {
+        panic!("ID_PRIVATE to the requester")
+    };
+    assert!(matches!(b.recv(), Command::IdPrivate { connect_id: id, .. } if id == connect_id));
+    connect_id
+}
+
+fn open_private(addr: SocketAddr, id: i64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(&Command::LoginPrivate { connect_id: id }.to_bytes())
+        .unwrap();
+    s
+}
+
+/// Wait until `max_relays` counts `n` ends or relays.
+fn wait_in_use(srv: &Server, n: usize) {
+    let deadline = Instant::now() + WAIT;
+    while srv.hub().relays_in_use() != n {
+        assert!(
+            Instant::now() < deadline,
+            "{} in use, expected {n}",
+            srv.hub().relays_in_use()
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The end stays open (nothing, no EOF) for `wait`.
+fn still_open(s: &mut TcpStream, wait: Duration) {
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut one = [0u8; 1];
+    match s.read(&mut one) {
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!("expected the waiting end to stay open, got {other:?}"),
+    }
+}
+
+/// How long after `since` the server closed `s` (EOF, no byte before it).
+fn closed_after(s: &mut TcpStream, since: Instant) -> Duration {
+    common::expect_eof(s, "the waiting end");
+    since.elapsed()
+}
+
+/// With the one slot free again, another pair's private connection is
+/// established.
+fn another_pair_relays(addr: SocketAddr, c: &mut Raw, d: &mut Raw) {
+    let id = negotiate(c, "carol", d, "dave");
+    let mut pc = open_private(addr, id);
+    let mut pd = open_private(addr, id);
+    for p in [&mut pc, &mut pd] {
+        p.set_read_timeout(Some(WAIT)).unwrap();
+        let mut one = [0u8; 1];
+        p.read_exact(&mut one).expect("ESTABLISHED");
+        assert_eq!(one, [0x0a]);
+    }
+    pc.write_all(b"hi").unwrap();
+    let mut two = [0u8; 2];
+    pd.read_exact(&mut two).unwrap();
+    assert_eq!(&two, b"hi");
+}
+
+/// With `max_relays` 1, alice's end of a private connection with bob
+/// waits for bob's (taking the one slot); carol and dave are online too.
+struct Waiting {
+    srv: Server,
+    addr: SocketAddr,
+    a: Raw,
+    b: Raw,
+    c: Raw,
+    d: Raw,
+    id: i64,
+    pa: TcpStream,
+}
+
+fn alice_waits() -> Waiting {
+    let srv = server(1);
+    let addr = srv.chatos_addr();
+    let mut a = login(addr, "alice");
+    let mut b = login(addr, "bob");
+    let (c, d) = (login(addr, "carol"), login(addr, "dave"));
+    let id = negotiate(&mut a, "alice", &mut b, "bob");
+    let pa = open_private(addr, id);
+    wait_in_use(&srv, 1);
+    Waiting {
+        srv,
+        addr,
+        a,
+        b,
+        c,
+        d,
+        id,
+        pa,
+    }
+}
+
+#[test]
+fn a_waiting_end_whose_partner_leaves_is_closed_and_its_slot_given_back_at_once() {
+    let mut w = alice_waits();
+    // While bob is online the server cannot know he will not come: the
+    // end waits (until the id expires).
+    still_open(&mut w.pa, Duration::from_millis(300));
+    let left = Instant::now();
+    w.b.s.shutdown(Shutdown::Both).unwrap();
+    let took = closed_after(&mut w.pa, left);
+    eprintln!("waiting end closed {took:?} after its partner left");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    wait_in_use(&w.srv, 0);
+    another_pair_relays(w.addr, &mut w.c, &mut w.d);
+    // alice is told nothing on her chat connection (the seed has no frame
+    // for it); her end's EOF before ESTABLISHED is the answer.
+    w.a.expect_silence();
+}
+
+#[test]
+fn an_id_whose_user_left_before_either_end_came_is_refused_at_once() {
+    let srv = server(1);
+    let addr = srv.chatos_addr();
+    let mut a = login(addr, "alice");
+    let mut b = login(addr, "bob");
+    let id = negotiate(&mut a, "alice", &mut b, "bob");
+    b.s.shutdown(Shutdown::Both).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while srv.hub().online("bob").is_some() {
+        assert!(Instant::now() < deadline, "bob's session never ended");
+        thread::sleep(Duration::from_millis(5));
+    }
+    // bob will never come: alice's end is closed at once, not after a
+    // minute of waiting for him.
+    let mut pa = open_private(addr, id);
+    let took = closed_after(&mut pa, Instant::now());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    wait_in_use(&srv, 0);
+}
+
+#[test]
+fn a_waiting_end_whose_partner_closes_the_id_is_closed_and_its_slot_given_back() {
+    let mut w = alice_waits();
+    // bob refuses the connection he accepted: CLOSE_CONNECTION on the id.
+    let asked = Instant::now();
+    w.b.send_bytes(
+        &Command::CloseConnection {
+            connect_id: w.id,
+            requester: "bob".into(),
+            target: "alice".into(),
+        }
+        .to_bytes(),
+    );
+    assert_eq!(
+        w.a.recv(),
+        Command::AcceptCloseConnection {
+            login: "bob".into()
+        }
+    );
+    let took = closed_after(&mut w.pa, asked);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    wait_in_use(&w.srv, 0);
+    another_pair_relays(w.addr, &mut w.c, &mut w.d);
+}
