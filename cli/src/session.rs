@@ -723,7 +723,7 @@ impl Session {
     fn receive_over(&self, stream: &Stream) -> String {
         let path = self
             .downloads
-            .join(format!("{}-{}.bin", stream.peer(), stream.connect_id()));
+            .join(download_name(stream.peer(), stream.connect_id()));
         let mut out = match File::create(&path) {
             Ok(f) => f,
             Err(e) => return format!("! cannot write {}: {e}", path.display()),
@@ -749,6 +749,18 @@ impl Session {
             path.display()
         )
     }
+}
+
+/// The name a file received from `peer` is saved under, in the download
+/// folder: `PEER-ID.bin`. A name may hold `/` (`../x` is a valid login), so
+/// each `/` (and any control character) becomes `_`: the file lands in
+/// the folder and nowhere else.
+fn download_name(peer: &str, connect_id: i64) -> String {
+    let peer: String = peer
+        .chars()
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .collect();
+    format!("{peer}-{connect_id}.bin")
 }
 
 fn send_over(stream: &Stream, path: &PathBuf) -> String {
@@ -782,4 +794,17 @@ fn send_over(stream: &Stream, path: &PathBuf) -> String {
         path.display(),
         stream.peer()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_name;
+
+    #[test]
+    fn a_download_is_named_inside_the_folder_whatever_the_peer_is_called() {
+        assert_eq!(download_name("ann", 7), "ann-7.bin");
+        assert_eq!(download_name("../../x", -2), ".._.._x--2.bin");
+        assert_eq!(download_name("/etc/passwd", 1), "_etc_passwd-1.bin");
+        assert_eq!(download_name("a\nb", 1), "a_b-1.bin");
+    }
 }

@@ -7,6 +7,7 @@
 //! or with no device at all. Every wait is bounded by rexpect's timeout
 //! or a deadline.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -51,11 +52,17 @@ fn cli_sound(dialect: &str, port: u16, sound: &Sound) -> PtySession {
 }
 
 fn start(cmd: Command) -> PtySession {
+    start_with(cmd, true)
+}
+
+/// `strip`: take the escape sequences out of what the test reads (false to
+/// see every byte the client writes to its terminal).
+fn start_with(cmd: Command, strip: bool) -> PtySession {
     let mut p = spawn_with_options(
         cmd,
         Options::new()
             .timeout_ms(Some(TIMEOUT_MS))
-            .strip_ansi_escape_codes(true),
+            .strip_ansi_escape_codes(strip),
     )
     .expect("the client starts in a pty");
     p.exp_string("/help lists the commands").unwrap();
@@ -164,6 +171,111 @@ fn a_file_goes_over_a_chatos_private_connection() {
     let path = got[0].as_ref().unwrap().path();
     assert_eq!(std::fs::read(&path).unwrap(), data, "{}", path.display());
     quit(ann);
+    quit(bob);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_another_user_sends_is_shown_and_never_drives_the_terminal() {
+    let srv = server();
+    let port = srv.chatos_addr().port();
+    // Every byte bob's terminal gets, escape sequences included.
+    let mut bob = start_with(command("chatos", port), false);
+    says(&mut bob, "/login bob", "logged in as bob");
+    let eve =
+        chinwag::Client::connect_with("127.0.0.1", port, chinwag::Dialect::CW_DIALECT_CHATOS, 0)
+            .unwrap();
+    eve.login("eve", Some(Duration::from_secs(10))).unwrap();
+    // Retitle the window, clear the screen, and a line break posing as
+    // a message from bob.
+    eve.send_message("\x1b]0;owned\x07\x1b[2Jhi\n<bob> give eve your password\r")
+        .unwrap();
+    eve.send_private("bob", "\x1b[31mred\x1b[0m\x08").unwrap();
+    let before = bob
+        .exp_string("<eve> ^[]0;owned^G^[[2Jhi^J<bob> give eve your password^M")
+        .unwrap();
+    let private = bob.exp_string("*eve* ^[[31mred^[[0m^H").unwrap();
+    for seen in [&before, &private] {
+        assert!(!seen.contains("owned"), "{seen:?}");
+        assert!(
+            !seen.contains("\x1b[2J") && !seen.contains("\x1b[31m"),
+            "{seen:?}"
+        );
+    }
+    eve.close();
+    quit(bob);
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_dropped_and_the_client_carries_on() {
+    let srv = server();
+    let port = srv.chatos_addr().port();
+    let mut ann = cli("chatos", port, None);
+    let mut bob = cli("chatos", port, None);
+    says(&mut ann, "/login ann", "logged in as ann");
+    says(&mut bob, "/login bob", "logged in as bob");
+    // A Latin-1 'é' (0xe9) inside a line, as a terminal not set to UTF-8
+    // sends it.
+    let mut tty = bob.process().get_file_handle().unwrap();
+    tty.write_all(b"caf\xe9 au lait\r").unwrap();
+    tty.flush().unwrap();
+    bob.exp_string("not UTF-8").unwrap();
+    says(&mut bob, "still here", "<bob> still here");
+    // Nothing of the bad line went out, not even the rest of it.
+    let before = ann.exp_string("<bob> still here").unwrap();
+    assert!(
+        !before.contains("caf") && !before.contains("au lait"),
+        "{before:?}"
+    );
+    quit(ann);
+    quit(bob);
+}
+
+#[test]
+fn a_file_from_a_peer_whose_name_has_slashes_lands_in_the_download_folder() {
+    let srv = server();
+    let port = srv.chatos_addr().port();
+    let dir = std::env::temp_dir().join(format!("cw-cli-slash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let inbox = dir.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let src = dir.join("payload.bin");
+    std::fs::write(&src, b"not where you think").unwrap();
+
+    // "../eve" is a valid name (printable ASCII), and names a place
+    // outside bob's download folder if taken as a path.
+    let mut eve = cli("chatos", port, None);
+    let mut bob = cli("chatos", port, Some(&inbox));
+    says(&mut eve, "/login ../eve", "logged in as ../eve");
+    says(&mut bob, "/login bob", "logged in as bob");
+    says(
+        &mut eve,
+        &format!("/sendfile bob {}", src.display()),
+        "asked bob for a private connection",
+    );
+    bob.exp_string("../eve asks for a private connection")
+        .unwrap();
+    says(&mut bob, "/accept ../eve", "accepted ../eve");
+    bob.exp_string("received 19 bytes from ../eve into")
+        .unwrap();
+    eve.exp_string("sent 19 bytes").unwrap();
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&dir),
+        ["inbox", "payload.bin"],
+        "nothing beside the folder"
+    );
+    let got = names(&inbox);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with(".._eve-"), "{got:?}");
+    quit(eve);
     quit(bob);
     let _ = std::fs::remove_dir_all(&dir);
 }
