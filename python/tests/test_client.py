@@ -9,11 +9,13 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from typing import Any, Callable, Dict, List
 
 import pytest
 
-from conftest import ROOT, chinwag, unique
+from conftest import ROOT, chinwag, port, unique
 
 
 def test_every_result_code_maps_to_an_exception_class() -> None:
@@ -149,6 +151,203 @@ def test_ctrl_c_interrupts_a_wait_for_events(chatos: int) -> None:
         p.kill()
     assert out.strip() == "interrupted"
     assert p.returncode == 0
+
+
+def _interrupted(script: str) -> None:
+    """Run ``script`` in a Python of its own; once it prints ``waiting``,
+    press Ctrl-C (SIGINT): it must print ``interrupted`` within 10 s."""
+    prelude = "import signal, chinwag\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    p = subprocess.Popen([sys.executable, "-c", prelude + script], stdout=subprocess.PIPE,
+                         env=env, text=True)
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().strip() == "waiting"
+        time.sleep(0.5)  # let it enter the wait; the signal is the point
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=10)
+    finally:
+        p.kill()
+    assert out.strip() == "interrupted"
+    assert p.returncode == 0
+
+
+def test_ctrl_c_interrupts_a_stream_read_without_time_out(chatos: int) -> None:
+    # The library retries a read a signal interrupts (a signal must not end
+    # a stream), so the package waits in slices for Python to see Ctrl-C.
+    a, b = unique("sa"), unique("sb")
+    _interrupted(
+        "a = chinwag.Client('127.0.0.1', %d); a.login(%r)\n"
+        "b = chinwag.Client('127.0.0.1', %d); b.login(%r)\n"
+        "a.request_private(%r)\n"
+        "for ev in b.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.PRIVATE_REQUEST:\n"
+        "        b.accept_private(ev.peer)\n"
+        "    elif ev.kind == chinwag.EventKind.PRIVATE_ESTABLISHED:\n"
+        "        held = ev.stream\n"
+        "        break\n"
+        "for ev in a.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.PRIVATE_ESTABLISHED:\n"
+        "        s = ev.stream\n"
+        "        break\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    s.read()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        % (chatos, a, chatos, b, b))
+
+
+def test_ctrl_c_interrupts_a_call_receive_without_time_out() -> None:
+    babel = port("babel")
+    a, b = unique("ca"), unique("cb")
+    _interrupted(
+        "B = chinwag.Dialect.BABEL\n"
+        "a = chinwag.Client('127.0.0.1', %d, B); a.login(%r)\n"
+        "b = chinwag.Client('127.0.0.1', %d, B); b.login(%r)\n"
+        "a.place_call(%r, 0)\n"
+        "for ev in b.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.CALL_INCOMING:\n"
+        "        b.accept_call(ev.peer)\n"
+        "    elif ev.kind == chinwag.EventKind.CALL_ESTABLISHED:\n"
+        "        held = ev.call\n"
+        "        break\n"
+        "for ev in a.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.CALL_ESTABLISHED:\n"
+        "        call = ev.call\n"
+        "        break\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    call.recv()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        % (babel, a, babel, b, b))
+
+
+def _private_stream(a: chinwag.Client, b: chinwag.Client) -> List[chinwag.Stream]:
+    """a and b (logged in) open a private connection: [a's stream, b's]."""
+    a.request_private(b.login_name or "")
+    streams: List[chinwag.Stream] = []
+    for c in (b, a):
+        for ev in c.events(10):
+            if ev.kind == chinwag.EventKind.PRIVATE_REQUEST:
+                c.accept_private(ev.peer or "")
+            elif ev.kind == chinwag.EventKind.PRIVATE_ESTABLISHED and ev.stream is not None:
+                streams.insert(0, ev.stream)
+                break
+    assert len(streams) == 2
+    return streams
+
+
+def _babel_call(a: chinwag.Client, b: chinwag.Client) -> List[chinwag.Call]:
+    """a rings b (both logged in to babel), b answers: [a's call, b's]."""
+    a.place_call(b.login_name or "", 0)
+    calls: List[chinwag.Call] = []
+    for c in (b, a):
+        for ev in c.events(10):
+            if ev.kind == chinwag.EventKind.CALL_INCOMING:
+                c.accept_call(ev.peer or "")
+            elif ev.kind == chinwag.EventKind.CALL_ESTABLISHED and ev.call is not None:
+                calls.insert(0, ev.call)
+                break
+    assert len(calls) == 2
+    return calls
+
+
+def test_closing_what_another_thread_waits_in_frees_it_only_once_that_thread_is_out(
+        chatos: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The C API forbids freeing a stream or call while another thread is
+    # inside a call on it (the memory goes under that thread's feet). Every
+    # entry point below is watched: no free while a wait on that handle runs.
+    inside: Dict[int, int] = {}
+    lock = threading.Lock()
+    bad: List[str] = []
+
+    def watch(name: str) -> None:
+        real = getattr(chinwag.lib, name)
+
+        def wrapper(h: int, *args: Any) -> Any:
+            with lock:
+                inside[h] = inside.get(h, 0) + 1
+            try:
+                return real(h, *args)
+            finally:
+                with lock:
+                    inside[h] -= 1
+        monkeypatch.setattr(chinwag.lib, name, wrapper)
+
+    def watch_free(name: str) -> None:
+        real = getattr(chinwag.lib, name)
+
+        def wrapper(h: int) -> None:
+            with lock:
+                if inside.get(h):
+                    bad.append(name)
+            real(h)
+        monkeypatch.setattr(chinwag.lib, name, wrapper)
+
+    for name in ("cw_stream_read", "cw_call_recv_voice"):
+        watch(name)
+    for name in ("cw_stream_free", "cw_call_free"):
+        watch_free(name)
+
+    def closed_under(wait: Callable[[], object], handle: int, close: Callable[[], None]) -> None:
+        ended: List[str] = []
+
+        def run() -> None:
+            try:
+                ended.append(repr(wait()))
+            except chinwag.Closed:
+                ended.append("Closed")
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not inside.get(handle):  # the wait is inside the library
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        close()
+        t.join(10)
+        assert not t.is_alive() and ended in (["b''"], ["Closed"]), ended
+
+    a = chinwag.Client("127.0.0.1", chatos)
+    b = chinwag.Client("127.0.0.1", chatos)
+    a.login(unique("ta"))
+    b.login(unique("tb"))
+    s, held = _private_stream(a, b)
+    closed_under(s.read, s._h or 0, s.close)
+    held.close()
+    a.free()
+    b.free()
+
+    babel = port("babel")
+    a = chinwag.Client("127.0.0.1", babel, chinwag.Dialect.BABEL)
+    b = chinwag.Client("127.0.0.1", babel, chinwag.Dialect.BABEL)
+    a.login(unique("ta"))
+    b.login(unique("tb"))
+    call, other = _babel_call(a, b)
+    closed_under(call.recv, call._h or 0, call.close)
+    other.close()
+    a.free()
+    b.free()
+    assert bad == []
+
+
+def test_freeing_a_client_another_thread_waits_for_events_in_ends_that_wait(chatos: int) -> None:
+    c = chinwag.Client("127.0.0.1", chatos)
+    c.login(unique("tw"))
+    ended: List[str] = []
+
+    def run() -> None:
+        try:
+            ended.append(repr(c.next_event()))
+        except chinwag.Closed:
+            ended.append("Closed")
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    c.free()
+    t.join(10)
+    assert not t.is_alive() and ended == ["Closed"], ended
 
 
 def test_log_lines_reach_the_queue_and_logging(chatos: int, caplog: pytest.LogCaptureFixture) -> None:
