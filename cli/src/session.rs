@@ -209,6 +209,9 @@ impl Session {
         let cmd = words.next().unwrap_or_default();
         let rest = words.next().unwrap_or("").trim();
         let args: Vec<&str> = rest.split_whitespace().collect();
+        if let Some(why) = self.not_here(cmd, &args) {
+            return Some(vec![why]);
+        }
         let r = match (cmd, args.as_slice()) {
             ("/quit", _) => return None,
             ("/help", _) => self.help(),
@@ -291,6 +294,36 @@ impl Session {
             )],
         };
         Some(r)
+    }
+
+    /// Why `cmd` cannot run in this dialect, in the terminal's words (the
+    /// library's would name its own functions): a command of other
+    /// dialects only, or accounts' `/login` with a name and no password.
+    fn not_here(&self, cmd: &str, args: &[&str]) -> Option<String> {
+        let me = self.dialect.name();
+        let mut usages = COMMANDS
+            .iter()
+            .filter(|(usage, _, _)| usage.split(' ').next() == Some(cmd));
+        let mine = usages
+            .clone()
+            .find(|(_, dialects, _)| *dialects == "all" || dialects.split(' ').any(|d| d == me));
+        match mine {
+            // Babel's own word on these: /answer for a call.
+            None if matches!(cmd, "/accept" | "/refuse") => None,
+            None if usages.next().is_some() => Some(format!(
+                "! {cmd} is not a command of the {me} dialect (/help lists them)"
+            )),
+            Some((usage, _, _))
+                if cmd == "/login"
+                    && self.dialect == Dialect::CW_DIALECT_ACCOUNTS
+                    && args.len() != 2 =>
+            {
+                Some(format!(
+                    "! {usage} (an account first: /register EMAIL PSEUDO PASSWORD)"
+                ))
+            }
+            _ => None,
+        }
     }
 
     fn done(&self, r: Result<(), chinwag::ffi::Failure>, ok: String) -> Lines {

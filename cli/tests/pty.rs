@@ -207,6 +207,33 @@ fn what_another_user_sends_is_shown_and_never_drives_the_terminal() {
 }
 
 #[test]
+fn a_command_of_another_dialect_is_named_in_the_terminal_s_words() {
+    let srv = server();
+    let mut rooms = cli("rooms", srv.rooms_addr().port(), None);
+    says(&mut rooms, "/login ann", "logged in as ann");
+    // Not the library's "(use send_to_friend)".
+    says(
+        &mut rooms,
+        "/msg bob hi",
+        "! /msg is not a command of the rooms dialect (/help lists them)",
+    );
+    says(
+        &mut rooms,
+        "/call bob",
+        "! /call is not a command of the rooms dialect",
+    );
+    quit(rooms);
+    let mut accounts = cli("accounts", srv.accounts_addr().port(), None);
+    // Not the library's "(use login_password)".
+    says(
+        &mut accounts,
+        "/login ann",
+        "! /login EMAIL PASSWORD (an account first: /register EMAIL PSEUDO PASSWORD)",
+    );
+    quit(accounts);
+}
+
+#[test]
 fn a_line_that_is_not_utf8_is_dropped_and_the_client_carries_on() {
     let srv = server();
     let port = srv.chatos_addr().port();
