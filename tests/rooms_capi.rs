@@ -517,6 +517,35 @@ fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
 }
 
 #[test]
+fn a_server_that_stops_answering_keep_alives_disconnects_the_client() {
+    // A server that stops sends nothing (seed 003 has no message for it):
+    // three keep-alives unanswered in a row end the client, where it
+    // waited for ever.
+    let fake = Fake::new();
+    let client = chinwag::Client::connect(
+        &fake.addr().ip().to_string(),
+        fake.addr().port(),
+        cw_dialect::CW_DIALECT_ROOMS,
+    )
+    .unwrap();
+    client.set_rooms_keepalive(Duration::from_millis(100));
+    let login = std::thread::scope(|s| {
+        let t = s.spawn(|| client.login("me", Some(Duration::from_secs(5))));
+        fake.accept_registration();
+        t.join().unwrap()
+    });
+    login.unwrap();
+    // Each keep-alive goes M times (100 ms apart), then is given up.
+    let ev = client.next_event(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(ev.kind(), K::CW_EVENT_DISCONNECTED, "{ev:?}");
+    assert!(
+        ev.text().unwrap_or_default().contains("keep-alives"),
+        "{ev:?}"
+    );
+    assert_eq!(client.send_message("x").unwrap_err().code, R::CW_CLOSED);
+}
+
+#[test]
 fn functions_of_other_dialects_are_unsupported() {
     let srv = server();
     let r = C::named(srv.rooms_addr(), "ro");
