@@ -104,7 +104,7 @@ fn a_server_silent_for_three_keep_alives_in_a_row_is_gone() {
     t.m.set_keepalive(Duration::from_secs(1));
     // Keep-alives until one has been sent M times and given up; `answer`
     // answers its first copy instead.
-    let mut round = |t: &mut T, answer: bool| {
+    let round = |t: &mut T, answer: bool| {
         let mut sends = 0;
         for _ in 0..1000 {
             t.tick(10 * MS);
