@@ -481,9 +481,9 @@ fn garbage_datagrams_are_ignored() {
     c.expect_quiet(200);
 }
 
-#[test]
-fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
-    let fake = Fake::new();
+/// A client of `fake`, registered as "me", sending a keep-alive every
+/// 100 ms.
+fn keeping_alive_every_100_ms(fake: &Fake) -> chinwag::Client {
     let client = chinwag::Client::connect(
         &fake.addr().ip().to_string(),
         fake.addr().port(),
@@ -497,6 +497,13 @@ fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
         t.join().unwrap()
     });
     login.unwrap();
+    client
+}
+
+#[test]
+fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
+    let fake = Fake::new();
+    let client = keeping_alive_every_100_ms(&fake);
     let mut keepalives = 0;
     let t0 = Instant::now();
     while keepalives < 3 && t0.elapsed() < Duration::from_secs(3) {
@@ -522,19 +529,7 @@ fn a_server_that_stops_answering_keep_alives_disconnects_the_client() {
     // three keep-alives unanswered in a row end the client, where it
     // waited for ever.
     let fake = Fake::new();
-    let client = chinwag::Client::connect(
-        &fake.addr().ip().to_string(),
-        fake.addr().port(),
-        cw_dialect::CW_DIALECT_ROOMS,
-    )
-    .unwrap();
-    client.set_rooms_keepalive(Duration::from_millis(100));
-    let login = std::thread::scope(|s| {
-        let t = s.spawn(|| client.login("me", Some(Duration::from_secs(5))));
-        fake.accept_registration();
-        t.join().unwrap()
-    });
-    login.unwrap();
+    let client = keeping_alive_every_100_ms(&fake);
     // Each keep-alive goes M times (100 ms apart), then is given up.
     let ev = client.next_event(Some(Duration::from_secs(20))).unwrap();
     assert_eq!(ev.kind(), K::CW_EVENT_DISCONNECTED, "{ev:?}");

@@ -76,6 +76,15 @@ fn says(p: &mut PtySession, line: &str, reply: &str) {
         .unwrap_or_else(|e| panic!("after {line:?}, no {reply:?}: {e}"));
 }
 
+/// ann and bob, each in a client of `dialect` on `port`, logged in.
+fn ann_and_bob(dialect: &str, port: u16) -> (PtySession, PtySession) {
+    let mut ann = cli(dialect, port, None);
+    let mut bob = cli(dialect, port, None);
+    says(&mut ann, "/login ann", "logged in as ann");
+    says(&mut bob, "/login bob", "logged in as bob");
+    (ann, bob)
+}
+
 fn quit(mut p: PtySession) {
     p.send_line("/quit").unwrap();
     p.exp_string("bye").unwrap();
@@ -105,10 +114,7 @@ fn a_server_that_is_not_there_is_named_once_and_the_client_fails() {
 fn two_chatos_clients_chat_and_a_half_typed_line_survives() {
     let srv = server();
     let port = srv.chatos_addr().port();
-    let mut ann = cli("chatos", port, None);
-    let mut bob = cli("chatos", port, None);
-    says(&mut ann, "/login ann", "logged in as ann");
-    says(&mut bob, "/login bob", "logged in as bob");
+    let (mut ann, mut bob) = ann_and_bob("chatos", port);
     says(&mut ann, "/help", "/sendfile NAME PATH");
 
     says(&mut ann, "hello bob", "<ann> hello bob"); // chatos echoes to the sender
@@ -139,39 +145,54 @@ fn two_chatos_clients_chat_and_a_half_typed_line_survives() {
     quit(bob);
 }
 
-#[test]
-fn a_file_goes_over_a_chatos_private_connection() {
-    let srv = server();
-    let port = srv.chatos_addr().port();
-    let dir = std::env::temp_dir().join(format!("cw-cli-file-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("payload.bin");
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(&src, &data).unwrap();
+/// `name` (logged in on `port`) sends `data` as a file to bob, who accepts
+/// it into `dir`/inbox (`dir` made afresh, the file sent from
+/// `dir`/payload.bin); both clients quit. Returns the inbox.
+fn file_to_bob(name: &str, port: u16, dir: &Path, data: &[u8]) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
     let inbox = dir.join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
-
-    let mut ann = cli("chatos", port, None);
+    let src = dir.join("payload.bin");
+    std::fs::write(&src, data).unwrap();
+    let mut sender = cli("chatos", port, None);
     let mut bob = cli("chatos", port, Some(&inbox));
-    says(&mut ann, "/login ann", "logged in as ann");
+    says(
+        &mut sender,
+        &format!("/login {name}"),
+        &format!("logged in as {name}"),
+    );
     says(&mut bob, "/login bob", "logged in as bob");
     says(
-        &mut ann,
+        &mut sender,
         &format!("/sendfile bob {}", src.display()),
         "asked bob for a private connection",
     );
-    bob.exp_string("ann asks for a private connection").unwrap();
-    says(&mut bob, "/accept ann", "accepted ann");
-    bob.exp_string("received 300000 bytes from ann into")
+    bob.exp_string(&format!("{name} asks for a private connection"))
         .unwrap();
-    ann.exp_string("sent 300000 bytes").unwrap();
+    says(
+        &mut bob,
+        &format!("/accept {name}"),
+        &format!("accepted {name}"),
+    );
+    let bytes = data.len();
+    bob.exp_string(&format!("received {bytes} bytes from {name} into"))
+        .unwrap();
+    sender.exp_string(&format!("sent {bytes} bytes")).unwrap();
+    quit(sender);
+    quit(bob);
+    inbox
+}
+
+#[test]
+fn a_file_goes_over_a_chatos_private_connection() {
+    let srv = server();
+    let dir = std::env::temp_dir().join(format!("cw-cli-file-{}", std::process::id()));
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let inbox = file_to_bob("ann", srv.chatos_addr().port(), &dir, &data);
     let got: Vec<_> = std::fs::read_dir(&inbox).unwrap().collect();
     assert_eq!(got.len(), 1);
     let path = got[0].as_ref().unwrap().path();
     assert_eq!(std::fs::read(&path).unwrap(), data, "{}", path.display());
-    quit(ann);
-    quit(bob);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -237,10 +258,7 @@ fn a_command_of_another_dialect_is_named_in_the_terminal_s_words() {
 fn a_line_that_is_not_utf8_is_dropped_and_the_client_carries_on() {
     let srv = server();
     let port = srv.chatos_addr().port();
-    let mut ann = cli("chatos", port, None);
-    let mut bob = cli("chatos", port, None);
-    says(&mut ann, "/login ann", "logged in as ann");
-    says(&mut bob, "/login bob", "logged in as bob");
+    let (mut ann, mut bob) = ann_and_bob("chatos", port);
     // A Latin-1 'é' (0xe9) inside a line, as a terminal not set to UTF-8
     // sends it.
     let mut tty = bob.process().get_file_handle().unwrap();
@@ -261,31 +279,15 @@ fn a_line_that_is_not_utf8_is_dropped_and_the_client_carries_on() {
 #[test]
 fn a_file_from_a_peer_whose_name_has_slashes_lands_in_the_download_folder() {
     let srv = server();
-    let port = srv.chatos_addr().port();
     let dir = std::env::temp_dir().join(format!("cw-cli-slash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let inbox = dir.join("inbox");
-    std::fs::create_dir_all(&inbox).unwrap();
-    let src = dir.join("payload.bin");
-    std::fs::write(&src, b"not where you think").unwrap();
-
     // "../eve" is a valid name (printable ASCII), and names a place
     // outside bob's download folder if taken as a path.
-    let mut eve = cli("chatos", port, None);
-    let mut bob = cli("chatos", port, Some(&inbox));
-    says(&mut eve, "/login ../eve", "logged in as ../eve");
-    says(&mut bob, "/login bob", "logged in as bob");
-    says(
-        &mut eve,
-        &format!("/sendfile bob {}", src.display()),
-        "asked bob for a private connection",
+    let inbox = file_to_bob(
+        "../eve",
+        srv.chatos_addr().port(),
+        &dir,
+        b"not where you think",
     );
-    bob.exp_string("../eve asks for a private connection")
-        .unwrap();
-    says(&mut bob, "/accept ../eve", "accepted ../eve");
-    bob.exp_string("received 19 bytes from ../eve into")
-        .unwrap();
-    eve.exp_string("sent 19 bytes").unwrap();
     let names = |d: &Path| -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(d)
             .unwrap()
@@ -302,8 +304,6 @@ fn a_file_from_a_peer_whose_name_has_slashes_lands_in_the_download_folder() {
     let got = names(&inbox);
     assert_eq!(got.len(), 1, "{got:?}");
     assert!(got[0].starts_with(".._eve-"), "{got:?}");
-    quit(eve);
-    quit(bob);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -618,10 +618,7 @@ fn without_a_sound_card_a_call_connects_and_says_there_is_no_device() {
 fn rooms_login_create_list_join_talk_invite_and_leave() {
     let srv = server();
     let port = srv.rooms_addr().port();
-    let mut ann = cli("rooms", port, None);
-    let mut bob = cli("rooms", port, None);
-    says(&mut ann, "/login ann", "logged in as ann");
-    says(&mut bob, "/login bob", "logged in as bob");
+    let (mut ann, mut bob) = ann_and_bob("rooms", port);
     says(&mut ann, "/create den", "created den");
     says(&mut bob, "/rooms", "den (central, 1 in it)");
     says(&mut bob, "/join den", "you are in den");

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
@@ -125,11 +125,7 @@ def test_asyncio_awaits_events_on_the_descriptor(chatos: int) -> None:
 
 
 def test_ctrl_c_interrupts_a_wait_for_events(chatos: int) -> None:
-    # Python leaves SIGINT alone when it starts ignored (as in a background
-    # job); a terminal's Ctrl-C reaches its default handler, so set that.
-    script = (
-        "import signal, chinwag\n"
-        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    _interrupted(
         "c = chinwag.Client('127.0.0.1', %d)\n"
         "c.login(%r)\n"
         "print('waiting', flush=True)\n"
@@ -138,24 +134,14 @@ def test_ctrl_c_interrupts_a_wait_for_events(chatos: int) -> None:
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
         "    c.free()\n"
-    ) % (chatos, unique("int"))
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True)
-    try:
-        assert p.stdout is not None
-        assert p.stdout.readline().strip() == "waiting"
-        time.sleep(0.2)  # let it enter the wait; the signal is the point
-        p.send_signal(signal.SIGINT)
-        out, _ = p.communicate(timeout=10)
-    finally:
-        p.kill()
-    assert out.strip() == "interrupted"
-    assert p.returncode == 0
+        % (chatos, unique("int")))
 
 
 def _interrupted(script: str) -> None:
     """Run ``script`` in a Python of its own; once it prints ``waiting``,
-    press Ctrl-C (SIGINT): it must print ``interrupted`` within 10 s."""
+    press Ctrl-C (SIGINT): it must print ``interrupted`` within 10 s.
+    Python leaves SIGINT alone when it starts ignored (as in a background
+    job); a terminal's Ctrl-C reaches its default handler, so set that."""
     prelude = "import signal, chinwag\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
     p = subprocess.Popen([sys.executable, "-c", prelude + script], stdout=subprocess.PIPE,
@@ -224,34 +210,29 @@ def test_ctrl_c_interrupts_a_call_receive_without_time_out() -> None:
         % (babel, a, babel, b, b))
 
 
-def _private_stream(a: chinwag.Client, b: chinwag.Client) -> List[chinwag.Stream]:
-    """a and b (logged in) open a private connection: [a's stream, b's]."""
-    a.request_private(b.login_name or "")
-    streams: List[chinwag.Stream] = []
-    for c in (b, a):
-        for ev in c.events(10):
-            if ev.kind == chinwag.EventKind.PRIVATE_REQUEST:
-                c.accept_private(ev.peer or "")
-            elif ev.kind == chinwag.EventKind.PRIVATE_ESTABLISHED and ev.stream is not None:
-                streams.insert(0, ev.stream)
-                break
-    assert len(streams) == 2
-    return streams
+def _logged_in_pair(at: int, dialect: chinwag.Dialect) -> Tuple[chinwag.Client, chinwag.Client]:
+    """Two clients of ``dialect`` on port ``at``, logged in."""
+    pair = (chinwag.Client("127.0.0.1", at, dialect), chinwag.Client("127.0.0.1", at, dialect))
+    for c in pair:
+        c.login(unique("tp"))
+    return pair
 
 
-def _babel_call(a: chinwag.Client, b: chinwag.Client) -> List[chinwag.Call]:
-    """a rings b (both logged in to babel), b answers: [a's call, b's]."""
-    a.place_call(b.login_name or "", 0)
-    calls: List[chinwag.Call] = []
+def _both_ends(a: chinwag.Client, b: chinwag.Client, ask: chinwag.EventKind,
+               answer: Callable[[chinwag.Client, str], None],
+               done: chinwag.EventKind) -> List[chinwag.Event]:
+    """b answers the ``ask`` event a's request brought; then the ``done``
+    event on each side: [a's, b's]."""
+    ends: List[chinwag.Event] = []
     for c in (b, a):
         for ev in c.events(10):
-            if ev.kind == chinwag.EventKind.CALL_INCOMING:
-                c.accept_call(ev.peer or "")
-            elif ev.kind == chinwag.EventKind.CALL_ESTABLISHED and ev.call is not None:
-                calls.insert(0, ev.call)
+            if ev.kind == ask:
+                answer(c, ev.peer or "")
+            elif ev.kind == done:
+                ends.insert(0, ev)
                 break
-    assert len(calls) == 2
-    return calls
+    assert len(ends) == 2
+    return ends
 
 
 def test_closing_what_another_thread_waits_in_frees_it_only_once_that_thread_is_out(
@@ -309,26 +290,25 @@ def test_closing_what_another_thread_waits_in_frees_it_only_once_that_thread_is_
         t.join(10)
         assert not t.is_alive() and ended in (["b''"], ["Closed"]), ended
 
-    a = chinwag.Client("127.0.0.1", chatos)
-    b = chinwag.Client("127.0.0.1", chatos)
-    a.login(unique("ta"))
-    b.login(unique("tb"))
-    s, held = _private_stream(a, b)
-    closed_under(s.read, s._h or 0, s.close)
-    held.close()
-    a.free()
-    b.free()
-
-    babel = port("babel")
-    a = chinwag.Client("127.0.0.1", babel, chinwag.Dialect.BABEL)
-    b = chinwag.Client("127.0.0.1", babel, chinwag.Dialect.BABEL)
-    a.login(unique("ta"))
-    b.login(unique("tb"))
-    call, other = _babel_call(a, b)
-    closed_under(call.recv, call._h or 0, call.close)
-    other.close()
-    a.free()
-    b.free()
+    K = chinwag.EventKind
+    for at, dialect in ((chatos, chinwag.Dialect.CHATOS), (port("babel"), chinwag.Dialect.BABEL)):
+        a, b = _logged_in_pair(at, dialect)
+        chatting = dialect == chinwag.Dialect.CHATOS
+        if chatting:
+            a.request_private(b.login_name or "")
+            ends = _both_ends(a, b, K.PRIVATE_REQUEST, chinwag.Client.accept_private,
+                              K.PRIVATE_ESTABLISHED)
+        else:
+            a.place_call(b.login_name or "", 0)
+            ends = _both_ends(a, b, K.CALL_INCOMING, chinwag.Client.accept_call,
+                              K.CALL_ESTABLISHED)
+        mine, theirs = [e.stream if chatting else e.call for e in ends]
+        assert mine is not None and theirs is not None
+        wait = mine.read if isinstance(mine, chinwag.Stream) else mine.recv
+        closed_under(wait, mine._h or 0, mine.close)
+        theirs.close()
+        a.free()
+        b.free()
     assert bad == []
 
 
