@@ -481,9 +481,9 @@ fn garbage_datagrams_are_ignored() {
     c.expect_quiet(200);
 }
 
-#[test]
-fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
-    let fake = Fake::new();
+/// A client of `fake`, registered as "me", sending a keep-alive every
+/// 100 ms.
+fn keeping_alive_every_100_ms(fake: &Fake) -> chinwag::Client {
     let client = chinwag::Client::connect(
         &fake.addr().ip().to_string(),
         fake.addr().port(),
@@ -497,6 +497,13 @@ fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
         t.join().unwrap()
     });
     login.unwrap();
+    client
+}
+
+#[test]
+fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
+    let fake = Fake::new();
+    let client = keeping_alive_every_100_ms(&fake);
     let mut keepalives = 0;
     let t0 = Instant::now();
     while keepalives < 3 && t0.elapsed() < Duration::from_secs(3) {
@@ -513,6 +520,23 @@ fn keep_alive_is_sent_and_a_forgotten_client_is_disconnected() {
     assert_eq!(keepalives, 3);
     let ev = client.next_event(Some(Duration::from_secs(3))).unwrap();
     assert_eq!(ev.kind(), K::CW_EVENT_DISCONNECTED, "{ev:?}");
+    assert_eq!(client.send_message("x").unwrap_err().code, R::CW_CLOSED);
+}
+
+#[test]
+fn a_server_that_stops_answering_keep_alives_disconnects_the_client() {
+    // A server that stops sends nothing (seed 003 has no message for it):
+    // three keep-alives unanswered in a row end the client, where it
+    // waited for ever.
+    let fake = Fake::new();
+    let client = keeping_alive_every_100_ms(&fake);
+    // Each keep-alive goes M times (100 ms apart), then is given up.
+    let ev = client.next_event(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(ev.kind(), K::CW_EVENT_DISCONNECTED, "{ev:?}");
+    assert!(
+        ev.text().unwrap_or_default().contains("keep-alives"),
+        "{ev:?}"
+    );
     assert_eq!(client.send_message("x").unwrap_err().code, R::CW_CLOSED);
 }
 

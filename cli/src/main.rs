@@ -40,7 +40,11 @@ impl Printer {
         if lines.is_empty() {
             return;
         }
-        let text = lines.join("\n");
+        let text = lines
+            .iter()
+            .map(|l| visible(l))
+            .collect::<Vec<_>>()
+            .join("\n");
         let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let printed = match p.as_mut() {
             Some(p) => p.print(format!("{text}\n")).is_ok(),
@@ -48,6 +52,45 @@ impl Printer {
         };
         if !printed {
             println!("{text}");
+        }
+    }
+}
+
+/// `line` as the terminal is to show it: every control character but tab
+/// (C0, DEL, C1) written out (`^[` for ESC, `^J` for a line feed, `^?` for
+/// DEL, `<U+009B>` for a C1 control), so that nothing another user or the
+/// server sends can move the cursor, clear the screen, retitle the window,
+/// or break a line to pose as a line of its own (`<bob> ...`).
+pub fn visible(line: &str) -> Cow<'_, str> {
+    let hidden = |c: char| c.is_control() && c != '\t';
+    if !line.chars().any(hidden) {
+        return Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            c if !hidden(c) => out.push(c),
+            '\0'..='\x1f' => {
+                out.push('^');
+                out.push(char::from(c as u8 ^ 0x40));
+            }
+            '\x7f' => out.push_str("^?"),
+            c => out.push_str(&format!("<U+{:04X}>", u32::from(c))),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Drop what was typed after a byte that is not UTF-8 and is still waiting
+/// in the terminal's input queue (the rest of that line), so that it does
+/// not go out as a line of its own. Nothing to do when standard input is
+/// not a terminal: the line editor read that line whole.
+fn discard_typed_input() {
+    // SAFETY: isatty and tcflush take a descriptor and no pointer; on
+    // standard input they touch nothing of this process's memory.
+    unsafe {
+        if libc::isatty(libc::STDIN_FILENO) == 1 {
+            libc::tcflush(libc::STDIN_FILENO, libc::TCIFLUSH);
         }
     }
 }
@@ -229,6 +272,15 @@ fn main() -> ExitCode {
                 }
             }
             Err(ReadlineError::Interrupted) => continue,
+            // A byte that is not UTF-8 (a terminal in Latin-1, a stray
+            // paste): that line is dropped, the client carries on.
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                discard_typed_input();
+                PRINTER.say(vec![
+                    "! that line was not UTF-8 text (is the terminal set to UTF-8?): not sent"
+                        .into(),
+                ]);
+            }
             Err(_) => break,
         }
     }
@@ -239,4 +291,19 @@ fn main() -> ExitCode {
     *PRINTER.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     println!("bye");
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::visible;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(visible("plain text, tab\tand é"), "plain text, tab\tand é");
+        assert_eq!(
+            visible("\x1b]0;owned\x07\x1b[2Jhi\nbob> x\r\x7f\u{9b}"),
+            "^[]0;owned^G^[[2Jhi^Jbob> x^M^?<U+009B>"
+        );
+        assert_eq!(visible("\0"), "^@");
+    }
 }

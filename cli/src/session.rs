@@ -209,6 +209,9 @@ impl Session {
         let cmd = words.next().unwrap_or_default();
         let rest = words.next().unwrap_or("").trim();
         let args: Vec<&str> = rest.split_whitespace().collect();
+        if let Some(why) = self.not_here(cmd, &args) {
+            return Some(vec![why]);
+        }
         let r = match (cmd, args.as_slice()) {
             ("/quit", _) => return None,
             ("/help", _) => self.help(),
@@ -291,6 +294,36 @@ impl Session {
             )],
         };
         Some(r)
+    }
+
+    /// Why `cmd` cannot run in this dialect, in the terminal's words (the
+    /// library's would name its own functions): a command of other
+    /// dialects only, or accounts' `/login` with a name and no password.
+    fn not_here(&self, cmd: &str, args: &[&str]) -> Option<String> {
+        let me = self.dialect.name();
+        let mut usages = COMMANDS
+            .iter()
+            .filter(|(usage, _, _)| usage.split(' ').next() == Some(cmd));
+        let mine = usages
+            .clone()
+            .find(|(_, dialects, _)| *dialects == "all" || dialects.split(' ').any(|d| d == me));
+        match mine {
+            // Babel's own word on these: /answer for a call.
+            None if matches!(cmd, "/accept" | "/refuse") => None,
+            None if usages.next().is_some() => Some(format!(
+                "! {cmd} is not a command of the {me} dialect (/help lists them)"
+            )),
+            Some((usage, _, _))
+                if cmd == "/login"
+                    && self.dialect == Dialect::CW_DIALECT_ACCOUNTS
+                    && args.len() != 2 =>
+            {
+                Some(format!(
+                    "! {usage} (an account first: /register EMAIL PSEUDO PASSWORD)"
+                ))
+            }
+            _ => None,
+        }
     }
 
     fn done(&self, r: Result<(), chinwag::ffi::Failure>, ok: String) -> Lines {
@@ -723,7 +756,7 @@ impl Session {
     fn receive_over(&self, stream: &Stream) -> String {
         let path = self
             .downloads
-            .join(format!("{}-{}.bin", stream.peer(), stream.connect_id()));
+            .join(download_name(stream.peer(), stream.connect_id()));
         let mut out = match File::create(&path) {
             Ok(f) => f,
             Err(e) => return format!("! cannot write {}: {e}", path.display()),
@@ -749,6 +782,18 @@ impl Session {
             path.display()
         )
     }
+}
+
+/// The name a file received from `peer` is saved under, in the download
+/// folder: `PEER-ID.bin`. A name may hold `/` (`../x` is a valid login), so
+/// each `/` (and any control character) becomes `_`: the file lands in
+/// the folder and nowhere else.
+fn download_name(peer: &str, connect_id: i64) -> String {
+    let peer: String = peer
+        .chars()
+        .map(|c| if c == '/' || c.is_control() { '_' } else { c })
+        .collect();
+    format!("{peer}-{connect_id}.bin")
 }
 
 fn send_over(stream: &Stream, path: &PathBuf) -> String {
@@ -782,4 +827,17 @@ fn send_over(stream: &Stream, path: &PathBuf) -> String {
         path.display(),
         stream.peer()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::download_name;
+
+    #[test]
+    fn a_download_is_named_inside_the_folder_whatever_the_peer_is_called() {
+        assert_eq!(download_name("ann", 7), "ann-7.bin");
+        assert_eq!(download_name("../../x", -2), ".._.._x--2.bin");
+        assert_eq!(download_name("/etc/passwd", 1), "_etc_passwd-1.bin");
+        assert_eq!(download_name("a\nb", 1), "a_b-1.bin");
+    }
 }

@@ -7,6 +7,7 @@
 //! or with no device at all. Every wait is bounded by rexpect's timeout
 //! or a deadline.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -51,11 +52,17 @@ fn cli_sound(dialect: &str, port: u16, sound: &Sound) -> PtySession {
 }
 
 fn start(cmd: Command) -> PtySession {
+    start_with(cmd, true)
+}
+
+/// `strip`: take the escape sequences out of what the test reads (false to
+/// see every byte the client writes to its terminal).
+fn start_with(cmd: Command, strip: bool) -> PtySession {
     let mut p = spawn_with_options(
         cmd,
         Options::new()
             .timeout_ms(Some(TIMEOUT_MS))
-            .strip_ansi_escape_codes(true),
+            .strip_ansi_escape_codes(strip),
     )
     .expect("the client starts in a pty");
     p.exp_string("/help lists the commands").unwrap();
@@ -67,6 +74,15 @@ fn says(p: &mut PtySession, line: &str, reply: &str) {
     p.send_line(line).unwrap();
     p.exp_string(reply)
         .unwrap_or_else(|e| panic!("after {line:?}, no {reply:?}: {e}"));
+}
+
+/// ann and bob, each in a client of `dialect` on `port`, logged in.
+fn ann_and_bob(dialect: &str, port: u16) -> (PtySession, PtySession) {
+    let mut ann = cli(dialect, port, None);
+    let mut bob = cli(dialect, port, None);
+    says(&mut ann, "/login ann", "logged in as ann");
+    says(&mut bob, "/login bob", "logged in as bob");
+    (ann, bob)
 }
 
 fn quit(mut p: PtySession) {
@@ -98,10 +114,7 @@ fn a_server_that_is_not_there_is_named_once_and_the_client_fails() {
 fn two_chatos_clients_chat_and_a_half_typed_line_survives() {
     let srv = server();
     let port = srv.chatos_addr().port();
-    let mut ann = cli("chatos", port, None);
-    let mut bob = cli("chatos", port, None);
-    says(&mut ann, "/login ann", "logged in as ann");
-    says(&mut bob, "/login bob", "logged in as bob");
+    let (mut ann, mut bob) = ann_and_bob("chatos", port);
     says(&mut ann, "/help", "/sendfile NAME PATH");
 
     says(&mut ann, "hello bob", "<ann> hello bob"); // chatos echoes to the sender
@@ -132,39 +145,165 @@ fn two_chatos_clients_chat_and_a_half_typed_line_survives() {
     quit(bob);
 }
 
-#[test]
-fn a_file_goes_over_a_chatos_private_connection() {
-    let srv = server();
-    let port = srv.chatos_addr().port();
-    let dir = std::env::temp_dir().join(format!("cw-cli-file-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("payload.bin");
-    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    std::fs::write(&src, &data).unwrap();
+/// `name` (logged in on `port`) sends `data` as a file to bob, who accepts
+/// it into `dir`/inbox (`dir` made afresh, the file sent from
+/// `dir`/payload.bin); both clients quit. Returns the inbox.
+fn file_to_bob(name: &str, port: u16, dir: &Path, data: &[u8]) -> PathBuf {
+    let _ = std::fs::remove_dir_all(dir);
     let inbox = dir.join("inbox");
     std::fs::create_dir_all(&inbox).unwrap();
-
-    let mut ann = cli("chatos", port, None);
+    let src = dir.join("payload.bin");
+    std::fs::write(&src, data).unwrap();
+    let mut sender = cli("chatos", port, None);
     let mut bob = cli("chatos", port, Some(&inbox));
-    says(&mut ann, "/login ann", "logged in as ann");
+    says(
+        &mut sender,
+        &format!("/login {name}"),
+        &format!("logged in as {name}"),
+    );
     says(&mut bob, "/login bob", "logged in as bob");
     says(
-        &mut ann,
+        &mut sender,
         &format!("/sendfile bob {}", src.display()),
         "asked bob for a private connection",
     );
-    bob.exp_string("ann asks for a private connection").unwrap();
-    says(&mut bob, "/accept ann", "accepted ann");
-    bob.exp_string("received 300000 bytes from ann into")
+    bob.exp_string(&format!("{name} asks for a private connection"))
         .unwrap();
-    ann.exp_string("sent 300000 bytes").unwrap();
+    says(
+        &mut bob,
+        &format!("/accept {name}"),
+        &format!("accepted {name}"),
+    );
+    let bytes = data.len();
+    bob.exp_string(&format!("received {bytes} bytes from {name} into"))
+        .unwrap();
+    sender.exp_string(&format!("sent {bytes} bytes")).unwrap();
+    quit(sender);
+    quit(bob);
+    inbox
+}
+
+#[test]
+fn a_file_goes_over_a_chatos_private_connection() {
+    let srv = server();
+    let dir = std::env::temp_dir().join(format!("cw-cli-file-{}", std::process::id()));
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let inbox = file_to_bob("ann", srv.chatos_addr().port(), &dir, &data);
     let got: Vec<_> = std::fs::read_dir(&inbox).unwrap().collect();
     assert_eq!(got.len(), 1);
     let path = got[0].as_ref().unwrap().path();
     assert_eq!(std::fs::read(&path).unwrap(), data, "{}", path.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_another_user_sends_is_shown_and_never_drives_the_terminal() {
+    let srv = server();
+    let port = srv.chatos_addr().port();
+    // Every byte bob's terminal gets, escape sequences included.
+    let mut bob = start_with(command("chatos", port), false);
+    says(&mut bob, "/login bob", "logged in as bob");
+    let eve =
+        chinwag::Client::connect_with("127.0.0.1", port, chinwag::Dialect::CW_DIALECT_CHATOS, 0)
+            .unwrap();
+    eve.login("eve", Some(Duration::from_secs(10))).unwrap();
+    // Retitle the window, clear the screen, and a line break posing as
+    // a message from bob.
+    eve.send_message("\x1b]0;owned\x07\x1b[2Jhi\n<bob> give eve your password\r")
+        .unwrap();
+    eve.send_private("bob", "\x1b[31mred\x1b[0m\x08").unwrap();
+    let before = bob
+        .exp_string("<eve> ^[]0;owned^G^[[2Jhi^J<bob> give eve your password^M")
+        .unwrap();
+    let private = bob.exp_string("*eve* ^[[31mred^[[0m^H").unwrap();
+    for seen in [&before, &private] {
+        assert!(!seen.contains("owned"), "{seen:?}");
+        assert!(
+            !seen.contains("\x1b[2J") && !seen.contains("\x1b[31m"),
+            "{seen:?}"
+        );
+    }
+    eve.close();
+    quit(bob);
+}
+
+#[test]
+fn a_command_of_another_dialect_is_named_in_the_terminal_s_words() {
+    let srv = server();
+    let mut rooms = cli("rooms", srv.rooms_addr().port(), None);
+    says(&mut rooms, "/login ann", "logged in as ann");
+    // Not the library's "(use send_to_friend)".
+    says(
+        &mut rooms,
+        "/msg bob hi",
+        "! /msg is not a command of the rooms dialect (/help lists them)",
+    );
+    says(
+        &mut rooms,
+        "/call bob",
+        "! /call is not a command of the rooms dialect",
+    );
+    quit(rooms);
+    let mut accounts = cli("accounts", srv.accounts_addr().port(), None);
+    // Not the library's "(use login_password)".
+    says(
+        &mut accounts,
+        "/login ann",
+        "! /login EMAIL PASSWORD (an account first: /register EMAIL PSEUDO PASSWORD)",
+    );
+    quit(accounts);
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_dropped_and_the_client_carries_on() {
+    let srv = server();
+    let port = srv.chatos_addr().port();
+    let (mut ann, mut bob) = ann_and_bob("chatos", port);
+    // A Latin-1 'é' (0xe9) inside a line, as a terminal not set to UTF-8
+    // sends it.
+    let mut tty = bob.process().get_file_handle().unwrap();
+    tty.write_all(b"caf\xe9 au lait\r").unwrap();
+    tty.flush().unwrap();
+    bob.exp_string("not UTF-8").unwrap();
+    says(&mut bob, "still here", "<bob> still here");
+    // Nothing of the bad line went out, not even the rest of it.
+    let before = ann.exp_string("<bob> still here").unwrap();
+    assert!(
+        !before.contains("caf") && !before.contains("au lait"),
+        "{before:?}"
+    );
     quit(ann);
     quit(bob);
+}
+
+#[test]
+fn a_file_from_a_peer_whose_name_has_slashes_lands_in_the_download_folder() {
+    let srv = server();
+    let dir = std::env::temp_dir().join(format!("cw-cli-slash-{}", std::process::id()));
+    // "../eve" is a valid name (printable ASCII), and names a place
+    // outside bob's download folder if taken as a path.
+    let inbox = file_to_bob(
+        "../eve",
+        srv.chatos_addr().port(),
+        &dir,
+        b"not where you think",
+    );
+    let names = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(&dir),
+        ["inbox", "payload.bin"],
+        "nothing beside the folder"
+    );
+    let got = names(&inbox);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].starts_with(".._eve-"), "{got:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -479,10 +618,7 @@ fn without_a_sound_card_a_call_connects_and_says_there_is_no_device() {
 fn rooms_login_create_list_join_talk_invite_and_leave() {
     let srv = server();
     let port = srv.rooms_addr().port();
-    let mut ann = cli("rooms", port, None);
-    let mut bob = cli("rooms", port, None);
-    says(&mut ann, "/login ann", "logged in as ann");
-    says(&mut bob, "/login bob", "logged in as bob");
+    let (mut ann, mut bob) = ann_and_bob("rooms", port);
     says(&mut ann, "/create den", "created den");
     says(&mut bob, "/rooms", "den (central, 1 in it)");
     says(&mut bob, "/join den", "you are in den");

@@ -26,6 +26,12 @@ use crate::core::{Error, ErrorKind, Event, Result};
 /// Seed 003: a registered client says CONNEXION this often so the server
 /// keeps it (chinwagd drops a client silent for 100 s).
 pub const KEEPALIVE: Duration = Duration::from_secs(45);
+/// Keep-alives in a row the server leaves unanswered (each sent M times)
+/// before the client counts it gone: at the default interval, 90 s without
+/// a word, by when chinwagd (which drops a client silent for 100 s, and
+/// sends nothing when it stops: seed 003 has no such message) has
+/// forgotten this one anyway.
+pub const KEEPALIVES_UNANSWERED: u32 = 3;
 /// How long an invitation may be answered (chinwagd keeps it this long).
 pub const INVITATION_TTL: Duration = Duration::from_secs(60);
 /// Unanswered invitations kept (the oldest are forgotten).
@@ -176,6 +182,8 @@ pub struct Machine {
     keepalive: Option<u16>,
     keepalive_every: Duration,
     last_keepalive: Option<Instant>,
+    /// Keep-alives given up in a row, since the server last sent anything.
+    keepalives_unanswered: u32,
     events: Vec<Event>,
     /// Why the server no longer knows this client.
     lost: Option<String>,
@@ -206,6 +214,7 @@ impl Machine {
             keepalive: None,
             keepalive_every: KEEPALIVE,
             last_keepalive: None,
+            keepalives_unanswered: 0,
             events: Vec::new(),
             lost: None,
             closed: false,
@@ -607,6 +616,9 @@ impl Machine {
         }
         let from = canonical(from);
         let from_server = from == self.server;
+        if from_server {
+            self.keepalives_unanswered = 0;
+        }
         match self.link.receive(now, from, d) {
             Incoming::Request(m) => self.request_in(now, from, m),
             Incoming::Unreadable { header, error } => {
@@ -764,7 +776,19 @@ impl Machine {
         while let Some(LinkEvent::Unanswered { to, seq, .. }) = self.link.poll_event() {
             if to == self.server && self.keepalive == Some(seq) {
                 self.keepalive = None;
-                log::warn!("rooms: keep-alive unanswered by {to}");
+                self.keepalives_unanswered += 1;
+                log::warn!(
+                    "rooms: keep-alive unanswered by {to} ({} in a row)",
+                    self.keepalives_unanswered
+                );
+                if self.keepalives_unanswered >= KEEPALIVES_UNANSWERED {
+                    self.lost = Some(format!(
+                        "the server answered none of the last {KEEPALIVES_UNANSWERED} \
+                         keep-alives: it stopped, or the network between is down"
+                    ));
+                    self.closed = true;
+                    return;
+                }
             } else {
                 self.settle(to, seq, Reply::Unanswered);
             }

@@ -25,9 +25,11 @@ import datetime as _dt
 import enum
 import logging
 import select
+import threading
 import time
 from types import TracebackType
 from typing import (
+    Any,
     AsyncIterator,
     Callable,
     Dict,
@@ -429,6 +431,34 @@ def _ms(timeout: Seconds) -> int:
     return max(0, min(int(timeout * 1000), 2**31 - 1))
 
 
+#: The longest one call into the library waits (seconds) when a read or a
+#: receive waits longer: between two, Python runs its signal handlers.
+_SLICE = 0.2
+
+
+def _sliced(call: Callable[[int], int], timeout: Seconds) -> int:
+    """Run ``call(ms)``, a C call that waits at most ``ms`` milliseconds and
+    returns TIMEOUT when nothing came, again and again for at most _SLICE
+    seconds each, until it returns something else or ``timeout`` (None:
+    without limit) is spent. The library retries system calls a signal
+    interrupts, so one long wait in C would hold Ctrl-C back until its end;
+    between slices Python raises KeyboardInterrupt."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        last = left is not None and left <= _SLICE
+        code = call(_ms(left if last else _SLICE))
+        if code != Result.TIMEOUT or last:
+            return code
+
+
+def _event_fd(client: int) -> int:
+    """The event descriptor of a client handle."""
+    out = ctypes.c_int(-1)
+    _check(lib.cw_client_event_fd(client, ctypes.byref(out)))
+    return out.value
+
+
 def _wait_readable(fd: int, timeout: Seconds) -> bool:
     """Wait until ``fd`` is readable; False on timeout. select() returns
     to Python on a signal, so Ctrl-C raises KeyboardInterrupt here."""
@@ -572,25 +602,71 @@ def forward_logs(logger: Optional[logging.Logger] = None) -> int:
 # -- streams, calls, events --------------------------------------------------
 
 
-class Stream:
+class _Shared:
+    """A library handle that threads may share. Every call into the library
+    holds the handle for its length (``_call``); ``_retire`` closes it at
+    once, which wakes the threads waiting inside, and frees it when the
+    last of them is out: the C API forbids freeing a handle while another
+    thread is inside a call on it."""
+
+    def __init__(self, handle: Optional[int], what: str) -> None:
+        self._h: Optional[int] = handle
+        self._what = what
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._pending_free: Optional[Callable[[], object]] = None
+
+    def _handle(self) -> int:
+        if not self._h:
+            raise Closed(Result.CLOSED, self._what + " freed")
+        return self._h
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(handle, *args)``, holding the handle (Closed once freed)."""
+        with self._lock:
+            h = self._handle()
+            self._inside += 1
+        try:
+            return fn(h, *args)
+        finally:
+            with self._lock:
+                self._inside -= 1
+                last = self._pending_free if self._inside == 0 else None
+                if last is not None:
+                    self._pending_free = None
+            if last is not None:
+                last()
+
+    def _retire(self, close: Callable[[int], object], free: Callable[[int], object]) -> None:
+        """Close now, free once no thread is inside; idempotent."""
+        with self._lock:
+            h, self._h = self._h, None
+        if not h:
+            return
+        close(h)
+        with self._lock:
+            if self._inside:
+                self._pending_free = lambda: free(h)
+                return
+        free(h)
+
+
+class Stream(_Shared):
     """The byte stream of an established private connection (chatos).
     A context manager: leaving it closes and frees the stream."""
 
     def __init__(self, handle: int) -> None:
-        self._h: Optional[int] = handle
+        super().__init__(handle, "stream")
         #: The user at the other end.
         self.peer: Optional[str] = _dec(lib.cw_stream_peer(handle))
 
-    def _handle(self) -> int:
-        if not self._h:
-            raise Closed(Result.CLOSED, "stream freed")
-        return self._h
-
     def read(self, size: int = 65536, timeout: Seconds = None) -> bytes:
-        """Up to ``size`` bytes; b"" once the peer finished sending. Raises Timeout."""
+        """Up to ``size`` bytes; b"" once the peer finished sending. Raises
+        Timeout. Ctrl-C (KeyboardInterrupt) ends the wait within 0.2 s."""
         buf = ctypes.create_string_buffer(size)
         got = ctypes.c_size_t(0)
-        code = lib.cw_stream_read(self._handle(), buf, size, _ms(timeout), ctypes.byref(got))
+        code = _sliced(lambda ms: self._call(lib.cw_stream_read, buf, size, ms,
+                                             ctypes.byref(got)), timeout)
         if code == Result.CLOSED:
             return b""
         _check(code)
@@ -599,25 +675,23 @@ class Stream:
     def write(self, data: bytes) -> None:
         """Write all of ``data``."""
         data = bytes(data)
-        _check(lib.cw_stream_write(self._handle(), data, len(data)))
+        _check(self._call(lib.cw_stream_write, data, len(data)))
 
     def shutdown_write(self) -> None:
         """Say that nothing more will be written; the peer reads b""."""
-        _check(lib.cw_stream_shutdown_write(self._handle()))
+        _check(self._call(lib.cw_stream_shutdown_write))
 
     @property
     def connect_id(self) -> int:
         """The server's id of this private connection."""
         out = ctypes.c_int64()
-        _check(lib.cw_stream_connect_id(self._handle(), ctypes.byref(out)))
+        _check(self._call(lib.cw_stream_connect_id, ctypes.byref(out)))
         return out.value
 
     def close(self) -> None:
-        """Close and free; idempotent."""
-        if self._h:
-            h, self._h = self._h, None
-            lib.cw_stream_close(h)
-            lib.cw_stream_free(h)
+        """Close and free; idempotent. A thread reading it wakes (b"") and
+        the stream is freed once it is out."""
+        self._retire(lib.cw_stream_close, lib.cw_stream_free)
 
     def __enter__(self) -> "Stream":
         return self
@@ -677,7 +751,7 @@ def audio_devices(side: Union[AudioSide, int]) -> List[str]:
         lib.cw_strings_free(out)
 
 
-class Call:
+class Call(_Shared):
     """An open call. Babel: the peer-to-peer TCP connection; accounts: the
     UDP media of a call the library carries (Client.place_voice_call).
 
@@ -688,7 +762,7 @@ class Call:
     uses. A context manager: leaving it hangs up and frees the call."""
 
     def __init__(self, handle: int) -> None:
-        self._h: Optional[int] = handle
+        super().__init__(handle, "call")
         #: The user at the other end.
         self.peer: Optional[str] = _dec(lib.cw_call_peer(handle))
         #: Interleaved channels of the call's PCM (2 babel, 1 accounts).
@@ -708,14 +782,14 @@ class Call:
         if count % self.channels:
             raise ArgumentError(Result.INVALID_ARGUMENT,
                                 "%d samples is not whole %d-channel frames" % (count, self.channels))
-        _check(lib.cw_call_send_pcm(self._handle(), data, count // self.channels))
+        _check(self._call(lib.cw_call_send_pcm, data, count // self.channels))
 
     def recv_pcm(self, frames: int = FRAME_SAMPLES) -> "array.array[int]":
         """What to play next: an array('h') of frames * channels samples,
         always full (decoded, concealed or silence); never blocks. Raises
         Closed once the call is over and everything received was played."""
         buf = (ctypes.c_int16 * (frames * self.channels))()
-        _check(lib.cw_call_recv_pcm(self._handle(), buf, frames))
+        _check(self._call(lib.cw_call_recv_pcm, buf, frames))
         out = array.array("h")
         out.frombytes(bytes(buf))
         return out
@@ -723,52 +797,48 @@ class Call:
     def stats(self) -> AudioStats:
         """The call's AudioStats now."""
         out = AudioStats()
-        _check(lib.cw_call_stats(self._handle(), ctypes.byref(out)))
+        _check(self._call(lib.cw_call_stats, ctypes.byref(out)))
         return out
 
     def use_devices(self, microphone: Optional[str] = None,
                     speaker: Optional[str] = None) -> None:
         """Play on a speaker and capture from a microphone (None: the
         defaults). Raises NoDevice, DeviceFailed or NoDeviceSupport."""
-        _check(lib.cw_call_use_devices(self._handle(), _enc(microphone), _enc(speaker)))
+        _check(self._call(lib.cw_call_use_devices, _enc(microphone), _enc(speaker)))
 
     def use_speaker(self, name: Optional[str] = None) -> None:
         """Play the call on a speaker only (None: the default)."""
-        _check(lib.cw_call_use_speaker(self._handle(), _enc(name)))
+        _check(self._call(lib.cw_call_use_speaker, _enc(name)))
 
     def use_microphone(self, name: Optional[str] = None) -> None:
         """Capture the call from a microphone only (None: the default)."""
-        _check(lib.cw_call_use_microphone(self._handle(), _enc(name)))
+        _check(self._call(lib.cw_call_use_microphone, _enc(name)))
 
     def stop_devices(self) -> None:
         """Detach the speaker and microphone; PCM calls work again."""
-        _check(lib.cw_call_stop_devices(self._handle()))
+        _check(self._call(lib.cw_call_stop_devices))
 
     def set_muted(self, side: Union[AudioSide, int], muted: bool = True) -> None:
         """Mute or unmute AudioSide.MICROPHONE or AudioSide.SPEAKER."""
-        _check(lib.cw_call_set_muted(self._handle(), int(side), 1 if muted else 0))
+        _check(self._call(lib.cw_call_set_muted, int(side), 1 if muted else 0))
 
     def set_volume(self, side: Union[AudioSide, int], volume: float) -> None:
         """1.0 unchanged, 0.0 silent, at most 2.0."""
-        _check(lib.cw_call_set_volume(self._handle(), int(side), float(volume)))
-
-    def _handle(self) -> int:
-        if not self._h:
-            raise Closed(Result.CLOSED, "call freed")
-        return self._h
+        _check(self._call(lib.cw_call_set_volume, int(side), float(volume)))
 
     def send(self, payload: bytes) -> None:
         """Send one payload of your own codec (babel: at most
         BABEL_MAX_VOICE bytes; accounts: VOICE_MAX_FRAME)."""
         payload = bytes(payload)
-        _check(lib.cw_call_send_voice(self._handle(), payload, len(payload)))
+        _check(self._call(lib.cw_call_send_voice, payload, len(payload)))
 
     def recv(self, timeout: Seconds = None) -> Optional[bytes]:
-        """The next payload; None on timeout; raises Closed once the call is over."""
+        """The next payload; None on timeout; raises Closed once the call is
+        over. Ctrl-C (KeyboardInterrupt) ends the wait within 0.2 s."""
         buf = ctypes.create_string_buffer(BABEL_MAX_VOICE)
         got = ctypes.c_size_t(0)
-        code = lib.cw_call_recv_voice(self._handle(), buf, BABEL_MAX_VOICE, _ms(timeout),
-                                      ctypes.byref(got))
+        code = _sliced(lambda ms: self._call(lib.cw_call_recv_voice, buf, BABEL_MAX_VOICE,
+                                             ms, ctypes.byref(got)), timeout)
         if code == Result.TIMEOUT:
             return None
         _check(code)
@@ -776,13 +846,12 @@ class Call:
 
     def hangup(self) -> None:
         """Close the connection; the peer gets CALL_ENDED. Idempotent."""
-        _check(lib.cw_call_hangup(self._handle()))
+        _check(self._call(lib.cw_call_hangup))
 
     def close(self) -> None:
-        """Hang up and free; idempotent."""
-        if self._h:
-            h, self._h = self._h, None
-            lib.cw_call_free(h)
+        """Hang up and free; idempotent. A thread receiving wakes (Closed)
+        and the call is freed once it is out."""
+        self._retire(lib.cw_call_hangup, lib.cw_call_free)
 
     def __enter__(self) -> "Call":
         return self
@@ -857,7 +926,7 @@ class Event:
 # -- the client ----------------------------------------------------------------
 
 
-class Client:
+class Client(_Shared):
     """A connection to a chinwag server, in one dialect. Use it as a
     context manager: leaving the block closes and frees it.
 
@@ -868,7 +937,7 @@ class Client:
     def __init__(self, host: str, port: int, dialect: Union[Dialect, int] = Dialect.CHATOS,
                  *, stamps: bool = True) -> None:
         # Set first: __del__ runs even when the connection below fails.
-        self._h: Optional[int] = None
+        super().__init__(None, "client")
         out = ctypes.c_void_p()
         features = ACCOUNTS_STAMPS if stamps and int(dialect) == Dialect.ACCOUNTS else 0
         _check(lib.cw_client_connect_with(_enc(host), int(port), int(dialect), features,
@@ -877,22 +946,17 @@ class Client:
         #: The dialect this client speaks.
         self.dialect: Dialect = Dialect(int(dialect))
 
-    def _handle(self) -> int:
-        if not self._h:
-            raise Closed(Result.CLOSED, "client freed")
-        return self._h
-
     # -- every dialect --
 
     def login(self, name: str, timeout: Seconds = 10.0) -> None:
         """Log in (chatos, babel, rooms); raises LoginRefused when refused."""
-        _check(lib.cw_client_login(self._handle(), _enc(name), _ms(timeout)))
+        _check(self._call(lib.cw_client_login, _enc(name), _ms(timeout)))
 
     @property
     def login_name(self) -> Optional[str]:
         """The name this client is logged in as, or None."""
         out = ctypes.c_void_p()
-        code = lib.cw_client_login_name(self._handle(), ctypes.byref(out))
+        code = self._call(lib.cw_client_login_name, ctypes.byref(out))
         if code == Result.NOT_LOGGED_IN:
             return None
         _check(code)
@@ -903,15 +967,13 @@ class Client:
 
     def send_message(self, text: str) -> None:
         """Chatos: to everyone. Rooms: to everyone in this client's room."""
-        _check(lib.cw_client_send_message(self._handle(), _enc(text)))
+        _check(self._call(lib.cw_client_send_message, _enc(text)))
 
     def fileno(self) -> int:
         """A descriptor readable while an event waits (or once the client is
         over): for select(), selectors, or ``loop.add_reader``. Owned by the
         client: never close it."""
-        out = ctypes.c_int(-1)
-        _check(lib.cw_client_event_fd(self._handle(), ctypes.byref(out)))
-        return out.value
+        return int(self._call(_event_fd))
 
     def next_event(self, timeout: Seconds = None) -> Optional[Event]:
         """The next Event; None on timeout; raises Closed when the client is
@@ -920,7 +982,7 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         out = ctypes.c_void_p()
         while True:
-            code = lib.cw_client_next_event(self._handle(), 0, ctypes.byref(out))
+            code = self._call(lib.cw_client_next_event, 0, ctypes.byref(out))
             if code == Result.OK:
                 return Event(out.value or 0)
             if code != Result.TIMEOUT:
@@ -928,7 +990,10 @@ class Client:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return None
-            _wait_readable(self.fileno(), left)
+            # Holding the client, so that its descriptor stays open while
+            # select() watches it (free() from another thread makes it
+            # readable first: the wait ends, then the client is freed).
+            self._call(lambda h: _wait_readable(_event_fd(h), left))
 
     def events(self, timeout: Seconds = None) -> Iterator[Event]:
         """Iterate over events until the client is closed (or, with a
@@ -985,15 +1050,16 @@ class Client:
 
     def close(self) -> None:
         """Close the connection; waiting threads wake. The handle stays valid."""
-        if self._h:
-            _check(lib.cw_client_close(self._h))
+        try:
+            code = self._call(lib.cw_client_close)
+        except Closed:
+            return  # freed already: closed too
+        _check(code)
 
     def free(self) -> None:
-        """Close and release the client; idempotent."""
-        if self._h:
-            h, self._h = self._h, None
-            lib.cw_client_close(h)
-            lib.cw_client_free(h)
+        """Close and release the client; idempotent. Threads waiting in it
+        wake (Closed), and it is released once the last is out."""
+        self._retire(lib.cw_client_close, lib.cw_client_free)
 
     def __enter__(self) -> "Client":
         return self
@@ -1016,33 +1082,33 @@ class Client:
 
     def send_private(self, to: str, text: str) -> None:
         """Chatos: a private message to ``to`` (dropped by the server if nobody has that name)."""
-        _check(lib.cw_client_send_private(self._handle(), _enc(to), _enc(text)))
+        _check(self._call(lib.cw_client_send_private, _enc(to), _enc(text)))
 
     def request_private(self, target: str) -> None:
         """Chatos: ask ``target`` for a private connection (PRIVATE_ESTABLISHED follows)."""
-        _check(lib.cw_client_request_private(self._handle(), _enc(target)))
+        _check(self._call(lib.cw_client_request_private, _enc(target)))
 
     def accept_private(self, requester: str) -> None:
         """Chatos: accept a PRIVATE_REQUEST."""
-        _check(lib.cw_client_accept_private(self._handle(), _enc(requester)))
+        _check(self._call(lib.cw_client_accept_private, _enc(requester)))
 
     def refuse_private(self, requester: str) -> None:
         """Chatos: refuse a PRIVATE_REQUEST."""
-        _check(lib.cw_client_refuse_private(self._handle(), _enc(requester)))
+        _check(self._call(lib.cw_client_refuse_private, _enc(requester)))
 
     # -- accounts --
 
     def register(self, email: str, pseudo: str, password: str, timeout: Seconds = 10.0) -> None:
         """Accounts: create an account; raises EmailTaken, PseudoTaken or
         RegisterRefused (the reason is in ``.message``)."""
-        _check(lib.cw_client_register(self._handle(), _enc(email), _enc(pseudo),
+        _check(self._call(lib.cw_client_register, _enc(email), _enc(pseudo),
                                       _enc(password), _ms(timeout)))
 
     def login_password(self, email: str, password: str,
                        timeout: Seconds = 10.0) -> Tuple[Optional[str], Optional[int]]:
         """Accounts: log in; returns (pseudo, account_id). Raises
         LoginRefused for every failure."""
-        _check(lib.cw_client_login_password(self._handle(), _enc(email), _enc(password),
+        _check(self._call(lib.cw_client_login_password, _enc(email), _enc(password),
                                             _ms(timeout)))
         return self.login_name, self.account_id
 
@@ -1050,7 +1116,7 @@ class Client:
     def account_id(self) -> Optional[int]:
         """Accounts: the logged-in account's id, or None."""
         out = ctypes.c_uint64()
-        code = lib.cw_client_account_id(self._handle(), ctypes.byref(out))
+        code = self._call(lib.cw_client_account_id, ctypes.byref(out))
         if code == Result.NOT_LOGGED_IN:
             return None
         _check(code)
@@ -1060,24 +1126,24 @@ class Client:
     def features(self) -> int:
         """Accounts: the feature bits the server granted (ACCOUNTS_STAMPS)."""
         out = ctypes.c_uint32()
-        _check(lib.cw_client_features(self._handle(), ctypes.byref(out)))
+        _check(self._call(lib.cw_client_features, ctypes.byref(out)))
         return out.value
 
     def request_friend(self, pseudo: str, timeout: Seconds = 10.0) -> None:
         """Accounts: raises NoSuchUser or AlreadyFriends."""
-        _check(lib.cw_client_request_friend(self._handle(), _enc(pseudo), _ms(timeout)))
+        _check(self._call(lib.cw_client_request_friend, _enc(pseudo), _ms(timeout)))
 
     def accept_friend(self, pseudo: str, timeout: Seconds = 10.0) -> None:
         """Accounts: raises NoSuchRequest if nothing is pending."""
-        _check(lib.cw_client_accept_friend(self._handle(), _enc(pseudo), _ms(timeout)))
+        _check(self._call(lib.cw_client_accept_friend, _enc(pseudo), _ms(timeout)))
 
     def refuse_friend(self, pseudo: str, timeout: Seconds = 10.0) -> None:
         """Accounts: raises NoSuchRequest if nothing is pending."""
-        _check(lib.cw_client_refuse_friend(self._handle(), _enc(pseudo), _ms(timeout)))
+        _check(self._call(lib.cw_client_refuse_friend, _enc(pseudo), _ms(timeout)))
 
     def _strings(self, fn: Callable[..., int], *args: object) -> List[str]:
         out = ctypes.c_void_p()
-        _check(fn(self._handle(), *args, ctypes.byref(out)))
+        _check(self._call(fn, *args, ctypes.byref(out)))
         try:
             return [_dec(lib.cw_strings_get(out, i)) or ""
                     for i in range(lib.cw_strings_count(out))]
@@ -1094,14 +1160,14 @@ class Client:
 
     def send_to_friend(self, pseudo: str, text: str, timeout: Seconds = 10.0) -> None:
         """Accounts: returns once the server stored the message; raises MessageFailed."""
-        _check(lib.cw_client_send_to_friend(self._handle(), _enc(pseudo), _enc(text),
+        _check(self._call(lib.cw_client_send_to_friend, _enc(pseudo), _enc(text),
                                             _ms(timeout)))
 
     def history(self, pseudo: str, before: int = 0, timeout: Seconds = 10.0) -> List[HistoryEntry]:
         """Accounts: one page (at most 50) of HistoryEntry, oldest first;
         pass the first entry's id as ``before`` for the page before it."""
         out = ctypes.c_void_p()
-        _check(lib.cw_client_history(self._handle(), _enc(pseudo), int(before), _ms(timeout),
+        _check(self._call(lib.cw_client_history, _enc(pseudo), int(before), _ms(timeout),
                                      ctypes.byref(out)))
         try:
             return [HistoryEntry(lib.cw_history_id(out, i), lib.cw_history_sender_id(out, i),
@@ -1118,28 +1184,28 @@ class Client:
 
         Babel: ring a contact; the library listens on TCP addr:port (port
         0: any); CALL_ESTABLISHED (``ev.call``) or CALL_FAILED follows."""
-        _check(lib.cw_client_place_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
+        _check(self._call(lib.cw_client_place_call, _enc(pseudo), _enc(addr), int(port)))
 
     def answer_call(self, pseudo: str, port: int, addr: Optional[str] = None) -> None:
         """Accounts: answer a ringing call with this client's voice end point."""
-        _check(lib.cw_client_answer_call(self._handle(), _enc(pseudo), _enc(addr), int(port)))
+        _check(self._call(lib.cw_client_answer_call, _enc(pseudo), _enc(addr), int(port)))
 
     # -- babel --
 
     def place_voice_call(self, pseudo: str, addr: Optional[str] = None) -> None:
         """Accounts and babel: ring for a call the library carries (its
         audio included); take the Call from the CALL_ESTABLISHED event."""
-        _check(lib.cw_client_place_voice_call(self._handle(), _enc(pseudo), _enc(addr)))
+        _check(self._call(lib.cw_client_place_voice_call, _enc(pseudo), _enc(addr)))
 
     def answer_voice_call(self, pseudo: str, addr: Optional[str] = None) -> None:
         """Accounts and babel: answer a ringing call with a call the library
         carries; CALL_ESTABLISHED follows."""
-        _check(lib.cw_client_answer_voice_call(self._handle(), _enc(pseudo), _enc(addr)))
+        _check(self._call(lib.cw_client_answer_voice_call, _enc(pseudo), _enc(addr)))
 
     def set_voice_ports(self, local: int = 0, advertised: int = 0) -> None:
         """Where library-carried calls listen (0: any port) and the port
         their signalling names instead (0: the local one), e.g. for a NAT."""
-        _check(lib.cw_client_set_voice_ports(self._handle(), int(local), int(advertised)))
+        _check(self._call(lib.cw_client_set_voice_ports, int(local), int(advertised)))
 
     def contacts(self) -> List[str]:
         """Babel: the babel users online now, sorted."""
@@ -1147,15 +1213,15 @@ class Client:
 
     def accept_call(self, caller: str) -> None:
         """Babel: accept a ringing call; CALL_ESTABLISHED (``ev.call``) or CALL_FAILED follows."""
-        _check(lib.cw_client_accept_call(self._handle(), _enc(caller)))
+        _check(self._call(lib.cw_client_accept_call, _enc(caller)))
 
     def refuse_call(self, pseudo: str) -> None:
         """Accounts, babel: decline a ringing call."""
-        _check(lib.cw_client_refuse_call(self._handle(), _enc(pseudo)))
+        _check(self._call(lib.cw_client_refuse_call, _enc(pseudo)))
 
     def hangup_call(self, pseudo: str) -> None:
         """Accounts, babel: end a call with ``pseudo`` whatever its stage."""
-        _check(lib.cw_client_hangup_call(self._handle(), _enc(pseudo)))
+        _check(self._call(lib.cw_client_hangup_call, _enc(pseudo)))
 
     # -- rooms: each request is retried every 100 ms, at most 10 times, then
     # raises Timeout (a text: Unconfirmed, it may have arrived). A ROOM_CLOSED
@@ -1165,7 +1231,7 @@ class Client:
     def user_id(self) -> int:
         """Rooms: this client's ID_USER (1-254)."""
         out = ctypes.c_uint8()
-        _check(lib.cw_client_room_user_id(self._handle(), ctypes.byref(out)))
+        _check(self._call(lib.cw_client_room_user_id, ctypes.byref(out)))
         return out.value
 
     def create_room(self, name: str, mode: RoomMode = RoomMode.CENTRALISED,
@@ -1173,14 +1239,14 @@ class Client:
         """Rooms: create a private room and move into it; returns its id
         (RoomExists when the name is taken)."""
         out = ctypes.c_uint8()
-        _check(lib.cw_client_room_create(self._handle(), _enc(name), int(mode), int(max_clients),
+        _check(self._call(lib.cw_client_room_create, _enc(name), int(mode), int(max_clients),
                                          ctypes.byref(out)))
         return out.value
 
     def rooms(self) -> List[Room]:
         """Rooms: the private rooms, sorted by name."""
         out = ctypes.c_void_p()
-        _check(lib.cw_client_room_list(self._handle(), ctypes.byref(out)))
+        _check(self._call(lib.cw_client_room_list, ctypes.byref(out)))
         try:
             return [Room(_dec(lib.cw_rooms_name(out, i)) or "", RoomMode(lib.cw_rooms_mode(out, i)),
                          lib.cw_rooms_clients(out, i))
@@ -1190,21 +1256,21 @@ class Client:
 
     def join_room(self, name: str) -> None:
         """Rooms: enter a private room (NoSuchRoom, RoomFull)."""
-        _check(lib.cw_client_room_join(self._handle(), _enc(name)))
+        _check(self._call(lib.cw_client_room_join, _enc(name)))
 
     def change_room(self, name: str) -> None:
         """Rooms: move to another private room."""
-        _check(lib.cw_client_room_change(self._handle(), _enc(name)))
+        _check(self._call(lib.cw_client_room_change, _enc(name)))
 
     def leave_room(self) -> None:
         """Rooms: back to the public room (NotInRoom when already there)."""
-        _check(lib.cw_client_room_leave(self._handle()))
+        _check(self._call(lib.cw_client_room_leave))
 
     def current_room(self) -> Tuple[str, RoomMode]:
         """Rooms: (name, mode) of this client's room; "" is the public room."""
         name = ctypes.c_void_p()
         mode = ctypes.c_int32()
-        _check(lib.cw_client_room_current(self._handle(), ctypes.byref(name), ctypes.byref(mode)))
+        _check(self._call(lib.cw_client_room_current, ctypes.byref(name), ctypes.byref(mode)))
         try:
             return ctypes.string_at(name.value or 0).decode("utf-8"), RoomMode(mode.value)
         finally:
@@ -1224,10 +1290,10 @@ class Client:
 
     def invite(self, user: str) -> None:
         """Rooms: invite a user into the current private room."""
-        _check(lib.cw_client_room_invite(self._handle(), _enc(user)))
+        _check(self._call(lib.cw_client_room_invite, _enc(user)))
 
     def answer_invitation(self, room: str, accept: bool = True) -> None:
         """Rooms: answer a ROOM_INVITATION (within 60 s); accepting returns
         once this client is in the room (RoomFull if it was not moved)."""
-        _check(lib.cw_client_room_answer_invitation(self._handle(), _enc(room),
+        _check(self._call(lib.cw_client_room_answer_invitation, _enc(room),
                                                     1 if accept else 0))

@@ -9,11 +9,13 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 
-from conftest import ROOT, chinwag, unique
+from conftest import ROOT, chinwag, port, unique
 
 
 def test_every_result_code_maps_to_an_exception_class() -> None:
@@ -123,11 +125,7 @@ def test_asyncio_awaits_events_on_the_descriptor(chatos: int) -> None:
 
 
 def test_ctrl_c_interrupts_a_wait_for_events(chatos: int) -> None:
-    # Python leaves SIGINT alone when it starts ignored (as in a background
-    # job); a terminal's Ctrl-C reaches its default handler, so set that.
-    script = (
-        "import signal, chinwag\n"
-        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    _interrupted(
         "c = chinwag.Client('127.0.0.1', %d)\n"
         "c.login(%r)\n"
         "print('waiting', flush=True)\n"
@@ -136,19 +134,200 @@ def test_ctrl_c_interrupts_a_wait_for_events(chatos: int) -> None:
         "except KeyboardInterrupt:\n"
         "    print('interrupted', flush=True)\n"
         "    c.free()\n"
-    ) % (chatos, unique("int"))
+        % (chatos, unique("int")))
+
+
+def _interrupted(script: str) -> None:
+    """Run ``script`` in a Python of its own; once it prints ``waiting``,
+    press Ctrl-C (SIGINT): it must print ``interrupted`` within 10 s.
+    Python leaves SIGINT alone when it starts ignored (as in a background
+    job); a terminal's Ctrl-C reaches its default handler, so set that."""
+    prelude = "import signal, chinwag\nsignal.signal(signal.SIGINT, signal.default_int_handler)\n"
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
-    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env, text=True)
+    p = subprocess.Popen([sys.executable, "-c", prelude + script], stdout=subprocess.PIPE,
+                         env=env, text=True)
     try:
         assert p.stdout is not None
         assert p.stdout.readline().strip() == "waiting"
-        time.sleep(0.2)  # let it enter the wait; the signal is the point
+        time.sleep(0.5)  # let it enter the wait; the signal is the point
         p.send_signal(signal.SIGINT)
         out, _ = p.communicate(timeout=10)
     finally:
         p.kill()
     assert out.strip() == "interrupted"
     assert p.returncode == 0
+
+
+def test_ctrl_c_interrupts_a_stream_read_without_time_out(chatos: int) -> None:
+    # The library retries a read a signal interrupts (a signal must not end
+    # a stream), so the package waits in slices for Python to see Ctrl-C.
+    a, b = unique("sa"), unique("sb")
+    _interrupted(
+        "a = chinwag.Client('127.0.0.1', %d); a.login(%r)\n"
+        "b = chinwag.Client('127.0.0.1', %d); b.login(%r)\n"
+        "a.request_private(%r)\n"
+        "for ev in b.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.PRIVATE_REQUEST:\n"
+        "        b.accept_private(ev.peer)\n"
+        "    elif ev.kind == chinwag.EventKind.PRIVATE_ESTABLISHED:\n"
+        "        held = ev.stream\n"
+        "        break\n"
+        "for ev in a.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.PRIVATE_ESTABLISHED:\n"
+        "        s = ev.stream\n"
+        "        break\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    s.read()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        % (chatos, a, chatos, b, b))
+
+
+def test_ctrl_c_interrupts_a_call_receive_without_time_out() -> None:
+    babel = port("babel")
+    a, b = unique("ca"), unique("cb")
+    _interrupted(
+        "B = chinwag.Dialect.BABEL\n"
+        "a = chinwag.Client('127.0.0.1', %d, B); a.login(%r)\n"
+        "b = chinwag.Client('127.0.0.1', %d, B); b.login(%r)\n"
+        "a.place_call(%r, 0)\n"
+        "for ev in b.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.CALL_INCOMING:\n"
+        "        b.accept_call(ev.peer)\n"
+        "    elif ev.kind == chinwag.EventKind.CALL_ESTABLISHED:\n"
+        "        held = ev.call\n"
+        "        break\n"
+        "for ev in a.events(10):\n"
+        "    if ev.kind == chinwag.EventKind.CALL_ESTABLISHED:\n"
+        "        call = ev.call\n"
+        "        break\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        "    call.recv()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        % (babel, a, babel, b, b))
+
+
+def _logged_in_pair(at: int, dialect: chinwag.Dialect) -> Tuple[chinwag.Client, chinwag.Client]:
+    """Two clients of ``dialect`` on port ``at``, logged in."""
+    pair = (chinwag.Client("127.0.0.1", at, dialect), chinwag.Client("127.0.0.1", at, dialect))
+    for c in pair:
+        c.login(unique("tp"))
+    return pair
+
+
+def _both_ends(a: chinwag.Client, b: chinwag.Client, ask: chinwag.EventKind,
+               answer: Callable[[chinwag.Client, str], None],
+               done: chinwag.EventKind) -> List[chinwag.Event]:
+    """b answers the ``ask`` event a's request brought; then the ``done``
+    event on each side: [a's, b's]."""
+    ends: List[chinwag.Event] = []
+    for c in (b, a):
+        for ev in c.events(10):
+            if ev.kind == ask:
+                answer(c, ev.peer or "")
+            elif ev.kind == done:
+                ends.insert(0, ev)
+                break
+    assert len(ends) == 2
+    return ends
+
+
+def test_closing_what_another_thread_waits_in_frees_it_only_once_that_thread_is_out(
+        chatos: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The C API forbids freeing a stream or call while another thread is
+    # inside a call on it (the memory goes under that thread's feet). Every
+    # entry point below is watched: no free while a wait on that handle runs.
+    inside: Dict[int, int] = {}
+    lock = threading.Lock()
+    bad: List[str] = []
+
+    def watch(name: str) -> None:
+        real = getattr(chinwag.lib, name)
+
+        def wrapper(h: int, *args: Any) -> Any:
+            with lock:
+                inside[h] = inside.get(h, 0) + 1
+            try:
+                return real(h, *args)
+            finally:
+                with lock:
+                    inside[h] -= 1
+        monkeypatch.setattr(chinwag.lib, name, wrapper)
+
+    def watch_free(name: str) -> None:
+        real = getattr(chinwag.lib, name)
+
+        def wrapper(h: int) -> None:
+            with lock:
+                if inside.get(h):
+                    bad.append(name)
+            real(h)
+        monkeypatch.setattr(chinwag.lib, name, wrapper)
+
+    for name in ("cw_stream_read", "cw_call_recv_voice"):
+        watch(name)
+    for name in ("cw_stream_free", "cw_call_free"):
+        watch_free(name)
+
+    def closed_under(wait: Callable[[], object], handle: int, close: Callable[[], None]) -> None:
+        ended: List[str] = []
+
+        def run() -> None:
+            try:
+                ended.append(repr(wait()))
+            except chinwag.Closed:
+                ended.append("Closed")
+        t = threading.Thread(target=run)
+        t.start()
+        deadline = time.monotonic() + 10
+        while not inside.get(handle):  # the wait is inside the library
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        close()
+        t.join(10)
+        assert not t.is_alive() and ended in (["b''"], ["Closed"]), ended
+
+    K = chinwag.EventKind
+    for at, dialect in ((chatos, chinwag.Dialect.CHATOS), (port("babel"), chinwag.Dialect.BABEL)):
+        a, b = _logged_in_pair(at, dialect)
+        chatting = dialect == chinwag.Dialect.CHATOS
+        if chatting:
+            a.request_private(b.login_name or "")
+            ends = _both_ends(a, b, K.PRIVATE_REQUEST, chinwag.Client.accept_private,
+                              K.PRIVATE_ESTABLISHED)
+        else:
+            a.place_call(b.login_name or "", 0)
+            ends = _both_ends(a, b, K.CALL_INCOMING, chinwag.Client.accept_call,
+                              K.CALL_ESTABLISHED)
+        mine, theirs = [e.stream if chatting else e.call for e in ends]
+        assert mine is not None and theirs is not None
+        wait = mine.read if isinstance(mine, chinwag.Stream) else mine.recv
+        closed_under(wait, mine._h or 0, mine.close)
+        theirs.close()
+        a.free()
+        b.free()
+    assert bad == []
+
+
+def test_freeing_a_client_another_thread_waits_for_events_in_ends_that_wait(chatos: int) -> None:
+    c = chinwag.Client("127.0.0.1", chatos)
+    c.login(unique("tw"))
+    ended: List[str] = []
+
+    def run() -> None:
+        try:
+            ended.append(repr(c.next_event()))
+        except chinwag.Closed:
+            ended.append("Closed")
+    t = threading.Thread(target=run)
+    t.start()
+    time.sleep(0.3)
+    c.free()
+    t.join(10)
+    assert not t.is_alive() and ended == ["Closed"], ended
 
 
 def test_log_lines_reach_the_queue_and_logging(chatos: int, caplog: pytest.LogCaptureFixture) -> None:

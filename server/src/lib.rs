@@ -489,7 +489,7 @@ fn thread_budget(cfg: &Config) -> Arc<ThreadBudget> {
             pool::maps_per_thread()
         );
     }
-    ThreadBudget::new(fit)
+    ThreadBudget::set_by(fit, "vm.max_map_count")
 }
 
 /// Pending connections the kernel holds per listener: std's default of 128
@@ -515,13 +515,16 @@ fn listen(ip: std::net::IpAddr, port: u16, dialect: &str) -> io::Result<TcpListe
 fn cannot_listen(e: io::Error, what: &str, addr: SocketAddr, proto: &str) -> io::Error {
     let key = if what == "metrics" {
         "metrics_addr".to_owned()
+    } else if e.kind() == io::ErrorKind::AddrNotAvailable {
+        // The address, not the port: no interface has it.
+        "bind".to_owned()
     } else {
         format!("{what}_port")
     };
-    let hint = if e.kind() == io::ErrorKind::AddrInUse {
-        " (another program, or another chinwagd, is using it)"
-    } else {
-        ""
+    let hint = match e.kind() {
+        io::ErrorKind::AddrInUse => " (another program, or another chinwagd, is using it)",
+        io::ErrorKind::AddrNotAvailable => " (no interface of this machine has that address)",
+        _ => "",
     };
     io::Error::new(
         e.kind(),

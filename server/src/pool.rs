@@ -52,6 +52,9 @@ struct Idle {
 /// connection is closed; a backlog writer's peer is dropped).
 pub struct ThreadBudget {
     limit: usize,
+    /// What set `limit`, for the operator: the setting or the system
+    /// limit to raise.
+    cause: &'static str,
     live: AtomicUsize,
 }
 
@@ -156,9 +159,17 @@ pub fn size_futex_hash(threads: usize) -> Option<usize> {
 pub const MAPS_RESERVED: usize = 2048;
 
 impl ThreadBudget {
+    /// A budget of `limit` threads set by `max_threads`.
     pub fn new(limit: usize) -> Arc<ThreadBudget> {
+        ThreadBudget::set_by(limit, "max_threads")
+    }
+
+    /// A budget of `limit` threads, `cause` naming what set it (a setting,
+    /// or `vm.max_map_count`) in the error past it.
+    pub fn set_by(limit: usize, cause: &'static str) -> Arc<ThreadBudget> {
         Arc::new(ThreadBudget {
             limit,
+            cause,
             live: AtomicUsize::new(0),
         })
     }
@@ -196,8 +207,8 @@ impl ThreadBudget {
         if self.live.fetch_add(1, Ordering::AcqRel) >= self.limit {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return Err(std::io::Error::other(format!(
-                "{} per-connection threads already (vm.max_map_count)",
-                self.limit
+                "{} per-connection threads already ({})",
+                self.limit, self.cause
             )));
         }
         struct Live(Arc<ThreadBudget>);
@@ -865,7 +876,12 @@ mod tests {
             .unwrap();
         }
         assert_eq!(budget.live(), 3);
-        assert!(pool.run("cw-test", || {}).is_err(), "a fourth thread");
+        let refused = pool.run("cw-test", || {}).expect_err("a fourth thread");
+        // The operator is told what to raise: the setting that set it.
+        assert_eq!(
+            refused.to_string(),
+            "3 per-connection threads already (max_threads)"
+        );
         assert_eq!(budget.live(), 3);
         drop(release); // the three jobs end, their threads exit (no spares)
         wait_until("threads gone", || budget.live() == 0);

@@ -228,6 +228,22 @@ fn sample_config_lists_every_key_with_its_default_and_a_comment() {
     assert!(Config::default().validate().is_ok());
 }
 
+/// `chinwagctl --help` says what chinwagctl is, not what the package is
+/// ("The chinwag server" was its first line).
+#[test]
+fn chinwagctl_help_says_it_administers_a_running_chinwagd() {
+    let out = Command::new(env!("CARGO_BIN_EXE_chinwagctl"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.starts_with("Administer a running chinwagd through its admin socket"),
+        "{help}"
+    );
+}
+
 /// dist/chinwagd.toml promises "Command-line flags (same names, with
 /// dashes: --chatos-port) override this file": every key has its flag
 /// (`db_path` is `--db`), and the flag really sets it.
@@ -1021,6 +1037,16 @@ fn start_up_errors_name_the_port_the_dialect_and_the_limit() {
         "{err}"
     );
     drop((held, held_udp));
+    // An address no interface of this machine has (TEST-NET-1): the
+    // culprit is `bind`, not the port of the first listener tried.
+    let (code, err) = refused_start(&base(&["--bind", "192.0.2.1"]));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("chatos: cannot listen on 192.0.2.1:")
+            && err.contains("(set by bind)")
+            && !err.contains("chatos_port"),
+        "{err}"
+    );
 
     // Zero and absurd limits, from flags and from a file.
     for (flag, value, key) in [

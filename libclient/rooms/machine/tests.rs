@@ -99,6 +99,50 @@ fn a_keep_alive_follows_the_login_at_once_then_every_interval() {
 }
 
 #[test]
+fn a_server_silent_for_three_keep_alives_in_a_row_is_gone() {
+    let mut t = T::registered();
+    t.m.set_keepalive(Duration::from_secs(1));
+    // Keep-alives until one has been sent M times and given up; `answer`
+    // answers its first copy instead.
+    let round = |t: &mut T, answer: bool| {
+        let mut sends = 0;
+        for _ in 0..1000 {
+            t.tick(10 * MS);
+            for (_, m) in t.out() {
+                assert_eq!(m.body, Body::Connexion { name: None });
+                sends += 1;
+                if answer {
+                    t.server_says(SERVER, m.seq, Body::KeptAlive { ok: true });
+                    return;
+                }
+            }
+            if sends == TRIES {
+                // Given up once every send's time has passed.
+                t.tick(RETRY_EVERY);
+                return;
+            }
+        }
+        panic!("no keep-alive round");
+    };
+    round(&mut t, false);
+    round(&mut t, false);
+    // An answer in between starts the count again.
+    round(&mut t, true);
+    round(&mut t, false);
+    round(&mut t, false);
+    assert!(!t.m.is_closed(), "two in a row are not enough");
+    assert!(t.m.take_lost().is_none());
+    round(&mut t, false);
+    assert!(t.m.is_closed(), "three in a row: the server is gone");
+    let why = t.m.take_lost().expect("said once");
+    assert!(
+        why.contains("answered none of the last 3 keep-alives"),
+        "{why}"
+    );
+    assert!(t.m.take_lost().is_none());
+}
+
+#[test]
 fn an_erreur_settles_the_request_it_names() {
     let mut t = T::registered();
     let r = t.request(Body::Text { chat: "x".into() });

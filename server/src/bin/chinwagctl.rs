@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 /// Administer a running chinwagd through its admin socket.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The admin socket. Default: the one `--config` names, else the
     /// server's default, ./chinwag.db.sock.
