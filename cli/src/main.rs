@@ -8,6 +8,7 @@ mod clock;
 mod session;
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -27,7 +28,8 @@ const USAGE: &str = "\
 usage: chinwag [--host HOST] [--port PORT] [--downloads DIR] [--login NAME] DIALECT
 
 DIALECT is chatos (port 7001), babel (7002), accounts (7003) or rooms (7004).
-Type /help once connected; a plain line is a message.";
+--login logs in at start (accounts: --login EMAIL, and the password is asked
+for). Type /help once connected; a plain line is a message.";
 
 /// Prints above the line being edited once the editor runs; plain stdout
 /// before that (and when there is no terminal).
@@ -96,9 +98,11 @@ fn discard_typed_input() {
 }
 
 /// Completion of command words (first word, after '/') and of the names
-/// the session has seen (any other word).
+/// the session has seen (any other word); and, while a password is typed,
+/// a star in place of each character (and no completion).
 struct Complete {
     session: Arc<Session>,
+    masking: Cell<bool>,
 }
 
 impl Completer for Complete {
@@ -110,6 +114,9 @@ impl Completer for Complete {
         pos: usize,
         _: &Context<'_>,
     ) -> rustyline::Result<(usize, Vec<Pair>)> {
+        if self.masking.get() {
+            return Ok((pos, Vec::new()));
+        }
         let start = line[..pos].rfind(' ').map_or(0, |i| i + 1);
         let word = &line[start..pos];
         let pairs = |it: &mut dyn Iterator<Item = String>| -> Vec<Pair> {
@@ -136,9 +143,53 @@ impl Highlighter for Complete {
     fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _: bool) -> Cow<'b, str> {
         Cow::Borrowed(prompt)
     }
+    /// A password shows as one star a character.
+    fn highlight<'l>(&self, line: &'l str, _: usize) -> Cow<'l, str> {
+        if self.masking.get() {
+            Cow::Owned("*".repeat(line.chars().count()))
+        } else {
+            Cow::Borrowed(line)
+        }
+    }
+    /// While masking, every key redraws the line through `highlight`
+    /// (rustyline would otherwise echo a character typed at the end as is).
+    fn highlight_char(&self, _: &str, _: usize, _: rustyline::highlight::CmdKind) -> bool {
+        self.masking.get()
+    }
 }
 impl Validator for Complete {}
 impl Helper for Complete {}
+
+type LineEditor = Editor<Complete, rustyline::history::DefaultHistory>;
+
+/// Read a password at `prompt` on the line editor, shown as stars, kept
+/// out of the history. `None`: the user gave up (Ctrl-C, Ctrl-D, an empty
+/// line).
+fn ask_password(editor: &mut LineEditor, prompt: &str) -> Option<String> {
+    let mask = |editor: &LineEditor, on: bool| {
+        if let Some(h) = editor.helper() {
+            h.masking.set(on);
+        }
+    };
+    mask(editor, true);
+    let read = editor.readline(prompt);
+    mask(editor, false);
+    read.ok().filter(|p| !p.is_empty())
+}
+
+/// Run one line the user typed (or `--login` gave): a password it lacks is
+/// asked for first; the history keeps the line without its password.
+/// `None`: the user leaves.
+fn run_line(session: &Arc<Session>, editor: &mut LineEditor, line: &str) -> Option<Vec<String>> {
+    let _ = editor.add_history_entry(session.for_history(line).as_ref());
+    match session.password_prompt(line) {
+        None => session.line(line),
+        Some(prompt) => Some(match ask_password(editor, prompt) {
+            Some(password) => session.with_password(line, &password),
+            None => vec!["! no password given: nothing sent".into()],
+        }),
+    }
+}
 
 struct Args {
     host: String,
@@ -228,13 +279,7 @@ fn main() -> ExitCode {
         args.host,
         args.dialect.name()
     );
-    if let Some(name) = &args.login {
-        if let Some(lines) = session.line(&format!("/login {name}")) {
-            PRINTER.say(lines);
-        }
-    }
-
-    let mut editor: Editor<Complete, rustyline::history::DefaultHistory> = match Editor::new() {
+    let mut editor: LineEditor = match Editor::new() {
         Ok(e) => e,
         Err(e) => {
             eprintln!("chinwag: no line editor: {e}");
@@ -243,6 +288,7 @@ fn main() -> ExitCode {
     };
     editor.set_helper(Some(Complete {
         session: session.clone(),
+        masking: Cell::new(false),
     }));
     if let Ok(p) = editor.create_external_printer() {
         *PRINTER.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(p));
@@ -262,15 +308,19 @@ fn main() -> ExitCode {
             .ok()
     };
 
+    // Accounts: `--login EMAIL` asks for the password.
+    if let Some(name) = &args.login {
+        if let Some(lines) = run_line(&session, &mut editor, &format!("/login {name}")) {
+            PRINTER.say(lines);
+        }
+    }
+
     loop {
         match editor.readline("> ") {
-            Ok(line) => {
-                let _ = editor.add_history_entry(line.as_str());
-                match session.line(&line) {
-                    Some(out) => PRINTER.say(out),
-                    None => break,
-                }
-            }
+            Ok(line) => match run_line(&session, &mut editor, &line) {
+                Some(out) => PRINTER.say(out),
+                None => break,
+            },
             Err(ReadlineError::Interrupted) => continue,
             // A byte that is not UTF-8 (a terminal in Latin-1, a stray
             // paste): that line is dropped, the client carries on.

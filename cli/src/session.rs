@@ -45,11 +45,15 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ("/quit", "all", "leave"),
     ("/login NAME", "chatos babel rooms", "log in as NAME"),
     (
-        "/register EMAIL PSEUDO PASSWORD",
+        "/register EMAIL PSEUDO [PASSWORD]",
         "accounts",
-        "create an account",
+        "create an account (no PASSWORD: asked for, not shown)",
     ),
-    ("/login EMAIL PASSWORD", "accounts", "log in to an account"),
+    (
+        "/login EMAIL [PASSWORD]",
+        "accounts",
+        "log in to an account (no PASSWORD: asked for, not shown)",
+    ),
     (
         "/who",
         "all",
@@ -219,16 +223,8 @@ impl Session {
                 self.client.login(name, WAIT),
                 format!("logged in as {name}"),
             ),
-            ("/login", [email, password]) => {
-                match self.client.login_password(email, password, WAIT) {
-                    Ok((pseudo, id)) => vec![format!("logged in as {pseudo} (account {id})")],
-                    Err(e) => fail(e),
-                }
-            }
-            ("/register", [email, pseudo, password]) => self.done(
-                self.client.register(email, pseudo, password, WAIT),
-                format!("registered {pseudo}; now /login {email} PASSWORD"),
-            ),
+            ("/login", [email, password]) => self.login_password(email, password),
+            ("/register", [email, pseudo, password]) => self.register(email, pseudo, password),
             ("/who", []) => self.who(),
             ("/msg", [to, ..]) => {
                 let text = rest[to.len()..].trim_start();
@@ -296,9 +292,66 @@ impl Session {
         Some(r)
     }
 
+    fn login_password(&self, email: &str, password: &str) -> Lines {
+        match self.client.login_password(email, password, WAIT) {
+            Ok((pseudo, id)) => vec![format!("logged in as {pseudo} (account {id})")],
+            Err(e) => fail(e),
+        }
+    }
+
+    fn register(&self, email: &str, pseudo: &str, password: &str) -> Lines {
+        self.done(
+            self.client.register(email, pseudo, password, WAIT),
+            format!("registered {pseudo}; now /login {email}"),
+        )
+    }
+
+    /// Accounts' `/login EMAIL` and `/register EMAIL PSEUDO` typed without
+    /// their password: the prompt to ask for it with. The terminal then
+    /// reads it unseen and hands it to [`Session::with_password`].
+    pub fn password_prompt(&self, line: &str) -> Option<&'static str> {
+        if self.dialect != Dialect::CW_DIALECT_ACCOUNTS {
+            return None;
+        }
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["/login", _] | ["/register", _, _] => Some("password: "),
+            _ => None,
+        }
+    }
+
+    /// Run a line [`Session::password_prompt`] asked a password for. The
+    /// password is taken whole (spaces too), never split into words.
+    pub fn with_password(&self, line: &str, password: &str) -> Lines {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["/login", email] => self.login_password(email, password),
+            ["/register", email, pseudo] => self.register(email, pseudo, password),
+            _ => vec![format!("! no password is asked for {line}")],
+        }
+    }
+
+    /// `line` as the editor's history keeps it: accounts' passwords left
+    /// out (`/login EMAIL`, `/register EMAIL PSEUDO`), so that the up
+    /// arrow never shows one; recalled, such a line asks for it again.
+    pub fn for_history<'a>(&self, line: &'a str) -> std::borrow::Cow<'a, str> {
+        if self.dialect == Dialect::CW_DIALECT_ACCOUNTS {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                ["/login", email, _] => return format!("/login {email}").into(),
+                ["/register", email, pseudo, _] => {
+                    return format!("/register {email} {pseudo}").into()
+                }
+                _ => {}
+            }
+        }
+        line.into()
+    }
+
     /// Why `cmd` cannot run in this dialect, in the terminal's words (the
     /// library's would name its own functions): a command of other
-    /// dialects only, or accounts' `/login` with a name and no password.
+    /// dialects only, or accounts' `/login` without its email and password
+    /// (the terminal asks for a missing password before it gets here).
     fn not_here(&self, cmd: &str, args: &[&str]) -> Option<String> {
         let me = self.dialect.name();
         let mut usages = COMMANDS
@@ -319,7 +372,7 @@ impl Session {
                     && args.len() != 2 =>
             {
                 Some(format!(
-                    "! {usage} (an account first: /register EMAIL PSEUDO PASSWORD)"
+                    "! {usage} (an account first: /register EMAIL PSEUDO [PASSWORD])"
                 ))
             }
             _ => None,

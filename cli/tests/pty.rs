@@ -245,13 +245,52 @@ fn a_command_of_another_dialect_is_named_in_the_terminal_s_words() {
     );
     quit(rooms);
     let mut accounts = cli("accounts", srv.accounts_addr().port(), None);
-    // Not the library's "(use login_password)".
+    // Not the library's "(use login_password)"; `/login EMAIL` alone asks
+    // for the password (below).
     says(
         &mut accounts,
-        "/login ann",
-        "! /login EMAIL PASSWORD (an account first: /register EMAIL PSEUDO PASSWORD)",
+        "/login",
+        "! /login EMAIL [PASSWORD] (an account first: /register EMAIL PSEUDO [PASSWORD])",
     );
     quit(accounts);
+}
+
+#[test]
+fn accounts_passwords_asked_for_show_as_stars_and_stay_out_of_the_history() {
+    const PW: &str = "hunter2 secret";
+    let srv = server();
+    let port = srv.accounts_addr().port();
+    let mut ann = cli("accounts", port, None);
+    says(&mut ann, "/register ann@example.org ann", "password: ");
+    ann.send_line(PW).unwrap();
+    let shown = ann.exp_string("registered ann").unwrap();
+    assert!(!shown.contains("hunter2"), "{shown:?}");
+    assert!(shown.contains(&"*".repeat(PW.len())), "{shown:?}");
+    says(&mut ann, "/login ann@example.org", "password: ");
+    ann.send_line(PW).unwrap();
+    let shown = ann.exp_string("logged in as ann").unwrap();
+    assert!(!shown.contains("hunter2"), "{shown:?}");
+    // Typed on the command line, a password is not kept either: the line
+    // recalled with the up arrow is the one without it, so it asks again.
+    says(&mut ann, "/login ann@example.org typed-pw", "!");
+    ann.send("\x1b[A").unwrap();
+    ann.send_line("").unwrap();
+    let shown = ann.exp_string("password: ").unwrap();
+    assert!(!shown.contains("typed-pw"), "{shown:?}");
+    // Given up on (Ctrl-C): nothing is sent.
+    ann.send_control('c').unwrap();
+    ann.exp_string("! no password given: nothing sent").unwrap();
+    quit(ann);
+
+    // --login EMAIL at start asks for the password too.
+    let mut cmd = command("accounts", port);
+    cmd.args(["--login", "ann@example.org"]);
+    let mut again = start(cmd);
+    again.exp_string("password: ").unwrap();
+    again.send_line(PW).unwrap();
+    let shown = again.exp_string("logged in as ann").unwrap();
+    assert!(!shown.contains("hunter2"), "{shown:?}");
+    quit(again);
 }
 
 #[test]
