@@ -56,10 +56,7 @@ impl Conn {
             {
                 return Ok(f);
             }
-            let n = self
-                .s
-                .read(&mut self.buf)
-                .map_err(|e| format!("recv: {e}"))?;
+            let n = crate::wait::read(&self.s, &mut self.buf).map_err(|e| format!("recv: {e}"))?;
             if n == 0 {
                 return Err("server closed the connection".into());
             }

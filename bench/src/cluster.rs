@@ -96,7 +96,7 @@ fn next_private(
             Ok(None) => {}
             Err(_) => return Err(()),
         }
-        match s.read(buf) {
+        match crate::wait::read(s, buf) {
             Ok(0) => return Err(()),
             Ok(n) => dec.push(&buf[..n]),
             Err(e)
@@ -127,7 +127,7 @@ fn login(addr: SocketAddr, name: &str) -> Result<TcpStream, String> {
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let n = s.read(&mut buf).map_err(|e| format!("{name}: {e}"))?;
+        let n = crate::wait::read(&s, &mut buf).map_err(|e| format!("{name}: {e}"))?;
         if n == 0 {
             return Err(format!("{name}: closed at login"));
         }

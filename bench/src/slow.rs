@@ -35,7 +35,7 @@ impl SlowConsumer {
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(e)?;
         let mut one = [0u8; 1];
-        sock.read_exact(&mut one).map_err(e)?;
+        crate::wait::read_exact(&sock, &mut one).map_err(e)?;
         if one != [1] {
             return Err(format!("slow consumer {name}: login refused"));
         }
@@ -54,7 +54,7 @@ impl SlowConsumer {
                 return Err(n);
             }
             let _ = self.sock.set_read_timeout(Some(left));
-            match self.sock.read(&mut buf) {
+            match crate::wait::read(&self.sock, &mut buf) {
                 Ok(0) => return Ok(n),
                 Ok(k) => n += k as u64,
                 Err(e)

@@ -23,6 +23,18 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
 /// How long a test waits for something that must happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Processes with time limits and this machine's speed now, shared with
+/// the library's tests.
+#[path = "../../../tests/common/tools.rs"]
+mod tools;
+
+pub use tools::{alone, process_cpu, stretch};
+
+/// How long a test waits for a chinwagd process to say where it listens:
+/// longer than [`WAIT`], since start-up is not what such a test checks, and
+/// it may open a PostgreSQL store on a loaded machine after a kill -9.
+pub const START_WAIT: Duration = Duration::from_secs(60);
+
 pub struct Wire<T> {
     pub s: TcpStream,
     pub dec: Decoder<T>,
@@ -217,7 +229,7 @@ impl Chinwagd {
     }
 
     /// Start `cmd` logging at `log` (a `RUST_LOG` value; the `listening:`
-    /// line is kept whatever it says) and wait, up to [`WAIT`], for its
+    /// line is kept whatever it says) and wait, up to [`START_WAIT`], for its
     /// `listening:` line. Its stderr is read to the end by a thread of its
     /// own, so logging never blocks it; `echo` copies it to ours. Err, with
     /// its last words, when it ends first, or is stopped after the wait.
@@ -251,7 +263,7 @@ impl Chinwagd {
                 }
             }
         });
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + START_WAIT;
         // Its last words, if it ends first (the last 5 lines only).
         let mut said = std::collections::VecDeque::new();
         let failed = loop {
@@ -277,7 +289,9 @@ impl Chinwagd {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break format!("chinwagd did not say where it listens within {WAIT:?}");
+                    break format!(
+                        "chinwagd did not say where it listens within {START_WAIT:?}"
+                    );
                 }
             }
         };
