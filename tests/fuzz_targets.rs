@@ -24,11 +24,21 @@ mod tests {
 
     #[test]
     fn call_receive() {
-        shim::run_all("call_receive", shim::MOST, &shim::extra(), super::call_receive::run);
+        shim::run_all(
+            "call_receive",
+            shim::MOST,
+            &shim::extra(),
+            super::call_receive::run,
+        );
     }
 
     #[test]
     fn rooms_client() {
-        shim::run_all("rooms_client", shim::MOST, &shim::extra(), super::rooms_client::run);
+        shim::run_all(
+            "rooms_client",
+            shim::MOST,
+            &shim::extra(),
+            super::rooms_client::run,
+        );
     }
 }

@@ -187,8 +187,12 @@ impl Crowd {
             if Instant::now() > deadline {
                 return Err(format!("babel: {missing} users never heard of {name}"));
             }
-            crate::wait::poll(&mut self.poll, &mut events, Some(Duration::from_millis(100)))
-                .map_err(|e| e.to_string())?;
+            crate::wait::poll(
+                &mut self.poll,
+                &mut events,
+                Some(Duration::from_millis(100)),
+            )
+            .map_err(|e| e.to_string())?;
             let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
             for i in ready {
                 let at = Instant::now();

@@ -7,7 +7,7 @@
 //! `window` messages in flight: the receiver sends every message straight
 //! back, the sender times the round trip and sends the next.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -28,7 +28,7 @@ impl OneWayProbe {
     pub fn start(gap: Duration) -> io::Result<OneWayProbe> {
         let l = TcpListener::bind("127.0.0.1:0")?;
         let mut a = TcpStream::connect(l.local_addr()?)?;
-        let (mut b, _) = l.accept()?;
+        let (b, _) = l.accept()?;
         a.set_nodelay(true)?;
         b.set_nodelay(true)?;
         b.set_read_timeout(Some(Duration::from_secs(10)))?;

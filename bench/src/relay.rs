@@ -1,7 +1,7 @@
 //! Private-connection relay throughput and round-trip time, beside a direct
 //! loopback TCP connection measured in the same run.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 

@@ -245,7 +245,7 @@ impl Drop for Target {
 
 /// GET `path` from the server's metrics endpoint; the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("metrics {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();

@@ -4,7 +4,7 @@
 //! and never reads. Reports the fast receivers' latency in both runs, and
 //! whether the server cut the slow one.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ impl SlowConsumer {
 
     /// Read what the server left queued: Ok(bytes) once it has closed the
     /// connection, Err if it is still open after `wait`.
-    pub fn drain_to_end(mut self, wait: Duration) -> Result<u64, u64> {
+    pub fn drain_to_end(self, wait: Duration) -> Result<u64, u64> {
         let deadline = Instant::now() + wait;
         let mut buf = vec![0u8; 64 * 1024];
         let mut n = 0u64;

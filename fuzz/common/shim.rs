@@ -104,9 +104,8 @@ pub fn run_all<R>(target: &str, most: usize, extra: &[Vec<u8>], run: fn(&[u8]) -
     inputs(target, most, extra)
         .iter()
         .map(|(path, bytes)| {
-            std::panic::catch_unwind(|| run(bytes)).unwrap_or_else(|_| {
-                panic!("fuzz target {target} panicked on {}", path.display())
-            })
+            std::panic::catch_unwind(|| run(bytes))
+                .unwrap_or_else(|_| panic!("fuzz target {target} panicked on {}", path.display()))
         })
         .collect()
 }

@@ -232,7 +232,8 @@ mod tests {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let ours = bind(lo, 0).unwrap();
         // Far longer than any scheduling delay: a wait would show.
-        ours.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        ours.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let peer = UdpSocket::bind((lo, 0)).unwrap();
         let stranger = UdpSocket::bind((lo, 0)).unwrap();
         let to = SocketAddr::new(lo, port_of(&ours).unwrap());

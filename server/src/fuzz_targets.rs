@@ -61,69 +61,135 @@ mod tests {
 
     #[test]
     fn accounts_service() {
-        let made = shim::run_all("accounts_service", shim::MOST, &shim::extra(), super::accounts_service::run);
+        let made = shim::run_all(
+            "accounts_service",
+            shim::MOST,
+            &shim::extra(),
+            super::accounts_service::run,
+        );
         // Every kept input still makes an input of the target's type.
         let kept = shim::inputs("accounts_service", shim::MOST, &[]).len();
         assert!(kept > 0, "no kept inputs");
-        assert!(made[..kept].iter().all(|m| *m), "a kept input no longer makes one");
+        assert!(
+            made[..kept].iter().all(|m| *m),
+            "a kept input no longer makes one"
+        );
     }
 
     #[test]
     fn accounts_stream() {
-        shim::run_all("accounts_stream", shim::MOST, &shim::extra(), super::accounts_stream::run);
+        shim::run_all(
+            "accounts_stream",
+            shim::MOST,
+            &shim::extra(),
+            super::accounts_stream::run,
+        );
     }
 
     #[test]
     fn babel_stream() {
-        shim::run_all("babel_stream", shim::MOST, &shim::extra(), super::babel_stream::run);
+        shim::run_all(
+            "babel_stream",
+            shim::MOST,
+            &shim::extra(),
+            super::babel_stream::run,
+        );
     }
 
     #[test]
     fn bus_envelope() {
-        shim::run_all("bus_envelope", shim::MOST, &shim::extra(), super::bus_envelope::run);
+        shim::run_all(
+            "bus_envelope",
+            shim::MOST,
+            &shim::extra(),
+            super::bus_envelope::run,
+        );
     }
 
     #[test]
     fn chatos_stream() {
-        shim::run_all("chatos_stream", shim::MOST, &shim::extra(), super::chatos_stream::run);
+        shim::run_all(
+            "chatos_stream",
+            shim::MOST,
+            &shim::extra(),
+            super::chatos_stream::run,
+        );
     }
 
     #[test]
     fn config_parse() {
-        shim::run_all("config_parse", shim::MOST, &shim::extra(), super::config_parse::run);
+        shim::run_all(
+            "config_parse",
+            shim::MOST,
+            &shim::extra(),
+            super::config_parse::run,
+        );
     }
 
     #[test]
     fn hub_sequence() {
-        let made = shim::run_all("hub_sequence", shim::MOST, &shim::extra(), super::hub_sequence::run);
+        let made = shim::run_all(
+            "hub_sequence",
+            shim::MOST,
+            &shim::extra(),
+            super::hub_sequence::run,
+        );
         // Every kept input still makes an input of the target's type.
         let kept = shim::inputs("hub_sequence", shim::MOST, &[]).len();
         assert!(kept > 0, "no kept inputs");
-        assert!(made[..kept].iter().all(|m| *m), "a kept input no longer makes one");
+        assert!(
+            made[..kept].iter().all(|m| *m),
+            "a kept input no longer makes one"
+        );
     }
 
     #[test]
     fn media_relay() {
-        shim::run_all("media_relay", shim::MOST, &shim::extra(), super::media_relay::run);
+        shim::run_all(
+            "media_relay",
+            shim::MOST,
+            &shim::extra(),
+            super::media_relay::run,
+        );
     }
 
     #[test]
     fn rooms_datagram() {
-        shim::run_all("rooms_datagram", shim::MOST, &shim::extra(), super::rooms_datagram::run);
+        shim::run_all(
+            "rooms_datagram",
+            shim::MOST,
+            &shim::extra(),
+            super::rooms_datagram::run,
+        );
     }
 
     #[test]
     fn rooms_reliable() {
-        shim::run_all("rooms_reliable", shim::MOST, &shim::extra(), super::rooms_reliable::run);
+        shim::run_all(
+            "rooms_reliable",
+            shim::MOST,
+            &shim::extra(),
+            super::rooms_reliable::run,
+        );
     }
 
     #[test]
     fn rooms_server_state() {
-        shim::run_all("rooms_server_state", shim::MOST, &shim::extra(), super::rooms_server_state::run);
+        shim::run_all(
+            "rooms_server_state",
+            shim::MOST,
+            &shim::extra(),
+            super::rooms_server_state::run,
+        );
     }
 
     #[test]
     fn voice_datagram() {
-        shim::run_all("voice_datagram", shim::MOST, &shim::extra(), super::voice_datagram::run);
+        shim::run_all(
+            "voice_datagram",
+            shim::MOST,
+            &shim::extra(),
+            super::voice_datagram::run,
+        );
     }
 }

@@ -90,7 +90,10 @@ fn forwarding_stays_fast_while_many_clients_never_acknowledge() {
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
         let stop = stop.clone();
-        let (pace, length) = (scaled(Duration::from_millis(5)), scaled(Duration::from_secs(2)));
+        let (pace, length) = (
+            scaled(Duration::from_millis(5)),
+            scaled(Duration::from_secs(2)),
+        );
         std::thread::spawn(move || {
             let t0 = Instant::now();
             let mut seq = 1000u16;
@@ -137,8 +140,14 @@ fn forwarding_stays_fast_while_many_clients_never_acknowledge() {
     // The load may have grown since the start: the larger of the two.
     let slow = slow.max(stretch());
     let scaled = |d: Duration| d.mul_f64(slow);
-    assert!(max < scaled(Duration::from_millis(1500)), "max {max:?} ({slow:.1}x)");
-    assert!(p50 < scaled(Duration::from_millis(100)), "p50 {p50:?} ({slow:.1}x)");
+    assert!(
+        max < scaled(Duration::from_millis(1500)),
+        "max {max:?} ({slow:.1}x)"
+    );
+    assert!(
+        p50 < scaled(Duration::from_millis(100)),
+        "p50 {p50:?} ({slow:.1}x)"
+    );
     // The clients that never acknowledge were dropped.
     let deadline = Instant::now() + scaled(Duration::from_secs(10));
     while srv.hub().online("s0").is_some() {

@@ -28,6 +28,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 #[path = "../../../tests/common/tools.rs"]
 mod tools;
 
+#[allow(unused_imports)]
 pub use tools::{alone, process_cpu, stretch};
 
 /// How long a test waits for a chinwagd process to say where it listens:
@@ -289,9 +290,7 @@ impl Chinwagd {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break format!(
-                        "chinwagd did not say where it listens within {START_WAIT:?}"
-                    );
+                    break format!("chinwagd did not say where it listens within {START_WAIT:?}");
                 }
             }
         };
