@@ -20,12 +20,14 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// library's tests.
 #[path = "../../../tests/common/netns.rs"]
 mod netns;
+#[allow(unused_imports)]
 pub use netns::in_own_netns;
 
 /// Processes with time limits and this machine's speed now, shared with
 /// the library's tests.
 #[path = "../../../tests/common/tools.rs"]
 mod tools;
+#[allow(unused_imports)]
 pub use tools::stretch;
 
 pub fn server_with(f: impl FnOnce(&mut Config)) -> Server {
