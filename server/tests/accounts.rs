@@ -18,6 +18,7 @@ use rand::{Rng, SeedableRng};
 fn server_on(db: &Path) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut cfg = Config::ephemeral();
+    cfg.login_timeout_ms = common::LOGIN_TIMEOUT_MS;
     cfg.db_path = db.to_path_buf();
     Server::start(cfg).expect("server starts")
 }
@@ -30,6 +31,7 @@ fn mem_server() -> Server {
 fn pg_server(url: &str) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut cfg = Config::ephemeral();
+    cfg.login_timeout_ms = common::LOGIN_TIMEOUT_MS;
     cfg.store_url = url.to_owned();
     Server::start(cfg).expect("server starts")
 }
@@ -913,15 +915,20 @@ enum StoreFlag<'a> {
 }
 
 /// A real chinwagd on `store`, every listener on port 0 (restarts get new
-/// ports).
-fn spawn_chinwagd(store: StoreFlag) -> common::Chinwagd {
+/// ports), killed if the test ends early. Its login deadline is a minute
+/// (`common::LOGIN_TIMEOUT_MS`: not what these tests check), and it has no
+/// admin socket (with a store URL it would be `chinwag.db.sock` in the
+/// working directory, shared with any other such process).
+fn spawn_chinwagd(store: StoreFlag) -> common::Reaped {
     let mut cmd = Proc::new(env!("CARGO_BIN_EXE_chinwagd"));
-    cmd.args(common::ALL_PORTS_FREE);
+    cmd.args(common::ALL_PORTS_FREE)
+        .args(["--login-timeout-ms", &common::LOGIN_TIMEOUT_MS.to_string()])
+        .args(["--admin-socket", "off"]);
     match store {
         StoreFlag::Db(db) => cmd.arg("--db").arg(db),
         StoreFlag::Url(url) => cmd.args(["--store-url", url]),
     };
-    common::Chinwagd::spawn(&mut cmd)
+    common::Reaped(common::Chinwagd::spawn(&mut cmd))
 }
 
 /// Messages flow while chinwagd is killed with SIGKILL at random moments

@@ -69,7 +69,9 @@ fn login(addr: SocketAddr, email: &str, features: Option<u32>) -> Acc {
 #[test]
 fn stamps_come_only_to_connections_that_asked() {
     let _ = env_logger::builder().is_test(true).try_init();
-    let srv = Server::start(Config::ephemeral()).unwrap();
+    let mut cfg = Config::ephemeral();
+    cfg.login_timeout_ms = common::LOGIN_TIMEOUT_MS;
+    let srv = Server::start(cfg).unwrap();
     let addr = srv.accounts_addr();
     register(addr, "al@example.org", "al");
     register(addr, "bo@example.org", "bo");

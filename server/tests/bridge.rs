@@ -30,6 +30,7 @@ use rooms_support::Client as Rooms;
 fn server_with(f: impl FnOnce(&mut Config)) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut cfg = Config::ephemeral();
+    cfg.login_timeout_ms = common::LOGIN_TIMEOUT_MS;
     f(&mut cfg);
     Server::start(cfg).expect("server starts")
 }

@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use chinwag_proto::rooms::{self as wire, Body, Message, Registration};
 use chinwagd::{Config, Server};
 
-/// How long a test waits for something that must happen.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that must happen: only a failing
+/// test waits it out, so it is far longer than anything takes on a loaded
+/// machine.
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Tests re-run in a network namespace of their own, shared with the
 /// library's tests.
@@ -129,9 +131,13 @@ impl Client {
         self.answer(seq, bytes).0
     }
 
-    /// The answer to `bytes`, and how many times they were sent again.
+    /// The answer to `bytes` (sent again every 100 ms until it comes, for
+    /// up to [`WAIT`]: 50 tries, 5 s, are little on a loaded machine),
+    /// and how many times they were sent again.
     fn answer(&self, seq: u16, bytes: &[u8]) -> (Body, usize) {
-        for attempt in 0..50 {
+        let give_up = Instant::now() + WAIT;
+        let mut attempt = 0;
+        while Instant::now() < give_up {
             self.send_raw(bytes);
             let deadline = Instant::now() + Duration::from_millis(100);
             while let Some(got) = self.recv_until(deadline) {
@@ -140,8 +146,9 @@ impl Client {
                 }
                 self.ack(&got);
             }
+            attempt += 1;
         }
-        panic!("no answer to seq {seq}");
+        panic!("no answer to seq {seq} within {WAIT:?}");
     }
 
     pub fn recv_until(&self, deadline: Instant) -> Option<Message> {
