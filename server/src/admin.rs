@@ -478,30 +478,40 @@ mod tests {
     use super::*;
     use crate::net::storm::{catch_without_restart, pester};
 
-    /// `serve_lines` with a short idle time-out on its own thread, whose id
-    /// is for the signals; and the client's end.
-    fn served(
-        idle: Duration,
-    ) -> (
-        std::thread::JoinHandle<()>,
-        libc::pthread_t,
-        UnixStream,
-        Instant,
-    ) {
+    /// How long the signals may last: far longer than any time-out here.
+    const STORM: Duration = Duration::from_secs(30);
+
+    /// `serve_lines` with idle time-out `idle` on a thread of its own,
+    /// answering "got" and the request; and the client's end.
+    fn served(idle: Duration) -> (std::thread::JoinHandle<()>, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
+        let server =
+            std::thread::spawn(move || serve_lines(&ours, idle, |text| format!("got {text}")));
+        (server, theirs)
+    }
+
+    /// How long `serve` took on a thread of its own while SIGUSR2, caught
+    /// without SA_RESTART, hit that thread about every millisecond (for
+    /// [`STORM`] at most). SIGUSR2 goes to one thread at a time only.
+    fn under_storm(serve: impl FnOnce() + Send + 'static) -> Duration {
+        catch_without_restart(libc::SIGUSR2);
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let started = Instant::now();
         let server = std::thread::spawn(move || {
             // SAFETY: pthread_self has no preconditions.
             tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
-            serve_lines(&ours, idle, |text| format!("got {text}"));
+            serve();
         });
-        (server, tid_rx.recv().unwrap(), theirs, started)
+        let tid = tid_rx.recv().unwrap();
+        pester(tid, libc::SIGUSR2, STORM, || !server.is_finished());
+        let took = started.elapsed();
+        server.join().unwrap();
+        took
     }
 
     #[test]
     fn lines_are_answered_one_by_one_and_a_last_line_without_newline_too() {
-        let (server, _, mut c, _) = served(Duration::from_secs(60));
+        let (server, mut c) = served(Duration::from_secs(60));
         c.write_all(b"one\n\n  two  \nthree").unwrap();
         c.shutdown(std::net::Shutdown::Write).unwrap();
         let mut said = String::new();
@@ -512,7 +522,7 @@ mod tests {
 
     #[test]
     fn a_line_over_the_limit_is_refused_and_ends_the_connection() {
-        let (server, _, c, _) = served(Duration::from_secs(60));
+        let (server, c) = served(Duration::from_secs(60));
         let writer = {
             let mut c = c.try_clone().unwrap();
             std::thread::spawn(move || {
@@ -528,23 +538,18 @@ mod tests {
     }
 
     /// A connection that sends nothing is closed after the idle time-out
-    /// even while signals keep interrupting the wait (SIGUSR2, caught
-    /// without SA_RESTART, sent only to the serving thread): std's
-    /// `read_until` retried each EINTR with SO_RCVTIMEO's whole time
-    /// again, so the connection stayed for as long as the signals lasted.
+    /// even while signals keep interrupting the wait: std's `read_until`
+    /// retried each EINTR with SO_RCVTIMEO's whole time again, so the
+    /// connection stayed for as long as the signals lasted. Compared with
+    /// the storm's length, not a few seconds: a loaded machine may be slow
+    /// to run the thread at all.
     #[test]
     fn an_idle_connection_is_closed_in_time_under_a_stream_of_signals() {
-        // SIGUSR2 is sent to one thread of this process at a time only.
-        catch_without_restart(libc::SIGUSR2);
-        let (server, tid, _c, started) = served(Duration::from_millis(300));
-        // Compared with the storm's length, not a few seconds: a loaded
-        // machine may be slow to run the thread at all.
-        let storm = Duration::from_secs(30);
-        pester(tid, libc::SIGUSR2, storm, || !server.is_finished());
-        let took = started.elapsed();
-        server.join().unwrap();
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let took =
+            under_storm(move || serve_lines(&ours, Duration::from_millis(300), |t| t.to_owned()));
         assert!(
-            took < storm,
+            took < STORM,
             "a 300 ms idle time-out took {took:?}: as long as the signals lasted"
         );
     }
@@ -553,24 +558,14 @@ mod tests {
     /// under the same storm (std's `write_all` restarted SO_SNDTIMEO).
     #[test]
     fn an_answer_nobody_reads_fails_in_time_under_a_stream_of_signals() {
-        catch_without_restart(libc::SIGUSR2);
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         // One request whose answer is far more than the socket buffers hold.
         theirs.write_all(b"big\n").unwrap();
-        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
-        let started = Instant::now();
-        let server = std::thread::spawn(move || {
-            // SAFETY: pthread_self has no preconditions.
-            tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
-            serve_lines(&ours, Duration::from_millis(300), |_| "x".repeat(64 << 20));
+        let took = under_storm(move || {
+            serve_lines(&ours, Duration::from_millis(300), |_| "x".repeat(64 << 20))
         });
-        let tid = tid_rx.recv().unwrap();
-        let storm = Duration::from_secs(30);
-        pester(tid, libc::SIGUSR2, storm, || !server.is_finished());
-        let took = started.elapsed();
-        server.join().unwrap();
         assert!(
-            took < storm,
+            took < STORM,
             "a 300 ms write time-out took {took:?}: as long as the signals lasted"
         );
     }

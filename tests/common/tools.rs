@@ -103,16 +103,7 @@ pub fn wait_within(mut child: Child, limit: Duration) -> Output {
 /// that a machine that gives the test a hundredth of a core (the suite at
 /// `nice -n 19` beside busy loops) asks no more of it than an idle one.
 pub fn stretch() -> f64 {
-    fn thread_cpu() -> Duration {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: clock_gettime writes one timespec, which lives here.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-        assert_eq!(rc, 0, "clock_gettime");
-        Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
-    }
+    let thread_cpu = || cpu_clock(libc::CLOCK_THREAD_CPUTIME_ID);
     let (wall, cpu) = (Instant::now(), thread_cpu());
     let mut x = 0u64;
     while thread_cpu() - cpu < Duration::from_millis(20) {
@@ -154,12 +145,17 @@ pub fn alone(name: &str) -> bool {
 
 /// The CPU time all threads of this process have used.
 pub fn process_cpu() -> Duration {
+    cpu_clock(libc::CLOCK_PROCESS_CPUTIME_ID)
+}
+
+/// The time of a CPU-time clock (this thread's or this process's).
+fn cpu_clock(clock: libc::clockid_t) -> Duration {
     let mut t = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: clock_gettime writes one timespec, which lives on this frame.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
+    let rc = unsafe { libc::clock_gettime(clock, &mut t) };
     assert_eq!(rc, 0, "clock_gettime");
     Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
 }
