@@ -5,16 +5,22 @@
 //! chinwagd's own unit tests do the same for the other targets
 //! (server/src/fuzz_targets.rs).
 
+// The targets as written for cargo-fuzz (which lints them on its own):
+// `#![no_main]`, their shared input module, their own idioms.
+#![allow(
+    unused_attributes,
+    clippy::duplicate_mod,
+    clippy::manual_is_multiple_of
+)]
+
 extern crate self as libfuzzer_sys;
 
 #[path = "../fuzz/common/shim.rs"]
 mod shim;
 
-#[allow(unused_attributes)]
 #[path = "../fuzz/fuzz_targets/call_receive.rs"]
 mod call_receive;
 
-#[allow(unused_attributes)]
 #[path = "../fuzz/fuzz_targets/rooms_client.rs"]
 mod rooms_client;
 

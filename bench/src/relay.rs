@@ -54,7 +54,7 @@ fn expect<T>(
             return Err("timed out waiting for the server".into());
         }
         s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        let n = crate::wait::read(&s, &mut buf).map_err(|e| format!("read: {e}"))?;
+        let n = crate::wait::read(s, &mut buf).map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("server closed the control connection".into());
         }

@@ -35,7 +35,8 @@ macro_rules! fuzz_target {
                 return false;
             };
             // A closure, for a body that returns early.
-            (move || $body)();
+            let body = move || $body;
+            body();
             true
         }
     };

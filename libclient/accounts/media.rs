@@ -358,7 +358,7 @@ mod tests {
 /// Signals for the tests (tests/common/storm.rs, shared with the
 /// integration tests).
 #[cfg(test)]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)]
 #[path = "../../tests/common/storm.rs"]
 mod storm;
 

@@ -4,54 +4,50 @@
 //! what it once took, fails `cargo test`. The library's two targets are in
 //! tests/fuzz_targets.rs.
 
+// The targets as written for cargo-fuzz (which lints them on its own):
+// `#![no_main]`, their shared input module, their own idioms.
+#![allow(
+    unused_attributes,
+    clippy::duplicate_mod,
+    clippy::manual_is_multiple_of
+)]
+
 #[path = "../../fuzz/common/shim.rs"]
 mod shim;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/accounts_service.rs"]
 mod accounts_service;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/accounts_stream.rs"]
 mod accounts_stream;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/babel_stream.rs"]
 mod babel_stream;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/bus_envelope.rs"]
 mod bus_envelope;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/chatos_stream.rs"]
 mod chatos_stream;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/config_parse.rs"]
 mod config_parse;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/hub_sequence.rs"]
 mod hub_sequence;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/media_relay.rs"]
 mod media_relay;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/rooms_datagram.rs"]
 mod rooms_datagram;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/rooms_reliable.rs"]
 mod rooms_reliable;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/rooms_server_state.rs"]
 mod rooms_server_state;
 
-#[allow(unused_attributes)]
 #[path = "../../fuzz/fuzz_targets/voice_datagram.rs"]
 mod voice_datagram;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 /// Processes with time limits.
 #[path = "tools.rs"]
+#[allow(clippy::duplicate_mod)]
 mod tools;
 
 /// Set in a test process re-run inside a network namespace of its own.

@@ -29,6 +29,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// Processes with time limits and this machine's speed now, shared with
 /// the library's tests.
 #[path = "../../../tests/common/tools.rs"]
+#[allow(clippy::duplicate_mod)]
 mod tools;
 
 #[allow(unused_imports)]

@@ -21,6 +21,7 @@ pub const WAIT: Duration = Duration::from_secs(60);
 /// Tests re-run in a network namespace of their own, shared with the
 /// library's tests.
 #[path = "../../../tests/common/netns.rs"]
+#[allow(clippy::duplicate_mod)]
 mod netns;
 #[allow(unused_imports)]
 pub use netns::in_own_netns;
@@ -28,6 +29,7 @@ pub use netns::in_own_netns;
 /// Processes with time limits and this machine's speed now, shared with
 /// the library's tests.
 #[path = "../../../tests/common/tools.rs"]
+#[allow(clippy::duplicate_mod)]
 mod tools;
 #[allow(unused_imports)]
 pub use tools::stretch;
