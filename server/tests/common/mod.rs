@@ -619,6 +619,10 @@ pub struct BabelToAccounts {
     pub voice: std::net::UdpSocket,
     /// The next voice sequence number of the callee.
     pub seq: u16,
+    /// The callee's packets the relay carried to the caller before the
+    /// voice checked: [`babel_calls_accounts`]'s probes (one when it returns,
+    /// more as [`voice_both_ways`] finds them).
+    pub probes: u64,
 }
 
 /// `babel`, logged in as `caller`, calls `callee` (logged in on `acc`): the
@@ -678,6 +682,7 @@ pub fn babel_calls_accounts(
         peer,
         voice,
         seq,
+        probes: 1,
     }
 }
 
@@ -720,6 +725,7 @@ pub fn accounts_calls_babel(
         peer,
         voice,
         seq: 1,
+        probes: 0,
     }
 }
 
@@ -739,7 +745,7 @@ pub fn voice_both_ways(c: &mut BabelToAccounts) -> Vec<(u16, u32)> {
         // Past the probes still on their way (sent before these, so first).
         let got = loop {
             match c.peer.recv() {
-                Babel::VoiceData { data } if data == PROBE => {}
+                Babel::VoiceData { data } if data == PROBE => c.probes += 1,
                 other => break other,
             }
         };
