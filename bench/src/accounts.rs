@@ -4,7 +4,7 @@
 //! are enough: the server's hashing and disk set the pace, not the client.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -56,10 +56,7 @@ impl Conn {
             {
                 return Ok(f);
             }
-            let n = self
-                .s
-                .read(&mut self.buf)
-                .map_err(|e| format!("recv: {e}"))?;
+            let n = crate::wait::read(&self.s, &mut self.buf).map_err(|e| format!("recv: {e}"))?;
             if n == 0 {
                 return Err("server closed the connection".into());
             }

@@ -52,10 +52,7 @@ impl Blocking {
             if let Some(f) = self.dec.next_frame().map_err(|e| format!("babel: {e}"))? {
                 return Ok(f);
             }
-            let n = self
-                .s
-                .read(&mut buf)
-                .map_err(|e| format!("babel recv: {e}"))?;
+            let n = crate::wait::read(&self.s, &mut buf).map_err(|e| format!("babel recv: {e}"))?;
             if n == 0 {
                 return Err("babel: the server closed the connection".into());
             }
@@ -120,10 +117,12 @@ impl Crowd {
                     names.len()
                 ));
             }
-            crowd
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(100)))
-                .map_err(|e| e.to_string())?;
+            crate::wait::poll(
+                &mut crowd.poll,
+                &mut events,
+                Some(Duration::from_millis(100)),
+            )
+            .map_err(|e| e.to_string())?;
             let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
             for i in ready {
                 let frames = crowd.read(i)?;
@@ -188,9 +187,12 @@ impl Crowd {
             if Instant::now() > deadline {
                 return Err(format!("babel: {missing} users never heard of {name}"));
             }
-            self.poll
-                .poll(&mut events, Some(Duration::from_millis(100)))
-                .map_err(|e| e.to_string())?;
+            crate::wait::poll(
+                &mut self.poll,
+                &mut events,
+                Some(Duration::from_millis(100)),
+            )
+            .map_err(|e| e.to_string())?;
             let ready: Vec<usize> = events.iter().map(|e| e.token().0).collect();
             for i in ready {
                 let at = Instant::now();

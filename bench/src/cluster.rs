@@ -7,7 +7,7 @@
 //! `window` messages in flight: the receiver sends every message straight
 //! back, the sender times the round trip and sends the next.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -96,7 +96,7 @@ fn next_private(
             Ok(None) => {}
             Err(_) => return Err(()),
         }
-        match s.read(buf) {
+        match crate::wait::read(s, buf) {
             Ok(0) => return Err(()),
             Ok(n) => dec.push(&buf[..n]),
             Err(e)
@@ -127,7 +127,7 @@ fn login(addr: SocketAddr, name: &str) -> Result<TcpStream, String> {
             Ok(None) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let n = s.read(&mut buf).map_err(|e| format!("{name}: {e}"))?;
+        let n = crate::wait::read(&s, &mut buf).map_err(|e| format!("{name}: {e}"))?;
         if n == 0 {
             return Err(format!("{name}: closed at login"));
         }

@@ -183,8 +183,12 @@ pub fn login_all(
         if left.is_zero() {
             return Err(format!("login deadline passed: {done} of {n} logged in"));
         }
-        poll.poll(&mut events, Some(left.min(Duration::from_millis(100))))
-            .map_err(|e| format!("poll: {e}"))?;
+        crate::wait::poll(
+            &mut poll,
+            &mut events,
+            Some(left.min(Duration::from_millis(100))),
+        )
+        .map_err(|e| format!("poll: {e}"))?;
         for ev in events.iter() {
             let i = ev.token().0;
             let c = &mut conns[i];
@@ -269,7 +273,7 @@ pub fn churn(
         if Instant::now() > stop_at + Duration::from_secs(30) {
             return Err("churn: connections still waiting 30 s after the end".into());
         }
-        poll.poll(&mut events, Some(Duration::from_millis(100)))
+        crate::wait::poll(&mut poll, &mut events, Some(Duration::from_millis(100)))
             .map_err(|e| format!("poll: {e}"))?;
         for ev in events.iter() {
             let i = ev.token().0;

@@ -17,6 +17,7 @@ mod runqueue;
 mod server;
 mod slow;
 mod table;
+mod wait;
 
 // The cluster workload starts a real PostgreSQL and nats-server the way the
 // server's cluster tests do, with the same helpers.

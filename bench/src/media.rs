@@ -103,7 +103,7 @@ impl<T: chinwag_proto::Decode + std::fmt::Debug> Conn<T> {
             if let Some(m) = self.dec.next_message().map_err(|e| e.to_string())? {
                 return Ok(m);
             }
-            match self.s.read(&mut buf) {
+            match crate::wait::read(&self.s, &mut buf) {
                 Ok(0) => return Err("the server closed the connection".into()),
                 Ok(n) => self.dec.push(&buf[..n]),
                 Err(e) => return Err(format!("read: {e}")),

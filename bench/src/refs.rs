@@ -28,7 +28,7 @@ impl OneWayProbe {
     pub fn start(gap: Duration) -> io::Result<OneWayProbe> {
         let l = TcpListener::bind("127.0.0.1:0")?;
         let mut a = TcpStream::connect(l.local_addr()?)?;
-        let (mut b, _) = l.accept()?;
+        let (b, _) = l.accept()?;
         a.set_nodelay(true)?;
         b.set_nodelay(true)?;
         b.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -38,7 +38,7 @@ impl OneWayProbe {
             let mut h = Hist::default();
             let mut msg = [0u8; 64];
             loop {
-                b.read_exact(&mut msg)?;
+                crate::wait::read_exact(&b, &mut msg)?;
                 let now = base.elapsed().as_nanos() as u64;
                 let sent = u64::from_le_bytes(msg[..8].try_into().expect("8 bytes"));
                 if sent == u64::MAX {
@@ -109,7 +109,7 @@ pub fn udp_rtt(n: usize, gap: Duration) -> io::Result<Hist> {
     let echo = thread::spawn(move || -> io::Result<()> {
         let mut buf = [0u8; 64];
         for _ in 0..n {
-            let k = b.recv(&mut buf)?;
+            let k = crate::wait::recv(&b, &mut buf)?;
             b.send(&buf[..k])?;
         }
         Ok(())
@@ -123,7 +123,7 @@ pub fn udp_rtt(n: usize, gap: Duration) -> io::Result<Hist> {
         sleep_until(next);
         let t = Instant::now();
         a.send(&msg)?;
-        a.recv(&mut buf)?;
+        crate::wait::recv(&a, &mut buf)?;
         if i >= n / 10 {
             h.record(t.elapsed().as_nanos() as u64);
         }

@@ -1,7 +1,7 @@
 //! Private-connection relay throughput and round-trip time, beside a direct
 //! loopback TCP connection measured in the same run.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,7 @@ fn expect<T>(
             return Err("timed out waiting for the server".into());
         }
         s.set_read_timeout(Some(left)).map_err(|e| e.to_string())?;
-        let n = s.read(&mut buf).map_err(|e| format!("read: {e}"))?;
+        let n = crate::wait::read(s, &mut buf).map_err(|e| format!("read: {e}"))?;
         if n == 0 {
             return Err("server closed the control connection".into());
         }
@@ -126,8 +126,7 @@ pub fn establish(
             .max(Duration::from_millis(1));
         s.set_read_timeout(Some(left)).ok();
         let mut b = [0u8; 1];
-        s.read_exact(&mut b)
-            .map_err(|e| format!("waiting for ESTABLISHED: {e}"))?;
+        crate::wait::read_exact(s, &mut b).map_err(|e| format!("waiting for ESTABLISHED: {e}"))?;
         if b[0] != chinwag_proto::chatos::op::ESTABLISHED {
             return Err(format!("expected ESTABLISHED (0x0a), got {:#04x}", b[0]));
         }
@@ -158,9 +157,9 @@ pub fn rtt_inline(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -
     for i in 0..n + n / 10 {
         let t = Instant::now();
         a.write_all(&ping)?;
-        b.read_exact(&mut got)?;
+        crate::wait::read_exact(b, &mut got)?;
         b.write_all(&got)?;
-        a.read_exact(&mut got)?;
+        crate::wait::read_exact(a, &mut got)?;
         if i >= n / 10 {
             h.record(t.elapsed().as_nanos() as u64); // the first tenth is warm-up
         }
@@ -177,7 +176,7 @@ pub fn rtt_echo(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -> 
     let echoer = std::thread::spawn(move || -> io::Result<()> {
         let mut buf = vec![0u8; size];
         for _ in 0..total {
-            echo.read_exact(&mut buf)?;
+            crate::wait::read_exact(&echo, &mut buf)?;
             echo.write_all(&buf)?;
         }
         Ok(())
@@ -188,7 +187,7 @@ pub fn rtt_echo(a: &mut TcpStream, b: &mut TcpStream, n: usize, size: usize) -> 
     for i in 0..total {
         let t = Instant::now();
         a.write_all(&ping)?;
-        a.read_exact(&mut got)?;
+        crate::wait::read_exact(a, &mut got)?;
         if i >= n / 10 {
             h.record(t.elapsed().as_nanos() as u64);
         }
@@ -223,14 +222,12 @@ pub fn bulk(a: TcpStream, b: &mut TcpStream, opts: &RelayOpts) -> io::Result<(u6
     let mut got = 0u64;
     let mut last = t0;
     loop {
-        match b.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
+        match crate::wait::read(b, &mut buf)? {
+            0 => break,
+            n => {
                 got += n as u64;
                 last = Instant::now();
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
     let sent = writer

@@ -68,7 +68,7 @@ impl Client {
                 self.sock
                     .set_read_timeout(Some(left.max(Duration::from_millis(1))))
                     .ok();
-                let Ok((n, _)) = self.sock.recv_from(&mut buf) else {
+                let Ok((n, _)) = crate::wait::recv_from(&self.sock, &mut buf) else {
                     break;
                 };
                 let Ok(m) = Message::decode(&buf[..n]) else {
@@ -249,7 +249,7 @@ fn texts(
         {
             break;
         }
-        poll.poll(&mut events, Some(Duration::from_millis(5)))
+        crate::wait::poll(&mut poll, &mut events, Some(Duration::from_millis(5)))
             .map_err(|e| format!("poll: {e}"))?;
         for ev in events.iter() {
             let i = ev.token().0;

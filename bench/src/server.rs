@@ -245,13 +245,20 @@ impl Drop for Target {
 
 /// GET `path` from the server's metrics endpoint; the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| format!("metrics {addr}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok();
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match crate::wait::read(&s, &mut buf).map_err(|e| e.to_string())? {
+            0 => break,
+            n => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8(bytes).map_err(|e| e.to_string())?;
     match text.split_once("\r\n\r\n") {
         Some((_, body)) => Ok(body.to_string()),
         None => Err("metrics: no body".into()),

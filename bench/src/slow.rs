@@ -4,7 +4,7 @@
 //! and never reads. Reports the fast receivers' latency in both runs, and
 //! whether the server cut the slow one.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,7 @@ impl SlowConsumer {
         sock.set_read_timeout(Some(Duration::from_secs(10)))
             .map_err(e)?;
         let mut one = [0u8; 1];
-        sock.read_exact(&mut one).map_err(e)?;
+        crate::wait::read_exact(&sock, &mut one).map_err(e)?;
         if one != [1] {
             return Err(format!("slow consumer {name}: login refused"));
         }
@@ -44,7 +44,7 @@ impl SlowConsumer {
 
     /// Read what the server left queued: Ok(bytes) once it has closed the
     /// connection, Err if it is still open after `wait`.
-    pub fn drain_to_end(mut self, wait: Duration) -> Result<u64, u64> {
+    pub fn drain_to_end(self, wait: Duration) -> Result<u64, u64> {
         let deadline = Instant::now() + wait;
         let mut buf = vec![0u8; 64 * 1024];
         let mut n = 0u64;
@@ -54,7 +54,7 @@ impl SlowConsumer {
                 return Err(n);
             }
             let _ = self.sock.set_read_timeout(Some(left));
-            match self.sock.read(&mut buf) {
+            match crate::wait::read(&self.sock, &mut buf) {
                 Ok(0) => return Ok(n),
                 Ok(k) => n += k as u64,
                 Err(e)

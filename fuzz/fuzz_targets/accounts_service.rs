@@ -63,7 +63,8 @@ fuzz_target!(|ops: Vec<Op>| {
     store
         .call(|db| {
             for p in &PSEUDOS[..USERS] {
-                db.create_account(&format!("{p}@x.org"), p, "not a hash").unwrap();
+                db.create_account(&format!("{p}@x.org"), p, "not a hash")
+                    .unwrap();
             }
         })
         .unwrap();

@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     let in_place = CommandRef::decode(data).map(|(c, used)| (c.into_owned(), used));
     assert_eq!(in_place, owned);
     let _ = Command::decode_exact(data);
-    let split = data.first().map(|b| *b as usize % (data.len() + 1)).unwrap_or(0);
+    let split = data
+        .first()
+        .map(|b| *b as usize % (data.len() + 1))
+        .unwrap_or(0);
     let mut d = Decoder::new();
     d.push(&data[..split]);
     while let Ok(Some(_)) = d.next_command() {}

@@ -14,29 +14,90 @@ use libfuzzer_sys::fuzz_target;
 
 /// Names worth colliding: look-alikes, bad forms, and one from the input.
 const NAMES: [&str; 10] = [
-    "alice", "Alice", "\u{430}lice", "bob", "b\u{200D}ob", "", "zoe\u{301}", "zoé", "AIice", "rn",
+    "alice",
+    "Alice",
+    "\u{430}lice",
+    "bob",
+    "b\u{200D}ob",
+    "",
+    "zoe\u{301}",
+    "zoé",
+    "AIice",
+    "rn",
 ];
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    Login { name: u8, dialect: u8, global: bool, presence: bool, password: bool, ip: u8 },
-    LoginRaw { name: String },
-    Logout { who: u8 },
-    Broadcast { who: u8, claimed: u8, text: String },
-    Private { who: u8, to: u8, text: String },
-    Request { who: u8, target: u8 },
-    Answer { who: u8, requester: u8, accept: bool },
-    Join { id: u8, ip: u8 },
-    Abandon { id: u8 },
-    HalfDone { id: u8 },
-    Close { who: u8, id: u8, target: u8 },
-    Offer { who: u8, to: u8, port: u16 },
-    Refuse { who: u8, caller: u8 },
-    Kick { who: u8 },
-    KickIp { ip: u8 },
-    BanName { name: u8 },
+    Login {
+        name: u8,
+        dialect: u8,
+        global: bool,
+        presence: bool,
+        password: bool,
+        ip: u8,
+    },
+    LoginRaw {
+        name: String,
+    },
+    Logout {
+        who: u8,
+    },
+    Broadcast {
+        who: u8,
+        claimed: u8,
+        text: String,
+    },
+    Private {
+        who: u8,
+        to: u8,
+        text: String,
+    },
+    Request {
+        who: u8,
+        target: u8,
+    },
+    Answer {
+        who: u8,
+        requester: u8,
+        accept: bool,
+    },
+    Join {
+        id: u8,
+        ip: u8,
+    },
+    Abandon {
+        id: u8,
+    },
+    HalfDone {
+        id: u8,
+    },
+    Close {
+        who: u8,
+        id: u8,
+        target: u8,
+    },
+    Offer {
+        who: u8,
+        to: u8,
+        port: u16,
+    },
+    Refuse {
+        who: u8,
+        caller: u8,
+    },
+    Kick {
+        who: u8,
+    },
+    KickIp {
+        ip: u8,
+    },
+    BanName {
+        name: u8,
+    },
     Sweep,
-    Wait { ms: u16 },
+    Wait {
+        ms: u16,
+    },
 }
 
 struct Recorder(Mutex<usize>);
@@ -77,9 +138,20 @@ fuzz_target!(|ops: Vec<Op>| {
     let name = |i: u8| NAMES[i as usize % NAMES.len()];
     for op in ops.into_iter().take(256) {
         match op {
-            Op::Login { name: n, dialect, global, presence, password, ip: a } => {
-                let dialect = [Dialect::Chatos, Dialect::Babel, Dialect::Accounts, Dialect::Rooms]
-                    [dialect as usize % 4];
+            Op::Login {
+                name: n,
+                dialect,
+                global,
+                presence,
+                password,
+                ip: a,
+            } => {
+                let dialect = [
+                    Dialect::Chatos,
+                    Dialect::Babel,
+                    Dialect::Accounts,
+                    Dialect::Rooms,
+                ][dialect as usize % 4];
                 let entry = Entry {
                     global_chat: global,
                     presence,
@@ -118,7 +190,11 @@ fuzz_target!(|ops: Vec<Op>| {
                     let _ = hub.request_private(now, &s, &s.name, &t.name);
                 }
             }
-            Op::Answer { who, requester, accept } => {
+            Op::Answer {
+                who,
+                requester,
+                accept,
+            } => {
                 if let (Some(s), Some(r)) = (pick(&sessions, who), pick(&sessions, requester)) {
                     if let Ok(Some(id)) = hub.answer_private(now, &s, &r.name, &s.name, accept) {
                         ids.push(id);
@@ -151,7 +227,10 @@ fuzz_target!(|ops: Vec<Op>| {
             }
             Op::Offer { who, to, port } => {
                 if let (Some(s), Some(t)) = (pick(&sessions, who), pick(&sessions, to)) {
-                    let media = chinwagd::hub::Media::BabelListen { host: String::new(), port };
+                    let media = chinwagd::hub::Media::BabelListen {
+                        host: String::new(),
+                        port,
+                    };
                     let _ = hub.offer_call(now, &s, &t.name, media);
                 }
             }

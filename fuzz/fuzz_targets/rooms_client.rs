@@ -26,7 +26,10 @@ fn server() -> SocketAddr {
 }
 
 fn peer(i: u8) -> SocketAddr {
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 1, i % 4)), 5000 + u16::from(i % 3))
+    SocketAddr::new(
+        IpAddr::V4(Ipv4Addr::new(10, 0, 1, i % 4)),
+        5000 + u16::from(i % 3),
+    )
 }
 
 fn some_body(input: &mut Input) -> Body {
@@ -81,17 +84,13 @@ fn reply_to(input: &mut Input, sent: &[Message]) -> Message {
                 _ => Reason::Limit,
             },
         },
-        4 => Body::Text {
-            chat: "hi".into(),
-        },
+        4 => Body::Text { chat: "hi".into() },
         5 => Body::Invitation {
             from: "al".into(),
             mode: Mode::Decentralised,
             room: ["den", "loft"][input.or0() as usize % 2].into(),
         },
-        6 => Body::RoomClosed {
-            room: "den".into(),
-        },
+        6 => Body::RoomClosed { room: "den".into() },
         7 => Body::AccessAnswer {
             mode: Mode::Decentralised,
             status: chinwag_proto::rooms::Access::Granted,
@@ -110,7 +109,11 @@ fn reply_to(input: &mut Input, sent: &[Message]) -> Message {
         m.seq
     };
     Message {
-        user: if input.or0() % 2 == 0 { SERVER } else { input.or0() },
+        user: if input.or0() % 2 == 0 {
+            SERVER
+        } else {
+            input.or0()
+        },
         seq,
         body,
     }
@@ -182,7 +185,10 @@ fuzz_target!(|data: &[u8]| {
             2 | 3 => {
                 let from = match input.or0() % 4 {
                     0 => peer(input.or0()),
-                    1 => SocketAddr::new(IpAddr::V6(Ipv4Addr::new(10, 0, 0, 9).to_ipv6_mapped()), 7004),
+                    1 => SocketAddr::new(
+                        IpAddr::V6(Ipv4Addr::new(10, 0, 0, 9).to_ipv6_mapped()),
+                        7004,
+                    ),
                     _ => server(),
                 };
                 let d = reply_to(&mut input, &sent).to_bytes();
@@ -191,7 +197,11 @@ fuzz_target!(|data: &[u8]| {
             4 => {
                 let n = input.or0() as usize;
                 let d = input.take(n).to_vec();
-                let from = if input.or0() % 2 == 0 { server() } else { peer(input.or0()) };
+                let from = if input.or0() % 2 == 0 {
+                    server()
+                } else {
+                    peer(input.or0())
+                };
                 m.datagram(now, from, &d);
             }
             5 | 6 => {
@@ -253,9 +263,18 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = m.take_events();
         let _ = m.take_lost();
-        assert!(m.waiting() <= tickets.len(), "{} waiting, {} held", m.waiting(), tickets.len());
+        assert!(
+            m.waiting() <= tickets.len(),
+            "{} waiting, {} held",
+            m.waiting(),
+            tickets.len()
+        );
         assert!(m.invitations() <= 64);
         assert!(m.room().peers.len() <= 253);
-        assert!(m.room().peers.iter().all(|p| !p.ip.is_unspecified() && p.port != 0));
+        assert!(m
+            .room()
+            .peers
+            .iter()
+            .all(|p| !p.ip.is_unspecified() && p.port != 0));
     }
 });

@@ -63,7 +63,10 @@ fuzz_target!(|data: &[u8]| {
         ..Config::default()
     };
     let t_retry = cfg.retry_every;
-    let mut ends = [Endpoint::<u8>::new(cfg.clone()), Endpoint::<u8>::new(cfg.clone())];
+    let mut ends = [
+        Endpoint::<u8>::new(cfg.clone()),
+        Endpoint::<u8>::new(cfg.clone()),
+    ];
     let mut models = [Model::default(), Model::default()];
     // Peer 0 of each end is the other end; 1 and 2 are silent sinks.
     let mut flight: Vec<(usize, Vec<u8>)> = Vec::new();
@@ -177,14 +180,34 @@ fuzz_target!(|data: &[u8]| {
                 if op % 11 == 0 {
                     continue; // lost
                 }
-                deliver(&mut ends, &mut models, to, 0, &bytes, now, clock, &forgotten_at, op);
+                deliver(
+                    &mut ends,
+                    &mut models,
+                    to,
+                    0,
+                    &bytes,
+                    now,
+                    clock,
+                    &forgotten_at,
+                    op,
+                );
             }
             // A forged or garbage datagram from any peer.
             101..=110 => {
                 let from = input.byte().unwrap_or(0) % 3;
                 let n = input.byte().unwrap_or(0) as usize % 64;
                 let bytes = input.take(n).to_vec();
-                deliver(&mut ends, &mut models, i, from, &bytes, now, clock, &forgotten_at, op);
+                deliver(
+                    &mut ends,
+                    &mut models,
+                    i,
+                    from,
+                    &bytes,
+                    now,
+                    clock,
+                    &forgotten_at,
+                    op,
+                );
             }
             // Answer a request held back.
             111..=120 => {
@@ -265,7 +288,13 @@ fn deliver(
 
 /// A request executed: never twice for one set of copies, unless its peer
 /// was forgotten or the first execution has aged out since.
-fn executed(m: &mut Model, from: u8, bytes: &[u8], clock: Instant, forgotten: &HashMap<u8, Instant>) {
+fn executed(
+    m: &mut Model,
+    from: u8,
+    bytes: &[u8],
+    clock: Instant,
+    forgotten: &HashMap<u8, Instant>,
+) {
     let key = (from, bytes.to_vec());
     if let Some(first) = m.executed.get(&key) {
         let reset = forgotten.get(&from).is_some_and(|f| *f >= *first);

@@ -14,7 +14,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use chinwag_proto::rooms::reliable;
-use chinwag_proto::rooms::{is_answer, kind, Body, Creation, Message, Mode, Reason, Registration, SERVER};
+use chinwag_proto::rooms::{
+    is_answer, kind, Body, Creation, Message, Mode, Reason, Registration, SERVER,
+};
 use chinwagd::front::rooms::state::{Job, Output, Rooms, Settings, Ticket, Verdict, Work};
 use chinwagd::hub::{Event, RoomMode};
 use libfuzzer_sys::fuzz_target;
@@ -34,7 +36,10 @@ fn addrs() -> Vec<SocketAddr> {
         // The same host as the first two, written v4-mapped.
         SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), 1),
         SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 1),
-        SocketAddr::new(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)), 1),
+        SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+            1,
+        ),
     ]
 }
 
@@ -78,12 +83,16 @@ struct World {
 impl World {
     fn settle(&mut self, out: Output<u32>) {
         for s in out.logouts {
-            assert!(self.hub.names.remove(&s).is_some(), "session {s} logged out twice or never given");
+            assert!(
+                self.hub.names.remove(&s).is_some(),
+                "session {s} logged out twice or never given"
+            );
             assert!(self.logged_out.insert(s));
         }
         for (to, bytes) in out.datagrams {
-            let m = Message::decode(&bytes)
-                .unwrap_or_else(|e| panic!("the server sends valid datagrams: {e:?} in {bytes:02x?}"));
+            let m = Message::decode(&bytes).unwrap_or_else(|e| {
+                panic!("the server sends valid datagrams: {e:?} in {bytes:02x?}")
+            });
             // Its own id, but on a forwarded text the author's.
             assert!(m.user == SERVER || m.body.kind() == chinwag_proto::rooms::kind::TEXTE);
             if let Body::Registered {
@@ -302,9 +311,16 @@ fuzz_target!(|data: &[u8]| {
         w.step();
     }
     for s in w.rooms.shutdown() {
-        assert!(w.hub.names.remove(&s).is_some(), "session {s} handed back twice");
+        assert!(
+            w.hub.names.remove(&s).is_some(),
+            "session {s} handed back twice"
+        );
         assert!(w.logged_out.insert(s));
     }
-    assert!(w.hub.names.is_empty(), "names never given back: {:?}", w.hub.names);
+    assert!(
+        w.hub.names.is_empty(),
+        "names never given back: {:?}",
+        w.hub.names
+    );
     assert_eq!(w.logged_out.len() as u32, w.hub.given);
 });

@@ -100,7 +100,15 @@ impl VoiceOut for Sender {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::new(ErrorKind::Closed, "the call is over"));
         }
-        match chinwag_proto::eintr::retry(|| self.sock.send_to(unit, self.peer)) {
+        // SEND_TIMEOUT counts from here however many signals interrupt the
+        // wait (each would restart SO_SNDTIMEO whole); a send no signal
+        // interrupts makes no system call more.
+        let sent = chinwag_proto::eintr::retry_within(
+            SEND_TIMEOUT,
+            |left| self.sock.set_write_timeout(Some(left)),
+            || self.sock.send_to(unit, self.peer),
+        );
+        match sent {
             Ok(_) => Ok(()),
             // The peer's port is closed (an ICMP answer to an earlier
             // datagram): it may be starting or gone; signalling decides.
@@ -228,8 +236,13 @@ mod tests {
     /// work item runs, a datagram is stamped when it is read instead.
     /// Under load that window is long; wait until a probe from `peer` to
     /// `to` comes back stamped with its arrival, not its reading.
+    /// Enabling SO_TIMESTAMPNS turns the kernel's receive stamping on
+    /// through a deferred static key (net_enable_timestamp): until its work
+    /// item runs, a datagram is stamped when it is read instead. Under load
+    /// that window is long; wait until a probe comes back stamped with its
+    /// arrival, not its reading.
     fn stamping_on(input: &mut dyn VoiceIn, peer: &UdpSocket, to: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             peer.send_to(b"CWVC-probe", to).unwrap();
             let sent = Instant::now();
@@ -362,6 +375,9 @@ mod tests {
     fn waiting_datagrams_are_taken_with_their_kernel_arrival_time() {
         let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let ours = bind(lo, 0).unwrap();
+        // Far longer than any scheduling delay: a wait would show.
+        ours.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let peer = UdpSocket::bind((lo, 0)).unwrap();
         let stranger = UdpSocket::bind((lo, 0)).unwrap();
         let to = SocketAddr::new(lo, port_of(&ours).unwrap());
@@ -377,7 +393,7 @@ mod tests {
             0
         );
         assert!(
-            started.elapsed() < RECV_POLL,
+            started.elapsed() < Duration::from_secs(10),
             "taking nothing does not wait"
         );
 
@@ -407,4 +423,67 @@ mod tests {
             assert!(*at <= sent + Duration::from_millis(1), "{at:?} {sent:?}");
         }
     }
+
+    /// A send that cannot leave fails after SEND_TIMEOUT even while signals
+    /// keep interrupting it (SIGUSR2, caught without SA_RESTART, sent only
+    /// to the sending thread): retried with the socket's whole time-out
+    /// after each EINTR, it hung for as long as the signals lasted. In a
+    /// network namespace of its own whose loopback holds every datagram
+    /// (a token bucket of one byte a second), so the socket's send buffer
+    /// fills and a send blocks.
+    #[test]
+    fn a_send_that_cannot_leave_fails_in_time_under_a_stream_of_signals() {
+        const NAME: &str = "accounts::media::tests::\
+                            a_send_that_cannot_leave_fails_in_time_under_a_stream_of_signals";
+        if !netns::in_own_netns_with(
+            NAME,
+            "tc qdisc add dev lo root tbf rate 8bit burst 1600 limit 10000000",
+        ) {
+            return;
+        }
+        storm::catch_without_restart(libc::SIGUSR2);
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let ours = bind(lo, 0).unwrap();
+        let peer = UdpSocket::bind((lo, 0)).unwrap();
+        let (out, _input) = transport(ours, peer.local_addr().unwrap()).unwrap();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        let sender = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
+            // Until the send buffer is full and a send fails (bounded:
+            // the buffer holds a few hundred).
+            for sent in 0..100_000u32 {
+                if let Err(e) = out.send(&[0xfc; 100]) {
+                    return (sent, e);
+                }
+            }
+            panic!("100,000 datagrams left a loopback that holds them all");
+        });
+        let tid = tid_rx.recv().unwrap();
+        // Compared with the storm's length, not a few seconds: a loaded
+        // machine may be slow to run the thread at all.
+        let storm = Duration::from_secs(30);
+        storm::pester(tid, libc::SIGUSR2, storm, || !sender.is_finished());
+        let took = started.elapsed();
+        let (sent, e) = sender.join().unwrap();
+        assert_eq!(e.code, ErrorKind::Io, "after {sent} datagrams: {e:?}");
+        assert!(sent > 0, "not one datagram left");
+        assert!(
+            took < storm,
+            "a {SEND_TIMEOUT:?} send time-out took {took:?}: as long as the signals lasted"
+        );
+    }
 }
+
+/// Signals for the tests (tests/common/storm.rs, shared with the
+/// integration tests).
+#[cfg(test)]
+#[allow(dead_code, clippy::duplicate_mod)]
+#[path = "../../tests/common/storm.rs"]
+mod storm;
+
+/// Tests in a network namespace of their own (tests/common/netns.rs).
+#[cfg(test)]
+#[path = "../../tests/common/netns.rs"]
+mod netns;

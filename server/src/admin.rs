@@ -6,7 +6,7 @@
 //! It decides nothing the hub or the accounts service decides: it calls
 //! them, and keeps the store's copy of the bans in step with the hub's.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chinwag_proto::eintr;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -332,37 +333,60 @@ fn caller_allowed(stream: &UnixStream) -> bool {
 }
 
 fn serve(stream: UnixStream, admin: &Admin) {
-    let _ = stream.set_read_timeout(Some(IDLE));
-    let _ = stream.set_write_timeout(Some(IDLE));
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader
-            .by_ref()
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut line)
-        {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if line.len() > MAX_LINE {
-            let _ = writeln!(writer, "{}", fail("request line too long"));
-            return;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let answer = match serde_json::from_str::<Request>(text) {
+    serve_lines(&stream, IDLE, |text| {
+        match serde_json::from_str::<Request>(text) {
             Ok(req) => admin.handle(req),
             Err(e) => fail(format!("bad request: {e}")),
+        }
+        .to_string()
+    });
+}
+
+/// One admin connection: each request line `answer`ed with one line, until
+/// the peer closes, sends a line longer than [`MAX_LINE`], or makes no
+/// progress for `idle` either way. The idle time counts from the last
+/// progress however many signals interrupt the wait (each would restart
+/// SO_RCVTIMEO or SO_SNDTIMEO whole: see chinwag_proto::eintr).
+fn serve_lines(stream: &UnixStream, idle: Duration, mut answer: impl FnMut(&str) -> String) {
+    let _ = stream.set_read_timeout(Some(idle));
+    let _ = stream.set_write_timeout(Some(idle));
+    let arm_read = |left| stream.set_read_timeout(Some(left));
+    let arm_write = |left| stream.set_write_timeout(Some(left));
+    let mut pending = Vec::new();
+    let mut closed = false;
+    loop {
+        let line = loop {
+            if let Some(end) = pending.iter().position(|&b| b == b'\n') {
+                break pending.drain(..=end).collect::<Vec<u8>>();
+            }
+            if pending.len() > MAX_LINE || closed {
+                // A last line without its newline is served, as one with it.
+                break std::mem::take(&mut pending);
+            }
+            let mut chunk = [0u8; 4096];
+            match eintr::retry_within(idle, arm_read, || (&*stream).read(&mut chunk)) {
+                Ok(0) => closed = true,
+                Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                Err(_) => return,
+            }
         };
-        if writeln!(writer, "{answer}").is_err() {
+        if line.is_empty() {
+            return;
+        }
+        let reply = if line.len() > MAX_LINE {
+            fail("request line too long").to_string()
+        } else {
+            let text = String::from_utf8_lossy(&line);
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            answer(text)
+        };
+        let reply = format!("{reply}\n");
+        let sent =
+            eintr::write_all_within(idle, arm_write, |b| (&*stream).write(b), reply.as_bytes());
+        if sent.is_err() || line.len() > MAX_LINE {
             return;
         }
     }
@@ -447,4 +471,102 @@ fn bind_owner_only(path: &Path) -> io::Result<UnixListener> {
     })();
     let _ = std::fs::remove_dir_all(&private);
     bound.map_err(|e| io::Error::new(e.kind(), format!("admin socket {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::storm::{catch_without_restart, pester};
+
+    /// How long the signals may last: far longer than any time-out here.
+    const STORM: Duration = Duration::from_secs(30);
+
+    /// `serve_lines` with idle time-out `idle` on a thread of its own,
+    /// answering "got" and the request; and the client's end.
+    fn served(idle: Duration) -> (std::thread::JoinHandle<()>, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let server =
+            std::thread::spawn(move || serve_lines(&ours, idle, |text| format!("got {text}")));
+        (server, theirs)
+    }
+
+    /// How long `serve` took on a thread of its own while SIGUSR2, caught
+    /// without SA_RESTART, hit that thread about every millisecond (for
+    /// [`STORM`] at most). SIGUSR2 goes to one thread at a time only.
+    fn under_storm(serve: impl FnOnce() + Send + 'static) -> Duration {
+        catch_without_restart(libc::SIGUSR2);
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let started = Instant::now();
+        let server = std::thread::spawn(move || {
+            // SAFETY: pthread_self has no preconditions.
+            tid_tx.send(unsafe { libc::pthread_self() }).unwrap();
+            serve();
+        });
+        let tid = tid_rx.recv().unwrap();
+        pester(tid, libc::SIGUSR2, STORM, || !server.is_finished());
+        let took = started.elapsed();
+        server.join().unwrap();
+        took
+    }
+
+    #[test]
+    fn lines_are_answered_one_by_one_and_a_last_line_without_newline_too() {
+        let (server, mut c) = served(Duration::from_secs(60));
+        c.write_all(b"one\n\n  two  \nthree").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut said = String::new();
+        c.read_to_string(&mut said).unwrap();
+        assert_eq!(said, "got one\ngot two\ngot three\n");
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn a_line_over_the_limit_is_refused_and_ends_the_connection() {
+        let (server, c) = served(Duration::from_secs(60));
+        let writer = {
+            let mut c = c.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = c.write_all(&vec![b'x'; MAX_LINE + 10]);
+            })
+        };
+        let mut said = String::new();
+        (&c).read_to_string(&mut said).unwrap();
+        assert!(said.contains("request line too long"), "{said}");
+        assert_eq!(said.lines().count(), 1, "{said}");
+        server.join().unwrap();
+        writer.join().unwrap();
+    }
+
+    /// A connection that sends nothing is closed after the idle time-out
+    /// even while signals keep interrupting the wait: std's `read_until`
+    /// retried each EINTR with SO_RCVTIMEO's whole time again, so the
+    /// connection stayed for as long as the signals lasted. Compared with
+    /// the storm's length, not a few seconds: a loaded machine may be slow
+    /// to run the thread at all.
+    #[test]
+    fn an_idle_connection_is_closed_in_time_under_a_stream_of_signals() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let took =
+            under_storm(move || serve_lines(&ours, Duration::from_millis(300), |t| t.to_owned()));
+        assert!(
+            took < STORM,
+            "a 300 ms idle time-out took {took:?}: as long as the signals lasted"
+        );
+    }
+
+    /// An answer to a client that never reads fails after the idle time-out
+    /// under the same storm (std's `write_all` restarted SO_SNDTIMEO).
+    #[test]
+    fn an_answer_nobody_reads_fails_in_time_under_a_stream_of_signals() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        // One request whose answer is far more than the socket buffers hold.
+        theirs.write_all(b"big\n").unwrap();
+        let took = under_storm(move || {
+            serve_lines(&ours, Duration::from_millis(300), |_| "x".repeat(64 << 20))
+        });
+        assert!(
+            took < STORM,
+            "a 300 ms write time-out took {took:?}: as long as the signals lasted"
+        );
+    }
 }

@@ -16,6 +16,18 @@ pub mod pool;
 pub mod store;
 pub mod tls;
 
+// The fuzz targets run as ordinary tests (fuzz_targets.rs): they name the
+// crate as the fuzz crate does, and find their `fuzz_target!` and
+// `arbitrary` under the name libfuzzer-sys gives them.
+#[cfg(test)]
+extern crate self as chinwagd;
+#[cfg(test)]
+extern crate self as libfuzzer_sys;
+#[cfg(test)]
+pub use arbitrary;
+#[cfg(test)]
+mod fuzz_targets;
+
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;

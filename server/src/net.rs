@@ -1012,7 +1012,7 @@ impl SmallListener {
 #[cfg(test)]
 #[allow(dead_code)]
 #[path = "../../tests/common/storm.rs"]
-mod storm;
+pub(crate) mod storm;
 
 #[cfg(test)]
 mod tests {

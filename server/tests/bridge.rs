@@ -30,6 +30,7 @@ use rooms_support::Client as Rooms;
 fn server_with(f: impl FnOnce(&mut Config)) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
     let mut cfg = Config::ephemeral();
+    cfg.login_timeout_ms = common::LOGIN_TIMEOUT_MS;
     f(&mut cfg);
     Server::start(cfg).expect("server starts")
 }
@@ -289,10 +290,12 @@ fn a_babel_user_calls_an_accounts_user_voice_both_ways_and_hang_ups() {
             assert_eq!(w[1].0, w[0].0.wrapping_add(1));
             assert_eq!(w[1].1, w[0].1.wrapping_add(960));
         }
-        // Counted once sent (just after it left): the one packet that
-        // found the voice connection open, then ten.
-        eventually("eleven packets counted", || {
-            m.relay_packets() - before == 11
+        // Counted once sent (just after it left): the probes that found
+        // the voice connection open (one, or more on a loaded machine),
+        // then ten.
+        let carried = 10 + call.probes;
+        eventually(&format!("{carried} packets counted"), || {
+            m.relay_packets() - before == carried
         });
         if hang_up_from_babel {
             drop(call);

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use chinwag_proto::rooms::{kind, Body, Message, Mode, Reason, Registration};
 use chinwagd::front::rooms::state::{UNANSWERED_TEXTS, UNCONFIRMED_IN_FLIGHT, UNCONFIRMED_PER_IP};
-use rooms_support::{in_own_netns, server_with, texts_reach_both_once, Client, LossyProxy};
+use rooms_support::{
+    in_own_netns, server_with, stretch, texts_reach_both_once, Client, LossyProxy,
+};
 
 /// Records at WARN or above from the rooms front-end, process-wide.
 static LOUD: AtomicUsize = AtomicUsize::new(0);
@@ -74,16 +76,28 @@ fn forwarding_stays_fast_while_many_clients_never_acknowledge() {
     other.ask(Body::AccessRoom {
         name: "quiet".into(),
     });
+    // Times below are an idle machine's, scaled by how much slower this
+    // one runs now: the flood asks for as much of the machine's time and
+    // the bounds allow as much (once, at `nice -n 19` beside two busy
+    // loops, the fixed 200 texts a second were more than the server's
+    // share of the cores could carry).
+    let slow = stretch();
+    let scaled = |d: Duration| d.mul_f64(slow);
+    eprintln!("this machine runs {slow:.1}x slower than an idle one");
     // The flood: 200 texts a second for 2 s into the public room, sent
     // without waiting (the answers are not read).
     let author = Client::register(addr, "author");
     let stop = Arc::new(AtomicBool::new(false));
     let flood = {
         let stop = stop.clone();
+        let (pace, length) = (
+            scaled(Duration::from_millis(5)),
+            scaled(Duration::from_secs(2)),
+        );
         std::thread::spawn(move || {
             let t0 = Instant::now();
             let mut seq = 1000u16;
-            while !stop.load(Ordering::Acquire) && t0.elapsed() < Duration::from_secs(2) {
+            while !stop.load(Ordering::Acquire) && t0.elapsed() < length {
                 seq += 1;
                 author.send_raw(
                     &Message {
@@ -95,21 +109,21 @@ fn forwarding_stays_fast_while_many_clients_never_acknowledge() {
                     }
                     .to_bytes(),
                 );
-                std::thread::sleep(Duration::from_millis(5)); // pacing, not waiting
+                std::thread::sleep(pace); // pacing, not waiting
             }
             author
         })
     };
     let mut rtts = Vec::new();
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(2500) {
+    while t0.elapsed() < scaled(Duration::from_millis(2500)) {
         let t = Instant::now();
         assert_eq!(
             honest.ask(Body::Connexion { name: None }),
             Body::KeptAlive { ok: true }
         );
         rtts.push(t.elapsed());
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(scaled(Duration::from_millis(10)));
     }
     stop.store(true, Ordering::Release);
     let _author = flood.join().unwrap();
@@ -121,12 +135,21 @@ fn forwarding_stays_fast_while_many_clients_never_acknowledge() {
         "honest keep-alive round trips under the flood: n={} p50={p50:?} p99={p99:?} max={max:?}",
         rtts.len()
     );
-    // Before: seconds (every send counted one recipient's messages by
-    // scanning all of them, under the state lock).
-    assert!(max < Duration::from_millis(1500), "max {max:?}");
-    assert!(p50 < Duration::from_millis(100), "p50 {p50:?}");
+    // Before: seconds on an idle machine (every send counted one
+    // recipient's messages by scanning all of them, under the state lock).
+    // The load may have grown since the start: the larger of the two.
+    let slow = slow.max(stretch());
+    let scaled = |d: Duration| d.mul_f64(slow);
+    assert!(
+        max < scaled(Duration::from_millis(1500)),
+        "max {max:?} ({slow:.1}x)"
+    );
+    assert!(
+        p50 < scaled(Duration::from_millis(100)),
+        "p50 {p50:?} ({slow:.1}x)"
+    );
     // The clients that never acknowledge were dropped.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
     while srv.hub().online("s0").is_some() {
         assert!(Instant::now() < deadline, "silent clients kept");
         std::thread::sleep(Duration::from_millis(50));

@@ -139,7 +139,7 @@ impl Forwarder {
                 let mut buf = [0u8; 2048];
                 let mut n_seq = 0u64;
                 while !stop.load(Ordering::Acquire) {
-                    let Ok((n, src)) = from.recv_from(&mut buf) else {
+                    let Ok((n, src)) = crate::wait::recv_from(&from, &mut buf) else {
                         continue;
                     };
                     let now = Instant::now();

@@ -189,7 +189,7 @@ pub fn udp_one_way(n: usize) -> Result<f64, String> {
     let receiver = std::thread::spawn(move || {
         let mut us = Vec::new();
         let mut buf = [0u8; 16];
-        while let Ok(8) = rx.recv(&mut buf) {
+        while let Ok(8) = crate::wait::recv(&rx, &mut buf) {
             let sent = u64::from_le_bytes(buf[..8].try_into().expect("8 bytes"));
             us.push(origin.elapsed().as_micros() as f64 - sent as f64);
             if us.len() == n {

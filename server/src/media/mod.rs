@@ -20,10 +20,11 @@
 //! (`relay_answered`, `relay_ended`) from its own threads, holding none of
 //! its locks.
 
-// The fuzz targets drive an allocation's re-framing without sockets.
-#[cfg(feature = "fuzzing")]
+// The fuzz targets (and their run as tests) drive an allocation's
+// re-framing without sockets.
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod alloc;
-#[cfg(not(feature = "fuzzing"))]
+#[cfg(not(any(test, feature = "fuzzing")))]
 mod alloc;
 mod babel;
 

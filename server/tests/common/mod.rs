@@ -20,8 +20,29 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     d
 }
 
-/// How long a test waits for something that must happen.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that must happen: only a failing
+/// test waits it out, so it is far longer than anything takes on a loaded
+/// machine (10 s was not enough for a registration's Argon2 hash with the
+/// suite at `nice -n 19` beside two busy loops).
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Processes with time limits and this machine's speed now, shared with
+/// the library's tests.
+#[path = "../../../tests/common/tools.rs"]
+#[allow(clippy::duplicate_mod)]
+mod tools;
+
+#[allow(unused_imports)]
+pub use tools::{alone, process_cpu, stretch};
+
+/// The login deadline of a test server whose tests do not check it: long
+/// enough for a client to register and log in (an Argon2 hash each) on a
+/// loaded machine, where the product's 10 s once was not.
+pub const LOGIN_TIMEOUT_MS: u64 = 60_000;
+
+/// How long a test waits for a chinwagd process to say where it listens
+/// (it may open a PostgreSQL store on a loaded machine after a kill -9).
+pub const START_WAIT: Duration = WAIT;
 
 pub struct Wire<T> {
     pub s: TcpStream,
@@ -194,6 +215,31 @@ pub struct Chinwagd {
     pub cluster: Option<std::net::SocketAddr>,
 }
 
+/// A [`Chinwagd`] killed (SIGKILL) and reaped when dropped, so that a test
+/// that fails midway leaves no server behind (one still held its admin
+/// socket and failed the next run's start-up).
+pub struct Reaped(pub Chinwagd);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Chinwagd;
+    fn deref(&self) -> &Chinwagd {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Chinwagd {
+        &mut self.0
+    }
+}
+
 /// Every listener of a `listening:` line, by name: the text after
 /// `listening: ` is `NAME ADDR` pairs joined by `, `.
 pub fn parse_listening(line: &str) -> Option<Vec<(String, std::net::SocketAddr)>> {
@@ -217,7 +263,7 @@ impl Chinwagd {
     }
 
     /// Start `cmd` logging at `log` (a `RUST_LOG` value; the `listening:`
-    /// line is kept whatever it says) and wait, up to [`WAIT`], for its
+    /// line is kept whatever it says) and wait, up to [`START_WAIT`], for its
     /// `listening:` line. Its stderr is read to the end by a thread of its
     /// own, so logging never blocks it; `echo` copies it to ours. Err, with
     /// its last words, when it ends first, or is stopped after the wait.
@@ -251,7 +297,7 @@ impl Chinwagd {
                 }
             }
         });
-        let deadline = Instant::now() + WAIT;
+        let deadline = Instant::now() + START_WAIT;
         // Its last words, if it ends first (the last 5 lines only).
         let mut said = std::collections::VecDeque::new();
         let failed = loop {
@@ -277,7 +323,7 @@ impl Chinwagd {
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    break format!("chinwagd did not say where it listens within {WAIT:?}");
+                    break format!("chinwagd did not say where it listens within {START_WAIT:?}");
                 }
             }
         };
@@ -573,6 +619,10 @@ pub struct BabelToAccounts {
     pub voice: std::net::UdpSocket,
     /// The next voice sequence number of the callee.
     pub seq: u16,
+    /// The callee's packets the relay carried to the caller before the
+    /// voice checked: [`babel_calls_accounts`]'s probes (one when it returns,
+    /// more as [`voice_both_ways`] finds them).
+    pub probes: u64,
 }
 
 /// `babel`, logged in as `caller`, calls `callee` (logged in on `acc`): the
@@ -620,7 +670,7 @@ pub fn babel_calls_accounts(
     // speaks only after ConnectionEstablished): send until one is there.
     let mut seq = 0u16;
     loop {
-        voice.send_to(&media(seq, &[0xfc, 0xff]), relay).unwrap();
+        voice.send_to(&media(seq, &PROBE), relay).unwrap();
         seq += 1;
         if peer.try_recv(Duration::from_millis(50)).is_some() {
             break;
@@ -632,6 +682,7 @@ pub fn babel_calls_accounts(
         peer,
         voice,
         seq,
+        probes: 1,
     }
 }
 
@@ -674,8 +725,14 @@ pub fn accounts_calls_babel(
         peer,
         voice,
         seq: 1,
+        probes: 0,
     }
 }
+
+/// The Opus bytes of the packets [`babel_calls_accounts`] sends until the
+/// relay carries one: on a loaded machine more than one may be on its way
+/// when the first arrives, and they arrive after it.
+const PROBE: [u8; 2] = [0xfc, 0xff];
 
 /// Five voice packets each way, checked byte for byte (accounts to babel,
 /// then babel to accounts, from the relay's socket). Returns the sequence
@@ -685,8 +742,15 @@ pub fn voice_both_ways(c: &mut BabelToAccounts) -> Vec<(u16, u32)> {
     for seq in c.seq..c.seq + 5 {
         let opus = [0xfc, seq as u8, 0xaa, 0x55];
         c.voice.send_to(&media(seq, &opus), c.relay).unwrap();
+        // Past the probes still on their way (sent before these, so first).
+        let got = loop {
+            match c.peer.recv() {
+                Babel::VoiceData { data } if data == PROBE => c.probes += 1,
+                other => break other,
+            }
+        };
         assert_eq!(
-            c.peer.recv(),
+            got,
             Babel::VoiceData {
                 data: opus.to_vec()
             }

@@ -13,63 +13,26 @@ use std::time::{Duration, Instant};
 use chinwag_proto::rooms::{self as wire, Body, Message, Registration};
 use chinwagd::{Config, Server};
 
-/// How long a test waits for something that must happen.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that must happen: only a failing
+/// test waits it out, so it is far longer than anything takes on a loaded
+/// machine.
+pub const WAIT: Duration = Duration::from_secs(60);
 
-/// Processes with time limits, shared with the library's tests.
+/// Tests re-run in a network namespace of their own, shared with the
+/// library's tests.
+#[path = "../../../tests/common/netns.rs"]
+#[allow(clippy::duplicate_mod)]
+mod netns;
+#[allow(unused_imports)]
+pub use netns::in_own_netns;
+
+/// Processes with time limits and this machine's speed now, shared with
+/// the library's tests.
 #[path = "../../../tests/common/tools.rs"]
-mod process;
-
-/// Set in a test process re-run inside a network namespace of its own.
-const NETNS: &str = "CHINWAG_TEST_NETNS";
-
-/// Run the calling test (`name`, as libtest names it) in a network
-/// namespace of its own, for a test that needs more than 127.0.0.1: a
-/// second source address (127.0.0.2), `::1`, or a server bound to every
-/// address. The test binary runs again under `unshare --user --net` with
-/// only its loopback up, so nothing it sends or binds can reach beyond
-/// it. Returns true in that child (run the body there), false in the
-/// parent, which has checked that the child ran the test and passed.
-/// Where no namespace can be made, the test is skipped (a failure under
-/// CI=true).
-pub fn in_own_netns(name: &str) -> bool {
-    if std::env::var_os(NETNS).is_some() {
-        return true;
-    }
-    const LO_UP: &str = "ip link set lo up";
-    let can = process::require("unshare")
-        && std::process::Command::new("unshare")
-            .args(["--user", "--map-root-user", "--net", "sh", "-c", LO_UP])
-            .status()
-            .is_ok_and(|s| s.success());
-    if !can {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{name}: no network namespace under CI=true"
-        );
-        eprintln!("SKIPPED: {name}: no network namespace can be made here");
-        return false;
-    }
-    let exe = std::env::current_exe().expect("the test binary");
-    let out = process::output_within(
-        std::process::Command::new("unshare")
-            .args(["--user", "--map-root-user", "--net", "--"])
-            .args(["sh", "-c", &format!(r#"{LO_UP} && exec "$0" "$@""#)])
-            .arg(exe)
-            .args([name, "--exact", "--nocapture", "--test-threads=1"])
-            .env(NETNS, "1"),
-        Duration::from_secs(120),
-    );
-    let said = String::from_utf8_lossy(&out.stdout);
-    let errs = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{errs}");
-    assert!(
-        out.status.success() && said.contains("1 passed"),
-        "{name} in its own network namespace: {}\n{said}",
-        out.status
-    );
-    false
-}
+#[allow(clippy::duplicate_mod)]
+mod tools;
+#[allow(unused_imports)]
+pub use tools::stretch;
 
 pub fn server_with(f: impl FnOnce(&mut Config)) -> Server {
     let _ = env_logger::builder().is_test(true).try_init();
@@ -170,9 +133,13 @@ impl Client {
         self.answer(seq, bytes).0
     }
 
-    /// The answer to `bytes`, and how many times they were sent again.
+    /// The answer to `bytes` (sent again every 100 ms until it comes, for
+    /// up to [`WAIT`]: 50 tries, 5 s, are little on a loaded machine),
+    /// and how many times they were sent again.
     fn answer(&self, seq: u16, bytes: &[u8]) -> (Body, usize) {
-        for attempt in 0..50 {
+        let give_up = Instant::now() + WAIT;
+        let mut attempt = 0;
+        while Instant::now() < give_up {
             self.send_raw(bytes);
             let deadline = Instant::now() + Duration::from_millis(100);
             while let Some(got) = self.recv_until(deadline) {
@@ -181,8 +148,9 @@ impl Client {
                 }
                 self.ack(&got);
             }
+            attempt += 1;
         }
-        panic!("no answer to seq {seq}");
+        panic!("no answer to seq {seq} within {WAIT:?}");
     }
 
     pub fn recv_until(&self, deadline: Instant) -> Option<Message> {
