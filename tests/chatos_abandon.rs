@@ -78,7 +78,11 @@ fn closed_without_a_byte(s: &mut TcpStream) -> Duration {
 fn wait_in_use(srv: &chinwagd::Server, n: usize) {
     let deadline = Instant::now() + WAIT;
     while srv.hub().relays_in_use() != n {
-        assert!(Instant::now() < deadline, "{} in use", srv.hub().relays_in_use());
+        assert!(
+            Instant::now() < deadline,
+            "{} in use",
+            srv.hub().relays_in_use()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -169,7 +173,10 @@ fn a_private_connection_the_library_gives_up_is_closed_for_the_peer_at_once() {
         }),
         "bob is told at once that alice closed the id"
     );
-    eprintln!("bob told {:?} after alice's failure was read", told.elapsed());
+    eprintln!(
+        "bob told {:?} after alice's failure was read",
+        told.elapsed()
+    );
     let peer = event(&alice, |ev| match ev {
         Event::PrivateClosed { peer } => Some(peer),
         _ => None,

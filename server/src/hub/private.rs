@@ -262,7 +262,11 @@ impl Private {
     /// took it, or the id is gone).
     pub(super) fn leave(&mut self, id: i64, stream: &Arc<TcpStream>) -> bool {
         match self.tickets.get_mut(&id) {
-            Some(t) if t.waiting.as_ref().is_some_and(|w| Arc::ptr_eq(&w.stream, stream)) => {
+            Some(t)
+                if t.waiting
+                    .as_ref()
+                    .is_some_and(|w| Arc::ptr_eq(&w.stream, stream)) =>
+            {
                 t.waiting = None;
                 true
             }
