@@ -86,22 +86,26 @@ fn closed_after(s: &mut TcpStream, since: Instant) -> Duration {
     since.elapsed()
 }
 
-/// With the one slot free again, another pair's private connection is
-/// established.
-fn another_pair_relays(addr: SocketAddr, c: &mut Raw, d: &mut Raw) {
-    let id = negotiate(c, "carol", d, "dave");
-    let mut pc = open_private(addr, id);
-    let mut pd = open_private(addr, id);
-    for p in [&mut pc, &mut pd] {
+/// Both ends of `id` come: each gets ESTABLISHED, and bytes go through.
+fn relays(addr: SocketAddr, id: i64) {
+    let mut p1 = open_private(addr, id);
+    let mut p2 = open_private(addr, id);
+    for p in [&mut p1, &mut p2] {
         p.set_read_timeout(Some(WAIT)).unwrap();
         let mut one = [0u8; 1];
         p.read_exact(&mut one).expect("ESTABLISHED");
         assert_eq!(one, [0x0a]);
     }
-    pc.write_all(b"hi").unwrap();
+    p1.write_all(b"hi").unwrap();
     let mut two = [0u8; 2];
-    pd.read_exact(&mut two).unwrap();
+    p2.read_exact(&mut two).unwrap();
     assert_eq!(&two, b"hi");
+}
+
+/// With the one slot free again, another pair's private connection is
+/// established.
+fn another_pair_relays(addr: SocketAddr, c: &mut Raw, d: &mut Raw) {
+    relays(addr, negotiate(c, "carol", d, "dave"));
 }
 
 /// With `max_relays` 1, alice's end of a private connection with bob
@@ -202,22 +206,6 @@ fn a_waiting_end_whose_partner_closes_the_id_is_closed_and_its_slot_given_back()
     another_pair_relays(w.addr, &mut w.c, &mut w.d);
 }
 
-/// alice's end of the id, opened again, and bob's: the relay works.
-fn the_id_still_relays(addr: SocketAddr, id: i64) {
-    let mut pa = open_private(addr, id);
-    let mut pb = open_private(addr, id);
-    for p in [&mut pa, &mut pb] {
-        p.set_read_timeout(Some(WAIT)).unwrap();
-        let mut one = [0u8; 1];
-        p.read_exact(&mut one).expect("ESTABLISHED");
-        assert_eq!(one, [0x0a]);
-    }
-    pb.write_all(b"yo").unwrap();
-    let mut two = [0u8; 2];
-    pa.read_exact(&mut two).unwrap();
-    assert_eq!(&two, b"yo");
-}
-
 #[test]
 fn a_waiting_end_whose_own_client_closes_gives_its_slot_back_at_once() {
     let mut w = alice_waits();
@@ -231,7 +219,7 @@ fn a_waiting_end_whose_own_client_closes_gives_its_slot_back_at_once() {
     another_pair_relays(w.addr, &mut w.c, &mut w.d);
     wait_in_use(&w.srv, 0);
     // The id was not used: alice (back) and bob still connect with it.
-    the_id_still_relays(w.addr, w.id);
+    relays(w.addr, w.id);
     w.a.expect_silence();
     w.b.expect_silence();
 }
@@ -249,7 +237,7 @@ fn a_waiting_end_whose_own_client_resets_gives_its_slot_back_at_once() {
     let took = gone.elapsed();
     eprintln!("slot given back {took:?} after the waiting end's client reset");
     assert!(took < Duration::from_secs(5), "{took:?}");
-    the_id_still_relays(w.addr, w.id);
+    relays(w.addr, w.id);
 }
 
 #[test]
