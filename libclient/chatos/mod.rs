@@ -154,24 +154,32 @@ fn start_opener(chatos: &Arc<Chatos>, peer: String, connect_id: i64) {
                     stream: Some(stream),
                 });
             }
-            Err(e) => {
-                log::info!("private connection with {peer} failed: {}", e.message);
-                chatos.core.emit(Event::PrivateFailed {
-                    peer,
-                    connect_id,
-                    code: e.code,
-                    text: e.message,
-                });
-            }
+            Err(e) => abandon(chatos, peer, connect_id, e),
         }
     });
     if let Err(e) = started {
-        chatos.core.emit(Event::PrivateFailed {
-            peer: p2,
-            connect_id,
-            code: e.code,
-            text: e.message,
-        });
+        abandon(chatos, p2, connect_id, e);
+    }
+}
+
+/// This side gives up private connection `connect_id` before it was
+/// established: the application hears why, and the server is told
+/// (CLOSE_CONNECTION), so the peer's end, waiting or yet to come, is
+/// closed at once rather than after its own time-out. The server confirms
+/// with ACCEPT_CLOSE_CONNECTION (a PrivateClosed event after this
+/// PrivateFailed) while the id was still open; it drops the close of an
+/// id already gone (cancelled, expired).
+fn abandon(chatos: &Chatos, peer: String, connect_id: i64, e: Error) {
+    log::info!("private connection with {peer} failed: {}", e.message);
+    // Queued first, so the confirmation's PrivateClosed comes after it.
+    chatos.core.emit(Event::PrivateFailed {
+        peer: peer.clone(),
+        connect_id,
+        code: e.code,
+        text: e.message,
+    });
+    if let Err(e) = chatos.close_private(connect_id, &peer) {
+        log::debug!("CLOSE_CONNECTION not sent: {}", e.message);
     }
 }
 

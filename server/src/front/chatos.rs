@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use chinwag_proto::chatos::{self, Command, CommandRef};
 use crossbeam_channel::RecvTimeoutError;
 
-use super::{relay, Conn, End};
+use super::relay::{self, Awaited};
+use super::{Conn, End};
 use crate::hub::{Dialect, Entry, Event, Peer, RelayJoin, Session};
 use crate::metrics::DropReason;
 use crate::net::Outbound;
@@ -314,10 +315,31 @@ pub(crate) fn private_end(
     let _ = stream.set_read_timeout(None);
     crate::net::widen_send_buffer(stream);
     let other = match hub.relay_join(Instant::now(), id, ip, stream.clone()) {
-        RelayJoin::First { rx, deadline } => {
+        RelayJoin::First {
+            rx,
+            woken,
+            deadline,
+        } => {
             log::info!("{label}: first end of private connection {id:#x}, waiting");
-            let wait = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
+            let sent = !pending.is_empty();
+            let handed = match relay::await_partner(stream, &woken, deadline, sent) {
+                // Its slot is free at once; the id stays valid until it
+                // expires, for either user to present again.
+                Awaited::ClientGone if hub.relay_leave(id, stream) => {
+                    return Err(End::Closed(format!(
+                        "left before the other end of {id:#x} came"
+                    )))
+                }
+                // Woken, or gone just as the second end took this one:
+                // the hand-over is in the channel or on its way.
+                Awaited::Woken | Awaited::ClientGone => rx.recv_timeout(
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(HANDOVER_GRACE),
+                ),
+                Awaited::Deadline => Err(RecvTimeoutError::Timeout),
+            };
+            match handed {
                 Ok(other) => other,
                 // The hub dropped the ticket: one of the two users' chat
                 // session ended, or CLOSE_CONNECTION closed the id. The

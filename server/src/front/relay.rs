@@ -4,6 +4,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
 
 /// Bytes moved per splice call; also the pipe's requested capacity.
 const CHUNK: usize = 1 << 20;
@@ -94,6 +97,96 @@ fn splice_all(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
 #[cfg(not(target_os = "linux"))]
 fn splice_all(src: &TcpStream, dst: &TcpStream) -> io::Result<u64> {
     copy_all(src, dst)
+}
+
+/// What ended a first end's wait for its partner ([`await_partner`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Awaited {
+    /// The hub let go of this end: the hand-over is in its channel, or the
+    /// id was cancelled (the channel is disconnected).
+    Woken,
+    /// This end's own client went away: a reset, or end of stream with
+    /// nothing sent for the partner.
+    ClientGone,
+    Deadline,
+}
+
+/// End of stream from the peer, where poll(2) can report it apart from
+/// readable bytes; elsewhere only a full hang-up or an error is seen.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const PEER_HUNG_UP: libc::c_short = libc::POLLRDHUP;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const PEER_HUNG_UP: libc::c_short = 0;
+
+/// Wait, blocked in one poll(2) (no wake-up while nothing happens), until
+/// `woken` hangs up, `client` goes away, or `deadline`. Bytes the client
+/// sends meanwhile stay in its socket for the relay and wake nothing.
+/// `sent`: bytes for the partner were already read off `client`, so its end
+/// of stream is a half-close after a message, not a departure; so is an end
+/// of stream behind unread bytes. After either, only `woken` is watched.
+pub fn await_partner(
+    client: &TcpStream,
+    woken: &UnixStream,
+    deadline: Instant,
+    sent: bool,
+) -> Awaited {
+    let mut watch_client = true;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Awaited::Deadline;
+        }
+        // Rounded up, so the deadline is never polled for in a busy loop.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        let mut fds = [
+            libc::pollfd {
+                fd: woken.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                // A negative descriptor is skipped by poll(2).
+                fd: if watch_client { client.as_raw_fd() } else { -1 },
+                events: PEER_HUNG_UP,
+                revents: 0,
+            },
+        ];
+        // SAFETY: poll reads and writes the two entries of the array we pass,
+        // whose descriptors stay open for the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // Cannot watch: wait on the hand-over alone, as without poll.
+            return Awaited::Woken;
+        }
+        if fds[0].revents != 0 {
+            return Awaited::Woken;
+        }
+        if fds[1].revents == 0 {
+            continue;
+        }
+        let mut one = 0u8;
+        // SAFETY: a one-byte peek into a byte we own; never blocks.
+        let got = unsafe {
+            libc::recv(
+                client.as_raw_fd(),
+                (&mut one as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        match got {
+            0 if !sent => return Awaited::ClientGone,
+            n if n >= 0 => watch_client = false,
+            _ => match io::Error::last_os_error().raw_os_error() {
+                Some(libc::EINTR) => {}
+                Some(libc::EAGAIN) => watch_client = false,
+                _ => return Awaited::ClientGone,
+            },
+        }
+    }
 }
 
 /// Portable fallback: copy through a user-space buffer.

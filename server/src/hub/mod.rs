@@ -48,7 +48,7 @@ pub use calls::{
     Transport, RING_TTL,
 };
 use private::Private;
-pub use private::{CloseOutcome, RelayJoin};
+pub use private::{CloseOutcome, Handover, RelayJoin};
 pub use rooms::{AccessRefusal, CreateRefusal, RoomInfo, RoomMode, RoomPeer, PUBLIC};
 
 pub type SessionId = u64;
@@ -1263,6 +1263,14 @@ impl Hub {
     /// Returns false if the second end arrived in the meantime.
     pub fn relay_abandon(&self, id: i64) -> bool {
         self.private.lock().abandon(id)
+    }
+
+    /// The waiting first end of `id` on `stream` saw its own client go
+    /// away: its `max_relays` slot is free at once, and the id stays valid
+    /// until it expires (either user may present it again). Returns false
+    /// if the second end took `stream` meanwhile (its hand-over follows).
+    pub fn relay_leave(&self, id: i64, stream: &Arc<TcpStream>) -> bool {
+        self.private.lock().leave(id, stream)
     }
 
     /// One direction of relay `id` has finished pumping at `now`. Once

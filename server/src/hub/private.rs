@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, SendError, Sender};
 
 use super::Refusal;
 
@@ -16,15 +17,20 @@ use super::Refusal;
 pub enum RelayJoin {
     /// First end: wait on `rx` for the second end's socket until `deadline`,
     /// and by then the second end has already written ESTABLISHED on both.
+    /// `woken` hangs up (poll(2) reports POLLHUP, a read returns 0) once
+    /// the hub lets go of this end: the hand-over is then in `rx`, or the
+    /// id was cancelled (`rx` disconnected). So the end's thread can wait
+    /// on its own client's socket and on the hub at once.
     First {
         rx: Receiver<Arc<TcpStream>>,
+        woken: UnixStream,
         deadline: Instant,
     },
     /// Second end: write ESTABLISHED to `other` and to yourself, then send
     /// your own socket through `notify` and start pumping.
     Second {
         other: Arc<TcpStream>,
-        notify: Sender<Arc<TcpStream>>,
+        notify: Handover,
     },
     /// The id was never issued, or was already used.
     Unknown,
@@ -37,7 +43,22 @@ pub enum RelayJoin {
 
 struct Waiting {
     stream: Arc<TcpStream>,
-    notify: Sender<Arc<TcpStream>>,
+    notify: Handover,
+}
+
+/// The second end's way to the waiting first end: its socket through the
+/// channel, then the wake-up socket closed (dropped with the hand-over,
+/// also when the id is cancelled and nothing is sent).
+pub struct Handover {
+    tx: Sender<Arc<TcpStream>>,
+    _wake: UnixStream,
+}
+
+impl Handover {
+    /// Give the waiting end `stream` and wake it.
+    pub fn send(self, stream: Arc<TcpStream>) -> Result<(), SendError<Arc<TcpStream>>> {
+        self.tx.send(stream)
+    }
 }
 
 struct Ticket {
@@ -193,11 +214,17 @@ impl Private {
             if self.relays.len() + waiting >= max_relays {
                 return RelayJoin::Full;
             }
+            // Two descriptors per waiting end, closed with it.
+            let Ok((wake, woken)) = UnixStream::pair() else {
+                return RelayJoin::Full;
+            };
             let ticket = self.tickets.get_mut(&id).expect("checked above");
             let (tx, rx) = bounded(1);
-            ticket.waiting = Some(Waiting { stream, notify: tx });
+            let notify = Handover { tx, _wake: wake };
+            ticket.waiting = Some(Waiting { stream, notify });
             return RelayJoin::First {
                 rx,
+                woken,
                 deadline: ticket.expires,
             };
         }
@@ -223,6 +250,24 @@ impl Private {
         match self.tickets.get(&id) {
             Some(t) if t.waiting.is_some() => {
                 self.tickets.remove(&id);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The waiting first end of `id` on `stream` lost its client: forget
+    /// that end (its slot is free) and keep the id for its users until it
+    /// expires. False if `stream` no longer waits there (the second end
+    /// took it, or the id is gone).
+    pub(super) fn leave(&mut self, id: i64, stream: &Arc<TcpStream>) -> bool {
+        match self.tickets.get_mut(&id) {
+            Some(t)
+                if t.waiting
+                    .as_ref()
+                    .is_some_and(|w| Arc::ptr_eq(&w.stream, stream)) =>
+            {
+                t.waiting = None;
                 true
             }
             _ => false,
@@ -457,6 +502,37 @@ mod tests {
         // An established relay outlives its users' chat sessions.
         assert_eq!(p.forget_user("c"), 0);
         assert_eq!((p.relay_count(), p.in_use()), (1, 1));
+    }
+
+    #[test]
+    fn a_waiting_end_that_leaves_frees_its_slot_and_keeps_the_id() {
+        use std::io::Read;
+        let mut p = Private::default();
+        let t0 = Instant::now();
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let id = p.issue_id("a", "b", [IP, IP], t0 + TTL);
+        let (gone, stranger) = (socket(&l), socket(&l));
+        let RelayJoin::First { rx, mut woken, .. } = p.join(t0, id, IP, gone.clone(), 1) else {
+            panic!("first end")
+        };
+        // Only the end waiting there may leave it.
+        assert!(!p.leave(id, &stranger));
+        assert!(!p.leave(id ^ 1, &gone));
+        assert_eq!(p.in_use(), 1);
+        assert!(p.leave(id, &gone));
+        assert_eq!(p.in_use(), 0);
+        // Its waiting thread would see the hub let go (a hang-up, nothing
+        // handed over), but it left already; the id stays for its users.
+        assert_eq!(woken.read(&mut [0u8; 1]).unwrap(), 0);
+        assert!(rx.try_recv().is_err());
+        let RelayJoin::First { .. } = p.join(t0, id, IP, socket(&l), 1) else {
+            panic!("the id is still valid")
+        };
+        let RelayJoin::Second { notify, .. } = p.join(t0, id, IP, socket(&l), 1) else {
+            panic!("second end")
+        };
+        assert!(!p.leave(id, &gone), "established: nothing to leave");
+        drop(notify);
     }
 
     #[test]
