@@ -13,6 +13,8 @@
 #                    JetStream in a temporary directory on 127.0.0.1); chinwagd
 #                    needs it only in cluster mode (bus_url), and then on
 #                    whichever machine the operator runs the bus
+#   iproute2         ip and tc, for the tests that run in a network namespace of
+#                    their own (tests/common/netns.rs: loopback up, a tbf queue)
 #
 # and then, with pip, pytest and mypy for the Python package's tests when
 # python3 cannot import them (scripts/python-deps.sh).
@@ -163,13 +165,22 @@ have_nats() {
 }
 have_nats || missing+=(nats-server)
 
+# ip and tc live in /usr/sbin, which a user's PATH may not list.
+have_iproute2() {
+    local t
+    for t in ip tc; do
+        command -v "$t" >/dev/null 2>&1 || [ -x "${CHINWAG_SBIN:-/usr/sbin}/$t" ] || return 1
+    done
+}
+have_iproute2 || missing+=(iproute2)
+
 python_deps() {
     [ $dry_run -eq 1 ] && return 0
     "$(dirname "$0")/python-deps.sh"
 }
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "install-deps: nothing to install (pkg-config, opus, alsa, cmake, postgresql and nats-server found)"
+    echo "install-deps: nothing to install (pkg-config, opus, alsa, cmake, postgresql, nats-server and iproute2 found)"
     python_deps
     exit 0
 fi
