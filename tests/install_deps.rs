@@ -3,7 +3,8 @@
 //! tested with `--dry-run` and stand-in `pkg-config`, `id` and `sudo`
 //! commands on a PATH of the test's own, and a stand-in Debian PostgreSQL
 //! directory (`CHINWAG_PG_ROOT`) holding `initdb` or not, and a stand-in
-//! `nats-server` on that PATH or not (`CHINWAG_SBIN` points there too).
+//! `nats-server` on that PATH or not (`CHINWAG_SBIN` points there too),
+//! and `ip` and `tc` there unless the test leaves them out.
 //! `--musl` is tested with a stand-in `musl-gcc` and `rustup` (or none).
 
 use std::os::unix::fs::PermissionsExt;
@@ -41,6 +42,10 @@ fn fake_path(name: &str, present: Option<&[&str]>, uid: u32, sudo_ok: bool) -> P
     write("id", format!("#!/bin/sh\necho {uid}\n"));
     if name != "nocmake" {
         write("cmake", "#!/bin/sh\nexit 0\n".into());
+    }
+    if name != "noiproute2" {
+        write("ip", "#!/bin/sh\nexit 0\n".into());
+        write("tc", "#!/bin/sh\nexit 0\n".into());
     }
     if sudo_ok {
         write("sudo", "#!/bin/sh\nexit 0\n".into());
@@ -151,6 +156,21 @@ fn a_missing_postgresql_server_is_installed() {
     assert!(out.contains("missing: postgresql\n"), "{out}");
     assert!(
         out.contains("would run: apt-get install -y --no-install-recommends postgresql\n"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_missing_iproute2_is_installed() {
+    let out = dry_run(&fake_path(
+        "noiproute2",
+        Some(&["opus", "alsa", "postgresql", "nats"]),
+        0,
+        false,
+    ));
+    assert!(out.contains("missing: iproute2\n"), "{out}");
+    assert!(
+        out.contains("would run: apt-get install -y --no-install-recommends iproute2\n"),
         "{out}"
     );
 }
